@@ -1,0 +1,75 @@
+//! Rust-owned aligned memory (tests, the CLI's bench, registered pools). Memory that JS sees is
+//! V8-owned instead (an over-allocated ArrayBuffer viewed at an aligned offset), see index.ts.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+
+/// A zeroed, aligned heap block.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give out shared slices.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// `len` bytes aligned to `align` (a power of two). Panics on a bad layout; a zero `len`
+    /// allocates one alignment unit so the pointer is real.
+    pub fn new(len: usize, align: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(len.max(align), align).expect("bad alignment");
+        // SAFETY: layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, layout }
+    }
+
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr points at layout.size() initialised (zeroed) bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_aligned_and_zeroed() {
+        for align in [512usize, 4096, 65536] {
+            let b = AlignedBuf::new(10_000, align);
+            assert_eq!(b.as_ptr() as usize % align, 0);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+        }
+    }
+}

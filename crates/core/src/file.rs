@@ -1,0 +1,355 @@
+//! Opening files for direct I/O.
+//!
+//! The file is opened without O_DIRECT first and O_DIRECT is then switched on with
+//! `fcntl(F_SETFL)`. That way a filesystem that refuses O_DIRECT (ramfs, some FUSE and network
+//! filesystems) never leaves a half-created file behind an `EINVAL` from `open`, and the
+//! `prefer` mode can keep the descriptor it already has.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::align::{self, Alignment};
+
+/// How much direct I/O the caller wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectMode {
+    /// O_DIRECT or fail.
+    Require,
+    /// O_DIRECT when the filesystem allows it, else buffered I/O (with the page cache dropped
+    /// behind each op by the caller).
+    Prefer,
+    /// Plain buffered I/O.
+    Off,
+}
+
+impl DirectMode {
+    pub fn parse(s: &str) -> Option<DirectMode> {
+        match s {
+            "require" => Some(DirectMode::Require),
+            "prefer" => Some(DirectMode::Prefer),
+            "off" => Some(DirectMode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// Access mode and creation flags, parsed from an `fs`-style flag string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFlags {
+    pub bits: i32,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// Parses `r`, `r+`, `rs+`, `w`, `wx`, `w+`, `wx+` (and `xw`, `xw+`). Append modes (`a`...) are
+/// refused: O_APPEND writes land at end-of-file, which is almost never block aligned, so the
+/// kernel would fail them with EINVAL at random. Errors carry a message saying so.
+pub fn parse_flags(s: &str) -> Result<OpenFlags, String> {
+    let (bits, readable, writable) = match s {
+        "r" => (libc::O_RDONLY, true, false),
+        "r+" | "rs+" | "sr+" => (libc::O_RDWR, true, true),
+        "w" => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, false, true),
+        "wx" | "xw" => (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, false, true),
+        "w+" => (libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, true, true),
+        "wx+" | "xw+" => (libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, true, true),
+        "a" | "a+" | "ax" | "xa" | "as" | "sa" | "ax+" | "xa+" | "as+" | "sa+" => {
+            return Err(format!(
+                "flag '{s}' (append) is not supported for direct I/O: O_APPEND writes go to the end of the file, which is rarely aligned to the block size; open with 'r+' (or 'w') and write at aligned positions, e.g. the file size rounded up"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "unknown flag '{s}': use one of 'r', 'r+', 'w', 'wx', 'w+', 'wx+'"
+            ))
+        }
+    };
+    Ok(OpenFlags {
+        bits: bits | libc::O_CLOEXEC,
+        readable,
+        writable,
+    })
+}
+
+/// Extra options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    pub dsync: bool,
+    pub noatime: bool,
+    pub mode: u32,
+}
+
+/// An opened file.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub fd: RawFd,
+    /// O_DIRECT really in effect.
+    pub direct: bool,
+    /// Why O_DIRECT is not in effect when it was asked for (`prefer`), empty otherwise.
+    pub fallback_reason: String,
+    pub alignment: Alignment,
+    pub is_block_device: bool,
+    /// Size in bytes (st_size, or the device size for block devices).
+    pub size: u64,
+    /// Filesystem type name (ext4, tmpfs, ramfs, ...) when known.
+    pub fs_type: String,
+}
+
+/// An error from `open_file`, with the system call that failed.
+#[derive(Debug)]
+pub struct OpenError {
+    pub errno: i32,
+    pub syscall: &'static str,
+    pub message: String,
+}
+
+impl OpenError {
+    fn last(syscall: &'static str) -> OpenError {
+        let e = io::Error::last_os_error();
+        OpenError {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            syscall,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Opens `path` with the given flags and direct mode.
+pub fn open_file(
+    path: &str,
+    flags: OpenFlags,
+    direct: DirectMode,
+    opts: OpenOptions,
+) -> Result<Opened, OpenError> {
+    let c = CString::new(path).map_err(|_| OpenError {
+        errno: libc::EINVAL,
+        syscall: "open",
+        message: "path contains a NUL byte".into(),
+    })?;
+    let mut bits = flags.bits;
+    if opts.dsync {
+        bits |= libc::O_DSYNC;
+    }
+    #[cfg(target_os = "linux")]
+    if opts.noatime {
+        bits |= libc::O_NOATIME;
+    }
+    let mode = if opts.mode == 0 { 0o666 } else { opts.mode };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let mut fd = unsafe { libc::open(c.as_ptr(), bits, mode as libc::c_uint) };
+    #[cfg(target_os = "linux")]
+    if fd < 0 && opts.noatime && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // O_NOATIME is only for the file's owner (or CAP_FOWNER): retry without it.
+        // SAFETY: as above.
+        fd = unsafe { libc::open(c.as_ptr(), bits & !libc::O_NOATIME, mode as libc::c_uint) };
+    }
+    if fd < 0 {
+        return Err(OpenError::last("open"));
+    }
+    match finish_open(fd, direct) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            // SAFETY: fd was opened above and is not shared with anyone yet.
+            unsafe { libc::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+fn finish_open(fd: RawFd, direct: DirectMode) -> Result<Opened, OpenError> {
+    let st = align::fstat(fd).map_err(|_| OpenError::last("fstat"))?;
+    let kind = st.st_mode & libc::S_IFMT;
+    let is_block_device = kind == libc::S_IFBLK;
+    if kind == libc::S_IFDIR {
+        return Err(OpenError {
+            errno: libc::EISDIR,
+            syscall: "open",
+            message: "is a directory".into(),
+        });
+    }
+    let alignment = align::discover(fd).map_err(|_| OpenError::last("statx"))?;
+    let fs_type = fs_type_name(fd);
+    #[cfg(target_os = "linux")]
+    let size = if is_block_device {
+        align::blk_size_bytes(fd).unwrap_or(0)
+    } else {
+        st.st_size as u64
+    };
+    #[cfg(not(target_os = "linux"))]
+    let size = st.st_size as u64;
+    let mut out = Opened {
+        fd,
+        direct: false,
+        fallback_reason: String::new(),
+        alignment,
+        is_block_device,
+        size,
+        fs_type,
+    };
+    if direct == DirectMode::Off {
+        return Ok(out);
+    }
+    match enable_direct(fd) {
+        Ok(()) => {
+            out.direct = true;
+            Ok(out)
+        }
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+            let reason = format!(
+                "the {} filesystem refused O_DIRECT ({}: {})",
+                if out.fs_type.is_empty() {
+                    "underlying"
+                } else {
+                    &out.fs_type
+                },
+                crate::error::errno_name(errno),
+                e
+            );
+            if direct == DirectMode::Prefer {
+                out.fallback_reason = reason;
+                Ok(out)
+            } else {
+                Err(OpenError {
+                    errno,
+                    syscall: "fcntl",
+                    message: reason,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn enable_direct(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::fcntl(fd, libc::F_SETFL, fl | libc::O_DIRECT) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Some kernels silently ignore flags they cannot set: check it stuck.
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 || fl & libc::O_DIRECT == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "macos")]
+fn enable_direct(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_NOCACHE takes an integer flag.
+    if unsafe { libc::fcntl(fd, libc::F_NOCACHE, 1) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn enable_direct(_fd: RawFd) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// Turns the page cache off behind buffered I/O on a `prefer` fallback (POSIX_FADV_DONTNEED).
+pub fn drop_cache_range(fd: RawFd, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: posix_fadvise takes only integers; failures are harmless and ignored.
+    unsafe {
+        libc::posix_fadvise(
+            fd,
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, offset, len);
+}
+
+/// The filesystem type name of an open file ("ext4", "tmpfs", ...), or "" when unknown.
+pub fn fs_type_name(fd: RawFd) -> String {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: fstatfs writes into the zeroed POD out parameter.
+        let magic = unsafe {
+            let mut s: libc::statfs = std::mem::zeroed();
+            if libc::fstatfs(fd, &mut s) < 0 {
+                return String::new();
+            }
+            s.f_type as i64
+        };
+        let name = match magic {
+            0xEF53 => "ext4",
+            0x01021994 => "tmpfs",
+            0x858458f6 => "ramfs",
+            0x58465342 => "xfs",
+            0x9123683E => "btrfs",
+            0x794c7630 => "overlayfs",
+            0x65735546 => "fuse",
+            0x6969 => "nfs",
+            0xFF534D42 | 0xFE534D42 => "cifs",
+            0x2011BAB0 => "exfat",
+            0x4d44 => "vfat",
+            0xF2F52010 => "f2fs",
+            0x2FC12FC1 => "zfs",
+            0x62656572 => "sysfs",
+            0x9fa0 => "proc",
+            0x62646576 | 0x1373 => "devtmpfs",
+            _ => return format!("0x{magic:x}"),
+        };
+        name.to_string()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_like_fs() {
+        assert!(parse_flags("r").unwrap().readable);
+        assert!(!parse_flags("r").unwrap().writable);
+        assert!(parse_flags("w+").unwrap().readable);
+        assert!(parse_flags("a").unwrap_err().contains("append"));
+        assert!(parse_flags("q").unwrap_err().contains("unknown flag"));
+    }
+
+    #[test]
+    fn opens_a_temp_file_with_o_direct() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let p = dir.path().join("f");
+        let o = open_file(
+            p.to_str().unwrap(),
+            parse_flags("w+").unwrap(),
+            DirectMode::Require,
+            OpenOptions::default(),
+        )
+        .unwrap();
+        assert!(o.direct);
+        assert_eq!(o.size, 0);
+        // SAFETY: closing the fd we just opened.
+        unsafe { libc::close(o.fd) };
+    }
+
+    #[test]
+    fn missing_file_is_enoent() {
+        let e = open_file(
+            "/nonexistent/odirect",
+            parse_flags("r").unwrap(),
+            DirectMode::Require,
+            OpenOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.errno, libc::ENOENT);
+        assert_eq!(e.syscall, "open");
+    }
+}

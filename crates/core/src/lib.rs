@@ -1,0 +1,18 @@
+//! odirect-core: the engine behind odirect, with no N-API in it.
+//!
+//! - [`align`]: what O_DIRECT needs for a file (statx STATX_DIOALIGN, BLKSSZGET, sysfs).
+//! - [`file`]: opening with O_DIRECT (require / prefer / off).
+//! - [`backend`]: io_uring, Linux AIO and thread-pool engines behind one trait.
+//! - [`error`]: errno names and hints.
+//! - [`buf`]: Rust-owned aligned memory.
+
+pub mod align;
+pub mod backend;
+pub mod buf;
+pub mod error;
+pub mod file;
+pub mod op;
+pub mod probe;
+
+pub use backend::{Backend, BackendKind, BackendOptions, Unavailable};
+pub use op::{Completion, Op, OpKind, Segment, Sink};
