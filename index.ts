@@ -15,7 +15,7 @@ import { DirectIoError, kernelError, misuse } from './src/errors'
 import { type Alignment, FileHandle } from './src/handle'
 import { native } from './src/native'
 
-export { allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers'
+export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers'
 export { DirectIoError, type DirectIoErrorInit, type MisuseCode } from './src/errors'
 export { FileHandle, type Alignment, type HandleStats, type ManyOp, type OpOptions, type ReadOptions, type Stats } from './src/handle'
 export type { BackendName } from './src/engine'

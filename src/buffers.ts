@@ -49,5 +49,5 @@ export function allocAligned(size: number, alignment: number = PAGE_SIZE): Uint8
 export function isDetached(view: ArrayBufferView): boolean {
   const b = view.buffer as ArrayBuffer & { detached?: boolean }
   if (typeof b.detached === 'boolean') return b.detached
-  return view.byteLength === 0 && b.byteLength === 0
+  return view.byteLength === 0 && b.byteLength === 0 && native.isDetached(view)
 }

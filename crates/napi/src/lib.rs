@@ -370,6 +370,40 @@ pub fn address_of(env: Env, value: Unknown) -> Result<f64> {
     Ok(v.ptr as usize as f64)
 }
 
+/// True when the ArrayBuffer behind a view (or the ArrayBuffer itself) is detached.
+#[napi]
+pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
+    let (e, mut v) = (env.raw(), value.raw());
+    let mut is = false;
+    // SAFETY: env and value are live handles of this call; each getter writes only its outputs.
+    unsafe {
+        check!(sys::napi_is_typedarray(e, v, &mut is));
+        if is {
+            let (mut ty, mut len, mut off) = (0, 0usize, 0usize);
+            let mut data = ptr::null_mut();
+            let mut ab = ptr::null_mut();
+            check!(sys::napi_get_typedarray_info(
+                e, v, &mut ty, &mut len, &mut data, &mut ab, &mut off
+            ));
+            v = ab;
+        } else {
+            check!(sys::napi_is_dataview(e, v, &mut is));
+            if is {
+                let (mut len, mut off) = (0usize, 0usize);
+                let mut data = ptr::null_mut();
+                let mut ab = ptr::null_mut();
+                check!(sys::napi_get_dataview_info(
+                    e, v, &mut len, &mut data, &mut ab, &mut off
+                ));
+                v = ab;
+            }
+        }
+        let mut detached = false;
+        check!(sys::napi_is_detached_arraybuffer(e, v, &mut detached));
+        Ok(detached)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Views
 
