@@ -19,6 +19,7 @@ export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers
 export { DirectIoError, type DirectIoErrorInit, type MisuseCode } from './src/errors'
 export { FileHandle, type Alignment, type HandleStats, type ManyOp, type OpOptions, type ReadOptions, type Stats } from './src/handle'
 export type { BackendName } from './src/engine'
+export { RegisteredBuffers } from './src/registered'
 
 export type OpenFlags = 'r' | 'r+' | 'rs+' | 'w' | 'wx' | 'xw' | 'w+' | 'wx+' | 'xw+'
 export type DirectMode = 'require' | 'prefer' | 'off'

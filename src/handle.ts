@@ -2,6 +2,7 @@ import { addressOf, allocAligned, isDetached, MAX_IO_LENGTH, PAGE_SIZE } from '.
 import { type BackendName, backendIndex, type Engine, type OpSink } from './engine'
 import { abortError, DirectIoError, kernelError, misuse } from './errors'
 import { native } from './native'
+import { registerBuffers, registeredIndex, type RegisteredBuffers } from './registered'
 
 /** What direct I/O needs for this file, and where odirect learned it. */
 export interface Alignment {
@@ -142,6 +143,7 @@ export class FileHandle {
   #drained: (() => void) | undefined
   #lat = new Float64Array(LAT_WINDOW)
   #latN = 0
+  #pools: RegisteredBuffers[] = []
   #stats = { ops: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, errors: 0 }
 
   /** @internal Use `open()`. */
@@ -313,7 +315,7 @@ export class FileHandle {
         syscall,
         { position, length: view.byteLength },
         signal,
-        (id) => this.#engine.native.rw(this.#bidx, write, id, this.fd, view, position, -1),
+        (id) => this.#engine.native.rw(this.#bidx, write, id, this.fd, view, position, registeredIndex(view, this.backend)),
         (n) => {
           if (implicit && n < view.byteLength) this.#position = Math.min(this.#position, position + n)
           this.#dropCache(position, n)
@@ -432,7 +434,7 @@ export class FileHandle {
           )
         }
         try {
-          this.#engine.native.rwMany(this.#bidx, new Array<number>(n).fill(write ? 1 : 0), ids, this.fd, views, positions, new Array<number>(n).fill(-1))
+          this.#engine.native.rwMany(this.#bidx, new Array<number>(n).fill(write ? 1 : 0), ids, this.fd, views, positions, views.map((v) => registeredIndex(v, this.backend)))
         } catch (e) {
           for (const id of ids) this.#engine.untrack(id)
           reject(e)
@@ -508,6 +510,20 @@ export class FileHandle {
     }
   }
 
+  /**
+   * Pins `count` aligned buffers of `size` bytes (rounded up to the block size) for this handle's
+   * backend: io_uring registered buffers (READ_FIXED / WRITE_FIXED), or mlock on aio and the
+   * thread pool. Reads and writes from these buffers (or views inside them) on any handle of the
+   * same backend then use the pinned pages. One registration per backend: a new one replaces the
+   * old. Fails with ERR_ODIRECT_MEMLOCK when RLIMIT_MEMLOCK is too low, saying how to raise it.
+   */
+  registerBuffers(count: number, size: number): RegisteredBuffers {
+    this.#checkOpen('io_uring_register')
+    const reg = registerBuffers(this.#engine, this.backend, count, size, Math.max(this.alignment.offset, this.alignment.memory))
+    this.#pools.push(reg)
+    return reg
+  }
+
   /** Counters and latency percentiles for this handle. */
   stats(): HandleStats {
     const n = Math.min(this.#latN, LAT_WINDOW)
@@ -525,6 +541,14 @@ export class FileHandle {
     if (this.#closing === undefined) {
       this.#closing = (async () => {
         if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r))
+        // Pins taken through this handle end with it.
+        for (const p of this.#pools.splice(0)) {
+          try {
+            p.unregister()
+          } catch {
+            // Unpinning failed (engine shut down): nothing left to release.
+          }
+        }
         await new Promise<number>((resolve, reject) => {
           const id = this.#engine.track({
             settle: (result) => (result < 0 && result !== -9 /* EBADF */ ? reject(kernelError(-result, { syscall: 'close', path: this.path })) : resolve(result)),

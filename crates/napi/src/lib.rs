@@ -10,6 +10,8 @@
 //! anything.
 
 #![deny(clippy::all)]
+// The N-API entry points take flat argument lists on purpose: one call, no object to unpack.
+#![allow(clippy::too_many_arguments)]
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -473,7 +475,9 @@ unsafe fn view_info(env: sys::napi_env, v: sys::napi_value) -> Result<ViewInfo> 
             len,
         });
     }
-    Err(err("expected an ArrayBuffer, TypedArray, Buffer or DataView"))
+    Err(err(
+        "expected an ArrayBuffer, TypedArray, Buffer or DataView",
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,7 +600,8 @@ unsafe extern "C" fn call_js(
                 let _ = sys::napi_unref_threadsafe_function(env, sh.tsfn.0);
             }
         }
-        if sys::napi_create_arraybuffer(env, n * 3 * 8, &mut ab_data, &mut ab) != sys::Status::napi_ok
+        if sys::napi_create_arraybuffer(env, n * 3 * 8, &mut ab_data, &mut ab)
+            != sys::Status::napi_ok
         {
             return;
         }

@@ -89,8 +89,27 @@ struct IoEvent {
     res2: i64,
 }
 
-const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
-const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
+// The layout the kernel reads and writes (linux/aio_abi.h).
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Iocb>() == 64);
+    assert!(offset_of!(Iocb, aio_data) == 0);
+    assert!(offset_of!(Iocb, aio_lio_opcode) == 16);
+    assert!(offset_of!(Iocb, aio_reqprio) == 18);
+    assert!(offset_of!(Iocb, aio_fildes) == 20);
+    assert!(offset_of!(Iocb, aio_buf) == 24);
+    assert!(offset_of!(Iocb, aio_nbytes) == 32);
+    assert!(offset_of!(Iocb, aio_offset) == 40);
+    assert!(offset_of!(Iocb, aio_reserved2) == 48);
+    assert!(offset_of!(Iocb, aio_flags) == 56);
+    assert!(offset_of!(Iocb, aio_resfd) == 60);
+    #[cfg(target_endian = "little")]
+    assert!(offset_of!(Iocb, aio_key) == 8 && offset_of!(Iocb, aio_rw_flags) == 12);
+    #[cfg(target_endian = "big")]
+    assert!(offset_of!(Iocb, aio_rw_flags) == 8 && offset_of!(Iocb, aio_key) == 12);
+    assert!(size_of::<IoEvent>() == 32);
+    assert!(offset_of!(IoEvent, res) == 16);
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -742,10 +761,7 @@ impl AioThread {
             // reaped; the buffers it names obey the `Backend::submit` contract and the iovec
             // arrays live in the same `Inflight` entries.
             let r = unsafe { self.ctx.submit(&mut ptrs) };
-            let submitted = match r {
-                Ok(k) => k,
-                Err(_) => 0,
-            };
+            let submitted = r.unwrap_or(0);
             // What the kernel did not take goes back to the front of the backlog, in order.
             let mut rest: Vec<Op> = seqs[submitted..]
                 .iter()
@@ -782,4 +798,55 @@ impl AioThread {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<AioBackend>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_say_why() {
+        for (errno, needle) in [
+            (libc::ENOSYS, "CONFIG_AIO"),
+            (libc::EAGAIN, "aio-max-nr"),
+            (libc::EPERM, "seccomp"),
+            (libc::ENOMEM, "memory"),
+            (libc::EINVAL, "4096"),
+        ] {
+            let u = explain_setup_error(errno, 4096);
+            assert_eq!(u.errno, errno);
+            assert!(u.reason.contains(needle), "{errno}: {}", u.reason);
+        }
+    }
+
+    #[test]
+    fn context_and_depth() {
+        if let Err(e) = probe() {
+            eprintln!("aio unavailable here: {e}");
+            return;
+        }
+        let sink: Sink = Arc::new(|_| {});
+        let b = AioBackend::new(
+            sink,
+            &BackendOptions {
+                queue_depth: 0,
+                threads: 1,
+            },
+        )
+        .expect("aio backend");
+        assert!(b.depth() >= MIN_DEPTH);
+        b.shutdown();
+        b.shutdown();
+        // An impossible depth is clamped rather than refused.
+        let sink: Sink = Arc::new(|_| {});
+        let b = AioBackend::new(
+            sink,
+            &BackendOptions {
+                queue_depth: u32::MAX,
+                threads: 1,
+            },
+        )
+        .expect("aio backend");
+        assert!(b.depth() <= MAX_DEPTH);
+    }
 }

@@ -417,6 +417,13 @@ impl PoolBackend {
     }
 }
 
+fn is_data_op(kind: &OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Read { .. } | OpKind::Write { .. } | OpKind::Readv { .. } | OpKind::Writev { .. }
+    )
+}
+
 fn worker(shared: Arc<Shared>) {
     let mut done: Vec<Completion> = Vec::new();
     let mut held_since: Option<Instant> = None;
@@ -428,6 +435,11 @@ fn worker(shared: Arc<Shared>) {
         }
         if let Some(op) = st.queue.pop_front() {
             drop(st);
+            if !done.is_empty() && !is_data_op(&op.kind) {
+                // fsync, fallocate... can take long: do not keep finished ops waiting on them.
+                held_since = None;
+                (shared.sink)(std::mem::take(&mut done));
+            }
             // SAFETY: `op` came through `Backend::submit`, whose caller guarantees its memory
             // and descriptor stay valid until its completion is delivered, which happens below.
             let r = unsafe { execute(&op.kind) };

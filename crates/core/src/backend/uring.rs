@@ -100,6 +100,7 @@ impl Shared {
 pub struct UringBackend {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    sink: Sink,
 }
 
 impl UringBackend {
@@ -120,6 +121,7 @@ impl UringBackend {
         let (tx, rx) = mpsc::channel();
         let entries = opts.queue_depth.clamp(8, 4096).next_power_of_two();
         let sh = shared.clone();
+        let sink_for_backend = sink.clone();
         let thread = std::thread::Builder::new()
             .name("odirect-uring".into())
             .spawn(move || {
@@ -145,6 +147,7 @@ impl UringBackend {
             Ok(Ok(())) => Ok(UringBackend {
                 shared,
                 thread: Mutex::new(Some(thread)),
+                sink: sink_for_backend,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -210,7 +213,19 @@ impl Backend for UringBackend {
         if ops.is_empty() {
             return;
         }
-        self.shared.push(Cmd::Ops(ops));
+        {
+            // The shutdown flag is set under this lock and the ring thread drains the queue
+            // once more after seeing it, so an op either reaches the ring thread or is
+            // completed here with ESHUTDOWN: never lost.
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                drop(q);
+                super::pool::deliver_late(&self.sink, ops, libc::ESHUTDOWN);
+                return;
+            }
+            q.push(Cmd::Ops(ops));
+        }
+        self.shared.wake_if_sleeping();
     }
 
     fn cancel(&self, id: u64) {
@@ -218,7 +233,10 @@ impl Backend for UringBackend {
     }
 
     fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.shutdown.store(true, Ordering::SeqCst);
+        }
         self.shared.wake();
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
@@ -370,6 +388,16 @@ impl RingThread {
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
             self.reap();
+        }
+        // Commands that arrived after the last look (the shutdown flag blocks new ones).
+        self.take_commands();
+        for op in self.backlog.drain(..) {
+            self.done.push(Completion {
+                id: op.id,
+                token: op.token,
+                result: -(libc::ESHUTDOWN as i64),
+                latency_ns: 0,
+            });
         }
         if !self.done.is_empty() {
             (self.sink)(std::mem::take(&mut self.done));

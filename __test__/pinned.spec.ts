@@ -1,0 +1,78 @@
+// Pinned buffers: io_uring registered buffers (VmPin) or mlock (VmLck), released on unregister and
+// close, and a typed error naming RLIMIT_MEMLOCK when the limit is too low.
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { DirectIoError, open } from '../dist/index.js'
+
+const __dirname = path.dirname(fileURLToPath(import.meta.url))
+const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
+const dir = fs.mkdtempSync('/var/tmp/odirect-pin-')
+test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+function status(field: 'VmPin' | 'VmLck'): number {
+  const m = fs.readFileSync('/proc/self/status', 'utf8').match(new RegExp(`${field}:\\s+(\\d+) kB`))
+  return m ? Number(m[1]) * 1024 : 0
+}
+
+test('registerBuffers pins the pages, I/O through them works, unregister and close release them', async (t) => {
+  const fh = await open(path.join(dir, 'pin.bin'), 'w+', { backend: BACKEND })
+  const field = fh.backend === 'io_uring' ? 'VmPin' : 'VmLck'
+  const before = status(field)
+  const reg = fh.registerBuffers(32, 65536)
+  t.is(reg.buffers.length, 32)
+  t.true(status(field) - before >= 32 * 65536, `${field} grew by ${status(field) - before}`)
+  reg.buffers[3].fill(0x33)
+  t.is(await fh.write(reg.buffers[3], 65536), 65536)
+  t.is(await fh.read(reg.buffers[4], 65536), 65536)
+  t.true(reg.buffers[4].every((x) => x === 0x33))
+  // A view inside a registered buffer also works.
+  t.is(await fh.read(reg.buffers[5].subarray(4096, 8192), 65536), 4096)
+  const many = await fh.readMany(reg.buffers.slice(0, 8).map((buffer, i) => ({ buffer, position: i * 65536 })))
+  t.is(many.length, 8)
+  reg.unregister()
+  t.false(reg.registered)
+  t.true(status(field) - before < 65536, 'released on unregister')
+  // Still an ordinary aligned buffer after unregistering.
+  t.is(await fh.read(reg.buffers[4], 65536), 65536)
+  fh.registerBuffers(16, 65536)
+  t.true(status(field) - before >= 16 * 65536)
+  await fh.close()
+  t.true(status(field) - before < 65536, 'released on close')
+  t.throws(() => fh.registerBuffers(1, 4096), { instanceOf: DirectIoError, code: 'ERR_ODIRECT_CLOSED' })
+})
+
+test('registerBuffers validates its arguments', async (t) => {
+  await using fh = await open(path.join(dir, 'args.bin'), 'w+', { backend: BACKEND })
+  t.throws(() => fh.registerBuffers(0, 4096), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => fh.registerBuffers(1, 0), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => fh.registerBuffers(1.5, 4096), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => fh.registerBuffers(1, 2 ** 31), { code: 'ERR_OUT_OF_RANGE' })
+})
+
+test('a too-low RLIMIT_MEMLOCK gives ERR_ODIRECT_MEMLOCK naming the limit and the fix', (t) => {
+  const hasTools = spawnSync('sh', ['-c', 'command -v prlimit && command -v setpriv']).status === 0
+  if (!hasTools) {
+    console.log('skipped: prlimit/setpriv (util-linux) not installed')
+    t.pass()
+    return
+  }
+  const script = `
+    const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+    open(${JSON.stringify(path.join(dir, 'lim.bin'))}, 'w+', { backend: ${JSON.stringify(BACKEND)} }).then((fh) => {
+      try { fh.registerBuffers(64, 1 << 20); console.log('NO ERROR') }
+      catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, hint: e.hint })) }
+      return fh.close()
+    })`
+  // Root has CAP_IPC_LOCK, which lifts the limit: drop it so the limit applies, as for a normal user.
+  const r = spawnSync('prlimit', ['--memlock=65536:65536', 'setpriv', '--inh-caps=-ipc_lock', '--bounding-set=-ipc_lock', process.execPath, '-e', script], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout.trim()) as { code: string; message: string; hint: string }
+  t.is(out.code, 'ERR_ODIRECT_MEMLOCK')
+  t.regex(out.message, /RLIMIT_MEMLOCK/)
+  t.regex(out.hint, /ulimit -l/)
+})

@@ -1,0 +1,81 @@
+import { allocAligned, PAGE_SIZE } from './buffers'
+import { type BackendName, backendIndex, type Engine } from './engine'
+import { kernelError, misuse } from './errors'
+
+/** One registration per backend and engine: the kernel keeps one buffer table per ring. */
+const active = new Map<BackendName, RegisteredBuffers>()
+/** ArrayBuffer -> index in the active table of its backend. */
+const indexes = new WeakMap<ArrayBufferLike, { backend: BackendName; index: number }>()
+
+/**
+ * Buffers pinned in memory: registered with io_uring (IORING_REGISTER_BUFFERS, so reads and writes
+ * from them use READ_FIXED / WRITE_FIXED and skip per-op page pinning), or mlock'ed on the aio and
+ * thread-pool backends. Use `buffers[i]` (or subarrays of them) with any handle on that backend.
+ */
+export class RegisteredBuffers {
+  readonly backend: BackendName
+  readonly buffers: readonly Uint8Array[]
+  #engine: Engine
+  #released = false
+
+  /** @internal */
+  constructor(engine: Engine, backend: BackendName, buffers: Uint8Array[]) {
+    this.#engine = engine
+    this.backend = backend
+    this.buffers = Object.freeze(buffers)
+  }
+
+  get registered(): boolean {
+    return !this.#released
+  }
+
+  /** Unpins the buffers (they stay usable as ordinary aligned buffers). Idempotent. */
+  unregister(): void {
+    if (this.#released) return
+    this.#released = true
+    if (active.get(this.backend) === this) active.delete(this.backend)
+    for (const b of this.buffers) indexes.delete(b.buffer)
+    const errno = this.#engine.native.unregisterBuffers(backendIndex(this.backend))
+    if (errno !== 0) throw kernelError(errno, { syscall: 'io_uring_register' })
+  }
+
+  [Symbol.dispose](): void {
+    this.unregister()
+  }
+}
+
+export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number): RegisteredBuffers {
+  if (!Number.isSafeInteger(count) || count <= 0 || count > 16384) {
+    throw misuse('ERR_OUT_OF_RANGE', `count must be an integer from 1 to 16384, got ${String(count)}`, 'io_uring takes at most 16384 registered buffers')
+  }
+  if (!Number.isSafeInteger(size) || size <= 0 || size > 1 << 30) {
+    throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to 1 GiB, got ${String(size)}`, 'io_uring registers buffers of up to 1 GiB each')
+  }
+  const len = Math.ceil(size / alignment) * alignment
+  const buffers = Array.from({ length: count }, () => allocAligned(len, Math.max(PAGE_SIZE, alignment)))
+  const prev = active.get(backend)
+  if (prev !== undefined) prev.unregister()
+  const errno = engine.native.registerBuffers(backendIndex(backend), buffers)
+  if (errno !== 0) {
+    const e = kernelError(errno, { syscall: backend === 'io_uring' ? 'io_uring_register' : 'mlock', length: count * len })
+    if (errno === 12 /* ENOMEM */ || errno === 1 /* EPERM */ || errno === 11 /* EAGAIN */) {
+      throw misuse(
+        'ERR_ODIRECT_MEMLOCK',
+        `pinning ${count} x ${len} bytes failed with ${e.code}: RLIMIT_MEMLOCK (locked-memory limit) is too low`,
+        'raise it: `ulimit -l unlimited` in the shell, `prlimit --memlock=unlimited --pid <pid>`, LimitMEMLOCK= in a systemd unit, --ulimit memlock=-1 for docker; or register fewer/smaller buffers, or do without registration',
+        { errno: e.errno, syscall: e.syscall, length: count * len, cause: e },
+      )
+    }
+    throw e
+  }
+  const reg = new RegisteredBuffers(engine, backend, buffers)
+  buffers.forEach((b, index) => indexes.set(b.buffer, { backend, index }))
+  active.set(backend, reg)
+  return reg
+}
+
+/** The registered-buffer index to use for `view` on `backend`, or -1. */
+export function registeredIndex(view: ArrayBufferView, backend: BackendName): number {
+  const r = indexes.get(view.buffer)
+  return r !== undefined && r.backend === backend ? r.index : -1
+}
