@@ -379,3 +379,20 @@ test('a JS program with 64 reads in flight over 512 MiB never sees EINVAL', asyn
   await Promise.all(Array.from({ length: 64 }, worker))
   t.is(fh.stats().errors, 0)
 })
+
+test('a handle dropped without close() has its descriptor closed on GC, with a warning', (t) => {
+  const file = path.join(scratch(), 'leak.bin')
+  const script = `
+    const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+    const fs = require('fs');
+    (async () => {
+      let fd;
+      await (async () => { const fh = await open(${JSON.stringify(file)}, 'w+'); fd = fh.fd; await fh.write(fh.alloc(4096), 0) })();
+      for (let i = 0; i < 20 && fs.existsSync('/proc/self/fd/' + fd); i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)) }
+      console.log(fs.existsSync('/proc/self/fd/' + fd) ? 'open' : 'closed');
+    })()`
+  const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout.trim(), 'closed')
+  t.regex(r.stderr, /closing file descriptor \d+ .* on garbage collection/)
+})

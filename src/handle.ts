@@ -76,6 +76,18 @@ export interface HandleInit {
 }
 
 const LAT_WINDOW = 4096
+
+/**
+ * A handle that is garbage-collected without close() would leak its descriptor: close it then,
+ * with a warning, as Node's own FileHandle does. Ops in flight keep their handle reachable (their
+ * settle callbacks reference it), so this never runs while the kernel uses the fd.
+ */
+const leaked = new FinalizationRegistry<{ fd: number; path: string }>(({ fd, path }) => {
+  native.closeFdSync(fd)
+  if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
+    process.emitWarning(`odirect: closing file descriptor ${fd} (${path}) on garbage collection; call fh.close() or use 'await using'`, 'Warning')
+  }
+})
 const S_IFMT = 0o170000
 const S_IFREG = 0o100000
 
@@ -161,6 +173,7 @@ export class FileHandle {
     this.fsType = init.fsType
     this.readable = init.readable
     this.writable = init.writable
+    leaked.register(this, { fd: init.fd, path: init.path }, this)
   }
 
   /** True once `close()` was called. */
@@ -539,6 +552,7 @@ export class FileHandle {
    */
   close(): Promise<void> {
     if (this.#closing === undefined) {
+      leaked.unregister(this)
       this.#closing = (async () => {
         if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r))
         // Pins taken through this handle end with it.
