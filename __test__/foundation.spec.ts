@@ -388,11 +388,12 @@ test('a handle dropped without close() has its descriptor closed on GC, with a w
     (async () => {
       let fd;
       await (async () => { const fh = await open(${JSON.stringify(file)}, 'w+'); fd = fh.fd; await fh.write(fh.alloc(4096), 0) })();
-      for (let i = 0; i < 20 && fs.existsSync('/proc/self/fd/' + fd); i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)) }
-      console.log(fs.existsSync('/proc/self/fd/' + fd) ? 'open' : 'closed');
+      const isOpen = () => { try { return fs.readlinkSync('/proc/self/fd/' + fd).endsWith('leak.bin') } catch { return false } };
+      for (let i = 0; i < 200 && isOpen(); i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)) }
+      console.log(isOpen() ? 'open' : 'closed');
     })()`
   const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
-  t.is(r.stdout.trim(), 'closed')
+  t.is(r.stdout.trim(), 'closed', r.stderr)
   t.regex(r.stderr, /closing file descriptor \d+ .* on garbage collection/)
 })
