@@ -171,3 +171,4 @@ export async function probe(path: string = '.'): Promise<ProbeReport> {
     isBlockDevice: r.isBlockDevice,
   }
 }
+export * from './src/streams'
