@@ -14,3 +14,26 @@ if (fs.existsSync(path.join(dist, 'src', 'cli.js'))) {
   fs.writeFileSync(cli, "#!/usr/bin/env node\n'use strict'\nrequire('./src/cli.js').main(process.argv.slice(2)).then((c) => { process.exitCode = c }, (e) => { console.error(e && e.message ? e.message : e); process.exitCode = 1 })\n")
   fs.chmodSync(cli, 0o755)
 }
+// Declarations: tsc keeps import specifiers as written, so `src/native.ts`'s `'../binding'` (the
+// napi-generated binding.d.ts at the package root) lands in dist/src/native.d.ts pointing at
+// dist/binding.d.ts, which does not exist, and a user's tsc fails with TS2307. Re-point every
+// specifier that meant the root binding at it from the file's place in dist/.
+const root = path.join(__dirname, '..')
+const rootBinding = path.join(root, 'binding')
+function fixDeclarations(dir) {
+  for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
+    const file = path.join(dir, ent.name)
+    if (ent.isDirectory()) fixDeclarations(file)
+    if (!ent.isFile() || !ent.name.endsWith('.d.ts')) continue
+    const srcDir = path.join(root, path.relative(dist, dir))
+    const text = fs.readFileSync(file, 'utf8')
+    const fixed = text.replace(/(from\s+|import\()(['"])(\.{1,2}\/[^'"]*?binding)(\.js)?\2/g, (m, pre, q, spec, ext) => {
+      if (path.resolve(srcDir, spec) !== rootBinding) return m
+      let rel = path.relative(dir, rootBinding).split(path.sep).join('/')
+      if (!rel.startsWith('.')) rel = `./${rel}`
+      return `${pre}${q}${rel}${ext || ''}${q}`
+    })
+    if (fixed !== text) fs.writeFileSync(file, fixed)
+  }
+}
+fixDeclarations(dist)

@@ -1,9 +1,12 @@
 //! Opening files for direct I/O.
 //!
 //! The file is opened without O_DIRECT first and O_DIRECT is then switched on with
-//! `fcntl(F_SETFL)`. That way a filesystem that refuses O_DIRECT (ramfs, some FUSE and network
-//! filesystems) never leaves a half-created file behind an `EINVAL` from `open`, and the
-//! `prefer` mode can keep the descriptor it already has.
+//! `fcntl(F_SETFL)`, so the `prefer` mode can keep the descriptor it already has. A failed open
+//! leaves the file system as it found it: a file this open created is unlinked again, and for
+//! `require` the truncation asked for by 'w' / 'w+' (O_TRUNC) is only done (`ftruncate`) once
+//! O_DIRECT is known to work, so a filesystem that refuses O_DIRECT (ramfs, some FUSE and network
+//! filesystems) neither leaves an empty file behind nor empties an existing one — as
+//! `open(O_CREAT | O_DIRECT)` itself would on ramfs.
 
 use std::ffi::CString;
 use std::io;
@@ -135,20 +138,18 @@ pub fn open_file(
         bits |= libc::O_NOATIME;
     }
     let mode = if opts.mode == 0 { 0o666 } else { opts.mode };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let mut fd = unsafe { libc::open(c.as_ptr(), bits, mode as libc::c_uint) };
-    #[cfg(target_os = "linux")]
-    if fd < 0 && opts.noatime && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
-        // O_NOATIME is only for the file's owner (or CAP_FOWNER): retry without it.
-        // SAFETY: as above.
-        fd = unsafe { libc::open(c.as_ptr(), bits & !libc::O_NOATIME, mode as libc::c_uint) };
+    // With 'require', O_TRUNC waits until O_DIRECT is on: a refused open must not empty the file.
+    let defer_trunc = direct == DirectMode::Require && bits & libc::O_TRUNC != 0;
+    if defer_trunc {
+        bits &= !libc::O_TRUNC;
     }
-    if fd < 0 {
-        return Err(OpenError::last("open"));
-    }
-    match finish_open(fd, direct) {
+    let (fd, created) = open_tracking_creation(&c, bits, mode, opts.noatime)?;
+    match finish_open(fd, direct, defer_trunc) {
         Ok(o) => Ok(o),
         Err(e) => {
+            if created {
+                unlink_if_same(&c, fd);
+            }
             // SAFETY: fd was opened above and is not shared with anyone yet.
             unsafe { libc::close(fd) };
             Err(e)
@@ -156,7 +157,77 @@ pub fn open_file(
     }
 }
 
-fn finish_open(fd: RawFd, direct: DirectMode) -> Result<Opened, OpenError> {
+/// open(2), retrying without O_NOATIME when that is refused (it is only for the file's owner).
+fn sys_open(c: &CString, bits: i32, mode: u32, noatime: bool) -> Result<RawFd, OpenError> {
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::open(c.as_ptr(), bits, mode as libc::c_uint) };
+    #[cfg(target_os = "linux")]
+    if fd < 0 && noatime && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // O_NOATIME is only for the file's owner (or CAP_FOWNER): retry without it.
+        // SAFETY: as above.
+        let fd = unsafe { libc::open(c.as_ptr(), bits & !libc::O_NOATIME, mode as libc::c_uint) };
+        if fd < 0 {
+            return Err(OpenError::last("open"));
+        }
+        return Ok(fd);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = noatime;
+    if fd < 0 {
+        return Err(OpenError::last("open"));
+    }
+    Ok(fd)
+}
+
+/// Opens with `bits` and says whether this call created the file, so a failed open can remove
+/// what it made. O_CREAT without O_EXCL cannot tell, so it becomes: open the existing file, or
+/// (ENOENT) create it exclusively, retrying when another process wins the race.
+fn open_tracking_creation(
+    c: &CString,
+    bits: i32,
+    mode: u32,
+    noatime: bool,
+) -> Result<(RawFd, bool), OpenError> {
+    if bits & libc::O_CREAT == 0 {
+        return Ok((sys_open(c, bits, mode, noatime)?, false));
+    }
+    if bits & libc::O_EXCL != 0 {
+        return Ok((sys_open(c, bits, mode, noatime)?, true));
+    }
+    for _ in 0..8 {
+        match sys_open(c, bits & !libc::O_CREAT, mode, noatime) {
+            Ok(fd) => return Ok((fd, false)),
+            Err(e) if e.errno == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        match sys_open(c, bits | libc::O_EXCL, mode, noatime) {
+            Ok(fd) => return Ok((fd, true)),
+            Err(e) if e.errno == libc::EEXIST => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Still racing (or a dangling symlink, which O_EXCL refuses to follow): plain O_CREAT,
+    // creation unknown, so never unlinked.
+    Ok((sys_open(c, bits, mode, noatime)?, false))
+}
+
+/// Unlinks `c` if it still names the file open on `fd` (not something put there meanwhile).
+fn unlink_if_same(c: &CString, fd: RawFd) {
+    let Ok(st) = align::fstat(fd) else { return };
+    // SAFETY: lstat writes into the zeroed POD out parameter; `c` is NUL-terminated.
+    let same = unsafe {
+        let mut l: libc::stat = std::mem::zeroed();
+        libc::lstat(c.as_ptr(), &mut l) == 0 && l.st_dev == st.st_dev && l.st_ino == st.st_ino
+    };
+    if same {
+        // SAFETY: as above; a failure leaves the file, which is all we can do.
+        unsafe { libc::unlink(c.as_ptr()) };
+    }
+}
+
+/// Checks the file, discovers its alignment and switches O_DIRECT on. `truncate`: O_TRUNC was
+/// held back and is done here once O_DIRECT is on (regular files only, as O_TRUNC).
+fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, OpenError> {
     let st = align::fstat(fd).map_err(|_| OpenError::last("fstat"))?;
     let kind = st.st_mode & libc::S_IFMT;
     let is_block_device = kind == libc::S_IFBLK;
@@ -192,6 +263,13 @@ fn finish_open(fd: RawFd, direct: DirectMode) -> Result<Opened, OpenError> {
     match enable_direct(fd) {
         Ok(()) => {
             out.direct = true;
+            if truncate && kind == libc::S_IFREG {
+                // SAFETY: ftruncate takes only integers.
+                if unsafe { libc::ftruncate(fd, 0) } < 0 {
+                    return Err(OpenError::last("ftruncate"));
+                }
+                out.size = 0;
+            }
             Ok(out)
         }
         Err(e) => {
@@ -337,6 +415,34 @@ mod tests {
         assert!(o.direct);
         assert_eq!(o.size, 0);
         // SAFETY: closing the fd we just opened.
+        unsafe { libc::close(o.fd) };
+    }
+
+    #[test]
+    fn creation_is_tracked_and_w_still_truncates() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let p = dir.path().join("f");
+        let c = CString::new(p.to_str().unwrap()).unwrap();
+        let bits = libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC;
+        let (fd, created) = open_tracking_creation(&c, bits, 0o644, false).unwrap();
+        assert!(created);
+        // SAFETY: closing the fd we just opened.
+        unsafe { libc::close(fd) };
+        let (fd, created) = open_tracking_creation(&c, bits, 0o644, false).unwrap();
+        assert!(!created);
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+        std::fs::write(&p, vec![1u8; 8192]).unwrap();
+        let o = open_file(
+            p.to_str().unwrap(),
+            parse_flags("w").unwrap(),
+            DirectMode::Require,
+            OpenOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(o.size, 0);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        // SAFETY: as above.
         unsafe { libc::close(o.fd) };
     }
 

@@ -198,6 +198,79 @@ pub struct StatResult {
 
 pub struct StatTask {
     fd: i32,
+    /// Keeps `fd` from being closed (by a close op) until the fstat has run.
+    fd_use: Option<FdUse>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors in use by tasks of this bridge
+
+fn op_is_close(op: &Op) -> bool {
+    matches!(op.kind, OpKind::Close { .. })
+}
+
+/// Descriptors an `fstat` task (run on libuv's pool, outside the backends) still has to use,
+/// with a count per descriptor. A close op for such a descriptor waits for them: otherwise
+/// `fh.stat()` racing `fh.close()` could fstat a closed descriptor (EBADF) or — once the number
+/// is reused by a later open — describe a different file.
+struct FdUsers {
+    counts: Mutex<HashMap<i32, usize>>,
+    idle: std::sync::Condvar,
+}
+
+fn fd_users() -> &'static FdUsers {
+    static USERS: std::sync::OnceLock<FdUsers> = std::sync::OnceLock::new();
+    USERS.get_or_init(|| FdUsers {
+        counts: Mutex::new(HashMap::new()),
+        idle: std::sync::Condvar::new(),
+    })
+}
+
+/// One use of a descriptor, released on drop.
+struct FdUse(i32);
+
+impl FdUse {
+    fn new(fd: i32) -> FdUse {
+        let u = fd_users();
+        *u.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(fd)
+            .or_insert(0) += 1;
+        FdUse(fd)
+    }
+
+    /// True when some task still has to use `fd`.
+    fn busy(fd: i32) -> bool {
+        fd_users()
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&fd)
+    }
+
+    /// Blocks until no task uses `fd`.
+    fn wait_idle(fd: i32) {
+        let u = fd_users();
+        let mut c = u.counts.lock().unwrap_or_else(|p| p.into_inner());
+        while c.contains_key(&fd) {
+            c = u.idle.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for FdUse {
+    fn drop(&mut self) {
+        let u = fd_users();
+        let mut c = u.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.0);
+                u.idle.notify_all();
+            }
+        }
+    }
 }
 
 impl Task for StatTask {
@@ -221,7 +294,12 @@ impl Task for StatTask {
             ctime_ms: 0.0,
             is_block_device: false,
         };
-        let st = match odirect_core::align::fstat(self.fd) {
+        let st = odirect_core::align::fstat(self.fd);
+        #[cfg(target_os = "linux")]
+        let blk_size = odirect_core::align::blk_size_bytes(self.fd);
+        // Done with the descriptor: a close waiting for it may go ahead.
+        drop(self.fd_use.take());
+        let st = match st {
             Ok(s) => s,
             Err(e) => {
                 return Ok(StatResult {
@@ -234,7 +312,7 @@ impl Task for StatTask {
         let is_blk = st.st_mode & libc::S_IFMT == libc::S_IFBLK;
         #[cfg(target_os = "linux")]
         let size = if is_blk {
-            odirect_core::align::blk_size_bytes(self.fd).unwrap_or(0) as f64
+            blk_size.unwrap_or(0) as f64
         } else {
             st.st_size as f64
         };
@@ -266,7 +344,10 @@ impl Task for StatTask {
 /// fstat off the JS thread (block devices report their real size).
 #[napi(ts_return_type = "Promise<StatResult>")]
 pub fn stat_fd(fd: i32) -> AsyncTask<StatTask> {
-    AsyncTask::new(StatTask { fd })
+    AsyncTask::new(StatTask {
+        fd,
+        fd_use: Some(FdUse::new(fd)),
+    })
 }
 
 #[napi(object)]
@@ -502,9 +583,13 @@ struct Shared {
     backends: Mutex<HashMap<BackendKind, Arc<dyn Backend>>>,
     /// Ops in flight (submitted, completion not yet delivered to JS). Touched on the JS thread.
     inflight: AtomicUsize,
-    debug: bool,
+    /// ODIRECT_DEBUG: what each op in flight is (op, fd, offset, length), by id, so the
+    /// completion line can say it too. None when debugging is off.
+    debug: Option<DebugOps>,
     closed: AtomicBool,
 }
+
+type DebugOps = Arc<Mutex<HashMap<u64, String>>>;
 
 impl Shared {
     fn shutdown_all(&self) {
@@ -529,15 +614,24 @@ pub struct NativeEngine {
     env: sys::napi_env,
 }
 
-fn make_sink(tsfn: sys::napi_threadsafe_function, debug: bool) -> Sink {
+fn make_sink(tsfn: sys::napi_threadsafe_function, debug: Option<DebugOps>) -> Sink {
     let tsfn = Tsfn(tsfn);
     Arc::new(move |batch: Vec<Completion>| {
-        if debug {
+        if let Some(ops) = &debug {
+            let mut ops = ops.lock().unwrap_or_else(|p| p.into_inner());
             for c in &batch {
+                let what = ops.remove(&c.id).unwrap_or_else(|| "op=?".into());
+                let err = if c.result < 0 {
+                    format!(" ({})", odirect_core::error::errno_name(-c.result as i32))
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "odirect: complete id={} result={} latency_us={:.1}",
+                    "odirect: complete id={} {} result={}{} latency_us={:.1}",
                     c.id,
+                    what,
                     c.result,
+                    err,
                     c.latency_ns as f64 / 1000.0
                 );
             }
@@ -692,7 +786,7 @@ impl NativeEngine {
                 tsfn: Tsfn(tsfn),
                 backends: Mutex::new(HashMap::new()),
                 inflight: AtomicUsize::new(0),
-                debug,
+                debug: debug.then(|| Arc::new(Mutex::new(HashMap::new()))),
                 closed: AtomicBool::new(false),
             }
         });
@@ -749,7 +843,7 @@ impl NativeEngine {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err("the engine is shut down".into());
         }
-        let sink = make_sink(self.shared.tsfn.0, self.shared.debug);
+        let sink = make_sink(self.shared.tsfn.0, self.shared.debug.clone());
         let mut opts = BackendOptions::default();
         if queue_depth > 0 {
             opts.queue_depth = queue_depth;
@@ -798,16 +892,19 @@ impl NativeEngine {
     }
 
     fn debug_submit(&self, id: u64, kind: &OpKind) {
-        if self.shared.debug {
+        if let Some(ops) = &self.shared.debug {
             let (off, len) = kind.range();
-            eprintln!(
-                "odirect: submit id={} op={} fd={} offset={} length={}",
-                id,
+            let what = format!(
+                "op={} fd={} offset={} length={}",
                 kind.syscall(),
                 kind.fd(),
                 off,
                 len
             );
+            eprintln!("odirect: submit id={id} {what}");
+            ops.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, what);
         }
     }
 
@@ -999,9 +1096,31 @@ impl NativeEngine {
         };
         self.debug_submit(id as u64, &kind);
         self.note_submitted(1);
+        let op = Op::new(id as u64, 0, kind);
+        if op_is_close(&op) && FdUse::busy(fd) {
+            // An fstat task still uses this descriptor: close it only once that is done, from a
+            // helper thread (the JS thread must not block), or here if no thread can start.
+            let job = Arc::new(Mutex::new(Some((b, op))));
+            let run = move |job: &Mutex<Option<(Arc<dyn Backend>, Op)>>| {
+                if let Some((b, op)) = job.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    FdUse::wait_idle(fd);
+                    // SAFETY: as below; the close waits for the fstat instead of the other way.
+                    unsafe { b.submit(vec![op]) };
+                }
+            };
+            let j2 = job.clone();
+            if std::thread::Builder::new()
+                .name("odirect-close".into())
+                .spawn(move || run(&j2))
+                .is_err()
+            {
+                run(&job);
+            }
+            return Ok(());
+        }
         // SAFETY: no memory is involved; the fd stays open until completion (index.ts closes
         // only after every other op on the handle has completed).
-        unsafe { b.submit(vec![Op::new(id as u64, 0, kind)]) };
+        unsafe { b.submit(vec![op]) };
         Ok(())
     }
 

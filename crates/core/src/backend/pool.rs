@@ -9,8 +9,10 @@
 //! queue runs dry, when [`MAX_BATCH`] completions are held, or when the oldest one has been held
 //! for [`MAX_HOLD`], so batching never adds much latency.
 //!
-//! Cancellation: an op still in the queue is taken out and completed with -ECANCELED by the next
-//! free worker, without running; an op already running completes normally.
+//! Cancellation: an op still in the queue is taken out and completed with -ECANCELED without
+//! running, at once: by an idle worker, or — when every worker is busy (possibly blocked for
+//! long on a hung NFS or FUSE server, exactly when callers abort) — by a short-lived "reaper"
+//! thread (one at a time; shutdown joins it). An op already running completes normally.
 //!
 //! The blocking executor ([`execute`]), the mlock registration ([`LockedBuffers`]) and the
 //! late-completion helper ([`deliver_late`]) are shared with the AIO backend.
@@ -356,10 +358,14 @@ impl Drop for LockedBuffers {
 
 struct State {
     queue: VecDeque<Op>,
-    /// Ops taken out of the queue by `cancel` or `shutdown`: the next free worker completes them
-    /// with -ECANCELED without running them.
+    /// Ops taken out of the queue by `cancel` or `shutdown`: the next free worker (or the
+    /// reaper thread) completes them with -ECANCELED without running them.
     cancelled: Vec<Op>,
     shutdown: bool,
+    /// Workers waiting for work.
+    idle: usize,
+    /// A reaper thread is draining `cancelled`.
+    reaper: bool,
 }
 
 struct Shared {
@@ -371,6 +377,8 @@ struct Shared {
 pub struct PoolBackend {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Reaper threads started by `cancel` (joined by shutdown).
+    reapers: Mutex<Vec<JoinHandle<()>>>,
     worker_ids: Vec<ThreadId>,
     locked: Mutex<Option<LockedBuffers>>,
 }
@@ -382,6 +390,8 @@ impl PoolBackend {
                 queue: VecDeque::new(),
                 cancelled: Vec::new(),
                 shutdown: false,
+                idle: 0,
+                reaper: false,
             }),
             work: Condvar::new(),
             sink,
@@ -406,6 +416,7 @@ impl PoolBackend {
         PoolBackend {
             shared,
             workers: Mutex::new(workers),
+            reapers: Mutex::new(Vec::new()),
             worker_ids,
             locked: Mutex::new(None),
         }
@@ -467,7 +478,28 @@ fn worker(shared: Arc<Shared>) {
         if st.shutdown {
             break;
         }
+        st.idle += 1;
         st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.idle -= 1;
+    }
+}
+
+/// Completes cancelled ops while there are any, for `cancel` when no worker is idle.
+fn reaper(shared: Arc<Shared>) {
+    loop {
+        let ops = {
+            let mut st = lock(&shared.state);
+            if st.cancelled.is_empty() {
+                st.reaper = false;
+                return;
+            }
+            std::mem::take(&mut st.cancelled)
+        };
+        let done = ops
+            .iter()
+            .map(|op| completion(op, -(libc::ECANCELED as i64)))
+            .collect();
+        (shared.sink)(done);
     }
 }
 
@@ -510,11 +542,30 @@ impl Backend for PoolBackend {
 
     fn cancel(&self, id: u64) {
         let mut st = lock(&self.shared.state);
-        if let Some(pos) = st.queue.iter().position(|o| o.id == id) {
-            let op = st.queue.remove(pos).expect("position is in range");
-            st.cancelled.push(op);
+        let Some(pos) = st.queue.iter().position(|o| o.id == id) else {
+            return;
+        };
+        let op = st.queue.remove(pos).expect("position is in range");
+        st.cancelled.push(op);
+        if st.idle > 0 || st.reaper || st.shutdown {
+            // An idle worker (or the running reaper, or the winding-down workers) takes it.
             drop(st);
             self.shared.work.notify_one();
+            return;
+        }
+        // Every worker is busy, maybe blocked for long: do not make the caller wait for them.
+        st.reaper = true;
+        drop(st);
+        let sh = self.shared.clone();
+        let mut reapers = lock(&self.reapers);
+        reapers.retain(|h| !h.is_finished());
+        match std::thread::Builder::new()
+            .name("odirect-pool-cancel".into())
+            .spawn(move || reaper(sh))
+        {
+            Ok(h) => reapers.push(h),
+            // The next free worker completes it instead.
+            Err(_) => lock(&self.shared.state).reaper = false,
         }
     }
 
@@ -536,6 +587,9 @@ impl Backend for PoolBackend {
         // Held while joining, so a concurrent second shutdown also waits for the end.
         let mut workers = lock(&self.workers);
         for h in workers.drain(..) {
+            let _ = h.join();
+        }
+        for h in lock(&self.reapers).drain(..) {
             let _ = h.join();
         }
         drop(workers);

@@ -1,0 +1,705 @@
+// Runtime-neutral behaviour cases: the same list runs under Node (ava, Node 20 and 22), Bun
+// (`bun test`) and Deno (`Deno.test`). A case gets a tiny assertion interface `t` and an `env`
+// holding the package module (each adapter loads the built dist/index.js its own way), a scratch
+// directory on a real filesystem (/var/tmp), and the runtime's name.
+//
+// Only node:* built-ins that Node, Bun and Deno all provide are used here.
+import { Buffer } from 'node:buffer'
+import { createHash, randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+
+import type * as Odirect from '../../dist/index.js'
+
+export type Runtime = 'node' | 'bun' | 'deno'
+
+export interface Env {
+  od: typeof Odirect
+  /** A fresh directory for this case, removed by the adapter afterwards. */
+  dir: string
+  runtime: Runtime
+}
+
+export interface ErrorExpectation {
+  code?: string
+  instanceOf?: abstract new (...args: never[]) => unknown
+  message?: RegExp
+}
+
+/** The assertion interface every adapter provides (see `nodeAssertT` for the default one). */
+export interface T {
+  is(actual: unknown, expected: unknown, message?: string): void
+  true(value: unknown, message?: string): void
+  deepEqual(actual: unknown, expected: unknown, message?: string): void
+  /** Awaits a promise (or calls a function returning one) that must reject as described. */
+  throwsAsync(p: Promise<unknown> | (() => Promise<unknown>), expected?: ErrorExpectation): Promise<unknown>
+  /** Calls a function that must throw synchronously as described. */
+  throws(fn: () => unknown, expected?: ErrorExpectation): unknown
+  /** Ends the case as skipped (never returns). Adapters report the reason. */
+  skip(reason: string): never
+  log(...values: unknown[]): void
+}
+
+export interface Case {
+  name: string
+  /** Skipped up front on these runtimes, with the reason (a runtime issue, named). */
+  skip?: Partial<Record<Runtime, string>>
+  fn(t: T, env: Env): Promise<void> | void
+}
+
+/** Thrown by `t.skip`; adapters catch it and report the case as skipped. */
+export class SkipSignal extends Error {
+  constructor(readonly reason: string) {
+    super(`skipped: ${reason}`)
+    this.name = 'SkipSignal'
+  }
+}
+
+/** Checks an error against an expectation; returns '' or what is wrong. */
+export function errorMismatch(e: unknown, expected: ErrorExpectation | undefined): string {
+  if (expected === undefined) return ''
+  const err = e as { code?: unknown; message?: unknown } | null
+  if (expected.instanceOf !== undefined && !(e instanceof (expected.instanceOf as unknown as new () => unknown))) {
+    return `expected an instance of ${expected.instanceOf.name}, got ${String(e)}`
+  }
+  if (expected.code !== undefined && (err === null || typeof err !== 'object' || err.code !== expected.code)) {
+    return `expected code ${expected.code}, got ${err !== null && typeof err === 'object' ? String(err.code) : 'no code'} (${String(e)})`
+  }
+  if (expected.message !== undefined && !expected.message.test(String(err?.message))) {
+    return `expected message matching ${String(expected.message)}, got ${String(err?.message)}`
+  }
+  return ''
+}
+
+/**
+ * The default assertion interface, on node:assert (which Node, Bun and Deno all ship). Bun and
+ * Deno use it; the ava adapter maps onto ava's own assertions for its diffs.
+ */
+export async function nodeAssertT(log: (...v: unknown[]) => void = console.log): Promise<T> {
+  const assert = (await import('node:assert')).strict
+  return {
+    is: (a, b, m) => assert.ok(Object.is(a, b), m ?? `expected ${String(b)}, got ${String(a)}`),
+    true: (v, m) => assert.ok(v === true, m ?? `expected true, got ${String(v)}`),
+    deepEqual: (a, b, m) => assert.deepStrictEqual(a, b, m),
+    throwsAsync: async (p, expected) => {
+      let caught: { e: unknown } | undefined
+      try {
+        await (typeof p === 'function' ? p() : p)
+      } catch (e) {
+        caught = { e }
+      }
+      if (caught === undefined) return assert.fail(`expected a rejection${expected?.code ? ` with code ${expected.code}` : ''}, but it resolved`)
+      const bad = errorMismatch(caught.e, expected)
+      if (bad !== '') assert.fail(bad)
+      return caught.e
+    },
+    throws: (fn, expected) => {
+      let caught: { e: unknown } | undefined
+      try {
+        fn()
+      } catch (e) {
+        caught = { e }
+      }
+      if (caught === undefined) return assert.fail(`expected a throw${expected?.code ? ` with code ${expected.code}` : ''}, but it returned`)
+      const bad = errorMismatch(caught.e, expected)
+      if (bad !== '') assert.fail(bad)
+      return caught.e
+    },
+    skip: (reason) => {
+      throw new SkipSignal(reason)
+    },
+    log,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+function sha(b: ArrayBufferView): string {
+  return createHash('sha256').update(new Uint8Array(b.buffer, b.byteOffset, b.byteLength)).digest('hex')
+}
+
+/** A position-dependent pattern: byte i of the file is f(i), so any misplaced byte shows. */
+function pattern(size: number, seed = 0): Uint8Array {
+  const b = new Uint8Array(size)
+  const dv = new DataView(b.buffer)
+  for (let i = 0; i + 4 <= size; i += 4) dv.setUint32(i, (Math.imul(i + seed, 2654435761) ^ seed) >>> 0, true)
+  return b
+}
+
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i
+  return a.length === b.length ? -1 : n
+}
+
+function sameBytes(t: T, actual: Uint8Array, expected: Uint8Array, what: string): void {
+  const at = firstDifference(actual, expected)
+  t.is(at, -1, `${what}: first differing byte at ${at} (length ${actual.length} vs ${expected.length})`)
+}
+
+function u8(v: ArrayBufferView): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+}
+
+/** Detaches `ab` the way a user would (structuredClone transfer, or ArrayBuffer#transfer). */
+function detach(ab: ArrayBuffer): void {
+  const withTransfer = ab as ArrayBuffer & { transfer?: () => ArrayBuffer }
+  if (typeof structuredClone === 'function') {
+    try {
+      structuredClone(ab, { transfer: [ab] })
+      if (ab.byteLength === 0) return
+    } catch {
+      // fall through
+    }
+  }
+  if (typeof withTransfer.transfer === 'function') withTransfer.transfer()
+}
+
+async function streamsSkip(t: T, od: typeof Odirect): Promise<void> {
+  if (typeof (od as { createReadStream?: unknown }).createReadStream !== 'function') t.skip('createReadStream is not exported by this build')
+}
+
+// ---------------------------------------------------------------------------------------------
+// the cases
+
+export const cases: Case[] = [
+  {
+    name: 'exports: open, probe, allocAligned, addressOf, DirectIoError, FileHandle, constants',
+    fn(t, { od }) {
+      for (const k of ['open', 'probe', 'allocAligned', 'addressOf'] as const) t.is(typeof od[k], 'function', k)
+      t.is(typeof od.DirectIoError, 'function')
+      t.is(typeof od.FileHandle, 'function')
+      t.true(Number.isInteger(od.PAGE_SIZE) && od.PAGE_SIZE >= 4096, `PAGE_SIZE ${od.PAGE_SIZE}`)
+      t.is(od.MAX_IO_LENGTH, 0x7ffff000)
+    },
+  },
+  {
+    name: 'probe: kernel, O_DIRECT works on the scratch filesystem, alignment with its source, backends',
+    async fn(t, { od, dir }) {
+      const r = await od.probe(dir)
+      t.true(/^Linux /.test(r.kernel), r.kernel)
+      t.true(r.direct.works, r.direct.reason)
+      t.true(r.alignment !== undefined, 'alignment reported')
+      const a = r.alignment!
+      t.true(['statx', 'ioctl', 'sysfs', 'fstat', 'default'].includes(a.source), a.source)
+      t.is(a.offset & (a.offset - 1), 0, 'offset alignment is a power of two')
+      t.true(r.backends.threadpool.available, r.backends.threadpool.reason)
+      for (const b of ['io_uring', 'aio'] as const) {
+        t.is(typeof r.backends[b].available, 'boolean')
+        if (!r.backends[b].available) t.true(r.backends[b].reason.length > 0, `${b} says why not`)
+      }
+      t.true(!fs.readdirSync(dir).some((f) => f.startsWith('.odirect-probe-')), 'no probe file left behind')
+    },
+  },
+  {
+    name: 'open/write/read round trip with O_DIRECT: 4 MiB, sha256 matches, stat size',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'rt.bin')
+      const fh = await od.open(file, 'w+')
+      try {
+        t.true(fh.direct, 'O_DIRECT in effect')
+        t.is(fh.fallbackReason, '')
+        t.true(['io_uring', 'aio', 'threadpool'].includes(fh.backend), fh.backend)
+        const data = fh.alloc(4 * MiB)
+        data.set(randomBytes(data.length))
+        t.is(od.addressOf(data) % fh.alignment.memory, 0, 'alloc is aligned')
+        t.is(await fh.write(data, 0), data.length)
+        await fh.datasync()
+        const back = fh.alloc(4 * MiB)
+        t.is(await fh.read(back, 0), back.length)
+        t.is(sha(back), sha(data))
+        t.is((await fh.stat()).size, data.length)
+        t.is(fs.statSync(file).size, data.length)
+      } finally {
+        await fh.close()
+      }
+      t.true(fh.closed)
+    },
+  },
+  {
+    name: 'every available backend does an O_DIRECT round trip',
+    async fn(t, { od, dir }) {
+      const r = await od.probe(dir)
+      let ran = 0
+      for (const b of ['io_uring', 'aio', 'threadpool'] as const) {
+        if (!r.backends[b].available) {
+          t.log(`${b}: not available here (${r.backends[b].reason})`)
+          continue
+        }
+        const fh = await od.open(path.join(dir, `b-${b}.bin`), 'w+', { backend: b })
+        try {
+          t.is(fh.backend, b)
+          const data = fh.alloc(256 * KiB)
+          data.set(pattern(data.length, ran + 1))
+          t.is(await fh.write(data, 64 * KiB), data.length)
+          const back = fh.alloc(256 * KiB)
+          t.is(await fh.read(back, 64 * KiB), back.length)
+          sameBytes(t, back, data, b)
+          ran++
+        } finally {
+          await fh.close()
+        }
+      }
+      t.true(ran >= 1, 'at least the thread pool ran')
+    },
+  },
+  {
+    name: '64 ops in flight: 64 x 64 KiB writes then reads at shuffled positions, per-block checksums',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'qd.bin'), 'w+')
+      try {
+        const block = 64 * KiB
+        const n = 64
+        const order = [...Array(n).keys()].sort(() => Math.random() - 0.5)
+        const src = order.map((i) => {
+          const b = fh.alloc(block)
+          b.set(pattern(block, i * 7919 + 1))
+          return b
+        })
+        const wrote = await Promise.all(order.map((blk, k) => fh.write(src[k], blk * block)))
+        t.deepEqual(wrote, new Array(n).fill(block))
+        const dst = order.map(() => fh.alloc(block))
+        const inflight = order.map((blk, k) => fh.read(dst[k], blk * block))
+        t.true(fh.stats().inflight > 0, 'reads were in flight together')
+        t.deepEqual(await Promise.all(inflight), new Array(n).fill(block))
+        for (let k = 0; k < n; k++) t.is(sha(dst[k]), sha(src[k]), `block ${order[k]}`)
+        const s = fh.stats()
+        t.is(s.writes, n)
+        t.is(s.reads, n)
+        t.is(s.bytesRead, n * block)
+        t.is(s.inflight, 0)
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'EOF: a read across end of file is short, a read past it returns 0',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'eof.bin')
+      const fh = await od.open(file, 'w+')
+      try {
+        const unit = fh.alignment.offset
+        const data = fh.alloc(4 * unit)
+        data.set(pattern(data.length, 3))
+        await fh.write(data, 0)
+        await fh.truncate(3 * unit + 100)
+        const buf = fh.alloc(2 * unit)
+        buf.fill(0xee)
+        t.is(await fh.read(buf, 2 * unit), unit + 100)
+        sameBytes(t, buf.subarray(0, unit + 100), data.subarray(2 * unit, 3 * unit + 100), 'short read bytes')
+        t.is(await fh.read(buf, 4 * unit), 0)
+        t.is(await fh.read(buf, 1000 * unit), 0)
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'writev/readv: gather and scatter across three buffers',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'v.bin'), 'w+')
+      try {
+        const unit = fh.alignment.offset
+        const sizes = [unit, 4 * unit, 2 * unit]
+        const src = sizes.map((s, i) => {
+          const b = fh.alloc(s)
+          b.set(pattern(s, 100 + i))
+          return b
+        })
+        const total = sizes.reduce((a, b) => a + b, 0)
+        t.is(await fh.writev(src, unit), total)
+        const dst = sizes.map((s) => fh.alloc(s))
+        t.is(await fh.readv(dst, unit), total)
+        for (let i = 0; i < 3; i++) sameBytes(t, dst[i], src[i], `buffer ${i}`)
+        // The file holds them back to back.
+        const whole = fh.alloc(total)
+        t.is(await fh.read(whole, unit), total)
+        let at = 0
+        for (const s of src) {
+          sameBytes(t, whole.subarray(at, at + s.length), s, `at ${at}`)
+          at += s.length
+        }
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'writeMany/readMany: one submission, results in order',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'many.bin'), 'w+')
+      try {
+        const block = 16 * KiB
+        const positions = [7, 0, 3, 12, 5].map((i) => i * block)
+        const src = positions.map((p) => {
+          const b = fh.alloc(block)
+          b.set(pattern(block, p + 11))
+          return b
+        })
+        t.deepEqual(await fh.writeMany(positions.map((position, i) => ({ buffer: src[i], position }))), positions.map(() => block))
+        const dst = positions.map(() => fh.alloc(block))
+        t.deepEqual(await fh.readMany(positions.map((position, i) => ({ buffer: dst[i], position: BigInt(position) }))), positions.map(() => block))
+        for (let i = 0; i < positions.length; i++) sameBytes(t, dst[i], src[i], `op ${i}`)
+        t.deepEqual(await fh.readMany([]), [])
+        // Past EOF in a batch: 0 for that op, the others full.
+        const far = fh.alloc(block)
+        t.deepEqual(await fh.readMany([{ buffer: dst[0], position: 0 }, { buffer: far, position: 1000 * block }]), [block, 0])
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'implicit position: reads and writes without a position advance the handle position',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'seq.bin'), 'w+')
+      try {
+        const unit = fh.alignment.offset
+        const a = fh.alloc(unit).fill(1)
+        const b = fh.alloc(unit).fill(2)
+        t.is(await fh.write(a), unit)
+        t.is(await fh.write(b), unit)
+        const back = fh.alloc(2 * unit)
+        t.is(await fh.read(back, 0), 2 * unit)
+        t.is(back[0], 1)
+        t.is(back[unit], 2)
+        t.is(await fh.read({ buffer: back, position: unit }), unit)
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'misuse: alignment of address, length and position is refused before any system call',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'mis.bin'), 'w+')
+      try {
+        const unit = fh.alignment.offset
+        const big = fh.alloc(4 * unit)
+        await fh.write(big, 0)
+        const e = (await t.throwsAsync(fh.read(big.subarray(1, 1 + unit), 0), { code: 'ERR_ODIRECT_ALIGNMENT', instanceOf: od.DirectIoError })) as Odirect.DirectIoError
+        t.true(e.hint.length > 0, 'has a hint')
+        t.is(e.errno, undefined)
+        if (unit > 1) await t.throwsAsync(fh.read(big.subarray(0, unit - 1), 0), { code: 'ERR_ODIRECT_ALIGNMENT' })
+        await t.throwsAsync(fh.write(big.subarray(0, unit), 1), { code: 'ERR_ODIRECT_ALIGNMENT' })
+        await t.throwsAsync(fh.readv([big.subarray(0, unit), big.subarray(1, 1 + unit)], 0), { code: 'ERR_ODIRECT_ALIGNMENT' })
+        await t.throwsAsync(fh.readMany([{ buffer: big.subarray(0, unit), position: 3 }]), { code: 'ERR_ODIRECT_ALIGNMENT' })
+        await t.throwsAsync(fh.read(new Uint8Array(0), 0), { code: 'ERR_OUT_OF_RANGE' })
+        await t.throwsAsync(fh.read('nope' as unknown as Uint8Array, 0), { code: 'ERR_INVALID_ARG_TYPE' })
+        t.is(fh.stats().ops, 1, 'only the setup write reached the kernel')
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'misuse: bad positions, closed handle, detached buffer, flags and options',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'mis2.bin')
+      const fh = await od.open(file, 'w+')
+      const unit = fh.alignment.offset
+      const buf = fh.alloc(unit)
+      await t.throwsAsync(fh.read(buf, -unit), { code: 'ERR_OUT_OF_RANGE' })
+      await t.throwsAsync(fh.read(buf, 1.5), { code: 'ERR_OUT_OF_RANGE' })
+      await t.throwsAsync(fh.read(buf, 2 ** 60), { code: 'ERR_OUT_OF_RANGE' })
+      await t.throwsAsync(fh.read(buf, -1n), { code: 'ERR_OUT_OF_RANGE' })
+      await t.throwsAsync(fh.read(buf, 'x' as unknown as number), { code: 'ERR_INVALID_ARG_TYPE' })
+      await t.throwsAsync(fh.truncate(-1), { code: 'ERR_OUT_OF_RANGE' })
+      const detachable = od.allocAligned(unit)
+      detach(detachable.buffer as ArrayBuffer)
+      if (detachable.byteLength !== 0) t.log('this runtime cannot detach an ArrayBuffer (no structuredClone transfer nor ArrayBuffer#transfer): detached check not run')
+      else await t.throwsAsync(fh.read(detachable, 0), { code: 'ERR_ODIRECT_DETACHED' })
+      await fh.close()
+      await fh.close() // idempotent
+      t.true(fh.closed)
+      await t.throwsAsync(fh.read(buf, 0), { code: 'ERR_ODIRECT_CLOSED' })
+      await t.throwsAsync(fh.write(buf, 0), { code: 'ERR_ODIRECT_CLOSED' })
+      await t.throwsAsync(fh.stat(), { code: 'ERR_ODIRECT_CLOSED' })
+      await t.throwsAsync(od.open(file, 'a' as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
+      await t.throwsAsync(od.open(file, 'a+' as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
+      await t.throwsAsync(od.open(file, 42 as unknown as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
+      await t.throwsAsync(od.open(file, 'r', { bogus: true } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+      await t.throwsAsync(od.open(file, 'r', { direct: 'maybe' as 'off' }), { code: 'ERR_INVALID_ARG_VALUE' })
+      await t.throwsAsync(od.open('', 'r'), { code: 'ERR_INVALID_ARG_TYPE' })
+      t.throws(() => od.allocAligned(4096, 3), { code: 'ERR_INVALID_ARG_VALUE' })
+      t.throws(() => od.allocAligned(0), { code: 'ERR_OUT_OF_RANGE' })
+    },
+  },
+  {
+    name: 'kernel errors: EBADF writing a read-only handle, ENOENT, EEXIST, typed with errno and syscall',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'ro.bin')
+      fs.writeFileSync(file, new Uint8Array(64 * KiB))
+      const ro = await od.open(file, 'r')
+      try {
+        const buf = ro.alloc(4 * KiB)
+        const e = (await t.throwsAsync(ro.write(buf, 0), { code: 'EBADF', instanceOf: od.DirectIoError })) as Odirect.DirectIoError
+        t.is(e.errno, -9)
+        t.is(e.syscall, 'write')
+        t.is(e.path, file)
+        t.is(e.position, 0)
+        t.true(e instanceof Error)
+        t.is(ro.stats().errors, 1)
+        t.is(await ro.read(buf, 0), buf.length, 'the handle still reads')
+      } finally {
+        await ro.close()
+      }
+      const missing = path.join(dir, 'missing', 'x.bin')
+      const noent = (await t.throwsAsync(od.open(missing, 'r'), { code: 'ENOENT', instanceOf: od.DirectIoError })) as Odirect.DirectIoError
+      t.is(noent.errno, -2)
+      t.is(noent.path, missing)
+      await t.throwsAsync(od.open(file, 'wx'), { code: 'EEXIST' })
+    },
+  },
+  {
+    name: 'truncate, allocate and stat',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'tr.bin')
+      const fh = await od.open(file, 'w+', { mode: 0o640 })
+      try {
+        await fh.truncate(10_000)
+        let s = await fh.stat()
+        t.is(s.size, 10_000)
+        t.true(s.isFile())
+        t.is(s.isBlockDevice(), false)
+        t.is(s.mode & 0o777 & ~0o640, 0, 'mode within 0o640')
+        await fh.truncate(0n)
+        t.is((await fh.stat()).size, 0)
+        await fh.allocate(0, 1 * MiB)
+        s = await fh.stat()
+        t.is(s.size, 1 * MiB)
+        t.true(s.blocks * 512 >= 1 * MiB, `allocated blocks ${s.blocks}`)
+        await fh.truncate()
+        t.is(fs.statSync(file).size, 0)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'registerBuffers: pinned buffers write and read back',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'reg.bin'), 'w+')
+      let reg: Odirect.RegisteredBuffers
+      try {
+        try {
+          reg = fh.registerBuffers(4, 64 * KiB)
+        } catch (e) {
+          if ((e as { code?: string }).code === 'ERR_ODIRECT_MEMLOCK') t.skip(`RLIMIT_MEMLOCK too low here: ${(e as Error).message}`)
+          throw e
+        }
+        t.true(reg.registered)
+        t.is(reg.backend, fh.backend)
+        t.is(reg.buffers.length, 4)
+        for (const b of reg.buffers) t.is(od.addressOf(b) % fh.alignment.memory, 0)
+        reg.buffers[0].set(pattern(64 * KiB, 77))
+        t.is(await fh.write(reg.buffers[0], 0), 64 * KiB)
+        t.is(await fh.write(reg.buffers[0].subarray(0, 16 * KiB), 64 * KiB), 16 * KiB)
+        t.is(await fh.read(reg.buffers[1], 0), 64 * KiB)
+        sameBytes(t, reg.buffers[1], reg.buffers[0], 'registered round trip')
+        reg.unregister()
+        reg.unregister()
+        t.is(reg.registered, false)
+        t.is(await fh.read(reg.buffers[2], 0), 64 * KiB, 'still usable as plain aligned buffers')
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'memory: the bytes the kernel wrote are the bytes JS reads (views at offsets, guard bytes untouched)',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'mem.bin')
+      const size = 1 * MiB
+      const want = pattern(size, 0x5eed)
+      fs.writeFileSync(file, want) // through the page cache; O_DIRECT reads flush it first
+      const fh = await od.open(file, 'r')
+      try {
+        const unit = Math.max(fh.alignment.offset, fh.alignment.memory)
+        // A larger aligned buffer; read into a view in its middle, guard bytes around it.
+        const outer = od.allocAligned(size + 2 * unit, Math.max(od.PAGE_SIZE, fh.alignment.memory))
+        outer.fill(0xa5)
+        const view = outer.subarray(unit, unit + size)
+        t.is(await fh.read(view, 0), size)
+        sameBytes(t, view, want, 'Uint8Array view')
+        t.true(outer.subarray(0, unit).every((x) => x === 0xa5), 'guard before untouched')
+        t.true(outer.subarray(unit + size).every((x) => x === 0xa5), 'guard after untouched')
+        // Other view types over aligned memory see the same bytes.
+        const raw = od.allocAligned(64 * KiB)
+        const u32 = new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+        t.is(await fh.read(u32, 128 * KiB), 64 * KiB)
+        sameBytes(t, u8(u32), want.subarray(128 * KiB, 192 * KiB), 'Uint32Array')
+        const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength)
+        t.is(await fh.read(dv, 256 * KiB), 64 * KiB)
+        sameBytes(t, u8(dv), want.subarray(256 * KiB, 320 * KiB), 'DataView')
+        t.is(dv.getUint32(0, true), new DataView(want.buffer).getUint32(256 * KiB, true))
+        const nodeBuf = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength)
+        t.is(await fh.read(nodeBuf, 512 * KiB), 64 * KiB)
+        sameBytes(t, u8(nodeBuf), want.subarray(512 * KiB, 576 * KiB), 'Buffer')
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: 'memory: the bytes JS wrote are the bytes on disk (node:fs reads them back)',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'mem-w.bin')
+      const fh = await od.open(file, 'w')
+      try {
+        const buf = fh.alloc(512 * KiB)
+        buf.set(pattern(buf.length, 0xbeef))
+        t.is(await fh.write(buf, 0), buf.length)
+        // A later JS change to the buffer must not reach the file.
+        buf.fill(0)
+      } finally {
+        await fh.close()
+      }
+      sameBytes(t, new Uint8Array(fs.readFileSync(file)), pattern(512 * KiB, 0xbeef), 'file contents')
+    },
+  },
+  {
+    name: 'close waits for ops in flight; they settle normally',
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'close.bin')
+      fs.writeFileSync(file, pattern(1 * MiB, 9))
+      const fh = await od.open(file, 'r')
+      const bufs = Array.from({ length: 16 }, () => fh.alloc(64 * KiB))
+      const reads = bufs.map((b, i) => fh.read(b, i * 64 * KiB))
+      const closing = fh.close()
+      t.true(fh.closed)
+      t.deepEqual(await Promise.all(reads), bufs.map(() => 64 * KiB))
+      await closing
+      const want = pattern(1 * MiB, 9)
+      for (let i = 0; i < 16; i++) sameBytes(t, bufs[i], want.subarray(i * 64 * KiB, (i + 1) * 64 * KiB), `read ${i}`)
+    },
+  },
+  {
+    name: 'AbortSignal: an aborted signal rejects with AbortError (ABORT_ERR)',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'abort.bin'), 'w+')
+      try {
+        const ac = new AbortController()
+        ac.abort()
+        const e = (await t.throwsAsync(fh.read(fh.alloc(4096), 0, { signal: ac.signal }), { code: 'ABORT_ERR' })) as Error
+        t.is(e.name, 'AbortError')
+        // A signal that is never aborted does not get in the way.
+        const live = new AbortController()
+        t.is(await fh.write(fh.alloc(4096), 0, { signal: live.signal }), 4096)
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
+    name: "direct: 'off' and 'prefer' open buffered or direct handles as documented",
+    async fn(t, { od, dir }) {
+      const file = path.join(dir, 'modes.bin')
+      const off = await od.open(file, 'w+', { direct: 'off' })
+      try {
+        t.is(off.direct, false)
+        // Alignment rules are lifted without O_DIRECT.
+        const odd = new Uint8Array(1000).fill(7)
+        t.is(await off.write(odd, 3), 1000)
+        const back = new Uint8Array(1000)
+        t.is(await off.read(back, 3), 1000)
+        t.is(back[999], 7)
+      } finally {
+        await off.close()
+      }
+      const pref = await od.open(file, 'r+', { direct: 'prefer' })
+      try {
+        t.is(pref.direct, true, 'ext4/tmpfs support O_DIRECT, so prefer gives it')
+        t.is(pref.fallbackReason, '')
+      } finally {
+        await pref.close()
+      }
+    },
+  },
+  {
+    name: 'streams: createWriteStream then createReadStream through stream/promises pipeline (if exported)',
+    async fn(t, { od, dir }) {
+      await streamsSkip(t, od)
+      const s = od as unknown as {
+        createReadStream(p: string, o?: object): Readable
+        createWriteStream(p: string, o?: object): Writable
+      }
+      const file = path.join(dir, 'stream.bin')
+      const total = 3 * MiB + 12345 // not a multiple of the block size
+      const data = pattern(total, 42)
+      const chunks: Uint8Array[] = []
+      for (let at = 0; at < total; at += 100_003) chunks.push(data.subarray(at, Math.min(total, at + 100_003)))
+      await pipeline(Readable.from(chunks), s.createWriteStream(file))
+      t.is(fs.statSync(file).size, total)
+      const got: Uint8Array[] = []
+      await pipeline(
+        s.createReadStream(file),
+        new Writable({
+          write(chunk: Uint8Array, _enc, cb) {
+            got.push(Uint8Array.from(chunk))
+            cb()
+          },
+        }),
+      )
+      const all = new Uint8Array(got.reduce((n, c) => n + c.length, 0))
+      let at = 0
+      for (const c of got) {
+        all.set(c, at)
+        at += c.length
+      }
+      t.is(all.length, total)
+      t.is(sha(all), sha(data))
+    },
+  },
+  {
+    name: 'web streams: writableWebStream then readableWebStream (if exported)',
+    async fn(t, { od, dir }) {
+      await streamsSkip(t, od)
+      const s = od as unknown as {
+        readableWebStream?(p: string, o?: object): ReadableStream<Uint8Array>
+        writableWebStream?(p: string, o?: object): WritableStream<Uint8Array>
+      }
+      if (typeof s.readableWebStream !== 'function' || typeof s.writableWebStream !== 'function') t.skip('web streams are not exported by this build')
+      const file = path.join(dir, 'web.bin')
+      const total = 2 * MiB + 999
+      const data = pattern(total, 4242)
+      const w = s.writableWebStream!(file).getWriter()
+      for (let at = 0; at < total; at += 65_537) await w.write(data.slice(at, Math.min(total, at + 65_537)))
+      await w.close()
+      t.is(fs.statSync(file).size, total)
+      const h = createHash('sha256')
+      let n = 0
+      const reader = s.readableWebStream!(file).getReader()
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) break
+        h.update(value)
+        n += value.length
+      }
+      t.is(n, total)
+      t.is(h.digest('hex'), sha(data))
+    },
+  },
+]
+
+/** Runs one case with `t` in a fresh scratch directory under `root`; returns the skip reason, if any. */
+export async function runCase(c: Case, t: T, od: typeof Odirect, runtime: Runtime, root = '/var/tmp'): Promise<string | undefined> {
+  const dir = fs.mkdtempSync(path.join(root, `odirect-conf-${runtime}-`))
+  try {
+    await c.fn(t, { od, dir, runtime })
+    return undefined
+  } catch (e) {
+    if (e instanceof SkipSignal) return e.reason
+    throw e
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,51 @@
+// README's API tables and the package's runtime exports agree: every export of dist/index.js has
+// a row in a table headed `| export | ... |` (the "## API" table and those of later sections), and
+// every name such a table's first column documents is exported. (Types are not runtime exports; dist/index.d.ts is checked by scripts/pack-test.cjs.)
+import * as fs from 'node:fs'
+import { createRequire } from 'node:module'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+/**
+ * Names in the first column of README's API tables: every table whose header row starts with
+ * `| export |` (the "## API" table, and the ones sections such as streams add).
+ */
+function documented(readme: string): string[] {
+  const names: string[] = []
+  let inApiTable = false
+  for (const line of readme.split('\n')) {
+    if (!line.startsWith('|')) {
+      inApiTable = false
+      continue
+    }
+    const first = line.split('|')[1] ?? ''
+    if (/^\s*export\s*$/i.test(first)) {
+      inApiTable = true
+      continue
+    }
+    if (!inApiTable || /^\s*:?-+:?\s*$/.test(first)) continue
+    for (const m of first.matchAll(/`([A-Za-z_$][\w$]*)/g)) names.push(m[1]!)
+  }
+  return [...new Set(names)].sort()
+}
+
+test('every runtime export of dist/index.js is in README\'s API tables, and every name there is exported', (t) => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+  const table = documented(readme)
+  t.true(table.includes('open') && table.includes('FileHandle'), `the API table lists names: ${table.join(', ')}`)
+  const mod = createRequire(import.meta.url)(path.join(root, 'dist', 'index.js')) as Record<string, unknown>
+  const exported = Object.keys(mod)
+    .filter((k) => k !== 'default' && k !== '__esModule')
+    .sort()
+  const undocumented = exported.filter((n) => !table.includes(n))
+  const stale = table.filter((n) => !exported.includes(n))
+  t.deepEqual(undocumented, [], `exported but not in README's API table: ${undocumented.join(', ')}`)
+  t.deepEqual(stale, [], `in README's API table but not exported: ${stale.join(', ')}`)
+  // The ESM entry (dist/index.mjs) re-exports the same names.
+  const mjs = fs.readFileSync(path.join(root, 'dist', 'index.mjs'), 'utf8')
+  t.deepEqual(exported.filter((n) => !new RegExp(`^export const ${n.replace('$', '\\$')} = `, 'm').test(mjs)), [], 'dist/index.mjs re-exports every name')
+})

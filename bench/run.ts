@@ -1,0 +1,26 @@
+// The full benchmark, as recorded in bench/RESULTS.md (with bench/results.png beside it):
+//
+//   npm run build:ts && node --import @oxc-node/core/register bench/run.ts [more options]
+//
+// the same as `node dist/cli.js bench --size 512M --runs 3 --out bench/RESULTS.md`. Later options
+// override these defaults (e.g. `--runs 5`, `--duration 5`, or a PATH on another filesystem); see
+// `node dist/cli.js bench --help`. The harness itself is src/bench.ts and src/bench/ (it ships in
+// dist/ so `odirect bench` works from an installed package); it is loaded from the build because
+// the package's TypeScript is CommonJS (src/native.ts uses require) while this entry runs as ESM.
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { benchCommand } from '../dist/src/bench.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const defaults = ['--size', '512M', '--runs', '3', '--out', path.join(here, 'RESULTS.md')]
+
+benchCommand([...defaults, ...process.argv.slice(2)]).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (e: unknown) => {
+    console.error(e instanceof Error ? (e.stack ?? e.message) : e)
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,65 @@
+// Smoke program run by scripts/pack-test.cjs inside a fresh project where odirect was installed
+// from its tarballs: CommonJS, as a user writes it.
+'use strict'
+const { createHash } = require('node:crypto')
+const fs = require('node:fs')
+const path = require('node:path')
+const { Readable, Writable } = require('node:stream')
+const { pipeline } = require('node:stream/promises')
+
+const odirect = require('odirect')
+const { DirectIoError, open, probe } = odirect
+
+const sha = (b) => createHash('sha256').update(b).digest('hex')
+
+async function main() {
+  const dir = fs.mkdtempSync('/var/tmp/odirect-smoke-cjs-')
+  const report = { flavour: 'cjs' }
+  try {
+    const file = path.join(dir, 'a.bin')
+    const fh = await open(file, 'w+')
+    report.direct = fh.direct
+    report.backend = fh.backend
+    const data = fh.alloc(1 << 20)
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31 + 7) & 0xff
+    report.wrote = await fh.write(data, 0)
+    const back = fh.alloc(1 << 20)
+    report.read = await fh.read(back, 0)
+    report.same = sha(back) === sha(data)
+    try {
+      await fh.read(back.subarray(1, 4097), 0)
+    } catch (e) {
+      report.misuse = e instanceof DirectIoError ? e.code : String(e)
+    }
+    await fh.close()
+    report.probe = (await probe(dir)).direct.works
+    if (typeof odirect.createReadStream === 'function' && typeof odirect.createWriteStream === 'function') {
+      const sfile = path.join(dir, 's.bin')
+      const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(50_001, i))
+      await pipeline(Readable.from(chunks), odirect.createWriteStream(sfile))
+      const h = createHash('sha256')
+      let n = 0
+      await pipeline(
+        odirect.createReadStream(sfile),
+        new Writable({
+          write(c, _e, cb) {
+            h.update(c)
+            n += c.length
+            cb()
+          },
+        }),
+      )
+      report.stream = n === 40 * 50_001 && h.digest('hex') === sha(Buffer.concat(chunks)) ? 'ok' : `mismatch (${n} bytes)`
+    } else {
+      report.stream = 'skipped: createReadStream is not exported'
+    }
+    report.addon = Object.keys(require.cache).find((k) => k.endsWith('.node')) || null
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  console.log(JSON.stringify(report))
+}
+main().catch((e) => {
+  console.error(e)
+  process.exitCode = 1
+})

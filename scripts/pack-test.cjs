@@ -1,0 +1,271 @@
+#!/usr/bin/env node
+// Packaging test: what a user gets from `npm install odirect` on this machine.
+//
+//   node scripts/pack-test.cjs [--keep]          (npm run test:pack; needs `npm run build` first)
+//
+// Packs the main package and this machine's platform package (scripts/pack.cjs), installs both
+// from their tarballs into a fresh project (offline: the main package's optionalDependency on
+// odirect-linux-x64-gnu resolves to the local tarball through `overrides`, never the registry)
+// with a PATH that has no cargo/rustc and traps for every compiler and node-gyp, then runs a
+// smoke program there in ESM and in CommonJS (open, write, read back with O_DIRECT in /var/tmp,
+// and a stream pipeline when createReadStream is exported), the CLI, tsc over the typed example
+// project (__test__/types), the gnu/musl choice of the loader and its error when no binary fits.
+// Prints `ok - ...` / `not ok - ...` per check and a closing `N passed, N failed` line.
+'use strict'
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+
+const { layout, optionalDependencies, pack } = require('./pack.cjs')
+
+const root = path.join(__dirname, '..')
+const keep = process.argv.includes('--keep')
+let passed = 0
+let failed = 0
+let skipped = 0
+
+function check(name, fn) {
+  try {
+    const note = fn()
+    passed++
+    console.log(`ok - ${name}${note ? ` (${note})` : ''}`)
+  } catch (e) {
+    failed++
+    console.log(`not ok - ${name}\n  ${String(e && e.stack ? e.stack : e).split('\n').join('\n  ')}`)
+  }
+}
+function skip(name, why) {
+  skipped++
+  console.log(`ok - ${name} # SKIP ${why}`)
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg)
+}
+function eq(a, b, msg) {
+  const x = JSON.stringify(a)
+  const y = JSON.stringify(b)
+  if (x !== y) throw new Error(`${msg}: expected ${y}, got ${x}`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The environment installs and programs run in: no Rust toolchain, every compiler a trap.
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-pack-'))
+const trapDir = path.join(work, 'traps')
+const trapLog = path.join(work, 'traps.log')
+fs.mkdirSync(trapDir)
+const TRAPS = ['cargo', 'rustc', 'rustup', 'cross', 'node-gyp', 'node-gyp-build', 'prebuild-install', 'cc', 'gcc', 'g++', 'c++', 'clang', 'make', 'cmake', 'ld']
+for (const t of TRAPS) {
+  const f = path.join(trapDir, t)
+  fs.writeFileSync(f, `#!/bin/sh\necho "${t} $*" >> '${trapLog}'\necho "pack-test: ${t} must not run during install" >&2\nexit 97\n`)
+  fs.chmodSync(f, 0o755)
+}
+const hasRust = (dir) => ['cargo', 'rustc', 'rustup'].some((b) => fs.existsSync(path.join(dir, b)))
+const strippedPath = [trapDir, ...(process.env.PATH || '').split(path.delimiter).filter((d) => d && !hasRust(d))].join(path.delimiter)
+const env = { ...process.env, PATH: strippedPath, npm_config_node_gyp: path.join(trapDir, 'node-gyp'), npm_config_build_from_source: 'false', CARGO: '/nonexistent/cargo', RUSTC: '/nonexistent/rustc' }
+delete env.NAPI_RS_NATIVE_LIBRARY_PATH
+delete env.npm_config_ignore_scripts
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { cwd: opts.cwd, env: opts.env || env, encoding: 'utf8', timeout: 300_000 })
+  if (r.error) throw r.error
+  return r
+}
+function runOk(cmd, args, opts) {
+  const r = run(cmd, args, opts)
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}\n${r.stdout}\n${r.stderr}`)
+  return r
+}
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+
+// ---------------------------------------------------------------------------------------------
+
+const L = layout()
+const host = L.targets.find((t) => t.platform === process.platform && t.arch === process.arch && (t.platform !== 'linux' || t.libc === 'gnu'))
+
+check('npm/: one package per napi target, named, versioned and constrained as the loader expects', () => {
+  const binding = fs.readFileSync(path.join(root, 'binding.js'), 'utf8')
+  const dirs = fs.readdirSync(path.join(root, 'npm')).sort()
+  eq(dirs, L.targets.map((t) => t.abi).sort(), 'npm/ directories')
+  for (const t of L.targets) {
+    const p = JSON.parse(fs.readFileSync(path.join(t.dir, 'package.json'), 'utf8'))
+    eq(p.name, t.name, `${t.abi} name`)
+    eq(p.version, L.pkg.version, `${t.abi} version matches the main package`)
+    eq(p.main, t.binary, `${t.abi} main`)
+    eq(p.files, [t.binary], `${t.abi} files`)
+    eq(p.os, [t.platform], `${t.abi} os`)
+    eq(p.cpu, [t.arch], `${t.abi} cpu`)
+    if (t.libc === 'gnu') eq(p.libc, ['glibc'], `${t.abi} libc`)
+    if (t.libc === 'musl') eq(p.libc, ['musl'], `${t.abi} libc`)
+    assert(!p.scripts, `${t.abi} has no scripts`)
+    assert(binding.includes(`require('${t.name}')`), `binding.js requires ${t.name}`)
+    assert(binding.includes(`require('./${t.binary}')`), `binding.js tries ./${t.binary}`)
+  }
+  return `${L.targets.length} targets`
+})
+
+if (!host) {
+  skip('install and smoke test', `no prebuilt target for ${process.platform}-${process.arch} (the npm packages are checked above)`)
+  finish()
+} else if (!fs.existsSync(path.join(root, host.binary)) || !fs.existsSync(path.join(root, 'dist', 'index.js'))) {
+  failed++
+  console.log(`not ok - built artifacts present\n  ${host.binary} or dist/index.js is missing: run \`npm run build\` first`)
+  finish()
+} else {
+  main()
+}
+
+function main() {
+  const tgz = path.join(work, 'tgz')
+  let packed
+  check('npm pack: the main package and this machine\'s platform package', () => {
+    packed = pack(tgz)
+    assert(packed.main && packed.platforms[host.abi], `tarballs made: ${JSON.stringify(packed)}`)
+    return `${path.basename(packed.main)}, ${path.basename(packed.platforms[host.abi])}; not built here: ${Object.keys(packed.skipped).join(', ')}`
+  })
+  if (!packed) return finish()
+
+  check('main tarball: dist (CJS, ESM wrapper, d.ts), loader and README; no binary, no sources, no tests', () => {
+    const files = packed.mainFiles
+    for (const f of ['package.json', 'README.md', 'binding.js', 'binding.d.ts', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/cli.js', 'dist/src/native.js']) {
+      assert(files.includes(f), `${f} is in the tarball`)
+    }
+    const bad = files.filter((f) => f.endsWith('.node') || (f.endsWith('.ts') && !f.endsWith('.d.ts')) || /^(__test__|crates|target|npm|src|scripts|bench)\//.test(f))
+    eq(bad, [], 'files that must not be published')
+    const dts = fs.readFileSync(path.join(root, 'dist', 'src', 'native.d.ts'), 'utf8')
+    assert(!/from '\.\.\/binding'/.test(dts), "dist/src/native.d.ts points at the root binding.d.ts (scripts/esm-wrapper.cjs fixes tsc's '../binding')")
+    return `${files.length} files`
+  })
+
+  check('platform tarball: package.json, README.md and the .node only', () => {
+    eq(packed.platformFiles[host.abi].slice().sort(), ['README.md', host.binary, 'package.json'].sort(), 'files')
+  })
+
+  let manifest
+  check('main package.json: optionalDependencies on every platform package at the same version, nothing runs at install', () => {
+    manifest = JSON.parse(runOk('tar', ['-xOzf', packed.main, 'package/package.json']).stdout)
+    eq(manifest.optionalDependencies, optionalDependencies(L), 'optionalDependencies')
+    for (const v of Object.values(manifest.optionalDependencies)) eq(v, manifest.version, 'version-matched')
+    for (const s of ['preinstall', 'install', 'postinstall', 'prepare']) assert(!(manifest.scripts && manifest.scripts[s]), `no ${s} script`)
+    assert(!manifest.devDependencies, 'no devDependencies published')
+    assert(!manifest.dependencies || Object.keys(manifest.dependencies).length === 0, 'no runtime dependencies')
+    assert(!packed.mainFiles.includes('binding.gyp'), 'no binding.gyp (npm would run node-gyp)')
+    return Object.keys(manifest.optionalDependencies).join(', ')
+  })
+
+  // A user's project: the typed example project, plus the smoke programs.
+  const app = path.join(work, 'app')
+  fs.mkdirSync(app)
+  for (const f of fs.readdirSync(path.join(root, '__test__', 'types'))) fs.copyFileSync(path.join(root, '__test__', 'types', f), path.join(app, f))
+  for (const f of fs.readdirSync(path.join(__dirname, 'pack-smoke'))) fs.copyFileSync(path.join(__dirname, 'pack-smoke', f), path.join(app, f))
+  const appPkg = JSON.parse(fs.readFileSync(path.join(app, 'package.json'), 'utf8'))
+  appPkg.dependencies = { odirect: `file:${packed.main}` }
+  // The main package's optionalDependency resolves to the local tarball, not the registry.
+  appPkg.overrides = { [host.name]: `file:${packed.platforms[host.abi]}` }
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(appPkg, null, 2) + '\n')
+
+  let installed = false
+  check('npm install (offline, install scripts allowed) with no cargo/rustc on PATH: nothing compiles', () => {
+    assert(run('sh', ['-c', 'command -v cargo rustc || true']).stdout.split('\n').every((l) => !l || l.startsWith(trapDir)), 'cargo/rustc are only the traps')
+    runOk(npm, ['install', '--offline', '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=error'], { cwd: app })
+    const lock = JSON.parse(fs.readFileSync(path.join(app, 'node_modules', '.package-lock.json'), 'utf8')).packages
+    assert(lock['node_modules/odirect'].resolved.startsWith('file:'), 'odirect came from the tarball')
+    assert(lock[`node_modules/${host.name}`] && lock[`node_modules/${host.name}`].resolved.startsWith('file:'), `${host.name} came from the local tarball`)
+    const others = fs.readdirSync(path.join(app, 'node_modules')).filter((d) => d.startsWith(`${L.packageName}-`) && d !== host.name)
+    eq(others, [], 'no other platform package installed')
+    const nodes = run('find', [path.join(app, 'node_modules'), '-name', '*.node']).stdout.trim().split('\n').filter(Boolean)
+    eq(nodes.map((n) => path.relative(app, n)), [`node_modules/${host.name}/${host.binary}`], 'the only addon is the prebuilt one')
+    assert(!fs.existsSync(path.join(app, 'node_modules', 'odirect', 'build')) && !fs.existsSync(path.join(app, 'node_modules', 'odirect', 'target')), 'no build output')
+    eq(fs.existsSync(trapLog) ? fs.readFileSync(trapLog, 'utf8') : '', '', 'compilers/node-gyp invoked')
+    installed = true
+  })
+  if (!installed) return finish()
+
+  const smoke = (file) => {
+    const r = runOk(process.execPath, [file], { cwd: app })
+    const rep = JSON.parse(r.stdout.trim().split('\n').pop())
+    eq([rep.direct, rep.same, rep.wrote, rep.read, rep.misuse, rep.probe], [true, true, 1 << 20, 1 << 20, 'ERR_ODIRECT_ALIGNMENT', true], 'report')
+    eq(rep.addon, path.join(app, 'node_modules', host.name, host.binary), 'addon loaded from the platform package')
+    assert(rep.stream === 'ok' || rep.stream.startsWith('skipped'), `stream pipeline: ${rep.stream}`)
+    return `backend ${rep.backend}; stream pipeline: ${rep.stream}`
+  }
+  check("ESM: import { open } from 'odirect': O_DIRECT write + read back in /var/tmp", () => smoke('smoke.mjs'))
+  check("CommonJS: require('odirect'): O_DIRECT write + read back in /var/tmp", () => smoke('smoke.cjs'))
+
+  // The same installed package under Bun and Deno (their binaries from this repo's devDependencies).
+  for (const rt of ['bun', 'deno']) {
+    let bin
+    try {
+      bin = require('./runtime-bin.cjs').find(rt)
+    } catch (e) {
+      skip(`${rt}: ESM and CommonJS smoke programs`, String(e.message).split('\n')[0])
+      continue
+    }
+    const rtEnv = { ...env, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }
+    for (const file of ['smoke.mjs', 'smoke.cjs']) {
+      check(`${rt}: ${file} against the installed package`, () => {
+        const r = runOk(bin, rt === 'deno' ? ['run', '--allow-all', '--no-lock', file] : [file], { cwd: app, env: rtEnv })
+        const rep = JSON.parse(r.stdout.trim().split('\n').pop())
+        eq([rep.direct, rep.same, rep.misuse], [true, true, 'ERR_ODIRECT_ALIGNMENT'], 'report')
+        return `backend ${rep.backend}; stream pipeline: ${rep.stream}`
+      })
+    }
+  }
+
+  check('CLI: node_modules/.bin/odirect probe /var/tmp', () => {
+    const r = runOk(path.join(app, 'node_modules', '.bin', 'odirect'), ['probe', '/var/tmp'], { cwd: app })
+    assert(/O_DIRECT/.test(r.stdout), r.stdout)
+  })
+
+  check('types: tsc --strict over an ESM (nodenext, "type": "module") and a CommonJS (.cts) consumer of the installed package', () => {
+    // @types/node is the user's own dev dependency; link the repo's instead of fetching it.
+    fs.mkdirSync(path.join(app, 'node_modules', '@types'), { recursive: true })
+    fs.symlinkSync(path.join(root, 'node_modules', '@types', 'node'), path.join(app, 'node_modules', '@types', 'node'), 'dir')
+    const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+    const r = run(process.execPath, [tsc, '-p', path.join(app, 'tsconfig.json')], { cwd: app })
+    assert(r.status === 0, `tsc failed:\n${r.stdout}${r.stderr}`)
+    return `typescript ${require(path.join(root, 'node_modules', 'typescript', 'package.json')).version}`
+  })
+
+  check('loader: on a musl system it looks for the musl binary and package, never the gnu one', () => {
+    const fake = path.join(work, 'fake-musl.cjs')
+    fs.writeFileSync(
+      fake,
+      "const fs = require('fs'); const orig = fs.readFileSync; fs.readFileSync = function (p, ...a) { return p === '/usr/bin/ldd' ? 'musl libc (x86_64)\\n' : orig.call(this, p, ...a) }\n",
+    )
+    const probeScript = "try { require('odirect'); console.log('LOADED') } catch (e) { const m = []; for (let c = e; c; c = c.cause) m.push(String(c.message)); console.log(m.join('\\n')) }"
+    const r = runOk(process.execPath, ['-r', fake, '-e', probeScript], { cwd: app })
+    const musl = host.name.replace(/-gnu$/, '-musl')
+    assert(!r.stdout.includes('LOADED'), 'the gnu binary must not be loaded on musl')
+    assert(r.stdout.includes(musl) && r.stdout.includes(host.binary.replace('-gnu', '-musl')), `tried ${musl}:\n${r.stdout}`)
+    assert(!r.stdout.includes(`'${host.name}'`), `did not try ${host.name}:\n${r.stdout}`)
+  })
+
+  check('loader: with no binary for this machine, the error names what was tried', () => {
+    const away = path.join(work, 'away')
+    fs.renameSync(path.join(app, 'node_modules', host.name), away)
+    try {
+      const script = "try { require('odirect'); console.log('LOADED') } catch (e) { const m = []; for (let c = e; c; c = c.cause) m.push(String(c.message)); console.log(JSON.stringify({ code: e.code, message: e.message, all: m.join('\\n') })) }"
+      const r = runOk(process.execPath, ['-e', script], { cwd: app })
+      const out = JSON.parse(r.stdout.trim())
+      assert(out.all.includes(host.name) && out.all.includes(host.binary), `names ${host.name} and ${host.binary}:\n${out.all}`)
+      // src/native.ts restates the generated loader's message ("npm has a bug...") when it can.
+      return out.code === 'ERR_ODIRECT_NO_BINARY' ? 'restated by odirect' : `generated loader's message, tried list in its causes: ${out.message.slice(0, 60)}...`
+    } finally {
+      fs.renameSync(away, path.join(app, 'node_modules', host.name))
+    }
+  })
+
+  check('no compiler, cargo, rustc or node-gyp ran at any point', () => {
+    eq(fs.existsSync(trapLog) ? fs.readFileSync(trapLog, 'utf8') : '', '', 'trap log')
+  })
+  finish()
+}
+
+function finish() {
+  if (keep) console.log(`# kept ${work}`)
+  else fs.rmSync(work, { recursive: true, force: true })
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`)
+  process.exitCode = failed === 0 ? 0 : 1
+}

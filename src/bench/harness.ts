@@ -1,0 +1,600 @@
+// Benchmark harness: the same workloads on the same file through fio (io_uring, libaio), node:fs
+// and odirect (one promise per op, batches, registered buffers). Each runner returns raw counts;
+// medians, ratios and the report are made in report.ts.
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import { performance } from 'node:perf_hooks'
+
+import { allocAligned, type FileHandle, open, probe } from '../../index'
+import { native } from '../native'
+
+// ---------------------------------------------------------------------------------------------
+// Workloads and engines
+
+export interface Workload {
+  /** Stable id, e.g. 'randread-4k-qd64'. */
+  id: string
+  /** Human label, e.g. '4 KiB random read, QD 64'. */
+  label: string
+  write: boolean
+  random: boolean
+  /** Block size in bytes. */
+  bs: number
+  /** Ops in flight. */
+  qd: number
+  /** What the headline figure is. */
+  metric: 'iops' | 'mbps'
+}
+
+export type EngineId = 'fio-io_uring' | 'fio-libaio' | 'node-fs' | 'node-fs-direct' | 'odirect' | 'odirect-batch' | 'odirect-registered'
+
+export const ENGINES: readonly { id: EngineId; label: string }[] = [
+  { id: 'fio-io_uring', label: 'fio io_uring' },
+  { id: 'fio-libaio', label: 'fio libaio' },
+  { id: 'node-fs', label: 'node:fs (buffered)' },
+  { id: 'node-fs-direct', label: 'node:fs O_DIRECT' },
+  { id: 'odirect', label: 'odirect read/write per op' },
+  { id: 'odirect-batch', label: 'odirect readMany/writeMany' },
+  { id: 'odirect-registered', label: 'odirect registered buffers' },
+]
+
+export const engineLabel = (id: EngineId): string => ENGINES.find((e) => e.id === id)?.label ?? id
+
+export function fmtSize(n: number): string {
+  if (n >= 1 << 30 && n % (1 << 30) === 0) return `${n / (1 << 30)} GiB`
+  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n / (1 << 20)} MiB`
+  if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n / (1 << 10)} KiB`
+  return `${n} B`
+}
+
+/** The issue's workload set: random bs at QD 1 and `qd`, both directions; 1 MiB sequential at QD 4. */
+export function standardWorkloads(bs = 4096, qd = 64, seqBs = 1 << 20, seqQd = 4): Workload[] {
+  const w: Workload[] = []
+  for (const write of [false, true]) {
+    for (const d of qd === 1 ? [1] : [1, qd]) {
+      const dir = write ? 'randwrite' : 'randread'
+      w.push({ id: `${dir}-${bs}-qd${d}`, label: `${fmtSize(bs)} random ${write ? 'write' : 'read'}, QD ${d}`, write, random: true, bs, qd: d, metric: 'iops' })
+    }
+  }
+  for (const write of [false, true]) {
+    const dir = write ? 'seqwrite' : 'seqread'
+    w.push({ id: `${dir}-${seqBs}-qd${seqQd}`, label: `${fmtSize(seqBs)} sequential ${write ? 'write' : 'read'}, QD ${seqQd}`, write, random: false, bs: seqBs, qd: seqQd, metric: 'mbps' })
+  }
+  return w
+}
+
+/** How long one measured run lasts: a time, or a number of ops; plus an unmeasured warm-up. */
+export interface Limit {
+  durationMs: number
+  /** When > 0, the run ends after this many measured ops instead of after durationMs. */
+  ops: number
+  rampMs: number
+}
+
+export interface RunResult {
+  ops: number
+  bytes: number
+  seconds: number
+  /** Latency percentiles, microseconds (fio: completion latency; JS engines: call to settle). */
+  p50: number
+  p99: number
+  /** CPU time used (user + system) / wall time, percent of one core. */
+  cpuPct: number
+  /**
+   * Steal time of the whole machine during the run, percent of all CPU time (a VM whose host
+   * throttles it: the guest's CPUs stop in bursts). Filled in by runEngine; NaN when unknown.
+   */
+  stealPct?: number
+}
+
+/** [steal, total] jiffies from /proc/stat, or undefined off Linux. */
+function cpuTimes(): [number, number] | undefined {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]
+    const f = line.trim().split(/\s+/).slice(1, 9).map(Number)
+    return [f[7] ?? 0, f.reduce((a, b) => a + b, 0)]
+  } catch {
+    return undefined
+  }
+}
+
+export interface BenchContext {
+  path: string
+  /** Bytes of the file the workloads use (a multiple of every block size). */
+  size: number
+  limit: Limit
+  isRoot: boolean
+  fioPath: string | undefined
+  /** fio engines that failed to start here (e.g. io_uring refused), with the reason. */
+  fioBroken: Map<string, string>
+  /** Consecutive failed fio cells per ioengine. */
+  fioFailures?: Map<string, number>
+  log: (msg: string) => void
+}
+
+/** `transient`: this run failed but the next may work (the cell is tried again). */
+export type Outcome = { ok: true; result: RunResult } | { ok: false; skipped: string; transient?: boolean }
+
+// ---------------------------------------------------------------------------------------------
+// Latency recording
+
+class LatencyRecorder {
+  private a = new Float64Array(1 << 16)
+  n = 0
+  add(v: number): void {
+    if (this.n === this.a.length) this.grow()
+    this.a[this.n++] = v
+  }
+  addN(v: number, k: number): void {
+    for (let i = 0; i < k; i++) this.add(v)
+  }
+  private grow(): void {
+    const b = new Float64Array(this.a.length * 2)
+    b.set(this.a)
+    this.a = b
+  }
+  /** Percentiles in microseconds from samples in milliseconds. */
+  percentiles(): { p50: number; p99: number } {
+    if (this.n === 0) return { p50: NaN, p99: NaN }
+    const s = this.a.subarray(0, this.n).sort()
+    const at = (p: number): number => s[Math.min(this.n - 1, Math.floor(p * this.n))] * 1000
+    return { p50: at(0.5), p99: at(0.99) }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Position generators: uniform random block, or a shared sequential cursor that wraps.
+
+function positions(w: Workload, size: number, onWrap?: () => void): () => number {
+  const blocks = Math.floor(size / w.bs)
+  if (w.random) return () => Math.floor(Math.random() * blocks) * w.bs
+  let next = 0
+  return () => {
+    const p = next
+    next += w.bs
+    if (next + w.bs > blocks * w.bs) {
+      next = 0
+      onWrap?.()
+    }
+    return p
+  }
+}
+
+/** For buffered reads: keeps the file out of the page cache while the run goes on. */
+interface Uncache {
+  /** Called every `every` completions and whenever the sequential cursor wraps. */
+  every: number
+  fn: () => void
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JS loops. A measured window starts after the warm-up; an op counts when it completes inside
+// the window (ops still in flight at the end are drained, not counted).
+
+interface Window {
+  measuring: boolean
+  stop: boolean
+  start: number
+  last: number
+  ops: number
+  lat: LatencyRecorder
+}
+
+function newWindow(): Window {
+  return { measuring: false, stop: false, start: 0, last: 0, ops: 0, lat: new LatencyRecorder() }
+}
+
+/** Called after each completion (or batch): starts the window after the ramp, ends it on time or count. */
+function tick(win: Window, t0: number, t1: number, k: number, limit: Limit, startedAt: number): void {
+  if (!win.measuring) {
+    if (t1 - startedAt >= limit.rampMs) {
+      win.measuring = true
+      win.start = t1
+      win.last = t1
+    }
+    return
+  }
+  if (t0 >= win.start) {
+    win.ops += k
+    win.lat.addN(t1 - t0, k)
+    win.last = t1
+  }
+  if (limit.ops > 0 ? win.ops >= limit.ops : t1 - win.start >= limit.durationMs) win.stop = true
+}
+
+function finish(win: Window, bs: number, cpu0: NodeJS.CpuUsage, wall0: number): RunResult {
+  const cpu = process.cpuUsage(cpu0)
+  const wall = performance.now() - wall0
+  const seconds = Math.max(1e-9, (win.last - win.start) / 1000)
+  const { p50, p99 } = win.lat.percentiles()
+  return { ops: win.ops, bytes: win.ops * bs, seconds, p50, p99, cpuPct: ((cpu.user + cpu.system) / 1000 / wall) * 100 }
+}
+
+type OpFn = (buf: Uint8Array, pos: number) => Promise<unknown>
+
+/** `qd` workers, each: take a position, await one op, repeat — the queue stays full. */
+async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], op: OpFn, uncache?: Uncache): Promise<RunResult> {
+  const next = positions(w, size, uncache?.fn)
+  let sinceUncache = 0
+  const win = newWindow()
+  const cpu0 = process.cpuUsage()
+  const wall0 = performance.now()
+  const worker = async (buf: Uint8Array): Promise<void> => {
+    while (!win.stop) {
+      const t0 = performance.now()
+      await op(buf, next())
+      tick(win, t0, performance.now(), 1, limit, wall0)
+      if (uncache !== undefined && ++sinceUncache >= uncache.every) {
+        sinceUncache = 0
+        uncache.fn()
+      }
+    }
+  }
+  await Promise.all(bufs.slice(0, w.qd).map(worker))
+  return finish(win, w.bs, cpu0, wall0)
+}
+
+/** One batch of `qd` ops at a time through readMany/writeMany. */
+async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], many: (ops: { buffer: Uint8Array; position: number }[]) => Promise<unknown>): Promise<RunResult> {
+  const next = positions(w, size)
+  const win = newWindow()
+  const ops = bufs.slice(0, w.qd).map((buffer) => ({ buffer, position: 0 }))
+  const cpu0 = process.cpuUsage()
+  const wall0 = performance.now()
+  while (!win.stop) {
+    for (const o of ops) o.position = next()
+    const t0 = performance.now()
+    await many(ops)
+    tick(win, t0, performance.now(), ops.length, limit, wall0)
+  }
+  return finish(win, w.bs, cpu0, wall0)
+}
+
+function fillBuffers(bufs: Uint8Array[]): void {
+  for (const b of bufs) {
+    for (let i = 0; i < b.length; i += 4096) b[i] = (Math.random() * 256) | 0
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// odirect runners
+
+async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'): Promise<Outcome> {
+  const fh = await open(ctx.path, 'r+')
+  try {
+    const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
+    if (w.write) fillBuffers(bufs)
+    const result =
+      mode === 'op'
+        ? await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, p) : (b, p) => fh.read(b, p))
+        : await batchLoop(w, ctx.size, ctx.limit, bufs, w.write ? (o) => fh.writeMany(o) : (o) => fh.readMany(o))
+    return { ok: true, result }
+  } finally {
+    await fh.close()
+  }
+}
+
+/**
+ * Registered (fixed) buffers. The API is not there yet; the expected shape is
+ * `fh.registerBuffers(count, size)` returning (or resolving to) `{ buffers: Uint8Array[], ... }`
+ * (a bare array is accepted too), after which `fh.read(buffers[i], pos)` uses the fixed-buffer
+ * path. Any `unregister()`/`release()` on the result, or `fh.unregisterBuffers()`, is called after.
+ */
+async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Outcome> {
+  const fh = await open(ctx.path, 'r+')
+  try {
+    const h = fh as FileHandle & {
+      registerBuffers?: (count: number, size: number) => unknown
+      unregisterBuffers?: () => unknown
+    }
+    if (typeof h.registerBuffers !== 'function') return { ok: false, skipped: 'not available (fh.registerBuffers does not exist yet)' }
+    const reg = (await h.registerBuffers(w.qd, w.bs)) as unknown as readonly Uint8Array[] | { buffers?: readonly Uint8Array[]; unregister?: () => unknown; release?: () => unknown } | undefined
+    const list = Array.isArray(reg) ? reg : (reg as { buffers?: readonly Uint8Array[] } | undefined)?.buffers
+    const bufs = Array.isArray(list) ? [...list] : undefined
+    if (!Array.isArray(bufs) || bufs.length < w.qd) return { ok: false, skipped: 'registerBuffers returned no usable buffers' }
+    try {
+      if (w.write) fillBuffers(bufs)
+      const result = await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, p) : (b, p) => fh.read(b, p))
+      return { ok: true, result }
+    } finally {
+      const r = Array.isArray(reg) ? undefined : (reg as { unregister?: () => unknown; release?: () => unknown } | undefined)
+      if (typeof r?.unregister === 'function') await r.unregister()
+      else if (typeof r?.release === 'function') await r.release()
+      else if (typeof h.unregisterBuffers === 'function') await h.unregisterBuffers()
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// node:fs runners
+
+let dropNoteShown = false
+
+/** Empties the page cache of the file: drop_caches when root, else posix_fadvise(DONTNEED) on it. */
+export function dropCaches(ctx: BenchContext, fd?: number): void {
+  if (ctx.isRoot) {
+    try {
+      fs.writeFileSync('/proc/sys/vm/drop_caches', '1')
+      return
+    } catch (e) {
+      if (!dropNoteShown) ctx.log(`note: cannot write /proc/sys/vm/drop_caches (${(e as Error).message}); using posix_fadvise(DONTNEED) on the file`)
+      dropNoteShown = true
+    }
+  }
+  const f = fd ?? fs.openSync(ctx.path, 'r')
+  try {
+    native.dropCache(f, 0, 0)
+  } finally {
+    if (fd === undefined) fs.closeSync(f)
+  }
+}
+
+async function runNodeFs(ctx: BenchContext, w: Workload, direct: boolean): Promise<Outcome> {
+  const flags = fs.constants.O_RDWR | (direct ? fs.constants.O_DIRECT : 0)
+  if (direct && !fs.constants.O_DIRECT) return { ok: false, skipped: 'no O_DIRECT on this platform' }
+  const fh = await fs.promises.open(ctx.path, flags)
+  try {
+    // Buffered: start cold. Direct: the cache is not used, but clean it anyway so the engines
+    // after this one meet the same state.
+    dropCaches(ctx, fh.fd)
+    const bufs = Array.from({ length: w.qd }, () => allocAligned(w.bs))
+    if (w.write) fillBuffers(bufs)
+    const op: OpFn = w.write ? (b, p) => fh.write(b, 0, b.length, p) : (b, p) => fh.read(b, 0, b.length, p)
+    // Buffered: every page read stays cached, and one run reads more than the file holds
+    // (sequential) or a growing part of it (random); written pages are rewritten in the cache
+    // and only the last version reaches the device. posix_fadvise(DONTNEED) on the file every 4 MiB
+    // moved and at each wrap drops clean pages and starts writeback of dirty ones, which keeps the
+    // figure about the device rather than the page cache.
+    const uncache: Uncache | undefined = direct ? undefined : { every: Math.max(1, Math.floor((4 << 20) / w.bs)), fn: () => native.dropCache(fh.fd, 0, 0) }
+    const result = await perOpLoop(w, ctx.size, ctx.limit, bufs, op, uncache)
+    if (w.write && !direct) {
+      // Buffered writes only reached the page cache: count the flush to the device in the time.
+      const t0 = performance.now()
+      await fh.datasync()
+      result.seconds += (performance.now() - t0) / 1000
+    }
+    return { ok: true, result }
+  } finally {
+    await fh.close()
+    if (!direct) dropCaches(ctx)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fio
+
+export function findFio(): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    const p = `${dir || '.'}/fio`
+    try {
+      fs.accessSync(p, fs.constants.X_OK)
+      return p
+    } catch {
+      // keep looking
+    }
+  }
+  return undefined
+}
+
+export function fioVersion(fio: string): string {
+  const r = spawnSync(fio, ['--version'], { encoding: 'utf8' })
+  return (r.stdout ?? '').trim()
+}
+
+/** fio's arguments for one workload and ioengine. Batched submit and reap, as fio's peak configs. */
+export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio'): string[] {
+  const rw = w.random ? (w.write ? 'randwrite' : 'randread') : w.write ? 'write' : 'read'
+  const batch = Math.min(16, w.qd)
+  const args = [
+    '--name=odirect-bench',
+    `--filename=${ctx.path}`,
+    `--size=${ctx.size}`,
+    `--rw=${rw}`,
+    `--bs=${w.bs}`,
+    `--iodepth=${w.qd}`,
+    `--ioengine=${ioengine}`,
+    '--direct=1',
+    `--iodepth_batch_submit=${batch}`,
+    `--iodepth_batch_complete_min=${Math.max(1, batch >> 1)}`,
+    `--iodepth_batch_complete_max=${batch}`,
+    '--norandommap',
+    '--randrepeat=0',
+    '--fallocate=none',
+    '--invalidate=1',
+    '--numjobs=1',
+    '--percentile_list=50:99',
+    '--output-format=json',
+  ]
+  if (ioengine === 'io_uring') args.push('--fixedbufs', '--registerfiles', '--hipri=0', '--sqthread_poll=0')
+  if (ctx.limit.ops > 0) args.push(`--io_size=${ctx.limit.ops * w.bs}`)
+  else args.push('--time_based', `--runtime=${Math.max(1, Math.round(ctx.limit.durationMs))}ms`)
+  if (ctx.limit.rampMs > 0 && ctx.limit.ops === 0) args.push(`--ramp_time=${Math.round(ctx.limit.rampMs)}ms`)
+  return args
+}
+
+interface FioSide {
+  iops: number
+  bw_bytes: number
+  total_ios: number
+  io_bytes: number
+  runtime: number
+  clat_ns?: { percentile?: Record<string, number> }
+}
+
+/** Parses fio's JSON (which may follow warnings on stdout) into a RunResult. */
+export function parseFio(stdout: string, write: boolean): RunResult {
+  const at = stdout.indexOf('{')
+  if (at < 0) throw new Error('fio printed no JSON')
+  const j = JSON.parse(stdout.slice(at)) as { jobs: { error: number; read: FioSide; write: FioSide; usr_cpu: number; sys_cpu: number }[] }
+  const job = j.jobs[0]
+  if (job.error) throw new Error(`fio job error ${job.error}`)
+  const s = write ? job.write : job.read
+  const pct = s.clat_ns?.percentile ?? {}
+  const pick = (p: string): number => {
+    const k = Object.keys(pct).find((x) => Number(x) === Number(p))
+    return k === undefined ? NaN : pct[k] / 1000
+  }
+  // fio's own rates (its stats restart after ramp_time): seconds = ios / IOPS reproduces them.
+  const seconds = s.iops > 0 ? s.total_ios / s.iops : Math.max(1e-9, s.runtime / 1000)
+  return {
+    ops: s.total_ios,
+    bytes: s.bw_bytes * seconds,
+    seconds,
+    p50: pick('50'),
+    p99: pick('99'),
+    cpuPct: job.usr_cpu + job.sys_cpu,
+  }
+}
+
+async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio'): Promise<Outcome> {
+  if (ctx.fioPath === undefined) return { ok: false, skipped: 'fio is not installed (apt-get install fio)' }
+  const broken = ctx.fioBroken.get(ioengine)
+  if (broken !== undefined) return { ok: false, skipped: broken }
+  let why = ''
+  // One retry: a failure can be transient (memory for fixed buffers, a busy device).
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const r = spawnSync(ctx.fioPath, fioArgs(ctx, w, ioengine), { encoding: 'utf8', maxBuffer: 64 << 20 })
+    if (r.status === 0 && !r.error) {
+      try {
+        const result = parseFio(r.stdout, w.write)
+        ctx.fioFailures?.set(ioengine, 0)
+        return { ok: true, result }
+      } catch (e) {
+        why = (e as Error).message
+      }
+    } else {
+      // fio reports most errors on stdout (before or instead of the JSON), some on stderr.
+      const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${(r.stdout ?? '').split('\n{')[0]}`
+      why = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`
+    }
+    ctx.log(`note: fio --ioengine=${ioengine} (${w.id}) failed${attempt === 0 ? ', retrying' : ''}: ${why}`)
+  }
+  if (ctx.fioFailures !== undefined) {
+    const n = (ctx.fioFailures.get(ioengine) ?? 0) + 1
+    ctx.fioFailures.set(ioengine, n)
+    // Three failed cells in a row: stop trying this ioengine for the rest of the run.
+    if (n >= 3) ctx.fioBroken.set(ioengine, `fio --ioengine=${ioengine} keeps failing: ${why}`)
+  }
+  return { ok: false, skipped: `fio --ioengine=${ioengine} failed: ${why}`, transient: !ctx.fioBroken.has(ioengine) }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export async function runEngine(ctx: BenchContext, engine: EngineId, w: Workload): Promise<Outcome> {
+  const before = cpuTimes()
+  const out = await runEngineInner(ctx, engine, w)
+  const after = cpuTimes()
+  if (out.ok) out.result.stealPct = before && after && after[1] > before[1] ? ((after[0] - before[0]) / (after[1] - before[1])) * 100 : NaN
+  return out
+}
+
+async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload): Promise<Outcome> {
+  switch (engine) {
+    case 'fio-io_uring':
+      return runFio(ctx, w, 'io_uring')
+    case 'fio-libaio':
+      return runFio(ctx, w, 'libaio')
+    case 'node-fs':
+      return runNodeFs(ctx, w, false)
+    case 'node-fs-direct':
+      return runNodeFs(ctx, w, true)
+    case 'odirect':
+      return runOdirect(ctx, w, 'op')
+    case 'odirect-batch':
+      return runOdirect(ctx, w, 'batch')
+    case 'odirect-registered':
+      return runOdirectRegistered(ctx, w)
+  }
+}
+
+/** Writes `size` bytes of non-zero data (so reads touch the device, not holes), 1 MiB at a time. */
+export async function prepareFile(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'w+')
+  try {
+    const chunk = 1 << 20
+    const bufs = Array.from({ length: 4 }, () => fh.alloc(chunk))
+    for (const b of bufs) for (let i = 0; i < b.length; i += 8) b[i] = (Math.random() * 255 + 1) | 0
+    for (let pos = 0; pos < size; ) {
+      const ops: { buffer: Uint8Array; position: number }[] = []
+      for (const b of bufs) {
+        if (pos >= size) break
+        const len = Math.min(chunk, size - pos)
+        ops.push({ buffer: len === chunk ? b : b.subarray(0, len), position: pos })
+        pos += len
+      }
+      await fh.writeMany(ops)
+    }
+    await fh.datasync()
+  } finally {
+    await fh.close()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine facts
+
+export interface MachineFacts {
+  date: string
+  kernel: string
+  cpus: number
+  cpuModel: string
+  memGiB: number
+  fsType: string
+  device: string
+  node: string
+  fio: string
+  backend: string
+  isRoot: boolean
+  cacheDrop: string
+  loadStart: number[]
+  loadEnd?: number[]
+}
+
+function mountOf(path: string): string {
+  try {
+    const st = fs.statSync(path)
+    const major = Math.floor(st.dev / 256) & 0xfff
+    const minor = (st.dev & 0xff) | ((st.dev >> 12) & 0xfff00)
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const f = line.split(' ')
+      if (f[2] === `${major}:${minor}`) {
+        const sep = f.indexOf('-')
+        return `${f[sep + 2]} on ${f[4]} (${f[sep + 1]})`
+      }
+    }
+  } catch {
+    // not Linux, or no procfs
+  }
+  return 'unknown'
+}
+
+export async function machineFacts(path: string, fioPath: string | undefined, isRoot: boolean): Promise<MachineFacts> {
+  const cpus = os.cpus()
+  let fsType = ''
+  let backend = ''
+  try {
+    const p = await probe(path)
+    fsType = p.fsType
+    backend = Object.entries(p.backends).find(([, b]) => b.available)?.[0] ?? ''
+  } catch {
+    // reported as unknown
+  }
+  return {
+    date: new Date().toISOString(),
+    kernel: `${os.type()} ${os.release()}`,
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memGiB: Math.round(os.totalmem() / (1 << 30)),
+    fsType: fsType || 'unknown',
+    device: mountOf(path),
+    node: process.version,
+    fio: fioPath ? fioVersion(fioPath) : 'not installed',
+    backend: backend || 'unknown',
+    isRoot,
+    cacheDrop: isRoot ? 'echo 1 > /proc/sys/vm/drop_caches before and after each node:fs run' : 'not root: posix_fadvise(POSIX_FADV_DONTNEED) on the file before and after each node:fs run',
+    loadStart: os.loadavg(),
+  }
+}
