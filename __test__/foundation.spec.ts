@@ -397,3 +397,13 @@ test('a handle dropped without close() has its descriptor closed on GC, with a w
   t.is(r.stdout.trim(), 'closed', r.stderr)
   t.regex(r.stderr, /closing file descriptor \d+ .* on garbage collection/)
 })
+
+test('mode sets the permission bits of a created file, 0 included', async (t) => {
+  const d = scratch()
+  for (const mode of [0o600, 0o640, 0]) {
+    const f = path.join(d, `m${mode}`)
+    const fh = await open(f, 'wx', { mode })
+    await fh.close()
+    t.is(fs.statSync(f).mode & 0o777, mode & ~process.umask())
+  }
+})

@@ -513,7 +513,14 @@ export class FileHandle {
   /** fstat. For block devices `size` is the device size. */
   async stat(): Promise<Stats> {
     this.#checkOpen('fstat')
-    const s = await native.statFd(this.fd)
+    // Counted as in flight so close() waits for it and the fd cannot be reused under it.
+    this.#inflight++
+    let s: Awaited<ReturnType<typeof native.statFd>>
+    try {
+      s = await native.statFd(this.fd)
+    } finally {
+      this.#opDone()
+    }
     if (s.errno !== 0) throw kernelError(s.errno, { syscall: 'fstat', path: this.path })
     const { errno: _e, isBlockDevice, ...rest } = s
     return {

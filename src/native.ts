@@ -9,12 +9,38 @@ function load(): typeof Binding {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       return require(p) as typeof Binding
     } catch (e) {
+      if (e instanceof Error && e.message.startsWith('Cannot find native binding')) throw noBinary(e)
       const code = (e as { code?: string }).code
       if (code !== 'MODULE_NOT_FOUND' || !String((e as Error).message).includes('binding.js')) throw e
       errors.push(e)
     }
   }
   throw new Error(`odirect: cannot find binding.js next to the package (${errors.map(String).join('; ')})`)
+}
+
+/** Restates napi-rs's loader failure: what was tried, which package would fit, how to fix it. */
+function noBinary(e: Error): Error {
+  const tried: string[] = []
+  for (let c = (e as { cause?: unknown }).cause; c instanceof Error; c = (c as { cause?: unknown }).cause) {
+    const line = c.message.split('\n')[0]
+    if (!/wasi/i.test(line)) tried.unshift(line)
+  }
+  const pkg = tried.map((t) => /'(odirect-[^'/]+)'/.exec(t)?.[1]).find((n) => n !== undefined) ?? `odirect-${process.platform}-${process.arch}`
+  let version = ''
+  try {
+    version = `@${(require('../../package.json') as { version: string }).version}`
+  } catch {
+    // running from the sources
+  }
+  const err = new Error(
+    `odirect: no native binary loads on this machine (${pkg.slice('odirect-'.length)}). Tried, in order:\n` +
+      tried.map((t, i) => `  ${i + 1}. ${t}`).join('\n') +
+      `\nThe prebuilt binary for this machine is the optional dependency ${pkg}: install it (\`npm install ${pkg}${version}\`) and do not omit optional dependencies (--omit=optional, --no-optional). ` +
+      'Prebuilt: linux-x64-gnu, linux-x64-musl, linux-arm64-gnu, linux-arm64-musl, darwin-x64, darwin-arm64, win32-x64-msvc. Elsewhere, build from source with `npm run build:native` (needs Rust).',
+    { cause: e },
+  )
+  ;(err as Error & { code: string }).code = 'ERR_ODIRECT_NO_BINARY'
+  return err
 }
 
 export const native: typeof Binding = load()

@@ -75,11 +75,22 @@ pub fn parse_flags(s: &str) -> Result<OpenFlags, String> {
 }
 
 /// Extra options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
     pub dsync: bool,
     pub noatime: bool,
+    /// Permission bits for a created file (before the umask); 0 really means 0.
     pub mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            dsync: false,
+            noatime: false,
+            mode: 0o666,
+        }
+    }
 }
 
 /// An opened file.
@@ -137,7 +148,7 @@ pub fn open_file(
     if opts.noatime {
         bits |= libc::O_NOATIME;
     }
-    let mode = if opts.mode == 0 { 0o666 } else { opts.mode };
+    let mode = opts.mode;
     // With 'require', O_TRUNC waits until O_DIRECT is on: a refused open must not empty the file.
     let defer_trunc = direct == DirectMode::Require && bits & libc::O_TRUNC != 0;
     if defer_trunc {
