@@ -11,13 +11,30 @@ export const backendIndex = (b: BackendName): number => BACKENDS.indexOf(b)
 export interface OpSink {
   /** result >= 0: bytes (or 0); result < 0: negated errno. */
   settle(result: number, latencyUs: number): void
+  /** The op could not be submitted at all (nothing reached the kernel). */
+  fail(error: unknown): void
 }
+
+/** Reads and writes gathered during one turn, per backend. */
+interface RwQueue {
+  writes: number[]
+  ids: number[]
+  fds: number[]
+  views: ArrayBufferView[]
+  positions: number[]
+  bufIndexes: number[]
+}
+
+const emptyQueue = (): RwQueue => ({ writes: [], ids: [], fds: [], views: [], positions: [], bufIndexes: [] })
 
 export class Engine {
   readonly native: NativeEngine
   private readonly pending = new Map<number, OpSink>()
   private nextId = 1
   private readonly started = new Map<BackendName, string>()
+  private queues: Array<RwQueue | undefined> = []
+  private flushScheduled = false
+  private readonly flushBound = (): void => this.flush()
 
   constructor() {
     this.native = new native.NativeEngine((results: Float64Array) => this.onBatch(results))
@@ -56,6 +73,46 @@ export class Engine {
     const id = this.nextId++
     this.pending.set(id, sink)
     return id
+  }
+
+  /**
+   * Queues a read or write; every op queued in this turn goes to the kernel in one native call
+   * at the next microtask checkpoint (so 64 awaiting loops refill 64 ops with one crossing).
+   * The queue holds the views strongly until then; natively, references hold them after.
+   */
+  queueRw(backend: number, write: boolean, id: number, fd: number, view: ArrayBufferView, position: number, bufIndex: number): void {
+    let q = this.queues[backend]
+    if (q === undefined) q = this.queues[backend] = emptyQueue()
+    q.writes.push(write ? 1 : 0)
+    q.ids.push(id)
+    q.fds.push(fd)
+    q.views.push(view)
+    q.positions.push(position)
+    q.bufIndexes.push(bufIndex)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(this.flushBound)
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false
+    const queues = this.queues
+    this.queues = []
+    for (let b = 0; b < queues.length; b++) {
+      const q = queues[b]
+      if (q === undefined) continue
+      try {
+        this.native.rwMany(b, q.writes, q.ids, q.fds, q.views, q.positions, q.bufIndexes)
+      } catch (e) {
+        // Nothing of this batch was submitted: fail each op.
+        for (const id of q.ids) {
+          const sink = this.pending.get(id)
+          this.pending.delete(id)
+          sink?.fail(e)
+        }
+      }
+    }
   }
 
   /** Forgets an id whose submission threw (nothing was queued). */

@@ -275,6 +275,11 @@ export class FileHandle {
             reject(kernelError(-result, { syscall, path: this.path, ...ctx }))
           }
         },
+        fail: (e) => {
+          if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+          this.#opDone()
+          reject(e)
+        },
       }
       const id = this.#engine.track(sink)
       try {
@@ -328,7 +333,7 @@ export class FileHandle {
         syscall,
         { position, length: view.byteLength },
         signal,
-        (id) => this.#engine.native.rw(this.#bidx, write, id, this.fd, view, position, registeredIndex(view, this.backend)),
+        (id) => this.#engine.queueRw(this.#bidx, write, id, this.fd, view, position, registeredIndex(view, this.backend)),
         (n) => {
           if (implicit && n < view.byteLength) this.#position = Math.min(this.#position, position + n)
           this.#dropCache(position, n)
@@ -443,15 +448,16 @@ export class FileHandle {
                   else resolve(results)
                 }
               },
+              fail: (e) => {
+                this.#opDone()
+                if (firstError === undefined) firstError = e
+                if (--left === 0) reject(firstError)
+              },
             }),
           )
         }
-        try {
-          this.#engine.native.rwMany(this.#bidx, new Array<number>(n).fill(write ? 1 : 0), ids, this.fd, views, positions, views.map((v) => registeredIndex(v, this.backend)))
-        } catch (e) {
-          for (const id of ids) this.#engine.untrack(id)
-          reject(e)
-          return
+        for (let i = 0; i < n; i++) {
+          this.#engine.queueRw(this.#bidx, write, ids[i], this.fd, views[i], positions[i], registeredIndex(views[i], this.backend))
         }
         this.#inflight += n
       })
@@ -573,6 +579,7 @@ export class FileHandle {
         await new Promise<number>((resolve, reject) => {
           const id = this.#engine.track({
             settle: (result) => (result < 0 && result !== -9 /* EBADF */ ? reject(kernelError(-result, { syscall: 'close', path: this.path })) : resolve(result)),
+            fail: reject,
           })
           try {
             this.#engine.native.simple(this.#bidx, 4, id, this.fd, 0, 0, 0)

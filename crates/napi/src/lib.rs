@@ -969,21 +969,28 @@ impl NativeEngine {
         Ok(Op::new(id as u64, token, kind))
     }
 
-    /// Many reads/writes in one submission: `writes[i]` says write (1) or read (0).
+    /// Many reads/writes (on any fds) in one submission: `writes[i]` says write (1) or read (0).
+    /// index.ts gathers every read/write of one event-loop turn into one call: one N-API
+    /// crossing, one queue push and at most one ring-thread wake-up per turn.
     #[napi]
     pub fn rw_many(
         &self,
         backend: u32,
         writes: Vec<u32>,
         ids: Vec<f64>,
-        fd: i32,
+        fds: Vec<i32>,
         views: Vec<Unknown>,
         positions: Vec<f64>,
         buf_indexes: Vec<i32>,
     ) -> Result<()> {
         let b = self.get(backend)?;
         let n = ids.len();
-        if writes.len() != n || views.len() != n || positions.len() != n || buf_indexes.len() != n {
+        if writes.len() != n
+            || fds.len() != n
+            || views.len() != n
+            || positions.len() != n
+            || buf_indexes.len() != n
+        {
             return Err(err("rwMany: arrays of different lengths"));
         }
         let mut ops = Vec::with_capacity(n);
@@ -991,7 +998,7 @@ impl NativeEngine {
             match self.make_rw(
                 writes[i] != 0,
                 ids[i],
-                fd,
+                fds[i],
                 views[i].raw(),
                 positions[i],
                 buf_indexes[i],
