@@ -260,6 +260,16 @@ impl Drop for UringBackend {
     }
 }
 
+/// The completion of an op that never reached the kernel.
+fn failed(op: &Op, errno: i32) -> Completion {
+    Completion {
+        id: op.id,
+        token: op.token,
+        result: -(errno as i64),
+        latency_ns: op.submitted.elapsed().as_nanos() as u64,
+    }
+}
+
 struct Inflight {
     token: usize,
     submitted: std::time::Instant,
@@ -311,24 +321,14 @@ impl RingThread {
                 // Nothing new starts; what is queued completes as cancelled; what is in flight
                 // is cancelled where the kernel can, and waited for where it cannot.
                 for op in self.backlog.drain(..) {
-                    self.done.push(Completion {
-                        id: op.id,
-                        token: op.token,
-                        result: -(libc::ECANCELED as i64),
-                        latency_ns: op.submitted.elapsed().as_nanos() as u64,
-                    });
+                    self.done.push(failed(&op, libc::ECANCELED));
                 }
                 self.cancels.extend(self.inflight.keys().copied());
             }
             if stopping {
                 // Commands that raced with shutdown.
                 for op in self.backlog.drain(..) {
-                    self.done.push(Completion {
-                        id: op.id,
-                        token: op.token,
-                        result: -(libc::ESHUTDOWN as i64),
-                        latency_ns: 0,
-                    });
+                    self.done.push(failed(&op, libc::ESHUTDOWN));
                 }
             }
             if !self.poll_armed && !stopping {
@@ -392,12 +392,7 @@ impl RingThread {
         // Commands that arrived after the last look (the shutdown flag blocks new ones).
         self.take_commands();
         for op in self.backlog.drain(..) {
-            self.done.push(Completion {
-                id: op.id,
-                token: op.token,
-                result: -(libc::ESHUTDOWN as i64),
-                latency_ns: 0,
-            });
+            self.done.push(failed(&op, libc::ESHUTDOWN));
         }
         if !self.done.is_empty() {
             (self.sink)(std::mem::take(&mut self.done));
@@ -413,12 +408,7 @@ impl RingThread {
                 Cmd::Cancel(id) => {
                     if let Some(pos) = self.backlog.iter().position(|o| o.id == id) {
                         let op = self.backlog.remove(pos).expect("position is valid");
-                        self.done.push(Completion {
-                            id: op.id,
-                            token: op.token,
-                            result: -(libc::ECANCELED as i64),
-                            latency_ns: op.submitted.elapsed().as_nanos() as u64,
-                        });
+                        self.done.push(failed(&op, libc::ECANCELED));
                     } else if self.inflight.contains_key(&id) {
                         self.cancels.push(id);
                     }
