@@ -5,12 +5,16 @@ import * as path from 'node:path'
 
 import { open, probe } from '../index'
 import { type BenchContext, ENGINES, type EngineId, engineLabel, findFio, fmtSize, machineFacts, prepareFile, runEngine, standardWorkloads, type Workload } from './bench/harness'
-import { type Cell, figure, fmtValue, json, markdown, type Options, summarize, svgChart, table, targets, writeChart } from './bench/report'
+import { type Cell, figure, fmtValue, json, markdown, type Options, summarize, summarizeStreams, streamTable, svgChart, table, targets, writeChart } from './bench/report'
+import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './bench/streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
 
 Compares fio (io_uring, libaio), node:fs and odirect on one file: 4 KiB random read and write at
-QD 1 and 64 (IOPS, p50/p99 latency), 1 MiB sequential read and write at QD 4 (MB/s).
+QD 1 and 64 (IOPS, p50/p99 latency), 1 MiB sequential read and write at QD 4 (MB/s); then one
+whole sequential pass through odirect's createReadStream/createWriteStream, fs.createReadStream/
+createWriteStream and fio (MB/s and % of the file left in the page cache, workloads 'stream-read',
+'stream-write'; the write pass uses a scratch file beside the test file; short: at most 64 MiB).
 
 PATH          a directory to make a temporary file in (default: os.tmpdir(), or /var/tmp when that
               is tmpfs), or a file to use; an existing file is only read unless --write is given
@@ -206,12 +210,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
 
   let workloads: Workload[] = standardWorkloads(args.bs, args.qd, seqBs, 4)
   if (args.workloads) workloads = workloads.filter((w) => args.workloads!.some((f) => w.id.includes(f)))
+  let swl: StreamWorkload[] = streamWorkloads(0)
+  if (args.workloads) swl = swl.filter((w) => args.workloads!.some((f) => w.id.includes(f)))
   if (existing && !args.write) {
     const dropped = workloads.filter((w) => w.write)
     if (dropped.length) log(`note: ${file} exists: only reading it (pass --write to run the write workloads, which overwrite it)`)
     workloads = workloads.filter((w) => !w.write)
   }
-  if (workloads.length === 0) {
+  if (workloads.length === 0 && swl.length === 0) {
     console.error('odirect bench: no workload selected')
     return 1
   }
@@ -249,6 +255,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
       await prepareFile(file, size)
     }
     const facts = await machineFacts(file, fioPath, isRoot)
+    const streamSize = Math.floor(Math.min(size, args.short ? 64 << 20 : size) / STREAM_CHUNK) * STREAM_CHUNK
+    const scratch = path.join(path.dirname(file), `odirect-bench-${process.pid}-stream.dat`)
+    swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
+    const streamCells: StreamCell[] = []
+    for (const w of swl) for (const e of w.engines) streamCells.push({ workload: w, engine: e, runs: [] })
+    if (swl.some((w) => w.write) && freeBytes(path.dirname(file)) < streamSize + (64 << 20)) {
+      for (const c of streamCells) if (c.workload.write) c.skipped = `not enough free space for a ${fmtSize(streamSize)} scratch file`
+    }
+    if (streamCells.length && !hasFincore()) log('note: fincore (util-linux) is not installed: no page-cache residency figures')
     const cells: Cell[] = []
     for (const w of workloads) for (const e of engines) cells.push({ workload: w, engine: e, runs: [] })
     const total = workloads.length * engines.length * opts.runs
@@ -274,6 +289,43 @@ export async function benchCommand(argv: string[]): Promise<number> {
         }
       }
     }
+    // Streams: one whole pass per run, engines in alternating order.
+    const stotal = streamCells.length * opts.runs
+    let sdone = 0
+    try {
+      for (const w of swl) {
+        const cellsW = streamCells.filter((c) => c.workload.id === w.id)
+        if (w.write && cellsW.every((c) => c.skipped !== undefined)) continue
+        if (w.write) {
+          log(`preparing ${scratch} (${fmtSize(streamSize)})...`)
+          await prepareScratch(scratch, streamSize)
+        }
+        const target = { file: w.write ? scratch : file, size: streamSize }
+        for (let r = 0; r < opts.runs; r++) {
+          for (let i = 0; i < cellsW.length; i++) {
+            const cell = cellsW[(i + r) % cellsW.length]
+            sdone++
+            if (cell.skipped !== undefined) continue
+            try {
+              const out = await runStream(ctx, w, cell.engine, target)
+              if (typeof out === 'string') {
+                cell.skipped = out
+                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)
+              } else {
+                cell.runs.push(out)
+                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.residentPct.toFixed(1)} % resident`)
+              }
+            } catch (e) {
+              cell.skipped = `failed: ${(e as Error).message}`
+              log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${cell.skipped}`)
+            }
+          }
+        }
+      }
+    } finally {
+      fs.rmSync(scratch, { force: true })
+    }
+    const ssums = summarizeStreams(streamCells)
     facts.loadEnd = os.loadavg()
     log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
     const sums = summarize(cells)
@@ -281,18 +333,19 @@ export async function benchCommand(argv: string[]): Promise<number> {
       const outPath = path.resolve(args.out)
       fs.mkdirSync(path.dirname(outPath), { recursive: true })
       const chart = writeChart(path.dirname(outPath), svgChart(sums, facts), log)
-      fs.writeFileSync(outPath, markdown(sums, facts, opts, chart, outPath))
+      fs.writeFileSync(outPath, markdown(sums, facts, opts, chart, outPath, ssums))
       log(`wrote ${outPath} and ${path.join(path.dirname(outPath), chart)}`)
     }
     if (args.json) {
-      console.log(json(sums, facts, opts, cells))
+      console.log(json(sums, facts, opts, cells, ssums, streamCells))
     } else {
       const t = targets(sums)
       console.log(
         [
           `odirect bench: ${file} (${fmtSize(size)}, ${facts.fsType}), ${facts.kernel}, ${facts.cpus} CPUs, ${opts.runs} run(s) × ${opts.ops > 0 ? `${opts.ops} ops` : `${opts.durationMs / 1000} s`}${opts.short ? ' (short)' : ''}`,
           '',
-          table(sums),
+          ...(sums.length ? [table(sums)] : []),
+          ...(ssums.length ? ['', 'Streams:', '', streamTable(ssums)] : []),
           ...(t.length ? ['', ...t] : []),
           '',
           'Figures on a shared or small machine are noisy; compare engines within one run.',

@@ -5,6 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { type EngineId, engineLabel, fmtSize, type MachineFacts, type RunResult, type Workload } from './harness'
+import { type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
   workload: Workload
@@ -180,7 +181,7 @@ function keptNotes(out: string): string | undefined {
   return undefined
 }
 
-export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart: string | undefined, out: string | undefined): string {
+export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart: string | undefined, out: string | undefined, streams: StreamSummary[] = []): string {
   const kept = out ? keptNotes(out) : undefined
   const t = targets(sums)
   return [
@@ -197,10 +198,12 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
     table(sums),
     '',
     ...(chart ? [`![fraction of fio io_uring per workload](${chart})`, ''] : []),
+    ...(streams.length ? ['## Streams', '', streamTable(streams), ''] : []),
     ...(t.length ? ['## Targets (issue 4)', '', ...t, ''] : []),
     '## Method',
     '',
     STANDARD_NOTES,
+    ...(streams.length ? [STREAM_NOTES] : []),
     '',
     '## Notes',
     '',
@@ -211,7 +214,7 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
   ].join('\n')
 }
 
-export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Cell[]): string {
+export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Cell[], streams: StreamSummary[] = [], streamCells: StreamCell[] = []): string {
   return JSON.stringify(
     {
       facts,
@@ -222,6 +225,12 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
         metric: s.workload.metric,
         ...(s.skipped !== undefined ? { skipped: s.skipped } : { median: s.value, min: s.min, max: s.max, p50Us: s.p50, p99Us: s.p99, cpuPct: s.cpuPct, stealPct: Number.isFinite(s.stealPct) ? s.stealPct : null, ratioToFioIoUring: Number.isFinite(s.ratio) ? s.ratio : null }),
         runs: cells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
+      })),
+      streams: streams.map((s) => ({
+        workload: s.workload.id,
+        engine: s.engine,
+        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: Number.isFinite(s.residentPct) ? s.residentPct : null, ratioToFioIoUring: Number.isFinite(s.ratio) ? s.ratio : null }),
+        runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
     },
     null,
@@ -323,3 +332,66 @@ export function writeChart(dir: string, svg: string, log: (m: string) => void): 
   log(`note: rsvg-convert ${r.error ? 'is not installed (apt-get install librsvg2-bin)' : `failed: ${r.stderr.trim()}`}; the chart is ${svgPath}`)
   return 'results.svg'
 }
+
+// ---------------------------------------------------------------------------------------------
+// Streams: one sequential pass per run; MB/s, ratio to fio io_uring, % of the file left in the
+// page cache.
+
+export interface StreamSummary {
+  workload: StreamWorkload
+  engine: StreamEngineId
+  skipped?: string
+  mbps: number
+  min: number
+  max: number
+  residentPct: number
+  ratio: number
+}
+
+export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
+  const out: StreamSummary[] = cells.map((c) => {
+    const v = c.runs.map((r) => r.mbps)
+    return {
+      workload: c.workload,
+      engine: c.engine,
+      ...(c.skipped !== undefined && c.runs.length === 0 ? { skipped: c.skipped } : {}),
+      mbps: median(v),
+      min: v.length ? Math.min(...v) : NaN,
+      max: v.length ? Math.max(...v) : NaN,
+      residentPct: median(c.runs.map((r) => r.residentPct)),
+      ratio: NaN,
+    }
+  })
+  for (const s of out) {
+    const ref = out.find((x) => x.workload.id === s.workload.id && x.engine === 'fio-io_uring')
+    if (ref && Number.isFinite(ref.mbps) && ref.mbps > 0) s.ratio = s.mbps / ref.mbps
+  }
+  return out
+}
+
+export function streamTable(sums: StreamSummary[]): string {
+  const rows = ['| Workload | Engine | MB/s (median) | Runs min–max | vs fio io_uring | % of file resident after |', '|---|---|---:|---:|---:|---:|']
+  let lastW = ''
+  for (const s of sums) {
+    const wl = s.workload.id === lastW ? '' : s.workload.label
+    lastW = s.workload.id
+    const label = streamEngineLabel(s.workload, s.engine)
+    if (s.skipped !== undefined) {
+      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | |`)
+      continue
+    }
+    const spread = s.min === s.max ? '' : `${num(s.min)}–${num(s.max)}`
+    rows.push(`| ${wl} | ${label} | **${num(s.mbps)}** | ${spread} | ${fmtRatio(s.ratio)} | ${Number.isFinite(s.residentPct) ? `${num(s.residentPct, 1)} %` : '–'} |`)
+  }
+  return rows.join('\n')
+}
+
+const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes of the test file (reads) or over a
+  scratch file of N bytes beside it, fully written beforehand, overwritten in place (writes), N as
+  in the workload label. MB/s is 10^6 bytes over the time from creating the stream to its end
+  ('end' for reads; for writes, after odirect's fdatasync on 'finish', or node:fs's final
+  \`fsync\`). The page cache is emptied before every run (drop_caches when root, else
+  posix_fadvise DONTNEED on the file). "% of file resident after" is \`fincore --bytes\` of the
+  file after the run, over N. fio: \`--rw=read\`/\`write\`, 1 MiB blocks, iodepth 4, the same
+  io_uring options as above, \`--io_size=N\`, no time limit; fio's write figure has no final
+  flush (no \`--end_fsync\`), while odirect's (fdatasync) and node:fs's (fsync) do.`

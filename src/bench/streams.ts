@@ -1,0 +1,182 @@
+// Stream workloads (issue 5 item 8): one sequential pass over a file through odirect's Node
+// streams, node:fs streams and fio (1 MiB blocks, QD 4, --direct=1, io_uring). Reports MB/s and how
+// much of the file the page cache still holds afterwards (fincore from util-linux).
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+
+import { createReadStream, createWriteStream, open } from '../../index'
+import { type BenchContext, dropCaches, fioArgs, fmtSize, parseFio, type Workload } from './harness'
+
+export type StreamEngineId = 'odirect-stream' | 'node-fs-stream' | 'node-fs-stream-1m' | 'fio-io_uring'
+
+export interface StreamWorkload {
+  id: 'stream-read' | 'stream-write'
+  label: string
+  write: boolean
+  engines: StreamEngineId[]
+}
+
+export const STREAM_CHUNK = 1 << 20
+export const STREAM_DEPTH = 4
+
+export function streamWorkloads(size: number): StreamWorkload[] {
+  return [
+    { id: 'stream-read', label: `sequential read of ${fmtSize(size)}`, write: false, engines: ['odirect-stream', 'node-fs-stream', 'node-fs-stream-1m', 'fio-io_uring'] },
+    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'node-fs-stream', 'fio-io_uring'] },
+  ]
+}
+
+export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string {
+  switch (e) {
+    case 'odirect-stream':
+      return w.write ? `odirect createWriteStream (1 MiB, writeBehind ${STREAM_DEPTH}, datasync)` : `odirect createReadStream (1 MiB, readAhead ${STREAM_DEPTH})`
+    case 'node-fs-stream':
+      return w.write ? 'fs.createWriteStream + fsync' : 'fs.createReadStream (default 64 KiB highWaterMark)'
+    case 'node-fs-stream-1m':
+      return 'fs.createReadStream (1 MiB highWaterMark)'
+    case 'fio-io_uring':
+      return `fio io_uring (1 MiB, QD ${STREAM_DEPTH}, --direct=1)`
+  }
+}
+
+export interface StreamRun {
+  mbps: number
+  /** Bytes of the file in the page cache after the run / bytes streamed, percent. NaN when unknown. */
+  residentPct: number
+}
+
+export interface StreamCell {
+  workload: StreamWorkload
+  engine: StreamEngineId
+  runs: StreamRun[]
+  skipped?: string
+}
+
+/** Resident bytes of a file from `fincore --bytes --noheadings --raw FILE`, or NaN. */
+export function residentBytes(file: string): number {
+  const r = spawnSync('fincore', ['--bytes', '--noheadings', '--raw', file], { encoding: 'utf8' })
+  if (r.status !== 0 || r.error) return NaN
+  const n = Number((r.stdout ?? '').trim().split(/\s+/)[0])
+  return Number.isFinite(n) ? n : NaN
+}
+
+export function hasFincore(): boolean {
+  const r = spawnSync('fincore', ['--version'], { encoding: 'utf8' })
+  return r.status === 0 && !r.error
+}
+
+/** A context for one stream run: `file` holds (at least) `size` bytes, read or written once. */
+export interface StreamTarget {
+  /** The file read (the test file) or written (a scratch file of `size` bytes beside it). */
+  file: string
+  size: number
+}
+
+const drop = (ctx: BenchContext, file: string): void => {
+  const fd = fs.openSync(file, 'r')
+  try {
+    dropCaches({ ...ctx, path: file }, fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+async function readOdirect(t: StreamTarget): Promise<number> {
+  let n = 0
+  for await (const chunk of createReadStream(t.file, { chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 })) n += (chunk as Uint8Array).length
+  return n
+}
+
+async function readFs(t: StreamTarget, highWaterMark?: number): Promise<number> {
+  let n = 0
+  for await (const chunk of fs.createReadStream(t.file, { start: 0, end: t.size - 1, ...(highWaterMark ? { highWaterMark } : {}) })) n += (chunk as Buffer).length
+  return n
+}
+
+/** The same 1 MiB of non-zero data, `size / 1 MiB` times (never modified, so sharing it is safe). */
+function source(size: number): Readable {
+  const buf = Buffer.alloc(STREAM_CHUNK)
+  for (let i = 0; i < buf.length; i += 8) buf[i] = (Math.random() * 255 + 1) | 0
+  const count = size / STREAM_CHUNK
+  return Readable.from(
+    (function* () {
+      for (let i = 0; i < count; i++) yield buf
+    })(),
+  )
+}
+
+async function writeOdirect(t: StreamTarget): Promise<void> {
+  await pipeline(source(t.size), createWriteStream(t.file, { flags: 'r+', chunkSize: STREAM_CHUNK, writeBehind: STREAM_DEPTH, datasync: true }))
+}
+
+async function writeFs(t: StreamTarget): Promise<void> {
+  await pipeline(source(t.size), fs.createWriteStream(t.file, { flags: 'r+', start: 0 }))
+  // fsync flushes the inode's dirty pages whichever descriptor asks.
+  const fh = await fs.promises.open(t.file, 'r+')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean): StreamRun | string {
+  if (ctx.fioPath === undefined) return 'fio is not installed (apt-get install fio)'
+  const w: Workload = { id: write ? 'stream-write' : 'stream-read', label: '', write, random: false, bs: STREAM_CHUNK, qd: STREAM_DEPTH, metric: 'mbps' }
+  // One pass over the file: no time limit, no ramp.
+  const c: BenchContext = { ...ctx, path: t.file, size: t.size, limit: { durationMs: 0, ops: t.size / STREAM_CHUNK, rampMs: 0 } }
+  const r = spawnSync(ctx.fioPath, fioArgs(c, w, 'io_uring'), { encoding: 'utf8', maxBuffer: 64 << 20 })
+  if (r.status !== 0 || r.error) {
+    const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${(r.stdout ?? '').split('\n{')[0]}`
+    return `fio failed: ${text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`}`
+  }
+  const res = parseFio(r.stdout, write)
+  return { mbps: res.bytes / res.seconds / 1e6, residentPct: NaN }
+}
+
+/** One run of one engine; the page cache of the file is emptied first. */
+export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget): Promise<StreamRun | string> {
+  drop(ctx, t.file)
+  let run: StreamRun
+  if (e === 'fio-io_uring') {
+    const r = runFioStream(ctx, t, w.write)
+    if (typeof r === 'string') return r
+    run = r
+  } else {
+    const t0 = performance.now()
+    if (w.write) {
+      await (e === 'odirect-stream' ? writeOdirect(t) : writeFs(t))
+    } else {
+      const n = await (e === 'odirect-stream' ? readOdirect(t) : readFs(t, e === 'node-fs-stream-1m' ? STREAM_CHUNK : undefined))
+      if (n !== t.size) return `read ${n} bytes, expected ${t.size}`
+    }
+    run = { mbps: t.size / ((performance.now() - t0) / 1000) / 1e6, residentPct: NaN }
+  }
+  const res = residentBytes(t.file)
+  run.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN
+  return run
+}
+
+/** A scratch file of `size` bytes of data, fully written (so every write engine overwrites in place). */
+export async function prepareScratch(file: string, size: number): Promise<void> {
+  const fh = await open(file, 'w+')
+  try {
+    const bufs = Array.from({ length: STREAM_DEPTH }, () => fh.alloc(STREAM_CHUNK))
+    for (const b of bufs) for (let i = 0; i < b.length; i += 8) b[i] = (Math.random() * 255 + 1) | 0
+    for (let pos = 0; pos < size; ) {
+      const ops: { buffer: Uint8Array; position: number }[] = []
+      for (const b of bufs) {
+        if (pos >= size) break
+        ops.push({ buffer: b, position: pos })
+        pos += STREAM_CHUNK
+      }
+      await fh.writeMany(ops)
+    }
+    await fh.datasync()
+  } finally {
+    await fh.close()
+  }
+}
