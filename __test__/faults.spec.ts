@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
+import { type Body, fxTest, must } from './helpers/fxtest.js'
+
 import { DirectIoError, type FileHandle, open, probe } from '../dist/index.js'
 import {
   cleanupAll,
@@ -38,7 +40,6 @@ const DIST = path.join(__dirname, '..', 'dist', 'index.js')
 
 type Backend = 'io_uring' | 'aio' | 'threadpool'
 const BACKENDS: readonly Backend[] = ['io_uring', 'aio', 'threadpool']
-type Body = (t: ExecutionContext) => void | Promise<void>
 
 const LOOP: Requirement[] = ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4']
 const RAW: Requirement[] = ['root', 'loop', 'cmd:blockdev']
@@ -50,21 +51,9 @@ const where = await probe('/var/tmp')
 const backendSkip = (b: Backend): string | undefined =>
   where.backends[b].available ? undefined : `backend ${b} unavailable here: ${where.backends[b].reason}`
 
-/** Register `fn`, or `test.skip` it (printing why) when the requirements can't be met here. */
-function fxTest(title: string, reqs: readonly Requirement[], fn: Body, backend?: Backend): void {
-  const reason = skipReason(reqs) ?? (backend ? backendSkip(backend) : undefined)
-  if (reason) {
-    console.log(`skipping "${title}": ${reason}`)
-    test.skip(title, fn)
-  } else {
-    test(title, fn)
-  }
-}
-
-/** A fixture that returns a skip although its requirements are met is a failure. */
-function must<T>(r: T | Skip): T {
-  if (isSkip(r)) throw new Error(`fixture unavailable although requirements are met: ${r.skip}`)
-  return r
+/** fxTest with the backend's availability as an extra skip reason. */
+function fxTestOn(title: string, reqs: readonly Requirement[], fn: Body, backend?: Backend): void {
+  fxTest(title, reqs, fn, backend ? backendSkip(backend) : undefined)
 }
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
@@ -115,7 +104,7 @@ function isDirectIoError(t: ExecutionContext, e: unknown, code: string, what: st
 
 for (const ss of [512, 4096] as const) {
   for (const backend of BACKENDS) {
-    fxTest(`loopFs(${ss}) [${backend}]: alignment ${ss} discovered, aligned I/O round-trips, smaller units refused before any syscall`, LOOP, async (t) => {
+    fxTestOn(`loopFs(${ss}) [${backend}]: alignment ${ss} discovered, aligned I/O round-trips, smaller units refused before any syscall`, LOOP, async (t) => {
       const fx = useFixture(t, loopFs(ss, 64))
       const fh = await openT(t, path.join(fx.dir, 'f'), 'w+', { backend })
       t.is(fh.backend, backend)
@@ -185,7 +174,7 @@ for (const ss of [512, 4096] as const) {
 }
 
 for (const backend of BACKENDS) {
-  fxTest(`raw block device loopDevice(4096) [${backend}]: size, sector size, blocks round-trip with checksums`, RAW, async (t) => {
+  fxTestOn(`raw block device loopDevice(4096) [${backend}]: size, sector size, blocks round-trip with checksums`, RAW, async (t) => {
     const fx = useFixture(t, loopDevice(4096, 32))
     const fh = await openT(t, fx.device, 'r+', { backend })
     t.true(fh.isBlockDevice)
@@ -262,7 +251,7 @@ function fdCount(): number {
   return fs.readdirSync('/proc/self/fd').length
 }
 
-fxTest('ramfs refuses O_DIRECT: typed error naming ramfs, nothing created, nothing truncated, no fd leaked', RAMFS, async (t) => {
+fxTestOn('ramfs refuses O_DIRECT: typed error naming ramfs, nothing created, nothing truncated, no fd leaked', RAMFS, async (t) => {
   const fx = useFixture(t, ramfsDir())
   const existing = path.join(fx.dir, 'existing')
   fs.writeFileSync(existing, 'precious data')
@@ -296,7 +285,7 @@ fxTest('ramfs refuses O_DIRECT: typed error naming ramfs, nothing created, nothi
 })
 
 for (const backend of BACKENDS) {
-  fxTest(`ramfs with direct: 'prefer' [${backend}]: buffered fallback with a reason, unaligned round trips`, RAMFS, async (t) => {
+  fxTestOn(`ramfs with direct: 'prefer' [${backend}]: buffered fallback with a reason, unaligned round trips`, RAMFS, async (t) => {
     const fx = useFixture(t, ramfsDir())
     const file = path.join(fx.dir, 'p')
     const fh = await openT(t, file, 'w+', { direct: 'prefer', backend })
@@ -332,7 +321,7 @@ for (const backend of BACKENDS) {
   }, backend)
 }
 
-fxTest("ramfs with direct: 'prefer' and backend 'auto' does not pick aio for a buffered handle", RAMFS, async (t) => {
+fxTestOn("ramfs with direct: 'prefer' and backend 'auto' does not pick aio for a buffered handle", RAMFS, async (t) => {
   const fx = useFixture(t, ramfsDir())
   const fh = await openT(t, path.join(fx.dir, 'auto'), 'w+', { direct: 'prefer' })
   t.false(fh.direct)
@@ -341,7 +330,7 @@ fxTest("ramfs with direct: 'prefer' and backend 'auto' does not pick aio for a b
 })
 
 for (const backend of BACKENDS) {
-  fxTest(`direct: 'off' on ext4 [${backend}]: plain Buffers, any position, through the engine`, [], async (t) => {
+  fxTestOn(`direct: 'off' on ext4 [${backend}]: plain Buffers, any position, through the engine`, [], async (t) => {
     const dir = fs.mkdtempSync('/var/tmp/odirect-off-')
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
     const file = path.join(dir, 'f')
@@ -364,7 +353,7 @@ for (const backend of BACKENDS) {
 // 3. Full filesystem
 
 for (const backend of BACKENDS) {
-  fxTest(`fullFs(8) [${backend}]: writes fail with ENOSPC once full; everything written before reads back intact`, LOOP, async (t) => {
+  fxTestOn(`fullFs(8) [${backend}]: writes fail with ENOSPC once full; everything written before reads back intact`, LOOP, async (t) => {
     const fx = useFixture(t, fullFs(8))
     t.is(fx.kind, 'loop-ext4')
     const fh = await openT(t, path.join(fx.dir, 'fill'), 'w+', { backend })
@@ -420,7 +409,7 @@ function faultFx(t: ExecutionContext, opts: Parameters<typeof faultFs>[0]): Faul
 }
 
 for (const backend of BACKENDS) {
-  fxTest(`faultfs EIO [${backend}]: a read covering the bad offset rejects with EIO and its position; the rest reads correctly`, FAULT, async (t) => {
+  fxTestOn(`faultfs EIO [${backend}]: a read covering the bad offset rejects with EIO and its position; the rest reads correctly`, FAULT, async (t) => {
     const size = 1 << 20
     const bad = 65536 + 100
     const bad2 = 5 * 65536
@@ -470,7 +459,7 @@ for (const backend of BACKENDS) {
     t.true(fx.stats().eio >= 5, JSON.stringify(fx.stats()))
   }, backend)
 
-  fxTest(`faultfs hold [${backend}]: abort and close with reads held in the kernel settle only once the kernel is done`, FAULT, async (t) => {
+  fxTestOn(`faultfs hold [${backend}]: abort and close with reads held in the kernel settle only once the kernel is done`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: true })
     const fh = await open(fx.file, 'r', { backend })
     // Teardown: let the replies go first, so that close() can finish.
@@ -529,7 +518,7 @@ for (const backend of BACKENDS) {
     t.is(fx.stats().inflight, 0)
   }, backend)
 
-  fxTest(`faultfs hold [${backend}]: an already-aborted signal rejects at once; abort of an op not yet in the kernel is immediate`, FAULT, async (t) => {
+  fxTestOn(`faultfs hold [${backend}]: an already-aborted signal rejects at once; abort of an op not yet in the kernel is immediate`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: 'held' })
     const fh = await open(fx.file, 'r', { backend })
     t.teardown(async () => {
@@ -577,7 +566,7 @@ for (const backend of BACKENDS) {
     }
   }, backend)
 
-  fxTest(`faultfs delay [${backend}]: 64 reads in flight on a slow server all complete correctly`, FAULT, async (t) => {
+  fxTestOn(`faultfs delay [${backend}]: 64 reads in flight on a slow server all complete correctly`, FAULT, async (t) => {
     const delayMs = 50
     const fx = faultFx(t, { size: 4 << 20, delayMs })
     const fh = await openT(t, fx.file, 'r', { backend })
@@ -607,7 +596,7 @@ for (const backend of BACKENDS) {
     t.true(fh.stats().latencyUs.p50 >= delayMs * 900, JSON.stringify(fh.stats().latencyUs))
   }, backend)
 
-  fxTest(`faultfs short reads [${backend}]: fewer bytes than asked, no error, positions advance by what was read`, FAULT, async (t) => {
+  fxTestOn(`faultfs short reads [${backend}]: fewer bytes than asked, no error, positions advance by what was read`, FAULT, async (t) => {
     const size = 65536
     const fx = faultFx(t, { size, shortReads: true })
     const fh = await openT(t, fx.file, 'r', { backend })
@@ -635,7 +624,7 @@ for (const backend of BACKENDS) {
 // stat() racing close()
 
 for (const backend of BACKENDS) {
-  fxTest(`stat() racing close() [${backend}]: describes this file even when the descriptor number is reused at once`, [], async (t) => {
+  fxTestOn(`stat() racing close() [${backend}]: describes this file even when the descriptor number is reused at once`, [], async (t) => {
     const dir = fs.mkdtempSync('/var/tmp/odirect-statrace-')
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
     fs.writeFileSync(path.join(dir, 'a'), Buffer.alloc(4096))
@@ -737,7 +726,7 @@ function checkNoUring(t: ExecutionContext, out: ChildOut, why: RegExp): void {
   t.is(out.buffered, 'threadpool', "backend 'auto' uses the pool for buffered handles")
 }
 
-fxTest('io_uring refused by seccomp (EPERM): auto picks aio, round trip works, probe says why, explicit io_uring is ERR_ODIRECT_BACKEND', ['cc'], (t) => {
+fxTestOn('io_uring refused by seccomp (EPERM): auto picks aio, round trip works, probe says why, explicit io_uring is ERR_ODIRECT_BACKEND', ['cc'], (t) => {
   const { script, dir } = childScript(t)
   const r = must(runWithoutIoUring(script, { ODIRECT_BACKEND: '' }, { args: [dir], timeoutMs: 60_000 }))
   t.is(r.status, 0, r.stderr)
@@ -754,7 +743,7 @@ fxTest('io_uring refused by seccomp (EPERM): auto picks aio, round trip works, p
   t.true(out2.same)
 })
 
-fxTest('io_uring disabled by sysctl (kernel.io_uring_disabled=2): same fallback, reason names the sysctl, sysctl restored', ['root', 'io_uring_disabled'], (t) => {
+fxTestOn('io_uring disabled by sysctl (kernel.io_uring_disabled=2): same fallback, reason names the sysctl, sysctl restored', ['root', 'io_uring_disabled'], (t) => {
   const knob = '/proc/sys/kernel/io_uring_disabled'
   const before = fs.readFileSync(knob, 'utf8').trim()
   const { script, dir } = childScript(t)
@@ -774,7 +763,7 @@ fxTest('io_uring disabled by sysctl (kernel.io_uring_disabled=2): same fallback,
 // 7. ODIRECT_DEBUG
 
 for (const backend of BACKENDS) {
-  fxTest(`ODIRECT_DEBUG=1 [${backend}]: stderr has a submit and a complete line per op with op, fd, offset, length, result, latency`, [], (t) => {
+  fxTestOn(`ODIRECT_DEBUG=1 [${backend}]: stderr has a submit and a complete line per op with op, fd, offset, length, result, latency`, [], (t) => {
     const dir = fs.mkdtempSync('/var/tmp/odirect-debug-')
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
     const file = path.join(dir, 'f')

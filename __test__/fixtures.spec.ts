@@ -11,6 +11,8 @@ import * as path from 'node:path'
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
+import { type Body, fxTest, must } from './helpers/fxtest.js'
+
 import {
   alignedBuffer,
   dropCaches,
@@ -37,24 +39,7 @@ import type { Requirement, Skip } from './helpers/fixtures.js'
 
 const { O_DIRECT, O_RDONLY, O_RDWR, O_WRONLY, O_CREAT } = fs.constants
 
-type Body = (t: ExecutionContext) => void | Promise<void>
 
-/** Register `fn`, or `test.skip` it (printing why) when `reqs` can't be met here. */
-function fxTest(title: string, reqs: readonly Requirement[], fn: Body): void {
-  const reason = skipReason(reqs)
-  if (reason) {
-    console.log(`skipping "${title}": ${reason}`)
-    test.skip(title, fn)
-  } else {
-    test(title, fn)
-  }
-}
-
-/** A fixture that returns a skip after its requirements were met is a failure. */
-function must<T>(r: T | Skip): T {
-  if (isSkip(r)) throw new Error(`fixture unavailable although requirements are met: ${r.skip}`)
-  return r
-}
 
 function errnoOf(fn: () => unknown): string | undefined {
   try {
