@@ -17,7 +17,21 @@ import { native } from './src/native'
 
 export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers'
 export { DirectIoError, type DirectIoErrorInit, type MisuseCode } from './src/errors'
-export { FileHandle, type Alignment, type HandleStats, type ManyOp, type OpOptions, type ReadOptions, type Stats } from './src/handle'
+export {
+  constants,
+  FileHandle,
+  type Alignment,
+  type HandleStats,
+  type ManyError,
+  type ManyOp,
+  type OpOptions,
+  type ReadOptions,
+  type ReadResult,
+  type ReadVResult,
+  type ReadWriteOptions,
+  type WriteResult,
+  type WriteVResult,
+} from './src/handle'
 export type { BackendName } from './src/engine'
 export { RegisteredBuffers } from './src/registered'
 

@@ -27,7 +27,7 @@ const isPow2 = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && (n & 
  * at an aligned offset, so it works where external buffers are refused (Electron's V8 sandbox)
  * and in Bun and Deno; the view's `.buffer` is larger than the view.
  */
-export function allocAligned(size: number, alignment: number = PAGE_SIZE): Uint8Array {
+export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffer {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
     throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${String(size)}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
   }
@@ -40,7 +40,7 @@ export function allocAligned(size: number, alignment: number = PAGE_SIZE): Uint8
   const ab = new ArrayBuffer(size + alignment)
   const base = native.addressOf(ab)
   const off = (alignment - (base % alignment)) % alignment
-  const view = new Uint8Array(ab, off, size)
+  const view = Buffer.from(ab, off, size)
   bases.set(ab, base)
   return view
 }

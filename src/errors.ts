@@ -9,6 +9,8 @@ export type MisuseCode =
   | 'ERR_ODIRECT_BACKEND'
   | 'ERR_ODIRECT_NOT_DIRECT'
   | 'ERR_ODIRECT_MEMLOCK'
+  | 'ERR_ODIRECT_TIMEOUT'
+  | 'ERR_ODIRECT_NOMEM'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_INVALID_ARG_VALUE'
   | 'ERR_OUT_OF_RANGE'
@@ -80,6 +82,14 @@ export function abortError(signal: AbortSignal, ctx: KernelErrorContext): Direct
     code: 'ABORT_ERR',
     hint: 'the AbortSignal passed to this operation was aborted; the buffer is free to reuse',
     cause: signal.reason,
+    ...ctx,
+  })
+}
+
+export function timeoutError(ctx: Partial<KernelErrorContext>): DirectIoError {
+  return new DirectIoError(`The operation timed out (${ctx.syscall ?? 'op'}${ctx.path ? ` on ${ctx.path}` : ''})`, {
+    code: 'ERR_ODIRECT_TIMEOUT',
+    hint: 'the op was cancelled after its { timeout } elapsed; the device or filesystem may be slow or hung',
     ...ctx,
   })
 }

@@ -14,15 +14,22 @@ const indexes = new WeakMap<ArrayBufferLike, { backend: BackendName; index: numb
  */
 export class RegisteredBuffers {
   readonly backend: BackendName
-  readonly buffers: readonly Uint8Array[]
+  #buffers: readonly Buffer[]
   #engine: Engine
   #released = false
+  #onRelease: (r: RegisteredBuffers) => void
 
   /** @internal */
-  constructor(engine: Engine, backend: BackendName, buffers: Uint8Array[]) {
+  constructor(engine: Engine, backend: BackendName, buffers: Buffer[], onRelease: (r: RegisteredBuffers) => void) {
     this.#engine = engine
     this.backend = backend
-    this.buffers = Object.freeze(buffers)
+    this.#buffers = Object.freeze(buffers)
+    this.#onRelease = onRelease
+  }
+
+  /** The pinned buffers (empty once unregistered: the memory is released then). */
+  get buffers(): readonly Buffer[] {
+    return this.#buffers
   }
 
   get registered(): boolean {
@@ -34,8 +41,11 @@ export class RegisteredBuffers {
     if (this.#released) return
     this.#released = true
     if (active.get(this.backend) === this) active.delete(this.backend)
-    for (const b of this.buffers) indexes.delete(b.buffer)
-    const errno = this.#engine.native.unregisterBuffers(backendIndex(this.backend))
+    for (const b of this.#buffers) indexes.delete(b.buffer)
+    // Nothing here keeps the memory any more: views the caller still holds keep theirs.
+    this.#buffers = Object.freeze([])
+    this.#onRelease(this)
+    const errno = this.#engine.unregisterBuffers(backendIndex(this.backend))
     if (errno !== 0) throw kernelError(errno, { syscall: 'io_uring_register' })
   }
 
@@ -44,7 +54,10 @@ export class RegisteredBuffers {
   }
 }
 
-export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number): RegisteredBuffers {
+/** Most bytes one registration may pin (io_uring caps each buffer at 1 GiB; this caps the sum). */
+export const MAX_REGISTERED_BYTES = 2 ** 34
+
+export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number, onRelease: (r: RegisteredBuffers) => void = () => {}): RegisteredBuffers {
   if (!Number.isSafeInteger(count) || count <= 0 || count > 16384) {
     throw misuse('ERR_OUT_OF_RANGE', `count must be an integer from 1 to 16384, got ${String(count)}`, 'io_uring takes at most 16384 registered buffers')
   }
@@ -52,10 +65,21 @@ export function registerBuffers(engine: Engine, backend: BackendName, count: num
     throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to 1 GiB, got ${String(size)}`, 'io_uring registers buffers of up to 1 GiB each')
   }
   const len = Math.ceil(size / alignment) * alignment
-  const buffers = Array.from({ length: count }, () => allocAligned(len, Math.max(PAGE_SIZE, alignment)))
+  if (count * len > MAX_REGISTERED_BYTES) {
+    throw misuse('ERR_OUT_OF_RANGE', `count x size is ${count} x ${len} = ${count * len} bytes, more than ${MAX_REGISTERED_BYTES} (16 GiB) odirect pins at once`, 'register fewer or smaller buffers')
+  }
+  let buffers: Buffer[]
+  try {
+    buffers = Array.from({ length: count }, () => allocAligned(len, Math.max(PAGE_SIZE, alignment)))
+  } catch (e) {
+    if (e instanceof RangeError) {
+      throw misuse('ERR_ODIRECT_NOMEM', `allocating ${count} x ${len} bytes for registered buffers failed: ${e.message}`, 'register fewer or smaller buffers, or raise the memory limit', { cause: e })
+    }
+    throw e
+  }
   const prev = active.get(backend)
   if (prev !== undefined) prev.unregister()
-  const errno = engine.native.registerBuffers(backendIndex(backend), buffers)
+  const errno = engine.registerBuffers(backendIndex(backend), buffers)
   if (errno !== 0) {
     const e = kernelError(errno, { syscall: backend === 'io_uring' ? 'io_uring_register' : 'mlock', length: count * len })
     if (errno === 12 /* ENOMEM */ || errno === 1 /* EPERM */ || errno === 11 /* EAGAIN */) {
@@ -68,7 +92,7 @@ export function registerBuffers(engine: Engine, backend: BackendName, count: num
     }
     throw e
   }
-  const reg = new RegisteredBuffers(engine, backend, buffers)
+  const reg = new RegisteredBuffers(engine, backend, buffers, onRelease)
   buffers.forEach((b, index) => indexes.set(b.buffer, { backend, index }))
   active.set(backend, reg)
   return reg

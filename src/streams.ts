@@ -330,8 +330,8 @@ class BlockReader extends Core {
     const mem = fh.alloc(len)
     const buf = mem.byteLength === len ? mem : mem.subarray(0, len)
     const done = this.track(
-      fh.read(buf, pos, { signal: this.opSignal }).then(
-        (n): Settled => ({ ok: true, n }),
+      fh.read(buf, { position: pos, signal: this.opSignal }).then(
+        (r): Settled => ({ ok: true, n: r.bytesRead }),
         (err: unknown): Settled => ({ ok: false, err }),
       ),
     )
@@ -475,7 +475,7 @@ class BlockWriter extends Core {
   async #writeBlock(fh: FileHandle, buf: Uint8Array, len: number, pos: number): Promise<void> {
     let done = 0
     while (done < len) {
-      const n = await fh.write(buf.subarray(done, len), pos + done, { signal: this.opSignal })
+      const n = (await fh.write(buf.subarray(done, len), { position: pos + done, signal: this.opSignal })).bytesWritten
       // A short write (ENOSPC on the way, FUSE): go on from the block holding the first byte not
       // written, rewriting its head when the count was not block aligned.
       const next = fh.direct ? Math.floor((done + n) / this.#unit) * this.#unit : done + n
@@ -561,7 +561,7 @@ class BlockWriter extends Core {
       if (this.#origSize > end) {
         // Overwriting in place ('r+'): keep the file's bytes after ours in the last block.
         const old = fh.alloc(blockLen)
-        await this.track(fh.read(old, this.#pos, { signal: this.opSignal }))
+        await this.track(fh.read(old, { position: this.#pos, signal: this.opSignal }))
         this.#check()
         old.set(buf.subarray(0, fill))
         buf = old

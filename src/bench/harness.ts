@@ -267,7 +267,7 @@ async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'):
     if (w.write) fillBuffers(bufs)
     const result =
       mode === 'op'
-        ? await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, p) : (b, p) => fh.read(b, p))
+        ? await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
         : await batchLoop(w, ctx.size, ctx.limit, bufs, w.write ? (o) => fh.writeMany(o) : (o) => fh.readMany(o))
     return { ok: true, result }
   } finally {
@@ -278,7 +278,7 @@ async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'):
 /**
  * Registered (fixed) buffers. The API is not there yet; the expected shape is
  * `fh.registerBuffers(count, size)` returning (or resolving to) `{ buffers: Uint8Array[], ... }`
- * (a bare array is accepted too), after which `fh.read(buffers[i], pos)` uses the fixed-buffer
+ * (a bare array is accepted too), after which `fh.read(buffers[i], { position: pos })` uses the fixed-buffer
  * path. Any `unregister()`/`release()` on the result, or `fh.unregisterBuffers()`, is called after.
  */
 async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Outcome> {
@@ -295,7 +295,7 @@ async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Out
     if (!Array.isArray(bufs) || bufs.length < w.qd) return { ok: false, skipped: 'registerBuffers returned no usable buffers' }
     try {
       if (w.write) fillBuffers(bufs)
-      const result = await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, p) : (b, p) => fh.read(b, p))
+      const result = await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
       return { ok: true, result }
     } finally {
       const r = Array.isArray(reg) ? undefined : (reg as { unregister?: () => unknown; release?: () => unknown } | undefined)

@@ -51,7 +51,9 @@ pub struct OpenFlags {
 pub fn parse_flags(s: &str) -> Result<OpenFlags, String> {
     let (bits, readable, writable) = match s {
         "r" => (libc::O_RDONLY, true, false),
-        "r+" | "rs+" | "sr+" => (libc::O_RDWR, true, true),
+        "r+" => (libc::O_RDWR, true, true),
+        // As node:fs: 'rs+' is synchronous (O_SYNC) read-write.
+        "rs+" | "sr+" => (libc::O_RDWR | libc::O_SYNC, true, true),
         "w" => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, false, true),
         "wx" | "xw" => (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, false, true),
         "w+" => (libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, true, true),
