@@ -1,10 +1,11 @@
 // Deno adapter of the runtime-neutral conformance cases: `npm run test:deno`
 // (scripts/runtime-bin.cjs deno test --allow-all --no-check --node-modules-dir=manual
 // __test__/conformance/deno.test.ts). Deno loads Node-API addons through process.dlopen, which
-// needs --allow-ffi (part of --allow-all), and CommonJS through createRequire.
+// needs --allow-ffi (part of --allow-all), and CommonJS through createRequire. A case skipped on
+// Deno (its `skip` entry or its `precheck`) is registered with `ignore`: reported as ignored.
 import { createRequire } from 'node:module'
 
-import { cases, nodeAssertT, runCase } from './cases.ts'
+import { cases, nodeAssertT, runCase, skipReasonFor } from './cases.ts'
 
 declare const Deno: {
   test(def: { name: string; ignore?: boolean; fn: () => Promise<void> }): void
@@ -13,14 +14,15 @@ declare const Deno: {
 const od = createRequire(import.meta.url)('../../dist/index.js')
 const runtime = 'deno' as const
 
-for (const c of cases) {
-  const why = c.skip?.[runtime]
+const reasons = await Promise.all(cases.map((c) => skipReasonFor(c, od, runtime)))
+for (const [i, c] of cases.entries()) {
+  const why = reasons[i]
+  if (why !== undefined) console.log(`skipping "${c.name}": ${why}`)
   Deno.test({
-    name: why === undefined ? c.name : `${c.name} (skipped on Deno: ${why})`,
+    name: why === undefined ? c.name : `${c.name} (skipped: ${why})`,
     ignore: why !== undefined,
     async fn() {
-      const skipped = await runCase(c, await nodeAssertT(console.log), od, runtime)
-      if (skipped !== undefined) console.log(`SKIP ${c.name}: ${skipped}`)
+      await runCase(c, await nodeAssertT(console.log), od, runtime)
     },
   })
 }

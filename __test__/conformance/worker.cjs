@@ -39,9 +39,9 @@ async function io() {
         b.set(pattern(block, seed * 1000 + r * blocks + i))
         return b
       })
-      await Promise.all(src.map((b, i) => fh.write(b, i * block)))
+      await Promise.all(src.map((b, i) => fh.write(b, { position: i * block })))
       const dst = src.map(() => fh.alloc(block))
-      await Promise.all(dst.map((b, i) => fh.read(b, i * block)))
+      await Promise.all(dst.map((b, i) => fh.read(b, { position: i * block })))
       for (let i = 0; i < blocks; i++) {
         const a = crypto.createHash('sha256').update(src[i]).digest('hex')
         const b = crypto.createHash('sha256').update(dst[i]).digest('hex')
@@ -64,7 +64,7 @@ async function inflight(then) {
   const fh = await od.open(file, 'r', { backend })
   const size = 64 * KiB
   const pending = []
-  for (let i = 0; i < reads; i++) pending.push(fh.read(fh.alloc(size), i * size))
+  for (let i = 0; i < reads; i++) pending.push(fh.read(fh.alloc(size), { position: i * size }))
   const n = fh.stats().inflight
   then(n, pending)
 }
