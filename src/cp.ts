@@ -1,23 +1,28 @@
-// odirect cp SRC DST [--verify] [--chunk-size N] [--quiet]
+// odirect cp SRC DST [--verify] [--chunk-size N] [--sparse=auto|never] [--quiet] [--json]
 //
-// Copies with direct I/O on both sides (falling back to buffered I/O, with a note, where the
-// filesystem refuses O_DIRECT), into DST.odirect-tmp-<pid>, datasynced, then renamed into place:
-// DST is either the complete copy or untouched. --verify re-reads the copy with direct I/O
-// (before the rename) and compares its sha256 with the source's, hashed as it was read.
-import { createHash, type Hash } from 'node:crypto'
+// A thin command over the exported copyFile(): direct I/O on both sides (falling back to buffered
+// I/O, with a note, where the filesystem refuses O_DIRECT), holes kept, the same file refused,
+// written to DST.odirect-tmp-<pid>-<n>, datasynced, then renamed into place: DST is either the
+// complete copy or untouched. --verify re-reads the copy (before the rename) and compares sha256.
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import { pipeline } from 'node:stream/promises'
 
-import { createReadStream, createWriteStream, type FileHandle, open } from '../index'
 import { DirectIoError } from './errors'
+import { copyFile, type CopyProgress } from './files'
+import { native } from './native'
 
-const USAGE = `usage: odirect cp SRC DST [--verify] [--chunk-size N] [--quiet]
+export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   Copies SRC to DST with direct I/O (O_DIRECT) on both sides, bypassing the page cache.
-  DST may be a directory. The copy is written to DST.odirect-tmp-<pid> and renamed into place.
+  DST may be a directory. The copy is written to a temp file next to DST, flushed to the
+  device, and renamed into place: DST is the complete copy or untouched. Holes in SRC
+  (all-zero blocks) stay holes in DST. SRC and DST must not be the same file.
   --verify          re-read DST with direct I/O and compare sha256 with SRC
   --chunk-size N    bytes per I/O (suffixes k, m, g: 4m); default 1m
-  --quiet           no progress, no summary (errors are still reported)`
+  --sparse=WHEN     auto (default): keep holes; never: write every block
+  --quiet, -q       no progress, no summary (errors are still reported)
+  --json            print the result as JSON on stdout
+  --help, -h        this text
+exit status: 0 copied, 1 failed, 2 usage error, 130 interrupted (SIGINT), 143 terminated (SIGTERM)`
 
 interface CpArgs {
   src: string
@@ -25,9 +30,11 @@ interface CpArgs {
   verify: boolean
   chunkSize: number
   quiet: boolean
+  json: boolean
+  sparse: boolean
 }
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 function parseSize(s: string | undefined): number {
   const m = s === undefined ? null : /^(\d+)\s*([kmg]?)(i?b)?$/i.exec(s.trim())
@@ -40,33 +47,43 @@ function parseSize(s: string | undefined): number {
 
 function parseArgs(args: string[]): CpArgs {
   const pos: string[] = []
-  let verify = false
-  let quiet = false
-  let chunkSize = 1024 * 1024
+  const a = { verify: false, quiet: false, json: false, sparse: true, chunkSize: 1024 * 1024 }
   for (let i = 0; i < args.length; i++) {
-    const a = args[i]
-    if (a === '--') {
+    const x = args[i]
+    if (x === '--') {
       pos.push(...args.slice(i + 1))
       break
-    } else if (a === '--verify') verify = true
-    else if (a === '--quiet' || a === '-q') quiet = true
-    else if (a === '--chunk-size') chunkSize = parseSize(args[++i])
-    else if (a.startsWith('--chunk-size=')) chunkSize = parseSize(a.slice('--chunk-size='.length))
-    else if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option '${a}'`)
-    else pos.push(a)
+    } else if (x === '--verify') a.verify = true
+    else if (x === '--quiet' || x === '-q') a.quiet = true
+    else if (x === '--json') a.json = true
+    else if (x === '--chunk-size') a.chunkSize = parseSize(args[++i])
+    else if (x.startsWith('--chunk-size=')) a.chunkSize = parseSize(x.slice('--chunk-size='.length))
+    else if (x.startsWith('--sparse=')) {
+      const w = x.slice('--sparse='.length)
+      if (w !== 'auto' && w !== 'always' && w !== 'never') throw new UsageError(`--sparse takes auto or never, got '${w}'`)
+      a.sparse = w !== 'never'
+    } else if (x.startsWith('-') && x !== '-') throw new UsageError(`unknown option '${x}'`)
+    else pos.push(x)
   }
   if (pos.length !== 2) throw new UsageError(pos.length < 2 ? 'missing SRC or DST' : `expected SRC and DST, got ${pos.length} paths`)
-  return { src: pos[0], dst: pos[1], verify, chunkSize, quiet }
+  return { src: pos[0], dst: pos[1], ...a }
 }
 
 const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-function human(n: number): string {
+/** Bytes in binary units (B, KiB, MiB, GiB). */
+export function human(n: number): string {
   let i = 0
   while (n >= 1024 && i < units.length - 1) {
     n /= 1024
     i++
   }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`
+  return i === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[i]}`
+}
+
+/** A rate in MiB/s (KiB/s below 1 MiB/s); '' when the time is too short to mean anything. */
+export function rate(bytes: number, secs: number): string {
+  if (!(secs >= 0.001) || bytes <= 0) return ''
+  return `${human(bytes / secs)}/s`
 }
 
 function duration(s: number): string {
@@ -76,21 +93,15 @@ function duration(s: number): string {
   return m < 60 ? `${m}m${String(Math.floor(s % 60)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`
 }
 
-const rate = (bytes: number, secs: number): string => `${secs > 0 ? Math.round(bytes / secs / 1e6) : 0} MB/s`
-
 /** A progress line on a TTY, redrawn at most 10 times a second. */
 class Progress {
   readonly #tty: boolean
   readonly #t0 = performance.now()
-  #timer: NodeJS.Timeout | undefined
+  #timer: ReturnType<typeof setInterval> | undefined
   #drawn = false
+  last: CopyProgress | undefined
 
-  constructor(
-    readonly label: string,
-    readonly total: number,
-    readonly done: () => number,
-    enabled: boolean,
-  ) {
+  constructor(enabled: boolean) {
     this.#tty = enabled && process.stderr.isTTY === true
     if (this.#tty) {
       this.#timer = setInterval(() => this.#draw(), 100)
@@ -99,12 +110,14 @@ class Progress {
   }
 
   #draw(): void {
-    const done = this.done()
+    const p = this.last
+    if (p === undefined) return
     const secs = (performance.now() - this.#t0) / 1000
-    const bps = secs > 0 ? done / secs : 0
-    const pct = this.total > 0 ? ` (${Math.floor((done / this.total) * 100)}%)` : ''
-    const eta = this.total > 0 && bps > 0 ? `  ETA ${duration((this.total - done) / bps)}` : ''
-    process.stderr.write(`\r\x1b[K${this.label} ${human(done)} / ${human(this.total)}${pct}  ${rate(done, secs)}${eta}`)
+    const bps = secs > 0 ? p.bytesDone / secs : 0
+    const pct = p.totalBytes > 0 ? ` (${Math.floor((p.bytesDone / p.totalBytes) * 100)}%)` : ''
+    const eta = p.totalBytes > 0 && bps > 0 ? `  ETA ${duration((p.totalBytes - p.bytesDone) / bps)}` : ''
+    const r = rate(p.bytesDone, secs)
+    process.stderr.write(`\r\x1b[K${p.phase === 'copy' ? 'copying' : 'verifying'} ${human(p.bytesDone)} / ${human(p.totalBytes)}${pct}${r ? `  ${r}` : ''}${eta}`)
     this.#drawn = true
   }
 
@@ -116,130 +129,88 @@ class Progress {
   }
 }
 
-async function hashFile(fh: FileHandle, chunkSize: number, signal: AbortSignal, progress: (n: number) => void): Promise<string> {
-  const h = createHash('sha256')
-  let n = 0
-  for await (const chunk of createReadStream(fh, { chunkSize, signal })) {
-    h.update(chunk as Buffer)
-    n += (chunk as Buffer).byteLength
-    progress(n)
+/** An error as a CLI user should read it: what failed and what to do, without API advice. */
+export function describeForCli(e: unknown): string {
+  if (e instanceof DirectIoError) {
+    if (e.errno !== undefined) {
+      const info = native.errnoInfo(-e.errno, e.syscall ?? 'open')
+      const where = e.path ?? ''
+      const tip: Record<string, string> = {
+        ENOENT: 'check the path',
+        EACCES: 'check the permissions, or run as a user who may access it',
+        EPERM: 'check the permissions, or run as a user who may access it',
+        ENOSPC: 'free some space on the destination',
+        EEXIST: 'remove it first, or pick another destination',
+        EISDIR: 'name a file, or an existing directory to copy into',
+        EROFS: 'the destination is read-only',
+      }
+      const t = tip[e.code]
+      return `${where ? `${where}: ` : ''}${info.message} (${e.code})${t ? ` — ${t}` : ''}`
+    }
+    if (e.code === 'ERR_ODIRECT_SAME_FILE') return `${e.message.split(' — ')[0]}: nothing to copy`
+    return e.message
   }
-  return h.digest('hex')
-}
-
-function describe(e: unknown): string {
-  if (e instanceof DirectIoError) return e.message
   if (e instanceof Error) return e.message
   return String(e)
 }
 
-/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 130 interrupted). */
+/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 130 SIGINT, 143 SIGTERM). */
 export async function cpCommand(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
-    console.log(USAGE)
+    console.log(CP_USAGE)
     return 0
   }
   let a: CpArgs
   try {
     a = parseArgs(args)
   } catch (e) {
-    console.error(`odirect cp: ${describe(e)}\n${USAGE}`)
+    console.error(`odirect cp: ${describeForCli(e)}\n${CP_USAGE}`)
     return 2
   }
   const ac = new AbortController()
-  let interrupted = false
+  let interrupted: NodeJS.Signals | undefined
   const onSignal = (sig: NodeJS.Signals): void => {
-    interrupted = true
+    interrupted = sig
     ac.abort(new Error(`interrupted by ${sig}`))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  const notes: string[] = []
-  let tmp: string | undefined
-  let progress: Progress | undefined
+  const progress = new Progress(!a.quiet && !a.json)
   const t0 = performance.now()
+  let dst = a.dst
   try {
-    const src = await open(a.src, 'r', { direct: 'prefer' })
-    let size: number
-    let dst = a.dst
-    let srcHash: Hash | undefined
-    try {
-      const st = await src.stat()
-      if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${a.src}: not a regular file or block device`)
-      size = st.size
-      if (!src.direct) notes.push(`${a.src}: direct I/O unavailable, read with buffered I/O (${src.fallbackReason})`)
-      const d = await fsp.stat(dst).catch(() => undefined)
-      if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
-      tmp = `${dst}.odirect-tmp-${process.pid}`
-      const out = await open(tmp, 'wx', { direct: 'prefer', mode: st.mode & 0o7777 }).catch((e: unknown) => {
-        const t = tmp
-        tmp = undefined // not ours: nothing to remove
-        if ((e as DirectIoError).code === 'ENOENT') throw new Error(`cannot create ${t}: directory ${path.dirname(dst)} does not exist`)
-        if ((e as DirectIoError).code === 'EEXIST') throw new Error(`cannot create ${t}: it exists (another odirect cp with the same pid?)`)
-        throw e
-      })
-      try {
-        if (!out.direct) notes.push(`${dst}: direct I/O unavailable, written with buffered I/O (${out.fallbackReason})`)
-        if (!a.quiet) for (const n of notes) process.stderr.write(`odirect cp: note: ${n}\n`)
-        const rs = createReadStream(src, { chunkSize: a.chunkSize, signal: ac.signal })
-        const ws = createWriteStream(out, { chunkSize: a.chunkSize, signal: ac.signal, datasync: true })
-        progress = new Progress('copying', size, () => ws.bytesWritten, !a.quiet)
-        const h = a.verify ? createHash('sha256') : undefined
-        srcHash = h
-        if (h === undefined) await pipeline(rs, ws)
-        else {
-          await pipeline(
-            rs,
-            async function* (chunks: AsyncIterable<Buffer>) {
-              for await (const c of chunks) {
-                h.update(c)
-                yield c
-              }
-            },
-            ws,
-          )
-        }
-        progress.stop()
-        if (ws.bytesWritten !== rs.bytesRead) throw new Error(`wrote ${ws.bytesWritten} of ${rs.bytesRead} bytes`)
-        size = rs.bytesRead
-      } finally {
-        progress?.stop()
-        await out.close()
-      }
-    } finally {
-      await src.close()
-    }
-    let verified = ''
-    if (srcHash !== undefined) {
-      const expect = srcHash.digest('hex')
-      const check = await open(tmp, 'r', { direct: 'prefer' })
-      try {
-        let n = 0
-        progress = new Progress('verifying', size, () => n, !a.quiet)
-        const got = await hashFile(check, a.chunkSize, ac.signal, (x) => (n = x))
-        progress.stop()
-        if (got !== expect) throw new Error(`verification failed: sha256 of the copy is ${got}, of ${a.src} ${expect}`)
-        verified = `, sha256 verified (${expect})`
-      } finally {
-        progress?.stop()
-        await check.close()
-      }
-    }
-    await fsp.rename(tmp, dst)
-    tmp = undefined
-    // Make the rename durable too.
-    const dir = await fsp.open(path.dirname(dst), 'r').catch(() => undefined)
-    await dir?.sync().catch(() => {})
-    await dir?.close()
+    const d = await fsp.stat(dst).catch(() => undefined)
+    if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
+    const parent = path.dirname(dst)
+    if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) throw new Error(`cannot create ${dst}: directory ${parent} does not exist`)
+    const r = await copyFile(a.src, dst, {
+      direct: 'prefer',
+      verify: a.verify,
+      sparse: a.sparse,
+      chunkSize: a.chunkSize,
+      signal: ac.signal,
+      onProgress: (p) => (progress.last = p),
+    })
+    progress.stop()
     const secs = (performance.now() - t0) / 1000
-    if (!a.quiet) process.stderr.write(`copied ${size} bytes in ${secs.toFixed(1)} s (${rate(size, secs)})${verified}\n`)
+    if (a.json) {
+      console.log(JSON.stringify({ ...r, seconds: Number(secs.toFixed(3)) }, null, 2))
+      return 0
+    }
+    if (!a.quiet) {
+      if (!r.source.direct) process.stderr.write(`odirect cp: note: ${a.src}: direct I/O unavailable, read with buffered I/O (${r.source.fallbackReason})\n`)
+      if (!r.destination.direct) process.stderr.write(`odirect cp: note: ${dst}: direct I/O unavailable, written with buffered I/O (${r.destination.fallbackReason})\n`)
+      const rt = rate(r.bytes, secs)
+      const holes = r.bytesWritten < r.bytes ? `, ${human(r.bytes - r.bytesWritten)} of holes kept` : ''
+      const verified = r.sha256 !== undefined ? `, sha256 verified (${r.sha256})` : ''
+      process.stderr.write(`copied ${r.bytes} bytes (${human(r.bytes)}) in ${secs.toFixed(secs < 1 ? 3 : 1)} s${rt ? ` (${rt})` : ''}${holes}${verified}\n`)
+    }
     return 0
   } catch (e) {
-    progress?.stop()
-    if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => {})
-    const why = interrupted ? String((ac.signal.reason as Error).message) : describe(e)
-    process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}${tmp !== undefined ? ' (partial copy removed)' : ''}\n`)
-    return interrupted ? 130 : 1
+    progress.stop()
+    const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
+    process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
+    return interrupted === 'SIGTERM' ? 143 : interrupted !== undefined ? 130 : 1
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)

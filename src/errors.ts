@@ -11,13 +11,39 @@ export type MisuseCode =
   | 'ERR_ODIRECT_MEMLOCK'
   | 'ERR_ODIRECT_TIMEOUT'
   | 'ERR_ODIRECT_NOMEM'
+  /** An option fs has that direct I/O cannot honour (the message names it). */
+  | 'ERR_ODIRECT_UNSUPPORTED'
+  /** copyFile / odirect cp with the source and destination the same file (same device and inode). */
+  | 'ERR_ODIRECT_SAME_FILE'
+  /** copyFile({ verify: true }): the copy's sha256 differs from the source's. */
+  | 'ERR_ODIRECT_VERIFY'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_INVALID_ARG_VALUE'
   | 'ERR_OUT_OF_RANGE'
+  | 'ERR_INVALID_URL'
+  | 'ERR_INVALID_URL_SCHEME'
+  | 'ERR_INVALID_FILE_URL_HOST'
+  | 'ERR_INVALID_FILE_URL_PATH'
   | 'ABORT_ERR'
 
+/** Linux errno names, as `code` of errors the kernel reported. */
+export type ErrnoCode =
+  | 'E2BIG' | 'EACCES' | 'EADDRINUSE' | 'EADDRNOTAVAIL' | 'EAFNOSUPPORT' | 'EAGAIN' | 'EALREADY' | 'EBADF' | 'EBADMSG' | 'EBUSY'
+  | 'ECANCELED' | 'ECHILD' | 'ECONNABORTED' | 'ECONNREFUSED' | 'ECONNRESET' | 'EDEADLK' | 'EDESTADDRREQ' | 'EDOM' | 'EDQUOT' | 'EEXIST'
+  | 'EFAULT' | 'EFBIG' | 'EHOSTUNREACH' | 'EIDRM' | 'EILSEQ' | 'EINPROGRESS' | 'EINTR' | 'EINVAL' | 'EIO' | 'EISCONN' | 'EISDIR'
+  | 'ELOOP' | 'EMFILE' | 'EMLINK' | 'EMSGSIZE' | 'EMULTIHOP' | 'ENAMETOOLONG' | 'ENETDOWN' | 'ENETRESET' | 'ENETUNREACH' | 'ENFILE'
+  | 'ENOBUFS' | 'ENODATA' | 'ENODEV' | 'ENOENT' | 'ENOEXEC' | 'ENOLCK' | 'ENOLINK' | 'ENOMEM' | 'ENOMSG' | 'ENOPROTOOPT' | 'ENOSPC'
+  | 'ENOSR' | 'ENOSTR' | 'ENOSYS' | 'ENOTCONN' | 'ENOTDIR' | 'ENOTEMPTY' | 'ENOTSOCK' | 'ENOTSUP' | 'ENOTTY' | 'ENXIO' | 'EOPNOTSUPP'
+  | 'EOVERFLOW' | 'EPERM' | 'EPIPE' | 'EPROTO' | 'EPROTONOSUPPORT' | 'EPROTOTYPE' | 'ERANGE' | 'EROFS' | 'ESPIPE' | 'ESRCH' | 'ESTALE'
+  | 'ETIME' | 'ETIMEDOUT' | 'ETXTBSY' | 'EWOULDBLOCK' | 'EXDEV' | 'EREMOTEIO' | 'EUCLEAN' | 'ENOMEDIUM' | 'EKEYEXPIRED'
+  /** An errno this list does not name ('E' followed by the number). */
+  | `E${number}`
+
+/** Every `code` a {@link DirectIoError} can have: a typo such as 'ERR_ODIRECT_ALIGNMNT' does not compile. */
+export type DirectIoErrorCode = MisuseCode | ErrnoCode
+
 export interface DirectIoErrorInit {
-  code: string
+  code: DirectIoErrorCode
   errno?: number
   syscall?: string
   path?: string
@@ -28,12 +54,45 @@ export interface DirectIoErrorInit {
 }
 
 /**
+ * A short description of any value for an error message; never throws (a Proxy whose traps throw,
+ * an object without a prototype, a revoked Proxy, a Symbol all describe themselves).
+ */
+export function describeValue(v: unknown): string {
+  try {
+    if (v === null) return 'null'
+    switch (typeof v) {
+      case 'undefined':
+        return 'undefined'
+      case 'string':
+        return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)
+      case 'number':
+      case 'boolean':
+      case 'bigint':
+        return `${typeof v} ${String(v)}${typeof v === 'bigint' ? 'n' : ''}`
+      case 'symbol':
+        return 'a symbol'
+      case 'function':
+        return 'a function'
+    }
+    if (Array.isArray(v)) return 'an array'
+    if (ArrayBuffer.isView(v)) return `a ${Object.prototype.toString.call(v).slice(8, -1)}`
+    const proto: unknown = Object.getPrototypeOf(v)
+    if (proto === null) return 'an object with a null prototype'
+    const ctor: unknown = (proto as { constructor?: unknown }).constructor
+    const name = typeof ctor === 'function' ? (ctor as { name?: unknown }).name : undefined
+    return typeof name === 'string' && name !== '' && name !== 'Object' ? `an instance of ${name}` : 'an object'
+  } catch {
+    return 'an unreadable value (a Proxy or object that throws)'
+  }
+}
+
+/**
  * Every error odirect throws or rejects with. `code` is a kernel errno name ('EIO', 'ENOSPC',
  * 'EINVAL'...) for failures the kernel reported, or an `ERR_ODIRECT_*` / Node-style code for
  * misuse caught before any system call. `hint` says how to fix it.
  */
 export class DirectIoError extends Error {
-  readonly code: string
+  readonly code: DirectIoErrorCode
   /** Negative errno, as in Node's fs errors (-5 for EIO); undefined for misuse errors. */
   readonly errno?: number
   readonly syscall?: string
@@ -74,7 +133,7 @@ export function kernelError(errno: number, ctx: KernelErrorContext, detail?: str
     .filter((x) => x !== undefined)
     .join(', ')
   const msg = `${info.code}: ${detail ?? info.message}, ${ctx.syscall}${where ? ` (${where})` : ''}${info.hint ? ` — ${info.hint}` : ''}`
-  return new DirectIoError(msg, { code: info.code, errno: -errno, hint: info.hint, ...ctx })
+  return new DirectIoError(msg, { code: info.code as ErrnoCode, errno: -errno, hint: info.hint, ...ctx })
 }
 
 export function abortError(signal: AbortSignal, ctx: KernelErrorContext): DirectIoError {

@@ -1,17 +1,16 @@
-// Streams over direct I/O: Node `Readable` / `Writable` and WHATWG `ReadableStream` (bytes, BYOB)
-// / `WritableStream`. Both flavours share one small core per direction: `BlockReader` keeps
-// `readAhead` aligned reads in flight and hands out trimmed views; `BlockWriter` gathers chunks
-// of any size into aligned blocks, keeps `writeBehind` writes in flight, pads the last block and
-// truncates the file to the exact length.
+// The direct-I/O core of the streams, one small class per direction, shared by the Node
+// adapters (node.ts) and the WHATWG adapters (web.ts): `BlockReader` keeps `readAhead` aligned
+// reads in flight and hands out trimmed views; `BlockWriter` gathers chunks of any size into
+// aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
+// to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
-import { Readable, Writable } from 'node:stream'
 
-import type { DirectMode, OpenFlags } from '../index'
-import * as odirect from '../index'
-import { MAX_IO_LENGTH } from './buffers'
-import { BACKENDS, type BackendName } from './engine'
-import { abortError, DirectIoError, kernelError, misuse } from './errors'
-import { FileHandle } from './handle'
+import { MAX_IO_LENGTH } from '../buffers'
+import type { BackendName } from '../engine'
+import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
+import { FileHandle } from '../handle'
+import { open, toPath } from '../open'
+import { boolOption, checkFlags, type DirectMode, intOption, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
 export interface StreamOpenOptions {
@@ -22,11 +21,34 @@ export interface StreamOpenOptions {
   direct?: DirectMode
   /** I/O engine: 'auto' (default), 'io_uring', 'aio' or 'threadpool'. */
   backend?: 'auto' | BackendName
+  /** Permission bits for a file the stream creates (default 0o666 minus the umask). */
+  mode?: number
+}
+
+/** fs's stream options odirect honours, shared by both directions. */
+export interface FsStreamOptions {
+  /**
+   * An odirect FileHandle to use instead of opening the path (as fs's `fd` option; a numeric
+   * descriptor is refused: its O_DIRECT state and alignment are unknown). Closed at the end unless
+   * `autoClose: false`.
+   */
+  fd?: FileHandle
+  /**
+   * Close the file when the stream ends or fails. Default true, except for a FileHandle passed
+   * as the first argument of createReadStream/createWriteStream (left open, as before).
+   */
+  autoClose?: boolean
+  /** Emit 'close' after destroy (Node streams). Default true. */
+  emitClose?: boolean
+  /** Same as `chunkSize` (fs's name): bytes per I/O, rounded up to the block size. */
+  highWaterMark?: number
+  /** Aborting destroys the stream with an AbortError and cancels the ops in flight. */
+  signal?: AbortSignal
 }
 
 /** Options of {@link createReadStream} and {@link readableWebStream}. */
-export interface ReadStreamOptions extends StreamOpenOptions {
-  /** Bytes per read, rounded up to a multiple of the file's block size. Default 1 MiB. */
+export interface ReadStreamOptions extends StreamOpenOptions, FsStreamOptions {
+  /** Bytes per read, rounded up to a multiple of the file's block size (and never more than the file needs). Default 1 MiB. */
   chunkSize?: number
   /** Reads kept in flight (and the most chunks held before the consumer takes them). Default 4. */
   readAhead?: number
@@ -34,12 +56,14 @@ export interface ReadStreamOptions extends StreamOpenOptions {
   start?: number
   /** Last byte to read, inclusive, as in `fs.createReadStream`. Default: to end of file. */
   end?: number
-  /** Aborting destroys the stream with an AbortError and cancels the reads in flight. */
-  signal?: AbortSignal
+  /** Flags used to open a path: 'r' (default), 'r+', 'rs+', 'w+'... (must be readable). */
+  flags?: OpenFlags
+  /** Chunks are strings decoded with this encoding (Node streams only), as fs. */
+  encoding?: BufferEncoding | null
 }
 
 /** Options of {@link createWriteStream} and {@link writableWebStream}. */
-export interface WriteStreamOptions extends StreamOpenOptions {
+export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
   /** Bytes per write (the block chunks are gathered into), rounded up to the block size. Default 1 MiB. */
   chunkSize?: number
   /** Writes kept in flight before the stream applies backpressure. Default 4. */
@@ -48,101 +72,124 @@ export interface WriteStreamOptions extends StreamOpenOptions {
   flags?: OpenFlags
   /** File position of the first byte; must be a multiple of the block size. Default 0. */
   start?: number
-  /** Aborting destroys the stream with an AbortError and cancels the writes in flight. */
-  signal?: AbortSignal
   /** fdatasync before the stream finishes, so 'finish' means the data is durable. Default true. */
   datasync?: boolean
-  /** Permission bits for a file the stream creates (default 0o666 minus the umask). */
-  mode?: number
+  /** fs's name for `datasync` (fs: fsync before close). */
+  flush?: boolean
+  /** Encoding of string chunks (Node streams' default encoding). Default 'utf8'. */
+  encoding?: BufferEncoding | null
 }
 
 const MiB = 1024 * 1024
 const MAX_DEPTH = 1024
 
-const OPEN_KEYS = ['direct', 'backend']
-const READ_KEYS = new Set(['chunkSize', 'readAhead', 'start', 'end', 'signal', ...OPEN_KEYS])
-const WRITE_KEYS = new Set(['chunkSize', 'writeBehind', 'flags', 'start', 'signal', 'datasync', 'mode', ...OPEN_KEYS])
-const WRITE_FLAGS = new Set<string>(['w', 'wx', 'xw', 'w+', 'wx+', 'xw+', 'r+', 'rs+'])
+const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
+const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type']
+const WRITE_KEYS = [...COMMON_KEYS, 'writeBehind', 'datasync', 'flush']
+/** fs options that direct I/O cannot honour, and why. */
+const UNSUPPORTED: Readonly<Record<string, string>> = {
+  fs: 'odirect does its own I/O (io_uring, aio or its thread pool), so a custom fs implementation would never be called',
+}
 
-interface ReadConfig {
+/** What the stream reads or writes: a path it opens, or a handle it was given. */
+export type Target = string | FileHandle
+
+interface BaseConfig {
   chunkSize: number
-  readAhead: number
   start: number
+  signal: AbortSignal | undefined
+  direct: DirectMode
+  backend: 'auto' | BackendName
+  flags: OpenFlags
+  mode: number
+  /** Close the handle at the end (always for a path the stream opened, unless autoClose: false). */
+  owned: boolean
+  emitClose: boolean
+  encoding: BufferEncoding | undefined
+}
+
+export interface ReadConfig extends BaseConfig {
+  readAhead: number
   /** Exclusive end (Infinity: to end of file). */
   stop: number
-  signal: AbortSignal | undefined
-  direct: DirectMode
-  backend: 'auto' | BackendName
 }
 
-interface WriteConfig {
-  chunkSize: number
+export interface WriteConfig extends BaseConfig {
   writeBehind: number
-  flags: OpenFlags
-  start: number
-  signal: AbortSignal | undefined
   datasync: boolean
-  direct: DirectMode
-  backend: 'auto' | BackendName
-  mode: number
 }
-
-type Target = string | FileHandle
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
 
-function checkTarget(t: unknown): Target {
-  if (t instanceof FileHandle) return t
-  if (typeof t === 'string' && t.length > 0) return t
-  throw misuse('ERR_INVALID_ARG_TYPE', `pathOrHandle must be a non-empty path string or a FileHandle, got ${t === null ? 'null' : typeof t}`, "pass a path or a handle from open()")
+function encodingOption(o: Record<string, unknown>): BufferEncoding | undefined {
+  const e = o.encoding
+  if (e === undefined || e === null || e === 'buffer') return undefined
+  if (typeof e !== 'string' || !Buffer.isEncoding(e)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describeValue(e)}`, "e.g. 'utf8', 'hex', 'base64', or null for Buffers")
+  return e
 }
 
-function checkKeys(o: unknown, known: Set<string>): Record<string, unknown> {
-  if (o === undefined || o === null) return {}
-  if (typeof o !== 'object') throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeof o}`, 'pass e.g. { chunkSize: 1 << 20 }')
-  for (const k of Object.keys(o)) {
-    if (!known.has(k)) throw misuse('ERR_INVALID_ARG_VALUE', `unknown option '${k}'`, `known options: ${[...known].join(', ')}`)
+/**
+ * The target and the options common to both directions. `first` is the first argument (a path,
+ * or an odirect FileHandle); fs's `fd` option (a FileHandle) takes precedence over it.
+ */
+function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, handleAutoClose: boolean): { target: Target; base: BaseConfig } {
+  const fd = o.fd
+  let target: Target
+  let autoCloseDefault: boolean
+  if (fd !== undefined && fd !== null) {
+    if (typeof fd === 'number') {
+      throw misuse('ERR_ODIRECT_UNSUPPORTED', 'option \'fd\' as a numeric descriptor is not supported with direct I/O: its O_DIRECT state and alignment are unknown', "pass a FileHandle from odirect's open() as fd, or a path")
+    }
+    if (!(fd instanceof FileHandle)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describeValue(fd)}`, "pass a handle from odirect's open()")
+    target = fd
+    autoCloseDefault = true
+  } else if (first instanceof FileHandle) {
+    target = first
+    autoCloseDefault = handleAutoClose
+  } else {
+    target = toPath(first)
+    autoCloseDefault = true
   }
-  return o as Record<string, unknown>
-}
-
-function intOption(o: Record<string, unknown>, key: string, def: number, min: number, max: number, hint: string): number {
-  const v = o[key]
-  if (v === undefined) return def
-  if (typeof v !== 'number') throw misuse('ERR_INVALID_ARG_TYPE', `${key} must be a number, got ${typeof v}`, hint)
-  if (!Number.isSafeInteger(v) || v < min || v > max) throw misuse('ERR_OUT_OF_RANGE', `${key} must be an integer from ${min} to ${max}, got ${v}`, hint)
-  return v
-}
-
-function signalOption(o: Record<string, unknown>): AbortSignal | undefined {
-  const s = o.signal
-  if (s === undefined) return undefined
-  if (s === null || typeof s !== 'object' || typeof (s as AbortSignal).aborted !== 'boolean' || typeof (s as AbortSignal).addEventListener !== 'function') {
-    throw misuse('ERR_INVALID_ARG_TYPE', 'signal must be an AbortSignal', 'pass AbortController.signal or AbortSignal.timeout(ms)')
-  }
-  return s as AbortSignal
-}
-
-function openOptions(o: Record<string, unknown>, target: Target, extra: readonly string[]): { direct: DirectMode; backend: 'auto' | BackendName } {
   if (target instanceof FileHandle) {
-    for (const k of [...OPEN_KEYS, ...extra]) {
-      if (o[k] !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies when the stream opens a path, not to a FileHandle`, `pass it to open() instead, or pass a path`)
+    for (const k of ['direct', 'backend', 'flags', 'mode']) {
+      if (o[k] !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies when the stream opens a path, not to a FileHandle`, 'pass it to open() instead, or pass a path')
     }
   }
-  const direct = o.direct ?? 'require'
-  if (direct !== 'require' && direct !== 'prefer' && direct !== 'off') {
-    throw misuse('ERR_INVALID_ARG_VALUE', `direct must be 'require', 'prefer' or 'off', got ${String(direct)}`, "use 'require' for O_DIRECT or an error")
+  let chunkSize = intOption(o, 'chunkSize', MiB, 1, MAX_IO_LENGTH, 'e.g. 1 << 20 (it is rounded up to the block size)')
+  if (o.highWaterMark !== undefined) {
+    const hwm = intOption(o, 'highWaterMark', MiB, 1, MAX_IO_LENGTH, 'bytes per I/O, e.g. 1 << 20 (it is rounded up to the block size)')
+    if (o.chunkSize !== undefined && hwm !== chunkSize) {
+      throw misuse('ERR_INVALID_ARG_VALUE', `highWaterMark (${hwm}) and chunkSize (${chunkSize}) differ; they mean the same thing`, 'pass only one of them')
+    }
+    chunkSize = hwm
   }
-  const backend = o.backend ?? 'auto'
-  if (backend !== 'auto' && !BACKENDS.includes(backend as BackendName)) {
-    throw misuse('ERR_INVALID_ARG_VALUE', `backend must be 'auto', 'io_uring', 'aio' or 'threadpool', got ${String(backend)}`, "use 'auto' unless you need a specific engine")
+  const flags = checkFlags(o.flags ?? (write ? 'w' : 'r'), typeof target === 'string' ? target : target.path, write)
+  if (!write && !isReadableFlags(flags)) {
+    throw misuse('ERR_ODIRECT_FLAGS', `flags '${flags}' open write-only, a read stream needs to read`, "use 'r' (default) or 'r+'")
   }
-  return { direct, backend: backend as 'auto' | BackendName }
+  const { direct, backend } = openFields({ direct: o.direct, backend: o.backend })
+  return {
+    target,
+    base: {
+      chunkSize,
+      start: 0,
+      signal: signalOption(o),
+      direct,
+      backend,
+      flags,
+      mode: modeOption(o),
+      owned: boolOption(o, 'autoClose', autoCloseDefault),
+      emitClose: boolOption(o, 'emitClose', true),
+      encoding: encodingOption(o),
+    },
+  }
 }
 
-function readConfig(target: Target, opts: unknown): ReadConfig {
-  const o = checkKeys(opts, READ_KEYS)
-  const chunkSize = intOption(o, 'chunkSize', MiB, 1, MAX_IO_LENGTH, 'e.g. 1 << 20 (it is rounded up to the block size)')
+/** `handleAutoClose`: the autoClose default for a FileHandle first argument (true for `fh.createReadStream()`). */
+export function readConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: ReadConfig } {
+  const o = readOptions(opts, READ_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const { target, base } = baseConfig(first, o, false, handleAutoClose)
+  oneOf(o, 'type', ['bytes'], 'bytes', "web streams from odirect are always byte streams: pass type: 'bytes' or nothing")
   const readAhead = intOption(o, 'readAhead', 4, 1, MAX_DEPTH, 'e.g. 4 reads in flight')
   const start = intOption(o, 'start', 0, 0, Number.MAX_SAFE_INTEGER, 'the first byte offset to read, >= 0')
   let stop = Infinity
@@ -151,22 +198,21 @@ function readConfig(target: Target, opts: unknown): ReadConfig {
     if (end < start) throw misuse('ERR_OUT_OF_RANGE', `end (${end}) must be >= start (${start})`, 'end is inclusive, as in fs.createReadStream')
     stop = end + 1
   }
-  return { chunkSize, readAhead, start, stop, signal: signalOption(o), ...openOptions(o, target, []) }
+  return { target, cfg: { ...base, readAhead, start, stop } }
 }
 
-function writeConfig(target: Target, opts: unknown): WriteConfig {
-  const o = checkKeys(opts, WRITE_KEYS)
-  const chunkSize = intOption(o, 'chunkSize', MiB, 1, MAX_IO_LENGTH, 'e.g. 1 << 20 (it is rounded up to the block size)')
+export function writeConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: WriteConfig } {
+  const o = readOptions(opts, WRITE_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const { target, base } = baseConfig(first, o, true, handleAutoClose)
   const writeBehind = intOption(o, 'writeBehind', 4, 1, MAX_DEPTH, 'e.g. 4 writes in flight')
   const start = intOption(o, 'start', 0, 0, Number.MAX_SAFE_INTEGER, 'a byte offset that is a multiple of the block size')
-  const flags = o.flags ?? 'w'
-  if (typeof flags !== 'string' || !WRITE_FLAGS.has(flags)) {
-    throw misuse('ERR_ODIRECT_FLAGS', `flags must be one of ${[...WRITE_FLAGS].join(', ')} for a write stream, got ${String(flags)}`, "use 'w' to create or truncate, 'r+' to overwrite in place")
+  let datasync = boolOption(o, 'datasync', true)
+  if (o.flush !== undefined) {
+    const flush = boolOption(o, 'flush', true)
+    if (o.datasync !== undefined && flush !== datasync) throw misuse('ERR_INVALID_ARG_VALUE', `flush (${flush}) and datasync (${datasync}) differ; they mean the same thing here`, 'pass only one of them')
+    datasync = flush
   }
-  const datasync = o.datasync ?? true
-  if (typeof datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `datasync must be a boolean, got ${typeof datasync}`, 'pass datasync: true or false')
-  const mode = intOption(o, 'mode', 0o666, 0, 0o7777, 'e.g. 0o644')
-  return { chunkSize, writeBehind, flags: flags as OpenFlags, start, signal: signalOption(o), datasync, mode, ...openOptions(o, target, ['flags', 'mode']) }
+  return { target, cfg: { ...base, writeBehind, start, datasync } }
 }
 
 /** An internal AbortController that cancels the core's ops on destroy or on the user's abort. */
@@ -177,7 +223,7 @@ function linkSignal(depth: number): AbortController {
 }
 
 /** Calls `fn(error)` once when `signal` aborts (now, if already aborted); returns an unsubscribe. */
-function watchAbort(signal: AbortSignal | undefined, path: string, syscall: string, fn: (e: DirectIoError) => void): () => void {
+export function watchAbort(signal: AbortSignal | undefined, path: string, syscall: string, fn: (e: DirectIoError) => void): () => void {
   if (signal === undefined) return () => {}
   const on = (): void => fn(abortError(signal, { syscall, path }))
   if (signal.aborted) {
@@ -212,8 +258,9 @@ abstract class Core {
   constructor(
     readonly target: Target,
     depth: number,
+    owned: boolean,
   ) {
-    this.owned = typeof target === 'string'
+    this.owned = owned
     this.ac = linkSignal(depth)
   }
 
@@ -284,7 +331,7 @@ abstract class Core {
 }
 
 /** Reads a range of a file in aligned chunks, `readAhead` in flight, in order. */
-class BlockReader extends Core {
+export class BlockReader extends Core {
   readonly #cfg: ReadConfig
   #queue: ReadSlot[] = []
   #next = 0
@@ -296,7 +343,7 @@ class BlockReader extends Core {
   #bytesRead = 0
 
   constructor(target: Target, cfg: ReadConfig) {
-    super(target, cfg.readAhead)
+    super(target, cfg.readAhead, cfg.owned)
     this.#cfg = cfg
   }
 
@@ -307,7 +354,7 @@ class BlockReader extends Core {
   protected async doOpen(): Promise<FileHandle> {
     const c = this.#cfg
     let fh: FileHandle
-    if (typeof this.target === 'string') fh = await odirect.open(this.target, 'r', { direct: c.direct, backend: c.backend })
+    if (typeof this.target === 'string') fh = await open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
     else {
       fh = this.target
       this.checkHandle(fh, false)
@@ -339,9 +386,12 @@ class BlockReader extends Core {
   }
 
   #fill(fh: FileHandle): void {
-    while (!this.#eof && !this.dead && this.#queue.length < this.#cfg.readAhead && this.#next < this.#stopAligned) {
+    // Never allocate more than the file needs: reads stop at the size known so far (the size at
+    // open, or more if the file grew), plus one block-sized read past it to see the end of file.
+    const known = roundUp(this.#size, this.#unit)
+    while (!this.#eof && !this.dead && this.#queue.length < this.#cfg.readAhead && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
       const pos = this.#next
-      const len = Math.min(this.#chunk, this.#stopAligned - pos)
+      const len = Math.min(this.#chunk, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
       this.#next += len
       this.#queue.push(this.#issue(fh, pos, len, 0))
     }
@@ -407,7 +457,7 @@ interface WriteEntry {
 }
 
 /** Gathers chunks into aligned blocks and writes them, `writeBehind` in flight. */
-class BlockWriter extends Core {
+export class BlockWriter extends Core {
   readonly #cfg: WriteConfig
   #chunk = 0
   #unit = 0
@@ -426,7 +476,7 @@ class BlockWriter extends Core {
   onError: ((e: unknown) => void) | undefined
 
   constructor(target: Target, cfg: WriteConfig) {
-    super(target, cfg.writeBehind)
+    super(target, cfg.writeBehind, cfg.owned)
     this.#cfg = cfg
   }
 
@@ -438,7 +488,7 @@ class BlockWriter extends Core {
   protected async doOpen(): Promise<FileHandle> {
     const c = this.#cfg
     let fh: FileHandle
-    if (typeof this.target === 'string') fh = await odirect.open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
+    if (typeof this.target === 'string') fh = await open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
     else {
       fh = this.target
       this.checkHandle(fh, true)
@@ -588,262 +638,3 @@ class BlockWriter extends Core {
   }
 }
 
-/**
- * A Node `Readable` over a file read with direct I/O. Chunks are Buffers, each a view over its
- * own aligned memory (safe to keep). See {@link createReadStream}.
- */
-export class DirectReadStream extends Readable {
-  readonly #core: BlockReader
-  readonly #unwatch: () => void
-
-  /** Same as {@link createReadStream}. */
-  constructor(pathOrHandle: string | FileHandle, options?: ReadStreamOptions) {
-    const target = checkTarget(pathOrHandle)
-    const cfg = readConfig(target, options)
-    super()
-    this.#core = new BlockReader(target, cfg)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
-  }
-
-  /** Path of the file. */
-  get path(): string {
-    return this.#core.path
-  }
-
-  /** The handle reading the file, once open (the one passed in, or the stream's own). */
-  get handle(): FileHandle | undefined {
-    return this.#core.handle
-  }
-
-  /** Bytes delivered so far (after trimming to start/end). */
-  get bytesRead(): number {
-    return this.#core.bytesRead
-  }
-
-  override _construct(callback: (error?: Error | null) => void): void {
-    this.#core.open().then(
-      () => callback(),
-      (e: Error) => callback(e),
-    )
-  }
-
-  override _read(): void {
-    this.#core.pull().then(
-      (chunk) => {
-        if (!this.destroyed) this.push(chunk)
-      },
-      (e: Error) => this.destroy(e),
-    )
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#unwatch()
-    this.#core.destroy().then(
-      () => callback(error),
-      (e: Error) => callback(error ?? e),
-    )
-  }
-}
-
-/**
- * A Node `Writable` writing a file with direct I/O. Takes chunks of any size (Buffer, Uint8Array,
- * strings); see {@link createWriteStream}.
- */
-export class DirectWriteStream extends Writable {
-  readonly #core: BlockWriter
-  readonly #unwatch: () => void
-
-  /** Same as {@link createWriteStream}. */
-  constructor(pathOrHandle: string | FileHandle, options?: WriteStreamOptions) {
-    const target = checkTarget(pathOrHandle)
-    const cfg = writeConfig(target, options)
-    super()
-    this.#core = new BlockWriter(target, cfg)
-    this.#core.onError = (e) => this.destroy(e as Error)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
-  }
-
-  /** Path of the file. */
-  get path(): string {
-    return this.#core.path
-  }
-
-  /** The handle writing the file, once open (the one passed in, or the stream's own). */
-  get handle(): FileHandle | undefined {
-    return this.#core.handle
-  }
-
-  /**
-   * Bytes confirmed written, counted in order: a block counts once the kernel completed its write
-   * and every block before it did too (with O_DIRECT: on the device; the final datasync flushes
-   * its cache). Never counts padding, nor anything at or after a block that failed.
-   */
-  get bytesWritten(): number {
-    return this.#core.bytesWritten
-  }
-
-  override _construct(callback: (error?: Error | null) => void): void {
-    this.#core.open().then(
-      () => callback(),
-      (e: Error) => callback(e),
-    )
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#core.write(chunk).then(
-      () => callback(),
-      (e: Error) => callback(e),
-    )
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.#core.finish().then(
-      () => {
-        this.#unwatch()
-        callback()
-      },
-      (e: Error) => callback(e),
-    )
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#unwatch()
-    this.#core.destroy().then(
-      () => callback(error),
-      (e: Error) => callback(error ?? e),
-    )
-  }
-}
-
-/**
- * Reads a file (or a byte range of it) with direct I/O as a Node `Readable`, keeping `readAhead`
- * aligned reads of `chunkSize` in flight and bypassing the page cache. Works with
- * `stream.pipeline` and `for await`. Given a path, the stream opens and closes the file; given a
- * FileHandle, it leaves it open. Errors (typed {@link DirectIoError}s) destroy the stream.
- *
- * ```ts
- * for await (const chunk of createReadStream('/data/big.bin', { start: 100, end: 1_000_099 })) use(chunk)
- * ```
- */
-export function createReadStream(pathOrHandle: string | FileHandle, options?: ReadStreamOptions): DirectReadStream {
-  return new DirectReadStream(pathOrHandle, options)
-}
-
-/**
- * Writes a file with direct I/O as a Node `Writable`: chunks of any size are gathered into aligned
- * blocks of `chunkSize`, `writeBehind` writes are kept in flight, the last block is padded with
- * zeros and the file then truncated to its exact length, and (by default) the data is datasynced
- * before 'finish'. Errors destroy the stream; `bytesWritten` tells how much was confirmed.
- */
-export function createWriteStream(pathOrHandle: string | FileHandle, options?: WriteStreamOptions): DirectWriteStream {
-  return new DirectWriteStream(pathOrHandle, options)
-}
-
-/**
- * Reads a file with direct I/O as a WHATWG `ReadableStream` of bytes (`type: 'bytes'`): works with
- * default readers (chunks are transferred, no copy) and BYOB readers (`getReader({ mode: 'byob' })`,
- * data copied into the caller's view). Same options and semantics as {@link createReadStream}.
- */
-export function readableWebStream(pathOrHandle: string | FileHandle, options?: ReadStreamOptions): ReadableStream<Uint8Array> {
-  const target = checkTarget(pathOrHandle)
-  const cfg = readConfig(target, options)
-  const core = new BlockReader(target, cfg)
-  let leftover: Buffer<ArrayBuffer> | null = null
-  let unwatch = (): void => {}
-  const teardown = (): Promise<void> => {
-    unwatch()
-    return core.destroy()
-  }
-  const failed = async (e: unknown): Promise<never> => {
-    await teardown().catch(() => {})
-    throw e
-  }
-  const source: UnderlyingByteSource = {
-    type: 'bytes',
-    async start(controller: ReadableByteStreamController) {
-      unwatch = watchAbort(cfg.signal, core.path, 'read', (e) => {
-        try {
-          controller.error(e)
-        } catch {
-          // already closed or errored
-        }
-        void teardown().catch(() => {})
-      })
-      await core.open().catch(failed)
-    },
-    async pull(controller: ReadableByteStreamController) {
-      if (leftover === null) {
-        const chunk = await core.pull().catch(failed)
-        if (chunk === null) {
-          await teardown()
-          controller.close()
-          controller.byobRequest?.respond(0)
-          return
-        }
-        leftover = chunk
-      }
-      const req = controller.byobRequest
-      const view = req?.view
-      if (req && view) {
-        const dst = new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
-        const n = Math.min(dst.byteLength, leftover.byteLength)
-        dst.set(n === leftover.byteLength ? leftover : leftover.subarray(0, n))
-        leftover = n < leftover.byteLength ? leftover.subarray(n) : null
-        req.respond(n)
-      } else {
-        const chunk = leftover
-        leftover = null
-        controller.enqueue(chunk)
-      }
-    },
-    cancel() {
-      return teardown()
-    },
-  }
-  return new ReadableStream(source)
-}
-
-/**
- * Writes a file with direct I/O as a WHATWG `WritableStream<Uint8Array>`. Same options and
- * semantics as {@link createWriteStream}: `close()` resolves once the padded last block is
- * written, the length set and (by default) the data datasynced.
- */
-export function writableWebStream(pathOrHandle: string | FileHandle, options?: WriteStreamOptions): WritableStream<Uint8Array> {
-  const target = checkTarget(pathOrHandle)
-  const cfg = writeConfig(target, options)
-  const core = new BlockWriter(target, cfg)
-  let unwatch = (): void => {}
-  const teardown = (): Promise<void> => {
-    unwatch()
-    return core.destroy()
-  }
-  const failed = async (e: unknown): Promise<never> => {
-    await teardown().catch(() => {})
-    throw e
-  }
-  return new WritableStream<Uint8Array>({
-    async start(controller) {
-      const fail = (e: unknown): void => {
-        try {
-          controller.error(e)
-        } catch {
-          // already closed or errored
-        }
-        void teardown().catch(() => {})
-      }
-      core.onError = fail
-      unwatch = watchAbort(cfg.signal, core.path, 'write', fail)
-      await core.open().catch(failed)
-    },
-    async write(chunk) {
-      await core.write(chunk).catch(failed)
-    },
-    async close() {
-      await core.finish().catch(failed)
-      unwatch()
-    },
-    abort() {
-      return teardown()
-    },
-  })
-}

@@ -1,0 +1,140 @@
+// Option checks, written once for open(), the streams and the whole-file helpers. Every value is
+// read once (a getter or Proxy trap runs once), and every odd value (an object without a
+// prototype, a Proxy that throws, a detached view, a Symbol) is refused with a coded
+// DirectIoError whose message is built with describeValue(), which cannot throw.
+import { BACKENDS, type BackendName } from './engine'
+import { describeValue, misuse } from './errors'
+import { native } from './native'
+
+export type OpenFlags = 'r' | 'r+' | 'rs+' | 'w' | 'wx' | 'xw' | 'w+' | 'wx+' | 'xw+'
+export type DirectMode = 'require' | 'prefer' | 'off'
+
+export interface OpenOptions {
+  /**
+   * 'require' (default): O_DIRECT or a typed error. 'prefer': fall back to buffered I/O when the
+   * filesystem refuses O_DIRECT (then `fh.direct === false`, `fh.fallbackReason` says why, and the
+   * page cache is dropped behind each op). 'off': buffered I/O through the same engine.
+   */
+  direct?: DirectMode
+  /** 'auto' (default, or the ODIRECT_BACKEND environment variable): io_uring, then aio, then threadpool. */
+  backend?: 'auto' | BackendName
+  /** O_DSYNC: each write returns once its data is on stable storage. */
+  dsync?: boolean
+  /** O_NOATIME (silently dropped when not the file's owner). */
+  noatime?: boolean
+  /** Permission bits for a created file (default 0o666, minus the umask). */
+  mode?: number
+}
+
+export interface CheckedOpenOptions {
+  direct: DirectMode
+  backend: 'auto' | BackendName
+  dsync: boolean
+  noatime: boolean
+  mode: number
+}
+
+export const OPEN_KEYS = ['direct', 'backend', 'dsync', 'noatime', 'mode'] as const
+
+/**
+ * Copies the own enumerable properties of an options object once into a plain record, refusing
+ * keys not in `known` (named in `unsupported` with why direct I/O cannot honour them).
+ */
+export function readOptions(o: unknown, known: readonly string[], example: string, unsupported: Readonly<Record<string, string>> = {}): Record<string, unknown> {
+  if (o === undefined || o === null) return Object.create(null) as Record<string, unknown>
+  if (typeof o !== 'object' || ArrayBuffer.isView(o) || Array.isArray(o)) {
+    throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${describeValue(o)}`, `pass e.g. ${example}`)
+  }
+  const out = Object.create(null) as Record<string, unknown>
+  let keys: string[]
+  try {
+    keys = Object.keys(o)
+  } catch (e) {
+    throw misuse('ERR_INVALID_ARG_VALUE', 'options could not be read (its property list threw)', `pass a plain object, e.g. ${example}`, { cause: e })
+  }
+  for (const k of keys) {
+    if (Object.prototype.hasOwnProperty.call(unsupported, k)) {
+      throw misuse('ERR_ODIRECT_UNSUPPORTED', `option '${k}' is not supported with direct I/O: ${unsupported[k]}`, `remove '${k}'`)
+    }
+    if (!known.includes(k)) throw misuse('ERR_INVALID_ARG_VALUE', `unknown option '${k.slice(0, 60)}'`, `known options: ${known.join(', ')}`)
+    try {
+      out[k] = (o as Record<string, unknown>)[k]
+    } catch (e) {
+      throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' could not be read (its getter threw)`, `pass a plain value, e.g. ${example}`, { cause: e })
+    }
+  }
+  return out
+}
+
+export function oneOf<T extends string>(o: Record<string, unknown>, key: string, allowed: readonly T[], def: T, hint: string): T {
+  const v = o[key]
+  if (v === undefined) return def
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw misuse(typeof v === 'string' ? 'ERR_INVALID_ARG_VALUE' : 'ERR_INVALID_ARG_TYPE', `${key} must be ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describeValue(v)}`, hint)
+  }
+  return v as T
+}
+
+export function boolOption(o: Record<string, unknown>, key: string, def: boolean): boolean {
+  const v = o[key]
+  if (v === undefined) return def
+  if (typeof v !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `${key} must be a boolean, got ${describeValue(v)}`, `pass ${key}: true or false`)
+  return v
+}
+
+export function intOption(o: Record<string, unknown>, key: string, def: number, min: number, max: number, hint: string): number {
+  const v = o[key]
+  if (v === undefined) return def
+  if (typeof v !== 'number') throw misuse('ERR_INVALID_ARG_TYPE', `${key} must be a number, got ${describeValue(v)}`, hint)
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw misuse('ERR_OUT_OF_RANGE', `${key} must be an integer from ${min} to ${max}, got ${describeValue(v)}`, hint)
+  return v
+}
+
+export function signalOption(o: Record<string, unknown>): AbortSignal | undefined {
+  const s = o.signal
+  if (s === undefined) return undefined
+  let ok = false
+  try {
+    ok = s !== null && typeof s === 'object' && typeof (s as AbortSignal).aborted === 'boolean' && typeof (s as AbortSignal).addEventListener === 'function'
+  } catch {
+    ok = false
+  }
+  if (!ok) throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal, got ${describeValue(s)}`, 'pass AbortController.signal or AbortSignal.timeout(ms)')
+  return s as AbortSignal
+}
+
+export function modeOption(o: Record<string, unknown>, def = 0o666): number {
+  return intOption(o, 'mode', def, 0, 0o7777, 'e.g. 0o644')
+}
+
+/** The open() options, checked. */
+export function checkOpenOptions(o: unknown): CheckedOpenOptions {
+  return openFields(readOptions(o, OPEN_KEYS, "{ direct: 'require' }"))
+}
+
+/** The open() fields of an already read options record (streams and helpers share them). */
+export function openFields(o: Record<string, unknown>): CheckedOpenOptions {
+  return {
+    direct: oneOf<DirectMode>(o, 'direct', ['require', 'prefer', 'off'], 'require', "use 'require' for O_DIRECT or an error, 'prefer' to fall back to buffered I/O"),
+    backend: oneOf<'auto' | BackendName>(o, 'backend', ['auto', ...BACKENDS], 'auto', "use 'auto' unless you need a specific engine"),
+    dsync: boolOption(o, 'dsync', false),
+    noatime: boolOption(o, 'noatime', false),
+    mode: modeOption(o),
+  }
+}
+
+/** Checks open flags with the native parser (the one source of truth); `needWrite` refuses 'r'. */
+export function checkFlags(flags: unknown, path?: string, needWrite = false): OpenFlags {
+  if (typeof flags !== 'string') {
+    throw misuse('ERR_ODIRECT_FLAGS', `flags must be a string, got ${describeValue(flags)}`, "use 'r', 'r+', 'w', 'wx', 'w+' or 'wx+'", path === undefined ? {} : { path })
+  }
+  const bad = native.checkFlags(flags)
+  if (bad !== '') throw misuse('ERR_ODIRECT_FLAGS', bad, '', path === undefined ? {} : { path })
+  if (needWrite && !isWritableFlags(flags)) {
+    throw misuse('ERR_ODIRECT_FLAGS', `flags '${flags}' open read-only, this needs to write`, "use 'w' to create or truncate, 'r+' to overwrite in place", path === undefined ? {} : { path })
+  }
+  return flags as OpenFlags
+}
+
+export const isWritableFlags = (flags: string): boolean => flags !== 'r'
+export const isReadableFlags = (flags: string): boolean => flags.startsWith('r') || flags.includes('+')

@@ -1,0 +1,159 @@
+// Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
+import { Readable, Writable } from 'node:stream'
+
+import type { FileHandle } from '../handle'
+import type { PathLike } from '../open'
+import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+
+/**
+ * A Node `Readable` over a file read with direct I/O. Chunks are Buffers, each a view over its
+ * own aligned memory (safe to keep). See {@link createReadStream}.
+ */
+export class DirectReadStream extends Readable {
+  readonly #core: BlockReader
+  readonly #unwatch: () => void
+
+  /** Same as {@link createReadStream}. */
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions, /** @internal */ handleAutoClose = false) {
+    const { target, cfg } = readConfig(pathOrHandle, options, handleAutoClose)
+    super({ emitClose: cfg.emitClose, ...(cfg.encoding === undefined ? {} : { encoding: cfg.encoding }) })
+    this.#core = new BlockReader(target, cfg)
+    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
+  }
+
+  /** Path of the file. */
+  get path(): string {
+    return this.#core.path
+  }
+
+  /** The handle reading the file, once open (the one passed in, or the stream's own). */
+  get handle(): FileHandle | undefined {
+    return this.#core.handle
+  }
+
+  /** Bytes delivered so far (after trimming to start/end). */
+  get bytesRead(): number {
+    return this.#core.bytesRead
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    this.#core.open().then(
+      () => callback(),
+      (e: Error) => callback(e),
+    )
+  }
+
+  override _read(): void {
+    this.#core.pull().then(
+      (chunk) => {
+        if (!this.destroyed) this.push(chunk)
+      },
+      (e: Error) => this.destroy(e),
+    )
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#unwatch()
+    this.#core.destroy().then(
+      () => callback(error),
+      (e: Error) => callback(error ?? e),
+    )
+  }
+}
+
+/**
+ * A Node `Writable` writing a file with direct I/O. Takes chunks of any size (Buffer, Uint8Array,
+ * strings); see {@link createWriteStream}.
+ */
+export class DirectWriteStream extends Writable {
+  readonly #core: BlockWriter
+  readonly #unwatch: () => void
+
+  /** Same as {@link createWriteStream}. */
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions, /** @internal */ handleAutoClose = false) {
+    const { target, cfg } = writeConfig(pathOrHandle, options, handleAutoClose)
+    super({ emitClose: cfg.emitClose, defaultEncoding: cfg.encoding ?? 'utf8' })
+    this.#core = new BlockWriter(target, cfg)
+    this.#core.onError = (e) => this.destroy(e as Error)
+    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
+  }
+
+  /** Path of the file. */
+  get path(): string {
+    return this.#core.path
+  }
+
+  /** The handle writing the file, once open (the one passed in, or the stream's own). */
+  get handle(): FileHandle | undefined {
+    return this.#core.handle
+  }
+
+  /**
+   * Bytes confirmed written, counted in order: a block counts once the kernel completed its write
+   * and every block before it did too (with O_DIRECT: on the device; the final datasync flushes
+   * its cache). Never counts padding, nor anything at or after a block that failed.
+   */
+  get bytesWritten(): number {
+    return this.#core.bytesWritten
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    this.#core.open().then(
+      () => callback(),
+      (e: Error) => callback(e),
+    )
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#core.write(chunk).then(
+      () => callback(),
+      (e: Error) => callback(e),
+    )
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#core.finish().then(
+      () => {
+        this.#unwatch()
+        callback()
+      },
+      (e: Error) => callback(e),
+    )
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#unwatch()
+    this.#core.destroy().then(
+      () => callback(error),
+      (e: Error) => callback(error ?? e),
+    )
+  }
+}
+
+/**
+ * Reads a file (or a byte range of it) with direct I/O as a Node `Readable`, keeping `readAhead`
+ * aligned reads of `chunkSize` in flight and bypassing the page cache. Works with
+ * `stream.pipeline` and `for await`. Given a path (string, Buffer or file: URL), the stream opens
+ * and closes the file; given a FileHandle as first argument, it leaves it open (fs's `fd` option
+ * and `fh.createReadStream()` close it unless `autoClose: false`). fs's options are taken:
+ * `highWaterMark` (= chunkSize), `encoding`, `fd`, `autoClose`, `emitClose`, `flags`, `mode`,
+ * `start`, `end`, `signal`; `fs` is refused (ERR_ODIRECT_UNSUPPORTED). Errors (typed {@link DirectIoError}s) destroy the stream.
+ *
+ * ```ts
+ * for await (const chunk of createReadStream('/data/big.bin', { start: 100, end: 1_000_099 })) use(chunk)
+ * ```
+ */
+export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions): DirectReadStream {
+  return new DirectReadStream(pathOrHandle, options)
+}
+
+/**
+ * Writes a file with direct I/O as a Node `Writable`: chunks of any size are gathered into aligned
+ * blocks of `chunkSize`, `writeBehind` writes are kept in flight, the last block is padded with
+ * zeros and the file then truncated to its exact length, and (by default) the data is datasynced
+ * before 'finish'. Errors destroy the stream; `bytesWritten` tells how much was confirmed.
+ */
+export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions): DirectWriteStream {
+  return new DirectWriteStream(pathOrHandle, options)
+}
+
