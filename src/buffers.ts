@@ -6,30 +6,40 @@ export const MAX_IO_LENGTH = 0x7ffff000
 
 export const PAGE_SIZE: number = native.pageSize()
 
-const bases = new WeakMap<ArrayBufferLike, number>()
-
-/** Address of the first byte of a view (V8 backing stores do not move; cached per buffer). */
-export function addressOf(view: ArrayBufferView): number {
-  const buf = view.buffer
-  let base = bases.get(buf)
-  if (base === undefined) {
-    base = native.addressOf(view) - view.byteOffset
-    bases.set(buf, base)
+/**
+ * Address of the first byte of a view (or ArrayBuffer), as a number. Throws ERR_INVALID_ARG_TYPE
+ * for anything else and ERR_ODIRECT_DETACHED for a detached buffer.
+ */
+export function addressOf(view: ArrayBufferView | ArrayBuffer): number {
+  const isView = ArrayBuffer.isView(view)
+  if (!isView && !(view instanceof ArrayBuffer)) {
+    throw misuse('ERR_INVALID_ARG_TYPE', `addressOf needs a Buffer, TypedArray, DataView or ArrayBuffer, got ${view === null ? 'null' : typeof view}`, 'pass the buffer whose address you want')
   }
-  return base + view.byteOffset
+  const a = native.addressOf(view)
+  if (a < 0) {
+    const len = isView ? (view as ArrayBufferView).byteLength : (view as ArrayBuffer).byteLength
+    if (len === 0) throw misuse('ERR_ODIRECT_DETACHED', 'the buffer is detached or empty: it has no address', 'pass a buffer with at least one byte')
+    throw misuse('ERR_INVALID_ARG_TYPE', 'addressOf could not read the buffer', 'pass a Buffer, TypedArray, DataView or ArrayBuffer')
+  }
+  return a
 }
 
 const isPow2 = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0
 
 /**
  * Allocates `size` zeroed bytes whose address is a multiple of `alignment` (a power of two,
- * default: the page size). The memory is an ordinary V8 ArrayBuffer, over-allocated and viewed
- * at an aligned offset, so it works where external buffers are refused (Electron's V8 sandbox)
- * and in Bun and Deno; the view's `.buffer` is larger than the view.
+ * default: the page size), as a `Buffer`.
+ *
+ * The memory is odirect's own (an external ArrayBuffer over an aligned native allocation): it is
+ * freed only when the ArrayBuffer is collected AND the last op using it has completed, so
+ * transferring, posting or detaching the buffer while I/O is pending cannot let the kernel write
+ * into freed memory, and ops on it go to the kernel without a copy. Where the runtime refuses
+ * external buffers (Electron's V8 sandbox) it is an over-allocated V8 ArrayBuffer viewed at an
+ * aligned offset instead, and ops on it go through odirect's bounce buffers.
  */
 export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffer {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
-    throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${String(size)}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
+    throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${typeof size === 'number' ? String(size) : typeof size}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
   }
   if (size > MAX_IO_LENGTH) {
     throw misuse('ERR_OUT_OF_RANGE', `size ${size} is larger than ${MAX_IO_LENGTH}, the most one I/O can move`, 'allocate several smaller buffers')
@@ -37,12 +47,22 @@ export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffe
   if (typeof alignment !== 'number' || !isPow2(alignment) || alignment > 1 << 30) {
     throw misuse('ERR_INVALID_ARG_VALUE', `alignment must be a power of two up to 1 GiB, got ${String(alignment)}`, 'use 512, 4096 (the default) or fh.alignment.memory')
   }
-  const ab = new ArrayBuffer(size + alignment)
+  let owned: ArrayBuffer | null
+  try {
+    owned = native.allocOwned(size, alignment)
+  } catch (e) {
+    throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes aligned to ${alignment}: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })
+  }
+  if (owned !== null) return Buffer.from(owned, 0, size)
+  let ab: ArrayBuffer
+  try {
+    ab = new ArrayBuffer(size + alignment)
+  } catch (e) {
+    throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })
+  }
   const base = native.addressOf(ab)
   const off = (alignment - (base % alignment)) % alignment
-  const view = Buffer.from(ab, off, size)
-  bases.set(ab, base)
-  return view
+  return Buffer.from(ab, off, size)
 }
 
 /** True when the view has no bytes because its ArrayBuffer was detached (transferred). */

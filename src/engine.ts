@@ -2,9 +2,11 @@
 // slots indexed by op id), and the batch callback that settles them.
 //
 // Every submission method captures what it submits before it returns: the native side reads the
-// views' pointers and lengths in the same call (no user code can run in between) and stages the
-// op; staged ops reach the kernel together at the next microtask checkpoint (one native crossing
-// and one system call per event-loop turn), or at once when the queue is full.
+// views' pointers and lengths in the same call (no user code can run in between), takes its own
+// hold on the memory (odirect-owned memory, or a bounce buffer) and stages the op. Staged ops
+// reach the kernel together at the next microtask checkpoint (one native crossing and one
+// io_uring_enter per event-loop turn). Completions come back on this thread: from libuv's loop
+// (a uv_poll on the engine's eventfd) on Node, or from a reaper thread elsewhere.
 import { misuse } from './errors'
 import { native, type NativeEngine } from './native'
 
@@ -14,11 +16,11 @@ export const backendIndex = (b: BackendName): number => BACKENDS.indexOf(b)
 
 /** Who gets told when an op completes. */
 export interface OpSink {
-  /** result >= 0: bytes (or 0); result < 0: negated errno (or a RESULT_* code below). */
+  /** result >= 0: bytes (or 0); result < 0: negated errno (or RESULT_DETACHED). */
   settle(result: number, latencyUs: number): void
 }
 
-/** The op's buffer was detached or shrunk before its data could be copied back (bounced reads). */
+/** A bounced read's buffer was detached or shrunk before its data could be copied back. */
 export const RESULT_DETACHED = -1_000_001
 
 /** Simple (memoryless) op kinds, as the native side numbers them. */
@@ -28,41 +30,61 @@ export const OP_FALLOCATE = 2
 export const OP_FTRUNCATE = 3
 export const OP_CLOSE = 4
 
-/** Native capture failures (returned instead of an id). */
+/** Native capture failures (returned instead of an id) as typed errors. */
 function captureError(code: number, what: string): Error {
   switch (code) {
     case -1:
-      return misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred) or was shrunk below the op's length`, 'use a buffer that is not transferred, posted to a worker or resized while an op is being submitted')
+      return misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred) or was shrunk below the op's range`, 'use a buffer that is not transferred, posted to a worker or resized while an op is being started')
+    case -3:
+      return misuse('ERR_INVALID_ARG_TYPE', `${what} is a kind of TypedArray odirect does not know`, 'pass a Buffer, Uint8Array or DataView over the same memory')
+    case -4:
+      return misuse('ERR_ODIRECT_NOMEM', `no memory for an aligned bounce buffer for ${what}`, 'use buffers from fh.alloc() (no copy needed), or smaller ops')
+    case -5:
+      return misuse('ERR_ODIRECT_CLOSED', 'the engine of this thread is shut down (environment exiting)', 'do not start I/O during process or worker exit')
+    case -6:
+      return misuse('ERR_ODIRECT_BACKEND', 'the backend of this handle is not running', 'open the file again')
     default:
-      return misuse('ERR_INVALID_ARG_VALUE', `${what} could not be captured for I/O (code ${code})`, 'pass a Uint8Array, Buffer, other TypedArray or DataView')
+      return misuse('ERR_INVALID_ARG_TYPE', `${what} must be a Buffer, TypedArray or DataView (code ${code})`, 'allocate one with fh.alloc(size)')
   }
+}
+
+/** Which runtime path delivers completions, and how io_uring was set up. */
+export interface EngineInfo {
+  /** 'libuv': completions are reaped on the JS thread from its event loop (Node); 'thread': a reaper thread wakes the JS thread (Bun, Deno). */
+  path: 'libuv' | 'thread'
+  /** io_uring setup flags in use, '' when no ring was made yet. */
+  ringSetup: string
+  /** Ops staged or in flight on this thread. */
+  inflight: number
+}
+
+const hasUvLoop = (): boolean => {
+  const v = (typeof process !== 'undefined' ? process.versions : undefined) as Record<string, string | undefined> | undefined
+  if (v === undefined || typeof v.node !== 'string') return false
+  if (v.bun !== undefined || v.deno !== undefined) return false
+  return typeof (globalThis as { Deno?: unknown }).Deno === 'undefined' && typeof (globalThis as { Bun?: unknown }).Bun === 'undefined'
 }
 
 export class Engine {
   readonly native: NativeEngine
   #sinks: Array<OpSink | undefined> = []
-  #inflight = 0
-  readonly #started = new Map<BackendName, string>()
   #flushScheduled = false
   readonly #flushBound = (): void => this.#flush()
-  // Phase-1 adapter state (the old native API: ids chosen here, views queued until the flush).
-  #nextId = 1
-  #queues: Array<{ writes: number[]; ids: number[]; fds: number[]; views: ArrayBufferView[]; positions: number[]; bufIndexes: number[] } | undefined> = []
+  readonly #started = new Map<BackendName, string>()
 
   constructor() {
-    this.native = new native.NativeEngine((results: Float64Array) => this.#onBatch(results))
+    this.native = new native.NativeEngine((results: Float64Array, count: number) => this.#onBatch(results, count), hasUvLoop())
   }
 
-  #onBatch(results: Float64Array): void {
+  #onBatch(results: Float64Array, count: number): void {
     const sinks = this.#sinks
-    for (let i = 0; i + 2 < results.length; i += 3) {
-      const id = results[i]
+    for (let i = 0; i < count; i++) {
+      const id = results[i * 3]
       const sink = sinks[id]
       if (sink === undefined) continue
       sinks[id] = undefined
-      this.#inflight--
       try {
-        sink.settle(results[i + 1], results[i + 2])
+        sink.settle(results[i * 3 + 1], results[i * 3 + 2])
       } catch (e) {
         // A settle callback must not break the rest of the batch.
         queueMicrotask(() => {
@@ -89,113 +111,85 @@ export class Engine {
     }
   }
 
-  #track(sink: OpSink): number {
-    const id = this.#nextId++
-    this.#sinks[id] = sink
-    this.#inflight++
-    return id
+  #flush(): void {
+    this.#flushScheduled = false
+    this.native.flush()
   }
 
-  #queue(backend: number, write: boolean, id: number, fd: number, view: ArrayBufferView, position: number): void {
-    let q = this.#queues[backend]
-    if (q === undefined) q = this.#queues[backend] = { writes: [], ids: [], fds: [], views: [], positions: [], bufIndexes: [] }
-    q.writes.push(write ? 1 : 0)
-    q.ids.push(id)
-    q.fds.push(fd)
-    q.views.push(view)
-    q.positions.push(position)
-    q.bufIndexes.push(-1)
+  #track(r: number, sink: OpSink, what: string): number {
+    if (r < 0) throw captureError(r, what)
+    this.#sinks[r] = sink
     this.#schedule()
+    return r
   }
 
-  /** Stages one read (write = false) or write of `length` bytes of `view` from `offset`, at `position`; returns the op id. */
-  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, sink: OpSink): number {
-    if (view.byteLength < offset + length) throw captureError(-1, 'buffer')
-    const sub = offset === 0 && length === view.byteLength ? view : new Uint8Array(view.buffer, view.byteOffset + offset, length)
-    const id = this.#track(sink)
-    this.#queue(backend, write, id, fd, sub, position)
+  /** rw-style results are 2 * id + (1 when bounced). */
+  #trackRw(r: number, sink: OpSink, what: string): number {
+    if (r < 0) throw captureError(r, what)
+    const id = r >>> 1
+    if ((r & 1) === 1) this.lastBounced = true
+    this.#sinks[id] = sink
+    this.#schedule()
     return id
+  }
+
+  /** Set when the last staged read/write (any element of it) was bounced; the caller clears it. */
+  lastBounced = false
+
+  /**
+   * Stages a read (write = false) or write of `length` bytes of `view` from `offset`, at
+   * `position`; returns the op id. `memAlign`: the address alignment the file needs (odirect
+   * memory that meets it goes to the kernel as is; anything else through a bounce buffer).
+   */
+  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink): number {
+    return this.#trackRw(this.native.rw(backend, write, fd, view, offset, length, position, memAlign), sink, 'buffer')
   }
 
   /** Stages many reads or writes on one fd; all are captured or none (throws). */
-  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], positions: readonly number[], sinks: readonly OpSink[]): number[] {
-    for (let i = 0; i < views.length; i++) if (views[i].byteLength === 0) throw captureError(-1, `ops[${i}].buffer`)
-    const ids: number[] = []
-    for (let i = 0; i < views.length; i++) {
-      const id = this.#track(sinks[i])
-      ids.push(id)
-      this.#queue(backend, write, id, fd, views[i], positions[i])
+  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[]): number[] {
+    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
+    if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
+    for (let i = 0; i < ids.length; i++) {
+      if ((ids[i] & 1) === 1) this.lastBounced = true
+      ids[i] = ids[i] >>> 1
+      this.#sinks[ids[i]] = sinks[i]
     }
+    this.#schedule()
     return ids
   }
 
   /** Stages a vectored read or write; returns the op id. */
-  rwv(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], position: number, sink: OpSink): number {
-    for (let i = 0; i < views.length; i++) if (views[i].byteLength === 0) throw captureError(-1, `buffers[${i}]`)
-    const id = this.#track(sink)
-    try {
-      this.native.rwv(backend, write, id, fd, views.slice(), position)
-    } catch (e) {
-      this.#sinks[id] = undefined
-      this.#inflight--
-      throw e
-    }
-    return id
+  rwv(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], position: number, memAlign: number, sink: OpSink): number {
+    return this.#trackRw(this.native.rwv(backend, write, fd, views as ArrayBufferView[], lengths as number[], position, memAlign), sink, 'a buffers[] element')
   }
 
   /** Stages an op without memory (OP_*); returns the op id. */
   simple(backend: number, op: number, fd: number, a: number, b: number, mode: number, sink: OpSink): number {
-    this.#flush()
-    const id = this.#track(sink)
-    try {
-      this.native.simple(backend, op, id, fd, a, b, mode)
-    } catch (e) {
-      this.#sinks[id] = undefined
-      this.#inflight--
-      throw e
-    }
-    return id
+    return this.#track(this.native.simple(backend, op, fd, a, b, mode), sink, 'op')
   }
 
   /** Asks the kernel to cancel op `id` (it still completes, usually with ECANCELED). */
-  cancel(backend: number, id: number): void {
+  cancel(_backend: number, id: number): void {
     if (this.#sinks[id] === undefined) return
-    this.#flush()
-    this.native.cancel(backend, id)
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false
-    const queues = this.#queues
-    this.#queues = []
-    for (let b = 0; b < queues.length; b++) {
-      const q = queues[b]
-      if (q === undefined) continue
-      try {
-        this.native.rwMany(b, q.writes, q.ids, q.fds, q.views, q.positions, q.bufIndexes)
-      } catch {
-        for (const id of q.ids) {
-          const sink = this.#sinks[id]
-          this.#sinks[id] = undefined
-          this.#inflight--
-          sink?.settle(-22, 0)
-        }
-      }
-    }
+    this.native.cancel(id)
   }
 
   /** Ops staged or in the kernel whose completion has not reached JS yet. */
   get inflight(): number {
-    return this.#inflight
+    return this.native.inflight
   }
 
-  /** Registers (pins) buffers; returns 0 or an errno. */
+  /** Registers (pins) odirect buffers; returns 0 or an errno. */
   registerBuffers(backend: number, views: ArrayBufferView[]): number {
     return this.native.registerBuffers(backend, views)
   }
 
   unregisterBuffers(backend: number): number {
     return this.native.unregisterBuffers(backend)
+  }
+
+  info(): EngineInfo {
+    return { path: this.native.path as 'libuv' | 'thread', ringSetup: this.native.ringSetup, inflight: this.native.inflight }
   }
 }
 
@@ -204,4 +198,9 @@ let engine: Engine | undefined
 export function getEngine(): Engine {
   if (engine === undefined) engine = new Engine()
   return engine
+}
+
+/** Which path this thread's engine uses to reap completions, and how io_uring is set up. */
+export function engineInfo(): EngineInfo {
+  return getEngine().info()
 }

@@ -119,8 +119,9 @@ export interface HandleInit {
  * with a warning, as Node's own FileHandle does. Ops in flight keep their handle reachable (their
  * records reference it), so this never runs while the kernel uses the fd.
  */
-const leaked = new FinalizationRegistry<{ fd: number; path: string }>(({ fd, path }) => {
-  native.closeFdSync(fd)
+const leaked = new FinalizationRegistry<{ engine: Engine; fd: number; path: string }>(({ engine, fd, path }) => {
+  // Only a descriptor the engine still tracks is closed: never a number reused since.
+  if (!engine.native.closeSync(fd)) return
   if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
     process.emitWarning(`odirect: closing file descriptor ${fd} (${path}) on garbage collection; call fh.close() or use 'await using'`, 'Warning')
   }
@@ -273,7 +274,8 @@ export class FileHandle {
     this.fsType = init.fsType
     this.readable = init.readable
     this.writable = init.writable
-    leaked.register(this, { fd: init.fd, path: init.path }, this)
+    engine.native.adopt(init.fd)
+    leaked.register(this, { engine, fd: init.fd, path: init.path }, this)
   }
 
   /** True once `close()` was called. */
@@ -384,10 +386,23 @@ export class FileHandle {
     })
     const rec = new OpRecord(this, kind, syscall, position, length, signal, res, rej)
     rec.id = submit(rec)
+    this.#noteBounced()
     this.#inflight++
     if (signal !== undefined) rec.watch = watchSignal(signal, this.#engine, this.#bidx, rec.id)
     if (timeout !== undefined) rec.timed = this._timeouts().add(timeout, this.#bidx, rec.id)
     return p
+  }
+
+  #noteBounced(): void {
+    if (this.#engine.lastBounced) {
+      this.#engine.lastBounced = false
+      this.#stats.bounced++
+    }
+  }
+
+  /** Address alignment the kernel needs for this file (1: none, buffered I/O). */
+  get #memAlign(): number {
+    return this.direct ? Math.max(this.alignment.memory, 1) : 1
   }
 
   #dropCache(position: number, length: number): void {
@@ -453,7 +468,7 @@ export class FileHandle {
     const seq = write ? ++this.#wseq : 0
     const view = q.buffer
     const p = this.#start(write ? KIND_WRITE : KIND_READ, syscall, position, len, q.signal, q.timeout, (rec) =>
-      this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, rec),
+      this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec),
     )
     if (implicit) this.#position += len
     if (write) this.#writesPending.set(seq, true)
@@ -548,18 +563,21 @@ export class FileHandle {
     const position = implicit ? this.#position : toPosition(positionArg)
     // A private copy, each element read once: later getters cannot swap what was validated.
     const views: ArrayBufferView[] = []
+    const lengths: number[] = []
     let total = 0
     for (let i = 0; i < n; i++) {
       const v = checkView(buffers[i], `buffers[${i}]`)
-      this.#checkAligned(v.byteLength, position, syscall, `buffers[${i}] length`)
+      const len = v.byteLength
+      this.#checkAligned(len, position, syscall, `buffers[${i}] length`)
       views.push(v)
-      total += v.byteLength
+      lengths.push(len)
+      total += len
     }
     if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall} of ${total} bytes is more than one I/O can move (${MAX_IO_LENGTH})`, 'split into several calls')
     if (total === 0) return Promise.resolve(0)
     const seq = write ? ++this.#wseq : 0
     const p = this.#start(write ? KIND_WRITE : KIND_READ, syscall, position, total, undefined, undefined, (rec) =>
-      this.#engine.rwv(this.#bidx, write, this.fd, views, position, rec),
+      this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec),
     )
     if (implicit) this.#position += total
     if (write) this.#writesPending.set(seq, true)
@@ -604,6 +622,7 @@ export class FileHandle {
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')
     if (n === 0) return Promise.resolve([])
     const views: ArrayBufferView[] = []
+    const lengths: number[] = []
     const positions: number[] = []
     for (let i = 0; i < n; i++) {
       const o: unknown = ops[i]
@@ -614,6 +633,7 @@ export class FileHandle {
       if (v.byteLength > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
       this.#checkAligned(v.byteLength, p, syscall, `ops[${i}].buffer length`)
       views.push(v)
+      lengths.push(v.byteLength)
       positions.push(p)
     }
     const kind = write ? KIND_WRITE : KIND_READ
@@ -642,7 +662,7 @@ export class FileHandle {
       const sinks: OpSink[] = []
       for (let i = 0; i < n; i++) {
         const at = positions[i]
-        const len = views[i].byteLength
+        const len = lengths[i]
         sinks.push({
           settle: (result: number, latencyUs: number) => {
             this._done(kind, result, latencyUs)
@@ -660,7 +680,8 @@ export class FileHandle {
           },
         })
       }
-      this.#engine.rwMany(this.#bidx, write, this.fd, views, positions, sinks)
+      this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks)
+      this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)
     })

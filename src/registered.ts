@@ -4,8 +4,6 @@ import { kernelError, misuse } from './errors'
 
 /** One registration per backend and engine: the kernel keeps one buffer table per ring. */
 const active = new Map<BackendName, RegisteredBuffers>()
-/** ArrayBuffer -> index in the active table of its backend. */
-const indexes = new WeakMap<ArrayBufferLike, { backend: BackendName; index: number }>()
 
 /**
  * Buffers pinned in memory: registered with io_uring (IORING_REGISTER_BUFFERS, so reads and writes
@@ -41,7 +39,6 @@ export class RegisteredBuffers {
     if (this.#released) return
     this.#released = true
     if (active.get(this.backend) === this) active.delete(this.backend)
-    for (const b of this.#buffers) indexes.delete(b.buffer)
     // Nothing here keeps the memory any more: views the caller still holds keep theirs.
     this.#buffers = Object.freeze([])
     this.#onRelease(this)
@@ -93,13 +90,7 @@ export function registerBuffers(engine: Engine, backend: BackendName, count: num
     throw e
   }
   const reg = new RegisteredBuffers(engine, backend, buffers, onRelease)
-  buffers.forEach((b, index) => indexes.set(b.buffer, { backend, index }))
   active.set(backend, reg)
   return reg
 }
 
-/** The registered-buffer index to use for `view` on `backend`, or -1. */
-export function registeredIndex(view: ArrayBufferView, backend: BackendName): number {
-  const r = indexes.get(view.buffer)
-  return r !== undefined && r.backend === backend ? r.index : -1
-}

@@ -26,6 +26,18 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
+    /// As [`AlignedBuf::new`], but `None` when the allocation fails or the layout is invalid
+    /// (instead of aborting the process).
+    pub fn try_new(len: usize, align: usize) -> Option<AlignedBuf> {
+        let layout = Layout::from_size_align(len.max(align), align).ok()?;
+        // SAFETY: layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout) };
+        Some(AlignedBuf {
+            ptr: NonNull::new(p)?,
+            layout,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.layout.size()
     }

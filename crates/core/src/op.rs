@@ -25,7 +25,7 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 /// What to do.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OpKind {
     /// pread into `ptr[..len]` at `offset`. `buf_index` selects a registered buffer (READ_FIXED).
     Read {

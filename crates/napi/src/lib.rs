@@ -1,456 +1,49 @@
 //! The N-API surface of odirect: no I/O logic here, only the bridge between JS values and
 //! `odirect-core`.
 //!
-//! Memory rule: every op that touches JS memory holds a strong N-API reference to the JS object
-//! that owns that memory (the view, or a private array of views for readv/writev). The reference
-//! is created on the JS thread when the op is submitted and deleted on the JS thread when its
-//! completion arrives, so V8 cannot collect the ArrayBuffer (and free its backing store) while
-//! the kernel may still read or write it. At environment teardown (process exit, worker exit)
-//! a cleanup hook shuts every backend down, which waits for all in-flight ops, before V8 frees
-//! anything.
+//! - `memory`: odirect-owned aligned memory behind external ArrayBuffers; capture of views.
+//! - `engine`: one engine per JS environment: capture, submission, reaping, teardown.
+//! - `uv`: libuv functions resolved at run time (Node's loop integration).
+//! - `tasks`: open / fstat / probe off the JS thread, and small helpers.
+//!
+//! Memory rule: the kernel only ever reads or writes odirect-owned memory whose release waits
+//! for the op's completion (see `engine`), never a V8 backing store directly.
 
 #![deny(clippy::all)]
 // The N-API entry points take flat argument lists on purpose: one call, no object to unpack.
 #![allow(clippy::too_many_arguments)]
 
-use std::collections::HashMap;
-use std::ffi::c_void;
-use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+pub mod engine;
+pub mod memory;
+pub mod tasks;
+pub mod uv;
 
-use napi::bindgen_prelude::AsyncTask;
-use napi::Task;
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::os::fd::AsRawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
-use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
-use odirect_core::file::{self, DirectMode, OpenOptions};
-use odirect_core::op::{Completion, Op, OpKind, Segment, Sink};
+use odirect_core::op::OpKind;
+
+use engine::{parse_kind, Inner, Shared, Wake};
 
 fn err(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, msg.into())
 }
 
-macro_rules! check {
-    ($e:expr) => {{
-        let s = $e;
-        if s != sys::Status::napi_ok {
-            return Err(napi::Error::new(
-                Status::GenericFailure,
-                format!("N-API call failed ({}): {}", s, stringify!($e)),
-            ));
-        }
-    }};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Alignment, open, probe
-
-#[napi(object)]
-pub struct AlignmentInfo {
-    pub memory: u32,
-    pub offset: u32,
-    pub logical_block_size: u32,
-    pub physical_block_size: u32,
-    pub source: String,
-    pub direct_supported: bool,
-}
-
-fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
-    AlignmentInfo {
-        memory: a.memory,
-        offset: a.offset,
-        logical_block_size: a.logical_block_size,
-        physical_block_size: a.physical_block_size,
-        source: a.source.name().to_string(),
-        direct_supported: a.direct_supported,
-    }
-}
-
-/// The outcome of `openFile`: `errno` is 0 on success.
-#[napi(object)]
-pub struct OpenResult {
-    pub errno: i32,
-    pub syscall: String,
-    pub message: String,
-    pub fd: i32,
-    pub direct: bool,
-    pub fallback_reason: String,
-    pub alignment: Option<AlignmentInfo>,
-    pub is_block_device: bool,
-    pub size: f64,
-    pub fs_type: String,
-}
-
-pub struct OpenTask {
-    path: String,
-    flags: String,
-    direct: String,
-    dsync: bool,
-    noatime: bool,
-    mode: u32,
-}
-
-impl Task for OpenTask {
-    type Output = OpenResult;
-    type JsValue = OpenResult;
-
-    fn compute(&mut self) -> Result<OpenResult> {
-        let flags = file::parse_flags(&self.flags).map_err(err)?;
-        let direct = DirectMode::parse(&self.direct).ok_or_else(|| err("bad direct mode"))?;
-        let opts = OpenOptions {
-            dsync: self.dsync,
-            noatime: self.noatime,
-            mode: self.mode,
-        };
-        Ok(match file::open_file(&self.path, flags, direct, opts) {
-            Ok(o) => OpenResult {
-                errno: 0,
-                syscall: String::new(),
-                message: String::new(),
-                fd: o.fd,
-                direct: o.direct,
-                fallback_reason: o.fallback_reason,
-                alignment: Some(alignment_info(&o.alignment)),
-                is_block_device: o.is_block_device,
-                size: o.size as f64,
-                fs_type: o.fs_type,
-            },
-            Err(e) => OpenResult {
-                errno: e.errno,
-                syscall: e.syscall.to_string(),
-                message: e.message,
-                fd: -1,
-                direct: false,
-                fallback_reason: String::new(),
-                alignment: None,
-                is_block_device: false,
-                size: 0.0,
-                fs_type: String::new(),
-            },
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: OpenResult) -> Result<OpenResult> {
-        Ok(output)
-    }
-}
-
-/// Opens a file off the JS thread. Flags and direct mode are validated by the caller (index.ts).
-#[napi(ts_return_type = "Promise<OpenResult>")]
-pub fn open_file(
-    path: String,
-    flags: String,
-    direct: String,
-    dsync: bool,
-    noatime: bool,
-    mode: u32,
-) -> AsyncTask<OpenTask> {
-    AsyncTask::new(OpenTask {
-        path,
-        flags,
-        direct,
-        dsync,
-        noatime,
-        mode,
-    })
-}
-
-/// Validates an fs-style flag string; returns "" when fine, else the reason.
-#[napi]
-pub fn check_flags(flags: String) -> String {
-    match file::parse_flags(&flags) {
-        Ok(_) => String::new(),
-        Err(e) => e,
-    }
-}
-
-/// Closes a descriptor synchronously (used only on failed opens and at teardown paths).
-#[napi]
-pub fn close_fd_sync(fd: i32) {
-    // SAFETY: closing a descriptor the JS layer owns and no longer uses.
-    unsafe { libc::close(fd) };
-}
-
-/// posix_fadvise(DONTNEED) behind buffered I/O on a `prefer` fallback.
-#[napi]
-pub fn drop_cache(fd: i32, offset: f64, len: f64) {
-    file::drop_cache_range(fd, offset as u64, len as u64);
-}
-
-#[napi(object)]
-pub struct StatResult {
-    pub errno: i32,
-    pub size: f64,
-    pub blocks: f64,
-    pub blksize: f64,
-    pub mode: u32,
-    pub ino: f64,
-    pub dev: f64,
-    pub nlink: f64,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime_ms: f64,
-    pub mtime_ms: f64,
-    pub ctime_ms: f64,
-    pub is_block_device: bool,
-}
-
-pub struct StatTask {
-    fd: i32,
-    /// Keeps `fd` from being closed (by a close op) until the fstat has run.
-    fd_use: Option<FdUse>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Descriptors in use by tasks of this bridge
-
-fn op_is_close(op: &Op) -> bool {
-    matches!(op.kind, OpKind::Close { .. })
-}
-
-/// Descriptors an `fstat` task (run on libuv's pool, outside the backends) still has to use,
-/// with a count per descriptor. A close op for such a descriptor waits for them: otherwise
-/// `fh.stat()` racing `fh.close()` could fstat a closed descriptor (EBADF) or — once the number
-/// is reused by a later open — describe a different file.
-struct FdUsers {
-    counts: Mutex<HashMap<i32, usize>>,
-    idle: std::sync::Condvar,
-}
-
-fn fd_users() -> &'static FdUsers {
-    static USERS: std::sync::OnceLock<FdUsers> = std::sync::OnceLock::new();
-    USERS.get_or_init(|| FdUsers {
-        counts: Mutex::new(HashMap::new()),
-        idle: std::sync::Condvar::new(),
-    })
-}
-
-/// One use of a descriptor, released on drop.
-struct FdUse(i32);
-
-impl FdUse {
-    fn new(fd: i32) -> FdUse {
-        let u = fd_users();
-        *u.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(fd)
-            .or_insert(0) += 1;
-        FdUse(fd)
-    }
-
-    /// True when some task still has to use `fd`.
-    fn busy(fd: i32) -> bool {
-        fd_users()
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&fd)
-    }
-
-    /// Blocks until no task uses `fd`.
-    fn wait_idle(fd: i32) {
-        let u = fd_users();
-        let mut c = u.counts.lock().unwrap_or_else(|p| p.into_inner());
-        while c.contains_key(&fd) {
-            c = u.idle.wait(c).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-impl Drop for FdUse {
-    fn drop(&mut self) {
-        let u = fd_users();
-        let mut c = u.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = c.get_mut(&self.0) {
-            *n -= 1;
-            if *n == 0 {
-                c.remove(&self.0);
-                u.idle.notify_all();
-            }
-        }
-    }
-}
-
-impl Task for StatTask {
-    type Output = StatResult;
-    type JsValue = StatResult;
-
-    fn compute(&mut self) -> Result<StatResult> {
-        let zero = StatResult {
-            errno: 0,
-            size: 0.0,
-            blocks: 0.0,
-            blksize: 0.0,
-            mode: 0,
-            ino: 0.0,
-            dev: 0.0,
-            nlink: 0.0,
-            uid: 0,
-            gid: 0,
-            atime_ms: 0.0,
-            mtime_ms: 0.0,
-            ctime_ms: 0.0,
-            is_block_device: false,
-        };
-        let st = odirect_core::align::fstat(self.fd);
-        #[cfg(target_os = "linux")]
-        let blk_size = odirect_core::align::blk_size_bytes(self.fd);
-        // Done with the descriptor: a close waiting for it may go ahead.
-        drop(self.fd_use.take());
-        let st = match st {
-            Ok(s) => s,
-            Err(e) => {
-                return Ok(StatResult {
-                    errno: e.raw_os_error().unwrap_or(libc::EIO),
-                    ..zero
-                })
-            }
-        };
-        let ms = |s: i64, ns: i64| s as f64 * 1000.0 + ns as f64 / 1e6;
-        let is_blk = st.st_mode & libc::S_IFMT == libc::S_IFBLK;
-        #[cfg(target_os = "linux")]
-        let size = if is_blk {
-            blk_size.unwrap_or(0) as f64
-        } else {
-            st.st_size as f64
-        };
-        #[cfg(not(target_os = "linux"))]
-        let size = st.st_size as f64;
-        Ok(StatResult {
-            errno: 0,
-            size,
-            blocks: st.st_blocks as f64,
-            blksize: st.st_blksize as f64,
-            mode: st.st_mode as u32,
-            ino: st.st_ino as f64,
-            dev: st.st_dev as f64,
-            nlink: st.st_nlink as f64,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            atime_ms: ms(st.st_atime, st.st_atime_nsec),
-            mtime_ms: ms(st.st_mtime, st.st_mtime_nsec),
-            ctime_ms: ms(st.st_ctime, st.st_ctime_nsec),
-            is_block_device: is_blk,
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: StatResult) -> Result<StatResult> {
-        Ok(output)
-    }
-}
-
-/// fstat off the JS thread (block devices report their real size).
-#[napi(ts_return_type = "Promise<StatResult>")]
-pub fn stat_fd(fd: i32) -> AsyncTask<StatTask> {
-    AsyncTask::new(StatTask {
-        fd,
-        fd_use: Some(FdUse::new(fd)),
-    })
-}
-
-#[napi(object)]
-pub struct BackendStatusInfo {
-    pub name: String,
-    pub available: bool,
-    pub errno: i32,
-    pub reason: String,
-}
-
-#[napi(object)]
-pub struct DirectStatusInfo {
-    pub works: bool,
-    pub errno: i32,
-    pub reason: String,
-    pub tested: String,
-}
-
-#[napi(object)]
-pub struct ProbeInfo {
-    pub kernel: String,
-    pub io_uring_disabled: Option<u32>,
-    pub backends: Vec<BackendStatusInfo>,
-    pub direct: DirectStatusInfo,
-    pub alignment: Option<AlignmentInfo>,
-    pub fs_type: String,
-    pub is_block_device: bool,
-}
-
-pub struct ProbeTask {
-    path: String,
-}
-
-impl Task for ProbeTask {
-    type Output = ProbeInfo;
-    type JsValue = ProbeInfo;
-
-    fn compute(&mut self) -> Result<ProbeInfo> {
-        let r = odirect_core::probe::probe(&self.path);
-        Ok(ProbeInfo {
-            kernel: r.kernel,
-            io_uring_disabled: r.io_uring_disabled,
-            backends: r
-                .backends
-                .into_iter()
-                .map(|b| BackendStatusInfo {
-                    name: b.kind.name().to_string(),
-                    available: b.available,
-                    errno: b.errno,
-                    reason: b.reason,
-                })
-                .collect(),
-            direct: DirectStatusInfo {
-                works: r.direct.works,
-                errno: r.direct.errno,
-                reason: r.direct.reason,
-                tested: r.direct.tested,
-            },
-            alignment: r.alignment.as_ref().map(alignment_info),
-            fs_type: r.fs_type,
-            is_block_device: r.is_block_device,
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: ProbeInfo) -> Result<ProbeInfo> {
-        Ok(output)
-    }
-}
-
-#[napi(ts_return_type = "Promise<ProbeInfo>")]
-pub fn probe_path(path: String) -> AsyncTask<ProbeTask> {
-    AsyncTask::new(ProbeTask { path })
-}
-
-#[napi(object)]
-pub struct ErrnoInfo {
-    pub code: String,
-    pub message: String,
-    pub hint: String,
-}
-
-/// errno -> { code: 'EIO', message, hint } for the given syscall.
-#[napi]
-pub fn errno_info(errno: i32, syscall: String) -> ErrnoInfo {
-    ErrnoInfo {
-        code: odirect_core::error::errno_name(errno),
-        message: odirect_core::error::errno_message(errno),
-        hint: odirect_core::error::hint(errno, &syscall).to_string(),
-    }
-}
-
-#[napi]
-pub fn page_size() -> u32 {
-    odirect_core::align::page_size() as u32
-}
-
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
-/// aligned views). Addresses of V8 backing stores do not move.
+/// aligned views), or -1 when the value is neither (or is detached).
 #[napi]
-pub fn address_of(env: Env, value: Unknown) -> Result<f64> {
+pub fn address_of(env: Env, value: Unknown) -> f64 {
     // SAFETY: env and value come from this very call.
-    let v = unsafe { view_info(env.raw(), value.raw())? };
-    Ok(v.ptr as usize as f64)
+    match unsafe { memory::view(env.raw(), value.raw()) } {
+        Ok(v) if !v.ptr.is_null() => v.ptr as usize as f64,
+        _ => -1.0,
+    }
 }
 
 /// True when the ArrayBuffer behind a view (or the ArrayBuffer itself) is detached.
@@ -460,632 +53,533 @@ pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
     let mut is = false;
     // SAFETY: env and value are live handles of this call; each getter writes only its outputs.
     unsafe {
-        check!(sys::napi_is_typedarray(e, v, &mut is));
+        sys::napi_is_typedarray(e, v, &mut is);
         if is {
             let (mut ty, mut len, mut off) = (0, 0usize, 0usize);
             let mut data = ptr::null_mut();
             let mut ab = ptr::null_mut();
-            check!(sys::napi_get_typedarray_info(
-                e, v, &mut ty, &mut len, &mut data, &mut ab, &mut off
-            ));
+            sys::napi_get_typedarray_info(e, v, &mut ty, &mut len, &mut data, &mut ab, &mut off);
             v = ab;
         } else {
-            check!(sys::napi_is_dataview(e, v, &mut is));
+            sys::napi_is_dataview(e, v, &mut is);
             if is {
                 let (mut len, mut off) = (0usize, 0usize);
                 let mut data = ptr::null_mut();
                 let mut ab = ptr::null_mut();
-                check!(sys::napi_get_dataview_info(
-                    e, v, &mut len, &mut data, &mut ab, &mut off
-                ));
+                sys::napi_get_dataview_info(e, v, &mut len, &mut data, &mut ab, &mut off);
                 v = ab;
             }
         }
         let mut detached = false;
-        check!(sys::napi_is_detached_arraybuffer(e, v, &mut detached));
+        if sys::napi_is_detached_arraybuffer(e, v, &mut detached) != sys::Status::napi_ok {
+            return Err(err("not an ArrayBuffer or view"));
+        }
         Ok(detached)
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Views
-
-struct ViewInfo {
-    ptr: *mut u8,
-    len: usize,
+/// A zeroed ArrayBuffer of `size` bytes whose first byte is aligned to `align`, in memory
+/// odirect owns (freed after the ArrayBuffer is collected and the last op on it completed).
+/// `null` where the runtime does not share external ArrayBuffer memory (V8 sandbox, copies).
+#[napi(ts_return_type = "ArrayBuffer | null")]
+pub fn alloc_owned(env: &Env, size: f64, align: u32) -> Result<Unknown<'_>> {
+    if !((1.0..=0x7fff_f000 as f64).contains(&size) && align.is_power_of_two()) {
+        return Err(err("bad size or alignment"));
+    }
+    // SAFETY: env is live for this call.
+    match unsafe { memory::external_buffer(env.raw(), size as usize, align as usize) } {
+        // SAFETY: v is a live value created on env in this call.
+        Ok(Some(v)) => Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) }),
+        Ok(None) => {
+            let mut n = ptr::null_mut();
+            // SAFETY: live env.
+            unsafe { sys::napi_get_null(env.raw(), &mut n) };
+            // SAFETY: n is a live value.
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), n) })
+        }
+        Err(e) => Err(napi::Error::new(Status::GenericFailure, e)),
+    }
 }
 
-/// Pointer and byte length of an ArrayBuffer, TypedArray, Buffer or DataView.
-///
-/// # Safety
-/// `env` and `v` must be live handles of the current N-API call.
-unsafe fn view_info(env: sys::napi_env, v: sys::napi_value) -> Result<ViewInfo> {
-    let mut is = false;
-    check!(sys::napi_is_typedarray(env, v, &mut is));
-    if is {
-        let mut ty = 0;
-        let mut length = 0usize;
-        let mut data: *mut c_void = ptr::null_mut();
-        let mut ab = ptr::null_mut();
-        let mut off = 0usize;
-        check!(sys::napi_get_typedarray_info(
-            env,
-            v,
-            &mut ty,
-            &mut length,
-            &mut data,
-            &mut ab,
-            &mut off
-        ));
-        let elem = match ty {
-            sys::TypedarrayType::int8_array
-            | sys::TypedarrayType::uint8_array
-            | sys::TypedarrayType::uint8_clamped_array => 1,
-            sys::TypedarrayType::int16_array | sys::TypedarrayType::uint16_array => 2,
-            sys::TypedarrayType::int32_array
-            | sys::TypedarrayType::uint32_array
-            | sys::TypedarrayType::float32_array => 4,
-            _ => 8,
+// ---------------------------------------------------------------------------------------------
+// Engine: loop integration (uv_poll) or reaper thread + threadsafe function
+
+/// The engine pointer lives as long as the environment (freed by the teardown hook), so raw
+/// pointers to it in uv handles, the tsfn context and the JS object stay valid.
+struct EnginePtr(*const Shared);
+
+unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
+    // SAFETY: handle->data is the engine pointer, set before uv_poll_start and valid until the
+    // handle is closed in teardown.
+    let shared = unsafe { &*(uv::data(handle) as *const Shared) };
+    let (env, ctx) = {
+        let Ok(e) = shared.try_borrow() else { return };
+        let ctx = match e.wake {
+            Wake::Loop { async_ctx, .. } => async_ctx,
+            _ => return,
         };
-        return Ok(ViewInfo {
-            ptr: data as *mut u8,
-            len: length * elem,
-        });
-    }
-    check!(sys::napi_is_dataview(env, v, &mut is));
-    if is {
-        let mut len = 0usize;
-        let mut data: *mut c_void = ptr::null_mut();
-        let mut ab = ptr::null_mut();
-        let mut off = 0usize;
-        check!(sys::napi_get_dataview_info(
-            env, v, &mut len, &mut data, &mut ab, &mut off
-        ));
-        return Ok(ViewInfo {
-            ptr: data as *mut u8,
-            len,
-        });
-    }
-    check!(sys::napi_is_arraybuffer(env, v, &mut is));
-    if is {
-        let mut len = 0usize;
-        let mut data: *mut c_void = ptr::null_mut();
-        check!(sys::napi_get_arraybuffer_info(env, v, &mut data, &mut len));
-        return Ok(ViewInfo {
-            ptr: data as *mut u8,
-            len,
-        });
-    }
-    Err(err(
-        "expected an ArrayBuffer, TypedArray, Buffer or DataView",
-    ))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Engine
-
-/// The threadsafe function that carries completion batches to JS, shared with backends' sinks.
-struct Tsfn(sys::napi_threadsafe_function);
-// SAFETY: napi_call_threadsafe_function is documented as callable from any thread; the handle is
-// only released (on the JS thread) after every backend that could call it has shut down.
-unsafe impl Send for Tsfn {}
-// SAFETY: as above.
-unsafe impl Sync for Tsfn {}
-
-impl Tsfn {
-    fn raw(&self) -> sys::napi_threadsafe_function {
-        self.0
+        (e.env, ctx)
+    };
+    let mut scope = ptr::null_mut();
+    // SAFETY: on the loop's (JS) thread; a handle scope for the values made below.
+    unsafe {
+        if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+            return;
+        }
+        // make_callback needs an object as receiver (undefined would throw).
+        let mut recv = ptr::null_mut();
+        sys::napi_get_global(env, &mut recv);
+        let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+            let mut ret = ptr::null_mut();
+            // make_callback: runs the microtask queue afterwards, as Node does for any I/O.
+            sys::napi_make_callback(env, ctx, recv, f, args.len(), args.as_ptr(), &mut ret);
+            let mut pending = false;
+            sys::napi_is_exception_pending(env, &mut pending);
+            if pending {
+                let mut ex = ptr::null_mut();
+                sys::napi_get_and_clear_last_exception(env, &mut ex);
+                sys::napi_fatal_exception(env, ex);
+            }
+        };
+        engine::on_wake(shared, &mut call);
+        sys::napi_close_handle_scope(env, scope);
     }
 }
 
-struct Shared {
-    tsfn: Tsfn,
-    backends: Mutex<HashMap<BackendKind, Arc<dyn Backend>>>,
-    /// Ops in flight (submitted, completion not yet delivered to JS). Touched on the JS thread.
-    inflight: AtomicUsize,
-    /// ODIRECT_DEBUG: what each op in flight is (op, fd, offset, length), by id, so the
-    /// completion line can say it too. None when debugging is off.
-    debug: Option<DebugOps>,
-    closed: AtomicBool,
+unsafe extern "C" fn on_tsfn(
+    env: sys::napi_env,
+    _js_cb: sys::napi_value,
+    context: *mut c_void,
+    _data: *mut c_void,
+) {
+    if env.is_null() || context.is_null() {
+        return;
+    }
+    // SAFETY: context is the engine pointer, valid until teardown releases the tsfn.
+    let shared = unsafe { &*(context as *const Shared) };
+    // SAFETY: N-API calls call_js on the JS thread inside a handle scope.
+    unsafe {
+        let mut recv = ptr::null_mut();
+        sys::napi_get_undefined(env, &mut recv);
+        let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+            let mut ret = ptr::null_mut();
+            sys::napi_call_function(env, recv, f, args.len(), args.as_ptr(), &mut ret);
+        };
+        engine::on_wake(shared, &mut call);
+    }
 }
 
-type DebugOps = Arc<Mutex<HashMap<u64, String>>>;
-
-impl Shared {
-    fn shutdown_all(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        let all: Vec<Arc<dyn Backend>> = self
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for b in all {
-            b.shutdown();
+/// The reaper thread of the portable path: wakes the JS thread when the eventfd is readable.
+fn reaper(
+    efd: i32,
+    stop: i32,
+    tsfn: usize,
+    pending: Arc<AtomicBool>,
+    eventfd_keep: Arc<std::os::fd::OwnedFd>,
+) {
+    let _keep = eventfd_keep;
+    loop {
+        let mut p = [
+            libc::pollfd {
+                fd: efd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two live pollfds.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            continue;
+        }
+        if p[1].revents != 0 {
+            return;
+        }
+        if p[0].revents != 0 {
+            if !pending.swap(true, Ordering::SeqCst) {
+                // SAFETY: the tsfn is released only after this thread is joined.
+                unsafe {
+                    sys::napi_call_threadsafe_function(
+                        tsfn as sys::napi_threadsafe_function,
+                        ptr::null_mut(),
+                        sys::ThreadsafeFunctionCallMode::nonblocking,
+                    )
+                };
+            }
+            // The JS thread resets the eventfd when it reaps; until then, do not spin.
+            while pending.load(Ordering::SeqCst) {
+                let mut s = libc::pollfd {
+                    fd: stop,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd; a short sleep that a stop request cuts short.
+                if unsafe { libc::poll(&mut s, 1, 1) } > 0 {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// One engine per JS environment (main thread or worker). Owns the backends' threads.
+unsafe extern "C" fn on_close(handle: *mut c_void) {
+    // SAFETY: teardown set handle->data to a leaked Box of the async cleanup handle.
+    let cleanup =
+        unsafe { Box::from_raw(uv::data(handle) as *mut sys::napi_async_cleanup_hook_handle) };
+    // SAFETY: the handle is closed: the environment's cleanup may go on.
+    unsafe { sys::napi_remove_async_cleanup_hook(*cleanup) };
+    if let Some(u) = uv::Uv::get() {
+        // SAFETY: the handle came from alloc_handle and is closed now.
+        unsafe { uv::free_handle(&u, uv::UV_POLL, handle) };
+    }
+}
+
+/// Teardown, from the environment's cleanup: cancel and wait for every op, then stop wake-ups.
+fn teardown(p: *const Shared) {
+    // SAFETY: p is the leaked engine; cleanup hooks run once, on the JS thread.
+    let shared = unsafe { &*p };
+    let Ok(mut e) = shared.try_borrow_mut() else {
+        return;
+    };
+    e.shutdown();
+    let env = e.env;
+    if let Some((r, _)) = e.results() {
+        // SAFETY: reference created on this env.
+        unsafe { sys::napi_delete_reference(env, *r) };
+    }
+    // SAFETY: as above.
+    unsafe { sys::napi_delete_reference(env, e.callback()) };
+    match std::mem::replace(&mut e.wake, Wake::None) {
+        Wake::Loop {
+            uv,
+            poll,
+            async_ctx,
+            cleanup,
+        } => {
+            // SAFETY: our live poll handle on this thread's loop; closing it hands the memory
+            // to on_close. The async cleanup hook is removed once the close is requested.
+            unsafe {
+                (uv.poll_stop)(poll);
+                uv::set_data(poll, Box::into_raw(Box::new(cleanup)) as *mut c_void);
+                (uv.close)(poll, on_close);
+                sys::napi_async_destroy(env, async_ctx);
+            }
+        }
+        Wake::Thread {
+            tsfn, stop, thread, ..
+        } => {
+            super_write(stop.as_raw_fd());
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            // SAFETY: the reaper thread is joined: nothing calls the tsfn any more.
+            unsafe {
+                sys::napi_release_threadsafe_function(
+                    tsfn,
+                    sys::ThreadsafeFunctionReleaseMode::abort,
+                )
+            };
+        }
+        Wake::None => {}
+    }
+    // The engine itself stays allocated (leaked): a late uv or tsfn callback already queued
+    // finds it closed and returns.
+}
+
+fn super_write(fd: i32) {
+    let one: u64 = 1;
+    // SAFETY: 8 bytes from a live local to an eventfd.
+    unsafe { libc::write(fd, &one as *const u64 as *const c_void, 8) };
+}
+
+unsafe extern "C" fn async_cleanup(_handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
+    teardown(arg as *const Shared);
+}
+
+unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
+    teardown(arg as *const Shared);
+}
+
+fn napi_fail(what: &str) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("N-API call failed: {what}"))
+}
+
+/// One engine per JS environment (main thread or worker).
 #[napi]
 pub struct NativeEngine {
-    shared: Arc<Shared>,
-    env: sys::napi_env,
+    ptr: EnginePtr,
 }
 
-fn make_sink(tsfn: sys::napi_threadsafe_function, debug: Option<DebugOps>) -> Sink {
-    let tsfn = Tsfn(tsfn);
-    Arc::new(move |batch: Vec<Completion>| {
-        if let Some(ops) = &debug {
-            let mut ops = ops.lock().unwrap_or_else(|p| p.into_inner());
-            for c in &batch {
-                let what = ops.remove(&c.id).unwrap_or_else(|| "op=?".into());
-                let err = if c.result < 0 {
-                    format!(" ({})", odirect_core::error::errno_name(-c.result as i32))
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "odirect: complete id={} {} result={}{} latency_us={:.1}",
-                    c.id,
-                    what,
-                    c.result,
-                    err,
-                    c.latency_ns as f64 / 1000.0
-                );
-            }
-        }
-        let data = Box::into_raw(Box::new(batch));
-        // SAFETY: tsfn stays valid until every backend is shut down (see Tsfn); on failure
-        // (environment closing) the batch is reclaimed here.
-        let s = unsafe {
-            sys::napi_call_threadsafe_function(
-                tsfn.raw(),
-                data as *mut c_void,
-                sys::ThreadsafeFunctionCallMode::nonblocking,
-            )
-        };
-        if s != sys::Status::napi_ok {
-            // SAFETY: the call did not take ownership of `data`.
-            drop(unsafe { Box::from_raw(data) });
-        }
-    })
-}
-
-struct EngineContext {
-    shared: std::sync::Weak<Shared>,
-}
-
-unsafe extern "C" fn call_js(
-    env: sys::napi_env,
-    js_cb: sys::napi_value,
-    context: *mut c_void,
-    data: *mut c_void,
-) {
-    if data.is_null() {
-        return;
-    }
-    // SAFETY: `data` was made by Box::into_raw in the sink and is handed to us exactly once.
-    let batch: Box<Vec<Completion>> = unsafe { Box::from_raw(data as *mut Vec<Completion>) };
-    if env.is_null() {
-        // The environment is being torn down: nothing to resolve; references die with it.
-        return;
-    }
-    // SAFETY: context is the EngineContext leaked at creation and freed only in finalize.
-    let ctx = unsafe { &*(context as *const EngineContext) };
-    let shared = ctx.shared.upgrade();
-    let n = batch.len();
-    // Results as one Float64Array of (id, result, latency_us) triples: one allocation and one
-    // JS call per batch.
-    let mut ab_data: *mut c_void = ptr::null_mut();
-    let mut ab = ptr::null_mut();
-    // SAFETY: all calls below run on the JS thread with the env N-API gave us; references in
-    // tokens were created by submit on this env and are deleted exactly once, here.
-    unsafe {
-        for c in batch.iter() {
-            if c.token != 0 {
-                sys::napi_delete_reference(env, c.token as sys::napi_ref);
-            }
-        }
-        if let Some(sh) = &shared {
-            let before = sh.inflight.fetch_sub(n, Ordering::SeqCst);
-            if before == n {
-                let _ = sys::napi_unref_threadsafe_function(env, sh.tsfn.0);
-            }
-        }
-        if sys::napi_create_arraybuffer(env, n * 3 * 8, &mut ab_data, &mut ab)
-            != sys::Status::napi_ok
-        {
-            return;
-        }
-        let out = std::slice::from_raw_parts_mut(ab_data as *mut f64, n * 3);
-        for (i, c) in batch.iter().enumerate() {
-            out[i * 3] = c.id as f64;
-            out[i * 3 + 1] = c.result as f64;
-            out[i * 3 + 2] = c.latency_ns as f64 / 1000.0;
-        }
-        let mut arr = ptr::null_mut();
-        if sys::napi_create_typedarray(
-            env,
-            sys::TypedarrayType::float64_array,
-            n * 3,
-            ab,
-            0,
-            &mut arr,
-        ) != sys::Status::napi_ok
-        {
-            return;
-        }
-        let mut undef = ptr::null_mut();
-        sys::napi_get_undefined(env, &mut undef);
-        let mut ret = ptr::null_mut();
-        let args = [arr];
-        // An exception thrown by the callback is reported by Node as uncaught.
-        sys::napi_call_function(env, undef, js_cb, 1, args.as_ptr(), &mut ret);
-    }
-}
-
-unsafe extern "C" fn finalize_tsfn(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    if !data.is_null() {
-        // SAFETY: `data` is the EngineContext leaked at creation; finalize runs once.
-        drop(unsafe { Box::from_raw(data as *mut EngineContext) });
-    }
-}
-
-fn parse_kind(b: u32) -> Result<BackendKind> {
-    match b {
-        0 => Ok(BackendKind::IoUring),
-        1 => Ok(BackendKind::Aio),
-        2 => Ok(BackendKind::ThreadPool),
-        _ => Err(err("bad backend index")),
+impl NativeEngine {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Result<R> {
+        // SAFETY: the engine outlives every JS object that points at it (leaked until exit).
+        let shared = unsafe { &*self.ptr.0 };
+        let mut e = shared
+            .try_borrow_mut()
+            .map_err(|_| napi::Error::new(Status::GenericFailure, "odirect engine re-entered"))?;
+        Ok(f(&mut e))
     }
 }
 
 #[napi]
 impl NativeEngine {
-    /// `callback(results: Float64Array)` receives (id, result, latency_us) triples.
+    /// `callback(results: Float64Array, count: number)` receives `count` (id, result,
+    /// latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.
     #[napi(constructor)]
-    pub fn new(env: Env, callback: Unknown) -> Result<NativeEngine> {
-        let raw_env = env.raw();
-        let debug = std::env::var("ODIRECT_DEBUG")
-            .map(|v| !v.is_empty() && v != "0")
-            .unwrap_or(false);
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
-            let ctx = Box::into_raw(Box::new(EngineContext {
-                shared: weak.clone(),
-            }));
+    pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
+        let raw = env.raw();
+        let mut cb = ptr::null_mut();
+        // SAFETY: callback is a live value of this call.
+        if unsafe { sys::napi_create_reference(raw, callback.raw(), 1, &mut cb) }
+            != sys::Status::napi_ok
+        {
+            return Err(napi_fail("napi_create_reference"));
+        }
+        let inner = Inner::new(raw, cb).map_err(|e| err(format!("eventfd: {e}")))?;
+        let efd = inner.eventfd();
+        let p: *const Shared = Box::into_raw(Box::new(RefCell::new(inner)));
+        // SAFETY: p was just leaked and lives until process exit.
+        let shared = unsafe { &*p };
+        // Preallocated completion storage: a Float64Array over odirect-owned memory.
+        // SAFETY: env is live for this call.
+        if let Ok(Some(ab)) = unsafe { memory::external_buffer(raw, engine::RESULTS_BYTES, 8) } {
+            let mut data: *mut c_void = ptr::null_mut();
+            let mut len = 0usize;
+            let mut arr = ptr::null_mut();
+            let mut r = ptr::null_mut();
+            // SAFETY: ab is a live ArrayBuffer of this call.
+            unsafe {
+                sys::napi_get_arraybuffer_info(raw, ab, &mut data, &mut len);
+                sys::napi_create_typedarray(
+                    raw,
+                    sys::TypedarrayType::float64_array,
+                    len / 8,
+                    ab,
+                    0,
+                    &mut arr,
+                );
+                sys::napi_create_reference(raw, arr, 1, &mut r);
+            }
+            if let Some(a) = memory::lookup(data as usize, len) {
+                shared.borrow_mut().set_results(r, a);
+            }
+        }
+        let mut loop_ptr = ptr::null_mut();
+        let uv = if use_loop { uv::Uv::get() } else { None };
+        // SAFETY: live env.
+        let have_loop = uv.is_some()
+            && unsafe { sys::napi_get_uv_event_loop(raw, &mut loop_ptr) } == sys::Status::napi_ok
+            && !loop_ptr.is_null();
+        if let (true, Some(uv)) = (have_loop, uv) {
+            let poll = uv::alloc_handle(&uv, uv::UV_POLL);
+            let mut name = ptr::null_mut();
+            let mut res = ptr::null_mut();
+            let mut ctx = ptr::null_mut();
+            let mut cleanup = ptr::null_mut();
+            // SAFETY: poll is fresh zeroed memory of uv_poll_t's size; loop_ptr is this env's
+            // loop; the engine pointer outlives the handle (closed in teardown).
+            let ok = unsafe {
+                (uv.poll_init)(loop_ptr as *mut c_void, poll, efd) == 0 && {
+                    uv::set_data(poll, p as *mut c_void);
+                    (uv.poll_start)(poll, uv::UV_READABLE, on_poll) == 0
+                }
+            };
+            if !ok {
+                return Err(napi_fail("uv_poll_init/uv_poll_start"));
+            }
+            // SAFETY: plain N-API calls on the JS thread.
+            unsafe {
+                (uv.unref)(poll);
+                sys::napi_create_object(raw, &mut res);
+                sys::napi_create_string_utf8(raw, c"odirect".as_ptr(), 7, &mut name);
+                sys::napi_async_init(raw, res, name, &mut ctx);
+                sys::napi_add_async_cleanup_hook(
+                    raw,
+                    Some(async_cleanup),
+                    p as *mut c_void,
+                    &mut cleanup,
+                );
+            }
+            shared.borrow_mut().wake = Wake::Loop {
+                uv,
+                poll,
+                async_ctx: ctx,
+                cleanup,
+            };
+        } else {
             let mut tsfn = ptr::null_mut();
             let mut name = ptr::null_mut();
-            // SAFETY: plain N-API calls on the JS thread with valid arguments; `ctx` is owned
-            // by the threadsafe function from here on and freed in finalize_tsfn.
-            unsafe {
-                sys::napi_create_string_utf8(raw_env, c"odirect".as_ptr(), 7, &mut name);
-                let s = sys::napi_create_threadsafe_function(
-                    raw_env,
-                    callback.raw(),
+            // SAFETY: plain N-API calls with valid arguments; the context (engine) outlives
+            // the tsfn (released in teardown).
+            let s = unsafe {
+                sys::napi_create_string_utf8(raw, c"odirect".as_ptr(), 7, &mut name);
+                sys::napi_create_threadsafe_function(
+                    raw,
+                    ptr::null_mut(),
                     ptr::null_mut(),
                     name,
                     0,
                     1,
-                    ctx as *mut c_void,
-                    Some(finalize_tsfn),
-                    ctx as *mut c_void,
-                    Some(call_js),
+                    ptr::null_mut(),
+                    None,
+                    p as *mut c_void,
+                    Some(on_tsfn),
                     &mut tsfn,
-                );
-                if s == sys::Status::napi_ok {
-                    // Idle engines must not keep the process alive.
-                    sys::napi_unref_threadsafe_function(raw_env, tsfn);
-                } else {
-                    drop(Box::from_raw(ctx));
-                    tsfn = ptr::null_mut();
-                }
+                )
+            };
+            if s != sys::Status::napi_ok {
+                return Err(napi_fail("napi_create_threadsafe_function"));
             }
-            Shared {
-                tsfn: Tsfn(tsfn),
-                backends: Mutex::new(HashMap::new()),
-                inflight: AtomicUsize::new(0),
-                debug: debug.then(|| Arc::new(Mutex::new(HashMap::new()))),
-                closed: AtomicBool::new(false),
+            // SAFETY: as above.
+            unsafe { sys::napi_unref_threadsafe_function(raw, tsfn) };
+            // SAFETY: eventfd has no memory preconditions.
+            let sfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if sfd < 0 {
+                return Err(err("eventfd for the reaper thread"));
             }
-        });
-        if shared.tsfn.0.is_null() {
-            return Err(napi::Error::new(
-                Status::GenericFailure,
-                "could not create the completion channel (napi_create_threadsafe_function)",
-            ));
+            // SAFETY: fresh descriptor.
+            let stop = Arc::new(unsafe {
+                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd)
+            });
+            let pending = Arc::new(AtomicBool::new(false));
+            let (p2, s2) = (pending.clone(), stop.clone());
+            let keep = {
+                let e = shared.borrow();
+                e.eventfd_arc()
+            };
+            let t = tsfn as usize;
+            let thread = std::thread::Builder::new()
+                .name("odirect-reaper".into())
+                .spawn(move || reaper(efd, s2.as_raw_fd(), t, p2, keep))
+                .map_err(|e| err(format!("cannot start the reaper thread: {e}")))?;
+            shared.borrow_mut().wake = Wake::Thread {
+                tsfn,
+                stop,
+                thread: Some(thread),
+                pending,
+            };
+            // SAFETY: live env; the hook runs once at teardown.
+            unsafe { sys::napi_add_env_cleanup_hook(raw, Some(sync_cleanup), p as *mut c_void) };
         }
-        // At environment teardown: shut down every backend (waits for the kernel to finish with
-        // every buffer), then release the threadsafe function.
-        let hook_shared = shared.clone();
-        env.add_env_cleanup_hook(hook_shared, |sh: Arc<Shared>| {
-            sh.shutdown_all();
-            // SAFETY: no backend can call the tsfn any more; releasing is allowed off the JS
-            // thread and during teardown.
-            unsafe {
-                sys::napi_release_threadsafe_function(
-                    sh.tsfn.0,
-                    sys::ThreadsafeFunctionReleaseMode::release,
-                );
-            }
-        })?;
-        Ok(NativeEngine {
-            shared,
-            env: raw_env,
-        })
+        Ok(NativeEngine { ptr: EnginePtr(p) })
     }
 
     /// Starts (once) and returns "" when this backend works here, else the reason it does not.
     #[napi]
     pub fn ensure_backend(&self, backend: u32, queue_depth: u32, threads: u32) -> Result<String> {
-        let kind = parse_kind(backend)?;
-        Ok(match self.backend(kind, queue_depth, threads) {
-            Ok(_) => String::new(),
-            Err(e) => e,
-        })
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        self.with(|e| e.ensure(kind, queue_depth, threads))
     }
 
-    fn backend(
-        &self,
-        kind: BackendKind,
-        queue_depth: u32,
-        threads: u32,
-    ) -> std::result::Result<Arc<dyn Backend>, String> {
-        let mut map = self
-            .shared
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = map.get(&kind) {
-            return Ok(b.clone());
-        }
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Err("the engine is shut down".into());
-        }
-        let sink = make_sink(self.shared.tsfn.0, self.shared.debug.clone());
-        let mut opts = BackendOptions::default();
-        if queue_depth > 0 {
-            opts.queue_depth = queue_depth;
-        }
-        if threads > 0 {
-            opts.threads = threads as usize;
-        }
-        match backend::create(kind, sink, &opts) {
-            Ok(b) => {
-                let b: Arc<dyn Backend> = Arc::from(b);
-                map.insert(kind, b.clone());
-                Ok(b)
-            }
-            Err(u) => Err(u.reason),
-        }
-    }
-
-    fn get(&self, backend: u32) -> Result<Arc<dyn Backend>> {
-        let kind = parse_kind(backend)?;
-        self.shared
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&kind)
-            .cloned()
-            .ok_or_else(|| err("backend not started"))
-    }
-
-    fn note_submitted(&self, n: usize) {
-        let before = self.shared.inflight.fetch_add(n, Ordering::SeqCst);
-        if before == 0 && n > 0 {
-            // SAFETY: on the JS thread, with our env and live tsfn: keep the loop alive while
-            // I/O is in flight.
-            unsafe {
-                sys::napi_ref_threadsafe_function(self.env, self.shared.tsfn.0);
-            }
-        }
-    }
-
-    /// Holds `obj` alive until the completion: returns the reference as the op's token.
-    fn hold(&self, obj: sys::napi_value) -> Result<usize> {
-        let mut r = ptr::null_mut();
-        // SAFETY: obj is a live object handle of the current call.
-        check!(unsafe { sys::napi_create_reference(self.env, obj, 1, &mut r) });
-        Ok(r as usize)
-    }
-
-    fn debug_submit(&self, id: u64, kind: &OpKind) {
-        if let Some(ops) = &self.shared.debug {
-            let (off, len) = kind.range();
-            let what = format!(
-                "op={} fd={} offset={} length={}",
-                kind.syscall(),
-                kind.fd(),
-                off,
-                len
-            );
-            eprintln!("odirect: submit id={id} {what}");
-            ops.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, what);
-        }
-    }
-
-    /// Read (write = false) or write into/from `view` at `position`. `buf_index` >= 0 uses a
-    /// registered buffer. The caller has validated the arguments.
+    /// Captures `length` bytes of `view` from `offset` now and stages a read or write at
+    /// `position`. Returns the op id (>= 0) or a negative capture error code.
     #[napi]
     pub fn rw(
         &self,
         backend: u32,
         write: bool,
-        id: f64,
         fd: i32,
         view: Unknown,
+        offset: f64,
+        length: f64,
         position: f64,
-        buf_index: i32,
-    ) -> Result<()> {
-        let b = self.get(backend)?;
-        let op = self.make_rw(write, id, fd, view.raw(), position, buf_index)?;
-        self.note_submitted(1);
-        // SAFETY: the op's memory is the JS view's backing store, held alive by the reference
-        // in op.token until call_js deletes it after this op's completion; JS is told (docs)
-        // not to touch a buffer while an op on it is pending.
-        unsafe { b.submit(vec![op]) };
-        Ok(())
+        mem_align: u32,
+    ) -> Result<f64> {
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let v = view.raw();
+        self.with(|e| {
+            // SAFETY: v is a live handle of this call on the engine's env.
+            match unsafe {
+                e.rw(
+                    kind,
+                    write,
+                    fd,
+                    v,
+                    offset as usize,
+                    length as usize,
+                    position as u64,
+                    mem_align as usize,
+                )
+            } {
+                Ok(k) => k as f64,
+                Err(c) => c.code(),
+            }
+        })
     }
 
-    fn make_rw(
-        &self,
-        write: bool,
-        id: f64,
-        fd: i32,
-        view: sys::napi_value,
-        position: f64,
-        buf_index: i32,
-    ) -> Result<Op> {
-        // SAFETY: view is a live handle of the current call.
-        let v = unsafe { view_info(self.env, view)? };
-        let token = self.hold(view)?;
-        let idx = if buf_index >= 0 {
-            Some(buf_index as u16)
-        } else {
-            None
-        };
-        let kind = if write {
-            OpKind::Write {
-                fd,
-                ptr: v.ptr,
-                len: v.len,
-                offset: position as u64,
-                buf_index: idx,
-            }
-        } else {
-            OpKind::Read {
-                fd,
-                ptr: v.ptr,
-                len: v.len,
-                offset: position as u64,
-                buf_index: idx,
-            }
-        };
-        self.debug_submit(id as u64, &kind);
-        Ok(Op::new(id as u64, token, kind))
-    }
-
-    /// Many reads/writes (on any fds) in one submission: `writes[i]` says write (1) or read (0).
-    /// index.ts gathers every read/write of one event-loop turn into one call: one N-API
-    /// crossing, one queue push and at most one ring-thread wake-up per turn.
-    #[napi]
-    pub fn rw_many(
-        &self,
-        backend: u32,
-        writes: Vec<u32>,
-        ids: Vec<f64>,
-        fds: Vec<i32>,
-        views: Vec<Unknown>,
-        positions: Vec<f64>,
-        buf_indexes: Vec<i32>,
-    ) -> Result<()> {
-        let b = self.get(backend)?;
-        let n = ids.len();
-        if writes.len() != n
-            || fds.len() != n
-            || views.len() != n
-            || positions.len() != n
-            || buf_indexes.len() != n
-        {
-            return Err(err("rwMany: arrays of different lengths"));
-        }
-        let mut ops = Vec::with_capacity(n);
-        for i in 0..n {
-            match self.make_rw(
-                writes[i] != 0,
-                ids[i],
-                fds[i],
-                views[i].raw(),
-                positions[i],
-                buf_indexes[i],
-            ) {
-                Ok(op) => ops.push(op),
-                Err(e) => {
-                    // Release what we took for the ops built so far; none was submitted.
-                    for op in ops {
-                        // SAFETY: tokens are references created by `hold` on this env.
-                        unsafe { sys::napi_delete_reference(self.env, op.token as sys::napi_ref) };
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        self.note_submitted(n);
-        // SAFETY: as in `rw`, each op's memory is held by its own reference.
-        unsafe { b.submit(ops) };
-        Ok(())
-    }
-
-    /// readv / writev over a private array of views (index.ts passes a fresh copy, so holding the
-    /// array holds every view).
+    /// readv / writev: captures every view (whole) now; all or none.
     #[napi]
     pub fn rwv(
         &self,
         backend: u32,
         write: bool,
-        id: f64,
         fd: i32,
-        views: Unknown,
+        views: Vec<Unknown>,
+        lengths: Vec<f64>,
         position: f64,
-    ) -> Result<()> {
-        let b = self.get(backend)?;
-        let arr = views.raw();
-        let mut len = 0u32;
-        // SAFETY: live handle of the current call.
-        check!(unsafe { sys::napi_get_array_length(self.env, arr, &mut len) });
-        let mut segs = Vec::with_capacity(len as usize);
-        for i in 0..len {
-            let mut el = ptr::null_mut();
-            // SAFETY: as above; i < len.
-            check!(unsafe { sys::napi_get_element(self.env, arr, i, &mut el) });
-            // SAFETY: el is a live handle.
-            let v = unsafe { view_info(self.env, el)? };
-            segs.push(Segment {
-                ptr: v.ptr,
-                len: v.len,
-            });
+        mem_align: u32,
+    ) -> Result<f64> {
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        if lengths.len() != views.len() {
+            return Err(err("rwv: lengths"));
         }
-        let token = self.hold(arr)?;
-        let kind = if write {
-            OpKind::Writev {
-                fd,
-                segs,
-                offset: position as u64,
+        let vs: Vec<(sys::napi_value, usize)> = views
+            .iter()
+            .zip(&lengths)
+            .map(|(v, l)| (v.raw(), *l as usize))
+            .collect();
+        self.with(|e| {
+            // SAFETY: live handles of this call.
+            match unsafe { e.rwv(kind, write, fd, &vs, position as u64, mem_align as usize) } {
+                Ok(k) => k as f64,
+                Err(c) => c.code(),
             }
-        } else {
-            OpKind::Readv {
-                fd,
-                segs,
-                offset: position as u64,
+        })
+    }
+
+    /// Many reads or writes on one fd: every view captured now (all or none). Returns the op
+    /// ids, or `[code]` with a negative capture error code.
+    #[napi]
+    pub fn rw_many(
+        &self,
+        backend: u32,
+        write: bool,
+        fd: i32,
+        views: Vec<Unknown>,
+        lengths: Vec<f64>,
+        positions: Vec<f64>,
+        mem_align: u32,
+    ) -> Result<Vec<f64>> {
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        if lengths.len() != views.len() || positions.len() != views.len() {
+            return Err(err("rwMany: arrays of different lengths"));
+        }
+        let vs: Vec<(sys::napi_value, usize, u64)> = views
+            .iter()
+            .zip(&lengths)
+            .zip(&positions)
+            .map(|((v, l), p)| (v.raw(), *l as usize, *p as u64))
+            .collect();
+        self.with(|e| {
+            let mut keys = Vec::with_capacity(vs.len());
+            // SAFETY: live handles of this call.
+            match unsafe { e.rw_many(kind, write, fd, &vs, mem_align as usize, &mut keys) } {
+                Ok(()) => keys.into_iter().map(|k| k as f64).collect(),
+                Err(c) => vec![c.code()],
             }
-        };
-        self.debug_submit(id as u64, &kind);
-        self.note_submitted(1);
-        // SAFETY: the array (and through it every view and backing store) is held by `token`
-        // until the completion.
-        unsafe { b.submit(vec![Op::new(id as u64, token, kind)]) };
-        Ok(())
+        })
     }
 
     /// Ops without memory: 0 fsync, 1 fdatasync, 2 fallocate(mode, a=offset, b=len),
-    /// 3 ftruncate(a=len), 4 close.
+    /// 3 ftruncate(a=len), 4 close. Returns the op id or a negative code.
     #[napi]
-    pub fn simple(
-        &self,
-        backend: u32,
-        op: u32,
-        id: f64,
-        fd: i32,
-        a: f64,
-        b_: f64,
-        mode: i32,
-    ) -> Result<()> {
-        let b = self.get(backend)?;
-        let kind = match op {
+    pub fn simple(&self, backend: u32, op: u32, fd: i32, a: f64, b: f64, mode: u32) -> Result<f64> {
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let k = match op {
             0 => OpKind::Fsync {
                 fd,
                 datasync: false,
@@ -1093,86 +587,75 @@ impl NativeEngine {
             1 => OpKind::Fsync { fd, datasync: true },
             2 => OpKind::Fallocate {
                 fd,
-                mode,
+                mode: (mode & 0xff) as i32,
                 offset: a as u64,
-                len: b_ as u64,
+                len: b as u64,
             },
             3 => OpKind::Ftruncate { fd, len: a as u64 },
             4 => OpKind::Close { fd },
             _ => return Err(err("bad op")),
         };
-        self.debug_submit(id as u64, &kind);
-        self.note_submitted(1);
-        let op = Op::new(id as u64, 0, kind);
-        if op_is_close(&op) && FdUse::busy(fd) {
-            // An fstat task still uses this descriptor: close it only once that is done, from a
-            // helper thread (the JS thread must not block), or here if no thread can start.
-            let job = Arc::new(Mutex::new(Some((b, op))));
-            let run = move |job: &Mutex<Option<(Arc<dyn Backend>, Op)>>| {
-                if let Some((b, op)) = job.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    FdUse::wait_idle(fd);
-                    // SAFETY: as below; the close waits for the fstat instead of the other way.
-                    unsafe { b.submit(vec![op]) };
-                }
-            };
-            let j2 = job.clone();
-            if std::thread::Builder::new()
-                .name("odirect-close".into())
-                .spawn(move || run(&j2))
-                .is_err()
-            {
-                run(&job);
-            }
-            return Ok(());
-        }
-        // SAFETY: no memory is involved; the fd stays open until completion (index.ts closes
-        // only after every other op on the handle has completed).
-        unsafe { b.submit(vec![op]) };
-        Ok(())
+        self.with(|e| match e.simple(kind, k) {
+            Ok(k) => k as f64,
+            Err(c) => c.code(),
+        })
     }
 
-    /// Asks the backend to cancel op `id`; it still completes (usually with ECANCELED).
+    /// Hands every staged op to the kernel (called once per microtask checkpoint).
     #[napi]
-    pub fn cancel(&self, backend: u32, id: f64) -> Result<()> {
-        let b = self.get(backend)?;
-        b.cancel(id as u64);
-        Ok(())
+    pub fn flush(&self) -> Result<()> {
+        self.with(|e| e.flush())
     }
 
-    /// Registers (pins) buffers: io_uring fixed buffers, or mlock for other backends.
-    /// Returns 0 or an errno. The views are held alive until `unregisterBuffers`.
+    /// Asks for op `id` to be cancelled; it still completes (usually with ECANCELED).
+    #[napi]
+    pub fn cancel(&self, id: f64) -> Result<()> {
+        self.with(|e| e.cancel(id as u32))
+    }
+
+    /// Registers (pins) odirect-owned buffers: io_uring fixed buffers, or mlock elsewhere.
+    /// Returns 0 or an errno (EINVAL: a view that is not odirect's memory).
     #[napi]
     pub fn register_buffers(&self, backend: u32, views: Vec<Unknown>) -> Result<i32> {
-        let b = self.get(backend)?;
-        let mut segs = Vec::with_capacity(views.len());
-        for v in &views {
-            // SAFETY: live handles of the current call.
-            let info = unsafe { view_info(self.env, v.raw())? };
-            segs.push(Segment {
-                ptr: info.ptr,
-                len: info.len,
-            });
-        }
-        // SAFETY: index.ts keeps the registered views referenced from the handle/pool object
-        // until unregistration, and unregisters before releasing them.
-        match unsafe { b.register_buffers(&segs) } {
-            Ok(()) => Ok(0),
-            Err(e) => Ok(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let vs: Vec<sys::napi_value> = views.iter().map(|v| v.raw()).collect();
+        // SAFETY: live handles of this call.
+        self.with(|e| unsafe { e.register_buffers(kind, &vs) })
     }
 
     #[napi]
     pub fn unregister_buffers(&self, backend: u32) -> Result<i32> {
-        let b = self.get(backend)?;
-        Ok(match b.unregister_buffers() {
-            Ok(()) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        })
+        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        self.with(|e| e.unregister_buffers(kind))
     }
 
-    /// Ops submitted whose completions have not reached JS yet.
+    /// Tracks `fd` as open in this environment (closed at teardown if still open).
+    #[napi]
+    pub fn adopt(&self, fd: i32) -> Result<()> {
+        self.with(|e| e.adopt(fd))
+    }
+
+    /// Closes a tracked descriptor now (handle collected without close()).
+    #[napi]
+    pub fn close_sync(&self, fd: i32) -> Result<bool> {
+        self.with(|e| e.close_sync(fd))
+    }
+
+    /// Ops staged or in flight whose completion has not reached JS.
     #[napi(getter)]
-    pub fn inflight(&self) -> u32 {
-        self.shared.inflight.load(Ordering::SeqCst) as u32
+    pub fn inflight(&self) -> Result<u32> {
+        self.with(|e| e.inflight() as u32)
+    }
+
+    /// How completions reach JS: "libuv" (uv_poll on the loop) or "thread" (reaper thread).
+    #[napi(getter)]
+    pub fn path(&self) -> Result<String> {
+        self.with(|e| e.path_name().to_string())
+    }
+
+    /// io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring.
+    #[napi(getter)]
+    pub fn ring_setup(&self) -> Result<String> {
+        self.with(|e| e.ring_setup())
     }
 }

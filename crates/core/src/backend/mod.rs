@@ -13,6 +13,8 @@ use crate::op::{Op, Sink};
 pub mod aio;
 pub mod pool;
 #[cfg(target_os = "linux")]
+pub mod ring;
+#[cfg(target_os = "linux")]
 pub mod uring;
 
 /// Which engine runs the I/O.

@@ -36,7 +36,7 @@ pub fn probe() -> Result<(), Unavailable> {
     }
 }
 
-fn explain_setup_error(e: &io::Error) -> Unavailable {
+pub(crate) fn explain_setup_error(e: &io::Error) -> Unavailable {
     let errno = e.raw_os_error().unwrap_or(libc::EIO);
     let sysctl = disabled_sysctl();
     let reason = match (errno, sysctl) {

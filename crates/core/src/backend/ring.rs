@@ -1,0 +1,501 @@
+//! An io_uring owned by one thread (the JS thread): ops are pushed and submitted by the caller,
+//! completions are reaped by the caller when the ring's eventfd (IORING_REGISTER_EVENTFD) is
+//! readable. No thread of our own, no queue between threads: this is how fio drives io_uring.
+//!
+//! Memory contract: every pointer in a pushed op (and the iovec array of a vectored op) must stay
+//! valid until the op's completion has been returned by [`LocalRing::reap`] (or
+//! [`LocalRing::wait_all`]). The ring is `!Sync` by construction (`&mut self` everywhere).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::uring::explain_setup_error;
+use super::Unavailable;
+use crate::op::OpKind;
+
+/// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
+pub const INTERNAL: u64 = 1 << 63;
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// How the ring was set up (fastest that the kernel accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// SINGLE_ISSUER | DEFER_TASKRUN: completions are posted only when we enter with GETEVENTS.
+    DeferTaskrun,
+    /// COOP_TASKRUN | TASKRUN_FLAG.
+    CoopTaskrun,
+    Plain,
+}
+
+impl Setup {
+    pub fn name(self) -> &'static str {
+        match self {
+            Setup::DeferTaskrun => "single_issuer+defer_taskrun",
+            Setup::CoopTaskrun => "coop_taskrun",
+            Setup::Plain => "plain",
+        }
+    }
+}
+
+/// Which setup to try first (`ODIRECT_URING_SETUP=defer|coop|plain` overrides, for measuring).
+pub fn preferred_setup() -> Setup {
+    match std::env::var("ODIRECT_URING_SETUP").as_deref() {
+        Ok("coop") => Setup::CoopTaskrun,
+        Ok("plain") => Setup::Plain,
+        _ => Setup::DeferTaskrun,
+    }
+}
+
+pub struct LocalRing {
+    ring: IoUring,
+    eventfd: RawFd,
+    _own_eventfd: Option<OwnedFd>,
+    setup: Setup,
+    /// SQEs pushed whose CQE has not been reaped (ours and callers').
+    inflight: usize,
+    max_inflight: usize,
+    /// Ops waiting for room in the completion queue (sliding window past the ring's size).
+    backlog: VecDeque<squeue::Entry>,
+    /// SQEs in the submission queue not yet handed to the kernel.
+    unsubmitted: usize,
+    /// Completions reaped while making room, returned by the next `reap`.
+    early: Vec<(u64, i32)>,
+    ftruncate: bool,
+    registered_buffers: bool,
+}
+
+fn build(entries: u32, first: Setup) -> io::Result<(IoUring, Setup)> {
+    let cq = entries * 4;
+    let order = [Setup::DeferTaskrun, Setup::CoopTaskrun, Setup::Plain];
+    let start = order.iter().position(|s| *s == first).unwrap_or(0);
+    let mut last = None;
+    for setup in &order[start..] {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq);
+        match setup {
+            Setup::DeferTaskrun => {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            Setup::CoopTaskrun => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Setup::Plain => {}
+        }
+        match b.build(entries) {
+            Ok(r) => return Ok((r, *setup)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+impl LocalRing {
+    /// A ring of `entries` submission slots (rounded to a power of two), with its own eventfd.
+    pub fn new(entries: u32) -> Result<LocalRing, Unavailable> {
+        // SAFETY: eventfd has no memory preconditions; the result is checked before use.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(explain_setup_error(&io::Error::last_os_error()));
+        }
+        // SAFETY: efd is a fresh descriptor nothing else owns.
+        let own = unsafe { OwnedFd::from_raw_fd(efd) };
+        let mut r = LocalRing::with_eventfd(entries, own.as_raw_fd())?;
+        r._own_eventfd = Some(own);
+        Ok(r)
+    }
+
+    /// A ring that signals `eventfd` (a non-blocking eventfd the caller keeps open longer than
+    /// the ring) when completions may be waiting.
+    pub fn with_eventfd(entries: u32, eventfd: RawFd) -> Result<LocalRing, Unavailable> {
+        let entries = entries.clamp(8, 4096).next_power_of_two();
+        let (ring, setup) =
+            build(entries, preferred_setup()).map_err(|e| explain_setup_error(&e))?;
+        ring.submitter()
+            .register_eventfd(eventfd)
+            .map_err(|e| explain_setup_error(&e))?;
+        let mut probe = io_uring::Probe::new();
+        let ftruncate = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::Ftruncate::CODE);
+        let max_inflight = ring.params().cq_entries() as usize - 16;
+        Ok(LocalRing {
+            ring,
+            eventfd,
+            _own_eventfd: None,
+            setup,
+            inflight: 0,
+            max_inflight,
+            backlog: VecDeque::new(),
+            unsubmitted: 0,
+            early: Vec::new(),
+            ftruncate,
+            registered_buffers: false,
+        })
+    }
+
+    pub fn setup(&self) -> Setup {
+        self.setup
+    }
+
+    /// Readable when completions (or deferred task work) may be waiting.
+    pub fn notify_fd(&self) -> RawFd {
+        self.eventfd
+    }
+
+    /// True when IORING_OP_FTRUNCATE exists (Linux 6.9+).
+    pub fn supports_ftruncate(&self) -> bool {
+        self.ftruncate
+    }
+
+    /// Ops pushed and not reaped yet (including the backlog).
+    pub fn inflight(&self) -> usize {
+        self.inflight + self.backlog.len()
+    }
+
+    /// Builds the SQE for `kind` with `key` as user_data.
+    ///
+    /// # Safety
+    /// `iov` (for Readv/Writev) and every pointer in `kind` must stay valid until this op's
+    /// completion is reaped; `fixed` must name a registered buffer containing the op's memory.
+    pub unsafe fn sqe(
+        &self,
+        key: u64,
+        kind: &OpKind,
+        iov: Option<&[libc::iovec]>,
+        fixed: Option<u16>,
+        drain: bool,
+    ) -> io::Result<squeue::Entry> {
+        debug_assert!(key < INTERNAL);
+        let fixed = fixed.filter(|_| self.registered_buffers);
+        let e = match kind {
+            OpKind::Read {
+                fd,
+                ptr,
+                len,
+                offset,
+                ..
+            } => match fixed {
+                Some(i) => opcode::ReadFixed::new(types::Fd(*fd), *ptr, *len as u32, i)
+                    .offset(*offset)
+                    .build(),
+                None => opcode::Read::new(types::Fd(*fd), *ptr, *len as u32)
+                    .offset(*offset)
+                    .build(),
+            },
+            OpKind::Write {
+                fd,
+                ptr,
+                len,
+                offset,
+                ..
+            } => match fixed {
+                Some(i) => opcode::WriteFixed::new(types::Fd(*fd), *ptr, *len as u32, i)
+                    .offset(*offset)
+                    .build(),
+                None => opcode::Write::new(types::Fd(*fd), *ptr, *len as u32)
+                    .offset(*offset)
+                    .build(),
+            },
+            OpKind::Readv { fd, offset, .. } | OpKind::Writev { fd, offset, .. } => {
+                let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+                if matches!(kind, OpKind::Readv { .. }) {
+                    opcode::Readv::new(types::Fd(*fd), v.as_ptr(), v.len() as u32)
+                        .offset(*offset)
+                        .build()
+                } else {
+                    opcode::Writev::new(types::Fd(*fd), v.as_ptr(), v.len() as u32)
+                        .offset(*offset)
+                        .build()
+                }
+            }
+            OpKind::Fsync { fd, datasync } => {
+                let mut f = opcode::Fsync::new(types::Fd(*fd));
+                if *datasync {
+                    f = f.flags(types::FsyncFlags::DATASYNC);
+                }
+                f.build()
+            }
+            OpKind::Fallocate {
+                fd,
+                mode,
+                offset,
+                len,
+            } => opcode::Fallocate::new(types::Fd(*fd), *len)
+                .offset(*offset)
+                .mode(*mode)
+                .build(),
+            OpKind::Ftruncate { fd, len } => {
+                if !self.ftruncate {
+                    return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+                }
+                opcode::Ftruncate::new(types::Fd(*fd), *len).build()
+            }
+            OpKind::Close { fd } => opcode::Close::new(types::Fd(*fd)).build(),
+        };
+        let e = e.user_data(key);
+        Ok(if drain {
+            e.flags(squeue::Flags::IO_DRAIN)
+        } else {
+            e
+        })
+    }
+
+    /// Queues an SQE built by [`LocalRing::sqe`]; past the completion queue's room it waits in
+    /// a backlog and goes in as earlier ops complete.
+    ///
+    /// # Safety
+    /// The SQE's memory must satisfy the contract of [`LocalRing::sqe`].
+    pub unsafe fn push(&mut self, e: squeue::Entry) {
+        if self.inflight >= self.max_inflight {
+            self.backlog.push_back(e);
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_now(e) };
+    }
+
+    unsafe fn push_now(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: the entry's memory outlives its completion (contract of `push`).
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                self.inflight += 1;
+                self.unsubmitted += 1;
+                return;
+            }
+            // Submission queue full: hand it to the kernel and retry.
+            self.submit_inner();
+        }
+    }
+
+    fn submit_inner(&mut self) {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => {
+                    self.unsubmitted = 0;
+                    return;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // Completion queue backed up: reap into `early` to make room.
+                    self.collect(true);
+                }
+                Err(e) => {
+                    // Should not happen (EFAULT/EINVAL are programming errors); do not spin.
+                    eprintln!("odirect: io_uring_enter failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands every queued SQE to the kernel (one io_uring_enter).
+    pub fn submit(&mut self) {
+        if self.unsubmitted > 0 || !self.ring.submission().is_empty() {
+            self.submit_inner();
+        }
+    }
+
+    /// Asks the kernel to cancel the op with this key (it still completes). Ops still in the
+    /// backlog are taken out and completed with ECANCELED by the next `reap`.
+    pub fn cancel(&mut self, key: u64) {
+        if let Some(pos) = self.backlog.iter().position(|e| e.get_user_data() == key) {
+            self.backlog.remove(pos);
+            self.early.push((key, -libc::ECANCELED));
+            self.wake();
+            return;
+        }
+        let e = opcode::AsyncCancel::new(key).build().user_data(INTERNAL);
+        // SAFETY: a cancel carries no memory.
+        unsafe { self.push_now(e) };
+        self.submit();
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to our eventfd; EAGAIN (counter full) still
+        // leaves it readable, which is all we need.
+        unsafe { libc::write(self.eventfd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn collect(&mut self, run_task_work: bool) {
+        if run_task_work && self.setup != Setup::Plain {
+            // SAFETY: a plain io_uring_enter with no argument: submits what is queued and runs
+            // deferred task work (posting completions) without waiting.
+            let _ = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+            };
+        }
+        let mut n = 0;
+        for cqe in self.ring.completion() {
+            n += 1;
+            let ud = cqe.user_data();
+            if ud >= INTERNAL {
+                continue;
+            }
+            self.early.push((ud, cqe.result()));
+        }
+        self.inflight -= n;
+    }
+
+    /// Reaps every completion available now (never blocks) into `out` as (key, result), and
+    /// moves backlogged ops into the ring as room frees up (submitting them).
+    pub fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd (resets it).
+        unsafe { libc::read(self.eventfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+        self.collect(true);
+        out.append(&mut self.early);
+        if !self.backlog.is_empty() {
+            while self.inflight < self.max_inflight {
+                let Some(e) = self.backlog.pop_front() else {
+                    break;
+                };
+                // SAFETY: backlogged entries were pushed under the same contract.
+                unsafe { self.push_now(e) };
+            }
+            self.submit();
+        }
+    }
+
+    /// Cancels everything and blocks until every op has completed; returns their completions.
+    /// Used at teardown, before the memory of the ops may be released.
+    pub fn wait_all(&mut self, out: &mut Vec<(u64, i32)>) {
+        for e in self.backlog.drain(..) {
+            self.early.push((e.get_user_data(), -libc::ECANCELED));
+        }
+        if self.inflight > 0 {
+            let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(INTERNAL);
+            // SAFETY: a cancel carries no memory.
+            unsafe { self.push_now(e) };
+        }
+        self.submit();
+        while self.inflight > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) | Err(_) => {}
+            }
+            self.collect(false);
+        }
+        out.append(&mut self.early);
+    }
+
+    /// Registers buffers (IORING_REGISTER_BUFFERS), replacing any earlier registration.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`LocalRing::unregister_buffers`] or drop (the
+    /// kernel pins the pages; freeing and reusing them would let fixed ops reach new owners).
+    pub unsafe fn register_buffers(&mut self, iov: &[libc::iovec]) -> io::Result<()> {
+        self.unregister_buffers()?;
+        // SAFETY: forwarded contract.
+        unsafe { self.ring.submitter().register_buffers(iov)? };
+        self.registered_buffers = true;
+        Ok(())
+    }
+
+    pub fn unregister_buffers(&mut self) -> io::Result<()> {
+        if self.registered_buffers {
+            self.registered_buffers = false;
+            self.ring.submitter().unregister_buffers()?;
+        }
+        Ok(())
+    }
+
+    pub fn has_registered_buffers(&self) -> bool {
+        self.registered_buffers
+    }
+}
+
+impl Drop for LocalRing {
+    fn drop(&mut self) {
+        // Nothing may stay in the kernel once the ring's owner lets go of the memory.
+        let mut sink = Vec::new();
+        self.wait_all(&mut sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::AlignedBuf;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    fn wait(r: &mut LocalRing, n: usize) -> Vec<(u64, i32)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut p = libc::pollfd {
+                fd: r.notify_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut p, 1, 5000) };
+            r.reap(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_with_eventfd_wakeups() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        let mut r = LocalRing::new(8).unwrap();
+        let mut bufs: Vec<AlignedBuf> = (0..100).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: f.as_file().as_raw_fd(),
+                ptr: b.as_mut_ptr(),
+                len: 4096,
+                offset: (i * 4096) as u64,
+                buf_index: None,
+            };
+            // SAFETY: bufs outlive the ring's completions (waited for below).
+            unsafe {
+                let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
+                r.push(e);
+            }
+        }
+        r.submit();
+        let out = wait(&mut r, 100);
+        assert_eq!(out.len(), 100);
+        assert!(out.iter().all(|(_, res)| *res == 4096));
+        assert!(bufs.iter().all(|b| b.as_slice().iter().all(|&x| x == 7)));
+    }
+
+    #[test]
+    fn cancel_of_blocked_pipe_read() {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut r = LocalRing::new(8).unwrap();
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: fds[0],
+            ptr: b.as_mut_ptr(),
+            len: 4096,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        // SAFETY: b outlives the completion (wait_all below).
+        unsafe {
+            let e = r.sqe(1, &kind, None, None, false).unwrap();
+            r.push(e);
+        }
+        r.submit();
+        r.cancel(1);
+        let out = wait(&mut r, 1);
+        assert_eq!(out, vec![(1, -libc::ECANCELED)]);
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+}

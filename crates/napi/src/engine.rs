@@ -1,0 +1,1069 @@
+//! The engine of one JS environment (main thread or worker): it captures ops on the JS thread,
+//! submits them inline (io_uring owned by this thread; aio and the thread pool behind their own
+//! threads), and reaps completions on the JS thread when its eventfd is readable:
+//! - with libuv (Node): a `uv_poll_t` on the environment's loop, whose callback settles promises
+//!   through `napi_make_callback` (so microtasks run right after, as for any I/O callback);
+//! - without (Bun, Deno): a reaper thread that waits on the eventfd and wakes the JS thread
+//!   through a threadsafe function.
+//!
+//! Memory rule: an op's memory is odirect-owned (an [`Alloc`] whose `Arc` the op holds, or a
+//! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
+//! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
+//! teardown the engine cancels and waits for every op before anything is released.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use napi::sys;
+use odirect_core::backend::ring::LocalRing;
+use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
+use odirect_core::buf::AlignedBuf;
+use odirect_core::op::{Completion, Op, OpKind, Segment};
+
+use crate::memory::{self, Alloc};
+use crate::uv::Uv;
+
+/// Result code for a bounced read whose destination was detached or shrunk before copy-back.
+pub const RESULT_DETACHED: f64 = -1_000_001.0;
+const RESULTS_CAP: usize = 4096;
+
+fn now_write(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: 8 bytes from a live local to an eventfd; EAGAIN still leaves it readable.
+    unsafe { libc::write(fd, &one as *const u64 as *const c_void, 8) };
+}
+
+/// One segment of an op's memory.
+enum Mem {
+    /// odirect-owned memory (kept allocated by this reference) and the segment's length.
+    Owned(#[allow(dead_code)] Arc<Alloc>, usize),
+    /// A bounce buffer and the segment's length; for reads, where to copy the bytes back (a
+    /// reference to the JS view and the offset in it).
+    Bounce(AlignedBuf, usize, Option<(sys::napi_ref, usize)>),
+}
+
+struct OpRec {
+    backend: BackendKind,
+    kind: OpKind,
+    iov: Option<Box<[libc::iovec]>>,
+    mem: Vec<Mem>,
+    fixed: Option<u16>,
+    submitted: bool,
+    started: Instant,
+    debug: Option<String>,
+}
+
+/// An aio or thread-pool backend: its own threads, completions into a queue + our eventfd.
+struct Queued {
+    backend: Box<dyn Backend>,
+    done: Arc<Mutex<Vec<Completion>>>,
+    staged: Vec<Op>,
+}
+
+pub enum Wake {
+    None,
+    Loop {
+        uv: Uv,
+        poll: *mut c_void,
+        async_ctx: sys::napi_async_context,
+        cleanup: sys::napi_async_cleanup_hook_handle,
+    },
+    Thread {
+        tsfn: sys::napi_threadsafe_function,
+        stop: Arc<OwnedFd>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        pending: Arc<AtomicBool>,
+    },
+}
+
+pub struct Inner {
+    pub env: sys::napi_env,
+    callback: sys::napi_ref,
+    results: Option<(sys::napi_ref, Arc<Alloc>)>,
+    eventfd: Arc<OwnedFd>,
+    ring: Option<LocalRing>,
+    ring_reason: Option<String>,
+    queued: [Option<Queued>; 3],
+    ops: Vec<Option<OpRec>>,
+    free: Vec<u32>,
+    staged: Vec<u32>,
+    synthetic: Vec<(u64, i64)>,
+    inflight: usize,
+    fds: HashSet<i32>,
+    registered: std::collections::HashMap<usize, u16>,
+    reg_allocs: [Vec<Arc<Alloc>>; 3],
+    debug: bool,
+    pub closed: bool,
+    pub wake: Wake,
+    referenced: bool,
+}
+
+pub type Shared = RefCell<Inner>;
+
+fn kind_index(k: BackendKind) -> usize {
+    match k {
+        BackendKind::IoUring => 0,
+        BackendKind::Aio => 1,
+        BackendKind::ThreadPool => 2,
+    }
+}
+
+pub fn parse_kind(b: u32) -> Option<BackendKind> {
+    match b {
+        0 => Some(BackendKind::IoUring),
+        1 => Some(BackendKind::Aio),
+        2 => Some(BackendKind::ThreadPool),
+        _ => None,
+    }
+}
+
+/// Why an op could not be captured (returned to JS as a negative number).
+pub enum CaptureError {
+    Detached,
+    NotView,
+    UnknownKind,
+    NoMemory,
+    Closed,
+    NoBackend,
+}
+
+impl CaptureError {
+    pub fn code(&self) -> f64 {
+        match self {
+            CaptureError::Detached => -1.0,
+            CaptureError::NotView => -2.0,
+            CaptureError::UnknownKind => -3.0,
+            CaptureError::NoMemory => -4.0,
+            CaptureError::Closed => -5.0,
+            CaptureError::NoBackend => -6.0,
+        }
+    }
+}
+
+fn from_view_err(e: i32) -> CaptureError {
+    match e {
+        memory::TOO_SHORT => CaptureError::Detached,
+        memory::UNKNOWN_KIND => CaptureError::UnknownKind,
+        _ => CaptureError::NotView,
+    }
+}
+
+/// One captured segment: where the kernel reads/writes, and what keeps that memory alive.
+struct Seg {
+    ptr: *mut u8,
+    len: usize,
+    mem: Mem,
+    owner: Option<usize>,
+}
+
+impl Inner {
+    pub fn new(env: sys::napi_env, callback: sys::napi_ref) -> std::io::Result<Inner> {
+        // SAFETY: eventfd has no memory preconditions; checked below.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Inner {
+            env,
+            callback,
+            results: None,
+            // SAFETY: a fresh descriptor nothing else owns.
+            eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(efd) }),
+            ring: None,
+            ring_reason: None,
+            queued: [None, None, None],
+            ops: Vec::new(),
+            free: Vec::new(),
+            staged: Vec::new(),
+            synthetic: Vec::new(),
+            inflight: 0,
+            fds: HashSet::new(),
+            registered: std::collections::HashMap::new(),
+            reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
+            debug: std::env::var("ODIRECT_DEBUG")
+                .map(|v| !v.is_empty() && v != "0")
+                .unwrap_or(false),
+            closed: false,
+            wake: Wake::None,
+            referenced: false,
+        })
+    }
+
+    pub fn eventfd_arc(&self) -> Arc<OwnedFd> {
+        self.eventfd.clone()
+    }
+
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    pub fn set_results(&mut self, r: sys::napi_ref, a: Arc<Alloc>) {
+        self.results = Some((r, a));
+    }
+
+    pub fn path_name(&self) -> &'static str {
+        match self.wake {
+            Wake::Loop { .. } => "libuv",
+            Wake::Thread { .. } => "thread",
+            Wake::None => "none",
+        }
+    }
+
+    pub fn ring_setup(&self) -> String {
+        self.ring
+            .as_ref()
+            .map(|r| r.setup().name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Starts (once) a backend; "" when it works, else why not.
+    pub fn ensure(&mut self, kind: BackendKind, queue_depth: u32, threads: u32) -> String {
+        if self.closed {
+            return "the engine is shut down".into();
+        }
+        match kind {
+            BackendKind::IoUring => {
+                if self.ring.is_some() {
+                    return String::new();
+                }
+                let qd = if queue_depth > 0 { queue_depth } else { 256 };
+                match LocalRing::with_eventfd(qd, self.eventfd()) {
+                    Ok(r) => {
+                        self.ring = Some(r);
+                        self.ring_reason = None;
+                        String::new()
+                    }
+                    Err(u) => {
+                        self.ring_reason = Some(u.reason.clone());
+                        u.reason
+                    }
+                }
+            }
+            _ => {
+                let i = kind_index(kind);
+                if self.queued[i].is_some() {
+                    return String::new();
+                }
+                let done: Arc<Mutex<Vec<Completion>>> = Arc::new(Mutex::new(Vec::new()));
+                let d2 = done.clone();
+                // The sink only touches this queue and the eventfd (both kept alive by the Arcs
+                // it owns), so a late delivery after teardown is harmless.
+                let efd = self.eventfd.clone();
+                let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
+                    d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
+                    now_write(efd.as_raw_fd());
+                });
+                let mut opts = BackendOptions::default();
+                if queue_depth > 0 {
+                    opts.queue_depth = queue_depth;
+                }
+                if threads > 0 {
+                    opts.threads = threads as usize;
+                }
+                match backend::create(kind, sink, &opts) {
+                    Ok(b) => {
+                        self.queued[i] = Some(Queued {
+                            backend: b,
+                            done,
+                            staged: Vec::new(),
+                        });
+                        String::new()
+                    }
+                    Err(u) => u.reason,
+                }
+            }
+        }
+    }
+
+    fn has_backend(&self, kind: BackendKind) -> bool {
+        match kind {
+            BackendKind::IoUring => self.ring.is_some(),
+            k => self.queued[kind_index(k)].is_some(),
+        }
+    }
+
+    /// Captures `[offset, offset + length)` of the JS view `v` for an op.
+    ///
+    /// # Safety
+    /// `v` must be a live handle of the current N-API call on `self.env`.
+    unsafe fn capture(
+        &self,
+        v: sys::napi_value,
+        offset: usize,
+        length: usize,
+        mem_align: usize,
+        write: bool,
+    ) -> Result<Seg, CaptureError> {
+        // SAFETY: forwarded contract.
+        let view = unsafe { memory::view(self.env, v) }.map_err(from_view_err)?;
+        let end = offset.checked_add(length).ok_or(CaptureError::Detached)?;
+        if view.len < end || view.ptr.is_null() {
+            return Err(CaptureError::Detached);
+        }
+        let p = view.ptr as usize + offset;
+        if mem_align > 0 && p.is_multiple_of(mem_align) {
+            if let Some(a) = memory::lookup(p, length) {
+                let start = a.ptr() as usize;
+                return Ok(Seg {
+                    ptr: p as *mut u8,
+                    len: length,
+                    mem: Mem::Owned(a, length),
+                    owner: Some(start),
+                });
+            }
+        }
+        // Not odirect's memory (or not aligned): the kernel gets a bounce buffer we own.
+        let mut b =
+            AlignedBuf::try_new(length, mem_align.max(4096)).ok_or(CaptureError::NoMemory)?;
+        let ptr = b.as_mut_ptr();
+        let back = if write {
+            // SAFETY: view.ptr + offset .. + length lies inside the view (checked above) and
+            // b has at least `length` bytes; no JS runs during the copy.
+            unsafe { ptr::copy_nonoverlapping(p as *const u8, ptr, length) };
+            None
+        } else {
+            let mut r = ptr::null_mut();
+            // SAFETY: v is a live object handle; the reference is deleted on completion.
+            if unsafe { sys::napi_create_reference(self.env, v, 1, &mut r) } != sys::Status::napi_ok
+            {
+                return Err(CaptureError::NotView);
+            }
+            Some((r, offset))
+        };
+        Ok(Seg {
+            ptr,
+            len: length,
+            mem: Mem::Bounce(b, length, back),
+            owner: None,
+        })
+    }
+
+    fn slot(&mut self, rec: OpRec) -> u32 {
+        if let Some(k) = self.free.pop() {
+            self.ops[k as usize] = Some(rec);
+            k
+        } else {
+            self.ops.push(Some(rec));
+            (self.ops.len() - 1) as u32
+        }
+    }
+
+    fn stage(&mut self, rec: OpRec) -> u32 {
+        let k = self.slot(rec);
+        self.staged.push(k);
+        self.inflight += 1;
+        self.update_ref();
+        k
+    }
+
+    fn release_segs(&self, segs: Vec<Seg>) {
+        for s in segs {
+            self.release_mem(s.mem);
+        }
+    }
+
+    fn release_mem(&self, m: Mem) {
+        if let Mem::Bounce(_, _, Some((r, _))) = m {
+            // SAFETY: r was created on this env by capture and is deleted once.
+            unsafe { sys::napi_delete_reference(self.env, r) };
+        }
+    }
+
+    fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
+        if kind != BackendKind::IoUring {
+            return None;
+        }
+        owner.and_then(|o| self.registered.get(&o).copied())
+    }
+
+    /// Stages a read or write of one view segment. Returns the op key.
+    ///
+    /// # Safety
+    /// `v` must be a live handle of the current N-API call on `self.env`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn rw(
+        &mut self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        v: sys::napi_value,
+        offset: usize,
+        length: usize,
+        position: u64,
+        mem_align: usize,
+    ) -> Result<u32, CaptureError> {
+        if self.closed {
+            return Err(CaptureError::Closed);
+        }
+        if !self.has_backend(kind) {
+            return Err(CaptureError::NoBackend);
+        }
+        // SAFETY: forwarded contract.
+        let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
+        let fixed = self.fixed_for(kind, seg.owner);
+        let bounced = seg.owner.is_none() as u32;
+        let op = if write {
+            OpKind::Write {
+                fd,
+                ptr: seg.ptr,
+                len: seg.len,
+                offset: position,
+                buf_index: fixed,
+            }
+        } else {
+            OpKind::Read {
+                fd,
+                ptr: seg.ptr,
+                len: seg.len,
+                offset: position,
+                buf_index: fixed,
+            }
+        };
+        let key = self.stage(OpRec {
+            backend: kind,
+            kind: op,
+            iov: None,
+            mem: vec![seg.mem],
+            fixed,
+            submitted: false,
+            started: Instant::now(),
+            debug: None,
+        });
+        Ok(key * 2 + bounced)
+    }
+
+    /// Stages a readv/writev over `views` (all captured, or none staged).
+    ///
+    /// # Safety
+    /// Every value must be a live handle of the current N-API call on `self.env`.
+    pub unsafe fn rwv(
+        &mut self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        views: &[(sys::napi_value, usize)],
+        position: u64,
+        mem_align: usize,
+    ) -> Result<u32, CaptureError> {
+        if self.closed {
+            return Err(CaptureError::Closed);
+        }
+        if !self.has_backend(kind) {
+            return Err(CaptureError::NoBackend);
+        }
+        let mut segs = Vec::with_capacity(views.len());
+        for (v, len) in views {
+            // SAFETY: forwarded contract.
+            match unsafe { self.capture(*v, 0, *len, mem_align, write) } {
+                Ok(s) => segs.push(s),
+                Err(e) => {
+                    self.release_segs(segs);
+                    return Err(e);
+                }
+            }
+        }
+        let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
+        let iov: Box<[libc::iovec]> = segs
+            .iter()
+            .map(|s| libc::iovec {
+                iov_base: s.ptr as *mut c_void,
+                iov_len: s.len,
+            })
+            .collect();
+        let sv: Vec<Segment> = segs
+            .iter()
+            .map(|s| Segment {
+                ptr: s.ptr,
+                len: s.len,
+            })
+            .collect();
+        let op = if write {
+            OpKind::Writev {
+                fd,
+                segs: sv,
+                offset: position,
+            }
+        } else {
+            OpKind::Readv {
+                fd,
+                segs: sv,
+                offset: position,
+            }
+        };
+        let key = self.stage(OpRec {
+            backend: kind,
+            kind: op,
+            iov: Some(iov),
+            mem: segs.into_iter().map(|s| s.mem).collect(),
+            fixed: None,
+            submitted: false,
+            started: Instant::now(),
+            debug: None,
+        });
+        Ok(key * 2 + bounced)
+    }
+
+    /// Stages many single-view ops on one fd: all captured, or none staged.
+    ///
+    /// # Safety
+    /// Every value must be a live handle of the current N-API call on `self.env`.
+    pub unsafe fn rw_many(
+        &mut self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        views: &[(sys::napi_value, usize, u64)],
+        mem_align: usize,
+        keys: &mut Vec<u32>,
+    ) -> Result<(), CaptureError> {
+        if self.closed {
+            return Err(CaptureError::Closed);
+        }
+        if !self.has_backend(kind) {
+            return Err(CaptureError::NoBackend);
+        }
+        let mut segs = Vec::with_capacity(views.len());
+        for (v, len, _) in views {
+            // SAFETY: forwarded contract.
+            match unsafe { self.capture(*v, 0, *len, mem_align, write) } {
+                Ok(s) => segs.push(s),
+                Err(e) => {
+                    self.release_segs(segs);
+                    return Err(e);
+                }
+            }
+        }
+        for (s, (_, _, position)) in segs.into_iter().zip(views) {
+            let fixed = self.fixed_for(kind, s.owner);
+            let bounced = s.owner.is_none() as u32;
+            let op = if write {
+                OpKind::Write {
+                    fd,
+                    ptr: s.ptr,
+                    len: s.len,
+                    offset: *position,
+                    buf_index: fixed,
+                }
+            } else {
+                OpKind::Read {
+                    fd,
+                    ptr: s.ptr,
+                    len: s.len,
+                    offset: *position,
+                    buf_index: fixed,
+                }
+            };
+            let key = self.stage(OpRec {
+                backend: kind,
+                kind: op,
+                iov: None,
+                mem: vec![s.mem],
+                fixed,
+                submitted: false,
+                started: Instant::now(),
+                debug: None,
+            });
+            keys.push(key * 2 + bounced);
+        }
+        Ok(())
+    }
+
+    /// Stages an op without memory.
+    pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
+        if self.closed {
+            return Err(CaptureError::Closed);
+        }
+        if !self.has_backend(kind) {
+            return Err(CaptureError::NoBackend);
+        }
+        let mut backend = kind;
+        if let OpKind::Close { fd } = op {
+            self.fds.remove(&fd);
+        }
+        if matches!(op, OpKind::Ftruncate { .. })
+            && kind == BackendKind::IoUring
+            && !self.ring.as_ref().is_some_and(|r| r.supports_ftruncate())
+        {
+            // No IORING_OP_FTRUNCATE before Linux 6.9: run it on the thread pool (its threads
+            // are joined at teardown like every other backend's).
+            if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
+                backend = BackendKind::ThreadPool;
+            }
+        }
+        Ok(self.stage(OpRec {
+            backend,
+            kind: op,
+            iov: None,
+            mem: Vec::new(),
+            fixed: None,
+            submitted: false,
+            started: Instant::now(),
+            debug: None,
+        }))
+    }
+
+    pub fn adopt(&mut self, fd: i32) {
+        self.fds.insert(fd);
+    }
+
+    /// Closes `fd` now if this engine tracks it (GC of a leaked handle); true when it did.
+    pub fn close_sync(&mut self, fd: i32) -> bool {
+        if self.fds.remove(&fd) {
+            // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
+            // collected, and ops keep their handle reachable).
+            unsafe { libc::close(fd) };
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Hands every staged op to its backend (one io_uring_enter for the ring).
+    pub fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut ring_used = false;
+        for k in staged {
+            let Some(rec) = self.ops[k as usize].as_mut() else {
+                continue;
+            };
+            if rec.submitted {
+                continue;
+            }
+            rec.submitted = true;
+            if self.debug {
+                let (off, len) = rec.kind.range();
+                let what = format!(
+                    "op={} fd={} offset={} length={}",
+                    rec.kind.syscall(),
+                    rec.kind.fd(),
+                    off,
+                    len
+                );
+                eprintln!("odirect: submit id={k} {what}");
+                rec.debug = Some(what);
+            }
+            match rec.backend {
+                BackendKind::IoUring => {
+                    let ring = self.ring.as_mut().expect("checked at staging");
+                    // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in
+                    // `rec`, which stays in the slab until this key's completion is reaped.
+                    let sqe = unsafe {
+                        ring.sqe(k as u64, &rec.kind, rec.iov.as_deref(), rec.fixed, false)
+                    };
+                    match sqe {
+                        Ok(e) => {
+                            // SAFETY: as above.
+                            unsafe { ring.push(e) };
+                            ring_used = true;
+                        }
+                        Err(e) => self
+                            .synthetic
+                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
+                    }
+                }
+                other => {
+                    let q = self.queued[kind_index(other)]
+                        .as_mut()
+                        .expect("checked at staging");
+                    q.staged.push(Op::new(k as u64, 0, rec.kind.clone()));
+                }
+            }
+        }
+        if ring_used {
+            if let Some(r) = self.ring.as_mut() {
+                r.submit();
+            }
+        }
+        for q in self.queued.iter_mut().flatten() {
+            if !q.staged.is_empty() {
+                let ops = std::mem::take(&mut q.staged);
+                // SAFETY: each op's memory is held by its record in the slab until its
+                // completion is reaped, which happens after the backend delivered it.
+                unsafe { q.backend.submit(ops) };
+            }
+        }
+        if !self.synthetic.is_empty() {
+            now_write(self.eventfd());
+        }
+    }
+
+    /// Cancels op `key` (it still completes, with ECANCELED unless it finished first).
+    pub fn cancel(&mut self, key: u32) {
+        let Some(Some(rec)) = self.ops.get(key as usize) else {
+            return;
+        };
+        if !rec.submitted {
+            // Not in the kernel yet: it never will be.
+            self.staged.retain(|k| *k != key);
+            if let Some(r) = self.ops[key as usize].as_mut() {
+                r.submitted = true;
+            }
+            self.synthetic.push((key as u64, -(libc::ECANCELED as i64)));
+            now_write(self.eventfd());
+            return;
+        }
+        match rec.backend {
+            BackendKind::IoUring => {
+                if let Some(r) = self.ring.as_mut() {
+                    r.cancel(key as u64)
+                }
+            }
+            k => {
+                if let Some(q) = self.queued[kind_index(k)].as_ref() {
+                    q.backend.cancel(key as u64)
+                }
+            }
+        }
+    }
+
+    fn update_ref(&mut self) {
+        let want = self.inflight > 0;
+        if want == self.referenced {
+            return;
+        }
+        self.referenced = want;
+        match &self.wake {
+            Wake::Loop { uv, poll, .. } => {
+                // SAFETY: poll is our live, initialised uv_poll_t on this thread's loop.
+                unsafe {
+                    if want {
+                        (uv.ref_)(*poll)
+                    } else {
+                        (uv.unref)(*poll)
+                    }
+                }
+            }
+            Wake::Thread { tsfn, .. } => {
+                // SAFETY: on the JS thread with our env and live tsfn.
+                unsafe {
+                    if want {
+                        sys::napi_ref_threadsafe_function(self.env, *tsfn);
+                    } else {
+                        sys::napi_unref_threadsafe_function(self.env, *tsfn);
+                    }
+                }
+            }
+            Wake::None => {}
+        }
+    }
+
+    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd (resets it).
+        unsafe { libc::read(self.eventfd(), &mut v as *mut u64 as *mut c_void, 8) };
+        raw.append(&mut self.synthetic);
+        if let Some(r) = self.ring.as_mut() {
+            let mut tmp = Vec::new();
+            r.reap(&mut tmp);
+            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        }
+        for q in self.queued.iter().flatten() {
+            let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
+            raw.extend(done.into_iter().map(|c| (c.id, c.result)));
+        }
+    }
+
+    /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
+    /// (and copying bounced reads back into their views, if those still have the room).
+    fn finish(&mut self, raw: Vec<(u64, i64)>, out: &mut Vec<f64>) {
+        for (key, mut result) in raw {
+            let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
+                continue;
+            };
+            self.free.push(key as u32);
+            self.inflight -= 1;
+            let mut detached = false;
+            if result > 0 {
+                let mut left = result as usize;
+                for m in &rec.mem {
+                    let (n, back) = match m {
+                        Mem::Owned(_, len) => (left.min(*len), None),
+                        Mem::Bounce(b, len, back) => (left.min(*len), back.map(|x| (b, x))),
+                    };
+                    if let Some((b, (r, off))) = back {
+                        if n > 0 {
+                            let mut val = ptr::null_mut();
+                            // SAFETY: JS thread, live env; r is our reference; the view is
+                            // re-measured now and written only within its current length.
+                            unsafe {
+                                let ok = sys::napi_get_reference_value(self.env, r, &mut val)
+                                    == sys::Status::napi_ok
+                                    && !val.is_null();
+                                match if ok {
+                                    memory::view(self.env, val).ok()
+                                } else {
+                                    None
+                                } {
+                                    Some(v) if !v.ptr.is_null() && v.len >= off + n => {
+                                        ptr::copy_nonoverlapping(b.as_ptr(), v.ptr.add(off), n)
+                                    }
+                                    _ => detached = true,
+                                }
+                            }
+                        }
+                    }
+                    left -= n;
+                }
+            }
+            if detached {
+                result = RESULT_DETACHED as i64;
+            }
+            let lat = rec.started.elapsed().as_nanos() as f64 / 1000.0;
+            if let Some(d) = &rec.debug {
+                let err = if result < 0 && result > -4096 {
+                    format!(" ({})", odirect_core::error::errno_name(-result as i32))
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "odirect: complete id={key} {d} result={result}{err} latency_us={lat:.1}"
+                );
+            }
+            for m in rec.mem {
+                self.release_mem(m);
+            }
+            out.push(key as f64);
+            out.push(result as f64);
+            out.push(lat);
+        }
+        self.update_ref();
+    }
+
+    /// Reaps what is complete now into `out` triples.
+    pub fn reap(&mut self, out: &mut Vec<f64>) {
+        let mut raw = Vec::new();
+        self.gather(&mut raw);
+        self.finish(raw, out);
+    }
+
+    /// Registers (pins) owned buffers; returns 0 or an errno.
+    ///
+    /// # Safety
+    /// Values must be live handles of the current call.
+    pub unsafe fn register_buffers(&mut self, kind: BackendKind, views: &[sys::napi_value]) -> i32 {
+        let mut allocs = Vec::with_capacity(views.len());
+        for v in views {
+            // SAFETY: forwarded contract.
+            let Ok(view) = (unsafe { memory::view(self.env, *v) }) else {
+                return libc::EINVAL;
+            };
+            match memory::lookup(view.ptr as usize, view.len) {
+                Some(a) => allocs.push(a),
+                None => return libc::EINVAL,
+            }
+        }
+        let i = kind_index(kind);
+        let r = match kind {
+            BackendKind::IoUring => {
+                let Some(ring) = self.ring.as_mut() else {
+                    return libc::ENODEV;
+                };
+                let iov: Vec<libc::iovec> = allocs
+                    .iter()
+                    .map(|a| libc::iovec {
+                        iov_base: a.ptr() as *mut c_void,
+                        iov_len: a.len(),
+                    })
+                    .collect();
+                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
+                let r = unsafe { ring.register_buffers(&iov) };
+                self.registered.clear();
+                if r.is_ok() {
+                    for (n, a) in allocs.iter().enumerate() {
+                        self.registered.insert(a.ptr() as usize, n as u16);
+                    }
+                }
+                r
+            }
+            k => {
+                let Some(q) = self.queued[kind_index(k)].as_ref() else {
+                    return libc::ENODEV;
+                };
+                let segs: Vec<Segment> = allocs
+                    .iter()
+                    .map(|a| Segment {
+                        ptr: a.ptr(),
+                        len: a.len(),
+                    })
+                    .collect();
+                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
+                unsafe { q.backend.register_buffers(&segs) }
+            }
+        };
+        match r {
+            Ok(()) => {
+                self.reg_allocs[i] = allocs;
+                0
+            }
+            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    pub fn unregister_buffers(&mut self, kind: BackendKind) -> i32 {
+        let i = kind_index(kind);
+        let r = match kind {
+            BackendKind::IoUring => {
+                self.registered.clear();
+                self.ring
+                    .as_mut()
+                    .map(|r| r.unregister_buffers())
+                    .unwrap_or(Ok(()))
+            }
+            k => self.queued[kind_index(k)]
+                .as_ref()
+                .map(|q| q.backend.unregister_buffers())
+                .unwrap_or(Ok(())),
+        };
+        // Ops in flight keep their own references; the registration's go now.
+        self.reg_allocs[i].clear();
+        match r {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// Teardown: cancel and wait for every op, release everything, close leaked descriptors.
+    pub fn shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // Staged ops never reach the kernel.
+        for k in std::mem::take(&mut self.staged) {
+            self.synthetic.push((k as u64, -(libc::ECANCELED as i64)));
+        }
+        let mut raw = std::mem::take(&mut self.synthetic);
+        if let Some(mut r) = self.ring.take() {
+            let mut tmp = Vec::new();
+            r.wait_all(&mut tmp);
+            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        }
+        for q in self.queued.iter_mut() {
+            if let Some(q) = q.take() {
+                q.backend.shutdown();
+                let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
+                raw.extend(done.into_iter().map(|c| (c.id, c.result)));
+            }
+        }
+        // Every op is now out of the kernel: release their memory (no JS is called).
+        for (key, _) in raw {
+            if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
+                for m in rec.mem {
+                    self.release_mem(m);
+                }
+            }
+        }
+        self.ops.clear();
+        self.inflight = 0;
+        for r in self.reg_allocs.iter_mut() {
+            r.clear();
+        }
+        for fd in self.fds.drain() {
+            // SAFETY: descriptors of handles never closed in this environment; no op uses
+            // them any more (all completed above).
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    pub fn callback(&self) -> sys::napi_ref {
+        self.callback
+    }
+
+    pub fn results(&self) -> Option<&(sys::napi_ref, Arc<Alloc>)> {
+        self.results.as_ref()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+}
+
+/// Delivers `out` triples to JS in chunks of the preallocated results array (or fresh arrays
+/// where external buffers are not available). Must not hold any borrow of the engine: the JS
+/// callback may call back into it.
+///
+/// # Safety
+/// On the JS thread, inside a handle scope; `make` calls the JS function with (array, count).
+pub unsafe fn deliver(
+    env: sys::napi_env,
+    cb: sys::napi_ref,
+    results: Option<(sys::napi_ref, *mut f64)>,
+    out: &[f64],
+    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
+) {
+    let mut f = ptr::null_mut();
+    // SAFETY (block): JS thread, live env and references created on it.
+    unsafe {
+        if sys::napi_get_reference_value(env, cb, &mut f) != sys::Status::napi_ok || f.is_null() {
+            return;
+        }
+        for chunk in out.chunks(RESULTS_CAP * 3) {
+            let mut arr = ptr::null_mut();
+            match results {
+                Some((r, p)) => {
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), p, chunk.len());
+                    sys::napi_get_reference_value(env, r, &mut arr);
+                }
+                None => {
+                    let mut data: *mut c_void = ptr::null_mut();
+                    let mut ab = ptr::null_mut();
+                    if sys::napi_create_arraybuffer(env, chunk.len() * 8, &mut data, &mut ab)
+                        != sys::Status::napi_ok
+                    {
+                        return;
+                    }
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
+                    sys::napi_create_typedarray(
+                        env,
+                        sys::TypedarrayType::float64_array,
+                        chunk.len(),
+                        ab,
+                        0,
+                        &mut arr,
+                    );
+                }
+            }
+            let mut n = ptr::null_mut();
+            sys::napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n);
+            call(f, &[arr, n]);
+        }
+    }
+}
+
+pub const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
+
+/// A wake-up from the loop or the reaper: reap and deliver.
+///
+/// # Safety
+/// On the JS thread of `shared`'s env, inside a handle scope.
+pub unsafe fn on_wake(shared: &Shared, call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value])) {
+    let mut out = Vec::new();
+    let (env, cb, res) = {
+        let Ok(mut e) = shared.try_borrow_mut() else {
+            return;
+        };
+        if e.closed {
+            return;
+        }
+        if let Wake::Thread { pending, .. } = &e.wake {
+            pending.store(false, Ordering::SeqCst);
+        }
+        e.reap(&mut out);
+        let res = e.results().map(|(r, a)| (*r, a.ptr() as *mut f64));
+        (e.env, e.callback(), res)
+    };
+    if out.is_empty() {
+        return;
+    }
+    // SAFETY: forwarded contract; no borrow of the engine is held.
+    unsafe { deliver(env, cb, res, &out, call) };
+}

@@ -1,0 +1,238 @@
+//! Memory the kernel may write: odirect-owned aligned allocations shown to JS as external
+//! ArrayBuffers, and the capture of a JS view's pointer and length.
+//!
+//! An [`Alloc`] is reference counted. The JS ArrayBuffer holds one reference (dropped by its
+//! finalizer, whoever owns the backing store by then: a transfer to another ArrayBuffer, another
+//! worker or `ArrayBuffer.prototype.transfer()` moves the same backing store and its finalizer),
+//! and every op in flight on it holds one more. The memory is freed when the last of them goes,
+//! so no JS action can free memory the kernel is still writing.
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Arc, Mutex, Weak};
+
+use napi::sys;
+use odirect_core::buf::AlignedBuf;
+
+/// One odirect-owned aligned allocation.
+pub struct Alloc {
+    buf: AlignedBuf,
+    start: usize,
+}
+
+impl Alloc {
+    pub fn ptr(&self) -> *mut u8 {
+        self.start as *mut u8
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+        // Remove our entry only if it is still ours (a new allocation cannot share the start
+        // while we exist, so it is).
+        if let Some((_, w)) = r.get(&self.start) {
+            if w.strong_count() == 0 {
+                r.remove(&self.start);
+            }
+        }
+    }
+}
+
+type Registry = Mutex<BTreeMap<usize, (usize, Weak<Alloc>)>>;
+
+/// Every live allocation by start address: process-wide, since buffers move between workers.
+fn registry() -> &'static Registry {
+    static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    R.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// The live allocation holding all of `[ptr, ptr + len)`, if any. When it returns `Some`, that
+/// memory is odirect's and stays allocated while the returned `Arc` lives.
+pub fn lookup(ptr: usize, len: usize) -> Option<Arc<Alloc>> {
+    let r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let (start, (l, w)) = r.range(..=ptr).next_back()?;
+    if ptr.checked_add(len)? <= start + l {
+        w.upgrade()
+    } else {
+        None
+    }
+}
+
+unsafe extern "C" fn finalize_alloc(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; V8 calls the
+    // finalizer exactly once, when no ArrayBuffer holds the backing store any more.
+    let a = unsafe { Box::from_raw(hint as *mut Arc<Alloc>) };
+    if !env.is_null() {
+        let mut out = 0i64;
+        // SAFETY: env is the finalizer's live env; adjusting the external memory count only.
+        unsafe { sys::napi_adjust_external_memory(env, -(a.len() as i64), &mut out) };
+    }
+    drop(a);
+}
+
+/// Whether this runtime shares external ArrayBuffer memory with us (checked on first use:
+/// a runtime that copies, or refuses external buffers, gets V8-owned memory instead).
+static EXTERNAL_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// A new zeroed ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect.
+/// `Ok(None)`: the runtime does not allow external buffers that share memory (use V8 memory).
+///
+/// # Safety
+/// `env` must be the live env of the current call.
+pub unsafe fn external_buffer(
+    env: sys::napi_env,
+    len: usize,
+    align: usize,
+) -> Result<Option<sys::napi_value>, String> {
+    use std::sync::atomic::Ordering;
+    if EXTERNAL_OK.load(Ordering::Relaxed) == 2 {
+        return Ok(None);
+    }
+    let buf = AlignedBuf::try_new(len.max(1), align)
+        .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
+    let start = buf.as_ptr() as usize;
+    let alloc = Arc::new(Alloc { buf, start });
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(start, (alloc.len(), Arc::downgrade(&alloc)));
+    let hint = Box::into_raw(Box::new(alloc.clone()));
+    let mut ab = ptr::null_mut();
+    // SAFETY: the memory stays valid until finalize_alloc drops the hint's Arc (and the ops'
+    // Arcs are gone); env is live.
+    let s = unsafe {
+        sys::napi_create_external_arraybuffer(
+            env,
+            start as *mut c_void,
+            len,
+            Some(finalize_alloc),
+            hint as *mut c_void,
+            &mut ab,
+        )
+    };
+    if s != sys::Status::napi_ok {
+        // Not created: the finalizer will never run, take the hint back.
+        // SAFETY: hint came from Box::into_raw above and was not handed over.
+        drop(unsafe { Box::from_raw(hint) });
+        let mut info = ptr::null();
+        // SAFETY: clears the pending error info of the failed call.
+        unsafe { sys::napi_get_last_error_info(env, &mut info) };
+        EXTERNAL_OK.store(2, Ordering::Relaxed);
+        return Ok(None);
+    }
+    let mut data: *mut c_void = ptr::null_mut();
+    let mut got = 0usize;
+    // SAFETY: ab is a live ArrayBuffer handle of this call.
+    unsafe { sys::napi_get_arraybuffer_info(env, ab, &mut data, &mut got) };
+    if data as usize != start || got != len {
+        // The runtime copied our memory: what JS sees is not what the kernel would write. The
+        // copy's finalizer owns the hint (it runs when the copy dies), so nothing leaks twice.
+        EXTERNAL_OK.store(2, Ordering::Relaxed);
+        return Ok(None);
+    }
+    EXTERNAL_OK.store(1, Ordering::Relaxed);
+    let mut out = 0i64;
+    // SAFETY: live env; tells V8 the buffer's size so GC pressure accounts for it.
+    unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut out) };
+    Ok(Some(ab))
+}
+
+/// Pointer and byte length of a view, as the engine saw them at one moment.
+pub struct View {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+/// Why a value could not be captured.
+pub const NOT_A_VIEW: i32 = -2;
+pub const TOO_SHORT: i32 = -1;
+pub const UNKNOWN_KIND: i32 = -3;
+
+/// Pointer and byte length of a TypedArray, Buffer, DataView or ArrayBuffer, sized from the
+/// runtime's own byte length (never from a JS getter). Detached buffers have length 0.
+///
+/// # Safety
+/// `env` and `v` must be live handles of the current call.
+pub unsafe fn view(env: sys::napi_env, v: sys::napi_value) -> Result<View, i32> {
+    let mut is = false;
+    // SAFETY (whole block): env and v are live; each call writes only its out-parameters.
+    unsafe {
+        if sys::napi_is_typedarray(env, v, &mut is) == sys::Status::napi_ok && is {
+            let (mut ty, mut length, mut off) = (0, 0usize, 0usize);
+            let mut data: *mut c_void = ptr::null_mut();
+            let mut ab = ptr::null_mut();
+            if sys::napi_get_typedarray_info(
+                env,
+                v,
+                &mut ty,
+                &mut length,
+                &mut data,
+                &mut ab,
+                &mut off,
+            ) != sys::Status::napi_ok
+            {
+                return Err(NOT_A_VIEW);
+            }
+            // Element sizes by N-API's numbering; kinds we do not know are refused rather than
+            // guessed (a guess could hand the kernel more bytes than the view has).
+            let elem = match ty {
+                0..=2 => 1,      // int8, uint8, uint8_clamped
+                3 | 4 | 11 => 2, // int16, uint16, float16
+                5..=7 => 4,      // int32, uint32, float32
+                8..=10 => 8,     // float64, bigint64, biguint64
+                _ => return Err(UNKNOWN_KIND),
+            };
+            let len = length.checked_mul(elem).ok_or(NOT_A_VIEW)?;
+            if len > 0 && !ab.is_null() {
+                // Sanity: the view must lie inside its ArrayBuffer as the runtime sees it now.
+                let mut abd: *mut c_void = ptr::null_mut();
+                let mut abl = 0usize;
+                if sys::napi_get_arraybuffer_info(env, ab, &mut abd, &mut abl)
+                    == sys::Status::napi_ok
+                    && !abd.is_null()
+                    && (data as usize) + len > (abd as usize) + abl
+                {
+                    return Err(TOO_SHORT);
+                }
+            }
+            return Ok(View {
+                ptr: data as *mut u8,
+                len: if data.is_null() { 0 } else { len },
+            });
+        }
+        if sys::napi_is_dataview(env, v, &mut is) == sys::Status::napi_ok && is {
+            let (mut len, mut off) = (0usize, 0usize);
+            let mut data: *mut c_void = ptr::null_mut();
+            let mut ab = ptr::null_mut();
+            if sys::napi_get_dataview_info(env, v, &mut len, &mut data, &mut ab, &mut off)
+                != sys::Status::napi_ok
+            {
+                return Err(NOT_A_VIEW);
+            }
+            return Ok(View {
+                ptr: data as *mut u8,
+                len: if data.is_null() { 0 } else { len },
+            });
+        }
+        if sys::napi_is_arraybuffer(env, v, &mut is) == sys::Status::napi_ok && is {
+            let mut len = 0usize;
+            let mut data: *mut c_void = ptr::null_mut();
+            if sys::napi_get_arraybuffer_info(env, v, &mut data, &mut len) != sys::Status::napi_ok {
+                return Err(NOT_A_VIEW);
+            }
+            return Ok(View {
+                ptr: data as *mut u8,
+                len: if data.is_null() { 0 } else { len },
+            });
+        }
+    }
+    Err(NOT_A_VIEW)
+}

@@ -1,0 +1,334 @@
+//! Tasks that run off the JS thread (open, fstat, probe) and small synchronous helpers.
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::Task;
+use napi::{Env, Result, Status};
+use napi_derive::napi;
+use odirect_core::file::{self, DirectMode, OpenOptions};
+
+fn err(msg: impl Into<String>) -> napi::Error {
+    napi::Error::new(Status::InvalidArg, msg.into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alignment, open, probe
+
+#[napi(object)]
+pub struct AlignmentInfo {
+    pub memory: u32,
+    pub offset: u32,
+    pub logical_block_size: u32,
+    pub physical_block_size: u32,
+    pub source: String,
+    pub direct_supported: bool,
+}
+
+fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
+    AlignmentInfo {
+        memory: a.memory,
+        offset: a.offset,
+        logical_block_size: a.logical_block_size,
+        physical_block_size: a.physical_block_size,
+        source: a.source.name().to_string(),
+        direct_supported: a.direct_supported,
+    }
+}
+
+/// The outcome of `openFile`: `errno` is 0 on success.
+#[napi(object)]
+pub struct OpenResult {
+    pub errno: i32,
+    pub syscall: String,
+    pub message: String,
+    pub fd: i32,
+    pub direct: bool,
+    pub fallback_reason: String,
+    pub alignment: Option<AlignmentInfo>,
+    pub is_block_device: bool,
+    pub size: f64,
+    pub fs_type: String,
+}
+
+pub struct OpenTask {
+    path: String,
+    flags: String,
+    direct: String,
+    dsync: bool,
+    noatime: bool,
+    mode: u32,
+}
+
+impl Task for OpenTask {
+    type Output = OpenResult;
+    type JsValue = OpenResult;
+
+    fn compute(&mut self) -> Result<OpenResult> {
+        let flags = file::parse_flags(&self.flags).map_err(err)?;
+        let direct = DirectMode::parse(&self.direct).ok_or_else(|| err("bad direct mode"))?;
+        let opts = OpenOptions {
+            dsync: self.dsync,
+            noatime: self.noatime,
+            mode: self.mode,
+        };
+        Ok(match file::open_file(&self.path, flags, direct, opts) {
+            Ok(o) => OpenResult {
+                errno: 0,
+                syscall: String::new(),
+                message: String::new(),
+                fd: o.fd,
+                direct: o.direct,
+                fallback_reason: o.fallback_reason,
+                alignment: Some(alignment_info(&o.alignment)),
+                is_block_device: o.is_block_device,
+                size: o.size as f64,
+                fs_type: o.fs_type,
+            },
+            Err(e) => OpenResult {
+                errno: e.errno,
+                syscall: e.syscall.to_string(),
+                message: e.message,
+                fd: -1,
+                direct: false,
+                fallback_reason: String::new(),
+                alignment: None,
+                is_block_device: false,
+                size: 0.0,
+                fs_type: String::new(),
+            },
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: OpenResult) -> Result<OpenResult> {
+        Ok(output)
+    }
+}
+
+/// Opens a file off the JS thread. Flags and direct mode are validated by the caller (index.ts).
+#[napi(ts_return_type = "Promise<OpenResult>")]
+pub fn open_file(
+    path: String,
+    flags: String,
+    direct: String,
+    dsync: bool,
+    noatime: bool,
+    mode: u32,
+) -> AsyncTask<OpenTask> {
+    AsyncTask::new(OpenTask {
+        path,
+        flags,
+        direct,
+        dsync,
+        noatime,
+        mode,
+    })
+}
+
+/// Validates an fs-style flag string; returns "" when fine, else the reason.
+#[napi]
+pub fn check_flags(flags: String) -> String {
+    match file::parse_flags(&flags) {
+        Ok(_) => String::new(),
+        Err(e) => e,
+    }
+}
+
+/// Closes a descriptor synchronously (used only on failed opens and at teardown paths).
+#[napi]
+pub fn close_fd_sync(fd: i32) {
+    // SAFETY: closing a descriptor the JS layer owns and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+/// posix_fadvise(DONTNEED) behind buffered I/O on a `prefer` fallback.
+#[napi]
+pub fn drop_cache(fd: i32, offset: f64, len: f64) {
+    file::drop_cache_range(fd, offset as u64, len as u64);
+}
+
+#[napi(object)]
+pub struct StatResult {
+    pub errno: i32,
+    pub size: f64,
+    pub blocks: f64,
+    pub blksize: f64,
+    pub mode: u32,
+    pub ino: f64,
+    pub dev: f64,
+    pub nlink: f64,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ms: f64,
+    pub mtime_ms: f64,
+    pub ctime_ms: f64,
+    pub is_block_device: bool,
+}
+
+pub struct StatTask {
+    fd: i32,
+}
+
+impl Task for StatTask {
+    type Output = StatResult;
+    type JsValue = StatResult;
+
+    fn compute(&mut self) -> Result<StatResult> {
+        let zero = StatResult {
+            errno: 0,
+            size: 0.0,
+            blocks: 0.0,
+            blksize: 0.0,
+            mode: 0,
+            ino: 0.0,
+            dev: 0.0,
+            nlink: 0.0,
+            uid: 0,
+            gid: 0,
+            atime_ms: 0.0,
+            mtime_ms: 0.0,
+            ctime_ms: 0.0,
+            is_block_device: false,
+        };
+        let st = odirect_core::align::fstat(self.fd);
+        #[cfg(target_os = "linux")]
+        let blk_size = odirect_core::align::blk_size_bytes(self.fd);
+        let st = match st {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(StatResult {
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    ..zero
+                })
+            }
+        };
+        let ms = |s: i64, ns: i64| s as f64 * 1000.0 + ns as f64 / 1e6;
+        let is_blk = st.st_mode & libc::S_IFMT == libc::S_IFBLK;
+        #[cfg(target_os = "linux")]
+        let size = if is_blk {
+            blk_size.unwrap_or(0) as f64
+        } else {
+            st.st_size as f64
+        };
+        #[cfg(not(target_os = "linux"))]
+        let size = st.st_size as f64;
+        Ok(StatResult {
+            errno: 0,
+            size,
+            blocks: st.st_blocks as f64,
+            blksize: st.st_blksize as f64,
+            mode: st.st_mode as u32,
+            ino: st.st_ino as f64,
+            dev: st.st_dev as f64,
+            nlink: st.st_nlink as f64,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            atime_ms: ms(st.st_atime, st.st_atime_nsec),
+            mtime_ms: ms(st.st_mtime, st.st_mtime_nsec),
+            ctime_ms: ms(st.st_ctime, st.st_ctime_nsec),
+            is_block_device: is_blk,
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: StatResult) -> Result<StatResult> {
+        Ok(output)
+    }
+}
+
+/// fstat off the JS thread (block devices report their real size).
+#[napi(ts_return_type = "Promise<StatResult>")]
+pub fn stat_fd(fd: i32) -> AsyncTask<StatTask> {
+    AsyncTask::new(StatTask { fd })
+}
+
+#[napi(object)]
+pub struct BackendStatusInfo {
+    pub name: String,
+    pub available: bool,
+    pub errno: i32,
+    pub reason: String,
+}
+
+#[napi(object)]
+pub struct DirectStatusInfo {
+    pub works: bool,
+    pub errno: i32,
+    pub reason: String,
+    pub tested: String,
+}
+
+#[napi(object)]
+pub struct ProbeInfo {
+    pub kernel: String,
+    pub io_uring_disabled: Option<u32>,
+    pub backends: Vec<BackendStatusInfo>,
+    pub direct: DirectStatusInfo,
+    pub alignment: Option<AlignmentInfo>,
+    pub fs_type: String,
+    pub is_block_device: bool,
+}
+
+pub struct ProbeTask {
+    path: String,
+}
+
+impl Task for ProbeTask {
+    type Output = ProbeInfo;
+    type JsValue = ProbeInfo;
+
+    fn compute(&mut self) -> Result<ProbeInfo> {
+        let r = odirect_core::probe::probe(&self.path);
+        Ok(ProbeInfo {
+            kernel: r.kernel,
+            io_uring_disabled: r.io_uring_disabled,
+            backends: r
+                .backends
+                .into_iter()
+                .map(|b| BackendStatusInfo {
+                    name: b.kind.name().to_string(),
+                    available: b.available,
+                    errno: b.errno,
+                    reason: b.reason,
+                })
+                .collect(),
+            direct: DirectStatusInfo {
+                works: r.direct.works,
+                errno: r.direct.errno,
+                reason: r.direct.reason,
+                tested: r.direct.tested,
+            },
+            alignment: r.alignment.as_ref().map(alignment_info),
+            fs_type: r.fs_type,
+            is_block_device: r.is_block_device,
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: ProbeInfo) -> Result<ProbeInfo> {
+        Ok(output)
+    }
+}
+
+#[napi(ts_return_type = "Promise<ProbeInfo>")]
+pub fn probe_path(path: String) -> AsyncTask<ProbeTask> {
+    AsyncTask::new(ProbeTask { path })
+}
+
+#[napi(object)]
+pub struct ErrnoInfo {
+    pub code: String,
+    pub message: String,
+    pub hint: String,
+}
+
+/// errno -> { code: 'EIO', message, hint } for the given syscall.
+#[napi]
+pub fn errno_info(errno: i32, syscall: String) -> ErrnoInfo {
+    ErrnoInfo {
+        code: odirect_core::error::errno_name(errno),
+        message: odirect_core::error::errno_message(errno),
+        hint: odirect_core::error::hint(errno, &syscall).to_string(),
+    }
+}
+
+#[napi]
+pub fn page_size() -> u32 {
+    odirect_core::align::page_size() as u32
+}
