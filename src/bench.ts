@@ -1,37 +1,68 @@
 // `odirect bench [PATH] [options]`: odirect against fio and node:fs on one file, in one run.
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
 import { open, probe } from '../index'
-import { type BenchContext, ENGINES, type EngineId, engineLabel, findFio, fmtSize, machineFacts, prepareFile, runEngine, standardWorkloads, type Workload } from './bench/harness'
-import { type Cell, figure, fmtValue, json, markdown, type Options, summarize, summarizeStreams, streamTable, svgChart, table, targets, writeChart } from './bench/report'
+import {
+  appliesTo,
+  type BenchContext,
+  cleanupChildren,
+  ENGINES,
+  type EngineId,
+  engineLabel,
+  findFio,
+  fmtSize,
+  machineFacts,
+  prepareFile,
+  RUNTIME_ENGINES,
+  type RuntimeName,
+  runEngine,
+  standardWorkloads,
+  tmpfsWorkloads,
+  type Workload,
+} from './bench/harness'
+import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './bench/report'
 import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './bench/streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
 
 Compares fio (io_uring, libaio), node:fs and odirect on one file: 4 KiB random read and write at
-QD 1 and 64 (IOPS, p50/p99 latency), 1 MiB sequential read and write at QD 4 (MB/s); then one
-whole sequential pass through odirect's createReadStream/createWriteStream, fs.createReadStream/
-createWriteStream and fio (MB/s and % of the file left in the page cache, workloads 'stream-read',
-'stream-write'; the write pass uses a scratch file beside the test file; short: at most 64 MiB).
+QD 1 and 64 (IOPS, p50/p99 latency, CPU µs per op), 1 MiB sequential read and write at QD 4 (MB/s);
+fio with 2 jobs as the device's limit; odirect per op, readMany/writeMany and registered buffers;
+the per-op loop under Bun and Deno too. Then the software path: the random workloads on a file in
+a tmpfs (/dev/shm, or one mounted under the temporary directory when root; O_DIRECT works on tmpfs
+since Linux 6.6). Then one whole sequential pass through odirect's createReadStream/
+createWriteStream, node:fs streams and fio (MB/s, % of the file left in the page cache). Engines
+are interleaved within each run; medians over runs; ratios to fio io_uring; issue 10's targets
+checked at the end.
 
 PATH          a directory to make a temporary file in (default: os.tmpdir(), or /var/tmp when that
               is tmpfs), or a file to use; an existing file is only read unless --write is given
+--quick       a smoke run for CI: 32 MiB file, 16 MiB on tmpfs, 1 run of 0.1 s per cell, every
+              engine and workload (figures meaningless, the report's shape is the point)
+--full        the recorded run: 512 MiB file, 256 MiB on tmpfs, 5 runs of 2 s per cell, every
+              engine, report to bench/RESULTS.md (+ results.png/.svg); other options override
 --size SIZE   file size (default 256M; an existing file's own size)
+--tmpfs DIR|off  the tmpfs directory for the software-path workloads, or off (default: /dev/shm,
+              else a tmpfs mounted for the run when root)
+--tmpfs-size SIZE  the tmpfs file's size (default: the smaller of --size and 256M)
+--runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
 --qd N        the deep queue depth of the random workloads (default 64)
 --runs N      runs per workload and engine, the median is reported (default 3; short: 1)
 --duration S  seconds per run (default 3; short: 1)
 --ops N       a fixed number of ops per run instead of a duration
 --engines A,B only these engines: ${ENGINES.map((e) => e.id).join(', ')}
---workloads A,B  only workloads whose id contains one of these (randread, randwrite, seqread, qd64...)
---short       the quick version (also what no arguments at all runs): 1 run of 1 s each,
-              without the fio libaio and node:fs O_DIRECT engines
+--workloads A,B  only workloads whose id contains one of these (randread, randwrite, seqread, qd64,
+              tmpfs, stream...)
+--short       the quick look (also what no arguments at all runs): 1 run of 1 s each, without the
+              fio libaio, node:fs O_DIRECT, Bun and Deno engines
 --out FILE    also write a markdown report to FILE and a chart (results.png/.svg) beside it
 --json        print JSON instead of the table
 --write       allow the write workloads on an existing file (destroys its contents)
---keep        keep the temporary file`
+--keep        keep the temporary files`
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1 << 10, kb: 1 << 10, kib: 1 << 10, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30, t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40 }
 
@@ -45,6 +76,11 @@ export function parseSize(s: string): number {
 interface Args {
   path?: string
   size?: number
+  quick: boolean
+  full: boolean
+  tmpfs?: string
+  tmpfsSize?: number
+  runtimes?: RuntimeName[]
   bs: number
   qd: number
   runs?: number
@@ -61,7 +97,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { bs: 4096, qd: 64, ops: 0, short: argv.length === 0, json: false, write: false, keep: false, help: false }
+  const a: Args = { bs: 4096, qd: 64, ops: 0, quick: false, full: false, short: argv.length === 0, json: false, write: false, keep: false, help: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const eq = arg.indexOf('=')
@@ -81,6 +117,25 @@ function parseArgs(argv: string[]): Args {
       case '--size':
         a.size = parseSize(value())
         break
+      case '--quick':
+        a.quick = true
+        break
+      case '--full':
+        a.full = true
+        break
+      case '--tmpfs':
+        a.tmpfs = value()
+        break
+      case '--tmpfs-size':
+        a.tmpfsSize = parseSize(value())
+        break
+      case '--runtimes': {
+        const v = value()
+        const ids = v === 'off' || v === 'none' ? [] : v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean)
+        for (const id of ids) if (id !== 'bun' && id !== 'deno') throw new Error(`unknown runtime '${id}' (known: bun, deno; or off)`)
+        a.runtimes = ids as RuntimeName[]
+        break
+      }
       case '--bs':
         a.bs = parseSize(value())
         break
@@ -134,6 +189,7 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (a.bs % 512 !== 0) throw new Error(`--bs must be a multiple of 512, got ${a.bs}`)
+  if (a.quick && a.full) throw new Error('--quick and --full exclude each other')
   return a
 }
 
@@ -158,6 +214,72 @@ function freeBytes(dir: string): number {
   }
 }
 
+/** A tmpfs for the software-path workloads: a directory (and an unmount when we mounted it), or why not. */
+interface TmpfsDir {
+  dir?: string
+  how?: string
+  skipped?: string
+  unmount?: () => void
+}
+
+const TMPFS_MAGIC = 0x01021994
+
+function isTmpfs(dir: string): boolean {
+  try {
+    return fs.statfsSync(dir).type === TMPFS_MAGIC
+  } catch {
+    return false
+  }
+}
+
+async function findTmpfs(args: Args, bytes: number, isRoot: boolean): Promise<TmpfsDir> {
+  if (args.tmpfs === 'off') return { skipped: 'disabled (--tmpfs off)' }
+  let t: TmpfsDir
+  if (args.tmpfs !== undefined) {
+    if (!isTmpfs(args.tmpfs)) return { skipped: `${args.tmpfs} is not a tmpfs` }
+    t = { dir: args.tmpfs, how: 'given with --tmpfs' }
+  } else if (isTmpfs('/dev/shm') && freeBytes('/dev/shm') >= bytes + (16 << 20) && canWrite('/dev/shm')) {
+    t = { dir: '/dev/shm', how: '/dev/shm' }
+  } else if (isRoot) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-bench-tmpfs-'))
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes + (16 << 20)}`, 'odirect-bench', dir], { encoding: 'utf8' })
+    if (r.status !== 0 || r.error) {
+      fs.rmSync(dir, { recursive: true, force: true })
+      return { skipped: `/dev/shm is not a writable tmpfs with room for ${fmtSize(bytes)}, and mounting one failed: ${(r.error?.message ?? r.stderr ?? '').trim()}` }
+    }
+    t = {
+      dir,
+      how: `a tmpfs mounted for the run on ${dir}`,
+      unmount: () => {
+        spawnSync('umount', [dir])
+        fs.rmSync(dir, { recursive: true, force: true })
+      },
+    }
+  } else {
+    return { skipped: `/dev/shm is not a writable tmpfs with room for ${fmtSize(bytes)}, and mounting one needs root` }
+  }
+  try {
+    const p = await probe(t.dir!)
+    if (!p.direct.works) {
+      t.unmount?.()
+      return { skipped: `O_DIRECT does not work on tmpfs here (${os.type()} ${os.release()}; tmpfs has O_DIRECT since Linux 6.6)${p.direct.reason ? `: ${p.direct.reason}` : ''}` }
+    }
+  } catch (e) {
+    t.unmount?.()
+    return { skipped: `probing ${t.dir} failed: ${(e as Error).message}` }
+  }
+  return t
+}
+
+function canWrite(dir: string): boolean {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export async function benchCommand(argv: string[]): Promise<number> {
   let args: Args
   try {
@@ -172,12 +294,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   const log = (m: string): void => void process.stderr.write(`${m}\n`)
   const seqBs = 1 << 20
+  if (args.quick || args.full) args.short = false
+  if (args.full && args.out === undefined) args.out = 'bench/RESULTS.md'
 
   // The file: a temporary one in a directory, or the one given.
   let file: string
   let temporary = false
   let existing = false
-  let size = args.size ?? 256 << 20
+  let size = args.size ?? (args.quick ? 32 << 20 : args.full ? 512 << 20 : 256 << 20)
   const target = args.path ?? (await tempDir())
   const st = fs.statSync(target, { throwIfNoEntry: false })
   if (st === undefined || st.isDirectory()) {
@@ -208,39 +332,63 @@ export async function benchCommand(argv: string[]): Promise<number> {
     return 1
   }
 
-  let workloads: Workload[] = standardWorkloads(args.bs, args.qd, seqBs, 4)
-  if (args.workloads) workloads = workloads.filter((w) => args.workloads!.some((f) => w.id.includes(f)))
-  let swl: StreamWorkload[] = streamWorkloads(0)
-  if (args.workloads) swl = swl.filter((w) => args.workloads!.some((f) => w.id.includes(f)))
+  const selected = (id: string): boolean => !args.workloads || args.workloads.some((f) => id.includes(f))
+  let workloads: Workload[] = standardWorkloads(args.bs, args.qd, seqBs, 4).filter((w) => selected(w.id))
+  let tworkloads: Workload[] = tmpfsWorkloads(args.bs, args.qd).filter((w) => selected(w.id))
+  let swl: StreamWorkload[] = streamWorkloads(0).filter((w) => selected(w.id))
   if (existing && !args.write) {
     const dropped = workloads.filter((w) => w.write)
     if (dropped.length) log(`note: ${file} exists: only reading it (pass --write to run the write workloads, which overwrite it)`)
     workloads = workloads.filter((w) => !w.write)
   }
-  if (workloads.length === 0 && swl.length === 0) {
+  const runtimeEngines = new Set<EngineId>((args.runtimes ?? (['bun', 'deno'] as RuntimeName[])).map((r) => RUNTIME_ENGINES[r]))
+  const engines: EngineId[] =
+    args.engines ??
+    ENGINES.map((e) => e.id).filter((e) => {
+      if ((e === 'odirect-bun' || e === 'odirect-deno') && !runtimeEngines.has(e)) return false
+      return !args.short || (e !== 'node-fs-direct' && e !== 'fio-libaio' && e !== 'odirect-bun' && e !== 'odirect-deno')
+    })
+  if (args.engines && args.runtimes) for (const e of [...engines]) if ((e === 'odirect-bun' || e === 'odirect-deno') && !runtimeEngines.has(e)) engines.splice(engines.indexOf(e), 1)
+
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+  let tsize = Math.floor(Math.min(args.tmpfsSize ?? Math.min(size, args.quick ? 16 << 20 : 256 << 20), size) / unit) * unit
+  if (tsize < unit * 4) tsize = unit * 4
+  const tmpfs: TmpfsDir = tworkloads.length ? await findTmpfs(args, tsize, isRoot) : { skipped: 'no tmpfs workload selected' }
+  if (tworkloads.length && tmpfs.skipped !== undefined) log(`note: no tmpfs workloads: ${tmpfs.skipped}`)
+  const tfile = tmpfs.dir !== undefined ? path.join(tmpfs.dir, `odirect-bench-${process.pid}-tmpfs.dat`) : undefined
+
+  if (workloads.length === 0 && tworkloads.length === 0 && swl.length === 0) {
     console.error('odirect bench: no workload selected')
+    tmpfs.unmount?.()
     return 1
   }
-  const engines: EngineId[] = args.engines ?? ENGINES.map((e) => e.id).filter((e) => !args.short || (e !== 'node-fs-direct' && e !== 'fio-libaio'))
 
   const opts: Options = {
     size,
-    runs: args.runs ?? (args.short ? 1 : 3),
-    durationMs: (args.duration ?? (args.short ? 1 : 3)) * 1000,
+    runs: args.runs ?? (args.full ? 5 : args.short || args.quick ? 1 : 3),
+    durationMs: (args.duration ?? (args.quick ? 0.1 : args.full ? 2 : args.short ? 1 : 3)) * 1000,
     ops: args.ops,
-    rampMs: args.short ? 100 : 500,
+    rampMs: args.quick ? 20 : args.short ? 100 : 500,
     short: args.short,
+    quick: args.quick,
     file,
     temporary,
+    tmpfs: tfile !== undefined ? { file: tfile, size: tsize, how: tmpfs.how } : { skipped: tmpfs.skipped },
   }
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   const fioPath = findFio()
-  const ctx: BenchContext = { path: file, size, limit: { durationMs: opts.durationMs, ops: opts.ops, rampMs: opts.rampMs }, isRoot, fioPath, fioBroken: new Map(), fioFailures: new Map(), log }
+  const limit = { durationMs: opts.durationMs, ops: opts.ops, rampMs: opts.rampMs }
+  const runtimes: NonNullable<BenchContext['runtimes']> = new Map()
+  const ctx: BenchContext = { path: file, size, limit, isRoot, fadviseOnly: args.quick, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
+  const tctx: BenchContext | undefined = tfile !== undefined ? { ...ctx, path: tfile, size: tsize, fioBroken: new Map(), fioFailures: new Map() } : undefined
   if (!fioPath && engines.some((e) => e.startsWith('fio'))) log('note: fio is not installed (apt-get install fio): the fio rows are skipped and there is no ratio column')
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')
 
   const cleanup = (): void => {
     if (temporary && !args.keep) fs.rmSync(file, { force: true })
+    if (tfile !== undefined && !args.keep) fs.rmSync(tfile, { force: true })
+    tmpfs.unmount?.()
+    tmpfs.unmount = undefined
+    cleanupChildren()
   }
   const onSignal = (sig: NodeJS.Signals): void => {
     cleanup()
@@ -254,8 +402,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
       log(`preparing ${file} (${fmtSize(size)})...`)
       await prepareFile(file, size)
     }
+    if (tfile !== undefined) {
+      log(`preparing ${tfile} (${fmtSize(tsize)}, tmpfs)...`)
+      await prepareFile(tfile, tsize)
+    } else {
+      tworkloads = []
+    }
     const facts = await machineFacts(file, fioPath, isRoot)
-    const streamSize = Math.floor(Math.min(size, args.short ? 64 << 20 : size) / STREAM_CHUNK) * STREAM_CHUNK
+    if (ctx.fadviseOnly) facts.cacheDrop = 'quick run: posix_fadvise(POSIX_FADV_DONTNEED) on the file before and after each node:fs run (no global drop_caches)'
+    const streamSize = Math.floor(Math.min(size, args.quick ? 8 << 20 : args.short ? 64 << 20 : size) / STREAM_CHUNK) * STREAM_CHUNK
     const scratch = path.join(path.dirname(file), `odirect-bench-${process.pid}-stream.dat`)
     swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
     const streamCells: StreamCell[] = []
@@ -264,27 +419,33 @@ export async function benchCommand(argv: string[]): Promise<number> {
       for (const c of streamCells) if (c.workload.write) c.skipped = `not enough free space for a ${fmtSize(streamSize)} scratch file`
     }
     if (streamCells.length && !hasFincore()) log('note: fincore (util-linux) is not installed: no page-cache residency figures')
+    const all = [...workloads, ...tworkloads]
     const cells: Cell[] = []
-    for (const w of workloads) for (const e of engines) cells.push({ workload: w, engine: e, runs: [] })
-    const total = workloads.length * engines.length * opts.runs
+    for (const w of all) for (const e of engines) if (appliesTo(e, w)) cells.push({ workload: w, engine: e, runs: [] })
+    const total = cells.length * opts.runs
     let done = 0
     const t0 = Date.now()
-    for (const w of workloads) {
+    for (const w of all) {
+      const wctx = w.place === 'tmpfs' ? tctx! : ctx
+      const wcells = cells.filter((c) => c.workload.id === w.id)
       for (let r = 0; r < opts.runs; r++) {
-        // Alternate the engine order between runs so none always follows the same neighbour.
-        const order = engines.map((_, i) => engines[(i + r) % engines.length])
-        for (const e of order) {
-          const cell = cells.find((c) => c.workload.id === w.id && c.engine === e)!
+        // Every engine once per run, the order rotated between runs so none always follows the same neighbour.
+        for (let i = 0; i < wcells.length; i++) {
+          const cell = wcells[(i + r) % wcells.length]
+          const e = cell.engine
           done++
           if (cell.skipped !== undefined && !cell.retry) continue
-          const out = await runEngine(ctx, e, w)
+          const tc = Date.now()
+          const out = await runEngine(wctx, e, w)
+          const took = ` (${((Date.now() - tc) / 1000).toFixed(1)} s)`
           if (out.ok) {
             cell.runs.push(out.result)
-            log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${fmtValue(w, figure(w, out.result))}, p50 ${out.result.p50.toFixed(1)} µs, p99 ${out.result.p99.toFixed(1)} µs`)
+            const cpu = Number.isFinite(out.result.cpuUsPerOp) ? `, ${out.result.cpuUsPerOp.toFixed(1)} µs CPU/op` : ''
+            log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${fmtValue(w, figure(w, out.result))}, p50 ${out.result.p50.toFixed(1)} µs, p99 ${out.result.p99.toFixed(1)} µs${cpu}${took}`)
           } else {
             cell.skipped = out.skipped
             if (out.transient) cell.retry = true
-            log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${out.transient ? 'failed' : 'skipped'}: ${out.skipped}`)
+            log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${out.transient ? 'failed' : 'skipped'}: ${out.skipped}${took}`)
           }
         }
       }
@@ -329,24 +490,38 @@ export async function benchCommand(argv: string[]): Promise<number> {
     facts.loadEnd = os.loadavg()
     log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
     const sums = summarize(cells)
+    // Which runtime versions (and engine paths) the Bun/Deno rows ran on, or why they did not.
+    const rts: Record<string, string> = {}
+    for (const [rt, f] of runtimes) {
+      const paths = [...new Set(sums.filter((s) => s.engine === RUNTIME_ENGINES[rt] && s.path).map((s) => s.path!))]
+      rts[rt] = f.bin ? `${f.version ?? '?'}${paths.length ? `, engine path ${paths.join(', ')}` : ''}` : `not run: ${f.why}`
+    }
+    opts.runtimes = rts
     if (args.out) {
       const outPath = path.resolve(args.out)
       fs.mkdirSync(path.dirname(outPath), { recursive: true })
-      const chart = writeChart(path.dirname(outPath), svgChart(sums, facts), log)
+      const chart = writeChart(path.dirname(outPath), svgChart(sums, facts, ssums), log)
       fs.writeFileSync(outPath, markdown(sums, facts, opts, chart, outPath, ssums))
       log(`wrote ${outPath} and ${path.join(path.dirname(outPath), chart)}`)
     }
     if (args.json) {
       console.log(json(sums, facts, opts, cells, ssums, streamCells))
     } else {
-      const t = targets(sums)
+      const disk = sums.filter((s) => s.workload.place === 'disk')
+      const tsums = sums.filter((s) => s.workload.place === 'tmpfs')
       console.log(
         [
-          `odirect bench: ${file} (${fmtSize(size)}, ${facts.fsType}), ${facts.kernel}, ${facts.cpus} CPUs, ${opts.runs} run(s) × ${opts.ops > 0 ? `${opts.ops} ops` : `${opts.durationMs / 1000} s`}${opts.short ? ' (short)' : ''}`,
+          `odirect bench: ${file} (${fmtSize(size)}, ${facts.fsType}), ${facts.kernel}, ${facts.cpus} CPUs, ${opts.runs} run(s) × ${opts.ops > 0 ? `${opts.ops} ops` : `${opts.durationMs / 1000} s`}${opts.quick ? ' (quick: figures meaningless)' : opts.short ? ' (short)' : ''}; engine path ${facts.enginePath}`,
+          ...Object.entries(rts).map(([k, v]) => `${k}: ${v}`),
           '',
-          ...(sums.length ? [table(sums)] : []),
+          ...(disk.length ? [table(disk)] : []),
+          '',
+          tsums.length ? `tmpfs (${tfile}, ${fmtSize(tsize)}):` : `tmpfs: not run: ${tmpfs.skipped ?? 'no tmpfs workload selected'}`,
+          ...(tsums.length ? ['', table(tsums)] : []),
           ...(ssums.length ? ['', 'Streams:', '', streamTable(ssums)] : []),
-          ...(t.length ? ['', ...t] : []),
+          '',
+          'Targets (issue 10):',
+          ...targetLines(targets(sums, ssums)),
           '',
           'Figures on a shared or small machine are noisy; compare engines within one run.',
         ].join('\n'),

@@ -4,9 +4,11 @@
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
+import * as nodePath from 'node:path'
 import { performance } from 'node:perf_hooks'
 
 import { allocAligned, type FileHandle, open, probe } from '../../index'
+import * as engineModule from '../engine'
 import { native } from '../native'
 
 // ---------------------------------------------------------------------------------------------
@@ -25,21 +27,50 @@ export interface Workload {
   qd: number
   /** What the headline figure is. */
   metric: 'iops' | 'mbps'
+  /** Which file: the test file (usually on a disk), or the one on a tmpfs (no device: CPU decides). */
+  place: Place
 }
 
-export type EngineId = 'fio-io_uring' | 'fio-libaio' | 'node-fs' | 'node-fs-direct' | 'odirect' | 'odirect-batch' | 'odirect-registered'
+export type Place = 'disk' | 'tmpfs'
+
+export type EngineId = 'fio-io_uring' | 'fio-io_uring-2j' | 'fio-libaio' | 'node-fs' | 'node-fs-direct' | 'odirect' | 'odirect-batch' | 'odirect-registered' | 'odirect-bun' | 'odirect-deno'
 
 export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'fio-io_uring', label: 'fio io_uring' },
+  { id: 'fio-io_uring-2j', label: 'fio io_uring, 2 jobs (limit)' },
   { id: 'fio-libaio', label: 'fio libaio' },
   { id: 'node-fs', label: 'node:fs (buffered)' },
   { id: 'node-fs-direct', label: 'node:fs O_DIRECT' },
   { id: 'odirect', label: 'odirect read/write per op' },
   { id: 'odirect-batch', label: 'odirect readMany/writeMany' },
   { id: 'odirect-registered', label: 'odirect registered buffers' },
+  { id: 'odirect-bun', label: 'odirect per op, Bun' },
+  { id: 'odirect-deno', label: 'odirect per op, Deno' },
 ]
 
 export const engineLabel = (id: EngineId): string => ENGINES.find((e) => e.id === id)?.label ?? id
+
+/** The runtimes the per-op workload also runs under (child processes). */
+export type RuntimeName = 'bun' | 'deno'
+export const RUNTIME_ENGINES: Record<RuntimeName, EngineId> = { bun: 'odirect-bun', deno: 'odirect-deno' }
+
+/**
+ * Which engines run which workload: fio with 2 jobs is the limit row of the deep random workloads;
+ * Bun and Deno run the random workloads; libaio only on the disk; everything else everywhere.
+ */
+export function appliesTo(e: EngineId, w: Workload): boolean {
+  switch (e) {
+    case 'fio-io_uring-2j':
+      return w.random && w.qd > 1
+    case 'odirect-bun':
+    case 'odirect-deno':
+      return w.random
+    case 'fio-libaio':
+      return w.place === 'disk'
+    default:
+      return true
+  }
+}
 
 export function fmtSize(n: number): string {
   if (n >= 1 << 30 && n % (1 << 30) === 0) return `${n / (1 << 30)} GiB`
@@ -54,14 +85,32 @@ export function standardWorkloads(bs = 4096, qd = 64, seqBs = 1 << 20, seqQd = 4
   for (const write of [false, true]) {
     for (const d of qd === 1 ? [1] : [1, qd]) {
       const dir = write ? 'randwrite' : 'randread'
-      w.push({ id: `${dir}-${bs}-qd${d}`, label: `${fmtSize(bs)} random ${write ? 'write' : 'read'}, QD ${d}`, write, random: true, bs, qd: d, metric: 'iops' })
+      w.push({ id: `${dir}-${bs}-qd${d}`, label: `${fmtSize(bs)} random ${write ? 'write' : 'read'}, QD ${d}`, write, random: true, bs, qd: d, metric: 'iops', place: 'disk' })
     }
   }
   for (const write of [false, true]) {
     const dir = write ? 'seqwrite' : 'seqread'
-    w.push({ id: `${dir}-${seqBs}-qd${seqQd}`, label: `${fmtSize(seqBs)} sequential ${write ? 'write' : 'read'}, QD ${seqQd}`, write, random: false, bs: seqBs, qd: seqQd, metric: 'mbps' })
+    w.push({ id: `${dir}-${seqBs}-qd${seqQd}`, label: `${fmtSize(seqBs)} sequential ${write ? 'write' : 'read'}, QD ${seqQd}`, write, random: false, bs: seqBs, qd: seqQd, metric: 'mbps', place: 'disk' })
   }
   return w
+}
+
+/**
+ * The software-path workloads, on a file in a tmpfs (O_DIRECT works there since Linux 6.6; no
+ * device, so the CPU spent per op decides): random read at QD 1 and `qd`, random write at `qd`.
+ */
+export function tmpfsWorkloads(bs = 4096, qd = 64): Workload[] {
+  const mk = (write: boolean, d: number): Workload => ({
+    id: `tmpfs-${write ? 'randwrite' : 'randread'}-${bs}-qd${d}`,
+    label: `${fmtSize(bs)} random ${write ? 'write' : 'read'}, QD ${d}, tmpfs`,
+    write,
+    random: true,
+    bs,
+    qd: d,
+    metric: 'iops',
+    place: 'tmpfs',
+  })
+  return qd === 1 ? [mk(false, 1), mk(true, 1)] : [mk(false, 1), mk(false, qd), mk(true, qd)]
 }
 
 /** How long one measured run lasts: a time, or a number of ops; plus an unmeasured warm-up. */
@@ -81,6 +130,25 @@ export interface RunResult {
   p99: number
   /** CPU time used (user + system) / wall time, percent of one core. */
   cpuPct: number
+  /**
+   * CPU time (user + system) of the whole process (every thread: JS, odirect's, libuv's pool,
+   * io_uring workers) in the measured window, per op, microseconds. fio: its usr_cpu + sys_cpu
+   * times its runtime, over its ops (summed over jobs).
+   */
+  cpuUsPerOp: number
+  /** odirect: latency percentiles of fh.stats() (native, submit to reap, whole run incl. warm-up). */
+  nativeP50?: number
+  nativeP99?: number
+  /** odirect: which engine path ran, e.g. 'libuv/io_uring' or 'thread/io_uring'. */
+  path?: string
+  /** The runtime of the child process (Bun/Deno rows), e.g. 'bun 1.2.3'. */
+  runtime?: string
+  /**
+   * fio: CPU µs per op by fio's own accounting (usr_cpu + sys_cpu of its job threads). It leaves out
+   * io_uring's kernel workers (io-wq), which do the copying on a tmpfs; cpuUsPerOp is the whole
+   * process tree's, as for the JS engines.
+   */
+  fioSelfCpuUsPerOp?: number
   /**
    * Steal time of the whole machine during the run, percent of all CPU time (a VM whose host
    * throttles it: the guest's CPUs stop in bursts). Filled in by runEngine; NaN when unknown.
@@ -105,16 +173,43 @@ export interface BenchContext {
   size: number
   limit: Limit
   isRoot: boolean
+  /** Empty the page cache with posix_fadvise on the file even as root (quick runs: no global drop). */
+  fadviseOnly?: boolean
   fioPath: string | undefined
   /** fio engines that failed to start here (e.g. io_uring refused), with the reason. */
   fioBroken: Map<string, string>
   /** Consecutive failed fio cells per ioengine. */
   fioFailures?: Map<string, number>
+  /** Bun/Deno: the binary, or why that runtime's rows are skipped (filled on first use). */
+  runtimes?: Map<RuntimeName, { bin?: string; version?: string; why?: string }>
   log: (msg: string) => void
 }
 
 /** `transient`: this run failed but the next may work (the cell is tried again). */
 export type Outcome = { ok: true; result: RunResult } | { ok: false; skipped: string; transient?: boolean }
+
+/**
+ * CPU time (user + system) of the whole process, microseconds: process.cpuUsage() (getrusage
+ * RUSAGE_SELF: every thread), or /proc/self/stat (clock ticks) where a runtime lacks it.
+ */
+export function cpuNow(): number {
+  try {
+    if (typeof process.cpuUsage === 'function') {
+      const u = process.cpuUsage()
+      if (Number.isFinite(u.user) && Number.isFinite(u.system)) return u.user + u.system
+    }
+  } catch {
+    // fall through
+  }
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; USER_HZ is 100.
+    return (Number(f[11]) + Number(f[12])) * 1e4
+  } catch {
+    return NaN
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Latency recording
@@ -179,10 +274,13 @@ interface Window {
   last: number
   ops: number
   lat: LatencyRecorder
+  /** Process CPU time (µs) when the window opened, and what it used until the window closed. */
+  cpuStart: number
+  cpuUsed: number
 }
 
 function newWindow(): Window {
-  return { measuring: false, stop: false, start: 0, last: 0, ops: 0, lat: new LatencyRecorder() }
+  return { measuring: false, stop: false, start: 0, last: 0, ops: 0, lat: new LatencyRecorder(), cpuStart: NaN, cpuUsed: NaN }
 }
 
 /** Called after each completion (or batch): starts the window after the ramp, ends it on time or count. */
@@ -192,6 +290,7 @@ function tick(win: Window, t0: number, t1: number, k: number, limit: Limit, star
       win.measuring = true
       win.start = t1
       win.last = t1
+      win.cpuStart = cpuNow()
     }
     return
   }
@@ -200,25 +299,26 @@ function tick(win: Window, t0: number, t1: number, k: number, limit: Limit, star
     win.lat.addN(t1 - t0, k)
     win.last = t1
   }
-  if (limit.ops > 0 ? win.ops >= limit.ops : t1 - win.start >= limit.durationMs) win.stop = true
+  if (!win.stop && (limit.ops > 0 ? win.ops >= limit.ops : t1 - win.start >= limit.durationMs)) {
+    win.stop = true
+    win.cpuUsed = cpuNow() - win.cpuStart
+  }
 }
 
-function finish(win: Window, bs: number, cpu0: NodeJS.CpuUsage, wall0: number): RunResult {
-  const cpu = process.cpuUsage(cpu0)
-  const wall = performance.now() - wall0
+function finish(win: Window, bs: number): RunResult {
   const seconds = Math.max(1e-9, (win.last - win.start) / 1000)
   const { p50, p99 } = win.lat.percentiles()
-  return { ops: win.ops, bytes: win.ops * bs, seconds, p50, p99, cpuPct: ((cpu.user + cpu.system) / 1000 / wall) * 100 }
+  const cpu = win.cpuUsed
+  return { ops: win.ops, bytes: win.ops * bs, seconds, p50, p99, cpuPct: (cpu / 1e6 / seconds) * 100, cpuUsPerOp: win.ops > 0 ? cpu / win.ops : NaN }
 }
 
 type OpFn = (buf: Uint8Array, pos: number) => Promise<unknown>
 
 /** `qd` workers, each: take a position, await one op, repeat — the queue stays full. */
-async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], op: OpFn, uncache?: Uncache): Promise<RunResult> {
+export async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], op: OpFn, uncache?: Uncache): Promise<RunResult> {
   const next = positions(w, size, uncache?.fn)
   let sinceUncache = 0
   const win = newWindow()
-  const cpu0 = process.cpuUsage()
   const wall0 = performance.now()
   const worker = async (buf: Uint8Array): Promise<void> => {
     while (!win.stop) {
@@ -232,7 +332,7 @@ async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Arr
     }
   }
   await Promise.all(bufs.slice(0, w.qd).map(worker))
-  return finish(win, w.bs, cpu0, wall0)
+  return finish(win, w.bs)
 }
 
 /** One batch of `qd` ops at a time through readMany/writeMany. */
@@ -240,7 +340,6 @@ async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Arr
   const next = positions(w, size)
   const win = newWindow()
   const ops = bufs.slice(0, w.qd).map((buffer) => ({ buffer, position: 0 }))
-  const cpu0 = process.cpuUsage()
   const wall0 = performance.now()
   while (!win.stop) {
     for (const o of ops) o.position = next()
@@ -248,10 +347,10 @@ async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Arr
     await many(ops)
     tick(win, t0, performance.now(), ops.length, limit, wall0)
   }
-  return finish(win, w.bs, cpu0, wall0)
+  return finish(win, w.bs)
 }
 
-function fillBuffers(bufs: Uint8Array[]): void {
+export function fillBuffers(bufs: Uint8Array[]): void {
   for (const b of bufs) {
     for (let i = 0; i < b.length; i += 4096) b[i] = (Math.random() * 256) | 0
   }
@@ -260,16 +359,52 @@ function fillBuffers(bufs: Uint8Array[]): void {
 // ---------------------------------------------------------------------------------------------
 // odirect runners
 
+/**
+ * Which engine path runs odirect's ops: `engineInfo().path` (the JS thread's own ring on the libuv
+ * loop, or a reaper thread) when the engine says, plus the handle's backend.
+ */
+export function enginePath(fh?: { backend?: string }): string {
+  let p = ''
+  const info = (engineModule as Record<string, unknown>).engineInfo
+  if (typeof info === 'function') {
+    try {
+      const i = (info as () => unknown)() as { path?: unknown } | undefined
+      if (i && typeof i.path === 'string') p = i.path
+    } catch {
+      // not available on this build
+    }
+  }
+  const b = fh?.backend
+  return [p, typeof b === 'string' ? b : ''].filter(Boolean).join('/') || 'unknown'
+}
+
+/** The native latency percentiles of a handle (fh.stats().latencyUs), when it has them. */
+function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number } {
+  try {
+    const st = (fh as { stats?: () => { latencyUs?: { p50?: number; p99?: number } } }).stats?.()
+    const l = st?.latencyUs
+    if (l && typeof l.p50 === 'number') return { nativeP50: l.p50, nativeP99: typeof l.p99 === 'number' ? l.p99 : NaN }
+  } catch {
+    // no stats on this build
+  }
+  return {}
+}
+
+/** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
+export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: 'op' | 'batch'): Promise<RunResult> {
+  const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
+  if (w.write) fillBuffers(bufs)
+  const result =
+    mode === 'op'
+      ? await perOpLoop(w, size, limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
+      : await batchLoop(w, size, limit, bufs, w.write ? (o) => fh.writeMany(o) : (o) => fh.readMany(o))
+  return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
+}
+
 async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'): Promise<Outcome> {
   const fh = await open(ctx.path, 'r+')
   try {
-    const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
-    if (w.write) fillBuffers(bufs)
-    const result =
-      mode === 'op'
-        ? await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
-        : await batchLoop(w, ctx.size, ctx.limit, bufs, w.write ? (o) => fh.writeMany(o) : (o) => fh.readMany(o))
-    return { ok: true, result }
+    return { ok: true, result: await odirectRun(fh, ctx.size, ctx.limit, w, mode) }
   } finally {
     await fh.close()
   }
@@ -296,7 +431,7 @@ async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Out
     try {
       if (w.write) fillBuffers(bufs)
       const result = await perOpLoop(w, ctx.size, ctx.limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
-      return { ok: true, result }
+      return { ok: true, result: { ...result, ...nativeLatency(fh), path: enginePath(fh) } }
     } finally {
       const r = Array.isArray(reg) ? undefined : (reg as { unregister?: () => unknown; release?: () => unknown } | undefined)
       if (typeof r?.unregister === 'function') await r.unregister()
@@ -309,13 +444,107 @@ async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Out
 }
 
 // ---------------------------------------------------------------------------------------------
+// The per-op workload under Bun and Deno: a child process per run (see child.ts).
+
+/** The marker of the result line on a child's stdout. */
+export const CHILD_MARKER = '@@odirect-bench-result '
+
+/** The package's root (dist/src/bench/harness.js -> ../../..). */
+const packageRoot = (): string => nodePath.resolve(__dirname, '..', '..', '..')
+
+/** Finds bun or deno: scripts/runtime-bin.cjs of a checkout (the devDependencies), else the PATH. */
+export function findRuntime(rt: RuntimeName): { bin?: string; version?: string; why?: string } {
+  let bin: string | undefined
+  const script = nodePath.join(packageRoot(), 'scripts', 'runtime-bin.cjs')
+  let why = ''
+  if (fs.existsSync(script)) {
+    const r = spawnSync(process.execPath, [script, '--path', rt], { encoding: 'utf8', timeout: 60_000 })
+    const p = (r.stdout ?? '').trim().split('\n').pop()
+    if (r.status === 0 && p && fs.existsSync(p)) bin = p
+    else why = (r.stderr ?? '').trim().split('\n').pop() ?? ''
+  }
+  if (bin === undefined) {
+    for (const dir of (process.env.PATH ?? '').split(':')) {
+      const p = nodePath.join(dir || '.', rt)
+      try {
+        fs.accessSync(p, fs.constants.X_OK)
+        bin = p
+        break
+      } catch {
+        // keep looking
+      }
+    }
+  }
+  if (bin === undefined) return { why: `${rt} not found (npm install in a checkout brings it as a devDependency, or put it on PATH)${why ? `: ${why}` : ''}` }
+  const v = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 30_000 })
+  if (v.status !== 0 || v.error) return { why: `${bin} --version failed: ${v.error?.message ?? (v.stderr ?? '').trim()}` }
+  return { bin, version: (v.stdout ?? '').trim().split('\n')[0] }
+}
+
+let wrapperDir: string | undefined
+
+/** An ES module (in a temporary directory) that requires child.js and runs it on its last argument. */
+function childWrapper(): string {
+  if (wrapperDir === undefined) wrapperDir = fs.mkdtempSync(nodePath.join(os.tmpdir(), 'odirect-bench-child-'))
+  const file = nodePath.join(wrapperDir, 'child.mjs')
+  if (!fs.existsSync(file)) {
+    const child = nodePath.join(__dirname, 'child.js')
+    fs.writeFileSync(
+      file,
+      [
+        "import { createRequire } from 'node:module'",
+        `const m = createRequire(import.meta.url)(${JSON.stringify(child)})`,
+        'await m.childMain(process.argv[process.argv.length - 1])',
+        '',
+      ].join('\n'),
+    )
+  }
+  return file
+}
+
+/** Removes the child wrapper's temporary directory. */
+export function cleanupChildren(): void {
+  if (wrapperDir !== undefined) fs.rmSync(wrapperDir, { recursive: true, force: true })
+  wrapperDir = undefined
+}
+
+const numOrNaN = (x: unknown): number => (typeof x === 'number' ? x : NaN)
+
+async function runInRuntime(ctx: BenchContext, rt: RuntimeName, w: Workload): Promise<Outcome> {
+  ctx.runtimes ??= new Map()
+  let found = ctx.runtimes.get(rt)
+  if (found === undefined) {
+    found = findRuntime(rt)
+    ctx.runtimes.set(rt, found)
+    if (found.why !== undefined) ctx.log(`note: ${found.why}: no ${rt} rows`)
+  }
+  if (found.bin === undefined) return { ok: false, skipped: found.why ?? `${rt} not found` }
+  const req = JSON.stringify({ file: ctx.path, size: ctx.size, workload: w, limit: ctx.limit })
+  // Deno loads Node-API addons through process.dlopen (--allow-ffi, part of --allow-all).
+  const args = rt === 'deno' ? ['run', '--allow-all', '--no-check', '--no-lock', '--no-config', childWrapper(), req] : [childWrapper(), req]
+  const timeout = (ctx.limit.ops > 0 ? 300 : ctx.limit.durationMs / 1000 + 120) * 1000
+  const r = spawnSync(found.bin, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout, cwd: packageRoot() })
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith(CHILD_MARKER))
+  if (line === undefined) {
+    const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${r.stdout ?? ''}`
+    const why = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status ?? r.signal}`
+    return { ok: false, skipped: `${rt} failed: ${why}`, transient: true }
+  }
+  const out = JSON.parse(line.slice(CHILD_MARKER.length)) as Outcome
+  if (!out.ok) return out
+  const res = out.result as unknown as Record<string, unknown>
+  for (const k of ['p50', 'p99', 'cpuPct', 'cpuUsPerOp', 'nativeP50', 'nativeP99']) if (k in res) res[k] = numOrNaN(res[k])
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
 // node:fs runners
 
 let dropNoteShown = false
 
 /** Empties the page cache of the file: drop_caches when root, else posix_fadvise(DONTNEED) on it. */
 export function dropCaches(ctx: BenchContext, fd?: number): void {
-  if (ctx.isRoot) {
+  if (ctx.isRoot && !ctx.fadviseOnly) {
     try {
       fs.writeFileSync('/proc/sys/vm/drop_caches', '1')
       return
@@ -384,8 +613,11 @@ export function fioVersion(fio: string): string {
   return (r.stdout ?? '').trim()
 }
 
-/** fio's arguments for one workload and ioengine. Batched submit and reap, as fio's peak configs. */
-export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio'): string[] {
+/**
+ * fio's arguments for one workload and ioengine. Batched submit and reap, as fio's peak configs.
+ * `jobs` > 1: that many processes, each at the workload's depth, on the same file (the device's limit).
+ */
+export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1): string[] {
   const rw = w.random ? (w.write ? 'randwrite' : 'randread') : w.write ? 'write' : 'read'
   const batch = Math.min(16, w.qd)
   const args = [
@@ -404,7 +636,7 @@ export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | '
     '--randrepeat=0',
     '--fallocate=none',
     '--invalidate=1',
-    '--numjobs=1',
+    `--numjobs=${jobs}`,
     '--percentile_list=50:99',
     '--output-format=json',
   ]
@@ -424,42 +656,106 @@ interface FioSide {
   clat_ns?: { percentile?: Record<string, number> }
 }
 
-/** Parses fio's JSON (which may follow warnings on stdout) into a RunResult. */
+interface FioJob {
+  error: number
+  read: FioSide
+  write: FioSide
+  usr_cpu: number
+  sys_cpu: number
+  /** Milliseconds the job ran (after ramp_time). */
+  job_runtime?: number
+}
+
+/**
+ * Parses fio's JSON (which may follow warnings on stdout) into a RunResult. Several jobs: their
+ * rates and CPU add up; latency percentiles are the first job's (the jobs are alike).
+ */
 export function parseFio(stdout: string, write: boolean): RunResult {
   const at = stdout.indexOf('{')
   if (at < 0) throw new Error('fio printed no JSON')
-  const j = JSON.parse(stdout.slice(at)) as { jobs: { error: number; read: FioSide; write: FioSide; usr_cpu: number; sys_cpu: number }[] }
-  const job = j.jobs[0]
-  if (job.error) throw new Error(`fio job error ${job.error}`)
-  const s = write ? job.write : job.read
-  const pct = s.clat_ns?.percentile ?? {}
+  const j = JSON.parse(stdout.slice(at)) as { jobs: FioJob[] }
+  if (!Array.isArray(j.jobs) || j.jobs.length === 0) throw new Error('fio reported no jobs')
+  for (const job of j.jobs) if (job.error) throw new Error(`fio job error ${job.error}`)
+  const side = (job: FioJob): FioSide => (write ? job.write : job.read)
+  const first = side(j.jobs[0])
+  const pct = first.clat_ns?.percentile ?? {}
   const pick = (p: string): number => {
     const k = Object.keys(pct).find((x) => Number(x) === Number(p))
     return k === undefined ? NaN : pct[k] / 1000
   }
+  let ops = 0
+  let iops = 0
+  let bw = 0
+  let cpuUs = 0
+  let cpuPct = 0
+  let maxRuntime = 0
+  for (const job of j.jobs) {
+    const s = side(job)
+    ops += s.total_ios
+    iops += s.iops
+    bw += s.bw_bytes
+    const runtimeMs = job.job_runtime ?? s.runtime
+    maxRuntime = Math.max(maxRuntime, s.runtime)
+    cpuPct += job.usr_cpu + job.sys_cpu
+    cpuUs += ((job.usr_cpu + job.sys_cpu) / 100) * runtimeMs * 1000
+  }
   // fio's own rates (its stats restart after ramp_time): seconds = ios / IOPS reproduces them.
-  const seconds = s.iops > 0 ? s.total_ios / s.iops : Math.max(1e-9, s.runtime / 1000)
+  const seconds = iops > 0 ? ops / iops : Math.max(1e-9, maxRuntime / 1000)
   return {
-    ops: s.total_ios,
-    bytes: s.bw_bytes * seconds,
+    ops,
+    bytes: bw * seconds,
     seconds,
     p50: pick('50'),
     p99: pick('99'),
-    cpuPct: job.usr_cpu + job.sys_cpu,
-  }
+    cpuPct,
+    cpuUsPerOp: ops > 0 ? cpuUs / ops : NaN,
+    fioSelfCpuUsPerOp: ops > 0 ? cpuUs / ops : NaN,
+    fioRuntimeMs: Math.max(...j.jobs.map((job) => job.job_runtime ?? side(job).runtime)),
+  } as RunResult
 }
 
-async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio'): Promise<Outcome> {
+/**
+ * Runs fio under `sh`, which prints its own /proc/self/stat after fio exits: its cutime + cstime
+ * are the CPU of fio's whole process tree (job processes, their threads and io_uring workers).
+ */
+function spawnFio(fio: string, args: string[]): { r: ReturnType<typeof spawnSync>; treeCpuUs: number } {
+  const script = 'fio="$1"; shift; "$fio" "$@"; rc=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $rc'
+  const r = spawnSync('/bin/sh', ['-c', script, 'sh', fio, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  let treeCpuUs = NaN
+  const err = String(r.stderr ?? '')
+  const line = err.split('\n').find((l) => l.startsWith('@@stat '))
+  if (line !== undefined) {
+    const f = line.slice(line.lastIndexOf(')') + 2).split(' ')
+    // Fields 16 and 17 (cutime, cstime: waited-for children) are at 13 and 14 after the name; USER_HZ 100.
+    const ticks = Number(f[13]) + Number(f[14])
+    if (Number.isFinite(ticks)) treeCpuUs = ticks * 1e4
+  }
+  r.stderr = err.split('\n').filter((l) => !l.startsWith('@@stat ')).join('\n')
+  return { r, treeCpuUs }
+}
+
+async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1): Promise<Outcome> {
   if (ctx.fioPath === undefined) return { ok: false, skipped: 'fio is not installed (apt-get install fio)' }
   const broken = ctx.fioBroken.get(ioengine)
   if (broken !== undefined) return { ok: false, skipped: broken }
   let why = ''
   // One retry: a failure can be transient (memory for fixed buffers, a busy device).
   for (let attempt = 0; attempt < 2; attempt++) {
-    const r = spawnSync(ctx.fioPath, fioArgs(ctx, w, ioengine), { encoding: 'utf8', maxBuffer: 64 << 20 })
+    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs))
     if (r.status === 0 && !r.error) {
       try {
-        const result = parseFio(r.stdout, w.write)
+        const result = parseFio(String(r.stdout), w.write)
+        // The tree's CPU covers fio's whole life: count the measured window's share of it (the
+        // ramp runs at the same rate; start-up and the JSON report are small beside it).
+        const extra = result as RunResult & { fioRuntimeMs?: number }
+        const runtimeMs = extra.fioRuntimeMs ?? NaN
+        delete extra.fioRuntimeMs
+        const ramp = ctx.limit.ops > 0 ? 0 : ctx.limit.rampMs
+        if (Number.isFinite(treeCpuUs) && result.ops > 0 && runtimeMs > 0) {
+          const windowCpu = treeCpuUs * (runtimeMs / (runtimeMs + ramp))
+          result.cpuUsPerOp = windowCpu / result.ops
+          result.cpuPct = (windowCpu / 1e6 / (runtimeMs / 1000)) * 100
+        }
         ctx.fioFailures?.set(ioengine, 0)
         return { ok: true, result }
       } catch (e) {
@@ -467,7 +763,7 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
       }
     } else {
       // fio reports most errors on stdout (before or instead of the JSON), some on stderr.
-      const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${(r.stdout ?? '').split('\n{')[0]}`
+      const text = `${r.error?.message ?? ''}\n${String(r.stderr ?? '')}\n${String(r.stdout ?? '').split('\n{')[0]}`
       why = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`
     }
     ctx.log(`note: fio --ioengine=${ioengine} (${w.id}) failed${attempt === 0 ? ', retrying' : ''}: ${why}`)
@@ -495,6 +791,8 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
   switch (engine) {
     case 'fio-io_uring':
       return runFio(ctx, w, 'io_uring')
+    case 'fio-io_uring-2j':
+      return runFio(ctx, w, 'io_uring', 2)
     case 'fio-libaio':
       return runFio(ctx, w, 'libaio')
     case 'node-fs':
@@ -507,6 +805,10 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
       return runOdirect(ctx, w, 'batch')
     case 'odirect-registered':
       return runOdirectRegistered(ctx, w)
+    case 'odirect-bun':
+      return runInRuntime(ctx, 'bun', w)
+    case 'odirect-deno':
+      return runInRuntime(ctx, 'deno', w)
   }
 }
 
@@ -547,6 +849,8 @@ export interface MachineFacts {
   node: string
   fio: string
   backend: string
+  /** The engine path odirect's ops take on Node (engineInfo().path / fh.backend). */
+  enginePath?: string
   isRoot: boolean
   cacheDrop: string
   loadStart: number[]
@@ -575,10 +879,21 @@ export async function machineFacts(path: string, fioPath: string | undefined, is
   const cpus = os.cpus()
   let fsType = ''
   let backend = ''
+  let path_ = ''
   try {
     const p = await probe(path)
     fsType = p.fsType
     backend = Object.entries(p.backends).find(([, b]) => b.available)?.[0] ?? ''
+  } catch {
+    // reported as unknown
+  }
+  try {
+    const fh = await open(path, 'r')
+    try {
+      path_ = enginePath(fh)
+    } finally {
+      await fh.close()
+    }
   } catch {
     // reported as unknown
   }
@@ -593,6 +908,7 @@ export async function machineFacts(path: string, fioPath: string | undefined, is
     node: process.version,
     fio: fioPath ? fioVersion(fioPath) : 'not installed',
     backend: backend || 'unknown',
+    enginePath: path_ || 'unknown',
     isRoot,
     cacheDrop: isRoot ? 'echo 1 > /proc/sys/vm/drop_caches before and after each node:fs run' : 'not root: posix_fadvise(POSIX_FADV_DONTNEED) on the file before and after each node:fs run',
     loadStart: os.loadavg(),

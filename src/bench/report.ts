@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { type EngineId, engineLabel, fmtSize, type MachineFacts, type RunResult, type Workload } from './harness'
+import { type EngineId, engineLabel, fmtSize, type MachineFacts, type Place, type RunResult, type Workload } from './harness'
 import { type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
@@ -28,6 +28,16 @@ export interface Summary {
   p50: number
   p99: number
   cpuPct: number
+  /** Median CPU microseconds per op (whole process; fio: its own usr+sys). */
+  cpuUsPerOp: number
+  /** fio: median CPU µs per op by fio's own accounting (without io_uring's workers). */
+  fioSelfCpuUsPerOp: number
+  /** odirect: median native (fh.stats()) latency percentiles. */
+  nativeP50: number
+  nativeP99: number
+  /** odirect: the engine path(s) that ran; Bun/Deno rows: the runtime. */
+  path?: string
+  runtime?: string
   /** Median steal time of the machine during the runs, percent of all CPU time. */
   stealPct: number
   /** value / the fio io_uring value for the same workload. */
@@ -41,8 +51,14 @@ export interface Options {
   ops: number
   rampMs: number
   short: boolean
+  /** --quick: the CI smoke run (small file, one short run per cell). */
+  quick?: boolean
   file: string
   temporary: boolean
+  /** The tmpfs workloads' file and its size, or why they did not run. */
+  tmpfs?: { file?: string; size?: number; how?: string; skipped?: string }
+  /** Bun/Deno: the versions that ran, or why not. */
+  runtimes?: Record<string, string>
 }
 
 export function median(xs: number[]): number {
@@ -50,6 +66,12 @@ export function median(xs: number[]): number {
   if (s.length === 0) return NaN
   const m = s.length >> 1
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** `{ [key]: 'a, b' }` of the distinct defined values, or nothing. */
+function distinct<K extends string>(key: K, xs: (string | undefined)[]): Partial<Record<K, string>> {
+  const v = [...new Set(xs.filter((x): x is string => typeof x === 'string' && x !== ''))]
+  return v.length ? ({ [key]: v.join(', ') } as Partial<Record<K, string>>) : {}
 }
 
 export function figure(w: Workload, r: RunResult): number {
@@ -69,6 +91,12 @@ export function summarize(cells: Cell[]): Summary[] {
       p50: median(c.runs.map((r) => r.p50)),
       p99: median(c.runs.map((r) => r.p99)),
       cpuPct: median(c.runs.map((r) => r.cpuPct)),
+      cpuUsPerOp: median(c.runs.map((r) => r.cpuUsPerOp)),
+      fioSelfCpuUsPerOp: median(c.runs.map((r) => r.fioSelfCpuUsPerOp ?? NaN)),
+      nativeP50: median(c.runs.map((r) => r.nativeP50 ?? NaN)),
+      nativeP99: median(c.runs.map((r) => r.nativeP99 ?? NaN)),
+      ...distinct('path', c.runs.map((r) => r.path)),
+      ...distinct('runtime', c.runs.map((r) => r.runtime)),
       stealPct: median(c.runs.map((r) => r.stealPct ?? NaN)),
       ratio: NaN,
     }
@@ -93,42 +121,124 @@ const fmtRatio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}×
 // Targets are judged on the unrounded ratio: show enough digits that the verdict matches.
 const fmtRatio3 = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(3)}×` : '–')
 
-/** The results table (markdown). */
+const fmtCpu = (us: number): string => (!Number.isFinite(us) ? '–' : us >= 100 ? num(us, 0) : us >= 10 ? num(us, 1) : num(us, 2))
+
+/** The results table (markdown) of the given rows. */
 export function table(sums: Summary[]): string {
-  const rows = ['| Workload | Engine | Median | Runs min–max | p50 µs | p99 µs | CPU % | steal % | vs fio io_uring |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  const rows = [
+    '| Workload | Engine | Median | Runs min–max | p50 µs | p99 µs | native p50 µs | CPU µs/op | CPU % | steal % | vs fio io_uring |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
   let lastW = ''
   for (const s of sums) {
     const wl = s.workload.id === lastW ? '' : s.workload.label
     lastW = s.workload.id
+    const label = engineLabel(s.engine) + (s.runtime ? ` (${s.runtime})` : '')
     if (s.skipped !== undefined) {
-      rows.push(`| ${wl} | ${engineLabel(s.engine)} | skipped: ${s.skipped} | | | | | | |`)
+      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped.replace(/\|/g, '\\|')} | | | | | | | | |`)
       continue
     }
     const spread = s.min === s.max ? '' : `${fmtValue(s.workload, s.min).replace(/ (IOPS|MB\/s)$/, '')}–${fmtValue(s.workload, s.max)}`
-    rows.push(`| ${wl} | ${engineLabel(s.engine)} | **${fmtValue(s.workload, s.value)}** | ${spread} | ${fmtLat(s.p50)} | ${fmtLat(s.p99)} | ${num(s.cpuPct)} | ${num(s.stealPct, 1)} | ${fmtRatio(s.ratio)} |`)
+    rows.push(
+      `| ${wl} | ${label} | **${fmtValue(s.workload, s.value)}** | ${spread} | ${fmtLat(s.p50)} | ${fmtLat(s.p99)} | ${fmtLat(s.nativeP50)} | ${fmtCpu(s.cpuUsPerOp)}${Number.isFinite(s.fioSelfCpuUsPerOp) ? ` (own ${fmtCpu(s.fioSelfCpuUsPerOp)})` : ''} | ${num(s.cpuPct)} | ${num(s.stealPct, 1)} | ${fmtRatio(s.ratio)} |`,
+    )
   }
   return rows.join('\n')
 }
 
-/** The issue's targets at the deep random workloads, checked against this run. */
-export function targets(sums: Summary[]): string[] {
-  const lines: string[] = []
-  const get = (w: string, e: EngineId): Summary | undefined => sums.find((s) => s.workload.id === w && s.engine === e && s.skipped === undefined)
-  const deep = [...new Set(sums.filter((s) => s.workload.random && s.workload.qd > 1).map((s) => s.workload.id))]
-  for (const wid of deep) {
-    const label = sums.find((s) => s.workload.id === wid)?.workload.label ?? wid
-    const batch = get(wid, 'odirect-batch')
-    const perOp = get(wid, 'odirect')
-    const nodefs = get(wid, 'node-fs')
-    const mark = (ok: boolean): string => (ok ? 'met' : '**not met**')
-    if (batch && Number.isFinite(batch.ratio)) lines.push(`- ${label}: odirect batch = ${fmtRatio3(batch.ratio)} fio io_uring (target ≥ 0.90×): ${mark(batch.ratio >= 0.9)}`)
-    if (perOp && Number.isFinite(perOp.ratio)) lines.push(`- ${label}: odirect per-op = ${fmtRatio3(perOp.ratio)} fio io_uring (target ≥ 0.70×): ${mark(perOp.ratio >= 0.7)}`)
-    if (perOp && nodefs && nodefs.value > 0) {
-      const r = perOp.value / nodefs.value
-      lines.push(`- ${label}: odirect per-op = ${fmtRatio3(r)} node:fs buffered (target ≥ 2×): ${mark(r >= 2)}`)
+export interface Target {
+  /** What is compared, e.g. 'disk: 4 KiB random read, QD 64: odirect per op vs fio io_uring'. */
+  name: string
+  /** The goal, e.g. '≥ 0.95×'. */
+  goal: string
+  /** The measured figure, e.g. '0.612× (85.1k vs 139.0k IOPS)', or why there is none. */
+  figure: string
+  /** undefined: not measured in this run. */
+  met?: boolean
+}
+
+/** The targets of issue 10, each judged on this run's medians (or marked not measured). */
+export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[] {
+  const out: Target[] = []
+  const find = (pred: (w: Workload) => boolean, e: EngineId): Summary | undefined => sums.find((s) => pred(s.workload) && s.engine === e)
+  const why = (...xs: (Summary | undefined)[]): string => {
+    for (const x of xs) if (x?.skipped !== undefined) return `not measured: ${engineLabel(x.engine)} skipped (${x.skipped})`
+    return 'not measured (workload or engine not selected)'
+  }
+  const ok = (...xs: (Summary | undefined)[]): boolean => xs.every((x) => x !== undefined && x.skipped === undefined)
+  const ratio = (name: string, goal: number, a: Summary | undefined, b: Summary | undefined, pick: (s: Summary) => number, unit: (s: Summary, v: number) => string, lowerIsBetter = false): void => {
+    const g = `${lowerIsBetter ? '≤' : '≥'} ${goal.toFixed(2)}×`
+    if (!ok(a, b)) return void out.push({ name, goal: g, figure: why(a, b) })
+    const va = pick(a!)
+    const vb = pick(b!)
+    if (!Number.isFinite(va) || !Number.isFinite(vb) || vb <= 0) return void out.push({ name, goal: g, figure: 'not measured (no figure)' })
+    const r = va / vb
+    out.push({ name, goal: g, figure: `${fmtRatio3(r)} (${unit(a!, va)} vs ${unit(b!, vb)})`, met: lowerIsBetter ? r <= goal : r >= goal })
+  }
+  const rate = (s: Summary, v: number): string => fmtValue(s.workload, v)
+  const us = (_: Summary, v: number): string => `${fmtLat(v)} µs`
+  const cpu = (_: Summary, v: number): string => `${fmtCpu(v)} µs`
+  const places: Place[] = ['disk', 'tmpfs']
+  // Depth 1 latency.
+  for (const place of places) {
+    const is = (w: Workload): boolean => w.place === place && w.random && !w.write && w.qd === 1
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random read, QD 1, ${place}`
+    ratio(`${place}: ${label}: odirect per op p50 latency vs fio io_uring's`, 1.2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.p50, us, true)
+  }
+  // Depth 64 on tmpfs.
+  for (const write of [false, true]) {
+    const is = (w: Workload): boolean => w.place === 'tmpfs' && w.random && w.write === write && w.qd > 1
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD, tmpfs`
+    const perOp = find(is, 'odirect')
+    ratio(`tmpfs: ${label}: odirect per op vs fio io_uring`, 0.5, perOp, find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`tmpfs: ${label}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 0.8, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`tmpfs: ${label}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
+  }
+  // Depth 64 on the disk.
+  for (const write of [false, true]) {
+    const is = (w: Workload): boolean => w.place === 'disk' && w.random && w.write === write && w.qd > 1
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
+    ratio(`disk: ${label}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`disk: ${label}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 1.0, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+  }
+  // Sequential.
+  for (const write of [false, true]) {
+    const is = (w: Workload): boolean => w.place === 'disk' && !w.random && w.write === write
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `sequential ${write ? 'write' : 'read'}`
+    ratio(`disk: ${label}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+  }
+  {
+    const name = 'disk: odirect createReadStream vs fio io_uring sequential read (Streams table)'
+    const a = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'odirect-stream')
+    const b = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'fio-io_uring')
+    if (a === undefined || b === undefined) out.push({ name, goal: '≥ 0.90×', figure: 'not measured (streams not selected)' })
+    else if (a.skipped !== undefined || b.skipped !== undefined) out.push({ name, goal: '≥ 0.90×', figure: `not measured: ${a.skipped ?? b.skipped}` })
+    else {
+      const r = a.mbps / b.mbps
+      out.push({ name, goal: '≥ 0.90×', figure: `${fmtRatio3(r)} (${num(a.mbps)} vs ${num(b.mbps)} MB/s)`, met: Number.isFinite(r) ? r >= 0.9 : undefined })
     }
   }
-  return lines
+  // CPU per op at depth 64.
+  for (const place of places) {
+    for (const write of [false, true]) {
+      const is = (w: Workload): boolean => w.place === place && w.random && w.write === write && w.qd > 1
+      const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD, ${place}`
+      ratio(`${place}: ${label}: odirect per op CPU µs/op vs fio io_uring's`, 2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.cpuUsPerOp, cpu, true)
+    }
+  }
+  return out
+}
+
+const verdict = (t: Target): string => (t.met === undefined ? 'not measured' : t.met ? 'met' : '**not met**')
+
+/** The targets as a markdown table. */
+export function targetTable(ts: Target[]): string {
+  return ['| Target | Goal | This run | Verdict |', '|---|---:|---|---|', ...ts.map((t) => `| ${t.name} | ${t.goal} | ${t.figure} | ${verdict(t)} |`)].join('\n')
+}
+
+/** The targets as plain lines for the terminal. */
+export function targetLines(ts: Target[]): string[] {
+  return ts.map((t) => `- ${t.name}: ${t.figure}, goal ${t.goal}: ${verdict(t).replace(/\*/g, '')}`)
 }
 
 function factsLines(f: MachineFacts, o: Options): string[] {
@@ -137,8 +247,10 @@ function factsLines(f: MachineFacts, o: Options): string[] {
     `- Date: ${f.date}`,
     `- Kernel: ${f.kernel}; CPUs: ${f.cpus} × ${f.cpuModel}; memory: ${f.memGiB} GiB`,
     `- File: ${o.file}${o.temporary ? ' (temporary, removed after)' : ''}, ${fmtSize(o.size)}, filesystem ${f.fsType}, ${f.device}`,
-    `- Node ${f.node}; ${f.fio}; odirect backend: ${f.backend}`,
-    `- Runs: ${o.runs} per cell (median shown), ${o.ops > 0 ? `${o.ops} ops` : `${o.durationMs / 1000} s`} each after ${o.rampMs / 1000} s warm-up${o.short ? ' (short mode)' : ''}`,
+    `- tmpfs workloads: ${o.tmpfs?.file ? `${o.tmpfs.file} (${fmtSize(o.tmpfs.size ?? 0)}${o.tmpfs.how ? `, ${o.tmpfs.how}` : ''})` : `not run: ${o.tmpfs?.skipped ?? 'not selected'}`}`,
+    `- Node ${f.node}; ${f.fio}; odirect backend: ${f.backend}; engine path on Node: ${f.enginePath ?? 'unknown'}`,
+    ...(o.runtimes && Object.keys(o.runtimes).length ? [`- Other runtimes (per-op rows): ${Object.entries(o.runtimes).map(([k, v]) => `${k}: ${v}`).join('; ')}`] : []),
+    `- Runs: ${o.runs} per cell (median shown; engines interleaved within each run), ${o.ops > 0 ? `${o.ops} ops` : `${o.durationMs / 1000} s`} each after ${o.rampMs / 1000} s warm-up${o.quick ? ' (quick mode: a smoke run, figures meaningless)' : o.short ? ' (short mode)' : ''}`,
     `- Page cache for node:fs: ${f.cacheDrop}`,
     `- Load average (1/5/15 min) at start: ${load(f.loadStart)}; at end: ${load(f.loadEnd)}`,
   ]
@@ -146,18 +258,40 @@ function factsLines(f: MachineFacts, o: Options): string[] {
 
 const NOTES_BEGIN = '<!-- notes:begin (kept when the report is regenerated) -->'
 const NOTES_END = '<!-- notes:end -->'
+const PROFILE_BEGIN = '<!-- profile:begin (kept when the report is regenerated) -->'
+const PROFILE_END = '<!-- profile:end -->'
+const PROFILE_PLACEHOLDER = `_To be filled from perf after the run: where the remaining microseconds per op go (JS thread,
+native, kernel), at QD 1 and QD 64, on the disk and on tmpfs, for the path shown above._`
 
 const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and is shared (other builds run while the
   benchmark does); compare engines within one run, where they alternate on the same file, rather
   than across runs. The "runs min–max" column shows the spread.
+- Each run interleaves the engines on the same file (fio, then the JS engines, then the next run
+  with the order rotated by one), so every engine meets the same machine state; the median of
+  the runs is shown.
 - fio: \`--direct=1 --fixedbufs --registerfiles --hipri=0 --sqthread_poll=0\` (io_uring), batched
   submit/reap (\`--iodepth_batch_submit=min(16,QD)\`, \`--iodepth_batch_complete_min=half of that\`),
-  \`--norandommap --randrepeat=0\`. Latency is fio's completion latency (clat).
+  \`--norandommap --randrepeat=0\`: fio's peak configuration. Latency is fio's completion latency
+  (clat). "fio io_uring, 2 jobs (limit)" runs two such jobs (each at the workload's QD) on the same
+  file at once: what the device (or, on tmpfs, the machine) gives at most; its ratio is to one job.
 - JS engines: latency is measured in JS from the call to the promise settling (what an application
   sees, so it includes event-loop turnaround). For readMany/writeMany every op of a batch gets the
-  batch's latency. CPU % is the whole Node process (JS thread + odirect's ring thread, or the libuv
-  pool), in percent of one core. "steal %" is the machine's steal time during the run (/proc/stat):
-  CPU time the hypervisor took away from this VM; when it is high the engine was throttled.
+  batch's latency. "native p50" is odirect's own histogram (\`fh.stats().latencyUs\`, submit to
+  reap, over the whole run including the warm-up).
+- CPU µs/op: the CPU time (user + system) of the whole process during the measured window
+  (\`process.cpuUsage()\`, i.e. getrusage(RUSAGE_SELF): the JS thread, odirect's threads, libuv's
+  pool, io_uring workers), divided by the ops completed in it. fio: the CPU of its whole process
+  tree (cutime + cstime of a shell that waited for it: job processes, their threads and io_uring's
+  io-wq workers), times runtime / (runtime + ramp), over its ops. "(own …)" is fio's own
+  \`usr_cpu + sys_cpu\` accounting, which leaves out the io-wq workers: on tmpfs, where io_uring
+  punts O_DIRECT reads to them, it shows a fraction of what fio costs. CPU % is the CPU time over
+  the wall time, in percent of one core. "steal %" is the machine's steal time during the run (/proc/stat): CPU time the
+  hypervisor took away from this VM; when it is high the engine was throttled.
+- tmpfs rows: the same workloads on a file in a tmpfs (O_DIRECT works there since Linux 6.6). No
+  device is involved, so they show the software path: how many ops per second and how much CPU per
+  op each engine needs when the storage answers at memory speed.
+- Bun and Deno rows: the odirect per-op loop in a child process of that runtime (one per run), on
+  the same file; the engine path they take is listed under Machine.
 - node:fs (buffered) starts with the page cache emptied, and during the run the file's pages are
   dropped (posix_fadvise DONTNEED, which also starts writeback of dirty ones) every 4 MiB moved and
   at each sequential wrap, so reads keep reaching the device; its buffered writes include a final
@@ -168,13 +302,13 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   odirect batch: one \`fh.readMany([...QD ops])\` at a time (the queue drains between batches).
 - "vs fio io_uring" divides each median by fio io_uring's median for the same workload.`
 
-/** Keeps the hand-written notes block of an existing report. */
-function keptNotes(out: string): string | undefined {
+/** Keeps a hand-written block (notes, profile) of an existing report. */
+function keptBlock(out: string, begin: string, end: string): string | undefined {
   try {
     const old = fs.readFileSync(out, 'utf8')
-    const a = old.indexOf(NOTES_BEGIN)
-    const b = old.indexOf(NOTES_END)
-    if (a >= 0 && b > a) return old.slice(a + NOTES_BEGIN.length, b).trim()
+    const a = old.indexOf(begin)
+    const b = old.indexOf(end)
+    if (a >= 0 && b > a) return old.slice(a + begin.length, b).trim()
   } catch {
     // no previous report
   }
@@ -182,24 +316,39 @@ function keptNotes(out: string): string | undefined {
 }
 
 export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart: string | undefined, out: string | undefined, streams: StreamSummary[] = []): string {
-  const kept = out ? keptNotes(out) : undefined
-  const t = targets(sums)
+  const notes = out ? keptBlock(out, NOTES_BEGIN, NOTES_END) : undefined
+  const profile = out ? keptBlock(out, PROFILE_BEGIN, PROFILE_END) : undefined
+  const disk = sums.filter((s) => s.workload.place === 'disk')
+  const tmpfs = sums.filter((s) => s.workload.place === 'tmpfs')
   return [
     '# odirect benchmark',
     '',
-    'Generated by `odirect bench` (`node dist/cli.js bench`, or `node --import @oxc-node/core/register bench/run.ts`).',
+    'Generated by `odirect bench` (`npm run bench:full`, i.e. `node dist/cli.js bench --full`; `node dist/cli.js bench --help` for the options).',
     '',
     '## Machine',
     '',
     ...factsLines(facts, o),
     '',
-    '## Results',
+    '## Results: the disk',
     '',
-    table(sums),
+    disk.length ? table(disk) : '_(no disk workload selected)_',
     '',
-    ...(chart ? [`![fraction of fio io_uring per workload](${chart})`, ''] : []),
+    '## Results: tmpfs (no device: the software path)',
+    '',
+    tmpfs.length ? table(tmpfs) : `_Not run: ${o.tmpfs?.skipped ?? 'not selected'}._`,
+    '',
     ...(streams.length ? ['## Streams', '', streamTable(streams), ''] : []),
-    ...(t.length ? ['## Targets (issue 4)', '', ...t, ''] : []),
+    ...(chart ? [`![fraction of fio io_uring per workload](${chart})`, ''] : []),
+    '## Targets (issue 10)',
+    '',
+    targetTable(targets(sums, streams)),
+    '',
+    '## Profile',
+    '',
+    PROFILE_BEGIN,
+    profile ?? PROFILE_PLACEHOLDER,
+    PROFILE_END,
+    '',
     '## Method',
     '',
     STANDARD_NOTES,
@@ -208,11 +357,13 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
     '## Notes',
     '',
     NOTES_BEGIN,
-    kept ?? '_(none yet)_',
+    notes ?? '_(none yet)_',
     NOTES_END,
     '',
   ].join('\n')
 }
+
+const finite = (x: number): number | null => (Number.isFinite(x) ? x : null)
 
 export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Cell[], streams: StreamSummary[] = [], streamCells: StreamCell[] = []): string {
   return JSON.stringify(
@@ -221,17 +372,37 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
       options: o,
       results: sums.map((s) => ({
         workload: s.workload.id,
+        label: s.workload.label,
+        place: s.workload.place,
         engine: s.engine,
         metric: s.workload.metric,
-        ...(s.skipped !== undefined ? { skipped: s.skipped } : { median: s.value, min: s.min, max: s.max, p50Us: s.p50, p99Us: s.p99, cpuPct: s.cpuPct, stealPct: Number.isFinite(s.stealPct) ? s.stealPct : null, ratioToFioIoUring: Number.isFinite(s.ratio) ? s.ratio : null }),
+        ...(s.skipped !== undefined
+          ? { skipped: s.skipped }
+          : {
+              median: s.value,
+              min: s.min,
+              max: s.max,
+              p50Us: finite(s.p50),
+              p99Us: finite(s.p99),
+              nativeP50Us: finite(s.nativeP50),
+              nativeP99Us: finite(s.nativeP99),
+              cpuUsPerOp: finite(s.cpuUsPerOp),
+              ...(Number.isFinite(s.fioSelfCpuUsPerOp) ? { fioSelfCpuUsPerOp: s.fioSelfCpuUsPerOp } : {}),
+              cpuPct: finite(s.cpuPct),
+              stealPct: finite(s.stealPct),
+              ratioToFioIoUring: finite(s.ratio),
+              ...(s.path ? { path: s.path } : {}),
+              ...(s.runtime ? { runtime: s.runtime } : {}),
+            }),
         runs: cells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
       streams: streams.map((s) => ({
         workload: s.workload.id,
         engine: s.engine,
-        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: Number.isFinite(s.residentPct) ? s.residentPct : null, ratioToFioIoUring: Number.isFinite(s.ratio) ? s.ratio : null }),
+        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), ratioToFioIoUring: finite(s.ratio) }),
         runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
+      targets: targets(sums, streams).map((t) => ({ ...t, met: t.met ?? null })),
     },
     null,
     2,
@@ -244,50 +415,85 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
 
 const COLORS: Record<EngineId, string> = {
   'fio-io_uring': '#4c566a',
+  'fio-io_uring-2j': '#2e3440',
   'fio-libaio': '#8f9bb3',
   'node-fs': '#e0a030',
   'node-fs-direct': '#c77c2e',
   odirect: '#2e86c1',
   'odirect-batch': '#1a5276',
   'odirect-registered': '#48c9b0',
+  'odirect-bun': '#af7ac5',
+  'odirect-deno': '#58d68d',
 }
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
-export function svgChart(sums: Summary[], facts: MachineFacts): string {
+const STREAM_COLORS: Record<StreamEngineId, string> = {
+  'odirect-stream': '#2e86c1',
+  'node-fs-stream': '#e0a030',
+  'node-fs-stream-1m': '#f5c469',
+  'fio-io_uring': '#4c566a',
+}
+
+interface Bar {
+  key: string
+  legend: string
+  color: string
+  value: number
+  text: string
+  ratio: number
+  isRef: boolean
+}
+
+/** The chart: the workloads' rows, then the streams' rows, each group relative to fio io_uring. */
+export function svgChart(sums: Summary[], facts: MachineFacts, streams: StreamSummary[] = []): string {
+  const groups: { label: string; bars: Bar[] }[] = []
   const shown = sums.filter((s) => s.skipped === undefined && Number.isFinite(s.value))
-  const workloads = [...new Map(shown.map((s) => [s.workload.id, s.workload])).values()]
-  const engines = [...new Set(shown.map((s) => s.engine))]
+  for (const w of [...new Map(shown.map((s) => [s.workload.id, s.workload])).values()]) {
+    const g = shown.filter((s) => s.workload.id === w.id)
+    groups.push({
+      label: w.label,
+      bars: g.map((s) => ({ key: s.engine, legend: engineLabel(s.engine), color: COLORS[s.engine], value: s.value, text: fmtValue(s.workload, s.value), ratio: s.ratio, isRef: s.engine === 'fio-io_uring' })),
+    })
+  }
+  const sshown = streams.filter((s) => s.skipped === undefined && Number.isFinite(s.mbps))
+  for (const w of [...new Map(sshown.map((s) => [s.workload.id, s.workload])).values()]) {
+    const g = sshown.filter((s) => s.workload.id === w.id)
+    groups.push({
+      label: `stream: ${w.label}`,
+      bars: g.map((s) => ({ key: `stream:${s.engine}`, legend: s.engine === 'fio-io_uring' ? engineLabel('fio-io_uring') : streamEngineLabel(w, s.engine).replace(/ \(.*$/, ''), color: STREAM_COLORS[s.engine], value: s.mbps, text: `${num(s.mbps)} MB/s`, ratio: s.ratio, isRef: s.engine === 'fio-io_uring' })),
+    })
+  }
   const barH = 16
   const gap = 3
   const groupGap = 22
-  const left = 230
+  const left = 280
   const plotW = 520
   const right = 150
   const top = 70
   let y = top
   const parts: string[] = []
   let maxRatio = 1
-  const rel = new Map<Summary, number>()
-  for (const w of workloads) {
-    const group = shown.filter((s) => s.workload.id === w.id)
-    const ref = group.find((s) => s.engine === 'fio-io_uring')?.value ?? Math.max(...group.map((s) => s.value))
-    for (const s of group) {
-      const r = s.value / ref
-      rel.set(s, r)
+  const rel = new Map<Bar, number>()
+  for (const g of groups) {
+    const ref = g.bars.find((b) => b.isRef)?.value ?? Math.max(...g.bars.map((b) => b.value))
+    for (const b of g.bars) {
+      const r = ref > 0 ? b.value / ref : 0
+      rel.set(b, r)
       maxRatio = Math.max(maxRatio, r)
     }
   }
   const scaleMax = Math.ceil(maxRatio * 4) / 4
   const x = (r: number): number => left + (r / scaleMax) * plotW
-  for (const w of workloads) {
-    const group = engines.map((e) => shown.find((s) => s.workload.id === w.id && s.engine === e)).filter((s): s is Summary => s !== undefined)
-    const h = group.length * (barH + gap)
-    parts.push(`<text x="${left - 10}" y="${y + h / 2}" text-anchor="end" dominant-baseline="middle" font-weight="bold" font-size="13">${esc(w.label)}</text>`)
-    for (const s of group) {
-      const r = rel.get(s) ?? 0
-      parts.push(`<rect x="${left}" y="${y}" width="${Math.max(1, x(r) - left)}" height="${barH}" fill="${COLORS[s.engine]}"/>`)
-      parts.push(`<text x="${x(r) + 5}" y="${y + barH / 2}" dominant-baseline="middle" font-size="11">${esc(fmtValue(s.workload, s.value))}${Number.isFinite(s.ratio) ? ` (${s.ratio.toFixed(2)}×)` : ''}</text>`)
+  const legendMap = new Map<string, { legend: string; color: string }>()
+  for (const g of groups) {
+    const h = g.bars.length * (barH + gap)
+    parts.push(`<text x="${left - 10}" y="${y + h / 2}" text-anchor="end" dominant-baseline="middle" font-weight="bold" font-size="13">${esc(g.label)}</text>`)
+    for (const b of g.bars) {
+      if (!legendMap.has(b.legend)) legendMap.set(b.legend, { legend: b.legend, color: b.color })
+      const r = rel.get(b) ?? 0
+      parts.push(`<rect x="${left}" y="${y}" width="${Math.max(1, x(r) - left)}" height="${barH}" fill="${b.color}"/>`)
+      parts.push(`<text x="${x(r) + 5}" y="${y + barH / 2}" dominant-baseline="middle" font-size="11">${esc(b.text)}${Number.isFinite(b.ratio) ? ` (${b.ratio.toFixed(2)}×)` : ''}</text>`)
       y += barH + gap
     }
     y += groupGap
@@ -300,15 +506,16 @@ export function svgChart(sums: Summary[], facts: MachineFacts): string {
     grid.push(`<text x="${gx}" y="${bottom - groupGap + 18}" text-anchor="middle" font-size="11" fill="#444">${g.toFixed(2)}×</text>`)
   }
   const legendY = bottom + 14
-  const legend = engines.map((e, i) => {
-    const lx = left + (i % 3) * 200 - 60
+  const entries = [...legendMap.values()]
+  const legend = entries.map((e, i) => {
+    const lx = 20 + (i % 3) * 300
     const ly = legendY + Math.floor(i / 3) * 18
-    return `<rect x="${lx}" y="${ly}" width="12" height="12" fill="${COLORS[e]}"/><text x="${lx + 17}" y="${ly + 10}" font-size="12">${esc(engineLabel(e))}</text>`
+    return `<rect x="${lx}" y="${ly}" width="12" height="12" fill="${e.color}"/><text x="${lx + 17}" y="${ly + 10}" font-size="12">${esc(e.legend)}</text>`
   })
-  const height = legendY + Math.ceil(engines.length / 3) * 18 + 14
+  const height = legendY + Math.ceil(entries.length / 3) * 18 + 14
   const width = left + plotW + right
   const title = 'odirect vs fio vs node:fs — throughput relative to fio io_uring (median)'
-  const sub = `${facts.kernel}, ${facts.cpus} CPUs, ${facts.fsType}, ${facts.date.slice(0, 10)} — shared machine, figures are noisy`
+  const sub = `${facts.kernel}, ${facts.cpus} CPUs, ${facts.fsType} (+ tmpfs rows), ${facts.date.slice(0, 10)} — shared machine, figures are noisy`
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">`,
     `<rect width="100%" height="100%" fill="white"/>`,

@@ -125,7 +125,7 @@ async function writeFs(t: StreamTarget): Promise<void> {
 
 function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean): StreamRun | string {
   if (ctx.fioPath === undefined) return 'fio is not installed (apt-get install fio)'
-  const w: Workload = { id: write ? 'stream-write' : 'stream-read', label: '', write, random: false, bs: STREAM_CHUNK, qd: STREAM_DEPTH, metric: 'mbps' }
+  const w: Workload = { id: write ? 'stream-write' : 'stream-read', label: '', write, random: false, bs: STREAM_CHUNK, qd: STREAM_DEPTH, metric: 'mbps', place: 'disk' }
   // One pass over the file: no time limit, no ramp.
   const c: BenchContext = { ...ctx, path: t.file, size: t.size, limit: { durationMs: 0, ops: t.size / STREAM_CHUNK, rampMs: 0 } }
   const r = spawnSync(ctx.fioPath, fioArgs(c, w, 'io_uring'), { encoding: 'utf8', maxBuffer: 64 << 20 })
