@@ -10,7 +10,15 @@ import test from 'ava'
 import type { ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
-import { addressOf, allocAligned, DirectIoError, type FileHandle, MAX_IO_LENGTH, open, PAGE_SIZE, probe } from '../dist/index.js'
+import { addressOf, allocAligned, DirectIoError, type FileHandle, MAX_IO_LENGTH, open, type OpOptions, PAGE_SIZE, probe } from '../dist/index.js'
+
+// Position-first shorthands over the fs/promises forms, resolving with the byte count.
+const rd = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
+  (await fh.read(buffer, { ...o, position: position as number })).bytesRead
+const wr = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
+  (await fh.write(buffer, { ...o, position: position as number })).bytesWritten
+const rdv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.readv(buffers, position)).bytesRead
+const wrv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.writev(buffers, position)).bytesWritten
 
 // Every test here names its backends itself (CI's per-backend ODIRECT_BACKEND runs must not
 // turn the 'auto' cases into something else). Each spec file runs in its own process.
@@ -288,9 +296,11 @@ function runCall(fh: FileHandle, c: Call, registered: Uint8Array[], afterClose: 
       case 'write': {
         const buf = makeBuf(c.buf, registered)
         const signal = makeSignal(c.signal)
-        if (c.form === 'options') return done(any[c.m]({ buffer: buf, position: c.pos, signal }))
-        if (c.form === 'implicit') return done(any[c.m](buf, undefined, { signal }))
-        return done(any[c.m](buf, c.pos, signal === undefined ? undefined : { signal }))
+        // fs/promises' forms: read({ buffer, ... }) / write(buffer, { ... }), the position omitted
+        // (the handle's current position), and (buffer, offset, length, position).
+        if (c.form === 'options') return done(c.m === 'read' ? any.read({ buffer: buf, position: c.pos, signal }) : any.write(buf, { position: c.pos, signal }))
+        if (c.form === 'implicit') return done(any[c.m](buf, { signal }))
+        return done(any[c.m](buf, 0, viewLength(buf), c.pos))
       }
       case 'readv':
       case 'writev': {
@@ -358,8 +368,9 @@ function checkOutcome(o: Outcome, fh: FileHandle): void {
   if (o.afterClose && IO_METHODS.has(o.call.m)) throw new Violation(`${what}: succeeded on a closed handle`)
   const c = o.call
   if (c.m === 'read' || c.m === 'write') {
-    const n = o.value as number
-    if (!Number.isInteger(n) || n < 0) throw new Violation(`${what}: resolved with ${String(n)}`)
+    const r = o.value as { bytesRead?: number; bytesWritten?: number; buffer?: unknown }
+    const n = c.m === 'read' ? r.bytesRead : r.bytesWritten
+    if (!Number.isInteger(n) || (n as number) < 0 || !ArrayBuffer.isView(r.buffer)) throw new Violation(`${what}: resolved with ${String(n)}`)
   } else if (c.m === 'readMany' || c.m === 'writeMany') {
     const r = o.value as number[]
     if (!Array.isArray(r) || !Array.isArray(c.ops) || r.length !== c.ops.length) throw new Violation(`${what}: resolved with ${String(r)}`)
@@ -492,7 +503,7 @@ test('open() with random paths, flags and options opens a working handle or fail
         if (doIo) {
           const b = fh.alloc(4096)
           try {
-            await (fh.readable ? fh.read(b, 0) : fh.write(b, 0))
+            await (fh.readable ? rd(fh, b, 0) : wr(fh, b, 0))
           } catch (e) {
             checkError(e, 'I/O on a random open')
           }
@@ -673,11 +684,11 @@ perBackend(`soak: 8 writers + 8 readers, ${SOAK_OPS} random aligned ops on a 64 
       const mode = writes % 4
       let n: number
       if (mode === 3 && len > 1) {
-        n = await fh.writev(Array.from({ length: len }, (_, i) => buf.subarray(i * BLOCK, (i + 1) * BLOCK)), first * BLOCK)
+        n = await wrv(fh, Array.from({ length: len }, (_, i) => buf.subarray(i * BLOCK, (i + 1) * BLOCK)), first * BLOCK)
       } else if (mode === 2) {
         n = (await fh.writeMany([{ buffer: view, position: first * BLOCK }]))[0]
       } else {
-        n = await fh.write(view, first * BLOCK)
+        n = await wr(fh, view, first * BLOCK)
       }
       if (n !== len * BLOCK) throw new Error(`short write: ${n} of ${len * BLOCK}`)
       for (let i = 0; i < len; i++) {
@@ -705,9 +716,9 @@ perBackend(`soak: 8 writers + 8 readers, ${SOAK_OPS} random aligned ops on a 64 
       if (reads % 4 === 1) {
         n = (await fh.readMany([{ buffer: view, position: first * BLOCK }]))[0]
       } else if (reads % 4 === 2 && len > 1) {
-        n = await fh.readv(Array.from({ length: len }, (_, i) => buf.subarray(i * BLOCK, (i + 1) * BLOCK)), first * BLOCK)
+        n = await rdv(fh, Array.from({ length: len }, (_, i) => buf.subarray(i * BLOCK, (i + 1) * BLOCK)), first * BLOCK)
       } else {
-        n = await fh.read(view, first * BLOCK)
+        n = await rd(fh, view, first * BLOCK)
       }
       if (n !== len * BLOCK) throw new Error(`short read: ${n} of ${len * BLOCK}`)
       verify(view, first, len)
@@ -725,7 +736,7 @@ perBackend(`soak: 8 writers + 8 readers, ${SOAK_OPS} random aligned ops on a 64 
   const chunk = fh.alloc(1 << 20)
   const per = chunk.byteLength / BLOCK
   for (let first = 0; first < FILE_BLOCKS; first += per) {
-    t.is(await fh.read(chunk, first * BLOCK), chunk.byteLength)
+    t.is(await rd(fh, chunk, first * BLOCK), chunk.byteLength)
     verify(chunk, first, per)
   }
   const st = fh.stats()

@@ -80,9 +80,10 @@ export function human(n: number): string {
   return i === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[i]}`
 }
 
-/** A rate in MiB/s (KiB/s below 1 MiB/s); '' when the time is too short to mean anything. */
+/** A rate in MiB/s (GiB/s when fast); '' when the copy is too short or small to mean anything. */
 export function rate(bytes: number, secs: number): string {
-  if (!(secs >= 0.001) || bytes <= 0) return ''
+  // A copy this short or small says nothing about throughput ("0 MB/s" helps nobody).
+  if (!(secs >= 0.05) || bytes < 1024 * 1024) return ''
   return `${human(bytes / secs)}/s`
 }
 
