@@ -6,7 +6,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as zlib from 'node:zlib'
 
@@ -22,12 +22,27 @@ import {
   readableWebStream,
   writableWebStream,
 } from '../dist/index.js'
-import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir } from './helpers/fixtures.js'
+import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
 const MiB = 1024 * 1024
 const IS_ROOT = process.getuid?.() === 0
+
+/** `test`, or `test.skip` with the reason printed when a precondition is missing (decided at registration). */
+function testIf(reason: string | undefined, title: string, fn: Parameters<typeof test>[1]): void {
+  if (reason === undefined) test(title, fn)
+  else {
+    console.log(`skipped '${title}': ${reason}`)
+    test.skip(`${title} (skipped: ${reason})`, fn)
+  }
+}
+const FAULTFS_REASON =
+  skipReason(['fuse']) ??
+  (fs.existsSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'target', 'release', 'faultfs')) || process.env.FAULTFS_BIN ? undefined : 'faultfs not built (cargo build -p faultfs --release)')
+const FULLFS_REASON = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'])
+const RAMFS_REASON = skipReason(['root', 'cmd:mount', 'fs:ramfs'])
+const ROOT_REASON = IS_ROOT ? undefined : 'needs root to drop caches'
 
 const dirs: string[] = []
 test.after.always(() => {
@@ -417,13 +432,9 @@ test('write stream: aligned start, r+ in place keeps the tail, and a given handl
   t.is((await fh.stat()).size, 11)
 })
 
-test('ENOSPC mid-stream: typed error, bytesWritten counts only confirmed blocks before the failure', async (t) => {
+testIf(FULLFS_REASON, 'ENOSPC mid-stream: typed error, bytesWritten counts only confirmed blocks before the failure', async (t) => {
   const fx = fullFs(8)
-  if (isSkip(fx)) {
-    console.log(`skipped ENOSPC stream test: ${fx.skip}`)
-    t.pass()
-    return
-  }
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
   try {
     const file = path.join(fx.dir, 'fill.bin')
     const ws = createWriteStream(file, { chunkSize: 256 * 1024, writeBehind: 4, direct: 'prefer' })
@@ -455,18 +466,9 @@ test('ENOSPC mid-stream: typed error, bytesWritten counts only confirmed blocks 
   }
 })
 
-test('EIO mid-read (faultfs): chunks before the bad block, then the typed error', async (t) => {
-  if (!fs.existsSync(path.join(__dirname, '..', 'target', 'release', 'faultfs')) && !process.env.FAULTFS_BIN) {
-    console.log('skipped EIO stream test: faultfs not built (cargo build -p faultfs --release)')
-    t.pass()
-    return
-  }
+testIf(FAULTFS_REASON, 'EIO mid-read (faultfs): chunks before the bad block, then the typed error', async (t) => {
   const fx = faultFs({ size: 4 * MiB, eioAt: [2 * MiB + 100] })
-  if (isSkip(fx)) {
-    console.log(`skipped EIO stream test: ${fx.skip}`)
-    t.pass()
-    return
-  }
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
   try {
     const rs = createReadStream(fx.file, { chunkSize: MiB, readAhead: 2, direct: 'prefer' })
     const parts: Buffer[] = []
@@ -488,18 +490,9 @@ test('EIO mid-read (faultfs): chunks before the bad block, then the typed error'
   }
 })
 
-test('short reads before end of file (faultfs) are continued, not taken for EOF', async (t) => {
-  if (!fs.existsSync(path.join(__dirname, '..', 'target', 'release', 'faultfs')) && !process.env.FAULTFS_BIN) {
-    console.log('skipped short-read stream test: faultfs not built')
-    t.pass()
-    return
-  }
+testIf(FAULTFS_REASON, 'short reads before end of file (faultfs) are continued, not taken for EOF', async (t) => {
   const fx = faultFs({ size: MiB + 5000, shortReads: true })
-  if (isSkip(fx)) {
-    console.log(`skipped short-read stream test: ${fx.skip}`)
-    t.pass()
-    return
-  }
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
   try {
     const rs = createReadStream(fx.file, { chunkSize: 256 * 1024, direct: 'off' })
     const got = await collect(rs)
@@ -510,12 +503,7 @@ test('short reads before end of file (faultfs) are continued, not taken for EOF'
   }
 })
 
-test('page cache: createReadStream leaves a 256 MiB file uncached, fs.createReadStream does not (root)', async (t) => {
-  if (!IS_ROOT) {
-    console.log('skipped page cache read test: needs root to drop caches')
-    t.pass()
-    return
-  }
+testIf(ROOT_REASON, 'page cache: createReadStream leaves a 256 MiB file uncached, fs.createReadStream does not (root)', async (t) => {
   const file = path.join(scratch(), 'cache-r.bin')
   const size = 256 * MiB
   await pipeline(Readable.from((function* () { for (let i = 0; i < 256; i++) yield randomBytes(MiB) })()), createWriteStream(file))
@@ -539,12 +527,7 @@ test('page cache: createReadStream leaves a 256 MiB file uncached, fs.createRead
   dropCaches()
 })
 
-test('page cache: createWriteStream leaves a 256 MiB file uncached (root)', async (t) => {
-  if (!IS_ROOT) {
-    console.log('skipped page cache write test: needs root to drop caches')
-    t.pass()
-    return
-  }
+testIf(ROOT_REASON, 'page cache: createWriteStream leaves a 256 MiB file uncached (root)', async (t) => {
   const file = path.join(scratch(), 'cache-w.bin')
   const size = 256 * MiB
   dropCaches()
@@ -615,7 +598,7 @@ test('odirect cp SRC DST --verify: exact copy, no temp file left', (t) => {
   fs.writeFileSync(src, data)
   const r = spawnSync(process.execPath, [CLI, 'cp', src, dst, '--verify'], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
-  t.regex(r.stderr, /^copied 67112961 bytes in [\d.]+ s \(\d+ MB\/s\), sha256 verified/m)
+  t.regex(r.stderr, /^copied 67112961 bytes \(64\.0 MiB\) in [\d.]+ s( \([\d.]+ [MG]iB\/s\))?, sha256 verified/m)
   t.is(fs.statSync(dst).size, data.length)
   t.is(shaFile(dst), sha(data))
   t.deepEqual(fs.readdirSync(dir).sort(), ['dst.bin', 'src.bin'])
@@ -649,33 +632,38 @@ test('odirect cp failures: exit non-zero with a message, leave nothing behind', 
   t.deepEqual(fs.readdirSync(dir), ['src.bin'])
 })
 
-test('odirect cp interrupted by SIGINT: exit 130, temp file removed, DST untouched', async (t) => {
-  const dir = scratch()
-  const src = path.join(dir, 'big.sparse')
-  fs.closeSync(fs.openSync(src, 'w'))
-  fs.truncateSync(src, 1024 * MiB)
-  const dst = path.join(dir, 'dst.bin')
-  fs.writeFileSync(dst, 'old contents')
-  const child = spawn(process.execPath, [CLI, 'cp', src, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
-  const tmp = `${dst}.odirect-tmp-${child.pid}`
-  for (let i = 0; i < 500 && !(fs.existsSync(tmp) && fs.statSync(tmp).size > 0); i++) await sleep(10)
-  child.kill('SIGINT')
-  t.is(await exited, 130, stderr)
-  t.regex(stderr, /interrupted by SIGINT/)
-  t.false(fs.existsSync(tmp))
-  t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
-})
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  test(`odirect cp interrupted by ${sig}: exit ${code}, temp file removed, DST untouched`, async (t) => {
+    const dir = scratch()
+    const src = path.join(dir, 'big.sparse')
+    fs.closeSync(fs.openSync(src, 'w'))
+    fs.truncateSync(src, 1024 * MiB)
+    const dst = path.join(dir, 'dst.bin')
+    fs.writeFileSync(dst, 'old contents')
+    // --sparse=never: the zeros are written, so the copy takes long enough to interrupt.
+    const child = spawn(process.execPath, [CLI, 'cp', '--sparse=never', '--chunk-size', '64k', src, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)))
+    const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+    for (let i = 0; i < 500 && !temps().some((n) => fs.statSync(path.join(dir, n)).size > 0); i++) await sleep(10)
+    child.kill(sig)
+    const status = await exited
+    if (status === 0) {
+      // The copy won the race (a very fast disk): nothing to interrupt; the result must still be whole.
+      t.is(fs.statSync(dst).size, 1024 * MiB)
+      return
+    }
+    t.is(status, code, stderr)
+    t.regex(stderr, new RegExp(`interrupted by ${sig}`))
+    t.deepEqual(temps(), [])
+    t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
+  })
+}
 
-test('odirect cp onto a filesystem without O_DIRECT (ramfs) falls back and says so', (t) => {
+testIf(RAMFS_REASON, 'odirect cp onto a filesystem without O_DIRECT (ramfs) falls back and says so', (t) => {
   const fx = ramfsDir()
-  if (isSkip(fx)) {
-    console.log(`skipped cp fallback test: ${fx.skip}`)
-    t.pass()
-    return
-  }
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
   try {
     const src = path.join(scratch(), 'src.bin')
     const data = randomBytes(3 * MiB + 1)
@@ -689,4 +677,106 @@ test('odirect cp onto a filesystem without O_DIRECT (ramfs) falls back and says 
   } finally {
     fx.cleanup()
   }
+})
+
+// ---------------------------------------------------------------------------------------
+// fs's stream options and the FileHandle stream methods
+
+test("fs's stream options: highWaterMark, encoding, URL and Buffer paths, flags, mode, emitClose", async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'opts.txt')
+  fs.writeFileSync(file, 'héllo wörld\n'.repeat(1000))
+  const want = fs.readFileSync(file, 'utf8')
+  // highWaterMark means chunkSize (rounded up to the block); encoding gives strings.
+  const rs = createReadStream(pathToFileURL(file), { highWaterMark: 4096, encoding: 'utf8' })
+  let text = ''
+  let chunks = 0
+  for await (const c of rs) {
+    t.is(typeof c, 'string')
+    text += c as string
+    chunks++
+  }
+  t.is(text, want)
+  t.true(chunks >= 3, `${chunks} chunks of 4 KiB`)
+  t.is((await collect(createReadStream(Buffer.from(file)))).toString('utf8'), want)
+  t.is((await collect(createReadStream(file, { flags: 'r+' }))).toString('utf8'), want)
+  t.throws(() => createReadStream(file, { flags: 'w' }), { instanceOf: DirectIoError, code: 'ERR_ODIRECT_FLAGS' })
+  t.throws(() => createReadStream(file, { highWaterMark: 8192, chunkSize: 4096 }), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+  t.throws(() => createReadStream(file, { encoding: 'klingon' as BufferEncoding }), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+  // mode and encoding on the write side; strings are encoded with it.
+  const out = path.join(dir, 'out.hex')
+  const ws = createWriteStream(out, { mode: 0o600, encoding: 'hex', emitClose: false })
+  let closed = false
+  ws.on('close', () => (closed = true))
+  await pipeline(Readable.from(['68656c6c6f']), ws)
+  t.is(fs.readFileSync(out, 'utf8'), 'hello')
+  t.is(fs.statSync(out).mode & 0o777, 0o600 & ~process.umask())
+  await sleep(20)
+  t.false(closed, "emitClose: false: no 'close' event")
+})
+
+test("fs's stream options direct I/O cannot honour are typed errors naming them", (t) => {
+  const file = path.join(scratch(), 'x.bin')
+  fs.writeFileSync(file, 'x')
+  const e = t.throws(() => createReadStream(file, { fs: {} } as never), { instanceOf: DirectIoError, code: 'ERR_ODIRECT_UNSUPPORTED' })
+  t.regex(e!.message, /'fs'/)
+  const e2 = t.throws(() => createWriteStream(file, { fd: 3 } as never), { instanceOf: DirectIoError, code: 'ERR_ODIRECT_UNSUPPORTED' })
+  t.regex(e2!.message, /'fd'/)
+  t.throws(() => createReadStream(file, { bogus: 1 } as never), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+  // Odd values never make the message building throw.
+  t.throws(() => createReadStream(file, { highWaterMark: Object.create(null) as number }), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_TYPE' })
+  const hostile = new Proxy({}, { ownKeys: () => { throw new Error('boom') } })
+  t.throws(() => createReadStream(file, hostile), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+})
+
+test('fd: a FileHandle; closed at the end unless autoClose: false (fs), left open when passed first (odirect)', async (t) => {
+  const file = path.join(scratch(), 'fd.bin')
+  const data = randomBytes(100_000)
+  fs.writeFileSync(file, data)
+  const a = await open(file, 'r')
+  t.true((await collect(createReadStream(null, { fd: a }))).equals(data))
+  await sleep(10)
+  t.true(a.closed, 'fd option: autoClose defaults to true, as fs')
+  const b = await open(file, 'r')
+  t.true((await collect(createReadStream(null, { fd: b, autoClose: false }))).equals(data))
+  t.false(b.closed)
+  t.true((await collect(createReadStream(b))).equals(data))
+  t.false(b.closed, 'a handle passed first is left open')
+  await b.close()
+})
+
+test('fh.createReadStream(), fh.createWriteStream(), fh.readableWebStream() as on Node\'s FileHandle', async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'm.bin')
+  const data = randomBytes(3 * MiB + 17)
+  const w = await open(file, 'w')
+  await pipeline(Readable.from([data]), w.createWriteStream({ highWaterMark: MiB }))
+  t.true(w.closed, 'createWriteStream closes the handle at the end (autoClose)')
+  t.true(fs.readFileSync(file).equals(data))
+  const r = await open(file, 'r')
+  t.true((await collect(r.createReadStream({ start: 5, end: 99 }))).equals(data.subarray(5, 100)))
+  t.true(r.closed)
+  const r2 = await open(file, 'r')
+  const parts: Uint8Array[] = []
+  for await (const c of r2.readableWebStream({ type: 'bytes' })) parts.push(c)
+  t.true(Buffer.concat(parts).equals(data))
+  t.false(r2.closed, 'readableWebStream leaves the handle open, as Node')
+  await r2.close()
+})
+
+test('a small file read with a huge chunkSize and readAhead allocates what the file needs, not readAhead chunks', async (t) => {
+  const file = path.join(scratch(), 'small.bin')
+  const data = randomBytes(10_000)
+  fs.writeFileSync(file, data)
+  const fh = await open(file, 'r')
+  const sizes: number[] = []
+  const alloc = fh.alloc.bind(fh)
+  fh.alloc = (n: number) => {
+    sizes.push(n)
+    return alloc(n)
+  }
+  t.true((await collect(createReadStream(fh, { chunkSize: 1024 * MiB, readAhead: 64 }))).equals(data))
+  const total = sizes.reduce((a, b) => a + b, 0)
+  t.true(total <= 16384 + fh.alignment.offset * 2, `allocated ${total} bytes in ${sizes.length} buffers: ${sizes.join(', ')}`)
+  await fh.close()
 })
