@@ -2,8 +2,9 @@
 //
 //   npm run build:ts && node --import @oxc-node/core/register bench/run.ts [more options]
 //
-// the same as `node dist/cli.js bench --size 512M --runs 3 --out bench/RESULTS.md`. Later options
-// override these defaults (e.g. `--runs 5`, `--duration 5`, or a PATH on another filesystem); see
+// the same as `node dist/cli.js bench --full --out bench/RESULTS.md` (--full: 512 MiB file, 256 MiB
+// on tmpfs, 5 interleaved runs of 2 s per cell, every engine incl. Bun and Deno). More options
+// override these defaults (e.g. `--runs 7`, `--duration 3`, or a PATH on another filesystem); see
 // `node dist/cli.js bench --help`. The harness itself is src/bench.ts and src/bench/ (it ships in
 // dist/ so `odirect bench` works from an installed package); it is loaded from the build because
 // the package's TypeScript is CommonJS (src/native.ts uses require) while this entry runs as ESM.
@@ -13,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { benchCommand } from '../dist/src/bench.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const defaults = ['--size', '512M', '--runs', '3', '--out', path.join(here, 'RESULTS.md')]
+const defaults = ['--full', '--out', path.join(here, 'RESULTS.md')]
 
 benchCommand([...defaults, ...process.argv.slice(2)]).then(
   (code) => {

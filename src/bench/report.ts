@@ -182,13 +182,13 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
   // Depth 1 latency.
   for (const place of places) {
     const is = (w: Workload): boolean => w.place === place && w.random && !w.write && w.qd === 1
-    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random read, QD 1, ${place}`
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random read, QD 1`
     ratio(`${place}: ${label}: odirect per op p50 latency vs fio io_uring's`, 1.2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.p50, us, true)
   }
   // Depth 64 on tmpfs.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'tmpfs' && w.random && w.write === write && w.qd > 1
-    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD, tmpfs`
+    const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
     const perOp = find(is, 'odirect')
     ratio(`tmpfs: ${label}: odirect per op vs fio io_uring`, 0.5, perOp, find(is, 'fio-io_uring'), (s) => s.value, rate)
     ratio(`tmpfs: ${label}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 0.8, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
@@ -222,7 +222,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
   for (const place of places) {
     for (const write of [false, true]) {
       const is = (w: Workload): boolean => w.place === place && w.random && w.write === write && w.qd > 1
-      const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD, ${place}`
+      const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
       ratio(`${place}: ${label}: odirect per op CPU µs/op vs fio io_uring's`, 2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.cpuUsPerOp, cpu, true)
     }
   }

@@ -1,0 +1,96 @@
+// Smoke test of `odirect bench --quick --json`: the report is well-formed and has every row (each
+// workload × engine that applies, disk and tmpfs, the streams, issue 10's targets), with a figure
+// or a reason it was skipped. No timing assertions: the figures of a quick run mean nothing.
+import { spawnSync } from 'node:child_process'
+import { createRequire } from 'node:module'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+const CLI = path.join(root, 'dist', 'cli.js')
+const harness = createRequire(import.meta.url)(path.join(root, 'dist', 'src', 'bench', 'harness.js')) as typeof import('../src/bench/harness')
+
+interface Row {
+  workload: string
+  place: string
+  engine: string
+  skipped?: string
+  median?: number
+  p50Us?: number | null
+  cpuUsPerOp?: number | null
+  ratioToFioIoUring?: number | null
+  path?: string
+}
+
+interface Report {
+  facts: { kernel: string; enginePath: string }
+  options: { tmpfs?: { file?: string; skipped?: string }; runtimes?: Record<string, string> }
+  results: Row[]
+  streams: { workload: string; engine: string; skipped?: string; medianMBps?: number }[]
+  targets: { name: string; goal: string; figure: string; met: boolean | null }[]
+}
+
+function bench(args: string[], env: NodeJS.ProcessEnv = process.env): { report: Report; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', env, timeout: 170_000, maxBuffer: 64 << 20 })
+  if (r.status !== 0) throw new Error(`bench exited ${r.status ?? r.signal}: ${r.error?.message ?? ''}\n${r.stderr}`)
+  return { report: JSON.parse(r.stdout) as Report, stderr: r.stderr }
+}
+
+const fioInstalled = spawnSync('fio', ['--version']).status === 0
+
+test('bench --quick --json: every workload × engine row, streams and targets, each with a figure or a reason', (t) => {
+  t.timeout(180_000)
+  const { report } = bench(['--quick', '--json'])
+  t.is(typeof report.facts.kernel, 'string')
+  t.is(typeof report.facts.enginePath, 'string')
+
+  const tmpfsRan = typeof report.options.tmpfs?.file === 'string'
+  if (!tmpfsRan) t.regex(report.options.tmpfs?.skipped ?? '', /\S/, 'the tmpfs rows say why they did not run')
+  const workloads = [...harness.standardWorkloads(), ...(tmpfsRan ? harness.tmpfsWorkloads() : [])]
+  const expected = workloads.flatMap((w) => harness.ENGINES.filter((e) => harness.appliesTo(e.id, w)).map((e) => `${w.id} ${e.id}`))
+  t.deepEqual(report.results.map((r) => `${r.workload} ${r.engine}`).sort(), expected.sort())
+
+  for (const r of report.results) {
+    const what = `${r.workload} ${r.engine}`
+    if (r.skipped !== undefined) {
+      t.regex(r.skipped, /\S/, `${what}: a reason`)
+      t.false(r.engine === 'odirect' || r.engine === 'odirect-batch' || r.engine === 'odirect-registered', `${what} ran (${r.skipped})`)
+      if (r.engine.startsWith('fio') && !fioInstalled) t.regex(r.skipped, /not installed/)
+      continue
+    }
+    t.true(typeof r.median === 'number' && r.median > 0, `${what}: a median`)
+    for (const k of ['p50Us', 'cpuUsPerOp', 'ratioToFioIoUring'] as const) t.true(r[k] === null || typeof r[k] === 'number', `${what}: ${k}`)
+    if (r.engine.startsWith('odirect')) {
+      t.true(typeof r.cpuUsPerOp === 'number' && r.cpuUsPerOp > 0, `${what}: CPU per op`)
+      t.is(typeof r.path, 'string', `${what}: the engine path`)
+    }
+    if (r.engine === 'fio-io_uring') t.is(r.ratioToFioIoUring, 1)
+  }
+
+  const streams = report.streams.map((s) => `${s.workload} ${s.engine}`)
+  for (const s of ['stream-read odirect-stream', 'stream-read fio-io_uring', 'stream-write odirect-stream', 'stream-write fio-io_uring']) t.true(streams.includes(s), s)
+  for (const s of report.streams) t.true(s.skipped !== undefined ? /\S/.test(s.skipped) : typeof s.medianMBps === 'number', `${s.workload} ${s.engine}`)
+
+  t.true(report.targets.length >= 15)
+  for (const x of report.targets) {
+    t.regex(x.goal, /^[≤≥] \d/)
+    t.true(x.met === null || typeof x.met === 'boolean')
+    if (x.met === null) t.regex(x.figure, /^not measured/)
+  }
+  t.true(report.targets.some((x) => x.name.startsWith('tmpfs:')))
+})
+
+test('bench without fio and without tmpfs: the rows are marked, not missing', (t) => {
+  const { report } = bench(['--quick', '--json', '--workloads', 'randread-4096-qd1', '--engines', 'fio-io_uring,odirect', '--tmpfs', 'off', '--runtimes', 'off'], { ...process.env, PATH: '/nonexistent' })
+  const fio = report.results.find((r) => r.engine === 'fio-io_uring' && r.place === 'disk')
+  t.regex(fio?.skipped ?? '', /fio is not installed/)
+  const od = report.results.find((r) => r.engine === 'odirect' && r.place === 'disk')
+  t.true((od?.median ?? 0) > 0)
+  t.is(od?.ratioToFioIoUring, null)
+  t.regex(report.options.tmpfs?.skipped ?? '', /--tmpfs off/)
+  const lat = report.targets.find((x) => x.name.startsWith('disk:') && x.name.includes('QD 1'))
+  t.is(lat?.met, null)
+  t.regex(lat?.figure ?? '', /fio is not installed/)
+})
