@@ -1,6 +1,6 @@
 import type * as fsTypes from 'node:fs'
 
-import { allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
+import { allocAligned, isDetached, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './errors'
 import { native } from './native'
@@ -157,6 +157,9 @@ function checkView(b: unknown, what = 'buffer'): ArrayBufferView {
   if (!ArrayBuffer.isView(b)) {
     throw misuse('ERR_INVALID_ARG_TYPE', `${what} must be a Buffer, Uint8Array, other TypedArray or DataView, got ${typeName(b)}`, 'allocate one with fh.alloc(size) or allocAligned(size)')
   }
+  if (b.byteLength === 0 && isDetached(b)) {
+    throw misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred)`, 'use a buffer that is not transferred or posted to a worker while in use')
+  }
   return b
 }
 
@@ -184,11 +187,26 @@ interface Parsed {
   timeout: number | undefined
 }
 
-/** One op in flight: its promise's settlement, bookkeeping, and what errors should say. */
+/** What an op's promise resolves with. */
+const SHAPE_NUMBER = 0
+const SHAPE_READ = 1
+const SHAPE_WRITE = 2
+const SHAPE_READV = 3
+const SHAPE_WRITEV = 4
+
+/**
+ * One op in flight: its promise's settlement, bookkeeping, and what errors should say. Settling
+ * does the op's follow-up (position, write ordering, page cache) and resolves the final result
+ * object directly: one promise per op.
+ */
 class OpRecord implements OpSink {
   id = 0
   watch: ReturnType<typeof watchSignal> | undefined
   timed: ReturnType<Timeouts['add']> | undefined
+  shape = SHAPE_NUMBER
+  result: unknown = undefined
+  implicit = false
+  wseq = 0
   constructor(
     readonly fh: FileHandle,
     readonly kind: number,
@@ -196,7 +214,7 @@ class OpRecord implements OpSink {
     readonly position: number | undefined,
     readonly length: number | undefined,
     readonly signal: AbortSignal | undefined,
-    readonly resolve: (n: number) => void,
+    readonly resolve: (v: unknown) => void,
     readonly reject: (e: unknown) => void,
   ) {}
 
@@ -205,9 +223,23 @@ class OpRecord implements OpSink {
     if (this.watch !== undefined) unwatchSignal(this.signal as AbortSignal, this.watch)
     if (this.timed !== undefined) fh._timeouts().done(this.timed)
     fh._done(this.kind, result, latencyUs)
+    if (this.wseq !== 0) fh._writeDone(this.wseq)
     if (result >= 0) {
-      this.resolve(result)
-      return
+      const position = this.position as number
+      if (this.implicit && result < (this.length as number)) fh._rewind(position + result)
+      fh._dropCache(position, result)
+      switch (this.shape) {
+        case SHAPE_READ:
+          return this.resolve({ bytesRead: result, buffer: this.result })
+        case SHAPE_WRITE:
+          return this.resolve({ bytesWritten: result, buffer: this.result })
+        case SHAPE_READV:
+          return this.resolve({ bytesRead: result, buffers: this.result })
+        case SHAPE_WRITEV:
+          return this.resolve({ bytesWritten: result, buffers: this.result })
+        default:
+          return this.resolve(result)
+      }
     }
     const ctx = { syscall: this.syscall, path: fh.path, position: this.position, length: this.length }
     if (result === -125 /* ECANCELED */ || result === -4 /* EINTR */) {
@@ -376,16 +408,26 @@ export class FileHandle {
     signal: AbortSignal | undefined,
     timeout: number | undefined,
     submit: (rec: OpRecord) => number,
-  ): Promise<number> {
+    shape = SHAPE_NUMBER,
+    result: unknown = undefined,
+    implicit = false,
+  ): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path, position, length }))
-    let res!: (n: number) => void
+    let res!: (v: unknown) => void
     let rej!: (e: unknown) => void
-    const p = new Promise<number>((a, b) => {
+    const p = new Promise<unknown>((a, b) => {
       res = a
       rej = b
     })
     const rec = new OpRecord(this, kind, syscall, position, length, signal, res, rej)
+    rec.shape = shape
+    rec.result = result
+    rec.implicit = implicit
     rec.id = submit(rec)
+    if (kind === KIND_WRITE) {
+      rec.wseq = ++this.#wseq
+      this.#writesPending.set(rec.wseq, true)
+    }
     this.#noteBounced()
     this.#inflight++
     if (signal !== undefined) rec.watch = watchSignal(signal, this.#engine, this.#bidx, rec.id)
@@ -405,7 +447,8 @@ export class FileHandle {
     return this.direct ? Math.max(this.alignment.memory, 1) : 1
   }
 
-  #dropCache(position: number, length: number): void {
+  /** @internal */
+  _dropCache(position: number, length: number): void {
     // Buffered fallback ('prefer' without O_DIRECT support): spare the page cache anyway.
     if (!this.direct && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
   }
@@ -456,34 +499,40 @@ export class FileHandle {
     return { buffer: view, offset: off, length: len, position, signal: checkSignal(opt(o, 'signal')), timeout: checkTimeout(opt(o, 'timeout')) }
   }
 
-  #rw(write: boolean, q: Parsed): Promise<number> {
+  #rw(write: boolean, q: Parsed, shape: number, result: unknown): Promise<unknown> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
     const implicit = isImplicit(q.position)
     const position = implicit ? this.#position : toPosition(q.position)
     const len = q.length
-    if (len === 0) return Promise.resolve(0)
+    if (len === 0) return Promise.resolve(shape === SHAPE_READ ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
     this.#checkAligned(len, position, syscall)
-    const seq = write ? ++this.#wseq : 0
     const view = q.buffer
-    const p = this.#start(write ? KIND_WRITE : KIND_READ, syscall, position, len, q.signal, q.timeout, (rec) =>
-      this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec),
+    const p = this.#start(
+      write ? KIND_WRITE : KIND_READ,
+      syscall,
+      position,
+      len,
+      q.signal,
+      q.timeout,
+      (rec) => this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec),
+      shape,
+      result,
+      implicit,
     )
     if (implicit) this.#position += len
-    if (write) this.#writesPending.set(seq, true)
-    return p.then(
-      (n) => {
-        if (write) this.#writeDone(seq)
-        if (implicit && n < len) this.#position = Math.min(this.#position, position + n)
-        this.#dropCache(position, n)
-        return n
-      },
-      (e: unknown) => {
-        if (write) this.#writeDone(seq)
-        throw e
-      },
-    )
+    return p
+  }
+
+  /** @internal A short implicit-position op moves the position back to where its data ended. */
+  _rewind(to: number): void {
+    this.#position = Math.min(this.#position, to)
+  }
+
+  /** @internal */
+  _writeDone(seq: number): void {
+    this.#writeDone(seq)
   }
 
   #writeDone(seq: number): void {
@@ -517,7 +566,7 @@ export class FileHandle {
   read(a?: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<ReadResult<ArrayBufferView>> {
     try {
       const q = this.#parse('read', a, b, c, d)
-      return this.#rw(false, q).then((bytesRead) => ({ bytesRead, buffer: q.buffer }))
+      return this.#rw(false, q, SHAPE_READ, q.buffer) as Promise<ReadResult<ArrayBufferView>>
     } catch (e) {
       return Promise.reject(e)
     }
@@ -541,16 +590,16 @@ export class FileHandle {
         const buf = this.alloc(bytes)
         buf.write(a, 0, enc)
         const q = this.#parse('write', buf, 0, bytes, b)
-        return this.#rw(true, q).then((bytesWritten) => ({ bytesWritten, buffer: a }))
+        return this.#rw(true, q, SHAPE_WRITE, a) as Promise<WriteResult<string>>
       }
       const q = this.#parse('write', a, b, c, d)
-      return this.#rw(true, q).then((bytesWritten) => ({ bytesWritten, buffer: q.buffer }))
+      return this.#rw(true, q, SHAPE_WRITE, q.buffer) as Promise<WriteResult<ArrayBufferView>>
     } catch (e) {
       return Promise.reject(e)
     }
   }
 
-  #rwv(write: boolean, buffers: unknown, positionArg: unknown): Promise<number> {
+  #rwv(write: boolean, buffers: unknown, positionArg: unknown): Promise<unknown> {
     const syscall = write ? 'writev' : 'readv'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
@@ -574,31 +623,27 @@ export class FileHandle {
       total += len
     }
     if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall} of ${total} bytes is more than one I/O can move (${MAX_IO_LENGTH})`, 'split into several calls')
-    if (total === 0) return Promise.resolve(0)
-    const seq = write ? ++this.#wseq : 0
-    const p = this.#start(write ? KIND_WRITE : KIND_READ, syscall, position, total, undefined, undefined, (rec) =>
-      this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec),
+    if (total === 0) return Promise.resolve(write ? { bytesWritten: 0, buffers } : { bytesRead: 0, buffers })
+    const p = this.#start(
+      write ? KIND_WRITE : KIND_READ,
+      syscall,
+      position,
+      total,
+      undefined,
+      undefined,
+      (rec) => this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec),
+      write ? SHAPE_WRITEV : SHAPE_READV,
+      buffers,
+      implicit,
     )
     if (implicit) this.#position += total
-    if (write) this.#writesPending.set(seq, true)
-    return p.then(
-      (r) => {
-        if (write) this.#writeDone(seq)
-        if (implicit && r < total) this.#position = Math.min(this.#position, position + r)
-        this.#dropCache(position, r)
-        return r
-      },
-      (e: unknown) => {
-        if (write) this.#writeDone(seq)
-        throw e
-      },
-    )
+    return p
   }
 
   /** Scatter read into several buffers from one position: `{ bytesRead, buffers }`. */
   readv<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null): Promise<ReadVResult<T>> {
     try {
-      return this.#rwv(false, buffers, position).then((bytesRead) => ({ bytesRead, buffers }))
+      return this.#rwv(false, buffers, position) as Promise<ReadVResult<T>>
     } catch (e) {
       return Promise.reject(e)
     }
@@ -607,7 +652,7 @@ export class FileHandle {
   /** Gather write from several buffers at one position: `{ bytesWritten, buffers }`. */
   writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null): Promise<WriteVResult<T>> {
     try {
-      return this.#rwv(true, buffers, position).then((bytesWritten) => ({ bytesWritten, buffers }))
+      return this.#rwv(true, buffers, position) as Promise<WriteVResult<T>>
     } catch (e) {
       return Promise.reject(e)
     }
@@ -668,7 +713,7 @@ export class FileHandle {
             this._done(kind, result, latencyUs)
             if (result >= 0) {
               results[i] = result
-              this.#dropCache(at, result)
+              this._dropCache(at, result)
             } else {
               failed++
               results[i] =
@@ -728,7 +773,7 @@ export class FileHandle {
       }
       this.#checkOpen(syscall)
     }
-    return this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec))
+    return this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>
   }
 
   /** fsync: data and metadata reach stable storage; covers every write issued before it on this handle. */

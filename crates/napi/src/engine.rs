@@ -216,10 +216,7 @@ impl Inner {
     }
 
     pub fn ring_setup(&self) -> String {
-        self.ring
-            .as_ref()
-            .map(|r| r.setup().name().to_string())
-            .unwrap_or_default()
+        self.ring.as_ref().map(|r| r.describe()).unwrap_or_default()
     }
 
     /// Starts (once) a backend; "" when it works, else why not.
