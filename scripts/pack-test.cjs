@@ -93,7 +93,7 @@ check('npm/: one package per napi target, named, versioned and constrained as th
     eq(p.name, t.name, `${t.abi} name`)
     eq(p.version, L.pkg.version, `${t.abi} version matches the main package`)
     eq(p.main, t.binary, `${t.abi} main`)
-    eq(p.files, [t.binary], `${t.abi} files`)
+    eq(p.files, [t.binary, 'LICENSE'], `${t.abi} files`)
     eq(p.os, [t.platform], `${t.abi} os`)
     eq(p.cpu, [t.arch], `${t.abi} cpu`)
     if (t.libc === 'gnu') eq(p.libc, ['glibc'], `${t.abi} libc`)
@@ -138,8 +138,8 @@ function main() {
     return `${files.length} files`
   })
 
-  check('platform tarball: package.json, README.md and the .node only', () => {
-    eq(packed.platformFiles[host.abi].slice().sort(), ['README.md', host.binary, 'package.json'].sort(), 'files')
+  check('platform tarball: package.json, README.md, LICENSE and the .node only', () => {
+    eq(packed.platformFiles[host.abi].slice().sort(), ['LICENSE', 'README.md', host.binary, 'package.json'].sort(), 'files')
   })
 
   let manifest
