@@ -17,7 +17,8 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 
-const { layout, optionalDependencies, pack } = require('./pack.cjs')
+const { layout, npmPack, optionalDependencies, pack } = require('./pack.cjs')
+const { checkFile, loadWithGlibc217 } = require('./check-glibc.cjs')
 
 const root = path.join(__dirname, '..')
 const keep = process.argv.includes('--keep')
@@ -154,6 +155,30 @@ function main() {
     return Object.keys(manifest.optionalDependencies).join(', ')
   })
 
+  // The platform packages not built here, as local fixtures (their package.json from npm/, a
+  // placeholder in place of the binary; never published) so every package manager sees all seven
+  // optional dependencies with their real os/cpu/libc fields and must pick this machine's one
+  // alone, with no registry involved.
+  const platformTgz = { [host.name]: packed.platforms[host.abi] }
+  check('fixtures: a stand-in tarball for each platform package not built here (for the package managers to skip)', () => {
+    const fx = path.join(work, 'fixtures')
+    for (const t of L.targets) {
+      if (packed.platforms[t.abi]) {
+        platformTgz[t.name] = packed.platforms[t.abi]
+        continue
+      }
+      const d = path.join(fx, t.abi)
+      fs.mkdirSync(d, { recursive: true })
+      fs.copyFileSync(path.join(t.dir, 'package.json'), path.join(d, 'package.json'))
+      fs.writeFileSync(path.join(d, t.binary), 'pack-test fixture: not a binary\n')
+      fs.copyFileSync(path.join(root, 'LICENSE'), path.join(d, 'LICENSE'))
+      platformTgz[t.name] = npmPack(d, fx).file
+    }
+    eq(Object.keys(platformTgz).sort(), L.targets.map((t) => t.name).sort(), 'one tarball per platform package')
+    return `${L.targets.length - 1} stand-ins`
+  })
+  const overrides = Object.fromEntries(Object.entries(platformTgz).map(([n, f]) => [n, `file:${f}`]))
+
   // A user's project: the typed example project, plus the smoke programs.
   const app = path.join(work, 'app')
   fs.mkdirSync(app)
@@ -161,8 +186,8 @@ function main() {
   for (const f of fs.readdirSync(path.join(__dirname, 'pack-smoke'))) fs.copyFileSync(path.join(__dirname, 'pack-smoke', f), path.join(app, f))
   const appPkg = JSON.parse(fs.readFileSync(path.join(app, 'package.json'), 'utf8'))
   appPkg.dependencies = { odirect: `file:${packed.main}` }
-  // The main package's optionalDependency resolves to the local tarball, not the registry.
-  appPkg.overrides = { [host.name]: `file:${packed.platforms[host.abi]}` }
+  // The main package's optionalDependencies resolve to the local tarballs, not the registry.
+  appPkg.overrides = overrides
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(appPkg, null, 2) + '\n')
 
   let installed = false
@@ -189,6 +214,19 @@ function main() {
     eq(rep.addon, path.join(app, 'node_modules', host.name, host.binary), 'addon loaded from the platform package')
     assert(rep.stream === 'ok' || rep.stream.startsWith('skipped'), `stream pipeline: ${rep.stream}`)
     return `backend ${rep.backend}; stream pipeline: ${rep.stream}`
+  }
+  if (host.platform === 'linux' && host.libc === 'gnu') {
+    check('glibc: the installed binary needs glibc 2.17 at most (symbol versions, no unversioned imports)', () => {
+      const r = checkFile(path.join(app, 'node_modules', host.name, host.binary), '2.17')
+      assert(r.ok, r.problems.join('\n'))
+      return `highest GLIBC_ version needed: ${r.maxGlibc}`
+    })
+    const l = loadWithGlibc217(path.join(app, 'node_modules', host.name, host.binary))
+    if (!l.ran) skip('glibc: dlopen under glibc 2.17', l.why)
+    else check("glibc: the installed binary loads (dlopen RTLD_NOW) under glibc 2.17's own ld.so and libc", () => {
+      assert(l.ok, l.output)
+      return l.output
+    })
   }
   check("ESM: import { open } from 'odirect': O_DIRECT write + read back in /var/tmp", () => smoke('smoke.mjs'))
   check("CommonJS: require('odirect'): O_DIRECT write + read back in /var/tmp", () => smoke('smoke.cjs'))

@@ -120,7 +120,7 @@ function pack(out) {
   return result
 }
 
-module.exports = { layout, optionalDependencies, pack, parseTriple }
+module.exports = { layout, npmPack, optionalDependencies, pack, parseTriple }
 
 if (require.main === module) {
   const i = process.argv.indexOf('--out')
