@@ -25,6 +25,11 @@ const keep = process.argv.includes('--keep')
 let passed = 0
 let failed = 0
 let skipped = 0
+// What main() packed, and the package-manager overrides that point every platform package at its tarball.
+let packed
+let overrides
+// pnpm and Yarn (berry, from @yarnpkg/cli-dist) versions the layouts are tested with.
+const PM_VERSIONS = { pnpm: '10.34.9', yarn: '4.18.1' }
 
 function check(name, fn) {
   try {
@@ -131,7 +136,6 @@ if (!host) {
 
 function main() {
   const tgz = path.join(work, 'tgz')
-  let packed
   check('npm pack: the main package and this machine\'s platform package', () => {
     packed = pack(tgz)
     assert(packed.main && packed.platforms[host.abi], `tarballs made: ${JSON.stringify(packed)}`)
@@ -189,7 +193,7 @@ function main() {
     eq(Object.keys(platformTgz).sort(), L.targets.map((t) => t.name).sort(), 'one tarball per platform package')
     return `${L.targets.length - 1} stand-ins`
   })
-  const overrides = Object.fromEntries(Object.entries(platformTgz).map(([n, f]) => [n, `file:${f}`]))
+  overrides = Object.fromEntries(Object.entries(platformTgz).map(([n, f]) => [n, `file:${f}`]))
 
   // A user's project: the typed example project, plus the smoke programs.
   const app = path.join(work, 'app')
@@ -361,10 +365,130 @@ function main() {
     }
   }
 
+  // Other layouts: a linked package (npm workspaces link it, as `npm install ../odirect` and
+  // `file:` directory dependencies do: runtimes then see its real path, outside any node_modules,
+  // and Deno reads each .js file by the nearest package.json's "type"), pnpm's strict
+  // node_modules (the platform package is only visible from odirect's own directory in .pnpm/) and
+  // Yarn's node_modules linker with its own optional-dependency and os/cpu/libc handling.
+  const layouts = [
+    ['npm workspace (odirect linked)', () => installLinked()],
+    ...['pnpm', 'yarn'].map((pm) => [pm, () => installWith(pm)]),
+  ]
+  for (const [label, install] of layouts) {
+    let dir
+    check(`${label}: install from the tarballs; ${label === 'pnpm' ? `${host.name} resolvable from odirect` : `only ${host.name} of the seven platform packages is installed`}`, () => {
+      const r = install()
+      if (!r.platforms) eq(platformPackagesUnder(path.join(r.root, 'node_modules')), [host.name], 'platform packages installed')
+      dir = r.dir
+      return r.note
+    })
+    if (!dir) continue
+    for (const rt of runtimes) {
+      for (const file of ['smoke.mjs', 'smoke.cjs']) {
+        check(`${label}: ${rt.name} runs ${file}`, () => {
+          const r = runOk(rt.bin, rt.args(file), { cwd: dir, env: rtEnv })
+          const rep = JSON.parse(r.stdout.trim().split('\n').pop())
+          eq([rep.direct, rep.same, rep.misuse, rep.probe], [true, true, 'ERR_ODIRECT_ALIGNMENT', true], 'report')
+          if (rep.addon) assert(fs.realpathSync(rep.addon).endsWith(path.join(host.name, host.binary)), `addon from ${host.name}: ${rep.addon}`)
+          return `backend ${rep.backend}; stream ${rep.stream}`
+        })
+      }
+    }
+  }
+
   check('no compiler, cargo, rustc or node-gyp ran at any point', () => {
     eq(fs.existsSync(trapLog) ? fs.readFileSync(trapLog, 'utf8') : '', '', 'trap log')
   })
   finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Package managers and layouts.
+
+/** Names of odirect-* platform packages anywhere under a node_modules tree (pnpm's .pnpm/ too). */
+function platformPackagesUnder(nm) {
+  const found = new Set()
+  const walk = (dir, depth) => {
+    let ents
+    try {
+      ents = fs.readdirSync(dir, { withFileTypes: true })
+    } catch {
+      return
+    }
+    for (const e of ents) {
+      if (!e.isDirectory() || e.isSymbolicLink()) continue
+      const d = path.join(dir, e.name)
+      const pj = path.join(d, 'package.json')
+      if (fs.existsSync(pj)) {
+        const name = JSON.parse(fs.readFileSync(pj, 'utf8')).name
+        if (typeof name === 'string' && name.startsWith(`${L.packageName}-`)) found.add(name)
+      }
+      if (depth < 4) walk(d, depth + 1)
+    }
+  }
+  walk(nm, 0)
+  return [...found].sort()
+}
+
+/** pnpm and Yarn from npm, pinned, installed once into .tmp/pm (not devDependencies: their bins would shadow a user's). */
+function pmBin(pm) {
+  const prefix = path.join(root, '.tmp', 'pm')
+  const pkg = pm === 'pnpm' ? 'pnpm' : '@yarnpkg/cli-dist'
+  const bin = path.join(prefix, 'node_modules', ...pkg.split('/'), 'bin', pm === 'pnpm' ? 'pnpm.cjs' : 'yarn.js')
+  const pj = path.join(prefix, 'node_modules', ...pkg.split('/'), 'package.json')
+  if (!fs.existsSync(bin) || JSON.parse(fs.readFileSync(pj, 'utf8')).version !== PM_VERSIONS[pm]) {
+    fs.mkdirSync(prefix, { recursive: true })
+    if (!fs.existsSync(path.join(prefix, 'package.json'))) fs.writeFileSync(path.join(prefix, 'package.json'), JSON.stringify({ name: 'odirect-pm', private: true }) + '\n')
+    runOk(npm, ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error', `${pkg}@${PM_VERSIONS[pm]}`], { env: process.env })
+  }
+  return bin
+}
+
+function newProject(dir, extra) {
+  fs.mkdirSync(dir, { recursive: true })
+  for (const f of ['smoke.mjs', 'smoke.cjs']) fs.copyFileSync(path.join(__dirname, 'pack-smoke', f), path.join(dir, f))
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `odirect-user-${path.basename(dir)}`, version: '1.0.0', private: true, ...extra }, null, 2) + '\n')
+}
+
+/** pnpm or Yarn (node_modules linker) install of the tarballs into a fresh project. */
+function installWith(pm) {
+  const bin = pmBin(pm)
+  const dir = path.join(work, pm)
+  const deps = { dependencies: { odirect: `file:${packed.main}` } }
+  const pmEnv = { ...env, CI: 'true', npm_config_user_agent: '' }
+  if (pm === 'pnpm') {
+    newProject(dir, { ...deps, pnpm: { overrides } })
+    runOk(process.execPath, [bin, 'install', '--no-frozen-lockfile', '--store-dir', path.join(work, 'pnpm-store'), '--config.confirmModulesPurge=false', '--reporter=silent'], { cwd: dir, env: pmEnv })
+    assert(!fs.existsSync(path.join(dir, 'node_modules', host.name)), `pnpm is strict: ${host.name} is not hoisted to the project's node_modules`)
+    // pnpm applies os/cpu/libc to registry packages, but links `file:` tarballs (how this offline
+    // test serves them) whatever their fields say: so here every stand-in sits beside odirect in
+    // .pnpm/, and what matters is that binding.js finds this machine's package from there.
+    const beside = path.join(fs.realpathSync(path.join(dir, 'node_modules', 'odirect')), '..')
+    assert(fs.existsSync(path.join(beside, host.name, host.binary)), `${host.name} is linked beside odirect in .pnpm/`)
+    const linked = fs.readdirSync(beside).filter((n) => n.startsWith(`${L.packageName}-`)).sort()
+    return { dir, root: dir, platforms: [host.name], note: `pnpm ${PM_VERSIONS[pm]}; linked beside odirect: ${linked.length} platform packages (file: tarballs are not filtered by os/cpu/libc)` }
+  } else {
+    newProject(dir, { ...deps, resolutions: overrides })
+    // A private global folder (its cache included): a project-local cache (enableGlobalCache: false)
+    // fails the fetch step on the skipped platform packages' missing zips (Yarn 4.18).
+    fs.writeFileSync(path.join(dir, '.yarnrc.yml'), `nodeLinker: node-modules\nenableGlobalCache: true\nglobalFolder: ${JSON.stringify(path.join(work, 'yarn-global'))}\nenableTelemetry: false\nenableImmutableInstalls: false\n`)
+    fs.writeFileSync(path.join(dir, 'yarn.lock'), '')
+    runOk(process.execPath, [bin, 'install', '--mode=skip-build'], { cwd: dir, env: { ...pmEnv, YARN_ENABLE_PROGRESS_BARS: 'false', YARN_IGNORE_PATH: '1' } })
+  }
+  return { dir, root: dir, note: `${pm} ${PM_VERSIONS[pm]}` }
+}
+
+/** npm workspaces: the unpacked main package is a workspace, linked into node_modules. */
+function installLinked() {
+  const ws = path.join(work, 'workspace')
+  fs.mkdirSync(path.join(ws, 'packages', 'odirect'), { recursive: true })
+  runOk('tar', ['-xzf', packed.main, '-C', path.join(ws, 'packages', 'odirect'), '--strip-components=1'])
+  fs.writeFileSync(path.join(ws, 'package.json'), JSON.stringify({ name: 'odirect-workspace', private: true, workspaces: ['packages/*'], overrides }, null, 2) + '\n')
+  const dir = path.join(ws, 'packages', 'app')
+  newProject(dir, { dependencies: { odirect: L.pkg.version } })
+  runOk(npm, ['install', '--offline', '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=error'], { cwd: ws })
+  assert(fs.lstatSync(path.join(ws, 'node_modules', 'odirect')).isSymbolicLink(), 'node_modules/odirect is a link to packages/odirect')
+  return { dir, root: ws, note: 'node_modules/odirect -> packages/odirect' }
 }
 
 function finish() {
