@@ -143,13 +143,27 @@ function main() {
   })
   if (!packed) return finish()
 
-  check('main tarball: dist (CJS, ESM wrapper, d.ts), loader and README; no binary, no sources, no tests', () => {
+  check('main tarball: dist (CJS, ESM wrapper, d.ts, self-contained maps), loader, README and LICENSE; no binary, no sources, no tests', () => {
     const files = packed.mainFiles
     for (const f of ['package.json', 'README.md', 'binding.js', 'binding.d.ts', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/cli.js', 'dist/src/native.js']) {
       assert(files.includes(f), `${f} is in the tarball`)
     }
     const bad = files.filter((f) => f.endsWith('.node') || (f.endsWith('.ts') && !f.endsWith('.d.ts')) || /^(__test__|crates|target|npm|src|scripts|bench)\//.test(f))
     eq(bad, [], 'files that must not be published')
+    assert(files.includes('LICENSE'), 'LICENSE is in the tarball')
+    // Source maps: each one shipped is complete (sourcesContent for every source it names, or the
+    // source itself shipped), and every sourceMappingURL points at a shipped map.
+    for (const f of files.filter((x) => x.endsWith('.map'))) {
+      const map = JSON.parse(fs.readFileSync(path.join(root, f), 'utf8'))
+      map.sources.forEach((src, i) => {
+        const shipped = files.includes(path.posix.join(path.posix.dirname(f), map.sourceRoot || '', src))
+        assert(shipped || (map.sourcesContent && typeof map.sourcesContent[i] === 'string'), `${f} names ${src}, which is neither shipped nor embedded`)
+      })
+    }
+    for (const f of files.filter((x) => x.endsWith('.js') || x.endsWith('.mjs'))) {
+      const m = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(fs.readFileSync(path.join(root, f), 'utf8'))
+      if (m) assert(files.includes(path.posix.join(path.posix.dirname(f), m[1])), `${f} points at ${m[1]}, which is not shipped`)
+    }
     const dts = fs.readFileSync(path.join(root, 'dist', 'src', 'native.d.ts'), 'utf8')
     assert(!/from '\.\.\/binding'/.test(dts), "dist/src/native.d.ts points at the root binding.d.ts (scripts/esm-wrapper.cjs fixes tsc's '../binding')")
     return `${files.length} files`
@@ -168,6 +182,9 @@ function main() {
     assert(!manifest.devDependencies, 'no devDependencies published')
     assert(!manifest.dependencies || Object.keys(manifest.dependencies).length === 0, 'no runtime dependencies')
     assert(!packed.mainFiles.includes('binding.gyp'), 'no binding.gyp (npm would run node-gyp)')
+    eq(manifest.type, 'commonjs', '"type" (Deno and bundlers read dist/*.js as CommonJS by it, from a link too)')
+    eq(manifest.license, 'MIT', 'license')
+    for (const k of ['repository', 'homepage', 'bugs', 'keywords', 'engines']) assert(manifest[k], `${k} is set`)
     return Object.keys(manifest.optionalDependencies).join(', ')
   })
 
