@@ -254,6 +254,17 @@ function main() {
       assert(r.ok, r.problems.join('\n'))
       return `highest GLIBC_ version needed: ${r.maxGlibc}`
     })
+    check('glibc: the check itself fails a library linked against this glibc (pthread_create@GLIBC_2.34, statx@GLIBC_2.28)', () => {
+      const glibc = process.report.getReport().header.glibcVersionRuntime
+      const c = path.join(work, 'newer.c')
+      const so = path.join(work, 'newer.so')
+      fs.writeFileSync(c, '#define _GNU_SOURCE\n#include <pthread.h>\n#include <sys/stat.h>\nstatic void *f(void *a) { return a; }\nint g(void) { pthread_t t; struct statx s; statx(0, "", 0, 0, &s); return pthread_create(&t, 0, f, 0); }\n')
+      runOk('gcc', ['-shared', '-fPIC', '-o', so, c], { env: process.env })
+      const r = checkFile(so, '2.17')
+      assert(!r.ok && r.problems.some((p) => p.startsWith('statx@GLIBC_2.28')), `statx@GLIBC_2.28 reported:\n${r.problems.join('\n')}`)
+      if (Number(glibc.split('.')[1]) >= 34) assert(r.problems.some((p) => p.startsWith('pthread_create@GLIBC_2.34')), `pthread_create@GLIBC_2.34 reported:\n${r.problems.join('\n')}`)
+      return `glibc ${glibc} here: ${r.problems.length} problems found`
+    })
     const l = loadWithGlibc217(path.join(app, 'node_modules', host.name, host.binary))
     if (!l.ran) skip('glibc: dlopen under glibc 2.17', l.why)
     else check("glibc: the installed binary loads (dlopen RTLD_NOW) under glibc 2.17's own ld.so and libc", () => {
