@@ -61,11 +61,15 @@ function embedSources(dir) {
     if (!ent.isFile() || !ent.name.endsWith('.map')) continue
     const map = JSON.parse(fs.readFileSync(file, 'utf8'))
     const base = path.resolve(dir, map.sourceRoot || '')
-    map.sourcesContent = map.sources.map((s) => {
-      const src = path.resolve(base, s)
-      if (!fs.existsSync(src)) throw new Error(`${path.relative(root, file)} names ${s}, which does not exist at ${src}`)
-      return fs.readFileSync(src, 'utf8')
-    })
+    const missing = map.sources.filter((s) => !fs.existsSync(path.resolve(base, s)))
+    if (missing.length) {
+      // Output of a source that no longer exists (tsc does not clean dist/): it would be published.
+      const js = file.replace(/\.map$/, '')
+      for (const f of [js, file, js.replace(/\.js$/, '.d.ts')]) fs.rmSync(f, { force: true })
+      process.stderr.write(`esm-wrapper: removed stale ${path.relative(root, js)} (its source ${missing.join(', ')} is gone)\n`)
+      continue
+    }
+    map.sourcesContent = map.sources.map((s) => fs.readFileSync(path.resolve(base, s), 'utf8'))
     fs.writeFileSync(file, JSON.stringify(map))
   }
 }
