@@ -7,7 +7,7 @@
 // - The per-platform packages live in npm/<platformArchABI>/ (made by `napi create-npm-dirs`
 //   from package.json's napi.targets). Each gets its `<binaryName>.<platformArchABI>.node` copied
 //   in from the package root (where `npm run build:native` / `napi artifacts` put it) in a staging
-//   copy, so npm/ itself only ever holds package.json and README.md.
+//   copy, so npm/ itself only ever holds package.json and README.md; the root LICENSE goes in too.
 // - The main package gets `optionalDependencies` on every platform package at its own version,
 //   exactly as `napi pre-publish` writes them at publish time. They are not in the repository's
 //   package.json: npm records a not-yet-published optional dependency in package-lock.json in a
@@ -94,6 +94,7 @@ function pack(out) {
       const d = path.join(stage, t.abi)
       for (const f of fs.readdirSync(t.dir)) if (!f.endsWith('.node')) copyInto(path.join(t.dir, f), path.join(d, f))
       copyInto(bin, path.join(d, t.binary))
+      copyInto(path.join(root, 'LICENSE'), path.join(d, 'LICENSE'))
       const r = npmPack(d, out)
       result.platforms[t.abi] = r.file
       result.platformFiles[t.abi] = r.files
@@ -119,7 +120,7 @@ function pack(out) {
   return result
 }
 
-module.exports = { layout, optionalDependencies, pack, parseTriple }
+module.exports = { layout, npmPack, optionalDependencies, pack, parseTriple }
 
 if (require.main === module) {
   const i = process.argv.indexOf('--out')
