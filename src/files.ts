@@ -10,7 +10,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
 import { FileHandle } from './handle'
-import { open, type PathLike, toPath } from './open'
+import { isFileHandle, open, type PathLike, toPath } from './open'
 import { boolOption, checkFlags, type DirectMode, intOption, modeOption, type OpenFlags, openFields, readOptions, signalOption } from './options'
 import { BlockWriter, writeConfig } from './streams/core'
 
@@ -132,7 +132,7 @@ export async function readFile(path: PathLike | FileHandle, options?: ReadFileOp
   const o = typeof options === 'string' ? { encoding: options } : readOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
   const encoding = encodingOf(o.encoding, undefined)
   const signal = signalOption(o)
-  const given = path instanceof FileHandle
+  const given = isFileHandle(path)
   const oo = openFields({ direct: o.direct, backend: o.backend })
   let fh: FileHandle
   if (given) {
@@ -199,7 +199,7 @@ export async function writeFile(
   const atomic = boolOption(o, 'atomic', false)
   let datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
   const signal = signalOption(o)
-  const given = path instanceof FileHandle
+  const given = isFileHandle(path)
   if (given && (o.flag !== undefined || o.mode !== undefined || atomic || o.direct !== undefined || o.backend !== undefined)) {
     throw misuse('ERR_INVALID_ARG_VALUE', 'flag, mode, atomic, direct and backend only apply when writeFile opens a path', 'pass a path, or set them with open()')
   }

@@ -19,6 +19,23 @@ const isUrl = (p: unknown): p is URL => {
   }
 }
 
+const isBytes = (p: unknown): p is Uint8Array => {
+  try {
+    return p instanceof Uint8Array
+  } catch {
+    return false
+  }
+}
+
+/** `v instanceof FileHandle`, false (not a throw) for a revoked Proxy. */
+export const isFileHandle = (v: unknown): v is FileHandle => {
+  try {
+    return v instanceof FileHandle
+  } catch {
+    return false
+  }
+}
+
 function urlToPath(u: URL): string {
   let protocol: string, hostname: string, pathname: string
   try {
@@ -50,7 +67,7 @@ export function toPath(p: unknown, what = 'path'): string {
   let s: string
   if (typeof p === 'string') s = p
   else if (isUrl(p)) s = urlToPath(p)
-  else if (p instanceof Uint8Array) {
+  else if (isBytes(p)) {
     if (p.buffer.byteLength === 0 && p.byteLength === 0) throw misuse('ERR_INVALID_ARG_VALUE', `${what} is an empty (or detached) Buffer`, 'pass a file path')
     try {
       s = new TextDecoder('utf-8', { fatal: true }).decode(p)

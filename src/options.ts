@@ -42,7 +42,13 @@ export const OPEN_KEYS = ['direct', 'backend', 'dsync', 'noatime', 'mode'] as co
  */
 export function readOptions(o: unknown, known: readonly string[], example: string, unsupported: Readonly<Record<string, string>> = {}): Record<string, unknown> {
   if (o === undefined || o === null) return Object.create(null) as Record<string, unknown>
-  if (typeof o !== 'object' || ArrayBuffer.isView(o) || Array.isArray(o)) {
+  let plain: boolean
+  try {
+    plain = typeof o === 'object' && !ArrayBuffer.isView(o) && !Array.isArray(o)
+  } catch {
+    plain = false // a revoked Proxy
+  }
+  if (!plain) {
     throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${describeValue(o)}`, `pass e.g. ${example}`)
   }
   const out = Object.create(null) as Record<string, unknown>

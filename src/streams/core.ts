@@ -9,7 +9,7 @@ import { MAX_IO_LENGTH } from '../buffers'
 import type { BackendName } from '../engine'
 import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
-import { open, toPath } from '../open'
+import { isFileHandle, open, toPath } from '../open'
 import { boolOption, checkFlags, type DirectMode, intOption, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
@@ -140,10 +140,10 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
     if (typeof fd === 'number') {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', 'option \'fd\' as a numeric descriptor is not supported with direct I/O: its O_DIRECT state and alignment are unknown', "pass a FileHandle from odirect's open() as fd, or a path")
     }
-    if (!(fd instanceof FileHandle)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describeValue(fd)}`, "pass a handle from odirect's open()")
+    if (!isFileHandle(fd)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describeValue(fd)}`, "pass a handle from odirect's open()")
     target = fd
     autoCloseDefault = true
-  } else if (first instanceof FileHandle) {
+  } else if (isFileHandle(first)) {
     target = first
     autoCloseDefault = handleAutoClose
   } else {
