@@ -22,6 +22,7 @@ interface Row {
   cpuUsPerOp?: number | null
   ratioToFioIoUring?: number | null
   path?: string
+  threadCpuUsPerOp?: Record<string, number>
 }
 
 interface Report {
@@ -65,6 +66,7 @@ test('bench --quick --json: every workload × engine row, streams and targets, e
     if (r.engine.startsWith('odirect')) {
       t.true(typeof r.cpuUsPerOp === 'number' && r.cpuUsPerOp > 0, `${what}: CPU per op`)
       t.is(typeof r.path, 'string', `${what}: the engine path`)
+      t.true(typeof r.threadCpuUsPerOp === 'object' && r.threadCpuUsPerOp !== null, `${what}: CPU by thread`)
     }
     if (r.engine === 'fio-io_uring') t.is(r.ratioToFioIoUring, 1)
   }
@@ -79,7 +81,7 @@ test('bench --quick --json: every workload × engine row, streams and targets, e
     t.true(x.met === null || typeof x.met === 'boolean')
     if (x.met === null) t.regex(x.figure, /^not measured/)
   }
-  t.true(report.targets.some((x) => x.name.startsWith('tmpfs:')))
+  t.true(report.targets.some((x) => x.name.includes('tmpfs')))
 })
 
 test('bench without fio and without tmpfs: the rows are marked, not missing', (t) => {
@@ -90,7 +92,7 @@ test('bench without fio and without tmpfs: the rows are marked, not missing', (t
   t.true((od?.median ?? 0) > 0)
   t.is(od?.ratioToFioIoUring, null)
   t.regex(report.options.tmpfs?.skipped ?? '', /--tmpfs off/)
-  const lat = report.targets.find((x) => x.name.startsWith('disk:') && x.name.includes('QD 1'))
+  const lat = report.targets.find((x) => x.name.includes('QD 1, disk'))
   t.is(lat?.met, null)
   t.regex(lat?.figure ?? '', /fio is not installed/)
 })

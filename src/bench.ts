@@ -48,6 +48,8 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --tmpfs DIR|off  the tmpfs directory for the software-path workloads, or off (default: /dev/shm,
               else a tmpfs mounted for the run when root)
 --tmpfs-size SIZE  the tmpfs file's size (default: the smaller of --size and 256M)
+--open-options JSON  options for odirect's open() in every odirect row (Bun/Deno too), e.g.
+              '{"backend":"aio"}', to compare engine settings; shown in the report
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
 --qd N        the deep queue depth of the random workloads (default 64)
@@ -81,6 +83,7 @@ interface Args {
   tmpfs?: string
   tmpfsSize?: number
   runtimes?: RuntimeName[]
+  openOptions?: Record<string, unknown>
   bs: number
   qd: number
   runs?: number
@@ -126,6 +129,18 @@ function parseArgs(argv: string[]): Args {
       case '--tmpfs':
         a.tmpfs = value()
         break
+      case '--open-options': {
+        const v = value()
+        let o: unknown
+        try {
+          o = JSON.parse(v)
+        } catch {
+          throw new Error(`--open-options must be a JSON object, got '${v}'`)
+        }
+        if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`--open-options must be a JSON object, got '${v}'`)
+        a.openOptions = o as Record<string, unknown>
+        break
+      }
       case '--tmpfs-size':
         a.tmpfsSize = parseSize(value())
         break
@@ -373,12 +388,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     quick: args.quick,
     file,
     temporary,
+    ...(args.openOptions ? { openOptions: args.openOptions } : {}),
     tmpfs: tfile !== undefined ? { file: tfile, size: tsize, how: tmpfs.how } : { skipped: tmpfs.skipped },
   }
   const fioPath = findFio()
   const limit = { durationMs: opts.durationMs, ops: opts.ops, rampMs: opts.rampMs }
   const runtimes: NonNullable<BenchContext['runtimes']> = new Map()
-  const ctx: BenchContext = { path: file, size, limit, isRoot, fadviseOnly: args.quick, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
+  const ctx: BenchContext = { path: file, size, limit, isRoot, fadviseOnly: args.quick, openOptions: args.openOptions, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
   const tctx: BenchContext | undefined = tfile !== undefined ? { ...ctx, path: tfile, size: tsize, fioBroken: new Map(), fioFailures: new Map() } : undefined
   if (!fioPath && engines.some((e) => e.startsWith('fio'))) log('note: fio is not installed (apt-get install fio): the fio rows are skipped and there is no ratio column')
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')

@@ -9,6 +9,7 @@ export interface ChildRequest {
   size: number
   workload: Workload
   limit: Limit
+  openOptions?: Record<string, unknown>
 }
 
 /** 'Bun 1.2.3', 'Deno 2.1.0' or 'Node v20.1.0'. */
@@ -23,7 +24,7 @@ export async function childMain(arg: string): Promise<void> {
   let out: Outcome
   try {
     const req = JSON.parse(arg) as ChildRequest
-    const fh = await open(req.file, 'r+')
+    const fh = await open(req.file, 'r+', req.openOptions)
     try {
       const result = await odirectRun(fh, req.size, req.limit, req.workload, 'op')
       out = { ok: true, result: { ...result, runtime: runtimeName() } }

@@ -150,6 +150,11 @@ export interface RunResult {
    */
   fioSelfCpuUsPerOp?: number
   /**
+   * JS engines: CPU µs per op by thread group ('js' = the main thread, 'odirect-reaper',
+   * 'iou-wrk' = io_uring's workers, 'libuv-worker', 'exited/other'...), from /proc/self/task.
+   */
+  threadCpuUsPerOp?: Record<string, number>
+  /**
    * Steal time of the whole machine during the run, percent of all CPU time (a VM whose host
    * throttles it: the guest's CPUs stop in bursts). Filled in by runEngine; NaN when unknown.
    */
@@ -180,6 +185,8 @@ export interface BenchContext {
   fioBroken: Map<string, string>
   /** Consecutive failed fio cells per ioengine. */
   fioFailures?: Map<string, number>
+  /** Extra options for odirect's open() (--open-options), e.g. an engine option to compare. */
+  openOptions?: Record<string, unknown>
   /** Bun/Deno: the binary, or why that runtime's rows are skipped (filled on first use). */
   runtimes?: Map<RuntimeName, { bin?: string; version?: string; why?: string }>
   log: (msg: string) => void
@@ -209,6 +216,50 @@ export function cpuNow(): number {
   } catch {
     return NaN
   }
+}
+
+/**
+ * CPU time of each thread of this process, microseconds by thread id, with the thread's group:
+ * 'js' (the main thread), or its name without trailing numbers ('iou-wrk', 'iou-sqp',
+ * 'odirect-reaper', 'libuv-worker', 'V8 DefaultWorke'...). Undefined where /proc is missing.
+ */
+export function threadCpu(): Map<string, { group: string; us: number }> | undefined {
+  try {
+    const out = new Map<string, { group: string; us: number }>()
+    const self = fs.readlinkSync('/proc/self')
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      try {
+        const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        const group = tid === self ? 'js' : name.replace(/[-_ ]?\d+$/, '') || name
+        out.set(tid, { group, us: (Number(f[11]) + Number(f[12])) * 1e4 })
+      } catch {
+        // the thread exited meanwhile
+      }
+    }
+    return out
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Per-group CPU µs per op between two threadCpu() snapshots; what the process used beyond the
+ * threads still there at the end (threads that exited, e.g. idle io-wq workers) is 'exited/other'.
+ */
+function threadSplit(a: ReturnType<typeof threadCpu>, b: ReturnType<typeof threadCpu>, totalUs: number, ops: number): Record<string, number> | undefined {
+  if (a === undefined || b === undefined || !(ops > 0)) return undefined
+  const by: Record<string, number> = {}
+  let sum = 0
+  for (const [tid, t] of b) {
+    const d = t.us - (a.get(tid)?.us ?? 0)
+    if (d <= 0) continue
+    by[t.group] = (by[t.group] ?? 0) + d / ops
+    sum += d
+  }
+  if (Number.isFinite(totalUs) && totalUs - sum > 0) by['exited/other'] = (totalUs - sum) / ops
+  return by
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,6 +328,9 @@ interface Window {
   /** Process CPU time (µs) when the window opened, and what it used until the window closed. */
   cpuStart: number
   cpuUsed: number
+  /** Per-thread CPU at the window's start and end. */
+  threadsStart?: ReturnType<typeof threadCpu>
+  threadsEnd?: ReturnType<typeof threadCpu>
 }
 
 function newWindow(): Window {
@@ -290,6 +344,7 @@ function tick(win: Window, t0: number, t1: number, k: number, limit: Limit, star
       win.measuring = true
       win.start = t1
       win.last = t1
+      win.threadsStart = threadCpu()
       win.cpuStart = cpuNow()
     }
     return
@@ -302,6 +357,7 @@ function tick(win: Window, t0: number, t1: number, k: number, limit: Limit, star
   if (!win.stop && (limit.ops > 0 ? win.ops >= limit.ops : t1 - win.start >= limit.durationMs)) {
     win.stop = true
     win.cpuUsed = cpuNow() - win.cpuStart
+    win.threadsEnd = threadCpu()
   }
 }
 
@@ -309,7 +365,8 @@ function finish(win: Window, bs: number): RunResult {
   const seconds = Math.max(1e-9, (win.last - win.start) / 1000)
   const { p50, p99 } = win.lat.percentiles()
   const cpu = win.cpuUsed
-  return { ops: win.ops, bytes: win.ops * bs, seconds, p50, p99, cpuPct: (cpu / 1e6 / seconds) * 100, cpuUsPerOp: win.ops > 0 ? cpu / win.ops : NaN }
+  const threads = threadSplit(win.threadsStart, win.threadsEnd, cpu, win.ops)
+  return { ops: win.ops, bytes: win.ops * bs, seconds, p50, p99, cpuPct: (cpu / 1e6 / seconds) * 100, cpuUsPerOp: win.ops > 0 ? cpu / win.ops : NaN, ...(threads ? { threadCpuUsPerOp: threads } : {}) }
 }
 
 type OpFn = (buf: Uint8Array, pos: number) => Promise<unknown>
@@ -402,7 +459,7 @@ export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: 
 }
 
 async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'): Promise<Outcome> {
-  const fh = await open(ctx.path, 'r+')
+  const fh = await open(ctx.path, 'r+', ctx.openOptions)
   try {
     return { ok: true, result: await odirectRun(fh, ctx.size, ctx.limit, w, mode) }
   } finally {
@@ -417,7 +474,7 @@ async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'):
  * path. Any `unregister()`/`release()` on the result, or `fh.unregisterBuffers()`, is called after.
  */
 async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Outcome> {
-  const fh = await open(ctx.path, 'r+')
+  const fh = await open(ctx.path, 'r+', ctx.openOptions)
   try {
     const h = fh as FileHandle & {
       registerBuffers?: (count: number, size: number) => unknown
@@ -519,7 +576,7 @@ async function runInRuntime(ctx: BenchContext, rt: RuntimeName, w: Workload): Pr
     if (found.why !== undefined) ctx.log(`note: ${found.why}: no ${rt} rows`)
   }
   if (found.bin === undefined) return { ok: false, skipped: found.why ?? `${rt} not found` }
-  const req = JSON.stringify({ file: ctx.path, size: ctx.size, workload: w, limit: ctx.limit })
+  const req = JSON.stringify({ file: ctx.path, size: ctx.size, workload: w, limit: ctx.limit, openOptions: ctx.openOptions })
   // Deno loads Node-API addons through process.dlopen (--allow-ffi, part of --allow-all).
   const args = rt === 'deno' ? ['run', '--allow-all', '--no-check', '--no-lock', '--no-config', childWrapper(), req] : [childWrapper(), req]
   const timeout = (ctx.limit.ops > 0 ? 300 : ctx.limit.durationMs / 1000 + 120) * 1000

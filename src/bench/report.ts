@@ -32,6 +32,8 @@ export interface Summary {
   cpuUsPerOp: number
   /** fio: median CPU µs per op by fio's own accounting (without io_uring's workers). */
   fioSelfCpuUsPerOp: number
+  /** JS engines: median CPU µs per op by thread group. */
+  threads?: Record<string, number>
   /** odirect: median native (fh.stats()) latency percentiles. */
   nativeP50: number
   nativeP99: number
@@ -57,6 +59,8 @@ export interface Options {
   temporary: boolean
   /** The tmpfs workloads' file and its size, or why they did not run. */
   tmpfs?: { file?: string; size?: number; how?: string; skipped?: string }
+  /** --open-options: what odirect's open() got in every odirect row. */
+  openOptions?: Record<string, unknown>
   /** Bun/Deno: the versions that ran, or why not. */
   runtimes?: Record<string, string>
 }
@@ -66,6 +70,32 @@ export function median(xs: number[]): number {
   if (s.length === 0) return NaN
   const m = s.length >> 1
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** The median CPU µs/op of each thread group over the runs that report it. */
+function threadMedians(runs: RunResult[]): { threads?: Record<string, number> } {
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.threadCpuUsPerOp ?? {})))]
+  if (keys.length === 0) return {}
+  const threads: Record<string, number> = {}
+  for (const k of keys) threads[k] = median(runs.map((r) => r.threadCpuUsPerOp?.[k] ?? 0))
+  return { threads }
+}
+
+/** CPU µs per op by thread, for the rows that have it (markdown), largest first. */
+export function threadTable(sums: Summary[]): string {
+  const rows = ['| Workload | Engine | CPU µs/op | by thread (µs/op) |', '|---|---|---:|---|']
+  let lastW = ''
+  for (const s of sums) {
+    if (s.skipped !== undefined || s.threads === undefined) continue
+    const wl = s.workload.id === lastW ? '' : s.workload.label
+    lastW = s.workload.id
+    const parts = Object.entries(s.threads)
+      .filter(([, v]) => v >= 0.005)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${fmtCpu(v)}`)
+    rows.push(`| ${wl} | ${engineLabel(s.engine)}${s.runtime ? ` (${s.runtime})` : ''} | ${fmtCpu(s.cpuUsPerOp)} | ${parts.join(', ')} |`)
+  }
+  return rows.length > 2 ? rows.join('\n') : ''
 }
 
 /** `{ [key]: 'a, b' }` of the distinct defined values, or nothing. */
@@ -93,6 +123,7 @@ export function summarize(cells: Cell[]): Summary[] {
       cpuPct: median(c.runs.map((r) => r.cpuPct)),
       cpuUsPerOp: median(c.runs.map((r) => r.cpuUsPerOp)),
       fioSelfCpuUsPerOp: median(c.runs.map((r) => r.fioSelfCpuUsPerOp ?? NaN)),
+      ...threadMedians(c.runs),
       nativeP50: median(c.runs.map((r) => r.nativeP50 ?? NaN)),
       nativeP99: median(c.runs.map((r) => r.nativeP99 ?? NaN)),
       ...distinct('path', c.runs.map((r) => r.path)),
@@ -179,36 +210,37 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
   const us = (_: Summary, v: number): string => `${fmtLat(v)} µs`
   const cpu = (_: Summary, v: number): string => `${fmtCpu(v)} µs`
   const places: Place[] = ['disk', 'tmpfs']
+  const at = (label: string, place: Place): string => (label.endsWith(place) ? label : `${label}, ${place}`)
   // Depth 1 latency.
   for (const place of places) {
     const is = (w: Workload): boolean => w.place === place && w.random && !w.write && w.qd === 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random read, QD 1`
-    ratio(`${place}: ${label}: odirect per op p50 latency vs fio io_uring's`, 1.2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.p50, us, true)
+    ratio(`${at(label, place)}: odirect per op p50 latency vs fio io_uring's`, 1.2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.p50, us, true)
   }
   // Depth 64 on tmpfs.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'tmpfs' && w.random && w.write === write && w.qd > 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
     const perOp = find(is, 'odirect')
-    ratio(`tmpfs: ${label}: odirect per op vs fio io_uring`, 0.5, perOp, find(is, 'fio-io_uring'), (s) => s.value, rate)
-    ratio(`tmpfs: ${label}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 0.8, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
-    ratio(`tmpfs: ${label}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect per op vs fio io_uring`, 0.5, perOp, find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 0.8, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
   }
   // Depth 64 on the disk.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'disk' && w.random && w.write === write && w.qd > 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
-    ratio(`disk: ${label}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
-    ratio(`disk: ${label}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 1.0, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 1.0, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
   }
   // Sequential.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'disk' && !w.random && w.write === write
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `sequential ${write ? 'write' : 'read'}`
-    ratio(`disk: ${label}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
   }
   {
-    const name = 'disk: odirect createReadStream vs fio io_uring sequential read (Streams table)'
+    const name = 'Streams, disk: odirect createReadStream vs fio io_uring sequential read'
     const a = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'odirect-stream')
     const b = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'fio-io_uring')
     if (a === undefined || b === undefined) out.push({ name, goal: '≥ 0.90×', figure: 'not measured (streams not selected)' })
@@ -223,7 +255,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     for (const write of [false, true]) {
       const is = (w: Workload): boolean => w.place === place && w.random && w.write === write && w.qd > 1
       const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
-      ratio(`${place}: ${label}: odirect per op CPU µs/op vs fio io_uring's`, 2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.cpuUsPerOp, cpu, true)
+      ratio(`${at(label, place)}: odirect per op CPU µs/op vs fio io_uring's`, 2, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.cpuUsPerOp, cpu, true)
     }
   }
   return out
@@ -249,6 +281,7 @@ function factsLines(f: MachineFacts, o: Options): string[] {
     `- File: ${o.file}${o.temporary ? ' (temporary, removed after)' : ''}, ${fmtSize(o.size)}, filesystem ${f.fsType}, ${f.device}`,
     `- tmpfs workloads: ${o.tmpfs?.file ? `${o.tmpfs.file} (${fmtSize(o.tmpfs.size ?? 0)}${o.tmpfs.how ? `, ${o.tmpfs.how}` : ''})` : `not run: ${o.tmpfs?.skipped ?? 'not selected'}`}`,
     `- Node ${f.node}; ${f.fio}; odirect backend: ${f.backend}; engine path on Node: ${f.enginePath ?? 'unknown'}`,
+    ...(o.openOptions ? [`- odirect opened with: \`${JSON.stringify(o.openOptions)}\``] : []),
     ...(o.runtimes && Object.keys(o.runtimes).length ? [`- Other runtimes (per-op rows): ${Object.entries(o.runtimes).map(([k, v]) => `${k}: ${v}`).join('; ')}`] : []),
     `- Runs: ${o.runs} per cell (median shown; engines interleaved within each run), ${o.ops > 0 ? `${o.ops} ops` : `${o.durationMs / 1000} s`} each after ${o.rampMs / 1000} s warm-up${o.quick ? ' (quick mode: a smoke run, figures meaningless)' : o.short ? ' (short mode)' : ''}`,
     `- Page cache for node:fs: ${f.cacheDrop}`,
@@ -343,6 +376,7 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
     '',
     targetTable(targets(sums, streams)),
     '',
+    ...(threadTable(sums) ? ['## CPU per op by thread', '', THREAD_NOTES, '', threadTable(sums), ''] : []),
     '## Profile',
     '',
     PROFILE_BEGIN,
@@ -388,6 +422,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
               nativeP99Us: finite(s.nativeP99),
               cpuUsPerOp: finite(s.cpuUsPerOp),
               ...(Number.isFinite(s.fioSelfCpuUsPerOp) ? { fioSelfCpuUsPerOp: s.fioSelfCpuUsPerOp } : {}),
+              ...(s.threads ? { threadCpuUsPerOp: s.threads } : {}),
               cpuPct: finite(s.cpuPct),
               stealPct: finite(s.stealPct),
               ratioToFioIoUring: finite(s.ratio),
@@ -592,6 +627,12 @@ export function streamTable(sums: StreamSummary[]): string {
   }
   return rows.join('\n')
 }
+
+const THREAD_NOTES = `Where the JS engines' CPU goes, from \`/proc/self/task/*/stat\` at the measured window's start and end
+(10 ms ticks, so short runs are coarse): \`js\` is the main (JS) thread; other names are the threads'
+own (\`odirect-reaper\`, \`iou-wrk\` = io_uring's io-wq workers, \`iou-sqp\` = SQPOLL, \`libuv-worker\`,
+\`V8 DefaultWorke\` = GC helpers; on Node 20 libuv's pool threads are \`node\`); \`exited/other\` is what
+threads that ended during the window used.`
 
 const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes of the test file (reads) or over a
   scratch file of N bytes beside it, fully written beforehand, overwritten in place (writes), N as
