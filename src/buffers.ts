@@ -1,3 +1,4 @@
+import { getEngine } from './engine'
 import { misuse } from './errors'
 import { native } from './native'
 
@@ -49,6 +50,8 @@ export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffe
   }
   let owned: ArrayBuffer | null
   try {
+    // The engine first: it tells the native side whether to account external memory (Node).
+    getEngine()
     owned = native.allocOwned(size, alignment)
   } catch (e) {
     throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes aligned to ${alignment}: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })

@@ -817,12 +817,22 @@ export class FileHandle {
     this.#inflight++
     try {
       const fs = nodeFs()
-      const st = await new Promise<fsTypes.Stats | fsTypes.BigIntStats>((resolve, reject) =>
-        fs.fstat(this.fd, { bigint }, (err: NodeJS.ErrnoException | null, s: fsTypes.Stats | fsTypes.BigIntStats) => {
-          if (err) reject(kernelError(typeof err.errno === 'number' ? Math.abs(err.errno) : 5, { syscall: 'fstat', path: this.path }))
-          else resolve(s)
-        }),
-      )
+      let st: fsTypes.Stats | fsTypes.BigIntStats
+      try {
+        st = await new Promise<fsTypes.Stats | fsTypes.BigIntStats>((resolve, reject) =>
+          fs.fstat(this.fd, { bigint }, (err: NodeJS.ErrnoException | null, s: fsTypes.Stats | fsTypes.BigIntStats) => {
+            if (err) reject(err)
+            else resolve(s)
+          }),
+        )
+      } catch (e) {
+        // Deno's node:fs only knows descriptors it opened itself (EBADF for ours): fstat natively.
+        const errno = typeof (e as NodeJS.ErrnoException).errno === 'number' ? Math.abs((e as NodeJS.ErrnoException).errno as number) : 5
+        if (errno !== 9) throw kernelError(errno, { syscall: 'fstat', path: this.path })
+        const n = await native.statFd(this.fd)
+        if (n.errno !== 0) throw kernelError(n.errno, { syscall: 'fstat', path: this.path })
+        return nativeStats(n, bigint)
+      }
       if (st.isBlockDevice()) {
         const s = await native.statFd(this.fd)
         if (s.errno === 0) (st as { size: number | bigint }).size = bigint ? BigInt(s.size) : s.size
@@ -883,6 +893,49 @@ export class FileHandle {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
+}
+
+const S_IFMT = 0o170000
+type NativeStat = Awaited<ReturnType<typeof native.statFd>>
+
+/** An fs.Stats-shaped object from a native fstat (where node:fs cannot fstat our descriptor). */
+function nativeStats(n: NativeStat, bigint: boolean): fsTypes.Stats | fsTypes.BigIntStats {
+  const type = (t: number) => () => (n.mode & S_IFMT) === t
+  const num = (v: number): number | bigint => (bigint ? BigInt(Math.trunc(v)) : v)
+  const o: Record<string, unknown> = {
+    dev: num(n.dev),
+    ino: num(n.ino),
+    mode: num(n.mode),
+    nlink: num(n.nlink),
+    uid: num(n.uid),
+    gid: num(n.gid),
+    rdev: num(0),
+    size: num(n.size),
+    blksize: num(n.blksize),
+    blocks: num(n.blocks),
+    atimeMs: num(n.atimeMs),
+    mtimeMs: num(n.mtimeMs),
+    ctimeMs: num(n.ctimeMs),
+    birthtimeMs: num(n.ctimeMs),
+    atime: new Date(n.atimeMs),
+    mtime: new Date(n.mtimeMs),
+    ctime: new Date(n.ctimeMs),
+    birthtime: new Date(n.ctimeMs),
+    isFile: type(0o100000),
+    isDirectory: type(0o040000),
+    isBlockDevice: () => n.isBlockDevice,
+    isCharacterDevice: type(0o020000),
+    isSymbolicLink: type(0o120000),
+    isFIFO: type(0o010000),
+    isSocket: type(0o140000),
+  }
+  if (bigint) {
+    o.atimeNs = BigInt(Math.trunc(n.atimeMs * 1e6))
+    o.mtimeNs = BigInt(Math.trunc(n.mtimeMs * 1e6))
+    o.ctimeNs = BigInt(Math.trunc(n.ctimeMs * 1e6))
+    o.birthtimeNs = o.ctimeNs
+  }
+  return o as unknown as fsTypes.Stats | fsTypes.BigIntStats
 }
 
 let fsMod: typeof fsTypes | undefined

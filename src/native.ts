@@ -18,6 +18,17 @@ function load(): typeof Binding {
   throw new Error(`odirect: cannot find binding.js next to the package (${errors.map(String).join('; ')})`)
 }
 
+/** '-gnu' / '-musl' on Linux (as napi-rs's loader decides), '' elsewhere. */
+function libcSuffix(): string {
+  if (process.platform !== 'linux') return process.platform === 'win32' ? '-msvc' : ''
+  try {
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
+    return header?.glibcVersionRuntime ? '-gnu' : '-musl'
+  } catch {
+    return '-gnu'
+  }
+}
+
 /** Restates napi-rs's loader failure: what was tried, which package would fit, how to fix it. */
 function noBinary(e: Error): Error {
   const tried: string[] = []
@@ -25,7 +36,7 @@ function noBinary(e: Error): Error {
     const line = c.message.split('\n')[0]
     if (!/wasi/i.test(line)) tried.unshift(line)
   }
-  const pkg = tried.map((t) => /'(odirect-[^'/]+)'/.exec(t)?.[1]).find((n) => n !== undefined) ?? `odirect-${process.platform}-${process.arch}`
+  const pkg = tried.map((t) => /'(odirect-[^'/]+)'/.exec(t)?.[1]).find((n) => n !== undefined) ?? `odirect-${process.platform}-${process.arch}${libcSuffix()}`
   let version = ''
   try {
     version = `@${(require('../../package.json') as { version: string }).version}`
@@ -36,7 +47,7 @@ function noBinary(e: Error): Error {
     `odirect: no native binary loads on this machine (${pkg.slice('odirect-'.length)}). Tried, in order:\n` +
       tried.map((t, i) => `  ${i + 1}. ${t}`).join('\n') +
       `\nThe prebuilt binary for this machine is the optional dependency ${pkg}: install it (\`npm install ${pkg}${version}\`) and do not omit optional dependencies (--omit=optional, --no-optional). ` +
-      'Prebuilt: linux-x64-gnu, linux-x64-musl, linux-arm64-gnu, linux-arm64-musl, darwin-x64, darwin-arm64, win32-x64-msvc. Elsewhere, build from source with `npm run build:native` (needs Rust).',
+      'Prebuilt: linux-x64-gnu (glibc >= 2.17). Elsewhere, build from source with `npm run build:native` (needs Rust).',
     { cause: e },
   )
   ;(err as Error & { code: string }).code = 'ERR_ODIRECT_NO_BINARY'

@@ -463,7 +463,7 @@ export const cases: Case[] = [
       await t.throwsAsync(od.open(file, 42 as unknown as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
       await t.throwsAsync(od.open(file, 'r', { bogus: true } as never), { code: 'ERR_INVALID_ARG_VALUE' })
       await t.throwsAsync(od.open(file, 'r', { direct: 'maybe' as 'off' }), { code: 'ERR_INVALID_ARG_VALUE' })
-      await t.throwsAsync(od.open('', 'r'), { code: 'ERR_INVALID_ARG_TYPE' })
+      await t.throwsAsync(od.open('', 'r'), { code: 'ERR_INVALID_ARG_VALUE' })
       t.throws(() => od.allocAligned(4096, 3), { code: 'ERR_INVALID_ARG_VALUE' })
       t.throws(() => od.allocAligned(0), { code: 'ERR_OUT_OF_RANGE' })
     },

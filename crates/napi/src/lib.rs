@@ -332,6 +332,10 @@ impl NativeEngine {
     #[napi(constructor)]
     pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
         let raw = env.raw();
+        if use_loop {
+            // Node: external memory is accounted (see memory::ADJUST_EXTERNAL).
+            memory::ADJUST_EXTERNAL.store(true, Ordering::Relaxed);
+        }
         let mut cb = ptr::null_mut();
         // SAFETY: callback is a live value of this call.
         if unsafe { sys::napi_create_reference(raw, callback.raw(), 1, &mut cb) }

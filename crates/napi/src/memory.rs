@@ -19,6 +19,8 @@ use odirect_core::buf::AlignedBuf;
 pub struct Alloc {
     buf: AlignedBuf,
     start: usize,
+    /// Whether its size was added to the runtime's external memory count (to take back once).
+    adjusted: std::sync::atomic::AtomicBool,
 }
 
 impl Alloc {
@@ -66,11 +68,17 @@ pub fn lookup(ptr: usize, len: usize) -> Option<Arc<Alloc>> {
     }
 }
 
+/// Whether to tell the runtime about external memory (napi_adjust_external_memory). Only on
+/// Node: Deno's V8 aborts (`total_before >= -delta`) when a finalizer gives back what an
+/// allocation on another isolate added, so other runtimes go without.
+pub static ADJUST_EXTERNAL: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 unsafe extern "C" fn finalize_alloc(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; V8 calls the
     // finalizer exactly once, when no ArrayBuffer holds the backing store any more.
     let a = unsafe { Box::from_raw(hint as *mut Arc<Alloc>) };
-    if !env.is_null() {
+    if !env.is_null() && a.adjusted.swap(false, std::sync::atomic::Ordering::Relaxed) {
         let mut out = 0i64;
         // SAFETY: env is the finalizer's live env; adjusting the external memory count only.
         unsafe { sys::napi_adjust_external_memory(env, -(a.len() as i64), &mut out) };
@@ -99,7 +107,11 @@ pub unsafe fn external_buffer(
     let buf = AlignedBuf::try_new(len.max(1), align)
         .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
-    let alloc = Arc::new(Alloc { buf, start });
+    let alloc = Arc::new(Alloc {
+        buf,
+        start,
+        adjusted: std::sync::atomic::AtomicBool::new(false),
+    });
     registry()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -139,9 +151,12 @@ pub unsafe fn external_buffer(
         return Ok(None);
     }
     EXTERNAL_OK.store(1, Ordering::Relaxed);
-    let mut out = 0i64;
-    // SAFETY: live env; tells V8 the buffer's size so GC pressure accounts for it.
-    unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut out) };
+    if ADJUST_EXTERNAL.load(Ordering::Relaxed) {
+        alloc.adjusted.store(true, Ordering::Relaxed);
+        let mut out = 0i64;
+        // SAFETY: live env; tells V8 the buffer's size so GC pressure accounts for it.
+        unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut out) };
+    }
     Ok(Some(ab))
 }
 
