@@ -47,7 +47,8 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --size SIZE   file size (default 256M; an existing file's own size)
 --tmpfs DIR|off  the tmpfs directory for the software-path workloads, or off (default: /dev/shm,
               else a tmpfs mounted for the run when root)
---tmpfs-size SIZE  the tmpfs file's size (default: the smaller of --size and 256M)
+--tmpfs-size SIZE  the tmpfs file's size (default: the smaller of --size and 256M; quick 16M,
+              short 64M)
 --open-options JSON  options for odirect's open() in every odirect row (Bun/Deno too), e.g.
               '{"backend":"aio"}', to compare engine settings; shown in the report
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
@@ -366,7 +367,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (args.engines && args.runtimes) for (const e of [...engines]) if ((e === 'odirect-bun' || e === 'odirect-deno') && !runtimeEngines.has(e)) engines.splice(engines.indexOf(e), 1)
 
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
-  let tsize = Math.floor(Math.min(args.tmpfsSize ?? Math.min(size, args.quick ? 16 << 20 : 256 << 20), size) / unit) * unit
+  let tsize = Math.floor(Math.min(args.tmpfsSize ?? Math.min(size, args.quick ? 16 << 20 : args.short ? 64 << 20 : 256 << 20), size) / unit) * unit
   if (tsize < unit * 4) tsize = unit * 4
   const tmpfs: TmpfsDir = tworkloads.length ? await findTmpfs(args, tsize, isRoot) : { skipped: 'no tmpfs workload selected' }
   if (tworkloads.length && tmpfs.skipped !== undefined) log(`note: no tmpfs workloads: ${tmpfs.skipped}`)
@@ -420,7 +421,16 @@ export async function benchCommand(argv: string[]): Promise<number> {
     }
     if (tfile !== undefined) {
       log(`preparing ${tfile} (${fmtSize(tsize)}, tmpfs)...`)
-      await prepareFile(tfile, tsize)
+      try {
+        await prepareFile(tfile, tsize)
+      } catch (e) {
+        const why = `preparing ${tfile} failed: ${(e as Error).message}`
+        log(`note: no tmpfs workloads: ${why}`)
+        fs.rmSync(tfile, { force: true })
+        opts.tmpfs = { skipped: why }
+        tmpfs.skipped = why
+        tworkloads = []
+      }
     } else {
       tworkloads = []
     }
