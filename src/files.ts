@@ -126,8 +126,9 @@ async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number,
  * Reads a whole file with direct I/O, as fs/promises' readFile: a Buffer, or a string with an
  * encoding. `path` may be a FileHandle (read from position 0, left open).
  */
-export async function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer>
 export async function readFile(path: PathLike | FileHandle, options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
+export async function readFile(path: PathLike | FileHandle, options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
+export async function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string>
 export async function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
   const o = typeof options === 'string' ? { encoding: options } : readOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
   const encoding = encodingOf(o.encoding, undefined)
