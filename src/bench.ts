@@ -21,6 +21,7 @@ import {
   runEngine,
   standardWorkloads,
   tmpfsWorkloads,
+  type Variant,
   type Workload,
 } from './bench/harness'
 import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './bench/report'
@@ -51,6 +52,10 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               short 64M)
 --open-options JSON  options for odirect's open() in every odirect row (Bun/Deno too), e.g.
               '{"backend":"aio"}', to compare engine settings; shown in the report
+--variant NAME=JSON  A/B: an extra row per workload, odirect in a Node child process (one per
+              run, interleaved with the other engines) with {"open": {...open() options},
+              "env": {...environment}, "mode": "op"|"batch"}; repeatable. Add a baseline the
+              same way (--variant base={}) so that both sides pay for a child process
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
 --qd N        the deep queue depth of the random workloads (default 64)
@@ -85,6 +90,7 @@ interface Args {
   tmpfsSize?: number
   runtimes?: RuntimeName[]
   openOptions?: Record<string, unknown>
+  variants: Map<string, Variant>
   bs: number
   qd: number
   runs?: number
@@ -101,7 +107,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { bs: 4096, qd: 64, ops: 0, quick: false, full: false, short: argv.length === 0, json: false, write: false, keep: false, help: false }
+  const a: Args = { bs: 4096, qd: 64, ops: 0, quick: false, full: false, variants: new Map(), short: argv.length === 0, json: false, write: false, keep: false, help: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const eq = arg.indexOf('=')
@@ -140,6 +146,26 @@ function parseArgs(argv: string[]): Args {
         }
         if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`--open-options must be a JSON object, got '${v}'`)
         a.openOptions = o as Record<string, unknown>
+        break
+      }
+      case '--variant': {
+        const v = value()
+        const at = v.indexOf('=')
+        const nm = at > 0 ? v.slice(0, at) : ''
+        if (!/^[\w.-]+$/.test(nm)) throw new Error(`--variant wants NAME=JSON (NAME of letters, digits, . _ -), got '${v}'`)
+        let o: unknown
+        try {
+          o = JSON.parse(v.slice(at + 1))
+        } catch {
+          throw new Error(`--variant ${nm}: not JSON: '${v.slice(at + 1)}'`)
+        }
+        const ok = (x: unknown): boolean => x === undefined || (x !== null && typeof x === 'object' && !Array.isArray(x))
+        const vo = o as Variant
+        if (!ok(o) || !ok(vo.open) || !ok(vo.env) || (vo.mode !== undefined && vo.mode !== 'op' && vo.mode !== 'batch')) {
+          throw new Error(`--variant ${nm}: want {"open"?: {...}, "env"?: {...}, "mode"?: "op"|"batch"}, got '${v.slice(at + 1)}'`)
+        }
+        for (const k of Object.keys(o as object)) if (k !== 'open' && k !== 'env' && k !== 'mode') throw new Error(`--variant ${nm}: unknown key '${k}' (open, env, mode)`)
+        a.variants.set(nm, vo)
         break
       }
       case '--tmpfs-size':
@@ -364,6 +390,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       if ((e === 'odirect-bun' || e === 'odirect-deno') && !runtimeEngines.has(e)) return false
       return !args.short || (e !== 'node-fs-direct' && e !== 'fio-libaio' && e !== 'odirect-bun' && e !== 'odirect-deno')
     })
+  for (const nm of args.variants.keys()) engines.push(`variant:${nm}`)
   if (args.engines && args.runtimes) for (const e of [...engines]) if ((e === 'odirect-bun' || e === 'odirect-deno') && !runtimeEngines.has(e)) engines.splice(engines.indexOf(e), 1)
 
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
@@ -390,12 +417,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     file,
     temporary,
     ...(args.openOptions ? { openOptions: args.openOptions } : {}),
+    ...(args.variants.size ? { variants: Object.fromEntries(args.variants) } : {}),
     tmpfs: tfile !== undefined ? { file: tfile, size: tsize, how: tmpfs.how } : { skipped: tmpfs.skipped },
   }
   const fioPath = findFio()
   const limit = { durationMs: opts.durationMs, ops: opts.ops, rampMs: opts.rampMs }
   const runtimes: NonNullable<BenchContext['runtimes']> = new Map()
-  const ctx: BenchContext = { path: file, size, limit, isRoot, fadviseOnly: args.quick, openOptions: args.openOptions, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
+  const ctx: BenchContext = { variants: args.variants, path: file, size, limit, isRoot, fadviseOnly: args.quick, openOptions: args.openOptions, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
   const tctx: BenchContext | undefined = tfile !== undefined ? { ...ctx, path: tfile, size: tsize, fioBroken: new Map(), fioFailures: new Map() } : undefined
   if (!fioPath && engines.some((e) => e.startsWith('fio'))) log('note: fio is not installed (apt-get install fio): the fio rows are skipped and there is no ratio column')
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')

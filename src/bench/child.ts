@@ -10,6 +10,7 @@ export interface ChildRequest {
   workload: Workload
   limit: Limit
   openOptions?: Record<string, unknown>
+  mode?: 'op' | 'batch'
 }
 
 /** 'Bun 1.2.3', 'Deno 2.1.0' or 'Node v20.1.0'. */
@@ -26,7 +27,7 @@ export async function childMain(arg: string): Promise<void> {
     const req = JSON.parse(arg) as ChildRequest
     const fh = await open(req.file, 'r+', req.openOptions)
     try {
-      const result = await odirectRun(fh, req.size, req.limit, req.workload, 'op')
+      const result = await odirectRun(fh, req.size, req.limit, req.workload, req.mode ?? 'op')
       out = { ok: true, result: { ...result, runtime: runtimeName() } }
     } finally {
       await fh.close()

@@ -33,7 +33,32 @@ export interface Workload {
 
 export type Place = 'disk' | 'tmpfs'
 
-export type EngineId = 'fio-io_uring' | 'fio-io_uring-2j' | 'fio-libaio' | 'node-fs' | 'node-fs-direct' | 'odirect' | 'odirect-batch' | 'odirect-registered' | 'odirect-bun' | 'odirect-deno'
+export type EngineId =
+  | 'fio-io_uring'
+  | 'fio-io_uring-2j'
+  | 'fio-libaio'
+  | 'node-fs'
+  | 'node-fs-direct'
+  | 'odirect'
+  | 'odirect-batch'
+  | 'odirect-registered'
+  | 'odirect-bun'
+  | 'odirect-deno'
+  | VariantId
+
+/** An A/B variant (--variant NAME=JSON): odirect in a Node child process with its own options/env. */
+export type VariantId = `variant:${string}`
+
+export interface Variant {
+  /** Options for open(). */
+  open?: Record<string, unknown>
+  /** Environment variables of the child process (engine switches read at start-up). */
+  env?: Record<string, string>
+  /** 'op' (default): one promise per op; 'batch': readMany/writeMany. */
+  mode?: 'op' | 'batch'
+}
+
+export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
 
 export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'fio-io_uring', label: 'fio io_uring' },
@@ -48,7 +73,7 @@ export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'odirect-deno', label: 'odirect per op, Deno' },
 ]
 
-export const engineLabel = (id: EngineId): string => ENGINES.find((e) => e.id === id)?.label ?? id
+export const engineLabel = (id: EngineId): string => ENGINES.find((e) => e.id === id)?.label ?? (isVariant(id) ? `odirect variant '${id.slice('variant:'.length)}'` : id)
 
 /** The runtimes the per-op workload also runs under (child processes). */
 export type RuntimeName = 'bun' | 'deno'
@@ -187,6 +212,8 @@ export interface BenchContext {
   fioFailures?: Map<string, number>
   /** Extra options for odirect's open() (--open-options), e.g. an engine option to compare. */
   openOptions?: Record<string, unknown>
+  /** --variant: name -> what differs. */
+  variants?: Map<string, Variant>
   /** Bun/Deno: the binary, or why that runtime's rows are skipped (filled on first use). */
   runtimes?: Map<RuntimeName, { bin?: string; version?: string; why?: string }>
   log: (msg: string) => void
@@ -567,20 +594,26 @@ export function cleanupChildren(): void {
 
 const numOrNaN = (x: unknown): number => (typeof x === 'number' ? x : NaN)
 
-async function runInRuntime(ctx: BenchContext, rt: RuntimeName, w: Workload): Promise<Outcome> {
-  ctx.runtimes ??= new Map()
-  let found = ctx.runtimes.get(rt)
-  if (found === undefined) {
-    found = findRuntime(rt)
-    ctx.runtimes.set(rt, found)
-    if (found.why !== undefined) ctx.log(`note: ${found.why}: no ${rt} rows`)
+async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Workload, variant?: Variant): Promise<Outcome> {
+  let found: { bin?: string; why?: string } = { bin: process.execPath }
+  if (rt !== 'node') {
+    ctx.runtimes ??= new Map()
+    let f = ctx.runtimes.get(rt)
+    if (f === undefined) {
+      f = findRuntime(rt)
+      ctx.runtimes.set(rt, f)
+      if (f.why !== undefined) ctx.log(`note: ${f.why}: no ${rt} rows`)
+    }
+    found = f
   }
   if (found.bin === undefined) return { ok: false, skipped: found.why ?? `${rt} not found` }
-  const req = JSON.stringify({ file: ctx.path, size: ctx.size, workload: w, limit: ctx.limit, openOptions: ctx.openOptions })
+  const openOptions = variant ? { ...ctx.openOptions, ...variant.open } : ctx.openOptions
+  const req = JSON.stringify({ file: ctx.path, size: ctx.size, workload: w, limit: ctx.limit, openOptions, mode: variant?.mode ?? 'op' })
   // Deno loads Node-API addons through process.dlopen (--allow-ffi, part of --allow-all).
   const args = rt === 'deno' ? ['run', '--allow-all', '--no-check', '--no-lock', '--no-config', childWrapper(), req] : [childWrapper(), req]
   const timeout = (ctx.limit.ops > 0 ? 300 : ctx.limit.durationMs / 1000 + 120) * 1000
-  const r = spawnSync(found.bin, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout, cwd: packageRoot() })
+  const env = variant?.env ? { ...process.env, ...variant.env } : process.env
+  const r = spawnSync(found.bin, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout, cwd: packageRoot(), env })
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith(CHILD_MARKER))
   if (line === undefined) {
     const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${r.stdout ?? ''}`
@@ -845,6 +878,11 @@ export async function runEngine(ctx: BenchContext, engine: EngineId, w: Workload
 }
 
 async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload): Promise<Outcome> {
+  if (isVariant(engine)) {
+    const v = ctx.variants?.get(engine.slice('variant:'.length))
+    if (v === undefined) return { ok: false, skipped: 'unknown variant' }
+    return runInRuntime(ctx, 'node', w, v)
+  }
   switch (engine) {
     case 'fio-io_uring':
       return runFio(ctx, w, 'io_uring')

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { type EngineId, engineLabel, fmtSize, type MachineFacts, type Place, type RunResult, type Workload } from './harness'
+import { type EngineId, engineLabel, fmtSize, isVariant, type MachineFacts, type Place, type RunResult, type VariantId, type Workload } from './harness'
 import { type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
@@ -59,6 +59,8 @@ export interface Options {
   temporary: boolean
   /** The tmpfs workloads' file and its size, or why they did not run. */
   tmpfs?: { file?: string; size?: number; how?: string; skipped?: string }
+  /** --variant: the A/B variants that ran, by name. */
+  variants?: Record<string, unknown>
   /** --open-options: what odirect's open() got in every odirect row. */
   openOptions?: Record<string, unknown>
   /** Bun/Deno: the versions that ran, or why not. */
@@ -282,6 +284,7 @@ function factsLines(f: MachineFacts, o: Options): string[] {
     `- tmpfs workloads: ${o.tmpfs?.file ? `${o.tmpfs.file} (${fmtSize(o.tmpfs.size ?? 0)}${o.tmpfs.how ? `, ${o.tmpfs.how}` : ''})` : `not run: ${o.tmpfs?.skipped ?? 'not selected'}`}`,
     `- Node ${f.node}; ${f.fio}; odirect backend: ${f.backend}; engine path on Node: ${f.enginePath ?? 'unknown'}`,
     ...(o.openOptions ? [`- odirect opened with: \`${JSON.stringify(o.openOptions)}\``] : []),
+    ...Object.entries(o.variants ?? {}).map(([k, v]) => `- Variant '${k}' (odirect in a Node child process per run): \`${JSON.stringify(v)}\``),
     ...(o.runtimes && Object.keys(o.runtimes).length ? [`- Other runtimes (per-op rows): ${Object.entries(o.runtimes).map(([k, v]) => `${k}: ${v}`).join('; ')}`] : []),
     `- Runs: ${o.runs} per cell (median shown; engines interleaved within each run), ${o.ops > 0 ? `${o.ops} ops` : `${o.durationMs / 1000} s`} each after ${o.rampMs / 1000} s warm-up${o.quick ? ' (quick mode: a smoke run, figures meaningless)' : o.short ? ' (short mode)' : ''}`,
     `- Page cache for node:fs: ${f.cacheDrop}`,
@@ -448,7 +451,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
 // Chart: one group of horizontal bars per workload, bar length = fraction of fio io_uring (or of
 // the best engine when fio did not run), labelled with the absolute figure.
 
-const COLORS: Record<EngineId, string> = {
+const COLORS: Record<Exclude<EngineId, VariantId>, string> = {
   'fio-io_uring': '#4c566a',
   'fio-io_uring-2j': '#2e3440',
   'fio-libaio': '#8f9bb3',
@@ -462,6 +465,8 @@ const COLORS: Record<EngineId, string> = {
 }
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+const VARIANT_COLORS = ['#c0392b', '#d35400', '#7d3c98', '#16a085', '#b7950b', '#566573']
 
 const STREAM_COLORS: Record<StreamEngineId, string> = {
   'odirect-stream': '#2e86c1',
@@ -488,7 +493,7 @@ export function svgChart(sums: Summary[], facts: MachineFacts, streams: StreamSu
     const g = shown.filter((s) => s.workload.id === w.id)
     groups.push({
       label: w.label,
-      bars: g.map((s) => ({ key: s.engine, legend: engineLabel(s.engine), color: COLORS[s.engine], value: s.value, text: fmtValue(s.workload, s.value), ratio: s.ratio, isRef: s.engine === 'fio-io_uring' })),
+      bars: g.map((s) => ({ key: s.engine, legend: engineLabel(s.engine), color: isVariant(s.engine) ? VARIANT_COLORS[[...s.engine].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % VARIANT_COLORS.length] : COLORS[s.engine], value: s.value, text: fmtValue(s.workload, s.value), ratio: s.ratio, isRef: s.engine === 'fio-io_uring' })),
     })
   }
   const sshown = streams.filter((s) => s.skipped === undefined && Number.isFinite(s.mbps))
