@@ -16,7 +16,7 @@
  * @packageDocumentation
  */
 export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers'
-export type { BackendName } from './src/engine'
+export { configureEngine, engineInfo, type BackendName, type EngineInfo, type EngineOptions } from './src/engine'
 export { DirectIoError, type DirectIoErrorCode, type DirectIoErrorInit, type ErrnoCode, type MisuseCode } from './src/errors'
 export { copyFile, type CopyFileOptions, type CopyProgress, type CopyResult, readFile, type ReadFileOptions, writeFile, type WriteFileOptions } from './src/files'
 export {

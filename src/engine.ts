@@ -193,6 +193,28 @@ export class Engine {
   }
 }
 
+/** Options of this thread's engine, set before its first io_uring open. */
+export interface EngineOptions {
+  /**
+   * SQPOLL: a kernel thread polls the submission queue, so submitting costs no system call while
+   * it is awake; it sleeps after `sqpoll` idle milliseconds. For latency-critical programs with a
+   * core to spare: that thread's CPU time is the price (see `odirect bench`). 0 (default): off.
+   * The environment variable ODIRECT_SQPOLL=<ms> sets it too.
+   */
+  sqpoll?: number
+}
+
+/** Configures this thread's engine; call before opening files with the io_uring backend. */
+export function configureEngine(options: EngineOptions): void {
+  if (options === null || typeof options !== 'object') throw misuse('ERR_INVALID_ARG_TYPE', 'options must be an object', 'pass e.g. { sqpoll: 50 }')
+  const sq = options.sqpoll
+  if (sq !== undefined) {
+    if (typeof sq !== 'number' || !Number.isInteger(sq) || sq < 0 || sq > 60_000) throw misuse('ERR_OUT_OF_RANGE', `sqpoll must be an integer number of milliseconds from 0 to 60000, got ${String(sq)}`, 'pass e.g. { sqpoll: 50 }')
+    const why = getEngine().native.setSqpoll(sq)
+    if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
+  }
+}
+
 let engine: Engine | undefined
 
 export function getEngine(): Engine {

@@ -99,6 +99,8 @@ pub struct Inner {
     registered: std::collections::HashMap<usize, u16>,
     reg_allocs: [Vec<Arc<Alloc>>; 3],
     debug: bool,
+    /// SQPOLL idle time for the ring (0: no SQPOLL), set before the ring is made.
+    pub sqpoll_idle_ms: u32,
     pub closed: bool,
     pub wake: Wake,
     referenced: bool,
@@ -189,6 +191,10 @@ impl Inner {
             debug: std::env::var("ODIRECT_DEBUG")
                 .map(|v| !v.is_empty() && v != "0")
                 .unwrap_or(false),
+            sqpoll_idle_ms: std::env::var("ODIRECT_SQPOLL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             closed: false,
             wake: Wake::None,
             referenced: false,
@@ -215,6 +221,15 @@ impl Inner {
         }
     }
 
+    /// Asks for an SQPOLL ring (idle ms; 0: none). "" when done, else why not.
+    pub fn set_sqpoll(&mut self, idle_ms: u32) -> String {
+        if self.ring.is_some() && self.sqpoll_idle_ms != idle_ms {
+            return "the io_uring ring of this thread already exists; set sqpoll before the first open".into();
+        }
+        self.sqpoll_idle_ms = idle_ms;
+        String::new()
+    }
+
     pub fn ring_setup(&self) -> String {
         self.ring.as_ref().map(|r| r.describe()).unwrap_or_default()
     }
@@ -230,7 +245,7 @@ impl Inner {
                     return String::new();
                 }
                 let qd = if queue_depth > 0 { queue_depth } else { 256 };
-                match LocalRing::with_eventfd(qd, self.eventfd()) {
+                match LocalRing::with_options(qd, self.eventfd(), self.sqpoll_idle_ms) {
                     Ok(r) => {
                         self.ring = Some(r);
                         self.ring_reason = None;

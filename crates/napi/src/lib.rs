@@ -657,6 +657,13 @@ impl NativeEngine {
         self.with(|e| e.path_name().to_string())
     }
 
+    /// Requests an SQPOLL ring (kernel thread polling submissions, sleeping after `idleMs` idle);
+    /// 0 for none. Must come before the first io_uring open on this thread: "" or why not.
+    #[napi]
+    pub fn set_sqpoll(&self, idle_ms: u32) -> Result<String> {
+        self.with(|e| e.set_sqpoll(idle_ms))
+    }
+
     /// io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring.
     #[napi(getter)]
     pub fn ring_setup(&self) -> Result<String> {

@@ -28,6 +28,9 @@ pub enum Setup {
     /// COOP_TASKRUN | TASKRUN_FLAG.
     CoopTaskrun,
     Plain,
+    /// SQPOLL: a kernel thread polls the submission queue (no io_uring_enter to submit while it
+    /// is awake); costs that thread's CPU. Opt-in only.
+    Sqpoll,
 }
 
 impl Setup {
@@ -36,6 +39,7 @@ impl Setup {
             Setup::DeferTaskrun => "single_issuer+defer_taskrun",
             Setup::CoopTaskrun => "coop_taskrun",
             Setup::Plain => "plain",
+            Setup::Sqpoll => "sqpoll",
         }
     }
 }
@@ -68,8 +72,13 @@ pub struct LocalRing {
     registered_buffers: bool,
 }
 
-fn build(entries: u32, first: Setup) -> io::Result<(IoUring, Setup, bool)> {
+fn build(entries: u32, first: Setup, sqpoll_idle_ms: u32) -> io::Result<(IoUring, Setup, bool)> {
     let cq = entries * 4;
+    if first == Setup::Sqpoll {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq).setup_sqpoll(sqpoll_idle_ms.max(1));
+        return b.build(entries).map(|r| (r, Setup::Sqpoll, false));
+    }
     let order = [Setup::DeferTaskrun, Setup::CoopTaskrun, Setup::Plain];
     let start = order.iter().position(|s| *s == first).unwrap_or(0);
     let mut last = None;
@@ -95,7 +104,7 @@ fn build(entries: u32, first: Setup) -> io::Result<(IoUring, Setup, bool)> {
             Setup::CoopTaskrun => {
                 b.setup_coop_taskrun().setup_taskrun_flag();
             }
-            Setup::Plain => {}
+            Setup::Plain | Setup::Sqpoll => {}
         }
         match b.build(entries) {
             Ok(r) => return Ok((r, *setup, nosq)),
@@ -124,9 +133,24 @@ impl LocalRing {
     /// A ring that signals `eventfd` (a non-blocking eventfd the caller keeps open longer than
     /// the ring) when completions may be waiting.
     pub fn with_eventfd(entries: u32, eventfd: RawFd) -> Result<LocalRing, Unavailable> {
+        LocalRing::with_options(entries, eventfd, 0)
+    }
+
+    /// As [`LocalRing::with_eventfd`]; `sqpoll_idle_ms > 0` asks for an SQPOLL ring whose kernel
+    /// thread sleeps after that many idle milliseconds.
+    pub fn with_options(
+        entries: u32,
+        eventfd: RawFd,
+        sqpoll_idle_ms: u32,
+    ) -> Result<LocalRing, Unavailable> {
         let entries = entries.clamp(8, 4096).next_power_of_two();
+        let first = if sqpoll_idle_ms > 0 {
+            Setup::Sqpoll
+        } else {
+            preferred_setup()
+        };
         let (ring, setup, no_sqarray) =
-            build(entries, preferred_setup()).map_err(|e| explain_setup_error(&e))?;
+            build(entries, first, sqpoll_idle_ms).map_err(|e| explain_setup_error(&e))?;
         ring.submitter()
             .register_eventfd(eventfd)
             .map_err(|e| explain_setup_error(&e))?;
@@ -345,7 +369,7 @@ impl LocalRing {
     }
 
     fn collect(&mut self, run_task_work: bool) {
-        if run_task_work && self.setup != Setup::Plain {
+        if run_task_work && !matches!(self.setup, Setup::Plain | Setup::Sqpoll) {
             // SAFETY: a plain io_uring_enter with no argument: submits what is queued and runs
             // deferred task work (posting completions) without waiting.
             let _ = unsafe {
