@@ -84,6 +84,8 @@ export interface HandleStats {
   inflight: number
   /** Ops whose memory was not odirect's aligned memory, copied through an aligned bounce buffer. */
   bounced: number
+  /** How completions reach JS on this thread: 'libuv' (Node's loop) or 'thread' (reaper thread: Bun, Deno). */
+  path: 'libuv' | 'thread'
   /** Latency percentiles over every op of this handle, in microseconds (log-linear histogram, <= 12.5% error). */
   latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number }
 }
@@ -860,7 +862,7 @@ export class FileHandle {
 
   /** Counters and latency percentiles for this handle (percentiles computed on call, from a histogram). */
   stats(): HandleStats {
-    return { ...this.#stats, inflight: this.#inflight, latencyUs: this.#lat.summary() }
+    return { ...this.#stats, inflight: this.#inflight, path: this.#engine.native.path as 'libuv' | 'thread', latencyUs: this.#lat.summary() }
   }
 
   /**
