@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use napi::sys;
+use odirect_core::backend::aio::LocalAio;
 use odirect_core::backend::ring::LocalRing;
 use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::buf::AlignedBuf;
@@ -89,6 +90,7 @@ pub struct Inner {
     eventfd: Arc<OwnedFd>,
     ring: Option<LocalRing>,
     ring_reason: Option<String>,
+    aio: Option<LocalAio>,
     queued: [Option<Queued>; 3],
     ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
@@ -179,6 +181,7 @@ impl Inner {
             eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(efd) }),
             ring: None,
             ring_reason: None,
+            aio: None,
             queued: [None, None, None],
             ops: Vec::new(),
             free: Vec::new(),
@@ -257,6 +260,19 @@ impl Inner {
                     }
                 }
             }
+            BackendKind::Aio => {
+                if self.aio.is_some() {
+                    return String::new();
+                }
+                let qd = if queue_depth > 0 { queue_depth } else { 256 };
+                match LocalAio::new(qd, self.eventfd()) {
+                    Ok(a) => {
+                        self.aio = Some(a);
+                        String::new()
+                    }
+                    Err(u) => u.reason,
+                }
+            }
             _ => {
                 let i = kind_index(kind);
                 if self.queued[i].is_some() {
@@ -296,6 +312,7 @@ impl Inner {
     fn has_backend(&self, kind: BackendKind) -> bool {
         match kind {
             BackendKind::IoUring => self.ring.is_some(),
+            BackendKind::Aio => self.aio.is_some(),
             k => self.queued[kind_index(k)].is_some(),
         }
     }
@@ -598,12 +615,18 @@ impl Inner {
         if let OpKind::Close { fd } = op {
             self.fds.remove(&fd);
         }
-        if matches!(op, OpKind::Ftruncate { .. })
-            && kind == BackendKind::IoUring
-            && !self.ring.as_ref().is_some_and(|r| r.supports_ftruncate())
+        let aio_cannot = kind == BackendKind::Aio
+            && matches!(
+                op,
+                OpKind::Fallocate { .. } | OpKind::Ftruncate { .. } | OpKind::Close { .. }
+            );
+        if aio_cannot
+            || (matches!(op, OpKind::Ftruncate { .. })
+                && kind == BackendKind::IoUring
+                && !self.ring.as_ref().is_some_and(|r| r.supports_ftruncate()))
         {
-            // No IORING_OP_FTRUNCATE before Linux 6.9: run it on the thread pool (its threads
-            // are joined at teardown like every other backend's).
+            // No IORING_OP_FTRUNCATE before Linux 6.9, and no fallocate/ftruncate/close in Linux
+            // AIO: run those on the thread pool (joined at teardown like every other backend).
             if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
                 backend = BackendKind::ThreadPool;
             }
@@ -643,6 +666,7 @@ impl Inner {
         }
         let staged = std::mem::take(&mut self.staged);
         let mut ring_used = false;
+        let mut aio_used = false;
         for k in staged {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -682,6 +706,16 @@ impl Inner {
                             .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
                     }
                 }
+                BackendKind::Aio => {
+                    let aio = self.aio.as_mut().expect("checked at staging");
+                    // SAFETY: as for the ring: the record keeps the memory until reaped.
+                    match unsafe { aio.push(k as u64, &rec.kind, rec.iov.as_deref()) } {
+                        Ok(()) => aio_used = true,
+                        Err(e) => self
+                            .synthetic
+                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
+                    }
+                }
                 other => {
                     let q = self.queued[kind_index(other)]
                         .as_mut()
@@ -693,6 +727,11 @@ impl Inner {
         if ring_used {
             if let Some(r) = self.ring.as_mut() {
                 r.submit();
+            }
+        }
+        if aio_used {
+            if let Some(a) = self.aio.as_mut() {
+                a.submit();
             }
         }
         for q in self.queued.iter_mut().flatten() {
@@ -727,6 +766,11 @@ impl Inner {
             BackendKind::IoUring => {
                 if let Some(r) = self.ring.as_mut() {
                     r.cancel(key as u64)
+                }
+            }
+            BackendKind::Aio => {
+                if let Some(a) = self.aio.as_mut() {
+                    a.cancel(key as u64)
                 }
             }
             k => {
@@ -777,6 +821,9 @@ impl Inner {
             let mut tmp = Vec::new();
             r.reap(&mut tmp);
             raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        }
+        if let Some(a) = self.aio.as_mut() {
+            a.reap(raw);
         }
         for q in self.queued.iter().flatten() {
             let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
@@ -896,6 +943,22 @@ impl Inner {
                 }
                 r
             }
+            BackendKind::Aio => {
+                if self.aio.is_none() {
+                    return libc::ENODEV;
+                }
+                munlock_all(&self.reg_allocs[i]);
+                let mut r = Ok(());
+                for (n, a) in allocs.iter().enumerate() {
+                    // SAFETY: mlock of memory we own and keep (reg_allocs) while locked.
+                    if unsafe { libc::mlock(a.ptr() as *const c_void, a.len()) } != 0 {
+                        r = Err(std::io::Error::last_os_error());
+                        munlock_all(&allocs[..n]);
+                        break;
+                    }
+                }
+                r
+            }
             k => {
                 let Some(q) = self.queued[kind_index(k)].as_ref() else {
                     return libc::ENODEV;
@@ -930,6 +993,10 @@ impl Inner {
                     .map(|r| r.unregister_buffers())
                     .unwrap_or(Ok(()))
             }
+            BackendKind::Aio => {
+                munlock_all(&self.reg_allocs[i]);
+                Ok(())
+            }
             k => self.queued[kind_index(k)]
                 .as_ref()
                 .map(|q| q.backend.unregister_buffers())
@@ -958,6 +1025,9 @@ impl Inner {
             let mut tmp = Vec::new();
             r.wait_all(&mut tmp);
             raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        }
+        if let Some(mut a) = self.aio.take() {
+            a.wait_all(&mut raw);
         }
         for q in self.queued.iter_mut() {
             if let Some(q) = q.take() {
@@ -996,6 +1066,13 @@ impl Inner {
 
     pub fn inflight(&self) -> usize {
         self.inflight
+    }
+}
+
+fn munlock_all(allocs: &[Arc<Alloc>]) {
+    for a in allocs {
+        // SAFETY: munlock of memory we own; failure (never locked) is harmless.
+        unsafe { libc::munlock(a.ptr() as *const c_void, a.len()) };
     }
 }
 

@@ -800,6 +800,217 @@ fn _assert_send_sync() {
     is::<AioBackend>();
 }
 
+/// Linux AIO driven by one thread (the JS thread): `io_submit` inline, completions signalled on
+/// the caller's eventfd (IOCB_FLAG_RESFD) and reaped with a non-blocking `io_getevents`. No
+/// thread of our own. Ops AIO cannot run (fallocate, ftruncate, close) are refused with
+/// EOPNOTSUPP by [`LocalAio::push`]: the caller runs them elsewhere.
+///
+/// Memory contract as [`super::ring::LocalRing`]: an op's memory (and iovec array) stays valid
+/// until its completion is returned by `reap` or `wait_all`.
+pub struct LocalAio {
+    ctx: Ctx,
+    depth: u32,
+    eventfd: RawFd,
+    /// Iocbs the kernel holds, by key (boxed: the kernel keeps their address).
+    inflight: std::collections::HashMap<u64, Box<Iocb>>,
+    /// Built, not yet accepted by io_submit (context full, or not flushed yet).
+    pending: std::collections::VecDeque<(u64, Box<Iocb>)>,
+    early: Vec<(u64, i64)>,
+    events: Vec<IoEvent>,
+}
+
+impl LocalAio {
+    pub fn new(depth: u32, eventfd: RawFd) -> Result<LocalAio, Unavailable> {
+        let (ctx, depth) = setup(depth.clamp(MIN_DEPTH, MAX_DEPTH))?;
+        Ok(LocalAio {
+            ctx,
+            depth,
+            eventfd,
+            inflight: std::collections::HashMap::new(),
+            pending: std::collections::VecDeque::new(),
+            early: Vec::new(),
+            events: vec![IoEvent::default(); 256],
+        })
+    }
+
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len() + self.pending.len()
+    }
+
+    /// Queues an op for the next [`LocalAio::submit`].
+    ///
+    /// # Safety
+    /// `kind`'s memory and `iov` must stay valid until the op's completion is reaped.
+    pub unsafe fn push(
+        &mut self,
+        key: u64,
+        kind: &OpKind,
+        iov: Option<&[libc::iovec]>,
+    ) -> io::Result<()> {
+        if !is_aio_op(kind) {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        let mut cb = Box::new(Iocb {
+            aio_data: key,
+            aio_fildes: kind.fd() as u32,
+            aio_flags: IOCB_FLAG_RESFD,
+            aio_resfd: self.eventfd as u32,
+            ..Iocb::default()
+        });
+        match *kind {
+            OpKind::Read {
+                ptr, len, offset, ..
+            } => {
+                cb.aio_lio_opcode = IOCB_CMD_PREAD;
+                cb.aio_buf = ptr as usize as u64;
+                cb.aio_nbytes = len as u64;
+                cb.aio_offset = offset as i64;
+            }
+            OpKind::Write {
+                ptr, len, offset, ..
+            } => {
+                cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+                cb.aio_buf = ptr as usize as u64;
+                cb.aio_nbytes = len as u64;
+                cb.aio_offset = offset as i64;
+            }
+            OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
+                let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+                cb.aio_lio_opcode = if matches!(kind, OpKind::Readv { .. }) {
+                    IOCB_CMD_PREADV
+                } else {
+                    IOCB_CMD_PWRITEV
+                };
+                cb.aio_buf = v.as_ptr() as usize as u64;
+                cb.aio_nbytes = v.len() as u64;
+                cb.aio_offset = offset as i64;
+            }
+            OpKind::Fsync { datasync, .. } => {
+                cb.aio_lio_opcode = if datasync {
+                    IOCB_CMD_FDSYNC
+                } else {
+                    IOCB_CMD_FSYNC
+                };
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        }
+        self.pending.push_back((key, cb));
+        Ok(())
+    }
+
+    /// io_submit of what is pending, as far as the context has room (one system call per 128).
+    pub fn submit(&mut self) {
+        while !self.pending.is_empty() && self.inflight.len() < self.depth as usize {
+            let room = (self.depth as usize - self.inflight.len())
+                .min(self.pending.len())
+                .min(SUBMIT_BATCH);
+            let mut ptrs: Vec<*mut Iocb> = self
+                .pending
+                .iter_mut()
+                .take(room)
+                .map(|(_, cb)| &mut **cb as *mut Iocb)
+                .collect();
+            // SAFETY: each pointer is a live boxed Iocb that we keep (in `inflight`) until its
+            // event is reaped; its memory obeys push()'s contract.
+            match unsafe { self.ctx.submit(&mut ptrs) } {
+                Ok(n) => {
+                    for _ in 0..n {
+                        let (k, cb) = self.pending.pop_front().expect("n <= room");
+                        self.inflight.insert(k, cb);
+                    }
+                    if n < room {
+                        // The next one failed to queue: its error comes on the next call.
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Err(libc::EAGAIN) => break,
+                Err(e) => {
+                    // The first op is refused (EINVAL: e.g. not O_DIRECT-capable): complete it
+                    // with that error and go on with the rest.
+                    let (k, _) = self.pending.pop_front().expect("room >= 1");
+                    self.early.push((k, -(e as i64)));
+                    self.wake();
+                }
+            }
+        }
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: 8 bytes from a live local to the caller's eventfd.
+        unsafe { libc::write(self.eventfd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn collect(&mut self) {
+        loop {
+            let n = self.ctx.getevents(&mut self.events).unwrap_or_default();
+            for ev in &self.events[..n] {
+                if self.inflight.remove(&ev.data).is_some() {
+                    self.early.push((ev.data, ev.res));
+                }
+            }
+            if n < self.events.len() {
+                break;
+            }
+        }
+    }
+
+    /// Completions available now (never blocks), then submits what waited for room.
+    pub fn reap(&mut self, out: &mut Vec<(u64, i64)>) {
+        self.collect();
+        out.append(&mut self.early);
+        if !self.pending.is_empty() {
+            self.submit();
+        }
+    }
+
+    /// Asks the kernel to cancel `key` (most file I/O cannot be; it then completes normally).
+    pub fn cancel(&mut self, key: u64) {
+        if let Some(pos) = self.pending.iter().position(|(k, _)| *k == key) {
+            self.pending.remove(pos);
+            self.early.push((key, -(libc::ECANCELED as i64)));
+            self.wake();
+            return;
+        }
+        if let Some(cb) = self.inflight.get_mut(&key) {
+            let _ = self.ctx.cancel(&mut **cb as *mut Iocb);
+        }
+    }
+
+    /// Cancels what it can and blocks until every op has completed.
+    pub fn wait_all(&mut self, out: &mut Vec<(u64, i64)>) {
+        for (k, _) in self.pending.drain(..) {
+            self.early.push((k, -(libc::ECANCELED as i64)));
+        }
+        let keys: Vec<u64> = self.inflight.keys().copied().collect();
+        for k in keys {
+            if let Some(cb) = self.inflight.get_mut(&k) {
+                let _ = self.ctx.cancel(&mut **cb as *mut Iocb);
+            }
+        }
+        while !self.inflight.is_empty() {
+            self.collect();
+            if !self.inflight.is_empty() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        out.append(&mut self.early);
+    }
+}
+
+impl Drop for LocalAio {
+    fn drop(&mut self) {
+        let mut sink = Vec::new();
+        self.wait_all(&mut sink);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
