@@ -1,10 +1,13 @@
 // Worker-thread body for __test__/workers.spec.ts (plain CommonJS so any runtime's worker can run
-// it as is). workerData: { dist, mode, file, seed, rounds, untilStopped, backend, reads, spin }.
+// it as is). workerData: { dist, mode, file, seed, rounds, untilStopped, backend, reads, size, spin }.
 //   mode 'io':        rounds of write + read back + verify on its own file (with untilStopped: on
 //                     until the parent posts 'stop'); posts { done, verified, rounds }.
-//   mode 'terminate': starts `reads` O_DIRECT reads, posts { inflight }, then (spin) blocks its
-//                     JS thread or (idle) waits; the parent calls worker.terminate().
-//   mode 'exit':      starts `reads` reads, then calls process.exit(7) inside the worker.
+//   mode 'terminate': starts `reads` O_DIRECT reads of `size` bytes, lets one event-loop turn pass
+//                     (so they were flushed to the backend), posts { inflight, fd }, waits for the
+//                     parent's 'go' (sent once the parent saw the reads in the kernel), posts
+//                     { going }, then (spin) blocks its JS thread or (idle) waits; the parent
+//                     calls worker.terminate().
+//   mode 'exit':      as 'terminate', but on 'go' calls process.exit(7) inside the worker.
 'use strict'
 const { parentPort, workerData } = require('node:worker_threads')
 const crypto = require('node:crypto')
@@ -62,11 +65,20 @@ async function io() {
 async function inflight(then) {
   const { file, reads, backend } = workerData
   const fh = await od.open(file, 'r', { backend })
-  const size = 64 * KiB
+  const size = workerData.size || 64 * KiB
   const pending = []
-  for (let i = 0; i < reads; i++) pending.push(fh.read(fh.alloc(size), { position: i * size }))
-  const n = fh.stats().inflight
-  then(n, pending)
+  for (let i = 0; i < reads; i++) pending.push(fh.read(fh.alloc(size), { position: i * size }).catch(() => undefined))
+  // Let the event loop turn once, so the per-turn flush has handed the reads to the backend:
+  // otherwise the worker could die before any op reached the kernel, and the test would prove nothing.
+  await new Promise((resolve) => setImmediate(resolve))
+  then(fh.inflight, pending, fh.fd)
+}
+
+/** After reporting, wait for the parent's 'go' (it checks the kernel-side count first). */
+function afterGo(fn) {
+  parentPort.once('message', (m) => {
+    if (m === 'go') fn()
+  })
 }
 
 if (workerData.mode === 'io') {
@@ -74,19 +86,22 @@ if (workerData.mode === 'io') {
     parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) })
   })
 } else if (workerData.mode === 'terminate') {
-  inflight((n) => {
-    parentPort.postMessage({ inflight: n })
-    if (workerData.spin) {
-      // Block this JS thread: completions can no longer be delivered to it.
-      for (;;) {
-        /* terminate() interrupts this */
+  inflight((n, _pending, fd) => {
+    parentPort.postMessage({ inflight: n, fd })
+    afterGo(() => {
+      parentPort.postMessage({ going: true })
+      if (workerData.spin) {
+        // Block this JS thread: completions can no longer be delivered to it.
+        for (;;) {
+          /* terminate() interrupts this */
+        }
       }
-    }
+    })
   }).catch((e) => parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) }))
 } else if (workerData.mode === 'exit') {
-  inflight((n) => {
-    parentPort.postMessage({ inflight: n })
-    process.exit(7)
+  inflight((n, _pending, fd) => {
+    parentPort.postMessage({ inflight: n, fd })
+    afterGo(() => process.exit(7))
   }).catch((e) => parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) }))
 } else {
   throw new Error(`unknown mode ${workerData.mode}`)
