@@ -1,6 +1,7 @@
 // README's API tables and the package's runtime exports agree: every export of dist/index.js has
 // a row in a table headed `| export | ... |` (the "## API" table and those of later sections), and
 // every name such a table's first column documents is exported. (Types are not runtime exports; dist/index.d.ts is checked by scripts/pack-test.cjs.)
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import { createRequire } from 'node:module'
 import * as path from 'node:path'
@@ -48,4 +49,52 @@ test('every runtime export of dist/index.js is in README\'s API tables, and ever
   // The ESM entry (dist/index.mjs) re-exports the same names.
   const mjs = fs.readFileSync(path.join(root, 'dist', 'index.mjs'), 'utf8')
   t.deepEqual(exported.filter((n) => !new RegExp(`^export const ${n.replace('$', '\\$')} = `, 'm').test(mjs)), [], 'dist/index.mjs re-exports every name')
+})
+
+/** The first fenced block of a README section. */
+function firstBlock(readme: string, heading: string, lang: string): string {
+  const at = readme.indexOf(`\n${heading}\n`)
+  if (at < 0) throw new Error(`README has no "${heading}" section`)
+  const m = new RegExp('```' + lang + '\\n([\\s\\S]*?)\\n```').exec(readme.slice(at))
+  if (m === null) throw new Error(`no \`\`\`${lang} block under "${heading}"`)
+  return m[1]!
+}
+
+test("README's Quick start runs as pasted on this Node (20) with the package installed", (t) => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+  const code = firstBlock(readme, '## Quick start', 'js')
+  t.notRegex(code, /await using/, 'the Node 20 Quick start does not use await using')
+  const dir = fs.mkdtempSync('/var/tmp/odirect-quickstart-')
+  try {
+    fs.mkdirSync(path.join(dir, 'node_modules'))
+    fs.symlinkSync(root, path.join(dir, 'node_modules', 'odirect'), 'dir')
+    fs.writeFileSync(path.join(dir, 'quickstart.mjs'), code)
+    const r = spawnSync(process.execPath, ['quickstart.mjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
+    t.is(r.status, 0, r.stderr)
+    const lines = r.stdout.trim().split('\n')
+    t.regex(lines[0]!, /^true (io_uring|aio|threadpool) \d+$/)
+    t.is(lines[1], '1048576 1048576 odirect ')
+    t.is(lines[2], '[ 4096, 4096, 4096, 4096 ]')
+    t.regex(lines[3]!, /^ERR_ODIRECT_ALIGNMENT - ./)
+    t.is(lines[4], 'hello, direct I/O')
+    t.is(fs.readFileSync(path.join(dir, 'hello.txt'), 'utf8'), 'hello, direct I/O\n')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test("README's append-log example runs as pasted", (t) => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+  const code = firstBlock(readme, '### Append logs: preallocate', 'js')
+  const dir = fs.mkdtempSync('/var/tmp/odirect-applog-')
+  try {
+    fs.mkdirSync(path.join(dir, 'node_modules'))
+    fs.symlinkSync(root, path.join(dir, 'node_modules', 'odirect'), 'dir')
+    fs.writeFileSync(path.join(dir, 'log.mjs'), code)
+    const r = spawnSync(process.execPath, ['log.mjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
+    t.is(r.status, 0, r.stderr)
+    t.is(fs.readFileSync(path.join(dir, 'app.log'), 'utf8'), 'x'.repeat(4096))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
 })
