@@ -11,18 +11,11 @@ import test from 'ava'
 import { fileURLToPath } from 'node:url'
 
 import * as odirect from '../dist/index.js'
-import { addressOf, allocAligned, DirectIoError, type FileHandle, open, type OpOptions, PAGE_SIZE, probe } from '../dist/index.js'
+import { addressOf, allocAligned, DirectIoError, type FileHandle, open, PAGE_SIZE, probe } from '../dist/index.js'
+import { rd, rdv, wr, wrv } from './helpers/rw.ts'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 
-// Position-first shorthands over the fs/promises forms (fh.read(buffer, { position })), resolving
-// with the byte count, so the checks below stay readable.
-const rd = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
-  (await fh.read(buffer, { ...o, position: position as number })).bytesRead
-const wr = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
-  (await fh.write(buffer, { ...o, position: position as number })).bytesWritten
-const rdv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.readv(buffers, position)).bytesRead
-const wrv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.writev(buffers, position)).bytesWritten
 
 const BACKEND = process.env.ODIRECT_BACKEND || 'auto'
 const gc = (globalThis as { gc?: () => void }).gc

@@ -6,48 +6,14 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import test, { type ExecutionContext } from 'ava'
+import test from 'ava'
 
 import * as od from '../dist/index.js'
-import { errorMismatch, runCase, SkipSignal, skipReasonFor, type T } from './conformance/cases.ts'
+import { runCase, skipReasonFor } from './conformance/cases.ts'
 import { fsCompatCases } from './conformance/fscompat-cases.ts'
+import { avaT } from './helpers/avat.ts'
 
 const MiB = 1024 * 1024
-
-function avaT(t: ExecutionContext): T {
-  const check = (e: unknown, expected: Parameters<T['throws']>[1]): unknown => {
-    const bad = errorMismatch(e, expected)
-    t.is(bad, '', bad)
-    return e
-  }
-  return {
-    is: (a, b, m) => t.is(a, b, m),
-    true: (v, m) => t.true(v as boolean, m),
-    deepEqual: (a, b, m) => t.deepEqual(a, b, m),
-    throwsAsync: async (p, expected) => {
-      try {
-        await (typeof p === 'function' ? p() : p)
-      } catch (e) {
-        return check(e, expected)
-      }
-      t.fail(`expected a rejection${expected?.code ? ` with code ${expected.code}` : ''}, but it resolved`)
-      return undefined
-    },
-    throws: (fn, expected) => {
-      try {
-        fn()
-      } catch (e) {
-        return check(e, expected)
-      }
-      t.fail(`expected a throw${expected?.code ? ` with code ${expected.code}` : ''}, but it returned`)
-      return undefined
-    },
-    skip: (reason) => {
-      throw new SkipSignal(reason)
-    },
-    log: (...v) => t.log(...v),
-  }
-}
 
 const reasons = await Promise.all(fsCompatCases.map((c) => skipReasonFor(c, od as never, 'node')))
 for (const [i, c] of fsCompatCases.entries()) {

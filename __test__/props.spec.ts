@@ -10,15 +10,9 @@ import test from 'ava'
 import type { ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
-import { addressOf, allocAligned, DirectIoError, type FileHandle, MAX_IO_LENGTH, open, type OpOptions, PAGE_SIZE, probe } from '../dist/index.js'
+import { addressOf, allocAligned, DirectIoError, type FileHandle, MAX_IO_LENGTH, open, PAGE_SIZE, probe } from '../dist/index.js'
+import { rd, rdv, wr, wrv } from './helpers/rw.ts'
 
-// Position-first shorthands over the fs/promises forms, resolving with the byte count.
-const rd = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
-  (await fh.read(buffer, { ...o, position: position as number })).bytesRead
-const wr = async (fh: FileHandle, buffer: ArrayBufferView, position: unknown, o: OpOptions = {}): Promise<number> =>
-  (await fh.write(buffer, { ...o, position: position as number })).bytesWritten
-const rdv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.readv(buffers, position)).bytesRead
-const wrv = async (fh: FileHandle, buffers: ArrayBufferView[], position: number): Promise<number> => (await fh.writev(buffers, position)).bytesWritten
 
 // Every test here names its backends itself (CI's per-backend ODIRECT_BACKEND runs must not
 // turn the 'auto' cases into something else). Each spec file runs in its own process.

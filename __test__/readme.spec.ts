@@ -1,7 +1,7 @@
 // README's API tables and the package's runtime exports agree: every export of dist/index.js has
 // a row in a table headed `| export | ... |` (the "## API" table and those of later sections), and
 // every name such a table's first column documents is exported. (Types are not runtime exports; dist/index.d.ts is checked by scripts/pack-test.cjs.)
-import { spawnSync } from 'node:child_process'
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process'
 import * as fs from 'node:fs'
 import { createRequire } from 'node:module'
 import * as path from 'node:path'
@@ -60,16 +60,21 @@ function firstBlock(readme: string, heading: string, lang: string): string {
   return m[1]!
 }
 
+/** Runs `code` as `file` with Node in a fresh directory where `odirect` is installed (linked to this checkout). */
+function runInstalled(code: string, file: string): { dir: string; r: SpawnSyncReturns<string> } {
+  const dir = fs.mkdtempSync('/var/tmp/odirect-readme-')
+  fs.mkdirSync(path.join(dir, 'node_modules'))
+  fs.symlinkSync(root, path.join(dir, 'node_modules', 'odirect'), 'dir')
+  fs.writeFileSync(path.join(dir, file), code)
+  return { dir, r: spawnSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', timeout: 60_000 }) }
+}
+
 test("README's Quick start runs as pasted on this Node (20) with the package installed", (t) => {
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
   const code = firstBlock(readme, '## Quick start', 'js')
   t.notRegex(code, /await using/, 'the Node 20 Quick start does not use await using')
-  const dir = fs.mkdtempSync('/var/tmp/odirect-quickstart-')
+  const { dir, r } = runInstalled(code, 'quickstart.mjs')
   try {
-    fs.mkdirSync(path.join(dir, 'node_modules'))
-    fs.symlinkSync(root, path.join(dir, 'node_modules', 'odirect'), 'dir')
-    fs.writeFileSync(path.join(dir, 'quickstart.mjs'), code)
-    const r = spawnSync(process.execPath, ['quickstart.mjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
     t.is(r.status, 0, r.stderr)
     const lines = r.stdout.trim().split('\n')
     t.regex(lines[0]!, /^true (io_uring|aio|threadpool) \d+$/)
@@ -86,12 +91,8 @@ test("README's Quick start runs as pasted on this Node (20) with the package ins
 test("README's append-log example runs as pasted", (t) => {
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
   const code = firstBlock(readme, '### Append logs: preallocate', 'js')
-  const dir = fs.mkdtempSync('/var/tmp/odirect-applog-')
+  const { dir, r } = runInstalled(code, 'log.mjs')
   try {
-    fs.mkdirSync(path.join(dir, 'node_modules'))
-    fs.symlinkSync(root, path.join(dir, 'node_modules', 'odirect'), 'dir')
-    fs.writeFileSync(path.join(dir, 'log.mjs'), code)
-    const r = spawnSync(process.execPath, ['log.mjs'], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
     t.is(r.status, 0, r.stderr)
     t.is(fs.readFileSync(path.join(dir, 'app.log'), 'utf8'), 'x'.repeat(4096))
   } finally {

@@ -284,6 +284,13 @@ abstract class Core {
 
   protected abstract doOpen(): Promise<FileHandle>
 
+  /** Opens the path with the stream's flags, or checks the handle it was given. */
+  protected async acquire(c: BaseConfig, write: boolean): Promise<FileHandle> {
+    if (typeof this.target === 'string') return open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
+    this.checkHandle(this.target, write)
+    return this.target
+  }
+
   protected track<T>(p: Promise<T>): Promise<T> {
     this.pending.add(p)
     const drop = (): void => {
@@ -353,12 +360,7 @@ export class BlockReader extends Core {
 
   protected async doOpen(): Promise<FileHandle> {
     const c = this.#cfg
-    let fh: FileHandle
-    if (typeof this.target === 'string') fh = await open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
-    else {
-      fh = this.target
-      this.checkHandle(fh, false)
-    }
+    const fh = await this.acquire(c, false)
     try {
       const unit = fh.alignment.offset
       this.#unit = unit
@@ -487,12 +489,7 @@ export class BlockWriter extends Core {
 
   protected async doOpen(): Promise<FileHandle> {
     const c = this.#cfg
-    let fh: FileHandle
-    if (typeof this.target === 'string') fh = await open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
-    else {
-      fh = this.target
-      this.checkHandle(fh, true)
-    }
+    const fh = await this.acquire(c, true)
     try {
       const unit = fh.alignment.offset
       if (c.start % unit !== 0) {

@@ -5,6 +5,36 @@ import type { FileHandle } from '../handle'
 import type { PathLike } from '../open'
 import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
 
+/**
+ * The shared lifecycle of both web adapters: teardown (stop watching the user's signal, destroy the
+ * core), a rethrowing failure path, and `errorOn(controller)`: a function that errors the stream
+ * and tears down, also called when the user's signal aborts.
+ */
+function lifecycle(core: BlockReader | BlockWriter, signal: AbortSignal | undefined, syscall: string) {
+  let unwatch = (): void => {}
+  const teardown = (): Promise<void> => {
+    unwatch()
+    return core.destroy()
+  }
+  const failed = async (e: unknown): Promise<never> => {
+    await teardown().catch(() => {})
+    throw e
+  }
+  const errorOn = (controller: { error(e: unknown): void }): ((e: unknown) => void) => {
+    const fail = (e: unknown): void => {
+      try {
+        controller.error(e)
+      } catch {
+        // already closed or errored
+      }
+      void teardown().catch(() => {})
+    }
+    unwatch = watchAbort(signal, core.path, syscall, fail)
+    return fail
+  }
+  return { teardown, failed, errorOn, unwatch: (): void => unwatch() }
+}
+
 function noNodeOnly(cfg: { encoding: BufferEncoding | undefined }, o: unknown): void {
   if (cfg.encoding !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', 'encoding does not apply to web streams (they carry bytes)', 'pipe through a TextDecoderStream instead')
   void o
@@ -20,26 +50,11 @@ export function readableWebStream(pathOrHandle: PathLike | FileHandle, options?:
   noNodeOnly(cfg, options)
   const core = new BlockReader(target, cfg)
   let leftover: Buffer<ArrayBuffer> | null = null
-  let unwatch = (): void => {}
-  const teardown = (): Promise<void> => {
-    unwatch()
-    return core.destroy()
-  }
-  const failed = async (e: unknown): Promise<never> => {
-    await teardown().catch(() => {})
-    throw e
-  }
+  const { teardown, failed, errorOn } = lifecycle(core, cfg.signal, 'read')
   const source: UnderlyingByteSource = {
     type: 'bytes',
     async start(controller: ReadableByteStreamController) {
-      unwatch = watchAbort(cfg.signal, core.path, 'read', (e) => {
-        try {
-          controller.error(e)
-        } catch {
-          // already closed or errored
-        }
-        void teardown().catch(() => {})
-      })
+      errorOn(controller)
       await core.open().catch(failed)
     },
     async pull(controller: ReadableByteStreamController) {
@@ -83,27 +98,10 @@ export function writableWebStream(pathOrHandle: PathLike | FileHandle, options?:
   const { target, cfg } = writeConfig(pathOrHandle, options)
   noNodeOnly(cfg, options)
   const core = new BlockWriter(target, cfg)
-  let unwatch = (): void => {}
-  const teardown = (): Promise<void> => {
-    unwatch()
-    return core.destroy()
-  }
-  const failed = async (e: unknown): Promise<never> => {
-    await teardown().catch(() => {})
-    throw e
-  }
+  const { teardown, failed, errorOn, unwatch } = lifecycle(core, cfg.signal, 'write')
   return new WritableStream<Uint8Array>({
     async start(controller) {
-      const fail = (e: unknown): void => {
-        try {
-          controller.error(e)
-        } catch {
-          // already closed or errored
-        }
-        void teardown().catch(() => {})
-      }
-      core.onError = fail
-      unwatch = watchAbort(cfg.signal, core.path, 'write', fail)
+      core.onError = errorOn(controller)
       await core.open().catch(failed)
     },
     async write(chunk) {
