@@ -223,11 +223,18 @@ if (prlimitSkip) console.log(`skipping registerBuffers under prlimit: ${prlimitS
   t.true(['ERR_OUT_OF_RANGE', 'ERR_ODIRECT_NOMEM', 'ENOMEM'].includes(String(r.code)), String(r.code))
 })
 
-test('addressOf(undefined | null | ArrayBuffer | number | string): a coded error, not a bare TypeError', (t) => {
-  for (const v of [undefined, null, new ArrayBuffer(8), 42, 'x', {}]) {
+test('addressOf(undefined | null | number | string | {} | detached): a coded error, not a bare TypeError; an ArrayBuffer has an address', (t) => {
+  const detached = new Uint8Array(8)
+  structuredClone(detached.buffer, { transfer: [detached.buffer] })
+  const revoked = Proxy.revocable({}, {})
+  revoked.revoke()
+  for (const v of [undefined, null, 42, 'x', {}, detached, revoked.proxy]) {
     const e = t.throws(() => addressOf(v as never))
-    t.is(typeof (e as { code?: unknown }).code, 'string', `addressOf(${String(v)}): ${String(e)}`)
+    t.is(typeof (e as { code?: unknown }).code, 'string', `addressOf(${typeof v}): ${String(e)}`)
   }
+  const ab = new ArrayBuffer(8)
+  t.is(addressOf(ab), addressOf(new Uint8Array(ab)), 'an ArrayBuffer and a view of it from byte 0 share the address')
+  t.true(addressOf(ab) > 0)
 })
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import { getEngine } from './engine'
 import { misuse } from './errors'
+import { coded, describe } from './guard'
 import { native } from './native'
 
 /** Bytes that fit in one read or write (the kernel's MAX_RW_COUNT). */
@@ -12,9 +13,17 @@ export const PAGE_SIZE: number = native.pageSize()
  * for anything else and ERR_ODIRECT_DETACHED for a detached buffer.
  */
 export function addressOf(view: ArrayBufferView | ArrayBuffer): number {
+  try {
+    return addressOfInner(view)
+  } catch (e) {
+    throw coded(e, 'addressOf')
+  }
+}
+
+function addressOfInner(view: ArrayBufferView | ArrayBuffer): number {
   const isView = ArrayBuffer.isView(view)
   if (!isView && !(view instanceof ArrayBuffer)) {
-    throw misuse('ERR_INVALID_ARG_TYPE', `addressOf needs a Buffer, TypedArray, DataView or ArrayBuffer, got ${view === null ? 'null' : typeof view}`, 'pass the buffer whose address you want')
+    throw misuse('ERR_INVALID_ARG_TYPE', `addressOf needs a Buffer, TypedArray, DataView or ArrayBuffer, got ${describe(view)}`, 'pass the buffer whose address you want')
   }
   const a = native.addressOf(view)
   if (a < 0) {
@@ -39,14 +48,22 @@ const isPow2 = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && (n & 
  * aligned offset instead, and ops on it go through odirect's bounce buffers.
  */
 export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffer {
+  try {
+    return allocAlignedInner(size, alignment)
+  } catch (e) {
+    throw coded(e, 'allocAligned')
+  }
+}
+
+function allocAlignedInner(size: number, alignment: number): Buffer {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
-    throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${typeof size === 'number' ? String(size) : typeof size}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
+    throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${describe(size)}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
   }
   if (size > MAX_IO_LENGTH) {
     throw misuse('ERR_OUT_OF_RANGE', `size ${size} is larger than ${MAX_IO_LENGTH}, the most one I/O can move`, 'allocate several smaller buffers')
   }
   if (typeof alignment !== 'number' || !isPow2(alignment) || alignment > 1 << 30) {
-    throw misuse('ERR_INVALID_ARG_VALUE', `alignment must be a power of two up to 1 GiB, got ${String(alignment)}`, 'use 512, 4096 (the default) or fh.alignment.memory')
+    throw misuse('ERR_INVALID_ARG_VALUE', `alignment must be a power of two up to 1 GiB, got ${describe(alignment)}`, 'use 512, 4096 (the default) or fh.alignment.memory')
   }
   let owned: ArrayBuffer | null
   try {

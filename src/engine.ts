@@ -209,7 +209,7 @@ export function configureEngine(options: EngineOptions): void {
   if (options === null || typeof options !== 'object') throw misuse('ERR_INVALID_ARG_TYPE', 'options must be an object', 'pass e.g. { sqpoll: 50 }')
   const sq = options.sqpoll
   if (sq !== undefined) {
-    if (typeof sq !== 'number' || !Number.isInteger(sq) || sq < 0 || sq > 60_000) throw misuse('ERR_OUT_OF_RANGE', `sqpoll must be an integer number of milliseconds from 0 to 60000, got ${String(sq)}`, 'pass e.g. { sqpoll: 50 }')
+    if (typeof sq !== 'number' || !Number.isInteger(sq) || sq < 0 || sq > 60_000) throw misuse('ERR_OUT_OF_RANGE', `sqpoll must be an integer number of milliseconds from 0 to 60000, got ${typeof sq === 'number' ? sq : typeof sq}`, 'pass e.g. { sqpoll: 50 }')
     const why = getEngine().native.setSqpoll(sq)
     if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
   }

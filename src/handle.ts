@@ -4,6 +4,7 @@ import { allocAligned, isDetached, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './errors'
 import { native } from './native'
+import { coded, describe, guard, guardAsync } from './guard'
 import { checkSignal, checkTimeout, Histogram, Timeouts, unwatchSignal, watchSignal } from './ops'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 
@@ -147,7 +148,7 @@ function toPosition(p: unknown, what = 'position'): number {
     throw misuse('ERR_INVALID_ARG_TYPE', `${what} must be a number or bigint, got ${typeName(p)}`, 'pass a byte offset in the file')
   }
   if (!Number.isSafeInteger(p) || p < 0) {
-    throw misuse('ERR_OUT_OF_RANGE', `${what} must be a non-negative safe integer, got ${String(p)}`, 'pass a whole byte offset >= 0')
+    throw misuse('ERR_OUT_OF_RANGE', `${what} must be a non-negative safe integer, got ${describe(p)}`, 'pass a whole byte offset >= 0')
   }
   return p
 }
@@ -328,6 +329,10 @@ export class FileHandle {
    * A `Buffer` where the runtime has one.
    */
   alloc(size: number): Buffer {
+    return guard('fh.alloc', () => this.#alloc(size))
+  }
+
+  #alloc(size: number): Buffer {
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0 || size > MAX_IO_LENGTH) {
       throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to ${MAX_IO_LENGTH}, got ${typeof size === 'number' ? String(size) : typeName(size)}`, 'pass the number of bytes, e.g. 1 << 20')
     }
@@ -457,44 +462,43 @@ export class FileHandle {
 
   /** Parses fs/promises' read/write argument forms. */
   #parse(syscall: 'read' | 'write', a: unknown, b: unknown, c: unknown, d: unknown): Parsed {
+    // The buffer is measured before any option is read: an option getter that detaches or
+    // shrinks it then makes the native capture (which re-measures) refuse the op.
     let o: Record<string, unknown> | undefined
     let buffer: unknown
-    let offset: unknown
-    let length: unknown
-    let position: unknown
     if (isOptionsObject(a)) {
       // read({ buffer, offset, length, position, signal, timeout })
       if (syscall === 'write') throw misuse('ERR_INVALID_ARG_TYPE', `buffer must be a Buffer, TypedArray, DataView or string, got ${typeName(a)}`, 'call fh.write(buffer, offset, length, position) or fh.write(buffer, { position })')
       o = a
       buffer = opt(o, 'buffer')
       if (buffer === undefined) buffer = this.alloc(16384)
+    } else {
+      buffer = a
+      if (buffer === undefined && syscall === 'read') buffer = this.alloc(16384)
+      if (isOptionsObject(b)) o = b
+    }
+    const view = checkView(buffer)
+    const size = view.byteLength
+    let offset: unknown
+    let length: unknown
+    let position: unknown
+    if (o !== undefined) {
+      // read(buffer, { offset, length, position, signal, timeout }) or read({ buffer, ... })
       offset = opt(o, 'offset')
       length = opt(o, 'length')
       position = opt(o, 'position')
     } else {
-      buffer = a
-      if (buffer === undefined && syscall === 'read') buffer = this.alloc(16384)
-      if (isOptionsObject(b)) {
-        // read(buffer, { offset, length, position, signal, timeout })
-        o = b
-        offset = opt(o, 'offset')
-        length = opt(o, 'length')
-        position = opt(o, 'position')
-      } else {
-        offset = b
-        length = c
-        position = d
-        if (isOptionsObject(c) || isOptionsObject(d)) {
-          throw misuse(
-            'ERR_INVALID_ARG_TYPE',
-            `${syscall}(buffer, offset, length, position) takes numbers (fs/promises' form); got an object as ${isOptionsObject(c) ? 'length' : 'position'}`,
-            `pass options as the second argument: fh.${syscall}(buffer, { position, signal, timeout })`,
-          )
-        }
+      offset = b
+      length = c
+      position = d
+      if (isOptionsObject(c) || isOptionsObject(d)) {
+        throw misuse(
+          'ERR_INVALID_ARG_TYPE',
+          `${syscall}(buffer, offset, length, position) takes numbers (fs/promises' form); got an object as ${isOptionsObject(c) ? 'length' : 'position'}`,
+          `pass options as the second argument: fh.${syscall}(buffer, { position, signal, timeout })`,
+        )
       }
     }
-    const view = checkView(buffer)
-    const size = view.byteLength
     const off = offset === undefined || offset === null ? 0 : checkInt(offset, 'offset', 0, size)
     const len = length === undefined || length === null ? size - off : checkInt(length, 'length', 0, size - off)
     if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
@@ -570,7 +574,7 @@ export class FileHandle {
       const q = this.#parse('read', a, b, c, d)
       return this.#rw(false, q, SHAPE_READ, q.buffer) as Promise<ReadResult<ArrayBufferView>>
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -586,7 +590,7 @@ export class FileHandle {
     try {
       if (typeof a === 'string') {
         const enc = c === undefined || c === null ? 'utf8' : c
-        if (typeof enc !== 'string' || !Buffer.isEncoding(enc)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${String(enc)}`, "use 'utf8', 'latin1', 'hex', 'base64'...")
+        if (typeof enc !== 'string' || !Buffer.isEncoding(enc)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describe(enc)}`, "use 'utf8', 'latin1', 'hex', 'base64'...")
         const bytes = Buffer.byteLength(a, enc)
         if (bytes === 0) return Promise.resolve({ bytesWritten: 0, buffer: a })
         const buf = this.alloc(bytes)
@@ -597,7 +601,7 @@ export class FileHandle {
       const q = this.#parse('write', a, b, c, d)
       return this.#rw(true, q, SHAPE_WRITE, q.buffer) as Promise<WriteResult<ArrayBufferView>>
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -647,7 +651,7 @@ export class FileHandle {
     try {
       return this.#rwv(false, buffers, position) as Promise<ReadVResult<T>>
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -656,7 +660,7 @@ export class FileHandle {
     try {
       return this.#rwv(true, buffers, position) as Promise<WriteVResult<T>>
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -744,7 +748,7 @@ export class FileHandle {
     try {
       return this.#many(false, ops)
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -753,7 +757,7 @@ export class FileHandle {
     try {
       return this.#many(true, ops)
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
@@ -779,42 +783,56 @@ export class FileHandle {
   }
 
   /** fsync: data and metadata reach stable storage; covers every write issued before it on this handle. */
-  async sync(options?: OpOptions): Promise<void> {
-    await this.#simple('fsync', OP_FSYNC, 0, 0, 0, {}, options)
+  sync(options?: OpOptions): Promise<void> {
+    return guardAsync('fh.sync', async () => {
+      await this.#simple('fsync', OP_FSYNC, 0, 0, 0, {}, options)
+    })
   }
 
   /** fdatasync: data (and the metadata needed to read it) reach stable storage; covers every write issued before it on this handle. */
-  async datasync(options?: OpOptions): Promise<void> {
-    await this.#simple('fdatasync', OP_FDATASYNC, 0, 0, 0, {}, options)
+  datasync(options?: OpOptions): Promise<void> {
+    return guardAsync('fh.datasync', async () => {
+      await this.#simple('fdatasync', OP_FDATASYNC, 0, 0, 0, {}, options)
+    })
   }
 
   /** Sets the file's length (ftruncate), after every write issued before it. Any length works. */
-  async truncate(length: number | bigint = 0, options?: OpOptions): Promise<void> {
-    const len = toPosition(length, 'length')
-    await this.#simple('ftruncate', OP_FTRUNCATE, len, 0, 0, { length: len }, options)
+  truncate(length: number | bigint = 0, options?: OpOptions): Promise<void> {
+    return guardAsync('fh.truncate', async () => {
+      const len = toPosition(length, 'length')
+      await this.#simple('ftruncate', OP_FTRUNCATE, len, 0, 0, { length: len }, options)
+    })
   }
 
   /**
    * Reserves disk space (fallocate): later writes in [offset, offset + length) cannot fail with
    * ENOSPC. `mode`: 0 (allocate and extend the size) or `constants.FALLOC_FL_*` bits.
    */
-  async allocate(offset: number | bigint, length: number | bigint, mode = 0, options?: OpOptions): Promise<void> {
+  allocate(offset: number | bigint, length: number | bigint, mode = 0, options?: OpOptions): Promise<void> {
+    return guardAsync('fh.allocate', () => this.#allocate(offset, length, mode, options))
+  }
+
+  async #allocate(offset: unknown, length: unknown, mode: unknown, options: unknown): Promise<void> {
     const off = toPosition(offset, 'offset')
     const len = toPosition(length, 'length')
     if (len === 0) throw misuse('ERR_OUT_OF_RANGE', 'allocate length must be > 0', 'pass the number of bytes to reserve')
-    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0xff || (mode & ~FALLOC_KNOWN) !== 0) {
-      throw misuse('ERR_OUT_OF_RANGE', `mode must be 0 or a combination of constants.FALLOC_FL_* bits, got ${typeof mode === 'number' ? String(mode) : typeName(mode)}`, 'use 0, or constants.FALLOC_FL_KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE...')
+    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0xff || ((mode as number) & ~FALLOC_KNOWN) !== 0) {
+      throw misuse('ERR_OUT_OF_RANGE', `mode must be 0 or a combination of constants.FALLOC_FL_* bits, got ${describe(mode)}`, 'use 0, or constants.FALLOC_FL_KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE...')
     }
-    await this.#simple('fallocate', OP_FALLOCATE, off, len, mode, { position: off, length: len }, options)
+    await this.#simple('fallocate', OP_FALLOCATE, off, len, mode as number, { position: off, length: len }, options)
   }
 
   /** fstat, as fs/promises: an `fs.Stats` (`BigIntStats` with `{ bigint: true }`). For block devices `size` is the device size. */
-  async stat(options?: { bigint?: false }): Promise<fsTypes.Stats>
-  async stat(options: { bigint: true }): Promise<fsTypes.BigIntStats>
-  async stat(options?: { bigint?: boolean }): Promise<fsTypes.Stats | fsTypes.BigIntStats> {
+  stat(options?: { bigint?: false }): Promise<fsTypes.Stats>
+  stat(options: { bigint: true }): Promise<fsTypes.BigIntStats>
+  stat(options?: { bigint?: boolean }): Promise<fsTypes.Stats | fsTypes.BigIntStats> {
+    return guardAsync('fh.stat', () => this.#stat(options))
+  }
+
+  async #stat(options: unknown): Promise<fsTypes.Stats | fsTypes.BigIntStats> {
     this.#checkOpen('fstat')
     if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { bigint: true } or nothing')
-    const bigint = options?.bigint === true
+    const bigint = (options as { bigint?: unknown } | null | undefined)?.bigint === true
     // Counted as in flight so close() waits for it and the fd cannot be reused under it.
     this.#inflight++
     try {
@@ -854,6 +872,10 @@ export class FileHandle {
    * old. Fails with ERR_ODIRECT_MEMLOCK when RLIMIT_MEMLOCK is too low, saying how to raise it.
    */
   registerBuffers(count: number, size: number): RegisteredBuffers {
+    return guard('fh.registerBuffers', () => this.#registerBuffers(count, size))
+  }
+
+  #registerBuffers(count: number, size: number): RegisteredBuffers {
     this.#checkOpen('io_uring_register')
     const reg = registerBuffers(this.#engine, this.backend, count, size, Math.max(this.alignment.offset, this.alignment.memory), (r) => this.#pools.delete(r))
     this.#pools.add(reg)

@@ -55,7 +55,7 @@ export function checkSignal(signal: unknown): AbortSignal | undefined {
 export function checkTimeout(t: unknown): number | undefined {
   if (t === undefined || t === null) return undefined
   if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 2 ** 31 - 1) {
-    throw misuse('ERR_OUT_OF_RANGE', `timeout must be a number of milliseconds from 1 to ${2 ** 31 - 1}, got ${String(t)}`, 'pass e.g. { timeout: 5000 }')
+    throw misuse('ERR_OUT_OF_RANGE', `timeout must be a number of milliseconds from 1 to ${2 ** 31 - 1}, got ${typeof t === 'number' ? t : typeof t}`, 'pass e.g. { timeout: 5000 }')
   }
   return Math.ceil(t)
 }

@@ -1,6 +1,7 @@
 import { allocAligned, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine } from './engine'
 import { kernelError, misuse } from './errors'
+import { describe } from './guard'
 
 /** One registration per backend and engine: the kernel keeps one buffer table per ring. */
 const active = new Map<BackendName, RegisteredBuffers>()
@@ -56,10 +57,10 @@ export const MAX_REGISTERED_BYTES = 2 ** 34
 
 export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number, onRelease: (r: RegisteredBuffers) => void = () => {}): RegisteredBuffers {
   if (!Number.isSafeInteger(count) || count <= 0 || count > 16384) {
-    throw misuse('ERR_OUT_OF_RANGE', `count must be an integer from 1 to 16384, got ${String(count)}`, 'io_uring takes at most 16384 registered buffers')
+    throw misuse('ERR_OUT_OF_RANGE', `count must be an integer from 1 to 16384, got ${describe(count)}`, 'io_uring takes at most 16384 registered buffers')
   }
   if (!Number.isSafeInteger(size) || size <= 0 || size > 1 << 30) {
-    throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to 1 GiB, got ${String(size)}`, 'io_uring registers buffers of up to 1 GiB each')
+    throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to 1 GiB, got ${describe(size)}`, 'io_uring registers buffers of up to 1 GiB each')
   }
   const len = Math.ceil(size / alignment) * alignment
   if (count * len > MAX_REGISTERED_BYTES) {

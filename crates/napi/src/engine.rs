@@ -614,6 +614,9 @@ impl Inner {
         let mut backend = kind;
         if let OpKind::Close { fd } = op {
             self.fds.remove(&fd);
+            if let Some(r) = self.ring.as_mut() {
+                r.unregister_fd(fd);
+            }
         }
         let aio_cannot = kind == BackendKind::Aio
             && matches!(
@@ -645,10 +648,16 @@ impl Inner {
 
     pub fn adopt(&mut self, fd: i32) {
         self.fds.insert(fd);
+        if let Some(r) = self.ring.as_mut() {
+            r.register_fd(fd);
+        }
     }
 
     /// Closes `fd` now if this engine tracks it (GC of a leaked handle); true when it did.
     pub fn close_sync(&mut self, fd: i32) -> bool {
+        if let Some(r) = self.ring.as_mut() {
+            r.unregister_fd(fd);
+        }
         if self.fds.remove(&fd) {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
             // collected, and ops keep their handle reachable).
