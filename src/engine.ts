@@ -12,7 +12,13 @@ import { native, type NativeEngine } from './native'
 
 export type BackendName = 'io_uring' | 'aio' | 'threadpool'
 export const BACKENDS: readonly BackendName[] = ['io_uring', 'aio', 'threadpool']
-export const backendIndex = (b: BackendName): number => BACKENDS.indexOf(b)
+/** The native side's index for each backend (generated from the Rust enum `BackendIndex`). */
+const BACKEND_INDEX: Readonly<Record<BackendName, number>> = Object.freeze({
+  io_uring: native.BackendIndex.IoUring,
+  aio: native.BackendIndex.Aio,
+  threadpool: native.BackendIndex.ThreadPool,
+})
+export const backendIndex = (b: BackendName): number => BACKEND_INDEX[b]
 
 /** Who gets told when an op completes. */
 export interface OpSink {
@@ -21,27 +27,27 @@ export interface OpSink {
 }
 
 /** A bounced read's buffer was detached or shrunk before its data could be copied back. */
-export const RESULT_DETACHED = -1_000_001
+export const RESULT_DETACHED: number = native.RESULT_DETACHED
 
-/** Simple (memoryless) op kinds, as the native side numbers them. */
-export const OP_FSYNC = 0
-export const OP_FDATASYNC = 1
-export const OP_FALLOCATE = 2
-export const OP_FTRUNCATE = 3
-export const OP_CLOSE = 4
+/** Simple (memoryless) op kinds, as the native side numbers them (Rust enum `SimpleOp`). */
+export const OP_FSYNC: number = native.SimpleOp.Fsync
+export const OP_FDATASYNC: number = native.SimpleOp.Fdatasync
+export const OP_FALLOCATE: number = native.SimpleOp.Fallocate
+export const OP_FTRUNCATE: number = native.SimpleOp.Ftruncate
+export const OP_CLOSE: number = native.SimpleOp.Close
 
 /** Native capture failures (returned instead of an id) as typed errors. */
 function captureError(code: number, what: string): Error {
   switch (code) {
-    case -1:
+    case native.CaptureCode.Detached:
       return misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred) or was shrunk below the op's range`, 'use a buffer that is not transferred, posted to a worker or resized while an op is being started')
-    case -3:
+    case native.CaptureCode.UnknownKind:
       return misuse('ERR_INVALID_ARG_TYPE', `${what} is a kind of TypedArray odirect does not know`, 'pass a Buffer, Uint8Array or DataView over the same memory')
-    case -4:
+    case native.CaptureCode.NoMemory:
       return misuse('ERR_ODIRECT_NOMEM', `no memory for an aligned bounce buffer for ${what}`, 'use buffers from fh.alloc() (no copy needed), or smaller ops')
-    case -5:
+    case native.CaptureCode.Closed:
       return misuse('ERR_ODIRECT_CLOSED', 'the engine of this thread is shut down (environment exiting)', 'do not start I/O during process or worker exit')
-    case -6:
+    case native.CaptureCode.NoBackend:
       return misuse('ERR_ODIRECT_BACKEND', 'the backend of this handle is not running', 'open the file again')
     default:
       return misuse('ERR_INVALID_ARG_TYPE', `${what} must be a Buffer, TypedArray or DataView (code ${code})`, 'allocate one with fh.alloc(size)')

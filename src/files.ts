@@ -10,6 +10,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
 import { FileHandle } from './handle'
+import { native } from './native'
 import { isFileHandle, open, type PathLike, toPath } from './open'
 import { boolOption, checkFlags, type DirectMode, intOption, modeOption, type OpenFlags, openFields, readOptions, signalOption } from './options'
 import { BlockWriter, writeConfig } from './streams/core'
@@ -327,8 +328,28 @@ export async function copyFile(src: PathLike, dst: PathLike, options?: CopyFileO
     let next = 0
     let end = 0
     const reads: Array<{ pos: number; buf: Buffer; n: Promise<number> }> = []
+    // Holes of the source are found with SEEK_DATA and never read (when not verifying: the hash
+    // covers every byte). Where the filesystem has no SEEK_DATA it reports the whole file as data.
+    const seekHoles = sparse && !verify && !inPlace
     const issue = (): void => {
       while (reads.length < depth && next < size && writeError === undefined) {
+        if (seekHoles) {
+          const d = native.seekData(input.fd, next, false)
+          if (d === -1) {
+            // Only a hole from here to the end: the final truncate makes it.
+            done += size - next
+            end = Math.max(end, size)
+            next = size
+            break
+          }
+          if (d > next) {
+            const skip = Math.floor(d / g) * g
+            if (skip > next) {
+              done += skip - next
+              next = skip
+            }
+          }
+        }
         const pos = next
         next += chunk
         const buf = pool.pop() ?? o2.alloc(chunk)

@@ -769,17 +769,32 @@ export class FileHandle {
     const timeout = checkTimeout(opt(o ?? undefined, 'timeout'))
     // Every write issued before this call reaches the kernel and completes first.
     const wait = this.#afterWrites()
-    if (wait !== undefined) {
-      this.#inflight++
-      try {
-        await wait
-      } finally {
-        this._done(KIND_OTHER, 0, 0)
-        this.#stats.ops--
-      }
-      this.#checkOpen(syscall)
+    if (wait === undefined) {
+      return this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>
     }
-    return this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>
+    // Started before any close(): counted in flight while it waits, so a close() meanwhile waits
+    // for it, and it goes out (on the still-open descriptor) before the count drops.
+    this.#hold()
+    try {
+      await wait
+      return await (this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>)
+    } finally {
+      this.#release()
+    }
+  }
+
+  /** Counts something in flight that is not an op of the engine (close() waits for it). */
+  #hold(): void {
+    this.#inflight++
+  }
+
+  #release(): void {
+    this.#inflight--
+    if (this.#inflight === 0 && this.#drained !== undefined) {
+      const d = this.#drained
+      this.#drained = undefined
+      d()
+    }
   }
 
   /** fsync: data and metadata reach stable storage; covers every write issued before it on this handle. */
@@ -834,7 +849,7 @@ export class FileHandle {
     if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { bigint: true } or nothing')
     const bigint = (options as { bigint?: unknown } | null | undefined)?.bigint === true
     // Counted as in flight so close() waits for it and the fd cannot be reused under it.
-    this.#inflight++
+    this.#hold()
     try {
       const fs = nodeFs()
       let st: fsTypes.Stats | fsTypes.BigIntStats
@@ -859,8 +874,7 @@ export class FileHandle {
       }
       return st
     } finally {
-      this._done(KIND_OTHER, 0, 0)
-      this.#stats.ops--
+      this.#release()
     }
   }
 
@@ -880,6 +894,52 @@ export class FileHandle {
     const reg = registerBuffers(this.#engine, this.backend, count, size, Math.max(this.alignment.offset, this.alignment.memory), (r) => this.#pools.delete(r))
     this.#pools.add(reg)
     return reg
+  }
+
+  /**
+   * Takes a whole-file lock for this handle (an open file description lock, `F_OFD_SETLKW`; `flock`
+   * on kernels without them), waiting until it is free. `{ exclusive: false }` takes a shared one.
+   * Locks are per open file: two handles on one file conflict, as two processes do. The wait runs
+   * off the JS thread and cannot be cancelled: use `tryLock()` to poll.
+   */
+  lock(options?: { exclusive?: boolean }): Promise<void> {
+    return guardAsync('fh.lock', async () => {
+      this.#checkOpen('fcntl')
+      const exclusive = lockKind(options)
+      this.#hold()
+      let errno: number
+      try {
+        errno = await native.lockFd(this.fd, exclusive)
+      } finally {
+        this.#release()
+      }
+      if (errno !== 0) throw kernelError(errno, { syscall: 'fcntl', path: this.path })
+    })
+  }
+
+  /** Takes the lock if it is free now: true when taken, false when another handle or process holds it. */
+  tryLock(options?: { exclusive?: boolean }): boolean {
+    return guard('fh.tryLock', () => {
+      this.#checkOpen('fcntl')
+      const errno = native.tryLockFd(this.fd, lockKind(options))
+      if (errno === 0) return true
+      if (errno === 11 /* EAGAIN */) return false
+      throw kernelError(errno, { syscall: 'fcntl', path: this.path })
+    })
+  }
+
+  /** Releases this handle's lock (closing the handle releases it too). */
+  unlock(): void {
+    guard('fh.unlock', () => {
+      this.#checkOpen('fcntl')
+      const errno = native.unlockFd(this.fd)
+      if (errno !== 0) throw kernelError(errno, { syscall: 'fcntl', path: this.path })
+    })
+  }
+
+  /** The position reads and writes without one use (and advance), as fs's file position. */
+  get position(): number {
+    return this.#position
   }
 
   /** Counters and latency percentiles for this handle (percentiles computed on call, from a histogram). */
@@ -960,6 +1020,15 @@ function nativeStats(n: NativeStat, bigint: boolean): fsTypes.Stats | fsTypes.Bi
     o.birthtimeNs = o.ctimeNs
   }
   return o as unknown as fsTypes.Stats | fsTypes.BigIntStats
+}
+
+function lockKind(options: unknown): boolean {
+  if (options === undefined || options === null) return true
+  if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { exclusive: true } or { exclusive: false }')
+  const ex = (options as { exclusive?: unknown }).exclusive
+  if (ex === undefined) return true
+  if (typeof ex !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `exclusive must be a boolean, got ${typeName(ex)}`, 'pass { exclusive: false } for a shared lock')
+  return ex
 }
 
 let fsMod: typeof fsTypes | undefined

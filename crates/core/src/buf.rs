@@ -4,11 +4,17 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 
-/// A zeroed, aligned heap block.
+/// A zeroed, aligned block: from the heap, or (128 KiB and up, page alignment or less) an
+/// anonymous mapping, whose pages the kernel zeroes lazily on first touch instead of a memset of
+/// the whole block up front (and which munmap gives back to the system at once).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
+    mapped: bool,
 }
+
+/// Blocks at least this large are mapped rather than allocated.
+const MAP_THRESHOLD: usize = 128 * 1024;
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
 unsafe impl Send for AlignedBuf {}
@@ -20,21 +26,42 @@ impl AlignedBuf {
     /// allocates one alignment unit so the pointer is real.
     pub fn new(len: usize, align: usize) -> AlignedBuf {
         let layout = Layout::from_size_align(len.max(align), align).expect("bad alignment");
-        // SAFETY: layout has a non-zero size.
-        let p = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, layout }
+        AlignedBuf::try_new(len, align).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
     }
 
     /// As [`AlignedBuf::new`], but `None` when the allocation fails or the layout is invalid
     /// (instead of aborting the process).
     pub fn try_new(len: usize, align: usize) -> Option<AlignedBuf> {
         let layout = Layout::from_size_align(len.max(align), align).ok()?;
+        let page = crate::align::page_size();
+        if layout.size() >= MAP_THRESHOLD && align <= page {
+            // SAFETY: an anonymous private mapping; no memory of ours is involved. The result is
+            // page aligned (so aligned to `align`) and zero-filled by the kernel.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    layout.size(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            return Some(AlignedBuf {
+                ptr: NonNull::new(p as *mut u8)?,
+                layout,
+                mapped: true,
+            });
+        }
         // SAFETY: layout has a non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
         Some(AlignedBuf {
             ptr: NonNull::new(p)?,
             layout,
+            mapped: false,
         })
     }
 
@@ -67,8 +94,13 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this very layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        if self.mapped {
+            // SAFETY: mapped in `try_new` with this very size; nothing uses it any more.
+            unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.layout.size()) };
+        } else {
+            // SAFETY: allocated in `try_new` with this very layout.
+            unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        }
     }
 }
 
@@ -79,9 +111,12 @@ mod tests {
     #[test]
     fn is_aligned_and_zeroed() {
         for align in [512usize, 4096, 65536] {
-            let b = AlignedBuf::new(10_000, align);
-            assert_eq!(b.as_ptr() as usize % align, 0);
-            assert!(b.as_slice().iter().all(|&x| x == 0));
+            for len in [10_000usize, 1 << 20] {
+                let b = AlignedBuf::new(len, align);
+                assert_eq!(b.as_ptr() as usize % align, 0);
+                assert!(b.len() >= len);
+                assert!(b.as_slice().iter().all(|&x| x == 0));
+            }
         }
     }
 }

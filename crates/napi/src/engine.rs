@@ -119,10 +119,11 @@ fn kind_index(k: BackendKind) -> usize {
 }
 
 pub fn parse_kind(b: u32) -> Option<BackendKind> {
+    use crate::BackendIndex as B;
     match b {
-        0 => Some(BackendKind::IoUring),
-        1 => Some(BackendKind::Aio),
-        2 => Some(BackendKind::ThreadPool),
+        x if x == B::IoUring as u32 => Some(BackendKind::IoUring),
+        x if x == B::Aio as u32 => Some(BackendKind::Aio),
+        x if x == B::ThreadPool as u32 => Some(BackendKind::ThreadPool),
         _ => None,
     }
 }
@@ -139,14 +140,15 @@ pub enum CaptureError {
 
 impl CaptureError {
     pub fn code(&self) -> f64 {
-        match self {
-            CaptureError::Detached => -1.0,
-            CaptureError::NotView => -2.0,
-            CaptureError::UnknownKind => -3.0,
-            CaptureError::NoMemory => -4.0,
-            CaptureError::Closed => -5.0,
-            CaptureError::NoBackend => -6.0,
-        }
+        use crate::CaptureCode as C;
+        (match self {
+            CaptureError::Detached => C::Detached,
+            CaptureError::NotView => C::NotView,
+            CaptureError::UnknownKind => C::UnknownKind,
+            CaptureError::NoMemory => C::NoMemory,
+            CaptureError::Closed => C::Closed,
+            CaptureError::NoBackend => C::NoBackend,
+        }) as i32 as f64
     }
 }
 

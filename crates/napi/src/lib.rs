@@ -31,6 +31,40 @@ use odirect_core::op::OpKind;
 
 use engine::{parse_kind, Inner, Shared, Wake};
 
+/// Backends, by the index every engine method takes (shared with TypeScript through the
+/// generated binding, so neither side hard-codes the numbers).
+#[napi]
+pub enum BackendIndex {
+    IoUring = 0,
+    Aio = 1,
+    ThreadPool = 2,
+}
+
+/// Ops without memory, by the code `NativeEngine.simple` takes.
+#[napi]
+pub enum SimpleOp {
+    Fsync = 0,
+    Fdatasync = 1,
+    Fallocate = 2,
+    Ftruncate = 3,
+    Close = 4,
+}
+
+/// Negative results `rw`/`rwv`/`rwMany`/`simple` return instead of an op id.
+#[napi]
+pub enum CaptureCode {
+    Detached = -1,
+    NotView = -2,
+    UnknownKind = -3,
+    NoMemory = -4,
+    Closed = -5,
+    NoBackend = -6,
+}
+
+/// Result a bounced read settles with when its buffer was detached or shrunk before copy-back.
+#[napi]
+pub const RESULT_DETACHED: f64 = engine::RESULT_DETACHED;
+
 fn err(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, msg.into())
 }
@@ -584,19 +618,19 @@ impl NativeEngine {
     pub fn simple(&self, backend: u32, op: u32, fd: i32, a: f64, b: f64, mode: u32) -> Result<f64> {
         let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
         let k = match op {
-            0 => OpKind::Fsync {
+            x if x == SimpleOp::Fsync as u32 => OpKind::Fsync {
                 fd,
                 datasync: false,
             },
-            1 => OpKind::Fsync { fd, datasync: true },
-            2 => OpKind::Fallocate {
+            x if x == SimpleOp::Fdatasync as u32 => OpKind::Fsync { fd, datasync: true },
+            x if x == SimpleOp::Fallocate as u32 => OpKind::Fallocate {
                 fd,
                 mode: (mode & 0xff) as i32,
                 offset: a as u64,
                 len: b as u64,
             },
-            3 => OpKind::Ftruncate { fd, len: a as u64 },
-            4 => OpKind::Close { fd },
+            x if x == SimpleOp::Ftruncate as u32 => OpKind::Ftruncate { fd, len: a as u64 },
+            x if x == SimpleOp::Close as u32 => OpKind::Close { fd },
             _ => return Err(err("bad op")),
         };
         self.with(|e| match e.simple(kind, k) {
