@@ -23,24 +23,30 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// `len` bytes aligned to `align` (a power of two). Panics on a bad layout; a zero `len`
-    /// allocates one alignment unit so the pointer is real.
+    /// allocates one byte so the pointer is real.
     pub fn new(len: usize, align: usize) -> AlignedBuf {
-        let layout = Layout::from_size_align(len.max(align), align).expect("bad alignment");
+        let layout = Layout::from_size_align(len.max(1), align).expect("bad alignment");
         AlignedBuf::try_new(len, align).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
     }
 
     /// As [`AlignedBuf::new`], but `None` when the allocation fails or the layout is invalid
     /// (instead of aborting the process).
     pub fn try_new(len: usize, align: usize) -> Option<AlignedBuf> {
-        let layout = Layout::from_size_align(len.max(align), align).ok()?;
+        let len = len.max(1);
+        let layout = Layout::from_size_align(len, align).ok()?;
         let page = crate::align::page_size();
-        if layout.size() >= MAP_THRESHOLD && align <= page {
-            // SAFETY: an anonymous private mapping; no memory of ours is involved. The result is
-            // page aligned (so aligned to `align`) and zero-filled by the kernel.
+        if len >= MAP_THRESHOLD || align > page {
+            // An anonymous mapping, page aligned; for a larger alignment, map `align` more and
+            // unmap the unaligned head and the tail. Pages are zero-filled by the kernel on first
+            // touch, so nothing is written (or counted in RSS) until used.
+            let size = len.div_ceil(page) * page;
+            let extra = if align > page { align } else { 0 };
+            let total = size.checked_add(extra)?;
+            // SAFETY: an anonymous private mapping; no memory of ours is involved.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
-                    layout.size(),
+                    total,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
@@ -50,9 +56,23 @@ impl AlignedBuf {
             if p == libc::MAP_FAILED {
                 return None;
             }
+            let base = p as usize;
+            let start = base.next_multiple_of(align.max(page));
+            let head = start - base;
+            let tail = total - head - size;
+            // SAFETY: both ranges lie inside the mapping just made and are page aligned; the
+            // kept range [start, start + size) is untouched.
+            unsafe {
+                if head > 0 {
+                    libc::munmap(p, head);
+                }
+                if tail > 0 {
+                    libc::munmap((start + size) as *mut libc::c_void, tail);
+                }
+            }
             return Some(AlignedBuf {
-                ptr: NonNull::new(p as *mut u8)?,
-                layout,
+                ptr: NonNull::new(start as *mut u8)?,
+                layout: Layout::from_size_align(size, align.max(page)).ok()?,
                 mapped: true,
             });
         }
@@ -110,8 +130,8 @@ mod tests {
 
     #[test]
     fn is_aligned_and_zeroed() {
-        for align in [512usize, 4096, 65536] {
-            for len in [10_000usize, 1 << 20] {
+        for align in [512usize, 4096, 65536, 1 << 21] {
+            for len in [1usize, 10_000, 1 << 20] {
                 let b = AlignedBuf::new(len, align);
                 assert_eq!(b.as_ptr() as usize % align, 0);
                 assert!(b.len() >= len);
