@@ -9,6 +9,7 @@ import * as nodePath from 'node:path'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
+import { guardAsync } from './guard'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open, type PathLike, toPath } from './open'
@@ -130,7 +131,11 @@ async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number,
 export async function readFile(path: PathLike | FileHandle, options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
 export async function readFile(path: PathLike | FileHandle, options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
 export async function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string>
-export async function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
+export function readFile(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
+  return guardAsync('readFile', () => readFileImpl(path, options))
+}
+
+async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
   const o = typeof options === 'string' ? { encoding: options } : readOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
   const encoding = encodingOf(o.encoding, undefined)
   const signal = signalOption(o)
@@ -191,7 +196,15 @@ const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !=
  * file with direct I/O, as fs/promises' writeFile. The last block is zero padded and the file
  * truncated to the exact length. `atomic`: temp file + datasync + rename (then `flag` 'w' or 'wx').
  */
-export async function writeFile(
+export function writeFile(
+  path: PathLike | FileHandle,
+  data: string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>,
+  options?: WriteFileOptions | BufferEncoding | null,
+): Promise<void> {
+  return guardAsync('writeFile', () => writeFileImpl(path, data, options))
+}
+
+async function writeFileImpl(
   path: PathLike | FileHandle,
   data: string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>,
   options?: WriteFileOptions | BufferEncoding | null,
@@ -269,7 +282,11 @@ function sameFileError(src: string, dst: string): DirectIoError {
  * device destination is written in place). Holes are kept (`sparse`, default true), the same
  * file is refused (ERR_ODIRECT_SAME_FILE), `verify` compares sha256 before the rename.
  */
-export async function copyFile(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
+export function copyFile(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
+  return guardAsync('copyFile', () => copyFileImpl(src, dst, options))
+}
+
+async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
   let o: Record<string, unknown>
   if (typeof options === 'number') {
     if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describeValue(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')

@@ -2,6 +2,7 @@
 // (UTF-8) or file: URLs, with Node's error codes for bad URLs.
 import { BACKENDS, type BackendName, getEngine } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
+import { guardAsync } from './guard'
 import { type Alignment, FileHandle } from './handle'
 import { native } from './native'
 import { checkFlags, checkOpenOptions, isReadableFlags, isWritableFlags, type OpenFlags, type OpenOptions } from './options'
@@ -112,7 +113,11 @@ export function chooseBackend(requested: 'auto' | BackendName, direct: boolean, 
  * as in `fs`: 'r', 'r+', 'rs+', 'w', 'wx', 'w+', 'wx+'. Append flags are refused: appends are not
  * block aligned.
  */
-export async function open(path: PathLike, flags: OpenFlags = 'r', options?: OpenOptions): Promise<FileHandle> {
+export function open(path: PathLike, flags: OpenFlags = 'r', options?: OpenOptions): Promise<FileHandle> {
+  return guardAsync('open', () => openImpl(path, flags, options))
+}
+
+async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions): Promise<FileHandle> {
   const p = toPath(path)
   const f = checkFlags(flags, p)
   const opts = checkOpenOptions(options)
@@ -167,7 +172,11 @@ export interface ProbeReport {
 }
 
 /** What odirect finds for `path` (a directory: a temp file is made and removed in it). */
-export async function probe(path: PathLike = '.'): Promise<ProbeReport> {
+export function probe(path: PathLike = '.'): Promise<ProbeReport> {
+  return guardAsync('probe', () => probeImpl(path))
+}
+
+async function probeImpl(path: PathLike): Promise<ProbeReport> {
   const p = toPath(path)
   const r = await native.probePath(p)
   const backends = {} as Record<BackendName, { available: boolean; reason: string }>

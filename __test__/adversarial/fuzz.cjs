@@ -52,7 +52,15 @@ const anyValue = fc.oneof(
 /** Strings used as paths stay inside the scratch dir. */
 function confine(v) {
   if (typeof v === 'string' && v.startsWith('/') && v !== file) return path.join(dir, 'p', v.replace(/[^\w.-]/g, '_').slice(0, 64))
-  if (v instanceof URL && v.protocol === 'file:' && v.hostname === '' && !v.pathname.startsWith(dir)) return new URL(`file://${path.join(dir, 'u')}`)
+  let isUrl = false
+  try {
+    // The harness itself must not trip over hostile values (a revoked Proxy throws on instanceof):
+    // those go to odirect as they are.
+    isUrl = v instanceof URL
+  } catch {
+    return v
+  }
+  if (isUrl && v.protocol === 'file:' && v.hostname === '' && !v.pathname.startsWith(dir)) return new URL(`file://${path.join(dir, 'u')}`)
   return v
 }
 

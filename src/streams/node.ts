@@ -1,4 +1,5 @@
 // Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
+import { guard } from '../guard'
 import { Readable, Writable } from 'node:stream'
 
 import type { FileHandle } from '../handle'
@@ -144,7 +145,7 @@ export class DirectWriteStream extends Writable {
  * ```
  */
 export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions): DirectReadStream {
-  return new DirectReadStream(pathOrHandle, options)
+  return guard('createReadStream', () => new DirectReadStream(pathOrHandle, options))
 }
 
 /**
@@ -154,6 +155,6 @@ export function createReadStream(pathOrHandle: PathLike | FileHandle | null | un
  * before 'finish'. Errors destroy the stream; `bytesWritten` tells how much was confirmed.
  */
 export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions): DirectWriteStream {
-  return new DirectWriteStream(pathOrHandle, options)
+  return guard('createWriteStream', () => new DirectWriteStream(pathOrHandle, options))
 }
 

@@ -1,6 +1,7 @@
 // WHATWG stream adapters over the direct-I/O core: a bytes `ReadableStream` (default and BYOB
 // readers) and a `WritableStream<Uint8Array>`.
 import { misuse } from '../errors'
+import { guard } from '../guard'
 import type { FileHandle } from '../handle'
 import type { PathLike } from '../open'
 import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
@@ -46,6 +47,10 @@ function noNodeOnly(cfg: { encoding: BufferEncoding | undefined }, o: unknown): 
  * data copied into the caller's view). Same options and semantics as {@link createReadStream}.
  */
 export function readableWebStream(pathOrHandle: PathLike | FileHandle, options?: ReadStreamOptions): ReadableStream<Uint8Array> {
+  return guard('readableWebStream', () => readableWebStreamImpl(pathOrHandle, options))
+}
+
+function readableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: ReadStreamOptions): ReadableStream<Uint8Array> {
   const { target, cfg } = readConfig(pathOrHandle, options)
   noNodeOnly(cfg, options)
   const core = new BlockReader(target, cfg)
@@ -95,6 +100,10 @@ export function readableWebStream(pathOrHandle: PathLike | FileHandle, options?:
  * written, the length set and (by default) the data datasynced.
  */
 export function writableWebStream(pathOrHandle: PathLike | FileHandle, options?: WriteStreamOptions): WritableStream<Uint8Array> {
+  return guard('writableWebStream', () => writableWebStreamImpl(pathOrHandle, options))
+}
+
+function writableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: WriteStreamOptions): WritableStream<Uint8Array> {
   const { target, cfg } = writeConfig(pathOrHandle, options)
   noNodeOnly(cfg, options)
   const core = new BlockWriter(target, cfg)
