@@ -234,6 +234,13 @@ fn reaper(
             return;
         }
         if p[0].revents != 0 {
+            // Reset the eventfd here (the JS thread's reap tolerates finding it empty), so this
+            // thread never spins while the JS thread is busy: a completion that comes later
+            // signals it again. The JS thread clears `pending` before it reaps, so a wake-up
+            // that finds `pending` set is covered by the reap still to come.
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a live local from a non-blocking eventfd.
+            unsafe { libc::read(efd, &mut v as *mut u64 as *mut c_void, 8) };
             if !pending.swap(true, Ordering::SeqCst) {
                 // SAFETY: the tsfn is released only after this thread is joined.
                 unsafe {
@@ -243,18 +250,6 @@ fn reaper(
                         sys::ThreadsafeFunctionCallMode::nonblocking,
                     )
                 };
-            }
-            // The JS thread resets the eventfd when it reaps; until then, do not spin.
-            while pending.load(Ordering::SeqCst) {
-                let mut s = libc::pollfd {
-                    fd: stop,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one live pollfd; a short sleep that a stop request cuts short.
-                if unsafe { libc::poll(&mut s, 1, 1) } > 0 {
-                    return;
-                }
             }
         }
     }
