@@ -26,6 +26,7 @@ export {
   type HandleStats,
   type ManyError,
   type ManyOp,
+  type ManyOptions,
   type OpOptions,
   type ReadOptions,
   type ReadResult,

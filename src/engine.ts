@@ -151,9 +151,12 @@ export class Engine {
     return this.#trackRw(this.native.rw(backend, write, fd, view, offset, length, position, memAlign), sink, 'buffer')
   }
 
-  /** Stages many reads or writes on one fd; all are captured or none (throws). */
-  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[]): number[] {
-    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
+  /**
+   * Stages many reads or writes on one fd; all are captured or none (throws). Ops from index
+   * `holdFrom` on are captured but held until `release(id)`.
+   */
+  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[], holdFrom = views.length): number[] {
+    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign, holdFrom)
     if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
     for (let i = 0; i < ids.length; i++) {
       if ((ids[i] & 1) === 1) this.lastBounced = true
@@ -162,6 +165,12 @@ export class Engine {
     }
     this.#schedule()
     return ids
+  }
+
+  /** Stages an op `rwMany` held. */
+  release(id: number): void {
+    this.native.release(id)
+    this.#schedule()
   }
 
   /** Stages a vectored read or write; returns the op id. */

@@ -69,6 +69,16 @@ export interface ManyOp {
   position: number | bigint
 }
 
+/** Options of `readMany` / `writeMany`. */
+export interface ManyOptions {
+  /**
+   * At most this many of the ops in the kernel at once: every op is captured at the call, the
+   * first `window` go in, and each completion lets the next one in (a sliding window, no barrier).
+   * Default: all of them (past the ring's completion queue the engine windows them anyway).
+   */
+  window?: number
+}
+
 /** Rejection of readMany/writeMany when some ops failed: what each op did, in order. */
 export interface ManyError extends DirectIoError {
   /** Bytes moved by each op that succeeded, or the error of each op that failed. */
@@ -484,9 +494,10 @@ export class FileHandle {
     let position: unknown
     if (o !== undefined) {
       // read(buffer, { offset, length, position, signal, timeout }) or read({ buffer, ... })
-      offset = opt(o, 'offset')
-      length = opt(o, 'length')
-      position = opt(o, 'position')
+      // Plain property reads (each getter runs once), kept monomorphic for the hot path.
+      offset = o.offset
+      length = o.length
+      position = o.position
     } else {
       offset = b
       length = c
@@ -502,7 +513,7 @@ export class FileHandle {
     const off = offset === undefined || offset === null ? 0 : checkInt(offset, 'offset', 0, size)
     const len = length === undefined || length === null ? size - off : checkInt(length, 'length', 0, size - off)
     if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-    return { buffer: view, offset: off, length: len, position, signal: checkSignal(opt(o, 'signal')), timeout: checkTimeout(opt(o, 'timeout')) }
+    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout) }
   }
 
   #rw(write: boolean, q: Parsed, shape: number, result: unknown): Promise<unknown> {
@@ -664,10 +675,16 @@ export class FileHandle {
     }
   }
 
-  #many(write: boolean, ops: unknown): Promise<number[]> {
+  #many(write: boolean, ops: unknown, options: unknown): Promise<number[]> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
+    let window = Infinity
+    if (options !== undefined && options !== null) {
+      if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
+      const w = options.window
+      if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
+    }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')
@@ -727,11 +744,15 @@ export class FileHandle {
                   ? misuse('ERR_ODIRECT_DETACHED', `ops[${i}].buffer was detached while the read was in flight`, 'do not transfer a buffer while an op on it is pending', { syscall, path: this.path, position: at, length: len })
                   : kernelError(-result, { syscall, path: this.path, position: at, length: len })
             }
+            // Sliding window: the next held op takes this one's place in the kernel.
+            if (next < n) this.#engine.release(ids[next++])
             if (--left === 0) finish()
           },
         })
       }
-      this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks)
+      const holdFrom = Math.min(n, window)
+      let next = holdFrom
+      const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
       this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)
@@ -744,18 +765,18 @@ export class FileHandle {
    * by each, in order. If any fails, rejects after all have completed with a DirectIoError whose
    * `results` holds each op's bytes or error.
    */
-  readMany(ops: readonly ManyOp[]): Promise<number[]> {
+  readMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
-      return this.#many(false, ops)
+      return this.#many(false, ops, options)
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
   /** Many writes in one submission; see `readMany` (`error.results` says which writes landed). */
-  writeMany(ops: readonly ManyOp[]): Promise<number[]> {
+  writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
-      return this.#many(true, ops)
+      return this.#many(true, ops, options)
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }

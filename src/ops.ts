@@ -136,10 +136,12 @@ export class Histogram {
   #max = 0
 
   add(us: number): void {
+    // Integer math only (clz32, shifts): this runs once per op.
     let i = 0
     if (us >= 1) {
-      const e = Math.min(39, Math.floor(Math.log2(us)))
-      const sub = Math.min(SUB - 1, Math.floor((us / 2 ** e - 1) * SUB))
+      const v = us < 0x7fffffff ? us | 0 : 0x7fffffff
+      const e = 31 - Math.clz32(v)
+      const sub = e >= 3 ? (v >>> (e - 3)) & 7 : (v << (3 - e)) & 7
       i = 1 + e * SUB + sub
     }
     this.#counts[i]++

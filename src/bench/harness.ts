@@ -420,15 +420,24 @@ export async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: U
 }
 
 /** One batch of `qd` ops at a time through readMany/writeMany. */
-async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], many: (ops: { buffer: Uint8Array; position: number }[]) => Promise<unknown>): Promise<RunResult> {
+/**
+ * readMany/writeMany: each call carries BATCH_FACTOR x QD ops with `{ window: QD }`, so the queue
+ * stays QD deep inside a call (each completion lets the next op in) and drains only at the end
+ * of each call, not after every QD ops.
+ */
+const BATCH_FACTOR = 8
+async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Array[], many: (ops: { buffer: Uint8Array; position: number }[], options: { window: number }) => Promise<unknown>): Promise<RunResult> {
   const next = positions(w, size)
   const win = newWindow()
-  const ops = bufs.slice(0, w.qd).map((buffer) => ({ buffer, position: 0 }))
+  const all = bufs.slice(0, w.qd)
+  while (all.length < w.qd * BATCH_FACTOR) all.push(allocAligned(w.bs))
+  if (w.write) fillBuffers(all.slice(w.qd))
+  const ops = all.map((buffer) => ({ buffer, position: 0 }))
   const wall0 = performance.now()
   while (!win.stop) {
     for (const o of ops) o.position = next()
     const t0 = performance.now()
-    await many(ops)
+    await many(ops, { window: w.qd })
     tick(win, t0, performance.now(), ops.length, limit, wall0)
   }
   return finish(win, w.bs)
@@ -481,7 +490,7 @@ export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: 
   const result =
     mode === 'op'
       ? await perOpLoop(w, size, limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
-      : await batchLoop(w, size, limit, bufs, w.write ? (o) => fh.writeMany(o) : (o) => fh.readMany(o))
+      : await batchLoop(w, size, limit, bufs, w.write ? (o, opt) => fh.writeMany(o, opt) : (o, opt) => fh.readMany(o, opt))
   return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
 }
 

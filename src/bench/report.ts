@@ -335,7 +335,7 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   Its QD is capped in practice by libuv's thread pool (4 threads unless UV_THREADPOOL_SIZE is set).
   node:fs O_DIRECT is the same loop with \`fs.constants.O_DIRECT\` and aligned buffers.
 - odirect per op: QD workers, each \`await fh.read(buf, pos)\` in a loop (the queue stays full).
-  odirect batch: one \`fh.readMany([...QD ops])\` at a time (the queue drains between batches).
+  odirect batch: one \`fh.readMany([...8 x QD ops], { window: QD })\` at a time: QD in the kernel, each completion lets the next op in; the queue drains only at the end of each call.
 - "vs fio io_uring" divides each median by fio io_uring's median for the same workload.`
 
 /** Keeps a hand-written block (notes, profile) of an existing report. */

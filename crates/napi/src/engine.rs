@@ -551,6 +551,7 @@ impl Inner {
         fd: i32,
         views: &[(sys::napi_value, usize, u64)],
         mem_align: usize,
+        hold_from: usize,
         keys: &mut Vec<u32>,
     ) -> Result<(), CaptureError> {
         if self.closed {
@@ -570,7 +571,7 @@ impl Inner {
                 }
             }
         }
-        for (s, (_, _, position)) in segs.into_iter().zip(views) {
+        for (n, (s, (_, _, position))) in segs.into_iter().zip(views).enumerate() {
             let fixed = self.fixed_for(kind, s.owner);
             let bounced = s.owner.is_none() as u32;
             let op = if write {
@@ -590,7 +591,7 @@ impl Inner {
                     buf_index: fixed,
                 }
             };
-            let key = self.stage(OpRec {
+            let rec = OpRec {
                 backend: kind,
                 kind: op,
                 iov: None,
@@ -599,10 +600,29 @@ impl Inner {
                 submitted: false,
                 started: Instant::now(),
                 debug: None,
-            });
+            };
+            // Ops past the caller's window are captured now but held: `release` stages them
+            // as earlier ones complete (readMany/writeMany's sliding window).
+            let key = if n >= hold_from {
+                let k = self.slot(rec);
+                self.inflight += 1;
+                self.update_ref();
+                k
+            } else {
+                self.stage(rec)
+            };
             keys.push(key * 2 + bounced);
         }
         Ok(())
+    }
+
+    /// Stages a held op (see `rw_many`); no effect on anything else.
+    pub fn release(&mut self, key: u32) {
+        if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
+            if !rec.submitted && !self.staged.contains(&key) {
+                self.staged.push(key);
+            }
+        }
     }
 
     /// Stages an op without memory.
@@ -1027,9 +1047,12 @@ impl Inner {
             return;
         }
         self.closed = true;
-        // Staged ops never reach the kernel.
-        for k in std::mem::take(&mut self.staged) {
-            self.synthetic.push((k as u64, -(libc::ECANCELED as i64)));
+        // Staged and held ops never reach the kernel.
+        self.staged.clear();
+        for (k, rec) in self.ops.iter().enumerate() {
+            if rec.as_ref().is_some_and(|r| !r.submitted) {
+                self.synthetic.push((k as u64, -(libc::ECANCELED as i64)));
+            }
         }
         let mut raw = std::mem::take(&mut self.synthetic);
         if let Some(mut r) = self.ring.take() {
