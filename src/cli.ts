@@ -66,6 +66,7 @@ export async function probeCommand(args: string[]): Promise<number> {
     out.push(`backend ${name.padEnd(10)} ${b.available ? 'available' : `unavailable: ${b.reason}`}`)
   }
   if (r.ioUringDisabled !== undefined) out.push(`io_uring_disabled: ${r.ioUringDisabled}`)
+  out.push(`completions:     ${r.completionPath === 'libuv' ? "reaped on the JS thread's event loop (libuv)" : 'a reaper thread wakes the JS thread (no libuv here)'}`)
   out.push(`O_DIRECT:        ${r.direct.works ? 'works' : `does not work: ${r.direct.reason}`} (tested on ${r.direct.tested})`)
   if (r.alignment) {
     const a = r.alignment

@@ -1,6 +1,6 @@
 // open(), the backend policy and probe(): what index.ts re-exports. Paths may be strings, Buffers
 // (UTF-8) or file: URLs, with Node's error codes for bad URLs.
-import { BACKENDS, type BackendName, getEngine } from './engine'
+import { BACKENDS, type BackendName, getEngine, engineInfo } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
 import { guardAsync } from './guard'
 import { type Alignment, FileHandle } from './handle'
@@ -169,6 +169,8 @@ export interface ProbeReport {
   /** Filesystem type of a file or directory ('ext4', 'tmpfs'...); '' for a block device (it has none). */
   fsType: string
   isBlockDevice: boolean
+  /** How completions reach JS on this runtime ('libuv': Node's loop; 'thread': a reaper thread, Bun and Deno). */
+  completionPath: 'libuv' | 'thread'
 }
 
 /** What odirect finds for `path` (a directory: a temp file is made and removed in it). */
@@ -189,5 +191,6 @@ async function probeImpl(path: PathLike): Promise<ProbeReport> {
     ...(r.alignment ? { alignment: r.alignment as Alignment } : {}),
     fsType: r.isBlockDevice ? '' : r.fsType,
     isBlockDevice: r.isBlockDevice,
+    completionPath: engineInfo().path,
   }
 }
