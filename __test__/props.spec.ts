@@ -364,7 +364,9 @@ function checkOutcome(o: Outcome, fh: FileHandle): void {
   if (c.m === 'read' || c.m === 'write') {
     const r = o.value as { bytesRead?: number; bytesWritten?: number; buffer?: unknown }
     const n = c.m === 'read' ? r.bytesRead : r.bytesWritten
-    if (!Number.isInteger(n) || (n as number) < 0 || !ArrayBuffer.isView(r.buffer)) throw new Violation(`${what}: resolved with ${String(n)}`)
+    // fs/promises' write(string) resolves with the string as `buffer`.
+    const bufferOk = ArrayBuffer.isView(r.buffer) || (c.m === 'write' && typeof r.buffer === 'string')
+    if (!Number.isInteger(n) || (n as number) < 0 || !bufferOk) throw new Violation(`${what}: resolved with ${String(n)} and buffer ${typeof r.buffer}`)
   } else if (c.m === 'readMany' || c.m === 'writeMany') {
     const r = o.value as number[]
     if (!Array.isArray(r) || !Array.isArray(c.ops) || r.length !== c.ops.length) throw new Violation(`${what}: resolved with ${String(r)}`)
