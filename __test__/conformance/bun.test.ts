@@ -5,12 +5,15 @@ import { createRequire } from 'node:module'
 
 import { test } from 'bun:test'
 
-import { cases, nodeAssertT, runCase, skipReasonFor } from './cases.ts'
+import { cases as conformanceCases, nodeAssertT, runCase, skipReasonFor } from './cases.ts'
+import { fsCompatCases } from './fscompat-cases.ts'
 
 // The package as a CommonJS consumer loads it (dist/index.js -> binding.js -> the .node addon).
 const od = createRequire(import.meta.url)('../../dist/index.js')
 const runtime = 'bun' as const
 
+// The conformance cases and the fs/promises doc snippets (run with only the import changed).
+const cases = [...conformanceCases, ...fsCompatCases]
 const reasons = await Promise.all(cases.map((c) => skipReasonFor(c, od, runtime)))
 for (const [i, c] of cases.entries()) {
   const why = reasons[i]

@@ -5,7 +5,8 @@
 // Deno (its `skip` entry or its `precheck`) is registered with `ignore`: reported as ignored.
 import { createRequire } from 'node:module'
 
-import { cases, nodeAssertT, runCase, skipReasonFor } from './cases.ts'
+import { cases as conformanceCases, nodeAssertT, runCase, skipReasonFor } from './cases.ts'
+import { fsCompatCases } from './fscompat-cases.ts'
 
 declare const Deno: {
   test(def: { name: string; ignore?: boolean; fn: () => Promise<void> }): void
@@ -14,6 +15,8 @@ declare const Deno: {
 const od = createRequire(import.meta.url)('../../dist/index.js')
 const runtime = 'deno' as const
 
+// The conformance cases and the fs/promises doc snippets (run with only the import changed).
+const cases = [...conformanceCases, ...fsCompatCases]
 const reasons = await Promise.all(cases.map((c) => skipReasonFor(c, od, runtime)))
 for (const [i, c] of cases.entries()) {
   const why = reasons[i]
