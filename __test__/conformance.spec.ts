@@ -2,45 +2,11 @@
 // The same cases run under Bun (conformance/bun.test.ts) and Deno (conformance/deno.test.ts);
 // `npm run test:node22` runs this file under Node 22. A case skipped on this runtime (its `skip`
 // entry or its `precheck`) is registered with test.skip and the reason printed: never a pass.
-import test, { type ExecutionContext } from 'ava'
+import test from 'ava'
 
 import * as od from '../dist/index.js'
-import { cases, errorMismatch, runCase, SkipSignal, skipReasonFor, type T } from './conformance/cases.ts'
-
-function avaT(t: ExecutionContext): T {
-  const check = (e: unknown, expected: Parameters<T['throws']>[1]): unknown => {
-    const bad = errorMismatch(e, expected)
-    t.is(bad, '', bad)
-    return e
-  }
-  return {
-    is: (a, b, m) => t.is(a, b, m),
-    true: (v, m) => t.true(v as boolean, m),
-    deepEqual: (a, b, m) => t.deepEqual(a, b, m),
-    throwsAsync: async (p, expected) => {
-      try {
-        await (typeof p === 'function' ? p() : p)
-      } catch (e) {
-        return check(e, expected)
-      }
-      t.fail(`expected a rejection${expected?.code ? ` with code ${expected.code}` : ''}, but it resolved`)
-      return undefined
-    },
-    throws: (fn, expected) => {
-      try {
-        fn()
-      } catch (e) {
-        return check(e, expected)
-      }
-      t.fail(`expected a throw${expected?.code ? ` with code ${expected.code}` : ''}, but it returned`)
-      return undefined
-    },
-    skip: (reason) => {
-      throw new SkipSignal(reason)
-    },
-    log: (...v) => t.log(...v),
-  }
-}
+import { cases, runCase, skipReasonFor } from './conformance/cases.ts'
+import { avaT } from './helpers/avat.ts'
 
 const runtime = 'node' as const
 

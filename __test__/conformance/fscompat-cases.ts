@@ -276,7 +276,7 @@ export const fsCompatCases: Case[] = [
       t.true((await collect(fd.createReadStream({ start: 90, end: 99 }))).equals(data.subarray(90, 100)))
       const file2 = await fsp.open(file, 'r')
       try {
-        t.true((await collect(file2.readableWebStream())).equals(data))
+        t.true((await collect(file2.readableWebStream() as unknown as AsyncIterable<unknown>)).equals(data))
       } finally {
         await file2.close()
       }

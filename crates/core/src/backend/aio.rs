@@ -281,6 +281,56 @@ fn setup(want: u32) -> Result<(Ctx, u32), Unavailable> {
     }
 }
 
+/// The iocb for an AIO op (None for ops AIO cannot run), signalling `efd` on completion. For
+/// Readv/Writev `iov` must be the op's iovec array, kept alive until the completion.
+fn iocb_for(key: u64, kind: &OpKind, iov: Option<&[libc::iovec]>, efd: RawFd) -> Option<Box<Iocb>> {
+    let mut cb = Box::new(Iocb {
+        aio_data: key,
+        aio_fildes: kind.fd() as u32,
+        aio_flags: IOCB_FLAG_RESFD,
+        aio_resfd: efd as u32,
+        ..Iocb::default()
+    });
+    match *kind {
+        OpKind::Read {
+            ptr, len, offset, ..
+        } => {
+            cb.aio_lio_opcode = IOCB_CMD_PREAD;
+            cb.aio_buf = ptr as usize as u64;
+            cb.aio_nbytes = len as u64;
+            cb.aio_offset = offset as i64;
+        }
+        OpKind::Write {
+            ptr, len, offset, ..
+        } => {
+            cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+            cb.aio_buf = ptr as usize as u64;
+            cb.aio_nbytes = len as u64;
+            cb.aio_offset = offset as i64;
+        }
+        OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
+            let v = iov?;
+            cb.aio_lio_opcode = if matches!(kind, OpKind::Readv { .. }) {
+                IOCB_CMD_PREADV
+            } else {
+                IOCB_CMD_PWRITEV
+            };
+            cb.aio_buf = v.as_ptr() as usize as u64;
+            cb.aio_nbytes = v.len() as u64;
+            cb.aio_offset = offset as i64;
+        }
+        OpKind::Fsync { datasync, .. } => {
+            cb.aio_lio_opcode = if datasync {
+                IOCB_CMD_FDSYNC
+            } else {
+                IOCB_CMD_FSYNC
+            };
+        }
+        OpKind::Fallocate { .. } | OpKind::Ftruncate { .. } | OpKind::Close { .. } => return None,
+    }
+    Some(cb)
+}
+
 /// Can the kernel's AIO run this op, or does it go to the helper thread?
 fn is_aio_op(kind: &OpKind) -> bool {
     matches!(
@@ -645,66 +695,19 @@ impl AioThread {
     }
 
     fn build(&self, op: &Op, seq: u64) -> (Box<Iocb>, Option<Box<[libc::iovec]>>) {
-        let mut cb = Box::new(Iocb {
-            aio_data: seq,
-            aio_fildes: op.kind.fd() as u32,
-            aio_flags: IOCB_FLAG_RESFD,
-            aio_resfd: self.efd as u32,
-            ..Iocb::default()
-        });
-        let mut iov = None;
-        match op.kind {
-            OpKind::Read {
-                ptr, len, offset, ..
-            } => {
-                cb.aio_lio_opcode = IOCB_CMD_PREAD;
-                cb.aio_buf = ptr as usize as u64;
-                cb.aio_nbytes = len as u64;
-                cb.aio_offset = offset as i64;
-            }
-            OpKind::Write {
-                ptr, len, offset, ..
-            } => {
-                cb.aio_lio_opcode = IOCB_CMD_PWRITE;
-                cb.aio_buf = ptr as usize as u64;
-                cb.aio_nbytes = len as u64;
-                cb.aio_offset = offset as i64;
-            }
-            OpKind::Readv {
-                ref segs, offset, ..
-            }
-            | OpKind::Writev {
-                ref segs, offset, ..
-            } => {
-                let v: Box<[libc::iovec]> = segs
-                    .iter()
+        let iov: Option<Box<[libc::iovec]>> = match &op.kind {
+            OpKind::Readv { segs, .. } | OpKind::Writev { segs, .. } => Some(
+                segs.iter()
                     .map(|s| libc::iovec {
                         iov_base: s.ptr as *mut libc::c_void,
                         iov_len: s.len,
                     })
-                    .collect();
-                cb.aio_lio_opcode = if matches!(op.kind, OpKind::Readv { .. }) {
-                    IOCB_CMD_PREADV
-                } else {
-                    IOCB_CMD_PWRITEV
-                };
-                cb.aio_buf = v.as_ptr() as usize as u64;
-                cb.aio_nbytes = v.len() as u64;
-                cb.aio_offset = offset as i64;
-                iov = Some(v);
-            }
-            OpKind::Fsync { datasync, .. } => {
-                cb.aio_lio_opcode = if datasync {
-                    IOCB_CMD_FDSYNC
-                } else {
-                    IOCB_CMD_FSYNC
-                };
-            }
-            // Routed to the helper before we get here.
-            OpKind::Fallocate { .. } | OpKind::Ftruncate { .. } | OpKind::Close { .. } => {
-                unreachable!("not an AIO op")
-            }
-        }
+                    .collect(),
+            ),
+            _ => None,
+        };
+        // Routed to the helper before we get here, so every op here is an AIO op.
+        let cb = iocb_for(seq, &op.kind, iov.as_deref(), self.efd).expect("an AIO op");
         (cb, iov)
     }
 
@@ -851,53 +854,13 @@ impl LocalAio {
         kind: &OpKind,
         iov: Option<&[libc::iovec]>,
     ) -> io::Result<()> {
-        if !is_aio_op(kind) {
-            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-        }
-        let mut cb = Box::new(Iocb {
-            aio_data: key,
-            aio_fildes: kind.fd() as u32,
-            aio_flags: IOCB_FLAG_RESFD,
-            aio_resfd: self.eventfd as u32,
-            ..Iocb::default()
-        });
-        match *kind {
-            OpKind::Read {
-                ptr, len, offset, ..
-            } => {
-                cb.aio_lio_opcode = IOCB_CMD_PREAD;
-                cb.aio_buf = ptr as usize as u64;
-                cb.aio_nbytes = len as u64;
-                cb.aio_offset = offset as i64;
-            }
-            OpKind::Write {
-                ptr, len, offset, ..
-            } => {
-                cb.aio_lio_opcode = IOCB_CMD_PWRITE;
-                cb.aio_buf = ptr as usize as u64;
-                cb.aio_nbytes = len as u64;
-                cb.aio_offset = offset as i64;
-            }
-            OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
-                let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-                cb.aio_lio_opcode = if matches!(kind, OpKind::Readv { .. }) {
-                    IOCB_CMD_PREADV
-                } else {
-                    IOCB_CMD_PWRITEV
-                };
-                cb.aio_buf = v.as_ptr() as usize as u64;
-                cb.aio_nbytes = v.len() as u64;
-                cb.aio_offset = offset as i64;
-            }
-            OpKind::Fsync { datasync, .. } => {
-                cb.aio_lio_opcode = if datasync {
-                    IOCB_CMD_FDSYNC
-                } else {
-                    IOCB_CMD_FSYNC
-                };
-            }
-            _ => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
-        }
+        let cb = iocb_for(key, kind, iov, self.eventfd).ok_or_else(|| {
+            io::Error::from_raw_os_error(if is_aio_op(kind) {
+                libc::EINVAL
+            } else {
+                libc::EOPNOTSUPP
+            })
+        })?;
         self.pending.push_back((key, cb));
         Ok(())
     }
