@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::c_void;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use napi::sys;
 use odirect_core::backend::aio::LocalAio;
+use odirect_core::backend::eventfd;
 use odirect_core::backend::ring::LocalRing;
 use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::buf::AlignedBuf;
@@ -33,12 +34,6 @@ use crate::uv::Uv;
 /// Result code for a bounced read whose destination was detached or shrunk before copy-back.
 pub const RESULT_DETACHED: f64 = -1_000_001.0;
 const RESULTS_CAP: usize = 4096;
-
-fn now_write(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: 8 bytes from a live local to an eventfd; EAGAIN still leaves it readable.
-    unsafe { libc::write(fd, &one as *const u64 as *const c_void, 8) };
-}
 
 /// One segment of an op's memory.
 enum Mem {
@@ -58,6 +53,27 @@ struct OpRec {
     submitted: bool,
     started: Instant,
     debug: Option<String>,
+}
+
+impl OpRec {
+    fn new(
+        backend: BackendKind,
+        kind: OpKind,
+        iov: Option<Box<[libc::iovec]>>,
+        mem: Vec<Mem>,
+        fixed: Option<u16>,
+    ) -> OpRec {
+        OpRec {
+            backend,
+            kind,
+            iov,
+            mem,
+            fixed,
+            submitted: false,
+            started: Instant::now(),
+            debug: None,
+        }
+    }
 }
 
 /// An aio or thread-pool backend: its own threads, completions into a queue + our eventfd.
@@ -170,17 +186,12 @@ struct Seg {
 
 impl Inner {
     pub fn new(env: sys::napi_env, callback: sys::napi_ref) -> std::io::Result<Inner> {
-        // SAFETY: eventfd has no memory preconditions; checked below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let efd = eventfd::new(false)?;
         Ok(Inner {
             env,
             callback,
             results: None,
-            // SAFETY: a fresh descriptor nothing else owns.
-            eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(efd) }),
+            eventfd: Arc::new(efd),
             ring: None,
             ring_reason: None,
             aio: None,
@@ -287,7 +298,7 @@ impl Inner {
                 let efd = self.eventfd.clone();
                 let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
                     d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
-                    now_write(efd.as_raw_fd());
+                    eventfd::signal(efd.as_raw_fd());
                 });
                 let mut opts = BackendOptions::default();
                 if queue_depth > 0 {
@@ -385,11 +396,17 @@ impl Inner {
         }
     }
 
-    fn stage(&mut self, rec: OpRec) -> u32 {
+    /// Takes `rec` in (in flight from now on) without staging it: see `release`.
+    fn hold(&mut self, rec: OpRec) -> u32 {
         let k = self.slot(rec);
-        self.staged.push(k);
         self.inflight += 1;
         self.update_ref();
+        k
+    }
+
+    fn stage(&mut self, rec: OpRec) -> u32 {
+        let k = self.hold(rec);
+        self.staged.push(k);
         k
     }
 
@@ -413,30 +430,51 @@ impl Inner {
         owner.and_then(|o| self.registered.get(&o).copied())
     }
 
-    /// Stages a read or write of one view segment. Returns the op key.
-    ///
-    /// # Safety
-    /// `v` must be a live handle of the current N-API call on `self.env`.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn rw(
-        &mut self,
-        kind: BackendKind,
-        write: bool,
-        fd: i32,
-        v: sys::napi_value,
-        offset: usize,
-        length: usize,
-        position: u64,
-        mem_align: usize,
-    ) -> Result<u32, CaptureError> {
+    /// Refuses new ops once shut down or on a backend that was never started.
+    fn ready(&self, kind: BackendKind) -> Result<(), CaptureError> {
         if self.closed {
             return Err(CaptureError::Closed);
         }
         if !self.has_backend(kind) {
             return Err(CaptureError::NoBackend);
         }
-        // SAFETY: forwarded contract.
-        let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
+        Ok(())
+    }
+
+    /// Captures every `(view, length)` whole, or none (what was taken is released).
+    ///
+    /// # Safety
+    /// Every value must be a live handle of the current N-API call on `self.env`.
+    unsafe fn capture_all(
+        &self,
+        views: impl Iterator<Item = (sys::napi_value, usize)>,
+        mem_align: usize,
+        write: bool,
+    ) -> Result<Vec<Seg>, CaptureError> {
+        let mut segs = Vec::with_capacity(views.size_hint().0);
+        for (v, len) in views {
+            // SAFETY: forwarded contract.
+            match unsafe { self.capture(v, 0, len, mem_align, write) } {
+                Ok(s) => segs.push(s),
+                Err(e) => {
+                    self.release_segs(segs);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(segs)
+    }
+
+    /// The record of a read or write of one captured segment at `position`, and whether it
+    /// was bounced.
+    fn single(
+        &self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        seg: Seg,
+        position: u64,
+    ) -> (OpRec, u32) {
         let fixed = self.fixed_for(kind, seg.owner);
         let bounced = seg.owner.is_none() as u32;
         let op = if write {
@@ -456,17 +494,30 @@ impl Inner {
                 buf_index: fixed,
             }
         };
-        let key = self.stage(OpRec {
-            backend: kind,
-            kind: op,
-            iov: None,
-            mem: vec![seg.mem],
-            fixed,
-            submitted: false,
-            started: Instant::now(),
-            debug: None,
-        });
-        Ok(key * 2 + bounced)
+        (OpRec::new(kind, op, None, vec![seg.mem], fixed), bounced)
+    }
+
+    /// Stages a read or write of one view segment. Returns the op key.
+    ///
+    /// # Safety
+    /// `v` must be a live handle of the current N-API call on `self.env`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn rw(
+        &mut self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        v: sys::napi_value,
+        offset: usize,
+        length: usize,
+        position: u64,
+        mem_align: usize,
+    ) -> Result<u32, CaptureError> {
+        self.ready(kind)?;
+        // SAFETY: forwarded contract.
+        let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
+        let (rec, bounced) = self.single(kind, write, fd, seg, position);
+        Ok(self.stage(rec) * 2 + bounced)
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -482,23 +533,9 @@ impl Inner {
         position: u64,
         mem_align: usize,
     ) -> Result<u32, CaptureError> {
-        if self.closed {
-            return Err(CaptureError::Closed);
-        }
-        if !self.has_backend(kind) {
-            return Err(CaptureError::NoBackend);
-        }
-        let mut segs = Vec::with_capacity(views.len());
-        for (v, len) in views {
-            // SAFETY: forwarded contract.
-            match unsafe { self.capture(*v, 0, *len, mem_align, write) } {
-                Ok(s) => segs.push(s),
-                Err(e) => {
-                    self.release_segs(segs);
-                    return Err(e);
-                }
-            }
-        }
+        self.ready(kind)?;
+        // SAFETY: forwarded contract.
+        let segs = unsafe { self.capture_all(views.iter().copied(), mem_align, write)? };
         let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
         let iov: Box<[libc::iovec]> = segs
             .iter()
@@ -527,16 +564,8 @@ impl Inner {
                 offset: position,
             }
         };
-        let key = self.stage(OpRec {
-            backend: kind,
-            kind: op,
-            iov: Some(iov),
-            mem: segs.into_iter().map(|s| s.mem).collect(),
-            fixed: None,
-            submitted: false,
-            started: Instant::now(),
-            debug: None,
-        });
+        let mem = segs.into_iter().map(|s| s.mem).collect();
+        let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
         Ok(key * 2 + bounced)
     }
 
@@ -554,60 +583,16 @@ impl Inner {
         hold_from: usize,
         keys: &mut Vec<u32>,
     ) -> Result<(), CaptureError> {
-        if self.closed {
-            return Err(CaptureError::Closed);
-        }
-        if !self.has_backend(kind) {
-            return Err(CaptureError::NoBackend);
-        }
-        let mut segs = Vec::with_capacity(views.len());
-        for (v, len, _) in views {
-            // SAFETY: forwarded contract.
-            match unsafe { self.capture(*v, 0, *len, mem_align, write) } {
-                Ok(s) => segs.push(s),
-                Err(e) => {
-                    self.release_segs(segs);
-                    return Err(e);
-                }
-            }
-        }
-        for (n, (s, (_, _, position))) in segs.into_iter().zip(views).enumerate() {
-            let fixed = self.fixed_for(kind, s.owner);
-            let bounced = s.owner.is_none() as u32;
-            let op = if write {
-                OpKind::Write {
-                    fd,
-                    ptr: s.ptr,
-                    len: s.len,
-                    offset: *position,
-                    buf_index: fixed,
-                }
-            } else {
-                OpKind::Read {
-                    fd,
-                    ptr: s.ptr,
-                    len: s.len,
-                    offset: *position,
-                    buf_index: fixed,
-                }
-            };
-            let rec = OpRec {
-                backend: kind,
-                kind: op,
-                iov: None,
-                mem: vec![s.mem],
-                fixed,
-                submitted: false,
-                started: Instant::now(),
-                debug: None,
-            };
+        self.ready(kind)?;
+        // SAFETY: forwarded contract.
+        let segs =
+            unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
+        for (n, (seg, (_, _, position))) in segs.into_iter().zip(views).enumerate() {
+            let (rec, bounced) = self.single(kind, write, fd, seg, *position);
             // Ops past the caller's window are captured now but held: `release` stages them
             // as earlier ones complete (readMany/writeMany's sliding window).
             let key = if n >= hold_from {
-                let k = self.slot(rec);
-                self.inflight += 1;
-                self.update_ref();
-                k
+                self.hold(rec)
             } else {
                 self.stage(rec)
             };
@@ -627,12 +612,7 @@ impl Inner {
 
     /// Stages an op without memory.
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
-        if self.closed {
-            return Err(CaptureError::Closed);
-        }
-        if !self.has_backend(kind) {
-            return Err(CaptureError::NoBackend);
-        }
+        self.ready(kind)?;
         let mut backend = kind;
         if let OpKind::Close { fd } = op {
             self.fds.remove(&fd);
@@ -656,16 +636,7 @@ impl Inner {
                 backend = BackendKind::ThreadPool;
             }
         }
-        Ok(self.stage(OpRec {
-            backend,
-            kind: op,
-            iov: None,
-            mem: Vec::new(),
-            fixed: None,
-            submitted: false,
-            started: Instant::now(),
-            debug: None,
-        }))
+        Ok(self.stage(OpRec::new(backend, op, None, Vec::new(), None)))
     }
 
     pub fn adopt(&mut self, fd: i32) {
@@ -774,7 +745,7 @@ impl Inner {
             }
         }
         if !self.synthetic.is_empty() {
-            now_write(self.eventfd());
+            eventfd::signal(self.eventfd());
         }
     }
 
@@ -790,7 +761,7 @@ impl Inner {
                 r.submitted = true;
             }
             self.synthetic.push((key as u64, -(libc::ECANCELED as i64)));
-            now_write(self.eventfd());
+            eventfd::signal(self.eventfd());
             return;
         }
         match rec.backend {
@@ -844,9 +815,7 @@ impl Inner {
     }
 
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd (resets it).
-        unsafe { libc::read(self.eventfd(), &mut v as *mut u64 as *mut c_void, 8) };
+        eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
         if let Some(r) = self.ring.as_mut() {
             let mut tmp = Vec::new();

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
+use odirect_core::backend::eventfd;
 use odirect_core::op::OpKind;
 
 use engine::{parse_kind, Inner, Shared, Wake};
@@ -238,9 +239,7 @@ fn reaper(
             // thread never spins while the JS thread is busy: a completion that comes later
             // signals it again. The JS thread clears `pending` before it reaps, so a wake-up
             // that finds `pending` set is covered by the reap still to come.
-            let mut v: u64 = 0;
-            // SAFETY: reads 8 bytes into a live local from a non-blocking eventfd.
-            unsafe { libc::read(efd, &mut v as *mut u64 as *mut c_void, 8) };
+            eventfd::drain(efd);
             if !pending.swap(true, Ordering::SeqCst) {
                 // SAFETY: the tsfn is released only after this thread is joined.
                 unsafe {
@@ -301,7 +300,7 @@ fn teardown(p: *const Shared) {
         Wake::Thread {
             tsfn, stop, thread, ..
         } => {
-            super_write(stop.as_raw_fd());
+            eventfd::signal(stop.as_raw_fd());
             if let Some(t) = thread {
                 let _ = t.join();
             }
@@ -317,12 +316,6 @@ fn teardown(p: *const Shared) {
     }
     // The engine itself stays allocated (leaked): a late uv or tsfn callback already queued
     // finds it closed and returns.
-}
-
-fn super_write(fd: i32) {
-    let one: u64 = 1;
-    // SAFETY: 8 bytes from a live local to an eventfd.
-    unsafe { libc::write(fd, &one as *const u64 as *const c_void, 8) };
 }
 
 unsafe extern "C" fn async_cleanup(_handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
@@ -469,15 +462,10 @@ impl NativeEngine {
             }
             // SAFETY: as above.
             unsafe { sys::napi_unref_threadsafe_function(raw, tsfn) };
-            // SAFETY: eventfd has no memory preconditions.
-            let sfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if sfd < 0 {
-                return Err(err("eventfd for the reaper thread"));
-            }
-            // SAFETY: fresh descriptor.
-            let stop = Arc::new(unsafe {
-                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd)
-            });
+            let stop = Arc::new(
+                eventfd::new(false)
+                    .map_err(|e| err(format!("eventfd for the reaper thread: {e}")))?,
+            );
             let pending = Arc::new(AtomicBool::new(false));
             let (p2, s2) = (pending.clone(), stop.clone());
             let keep = {

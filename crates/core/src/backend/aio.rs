@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
@@ -368,16 +368,8 @@ impl Shared {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to our eventfd. It cannot block in practice
-        // (that would take a counter near 2^64); the result is ignored on purpose.
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        // Cannot block in practice (that would take a counter near 2^64).
+        super::eventfd::signal(self.eventfd.as_raw_fd());
     }
 }
 
@@ -395,20 +387,11 @@ pub struct AioBackend {
 impl AioBackend {
     pub fn new(sink: Sink, opts: &BackendOptions) -> Result<AioBackend, Unavailable> {
         let (ctx, depth) = setup(opts.queue_depth.clamp(MIN_DEPTH, MAX_DEPTH))?;
-        // SAFETY: eventfd has no memory preconditions; we check the result before wrapping it.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            let e = last_errno();
-            return Err(Unavailable {
-                errno: e,
-                reason: format!(
-                    "eventfd for the aio thread failed: {}",
-                    io::Error::from_raw_os_error(e)
-                ),
-            });
-        }
-        // SAFETY: efd is a fresh descriptor that nothing else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        // Blocking: the aio thread sleeps in read() on it.
+        let eventfd = super::eventfd::new(true).map_err(|e| Unavailable {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            reason: format!("eventfd for the aio thread failed: {e}"),
+        })?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 cmds: Vec::new(),
@@ -905,9 +888,7 @@ impl LocalAio {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: 8 bytes from a live local to the caller's eventfd.
-        unsafe { libc::write(self.eventfd, &one as *const u64 as *const libc::c_void, 8) };
+        super::eventfd::signal(self.eventfd);
     }
 
     fn collect(&mut self) {

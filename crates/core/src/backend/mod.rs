@@ -11,6 +11,7 @@ use crate::op::{Op, Sink};
 
 #[cfg(target_os = "linux")]
 pub mod aio;
+pub mod eventfd;
 pub mod pool;
 #[cfg(target_os = "linux")]
 pub mod ring;

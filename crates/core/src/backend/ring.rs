@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -125,13 +125,7 @@ fn build(entries: u32, first: Setup, sqpoll_idle_ms: u32) -> io::Result<(IoUring
 impl LocalRing {
     /// A ring of `entries` submission slots (rounded to a power of two), with its own eventfd.
     pub fn new(entries: u32) -> Result<LocalRing, Unavailable> {
-        // SAFETY: eventfd has no memory preconditions; the result is checked before use.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(explain_setup_error(&io::Error::last_os_error()));
-        }
-        // SAFETY: efd is a fresh descriptor nothing else owns.
-        let own = unsafe { OwnedFd::from_raw_fd(efd) };
+        let own = super::eventfd::new(false).map_err(|e| explain_setup_error(&e))?;
         let mut r = LocalRing::with_eventfd(entries, own.as_raw_fd())?;
         r._own_eventfd = Some(own);
         Ok(r)
@@ -379,10 +373,7 @@ impl LocalRing {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to our eventfd; EAGAIN (counter full) still
-        // leaves it readable, which is all we need.
-        unsafe { libc::write(self.eventfd, &one as *const u64 as *const libc::c_void, 8) };
+        super::eventfd::signal(self.eventfd);
     }
 
     fn collect(&mut self, run_task_work: bool) {
@@ -410,9 +401,7 @@ impl LocalRing {
     /// Reaps every completion available now (never blocks) into `out` as (key, result), and
     /// moves backlogged ops into the ring as room frees up (submitting them).
     pub fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd (resets it).
-        unsafe { libc::read(self.eventfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+        super::eventfd::drain(self.eventfd);
         self.collect(true);
         out.append(&mut self.early);
         if !self.backlog.is_empty() {

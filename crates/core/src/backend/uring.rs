@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -84,16 +84,7 @@ impl Shared {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to an eventfd we own; the result is ignored on
-        // purpose (EAGAIN means the counter is already non-zero, i.e. a wake-up is pending).
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        super::eventfd::signal(self.eventfd.as_raw_fd());
     }
 }
 
@@ -105,13 +96,7 @@ pub struct UringBackend {
 
 impl UringBackend {
     pub fn new(sink: Sink, opts: &BackendOptions) -> Result<UringBackend, Unavailable> {
-        // SAFETY: eventfd has no memory preconditions; we check the result before wrapping it.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(explain_setup_error(&io::Error::last_os_error()));
-        }
-        // SAFETY: efd is a fresh descriptor that nothing else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let eventfd = super::eventfd::new(false).map_err(|e| explain_setup_error(&e))?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             sleeping: AtomicBool::new(false),
@@ -609,15 +594,7 @@ impl RingThread {
             }
         }
         if woke {
-            let mut v: u64 = 0;
-            // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd (resets it).
-            unsafe {
-                libc::read(
-                    self.shared.eventfd.as_raw_fd(),
-                    &mut v as *mut u64 as *mut libc::c_void,
-                    8,
-                );
-            }
+            super::eventfd::drain(self.shared.eventfd.as_raw_fd());
         }
     }
 }
