@@ -4,28 +4,14 @@
 // entry or its `precheck`) is registered with test.skip and the reason printed: never a pass.
 import test from 'ava'
 
-import * as od from '../dist/index.js'
-import { cases, runCase, skipReasonFor } from './conformance/cases.ts'
-import { avaT } from './helpers/avat.ts'
-
-const runtime = 'node' as const
+import { cases } from './conformance/cases.ts'
+import { registerCases } from './helpers/avat.ts'
 
 // Every precheck runs before the first test is declared (ava wants all declarations in one turn).
-const reasons = await Promise.all(cases.map((c) => skipReasonFor(c, od as never, runtime)))
+await registerCases(cases)
 test(`runtime: Node ${process.versions.node} (N-API ${process.versions.napi})`, (t) => {
   t.true(Number(process.versions.napi) >= 8, `N-API ${process.versions.napi}`)
   // `npm run test:node22` sets this: the cases below then ran under that Node, not the default one.
   const want = process.env.ODIRECT_EXPECT_NODE_MAJOR
   if (want !== undefined) t.is(process.versions.node.split('.')[0], want)
 })
-for (const [i, c] of cases.entries()) {
-  const why = reasons[i]
-  if (why !== undefined) {
-    console.log(`skipping "${c.name}": ${why}`)
-    test.skip(`${c.name} (skipped: ${why})`, () => {})
-    continue
-  }
-  test(c.name, async (t) => {
-    await runCase(c, avaT(t), od as never, runtime)
-  })
-}

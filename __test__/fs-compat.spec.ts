@@ -9,24 +9,12 @@ import * as path from 'node:path'
 import test from 'ava'
 
 import * as od from '../dist/index.js'
-import { runCase, skipReasonFor } from './conformance/cases.ts'
 import { fsCompatCases } from './conformance/fscompat-cases.ts'
-import { avaT } from './helpers/avat.ts'
+import { registerCases } from './helpers/avat.ts'
 
 const MiB = 1024 * 1024
 
-const reasons = await Promise.all(fsCompatCases.map((c) => skipReasonFor(c, od as never, 'node')))
-for (const [i, c] of fsCompatCases.entries()) {
-  const why = reasons[i]
-  if (why !== undefined) {
-    console.log(`skipping "${c.name}": ${why}`)
-    test.skip(`${c.name} (skipped: ${why})`, () => {})
-    continue
-  }
-  test(c.name, async (t) => {
-    await runCase(c, avaT(t), od as never, 'node')
-  })
-}
+await registerCases(fsCompatCases)
 
 const dirs: string[] = []
 test.after.always(() => {
