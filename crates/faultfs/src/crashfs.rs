@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
@@ -535,6 +535,13 @@ fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
 const DIRECT: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 
 impl Filesystem for CrashFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // As libfuse does by default. Without it, an io_uring O_DIRECT read that the daemon
+        // answers short (end of file) completes with the full requested length on 6.18.
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if u64::from(parent) == INO_ROOT && name == CTL_NAME {
             return reply.entry(&TTL, &self.ctl_attr(), Generation(0));

@@ -1,0 +1,428 @@
+// Durability after a power cut (issue 18), on the crashfs bed (crates/faultfs/src/crashfs.rs):
+// a FUSE disk with a volatile write cache. Each workload runs through the public API once
+// uncut and then with the power cut at every mutating operation (a seeded sample when there
+// are many), with torn sectors; the durable tree is checked against the guarantee.
+// Mutants (a library whose datasync does nothing, a disk that ignores syncs) must be caught.
+import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
+
+import type { ExecutionContext } from 'ava'
+
+import { copyFile, createWriteStream, FileHandle, open, writeFile } from '../dist/index.js'
+import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
+import { fxTest } from './helpers/fxtest.js'
+
+delete process.env.ODIRECT_BACKEND
+const __dirname = path.dirname(fileURLToPath(import.meta.url))
+const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
+
+/** Deterministic bytes (so a replayed run writes the same data). */
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  let x = (seed * 2654435761) >>> 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    b[i] = x & 0xff
+  }
+  return b
+}
+
+function report(t: ExecutionContext, name: string, r: SweepResult): void {
+  t.log(`${name}: ${r.ops} ops, ${r.points.length + 1} cut points, ${r.runs} runs, acknowledged in ${r.acked}`)
+}
+
+async function sweep<T>(t: ExecutionContext, name: string, o: SweepOptions<T>): Promise<SweepResult> {
+  const r = await crashSweep(o)
+  report(t, name, r)
+  t.deepEqual(r.violations, [], `${name}: guarantee broken after a power cut`)
+  t.true(r.ops > 2 || process.env.CRASH_CUT !== undefined, 'the workload reached the disk')
+  return r
+}
+
+/** Runs `fn` with FileHandle.prototype.datasync turned into a no-op (a library mutant). */
+async function withoutDatasync<T>(fn: () => Promise<T>): Promise<T> {
+  const proto = FileHandle.prototype as unknown as { datasync: (...a: unknown[]) => Promise<void> }
+  const real = proto.datasync
+  proto.datasync = async function (): Promise<void> {}
+  try {
+    return await fn()
+  } finally {
+    proto.datasync = real
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bed itself
+
+fxTest('bed: unsynced data and directory entries are lost; fsync, fsyncdir, O_DSYNC make them durable', CRASH_REQS, async (t) => {
+  const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'old'), 'old') }, async (root) => {
+    const fd = fs.openSync(path.join(root, 'synced'), 'w')
+    fs.writeSync(fd, 'data synced')
+    fs.fdatasyncSync(fd)
+    fs.closeSync(fd)
+    const dfd = fs.openSync(root, 'r')
+    fs.fsyncSync(dfd)
+    fs.closeSync(dfd)
+    fs.writeFileSync(path.join(root, 'lost'), 'created after the directory sync')
+    // Entry durable (dir synced above), data written later without a sync: lost.
+    fs.appendFileSync(path.join(root, 'synced'), ' + unsynced tail')
+    const ds = fs.openSync(path.join(root, 'old'), fs.constants.O_WRONLY | fs.constants.O_DSYNC)
+    fs.writeSync(ds, 'OLD', 0)
+    fs.closeSync(ds)
+    fs.renameSync(path.join(root, 'old'), path.join(root, 'renamed')) // dir not synced again
+    // odirect through the same bed
+    const fh = await open(path.join(root, 'renamed'), 'r+')
+    t.true(fh.direct)
+    const blk = fh.alloc(4096)
+    blk.fill(0x55)
+    await fh.write(blk, 0, 4096, 0)
+    await fh.close()
+  })
+  try {
+    t.true(run.outcome.ok, String(!run.outcome.ok && run.outcome.error))
+    t.deepEqual(fs.readdirSync(run.dump).sort(), ['old', 'synced'])
+    t.is(fs.readFileSync(path.join(run.dump, 'synced'), 'utf8'), 'data synced')
+    t.is(fs.readFileSync(path.join(run.dump, 'old'), 'utf8'), 'OLD')
+  } finally {
+    run.cleanup()
+  }
+})
+
+fxTest('bed: a cut fails every later request with EIO and keeps only what was durable', CRASH_REQS, async (t) => {
+  const run = await crashRun({ cutAfter: 3 }, async (root) => {
+    const fd = fs.openSync(path.join(root, 'f'), 'w') // op 0: create
+    fs.writeSync(fd, 'a') // op 1
+    fs.fsyncSync(fd) // op 2
+    const dfd = fs.openSync(root, 'r')
+    try {
+      fs.fsyncSync(dfd) // op 3: the cut
+    } finally {
+      fs.closeSync(dfd)
+      fs.closeSync(fd)
+    }
+  })
+  try {
+    t.is(run.cutAt, 3)
+    t.false(run.outcome.ok)
+    t.is(!run.outcome.ok && (run.outcome.error as NodeJS.ErrnoException).code, 'EIO')
+    t.deepEqual(fs.readdirSync(run.dump), [], 'the directory was never synced: the file is gone')
+  } finally {
+    run.cleanup()
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// writeFile({ atomic: true })
+
+const OLD = bytes(5000, 1)
+const NEW = bytes(9000, 2)
+
+function atomicWriteFile(dstExists: boolean): SweepOptions<void> {
+  return {
+    torn: true,
+    image: (d) => {
+      if (dstExists) fs.writeFileSync(path.join(d, 'dst'), OLD)
+    },
+    workload: (root) => writeFile(path.join(root, 'dst'), NEW, { atomic: true }),
+    check: (run) => {
+      const got = durable(run, 'dst')
+      const what = describe(got, { old: dstExists ? OLD : undefined, new: NEW })
+      if (run.outcome.ok && what !== 'new') return `writeFile resolved but dst is ${what}`
+      if (what !== 'new' && what !== (dstExists ? 'old' : 'absent')) return `dst is ${what}`
+      return undefined
+    },
+  }
+}
+
+fxTest('writeFile atomic over an old file: after a cut at any point dst is old or new, whole; new once it resolved', CRASH_REQS, async (t) => {
+  await sweep(t, 'writeFile atomic (dst old)', atomicWriteFile(true))
+})
+
+fxTest('writeFile atomic, dst absent: after a cut dst is absent or new, whole; new once it resolved', CRASH_REQS, async (t) => {
+  await sweep(t, 'writeFile atomic (dst absent)', atomicWriteFile(false))
+})
+
+fxTest('mutant: writeFile atomic with datasync skipped is caught by the crash check', CRASH_REQS, async (t) => {
+  const r = await withoutDatasync(() => crashSweep(atomicWriteFile(true)))
+  t.log(r.violations[0])
+  t.true(r.violations.length > 0, 'a library that skips the datasync must fail the check')
+})
+
+fxTest('mutant: writeFile atomic with the directory fsync skipped is caught by the crash check', CRASH_REQS, async (t) => {
+  // The directory sync goes through fs/promises' FileHandle.sync: make it a no-op.
+  const h = await fsp.open(__dirname, 'r')
+  const proto = Object.getPrototypeOf(h) as { sync: () => Promise<void> }
+  await h.close()
+  const real = proto.sync
+  proto.sync = async (): Promise<void> => {}
+  let r: SweepResult
+  try {
+    r = await crashSweep(atomicWriteFile(true))
+  } finally {
+    proto.sync = real
+  }
+  t.log(r.violations[0])
+  t.true(r.violations.some((v) => v.includes('writeFile resolved but dst is old')))
+})
+
+fxTest('mutant: a disk that ignores syncs is caught by the crash check', CRASH_REQS, async (t) => {
+  const r = await crashSweep({ ...atomicWriteFile(true), ignoreSync: true })
+  t.log(r.violations[0])
+  t.true(r.violations.length > 0)
+})
+
+// ---------------------------------------------------------------------------------------
+// copyFile and `odirect cp`
+
+const SRC = bytes(300 * 1024 + 123, 3)
+
+function copy(dst: 'absent' | 'old', via: 'copyFile' | 'cli'): SweepOptions<void> {
+  return {
+    torn: true,
+    maxPoints: via === 'cli' ? 16 : 40,
+    image: (d) => {
+      fs.writeFileSync(path.join(d, 'src'), SRC)
+      if (dst === 'old') fs.writeFileSync(path.join(d, 'dst'), OLD)
+    },
+    workload: async (root) => {
+      if (via === 'copyFile') {
+        await copyFile(path.join(root, 'src'), path.join(root, 'dst'))
+        return
+      }
+      const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', path.join(root, 'src'), path.join(root, 'dst')], { encoding: 'utf8' })
+      if (r.status !== 0) throw new Error(`odirect cp exited ${r.status}: ${r.stderr}`)
+    },
+    check: (run) => {
+      if (!durable(run, 'src')?.equals(SRC)) return 'src changed'
+      const what = describe(durable(run, 'dst'), { old: dst === 'old' ? OLD : undefined, new: SRC })
+      if (run.outcome.ok && what !== 'new') return `the copy was acknowledged but dst is ${what}`
+      if (what !== 'new' && what !== dst) return `dst is ${what}`
+      return undefined
+    },
+  }
+}
+
+for (const dst of ['absent', 'old'] as const) {
+  fxTest(`copyFile, dst ${dst}: after a cut dst is ${dst} or the whole copy; the copy once it resolved`, CRASH_REQS, async (t) => {
+    await sweep(t, `copyFile (dst ${dst})`, copy(dst, 'copyFile'))
+  })
+  fxTest(`odirect cp, dst ${dst}: after a cut dst is ${dst} or the whole copy; the copy once it exited 0`, CRASH_REQS, async (t) => {
+    await sweep(t, `odirect cp (dst ${dst})`, copy(dst, 'cli'))
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// Write streams: every byte written before 'finish' is durable once 'finish' fired
+
+const CHUNKS = Array.from({ length: 12 }, (_, i) => bytes(7000 + i * 311, 10 + i))
+const STREAMED = Buffer.concat(CHUNKS)
+
+fxTest("write stream to a new file: once 'finish' fired, every byte is durable (file and its entry)", CRASH_REQS, async (t) => {
+  await sweep(t, 'write stream', {
+    torn: true,
+    workload: async (root) => {
+      await pipeline(Readable.from(CHUNKS), createWriteStream(path.join(root, 'out'), { chunkSize: 16384 }))
+    },
+    check: (run) => {
+      if (!run.outcome.ok) return undefined
+      const what = describe(durable(run, 'out'), { 'all bytes': STREAMED })
+      return what === 'all bytes' ? undefined : `'finish' fired but the file is ${what}`
+    },
+  })
+})
+
+// ---------------------------------------------------------------------------------------
+// writeMany + datasync
+
+const BLOCK = 4096
+const FILE = bytes(64 * 1024, 20)
+const SLOTS = [0, 3, 4, 9, 15]
+
+function writeManyDatasync(): SweepOptions<void> {
+  return {
+    torn: true,
+    image: (d) => fs.writeFileSync(path.join(d, 'data'), FILE),
+    workload: async (root) => {
+      const fh = await open(path.join(root, 'data'), 'r+')
+      try {
+        const ops = SLOTS.map((s) => {
+          const buf = fh.alloc(BLOCK)
+          buf.set(bytes(BLOCK, 100 + s))
+          return { buffer: buf, position: s * BLOCK }
+        })
+        await fh.writeMany(ops)
+        await fh.datasync()
+      } finally {
+        await fh.close().catch(() => undefined)
+      }
+    },
+    check: (run) => {
+      const got = durable(run, 'data')
+      if (got === undefined || got.length !== FILE.length) return `data is ${got?.length ?? 'absent'}`
+      for (let s = 0; s < FILE.length / BLOCK; s++) {
+        const blk = got.subarray(s * BLOCK, (s + 1) * BLOCK)
+        const old = FILE.subarray(s * BLOCK, (s + 1) * BLOCK)
+        if (!SLOTS.includes(s)) {
+          if (!blk.equals(old)) return `block ${s} (not written) changed`
+        } else if (run.outcome.ok && !blk.equals(bytes(BLOCK, 100 + s))) return `block ${s} not durable after datasync resolved`
+      }
+      return undefined
+    },
+  }
+}
+
+fxTest('writeMany + datasync: once datasync resolved every block is durable; other blocks never change', CRASH_REQS, async (t) => {
+  await sweep(t, 'writeMany + datasync', writeManyDatasync())
+})
+
+// ---------------------------------------------------------------------------------------
+// A write-ahead log with group commit, through the public API
+
+const REC_HDR = 16
+const MAGIC = 0x57414c31
+
+function payload(seq: number): Buffer {
+  return bytes(20 + ((seq * 97) % 300), 1000 + seq)
+}
+
+function fnv(b: Uint8Array): number {
+  let h = 0x811c9dc5
+  for (const x of b) h = Math.imul(h ^ x, 0x01000193) >>> 0
+  return h
+}
+
+/** A log: records appended into an aligned tail image; one writer writes the dirty blocks and datasyncs per group. */
+class Wal {
+  readonly #fh: FileHandle
+  readonly #img: Buffer
+  #end = 0
+  #durableEnd = 0
+  #seq = 0
+  #waiting: Array<{ end: number; resolve: () => void; reject: (e: unknown) => void }> = []
+  #flushing = false
+  #failed: unknown
+  groups = 0
+
+  constructor(fh: FileHandle, size: number) {
+    this.#fh = fh
+    this.#img = fh.alloc(size)
+    this.#img.fill(0)
+  }
+
+  append(data: Buffer): { seq: number; done: Promise<void> } {
+    if (this.#failed !== undefined) return { seq: -1, done: Promise.reject(this.#failed) }
+    const seq = this.#seq++
+    const h = this.#img
+    const at = this.#end
+    h.writeUInt32LE(MAGIC, at)
+    h.writeUInt32LE(seq, at + 4)
+    h.writeUInt32LE(data.length, at + 8)
+    h.writeUInt32LE(fnv(data), at + 12)
+    data.copy(h, at + REC_HDR)
+    this.#end = at + REC_HDR + data.length
+    const done = new Promise<void>((resolve, reject) => this.#waiting.push({ end: this.#end, resolve, reject }))
+    void this.#flush()
+    return { seq, done }
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#flushing) return
+    this.#flushing = true
+    try {
+      while (this.#waiting.length > 0 && this.#failed === undefined) {
+        const end = this.#end
+        const from = Math.floor(this.#durableEnd / BLOCK) * BLOCK
+        const to = Math.ceil(end / BLOCK) * BLOCK
+        const batch = this.#waiting.filter((w) => w.end <= end)
+        this.#waiting = this.#waiting.filter((w) => w.end > end)
+        try {
+          await this.#fh.write(this.#img, from, to - from, from)
+          await this.#fh.datasync()
+        } catch (e) {
+          this.#failed = e
+          for (const w of [...batch, ...this.#waiting]) w.reject(e)
+          this.#waiting = []
+          return
+        }
+        this.groups++
+        this.#durableEnd = end
+        for (const w of batch) w.resolve()
+      }
+    } finally {
+      this.#flushing = false
+    }
+  }
+}
+
+function parseWal(b: Buffer): { records: number; error?: string } {
+  let pos = 0
+  let seq = 0
+  while (pos + REC_HDR <= b.length && b.readUInt32LE(pos) === MAGIC) {
+    const len = b.readUInt32LE(pos + 8)
+    if (b.readUInt32LE(pos + 4) !== seq || pos + REC_HDR + len > b.length) break
+    const data = b.subarray(pos + REC_HDR, pos + REC_HDR + len)
+    if (fnv(data) !== b.readUInt32LE(pos + 12)) break // torn record: the log ends here
+    if (!data.equals(payload(seq))) return { records: seq, error: `record ${seq} passes its checksum but holds wrong data` }
+    pos += REC_HDR + len
+    seq++
+  }
+  return { records: seq }
+}
+
+const WAL_SIZE = 128 * 1024
+let walAcked = new Set<number>()
+
+const walSweep: SweepOptions<number> = {
+  torn: true,
+  maxPoints: 40,
+  image: (d) => fs.writeFileSync(path.join(d, 'wal'), Buffer.alloc(WAL_SIZE)),
+  workload: async (root) => {
+    walAcked = new Set()
+    const fh = await open(path.join(root, 'wal'), 'r+')
+    const wal = new Wal(fh, WAL_SIZE)
+    try {
+      // 6 clients, 8 records each, each waiting for its previous record's commit.
+      let next = 0
+      const client = async (): Promise<void> => {
+        for (let i = 0; i < 8; i++) {
+          const { seq, done } = wal.append(payload(next++))
+          await done
+          walAcked.add(seq)
+        }
+      }
+      await Promise.all(Array.from({ length: 6 }, client))
+      return wal.groups
+    } finally {
+      await fh.close().catch(() => undefined)
+    }
+  },
+  check: (run) => {
+    const got = durable(run, 'wal')
+    if (got === undefined) return 'the log is gone'
+    const p = parseWal(got)
+    if (p.error !== undefined) return p.error
+    const lost = [...walAcked].filter((s) => s >= p.records)
+    return lost.length > 0 ? `acknowledged records lost: ${lost.join(',')} (log holds ${p.records})` : undefined
+  },
+}
+
+fxTest('WAL with group commit: no acknowledged record lost, no torn record accepted', CRASH_REQS, async (t) => {
+  const r = await sweep(t, 'WAL group commit', walSweep)
+  t.true(r.acked > 0)
+})
+
+fxTest('mutant: the WAL with datasync skipped loses acknowledged records', CRASH_REQS, async (t) => {
+  const r = await withoutDatasync(() => crashSweep(walSweep))
+  t.log(r.violations[0])
+  t.true(r.violations.length > 0)
+})
+
