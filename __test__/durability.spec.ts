@@ -14,13 +14,19 @@ import { fileURLToPath } from 'node:url'
 
 import type { ExecutionContext } from 'ava'
 
-import { copyFile, createWriteStream, FileHandle, open, writeFile } from '../dist/index.js'
+import { copyFile, createWriteStream, FileHandle, type ManyError, open, probe, writeFile } from '../dist/index.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
-import { fxTest } from './helpers/fxtest.js'
+import { faultFs, type Requirement } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
 
 delete process.env.ODIRECT_BACKEND
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
+const FAULT_REQS: Requirement[] = ['root', 'fuse', 'cargo', 'cmd:umount']
+type Backend = 'io_uring' | 'aio' | 'threadpool'
+const where = await probe('/var/tmp')
+// Backends this process can use (io_uring may be refused by a seccomp profile).
+const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
 
 /** Deterministic bytes (so a replayed run writes the same data). */
 function bytes(n: number, seed: number): Buffer {
@@ -426,3 +432,102 @@ fxTest('mutant: the WAL with datasync skipped loses acknowledged records', CRASH
   t.true(r.violations.length > 0)
 })
 
+
+// ---------------------------------------------------------------------------------------
+// Per-op durability flags: write / writev / writeMany { dsync | sync } (RWF_DSYNC / RWF_SYNC)
+
+
+const FLAGGED = bytes(3 * BLOCK, 40)
+type Call = 'write' | 'writev' | 'writeMany'
+
+/** Block 0 written with the flag, block 1 without; then the power goes. Only block 0 must survive. */
+async function flagRun(backend: Backend, call: Call, flag: 'dsync' | 'sync'): Promise<Buffer | undefined> {
+  const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), FLAGGED) }, async (root) => {
+    const fh = await open(path.join(root, 'data'), 'r+', { backend })
+    try {
+      const a = fh.alloc(BLOCK)
+      a.fill(0xa1)
+      const b = fh.alloc(BLOCK)
+      b.fill(0xb2)
+      const opt = { [flag]: true }
+      if (call === 'write') await fh.write(a, { position: 0, ...opt })
+      else if (call === 'writev') await fh.writev([a], 0, opt)
+      else await fh.writeMany([{ buffer: a, position: 0 }], opt)
+      await fh.write(b, { position: BLOCK })
+    } finally {
+      await fh.close()
+    }
+  })
+  try {
+    if (!run.outcome.ok) throw run.outcome.error
+    return durable(run, 'data')
+  } finally {
+    run.cleanup()
+  }
+}
+
+for (const backend of BACKENDS) {
+  for (const call of ['write', 'writev', 'writeMany'] as const) {
+    for (const flag of ['dsync', 'sync'] as const) {
+      fxTest(`${call}({ ${flag}: true }) on ${backend}: durable when it resolves, without an fdatasync; the plain write after it is not`, CRASH_REQS, async (t) => {
+        const got = await flagRun(backend, call, flag)
+        t.truthy(got)
+        t.true(got?.subarray(0, BLOCK).every((x) => x === 0xa1), 'the flagged write survived the cut')
+        t.true(got?.subarray(BLOCK, 2 * BLOCK).equals(FLAGGED.subarray(BLOCK, 2 * BLOCK)), 'the unflagged write was in the volatile cache only')
+      })
+    }
+  }
+}
+
+fxTest('dsync / sync / datasync options are validated and refused on reads', CRASH_REQS, async (t) => {
+  const tmp = fs.mkdtempSync('/var/tmp/odirect-dsync-')
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const fh = await open(path.join(tmp, 'f'), 'w+')
+  t.teardown(() => fh.close())
+  const b = fh.alloc(BLOCK)
+  await t.throwsAsync(fh.write(b, { position: 0, dsync: 1 as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await t.throwsAsync(fh.read(b, { position: 0, dsync: true }), { code: 'ERR_INVALID_ARG_VALUE' })
+  await t.throwsAsync(fh.readMany([{ buffer: b, position: 0 }], { sync: true }), { code: 'ERR_INVALID_ARG_VALUE' })
+  await t.throwsAsync(fh.readMany([{ buffer: b, position: 0 }], { datasync: true }), { code: 'ERR_INVALID_ARG_VALUE' })
+  await t.throwsAsync(fh.writeMany([{ buffer: b, position: 0 }], { datasync: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.is((await fh.write(b, { position: 0, dsync: true, sync: true })).bytesWritten, BLOCK)
+})
+
+// ---------------------------------------------------------------------------------------
+// writeMany(ops, { datasync: true }): the writes, then one fdatasync only if all succeeded
+
+fxTest('writeMany({ datasync: true }): durable when it resolves, at every cut point', CRASH_REQS, async (t) => {
+  const base = writeManyDatasync()
+  await sweep(t, 'writeMany { datasync: true }', {
+    ...base,
+    workload: async (root) => {
+      const fh = await open(path.join(root, 'data'), 'r+')
+      try {
+        const ops = SLOTS.map((s) => {
+          const buf = fh.alloc(BLOCK)
+          buf.set(bytes(BLOCK, 100 + s))
+          return { buffer: buf, position: s * BLOCK }
+        })
+        await fh.writeMany(ops, { datasync: true })
+      } finally {
+        await fh.close().catch(() => undefined)
+      }
+    },
+  })
+})
+
+for (const backend of BACKENDS) {
+  fxTest(`writeMany({ datasync: true }) on ${backend}: a failed write means no fdatasync, and the error names the op`, FAULT_REQS, async (t) => {
+    const f = must(faultFs({ size: 64 * 1024, eioAt: [2 * BLOCK + 10] }))
+    t.teardown(() => f.cleanup())
+    const fh = await open(f.file, 'r+', { backend })
+    t.teardown(() => fh.close())
+    const ops = [0, 1, 2, 3].map((i) => ({ buffer: fh.alloc(BLOCK).fill(i + 1), position: i * BLOCK }))
+    const e = await t.throwsAsync<ManyError>(fh.writeMany(ops, { datasync: true }))
+    t.is(e?.code, 'EIO')
+    t.deepEqual(e?.results.map((r) => (typeof r === 'number' ? r : r.code)), [BLOCK, BLOCK, 'EIO', BLOCK])
+    t.is(fh.stats().ops, 4, 'the four writes and no fdatasync')
+    await fh.writeMany(ops.slice(0, 2), { datasync: true })
+    t.is(fh.stats().ops, 7, 'two writes and their fdatasync')
+  })
+}

@@ -167,6 +167,11 @@ export class Engine {
     return ids
   }
 
+  /** Per-write flags (RWF_DSYNC / RWF_SYNC) of a write op staged in this tick (before the flush). */
+  setRwFlags(id: number, rwFlags: number): void {
+    if (!this.native.setRwFlags(id, rwFlags)) throw new Error(`odirect: op ${id} is not a write waiting for submission`)
+  }
+
   /** Stages an op `rwMany` held. */
   release(id: number): void {
     this.native.release(id)

@@ -37,6 +37,22 @@ export interface ReadWriteOptions extends OpOptions {
   length?: number
   /** File position; omitted, null or -1: the handle's current position, which then advances. */
   position?: number | bigint | null
+  /**
+   * Writes only: the data (and the metadata needed to read it) is durable when the write
+   * resolves, as if an fdatasync followed, in one request (RWF_DSYNC: a FUA write where the
+   * device has it). Default false.
+   */
+  dsync?: boolean
+  /** Writes only: as `dsync`, plus all metadata, as if an fsync followed (RWF_SYNC). Default false. */
+  sync?: boolean
+}
+
+/** Per-write durability options of `writev` and `writeMany`. */
+export interface DurableWriteOptions {
+  /** Each write is durable when it completes (RWF_DSYNC). */
+  dsync?: boolean
+  /** Each write is durable with all metadata when it completes (RWF_SYNC). */
+  sync?: boolean
 }
 
 /** `fh.read({ buffer, ... })`, as in fs/promises. */
@@ -70,7 +86,13 @@ export interface ManyOp {
 }
 
 /** Options of `readMany` / `writeMany`. */
-export interface ManyOptions {
+export interface ManyOptions extends DurableWriteOptions {
+  /**
+   * writeMany only: after every write succeeded, an fdatasync; the promise resolves when all
+   * the data is durable. If a write fails, no fdatasync is issued and the rejection's `results`
+   * say which op failed. Default false.
+   */
+  datasync?: boolean
   /**
    * At most this many of the ops in the kernel at once: every op is captured at the call, the
    * first `window` go in, and each completion lets the next one in (a sliding window, no barrier).
@@ -198,6 +220,25 @@ interface Parsed {
   position: unknown
   signal: AbortSignal | undefined
   timeout: number | undefined
+  /** pwritev2 flags (RWF_DSYNC / RWF_SYNC) of a write; 0 otherwise. */
+  rwFlags: number
+}
+
+const RWF_DSYNC = 0x2
+const RWF_SYNC = 0x4
+
+/** RWF_* flags from `{ dsync, sync }` (validated; refused on reads). */
+function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
+  if (o === undefined) return 0
+  let f = 0
+  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC]] as const) {
+    const v = o[k]
+    if (v === undefined || v === false) continue
+    if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${typeName(v)}`, `pass ${k}: true`)
+    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, `drop ${k}, or use fh.datasync() / fh.sync()`)
+    f |= bit
+  }
+  return f
 }
 
 /** What an op's promise resolves with. */
@@ -513,7 +554,13 @@ export class FileHandle {
     const off = offset === undefined || offset === null ? 0 : checkInt(offset, 'offset', 0, size)
     const len = length === undefined || length === null ? size - off : checkInt(length, 'length', 0, size - off)
     if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout) }
+    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout), rwFlags: durabilityFlags(o, syscall) }
+  }
+
+  /** Sets a staged write's RWF_* flags; returns its id. */
+  #flagged(id: number, rwFlags: number): number {
+    if (rwFlags !== 0) this.#engine.setRwFlags(id, rwFlags)
+    return id
   }
 
   #rw(write: boolean, q: Parsed, shape: number, result: unknown): Promise<unknown> {
@@ -533,7 +580,7 @@ export class FileHandle {
       len,
       q.signal,
       q.timeout,
-      (rec) => this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec),
+      (rec) => this.#flagged(this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec), q.rwFlags),
       shape,
       result,
       implicit,
@@ -616,10 +663,12 @@ export class FileHandle {
     }
   }
 
-  #rwv(write: boolean, buffers: unknown, positionArg: unknown): Promise<unknown> {
+  #rwv(write: boolean, buffers: unknown, positionArg: unknown, options?: unknown): Promise<unknown> {
     const syscall = write ? 'writev' : 'readv'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
+    if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { dsync: true }')
+    const rwFlags = durabilityFlags((options ?? undefined) as Record<string, unknown> | undefined, syscall)
     if (!Array.isArray(buffers)) {
       throw misuse('ERR_INVALID_ARG_TYPE', `${syscall} needs an array of buffers, got ${typeName(buffers)}`, 'pass [buf1, buf2, ...] made with fh.alloc()')
     }
@@ -648,7 +697,7 @@ export class FileHandle {
       total,
       undefined,
       undefined,
-      (rec) => this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec),
+      (rec) => this.#flagged(this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec), rwFlags),
       write ? SHAPE_WRITEV : SHAPE_READV,
       buffers,
       implicit,
@@ -666,10 +715,10 @@ export class FileHandle {
     }
   }
 
-  /** Gather write from several buffers at one position: `{ bytesWritten, buffers }`. */
-  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null): Promise<WriteVResult<T>> {
+  /** Gather write from several buffers at one position: `{ bytesWritten, buffers }`. `options.dsync` / `sync`: durable on completion (RWF_DSYNC / RWF_SYNC). */
+  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions): Promise<WriteVResult<T>> {
     try {
-      return this.#rwv(true, buffers, position) as Promise<WriteVResult<T>>
+      return this.#rwv(true, buffers, position, options) as Promise<WriteVResult<T>>
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
@@ -680,10 +729,13 @@ export class FileHandle {
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
     let window = Infinity
+    let rwFlags = 0
     if (options !== undefined && options !== null) {
       if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
       const w = options.window
       if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
+      rwFlags = durabilityFlags(options, `${syscall}Many`)
+      if (!write && options.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
     }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
@@ -753,6 +805,7 @@ export class FileHandle {
       const holdFrom = Math.min(n, window)
       let next = holdFrom
       const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
+      if (rwFlags !== 0) for (const id of ids) this.#engine.setRwFlags(id, rwFlags)
       this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)
@@ -773,10 +826,25 @@ export class FileHandle {
     }
   }
 
-  /** Many writes in one submission; see `readMany` (`error.results` says which writes landed). */
+  /**
+   * Many writes in one submission; see `readMany` (`error.results` says which writes landed).
+   * `{ datasync: true }`: then one fdatasync, only if every write succeeded; resolves when all
+   * the data is durable. `{ dsync: true }`: each write durable on its own (RWF_DSYNC).
+   */
   writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
-      return this.#many(true, ops, options)
+      let datasync = false
+      if (isOptionsObject(options) && options.datasync !== undefined) {
+        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
+        datasync = options.datasync
+      }
+      const p = this.#many(true, ops, options)
+      if (!datasync) return p
+      // A failed write rejects p (error.results names it): the fdatasync is then never issued.
+      return p.then(async (r) => {
+        await this.datasync()
+        return r
+      })
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }

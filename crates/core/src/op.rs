@@ -126,6 +126,8 @@ pub struct Op {
     pub kind: OpKind,
     /// When the op was submitted (for latency).
     pub submitted: Instant,
+    /// pwritev2 flags for Write/Writev (RWF_DSYNC, RWF_SYNC...); 0 for a plain write.
+    pub rw_flags: i32,
 }
 
 // SAFETY: an Op only carries raw pointers whose validity the submitter guarantees until the
@@ -140,6 +142,7 @@ impl Op {
             token,
             kind,
             submitted: Instant::now(),
+            rw_flags: 0,
         }
     }
 }

@@ -48,9 +48,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 const SECTOR: u64 = 512;
@@ -443,7 +443,9 @@ impl CrashFs {
             crtime: self.start,
             kind,
             perm: (n.mode & 0o7777) as u16,
-            nlink: n.nlink.max(u32::from(matches!(n.body, Body::Dir { .. })) * 2),
+            nlink: n
+                .nlink
+                .max(u32::from(matches!(n.body, Body::Dir { .. })) * 2),
             uid: n.uid,
             gid: n.gid,
             rdev: 0,
@@ -615,10 +617,12 @@ impl Filesystem for CrashFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let r = self.alive().and_then(|st| match &st.node(ino.into())?.body {
-            Body::Symlink(t) => Ok(t.as_os_str().as_encoded_bytes().to_vec()),
-            _ => Err(Errno::EINVAL),
-        });
+        let r = self
+            .alive()
+            .and_then(|st| match &st.node(ino.into())?.body {
+                Body::Symlink(t) => Ok(t.as_os_str().as_encoded_bytes().to_vec()),
+                _ => Err(Errno::EINVAL),
+            });
         match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
@@ -992,8 +996,7 @@ impl Filesystem for CrashFs {
         let ino = u64::from(ino);
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
-        if mode & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) != 0
-            || (punch && !keep)
+        if mode & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) != 0 || (punch && !keep)
         {
             return reply.error(Errno::EOPNOTSUPP);
         }

@@ -53,6 +53,8 @@ struct OpRec {
     submitted: bool,
     started: Instant,
     debug: Option<String>,
+    /// pwritev2 flags of a write (RWF_DSYNC / RWF_SYNC), set by `set_rw_flags` before submission.
+    rw_flags: i32,
 }
 
 impl OpRec {
@@ -72,6 +74,7 @@ impl OpRec {
             submitted: false,
             started: Instant::now(),
             debug: None,
+            rw_flags: 0,
         }
     }
 }
@@ -601,6 +604,21 @@ impl Inner {
         Ok(())
     }
 
+    /// Sets the pwritev2 flags (RWF_DSYNC, RWF_SYNC) of write op `key`, staged or held but not
+    /// yet submitted (ops go to the kernel at the next `flush`). Returns false otherwise.
+    pub fn set_rw_flags(&mut self, key: u32, rw_flags: i32) -> bool {
+        match self.ops.get_mut(key as usize) {
+            Some(Some(rec))
+                if !rec.submitted
+                    && matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) =>
+            {
+                rec.rw_flags = rw_flags;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Stages a held op (see `rw_many`); no effect on anything else.
     pub fn release(&mut self, key: u32) {
         if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
@@ -695,7 +713,14 @@ impl Inner {
                     // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in
                     // `rec`, which stays in the slab until this key's completion is reaped.
                     let sqe = unsafe {
-                        ring.sqe(k as u64, &rec.kind, rec.iov.as_deref(), rec.fixed, false)
+                        ring.sqe_rw(
+                            k as u64,
+                            &rec.kind,
+                            rec.iov.as_deref(),
+                            rec.fixed,
+                            false,
+                            rec.rw_flags as u32,
+                        )
                     };
                     match sqe {
                         Ok(e) => {
@@ -711,7 +736,9 @@ impl Inner {
                 BackendKind::Aio => {
                     let aio = self.aio.as_mut().expect("checked at staging");
                     // SAFETY: as for the ring: the record keeps the memory until reaped.
-                    match unsafe { aio.push(k as u64, &rec.kind, rec.iov.as_deref()) } {
+                    match unsafe {
+                        aio.push_rw(k as u64, &rec.kind, rec.iov.as_deref(), rec.rw_flags)
+                    } {
                         Ok(()) => aio_used = true,
                         Err(e) => self
                             .synthetic
@@ -722,7 +749,9 @@ impl Inner {
                     let q = self.queued[kind_index(other)]
                         .as_mut()
                         .expect("checked at staging");
-                    q.staged.push(Op::new(k as u64, 0, rec.kind.clone()));
+                    let mut op = Op::new(k as u64, 0, rec.kind.clone());
+                    op.rw_flags = rec.rw_flags;
+                    q.staged.push(op);
                 }
             }
         }

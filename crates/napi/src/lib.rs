@@ -640,6 +640,12 @@ impl NativeEngine {
         self.with(|e| e.release(id as u32))
     }
 
+    /// Per-write flags (RWF_DSYNC / RWF_SYNC) of a staged, not yet submitted write op.
+    #[napi]
+    pub fn set_rw_flags(&self, id: f64, rw_flags: i32) -> Result<bool> {
+        self.with(|e| e.set_rw_flags(id as u32, rw_flags))
+    }
+
     /// Hands every staged op to the kernel (called once per microtask checkpoint).
     #[napi]
     pub fn flush(&self) -> Result<()> {

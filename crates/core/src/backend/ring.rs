@@ -229,6 +229,24 @@ impl LocalRing {
         fixed: Option<u16>,
         drain: bool,
     ) -> io::Result<squeue::Entry> {
+        // SAFETY: forwarded contract.
+        unsafe { self.sqe_rw(key, kind, iov, fixed, drain, 0) }
+    }
+
+    /// [`LocalRing::sqe`] with per-write flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC...) for Write
+    /// and Writev ops (ignored for the others).
+    ///
+    /// # Safety
+    /// As for [`LocalRing::sqe`].
+    pub unsafe fn sqe_rw(
+        &self,
+        key: u64,
+        kind: &OpKind,
+        iov: Option<&[libc::iovec]>,
+        fixed: Option<u16>,
+        drain: bool,
+        rw_flags: u32,
+    ) -> io::Result<squeue::Entry> {
         debug_assert!(key < INTERNAL);
         let fixed = fixed.filter(|_| self.registered_buffers);
         let slot = self.files.get(&kind.fd()).copied();
@@ -261,16 +279,18 @@ impl LocalRing {
                 ptr, len, offset, ..
             } => match fixed {
                 Some(i) => {
-                    on!(t => opcode::WriteFixed::new(t, *ptr, *len as u32, i).offset(*offset).build())
+                    on!(t => opcode::WriteFixed::new(t, *ptr, *len as u32, i).offset(*offset).rw_flags(rw_flags as _).build())
                 }
-                None => on!(t => opcode::Write::new(t, *ptr, *len as u32).offset(*offset).build()),
+                None => {
+                    on!(t => opcode::Write::new(t, *ptr, *len as u32).offset(*offset).rw_flags(rw_flags as _).build())
+                }
             },
             OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
                 let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
                 if matches!(kind, OpKind::Readv { .. }) {
                     on!(t => opcode::Readv::new(t, v.as_ptr(), v.len() as u32).offset(*offset).build())
                 } else {
-                    on!(t => opcode::Writev::new(t, v.as_ptr(), v.len() as u32).offset(*offset).build())
+                    on!(t => opcode::Writev::new(t, v.as_ptr(), v.len() as u32).offset(*offset).rw_flags(rw_flags as _).build())
                 }
             }
             OpKind::Fsync { datasync, .. } => {

@@ -487,10 +487,12 @@ impl RingThread {
                 Some(i) if self.registered => {
                     opcode::WriteFixed::new(types::Fd(*fd), *ptr, *len as u32, *i)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
                 _ => opcode::Write::new(types::Fd(*fd), *ptr, *len as u32)
                     .offset(*offset)
+                    .rw_flags(op.rw_flags as _)
                     .build(),
             },
             OpKind::Readv { fd, segs, offset } | OpKind::Writev { fd, segs, offset } => {
@@ -511,6 +513,7 @@ impl RingThread {
                 } else {
                     opcode::Writev::new(types::Fd(*fd), p, n)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
             }
