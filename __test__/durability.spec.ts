@@ -16,7 +16,7 @@ import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, FileHandle, type ManyError, open, probe, writeFile } from '../dist/index.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
-import { faultFs, type Requirement } from './helpers/fixtures.js'
+import { faultFs, loopFs, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
 delete process.env.ODIRECT_BACKEND
@@ -531,3 +531,59 @@ for (const backend of BACKENDS) {
     t.is(fh.stats().ops, 7, 'two writes and their fdatasync')
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// Untorn writes: write(buf, { position, atomic: true }) with RWF_ATOMIC
+
+const XFS_REQS: Requirement[] = ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.xfs', 'fs:xfs']
+const EXT4_REQS: Requirement[] = ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4']
+
+for (const backend of BACKENDS) {
+  fxTest(`atomic writes on XFS (${backend}): limits in fh.alignment from statx, 4 KiB and 64 KiB untorn writes land, bad sizes refused before any system call`, XFS_REQS, async (t) => {
+    const fx = must(loopFs(4096, 320, 'xfs'))
+    t.teardown(() => fx.cleanup())
+    const fh = await open(path.join(fx.dir, 'f'), 'w+', { backend, direct: 'require' })
+    t.teardown(() => fh.close())
+    const a = fh.alignment
+    t.log(`XFS atomic writes: ${a.atomicWriteMin}..${a.atomicWriteMax} bytes, ${a.atomicWriteSegmentsMax} segment(s)`)
+    if (a.atomicWriteMax === 0) return t.fail('statx reports no atomic writes on XFS here')
+    t.true(a.atomicWriteMin >= 512 && a.atomicWriteMin <= a.atomicWriteMax)
+    const four = fh.alloc(4096).fill(0x44)
+    t.is((await fh.write(four, { position: 8192, atomic: true })).bytesWritten, 4096)
+    if (a.atomicWriteMax >= 65536) {
+      const big = fh.alloc(65536).fill(0x64)
+      t.is((await fh.write(big, { position: 65536, atomic: true, dsync: true })).bytesWritten, 65536)
+      const back = fh.alloc(65536)
+      await fh.read(back, { position: 65536 })
+      t.true(back.equals(big))
+    }
+    const before = fh.stats().ops
+    const e1 = await t.throwsAsync(fh.write(fh.alloc(8192), { position: 4096, atomic: true }), { code: 'ERR_ODIRECT_ATOMIC' })
+    t.regex(e1?.message ?? '', /multiple of the length/)
+    await t.throwsAsync(fh.write(fh.alloc(12288), { position: 0, atomic: true }), { code: 'ERR_ODIRECT_ATOMIC', message: /power of two/ })
+    await t.throwsAsync(fh.write(fh.alloc(a.atomicWriteMax * 2), { position: 0, atomic: true }), { code: 'ERR_ODIRECT_ATOMIC' })
+    await t.throwsAsync(fh.writev([four], 0, { atomic: true } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+    t.is(fh.stats().ops, before, 'refused without a system call')
+    // The flag reaches the submission (ODIRECT_DEBUG logs each op's RWF_* flags): RWF_ATOMIC | RWF_DSYNC.
+    const script = `
+      const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+      (async () => {
+        const fh = await open(${JSON.stringify(path.join(fx.dir, 'f'))}, 'r+', { backend: ${JSON.stringify(backend)} });
+        await fh.write(fh.alloc(4096).fill(7), { position: 0, atomic: true, dsync: true });
+        await fh.close();
+      })();`
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1' }, timeout: 30_000 })
+    t.is(r.status, 0, r.stderr)
+    t.regex(r.stderr, /^odirect: submit id=\d+ op=write fd=\d+ offset=0 length=4096 rw_flags=0x42$/m)
+  })
+}
+
+fxTest('atomic writes on ext4: statx reports none, so write({ atomic: true }) is refused with ERR_ODIRECT_ATOMIC before any system call', EXT4_REQS, async (t) => {
+  const fx = must(loopFs(4096, 64))
+  t.teardown(() => fx.cleanup())
+  const fh = await open(path.join(fx.dir, 'f'), 'w+', { direct: 'require' })
+  t.teardown(() => fh.close())
+  t.is(fh.alignment.atomicWriteMax, 0)
+  await t.throwsAsync(fh.write(fh.alloc(4096), { position: 0, atomic: true }), { code: 'ERR_ODIRECT_ATOMIC', message: /no atomic writes/ })
+  t.is(fh.stats().ops, 0)
+})

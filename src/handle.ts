@@ -19,6 +19,15 @@ export interface Alignment {
   readonly source: 'statx' | 'ioctl' | 'sysfs' | 'fstat' | 'default'
   /** False when the filesystem says it cannot do direct I/O at all (statx offset alignment 0). */
   readonly directSupported: boolean
+  /**
+   * Untorn writes (`write(buf, { atomic: true })`, RWF_ATOMIC), from statx(STATX_WRITE_ATOMIC):
+   * a direct write of a power-of-two length from `atomicWriteMin` to `atomicWriteMax` bytes, at
+   * a position that is a multiple of its length, in at most `atomicWriteSegmentsMax` buffers,
+   * lands whole or not at all across a power cut. 0 where the file has no atomic writes.
+   */
+  readonly atomicWriteMin: number
+  readonly atomicWriteMax: number
+  readonly atomicWriteSegmentsMax: number
 }
 
 /** odirect's per-op extras, accepted wherever fs/promises takes an options object. */
@@ -45,6 +54,12 @@ export interface ReadWriteOptions extends OpOptions {
   dsync?: boolean
   /** Writes only: as `dsync`, plus all metadata, as if an fsync followed (RWF_SYNC). Default false. */
   sync?: boolean
+  /**
+   * Writes only: untorn (RWF_ATOMIC): after a power cut the range holds all of the new data or
+   * none of it. Needs a direct handle and a size/position within `fh.alignment.atomicWrite*`;
+   * otherwise the write is refused with ERR_ODIRECT_ATOMIC before any system call. Default false.
+   */
+  atomic?: boolean
 }
 
 /** Per-write durability options of `writev` and `writeMany`. */
@@ -226,16 +241,18 @@ interface Parsed {
 
 const RWF_DSYNC = 0x2
 const RWF_SYNC = 0x4
+const RWF_ATOMIC = 0x40
 
 /** RWF_* flags from `{ dsync, sync }` (validated; refused on reads). */
 function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
   if (o === undefined) return 0
   let f = 0
-  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC]] as const) {
+  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC], ['atomic', RWF_ATOMIC]] as const) {
     const v = o[k]
     if (v === undefined || v === false) continue
     if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${typeName(v)}`, `pass ${k}: true`)
-    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, `drop ${k}, or use fh.datasync() / fh.sync()`)
+    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, k === 'atomic' ? 'drop it' : `drop ${k}, or use fh.datasync() / fh.sync()`)
+    if (k === 'atomic' && syscall !== 'write') throw misuse('ERR_INVALID_ARG_VALUE', `option 'atomic' applies to write(), not ${syscall}`, 'use fh.write(buffer, { position, atomic: true })')
     f |= bit
   }
   return f
@@ -557,6 +574,18 @@ export class FileHandle {
     return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout), rwFlags: durabilityFlags(o, syscall) }
   }
 
+  /** Refuses (before any system call) an atomic write the file cannot make untorn. */
+  #checkAtomic(len: number, position: number): void {
+    const a = this.alignment
+    const refuse = (why: string, hint: string): never => {
+      throw misuse('ERR_ODIRECT_ATOMIC', `write({ atomic: true }) of ${len} bytes at ${position} on ${this.path}: ${why}`, hint, { syscall: 'write', path: this.path, position, length: len })
+    }
+    if (!this.direct) refuse('the handle is not direct (atomic writes need O_DIRECT)', "open with direct: 'require'")
+    if (a.atomicWriteMax === 0) refuse('this file has no atomic writes (statx STATX_WRITE_ATOMIC reports none: the filesystem, device or kernel lacks them)', 'use a filesystem with atomic writes (e.g. XFS or ext4 with bigalloc on a device with atomic write units, Linux 6.11+), or journal the data yourself')
+    if ((len & (len - 1)) !== 0 || len < a.atomicWriteMin || len > a.atomicWriteMax) refuse(`the length must be a power of two from ${a.atomicWriteMin} to ${a.atomicWriteMax} bytes`, 'split the write into atomic units (fh.alignment.atomicWriteMin..atomicWriteMax)')
+    if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
+  }
+
   /** Sets a staged write's RWF_* flags; returns its id. */
   #flagged(id: number, rwFlags: number): number {
     if (rwFlags !== 0) this.#engine.setRwFlags(id, rwFlags)
@@ -572,6 +601,7 @@ export class FileHandle {
     const len = q.length
     if (len === 0) return Promise.resolve(shape === SHAPE_READ ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
     this.#checkAligned(len, position, syscall)
+    if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, position)
     const view = q.buffer
     const p = this.#start(
       write ? KIND_WRITE : KIND_READ,

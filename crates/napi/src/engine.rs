@@ -697,13 +697,16 @@ impl Inner {
             rec.submitted = true;
             if self.debug {
                 let (off, len) = rec.kind.range();
-                let what = format!(
+                let mut what = format!(
                     "op={} fd={} offset={} length={}",
                     rec.kind.syscall(),
                     rec.kind.fd(),
                     off,
                     len
                 );
+                if rec.rw_flags != 0 {
+                    what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
+                }
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }

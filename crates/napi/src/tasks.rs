@@ -21,6 +21,10 @@ pub struct AlignmentInfo {
     pub physical_block_size: u32,
     pub source: String,
     pub direct_supported: bool,
+    /// RWF_ATOMIC limits (statx STATX_WRITE_ATOMIC); 0 where the file has no atomic writes.
+    pub atomic_write_min: u32,
+    pub atomic_write_max: u32,
+    pub atomic_write_segments_max: u32,
 }
 
 fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
@@ -31,6 +35,9 @@ fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
         physical_block_size: a.physical_block_size,
         source: a.source.name().to_string(),
         direct_supported: a.direct_supported,
+        atomic_write_min: a.atomic.unit_min,
+        atomic_write_max: a.atomic.unit_max,
+        atomic_write_segments_max: a.atomic.segments_max,
     }
 }
 
