@@ -14,9 +14,9 @@ import { fileURLToPath } from 'node:url'
 
 import type { ExecutionContext } from 'ava'
 
-import { copyFile, createWriteStream, FileHandle, type ManyError, open, probe, writeFile } from '../dist/index.js'
+import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, writeFile } from '../dist/index.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
-import { faultFs, loopFs, type Requirement } from './helpers/fixtures.js'
+import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
 delete process.env.ODIRECT_BACKEND
@@ -586,4 +586,80 @@ fxTest('atomic writes on ext4: statx reports none, so write({ atomic: true }) is
   t.is(fh.alignment.atomicWriteMax, 0)
   await t.throwsAsync(fh.write(fh.alloc(4096), { position: 0, atomic: true }), { code: 'ERR_ODIRECT_ATOMIC', message: /no atomic writes/ })
   t.is(fh.stats().ops, 0)
+})
+
+// ---------------------------------------------------------------------------------------
+// Uncached I/O: direct: 'uncached' (RWF_DONTCACHE)
+
+const UNCACHED_BACKENDS = BACKENDS.filter((b) => b !== 'aio') // aio is only asynchronous with O_DIRECT
+const uncachedSkip = where.uncached.works ? undefined : `RWF_DONTCACHE unavailable here: ${where.uncached.reason}`
+
+for (const backend of UNCACHED_BACKENDS) {
+  fxTest(
+    `direct: 'uncached' on ${backend}: any length and alignment; a read leaves no page cached (direct: 'off' does)`,
+    EXT4_REQS,
+    async (t) => {
+      const fx = must(loopFs(4096, 64))
+      t.teardown(() => fx.cleanup())
+      const p = path.join(fx.dir, 'f')
+      const data = bytes(1 << 20, 77)
+      fs.writeFileSync(p, data)
+      const sfd = fs.openSync(p, 'r')
+      fs.fsyncSync(sfd)
+      fs.closeSync(sfd)
+      evictFile(p)
+      t.is(residentPages(p).resident, 0)
+      const fh = await open(p, 'r+', { backend, direct: 'uncached' })
+      t.teardown(() => fh.close())
+      t.false(fh.direct)
+      t.true(fh.uncached)
+      // Unaligned lengths, positions and memory.
+      const odd = Buffer.from('an unaligned uncached write')
+      t.is((await fh.write(odd, { position: 1001 })).bytesWritten, odd.length)
+      const back = Buffer.alloc(odd.length + 2)
+      await fh.read(back, { position: 1000 })
+      t.true(back.subarray(1, 1 + odd.length).equals(odd))
+      await fh.datasync()
+      evictFile(p)
+      const whole = Buffer.alloc(data.length)
+      t.is((await fh.read(whole, { position: 0 })).bytesRead, data.length)
+      data.set(odd, 1001)
+      t.true(whole.equals(data))
+      t.is(residentPages(p).resident, 0, 'RWF_DONTCACHE: the kernel dropped the pages behind the read')
+      // Control: the same read buffered leaves the file cached.
+      const off = await open(p, 'r', { backend, direct: 'off' })
+      await off.read(Buffer.alloc(data.length), { position: 0 })
+      await off.close()
+      t.true(residentPages(p).resident > 0)
+    },
+    uncachedSkip,
+  )
+}
+
+fxTest("direct: 'uncached' where the filesystem lacks RWF_DONTCACHE (tmpfs): a coded error and the file left as it was", ['root', 'cmd:mount'], async (t) => {
+  const fx = must(tmpfsDir(16))
+  t.teardown(() => fx.cleanup())
+  const p = path.join(fx.dir, 'f')
+  fs.writeFileSync(p, 'keep me')
+  const e = await t.throwsAsync(open(p, 'w', { direct: 'uncached' }), { code: 'EOPNOTSUPP' })
+  t.is((e as DirectIoError).syscall, 'preadv2')
+  t.is(fs.readFileSync(p, 'utf8'), 'keep me', "'w' did not truncate")
+  await t.throwsAsync(open(path.join(fx.dir, 'new'), 'w', { direct: 'uncached' }), { code: 'EOPNOTSUPP' })
+  t.false(fs.existsSync(path.join(fx.dir, 'new')), 'no file left behind')
+  const r = await probe(fx.dir)
+  t.false(r.uncached.works)
+  t.regex(r.uncached.reason, /RWF_DONTCACHE/)
+})
+
+fxTest("probe() reports uncached I/O; direct: 'prefer' falls back to RWF_DONTCACHE only where it works (ramfs: fadvise)", ['root', 'cmd:mount', 'fs:ramfs'], async (t) => {
+  const r = await probe('/var/tmp')
+  t.is(typeof r.uncached.works, 'boolean')
+  const fx = must(ramfsDir())
+  t.teardown(() => fx.cleanup())
+  t.false((await probe(fx.dir)).uncached.works)
+  const fh = await open(path.join(fx.dir, 'f'), 'w+', { direct: 'prefer' })
+  t.teardown(() => fh.close())
+  t.false(fh.direct)
+  t.false(fh.uncached)
+  t.notRegex(fh.fallbackReason, /RWF_DONTCACHE/)
 })

@@ -155,6 +155,8 @@ export interface HandleInit {
   flags: string
   direct: boolean
   fallbackReason: string
+  /** Every op carries RWF_DONTCACHE (direct: 'uncached', or a 'prefer' fallback where the kernel has it). */
+  uncached?: boolean
   alignment: Alignment
   backend: BackendName
   isBlockDevice: boolean
@@ -242,6 +244,7 @@ interface Parsed {
 const RWF_DSYNC = 0x2
 const RWF_SYNC = 0x4
 const RWF_ATOMIC = 0x40
+const RWF_DONTCACHE = 0x80
 
 /** RWF_* flags from `{ dsync, sync }` (validated; refused on reads). */
 function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
@@ -338,6 +341,11 @@ export class FileHandle {
   readonly direct: boolean
   /** Why direct I/O is off although it was asked for (`direct: 'prefer'` fallback); '' otherwise. */
   readonly fallbackReason: string
+  /**
+   * Buffered I/O with RWF_DONTCACHE on every op (`direct: 'uncached'`, or the `'prefer'`
+   * fallback where the kernel has it): the kernel drops the pages behind each op.
+   */
+  readonly uncached: boolean
   readonly alignment: Alignment
   /** The engine running this handle's I/O. */
   readonly backend: BackendName
@@ -370,6 +378,7 @@ export class FileHandle {
     this.flags = init.flags
     this.direct = init.direct
     this.fallbackReason = init.fallbackReason
+    this.uncached = init.uncached === true
     this.alignment = Object.freeze({ ...init.alignment, directSupported: init.alignment.directSupported ?? true })
     this.backend = init.backend
     this.#bidx = backendIndex(init.backend)
@@ -525,7 +534,7 @@ export class FileHandle {
   /** @internal */
   _dropCache(position: number, length: number): void {
     // Buffered fallback ('prefer' without O_DIRECT support): spare the page cache anyway.
-    if (!this.direct && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
+    if (!this.direct && !this.uncached && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
   }
 
   /** Parses fs/promises' read/write argument forms. */
@@ -586,9 +595,10 @@ export class FileHandle {
     if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
   }
 
-  /** Sets a staged write's RWF_* flags; returns its id. */
+  /** Sets a staged op's RWF_* flags (plus RWF_DONTCACHE on an uncached handle); returns its id. */
   #flagged(id: number, rwFlags: number): number {
-    if (rwFlags !== 0) this.#engine.setRwFlags(id, rwFlags)
+    const f = this.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
+    if (f !== 0) this.#engine.setRwFlags(id, f)
     return id
   }
 
@@ -835,7 +845,7 @@ export class FileHandle {
       const holdFrom = Math.min(n, window)
       let next = holdFrom
       const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
-      if (rwFlags !== 0) for (const id of ids) this.#engine.setRwFlags(id, rwFlags)
+      for (const id of ids) this.#flagged(id, rwFlags)
       this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)

@@ -126,7 +126,8 @@ pub struct Op {
     pub kind: OpKind,
     /// When the op was submitted (for latency).
     pub submitted: Instant,
-    /// pwritev2 flags for Write/Writev (RWF_DSYNC, RWF_SYNC...); 0 for a plain write.
+    /// preadv2/pwritev2 flags of a read or write (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC,
+    /// RWF_DONTCACHE...); 0 for a plain one.
     pub rw_flags: i32,
 }
 

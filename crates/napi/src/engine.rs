@@ -53,7 +53,7 @@ struct OpRec {
     submitted: bool,
     started: Instant,
     debug: Option<String>,
-    /// pwritev2 flags of a write (RWF_DSYNC / RWF_SYNC), set by `set_rw_flags` before submission.
+    /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
     rw_flags: i32,
 }
 
@@ -604,13 +604,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Sets the pwritev2 flags (RWF_DSYNC, RWF_SYNC) of write op `key`, staged or held but not
-    /// yet submitted (ops go to the kernel at the next `flush`). Returns false otherwise.
+    /// Sets the preadv2/pwritev2 flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC, RWF_DONTCACHE) of read
+    /// or write op `key`, staged or held but not yet submitted (ops go to the kernel at the next
+    /// `flush`). Returns false otherwise.
     pub fn set_rw_flags(&mut self, key: u32, rw_flags: i32) -> bool {
         match self.ops.get_mut(key as usize) {
             Some(Some(rec))
                 if !rec.submitted
-                    && matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) =>
+                    && matches!(
+                        rec.kind,
+                        OpKind::Write { .. }
+                            | OpKind::Writev { .. }
+                            | OpKind::Read { .. }
+                            | OpKind::Readv { .. }
+                    ) =>
             {
                 rec.rw_flags = rw_flags;
                 true

@@ -50,6 +50,8 @@ pub struct OpenResult {
     pub fd: i32,
     pub direct: bool,
     pub fallback_reason: String,
+    /// Every op carries RWF_DONTCACHE.
+    pub uncached: bool,
     pub alignment: Option<AlignmentInfo>,
     pub is_block_device: bool,
     pub size: f64,
@@ -85,6 +87,7 @@ impl Task for OpenTask {
                 fd: o.fd,
                 direct: o.direct,
                 fallback_reason: o.fallback_reason,
+                uncached: o.uncached,
                 alignment: Some(alignment_info(&o.alignment)),
                 is_block_device: o.is_block_device,
                 size: o.size as f64,
@@ -97,6 +100,7 @@ impl Task for OpenTask {
                 fd: -1,
                 direct: false,
                 fallback_reason: String::new(),
+                uncached: false,
                 alignment: None,
                 is_block_device: false,
                 size: 0.0,
@@ -271,6 +275,8 @@ pub struct ProbeInfo {
     pub alignment: Option<AlignmentInfo>,
     pub fs_type: String,
     pub is_block_device: bool,
+    pub uncached: bool,
+    pub uncached_reason: String,
 }
 
 pub struct ProbeTask {
@@ -305,6 +311,8 @@ impl Task for ProbeTask {
             alignment: r.alignment.as_ref().map(alignment_info),
             fs_type: r.fs_type,
             is_block_device: r.is_block_device,
+            uncached: r.uncached,
+            uncached_reason: r.uncached_reason,
         })
     }
 

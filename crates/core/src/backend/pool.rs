@@ -117,13 +117,14 @@ fn iovecs(segs: &[Segment]) -> Result<Vec<libc::iovec>, i64> {
 
 /// Runs one op as one blocking system call (retried on EINTR) and returns bytes or `-errno`.
 ///
-/// Runs `op`: a write with `rw_flags` goes through pwritev2, anything else through [`execute`].
+/// Runs `op`: a read or write with `rw_flags` goes through preadv2 / pwritev2, anything else
+/// through [`execute`].
 ///
 /// # Safety
 /// As for [`execute`].
 pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
     let one;
-    let (fd, segs, offset): (_, &[Segment], _) = match (&op.kind, op.rw_flags) {
+    let (write, fd, segs, offset): (_, _, &[Segment], _) = match (&op.kind, op.rw_flags) {
         (_, 0) => {
             // SAFETY: forwarded contract.
             return unsafe { execute(&op.kind) };
@@ -142,9 +143,23 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
                 ptr: ptr as *mut u8,
                 len,
             }];
-            (fd, &one, offset)
+            (true, fd, &one, offset)
         }
-        (OpKind::Writev { fd, segs, offset }, _) => (*fd, segs, *offset),
+        (
+            &OpKind::Read {
+                fd,
+                ptr,
+                len,
+                offset,
+                ..
+            },
+            _,
+        ) => {
+            one = [Segment { ptr, len }];
+            (false, fd, &one, offset)
+        }
+        (OpKind::Writev { fd, segs, offset }, _) => (true, *fd, segs, *offset),
+        (OpKind::Readv { fd, segs, offset }, _) => (false, *fd, segs, *offset),
         // SAFETY: forwarded contract.
         _ => return unsafe { execute(&op.kind) },
     };
@@ -152,11 +167,15 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
         (Ok(o), Ok(v)) => (o, v),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    // SAFETY: `iov` is a live local array describing segments the caller guarantees valid for
-    // reads until completion; pwritev2 only reads them.
-    retry(|| unsafe {
-        libc::pwritev2(fd, iov.as_ptr(), iov.len() as libc::c_int, off, op.rw_flags)
-    })
+    let n = iov.len() as libc::c_int;
+    if write {
+        // SAFETY: `iov` is a live local array describing segments the caller guarantees valid
+        // for reads until completion; pwritev2 only reads them.
+        retry(|| unsafe { libc::pwritev2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+    } else {
+        // SAFETY: as above, valid for writes and unshared until completion (Backend::submit).
+        retry(|| unsafe { libc::preadv2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+    }
 }
 
 /// # Safety

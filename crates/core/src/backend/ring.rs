@@ -233,8 +233,8 @@ impl LocalRing {
         unsafe { self.sqe_rw(key, kind, iov, fixed, drain, 0) }
     }
 
-    /// [`LocalRing::sqe`] with per-write flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC...) for Write
-    /// and Writev ops (ignored for the others).
+    /// [`LocalRing::sqe`] with per-op flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC, RWF_DONTCACHE...)
+    /// for reads and writes (ignored for the others).
     ///
     /// # Safety
     /// As for [`LocalRing::sqe`].
@@ -271,9 +271,11 @@ impl LocalRing {
                 ptr, len, offset, ..
             } => match fixed {
                 Some(i) => {
-                    on!(t => opcode::ReadFixed::new(t, *ptr, *len as u32, i).offset(*offset).build())
+                    on!(t => opcode::ReadFixed::new(t, *ptr, *len as u32, i).offset(*offset).rw_flags(rw_flags as _).build())
                 }
-                None => on!(t => opcode::Read::new(t, *ptr, *len as u32).offset(*offset).build()),
+                None => {
+                    on!(t => opcode::Read::new(t, *ptr, *len as u32).offset(*offset).rw_flags(rw_flags as _).build())
+                }
             },
             OpKind::Write {
                 ptr, len, offset, ..
@@ -288,7 +290,7 @@ impl LocalRing {
             OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
                 let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
                 if matches!(kind, OpKind::Readv { .. }) {
-                    on!(t => opcode::Readv::new(t, v.as_ptr(), v.len() as u32).offset(*offset).build())
+                    on!(t => opcode::Readv::new(t, v.as_ptr(), v.len() as u32).offset(*offset).rw_flags(rw_flags as _).build())
                 } else {
                     on!(t => opcode::Writev::new(t, v.as_ptr(), v.len() as u32).offset(*offset).rw_flags(rw_flags as _).build())
                 }

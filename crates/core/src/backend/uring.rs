@@ -471,10 +471,12 @@ impl RingThread {
                 Some(i) if self.registered => {
                     opcode::ReadFixed::new(types::Fd(*fd), *ptr, *len as u32, *i)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
                 _ => opcode::Read::new(types::Fd(*fd), *ptr, *len as u32)
                     .offset(*offset)
+                    .rw_flags(op.rw_flags as _)
                     .build(),
             },
             OpKind::Write {
@@ -509,6 +511,7 @@ impl RingThread {
                 if matches!(op.kind, OpKind::Readv { .. }) {
                     opcode::Readv::new(types::Fd(*fd), p, n)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 } else {
                     opcode::Writev::new(types::Fd(*fd), p, n)
