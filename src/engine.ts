@@ -172,6 +172,11 @@ export class Engine {
     if (!this.native.setRwFlags(id, rwFlags)) throw new Error(`odirect: op ${id} is not a write waiting for submission`)
   }
 
+  /** io_uring: the staged op starts only after every op submitted before it completed (IOSQE_IO_DRAIN). False elsewhere. */
+  setDrain(id: number): boolean {
+    return this.native.setDrain(id)
+  }
+
   /** Stages an op `rwMany` held. */
   release(id: number): void {
     this.native.release(id)

@@ -880,7 +880,25 @@ export class FileHandle {
       }
       const p = this.#many(true, ops, options)
       if (!datasync) return p
-      // A failed write rejects p (error.results names it): the fdatasync is then never issued.
+      const n = (ops as readonly unknown[]).length
+      const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
+      if (this.backend === 'io_uring' && !windowed && n > 0) {
+        // One submission: the writes, then an fdatasync that io_uring starts only once every
+        // SQE before it has completed (IOSQE_IO_DRAIN). A failed write rejects p (its
+        // error.results name the op); the fdatasync then still ran, harmlessly.
+        const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => {
+          const id = this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec)
+          this.#engine.setDrain(id)
+          return id
+        })
+        sync.catch(() => {})
+        return p.then(async (r) => {
+          await sync
+          return r
+        })
+      }
+      // Elsewhere the fdatasync goes in once every write succeeded; after a failed write it is
+      // never issued.
       return p.then(async (r) => {
         await this.datasync()
         return r

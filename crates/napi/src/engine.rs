@@ -55,6 +55,9 @@ struct OpRec {
     debug: Option<String>,
     /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
     rw_flags: i32,
+    /// io_uring only: IOSQE_IO_DRAIN, the op starts after every SQE submitted before it has
+    /// completed (writeMany's fdatasync in the same submission as its writes).
+    drain: bool,
 }
 
 impl OpRec {
@@ -75,6 +78,7 @@ impl OpRec {
             started: Instant::now(),
             debug: None,
             rw_flags: 0,
+            drain: false,
         }
     }
 }
@@ -626,6 +630,18 @@ impl Inner {
         }
     }
 
+    /// Marks io_uring op `key`, staged but not yet submitted, IOSQE_IO_DRAIN: it starts only once
+    /// every op submitted before it has completed. False for other backends or submitted ops.
+    pub fn set_drain(&mut self, key: u32) -> bool {
+        match self.ops.get_mut(key as usize) {
+            Some(Some(rec)) if !rec.submitted && rec.backend == BackendKind::IoUring => {
+                rec.drain = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Stages a held op (see `rw_many`); no effect on anything else.
     pub fn release(&mut self, key: u32) {
         if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
@@ -714,6 +730,9 @@ impl Inner {
                 if rec.rw_flags != 0 {
                     what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
                 }
+                if rec.drain {
+                    what.push_str(" drain");
+                }
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }
@@ -728,7 +747,7 @@ impl Inner {
                             &rec.kind,
                             rec.iov.as_deref(),
                             rec.fixed,
-                            false,
+                            rec.drain,
                             rec.rw_flags as u32,
                         )
                     };
