@@ -755,10 +755,20 @@ export class FileHandle {
     }
   }
 
-  /** Gather write from several buffers at one position: `{ bytesWritten, buffers }`. `options.dsync` / `sync`: durable on completion (RWF_DSYNC / RWF_SYNC). */
-  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions): Promise<WriteVResult<T>> {
+  /**
+   * Gather write from several buffers at one position: `{ bytesWritten, buffers }`.
+   * `options.dsync` / `sync`: durable on completion (RWF_DSYNC / RWF_SYNC). `options.datasync`:
+   * then an fdatasync (on io_uring in the same submission), not issued if the write failed.
+   */
+  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions & { datasync?: boolean }): Promise<WriteVResult<T>> {
     try {
-      return this.#rwv(true, buffers, position, options) as Promise<WriteVResult<T>>
+      let datasync = false
+      if (isOptionsObject(options) && options.datasync !== undefined) {
+        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
+        datasync = options.datasync
+      }
+      const p = this.#rwv(true, buffers, position, options) as Promise<WriteVResult<T>>
+      return datasync ? this.#thenDatasync(p, true) : p
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
@@ -880,32 +890,37 @@ export class FileHandle {
       }
       const p = this.#many(true, ops, options)
       if (!datasync) return p
-      const n = (ops as readonly unknown[]).length
+      const n = Array.isArray(ops) ? ops.length : 0
       const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
-      if (this.backend === 'io_uring' && !windowed && n > 0) {
-        // One submission: the writes, then an fdatasync that io_uring starts only once every
-        // SQE before it has completed (IOSQE_IO_DRAIN). A failed write rejects p (its
-        // error.results name the op); the fdatasync then still ran, harmlessly.
-        const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => {
-          const id = this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec)
-          this.#engine.setDrain(id)
-          return id
-        })
-        sync.catch(() => {})
-        return p.then(async (r) => {
-          await sync
-          return r
-        })
-      }
-      // Elsewhere the fdatasync goes in once every write succeeded; after a failed write it is
-      // never issued.
-      return p.then(async (r) => {
-        await this.datasync()
-        return r
-      })
+      return this.#thenDatasync(p, !windowed && n > 0)
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
+  }
+
+  /**
+   * `p` (writes staged in this tick), then an fdatasync. On io_uring (when `sameSubmission`) the
+   * fdatasync is staged now with IOSQE_IO_DRAIN: one submission, started once every SQE before it
+   * completed; a failed write rejects with its own error (the fdatasync then ran, harmlessly).
+   * Elsewhere the fdatasync goes in once `p` resolved; after a failed write it is never issued.
+   */
+  #thenDatasync<T>(p: Promise<T>, sameSubmission: boolean): Promise<T> {
+    if (this.backend === 'io_uring' && sameSubmission) {
+      const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => {
+        const id = this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec)
+        this.#engine.setDrain(id)
+        return id
+      })
+      sync.catch(() => {})
+      return p.then(async (r) => {
+        await sync
+        return r
+      })
+    }
+    return p.then(async (r) => {
+      await this.datasync()
+      return r
+    })
   }
 
   async #simple(syscall: Syscall, op: number, a: number, b: number, mode: number, ctx: { position?: number; length?: number }, options: unknown): Promise<number> {
