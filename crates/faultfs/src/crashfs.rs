@@ -139,6 +139,9 @@ enum Body {
         dur: Vec<u8>,
         /// Sectors written since the last sync (the torn model picks among them).
         dirty: BTreeSet<u64>,
+        /// Truncated or fallocated since the last sync: the next sync copies the whole file
+        /// (otherwise only the dirty sectors).
+        reshaped: bool,
     },
     Dir {
         cur: BTreeMap<String, u64>,
@@ -200,6 +203,24 @@ impl State {
         }
     }
 
+    /// As `file_mut`, for a change of the file's shape (truncate, fallocate): the next sync
+    /// copies the whole file.
+    fn reshape(&mut self, ino: u64) -> Result<(&mut Vec<u8>, &mut BTreeSet<u64>), Errno> {
+        match &mut self.node_mut(ino)?.body {
+            Body::File {
+                cur,
+                dirty,
+                reshaped,
+                ..
+            } => {
+                *reshaped = true;
+                Ok((cur, dirty))
+            }
+            Body::Dir { .. } => Err(Errno::EISDIR),
+            Body::Symlink(_) => Err(Errno::EINVAL),
+        }
+    }
+
     fn add(&mut self, mode: u32, uid: u32, gid: u32, body: Body) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -228,9 +249,26 @@ impl State {
 
     fn sync_file(&mut self, ino: u64) -> Result<(), Errno> {
         match &mut self.node_mut(ino)?.body {
-            Body::File { cur, dur, dirty } => {
-                dur.clone_from(cur);
+            Body::File {
+                cur,
+                dur,
+                dirty,
+                reshaped,
+            } => {
+                if *reshaped {
+                    dur.clone_from(cur);
+                } else {
+                    dur.resize(cur.len(), 0);
+                    for &sec in dirty.iter() {
+                        let a = (sec * SECTOR) as usize;
+                        let b = (a + SECTOR as usize).min(cur.len());
+                        if a < b {
+                            dur[a..b].copy_from_slice(&cur[a..b]);
+                        }
+                    }
+                }
                 dirty.clear();
+                *reshaped = false;
                 Ok(())
             }
             _ => Ok(()),
@@ -240,7 +278,14 @@ impl State {
     /// Drop the volatile cache: with `torn`, keep a random half of the dirty sectors.
     fn power_cut(&mut self, torn: bool) {
         for node in self.nodes.values_mut() {
-            if let Body::File { cur, dur, dirty } = &mut node.body {
+            if let Body::File {
+                cur,
+                dur,
+                dirty,
+                reshaped,
+            } = &mut node.body
+            {
+                *reshaped = false;
                 if torn {
                     for &s in dirty.iter() {
                         if self.rng.next() & 1 == 1 {
@@ -302,6 +347,7 @@ impl State {
                     cur: data.clone(),
                     dur: data,
                     dirty: BTreeSet::new(),
+                    reshaped: false,
                 }
             };
             let ino = self.add(mode, 0, 0, body);
@@ -590,7 +636,7 @@ impl Filesystem for CrashFs {
         let r = (|| {
             if let Some(sz) = size {
                 self.mutate(&format!("truncate ino={ino} {sz}"), false, |st| {
-                    let (cur, dirty) = st.file_mut(ino)?;
+                    let (cur, dirty) = st.reshape(ino)?;
                     cur.resize(sz as usize, 0);
                     dirty.retain(|&s| s * SECTOR < sz);
                     Ok(())
@@ -646,6 +692,7 @@ impl Filesystem for CrashFs {
             cur: Vec::new(),
             dur: Vec::new(),
             dirty: BTreeSet::new(),
+            reshaped: false,
         };
         let r = self.new_node(req, parent.into(), name, mode & !umask, body);
         self.entry_reply(r, reply);
@@ -781,6 +828,7 @@ impl Filesystem for CrashFs {
             cur: Vec::new(),
             dur: Vec::new(),
             dirty: BTreeSet::new(),
+            reshaped: false,
         };
         let mode = libc::S_IFREG | (mode & !umask & 0o7777);
         match self
@@ -1001,7 +1049,7 @@ impl Filesystem for CrashFs {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let r = self.mutate(&format!("fallocate ino={ino} mode={mode}"), false, |st| {
-            let (cur, dirty) = st.file_mut(ino)?;
+            let (cur, dirty) = st.reshape(ino)?;
             let end = (offset + length) as usize;
             if punch {
                 let b = end.min(cur.len());
@@ -1117,6 +1165,7 @@ mod tests {
                 cur: data.to_vec(),
                 dur: Vec::new(),
                 dirty: (0..(data.len() as u64).div_ceil(SECTOR)).collect(),
+                reshaped: false,
             },
         );
         st.link_into(INO_ROOT, name, ino).unwrap();
@@ -1171,6 +1220,31 @@ mod tests {
         let new = d.chunks(512).filter(|s| s[0] == 2).count();
         assert!(new > 0 && new < 16, "{new} of 16 sectors survived");
         assert!(d.chunks(512).all(|s| s.iter().all(|&b| b == s[0])));
+    }
+
+    #[test]
+    fn sync_after_truncate_and_rewrite_keeps_no_stale_bytes() {
+        let f = fs(false);
+        let mut st = f.lock();
+        let a = file(&mut st, "a", &[0xaa; 8192]);
+        st.sync_file(a).unwrap();
+        // Shrink to 0, then write only the second page: the first reads as zeros.
+        st.reshape(a).unwrap().0.clear();
+        let (cur, dirty) = st.file_mut(a).unwrap();
+        cur.resize(8192, 0);
+        cur[4096..].fill(0xbb);
+        dirty.extend(8..16);
+        st.sync_file(a).unwrap();
+        let d = cur_dur(&st, a).1;
+        assert!(d[..4096].iter().all(|&b| b == 0));
+        assert!(d[4096..].iter().all(|&b| b == 0xbb));
+        // A plain overwrite syncs only its sectors, and they are right.
+        let (cur, dirty) = st.file_mut(a).unwrap();
+        cur[0..512].fill(0xcc);
+        dirty.insert(0);
+        st.sync_file(a).unwrap();
+        let d = cur_dur(&st, a).1;
+        assert!(d[..512].iter().all(|&b| b == 0xcc) && d[512..4096].iter().all(|&b| b == 0));
     }
 
     #[test]
