@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 
 import type { ExecutionContext } from 'ava'
 
-import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, writeFile } from '../dist/index.js'
+import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
 import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
@@ -100,6 +100,28 @@ fxTest('bed: unsynced data and directory entries are lost; fsync, fsyncdir, O_DS
     t.is(fs.readFileSync(path.join(run.dump, 'old'), 'utf8'), 'OLD')
   } finally {
     run.cleanup()
+  }
+})
+
+fxTest('bed: the durable tree after a cut mounts again (remount) and reads back through odirect', CRASH_REQS, async (t) => {
+  const first = await crashRun({}, async (root) => {
+    await writeFile(path.join(root, 'kept'), NEW, { atomic: true })
+    await writeFile(path.join(root, 'lost'), OLD) // no datasync, no directory sync
+  })
+  try {
+    t.true(first.outcome.ok)
+    const again = await crashRun({ image: (d) => fs.cpSync(first.dump, d, { recursive: true }) }, async (root) => {
+      return { names: fs.readdirSync(root).sort(), kept: await readFile(path.join(root, 'kept')) }
+    })
+    try {
+      if (!again.outcome.ok) throw again.outcome.error
+      t.deepEqual(again.outcome.value.names, ['kept'])
+      t.true(again.outcome.value.kept.equals(NEW))
+    } finally {
+      again.cleanup()
+    }
+  } finally {
+    first.cleanup()
   }
 })
 
@@ -306,9 +328,13 @@ function fnv(b: Uint8Array): number {
   return h
 }
 
-/** A log: records appended into an aligned tail image; one writer writes the dirty blocks and datasyncs per group. */
+/** How a WAL group is made durable: write + datasync, one RWF_DSYNC write, or writeMany({ datasync: true }). */
+type Commit = 'datasync' | 'dsync' | 'writeMany'
+
+/** A log: records appended into an aligned tail image; one writer writes the dirty blocks and makes them durable per group. */
 class Wal {
   readonly #fh: FileHandle
+  readonly #commit: Commit
   readonly #img: Buffer
   #end = 0
   #durableEnd = 0
@@ -318,8 +344,9 @@ class Wal {
   #failed: unknown
   groups = 0
 
-  constructor(fh: FileHandle, size: number) {
+  constructor(fh: FileHandle, size: number, commit: Commit) {
     this.#fh = fh
+    this.#commit = commit
     this.#img = fh.alloc(size)
     this.#img.fill(0)
   }
@@ -351,8 +378,13 @@ class Wal {
         const batch = this.#waiting.filter((w) => w.end <= end)
         this.#waiting = this.#waiting.filter((w) => w.end > end)
         try {
-          await this.#fh.write(this.#img, from, to - from, from)
-          await this.#fh.datasync()
+          const group = this.#img.subarray(from, to)
+          if (this.#commit === 'dsync') await this.#fh.write(group, { position: from, dsync: true })
+          else if (this.#commit === 'writeMany') await this.#fh.writeMany([{ buffer: group, position: from }], { datasync: true })
+          else {
+            await this.#fh.write(group, { position: from })
+            await this.#fh.datasync()
+          }
         } catch (e) {
           this.#failed = e
           for (const w of [...batch, ...this.#waiting]) w.reject(e)
@@ -387,14 +419,14 @@ function parseWal(b: Buffer): { records: number; error?: string } {
 const WAL_SIZE = 128 * 1024
 let walAcked = new Set<number>()
 
-const walSweep: SweepOptions<number> = {
+const walSweep = (commit: Commit): SweepOptions<number> => ({
   torn: true,
   maxPoints: 40,
   image: (d) => fs.writeFileSync(path.join(d, 'wal'), Buffer.alloc(WAL_SIZE)),
   workload: async (root) => {
     walAcked = new Set()
     const fh = await open(path.join(root, 'wal'), 'r+')
-    const wal = new Wal(fh, WAL_SIZE)
+    const wal = new Wal(fh, WAL_SIZE, commit)
     try {
       // 6 clients, 8 records each, each waiting for its previous record's commit.
       let next = 0
@@ -419,15 +451,17 @@ const walSweep: SweepOptions<number> = {
     const lost = [...walAcked].filter((s) => s >= p.records)
     return lost.length > 0 ? `acknowledged records lost: ${lost.join(',')} (log holds ${p.records})` : undefined
   },
-}
-
-fxTest('WAL with group commit: no acknowledged record lost, no torn record accepted', CRASH_REQS, async (t) => {
-  const r = await sweep(t, 'WAL group commit', walSweep)
-  t.true(r.acked > 0)
 })
 
+for (const commit of ['datasync', 'dsync', 'writeMany'] as const) {
+  fxTest(`WAL with group commit (${commit === 'datasync' ? 'write + datasync' : commit === 'dsync' ? 'write { dsync }' : 'writeMany { datasync }'}): no acknowledged record lost, no torn record accepted`, CRASH_REQS, async (t) => {
+    const r = await sweep(t, `WAL group commit (${commit})`, walSweep(commit))
+    t.true(r.acked > 0)
+  })
+}
+
 fxTest('mutant: the WAL with datasync skipped loses acknowledged records', CRASH_REQS, async (t) => {
-  const r = await withoutDatasync(() => crashSweep(walSweep))
+  const r = await withoutDatasync(() => crashSweep(walSweep('datasync')))
   t.log(r.violations[0])
   t.true(r.violations.length > 0)
 })
