@@ -34,6 +34,14 @@
 //! Mutating operations (counted): write, setattr with a size, fallocate, create, mknod,
 //! mkdir, unlink, rmdir, rename, link, symlink, fsync, fsyncdir.
 //!
+//! How requests reach the daemon: every open gets FOPEN_DIRECT_IO (no kernel page cache, so
+//! each read/write — O_DIRECT or not — is a FUSE request; no writeback cache), entry and
+//! attribute TTLs are 0 (every lookup and stat asks the daemon), and FSYNC / FSYNCDIR are
+//! implemented (a FUSE server answering ENOSYS makes the kernel skip all later fsyncs silently).
+//! FUSE_ASYNC_DIO is requested as libfuse does. Not modelled: RWF_ATOMIC (FUSE refuses it),
+//! mode/owner changes (durable at once), and ext4/XFS's habit of committing a new file's
+//! directory entry with the file's own fsync (here only a directory fsync does: the POSIX rule).
+//!
 //! `/.crashfs` (not listed by readdir) reads as `ops=N cut=0|1 cutAt=K syncs=S dirsyncs=D`.
 //! On start-up the process prints `ready` once the mount is live. SIGTERM/SIGINT/SIGHUP
 //! detach the mount and exit 0.
