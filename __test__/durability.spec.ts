@@ -667,6 +667,9 @@ for (const backend of BACKENDS) {
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1' }, timeout: 30_000 })
     t.is(r.status, 0, r.stderr)
     t.regex(r.stderr, /^odirect: submit id=\d+ op=write fd=\d+ offset=0 length=4096 rw_flags=0x42$/m)
+    // `odirect probe` shows the limits.
+    const pr = spawnSync(process.execPath, [CLI, 'probe', fx.dir], { encoding: 'utf8', timeout: 30_000 })
+    t.regex(pr.stdout, new RegExp(`^atomic writes: +${a.atomicWriteMin} to ${a.atomicWriteMax} bytes`, 'm'))
   })
 }
 
