@@ -103,9 +103,12 @@ export interface ManyOp {
 /** Options of `readMany` / `writeMany`. */
 export interface ManyOptions extends DurableWriteOptions {
   /**
-   * writeMany only: after every write succeeded, an fdatasync; the promise resolves when all
-   * the data is durable. If a write fails, no fdatasync is issued and the rejection's `results`
-   * say which op failed. Default false.
+   * writeMany only: an fdatasync after the writes; the promise resolves when all the data is
+   * durable. On io_uring (without a `window` smaller than the batch) the fdatasync goes in the
+   * same submission with IOSQE_IO_DRAIN, so it starts once every write has completed; elsewhere
+   * it is issued once every write succeeded. A failed write rejects with `results` naming it (on
+   * aio and the thread pool no fdatasync is issued then; on io_uring it already ran, harmlessly).
+   * Default false.
    */
   datasync?: boolean
   /**
@@ -237,7 +240,7 @@ interface Parsed {
   position: unknown
   signal: AbortSignal | undefined
   timeout: number | undefined
-  /** pwritev2 flags (RWF_DSYNC / RWF_SYNC) of a write; 0 otherwise. */
+  /** pwritev2 flags (RWF_DSYNC / RWF_SYNC / RWF_ATOMIC) of a write; 0 otherwise. */
   rwFlags: number
 }
 
@@ -246,7 +249,7 @@ const RWF_SYNC = 0x4
 const RWF_ATOMIC = 0x40
 const RWF_DONTCACHE = 0x80
 
-/** RWF_* flags from `{ dsync, sync }` (validated; refused on reads). */
+/** RWF_* flags from `{ dsync, sync, atomic }` (validated; refused on reads; `atomic` on write() only). */
 function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
   if (o === undefined) return 0
   let f = 0
