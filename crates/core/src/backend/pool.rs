@@ -115,8 +115,6 @@ fn iovecs(segs: &[Segment]) -> Result<Vec<libc::iovec>, i64> {
         .collect())
 }
 
-/// Runs one op as one blocking system call (retried on EINTR) and returns bytes or `-errno`.
-///
 /// Runs `op`: a read or write with `rw_flags` goes through preadv2 / pwritev2, anything else
 /// through [`execute`].
 ///
@@ -178,6 +176,8 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
     }
 }
 
+/// Runs one op as one blocking system call (retried on EINTR) and returns bytes or `-errno`.
+///
 /// # Safety
 /// The pointers in `kind` must be valid for the access the op names for the duration of the
 /// call, and not be used concurrently by anyone else (the contract of `Backend::submit`).
