@@ -12,11 +12,12 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
 
+import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
-import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, tmpfsDir } from './helpers/fixtures.js'
+import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
 delete process.env.ODIRECT_BACKEND
@@ -52,6 +53,18 @@ async function sweep<T>(t: ExecutionContext, name: string, o: SweepOptions<T>): 
   t.deepEqual(r.violations, [], `${name}: guarantee broken after a power cut`)
   t.true(r.ops >= 2 || process.env.CRASH_CUT !== undefined, 'the workload reached the disk')
   return r
+}
+
+/**
+ * A mutant test patches a prototype for the whole process: it runs serially (ava runs serial
+ * tests before the concurrent ones), so no other test sees the mutant.
+ */
+function mutantTest(title: string, fn: (t: ExecutionContext) => Promise<void>): void {
+  const reason = skipReason(CRASH_REQS)
+  if (reason) {
+    console.log(`skipping "${title}": ${reason}`)
+    test.skip(title, fn)
+  } else test.serial(title, fn)
 }
 
 /** Runs `fn` with FileHandle.prototype.datasync turned into a no-op (a library mutant). */
@@ -154,13 +167,13 @@ fxTest('bed: a cut fails every later request with EIO and keeps only what was du
 const OLD = bytes(5000, 1)
 const NEW = bytes(9000, 2)
 
-function atomicWriteFile(dstExists: boolean): SweepOptions<void> {
+function atomicWriteFile(dstExists: boolean, backend?: Backend): SweepOptions<void> {
   return {
     torn: true,
     image: (d) => {
       if (dstExists) fs.writeFileSync(path.join(d, 'dst'), OLD)
     },
-    workload: (root) => writeFile(path.join(root, 'dst'), NEW, { atomic: true }),
+    workload: (root) => writeFile(path.join(root, 'dst'), NEW, { atomic: true, backend }),
     check: (run) => {
       const got = durable(run, 'dst')
       const what = describe(got, { old: dstExists ? OLD : undefined, new: NEW })
@@ -171,21 +184,23 @@ function atomicWriteFile(dstExists: boolean): SweepOptions<void> {
   }
 }
 
-fxTest('writeFile atomic over an old file: after a cut at any point dst is old or new, whole; new once it resolved', CRASH_REQS, async (t) => {
-  await sweep(t, 'writeFile atomic (dst old)', atomicWriteFile(true))
-})
+for (const backend of BACKENDS) {
+  fxTest(`writeFile atomic over an old file (${backend}): after a cut at any point dst is old or new, whole; new once it resolved`, CRASH_REQS, async (t) => {
+    await sweep(t, `writeFile atomic (dst old, ${backend})`, atomicWriteFile(true, backend))
+  })
 
-fxTest('writeFile atomic, dst absent: after a cut dst is absent or new, whole; new once it resolved', CRASH_REQS, async (t) => {
-  await sweep(t, 'writeFile atomic (dst absent)', atomicWriteFile(false))
-})
+  fxTest(`writeFile atomic, dst absent (${backend}): after a cut dst is absent or new, whole; new once it resolved`, CRASH_REQS, async (t) => {
+    await sweep(t, `writeFile atomic (dst absent, ${backend})`, atomicWriteFile(false, backend))
+  })
+}
 
-fxTest('mutant: writeFile atomic with datasync skipped is caught by the crash check', CRASH_REQS, async (t) => {
+mutantTest('mutant: writeFile atomic with datasync skipped is caught by the crash check', async (t) => {
   const r = await withoutDatasync(() => crashSweep(atomicWriteFile(true)))
   t.log(r.violations[0])
   t.true(r.violations.length > 0, 'a library that skips the datasync must fail the check')
 })
 
-fxTest('mutant: writeFile atomic with the directory fsync skipped is caught by the crash check', CRASH_REQS, async (t) => {
+mutantTest('mutant: writeFile atomic with the directory fsync skipped is caught by the crash check', async (t) => {
   // The directory sync goes through fs/promises' FileHandle.sync: make it a no-op.
   const h = await fsp.open(__dirname, 'r')
   const proto = Object.getPrototypeOf(h) as { sync: () => Promise<void> }
@@ -213,7 +228,7 @@ fxTest('mutant: a disk that ignores syncs is caught by the crash check', CRASH_R
 
 const SRC = bytes(300 * 1024 + 123, 3)
 
-function copy(dst: 'absent' | 'old', via: 'copyFile' | 'cli'): SweepOptions<void> {
+function copy(dst: 'absent' | 'old', via: 'copyFile' | 'cli', backend?: Backend): SweepOptions<void> {
   return {
     torn: true,
     maxPoints: via === 'cli' ? 16 : 40,
@@ -223,10 +238,11 @@ function copy(dst: 'absent' | 'old', via: 'copyFile' | 'cli'): SweepOptions<void
     },
     workload: async (root) => {
       if (via === 'copyFile') {
-        await copyFile(path.join(root, 'src'), path.join(root, 'dst'))
+        await copyFile(path.join(root, 'src'), path.join(root, 'dst'), { backend })
         return
       }
-      const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', path.join(root, 'src'), path.join(root, 'dst')], { encoding: 'utf8' })
+      const env = backend === undefined ? process.env : { ...process.env, ODIRECT_BACKEND: backend }
+      const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', path.join(root, 'src'), path.join(root, 'dst')], { encoding: 'utf8', env })
       if (r.status !== 0) throw new Error(`odirect cp exited ${r.status}: ${r.stderr}`)
     },
     check: (run) => {
@@ -240,9 +256,11 @@ function copy(dst: 'absent' | 'old', via: 'copyFile' | 'cli'): SweepOptions<void
 }
 
 for (const dst of ['absent', 'old'] as const) {
-  fxTest(`copyFile, dst ${dst}: after a cut dst is ${dst} or the whole copy; the copy once it resolved`, CRASH_REQS, async (t) => {
-    await sweep(t, `copyFile (dst ${dst})`, copy(dst, 'copyFile'))
-  })
+  for (const backend of BACKENDS) {
+    fxTest(`copyFile, dst ${dst} (${backend}): after a cut dst is ${dst} or the whole copy; the copy once it resolved`, CRASH_REQS, async (t) => {
+      await sweep(t, `copyFile (dst ${dst}, ${backend})`, copy(dst, 'copyFile', backend))
+    })
+  }
   fxTest(`odirect cp, dst ${dst}: after a cut dst is ${dst} or the whole copy; the copy once it exited 0`, CRASH_REQS, async (t) => {
     await sweep(t, `odirect cp (dst ${dst})`, copy(dst, 'cli'))
   })
@@ -254,19 +272,21 @@ for (const dst of ['absent', 'old'] as const) {
 const CHUNKS = Array.from({ length: 12 }, (_, i) => bytes(7000 + i * 311, 10 + i))
 const STREAMED = Buffer.concat(CHUNKS)
 
-fxTest("write stream to a new file: once 'finish' fired, every byte is durable (file and its entry)", CRASH_REQS, async (t) => {
-  await sweep(t, 'write stream', {
-    torn: true,
-    workload: async (root) => {
-      await pipeline(Readable.from(CHUNKS), createWriteStream(path.join(root, 'out'), { chunkSize: 16384 }))
-    },
-    check: (run) => {
-      if (!run.outcome.ok) return undefined
-      const what = describe(durable(run, 'out'), { 'all bytes': STREAMED })
-      return what === 'all bytes' ? undefined : `'finish' fired but the file is ${what}`
-    },
+for (const backend of BACKENDS) {
+  fxTest(`write stream to a new file (${backend}): once 'finish' fired, every byte is durable (file and its entry)`, CRASH_REQS, async (t) => {
+    await sweep(t, `write stream (${backend})`, {
+      torn: true,
+      workload: async (root) => {
+        await pipeline(Readable.from(CHUNKS), createWriteStream(path.join(root, 'out'), { chunkSize: 16384, backend }))
+      },
+      check: (run) => {
+        if (!run.outcome.ok) return undefined
+        const what = describe(durable(run, 'out'), { 'all bytes': STREAMED })
+        return what === 'all bytes' ? undefined : `'finish' fired but the file is ${what}`
+      },
+    })
   })
-})
+}
 
 // ---------------------------------------------------------------------------------------
 // writeMany + datasync
@@ -275,20 +295,24 @@ const BLOCK = 4096
 const FILE = bytes(64 * 1024, 20)
 const SLOTS = [0, 3, 4, 9, 15]
 
-function writeManyDatasync(): SweepOptions<void> {
+/** `linked`: writeMany(ops, { datasync: true }); else writeMany(ops) then datasync(). */
+function writeManyDatasync(backend?: Backend, linked = false): SweepOptions<void> {
   return {
     torn: true,
     image: (d) => fs.writeFileSync(path.join(d, 'data'), FILE),
     workload: async (root) => {
-      const fh = await open(path.join(root, 'data'), 'r+')
+      const fh = await open(path.join(root, 'data'), 'r+', { backend })
       try {
         const ops = SLOTS.map((s) => {
           const buf = fh.alloc(BLOCK)
           buf.set(bytes(BLOCK, 100 + s))
           return { buffer: buf, position: s * BLOCK }
         })
-        await fh.writeMany(ops)
-        await fh.datasync()
+        if (linked) await fh.writeMany(ops, { datasync: true })
+        else {
+          await fh.writeMany(ops)
+          await fh.datasync()
+        }
       } finally {
         await fh.close().catch(() => undefined)
       }
@@ -308,9 +332,11 @@ function writeManyDatasync(): SweepOptions<void> {
   }
 }
 
-fxTest('writeMany + datasync: once datasync resolved every block is durable; other blocks never change', CRASH_REQS, async (t) => {
-  await sweep(t, 'writeMany + datasync', writeManyDatasync())
-})
+for (const backend of BACKENDS) {
+  fxTest(`writeMany + datasync (${backend}): once datasync resolved every block is durable; other blocks never change`, CRASH_REQS, async (t) => {
+    await sweep(t, `writeMany + datasync (${backend})`, writeManyDatasync(backend))
+  })
+}
 
 // ---------------------------------------------------------------------------------------
 // A write-ahead log with group commit, through the public API
@@ -417,50 +443,54 @@ function parseWal(b: Buffer): { records: number; error?: string } {
 }
 
 const WAL_SIZE = 128 * 1024
-let walAcked = new Set<number>()
-
-const walSweep = (commit: Commit): SweepOptions<number> => ({
-  torn: true,
-  maxPoints: 40,
-  image: (d) => fs.writeFileSync(path.join(d, 'wal'), Buffer.alloc(WAL_SIZE)),
-  workload: async (root) => {
-    walAcked = new Set()
-    const fh = await open(path.join(root, 'wal'), 'r+')
-    const wal = new Wal(fh, WAL_SIZE, commit)
-    try {
-      // 6 clients, 8 records each, each waiting for its previous record's commit.
-      let next = 0
-      const client = async (): Promise<void> => {
-        for (let i = 0; i < 8; i++) {
-          const { seq, done } = wal.append(payload(next++))
-          await done
-          walAcked.add(seq)
+function walSweep(commit: Commit, backend?: Backend): SweepOptions<number> {
+  // Records acknowledged in the current run (runs of one sweep are sequential).
+  let walAcked = new Set<number>()
+  return {
+    torn: true,
+    maxPoints: 40,
+    image: (d) => fs.writeFileSync(path.join(d, 'wal'), Buffer.alloc(WAL_SIZE)),
+    workload: async (root) => {
+      walAcked = new Set()
+      const fh = await open(path.join(root, 'wal'), 'r+', { backend })
+      const wal = new Wal(fh, WAL_SIZE, commit)
+      try {
+        // 6 clients, 8 records each, each waiting for its previous record's commit.
+        let next = 0
+        const client = async (): Promise<void> => {
+          for (let i = 0; i < 8; i++) {
+            const { seq, done } = wal.append(payload(next++))
+            await done
+            walAcked.add(seq)
+          }
         }
+        await Promise.all(Array.from({ length: 6 }, client))
+        return wal.groups
+      } finally {
+        await fh.close().catch(() => undefined)
       }
-      await Promise.all(Array.from({ length: 6 }, client))
-      return wal.groups
-    } finally {
-      await fh.close().catch(() => undefined)
-    }
-  },
-  check: (run) => {
-    const got = durable(run, 'wal')
-    if (got === undefined) return 'the log is gone'
-    const p = parseWal(got)
-    if (p.error !== undefined) return p.error
-    const lost = [...walAcked].filter((s) => s >= p.records)
-    return lost.length > 0 ? `acknowledged records lost: ${lost.join(',')} (log holds ${p.records})` : undefined
-  },
-})
-
-for (const commit of ['datasync', 'dsync', 'writeMany'] as const) {
-  fxTest(`WAL with group commit (${commit === 'datasync' ? 'write + datasync' : commit === 'dsync' ? 'write { dsync }' : 'writeMany { datasync }'}): no acknowledged record lost, no torn record accepted`, CRASH_REQS, async (t) => {
-    const r = await sweep(t, `WAL group commit (${commit})`, walSweep(commit))
-    t.true(r.acked > 0)
-  })
+    },
+    check: (run) => {
+      const got = durable(run, 'wal')
+      if (got === undefined) return 'the log is gone'
+      const p = parseWal(got)
+      if (p.error !== undefined) return p.error
+      const lost = [...walAcked].filter((s) => s >= p.records)
+      return lost.length > 0 ? `acknowledged records lost: ${lost.join(',')} (log holds ${p.records})` : undefined
+    },
+  }
 }
 
-fxTest('mutant: the WAL with datasync skipped loses acknowledged records', CRASH_REQS, async (t) => {
+for (const backend of BACKENDS) {
+  for (const commit of ['datasync', 'dsync', 'writeMany'] as const) {
+    fxTest(`WAL with group commit (${commit === 'datasync' ? 'write + datasync' : commit === 'dsync' ? 'write { dsync }' : 'writeMany { datasync }'}, ${backend}): no acknowledged record lost, no torn record accepted`, CRASH_REQS, async (t) => {
+      const r = await sweep(t, `WAL group commit (${commit}, ${backend})`, walSweep(commit, backend))
+      t.true(r.acked > 0)
+    })
+  }
+}
+
+mutantTest('mutant: the WAL with datasync skipped loses acknowledged records', async (t) => {
   const r = await withoutDatasync(() => crashSweep(walSweep('datasync')))
   t.log(r.violations[0])
   t.true(r.violations.length > 0)
@@ -530,25 +560,11 @@ fxTest('dsync / sync / datasync options are validated and refused on reads', CRA
 // ---------------------------------------------------------------------------------------
 // writeMany(ops, { datasync: true }): the writes, then one fdatasync only if all succeeded
 
-fxTest('writeMany({ datasync: true }): durable when it resolves, at every cut point', CRASH_REQS, async (t) => {
-  const base = writeManyDatasync()
-  await sweep(t, 'writeMany { datasync: true }', {
-    ...base,
-    workload: async (root) => {
-      const fh = await open(path.join(root, 'data'), 'r+')
-      try {
-        const ops = SLOTS.map((s) => {
-          const buf = fh.alloc(BLOCK)
-          buf.set(bytes(BLOCK, 100 + s))
-          return { buffer: buf, position: s * BLOCK }
-        })
-        await fh.writeMany(ops, { datasync: true })
-      } finally {
-        await fh.close().catch(() => undefined)
-      }
-    },
+for (const backend of BACKENDS) {
+  fxTest(`writeMany({ datasync: true }) (${backend}): durable when it resolves, at every cut point`, CRASH_REQS, async (t) => {
+    await sweep(t, `writeMany { datasync: true } (${backend})`, writeManyDatasync(backend, true))
   })
-})
+}
 
 for (const backend of BACKENDS) {
   fxTest(`writev(buffers, position, { datasync: true }) on ${backend}: durable when it resolves, at every cut point`, CRASH_REQS, async (t) => {
