@@ -543,6 +543,25 @@ for (const backend of BACKENDS) {
   }
 }
 
+for (const backend of BACKENDS) {
+  fxTest(`open(path, 'r+', { dsync: true }) on ${backend}: every write durable when it resolves (O_DSYNC)`, CRASH_REQS, async (t) => {
+    const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), FLAGGED) }, async (root) => {
+      const fh = await open(path.join(root, 'data'), 'r+', { backend, dsync: true })
+      try {
+        await fh.write(fh.alloc(BLOCK).fill(0xd5), { position: BLOCK })
+      } finally {
+        await fh.close()
+      }
+    })
+    try {
+      t.true(run.outcome.ok)
+      t.true(durable(run, 'data')?.subarray(BLOCK, 2 * BLOCK).every((x) => x === 0xd5))
+    } finally {
+      run.cleanup()
+    }
+  })
+}
+
 fxTest('dsync / sync / datasync options are validated and refused on reads', CRASH_REQS, async (t) => {
   const tmp = fs.mkdtempSync('/var/tmp/odirect-dsync-')
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
