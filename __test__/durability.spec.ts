@@ -619,9 +619,20 @@ for (const backend of BACKENDS) {
   })
 }
 
+/** Runs `script` (CommonJS, `open` in scope) in a child with ODIRECT_DEBUG=1; its submit/complete lines. */
+function debugRun(t: ExecutionContext, script: string): string[] {
+  const r = spawnSync(process.execPath, ['-e', `const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});\n(async () => {\n${script}\n})().catch((e) => { console.error(e); process.exit(1) });`], {
+    encoding: 'utf8',
+    env: { ...process.env, ODIRECT_DEBUG: '1' },
+    timeout: 30_000,
+  })
+  t.is(r.status, 0, r.stderr)
+  return r.stderr.split('\n').filter((l) => /^odirect: (submit|complete) /.test(l))
+}
+
 for (const backend of BACKENDS) {
   const uring = backend === 'io_uring'
-  fxTest(`writeMany({ datasync: true }) on ${backend}: a failed write rejects naming the op${uring ? '' : ', and no fdatasync is issued'}`, FAULT_REQS, async (t) => {
+  fxTest(`writeMany({ datasync: true }) on ${backend}: a failed write rejects naming the op, and the fdatasync never runs`, FAULT_REQS, async (t) => {
     const f = must(faultFs({ size: 64 * 1024, eioAt: [2 * BLOCK + 10] }))
     t.teardown(() => f.cleanup())
     const fh = await open(f.file, 'r+', { backend })
@@ -629,34 +640,42 @@ for (const backend of BACKENDS) {
     const ops = [0, 1, 2, 3].map((i) => ({ buffer: fh.alloc(BLOCK).fill(i + 1), position: i * BLOCK }))
     const e = await t.throwsAsync<ManyError>(fh.writeMany(ops, { datasync: true }))
     t.is(e?.code, 'EIO')
-    t.deepEqual(e?.results.map((r) => (typeof r === 'number' ? r : r.code)), [BLOCK, BLOCK, 'EIO', BLOCK])
+    // io_uring links the writes and the fdatasync (IOSQE_IO_LINK): the failure cancels the rest.
+    t.deepEqual(e?.results.map((r) => (typeof r === 'number' ? r : r.code)), [BLOCK, BLOCK, 'EIO', uring ? 'ECANCELED' : BLOCK])
     if (!uring) t.is(fh.stats().ops, 4, 'the four writes, no fdatasync')
     await fh.writeMany(ops.slice(0, 2), { datasync: true })
-    // io_uring submitted the first call's fdatasync with its writes (IOSQE_IO_DRAIN): it ran,
-    // harmlessly, and completed before the second call's (drained behind it).
     t.is(fh.stats().ops, uring ? 8 : 7, 'then two writes and their fdatasync')
+    if (uring) {
+      // The first call's fdatasync completed with ECANCELED: it never ran.
+      const lines = debugRun(
+        t,
+        `const fh = await open(${JSON.stringify(f.file)}, 'r+', { backend: 'io_uring' });
+         const ops = [0, 1, 2, 3].map((i) => ({ buffer: fh.alloc(4096).fill(i + 1), position: i * 4096 }));
+         await fh.writeMany(ops, { datasync: true }).catch(() => {});
+         await fh.close();`,
+      )
+      t.truthy(lines.find((l) => /^odirect: complete id=\d+ op=fdatasync .*result=-125 \(ECANCELED\)/.test(l)), lines.join('\n'))
+    }
   })
 }
 
-fxTest('writeMany({ datasync: true }) on io_uring: the writes and the fdatasync (IOSQE_IO_DRAIN) go in one submission', [], async (t) => {
+fxTest('writeMany / writev({ datasync: true }) on io_uring: the writes and the fdatasync go in one submission, linked (IOSQE_IO_LINK)', [], async (t) => {
   if (!BACKENDS.includes('io_uring')) return t.pass()
-  const dir = fs.mkdtempSync('/var/tmp/odirect-drain-')
+  const dir = fs.mkdtempSync('/var/tmp/odirect-link-')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const script = `
-    const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
-    (async () => {
-      const fh = await open(${JSON.stringify(path.join(dir, 'f'))}, 'w+', { backend: 'io_uring' });
-      const ops = [0, 1, 2].map((i) => ({ buffer: fh.alloc(4096).fill(i), position: i * 4096 }));
-      await fh.writeMany(ops, { datasync: true });
-      await fh.close();
-    })();`
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1' }, timeout: 30_000 })
-  t.is(r.status, 0, r.stderr)
-  const lines = r.stderr.split('\n').filter((l) => /^odirect: (submit|complete) /.test(l))
-  const firstComplete = lines.findIndex((l) => l.startsWith('odirect: complete'))
-  const submitted = lines.slice(0, firstComplete)
-  t.is(submitted.filter((l) => / op=write /.test(l)).length, 3, r.stderr)
-  t.truthy(submitted.find((l) => / op=fdatasync .* drain$/.test(l)), 'the fdatasync was submitted with the writes, drained')
+  for (const call of ['writeMany', 'writev']) {
+    const lines = debugRun(
+      t,
+      `const fh = await open(${JSON.stringify(path.join(dir, 'f'))}, 'w+', { backend: 'io_uring' });
+       const bufs = [0, 1, 2].map((i) => fh.alloc(4096).fill(i));
+       ${call === 'writeMany' ? 'await fh.writeMany(bufs.map((buffer, i) => ({ buffer, position: i * 4096 })), { datasync: true });' : 'await fh.writev(bufs, 0, { datasync: true });'}
+       await fh.close();`,
+    )
+    const firstComplete = lines.findIndex((l) => l.startsWith('odirect: complete'))
+    const submitted = lines.slice(0, firstComplete)
+    t.is(submitted.filter((l) => / op=writev? .* link$/.test(l)).length, call === 'writeMany' ? 3 : 1, lines.join('\n'))
+    t.truthy(submitted.find((l) => / op=fdatasync /.test(l)), `${call}: the fdatasync was submitted with the writes`)
+  }
 })
 
 // ---------------------------------------------------------------------------------------

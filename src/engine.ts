@@ -172,9 +172,9 @@ export class Engine {
     if (!this.native.setRwFlags(id, rwFlags)) throw new Error(`odirect: op ${id} is not a write waiting for submission`)
   }
 
-  /** io_uring: the staged op starts only after every op submitted before it completed (IOSQE_IO_DRAIN). False elsewhere. */
-  setDrain(id: number): boolean {
-    return this.native.setDrain(id)
+  /** io_uring: links the staged op to the next one staged (IOSQE_IO_LINK: that one starts after it succeeded, is cancelled if it fails). False elsewhere. */
+  setLink(id: number): boolean {
+    return this.native.setLink(id)
   }
 
   /** Stages an op `rwMany` held. */

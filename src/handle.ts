@@ -103,11 +103,12 @@ export interface ManyOp {
 /** Options of `readMany` / `writeMany`. */
 export interface ManyOptions extends DurableWriteOptions {
   /**
-   * writeMany only: an fdatasync after the writes; the promise resolves when all the data is
-   * durable. On io_uring (without a `window` smaller than the batch) the fdatasync goes in the
-   * same submission with IOSQE_IO_DRAIN, so it starts once every write has completed; elsewhere
-   * it is issued once every write succeeded. A failed write rejects with `results` naming it (on
-   * aio and the thread pool no fdatasync is issued then; on io_uring it already ran, harmlessly).
+   * writeMany only: an fdatasync after the writes; the promise resolves when all their data is
+   * durable. On io_uring, for up to 16 writes (and no `window` smaller than the batch), the
+   * writes and the fdatasync go in one submission as an IOSQE_IO_LINK chain (the writes then run
+   * one after another); otherwise the fdatasync is issued once every write succeeded. A failed
+   * write rejects with `results` naming it and the fdatasync never runs (cancelled in the chain:
+   * the writes after the failed one report ECANCELED).
    * Default false.
    */
   datasync?: boolean
@@ -248,6 +249,8 @@ const RWF_DSYNC = 0x2
 const RWF_SYNC = 0x4
 const RWF_ATOMIC = 0x40
 const RWF_DONTCACHE = 0x80
+/** writeMany({ datasync: true }) links at most this many writes and the fdatasync on io_uring (linked writes run one at a time); past it the fdatasync follows the batch. */
+const LINK_MAX = 16
 
 /** RWF_* flags from `{ dsync, sync, atomic }` (validated; refused on reads; `atomic` on write() only). */
 function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
@@ -706,7 +709,7 @@ export class FileHandle {
     }
   }
 
-  #rwv(write: boolean, buffers: unknown, positionArg: unknown, options?: unknown): Promise<unknown> {
+  #rwv(write: boolean, buffers: unknown, positionArg: unknown, options?: unknown, link = false): Promise<unknown> {
     const syscall = write ? 'writev' : 'readv'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
@@ -740,7 +743,11 @@ export class FileHandle {
       total,
       undefined,
       undefined,
-      (rec) => this.#flagged(this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec), rwFlags),
+      (rec) => {
+        const id = this.#flagged(this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec), rwFlags)
+        if (link) this.#engine.setLink(id)
+        return id
+      },
       write ? SHAPE_WRITEV : SHAPE_READV,
       buffers,
       implicit,
@@ -761,7 +768,8 @@ export class FileHandle {
   /**
    * Gather write from several buffers at one position: `{ bytesWritten, buffers }`.
    * `options.dsync` / `sync`: durable on completion (RWF_DSYNC / RWF_SYNC). `options.datasync`:
-   * then an fdatasync (on io_uring in the same submission), not issued if the write failed.
+   * then an fdatasync (on io_uring linked to the write in one submission), never run if the
+   * write failed.
    */
   writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions & { datasync?: boolean }): Promise<WriteVResult<T>> {
     try {
@@ -770,14 +778,15 @@ export class FileHandle {
         if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
         datasync = options.datasync
       }
-      const p = this.#rwv(true, buffers, position, options) as Promise<WriteVResult<T>>
-      return datasync ? this.#thenDatasync(p, true) : p
+      const linked = datasync && this.backend === 'io_uring'
+      const p = this.#rwv(true, buffers, position, options, linked) as Promise<WriteVResult<T>>
+      return datasync ? this.#thenDatasync(p, linked) : p
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
-  #many(write: boolean, ops: unknown, options: unknown): Promise<number[]> {
+  #many(write: boolean, ops: unknown, options: unknown, link = false): Promise<number[]> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
@@ -858,7 +867,10 @@ export class FileHandle {
       const holdFrom = Math.min(n, window)
       let next = holdFrom
       const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
-      for (const id of ids) this.#flagged(id, rwFlags)
+      for (const id of ids) {
+        this.#flagged(id, rwFlags)
+        if (link) this.#engine.setLink(id)
+      }
       this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)
@@ -881,8 +893,8 @@ export class FileHandle {
 
   /**
    * Many writes in one submission; see `readMany` (`error.results` says which writes landed).
-   * `{ datasync: true }`: then one fdatasync, only if every write succeeded; resolves when all
-   * the data is durable. `{ dsync: true }`: each write durable on its own (RWF_DSYNC).
+   * `{ datasync: true }`: then one fdatasync, only if every write succeeded (see ManyOptions);
+   * resolves when all the data is durable. `{ dsync: true }`: each write durable on its own.
    */
   writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
@@ -891,29 +903,26 @@ export class FileHandle {
         if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
         datasync = options.datasync
       }
-      const p = this.#many(true, ops, options)
-      if (!datasync) return p
       const n = Array.isArray(ops) ? ops.length : 0
       const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
-      return this.#thenDatasync(p, !windowed && n > 0)
+      // Linked writes run one after another: worth it for the few writes of a commit.
+      const linked = datasync && this.backend === 'io_uring' && !windowed && n > 0 && n <= LINK_MAX
+      const p = this.#many(true, ops, options, linked)
+      return datasync ? this.#thenDatasync(p, linked) : p
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
   /**
-   * `p` (writes staged in this tick), then an fdatasync. On io_uring (when `sameSubmission`) the
-   * fdatasync is staged now with IOSQE_IO_DRAIN: one submission, started once every SQE before it
-   * completed; a failed write rejects with its own error (the fdatasync then ran, harmlessly).
-   * Elsewhere the fdatasync goes in once `p` resolved; after a failed write it is never issued.
+   * `p`, then an fdatasync. `linked`: the writes of `p` were just staged linked (io_uring,
+   * IOSQE_IO_LINK) and the fdatasync is staged now as the chain's end: one submission; it
+   * starts once they all succeeded, and a failed write cancels it (p rejects with the write's
+   * own error). Otherwise the fdatasync goes in once `p` resolved, never after a failed write.
    */
-  #thenDatasync<T>(p: Promise<T>, sameSubmission: boolean): Promise<T> {
-    if (this.backend === 'io_uring' && sameSubmission) {
-      const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => {
-        const id = this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec)
-        this.#engine.setDrain(id)
-        return id
-      })
+  #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
+    if (linked) {
+      const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec))
       sync.catch(() => {})
       return p.then(async (r) => {
         await sync

@@ -55,9 +55,9 @@ struct OpRec {
     debug: Option<String>,
     /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
     rw_flags: i32,
-    /// io_uring only: IOSQE_IO_DRAIN, the op starts after every SQE submitted before it has
-    /// completed (writeMany's fdatasync in the same submission as its writes).
-    drain: bool,
+    /// io_uring only: linked to the op staged after it (IOSQE_IO_LINK): that one starts when
+    /// this one succeeded and is cancelled when it fails (writeMany's writes and fdatasync).
+    link: bool,
 }
 
 impl OpRec {
@@ -78,7 +78,7 @@ impl OpRec {
             started: Instant::now(),
             debug: None,
             rw_flags: 0,
-            drain: false,
+            link: false,
         }
     }
 }
@@ -630,12 +630,12 @@ impl Inner {
         }
     }
 
-    /// Marks io_uring op `key`, staged but not yet submitted, IOSQE_IO_DRAIN: it starts only once
-    /// every op submitted before it has completed. False for other backends or submitted ops.
-    pub fn set_drain(&mut self, key: u32) -> bool {
+    /// Links io_uring op `key`, staged but not yet submitted, to the op staged right after it
+    /// (IOSQE_IO_LINK; see `LocalRing::push_chain`). False for other backends or submitted ops.
+    pub fn set_link(&mut self, key: u32) -> bool {
         match self.ops.get_mut(key as usize) {
             Some(Some(rec)) if !rec.submitted && rec.backend == BackendKind::IoUring => {
-                rec.drain = true;
+                rec.link = true;
                 true
             }
             _ => false,
@@ -709,6 +709,7 @@ impl Inner {
         }
         let staged = std::mem::take(&mut self.staged);
         let mut ring_used = false;
+        let mut chain = Vec::new();
         let mut aio_used = false;
         for k in staged {
             let Some(rec) = self.ops[k as usize].as_mut() else {
@@ -730,8 +731,8 @@ impl Inner {
                 if rec.rw_flags != 0 {
                     what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
                 }
-                if rec.drain {
-                    what.push_str(" drain");
+                if rec.link {
+                    what.push_str(" link");
                 }
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
@@ -747,14 +748,24 @@ impl Inner {
                             &rec.kind,
                             rec.iov.as_deref(),
                             rec.fixed,
-                            rec.drain,
+                            false,
                             rec.rw_flags as u32,
                         )
                     };
                     match sqe {
                         Ok(e) => {
-                            // SAFETY: as above.
-                            unsafe { ring.push(e) };
+                            if rec.link || !chain.is_empty() {
+                                // A chain (ops marked `link`, then the one after the last)
+                                // goes in whole.
+                                chain.push(e);
+                                if !rec.link {
+                                    // SAFETY: as above, for every entry of the chain.
+                                    unsafe { ring.push_chain(std::mem::take(&mut chain)) };
+                                }
+                            } else {
+                                // SAFETY: as above.
+                                unsafe { ring.push(e) };
+                            }
                             ring_used = true;
                         }
                         Err(e) => self
@@ -786,6 +797,11 @@ impl Inner {
         }
         if ring_used {
             if let Some(r) = self.ring.as_mut() {
+                if !chain.is_empty() {
+                    // A chain whose last op never came (not expected): in, ordered, unlinked.
+                    // SAFETY: as for every ring entry above.
+                    unsafe { r.push_chain(chain) };
+                }
                 r.submit();
             }
         }

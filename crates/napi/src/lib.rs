@@ -646,10 +646,11 @@ impl NativeEngine {
         self.with(|e| e.set_rw_flags(id as u32, rw_flags))
     }
 
-    /// IOSQE_IO_DRAIN on a staged, not yet submitted io_uring op (false elsewhere).
+    /// Links a staged, not yet submitted io_uring op to the next one staged (IOSQE_IO_LINK);
+    /// false elsewhere.
     #[napi]
-    pub fn set_drain(&self, id: f64) -> Result<bool> {
-        self.with(|e| e.set_drain(id as u32))
+    pub fn set_link(&self, id: f64) -> Result<bool> {
+        self.with(|e| e.set_link(id as u32))
     }
 
     /// Hands every staged op to the kernel (called once per microtask checkpoint).

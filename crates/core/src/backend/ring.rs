@@ -337,6 +337,54 @@ impl LocalRing {
         unsafe { self.push_now(e) };
     }
 
+    /// Queues `entries` as one IOSQE_IO_LINK chain: each starts only after the one before it
+    /// completed successfully, and a failure (or short transfer) cancels the rest (-ECANCELED).
+    /// The whole chain goes into the submission queue at once, so the kernel never sees part
+    /// of it. Where it cannot (completion queue room taken, a backlog waiting, a submission
+    /// queue too small) the entries go in one by one, unlinked, with IOSQE_IO_DRAIN on the last:
+    /// it still starts only after all of them (and everything else before it) completed.
+    ///
+    /// # Safety
+    /// Every entry's memory must satisfy the contract of [`LocalRing::sqe`].
+    pub unsafe fn push_chain(&mut self, entries: Vec<squeue::Entry>) {
+        let n = entries.len();
+        if n > 1 && self.backlog.is_empty() && self.inflight + n <= self.max_inflight {
+            let room = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if room < n {
+                self.submit_inner();
+            }
+            let linked: Vec<squeue::Entry> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if i + 1 < n {
+                        e.clone().flags(squeue::Flags::IO_LINK)
+                    } else {
+                        e.clone()
+                    }
+                })
+                .collect();
+            // SAFETY: forwarded contract; push_multiple adds all the entries or none.
+            if unsafe { self.ring.submission().push_multiple(&linked) }.is_ok() {
+                self.inflight += n;
+                self.unsubmitted += n;
+                return;
+            }
+        }
+        for (i, e) in entries.into_iter().enumerate() {
+            let e = if i + 1 == n && n > 1 {
+                e.flags(squeue::Flags::IO_DRAIN)
+            } else {
+                e
+            };
+            // SAFETY: forwarded contract.
+            unsafe { self.push(e) };
+        }
+    }
+
     unsafe fn push_now(&mut self, e: squeue::Entry) {
         loop {
             // SAFETY: the entry's memory outlives its completion (contract of `push`).
