@@ -651,4 +651,91 @@ mod tests {
             libc::close(fds[1]);
         }
     }
+
+    fn chain_of(r: &LocalRing, fd: RawFd, b: &AlignedBuf, first: u64) -> Vec<squeue::Entry> {
+        let w = OpKind::Write {
+            fd,
+            ptr: b.as_ptr(),
+            len: 4096,
+            offset: 0,
+            buf_index: None,
+        };
+        let s = OpKind::Fsync { fd, datasync: true };
+        // SAFETY: the callers keep `b` and `fd` alive until the completions are reaped.
+        unsafe {
+            vec![
+                r.sqe(first, &w, None, None, false).unwrap(),
+                r.sqe(first + 1, &s, None, None, false).unwrap(),
+            ]
+        }
+    }
+
+    #[test]
+    fn linked_chain_runs_in_order_and_a_failure_cancels_the_rest() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut r = LocalRing::new(8).unwrap();
+        let b = AlignedBuf::new(4096, 4096);
+        let chain = chain_of(&r, f.as_file().as_raw_fd(), &b, 1);
+        // SAFETY: b and f outlive the completions (waited for below).
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        let mut out = wait(&mut r, 2);
+        out.sort();
+        assert_eq!(out, vec![(1, 4096), (2, 0)]);
+        // A read-only descriptor: the write fails, the linked fdatasync is cancelled.
+        let ro = std::fs::File::open(f.path()).unwrap();
+        let chain = chain_of(&r, ro.as_raw_fd(), &b, 3);
+        // SAFETY: as above.
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        let mut out = wait(&mut r, 2);
+        out.sort();
+        assert_eq!(out, vec![(3, -libc::EBADF), (4, -libc::ECANCELED)]);
+    }
+
+    #[test]
+    fn a_chain_without_room_goes_in_unlinked_and_drained() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut r = LocalRing::new(8).unwrap();
+        r.max_inflight = 2;
+        let mut pb: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in pb.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: fds[0],
+                ptr: b.as_mut_ptr(),
+                len: 1,
+                offset: u64::MAX,
+                buf_index: None,
+            };
+            // SAFETY: pb outlives the completions (waited for below).
+            unsafe {
+                let e = r.sqe(10 + i as u64, &kind, None, None, false).unwrap();
+                r.push(e);
+            }
+        }
+        r.submit();
+        let b = AlignedBuf::new(4096, 4096);
+        let chain = chain_of(&r, f.as_file().as_raw_fd(), &b, 1);
+        // No room: both wait in the backlog, the fdatasync drained behind the write.
+        // SAFETY: b and f outlive the completions.
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        assert_eq!(r.backlog.len(), 2);
+        // SAFETY: writing two bytes into our own pipe frees the two blocked reads.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"xy".as_ptr() as *const libc::c_void, 2) },
+            2
+        );
+        let mut out = wait(&mut r, 4);
+        out.sort();
+        assert_eq!(out, vec![(1, 4096), (2, 0), (10, 1), (11, 1)]);
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
 }
