@@ -194,6 +194,18 @@ for (const backend of BACKENDS) {
   })
 }
 
+fxTest('writeFile(path, data, { flush: true }) creating the file: once it resolved, the file and its name are durable', CRASH_REQS, async (t) => {
+  await sweep(t, 'writeFile flush (new file)', {
+    torn: true,
+    workload: (root) => writeFile(path.join(root, 'f'), NEW, { flush: true }),
+    check: (run) => {
+      if (!run.outcome.ok) return undefined
+      const what = describe(durable(run, 'f'), { new: NEW })
+      return what === 'new' ? undefined : `writeFile resolved but the file is ${what}`
+    },
+  })
+})
+
 mutantTest('mutant: writeFile atomic with datasync skipped is caught by the crash check', async (t) => {
   const r = await withoutDatasync(() => crashSweep(atomicWriteFile(true)))
   t.log(r.violations[0])
