@@ -23,6 +23,7 @@ export {
   constants,
   FileHandle,
   type Alignment,
+  type DurableWriteOptions,
   type HandleStats,
   type ManyError,
   type ManyOp,

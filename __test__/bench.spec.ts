@@ -100,3 +100,16 @@ test('bench without fio and without tmpfs: the rows are marked, not missing; an 
   t.is(lat?.met, null)
   t.regex(lat?.figure ?? '', /fio is not installed/)
 })
+
+test('bench --durable --json: one row per backend × durable-write primitive, each with a rate and a ratio', (t) => {
+  t.timeout(120_000)
+  const r = spawnSync(process.execPath, [CLI, 'bench', '--durable', '--json', '--runs', '1', '--duration', '0.1', '/var/tmp'], { encoding: 'utf8', timeout: 110_000 })
+  t.is(r.status, 0, r.stderr)
+  const rows = JSON.parse(r.stdout) as Array<{ backend: string; mode: string; opsPerSec: number; p50us: number; p99us: number; ratio: number }>
+  t.true(rows.length >= 3 && rows.length % 3 === 0)
+  for (const row of rows) {
+    t.true(['write+datasync', 'dsync', 'writeMany+datasync'].includes(row.mode), row.mode)
+    t.true(row.opsPerSec > 0 && row.p50us > 0 && row.p99us >= row.p50us && row.ratio > 0, JSON.stringify(row))
+  }
+  t.deepEqual(rows.filter((x) => x.mode === 'write+datasync').map((x) => x.ratio), rows.filter((x) => x.mode === 'write+datasync').map(() => 1))
+})

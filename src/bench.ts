@@ -25,6 +25,7 @@ import {
   type Workload,
 } from './bench/harness'
 import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './bench/report'
+import { durableBench, durableTable } from './bench/durable'
 import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './bench/streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
@@ -70,7 +71,10 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --out FILE    also write a markdown report to FILE and a chart (results.png/.svg) beside it
 --json        print JSON instead of the table
 --write       allow the write workloads on an existing file (destroys its contents)
---keep        keep the temporary files`
+--keep        keep the temporary files
+--durable     only the durable-write table: one 4 KiB write made durable at QD 1 by write +
+              datasync, write { dsync } and writeMany { datasync }, per backend, in PATH (a
+              directory; default as above); --runs and --duration apply`
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1 << 10, kb: 1 << 10, kib: 1 << 10, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30, t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40 }
 
@@ -104,10 +108,11 @@ interface Args {
   write: boolean
   keep: boolean
   help: boolean
+  durable: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { bs: 4096, qd: 64, ops: 0, quick: false, full: false, variants: new Map(), short: argv.length === 0, json: false, write: false, keep: false, help: false }
+  const a: Args = { bs: 4096, qd: 64, ops: 0, quick: false, full: false, variants: new Map(), short: argv.length === 0, json: false, write: false, keep: false, help: false, durable: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const eq = arg.indexOf('=')
@@ -219,6 +224,9 @@ function parseArgs(argv: string[]): Args {
         break
       case '--keep':
         a.keep = true
+        break
+      case '--durable':
+        a.durable = true
         break
       case '--help':
       case '-h':
@@ -335,6 +343,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
     return 0
   }
   const log = (m: string): void => void process.stderr.write(`${m}\n`)
+  if (args.durable) {
+    const dir = args.path ?? (await tempDir())
+    const where = await probe(dir)
+    const backends = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
+    const rows = await durableBench(dir, backends, args.runs ?? 3, (args.duration ?? 2) * 1000, log)
+    console.log(args.json ? JSON.stringify(rows, null, 2) : durableTable(rows, `${dir} (${where.fsType}, ${where.kernel})`))
+    return 0
+  }
   const seqBs = 1 << 20
   if (args.quick || args.full) args.short = false
   if (args.full && args.out === undefined) args.out = 'bench/RESULTS.md'

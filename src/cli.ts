@@ -71,7 +71,9 @@ export async function probeCommand(args: string[]): Promise<number> {
   if (r.alignment) {
     const a = r.alignment
     out.push(`alignment:       memory ${a.memory}, offset ${a.offset}, logical block ${a.logicalBlockSize}, physical block ${a.physicalBlockSize} (source: ${a.source})`)
+    out.push(`atomic writes:   ${a.atomicWriteMax > 0 ? `${a.atomicWriteMin} to ${a.atomicWriteMax} bytes, ${a.atomicWriteSegmentsMax} segment(s) (write { atomic: true }, RWF_ATOMIC)` : 'none (statx STATX_WRITE_ATOMIC)'}`)
   }
+  out.push(`uncached I/O:    ${r.uncached.works ? "works (direct: 'uncached', RWF_DONTCACHE)" : `unavailable: ${r.uncached.reason}`}`)
   out.push(`direct I/O ready: ${yesNo(r.direct.works)}`)
   console.log(out.join('\n'))
   return r.direct.works ? 0 : 2

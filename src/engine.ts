@@ -167,6 +167,16 @@ export class Engine {
     return ids
   }
 
+  /** Per-write flags (RWF_DSYNC / RWF_SYNC) of a write op staged in this tick (before the flush). */
+  setRwFlags(id: number, rwFlags: number): void {
+    if (!this.native.setRwFlags(id, rwFlags)) throw new Error(`odirect: op ${id} is not a write waiting for submission`)
+  }
+
+  /** io_uring: links the staged op to the next one staged (IOSQE_IO_LINK: that one starts after it succeeded, is cancelled if it fails). False elsewhere. */
+  setLink(id: number): boolean {
+    return this.native.setLink(id)
+  }
+
   /** Stages an op `rwMany` held. */
   release(id: number): void {
     this.native.release(id)

@@ -17,6 +17,8 @@ export type MisuseCode =
   | 'ERR_ODIRECT_SAME_FILE'
   /** copyFile({ verify: true }): the copy's sha256 differs from the source's. */
   | 'ERR_ODIRECT_VERIFY'
+  /** write({ atomic: true }) that the file cannot make untorn (no RWF_ATOMIC there, or the size/position/segments outside fh.alignment's atomicWrite limits). */
+  | 'ERR_ODIRECT_ATOMIC'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_INVALID_ARG_VALUE'
   | 'ERR_OUT_OF_RANGE'

@@ -4,9 +4,9 @@
 // padded with zeros and the file truncated to the exact length.
 import { createHash } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
-import * as nodePath from 'node:path'
 
 import { MAX_IO_LENGTH } from './buffers'
+import { syncParentDir } from './dirsync'
 import type { BackendName } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
 import { guardAsync } from './guard'
@@ -182,12 +182,6 @@ function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefine
   return undefined
 }
 
-async function syncDir(file: string): Promise<void> {
-  const dir = await fsp.open(nodePath.dirname(file), 'r').catch(() => undefined)
-  await dir?.sync().catch(() => {})
-  await dir?.close().catch(() => {})
-}
-
 let tmpCounter = 0
 const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
 
@@ -239,6 +233,8 @@ async function writeFileImpl(
   const wopts: Record<string, unknown> = { datasync, ...(signal ? { signal } : {}) }
   if (!given) Object.assign(wopts, { flags: tmp !== undefined ? 'wx' : flag, mode, direct: oo.direct, backend: oo.backend })
   const { target: t, cfg } = writeConfig(given ? target : (tmp ?? target), wopts)
+  // The temp file's name need not be durable: the rename into place is synced below.
+  if (tmp !== undefined) cfg.syncDir = false
   const core = new BlockWriter(t, cfg)
   try {
     await core.open()
@@ -261,7 +257,7 @@ async function writeFileImpl(
         await fsp.unlink(tmp)
       }
       tmp = undefined
-      await syncDir(dst)
+      await syncParentDir(dst)
     }
   } catch (e) {
     await core.destroy().catch(() => {})
@@ -454,7 +450,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
         await fsp.unlink(tmp)
       } else await fsp.rename(tmp, d)
       tmp = undefined
-      await syncDir(d)
+      await syncParentDir(d)
     }
     return result
   } finally {

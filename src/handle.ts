@@ -19,6 +19,15 @@ export interface Alignment {
   readonly source: 'statx' | 'ioctl' | 'sysfs' | 'fstat' | 'default'
   /** False when the filesystem says it cannot do direct I/O at all (statx offset alignment 0). */
   readonly directSupported: boolean
+  /**
+   * Untorn writes (`write(buf, { atomic: true })`, RWF_ATOMIC), from statx(STATX_WRITE_ATOMIC):
+   * a direct write of a power-of-two length from `atomicWriteMin` to `atomicWriteMax` bytes, at
+   * a position that is a multiple of its length, in at most `atomicWriteSegmentsMax` buffers,
+   * lands whole or not at all across a power cut. 0 where the file has no atomic writes.
+   */
+  readonly atomicWriteMin: number
+  readonly atomicWriteMax: number
+  readonly atomicWriteSegmentsMax: number
 }
 
 /** odirect's per-op extras, accepted wherever fs/promises takes an options object. */
@@ -37,6 +46,28 @@ export interface ReadWriteOptions extends OpOptions {
   length?: number
   /** File position; omitted, null or -1: the handle's current position, which then advances. */
   position?: number | bigint | null
+  /**
+   * Writes only: the data (and the metadata needed to read it) is durable when the write
+   * resolves, as if an fdatasync followed, in one request (RWF_DSYNC: a FUA write where the
+   * device has it). Default false.
+   */
+  dsync?: boolean
+  /** Writes only: as `dsync`, plus all metadata, as if an fsync followed (RWF_SYNC). Default false. */
+  sync?: boolean
+  /**
+   * Writes only: untorn (RWF_ATOMIC): after a power cut the range holds all of the new data or
+   * none of it. Needs a direct handle and a size/position within `fh.alignment.atomicWrite*`;
+   * otherwise the write is refused with ERR_ODIRECT_ATOMIC before any system call. Default false.
+   */
+  atomic?: boolean
+}
+
+/** Per-write durability options of `writev` and `writeMany`. */
+export interface DurableWriteOptions {
+  /** Each write is durable when it completes (RWF_DSYNC). */
+  dsync?: boolean
+  /** Each write is durable with all metadata when it completes (RWF_SYNC). */
+  sync?: boolean
 }
 
 /** `fh.read({ buffer, ... })`, as in fs/promises. */
@@ -70,7 +101,17 @@ export interface ManyOp {
 }
 
 /** Options of `readMany` / `writeMany`. */
-export interface ManyOptions {
+export interface ManyOptions extends DurableWriteOptions {
+  /**
+   * writeMany only: an fdatasync after the writes; the promise resolves when all their data is
+   * durable. On io_uring, for up to 16 writes (and no `window` smaller than the batch), the
+   * writes and the fdatasync go in one submission as an IOSQE_IO_LINK chain (the writes then run
+   * one after another); otherwise the fdatasync is issued once every write succeeded. A failed
+   * write rejects with `results` naming it and the fdatasync never runs (cancelled in the chain:
+   * the writes after the failed one report ECANCELED).
+   * Default false.
+   */
+  datasync?: boolean
   /**
    * At most this many of the ops in the kernel at once: every op is captured at the call, the
    * first `window` go in, and each completion lets the next one in (a sliding window, no barrier).
@@ -118,6 +159,8 @@ export interface HandleInit {
   flags: string
   direct: boolean
   fallbackReason: string
+  /** Every op carries RWF_DONTCACHE (direct: 'uncached', or a 'prefer' fallback where the kernel has it). */
+  uncached?: boolean
   alignment: Alignment
   backend: BackendName
   isBlockDevice: boolean
@@ -198,6 +241,30 @@ interface Parsed {
   position: unknown
   signal: AbortSignal | undefined
   timeout: number | undefined
+  /** pwritev2 flags (RWF_DSYNC / RWF_SYNC / RWF_ATOMIC) of a write; 0 otherwise. */
+  rwFlags: number
+}
+
+const RWF_DSYNC = 0x2
+const RWF_SYNC = 0x4
+const RWF_ATOMIC = 0x40
+const RWF_DONTCACHE = 0x80
+/** writeMany({ datasync: true }) links at most this many writes and the fdatasync on io_uring (linked writes run one at a time); past it the fdatasync follows the batch. */
+const LINK_MAX = 16
+
+/** RWF_* flags from `{ dsync, sync, atomic }` (validated; refused on reads; `atomic` on write() only). */
+function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
+  if (o === undefined) return 0
+  let f = 0
+  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC], ['atomic', RWF_ATOMIC]] as const) {
+    const v = o[k]
+    if (v === undefined || v === false) continue
+    if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${typeName(v)}`, `pass ${k}: true`)
+    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, k === 'atomic' ? 'drop it' : `drop ${k}, or use fh.datasync() / fh.sync()`)
+    if (k === 'atomic' && syscall !== 'write') throw misuse('ERR_INVALID_ARG_VALUE', `option 'atomic' applies to write(), not ${syscall}`, 'use fh.write(buffer, { position, atomic: true })')
+    f |= bit
+  }
+  return f
 }
 
 /** What an op's promise resolves with. */
@@ -280,6 +347,11 @@ export class FileHandle {
   readonly direct: boolean
   /** Why direct I/O is off although it was asked for (`direct: 'prefer'` fallback); '' otherwise. */
   readonly fallbackReason: string
+  /**
+   * Buffered I/O with RWF_DONTCACHE on every op (`direct: 'uncached'`, or the `'prefer'`
+   * fallback where the kernel has it): the kernel drops the pages behind each op.
+   */
+  readonly uncached: boolean
   readonly alignment: Alignment
   /** The engine running this handle's I/O. */
   readonly backend: BackendName
@@ -312,6 +384,7 @@ export class FileHandle {
     this.flags = init.flags
     this.direct = init.direct
     this.fallbackReason = init.fallbackReason
+    this.uncached = init.uncached === true
     this.alignment = Object.freeze({ ...init.alignment, directSupported: init.alignment.directSupported ?? true })
     this.backend = init.backend
     this.#bidx = backendIndex(init.backend)
@@ -467,7 +540,7 @@ export class FileHandle {
   /** @internal */
   _dropCache(position: number, length: number): void {
     // Buffered fallback ('prefer' without O_DIRECT support): spare the page cache anyway.
-    if (!this.direct && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
+    if (!this.direct && !this.uncached && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
   }
 
   /** Parses fs/promises' read/write argument forms. */
@@ -513,7 +586,26 @@ export class FileHandle {
     const off = offset === undefined || offset === null ? 0 : checkInt(offset, 'offset', 0, size)
     const len = length === undefined || length === null ? size - off : checkInt(length, 'length', 0, size - off)
     if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout) }
+    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout), rwFlags: durabilityFlags(o, syscall) }
+  }
+
+  /** Refuses (before any system call) an atomic write the file cannot make untorn. */
+  #checkAtomic(len: number, position: number): void {
+    const a = this.alignment
+    const refuse = (why: string, hint: string): never => {
+      throw misuse('ERR_ODIRECT_ATOMIC', `write({ atomic: true }) of ${len} bytes at ${position} on ${this.path}: ${why}`, hint, { syscall: 'write', path: this.path, position, length: len })
+    }
+    if (!this.direct) refuse('the handle is not direct (atomic writes need O_DIRECT)', "open with direct: 'require'")
+    if (a.atomicWriteMax === 0) refuse('this file has no atomic writes (statx STATX_WRITE_ATOMIC reports none: the filesystem, device or kernel lacks them)', 'use a filesystem with atomic writes (e.g. XFS or ext4 with bigalloc on a device with atomic write units, Linux 6.11+), or journal the data yourself')
+    if ((len & (len - 1)) !== 0 || len < a.atomicWriteMin || len > a.atomicWriteMax) refuse(`the length must be a power of two from ${a.atomicWriteMin} to ${a.atomicWriteMax} bytes`, 'split the write into atomic units (fh.alignment.atomicWriteMin..atomicWriteMax)')
+    if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
+  }
+
+  /** Sets a staged op's RWF_* flags (plus RWF_DONTCACHE on an uncached handle); returns its id. */
+  #flagged(id: number, rwFlags: number): number {
+    const f = this.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
+    if (f !== 0) this.#engine.setRwFlags(id, f)
+    return id
   }
 
   #rw(write: boolean, q: Parsed, shape: number, result: unknown): Promise<unknown> {
@@ -525,6 +617,7 @@ export class FileHandle {
     const len = q.length
     if (len === 0) return Promise.resolve(shape === SHAPE_READ ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
     this.#checkAligned(len, position, syscall)
+    if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, position)
     const view = q.buffer
     const p = this.#start(
       write ? KIND_WRITE : KIND_READ,
@@ -533,7 +626,7 @@ export class FileHandle {
       len,
       q.signal,
       q.timeout,
-      (rec) => this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec),
+      (rec) => this.#flagged(this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec), q.rwFlags),
       shape,
       result,
       implicit,
@@ -616,10 +709,12 @@ export class FileHandle {
     }
   }
 
-  #rwv(write: boolean, buffers: unknown, positionArg: unknown): Promise<unknown> {
+  #rwv(write: boolean, buffers: unknown, positionArg: unknown, options?: unknown, link = false): Promise<unknown> {
     const syscall = write ? 'writev' : 'readv'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
+    if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { dsync: true }')
+    const rwFlags = durabilityFlags((options ?? undefined) as Record<string, unknown> | undefined, syscall)
     if (!Array.isArray(buffers)) {
       throw misuse('ERR_INVALID_ARG_TYPE', `${syscall} needs an array of buffers, got ${typeName(buffers)}`, 'pass [buf1, buf2, ...] made with fh.alloc()')
     }
@@ -648,7 +743,11 @@ export class FileHandle {
       total,
       undefined,
       undefined,
-      (rec) => this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec),
+      (rec) => {
+        const id = this.#flagged(this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec), rwFlags)
+        if (link) this.#engine.setLink(id)
+        return id
+      },
       write ? SHAPE_WRITEV : SHAPE_READV,
       buffers,
       implicit,
@@ -666,24 +765,39 @@ export class FileHandle {
     }
   }
 
-  /** Gather write from several buffers at one position: `{ bytesWritten, buffers }`. */
-  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null): Promise<WriteVResult<T>> {
+  /**
+   * Gather write from several buffers at one position: `{ bytesWritten, buffers }`.
+   * `options.dsync` / `sync`: durable on completion (RWF_DSYNC / RWF_SYNC). `options.datasync`:
+   * then an fdatasync (on io_uring linked to the write in one submission), never run if the
+   * write failed.
+   */
+  writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions & { datasync?: boolean }): Promise<WriteVResult<T>> {
     try {
-      return this.#rwv(true, buffers, position) as Promise<WriteVResult<T>>
+      let datasync = false
+      if (isOptionsObject(options) && options.datasync !== undefined) {
+        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
+        datasync = options.datasync
+      }
+      const linked = datasync && this.backend === 'io_uring'
+      const p = this.#rwv(true, buffers, position, options, linked) as Promise<WriteVResult<T>>
+      return datasync ? this.#thenDatasync(p, linked) : p
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
-  #many(write: boolean, ops: unknown, options: unknown): Promise<number[]> {
+  #many(write: boolean, ops: unknown, options: unknown, link = false): Promise<number[]> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
     let window = Infinity
+    let rwFlags = 0
     if (options !== undefined && options !== null) {
       if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
       const w = options.window
       if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
+      rwFlags = durabilityFlags(options, `${syscall}Many`)
+      if (!write && options.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
     }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
@@ -753,6 +867,10 @@ export class FileHandle {
       const holdFrom = Math.min(n, window)
       let next = holdFrom
       const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
+      for (const id of ids) {
+        this.#flagged(id, rwFlags)
+        if (link) this.#engine.setLink(id)
+      }
       this.#noteBounced()
       this.#inflight += n
       if (write) this.#writesPending.set(seq, true)
@@ -773,13 +891,48 @@ export class FileHandle {
     }
   }
 
-  /** Many writes in one submission; see `readMany` (`error.results` says which writes landed). */
+  /**
+   * Many writes in one submission; see `readMany` (`error.results` says which writes landed).
+   * `{ datasync: true }`: then one fdatasync, only if every write succeeded (see ManyOptions);
+   * resolves when all the data is durable. `{ dsync: true }`: each write durable on its own.
+   */
   writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
-      return this.#many(true, ops, options)
+      let datasync = false
+      if (isOptionsObject(options) && options.datasync !== undefined) {
+        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
+        datasync = options.datasync
+      }
+      const n = Array.isArray(ops) ? ops.length : 0
+      const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
+      // Linked writes run one after another: worth it for the few writes of a commit.
+      const linked = datasync && this.backend === 'io_uring' && !windowed && n > 0 && n <= LINK_MAX
+      const p = this.#many(true, ops, options, linked)
+      return datasync ? this.#thenDatasync(p, linked) : p
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
+  }
+
+  /**
+   * `p`, then an fdatasync. `linked`: the writes of `p` were just staged linked (io_uring,
+   * IOSQE_IO_LINK) and the fdatasync is staged now as the chain's end: one submission; it
+   * starts once they all succeeded, and a failed write cancels it (p rejects with the write's
+   * own error). Otherwise the fdatasync goes in once `p` resolved, never after a failed write.
+   */
+  #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
+    if (linked) {
+      const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec))
+      sync.catch(() => {})
+      return p.then(async (r) => {
+        await sync
+        return r
+      })
+    }
+    return p.then(async (r) => {
+      await this.datasync()
+      return r
+    })
   }
 
   async #simple(syscall: Syscall, op: number, a: number, b: number, mode: number, ctx: { position?: number; length?: number }, options: unknown): Promise<number> {

@@ -134,6 +134,16 @@ async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions)
         hint: "open with { direct: 'prefer' } to fall back to buffered I/O, or put the file on ext4, xfs, btrfs or tmpfs",
       })
     }
+    if (syscall === 'preadv2') {
+      const k = kernelError(r.errno, { syscall, path: p }, r.message)
+      throw new DirectIoError(`${p}: ${r.message}`, {
+        code: k.code,
+        ...(k.errno === undefined ? {} : { errno: k.errno }),
+        syscall,
+        path: p,
+        hint: "use direct: 'prefer' (O_DIRECT, else the best buffered mode there is) or 'off'; probe().uncached says where RWF_DONTCACHE works",
+      })
+    }
     throw kernelError(r.errno, { syscall, path: p })
   }
   let backend: BackendName
@@ -149,6 +159,7 @@ async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions)
     flags: f,
     direct: r.direct,
     fallbackReason: r.fallbackReason,
+    uncached: r.uncached,
     alignment: r.alignment as Alignment,
     backend,
     isBlockDevice: r.isBlockDevice,
@@ -171,6 +182,8 @@ export interface ProbeReport {
   isBlockDevice: boolean
   /** How completions reach JS on this runtime ('libuv': Node's loop; 'thread': a reaper thread, Bun and Deno). */
   completionPath: 'libuv' | 'thread'
+  /** Uncached buffered I/O (RWF_DONTCACHE, Linux 6.14+) works here: `direct: 'uncached'`, and the `'prefer'` fallback uses it. */
+  uncached: { works: boolean; reason: string }
 }
 
 /** What odirect finds for `path` (a directory: a temp file is made and removed in it). */
@@ -192,5 +205,6 @@ async function probeImpl(path: PathLike): Promise<ProbeReport> {
     fsType: r.isBlockDevice ? '' : r.fsType,
     isBlockDevice: r.isBlockDevice,
     completionPath: engineInfo().path,
+    uncached: { works: r.uncached, reason: r.uncachedReason },
   }
 }

@@ -7,13 +7,17 @@ import { describeValue, misuse } from './errors'
 import { native } from './native'
 
 export type OpenFlags = 'r' | 'r+' | 'rs+' | 'w' | 'wx' | 'xw' | 'w+' | 'wx+' | 'xw+'
-export type DirectMode = 'require' | 'prefer' | 'off'
+export type DirectMode = 'require' | 'prefer' | 'off' | 'uncached'
 
 export interface OpenOptions {
   /**
    * 'require' (default): O_DIRECT or a typed error. 'prefer': fall back to buffered I/O when the
    * filesystem refuses O_DIRECT (then `fh.direct === false`, `fh.fallbackReason` says why, and the
-   * page cache is dropped behind each op). 'off': buffered I/O through the same engine.
+   * page cache is dropped behind each op: by the kernel with RWF_DONTCACHE where it has it, then
+   * `fh.uncached === true`, else with POSIX_FADV_DONTNEED). 'off': buffered I/O through the same
+   * engine. 'uncached': buffered I/O with RWF_DONTCACHE on every op (Linux 6.14+): any length and
+   * alignment, the pages dropped by the kernel behind each op; a typed error where the filesystem
+   * lacks it (see probe().uncached).
    */
   direct?: DirectMode
   /** 'auto' (default, or the ODIRECT_BACKEND environment variable): io_uring, then aio, then threadpool. */
@@ -121,7 +125,7 @@ export function checkOpenOptions(o: unknown): CheckedOpenOptions {
 /** The open() fields of an already read options record (streams and helpers share them). */
 export function openFields(o: Record<string, unknown>): CheckedOpenOptions {
   return {
-    direct: oneOf<DirectMode>(o, 'direct', ['require', 'prefer', 'off'], 'require', "use 'require' for O_DIRECT or an error, 'prefer' to fall back to buffered I/O"),
+    direct: oneOf<DirectMode>(o, 'direct', ['require', 'prefer', 'off', 'uncached'], 'require', "use 'require' for O_DIRECT or an error, 'prefer' to fall back to buffered I/O, 'uncached' for RWF_DONTCACHE buffered I/O"),
     backend: oneOf<'auto' | BackendName>(o, 'backend', ['auto', ...BACKENDS], 'auto', "use 'auto' unless you need a specific engine"),
     dsync: boolOption(o, 'dsync', false),
     noatime: boolOption(o, 'noatime', false),

@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events'
 
 import { MAX_IO_LENGTH } from '../buffers'
 import type { BackendName } from '../engine'
+import { syncParentDir } from '../dirsync'
 import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { isFileHandle, open, toPath } from '../open'
@@ -117,6 +118,12 @@ export interface ReadConfig extends BaseConfig {
 export interface WriteConfig extends BaseConfig {
   writeBehind: number
   datasync: boolean
+  /**
+   * With datasync, also fsync the parent directory when this stream opened the path with a
+   * creating flag, so the file's name survives a power cut with its data. (Off for writeFile's
+   * temp file: the rename into place is followed by its own directory sync.)
+   */
+  syncDir?: boolean
 }
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
@@ -625,6 +632,11 @@ export class BlockWriter extends Core {
     if (this.#cfg.datasync) {
       await this.track(fh.datasync({ signal: this.opSignal }))
       this.#check()
+      const c = this.#cfg
+      if (c.syncDir !== false && typeof this.target === 'string' && c.flags.includes('w')) {
+        await this.track(syncParentDir(this.target))
+        this.#check()
+      }
     }
     this.#finished = true
     if (this.owned) await fh.close()

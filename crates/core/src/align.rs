@@ -25,6 +25,19 @@ pub struct Alignment {
     pub source: AlignSource,
     /// False when the filesystem says it cannot do direct I/O on this file (statx gave 0).
     pub direct_supported: bool,
+    /// Torn-write-free write limits (RWF_ATOMIC), all 0 where the file has none.
+    pub atomic: AtomicWrite,
+}
+
+/// What `statx(STATX_WRITE_ATOMIC)` says about untorn writes (RWF_ATOMIC) on a file: a write of
+/// a power-of-two length in `[unit_min, unit_max]`, naturally aligned (position a multiple of
+/// its length), of at most `segments_max` iovecs, lands whole or not at all across a power cut.
+/// All 0: no atomic writes (the kernel, the filesystem or the device lacks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AtomicWrite {
+    pub unit_min: u32,
+    pub unit_max: u32,
+    pub segments_max: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +76,43 @@ pub fn is_pow2(n: u64) -> bool {
     n != 0 && n & (n - 1) == 0
 }
 
-/// Discovers the alignment for an open file descriptor.
+/// Discovers the alignment (and the atomic write limits) for an open file descriptor.
 pub fn discover(fd: RawFd) -> io::Result<Alignment> {
+    let mut a = discover_alignment(fd)?;
+    #[cfg(target_os = "linux")]
+    if let Some(w) = statx_atomic(fd) {
+        a.atomic = w;
+    }
+    Ok(a)
+}
+
+/// Atomic write limits from `statx(STATX_WRITE_ATOMIC)` (Linux 6.11+), if reported.
+#[cfg(target_os = "linux")]
+pub fn statx_atomic(fd: RawFd) -> Option<AtomicWrite> {
+    // SAFETY: statx writes into the zeroed POD `stx`; the empty C string with AT_EMPTY_PATH
+    // makes it describe `fd` itself.
+    let (r, stx) = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let r = libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_WRITE_ATOMIC,
+            &mut stx,
+        );
+        (r, stx)
+    };
+    if r < 0 || stx.stx_mask & libc::STATX_WRITE_ATOMIC == 0 {
+        return None;
+    }
+    Some(AtomicWrite {
+        unit_min: stx.stx_atomic_write_unit_min,
+        unit_max: stx.stx_atomic_write_unit_max,
+        segments_max: stx.stx_atomic_write_segments_max,
+    })
+}
+
+fn discover_alignment(fd: RawFd) -> io::Result<Alignment> {
     let st = fstat(fd)?;
     let is_blk = (st.st_mode & libc::S_IFMT) == libc::S_IFBLK;
     let (mut lbs, mut pbs) = (0u32, 0u32);
@@ -90,6 +138,7 @@ pub fn discover(fd: RawFd) -> io::Result<Alignment> {
                 physical_block_size: if pbs > 0 { pbs } else { bs },
                 source: AlignSource::Statx,
                 direct_supported: false,
+                atomic: AtomicWrite::default(),
             });
         }
         let l = if lbs > 0 { lbs } else { off };
@@ -100,6 +149,7 @@ pub fn discover(fd: RawFd) -> io::Result<Alignment> {
             physical_block_size: if pbs >= l { pbs } else { l },
             source: AlignSource::Statx,
             direct_supported: true,
+            atomic: AtomicWrite::default(),
         });
     }
     if lbs > 0 {
@@ -114,6 +164,7 @@ pub fn discover(fd: RawFd) -> io::Result<Alignment> {
                 AlignSource::Sysfs
             },
             direct_supported: true,
+            atomic: AtomicWrite::default(),
         });
     }
     let bs = st.st_blksize as u64;
@@ -129,6 +180,7 @@ pub fn discover(fd: RawFd) -> io::Result<Alignment> {
         physical_block_size: v,
         source,
         direct_supported: true,
+        atomic: AtomicWrite::default(),
     })
 }
 

@@ -19,11 +19,15 @@ use crate::align::{self, Alignment};
 pub enum DirectMode {
     /// O_DIRECT or fail.
     Require,
-    /// O_DIRECT when the filesystem allows it, else buffered I/O (with the page cache dropped
-    /// behind each op by the caller).
+    /// O_DIRECT when the filesystem allows it, else uncached buffered I/O where the kernel has
+    /// it (RWF_DONTCACHE), else buffered I/O with the page cache dropped behind each op by the
+    /// caller.
     Prefer,
     /// Plain buffered I/O.
     Off,
+    /// Buffered I/O with RWF_DONTCACHE on every op (Linux 6.14+): any length and alignment, the
+    /// page cache dropped behind each op by the kernel. Fails where the filesystem lacks it.
+    Uncached,
 }
 
 impl DirectMode {
@@ -32,6 +36,7 @@ impl DirectMode {
             "require" => Some(DirectMode::Require),
             "prefer" => Some(DirectMode::Prefer),
             "off" => Some(DirectMode::Off),
+            "uncached" => Some(DirectMode::Uncached),
             _ => None,
         }
     }
@@ -103,6 +108,9 @@ pub struct Opened {
     pub direct: bool,
     /// Why O_DIRECT is not in effect when it was asked for (`prefer`), empty otherwise.
     pub fallback_reason: String,
+    /// Every op of this handle should carry RWF_DONTCACHE (`uncached`, or a `prefer` fallback
+    /// where the filesystem has it).
+    pub uncached: bool,
     pub alignment: Alignment,
     pub is_block_device: bool,
     /// Size in bytes (st_size, or the device size for block devices).
@@ -151,8 +159,10 @@ pub fn open_file(
         bits |= libc::O_NOATIME;
     }
     let mode = opts.mode;
-    // With 'require', O_TRUNC waits until O_DIRECT is on: a refused open must not empty the file.
-    let defer_trunc = direct == DirectMode::Require && bits & libc::O_TRUNC != 0;
+    // With 'require' ('uncached'), O_TRUNC waits until O_DIRECT (RWF_DONTCACHE) is known to
+    // work: a refused open must not empty the file.
+    let defer_trunc =
+        matches!(direct, DirectMode::Require | DirectMode::Uncached) && bits & libc::O_TRUNC != 0;
     if defer_trunc {
         bits &= !libc::O_TRUNC;
     }
@@ -265,12 +275,36 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         fd,
         direct: false,
         fallback_reason: String::new(),
+        uncached: false,
         alignment,
         is_block_device,
         size,
         fs_type,
     };
     if direct == DirectMode::Off {
+        return Ok(out);
+    }
+    if direct == DirectMode::Uncached {
+        if let Err(e) = dontcache_works(fd) {
+            let errno = e.raw_os_error().unwrap_or(libc::EOPNOTSUPP);
+            return Err(OpenError {
+                errno,
+                syscall: "preadv2",
+                message: format!(
+                    "the {} filesystem has no uncached buffered I/O (RWF_DONTCACHE, Linux 6.14+; {}: {e})",
+                    if out.fs_type.is_empty() { "underlying" } else { &out.fs_type },
+                    crate::error::errno_name(errno)
+                ),
+            });
+        }
+        out.uncached = true;
+        if truncate && kind == libc::S_IFREG {
+            // SAFETY: ftruncate takes only integers.
+            if unsafe { libc::ftruncate(fd, 0) } < 0 {
+                return Err(OpenError::last("ftruncate"));
+            }
+            out.size = 0;
+        }
         return Ok(out);
     }
     match enable_direct(fd) {
@@ -298,7 +332,12 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
                 e
             );
             if direct == DirectMode::Prefer {
-                out.fallback_reason = reason;
+                out.uncached = dontcache_works(fd).is_ok();
+                out.fallback_reason = if out.uncached {
+                    format!("{reason}; using uncached buffered I/O (RWF_DONTCACHE)")
+                } else {
+                    reason
+                };
                 Ok(out)
             } else {
                 Err(OpenError {
@@ -342,6 +381,47 @@ fn enable_direct(fd: RawFd) -> io::Result<()> {
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn enable_direct(_fd: RawFd) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// Whether `fd`'s filesystem takes RWF_DONTCACHE (uncached buffered I/O, Linux 6.14+): a
+/// one-byte preadv2 with the flag (the kernel checks the flags before it reads; a write-only
+/// descriptor is reopened read-only through /proc for the check).
+#[cfg(target_os = "linux")]
+pub fn dontcache_works(fd: RawFd) -> io::Result<()> {
+    let try_read = |fd: RawFd| -> io::Result<()> {
+        let mut b = [0u8; 1];
+        let iov = libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        // SAFETY: one iovec over our local byte.
+        let r = unsafe { libc::preadv2(fd, &iov, 1, 0, libc::RWF_DONTCACHE) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    match try_read(fd) {
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            let p = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+            // SAFETY: a valid path; the descriptor is closed below.
+            let r = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if r < 0 {
+                return Err(e);
+            }
+            let out = try_read(r);
+            // SAFETY: closing the descriptor opened above.
+            unsafe { libc::close(r) };
+            out
+        }
+        other => other,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn dontcache_works(_fd: RawFd) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 

@@ -126,6 +126,9 @@ pub struct Op {
     pub kind: OpKind,
     /// When the op was submitted (for latency).
     pub submitted: Instant,
+    /// preadv2/pwritev2 flags of a read or write (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC,
+    /// RWF_DONTCACHE...); 0 for a plain one.
+    pub rw_flags: i32,
 }
 
 // SAFETY: an Op only carries raw pointers whose validity the submitter guarantees until the
@@ -140,6 +143,7 @@ impl Op {
             token,
             kind,
             submitted: Instant::now(),
+            rw_flags: 0,
         }
     }
 }

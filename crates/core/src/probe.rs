@@ -34,6 +34,10 @@ pub struct Report {
     pub alignment: Option<Alignment>,
     pub fs_type: String,
     pub is_block_device: bool,
+    /// Uncached buffered I/O (RWF_DONTCACHE) works here: `direct: 'uncached'`, and the
+    /// `direct: 'prefer'` fallback uses it. Empty reason when it works.
+    pub uncached: bool,
+    pub uncached_reason: String,
 }
 
 pub fn kernel_release() -> String {
@@ -88,6 +92,8 @@ pub fn probe(path: &str) -> Report {
         alignment: None,
         fs_type: String::new(),
         is_block_device: false,
+        uncached: false,
+        uncached_reason: String::new(),
     };
     let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
     let (target, temp) = if is_dir {
@@ -115,6 +121,15 @@ pub fn probe(path: &str) -> Report {
             report.alignment = Some(o.alignment);
             report.fs_type = o.fs_type.clone();
             report.is_block_device = o.is_block_device;
+            match file::dontcache_works(o.fd) {
+                Ok(()) => report.uncached = true,
+                Err(e) => {
+                    report.uncached_reason = format!(
+                        "RWF_DONTCACHE refused ({}: {e}): needs Linux 6.14+ and a filesystem that has it",
+                        crate::error::errno_name(e.raw_os_error().unwrap_or(0))
+                    )
+                }
+            }
             let r = try_direct(o.fd, &o.alignment, temp, o.size);
             match r {
                 Ok(()) => report.direct.works = true,

@@ -53,6 +53,11 @@ struct OpRec {
     submitted: bool,
     started: Instant,
     debug: Option<String>,
+    /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
+    rw_flags: i32,
+    /// io_uring only: linked to the op staged after it (IOSQE_IO_LINK): that one starts when
+    /// this one succeeded and is cancelled when it fails (writeMany's writes and fdatasync).
+    link: bool,
 }
 
 impl OpRec {
@@ -72,6 +77,8 @@ impl OpRec {
             submitted: false,
             started: Instant::now(),
             debug: None,
+            rw_flags: 0,
+            link: false,
         }
     }
 }
@@ -601,6 +608,40 @@ impl Inner {
         Ok(())
     }
 
+    /// Sets the preadv2/pwritev2 flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC, RWF_DONTCACHE) of read
+    /// or write op `key`, staged or held but not yet submitted (ops go to the kernel at the next
+    /// `flush`). Returns false otherwise.
+    pub fn set_rw_flags(&mut self, key: u32, rw_flags: i32) -> bool {
+        match self.ops.get_mut(key as usize) {
+            Some(Some(rec))
+                if !rec.submitted
+                    && matches!(
+                        rec.kind,
+                        OpKind::Write { .. }
+                            | OpKind::Writev { .. }
+                            | OpKind::Read { .. }
+                            | OpKind::Readv { .. }
+                    ) =>
+            {
+                rec.rw_flags = rw_flags;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Links io_uring op `key`, staged but not yet submitted, to the op staged right after it
+    /// (IOSQE_IO_LINK; see `LocalRing::push_chain`). False for other backends or submitted ops.
+    pub fn set_link(&mut self, key: u32) -> bool {
+        match self.ops.get_mut(key as usize) {
+            Some(Some(rec)) if !rec.submitted && rec.backend == BackendKind::IoUring => {
+                rec.link = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Stages a held op (see `rw_many`); no effect on anything else.
     pub fn release(&mut self, key: u32) {
         if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
@@ -668,6 +709,7 @@ impl Inner {
         }
         let staged = std::mem::take(&mut self.staged);
         let mut ring_used = false;
+        let mut chain = Vec::new();
         let mut aio_used = false;
         for k in staged {
             let Some(rec) = self.ops[k as usize].as_mut() else {
@@ -679,13 +721,19 @@ impl Inner {
             rec.submitted = true;
             if self.debug {
                 let (off, len) = rec.kind.range();
-                let what = format!(
+                let mut what = format!(
                     "op={} fd={} offset={} length={}",
                     rec.kind.syscall(),
                     rec.kind.fd(),
                     off,
                     len
                 );
+                if rec.rw_flags != 0 {
+                    what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
+                }
+                if rec.link {
+                    what.push_str(" link");
+                }
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }
@@ -695,12 +743,29 @@ impl Inner {
                     // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in
                     // `rec`, which stays in the slab until this key's completion is reaped.
                     let sqe = unsafe {
-                        ring.sqe(k as u64, &rec.kind, rec.iov.as_deref(), rec.fixed, false)
+                        ring.sqe_rw(
+                            k as u64,
+                            &rec.kind,
+                            rec.iov.as_deref(),
+                            rec.fixed,
+                            false,
+                            rec.rw_flags as u32,
+                        )
                     };
                     match sqe {
                         Ok(e) => {
-                            // SAFETY: as above.
-                            unsafe { ring.push(e) };
+                            if rec.link || !chain.is_empty() {
+                                // A chain (ops marked `link`, then the one after the last)
+                                // goes in whole.
+                                chain.push(e);
+                                if !rec.link {
+                                    // SAFETY: as above, for every entry of the chain.
+                                    unsafe { ring.push_chain(std::mem::take(&mut chain)) };
+                                }
+                            } else {
+                                // SAFETY: as above.
+                                unsafe { ring.push(e) };
+                            }
                             ring_used = true;
                         }
                         Err(e) => self
@@ -711,7 +776,9 @@ impl Inner {
                 BackendKind::Aio => {
                     let aio = self.aio.as_mut().expect("checked at staging");
                     // SAFETY: as for the ring: the record keeps the memory until reaped.
-                    match unsafe { aio.push(k as u64, &rec.kind, rec.iov.as_deref()) } {
+                    match unsafe {
+                        aio.push_rw(k as u64, &rec.kind, rec.iov.as_deref(), rec.rw_flags)
+                    } {
                         Ok(()) => aio_used = true,
                         Err(e) => self
                             .synthetic
@@ -722,12 +789,19 @@ impl Inner {
                     let q = self.queued[kind_index(other)]
                         .as_mut()
                         .expect("checked at staging");
-                    q.staged.push(Op::new(k as u64, 0, rec.kind.clone()));
+                    let mut op = Op::new(k as u64, 0, rec.kind.clone());
+                    op.rw_flags = rec.rw_flags;
+                    q.staged.push(op);
                 }
             }
         }
         if ring_used {
             if let Some(r) = self.ring.as_mut() {
+                if !chain.is_empty() {
+                    // A chain whose last op never came (not expected): in, ordered, unlinked.
+                    // SAFETY: as for every ring entry above.
+                    unsafe { r.push_chain(chain) };
+                }
                 r.submit();
             }
         }

@@ -640,6 +640,19 @@ impl NativeEngine {
         self.with(|e| e.release(id as u32))
     }
 
+    /// Per-write flags (RWF_DSYNC / RWF_SYNC) of a staged, not yet submitted write op.
+    #[napi]
+    pub fn set_rw_flags(&self, id: f64, rw_flags: i32) -> Result<bool> {
+        self.with(|e| e.set_rw_flags(id as u32, rw_flags))
+    }
+
+    /// Links a staged, not yet submitted io_uring op to the next one staged (IOSQE_IO_LINK);
+    /// false elsewhere.
+    #[napi]
+    pub fn set_link(&self, id: f64) -> Result<bool> {
+        self.with(|e| e.set_link(id as u32))
+    }
+
     /// Hands every staged op to the kernel (called once per microtask checkpoint).
     #[napi]
     pub fn flush(&self) -> Result<()> {

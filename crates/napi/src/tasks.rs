@@ -21,6 +21,10 @@ pub struct AlignmentInfo {
     pub physical_block_size: u32,
     pub source: String,
     pub direct_supported: bool,
+    /// RWF_ATOMIC limits (statx STATX_WRITE_ATOMIC); 0 where the file has no atomic writes.
+    pub atomic_write_min: u32,
+    pub atomic_write_max: u32,
+    pub atomic_write_segments_max: u32,
 }
 
 fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
@@ -31,6 +35,9 @@ fn alignment_info(a: &odirect_core::align::Alignment) -> AlignmentInfo {
         physical_block_size: a.physical_block_size,
         source: a.source.name().to_string(),
         direct_supported: a.direct_supported,
+        atomic_write_min: a.atomic.unit_min,
+        atomic_write_max: a.atomic.unit_max,
+        atomic_write_segments_max: a.atomic.segments_max,
     }
 }
 
@@ -43,6 +50,8 @@ pub struct OpenResult {
     pub fd: i32,
     pub direct: bool,
     pub fallback_reason: String,
+    /// Every op carries RWF_DONTCACHE.
+    pub uncached: bool,
     pub alignment: Option<AlignmentInfo>,
     pub is_block_device: bool,
     pub size: f64,
@@ -78,6 +87,7 @@ impl Task for OpenTask {
                 fd: o.fd,
                 direct: o.direct,
                 fallback_reason: o.fallback_reason,
+                uncached: o.uncached,
                 alignment: Some(alignment_info(&o.alignment)),
                 is_block_device: o.is_block_device,
                 size: o.size as f64,
@@ -90,6 +100,7 @@ impl Task for OpenTask {
                 fd: -1,
                 direct: false,
                 fallback_reason: String::new(),
+                uncached: false,
                 alignment: None,
                 is_block_device: false,
                 size: 0.0,
@@ -264,6 +275,8 @@ pub struct ProbeInfo {
     pub alignment: Option<AlignmentInfo>,
     pub fs_type: String,
     pub is_block_device: bool,
+    pub uncached: bool,
+    pub uncached_reason: String,
 }
 
 pub struct ProbeTask {
@@ -298,6 +311,8 @@ impl Task for ProbeTask {
             alignment: r.alignment.as_ref().map(alignment_info),
             fs_type: r.fs_type,
             is_block_device: r.is_block_device,
+            uncached: r.uncached,
+            uncached_reason: r.uncached_reason,
         })
     }
 

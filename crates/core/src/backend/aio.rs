@@ -690,7 +690,8 @@ impl AioThread {
             _ => None,
         };
         // Routed to the helper before we get here, so every op here is an AIO op.
-        let cb = iocb_for(seq, &op.kind, iov.as_deref(), self.efd).expect("an AIO op");
+        let mut cb = iocb_for(seq, &op.kind, iov.as_deref(), self.efd).expect("an AIO op");
+        cb.aio_rw_flags = op.rw_flags;
         (cb, iov)
     }
 
@@ -837,13 +838,29 @@ impl LocalAio {
         kind: &OpKind,
         iov: Option<&[libc::iovec]>,
     ) -> io::Result<()> {
-        let cb = iocb_for(key, kind, iov, self.eventfd).ok_or_else(|| {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_rw(key, kind, iov, 0) }
+    }
+
+    /// [`LocalAio::push`] with per-write flags (`aio_rw_flags`: RWF_DSYNC, RWF_SYNC...).
+    ///
+    /// # Safety
+    /// As for [`LocalAio::push`].
+    pub unsafe fn push_rw(
+        &mut self,
+        key: u64,
+        kind: &OpKind,
+        iov: Option<&[libc::iovec]>,
+        rw_flags: i32,
+    ) -> io::Result<()> {
+        let mut cb = iocb_for(key, kind, iov, self.eventfd).ok_or_else(|| {
             io::Error::from_raw_os_error(if is_aio_op(kind) {
                 libc::EINVAL
             } else {
                 libc::EOPNOTSUPP
             })
         })?;
+        cb.aio_rw_flags = rw_flags;
         self.pending.push_back((key, cb));
         Ok(())
     }

@@ -115,6 +115,67 @@ fn iovecs(segs: &[Segment]) -> Result<Vec<libc::iovec>, i64> {
         .collect())
 }
 
+/// Runs `op`: a read or write with `rw_flags` goes through preadv2 / pwritev2, anything else
+/// through [`execute`].
+///
+/// # Safety
+/// As for [`execute`].
+pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
+    let one;
+    let (write, fd, segs, offset): (_, _, &[Segment], _) = match (&op.kind, op.rw_flags) {
+        (_, 0) => {
+            // SAFETY: forwarded contract.
+            return unsafe { execute(&op.kind) };
+        }
+        (
+            &OpKind::Write {
+                fd,
+                ptr,
+                len,
+                offset,
+                ..
+            },
+            _,
+        ) => {
+            one = [Segment {
+                ptr: ptr as *mut u8,
+                len,
+            }];
+            (true, fd, &one, offset)
+        }
+        (
+            &OpKind::Read {
+                fd,
+                ptr,
+                len,
+                offset,
+                ..
+            },
+            _,
+        ) => {
+            one = [Segment { ptr, len }];
+            (false, fd, &one, offset)
+        }
+        (OpKind::Writev { fd, segs, offset }, _) => (true, *fd, segs, *offset),
+        (OpKind::Readv { fd, segs, offset }, _) => (false, *fd, segs, *offset),
+        // SAFETY: forwarded contract.
+        _ => return unsafe { execute(&op.kind) },
+    };
+    let (off, iov) = match (to_off(offset), iovecs(segs)) {
+        (Ok(o), Ok(v)) => (o, v),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let n = iov.len() as libc::c_int;
+    if write {
+        // SAFETY: `iov` is a live local array describing segments the caller guarantees valid
+        // for reads until completion; pwritev2 only reads them.
+        retry(|| unsafe { libc::pwritev2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+    } else {
+        // SAFETY: as above, valid for writes and unshared until completion (Backend::submit).
+        retry(|| unsafe { libc::preadv2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+    }
+}
+
 /// Runs one op as one blocking system call (retried on EINTR) and returns bytes or `-errno`.
 ///
 /// # Safety
@@ -453,7 +514,7 @@ fn worker(shared: Arc<Shared>) {
             }
             // SAFETY: `op` came through `Backend::submit`, whose caller guarantees its memory
             // and descriptor stay valid until its completion is delivered, which happens below.
-            let r = unsafe { execute(&op.kind) };
+            let r = unsafe { execute_op(&op) };
             done.push(completion(&op, r));
             held_since.get_or_insert_with(Instant::now);
             st = lock(&shared.state);
@@ -535,7 +596,7 @@ impl Backend for PoolBackend {
         let done = ops
             .iter()
             // SAFETY: the caller's contract for `submit` covers the op's memory and fd.
-            .map(|op| completion(op, unsafe { execute(&op.kind) }))
+            .map(|op| completion(op, unsafe { execute_op(op) }))
             .collect();
         (self.shared.sink)(done);
     }

@@ -229,6 +229,24 @@ impl LocalRing {
         fixed: Option<u16>,
         drain: bool,
     ) -> io::Result<squeue::Entry> {
+        // SAFETY: forwarded contract.
+        unsafe { self.sqe_rw(key, kind, iov, fixed, drain, 0) }
+    }
+
+    /// [`LocalRing::sqe`] with per-op flags (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC, RWF_DONTCACHE...)
+    /// for reads and writes (ignored for the others).
+    ///
+    /// # Safety
+    /// As for [`LocalRing::sqe`].
+    pub unsafe fn sqe_rw(
+        &self,
+        key: u64,
+        kind: &OpKind,
+        iov: Option<&[libc::iovec]>,
+        fixed: Option<u16>,
+        drain: bool,
+        rw_flags: u32,
+    ) -> io::Result<squeue::Entry> {
         debug_assert!(key < INTERNAL);
         let fixed = fixed.filter(|_| self.registered_buffers);
         let slot = self.files.get(&kind.fd()).copied();
@@ -253,24 +271,28 @@ impl LocalRing {
                 ptr, len, offset, ..
             } => match fixed {
                 Some(i) => {
-                    on!(t => opcode::ReadFixed::new(t, *ptr, *len as u32, i).offset(*offset).build())
+                    on!(t => opcode::ReadFixed::new(t, *ptr, *len as u32, i).offset(*offset).rw_flags(rw_flags as _).build())
                 }
-                None => on!(t => opcode::Read::new(t, *ptr, *len as u32).offset(*offset).build()),
+                None => {
+                    on!(t => opcode::Read::new(t, *ptr, *len as u32).offset(*offset).rw_flags(rw_flags as _).build())
+                }
             },
             OpKind::Write {
                 ptr, len, offset, ..
             } => match fixed {
                 Some(i) => {
-                    on!(t => opcode::WriteFixed::new(t, *ptr, *len as u32, i).offset(*offset).build())
+                    on!(t => opcode::WriteFixed::new(t, *ptr, *len as u32, i).offset(*offset).rw_flags(rw_flags as _).build())
                 }
-                None => on!(t => opcode::Write::new(t, *ptr, *len as u32).offset(*offset).build()),
+                None => {
+                    on!(t => opcode::Write::new(t, *ptr, *len as u32).offset(*offset).rw_flags(rw_flags as _).build())
+                }
             },
             OpKind::Readv { offset, .. } | OpKind::Writev { offset, .. } => {
                 let v = iov.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
                 if matches!(kind, OpKind::Readv { .. }) {
-                    on!(t => opcode::Readv::new(t, v.as_ptr(), v.len() as u32).offset(*offset).build())
+                    on!(t => opcode::Readv::new(t, v.as_ptr(), v.len() as u32).offset(*offset).rw_flags(rw_flags as _).build())
                 } else {
-                    on!(t => opcode::Writev::new(t, v.as_ptr(), v.len() as u32).offset(*offset).build())
+                    on!(t => opcode::Writev::new(t, v.as_ptr(), v.len() as u32).offset(*offset).rw_flags(rw_flags as _).build())
                 }
             }
             OpKind::Fsync { datasync, .. } => {
@@ -313,6 +335,54 @@ impl LocalRing {
         }
         // SAFETY: forwarded contract.
         unsafe { self.push_now(e) };
+    }
+
+    /// Queues `entries` as one IOSQE_IO_LINK chain: each starts only after the one before it
+    /// completed successfully, and a failure (or short transfer) cancels the rest (-ECANCELED).
+    /// The whole chain goes into the submission queue at once, so the kernel never sees part
+    /// of it. Where it cannot (completion queue room taken, a backlog waiting, a submission
+    /// queue too small) the entries go in one by one, unlinked, with IOSQE_IO_DRAIN on the last:
+    /// it still starts only after all of them (and everything else before it) completed.
+    ///
+    /// # Safety
+    /// Every entry's memory must satisfy the contract of [`LocalRing::sqe`].
+    pub unsafe fn push_chain(&mut self, entries: Vec<squeue::Entry>) {
+        let n = entries.len();
+        if n > 1 && self.backlog.is_empty() && self.inflight + n <= self.max_inflight {
+            let room = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if room < n {
+                self.submit_inner();
+            }
+            let linked: Vec<squeue::Entry> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if i + 1 < n {
+                        e.clone().flags(squeue::Flags::IO_LINK)
+                    } else {
+                        e.clone()
+                    }
+                })
+                .collect();
+            // SAFETY: forwarded contract; push_multiple adds all the entries or none.
+            if unsafe { self.ring.submission().push_multiple(&linked) }.is_ok() {
+                self.inflight += n;
+                self.unsubmitted += n;
+                return;
+            }
+        }
+        for (i, e) in entries.into_iter().enumerate() {
+            let e = if i + 1 == n && n > 1 {
+                e.flags(squeue::Flags::IO_DRAIN)
+            } else {
+                e
+            };
+            // SAFETY: forwarded contract.
+            unsafe { self.push(e) };
+        }
     }
 
     unsafe fn push_now(&mut self, e: squeue::Entry) {
@@ -575,6 +645,93 @@ mod tests {
         r.cancel(1);
         let out = wait(&mut r, 1);
         assert_eq!(out, vec![(1, -libc::ECANCELED)]);
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    fn chain_of(r: &LocalRing, fd: RawFd, b: &AlignedBuf, first: u64) -> Vec<squeue::Entry> {
+        let w = OpKind::Write {
+            fd,
+            ptr: b.as_ptr(),
+            len: 4096,
+            offset: 0,
+            buf_index: None,
+        };
+        let s = OpKind::Fsync { fd, datasync: true };
+        // SAFETY: the callers keep `b` and `fd` alive until the completions are reaped.
+        unsafe {
+            vec![
+                r.sqe(first, &w, None, None, false).unwrap(),
+                r.sqe(first + 1, &s, None, None, false).unwrap(),
+            ]
+        }
+    }
+
+    #[test]
+    fn linked_chain_runs_in_order_and_a_failure_cancels_the_rest() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut r = LocalRing::new(8).unwrap();
+        let b = AlignedBuf::new(4096, 4096);
+        let chain = chain_of(&r, f.as_file().as_raw_fd(), &b, 1);
+        // SAFETY: b and f outlive the completions (waited for below).
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        let mut out = wait(&mut r, 2);
+        out.sort();
+        assert_eq!(out, vec![(1, 4096), (2, 0)]);
+        // A read-only descriptor: the write fails, the linked fdatasync is cancelled.
+        let ro = std::fs::File::open(f.path()).unwrap();
+        let chain = chain_of(&r, ro.as_raw_fd(), &b, 3);
+        // SAFETY: as above.
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        let mut out = wait(&mut r, 2);
+        out.sort();
+        assert_eq!(out, vec![(3, -libc::EBADF), (4, -libc::ECANCELED)]);
+    }
+
+    #[test]
+    fn a_chain_without_room_goes_in_unlinked_and_drained() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut r = LocalRing::new(8).unwrap();
+        r.max_inflight = 2;
+        let mut pb: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in pb.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: fds[0],
+                ptr: b.as_mut_ptr(),
+                len: 1,
+                offset: u64::MAX,
+                buf_index: None,
+            };
+            // SAFETY: pb outlives the completions (waited for below).
+            unsafe {
+                let e = r.sqe(10 + i as u64, &kind, None, None, false).unwrap();
+                r.push(e);
+            }
+        }
+        r.submit();
+        let b = AlignedBuf::new(4096, 4096);
+        let chain = chain_of(&r, f.as_file().as_raw_fd(), &b, 1);
+        // No room: both wait in the backlog, the fdatasync drained behind the write.
+        // SAFETY: b and f outlive the completions.
+        unsafe { r.push_chain(chain) };
+        r.submit();
+        assert_eq!(r.backlog.len(), 2);
+        // SAFETY: writing two bytes into our own pipe frees the two blocked reads.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"xy".as_ptr() as *const libc::c_void, 2) },
+            2
+        );
+        let mut out = wait(&mut r, 4);
+        out.sort();
+        assert_eq!(out, vec![(1, 4096), (2, 0), (10, 1), (11, 1)]);
         // SAFETY: closing our own pipe.
         unsafe {
             libc::close(fds[0]);

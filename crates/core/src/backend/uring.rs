@@ -471,10 +471,12 @@ impl RingThread {
                 Some(i) if self.registered => {
                     opcode::ReadFixed::new(types::Fd(*fd), *ptr, *len as u32, *i)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
                 _ => opcode::Read::new(types::Fd(*fd), *ptr, *len as u32)
                     .offset(*offset)
+                    .rw_flags(op.rw_flags as _)
                     .build(),
             },
             OpKind::Write {
@@ -487,10 +489,12 @@ impl RingThread {
                 Some(i) if self.registered => {
                     opcode::WriteFixed::new(types::Fd(*fd), *ptr, *len as u32, *i)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
                 _ => opcode::Write::new(types::Fd(*fd), *ptr, *len as u32)
                     .offset(*offset)
+                    .rw_flags(op.rw_flags as _)
                     .build(),
             },
             OpKind::Readv { fd, segs, offset } | OpKind::Writev { fd, segs, offset } => {
@@ -507,10 +511,12 @@ impl RingThread {
                 if matches!(op.kind, OpKind::Readv { .. }) {
                     opcode::Readv::new(types::Fd(*fd), p, n)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 } else {
                     opcode::Writev::new(types::Fd(*fd), p, n)
                         .offset(*offset)
+                        .rw_flags(op.rw_flags as _)
                         .build()
                 }
             }
