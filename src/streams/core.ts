@@ -492,7 +492,7 @@ export class BlockWriter extends Core {
     const fh = await this.acquire(c, true)
     try {
       const unit = fh.alignment.offset
-      if (c.start % unit !== 0) {
+      if (fh.direct && c.start % unit !== 0) {
         throw misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
       }
       this.#unit = unit
