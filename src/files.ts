@@ -683,3 +683,30 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   }
   return { bytes: done, bytesWritten: done, source: srcInfo, destination }
 }
+
+declare module './handle' {
+  interface FileHandle {
+    /** As Node's `filehandle.readFile()`: `readFile(fh, options)`, from the handle's current position. */
+    readFile(options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
+    readFile(options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
+    /** As Node's `filehandle.writeFile()`: `writeFile(fh, data, options)`, at the handle's current position. */
+    writeFile(data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void>
+  }
+}
+
+Object.defineProperties(FileHandle.prototype, {
+  readFile: {
+    configurable: true,
+    writable: true,
+    value: function readFileMethod(this: FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
+      return readFile(this, options)
+    },
+  },
+  writeFile: {
+    configurable: true,
+    writable: true,
+    value: function writeFileMethod(this: FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
+      return writeFile(this, data, options)
+    },
+  },
+})

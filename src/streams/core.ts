@@ -186,8 +186,11 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
 }
 
 /** `handleAutoClose`: the autoClose default for a FileHandle first argument (true for `fh.createReadStream()`). */
+/** fs's options argument: an object, or an encoding string (`createReadStream(p, 'utf8')`). */
+const streamOptions = (opts: unknown): unknown => (typeof opts === 'string' ? { encoding: opts } : opts)
+
 export function readConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: ReadConfig } {
-  const o = readOptions(opts, READ_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const o = readOptions(streamOptions(opts), READ_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
   const { target, base } = baseConfig(first, o, false, handleAutoClose)
   oneOf(o, 'type', ['bytes'], 'bytes', "web streams from odirect are always byte streams: pass type: 'bytes' or nothing")
   const readAhead = intOption(o, 'readAhead', 4, 1, MAX_DEPTH, 'e.g. 4 reads in flight')
@@ -202,7 +205,7 @@ export function readConfig(first: unknown, opts: unknown, handleAutoClose = fals
 }
 
 export function writeConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: WriteConfig } {
-  const o = readOptions(opts, WRITE_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const o = readOptions(streamOptions(opts), WRITE_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
   const { target, base } = baseConfig(first, o, true, handleAutoClose)
   const writeBehind = intOption(o, 'writeBehind', 4, 1, MAX_DEPTH, 'e.g. 4 writes in flight')
   const start = intOption(o, 'start', 0, 0, Number.MAX_SAFE_INTEGER, 'a byte offset that is a multiple of the block size')

@@ -1,10 +1,39 @@
 // Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
-import { guard } from '../guard'
-import { Readable, Writable } from 'node:stream'
+import { finished, Readable, Writable } from 'node:stream'
 
+import { guard } from '../guard'
 import type { FileHandle } from '../handle'
+import { isFileHandle } from '../open'
 import type { PathLike } from '../open'
-import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+import { misuse } from '../errors'
+import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+
+/** Calls `fn` when a FileHandle target emits 'close'; returns an unsubscribe (a no-op for paths). */
+function onHandleClose(target: Target, fn: () => void): () => void {
+  if (!isFileHandle(target)) return () => {}
+  target.once('close', fn)
+  return () => target.off('close', fn)
+}
+
+const handleClosed = (target: Target): boolean => isFileHandle(target) && target.closed
+
+const closedUnder = (path: string): Error =>
+  misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
+
+/** fs's 'open' (with the descriptor) and 'ready' events, once the file is open. */
+function announceOpen(stream: Readable | Writable, fh: FileHandle): void {
+  stream.emit('open', fh.fd)
+  stream.emit('ready')
+}
+
+/** fs's stream.close(callback) for a readable: destroy, and call back once closed. */
+function closeStream(stream: Readable, callback?: (error?: Error | null) => void): void {
+  if (typeof callback === 'function') {
+    if (stream.closed) queueMicrotask(() => callback())
+    else finished(stream, (e) => callback(e === undefined || (e as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' ? null : e))
+  }
+  stream.destroy()
+}
 
 /**
  * A Node `Readable` over a file read with direct I/O. Chunks are Buffers, each a view over its
@@ -15,16 +44,37 @@ export class DirectReadStream extends Readable {
   readonly #unwatch: () => void
 
   /** Same as {@link createReadStream}. */
-  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions, /** @internal */ handleAutoClose = false) {
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
     const { target, cfg } = readConfig(pathOrHandle, options, handleAutoClose)
     super({ emitClose: cfg.emitClose, ...(cfg.encoding === undefined ? {} : { encoding: cfg.encoding }) })
     this.#core = new BlockReader(target, cfg)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
+    const unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
+    // As fs: a FileHandle closed under the stream ends it (quietly: reading was the stream's job only).
+    const unhandle = onHandleClose(target, () => this.destroy())
+    this.#unwatch = () => {
+      unwatch()
+      unhandle()
+    }
   }
 
   /** Path of the file. */
   get path(): string {
     return this.#core.path
+  }
+
+  /** The file descriptor once open (as fs's stream.fd), null before. */
+  get fd(): number | null {
+    return this.#core.handle?.fd ?? null
+  }
+
+  /** True until the file is open (as fs's stream.pending). */
+  get pending(): boolean {
+    return this.#core.handle === undefined
+  }
+
+  /** Destroys the stream (as fs's stream.close()); `callback` runs once it has closed. */
+  close(callback?: (error?: Error | null) => void): void {
+    closeStream(this, callback)
   }
 
   /** The handle reading the file, once open (the one passed in, or the stream's own). */
@@ -38,8 +88,17 @@ export class DirectReadStream extends Readable {
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
+    if (handleClosed(this.#core.target)) {
+      // A FileHandle closed before the stream started: nothing to read, the stream just ends (as fs).
+      callback()
+      this.destroy()
+      return
+    }
     this.#core.open().then(
-      () => callback(),
+      (fh) => {
+        callback()
+        announceOpen(this, fh)
+      },
       (e: Error) => callback(e),
     )
   }
@@ -49,7 +108,7 @@ export class DirectReadStream extends Readable {
       (chunk) => {
         if (!this.destroyed) this.push(chunk)
       },
-      (e: Error) => this.destroy(e),
+      (e: Error) => this.destroy(handleClosed(this.#core.target) ? undefined : e),
     )
   }
 
@@ -71,17 +130,45 @@ export class DirectWriteStream extends Writable {
   readonly #unwatch: () => void
 
   /** Same as {@link createWriteStream}. */
-  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions, /** @internal */ handleAutoClose = false) {
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
     const { target, cfg } = writeConfig(pathOrHandle, options, handleAutoClose)
     super({ emitClose: cfg.emitClose, defaultEncoding: cfg.encoding ?? 'utf8' })
     this.#core = new BlockWriter(target, cfg)
     this.#core.onError = (e) => this.destroy(e as Error)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
+    const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
+    // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
+    const unhandle = onHandleClose(target, () => {
+      if (!this.writableFinished) this.destroy(closedUnder(this.#core.path))
+    })
+    this.#unwatch = () => {
+      unwatch()
+      unhandle()
+    }
   }
 
   /** Path of the file. */
   get path(): string {
     return this.#core.path
+  }
+
+  /** The file descriptor once open (as fs's stream.fd), null before. */
+  get fd(): number | null {
+    return this.#core.handle?.fd ?? null
+  }
+
+  /** True until the file is open (as fs's stream.pending). */
+  get pending(): boolean {
+    return this.#core.handle === undefined
+  }
+
+  /** Ends the stream, then closes it (as fs's stream.close()); `callback` runs once it has closed. */
+  close(callback?: (error?: Error | null) => void): void {
+    if (typeof callback === 'function') {
+      if (this.closed) queueMicrotask(() => callback())
+      else finished(this, (e) => callback(e ?? null))
+    }
+    if (this.writableEnded || this.destroyed) this.destroy()
+    else this.end()
   }
 
   /** The handle writing the file, once open (the one passed in, or the stream's own). */
@@ -99,8 +186,15 @@ export class DirectWriteStream extends Writable {
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
+    if (handleClosed(this.#core.target)) {
+      callback(closedUnder(this.#core.path))
+      return
+    }
     this.#core.open().then(
-      () => callback(),
+      (fh) => {
+        callback()
+        announceOpen(this, fh)
+      },
       (e: Error) => callback(e),
     )
   }
@@ -144,7 +238,7 @@ export class DirectWriteStream extends Writable {
  * for await (const chunk of createReadStream('/data/big.bin', { start: 100, end: 1_000_099 })) use(chunk)
  * ```
  */
-export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions): DirectReadStream {
+export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding): DirectReadStream {
   return guard('createReadStream', () => new DirectReadStream(pathOrHandle, options))
 }
 
@@ -154,7 +248,7 @@ export function createReadStream(pathOrHandle: PathLike | FileHandle | null | un
  * zeros and the file then truncated to its exact length, and (by default) the data is datasynced
  * before 'finish'. Errors destroy the stream; `bytesWritten` tells how much was confirmed.
  */
-export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions): DirectWriteStream {
+export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions | BufferEncoding): DirectWriteStream {
   return guard('createWriteStream', () => new DirectWriteStream(pathOrHandle, options))
 }
 
