@@ -151,8 +151,9 @@ export function describeForCli(e: unknown): string {
         EISDIR: 'name a file, or an existing directory to copy into',
         EROFS: 'the destination is read-only',
       }
-      // A hint naming the missing directory says more than "check the path".
-      const t = e.code === 'ENOENT' && /directory/.test(e.hint) ? e.hint : tip[e.code]
+      // A missing directory: the message says which one and what to do.
+      if (e.code === 'ENOENT' && /does not exist/.test(e.message)) return e.message
+      const t = tip[e.code]
       return `${where ? `${where}: ` : ''}${info.message} (${e.code})${t ? ` — ${t}` : ''}`
     }
     if (e.code === 'ERR_ODIRECT_SAME_FILE') return `${e.message.split(' — ')[0]}: nothing to copy`

@@ -138,7 +138,7 @@ export class DirectWriteStream extends Writable {
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
     // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
     const unhandle = onHandleClose(target, () => {
-      if (!this.writableFinished) this.destroy(closedUnder(this.#core.path))
+      if (!this.writableEnded && !this.destroyed) this.destroy(closedUnder(this.#core.path))
     })
     this.#unwatch = () => {
       unwatch()
