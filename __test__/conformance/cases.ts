@@ -462,7 +462,8 @@ export const cases: Case[] = [
       await t.throwsAsync(od.open(file, 'a' as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
       await t.throwsAsync(od.open(file, 'a+' as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
       await t.throwsAsync(od.open(file, 42 as unknown as 'r'), { code: 'ERR_ODIRECT_FLAGS' })
-      await t.throwsAsync(od.open(file, 'r', { bogus: true } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+      // Options fs does not know are ignored, as fs ignores them.
+      await (await od.open(file, 'r', { bogus: true } as never)).close()
       await t.throwsAsync(od.open(file, 'r', { direct: 'maybe' as 'off' }), { code: 'ERR_INVALID_ARG_VALUE' })
       await t.throwsAsync(od.open('', 'r'), { code: 'ERR_INVALID_ARG_VALUE' })
       t.throws(() => od.allocAligned(4096, 3), { code: 'ERR_INVALID_ARG_VALUE' })
