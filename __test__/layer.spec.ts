@@ -8,13 +8,12 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import * as od from '../dist/index.js'
-import { isRoot } from './helpers/fixtures.ts'
+import { fullFs, isRoot, isSkip, loopDevice } from './helpers/fixtures.ts'
 
 const MiB = 1024 * 1024
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js')
@@ -161,16 +160,12 @@ test('writeFile honours its signal at any moment: AbortError, atomic destination
     if (atomic) t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
     t.deepEqual(temps(dir), [], `no temp file left (atomic: ${atomic})`)
   }
-})
-
-test('copyFile aborted from its own progress callback: AbortError, destination untouched, no temp file', async (t) => {
-  const dir = scratch()
+  // copyFile aborted from its own progress callback: the destination is untouched.
   const src = path.join(dir, 'src.bin')
   fs.writeFileSync(src, randomBytes(8 * MiB))
-  const dst = path.join(dir, 'dst.bin')
   fs.writeFileSync(dst, 'old')
-  const ac = new AbortController()
-  await t.throwsAsync(od.copyFile(src, dst, { chunkSize: MiB, signal: ac.signal, onProgress: () => ac.abort() }), { name: 'AbortError' })
+  const ac4 = new AbortController()
+  await t.throwsAsync(od.copyFile(src, dst, { chunkSize: MiB, signal: ac4.signal, onProgress: () => ac4.abort() }), { name: 'AbortError' })
   t.is(fs.readFileSync(dst, 'utf8'), 'old')
   t.deepEqual(temps(dir), [])
 })
@@ -398,9 +393,52 @@ test('odirect cp: --no-clobber leaves DST, --json reports failures as JSON, mess
   t.deepEqual(temps(dir), [])
 })
 
-test('writeFile with an async iterable from a Readable (fs/promises accepts streams)', async (t) => {
+const loop = rootSkip ? { skip: rootSkip } : loopDevice(4096, 8)
+if (isSkip(loop)) console.log(`skipping the block device case: ${loop.skip}`)
+test.after.always(() => {
+  if (!isSkip(loop)) loop.cleanup()
+})
+
+;(isSkip(loop) ? test.skip : test)('a block device destination is written in place, even with atomic: it stays a block device', async (t) => {
+  if (isSkip(loop)) return
   const dir = scratch()
-  const f = path.join(dir, 'r.txt')
-  await od.writeFile(f, Readable.from(['a', 'b', 'c']))
-  t.is(fs.readFileSync(f, 'utf8'), 'abc')
+  // A node of our own for the loop device: a bug could only replace this one.
+  const st = fs.statSync(loop.device)
+  const node = path.join(dir, 'blockdev')
+  execFileSync('mknod', [node, 'b', String(Math.floor(st.rdev / 256)), String(st.rdev % 256)])
+  t.true(fs.statSync(node).isBlockDevice())
+  const data = randomBytes(3 * 4096 + 100)
+  await od.writeFile(node, data, { atomic: true })
+  t.true(fs.statSync(node).isBlockDevice(), 'still a block device after an atomic writeFile')
+  const back = Buffer.alloc(data.length)
+  const fd = fs.openSync(node, 'r')
+  fs.readSync(fd, back, 0, back.length, 0)
+  fs.closeSync(fd)
+  t.true(back.equals(data))
+  const src = path.join(dir, 'src.bin')
+  fs.writeFileSync(src, randomBytes(MiB))
+  await od.copyFile(src, node)
+  t.true(fs.statSync(node).isBlockDevice(), 'still a block device after copyFile')
+  t.deepEqual(temps(dir), [])
+})
+
+const full = rootSkip ? { skip: rootSkip } : fullFs(16)
+if (isSkip(full)) console.log(`skipping the ENOSPC case: ${full.skip}`)
+test.after.always(() => {
+  if (!isSkip(full)) full.cleanup()
+})
+
+;(isSkip(full) ? test.skip : test)('writeFile failing with ENOSPC says how many bytes of the data were written before it', async (t) => {
+  if (isSkip(full)) return
+  const f = path.join(full.dir, 'big.bin')
+  const data = randomBytes(64 * MiB)
+  const e = await t.throwsAsync(od.writeFile(f, data), { code: 'ENOSPC' })
+  const written = (e as od.DirectIoError).bytesWritten
+  t.is(typeof written, 'number')
+  t.true(written! > 0 && written! < data.length, `${written} bytes`)
+  t.regex(e!.message, new RegExp(`${written} bytes of the data were written`))
+  // What it counts is really there, in order from the start.
+  const back = fs.readFileSync(f)
+  t.true(back.length >= written!)
+  t.true(back.subarray(0, written).equals(data.subarray(0, written)))
 })

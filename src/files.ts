@@ -372,8 +372,24 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
     return { total, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     await core.destroy().catch(() => {})
-    throw abort.settle(e)
+    throw withBytesWritten(abort.settle(e), core.bytesWritten)
   }
+}
+
+/** A kernel error of a whole-file write (ENOSPC, EIO...) says how much of the data had been written before it. */
+function withBytesWritten(e: unknown, written: number): unknown {
+  if (!(e instanceof DirectIoError) || e.errno === undefined || e.bytesWritten !== undefined) return e
+  return new DirectIoError(`${e.message} (${written} bytes of the data were written before the error)`, {
+    code: e.code,
+    errno: e.errno,
+    hint: e.hint,
+    bytesWritten: written,
+    cause: e,
+    ...(e.syscall === undefined ? {} : { syscall: e.syscall }),
+    ...(e.path === undefined ? {} : { path: e.path }),
+    ...(e.position === undefined ? {} : { position: e.position }),
+    ...(e.length === undefined ? {} : { length: e.length }),
+  })
 }
 
 /** Writes the chunks in place into a FIFO, character device or socket (opened without O_CREAT or O_TRUNC). */
