@@ -442,3 +442,35 @@ test.after.always(() => {
   t.true(back.length >= written!)
   t.true(back.subarray(0, written).equals(data.subarray(0, written)))
 })
+
+const denoBin = spawnSync(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'runtime-bin.cjs'), '--path', 'deno'], { encoding: 'utf8' })
+const denoSkip = denoBin.status === 0 && denoBin.stdout.trim() !== '' ? undefined : `deno not found (${denoBin.stderr.trim() || 'npm install'})`
+if (denoSkip) console.log(`skipping the Deno permission case: ${denoSkip}`)
+
+;(denoSkip ? test.skip : test)("Deno's permission errors reach the caller as they are; temp files are renamed and removed natively, never stranded", (t) => {
+  const dir = scratch()
+  fs.writeFileSync(path.join(dir, 'dst'), 'old')
+  fs.writeFileSync(path.join(dir, 'src'), 'source')
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'deno-perms.mjs')
+  const run = (perms: string[]): Record<string, unknown> => {
+    const r = spawnSync(denoBin.stdout.trim(), ['run', '--no-lock', ...perms, script, dir], { encoding: 'utf8', timeout: 60_000 })
+    t.is(r.status, 0, r.stderr)
+    return JSON.parse(r.stdout.trim().split('\n').pop() as string) as Record<string, unknown>
+  }
+  const base = ['--allow-ffi', '--allow-env', '--allow-sys']
+  // No write permission: the temp file is made, renamed and removed by the native side, as one path.
+  const noWrite = run([...base, '--allow-read'])
+  t.deepEqual(noWrite, { writeFile: 'ok', copyFile: 'ok' })
+  t.is(fs.readFileSync(path.join(dir, 'dst'), 'utf8'), 'new contents')
+  t.deepEqual(temps(dir), [])
+  // Reading the destination denied: Deno's own error, unchanged (not renamed into an odirect code).
+  fs.writeFileSync(path.join(dir, 'dst'), 'old')
+  const denied = run([...base, '--allow-read', `--deny-read=${path.join(dir, 'dst')},${path.join(dir, 'copy')}`]) as Record<string, { name: string; odirect: boolean; code?: string }>
+  for (const k of ['writeFile', 'copyFile']) {
+    t.is(denied[k].name, 'NotCapable', JSON.stringify(denied[k]))
+    t.false(denied[k].odirect)
+    t.not(denied[k].code, 'ERR_INVALID_ARG_VALUE')
+  }
+  t.is(fs.readFileSync(path.join(dir, 'dst'), 'utf8'), 'old')
+  t.deepEqual(temps(dir), [])
+})
