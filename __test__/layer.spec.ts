@@ -99,6 +99,17 @@ test('a FIFO as source is read to its end: copyFile, readFile and odirect cp', a
   t.true(fs.statSync(fifo).isFIFO())
   const [back] = await Promise.all([od.readFile(fifo), feed()])
   t.true(back.equals(data))
+  const collect = async (): Promise<Buffer> => {
+    const rs = od.createReadStream(fifo)
+    const parts: Buffer[] = []
+    for await (const c of rs) parts.push(c as Buffer)
+    t.is(rs.bytesRead, data.length)
+    return Buffer.concat(parts)
+  }
+  const [streamed] = await Promise.all([collect(), feed()])
+  t.true(streamed.equals(data), 'createReadStream reads a FIFO to its end')
+  const [e] = (await once(od.createReadStream(fifo, { start: 5 }), 'error')) as [od.DirectIoError]
+  t.is(e.code, 'ERR_ODIRECT_UNSUPPORTED', 'a FIFO has no positions: start is refused')
   t.deepEqual(temps(dir), [])
 })
 

@@ -145,6 +145,11 @@ export class SequentialFile {
     }
   }
 
+  /** The descriptor (as fs's stream.fd). */
+  get fd(): number {
+    return this.h.fd
+  }
+
   /** Reads up to `buf.length` bytes from where the previous read ended: 0 at the end. */
   async read(buf: Buffer, abort: AbortRace): Promise<number> {
     return (await abort.race(runtime(this.h.read(buf, 0, buf.length, null)))).bytesRead

@@ -6,7 +6,8 @@ import type { FileHandle } from '../handle'
 import { isFileHandle } from '../open'
 import type { PathLike } from '../open'
 import { misuse } from '../errors'
-import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+import { AbortRace, isSequential, kindName, SequentialFile, statIfExists } from '../fileops'
+import { BlockReader, BlockWriter, type ReadConfig, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
 
 /** Calls `fn` when a FileHandle target emits 'close'; returns an unsubscribe (a no-op for paths). */
 function onHandleClose(target: Target, fn: () => void): () => void {
@@ -21,8 +22,8 @@ const closedUnder = (path: string): Error =>
   misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
 
 /** fs's 'open' (with the descriptor) and 'ready' events, once the file is open. */
-function announceOpen(stream: Readable | Writable, fh: FileHandle): void {
-  stream.emit('open', fh.fd)
+function announceOpen(stream: Readable | Writable, fd: number): void {
+  stream.emit('open', fd)
   stream.emit('ready')
 }
 
@@ -42,12 +43,19 @@ function closeStream(stream: Readable, callback?: (error?: Error | null) => void
 export class DirectReadStream extends Readable {
   readonly #core: BlockReader
   readonly #unwatch: () => void
+  readonly #cfg: ReadConfig
+  /** A FIFO or character device path: read in sequence through node:fs (no positions, no direct I/O). */
+  #seq: SequentialFile | undefined
+  readonly #seqAbort: AbortRace
+  #seqBytes = 0
 
   /** Same as {@link createReadStream}. */
   constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
     const { target, cfg } = readConfig(pathOrHandle, options, handleAutoClose)
     super({ emitClose: cfg.emitClose, ...(cfg.encoding === undefined ? {} : { encoding: cfg.encoding }) })
     this.#core = new BlockReader(target, cfg)
+    this.#cfg = cfg
+    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'read')
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
     // As fs: a FileHandle closed under the stream ends it (quietly: reading was the stream's job only).
     const unhandle = onHandleClose(target, () => this.destroy())
@@ -64,12 +72,12 @@ export class DirectReadStream extends Readable {
 
   /** The file descriptor once open (as fs's stream.fd), null before. */
   get fd(): number | null {
-    return this.#core.handle?.fd ?? null
+    return this.#seq?.fd ?? this.#core.handle?.fd ?? null
   }
 
   /** True until the file is open (as fs's stream.pending). */
   get pending(): boolean {
-    return this.#core.handle === undefined
+    return this.#seq === undefined && this.#core.handle === undefined
   }
 
   /** Destroys the stream (as fs's stream.close()); `callback` runs once it has closed. */
@@ -84,7 +92,7 @@ export class DirectReadStream extends Readable {
 
   /** Bytes delivered so far (after trimming to start/end). */
   get bytesRead(): number {
-    return this.#core.bytesRead
+    return this.#core.bytesRead + this.#seqBytes
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
@@ -94,16 +102,44 @@ export class DirectReadStream extends Readable {
       this.destroy()
       return
     }
-    this.#core.open().then(
-      (fh) => {
+    this.#openRead().then(
+      (fd) => {
         callback()
-        announceOpen(this, fh)
+        announceOpen(this, fd)
       },
       (e: Error) => callback(e),
     )
   }
 
+  /** Opens the file: a FIFO or character device path in sequence through node:fs, anything else with the engine. */
+  async #openRead(): Promise<number> {
+    const target = this.#core.target
+    if (typeof target === 'string') {
+      const st = await statIfExists(target)
+      if (st !== undefined && isSequential(st)) {
+        if (this.#cfg.start !== 0 || this.#cfg.stop !== Infinity) {
+          throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kindName(st)}, read in sequence`, 'read it without start and end', { path: target })
+        }
+        this.#seq = await SequentialFile.open(target, false, this.#seqAbort)
+        return this.#seq.fd
+      }
+    }
+    return (await this.#core.open()).fd
+  }
+
   override _read(): void {
+    const seq = this.#seq
+    if (seq !== undefined) {
+      const buf = Buffer.allocUnsafe(Math.min(this.#cfg.chunkSize, 1 << 20))
+      seq.read(buf, this.#seqAbort).then(
+        (n) => {
+          this.#seqBytes += n
+          if (!this.destroyed) this.push(n === 0 ? null : buf.subarray(0, n))
+        },
+        (e: Error) => this.destroy(e),
+      )
+      return
+    }
     this.#core.pull().then(
       (chunk) => {
         if (!this.destroyed) this.push(chunk)
@@ -114,7 +150,9 @@ export class DirectReadStream extends Readable {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#unwatch()
-    this.#core.destroy().then(
+    const seq = this.#seq
+    this.#seq = undefined
+    Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
     )
@@ -193,7 +231,7 @@ export class DirectWriteStream extends Writable {
     this.#core.open().then(
       (fh) => {
         callback()
-        announceOpen(this, fh)
+        announceOpen(this, fh.fd)
       },
       (e: Error) => callback(e),
     )
