@@ -10,6 +10,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { createRequire } from 'node:module'
+
 import test from 'ava'
 
 import * as od from '../dist/index.js'
@@ -484,4 +486,22 @@ if (denoSkip) console.log(`skipping the Deno permission case: ${denoSkip}`)
   }
   t.is(fs.readFileSync(path.join(dir, 'dst'), 'utf8'), 'old')
   t.deepEqual(temps(dir), [])
+})
+
+test("odirect bench and probe speak a user's words: no issue numbers, goals 'reached' or not; probe --json reports a failure as JSON", (t) => {
+  const help = spawnSync(process.execPath, [CLI, 'bench', '--help'], { encoding: 'utf8' })
+  t.is(help.status, 0)
+  t.notRegex(help.stdout, /issue \d+/)
+  const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+  const report = createRequire(import.meta.url)(path.join(root, 'dist', 'src', 'bench', 'report.js')) as typeof import('../src/bench/report')
+  const lines = report.targetLines([
+    { name: 'random read, QD 1: odirect per op p50 latency vs fio io_uring\'s', goal: '≤ 1.20×', figure: '1.500× (30 µs vs 20 µs)', met: false },
+    { name: 'x', goal: '≥ 0.50×', figure: '0.900×', met: true },
+    { name: 'y', goal: '≥ 0.50×', figure: 'not measured (workload or engine not selected)' },
+  ])
+  t.deepEqual(lines.map((l) => l.split(': ').pop()), ['not reached on this run', 'reached', 'not measured'])
+  for (const l of lines) t.notRegex(l, /issue|\*\*/)
+  const p = spawnSync(process.execPath, [CLI, 'probe', '', '--json'], { encoding: 'utf8' })
+  t.is(p.status, 1)
+  t.is((JSON.parse(p.stdout) as { error: { code: string } }).error.code, 'ERR_INVALID_ARG_VALUE')
 })
