@@ -477,6 +477,32 @@ mod tests {
     }
 
     #[test]
+    fn numeric_flags_as_fs_constants() {
+        let rw_creat = parse_flags(&(libc::O_RDWR | libc::O_CREAT).to_string()).unwrap();
+        assert!(rw_creat.readable && rw_creat.writable);
+        assert_eq!(
+            rw_creat.bits & libc::O_TRUNC,
+            0,
+            "no truncation unless asked"
+        );
+        assert_ne!(rw_creat.bits & libc::O_CREAT, 0);
+        let wo = parse_flags(&libc::O_WRONLY.to_string()).unwrap();
+        assert!(!wo.readable && wo.writable);
+        assert!(parse_flags(&(libc::O_WRONLY | libc::O_APPEND).to_string())
+            .unwrap_err()
+            .contains("O_APPEND"));
+        assert!(
+            parse_flags(&(libc::O_RDONLY | libc::O_DIRECTORY).to_string())
+                .unwrap_err()
+                .contains("O_DIRECTORY")
+        );
+        assert!(parse_flags("3").unwrap_err().contains("O_ACCMODE"));
+        // O_DIRECT in the bits is dropped: the `direct` option decides.
+        let d = parse_flags(&(libc::O_RDWR | libc::O_DIRECT).to_string()).unwrap();
+        assert_eq!(d.bits & libc::O_DIRECT, 0);
+    }
+
+    #[test]
     fn opens_a_temp_file_with_o_direct() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let p = dir.path().join("f");
