@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
 
 import { createRequire } from 'node:module'
@@ -38,9 +40,9 @@ function charDevice(dir: string): string {
   return p
 }
 
-/** A FIFO in `dir` and a reader (`cat`) that counts what arrives. */
-function fifoWithReader(dir: string): { fifo: string; received: Promise<Buffer> } {
-  const fifo = path.join(dir, 'fifo')
+/** A FIFO in `dir` and a reader (`cat`) that collects what arrives. */
+function fifoWithReader(dir: string, name = 'fifo'): { fifo: string; received: Promise<Buffer> } {
+  const fifo = path.join(dir, name)
   execFileSync('mkfifo', [fifo])
   const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] })
   const parts: Buffer[] = []
@@ -65,6 +67,8 @@ if (rootSkip) console.log(`skipping character device cases: ${rootSkip}`)
   t.true(fs.statSync(dev).isCharacterDevice(), 'still a character device after an atomic writeFile')
   await od.writeFile(dev, Buffer.alloc(4096, 1))
   t.true(fs.statSync(dev).isCharacterDevice(), 'still a character device after writeFile')
+  await pipeline(Readable.from(['any', ' length']), od.createWriteStream(dev))
+  t.true(fs.statSync(dev).isCharacterDevice(), 'still a character device after a write stream')
   t.deepEqual(temps(dir), [])
   // The CLI, as GNU cp: exit 0, the device is still a device.
   const c = spawnSync(process.execPath, [CLI, 'cp', src, dev], { encoding: 'utf8' })
@@ -84,6 +88,13 @@ test('copyFile into a FIFO writes every byte to its reader; it stays a FIFO', as
   t.true((await received).equals(data))
   t.true(fs.statSync(fifo).isFIFO())
   t.deepEqual(temps(dir), [])
+  // A write stream into a FIFO: in sequence, every byte, still a FIFO.
+  const second = fifoWithReader(dir, 'fifo2')
+  const ws = od.createWriteStream(second.fifo)
+  await pipeline(Readable.from([data.subarray(0, MiB), data.subarray(MiB)]), ws)
+  t.is(ws.bytesWritten, data.length)
+  t.true((await second.received).equals(data))
+  t.true(fs.statSync(second.fifo).isFIFO())
   // verify cannot re-read a FIFO: refused up front, with a code, before anything is opened.
   await t.throwsAsync(od.copyFile(src, fifo, { verify: true }), { code: 'ERR_ODIRECT_UNSUPPORTED' })
 })

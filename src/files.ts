@@ -212,8 +212,14 @@ async function readFrom(fh: FileHandle, start: number, abort: AbortRace, signal:
 async function readSequential(p: string, abort: AbortRace): Promise<Buffer> {
   const f = await SequentialFile.open(p, false, abort)
   const parts: Buffer[] = []
+  let total = 0
   try {
-    for await (const c of sequentialChunks(f, 64 * 1024, abort)) parts.push(Buffer.from(c))
+    for await (const c of sequentialChunks(f, 64 * 1024, abort)) {
+      total += c.byteLength
+      // A device without an end (/dev/zero) must not eat the memory: fs stops at its limit too.
+      if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${p} gives more than readFile can hold (${MAX_IO_LENGTH} bytes)`, 'read it with createReadStream()', { path: p })
+      parts.push(Buffer.from(c))
+    }
   } finally {
     await f.close(abort)
   }
@@ -583,7 +589,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
         }
         pool.push(r.buf)
         done += n
-        progress({ phase: 'copy', bytesDone: done, totalBytes: unknownSize ? done : size })
+        // Never after the copy stopped (an abort, another chunk's error): the caller heard the end.
+        if (abort.error === undefined && writeError === undefined) progress({ phase: 'copy', bytesDone: done, totalBytes: unknownSize ? done : size })
       })().catch((e: unknown) => {
         if (writeError === undefined) writeError = e
       })

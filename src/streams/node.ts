@@ -21,6 +21,18 @@ const handleClosed = (target: Target): boolean => isFileHandle(target) && target
 const closedUnder = (path: string): Error =>
   misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
 
+/**
+ * For a path that is a FIFO or character device (no positions, no direct I/O): the file opened in
+ * sequence through node:fs, as fs's streams would; undefined for anything else (the engine's).
+ */
+async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
+  if (typeof target !== 'string') return undefined
+  const st = await statIfExists(target)
+  if (st === undefined || !isSequential(st)) return undefined
+  if (positioned) throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kindName(st)}, read and written in sequence`, 'use it without start and end', { path: target })
+  return SequentialFile.open(target, write, abort)
+}
+
 /** fs's 'open' (with the descriptor) and 'ready' events, once the file is open. */
 function announceOpen(stream: Readable | Writable, fd: number): void {
   stream.emit('open', fd)
@@ -113,18 +125,8 @@ export class DirectReadStream extends Readable {
 
   /** Opens the file: a FIFO or character device path in sequence through node:fs, anything else with the engine. */
   async #openRead(): Promise<number> {
-    const target = this.#core.target
-    if (typeof target === 'string') {
-      const st = await statIfExists(target)
-      if (st !== undefined && isSequential(st)) {
-        if (this.#cfg.start !== 0 || this.#cfg.stop !== Infinity) {
-          throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kindName(st)}, read in sequence`, 'read it without start and end', { path: target })
-        }
-        this.#seq = await SequentialFile.open(target, false, this.#seqAbort)
-        return this.#seq.fd
-      }
-    }
-    return (await this.#core.open()).fd
+    this.#seq = await openSequential(this.#core.target, this.#cfg.start !== 0 || this.#cfg.stop !== Infinity, false, this.#seqAbort)
+    return this.#seq?.fd ?? (await this.#core.open()).fd
   }
 
   override _read(): void {
@@ -166,6 +168,11 @@ export class DirectReadStream extends Readable {
 export class DirectWriteStream extends Writable {
   readonly #core: BlockWriter
   readonly #unwatch: () => void
+  readonly #start: number
+  /** A FIFO or character device path: written in sequence through node:fs (no positions, no direct I/O). */
+  #seq: SequentialFile | undefined
+  readonly #seqAbort: AbortRace
+  #seqBytes = 0
 
   /** Same as {@link createWriteStream}. */
   constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
@@ -173,6 +180,8 @@ export class DirectWriteStream extends Writable {
     super({ emitClose: cfg.emitClose, defaultEncoding: cfg.encoding ?? 'utf8' })
     this.#core = new BlockWriter(target, cfg)
     this.#core.onError = (e) => this.destroy(e as Error)
+    this.#start = cfg.start
+    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'write')
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
     // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
     const unhandle = onHandleClose(target, () => {
@@ -191,12 +200,12 @@ export class DirectWriteStream extends Writable {
 
   /** The file descriptor once open (as fs's stream.fd), null before. */
   get fd(): number | null {
-    return this.#core.handle?.fd ?? null
+    return this.#seq?.fd ?? this.#core.handle?.fd ?? null
   }
 
   /** True until the file is open (as fs's stream.pending). */
   get pending(): boolean {
-    return this.#core.handle === undefined
+    return this.#seq === undefined && this.#core.handle === undefined
   }
 
   /** Ends the stream, then closes it (as fs's stream.close()); `callback` runs once it has closed. */
@@ -220,7 +229,7 @@ export class DirectWriteStream extends Writable {
    * its cache). Never counts padding, nor anything at or after a block that failed.
    */
   get bytesWritten(): number {
-    return this.#core.bytesWritten
+    return this.#core.bytesWritten + this.#seqBytes
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
@@ -228,23 +237,35 @@ export class DirectWriteStream extends Writable {
       callback(closedUnder(this.#core.path))
       return
     }
-    this.#core.open().then(
-      (fh) => {
+    this.#openWrite().then(
+      (fd) => {
         callback()
-        announceOpen(this, fh.fd)
+        announceOpen(this, fd)
       },
       (e: Error) => callback(e),
     )
   }
 
+  async #openWrite(): Promise<number> {
+    this.#seq = await openSequential(this.#core.target, this.#start !== 0, true, this.#seqAbort)
+    return this.#seq?.fd ?? (await this.#core.open()).fd
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#core.write(chunk).then(
+    const seq = this.#seq
+    const done = seq !== undefined ? seq.write(chunk, this.#seqAbort).then(() => void (this.#seqBytes += chunk.byteLength)) : this.#core.write(chunk)
+    done.then(
       () => callback(),
       (e: Error) => callback(e),
     )
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    if (this.#seq !== undefined) {
+      this.#unwatch()
+      callback()
+      return
+    }
     this.#core.finish().then(
       () => {
         this.#unwatch()
@@ -256,7 +277,9 @@ export class DirectWriteStream extends Writable {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#unwatch()
-    this.#core.destroy().then(
+    const seq = this.#seq
+    this.#seq = undefined
+    Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
     )
