@@ -1,9 +1,13 @@
 // Node's own FileHandle and stream tests (nodejs/node test/parallel: fs/read-stream-file-handle,
 // fs/promises-file-handle-writeFile, fs/promises-file-handle-readFile, fs/read-stream-double-close,
-// fs/promises-file-handle-stream), re-expressed for odirect: the same scenarios and assertions,
+// fs/promises-file-handle-stream, fs/promises-readfile-with-fd, fs/promises-writefile-with-fd,
+// fs/promises-readfile-empty, fs/empty-readStream, fs/read-stream-autoClose,
+// fs/promises-file-handle-truncate, fs/write-stream-end, fs/write-stream-file-handle,
+// fs/write-stream-double-close), re-expressed for odirect: the same scenarios and assertions,
 // run with buffered I/O (direct: 'off') and with O_DIRECT (direct: 'require', where the scenario's
 // sizes and positions can be aligned). Where odirect refuses what Node does, the test asserts the
 // refusal and the README ("Coming from fs/promises") says why.
+import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
@@ -272,3 +276,168 @@ for (const direct of MODES) {
     t.deepEqual(await consume(rh.createReadStream()), buf)
   })
 }
+
+// --- fs/promises-readfile-with-fd.js, fs/promises-writefile-with-fd.js -----------------------------
+test('[off] promises-readfile-with-fd: fh.readFile() reads from the position a read left', async (t) => {
+  const fn = path.join(scratch(), 'test.txt')
+  fs.writeFileSync(fn, 'Hello World')
+  const handle = await od.open(fn, 'r', { direct: 'off' })
+  const buf = Buffer.alloc(5)
+  const { bytesRead } = await handle.read(buf, 0, 5, null)
+  t.is(bytesRead, 5)
+  t.is(buf.toString(), 'Hello')
+  t.is((await handle.readFile()).toString(), ' World')
+  await handle.close()
+})
+
+test('[require] promises-readfile-with-fd, aligned: a 5-byte read is refused (ERR_ODIRECT_ALIGNMENT); after a whole block, readFile() reads from there', async (t) => {
+  const fn = path.join(scratch(), 'test.txt')
+  const handle = await od.open(fn, 'w+')
+  const unit = handle.alignment.offset
+  fs.writeFileSync(fn, Buffer.concat([Buffer.alloc(unit, 0x48), Buffer.from(' World')]))
+  await t.throwsAsync(handle.read(Buffer.alloc(5), 0, 5, null), { code: 'ERR_ODIRECT_ALIGNMENT' })
+  const { bytesRead } = await handle.read(handle.alloc(unit), 0, unit, null)
+  t.is(bytesRead, unit)
+  t.is((await handle.readFile()).toString(), ' World')
+  await handle.close()
+})
+
+test('[off] promises-writefile-with-fd: fh.writeFile() writes at the position a write left, no truncation', async (t) => {
+  const fn = path.join(scratch(), 'test.txt')
+  const handle = await od.open(fn, 'w', { direct: 'off' })
+  const { bytesWritten } = await handle.write(Buffer.from('Hello'), 0, 5, null)
+  t.is(bytesWritten, 5)
+  await handle.writeFile('World')
+  t.is(fs.readFileSync(fn).toString(), 'HelloWorld')
+  await handle.close()
+})
+
+test('[require] promises-writefile-with-fd, aligned: after a whole block, fh.writeFile() writes after it', async (t) => {
+  const fn = path.join(scratch(), 'test.txt')
+  const handle = await od.open(fn, 'w')
+  const unit = handle.alignment.offset
+  await t.throwsAsync(handle.write(Buffer.from('Hello'), 0, 5, null), { code: 'ERR_ODIRECT_ALIGNMENT' })
+  const block = handle.alloc(unit).fill(0x48)
+  t.is((await handle.write(block, 0, unit, null)).bytesWritten, unit)
+  await handle.writeFile('World')
+  const back = fs.readFileSync(fn)
+  t.is(back.length, unit + 5)
+  t.is(back.subarray(unit).toString(), 'World')
+  await handle.close()
+})
+
+for (const direct of MODES) {
+  // --- fs/promises-readfile-empty.js ------------------------------------------------------------
+  test(`[${direct}] promises-readfile-empty: an empty file reads as an empty Buffer or ''`, async (t) => {
+    const fn = path.join(scratch(), 'empty.txt')
+    fs.writeFileSync(fn, '')
+    const b = await od.readFile(fn, { direct })
+    t.true(Buffer.isBuffer(b) && b.length === 0)
+    t.is(await od.readFile(fn, { direct, encoding: 'utf8' }), '')
+    t.is(await od.readFile(fn, 'utf8'), '')
+  })
+
+  // --- fs/empty-readStream.js -------------------------------------------------------------------
+  test(`[${direct}] empty-readStream: an empty file through { fd }: no 'data', 'end'; paused: nothing until resumed`, async (t) => {
+    const fn = path.join(scratch(), 'empty.txt')
+    fs.writeFileSync(fn, '')
+    const read = od.createReadStream(null, { fd: await od.open(fn, 'r', { direct }) })
+    let data = 0
+    read.on('data', () => data++)
+    await once(read, 'end')
+    t.is(data, 0)
+    const paused = od.createReadStream(null, { fd: await od.open(fn, 'r', { direct }) })
+    paused.pause()
+    let ended = false
+    paused.once('end', () => (ended = true))
+    paused.on('data', () => data++)
+    await once(paused, 'ready')
+    t.true(paused.isPaused())
+    t.false(ended, "no 'end' while paused")
+    paused.resume()
+    await once(paused, 'end')
+    t.is(data, 0)
+  })
+
+  // --- fs/read-stream-autoClose.js (a write stream with autoClose) -------------------------------
+  test(`[${direct}] read-stream-autoClose: at 'finish' a write stream with autoClose is not yet destroyed`, async (t) => {
+    const file = od.createWriteStream(path.join(scratch(), 'write-autoClose.txt'), { autoClose: true, direct })
+    // Looked at in the listener itself, as Node's test does (autoDestroy follows right after).
+    const finishedAt = new Promise<boolean>((resolve) => file.on('finish', () => resolve(file.destroyed)))
+    file.end('asd')
+    t.false(await finishedAt)
+  })
+
+  // --- fs/write-stream-end.js -------------------------------------------------------------------
+  test(`[${direct}] write-stream-end: end() closes; end('a\\n', 'utf8') writes it; 'open' comes before 'finish'`, async (t) => {
+    const dir = scratch()
+    const s0 = od.createWriteStream(path.join(dir, 'write-end-test0.txt'), { direct })
+    s0.end()
+    await once(s0, 'close')
+    const f1 = path.join(dir, 'write-end-test1.txt')
+    const s1 = od.createWriteStream(f1, { direct })
+    s1.end('a\n', 'utf8')
+    await once(s1, 'close')
+    t.is(fs.readFileSync(f1, 'utf8'), 'a\n')
+    const s2 = od.createWriteStream(path.join(dir, 'write-end-test2.txt'), { direct })
+    s2.end()
+    let calledOpen = false
+    s2.on('open', () => (calledOpen = true))
+    await once(s2, 'finish')
+    t.true(calledOpen)
+  })
+
+  // --- fs/write-stream-file-handle.js -----------------------------------------------------------
+  test(`[${direct}] write-stream-file-handle: createWriteStream(null, { fd: handle }).end(input): the file holds it, both close`, async (t) => {
+    const file = path.join(scratch(), 'write_stream_filehandle_test.txt')
+    const handle = await od.open(file, 'w+', { direct })
+    const hclose = once(handle, 'close')
+    const stream = od.createWriteStream(null, { fd: handle })
+    stream.end('hello world')
+    await once(stream, 'close')
+    await hclose
+    t.is(fs.readFileSync(file, 'utf-8'), 'hello world')
+  })
+
+  // --- fs/write-stream-double-close.js ----------------------------------------------------------
+  test(`[${direct}] write-stream-double-close: close(cb) twice; close after close: 'close' emitted once; autoClose: false too`, async (t) => {
+    const dir = scratch()
+    const closeP = (s: od.DirectWriteStream): Promise<void> => new Promise((resolve) => s.close(() => resolve()))
+    const s = od.createWriteStream(path.join(dir, 'rw'), { direct })
+    await Promise.all([closeP(s), closeP(s)])
+    const s2 = od.createWriteStream(path.join(dir, 'rw2'), { direct })
+    let emits = 0
+    s2.on('close', () => emits++)
+    await closeP(s2)
+    t.is(emits, 1)
+    await closeP(s2)
+    await new Promise<void>((resolve) => process.nextTick(() => s2.close(() => resolve())))
+    t.is(emits, 1)
+    const s3 = od.createWriteStream(path.join(dir, 'rw'), { direct, autoClose: false })
+    await Promise.all([closeP(s3), closeP(s3)])
+    t.true(s3.destroyed)
+  })
+}
+
+// --- fs/promises-file-handle-truncate.js -------------------------------------------------------
+test('[off] promises-file-handle-truncate: write, then truncate(5)', async (t) => {
+  const filename = path.join(scratch(), 'truncate-file.txt')
+  const fh = await od.open(filename, 'w+', { direct: 'off' })
+  const buffer = Buffer.from('Hello world', 'utf8')
+  await fh.write(buffer, 0, buffer.length)
+  t.is((await fs.promises.readFile(filename)).toString(), 'Hello world')
+  await fh.truncate(5)
+  t.is((await fs.promises.readFile(filename)).toString(), 'Hello')
+  await fh.close()
+})
+
+test('[require] promises-file-handle-truncate, aligned: write a block, then truncate(5)', async (t) => {
+  const filename = path.join(scratch(), 'truncate-file.txt')
+  const fh = await od.open(filename, 'w+')
+  const block = fh.alloc(fh.alignment.offset)
+  block.write('Hello world')
+  await fh.write(block, 0, block.length)
+  await fh.truncate(5)
+  t.is((await fs.promises.readFile(filename)).toString(), 'Hello')
+  await fh.close()
+})

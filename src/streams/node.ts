@@ -214,8 +214,10 @@ export class DirectWriteStream extends Writable {
       if (this.closed) queueMicrotask(() => callback())
       else finished(this, (e) => callback(e ?? null))
     }
-    if (this.writableEnded || this.destroyed) this.destroy()
-    else this.end()
+    // As fs: end() flushes what was written, then the stream closes itself; a second close() waits for that.
+    if (this.destroyed) return
+    if (!this.writableEnded) this.end()
+    else if (this.writableFinished) this.destroy()
   }
 
   /** The handle writing the file, once open (the one passed in, or the stream's own). */
