@@ -146,6 +146,13 @@ test('/proc files (st_size 0) are read to their end: copyFile, readFile, createR
   t.is(c.status, 0, c.stderr)
   t.true(fs.readFileSync(path.join(dir, 'cli')).equals(expected))
   t.notRegex(c.stderr, /os error/)
+  // sysfs: st_size says a page, the content is a few bytes.
+  const sys = '/sys/devices/system/cpu/online'
+  const sysData = fs.readFileSync(sys)
+  t.true(fs.statSync(sys).size > sysData.length)
+  const s = await od.copyFile(sys, path.join(dir, 'online'), { direct: 'prefer' })
+  t.is(s.bytes, sysData.length)
+  t.true(fs.readFileSync(path.join(dir, 'online')).equals(sysData))
 })
 
 test('writeFile honours its signal at any moment: AbortError, atomic destination untouched, no temp file', async (t) => {
