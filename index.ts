@@ -19,8 +19,8 @@ export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers
 export { configureEngine, engineInfo, type BackendName, type EngineInfo, type EngineOptions } from './src/engine'
 export { DirectIoError, type DirectIoErrorCode, type DirectIoErrorInit, type ErrnoCode, type MisuseCode } from './src/errors'
 export { copyFile, type CopyFileOptions, type CopyProgress, type CopyResult, readFile, type ReadFileOptions, writeFile, type WriteFileOptions } from './src/files'
+export { constants } from './src/constants'
 export {
-  constants,
   FileHandle,
   type Alignment,
   type DurableWriteOptions,
@@ -37,7 +37,7 @@ export {
   type WriteVResult,
 } from './src/handle'
 export { open, type PathLike, probe, type ProbeReport } from './src/open'
-export type { DirectMode, OpenFlags, OpenOptions } from './src/options'
+export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './src/options'
 export { RegisteredBuffers } from './src/registered'
 export {
   createReadStream,

@@ -16,6 +16,7 @@ import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
+import { native } from '../dist/native.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
 import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
@@ -213,17 +214,15 @@ mutantTest('mutant: writeFile atomic with datasync skipped is caught by the cras
 })
 
 mutantTest('mutant: writeFile atomic with the directory fsync skipped is caught by the crash check', async (t) => {
-  // The directory sync goes through fs/promises' FileHandle.sync: make it a no-op.
-  const h = await fsp.open(__dirname, 'r')
-  const proto = Object.getPrototypeOf(h) as { sync: () => Promise<void> }
-  await h.close()
-  const real = proto.sync
-  proto.sync = async (): Promise<void> => {}
+  // The directory sync is the addon's syncDir (src/dirsync.ts): make it a no-op that reports success.
+  const binding = native as unknown as { syncDir: (dir: string) => Promise<number> }
+  const real = binding.syncDir
+  binding.syncDir = async (): Promise<number> => 0
   let r: SweepResult
   try {
     r = await crashSweep(atomicWriteFile(true))
   } finally {
-    proto.sync = real
+    binding.syncDir = real
   }
   t.log(r.violations[0])
   t.true(r.violations.some((v) => v.includes('writeFile resolved but dst is old')))

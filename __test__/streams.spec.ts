@@ -382,7 +382,6 @@ test('errors propagate as typed errors: read-only handle, missing file, director
     [() => createReadStream(file, { end: '5' as unknown as number }), 'ERR_INVALID_ARG_TYPE'],
     [() => createReadStream(file, { signal: {} as AbortSignal }), 'ERR_INVALID_ARG_TYPE'],
     [() => createReadStream(file, { direct: 'yes' as 'require' }), 'ERR_INVALID_ARG_VALUE'],
-    [() => createReadStream(file, { bogus: 1 } as object), 'ERR_INVALID_ARG_VALUE'],
     [() => createReadStream(ro, { direct: 'prefer' }), 'ERR_INVALID_ARG_VALUE'],
     [() => createReadStream(42 as unknown as string), 'ERR_INVALID_ARG_TYPE'],
     [() => createWriteStream(file, { flags: 'r' as 'w' }), 'ERR_ODIRECT_FLAGS'],
@@ -722,11 +721,14 @@ test("fs's stream options direct I/O cannot honour are typed errors naming them"
   t.regex(e!.message, /'fs'/)
   const e2 = t.throws(() => createWriteStream(file, { fd: 3 } as never), { instanceOf: DirectIoError, code: 'ERR_ODIRECT_UNSUPPORTED' })
   t.regex(e2!.message, /'fd'/)
-  t.throws(() => createReadStream(file, { bogus: 1 } as never), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+  // Unknown options are ignored, as fs ignores them (fs's own bufferSize, a typo...).
+  t.notThrows(() => createReadStream(file, { bogus: 1, bufferSize: 4 } as never).destroy())
   // Odd values never make the message building throw.
   t.throws(() => createReadStream(file, { highWaterMark: Object.create(null) as number }), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_TYPE' })
-  const hostile = new Proxy({}, { ownKeys: () => { throw new Error('boom') } })
-  t.throws(() => createReadStream(file, hostile), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_VALUE' })
+  // A Proxy trap is the caller's code: what it throws reaches the caller as the same object, as with fs.
+  const boom = new Error('boom')
+  const hostile = new Proxy({}, { ownKeys: () => { throw boom } })
+  t.is(t.throws(() => createReadStream(file, hostile)), boom)
 })
 
 test('fd: a FileHandle; closed at the end unless autoClose: false (fs), left open when passed first (odirect)', async (t) => {

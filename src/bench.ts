@@ -37,8 +37,8 @@ the per-op loop under Bun and Deno too. Then the software path: the random workl
 a tmpfs (/dev/shm, or one mounted under the temporary directory when root; O_DIRECT works on tmpfs
 since Linux 6.6). Then one whole sequential pass through odirect's createReadStream/
 createWriteStream, node:fs streams and fio (MB/s, % of the file left in the page cache). Engines
-are interleaved within each run; medians over runs; ratios to fio io_uring; issue 10's targets
-checked at the end.
+are interleaved within each run; medians over runs; ratios to fio io_uring; at the end, how
+this run compares with odirect's performance goals.
 
 PATH          a directory to make a temporary file in (default: os.tmpdir(), or /var/tmp when that
               is tmpfs), or a file to use; an existing file is only read unless --write is given
@@ -590,7 +590,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           ...(tsums.length ? ['', table(tsums)] : []),
           ...(ssums.length ? ['', 'Streams:', '', streamTable(ssums)] : []),
           '',
-          'Targets (issue 10):',
+          "odirect's performance goals, as measured in this run (a goal not reached here is not an error: it depends on the machine and its load):",
           ...targetLines(targets(sums, ssums)),
           '',
           'Figures on a shared or small machine are noisy; compare engines within one run.',

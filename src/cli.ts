@@ -2,7 +2,7 @@
 import * as fs from 'node:fs'
 import * as nodePath from 'node:path'
 
-import { CP_USAGE, describeForCli } from './cp'
+import { CP_USAGE, describeForCli, errorJson } from './cp'
 import { probe } from './open'
 
 const USAGE = `usage: odirect <command> [args]
@@ -52,6 +52,7 @@ export async function probeCommand(args: string[]): Promise<number> {
     r = await probe(path)
   } catch (e) {
     console.error(`odirect probe: ${describeForCli(e)}`)
+    if (json) console.log(JSON.stringify({ error: errorJson(e, describeForCli(e)) }, null, 2))
     return 1
   }
   if (json) {

@@ -1,26 +1,30 @@
-// odirect cp SRC DST [--verify] [--chunk-size N] [--sparse=auto|never] [--quiet] [--json]
+// odirect cp SRC DST [--verify] [--chunk-size N] [--sparse=auto|never] [--no-clobber] [--quiet] [--json]
 //
 // A thin command over the exported copyFile(): direct I/O on both sides (falling back to buffered
 // I/O, with a note, where the filesystem refuses O_DIRECT), holes kept, the same file refused,
 // written to DST.odirect-tmp-<pid>-<n>, datasynced, then renamed into place: DST is either the
-// complete copy or untouched. --verify re-reads the copy (before the rename) and compares sha256.
+// complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
+// --verify re-reads the copy (before the rename) and compares sha256.
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 
 import { DirectIoError } from './errors'
-import { copyFile, type CopyProgress } from './files'
+import { copyFile, type CopyProgress, type CopyResult } from './files'
 import { native } from './native'
 
 export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   Copies SRC to DST with direct I/O (O_DIRECT) on both sides, bypassing the page cache.
   DST may be a directory. The copy is written to a temp file next to DST, flushed to the
   device, and renamed into place: DST is the complete copy or untouched. Holes in SRC
-  (all-zero blocks) stay holes in DST. SRC and DST must not be the same file.
+  (all-zero blocks) stay holes in DST. SRC and DST must not be the same file. A DST that
+  is a block or character device or a FIFO is written in place, as GNU cp does (it stays a
+  device). SRC may be a FIFO, a device or a /proc file: it is read to its end.
   --verify          re-read DST with direct I/O and compare sha256 with SRC
+  --no-clobber, -n  do not overwrite an existing DST (it is left as it is; exit status 0)
   --chunk-size N    bytes per I/O (suffixes k, m, g: 4m); default 1m
   --sparse=WHEN     auto (default): keep holes; never: write every block
   --quiet, -q       no progress, no summary (errors are still reported)
-  --json            print the result as JSON on stdout
+  --json            print the result as JSON on stdout (on failure too: { "error": ... })
   --help, -h        this text
 exit status: 0 copied, 1 failed, 2 usage error, 130 interrupted (SIGINT), 143 terminated (SIGTERM)`
 
@@ -32,6 +36,7 @@ interface CpArgs {
   quiet: boolean
   json: boolean
   sparse: boolean
+  noClobber: boolean
 }
 
 export class UsageError extends Error {}
@@ -47,7 +52,7 @@ function parseSize(s: string | undefined): number {
 
 function parseArgs(args: string[]): CpArgs {
   const pos: string[] = []
-  const a = { verify: false, quiet: false, json: false, sparse: true, chunkSize: 1024 * 1024 }
+  const a = { verify: false, quiet: false, json: false, sparse: true, noClobber: false, chunkSize: 1024 * 1024 }
   for (let i = 0; i < args.length; i++) {
     const x = args[i]
     if (x === '--') {
@@ -56,6 +61,7 @@ function parseArgs(args: string[]): CpArgs {
     } else if (x === '--verify') a.verify = true
     else if (x === '--quiet' || x === '-q') a.quiet = true
     else if (x === '--json') a.json = true
+    else if (x === '--no-clobber' || x === '-n') a.noClobber = true
     else if (x === '--chunk-size') a.chunkSize = parseSize(args[++i])
     else if (x.startsWith('--chunk-size=')) a.chunkSize = parseSize(x.slice('--chunk-size='.length))
     else if (x.startsWith('--sparse=')) {
@@ -145,6 +151,8 @@ export function describeForCli(e: unknown): string {
         EISDIR: 'name a file, or an existing directory to copy into',
         EROFS: 'the destination is read-only',
       }
+      // A missing directory: the message says which one and what to do.
+      if (e.code === 'ENOENT' && /does not exist/.test(e.message)) return e.message
       const t = tip[e.code]
       return `${where ? `${where}: ` : ''}${info.message} (${e.code})${t ? ` — ${t}` : ''}`
     }
@@ -153,6 +161,23 @@ export function describeForCli(e: unknown): string {
   }
   if (e instanceof Error) return e.message
   return String(e)
+}
+
+/** An error as JSON for --json: what a script needs to tell failures apart. */
+export function errorJson(e: unknown, message: string): Record<string, unknown> {
+  const field = (k: string): unknown => {
+    try {
+      return e !== null && typeof e === 'object' ? (e as Record<string, unknown>)[k] : undefined
+    } catch {
+      return undefined
+    }
+  }
+  const out: Record<string, unknown> = { message }
+  for (const k of ['code', 'errno', 'syscall', 'path', 'hint']) {
+    const v = field(k)
+    if (v !== undefined && v !== '') out[k] = v
+  }
+  return out
 }
 
 /** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 130 SIGINT, 143 SIGTERM). */
@@ -166,6 +191,7 @@ export async function cpCommand(args: string[]): Promise<number> {
     a = parseArgs(args)
   } catch (e) {
     console.error(`odirect cp: ${describeForCli(e)}\n${CP_USAGE}`)
+    if (args.includes('--json')) console.log(JSON.stringify({ error: { message: describeForCli(e), code: 'ERR_USAGE' } }, null, 2))
     return 2
   }
   const ac = new AbortController()
@@ -183,15 +209,28 @@ export async function cpCommand(args: string[]): Promise<number> {
     const d = await fsp.stat(dst).catch(() => undefined)
     if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
     const parent = path.dirname(dst)
-    if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) throw new Error(`cannot create ${dst}: directory ${parent} does not exist`)
-    const r = await copyFile(a.src, dst, {
-      direct: 'prefer',
-      verify: a.verify,
-      sparse: a.sparse,
-      chunkSize: a.chunkSize,
-      signal: ac.signal,
-      onProgress: (p) => (progress.last = p),
-    })
+    if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) {
+      const hint = `create the directory ${parent} first`
+      throw new DirectIoError(`cannot create ${dst}: directory ${parent} does not exist — ${hint}`, { code: 'ENOENT', errno: -2, syscall: 'open', path: parent, hint })
+    }
+    let r: CopyResult
+    try {
+      r = await copyFile(a.src, dst, {
+        direct: 'prefer',
+        verify: a.verify,
+        sparse: a.sparse,
+        chunkSize: a.chunkSize,
+        exclusive: a.noClobber,
+        signal: ac.signal,
+        onProgress: (p) => (progress.last = p),
+      })
+    } catch (e) {
+      if (!a.noClobber || (e as { code?: unknown }).code !== 'EEXIST') throw e
+      progress.stop()
+      if (a.json) console.log(JSON.stringify({ skipped: true, destination: { path: dst }, reason: 'DST exists (--no-clobber)' }, null, 2))
+      else if (!a.quiet) process.stderr.write(`odirect cp: not overwriting ${dst}: it exists (--no-clobber)\n`)
+      return 0
+    }
     progress.stop()
     const secs = (performance.now() - t0) / 1000
     if (a.json) {
@@ -211,6 +250,7 @@ export async function cpCommand(args: string[]): Promise<number> {
     progress.stop()
     const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
     process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
+    if (a.json) console.log(JSON.stringify({ error: { ...errorJson(e, why), ...(interrupted !== undefined ? { signal: interrupted } : {}) }, source: a.src, destination: dst }, null, 2))
     return interrupted === 'SIGTERM' ? 143 : interrupted !== undefined ? 130 : 1
   } finally {
     process.off('SIGINT', onSignal)

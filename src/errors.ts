@@ -53,6 +53,8 @@ export interface DirectIoErrorInit {
   length?: number
   hint?: string
   cause?: unknown
+  /** writeFile / write streams: bytes of the data confirmed written before the failure. */
+  bytesWritten?: number
 }
 
 /**
@@ -102,6 +104,8 @@ export class DirectIoError extends Error {
   readonly position?: number
   readonly length?: number
   readonly hint: string
+  /** writeFile: bytes of the data confirmed written (in order, from the start) before the failure. */
+  readonly bytesWritten?: number
 
   constructor(message: string, init: DirectIoErrorInit) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause })
@@ -112,6 +116,7 @@ export class DirectIoError extends Error {
     if (init.path !== undefined) this.path = init.path
     if (init.position !== undefined) this.position = init.position
     if (init.length !== undefined) this.length = init.length
+    if (init.bytesWritten !== undefined) this.bytesWritten = init.bytesWritten
     this.hint = init.hint ?? ''
   }
 }

@@ -1,19 +1,22 @@
 // Whole-file helpers with fs/promises' shapes, all with direct I/O (the page cache untouched):
 // readFile, writeFile (optionally atomic: temp file + datasync + rename) and copyFile (holes kept,
 // same file refused, optional sha256 verification, progress). Any data length: the last block is
-// padded with zeros and the file truncated to the exact length.
+// padded with zeros and the file truncated to the exact length. Files without positions (FIFOs,
+// character devices, sockets) are read and written in place, in sequence, buffered (direct I/O
+// does not apply to them), never replaced; files whose size says 0 (/proc) are read to their end.
+// The signal is honoured at every wait; errors of the caller's code and of the runtime reach the
+// caller as the same objects.
 import { createHash } from 'node:crypto'
-import * as fsp from 'node:fs/promises'
 
 import { MAX_IO_LENGTH } from './buffers'
-import { syncParentDir } from './dirsync'
 import type { BackendName } from './engine'
 import { describeValue, DirectIoError, kernelError, misuse } from './errors'
-import { guardAsync } from './guard'
+import { AbortRace, commitTemp, isSequential, kindName, removeTemp, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
+import { callerCode, callerError, guardAsync } from './guard'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open, type PathLike, toPath } from './open'
-import { boolOption, checkFlags, type DirectMode, intOption, modeOption, type OpenFlags, openFields, readOptions, signalOption } from './options'
+import { boolOption, checkFlags, type DirectMode, type FlagsArg, intOption, modeOption, openFields, readOptions, signalOption } from './options'
 import { BlockWriter, writeConfig } from './streams/core'
 
 const MiB = 1024 * 1024
@@ -33,7 +36,7 @@ export interface ReadFileOptions extends HelperOpenOptions {
   /** Decode to a string with this encoding; default: a Buffer. */
   encoding?: BufferEncoding | null
   /** Open flags (default 'r'). */
-  flag?: OpenFlags
+  flag?: FlagsArg
 }
 
 export interface WriteFileOptions extends HelperOpenOptions {
@@ -41,8 +44,8 @@ export interface WriteFileOptions extends HelperOpenOptions {
   encoding?: BufferEncoding | null
   /** Permission bits of a created file (default 0o666 minus the umask; atomic: the replaced file's). */
   mode?: number
-  /** Open flags: 'w' (default), 'wx' (fail if it exists), 'r+'... */
-  flag?: OpenFlags
+  /** Open flags: 'w' (default), 'wx' (fail if it exists), 'r+', or fs.constants bits (O_WRONLY | O_CREAT: no truncation)... */
+  flag?: FlagsArg
   /** fdatasync before resolving (default false, as fs; true with `atomic`). */
   datasync?: boolean
   /** fs's name for datasync. */
@@ -92,10 +95,9 @@ function encodingOf(v: unknown, def: BufferEncoding | undefined): BufferEncoding
   return v
 }
 
-const throwIfAborted = (signal: AbortSignal | undefined, path: string, syscall: string): void => {
-  if (signal?.aborted) {
-    throw new DirectIoError(`The operation was aborted (${syscall} on ${path})`, { code: 'ABORT_ERR', hint: 'the AbortSignal passed to this operation was aborted', cause: signal.reason, path, syscall })
-  }
+/** fs's options argument: an object, or an encoding string. */
+function helperOptions(options: unknown, known: string[], example: string): Record<string, unknown> {
+  return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
 }
 
 /** Reads `len` bytes at `pos` into `buf[off..]`, going on after short reads; stops at end of file. */
@@ -124,9 +126,22 @@ async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number,
   }
 }
 
+/** open(), raced against the abort: a handle that arrives after the abort is closed. */
+async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { direct: DirectMode; backend: 'auto' | BackendName; mode?: number }): Promise<FileHandle> {
+  const opening = open(p, flags, o)
+  try {
+    return await abort.race(opening)
+  } catch (e) {
+    void opening.then((fh) => fh.close()).catch(() => {})
+    throw e
+  }
+}
+
 /**
  * Reads a whole file with direct I/O, as fs/promises' readFile: a Buffer, or a string with an
- * encoding. `path` may be a FileHandle (read from position 0, left open).
+ * encoding. `path` may be a FileHandle: read from its current position to the end, which moves
+ * the position there (as fs), left open. A file whose size says 0 (/proc) is read to its end;
+ * a FIFO or character device is read in sequence, buffered.
  */
 export async function readFile(path: PathLike | FileHandle, options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
 export async function readFile(path: PathLike | FileHandle, options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
@@ -136,44 +151,79 @@ export function readFile(path: PathLike | FileHandle, options?: ReadFileOptions 
 }
 
 async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
-  const o = typeof options === 'string' ? { encoding: options } : readOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
+  const o = helperOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
   const encoding = encodingOf(o.encoding, undefined)
   const signal = signalOption(o)
   const given = isFileHandle(path)
   const oo = openFields({ direct: o.direct, backend: o.backend })
-  let fh: FileHandle
-  if (given) {
-    if (o.flag !== undefined || o.direct !== undefined || o.backend !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', 'flag, direct and backend only apply when readFile opens a path', 'pass them to open()')
-    fh = path
-  } else {
-    const p = toPath(path)
-    throwIfAborted(signal, p, 'read')
-    fh = await open(p, checkFlags(o.flag ?? 'r', p), { direct: oo.direct, backend: oo.backend })
-  }
+  if (given && (o.flag !== undefined || o.direct !== undefined || o.backend !== undefined)) throw misuse('ERR_INVALID_ARG_VALUE', 'flag, direct and backend only apply when readFile opens a path', 'pass them to open()')
+  const p = given ? path.path : toPath(path)
+  const flag = given ? 'r' : checkFlags(o.flag ?? 'r', p)
+  const abort = new AbortRace(signal, p, 'read')
   try {
-    const unit = fh.alignment.offset
-    const size = (await fh.stat()).size
-    // One block more than the size: a file that grew is noticed (the read comes back full).
-    let buf = fh.alloc(Math.max(unit, roundUp(size + 1, unit)))
-    let total = 0
-    for (;;) {
-      throwIfAborted(signal, fh.path, 'read')
-      if (total === buf.byteLength) {
-        const bigger = fh.alloc(Math.min(buf.byteLength * 2, Math.floor(MAX_IO_LENGTH / unit) * unit))
-        if (bigger.byteLength <= buf.byteLength) throw misuse('ERR_OUT_OF_RANGE', `${fh.path} is larger than readFile can hold (${MAX_IO_LENGTH} bytes)`, 'read it with createReadStream()')
-        bigger.set(buf)
-        buf = bigger
+    abort.check()
+    let data: Buffer
+    if (given) {
+      const start = path.position
+      data = await readFrom(path, start, abort, signal)
+      path._seek(start + data.byteLength)
+    } else {
+      const st = await abort.race(statIfExists(p))
+      if (st !== undefined && isSequential(st)) data = await readSequential(p, abort)
+      else {
+        const fh = await openRaced(abort, p, flag, oo)
+        try {
+          data = await readFrom(fh, 0, abort, signal)
+        } finally {
+          await fh.close()
+        }
       }
-      const len = Math.min(buf.byteLength - total, 64 * MiB)
-      const n = await readFully(fh, buf, total, len, total, signal)
-      total += n
-      if (n < len) break
     }
-    const data = buf.subarray(0, total)
     return encoding === undefined ? data : data.toString(encoding)
   } finally {
-    if (!given) await fh.close()
+    abort.dispose()
   }
+}
+
+/** Reads from `start` to the end of the file: one block more than the size, growing while reads come back full. */
+async function readFrom(fh: FileHandle, start: number, abort: AbortRace, signal: AbortSignal | undefined): Promise<Buffer> {
+  const unit = fh.alignment.offset
+  const base = fh.direct ? Math.floor(start / unit) * unit : start
+  const size = (await abort.race(fh.stat())).size
+  let buf = fh.alloc(Math.max(unit, roundUp(Math.max(0, size - base) + 1, unit)))
+  let total = 0
+  for (;;) {
+    abort.check()
+    if (total === buf.byteLength) {
+      const bigger = fh.alloc(Math.min(buf.byteLength * 2, Math.floor(MAX_IO_LENGTH / unit) * unit))
+      if (bigger.byteLength <= buf.byteLength) throw misuse('ERR_OUT_OF_RANGE', `${fh.path} is larger than readFile can hold (${MAX_IO_LENGTH} bytes)`, 'read it with createReadStream()')
+      bigger.set(buf)
+      buf = bigger
+    }
+    const len = Math.min(buf.byteLength - total, 64 * MiB)
+    const n = await abort.race(readFully(fh, buf, total, len, base + total, signal))
+    total += n
+    if (n < len) break
+  }
+  return buf.subarray(Math.min(start - base, total), total)
+}
+
+/** A FIFO, character device or socket, read to its end in sequence. */
+async function readSequential(p: string, abort: AbortRace): Promise<Buffer> {
+  const f = await SequentialFile.open(p, false, abort)
+  const parts: Buffer[] = []
+  let total = 0
+  try {
+    for await (const c of sequentialChunks(f, 64 * 1024, abort)) {
+      total += c.byteLength
+      // A device without an end (/dev/zero) must not eat the memory: fs stops at its limit too.
+      if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${p} gives more than readFile can hold (${MAX_IO_LENGTH} bytes)`, 'read it with createReadStream()', { path: p })
+      parts.push(Buffer.from(c))
+    }
+  } finally {
+    await f.close(abort)
+  }
+  return Buffer.concat(parts)
 }
 
 function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefined {
@@ -182,89 +232,187 @@ function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefine
   return undefined
 }
 
-let tmpCounter = 0
-const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+type WriteData = string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>
+
+/**
+ * The chunks of writeFile's `data`, as bytes. An iterable is the caller's code: what its
+ * iterator throws reaches the caller unchanged; it is closed (`return()`) when writing stops early.
+ */
+async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: AbortRace): AsyncGenerator<Uint8Array> {
+  const one = toBytes(data, encoding)
+  if (one !== undefined) {
+    yield one
+    return
+  }
+  const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
+  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describeValue(data)}`, 'e.g. Buffer.from(text)')
+  interface AnyIterator {
+    next(): unknown
+    return?: () => unknown
+  }
+  const it = callerCode((): AnyIterator => {
+    const d = data as unknown as Record<symbol, unknown>
+    const make = (typeof d[Symbol.asyncIterator] === 'function' ? d[Symbol.asyncIterator] : d[Symbol.iterator]) as (this: unknown) => AnyIterator
+    return make.call(d)
+  })
+  let done = false
+  try {
+    for (;;) {
+      const next = Promise.resolve(callerCode(() => it.next())).catch((e: unknown) => {
+        throw callerError(e)
+      })
+      const r = (await abort.race(next)) as IteratorResult<unknown>
+      if (r.done === true) {
+        done = true
+        return
+      }
+      const b = toBytes(r.value, encoding)
+      if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describeValue(r.value)}`, 'yield Buffers or strings')
+      yield b
+    }
+  } finally {
+    const ret = it.return
+    if (!done && typeof ret === 'function') {
+      try {
+        void Promise.resolve(ret.call(it)).catch(() => {})
+      } catch {
+        // the iterator's return() threw: writing already stopped for another reason
+      }
+    }
+  }
+}
 
 /**
  * Writes `data` (a string, Buffer/TypedArray/DataView, or an (async) iterable of those) to a
  * file with direct I/O, as fs/promises' writeFile. The last block is zero padded and the file
- * truncated to the exact length. `atomic`: temp file + datasync + rename (then `flag` 'w' or 'wx').
+ * truncated to the exact length. `atomic`: temp file + datasync + rename (then `flag` 'w' or
+ * 'wx'). A FileHandle is written from its current position, which moves past the data (as fs).
+ * An existing FIFO or character device is written in place, never replaced (a block device too,
+ * even with `atomic`). The signal aborts at any moment: AbortError, no temp file left, and with
+ * `atomic` the destination untouched.
  */
-export function writeFile(
-  path: PathLike | FileHandle,
-  data: string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>,
-  options?: WriteFileOptions | BufferEncoding | null,
-): Promise<void> {
-  return guardAsync('writeFile', () => writeFileImpl(path, data, options))
+export function writeFile(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
+  return guardAsync('writeFile', async () => {
+    await writeFileImpl(path, data, options)
+  })
 }
 
-async function writeFileImpl(
-  path: PathLike | FileHandle,
-  data: string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>,
-  options?: WriteFileOptions | BufferEncoding | null,
-): Promise<void> {
-  const o = typeof options === 'string' ? { encoding: options } : readOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
+async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<Written> {
+  const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
   const encoding = encodingOf(o.encoding, 'utf8') ?? 'utf8'
   const atomic = boolOption(o, 'atomic', false)
-  let datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
+  const datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
   const signal = signalOption(o)
   const given = isFileHandle(path)
   if (given && (o.flag !== undefined || o.mode !== undefined || atomic || o.direct !== undefined || o.backend !== undefined)) {
     throw misuse('ERR_INVALID_ARG_VALUE', 'flag, mode, atomic, direct and backend only apply when writeFile opens a path', 'pass a path, or set them with open()')
   }
-  const target = given ? path : toPath(path)
-  const flag = checkFlags(o.flag ?? 'w', given ? path.path : (target as string), true)
-  if (atomic && flag !== 'w' && flag !== 'wx' && flag !== 'xw') throw misuse('ERR_INVALID_ARG_VALUE', `atomic writes replace the file: flag must be 'w' or 'wx', got '${flag}'`, "use flag 'w' (replace) or 'wx' (only if absent)")
+  const dst = given ? path.path : toPath(path)
+  const flag = checkFlags(o.flag ?? 'w', dst, true)
+  const exclusive = flag === 'wx' || flag === 'xw'
+  if (atomic && flag !== 'w' && !exclusive) throw misuse('ERR_INVALID_ARG_VALUE', `atomic writes replace the file: flag must be 'w' or 'wx', got '${flag}'`, "use flag 'w' (replace) or 'wx' (only if absent)")
   const oo = openFields({ direct: o.direct, backend: o.backend })
-  let mode = modeOption(o)
-  const explicitMode = o.mode !== undefined
-  let dst = typeof target === 'string' ? target : target.path
-  throwIfAborted(signal, dst, 'write')
-  let tmp: string | undefined
-  if (atomic) {
-    if (!explicitMode) {
-      const st = await fsp.stat(dst).catch(() => undefined)
-      if (st !== undefined) mode = st.mode & 0o7777
-    }
-    dst = typeof target === 'string' ? target : dst
-    tmp = tmpName(dst)
-  }
-  datasync = datasync || atomic
-  const wopts: Record<string, unknown> = { datasync, ...(signal ? { signal } : {}) }
-  if (!given) Object.assign(wopts, { flags: tmp !== undefined ? 'wx' : flag, mode, direct: oo.direct, backend: oo.backend })
-  const { target: t, cfg } = writeConfig(given ? target : (tmp ?? target), wopts)
-  // The temp file's name need not be durable: the rename into place is synced below.
-  if (tmp !== undefined) cfg.syncDir = false
-  const core = new BlockWriter(t, cfg)
+  const abort = new AbortRace(signal, dst, 'write')
   try {
-    await core.open()
-    const one = toBytes(data, encoding)
-    if (one !== undefined) await core.write(one)
-    else if (data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)) {
-      for await (const chunk of data as AsyncIterable<unknown>) {
-        const b = toBytes(chunk, encoding)
-        if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describeValue(chunk)}`, 'yield Buffers or strings')
-        await core.write(b)
-      }
-    } else throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describeValue(data)}`, 'e.g. Buffer.from(text)')
-    await core.finish()
-    if (tmp !== undefined) {
-      if (flag === 'w') await fsp.rename(tmp, dst)
-      else {
-        await fsp.link(tmp, dst).catch((e: NodeJS.ErrnoException) => {
-          throw e.code === 'EEXIST' ? kernelError(17, { syscall: 'link', path: dst }) : e
-        })
-        await fsp.unlink(tmp)
-      }
-      tmp = undefined
-      await syncParentDir(dst)
+    abort.check()
+    const chunks = chunksOf(data, encoding, abort)
+    if (given) {
+      const start = path.position
+      const w = await writeBlocks(path, { start, datasync }, chunks, abort)
+      path._seek(start + w.total)
+      return w
     }
+    const st = await abort.race(statIfExists(dst))
+    if (st !== undefined && exclusive) throw kernelError(17, { syscall: 'open', path: dst })
+    if (st !== undefined && isSequential(st)) {
+      const total = await writeSequential(dst, chunks, abort)
+      return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
+    }
+    // A block device cannot be replaced by a rename: it is written in place, atomic or not.
+    if (!atomic || st?.isBlockDevice() === true || st?.isDirectory() === true) {
+      const mode = modeOption(o)
+      return await writeBlocks(dst, { flags: atomic ? 'r+' : flag, mode, direct: oo.direct, backend: oo.backend, datasync }, chunks, abort)
+    }
+    const mode = o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666
+    const tmp = tmpName(dst)
+    let w: Written
+    try {
+      // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
+      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false)
+      // The last moment to abort: after it, the rename replaces the destination.
+      abort.check()
+    } catch (e) {
+      await removeTemp(tmp)
+      throw e
+    }
+    try {
+      await commitTemp(tmp, dst, exclusive)
+    } catch (e) {
+      await removeTemp(tmp)
+      throw e
+    }
+    return w
+  } finally {
+    abort.dispose()
+  }
+}
+
+/** What a write did: bytes, and whether it really used O_DIRECT (and why not). */
+interface Written {
+  total: number
+  direct: boolean
+  fallbackReason: string
+}
+
+/** Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns the bytes written. */
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true): Promise<Written> {
+  const { target: t, cfg } = writeConfig(target, wopts)
+  cfg.syncDir = syncDir
+  const core = new BlockWriter(t, cfg)
+  let total = 0
+  try {
+    const fh = await abort.race(core.open())
+    for await (const b of chunks) {
+      await abort.race(core.write(b))
+      total += b.byteLength
+    }
+    await abort.race(core.finish())
+    return { total, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     await core.destroy().catch(() => {})
-    throw e
-  } finally {
-    if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => {})
+    throw withBytesWritten(abort.settle(e), core.bytesWritten)
   }
+}
+
+/** A kernel error of a whole-file write (ENOSPC, EIO...) says how much of the data had been written before it. */
+function withBytesWritten(e: unknown, written: number): unknown {
+  if (!(e instanceof DirectIoError) || e.errno === undefined || e.bytesWritten !== undefined) return e
+  return new DirectIoError(`${e.message} (${written} bytes of the data were written before the error)`, {
+    code: e.code,
+    errno: e.errno,
+    hint: e.hint,
+    bytesWritten: written,
+    cause: e,
+    ...(e.syscall === undefined ? {} : { syscall: e.syscall }),
+    ...(e.path === undefined ? {} : { path: e.path }),
+    ...(e.position === undefined ? {} : { position: e.position }),
+    ...(e.length === undefined ? {} : { length: e.length }),
+  })
+}
+
+/** Writes the chunks in place into a FIFO, character device or socket (opened without O_CREAT or O_TRUNC). */
+async function writeSequential(dst: string, chunks: AsyncIterable<Uint8Array>, abort: AbortRace): Promise<number> {
+  const f = await SequentialFile.open(dst, true, abort)
+  let total = 0
+  try {
+    for await (const b of chunks) {
+      await f.write(b, abort)
+      total += b.byteLength
+    }
+  } finally {
+    await f.close(abort)
+  }
+  return total
 }
 
 function sameFileError(src: string, dst: string): DirectIoError {
@@ -274,12 +422,28 @@ function sameFileError(src: string, dst: string): DirectIoError {
 /**
  * Copies `src` to `dst` with direct I/O on both sides, as fs/promises' copyFile (the third
  * argument may be fs's mode number: COPYFILE_EXCL is honoured, COPYFILE_FICLONE_FORCE refused).
- * The copy goes to a temp file next to `dst`, datasynced, then renamed into place (a block
- * device destination is written in place). Holes are kept (`sparse`, default true), the same
- * file is refused (ERR_ODIRECT_SAME_FILE), `verify` compares sha256 before the rename.
+ * The copy goes to a temp file next to `dst`, datasynced, then renamed into place; a block
+ * device destination is written in place, and so is an existing FIFO, character device or socket
+ * (as GNU cp: it stays what it is). Holes are kept (`sparse`, default true), the same file is
+ * refused (ERR_ODIRECT_SAME_FILE), `verify` compares sha256 before the rename. A source whose
+ * size says 0 (/proc) is read to its end; a FIFO or character device source is read in sequence.
  */
 export function copyFile(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
   return guardAsync('copyFile', () => copyFileImpl(src, dst, options))
+}
+
+interface CopyPlan {
+  s: string
+  d: string
+  verify: boolean
+  sparse: boolean
+  exclusive: boolean
+  chunkOpt: number
+  signal: AbortSignal | undefined
+  abort: AbortRace
+  oo: { direct: DirectMode; backend: 'auto' | BackendName }
+  /** onProgress, called as the caller's code: what it throws stops the copy and reaches the caller unchanged. */
+  progress: (p: CopyProgress) => void
 }
 
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
@@ -291,48 +455,76 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
   } else o = readOptions(options, ['onProgress', 'verify', 'sparse', 'chunkSize', 'exclusive', ...HELPER_OPEN_KEYS], '{ verify: true }')
   const onProgress = o.onProgress
   if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describeValue(onProgress)}`, 'pass (p) => ...')
-  const progress = onProgress as ((p: CopyProgress) => void) | undefined
-  const verify = boolOption(o, 'verify', false)
-  let sparse = boolOption(o, 'sparse', true)
-  const exclusive = boolOption(o, 'exclusive', false)
-  const chunkOpt = intOption(o, 'chunkSize', MiB, 1, 1024 * MiB, 'e.g. 1 << 20')
+  const cb = onProgress as ((p: CopyProgress) => void) | undefined
   const signal = signalOption(o)
-  const oo = openFields({ direct: o.direct, backend: o.backend })
   const s = toPath(src, 'src')
   const d = toPath(dst, 'dst')
-  throwIfAborted(signal, s, 'read')
-  const input = await open(s, 'r', { direct: oo.direct, backend: oo.backend })
+  const plan: CopyPlan = {
+    s,
+    d,
+    verify: boolOption(o, 'verify', false),
+    sparse: boolOption(o, 'sparse', true),
+    exclusive: boolOption(o, 'exclusive', false),
+    chunkOpt: intOption(o, 'chunkSize', MiB, 1, 1024 * MiB, 'e.g. 1 << 20'),
+    signal,
+    abort: new AbortRace(signal, s, 'read'),
+    oo: openFields({ direct: o.direct, backend: o.backend }),
+    progress: (p) => {
+      if (cb !== undefined) callerCode(() => cb(p))
+    },
+  }
+  try {
+    plan.abort.check()
+    const srcSt = await plan.abort.race(statIfExists(s))
+    const dstSt = await plan.abort.race(statIfExists(d))
+    if (srcSt !== undefined && dstSt !== undefined) {
+      if (dstSt.dev === srcSt.dev && dstSt.ino === srcSt.ino) throw sameFileError(s, d)
+      if ((srcSt.isBlockDevice() || srcSt.isCharacterDevice()) && dstSt.rdev === srcSt.rdev && (dstSt.mode & 0o170000) === (srcSt.mode & 0o170000)) throw sameFileError(s, d)
+    }
+    if (dstSt?.isDirectory() === true) throw kernelError(21, { syscall: 'open', path: d })
+    if (dstSt !== undefined && plan.exclusive) throw kernelError(17, { syscall: 'open', path: d })
+    if (srcSt?.isDirectory() === true) throw kernelError(21, { syscall: 'read', path: s })
+    const seqSrc = srcSt !== undefined && isSequential(srcSt)
+    const seqDst = dstSt !== undefined && isSequential(dstSt)
+    if (plan.verify && (seqSrc || seqDst)) {
+      const which = seqDst ? `${d} is ${kindName(dstSt)}` : `${s} is ${kindName(srcSt as import('node:fs').Stats)}`
+      throw misuse('ERR_ODIRECT_UNSUPPORTED', `verify needs to read the data twice, and ${which}, which cannot be read again`, 'copy without verify, or to/from a regular file')
+    }
+    if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
+    return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
+  } finally {
+    plan.abort.dispose()
+  }
+}
+
+/** Direct-I/O copy of a regular file or block device into a temp file (renamed into place) or a block device (in place). */
+async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult> {
+  const { s, d, verify, exclusive, signal, abort, oo, progress } = plan
+  const input = await openRaced(abort, s, 'r', oo)
   let out: FileHandle | undefined
   let tmp: string | undefined
   try {
-    const st = await input.stat()
+    const st = await abort.race(input.stat())
     if (!st.isFile() && !st.isBlockDevice()) throw misuse('ERR_INVALID_ARG_VALUE', `${s} is not a regular file or block device`, 'copy a file')
-    const dstSt = await fsp.stat(d).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return undefined
-      throw e
-    })
-    if (dstSt !== undefined) {
-      if (dstSt.dev === st.dev && dstSt.ino === st.ino) throw sameFileError(s, d)
-      if (st.isBlockDevice() && dstSt.isBlockDevice() && dstSt.rdev === st.rdev) throw sameFileError(s, d)
-      if (dstSt.isDirectory()) throw kernelError(21, { syscall: 'open', path: d })
-      if (exclusive) throw kernelError(17, { syscall: 'open', path: d })
-    }
-    const inPlace = dstSt?.isBlockDevice() === true
     // A device keeps whatever was in the blocks not written: no holes there.
-    if (inPlace) sparse = false
+    const sparse = plan.sparse && !inPlace
     const size = st.size
-    if (inPlace) out = await open(d, 'r+', { direct: oo.direct, backend: oo.backend })
+    // A regular file whose size says 0 may still have data (/proc, some FUSE): read it to its end.
+    const unknownSize = size === 0 && st.isFile()
+    const limit = unknownSize ? Infinity : size
+    if (inPlace) out = await openRaced(abort, d, 'r+', oo)
     else {
       tmp = tmpName(d)
-      out = await open(tmp, verify ? 'wx+' : 'wx', { direct: oo.direct, backend: oo.backend, mode: st.mode & 0o7777 })
+      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 })
     }
     const o2 = out
     // Granule: a multiple of both block sizes and of the page (the smallest hole worth keeping).
     const g = Math.max(input.alignment.offset, o2.alignment.offset, 4096)
-    const chunk = Math.min(roundUp(chunkOpt, g), Math.max(g, roundUp(size, g)))
+    const chunk = unknownSize ? roundUp(plan.chunkOpt, g) : Math.min(roundUp(plan.chunkOpt, g), Math.max(g, roundUp(size, g)))
     const zeros = Buffer.alloc(g)
     const hash = verify ? createHash('sha256') : undefined
-    const depth = 4
+    // Pseudo-files are read in order, one read at a time (their contents are made as they are read).
+    const depth = unknownSize ? 1 : 4
     const pool: Buffer[] = []
     const writes = new Set<Promise<void>>()
     let writeError: unknown
@@ -343,20 +535,20 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     const reads: Array<{ pos: number; buf: Buffer; n: Promise<number> }> = []
     // Holes of the source are found with SEEK_DATA and never read (when not verifying: the hash
     // covers every byte). Where the filesystem has no SEEK_DATA it reports the whole file as data.
-    const seekHoles = sparse && !verify && !inPlace
+    const seekHoles = sparse && !verify && !unknownSize
     const issue = (): void => {
-      while (reads.length < depth && next < size && writeError === undefined) {
+      while (reads.length < depth && next < limit && writeError === undefined) {
         if (seekHoles) {
-          const d = native.seekData(input.fd, next, false)
-          if (d === -1) {
+          const at = native.seekData(input.fd, next, false)
+          if (at === -1) {
             // Only a hole from here to the end: the final truncate makes it.
             done += size - next
             end = Math.max(end, size)
             next = size
             break
           }
-          if (d > next) {
-            const skip = Math.floor(d / g) * g
+          if (at > next) {
+            const skip = Math.floor(at / g) * g
             if (skip > next) {
               done += skip - next
               next = skip
@@ -366,7 +558,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
         const pos = next
         next += chunk
         const buf = pool.pop() ?? o2.alloc(chunk)
-        const n = readFully(input, buf, 0, Math.min(chunk, roundUp(size - pos, g)), pos, signal)
+        const n = readFully(input, buf, 0, Math.min(chunk, roundUp(limit - pos, g)), pos, signal)
         n.catch(() => {})
         reads.push({ pos, buf, n })
       }
@@ -374,7 +566,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     issue()
     while (reads.length > 0) {
       const r = reads.shift() as (typeof reads)[number]
-      const n = await r.n
+      const n = await abort.race(r.n)
       if (writeError !== undefined) throw writeError
       end = Math.max(end, r.pos + n)
       hash?.update(r.buf.subarray(0, n))
@@ -397,23 +589,21 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
           await writeFully(o2, r.buf, off, len, r.pos + off, signal)
           bytesWritten += Math.min(len, n - off)
         }
-      })().then(
-        () => {
-          pool.push(r.buf)
-          done += n
-          progress?.({ phase: 'copy', bytesDone: done, totalBytes: size })
-        },
-        (e: unknown) => {
-          if (writeError === undefined) writeError = e
-        },
-      )
+        pool.push(r.buf)
+        done += n
+        // Never after the copy stopped (an abort, another chunk's error): the caller heard the end.
+        if (abort.error === undefined && writeError === undefined) progress({ phase: 'copy', bytesDone: done, totalBytes: unknownSize ? done : size })
+      })().catch((e: unknown) => {
+        if (writeError === undefined) writeError = e
+      })
       writes.add(w)
       void w.finally(() => writes.delete(w))
-      while (writes.size >= depth) await Promise.race(writes)
-      if (n < Math.min(chunk, size - r.pos)) break // the file shrank: stop at its end
+      while (writes.size >= depth) await abort.race(Promise.race(writes))
+      if (writeError !== undefined) throw writeError
+      if (n < Math.min(chunk, limit - r.pos)) break // the end of the file (or it shrank): stop there
       issue()
     }
-    await Promise.all(writes)
+    await abort.race(Promise.all(writes))
     await Promise.allSettled(reads.map((r) => r.n))
     if (writeError !== undefined) throw writeError
     if (!inPlace) await o2.truncate(end, signal ? { signal } : undefined)
@@ -424,11 +614,11 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       const check = createHash('sha256')
       const buf = o2.alloc(chunk)
       for (let pos = 0; pos < end; pos += chunk) {
-        throwIfAborted(signal, o2.path, 'read')
+        abort.check()
         const want = Math.min(chunk, end - pos)
         const n = await readFully(o2, buf, 0, roundUp(want, g), pos, signal)
         check.update(buf.subarray(0, Math.min(n, want)))
-        progress?.({ phase: 'verify', bytesDone: pos + Math.min(n, want), totalBytes: end })
+        progress({ phase: 'verify', bytesDone: pos + Math.min(n, want), totalBytes: end })
       }
       const got = check.digest('hex')
       if (got !== sha256) throw misuse('ERR_ODIRECT_VERIFY', `verification failed: sha256 of the copy is ${got}, of ${s} ${sha256}`, 'the copy was removed; check the destination device', { path: d })
@@ -443,19 +633,105 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     await o2.close()
     out = undefined
     if (tmp !== undefined) {
-      if (exclusive) {
-        await fsp.link(tmp, d).catch((e: NodeJS.ErrnoException) => {
-          throw e.code === 'EEXIST' ? kernelError(17, { syscall: 'link', path: d }) : e
-        })
-        await fsp.unlink(tmp)
-      } else await fsp.rename(tmp, d)
+      // The last moment to abort: after it, the rename replaces the destination.
+      abort.check()
+      const t = tmp
       tmp = undefined
-      await syncParentDir(d)
+      try {
+        await commitTemp(t, d, exclusive)
+      } catch (e) {
+        await removeTemp(t)
+        throw e
+      }
     }
     return result
+  } catch (e) {
+    throw abort.settle(e)
   } finally {
     await out?.close().catch(() => {})
     await input.close().catch(() => {})
-    if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => {})
+    if (tmp !== undefined) await removeTemp(tmp)
   }
 }
+
+/**
+ * A copy where one side has no positions: a FIFO or character device source is read in
+ * sequence; an existing FIFO, character device or socket destination is written in place (as
+ * GNU cp: opened without O_CREAT or O_TRUNC, so it stays what it is). A regular destination
+ * still gets the temp file and rename (or is written in place if it is a block device).
+ */
+async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('node:fs').Stats | undefined): Promise<CopyResult> {
+  const { s, d, abort, oo, progress } = plan
+  let done = 0
+  let srcInfo = { direct: false, fallbackReason: `${s} is read in sequence: direct I/O does not apply to it` }
+  const counted = async function* (chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const c of chunks) {
+      yield c
+      done += c.byteLength
+      progress({ phase: 'copy', bytesDone: done, totalBytes: done })
+    }
+  }
+  const source = async function* (): AsyncGenerator<Uint8Array> {
+    if (seqSrc) {
+      const f = await SequentialFile.open(s, false, abort)
+      try {
+        yield* sequentialChunks(f, plan.chunkOpt, abort)
+      } finally {
+        await f.close(abort)
+      }
+      return
+    }
+    const input = await openRaced(abort, s, 'r', oo)
+    srcInfo = { direct: input.direct, fallbackReason: input.fallbackReason }
+    try {
+      const chunk = roundUp(plan.chunkOpt, input.alignment.offset)
+      const buf = input.alloc(chunk)
+      for (let pos = 0; ; pos += chunk) {
+        abort.check()
+        const n = await abort.race(readFully(input, buf, 0, chunk, pos, plan.signal))
+        if (n > 0) yield buf.subarray(0, n)
+        if (n < chunk) return
+      }
+    } finally {
+      await input.close().catch(() => {})
+    }
+  }
+  let destination: CopyResult['destination']
+  if (dstSt !== undefined && isSequential(dstSt)) {
+    await writeSequential(d, counted(source()), abort)
+    destination = { direct: false, fallbackReason: `${d} is ${kindName(dstSt)}, written in place in sequence: direct I/O does not apply to it`, path: d }
+  } else {
+    const st = await abort.race(statIfExists(s))
+    const mode = st !== undefined ? st.mode & 0o7777 : 0o666
+    const w = await writeFileImpl(d, counted(source()), { flag: plan.exclusive ? 'wx' : 'w', atomic: true, mode, ...oo, ...(plan.signal ? { signal: plan.signal } : {}) })
+    destination = { direct: w.direct, fallbackReason: w.fallbackReason, path: d }
+  }
+  return { bytes: done, bytesWritten: done, source: srcInfo, destination }
+}
+
+declare module './handle' {
+  interface FileHandle {
+    /** As Node's `filehandle.readFile()`: `readFile(fh, options)`, from the handle's current position. */
+    readFile(options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
+    readFile(options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
+    /** As Node's `filehandle.writeFile()`: `writeFile(fh, data, options)`, at the handle's current position. */
+    writeFile(data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void>
+  }
+}
+
+Object.defineProperties(FileHandle.prototype, {
+  readFile: {
+    configurable: true,
+    writable: true,
+    value: function readFileMethod(this: FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
+      return readFile(this, options)
+    },
+  },
+  writeFile: {
+    configurable: true,
+    writable: true,
+    value: function writeFileMethod(this: FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
+      return writeFile(this, data, options)
+    },
+  },
+})

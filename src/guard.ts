@@ -30,8 +30,29 @@ export function describe(v: unknown): string {
   }
 }
 
-/** `e` if it already carries a string `code`, else a coded wrapper saying where it came from. */
+// Errors thrown by the caller's own code (an option getter, a Proxy trap, an iterable, a
+// callback) or by the runtime on the caller's behalf (Deno's permission checks): they reach the
+// caller as the very same object, as fs/promises does, never renamed.
+const fromCaller = new WeakSet<object>()
+
+/** Marks `e` as the caller's own error (passed through unchanged by `coded`); returns it. */
+export function callerError<T>(e: T): T {
+  if (e !== null && (typeof e === 'object' || typeof e === 'function')) fromCaller.add(e as object)
+  return e
+}
+
+/** Runs the caller's code `fn`: whatever it throws is marked as the caller's own (see `callerError`). */
+export function callerCode<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (e) {
+    throw callerError(e)
+  }
+}
+
+/** `e` if it already carries a string `code` (or is the caller's own), else a coded wrapper saying where it came from. */
 export function coded(e: unknown, where: string): unknown {
+  if (e !== null && (typeof e === 'object' || typeof e === 'function') && fromCaller.has(e as object)) return e
   let code: unknown
   try {
     code = e !== null && typeof e === 'object' ? (e as { code?: unknown }).code : undefined

@@ -1,7 +1,9 @@
+import { EventEmitter } from 'node:events'
 import type * as fsTypes from 'node:fs'
 
 import { allocAligned, isDetached, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE, type OpSink, RESULT_DETACHED } from './engine'
+import { FALLOC_KNOWN } from './constants'
 import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './errors'
 import { native } from './native'
 import { coded, describe, guard, guardAsync } from './guard'
@@ -142,16 +144,7 @@ export interface HandleStats {
   latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number }
 }
 
-/** fallocate(2) mode bits, for `fh.allocate(offset, length, mode)`. */
-export const constants = Object.freeze({
-  FALLOC_FL_KEEP_SIZE: 0x01,
-  FALLOC_FL_PUNCH_HOLE: 0x02,
-  FALLOC_FL_COLLAPSE_RANGE: 0x08,
-  FALLOC_FL_ZERO_RANGE: 0x10,
-  FALLOC_FL_INSERT_RANGE: 0x20,
-  FALLOC_FL_UNSHARE_RANGE: 0x40,
-} as const)
-const FALLOC_KNOWN = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40
+export { constants } from './constants'
 
 export interface HandleInit {
   path: string
@@ -337,9 +330,10 @@ class OpRecord implements OpSink {
  * An open file, shaped after `fs/promises` FileHandle: `read`, `write`, `readv`, `writev`,
  * `datasync`, `sync`, `truncate`, `stat`, `close` take fs's argument forms and resolve with fs's
  * result shapes; plus `alloc`, `allocate`, `readMany`, `writeMany`, `registerBuffers`, `stats`.
- * Direct-I/O rules (aligned positions and lengths) are checked before any system call.
+ * Direct-I/O rules (aligned positions and lengths) are checked before any system call. As
+ * Node's FileHandle it is an EventEmitter: 'close' is emitted once the descriptor is closed.
  */
-export class FileHandle {
+export class FileHandle extends EventEmitter {
   readonly path: string
   readonly fd: number
   readonly flags: string
@@ -378,6 +372,7 @@ export class FileHandle {
 
   /** @internal Use `open()`. */
   constructor(engine: Engine, init: HandleInit) {
+    super()
     this.#engine = engine
     this.path = init.path
     this.fd = init.fd
@@ -1116,6 +1111,11 @@ export class FileHandle {
     return this.#position
   }
 
+  /** @internal Moves the handle's position (readFile(fh) / writeFile(fh) advance it, as fs). */
+  _seek(to: number): void {
+    this.#position = to
+  }
+
   /** Counters and latency percentiles for this handle (percentiles computed on call, from a histogram). */
   stats(): HandleStats {
     return { ...this.#stats, inflight: this.#inflight, path: this.#engine.native.path as 'libuv' | 'thread', latencyUs: this.#lat.summary() }
@@ -1143,6 +1143,8 @@ export class FileHandle {
             settle: (result: number) => (result < 0 && result !== -9 /* EBADF */ ? reject(kernelError(-result, { syscall: 'close', path: this.path })) : resolve(result)),
           })
         })
+        // As Node's FileHandle: 'close' once the descriptor is closed (a listener's throw is its own).
+        this.emit('close')
       })()
     }
     return this.#closing

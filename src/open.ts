@@ -5,9 +5,11 @@ import { describeValue, DirectIoError, kernelError, misuse } from './errors'
 import { guardAsync } from './guard'
 import { type Alignment, FileHandle } from './handle'
 import { native } from './native'
-import { checkFlags, checkOpenOptions, isReadableFlags, isWritableFlags, type OpenFlags, type OpenOptions } from './options'
+import * as nodePath from 'node:path'
 
-export type { DirectMode, OpenFlags, OpenOptions } from './options'
+import { checkFlags, checkOpenOptions, type FlagsArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions } from './options'
+
+export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './options'
 
 /** What open() and the helpers take as a path: a string, a Buffer (UTF-8 bytes) or a file: URL. */
 export type PathLike = string | Buffer | URL
@@ -110,17 +112,31 @@ export function chooseBackend(requested: 'auto' | BackendName, direct: boolean, 
 
 /**
  * Opens a file (or block device) for direct I/O. `path`: a string, a Buffer or a file: URL. Flags
- * as in `fs`: 'r', 'r+', 'rs+', 'w', 'wx', 'w+', 'wx+'. Append flags are refused: appends are not
- * block aligned.
+ * as in `fs`: 'r', 'r+', 'rs+', 'w', 'wx', 'w+', 'wx+', or numeric `fs.constants` bits
+ * (`O_RDWR | O_CREAT` opens or creates without truncating). Append flags (and O_APPEND) are
+ * refused: appends are not block aligned. The third argument: odirect's options, or (as
+ * fs/promises) the mode of a created file.
  */
-export function open(path: PathLike, flags: OpenFlags = 'r', options?: OpenOptions): Promise<FileHandle> {
+export function open(path: PathLike, flags: FlagsArg = 'r', options?: OpenOptions | number): Promise<FileHandle> {
   return guardAsync('open', () => openImpl(path, flags, options))
 }
 
-async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions): Promise<FileHandle> {
+/** An open() failure from the kernel, with a hint that fits what was asked (ENOENT: file or directory missing). */
+export function openError(errno: number, p: string, flags: string, syscall = 'open'): DirectIoError {
+  const e = kernelError(errno, { syscall, path: p })
+  if (errno !== 2 /* ENOENT */ || syscall !== 'open') return e
+  const dir = nodePath.dirname(p)
+  const hint = isCreatingFlags(flags)
+    ? `the directory ${dir} does not exist (or a path component is missing): create it first`
+    : `no such file or directory: check the path${isWritableFlags(flags) ? ", or open with 'w' to create the file" : ''}`
+  return new DirectIoError(`ENOENT: ${native.errnoInfo(errno, syscall).message}, open (${p}) — ${hint}`, { code: 'ENOENT', errno: -errno, syscall, path: p, hint })
+}
+
+async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions | number): Promise<FileHandle> {
   const p = toPath(path)
   const f = checkFlags(flags, p)
-  const opts = checkOpenOptions(options)
+  // fs/promises' third argument: the mode of a created file.
+  const opts = checkOpenOptions(typeof options === 'number' ? { mode: options } : options)
   const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode)
   if (r.errno !== 0 || r.alignment == null) {
     const syscall = r.syscall || 'open'
@@ -144,7 +160,7 @@ async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions)
         hint: "use direct: 'prefer' (O_DIRECT, else the best buffered mode there is) or 'off'; probe().uncached says where RWF_DONTCACHE works",
       })
     }
-    throw kernelError(r.errno, { syscall, path: p })
+    throw openError(r.errno, p, f, syscall)
   }
   let backend: BackendName
   try {

@@ -4,6 +4,7 @@
 // DirectIoError whose message is built with describeValue(), which cannot throw.
 import { BACKENDS, type BackendName } from './engine'
 import { describeValue, misuse } from './errors'
+import { callerCode } from './guard'
 import { native } from './native'
 
 export type OpenFlags = 'r' | 'r+' | 'rs+' | 'w' | 'wx' | 'xw' | 'w+' | 'wx+' | 'xw+'
@@ -41,8 +42,10 @@ export interface CheckedOpenOptions {
 export const OPEN_KEYS = ['direct', 'backend', 'dsync', 'noatime', 'mode'] as const
 
 /**
- * Copies the own enumerable properties of an options object once into a plain record, refusing
- * keys not in `known` (named in `unsupported` with why direct I/O cannot honour them).
+ * Copies the own enumerable properties of an options object once into a plain record. Keys not
+ * in `known` are ignored (never read), as fs ignores options it does not know; keys named in
+ * `unsupported` (options fs has that direct I/O cannot honour) are refused, saying why. A getter
+ * or Proxy trap that throws: its error reaches the caller as the same object, as with fs.
  */
 export function readOptions(o: unknown, known: readonly string[], example: string, unsupported: Readonly<Record<string, string>> = {}): Record<string, unknown> {
   if (o === undefined || o === null) return Object.create(null) as Record<string, unknown>
@@ -56,22 +59,13 @@ export function readOptions(o: unknown, known: readonly string[], example: strin
     throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${describeValue(o)}`, `pass e.g. ${example}`)
   }
   const out = Object.create(null) as Record<string, unknown>
-  let keys: string[]
-  try {
-    keys = Object.keys(o)
-  } catch (e) {
-    throw misuse('ERR_INVALID_ARG_VALUE', 'options could not be read (its property list threw)', `pass a plain object, e.g. ${example}`, { cause: e })
-  }
+  const keys = callerCode(() => Object.keys(o as object))
   for (const k of keys) {
     if (Object.prototype.hasOwnProperty.call(unsupported, k)) {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `option '${k}' is not supported with direct I/O: ${unsupported[k]}`, `remove '${k}'`)
     }
-    if (!known.includes(k)) throw misuse('ERR_INVALID_ARG_VALUE', `unknown option '${k.slice(0, 60)}'`, `known options: ${known.join(', ')}`)
-    try {
-      out[k] = (o as Record<string, unknown>)[k]
-    } catch (e) {
-      throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' could not be read (its getter threw)`, `pass a plain value, e.g. ${example}`, { cause: e })
-    }
+    if (!known.includes(k)) continue
+    out[k] = callerCode(() => (o as Record<string, unknown>)[k])
   }
   return out
 }
@@ -133,18 +127,44 @@ export function openFields(o: Record<string, unknown>): CheckedOpenOptions {
   }
 }
 
-/** Checks open flags with the native parser (the one source of truth); `needWrite` refuses 'r'. */
+/** The flags forms fs's name for them take: a flag string, or fs.constants O_* bits. */
+export type FlagsArg = OpenFlags | number
+
+const FLAGS_HINT = "use 'r', 'r+', 'w', 'wx', 'w+' or 'wx+', or fs.constants bits such as O_RDWR | O_CREAT (open or create without truncating)"
+
+/**
+ * Checks open flags with the native parser (the one source of truth): a flag string, or numeric
+ * fs.constants bits (O_APPEND refused). `needWrite` refuses read-only flags. Returns the string
+ * the native open takes (numbers as their decimal digits).
+ */
 export function checkFlags(flags: unknown, path?: string, needWrite = false): OpenFlags {
-  if (typeof flags !== 'string') {
-    throw misuse('ERR_ODIRECT_FLAGS', `flags must be a string, got ${describeValue(flags)}`, "use 'r', 'r+', 'w', 'wx', 'w+' or 'wx+'", path === undefined ? {} : { path })
+  const extra = path === undefined ? {} : { path }
+  let s: string
+  if (typeof flags === 'number') {
+    if (!Number.isSafeInteger(flags) || flags < 0 || flags > 0x7fffffff) throw misuse('ERR_OUT_OF_RANGE', `numeric flags must be open(2) bits (a non-negative integer), got ${describeValue(flags)}`, FLAGS_HINT, extra)
+    s = String(flags)
+  } else if (typeof flags === 'string') s = flags
+  else throw misuse('ERR_ODIRECT_FLAGS', `flags must be a string or fs.constants bits, got ${describeValue(flags)}`, FLAGS_HINT, extra)
+  const bad = native.checkFlags(s)
+  if (bad !== '') throw misuse('ERR_ODIRECT_FLAGS', bad, FLAGS_HINT, extra)
+  if (needWrite && !isWritableFlags(s)) {
+    throw misuse('ERR_ODIRECT_FLAGS', `flags '${s}' open read-only, this needs to write`, "use 'w' to create or truncate, 'r+' to overwrite in place", extra)
   }
-  const bad = native.checkFlags(flags)
-  if (bad !== '') throw misuse('ERR_ODIRECT_FLAGS', bad, '', path === undefined ? {} : { path })
-  if (needWrite && !isWritableFlags(flags)) {
-    throw misuse('ERR_ODIRECT_FLAGS', `flags '${flags}' open read-only, this needs to write`, "use 'w' to create or truncate, 'r+' to overwrite in place", path === undefined ? {} : { path })
-  }
-  return flags as OpenFlags
+  return s as OpenFlags
 }
 
-export const isWritableFlags = (flags: string): boolean => flags !== 'r'
-export const isReadableFlags = (flags: string): boolean => flags.startsWith('r') || flags.includes('+')
+const O_ACCMODE = 3
+const numericFlags = (flags: string): number | undefined => (/^\d+$/.test(flags) ? Number(flags) : undefined)
+export const isWritableFlags = (flags: string): boolean => {
+  const n = numericFlags(flags)
+  return n === undefined ? flags !== 'r' : (n & O_ACCMODE) !== 0
+}
+export const isReadableFlags = (flags: string): boolean => {
+  const n = numericFlags(flags)
+  return n === undefined ? flags.startsWith('r') || flags.includes('+') : (n & O_ACCMODE) !== 1
+}
+/** Whether the flags create the file when it is missing ('w...', or O_CREAT). */
+export const isCreatingFlags = (flags: string): boolean => {
+  const n = numericFlags(flags)
+  return n === undefined ? flags.includes('w') : (n & 0o100) !== 0
+}

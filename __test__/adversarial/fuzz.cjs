@@ -19,6 +19,9 @@ process.chdir(dir)
 const file = path.join(dir, 'f')
 fs.writeFileSync(file, Buffer.alloc(64 * 1024, 1))
 
+/** What the hostile getters throw: the caller's own error, which may reach the caller unchanged (as fs). */
+const getterError = new Error('getter threw')
+
 /** Detached, shrunk and other hostile values the generic arbitraries don't make. */
 function hostile() {
   const det = new Uint8Array(4096)
@@ -28,7 +31,7 @@ function hostile() {
   rab.resize(0)
   const revoked = Proxy.revocable({}, {})
   revoked.revoke()
-  const throwing = { get position() { throw new Error('getter threw') }, get buffer() { throw new Error('getter threw') } }
+  const throwing = { get position() { throw getterError }, get buffer() { throw getterError } }
   return [det, shrunk, new Uint8Array(new SharedArrayBuffer(4096)), new DataView(new ArrayBuffer(4096)), new BigInt64Array(512),
     revoked.proxy, throwing, Object.create(null), new URL('file:///nonexistent/x'), new URL('http://example.com/x'), new URL('file://otherhost/x'),
     'file:///%E0%A4%A', -1, -1n, 2 ** 53, 2 ** 32 + 3, NaN, Infinity, -0, 0x7ffff000, Symbol('s'), () => 1, new Error('x'), [], [[]], new Array(3),
@@ -130,6 +133,8 @@ function show(v) {
 
 function judge(e) {
   if (e instanceof Error && typeof e.code === 'string' && e.code.length > 0) return undefined
+  // The caller's own error object, passed through unchanged: the only uncoded error allowed.
+  if (e === getterError) return undefined
   return e instanceof Error ? `${e.name}: ${e.message} (code ${String(e.code)})` : `non-Error thrown: ${show(e)}`
 }
 

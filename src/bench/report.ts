@@ -190,7 +190,7 @@ export interface Target {
   met?: boolean
 }
 
-/** The targets of issue 10, each judged on this run's medians (or marked not measured). */
+/** odirect's performance goals, each judged on this run's medians (or marked not measured). */
 export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[] {
   const out: Target[] = []
   const find = (pred: (w: Workload) => boolean, e: EngineId): Summary | undefined => sums.find((s) => pred(s.workload) && s.engine === e)
@@ -270,9 +270,10 @@ export function targetTable(ts: Target[]): string {
   return ['| Target | Goal | This run | Verdict |', '|---|---:|---|---|', ...ts.map((t) => `| ${t.name} | ${t.goal} | ${t.figure} | ${verdict(t)} |`)].join('\n')
 }
 
-/** The targets as plain lines for the terminal. */
+/** The targets as plain lines for the terminal, in a user's words. */
 export function targetLines(ts: Target[]): string[] {
-  return ts.map((t) => `- ${t.name}: ${t.figure}, goal ${t.goal}: ${verdict(t).replace(/\*/g, '')}`)
+  const said = (t: Target): string => (t.met === undefined ? 'not measured' : t.met ? 'reached' : 'not reached on this run')
+  return ts.map((t) => `- ${t.name}: ${t.figure}; goal ${t.goal}: ${said(t)}`)
 }
 
 function factsLines(f: MachineFacts, o: Options): string[] {
@@ -375,7 +376,7 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
     '',
     ...(streams.length ? ['## Streams', '', streamTable(streams), ''] : []),
     ...(chart ? [`![fraction of fio io_uring per workload](${chart})`, ''] : []),
-    '## Targets (issue 10)',
+    '## Performance goals',
     '',
     targetTable(targets(sums, streams)),
     '',

@@ -11,7 +11,7 @@ import { syncParentDir } from '../dirsync'
 import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { isFileHandle, open, toPath } from '../open'
-import { boolOption, checkFlags, type DirectMode, intOption, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
+import { boolOption, checkFlags, type DirectMode, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
 export interface StreamOpenOptions {
@@ -193,8 +193,11 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
 }
 
 /** `handleAutoClose`: the autoClose default for a FileHandle first argument (true for `fh.createReadStream()`). */
+/** fs's options argument: an object, or an encoding string (`createReadStream(p, 'utf8')`). */
+const streamOptions = (opts: unknown): unknown => (typeof opts === 'string' ? { encoding: opts } : opts)
+
 export function readConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: ReadConfig } {
-  const o = readOptions(opts, READ_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const o = readOptions(streamOptions(opts), READ_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
   const { target, base } = baseConfig(first, o, false, handleAutoClose)
   oneOf(o, 'type', ['bytes'], 'bytes', "web streams from odirect are always byte streams: pass type: 'bytes' or nothing")
   const readAhead = intOption(o, 'readAhead', 4, 1, MAX_DEPTH, 'e.g. 4 reads in flight')
@@ -209,7 +212,7 @@ export function readConfig(first: unknown, opts: unknown, handleAutoClose = fals
 }
 
 export function writeConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: WriteConfig } {
-  const o = readOptions(opts, WRITE_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
+  const o = readOptions(streamOptions(opts), WRITE_KEYS, '{ highWaterMark: 1 << 20 }', UNSUPPORTED)
   const { target, base } = baseConfig(first, o, true, handleAutoClose)
   const writeBehind = intOption(o, 'writeBehind', 4, 1, MAX_DEPTH, 'e.g. 4 writes in flight')
   const start = intOption(o, 'start', 0, 0, Number.MAX_SAFE_INTEGER, 'a byte offset that is a multiple of the block size')
@@ -499,7 +502,7 @@ export class BlockWriter extends Core {
     const fh = await this.acquire(c, true)
     try {
       const unit = fh.alignment.offset
-      if (c.start % unit !== 0) {
+      if (fh.direct && c.start % unit !== 0) {
         throw misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
       }
       this.#unit = unit
@@ -633,7 +636,7 @@ export class BlockWriter extends Core {
       await this.track(fh.datasync({ signal: this.opSignal }))
       this.#check()
       const c = this.#cfg
-      if (c.syncDir !== false && typeof this.target === 'string' && c.flags.includes('w')) {
+      if (c.syncDir !== false && typeof this.target === 'string' && isCreatingFlags(c.flags)) {
         await this.track(syncParentDir(this.target))
         this.#check()
       }

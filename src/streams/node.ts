@@ -1,10 +1,52 @@
 // Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
-import { guard } from '../guard'
-import { Readable, Writable } from 'node:stream'
+import { finished, Readable, Writable } from 'node:stream'
 
+import { guard } from '../guard'
 import type { FileHandle } from '../handle'
+import { isFileHandle } from '../open'
 import type { PathLike } from '../open'
-import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+import { misuse } from '../errors'
+import { AbortRace, isSequential, kindName, SequentialFile, statIfExists } from '../fileops'
+import { BlockReader, BlockWriter, type ReadConfig, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+
+/** Calls `fn` when a FileHandle target emits 'close'; returns an unsubscribe (a no-op for paths). */
+function onHandleClose(target: Target, fn: () => void): () => void {
+  if (!isFileHandle(target)) return () => {}
+  target.once('close', fn)
+  return () => target.off('close', fn)
+}
+
+const handleClosed = (target: Target): boolean => isFileHandle(target) && target.closed
+
+const closedUnder = (path: string): Error =>
+  misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
+
+/**
+ * For a path that is a FIFO or character device (no positions, no direct I/O): the file opened in
+ * sequence through node:fs, as fs's streams would; undefined for anything else (the engine's).
+ */
+async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
+  if (typeof target !== 'string') return undefined
+  const st = await statIfExists(target)
+  if (st === undefined || !isSequential(st)) return undefined
+  if (positioned) throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kindName(st)}, read and written in sequence`, 'use it without start and end', { path: target })
+  return SequentialFile.open(target, write, abort)
+}
+
+/** fs's 'open' (with the descriptor) and 'ready' events, once the file is open. */
+function announceOpen(stream: Readable | Writable, fd: number): void {
+  stream.emit('open', fd)
+  stream.emit('ready')
+}
+
+/** fs's stream.close(callback) for a readable: destroy, and call back once closed. */
+function closeStream(stream: Readable, callback?: (error?: Error | null) => void): void {
+  if (typeof callback === 'function') {
+    if (stream.closed) queueMicrotask(() => callback())
+    else finished(stream, (e) => callback(e === undefined || (e as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' ? null : e))
+  }
+  stream.destroy()
+}
 
 /**
  * A Node `Readable` over a file read with direct I/O. Chunks are Buffers, each a view over its
@@ -13,18 +55,46 @@ import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbor
 export class DirectReadStream extends Readable {
   readonly #core: BlockReader
   readonly #unwatch: () => void
+  readonly #cfg: ReadConfig
+  /** A FIFO or character device path: read in sequence through node:fs (no positions, no direct I/O). */
+  #seq: SequentialFile | undefined
+  readonly #seqAbort: AbortRace
+  #seqBytes = 0
 
   /** Same as {@link createReadStream}. */
-  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions, /** @internal */ handleAutoClose = false) {
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
     const { target, cfg } = readConfig(pathOrHandle, options, handleAutoClose)
     super({ emitClose: cfg.emitClose, ...(cfg.encoding === undefined ? {} : { encoding: cfg.encoding }) })
     this.#core = new BlockReader(target, cfg)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
+    this.#cfg = cfg
+    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'read')
+    const unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
+    // As fs: a FileHandle closed under the stream ends it (quietly: reading was the stream's job only).
+    const unhandle = onHandleClose(target, () => this.destroy())
+    this.#unwatch = () => {
+      unwatch()
+      unhandle()
+    }
   }
 
   /** Path of the file. */
   get path(): string {
     return this.#core.path
+  }
+
+  /** The file descriptor once open (as fs's stream.fd), null before. */
+  get fd(): number | null {
+    return this.#seq?.fd ?? this.#core.handle?.fd ?? null
+  }
+
+  /** True until the file is open (as fs's stream.pending). */
+  get pending(): boolean {
+    return this.#seq === undefined && this.#core.handle === undefined
+  }
+
+  /** Destroys the stream (as fs's stream.close()); `callback` runs once it has closed. */
+  close(callback?: (error?: Error | null) => void): void {
+    closeStream(this, callback)
   }
 
   /** The handle reading the file, once open (the one passed in, or the stream's own). */
@@ -34,28 +104,57 @@ export class DirectReadStream extends Readable {
 
   /** Bytes delivered so far (after trimming to start/end). */
   get bytesRead(): number {
-    return this.#core.bytesRead
+    return this.#core.bytesRead + this.#seqBytes
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
-    this.#core.open().then(
-      () => callback(),
+    if (handleClosed(this.#core.target)) {
+      // A FileHandle closed before the stream started: nothing to read, the stream just ends (as fs).
+      callback()
+      this.destroy()
+      return
+    }
+    this.#openRead().then(
+      (fd) => {
+        callback()
+        announceOpen(this, fd)
+      },
       (e: Error) => callback(e),
     )
   }
 
+  /** Opens the file: a FIFO or character device path in sequence through node:fs, anything else with the engine. */
+  async #openRead(): Promise<number> {
+    this.#seq = await openSequential(this.#core.target, this.#cfg.start !== 0 || this.#cfg.stop !== Infinity, false, this.#seqAbort)
+    return this.#seq?.fd ?? (await this.#core.open()).fd
+  }
+
   override _read(): void {
+    const seq = this.#seq
+    if (seq !== undefined) {
+      const buf = Buffer.allocUnsafe(Math.min(this.#cfg.chunkSize, 1 << 20))
+      seq.read(buf, this.#seqAbort).then(
+        (n) => {
+          this.#seqBytes += n
+          if (!this.destroyed) this.push(n === 0 ? null : buf.subarray(0, n))
+        },
+        (e: Error) => this.destroy(e),
+      )
+      return
+    }
     this.#core.pull().then(
       (chunk) => {
         if (!this.destroyed) this.push(chunk)
       },
-      (e: Error) => this.destroy(e),
+      (e: Error) => this.destroy(handleClosed(this.#core.target) ? undefined : e),
     )
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#unwatch()
-    this.#core.destroy().then(
+    const seq = this.#seq
+    this.#seq = undefined
+    Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
     )
@@ -69,19 +168,56 @@ export class DirectReadStream extends Readable {
 export class DirectWriteStream extends Writable {
   readonly #core: BlockWriter
   readonly #unwatch: () => void
+  readonly #start: number
+  /** A FIFO or character device path: written in sequence through node:fs (no positions, no direct I/O). */
+  #seq: SequentialFile | undefined
+  readonly #seqAbort: AbortRace
+  #seqBytes = 0
 
   /** Same as {@link createWriteStream}. */
-  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions, /** @internal */ handleAutoClose = false) {
+  constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
     const { target, cfg } = writeConfig(pathOrHandle, options, handleAutoClose)
     super({ emitClose: cfg.emitClose, defaultEncoding: cfg.encoding ?? 'utf8' })
     this.#core = new BlockWriter(target, cfg)
     this.#core.onError = (e) => this.destroy(e as Error)
-    this.#unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
+    this.#start = cfg.start
+    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'write')
+    const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
+    // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
+    const unhandle = onHandleClose(target, () => {
+      if (!this.writableEnded && !this.destroyed) this.destroy(closedUnder(this.#core.path))
+    })
+    this.#unwatch = () => {
+      unwatch()
+      unhandle()
+    }
   }
 
   /** Path of the file. */
   get path(): string {
     return this.#core.path
+  }
+
+  /** The file descriptor once open (as fs's stream.fd), null before. */
+  get fd(): number | null {
+    return this.#seq?.fd ?? this.#core.handle?.fd ?? null
+  }
+
+  /** True until the file is open (as fs's stream.pending). */
+  get pending(): boolean {
+    return this.#seq === undefined && this.#core.handle === undefined
+  }
+
+  /** Ends the stream, then closes it (as fs's stream.close()); `callback` runs once it has closed. */
+  close(callback?: (error?: Error | null) => void): void {
+    if (typeof callback === 'function') {
+      if (this.closed) queueMicrotask(() => callback())
+      else finished(this, (e) => callback(e ?? null))
+    }
+    // As fs: end() flushes what was written, then the stream closes itself; a second close() waits for that.
+    if (this.destroyed) return
+    if (!this.writableEnded) this.end()
+    else if (this.writableFinished) this.destroy()
   }
 
   /** The handle writing the file, once open (the one passed in, or the stream's own). */
@@ -95,24 +231,43 @@ export class DirectWriteStream extends Writable {
    * its cache). Never counts padding, nor anything at or after a block that failed.
    */
   get bytesWritten(): number {
-    return this.#core.bytesWritten
+    return this.#core.bytesWritten + this.#seqBytes
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
-    this.#core.open().then(
-      () => callback(),
+    if (handleClosed(this.#core.target)) {
+      callback(closedUnder(this.#core.path))
+      return
+    }
+    this.#openWrite().then(
+      (fd) => {
+        callback()
+        announceOpen(this, fd)
+      },
       (e: Error) => callback(e),
     )
   }
 
+  async #openWrite(): Promise<number> {
+    this.#seq = await openSequential(this.#core.target, this.#start !== 0, true, this.#seqAbort)
+    return this.#seq?.fd ?? (await this.#core.open()).fd
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#core.write(chunk).then(
+    const seq = this.#seq
+    const done = seq !== undefined ? seq.write(chunk, this.#seqAbort).then(() => void (this.#seqBytes += chunk.byteLength)) : this.#core.write(chunk)
+    done.then(
       () => callback(),
       (e: Error) => callback(e),
     )
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    if (this.#seq !== undefined) {
+      this.#unwatch()
+      callback()
+      return
+    }
     this.#core.finish().then(
       () => {
         this.#unwatch()
@@ -124,7 +279,9 @@ export class DirectWriteStream extends Writable {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#unwatch()
-    this.#core.destroy().then(
+    const seq = this.#seq
+    this.#seq = undefined
+    Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
     )
@@ -144,7 +301,7 @@ export class DirectWriteStream extends Writable {
  * for await (const chunk of createReadStream('/data/big.bin', { start: 100, end: 1_000_099 })) use(chunk)
  * ```
  */
-export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions): DirectReadStream {
+export function createReadStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding): DirectReadStream {
   return guard('createReadStream', () => new DirectReadStream(pathOrHandle, options))
 }
 
@@ -154,7 +311,7 @@ export function createReadStream(pathOrHandle: PathLike | FileHandle | null | un
  * zeros and the file then truncated to its exact length, and (by default) the data is datasynced
  * before 'finish'. Errors destroy the stream; `bytesWritten` tells how much was confirmed.
  */
-export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions): DirectWriteStream {
+export function createWriteStream(pathOrHandle: PathLike | FileHandle | null | undefined, options?: WriteStreamOptions | BufferEncoding): DirectWriteStream {
   return guard('createWriteStream', () => new DirectWriteStream(pathOrHandle, options))
 }
 

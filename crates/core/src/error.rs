@@ -15,6 +15,15 @@ pub fn errno_message(errno: i32) -> String {
     nix::errno::Errno::from_raw(errno).desc().to_string()
 }
 
+/// The C library's message for an `io::Error` from a system call, without the " (os error N)"
+/// suffix Rust's `Display` adds (user-facing messages name the errno code themselves).
+pub fn os_message(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => errno_message(n),
+        None => e.to_string(),
+    }
+}
+
 /// What a user can do about this errno from this syscall.
 pub fn hint(errno: i32, syscall: &str) -> &'static str {
     match (errno, syscall) {

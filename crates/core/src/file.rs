@@ -54,6 +54,12 @@ pub struct OpenFlags {
 /// refused: O_APPEND writes land at end-of-file, which is almost never block aligned, so the
 /// kernel would fail them with EINVAL at random. Errors carry a message saying so.
 pub fn parse_flags(s: &str) -> Result<OpenFlags, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<i32>() {
+            Ok(bits) => parse_flag_bits(bits),
+            Err(_) => Err(format!("flags {s} are not open(2) flag bits")),
+        };
+    }
     let (bits, readable, writable) = match s {
         "r" => (libc::O_RDONLY, true, false),
         "r+" => (libc::O_RDWR, true, true),
@@ -76,6 +82,60 @@ pub fn parse_flags(s: &str) -> Result<OpenFlags, String> {
     };
     Ok(OpenFlags {
         bits: bits | libc::O_CLOEXEC,
+        readable,
+        writable,
+    })
+}
+
+/// Numeric flags, as `fs.constants` gives them (`O_RDWR | O_CREAT`: open or create, without
+/// truncating). Access mode plus O_CREAT, O_EXCL, O_TRUNC, O_SYNC, O_DSYNC, O_NOATIME,
+/// O_NOFOLLOW, O_NOCTTY, O_CLOEXEC and O_DIRECT (the `direct` option decides, the bit is dropped);
+/// O_APPEND is refused as the 'a' flags are, and every other bit (O_DIRECTORY, O_PATH, O_TMPFILE,
+/// O_NONBLOCK...) is refused by name or number.
+pub fn parse_flag_bits(bits: i32) -> Result<OpenFlags, String> {
+    let (readable, writable) = match bits & libc::O_ACCMODE {
+        libc::O_RDONLY => (true, false),
+        libc::O_WRONLY => (false, true),
+        libc::O_RDWR => (true, true),
+        _ => return Err(format!("flags {bits}: the access mode (flags & O_ACCMODE) must be O_RDONLY, O_WRONLY or O_RDWR")),
+    };
+    if bits & libc::O_APPEND != 0 {
+        return Err(format!(
+            "flags {bits} include O_APPEND, which is not supported for direct I/O: O_APPEND writes go to the end of the file, which is rarely aligned to the block size; open with O_RDWR | O_CREAT and write at aligned positions, e.g. the file size rounded up"
+        ));
+    }
+    let known = libc::O_ACCMODE
+        | libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_TRUNC
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_NOFOLLOW
+        | libc::O_NOCTTY
+        | libc::O_CLOEXEC
+        | libc::O_DIRECT;
+    let rest = bits & !known;
+    if rest != 0 {
+        let named = [
+            (libc::O_DIRECTORY, "O_DIRECTORY"),
+            (libc::O_PATH, "O_PATH"),
+            (libc::O_TMPFILE & !libc::O_DIRECTORY, "O_TMPFILE"),
+            (libc::O_NONBLOCK, "O_NONBLOCK"),
+            (libc::O_ASYNC, "O_ASYNC"),
+        ];
+        let names: Vec<&str> = named
+            .iter()
+            .filter(|(b, _)| rest & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        return Err(format!(
+            "flags {bits} include bits odirect does not open files with ({}): use O_RDONLY, O_WRONLY or O_RDWR with O_CREAT, O_EXCL, O_TRUNC, O_SYNC, O_DSYNC, O_NOATIME, O_NOFOLLOW",
+            if names.is_empty() { format!("0x{rest:x}") } else { names.join(", ") }
+        ));
+    }
+    Ok(OpenFlags {
+        bits: (bits & !libc::O_DIRECT) | libc::O_CLOEXEC,
         readable,
         writable,
     })
@@ -130,10 +190,12 @@ pub struct OpenError {
 impl OpenError {
     fn last(syscall: &'static str) -> OpenError {
         let e = io::Error::last_os_error();
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
         OpenError {
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            errno,
             syscall,
-            message: e.to_string(),
+            // The C library's words, without Rust's " (os error N)" suffix.
+            message: crate::error::errno_message(errno),
         }
     }
 }
@@ -329,7 +391,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
                     &out.fs_type
                 },
                 crate::error::errno_name(errno),
-                e
+                crate::error::errno_message(errno)
             );
             if direct == DirectMode::Prefer {
                 out.uncached = dontcache_works(fd).is_ok();
@@ -492,6 +554,32 @@ mod tests {
         assert!(parse_flags("w+").unwrap().readable);
         assert!(parse_flags("a").unwrap_err().contains("append"));
         assert!(parse_flags("q").unwrap_err().contains("unknown flag"));
+    }
+
+    #[test]
+    fn numeric_flags_as_fs_constants() {
+        let rw_creat = parse_flags(&(libc::O_RDWR | libc::O_CREAT).to_string()).unwrap();
+        assert!(rw_creat.readable && rw_creat.writable);
+        assert_eq!(
+            rw_creat.bits & libc::O_TRUNC,
+            0,
+            "no truncation unless asked"
+        );
+        assert_ne!(rw_creat.bits & libc::O_CREAT, 0);
+        let wo = parse_flags(&libc::O_WRONLY.to_string()).unwrap();
+        assert!(!wo.readable && wo.writable);
+        assert!(parse_flags(&(libc::O_WRONLY | libc::O_APPEND).to_string())
+            .unwrap_err()
+            .contains("O_APPEND"));
+        assert!(
+            parse_flags(&(libc::O_RDONLY | libc::O_DIRECTORY).to_string())
+                .unwrap_err()
+                .contains("O_DIRECTORY")
+        );
+        assert!(parse_flags("3").unwrap_err().contains("O_ACCMODE"));
+        // O_DIRECT in the bits is dropped: the `direct` option decides.
+        let d = parse_flags(&(libc::O_RDWR | libc::O_DIRECT).to_string()).unwrap();
+        assert_eq!(d.bits & libc::O_DIRECT, 0);
     }
 
     #[test]

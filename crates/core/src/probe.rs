@@ -167,8 +167,9 @@ fn try_direct(fd: RawFd, a: &Alignment, write: bool, size: u64) -> Result<(), (i
             return Err((
                 errno,
                 format!(
-                    "the {fs} filesystem refused O_DIRECT ({}: {e})",
-                    crate::error::errno_name(errno)
+                    "the {fs} filesystem refused O_DIRECT ({}: {})",
+                    crate::error::errno_name(errno),
+                    crate::error::os_message(&e)
                 ),
             ));
         }
@@ -183,7 +184,10 @@ fn try_direct(fd: RawFd, a: &Alignment, write: bool, size: u64) -> Result<(), (i
             let e = std::io::Error::last_os_error();
             return Err((
                 e.raw_os_error().unwrap_or(libc::EIO),
-                format!("an aligned {bs}-byte O_DIRECT write failed: {e}"),
+                format!(
+                    "an aligned {bs}-byte O_DIRECT write failed: {}",
+                    crate::error::os_message(&e)
+                ),
             ));
         }
     }
@@ -194,7 +198,10 @@ fn try_direct(fd: RawFd, a: &Alignment, write: bool, size: u64) -> Result<(), (i
             let e = std::io::Error::last_os_error();
             return Err((
                 e.raw_os_error().unwrap_or(libc::EIO),
-                format!("an aligned {bs}-byte O_DIRECT read failed: {e}"),
+                format!(
+                    "an aligned {bs}-byte O_DIRECT read failed: {}",
+                    crate::error::os_message(&e)
+                ),
             ));
         }
         if write && (r != bs as isize || buf.as_slice().iter().any(|&b| b != 0x5a)) {

@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod memory;
+pub mod paths;
 pub mod tasks;
 pub mod uv;
 

@@ -1,0 +1,129 @@
+//! Path operations the whole-file helpers need around their temp files (unlink, rename, link,
+//! directory fsync), done natively and off the JS thread: the temp file is created by the native
+//! open, so it is also renamed and removed natively. A runtime that checks permissions in its own
+//! `fs` (Deno) can then never refuse the cleanup of a file the native side made.
+
+use std::ffi::CString;
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Env, Result, Task};
+use napi_derive::napi;
+
+/// What a `PathTask` does.
+#[derive(Clone, Copy)]
+enum PathOp {
+    Unlink,
+    Rename,
+    Link,
+    SyncDir,
+}
+
+pub struct PathTask {
+    op: PathOp,
+    a: String,
+    b: String,
+}
+
+fn cstr(s: &str) -> std::result::Result<CString, i32> {
+    CString::new(s).map_err(|_| libc::EINVAL)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn run(op: PathOp, a: &str, b: &str) -> std::result::Result<(), i32> {
+    let ca = cstr(a)?;
+    match op {
+        PathOp::Unlink => {
+            // SAFETY: `ca` is a valid NUL-terminated string for the duration of the call.
+            if unsafe { libc::unlink(ca.as_ptr()) } < 0 {
+                return Err(errno());
+            }
+        }
+        PathOp::Rename | PathOp::Link => {
+            let cb = cstr(b)?;
+            // SAFETY: both are valid NUL-terminated strings for the duration of the call.
+            let r = unsafe {
+                if matches!(op, PathOp::Rename) {
+                    libc::rename(ca.as_ptr(), cb.as_ptr())
+                } else {
+                    libc::link(ca.as_ptr(), cb.as_ptr())
+                }
+            };
+            if r < 0 {
+                return Err(errno());
+            }
+        }
+        PathOp::SyncDir => {
+            // SAFETY: `ca` is NUL-terminated; the flags and mode are plain integers.
+            let fd = unsafe {
+                libc::open(
+                    ca.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: `fd` was opened above and is only used here.
+            let r = unsafe { libc::fsync(fd) };
+            let e = if r < 0 { errno() } else { 0 };
+            // SAFETY: as above; closed exactly once.
+            unsafe { libc::close(fd) };
+            // A directory that cannot be fsynced at all (some FUSE, network filesystems) says so
+            // with EINVAL or ENOTSUP: nothing more can be made durable there, which is not a failure.
+            if e != 0 && e != libc::EINVAL && e != libc::ENOTSUP && e != libc::EOPNOTSUPP {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Task for PathTask {
+    type Output = i32;
+    type JsValue = i32;
+
+    fn compute(&mut self) -> Result<i32> {
+        Ok(match run(self.op, &self.a, &self.b) {
+            Ok(()) => 0,
+            Err(e) => e,
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: i32) -> Result<i32> {
+        Ok(output)
+    }
+}
+
+fn task(op: PathOp, a: String, b: String) -> AsyncTask<PathTask> {
+    AsyncTask::new(PathTask { op, a, b })
+}
+
+/// unlink(2) off the JS thread: resolves 0 or an errno.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn unlink_path(path: String) -> AsyncTask<PathTask> {
+    task(PathOp::Unlink, path, String::new())
+}
+
+/// rename(2) off the JS thread (replaces `to`): resolves 0 or an errno.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn rename_path(from: String, to: String) -> AsyncTask<PathTask> {
+    task(PathOp::Rename, from, to)
+}
+
+/// link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn link_path(from: String, to: String) -> AsyncTask<PathTask> {
+    task(PathOp::Link, from, to)
+}
+
+/// fsync(2) of a directory (after a rename or link in it): resolves 0 or an errno (EINVAL, a
+/// directory that cannot be synced, counts as done).
+#[napi(ts_return_type = "Promise<number>")]
+pub fn sync_dir(path: String) -> AsyncTask<PathTask> {
+    task(PathOp::SyncDir, path, String::new())
+}

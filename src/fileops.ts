@@ -1,0 +1,188 @@
+// What the whole-file helpers (readFile, writeFile, copyFile) share besides the engine: the
+// AbortSignal as a promise that every wait races against, the temp-file path operations (done
+// natively, as the temp file was created natively), and sequential buffered I/O through node:fs
+// for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
+// sockets), which are read and written in place as GNU cp and fs do.
+import { constants as fsConstants } from 'node:fs'
+import * as fsp from 'node:fs/promises'
+
+import { syncParentDir } from './dirsync'
+import { abortError, type DirectIoError, kernelError } from './errors'
+import { callerError } from './guard'
+import { native } from './native'
+
+/** A wait that rejects with an AbortError as soon as the signal aborts (or at once, if it did). */
+export class AbortRace {
+  readonly #signal: AbortSignal | undefined
+  readonly #ctx: { syscall: string; path: string }
+  readonly #aborted: Promise<never> | undefined
+  #unwatch: () => void = () => {}
+  #error: DirectIoError | undefined
+
+  constructor(signal: AbortSignal | undefined, path: string, syscall: string) {
+    this.#signal = signal
+    this.#ctx = { syscall, path }
+    if (signal === undefined) return
+    this.#aborted = new Promise<never>((_, reject) => {
+      const on = (): void => {
+        this.#error ??= abortError(signal, this.#ctx)
+        reject(this.#error)
+      }
+      if (signal.aborted) on()
+      else {
+        signal.addEventListener('abort', on, { once: true })
+        this.#unwatch = () => signal.removeEventListener('abort', on)
+      }
+    })
+    this.#aborted.catch(() => {})
+  }
+
+  /** The AbortError once the signal aborted, else undefined. */
+  get error(): DirectIoError | undefined {
+    if (this.#error === undefined && this.#signal?.aborted === true) this.#error = abortError(this.#signal, this.#ctx)
+    return this.#error
+  }
+
+  /** Throws the AbortError if the signal aborted. */
+  check(): void {
+    const e = this.error
+    if (e !== undefined) throw e
+  }
+
+  /** `p`, or the AbortError if the signal aborts first (`p` then settles unobserved). */
+  race<T>(p: Promise<T>): Promise<T> {
+    if (this.#aborted === undefined) return p
+    p.catch(() => {})
+    return Promise.race([p, this.#aborted])
+  }
+
+  /** The error to report for `e`: the AbortError when the signal aborted meanwhile (the op failed because of it). */
+  settle(e: unknown): unknown {
+    return this.error ?? e
+  }
+
+  dispose(): void {
+    this.#unwatch()
+  }
+}
+
+/** A promise of node:fs, whose errors (ENOENT..., Deno's permission errors) reach the caller unchanged. */
+export function runtime<T>(p: Promise<T>): Promise<T> {
+  return p.catch((e: unknown) => {
+    throw callerError(e)
+  })
+}
+
+/** stat(2) of a path, undefined when it does not exist; other errors (EACCES, Deno's permissions) as they are. */
+export function statIfExists(p: string): Promise<import('node:fs').Stats | undefined> {
+  return runtime(
+    fsp.stat(p).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined
+      throw e
+    }),
+  )
+}
+
+interface KindOf {
+  isFIFO(): boolean
+  isCharacterDevice(): boolean
+  isSocket(): boolean
+}
+
+/** FIFOs, character devices and sockets: no positions, no direct I/O; read and written in place, in sequence. */
+export const isSequential = (st: KindOf): boolean => st.isFIFO() || st.isCharacterDevice() || st.isSocket()
+
+/** What a kind of file is called in messages. */
+export function kindName(st: KindOf): string {
+  return st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isSocket() ? 'a socket' : 'a special file'
+}
+
+let tmpCounter = 0
+/** A temp name next to `dst` (same directory, so the rename is atomic). */
+export const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+
+const check = (errno: number, syscall: string, path: string): void => {
+  if (errno !== 0) throw kernelError(errno, { syscall, path })
+}
+
+/** Removes a temp file made by the native open (natively: a runtime's permission checks cannot strand it). Never throws. */
+export async function removeTemp(tmp: string): Promise<void> {
+  await native.unlinkPath(tmp).catch(() => 0)
+}
+
+/**
+ * Puts the finished temp file in place: rename over `dst`, or (`exclusive`) link it there (EEXIST
+ * if something appeared meanwhile) and unlink the temp name; then fsyncs the directory, whose
+ * error is reported (the data is in place, its name may not be durable).
+ */
+export async function commitTemp(tmp: string, dst: string, exclusive: boolean): Promise<void> {
+  if (exclusive) {
+    check(await native.linkPath(tmp, dst), 'link', dst)
+    await removeTemp(tmp)
+  } else check(await native.renamePath(tmp, dst), 'rename', dst)
+  await syncParentDir(dst)
+}
+
+/** A file of a sequential kind opened with node:fs (buffered: direct I/O does not apply to it). */
+export class SequentialFile {
+  private constructor(
+    readonly path: string,
+    private readonly h: fsp.FileHandle,
+  ) {}
+
+  /**
+   * Opens `path` for reading, or for writing in place (O_WRONLY, neither created nor truncated:
+   * a device stays a device). Opening a FIFO waits for the other end; an abort stops the wait.
+   */
+  static async open(path: string, write: boolean, abort: AbortRace): Promise<SequentialFile> {
+    const opening = runtime(fsp.open(path, write ? fsConstants.O_WRONLY | fsConstants.O_NOCTTY : fsConstants.O_RDONLY | fsConstants.O_NOCTTY))
+    try {
+      return new SequentialFile(path, await abort.race(opening))
+    } catch (e) {
+      // Aborted while the open waits (a FIFO without the other end): close it when it comes.
+      void opening.then((h) => h.close()).catch(() => {})
+      throw e
+    }
+  }
+
+  /** The descriptor (as fs's stream.fd). */
+  get fd(): number {
+    return this.h.fd
+  }
+
+  /** Reads up to `buf.length` bytes from where the previous read ended: 0 at the end. */
+  async read(buf: Buffer, abort: AbortRace): Promise<number> {
+    return (await abort.race(runtime(this.h.read(buf, 0, buf.length, null)))).bytesRead
+  }
+
+  /** Writes all of `data` (going on after partial writes to a pipe). */
+  async write(data: Uint8Array, abort: AbortRace): Promise<void> {
+    let off = 0
+    while (off < data.byteLength) {
+      const { bytesWritten } = await abort.race(runtime(this.h.write(data, off, data.byteLength - off, null)))
+      if (bytesWritten <= 0) throw kernelError(5, { syscall: 'write', path: this.path }, `the kernel wrote ${bytesWritten} bytes`)
+      off += bytesWritten
+    }
+  }
+
+  /** Closes it; after an abort the close is not waited for (a read may still be blocked in the kernel). */
+  async close(abort: AbortRace): Promise<void> {
+    const c = this.h.close()
+    if (abort.error !== undefined) {
+      c.catch(() => {})
+      return
+    }
+    await runtime(c)
+  }
+}
+
+/** The bytes of each chunk of a sequential file, until its end (a reused buffer: consume before the next). */
+export async function* sequentialChunks(f: SequentialFile, chunk: number, abort: AbortRace): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.allocUnsafe(chunk)
+  for (;;) {
+    abort.check()
+    const n = await f.read(buf, abort)
+    if (n === 0) return
+    yield buf.subarray(0, n)
+  }
+}
