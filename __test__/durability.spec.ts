@@ -16,7 +16,7 @@ import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
-import { native } from '../dist/native.js'
+import { native } from '../dist/src/native.js'
 import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
 import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
