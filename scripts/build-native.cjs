@@ -43,7 +43,9 @@
 //   for the unwinder as libgcc_s.so.1, which no musl system here has: the build links GCC's
 //   static unwinder instead (libgcc_eh.a, offered as libgcc_s.a in a private -L directory), plus
 //   scripts/musl-compat/dl_find_object.c, because Debian's libgcc_eh.a calls glibc's
-//   _dl_find_object(). The addon then needs nothing but musl's libc.so.
+//   _dl_find_object(); and scripts/glibc-compat/statx.c, as musl only has statx() from 1.2.5 on.
+//   The addon then needs nothing but musl's libc.so, and only functions musl 1.2.3 has
+//   (scripts/check-glibc.cjs --musl checks both).
 // Required Debian packages: see TARGETS below and the README's "Platforms" section.
 'use strict'
 const fs = require('node:fs')
@@ -196,7 +198,9 @@ function muslSetup(triple) {
   const unwind = path.join(dir, 'unwind')
   fs.mkdirSync(unwind, { recursive: true })
   fs.copyFileSync(path.join(m.gccLib, 'libgcc_eh.a'), path.join(unwind, 'libgcc_s.a'))
-  const shims = compileShims('musl-compat', [cc], path.join('musl-compat', triple))
+  // statx: musl added its wrapper in 1.2.5 (Alpine 3.20); the glibc-compat shim makes the raw
+  // system call, so the addon loads on older musl (Debian 12's 1.2.3, Alpine 3.17-3.19) as well.
+  const shims = [...compileShims('musl-compat', [cc], path.join('musl-compat', triple)), ...compileShims('glibc-compat', [cc], path.join('glibc-compat', triple))]
   const rustflags = ['-C', 'target-feature=-crt-static', '-L', `native=${unwind}`, ...shims.flatMap((o) => ['-C', `link-arg=${o}`])]
   const upper = triple.toUpperCase().replace(/-/g, '_')
   return {
