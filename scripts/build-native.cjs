@@ -244,7 +244,28 @@ function buildTarget(triple, extra = []) {
   const file = path.join(root, outDir, `odirect.${t.abi}.node`)
   if (!fs.existsSync(file)) throw new Error(`napi build finished but ${path.relative(root, file)} is missing`)
   process.stderr.write(`build-native: ${triple} done in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${path.relative(root, file)} (${fs.statSync(file).size} bytes)\n`)
+  checkBuilt(triple, file)
   return file
+}
+
+/** The baseline check of a built target (scripts/check-glibc.cjs): glibc 2.17, or musl 1.2.3's symbols. */
+function checkBuilt(triple, file) {
+  const { checkFile, checkMusl, loadWithGlibc217 } = require('./check-glibc.cjs')
+  const t = TARGETS[triple]
+  const problems = []
+  if (t.musl) {
+    const libc = `/usr/lib/${triple.split('-')[0]}-linux-musl/libc.so`
+    const r = checkMusl(file, libc)
+    problems.push(...r.problems)
+    if (r.ok) process.stderr.write(`build-native: ${triple}: all ${r.undefinedCount} imports are in Debian's musl 1.2.3 (${libc}) or the host process\n`)
+  } else {
+    const r = checkFile(file, '2.17')
+    problems.push(...r.problems)
+    const l = loadWithGlibc217(file)
+    if (l.ran && !l.ok) problems.push(`dlopen under glibc 2.17: ${l.output}`)
+    if (r.ok) process.stderr.write(`build-native: ${triple}: needs glibc ${r.maxGlibc} at most; ${l.ran ? l.output : `dlopen check skipped: ${l.why}`}\n`)
+  }
+  if (problems.length) throw new Error(`${path.relative(root, file)} fails its baseline check:\n  ${problems.join('\n  ')}`)
 }
 
 function main(argv) {
