@@ -298,6 +298,9 @@ function main(argv) {
   process.stderr.write(`build-native: done in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`)
 }
 
+// Before main(): scripts/check-glibc.cjs, required while main() runs, reads these.
+module.exports = { ensureToolchain, napiToolchainDir, buildTarget, TARGETS, LINUX_TARGETS, TRIPLE, TOOLCHAIN_PKG, TOOLCHAIN_VERSION }
+
 if (require.main === module) {
   try {
     main(process.argv.slice(2))
@@ -306,5 +309,3 @@ if (require.main === module) {
     process.exitCode = 1
   }
 }
-
-module.exports = { ensureToolchain, napiToolchainDir, buildTarget, TARGETS, LINUX_TARGETS, TRIPLE, TOOLCHAIN_PKG, TOOLCHAIN_VERSION }
