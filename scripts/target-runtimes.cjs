@@ -72,7 +72,7 @@ function muslLoader(debArch, triplet) {
   for (const p of ['lists/partial', 'cache/archives/partial']) fs.mkdirSync(path.join(apt, p), { recursive: true })
   fs.writeFileSync(path.join(apt, 'sources.list'), `deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian ${MUSL_DEB.suite} main\n`)
   const o = ['-o', `Dir::Etc::SourceList=${path.join(apt, 'sources.list')}`, '-o', 'Dir::Etc::SourceParts=/dev/null', '-o', `Dir::State::Lists=${path.join(apt, 'lists')}`, '-o', `Dir::Cache=${path.join(apt, 'cache')}`, '-o', 'APT::Architectures::=amd64', '-o', 'APT::Architectures::=arm64', '-o', 'APT::Sandbox::User=root']
-  if (!fs.readdirSync(path.join(apt, 'lists')).some((f) => f.endsWith('_Packages'))) {
+  if (!fs.readdirSync(path.join(apt, 'lists')).some((f) => f.includes('_Packages'))) {
     process.stderr.write(`target-runtimes: apt-get update (Debian ${MUSL_DEB.suite} lists, private to ${path.relative(root, apt)})\n`)
     sh('apt-get', [...o, 'update', '-qq'])
   }
