@@ -45,7 +45,8 @@
 //   scripts/musl-compat/dl_find_object.c, because Debian's libgcc_eh.a calls glibc's
 //   _dl_find_object(); and scripts/glibc-compat/statx.c, as musl only has statx() from 1.2.5 on.
 //   The addon then needs nothing but musl's libc.so, and only functions musl 1.2.3 has
-//   (scripts/check-glibc.cjs --musl checks both).
+//   (scripts/check-glibc.cjs --musl checks it); scripts/musl-compat/unwind-check proves the
+//   unwinder catches a panic there (without the shim the link fails: undefined _dl_find_object).
 // Required Debian packages: see TARGETS below and the README's "Platforms" section.
 'use strict'
 const fs = require('node:fs')
@@ -245,7 +246,24 @@ function buildTarget(triple, extra = []) {
   if (!fs.existsSync(file)) throw new Error(`napi build finished but ${path.relative(root, file)} is missing`)
   process.stderr.write(`build-native: ${triple} done in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${path.relative(root, file)} (${fs.statSync(file).size} bytes)\n`)
   checkBuilt(triple, file)
+  if (t.musl) unwindCheck(triple, env)
   return file
+}
+
+/**
+ * Builds scripts/musl-compat/unwind-check with the addon's toolchain, flags and std (same target
+ * directory, so std is reused) and runs it on Debian's musl 1.2.3 (aarch64 under qemu-aarch64):
+ * a panic must be caught and a backtrace walked, through the static unwinder and its shim.
+ */
+function unwindCheck(triple, env) {
+  const manifest = path.join(__dirname, 'musl-compat', 'unwind-check', 'Cargo.toml')
+  run('cargo', ['build', '--release', '--quiet', '--manifest-path', manifest, '--target', triple, '--target-dir', path.join(root, 'target', 'debian')], { env })
+  const exe = path.join(root, 'target', 'debian', triple, 'release', 'odirect-unwind-check')
+  const argv = triple.startsWith('aarch64') ? ['qemu-aarch64', exe] : [exe]
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' })
+  const out = `${r.stdout || ''}${r.stderr || ''}`.trim()
+  if (r.status !== 0) throw new Error(`${triple}: the static unwinder check failed (exit ${r.status ?? r.signal}): ${out || r.error}`)
+  process.stderr.write(`build-native: ${triple}: unwinder (static libgcc_eh + _dl_find_object shim) under musl: ${out}\n`)
 }
 
 /** The baseline check of a built target (scripts/check-glibc.cjs): glibc 2.17, or musl 1.2.3's symbols. */
