@@ -6,7 +6,7 @@
 // Packs the main package and this machine's platform package (scripts/pack.cjs), installs both
 // from their tarballs into a fresh project (offline: the main package's optionalDependency on
 // odirect-linux-x64-gnu resolves to the local tarball through `overrides`, never the registry)
-// with a PATH that has no cargo/rustc and traps for every compiler and node-gyp, then runs a
+// with a PATH whose cargo/rustc and every compiler and node-gyp are traps, then runs a
 // smoke program there in ESM and in CommonJS (open, write, read back with O_DIRECT in /var/tmp,
 // and a stream pipeline when createReadStream is exported), the CLI, tsc over the typed example
 // project (__test__/types), the gnu/musl choice of the loader and its error when no binary fits.
@@ -17,7 +17,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 
-const { layout, npmPack, optionalDependencies, pack } = require('./pack.cjs')
+const { layout, optionalDependencies, pack, platformTarballs } = require('./pack.cjs')
 const { checkFile, loadWithGlibc217 } = require('./check-glibc.cjs')
 
 const root = path.join(__dirname, '..')
@@ -73,15 +73,16 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-pack-'))
 const trapDir = path.join(work, 'traps')
 const trapLog = path.join(work, 'traps.log')
 fs.mkdirSync(trapDir)
-const TRAPS = ['cargo', 'rustc', 'rustup', 'cross', 'node-gyp', 'node-gyp-build', 'prebuild-install', 'cc', 'gcc', 'g++', 'c++', 'clang', 'make', 'cmake', 'ld']
+const TRAPS = ['cargo', 'rustc', 'rustup', 'rustdoc', 'cross', 'node-gyp', 'node-gyp-build', 'prebuild-install', 'cc', 'gcc', 'g++', 'c++', 'clang', 'make', 'cmake', 'ld', 'x86_64-linux-gnu-gcc', 'aarch64-linux-gnu-gcc', 'musl-gcc']
 for (const t of TRAPS) {
   const f = path.join(trapDir, t)
   fs.writeFileSync(f, `#!/bin/sh\necho "${t} $*" >> '${trapLog}'\necho "pack-test: ${t} must not run during install" >&2\nexit 97\n`)
   fs.chmodSync(f, 0o755)
 }
-const hasRust = (dir) => ['cargo', 'rustc', 'rustup'].some((b) => fs.existsSync(path.join(dir, b)))
-const strippedPath = [trapDir, ...(process.env.PATH || '').split(path.delimiter).filter((d) => d && !hasRust(d))].join(path.delimiter)
-const env = { ...process.env, PATH: strippedPath, npm_config_node_gyp: path.join(trapDir, 'node-gyp'), npm_config_build_from_source: 'false', CARGO: '/nonexistent/cargo', RUSTC: '/nonexistent/rustc' }
+// The traps come first on PATH and shadow every compiler wherever it lives (~/.cargo/bin, or a
+// distribution's rustc in /usr/bin beside sh, tar and the other system tools, which must stay).
+const trappedPath = [trapDir, ...(process.env.PATH || '').split(path.delimiter).filter(Boolean)].join(path.delimiter)
+const env = { ...process.env, PATH: trappedPath, npm_config_node_gyp: path.join(trapDir, 'node-gyp'), npm_config_build_from_source: 'false', CARGO: '/nonexistent/cargo', RUSTC: '/nonexistent/rustc' }
 delete env.NAPI_RS_NATIVE_LIBRARY_PATH
 delete env.npm_config_ignore_scripts
 
@@ -192,23 +193,11 @@ function main() {
   // placeholder in place of the binary; never published) so every package manager sees all seven
   // optional dependencies with their real os/cpu/libc fields and must pick this machine's one
   // alone, with no registry involved.
-  const platformTgz = { [host.name]: packed.platforms[host.abi] }
+  let platformTgz = {}
   check('fixtures: a stand-in tarball for each platform package not built here (for the package managers to skip)', () => {
-    const fx = path.join(work, 'fixtures')
-    for (const t of L.targets) {
-      if (packed.platforms[t.abi]) {
-        platformTgz[t.name] = packed.platforms[t.abi]
-        continue
-      }
-      const d = path.join(fx, t.abi)
-      fs.mkdirSync(d, { recursive: true })
-      fs.copyFileSync(path.join(t.dir, 'package.json'), path.join(d, 'package.json'))
-      fs.writeFileSync(path.join(d, t.binary), 'pack-test fixture: not a binary\n')
-      fs.copyFileSync(path.join(root, 'LICENSE'), path.join(d, 'LICENSE'))
-      platformTgz[t.name] = npmPack(d, fx).file
-    }
+    platformTgz = platformTarballs(packed, path.join(work, 'fixtures'))
     eq(Object.keys(platformTgz).sort(), L.targets.map((t) => t.name).sort(), 'one tarball per platform package')
-    return `${L.targets.length - 1} stand-ins`
+    return `${L.targets.length - Object.keys(packed.platforms).length} stand-ins`
   })
   overrides = Object.fromEntries(Object.entries(platformTgz).map(([n, f]) => [n, `file:${f}`]))
 
@@ -424,6 +413,37 @@ function main() {
     }
   }
 
+  // The other Linux targets, as a user on that machine gets them: npm's --os/--cpu/--libc (and
+  // Yarn's supportedArchitectures) install as if on linux-arm64 glibc, linux-x64 musl or
+  // linux-arm64 musl, and exactly that platform package must come. Real tarballs where
+  // `npm run build:targets` built the binary (its ELF machine is checked), stand-ins otherwise.
+  // pnpm is not in this list: it links `file:` tarballs whatever their os/cpu/libc say (see above);
+  // its supportedArchitectures only filters registry packages.
+  for (const t of L.targets.filter((x) => x.platform === 'linux' && x !== host)) {
+    const libc = t.libc === 'musl' ? 'musl' : 'glibc'
+    const want = (dir) => {
+      eq(platformPackagesUnder(path.join(dir, 'node_modules')), [t.name], 'platform packages installed')
+      const bin = path.join(dir, 'node_modules', t.name, t.binary)
+      if (!packed.platforms[t.abi]) return 'stand-in tarball (binary not built here)'
+      const head = Buffer.alloc(20)
+      const fd = fs.openSync(bin, 'r')
+      fs.readSync(fd, head, 0, 20, 0)
+      fs.closeSync(fd)
+      eq(head.readUInt16LE(18), t.arch === 'arm64' ? 0xb7 : 0x3e, `${t.binary} ELF e_machine`)
+      return `real ${t.arch} binary`
+    }
+    check(`npm install --os=linux --cpu=${t.arch} --libc=${libc}: only ${t.name} is installed`, () => {
+      const dir = path.join(work, `npm-${t.abi}`)
+      newProject(dir, { dependencies: { odirect: `file:${packed.main}` }, overrides })
+      runOk(npm, ['install', '--offline', '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=error', '--os=linux', `--cpu=${t.arch}`, `--libc=${libc}`], { cwd: dir })
+      return want(dir)
+    })
+    check(`yarn (supportedArchitectures linux/${t.arch}/${libc}): only ${t.name} is installed`, () => {
+      const r = installWith('yarn', { os: ['linux'], cpu: [t.arch], libc: [libc] }, `yarn-${t.abi}`)
+      return `${r.note}; ${want(r.dir)}`
+    })
+  }
+
   check('no compiler, cargo, rustc or node-gyp ran at any point', () => {
     eq(fs.existsSync(trapLog) ? fs.readFileSync(trapLog, 'utf8') : '', '', 'trap log')
   })
@@ -479,9 +499,9 @@ function newProject(dir, extra) {
 }
 
 /** pnpm or Yarn (node_modules linker) install of the tarballs into a fresh project. */
-function installWith(pm) {
+function installWith(pm, arch, name = pm) {
   const bin = pmBin(pm)
-  const dir = path.join(work, pm)
+  const dir = path.join(work, name)
   const deps = { dependencies: { odirect: `file:${packed.main}` } }
   const pmEnv = { ...env, CI: 'true', npm_config_user_agent: '' }
   if (pm === 'pnpm') {
@@ -499,7 +519,8 @@ function installWith(pm) {
     newProject(dir, { ...deps, resolutions: overrides })
     // A private global folder (its cache included): a project-local cache (enableGlobalCache: false)
     // fails the fetch step on the skipped platform packages' missing zips (Yarn 4.18).
-    fs.writeFileSync(path.join(dir, '.yarnrc.yml'), `nodeLinker: node-modules\nenableGlobalCache: true\nglobalFolder: ${JSON.stringify(path.join(work, 'yarn-global'))}\nenableTelemetry: false\nenableImmutableInstalls: false\n`)
+    const archs = arch ? `supportedArchitectures:\n${Object.entries(arch).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}\n`).join('')}` : ''
+    fs.writeFileSync(path.join(dir, '.yarnrc.yml'), `nodeLinker: node-modules\nenableGlobalCache: true\nglobalFolder: ${JSON.stringify(path.join(work, 'yarn-global'))}\nenableTelemetry: false\nenableImmutableInstalls: false\n${archs}`)
     fs.writeFileSync(path.join(dir, 'yarn.lock'), '')
     runOk(process.execPath, [bin, 'install', '--mode=skip-build'], { cwd: dir, env: { ...pmEnv, YARN_ENABLE_PROGRESS_BARS: 'false', YARN_IGNORE_PATH: '1' } })
   }

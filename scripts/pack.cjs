@@ -120,7 +120,31 @@ function pack(out) {
   return result
 }
 
-module.exports = { layout, npmPack, optionalDependencies, pack, parseTriple }
+/**
+ * One tarball per platform package: the packed one where its binary was built, else a local
+ * stand-in (its package.json from npm/, a placeholder in place of the binary; never published), so
+ * a package manager sees every optional dependency with its real os/cpu/libc fields. Returns
+ * { name: tgz }.
+ */
+function platformTarballs(packed, dir) {
+  const L = layout()
+  const out = {}
+  for (const t of L.targets) {
+    if (packed.platforms[t.abi]) {
+      out[t.name] = packed.platforms[t.abi]
+      continue
+    }
+    const d = path.join(dir, t.abi)
+    fs.mkdirSync(d, { recursive: true })
+    fs.copyFileSync(path.join(t.dir, 'package.json'), path.join(d, 'package.json'))
+    fs.writeFileSync(path.join(d, t.binary), 'pack-test fixture: not a binary\n')
+    fs.copyFileSync(path.join(root, 'LICENSE'), path.join(d, 'LICENSE'))
+    out[t.name] = npmPack(d, dir).file
+  }
+  return out
+}
+
+module.exports = { layout, npmPack, optionalDependencies, pack, parseTriple, platformTarballs }
 
 if (require.main === module) {
   const i = process.argv.indexOf('--out')

@@ -5,6 +5,8 @@
  * fails at load time (BIND_NOW) on any glibc older than 2.28. Hidden: not exported from the addon.
  * On a kernel without statx (< 4.11) this returns -1 with ENOSYS, which odirect already treats as
  * "no STATX_DIOALIGN" and falls back to the ioctl/sysfs/st_blksize alignment sources.
+ * The musl builds link it too: musl has a statx() wrapper only from 1.2.5 on (Alpine 3.20), and musl
+ * resolves every symbol at load time, so without it the addon would not load on musl 1.2.3/1.2.4.
  * Not needed (and harmless) once crates/core calls syscall(SYS_statx) itself.
  */
 #define _GNU_SOURCE
