@@ -122,6 +122,8 @@ export interface HandleInit {
   backend: BackendName
   isBlockDevice: boolean
   fsType: string
+  /** Submitting I/O on the file may sleep (FUSE, network filesystem, pipe...): its ops are punted off the JS thread. */
+  mayBlock: boolean
   size: number
   readable: boolean
   writable: boolean
@@ -319,7 +321,7 @@ export class FileHandle {
     this.fsType = init.fsType
     this.readable = init.readable
     this.writable = init.writable
-    engine.native.adopt(init.fd)
+    engine.native.adopt(init.fd, init.mayBlock, init.direct)
     leaked.register(this, { engine, fd: init.fd, path: init.path }, this)
   }
 

@@ -153,6 +153,7 @@ async function openImpl(path: PathLike, flags: OpenFlags, options?: OpenOptions)
     backend,
     isBlockDevice: r.isBlockDevice,
     fsType: r.fsType,
+    mayBlock: r.mayBlock,
     size: r.size,
     readable: isReadableFlags(f),
     writable: isWritableFlags(f),

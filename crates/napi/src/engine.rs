@@ -12,7 +12,7 @@
 //! teardown the engine cancels and waits for every op before anything is released.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
@@ -50,6 +50,8 @@ struct OpRec {
     iov: Option<Box<[libc::iovec]>>,
     mem: Vec<Mem>,
     fixed: Option<u16>,
+    /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
+    punt: bool,
     submitted: bool,
     started: Instant,
     debug: Option<String>,
@@ -69,6 +71,7 @@ impl OpRec {
             iov,
             mem,
             fixed,
+            punt: false,
             submitted: false,
             started: Instant::now(),
             debug: None,
@@ -113,7 +116,8 @@ pub struct Inner {
     staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
     inflight: usize,
-    fds: HashSet<i32>,
+    /// Descriptors open in this environment, with their `FD_*` routing facts.
+    fds: HashMap<i32, u8>,
     registered: std::collections::HashMap<usize, u16>,
     reg_allocs: [Vec<Arc<Alloc>>; 3],
     debug: bool,
@@ -125,6 +129,12 @@ pub struct Inner {
 }
 
 pub type Shared = RefCell<Inner>;
+
+/// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
+/// socket, char device): see `odirect_core::file::submission_may_block`.
+pub const FD_MAY_BLOCK: u8 = 1;
+/// The descriptor is not O_DIRECT (Linux AIO performs such I/O synchronously in io_submit).
+pub const FD_BUFFERED: u8 = 2;
 
 fn kind_index(k: BackendKind) -> usize {
     match k {
@@ -201,7 +211,7 @@ impl Inner {
             staged: Vec::new(),
             synthetic: Vec::new(),
             inflight: 0,
-            fds: HashSet::new(),
+            fds: HashMap::new(),
             registered: std::collections::HashMap::new(),
             reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
             debug: std::env::var("ODIRECT_DEBUG")
@@ -396,8 +406,26 @@ impl Inner {
         }
     }
 
+    /// Where an op on a descriptor whose submission may sleep goes, so that the JS thread never
+    /// sleeps in the kernel: on io_uring it is submitted with IOSQE_ASYNC (an io-wq worker
+    /// issues it, the JS thread's io_uring_enter only queues it); on aio (whose io_submit runs
+    /// buffered I/O synchronously and sleeps on FUSE's request limit) it goes to the thread pool.
+    fn route(&mut self, rec: &mut OpRec) {
+        let facts = self.fds.get(&rec.kind.fd()).copied().unwrap_or(0);
+        match rec.backend {
+            BackendKind::IoUring => rec.punt = facts & FD_MAY_BLOCK != 0,
+            BackendKind::Aio
+                if facts != 0 && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() =>
+            {
+                rec.backend = BackendKind::ThreadPool;
+            }
+            _ => {}
+        }
+    }
+
     /// Takes `rec` in (in flight from now on) without staging it: see `release`.
-    fn hold(&mut self, rec: OpRec) -> u32 {
+    fn hold(&mut self, mut rec: OpRec) -> u32 {
+        self.route(&mut rec);
         let k = self.slot(rec);
         self.inflight += 1;
         self.update_ref();
@@ -639,8 +667,9 @@ impl Inner {
         Ok(self.stage(OpRec::new(backend, op, None, Vec::new(), None)))
     }
 
-    pub fn adopt(&mut self, fd: i32) {
-        self.fds.insert(fd);
+    /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
+    pub fn adopt(&mut self, fd: i32, facts: u8) {
+        self.fds.insert(fd, facts);
         if let Some(r) = self.ring.as_mut() {
             r.register_fd(fd);
         }
@@ -651,7 +680,7 @@ impl Inner {
         if let Some(r) = self.ring.as_mut() {
             r.unregister_fd(fd);
         }
-        if self.fds.remove(&fd) {
+        if self.fds.remove(&fd).is_some() {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
             // collected, and ops keep their handle reachable).
             unsafe { libc::close(fd) };
@@ -699,6 +728,7 @@ impl Inner {
                     };
                     match sqe {
                         Ok(e) => {
+                            let e = if rec.punt { LocalRing::punt(e) } else { e };
                             // SAFETY: as above.
                             unsafe { ring.push(e) };
                             ring_used = true;
@@ -1052,7 +1082,7 @@ impl Inner {
         for r in self.reg_allocs.iter_mut() {
             r.clear();
         }
-        for fd in self.fds.drain() {
+        for (fd, _) in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
             unsafe { libc::close(fd) };

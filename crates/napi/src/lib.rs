@@ -669,9 +669,14 @@ impl NativeEngine {
     }
 
     /// Tracks `fd` as open in this environment (closed at teardown if still open).
+    /// `mayBlock`: submitting I/O on it may sleep (`OpenResult.mayBlock`); `direct`: O_DIRECT
+    /// is on. The engine routes the file's ops by these so the JS thread never sleeps in the
+    /// kernel (IOSQE_ASYNC on io_uring, the thread pool instead of aio).
     #[napi]
-    pub fn adopt(&self, fd: i32) -> Result<()> {
-        self.with(|e| e.adopt(fd))
+    pub fn adopt(&self, fd: i32, may_block: bool, direct: bool) -> Result<()> {
+        let facts = if may_block { engine::FD_MAY_BLOCK } else { 0 }
+            | if direct { 0 } else { engine::FD_BUFFERED };
+        self.with(|e| e.adopt(fd, facts))
     }
 
     /// Closes a tracked descriptor now (handle collected without close()).

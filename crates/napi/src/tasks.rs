@@ -47,6 +47,9 @@ pub struct OpenResult {
     pub is_block_device: bool,
     pub size: f64,
     pub fs_type: String,
+    /// Submitting I/O on this file may sleep (network or FUSE filesystem, pipe, socket, char
+    /// device): the engine punts its ops off the JS thread.
+    pub may_block: bool,
 }
 
 pub struct OpenTask {
@@ -82,6 +85,7 @@ impl Task for OpenTask {
                 is_block_device: o.is_block_device,
                 size: o.size as f64,
                 fs_type: o.fs_type,
+                may_block: o.may_block,
             },
             Err(e) => OpenResult {
                 errno: e.errno,
@@ -94,6 +98,7 @@ impl Task for OpenTask {
                 is_block_device: false,
                 size: 0.0,
                 fs_type: String::new(),
+                may_block: false,
             },
         })
     }

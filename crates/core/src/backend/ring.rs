@@ -301,6 +301,13 @@ impl LocalRing {
         })
     }
 
+    /// `e` with IOSQE_ASYNC: the kernel hands it to an io-wq worker without trying it inline, so
+    /// `io_uring_enter` never sleeps on it (for files whose submission may block: FUSE past its
+    /// request limit, network filesystems).
+    pub fn punt(e: squeue::Entry) -> squeue::Entry {
+        e.flags(squeue::Flags::ASYNC)
+    }
+
     /// Queues an SQE built by [`LocalRing::sqe`]; past the completion queue's room it waits in
     /// a backlog and goes in as earlier ops complete.
     ///
