@@ -1,0 +1,129 @@
+// Liveness (issue 16): the JS thread never sleeps in the kernel, exit and termination never wait
+// on something that may never come, a terminated worker leaves nothing behind, and readMany's
+// window bounds memory. Each runtime (Node 20, Node 22, Bun, Deno) runs the loop checks as a
+// child process (__test__/liveness/loop-child.mjs), so one frozen runtime cannot freeze ava.
+import { spawn, spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+import type { ExecutionContext } from 'ava'
+
+import { fxTest, must } from './helpers/fxtest.js'
+
+import { probe } from '../dist/index.js'
+import { faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
+
+const __dirname = path.dirname(fileURLToPath(import.meta.url))
+const ROOT = path.join(__dirname, '..')
+const CHILD = path.join(__dirname, 'liveness', 'loop-child.mjs')
+delete process.env.ODIRECT_BACKEND
+
+type Backend = 'io_uring' | 'aio' | 'threadpool'
+const BACKENDS: readonly Backend[] = ['io_uring', 'aio', 'threadpool']
+const FAULT: Requirement[] = ['root', 'fuse', 'cargo', 'cmd:umount']
+const where = await probe('/var/tmp')
+const backendSkip = (b: Backend): string | undefined => (where.backends[b].available ? undefined : `backend ${b} unavailable here: ${where.backends[b].reason}`)
+
+/** How each runtime runs a plain ESM file: [binary, args before the file], or why not. */
+function runtimeCmd(name: 'node20' | 'node22' | 'bun' | 'deno'): { cmd: string; pre: string[] } | { skip: string } {
+  if (name === 'node20') return { cmd: process.execPath, pre: [] }
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'runtime-bin.cjs'), '--path', name], { encoding: 'utf8' })
+  if (r.status !== 0) return { skip: `no ${name} binary: ${r.stderr.trim().split('\n')[0]}` }
+  const cmd = r.stdout.trim()
+  return { cmd, pre: name === 'deno' ? ['run', '--allow-all', '--no-check', '--no-lock', '--node-modules-dir=manual'] : [] }
+}
+const RUNTIMES = ['node20', 'node22', 'bun', 'deno'] as const
+const runtimes = Object.fromEntries(RUNTIMES.map((r) => [r, runtimeCmd(r)]))
+
+interface ChildOut {
+  ticks: number
+  maxHeld: number
+  sums: Array<[number, number]>
+  backend: string
+}
+
+/**
+ * Runs the loop child and resolves with what it printed. `rescue` lets the I/O finish should the
+ * child never do it itself (its JS thread asleep in the kernel: the failure this test catches);
+ * it runs only if the child has not exited after a generous bound, never in a passing run.
+ */
+function runChild(t: ExecutionContext, rt: { cmd: string; pre: string[] }, cfg: object, rescue: () => void): Promise<ChildOut> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(rt.cmd, [...rt.pre, CHILD, JSON.stringify(cfg)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    const stuck = setTimeout(() => {
+      t.log('the child did not finish: its JS thread is asleep in the kernel; releasing the I/O')
+      rescue()
+    }, 60_000)
+    c.on('exit', (code) => {
+      clearTimeout(stuck)
+      const line = out.trim().split('\n').pop() ?? ''
+      if (code !== 0) return reject(new Error(`child exited with ${code}: ${err}${out}`))
+      try {
+        resolve(JSON.parse(line) as ChildOut)
+      } catch {
+        reject(new Error(`child printed no result: ${err}${out}`))
+      }
+    })
+  })
+}
+
+const sumOf = (b: Uint8Array): number => b.reduce((a, x) => a + x, 0)
+
+// 1. Submission never sleeps on the JS thread.
+for (const rtName of RUNTIMES) {
+  const rt = runtimes[rtName]
+  for (const backend of BACKENDS) {
+    const title = `[${rtName}] [${backend}] FUSE holding replies, 24 O_DIRECT reads (> max_background 16): timers keep firing while every read is held`
+    const skip = 'skip' in rt ? rt.skip : backendSkip(backend)
+    fxTest(
+      title,
+      FAULT,
+      async (t) => {
+        if ('skip' in rt) return
+        const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+        t.teardown(() => fx.cleanup())
+        const n = 24
+        // io_uring issues all 24 (punted to io-wq): the daemon sees max_background of them.
+        // aio's and the pool's ops run on the 4 pool threads: the daemon sees 4.
+        const minHeld = backend === 'io_uring' ? 16 : 4
+        const r = await runChild(t, rt, { mode: 'fuse', file: fx.file, backend, n, statsFile: fx.statsFile, holdFile: fx.holdFile, minHeld }, () => fx.release())
+        t.is(r.ticks, 20, `timer ticks seen while the daemon held >= ${minHeld} reads and none had settled (max held ${r.maxHeld})`)
+        t.true(r.maxHeld >= minHeld)
+        t.is(r.backend, backend)
+        t.deepEqual(
+          r.sums,
+          Array.from({ length: n }, (_, i) => [4096, sumOf(patternBuffer(i * 4096, 4096))]),
+          'each read returned its own block',
+        )
+      },
+      skip,
+    )
+  }
+  for (const backend of BACKENDS) {
+    const title = `[${rtName}] [${backend}] a read of a FIFO nobody writes to (direct: 'off') leaves the loop turning`
+    const skip = 'skip' in rt ? rt.skip : backendSkip(backend)
+    ;(skip ? test.skip : test)(title, async (t) => {
+      if ('skip' in rt) return
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-fifo-'))
+      t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+      const fifo = path.join(dir, 'fifo')
+      const mk = spawnSync('mkfifo', [fifo])
+      if (mk.status !== 0) throw new Error(`mkfifo failed: ${mk.stderr}`)
+      const r = await runChild(t, rt, { mode: 'fifo', file: fifo, backend }, () => {
+        const w = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)
+        fs.writeSync(w, 'rescue')
+        fs.closeSync(w)
+      })
+      t.is(r.ticks, 20, 'timer ticks seen while the FIFO read was pending')
+      t.deepEqual(r.sums, [[8, sumOf(Buffer.from('liveness'))]])
+    })
+    if (skip) console.log(`skipping "${title}": ${skip}`)
+  }
+}
