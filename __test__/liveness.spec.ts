@@ -127,3 +127,72 @@ for (const rtName of RUNTIMES) {
     if (skip) console.log(`skipping "${title}": ${skip}`)
   }
 }
+
+// 4. `window` bounds memory; `signal` aborts a batch; `bounced` counts ops.
+const status = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN) * 1024
+let peakResetSkip: string | undefined
+try {
+  fs.writeFileSync('/proc/self/clear_refs', '5')
+} catch (e) {
+  peakResetSkip = `cannot reset the peak RSS (/proc/self/clear_refs): ${(e as Error).message}`
+}
+;(peakResetSkip ? test.skip : test)('readMany of 100k x 512 B plain-buffer ops with { window: 8 }: peak RSS grows by tens of MiB at most (not a bounce buffer per op)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-window-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'f')
+  const content = Buffer.alloc(64 * 512)
+  for (let i = 0; i < 64; i++) content.fill(i + 1, i * 512, (i + 1) * 512)
+  fs.writeFileSync(file, content)
+  const { open } = await import('../dist/index.js')
+  const fh = await open(file, 'r', { direct: 'off' })
+  t.teardown(() => fh.close())
+  const n = 100_000
+  const buf = Buffer.alloc(512) // plain memory: every op goes through an aligned bounce buffer
+  const ops = Array.from({ length: n }, (_, i) => ({ buffer: buf, position: (i % 64) * 512 }))
+  ;(globalThis as { gc?: () => void }).gc?.()
+  const before = status('VmRSS')
+  fs.writeFileSync('/proc/self/clear_refs', '5') // VmHWM := VmRSS
+  const r = await fh.readMany(ops, { window: 8 })
+  const growth = status('VmHWM') - before
+  t.log(`peak RSS growth ${(growth / 2 ** 20).toFixed(1)} MiB for ${n} ops (a bounce buffer per op would be ${((n * 4096) / 2 ** 20).toFixed(0)} MiB)`)
+  t.true(growth < 64 * 2 ** 20, `peak RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB`)
+  t.is(r.length, n)
+  t.true(r.every((x) => x === 512))
+  t.is(buf[0], ((n - 1) % 64) + 1, 'the last read landed in the buffer')
+  t.is(fh.stats().bounced, n, 'bounced counts ops, not batches')
+})
+
+for (const backend of BACKENDS) {
+  fxTest(
+    `[${backend}] readMany { window: 8, signal }: abort mid-window cancels what is in the kernel, never starts the rest, error.results says which`,
+    FAULT,
+    async (t) => {
+      const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+      t.teardown(() => fx.cleanup())
+      const { open } = await import('../dist/index.js')
+      const fh = await open(fx.file, 'r', { backend })
+      t.teardown(() => fh.close())
+      const n = 40
+      const w = backend === 'io_uring' ? 8 : 4 // the pool's 4 threads reach the daemon at most
+      const ac = new AbortController()
+      const p = fh.readMany(
+        Array.from({ length: n }, (_, i) => ({ buffer: fh.alloc(4096), position: i * 4096 })),
+        { window: w, signal: ac.signal },
+      )
+      p.catch(() => undefined)
+      await fx.waitForHeld(w)
+      const reads0 = fx.stats().reads
+      ac.abort(new Error('stop'))
+      fx.release()
+      const e = (await t.throwsAsync(p, { code: 'ABORT_ERR' })) as Error & { results: ReadonlyArray<number | { code: string }> }
+      t.is(e.results.length, n)
+      // The ops in the kernel completed (the daemon had them) or were cancelled; none after them started.
+      for (let i = 0; i < w; i++) t.true(e.results[i] === 4096 || (typeof e.results[i] === 'object' && ['ABORT_ERR', 'EINTR'].includes((e.results[i] as { code: string }).code)), `op ${i}: ${String(e.results[i])}`)
+      for (let i = w; i < n; i++) t.is((e.results[i] as { code: string }).code, 'ABORT_ERR', `op ${i} never started`)
+      t.is(fx.stats().reads, reads0, 'nothing reached the filesystem after the abort')
+      t.is(reads0, w)
+      t.is(fh.stats().inflight, 0)
+    },
+    backendSkip(backend),
+  )
+}

@@ -133,14 +133,14 @@ export class Engine {
   #trackRw(r: number, sink: OpSink, what: string): number {
     if (r < 0) throw captureError(r, what)
     const id = r >>> 1
-    if ((r & 1) === 1) this.lastBounced = true
+    this.bounced += r & 1
     this.#sinks[id] = sink
     this.#schedule()
     return id
   }
 
-  /** Set when the last staged read/write (any element of it) was bounced; the caller clears it. */
-  lastBounced = false
+  /** Reads/writes staged through a bounce buffer since the caller last took this count (and zeroed it). */
+  bounced = 0
 
   /**
    * Stages a read (write = false) or write of `length` bytes of `view` from `offset`, at
@@ -151,26 +151,17 @@ export class Engine {
     return this.#trackRw(this.native.rw(backend, write, fd, view, offset, length, position, memAlign), sink, 'buffer')
   }
 
-  /**
-   * Stages many reads or writes on one fd; all are captured or none (throws). Ops from index
-   * `holdFrom` on are captured but held until `release(id)`.
-   */
-  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[], holdFrom = views.length): number[] {
-    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign, holdFrom)
+  /** Stages many reads or writes on one fd; all are captured or none (throws). */
+  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[]): number[] {
+    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
     if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
     for (let i = 0; i < ids.length; i++) {
-      if ((ids[i] & 1) === 1) this.lastBounced = true
+      this.bounced += ids[i] & 1
       ids[i] = ids[i] >>> 1
       this.#sinks[ids[i]] = sinks[i]
     }
     this.#schedule()
     return ids
-  }
-
-  /** Stages an op `rwMany` held. */
-  release(id: number): void {
-    this.native.release(id)
-    this.#schedule()
   }
 
   /** Stages a vectored read or write; returns the op id. */

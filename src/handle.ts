@@ -6,6 +6,7 @@ import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './
 import { native } from './native'
 import { coded, describe, guard, guardAsync } from './guard'
 import { checkSignal, checkTimeout, Histogram, Timeouts, unwatchSignal, watchSignal } from './ops'
+import { ManyBatch } from './many'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 
 /** What direct I/O needs for this file, and where odirect learned it. */
@@ -72,11 +73,20 @@ export interface ManyOp {
 /** Options of `readMany` / `writeMany`. */
 export interface ManyOptions {
   /**
-   * At most this many of the ops in the kernel at once: every op is captured at the call, the
-   * first `window` go in, and each completion lets the next one in (a sliding window, no barrier).
-   * Default: all of them (past the ring's completion queue the engine windows them anyway).
+   * At most this many of the ops in flight at once: every op is validated at the call, the first
+   * `window` are captured and go in, and each completion lets the next one in (a sliding window,
+   * no barrier). An op's buffer is captured when it enters the window (a plain buffer is copied
+   * to / from an aligned bounce buffer held only while the op is in flight), so memory stays
+   * bounded by the window. Default: all of them, captured at the call (past the ring's completion
+   * queue the engine windows them anyway).
    */
   window?: number
+  /**
+   * Aborts the batch: ops in the kernel are cancelled, ops not started yet never start. The
+   * promise then rejects with an `ABORT_ERR` DirectIoError whose `results` says what each op did
+   * (bytes, its own error, or `ABORT_ERR` for one cancelled or never started).
+   */
+  signal?: AbortSignal
 }
 
 /** Rejection of readMany/writeMany when some ops failed: what each op did, in order. */
@@ -455,10 +465,8 @@ export class FileHandle {
   }
 
   #noteBounced(): void {
-    if (this.#engine.lastBounced) {
-      this.#engine.lastBounced = false
-      this.#stats.bounced++
-    }
+    this.#stats.bounced += this.#engine.bounced
+    this.#engine.bounced = 0
   }
 
   /** Address alignment the kernel needs for this file (1: none, buffered I/O). */
@@ -682,10 +690,12 @@ export class FileHandle {
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
     let window = Infinity
+    let signal: AbortSignal | undefined
     if (options !== undefined && options !== null) {
       if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
       const w = options.window
       if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
+      signal = checkSignal(options.signal)
     }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
@@ -706,59 +716,30 @@ export class FileHandle {
       lengths.push(v.byteLength)
       positions.push(p)
     }
-    const kind = write ? KIND_WRITE : KIND_READ
-    const results: Array<number | DirectIoError> = new Array<number | DirectIoError>(n)
-    let left = n
-    let failed = 0
-    const seq = write ? ++this.#wseq : 0
-    return new Promise<number[]>((resolve, reject) => {
-      const finish = (): void => {
-        if (write) this.#writeDone(seq)
-        if (failed === 0) return resolve(results as number[])
-        const first = results.find((r) => typeof r !== 'number') as DirectIoError
-        const e = new DirectIoError(`${failed} of ${n} ${syscall}s failed; first: ${first.message}`, {
-          code: first.code,
-          errno: first.errno,
-          syscall: first.syscall,
-          path: this.path,
-          position: first.position,
-          length: first.length,
-          hint: `${first.hint}${first.hint ? '; ' : ''}error.results says what each op did (bytes, or its error)`,
-          cause: first,
-        }) as DirectIoError & { results: ReadonlyArray<number | DirectIoError> }
-        Object.defineProperty(e, 'results', { value: Object.freeze(results.slice()), enumerable: true })
-        reject(e)
-      }
-      const sinks: OpSink[] = []
-      for (let i = 0; i < n; i++) {
-        const at = positions[i]
-        const len = lengths[i]
-        sinks.push({
-          settle: (result: number, latencyUs: number) => {
-            this._done(kind, result, latencyUs)
-            if (result >= 0) {
-              results[i] = result
-              this._dropCache(at, result)
-            } else {
-              failed++
-              results[i] =
-                result === RESULT_DETACHED
-                  ? misuse('ERR_ODIRECT_DETACHED', `ops[${i}].buffer was detached while the read was in flight`, 'do not transfer a buffer while an op on it is pending', { syscall, path: this.path, position: at, length: len })
-                  : kernelError(-result, { syscall, path: this.path, position: at, length: len })
-            }
-            // Sliding window: the next held op takes this one's place in the kernel.
-            if (next < n) this.#engine.release(ids[next++])
-            if (--left === 0) finish()
-          },
-        })
-      }
-      const holdFrom = Math.min(n, window)
-      let next = holdFrom
-      const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
-      this.#noteBounced()
-      this.#inflight += n
-      if (write) this.#writesPending.set(seq, true)
-    })
+    if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
+    return new ManyBatch(this, this.#engine, this.#bidx, write, write ? KIND_WRITE : KIND_READ, views, lengths, positions, this.#memAlign, window, signal).promise
+  }
+
+  /** @internal Counts something in flight that is not one engine op (close() waits for it). */
+  _hold(): void {
+    this.#hold()
+  }
+
+  /** @internal */
+  _release(): void {
+    this.#release()
+  }
+
+  /** @internal Takes the engine's count of bounced ops into this handle's stats. */
+  _noteBounced(): void {
+    this.#noteBounced()
+  }
+
+  /** @internal */
+  _writeStarted(): number {
+    const seq = ++this.#wseq
+    this.#writesPending.set(seq, true)
+    return seq
   }
 
   /**

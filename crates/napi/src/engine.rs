@@ -423,17 +423,12 @@ impl Inner {
         }
     }
 
-    /// Takes `rec` in (in flight from now on) without staging it: see `release`.
-    fn hold(&mut self, mut rec: OpRec) -> u32 {
+    /// Takes `rec` in (in flight from now on) and stages it for the next flush.
+    fn stage(&mut self, mut rec: OpRec) -> u32 {
         self.route(&mut rec);
         let k = self.slot(rec);
         self.inflight += 1;
         self.update_ref();
-        k
-    }
-
-    fn stage(&mut self, rec: OpRec) -> u32 {
-        let k = self.hold(rec);
         self.staged.push(k);
         k
     }
@@ -608,34 +603,17 @@ impl Inner {
         fd: i32,
         views: &[(sys::napi_value, usize, u64)],
         mem_align: usize,
-        hold_from: usize,
         keys: &mut Vec<u32>,
     ) -> Result<(), CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
         let segs =
             unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
-        for (n, (seg, (_, _, position))) in segs.into_iter().zip(views).enumerate() {
+        for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
-            // Ops past the caller's window are captured now but held: `release` stages them
-            // as earlier ones complete (readMany/writeMany's sliding window).
-            let key = if n >= hold_from {
-                self.hold(rec)
-            } else {
-                self.stage(rec)
-            };
-            keys.push(key * 2 + bounced);
+            keys.push(self.stage(rec) * 2 + bounced);
         }
         Ok(())
-    }
-
-    /// Stages a held op (see `rw_many`); no effect on anything else.
-    pub fn release(&mut self, key: u32) {
-        if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
-            if !rec.submitted && !self.staged.contains(&key) {
-                self.staged.push(key);
-            }
-        }
     }
 
     /// Stages an op without memory.

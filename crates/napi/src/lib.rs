@@ -562,9 +562,8 @@ impl NativeEngine {
         })
     }
 
-    /// Many reads or writes on one fd: every view captured now (all or none). Ops from index
-    /// `holdFrom` on are held until `release(id)`. Returns the op ids (2 * id + bounced), or
-    /// `[code]` with a negative capture error code.
+    /// Many reads or writes on one fd: every view captured now (all or none). Returns the op ids
+    /// (2 * id + bounced), or `[code]` with a negative capture error code.
     #[napi]
     pub fn rw_many(
         &self,
@@ -575,7 +574,6 @@ impl NativeEngine {
         lengths: Vec<f64>,
         positions: Vec<f64>,
         mem_align: u32,
-        hold_from: u32,
     ) -> Result<Vec<f64>> {
         let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
         if lengths.len() != views.len() || positions.len() != views.len() {
@@ -590,17 +588,7 @@ impl NativeEngine {
         self.with(|e| {
             let mut keys = Vec::with_capacity(vs.len());
             // SAFETY: live handles of this call.
-            match unsafe {
-                e.rw_many(
-                    kind,
-                    write,
-                    fd,
-                    &vs,
-                    mem_align as usize,
-                    hold_from as usize,
-                    &mut keys,
-                )
-            } {
+            match unsafe { e.rw_many(kind, write, fd, &vs, mem_align as usize, &mut keys) } {
                 Ok(()) => keys.into_iter().map(|k| k as f64).collect(),
                 Err(c) => vec![c.code()],
             }
@@ -632,12 +620,6 @@ impl NativeEngine {
             Ok(k) => k as f64,
             Err(c) => c.code(),
         })
-    }
-
-    /// Stages an op `rwMany` held (its turn in the caller's window has come).
-    #[napi]
-    pub fn release(&self, id: f64) -> Result<()> {
-        self.with(|e| e.release(id as u32))
     }
 
     /// Hands every staged op to the kernel (called once per microtask checkpoint).
