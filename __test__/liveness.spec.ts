@@ -19,6 +19,7 @@ import { faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(__dirname, '..')
 const CHILD = path.join(__dirname, 'liveness', 'loop-child.mjs')
+const LOCK_CHILD = path.join(__dirname, 'liveness', 'lock-child.mjs')
 delete process.env.ODIRECT_BACKEND
 
 type Backend = 'io_uring' | 'aio' | 'threadpool'
@@ -50,23 +51,24 @@ interface ChildOut {
  * child never do it itself (its JS thread asleep in the kernel: the failure this test catches);
  * it runs only if the child has not exited after a generous bound, never in a passing run.
  */
-function runChild(t: ExecutionContext, rt: { cmd: string; pre: string[] }, cfg: object, rescue: () => void): Promise<ChildOut> {
+function runChild<R = ChildOut>(t: ExecutionContext, rt: { cmd: string; pre: string[] }, cfg: object, rescue: () => void, script = CHILD): Promise<R> {
   return new Promise((resolve, reject) => {
-    const c = spawn(rt.cmd, [...rt.pre, CHILD, JSON.stringify(cfg)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = spawn(rt.cmd, [...rt.pre, script, JSON.stringify(cfg)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     c.stdout.on('data', (d: Buffer) => (out += d.toString()))
     c.stderr.on('data', (d: Buffer) => (err += d.toString()))
     const stuck = setTimeout(() => {
-      t.log('the child did not finish: its JS thread is asleep in the kernel; releasing the I/O')
+      t.log('the child did not finish: its JS thread is asleep in the kernel or its exit waits; releasing it')
       rescue()
+      setTimeout(() => c.kill('SIGKILL'), 5000).unref()
     }, 60_000)
     c.on('exit', (code) => {
       clearTimeout(stuck)
       const line = out.trim().split('\n').pop() ?? ''
       if (code !== 0) return reject(new Error(`child exited with ${code}: ${err}${out}`))
       try {
-        resolve(JSON.parse(line) as ChildOut)
+        resolve(JSON.parse(line) as R)
       } catch {
         reject(new Error(`child printed no result: ${err}${out}`))
       }
@@ -196,3 +198,52 @@ for (const backend of BACKENDS) {
     backendSkip(backend),
   )
 }
+
+// 2. Exit, termination and other I/O never wait on a lock() that may never be granted.
+for (const rtName of RUNTIMES) {
+  const rt = runtimes[rtName]
+  for (const mode of ['exit', 'terminate', 'starve'] as const) {
+    const what = {
+      exit: 'process.exit() while a lock() waits exits at once',
+      terminate: 'worker.terminate() while the worker waits in lock() returns; the parent keeps its lock',
+      starve: 'six waiting lock()s leave open() and node:fs working; close() ends each wait',
+    }[mode]
+    ;('skip' in rt ? test.skip : test)(`[${rtName}] ${what}`, async (t) => {
+      if ('skip' in rt) return
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-lockx-'))
+      t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+      const file = path.join(dir, 'locked')
+      const other = path.join(dir, 'other')
+      fs.writeFileSync(file, Buffer.alloc(4096))
+      fs.writeFileSync(other, 'still served')
+      // No rescue can free a child stuck in exit: the parent kills it, and the test fails.
+      const r = await runChild<Record<string, unknown>>(t, rt, { mode, file, other }, () => undefined, LOCK_CHILD)
+      if (mode === 'exit') t.deepEqual(r, { exiting: true })
+      if (mode === 'terminate') t.deepEqual(r, { terminated: true, stillHeld: true })
+      if (mode === 'starve') t.deepEqual(r, { text: 'still served', bytesRead: 12, outcomes: new Array(6).fill('ERR_ODIRECT_CLOSED') })
+    })
+    if ('skip' in rt) console.log(`skipping "[${rtName}] ${what}": ${rt.skip}`)
+  }
+}
+
+test('lock({ signal }): abort ends the wait with ABORT_ERR; the lock can be taken later', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-locka-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'f')
+  fs.writeFileSync(file, '')
+  const { open } = await import('../dist/index.js')
+  const a = await open(file, 'r+', { direct: 'prefer' })
+  const b = await open(file, 'r+', { direct: 'prefer' })
+  await a.lock()
+  const ac = new AbortController()
+  const waiting = b.lock({ signal: ac.signal })
+  t.is(b.inflight, 1, 'the wait counts in flight')
+  ac.abort()
+  await t.throwsAsync(waiting, { code: 'ABORT_ERR' })
+  t.is(b.inflight, 0)
+  await t.throwsAsync(b.lock({ signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
+  a.unlock()
+  t.true(b.tryLock(), 'nothing of the aborted wait holds the lock')
+  await a.close()
+  await b.close()
+})

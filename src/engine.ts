@@ -35,6 +35,7 @@ export const OP_FDATASYNC: number = native.SimpleOp.Fdatasync
 export const OP_FALLOCATE: number = native.SimpleOp.Fallocate
 export const OP_FTRUNCATE: number = native.SimpleOp.Ftruncate
 export const OP_CLOSE: number = native.SimpleOp.Close
+const LOCK_BASE: number = native.LOCK_BASE
 
 /** Native capture failures (returned instead of an id) as typed errors. */
 function captureError(code: number, what: string): Error {
@@ -74,6 +75,8 @@ const hasUvLoop = (): boolean => {
 export class Engine {
   readonly native: NativeEngine
   #sinks: Array<OpSink | undefined> = []
+  /** Lock waits by id (ids from LOCK_BASE up, apart from the dense op ids). */
+  readonly #lockSinks = new Map<number, OpSink>()
   #flushScheduled = false
   readonly #flushBound = (): void => this.#flush()
   readonly #started = new Map<BackendName, string>()
@@ -86,9 +89,15 @@ export class Engine {
     const sinks = this.#sinks
     for (let i = 0; i < count; i++) {
       const id = results[i * 3]
-      const sink = sinks[id]
+      let sink: OpSink | undefined
+      if (id >= LOCK_BASE) {
+        sink = this.#lockSinks.get(id)
+        this.#lockSinks.delete(id)
+      } else {
+        sink = sinks[id]
+        sinks[id] = undefined
+      }
       if (sink === undefined) continue
-      sinks[id] = undefined
       try {
         sink.settle(results[i * 3 + 1], results[i * 3 + 2])
       } catch (e) {
@@ -176,8 +185,19 @@ export class Engine {
 
   /** Asks the kernel to cancel op `id` (it still completes, usually with ECANCELED). */
   cancel(_backend: number, id: number): void {
-    if (this.#sinks[id] === undefined) return
+    if ((id >= LOCK_BASE ? this.#lockSinks.get(id) : this.#sinks[id]) === undefined) return
     this.native.cancel(id)
+  }
+
+  /**
+   * Starts waiting for a whole-file lock on `fd` (on a thread of its own, never libuv's pool);
+   * `sink` gets 0 or -errno (-ECANCELED once cancelled). Returns the wait's id, or -errno when
+   * it cannot start.
+   */
+  lock(fd: number, exclusive: boolean, sink: OpSink): number {
+    const id = this.native.lock(fd, exclusive)
+    if (id >= 0) this.#lockSinks.set(id, sink)
+    return id
   }
 
   /** Ops staged or in the kernel whose completion has not reached JS yet. */

@@ -315,6 +315,8 @@ export class FileHandle {
   #wseq = 0
   #writesPending = new Map<number, true>()
   #barriers: Array<{ seq: number; go: () => void }> = []
+  /** Ids of this handle's lock() waits (close() ends them). */
+  #lockWaits = new Set<number>()
 
   /** @internal Use `open()`. */
   constructor(engine: Engine, init: HandleInit) {
@@ -901,23 +903,41 @@ export class FileHandle {
   }
 
   /**
-   * Takes a whole-file lock for this handle (an open file description lock, `F_OFD_SETLKW`; `flock`
-   * on kernels without them), waiting until it is free. `{ exclusive: false }` takes a shared one.
-   * Locks are per open file: two handles on one file conflict, as two processes do. The wait runs
-   * off the JS thread and cannot be cancelled: use `tryLock()` to poll.
+   * Takes a whole-file lock for this handle (an open file description lock; `flock` on kernels
+   * without them), waiting until it is free. `{ exclusive: false }` takes a shared one. Locks
+   * are per open file: two handles on one file conflict, as two processes do. The wait runs on a
+   * thread of its own (never libuv's pool, so it starves neither `open()` nor node:fs) and ends
+   * at once on `signal` (ABORT_ERR), on `close()` of this handle (ERR_ODIRECT_CLOSED), and at
+   * worker or process exit. It polls (1 ms doubling to 20 ms), so it may take the lock up to
+   * 20 ms after the holder lets go, and waiters are not served in order.
    */
-  lock(options?: { exclusive?: boolean }): Promise<void> {
+  lock(options?: { exclusive?: boolean; signal?: AbortSignal }): Promise<void> {
     return guardAsync('fh.lock', async () => {
       this.#checkOpen('fcntl')
       const exclusive = lockKind(options)
+      const signal = checkSignal(opt((options ?? undefined) as Record<string, unknown> | undefined, 'signal'))
+      if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
+      let id = -1
+      let watch: ReturnType<typeof watchSignal> | undefined
       this.#hold()
-      let errno: number
+      let r: number
       try {
-        errno = await native.lockFd(this.fd, exclusive)
+        r = await new Promise<number>((resolve) => {
+          id = this.#engine.lock(this.fd, exclusive, { settle: resolve })
+          if (id < 0) return resolve(id)
+          this.#lockWaits.add(id)
+          if (signal !== undefined) watch = watchSignal(signal, this.#engine, this.#bidx, id)
+        })
       } finally {
+        this.#lockWaits.delete(id)
+        if (watch !== undefined) unwatchSignal(signal as AbortSignal, watch)
         this.#release()
       }
-      if (errno !== 0) throw kernelError(errno, { syscall: 'fcntl', path: this.path })
+      if (r === -125 /* ECANCELED */) {
+        if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
+        throw misuse('ERR_ODIRECT_CLOSED', `file handle for ${this.path} was closed while lock() waited`, 'a lock() wait ends when its handle closes; keep the handle open until the lock is taken', { path: this.path, syscall: 'fcntl' })
+      }
+      if (r < 0) throw kernelError(-r, { syscall: 'fcntl', path: this.path })
     })
   }
 
@@ -959,6 +979,8 @@ export class FileHandle {
     if (this.#closing === undefined) {
       leaked.unregister(this)
       this.#closing = (async () => {
+        // A lock() wait may never end by itself: close() ends it (it rejects ERR_ODIRECT_CLOSED).
+        for (const id of this.#lockWaits) this.#engine.cancel(this.#bidx, id)
         if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r))
         // Pins taken through this handle end with it.
         for (const p of [...this.#pools]) {

@@ -28,6 +28,7 @@ use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::buf::AlignedBuf;
 use odirect_core::op::{Completion, Op, OpKind, Segment};
 
+use crate::locks::Waiters;
 use crate::memory::{self, Alloc};
 use crate::uv::Uv;
 
@@ -118,6 +119,8 @@ pub struct Inner {
     inflight: usize,
     /// Descriptors open in this environment, with their `FD_*` routing facts.
     fds: HashMap<i32, u8>,
+    /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
+    locks: Waiters,
     registered: std::collections::HashMap<usize, u16>,
     reg_allocs: [Vec<Arc<Alloc>>; 3],
     debug: bool,
@@ -212,6 +215,7 @@ impl Inner {
             synthetic: Vec::new(),
             inflight: 0,
             fds: HashMap::new(),
+            locks: Waiters::new(),
             registered: std::collections::HashMap::new(),
             reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
             debug: std::env::var("ODIRECT_DEBUG")
@@ -757,8 +761,23 @@ impl Inner {
         }
     }
 
+    /// Starts waiting for a whole-file lock on `fd` (see `locks`); returns its key, which
+    /// completes like an op (0 or -errno; -ECANCELED when cancelled) and counts as in flight.
+    pub fn lock(&mut self, fd: i32, exclusive: bool) -> Result<u32, i32> {
+        if self.closed {
+            return Err(libc::ECANCELED);
+        }
+        let key = self.locks.start(fd, exclusive, self.eventfd.clone())?;
+        self.inflight += 1;
+        self.update_ref();
+        Ok(key)
+    }
+
     /// Cancels op `key` (it still completes, with ECANCELED unless it finished first).
     pub fn cancel(&mut self, key: u32) {
+        if Waiters::is_lock(key as u64) {
+            return self.locks.cancel(key);
+        }
         let Some(Some(rec)) = self.ops.get(key as usize) else {
             return;
         };
@@ -837,12 +856,18 @@ impl Inner {
             let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
             raw.extend(done.into_iter().map(|c| (c.id, c.result)));
         }
+        self.locks.take_done(raw);
     }
 
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
     /// (and copying bounced reads back into their views, if those still have the room).
     fn finish(&mut self, raw: Vec<(u64, i64)>, out: &mut Vec<f64>) {
         for (key, mut result) in raw {
+            if Waiters::is_lock(key) {
+                self.inflight -= 1;
+                out.extend([key as f64, result as f64, 0.0]);
+                continue;
+            }
             let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
                 continue;
             };
@@ -1032,6 +1057,8 @@ impl Inner {
             }
         }
         let mut raw = std::mem::take(&mut self.synthetic);
+        // Lock waits end at once (their completions are dropped: no JS runs any more).
+        self.locks.shutdown(&mut Vec::new());
         if let Some(mut r) = self.ring.take() {
             let mut tmp = Vec::new();
             r.wait_all(&mut tmp);

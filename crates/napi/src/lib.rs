@@ -14,6 +14,7 @@
 #![allow(clippy::too_many_arguments)]
 
 pub mod engine;
+pub mod locks;
 pub mod memory;
 pub mod tasks;
 pub mod uv;
@@ -61,6 +62,10 @@ pub enum CaptureCode {
     Closed = -5,
     NoBackend = -6,
 }
+
+/// Lock waits' ids start here (op ids stay below).
+#[napi]
+pub const LOCK_BASE: u32 = locks::LOCK_BASE;
 
 /// Result a bounced read settles with when its buffer was detached or shrunk before copy-back.
 #[napi]
@@ -626,6 +631,17 @@ impl NativeEngine {
     #[napi]
     pub fn flush(&self) -> Result<()> {
         self.with(|e| e.flush())
+    }
+
+    /// Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id
+    /// (>= LOCK_BASE; it completes as an op does, with 0 or -errno, -ECANCELED when cancelled
+    /// through `cancel(id)` or at teardown), or -errno when the wait cannot start.
+    #[napi]
+    pub fn lock(&self, fd: i32, exclusive: bool) -> Result<f64> {
+        self.with(|e| match e.lock(fd, exclusive) {
+            Ok(k) => k as f64,
+            Err(errno) => -(errno as f64),
+        })
     }
 
     /// Asks for op `id` to be cancelled; it still completes (usually with ECANCELED).
