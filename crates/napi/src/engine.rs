@@ -106,8 +106,10 @@ pub enum Wake {
 pub struct Inner {
     pub env: sys::napi_env,
     callback: sys::napi_ref,
-    results: Option<(sys::napi_ref, Arc<Alloc>)>,
-    eventfd: Arc<OwnedFd>,
+    /// The preallocated results Float64Array (V8 memory, freed with the isolate).
+    results: Option<sys::napi_ref>,
+    /// None once torn down.
+    eventfd: Option<Arc<OwnedFd>>,
     ring: Option<LocalRing>,
     ring_reason: Option<String>,
     aio: Option<LocalAio>,
@@ -204,7 +206,7 @@ impl Inner {
             env,
             callback,
             results: None,
-            eventfd: Arc::new(efd),
+            eventfd: Some(Arc::new(efd)),
             ring: None,
             ring_reason: None,
             aio: None,
@@ -231,16 +233,28 @@ impl Inner {
         })
     }
 
-    pub fn eventfd_arc(&self) -> Arc<OwnedFd> {
+    /// The eventfd (None once torn down, when nothing signals it any more).
+    pub fn eventfd_arc(&self) -> Option<Arc<OwnedFd>> {
         self.eventfd.clone()
     }
 
+    /// The eventfd's number, -1 once torn down (a write to -1 fails harmlessly).
     pub fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+        self.eventfd.as_ref().map_or(-1, |e| e.as_raw_fd())
     }
 
-    pub fn set_results(&mut self, r: sys::napi_ref, a: Arc<Alloc>) {
-        self.results = Some((r, a));
+    pub fn set_results(&mut self, r: sys::napi_ref) {
+        self.results = Some(r);
+    }
+
+    /// At teardown: deletes the results array's reference, and closes the eventfd (a runtime
+    /// that never finalizes the engine's JS object must not keep a descriptor per worker).
+    pub fn drop_results(&mut self) {
+        self.eventfd = None;
+        if let Some(r) = self.results.take() {
+            // SAFETY: reference created on this env, which is still alive (its cleanup runs).
+            unsafe { sys::napi_delete_reference(self.env, r) };
+        }
     }
 
     pub fn path_name(&self) -> &'static str {
@@ -309,7 +323,9 @@ impl Inner {
                 let d2 = done.clone();
                 // The sink only touches this queue and the eventfd (both kept alive by the Arcs
                 // it owns), so a late delivery after teardown is harmless.
-                let efd = self.eventfd.clone();
+                let Some(efd) = self.eventfd.clone() else {
+                    return "the engine is shut down".into();
+                };
                 let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
                     d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
                     eventfd::signal(efd.as_raw_fd());
@@ -767,7 +783,8 @@ impl Inner {
         if self.closed {
             return Err(libc::ECANCELED);
         }
-        let key = self.locks.start(fd, exclusive, self.eventfd.clone())?;
+        let wake = self.eventfd.clone().ok_or(libc::ECANCELED)?;
+        let key = self.locks.start(fd, exclusive, wake)?;
         self.inflight += 1;
         self.update_ref();
         Ok(key)
@@ -1098,8 +1115,8 @@ impl Inner {
         self.callback
     }
 
-    pub fn results(&self) -> Option<&(sys::napi_ref, Arc<Alloc>)> {
-        self.results.as_ref()
+    pub fn results(&self) -> Option<sys::napi_ref> {
+        self.results
     }
 
     pub fn inflight(&self) -> usize {
@@ -1114,16 +1131,16 @@ fn munlock_all(allocs: &[Arc<Alloc>]) {
     }
 }
 
-/// Delivers `out` triples to JS in chunks of the preallocated results array (or fresh arrays
-/// where external buffers are not available). Must not hold any borrow of the engine: the JS
-/// callback may call back into it.
+/// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each
+/// time: written only while it is attached and long enough), or of fresh arrays. Must not hold
+/// any borrow of the engine: the JS callback may call back into it.
 ///
 /// # Safety
 /// On the JS thread, inside a handle scope; `make` calls the JS function with (array, count).
 pub unsafe fn deliver(
     env: sys::napi_env,
     cb: sys::napi_ref,
-    results: Option<(sys::napi_ref, *mut f64)>,
+    results: Option<sys::napi_ref>,
     out: &[f64],
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) {
@@ -1135,12 +1152,25 @@ pub unsafe fn deliver(
         }
         for chunk in out.chunks(RESULTS_CAP * 3) {
             let mut arr = ptr::null_mut();
-            match results {
-                Some((r, p)) => {
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), p, chunk.len());
-                    sys::napi_get_reference_value(env, r, &mut arr);
+            let mut data: *mut c_void = ptr::null_mut();
+            let mut len = 0usize;
+            if let Some(r) = results {
+                let (mut ty, mut ab, mut off) =
+                    (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
+                if sys::napi_get_reference_value(env, r, &mut arr) != sys::Status::napi_ok
+                    || arr.is_null()
+                    || sys::napi_get_typedarray_info(
+                        env, arr, &mut ty, &mut len, &mut data, &mut ab, &mut off,
+                    ) != sys::Status::napi_ok
+                {
+                    len = 0;
                 }
-                None => {
+            }
+            match results {
+                Some(_) if !data.is_null() && len >= chunk.len() => {
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
+                }
+                _ => {
                     let mut data: *mut c_void = ptr::null_mut();
                     let mut ab = ptr::null_mut();
                     if sys::napi_create_arraybuffer(env, chunk.len() * 8, &mut data, &mut ab)
@@ -1185,7 +1215,7 @@ pub unsafe fn on_wake(shared: &Shared, call: &mut dyn FnMut(sys::napi_value, &[s
             pending.store(false, Ordering::SeqCst);
         }
         e.reap(&mut out);
-        let res = e.results().map(|(r, a)| (*r, a.ptr() as *mut f64));
+        let res = e.results();
         (e.env, e.callback(), res)
     };
     if out.is_empty() {
