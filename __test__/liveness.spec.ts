@@ -51,12 +51,15 @@ interface ChildOut {
  * child never do it itself (its JS thread asleep in the kernel: the failure this test catches);
  * it runs only if the child has not exited after a generous bound, never in a passing run.
  */
-function runChild<R = ChildOut>(t: ExecutionContext, rt: { cmd: string; pre: string[] }, cfg: object, rescue: () => void, script = CHILD): Promise<R> {
+function runChild<R = ChildOut>(t: ExecutionContext, rt: { cmd: string; pre: string[] }, cfg: object, rescue: () => void, script = CHILD, onResult?: () => void): Promise<R> {
   return new Promise((resolve, reject) => {
     const c = spawn(rt.cmd, [...rt.pre, script, JSON.stringify(cfg)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    c.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (onResult !== undefined && out.includes('\n')) onResult()
+    })
     c.stderr.on('data', (d: Buffer) => (err += d.toString()))
     const stuck = setTimeout(() => {
       t.log('the child did not finish: its JS thread is asleep in the kernel or its exit waits; releasing it')
@@ -250,6 +253,7 @@ test('lock({ signal }): abort ends the wait with ABORT_ERR; the lock can be take
 
 // 3. A terminated worker leaves nothing: engine, eventfd, reaper, ring and results go with it.
 const WORKERS_CHILD = path.join(__dirname, 'liveness', 'workers-child.mjs')
+const HELD_CHILD = path.join(__dirname, 'liveness', 'held-child.mjs')
 for (const rtName of RUNTIMES) {
   const rt = runtimes[rtName]
   const title = `[${rtName}] 100 workers terminated mid-I/O: descriptors back to the start, RSS near it`
@@ -273,4 +277,36 @@ for (const rtName of RUNTIMES) {
     t.true(grown < (rtName.startsWith('node') ? 5 : 32), `RSS grew ${grown.toFixed(1)} MiB`)
   })
   if ('skip' in rt) console.log(`skipping "${title}": ${rt.skip}`)
+}
+
+// 2b. Ops the kernel cannot cancel (a FUSE daemon that never answers) hold up neither worker
+// termination (the engine waits 2 s, then leaves them and their memory to the process) on any
+// backend, nor process exit on io_uring (its io-wq workers do not keep the process). On aio and
+// the thread pool the reads are synchronous requests of odirect's pool threads, which the kernel
+// keeps waiting (uninterruptibly) for the daemon's reply: there the process exits once it comes.
+for (const rtName of RUNTIMES) {
+  const rt = runtimes[rtName]
+  for (const backend of BACKENDS) {
+    for (const mode of backend === 'io_uring' ? (['terminate', 'exit'] as const) : (['terminate'] as const)) {
+      const title = `[${rtName}] [${backend}] reads held forever by FUSE: ${mode === 'exit' ? 'process.exit() exits' : 'worker.terminate() returns'}`
+      const skip = 'skip' in rt ? rt.skip : backendSkip(backend)
+      fxTest(
+        title,
+        FAULT,
+        async (t) => {
+          if ('skip' in rt) return
+          const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+          t.teardown(() => fx.cleanup())
+          // The hold is released only once the child has said it is done (or by the rescue).
+          const r = await runChild<Record<string, unknown>>(t, rt, { mode, backend, file: fx.file, statsFile: fx.statsFile }, () => fx.release(), HELD_CHILD, () => {
+            if (mode === 'terminate') fx.release()
+          })
+          if (mode === 'terminate') t.is(r.terminated, true)
+          else t.is(r.exiting, true)
+          t.true((r.held as number) >= 4, 'the reads were held by the daemon meanwhile')
+        },
+        skip,
+      )
+    }
+  }
 }

@@ -135,6 +135,20 @@ pub struct Inner {
 
 pub type Shared = RefCell<Inner>;
 
+/// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// Something the kernel may still use after its environment ended: an op's record (its memory),
+/// the ring, aio context or thread pool running it. Kept, never touched again.
+struct Abandoned(#[allow(dead_code)] Box<dyn std::any::Any>);
+
+// SAFETY: an abandoned value is never used again by any thread (only kept alive in ABANDONED);
+// the napi references it held were deleted on their own thread before it was abandoned.
+unsafe impl Send for Abandoned {}
+
+/// The process-wide owner of what teardown could not wait for (see `abandon_the_rest`).
+static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
+
 /// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
 /// socket, char device): see `odirect_core::file::submission_may_block`.
 pub const FD_MAY_BLOCK: u8 = 1;
@@ -1073,32 +1087,48 @@ impl Inner {
                 self.synthetic.push((k as u64, -(libc::ECANCELED as i64)));
             }
         }
-        let mut raw = std::mem::take(&mut self.synthetic);
         // Lock waits end at once (their completions are dropped: no JS runs any more).
         self.locks.shutdown(&mut Vec::new());
-        if let Some(mut r) = self.ring.take() {
-            let mut tmp = Vec::new();
-            r.wait_all(&mut tmp);
-            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        // Cancel what is in the kernel, then wait for it, for EXIT_WAIT at most.
+        if let Some(r) = self.ring.as_mut() {
+            r.cancel_all();
         }
-        if let Some(mut a) = self.aio.take() {
-            a.wait_all(&mut raw);
+        if let Some(a) = self.aio.as_mut() {
+            a.cancel_all();
         }
-        for q in self.queued.iter_mut() {
-            if let Some(q) = q.take() {
-                q.backend.shutdown();
-                let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
-                raw.extend(done.into_iter().map(|c| (c.id, c.result)));
-            }
-        }
-        // Every op is now out of the kernel: release their memory (no JS is called).
-        for (key, _) in raw {
-            if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
-                for m in rec.mem {
-                    self.release_mem(m);
+        for (k, rec) in self.ops.iter().enumerate() {
+            if let Some(rec) = rec {
+                if let Some(q) = self.queued[kind_index(rec.backend)].as_ref() {
+                    q.backend.cancel(k as u64);
                 }
             }
         }
+        let deadline = Instant::now() + EXIT_WAIT;
+        let mut raw = Vec::new();
+        loop {
+            self.gather(&mut raw);
+            // Out of the kernel: release the memory (no JS is called).
+            for (key, _) in raw.drain(..) {
+                if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
+                    for m in rec.mem {
+                        self.release_mem(m);
+                    }
+                }
+            }
+            let left = Instant::now();
+            if self.ops.iter().all(Option::is_none) || left >= deadline {
+                break;
+            }
+            let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
+            let mut p = libc::pollfd {
+                fd: self.eventfd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd (waits for a completion, 10 ms at most).
+            unsafe { libc::poll(&mut p, 1, ms) };
+        }
+        self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
         for r in self.reg_allocs.iter_mut() {
@@ -1108,6 +1138,64 @@ impl Inner {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
             unsafe { libc::close(fd) };
+        }
+    }
+
+    /// Ops the kernel has not let go of by the end of `EXIT_WAIT` (a hung FUSE daemon or NFS
+    /// server: nothing cancels those) keep their memory, and the backend that runs them keeps
+    /// going, owned by the process ([`ABANDONED`]) rather than waited for: the environment
+    /// exits, the kernel writes into memory that stays allocated. Backends with nothing left
+    /// stop normally.
+    fn abandon_the_rest(&mut self) {
+        let mut busy = [false; 3];
+        let mut keep: Vec<Abandoned> = Vec::new();
+        for slot in self.ops.iter_mut() {
+            let Some(mut rec) = slot.take() else { continue };
+            busy[kind_index(rec.backend)] = true;
+            for m in rec.mem.iter_mut() {
+                if let Mem::Bounce(_, _, back) = m {
+                    if let Some((r, _)) = back.take() {
+                        // SAFETY: r was created on this env by capture; deleted once (taken).
+                        unsafe { sys::napi_delete_reference(self.env, r) };
+                    }
+                }
+            }
+            keep.push(Abandoned(Box::new(rec)));
+        }
+        if let Some(r) = self.ring.take() {
+            if busy[0] {
+                keep.push(Abandoned(Box::new(r)));
+            }
+        }
+        if let Some(a) = self.aio.take() {
+            if busy[1] {
+                keep.push(Abandoned(Box::new(a)));
+            }
+        }
+        for (i, q) in self.queued.iter_mut().enumerate() {
+            if let Some(q) = q.take() {
+                if busy[i] {
+                    keep.push(Abandoned(Box::new(q)));
+                } else {
+                    q.backend.shutdown();
+                }
+            }
+        }
+        if !keep.is_empty() {
+            // Registered (pinned) buffers may be what the abandoned ops use.
+            for r in self.reg_allocs.iter_mut() {
+                keep.push(Abandoned(Box::new(std::mem::take(r))));
+            }
+            if self.debug {
+                eprintln!(
+                    "odirect: {} ops still in the kernel at exit: their memory is kept for the process",
+                    keep.len()
+                );
+            }
+            ABANDONED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(keep);
         }
     }
 
