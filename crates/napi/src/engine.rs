@@ -9,7 +9,8 @@
 //! Memory rule: an op's memory is odirect-owned (an [`Alloc`] whose `Arc` the op holds, or a
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
 //! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
-//! teardown the engine cancels and waits for every op before anything is released.
+//! teardown the engine cancels every op and waits for it before its memory is released; what
+//! the kernel still holds after `EXIT_WAIT` is left to the process (`abandon_the_rest`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -263,7 +264,7 @@ impl Inner {
 
     /// At teardown: deletes the results array's reference, and closes the eventfd (a runtime
     /// that never finalizes the engine's JS object must not keep a descriptor per worker).
-    pub fn drop_results(&mut self) {
+    pub fn let_go(&mut self) {
         self.eventfd = None;
         if let Some(r) = self.results.take() {
             // SAFETY: reference created on this env, which is still alive (its cleanup runs).

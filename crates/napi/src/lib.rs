@@ -315,7 +315,7 @@ fn stop_engine(shared: &Shared) {
         return;
     };
     e.shutdown();
-    e.drop_results();
+    e.let_go();
     let env = e.env;
     // SAFETY: reference created on this env, deleted once (teardown runs once).
     unsafe { sys::napi_delete_reference(env, e.callback()) };
