@@ -35,6 +35,7 @@ export const OP_FDATASYNC: number = native.SimpleOp.Fdatasync
 export const OP_FALLOCATE: number = native.SimpleOp.Fallocate
 export const OP_FTRUNCATE: number = native.SimpleOp.Ftruncate
 export const OP_CLOSE: number = native.SimpleOp.Close
+const LOCK_BASE: number = native.LOCK_BASE
 
 /** Native capture failures (returned instead of an id) as typed errors. */
 function captureError(code: number, what: string): Error {
@@ -74,6 +75,8 @@ const hasUvLoop = (): boolean => {
 export class Engine {
   readonly native: NativeEngine
   #sinks: Array<OpSink | undefined> = []
+  /** Lock waits by id (ids from LOCK_BASE up, apart from the dense op ids). */
+  readonly #lockSinks = new Map<number, OpSink>()
   #flushScheduled = false
   readonly #flushBound = (): void => this.#flush()
   readonly #started = new Map<BackendName, string>()
@@ -86,9 +89,15 @@ export class Engine {
     const sinks = this.#sinks
     for (let i = 0; i < count; i++) {
       const id = results[i * 3]
-      const sink = sinks[id]
+      let sink: OpSink | undefined
+      if (id >= LOCK_BASE) {
+        sink = this.#lockSinks.get(id)
+        this.#lockSinks.delete(id)
+      } else {
+        sink = sinks[id]
+        sinks[id] = undefined
+      }
       if (sink === undefined) continue
-      sinks[id] = undefined
       try {
         sink.settle(results[i * 3 + 1], results[i * 3 + 2])
       } catch (e) {
@@ -133,14 +142,14 @@ export class Engine {
   #trackRw(r: number, sink: OpSink, what: string): number {
     if (r < 0) throw captureError(r, what)
     const id = r >>> 1
-    if ((r & 1) === 1) this.lastBounced = true
+    this.bounced += r & 1
     this.#sinks[id] = sink
     this.#schedule()
     return id
   }
 
-  /** Set when the last staged read/write (any element of it) was bounced; the caller clears it. */
-  lastBounced = false
+  /** Reads/writes staged through a bounce buffer since the caller last took this count (and zeroed it). */
+  bounced = 0
 
   /**
    * Stages a read (write = false) or write of `length` bytes of `view` from `offset`, at
@@ -151,15 +160,12 @@ export class Engine {
     return this.#trackRw(this.native.rw(backend, write, fd, view, offset, length, position, memAlign), sink, 'buffer')
   }
 
-  /**
-   * Stages many reads or writes on one fd; all are captured or none (throws). Ops from index
-   * `holdFrom` on are captured but held until `release(id)`.
-   */
-  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[], holdFrom = views.length): number[] {
-    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign, holdFrom)
+  /** Stages many reads or writes on one fd; all are captured or none (throws). */
+  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[]): number[] {
+    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
     if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
     for (let i = 0; i < ids.length; i++) {
-      if ((ids[i] & 1) === 1) this.lastBounced = true
+      this.bounced += ids[i] & 1
       ids[i] = ids[i] >>> 1
       this.#sinks[ids[i]] = sinks[i]
     }
@@ -177,12 +183,6 @@ export class Engine {
     return this.native.setLink(id)
   }
 
-  /** Stages an op `rwMany` held. */
-  release(id: number): void {
-    this.native.release(id)
-    this.#schedule()
-  }
-
   /** Stages a vectored read or write; returns the op id. */
   rwv(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], position: number, memAlign: number, sink: OpSink): number {
     return this.#trackRw(this.native.rwv(backend, write, fd, views as ArrayBufferView[], lengths as number[], position, memAlign), sink, 'a buffers[] element')
@@ -195,8 +195,19 @@ export class Engine {
 
   /** Asks the kernel to cancel op `id` (it still completes, usually with ECANCELED). */
   cancel(_backend: number, id: number): void {
-    if (this.#sinks[id] === undefined) return
+    if ((id >= LOCK_BASE ? this.#lockSinks.get(id) : this.#sinks[id]) === undefined) return
     this.native.cancel(id)
+  }
+
+  /**
+   * Starts waiting for a whole-file lock on `fd` (on a thread of its own, never libuv's pool);
+   * `sink` gets 0 or -errno (-ECANCELED once cancelled). Returns the wait's id, or -errno when
+   * it cannot start.
+   */
+  lock(fd: number, exclusive: boolean, sink: OpSink): number {
+    const id = this.native.lock(fd, exclusive)
+    if (id >= 0) this.#lockSinks.set(id, sink)
+    return id
   }
 
   /** Ops staged or in the kernel whose completion has not reached JS yet. */

@@ -8,6 +8,7 @@ import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './
 import { native } from './native'
 import { coded, describe, guard, guardAsync } from './guard'
 import { checkSignal, checkTimeout, Histogram, Timeouts, unwatchSignal, watchSignal } from './ops'
+import { ManyBatch } from './many'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 
 /** What direct I/O needs for this file, and where odirect learned it. */
@@ -115,11 +116,20 @@ export interface ManyOptions extends DurableWriteOptions {
    */
   datasync?: boolean
   /**
-   * At most this many of the ops in the kernel at once: every op is captured at the call, the
-   * first `window` go in, and each completion lets the next one in (a sliding window, no barrier).
-   * Default: all of them (past the ring's completion queue the engine windows them anyway).
+   * At most this many of the ops in flight at once: every op is validated at the call, the first
+   * `window` are captured and go in, and each completion lets the next one in (a sliding window,
+   * no barrier). An op's buffer is captured when it enters the window (a plain buffer is copied
+   * to / from an aligned bounce buffer held only while the op is in flight), so memory stays
+   * bounded by the window. Default: all of them, captured at the call (past the ring's completion
+   * queue the engine windows them anyway).
    */
   window?: number
+  /**
+   * Aborts the batch: ops in the kernel are cancelled, ops not started yet never start. The
+   * promise then rejects with an `ABORT_ERR` DirectIoError whose `results` says what each op did
+   * (bytes, its own error, or `ABORT_ERR` for one cancelled or never started).
+   */
+  signal?: AbortSignal
 }
 
 /** Rejection of readMany/writeMany when some ops failed: what each op did, in order. */
@@ -158,6 +168,8 @@ export interface HandleInit {
   backend: BackendName
   isBlockDevice: boolean
   fsType: string
+  /** Submitting I/O on the file may sleep (FUSE, network filesystem, pipe...): its ops are punted off the JS thread. */
+  mayBlock: boolean
   size: number
   readable: boolean
   writable: boolean
@@ -369,6 +381,8 @@ export class FileHandle extends EventEmitter {
   #wseq = 0
   #writesPending = new Map<number, true>()
   #barriers: Array<{ seq: number; go: () => void }> = []
+  /** Ids of this handle's lock() waits (close() ends them). */
+  #lockWaits = new Set<number>()
 
   /** @internal Use `open()`. */
   constructor(engine: Engine, init: HandleInit) {
@@ -387,7 +401,7 @@ export class FileHandle extends EventEmitter {
     this.fsType = init.fsType
     this.readable = init.readable
     this.writable = init.writable
-    engine.native.adopt(init.fd)
+    engine.native.adopt(init.fd, init.mayBlock, init.direct)
     leaked.register(this, { engine, fd: init.fd, path: init.path }, this)
   }
 
@@ -521,10 +535,8 @@ export class FileHandle extends EventEmitter {
   }
 
   #noteBounced(): void {
-    if (this.#engine.lastBounced) {
-      this.#engine.lastBounced = false
-      this.#stats.bounced++
-    }
+    this.#stats.bounced += this.#engine.bounced
+    this.#engine.bounced = 0
   }
 
   /** Address alignment the kernel needs for this file (1: none, buffered I/O). */
@@ -787,12 +799,14 @@ export class FileHandle extends EventEmitter {
     this.#checkMode(write, syscall)
     let window = Infinity
     let rwFlags = 0
+    let signal: AbortSignal | undefined
     if (options !== undefined && options !== null) {
       if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
       const w = options.window
       if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
       rwFlags = durabilityFlags(options, `${syscall}Many`)
       if (!write && options.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
+      signal = checkSignal(options.signal)
     }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
@@ -813,63 +827,35 @@ export class FileHandle extends EventEmitter {
       lengths.push(v.byteLength)
       positions.push(p)
     }
-    const kind = write ? KIND_WRITE : KIND_READ
-    const results: Array<number | DirectIoError> = new Array<number | DirectIoError>(n)
-    let left = n
-    let failed = 0
-    const seq = write ? ++this.#wseq : 0
-    return new Promise<number[]>((resolve, reject) => {
-      const finish = (): void => {
-        if (write) this.#writeDone(seq)
-        if (failed === 0) return resolve(results as number[])
-        const first = results.find((r) => typeof r !== 'number') as DirectIoError
-        const e = new DirectIoError(`${failed} of ${n} ${syscall}s failed; first: ${first.message}`, {
-          code: first.code,
-          errno: first.errno,
-          syscall: first.syscall,
-          path: this.path,
-          position: first.position,
-          length: first.length,
-          hint: `${first.hint}${first.hint ? '; ' : ''}error.results says what each op did (bytes, or its error)`,
-          cause: first,
-        }) as DirectIoError & { results: ReadonlyArray<number | DirectIoError> }
-        Object.defineProperty(e, 'results', { value: Object.freeze(results.slice()), enumerable: true })
-        reject(e)
-      }
-      const sinks: OpSink[] = []
-      for (let i = 0; i < n; i++) {
-        const at = positions[i]
-        const len = lengths[i]
-        sinks.push({
-          settle: (result: number, latencyUs: number) => {
-            this._done(kind, result, latencyUs)
-            if (result >= 0) {
-              results[i] = result
-              this._dropCache(at, result)
-            } else {
-              failed++
-              results[i] =
-                result === RESULT_DETACHED
-                  ? misuse('ERR_ODIRECT_DETACHED', `ops[${i}].buffer was detached while the read was in flight`, 'do not transfer a buffer while an op on it is pending', { syscall, path: this.path, position: at, length: len })
-                  : kernelError(-result, { syscall, path: this.path, position: at, length: len })
-            }
-            // Sliding window: the next held op takes this one's place in the kernel.
-            if (next < n) this.#engine.release(ids[next++])
-            if (--left === 0) finish()
-          },
-        })
-      }
-      const holdFrom = Math.min(n, window)
-      let next = holdFrom
-      const ids = this.#engine.rwMany(this.#bidx, write, this.fd, views, lengths, positions, this.#memAlign, sinks, holdFrom)
-      for (const id of ids) {
-        this.#flagged(id, rwFlags)
-        if (link) this.#engine.setLink(id)
-      }
-      this.#noteBounced()
-      this.#inflight += n
-      if (write) this.#writesPending.set(seq, true)
-    })
+    if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
+    return new ManyBatch(this, this.#engine, this.#bidx, write, write ? KIND_WRITE : KIND_READ, views, lengths, positions, this.#memAlign, window, signal, rwFlags, link).promise
+  }
+
+  /** @internal Counts something in flight that is not one engine op (close() waits for it). */
+  _hold(): void {
+    this.#hold()
+  }
+
+  /** @internal */
+  _release(): void {
+    this.#release()
+  }
+
+  /** @internal Sets the per-op flags of a staged op (RWF_DSYNC..., RWF_DONTCACHE on an uncached handle). */
+  _flagged(id: number, rwFlags: number): number {
+    return this.#flagged(id, rwFlags)
+  }
+
+  /** @internal Takes the engine's count of bounced ops into this handle's stats. */
+  _noteBounced(): void {
+    this.#noteBounced()
+  }
+
+  /** @internal */
+  _writeStarted(): number {
+    const seq = ++this.#wseq
+    this.#writesPending.set(seq, true)
+    return seq
   }
 
   /**
@@ -1066,23 +1052,41 @@ export class FileHandle extends EventEmitter {
   }
 
   /**
-   * Takes a whole-file lock for this handle (an open file description lock, `F_OFD_SETLKW`; `flock`
-   * on kernels without them), waiting until it is free. `{ exclusive: false }` takes a shared one.
-   * Locks are per open file: two handles on one file conflict, as two processes do. The wait runs
-   * off the JS thread and cannot be cancelled: use `tryLock()` to poll.
+   * Takes a whole-file lock for this handle (an open file description lock; `flock` on kernels
+   * without them), waiting until it is free. `{ exclusive: false }` takes a shared one. Locks
+   * are per open file: two handles on one file conflict, as two processes do. The wait runs on a
+   * thread of its own (never libuv's pool, so it starves neither `open()` nor node:fs) and ends
+   * at once on `signal` (ABORT_ERR), on `close()` of this handle (ERR_ODIRECT_CLOSED), and at
+   * worker or process exit. It polls (1 ms doubling to 20 ms), so it may take the lock up to
+   * 20 ms after the holder lets go, and waiters are not served in order.
    */
-  lock(options?: { exclusive?: boolean }): Promise<void> {
+  lock(options?: { exclusive?: boolean; signal?: AbortSignal }): Promise<void> {
     return guardAsync('fh.lock', async () => {
       this.#checkOpen('fcntl')
       const exclusive = lockKind(options)
+      const signal = checkSignal(opt((options ?? undefined) as Record<string, unknown> | undefined, 'signal'))
+      if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
+      let id = -1
+      let watch: ReturnType<typeof watchSignal> | undefined
       this.#hold()
-      let errno: number
+      let r: number
       try {
-        errno = await native.lockFd(this.fd, exclusive)
+        r = await new Promise<number>((resolve) => {
+          id = this.#engine.lock(this.fd, exclusive, { settle: resolve })
+          if (id < 0) return resolve(id)
+          this.#lockWaits.add(id)
+          if (signal !== undefined) watch = watchSignal(signal, this.#engine, this.#bidx, id)
+        })
       } finally {
+        this.#lockWaits.delete(id)
+        if (watch !== undefined) unwatchSignal(signal as AbortSignal, watch)
         this.#release()
       }
-      if (errno !== 0) throw kernelError(errno, { syscall: 'fcntl', path: this.path })
+      if (r === -125 /* ECANCELED */) {
+        if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
+        throw misuse('ERR_ODIRECT_CLOSED', `file handle for ${this.path} was closed while lock() waited`, 'a lock() wait ends when its handle closes; keep the handle open until the lock is taken', { path: this.path, syscall: 'fcntl' })
+      }
+      if (r < 0) throw kernelError(-r, { syscall: 'fcntl', path: this.path })
     })
   }
 
@@ -1129,6 +1133,8 @@ export class FileHandle extends EventEmitter {
     if (this.#closing === undefined) {
       leaked.unregister(this)
       this.#closing = (async () => {
+        // A lock() wait may never end by itself: close() ends it (it rejects ERR_ODIRECT_CLOSED).
+        for (const id of this.#lockWaits) this.#engine.cancel(this.#bidx, id)
         if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r))
         // Pins taken through this handle end with it.
         for (const p of [...this.#pools]) {

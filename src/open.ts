@@ -180,6 +180,7 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
     backend,
     isBlockDevice: r.isBlockDevice,
     fsType: r.fsType,
+    mayBlock: r.mayBlock,
     size: r.size,
     readable: isReadableFlags(f),
     writable: isWritableFlags(f),

@@ -177,6 +177,9 @@ pub struct Opened {
     pub size: u64,
     /// Filesystem type name (ext4, tmpfs, ramfs, ...) when known.
     pub fs_type: String,
+    /// Submitting I/O on this file may sleep in the submitting thread (see
+    /// [`submission_may_block`]): the engine never submits such ops from the JS thread inline.
+    pub may_block: bool,
 }
 
 /// An error from `open_file`, with the system call that failed.
@@ -325,6 +328,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
     }
     let alignment = align::discover(fd).map_err(|_| OpenError::last("statx"))?;
     let fs_type = fs_type_name(fd);
+    let may_block = submission_may_block(kind, fs_magic(fd));
     #[cfg(target_os = "linux")]
     let size = if is_block_device {
         align::blk_size_bytes(fd).unwrap_or(0)
@@ -342,6 +346,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         is_block_device,
         size,
         fs_type,
+        may_block,
     };
     if direct == DirectMode::Off {
         return Ok(out);
@@ -503,17 +508,57 @@ pub fn drop_cache_range(fd: RawFd, offset: u64, len: u64) {
     let _ = (fd, offset, len);
 }
 
+/// The filesystem magic number of an open file (`statfs.f_type`), None when unknown.
+pub fn fs_magic(fd: RawFd) -> Option<i64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: fstatfs writes into the zeroed POD out parameter.
+        unsafe {
+            let mut s: libc::statfs = std::mem::zeroed();
+            (libc::fstatfs(fd, &mut s) == 0).then_some(s.f_type as i64)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
+/// Filesystems whose I/O waits on something outside this machine's block layer (a user-space
+/// daemon, a server, a cluster lock), so that even submitting a request can sleep: FUSE (once
+/// the connection's `max_background` requests are out, `fuse_get_req` sleeps in the submitter),
+/// NFS, CIFS/SMB, 9p, Ceph, AFS, Coda, OCFS2, GFS2, Lustre.
+const BLOCKING_FS: &[i64] = &[
+    0x65735546, // FUSE_SUPER_MAGIC
+    0x6969,     // NFS_SUPER_MAGIC
+    0xFF534D42, // CIFS_SUPER_MAGIC
+    0xFE534D42, // SMB2_SUPER_MAGIC
+    0x517B,     // SMB_SUPER_MAGIC
+    0x01021997, // V9FS_MAGIC
+    0x00C36400, // CEPH_SUPER_MAGIC
+    0x6B414653, // AFS_FS_MAGIC
+    0x5346414F, // AFS_SUPER_MAGIC
+    0x73757245, // CODA_SUPER_MAGIC
+    0x7461636F, // OCFS2_SUPER_MAGIC
+    0x01161970, // GFS2_MAGIC
+    0x0BD00BD0, // LUSTRE_SUPER_MAGIC
+];
+
+/// Whether submitting I/O on a file (its `st_mode & S_IFMT` and filesystem magic) may sleep in
+/// the submitting thread: pipes, FIFOs, sockets and character devices (a read waits for a
+/// writer), and files on the filesystems of [`BLOCKING_FS`].
+pub fn submission_may_block(file_kind: libc::mode_t, magic: Option<i64>) -> bool {
+    matches!(file_kind, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR)
+        || magic.is_some_and(|m| BLOCKING_FS.contains(&m))
+}
+
 /// The filesystem type name of an open file ("ext4", "tmpfs", ...), or "" when unknown.
 pub fn fs_type_name(fd: RawFd) -> String {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: fstatfs writes into the zeroed POD out parameter.
-        let magic = unsafe {
-            let mut s: libc::statfs = std::mem::zeroed();
-            if libc::fstatfs(fd, &mut s) < 0 {
-                return String::new();
-            }
-            s.f_type as i64
+        let Some(magic) = fs_magic(fd) else {
+            return String::new();
         };
         let name = match magic {
             0xEF53 => "ext4",

@@ -9,10 +9,11 @@
 //! Memory rule: an op's memory is odirect-owned (an [`Alloc`] whose `Arc` the op holds, or a
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
 //! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
-//! teardown the engine cancels and waits for every op before anything is released.
+//! teardown the engine cancels every op and waits for it before its memory is released; what
+//! the kernel still holds after `EXIT_WAIT` is left to the process (`abandon_the_rest`).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
@@ -28,6 +29,7 @@ use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::buf::AlignedBuf;
 use odirect_core::op::{Completion, Op, OpKind, Segment};
 
+use crate::locks::Waiters;
 use crate::memory::{self, Alloc};
 use crate::uv::Uv;
 
@@ -50,6 +52,8 @@ struct OpRec {
     iov: Option<Box<[libc::iovec]>>,
     mem: Vec<Mem>,
     fixed: Option<u16>,
+    /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
+    punt: bool,
     submitted: bool,
     started: Instant,
     debug: Option<String>,
@@ -74,6 +78,7 @@ impl OpRec {
             iov,
             mem,
             fixed,
+            punt: false,
             submitted: false,
             started: Instant::now(),
             debug: None,
@@ -109,8 +114,10 @@ pub enum Wake {
 pub struct Inner {
     pub env: sys::napi_env,
     callback: sys::napi_ref,
-    results: Option<(sys::napi_ref, Arc<Alloc>)>,
-    eventfd: Arc<OwnedFd>,
+    /// The preallocated results Float64Array (V8 memory, freed with the isolate).
+    results: Option<sys::napi_ref>,
+    /// None once torn down.
+    eventfd: Option<Arc<OwnedFd>>,
     ring: Option<LocalRing>,
     ring_reason: Option<String>,
     aio: Option<LocalAio>,
@@ -120,7 +127,10 @@ pub struct Inner {
     staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
     inflight: usize,
-    fds: HashSet<i32>,
+    /// Descriptors open in this environment, with their `FD_*` routing facts.
+    fds: HashMap<i32, u8>,
+    /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
+    locks: Waiters,
     registered: std::collections::HashMap<usize, u16>,
     reg_allocs: [Vec<Arc<Alloc>>; 3],
     debug: bool,
@@ -132,6 +142,26 @@ pub struct Inner {
 }
 
 pub type Shared = RefCell<Inner>;
+
+/// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// Something the kernel may still use after its environment ended: an op's record (its memory),
+/// the ring, aio context or thread pool running it. Kept, never touched again.
+struct Abandoned(#[allow(dead_code)] Box<dyn std::any::Any>);
+
+// SAFETY: an abandoned value is never used again by any thread (only kept alive in ABANDONED);
+// the napi references it held were deleted on their own thread before it was abandoned.
+unsafe impl Send for Abandoned {}
+
+/// The process-wide owner of what teardown could not wait for (see `abandon_the_rest`).
+static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
+
+/// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
+/// socket, char device): see `odirect_core::file::submission_may_block`.
+pub const FD_MAY_BLOCK: u8 = 1;
+/// The descriptor is not O_DIRECT (Linux AIO performs such I/O synchronously in io_submit).
+pub const FD_BUFFERED: u8 = 2;
 
 fn kind_index(k: BackendKind) -> usize {
     match k {
@@ -198,7 +228,7 @@ impl Inner {
             env,
             callback,
             results: None,
-            eventfd: Arc::new(efd),
+            eventfd: Some(Arc::new(efd)),
             ring: None,
             ring_reason: None,
             aio: None,
@@ -208,7 +238,8 @@ impl Inner {
             staged: Vec::new(),
             synthetic: Vec::new(),
             inflight: 0,
-            fds: HashSet::new(),
+            fds: HashMap::new(),
+            locks: Waiters::new(),
             registered: std::collections::HashMap::new(),
             reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
             debug: std::env::var("ODIRECT_DEBUG")
@@ -224,16 +255,28 @@ impl Inner {
         })
     }
 
-    pub fn eventfd_arc(&self) -> Arc<OwnedFd> {
+    /// The eventfd (None once torn down, when nothing signals it any more).
+    pub fn eventfd_arc(&self) -> Option<Arc<OwnedFd>> {
         self.eventfd.clone()
     }
 
+    /// The eventfd's number, -1 once torn down (a write to -1 fails harmlessly).
     pub fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+        self.eventfd.as_ref().map_or(-1, |e| e.as_raw_fd())
     }
 
-    pub fn set_results(&mut self, r: sys::napi_ref, a: Arc<Alloc>) {
-        self.results = Some((r, a));
+    pub fn set_results(&mut self, r: sys::napi_ref) {
+        self.results = Some(r);
+    }
+
+    /// At teardown: deletes the results array's reference, and closes the eventfd (a runtime
+    /// that never finalizes the engine's JS object must not keep a descriptor per worker).
+    pub fn let_go(&mut self) {
+        self.eventfd = None;
+        if let Some(r) = self.results.take() {
+            // SAFETY: reference created on this env, which is still alive (its cleanup runs).
+            unsafe { sys::napi_delete_reference(self.env, r) };
+        }
     }
 
     pub fn path_name(&self) -> &'static str {
@@ -302,7 +345,9 @@ impl Inner {
                 let d2 = done.clone();
                 // The sink only touches this queue and the eventfd (both kept alive by the Arcs
                 // it owns), so a late delivery after teardown is harmless.
-                let efd = self.eventfd.clone();
+                let Some(efd) = self.eventfd.clone() else {
+                    return "the engine is shut down".into();
+                };
                 let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
                     d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
                     eventfd::signal(efd.as_raw_fd());
@@ -403,16 +448,29 @@ impl Inner {
         }
     }
 
-    /// Takes `rec` in (in flight from now on) without staging it: see `release`.
-    fn hold(&mut self, rec: OpRec) -> u32 {
+    /// Where an op on a descriptor whose submission may sleep goes, so that the JS thread never
+    /// sleeps in the kernel: on io_uring it is submitted with IOSQE_ASYNC (an io-wq worker
+    /// issues it, the JS thread's io_uring_enter only queues it); on aio (whose io_submit runs
+    /// buffered I/O synchronously and sleeps on FUSE's request limit) it goes to the thread pool.
+    fn route(&mut self, rec: &mut OpRec) {
+        let facts = self.fds.get(&rec.kind.fd()).copied().unwrap_or(0);
+        match rec.backend {
+            BackendKind::IoUring => rec.punt = facts & FD_MAY_BLOCK != 0,
+            BackendKind::Aio
+                if facts != 0 && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() =>
+            {
+                rec.backend = BackendKind::ThreadPool;
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes `rec` in (in flight from now on) and stages it for the next flush.
+    fn stage(&mut self, mut rec: OpRec) -> u32 {
+        self.route(&mut rec);
         let k = self.slot(rec);
         self.inflight += 1;
         self.update_ref();
-        k
-    }
-
-    fn stage(&mut self, rec: OpRec) -> u32 {
-        let k = self.hold(rec);
         self.staged.push(k);
         k
     }
@@ -587,23 +645,15 @@ impl Inner {
         fd: i32,
         views: &[(sys::napi_value, usize, u64)],
         mem_align: usize,
-        hold_from: usize,
         keys: &mut Vec<u32>,
     ) -> Result<(), CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
         let segs =
             unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
-        for (n, (seg, (_, _, position))) in segs.into_iter().zip(views).enumerate() {
+        for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
-            // Ops past the caller's window are captured now but held: `release` stages them
-            // as earlier ones complete (readMany/writeMany's sliding window).
-            let key = if n >= hold_from {
-                self.hold(rec)
-            } else {
-                self.stage(rec)
-            };
-            keys.push(key * 2 + bounced);
+            keys.push(self.stage(rec) * 2 + bounced);
         }
         Ok(())
     }
@@ -642,15 +692,6 @@ impl Inner {
         }
     }
 
-    /// Stages a held op (see `rw_many`); no effect on anything else.
-    pub fn release(&mut self, key: u32) {
-        if let Some(Some(rec)) = self.ops.get_mut(key as usize) {
-            if !rec.submitted && !self.staged.contains(&key) {
-                self.staged.push(key);
-            }
-        }
-    }
-
     /// Stages an op without memory.
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
@@ -680,8 +721,9 @@ impl Inner {
         Ok(self.stage(OpRec::new(backend, op, None, Vec::new(), None)))
     }
 
-    pub fn adopt(&mut self, fd: i32) {
-        self.fds.insert(fd);
+    /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
+    pub fn adopt(&mut self, fd: i32, facts: u8) {
+        self.fds.insert(fd, facts);
         if let Some(r) = self.ring.as_mut() {
             r.register_fd(fd);
         }
@@ -692,7 +734,7 @@ impl Inner {
         if let Some(r) = self.ring.as_mut() {
             r.unregister_fd(fd);
         }
-        if self.fds.remove(&fd) {
+        if self.fds.remove(&fd).is_some() {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
             // collected, and ops keep their handle reachable).
             unsafe { libc::close(fd) };
@@ -754,6 +796,7 @@ impl Inner {
                     };
                     match sqe {
                         Ok(e) => {
+                            let e = if rec.punt { LocalRing::punt(e) } else { e };
                             if rec.link || !chain.is_empty() {
                                 // A chain (ops marked `link`, then the one after the last)
                                 // goes in whole.
@@ -823,8 +866,24 @@ impl Inner {
         }
     }
 
+    /// Starts waiting for a whole-file lock on `fd` (see `locks`); returns its key, which
+    /// completes like an op (0 or -errno; -ECANCELED when cancelled) and counts as in flight.
+    pub fn lock(&mut self, fd: i32, exclusive: bool) -> Result<u32, i32> {
+        if self.closed {
+            return Err(libc::ECANCELED);
+        }
+        let wake = self.eventfd.clone().ok_or(libc::ECANCELED)?;
+        let key = self.locks.start(fd, exclusive, wake)?;
+        self.inflight += 1;
+        self.update_ref();
+        Ok(key)
+    }
+
     /// Cancels op `key` (it still completes, with ECANCELED unless it finished first).
     pub fn cancel(&mut self, key: u32) {
+        if Waiters::is_lock(key as u64) {
+            return self.locks.cancel(key);
+        }
         let Some(Some(rec)) = self.ops.get(key as usize) else {
             return;
         };
@@ -903,12 +962,18 @@ impl Inner {
             let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
             raw.extend(done.into_iter().map(|c| (c.id, c.result)));
         }
+        self.locks.take_done(raw);
     }
 
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
     /// (and copying bounced reads back into their views, if those still have the room).
     fn finish(&mut self, raw: Vec<(u64, i64)>, out: &mut Vec<f64>) {
         for (key, mut result) in raw {
+            if Waiters::is_lock(key) {
+                self.inflight -= 1;
+                out.extend([key as f64, result as f64, 0.0]);
+                continue;
+            }
             let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
                 continue;
             };
@@ -1097,39 +1162,115 @@ impl Inner {
                 self.synthetic.push((k as u64, -(libc::ECANCELED as i64)));
             }
         }
-        let mut raw = std::mem::take(&mut self.synthetic);
-        if let Some(mut r) = self.ring.take() {
-            let mut tmp = Vec::new();
-            r.wait_all(&mut tmp);
-            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
+        // Lock waits end at once (their completions are dropped: no JS runs any more).
+        self.locks.shutdown(&mut Vec::new());
+        // Cancel what is in the kernel, then wait for it, for EXIT_WAIT at most.
+        if let Some(r) = self.ring.as_mut() {
+            r.cancel_all();
         }
-        if let Some(mut a) = self.aio.take() {
-            a.wait_all(&mut raw);
+        if let Some(a) = self.aio.as_mut() {
+            a.cancel_all();
         }
-        for q in self.queued.iter_mut() {
-            if let Some(q) = q.take() {
-                q.backend.shutdown();
-                let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
-                raw.extend(done.into_iter().map(|c| (c.id, c.result)));
-            }
-        }
-        // Every op is now out of the kernel: release their memory (no JS is called).
-        for (key, _) in raw {
-            if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
-                for m in rec.mem {
-                    self.release_mem(m);
+        for (k, rec) in self.ops.iter().enumerate() {
+            if let Some(rec) = rec {
+                if let Some(q) = self.queued[kind_index(rec.backend)].as_ref() {
+                    q.backend.cancel(k as u64);
                 }
             }
         }
+        let deadline = Instant::now() + EXIT_WAIT;
+        let mut raw = Vec::new();
+        loop {
+            self.gather(&mut raw);
+            // Out of the kernel: release the memory (no JS is called).
+            for (key, _) in raw.drain(..) {
+                if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
+                    for m in rec.mem {
+                        self.release_mem(m);
+                    }
+                }
+            }
+            let left = Instant::now();
+            if self.ops.iter().all(Option::is_none) || left >= deadline {
+                break;
+            }
+            let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
+            let mut p = libc::pollfd {
+                fd: self.eventfd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd (waits for a completion, 10 ms at most).
+            unsafe { libc::poll(&mut p, 1, ms) };
+        }
+        self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
         for r in self.reg_allocs.iter_mut() {
             r.clear();
         }
-        for fd in self.fds.drain() {
+        for (fd, _) in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
             unsafe { libc::close(fd) };
+        }
+    }
+
+    /// Ops the kernel has not let go of by the end of `EXIT_WAIT` (a hung FUSE daemon or NFS
+    /// server: nothing cancels those) keep their memory, and the backend that runs them keeps
+    /// going, owned by the process ([`ABANDONED`]) rather than waited for: the environment
+    /// exits, the kernel writes into memory that stays allocated. Backends with nothing left
+    /// stop normally.
+    fn abandon_the_rest(&mut self) {
+        let mut busy = [false; 3];
+        let mut keep: Vec<Abandoned> = Vec::new();
+        for slot in self.ops.iter_mut() {
+            let Some(mut rec) = slot.take() else { continue };
+            busy[kind_index(rec.backend)] = true;
+            for m in rec.mem.iter_mut() {
+                if let Mem::Bounce(_, _, back) = m {
+                    if let Some((r, _)) = back.take() {
+                        // SAFETY: r was created on this env by capture; deleted once (taken).
+                        unsafe { sys::napi_delete_reference(self.env, r) };
+                    }
+                }
+            }
+            keep.push(Abandoned(Box::new(rec)));
+        }
+        if let Some(r) = self.ring.take() {
+            if busy[0] {
+                keep.push(Abandoned(Box::new(r)));
+            }
+        }
+        if let Some(a) = self.aio.take() {
+            if busy[1] {
+                keep.push(Abandoned(Box::new(a)));
+            }
+        }
+        for (i, q) in self.queued.iter_mut().enumerate() {
+            if let Some(q) = q.take() {
+                if busy[i] {
+                    keep.push(Abandoned(Box::new(q)));
+                } else {
+                    q.backend.shutdown();
+                }
+            }
+        }
+        if !keep.is_empty() {
+            // Registered (pinned) buffers may be what the abandoned ops use.
+            for r in self.reg_allocs.iter_mut() {
+                keep.push(Abandoned(Box::new(std::mem::take(r))));
+            }
+            if self.debug {
+                eprintln!(
+                    "odirect: {} ops still in the kernel at exit: their memory is kept for the process",
+                    keep.len()
+                );
+            }
+            ABANDONED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(keep);
         }
     }
 
@@ -1137,8 +1278,8 @@ impl Inner {
         self.callback
     }
 
-    pub fn results(&self) -> Option<&(sys::napi_ref, Arc<Alloc>)> {
-        self.results.as_ref()
+    pub fn results(&self) -> Option<sys::napi_ref> {
+        self.results
     }
 
     pub fn inflight(&self) -> usize {
@@ -1153,16 +1294,16 @@ fn munlock_all(allocs: &[Arc<Alloc>]) {
     }
 }
 
-/// Delivers `out` triples to JS in chunks of the preallocated results array (or fresh arrays
-/// where external buffers are not available). Must not hold any borrow of the engine: the JS
-/// callback may call back into it.
+/// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each
+/// time: written only while it is attached and long enough), or of fresh arrays. Must not hold
+/// any borrow of the engine: the JS callback may call back into it.
 ///
 /// # Safety
 /// On the JS thread, inside a handle scope; `make` calls the JS function with (array, count).
 pub unsafe fn deliver(
     env: sys::napi_env,
     cb: sys::napi_ref,
-    results: Option<(sys::napi_ref, *mut f64)>,
+    results: Option<sys::napi_ref>,
     out: &[f64],
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) {
@@ -1174,12 +1315,25 @@ pub unsafe fn deliver(
         }
         for chunk in out.chunks(RESULTS_CAP * 3) {
             let mut arr = ptr::null_mut();
-            match results {
-                Some((r, p)) => {
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), p, chunk.len());
-                    sys::napi_get_reference_value(env, r, &mut arr);
+            let mut data: *mut c_void = ptr::null_mut();
+            let mut len = 0usize;
+            if let Some(r) = results {
+                let (mut ty, mut ab, mut off) =
+                    (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
+                if sys::napi_get_reference_value(env, r, &mut arr) != sys::Status::napi_ok
+                    || arr.is_null()
+                    || sys::napi_get_typedarray_info(
+                        env, arr, &mut ty, &mut len, &mut data, &mut ab, &mut off,
+                    ) != sys::Status::napi_ok
+                {
+                    len = 0;
                 }
-                None => {
+            }
+            match results {
+                Some(_) if !data.is_null() && len >= chunk.len() => {
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
+                }
+                _ => {
                     let mut data: *mut c_void = ptr::null_mut();
                     let mut ab = ptr::null_mut();
                     if sys::napi_create_arraybuffer(env, chunk.len() * 8, &mut data, &mut ab)
@@ -1224,7 +1378,7 @@ pub unsafe fn on_wake(shared: &Shared, call: &mut dyn FnMut(sys::napi_value, &[s
             pending.store(false, Ordering::SeqCst);
         }
         e.reap(&mut out);
-        let res = e.results().map(|(r, a)| (*r, a.ptr() as *mut f64));
+        let res = e.results();
         (e.env, e.callback(), res)
     };
     if out.is_empty() {

@@ -14,6 +14,7 @@
 #![allow(clippy::too_many_arguments)]
 
 pub mod engine;
+pub mod locks;
 pub mod memory;
 pub mod paths;
 pub mod tasks;
@@ -23,6 +24,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 use std::ptr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -62,6 +64,10 @@ pub enum CaptureCode {
     Closed = -5,
     NoBackend = -6,
 }
+
+/// Lock waits' ids start here (op ids stay below).
+#[napi]
+pub const LOCK_BASE: u32 = locks::LOCK_BASE;
 
 /// Result a bounced read settles with when its buffer was detached or shrunk before copy-back.
 #[napi]
@@ -140,9 +146,22 @@ pub fn alloc_owned(env: &Env, size: f64, align: u32) -> Result<Unknown<'_>> {
 // ---------------------------------------------------------------------------------------------
 // Engine: loop integration (uv_poll) or reaper thread + threadsafe function
 
-/// The engine pointer lives as long as the environment (freed by the teardown hook), so raw
-/// pointers to it in uv handles, the tsfn context and the JS object stay valid.
-struct EnginePtr(*const Shared);
+/// The engine is reference counted: the JS object holds one `Rc`, and each native holder of a
+/// raw pointer to it (the uv poll handle or the threadsafe function, and the environment's
+/// cleanup hook) holds one more, taken with [`sys_ref`] and given back with [`drop_sys_ref`]
+/// when that holder can no longer call in (the handle closed, the tsfn finalized, the hook
+/// done). The engine, its eventfd and its results buffer are freed when the last one goes, so
+/// a terminated worker leaves nothing behind.
+fn sys_ref(rc: &Rc<Shared>) -> *const Shared {
+    Rc::into_raw(rc.clone())
+}
+
+/// # Safety
+/// `p` must come from [`sys_ref`], given back once, with no borrow of the engine alive.
+unsafe fn drop_sys_ref(p: *const Shared) {
+    // SAFETY: forwarded contract.
+    drop(unsafe { Rc::from_raw(p) });
+}
 
 unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
     // SAFETY: handle->data is the engine pointer, set before uv_poll_start and valid until the
@@ -256,31 +275,50 @@ fn reaper(
 }
 
 unsafe extern "C" fn on_close(handle: *mut c_void) {
-    // SAFETY: teardown set handle->data to a leaked Box of the async cleanup handle.
-    let cleanup =
-        unsafe { Box::from_raw(uv::data(handle) as *mut sys::napi_async_cleanup_hook_handle) };
+    // SAFETY: teardown set handle->data to a leaked Box of the async cleanup handle and the
+    // handle's engine reference.
+    let closing = unsafe { Box::from_raw(uv::data(handle) as *mut Closing) };
     // SAFETY: the handle is closed: the environment's cleanup may go on.
-    unsafe { sys::napi_remove_async_cleanup_hook(*cleanup) };
+    unsafe { sys::napi_remove_async_cleanup_hook(closing.cleanup) };
     if let Some(u) = uv::Uv::get() {
         // SAFETY: the handle came from alloc_handle and is closed now.
         unsafe { uv::free_handle(&u, uv::UV_POLL, handle) };
     }
+    // SAFETY: the closed handle's reference, given back once; no poll callback can come.
+    unsafe { drop_sys_ref(closing.engine) };
 }
 
-/// Teardown, from the environment's cleanup: cancel and wait for every op, then stop wake-ups.
-fn teardown(p: *const Shared) {
-    // SAFETY: p is the leaked engine; cleanup hooks run once, on the JS thread.
-    let shared = unsafe { &*p };
+/// What a closing poll handle carries to `on_close`.
+struct Closing {
+    cleanup: sys::napi_async_cleanup_hook_handle,
+    engine: *const Shared,
+}
+
+unsafe extern "C" fn on_tsfn_finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` is the tsfn's engine reference; the tsfn is gone, nothing calls in.
+    unsafe { drop_sys_ref(data as *const Shared) };
+}
+
+/// Teardown, from the environment's cleanup: cancel and wait for every op, then stop wake-ups,
+/// then give back the hook's reference to the engine.
+///
+/// # Safety
+/// `p` is the cleanup hook's reference (see [`sys_ref`]); called once, on the JS thread.
+unsafe fn teardown(p: *const Shared) {
+    // SAFETY: the hook's reference keeps the engine alive until the end of this function.
+    stop_engine(unsafe { &*p });
+    // SAFETY: the hook's reference, given back once; stop_engine's borrow is over.
+    unsafe { drop_sys_ref(p) };
+}
+
+fn stop_engine(shared: &Shared) {
     let Ok(mut e) = shared.try_borrow_mut() else {
         return;
     };
     e.shutdown();
+    e.let_go();
     let env = e.env;
-    if let Some((r, _)) = e.results() {
-        // SAFETY: reference created on this env.
-        unsafe { sys::napi_delete_reference(env, *r) };
-    }
-    // SAFETY: as above.
+    // SAFETY: reference created on this env, deleted once (teardown runs once).
     unsafe { sys::napi_delete_reference(env, e.callback()) };
     match std::mem::replace(&mut e.wake, Wake::None) {
         Wake::Loop {
@@ -290,10 +328,13 @@ fn teardown(p: *const Shared) {
             cleanup,
         } => {
             // SAFETY: our live poll handle on this thread's loop; closing it hands the memory
-            // to on_close. The async cleanup hook is removed once the close is requested.
+            // and its engine reference (its data until now) to on_close. The async cleanup
+            // hook is removed once the close is done.
             unsafe {
                 (uv.poll_stop)(poll);
-                uv::set_data(poll, Box::into_raw(Box::new(cleanup)) as *mut c_void);
+                let engine = uv::data(poll) as *const Shared;
+                let closing = Box::new(Closing { cleanup, engine });
+                uv::set_data(poll, Box::into_raw(closing) as *mut c_void);
                 (uv.close)(poll, on_close);
                 sys::napi_async_destroy(env, async_ctx);
             }
@@ -315,16 +356,16 @@ fn teardown(p: *const Shared) {
         }
         Wake::None => {}
     }
-    // The engine itself stays allocated (leaked): a late uv or tsfn callback already queued
-    // finds it closed and returns.
 }
 
 unsafe extern "C" fn async_cleanup(_handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
-    teardown(arg as *const Shared);
+    // SAFETY: arg is the hook's engine reference; the hook runs once.
+    unsafe { teardown(arg as *const Shared) };
 }
 
 unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
-    teardown(arg as *const Shared);
+    // SAFETY: as async_cleanup.
+    unsafe { teardown(arg as *const Shared) };
 }
 
 fn napi_fail(what: &str) -> napi::Error {
@@ -334,14 +375,13 @@ fn napi_fail(what: &str) -> napi::Error {
 /// One engine per JS environment (main thread or worker).
 #[napi]
 pub struct NativeEngine {
-    ptr: EnginePtr,
+    shared: Rc<Shared>,
 }
 
 impl NativeEngine {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Result<R> {
-        // SAFETY: the engine outlives every JS object that points at it (leaked until exit).
-        let shared = unsafe { &*self.ptr.0 };
-        let mut e = shared
+        let mut e = self
+            .shared
             .try_borrow_mut()
             .map_err(|_| napi::Error::new(Status::GenericFailure, "odirect engine re-entered"))?;
         Ok(f(&mut e))
@@ -368,32 +408,30 @@ impl NativeEngine {
         }
         let inner = Inner::new(raw, cb).map_err(|e| err(format!("eventfd: {e}")))?;
         let efd = inner.eventfd();
-        let p: *const Shared = Box::into_raw(Box::new(RefCell::new(inner)));
-        // SAFETY: p was just leaked and lives until process exit.
-        let shared = unsafe { &*p };
-        // Preallocated completion storage: a Float64Array over odirect-owned memory.
-        // SAFETY: env is live for this call.
-        if let Ok(Some(ab)) = unsafe { memory::external_buffer(raw, engine::RESULTS_BYTES, 8) } {
-            let mut data: *mut c_void = ptr::null_mut();
-            let mut len = 0usize;
-            let mut arr = ptr::null_mut();
-            let mut r = ptr::null_mut();
-            // SAFETY: ab is a live ArrayBuffer of this call.
-            unsafe {
-                sys::napi_get_arraybuffer_info(raw, ab, &mut data, &mut len);
-                sys::napi_create_typedarray(
+        let rc: Rc<Shared> = Rc::new(RefCell::new(inner));
+        let shared = &*rc;
+        // Preallocated completion storage: a Float64Array in V8 memory (freed with the isolate;
+        // `deliver` re-measures it before each write).
+        let mut data: *mut c_void = ptr::null_mut();
+        let mut ab = ptr::null_mut();
+        let mut arr = ptr::null_mut();
+        let mut r = ptr::null_mut();
+        // SAFETY: plain N-API calls on this call's live env, each writing only its outputs.
+        let made = unsafe {
+            sys::napi_create_arraybuffer(raw, engine::RESULTS_BYTES, &mut data, &mut ab)
+                == sys::Status::napi_ok
+                && sys::napi_create_typedarray(
                     raw,
                     sys::TypedarrayType::float64_array,
-                    len / 8,
+                    engine::RESULTS_BYTES / 8,
                     ab,
                     0,
                     &mut arr,
-                );
-                sys::napi_create_reference(raw, arr, 1, &mut r);
-            }
-            if let Some(a) = memory::lookup(data as usize, len) {
-                shared.borrow_mut().set_results(r, a);
-            }
+                ) == sys::Status::napi_ok
+                && sys::napi_create_reference(raw, arr, 1, &mut r) == sys::Status::napi_ok
+        };
+        if made {
+            shared.borrow_mut().set_results(r);
         }
         let mut loop_ptr = ptr::null_mut();
         let uv = if use_loop { uv::Uv::get() } else { None };
@@ -409,14 +447,17 @@ impl NativeEngine {
             let mut cleanup = ptr::null_mut();
             // SAFETY: poll is fresh zeroed memory of uv_poll_t's size; loop_ptr is this env's
             // loop; the engine pointer outlives the handle (closed in teardown).
-            let ok = unsafe {
-                (uv.poll_init)(loop_ptr as *mut c_void, poll, efd) == 0 && {
-                    uv::set_data(poll, p as *mut c_void);
-                    (uv.poll_start)(poll, uv::UV_READABLE, on_poll) == 0
-                }
-            };
+            let ok = unsafe { (uv.poll_init)(loop_ptr as *mut c_void, poll, efd) == 0 };
             if !ok {
-                return Err(napi_fail("uv_poll_init/uv_poll_start"));
+                return Err(napi_fail("uv_poll_init"));
+            }
+            // SAFETY: the handle is initialised; its data is its engine reference (given back
+            // in on_close, or below if it cannot start, closing it).
+            unsafe {
+                uv::set_data(poll, sys_ref(&rc) as *mut c_void);
+                if (uv.poll_start)(poll, uv::UV_READABLE, on_poll) != 0 {
+                    return Err(napi_fail("uv_poll_start"));
+                }
             }
             // SAFETY: plain N-API calls on the JS thread.
             unsafe {
@@ -427,7 +468,7 @@ impl NativeEngine {
                 sys::napi_add_async_cleanup_hook(
                     raw,
                     Some(async_cleanup),
-                    p as *mut c_void,
+                    sys_ref(&rc) as *mut c_void,
                     &mut cleanup,
                 );
             }
@@ -440,6 +481,8 @@ impl NativeEngine {
         } else {
             let mut tsfn = ptr::null_mut();
             let mut name = ptr::null_mut();
+            // The tsfn's engine reference, given back by on_tsfn_finalize.
+            let tsfn_ref = sys_ref(&rc);
             // SAFETY: plain N-API calls with valid arguments; the context (engine) outlives
             // the tsfn (released in teardown).
             let s = unsafe {
@@ -451,14 +494,16 @@ impl NativeEngine {
                     name,
                     0,
                     1,
-                    ptr::null_mut(),
-                    None,
-                    p as *mut c_void,
+                    tsfn_ref as *mut c_void,
+                    Some(on_tsfn_finalize),
+                    tsfn_ref as *mut c_void,
                     Some(on_tsfn),
                     &mut tsfn,
                 )
             };
             if s != sys::Status::napi_ok {
+                // SAFETY: no tsfn took the reference.
+                unsafe { drop_sys_ref(tsfn_ref) };
                 return Err(napi_fail("napi_create_threadsafe_function"));
             }
             // SAFETY: as above.
@@ -469,10 +514,10 @@ impl NativeEngine {
             );
             let pending = Arc::new(AtomicBool::new(false));
             let (p2, s2) = (pending.clone(), stop.clone());
-            let keep = {
-                let e = shared.borrow();
-                e.eventfd_arc()
-            };
+            let keep = shared
+                .borrow()
+                .eventfd_arc()
+                .ok_or_else(|| err("the engine is shut down"))?;
             let t = tsfn as usize;
             let thread = std::thread::Builder::new()
                 .name("odirect-reaper".into())
@@ -485,9 +530,11 @@ impl NativeEngine {
                 pending,
             };
             // SAFETY: live env; the hook runs once at teardown.
-            unsafe { sys::napi_add_env_cleanup_hook(raw, Some(sync_cleanup), p as *mut c_void) };
+            unsafe {
+                sys::napi_add_env_cleanup_hook(raw, Some(sync_cleanup), sys_ref(&rc) as *mut c_void)
+            };
         }
-        Ok(NativeEngine { ptr: EnginePtr(p) })
+        Ok(NativeEngine { shared: rc })
     }
 
     /// Starts (once) and returns "" when this backend works here, else the reason it does not.
@@ -563,9 +610,8 @@ impl NativeEngine {
         })
     }
 
-    /// Many reads or writes on one fd: every view captured now (all or none). Ops from index
-    /// `holdFrom` on are held until `release(id)`. Returns the op ids (2 * id + bounced), or
-    /// `[code]` with a negative capture error code.
+    /// Many reads or writes on one fd: every view captured now (all or none). Returns the op ids
+    /// (2 * id + bounced), or `[code]` with a negative capture error code.
     #[napi]
     pub fn rw_many(
         &self,
@@ -576,7 +622,6 @@ impl NativeEngine {
         lengths: Vec<f64>,
         positions: Vec<f64>,
         mem_align: u32,
-        hold_from: u32,
     ) -> Result<Vec<f64>> {
         let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
         if lengths.len() != views.len() || positions.len() != views.len() {
@@ -591,17 +636,7 @@ impl NativeEngine {
         self.with(|e| {
             let mut keys = Vec::with_capacity(vs.len());
             // SAFETY: live handles of this call.
-            match unsafe {
-                e.rw_many(
-                    kind,
-                    write,
-                    fd,
-                    &vs,
-                    mem_align as usize,
-                    hold_from as usize,
-                    &mut keys,
-                )
-            } {
+            match unsafe { e.rw_many(kind, write, fd, &vs, mem_align as usize, &mut keys) } {
                 Ok(()) => keys.into_iter().map(|k| k as f64).collect(),
                 Err(c) => vec![c.code()],
             }
@@ -635,12 +670,6 @@ impl NativeEngine {
         })
     }
 
-    /// Stages an op `rwMany` held (its turn in the caller's window has come).
-    #[napi]
-    pub fn release(&self, id: f64) -> Result<()> {
-        self.with(|e| e.release(id as u32))
-    }
-
     /// Per-write flags (RWF_DSYNC / RWF_SYNC) of a staged, not yet submitted write op.
     #[napi]
     pub fn set_rw_flags(&self, id: f64, rw_flags: i32) -> Result<bool> {
@@ -658,6 +687,17 @@ impl NativeEngine {
     #[napi]
     pub fn flush(&self) -> Result<()> {
         self.with(|e| e.flush())
+    }
+
+    /// Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id
+    /// (>= LOCK_BASE; it completes as an op does, with 0 or -errno, -ECANCELED when cancelled
+    /// through `cancel(id)` or at teardown), or -errno when the wait cannot start.
+    #[napi]
+    pub fn lock(&self, fd: i32, exclusive: bool) -> Result<f64> {
+        self.with(|e| match e.lock(fd, exclusive) {
+            Ok(k) => k as f64,
+            Err(errno) => -(errno as f64),
+        })
     }
 
     /// Asks for op `id` to be cancelled; it still completes (usually with ECANCELED).
@@ -683,9 +723,14 @@ impl NativeEngine {
     }
 
     /// Tracks `fd` as open in this environment (closed at teardown if still open).
+    /// `mayBlock`: submitting I/O on it may sleep (`OpenResult.mayBlock`); `direct`: O_DIRECT
+    /// is on. The engine routes the file's ops by these so the JS thread never sleeps in the
+    /// kernel (IOSQE_ASYNC on io_uring, the thread pool instead of aio).
     #[napi]
-    pub fn adopt(&self, fd: i32) -> Result<()> {
-        self.with(|e| e.adopt(fd))
+    pub fn adopt(&self, fd: i32, may_block: bool, direct: bool) -> Result<()> {
+        let facts = if may_block { engine::FD_MAY_BLOCK } else { 0 }
+            | if direct { 0 } else { engine::FD_BUFFERED };
+        self.with(|e| e.adopt(fd, facts))
     }
 
     /// Closes a tracked descriptor now (handle collected without close()).

@@ -56,6 +56,9 @@ pub struct OpenResult {
     pub is_block_device: bool,
     pub size: f64,
     pub fs_type: String,
+    /// Submitting I/O on this file may sleep (network or FUSE filesystem, pipe, socket, char
+    /// device): the engine punts its ops off the JS thread.
+    pub may_block: bool,
 }
 
 pub struct OpenTask {
@@ -92,6 +95,7 @@ impl Task for OpenTask {
                 is_block_device: o.is_block_device,
                 size: o.size as f64,
                 fs_type: o.fs_type,
+                may_block: o.may_block,
             },
             Err(e) => OpenResult {
                 errno: e.errno,
@@ -105,6 +109,7 @@ impl Task for OpenTask {
                 is_block_device: false,
                 size: 0.0,
                 fs_type: String::new(),
+                may_block: false,
             },
         })
     }
@@ -349,82 +354,8 @@ pub fn page_size() -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Whole-file locks (open file description locks, flock where those are missing) and holes
-
-fn ofd_lock(fd: i32, kind: libc::c_int, wait: bool) -> i32 {
-    // SAFETY: a zeroed flock struct is valid; fcntl reads it (and for GETLK writes it).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
-    loop {
-        // SAFETY: fcntl with a live flock struct.
-        let r = unsafe { libc::fcntl(fd, cmd, &mut fl as *mut libc::flock) };
-        if r == 0 {
-            return 0;
-        }
-        let e = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        match e {
-            libc::EINTR => continue,
-            // Kernels before 3.15 have no OFD locks: flock() has the same per-open-file scope.
-            libc::EINVAL => {
-                let op = match kind {
-                    libc::F_UNLCK => libc::LOCK_UN,
-                    libc::F_WRLCK => libc::LOCK_EX,
-                    _ => libc::LOCK_SH,
-                } | if wait { 0 } else { libc::LOCK_NB };
-                // SAFETY: flock has no memory arguments.
-                let r = unsafe { libc::flock(fd, op) };
-                return if r == 0 {
-                    0
-                } else {
-                    match std::io::Error::last_os_error().raw_os_error() {
-                        Some(libc::EWOULDBLOCK) => libc::EAGAIN,
-                        Some(x) => x,
-                        None => libc::EIO,
-                    }
-                };
-            }
-            libc::EACCES => return libc::EAGAIN,
-            e => return e,
-        }
-    }
-}
-
-pub struct LockTask {
-    fd: i32,
-    exclusive: bool,
-}
-
-impl Task for LockTask {
-    type Output = i32;
-    type JsValue = i32;
-
-    fn compute(&mut self) -> Result<i32> {
-        let kind = if self.exclusive {
-            libc::F_WRLCK
-        } else {
-            libc::F_RDLCK
-        };
-        Ok(ofd_lock(self.fd, kind, true))
-    }
-
-    fn resolve(&mut self, _env: Env, output: i32) -> Result<i32> {
-        Ok(output)
-    }
-}
-
-/// Takes a whole-file lock, waiting for it off the JS thread; resolves 0 or an errno.
-#[napi(ts_return_type = "Promise<number>")]
-pub fn lock_fd(fd: i32, exclusive: bool) -> AsyncTask<LockTask> {
-    AsyncTask::new(LockTask { fd, exclusive })
-}
+// Whole-file locks (open file description locks, flock where those are missing; `lock()`'s
+// waits are the engine's: see `locks`) and holes
 
 /// Takes a whole-file lock if free: 0, EAGAIN when another holder has it, or another errno.
 #[napi]
@@ -434,13 +365,13 @@ pub fn try_lock_fd(fd: i32, exclusive: bool) -> i32 {
     } else {
         libc::F_RDLCK
     };
-    ofd_lock(fd, kind, false)
+    crate::locks::ofd_lock(fd, kind, false)
 }
 
 /// Releases this open file's whole-file lock: 0 or an errno.
 #[napi]
 pub fn unlock_fd(fd: i32) -> i32 {
-    ofd_lock(fd, libc::F_UNLCK, false)
+    crate::locks::ofd_lock(fd, libc::F_UNLCK, false)
 }
 
 /// lseek(SEEK_DATA or SEEK_HOLE): the next data (or hole) offset at or after `offset`, -1 when

@@ -944,8 +944,9 @@ impl LocalAio {
         }
     }
 
-    /// Cancels what it can and blocks until every op has completed.
-    pub fn wait_all(&mut self, out: &mut Vec<(u64, i64)>) {
+    /// Asks the kernel to cancel what it can (everything still completes, through `reap`); ops
+    /// not submitted yet complete with ECANCELED at once. Does not wait.
+    pub fn cancel_all(&mut self) {
         for (k, _) in self.pending.drain(..) {
             self.early.push((k, -(libc::ECANCELED as i64)));
         }
@@ -955,6 +956,19 @@ impl LocalAio {
                 let _ = self.ctx.cancel(&mut **cb as *mut Iocb);
             }
         }
+        if !self.early.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// True when no op is in the kernel or waiting to be submitted.
+    pub fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.pending.is_empty()
+    }
+
+    /// Cancels what it can and blocks until every op has completed.
+    pub fn wait_all(&mut self, out: &mut Vec<(u64, i64)>) {
+        self.cancel_all();
         while !self.inflight.is_empty() {
             self.collect();
             if !self.inflight.is_empty() {

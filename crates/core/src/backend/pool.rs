@@ -102,6 +102,23 @@ fn retry<F: FnMut() -> isize>(mut f: F) -> i64 {
     }
 }
 
+/// A positioned transfer's result, or — when the file has no position (ESPIPE: a pipe, FIFO,
+/// socket or character device, which io_uring and aio read at their stream position) — the
+/// result of the same transfer without one.
+trait OrUnpositioned {
+    fn or_unpositioned(self, f: impl FnMut() -> isize) -> i64;
+}
+
+impl OrUnpositioned for i64 {
+    fn or_unpositioned(self, f: impl FnMut() -> isize) -> i64 {
+        if self == -(libc::ESPIPE as i64) {
+            retry(f)
+        } else {
+            self
+        }
+    }
+}
+
 fn iovecs(segs: &[Segment]) -> Result<Vec<libc::iovec>, i64> {
     if segs.len() > libc::c_int::MAX as usize {
         return Err(-(libc::EINVAL as i64));
@@ -197,6 +214,8 @@ pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
             // SAFETY: the caller guarantees ptr[..len] is valid for writes and unshared until the
             // op completes (Backend::submit contract); pread writes at most len bytes there.
             retry(|| unsafe { libc::pread(fd, ptr as *mut libc::c_void, len, off) })
+                // SAFETY: as for pread (same buffer, same bound).
+                .or_unpositioned(|| unsafe { libc::read(fd, ptr as *mut libc::c_void, len) })
         }
         OpKind::Write {
             fd,
@@ -212,6 +231,8 @@ pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
             // SAFETY: the caller guarantees ptr[..len] is valid for reads until the op completes;
             // pwrite only reads it.
             retry(|| unsafe { libc::pwrite(fd, ptr as *const libc::c_void, len, off) })
+                // SAFETY: as for pwrite.
+                .or_unpositioned(|| unsafe { libc::write(fd, ptr as *const libc::c_void, len) })
         }
         OpKind::Readv {
             fd,
@@ -225,6 +246,10 @@ pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
             // SAFETY: `iov` is a live local array of iov.len() entries describing segments the
             // caller guarantees valid for writes until completion.
             retry(|| unsafe { libc::preadv(fd, iov.as_ptr(), iov.len() as libc::c_int, off) })
+                // SAFETY: as for preadv (the same live iovec array).
+                .or_unpositioned(|| unsafe {
+                    libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int)
+                })
         }
         OpKind::Writev {
             fd,
@@ -238,6 +263,10 @@ pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
             // SAFETY: `iov` is a live local array of iov.len() entries describing segments the
             // caller guarantees valid for reads until completion.
             retry(|| unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, off) })
+                // SAFETY: as for pwritev (the same live iovec array).
+                .or_unpositioned(|| unsafe {
+                    libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int)
+                })
         }
         OpKind::Fsync { fd, datasync } => retry(|| sync_fd(fd, datasync) as isize),
         OpKind::Fallocate {

@@ -323,6 +323,13 @@ impl LocalRing {
         })
     }
 
+    /// `e` with IOSQE_ASYNC: the kernel hands it to an io-wq worker without trying it inline, so
+    /// `io_uring_enter` never sleeps on it (for files whose submission may block: FUSE past its
+    /// request limit, network filesystems).
+    pub fn punt(e: squeue::Entry) -> squeue::Entry {
+        e.flags(squeue::Flags::ASYNC)
+    }
+
     /// Queues an SQE built by [`LocalRing::sqe`]; past the completion queue's room it waits in
     /// a backlog and goes in as earlier ops complete.
     ///
@@ -486,9 +493,9 @@ impl LocalRing {
         }
     }
 
-    /// Cancels everything and blocks until every op has completed; returns their completions.
-    /// Used at teardown, before the memory of the ops may be released.
-    pub fn wait_all(&mut self, out: &mut Vec<(u64, i32)>) {
+    /// Asks the kernel to cancel every op (they still complete, through `reap`); ops in the
+    /// backlog complete with ECANCELED at once. Does not wait.
+    pub fn cancel_all(&mut self) {
         for e in self.backlog.drain(..) {
             self.early.push((e.get_user_data(), -libc::ECANCELED));
         }
@@ -500,6 +507,20 @@ impl LocalRing {
             unsafe { self.push_now(e) };
         }
         self.submit();
+        if !self.early.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// True when no op is in the kernel or the backlog.
+    pub fn is_idle(&self) -> bool {
+        self.inflight == 0 && self.backlog.is_empty()
+    }
+
+    /// Cancels everything and blocks until every op has completed; returns their completions.
+    /// Used at teardown, before the memory of the ops may be released.
+    pub fn wait_all(&mut self, out: &mut Vec<(u64, i32)>) {
+        self.cancel_all();
         while self.inflight > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) | Err(_) => {}
