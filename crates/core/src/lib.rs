@@ -13,6 +13,7 @@ pub mod error;
 pub mod file;
 pub mod op;
 pub mod probe;
+pub mod sys;
 
 pub use backend::{Backend, BackendKind, BackendOptions, Unavailable};
 pub use op::{Completion, Op, OpKind, Segment, Sink};

@@ -186,10 +186,10 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
     if write {
         // SAFETY: `iov` is a live local array describing segments the caller guarantees valid
         // for reads until completion; pwritev2 only reads them.
-        retry(|| unsafe { libc::pwritev2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+        retry(|| unsafe { crate::sys::pwritev2(fd, iov.as_ptr(), n, off, op.rw_flags) })
     } else {
         // SAFETY: as above, valid for writes and unshared until completion (Backend::submit).
-        retry(|| unsafe { libc::preadv2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+        retry(|| unsafe { crate::sys::preadv2(fd, iov.as_ptr(), n, off, op.rw_flags) })
     }
 }
 
