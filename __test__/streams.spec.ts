@@ -13,6 +13,7 @@ import * as zlib from 'node:zlib'
 import test from 'ava'
 
 import {
+  addressOf,
   createReadStream,
   createWriteStream,
   DirectIoError,
@@ -587,6 +588,103 @@ test('memory: streaming a 1 GiB file keeps RSS growth under readAhead x chunkSiz
   const limit = readAhead * chunkSize + 16 * MiB
   t.log(`RSS growth: ${(m.peak / MiB).toFixed(1)} MiB with a GC every 2 chunks (limit ${limit / MiB} MiB, ${((1024 * MiB) / m.secs / 1e6).toFixed(0)} MB/s); ${(m.peakNoGc / MiB).toFixed(1)} MiB without forced GCs`)
   t.true(m.peak < limit, `RSS grew by ${(m.peak / MiB).toFixed(1)} MiB`)
+})
+
+// Fresh processes again: page faults and RSS counted from a known start.
+const REUSE_SCRIPT = `
+import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
+const file = process.argv[1]
+for await (const _ of createReadStream(file, { end: 8 << 20 })) void _
+const f0 = process.resourceUsage().minorPageFault
+const r0 = process.memoryUsage().rss
+let n = 0, peak = 0
+// A plain consumer: every chunk dropped at once, no forced GC.
+for await (const c of createReadStream(file)) {
+  n += c.length
+  peak = Math.max(peak, process.memoryUsage().rss - r0)
+}
+console.log(JSON.stringify({ n, faults: process.resourceUsage().minorPageFault - f0, peak }))
+`
+
+test('memory: a read stream reuses the pages of chunks the consumer dropped (faults, RSS without forced GC)', (t) => {
+  const file = path.join(scratch(), 'sparse-reuse.bin')
+  fs.closeSync(fs.openSync(file, 'w'))
+  fs.truncateSync(file, 512 * MiB)
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', REUSE_SCRIPT, file], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const m = JSON.parse(r.stdout) as { n: number; faults: number; peak: number }
+  t.is(m.n, 512 * MiB)
+  const pages = m.n / 4096
+  t.log(`${m.faults} minor page faults for ${pages} pages read (${((m.faults / pages) * 100).toFixed(0)}%); RSS growth ${(m.peak / MiB).toFixed(1)} MiB without forced GC`)
+  // A fresh chunk per read faults in every page (100%); reused memory faults only until the
+  // first collections have returned blocks to the cache.
+  t.true(m.faults < pages / 2, `${m.faults} faults for ${pages} pages: chunk memory is not reused`)
+  // Not proportional to the file: V8's own pace of collection plus the reuse cache (32 MiB).
+  t.true(m.peak < 4 * MiB + 48 * MiB, `RSS grew by ${(m.peak / MiB).toFixed(1)} MiB`)
+})
+
+const ALLOC_SCRIPT = `
+import { addressOf, allocAligned } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
+import { setImmediate as tick } from 'node:timers/promises'
+// Node runs external ArrayBuffer finalizers after the GC, on the event loop: wait for them.
+const collect = async () => { gc(); await tick(); await tick() }
+for (let i = 0; i < 4; i++) allocAligned(1 << 20).fill(0xff)
+await collect()
+const f0 = process.resourceUsage().minorPageFault
+let dirty = 0
+const addrs = new Set()
+for (let i = 0; i < 64; i++) {
+  const b = allocAligned(1 << 20)
+  addrs.add(addressOf(b))
+  if (b.some((x) => x !== 0)) dirty++
+  b.fill(0xa5)
+  await collect()
+}
+console.log(JSON.stringify({ faults: process.resourceUsage().minorPageFault - f0, dirty, addrs: addrs.size }))
+`
+
+test('memory: a freed aligned block is reused for the next allocation of its size, zeroed again', (t) => {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', ALLOC_SCRIPT], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const m = JSON.parse(r.stdout) as { faults: number; dirty: number; addrs: number }
+  t.log(`64 x allocAligned(1 MiB), each filled then collected: ${m.faults} minor page faults, ${m.addrs} distinct addresses`)
+  t.is(m.dirty, 0, 'a reused block must read as zeros, like a new one')
+  // Without reuse every allocation faults its 256 pages in again (16k faults).
+  t.true(m.faults < (64 * 256) / 4, `${m.faults} page faults: freed blocks are not reused`)
+})
+
+test('a consumer that keeps every chunk gets the right bytes: held chunks are never reused', async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'kept.bin')
+  const other = path.join(dir, 'other.bin')
+  const data = randomBytes(24 * MiB + 12345)
+  fs.writeFileSync(file, data)
+  fs.writeFileSync(other, Buffer.alloc(16 * MiB, 0x5a))
+  const gc = (globalThis as { gc?: () => void }).gc
+  t.truthy(gc, 'ava runs with --expose-gc')
+  const kept: Buffer[] = []
+  let i = 0
+  for await (const c of createReadStream(file, { chunkSize: MiB, readAhead: 4 })) {
+    kept.push(c as Buffer)
+    // Churn: other 1 MiB chunks freed and collected while these are held, so the reuse cache
+    // is full of blocks of the very same size.
+    if (++i % 4 === 0) {
+      for await (const d of createReadStream(other, { chunkSize: MiB, end: 4 * MiB - 1 })) void d
+      gc?.()
+      await new Promise<void>((r) => setImmediate(r))
+    }
+  }
+  // More reads of the same chunk size, their chunks dropped and collected: any block still held
+  // above must not come back through them.
+  for (let k = 0; k < 3; k++) {
+    for await (const d of createReadStream(other, { chunkSize: MiB })) (d as Buffer).fill(0xee)
+    gc?.()
+    await new Promise<void>((r) => setImmediate(r))
+  }
+  t.is(sha(Buffer.concat(kept)), sha(data))
+  // Held chunks occupy distinct memory.
+  const ranges = kept.map((c) => [addressOf(c), addressOf(c) + c.length]).sort((a, b) => a[0] - b[0])
+  for (let k = 1; k < ranges.length; k++) t.true(ranges[k][0] >= ranges[k - 1][1], 'two held chunks share memory')
 })
 
 test('odirect cp SRC DST --verify: exact copy, no temp file left', (t) => {
