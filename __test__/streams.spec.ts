@@ -687,6 +687,33 @@ test('a consumer that keeps every chunk gets the right bytes: held chunks are ne
   for (let k = 1; k < ranges.length; k++) t.true(ranges[k][0] >= ranges[k - 1][1], 'two held chunks share memory')
 })
 
+test('a chunk over reused memory shows no old bytes: what a short read left is zeroed, to the end of its ArrayBuffer', async (t) => {
+  // tmpfs: its O_DIRECT reads stop at the end of file, leaving the rest of the last block as it was.
+  const dir = fs.mkdtempSync('/dev/shm/odirect-streams-')
+  dirs.push(dir)
+  const junk = path.join(dir, 'junk.bin')
+  const file = path.join(dir, 'short.bin')
+  fs.writeFileSync(junk, Buffer.alloc(8 * 512 * 1024, 0x5a))
+  const data = randomBytes(512 * 1024 - 100)
+  fs.writeFileSync(file, data)
+  const gc = (globalThis as { gc?: () => void }).gc
+  t.truthy(gc, 'ava runs with --expose-gc')
+  for (let round = 0; round < 4; round++) {
+    // Blocks of 512 KiB full of 0x5a, dropped and collected: the next read of that size reuses one.
+    for await (const d of createReadStream(junk, { chunkSize: 512 * 1024 })) void d
+    gc?.()
+    await new Promise<void>((r) => setImmediate(r))
+    await new Promise<void>((r) => setImmediate(r))
+    const chunks: Buffer[] = []
+    for await (const c of createReadStream(file, { chunkSize: 512 * 1024 })) chunks.push(c as Buffer)
+    t.is(chunks.length, 1)
+    const c = chunks[0]
+    t.true(c.equals(data))
+    const whole = new Uint8Array(c.buffer, c.byteOffset, c.buffer.byteLength - c.byteOffset)
+    t.true(whole.subarray(c.length).every((x) => x === 0), `round ${round}: bytes after the data in the chunk's ArrayBuffer are not zero`)
+  }
+})
+
 test('odirect cp SRC DST --verify: exact copy, no temp file left', (t) => {
   const dir = scratch()
   const src = path.join(dir, 'src.bin')

@@ -544,7 +544,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
                 log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)
               } else {
                 cell.runs.push(out)
-                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.residentPct.toFixed(1)} % resident`)
+                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
               }
             } catch (e) {
               cell.skipped = `failed: ${(e as Error).message}`

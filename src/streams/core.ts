@@ -5,7 +5,7 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 
-import { MAX_IO_LENGTH } from '../buffers'
+import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
 import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
@@ -386,11 +386,17 @@ export class BlockReader extends Core {
   }
 
   #issue(fh: FileHandle, pos: number, len: number, skip: number): ReadSlot {
-    const mem = fh.alloc(len)
+    // Not zeroed: a chunk is often a block a collected chunk left behind (see memory.rs: its pages
+    // are mapped already), and the read overwrites it; what the read did not fill is zeroed below,
+    // so no old byte is ever visible through the chunk or its ArrayBuffer.
+    const mem = allocForOverwrite(len, Math.max(PAGE_SIZE, fh.alignment.memory))
     const buf = mem.byteLength === len ? mem : mem.subarray(0, len)
     const done = this.track(
       fh.read(buf, { position: pos, signal: this.opSignal }).then(
-        (r): Settled => ({ ok: true, n: r.bytesRead }),
+        (r): Settled => {
+          if (r.bytesRead < mem.byteLength) mem.fill(0, r.bytesRead)
+          return { ok: true, n: r.bytesRead }
+        },
         (err: unknown): Settled => ({ ok: false, err }),
       ),
     )

@@ -96,8 +96,8 @@ fn recycle(buf: AlignedBuf) {
     }
 }
 
-/// A cached block of exactly `len` bytes at an address aligned to `align`, zeroed.
-fn reuse(len: usize, align: usize) -> Option<AlignedBuf> {
+/// A cached block of exactly `len` bytes at an address aligned to `align`, zeroed if asked.
+fn reuse(len: usize, align: usize, zeroed: bool) -> Option<AlignedBuf> {
     if !(CACHE_MIN_BLOCK..=CACHE_MAX_BLOCK).contains(&len) {
         return None;
     }
@@ -109,7 +109,9 @@ fn reuse(len: usize, align: usize) -> Option<AlignedBuf> {
     let mut buf = c.blocks.swap_remove(i);
     c.bytes -= len;
     drop(c);
-    buf.as_mut_slice().fill(0);
+    if zeroed {
+        buf.as_mut_slice().fill(0);
+    }
     Some(buf)
 }
 
@@ -155,8 +157,10 @@ unsafe extern "C" fn finalize_alloc(env: sys::napi_env, _data: *mut c_void, hint
 /// a runtime that copies, or refuses external buffers, gets V8-owned memory instead).
 static EXTERNAL_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// A new zeroed ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect.
-/// `Ok(None)`: the runtime does not allow external buffers that share memory (use V8 memory).
+/// A new ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect: zeroed,
+/// or with `zeroed: false` possibly holding the bytes of a block this process freed (for callers
+/// that overwrite it before showing it). `Ok(None)`: the runtime does not allow external buffers
+/// that share memory (use V8 memory).
 ///
 /// # Safety
 /// `env` must be the live env of the current call.
@@ -164,12 +168,13 @@ pub unsafe fn external_buffer(
     env: sys::napi_env,
     len: usize,
     align: usize,
+    zeroed: bool,
 ) -> Result<Option<sys::napi_value>, String> {
     use std::sync::atomic::Ordering;
     if EXTERNAL_OK.load(Ordering::Relaxed) == 2 {
         return Ok(None);
     }
-    let buf = match reuse(len.max(1), align) {
+    let buf = match reuse(len.max(1), align, zeroed) {
         Some(b) => b,
         None => AlignedBuf::try_new(len.max(1), align)
             .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?,
