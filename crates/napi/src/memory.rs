@@ -105,7 +105,7 @@ fn reuse(len: usize, align: usize, zeroed: bool) -> Option<AlignedBuf> {
     let i = c
         .blocks
         .iter()
-        .rposition(|b| b.len() == len && (b.as_ptr() as usize) % align == 0)?;
+        .rposition(|b| b.len() == len && (b.as_ptr() as usize).is_multiple_of(align))?;
     let mut buf = c.blocks.swap_remove(i);
     c.bytes -= len;
     drop(c);
