@@ -125,7 +125,8 @@ pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Re
     }
     let zeroed = zeroed.unwrap_or(true);
     // SAFETY: env is live for this call.
-    match unsafe { memory::external_buffer(env.raw(), size as usize, align as usize, zeroed) } {
+    match unsafe { memory::external_buffer_with(env.raw(), size as usize, align as usize, zeroed) }
+    {
         // SAFETY: v is a live value created on env in this call.
         Ok(Some(v)) => Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) }),
         Ok(None) => {
@@ -375,9 +376,7 @@ impl NativeEngine {
         let shared = unsafe { &*p };
         // Preallocated completion storage: a Float64Array over odirect-owned memory.
         // SAFETY: env is live for this call.
-        if let Ok(Some(ab)) =
-            unsafe { memory::external_buffer(raw, engine::RESULTS_BYTES, 8, true) }
-        {
+        if let Ok(Some(ab)) = unsafe { memory::external_buffer(raw, engine::RESULTS_BYTES, 8) } {
             let mut data: *mut c_void = ptr::null_mut();
             let mut len = 0usize;
             let mut arr = ptr::null_mut();
