@@ -3,6 +3,7 @@
 // or a reason it was skipped. No timing assertions: the figures of a quick run mean nothing.
 import { spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
+import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -112,4 +113,27 @@ test('bench --durable --json: one row per backend × durable-write primitive, ea
     t.true(row.opsPerSec > 0 && row.p50us > 0 && row.p99us >= row.p50us && row.ratio > 0, JSON.stringify(row))
   }
   t.deepEqual(rows.filter((x) => x.mode === 'write+datasync').map((x) => x.ratio), rows.filter((x) => x.mode === 'write+datasync').map(() => 1))
+})
+
+test('bench --scaling 2 --json: odirect with 1 and 2 worker_threads against fio --numjobs 1 and 2, each with IOPS and a ratio', (t) => {
+  t.timeout(120_000)
+  const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/var/tmp', 'odirect-scaling-'))
+  try {
+    const r = spawnSync(process.execPath, [CLI, 'bench', '--scaling', '2', '--json', '--runs', '1', '--duration', '0.2', '--size', '16M', dir], { encoding: 'utf8', timeout: 110_000 })
+    t.is(r.status, 0, r.stderr)
+    const rows = JSON.parse(r.stdout) as Array<{ threads: number; engine: string; iops?: number; ratio?: number; skipped?: string }>
+    t.deepEqual(
+      rows.map((x) => `${x.threads} ${x.engine}`),
+      ['1 odirect-workers', '1 fio-io_uring', '2 odirect-workers', '2 fio-io_uring'],
+    )
+    for (const row of rows) {
+      if (row.engine === 'odirect-workers') t.true((row.iops ?? 0) > 0, JSON.stringify(row))
+      else t.true((row.iops ?? 0) > 0 || /\S/.test(row.skipped ?? ''), JSON.stringify(row))
+      if (row.engine === 'odirect-workers' && rows.find((x) => x.threads === row.threads && x.engine === 'fio-io_uring')?.iops !== undefined) t.true((row.ratio ?? 0) > 0, JSON.stringify(row))
+    }
+    // The scratch file is removed.
+    t.deepEqual(fs.readdirSync(dir), [])
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
 })

@@ -26,6 +26,7 @@ import {
 } from './bench/harness'
 import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './bench/report'
 import { durableBench, durableTable } from './bench/durable'
+import { scalingBench, scalingTable } from './bench/scaling'
 import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './bench/streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
@@ -74,7 +75,11 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --keep        keep the temporary files
 --durable     only the durable-write table: one 4 KiB write made durable at QD 1 by write +
               datasync, write { dsync } and writeMany { datasync }, per backend, in PATH (a
-              directory; default as above); --runs and --duration apply`
+              directory; default as above); --runs and --duration apply
+--scaling N   only the scaling table: 1..N worker_threads, each with its own engine, 4 KiB
+              random reads at QD 64 each, against fio --numjobs=1..N on one file in PATH (a
+              directory; default /dev/shm, else as above); --size (default 256M), --runs and
+              --duration apply`
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1 << 10, kb: 1 << 10, kib: 1 << 10, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30, t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40 }
 
@@ -109,6 +114,7 @@ interface Args {
   keep: boolean
   help: boolean
   durable: boolean
+  scaling?: number
 }
 
 function parseArgs(argv: string[]): Args {
@@ -227,6 +233,9 @@ function parseArgs(argv: string[]): Args {
         break
       case '--durable':
         a.durable = true
+        break
+      case '--scaling':
+        a.scaling = int(value(), 1)
         break
       case '--help':
       case '-h':
@@ -349,6 +358,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
     const backends = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
     const rows = await durableBench(dir, backends, args.runs ?? 3, (args.duration ?? 2) * 1000, log)
     console.log(args.json ? JSON.stringify(rows, null, 2) : durableTable(rows, `${dir} (${where.fsType}, ${where.kernel})`))
+    return 0
+  }
+  if (args.scaling !== undefined) {
+    const dir = args.path ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : await tempDir())
+    const where = await probe(dir)
+    const rows = await scalingBench(dir, args.scaling, args.size ?? 256 << 20, args.runs ?? 3, (args.duration ?? 3) * 1000, findFio(), log)
+    console.log(args.json ? JSON.stringify(rows, null, 2) : scalingTable(rows, `${dir} (${where.fsType}, ${where.kernel})`))
     return 0
   }
   const seqBs = 1 << 20
@@ -544,7 +560,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
                 log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)
               } else {
                 cell.runs.push(out)
-                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.residentPct.toFixed(1)} % resident`)
+                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
               }
             } catch (e) {
               cell.skipped = `failed: ${(e as Error).message}`

@@ -55,7 +55,16 @@ export function allocAligned(size: number, alignment: number = PAGE_SIZE): Buffe
   }
 }
 
-function allocAlignedInner(size: number, alignment: number): Buffer {
+/**
+ * For odirect's own streams, which overwrite the memory before showing any of it: as
+ * allocAligned, but a block reused from this process's freed ones keeps its old bytes (no memset).
+ * @internal
+ */
+export function allocForOverwrite(size: number, alignment: number): Buffer {
+  return allocAlignedInner(size, alignment, false)
+}
+
+function allocAlignedInner(size: number, alignment: number, zeroed = true): Buffer {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
     throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${describe(size)}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
   }
@@ -69,7 +78,7 @@ function allocAlignedInner(size: number, alignment: number): Buffer {
   try {
     // The engine first: it tells the native side whether to account external memory (Node).
     getEngine()
-    owned = native.allocOwned(size, alignment)
+    owned = native.allocOwned(size, alignment, zeroed)
   } catch (e) {
     throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes aligned to ${alignment}: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })
   }

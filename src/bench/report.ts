@@ -252,6 +252,12 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
       out.push({ name, goal: '≥ 0.90×', figure: `${fmtRatio3(r)} (${num(a.mbps)} vs ${num(b.mbps)} MB/s)`, met: Number.isFinite(r) ? r >= 0.9 : undefined })
     }
   }
+  for (const eng of ['odirect-stream', 'odirect-stream-sha'] as const) {
+    const name = `Streams, disk: ${eng === 'odirect-stream' ? 'createReadStream' : 'createReadStream → sha256'} CPU per GiB vs fs.createReadStream (1 MiB)`
+    const a = streams.find((s) => s.workload.id === 'stream-read' && s.engine === eng)
+    if (a === undefined || a.skipped !== undefined || !Number.isFinite(a.cpuRatio)) out.push({ name, goal: '≤ 1.00×', figure: a?.skipped !== undefined ? `not measured: ${a.skipped}` : 'not measured' })
+    else out.push({ name, goal: '≤ 1.00×', figure: `${fmtRatio3(a.cpuRatio)} (${a.cpuPerGiB.toFixed(2)} s/GiB)`, met: a.cpuRatio <= 1 })
+  }
   // CPU per op at depth 64.
   for (const place of places) {
     for (const write of [false, true]) {
@@ -438,7 +444,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
       streams: streams.map((s) => ({
         workload: s.workload.id,
         engine: s.engine,
-        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), ratioToFioIoUring: finite(s.ratio) }),
+        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), ratioToFioIoUring: finite(s.ratio), cpuPerGiB: finite(s.cpuPerGiB), cpuRatioToNodeFs: finite(s.cpuRatio) }),
         runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
       targets: targets(sums, streams).map((t) => ({ ...t, met: t.met ?? null })),
@@ -473,7 +479,10 @@ const STREAM_COLORS: Record<StreamEngineId, string> = {
   'odirect-stream': '#2e86c1',
   'node-fs-stream': '#e0a030',
   'node-fs-stream-1m': '#f5c469',
+  'odirect-stream-sha': '#5dade2',
+  'node-fs-stream-1m-sha': '#f8d98f',
   'fio-io_uring': '#4c566a',
+  'dd-direct': '#7b8394',
 }
 
 interface Bar {
@@ -594,7 +603,13 @@ export interface StreamSummary {
   max: number
   residentPct: number
   ratio: number
+  /** Median CPU seconds per GiB, and its ratio to node:fs's stream doing the same job (1 MiB highWaterMark for reads). */
+  cpuPerGiB: number
+  cpuRatio: number
 }
+
+/** The node:fs engine a stream row's CPU is compared with. */
+const fsPeer = (s: StreamSummary): StreamEngineId => (s.workload.write ? 'node-fs-stream' : s.engine.endsWith('-sha') ? 'node-fs-stream-1m-sha' : 'node-fs-stream-1m')
 
 export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
   const out: StreamSummary[] = cells.map((c) => {
@@ -608,28 +623,33 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
       max: v.length ? Math.max(...v) : NaN,
       residentPct: median(c.runs.map((r) => r.residentPct)),
       ratio: NaN,
+      cpuPerGiB: median(c.runs.map((r) => r.cpuPerGiB)),
+      cpuRatio: NaN,
     }
   })
   for (const s of out) {
     const ref = out.find((x) => x.workload.id === s.workload.id && x.engine === 'fio-io_uring')
     if (ref && Number.isFinite(ref.mbps) && ref.mbps > 0) s.ratio = s.mbps / ref.mbps
+    const peer = out.find((x) => x.workload.id === s.workload.id && x.engine === fsPeer(s))
+    if (peer && Number.isFinite(peer.cpuPerGiB) && peer.cpuPerGiB > 0) s.cpuRatio = s.cpuPerGiB / peer.cpuPerGiB
   }
   return out
 }
 
 export function streamTable(sums: StreamSummary[]): string {
-  const rows = ['| Workload | Engine | MB/s (median) | Runs min–max | vs fio io_uring | % of file resident after |', '|---|---|---:|---:|---:|---:|']
+  const rows = ['| Workload | Engine | MB/s (median) | Runs min–max | vs fio io_uring | CPU s/GiB | CPU vs node:fs | % of file resident after |', '|---|---|---:|---:|---:|---:|---:|---:|']
   let lastW = ''
   for (const s of sums) {
     const wl = s.workload.id === lastW ? '' : s.workload.label
     lastW = s.workload.id
     const label = streamEngineLabel(s.workload, s.engine)
     if (s.skipped !== undefined) {
-      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | |`)
+      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | | | |`)
       continue
     }
     const spread = s.min === s.max ? '' : `${num(s.min)}–${num(s.max)}`
-    rows.push(`| ${wl} | ${label} | **${num(s.mbps)}** | ${spread} | ${fmtRatio(s.ratio)} | ${Number.isFinite(s.residentPct) ? `${num(s.residentPct, 1)} %` : '–'} |`)
+    const cpu = Number.isFinite(s.cpuPerGiB) ? s.cpuPerGiB.toFixed(2) : '–'
+    rows.push(`| ${wl} | ${label} | **${num(s.mbps)}** | ${spread} | ${fmtRatio(s.ratio)} | ${cpu} | ${fmtRatio(s.cpuRatio)} | ${Number.isFinite(s.residentPct) ? `${num(s.residentPct, 1)} %` : '–'} |`)
   }
   return rows.join('\n')
 }

@@ -2,15 +2,16 @@
 // streams, node:fs streams and fio (1 MiB blocks, QD 4, --direct=1, io_uring). Reports MB/s and how
 // much of the file the page cache still holds afterwards (fincore from util-linux).
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import { performance } from 'node:perf_hooks'
-import { Readable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
 import { createReadStream, createWriteStream, open } from '../../index'
 import { type BenchContext, dropCaches, fioArgs, fmtSize, parseFio, type Workload } from './harness'
 
-export type StreamEngineId = 'odirect-stream' | 'node-fs-stream' | 'node-fs-stream-1m' | 'fio-io_uring'
+export type StreamEngineId = 'odirect-stream' | 'node-fs-stream' | 'node-fs-stream-1m' | 'odirect-stream-sha' | 'node-fs-stream-1m-sha' | 'fio-io_uring' | 'dd-direct'
 
 export interface StreamWorkload {
   id: 'stream-read' | 'stream-write'
@@ -24,8 +25,13 @@ export const STREAM_DEPTH = 4
 
 export function streamWorkloads(size: number): StreamWorkload[] {
   return [
-    { id: 'stream-read', label: `sequential read of ${fmtSize(size)}`, write: false, engines: ['odirect-stream', 'node-fs-stream', 'node-fs-stream-1m', 'fio-io_uring'] },
-    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'node-fs-stream', 'fio-io_uring'] },
+    {
+      id: 'stream-read',
+      label: `sequential read of ${fmtSize(size)}`,
+      write: false,
+      engines: ['odirect-stream', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'dd-direct'],
+    },
+    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'node-fs-stream', 'fio-io_uring', 'dd-direct'] },
   ]
 }
 
@@ -37,13 +43,21 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
       return w.write ? 'fs.createWriteStream + fsync' : 'fs.createReadStream (default 64 KiB highWaterMark)'
     case 'node-fs-stream-1m':
       return 'fs.createReadStream (1 MiB highWaterMark)'
+    case 'odirect-stream-sha':
+      return 'odirect createReadStream → sha256'
+    case 'node-fs-stream-1m-sha':
+      return 'fs.createReadStream (1 MiB) → sha256'
     case 'fio-io_uring':
       return `fio io_uring (1 MiB, QD ${STREAM_DEPTH}, --direct=1)`
+    case 'dd-direct':
+      return w.write ? 'dd oflag=direct bs=1M conv=fdatasync' : 'dd iflag=direct bs=1M'
   }
 }
 
 export interface StreamRun {
   mbps: number
+  /** CPU seconds (user + system, every thread; fio and dd: the child's) per GiB moved. NaN when unknown. */
+  cpuPerGiB: number
   /** Bytes of the file in the page cache after the run / bytes streamed, percent. NaN when unknown. */
   residentPct: number
 }
@@ -96,6 +110,44 @@ async function readFs(t: StreamTarget, highWaterMark?: number): Promise<number> 
   return n
 }
 
+/** A hashing pipeline (what backup tools run): the stream piped into sha256. */
+async function hashRead(src: Readable): Promise<number> {
+  const h = createHash('sha256')
+  let n = 0
+  await pipeline(
+    src,
+    new Writable({
+      write(chunk: Buffer, _e, cb) {
+        n += chunk.length
+        h.update(chunk)
+        cb()
+      },
+    }),
+  )
+  h.digest()
+  return n
+}
+
+/** The CPU of waited-for children so far (cutime + cstime of /proc/self/stat), seconds. */
+function childCpu(): number {
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[13]) + Number(f[14])) / 100
+}
+
+/** `dd` with O_DIRECT, 1 MiB blocks (one in flight): the plainest direct sequential pass. */
+function runDd(t: StreamTarget, write: boolean): StreamRun | string {
+  const count = String(t.size / STREAM_CHUNK)
+  const args = write ? ['if=/dev/zero', `of=${t.file}`, 'oflag=direct', 'bs=1M', `count=${count}`, 'conv=notrunc,fdatasync'] : [`if=${t.file}`, 'of=/dev/null', 'iflag=direct', 'bs=1M', `count=${count}`]
+  const c0 = childCpu()
+  const t0 = performance.now()
+  const r = spawnSync('dd', args, { encoding: 'utf8' })
+  const secs = (performance.now() - t0) / 1000
+  if (r.error) return `dd failed: ${r.error.message}`
+  if (r.status !== 0) return `dd failed: ${(r.stderr ?? '').trim().split('\n')[0]}`
+  return { mbps: t.size / secs / 1e6, cpuPerGiB: (childCpu() - c0) / (t.size / 2 ** 30), residentPct: NaN }
+}
+
 /** The same 1 MiB of non-zero data, `size / 1 MiB` times (never modified, so sharing it is safe). */
 function source(size: number): Readable {
   const buf = Buffer.alloc(STREAM_CHUNK)
@@ -134,26 +186,42 @@ function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean): Strea
     return `fio failed: ${text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`}`
   }
   const res = parseFio(r.stdout, write)
-  return { mbps: res.bytes / res.seconds / 1e6, residentPct: NaN }
+  return { mbps: res.bytes / res.seconds / 1e6, cpuPerGiB: (res.cpuUsPerOp * res.ops) / 1e6 / (res.bytes / 2 ** 30), residentPct: NaN }
+}
+
+function readWith(e: StreamEngineId, t: StreamTarget): Promise<number> {
+  switch (e) {
+    case 'odirect-stream':
+      return readOdirect(t)
+    case 'odirect-stream-sha':
+      return hashRead(createReadStream(t.file, { chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 }))
+    case 'node-fs-stream-1m-sha':
+      return hashRead(fs.createReadStream(t.file, { start: 0, end: t.size - 1, highWaterMark: STREAM_CHUNK }))
+    default:
+      return readFs(t, e === 'node-fs-stream-1m' ? STREAM_CHUNK : undefined)
+  }
 }
 
 /** One run of one engine; the page cache of the file is emptied first. */
 export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget): Promise<StreamRun | string> {
   drop(ctx, t.file)
   let run: StreamRun
-  if (e === 'fio-io_uring') {
-    const r = runFioStream(ctx, t, w.write)
+  if (e === 'fio-io_uring' || e === 'dd-direct') {
+    const r = e === 'dd-direct' ? runDd(t, w.write) : runFioStream(ctx, t, w.write)
     if (typeof r === 'string') return r
     run = r
   } else {
+    const c0 = process.cpuUsage()
     const t0 = performance.now()
     if (w.write) {
       await (e === 'odirect-stream' ? writeOdirect(t) : writeFs(t))
     } else {
-      const n = await (e === 'odirect-stream' ? readOdirect(t) : readFs(t, e === 'node-fs-stream-1m' ? STREAM_CHUNK : undefined))
+      const n = await readWith(e, t)
       if (n !== t.size) return `read ${n} bytes, expected ${t.size}`
     }
-    run = { mbps: t.size / ((performance.now() - t0) / 1000) / 1e6, residentPct: NaN }
+    const secs = (performance.now() - t0) / 1000
+    const c = process.cpuUsage(c0)
+    run = { mbps: t.size / secs / 1e6, cpuPerGiB: (c.user + c.system) / 1e6 / (t.size / 2 ** 30), residentPct: NaN }
   }
   const res = residentBytes(t.file)
   run.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN

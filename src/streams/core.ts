@@ -5,7 +5,7 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 
-import { MAX_IO_LENGTH } from '../buffers'
+import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
 import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
@@ -358,6 +358,8 @@ export class BlockReader extends Core {
   #size = 0
   #eof = false
   #bytesRead = 0
+  /** Chunks given back with `recycle` (their bytes were copied out): the next reads go into them. */
+  #pool: Buffer[] = []
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -386,11 +388,17 @@ export class BlockReader extends Core {
   }
 
   #issue(fh: FileHandle, pos: number, len: number, skip: number): ReadSlot {
-    const mem = fh.alloc(len)
+    // Not zeroed: a chunk is often a block a collected chunk left behind (see memory.rs: its pages
+    // are mapped already), and the read overwrites it; what the read did not fill is zeroed below,
+    // so no old byte is ever visible through the chunk or its ArrayBuffer.
+    const mem = (len <= this.#chunk ? this.#pool.pop() : undefined) ?? allocForOverwrite(len, Math.max(PAGE_SIZE, fh.alignment.memory))
     const buf = mem.byteLength === len ? mem : mem.subarray(0, len)
     const done = this.track(
       fh.read(buf, { position: pos, signal: this.opSignal }).then(
-        (r): Settled => ({ ok: true, n: r.bytesRead }),
+        (r): Settled => {
+          if (r.bytesRead < mem.byteLength) mem.fill(0, r.bytesRead)
+          return { ok: true, n: r.bytesRead }
+        },
         (err: unknown): Settled => ({ ok: false, err }),
       ),
     )
@@ -458,8 +466,19 @@ export class BlockReader extends Core {
     }
   }
 
+  /**
+   * Gives back a chunk `pull` returned, for a caller that copied its bytes out and keeps no
+   * reference to it or its ArrayBuffer (the web stream's BYOB reads): its memory takes the next
+   * read, with no new allocation. Only full-size chunks are kept, at most `readAhead`.
+   */
+  recycle(chunk: Buffer<ArrayBuffer>): void {
+    const ab = chunk.buffer
+    if (ab.byteLength === this.#chunk && this.#pool.length < this.#cfg.readAhead && !this.dead) this.#pool.push(Buffer.from(ab, 0, ab.byteLength))
+  }
+
   protected override onDestroy(): void {
     this.#queue = []
+    this.#pool = []
   }
 }
 

@@ -79,7 +79,12 @@ function readableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Re
         const dst = new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
         const n = Math.min(dst.byteLength, leftover.byteLength)
         dst.set(n === leftover.byteLength ? leftover : leftover.subarray(0, n))
-        leftover = n < leftover.byteLength ? leftover.subarray(n) : null
+        if (n < leftover.byteLength) leftover = leftover.subarray(n)
+        else {
+          // Copied out entirely and never shown to the caller: its memory takes the next read.
+          core.recycle(leftover)
+          leftover = null
+        }
         req.respond(n)
       } else {
         const chunk = leftover

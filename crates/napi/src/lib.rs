@@ -123,13 +123,16 @@ pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
 /// A zeroed ArrayBuffer of `size` bytes whose first byte is aligned to `align`, in memory
 /// odirect owns (freed after the ArrayBuffer is collected and the last op on it completed).
 /// `null` where the runtime does not share external ArrayBuffer memory (V8 sandbox, copies).
+/// `zeroed: false` (the streams, which overwrite it): a reused block keeps its old bytes.
 #[napi(ts_return_type = "ArrayBuffer | null")]
-pub fn alloc_owned(env: &Env, size: f64, align: u32) -> Result<Unknown<'_>> {
+pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Result<Unknown<'_>> {
     if !((1.0..=0x7fff_f000 as f64).contains(&size) && align.is_power_of_two()) {
         return Err(err("bad size or alignment"));
     }
+    let zeroed = zeroed.unwrap_or(true);
     // SAFETY: env is live for this call.
-    match unsafe { memory::external_buffer(env.raw(), size as usize, align as usize) } {
+    match unsafe { memory::external_buffer_with(env.raw(), size as usize, align as usize, zeroed) }
+    {
         // SAFETY: v is a live value created on env in this call.
         Ok(Some(v)) => Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) }),
         Ok(None) => {
