@@ -4,24 +4,25 @@
 //! with `syscall(2)` instead, as glibc itself makes them; the kernel has had both since 4.6 and
 //! answers ENOSYS (or EOPNOTSUPP for an unknown flag) where it has not.
 
-/// `preadv2(2)` through `syscall(2)`: bytes read, or -1 with errno set.
+/// `preadv2` / `pwritev2` (`nr`) through `syscall(2)`: bytes moved, or -1 with errno set.
 ///
 /// # Safety
-/// `iov` must point to `iovcnt` iovecs whose memory is valid for writes for the duration of
-/// the call.
+/// `iov` must point to `iovcnt` iovecs whose memory is valid for the access `nr` makes (writes
+/// for preadv2, reads for pwritev2) for the duration of the call.
 #[cfg(target_os = "linux")]
-pub unsafe fn preadv2(
+unsafe fn rw2(
+    nr: libc::c_long,
     fd: libc::c_int,
     iov: *const libc::iovec,
     iovcnt: libc::c_int,
     offset: libc::off_t,
     flags: libc::c_int,
 ) -> isize {
-    // SAFETY: forwarded contract; the offset is split into the (low, high) pair the kernel's
-    // preadv2 takes (pos_from_hilo: on 64-bit kernels the high half is ignored), as glibc does.
+    // SAFETY: forwarded contract; the offset is split into the (low, high) pair the kernel takes
+    // (pos_from_hilo: on 64-bit kernels the high half is ignored), as glibc does.
     unsafe {
         libc::syscall(
-            libc::SYS_preadv2,
+            nr,
             fd as libc::c_long,
             iov,
             iovcnt as libc::c_long,
@@ -32,11 +33,26 @@ pub unsafe fn preadv2(
     }
 }
 
-/// `pwritev2(2)` through `syscall(2)`: bytes written, or -1 with errno set.
+/// `preadv2(2)`: bytes read, or -1 with errno set.
 ///
 /// # Safety
-/// `iov` must point to `iovcnt` iovecs whose memory is valid for reads for the duration of the
-/// call.
+/// `iov` must point to `iovcnt` iovecs whose memory is valid for writes during the call.
+#[cfg(target_os = "linux")]
+pub unsafe fn preadv2(
+    fd: libc::c_int,
+    iov: *const libc::iovec,
+    iovcnt: libc::c_int,
+    offset: libc::off_t,
+    flags: libc::c_int,
+) -> isize {
+    // SAFETY: forwarded contract.
+    unsafe { rw2(libc::SYS_preadv2, fd, iov, iovcnt, offset, flags) }
+}
+
+/// `pwritev2(2)`: bytes written, or -1 with errno set.
+///
+/// # Safety
+/// `iov` must point to `iovcnt` iovecs whose memory is valid for reads during the call.
 #[cfg(target_os = "linux")]
 pub unsafe fn pwritev2(
     fd: libc::c_int,
@@ -45,18 +61,8 @@ pub unsafe fn pwritev2(
     offset: libc::off_t,
     flags: libc::c_int,
 ) -> isize {
-    // SAFETY: forwarded contract; offset split as in `preadv2`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pwritev2,
-            fd as libc::c_long,
-            iov,
-            iovcnt as libc::c_long,
-            offset as libc::c_long,
-            ((offset as u64) >> 32) as libc::c_long,
-            flags as libc::c_long,
-        ) as isize
-    }
+    // SAFETY: forwarded contract.
+    unsafe { rw2(libc::SYS_pwritev2, fd, iov, iovcnt, offset, flags) }
 }
 
 #[cfg(all(test, target_os = "linux"))]
