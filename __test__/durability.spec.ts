@@ -810,30 +810,6 @@ fxTest("direct: 'uncached' where the filesystem lacks RWF_DONTCACHE (tmpfs): a c
   t.regex(r.uncached.reason, /RWF_DONTCACHE/)
 })
 
-fxTest("direct: 'prefer' where statx says no direct I/O though O_DIRECT is accepted (ext4 data=journal): uncached buffered I/O, said so, the page cache left empty", ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'], async (t) => {
-  const fx = must(loopFs(4096, 64, 'ext4', 'data=journal'))
-  t.teardown(() => fx.cleanup())
-  const p = path.join(fx.dir, 'f')
-  const pr = await probe(fx.dir)
-  t.false(pr.direct.works, 'statx reports no direct I/O under data=journal')
-  if (!pr.uncached.works) return t.fail(`this kernel has no RWF_DONTCACHE on ext4 (${pr.uncached.reason}): the uncached fallback cannot be shown`)
-  const fh = await open(p, 'w+', { direct: 'prefer' })
-  try {
-    t.false(fh.direct, 'O_DIRECT would be buffered behind the flag: not reported as direct')
-    t.true(fh.uncached)
-    t.regex(fh.fallbackReason, /statx reports no direct I\/O.*RWF_DONTCACHE/)
-    const data = Buffer.alloc(1 << 20, 7)
-    t.is((await fh.write(data, 0, data.length, 0)).bytesWritten, data.length)
-    await fh.datasync()
-    const back = Buffer.alloc(data.length)
-    t.is((await fh.read(back, 0, back.length, 0)).bytesRead, data.length)
-    t.true(back.equals(data))
-  } finally {
-    await fh.close()
-  }
-  t.is(residentPages(p).resident, 0, 'uncached I/O leaves no page of the file in the cache')
-})
-
 fxTest("probe() reports uncached I/O; direct: 'prefer' falls back to RWF_DONTCACHE only where it works (ramfs: fadvise)", ['root', 'cmd:mount', 'fs:ramfs'], async (t) => {
   const r = await probe('/var/tmp')
   t.is(typeof r.uncached.works, 'boolean')

@@ -374,18 +374,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         }
         return Ok(out);
     }
-    // statx(STATX_DIOALIGN) saying "no direct I/O" while fcntl accepted O_DIRECT means the
-    // kernel would do buffered I/O behind the flag (ext4 with data=journal, for one). 'prefer'
-    // takes the honest fallback there. ('require' keeps trusting the accepted flag: qemu-user
-    // reports zero DIO alignment for files where O_DIRECT does work, see the README's platform
-    // notes.)
-    let silent = direct == DirectMode::Prefer && !out.alignment.direct_supported;
-    let enabled = if silent {
-        Err(io::Error::from_raw_os_error(libc::EINVAL))
-    } else {
-        enable_direct(fd)
-    };
-    match enabled {
+    match enable_direct(fd) {
         Ok(()) => {
             out.direct = true;
             if truncate && kind == libc::S_IFREG {
@@ -399,23 +388,16 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         }
         Err(e) => {
             let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
-            let reason = if silent {
-                format!(
-                    "statx reports no direct I/O on this {} file (O_DIRECT would be buffered behind the flag, e.g. ext4 data=journal)",
-                    if out.fs_type.is_empty() { "underlying" } else { &out.fs_type }
-                )
-            } else {
-                format!(
-                    "the {} filesystem refused O_DIRECT ({}: {})",
-                    if out.fs_type.is_empty() {
-                        "underlying"
-                    } else {
-                        &out.fs_type
-                    },
-                    crate::error::errno_name(errno),
-                    crate::error::errno_message(errno)
-                )
-            };
+            let reason = format!(
+                "the {} filesystem refused O_DIRECT ({}: {})",
+                if out.fs_type.is_empty() {
+                    "underlying"
+                } else {
+                    &out.fs_type
+                },
+                crate::error::errno_name(errno),
+                crate::error::errno_message(errno)
+            );
             if direct == DirectMode::Prefer {
                 out.uncached = dontcache_works(fd).is_ok();
                 out.fallback_reason = if out.uncached {
