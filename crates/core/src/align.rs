@@ -86,25 +86,24 @@ pub fn discover(fd: RawFd) -> io::Result<Alignment> {
     Ok(a)
 }
 
-/// Atomic write limits from `statx(STATX_WRITE_ATOMIC)` (Linux 6.11+), if reported.
+/// `statx` of `fd` itself for `mask`: the answer where the kernel and filesystem report every
+/// bit of `mask`, else None.
 #[cfg(target_os = "linux")]
-pub fn statx_atomic(fd: RawFd) -> Option<AtomicWrite> {
+fn statx_fd(fd: RawFd, mask: u32) -> Option<libc::statx> {
     // SAFETY: statx writes into the zeroed POD `stx`; the empty C string with AT_EMPTY_PATH
     // makes it describe `fd` itself.
     let (r, stx) = unsafe {
         let mut stx: libc::statx = std::mem::zeroed();
-        let r = libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_WRITE_ATOMIC,
-            &mut stx,
-        );
+        let r = libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, mask, &mut stx);
         (r, stx)
     };
-    if r < 0 || stx.stx_mask & libc::STATX_WRITE_ATOMIC == 0 {
-        return None;
-    }
+    (r >= 0 && stx.stx_mask & mask == mask).then_some(stx)
+}
+
+/// Atomic write limits from `statx(STATX_WRITE_ATOMIC)` (Linux 6.11+), if reported.
+#[cfg(target_os = "linux")]
+pub fn statx_atomic(fd: RawFd) -> Option<AtomicWrite> {
+    let stx = statx_fd(fd, libc::STATX_WRITE_ATOMIC)?;
     Some(AtomicWrite {
         unit_min: stx.stx_atomic_write_unit_min,
         unit_max: stx.stx_atomic_write_unit_max,
@@ -198,22 +197,7 @@ pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
 /// (memory, offset) alignment from statx, if the kernel and filesystem report it.
 #[cfg(target_os = "linux")]
 pub fn statx_dioalign(fd: RawFd) -> Option<(u32, u32)> {
-    // SAFETY: statx writes into the zeroed POD `stx`; the empty C string with AT_EMPTY_PATH
-    // makes it describe `fd` itself.
-    let (r, stx) = unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let r = libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        );
-        (r, stx)
-    };
-    if r < 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
-        return None;
-    }
+    let stx = statx_fd(fd, libc::STATX_DIOALIGN)?;
     Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align))
 }
 
