@@ -795,6 +795,63 @@ for (const backend of UNCACHED_BACKENDS) {
   )
 }
 
+fxTest("ext4 data=journal (O_DIRECT accepted, buffered behind the flag): 'prefer' falls back to uncached I/O and says why, 'require' is refused", ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'], async (t) => {
+  const fx = must(loopFs(4096, 64, 'ext4', 'data=journal'))
+  t.teardown(() => fx.cleanup())
+  const p = path.join(fx.dir, 'f')
+  const pr = await probe(fx.dir)
+  t.false(pr.direct.works, 'statx reports no direct I/O under data=journal')
+  const e = await t.throwsAsync(open(p, 'w+', { direct: 'require' }), { code: 'EINVAL' })
+  t.regex(e?.message ?? '', /data=journal.*buffered/)
+  const fh = await open(p, 'w+', { direct: 'prefer' })
+  try {
+    t.false(fh.direct, 'O_DIRECT would be buffered behind the flag: not reported as direct')
+    t.regex(fh.fallbackReason ?? '', /mounted data=journal/)
+    t.is(fh.uncached, pr.uncached.works, 'uncached buffered I/O wherever RWF_DONTCACHE works')
+    const data = Buffer.alloc(1 << 20, 7)
+    t.is((await fh.write(data, 0, data.length, 0)).bytesWritten, data.length)
+    await fh.datasync()
+    const back = Buffer.alloc(data.length)
+    t.is((await fh.read(back, 0, back.length, 0)).bytesRead, data.length)
+    t.true(back.equals(data))
+  } finally {
+    await fh.close()
+  }
+  if (pr.uncached.works) t.is(residentPages(p).resident, 0, 'uncached I/O leaves no page of the file in the cache')
+})
+
+fxTest("ext4 journal-data flag on one file (chattr +j, nodelalloc): that file is refused under 'require', its neighbour stays direct", ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'cmd:debugfs', 'fs:ext4'], async (t) => {
+  const fx = must(loopFs(4096, 64, 'ext4'))
+  t.teardown(() => fx.cleanup())
+  const journaled = path.join(fx.dir, 'journaled')
+  const plain = path.join(fx.dir, 'plain')
+  fs.writeFileSync(journaled, Buffer.alloc(8192, 1))
+  fs.writeFileSync(plain, Buffer.alloc(8192, 2))
+  // chattr +j needs CAP_SYS_RESOURCE (not every root has it): set the inode flag offline instead,
+  // EXT4_EXTENTS_FL | EXT4_JOURNAL_DATA_FL.
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' })
+    t.is(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
+  }
+  run('umount', [fx.dir])
+  run('debugfs', ['-w', '-R', 'set_inode_field /journaled flags 0x84000', fx.device])
+  // ext4 honours a file's journal-data flag only without delayed allocation.
+  run('mount', ['-t', 'ext4', '-o', 'nodelalloc', fx.device, fx.dir])
+  t.regex(spawnSync('lsattr', [journaled], { encoding: 'utf8' }).stdout, /^\S*j/, 'the flag is set')
+  const e = await t.throwsAsync(open(journaled, 'r', { direct: 'require' }), { code: 'EINVAL' })
+  t.regex(e?.message ?? '', /journal-data flag/)
+  const fb = await open(journaled, 'r', { direct: 'prefer' })
+  t.false(fb.direct)
+  t.regex(fb.fallbackReason ?? '', /chattr \+j/)
+  await fb.close()
+  const fh = await open(plain, 'r', { direct: 'require' })
+  t.true(fh.direct)
+  const b = fh.alloc(4096)
+  t.is((await fh.read(b, 0, 4096, 0)).bytesRead, 4096)
+  t.is(b[0], 2)
+  await fh.close()
+})
+
 fxTest("direct: 'uncached' where the filesystem lacks RWF_DONTCACHE (tmpfs): a coded error and the file left as it was", ['root', 'cmd:mount'], async (t) => {
   const fx = must(tmpfsDir(16))
   t.teardown(() => fx.cleanup())

@@ -585,7 +585,7 @@ function mkfsArgs(fsType: string, device: string, extra: readonly string[] = [])
  * A filesystem of `fsType` (default ext4) on a loop device with the given logical sector
  * size, mounted in a temp dir. O_DIRECT I/O on it must be aligned to `sectorSize`.
  */
-export function loopFs(sectorSize: 512 | 4096, sizeMiB: number, fsType = 'ext4'): LoopFs | Skip {
+export function loopFs(sectorSize: 512 | 4096, sizeMiB: number, fsType = 'ext4', mountOptions?: string): LoopFs | Skip {
   const [mkfs] = mkfsArgs(fsType, '')
   const reason = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', `cmd:${mkfs}`, `fs:${fsType}`])
   if (reason) return { skip: reason }
@@ -596,7 +596,7 @@ export function loopFs(sectorSize: 512 | 4096, sizeMiB: number, fsType = 'ext4')
     sh(cmd, args)
     let dir: string
     try {
-      dir = mountIn(undo, work, ['-t', fsType, device])
+      dir = mountIn(undo, work, ['-t', fsType, ...(mountOptions === undefined ? [] : ['-o', mountOptions]), device])
     } catch (e) {
       const skip = mountFailureSkip(e, `mount -t ${fsType}`)
       if (skip) {
