@@ -1,12 +1,9 @@
-//! The engine of one JS environment (main thread or worker): it captures ops on the JS thread,
-//! submits them inline (io_uring owned by this thread; aio and the thread pool behind their own
-//! threads), and reaps completions on the JS thread when its eventfd is readable:
-//! - with libuv (Node): a `uv_poll_t` on the environment's loop, whose callback settles promises
-//!   through `napi_make_callback` (so microtasks run right after, as for any I/O callback);
-//! - without (Bun, Deno): a reaper thread that waits on the eventfd and wakes the JS thread
-//!   through a threadsafe function.
+//! The engine of one JS environment (main thread or worker): a slab of ops, staged on the JS
+//! thread (their memory captured by `capture`), submitted inline at `flush` (io_uring owned by
+//! this thread; aio and the thread pool behind their own threads), and reaped on the JS thread
+//! when its eventfd is readable (woken by `wake`, which also delivers the results to JS).
 //!
-//! Memory rule: an op's memory is odirect-owned (an [`Alloc`] whose `Arc` the op holds, or a
+//! Memory rule: an op's memory is odirect-owned (an `Alloc` whose `Arc` the op holds, or a
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
 //! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
 //! teardown the engine cancels every op and waits for it before its memory is released; what
@@ -16,8 +13,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,25 +21,12 @@ use odirect_core::backend::aio::LocalAio;
 use odirect_core::backend::eventfd;
 use odirect_core::backend::ring::LocalRing;
 use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
-use odirect_core::buf::AlignedBuf;
 use odirect_core::op::{Completion, Op, OpKind, Segment};
 
+use crate::capture::{self, CaptureError, Mem, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
 use crate::memory::{self, Alloc};
-use crate::uv::Uv;
-
-/// Result code for a bounced read whose destination was detached or shrunk before copy-back.
-pub const RESULT_DETACHED: f64 = -1_000_001.0;
-const RESULTS_CAP: usize = 4096;
-
-/// One segment of an op's memory.
-enum Mem {
-    /// odirect-owned memory (kept allocated by this reference) and the segment's length.
-    Owned(#[allow(dead_code)] Arc<Alloc>, usize),
-    /// A bounce buffer and the segment's length; for reads, where to copy the bytes back (a
-    /// reference to the JS view and the offset in it).
-    Bounce(AlignedBuf, usize, Option<(sys::napi_ref, usize)>),
-}
+use crate::wake::{Js, Wake};
 
 struct OpRec {
     backend: BackendKind,
@@ -95,27 +77,10 @@ struct Queued {
     staged: Vec<Op>,
 }
 
-pub enum Wake {
-    None,
-    Loop {
-        uv: Uv,
-        poll: *mut c_void,
-        async_ctx: sys::napi_async_context,
-        cleanup: sys::napi_async_cleanup_hook_handle,
-    },
-    Thread {
-        tsfn: sys::napi_threadsafe_function,
-        stop: Arc<OwnedFd>,
-        thread: Option<std::thread::JoinHandle<()>>,
-        pending: Arc<AtomicBool>,
-    },
-}
-
 pub struct Inner {
     pub env: sys::napi_env,
-    callback: sys::napi_ref,
-    /// The preallocated results Float64Array (V8 memory, freed with the isolate).
-    results: Option<sys::napi_ref>,
+    /// The callback and results array completions are delivered to (None once torn down).
+    pub js: Option<Js>,
     /// None once torn down.
     eventfd: Option<Arc<OwnedFd>>,
     ring: Option<LocalRing>,
@@ -181,53 +146,12 @@ pub fn parse_kind(b: u32) -> Option<BackendKind> {
     }
 }
 
-/// Why an op could not be captured (returned to JS as a negative number).
-pub enum CaptureError {
-    Detached,
-    NotView,
-    UnknownKind,
-    NoMemory,
-    Closed,
-    NoBackend,
-}
-
-impl CaptureError {
-    pub fn code(&self) -> f64 {
-        use crate::CaptureCode as C;
-        (match self {
-            CaptureError::Detached => C::Detached,
-            CaptureError::NotView => C::NotView,
-            CaptureError::UnknownKind => C::UnknownKind,
-            CaptureError::NoMemory => C::NoMemory,
-            CaptureError::Closed => C::Closed,
-            CaptureError::NoBackend => C::NoBackend,
-        }) as i32 as f64
-    }
-}
-
-fn from_view_err(e: i32) -> CaptureError {
-    match e {
-        memory::TOO_SHORT => CaptureError::Detached,
-        memory::UNKNOWN_KIND => CaptureError::UnknownKind,
-        _ => CaptureError::NotView,
-    }
-}
-
-/// One captured segment: where the kernel reads/writes, and what keeps that memory alive.
-struct Seg {
-    ptr: *mut u8,
-    len: usize,
-    mem: Mem,
-    owner: Option<usize>,
-}
-
 impl Inner {
-    pub fn new(env: sys::napi_env, callback: sys::napi_ref) -> std::io::Result<Inner> {
+    pub fn new(env: sys::napi_env) -> std::io::Result<Inner> {
         let efd = eventfd::new(false)?;
         Ok(Inner {
             env,
-            callback,
-            results: None,
+            js: None,
             eventfd: Some(Arc::new(efd)),
             ring: None,
             ring_reason: None,
@@ -265,26 +189,14 @@ impl Inner {
         self.eventfd.as_ref().map_or(-1, |e| e.as_raw_fd())
     }
 
-    pub fn set_results(&mut self, r: sys::napi_ref) {
-        self.results = Some(r);
-    }
-
-    /// At teardown: deletes the results array's reference, and closes the eventfd (a runtime
-    /// that never finalizes the engine's JS object must not keep a descriptor per worker).
+    /// At teardown: closes the eventfd (a runtime that never finalizes the engine's JS object
+    /// must not keep a descriptor per worker).
     pub fn let_go(&mut self) {
         self.eventfd = None;
-        if let Some(r) = self.results.take() {
-            // SAFETY: reference created on this env, which is still alive (its cleanup runs).
-            unsafe { sys::napi_delete_reference(self.env, r) };
-        }
     }
 
     pub fn path_name(&self) -> &'static str {
-        match self.wake {
-            Wake::Loop { .. } => "libuv",
-            Wake::Thread { .. } => "thread",
-            Wake::None => "none",
-        }
+        self.wake.name()
     }
 
     /// Asks for an SQPOLL ring (idle ms; 0: none). "" when done, else why not.
@@ -382,62 +294,6 @@ impl Inner {
         }
     }
 
-    /// Captures `[offset, offset + length)` of the JS view `v` for an op.
-    ///
-    /// # Safety
-    /// `v` must be a live handle of the current N-API call on `self.env`.
-    unsafe fn capture(
-        &self,
-        v: sys::napi_value,
-        offset: usize,
-        length: usize,
-        mem_align: usize,
-        write: bool,
-    ) -> Result<Seg, CaptureError> {
-        // SAFETY: forwarded contract.
-        let view = unsafe { memory::view(self.env, v) }.map_err(from_view_err)?;
-        let end = offset.checked_add(length).ok_or(CaptureError::Detached)?;
-        if view.len < end || view.ptr.is_null() {
-            return Err(CaptureError::Detached);
-        }
-        let p = view.ptr as usize + offset;
-        if mem_align > 0 && p.is_multiple_of(mem_align) {
-            if let Some(a) = memory::lookup(p, length) {
-                let start = a.ptr() as usize;
-                return Ok(Seg {
-                    ptr: p as *mut u8,
-                    len: length,
-                    mem: Mem::Owned(a, length),
-                    owner: Some(start),
-                });
-            }
-        }
-        // Not odirect's memory (or not aligned): the kernel gets a bounce buffer we own.
-        let mut b =
-            AlignedBuf::try_new(length, mem_align.max(4096)).ok_or(CaptureError::NoMemory)?;
-        let ptr = b.as_mut_ptr();
-        let back = if write {
-            // SAFETY: view.ptr + offset .. + length lies inside the view (checked above) and
-            // b has at least `length` bytes; no JS runs during the copy.
-            unsafe { ptr::copy_nonoverlapping(p as *const u8, ptr, length) };
-            None
-        } else {
-            let mut r = ptr::null_mut();
-            // SAFETY: v is a live object handle; the reference is deleted on completion.
-            if unsafe { sys::napi_create_reference(self.env, v, 1, &mut r) } != sys::Status::napi_ok
-            {
-                return Err(CaptureError::NotView);
-            }
-            Some((r, offset))
-        };
-        Ok(Seg {
-            ptr,
-            len: length,
-            mem: Mem::Bounce(b, length, back),
-            owner: None,
-        })
-    }
-
     fn slot(&mut self, rec: OpRec) -> u32 {
         if let Some(k) = self.free.pop() {
             self.ops[k as usize] = Some(rec);
@@ -475,19 +331,6 @@ impl Inner {
         k
     }
 
-    fn release_segs(&self, segs: Vec<Seg>) {
-        for s in segs {
-            self.release_mem(s.mem);
-        }
-    }
-
-    fn release_mem(&self, m: Mem) {
-        if let Mem::Bounce(_, _, Some((r, _))) = m {
-            // SAFETY: r was created on this env by capture and is deleted once.
-            unsafe { sys::napi_delete_reference(self.env, r) };
-        }
-    }
-
     fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
         if kind != BackendKind::IoUring {
             return None;
@@ -504,62 +347,6 @@ impl Inner {
             return Err(CaptureError::NoBackend);
         }
         Ok(())
-    }
-
-    /// Captures every `(view, length)` whole, or none (what was taken is released).
-    ///
-    /// # Safety
-    /// Every value must be a live handle of the current N-API call on `self.env`.
-    unsafe fn capture_all(
-        &self,
-        views: impl Iterator<Item = (sys::napi_value, usize)>,
-        mem_align: usize,
-        write: bool,
-    ) -> Result<Vec<Seg>, CaptureError> {
-        let mut segs = Vec::with_capacity(views.size_hint().0);
-        for (v, len) in views {
-            // SAFETY: forwarded contract.
-            match unsafe { self.capture(v, 0, len, mem_align, write) } {
-                Ok(s) => segs.push(s),
-                Err(e) => {
-                    self.release_segs(segs);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(segs)
-    }
-
-    /// The record of a read or write of one captured segment at `position`, and whether it
-    /// was bounced.
-    fn single(
-        &self,
-        kind: BackendKind,
-        write: bool,
-        fd: i32,
-        seg: Seg,
-        position: u64,
-    ) -> (OpRec, u32) {
-        let fixed = self.fixed_for(kind, seg.owner);
-        let bounced = seg.owner.is_none() as u32;
-        let op = if write {
-            OpKind::Write {
-                fd,
-                ptr: seg.ptr,
-                len: seg.len,
-                offset: position,
-                buf_index: fixed,
-            }
-        } else {
-            OpKind::Read {
-                fd,
-                ptr: seg.ptr,
-                len: seg.len,
-                offset: position,
-                buf_index: fixed,
-            }
-        };
-        (OpRec::new(kind, op, None, vec![seg.mem], fixed), bounced)
     }
 
     /// Stages a read or write of one view segment. Returns the op key.
@@ -580,9 +367,24 @@ impl Inner {
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
+        let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
         let (rec, bounced) = self.single(kind, write, fd, seg, position);
         Ok(self.stage(rec) * 2 + bounced)
+    }
+
+    /// The record of a read or write of one captured segment at `position`, and whether it
+    /// was bounced.
+    fn single(
+        &self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        seg: Seg,
+        position: u64,
+    ) -> (OpRec, u32) {
+        let fixed = self.fixed_for(kind, seg.owner);
+        let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
+        (OpRec::new(kind, op, None, vec![mem], fixed), bounced)
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -600,36 +402,9 @@ impl Inner {
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let segs = unsafe { self.capture_all(views.iter().copied(), mem_align, write)? };
-        let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
-        let iov: Box<[libc::iovec]> = segs
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.ptr as *mut c_void,
-                iov_len: s.len,
-            })
-            .collect();
-        let sv: Vec<Segment> = segs
-            .iter()
-            .map(|s| Segment {
-                ptr: s.ptr,
-                len: s.len,
-            })
-            .collect();
-        let op = if write {
-            OpKind::Writev {
-                fd,
-                segs: sv,
-                offset: position,
-            }
-        } else {
-            OpKind::Readv {
-                fd,
-                segs: sv,
-                offset: position,
-            }
-        };
-        let mem = segs.into_iter().map(|s| s.mem).collect();
+        let segs =
+            unsafe { capture::capture_all(self.env, views.iter().copied(), mem_align, write)? };
+        let (op, iov, mem, bounced) = capture::vectored(write, fd, segs, position);
         let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
         Ok(key * 2 + bounced)
     }
@@ -649,8 +424,14 @@ impl Inner {
     ) -> Result<(), CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let segs =
-            unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
+        let segs = unsafe {
+            capture::capture_all(
+                self.env,
+                views.iter().map(|(v, l, _)| (*v, *l)),
+                mem_align,
+                write,
+            )?
+        };
         for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
             keys.push(self.stage(rec) * 2 + bounced);
@@ -922,29 +703,8 @@ impl Inner {
             return;
         }
         self.referenced = want;
-        match &self.wake {
-            Wake::Loop { uv, poll, .. } => {
-                // SAFETY: poll is our live, initialised uv_poll_t on this thread's loop.
-                unsafe {
-                    if want {
-                        (uv.ref_)(*poll)
-                    } else {
-                        (uv.unref)(*poll)
-                    }
-                }
-            }
-            Wake::Thread { tsfn, .. } => {
-                // SAFETY: on the JS thread with our env and live tsfn.
-                unsafe {
-                    if want {
-                        sys::napi_ref_threadsafe_function(self.env, *tsfn);
-                    } else {
-                        sys::napi_unref_threadsafe_function(self.env, *tsfn);
-                    }
-                }
-            }
-            Wake::None => {}
-        }
+        // SAFETY: ops are staged and reaped on the JS thread of self.env.
+        unsafe { self.wake.set_ref(self.env, want) };
     }
 
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
@@ -979,40 +739,8 @@ impl Inner {
             };
             self.free.push(key as u32);
             self.inflight -= 1;
-            let mut detached = false;
-            if result > 0 {
-                let mut left = result as usize;
-                for m in &rec.mem {
-                    let (n, back) = match m {
-                        Mem::Owned(_, len) => (left.min(*len), None),
-                        Mem::Bounce(b, len, back) => (left.min(*len), back.map(|x| (b, x))),
-                    };
-                    if let Some((b, (r, off))) = back {
-                        if n > 0 {
-                            let mut val = ptr::null_mut();
-                            // SAFETY: JS thread, live env; r is our reference; the view is
-                            // re-measured now and written only within its current length.
-                            unsafe {
-                                let ok = sys::napi_get_reference_value(self.env, r, &mut val)
-                                    == sys::Status::napi_ok
-                                    && !val.is_null();
-                                match if ok {
-                                    memory::view(self.env, val).ok()
-                                } else {
-                                    None
-                                } {
-                                    Some(v) if !v.ptr.is_null() && v.len >= off + n => {
-                                        ptr::copy_nonoverlapping(b.as_ptr(), v.ptr.add(off), n)
-                                    }
-                                    _ => detached = true,
-                                }
-                            }
-                        }
-                    }
-                    left -= n;
-                }
-            }
-            if detached {
+            // SAFETY: on the JS thread of self.env, which made the op's references.
+            if unsafe { capture::copy_back(self.env, &rec.mem, result) } {
                 result = RESULT_DETACHED as i64;
             }
             let lat = rec.started.elapsed().as_nanos() as f64 / 1000.0;
@@ -1026,9 +754,8 @@ impl Inner {
                     "odirect: complete id={key} {d} result={result}{err} latency_us={lat:.1}"
                 );
             }
-            for m in rec.mem {
-                self.release_mem(m);
-            }
+            // SAFETY: on the JS thread of self.env, which made the op's references.
+            unsafe { capture::release(self.env, rec.mem) };
             out.push(key as f64);
             out.push(result as f64);
             out.push(lat);
@@ -1185,9 +912,8 @@ impl Inner {
             // Out of the kernel: release the memory (no JS is called).
             for (key, _) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
-                    for m in rec.mem {
-                        self.release_mem(m);
-                    }
+                    // SAFETY: teardown runs on the JS thread of self.env.
+                    unsafe { capture::release(self.env, rec.mem) };
                 }
             }
             let left = Instant::now();
@@ -1228,12 +954,8 @@ impl Inner {
             let Some(mut rec) = slot.take() else { continue };
             busy[kind_index(rec.backend)] = true;
             for m in rec.mem.iter_mut() {
-                if let Mem::Bounce(_, _, back) = m {
-                    if let Some((r, _)) = back.take() {
-                        // SAFETY: r was created on this env by capture; deleted once (taken).
-                        unsafe { sys::napi_delete_reference(self.env, r) };
-                    }
-                }
+                // SAFETY: teardown runs on the JS thread of self.env, which made the reference.
+                unsafe { capture::forget_view(self.env, m) };
             }
             keep.push(Abandoned(Box::new(rec)));
         }
@@ -1274,14 +996,6 @@ impl Inner {
         }
     }
 
-    pub fn callback(&self) -> sys::napi_ref {
-        self.callback
-    }
-
-    pub fn results(&self) -> Option<sys::napi_ref> {
-        self.results
-    }
-
     pub fn inflight(&self) -> usize {
         self.inflight
     }
@@ -1292,98 +1006,4 @@ fn munlock_all(allocs: &[Arc<Alloc>]) {
         // SAFETY: munlock of memory we own; failure (never locked) is harmless.
         unsafe { libc::munlock(a.ptr() as *const c_void, a.len()) };
     }
-}
-
-/// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each
-/// time: written only while it is attached and long enough), or of fresh arrays. Must not hold
-/// any borrow of the engine: the JS callback may call back into it.
-///
-/// # Safety
-/// On the JS thread, inside a handle scope; `make` calls the JS function with (array, count).
-pub unsafe fn deliver(
-    env: sys::napi_env,
-    cb: sys::napi_ref,
-    results: Option<sys::napi_ref>,
-    out: &[f64],
-    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
-) {
-    let mut f = ptr::null_mut();
-    // SAFETY (block): JS thread, live env and references created on it.
-    unsafe {
-        if sys::napi_get_reference_value(env, cb, &mut f) != sys::Status::napi_ok || f.is_null() {
-            return;
-        }
-        for chunk in out.chunks(RESULTS_CAP * 3) {
-            let mut arr = ptr::null_mut();
-            let mut data: *mut c_void = ptr::null_mut();
-            let mut len = 0usize;
-            if let Some(r) = results {
-                let (mut ty, mut ab, mut off) =
-                    (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
-                if sys::napi_get_reference_value(env, r, &mut arr) != sys::Status::napi_ok
-                    || arr.is_null()
-                    || sys::napi_get_typedarray_info(
-                        env, arr, &mut ty, &mut len, &mut data, &mut ab, &mut off,
-                    ) != sys::Status::napi_ok
-                {
-                    len = 0;
-                }
-            }
-            match results {
-                Some(_) if !data.is_null() && len >= chunk.len() => {
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
-                }
-                _ => {
-                    let mut data: *mut c_void = ptr::null_mut();
-                    let mut ab = ptr::null_mut();
-                    if sys::napi_create_arraybuffer(env, chunk.len() * 8, &mut data, &mut ab)
-                        != sys::Status::napi_ok
-                    {
-                        return;
-                    }
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
-                    sys::napi_create_typedarray(
-                        env,
-                        sys::TypedarrayType::float64_array,
-                        chunk.len(),
-                        ab,
-                        0,
-                        &mut arr,
-                    );
-                }
-            }
-            let mut n = ptr::null_mut();
-            sys::napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n);
-            call(f, &[arr, n]);
-        }
-    }
-}
-
-pub const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
-
-/// A wake-up from the loop or the reaper: reap and deliver.
-///
-/// # Safety
-/// On the JS thread of `shared`'s env, inside a handle scope.
-pub unsafe fn on_wake(shared: &Shared, call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value])) {
-    let mut out = Vec::new();
-    let (env, cb, res) = {
-        let Ok(mut e) = shared.try_borrow_mut() else {
-            return;
-        };
-        if e.closed {
-            return;
-        }
-        if let Wake::Thread { pending, .. } = &e.wake {
-            pending.store(false, Ordering::SeqCst);
-        }
-        e.reap(&mut out);
-        let res = e.results();
-        (e.env, e.callback(), res)
-    };
-    if out.is_empty() {
-        return;
-    }
-    // SAFETY: forwarded contract; no borrow of the engine is held.
-    unsafe { deliver(env, cb, res, &out, call) };
 }
