@@ -136,16 +136,6 @@ fn kind_index(k: BackendKind) -> usize {
     }
 }
 
-pub fn parse_kind(b: u32) -> Option<BackendKind> {
-    use crate::BackendIndex as B;
-    match b {
-        x if x == B::IoUring as u32 => Some(BackendKind::IoUring),
-        x if x == B::Aio as u32 => Some(BackendKind::Aio),
-        x if x == B::ThreadPool as u32 => Some(BackendKind::ThreadPool),
-        _ => None,
-    }
-}
-
 impl Inner {
     pub fn new(env: sys::napi_env) -> std::io::Result<Inner> {
         let efd = eventfd::new(false)?;

@@ -33,9 +33,10 @@ use std::sync::atomic::Ordering;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
+use odirect_core::backend::BackendKind;
 use odirect_core::op::OpKind;
 
-use engine::{parse_kind, Inner, Shared};
+use engine::{Inner, Shared};
 use status::check;
 
 /// Backends, by the index every engine method takes (shared with TypeScript through the
@@ -78,6 +79,17 @@ pub const RESULT_DETACHED: f64 = capture::RESULT_DETACHED;
 
 fn err(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, msg.into())
+}
+
+/// The backend a [`BackendIndex`] names.
+fn backend_kind(b: u32) -> Result<BackendKind> {
+    use BackendIndex as B;
+    match b {
+        x if x == B::IoUring as u32 => Ok(BackendKind::IoUring),
+        x if x == B::Aio as u32 => Ok(BackendKind::Aio),
+        x if x == B::ThreadPool as u32 => Ok(BackendKind::ThreadPool),
+        _ => Err(err("bad backend index")),
+    }
 }
 
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
@@ -186,7 +198,7 @@ impl NativeEngine {
     /// Starts (once) and returns "" when this backend works here, else the reason it does not.
     #[napi]
     pub fn ensure_backend(&self, backend: u32, queue_depth: u32, threads: u32) -> Result<String> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         self.with(|e| e.ensure(kind, queue_depth, threads))
     }
 
@@ -204,7 +216,7 @@ impl NativeEngine {
         position: f64,
         mem_align: u32,
     ) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let v = view.raw();
         self.with(|e| {
             // SAFETY: v is a live handle of this call on the engine's env.
@@ -238,7 +250,7 @@ impl NativeEngine {
         position: f64,
         mem_align: u32,
     ) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         if lengths.len() != views.len() {
             return Err(err("rwv: lengths"));
         }
@@ -269,7 +281,7 @@ impl NativeEngine {
         positions: Vec<f64>,
         mem_align: u32,
     ) -> Result<Vec<f64>> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         if lengths.len() != views.len() || positions.len() != views.len() {
             return Err(err("rwMany: arrays of different lengths"));
         }
@@ -293,7 +305,7 @@ impl NativeEngine {
     /// 3 ftruncate(a=len), 4 close. Returns the op id or a negative code.
     #[napi]
     pub fn simple(&self, backend: u32, op: u32, fd: i32, a: f64, b: f64, mode: u32) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let k = match op {
             x if x == SimpleOp::Fsync as u32 => OpKind::Fsync {
                 fd,
@@ -356,7 +368,7 @@ impl NativeEngine {
     /// Returns 0 or an errno (EINVAL: a view that is not odirect's memory).
     #[napi]
     pub fn register_buffers(&self, backend: u32, views: Vec<Unknown>) -> Result<i32> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let vs: Vec<sys::napi_value> = views.iter().map(|v| v.raw()).collect();
         // SAFETY: live handles of this call.
         self.with(|e| unsafe { e.register_buffers(kind, &vs) })
@@ -364,7 +376,7 @@ impl NativeEngine {
 
     #[napi]
     pub fn unregister_buffers(&self, backend: u32) -> Result<i32> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         self.with(|e| e.unregister_buffers(kind))
     }
 
