@@ -1,7 +1,7 @@
 //! Operations handed to a backend and the completions it hands back.
 //!
 //! An [`Op`] carries raw pointers into caller-owned memory. Whoever submits it
-//! (see [`crate::backend::Backend::submit`], an `unsafe fn`) promises that the
+//! (see [`crate::io::Backend::submit`], an `unsafe fn`) promises that the
 //! memory stays valid, and is not touched by anyone else, until the matching
 //! [`Completion`] has been delivered to the completion sink. The napi layer
 //! keeps that promise by holding a N-API reference to the JS ArrayBuffer in

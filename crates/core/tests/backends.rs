@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
+use odirect_core::io::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::op::{Completion, Op, OpKind, Segment, Sink};
 
 const BS: usize = 4096;
@@ -163,7 +163,7 @@ impl Collector {
 fn kinds() -> Vec<BackendKind> {
     BackendKind::ALL
         .into_iter()
-        .filter(|&k| match backend::probe(k) {
+        .filter(|&k| match io::probe(k) {
             Ok(()) => true,
             Err(e) => {
                 eprintln!("skipping backend {k}: {e}");
@@ -175,8 +175,8 @@ fn kinds() -> Vec<BackendKind> {
 
 fn start(kind: BackendKind, opts: &BackendOptions) -> (Box<dyn Backend>, Arc<Collector>) {
     let c = Collector::new();
-    let b = backend::create(kind, c.sink(), opts)
-        .unwrap_or_else(|e| panic!("create {kind}: {}", e.reason));
+    let b =
+        io::create(kind, c.sink(), opts).unwrap_or_else(|e| panic!("create {kind}: {}", e.reason));
     assert_eq!(b.kind(), kind);
     (b, c)
 }
@@ -292,10 +292,7 @@ fn opts(queue_depth: u32, threads: usize) -> BackendOptions {
 fn probe_agrees_with_create() {
     for kind in BackendKind::ALL {
         let c = Collector::new();
-        match (
-            backend::probe(kind),
-            backend::create(kind, c.sink(), &opts(8, 2)),
-        ) {
+        match (io::probe(kind), io::create(kind, c.sink(), &opts(8, 2))) {
             (Ok(()), Ok(b)) => b.shutdown(),
             (Err(e), Err(e2)) => {
                 assert!(!e.reason.is_empty() && e.errno > 0, "{kind}: {e:?}");
@@ -304,7 +301,7 @@ fn probe_agrees_with_create() {
             (p, c) => panic!("{kind}: probe {p:?} but create {:?}", c.map(|_| ())),
         }
     }
-    assert!(backend::probe(BackendKind::ThreadPool).is_ok());
+    assert!(io::probe(BackendKind::ThreadPool).is_ok());
 }
 
 #[test]

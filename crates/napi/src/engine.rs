@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use napi::sys;
-use odirect_core::backend::aio::LocalAio;
-use odirect_core::backend::eventfd;
-use odirect_core::backend::ring::LocalRing;
-use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::buf::AlignedBuf;
+use odirect_core::io::aio::LocalAio;
+use odirect_core::io::eventfd;
+use odirect_core::io::ring::LocalRing;
+use odirect_core::io::{self, Backend, BackendKind, BackendOptions};
 use odirect_core::op::{Completion, Op, OpKind, Segment};
 
 use crate::locks::Waiters;
@@ -359,7 +359,7 @@ impl Inner {
                 if threads > 0 {
                     opts.threads = threads as usize;
                 }
-                match backend::create(kind, sink, &opts) {
+                match io::create(kind, sink, &opts) {
                     Ok(b) => {
                         self.queued[i] = Some(Queued {
                             backend: b,

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
-use odirect_core::backend::eventfd;
+use odirect_core::io::eventfd;
 use odirect_core::op::OpKind;
 
 use engine::{parse_kind, Inner, Shared, Wake};
