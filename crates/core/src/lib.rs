@@ -15,5 +15,5 @@ pub mod op;
 pub mod probe;
 pub mod sys;
 
-pub use io::{Backend, BackendKind, BackendOptions, Unavailable};
-pub use op::{Completion, Op, OpKind, Segment, Sink};
+pub use io::{BackendKind, Driver, DriverOptions, Unavailable};
+pub use op::{OpKind, OpRef, Segment};

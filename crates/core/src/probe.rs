@@ -76,7 +76,7 @@ pub fn backends() -> Vec<BackendStatus> {
 /// (opened read-only; one aligned block is read) or a block device (read-only, one block).
 pub fn probe(path: &str) -> Report {
     #[cfg(target_os = "linux")]
-    let io_uring_disabled = io::uring::disabled_sysctl();
+    let io_uring_disabled = io::ring::disabled_sysctl();
     #[cfg(not(target_os = "linux"))]
     let io_uring_disabled = None;
     let mut report = Report {
