@@ -2,18 +2,18 @@
 //!
 //! - [`align`]: what O_DIRECT needs for a file (statx STATX_DIOALIGN, BLKSSZGET, sysfs).
 //! - [`file`]: opening with O_DIRECT (require / prefer / off).
-//! - [`backend`]: io_uring, Linux AIO and thread-pool engines behind one trait.
+//! - [`io`]: io_uring, Linux AIO and thread-pool engines behind one trait.
 //! - [`error`]: errno names and hints.
 //! - [`buf`]: Rust-owned aligned memory.
 
 pub mod align;
-pub mod backend;
 pub mod buf;
 pub mod error;
 pub mod file;
+pub mod io;
 pub mod op;
 pub mod probe;
 pub mod sys;
 
-pub use backend::{Backend, BackendKind, BackendOptions, Unavailable};
-pub use op::{Completion, Op, OpKind, Segment, Sink};
+pub use io::{BackendKind, Driver, DriverOptions, Unavailable};
+pub use op::{OpKind, OpRef, Segment};

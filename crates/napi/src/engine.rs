@@ -1,7 +1,8 @@
 //! The engine of one JS environment (main thread or worker): a slab of ops, staged on the JS
-//! thread (their memory captured by `capture`), submitted inline at `flush` (io_uring owned by
-//! this thread; aio and the thread pool behind their own threads), and reaped on the JS thread
-//! when its eventfd is readable (woken by `wake`, which also delivers the results to JS).
+//! thread (their memory captured by `capture`), handed to a [`Driver`] (io_uring ring or aio
+//! context owned by this thread, or the thread pool) at `flush`, and reaped on the JS thread
+//! when the eventfd all its drivers signal is readable (woken by `wake`, which also delivers
+//! the results to JS).
 //!
 //! Memory rule: an op's memory is odirect-owned (an `Alloc` whose `Arc` the op holds, or a
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
@@ -11,17 +12,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use napi::sys;
-use odirect_core::backend::aio::LocalAio;
-use odirect_core::backend::eventfd;
-use odirect_core::backend::ring::LocalRing;
-use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
-use odirect_core::op::{Completion, Op, OpKind, Segment};
+use odirect_core::io::eventfd;
+use odirect_core::io::{self, BackendKind, Driver, DriverOptions, Placement};
+use odirect_core::op::{OpKind, OpRef, Segment};
 
 use crate::capture::{self, CaptureError, Mem, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
@@ -70,23 +68,14 @@ impl OpRec {
     }
 }
 
-/// An aio or thread-pool backend: its own threads, completions into a queue + our eventfd.
-struct Queued {
-    backend: Box<dyn Backend>,
-    done: Arc<Mutex<Vec<Completion>>>,
-    staged: Vec<Op>,
-}
-
 pub struct Inner {
     pub env: sys::napi_env,
     /// The callback and results array completions are delivered to (None once torn down).
     pub js: Option<Js>,
     /// None once torn down.
     eventfd: Option<Arc<OwnedFd>>,
-    ring: Option<LocalRing>,
-    ring_reason: Option<String>,
-    aio: Option<LocalAio>,
-    queued: [Option<Queued>; 3],
+    /// The drivers started so far, by `BackendKind::index`.
+    drivers: [Option<Box<dyn Driver>>; 3],
     ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
     staged: Vec<u32>,
@@ -122,19 +111,7 @@ unsafe impl Send for Abandoned {}
 /// The process-wide owner of what teardown could not wait for (see `abandon_the_rest`).
 static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
 
-/// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
-/// socket, char device): see `odirect_core::file::submission_may_block`.
-pub const FD_MAY_BLOCK: u8 = 1;
-/// The descriptor is not O_DIRECT (Linux AIO performs such I/O synchronously in io_submit).
-pub const FD_BUFFERED: u8 = 2;
-
-fn kind_index(k: BackendKind) -> usize {
-    match k {
-        BackendKind::IoUring => 0,
-        BackendKind::Aio => 1,
-        BackendKind::ThreadPool => 2,
-    }
-}
+pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 
 impl Inner {
     pub fn new(env: sys::napi_env) -> std::io::Result<Inner> {
@@ -143,10 +120,7 @@ impl Inner {
             env,
             js: None,
             eventfd: Some(Arc::new(efd)),
-            ring: None,
-            ring_reason: None,
-            aio: None,
-            queued: [None, None, None],
+            drivers: [None, None, None],
             ops: Vec::new(),
             free: Vec::new(),
             staged: Vec::new(),
@@ -191,7 +165,7 @@ impl Inner {
 
     /// Asks for an SQPOLL ring (idle ms; 0: none). "" when done, else why not.
     pub fn set_sqpoll(&mut self, idle_ms: u32) -> String {
-        if self.ring.is_some() && self.sqpoll_idle_ms != idle_ms {
+        if self.drivers[BackendKind::IoUring.index()].is_some() && self.sqpoll_idle_ms != idle_ms {
             return "the io_uring ring of this thread already exists; set sqpoll before the first open".into();
         }
         self.sqpoll_idle_ms = idle_ms;
@@ -199,7 +173,10 @@ impl Inner {
     }
 
     pub fn ring_setup(&self) -> String {
-        self.ring.as_ref().map(|r| r.describe()).unwrap_or_default()
+        self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map(|d| d.describe())
+            .unwrap_or_default()
     }
 
     /// Starts (once) a backend; "" when it works, else why not.
@@ -207,81 +184,34 @@ impl Inner {
         if self.closed {
             return "the engine is shut down".into();
         }
-        match kind {
-            BackendKind::IoUring => {
-                if self.ring.is_some() {
-                    return String::new();
-                }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
-                match LocalRing::with_options(qd, self.eventfd(), self.sqpoll_idle_ms) {
-                    Ok(r) => {
-                        self.ring = Some(r);
-                        self.ring_reason = None;
-                        String::new()
-                    }
-                    Err(u) => {
-                        self.ring_reason = Some(u.reason.clone());
-                        u.reason
-                    }
-                }
+        let i = kind.index();
+        if self.drivers[i].is_some() {
+            return String::new();
+        }
+        let Some(efd) = self.eventfd.clone() else {
+            return "the engine is shut down".into();
+        };
+        let mut opts = DriverOptions {
+            sqpoll_idle_ms: self.sqpoll_idle_ms,
+            ..DriverOptions::default()
+        };
+        if queue_depth > 0 {
+            opts.queue_depth = queue_depth;
+        }
+        if threads > 0 {
+            opts.threads = threads as usize;
+        }
+        match io::create(kind, &efd, &opts) {
+            Ok(d) => {
+                self.drivers[i] = Some(d);
+                String::new()
             }
-            BackendKind::Aio => {
-                if self.aio.is_some() {
-                    return String::new();
-                }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
-                match LocalAio::new(qd, self.eventfd()) {
-                    Ok(a) => {
-                        self.aio = Some(a);
-                        String::new()
-                    }
-                    Err(u) => u.reason,
-                }
-            }
-            _ => {
-                let i = kind_index(kind);
-                if self.queued[i].is_some() {
-                    return String::new();
-                }
-                let done: Arc<Mutex<Vec<Completion>>> = Arc::new(Mutex::new(Vec::new()));
-                let d2 = done.clone();
-                // The sink only touches this queue and the eventfd (both kept alive by the Arcs
-                // it owns), so a late delivery after teardown is harmless.
-                let Some(efd) = self.eventfd.clone() else {
-                    return "the engine is shut down".into();
-                };
-                let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
-                    d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
-                    eventfd::signal(efd.as_raw_fd());
-                });
-                let mut opts = BackendOptions::default();
-                if queue_depth > 0 {
-                    opts.queue_depth = queue_depth;
-                }
-                if threads > 0 {
-                    opts.threads = threads as usize;
-                }
-                match backend::create(kind, sink, &opts) {
-                    Ok(b) => {
-                        self.queued[i] = Some(Queued {
-                            backend: b,
-                            done,
-                            staged: Vec::new(),
-                        });
-                        String::new()
-                    }
-                    Err(u) => u.reason,
-                }
-            }
+            Err(u) => u.reason,
         }
     }
 
     fn has_backend(&self, kind: BackendKind) -> bool {
-        match kind {
-            BackendKind::IoUring => self.ring.is_some(),
-            BackendKind::Aio => self.aio.is_some(),
-            k => self.queued[kind_index(k)].is_some(),
-        }
+        self.drivers[kind.index()].is_some()
     }
 
     fn slot(&mut self, rec: OpRec) -> u32 {
@@ -294,20 +224,26 @@ impl Inner {
         }
     }
 
-    /// Where an op on a descriptor whose submission may sleep goes, so that the JS thread never
-    /// sleeps in the kernel: on io_uring it is submitted with IOSQE_ASYNC (an io-wq worker
-    /// issues it, the JS thread's io_uring_enter only queues it); on aio (whose io_submit runs
-    /// buffered I/O synchronously and sleeps on FUSE's request limit) it goes to the thread pool.
+    /// Where an op goes, as its driver says (`Driver::placement`), so that the JS thread never
+    /// sleeps in the kernel and no op lands where it cannot run: on io_uring an op on a
+    /// descriptor whose submission may sleep is submitted with IOSQE_ASYNC (an io-wq worker
+    /// issues it, the JS thread's io_uring_enter only queues it); what a driver cannot run
+    /// (ftruncate before Linux 6.9; fallocate, ftruncate and close on aio) or would block on
+    /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
+    /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec) {
         let facts = self.fds.get(&rec.kind.fd()).copied().unwrap_or(0);
-        match rec.backend {
-            BackendKind::IoUring => rec.punt = facts & FD_MAY_BLOCK != 0,
-            BackendKind::Aio
-                if facts != 0 && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() =>
-            {
-                rec.backend = BackendKind::ThreadPool;
+        let Some(d) = self.drivers[rec.backend.index()].as_ref() else {
+            return;
+        };
+        match d.placement(&rec.kind, facts) {
+            Placement::Inline => {}
+            Placement::Punt => rec.punt = true,
+            Placement::Elsewhere => {
+                if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
+                    rec.backend = BackendKind::ThreadPool;
+                }
             }
-            _ => {}
         }
     }
 
@@ -322,7 +258,10 @@ impl Inner {
     }
 
     fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
-        if kind != BackendKind::IoUring {
+        let fixed = self.drivers[kind.index()]
+            .as_ref()
+            .is_some_and(|d| d.fixed_buffers());
+        if !fixed {
             return None;
         }
         owner.and_then(|o| self.registered.get(&o).copied())
@@ -454,8 +393,10 @@ impl Inner {
     /// Links io_uring op `key`, staged but not yet submitted, to the op staged right after it
     /// (IOSQE_IO_LINK; see `LocalRing::push_chain`). False for other backends or submitted ops.
     pub fn set_link(&mut self, key: u32) -> bool {
+        let drivers = &self.drivers;
+        let links = |k: BackendKind| drivers[k.index()].as_ref().is_some_and(|d| d.links());
         match self.ops.get_mut(key as usize) {
-            Some(Some(rec)) if !rec.submitted && rec.backend == BackendKind::IoUring => {
+            Some(Some(rec)) if !rec.submitted && links(rec.backend) => {
                 rec.link = true;
                 true
             }
@@ -463,47 +404,31 @@ impl Inner {
         }
     }
 
-    /// Stages an op without memory.
+    /// Stages an op without memory (`route` sends what the driver cannot run, e.g. ftruncate
+    /// before Linux 6.9 or close on aio, to the thread pool).
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
-        let mut backend = kind;
         if let OpKind::Close { fd } = op {
             self.fds.remove(&fd);
-            if let Some(r) = self.ring.as_mut() {
-                r.unregister_fd(fd);
+            for d in self.drivers.iter_mut().flatten() {
+                d.unregister_fd(fd);
             }
         }
-        let aio_cannot = kind == BackendKind::Aio
-            && matches!(
-                op,
-                OpKind::Fallocate { .. } | OpKind::Ftruncate { .. } | OpKind::Close { .. }
-            );
-        if aio_cannot
-            || (matches!(op, OpKind::Ftruncate { .. })
-                && kind == BackendKind::IoUring
-                && !self.ring.as_ref().is_some_and(|r| r.supports_ftruncate()))
-        {
-            // No IORING_OP_FTRUNCATE before Linux 6.9, and no fallocate/ftruncate/close in Linux
-            // AIO: run those on the thread pool (joined at teardown like every other backend).
-            if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
-                backend = BackendKind::ThreadPool;
-            }
-        }
-        Ok(self.stage(OpRec::new(backend, op, None, Vec::new(), None)))
+        Ok(self.stage(OpRec::new(kind, op, None, Vec::new(), None)))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
     pub fn adopt(&mut self, fd: i32, facts: u8) {
         self.fds.insert(fd, facts);
-        if let Some(r) = self.ring.as_mut() {
-            r.register_fd(fd);
+        for d in self.drivers.iter_mut().flatten() {
+            d.register_fd(fd);
         }
     }
 
     /// Closes `fd` now if this engine tracks it (GC of a leaked handle); true when it did.
     pub fn close_sync(&mut self, fd: i32) -> bool {
-        if let Some(r) = self.ring.as_mut() {
-            r.unregister_fd(fd);
+        for d in self.drivers.iter_mut().flatten() {
+            d.unregister_fd(fd);
         }
         if self.fds.remove(&fd).is_some() {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
@@ -515,15 +440,14 @@ impl Inner {
         }
     }
 
-    /// Hands every staged op to its backend (one io_uring_enter for the ring).
+    /// Hands every staged op to its driver, then submits each driver used once (one
+    /// io_uring_enter for the ring).
     pub fn flush(&mut self) {
         if self.staged.is_empty() {
             return;
         }
         let staged = std::mem::take(&mut self.staged);
-        let mut ring_used = false;
-        let mut chain = Vec::new();
-        let mut aio_used = false;
+        let mut used = [false; 3];
         for k in staged {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -550,86 +474,30 @@ impl Inner {
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }
-            match rec.backend {
-                BackendKind::IoUring => {
-                    let ring = self.ring.as_mut().expect("checked at staging");
-                    // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in
-                    // `rec`, which stays in the slab until this key's completion is reaped.
-                    let sqe = unsafe {
-                        ring.sqe_rw(
-                            k as u64,
-                            &rec.kind,
-                            rec.iov.as_deref(),
-                            rec.fixed,
-                            false,
-                            rec.rw_flags as u32,
-                        )
-                    };
-                    match sqe {
-                        Ok(e) => {
-                            let e = if rec.punt { LocalRing::punt(e) } else { e };
-                            if rec.link || !chain.is_empty() {
-                                // A chain (ops marked `link`, then the one after the last)
-                                // goes in whole.
-                                chain.push(e);
-                                if !rec.link {
-                                    // SAFETY: as above, for every entry of the chain.
-                                    unsafe { ring.push_chain(std::mem::take(&mut chain)) };
-                                }
-                            } else {
-                                // SAFETY: as above.
-                                unsafe { ring.push(e) };
-                            }
-                            ring_used = true;
-                        }
-                        Err(e) => self
-                            .synthetic
-                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
-                    }
-                }
-                BackendKind::Aio => {
-                    let aio = self.aio.as_mut().expect("checked at staging");
-                    // SAFETY: as for the ring: the record keeps the memory until reaped.
-                    match unsafe {
-                        aio.push_rw(k as u64, &rec.kind, rec.iov.as_deref(), rec.rw_flags)
-                    } {
-                        Ok(()) => aio_used = true,
-                        Err(e) => self
-                            .synthetic
-                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
-                    }
-                }
-                other => {
-                    let q = self.queued[kind_index(other)]
-                        .as_mut()
-                        .expect("checked at staging");
-                    let mut op = Op::new(k as u64, 0, rec.kind.clone());
-                    op.rw_flags = rec.rw_flags;
-                    q.staged.push(op);
-                }
+            let i = rec.backend.index();
+            let d = self.drivers[i].as_mut().expect("checked at staging");
+            let op = OpRef {
+                key: k as u64,
+                kind: &rec.kind,
+                iov: rec.iov.as_deref(),
+                fixed: rec.fixed,
+                rw_flags: rec.rw_flags,
+                punt: rec.punt,
+                link: rec.link,
+            };
+            // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in `rec`,
+            // which stays in the slab until this key's completion is reaped (or, at teardown,
+            // is abandoned with the driver); `fixed` came from this driver's registration.
+            match unsafe { d.push(&op) } {
+                Ok(()) => used[i] = true,
+                Err(e) => self
+                    .synthetic
+                    .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
             }
         }
-        if ring_used {
-            if let Some(r) = self.ring.as_mut() {
-                if !chain.is_empty() {
-                    // A chain whose last op never came (not expected): in, ordered, unlinked.
-                    // SAFETY: as for every ring entry above.
-                    unsafe { r.push_chain(chain) };
-                }
-                r.submit();
-            }
-        }
-        if aio_used {
-            if let Some(a) = self.aio.as_mut() {
-                a.submit();
-            }
-        }
-        for q in self.queued.iter_mut().flatten() {
-            if !q.staged.is_empty() {
-                let ops = std::mem::take(&mut q.staged);
-                // SAFETY: each op's memory is held by its record in the slab until its
-                // completion is reaped, which happens after the backend delivered it.
-                unsafe { q.backend.submit(ops) };
+        for (d, used) in self.drivers.iter_mut().zip(used) {
+            if let (Some(d), true) = (d, used) {
+                d.submit();
             }
         }
         if !self.synthetic.is_empty() {
@@ -668,22 +536,8 @@ impl Inner {
             eventfd::signal(self.eventfd());
             return;
         }
-        match rec.backend {
-            BackendKind::IoUring => {
-                if let Some(r) = self.ring.as_mut() {
-                    r.cancel(key as u64)
-                }
-            }
-            BackendKind::Aio => {
-                if let Some(a) = self.aio.as_mut() {
-                    a.cancel(key as u64)
-                }
-            }
-            k => {
-                if let Some(q) = self.queued[kind_index(k)].as_ref() {
-                    q.backend.cancel(key as u64)
-                }
-            }
+        if let Some(d) = self.drivers[rec.backend.index()].as_mut() {
+            d.cancel(key as u64);
         }
     }
 
@@ -700,17 +554,8 @@ impl Inner {
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
-        if let Some(r) = self.ring.as_mut() {
-            let mut tmp = Vec::new();
-            r.reap(&mut tmp);
-            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
-        }
-        if let Some(a) = self.aio.as_mut() {
-            a.reap(raw);
-        }
-        for q in self.queued.iter().flatten() {
-            let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
-            raw.extend(done.into_iter().map(|c| (c.id, c.result)));
+        for d in self.drivers.iter_mut().flatten() {
+            d.reap(raw);
         }
         self.locks.take_done(raw);
     }
@@ -776,60 +621,28 @@ impl Inner {
                 None => return libc::EINVAL,
             }
         }
-        let i = kind_index(kind);
-        let r = match kind {
-            BackendKind::IoUring => {
-                let Some(ring) = self.ring.as_mut() else {
-                    return libc::ENODEV;
-                };
-                let iov: Vec<libc::iovec> = allocs
-                    .iter()
-                    .map(|a| libc::iovec {
-                        iov_base: a.ptr() as *mut c_void,
-                        iov_len: a.len(),
-                    })
-                    .collect();
-                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
-                let r = unsafe { ring.register_buffers(&iov) };
-                self.registered.clear();
-                if r.is_ok() {
-                    for (n, a) in allocs.iter().enumerate() {
-                        self.registered.insert(a.ptr() as usize, n as u16);
-                    }
-                }
-                r
-            }
-            BackendKind::Aio => {
-                if self.aio.is_none() {
-                    return libc::ENODEV;
-                }
-                munlock_all(&self.reg_allocs[i]);
-                let mut r = Ok(());
-                for (n, a) in allocs.iter().enumerate() {
-                    // SAFETY: mlock of memory we own and keep (reg_allocs) while locked.
-                    if unsafe { libc::mlock(a.ptr() as *const c_void, a.len()) } != 0 {
-                        r = Err(std::io::Error::last_os_error());
-                        munlock_all(&allocs[..n]);
-                        break;
-                    }
-                }
-                r
-            }
-            k => {
-                let Some(q) = self.queued[kind_index(k)].as_ref() else {
-                    return libc::ENODEV;
-                };
-                let segs: Vec<Segment> = allocs
-                    .iter()
-                    .map(|a| Segment {
-                        ptr: a.ptr(),
-                        len: a.len(),
-                    })
-                    .collect();
-                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
-                unsafe { q.backend.register_buffers(&segs) }
-            }
+        let i = kind.index();
+        let Some(d) = self.drivers[i].as_mut() else {
+            return libc::ENODEV;
         };
+        let segs: Vec<Segment> = allocs
+            .iter()
+            .map(|a| Segment {
+                ptr: a.ptr(),
+                len: a.len(),
+            })
+            .collect();
+        // SAFETY: the allocations stay alive in reg_allocs until unregistration or a later
+        // registration, and past the driver's end (teardown drops the driver first).
+        let r = unsafe { d.register_buffers(&segs) };
+        if d.fixed_buffers() {
+            self.registered.clear();
+            if r.is_ok() {
+                for (n, a) in allocs.iter().enumerate() {
+                    self.registered.insert(a.ptr() as usize, n as u16);
+                }
+            }
+        }
         match r {
             Ok(()) => {
                 self.reg_allocs[i] = allocs;
@@ -840,23 +653,15 @@ impl Inner {
     }
 
     pub fn unregister_buffers(&mut self, kind: BackendKind) -> i32 {
-        let i = kind_index(kind);
-        let r = match kind {
-            BackendKind::IoUring => {
-                self.registered.clear();
-                self.ring
-                    .as_mut()
-                    .map(|r| r.unregister_buffers())
-                    .unwrap_or(Ok(()))
+        let i = kind.index();
+        let r = match self.drivers[i].as_mut() {
+            Some(d) => {
+                if d.fixed_buffers() {
+                    self.registered.clear();
+                }
+                d.unregister_buffers()
             }
-            BackendKind::Aio => {
-                munlock_all(&self.reg_allocs[i]);
-                Ok(())
-            }
-            k => self.queued[kind_index(k)]
-                .as_ref()
-                .map(|q| q.backend.unregister_buffers())
-                .unwrap_or(Ok(())),
+            None => Ok(()),
         };
         // Ops in flight keep their own references; the registration's go now.
         self.reg_allocs[i].clear();
@@ -882,18 +687,8 @@ impl Inner {
         // Lock waits end at once (their completions are dropped: no JS runs any more).
         self.locks.shutdown(&mut Vec::new());
         // Cancel what is in the kernel, then wait for it, for EXIT_WAIT at most.
-        if let Some(r) = self.ring.as_mut() {
-            r.cancel_all();
-        }
-        if let Some(a) = self.aio.as_mut() {
-            a.cancel_all();
-        }
-        for (k, rec) in self.ops.iter().enumerate() {
-            if let Some(rec) = rec {
-                if let Some(q) = self.queued[kind_index(rec.backend)].as_ref() {
-                    q.backend.cancel(k as u64);
-                }
-            }
+        for d in self.drivers.iter_mut().flatten() {
+            d.cancel_all();
         }
         let deadline = Instant::now() + EXIT_WAIT;
         let mut raw = Vec::new();
@@ -942,30 +737,17 @@ impl Inner {
         let mut keep: Vec<Abandoned> = Vec::new();
         for slot in self.ops.iter_mut() {
             let Some(mut rec) = slot.take() else { continue };
-            busy[kind_index(rec.backend)] = true;
+            busy[rec.backend.index()] = true;
             for m in rec.mem.iter_mut() {
                 // SAFETY: teardown runs on the JS thread of self.env, which made the reference.
                 unsafe { capture::forget_view(self.env, m) };
             }
             keep.push(Abandoned(Box::new(rec)));
         }
-        if let Some(r) = self.ring.take() {
-            if busy[0] {
-                keep.push(Abandoned(Box::new(r)));
-            }
-        }
-        if let Some(a) = self.aio.take() {
-            if busy[1] {
-                keep.push(Abandoned(Box::new(a)));
-            }
-        }
-        for (i, q) in self.queued.iter_mut().enumerate() {
-            if let Some(q) = q.take() {
-                if busy[i] {
-                    keep.push(Abandoned(Box::new(q)));
-                } else {
-                    q.backend.shutdown();
-                }
+        for (slot, busy) in self.drivers.iter_mut().zip(busy) {
+            // A driver with nothing left is dropped (the pool joins its idle workers).
+            if let (Some(d), true) = (slot.take(), busy) {
+                keep.push(Abandoned(Box::new(d)));
             }
         }
         if !keep.is_empty() {
@@ -988,12 +770,5 @@ impl Inner {
 
     pub fn inflight(&self) -> usize {
         self.inflight
-    }
-}
-
-fn munlock_all(allocs: &[Arc<Alloc>]) {
-    for a in allocs {
-        // SAFETY: munlock of memory we own; failure (never locked) is harmless.
-        unsafe { libc::munlock(a.ptr() as *const c_void, a.len()) };
     }
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
-use odirect_core::backend::BackendKind;
+use odirect_core::io::BackendKind;
 use odirect_core::op::OpKind;
 
 use engine::{Inner, Shared};

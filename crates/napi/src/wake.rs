@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use napi::{sys, Status};
-use odirect_core::backend::eventfd;
+use odirect_core::io::eventfd;
 
 use crate::engine::{Inner, Shared};
 use crate::status::{check, check_status, report};
