@@ -19,11 +19,12 @@ use std::time::Instant;
 use napi::sys;
 use odirect_core::io::eventfd;
 use odirect_core::io::{self, BackendKind, Driver, DriverOptions, Placement};
-use odirect_core::op::{OpKind, OpRef, Segment};
+use odirect_core::op::{OpKind, OpRef};
 
 use crate::capture::{self, CaptureError, Mem, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
-use crate::memory::{self, Alloc};
+use crate::pins::{self, Pins};
+use crate::status;
 use crate::wake::{Js, Wake};
 
 struct OpRec {
@@ -66,6 +67,25 @@ impl OpRec {
             link: false,
         }
     }
+
+    /// What `ODIRECT_DEBUG` traces of the op: "op=pwrite fd=3 offset=0 length=4096 ...".
+    fn describe(&self) -> String {
+        let (off, len) = self.kind.range();
+        let mut what = format!(
+            "op={} fd={} offset={} length={}",
+            self.kind.syscall(),
+            self.kind.fd(),
+            off,
+            len
+        );
+        if self.rw_flags != 0 {
+            what.push_str(&format!(" rw_flags=0x{:x}", self.rw_flags));
+        }
+        if self.link {
+            what.push_str(" link");
+        }
+        what
+    }
 }
 
 pub struct Inner {
@@ -85,8 +105,8 @@ pub struct Inner {
     fds: HashMap<i32, u8>,
     /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
     locks: Waiters,
-    registered: std::collections::HashMap<usize, u16>,
-    reg_allocs: [Vec<Arc<Alloc>>; 3],
+    /// Registered (pinned) memory, per backend.
+    pins: Pins,
     debug: bool,
     /// SQPOLL idle time for the ring (0: no SQPOLL), set before the ring is made.
     pub sqpoll_idle_ms: u32,
@@ -128,11 +148,8 @@ impl Inner {
             inflight: 0,
             fds: HashMap::new(),
             locks: Waiters::new(),
-            registered: std::collections::HashMap::new(),
-            reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
-            debug: std::env::var("ODIRECT_DEBUG")
-                .map(|v| !v.is_empty() && v != "0")
-                .unwrap_or(false),
+            pins: Pins::default(),
+            debug: status::debug(),
             sqpoll_idle_ms: std::env::var("ODIRECT_SQPOLL")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -264,7 +281,7 @@ impl Inner {
         if !fixed {
             return None;
         }
-        owner.and_then(|o| self.registered.get(&o).copied())
+        self.pins.fixed_index(owner)
     }
 
     /// Refuses new ops once shut down or on a backend that was never started.
@@ -457,20 +474,7 @@ impl Inner {
             }
             rec.submitted = true;
             if self.debug {
-                let (off, len) = rec.kind.range();
-                let mut what = format!(
-                    "op={} fd={} offset={} length={}",
-                    rec.kind.syscall(),
-                    rec.kind.fd(),
-                    off,
-                    len
-                );
-                if rec.rw_flags != 0 {
-                    what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
-                }
-                if rec.link {
-                    what.push_str(" link");
-                }
+                let what = rec.describe();
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }
@@ -610,65 +614,28 @@ impl Inner {
     /// # Safety
     /// Values must be live handles of the current call.
     pub unsafe fn register_buffers(&mut self, kind: BackendKind, views: &[sys::napi_value]) -> i32 {
-        let mut allocs = Vec::with_capacity(views.len());
-        for v in views {
-            // SAFETY: forwarded contract.
-            let Ok(view) = (unsafe { memory::view(self.env, *v) }) else {
-                return libc::EINVAL;
-            };
-            match memory::lookup(view.ptr as usize, view.len) {
-                Some(a) => allocs.push(a),
-                None => return libc::EINVAL,
-            }
-        }
+        // SAFETY: forwarded contract.
+        let allocs = match unsafe { pins::allocs_of(self.env, views) } {
+            Ok(a) => a,
+            Err(errno) => return errno,
+        };
         let i = kind.index();
         let Some(d) = self.drivers[i].as_mut() else {
             return libc::ENODEV;
         };
-        let segs: Vec<Segment> = allocs
-            .iter()
-            .map(|a| Segment {
-                ptr: a.ptr(),
-                len: a.len(),
-            })
-            .collect();
-        // SAFETY: the allocations stay alive in reg_allocs until unregistration or a later
+        // SAFETY: the allocations stay alive in `pins` until unregistration or a later
         // registration, and past the driver's end (teardown drops the driver first).
-        let r = unsafe { d.register_buffers(&segs) };
-        if d.fixed_buffers() {
-            self.registered.clear();
-            if r.is_ok() {
-                for (n, a) in allocs.iter().enumerate() {
-                    self.registered.insert(a.ptr() as usize, n as u16);
-                }
-            }
-        }
-        match r {
-            Ok(()) => {
-                self.reg_allocs[i] = allocs;
-                0
-            }
-            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        }
+        let r = unsafe { d.register_buffers(&pins::segments(&allocs)) };
+        self.pins.registered(i, allocs, d.fixed_buffers(), r)
     }
 
     pub fn unregister_buffers(&mut self, kind: BackendKind) -> i32 {
         let i = kind.index();
-        let r = match self.drivers[i].as_mut() {
-            Some(d) => {
-                if d.fixed_buffers() {
-                    self.registered.clear();
-                }
-                d.unregister_buffers()
-            }
-            None => Ok(()),
+        let (r, by_index) = match self.drivers[i].as_mut() {
+            Some(d) => (d.unregister_buffers(), d.fixed_buffers()),
+            None => (Ok(()), false),
         };
-        // Ops in flight keep their own references; the registration's go now.
-        self.reg_allocs[i].clear();
-        match r {
-            Ok(()) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        }
+        self.pins.unregistered(i, by_index, r)
     }
 
     /// Teardown: cancel and wait for every op, release everything, close leaked descriptors.
@@ -717,9 +684,7 @@ impl Inner {
         self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
-        for r in self.reg_allocs.iter_mut() {
-            r.clear();
-        }
+        self.pins.clear();
         for (fd, _) in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
@@ -744,6 +709,7 @@ impl Inner {
             }
             keep.push(Abandoned(Box::new(rec)));
         }
+        let ops = keep.len();
         for (slot, busy) in self.drivers.iter_mut().zip(busy) {
             // A driver with nothing left is dropped (the pool joins its idle workers).
             if let (Some(d), true) = (slot.take(), busy) {
@@ -752,13 +718,10 @@ impl Inner {
         }
         if !keep.is_empty() {
             // Registered (pinned) buffers may be what the abandoned ops use.
-            for r in self.reg_allocs.iter_mut() {
-                keep.push(Abandoned(Box::new(std::mem::take(r))));
-            }
+            keep.push(Abandoned(Box::new(self.pins.take_all())));
             if self.debug {
                 eprintln!(
-                    "odirect: {} ops still in the kernel at exit: their memory is kept for the process",
-                    keep.len()
+                    "odirect: {ops} ops still in the kernel at exit: their memory is kept for the process"
                 );
             }
             ABANDONED

@@ -5,6 +5,7 @@
 //! - `engine`: one engine per JS environment: the op slab, staging, submission, reaping,
 //!   teardown.
 //! - `capture`: from a JS view to memory the kernel may use (bounce buffers, copy-back).
+//! - `pins`: registered (pinned) memory and its fixed-buffer indexes.
 //! - `wake`: how completions reach JS (uv_poll or a reaper thread) and their delivery.
 //! - `uv`: libuv functions resolved at run time (Node's loop integration).
 //! - `status`: the status check of every raw N-API call.
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod locks;
 pub mod memory;
 pub mod paths;
+pub mod pins;
 pub mod status;
 pub mod tasks;
 pub mod uv;
