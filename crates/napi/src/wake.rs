@@ -298,19 +298,31 @@ unsafe fn start_poll(
 /// # Safety
 /// Live env, on its JS thread.
 unsafe fn async_context(env: sys::napi_env) -> napi::Result<sys::napi_async_context> {
-    let (mut res, mut name, mut ctx) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    let (mut res, mut ctx) = (ptr::null_mut(), ptr::null_mut());
     // SAFETY: plain N-API calls, each writing only its outputs.
     unsafe {
         check!(napi_create_object(env, &mut res))?;
+        check!(napi_async_init(env, res, resource_name(env)?, &mut ctx))?;
+    }
+    Ok(ctx)
+}
+
+/// "odirect", the name async hooks and diagnostics show for the engine's callbacks.
+///
+/// # Safety
+/// Live env, on its JS thread.
+unsafe fn resource_name(env: sys::napi_env) -> napi::Result<sys::napi_value> {
+    let mut name = ptr::null_mut();
+    // SAFETY: forwarded contract; a NUL-terminated string of 7 bytes.
+    unsafe {
         check!(napi_create_string_utf8(
             env,
             c"odirect".as_ptr(),
             7,
             &mut name
-        ))?;
-        check!(napi_async_init(env, res, name, &mut ctx))?;
-    }
-    Ok(ctx)
+        ))
+    }?;
+    Ok(name)
 }
 
 /// Adds the environment's async cleanup hook (teardown), holding an engine reference.
@@ -414,16 +426,8 @@ unsafe fn threadsafe_function(
     env: sys::napi_env,
     rc: &Rc<Shared>,
 ) -> napi::Result<sys::napi_threadsafe_function> {
-    let mut name = ptr::null_mut();
-    // SAFETY: live env.
-    unsafe {
-        check!(napi_create_string_utf8(
-            env,
-            c"odirect".as_ptr(),
-            7,
-            &mut name
-        ))
-    }?;
+    // SAFETY: forwarded contract.
+    let name = unsafe { resource_name(env) }?;
     let tsfn = hand_ref(rc, |context| {
         let mut tsfn = ptr::null_mut();
         // SAFETY: plain N-API call with valid arguments; the context (engine) outlives the tsfn
