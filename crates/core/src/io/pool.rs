@@ -583,9 +583,15 @@ fn worker(shared: Arc<Shared>) {
     let mut held_since: Option<Instant> = None;
     let mut st = lock(&shared.state);
     loop {
-        for job in st.cancelled.drain(..) {
-            done.push(cancelled(&job));
-            held_since.get_or_insert_with(Instant::now);
+        if !st.cancelled.is_empty() {
+            // Posted at once, not held behind the next op (which may block for long: a pipe, a
+            // hung FUSE or NFS server).
+            done.extend(st.cancelled.drain(..).map(|j| cancelled(&j)));
+            drop(st);
+            held_since = None;
+            shared.post(&mut done);
+            st = lock(&shared.state);
+            continue;
         }
         if let Some(job) = st.queue.pop_front() {
             drop(st);
