@@ -387,30 +387,25 @@ fn start_reaper(env: sys::napi_env, rc: &Rc<Shared>, efd: i32) -> napi::Result<W
     let spawned = std::thread::Builder::new()
         .name("odirect-reaper".into())
         .spawn(move || reaper(efd, s2.as_raw_fd(), t, p2, keep));
-    let thread = match spawned {
-        Ok(t) => t,
-        Err(e) => {
-            let unstarted = Wake::Thread {
-                tsfn,
-                stop,
-                thread: None,
-                pending,
-            };
-            unstarted.stop(env);
-            return Err(fail(&format!("cannot start the reaper thread: {e}")));
-        }
-    };
+    let unstarted = spawned
+        .as_ref()
+        .err()
+        .map(|e| fail(&format!("cannot start the reaper thread: {e}")));
     let wake = Wake::Thread {
         tsfn,
         stop,
-        thread: Some(thread),
+        thread: spawned.ok(),
         pending,
     };
-    let hooked = hand_ref(rc, |arg| {
-        // SAFETY: live env; the hook runs once at teardown.
-        unsafe { check!(napi_add_env_cleanup_hook(env, Some(sync_cleanup), arg)) }
-    });
+    let hooked = match unstarted {
+        Some(e) => Err(e),
+        None => hand_ref(rc, |arg| {
+            // SAFETY: live env; the hook runs once at teardown.
+            unsafe { check!(napi_add_env_cleanup_hook(env, Some(sync_cleanup), arg)) }
+        }),
+    };
     if let Err(e) = hooked {
+        // Stops the thread (if it started) and releases the tsfn.
         wake.stop(env);
         return Err(e);
     }
