@@ -1,5 +1,6 @@
-//! Rust-owned aligned memory (tests, the CLI's bench, registered pools). Memory that JS sees is
-//! V8-owned instead (an over-allocated ArrayBuffer viewed at an aligned offset), see index.ts.
+//! Rust-owned aligned memory: the block behind every odirect-owned JS ArrayBuffer (the napi
+//! crate's `memory::Alloc` shows it to JS as an external ArrayBuffer), the bounce buffer of an
+//! op on memory that is not odirect's (or not aligned), and the buffers of the Rust tests.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;

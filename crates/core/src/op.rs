@@ -1,15 +1,14 @@
-//! Operations handed to a backend and the completions it hands back.
+//! What a driver is asked to do: an [`OpKind`] (the system call and its arguments) and, when it
+//! is pushed, an [`OpRef`] (the caller's key and how to submit it).
 //!
-//! An [`Op`] carries raw pointers into caller-owned memory. Whoever submits it
-//! (see [`crate::backend::Backend::submit`], an `unsafe fn`) promises that the
-//! memory stays valid, and is not touched by anyone else, until the matching
-//! [`Completion`] has been delivered to the completion sink. The napi layer
-//! keeps that promise by holding a N-API reference to the JS ArrayBuffer in
-//! the op's `token` and releasing it only when the completion reaches the JS
-//! thread; Rust callers keep the buffer alive until they have the completion.
+//! Both carry raw pointers into memory the caller owns. Whoever pushes an op (see
+//! [`crate::io::Driver::push`], an `unsafe fn`) promises that the memory stays valid, and is not
+//! touched by anyone else, until the op's completion has been reaped. The napi layer keeps that
+//! promise by making the memory odirect-owned (an allocation the op record holds, or a bounce
+//! buffer) from capture until the completion is reaped; Rust callers keep their buffers alive
+//! until they have the completion.
 
 use std::os::fd::RawFd;
-use std::time::Instant;
 
 /// One scatter/gather segment.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +18,7 @@ pub struct Segment {
 }
 
 // SAFETY: a Segment is only a pointer value and a length; whoever dereferences it does so under
-// the `Backend::submit` / `register_buffers` contracts, which keep the memory valid.
+// the `Driver::push` / `register_buffers` contracts, which keep the memory valid.
 unsafe impl Send for Segment {}
 // SAFETY: as above; sharing the pointer value does not access the memory.
 unsafe impl Sync for Segment {}
@@ -115,49 +114,42 @@ impl OpKind {
     }
 }
 
-/// An operation with the caller's identifiers.
-#[derive(Debug)]
-pub struct Op {
-    /// Caller-chosen id, unique among ops in flight on one backend. Used for cancellation.
-    pub id: u64,
-    /// Opaque caller data handed back untouched in the completion (the napi layer stores the
-    /// N-API reference that keeps the JS buffer alive here).
-    pub token: usize,
-    pub kind: OpKind,
-    /// When the op was submitted (for latency).
-    pub submitted: Instant,
+/// An op as it is pushed to a driver: borrowed from the caller's record of it, which keeps the
+/// memory alive (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct OpRef<'a> {
+    /// Caller-chosen key, unique among the driver's ops in flight (below `1 << 63`); the
+    /// completion carries it back, and `cancel` names the op by it.
+    pub key: u64,
+    pub kind: &'a OpKind,
+    /// The iovec array of a Readv/Writev (the kernel reads it at submission or later, so it is
+    /// the caller's, with the same lifetime as the buffers). Ignored for other ops.
+    pub iov: Option<&'a [libc::iovec]>,
+    /// Registered buffer index (io_uring READ_FIXED / WRITE_FIXED), for drivers whose
+    /// `fixed_buffers()` is true.
+    pub fixed: Option<u16>,
     /// preadv2/pwritev2 flags of a read or write (RWF_DSYNC, RWF_SYNC, RWF_ATOMIC,
     /// RWF_DONTCACHE...); 0 for a plain one.
     pub rw_flags: i32,
+    /// Run through a kernel worker, never inline (io_uring IOSQE_ASYNC; see
+    /// [`crate::io::Placement::Punt`]).
+    pub punt: bool,
+    /// Chained to the op pushed after it (io_uring IOSQE_IO_LINK): that one starts only after
+    /// this one succeeded and is cancelled when it fails. For drivers whose `links()` is true.
+    pub link: bool,
 }
 
-// SAFETY: an Op only carries raw pointers whose validity the submitter guarantees until the
-// completion is delivered (the contract of `Backend::submit`); moving the pointer values to the
-// backend's thread does not access the memory.
-unsafe impl Send for Op {}
-
-impl Op {
-    pub fn new(id: u64, token: usize, kind: OpKind) -> Op {
-        Op {
-            id,
-            token,
+impl<'a> OpRef<'a> {
+    /// A plain op: no iovec array, no registered buffer, no flags.
+    pub fn new(key: u64, kind: &'a OpKind) -> OpRef<'a> {
+        OpRef {
+            key,
             kind,
-            submitted: Instant::now(),
+            iov: None,
+            fixed: None,
             rw_flags: 0,
+            punt: false,
+            link: false,
         }
     }
 }
-
-/// The outcome of one op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Completion {
-    pub id: u64,
-    pub token: usize,
-    /// Bytes transferred (or 0) when >= 0; a negated errno when < 0.
-    pub result: i64,
-    /// Time from submission to completion, in nanoseconds.
-    pub latency_ns: u64,
-}
-
-/// Where a backend delivers completions, in batches, from its own thread.
-pub type Sink = std::sync::Arc<dyn Fn(Vec<Completion>) + Send + Sync>;

@@ -3,9 +3,9 @@
 use std::os::fd::RawFd;
 
 use crate::align::{self, Alignment};
-use crate::backend::{self, BackendKind};
 use crate::buf::AlignedBuf;
 use crate::file::{self, DirectMode, OpenOptions};
+use crate::io::{self, BackendKind};
 
 #[derive(Debug, Clone)]
 pub struct BackendStatus {
@@ -55,7 +55,7 @@ pub fn kernel_release() -> String {
 pub fn backends() -> Vec<BackendStatus> {
     BackendKind::ALL
         .iter()
-        .map(|&kind| match backend::probe(kind) {
+        .map(|&kind| match io::probe(kind) {
             Ok(()) => BackendStatus {
                 kind,
                 available: true,
@@ -76,7 +76,7 @@ pub fn backends() -> Vec<BackendStatus> {
 /// (opened read-only; one aligned block is read) or a block device (read-only, one block).
 pub fn probe(path: &str) -> Report {
     #[cfg(target_os = "linux")]
-    let io_uring_disabled = backend::uring::disabled_sysctl();
+    let io_uring_disabled = io::ring::disabled_sysctl();
     #[cfg(not(target_os = "linux"))]
     let io_uring_disabled = None;
     let mut report = Report {

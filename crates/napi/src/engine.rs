@@ -1,12 +1,10 @@
-//! The engine of one JS environment (main thread or worker): it captures ops on the JS thread,
-//! submits them inline (io_uring owned by this thread; aio and the thread pool behind their own
-//! threads), and reaps completions on the JS thread when its eventfd is readable:
-//! - with libuv (Node): a `uv_poll_t` on the environment's loop, whose callback settles promises
-//!   through `napi_make_callback` (so microtasks run right after, as for any I/O callback);
-//! - without (Bun, Deno): a reaper thread that waits on the eventfd and wakes the JS thread
-//!   through a threadsafe function.
+//! The engine of one JS environment (main thread or worker): a slab of ops, staged on the JS
+//! thread (their memory captured by `capture`), handed to a [`Driver`] (io_uring ring or aio
+//! context owned by this thread, or the thread pool) at `flush`, and reaped on the JS thread
+//! when the eventfd all its drivers signal is readable (woken by `wake`, which also delivers
+//! the results to JS).
 //!
-//! Memory rule: an op's memory is odirect-owned (an [`Alloc`] whose `Arc` the op holds, or a
+//! Memory rule: an op's memory is odirect-owned (an `Alloc` whose `Arc` the op holds, or a
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
 //! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
 //! teardown the engine cancels every op and waits for it before its memory is released; what
@@ -14,37 +12,20 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use napi::sys;
-use odirect_core::backend::aio::LocalAio;
-use odirect_core::backend::eventfd;
-use odirect_core::backend::ring::LocalRing;
-use odirect_core::backend::{self, Backend, BackendKind, BackendOptions};
-use odirect_core::buf::AlignedBuf;
-use odirect_core::op::{Completion, Op, OpKind, Segment};
+use odirect_core::io::eventfd;
+use odirect_core::io::{self, BackendKind, Driver, DriverOptions, Placement};
+use odirect_core::op::{OpKind, OpRef};
 
+use crate::capture::{self, CaptureError, Mem, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
-use crate::memory::{self, Alloc};
-use crate::uv::Uv;
-
-/// Result code for a bounced read whose destination was detached or shrunk before copy-back.
-pub const RESULT_DETACHED: f64 = -1_000_001.0;
-const RESULTS_CAP: usize = 4096;
-
-/// One segment of an op's memory.
-enum Mem {
-    /// odirect-owned memory (kept allocated by this reference) and the segment's length.
-    Owned(#[allow(dead_code)] Arc<Alloc>, usize),
-    /// A bounce buffer and the segment's length; for reads, where to copy the bytes back (a
-    /// reference to the JS view and the offset in it).
-    Bounce(AlignedBuf, usize, Option<(sys::napi_ref, usize)>),
-}
+use crate::pins::{self, Pins};
+use crate::status;
+use crate::wake::{Js, Wake};
 
 struct OpRec {
     backend: BackendKind,
@@ -86,42 +67,35 @@ impl OpRec {
             link: false,
         }
     }
-}
 
-/// An aio or thread-pool backend: its own threads, completions into a queue + our eventfd.
-struct Queued {
-    backend: Box<dyn Backend>,
-    done: Arc<Mutex<Vec<Completion>>>,
-    staged: Vec<Op>,
-}
-
-pub enum Wake {
-    None,
-    Loop {
-        uv: Uv,
-        poll: *mut c_void,
-        async_ctx: sys::napi_async_context,
-        cleanup: sys::napi_async_cleanup_hook_handle,
-    },
-    Thread {
-        tsfn: sys::napi_threadsafe_function,
-        stop: Arc<OwnedFd>,
-        thread: Option<std::thread::JoinHandle<()>>,
-        pending: Arc<AtomicBool>,
-    },
+    /// What `ODIRECT_DEBUG` traces of the op: "op=pwrite fd=3 offset=0 length=4096 ...".
+    fn describe(&self) -> String {
+        let (off, len) = self.kind.range();
+        let mut what = format!(
+            "op={} fd={} offset={} length={}",
+            self.kind.syscall(),
+            self.kind.fd(),
+            off,
+            len
+        );
+        if self.rw_flags != 0 {
+            what.push_str(&format!(" rw_flags=0x{:x}", self.rw_flags));
+        }
+        if self.link {
+            what.push_str(" link");
+        }
+        what
+    }
 }
 
 pub struct Inner {
     pub env: sys::napi_env,
-    callback: sys::napi_ref,
-    /// The preallocated results Float64Array (V8 memory, freed with the isolate).
-    results: Option<sys::napi_ref>,
+    /// The callback and results array completions are delivered to (None once torn down).
+    pub js: Option<Js>,
     /// None once torn down.
     eventfd: Option<Arc<OwnedFd>>,
-    ring: Option<LocalRing>,
-    ring_reason: Option<String>,
-    aio: Option<LocalAio>,
-    queued: [Option<Queued>; 3],
+    /// The drivers started so far, by `BackendKind::index`.
+    drivers: [Option<Box<dyn Driver>>; 3],
     ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
     staged: Vec<u32>,
@@ -131,8 +105,8 @@ pub struct Inner {
     fds: HashMap<i32, u8>,
     /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
     locks: Waiters,
-    registered: std::collections::HashMap<usize, u16>,
-    reg_allocs: [Vec<Arc<Alloc>>; 3],
+    /// Registered (pinned) memory, per backend.
+    pins: Pins,
     debug: bool,
     /// SQPOLL idle time for the ring (0: no SQPOLL), set before the ring is made.
     pub sqpoll_idle_ms: u32,
@@ -157,82 +131,16 @@ unsafe impl Send for Abandoned {}
 /// The process-wide owner of what teardown could not wait for (see `abandon_the_rest`).
 static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
 
-/// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
-/// socket, char device): see `odirect_core::file::submission_may_block`.
-pub const FD_MAY_BLOCK: u8 = 1;
-/// The descriptor is not O_DIRECT (Linux AIO performs such I/O synchronously in io_submit).
-pub const FD_BUFFERED: u8 = 2;
-
-fn kind_index(k: BackendKind) -> usize {
-    match k {
-        BackendKind::IoUring => 0,
-        BackendKind::Aio => 1,
-        BackendKind::ThreadPool => 2,
-    }
-}
-
-pub fn parse_kind(b: u32) -> Option<BackendKind> {
-    use crate::BackendIndex as B;
-    match b {
-        x if x == B::IoUring as u32 => Some(BackendKind::IoUring),
-        x if x == B::Aio as u32 => Some(BackendKind::Aio),
-        x if x == B::ThreadPool as u32 => Some(BackendKind::ThreadPool),
-        _ => None,
-    }
-}
-
-/// Why an op could not be captured (returned to JS as a negative number).
-pub enum CaptureError {
-    Detached,
-    NotView,
-    UnknownKind,
-    NoMemory,
-    Closed,
-    NoBackend,
-}
-
-impl CaptureError {
-    pub fn code(&self) -> f64 {
-        use crate::CaptureCode as C;
-        (match self {
-            CaptureError::Detached => C::Detached,
-            CaptureError::NotView => C::NotView,
-            CaptureError::UnknownKind => C::UnknownKind,
-            CaptureError::NoMemory => C::NoMemory,
-            CaptureError::Closed => C::Closed,
-            CaptureError::NoBackend => C::NoBackend,
-        }) as i32 as f64
-    }
-}
-
-fn from_view_err(e: i32) -> CaptureError {
-    match e {
-        memory::TOO_SHORT => CaptureError::Detached,
-        memory::UNKNOWN_KIND => CaptureError::UnknownKind,
-        _ => CaptureError::NotView,
-    }
-}
-
-/// One captured segment: where the kernel reads/writes, and what keeps that memory alive.
-struct Seg {
-    ptr: *mut u8,
-    len: usize,
-    mem: Mem,
-    owner: Option<usize>,
-}
+pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 
 impl Inner {
-    pub fn new(env: sys::napi_env, callback: sys::napi_ref) -> std::io::Result<Inner> {
+    pub fn new(env: sys::napi_env) -> std::io::Result<Inner> {
         let efd = eventfd::new(false)?;
         Ok(Inner {
             env,
-            callback,
-            results: None,
+            js: None,
             eventfd: Some(Arc::new(efd)),
-            ring: None,
-            ring_reason: None,
-            aio: None,
-            queued: [None, None, None],
+            drivers: [None, None, None],
             ops: Vec::new(),
             free: Vec::new(),
             staged: Vec::new(),
@@ -240,11 +148,8 @@ impl Inner {
             inflight: 0,
             fds: HashMap::new(),
             locks: Waiters::new(),
-            registered: std::collections::HashMap::new(),
-            reg_allocs: [Vec::new(), Vec::new(), Vec::new()],
-            debug: std::env::var("ODIRECT_DEBUG")
-                .map(|v| !v.is_empty() && v != "0")
-                .unwrap_or(false),
+            pins: Pins::default(),
+            debug: status::debug(),
             sqpoll_idle_ms: std::env::var("ODIRECT_SQPOLL")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -265,31 +170,19 @@ impl Inner {
         self.eventfd.as_ref().map_or(-1, |e| e.as_raw_fd())
     }
 
-    pub fn set_results(&mut self, r: sys::napi_ref) {
-        self.results = Some(r);
-    }
-
-    /// At teardown: deletes the results array's reference, and closes the eventfd (a runtime
-    /// that never finalizes the engine's JS object must not keep a descriptor per worker).
+    /// At teardown: closes the eventfd (a runtime that never finalizes the engine's JS object
+    /// must not keep a descriptor per worker).
     pub fn let_go(&mut self) {
         self.eventfd = None;
-        if let Some(r) = self.results.take() {
-            // SAFETY: reference created on this env, which is still alive (its cleanup runs).
-            unsafe { sys::napi_delete_reference(self.env, r) };
-        }
     }
 
     pub fn path_name(&self) -> &'static str {
-        match self.wake {
-            Wake::Loop { .. } => "libuv",
-            Wake::Thread { .. } => "thread",
-            Wake::None => "none",
-        }
+        self.wake.name()
     }
 
     /// Asks for an SQPOLL ring (idle ms; 0: none). "" when done, else why not.
     pub fn set_sqpoll(&mut self, idle_ms: u32) -> String {
-        if self.ring.is_some() && self.sqpoll_idle_ms != idle_ms {
+        if self.drivers[BackendKind::IoUring.index()].is_some() && self.sqpoll_idle_ms != idle_ms {
             return "the io_uring ring of this thread already exists; set sqpoll before the first open".into();
         }
         self.sqpoll_idle_ms = idle_ms;
@@ -297,7 +190,10 @@ impl Inner {
     }
 
     pub fn ring_setup(&self) -> String {
-        self.ring.as_ref().map(|r| r.describe()).unwrap_or_default()
+        self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map(|d| d.describe())
+            .unwrap_or_default()
     }
 
     /// Starts (once) a backend; "" when it works, else why not.
@@ -305,137 +201,34 @@ impl Inner {
         if self.closed {
             return "the engine is shut down".into();
         }
-        match kind {
-            BackendKind::IoUring => {
-                if self.ring.is_some() {
-                    return String::new();
-                }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
-                match LocalRing::with_options(qd, self.eventfd(), self.sqpoll_idle_ms) {
-                    Ok(r) => {
-                        self.ring = Some(r);
-                        self.ring_reason = None;
-                        String::new()
-                    }
-                    Err(u) => {
-                        self.ring_reason = Some(u.reason.clone());
-                        u.reason
-                    }
-                }
+        let i = kind.index();
+        if self.drivers[i].is_some() {
+            return String::new();
+        }
+        let Some(efd) = self.eventfd.clone() else {
+            return "the engine is shut down".into();
+        };
+        let mut opts = DriverOptions {
+            sqpoll_idle_ms: self.sqpoll_idle_ms,
+            ..DriverOptions::default()
+        };
+        if queue_depth > 0 {
+            opts.queue_depth = queue_depth;
+        }
+        if threads > 0 {
+            opts.threads = threads as usize;
+        }
+        match io::create(kind, &efd, &opts) {
+            Ok(d) => {
+                self.drivers[i] = Some(d);
+                String::new()
             }
-            BackendKind::Aio => {
-                if self.aio.is_some() {
-                    return String::new();
-                }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
-                match LocalAio::new(qd, self.eventfd()) {
-                    Ok(a) => {
-                        self.aio = Some(a);
-                        String::new()
-                    }
-                    Err(u) => u.reason,
-                }
-            }
-            _ => {
-                let i = kind_index(kind);
-                if self.queued[i].is_some() {
-                    return String::new();
-                }
-                let done: Arc<Mutex<Vec<Completion>>> = Arc::new(Mutex::new(Vec::new()));
-                let d2 = done.clone();
-                // The sink only touches this queue and the eventfd (both kept alive by the Arcs
-                // it owns), so a late delivery after teardown is harmless.
-                let Some(efd) = self.eventfd.clone() else {
-                    return "the engine is shut down".into();
-                };
-                let sink: odirect_core::op::Sink = Arc::new(move |batch: Vec<Completion>| {
-                    d2.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
-                    eventfd::signal(efd.as_raw_fd());
-                });
-                let mut opts = BackendOptions::default();
-                if queue_depth > 0 {
-                    opts.queue_depth = queue_depth;
-                }
-                if threads > 0 {
-                    opts.threads = threads as usize;
-                }
-                match backend::create(kind, sink, &opts) {
-                    Ok(b) => {
-                        self.queued[i] = Some(Queued {
-                            backend: b,
-                            done,
-                            staged: Vec::new(),
-                        });
-                        String::new()
-                    }
-                    Err(u) => u.reason,
-                }
-            }
+            Err(u) => u.reason,
         }
     }
 
     fn has_backend(&self, kind: BackendKind) -> bool {
-        match kind {
-            BackendKind::IoUring => self.ring.is_some(),
-            BackendKind::Aio => self.aio.is_some(),
-            k => self.queued[kind_index(k)].is_some(),
-        }
-    }
-
-    /// Captures `[offset, offset + length)` of the JS view `v` for an op.
-    ///
-    /// # Safety
-    /// `v` must be a live handle of the current N-API call on `self.env`.
-    unsafe fn capture(
-        &self,
-        v: sys::napi_value,
-        offset: usize,
-        length: usize,
-        mem_align: usize,
-        write: bool,
-    ) -> Result<Seg, CaptureError> {
-        // SAFETY: forwarded contract.
-        let view = unsafe { memory::view(self.env, v) }.map_err(from_view_err)?;
-        let end = offset.checked_add(length).ok_or(CaptureError::Detached)?;
-        if view.len < end || view.ptr.is_null() {
-            return Err(CaptureError::Detached);
-        }
-        let p = view.ptr as usize + offset;
-        if mem_align > 0 && p.is_multiple_of(mem_align) {
-            if let Some(a) = memory::lookup(p, length) {
-                let start = a.ptr() as usize;
-                return Ok(Seg {
-                    ptr: p as *mut u8,
-                    len: length,
-                    mem: Mem::Owned(a, length),
-                    owner: Some(start),
-                });
-            }
-        }
-        // Not odirect's memory (or not aligned): the kernel gets a bounce buffer we own.
-        let mut b =
-            AlignedBuf::try_new(length, mem_align.max(4096)).ok_or(CaptureError::NoMemory)?;
-        let ptr = b.as_mut_ptr();
-        let back = if write {
-            // SAFETY: view.ptr + offset .. + length lies inside the view (checked above) and
-            // b has at least `length` bytes; no JS runs during the copy.
-            unsafe { ptr::copy_nonoverlapping(p as *const u8, ptr, length) };
-            None
-        } else {
-            let mut r = ptr::null_mut();
-            // SAFETY: v is a live object handle; the reference is deleted on completion.
-            if unsafe { sys::napi_create_reference(self.env, v, 1, &mut r) } != sys::Status::napi_ok
-            {
-                return Err(CaptureError::NotView);
-            }
-            Some((r, offset))
-        };
-        Ok(Seg {
-            ptr,
-            len: length,
-            mem: Mem::Bounce(b, length, back),
-            owner: None,
-        })
+        self.drivers[kind.index()].is_some()
     }
 
     fn slot(&mut self, rec: OpRec) -> u32 {
@@ -448,20 +241,26 @@ impl Inner {
         }
     }
 
-    /// Where an op on a descriptor whose submission may sleep goes, so that the JS thread never
-    /// sleeps in the kernel: on io_uring it is submitted with IOSQE_ASYNC (an io-wq worker
-    /// issues it, the JS thread's io_uring_enter only queues it); on aio (whose io_submit runs
-    /// buffered I/O synchronously and sleeps on FUSE's request limit) it goes to the thread pool.
+    /// Where an op goes, as its driver says (`Driver::placement`), so that the JS thread never
+    /// sleeps in the kernel and no op lands where it cannot run: on io_uring an op on a
+    /// descriptor whose submission may sleep is submitted with IOSQE_ASYNC (an io-wq worker
+    /// issues it, the JS thread's io_uring_enter only queues it); what a driver cannot run
+    /// (ftruncate before Linux 6.9; fallocate, ftruncate and close on aio) or would block on
+    /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
+    /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec) {
         let facts = self.fds.get(&rec.kind.fd()).copied().unwrap_or(0);
-        match rec.backend {
-            BackendKind::IoUring => rec.punt = facts & FD_MAY_BLOCK != 0,
-            BackendKind::Aio
-                if facts != 0 && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() =>
-            {
-                rec.backend = BackendKind::ThreadPool;
+        let Some(d) = self.drivers[rec.backend.index()].as_ref() else {
+            return;
+        };
+        match d.placement(&rec.kind, facts) {
+            Placement::Inline => {}
+            Placement::Punt => rec.punt = true,
+            Placement::Elsewhere => {
+                if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
+                    rec.backend = BackendKind::ThreadPool;
+                }
             }
-            _ => {}
         }
     }
 
@@ -475,24 +274,14 @@ impl Inner {
         k
     }
 
-    fn release_segs(&self, segs: Vec<Seg>) {
-        for s in segs {
-            self.release_mem(s.mem);
-        }
-    }
-
-    fn release_mem(&self, m: Mem) {
-        if let Mem::Bounce(_, _, Some((r, _))) = m {
-            // SAFETY: r was created on this env by capture and is deleted once.
-            unsafe { sys::napi_delete_reference(self.env, r) };
-        }
-    }
-
     fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
-        if kind != BackendKind::IoUring {
+        let fixed = self.drivers[kind.index()]
+            .as_ref()
+            .is_some_and(|d| d.fixed_buffers());
+        if !fixed {
             return None;
         }
-        owner.and_then(|o| self.registered.get(&o).copied())
+        self.pins.fixed_index(owner)
     }
 
     /// Refuses new ops once shut down or on a backend that was never started.
@@ -504,62 +293,6 @@ impl Inner {
             return Err(CaptureError::NoBackend);
         }
         Ok(())
-    }
-
-    /// Captures every `(view, length)` whole, or none (what was taken is released).
-    ///
-    /// # Safety
-    /// Every value must be a live handle of the current N-API call on `self.env`.
-    unsafe fn capture_all(
-        &self,
-        views: impl Iterator<Item = (sys::napi_value, usize)>,
-        mem_align: usize,
-        write: bool,
-    ) -> Result<Vec<Seg>, CaptureError> {
-        let mut segs = Vec::with_capacity(views.size_hint().0);
-        for (v, len) in views {
-            // SAFETY: forwarded contract.
-            match unsafe { self.capture(v, 0, len, mem_align, write) } {
-                Ok(s) => segs.push(s),
-                Err(e) => {
-                    self.release_segs(segs);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(segs)
-    }
-
-    /// The record of a read or write of one captured segment at `position`, and whether it
-    /// was bounced.
-    fn single(
-        &self,
-        kind: BackendKind,
-        write: bool,
-        fd: i32,
-        seg: Seg,
-        position: u64,
-    ) -> (OpRec, u32) {
-        let fixed = self.fixed_for(kind, seg.owner);
-        let bounced = seg.owner.is_none() as u32;
-        let op = if write {
-            OpKind::Write {
-                fd,
-                ptr: seg.ptr,
-                len: seg.len,
-                offset: position,
-                buf_index: fixed,
-            }
-        } else {
-            OpKind::Read {
-                fd,
-                ptr: seg.ptr,
-                len: seg.len,
-                offset: position,
-                buf_index: fixed,
-            }
-        };
-        (OpRec::new(kind, op, None, vec![seg.mem], fixed), bounced)
     }
 
     /// Stages a read or write of one view segment. Returns the op key.
@@ -580,9 +313,24 @@ impl Inner {
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
+        let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
         let (rec, bounced) = self.single(kind, write, fd, seg, position);
         Ok(self.stage(rec) * 2 + bounced)
+    }
+
+    /// The record of a read or write of one captured segment at `position`, and whether it
+    /// was bounced.
+    fn single(
+        &self,
+        kind: BackendKind,
+        write: bool,
+        fd: i32,
+        seg: Seg,
+        position: u64,
+    ) -> (OpRec, u32) {
+        let fixed = self.fixed_for(kind, seg.owner);
+        let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
+        (OpRec::new(kind, op, None, vec![mem], fixed), bounced)
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -600,36 +348,9 @@ impl Inner {
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let segs = unsafe { self.capture_all(views.iter().copied(), mem_align, write)? };
-        let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
-        let iov: Box<[libc::iovec]> = segs
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.ptr as *mut c_void,
-                iov_len: s.len,
-            })
-            .collect();
-        let sv: Vec<Segment> = segs
-            .iter()
-            .map(|s| Segment {
-                ptr: s.ptr,
-                len: s.len,
-            })
-            .collect();
-        let op = if write {
-            OpKind::Writev {
-                fd,
-                segs: sv,
-                offset: position,
-            }
-        } else {
-            OpKind::Readv {
-                fd,
-                segs: sv,
-                offset: position,
-            }
-        };
-        let mem = segs.into_iter().map(|s| s.mem).collect();
+        let segs =
+            unsafe { capture::capture_all(self.env, views.iter().copied(), mem_align, write)? };
+        let (op, iov, mem, bounced) = capture::vectored(write, fd, segs, position);
         let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
         Ok(key * 2 + bounced)
     }
@@ -649,8 +370,14 @@ impl Inner {
     ) -> Result<(), CaptureError> {
         self.ready(kind)?;
         // SAFETY: forwarded contract.
-        let segs =
-            unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
+        let segs = unsafe {
+            capture::capture_all(
+                self.env,
+                views.iter().map(|(v, l, _)| (*v, *l)),
+                mem_align,
+                write,
+            )?
+        };
         for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
             keys.push(self.stage(rec) * 2 + bounced);
@@ -683,8 +410,10 @@ impl Inner {
     /// Links io_uring op `key`, staged but not yet submitted, to the op staged right after it
     /// (IOSQE_IO_LINK; see `LocalRing::push_chain`). False for other backends or submitted ops.
     pub fn set_link(&mut self, key: u32) -> bool {
+        let drivers = &self.drivers;
+        let links = |k: BackendKind| drivers[k.index()].as_ref().is_some_and(|d| d.links());
         match self.ops.get_mut(key as usize) {
-            Some(Some(rec)) if !rec.submitted && rec.backend == BackendKind::IoUring => {
+            Some(Some(rec)) if !rec.submitted && links(rec.backend) => {
                 rec.link = true;
                 true
             }
@@ -692,47 +421,31 @@ impl Inner {
         }
     }
 
-    /// Stages an op without memory.
+    /// Stages an op without memory (`route` sends what the driver cannot run, e.g. ftruncate
+    /// before Linux 6.9 or close on aio, to the thread pool).
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
-        let mut backend = kind;
         if let OpKind::Close { fd } = op {
             self.fds.remove(&fd);
-            if let Some(r) = self.ring.as_mut() {
-                r.unregister_fd(fd);
+            for d in self.drivers.iter_mut().flatten() {
+                d.unregister_fd(fd);
             }
         }
-        let aio_cannot = kind == BackendKind::Aio
-            && matches!(
-                op,
-                OpKind::Fallocate { .. } | OpKind::Ftruncate { .. } | OpKind::Close { .. }
-            );
-        if aio_cannot
-            || (matches!(op, OpKind::Ftruncate { .. })
-                && kind == BackendKind::IoUring
-                && !self.ring.as_ref().is_some_and(|r| r.supports_ftruncate()))
-        {
-            // No IORING_OP_FTRUNCATE before Linux 6.9, and no fallocate/ftruncate/close in Linux
-            // AIO: run those on the thread pool (joined at teardown like every other backend).
-            if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
-                backend = BackendKind::ThreadPool;
-            }
-        }
-        Ok(self.stage(OpRec::new(backend, op, None, Vec::new(), None)))
+        Ok(self.stage(OpRec::new(kind, op, None, Vec::new(), None)))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
     pub fn adopt(&mut self, fd: i32, facts: u8) {
         self.fds.insert(fd, facts);
-        if let Some(r) = self.ring.as_mut() {
-            r.register_fd(fd);
+        for d in self.drivers.iter_mut().flatten() {
+            d.register_fd(fd);
         }
     }
 
     /// Closes `fd` now if this engine tracks it (GC of a leaked handle); true when it did.
     pub fn close_sync(&mut self, fd: i32) -> bool {
-        if let Some(r) = self.ring.as_mut() {
-            r.unregister_fd(fd);
+        for d in self.drivers.iter_mut().flatten() {
+            d.unregister_fd(fd);
         }
         if self.fds.remove(&fd).is_some() {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
@@ -744,15 +457,14 @@ impl Inner {
         }
     }
 
-    /// Hands every staged op to its backend (one io_uring_enter for the ring).
+    /// Hands every staged op to its driver, then submits each driver used once (one
+    /// io_uring_enter for the ring).
     pub fn flush(&mut self) {
         if self.staged.is_empty() {
             return;
         }
         let staged = std::mem::take(&mut self.staged);
-        let mut ring_used = false;
-        let mut chain = Vec::new();
-        let mut aio_used = false;
+        let mut used = [false; 3];
         for k in staged {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -762,103 +474,34 @@ impl Inner {
             }
             rec.submitted = true;
             if self.debug {
-                let (off, len) = rec.kind.range();
-                let mut what = format!(
-                    "op={} fd={} offset={} length={}",
-                    rec.kind.syscall(),
-                    rec.kind.fd(),
-                    off,
-                    len
-                );
-                if rec.rw_flags != 0 {
-                    what.push_str(&format!(" rw_flags=0x{:x}", rec.rw_flags));
-                }
-                if rec.link {
-                    what.push_str(" link");
-                }
+                let what = rec.describe();
                 eprintln!("odirect: submit id={k} {what}");
                 rec.debug = Some(what);
             }
-            match rec.backend {
-                BackendKind::IoUring => {
-                    let ring = self.ring.as_mut().expect("checked at staging");
-                    // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in
-                    // `rec`, which stays in the slab until this key's completion is reaped.
-                    let sqe = unsafe {
-                        ring.sqe_rw(
-                            k as u64,
-                            &rec.kind,
-                            rec.iov.as_deref(),
-                            rec.fixed,
-                            false,
-                            rec.rw_flags as u32,
-                        )
-                    };
-                    match sqe {
-                        Ok(e) => {
-                            let e = if rec.punt { LocalRing::punt(e) } else { e };
-                            if rec.link || !chain.is_empty() {
-                                // A chain (ops marked `link`, then the one after the last)
-                                // goes in whole.
-                                chain.push(e);
-                                if !rec.link {
-                                    // SAFETY: as above, for every entry of the chain.
-                                    unsafe { ring.push_chain(std::mem::take(&mut chain)) };
-                                }
-                            } else {
-                                // SAFETY: as above.
-                                unsafe { ring.push(e) };
-                            }
-                            ring_used = true;
-                        }
-                        Err(e) => self
-                            .synthetic
-                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
-                    }
-                }
-                BackendKind::Aio => {
-                    let aio = self.aio.as_mut().expect("checked at staging");
-                    // SAFETY: as for the ring: the record keeps the memory until reaped.
-                    match unsafe {
-                        aio.push_rw(k as u64, &rec.kind, rec.iov.as_deref(), rec.rw_flags)
-                    } {
-                        Ok(()) => aio_used = true,
-                        Err(e) => self
-                            .synthetic
-                            .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
-                    }
-                }
-                other => {
-                    let q = self.queued[kind_index(other)]
-                        .as_mut()
-                        .expect("checked at staging");
-                    let mut op = Op::new(k as u64, 0, rec.kind.clone());
-                    op.rw_flags = rec.rw_flags;
-                    q.staged.push(op);
-                }
+            let i = rec.backend.index();
+            let d = self.drivers[i].as_mut().expect("checked at staging");
+            let op = OpRef {
+                key: k as u64,
+                kind: &rec.kind,
+                iov: rec.iov.as_deref(),
+                fixed: rec.fixed,
+                rw_flags: rec.rw_flags,
+                punt: rec.punt,
+                link: rec.link,
+            };
+            // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in `rec`,
+            // which stays in the slab until this key's completion is reaped (or, at teardown,
+            // is abandoned with the driver); `fixed` came from this driver's registration.
+            match unsafe { d.push(&op) } {
+                Ok(()) => used[i] = true,
+                Err(e) => self
+                    .synthetic
+                    .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
             }
         }
-        if ring_used {
-            if let Some(r) = self.ring.as_mut() {
-                if !chain.is_empty() {
-                    // A chain whose last op never came (not expected): in, ordered, unlinked.
-                    // SAFETY: as for every ring entry above.
-                    unsafe { r.push_chain(chain) };
-                }
-                r.submit();
-            }
-        }
-        if aio_used {
-            if let Some(a) = self.aio.as_mut() {
-                a.submit();
-            }
-        }
-        for q in self.queued.iter_mut().flatten() {
-            if !q.staged.is_empty() {
-                let ops = std::mem::take(&mut q.staged);
-                // SAFETY: each op's memory is held by its record in the slab until its
-                // completion is reaped, which happens after the backend delivered it.
-                unsafe { q.backend.submit(ops) };
+        for (d, used) in self.drivers.iter_mut().zip(used) {
+            if let (Some(d), true) = (d, used) {
+                d.submit();
             }
         }
         if !self.synthetic.is_empty() {
@@ -897,22 +540,8 @@ impl Inner {
             eventfd::signal(self.eventfd());
             return;
         }
-        match rec.backend {
-            BackendKind::IoUring => {
-                if let Some(r) = self.ring.as_mut() {
-                    r.cancel(key as u64)
-                }
-            }
-            BackendKind::Aio => {
-                if let Some(a) = self.aio.as_mut() {
-                    a.cancel(key as u64)
-                }
-            }
-            k => {
-                if let Some(q) = self.queued[kind_index(k)].as_ref() {
-                    q.backend.cancel(key as u64)
-                }
-            }
+        if let Some(d) = self.drivers[rec.backend.index()].as_mut() {
+            d.cancel(key as u64);
         }
     }
 
@@ -922,45 +551,15 @@ impl Inner {
             return;
         }
         self.referenced = want;
-        match &self.wake {
-            Wake::Loop { uv, poll, .. } => {
-                // SAFETY: poll is our live, initialised uv_poll_t on this thread's loop.
-                unsafe {
-                    if want {
-                        (uv.ref_)(*poll)
-                    } else {
-                        (uv.unref)(*poll)
-                    }
-                }
-            }
-            Wake::Thread { tsfn, .. } => {
-                // SAFETY: on the JS thread with our env and live tsfn.
-                unsafe {
-                    if want {
-                        sys::napi_ref_threadsafe_function(self.env, *tsfn);
-                    } else {
-                        sys::napi_unref_threadsafe_function(self.env, *tsfn);
-                    }
-                }
-            }
-            Wake::None => {}
-        }
+        // SAFETY: ops are staged and reaped on the JS thread of self.env.
+        unsafe { self.wake.set_ref(self.env, want) };
     }
 
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
-        if let Some(r) = self.ring.as_mut() {
-            let mut tmp = Vec::new();
-            r.reap(&mut tmp);
-            raw.extend(tmp.into_iter().map(|(k, res)| (k, res as i64)));
-        }
-        if let Some(a) = self.aio.as_mut() {
-            a.reap(raw);
-        }
-        for q in self.queued.iter().flatten() {
-            let done = std::mem::take(&mut *q.done.lock().unwrap_or_else(|p| p.into_inner()));
-            raw.extend(done.into_iter().map(|c| (c.id, c.result)));
+        for d in self.drivers.iter_mut().flatten() {
+            d.reap(raw);
         }
         self.locks.take_done(raw);
     }
@@ -979,40 +578,8 @@ impl Inner {
             };
             self.free.push(key as u32);
             self.inflight -= 1;
-            let mut detached = false;
-            if result > 0 {
-                let mut left = result as usize;
-                for m in &rec.mem {
-                    let (n, back) = match m {
-                        Mem::Owned(_, len) => (left.min(*len), None),
-                        Mem::Bounce(b, len, back) => (left.min(*len), back.map(|x| (b, x))),
-                    };
-                    if let Some((b, (r, off))) = back {
-                        if n > 0 {
-                            let mut val = ptr::null_mut();
-                            // SAFETY: JS thread, live env; r is our reference; the view is
-                            // re-measured now and written only within its current length.
-                            unsafe {
-                                let ok = sys::napi_get_reference_value(self.env, r, &mut val)
-                                    == sys::Status::napi_ok
-                                    && !val.is_null();
-                                match if ok {
-                                    memory::view(self.env, val).ok()
-                                } else {
-                                    None
-                                } {
-                                    Some(v) if !v.ptr.is_null() && v.len >= off + n => {
-                                        ptr::copy_nonoverlapping(b.as_ptr(), v.ptr.add(off), n)
-                                    }
-                                    _ => detached = true,
-                                }
-                            }
-                        }
-                    }
-                    left -= n;
-                }
-            }
-            if detached {
+            // SAFETY: on the JS thread of self.env, which made the op's references.
+            if unsafe { capture::copy_back(self.env, &rec.mem, result) } {
                 result = RESULT_DETACHED as i64;
             }
             let lat = rec.started.elapsed().as_nanos() as f64 / 1000.0;
@@ -1026,9 +593,8 @@ impl Inner {
                     "odirect: complete id={key} {d} result={result}{err} latency_us={lat:.1}"
                 );
             }
-            for m in rec.mem {
-                self.release_mem(m);
-            }
+            // SAFETY: on the JS thread of self.env, which made the op's references.
+            unsafe { capture::release(self.env, rec.mem) };
             out.push(key as f64);
             out.push(result as f64);
             out.push(lat);
@@ -1048,105 +614,28 @@ impl Inner {
     /// # Safety
     /// Values must be live handles of the current call.
     pub unsafe fn register_buffers(&mut self, kind: BackendKind, views: &[sys::napi_value]) -> i32 {
-        let mut allocs = Vec::with_capacity(views.len());
-        for v in views {
-            // SAFETY: forwarded contract.
-            let Ok(view) = (unsafe { memory::view(self.env, *v) }) else {
-                return libc::EINVAL;
-            };
-            match memory::lookup(view.ptr as usize, view.len) {
-                Some(a) => allocs.push(a),
-                None => return libc::EINVAL,
-            }
-        }
-        let i = kind_index(kind);
-        let r = match kind {
-            BackendKind::IoUring => {
-                let Some(ring) = self.ring.as_mut() else {
-                    return libc::ENODEV;
-                };
-                let iov: Vec<libc::iovec> = allocs
-                    .iter()
-                    .map(|a| libc::iovec {
-                        iov_base: a.ptr() as *mut c_void,
-                        iov_len: a.len(),
-                    })
-                    .collect();
-                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
-                let r = unsafe { ring.register_buffers(&iov) };
-                self.registered.clear();
-                if r.is_ok() {
-                    for (n, a) in allocs.iter().enumerate() {
-                        self.registered.insert(a.ptr() as usize, n as u16);
-                    }
-                }
-                r
-            }
-            BackendKind::Aio => {
-                if self.aio.is_none() {
-                    return libc::ENODEV;
-                }
-                munlock_all(&self.reg_allocs[i]);
-                let mut r = Ok(());
-                for (n, a) in allocs.iter().enumerate() {
-                    // SAFETY: mlock of memory we own and keep (reg_allocs) while locked.
-                    if unsafe { libc::mlock(a.ptr() as *const c_void, a.len()) } != 0 {
-                        r = Err(std::io::Error::last_os_error());
-                        munlock_all(&allocs[..n]);
-                        break;
-                    }
-                }
-                r
-            }
-            k => {
-                let Some(q) = self.queued[kind_index(k)].as_ref() else {
-                    return libc::ENODEV;
-                };
-                let segs: Vec<Segment> = allocs
-                    .iter()
-                    .map(|a| Segment {
-                        ptr: a.ptr(),
-                        len: a.len(),
-                    })
-                    .collect();
-                // SAFETY: the allocations stay alive in reg_allocs until unregistration.
-                unsafe { q.backend.register_buffers(&segs) }
-            }
+        // SAFETY: forwarded contract.
+        let allocs = match unsafe { pins::allocs_of(self.env, views) } {
+            Ok(a) => a,
+            Err(errno) => return errno,
         };
-        match r {
-            Ok(()) => {
-                self.reg_allocs[i] = allocs;
-                0
-            }
-            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        }
+        let i = kind.index();
+        let Some(d) = self.drivers[i].as_mut() else {
+            return libc::ENODEV;
+        };
+        // SAFETY: the allocations stay alive in `pins` until unregistration or a later
+        // registration, and past the driver's end (teardown drops the driver first).
+        let r = unsafe { d.register_buffers(&pins::segments(&allocs)) };
+        self.pins.registered(i, allocs, d.fixed_buffers(), r)
     }
 
     pub fn unregister_buffers(&mut self, kind: BackendKind) -> i32 {
-        let i = kind_index(kind);
-        let r = match kind {
-            BackendKind::IoUring => {
-                self.registered.clear();
-                self.ring
-                    .as_mut()
-                    .map(|r| r.unregister_buffers())
-                    .unwrap_or(Ok(()))
-            }
-            BackendKind::Aio => {
-                munlock_all(&self.reg_allocs[i]);
-                Ok(())
-            }
-            k => self.queued[kind_index(k)]
-                .as_ref()
-                .map(|q| q.backend.unregister_buffers())
-                .unwrap_or(Ok(())),
+        let i = kind.index();
+        let (r, by_index) = match self.drivers[i].as_mut() {
+            Some(d) => (d.unregister_buffers(), d.fixed_buffers()),
+            None => (Ok(()), false),
         };
-        // Ops in flight keep their own references; the registration's go now.
-        self.reg_allocs[i].clear();
-        match r {
-            Ok(()) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        }
+        self.pins.unregistered(i, by_index, r)
     }
 
     /// Teardown: cancel and wait for every op, release everything, close leaked descriptors.
@@ -1165,18 +654,8 @@ impl Inner {
         // Lock waits end at once (their completions are dropped: no JS runs any more).
         self.locks.shutdown(&mut Vec::new());
         // Cancel what is in the kernel, then wait for it, for EXIT_WAIT at most.
-        if let Some(r) = self.ring.as_mut() {
-            r.cancel_all();
-        }
-        if let Some(a) = self.aio.as_mut() {
-            a.cancel_all();
-        }
-        for (k, rec) in self.ops.iter().enumerate() {
-            if let Some(rec) = rec {
-                if let Some(q) = self.queued[kind_index(rec.backend)].as_ref() {
-                    q.backend.cancel(k as u64);
-                }
-            }
+        for d in self.drivers.iter_mut().flatten() {
+            d.cancel_all();
         }
         let deadline = Instant::now() + EXIT_WAIT;
         let mut raw = Vec::new();
@@ -1185,9 +664,8 @@ impl Inner {
             // Out of the kernel: release the memory (no JS is called).
             for (key, _) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
-                    for m in rec.mem {
-                        self.release_mem(m);
-                    }
+                    // SAFETY: teardown runs on the JS thread of self.env.
+                    unsafe { capture::release(self.env, rec.mem) };
                 }
             }
             let left = Instant::now();
@@ -1206,9 +684,7 @@ impl Inner {
         self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
-        for r in self.reg_allocs.iter_mut() {
-            r.clear();
-        }
+        self.pins.clear();
         for (fd, _) in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
@@ -1226,45 +702,26 @@ impl Inner {
         let mut keep: Vec<Abandoned> = Vec::new();
         for slot in self.ops.iter_mut() {
             let Some(mut rec) = slot.take() else { continue };
-            busy[kind_index(rec.backend)] = true;
+            busy[rec.backend.index()] = true;
             for m in rec.mem.iter_mut() {
-                if let Mem::Bounce(_, _, back) = m {
-                    if let Some((r, _)) = back.take() {
-                        // SAFETY: r was created on this env by capture; deleted once (taken).
-                        unsafe { sys::napi_delete_reference(self.env, r) };
-                    }
-                }
+                // SAFETY: teardown runs on the JS thread of self.env, which made the reference.
+                unsafe { capture::forget_view(self.env, m) };
             }
             keep.push(Abandoned(Box::new(rec)));
         }
-        if let Some(r) = self.ring.take() {
-            if busy[0] {
-                keep.push(Abandoned(Box::new(r)));
-            }
-        }
-        if let Some(a) = self.aio.take() {
-            if busy[1] {
-                keep.push(Abandoned(Box::new(a)));
-            }
-        }
-        for (i, q) in self.queued.iter_mut().enumerate() {
-            if let Some(q) = q.take() {
-                if busy[i] {
-                    keep.push(Abandoned(Box::new(q)));
-                } else {
-                    q.backend.shutdown();
-                }
+        let ops = keep.len();
+        for (slot, busy) in self.drivers.iter_mut().zip(busy) {
+            // A driver with nothing left is dropped (the pool joins its idle workers).
+            if let (Some(d), true) = (slot.take(), busy) {
+                keep.push(Abandoned(Box::new(d)));
             }
         }
         if !keep.is_empty() {
             // Registered (pinned) buffers may be what the abandoned ops use.
-            for r in self.reg_allocs.iter_mut() {
-                keep.push(Abandoned(Box::new(std::mem::take(r))));
-            }
+            keep.push(Abandoned(Box::new(self.pins.take_all())));
             if self.debug {
                 eprintln!(
-                    "odirect: {} ops still in the kernel at exit: their memory is kept for the process",
-                    keep.len()
+                    "odirect: {ops} ops still in the kernel at exit: their memory is kept for the process"
                 );
             }
             ABANDONED
@@ -1274,116 +731,7 @@ impl Inner {
         }
     }
 
-    pub fn callback(&self) -> sys::napi_ref {
-        self.callback
-    }
-
-    pub fn results(&self) -> Option<sys::napi_ref> {
-        self.results
-    }
-
     pub fn inflight(&self) -> usize {
         self.inflight
     }
-}
-
-fn munlock_all(allocs: &[Arc<Alloc>]) {
-    for a in allocs {
-        // SAFETY: munlock of memory we own; failure (never locked) is harmless.
-        unsafe { libc::munlock(a.ptr() as *const c_void, a.len()) };
-    }
-}
-
-/// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each
-/// time: written only while it is attached and long enough), or of fresh arrays. Must not hold
-/// any borrow of the engine: the JS callback may call back into it.
-///
-/// # Safety
-/// On the JS thread, inside a handle scope; `make` calls the JS function with (array, count).
-pub unsafe fn deliver(
-    env: sys::napi_env,
-    cb: sys::napi_ref,
-    results: Option<sys::napi_ref>,
-    out: &[f64],
-    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
-) {
-    let mut f = ptr::null_mut();
-    // SAFETY (block): JS thread, live env and references created on it.
-    unsafe {
-        if sys::napi_get_reference_value(env, cb, &mut f) != sys::Status::napi_ok || f.is_null() {
-            return;
-        }
-        for chunk in out.chunks(RESULTS_CAP * 3) {
-            let mut arr = ptr::null_mut();
-            let mut data: *mut c_void = ptr::null_mut();
-            let mut len = 0usize;
-            if let Some(r) = results {
-                let (mut ty, mut ab, mut off) =
-                    (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
-                if sys::napi_get_reference_value(env, r, &mut arr) != sys::Status::napi_ok
-                    || arr.is_null()
-                    || sys::napi_get_typedarray_info(
-                        env, arr, &mut ty, &mut len, &mut data, &mut ab, &mut off,
-                    ) != sys::Status::napi_ok
-                {
-                    len = 0;
-                }
-            }
-            match results {
-                Some(_) if !data.is_null() && len >= chunk.len() => {
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
-                }
-                _ => {
-                    let mut data: *mut c_void = ptr::null_mut();
-                    let mut ab = ptr::null_mut();
-                    if sys::napi_create_arraybuffer(env, chunk.len() * 8, &mut data, &mut ab)
-                        != sys::Status::napi_ok
-                    {
-                        return;
-                    }
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
-                    sys::napi_create_typedarray(
-                        env,
-                        sys::TypedarrayType::float64_array,
-                        chunk.len(),
-                        ab,
-                        0,
-                        &mut arr,
-                    );
-                }
-            }
-            let mut n = ptr::null_mut();
-            sys::napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n);
-            call(f, &[arr, n]);
-        }
-    }
-}
-
-pub const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
-
-/// A wake-up from the loop or the reaper: reap and deliver.
-///
-/// # Safety
-/// On the JS thread of `shared`'s env, inside a handle scope.
-pub unsafe fn on_wake(shared: &Shared, call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value])) {
-    let mut out = Vec::new();
-    let (env, cb, res) = {
-        let Ok(mut e) = shared.try_borrow_mut() else {
-            return;
-        };
-        if e.closed {
-            return;
-        }
-        if let Wake::Thread { pending, .. } = &e.wake {
-            pending.store(false, Ordering::SeqCst);
-        }
-        e.reap(&mut out);
-        let res = e.results();
-        (e.env, e.callback(), res)
-    };
-    if out.is_empty() {
-        return;
-    }
-    // SAFETY: forwarded contract; no borrow of the engine is held.
-    unsafe { deliver(env, cb, res, &out, call) };
 }

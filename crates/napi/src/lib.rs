@@ -1,9 +1,14 @@
 //! The N-API surface of odirect: no I/O logic here, only the bridge between JS values and
 //! `odirect-core`.
 //!
-//! - `memory`: odirect-owned aligned memory behind external ArrayBuffers; capture of views.
-//! - `engine`: one engine per JS environment: capture, submission, reaping, teardown.
+//! - `memory`: odirect-owned aligned memory behind external ArrayBuffers; a view's pointer.
+//! - `engine`: one engine per JS environment: the op slab, staging, submission, reaping,
+//!   teardown.
+//! - `capture`: from a JS view to memory the kernel may use (bounce buffers, copy-back).
+//! - `pins`: registered (pinned) memory and its fixed-buffer indexes.
+//! - `wake`: how completions reach JS (uv_poll or a reaper thread) and their delivery.
 //! - `uv`: libuv functions resolved at run time (Node's loop integration).
+//! - `status`: the status check of every raw N-API call.
 //! - `tasks`: open / fstat / probe off the JS thread, and small helpers.
 //!
 //! Memory rule: the kernel only ever reads or writes odirect-owned memory whose release waits
@@ -13,27 +18,28 @@
 // The N-API entry points take flat argument lists on purpose: one call, no object to unpack.
 #![allow(clippy::too_many_arguments)]
 
+pub mod capture;
 pub mod engine;
 pub mod locks;
 pub mod memory;
 pub mod paths;
+pub mod pins;
+pub mod status;
 pub mod tasks;
 pub mod uv;
+pub mod wake;
 
-use std::cell::RefCell;
-use std::ffi::c_void;
-use std::os::fd::AsRawFd;
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
-use odirect_core::backend::eventfd;
+use odirect_core::io::BackendKind;
 use odirect_core::op::OpKind;
 
-use engine::{parse_kind, Inner, Shared, Wake};
+use engine::{Inner, Shared};
+use status::check;
 
 /// Backends, by the index every engine method takes (shared with TypeScript through the
 /// generated binding, so neither side hard-codes the numbers).
@@ -71,10 +77,21 @@ pub const LOCK_BASE: u32 = locks::LOCK_BASE;
 
 /// Result a bounced read settles with when its buffer was detached or shrunk before copy-back.
 #[napi]
-pub const RESULT_DETACHED: f64 = engine::RESULT_DETACHED;
+pub const RESULT_DETACHED: f64 = capture::RESULT_DETACHED;
 
 fn err(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, msg.into())
+}
+
+/// The backend a [`BackendIndex`] names.
+fn backend_kind(b: u32) -> Result<BackendKind> {
+    use BackendIndex as B;
+    match b {
+        x if x == B::IoUring as u32 => Ok(BackendKind::IoUring),
+        x if x == B::Aio as u32 => Ok(BackendKind::Aio),
+        x if x == B::ThreadPool as u32 => Ok(BackendKind::ThreadPool),
+        _ => Err(err("bad backend index")),
+    }
 }
 
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
@@ -93,27 +110,30 @@ pub fn address_of(env: Env, value: Unknown) -> f64 {
 pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
     let (e, mut v) = (env.raw(), value.raw());
     let mut is = false;
+    let (mut len, mut off) = (0usize, 0usize);
+    let mut data = ptr::null_mut();
     // SAFETY: env and value are live handles of this call; each getter writes only its outputs.
     unsafe {
-        sys::napi_is_typedarray(e, v, &mut is);
+        check!(napi_is_typedarray(e, v, &mut is))?;
         if is {
-            let (mut ty, mut len, mut off) = (0, 0usize, 0usize);
-            let mut data = ptr::null_mut();
+            let mut ty = 0;
             let mut ab = ptr::null_mut();
-            sys::napi_get_typedarray_info(e, v, &mut ty, &mut len, &mut data, &mut ab, &mut off);
+            let (l, d, o) = (&mut len, &mut data, &mut off);
+            check!(napi_get_typedarray_info(e, v, &mut ty, l, d, &mut ab, o))?;
             v = ab;
         } else {
-            sys::napi_is_dataview(e, v, &mut is);
+            check!(napi_is_dataview(e, v, &mut is))?;
             if is {
-                let (mut len, mut off) = (0usize, 0usize);
-                let mut data = ptr::null_mut();
                 let mut ab = ptr::null_mut();
-                sys::napi_get_dataview_info(e, v, &mut len, &mut data, &mut ab, &mut off);
+                check!(napi_get_dataview_info(
+                    e, v, &mut len, &mut data, &mut ab, &mut off
+                ))?;
                 v = ab;
             }
         }
         let mut detached = false;
-        if sys::napi_is_detached_arraybuffer(e, v, &mut detached) != sys::Status::napi_ok {
+        // Refused: not an ArrayBuffer.
+        if check!(napi_is_detached_arraybuffer(e, v, &mut detached)).is_err() {
             return Err(err("not an ArrayBuffer or view"));
         }
         Ok(detached)
@@ -138,241 +158,12 @@ pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Re
         Ok(None) => {
             let mut n = ptr::null_mut();
             // SAFETY: live env.
-            unsafe { sys::napi_get_null(env.raw(), &mut n) };
+            unsafe { check!(napi_get_null(env.raw(), &mut n)) }?;
             // SAFETY: n is a live value.
             Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), n) })
         }
         Err(e) => Err(napi::Error::new(Status::GenericFailure, e)),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Engine: loop integration (uv_poll) or reaper thread + threadsafe function
-
-/// The engine is reference counted: the JS object holds one `Rc`, and each native holder of a
-/// raw pointer to it (the uv poll handle or the threadsafe function, and the environment's
-/// cleanup hook) holds one more, taken with [`sys_ref`] and given back with [`drop_sys_ref`]
-/// when that holder can no longer call in (the handle closed, the tsfn finalized, the hook
-/// done). The engine, its eventfd and its results buffer are freed when the last one goes, so
-/// a terminated worker leaves nothing behind.
-fn sys_ref(rc: &Rc<Shared>) -> *const Shared {
-    Rc::into_raw(rc.clone())
-}
-
-/// # Safety
-/// `p` must come from [`sys_ref`], given back once, with no borrow of the engine alive.
-unsafe fn drop_sys_ref(p: *const Shared) {
-    // SAFETY: forwarded contract.
-    drop(unsafe { Rc::from_raw(p) });
-}
-
-unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
-    // SAFETY: handle->data is the engine pointer, set before uv_poll_start and valid until the
-    // handle is closed in teardown.
-    let shared = unsafe { &*(uv::data(handle) as *const Shared) };
-    let (env, ctx) = {
-        let Ok(e) = shared.try_borrow() else { return };
-        let ctx = match e.wake {
-            Wake::Loop { async_ctx, .. } => async_ctx,
-            _ => return,
-        };
-        (e.env, ctx)
-    };
-    let mut scope = ptr::null_mut();
-    // SAFETY: on the loop's (JS) thread; a handle scope for the values made below.
-    unsafe {
-        if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
-            return;
-        }
-        // make_callback needs an object as receiver (undefined would throw).
-        let mut recv = ptr::null_mut();
-        sys::napi_get_global(env, &mut recv);
-        let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
-            let mut ret = ptr::null_mut();
-            // make_callback: runs the microtask queue afterwards, as Node does for any I/O.
-            sys::napi_make_callback(env, ctx, recv, f, args.len(), args.as_ptr(), &mut ret);
-            let mut pending = false;
-            sys::napi_is_exception_pending(env, &mut pending);
-            if pending {
-                let mut ex = ptr::null_mut();
-                sys::napi_get_and_clear_last_exception(env, &mut ex);
-                sys::napi_fatal_exception(env, ex);
-            }
-        };
-        engine::on_wake(shared, &mut call);
-        sys::napi_close_handle_scope(env, scope);
-    }
-}
-
-unsafe extern "C" fn on_tsfn(
-    env: sys::napi_env,
-    _js_cb: sys::napi_value,
-    context: *mut c_void,
-    _data: *mut c_void,
-) {
-    if env.is_null() || context.is_null() {
-        return;
-    }
-    // SAFETY: context is the engine pointer, valid until teardown releases the tsfn.
-    let shared = unsafe { &*(context as *const Shared) };
-    // SAFETY: N-API calls call_js on the JS thread inside a handle scope.
-    unsafe {
-        let mut recv = ptr::null_mut();
-        sys::napi_get_undefined(env, &mut recv);
-        let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
-            let mut ret = ptr::null_mut();
-            sys::napi_call_function(env, recv, f, args.len(), args.as_ptr(), &mut ret);
-        };
-        engine::on_wake(shared, &mut call);
-    }
-}
-
-/// The reaper thread of the portable path: wakes the JS thread when the eventfd is readable.
-fn reaper(
-    efd: i32,
-    stop: i32,
-    tsfn: usize,
-    pending: Arc<AtomicBool>,
-    eventfd_keep: Arc<std::os::fd::OwnedFd>,
-) {
-    let _keep = eventfd_keep;
-    loop {
-        let mut p = [
-            libc::pollfd {
-                fd: efd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two live pollfds.
-        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            continue;
-        }
-        if p[1].revents != 0 {
-            return;
-        }
-        if p[0].revents != 0 {
-            // Reset the eventfd here (the JS thread's reap tolerates finding it empty), so this
-            // thread never spins while the JS thread is busy: a completion that comes later
-            // signals it again. The JS thread clears `pending` before it reaps, so a wake-up
-            // that finds `pending` set is covered by the reap still to come.
-            eventfd::drain(efd);
-            if !pending.swap(true, Ordering::SeqCst) {
-                // SAFETY: the tsfn is released only after this thread is joined.
-                unsafe {
-                    sys::napi_call_threadsafe_function(
-                        tsfn as sys::napi_threadsafe_function,
-                        ptr::null_mut(),
-                        sys::ThreadsafeFunctionCallMode::nonblocking,
-                    )
-                };
-            }
-        }
-    }
-}
-
-unsafe extern "C" fn on_close(handle: *mut c_void) {
-    // SAFETY: teardown set handle->data to a leaked Box of the async cleanup handle and the
-    // handle's engine reference.
-    let closing = unsafe { Box::from_raw(uv::data(handle) as *mut Closing) };
-    // SAFETY: the handle is closed: the environment's cleanup may go on.
-    unsafe { sys::napi_remove_async_cleanup_hook(closing.cleanup) };
-    if let Some(u) = uv::Uv::get() {
-        // SAFETY: the handle came from alloc_handle and is closed now.
-        unsafe { uv::free_handle(&u, uv::UV_POLL, handle) };
-    }
-    // SAFETY: the closed handle's reference, given back once; no poll callback can come.
-    unsafe { drop_sys_ref(closing.engine) };
-}
-
-/// What a closing poll handle carries to `on_close`.
-struct Closing {
-    cleanup: sys::napi_async_cleanup_hook_handle,
-    engine: *const Shared,
-}
-
-unsafe extern "C" fn on_tsfn_finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: `data` is the tsfn's engine reference; the tsfn is gone, nothing calls in.
-    unsafe { drop_sys_ref(data as *const Shared) };
-}
-
-/// Teardown, from the environment's cleanup: cancel and wait for every op, then stop wake-ups,
-/// then give back the hook's reference to the engine.
-///
-/// # Safety
-/// `p` is the cleanup hook's reference (see [`sys_ref`]); called once, on the JS thread.
-unsafe fn teardown(p: *const Shared) {
-    // SAFETY: the hook's reference keeps the engine alive until the end of this function.
-    stop_engine(unsafe { &*p });
-    // SAFETY: the hook's reference, given back once; stop_engine's borrow is over.
-    unsafe { drop_sys_ref(p) };
-}
-
-fn stop_engine(shared: &Shared) {
-    let Ok(mut e) = shared.try_borrow_mut() else {
-        return;
-    };
-    e.shutdown();
-    e.let_go();
-    let env = e.env;
-    // SAFETY: reference created on this env, deleted once (teardown runs once).
-    unsafe { sys::napi_delete_reference(env, e.callback()) };
-    match std::mem::replace(&mut e.wake, Wake::None) {
-        Wake::Loop {
-            uv,
-            poll,
-            async_ctx,
-            cleanup,
-        } => {
-            // SAFETY: our live poll handle on this thread's loop; closing it hands the memory
-            // and its engine reference (its data until now) to on_close. The async cleanup
-            // hook is removed once the close is done.
-            unsafe {
-                (uv.poll_stop)(poll);
-                let engine = uv::data(poll) as *const Shared;
-                let closing = Box::new(Closing { cleanup, engine });
-                uv::set_data(poll, Box::into_raw(closing) as *mut c_void);
-                (uv.close)(poll, on_close);
-                sys::napi_async_destroy(env, async_ctx);
-            }
-        }
-        Wake::Thread {
-            tsfn, stop, thread, ..
-        } => {
-            eventfd::signal(stop.as_raw_fd());
-            if let Some(t) = thread {
-                let _ = t.join();
-            }
-            // SAFETY: the reaper thread is joined: nothing calls the tsfn any more.
-            unsafe {
-                sys::napi_release_threadsafe_function(
-                    tsfn,
-                    sys::ThreadsafeFunctionReleaseMode::abort,
-                )
-            };
-        }
-        Wake::None => {}
-    }
-}
-
-unsafe extern "C" fn async_cleanup(_handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
-    // SAFETY: arg is the hook's engine reference; the hook runs once.
-    unsafe { teardown(arg as *const Shared) };
-}
-
-unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
-    // SAFETY: as async_cleanup.
-    unsafe { teardown(arg as *const Shared) };
-}
-
-fn napi_fail(what: &str) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("N-API call failed: {what}"))
 }
 
 /// One engine per JS environment (main thread or worker).
@@ -397,153 +188,19 @@ impl NativeEngine {
     /// latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.
     #[napi(constructor)]
     pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
-        let raw = env.raw();
         if use_loop {
             // Node: external memory is accounted (see memory::ADJUST_EXTERNAL).
             memory::ADJUST_EXTERNAL.store(true, Ordering::Relaxed);
         }
-        let mut cb = ptr::null_mut();
-        // SAFETY: callback is a live value of this call.
-        if unsafe { sys::napi_create_reference(raw, callback.raw(), 1, &mut cb) }
-            != sys::Status::napi_ok
-        {
-            return Err(napi_fail("napi_create_reference"));
-        }
-        let inner = Inner::new(raw, cb).map_err(|e| err(format!("eventfd: {e}")))?;
-        let efd = inner.eventfd();
-        let rc: Rc<Shared> = Rc::new(RefCell::new(inner));
-        let shared = &*rc;
-        // Preallocated completion storage: a Float64Array in V8 memory (freed with the isolate;
-        // `deliver` re-measures it before each write).
-        let mut data: *mut c_void = ptr::null_mut();
-        let mut ab = ptr::null_mut();
-        let mut arr = ptr::null_mut();
-        let mut r = ptr::null_mut();
-        // SAFETY: plain N-API calls on this call's live env, each writing only its outputs.
-        let made = unsafe {
-            sys::napi_create_arraybuffer(raw, engine::RESULTS_BYTES, &mut data, &mut ab)
-                == sys::Status::napi_ok
-                && sys::napi_create_typedarray(
-                    raw,
-                    sys::TypedarrayType::float64_array,
-                    engine::RESULTS_BYTES / 8,
-                    ab,
-                    0,
-                    &mut arr,
-                ) == sys::Status::napi_ok
-                && sys::napi_create_reference(raw, arr, 1, &mut r) == sys::Status::napi_ok
-        };
-        if made {
-            shared.borrow_mut().set_results(r);
-        }
-        let mut loop_ptr = ptr::null_mut();
-        let uv = if use_loop { uv::Uv::get() } else { None };
-        // SAFETY: live env.
-        let have_loop = uv.is_some()
-            && unsafe { sys::napi_get_uv_event_loop(raw, &mut loop_ptr) } == sys::Status::napi_ok
-            && !loop_ptr.is_null();
-        if let (true, Some(uv)) = (have_loop, uv) {
-            let poll = uv::alloc_handle(&uv, uv::UV_POLL);
-            let mut name = ptr::null_mut();
-            let mut res = ptr::null_mut();
-            let mut ctx = ptr::null_mut();
-            let mut cleanup = ptr::null_mut();
-            // SAFETY: poll is fresh zeroed memory of uv_poll_t's size; loop_ptr is this env's
-            // loop; the engine pointer outlives the handle (closed in teardown).
-            let ok = unsafe { (uv.poll_init)(loop_ptr as *mut c_void, poll, efd) == 0 };
-            if !ok {
-                return Err(napi_fail("uv_poll_init"));
-            }
-            // SAFETY: the handle is initialised; its data is its engine reference (given back
-            // in on_close, or below if it cannot start, closing it).
-            unsafe {
-                uv::set_data(poll, sys_ref(&rc) as *mut c_void);
-                if (uv.poll_start)(poll, uv::UV_READABLE, on_poll) != 0 {
-                    return Err(napi_fail("uv_poll_start"));
-                }
-            }
-            // SAFETY: plain N-API calls on the JS thread.
-            unsafe {
-                (uv.unref)(poll);
-                sys::napi_create_object(raw, &mut res);
-                sys::napi_create_string_utf8(raw, c"odirect".as_ptr(), 7, &mut name);
-                sys::napi_async_init(raw, res, name, &mut ctx);
-                sys::napi_add_async_cleanup_hook(
-                    raw,
-                    Some(async_cleanup),
-                    sys_ref(&rc) as *mut c_void,
-                    &mut cleanup,
-                );
-            }
-            shared.borrow_mut().wake = Wake::Loop {
-                uv,
-                poll,
-                async_ctx: ctx,
-                cleanup,
-            };
-        } else {
-            let mut tsfn = ptr::null_mut();
-            let mut name = ptr::null_mut();
-            // The tsfn's engine reference, given back by on_tsfn_finalize.
-            let tsfn_ref = sys_ref(&rc);
-            // SAFETY: plain N-API calls with valid arguments; the context (engine) outlives
-            // the tsfn (released in teardown).
-            let s = unsafe {
-                sys::napi_create_string_utf8(raw, c"odirect".as_ptr(), 7, &mut name);
-                sys::napi_create_threadsafe_function(
-                    raw,
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    name,
-                    0,
-                    1,
-                    tsfn_ref as *mut c_void,
-                    Some(on_tsfn_finalize),
-                    tsfn_ref as *mut c_void,
-                    Some(on_tsfn),
-                    &mut tsfn,
-                )
-            };
-            if s != sys::Status::napi_ok {
-                // SAFETY: no tsfn took the reference.
-                unsafe { drop_sys_ref(tsfn_ref) };
-                return Err(napi_fail("napi_create_threadsafe_function"));
-            }
-            // SAFETY: as above.
-            unsafe { sys::napi_unref_threadsafe_function(raw, tsfn) };
-            let stop = Arc::new(
-                eventfd::new(false)
-                    .map_err(|e| err(format!("eventfd for the reaper thread: {e}")))?,
-            );
-            let pending = Arc::new(AtomicBool::new(false));
-            let (p2, s2) = (pending.clone(), stop.clone());
-            let keep = shared
-                .borrow()
-                .eventfd_arc()
-                .ok_or_else(|| err("the engine is shut down"))?;
-            let t = tsfn as usize;
-            let thread = std::thread::Builder::new()
-                .name("odirect-reaper".into())
-                .spawn(move || reaper(efd, s2.as_raw_fd(), t, p2, keep))
-                .map_err(|e| err(format!("cannot start the reaper thread: {e}")))?;
-            shared.borrow_mut().wake = Wake::Thread {
-                tsfn,
-                stop,
-                thread: Some(thread),
-                pending,
-            };
-            // SAFETY: live env; the hook runs once at teardown.
-            unsafe {
-                sys::napi_add_env_cleanup_hook(raw, Some(sync_cleanup), sys_ref(&rc) as *mut c_void)
-            };
-        }
-        Ok(NativeEngine { shared: rc })
+        // SAFETY: env and callback are live handles of this call.
+        let shared = unsafe { wake::start(env.raw(), callback.raw(), use_loop) }?;
+        Ok(NativeEngine { shared })
     }
 
     /// Starts (once) and returns "" when this backend works here, else the reason it does not.
     #[napi]
     pub fn ensure_backend(&self, backend: u32, queue_depth: u32, threads: u32) -> Result<String> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         self.with(|e| e.ensure(kind, queue_depth, threads))
     }
 
@@ -561,7 +218,7 @@ impl NativeEngine {
         position: f64,
         mem_align: u32,
     ) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let v = view.raw();
         self.with(|e| {
             // SAFETY: v is a live handle of this call on the engine's env.
@@ -595,7 +252,7 @@ impl NativeEngine {
         position: f64,
         mem_align: u32,
     ) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         if lengths.len() != views.len() {
             return Err(err("rwv: lengths"));
         }
@@ -626,7 +283,7 @@ impl NativeEngine {
         positions: Vec<f64>,
         mem_align: u32,
     ) -> Result<Vec<f64>> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         if lengths.len() != views.len() || positions.len() != views.len() {
             return Err(err("rwMany: arrays of different lengths"));
         }
@@ -650,7 +307,7 @@ impl NativeEngine {
     /// 3 ftruncate(a=len), 4 close. Returns the op id or a negative code.
     #[napi]
     pub fn simple(&self, backend: u32, op: u32, fd: i32, a: f64, b: f64, mode: u32) -> Result<f64> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let k = match op {
             x if x == SimpleOp::Fsync as u32 => OpKind::Fsync {
                 fd,
@@ -713,7 +370,7 @@ impl NativeEngine {
     /// Returns 0 or an errno (EINVAL: a view that is not odirect's memory).
     #[napi]
     pub fn register_buffers(&self, backend: u32, views: Vec<Unknown>) -> Result<i32> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         let vs: Vec<sys::napi_value> = views.iter().map(|v| v.raw()).collect();
         // SAFETY: live handles of this call.
         self.with(|e| unsafe { e.register_buffers(kind, &vs) })
@@ -721,7 +378,7 @@ impl NativeEngine {
 
     #[napi]
     pub fn unregister_buffers(&self, backend: u32) -> Result<i32> {
-        let kind = parse_kind(backend).ok_or_else(|| err("bad backend index"))?;
+        let kind = backend_kind(backend)?;
         self.with(|e| e.unregister_buffers(kind))
     }
 

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use odirect_core::backend::eventfd;
+use odirect_core::io::eventfd;
 
 /// Keys of lock waits, above every op key (the engine's op keys are slab indexes).
 pub const LOCK_BASE: u32 = 1 << 30;

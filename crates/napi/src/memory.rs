@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, Weak};
 use napi::sys;
 use odirect_core::buf::AlignedBuf;
 
+use crate::status::{check, report};
+
 /// One odirect-owned aligned allocation.
 pub struct Alloc {
     /// Always `Some` until `drop` hands the block to the reuse cache (or frees it).
@@ -147,8 +149,16 @@ unsafe extern "C" fn finalize_alloc(env: sys::napi_env, _data: *mut c_void, hint
     let a = unsafe { Box::from_raw(hint as *mut Arc<Alloc>) };
     if !env.is_null() && a.adjusted.swap(false, std::sync::atomic::Ordering::Relaxed) {
         let mut out = 0i64;
+        // A finalizer has no one to tell: a count not given back only makes V8 collect a
+        // little sooner.
         // SAFETY: env is the finalizer's live env; adjusting the external memory count only.
-        unsafe { sys::napi_adjust_external_memory(env, -(a.len() as i64), &mut out) };
+        unsafe {
+            report!(napi_adjust_external_memory(
+                env,
+                -(a.len() as i64),
+                &mut out
+            ))
+        };
     }
     drop(a);
 }
@@ -206,42 +216,46 @@ pub unsafe fn external_buffer_with(
     let mut ab = ptr::null_mut();
     // SAFETY: the memory stays valid until finalize_alloc drops the hint's Arc (and the ops'
     // Arcs are gone); env is live.
-    let s = unsafe {
-        sys::napi_create_external_arraybuffer(
+    let made = unsafe {
+        check!(napi_create_external_arraybuffer(
             env,
             start as *mut c_void,
             len,
             Some(finalize_alloc),
             hint as *mut c_void,
             &mut ab,
-        )
+        ))
     };
-    if s != sys::Status::napi_ok {
-        // Not created: the finalizer will never run, take the hint back.
+    if made.is_err() {
+        // Refused (a V8 sandbox): V8 memory from now on. The finalizer will never run: take the
+        // hint back.
         // SAFETY: hint came from Box::into_raw above and was not handed over.
         drop(unsafe { Box::from_raw(hint) });
         let mut info = ptr::null();
-        // SAFETY: clears the pending error info of the failed call.
-        unsafe { sys::napi_get_last_error_info(env, &mut info) };
+        // SAFETY: reads (and so consumes) the error info of the refused call; its own failure
+        // changes nothing here.
+        let _ = unsafe { check!(napi_get_last_error_info(env, &mut info)) };
         EXTERNAL_OK.store(2, Ordering::Relaxed);
         return Ok(None);
     }
     let mut data: *mut c_void = ptr::null_mut();
     let mut got = 0usize;
     // SAFETY: ab is a live ArrayBuffer handle of this call.
-    unsafe { sys::napi_get_arraybuffer_info(env, ab, &mut data, &mut got) };
-    if data as usize != start || got != len {
-        // The runtime copied our memory: what JS sees is not what the kernel would write. The
-        // copy's finalizer owns the hint (it runs when the copy dies), so nothing leaks twice.
+    let seen = unsafe { check!(napi_get_arraybuffer_info(env, ab, &mut data, &mut got)) };
+    if seen.is_err() || data as usize != start || got != len {
+        // The runtime copied our memory (or cannot tell where it put it): what JS sees is not
+        // what the kernel would write. The copy's finalizer owns the hint (it runs when the copy
+        // dies), so nothing leaks twice.
         EXTERNAL_OK.store(2, Ordering::Relaxed);
         return Ok(None);
     }
     EXTERNAL_OK.store(1, Ordering::Relaxed);
     if ADJUST_EXTERNAL.load(Ordering::Relaxed) {
-        alloc.adjusted.store(true, Ordering::Relaxed);
         let mut out = 0i64;
         // SAFETY: live env; tells V8 the buffer's size so GC pressure accounts for it.
-        unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut out) };
+        let told = unsafe { check!(napi_adjust_external_memory(env, len as i64, &mut out)) };
+        // Not counted (the buffer works all the same): the finalizer gives nothing back.
+        alloc.adjusted.store(told.is_ok(), Ordering::Relaxed);
     }
     Ok(Some(ab))
 }

@@ -119,7 +119,8 @@ impl Task for OpenTask {
     }
 }
 
-/// Opens a file off the JS thread. Flags and direct mode are validated by the caller (index.ts).
+/// Opens a file off the JS thread. Flags and direct mode are validated by the caller (the
+/// TypeScript `open()`), before this is called.
 #[napi(ts_return_type = "Promise<OpenResult>")]
 pub fn open_file(
     path: String,

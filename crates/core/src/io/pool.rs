@@ -1,30 +1,37 @@
-//! Thread-pool backend: the portable fallback.
+//! The thread-pool driver: the portable fallback, and where the other drivers send what they
+//! cannot run (see [`super::Placement::Elsewhere`]).
 //!
-//! `opts.threads` worker threads share one mutex-guarded FIFO queue. Each op is one blocking
-//! system call (pread, pwrite, preadv, pwritev, fsync, fdatasync, fallocate, ftruncate, close),
-//! retried only on EINTR; short transfers are reported as they are (callers handle them).
+//! `threads` worker threads share one mutex-guarded FIFO queue. Each op is one blocking system
+//! call (pread, pwrite, preadv, pwritev, fsync, fdatasync, fallocate, ftruncate, close), retried
+//! only on EINTR; short transfers are reported as they are (callers handle them). Workers post
+//! completions to a queue and signal the driver's eventfd; [`Pool::reap`](super::Driver::reap)
+//! drains the queue on the owner's thread.
 //!
 //! A worker that finds more work queued behind the op it just finished keeps its completion and
-//! runs the next op, then hands the whole batch to the sink at once: batches are flushed when the
-//! queue runs dry, when [`MAX_BATCH`] completions are held, or when the oldest one has been held
-//! for [`MAX_HOLD`], so batching never adds much latency.
+//! runs the next op, then posts the whole batch at once: batches are posted when the queue runs
+//! dry, when [`MAX_BATCH`] completions are held, or when the oldest one has been held for
+//! [`MAX_HOLD`], so batching never adds much latency.
 //!
 //! Cancellation: an op still in the queue is taken out and completed with -ECANCELED without
 //! running, at once: by an idle worker, or — when every worker is busy (possibly blocked for
 //! long on a hung NFS or FUSE server, exactly when callers abort) — by a short-lived "reaper"
-//! thread (one at a time; shutdown joins it). An op already running completes normally.
+//! thread (one at a time; drop joins it). An op already running completes normally.
 //!
-//! The blocking executor ([`execute`]), the mlock registration ([`LockedBuffers`]) and the
-//! late-completion helper ([`deliver_late`]) are shared with the AIO backend.
+//! Dropping the pool cancels what is queued and joins the workers, so it blocks until the ops
+//! running finish; a caller that must not wait (an op stuck in a hung filesystem) keeps the
+//! pool alive instead (the napi engine hands it to the process at exit).
+//!
+//! The mlock registration ([`LockedBuffers`]) is shared with the AIO driver.
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendKind, BackendOptions};
-use crate::op::{Completion, Op, OpKind, Segment, Sink};
+use super::{eventfd, BackendKind, Driver, FdFacts, Placement};
+use crate::op::{OpKind, OpRef, Segment};
 
 /// A worker hands its completions to the sink once it holds this many.
 const MAX_BATCH: usize = 32;
@@ -41,44 +48,6 @@ fn last_errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
-}
-
-/// The completion of `op` with `result`, timed now.
-pub(crate) fn completion(op: &Op, result: i64) -> Completion {
-    Completion {
-        id: op.id,
-        token: op.token,
-        result,
-        latency_ns: op.submitted.elapsed().as_nanos() as u64,
-    }
-}
-
-/// Completes `ops` with `-errno` from a short-lived thread of their own, so that the sink is
-/// still called from a backend thread (never from inside `submit`) even once the backend's own
-/// threads are gone. Falls back to the calling thread only if no thread can be started.
-pub(crate) fn deliver_late(sink: &Sink, ops: Vec<Op>, errno: i32) {
-    if ops.is_empty() {
-        return;
-    }
-    let done: Vec<Completion> = ops
-        .iter()
-        .map(|op| completion(op, -(errno as i64)))
-        .collect();
-    let s = sink.clone();
-    let cell = Arc::new(Mutex::new(Some(done)));
-    let c2 = cell.clone();
-    let spawned = std::thread::Builder::new()
-        .name("odirect-late".into())
-        .spawn(move || {
-            if let Some(d) = lock(&c2).take() {
-                s(d);
-            }
-        });
-    if spawned.is_err() {
-        if let Some(d) = lock(&cell).take() {
-            sink(d);
-        }
-    }
 }
 
 /// Converts a file offset or length to `off_t`, or says EINVAL.
@@ -132,17 +101,17 @@ fn iovecs(segs: &[Segment]) -> Result<Vec<libc::iovec>, i64> {
         .collect())
 }
 
-/// Runs `op`: a read or write with `rw_flags` goes through preadv2 / pwritev2, anything else
+/// Runs one op: a read or write with `rw_flags` goes through preadv2 / pwritev2, anything else
 /// through [`execute`].
 ///
 /// # Safety
 /// As for [`execute`].
-pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
+unsafe fn execute_op(kind: &OpKind, rw_flags: i32) -> i64 {
     let one;
-    let (write, fd, segs, offset): (_, _, &[Segment], _) = match (&op.kind, op.rw_flags) {
+    let (write, fd, segs, offset): (_, _, &[Segment], _) = match (kind, rw_flags) {
         (_, 0) => {
             // SAFETY: forwarded contract.
-            return unsafe { execute(&op.kind) };
+            return unsafe { execute(kind) };
         }
         (
             &OpKind::Write {
@@ -176,7 +145,7 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
         (OpKind::Writev { fd, segs, offset }, _) => (true, *fd, segs, *offset),
         (OpKind::Readv { fd, segs, offset }, _) => (false, *fd, segs, *offset),
         // SAFETY: forwarded contract.
-        _ => return unsafe { execute(&op.kind) },
+        _ => return unsafe { execute(kind) },
     };
     let (off, iov) = match (to_off(offset), iovecs(segs)) {
         (Ok(o), Ok(v)) => (o, v),
@@ -186,10 +155,10 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
     if write {
         // SAFETY: `iov` is a live local array describing segments the caller guarantees valid
         // for reads until completion; pwritev2 only reads them.
-        retry(|| unsafe { crate::sys::pwritev2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+        retry(|| unsafe { crate::sys::pwritev2(fd, iov.as_ptr(), n, off, rw_flags) })
     } else {
-        // SAFETY: as above, valid for writes and unshared until completion (Backend::submit).
-        retry(|| unsafe { crate::sys::preadv2(fd, iov.as_ptr(), n, off, op.rw_flags) })
+        // SAFETY: as above, valid for writes and unshared until completion (Driver::push).
+        retry(|| unsafe { crate::sys::preadv2(fd, iov.as_ptr(), n, off, rw_flags) })
     }
 }
 
@@ -197,8 +166,8 @@ pub(crate) unsafe fn execute_op(op: &Op) -> i64 {
 ///
 /// # Safety
 /// The pointers in `kind` must be valid for the access the op names for the duration of the
-/// call, and not be used concurrently by anyone else (the contract of `Backend::submit`).
-pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
+/// call, and not be used concurrently by anyone else (the contract of `Driver::push`).
+unsafe fn execute(kind: &OpKind) -> i64 {
     match *kind {
         OpKind::Read {
             fd,
@@ -212,7 +181,7 @@ pub(crate) unsafe fn execute(kind: &OpKind) -> i64 {
                 Err(e) => return e,
             };
             // SAFETY: the caller guarantees ptr[..len] is valid for writes and unshared until the
-            // op completes (Backend::submit contract); pread writes at most len bytes there.
+            // op completes (Driver::push contract); pread writes at most len bytes there.
             retry(|| unsafe { libc::pread(fd, ptr as *mut libc::c_void, len, off) })
                 // SAFETY: as for pread (same buffer, same bound).
                 .or_unpositioned(|| unsafe { libc::read(fd, ptr as *mut libc::c_void, len) })
@@ -434,6 +403,23 @@ impl LockedBuffers {
     }
 }
 
+impl LockedBuffers {
+    /// Replaces the set in `slot` by `bufs`, locked (the old set is unlocked first: the new one
+    /// may overlap it, and munlock is not counted).
+    ///
+    /// # Safety
+    /// As for [`LockedBuffers::lock`], until `slot` is emptied or replaced.
+    pub(crate) unsafe fn relock(
+        slot: &mut Option<LockedBuffers>,
+        bufs: &[Segment],
+    ) -> io::Result<()> {
+        *slot = None;
+        // SAFETY: forwarded contract.
+        *slot = Some(unsafe { LockedBuffers::lock(bufs)? });
+        Ok(())
+    }
+}
+
 impl Drop for LockedBuffers {
     fn drop(&mut self) {
         for &(addr, len) in &self.regions {
@@ -446,11 +432,23 @@ impl Drop for LockedBuffers {
     }
 }
 
+/// An op as the workers hold it.
+struct Job {
+    key: u64,
+    kind: OpKind,
+    rw_flags: i32,
+}
+
+// SAFETY: a Job only carries raw pointers whose validity the pusher guarantees until the
+// completion is reaped (the contract of `Driver::push`); moving the pointer values to a worker
+// thread does not access the memory.
+unsafe impl Send for Job {}
+
 struct State {
-    queue: VecDeque<Op>,
-    /// Ops taken out of the queue by `cancel` or `shutdown`: the next free worker (or the
-    /// reaper thread) completes them with -ECANCELED without running them.
-    cancelled: Vec<Op>,
+    queue: VecDeque<Job>,
+    /// Jobs taken out of the queue by `cancel` or drop: the next free worker (or the reaper
+    /// thread) completes them with -ECANCELED without running them.
+    cancelled: Vec<Job>,
     shutdown: bool,
     /// Workers waiting for work.
     idle: usize,
@@ -461,20 +459,43 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
-    sink: Sink,
+    /// Completions posted by the workers, not reaped yet.
+    done: Mutex<Vec<(u64, i64)>>,
+    /// Signalled with every post (for `wait_all`).
+    posted: Condvar,
+    /// Signalled with every post (for the owner's poll). Kept open by this `Arc` as long as a
+    /// worker may post, even past the owner's end.
+    eventfd: Arc<OwnedFd>,
 }
 
-pub struct PoolBackend {
+impl Shared {
+    fn post(&self, batch: &mut Vec<(u64, i64)>) {
+        lock(&self.done).append(batch);
+        self.posted.notify_all();
+        eventfd::signal(self.eventfd.as_raw_fd());
+    }
+}
+
+fn cancelled(job: &Job) -> (u64, i64) {
+    (job.key, -(libc::ECANCELED as i64))
+}
+
+pub struct Pool {
     shared: Arc<Shared>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    /// Reaper threads started by `cancel` (joined by shutdown).
-    reapers: Mutex<Vec<JoinHandle<()>>>,
-    worker_ids: Vec<ThreadId>,
-    locked: Mutex<Option<LockedBuffers>>,
+    /// Pushed, not submitted yet.
+    staged: Vec<Job>,
+    /// Pushed, not reaped yet.
+    inflight: usize,
+    workers: Vec<JoinHandle<()>>,
+    /// Reaper threads started by `cancel` (joined by drop).
+    reapers: Vec<JoinHandle<()>>,
+    locked: Option<LockedBuffers>,
 }
 
-impl PoolBackend {
-    pub fn new(sink: Sink, opts: &BackendOptions) -> PoolBackend {
+impl Pool {
+    /// A pool of `threads` workers (clamped to 1..=1024) that signal `eventfd` when they post
+    /// completions. With no thread at all (none could be started), `submit` runs the ops itself.
+    pub fn new(threads: usize, eventfd: Arc<OwnedFd>) -> Pool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -484,9 +505,11 @@ impl PoolBackend {
                 reaper: false,
             }),
             work: Condvar::new(),
-            sink,
+            done: Mutex::new(Vec::new()),
+            posted: Condvar::new(),
+            eventfd,
         });
-        let n = opts.threads.clamp(1, MAX_THREADS);
+        let n = threads.clamp(1, MAX_THREADS);
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let sh = shared.clone();
@@ -502,19 +525,49 @@ impl PoolBackend {
                 }
             }
         }
-        let worker_ids = workers.iter().map(|h| h.thread().id()).collect();
-        PoolBackend {
+        Pool {
             shared,
-            workers: Mutex::new(workers),
-            reapers: Mutex::new(Vec::new()),
-            worker_ids,
-            locked: Mutex::new(None),
+            staged: Vec::new(),
+            inflight: 0,
+            workers,
+            reapers: Vec::new(),
+            locked: None,
         }
     }
 
     /// Number of worker threads actually running.
     pub fn threads(&self) -> usize {
-        self.worker_ids.len()
+        self.workers.len()
+    }
+
+    /// Hands the jobs in `st.cancelled` to someone who completes them now: an idle worker, the
+    /// running reaper, or a new reaper thread when every worker is busy (maybe blocked for long:
+    /// the caller must not wait for them).
+    fn complete_cancelled(
+        shared: &Arc<Shared>,
+        mut st: MutexGuard<'_, State>,
+        reapers: &mut Vec<JoinHandle<()>>,
+    ) {
+        if st.cancelled.is_empty() {
+            return;
+        }
+        if st.idle > 0 || st.reaper || st.shutdown {
+            drop(st);
+            shared.work.notify_one();
+            return;
+        }
+        st.reaper = true;
+        drop(st);
+        let sh = shared.clone();
+        reapers.retain(|h| !h.is_finished());
+        match std::thread::Builder::new()
+            .name("odirect-pool-cancel".into())
+            .spawn(move || reaper(sh))
+        {
+            Ok(h) => reapers.push(h),
+            // The next free worker completes them instead.
+            Err(_) => lock(&shared.state).reaper = false,
+        }
     }
 }
 
@@ -526,25 +579,31 @@ fn is_data_op(kind: &OpKind) -> bool {
 }
 
 fn worker(shared: Arc<Shared>) {
-    let mut done: Vec<Completion> = Vec::new();
+    let mut done: Vec<(u64, i64)> = Vec::new();
     let mut held_since: Option<Instant> = None;
     let mut st = lock(&shared.state);
     loop {
-        for op in st.cancelled.drain(..) {
-            done.push(completion(&op, -(libc::ECANCELED as i64)));
-            held_since.get_or_insert_with(Instant::now);
-        }
-        if let Some(op) = st.queue.pop_front() {
+        if !st.cancelled.is_empty() {
+            // Posted at once, not held behind the next op (which may block for long: a pipe, a
+            // hung FUSE or NFS server).
+            done.extend(st.cancelled.drain(..).map(|j| cancelled(&j)));
             drop(st);
-            if !done.is_empty() && !is_data_op(&op.kind) {
+            held_since = None;
+            shared.post(&mut done);
+            st = lock(&shared.state);
+            continue;
+        }
+        if let Some(job) = st.queue.pop_front() {
+            drop(st);
+            if !done.is_empty() && !is_data_op(&job.kind) {
                 // fsync, fallocate... can take long: do not keep finished ops waiting on them.
                 held_since = None;
-                (shared.sink)(std::mem::take(&mut done));
+                shared.post(&mut done);
             }
-            // SAFETY: `op` came through `Backend::submit`, whose caller guarantees its memory
-            // and descriptor stay valid until its completion is delivered, which happens below.
-            let r = unsafe { execute_op(&op) };
-            done.push(completion(&op, r));
+            // SAFETY: `job` came through `Driver::push`, whose caller guarantees its memory and
+            // descriptor stay valid until its completion is reaped, which is after the post below.
+            let r = unsafe { execute_op(&job.kind, job.rw_flags) };
+            done.push((job.key, r));
             held_since.get_or_insert_with(Instant::now);
             st = lock(&shared.state);
             let idle = st.queue.is_empty() && st.cancelled.is_empty();
@@ -553,7 +612,7 @@ fn worker(shared: Arc<Shared>) {
             if idle || full || old {
                 drop(st);
                 held_since = None;
-                (shared.sink)(std::mem::take(&mut done));
+                shared.post(&mut done);
                 st = lock(&shared.state);
             }
             continue;
@@ -561,7 +620,7 @@ fn worker(shared: Arc<Shared>) {
         if !done.is_empty() {
             drop(st);
             held_since = None;
-            (shared.sink)(std::mem::take(&mut done));
+            shared.post(&mut done);
             st = lock(&shared.state);
             continue;
         }
@@ -574,10 +633,10 @@ fn worker(shared: Arc<Shared>) {
     }
 }
 
-/// Completes cancelled ops while there are any, for `cancel` when no worker is idle.
+/// Completes cancelled jobs while there are any, for `cancel` when no worker is idle.
 fn reaper(shared: Arc<Shared>) {
     loop {
-        let ops = {
+        let jobs = {
             let mut st = lock(&shared.state);
             if st.cancelled.is_empty() {
                 st.reaper = false;
@@ -585,134 +644,137 @@ fn reaper(shared: Arc<Shared>) {
             }
             std::mem::take(&mut st.cancelled)
         };
-        let done = ops
-            .iter()
-            .map(|op| completion(op, -(libc::ECANCELED as i64)))
-            .collect();
-        (shared.sink)(done);
+        let mut done = jobs.iter().map(cancelled).collect();
+        shared.post(&mut done);
     }
 }
 
-impl Backend for PoolBackend {
+impl Driver for Pool {
     fn kind(&self) -> BackendKind {
         BackendKind::ThreadPool
     }
 
-    unsafe fn submit(&self, ops: Vec<Op>) {
-        if ops.is_empty() {
-            return;
-        }
-        let n = ops.len();
-        {
-            let mut st = lock(&self.shared.state);
-            if st.shutdown {
-                drop(st);
-                deliver_late(&self.shared.sink, ops, libc::ESHUTDOWN);
-                return;
-            }
-            if !self.worker_ids.is_empty() {
-                st.queue.extend(ops);
-                drop(st);
-                if n == 1 {
-                    self.shared.work.notify_one();
-                } else {
-                    self.shared.work.notify_all();
-                }
-                return;
-            }
-        }
-        // No worker thread could be started: run the ops here rather than lose them.
-        let done = ops
-            .iter()
-            // SAFETY: the caller's contract for `submit` covers the op's memory and fd.
-            .map(|op| completion(op, unsafe { execute_op(op) }))
-            .collect();
-        (self.shared.sink)(done);
+    fn placement(&self, _op: &OpKind, _facts: FdFacts) -> Placement {
+        Placement::Inline
     }
 
-    fn cancel(&self, id: u64) {
-        let mut st = lock(&self.shared.state);
-        let Some(pos) = st.queue.iter().position(|o| o.id == id) else {
+    unsafe fn push(&mut self, op: &OpRef<'_>) -> io::Result<()> {
+        self.staged.push(Job {
+            key: op.key,
+            kind: op.kind.clone(),
+            rw_flags: op.rw_flags,
+        });
+        self.inflight += 1;
+        Ok(())
+    }
+
+    fn submit(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.staged);
+        if self.workers.is_empty() {
+            // No worker thread could be started: run the ops here rather than lose them.
+            let mut done = jobs
+                .iter()
+                // SAFETY: the caller's contract for `push` covers the op's memory and fd.
+                .map(|j| (j.key, unsafe { execute_op(&j.kind, j.rw_flags) }))
+                .collect();
+            self.shared.post(&mut done);
+            return;
+        }
+        let n = jobs.len();
+        lock(&self.shared.state).queue.extend(jobs);
+        if n == 1 {
+            self.shared.work.notify_one();
+        } else {
+            self.shared.work.notify_all();
+        }
+    }
+
+    fn reap(&mut self, out: &mut Vec<(u64, i64)>) {
+        let mut done = lock(&self.shared.done);
+        self.inflight -= done.len();
+        out.append(&mut done);
+    }
+
+    fn cancel(&mut self, key: u64) {
+        if let Some(pos) = self.staged.iter().position(|j| j.key == key) {
+            let job = self.staged.remove(pos);
+            self.shared.post(&mut vec![cancelled(&job)]);
+            return;
+        }
+        let shared = &self.shared;
+        let mut st = lock(&shared.state);
+        let Some(pos) = st.queue.iter().position(|j| j.key == key) else {
             return;
         };
-        let op = st.queue.remove(pos).expect("position is in range");
-        st.cancelled.push(op);
-        if st.idle > 0 || st.reaper || st.shutdown {
-            // An idle worker (or the running reaper, or the winding-down workers) takes it.
-            drop(st);
-            self.shared.work.notify_one();
-            return;
-        }
-        // Every worker is busy, maybe blocked for long: do not make the caller wait for them.
-        st.reaper = true;
-        drop(st);
-        let sh = self.shared.clone();
-        let mut reapers = lock(&self.reapers);
-        reapers.retain(|h| !h.is_finished());
-        match std::thread::Builder::new()
-            .name("odirect-pool-cancel".into())
-            .spawn(move || reaper(sh))
-        {
-            Ok(h) => reapers.push(h),
-            // The next free worker completes it instead.
-            Err(_) => lock(&self.shared.state).reaper = false,
-        }
+        let job = st.queue.remove(pos).expect("position is in range");
+        st.cancelled.push(job);
+        Pool::complete_cancelled(shared, st, &mut self.reapers);
     }
 
-    fn shutdown(&self) {
-        {
-            let mut st = lock(&self.shared.state);
-            if !st.shutdown {
-                st.shutdown = true;
-                let queued: Vec<Op> = st.queue.drain(..).collect();
-                st.cancelled.extend(queued);
+    fn cancel_all(&mut self) {
+        let mut done: Vec<(u64, i64)> = self.staged.drain(..).map(|j| cancelled(&j)).collect();
+        if !done.is_empty() {
+            self.shared.post(&mut done);
+        }
+        let shared = &self.shared;
+        let mut st = lock(&shared.state);
+        let queued: Vec<Job> = st.queue.drain(..).collect();
+        st.cancelled.extend(queued);
+        Pool::complete_cancelled(shared, st, &mut self.reapers);
+    }
+
+    fn wait_all(&mut self, out: &mut Vec<(u64, i64)>) {
+        self.cancel_all();
+        loop {
+            self.reap(out);
+            if self.inflight == 0 {
+                return;
+            }
+            let done = lock(&self.shared.done);
+            if done.is_empty() {
+                drop(
+                    self.shared
+                        .posted
+                        .wait(done)
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
             }
         }
-        self.shared.work.notify_all();
-        if self.worker_ids.contains(&std::thread::current().id()) {
-            // Called from the sink on one of our workers: it cannot wait for itself. The workers
-            // finish on their own; a later shutdown (or drop) from elsewhere joins them.
-            return;
-        }
-        // Held while joining, so a concurrent second shutdown also waits for the end.
-        let mut workers = lock(&self.workers);
-        for h in workers.drain(..) {
-            let _ = h.join();
-        }
-        for h in lock(&self.reapers).drain(..) {
-            let _ = h.join();
-        }
-        drop(workers);
-        *lock(&self.locked) = None;
     }
 
-    unsafe fn register_buffers(&self, bufs: &[Segment]) -> io::Result<()> {
-        if lock(&self.shared.state).shutdown {
-            return Err(io::Error::from_raw_os_error(libc::ESHUTDOWN));
-        }
-        let mut cur = lock(&self.locked);
-        // Unlock the old set first: the new one may overlap it, and munlock is not counted.
-        *cur = None;
-        // SAFETY: the caller guarantees the memory stays valid until unregistration or
-        // shutdown, which is when the LockedBuffers is dropped.
-        *cur = Some(unsafe { LockedBuffers::lock(bufs)? });
-        Ok(())
+    fn inflight(&self) -> usize {
+        self.inflight
     }
 
-    fn unregister_buffers(&self) -> io::Result<()> {
-        *lock(&self.locked) = None;
+    unsafe fn register_buffers(&mut self, bufs: &[Segment]) -> io::Result<()> {
+        // SAFETY: forwarded contract (the set stays locked until unregistration, a later
+        // registration or drop).
+        unsafe { LockedBuffers::relock(&mut self.locked, bufs) }
+    }
+
+    fn unregister_buffers(&mut self) -> io::Result<()> {
+        self.locked = None;
         Ok(())
     }
 }
 
-impl Drop for PoolBackend {
+impl Drop for Pool {
     fn drop(&mut self) {
-        self.shutdown();
+        {
+            let mut st = lock(&self.shared.state);
+            st.shutdown = true;
+            let queued: Vec<Job> = st.queue.drain(..).collect();
+            st.cancelled.extend(queued);
+        }
+        self.shared.work.notify_all();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        for h in self.reapers.drain(..) {
+            let _ = h.join();
+        }
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<PoolBackend>();
 }

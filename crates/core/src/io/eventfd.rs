@@ -1,4 +1,4 @@
-//! The eventfd operations every wake-up path shares (backend threads, the JS thread's ring and
+//! The eventfd operations every wake-up path shares (the pool's workers, the JS thread's ring and
 //! aio context, the reaper thread): make one, signal it, reset it.
 
 use std::io;

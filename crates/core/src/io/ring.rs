@@ -3,8 +3,11 @@
 //! readable. No thread of our own, no queue between threads: this is how fio drives io_uring.
 //!
 //! Memory contract: every pointer in a pushed op (and the iovec array of a vectored op) must stay
-//! valid until the op's completion has been returned by [`LocalRing::reap`] (or
-//! [`LocalRing::wait_all`]). The ring is `!Sync` by construction (`&mut self` everywhere).
+//! valid until the op's completion has been returned by `reap` (or `wait_all`) of the
+//! [`Driver`] implementation. The ring is used through `&mut self` everywhere.
+//!
+//! Setup: [`probe`] and [`LocalRing::with_options`] explain a refused `io_uring_setup`
+//! ([`explain_setup_error`]: seccomp, `kernel.io_uring_disabled`, RLIMIT_MEMLOCK, no io_uring).
 
 use std::collections::VecDeque;
 use std::io;
@@ -12,9 +15,42 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::uring::explain_setup_error;
-use super::Unavailable;
-use crate::op::OpKind;
+use super::{BackendKind, Driver, FdFacts, Placement, Unavailable, FD_MAY_BLOCK};
+use crate::op::{OpKind, OpRef, Segment};
+
+/// Reads `/proc/sys/kernel/io_uring_disabled` (0, 1 or 2; absent before Linux 6.6).
+pub fn disabled_sysctl() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Can a ring be set up here?
+pub fn probe() -> Result<(), Unavailable> {
+    match IoUring::new(4) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(explain_setup_error(&e)),
+    }
+}
+
+/// Why `io_uring_setup` (or registering the eventfd) failed, in words a user can act on.
+pub fn explain_setup_error(e: &io::Error) -> Unavailable {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    let sysctl = disabled_sysctl();
+    let reason = match (errno, sysctl) {
+        (libc::ENOSYS, _) => {
+            "io_uring_setup: ENOSYS: this kernel has no io_uring (needs Linux 5.1+, 5.6+ for all ops)"
+                .to_string()
+        }
+        (libc::EPERM, Some(v)) if v > 0 => format!(
+            "io_uring_setup: EPERM: kernel.io_uring_disabled = {v} (sysctl); set it to 0 or use backend 'aio'"
+        ),
+        (libc::EPERM, _) => "io_uring_setup: EPERM: refused by a seccomp filter (Docker, containerd and Kubernetes RuntimeDefault profiles block io_uring); use backend 'aio' or 'threadpool', or allow io_uring_setup/io_uring_enter/io_uring_register in the profile".to_string(),
+        (libc::ENOMEM, _) => "io_uring_setup: ENOMEM: the ring's memory could not be locked (RLIMIT_MEMLOCK too low on kernels before 5.12); raise it with `ulimit -l` or prlimit".to_string(),
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    Unavailable { errno, reason }
+}
 
 /// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
 pub const INTERNAL: u64 = 1 << 63;
@@ -67,7 +103,9 @@ pub struct LocalRing {
     /// SQEs in the submission queue not yet handed to the kernel.
     unsubmitted: usize,
     /// Completions reaped while making room, returned by the next `reap`.
-    early: Vec<(u64, i32)>,
+    early: Vec<(u64, i64)>,
+    /// Linked entries pushed (`OpRef::link`) waiting for the end of their chain.
+    chain: Vec<squeue::Entry>,
     ftruncate: bool,
     registered_buffers: bool,
     /// Registered file slots by descriptor (IORING_REGISTER_FILES, sparse table).
@@ -170,6 +208,7 @@ impl LocalRing {
             backlog: VecDeque::new(),
             unsubmitted: 0,
             early: Vec::new(),
+            chain: Vec::new(),
             ftruncate,
             registered_buffers: false,
             files: std::collections::HashMap::new(),
@@ -192,15 +231,6 @@ impl LocalRing {
         self.setup
     }
 
-    /// Setup flags as text, e.g. "single_issuer+defer_taskrun+no_sqarray".
-    pub fn describe(&self) -> String {
-        let mut s = self.setup.name().to_string();
-        if self.no_sqarray {
-            s.push_str("+no_sqarray");
-        }
-        s
-    }
-
     /// Readable when completions (or deferred task work) may be waiting.
     pub fn notify_fd(&self) -> RawFd {
         self.eventfd
@@ -209,11 +239,6 @@ impl LocalRing {
     /// True when IORING_OP_FTRUNCATE exists (Linux 6.9+).
     pub fn supports_ftruncate(&self) -> bool {
         self.ftruncate
-    }
-
-    /// Ops pushed and not reaped yet (including the backlog).
-    pub fn inflight(&self) -> usize {
-        self.inflight + self.backlog.len()
     }
 
     /// Builds the SQE for `kind` with `key` as user_data.
@@ -335,7 +360,7 @@ impl LocalRing {
     ///
     /// # Safety
     /// The SQE's memory must satisfy the contract of [`LocalRing::sqe`].
-    pub unsafe fn push(&mut self, e: squeue::Entry) {
+    pub unsafe fn push_entry(&mut self, e: squeue::Entry) {
         if self.inflight >= self.max_inflight {
             self.backlog.push_back(e);
             return;
@@ -388,7 +413,7 @@ impl LocalRing {
                 e
             };
             // SAFETY: forwarded contract.
-            unsafe { self.push(e) };
+            unsafe { self.push_entry(e) };
         }
     }
 
@@ -427,28 +452,6 @@ impl LocalRing {
         }
     }
 
-    /// Hands every queued SQE to the kernel (one io_uring_enter).
-    pub fn submit(&mut self) {
-        if self.unsubmitted > 0 || !self.ring.submission().is_empty() {
-            self.submit_inner();
-        }
-    }
-
-    /// Asks the kernel to cancel the op with this key (it still completes). Ops still in the
-    /// backlog are taken out and completed with ECANCELED by the next `reap`.
-    pub fn cancel(&mut self, key: u64) {
-        if let Some(pos) = self.backlog.iter().position(|e| e.get_user_data() == key) {
-            self.backlog.remove(pos);
-            self.early.push((key, -libc::ECANCELED));
-            self.wake();
-            return;
-        }
-        let e = opcode::AsyncCancel::new(key).build().user_data(INTERNAL);
-        // SAFETY: a cancel carries no memory.
-        unsafe { self.push_now(e) };
-        self.submit();
-    }
-
     fn wake(&self) {
         super::eventfd::signal(self.eventfd);
     }
@@ -470,14 +473,75 @@ impl LocalRing {
             if ud >= INTERNAL {
                 continue;
             }
-            self.early.push((ud, cqe.result()));
+            self.early.push((ud, cqe.result() as i64));
         }
         self.inflight -= n;
     }
 
-    /// Reaps every completion available now (never blocks) into `out` as (key, result), and
-    /// moves backlogged ops into the ring as room frees up (submitting them).
-    pub fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+    /// True when no op is in the kernel or the backlog.
+    pub fn is_idle(&self) -> bool {
+        self.inflight == 0 && self.backlog.is_empty()
+    }
+
+    pub fn has_registered_buffers(&self) -> bool {
+        self.registered_buffers
+    }
+}
+
+impl Driver for LocalRing {
+    fn kind(&self) -> BackendKind {
+        BackendKind::IoUring
+    }
+
+    /// Ftruncate needs IORING_OP_FTRUNCATE (Linux 6.9+), else it runs elsewhere; ops on a
+    /// descriptor whose submission may sleep are punted (IOSQE_ASYNC: an io-wq worker issues
+    /// them, the submitting thread's io_uring_enter only queues them).
+    fn placement(&self, op: &OpKind, facts: FdFacts) -> Placement {
+        if matches!(op, OpKind::Ftruncate { .. }) && !self.ftruncate {
+            Placement::Elsewhere
+        } else if facts & FD_MAY_BLOCK != 0 {
+            Placement::Punt
+        } else {
+            Placement::Inline
+        }
+    }
+
+    unsafe fn push(&mut self, op: &OpRef<'_>) -> io::Result<()> {
+        // SAFETY: forwarded contract.
+        let e =
+            unsafe { self.sqe_rw(op.key, op.kind, op.iov, op.fixed, false, op.rw_flags as u32) }?;
+        let e = if op.punt { LocalRing::punt(e) } else { e };
+        if op.link || !self.chain.is_empty() {
+            // A chain (ops marked `link`, then the one after the last) goes in whole.
+            self.chain.push(e);
+            if !op.link {
+                let chain = std::mem::take(&mut self.chain);
+                // SAFETY: forwarded contract, for every entry of the chain.
+                unsafe { self.push_chain(chain) };
+            }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { self.push_entry(e) };
+        }
+        Ok(())
+    }
+
+    /// Hands every queued SQE to the kernel (one io_uring_enter).
+    fn submit(&mut self) {
+        if !self.chain.is_empty() {
+            // A chain whose last op never came (not expected): in, ordered, unlinked.
+            let chain = std::mem::take(&mut self.chain);
+            // SAFETY: the entries were pushed under `push`'s contract.
+            unsafe { self.push_chain(chain) };
+        }
+        if self.unsubmitted > 0 || !self.ring.submission().is_empty() {
+            self.submit_inner();
+        }
+    }
+
+    /// Reaps every completion available now (never blocks), and moves backlogged ops into the
+    /// ring as room frees up (submitting them).
+    fn reap(&mut self, out: &mut Vec<(u64, i64)>) {
         super::eventfd::drain(self.eventfd);
         self.collect(true);
         out.append(&mut self.early);
@@ -493,11 +557,27 @@ impl LocalRing {
         }
     }
 
+    /// Asks the kernel to cancel the op with this key (it still completes). Ops still in the
+    /// backlog are taken out and completed with ECANCELED by the next `reap`.
+    fn cancel(&mut self, key: u64) {
+        if let Some(pos) = self.backlog.iter().position(|e| e.get_user_data() == key) {
+            self.backlog.remove(pos);
+            self.early.push((key, -(libc::ECANCELED as i64)));
+            self.wake();
+            return;
+        }
+        let e = opcode::AsyncCancel::new(key).build().user_data(INTERNAL);
+        // SAFETY: a cancel carries no memory.
+        unsafe { self.push_now(e) };
+        self.submit();
+    }
+
     /// Asks the kernel to cancel every op (they still complete, through `reap`); ops in the
-    /// backlog complete with ECANCELED at once. Does not wait.
-    pub fn cancel_all(&mut self) {
-        for e in self.backlog.drain(..) {
-            self.early.push((e.get_user_data(), -libc::ECANCELED));
+    /// backlog (or an unfinished chain) complete with ECANCELED at once. Does not wait.
+    fn cancel_all(&mut self) {
+        for e in self.chain.drain(..).chain(self.backlog.drain(..)) {
+            self.early
+                .push((e.get_user_data(), -(libc::ECANCELED as i64)));
         }
         if self.inflight > 0 {
             let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
@@ -512,14 +592,9 @@ impl LocalRing {
         }
     }
 
-    /// True when no op is in the kernel or the backlog.
-    pub fn is_idle(&self) -> bool {
-        self.inflight == 0 && self.backlog.is_empty()
-    }
-
     /// Cancels everything and blocks until every op has completed; returns their completions.
     /// Used at teardown, before the memory of the ops may be released.
-    pub fn wait_all(&mut self, out: &mut Vec<(u64, i32)>) {
+    fn wait_all(&mut self, out: &mut Vec<(u64, i64)>) {
         self.cancel_all();
         while self.inflight > 0 {
             match self.ring.submit_and_wait(1) {
@@ -530,20 +605,30 @@ impl LocalRing {
         out.append(&mut self.early);
     }
 
+    /// Ops pushed and not reaped yet (including the backlog and the completions collected
+    /// while making room).
+    fn inflight(&self) -> usize {
+        self.inflight + self.backlog.len() + self.chain.len() + self.early.len()
+    }
+
     /// Registers buffers (IORING_REGISTER_BUFFERS), replacing any earlier registration.
-    ///
-    /// # Safety
-    /// The memory must stay allocated until [`LocalRing::unregister_buffers`] or drop (the
-    /// kernel pins the pages; freeing and reusing them would let fixed ops reach new owners).
-    pub unsafe fn register_buffers(&mut self, iov: &[libc::iovec]) -> io::Result<()> {
+    unsafe fn register_buffers(&mut self, bufs: &[Segment]) -> io::Result<()> {
         self.unregister_buffers()?;
-        // SAFETY: forwarded contract.
-        unsafe { self.ring.submitter().register_buffers(iov)? };
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|s| libc::iovec {
+                iov_base: s.ptr as *mut libc::c_void,
+                iov_len: s.len,
+            })
+            .collect();
+        // SAFETY: forwarded contract (the kernel pins the pages; they stay allocated until
+        // unregistration or drop, so fixed ops never reach a new owner).
+        unsafe { self.ring.submitter().register_buffers(&iov)? };
         self.registered_buffers = true;
         Ok(())
     }
 
-    pub fn unregister_buffers(&mut self) -> io::Result<()> {
+    fn unregister_buffers(&mut self) -> io::Result<()> {
         if self.registered_buffers {
             self.registered_buffers = false;
             self.ring.submitter().unregister_buffers()?;
@@ -551,38 +636,47 @@ impl LocalRing {
         Ok(())
     }
 
-    /// Gives `fd` a registered file slot (ops on it then skip the kernel's fd lookup). False
-    /// when there is no table or no free slot; the fd is then used as is.
-    pub fn register_fd(&mut self, fd: RawFd) -> bool {
+    fn fixed_buffers(&self) -> bool {
+        true
+    }
+
+    fn links(&self) -> bool {
+        true
+    }
+
+    /// Gives `fd` a registered file slot (ops on it then skip the kernel's fd lookup) when the
+    /// table exists (ODIRECT_URING_FIXED_FILES=1) and has room; else the fd is used as is.
+    fn register_fd(&mut self, fd: RawFd) {
         if !self.file_table || self.files.contains_key(&fd) {
-            return false;
+            return;
         }
         let Some(slot) = self.free_slots.pop() else {
-            return false;
+            return;
         };
         match self.ring.submitter().register_files_update(slot, &[fd]) {
             Ok(_) => {
                 self.files.insert(fd, slot);
-                true
             }
-            Err(_) => {
-                self.free_slots.push(slot);
-                false
-            }
+            Err(_) => self.free_slots.push(slot),
         }
     }
 
     /// Drops `fd`'s slot (before the fd is closed). Ops already submitted keep their own
     /// reference to the file in the kernel.
-    pub fn unregister_fd(&mut self, fd: RawFd) {
+    fn unregister_fd(&mut self, fd: RawFd) {
         if let Some(slot) = self.files.remove(&fd) {
             let _ = self.ring.submitter().register_files_update(slot, &[-1]);
             self.free_slots.push(slot);
         }
     }
 
-    pub fn has_registered_buffers(&self) -> bool {
-        self.registered_buffers
+    /// Setup flags as text, e.g. "single_issuer+defer_taskrun+no_sqarray".
+    fn describe(&self) -> String {
+        let mut s = self.setup.name().to_string();
+        if self.no_sqarray {
+            s.push_str("+no_sqarray");
+        }
+        s
     }
 }
 
@@ -601,7 +695,7 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsRawFd;
 
-    fn wait(r: &mut LocalRing, n: usize) -> Vec<(u64, i32)> {
+    fn wait(r: &mut LocalRing, n: usize) -> Vec<(u64, i64)> {
         let mut out = Vec::new();
         while out.len() < n {
             let mut p = libc::pollfd {
@@ -633,7 +727,7 @@ mod tests {
             // SAFETY: bufs outlive the ring's completions (waited for below).
             unsafe {
                 let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
-                r.push(e);
+                r.push_entry(e);
             }
         }
         r.submit();
@@ -660,12 +754,12 @@ mod tests {
         // SAFETY: b outlives the completion (wait_all below).
         unsafe {
             let e = r.sqe(1, &kind, None, None, false).unwrap();
-            r.push(e);
+            r.push_entry(e);
         }
         r.submit();
         r.cancel(1);
         let out = wait(&mut r, 1);
-        assert_eq!(out, vec![(1, -libc::ECANCELED)]);
+        assert_eq!(out, vec![(1, -(libc::ECANCELED as i64))]);
         // SAFETY: closing our own pipe.
         unsafe {
             libc::close(fds[0]);
@@ -711,7 +805,10 @@ mod tests {
         r.submit();
         let mut out = wait(&mut r, 2);
         out.sort();
-        assert_eq!(out, vec![(3, -libc::EBADF), (4, -libc::ECANCELED)]);
+        assert_eq!(
+            out,
+            vec![(3, -(libc::EBADF as i64)), (4, -(libc::ECANCELED as i64))]
+        );
     }
 
     #[test]
@@ -734,7 +831,7 @@ mod tests {
             // SAFETY: pb outlives the completions (waited for below).
             unsafe {
                 let e = r.sqe(10 + i as u64, &kind, None, None, false).unwrap();
-                r.push(e);
+                r.push_entry(e);
             }
         }
         r.submit();

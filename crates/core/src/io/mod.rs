@@ -1,0 +1,252 @@
+//! The I/O drivers: one [`Driver`] trait, three implementations, one file each.
+//!
+//! - [`ring`]: an io_uring owned by the calling thread ([`ring::LocalRing`]): SQEs pushed and
+//!   submitted inline, completions reaped when the ring's eventfd is readable.
+//! - [`aio`]: a Linux AIO context owned by the calling thread ([`aio::LocalAio`]): `io_submit`
+//!   inline, completions signalled on the eventfd (IOCB_FLAG_RESFD), `io_getevents` to reap.
+//! - [`pool`]: worker threads running one blocking system call per op ([`pool::Pool`]); they post
+//!   completions to a queue and signal the eventfd, `reap` drains the queue.
+//!
+//! A driver is driven by one thread (the JS thread of one environment): it never blocks that
+//! thread for I/O, and every completion is announced on the eventfd given at creation, so one
+//! `poll` (or `uv_poll_t`) on that eventfd serves every driver of the thread.
+//!
+//! Memory contract, for every driver: everything an op points at (its buffers, its iovec array,
+//! its descriptor) stays valid, and unused by anyone else, until the op's completion has been
+//! returned by [`Driver::reap`] or [`Driver::wait_all`]. That is why [`Driver::push`] is unsafe.
+
+use std::fmt;
+use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crate::op::{OpKind, OpRef, Segment};
+
+#[cfg(target_os = "linux")]
+pub mod aio;
+pub mod eventfd;
+pub mod pool;
+#[cfg(target_os = "linux")]
+pub mod ring;
+
+/// Which driver runs the I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    IoUring,
+    Aio,
+    ThreadPool,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::IoUring,
+        BackendKind::Aio,
+        BackendKind::ThreadPool,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Aio => "aio",
+            BackendKind::ThreadPool => "threadpool",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackendKind> {
+        match s {
+            "io_uring" | "uring" | "io-uring" => Some(BackendKind::IoUring),
+            "aio" | "libaio" => Some(BackendKind::Aio),
+            "threadpool" | "thread-pool" | "pool" => Some(BackendKind::ThreadPool),
+            _ => None,
+        }
+    }
+
+    /// Position in `ALL` (for per-kind arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Queue depth when the caller does not choose one (ring entries, aio events).
+pub const DEFAULT_QUEUE_DEPTH: u32 = 256;
+/// Worker threads of the pool when the caller does not choose.
+pub const DEFAULT_THREADS: usize = 4;
+
+/// Options that shape a driver.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    /// Submission queue size (io_uring) / context size (aio); unused by the pool.
+    pub queue_depth: u32,
+    /// Worker threads of the thread pool.
+    pub threads: usize,
+    /// io_uring only: > 0 asks for an SQPOLL ring whose kernel thread sleeps after that many
+    /// idle milliseconds.
+    pub sqpoll_idle_ms: u32,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            threads: DEFAULT_THREADS,
+            sqpoll_idle_ms: 0,
+        }
+    }
+}
+
+/// Why a driver cannot be used here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub errno: i32,
+    pub reason: String,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// What is known about a descriptor, as bits (see [`Driver::placement`]).
+pub type FdFacts = u8;
+/// Submitting I/O on the descriptor may sleep in the submitter (FUSE, network filesystem, pipe,
+/// socket, char device): see `crate::file::submission_may_block`.
+pub const FD_MAY_BLOCK: FdFacts = 1;
+/// The descriptor is not O_DIRECT (Linux AIO performs such I/O synchronously in io_submit).
+pub const FD_BUFFERED: FdFacts = 2;
+
+/// How a driver would run an op (see [`Driver::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// As is.
+    Inline,
+    /// With [`OpRef::punt`] set: handed to a kernel worker without being tried inline, so the
+    /// submitting thread never sleeps on it (io_uring's IOSQE_ASYNC).
+    Punt,
+    /// Not here: the op belongs on the thread pool (the driver cannot run it, or would block
+    /// the submitting thread on it). Pushed anyway, it fails (EOPNOTSUPP) or blocks.
+    Elsewhere,
+}
+
+/// One I/O driver, driven by one thread: ops are pushed, then submitted together; completions
+/// are announced on the driver's eventfd and collected by `reap`, as `(key, result)` with the
+/// result in bytes (>= 0) or a negated errno.
+pub trait Driver: Send {
+    fn kind(&self) -> BackendKind;
+
+    /// How this driver would run `op` on a descriptor with `facts`.
+    fn placement(&self, op: &OpKind, facts: FdFacts) -> Placement;
+
+    /// Queues `op` for the next [`Driver::submit`]. `Err` means the op was refused at once (it
+    /// will not complete); its errno is the op's result.
+    ///
+    /// # Safety
+    /// Every pointer of the op (`kind`'s buffers, `iov`) and its descriptor must stay valid, and
+    /// the memory unused by anyone else, until its completion is returned by `reap` or
+    /// `wait_all`; `fixed` must name a buffer registered with this driver containing the op's
+    /// memory. Keys must be unique among the driver's ops in flight and below `1 << 63`.
+    unsafe fn push(&mut self, op: &OpRef<'_>) -> io::Result<()>;
+
+    /// Hands every op pushed since the last call to the kernel (or the workers). Never blocks
+    /// on I/O.
+    fn submit(&mut self);
+
+    /// Appends every completion available now to `out`; never blocks. Ops waiting for room are
+    /// submitted as room frees up.
+    fn reap(&mut self, out: &mut Vec<(u64, i64)>);
+
+    /// Asks for op `key` to be cancelled. It still completes, through `reap`: with -ECANCELED,
+    /// or with its own result when it finished first or cannot be cancelled.
+    fn cancel(&mut self, key: u64);
+
+    /// [`Driver::cancel`] for every op in flight. Does not wait.
+    fn cancel_all(&mut self);
+
+    /// Cancels what it can and blocks until every op has completed; appends the completions
+    /// not reaped yet to `out`. After it returns no op's memory is in use.
+    fn wait_all(&mut self, out: &mut Vec<(u64, i64)>);
+
+    /// Ops pushed whose completion has not been reaped yet.
+    fn inflight(&self) -> usize;
+
+    /// Registers `bufs` with the kernel (io_uring fixed buffers) or locks them in memory
+    /// (mlock), replacing any earlier registration.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`Driver::unregister_buffers`], a later
+    /// registration, or the driver's drop.
+    unsafe fn register_buffers(&mut self, bufs: &[Segment]) -> io::Result<()>;
+
+    fn unregister_buffers(&mut self) -> io::Result<()>;
+
+    /// True when ops may name registered buffers by index ([`OpRef::fixed`]).
+    fn fixed_buffers(&self) -> bool {
+        false
+    }
+
+    /// True when [`OpRef::link`] chains ops (io_uring's IOSQE_IO_LINK).
+    fn links(&self) -> bool {
+        false
+    }
+
+    /// Gives `fd` a registered slot when the driver has such a thing (io_uring files).
+    fn register_fd(&mut self, _fd: RawFd) {}
+
+    /// Drops `fd`'s slot, before it is closed.
+    fn unregister_fd(&mut self, _fd: RawFd) {}
+
+    /// How the driver was set up, e.g. "single_issuer+defer_taskrun" ("" when nothing to say).
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// Can a driver of this kind run here? `Err` says why not.
+pub fn probe(kind: BackendKind) -> Result<(), Unavailable> {
+    match kind {
+        #[cfg(target_os = "linux")]
+        BackendKind::IoUring => ring::probe(),
+        #[cfg(target_os = "linux")]
+        BackendKind::Aio => aio::probe(),
+        #[cfg(not(target_os = "linux"))]
+        BackendKind::IoUring | BackendKind::Aio => Err(Unavailable {
+            errno: libc::ENOSYS,
+            reason: format!("{} exists only on Linux", kind),
+        }),
+        BackendKind::ThreadPool => Ok(()),
+    }
+}
+
+/// Starts a driver of this kind that announces completions on `eventfd` (a non-blocking
+/// eventfd; the ring and aio context use its number, which must stay open while they live; the
+/// pool keeps the `Arc`).
+pub fn create(
+    kind: BackendKind,
+    eventfd: &Arc<OwnedFd>,
+    opts: &DriverOptions,
+) -> Result<Box<dyn Driver>, Unavailable> {
+    match kind {
+        #[cfg(target_os = "linux")]
+        BackendKind::IoUring => Ok(Box::new(ring::LocalRing::with_options(
+            opts.queue_depth,
+            eventfd.as_raw_fd(),
+            opts.sqpoll_idle_ms,
+        )?)),
+        #[cfg(target_os = "linux")]
+        BackendKind::Aio => Ok(Box::new(aio::LocalAio::new(
+            opts.queue_depth,
+            eventfd.as_raw_fd(),
+        )?)),
+        #[cfg(not(target_os = "linux"))]
+        BackendKind::IoUring | BackendKind::Aio => Err(probe(kind).unwrap_err()),
+        BackendKind::ThreadPool => Ok(Box::new(pool::Pool::new(opts.threads, eventfd.clone()))),
+    }
+}

@@ -1,0 +1,120 @@
+//! Registered memory: the odirect allocations a backend's driver has registered (io_uring
+//! fixed buffers) or locked in memory (mlock elsewhere), kept allocated here for as long as the
+//! registration lasts, and the fixed-buffer index of each for the driver that names buffers by
+//! index.
+//!
+//! The driver does the registering (`Driver::register_buffers`); this is the bookkeeping around
+//! it. Ops in flight hold their own reference to their memory, so unregistering never frees
+//! memory the kernel is using.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use napi::sys;
+use odirect_core::op::Segment;
+
+use crate::memory::{self, Alloc};
+
+/// What the engine has registered, per backend.
+#[derive(Default)]
+pub struct Pins {
+    /// By `BackendKind::index`: the allocations registered with that backend's driver, kept
+    /// allocated until unregistered, replaced by a later registration, or the engine's end.
+    kept: [Vec<Arc<Alloc>>; 3],
+    /// Fixed-buffer index by allocation start, for the driver that names buffers by index.
+    fixed: HashMap<usize, u16>,
+}
+
+/// The odirect allocations behind `views` (each view wholly inside one), or EINVAL when one is
+/// not odirect's memory.
+///
+/// # Safety
+/// `env` and every value must be live handles of the current N-API call.
+pub unsafe fn allocs_of(
+    env: sys::napi_env,
+    views: &[sys::napi_value],
+) -> Result<Vec<Arc<Alloc>>, i32> {
+    views
+        .iter()
+        .map(|v| {
+            // SAFETY: forwarded contract.
+            let view = unsafe { memory::view(env, *v) }.map_err(|_| libc::EINVAL)?;
+            memory::lookup(view.ptr as usize, view.len).ok_or(libc::EINVAL)
+        })
+        .collect()
+}
+
+/// The memory of `allocs`, as a driver registers it.
+pub fn segments(allocs: &[Arc<Alloc>]) -> Vec<Segment> {
+    allocs
+        .iter()
+        .map(|a| Segment {
+            ptr: a.ptr(),
+            len: a.len(),
+        })
+        .collect()
+}
+
+/// 0, or the errno of a failed (un)registration.
+fn errno(r: io::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+impl Pins {
+    /// Records how registering `allocs` with backend `i`'s driver went (`by_index`: the driver
+    /// names buffers by index, whose earlier indexes are gone either way). Returns 0 or the
+    /// errno. On success `allocs` are kept, replacing the backend's earlier registration.
+    pub fn registered(
+        &mut self,
+        i: usize,
+        allocs: Vec<Arc<Alloc>>,
+        by_index: bool,
+        r: io::Result<()>,
+    ) -> i32 {
+        if by_index {
+            self.fixed.clear();
+            if r.is_ok() {
+                for (n, a) in allocs.iter().enumerate() {
+                    self.fixed.insert(a.ptr() as usize, n as u16);
+                }
+            }
+        }
+        if r.is_ok() {
+            self.kept[i] = allocs;
+        }
+        errno(r)
+    }
+
+    /// Records that backend `i`'s driver let go of its registration (`by_index`: as for
+    /// [`Pins::registered`]); returns 0 or the errno. The registration's references go either
+    /// way.
+    pub fn unregistered(&mut self, i: usize, by_index: bool, r: io::Result<()>) -> i32 {
+        if by_index {
+            self.fixed.clear();
+        }
+        self.kept[i].clear();
+        errno(r)
+    }
+
+    /// The fixed-buffer index of the registered allocation starting at `owner`, if any.
+    pub fn fixed_index(&self, owner: Option<usize>) -> Option<u16> {
+        owner.and_then(|o| self.fixed.get(&o).copied())
+    }
+
+    /// At teardown, once no op is left: every registration's references go.
+    pub fn clear(&mut self) {
+        for k in self.kept.iter_mut() {
+            k.clear();
+        }
+    }
+
+    /// At teardown with ops still in the kernel: the registered allocations (which they may
+    /// use), for the process to keep.
+    pub fn take_all(&mut self) -> [Vec<Arc<Alloc>>; 3] {
+        std::mem::take(&mut self.kept)
+    }
+}

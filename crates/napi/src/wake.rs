@@ -1,0 +1,842 @@
+//! How completions reach JS. The engine's eventfd becomes readable when an op completes; the JS
+//! thread is woken, reaps, and calls the engine's callback with the results:
+//! - with libuv (Node): a `uv_poll_t` on the environment's loop, whose callback settles promises
+//!   through `napi_make_callback` (so microtasks run right after, as for any I/O callback);
+//! - without (Bun, Deno): a reaper thread that waits on the eventfd and wakes the JS thread
+//!   through a threadsafe function.
+//!
+//! The engine is reference counted: the JS object holds one `Rc`, and each native holder of a
+//! raw pointer to it (the uv poll handle or the threadsafe function, and the environment's
+//! cleanup hook) holds one more, taken with [`sys_ref`] and given back with [`drop_sys_ref`]
+//! when that holder can no longer call in (the handle closed, the tsfn finalized, the hook
+//! done). The engine, its eventfd and its results buffer are freed when the last one goes, so
+//! a terminated worker leaves nothing behind.
+//!
+//! A failure while results are delivered (completions that would be lost) is raised as an
+//! uncaught exception ([`raise`]), like an exception the callback itself throws.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use napi::{sys, Status};
+use odirect_core::io::eventfd;
+
+use crate::engine::{Inner, Shared};
+use crate::status::{check, check_status, report};
+use crate::uv::{self, Uv};
+
+/// Triples (id, result, latency_us) one delivery through the preallocated array carries.
+const RESULTS_CAP: usize = 4096;
+/// Bytes of the preallocated results Float64Array.
+const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
+
+/// What wakes the JS thread.
+pub enum Wake {
+    None,
+    Loop {
+        uv: Uv,
+        poll: *mut c_void,
+        async_ctx: sys::napi_async_context,
+        cleanup: sys::napi_async_cleanup_hook_handle,
+    },
+    Thread {
+        tsfn: sys::napi_threadsafe_function,
+        stop: Arc<OwnedFd>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        pending: Arc<AtomicBool>,
+    },
+}
+
+impl Wake {
+    /// "libuv", "thread" or "none" (the engine's `path`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Wake::Loop { .. } => "libuv",
+            Wake::Thread { .. } => "thread",
+            Wake::None => "none",
+        }
+    }
+
+    /// Keeps the event loop alive while ops are in flight (`want`), or lets it exit.
+    ///
+    /// # Safety
+    /// `env` is the engine's env, on its JS thread.
+    pub unsafe fn set_ref(&self, env: sys::napi_env, want: bool) {
+        match self {
+            Wake::Loop { uv, poll, .. } => {
+                // SAFETY: poll is our live, initialised uv_poll_t on this thread's loop.
+                unsafe {
+                    if want {
+                        (uv.ref_)(*poll)
+                    } else {
+                        (uv.unref)(*poll)
+                    }
+                }
+            }
+            Wake::Thread { tsfn, .. } => {
+                // Called while staging and reaping, which have no error path: a failure leaves
+                // the runtime's keep-alive as it was (completions are still delivered while
+                // the environment runs).
+                // SAFETY: on the JS thread with our env (forwarded contract) and live tsfn.
+                unsafe {
+                    if want {
+                        report!(napi_ref_threadsafe_function(env, *tsfn))
+                    } else {
+                        report!(napi_unref_threadsafe_function(env, *tsfn))
+                    }
+                };
+            }
+            Wake::None => {}
+        }
+    }
+
+    /// Stops wake-ups (teardown, or a constructor that failed after wiring them): closes the poll
+    /// handle, or stops and joins the reaper thread and releases the tsfn.
+    fn stop(self, env: sys::napi_env) {
+        match self {
+            Wake::Loop {
+                uv,
+                poll,
+                async_ctx,
+                cleanup,
+            } => {
+                // SAFETY: our live poll handle on this thread's loop, closed once (self is
+                // consumed).
+                unsafe { close_poll(&uv, poll, Some(cleanup)) };
+                // Teardown: a context that cannot be destroyed is left to the environment.
+                // SAFETY: the context was made on env by async_context, destroyed once.
+                unsafe { report!(napi_async_destroy(env, async_ctx)) };
+            }
+            Wake::Thread {
+                tsfn, stop, thread, ..
+            } => {
+                eventfd::signal(stop.as_raw_fd());
+                if let Some(t) = thread {
+                    let _ = t.join();
+                }
+                // SAFETY: the reaper thread is joined: nothing calls the tsfn any more.
+                unsafe { release_tsfn(tsfn) };
+            }
+            Wake::None => {}
+        }
+    }
+}
+
+/// The JS end of delivery: the callback and the preallocated results array (`None`: each
+/// delivery makes a fresh array).
+#[derive(Clone, Copy)]
+pub struct Js {
+    callback: sys::napi_ref,
+    results: Option<sys::napi_ref>,
+}
+
+impl Js {
+    /// # Safety
+    /// `env` and `callback` must be live handles of the current call.
+    unsafe fn new(env: sys::napi_env, callback: sys::napi_value) -> napi::Result<Js> {
+        let mut cb = ptr::null_mut();
+        // SAFETY: forwarded contract.
+        unsafe { check!(napi_create_reference(env, callback, 1, &mut cb)) }?;
+        // SAFETY: forwarded contract. Without the array, deliver makes one per delivery.
+        let results = unsafe { results_array(env) }.ok();
+        Ok(Js {
+            callback: cb,
+            results,
+        })
+    }
+
+    /// Deletes both references (teardown; each once, as `self` is consumed).
+    fn release(self, env: sys::napi_env) {
+        for r in std::iter::once(self.callback).chain(self.results) {
+            // Teardown: a reference that cannot be deleted leaks its value with the env.
+            // SAFETY: reference created on env, which is still alive (its cleanup runs).
+            unsafe { report!(napi_delete_reference(env, r)) };
+        }
+    }
+}
+
+/// The preallocated completion storage: a Float64Array in V8 memory (freed with the isolate;
+/// `deliver` re-measures it before each write).
+///
+/// # Safety
+/// `env` must be live, on its JS thread.
+unsafe fn results_array(env: sys::napi_env) -> napi::Result<sys::napi_ref> {
+    let mut data: *mut c_void = ptr::null_mut();
+    let (mut ab, mut arr, mut r) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    // SAFETY: plain N-API calls on a live env, each writing only its outputs.
+    unsafe {
+        check!(napi_create_arraybuffer(
+            env,
+            RESULTS_BYTES,
+            &mut data,
+            &mut ab
+        ))?;
+        check!(napi_create_typedarray(
+            env,
+            sys::TypedarrayType::float64_array,
+            RESULTS_BYTES / 8,
+            ab,
+            0,
+            &mut arr,
+        ))?;
+        check!(napi_create_reference(env, arr, 1, &mut r))?;
+    }
+    Ok(r)
+}
+
+fn fail(what: &str) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("{what} failed"))
+}
+
+/// Makes the engine of `env` with `callback` as its JS end and wires its wake-ups: the loop
+/// when `use_loop` and the runtime exports libuv, else the reaper thread.
+///
+/// # Safety
+/// `env` and `callback` must be live handles of the current call (the engine's constructor).
+pub unsafe fn start(
+    env: sys::napi_env,
+    callback: sys::napi_value,
+    use_loop: bool,
+) -> napi::Result<Rc<Shared>> {
+    let inner = Inner::new(env).map_err(|e| fail(&format!("eventfd: {e}")))?;
+    let efd = inner.eventfd();
+    let rc: Rc<Shared> = Rc::new(RefCell::new(inner));
+    // SAFETY: forwarded contract.
+    let js = unsafe { Js::new(env, callback) }?;
+    rc.borrow_mut().js = Some(js);
+    let wake = match host_loop(env, use_loop) {
+        // SAFETY: the loop is env's, on this (its JS) thread.
+        Some((uv, lp)) => unsafe { start_poll(env, &rc, uv, lp, efd) },
+        None => start_reaper(env, &rc, efd),
+    };
+    match wake {
+        Ok(w) => {
+            rc.borrow_mut().wake = w;
+            Ok(rc)
+        }
+        Err(e) => {
+            if let Some(js) = rc.borrow_mut().js.take() {
+                js.release(env);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// libuv and env's loop, when asked for and the runtime has them (`napi_get_uv_event_loop`
+/// failing means no loop: the reaper thread is used).
+fn host_loop(env: sys::napi_env, use_loop: bool) -> Option<(Uv, *mut c_void)> {
+    let uv = if use_loop { Uv::get()? } else { return None };
+    let mut lp = ptr::null_mut();
+    // SAFETY: live env.
+    let got = unsafe { check!(napi_get_uv_event_loop(env, &mut lp)) };
+    (got.is_ok() && !lp.is_null()).then_some((uv, lp.cast()))
+}
+
+/// Watches `efd` with a poll handle on `lp`, delivering in an async context of its own; the
+/// environment's async cleanup hook tears the engine down.
+///
+/// # Safety
+/// `lp` is env's loop; on its thread.
+unsafe fn start_poll(
+    env: sys::napi_env,
+    rc: &Rc<Shared>,
+    uv: Uv,
+    lp: *mut c_void,
+    efd: i32,
+) -> napi::Result<Wake> {
+    let poll = uv::alloc_handle(&uv, uv::UV_POLL);
+    // SAFETY: poll is fresh zeroed memory of uv_poll_t's size; lp is this env's loop.
+    if unsafe { (uv.poll_init)(lp, poll, efd) } != 0 {
+        // SAFETY: never initialised, so unknown to the loop: freed directly.
+        unsafe { uv::free_handle(&uv, uv::UV_POLL, poll) };
+        return Err(fail("uv_poll_init"));
+    }
+    // From here only uv_close frees the handle. Its data is its engine reference, given back in
+    // on_close.
+    // SAFETY: poll is an initialised uv handle.
+    unsafe { uv::set_data(poll, sys_ref(rc) as *mut c_void) };
+    // SAFETY: the handle is initialised; the engine outlives it (closed in teardown).
+    let started = unsafe { (uv.poll_start)(poll, uv::UV_READABLE, on_poll) } == 0;
+    let wired = if started {
+        // SAFETY: live handle; N-API calls on the JS thread.
+        unsafe {
+            (uv.unref)(poll);
+            async_context(env).and_then(|ctx| match cleanup_hook(env, rc) {
+                Ok(cleanup) => Ok((ctx, cleanup)),
+                Err(e) => {
+                    report!(napi_async_destroy(env, ctx));
+                    Err(e)
+                }
+            })
+        }
+    } else {
+        Err(fail("uv_poll_start"))
+    };
+    match wired {
+        Ok((async_ctx, cleanup)) => Ok(Wake::Loop {
+            uv,
+            poll,
+            async_ctx,
+            cleanup,
+        }),
+        Err(e) => {
+            // SAFETY: our initialised handle, closed once; no cleanup hook was added.
+            unsafe { close_poll(&uv, poll, None) };
+            Err(e)
+        }
+    }
+}
+
+/// The async context completions are delivered in (`napi_make_callback`).
+///
+/// # Safety
+/// Live env, on its JS thread.
+unsafe fn async_context(env: sys::napi_env) -> napi::Result<sys::napi_async_context> {
+    let (mut res, mut ctx) = (ptr::null_mut(), ptr::null_mut());
+    // SAFETY: plain N-API calls, each writing only its outputs.
+    unsafe {
+        check!(napi_create_object(env, &mut res))?;
+        check!(napi_async_init(env, res, resource_name(env)?, &mut ctx))?;
+    }
+    Ok(ctx)
+}
+
+/// "odirect", the name async hooks and diagnostics show for the engine's callbacks.
+///
+/// # Safety
+/// Live env, on its JS thread.
+unsafe fn resource_name(env: sys::napi_env) -> napi::Result<sys::napi_value> {
+    let mut name = ptr::null_mut();
+    // SAFETY: forwarded contract; a NUL-terminated string of 7 bytes.
+    unsafe {
+        check!(napi_create_string_utf8(
+            env,
+            c"odirect".as_ptr(),
+            7,
+            &mut name
+        ))
+    }?;
+    Ok(name)
+}
+
+/// Adds the environment's async cleanup hook (teardown), holding an engine reference.
+///
+/// # Safety
+/// Live env, on its JS thread.
+unsafe fn cleanup_hook(
+    env: sys::napi_env,
+    rc: &Rc<Shared>,
+) -> napi::Result<sys::napi_async_cleanup_hook_handle> {
+    hand_ref(rc, |arg| {
+        let mut cleanup = ptr::null_mut();
+        // SAFETY: live env (forwarded contract); the hook runs once.
+        unsafe {
+            check!(napi_add_async_cleanup_hook(
+                env,
+                Some(async_cleanup),
+                arg,
+                &mut cleanup
+            ))
+        }?;
+        Ok(cleanup)
+    })
+}
+
+/// Stops a poll handle and closes it: `on_close` removes the async cleanup hook (if any), frees
+/// the handle and gives back its engine reference (its data until now).
+///
+/// # Safety
+/// `poll` is an initialised handle on this thread's loop whose data is its engine reference;
+/// closed once.
+unsafe fn close_poll(
+    uv: &Uv,
+    poll: *mut c_void,
+    cleanup: Option<sys::napi_async_cleanup_hook_handle>,
+) {
+    // SAFETY: forwarded contract. uv_poll_stop always returns 0 (libuv).
+    unsafe {
+        (uv.poll_stop)(poll);
+        let engine = uv::data(poll) as *const Shared;
+        let closing = Box::new(Closing { cleanup, engine });
+        uv::set_data(poll, Box::into_raw(closing) as *mut c_void);
+        (uv.close)(poll, on_close);
+    }
+}
+
+/// Wakes the JS thread from a reaper thread through a threadsafe function; the environment's
+/// cleanup hook tears the engine down.
+fn start_reaper(env: sys::napi_env, rc: &Rc<Shared>, efd: i32) -> napi::Result<Wake> {
+    let stop = Arc::new(
+        eventfd::new(false).map_err(|e| fail(&format!("eventfd for the reaper thread: {e}")))?,
+    );
+    let keep = rc
+        .borrow()
+        .eventfd_arc()
+        .ok_or_else(|| fail("the engine is shut down"))?;
+    // SAFETY: live env, on its JS thread.
+    let tsfn = unsafe { threadsafe_function(env, rc) }?;
+    let pending = Arc::new(AtomicBool::new(false));
+    let (p2, s2) = (pending.clone(), stop.clone());
+    let t = tsfn as usize;
+    let spawned = std::thread::Builder::new()
+        .name("odirect-reaper".into())
+        .spawn(move || reaper(efd, s2.as_raw_fd(), t, p2, keep));
+    let unstarted = spawned
+        .as_ref()
+        .err()
+        .map(|e| fail(&format!("cannot start the reaper thread: {e}")));
+    let wake = Wake::Thread {
+        tsfn,
+        stop,
+        thread: spawned.ok(),
+        pending,
+    };
+    let hooked = match unstarted {
+        Some(e) => Err(e),
+        None => hand_ref(rc, |arg| {
+            // SAFETY: live env; the hook runs once at teardown.
+            unsafe { check!(napi_add_env_cleanup_hook(env, Some(sync_cleanup), arg)) }
+        }),
+    };
+    if let Err(e) = hooked {
+        // Stops the thread (if it started) and releases the tsfn.
+        wake.stop(env);
+        return Err(e);
+    }
+    Ok(wake)
+}
+
+/// The engine's threadsafe function (unreferenced: only ops in flight keep the loop alive),
+/// holding an engine reference that `on_tsfn_finalize` gives back.
+///
+/// # Safety
+/// Live env, on its JS thread.
+unsafe fn threadsafe_function(
+    env: sys::napi_env,
+    rc: &Rc<Shared>,
+) -> napi::Result<sys::napi_threadsafe_function> {
+    // SAFETY: forwarded contract.
+    let name = unsafe { resource_name(env) }?;
+    let tsfn = hand_ref(rc, |context| {
+        let mut tsfn = ptr::null_mut();
+        // SAFETY: plain N-API call with valid arguments; the context (engine) outlives the tsfn
+        // (its reference is given back by the finalizer).
+        unsafe {
+            check!(napi_create_threadsafe_function(
+                env,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                name,
+                0,
+                1,
+                context,
+                Some(on_tsfn_finalize),
+                context,
+                Some(on_tsfn),
+                &mut tsfn,
+            ))
+        }?;
+        Ok(tsfn)
+    })?;
+    // SAFETY: live env and tsfn.
+    if let Err(e) = unsafe { check!(napi_unref_threadsafe_function(env, tsfn)) } {
+        // SAFETY: our tsfn, released once.
+        unsafe { release_tsfn(tsfn) };
+        return Err(e);
+    }
+    Ok(tsfn)
+}
+
+/// Releases the tsfn (abort: queued calls are dropped); its finalizer gives back its engine
+/// reference. One that cannot be released keeps it: the engine is leaked (empty by then,
+/// shutdown ran first), which nobody can be told about at teardown.
+///
+/// # Safety
+/// `tsfn` is live and nothing calls it any more; released once.
+unsafe fn release_tsfn(tsfn: sys::napi_threadsafe_function) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        report!(napi_release_threadsafe_function(
+            tsfn,
+            sys::ThreadsafeFunctionReleaseMode::abort
+        ))
+    };
+}
+
+/// Hands an engine reference to the native holder `make` creates, given back at once if it
+/// could not be created.
+fn hand_ref<T>(
+    rc: &Rc<Shared>,
+    make: impl FnOnce(*mut c_void) -> napi::Result<T>,
+) -> napi::Result<T> {
+    let p = sys_ref(rc);
+    make(p as *mut c_void).inspect_err(|_| {
+        // SAFETY: the holder was not made: nothing else has this reference.
+        unsafe { drop_sys_ref(p) }
+    })
+}
+
+/// Takes a reference to the engine for a native holder of its pointer (see the module comment).
+fn sys_ref(rc: &Rc<Shared>) -> *const Shared {
+    Rc::into_raw(rc.clone())
+}
+
+/// # Safety
+/// `p` must come from [`sys_ref`], given back once, with no borrow of the engine alive.
+unsafe fn drop_sys_ref(p: *const Shared) {
+    // SAFETY: forwarded contract.
+    drop(unsafe { Rc::from_raw(p) });
+}
+
+unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
+    // SAFETY: handle->data is the engine pointer, set before uv_poll_start and valid until the
+    // handle is closed in teardown.
+    let shared = unsafe { &*(uv::data(handle) as *const Shared) };
+    let (env, ctx) = {
+        let Ok(e) = shared.try_borrow() else { return };
+        let ctx = match e.wake {
+            Wake::Loop { async_ctx, .. } => async_ctx,
+            _ => return,
+        };
+        (e.env, ctx)
+    };
+    let mut scope = ptr::null_mut();
+    // SAFETY: on the loop's (JS) thread; a handle scope for the values made below.
+    unsafe {
+        // Without a scope (or the receiver) nothing is reaped: the eventfd stays readable and
+        // the poll calls again.
+        if report!(napi_open_handle_scope(env, &mut scope)) {
+            // make_callback needs an object as receiver (undefined would throw).
+            let mut recv = ptr::null_mut();
+            if report!(napi_get_global(env, &mut recv)) {
+                let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+                    let mut ret = ptr::null_mut();
+                    // make_callback: runs the microtask queue afterwards, as Node does for any
+                    // I/O. What the callback throws is raised as uncaught, as for any I/O.
+                    let (n, argv) = (args.len(), args.as_ptr());
+                    if let Err(e) = check!(napi_make_callback(env, ctx, recv, f, n, argv, &mut ret))
+                    {
+                        raise(env, e);
+                    }
+                };
+                if let Err(e) = on_wake(shared, &mut call) {
+                    raise(env, e);
+                }
+            }
+            report!(napi_close_handle_scope(env, scope));
+        }
+    }
+}
+
+unsafe extern "C" fn on_tsfn(
+    env: sys::napi_env,
+    _js_cb: sys::napi_value,
+    context: *mut c_void,
+    _data: *mut c_void,
+) {
+    if env.is_null() || context.is_null() {
+        return;
+    }
+    // SAFETY: context is the engine pointer, valid until teardown releases the tsfn.
+    let shared = unsafe { &*(context as *const Shared) };
+    // SAFETY: N-API calls call_js on the JS thread inside a handle scope.
+    unsafe {
+        let mut recv = ptr::null_mut();
+        if !report!(napi_get_undefined(env, &mut recv)) {
+            // Nothing reaped: let the next completion call again.
+            if let Ok(e) = shared.try_borrow() {
+                if let Wake::Thread { pending, .. } = &e.wake {
+                    pending.store(false, Ordering::SeqCst);
+                }
+            }
+            return;
+        }
+        let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+            let mut ret = ptr::null_mut();
+            let s = sys::napi_call_function(env, recv, f, args.len(), args.as_ptr(), &mut ret);
+            // An exception the callback threw stays pending: the runtime reports it as
+            // uncaught when call_js returns, as for any threadsafe function. Other failures
+            // are raised.
+            if s != sys::Status::napi_pending_exception {
+                if let Err(e) = check_status(s, "napi_call_function") {
+                    raise(env, e);
+                }
+            }
+        };
+        if let Err(e) = on_wake(shared, &mut call) {
+            raise(env, e);
+        }
+    }
+}
+
+/// Raises a failure of a wake-up as an uncaught exception (no JS frame is there to take it):
+/// the exception pending on `env` if there is one (what the callback threw), else an Error
+/// with `e`'s message. Should even that fail, it is reported (see `status::report_status`).
+///
+/// # Safety
+/// On env's JS thread, inside a handle scope.
+unsafe fn raise(env: sys::napi_env, e: napi::Error) {
+    // SAFETY (block): N-API calls on the live env, each writing only its outputs.
+    unsafe {
+        let mut pending = false;
+        report!(napi_is_exception_pending(env, &mut pending));
+        let mut ex = ptr::null_mut();
+        let made = if pending {
+            report!(napi_get_and_clear_last_exception(env, &mut ex))
+        } else {
+            let msg = format!("odirect: {}", e.reason);
+            let mut text = ptr::null_mut();
+            report!(napi_create_string_utf8(
+                env,
+                msg.as_ptr().cast(),
+                msg.len() as isize,
+                &mut text,
+            )) && report!(napi_create_error(env, ptr::null_mut(), text, &mut ex))
+        };
+        if made {
+            report!(napi_fatal_exception(env, ex));
+        }
+    }
+}
+
+/// The reaper thread of the portable path: wakes the JS thread when the eventfd is readable.
+fn reaper(
+    efd: i32,
+    stop: i32,
+    tsfn: usize,
+    pending: Arc<AtomicBool>,
+    eventfd_keep: Arc<std::os::fd::OwnedFd>,
+) {
+    let _keep = eventfd_keep;
+    loop {
+        let mut p = [
+            libc::pollfd {
+                fd: efd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two live pollfds.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            continue;
+        }
+        if p[1].revents != 0 {
+            return;
+        }
+        if p[0].revents != 0 {
+            // Reset the eventfd here (the JS thread's reap tolerates finding it empty), so this
+            // thread never spins while the JS thread is busy: a completion that comes later
+            // signals it again. The JS thread clears `pending` before it reaps, so a wake-up
+            // that finds `pending` set is covered by the reap still to come.
+            eventfd::drain(efd);
+            if !pending.swap(true, Ordering::SeqCst) {
+                let tsfn = tsfn as sys::napi_threadsafe_function;
+                let mode = sys::ThreadsafeFunctionCallMode::nonblocking;
+                // Refused (the environment is closing): no wake-up is coming, so the next
+                // completion may try again.
+                // SAFETY: the tsfn is released only after this thread is joined.
+                if !unsafe { report!(napi_call_threadsafe_function(tsfn, ptr::null_mut(), mode)) } {
+                    pending.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// What a closing poll handle carries to `on_close`.
+struct Closing {
+    cleanup: Option<sys::napi_async_cleanup_hook_handle>,
+    engine: *const Shared,
+}
+
+unsafe extern "C" fn on_close(handle: *mut c_void) {
+    // SAFETY: close_poll set handle->data to a leaked Box of the async cleanup handle and the
+    // handle's engine reference.
+    let closing = unsafe { Box::from_raw(uv::data(handle) as *mut Closing) };
+    if let Some(cleanup) = closing.cleanup {
+        // A close callback has no one to tell: a hook that cannot be removed keeps the
+        // environment's teardown waiting on it.
+        // SAFETY: the handle is closed: the environment's cleanup may go on.
+        unsafe { report!(napi_remove_async_cleanup_hook(cleanup)) };
+    }
+    if let Some(u) = Uv::get() {
+        // SAFETY: the handle came from alloc_handle and is closed now.
+        unsafe { uv::free_handle(&u, uv::UV_POLL, handle) };
+    }
+    // SAFETY: the closed handle's reference, given back once; no poll callback can come.
+    unsafe { drop_sys_ref(closing.engine) };
+}
+
+unsafe extern "C" fn on_tsfn_finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` is the tsfn's engine reference; the tsfn is gone, nothing calls in.
+    unsafe { drop_sys_ref(data as *const Shared) };
+}
+
+/// Teardown, from the environment's cleanup: cancel and wait for every op, then stop wake-ups,
+/// then give back the hook's reference to the engine.
+///
+/// # Safety
+/// `p` is the cleanup hook's reference (see [`sys_ref`]); called once, on the JS thread.
+unsafe fn teardown(p: *const Shared) {
+    // SAFETY: the hook's reference keeps the engine alive until the end of this function.
+    stop_engine(unsafe { &*p });
+    // SAFETY: the hook's reference, given back once; stop_engine's borrow is over.
+    unsafe { drop_sys_ref(p) };
+}
+
+fn stop_engine(shared: &Shared) {
+    let Ok(mut e) = shared.try_borrow_mut() else {
+        return;
+    };
+    e.shutdown();
+    e.let_go();
+    let env = e.env;
+    if let Some(js) = e.js.take() {
+        js.release(env);
+    }
+    std::mem::replace(&mut e.wake, Wake::None).stop(env);
+}
+
+unsafe extern "C" fn async_cleanup(_handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
+    // SAFETY: arg is the hook's engine reference; the hook runs once.
+    unsafe { teardown(arg as *const Shared) };
+}
+
+unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
+    // SAFETY: as async_cleanup.
+    unsafe { teardown(arg as *const Shared) };
+}
+
+/// A wake-up from the loop or the reaper: reap and deliver.
+///
+/// # Safety
+/// On the JS thread of `shared`'s env, inside a handle scope.
+unsafe fn on_wake(
+    shared: &Shared,
+    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
+) -> napi::Result<()> {
+    let mut out = Vec::new();
+    let (env, js) = {
+        let Ok(mut e) = shared.try_borrow_mut() else {
+            return Ok(());
+        };
+        if e.closed {
+            return Ok(());
+        }
+        let Some(js) = e.js else { return Ok(()) };
+        if let Wake::Thread { pending, .. } = &e.wake {
+            pending.store(false, Ordering::SeqCst);
+        }
+        e.reap(&mut out);
+        (e.env, js)
+    };
+    if out.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: forwarded contract; no borrow of the engine is held.
+    unsafe { deliver(env, js, &out, call) }
+}
+
+/// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each
+/// time: written only while it is attached and long enough), or of fresh arrays. Must not hold
+/// any borrow of the engine: the JS callback may call back into it. An error means the
+/// completions from the failed chunk on were not delivered.
+///
+/// # Safety
+/// On the JS thread, inside a handle scope; `call` calls the JS function with (array, count).
+unsafe fn deliver(
+    env: sys::napi_env,
+    js: Js,
+    out: &[f64],
+    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
+) -> napi::Result<()> {
+    let mut f = ptr::null_mut();
+    // SAFETY (block): JS thread, live env and references created on it.
+    unsafe {
+        check!(napi_get_reference_value(env, js.callback, &mut f))?;
+        if f.is_null() {
+            return Err(fail("the engine's callback was collected: delivery"));
+        }
+        for chunk in out.chunks(RESULTS_CAP * 3) {
+            let arr = match js.results.and_then(|r| preallocated(env, r, chunk.len())) {
+                Some((arr, data)) => {
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), data, chunk.len());
+                    arr
+                }
+                None => fresh_array(env, chunk)?,
+            };
+            let mut n = ptr::null_mut();
+            check!(napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n))?;
+            call(f, &[arr, n]);
+        }
+    }
+    Ok(())
+}
+
+/// The preallocated results array and its data, when it is still attached and holds `len`
+/// values (a failed look-up counts as "not usable": a fresh array is made instead).
+///
+/// # Safety
+/// JS thread of env, inside a handle scope; `r` a reference created on env.
+unsafe fn preallocated(
+    env: sys::napi_env,
+    r: sys::napi_ref,
+    len: usize,
+) -> Option<(sys::napi_value, *mut f64)> {
+    let mut arr = ptr::null_mut();
+    let (mut ty, mut ab, mut off) = (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
+    let mut data: *mut c_void = ptr::null_mut();
+    let mut have = 0usize;
+    // SAFETY: forwarded contract; each call writes only its outputs.
+    unsafe {
+        check!(napi_get_reference_value(env, r, &mut arr)).ok()?;
+        if arr.is_null() {
+            return None;
+        }
+        check!(napi_get_typedarray_info(
+            env, arr, &mut ty, &mut have, &mut data, &mut ab, &mut off,
+        ))
+        .ok()?;
+    }
+    (!data.is_null() && have >= len).then_some((arr, data as *mut f64))
+}
+
+/// A new Float64Array holding `chunk`.
+///
+/// # Safety
+/// JS thread of env, inside a handle scope.
+unsafe fn fresh_array(env: sys::napi_env, chunk: &[f64]) -> napi::Result<sys::napi_value> {
+    let mut data: *mut c_void = ptr::null_mut();
+    let (mut ab, mut arr) = (ptr::null_mut(), ptr::null_mut());
+    // SAFETY: forwarded contract; the new buffer has room for chunk.len() f64s.
+    unsafe {
+        check!(napi_create_arraybuffer(
+            env,
+            chunk.len() * 8,
+            &mut data,
+            &mut ab
+        ))?;
+        ptr::copy_nonoverlapping(chunk.as_ptr(), data as *mut f64, chunk.len());
+        check!(napi_create_typedarray(
+            env,
+            sys::TypedarrayType::float64_array,
+            chunk.len(),
+            ab,
+            0,
+            &mut arr,
+        ))?;
+    }
+    Ok(arr)
+}
