@@ -310,7 +310,7 @@ impl Inner {
                 if self.ring.is_some() {
                     return String::new();
                 }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
+                let qd = if queue_depth > 0 { queue_depth } else { crate::consts::DEFAULT_QUEUE_DEPTH };
                 match LocalRing::with_options(qd, self.eventfd(), self.sqpoll_idle_ms) {
                     Ok(r) => {
                         self.ring = Some(r);
@@ -327,7 +327,7 @@ impl Inner {
                 if self.aio.is_some() {
                     return String::new();
                 }
-                let qd = if queue_depth > 0 { queue_depth } else { 256 };
+                let qd = if queue_depth > 0 { queue_depth } else { crate::consts::DEFAULT_QUEUE_DEPTH };
                 match LocalAio::new(qd, self.eventfd()) {
                     Ok(a) => {
                         self.aio = Some(a);
@@ -582,7 +582,7 @@ impl Inner {
         // SAFETY: forwarded contract.
         let seg = unsafe { self.capture(v, offset, length, mem_align, write)? };
         let (rec, bounced) = self.single(kind, write, fd, seg, position);
-        Ok(self.stage(rec) * 2 + bounced)
+        Ok(crate::consts::ticket(self.stage(rec), bounced))
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -631,7 +631,7 @@ impl Inner {
         };
         let mem = segs.into_iter().map(|s| s.mem).collect();
         let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
-        Ok(key * 2 + bounced)
+        Ok(crate::consts::ticket(key, bounced))
     }
 
     /// Stages many single-view ops on one fd: all captured, or none staged.
@@ -653,7 +653,7 @@ impl Inner {
             unsafe { self.capture_all(views.iter().map(|(v, l, _)| (*v, *l)), mem_align, write)? };
         for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
-            keys.push(self.stage(rec) * 2 + bounced);
+            keys.push(crate::consts::ticket(self.stage(rec), bounced));
         }
         Ok(())
     }
@@ -1313,7 +1313,7 @@ pub unsafe fn deliver(
         if sys::napi_get_reference_value(env, cb, &mut f) != sys::Status::napi_ok || f.is_null() {
             return;
         }
-        for chunk in out.chunks(RESULTS_CAP * 3) {
+        for chunk in out.chunks(RESULTS_CAP * crate::consts::RESULT_STRIDE as usize) {
             let mut arr = ptr::null_mut();
             let mut data: *mut c_void = ptr::null_mut();
             let mut len = 0usize;
@@ -1353,13 +1353,13 @@ pub unsafe fn deliver(
                 }
             }
             let mut n = ptr::null_mut();
-            sys::napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n);
+            sys::napi_create_uint32(env, chunk.len() as u32 / crate::consts::RESULT_STRIDE, &mut n);
             call(f, &[arr, n]);
         }
     }
 }
 
-pub const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
+pub const RESULTS_BYTES: usize = RESULTS_CAP * crate::consts::RESULT_STRIDE as usize * 8;
 
 /// A wake-up from the loop or the reaper: reap and deliver.
 ///

@@ -57,6 +57,9 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// Queue depth of a ring / aio context when none is asked (the addon exports it as DEFAULT_QUEUE_DEPTH).
+pub const DEFAULT_QUEUE_DEPTH: u32 = 256;
+
 /// Options that shape a backend.
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
@@ -69,7 +72,7 @@ pub struct BackendOptions {
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
-            queue_depth: 256,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
             threads: 4,
         }
     }
