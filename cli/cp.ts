@@ -8,9 +8,8 @@
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 
-import { DirectIoError } from './errors'
-import { copyFile, type CopyProgress, type CopyResult } from './files'
-import { native } from './native'
+import { copyFile, type CopyProgress, type CopyResult, DirectIoError } from '../index'
+import { native } from '../src/native'
 
 export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   Copies SRC to DST with direct I/O (O_DIRECT) on both sides, bypassing the page cache.
