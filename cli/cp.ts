@@ -6,6 +6,7 @@
 // complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
 // --verify re-reads the copy (before the rename) and compares sha256.
 import * as fsp from 'node:fs/promises'
+import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
 import { copyFile, type CopyProgress, type CopyResult, DirectIoError } from '../index'
@@ -210,7 +211,7 @@ export async function cpCommand(args: string[]): Promise<number> {
     const parent = path.dirname(dst)
     if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) {
       const hint = `create the directory ${parent} first`
-      throw new DirectIoError(`cannot create ${dst}: directory ${parent} does not exist — ${hint}`, { code: 'ENOENT', errno: -2, syscall: 'open', path: parent, hint })
+      throw new DirectIoError(`cannot create ${dst}: directory ${parent} does not exist — ${hint}`, { code: 'ENOENT', errno: -osConstants.errno.ENOENT, syscall: 'open', path: parent, hint })
     }
     let r: CopyResult
     try {

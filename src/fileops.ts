@@ -6,9 +6,9 @@
 import { constants as fsConstants } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 
+import { callerError } from './args'
 import { syncParentDir } from './dirsync'
 import { abortError, type DirectIoError, kernelError } from './errors'
-import { callerError } from './guard'
 import { native } from './native'
 
 /** A wait that rejects with an AbortError as soon as the signal aborts (or at once, if it did). */

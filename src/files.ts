@@ -8,15 +8,14 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
-import { describeValue, DirectIoError, kernelError, misuse } from './errors'
+import { DirectIoError, kernelError, misuse } from './errors'
 import { AbortRace, commitTemp, isSequential, kindName, removeTemp, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
-import { callerCode, callerError, guardAsync } from './guard'
 import { FileHandle } from './handle'
 import { native } from './native'
-import { isFileHandle, open, type PathLike, toPath } from './open'
-import { boolOption, checkFlags, type DirectMode, type FlagsArg, intOption, modeOption, openFields, readOptions, signalOption } from './options'
+import { isFileHandle, open } from './open'
 import { BlockWriter, writeConfig } from './streams/core'
 
 const MiB = 1024 * 1024
@@ -88,13 +87,6 @@ export interface CopyResult {
 
 const HELPER_OPEN_KEYS = ['direct', 'backend', 'signal']
 
-function encodingOf(v: unknown, def: BufferEncoding | undefined): BufferEncoding | undefined {
-  if (v === undefined) return def
-  if (v === null || v === 'buffer') return undefined
-  if (typeof v !== 'string' || !Buffer.isEncoding(v)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describeValue(v)}`, "e.g. 'utf8'")
-  return v
-}
-
 /** fs's options argument: an object, or an encoding string. */
 function helperOptions(options: unknown, known: string[], example: string): Record<string, unknown> {
   return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
@@ -152,7 +144,7 @@ export function readFile(path: PathLike | FileHandle, options?: ReadFileOptions 
 
 async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
   const o = helperOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
-  const encoding = encodingOf(o.encoding, undefined)
+  const encoding = encodingArg(o.encoding, undefined, "e.g. 'utf8'")
   const signal = signalOption(o)
   const given = isFileHandle(path)
   const oo = openFields({ direct: o.direct, backend: o.backend })
@@ -245,7 +237,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
     return
   }
   const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
-  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describeValue(data)}`, 'e.g. Buffer.from(text)')
+  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
   interface AnyIterator {
     next(): unknown
     return?: () => unknown
@@ -267,7 +259,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
         return
       }
       const b = toBytes(r.value, encoding)
-      if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describeValue(r.value)}`, 'yield Buffers or strings')
+      if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describe(r.value)}`, 'yield Buffers or strings')
       yield b
     }
   } finally {
@@ -299,7 +291,7 @@ export function writeFile(path: PathLike | FileHandle, data: WriteData, options?
 
 async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<Written> {
   const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
-  const encoding = encodingOf(o.encoding, 'utf8') ?? 'utf8'
+  const encoding = encodingArg(o.encoding, 'utf8', "e.g. 'utf8'") ?? 'utf8'
   const atomic = boolOption(o, 'atomic', false)
   const datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
   const signal = signalOption(o)
@@ -449,12 +441,12 @@ interface CopyPlan {
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
   let o: Record<string, unknown>
   if (typeof options === 'number') {
-    if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describeValue(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')
+    if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describe(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')
     if (options & 4) throw misuse('ERR_ODIRECT_UNSUPPORTED', 'COPYFILE_FICLONE_FORCE is not supported with direct I/O: a reflink shares blocks, it copies nothing', 'drop COPYFILE_FICLONE_FORCE (odirect copies the data)')
     o = { exclusive: (options & 1) !== 0 }
   } else o = readOptions(options, ['onProgress', 'verify', 'sparse', 'chunkSize', 'exclusive', ...HELPER_OPEN_KEYS], '{ verify: true }')
   const onProgress = o.onProgress
-  if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describeValue(onProgress)}`, 'pass (p) => ...')
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describe(onProgress)}`, 'pass (p) => ...')
   const cb = onProgress as ((p: CopyProgress) => void) | undefined
   const signal = signalOption(o)
   const s = toPath(src, 'src')

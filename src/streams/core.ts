@@ -5,13 +5,13 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 
+import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath } from '../args'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
-import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
+import { abortError, type DirectIoError, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
-import { isFileHandle, open, toPath } from '../open'
-import { boolOption, checkFlags, type DirectMode, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
+import { isFileHandle, open } from '../open'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
 export interface StreamOpenOptions {
@@ -128,13 +128,6 @@ export interface WriteConfig extends BaseConfig {
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
 
-function encodingOption(o: Record<string, unknown>): BufferEncoding | undefined {
-  const e = o.encoding
-  if (e === undefined || e === null || e === 'buffer') return undefined
-  if (typeof e !== 'string' || !Buffer.isEncoding(e)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describeValue(e)}`, "e.g. 'utf8', 'hex', 'base64', or null for Buffers")
-  return e
-}
-
 /**
  * The target and the options common to both directions. `first` is the first argument (a path,
  * or an odirect FileHandle); fs's `fd` option (a FileHandle) takes precedence over it.
@@ -147,7 +140,7 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
     if (typeof fd === 'number') {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', 'option \'fd\' as a numeric descriptor is not supported with direct I/O: its O_DIRECT state and alignment are unknown', "pass a FileHandle from odirect's open() as fd, or a path")
     }
-    if (!isFileHandle(fd)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describeValue(fd)}`, "pass a handle from odirect's open()")
+    if (!isFileHandle(fd)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describe(fd)}`, "pass a handle from odirect's open()")
     target = fd
     autoCloseDefault = true
   } else if (isFileHandle(first)) {
@@ -187,7 +180,7 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
       mode: modeOption(o),
       owned: boolOption(o, 'autoClose', autoCloseDefault),
       emitClose: boolOption(o, 'emitClose', true),
-      encoding: encodingOption(o),
+      encoding: encodingArg(o.encoding, undefined),
     },
   }
 }
