@@ -17,6 +17,7 @@ import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
 import { BlockWriter, writeConfig } from './streams/core'
+import { readFully, writeFully } from './blocks'
 
 const MiB = 1024 * 1024
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
@@ -90,32 +91,6 @@ const HELPER_OPEN_KEYS = ['direct', 'backend', 'signal']
 /** fs's options argument: an object, or an encoding string. */
 function helperOptions(options: unknown, known: string[], example: string): Record<string, unknown> {
   return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
-}
-
-/** Reads `len` bytes at `pos` into `buf[off..]`, going on after short reads; stops at end of file. */
-async function readFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<number> {
-  let done = 0
-  const unit = fh.direct ? fh.alignment.offset : 1
-  while (done < len) {
-    const { bytesRead } = await fh.read(buf, { offset: off + done, length: len - done, position: pos + done, ...(signal ? { signal } : {}) })
-    if (bytesRead === 0) break
-    done += bytesRead
-    // A direct read returns a partial block only at the end of file.
-    if (done % unit !== 0) break
-  }
-  return done
-}
-
-/** Writes `len` bytes of `buf[off..]` at `pos`, going on after short writes (from the block holding the first byte not written). */
-async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<void> {
-  let done = 0
-  const unit = fh.direct ? fh.alignment.offset : 1
-  while (done < len) {
-    const { bytesWritten } = await fh.write(buf, { offset: off + done, length: len - done, position: pos + done, ...(signal ? { signal } : {}) })
-    const next = Math.floor((done + bytesWritten) / unit) * unit
-    if (bytesWritten <= 0 || next <= done) throw kernelError(5, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${bytesWritten} of ${len - done} bytes, not a whole block`)
-    done = next
-  }
 }
 
 /** open(), raced against the abort: a handle that arrives after the abort is closed. */

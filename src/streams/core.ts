@@ -6,6 +6,7 @@
 import { setMaxListeners } from 'node:events'
 
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath } from '../args'
+import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
@@ -541,27 +542,13 @@ export class BlockWriter extends Core {
     w?.()
   }
 
-  async #writeBlock(fh: FileHandle, buf: Uint8Array, len: number, pos: number): Promise<void> {
-    let done = 0
-    while (done < len) {
-      const n = (await fh.write(buf.subarray(done, len), { position: pos + done, signal: this.opSignal })).bytesWritten
-      // A short write (ENOSPC on the way, FUSE): go on from the block holding the first byte not
-      // written, rewriting its head when the count was not block aligned.
-      const next = fh.direct ? Math.floor((done + n) / this.#unit) * this.#unit : done + n
-      if (n <= 0 || next <= done) {
-        throw kernelError(5, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${n} of ${len - done} bytes, not a whole block`)
-      }
-      done = next
-    }
-  }
-
   #submit(fh: FileHandle, buf: Uint8Array, len: number, logical: number): void {
     const entry: WriteEntry = { logical, state: 'pending' }
     this.#entries.push(entry)
     const pos = this.#pos
     this.#pos += len
     this.track(
-      this.#writeBlock(fh, buf, len, pos).then(
+      writeFully(fh, buf, 0, len, pos, this.opSignal).then(
         () => {
           entry.state = 'ok'
           if (buf.byteLength === this.#chunk) this.#pool.push(buf)
