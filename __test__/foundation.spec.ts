@@ -270,8 +270,8 @@ test('bad open arguments are typed errors', async (t) => {
 test('every entry point checks signals and options the same way (src/args.ts)', async (t) => {
   const file = path.join(scratch(), 'args-one.bin')
   fs.writeFileSync(file, Buffer.alloc(8192, 7))
-  // A signal that is not this realm's AbortSignal (another realm's, a polyfill): anything with a
-  // boolean `aborted` and addEventListener is taken, by the helpers and the handle alike.
+  // A signal that is not this realm's AbortSignal (another realm's, a polyfill): anything with an
+  // `aborted` property and addEventListener is taken, by the helpers and the handle alike.
   const ac = new AbortController()
   const real = ac.signal
   const duck = {
@@ -297,7 +297,7 @@ test('every entry point checks signals and options the same way (src/args.ts)', 
     t.is((await odirect.readFile(file, { bogus: 1 } as object)).length, 8192)
     await (await open(file, 'r', { bogus: 1 } as object)).close()
     // What is not a signal is refused with the same code by every entry point.
-    const notSignal = { aborted: 'no' } as unknown as AbortSignal
+    const notSignal = { aborted: false } as unknown as AbortSignal
     for (const [what, p] of [
       ['readFile', odirect.readFile(file, { signal: notSignal })],
       ['fh.read', fh.read(buf, { position: 0, signal: notSignal })],
