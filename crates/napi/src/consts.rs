@@ -11,6 +11,11 @@ pub const MAX_IO_LENGTH: u32 = 0x7fff_f000;
 #[napi]
 pub const RESULT_STRIDE: u32 = 3;
 
+/// Completions in `len` numbers of a results batch.
+pub const fn completions(len: usize) -> u32 {
+    (len / RESULT_STRIDE as usize) as u32
+}
+
 /// A read/write submission returns a ticket `(id << TICKET_SHIFT) | bounced`: the op id, and 1
 /// when its memory goes through an aligned bounce buffer (not odirect's own aligned memory).
 #[napi]
@@ -24,3 +29,12 @@ pub const fn ticket(id: u32, bounced: u32) -> u32 {
 /// Submission queue entries of an io_uring ring / events of an aio context when none is asked.
 #[napi]
 pub const DEFAULT_QUEUE_DEPTH: u32 = odirect_core::backend::DEFAULT_QUEUE_DEPTH;
+
+/// The queue depth asked for, or `DEFAULT_QUEUE_DEPTH` for 0.
+pub const fn queue_depth(asked: u32) -> u32 {
+    if asked > 0 {
+        asked
+    } else {
+        DEFAULT_QUEUE_DEPTH
+    }
+}

@@ -310,7 +310,7 @@ impl Inner {
                 if self.ring.is_some() {
                     return String::new();
                 }
-                let qd = if queue_depth > 0 { queue_depth } else { crate::consts::DEFAULT_QUEUE_DEPTH };
+                let qd = crate::consts::queue_depth(queue_depth);
                 match LocalRing::with_options(qd, self.eventfd(), self.sqpoll_idle_ms) {
                     Ok(r) => {
                         self.ring = Some(r);
@@ -327,7 +327,7 @@ impl Inner {
                 if self.aio.is_some() {
                     return String::new();
                 }
-                let qd = if queue_depth > 0 { queue_depth } else { crate::consts::DEFAULT_QUEUE_DEPTH };
+                let qd = crate::consts::queue_depth(queue_depth);
                 match LocalAio::new(qd, self.eventfd()) {
                     Ok(a) => {
                         self.aio = Some(a);
@@ -1353,7 +1353,7 @@ pub unsafe fn deliver(
                 }
             }
             let mut n = ptr::null_mut();
-            sys::napi_create_uint32(env, chunk.len() as u32 / crate::consts::RESULT_STRIDE, &mut n);
+            sys::napi_create_uint32(env, crate::consts::completions(chunk.len()), &mut n);
             call(f, &[arr, n]);
         }
     }
