@@ -9,7 +9,6 @@ import { abortError, DirectIoError, errno as E, kernelError, misuse } from './er
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
 import { ManyBatch } from './many'
 import { native } from './native'
-import { unwatchSignal, watchSignal } from './ops'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
 
@@ -180,7 +179,7 @@ export interface HandleInit {
 /**
  * A handle that is garbage-collected without close() would leak its descriptor: close it then,
  * with a warning, as Node's own FileHandle does. Ops in flight keep their handle reachable (their
- * records reference it), so this never runs while the kernel uses the fd.
+ * records reference its HandleIo, which holds it), so this never runs while the kernel uses the fd.
  */
 const leaked = new FinalizationRegistry<{ engine: Engine; fd: number; path: string }>(({ engine, fd, path }) => {
   // Only a descriptor the engine still tracks is closed: never a number reused since.
@@ -226,8 +225,6 @@ export class FileHandle extends EventEmitter {
   readonly #io: HandleIo
   #closing: Promise<void> | undefined
   readonly #pools = new Set<RegisteredBuffers>()
-  /** Ids of this handle's lock() waits (close() ends them). */
-  readonly #lockWaits = new Set<number>()
   readonly #defaultBuffer = (): ArrayBufferView => this.alloc(16384)
 
   /** @internal Use `open()`. */
@@ -663,23 +660,7 @@ export class FileHandle extends EventEmitter {
       const exclusive = lockExclusive(options)
       const signal = signalArg((options ?? undefined)?.signal)
       if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
-      const io = this.#io
-      let id = -1
-      let watch: ReturnType<typeof watchSignal> | undefined
-      io.hold()
-      let r: number
-      try {
-        r = await new Promise<number>((resolve) => {
-          id = io.engine.lock(this.fd, exclusive, { settle: resolve })
-          if (id < 0) return resolve(id)
-          this.#lockWaits.add(id)
-          if (signal !== undefined) watch = watchSignal(signal, io.engine, io.file.bidx, id)
-        })
-      } finally {
-        this.#lockWaits.delete(id)
-        if (watch !== undefined) unwatchSignal(signal as AbortSignal, watch)
-        io.release()
-      }
+      const r = await this.#io.lock(exclusive, signal)
       if (r === -E.ECANCELED) {
         if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
         throw misuse('ERR_ODIRECT_CLOSED', `file handle for ${this.path} was closed while lock() waited`, 'a lock() wait ends when its handle closes; keep the handle open until the lock is taken', { path: this.path, syscall: 'fcntl' })
@@ -734,7 +715,7 @@ export class FileHandle extends EventEmitter {
       this.#closing = (async () => {
         const io = this.#io
         // A lock() wait may never end by itself: close() ends it (it rejects ERR_ODIRECT_CLOSED).
-        for (const id of this.#lockWaits) io.engine.cancel(io.file.bidx, id)
+        io.cancelLocks()
         await io.drained()
         // Pins taken through this handle end with it.
         for (const p of [...this.#pools]) {

@@ -7,7 +7,7 @@
 import { type Engine, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, errno as E, kernelError, misuse, timeoutError } from './errors'
 import { native } from './native'
-import { Histogram, Timeouts, unwatchSignal, watchSignal } from './ops'
+import { Histogram, type Timed, Timeouts, unwatchSignal, watchSignal } from './ops'
 import { RWF_DONTCACHE } from './args'
 
 export type Syscall = 'read' | 'write' | 'readv' | 'writev' | 'fsync' | 'fdatasync' | 'fallocate' | 'ftruncate' | 'close'
@@ -78,7 +78,7 @@ class OpRecord implements OpSink {
   id = 0
   bounced = false
   watch: ReturnType<typeof watchSignal> | undefined
-  timed: ReturnType<Timeouts['add']> | undefined
+  timed: Timed | undefined
   wseq = 0
   constructor(
     readonly io: HandleIo,
@@ -146,6 +146,8 @@ export class HandleIo {
   #wseq = 0
   readonly #writesPending = new Map<number, true>()
   readonly #barriers: Array<{ seq: number; go: () => void }> = []
+  /** Ids of the handle's lock() waits (close() ends them). */
+  readonly #lockWaits = new Set<number>()
 
   constructor(
     readonly engine: Engine,
@@ -270,5 +272,33 @@ export class HandleIo {
     if (this.#writesPending.size === 0) return undefined
     const seq = this.#wseq
     return new Promise<void>((go) => this.#barriers.push({ seq, go }))
+  }
+
+  /**
+   * Waits (on a thread of its own) for the whole-file lock; resolves with 0 or -errno
+   * (-ECANCELED when `signal` aborted it or cancelLocks() ended it). Counted in flight.
+   */
+  async lock(exclusive: boolean, signal: AbortSignal | undefined): Promise<number> {
+    const { engine, file } = this
+    let id = -1
+    let watch: ReturnType<typeof watchSignal> | undefined
+    this.hold()
+    try {
+      return await new Promise<number>((resolve) => {
+        id = engine.lock(file.fd, exclusive, { settle: resolve })
+        if (id < 0) return resolve(id)
+        this.#lockWaits.add(id)
+        if (signal !== undefined) watch = watchSignal(signal, engine, file.bidx, id)
+      })
+    } finally {
+      this.#lockWaits.delete(id)
+      if (watch !== undefined) unwatchSignal(signal as AbortSignal, watch)
+      this.release()
+    }
+  }
+
+  /** Ends every lock() wait of the handle (they resolve -ECANCELED). */
+  cancelLocks(): void {
+    for (const id of this.#lockWaits) this.engine.cancel(this.file.bidx, id)
   }
 }

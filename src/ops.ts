@@ -43,7 +43,8 @@ export function unwatchSignal(signal: AbortSignal, w: Watched): void {
   watchers.get(signal)?.delete(w)
 }
 
-interface Timed {
+/** A deadline: the op clears `live` when it completes first; `fired` says the timer cancelled it. */
+export interface Timed {
   deadline: number
   backend: number
   id: number
@@ -70,10 +71,6 @@ export class Timeouts {
     q.items.push(t)
     if (q.timer === undefined) this.#arm(ms)
     return t
-  }
-
-  done(t: Timed): void {
-    t.live = false
   }
 
   #arm(ms: number): void {
