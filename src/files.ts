@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto'
 import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
-import { DirectIoError, kernelError, misuse } from './errors'
+import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { AbortRace, commitTemp, isSequential, kindName, removeTemp, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
@@ -290,7 +290,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       return w
     }
     const st = await abort.race(statIfExists(dst))
-    if (st !== undefined && exclusive) throw kernelError(17, { syscall: 'open', path: dst })
+    if (st !== undefined && exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: dst })
     if (st !== undefined && isSequential(st)) {
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
@@ -448,9 +448,9 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       if (dstSt.dev === srcSt.dev && dstSt.ino === srcSt.ino) throw sameFileError(s, d)
       if ((srcSt.isBlockDevice() || srcSt.isCharacterDevice()) && dstSt.rdev === srcSt.rdev && (dstSt.mode & 0o170000) === (srcSt.mode & 0o170000)) throw sameFileError(s, d)
     }
-    if (dstSt?.isDirectory() === true) throw kernelError(21, { syscall: 'open', path: d })
-    if (dstSt !== undefined && plan.exclusive) throw kernelError(17, { syscall: 'open', path: d })
-    if (srcSt?.isDirectory() === true) throw kernelError(21, { syscall: 'read', path: s })
+    if (dstSt?.isDirectory() === true) throw kernelError(E.EISDIR, { syscall: 'open', path: d })
+    if (dstSt !== undefined && plan.exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: d })
+    if (srcSt?.isDirectory() === true) throw kernelError(E.EISDIR, { syscall: 'read', path: s })
     const seqSrc = srcSt !== undefined && isSequential(srcSt)
     const seqDst = dstSt !== undefined && isSequential(dstSt)
     if (plan.verify && (seqSrc || seqDst)) {

@@ -10,7 +10,7 @@ import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
-import { abortError, type DirectIoError, kernelError, misuse } from '../errors'
+import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { isFileHandle, open } from '../open'
 
@@ -446,7 +446,7 @@ export class BlockReader extends Core {
         // No progress: the file shrank, or the kernel keeps returning partial blocks.
         this.#size = (await fh.stat()).size
         if (at < this.#size) {
-          throw kernelError(5, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `read returned no data at position ${at}, before the end of file (${this.#size} bytes)`)
+          throw kernelError(E.EIO, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `read returned no data at position ${at}, before the end of file (${this.#size} bytes)`)
         }
         this.#end()
       }
