@@ -299,6 +299,8 @@ test('every entry point checks signals and options the same way (src/args.ts)', 
     // What is not a signal is refused with the same code by every entry point.
     const notSignal = { aborted: false } as unknown as AbortSignal
     for (const [what, p] of [
+      ['readFile null', odirect.readFile(file, { signal: null as unknown as AbortSignal })],
+      ['fh.read null', fh.read(buf, { position: 0, signal: null as unknown as AbortSignal })],
       ['readFile', odirect.readFile(file, { signal: notSignal })],
       ['fh.read', fh.read(buf, { position: 0, signal: notSignal })],
       ['fh.readMany', fh.readMany([{ buffer: buf, position: 0 }], { signal: notSignal })],

@@ -219,16 +219,16 @@ export function intOption(o: Record<string, unknown>, key: string, def: number, 
 }
 
 /**
- * An AbortSignal argument: undefined or null for none; else, as Node checks it, an object with an
+ * An AbortSignal argument: undefined for none; else, as Node checks it, an object with an
  * `aborted` property (not read here: the op reads it once, when it starts) and an
  * `addEventListener` method, so a signal of another realm or a compatible polyfill works;
  * anything else ERR_INVALID_ARG_TYPE.
  */
 export function signalArg(s: unknown): AbortSignal | undefined {
-  if (s === undefined || s === null) return undefined
+  if (s === undefined) return undefined
   let ok = false
   try {
-    ok = typeof s === 'object' && 'aborted' in s && typeof (s as AbortSignal).addEventListener === 'function'
+    ok = s !== null && typeof s === 'object' && 'aborted' in s && typeof (s as AbortSignal).addEventListener === 'function'
   } catch {
     ok = false
   }
