@@ -1,14 +1,13 @@
-// open(), the backend policy and probe(): what index.ts re-exports. Paths may be strings, Buffers
-// (UTF-8) or file: URLs, with Node's error codes for bad URLs.
+// open(), configureEngine(), the backend policy and probe(): what index.ts re-exports. Paths may be
+// strings, Buffers (UTF-8) or file: URLs (checked by args.ts toPath, with Node's codes for bad URLs).
 import { BACKENDS, type BackendName, type EngineOptions, getEngine, engineInfo } from './engine'
-import { checkFlags, checkOpenOptions, describe, type FlagsArg, guardAsync, intArg, optionsArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions, type PathLike, toPath } from './args'
+import { checkFlags, checkOpenOptions, describe, type FlagsArg, guardAsync, intArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions, optionsArg, type PathLike, toPath } from './args'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { type Alignment, FileHandle } from './handle'
 import { native } from './native'
 import * as nodePath from 'node:path'
 
 export type { DirectMode, FlagsArg, OpenFlags, OpenOptions, PathLike } from './args'
-export { toPath }
 
 /** `v instanceof FileHandle`, false (not a throw) for a revoked Proxy. */
 export const isFileHandle = (v: unknown): v is FileHandle => {
