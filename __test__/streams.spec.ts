@@ -6,8 +6,9 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { once } from 'node:events'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { setImmediate as tick } from 'node:timers/promises'
 import * as zlib from 'node:zlib'
 
 import test from 'ava'
@@ -23,6 +24,7 @@ import {
   readableWebStream,
   writableWebStream,
 } from '../dist/index.js'
+import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -178,7 +180,10 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
   let got = 0
   let maxInflight = 0
   let maxAhead = 0
-  await sleep(50) // reads must not run ahead while nobody consumes
+  // Reads must not run ahead while nobody consumes: once the first chunk is buffered and every
+  // completion so far delivered, the stream has issued all it ever will without a consumer.
+  await once(rs, 'readable')
+  await engineRoundTrip(fh.backend)
   t.true(fh.stats().reads + fh.stats().inflight <= readAhead + 1)
   for await (const c of rs) {
     got++
@@ -187,7 +192,8 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
     // Issued reads minus chunks handed over: the core's queue plus at most one in the Readable's buffer.
     maxAhead = Math.max(maxAhead, s.reads + s.inflight - got)
     t.is((c as Buffer).length, 64 * 1024)
-    await sleep(5)
+    // A slow consumer: the completions that arrive meanwhile are delivered before the next chunk is taken.
+    await engineRoundTrip(fh.backend)
   }
   t.is(got, 64)
   t.true(maxInflight <= readAhead, `inflight ${maxInflight}`)
@@ -241,9 +247,8 @@ test('for await over a read stream, and Readable.from into a write stream', asyn
   // Breaking out of the loop destroys the stream and closes its file.
   const rs = createReadStream(path.join(dir, 'a'), { chunkSize: 4096 })
   for await (const _ of rs) break
-  await new Promise((r) => setImmediate(r))
   t.true(rs.destroyed)
-  await sleep(20)
+  await closeEvent(rs)
   t.true(rs.handle!.closed)
 })
 
@@ -294,7 +299,11 @@ test('web streams: cancel and errors', async (t) => {
   const reader = rs.getReader()
   await reader.read()
   await reader.cancel()
-  await sleep(10)
+  // The reads in flight at the cancel complete; none is started after them.
+  await until(() => fh.stats().inflight === 0, 'the reads in flight at the cancel to complete')
+  const reads = fh.stats().reads
+  await engineRoundTrip(fh.backend)
+  t.is(fh.stats().reads, reads, 'no read started after the cancel')
   t.is(fh.stats().inflight, 0)
   t.false(fh.closed)
   // Errors reject the reader with the typed error.
@@ -324,7 +333,7 @@ test('abort via signal mid-stream: the read stream errors with AbortError, no cr
   t.is(e.code, 'ABORT_ERR')
   t.true(e instanceof DirectIoError)
   t.true(n >= 10 && n < 256)
-  await sleep(20)
+  await closeEvent(rs)
   t.true(rs.handle!.closed)
   t.is(rs.handle!.stats().inflight, 0)
 
@@ -344,13 +353,17 @@ test('abort via signal mid-stream: the read stream errors with AbortError, no cr
   const e3 = (await errored) as DirectIoError
   t.is(e3.code, 'ABORT_ERR')
   t.true(ws.bytesWritten <= 21 * 100_000)
-  await sleep(20)
+  await closeEvent(ws)
   t.true(ws.handle!.closed)
 
-  // pipeline with a signal: rejects with AbortError, nothing crashes.
+  // pipeline with a signal, aborted once data flows: rejects with AbortError, nothing crashes.
   const ac3 = new AbortController()
-  setTimeout(() => ac3.abort(), 5)
-  const slow = new Writable({ write: (_c, _e, cb) => setTimeout(cb, 2) })
+  const slow = new Writable({
+    write: (_c, _e, cb) => {
+      ac3.abort()
+      setImmediate(cb)
+    },
+  })
   const e4 = await expectError(t, pipeline(createReadStream(file, { chunkSize: 4096, signal: ac3.signal }), slow))
   t.is(e4.name, 'AbortError')
 })
@@ -483,7 +496,7 @@ testIf(FAULTFS_REASON, 'EIO mid-read (faultfs): chunks before the bad block, the
     t.is(e.position, 2 * MiB)
     t.is(rs.bytesRead, 2 * MiB)
     t.true(Buffer.concat(parts).equals(patternBuffer(0, 2 * MiB)))
-    await sleep(20)
+    await closeEvent(rs)
     t.true(rs.handle!.closed)
   } finally {
     fx.cleanup()
@@ -503,7 +516,7 @@ testIf(FAULTFS_REASON, 'short reads before end of file (faultfs) are continued, 
   }
 })
 
-testIf(ROOT_REASON, 'page cache: createReadStream leaves a 256 MiB file uncached, fs.createReadStream does not (root)', async (t) => {
+testIf(ROOT_REASON, 'page cache: createReadStream leaves a 256 MiB file uncached, fs.createReadStream does not (root, machine-wide)', async (t) => {
   const file = path.join(scratch(), 'cache-r.bin')
   const size = 256 * MiB
   await pipeline(Readable.from((function* () { for (let i = 0; i < 256; i++) yield randomBytes(MiB) })()), createWriteStream(file))
@@ -527,7 +540,7 @@ testIf(ROOT_REASON, 'page cache: createReadStream leaves a 256 MiB file uncached
   dropCaches()
 })
 
-testIf(ROOT_REASON, 'page cache: createWriteStream leaves a 256 MiB file uncached (root)', async (t) => {
+testIf(ROOT_REASON, 'page cache: createWriteStream leaves a 256 MiB file uncached (root, machine-wide)', async (t) => {
   const file = path.join(scratch(), 'cache-w.bin')
   const size = 256 * MiB
   dropCaches()
@@ -550,11 +563,11 @@ testIf(ROOT_REASON, 'page cache: createWriteStream leaves a 256 MiB file uncache
 // Run in a fresh process: this one's RSS carries what earlier tests allocated and freed.
 const MEMORY_SCRIPT = `
 import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
-import { setTimeout as sleep } from 'node:timers/promises'
+import { setImmediate as tick } from 'node:timers/promises'
 const [file, readAhead, chunkSize] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])]
 // Warm up (engine, code paths), then measure from a collected heap.
 for await (const _ of createReadStream(file, { end: 8 << 20 })) void _
-gc(); await sleep(20); gc()
+gc(); await tick(); await tick(); gc()
 const base = process.memoryUsage().rss
 let peakNoGc = 0, peak = 0, n = 0, i = 0
 const t0 = performance.now()
@@ -569,7 +582,7 @@ for await (const c of createReadStream(file, { chunkSize, readAhead })) {
 }
 const secs = (performance.now() - t0) / 1000
 // For information: the same without forced GCs (V8 frees ArrayBuffers in its own time).
-gc(); await sleep(20); gc()
+gc(); await tick(); await tick(); gc()
 const base2 = process.memoryUsage().rss
 for await (const c of createReadStream(file, { chunkSize, readAhead })) peakNoGc = Math.max(peakNoGc, process.memoryUsage().rss - base2)
 console.log(JSON.stringify({ n, peak, peakNoGc, secs }))
@@ -653,7 +666,9 @@ test('memory: a freed aligned block is reused for the next allocation of its siz
   t.true(m.faults < (64 * 256) / 4, `${m.faults} page faults: freed blocks are not reused`)
 })
 
-test('a consumer that keeps every chunk gets the right bytes: held chunks are never reused', async (t) => {
+// Serial, as the next one: the reuse cache of aligned blocks is the process's, and a concurrent
+// test taking the blocks these free would leave nothing reused here to check.
+test.serial('a consumer that keeps every chunk gets the right bytes: held chunks are never reused', async (t) => {
   const dir = scratch()
   const file = path.join(dir, 'kept.bin')
   const other = path.join(dir, 'other.bin')
@@ -687,7 +702,7 @@ test('a consumer that keeps every chunk gets the right bytes: held chunks are ne
   for (let k = 1; k < ranges.length; k++) t.true(ranges[k][0] >= ranges[k - 1][1], 'two held chunks share memory')
 })
 
-test('a chunk over reused memory shows no old bytes: what a short read left is zeroed, to the end of its ArrayBuffer', async (t) => {
+test.serial('a chunk over reused memory shows no old bytes: what a short read left is zeroed, to the end of its ArrayBuffer', async (t) => {
   // tmpfs: its O_DIRECT reads stop at the end of file, leaving the rest of the last block as it was.
   const dir = fs.mkdtempSync('/dev/shm/odirect-streams-')
   dirs.push(dir)
@@ -822,7 +837,8 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)))
     const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-    for (let i = 0; i < 500 && !temps().some((n) => fs.statSync(path.join(dir, n)).size > 0); i++) await sleep(10)
+    // Interrupt it once it has written into its temp file.
+    await watchUntil(dir, () => temps().some((n) => fs.statSync(path.join(dir, n)).size > 0))
     child.kill(sig)
     const status = await exited
     if (status === 0) {
@@ -887,7 +903,9 @@ test("fs's stream options: highWaterMark, encoding, URL and Buffer paths, flags,
   await pipeline(Readable.from(['68656c6c6f']), ws)
   t.is(fs.readFileSync(out, 'utf8'), 'hello')
   t.is(fs.statSync(out).mode & 0o777, 0o600 & ~process.umask())
-  await sleep(20)
+  // Destroyed (its file closed): a 'close' event would be emitted by now (next tick after that).
+  await until(() => ws.closed, 'the write stream to be destroyed')
+  await tick()
   t.false(closed, "emitClose: false: no 'close' event")
 })
 
@@ -913,8 +931,9 @@ test('fd: a FileHandle; closed at the end unless autoClose: false (fs), left ope
   const data = randomBytes(100_000)
   fs.writeFileSync(file, data)
   const a = await open(file, 'r')
-  t.true((await collect(createReadStream(null, { fd: a }))).equals(data))
-  await sleep(10)
+  const ra = createReadStream(null, { fd: a })
+  t.true((await collect(ra)).equals(data))
+  await closeEvent(ra)
   t.true(a.closed, 'fd option: autoClose defaults to true, as fs')
   const b = await open(file, 'r')
   t.true((await collect(createReadStream(null, { fd: b, autoClose: false }))).equals(data))

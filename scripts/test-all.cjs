@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// `npm test`: every check of the project, independent ones at the same time.
+//
+//   node scripts/test-all.cjs [--only NAME,NAME...]
+//
+// Stages run one after another; the steps of a stage run concurrently, each with its output
+// captured and printed in one piece when it ends (never interleaved), followed by a summary of
+// every step's status and time. The exit status is 1 if any step failed. Stages:
+//   1. build            (everything else tests what it produces)
+//   2. the independent checks: Rust tests, ava (every spec, including the aio and threadpool
+//      passes of __test__/backends/), the type checks, Bun, Deno, Node 22 and the packaging test
+//   3. machine-wide     (the ava tests that set kernel.io_uring_disabled, which fails every other
+//                       process's io_uring setup while it is on: run when nothing else of ours is)
+'use strict'
+const { spawn } = require('node:child_process')
+
+const STAGES = [
+  ['build'],
+  ['test:rust', 'test:js', 'test:conformance-types', 'test:types', 'test:bun', 'test:deno', 'test:node22', 'test:pack'],
+  ['test:machine-wide'],
+]
+
+const only = (() => {
+  const i = process.argv.indexOf('--only')
+  return i >= 0 ? new Set(process.argv[i + 1].split(',')) : undefined
+})()
+
+function run(script) {
+  const t0 = process.hrtime.bigint()
+  return new Promise((resolve) => {
+    const child = spawn('npm', ['run', '--silent', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } })
+    const out = []
+    child.stdout.on('data', (d) => out.push(d))
+    child.stderr.on('data', (d) => out.push(d))
+    child.on('close', (code, signal) => {
+      const secs = Number(process.hrtime.bigint() - t0) / 1e9
+      const ok = code === 0
+      process.stdout.write(`\n===== ${script}: ${ok ? 'ok' : `FAILED (${signal ?? `exit ${code}`})`} in ${secs.toFixed(1)} s =====\n`)
+      process.stdout.write(Buffer.concat(out))
+      resolve({ script, ok, secs })
+    })
+  })
+}
+
+async function main() {
+  const t0 = process.hrtime.bigint()
+  const results = []
+  for (const stage of STAGES) {
+    const steps = stage.filter((s) => !only || only.has(s))
+    const done = await Promise.all(steps.map(run))
+    results.push(...done)
+    // Later stages test what the build made: stop if it failed.
+    if (stage.includes('build') && done.some((r) => !r.ok)) break
+  }
+  const total = Number(process.hrtime.bigint() - t0) / 1e9
+  console.log('\n===== summary =====')
+  for (const r of results) console.log(`${r.ok ? 'ok    ' : 'FAILED'} ${r.script.padEnd(24)} ${r.secs.toFixed(1).padStart(6)} s`)
+  console.log(`total ${total.toFixed(1)} s`)
+  process.exitCode = results.every((r) => r.ok) ? 0 : 1
+}
+
+main()
