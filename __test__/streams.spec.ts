@@ -835,7 +835,8 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     const child = spawn(process.execPath, [CLI, 'cp', '--sparse=never', '--chunk-size', '64k', src, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)))
+    // 'close', not 'exit': only then has all of its stderr been read.
+    const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)))
     const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
     // Interrupt it once it has written into its temp file.
     await watchUntil(dir, () => temps().some((n) => fs.statSync(path.join(dir, n)).size > 0))

@@ -13,9 +13,10 @@
 //                       process's io_uring setup while it is on: run when nothing else of ours is)
 'use strict'
 const { spawn } = require('node:child_process')
+const path = require('node:path')
 
 const STAGES = [
-  ['build'],
+  ['build', 'faultfs'],
   ['test:rust', 'test:js', 'test:conformance-types', 'test:types', 'test:bun', 'test:deno', 'test:node22', 'test:pack'],
   ['test:machine-wide'],
 ]
@@ -25,10 +26,17 @@ const only = (() => {
   return i >= 0 ? new Set(process.argv[i + 1].split(',')) : undefined
 })()
 
+// The FUSE test filesystem, built once here instead of by `cargo build` in every ava worker
+// that mounts it (helpers/fixtures.ts honours FAULTFS_BIN).
+const FAULTFS = path.join(__dirname, '..', process.env.CARGO_TARGET_DIR ?? 'target', 'release', 'faultfs')
+const COMMANDS = { faultfs: ['cargo', ['build', '-q', '-p', 'faultfs', '--release']] }
+const env = { ...process.env, FORCE_COLOR: '0', FAULTFS_BIN: process.env.FAULTFS_BIN ?? FAULTFS }
+
 function run(script) {
   const t0 = process.hrtime.bigint()
   return new Promise((resolve) => {
-    const child = spawn('npm', ['run', '--silent', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } })
+    const [cmd, args] = COMMANDS[script] ?? ['npm', ['run', '--silent', script]]
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
     const out = []
     child.stdout.on('data', (d) => out.push(d))
     child.stderr.on('data', (d) => out.push(d))
