@@ -462,6 +462,8 @@ for (const backend of BACKENDS) {
     t.true(fx.stats().eio >= 5, JSON.stringify(fx.stats()))
   }, backend)
 
+  // The two hold tests are serial: on aio and the pool their held reads block the process's 4
+  // pool threads, so a concurrent test's ops (and these tests' own round trips) would wait for them.
   fxTestOn(`faultfs hold [${backend}]: abort and close with reads held in the kernel settle only once the kernel is done`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: true })
     const fh = await open(fx.file, 'r', { backend })
@@ -521,7 +523,7 @@ for (const backend of BACKENDS) {
     // races with the kernel completing the read: wait for the daemon's bookkeeping (the flake of
     // issue 9), then require it to be 0.
     await until(() => fx.stats().inflight === 0, 'faultfs to count every reply as sent')
-  }, backend)
+  }, backend, 'serial')
 
   fxTestOn(`faultfs hold [${backend}]: an already-aborted signal rejects at once; abort of an op not yet in the kernel is immediate`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: 'held' })
@@ -573,7 +575,7 @@ for (const backend of BACKENDS) {
       if (timed.state() === 'rejected') isDirectIoError(t, timed.error(), 'ABORT_ERR', 'timeout')
       else t.is(timed.value()?.bytesRead, 4096)
     }
-  }, backend)
+  }, backend, 'serial')
 
   fxTestOn(`faultfs delay [${backend}]: 64 reads in flight on a slow server all complete correctly`, FAULT, async (t) => {
     const delayMs = 50

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import * as odirect from '../dist/index.js'
 import { addressOf, allocAligned, DirectIoError, type FileHandle, open, PAGE_SIZE, probe } from '../dist/index.js'
 import { collectUntil } from './helpers/events.ts'
+import { scratchDirs } from './helpers/scratch.ts'
 import { rd, rdv, wr, wrv } from './helpers/rw.ts'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -21,23 +22,11 @@ const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const BACKEND = process.env.ODIRECT_BACKEND || 'auto'
 const gc = (globalThis as { gc?: () => void }).gc
 
-function tmpDir(base: string): string {
-  return fs.mkdtempSync(path.join(base, 'odirect-test-'))
-}
 
 const ROOTS: Array<[string, string]> = [['ext4', '/var/tmp']]
 if (fs.existsSync('/dev/shm')) ROOTS.push(['tmpfs', '/dev/shm'])
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-
-function scratch(root = '/var/tmp'): string {
-  const d = tmpDir(root)
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('test')
 
 function sha(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex')

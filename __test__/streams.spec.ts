@@ -11,7 +11,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setImmediate as tick } from 'node:timers/promises'
 import * as zlib from 'node:zlib'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import {
   addressOf,
@@ -25,6 +25,7 @@ import {
   writableWebStream,
 } from '../dist/index.js'
 import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
+import { scratchDirs } from './helpers/scratch.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -47,16 +48,7 @@ const FULLFS_REASON = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', '
 const RAMFS_REASON = skipReason(['root', 'cmd:mount', 'fs:ramfs'])
 const ROOT_REASON = IS_ROOT ? undefined : 'needs root to drop caches'
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-streams-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('streams')
 
 function sha(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex')
@@ -560,6 +552,37 @@ testIf(ROOT_REASON, 'page cache: createWriteStream leaves a 256 MiB file uncache
   fs.rmSync(f2)
 })
 
+/** A sparse file of `size` bytes in a new scratch dir (reads of it cost no disk I/O). */
+function sparseFile(name: string, size: number): string {
+  const file = path.join(scratch(), name)
+  fs.closeSync(fs.openSync(file, 'w'))
+  fs.truncateSync(file, size)
+  return file
+}
+
+/**
+ * Runs an ESM `script` in a fresh Node process (asynchronously: the file's other tests go on)
+ * and returns the JSON it printed; `gc` adds --expose-gc.
+ */
+function measureChild<T>(t: ExecutionContext, script: string, args: readonly string[], gc = false): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [...(gc ? ['--expose-gc'] : []), '--input-type=module', '-e', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+    c.on('error', reject)
+    c.on('close', (status) => {
+      t.is(status, 0, err)
+      try {
+        resolve(JSON.parse(out) as T)
+      } catch {
+        reject(new Error(`the child printed no result (exit ${String(status)}): ${err}${out}`))
+      }
+    })
+  })
+}
+
 // Run in a fresh process: this one's RSS carries what earlier tests allocated and freed.
 const MEMORY_SCRIPT = `
 import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
@@ -588,15 +611,11 @@ for await (const c of createReadStream(file, { chunkSize, readAhead })) peakNoGc
 console.log(JSON.stringify({ n, peak, peakNoGc, secs }))
 `
 
-test('memory: streaming a 1 GiB file keeps RSS growth under readAhead x chunkSize + 16 MiB', (t) => {
-  const file = path.join(scratch(), 'sparse.bin')
-  fs.closeSync(fs.openSync(file, 'w'))
-  fs.truncateSync(file, 1024 * MiB)
+test('memory: streaming a 1 GiB file keeps RSS growth under readAhead x chunkSize + 16 MiB', async (t) => {
+  const file = sparseFile('sparse.bin', 1024 * MiB)
   const readAhead = 4
   const chunkSize = MiB
-  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', MEMORY_SCRIPT, file, String(readAhead), String(chunkSize)], { encoding: 'utf8' })
-  t.is(r.status, 0, r.stderr)
-  const m = JSON.parse(r.stdout) as { n: number; peak: number; peakNoGc: number; secs: number }
+  const m = await measureChild<{ n: number; peak: number; peakNoGc: number; secs: number }>(t, MEMORY_SCRIPT, [file, String(readAhead), String(chunkSize)], true)
   t.is(m.n, 1024 * MiB)
   const limit = readAhead * chunkSize + 16 * MiB
   t.log(`RSS growth: ${(m.peak / MiB).toFixed(1)} MiB with a GC every 2 chunks (limit ${limit / MiB} MiB, ${((1024 * MiB) / m.secs / 1e6).toFixed(0)} MB/s); ${(m.peakNoGc / MiB).toFixed(1)} MiB without forced GCs`)
@@ -619,13 +638,8 @@ for await (const c of createReadStream(file)) {
 console.log(JSON.stringify({ n, faults: process.resourceUsage().minorPageFault - f0, peak }))
 `
 
-test('memory: a read stream reuses the pages of chunks the consumer dropped (faults, RSS without forced GC)', (t) => {
-  const file = path.join(scratch(), 'sparse-reuse.bin')
-  fs.closeSync(fs.openSync(file, 'w'))
-  fs.truncateSync(file, 512 * MiB)
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', REUSE_SCRIPT, file], { encoding: 'utf8' })
-  t.is(r.status, 0, r.stderr)
-  const m = JSON.parse(r.stdout) as { n: number; faults: number; peak: number }
+test('memory: a read stream reuses the pages of chunks the consumer dropped (faults, RSS without forced GC)', async (t) => {
+  const m = await measureChild<{ n: number; faults: number; peak: number }>(t, REUSE_SCRIPT, [sparseFile('sparse-reuse.bin', 512 * MiB)])
   t.is(m.n, 512 * MiB)
   const pages = m.n / 4096
   t.log(`${m.faults} minor page faults for ${pages} pages read (${((m.faults / pages) * 100).toFixed(0)}%); RSS growth ${(m.peak / MiB).toFixed(1)} MiB without forced GC`)
@@ -656,10 +670,8 @@ for (let i = 0; i < 64; i++) {
 console.log(JSON.stringify({ faults: process.resourceUsage().minorPageFault - f0, dirty, addrs: addrs.size }))
 `
 
-test('memory: a freed aligned block is reused for the next allocation of its size, zeroed again', (t) => {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', ALLOC_SCRIPT], { encoding: 'utf8' })
-  t.is(r.status, 0, r.stderr)
-  const m = JSON.parse(r.stdout) as { faults: number; dirty: number; addrs: number }
+test('memory: a freed aligned block is reused for the next allocation of its size, zeroed again', async (t) => {
+  const m = await measureChild<{ faults: number; dirty: number; addrs: number }>(t, ALLOC_SCRIPT, [], true)
   t.log(`64 x allocAligned(1 MiB), each filled then collected: ${m.faults} minor page faults, ${m.addrs} distinct addresses`)
   t.is(m.dirty, 0, 'a reused block must read as zeros, like a new one')
   // Without reuse every allocation faults its 256 pages in again (16k faults).
@@ -704,8 +716,7 @@ test.serial('a consumer that keeps every chunk gets the right bytes: held chunks
 
 test.serial('a chunk over reused memory shows no old bytes: what a short read left is zeroed, to the end of its ArrayBuffer', async (t) => {
   // tmpfs: its O_DIRECT reads stop at the end of file, leaving the rest of the last block as it was.
-  const dir = fs.mkdtempSync('/dev/shm/odirect-streams-')
-  dirs.push(dir)
+  const dir = scratch('/dev/shm')
   const junk = path.join(dir, 'junk.bin')
   const file = path.join(dir, 'short.bin')
   fs.writeFileSync(junk, Buffer.alloc(8 * 512 * 1024, 0x5a))
@@ -769,13 +780,8 @@ await read({ end: (1 << 20) - 1 })
 console.log(JSON.stringify(await read()))
 `
 
-test('memory: a BYOB reader of a 512 MiB file keeps RSS growth under readAhead x chunkSize + 16 MiB without forced GC', (t) => {
-  const file = path.join(scratch(), 'sparse-byob.bin')
-  fs.closeSync(fs.openSync(file, 'w'))
-  fs.truncateSync(file, 512 * MiB)
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', BYOB_SCRIPT, file], { encoding: 'utf8' })
-  t.is(r.status, 0, r.stderr)
-  const m = JSON.parse(r.stdout) as { n: number; peak: number }
+test('memory: a BYOB reader of a 512 MiB file keeps RSS growth under readAhead x chunkSize + 16 MiB without forced GC', async (t) => {
+  const m = await measureChild<{ n: number; peak: number }>(t, BYOB_SCRIPT, [sparseFile('sparse-byob.bin', 512 * MiB)])
   t.is(m.n, 512 * MiB)
   t.log(`BYOB, 1 MiB views: RSS growth ${(m.peak / MiB).toFixed(1)} MiB without forced GC`)
   t.true(m.peak < 4 * MiB + 16 * MiB, `RSS grew by ${(m.peak / MiB).toFixed(1)} MiB`)

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
 import { until } from './helpers/events.ts'
 import { faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
@@ -22,15 +23,7 @@ const dist = path.join(here, '..', 'dist', 'index.js')
 const workerFile = path.join(here, 'conformance', 'worker.cjs')
 const KiB = 1024
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-workers-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('workers')
 
 /** Same pattern as worker.cjs. */
 function pattern(size: number, seed: number): Uint8Array {
