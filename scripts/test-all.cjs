@@ -6,11 +6,13 @@
 // Stages run one after another; the steps of a stage run concurrently, each with its output
 // captured and printed in one piece when it ends (never interleaved), followed by a summary of
 // every step's status and time. The exit status is 1 if any step failed. Stages:
-//   1. build            (everything else tests what it produces)
+//   1. build            (everything else tests what it produces), and the faultfs FUSE test
+//                       filesystem, built once here for every ava worker (FAULTFS_BIN)
 //   2. the independent checks: Rust tests, ava (every spec, including the aio and threadpool
 //      passes of __test__/backends/), the type checks, Bun, Deno, Node 22 and the packaging test
-//   3. machine-wide     (the ava tests that set kernel.io_uring_disabled, which fails every other
-//                       process's io_uring setup while it is on: run when nothing else of ours is)
+//   3. machine-wide     (the ava tests titled "machine-wide", one at a time when nothing else of
+//                       ours runs: kernel.io_uring_disabled fails every other process's io_uring
+//                       setup while it is on; drop_caches empties what page-cache tests measure)
 'use strict'
 const { spawn } = require('node:child_process')
 const path = require('node:path')
