@@ -368,22 +368,23 @@ fxTest('faultfs: --eio-at makes reads covering the offset fail with EIO', FAULT,
 
 fxTest('faultfs: --delay-ms holds every read reply back', [...FAULT, 'cmd:dd'], async (t) => {
   // Long enough that the reader is still waiting when the daemon's counter is read (the delay is
-  // what is tested; its length is not measured).
+  // what is tested; its length is not measured). Serial: this file's synchronous fixture tests
+  // (mkfs, losetup) would otherwise block this event loop for seconds at a time.
   const fx = must(faultFs({ size: 65536, delayMs: 3000 }))
   try {
     const child = spawn('dd', [`if=${fx.file}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct', 'status=none'], {
       stdio: 'ignore',
     })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-    await until(() => fx.stats().reads === 1, 'the read to reach faultfs')
-    t.is(fx.stats().inflight, 1, 'the reply is held back')
+    await until(() => fx.stats().inflight === 1, 'the read to be in flight at faultfs')
+    t.is(fx.stats().reads, 1)
     t.is(child.exitCode, null, 'the reader still waits')
     t.is(await exited, 0)
     t.is(fx.stats().inflight, 0)
   } finally {
     fx.cleanup()
   }
-})
+}, undefined, 'serial')
 
 fxTest('faultfs: the hold file keeps a read in flight until released', [...FAULT, 'cmd:dd'], async (t) => {
   const fx = must(faultFs({ size: 65536, hold: 'held' }))
