@@ -561,13 +561,14 @@ for (const backend of BACKENDS) {
       t.is(queued2.value()?.bytesRead, 4096)
       t.is(fx.stats().reads, reads0 + 5, 'the aborted op never reached the filesystem')
     } else {
-      // io_uring / aio take every op into the kernel at once (queue depth 256): an AbortSignal
-      // timeout on a held read settles after release, with AbortError or the real result.
-      const signal = AbortSignal.timeout(50)
-      const fired = new Promise((r) => signal.addEventListener('abort', r, { once: true }))
-      const timed = track(fh.read(fh.alloc(4096), { position: 0, signal }))
+      // io_uring / aio take every op into the kernel at once (queue depth 256): a timeout abort
+      // (what AbortSignal.timeout() sends: a TimeoutError) of a held read settles after release,
+      // with AbortError or the real result. Aborted once the read is held, not after a fixed
+      // time: a 50 ms AbortSignal.timeout() fired before the read reached the kernel under load.
+      const ac = new AbortController()
+      const timed = track(fh.read(fh.alloc(4096), { position: 0, signal: ac.signal }))
       await fx.waitForHeld(1)
-      await fired
+      ac.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'))
       await engineRoundTrip(backend)
       t.is(timed.state(), 'pending')
       fx.release()

@@ -638,7 +638,9 @@ for await (const c of createReadStream(file)) {
 console.log(JSON.stringify({ n, faults: process.resourceUsage().minorPageFault - f0, peak }))
 `
 
-test('memory: a read stream reuses the pages of chunks the consumer dropped (faults, RSS without forced GC)', async (t) => {
+// Quiet: without forced GCs the RSS bound depends on V8's background GC threads getting CPU,
+// which a machine busy with the rest of the suite does not give them (52.8 MiB seen, 46 alone).
+test('memory: a read stream reuses the pages of chunks the consumer dropped (faults, RSS without forced GC) (quiet)', async (t) => {
   const m = await measureChild<{ n: number; faults: number; peak: number }>(t, REUSE_SCRIPT, [sparseFile('sparse-reuse.bin', 512 * MiB)])
   t.is(m.n, 512 * MiB)
   const pages = m.n / 4096
