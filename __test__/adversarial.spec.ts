@@ -4,7 +4,7 @@
 // child process (`node --expose-gc __test__/adversarial/<script>.cjs`), so a failure is an exit
 // status/signal asserted here, never a crash of ava. Honours ODIRECT_BACKEND (the children
 // inherit it); `npm run test:backends` runs this file once per backend.
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -29,17 +29,22 @@ interface Child {
   result: Record<string, unknown> | undefined
 }
 
-function runChild(script: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; prefix?: readonly string[]; timeoutMs?: number } = {}): Child {
+/** Runs a child script to its end (asynchronously: the tests of this file run their children concurrently). */
+function runChild(script: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; prefix?: readonly string[]; timeoutMs?: number } = {}): Promise<Child> {
   const argv = [...(opts.prefix ?? []), process.execPath, '--expose-gc', path.join(scripts, script), ...args]
-  const r = spawnSync(argv[0], argv.slice(1), {
-    encoding: 'utf8',
-    env: { ...process.env, ...opts.env },
-    timeout: opts.timeoutMs ?? 120_000,
-    maxBuffer: 64 * 1024 * 1024,
+  return new Promise((resolve, reject) => {
+    // `timeout` only bounds a hung child (it is then killed and reported with its signal).
+    const c = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    c.on('error', reject)
+    c.on('close', (status, signal) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('RESULT '))
+      resolve({ status, signal, stdout, stderr, result: line ? (JSON.parse(line.slice(7)) as Record<string, unknown>) : undefined })
+    })
   })
-  if (r.error) throw r.error
-  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '))
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, result: line ? (JSON.parse(line.slice(7)) as Record<string, unknown>) : undefined }
 }
 
 /** The child ran to its end: exit 0, no signal (no SIGSEGV/SIGABRT from heap corruption). */
@@ -75,10 +80,10 @@ for (const { attack, memory, skip } of attacks) {
   fxTest(
     `[${BACKEND}] ${what} of ${mem} while 16 reads are held in the kernel, then gc + fresh allocations: no file bytes in freed memory, no crash, every read settles`,
     FAULT,
-    (t) => {
+    async (t) => {
       const fx = must(faultFs({ size: 4 << 20, hold: 'held' }))
       t.teardown(() => fx.cleanup())
-      const c = runChild('transfer.cjs', [fx.file, fx.holdFile ?? '', fx.statsFile, attack, memory])
+      const c = await runChild('transfer.cjs', [fx.file, fx.holdFile ?? '', fx.statsFile, attack, memory])
       const r = survived(t, c, `${attack}/${memory}`)
       t.true(Number(r.heldAtAttack) > 0, 'the reads were held by the filesystem (in the kernel) when the memory was given away')
       t.is(r.found, 0, `file bytes found in ${String(r.found)} fresh allocations (at ${JSON.stringify(r.foundIn)}): the kernel wrote into memory JS had freed`)
@@ -99,21 +104,22 @@ for (const { attack, memory, skip } of attacks) {
 // 2 + 3 + 8b. User code inside calls; same-tick detach/abort; view kinds (one child, one test each).
 
 type Scenario = Record<string, unknown> & { status: string; code?: string; value?: unknown }
-let getters: { scenarios: Record<string, Scenario>; child: Child } | undefined
-function gettersRun(): { scenarios: Record<string, Scenario>; child: Child } {
-  if (getters === undefined) {
+// One getters child for all the scenario tests below (started by the first of them).
+let getters: Promise<{ scenarios: Record<string, Scenario>; child: Child }> | undefined
+function gettersRun(): Promise<{ scenarios: Record<string, Scenario>; child: Child }> {
+  getters ??= (async () => {
     const d = fs.mkdtempSync('/var/tmp/odirect-adv-g-')
     try {
-      const child = runChild('getters.cjs', [d])
-      getters = { scenarios: ((child.result?.scenarios ?? {}) as Record<string, Scenario>), child }
+      const child = await runChild('getters.cjs', [d])
+      return { scenarios: (child.result?.scenarios ?? {}) as Record<string, Scenario>, child }
     } finally {
       fs.rmSync(d, { recursive: true, force: true })
     }
-  }
+  })()
   return getters
 }
-function scenario(t: ExecutionContext, name: string): Scenario {
-  const g = gettersRun()
+async function scenario(t: ExecutionContext, name: string): Promise<Scenario> {
+  const g = await gettersRun()
   survived(t, g.child, 'getters child')
   const s = g.scenarios[name]
   t.truthy(s, `scenario "${name}" missing`)
@@ -132,8 +138,8 @@ const detachedRejects: Array<[string, boolean]> = [
   ['read: position getter shrinks a resizable buffer to 0', false],
 ]
 for (const [name, isWrite] of detachedRejects) {
-  test(`[${BACKEND}] ${name}: rejects ERR_ODIRECT_DETACHED${isWrite ? ', nothing written anywhere' : ''}`, (t) => {
-    const s = scenario(t, name)
+  test(`[${BACKEND}] ${name}: rejects ERR_ODIRECT_DETACHED${isWrite ? ', nothing written anywhere' : ''}`, async (t) => {
+    const s = await scenario(t, name)
     t.is(s.status, 'rejected', `resolved with ${JSON.stringify(s.value)}: validated is not what was submitted`)
     t.is(s.code, 'ERR_ODIRECT_DETACHED', String(s.message))
     if (isWrite) t.is(s.unchanged, true, `the file changed: ${String(s.unchanged)}`)
@@ -141,8 +147,8 @@ for (const [name, isWrite] of detachedRejects) {
   })
 }
 
-test(`[${BACKEND}] write: buffer detached right after the call (same tick): written in full from captured memory, or refused with nothing written`, (t) => {
-  const s = scenario(t, 'write: buffer detached right after the call (same tick)')
+test(`[${BACKEND}] write: buffer detached right after the call (same tick): written in full from captured memory, or refused with nothing written`, async (t) => {
+  const s = await scenario(t, 'write: buffer detached right after the call (same tick)')
   if (s.status === 'fulfilled') {
     t.is(s.value, 4096)
     t.is(s.fullWrite, true, 'a resolved write wrote exactly the captured bytes')
@@ -152,16 +158,16 @@ test(`[${BACKEND}] write: buffer detached right after the call (same tick): writ
   }
 })
 
-test(`[${BACKEND}] AbortSignal aborted in the same tick as a write: AbortError, file unchanged`, (t) => {
-  const s = scenario(t, 'write: signal aborted right after the call (same tick)')
+test(`[${BACKEND}] AbortSignal aborted in the same tick as a write: AbortError, file unchanged`, async (t) => {
+  const s = await scenario(t, 'write: signal aborted right after the call (same tick)')
   t.is(s.status, 'rejected')
   t.is(s.code, 'ABORT_ERR')
   t.is(s.name, 'AbortError')
   t.is(s.unchanged, true, `the aborted write reached the file: ${String(s.unchanged)}`)
 })
 
-test(`[${BACKEND}] AbortSignal aborted in the same tick as a read: AbortError, buffer untouched`, (t) => {
-  const s = scenario(t, 'read: signal aborted right after the call (same tick)')
+test(`[${BACKEND}] AbortSignal aborted in the same tick as a read: AbortError, buffer untouched`, async (t) => {
+  const s = await scenario(t, 'read: signal aborted right after the call (same tick)')
   t.is(s.status, 'rejected')
   t.is(s.code, 'ABORT_ERR')
   t.is(s.bufferUntouched, true)
@@ -175,8 +181,8 @@ for (const kind of ['Float16Array', 'BigInt64Array', 'Float64Array', 'Uint16Arra
     test.skip(title, () => {})
     continue
   }
-  test(title, (t) => {
-    const s = scenario(t, `view kind ${kind}: bytes moved == byteLength`)
+  test(title, async (t) => {
+    const s = await scenario(t, `view kind ${kind}: bytes moved == byteLength`)
     t.is(s.status, 'fulfilled', String(s.code))
     t.is(s.written, s.byteLength)
     t.is(s.read, s.byteLength)
@@ -190,10 +196,10 @@ for (const kind of ['Float16Array', 'BigInt64Array', 'Float64Array', 'Uint16Arra
 // ---------------------------------------------------------------------------------------
 // 5. Fuzz of every public function with every JS type.
 
-fxTest(`[${BACKEND}] fuzz: >= 20k calls of every public function with every kind of JS value: coded errors only, no abort, no hang, bounded RSS`, ['root', 'cmd:mount'], (t) => {
+fxTest(`[${BACKEND}] fuzz: >= 20k calls of every public function with every kind of JS value: coded errors only, no abort, no hang, bounded RSS`, ['root', 'cmd:mount'], async (t) => {
   const fx = must(tmpfsDir(64))
   t.teardown(() => fx.cleanup())
-  const c = runChild('fuzz.cjs', [fx.dir, '20000', '75'], { timeoutMs: 150_000 })
+  const c = await runChild('fuzz.cjs', [fx.dir, '20000'], { timeoutMs: 150_000 })
   const r = survived(t, c, 'fuzz')
   t.true(Number(r.calls) >= 20_000, `only ${String(r.calls)} calls`)
   t.is(r.rssExceeded, undefined, `RSS reached ${String(r.maxRss)}`)
@@ -206,8 +212,8 @@ fxTest(`[${BACKEND}] fuzz: >= 20k calls of every public function with every kind
 // ---------------------------------------------------------------------------------------
 // 7. registerBuffers pressure; addressOf of non-views.
 
-test(`[${BACKEND}] registerBuffers: 12 x (64 x 1 MiB) + unregister(): RSS returns near the baseline before close()`, (t) => {
-  const c = runChild('register.cjs', [scratch(t), 'rss'])
+test(`[${BACKEND}] registerBuffers: 12 x (64 x 1 MiB) + unregister(): RSS returns near the baseline before close()`, async (t) => {
+  const c = await runChild('register.cjs', [scratch(t), 'rss'])
   const r = survived(t, c, 'register rss')
   t.log(`base ${Math.round(Number(r.base) / 2 ** 20)} MiB, peak ${Math.round(Number(r.peak) / 2 ** 20)} MiB, after ${Math.round(Number(r.after) / 2 ** 20)} MiB`)
   t.true(Number(r.growth) < 3 * 64 * 2 ** 20, `RSS grew by ${Math.round(Number(r.growth) / 2 ** 20)} MiB after unregister()`)
@@ -215,8 +221,8 @@ test(`[${BACKEND}] registerBuffers: 12 x (64 x 1 MiB) + unregister(): RSS return
 
 const prlimitSkip = skipReason(['cmd:prlimit'])
 if (prlimitSkip) console.log(`skipping registerBuffers under prlimit: ${prlimitSkip}`)
-;(prlimitSkip ? test.skip : test)(`[${BACKEND}] registerBuffers(16384, 2034381) under prlimit --as=8G: a coded error, not SIGABRT`, (t) => {
-  const c = runChild('register.cjs', [scratch(t), 'huge'], { prefix: [findCommand('prlimit') ?? 'prlimit', `--as=${8 * 2 ** 30}`] })
+;(prlimitSkip ? test.skip : test)(`[${BACKEND}] registerBuffers(16384, 2034381) under prlimit --as=8G: a coded error, not SIGABRT`, async (t) => {
+  const c = await runChild('register.cjs', [scratch(t), 'huge'], { prefix: [findCommand('prlimit') ?? 'prlimit', `--as=${8 * 2 ** 30}`] })
   const r = survived(t, c, 'register huge')
   t.is(r.threw, true)
   t.is(typeof r.code, 'string', String(r.message))
@@ -240,8 +246,8 @@ test('addressOf(undefined | null | number | string | {} | detached): a coded err
 // ---------------------------------------------------------------------------------------
 // 8a. Ordering: un-awaited write, then await datasync()/sync(): the write completes first.
 
-test(`[${BACKEND}] an un-awaited write followed by await datasync()/sync(): each write completes before the flush is submitted (ODIRECT_DEBUG)`, (t) => {
-  const c = runChild('order.cjs', [scratch(t)], { env: { ODIRECT_DEBUG: '1' } })
+test(`[${BACKEND}] an un-awaited write followed by await datasync()/sync(): each write completes before the flush is submitted (ODIRECT_DEBUG)`, async (t) => {
+  const c = await runChild('order.cjs', [scratch(t)], { env: { ODIRECT_DEBUG: '1' } })
   const r = survived(t, c, 'order')
   const fd = Number(r.fd)
   const lines = c.stderr.split('\n').filter((l) => l.startsWith('odirect: ') && l.includes(` fd=${fd} `))

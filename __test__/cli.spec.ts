@@ -8,6 +8,7 @@ import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
 import { isSkip, loopDevice, skipReason } from './helpers/fixtures.js'
 
@@ -16,15 +17,7 @@ const CLI = path.join(root, 'dist', 'cli.js')
 const MiB = 1024 * 1024
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 })
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-cli-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('cli')
 
 test('--version, -V print the package version', (t) => {
   const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version

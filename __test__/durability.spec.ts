@@ -17,7 +17,7 @@ import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
 import { native } from '../dist/src/native.js'
-import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
+import { CRASH_REQS, type CrashRun, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
 import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
@@ -306,6 +306,22 @@ const BLOCK = 4096
 const FILE = bytes(64 * 1024, 20)
 const SLOTS = [0, 3, 4, 9, 15]
 
+/**
+ * What a cut left of FILE after a workload wrote `written` blocks (block s with bytes(BLOCK,
+ * seed + s)): the other blocks unchanged, the written ones durable if the call resolved.
+ */
+function checkBlocks(run: CrashRun<void>, written: readonly number[], seed: number, call: string): string | undefined {
+  const got = durable(run, 'data')
+  if (got === undefined || got.length !== FILE.length) return `data is ${got?.length ?? 'absent'}`
+  for (let s = 0; s < FILE.length / BLOCK; s++) {
+    const blk = got.subarray(s * BLOCK, (s + 1) * BLOCK)
+    if (!written.includes(s)) {
+      if (!blk.equals(FILE.subarray(s * BLOCK, (s + 1) * BLOCK))) return `block ${s} (not written) changed`
+    } else if (run.outcome.ok && !blk.equals(bytes(BLOCK, seed + s))) return `block ${s} not durable after ${call} resolved`
+  }
+  return undefined
+}
+
 /** `linked`: writeMany(ops, { datasync: true }); else writeMany(ops) then datasync(). */
 function writeManyDatasync(backend?: Backend, linked = false): SweepOptions<void> {
   return {
@@ -328,18 +344,7 @@ function writeManyDatasync(backend?: Backend, linked = false): SweepOptions<void
         await fh.close().catch(() => undefined)
       }
     },
-    check: (run) => {
-      const got = durable(run, 'data')
-      if (got === undefined || got.length !== FILE.length) return `data is ${got?.length ?? 'absent'}`
-      for (let s = 0; s < FILE.length / BLOCK; s++) {
-        const blk = got.subarray(s * BLOCK, (s + 1) * BLOCK)
-        const old = FILE.subarray(s * BLOCK, (s + 1) * BLOCK)
-        if (!SLOTS.includes(s)) {
-          if (!blk.equals(old)) return `block ${s} (not written) changed`
-        } else if (run.outcome.ok && !blk.equals(bytes(BLOCK, 100 + s))) return `block ${s} not durable after datasync resolved`
-      }
-      return undefined
-    },
+    check: (run) => checkBlocks(run, SLOTS, 100, 'datasync'),
   }
 }
 
@@ -615,17 +620,7 @@ for (const backend of BACKENDS) {
           await fh.close().catch(() => undefined)
         }
       },
-      check: (run) => {
-        const got = durable(run, 'data')
-        if (got === undefined || got.length !== FILE.length) return `data is ${got?.length ?? 'absent'}`
-        for (let s = 0; s < FILE.length / BLOCK; s++) {
-          const blk = got.subarray(s * BLOCK, (s + 1) * BLOCK)
-          if (!blocks.includes(s)) {
-            if (!blk.equals(FILE.subarray(s * BLOCK, (s + 1) * BLOCK))) return `block ${s} (not written) changed`
-          } else if (run.outcome.ok && !blk.equals(bytes(BLOCK, 200 + s))) return `block ${s} not durable after writev resolved`
-        }
-        return undefined
-      },
+      check: (run) => checkBlocks(run, blocks, 200, 'writev'),
     })
   })
 }

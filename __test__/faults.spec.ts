@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
+import { engineRoundTrip, until } from './helpers/events.ts'
 import { type Body, fxTest, must } from './helpers/fxtest.js'
 
 import { DirectIoError, type FileHandle, open, probe } from '../dist/index.js'
@@ -52,12 +53,11 @@ const backendSkip = (b: Backend): string | undefined =>
   where.backends[b].available ? undefined : `backend ${b} unavailable here: ${where.backends[b].reason}`
 
 /** fxTest with the backend's availability as an extra skip reason. */
-function fxTestOn(title: string, reqs: readonly Requirement[], fn: Body, backend?: Backend): void {
-  fxTest(title, reqs, fn, backend ? backendSkip(backend) : undefined)
+function fxTestOn(title: string, reqs: readonly Requirement[], fn: Body, backend?: Backend, serial?: 'serial'): void {
+  fxTest(title, reqs, fn, backend ? backendSkip(backend) : undefined, serial)
 }
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /** Opens and registers close() as teardown (after the fixture's, so it runs first: LIFO). */
 async function openT(t: ExecutionContext, p: string, flags: Parameters<typeof open>[1], opts: Parameters<typeof open>[2]): Promise<FileHandle> {
@@ -284,7 +284,8 @@ fxTestOn('ramfs refuses O_DIRECT: typed error naming ramfs, nothing created, not
   t.is(p.fsType, 'ramfs')
   t.false(p.direct.works)
   t.regex(p.direct.reason, /ramfs/)
-})
+  // Serial: it counts this process's descriptors, which concurrent tests open and close.
+}, undefined, 'serial')
 
 for (const backend of BACKENDS) {
   fxTestOn(`ramfs with direct: 'prefer' [${backend}]: buffered fallback with a reason, unaligned round trips`, RAMFS, async (t) => {
@@ -461,6 +462,8 @@ for (const backend of BACKENDS) {
     t.true(fx.stats().eio >= 5, JSON.stringify(fx.stats()))
   }, backend)
 
+  // The two hold tests are serial: on aio and the pool their held reads block the process's 4
+  // pool threads, so a concurrent test's ops (and these tests' own round trips) would wait for them.
   fxTestOn(`faultfs hold [${backend}]: abort and close with reads held in the kernel settle only once the kernel is done`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: true })
     const fh = await open(fx.file, 'r', { backend })
@@ -482,23 +485,22 @@ for (const backend of BACKENDS) {
     // (a) Abort a read the FUSE server holds: the kernel owns the buffer until the reply, so the
     // promise must not settle before that.
     ac.abort()
-    await sleep(300)
+    // Once an op started after the abort has completed, the abort has been acted on.
+    await engineRoundTrip(backend)
     t.is(aborted.state(), 'pending', 'an aborted read must not settle while the kernel still holds its buffer')
     t.true(plain.every((p) => p.state() === 'pending'))
 
     // (b) close() while reads are held waits for them.
     const closing = track(fh.close())
     t.true(fh.closed)
-    await sleep(300)
+    await engineRoundTrip(backend)
     t.is(closing.state(), 'pending', 'close() must wait for the held reads')
     await t.throwsAsync(fh.read(fh.alloc(4096), { position: 0 }), { code: 'ERR_ODIRECT_CLOSED' })
     t.is(fx.stats().reads, readsSeen, 'nothing new reached the filesystem after close()')
     t.is(fx.stats().held, 3)
 
-    const released = Date.now()
     fx.release()
     await Promise.allSettled([aborted.p, ...plain.map((p) => p.p)])
-    t.true(Date.now() - released < 10_000)
     // The aborted read settles with an AbortError or its real result, never anything else.
     if (aborted.state() === 'rejected') {
       isDirectIoError(t, aborted.error(), 'ABORT_ERR', 'aborted read')
@@ -520,9 +522,8 @@ for (const backend of BACKENDS) {
     // faultfs counts a request as answered only after its reply was written to /dev/fuse, which
     // races with the kernel completing the read: wait for the daemon's bookkeeping (the flake of
     // issue 9), then require it to be 0.
-    for (let i = 0; i < 500 && fx.stats().inflight !== 0; i++) await sleep(10)
-    t.is(fx.stats().inflight, 0)
-  }, backend)
+    await until(() => fx.stats().inflight === 0, 'faultfs to count every reply as sent')
+  }, backend, 'serial')
 
   fxTestOn(`faultfs hold [${backend}]: an already-aborted signal rejects at once; abort of an op not yet in the kernel is immediate`, FAULT, async (t) => {
     const fx = faultFx(t, { size: 1 << 20, hold: 'held' })
@@ -545,13 +546,14 @@ for (const backend of BACKENDS) {
       const ac = new AbortController()
       const queued = track(fh.read(fh.alloc(4096), { position: 65536, signal: ac.signal }))
       const queued2 = track(fh.read(fh.alloc(4096), { position: 69632 }))
-      await sleep(100)
+      // No round trip through the pool here: its 4 workers are all blocked.
+      await new Promise((r) => setImmediate(r))
       t.is(queued.state(), 'pending')
       ac.abort()
-      const t0 = Date.now()
+      // Immediate: it settles while every worker is still blocked (nothing is released before
+      // it has, so an abort that waited for a worker would never settle: a timeout).
       const qe = await t.throwsAsync(queued.p, { instanceOf: DirectIoError })
       isDirectIoError(t, qe, 'ABORT_ERR', 'queued abort')
-      t.true(Date.now() - t0 < 2000, `abort of a queued op took ${Date.now() - t0} ms`)
       t.true(held.every((h) => h.state() === 'pending'))
       t.is(queued2.state(), 'pending')
       fx.release()
@@ -559,18 +561,22 @@ for (const backend of BACKENDS) {
       t.is(queued2.value()?.bytesRead, 4096)
       t.is(fx.stats().reads, reads0 + 5, 'the aborted op never reached the filesystem')
     } else {
-      // io_uring / aio take every op into the kernel at once (queue depth 256): an AbortSignal
-      // timeout on a held read settles after release, with AbortError or the real result.
-      const timed = track(fh.read(fh.alloc(4096), { position: 0, signal: AbortSignal.timeout(50) }))
+      // io_uring / aio take every op into the kernel at once (queue depth 256): a timeout abort
+      // (what AbortSignal.timeout() sends: a TimeoutError) of a held read settles after release,
+      // with AbortError or the real result. Aborted once the read is held, not after a fixed
+      // time: a 50 ms AbortSignal.timeout() fired before the read reached the kernel under load.
+      const ac = new AbortController()
+      const timed = track(fh.read(fh.alloc(4096), { position: 0, signal: ac.signal }))
       await fx.waitForHeld(1)
-      await sleep(200)
+      ac.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'))
+      await engineRoundTrip(backend)
       t.is(timed.state(), 'pending')
       fx.release()
       await Promise.allSettled([timed.p])
       if (timed.state() === 'rejected') isDirectIoError(t, timed.error(), 'ABORT_ERR', 'timeout')
       else t.is(timed.value()?.bytesRead, 4096)
     }
-  }, backend)
+  }, backend, 'serial')
 
   fxTestOn(`faultfs delay [${backend}]: 64 reads in flight on a slow server all complete correctly`, FAULT, async (t) => {
     const delayMs = 50
@@ -593,9 +599,7 @@ for (const backend of BACKENDS) {
     const ms = performance.now() - t0
     t.deepEqual(results, new Array(n).fill(4096))
     positions.forEach((p, i) => t.true(Buffer.from(bufs[i]).equals(patternBuffer(p, 4096)), `read at ${p}`))
-    t.true(ms >= delayMs * 0.9, `took ${ms.toFixed(0)} ms`)
-    // They overlap: far less than 64 sequential delays.
-    t.true(ms < n * delayMs * 0.75, `64 delayed reads took ${ms.toFixed(0)} ms`)
+    // They overlap: the server had several of them at once (the time is only reported).
     t.true(peak >= 2, `peak ${peak} requests in flight at the server`)
     t.log(`${backend}: 64 reads with ${delayMs} ms server delay took ${ms.toFixed(0)} ms, peak ${peak} in flight at the server`)
     // Latency stats saw the delay.
@@ -749,7 +753,7 @@ fxTestOn('io_uring refused by seccomp (EPERM): auto picks aio, round trip works,
   t.true(out2.same)
 })
 
-fxTestOn('io_uring disabled by sysctl (kernel.io_uring_disabled=2): same fallback, reason names the sysctl, sysctl restored', ['root', 'io_uring_disabled'], (t) => {
+fxTestOn('io_uring disabled by sysctl (kernel.io_uring_disabled=2): same fallback, reason names the sysctl, sysctl restored (machine-wide)', ['root', 'io_uring_disabled'], (t) => {
   const knob = '/proc/sys/kernel/io_uring_disabled'
   const before = fs.readFileSync(knob, 'utf8').trim()
   const { script, dir } = childScript(t)

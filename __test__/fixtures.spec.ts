@@ -11,6 +11,7 @@ import * as path from 'node:path'
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
+import { until } from './helpers/events.ts'
 import { type Body, fxTest, must } from './helpers/fxtest.js'
 
 import {
@@ -57,6 +58,16 @@ function loopAttached(device: string): boolean {
 function ourFixtureDirs(): string[] {
   return fs.readdirSync('/var/tmp').filter((n) => n.startsWith(`odirect-fx-${process.pid}-`))
 }
+
+/** Loop devices backed by a file in one of this process's fixture dirs (other processes make their own meanwhile). */
+function ourLoops(): string[] {
+  return sh('losetup', ['-l', '-n', '-O', 'NAME,BACK-FILE'])
+    .split('\n')
+    .filter((l) => l.includes(`/var/tmp/odirect-fx-${process.pid}-`))
+}
+
+// Tests that assert "no fixture of this process is left" run serially (`'serial'`): a concurrent
+// test of this file would have its own fixtures alive.
 
 function kernelAtLeast(major: number, minor: number): boolean {
   const [a = 0, b = 0] = os.release().split(/[.-]/).map(Number)
@@ -147,25 +158,23 @@ fxTest('loopDevice(4096): raw block device enforces 4096-byte O_DIRECT alignment
   t.false(loopAttached(fx.device))
 })
 
-fxTest('loopFs cleanup copes with a busy mount (lazy umount, loop autoclear)', LOOP, (t) => {
+fxTest('loopFs cleanup copes with a busy mount (lazy umount, loop autoclear)', LOOP, async (t) => {
   const fx = must(loopFs(512, 16))
   const fd = fs.openSync(path.join(fx.dir, 'busy'), 'w')
   fx.cleanup() // umount fails with EBUSY -> umount -l; losetup -d marks the busy loop autoclear
   t.false(isMountpoint(fx.dir))
   fs.closeSync(fd) // last user gone: the fs is released and the loop device clears itself
-  const end = Date.now() + 5000
-  while (loopAttached(fx.device) && Date.now() < end) execFileSync('sleep', ['0.05'])
-  t.false(loopAttached(fx.device))
+  // The kernel detaches it asynchronously (autoclear on the last release): wait for that.
+  await until(() => !loopAttached(fx.device), `${fx.device} to clear itself`)
   t.deepEqual(ourFixtureDirs(), [])
-})
+}, undefined, 'serial')
 
 fxTest('a failing setup undoes what it created', LOOP, (t) => {
-  const loopsBefore = sh('losetup', ['-l', '-n', '-O', 'NAME'])
   // 16 KiB is too small for mkfs.ext4: losetup succeeds, mkfs fails.
   t.throws(() => loopFs(4096, 1 / 64))
-  t.is(sh('losetup', ['-l', '-n', '-O', 'NAME']), loopsBefore)
+  t.deepEqual(ourLoops(), [])
   t.deepEqual(ourFixtureDirs(), [])
-})
+}, undefined, 'serial')
 
 // ---------------------------------------------------------------------------------------
 // ramfs / tmpfs / full fs
@@ -272,7 +281,7 @@ fxTest('fullFs (tmpfs): writes past size= fail with ENOSPC', ['root', 'fs:tmpfs'
 // ---------------------------------------------------------------------------------------
 // Page cache helpers
 
-fxTest('residentPages / evictFile / dropCaches track the page cache', [...LOOP, 'cmd:fincore', 'cmd:dd'], (t) => {
+fxTest('residentPages / evictFile / dropCaches track the page cache (machine-wide)', [...LOOP, 'cmd:fincore', 'cmd:dd'], (t) => {
   const fx = must(loopFs(4096, 32))
   try {
     const file = path.join(fx.dir, 'cached')
@@ -357,23 +366,25 @@ fxTest('faultfs: --eio-at makes reads covering the offset fail with EIO', FAULT,
   }
 })
 
-fxTest('faultfs: --delay-ms holds every read reply back', FAULT, (t) => {
-  const fx = must(faultFs({ size: 65536, delayMs: 300 }))
+fxTest('faultfs: --delay-ms holds every read reply back', [...FAULT, 'cmd:dd'], async (t) => {
+  // Long enough that the reader is still waiting when the daemon's counter is read (the delay is
+  // what is tested; its length is not measured). Serial: this file's synchronous fixture tests
+  // (mkfs, losetup) would otherwise block this event loop for seconds at a time.
+  const fx = must(faultFs({ size: 65536, delayMs: 3000 }))
   try {
-    const fd = fs.openSync(fx.file, O_RDONLY | O_DIRECT)
-    try {
-      const t0 = performance.now()
-      t.is(fs.readSync(fd, Buffer.alloc(4096), 0, 4096, 0), 4096)
-      const ms = performance.now() - t0
-      t.true(ms >= 290, `read took ${ms.toFixed(0)} ms`)
-      t.log(`delayed read took ${ms.toFixed(0)} ms`)
-    } finally {
-      fs.closeSync(fd)
-    }
+    const child = spawn('dd', [`if=${fx.file}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct', 'status=none'], {
+      stdio: 'ignore',
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    await until(() => fx.stats().inflight === 1, 'the read to be in flight at faultfs')
+    t.is(fx.stats().reads, 1)
+    t.is(child.exitCode, null, 'the reader still waits')
+    t.is(await exited, 0)
+    t.is(fx.stats().inflight, 0)
   } finally {
     fx.cleanup()
   }
-})
+}, undefined, 'serial')
 
 fxTest('faultfs: the hold file keeps a read in flight until released', [...FAULT, 'cmd:dd'], async (t) => {
   const fx = must(faultFs({ size: 65536, hold: 'held' }))
@@ -383,7 +394,6 @@ fxTest('faultfs: the hold file keeps a read in flight until released', [...FAULT
     })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
     await fx.waitForHeld(1)
-    await new Promise((r) => setTimeout(r, 300))
     t.is(child.exitCode, null, 'read must still be in flight')
     t.is(fx.stats().inflight, 1)
     fx.release()
@@ -409,7 +419,7 @@ fxTest('faultfs: cleanup works while a read is held', FAULT, async (t) => {
   t.is(await exited, 0) // cleanup released the hold before unmounting
   t.false(isMountpoint(fx.dir))
   t.deepEqual(ourFixtureDirs(), [])
-})
+}, undefined, 'serial')
 
 fxTest('faultfs: --short-reads returns half of each request', FAULT, (t) => {
   const fx = must(faultFs({ size: 65536, shortReads: true }))
@@ -457,7 +467,7 @@ fxTest('faultfs: writes are stored in memory and obey --eio-at', FAULT, (t) => {
 fxTest('faultfs: a failing start cleans up after itself', FAULT, (t) => {
   t.throws(() => faultFs({ name: 'a/b' }), { message: /faultfs exited before mounting/ })
   t.deepEqual(ourFixtureDirs(), [])
-})
+}, undefined, 'serial')
 
 // ---------------------------------------------------------------------------------------
 // io_uring switches
@@ -492,7 +502,7 @@ fxTest('runWithoutIoUring: a node child and its children see EPERM', ['cc', 'pyt
   }
 })
 
-fxTest('withIoUringDisabled: io_uring_disabled=2 gives EPERM, then is restored', ['root', 'io_uring_disabled', 'python3'], async (t) => {
+fxTest('withIoUringDisabled: io_uring_disabled=2 gives EPERM, then is restored (machine-wide)', ['root', 'io_uring_disabled', 'python3'], async (t) => {
   const knob = '/proc/sys/kernel/io_uring_disabled'
   const before = fs.readFileSync(knob, 'utf8').trim()
   const inside = withIoUringDisabled(() => {
@@ -502,7 +512,7 @@ fxTest('withIoUringDisabled: io_uring_disabled=2 gives EPERM, then is restored',
   t.is(inside, 'errno 1')
   t.is(fs.readFileSync(knob, 'utf8').trim(), before)
   const asyncInside = await withIoUringDisabled(async () => {
-    await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setImmediate(r))
     return uringProbe()
   })
   t.is(asyncInside, 'errno 1')

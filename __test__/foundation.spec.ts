@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url'
 
 import * as odirect from '../dist/index.js'
 import { addressOf, allocAligned, DirectIoError, type FileHandle, open, PAGE_SIZE, probe } from '../dist/index.js'
+import { collectUntil } from './helpers/events.ts'
+import { scratchDirs } from './helpers/scratch.ts'
 import { rd, rdv, wr, wrv } from './helpers/rw.ts'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -20,23 +22,11 @@ const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const BACKEND = process.env.ODIRECT_BACKEND || 'auto'
 const gc = (globalThis as { gc?: () => void }).gc
 
-function tmpDir(base: string): string {
-  return fs.mkdtempSync(path.join(base, 'odirect-test-'))
-}
 
 const ROOTS: Array<[string, string]> = [['ext4', '/var/tmp']]
 if (fs.existsSync('/dev/shm')) ROOTS.push(['tmpfs', '/dev/shm'])
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-
-function scratch(root = '/var/tmp'): string {
-  const d = tmpDir(root)
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('test')
 
 function sha(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex')
@@ -380,10 +370,7 @@ test('memory safety: hundreds of reads in flight with every JS reference dropped
     reg.register(b.buffer, 'x')
     await rd(fh, b, 0)
   })()
-  for (let i = 0; i < 20 && !collected; i++) {
-    gc()
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  await collectUntil(() => collected, 'a buffer whose read completed').catch(() => undefined)
   t.true(collected, 'buffer released after completion')
 })
 
@@ -459,7 +446,11 @@ test('a handle dropped without close() has its descriptor closed on GC, with a w
       let fd;
       await (async () => { const fh = await open(${JSON.stringify(file)}, 'w+'); fd = fh.fd; await fh.write(fh.alloc(4096), 0, 4096, 0) })();
       const isOpen = () => { try { return fs.readlinkSync('/proc/self/fd/' + fd).endsWith('leak.bin') } catch { return false } };
-      for (let i = 0; i < 200 && isOpen(); i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)) }
+      // Collect until the finalizer has warned, then give its close op event-loop turns to complete.
+      let warned = false;
+      process.once('warning', () => (warned = true));
+      for (let i = 0; i < 1000 && !warned; i++) { global.gc(); await new Promise((r) => setImmediate(r)) }
+      for (let i = 0; i < 100000 && isOpen(); i++) await new Promise((r) => setImmediate(r));
       console.log(isOpen() ? 'open' : 'closed');
     })()`
   const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' })

@@ -7,6 +7,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
 import * as od from '../dist/index.js'
 import { fsCompatCases } from './conformance/fscompat-cases.ts'
@@ -16,15 +17,7 @@ const MiB = 1024 * 1024
 
 await registerCases(fsCompatCases)
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-fscompat-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('fscompat')
 
 test('copyFile keeps holes: a 100 MiB file with 1 MiB of data is copied into ~1 MiB of blocks', async (t) => {
   const dir = scratch()

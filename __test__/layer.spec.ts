@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
 import * as od from '../dist/index.js'
 import { fullFs, isRoot, isSkip, loopDevice } from './helpers/fixtures.ts'
@@ -22,15 +23,7 @@ import { fullFs, isRoot, isSkip, loopDevice } from './helpers/fixtures.ts'
 const MiB = 1024 * 1024
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js')
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-layer-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('layer')
 const temps = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
 
 /** A character device node with /dev/null's numbers (1, 3), in `dir`. */
@@ -201,7 +194,25 @@ test('writeFile honours its signal at any moment: AbortError, atomic destination
   t.deepEqual(temps(dir), [])
 })
 
-test("the caller's own errors come back as the same object: iterables, onProgress, option getters; no temp file left", async (t) => {
+/**
+ * Runs `fn` with a listener for `event` on the process; resolves with what it received (undefined
+ * if it never fired). Tests using it are serial: a concurrent test's event would land here.
+ */
+async function processEvent(event: 'unhandledRejection' | 'uncaughtException', fn: () => Promise<void>): Promise<unknown> {
+  let got: unknown
+  const on = (e: unknown): void => {
+    got = e
+  }
+  process.on(event, on)
+  try {
+    await fn()
+  } finally {
+    process.off(event, on)
+  }
+  return got
+}
+
+test.serial("the caller's own errors come back as the same object: iterables, onProgress, option getters; no temp file left", async (t) => {
   const dir = scratch()
   const dst = path.join(dir, 'dst.bin')
   fs.writeFileSync(dst, 'old')
@@ -222,17 +233,10 @@ test("the caller's own errors come back as the same object: iterables, onProgres
   fs.writeFileSync(dst, 'old')
   const src = path.join(dir, 'src.bin')
   fs.writeFileSync(src, randomBytes(4 * MiB))
-  let unhandled: unknown
-  const onUnhandled = (e: unknown): void => {
-    unhandled = e
-  }
-  process.on('unhandledRejection', onUnhandled)
-  try {
+  const unhandled = await processEvent('unhandledRejection', async () => {
     t.is(await t.throwsAsync(od.copyFile(src, dst, { chunkSize: MiB, onProgress: () => { throw boom } })), boom)
     await new Promise((r) => setImmediate(r))
-  } finally {
-    process.off('unhandledRejection', onUnhandled)
-  }
+  })
   t.is(unhandled, undefined, 'no unhandled rejection')
   t.is(fs.readFileSync(dst, 'utf8'), 'old')
   const getter = { get encoding(): string { throw boom } }
@@ -359,16 +363,11 @@ test("streams as fs's: 'open' with the fd, 'ready', fd, pending, close(cb), an e
   t.is(fs.readFileSync(out, 'latin1'), 'ümlaut')
 })
 
-test('a handle closed under a read stream ends it without an uncaught error; under a write stream with data left: an error event', async (t) => {
+test.serial('a handle closed under a read stream ends it without an uncaught error; under a write stream with data left: an error event', async (t) => {
   const dir = scratch()
   const f = path.join(dir, 'h.bin')
   fs.writeFileSync(f, randomBytes(8 * MiB))
-  let uncaught: unknown
-  const onUncaught = (e: unknown): void => {
-    uncaught = e
-  }
-  process.on('uncaughtException', onUncaught)
-  try {
+  const uncaught = await processEvent('uncaughtException', async () => {
     // Closed before the stream opened it.
     const h1 = await od.open(f, 'r')
     const s1 = od.createReadStream(null, { fd: h1 })
@@ -393,9 +392,7 @@ test('a handle closed under a read stream ends it without an uncaught error; und
     const [e] = (await errored) as [od.DirectIoError]
     t.is(e.code, 'ERR_ODIRECT_CLOSED')
     await new Promise((r) => setImmediate(r))
-  } finally {
-    process.off('uncaughtException', onUncaught)
-  }
+  })
   t.is(uncaught, undefined)
 })
 

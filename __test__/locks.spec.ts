@@ -8,6 +8,7 @@ import * as path from 'node:path'
 import test from 'ava'
 
 import { open } from '../dist/index.js'
+import { threadStates, until } from './helpers/events.ts'
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'odirect-locks-'))
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }))
@@ -36,7 +37,9 @@ test('lock() waits for the holder; closing the holder releases it', async (t) =>
   const waiting = b.lock().then(() => {
     got = true
   })
-  await new Promise((r) => setTimeout(r, 100))
+  // b's waiter thread has tried and gone to sleep until its next try (it polls F_OFD_SETLK:
+  // crates/napi/src/locks.rs).
+  await until(() => threadStates('odirect-lock').join() === 'S', "b's lock waiter to try and wait")
   t.false(got, 'still waiting while a holds it')
   await a.close()
   await waiting

@@ -15,18 +15,11 @@ import { buffer as consume } from 'node:stream/consumers'
 import { finished } from 'node:stream/promises'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
 import * as od from '../dist/index.js'
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-nodeports-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('nodeports')
 
 type Direct = 'off' | 'require'
 const MODES: Direct[] = ['off', 'require']

@@ -19,7 +19,8 @@ function status(field: 'VmPin' | 'VmLck'): number {
   return m ? Number(m[1]) * 1024 : 0
 }
 
-test('registerBuffers pins the pages, I/O through them works, unregister and close release them', async (t) => {
+// Serial: it reads the process's VmPin/VmLck, which any concurrent registration would move.
+test.serial('registerBuffers pins the pages, I/O through them works, unregister and close release them', async (t) => {
   const fh = await open(path.join(dir, 'pin.bin'), 'w+', { backend: BACKEND })
   const field = fh.backend === 'io_uring' ? 'VmPin' : 'VmLck'
   const before = status(field)

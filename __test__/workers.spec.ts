@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
+import { scratchDirs } from './helpers/scratch.ts'
 
+import { until } from './helpers/events.ts'
 import { faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
@@ -21,15 +23,7 @@ const dist = path.join(here, '..', 'dist', 'index.js')
 const workerFile = path.join(here, 'conformance', 'worker.cjs')
 const KiB = 1024
 
-const dirs: string[] = []
-test.after.always(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-})
-function scratch(): string {
-  const d = fs.mkdtempSync('/var/tmp/odirect-workers-')
-  dirs.push(d)
-  return d
-}
+const scratch = scratchDirs('workers')
 
 /** Same pattern as worker.cjs. */
 function pattern(size: number, seed: number): Uint8Array {
@@ -144,16 +138,6 @@ function fdsOn(file: string): number {
   return n
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `cond` every 10 ms; throws `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
-}
 
 // The doomed workers read a file on faultfs (FUSE) whose replies are held: their reads are
 // provably in the kernel (the filesystem daemon has received them and not answered) when the
@@ -205,14 +189,13 @@ fxTest('21 workers killed (terminate, terminate while spinning, process.exit) wi
     t.true(held >= perBackend, `${backend}: ${held} reads held in the kernel when the workers die`)
     for (const d of doomed) {
       d.s.worker.postMessage('go')
-      if (d.variant !== 'exit') {
-        // terminate() once the worker is past 'go' (spinning or idle).
-        await until(() => d.s.messages.some((x) => x.going === true), `${backend} ${d.variant}: worker got 'go'`)
-        d.term = d.s.worker.terminate()
-      }
+      // Past 'go': spinning or idle (then terminate()d), or calling process.exit().
+      await until(() => d.s.messages.some((x) => x.going === true), `${backend} ${d.variant}: worker got 'go'`)
+      if (d.variant !== 'exit') d.term = d.s.worker.terminate()
     }
-    // Every doomed worker is dying or dead while its reads are still held; now let them finish.
-    await sleep(50)
+    // Every doomed worker is dying or dead while its reads are still held: terminate() returns
+    // without waiting for the kernel (liveness.spec.ts); process.exit() may wait for the replies.
+    await Promise.all(doomed.map((d) => d.term))
     t.true(fx.stats().held > 0, `${backend}: reads still held while the workers die`)
     fx.release()
     for (const d of doomed) {

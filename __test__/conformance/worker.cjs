@@ -101,7 +101,10 @@ if (workerData.mode === 'io') {
 } else if (workerData.mode === 'exit') {
   inflight((n, _pending, fd) => {
     parentPort.postMessage({ inflight: n, fd })
-    afterGo(() => process.exit(7))
+    afterGo(() => {
+      parentPort.postMessage({ going: true })
+      process.exit(7)
+    })
   }).catch((e) => parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) }))
 } else {
   throw new Error(`unknown mode ${workerData.mode}`)
