@@ -556,6 +556,9 @@ impl Inner {
     }
 
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
+        for d in self.drivers.iter_mut().flatten() {
+            d.prepare_reap();
+        }
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
         for d in self.drivers.iter_mut().flatten() {
