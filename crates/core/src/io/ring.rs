@@ -282,7 +282,11 @@ impl LocalRing {
     ) -> io::Result<squeue::Entry> {
         debug_assert!(key < INTERNAL);
         let fixed = fixed.filter(|_| self.registered_buffers);
-        let slot = self.files.get(&kind.fd()).copied();
+        let slot = if self.file_table {
+            self.files.get(&kind.fd()).copied()
+        } else {
+            None
+        };
         // The op on a registered file slot (IORING_REGISTER_FILES) when the fd has one, else on
         // the fd itself; `$fd` names the target inside the builder expression.
         macro_rules! on {
