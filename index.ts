@@ -16,7 +16,7 @@
  * @packageDocumentation
  */
 export { addressOf, allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './src/buffers'
-export { configureEngine, engineInfo, type BackendName, type EngineInfo, type EngineOptions } from './src/engine'
+export { engineInfo, type BackendName, type EngineInfo, type EngineOptions } from './src/engine'
 export { DirectIoError, type DirectIoErrorCode, type DirectIoErrorInit, type ErrnoCode, type MisuseCode } from './src/errors'
 export { copyFile, type CopyFileOptions, type CopyProgress, type CopyResult, readFile, type ReadFileOptions, writeFile, type WriteFileOptions } from './src/files'
 export { constants } from './src/constants'
@@ -36,8 +36,8 @@ export {
   type WriteResult,
   type WriteVResult,
 } from './src/handle'
-export { open, type PathLike, probe, type ProbeReport } from './src/open'
-export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './src/options'
+export { configureEngine, open, type PathLike, probe, type ProbeReport } from './src/open'
+export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './src/args'
 export { RegisteredBuffers } from './src/registered'
 export {
   createReadStream,

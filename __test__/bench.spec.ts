@@ -11,7 +11,7 @@ import test from 'ava'
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CLI = path.join(root, 'dist', 'cli.js')
-const harness = createRequire(import.meta.url)(path.join(root, 'dist', 'src', 'bench', 'harness.js')) as typeof import('../src/bench/harness')
+const harness = createRequire(import.meta.url)(path.join(root, 'dist', 'bench', 'harness.js')) as typeof import('../bench/harness')
 
 interface Row {
   workload: string

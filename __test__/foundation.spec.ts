@@ -267,6 +267,67 @@ test('bad open arguments are typed errors', async (t) => {
   t.false(fs.existsSync(file), 'nothing was created by refused opens')
 })
 
+test('every entry point checks signals and options the same way (src/args.ts)', async (t) => {
+  const file = path.join(scratch(), 'args-one.bin')
+  fs.writeFileSync(file, Buffer.alloc(8192, 7))
+  // A signal that is not this realm's AbortSignal (another realm's, a polyfill): anything with an
+  // `aborted` property and addEventListener is taken, by the helpers and the handle alike.
+  const ac = new AbortController()
+  const real = ac.signal
+  const duck = {
+    get aborted() {
+      return real.aborted
+    },
+    get reason() {
+      return real.reason as unknown
+    },
+    addEventListener: real.addEventListener.bind(real),
+    removeEventListener: real.removeEventListener.bind(real),
+  } as unknown as AbortSignal
+  t.is((await odirect.readFile(file, { signal: duck })).length, 8192)
+  const fh = await open(file, 'r+')
+  try {
+    const buf = fh.alloc(4096)
+    t.is((await fh.read(buf, { position: 0, signal: duck })).bytesRead, 4096)
+    t.deepEqual(await fh.readMany([{ buffer: buf, position: 4096 }], { signal: duck }), [4096])
+    await fh.sync({ signal: duck })
+    // Options odirect does not know are ignored everywhere, as fs ignores them.
+    t.is((await fh.write(buf, { position: 0, bogus: 1 } as object)).bytesWritten, 4096)
+    await fh.datasync({ bogus: 1 } as object)
+    t.is((await odirect.readFile(file, { bogus: 1 } as object)).length, 8192)
+    await (await open(file, 'r', { bogus: 1 } as object)).close()
+    // What is not a signal is refused with the same code by every entry point.
+    const notSignal = { aborted: false } as unknown as AbortSignal
+    for (const [what, p] of [
+      ['readFile null', odirect.readFile(file, { signal: null as unknown as AbortSignal })],
+      ['fh.read null', fh.read(buf, { position: 0, signal: null as unknown as AbortSignal })],
+      ['readFile', odirect.readFile(file, { signal: notSignal })],
+      ['fh.read', fh.read(buf, { position: 0, signal: notSignal })],
+      ['fh.readMany', fh.readMany([{ buffer: buf, position: 0 }], { signal: notSignal })],
+      ['fh.sync', fh.sync({ signal: notSignal })],
+      ['fh.lock', fh.lock({ signal: notSignal })],
+    ] as const) {
+      await t.throwsAsync(p, { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_TYPE' }, what)
+    }
+    // Arrays are not options objects anywhere.
+    for (const [what, p] of [
+      ['open', open(file, 'r', [] as object)],
+      ['readFile', odirect.readFile(file, [] as object)],
+      ['fh.sync', fh.sync([] as object)],
+      ['fh.readMany', fh.readMany([], [] as object)],
+      ['fh.stat', fh.stat([] as object)],
+    ] as const) {
+      await t.throwsAsync(p as Promise<unknown>, { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_TYPE' }, what)
+    }
+    // The duck signal aborts what it was given to.
+    ac.abort()
+    await t.throwsAsync(fh.read(buf, { position: 0, signal: duck }), { code: 'ABORT_ERR' })
+    await t.throwsAsync(odirect.readFile(file, { signal: duck }), { code: 'ABORT_ERR' })
+  } finally {
+    await fh.close()
+  }
+})
+
 test('kernel errors come through with errno code, syscall and hint', async (t) => {
   const d = scratch()
   const enoent = await t.throwsAsync(open(path.join(d, 'missing'), 'r'), { instanceOf: DirectIoError, code: 'ENOENT' })

@@ -511,7 +511,7 @@ test("odirect bench and probe speak a user's words: no issue numbers, goals 'rea
   t.is(help.status, 0)
   t.notRegex(help.stdout, /issue \d+/)
   const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
-  const report = createRequire(import.meta.url)(path.join(root, 'dist', 'src', 'bench', 'report.js')) as typeof import('../src/bench/report')
+  const report = createRequire(import.meta.url)(path.join(root, 'dist', 'bench', 'report.js')) as typeof import('../bench/report')
   const lines = report.targetLines([
     { name: 'random read, QD 1: odirect per op p50 latency vs fio io_uring\'s', goal: '≤ 1.20×', figure: '1.500× (30 µs vs 20 µs)', met: false },
     { name: 'x', goal: '≥ 0.50×', figure: '0.900×', met: true },

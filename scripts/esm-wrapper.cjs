@@ -1,6 +1,6 @@
 // Writes dist/index.mjs: an ES module that re-exports the CommonJS build by name, so
 // `import { open } from 'odirect'` works in Node, Bun and Deno. Also lays dist/ out flat:
-// tsc writes dist/index.js + dist/src/*.js because rootDir is the package root.
+// tsc writes dist/index.js + dist/src/*.js (+ dist/cli/, dist/bench/) because rootDir is the package root.
 //
 // The CommonJS build is loaded with createRequire(), not `import m from './index.js'`: when the
 // native binary is missing or broken, index.js throws while loading, and Node 20 treats a CommonJS
@@ -23,8 +23,8 @@ const lines = [
 fs.writeFileSync(path.join(dist, 'index.mjs'), lines.join('\n'))
 // The CLI needs a shebang and the execute bit.
 const cli = path.join(dist, 'cli.js')
-if (fs.existsSync(path.join(dist, 'src', 'cli.js'))) {
-  fs.writeFileSync(cli, "#!/usr/bin/env node\n'use strict'\nrequire('./src/cli.js').main(process.argv.slice(2)).then((c) => { process.exitCode = c }, (e) => { console.error(e && e.message ? e.message : e); process.exitCode = 1 })\n")
+if (fs.existsSync(path.join(dist, 'cli', 'cli.js'))) {
+  fs.writeFileSync(cli, "#!/usr/bin/env node\n'use strict'\nrequire('./cli/cli.js').main(process.argv.slice(2)).then((c) => { process.exitCode = c }, (e) => { console.error(e && e.message ? e.message : e); process.exitCode = 1 })\n")
   fs.chmodSync(cli, 0o755)
 }
 // Declarations: tsc keeps import specifiers as written, so `src/native.ts`'s `'../binding'` (the

@@ -149,7 +149,7 @@ function main() {
     for (const f of ['package.json', 'README.md', 'binding.js', 'binding.d.ts', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/cli.js', 'dist/src/native.js']) {
       assert(files.includes(f), `${f} is in the tarball`)
     }
-    const bad = files.filter((f) => f.endsWith('.node') || (f.endsWith('.ts') && !f.endsWith('.d.ts')) || /^(__test__|crates|target|npm|src|scripts|bench)\//.test(f))
+    const bad = files.filter((f) => f.endsWith('.node') || (f.endsWith('.ts') && !f.endsWith('.d.ts')) || /^(__test__|crates|target|npm|src|scripts|bench|cli)\//.test(f))
     eq(bad, [], 'files that must not be published')
     assert(files.includes('LICENSE'), 'LICENSE is in the tarball')
     // Source maps: each one shipped is complete (sourcesContent for every source it names, or the

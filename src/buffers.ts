@@ -1,10 +1,10 @@
 import { getEngine } from './engine'
 import { misuse } from './errors'
-import { coded, describe } from './guard'
+import { coded, countArg, describe } from './args'
 import { native } from './native'
 
-/** Bytes that fit in one read or write (the kernel's MAX_RW_COUNT). */
-export const MAX_IO_LENGTH = 0x7ffff000
+/** Bytes that fit in one read or write (the kernel's MAX_RW_COUNT; Rust `consts::MAX_IO_LENGTH`). */
+export const MAX_IO_LENGTH: number = native.MAX_IO_LENGTH
 
 export const PAGE_SIZE: number = native.pageSize()
 
@@ -65,12 +65,7 @@ export function allocForOverwrite(size: number, alignment: number): Buffer {
 }
 
 function allocAlignedInner(size: number, alignment: number, zeroed = true): Buffer {
-  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
-    throw misuse('ERR_OUT_OF_RANGE', `size must be a positive integer, got ${describe(size)}`, 'pass the number of bytes to allocate, e.g. 1 << 20')
-  }
-  if (size > MAX_IO_LENGTH) {
-    throw misuse('ERR_OUT_OF_RANGE', `size ${size} is larger than ${MAX_IO_LENGTH}, the most one I/O can move`, 'allocate several smaller buffers')
-  }
+  countArg(size, 'size', MAX_IO_LENGTH, 'pass the number of bytes to allocate, e.g. 1 << 20 (at most what one I/O can move; allocate several buffers for more)')
   if (typeof alignment !== 'number' || !isPow2(alignment) || alignment > 1 << 30) {
     throw misuse('ERR_INVALID_ARG_VALUE', `alignment must be a power of two up to 1 GiB, got ${describe(alignment)}`, 'use 512, 4096 (the default) or fh.alignment.memory')
   }
@@ -92,11 +87,4 @@ function allocAlignedInner(size: number, alignment: number, zeroed = true): Buff
   const base = native.addressOf(ab)
   const off = (alignment - (base % alignment)) % alignment
   return Buffer.from(ab, off, size)
-}
-
-/** True when the view has no bytes because its ArrayBuffer was detached (transferred). */
-export function isDetached(view: ArrayBufferView): boolean {
-  const b = view.buffer as ArrayBuffer & { detached?: boolean }
-  if (typeof b.detached === 'boolean') return b.detached
-  return view.byteLength === 0 && b.byteLength === 0 && native.isDetached(view)
 }

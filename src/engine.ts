@@ -24,7 +24,15 @@ export const backendIndex = (b: BackendName): number => BACKEND_INDEX[b]
 export interface OpSink {
   /** result >= 0: bytes (or 0); result < 0: negated errno (or RESULT_DETACHED). */
   settle(result: number, latencyUs: number): void
+  /** Set when a read or write is staged: its memory goes through an aligned bounce buffer. */
+  bounced?: boolean
 }
+
+/** Numbers per completion in a results batch: op id, result, latency (us) (Rust `RESULT_STRIDE`). */
+const STRIDE: number = native.RESULT_STRIDE
+/** A staged read/write returns `(id << TICKET_SHIFT) | bounced` (Rust `consts::ticket`). */
+const TICKET_SHIFT: number = native.TICKET_SHIFT
+const TICKET_BOUNCED = (1 << TICKET_SHIFT) - 1
 
 /** A bounced read's buffer was detached or shrunk before its data could be copied back. */
 export const RESULT_DETACHED: number = native.RESULT_DETACHED
@@ -88,7 +96,8 @@ export class Engine {
   #onBatch(results: Float64Array, count: number): void {
     const sinks = this.#sinks
     for (let i = 0; i < count; i++) {
-      const id = results[i * 3]
+      const at = i * STRIDE
+      const id = results[at]
       let sink: OpSink | undefined
       if (id >= LOCK_BASE) {
         sink = this.#lockSinks.get(id)
@@ -99,7 +108,7 @@ export class Engine {
       }
       if (sink === undefined) continue
       try {
-        sink.settle(results[i * 3 + 1], results[i * 3 + 2])
+        sink.settle(results[at + 1], results[at + 2])
       } catch (e) {
         // A settle callback must not break the rest of the batch.
         queueMicrotask(() => {
@@ -138,18 +147,15 @@ export class Engine {
     return r
   }
 
-  /** rw-style results are 2 * id + (1 when bounced). */
+  /** A read/write's ticket (see TICKET_SHIFT): the sink learns whether it was bounced; returns the op id. */
   #trackRw(r: number, sink: OpSink, what: string): number {
     if (r < 0) throw captureError(r, what)
-    const id = r >>> 1
-    this.bounced += r & 1
+    const id = r >>> TICKET_SHIFT
+    sink.bounced = (r & TICKET_BOUNCED) !== 0
     this.#sinks[id] = sink
     this.#schedule()
     return id
   }
-
-  /** Reads/writes staged through a bounce buffer since the caller last took this count (and zeroed it). */
-  bounced = 0
 
   /**
    * Stages a read (write = false) or write of `length` bytes of `view` from `offset`, at
@@ -165,8 +171,8 @@ export class Engine {
     const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
     if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
     for (let i = 0; i < ids.length; i++) {
-      this.bounced += ids[i] & 1
-      ids[i] = ids[i] >>> 1
+      sinks[i].bounced = (ids[i] & TICKET_BOUNCED) !== 0
+      ids[i] = ids[i] >>> TICKET_SHIFT
       this.#sinks[ids[i]] = sinks[i]
     }
     this.#schedule()
@@ -238,17 +244,6 @@ export interface EngineOptions {
    * The environment variable ODIRECT_SQPOLL=<ms> sets it too.
    */
   sqpoll?: number
-}
-
-/** Configures this thread's engine; call before opening files with the io_uring backend. */
-export function configureEngine(options: EngineOptions): void {
-  if (options === null || typeof options !== 'object') throw misuse('ERR_INVALID_ARG_TYPE', 'options must be an object', 'pass e.g. { sqpoll: 50 }')
-  const sq = options.sqpoll
-  if (sq !== undefined) {
-    if (typeof sq !== 'number' || !Number.isInteger(sq) || sq < 0 || sq > 60_000) throw misuse('ERR_OUT_OF_RANGE', `sqpoll must be an integer number of milliseconds from 0 to 60000, got ${typeof sq === 'number' ? sq : typeof sq}`, 'pass e.g. { sqpoll: 50 }')
-    const why = getEngine().native.setSqpoll(sq)
-    if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
-  }
 }
 
 let engine: Engine | undefined

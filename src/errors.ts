@@ -1,4 +1,9 @@
+import { constants as osConstants } from 'node:os'
+
 import { native } from './native'
+
+/** The platform's errno numbers (node:os constants.errno: Node, Bun and Deno alike). */
+export const errno = osConstants.errno
 
 /** Codes odirect uses for misuse caught before any system call (kernel errors use their errno code: 'EIO', 'ENOSPC'...). */
 export type MisuseCode =
@@ -55,39 +60,6 @@ export interface DirectIoErrorInit {
   cause?: unknown
   /** writeFile / write streams: bytes of the data confirmed written before the failure. */
   bytesWritten?: number
-}
-
-/**
- * A short description of any value for an error message; never throws (a Proxy whose traps throw,
- * an object without a prototype, a revoked Proxy, a Symbol all describe themselves).
- */
-export function describeValue(v: unknown): string {
-  try {
-    if (v === null) return 'null'
-    switch (typeof v) {
-      case 'undefined':
-        return 'undefined'
-      case 'string':
-        return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)
-      case 'number':
-      case 'boolean':
-      case 'bigint':
-        return `${typeof v} ${String(v)}${typeof v === 'bigint' ? 'n' : ''}`
-      case 'symbol':
-        return 'a symbol'
-      case 'function':
-        return 'a function'
-    }
-    if (Array.isArray(v)) return 'an array'
-    if (ArrayBuffer.isView(v)) return `a ${Object.prototype.toString.call(v).slice(8, -1)}`
-    const proto: unknown = Object.getPrototypeOf(v)
-    if (proto === null) return 'an object with a null prototype'
-    const ctor: unknown = (proto as { constructor?: unknown }).constructor
-    const name = typeof ctor === 'function' ? (ctor as { name?: unknown }).name : undefined
-    return typeof name === 'string' && name !== '' && name !== 'Object' ? `an instance of ${name}` : 'an object'
-  } catch {
-    return 'an unreadable value (a Proxy or object that throws)'
-  }
 }
 
 /**

@@ -6,9 +6,9 @@
 import { constants as fsConstants } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 
+import { callerError } from './args'
 import { syncParentDir } from './dirsync'
-import { abortError, type DirectIoError, kernelError } from './errors'
-import { callerError } from './guard'
+import { abortError, type DirectIoError, errno as E, kernelError } from './errors'
 import { native } from './native'
 
 /** A wait that rejects with an AbortError as soon as the signal aborts (or at once, if it did). */
@@ -160,7 +160,7 @@ export class SequentialFile {
     let off = 0
     while (off < data.byteLength) {
       const { bytesWritten } = await abort.race(runtime(this.h.write(data, off, data.byteLength - off, null)))
-      if (bytesWritten <= 0) throw kernelError(5, { syscall: 'write', path: this.path }, `the kernel wrote ${bytesWritten} bytes`)
+      if (bytesWritten <= 0) throw kernelError(E.EIO, { syscall: 'write', path: this.path }, `the kernel wrote ${bytesWritten} bytes`)
       off += bytesWritten
     }
   }

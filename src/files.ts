@@ -8,16 +8,16 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
-import { describeValue, DirectIoError, kernelError, misuse } from './errors'
+import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { AbortRace, commitTemp, isSequential, kindName, removeTemp, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
-import { callerCode, callerError, guardAsync } from './guard'
 import { FileHandle } from './handle'
 import { native } from './native'
-import { isFileHandle, open, type PathLike, toPath } from './open'
-import { boolOption, checkFlags, type DirectMode, type FlagsArg, intOption, modeOption, openFields, readOptions, signalOption } from './options'
+import { isFileHandle, open } from './open'
 import { BlockWriter, writeConfig } from './streams/core'
+import { readFully, writeFully } from './blocks'
 
 const MiB = 1024 * 1024
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
@@ -88,42 +88,9 @@ export interface CopyResult {
 
 const HELPER_OPEN_KEYS = ['direct', 'backend', 'signal']
 
-function encodingOf(v: unknown, def: BufferEncoding | undefined): BufferEncoding | undefined {
-  if (v === undefined) return def
-  if (v === null || v === 'buffer') return undefined
-  if (typeof v !== 'string' || !Buffer.isEncoding(v)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describeValue(v)}`, "e.g. 'utf8'")
-  return v
-}
-
 /** fs's options argument: an object, or an encoding string. */
 function helperOptions(options: unknown, known: string[], example: string): Record<string, unknown> {
   return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
-}
-
-/** Reads `len` bytes at `pos` into `buf[off..]`, going on after short reads; stops at end of file. */
-async function readFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<number> {
-  let done = 0
-  const unit = fh.direct ? fh.alignment.offset : 1
-  while (done < len) {
-    const { bytesRead } = await fh.read(buf, { offset: off + done, length: len - done, position: pos + done, ...(signal ? { signal } : {}) })
-    if (bytesRead === 0) break
-    done += bytesRead
-    // A direct read returns a partial block only at the end of file.
-    if (done % unit !== 0) break
-  }
-  return done
-}
-
-/** Writes `len` bytes of `buf[off..]` at `pos`, going on after short writes (from the block holding the first byte not written). */
-async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<void> {
-  let done = 0
-  const unit = fh.direct ? fh.alignment.offset : 1
-  while (done < len) {
-    const { bytesWritten } = await fh.write(buf, { offset: off + done, length: len - done, position: pos + done, ...(signal ? { signal } : {}) })
-    const next = Math.floor((done + bytesWritten) / unit) * unit
-    if (bytesWritten <= 0 || next <= done) throw kernelError(5, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${bytesWritten} of ${len - done} bytes, not a whole block`)
-    done = next
-  }
 }
 
 /** open(), raced against the abort: a handle that arrives after the abort is closed. */
@@ -152,7 +119,7 @@ export function readFile(path: PathLike | FileHandle, options?: ReadFileOptions 
 
 async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
   const o = helperOptions(options, ['encoding', 'flag', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8' }")
-  const encoding = encodingOf(o.encoding, undefined)
+  const encoding = encodingArg(o.encoding, undefined, "e.g. 'utf8'")
   const signal = signalOption(o)
   const given = isFileHandle(path)
   const oo = openFields({ direct: o.direct, backend: o.backend })
@@ -245,7 +212,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
     return
   }
   const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
-  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describeValue(data)}`, 'e.g. Buffer.from(text)')
+  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
   interface AnyIterator {
     next(): unknown
     return?: () => unknown
@@ -267,7 +234,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
         return
       }
       const b = toBytes(r.value, encoding)
-      if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describeValue(r.value)}`, 'yield Buffers or strings')
+      if (b === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `writeFile chunks must be strings or ArrayBufferViews, got ${describe(r.value)}`, 'yield Buffers or strings')
       yield b
     }
   } finally {
@@ -299,7 +266,7 @@ export function writeFile(path: PathLike | FileHandle, data: WriteData, options?
 
 async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<Written> {
   const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
-  const encoding = encodingOf(o.encoding, 'utf8') ?? 'utf8'
+  const encoding = encodingArg(o.encoding, 'utf8', "e.g. 'utf8'") ?? 'utf8'
   const atomic = boolOption(o, 'atomic', false)
   const datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
   const signal = signalOption(o)
@@ -323,7 +290,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       return w
     }
     const st = await abort.race(statIfExists(dst))
-    if (st !== undefined && exclusive) throw kernelError(17, { syscall: 'open', path: dst })
+    if (st !== undefined && exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: dst })
     if (st !== undefined && isSequential(st)) {
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
@@ -449,12 +416,12 @@ interface CopyPlan {
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
   let o: Record<string, unknown>
   if (typeof options === 'number') {
-    if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describeValue(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')
+    if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describe(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')
     if (options & 4) throw misuse('ERR_ODIRECT_UNSUPPORTED', 'COPYFILE_FICLONE_FORCE is not supported with direct I/O: a reflink shares blocks, it copies nothing', 'drop COPYFILE_FICLONE_FORCE (odirect copies the data)')
     o = { exclusive: (options & 1) !== 0 }
   } else o = readOptions(options, ['onProgress', 'verify', 'sparse', 'chunkSize', 'exclusive', ...HELPER_OPEN_KEYS], '{ verify: true }')
   const onProgress = o.onProgress
-  if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describeValue(onProgress)}`, 'pass (p) => ...')
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describe(onProgress)}`, 'pass (p) => ...')
   const cb = onProgress as ((p: CopyProgress) => void) | undefined
   const signal = signalOption(o)
   const s = toPath(src, 'src')
@@ -481,9 +448,9 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       if (dstSt.dev === srcSt.dev && dstSt.ino === srcSt.ino) throw sameFileError(s, d)
       if ((srcSt.isBlockDevice() || srcSt.isCharacterDevice()) && dstSt.rdev === srcSt.rdev && (dstSt.mode & 0o170000) === (srcSt.mode & 0o170000)) throw sameFileError(s, d)
     }
-    if (dstSt?.isDirectory() === true) throw kernelError(21, { syscall: 'open', path: d })
-    if (dstSt !== undefined && plan.exclusive) throw kernelError(17, { syscall: 'open', path: d })
-    if (srcSt?.isDirectory() === true) throw kernelError(21, { syscall: 'read', path: s })
+    if (dstSt?.isDirectory() === true) throw kernelError(E.EISDIR, { syscall: 'open', path: d })
+    if (dstSt !== undefined && plan.exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: d })
+    if (srcSt?.isDirectory() === true) throw kernelError(E.EISDIR, { syscall: 'read', path: s })
     const seqSrc = srcSt !== undefined && isSequential(srcSt)
     const seqDst = dstSt !== undefined && isSequential(dstSt)
     if (plan.verify && (seqSrc || seqDst)) {

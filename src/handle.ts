@@ -1,15 +1,16 @@
 import { EventEmitter } from 'node:events'
 import type * as fsTypes from 'node:fs'
 
-import { allocAligned, isDetached, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
-import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE, type OpSink, RESULT_DETACHED } from './engine'
+import { coded, countArg, datasyncOption, describe, encodingArg, guard, guardAsync, intArg, isImplicitPosition, isOptionsObject, lockExclusive, optionsArg, positionArg, RWF_ATOMIC, type RwArgs, rwArgs, rwFlags, signalArg, timeoutArg, viewArg } from './args'
+import { allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
 import { FALLOC_KNOWN } from './constants'
-import { abortError, DirectIoError, kernelError, misuse, timeoutError } from './errors'
-import { native } from './native'
-import { coded, describe, guard, guardAsync } from './guard'
-import { checkSignal, checkTimeout, Histogram, Timeouts, unwatchSignal, watchSignal } from './ops'
+import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
+import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
+import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
 import { ManyBatch } from './many'
+import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
+import { fstat } from './stat'
 
 /** What direct I/O needs for this file, and where odirect learned it. */
 export interface Alignment {
@@ -178,7 +179,7 @@ export interface HandleInit {
 /**
  * A handle that is garbage-collected without close() would leak its descriptor: close it then,
  * with a warning, as Node's own FileHandle does. Ops in flight keep their handle reachable (their
- * records reference it), so this never runs while the kernel uses the fd.
+ * records reference its HandleIo, which holds it), so this never runs while the kernel uses the fd.
  */
 const leaked = new FinalizationRegistry<{ engine: Engine; fd: number; path: string }>(({ engine, fd, path }) => {
   // Only a descriptor the engine still tracks is closed: never a number reused since.
@@ -188,155 +189,8 @@ const leaked = new FinalizationRegistry<{ engine: Engine; fd: number; path: stri
   }
 })
 
-type Syscall = 'read' | 'write' | 'readv' | 'writev' | 'fsync' | 'fdatasync' | 'fallocate' | 'ftruncate' | 'close'
-const KIND_READ = 0
-const KIND_WRITE = 1
-const KIND_OTHER = 2
-
-const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v)
-
-function toPosition(p: unknown, what = 'position'): number {
-  if (typeof p === 'bigint') {
-    if (p < 0n || p > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw misuse('ERR_OUT_OF_RANGE', `${what} ${p} is out of range`, 'positions must be >= 0 and <= Number.MAX_SAFE_INTEGER')
-    }
-    return Number(p)
-  }
-  if (typeof p !== 'number') {
-    throw misuse('ERR_INVALID_ARG_TYPE', `${what} must be a number or bigint, got ${typeName(p)}`, 'pass a byte offset in the file')
-  }
-  if (!Number.isSafeInteger(p) || p < 0) {
-    throw misuse('ERR_OUT_OF_RANGE', `${what} must be a non-negative safe integer, got ${describe(p)}`, 'pass a whole byte offset >= 0')
-  }
-  return p
-}
-
-/** fs semantics: null, undefined and -1 mean "the current position". */
-const isImplicit = (p: unknown): boolean => p === undefined || p === null || p === -1 || p === -1n
-
-function checkView(b: unknown, what = 'buffer'): ArrayBufferView {
-  if (!ArrayBuffer.isView(b)) {
-    throw misuse('ERR_INVALID_ARG_TYPE', `${what} must be a Buffer, Uint8Array, other TypedArray or DataView, got ${typeName(b)}`, 'allocate one with fh.alloc(size) or allocAligned(size)')
-  }
-  if (b.byteLength === 0 && isDetached(b)) {
-    throw misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred)`, 'use a buffer that is not transferred or posted to a worker while in use')
-  }
-  return b
-}
-
-function checkInt(v: unknown, what: string, min: number, max: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
-    throw misuse(typeof v === 'number' ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG_TYPE', `${what} must be an integer, got ${typeof v === 'number' ? String(v) : typeName(v)}`, `pass an integer from ${min} to ${max}`)
-  }
-  if (v < min || v > max) throw misuse('ERR_OUT_OF_RANGE', `${what} must be from ${min} to ${max}, got ${v}`, `pass an integer from ${min} to ${max}`)
-  return v
-}
-
-const isOptionsObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !ArrayBuffer.isView(v)
-
-/** Reads an own data property without running user getters twice: one read, kept. */
-function opt(o: Record<string, unknown> | undefined, k: string): unknown {
-  return o === undefined ? undefined : o[k]
-}
-
-interface Parsed {
-  buffer: ArrayBufferView
-  offset: number
-  length: number
-  position: unknown
-  signal: AbortSignal | undefined
-  timeout: number | undefined
-  /** pwritev2 flags (RWF_DSYNC / RWF_SYNC / RWF_ATOMIC) of a write; 0 otherwise. */
-  rwFlags: number
-}
-
-const RWF_DSYNC = 0x2
-const RWF_SYNC = 0x4
-const RWF_ATOMIC = 0x40
-const RWF_DONTCACHE = 0x80
 /** writeMany({ datasync: true }) links at most this many writes and the fdatasync on io_uring (linked writes run one at a time); past it the fdatasync follows the batch. */
 const LINK_MAX = 16
-
-/** RWF_* flags from `{ dsync, sync, atomic }` (validated; refused on reads; `atomic` on write() only). */
-function durabilityFlags(o: Record<string, unknown> | undefined, syscall: string): number {
-  if (o === undefined) return 0
-  let f = 0
-  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC], ['atomic', RWF_ATOMIC]] as const) {
-    const v = o[k]
-    if (v === undefined || v === false) continue
-    if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${typeName(v)}`, `pass ${k}: true`)
-    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, k === 'atomic' ? 'drop it' : `drop ${k}, or use fh.datasync() / fh.sync()`)
-    if (k === 'atomic' && syscall !== 'write') throw misuse('ERR_INVALID_ARG_VALUE', `option 'atomic' applies to write(), not ${syscall}`, 'use fh.write(buffer, { position, atomic: true })')
-    f |= bit
-  }
-  return f
-}
-
-/** What an op's promise resolves with. */
-const SHAPE_NUMBER = 0
-const SHAPE_READ = 1
-const SHAPE_WRITE = 2
-const SHAPE_READV = 3
-const SHAPE_WRITEV = 4
-
-/**
- * One op in flight: its promise's settlement, bookkeeping, and what errors should say. Settling
- * does the op's follow-up (position, write ordering, page cache) and resolves the final result
- * object directly: one promise per op.
- */
-class OpRecord implements OpSink {
-  id = 0
-  watch: ReturnType<typeof watchSignal> | undefined
-  timed: ReturnType<Timeouts['add']> | undefined
-  shape = SHAPE_NUMBER
-  result: unknown = undefined
-  implicit = false
-  wseq = 0
-  constructor(
-    readonly fh: FileHandle,
-    readonly kind: number,
-    readonly syscall: Syscall,
-    readonly position: number | undefined,
-    readonly length: number | undefined,
-    readonly signal: AbortSignal | undefined,
-    readonly resolve: (v: unknown) => void,
-    readonly reject: (e: unknown) => void,
-  ) {}
-
-  settle(result: number, latencyUs: number): void {
-    const fh = this.fh
-    if (this.watch !== undefined) unwatchSignal(this.signal as AbortSignal, this.watch)
-    if (this.timed !== undefined) fh._timeouts().done(this.timed)
-    fh._done(this.kind, result, latencyUs)
-    if (this.wseq !== 0) fh._writeDone(this.wseq)
-    if (result >= 0) {
-      const position = this.position as number
-      if (this.implicit && result < (this.length as number)) fh._rewind(position + result)
-      fh._dropCache(position, result)
-      switch (this.shape) {
-        case SHAPE_READ:
-          return this.resolve({ bytesRead: result, buffer: this.result })
-        case SHAPE_WRITE:
-          return this.resolve({ bytesWritten: result, buffer: this.result })
-        case SHAPE_READV:
-          return this.resolve({ bytesRead: result, buffers: this.result })
-        case SHAPE_WRITEV:
-          return this.resolve({ bytesWritten: result, buffers: this.result })
-        default:
-          return this.resolve(result)
-      }
-    }
-    const ctx = { syscall: this.syscall, path: fh.path, position: this.position, length: this.length }
-    if (result === -125 /* ECANCELED */ || result === -4 /* EINTR */) {
-      if (this.timed?.fired) return this.reject(timeoutError(ctx))
-      if (this.signal?.aborted) return this.reject(abortError(this.signal, ctx))
-    }
-    if (result === RESULT_DETACHED) {
-      return this.reject(misuse('ERR_ODIRECT_DETACHED', `the buffer of this ${this.syscall} was detached or shrunk while the op was in flight: the data read is lost`, 'do not transfer, post or resize a buffer while an op on it is pending', ctx))
-    }
-    this.reject(kernelError(-result, ctx))
-  }
-}
 
 /**
  * An open file, shaped after `fs/promises` FileHandle: `read`, `write`, `readv`, `writev`,
@@ -367,27 +221,15 @@ export class FileHandle extends EventEmitter {
   readonly readable: boolean
   readonly writable: boolean
 
-  #engine: Engine
-  #bidx: number
-  #position = 0
+  /** The op machinery: counters, ops in flight, position, write ordering (io.ts). */
+  readonly #io: HandleIo
   #closing: Promise<void> | undefined
-  #inflight = 0
-  #drained: (() => void) | undefined
-  #lat = new Histogram()
-  #pools = new Set<RegisteredBuffers>()
-  #stats = { ops: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, bounced: 0 }
-  // Writes in flight by sequence number (insertion order = issue order), and barriers waiting
-  // for every write issued before them (sync, datasync, truncate, allocate).
-  #wseq = 0
-  #writesPending = new Map<number, true>()
-  #barriers: Array<{ seq: number; go: () => void }> = []
-  /** Ids of this handle's lock() waits (close() ends them). */
-  #lockWaits = new Set<number>()
+  readonly #pools = new Set<RegisteredBuffers>()
+  readonly #defaultBuffer = (): ArrayBufferView => this.alloc(16384)
 
   /** @internal Use `open()`. */
   constructor(engine: Engine, init: HandleInit) {
     super()
-    this.#engine = engine
     this.path = init.path
     this.fd = init.fd
     this.flags = init.flags
@@ -396,11 +238,12 @@ export class FileHandle extends EventEmitter {
     this.uncached = init.uncached === true
     this.alignment = Object.freeze({ ...init.alignment, directSupported: init.alignment.directSupported ?? true })
     this.backend = init.backend
-    this.#bidx = backendIndex(init.backend)
     this.isBlockDevice = init.isBlockDevice
     this.fsType = init.fsType
     this.readable = init.readable
     this.writable = init.writable
+    const file = { path: init.path, fd: init.fd, direct: init.direct, uncached: this.uncached, fallbackReason: init.fallbackReason, bidx: backendIndex(init.backend) }
+    this.#io = new HandleIo(engine, file, this)
     engine.native.adopt(init.fd, init.mayBlock, init.direct)
     leaked.register(this, { engine, fd: init.fd, path: init.path }, this)
   }
@@ -412,7 +255,7 @@ export class FileHandle extends EventEmitter {
 
   /** Ops of this handle submitted and not yet settled (O(1)). */
   get inflight(): number {
-    return this.#inflight
+    return this.#io.inflight
   }
 
   /**
@@ -421,42 +264,12 @@ export class FileHandle extends EventEmitter {
    * A `Buffer` where the runtime has one.
    */
   alloc(size: number): Buffer {
-    return guard('fh.alloc', () => this.#alloc(size))
-  }
-
-  #alloc(size: number): Buffer {
-    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0 || size > MAX_IO_LENGTH) {
-      throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to ${MAX_IO_LENGTH}, got ${typeof size === 'number' ? String(size) : typeName(size)}`, 'pass the number of bytes, e.g. 1 << 20')
-    }
-    const unit = this.alignment.offset
-    const len = Math.min(Math.ceil(size / unit) * unit, Math.floor(MAX_IO_LENGTH / unit) * unit)
-    return allocAligned(len, Math.max(PAGE_SIZE, this.alignment.memory))
-  }
-
-  /** @internal */
-  _timeouts(): Timeouts {
-    return engineTimeouts(this.#engine)
-  }
-
-  /** @internal Called once per settled op. */
-  _done(kind: number, result: number, latencyUs: number): void {
-    const s = this.#stats
-    s.ops++
-    if (result < 0) s.errors++
-    else if (kind === KIND_READ) {
-      s.reads++
-      s.bytesRead += result
-    } else if (kind === KIND_WRITE) {
-      s.writes++
-      s.bytesWritten += result
-    }
-    this.#lat.add(latencyUs)
-    this.#inflight--
-    if (this.#inflight === 0 && this.#drained !== undefined) {
-      const d = this.#drained
-      this.#drained = undefined
-      d()
-    }
+    return guard('fh.alloc', () => {
+      countArg(size, 'size', MAX_IO_LENGTH, 'pass the number of bytes, e.g. 1 << 20')
+      const unit = this.alignment.offset
+      const len = Math.min(Math.ceil(size / unit) * unit, Math.floor(MAX_IO_LENGTH / unit) * unit)
+      return allocAligned(len, Math.max(PAGE_SIZE, this.alignment.memory))
+    })
   }
 
   #checkOpen(syscall: string): void {
@@ -495,105 +308,9 @@ export class FileHandle extends EventEmitter {
     }
   }
 
-  /**
-   * Runs `submit` (which stages the op and returns its id) for a new op record, and returns the
-   * op's promise. Validation happened before; `submit` may still throw a capture error.
-   */
-  #start(
-    kind: number,
-    syscall: Syscall,
-    position: number | undefined,
-    length: number | undefined,
-    signal: AbortSignal | undefined,
-    timeout: number | undefined,
-    submit: (rec: OpRecord) => number,
-    shape = SHAPE_NUMBER,
-    result: unknown = undefined,
-    implicit = false,
-  ): Promise<unknown> {
-    if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path, position, length }))
-    let res!: (v: unknown) => void
-    let rej!: (e: unknown) => void
-    const p = new Promise<unknown>((a, b) => {
-      res = a
-      rej = b
-    })
-    const rec = new OpRecord(this, kind, syscall, position, length, signal, res, rej)
-    rec.shape = shape
-    rec.result = result
-    rec.implicit = implicit
-    rec.id = submit(rec)
-    if (kind === KIND_WRITE) {
-      rec.wseq = ++this.#wseq
-      this.#writesPending.set(rec.wseq, true)
-    }
-    this.#noteBounced()
-    this.#inflight++
-    if (signal !== undefined) rec.watch = watchSignal(signal, this.#engine, this.#bidx, rec.id)
-    if (timeout !== undefined) rec.timed = this._timeouts().add(timeout, this.#bidx, rec.id)
-    return p
-  }
-
-  #noteBounced(): void {
-    this.#stats.bounced += this.#engine.bounced
-    this.#engine.bounced = 0
-  }
-
   /** Address alignment the kernel needs for this file (1: none, buffered I/O). */
   get #memAlign(): number {
     return this.direct ? Math.max(this.alignment.memory, 1) : 1
-  }
-
-  /** @internal */
-  _dropCache(position: number, length: number): void {
-    // Buffered fallback ('prefer' without O_DIRECT support): spare the page cache anyway.
-    if (!this.direct && !this.uncached && this.fallbackReason !== '' && length > 0) native.dropCache(this.fd, position, length)
-  }
-
-  /** Parses fs/promises' read/write argument forms. */
-  #parse(syscall: 'read' | 'write', a: unknown, b: unknown, c: unknown, d: unknown): Parsed {
-    // The buffer is measured before any option is read: an option getter that detaches or
-    // shrinks it then makes the native capture (which re-measures) refuse the op.
-    let o: Record<string, unknown> | undefined
-    let buffer: unknown
-    if (isOptionsObject(a)) {
-      // read({ buffer, offset, length, position, signal, timeout })
-      if (syscall === 'write') throw misuse('ERR_INVALID_ARG_TYPE', `buffer must be a Buffer, TypedArray, DataView or string, got ${typeName(a)}`, 'call fh.write(buffer, offset, length, position) or fh.write(buffer, { position })')
-      o = a
-      buffer = opt(o, 'buffer')
-      if (buffer === undefined) buffer = this.alloc(16384)
-    } else {
-      buffer = a
-      if (buffer === undefined && syscall === 'read') buffer = this.alloc(16384)
-      if (isOptionsObject(b)) o = b
-    }
-    const view = checkView(buffer)
-    const size = view.byteLength
-    let offset: unknown
-    let length: unknown
-    let position: unknown
-    if (o !== undefined) {
-      // read(buffer, { offset, length, position, signal, timeout }) or read({ buffer, ... })
-      // Plain property reads (each getter runs once), kept monomorphic for the hot path.
-      offset = o.offset
-      length = o.length
-      position = o.position
-    } else {
-      offset = b
-      length = c
-      position = d
-      if (isOptionsObject(c) || isOptionsObject(d)) {
-        throw misuse(
-          'ERR_INVALID_ARG_TYPE',
-          `${syscall}(buffer, offset, length, position) takes numbers (fs/promises' form); got an object as ${isOptionsObject(c) ? 'length' : 'position'}`,
-          `pass options as the second argument: fh.${syscall}(buffer, { position, signal, timeout })`,
-        )
-      }
-    }
-    const off = offset === undefined || offset === null ? 0 : checkInt(offset, 'offset', 0, size)
-    const len = length === undefined || length === null ? size - off : checkInt(length, 'length', 0, size - off)
-    if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-    return { buffer: view, offset: off, length: len, position, signal: o === undefined ? undefined : checkSignal(o.signal), timeout: o === undefined ? undefined : checkTimeout(o.timeout), rwFlags: durabilityFlags(o, syscall) }
   }
 
   /** Refuses (before any system call) an atomic write the file cannot make untorn. */
@@ -608,67 +325,34 @@ export class FileHandle extends EventEmitter {
     if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
   }
 
-  /** Sets a staged op's RWF_* flags (plus RWF_DONTCACHE on an uncached handle); returns its id. */
-  #flagged(id: number, rwFlags: number): number {
-    const f = this.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
-    if (f !== 0) this.#engine.setRwFlags(id, f)
-    return id
-  }
-
-  #rw(write: boolean, q: Parsed, shape: number, result: unknown): Promise<unknown> {
+  /** A read or write of `q`, resolving with `shape` around `result`. */
+  #rw(write: boolean, q: RwArgs, shape: Shape, result: unknown): Promise<unknown> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
-    const implicit = isImplicit(q.position)
-    const position = implicit ? this.#position : toPosition(q.position)
+    const io = this.#io
+    const implicit = isImplicitPosition(q.position)
+    const at = implicit ? io.position : positionArg(q.position)
     const len = q.length
-    if (len === 0) return Promise.resolve(shape === SHAPE_READ ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
-    this.#checkAligned(len, position, syscall)
-    if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, position)
-    const view = q.buffer
-    const p = this.#start(
-      write ? KIND_WRITE : KIND_READ,
+    if (len === 0) return Promise.resolve(shape === Shape.Read ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
+    this.#checkAligned(len, at, syscall)
+    if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, at)
+    const { buffer, offset, rwFlags: flags } = q
+    const memAlign = this.#memAlign
+    const p = io.start({
+      kind: write ? KIND_WRITE : KIND_READ,
       syscall,
-      position,
-      len,
-      q.signal,
-      q.timeout,
-      (rec) => this.#flagged(this.#engine.rw(this.#bidx, write, this.fd, view, q.offset, len, position, this.#memAlign, rec), q.rwFlags),
+      position: at,
+      length: len,
+      signal: q.signal,
+      timeout: q.timeout,
       shape,
       result,
       implicit,
-    )
-    if (implicit) this.#position += len
+      submit: (sink) => io.flagged(io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink), flags),
+    })
+    if (implicit) io.position += len
     return p
-  }
-
-  /** @internal A short implicit-position op moves the position back to where its data ended. */
-  _rewind(to: number): void {
-    this.#position = Math.min(this.#position, to)
-  }
-
-  /** @internal */
-  _writeDone(seq: number): void {
-    this.#writeDone(seq)
-  }
-
-  #writeDone(seq: number): void {
-    this.#writesPending.delete(seq)
-    const b = this.#barriers
-    if (b.length === 0) return
-    let first = Infinity
-    for (const k of this.#writesPending.keys()) {
-      first = k
-      break
-    }
-    while (b.length > 0 && b[0].seq < first) b.shift()?.go()
-  }
-
-  /** Resolves once every write issued on this handle before the call has completed. */
-  #afterWrites(): Promise<void> | undefined {
-    if (this.#writesPending.size === 0) return undefined
-    const seq = this.#wseq
-    return new Promise<void>((go) => this.#barriers.push({ seq, go }))
   }
 
   /**
@@ -682,8 +366,8 @@ export class FileHandle extends EventEmitter {
   read<T extends ArrayBufferView = Buffer>(options?: ReadOptions<T>): Promise<ReadResult<T>>
   read(a?: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<ReadResult<ArrayBufferView>> {
     try {
-      const q = this.#parse('read', a, b, c, d)
-      return this.#rw(false, q, SHAPE_READ, q.buffer) as Promise<ReadResult<ArrayBufferView>>
+      const q = rwArgs('read', a, b, c, d, this.#defaultBuffer)
+      return this.#rw(false, q, Shape.Read, q.buffer) as Promise<ReadResult<ArrayBufferView>>
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
@@ -700,66 +384,63 @@ export class FileHandle extends EventEmitter {
   write(a: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<WriteResult<ArrayBufferView | string>> {
     try {
       if (typeof a === 'string') {
-        const enc = c === undefined || c === null ? 'utf8' : c
-        if (typeof enc !== 'string' || !Buffer.isEncoding(enc)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describe(enc)}`, "use 'utf8', 'latin1', 'hex', 'base64'...")
+        const enc = encodingArg(c ?? undefined, 'utf8', "use 'utf8', 'latin1', 'hex', 'base64'...") ?? 'utf8'
         const bytes = Buffer.byteLength(a, enc)
         if (bytes === 0) return Promise.resolve({ bytesWritten: 0, buffer: a })
         const buf = this.alloc(bytes)
         buf.write(a, 0, enc)
-        const q = this.#parse('write', buf, 0, bytes, b)
-        return this.#rw(true, q, SHAPE_WRITE, a) as Promise<WriteResult<string>>
+        return this.#rw(true, rwArgs('write', buf, 0, bytes, b, this.#defaultBuffer), Shape.Write, a) as Promise<WriteResult<string>>
       }
-      const q = this.#parse('write', a, b, c, d)
-      return this.#rw(true, q, SHAPE_WRITE, q.buffer) as Promise<WriteResult<ArrayBufferView>>
+      const q = rwArgs('write', a, b, c, d, this.#defaultBuffer)
+      return this.#rw(true, q, Shape.Write, q.buffer) as Promise<WriteResult<ArrayBufferView>>
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
   }
 
-  #rwv(write: boolean, buffers: unknown, positionArg: unknown, options?: unknown, link = false): Promise<unknown> {
+  #rwv(write: boolean, buffers: unknown, where: unknown, options?: unknown, link = false): Promise<unknown> {
     const syscall = write ? 'writev' : 'readv'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
-    if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { dsync: true }')
-    const rwFlags = durabilityFlags((options ?? undefined) as Record<string, unknown> | undefined, syscall)
+    const flags = rwFlags(optionsArg(options, '{ dsync: true }'), syscall)
     if (!Array.isArray(buffers)) {
-      throw misuse('ERR_INVALID_ARG_TYPE', `${syscall} needs an array of buffers, got ${typeName(buffers)}`, 'pass [buf1, buf2, ...] made with fh.alloc()')
+      throw misuse('ERR_INVALID_ARG_TYPE', `${syscall} needs an array of buffers, got ${describe(buffers)}`, 'pass [buf1, buf2, ...] made with fh.alloc()')
     }
     const n = buffers.length
     if (n > 1024) throw misuse('ERR_OUT_OF_RANGE', `${syscall} takes at most 1024 buffers (IOV_MAX), got ${n}`, 'split into several calls')
-    const implicit = isImplicit(positionArg)
-    const position = implicit ? this.#position : toPosition(positionArg)
+    const io = this.#io
+    const implicit = isImplicitPosition(where)
+    const at = implicit ? io.position : positionArg(where)
     // A private copy, each element read once: later getters cannot swap what was validated.
     const views: ArrayBufferView[] = []
     const lengths: number[] = []
     let total = 0
     for (let i = 0; i < n; i++) {
-      const v = checkView(buffers[i], `buffers[${i}]`)
+      const v = viewArg(buffers[i], `buffers[${i}]`)
       const len = v.byteLength
-      this.#checkAligned(len, position, syscall, `buffers[${i}] length`)
+      this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
       views.push(v)
       lengths.push(len)
       total += len
     }
     if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall} of ${total} bytes is more than one I/O can move (${MAX_IO_LENGTH})`, 'split into several calls')
     if (total === 0) return Promise.resolve(write ? { bytesWritten: 0, buffers } : { bytesRead: 0, buffers })
-    const p = this.#start(
-      write ? KIND_WRITE : KIND_READ,
+    const memAlign = this.#memAlign
+    const p = io.start({
+      kind: write ? KIND_WRITE : KIND_READ,
       syscall,
-      position,
-      total,
-      undefined,
-      undefined,
-      (rec) => {
-        const id = this.#flagged(this.#engine.rwv(this.#bidx, write, this.fd, views, lengths, position, this.#memAlign, rec), rwFlags)
-        if (link) this.#engine.setLink(id)
+      position: at,
+      length: total,
+      shape: write ? Shape.WriteV : Shape.ReadV,
+      result: buffers,
+      implicit,
+      submit: (sink) => {
+        const id = io.flagged(io.engine.rwv(io.file.bidx, write, this.fd, views, lengths, at, memAlign, sink), flags)
+        if (link) io.engine.setLink(id)
         return id
       },
-      write ? SHAPE_WRITEV : SHAPE_READV,
-      buffers,
-      implicit,
-    )
-    if (implicit) this.#position += total
+    })
+    if (implicit) io.position += total
     return p
   }
 
@@ -780,11 +461,7 @@ export class FileHandle extends EventEmitter {
    */
   writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: number | bigint | null, options?: DurableWriteOptions & { datasync?: boolean }): Promise<WriteVResult<T>> {
     try {
-      let datasync = false
-      if (isOptionsObject(options) && options.datasync !== undefined) {
-        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
-        datasync = options.datasync
-      }
+      const datasync = isOptionsObject(options) && datasyncOption(options)
       const linked = datasync && this.backend === 'io_uring'
       const p = this.#rwv(true, buffers, position, options, linked) as Promise<WriteVResult<T>>
       return datasync ? this.#thenDatasync(p, linked) : p
@@ -797,18 +474,18 @@ export class FileHandle extends EventEmitter {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
+    const o = optionsArg(options, '{ window: 64 }')
     let window = Infinity
-    let rwFlags = 0
+    let flags = 0
     let signal: AbortSignal | undefined
-    if (options !== undefined && options !== null) {
-      if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { window: 64 }')
-      const w = options.window
-      if (w !== undefined) window = checkInt(w, 'window', 1, 1 << 20)
-      rwFlags = durabilityFlags(options, `${syscall}Many`)
-      if (!write && options.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
-      signal = checkSignal(options.signal)
+    if (o !== undefined) {
+      const w = o.window
+      if (w !== undefined) window = intArg(w, 'window', 1, 1 << 20)
+      flags = rwFlags(o, `${syscall}Many`)
+      if (!write && o.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
+      signal = signalArg(o.signal)
     }
-    if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${typeName(ops)}`, 'pass [{ buffer, position }, ...]')
+    if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${describe(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')
     if (n === 0) return Promise.resolve([])
@@ -816,10 +493,10 @@ export class FileHandle extends EventEmitter {
     const lengths: number[] = []
     const positions: number[] = []
     for (let i = 0; i < n; i++) {
-      const o: unknown = ops[i]
-      if (!isOptionsObject(o)) throw misuse('ERR_INVALID_ARG_TYPE', `ops[${i}] must be { buffer, position }, got ${typeName(o)}`, 'pass [{ buffer, position }, ...]')
-      const v = checkView(o.buffer, `ops[${i}].buffer`)
-      const p = toPosition(o.position, `ops[${i}].position`)
+      const op: unknown = ops[i]
+      if (!isOptionsObject(op)) throw misuse('ERR_INVALID_ARG_TYPE', `ops[${i}] must be { buffer, position }, got ${describe(op)}`, 'pass [{ buffer, position }, ...]')
+      const v = viewArg(op.buffer, `ops[${i}].buffer`)
+      const p = positionArg(op.position, `ops[${i}].position`)
       if (v.byteLength === 0) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer has zero length`, 'pass a buffer of at least one block (fh.alignment.offset bytes)')
       if (v.byteLength > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
       this.#checkAligned(v.byteLength, p, syscall, `ops[${i}].buffer length`)
@@ -828,34 +505,8 @@ export class FileHandle extends EventEmitter {
       positions.push(p)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
-    return new ManyBatch(this, this.#engine, this.#bidx, write, write ? KIND_WRITE : KIND_READ, views, lengths, positions, this.#memAlign, window, signal, rwFlags, link).promise
-  }
-
-  /** @internal Counts something in flight that is not one engine op (close() waits for it). */
-  _hold(): void {
-    this.#hold()
-  }
-
-  /** @internal */
-  _release(): void {
-    this.#release()
-  }
-
-  /** @internal Sets the per-op flags of a staged op (RWF_DSYNC..., RWF_DONTCACHE on an uncached handle). */
-  _flagged(id: number, rwFlags: number): number {
-    return this.#flagged(id, rwFlags)
-  }
-
-  /** @internal Takes the engine's count of bounced ops into this handle's stats. */
-  _noteBounced(): void {
-    this.#noteBounced()
-  }
-
-  /** @internal */
-  _writeStarted(): number {
-    const seq = ++this.#wseq
-    this.#writesPending.set(seq, true)
-    return seq
+    const kind = write ? KIND_WRITE : KIND_READ
+    return new ManyBatch(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }).promise
   }
 
   /**
@@ -879,11 +530,7 @@ export class FileHandle extends EventEmitter {
    */
   writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
     try {
-      let datasync = false
-      if (isOptionsObject(options) && options.datasync !== undefined) {
-        if (typeof options.datasync !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `option 'datasync' must be a boolean, got ${typeName(options.datasync)}`, 'pass datasync: true')
-        datasync = options.datasync
-      }
+      const datasync = isOptionsObject(options) && datasyncOption(options)
       const n = Array.isArray(ops) ? ops.length : 0
       const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
       // Linked writes run one after another: worth it for the few writes of a commit.
@@ -895,6 +542,12 @@ export class FileHandle extends EventEmitter {
     }
   }
 
+  /** An op without memory (fsync, fdatasync, ftruncate, fallocate) of this handle, for HandleIo. */
+  #simpleOp(syscall: Syscall, op: number, a: number, b: number, mode: number, more: Partial<OpDesc> = {}): OpDesc {
+    const io = this.#io
+    return { kind: KIND_OTHER, syscall, ...more, submit: (sink) => io.engine.simple(io.file.bidx, op, this.fd, a, b, mode, sink) }
+  }
+
   /**
    * `p`, then an fdatasync. `linked`: the writes of `p` were just staged linked (io_uring,
    * IOSQE_IO_LINK) and the fdatasync is staged now as the chain's end: one submission; it
@@ -903,7 +556,7 @@ export class FileHandle extends EventEmitter {
    */
   #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
     if (linked) {
-      const sync = this.#start(KIND_OTHER, 'fdatasync', undefined, undefined, undefined, undefined, (rec) => this.#engine.simple(this.#bidx, OP_FDATASYNC, this.fd, 0, 0, 0, rec))
+      const sync = this.#io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
       sync.catch(() => {})
       return p.then(async (r) => {
         await sync
@@ -916,60 +569,29 @@ export class FileHandle extends EventEmitter {
     })
   }
 
-  async #simple(syscall: Syscall, op: number, a: number, b: number, mode: number, ctx: { position?: number; length?: number }, options: unknown): Promise<number> {
+  /** An op without memory, after every write issued before it; `options`: `{ signal, timeout }`. */
+  async #simple(syscall: Syscall, op: number, a: number, b: number, mode: number, ctx: { position?: number; length?: number }, options: unknown): Promise<void> {
     this.#checkOpen(syscall)
-    if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { signal, timeout }')
-    const o = options as Record<string, unknown> | undefined
-    const signal = checkSignal(opt(o ?? undefined, 'signal'))
-    const timeout = checkTimeout(opt(o ?? undefined, 'timeout'))
-    // Every write issued before this call reaches the kernel and completes first.
-    const wait = this.#afterWrites()
-    if (wait === undefined) {
-      return this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>
-    }
-    // Started before any close(): counted in flight while it waits, so a close() meanwhile waits
-    // for it, and it goes out (on the still-open descriptor) before the count drops.
-    this.#hold()
-    try {
-      await wait
-      return await (this.#start(KIND_OTHER, syscall, ctx.position, ctx.length, signal, timeout, (rec) => this.#engine.simple(this.#bidx, op, this.fd, a, b, mode, rec)) as Promise<number>)
-    } finally {
-      this.#release()
-    }
-  }
-
-  /** Counts something in flight that is not an op of the engine (close() waits for it). */
-  #hold(): void {
-    this.#inflight++
-  }
-
-  #release(): void {
-    this.#inflight--
-    if (this.#inflight === 0 && this.#drained !== undefined) {
-      const d = this.#drained
-      this.#drained = undefined
-      d()
-    }
+    const o = optionsArg(options, '{ signal, timeout }')
+    const signal = signalArg(o?.signal)
+    const timeout = timeoutArg(o?.timeout)
+    await this.#io.startAfterWrites(this.#simpleOp(syscall, op, a, b, mode, { ...ctx, signal, timeout }))
   }
 
   /** fsync: data and metadata reach stable storage; covers every write issued before it on this handle. */
   sync(options?: OpOptions): Promise<void> {
-    return guardAsync('fh.sync', async () => {
-      await this.#simple('fsync', OP_FSYNC, 0, 0, 0, {}, options)
-    })
+    return guardAsync('fh.sync', () => this.#simple('fsync', OP_FSYNC, 0, 0, 0, {}, options))
   }
 
   /** fdatasync: data (and the metadata needed to read it) reach stable storage; covers every write issued before it on this handle. */
   datasync(options?: OpOptions): Promise<void> {
-    return guardAsync('fh.datasync', async () => {
-      await this.#simple('fdatasync', OP_FDATASYNC, 0, 0, 0, {}, options)
-    })
+    return guardAsync('fh.datasync', () => this.#simple('fdatasync', OP_FDATASYNC, 0, 0, 0, {}, options))
   }
 
   /** Sets the file's length (ftruncate), after every write issued before it. Any length works. */
   truncate(length: number | bigint = 0, options?: OpOptions): Promise<void> {
     return guardAsync('fh.truncate', async () => {
-      const len = toPosition(length, 'length')
+      const len = positionArg(length, 'length')
       await this.#simple('ftruncate', OP_FTRUNCATE, len, 0, 0, { length: len }, options)
     })
   }
@@ -979,58 +601,32 @@ export class FileHandle extends EventEmitter {
    * ENOSPC. `mode`: 0 (allocate and extend the size) or `constants.FALLOC_FL_*` bits.
    */
   allocate(offset: number | bigint, length: number | bigint, mode = 0, options?: OpOptions): Promise<void> {
-    return guardAsync('fh.allocate', () => this.#allocate(offset, length, mode, options))
-  }
-
-  async #allocate(offset: unknown, length: unknown, mode: unknown, options: unknown): Promise<void> {
-    const off = toPosition(offset, 'offset')
-    const len = toPosition(length, 'length')
-    if (len === 0) throw misuse('ERR_OUT_OF_RANGE', 'allocate length must be > 0', 'pass the number of bytes to reserve')
-    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0xff || ((mode as number) & ~FALLOC_KNOWN) !== 0) {
-      throw misuse('ERR_OUT_OF_RANGE', `mode must be 0 or a combination of constants.FALLOC_FL_* bits, got ${describe(mode)}`, 'use 0, or constants.FALLOC_FL_KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE...')
-    }
-    await this.#simple('fallocate', OP_FALLOCATE, off, len, mode as number, { position: off, length: len }, options)
+    return guardAsync('fh.allocate', async () => {
+      const off = positionArg(offset, 'offset')
+      const len = positionArg(length, 'length')
+      if (len === 0) throw misuse('ERR_OUT_OF_RANGE', 'allocate length must be > 0', 'pass the number of bytes to reserve')
+      if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0xff || (mode & ~FALLOC_KNOWN) !== 0) {
+        throw misuse('ERR_OUT_OF_RANGE', `mode must be 0 or a combination of constants.FALLOC_FL_* bits, got ${describe(mode)}`, 'use 0, or constants.FALLOC_FL_KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE...')
+      }
+      await this.#simple('fallocate', OP_FALLOCATE, off, len, mode, { position: off, length: len }, options)
+    })
   }
 
   /** fstat, as fs/promises: an `fs.Stats` (`BigIntStats` with `{ bigint: true }`). For block devices `size` is the device size. */
   stat(options?: { bigint?: false }): Promise<fsTypes.Stats>
   stat(options: { bigint: true }): Promise<fsTypes.BigIntStats>
   stat(options?: { bigint?: boolean }): Promise<fsTypes.Stats | fsTypes.BigIntStats> {
-    return guardAsync('fh.stat', () => this.#stat(options))
-  }
-
-  async #stat(options: unknown): Promise<fsTypes.Stats | fsTypes.BigIntStats> {
-    this.#checkOpen('fstat')
-    if (options !== undefined && options !== null && !isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { bigint: true } or nothing')
-    const bigint = (options as { bigint?: unknown } | null | undefined)?.bigint === true
-    // Counted as in flight so close() waits for it and the fd cannot be reused under it.
-    this.#hold()
-    try {
-      const fs = nodeFs()
-      let st: fsTypes.Stats | fsTypes.BigIntStats
+    return guardAsync('fh.stat', async () => {
+      this.#checkOpen('fstat')
+      const bigint = optionsArg(options, '{ bigint: true } or nothing')?.bigint === true
+      // Counted as in flight so close() waits for it and the fd cannot be reused under it.
+      this.#io.hold()
       try {
-        st = await new Promise<fsTypes.Stats | fsTypes.BigIntStats>((resolve, reject) =>
-          fs.fstat(this.fd, { bigint }, (err: NodeJS.ErrnoException | null, s: fsTypes.Stats | fsTypes.BigIntStats) => {
-            if (err) reject(err)
-            else resolve(s)
-          }),
-        )
-      } catch (e) {
-        // Deno's node:fs only knows descriptors it opened itself (EBADF for ours): fstat natively.
-        const errno = typeof (e as NodeJS.ErrnoException).errno === 'number' ? Math.abs((e as NodeJS.ErrnoException).errno as number) : 5
-        if (errno !== 9) throw kernelError(errno, { syscall: 'fstat', path: this.path })
-        const n = await native.statFd(this.fd)
-        if (n.errno !== 0) throw kernelError(n.errno, { syscall: 'fstat', path: this.path })
-        return nativeStats(n, bigint)
+        return await fstat(this.fd, this.path, bigint)
+      } finally {
+        this.#io.release()
       }
-      if (st.isBlockDevice()) {
-        const s = await native.statFd(this.fd)
-        if (s.errno === 0) (st as { size: number | bigint }).size = bigint ? BigInt(s.size) : s.size
-      }
-      return st
-    } finally {
-      this.#release()
-    }
+    })
   }
 
   /**
@@ -1041,14 +637,12 @@ export class FileHandle extends EventEmitter {
    * old. Fails with ERR_ODIRECT_MEMLOCK when RLIMIT_MEMLOCK is too low, saying how to raise it.
    */
   registerBuffers(count: number, size: number): RegisteredBuffers {
-    return guard('fh.registerBuffers', () => this.#registerBuffers(count, size))
-  }
-
-  #registerBuffers(count: number, size: number): RegisteredBuffers {
-    this.#checkOpen('io_uring_register')
-    const reg = registerBuffers(this.#engine, this.backend, count, size, Math.max(this.alignment.offset, this.alignment.memory), (r) => this.#pools.delete(r))
-    this.#pools.add(reg)
-    return reg
+    return guard('fh.registerBuffers', () => {
+      this.#checkOpen('io_uring_register')
+      const reg = registerBuffers(this.#io.engine, this.backend, count, size, Math.max(this.alignment.offset, this.alignment.memory), (r) => this.#pools.delete(r))
+      this.#pools.add(reg)
+      return reg
+    })
   }
 
   /**
@@ -1063,26 +657,11 @@ export class FileHandle extends EventEmitter {
   lock(options?: { exclusive?: boolean; signal?: AbortSignal }): Promise<void> {
     return guardAsync('fh.lock', async () => {
       this.#checkOpen('fcntl')
-      const exclusive = lockKind(options)
-      const signal = checkSignal(opt((options ?? undefined) as Record<string, unknown> | undefined, 'signal'))
+      const exclusive = lockExclusive(options)
+      const signal = signalArg((options ?? undefined)?.signal)
       if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
-      let id = -1
-      let watch: ReturnType<typeof watchSignal> | undefined
-      this.#hold()
-      let r: number
-      try {
-        r = await new Promise<number>((resolve) => {
-          id = this.#engine.lock(this.fd, exclusive, { settle: resolve })
-          if (id < 0) return resolve(id)
-          this.#lockWaits.add(id)
-          if (signal !== undefined) watch = watchSignal(signal, this.#engine, this.#bidx, id)
-        })
-      } finally {
-        this.#lockWaits.delete(id)
-        if (watch !== undefined) unwatchSignal(signal as AbortSignal, watch)
-        this.#release()
-      }
-      if (r === -125 /* ECANCELED */) {
+      const r = await this.#io.lock(exclusive, signal)
+      if (r === -E.ECANCELED) {
         if (signal?.aborted) throw abortError(signal, { syscall: 'fcntl', path: this.path })
         throw misuse('ERR_ODIRECT_CLOSED', `file handle for ${this.path} was closed while lock() waited`, 'a lock() wait ends when its handle closes; keep the handle open until the lock is taken', { path: this.path, syscall: 'fcntl' })
       }
@@ -1094,9 +673,9 @@ export class FileHandle extends EventEmitter {
   tryLock(options?: { exclusive?: boolean }): boolean {
     return guard('fh.tryLock', () => {
       this.#checkOpen('fcntl')
-      const errno = native.tryLockFd(this.fd, lockKind(options))
+      const errno = native.tryLockFd(this.fd, lockExclusive(options))
       if (errno === 0) return true
-      if (errno === 11 /* EAGAIN */) return false
+      if (errno === E.EAGAIN) return false
       throw kernelError(errno, { syscall: 'fcntl', path: this.path })
     })
   }
@@ -1112,17 +691,18 @@ export class FileHandle extends EventEmitter {
 
   /** The position reads and writes without one use (and advance), as fs's file position. */
   get position(): number {
-    return this.#position
+    return this.#io.position
   }
 
   /** @internal Moves the handle's position (readFile(fh) / writeFile(fh) advance it, as fs). */
   _seek(to: number): void {
-    this.#position = to
+    this.#io.position = to
   }
 
   /** Counters and latency percentiles for this handle (percentiles computed on call, from a histogram). */
   stats(): HandleStats {
-    return { ...this.#stats, inflight: this.#inflight, path: this.#engine.native.path as 'libuv' | 'thread', latencyUs: this.#lat.summary() }
+    const io = this.#io
+    return { ...io.stats, inflight: io.inflight, path: io.engine.native.path as 'libuv' | 'thread', latencyUs: io.latency.summary() }
   }
 
   /**
@@ -1133,9 +713,10 @@ export class FileHandle extends EventEmitter {
     if (this.#closing === undefined) {
       leaked.unregister(this)
       this.#closing = (async () => {
+        const io = this.#io
         // A lock() wait may never end by itself: close() ends it (it rejects ERR_ODIRECT_CLOSED).
-        for (const id of this.#lockWaits) this.#engine.cancel(this.#bidx, id)
-        if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r))
+        io.cancelLocks()
+        await io.drained()
         // Pins taken through this handle end with it.
         for (const p of [...this.#pools]) {
           try {
@@ -1145,8 +726,8 @@ export class FileHandle extends EventEmitter {
           }
         }
         await new Promise<number>((resolve, reject) => {
-          this.#engine.simple(this.#bidx, OP_CLOSE, this.fd, 0, 0, 0, {
-            settle: (result: number) => (result < 0 && result !== -9 /* EBADF */ ? reject(kernelError(-result, { syscall: 'close', path: this.path })) : resolve(result)),
+          io.engine.simple(io.file.bidx, OP_CLOSE, this.fd, 0, 0, 0, {
+            settle: (result: number) => (result < 0 && result !== -E.EBADF ? reject(kernelError(-result, { syscall: 'close', path: this.path })) : resolve(result)),
           })
         })
         // As Node's FileHandle: 'close' once the descriptor is closed (a listener's throw is its own).
@@ -1159,75 +740,6 @@ export class FileHandle extends EventEmitter {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
-}
-
-const S_IFMT = 0o170000
-type NativeStat = Awaited<ReturnType<typeof native.statFd>>
-
-/** An fs.Stats-shaped object from a native fstat (where node:fs cannot fstat our descriptor). */
-function nativeStats(n: NativeStat, bigint: boolean): fsTypes.Stats | fsTypes.BigIntStats {
-  const type = (t: number) => () => (n.mode & S_IFMT) === t
-  const num = (v: number): number | bigint => (bigint ? BigInt(Math.trunc(v)) : v)
-  const o: Record<string, unknown> = {
-    dev: num(n.dev),
-    ino: num(n.ino),
-    mode: num(n.mode),
-    nlink: num(n.nlink),
-    uid: num(n.uid),
-    gid: num(n.gid),
-    rdev: num(0),
-    size: num(n.size),
-    blksize: num(n.blksize),
-    blocks: num(n.blocks),
-    atimeMs: num(n.atimeMs),
-    mtimeMs: num(n.mtimeMs),
-    ctimeMs: num(n.ctimeMs),
-    birthtimeMs: num(n.ctimeMs),
-    atime: new Date(n.atimeMs),
-    mtime: new Date(n.mtimeMs),
-    ctime: new Date(n.ctimeMs),
-    birthtime: new Date(n.ctimeMs),
-    isFile: type(0o100000),
-    isDirectory: type(0o040000),
-    isBlockDevice: () => n.isBlockDevice,
-    isCharacterDevice: type(0o020000),
-    isSymbolicLink: type(0o120000),
-    isFIFO: type(0o010000),
-    isSocket: type(0o140000),
-  }
-  if (bigint) {
-    o.atimeNs = BigInt(Math.trunc(n.atimeMs * 1e6))
-    o.mtimeNs = BigInt(Math.trunc(n.mtimeMs * 1e6))
-    o.ctimeNs = BigInt(Math.trunc(n.ctimeMs * 1e6))
-    o.birthtimeNs = o.ctimeNs
-  }
-  return o as unknown as fsTypes.Stats | fsTypes.BigIntStats
-}
-
-function lockKind(options: unknown): boolean {
-  if (options === undefined || options === null) return true
-  if (!isOptionsObject(options)) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${typeName(options)}`, 'pass { exclusive: true } or { exclusive: false }')
-  const ex = (options as { exclusive?: unknown }).exclusive
-  if (ex === undefined) return true
-  if (typeof ex !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `exclusive must be a boolean, got ${typeName(ex)}`, 'pass { exclusive: false } for a shared lock')
-  return ex
-}
-
-let fsMod: typeof fsTypes | undefined
-function nodeFs(): typeof fsTypes {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  if (fsMod === undefined) fsMod = require('node:fs') as typeof fsTypes
-  return fsMod
-}
-
-const timeoutsByEngine = new WeakMap<Engine, Timeouts>()
-function engineTimeouts(e: Engine): Timeouts {
-  let t = timeoutsByEngine.get(e)
-  if (t === undefined) {
-    t = new Timeouts(e)
-    timeoutsByEngine.set(e, t)
-  }
-  return t
 }
 
 export { DirectIoError }

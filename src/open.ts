@@ -1,34 +1,13 @@
-// open(), the backend policy and probe(): what index.ts re-exports. Paths may be strings, Buffers
-// (UTF-8) or file: URLs, with Node's error codes for bad URLs.
-import { BACKENDS, type BackendName, getEngine, engineInfo } from './engine'
-import { describeValue, DirectIoError, kernelError, misuse } from './errors'
-import { guardAsync } from './guard'
+// open(), configureEngine(), the backend policy and probe(): what index.ts re-exports. Paths may be
+// strings, Buffers (UTF-8) or file: URLs (checked by args.ts toPath, with Node's codes for bad URLs).
+import { BACKENDS, type BackendName, type EngineOptions, getEngine, engineInfo } from './engine'
+import { checkFlags, checkOpenOptions, describe, type FlagsArg, guardAsync, intArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions, optionsArg, type PathLike, toPath } from './args'
+import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { type Alignment, FileHandle } from './handle'
 import { native } from './native'
 import * as nodePath from 'node:path'
 
-import { checkFlags, checkOpenOptions, type FlagsArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions } from './options'
-
-export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './options'
-
-/** What open() and the helpers take as a path: a string, a Buffer (UTF-8 bytes) or a file: URL. */
-export type PathLike = string | Buffer | URL
-
-const isUrl = (p: unknown): p is URL => {
-  try {
-    return typeof URL !== 'undefined' && p instanceof URL
-  } catch {
-    return false
-  }
-}
-
-const isBytes = (p: unknown): p is Uint8Array => {
-  try {
-    return p instanceof Uint8Array
-  } catch {
-    return false
-  }
-}
+export type { DirectMode, FlagsArg, OpenFlags, OpenOptions, PathLike } from './args'
 
 /** `v instanceof FileHandle`, false (not a throw) for a revoked Proxy. */
 export const isFileHandle = (v: unknown): v is FileHandle => {
@@ -39,48 +18,16 @@ export const isFileHandle = (v: unknown): v is FileHandle => {
   }
 }
 
-function urlToPath(u: URL): string {
-  let protocol: string, hostname: string, pathname: string
-  try {
-    protocol = u.protocol
-    hostname = u.hostname
-    pathname = u.pathname
-  } catch (e) {
-    throw misuse('ERR_INVALID_URL', 'the URL could not be read', 'pass new URL("file:///path")', { cause: e })
+/** Configures this thread's engine; call before opening files with the io_uring backend. */
+export function configureEngine(options: EngineOptions): void {
+  const o = optionsArg(options, '{ sqpoll: 50 }')
+  if (o === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${describe(options)}`, 'pass e.g. { sqpoll: 50 }')
+  const sq = o.sqpoll
+  if (sq !== undefined) {
+    intArg(sq, 'sqpoll', 0, 60_000, 'an integer number of milliseconds, e.g. { sqpoll: 50 }')
+    const why = getEngine().native.setSqpoll(sq as number)
+    if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
   }
-  if (protocol !== 'file:') throw misuse('ERR_INVALID_URL_SCHEME', `the URL must be of scheme file, got ${describeValue(protocol)}`, 'pass a file: URL or a path')
-  if (hostname !== '' && hostname !== 'localhost') {
-    throw misuse('ERR_INVALID_FILE_URL_HOST', `file URL host must be "localhost" or empty on Linux, got ${describeValue(hostname)}`, 'use file:///path (a remote host cannot be opened)')
-  }
-  if (/%2f/i.test(pathname)) throw misuse('ERR_INVALID_FILE_URL_PATH', 'file URL path must not include encoded / characters', 'use a literal /')
-  let p: string
-  try {
-    p = decodeURIComponent(pathname)
-  } catch (e) {
-    throw misuse('ERR_INVALID_URL', `the file URL's path is not valid percent-encoded UTF-8: ${describeValue(pathname)}`, 'encode the path with encodeURIComponent or pathToFileURL()', { cause: e })
-  }
-  return p
-}
-
-/**
- * A path argument as a string: strings as is, Buffers/Uint8Arrays decoded as UTF-8, file: URLs
- * converted (Node's ERR_INVALID_URL_SCHEME / ERR_INVALID_FILE_URL_HOST / ERR_INVALID_URL).
- */
-export function toPath(p: unknown, what = 'path'): string {
-  let s: string
-  if (typeof p === 'string') s = p
-  else if (isUrl(p)) s = urlToPath(p)
-  else if (isBytes(p)) {
-    if (p.buffer.byteLength === 0 && p.byteLength === 0) throw misuse('ERR_INVALID_ARG_VALUE', `${what} is an empty (or detached) Buffer`, 'pass a file path')
-    try {
-      s = new TextDecoder('utf-8', { fatal: true }).decode(p)
-    } catch (e) {
-      throw misuse('ERR_INVALID_ARG_VALUE', `${what} Buffer is not valid UTF-8`, 'odirect takes UTF-8 paths; pass a string', { cause: e })
-    }
-  } else throw misuse('ERR_INVALID_ARG_TYPE', `${what} must be a string, Buffer or file: URL, got ${describeValue(p)}`, 'pass a file path')
-  if (s.length === 0) throw misuse('ERR_INVALID_ARG_VALUE', `${what} must not be empty`, 'pass a file path')
-  if (s.includes('\0')) throw misuse('ERR_INVALID_ARG_VALUE', `${what} contains a NUL byte`, 'remove the NUL byte')
-  return s
 }
 
 /** The backend policy: an explicit backend, else ODIRECT_BACKEND, else io_uring -> aio -> threadpool. */
@@ -124,7 +71,7 @@ export function open(path: PathLike, flags: FlagsArg = 'r', options?: OpenOption
 /** An open() failure from the kernel, with a hint that fits what was asked (ENOENT: file or directory missing). */
 export function openError(errno: number, p: string, flags: string, syscall = 'open'): DirectIoError {
   const e = kernelError(errno, { syscall, path: p })
-  if (errno !== 2 /* ENOENT */ || syscall !== 'open') return e
+  if (errno !== E.ENOENT || syscall !== 'open') return e
   const dir = nodePath.dirname(p)
   const hint = isCreatingFlags(flags)
     ? `the directory ${dir} does not exist (or a path component is missing): create it first`

@@ -2,7 +2,6 @@
 // listener per AbortSignal (however many ops share it), one timer per distinct timeout value
 // (deadlines of one value expire in submission order, so a FIFO per value is a timer wheel with
 // one slot), and a log-linear latency histogram whose percentiles are computed only when asked.
-import { misuse } from './errors'
 
 /** Something that can be cancelled by id (the engine). */
 export interface Canceller {
@@ -44,23 +43,8 @@ export function unwatchSignal(signal: AbortSignal, w: Watched): void {
   watchers.get(signal)?.delete(w)
 }
 
-/** Validates `signal` (undefined/null: none). Reading `aborted` once, here, is the capture. */
-export function checkSignal(signal: unknown): AbortSignal | undefined {
-  if (signal === undefined || signal === null) return undefined
-  if (typeof AbortSignal !== 'undefined' && signal instanceof AbortSignal) return signal
-  throw misuse('ERR_INVALID_ARG_TYPE', 'signal must be an AbortSignal', 'pass AbortController.signal or AbortSignal.timeout(ms)')
-}
-
-/** Validates a per-op `timeout` in milliseconds (undefined: none). */
-export function checkTimeout(t: unknown): number | undefined {
-  if (t === undefined || t === null) return undefined
-  if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 2 ** 31 - 1) {
-    throw misuse('ERR_OUT_OF_RANGE', `timeout must be a number of milliseconds from 1 to ${2 ** 31 - 1}, got ${typeof t === 'number' ? t : typeof t}`, 'pass e.g. { timeout: 5000 }')
-  }
-  return Math.ceil(t)
-}
-
-interface Timed {
+/** A deadline: the op clears `live` when it completes first; `fired` says the timer cancelled it. */
+export interface Timed {
   deadline: number
   backend: number
   id: number
@@ -87,10 +71,6 @@ export class Timeouts {
     q.items.push(t)
     if (q.timer === undefined) this.#arm(ms)
     return t
-  }
-
-  done(t: Timed): void {
-    t.live = false
   }
 
   #arm(ms: number): void {

@@ -1,7 +1,7 @@
+import { countArg } from './args'
 import { allocAligned, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine } from './engine'
-import { kernelError, misuse } from './errors'
-import { describe } from './guard'
+import { errno as E, kernelError, misuse } from './errors'
 
 /** One registration per backend and engine: the kernel keeps one buffer table per ring. */
 const active = new Map<BackendName, RegisteredBuffers>()
@@ -56,12 +56,8 @@ export class RegisteredBuffers {
 export const MAX_REGISTERED_BYTES = 2 ** 34
 
 export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number, onRelease: (r: RegisteredBuffers) => void = () => {}): RegisteredBuffers {
-  if (!Number.isSafeInteger(count) || count <= 0 || count > 16384) {
-    throw misuse('ERR_OUT_OF_RANGE', `count must be an integer from 1 to 16384, got ${describe(count)}`, 'io_uring takes at most 16384 registered buffers')
-  }
-  if (!Number.isSafeInteger(size) || size <= 0 || size > 1 << 30) {
-    throw misuse('ERR_OUT_OF_RANGE', `size must be an integer from 1 to 1 GiB, got ${describe(size)}`, 'io_uring registers buffers of up to 1 GiB each')
-  }
+  countArg(count, 'count', 16384, 'io_uring takes at most 16384 registered buffers')
+  countArg(size, 'size', 1 << 30, 'io_uring registers buffers of up to 1 GiB each')
   const len = Math.ceil(size / alignment) * alignment
   if (count * len > MAX_REGISTERED_BYTES) {
     throw misuse('ERR_OUT_OF_RANGE', `count x size is ${count} x ${len} = ${count * len} bytes, more than ${MAX_REGISTERED_BYTES} (16 GiB) odirect pins at once`, 'register fewer or smaller buffers')
@@ -80,7 +76,7 @@ export function registerBuffers(engine: Engine, backend: BackendName, count: num
   const errno = engine.registerBuffers(backendIndex(backend), buffers)
   if (errno !== 0) {
     const e = kernelError(errno, { syscall: backend === 'io_uring' ? 'io_uring_register' : 'mlock', length: count * len })
-    if (errno === 12 /* ENOMEM */ || errno === 1 /* EPERM */ || errno === 11 /* EAGAIN */) {
+    if (errno === E.ENOMEM || errno === E.EPERM || errno === E.EAGAIN) {
       throw misuse(
         'ERR_ODIRECT_MEMLOCK',
         `pinning ${count} x ${len} bytes failed with ${e.code}: RLIMIT_MEMLOCK (locked-memory limit) is too low`,

@@ -5,13 +5,14 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 
+import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath } from '../args'
+import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
 import { syncParentDir } from '../dirsync'
-import { abortError, describeValue, type DirectIoError, kernelError, misuse } from '../errors'
+import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
-import { isFileHandle, open, toPath } from '../open'
-import { boolOption, checkFlags, type DirectMode, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption } from '../options'
+import { isFileHandle, open } from '../open'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
 export interface StreamOpenOptions {
@@ -128,13 +129,6 @@ export interface WriteConfig extends BaseConfig {
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
 
-function encodingOption(o: Record<string, unknown>): BufferEncoding | undefined {
-  const e = o.encoding
-  if (e === undefined || e === null || e === 'buffer') return undefined
-  if (typeof e !== 'string' || !Buffer.isEncoding(e)) throw misuse('ERR_INVALID_ARG_VALUE', `encoding must be a Buffer encoding, got ${describeValue(e)}`, "e.g. 'utf8', 'hex', 'base64', or null for Buffers")
-  return e
-}
-
 /**
  * The target and the options common to both directions. `first` is the first argument (a path,
  * or an odirect FileHandle); fs's `fd` option (a FileHandle) takes precedence over it.
@@ -147,7 +141,7 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
     if (typeof fd === 'number') {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', 'option \'fd\' as a numeric descriptor is not supported with direct I/O: its O_DIRECT state and alignment are unknown', "pass a FileHandle from odirect's open() as fd, or a path")
     }
-    if (!isFileHandle(fd)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describeValue(fd)}`, "pass a handle from odirect's open()")
+    if (!isFileHandle(fd)) throw misuse('ERR_INVALID_ARG_TYPE', `fd must be an odirect FileHandle, got ${describe(fd)}`, "pass a handle from odirect's open()")
     target = fd
     autoCloseDefault = true
   } else if (isFileHandle(first)) {
@@ -187,7 +181,7 @@ function baseConfig(first: unknown, o: Record<string, unknown>, write: boolean, 
       mode: modeOption(o),
       owned: boolOption(o, 'autoClose', autoCloseDefault),
       emitClose: boolOption(o, 'emitClose', true),
-      encoding: encodingOption(o),
+      encoding: encodingArg(o.encoding, undefined),
     },
   }
 }
@@ -452,7 +446,7 @@ export class BlockReader extends Core {
         // No progress: the file shrank, or the kernel keeps returning partial blocks.
         this.#size = (await fh.stat()).size
         if (at < this.#size) {
-          throw kernelError(5, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `read returned no data at position ${at}, before the end of file (${this.#size} bytes)`)
+          throw kernelError(E.EIO, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `read returned no data at position ${at}, before the end of file (${this.#size} bytes)`)
         }
         this.#end()
       }
@@ -548,27 +542,13 @@ export class BlockWriter extends Core {
     w?.()
   }
 
-  async #writeBlock(fh: FileHandle, buf: Uint8Array, len: number, pos: number): Promise<void> {
-    let done = 0
-    while (done < len) {
-      const n = (await fh.write(buf.subarray(done, len), { position: pos + done, signal: this.opSignal })).bytesWritten
-      // A short write (ENOSPC on the way, FUSE): go on from the block holding the first byte not
-      // written, rewriting its head when the count was not block aligned.
-      const next = fh.direct ? Math.floor((done + n) / this.#unit) * this.#unit : done + n
-      if (n <= 0 || next <= done) {
-        throw kernelError(5, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${n} of ${len - done} bytes, not a whole block`)
-      }
-      done = next
-    }
-  }
-
   #submit(fh: FileHandle, buf: Uint8Array, len: number, logical: number): void {
     const entry: WriteEntry = { logical, state: 'pending' }
     this.#entries.push(entry)
     const pos = this.#pos
     this.#pos += len
     this.track(
-      this.#writeBlock(fh, buf, len, pos).then(
+      writeFully(fh, buf, 0, len, pos, this.opSignal).then(
         () => {
           entry.state = 'ok'
           if (buf.byteLength === this.#chunk) this.#pool.push(buf)

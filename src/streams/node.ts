@@ -1,10 +1,9 @@
 // Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
 import { finished, Readable, Writable } from 'node:stream'
 
-import { guard } from '../guard'
+import { guard, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
 import { isFileHandle } from '../open'
-import type { PathLike } from '../open'
 import { misuse } from '../errors'
 import { AbortRace, isSequential, kindName, SequentialFile, statIfExists } from '../fileops'
 import { BlockReader, BlockWriter, type ReadConfig, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'

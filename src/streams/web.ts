@@ -1,9 +1,8 @@
 // WHATWG stream adapters over the direct-I/O core: a bytes `ReadableStream` (default and BYOB
 // readers) and a `WritableStream<Uint8Array>`.
 import { misuse } from '../errors'
-import { guard } from '../guard'
+import { guard, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
-import type { PathLike } from '../open'
 import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
 
 /**

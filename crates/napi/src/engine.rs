@@ -260,12 +260,10 @@ impl Inner {
             return "the engine is shut down".into();
         };
         let mut opts = DriverOptions {
+            queue_depth: crate::consts::queue_depth(queue_depth),
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             ..DriverOptions::default()
         };
-        if queue_depth > 0 {
-            opts.queue_depth = queue_depth;
-        }
         if threads > 0 {
             opts.threads = threads as usize;
         }
@@ -366,7 +364,7 @@ impl Inner {
         // SAFETY: forwarded contract.
         let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
         let (rec, bounced) = self.single(kind, write, fd, seg, position);
-        Ok(self.stage(rec) * 2 + bounced)
+        Ok(crate::consts::ticket(self.stage(rec), bounced))
     }
 
     /// The record of a read or write of one captured segment at `position`, and whether it
@@ -403,7 +401,7 @@ impl Inner {
             unsafe { capture::capture_all(self.env, views.iter().copied(), mem_align, write)? };
         let (op, iov, mem, bounced) = capture::vectored(write, fd, segs, position);
         let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
-        Ok(key * 2 + bounced)
+        Ok(crate::consts::ticket(key, bounced))
     }
 
     /// Stages many single-view ops on one fd: all captured, or none staged.
@@ -431,7 +429,7 @@ impl Inner {
         };
         for (seg, (_, _, position)) in segs.into_iter().zip(views) {
             let (rec, bounced) = self.single(kind, write, fd, seg, *position);
-            keys.push(self.stage(rec) * 2 + bounced);
+            keys.push(crate::consts::ticket(self.stage(rec), bounced));
         }
         Ok(())
     }

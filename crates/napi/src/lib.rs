@@ -20,6 +20,7 @@
 #![allow(clippy::too_many_arguments)]
 
 pub mod capture;
+mod consts;
 pub mod engine;
 pub mod fast;
 pub mod locks;
@@ -148,7 +149,7 @@ pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
 /// `zeroed: false` (the streams, which overwrite it): a reused block keeps its old bytes.
 #[napi(ts_return_type = "ArrayBuffer | null")]
 pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Result<Unknown<'_>> {
-    if !((1.0..=0x7fff_f000 as f64).contains(&size) && align.is_power_of_two()) {
+    if !((1.0..=consts::MAX_IO_LENGTH as f64).contains(&size) && align.is_power_of_two()) {
         return Err(err("bad size or alignment"));
     }
     let zeroed = zeroed.unwrap_or(true);

@@ -33,7 +33,7 @@ use crate::uv::{self, Uv};
 /// Triples (id, result, latency_us) one delivery through the preallocated array carries.
 const RESULTS_CAP: usize = 4096;
 /// Bytes of the preallocated results Float64Array.
-const RESULTS_BYTES: usize = RESULTS_CAP * 3 * 8;
+const RESULTS_BYTES: usize = RESULTS_CAP * crate::consts::RESULT_STRIDE as usize * 8;
 
 /// What wakes the JS thread.
 pub enum Wake {
@@ -782,7 +782,7 @@ unsafe fn deliver(
         if f.is_null() {
             return Err(fail("the engine's callback was collected: delivery"));
         }
-        for chunk in out.chunks(RESULTS_CAP * 3) {
+        for chunk in out.chunks(RESULTS_CAP * crate::consts::RESULT_STRIDE as usize) {
             let arr = match js.results.and_then(|r| preallocated(env, r, chunk.len())) {
                 Some((arr, data)) => {
                     ptr::copy_nonoverlapping(chunk.as_ptr(), data, chunk.len());
@@ -791,7 +791,11 @@ unsafe fn deliver(
                 None => fresh_array(env, chunk)?,
             };
             let mut n = ptr::null_mut();
-            check!(napi_create_uint32(env, (chunk.len() / 3) as u32, &mut n))?;
+            check!(napi_create_uint32(
+                env,
+                crate::consts::completions(chunk.len()),
+                &mut n
+            ))?;
             call(f, &[arr, n]);
         }
     }

@@ -7,9 +7,9 @@ import * as os from 'node:os'
 import * as nodePath from 'node:path'
 import { performance } from 'node:perf_hooks'
 
-import { allocAligned, type FileHandle, open, probe } from '../../index'
-import * as engineModule from '../engine'
-import { native } from '../native'
+import { allocAligned, type FileHandle, open, probe } from '../index'
+import * as engineModule from '../src/engine'
+import { native } from '../src/native'
 
 // ---------------------------------------------------------------------------------------------
 // Workloads and engines
@@ -542,8 +542,8 @@ async function runOdirectRegistered(ctx: BenchContext, w: Workload): Promise<Out
 /** The marker of the result line on a child's stdout. */
 export const CHILD_MARKER = '@@odirect-bench-result '
 
-/** The package's root (dist/src/bench/harness.js -> ../../..). */
-const packageRoot = (): string => nodePath.resolve(__dirname, '..', '..', '..')
+/** The package's root (dist/bench/harness.js -> ../..). */
+const packageRoot = (): string => nodePath.resolve(__dirname, '..', '..')
 
 /** Finds bun or deno: scripts/runtime-bin.cjs of a checkout (the devDependencies), else the PATH. */
 export function findRuntime(rt: RuntimeName): { bin?: string; version?: string; why?: string } {

@@ -23,11 +23,11 @@ import {
   tmpfsWorkloads,
   type Variant,
   type Workload,
-} from './bench/harness'
-import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './bench/report'
-import { durableBench, durableTable } from './bench/durable'
-import { scalingBench, scalingTable } from './bench/scaling'
-import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './bench/streams'
+} from './harness'
+import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './report'
+import { durableBench, durableTable } from './durable'
+import { scalingBench, scalingTable } from './scaling'
+import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
 
-import { open } from '../open'
+import { open } from '../index'
 
 const BS = 4096
 const QD = 64

@@ -8,8 +8,8 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { open } from '../open'
-import type { BackendName } from '../engine'
+import { open } from '../index'
+import type { BackendName } from '../index'
 
 export type DurableMode = 'write+datasync' | 'dsync' | 'writeMany+datasync'
 export const DURABLE_MODES: readonly DurableMode[] = ['write+datasync', 'dsync', 'writeMany+datasync']

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import { createReadStream, createWriteStream, open } from '../../index'
+import { createReadStream, createWriteStream, open } from '../index'
 import { type BenchContext, dropCaches, fioArgs, fmtSize, parseFio, type Workload } from './harness'
 
 export type StreamEngineId = 'odirect-stream' | 'node-fs-stream' | 'node-fs-stream-1m' | 'odirect-stream-sha' | 'node-fs-stream-1m-sha' | 'fio-io_uring' | 'dd-direct'

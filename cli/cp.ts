@@ -6,11 +6,11 @@
 // complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
 // --verify re-reads the copy (before the rename) and compares sha256.
 import * as fsp from 'node:fs/promises'
+import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
-import { DirectIoError } from './errors'
-import { copyFile, type CopyProgress, type CopyResult } from './files'
-import { native } from './native'
+import { copyFile, type CopyProgress, type CopyResult, DirectIoError } from '../index'
+import { native } from '../src/native'
 
 export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   Copies SRC to DST with direct I/O (O_DIRECT) on both sides, bypassing the page cache.
@@ -211,7 +211,7 @@ export async function cpCommand(args: string[]): Promise<number> {
     const parent = path.dirname(dst)
     if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) {
       const hint = `create the directory ${parent} first`
-      throw new DirectIoError(`cannot create ${dst}: directory ${parent} does not exist — ${hint}`, { code: 'ENOENT', errno: -2, syscall: 'open', path: parent, hint })
+      throw new DirectIoError(`cannot create ${dst}: directory ${parent} does not exist — ${hint}`, { code: 'ENOENT', errno: -osConstants.errno.ENOENT, syscall: 'open', path: parent, hint })
     }
     let r: CopyResult
     try {

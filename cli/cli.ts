@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as nodePath from 'node:path'
 
 import { CP_USAGE, describeForCli, errorJson } from './cp'
-import { probe } from './open'
+import { probe } from '../index'
 
 const USAGE = `usage: odirect <command> [args]
   probe [PATH] [--json]   what odirect finds for PATH (default .): kernel, backends, O_DIRECT, alignment
@@ -85,7 +85,7 @@ async function run(cmd: string, rest: string[]): Promise<number | undefined> {
     case 'probe':
       return probeCommand(rest)
     case 'bench': {
-      const m = (await import('./bench')) as { benchCommand: (a: string[]) => Promise<number> }
+      const m = (await import('../bench/bench')) as { benchCommand: (a: string[]) => Promise<number> }
       return m.benchCommand(rest)
     }
     case 'cp': {

@@ -1,7 +1,7 @@
 // The child side of the Bun and Deno rows of `odirect bench`: runs one odirect per-op workload in
 // this process (whatever runtime runs it) and prints one marked JSON line with the result. The
 // parent (runInRuntime in harness.ts) starts it through a small ES module that requires this file.
-import { open } from '../../index'
+import { open } from '../index'
 import { CHILD_MARKER, type Limit, odirectRun, type Outcome, type Workload } from './harness'
 
 export interface ChildRequest {
