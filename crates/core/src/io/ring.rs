@@ -55,6 +55,11 @@ pub fn explain_setup_error(e: &io::Error) -> Unavailable {
 /// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
 pub const INTERNAL: u64 = 1 << 63;
 const IORING_ENTER_GETEVENTS: u32 = 1;
+/// Task-work completions the kernel posts per io_uring_enter(GETEVENTS) (IO_LOCAL_TW_DEFAULT_MAX,
+/// Linux 6.13+; earlier kernels post them all).
+const KERNEL_BATCH: usize = 20;
+/// GETEVENTS calls one reap makes at most (see `LocalRing::run_task_work`).
+const TASK_WORK_ROUNDS: usize = 4;
 
 /// How the ring was set up (fastest that the kernel accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,8 +474,11 @@ impl LocalRing {
     }
 
     fn collect(&mut self, run_task_work: bool) {
-        if run_task_work {
-            self.run_task_work();
+        // Task work left waiting after the eventfd was reset would signal nobody (the kernel
+        // signals only when the first of a batch arrives): signal it ourselves, so the owner's
+        // next turn takes the rest.
+        if run_task_work && self.run_task_work() {
+            self.wake();
         }
         let mut n = 0;
         for cqe in self.ring.completion() {
@@ -484,17 +492,21 @@ impl LocalRing {
         self.inflight -= n;
     }
 
-    /// Posts the completions the kernel holds as task work (DEFER_TASKRUN, COOP_TASKRUN): one
-    /// io_uring_enter(GETEVENTS) per 20 or so of them, none when IORING_SQ_TASKRUN is clear.
-    fn run_task_work(&mut self) {
+    /// Posts the completions the kernel holds as task work (DEFER_TASKRUN, COOP_TASKRUN), with
+    /// io_uring_enter(GETEVENTS): none when IORING_SQ_TASKRUN is clear; one per batch the
+    /// kernel runs at a time (20 since Linux 6.13), as long as each took a full batch and at
+    /// most [`TASK_WORK_ROUNDS`]. Completions that keep arriving while this runs (io-wq
+    /// workers on another CPU) are left for the next turn instead of being posted one or two
+    /// per system call. Returns true when task work is still waiting.
+    fn run_task_work(&mut self) -> bool {
         if matches!(self.setup, Setup::Plain | Setup::Sqpoll) {
-            return;
+            return false;
         }
-        // The kernel runs a bounded batch per enter and sets the flag again when more wait.
-        for _ in 0..64 {
+        for _ in 0..TASK_WORK_ROUNDS {
             if self.taskrun_flag && !self.ring.submission().taskrun() {
-                return;
+                return false;
             }
+            let before = self.ring.completion().len();
             // SAFETY: a plain io_uring_enter with no argument: runs deferred task work (posting
             // completions) without waiting.
             let _ = unsafe {
@@ -502,10 +514,11 @@ impl LocalRing {
                     .submitter()
                     .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
             };
-            if !self.taskrun_flag {
-                return;
+            if !self.taskrun_flag || self.ring.completion().len() - before < KERNEL_BATCH {
+                break;
             }
         }
+        self.taskrun_flag && self.ring.submission().taskrun()
     }
 
     /// Does this kernel set IORING_SQ_TASKRUN when a completion waits as task work? Checked once
@@ -613,7 +626,8 @@ impl Driver for LocalRing {
     /// Posts the completions waiting as task work before the owner resets the eventfd: posting
     /// them signals it, and a signal after the reset would wake the owner again for nothing.
     fn prepare_reap(&mut self) {
-        self.run_task_work();
+        // What is left is taken by `reap`, after the reset.
+        let _ = self.run_task_work();
     }
 
     /// Reaps every completion available now (never blocks), and moves backlogged ops into the
