@@ -829,6 +829,59 @@ mod tests {
         assert!(bufs.iter().all(|b| b.as_slice().iter().all(|&x| x == 7)));
     }
 
+    /// A completion that waits as task work (a pipe read completed by a write) is reaped with
+    /// the engine's order (prepare_reap, reset, reap), and reaping it leaves the eventfd quiet:
+    /// posting it must not wake the owner a second time for nothing.
+    #[test]
+    fn deferred_completion_reaped_without_a_second_wake_up() {
+        let mut r = LocalRing::new(8).unwrap();
+        if r.setup() == Setup::DeferTaskrun {
+            assert!(
+                r.taskrun_flag,
+                "IORING_SQ_TASKRUN not detected on a DEFER_TASKRUN ring"
+            );
+        }
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: fds[0],
+            ptr: b.as_mut_ptr(),
+            len: 1,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        // SAFETY: b and the pipe outlive the completion (reaped below).
+        unsafe {
+            let e = r.sqe(1, &kind, None, None, false).unwrap();
+            r.push_entry(e);
+        }
+        r.submit();
+        // SAFETY: writing one byte into our own pipe completes the read.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) },
+            1
+        );
+        assert_eq!(wait(&mut r, 1), vec![(1, 1)]);
+        let mut p = libc::pollfd {
+            fd: r.notify_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        assert_eq!(
+            unsafe { libc::poll(&mut p, 1, 0) },
+            0,
+            "eventfd left signalled"
+        );
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
     #[test]
     fn cancel_of_blocked_pipe_read() {
         let mut fds = [0; 2];
