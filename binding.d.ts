@@ -45,6 +45,12 @@ export declare class NativeEngine {
   /** Hands every staged op to the kernel (called once per microtask checkpoint). */
   flush(): void
   /**
+   * `rw` and `flush` as plain functions bound to this engine: the same arguments and
+   * results, without a class method's per-call unwrapping and borrow bookkeeping (see
+   * `fast`). For the per-op path.
+   */
+  fastPath(): { rw: NativeEngine['rw']; flush: NativeEngine['flush'] }
+  /**
    * Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id
    * (>= LOCK_BASE; it completes as an op does, with 0 or -errno, -ECANCELED when cancelled
    * through `cancel(id)` or at teardown), or -errno when the wait cannot start.

@@ -428,16 +428,17 @@ export const RWF_DONTCACHE = 0x80
 /** RWF_* flags from `{ dsync, sync, atomic }` (validated; refused on reads; `atomic` on write() only). */
 export function rwFlags(o: Record<string, unknown> | undefined, syscall: string): number {
   if (o === undefined) return 0
-  let f = 0
-  for (const [k, bit] of [['dsync', RWF_DSYNC], ['sync', RWF_SYNC], ['atomic', RWF_ATOMIC]] as const) {
-    const v = o[k]
-    if (v === undefined || v === false) continue
-    if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${describe(v)}`, `pass ${k}: true`)
-    if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, k === 'atomic' ? 'drop it' : `drop ${k}, or use fh.datasync() / fh.sync()`)
-    if (k === 'atomic' && syscall !== 'write') throw misuse('ERR_INVALID_ARG_VALUE', `option 'atomic' applies to write(), not ${syscall}`, 'use fh.write(buffer, { position, atomic: true })')
-    f |= bit
-  }
-  return f
+  // Plain property reads, each once and in this order (a read through a variable key is a
+  // megamorphic lookup on every op); each is checked before the next is read.
+  return rwFlag(o.dsync, 'dsync', RWF_DSYNC, syscall) | rwFlag(o.sync, 'sync', RWF_SYNC, syscall) | rwFlag(o.atomic, 'atomic', RWF_ATOMIC, syscall)
+}
+
+function rwFlag(v: unknown, k: 'dsync' | 'sync' | 'atomic', bit: number, syscall: string): number {
+  if (v === undefined || v === false) return 0
+  if (v !== true) throw misuse('ERR_INVALID_ARG_TYPE', `option '${k}' must be a boolean, got ${describe(v)}`, `pass ${k}: true`)
+  if (!syscall.startsWith('write')) throw misuse('ERR_INVALID_ARG_VALUE', `option '${k}' only applies to writes, not ${syscall}`, k === 'atomic' ? 'drop it' : `drop ${k}, or use fh.datasync() / fh.sync()`)
+  if (k === 'atomic' && syscall !== 'write') throw misuse('ERR_INVALID_ARG_VALUE', `option 'atomic' applies to write(), not ${syscall}`, 'use fh.write(buffer, { position, atomic: true })')
+  return bit
 }
 
 /** `{ datasync }` of writev / writeMany: a boolean, default false. */

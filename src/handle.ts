@@ -492,16 +492,23 @@ export class FileHandle extends EventEmitter {
     const views: ArrayBufferView[] = []
     const lengths: number[] = []
     const positions: number[] = []
+    const unit = this.direct ? this.alignment.offset : 1
     for (let i = 0; i < n; i++) {
       const op: unknown = ops[i]
       if (!isOptionsObject(op)) throw misuse('ERR_INVALID_ARG_TYPE', `ops[${i}] must be { buffer, position }, got ${describe(op)}`, 'pass [{ buffer, position }, ...]')
-      const v = viewArg(op.buffer, `ops[${i}].buffer`)
-      const p = positionArg(op.position, `ops[${i}].position`)
-      if (v.byteLength === 0) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer has zero length`, 'pass a buffer of at least one block (fh.alignment.offset bytes)')
-      if (v.byteLength > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
-      this.#checkAligned(v.byteLength, p, syscall, `ops[${i}].buffer length`)
+      // Each property read once. The common case (a non-empty view, a whole number position,
+      // both aligned) is accepted without making the `ops[i]...` labels, a string each per op;
+      // anything else goes through the labelled checks, which accept or refuse it as before.
+      const buffer = op.buffer
+      const position = op.position
+      const v = ArrayBuffer.isView(buffer) && buffer.byteLength > 0 ? buffer : viewArg(buffer, `ops[${i}].buffer`)
+      const p = typeof position === 'number' && Number.isSafeInteger(position) && position >= 0 ? position : positionArg(position, `ops[${i}].position`)
+      const len = v.byteLength
+      if (len === 0) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer has zero length`, 'pass a buffer of at least one block (fh.alignment.offset bytes)')
+      if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
+      if (len % unit !== 0 || p % unit !== 0) this.#checkAligned(len, p, syscall, `ops[${i}].buffer length`)
       views.push(v)
-      lengths.push(v.byteLength)
+      lengths.push(len)
       positions.push(p)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))

@@ -110,6 +110,8 @@ impl Rig {
     fn wait(&mut self, n: usize) -> Vec<(u64, i64)> {
         let mut out = Vec::new();
         loop {
+            // The engine's order: post deferred completions, reset the eventfd, reap.
+            self.d.prepare_reap();
             eventfd::drain(self.efd.as_raw_fd());
             self.d.reap(&mut out);
             if out.len() >= n {

@@ -29,6 +29,45 @@ pub enum Mem {
     Bounce(AlignedBuf, usize, Option<(sys::napi_ref, usize)>),
 }
 
+/// All the memory of one op. Most ops have one segment, kept inline: no allocation per op.
+pub enum Mems {
+    None,
+    One(Mem),
+    Many(Vec<Mem>),
+}
+
+impl Mems {
+    pub fn as_slice(&self) -> &[Mem] {
+        match self {
+            Mems::None => &[],
+            Mems::One(m) => std::slice::from_ref(m),
+            Mems::Many(v) => v,
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [Mem] {
+        match self {
+            Mems::None => &mut [],
+            Mems::One(m) => std::slice::from_mut(m),
+            Mems::Many(v) => v,
+        }
+    }
+}
+
+impl IntoIterator for Mems {
+    type Item = Mem;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Mem>, std::vec::IntoIter<Mem>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            Mems::None => (None, Vec::new()),
+            Mems::One(m) => (Some(m), Vec::new()),
+            Mems::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many)
+    }
+}
+
 /// One captured segment: where the kernel reads/writes, and what keeps that memory alive.
 pub struct Seg {
     pub ptr: *mut u8,
@@ -186,7 +225,7 @@ pub fn vectored(
     fd: i32,
     segs: Vec<Seg>,
     position: u64,
-) -> (OpKind, Box<[libc::iovec]>, Vec<Mem>, u32) {
+) -> (OpKind, Box<[libc::iovec]>, Mems, u32) {
     let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
     let iov: Box<[libc::iovec]> = segs
         .iter()
@@ -215,7 +254,7 @@ pub fn vectored(
             offset: position,
         }
     };
-    let mem = segs.into_iter().map(|s| s.mem).collect();
+    let mem = Mems::Many(segs.into_iter().map(|s| s.mem).collect());
     (op, iov, mem, bounced)
 }
 

@@ -11,7 +11,6 @@
 //! the kernel still holds after `EXIT_WAIT` is left to the process (`abandon_the_rest`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,7 +20,7 @@ use odirect_core::io::eventfd;
 use odirect_core::io::{self, BackendKind, Driver, DriverOptions, Placement};
 use odirect_core::op::{OpKind, OpRef};
 
-use crate::capture::{self, CaptureError, Mem, Seg, RESULT_DETACHED};
+use crate::capture::{self, CaptureError, Mems, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
 use crate::pins::{self, Pins};
 use crate::status;
@@ -31,7 +30,7 @@ struct OpRec {
     backend: BackendKind,
     kind: OpKind,
     iov: Option<Box<[libc::iovec]>>,
-    mem: Vec<Mem>,
+    mem: Mems,
     fixed: Option<u16>,
     /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
     punt: bool,
@@ -50,7 +49,7 @@ impl OpRec {
         backend: BackendKind,
         kind: OpKind,
         iov: Option<Box<[libc::iovec]>>,
-        mem: Vec<Mem>,
+        mem: Mems,
         fixed: Option<u16>,
     ) -> OpRec {
         OpRec {
@@ -100,9 +99,13 @@ pub struct Inner {
     free: Vec<u32>,
     staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
+    /// Completions of the reap in progress (kept for its capacity).
+    raw: Vec<(u64, i64)>,
+    /// (id, result, latency) triples on their way to JS, lent to `wake` for each delivery.
+    pub delivery: Vec<f64>,
     inflight: usize,
     /// Descriptors open in this environment, with their `FD_*` routing facts.
-    fds: HashMap<i32, u8>,
+    fds: FdTable,
     /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
     locks: Waiters,
     /// Registered (pinned) memory, per backend.
@@ -116,6 +119,52 @@ pub struct Inner {
 }
 
 pub type Shared = RefCell<Inner>;
+
+/// Descriptors open in this environment with their `FD_*` facts, a byte each, indexed by the
+/// descriptor (looked up for every op: an array index, not a hash).
+#[derive(Default)]
+struct FdTable(Vec<u8>);
+
+/// Marks a tracked descriptor in [`FdTable`] (above the `FD_*` bits).
+const TRACKED: u8 = 0x80;
+
+impl FdTable {
+    /// The facts of `fd` (0 when not tracked).
+    fn facts(&self, fd: i32) -> u8 {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map_or(0, |b| b & !TRACKED)
+    }
+
+    fn insert(&mut self, fd: i32, facts: u8) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if i >= self.0.len() {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] = facts | TRACKED;
+    }
+
+    /// Stops tracking `fd`; true when it was tracked.
+    fn remove(&mut self, fd: i32) -> bool {
+        match usize::try_from(fd).ok().and_then(|i| self.0.get_mut(i)) {
+            Some(b) if *b & TRACKED != 0 => {
+                *b = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every tracked descriptor, untracked as it goes.
+    fn drain(&mut self) -> impl Iterator<Item = i32> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| b & TRACKED != 0)
+            .map(|(i, _)| i as i32)
+    }
+}
 
 /// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
@@ -145,8 +194,10 @@ impl Inner {
             free: Vec::new(),
             staged: Vec::new(),
             synthetic: Vec::new(),
+            raw: Vec::new(),
+            delivery: Vec::new(),
             inflight: 0,
-            fds: HashMap::new(),
+            fds: FdTable::default(),
             locks: Waiters::new(),
             pins: Pins::default(),
             debug: status::debug(),
@@ -247,7 +298,7 @@ impl Inner {
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec) {
-        let facts = self.fds.get(&rec.kind.fd()).copied().unwrap_or(0);
+        let facts = self.fds.facts(rec.kind.fd());
         let Some(d) = self.drivers[rec.backend.index()].as_ref() else {
             return;
         };
@@ -328,7 +379,7 @@ impl Inner {
     ) -> (OpRec, u32) {
         let fixed = self.fixed_for(kind, seg.owner);
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
-        (OpRec::new(kind, op, None, vec![mem], fixed), bounced)
+        (OpRec::new(kind, op, None, Mems::One(mem), fixed), bounced)
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -424,12 +475,12 @@ impl Inner {
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         if let OpKind::Close { fd } = op {
-            self.fds.remove(&fd);
+            self.fds.remove(fd);
             for d in self.drivers.iter_mut().flatten() {
                 d.unregister_fd(fd);
             }
         }
-        Ok(self.stage(OpRec::new(kind, op, None, Vec::new(), None)))
+        Ok(self.stage(OpRec::new(kind, op, None, Mems::None, None)))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
@@ -445,7 +496,7 @@ impl Inner {
         for d in self.drivers.iter_mut().flatten() {
             d.unregister_fd(fd);
         }
-        if self.fds.remove(&fd).is_some() {
+        if self.fds.remove(fd) {
             // SAFETY: the fd is ours and no op of its handle is in flight (the handle was
             // collected, and ops keep their handle reachable).
             unsafe { libc::close(fd) };
@@ -461,9 +512,10 @@ impl Inner {
         if self.staged.is_empty() {
             return;
         }
-        let staged = std::mem::take(&mut self.staged);
+        // Taken for the loop and given back empty: its capacity serves every flush.
+        let mut staged = std::mem::take(&mut self.staged);
         let mut used = [false; 3];
-        for k in staged {
+        for k in staged.drain(..) {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
             };
@@ -497,6 +549,7 @@ impl Inner {
                     .push((k as u64, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64))),
             }
         }
+        self.staged = staged;
         for (d, used) in self.drivers.iter_mut().zip(used) {
             if let (Some(d), true) = (d, used) {
                 d.submit();
@@ -554,6 +607,9 @@ impl Inner {
     }
 
     fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
+        for d in self.drivers.iter_mut().flatten() {
+            d.prepare_reap();
+        }
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
         for d in self.drivers.iter_mut().flatten() {
@@ -564,8 +620,8 @@ impl Inner {
 
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
     /// (and copying bounced reads back into their views, if those still have the room).
-    fn finish(&mut self, raw: Vec<(u64, i64)>, out: &mut Vec<f64>) {
-        for (key, mut result) in raw {
+    fn finish(&mut self, raw: &mut Vec<(u64, i64)>, out: &mut Vec<f64>) {
+        for (key, mut result) in raw.drain(..) {
             if Waiters::is_lock(key) {
                 self.inflight -= 1;
                 out.extend([key as f64, result as f64, 0.0]);
@@ -577,7 +633,7 @@ impl Inner {
             self.free.push(key as u32);
             self.inflight -= 1;
             // SAFETY: on the JS thread of self.env, which made the op's references.
-            if unsafe { capture::copy_back(self.env, &rec.mem, result) } {
+            if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
                 result = RESULT_DETACHED as i64;
             }
             let lat = rec.started.elapsed().as_nanos() as f64 / 1000.0;
@@ -602,9 +658,10 @@ impl Inner {
 
     /// Reaps what is complete now into `out` triples.
     pub fn reap(&mut self, out: &mut Vec<f64>) {
-        let mut raw = Vec::new();
+        let mut raw = std::mem::take(&mut self.raw);
         self.gather(&mut raw);
-        self.finish(raw, out);
+        self.finish(&mut raw, out);
+        self.raw = raw;
     }
 
     /// Registers (pins) owned buffers; returns 0 or an errno.
@@ -683,7 +740,7 @@ impl Inner {
         self.ops.clear();
         self.inflight = 0;
         self.pins.clear();
-        for (fd, _) in self.fds.drain() {
+        for fd in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
             // them any more (all completed above).
             unsafe { libc::close(fd) };
@@ -701,7 +758,7 @@ impl Inner {
         for slot in self.ops.iter_mut() {
             let Some(mut rec) = slot.take() else { continue };
             busy[rec.backend.index()] = true;
-            for m in rec.mem.iter_mut() {
+            for m in rec.mem.as_mut_slice() {
                 // SAFETY: teardown runs on the JS thread of self.env, which made the reference.
                 unsafe { capture::forget_view(self.env, m) };
             }

@@ -4,6 +4,7 @@
 //! - `memory`: odirect-owned aligned memory behind external ArrayBuffers; a view's pointer.
 //! - `engine`: one engine per JS environment: the op slab, staging, submission, reaping,
 //!   teardown.
+//! - `fast`: `rw` and `flush` as plain functions bound to an engine (the per-op path).
 //! - `capture`: from a JS view to memory the kernel may use (bounce buffers, copy-back).
 //! - `pins`: registered (pinned) memory and its fixed-buffer indexes.
 //! - `wake`: how completions reach JS (uv_poll or a reaper thread) and their delivery.
@@ -21,6 +22,7 @@
 pub mod capture;
 mod consts;
 pub mod engine;
+pub mod fast;
 pub mod locks;
 pub mod memory;
 pub mod paths;
@@ -348,6 +350,17 @@ impl NativeEngine {
     #[napi]
     pub fn flush(&self) -> Result<()> {
         self.with(|e| e.flush())
+    }
+
+    /// `rw` and `flush` as plain functions bound to this engine: the same arguments and
+    /// results, without a class method's per-call unwrapping and borrow bookkeeping (see
+    /// `fast`). For the per-op path.
+    #[napi(ts_return_type = "{ rw: NativeEngine['rw']; flush: NativeEngine['flush'] }")]
+    pub fn fast_path<'e>(&self, env: &'e Env) -> Result<Unknown<'e>> {
+        // SAFETY: env is live for this call, on the engine's JS thread.
+        let obj = unsafe { fast::functions(env.raw(), &self.shared) }?;
+        // SAFETY: obj is a live value created on env in this call.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), obj) })
     }
 
     /// Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id

@@ -471,7 +471,7 @@ unsafe fn release_tsfn(tsfn: sys::napi_threadsafe_function) {
 
 /// Hands an engine reference to the native holder `make` creates, given back at once if it
 /// could not be created.
-fn hand_ref<T>(
+pub(crate) fn hand_ref<T>(
     rc: &Rc<Shared>,
     make: impl FnOnce(*mut c_void) -> napi::Result<T>,
 ) -> napi::Result<T> {
@@ -489,7 +489,7 @@ fn sys_ref(rc: &Rc<Shared>) -> *const Shared {
 
 /// # Safety
 /// `p` must come from [`sys_ref`], given back once, with no borrow of the engine alive.
-unsafe fn drop_sys_ref(p: *const Shared) {
+pub(crate) unsafe fn drop_sys_ref(p: *const Shared) {
     // SAFETY: forwarded contract.
     drop(unsafe { Rc::from_raw(p) });
 }
@@ -727,8 +727,7 @@ unsafe fn on_wake(
     shared: &Shared,
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) -> napi::Result<()> {
-    let mut out = Vec::new();
-    let (env, js) = {
+    let (env, js, mut out) = {
         let Ok(mut e) = shared.try_borrow_mut() else {
             return Ok(());
         };
@@ -739,14 +738,28 @@ unsafe fn on_wake(
         if let Wake::Thread { pending, .. } = &e.wake {
             pending.store(false, Ordering::SeqCst);
         }
+        // The engine's delivery buffer, lent for this wake-up (its capacity is kept).
+        let mut out = std::mem::take(&mut e.delivery);
         e.reap(&mut out);
-        (e.env, js)
+        (e.env, js, out)
     };
     if out.is_empty() {
+        give_back(shared, out);
         return Ok(());
     }
     // SAFETY: forwarded contract; no borrow of the engine is held.
-    unsafe { deliver(env, js, &out, call) }
+    let r = unsafe { deliver(env, js, &out, call) };
+    out.clear();
+    give_back(shared, out);
+    r
+}
+
+/// Returns the delivery buffer lent by `on_wake` (dropped if the engine is busy: the JS
+/// callback re-entered it, which only costs the next wake-up an allocation).
+fn give_back(shared: &Shared, out: Vec<f64>) {
+    if let Ok(mut e) = shared.try_borrow_mut() {
+        e.delivery = out;
+    }
 }
 
 /// Delivers `out` triples to JS in chunks of the preallocated results array (re-measured each

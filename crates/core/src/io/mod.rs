@@ -159,8 +159,14 @@ pub trait Driver: Send {
     /// on I/O.
     fn submit(&mut self);
 
+    /// Called on a wake-up before the eventfd is reset, then `reap` after it: lets a driver post
+    /// completions whose posting signals the eventfd (the ring's deferred task work), so the
+    /// reset takes that signal too instead of it waking the thread again.
+    fn prepare_reap(&mut self) {}
+
     /// Appends every completion available now to `out`; never blocks. Ops waiting for room are
-    /// submitted as room frees up.
+    /// submitted as room frees up. The eventfd is the caller's to reset (before calling this, so
+    /// that a completion signalled after the reset wakes it again).
     fn reap(&mut self, out: &mut Vec<(u64, i64)>);
 
     /// Asks for op `key` to be cancelled. It still completes, through `reap`: with -ECANCELED,
