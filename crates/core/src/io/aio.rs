@@ -22,7 +22,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::pool::LockedBuffers;
-use super::{BackendKind, Driver, FdFacts, Placement, Unavailable};
+use super::{last_errno, retry_eintr, BackendKind, Driver, FdFacts, Placement, Unavailable};
 use crate::op::{OpKind, OpRef, Segment};
 
 /// `aio_context_t` (an `unsigned long` in linux/aio_abi.h).
@@ -102,12 +102,6 @@ const _: () = {
     assert!(offset_of!(IoEvent, res) == 16);
 };
 
-fn last_errno() -> i32 {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
 /// An aio context; destroyed on drop.
 struct Ctx(AioContext);
 
@@ -136,25 +130,19 @@ impl Ctx {
     /// Every pointer in `iocbs` must point at a live, writable Iocb (the kernel writes its
     /// aio_key) whose buffers obey the `Driver::push` contract until completion.
     unsafe fn submit(&self, iocbs: &mut [*mut Iocb]) -> Result<usize, i32> {
-        loop {
+        // EINTR: nothing was queued (io_submit reports a count once anything was): retried.
+        retry_eintr(|| {
             // SAFETY: per this function's contract; the array itself is a live slice.
-            let r = unsafe {
+            unsafe {
                 libc::syscall(
                     libc::SYS_io_submit,
                     self.0,
                     iocbs.len() as libc::c_long,
                     iocbs.as_mut_ptr(),
                 )
-            };
-            if r >= 0 {
-                return Ok(r as usize);
             }
-            match last_errno() {
-                // Nothing was queued (io_submit reports a count once anything was): retry.
-                libc::EINTR => continue,
-                e => return Err(e),
-            }
-        }
+        })
+        .map(|n| n as usize)
     }
 
     /// Non-blocking io_getevents into `events`: returns how many were filled.
@@ -162,10 +150,10 @@ impl Ctx {
         // A zero timeout in the kernel's layout (two longs: __kernel_timespec on 64-bit,
         // old_timespec32 on 32-bit targets).
         let mut zero: [libc::c_long; 2] = [0, 0];
-        loop {
+        retry_eintr(|| {
             // SAFETY: `events` is a live, writable slice of events.len() io_events and `zero` a
             // live timespec; the kernel writes at most events.len() entries.
-            let r = unsafe {
+            unsafe {
                 libc::syscall(
                     libc::SYS_io_getevents,
                     self.0,
@@ -174,15 +162,9 @@ impl Ctx {
                     events.as_mut_ptr(),
                     zero.as_mut_ptr(),
                 )
-            };
-            if r >= 0 {
-                return Ok(r as usize);
             }
-            match last_errno() {
-                libc::EINTR => continue,
-                e => return Err(e),
-            }
-        }
+        })
+        .map(|n| n as usize)
     }
 
     /// io_cancel: Ok when the kernel accepted the cancellation (the event still arrives through

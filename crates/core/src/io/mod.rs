@@ -234,6 +234,27 @@ pub fn probe(kind: BackendKind) -> Result<(), Unavailable> {
 /// Starts a driver of this kind that announces completions on `eventfd` (a non-blocking
 /// eventfd; the ring and aio context use its number, which must stay open while they live; the
 /// pool keeps the `Arc`).
+/// The calling thread's errno after a failed system call (EIO if there is none).
+pub(crate) fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Runs a system call until it is not interrupted: its non-negative result, or its errno.
+pub(crate) fn retry_eintr(mut call: impl FnMut() -> i64) -> Result<u64, i32> {
+    loop {
+        let r = call();
+        if r >= 0 {
+            return Ok(r as u64);
+        }
+        let e = last_errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
 pub fn create(
     kind: BackendKind,
     eventfd: &Arc<OwnedFd>,

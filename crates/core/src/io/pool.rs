@@ -30,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{eventfd, BackendKind, Driver, FdFacts, Placement};
+use super::{eventfd, last_errno, retry_eintr, BackendKind, Driver, FdFacts, Placement};
 use crate::op::{OpKind, OpRef, Segment};
 
 /// A worker hands its completions to the sink once it holds this many.
@@ -44,12 +44,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn last_errno() -> i32 {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
 /// Converts a file offset or length to `off_t`, or says EINVAL.
 fn to_off(v: u64) -> Result<libc::off_t, i64> {
     // On 32-bit targets without large-file off_t this limits offsets to 2 GiB; every 64-bit
@@ -59,16 +53,7 @@ fn to_off(v: u64) -> Result<libc::off_t, i64> {
 
 /// Runs `f` until it stops failing with EINTR; returns its result, or `-errno`.
 fn retry<F: FnMut() -> isize>(mut f: F) -> i64 {
-    loop {
-        let r = f();
-        if r >= 0 {
-            return r as i64;
-        }
-        let e = last_errno();
-        if e != libc::EINTR {
-            return -(e as i64);
-        }
-    }
+    retry_eintr(|| f() as i64).map_or_else(|e| -(e as i64), |n| n as i64)
 }
 
 /// A positioned transfer's result, or — when the file has no position (ESPIPE: a pipe, FIFO,
