@@ -327,8 +327,9 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         });
     }
     let alignment = align::discover(fd).map_err(|_| OpenError::last("statx"))?;
-    let fs_type = fs_type_name(fd);
-    let may_block = submission_may_block(kind, fs_magic(fd));
+    let magic = fs_magic(fd);
+    let fs_type = fs_name(magic);
+    let may_block = submission_may_block(kind, magic);
     #[cfg(target_os = "linux")]
     let size = if is_block_device {
         align::blk_size_bytes(fd).unwrap_or(0)
@@ -376,7 +377,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
     }
     // ext4 accepts O_DIRECT but does buffered I/O behind the flag where it journals the file's
     // data: refuse the flag there as a filesystem that has no direct I/O would.
-    let enabled = match journals_data(fd, &st, &out.alignment) {
+    let enabled = match journals_data(fd, magic, &st, &out.alignment) {
         Some(why) => Err((libc::EINVAL, why)),
         None => enable_direct(fd).map_err(|e| {
             let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
@@ -433,10 +434,15 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
 /// alignment, and only this known case is trusted: statx's zeros alone are not (qemu-user reports
 /// zeros for files where O_DIRECT works).
 #[cfg(target_os = "linux")]
-fn journals_data(fd: RawFd, st: &libc::stat, alignment: &Alignment) -> Option<String> {
+fn journals_data(
+    fd: RawFd,
+    magic: Option<i64>,
+    st: &libc::stat,
+    alignment: &Alignment,
+) -> Option<String> {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
     const FS_JOURNAL_DATA_FL: libc::c_int = 0x4000;
-    if alignment.direct_supported || fs_magic(fd) != Some(EXT4_SUPER_MAGIC) {
+    if alignment.direct_supported || magic != Some(EXT4_SUPER_MAGIC) {
         return None;
     }
     let mut flags: libc::c_int = 0;
@@ -456,7 +462,12 @@ fn journals_data(fd: RawFd, st: &libc::stat, alignment: &Alignment) -> Option<St
 }
 
 #[cfg(not(target_os = "linux"))]
-fn journals_data(_fd: RawFd, _st: &libc::stat, _alignment: &Alignment) -> Option<String> {
+fn journals_data(
+    _fd: RawFd,
+    _magic: Option<i64>,
+    _st: &libc::stat,
+    _alignment: &Alignment,
+) -> Option<String> {
     None
 }
 
@@ -618,9 +629,14 @@ pub fn submission_may_block(file_kind: libc::mode_t, magic: Option<i64>) -> bool
 
 /// The filesystem type name of an open file ("ext4", "tmpfs", ...), or "" when unknown.
 pub fn fs_type_name(fd: RawFd) -> String {
+    fs_name(fs_magic(fd))
+}
+
+/// The filesystem type name for a statfs magic number (see `fs_type_name`).
+fn fs_name(magic: Option<i64>) -> String {
     #[cfg(target_os = "linux")]
     {
-        let Some(magic) = fs_magic(fd) else {
+        let Some(magic) = magic else {
             return String::new();
         };
         let name = match magic {
@@ -646,7 +662,7 @@ pub fn fs_type_name(fd: RawFd) -> String {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = fd;
+        let _ = magic;
         String::new()
     }
 }
