@@ -192,8 +192,8 @@ impl NativeEngine {
     #[napi(constructor)]
     pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
         if use_loop {
-            // Node: external memory is accounted (see memory::ADJUST_EXTERNAL).
-            memory::ADJUST_EXTERNAL.store(true, Ordering::Relaxed);
+            // Node: V8 collects dropped buffers young (see memory::nudge_young_gc).
+            memory::NUDGE_YOUNG_GC.store(true, Ordering::Relaxed);
         }
         // SAFETY: env and callback are live handles of this call.
         let shared = unsafe { wake::start(env.raw(), callback.raw(), use_loop) }?;

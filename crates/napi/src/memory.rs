@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use napi::sys;
 use odirect_core::buf::AlignedBuf;
 
-use crate::status::{check, report};
+use crate::status::check;
 
 /// One odirect-owned aligned allocation.
 pub struct Alloc {
@@ -23,8 +23,6 @@ pub struct Alloc {
     buf: Option<AlignedBuf>,
     start: usize,
     len: usize,
-    /// Whether its size was added to the runtime's external memory count (to take back once).
-    adjusted: std::sync::atomic::AtomicBool,
 }
 
 impl Alloc {
@@ -137,30 +135,43 @@ pub fn lookup(ptr: usize, len: usize) -> Option<Arc<Alloc>> {
     }
 }
 
-/// Whether to tell the runtime about external memory (napi_adjust_external_memory). Only on
-/// Node: Deno's V8 aborts (`total_before >= -delta`) when a finalizer gives back what an
-/// allocation on another isolate added, so other runtimes go without.
-pub static ADJUST_EXTERNAL: std::sync::atomic::AtomicBool =
+/// Whether to run V8's young-generation check after each external buffer (Node only; see
+/// [`nudge_young_gc`]).
+pub static NUDGE_YOUNG_GC: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-unsafe extern "C" fn finalize_alloc(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; V8 calls the
+unsafe extern "C" fn finalize_alloc(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; the runtime calls the
     // finalizer exactly once, when no ArrayBuffer holds the backing store any more.
-    let a = unsafe { Box::from_raw(hint as *mut Arc<Alloc>) };
-    if !env.is_null() && a.adjusted.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        let mut out = 0i64;
-        // A finalizer has no one to tell: a count not given back only makes V8 collect a
-        // little sooner.
-        // SAFETY: env is the finalizer's live env; adjusting the external memory count only.
-        unsafe {
-            report!(napi_adjust_external_memory(
-                env,
-                -(a.len() as i64),
-                &mut out
-            ))
-        };
+    drop(unsafe { Box::from_raw(hint as *mut Arc<Alloc>) });
+}
+
+/// Lets V8 collect dropped buffers young, as it does its own.
+///
+/// V8 already counts every ArrayBuffer's memory as external memory, ours included: its
+/// ArrayBufferSweeper adds the byte length of each backing store it attaches, whoever
+/// allocated it (so no `napi_adjust_external_memory` here: that counted each buffer twice, and
+/// external memory over V8's limit starts mark-compact collections, about 30 per GiB streamed).
+/// What V8 does not do for memory it did not allocate is the check it makes before allocating a
+/// backing store itself (`Heap::AllocateExternalBackingStore`): once young ArrayBuffers hold
+/// twice the semi-space size (32 MiB on 64-bit Node), it runs a young-generation collection,
+/// which frees buffers that died young at the cost of a scavenge. Allocating a 1-byte V8
+/// ArrayBuffer right after ours runs that check, so buffers dropped as fast as they are read
+/// (a stream's chunks) are collected and their blocks reused like `Buffer.allocUnsafe`'s.
+///
+/// # Safety
+/// `env` must be the live env of the current call.
+unsafe fn nudge_young_gc(env: sys::napi_env) {
+    let mut data: *mut c_void = ptr::null_mut();
+    let mut tiny = ptr::null_mut();
+    // SAFETY: live env; the new ArrayBuffer is garbage at once. A failure only means no check
+    // this time (the buffer works all the same); its error info is read so it does not linger.
+    unsafe {
+        if check!(napi_create_arraybuffer(env, 1, &mut data, &mut tiny)).is_err() {
+            let mut info = ptr::null();
+            let _ = check!(napi_get_last_error_info(env, &mut info));
+        }
     }
-    drop(a);
 }
 
 /// Whether this runtime shares external ArrayBuffer memory with us (checked on first use:
@@ -206,7 +217,6 @@ pub unsafe fn external_buffer_with(
         len: buf.len(),
         buf: Some(buf),
         start,
-        adjusted: std::sync::atomic::AtomicBool::new(false),
     });
     registry()
         .lock()
@@ -250,12 +260,9 @@ pub unsafe fn external_buffer_with(
         return Ok(None);
     }
     EXTERNAL_OK.store(1, Ordering::Relaxed);
-    if ADJUST_EXTERNAL.load(Ordering::Relaxed) {
-        let mut out = 0i64;
-        // SAFETY: live env; tells V8 the buffer's size so GC pressure accounts for it.
-        let told = unsafe { check!(napi_adjust_external_memory(env, len as i64, &mut out)) };
-        // Not counted (the buffer works all the same): the finalizer gives nothing back.
-        alloc.adjusted.store(told.is_ok(), Ordering::Relaxed);
+    if NUDGE_YOUNG_GC.load(Ordering::Relaxed) {
+        // SAFETY: forwarded contract (env is live).
+        unsafe { nudge_young_gc(env) };
     }
     Ok(Some(ab))
 }
