@@ -5,7 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { type EngineId, engineLabel, fmtSize, isVariant, type MachineFacts, type Place, type RunResult, type VariantId, type Workload } from './harness'
-import { type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
+import { STREAM_CHUNK, STREAM_DEPTH, type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
   workload: Workload
@@ -241,22 +241,46 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `sequential ${write ? 'write' : 'read'}`
     ratio(`${at(label, 'disk')}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
   }
-  {
-    const name = 'Streams, disk: odirect createReadStream vs fio io_uring sequential read'
-    const a = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'odirect-stream')
-    const b = streams.find((s) => s.workload.id === 'stream-read' && s.engine === 'fio-io_uring')
-    if (a === undefined || b === undefined) out.push({ name, goal: '≥ 0.90×', figure: 'not measured (streams not selected)' })
-    else if (a.skipped !== undefined || b.skipped !== undefined) out.push({ name, goal: '≥ 0.90×', figure: `not measured: ${a.skipped ?? b.skipped}` })
+  // Streams (issue 19): throughput vs fio, CPU vs node:fs's stream, RSS growth.
+  const stream = (id: string, eng: StreamEngineId): StreamSummary | undefined => streams.find((x) => x.workload.id === id && x.engine === eng)
+  const streamRow = (name: string, goal: string, a: StreamSummary | undefined, figure: (a: StreamSummary) => [string, boolean | undefined] | undefined): void => {
+    if (a === undefined) out.push({ name, goal, figure: 'not measured (streams not selected)' })
+    else if (a.skipped !== undefined) out.push({ name, goal, figure: `not measured: ${a.skipped}` })
     else {
-      const r = a.mbps / b.mbps
-      out.push({ name, goal: '≥ 0.90×', figure: `${fmtRatio3(r)} (${num(a.mbps)} vs ${num(b.mbps)} MB/s)`, met: Number.isFinite(r) ? r >= 0.9 : undefined })
+      const f = figure(a)
+      out.push(f === undefined ? { name, goal, figure: 'not measured' } : { name, goal, figure: f[0], met: f[1] })
     }
   }
-  for (const eng of ['odirect-stream', 'odirect-stream-sha'] as const) {
-    const name = `Streams, disk: ${eng === 'odirect-stream' ? 'createReadStream' : 'createReadStream → sha256'} CPU per GiB vs fs.createReadStream (1 MiB)`
-    const a = streams.find((s) => s.workload.id === 'stream-read' && s.engine === eng)
-    if (a === undefined || a.skipped !== undefined || !Number.isFinite(a.cpuRatio)) out.push({ name, goal: '≤ 1.00×', figure: a?.skipped !== undefined ? `not measured: ${a.skipped}` : 'not measured' })
-    else out.push({ name, goal: '≤ 1.00×', figure: `${fmtRatio3(a.cpuRatio)} (${a.cpuPerGiB.toFixed(2)} s/GiB)`, met: a.cpuRatio <= 1 })
+  const STREAM_TARGETS: [string, StreamEngineId][] = [
+    ['stream-read', 'odirect-stream'],
+    ['stream-read', 'odirect-stream-sha'],
+    ['stream-read', 'odirect-stream-reuse'],
+    ['stream-read', 'odirect-web'],
+    ['stream-read', 'odirect-web-sha'],
+    ['stream-read', 'odirect-web-byob'],
+    ['stream-write', 'odirect-stream'],
+    ['stream-write', 'odirect-web'],
+  ]
+  for (const [id, eng] of STREAM_TARGETS) {
+    const a = stream(id, eng)
+    if (a === undefined) continue
+    const what = `Streams, disk: ${streamEngineLabel(a.workload, eng).replace(/ \(1 MiB.*\)$/, '')}`
+    if (!eng.endsWith('-sha')) {
+      const ref = stream(id, 'fio-io_uring')
+      streamRow(`${what} vs fio io_uring`, '≥ 0.90×', a, (x) => {
+        if (ref === undefined || ref.skipped !== undefined || !Number.isFinite(x.mbps / ref.mbps)) return undefined
+        const r = x.mbps / ref.mbps
+        return [`${fmtRatio3(r)} (${num(x.mbps)} vs ${num(ref.mbps)} MB/s)`, r >= 0.9]
+      })
+    }
+    streamRow(`${what}: CPU per GiB vs ${id === 'stream-write' ? 'fs.createWriteStream + fsync' : eng.endsWith('-sha') ? 'fs.createReadStream (1 MiB) → sha256' : 'fs.createReadStream (1 MiB)'}`, '≤ 1.00×', a, (x) =>
+      Number.isFinite(x.cpuRatio) ? [`${fmtRatio3(x.cpuRatio)} (${x.cpuPerGiB.toFixed(2)} s/GiB)`, x.cpuRatio <= 1] : undefined,
+    )
+    if (id === 'stream-read') {
+      // readAhead x chunk + 16 MiB, the bench's streams being 4 x 1 MiB.
+      const limit = STREAM_DEPTH * (STREAM_CHUNK / 2 ** 20) + 16
+      streamRow(`${what}: peak RSS growth, no forced GC`, `≤ ${limit} MiB`, a, (x) => (Number.isFinite(x.rssGrowthMiB) ? [`${num(x.rssGrowthMiB)} MiB`, x.rssGrowthMiB <= limit] : undefined))
+    }
   }
   // CPU per op at depth 64.
   for (const place of places) {
@@ -444,7 +468,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
       streams: streams.map((s) => ({
         workload: s.workload.id,
         engine: s.engine,
-        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), ratioToFioIoUring: finite(s.ratio), cpuPerGiB: finite(s.cpuPerGiB), cpuRatioToNodeFs: finite(s.cpuRatio) }),
+        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), rssGrowthMiB: finite(s.rssGrowthMiB), ratioToFioIoUring: finite(s.ratio), cpuPerGiB: finite(s.cpuPerGiB), cpuRatioToNodeFs: finite(s.cpuRatio) }),
         runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
       targets: targets(sums, streams).map((t) => ({ ...t, met: t.met ?? null })),
@@ -480,6 +504,10 @@ const STREAM_COLORS: Record<StreamEngineId, string> = {
   'node-fs-stream': '#e0a030',
   'node-fs-stream-1m': '#f5c469',
   'odirect-stream-sha': '#5dade2',
+  'odirect-stream-reuse': '#1b4f72',
+  'odirect-web': '#48c9b0',
+  'odirect-web-sha': '#a3e4d7',
+  'odirect-web-byob': '#117a65',
   'node-fs-stream-1m-sha': '#f8d98f',
   'fio-io_uring': '#4c566a',
   'dd-direct': '#7b8394',
@@ -602,6 +630,8 @@ export interface StreamSummary {
   min: number
   max: number
   residentPct: number
+  /** Median peak RSS growth during a run, MiB (NaN: not measured). */
+  rssGrowthMiB: number
   ratio: number
   /** Median CPU seconds per GiB, and its ratio to node:fs's stream doing the same job (1 MiB highWaterMark for reads). */
   cpuPerGiB: number
@@ -622,6 +652,7 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
       min: v.length ? Math.min(...v) : NaN,
       max: v.length ? Math.max(...v) : NaN,
       residentPct: median(c.runs.map((r) => r.residentPct)),
+      rssGrowthMiB: median(c.runs.map((r) => r.rssGrowthMiB ?? NaN)),
       ratio: NaN,
       cpuPerGiB: median(c.runs.map((r) => r.cpuPerGiB)),
       cpuRatio: NaN,
@@ -637,19 +668,20 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
 }
 
 export function streamTable(sums: StreamSummary[]): string {
-  const rows = ['| Workload | Engine | MB/s (median) | Runs min–max | vs fio io_uring | CPU s/GiB | CPU vs node:fs | % of file resident after |', '|---|---|---:|---:|---:|---:|---:|---:|']
+  const rows = ['| Workload | Engine | MB/s (median) | Runs min–max | vs fio io_uring | CPU s/GiB | CPU vs node:fs | Peak RSS growth | % of file resident after |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
   let lastW = ''
   for (const s of sums) {
     const wl = s.workload.id === lastW ? '' : s.workload.label
     lastW = s.workload.id
     const label = streamEngineLabel(s.workload, s.engine)
     if (s.skipped !== undefined) {
-      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | | | |`)
+      rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | | | | |`)
       continue
     }
     const spread = s.min === s.max ? '' : `${num(s.min)}–${num(s.max)}`
     const cpu = Number.isFinite(s.cpuPerGiB) ? s.cpuPerGiB.toFixed(2) : '–'
-    rows.push(`| ${wl} | ${label} | **${num(s.mbps)}** | ${spread} | ${fmtRatio(s.ratio)} | ${cpu} | ${fmtRatio(s.cpuRatio)} | ${Number.isFinite(s.residentPct) ? `${num(s.residentPct, 1)} %` : '–'} |`)
+    const rss = Number.isFinite(s.rssGrowthMiB) ? `${num(s.rssGrowthMiB)} MiB` : '–'
+    rows.push(`| ${wl} | ${label} | **${num(s.mbps)}** | ${spread} | ${fmtRatio(s.ratio)} | ${cpu} | ${fmtRatio(s.cpuRatio)} | ${rss} | ${Number.isFinite(s.residentPct) ? `${num(s.residentPct, 1)} %` : '–'} |`)
   }
   return rows.join('\n')
 }

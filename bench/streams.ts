@@ -8,10 +8,22 @@ import { performance } from 'node:perf_hooks'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import { createReadStream, createWriteStream, open } from '../index'
+import { createReadStream, createWriteStream, open, readableWebStream, writableWebStream } from '../index'
+import { native } from '../src/native'
 import { type BenchContext, dropCaches, fioArgs, fmtSize, parseFio, type Workload } from './harness'
 
-export type StreamEngineId = 'odirect-stream' | 'node-fs-stream' | 'node-fs-stream-1m' | 'odirect-stream-sha' | 'node-fs-stream-1m-sha' | 'fio-io_uring' | 'dd-direct'
+export type StreamEngineId =
+  | 'odirect-stream'
+  | 'odirect-stream-sha'
+  | 'odirect-stream-reuse'
+  | 'odirect-web'
+  | 'odirect-web-sha'
+  | 'odirect-web-byob'
+  | 'node-fs-stream'
+  | 'node-fs-stream-1m'
+  | 'node-fs-stream-1m-sha'
+  | 'fio-io_uring'
+  | 'dd-direct'
 
 export interface StreamWorkload {
   id: 'stream-read' | 'stream-write'
@@ -29,9 +41,9 @@ export function streamWorkloads(size: number): StreamWorkload[] {
       id: 'stream-read',
       label: `sequential read of ${fmtSize(size)}`,
       write: false,
-      engines: ['odirect-stream', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'dd-direct'],
+      engines: ['odirect-stream', 'odirect-stream-reuse', 'odirect-web', 'odirect-web-byob', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'odirect-web-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'dd-direct'],
     },
-    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'node-fs-stream', 'fio-io_uring', 'dd-direct'] },
+    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'odirect-web', 'node-fs-stream', 'fio-io_uring', 'dd-direct'] },
   ]
 }
 
@@ -45,6 +57,14 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
       return 'fs.createReadStream (1 MiB highWaterMark)'
     case 'odirect-stream-sha':
       return 'odirect createReadStream → sha256'
+    case 'odirect-stream-reuse':
+      return 'odirect createReadStream (reuseChunks)'
+    case 'odirect-web':
+      return w.write ? `odirect writableWebStream (1 MiB, writeBehind ${STREAM_DEPTH}, datasync)` : 'odirect readableWebStream (default reader)'
+    case 'odirect-web-sha':
+      return 'odirect readableWebStream → sha256'
+    case 'odirect-web-byob':
+      return 'odirect readableWebStream (BYOB reader, 1 MiB views)'
     case 'node-fs-stream-1m-sha':
       return 'fs.createReadStream (1 MiB) → sha256'
     case 'fio-io_uring':
@@ -60,6 +80,8 @@ export interface StreamRun {
   cpuPerGiB: number
   /** Bytes of the file in the page cache after the run / bytes streamed, percent. NaN when unknown. */
   residentPct: number
+  /** Peak RSS during the pass minus RSS before it, MiB (JS engines: a fresh process per run, no forced GC). NaN when unknown. */
+  rssGrowthMiB: number
 }
 
 export interface StreamCell {
@@ -98,15 +120,12 @@ const drop = (ctx: BenchContext, file: string): void => {
   }
 }
 
-async function readOdirect(t: StreamTarget): Promise<number> {
-  let n = 0
-  for await (const chunk of createReadStream(t.file, { chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 })) n += (chunk as Uint8Array).length
-  return n
-}
+const readOpts = (t: StreamTarget): { chunkSize: number; readAhead: number; end: number } => ({ chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 })
 
-async function readFs(t: StreamTarget, highWaterMark?: number): Promise<number> {
+/** A plain consumer: counts the bytes of each chunk and drops it. */
+async function count(src: AsyncIterable<Uint8Array>): Promise<number> {
   let n = 0
-  for await (const chunk of fs.createReadStream(t.file, { start: 0, end: t.size - 1, ...(highWaterMark ? { highWaterMark } : {}) })) n += (chunk as Buffer).length
+  for await (const chunk of src) n += chunk.length
   return n
 }
 
@@ -128,6 +147,35 @@ async function hashRead(src: Readable): Promise<number> {
   return n
 }
 
+/** A web stream read with a default reader (chunks handed over), optionally hashed. */
+async function readWeb(t: StreamTarget, hash: boolean): Promise<number> {
+  const r = readableWebStream(t.file, readOpts(t)).getReader()
+  const h = hash ? createHash('sha256') : undefined
+  let n = 0
+  for (;;) {
+    const { done, value } = await r.read()
+    if (done) break
+    n += value.length
+    h?.update(value)
+  }
+  h?.digest()
+  return n
+}
+
+/** A web stream read with a BYOB reader into 1 MiB views (the same memory each time). */
+async function readByob(t: StreamTarget): Promise<number> {
+  const r = readableWebStream(t.file, readOpts(t)).getReader({ mode: 'byob' })
+  let view = new Uint8Array(STREAM_CHUNK)
+  let n = 0
+  for (;;) {
+    const { done, value } = await r.read(view)
+    if (done || value === undefined) break
+    n += value.length
+    view = new Uint8Array(value.buffer)
+  }
+  return n
+}
+
 /** The CPU of waited-for children so far (cutime + cstime of /proc/self/stat), seconds. */
 function childCpu(): number {
   const stat = fs.readFileSync('/proc/self/stat', 'utf8')
@@ -145,7 +193,7 @@ function runDd(t: StreamTarget, write: boolean): StreamRun | string {
   const secs = (performance.now() - t0) / 1000
   if (r.error) return `dd failed: ${r.error.message}`
   if (r.status !== 0) return `dd failed: ${(r.stderr ?? '').trim().split('\n')[0]}`
-  return { mbps: t.size / secs / 1e6, cpuPerGiB: (childCpu() - c0) / (t.size / 2 ** 30), residentPct: NaN }
+  return { mbps: t.size / secs / 1e6, cpuPerGiB: (childCpu() - c0) / (t.size / 2 ** 30), residentPct: NaN, rssGrowthMiB: NaN }
 }
 
 /** The same 1 MiB of non-zero data, `size / 1 MiB` times (never modified, so sharing it is safe). */
@@ -160,8 +208,14 @@ function source(size: number): Readable {
   )
 }
 
+const writeOpts = { flags: 'r+' as const, chunkSize: STREAM_CHUNK, writeBehind: STREAM_DEPTH, datasync: true }
+
 async function writeOdirect(t: StreamTarget): Promise<void> {
-  await pipeline(source(t.size), createWriteStream(t.file, { flags: 'r+', chunkSize: STREAM_CHUNK, writeBehind: STREAM_DEPTH, datasync: true }))
+  await pipeline(source(t.size), createWriteStream(t.file, writeOpts))
+}
+
+async function writeWeb(t: StreamTarget): Promise<void> {
+  await Readable.toWeb(source(t.size)).pipeTo(writableWebStream(t.file, writeOpts) as WritableStream<unknown>)
 }
 
 async function writeFs(t: StreamTarget): Promise<void> {
@@ -186,46 +240,86 @@ function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean): Strea
     return `fio failed: ${text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`}`
   }
   const res = parseFio(r.stdout, write)
-  return { mbps: res.bytes / res.seconds / 1e6, cpuPerGiB: (res.cpuUsPerOp * res.ops) / 1e6 / (res.bytes / 2 ** 30), residentPct: NaN }
+  return { mbps: res.bytes / res.seconds / 1e6, cpuPerGiB: (res.cpuUsPerOp * res.ops) / 1e6 / (res.bytes / 2 ** 30), residentPct: NaN, rssGrowthMiB: NaN }
 }
 
-function readWith(e: StreamEngineId, t: StreamTarget): Promise<number> {
+/** One pass of a JS engine over `t`: the bytes it read (writes: `t.size`). */
+async function pass(e: StreamEngineId, write: boolean, t: StreamTarget): Promise<number> {
+  if (write) {
+    await (e === 'odirect-stream' ? writeOdirect(t) : e === 'odirect-web' ? writeWeb(t) : writeFs(t))
+    return t.size
+  }
   switch (e) {
     case 'odirect-stream':
-      return readOdirect(t)
+      return count(createReadStream(t.file, readOpts(t)))
+    case 'odirect-stream-reuse':
+      return count(createReadStream(t.file, { ...readOpts(t), reuseChunks: true }))
     case 'odirect-stream-sha':
-      return hashRead(createReadStream(t.file, { chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 }))
+      return hashRead(createReadStream(t.file, readOpts(t)))
+    case 'odirect-web':
+      return readWeb(t, false)
+    case 'odirect-web-sha':
+      return readWeb(t, true)
+    case 'odirect-web-byob':
+      return readByob(t)
     case 'node-fs-stream-1m-sha':
       return hashRead(fs.createReadStream(t.file, { start: 0, end: t.size - 1, highWaterMark: STREAM_CHUNK }))
+    case 'node-fs-stream-1m':
+      return count(fs.createReadStream(t.file, { start: 0, end: t.size - 1, highWaterMark: STREAM_CHUNK }))
     default:
-      return readFs(t, e === 'node-fs-stream-1m' ? STREAM_CHUNK : undefined)
+      return count(fs.createReadStream(t.file, { start: 0, end: t.size - 1 }))
+  }
+}
+
+const CHILD_FLAG = '--odirect-stream-child'
+const WARM = 4 * STREAM_CHUNK
+
+/**
+ * In a fresh process (this file run with CHILD_FLAG): a short warm-up pass (code paths, the
+ * engine), the file's pages dropped again, then the measured pass. Prints its StreamRun (RSS
+ * growth: peak resident set during the pass over the resident set before it; no forced GC).
+ */
+async function childMain(args: string[]): Promise<void> {
+  const [e, write, file, size] = [args[0] as StreamEngineId, args[1] === '1', args[2], Number(args[3])]
+  await pass(e, write, { file, size: Math.min(size, WARM) })
+  const fd = fs.openSync(file, 'r')
+  try {
+    native.dropCache(fd, 0, 0)
+  } finally {
+    fs.closeSync(fd)
+  }
+  const rss0 = process.memoryUsage.rss()
+  const c0 = process.cpuUsage()
+  const t0 = performance.now()
+  const n = await pass(e, write, { file, size })
+  const secs = (performance.now() - t0) / 1000
+  const c = process.cpuUsage(c0)
+  const peak = process.resourceUsage().maxRSS * 1024
+  if (n !== size) throw new Error(`read ${n} bytes, expected ${size}`)
+  const run: StreamRun = { mbps: size / secs / 1e6, cpuPerGiB: (c.user + c.system) / 1e6 / (size / 2 ** 30), residentPct: NaN, rssGrowthMiB: Math.max(0, peak - rss0) / 2 ** 20 }
+  process.stdout.write(JSON.stringify(run))
+}
+
+/** One run of a JS engine in a fresh Node process (so RSS and the heap start from the same state for every engine). */
+function runChild(e: StreamEngineId, write: boolean, t: StreamTarget): StreamRun | string {
+  const r = spawnSync(process.execPath, [__filename, CHILD_FLAG, e, write ? '1' : '0', t.file, String(t.size)], { encoding: 'utf8', maxBuffer: 1 << 20 })
+  if (r.error) return `failed: ${r.error.message}`
+  if (r.status !== 0) return `failed: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' ') || `exit ${r.status}`}`
+  try {
+    return JSON.parse(r.stdout) as StreamRun
+  } catch {
+    return `failed: no result (${r.stdout.slice(0, 200)})`
   }
 }
 
 /** One run of one engine; the page cache of the file is emptied first. */
 export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget): Promise<StreamRun | string> {
   drop(ctx, t.file)
-  let run: StreamRun
-  if (e === 'fio-io_uring' || e === 'dd-direct') {
-    const r = e === 'dd-direct' ? runDd(t, w.write) : runFioStream(ctx, t, w.write)
-    if (typeof r === 'string') return r
-    run = r
-  } else {
-    const c0 = process.cpuUsage()
-    const t0 = performance.now()
-    if (w.write) {
-      await (e === 'odirect-stream' ? writeOdirect(t) : writeFs(t))
-    } else {
-      const n = await readWith(e, t)
-      if (n !== t.size) return `read ${n} bytes, expected ${t.size}`
-    }
-    const secs = (performance.now() - t0) / 1000
-    const c = process.cpuUsage(c0)
-    run = { mbps: t.size / secs / 1e6, cpuPerGiB: (c.user + c.system) / 1e6 / (t.size / 2 ** 30), residentPct: NaN }
-  }
+  const r = e === 'dd-direct' ? runDd(t, w.write) : e === 'fio-io_uring' ? runFioStream(ctx, t, w.write) : runChild(e, w.write, t)
+  if (typeof r === 'string') return r
   const res = residentBytes(t.file)
-  run.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN
-  return run
+  r.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN
+  return r
 }
 
 /** A scratch file of `size` bytes of data, fully written (so every write engine overwrites in place). */
@@ -247,4 +341,11 @@ export async function prepareScratch(file: string, size: number): Promise<void> 
   } finally {
     await fh.close()
   }
+}
+
+if (require.main === module && process.argv[2] === CHILD_FLAG) {
+  childMain(process.argv.slice(3)).catch((e: unknown) => {
+    console.error(e)
+    process.exit(1)
+  })
 }

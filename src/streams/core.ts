@@ -62,6 +62,15 @@ export interface ReadStreamOptions extends StreamOpenOptions, FsStreamOptions {
   flags?: OpenFlags
   /** Chunks are strings decoded with this encoding (Node streams only), as fs. */
   encoding?: BufferEncoding | null
+  /**
+   * Node streams only. Default false: every chunk has memory of its own, safe to keep. true: the
+   * consumer promises to be done with each chunk when the code it was handed to returns (a
+   * `'data'` listener, the `write()` of a piped stream that consumes at once, such as a hash, or
+   * a `for await` loop's body once it asks for the next chunk), and the stream reads into that
+   * chunk's memory again: no new allocation or collection per chunk. A chunk kept longer has its
+   * bytes replaced by later data (the memory itself is never freed under it).
+   */
+  reuseChunks?: boolean
 }
 
 /** Options of {@link createWriteStream} and {@link writableWebStream}. */
@@ -86,7 +95,7 @@ const MiB = 1024 * 1024
 const MAX_DEPTH = 1024
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
-const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type']
+const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
 const WRITE_KEYS = [...COMMON_KEYS, 'writeBehind', 'datasync', 'flush']
 /** fs options that direct I/O cannot honour, and why. */
 const UNSUPPORTED: Readonly<Record<string, string>> = {
@@ -112,6 +121,8 @@ interface BaseConfig {
 
 export interface ReadConfig extends BaseConfig {
   readAhead: number
+  /** The consumer gives chunks back (see ReadStreamOptions.reuseChunks). */
+  reuseChunks: boolean
   /** Exclusive end (Infinity: to end of file). */
   stop: number
 }
@@ -195,6 +206,7 @@ export function readConfig(first: unknown, opts: unknown, handleAutoClose = fals
   const { target, base } = baseConfig(first, o, false, handleAutoClose)
   oneOf(o, 'type', ['bytes'], 'bytes', "web streams from odirect are always byte streams: pass type: 'bytes' or nothing")
   const readAhead = intOption(o, 'readAhead', 4, 1, MAX_DEPTH, 'e.g. 4 reads in flight')
+  const reuseChunks = boolOption(o, 'reuseChunks', false)
   const start = intOption(o, 'start', 0, 0, Number.MAX_SAFE_INTEGER, 'the first byte offset to read, >= 0')
   let stop = Infinity
   if (o.end !== undefined && o.end !== Infinity) {
@@ -202,7 +214,7 @@ export function readConfig(first: unknown, opts: unknown, handleAutoClose = fals
     if (end < start) throw misuse('ERR_OUT_OF_RANGE', `end (${end}) must be >= start (${start})`, 'end is inclusive, as in fs.createReadStream')
     stop = end + 1
   }
-  return { target, cfg: { ...base, readAhead, start, stop } }
+  return { target, cfg: { ...base, readAhead, reuseChunks, start, stop } }
 }
 
 export function writeConfig(first: unknown, opts: unknown, handleAutoClose = false): { target: Target; cfg: WriteConfig } {
@@ -354,6 +366,8 @@ export class BlockReader extends Core {
   #bytesRead = 0
   /** Chunks given back with `recycle` (their bytes were copied out): the next reads go into them. */
   #pool: Buffer[] = []
+  /** The memory of the chunks `pull` handed out and not yet given back (only these can be). */
+  #out = new WeakSet<ArrayBuffer>()
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -454,19 +468,24 @@ export class BlockReader extends Core {
       const hi = Math.min(n, this.#cfg.stop - slot.pos)
       if (hi > lo) {
         this.#bytesRead += hi - lo
-        return Buffer.from(slot.buf.buffer as ArrayBuffer, slot.buf.byteOffset + lo, hi - lo)
+        const ab = slot.buf.buffer as ArrayBuffer
+        this.#out.add(ab)
+        return Buffer.from(ab, slot.buf.byteOffset + lo, hi - lo)
       }
       if (this.#eof) return null
     }
   }
 
   /**
-   * Gives back a chunk `pull` returned, for a caller that copied its bytes out and keeps no
-   * reference to it or its ArrayBuffer (the web stream's BYOB reads): its memory takes the next
-   * read, with no new allocation. Only full-size chunks are kept, at most `readAhead`.
+   * Gives back a chunk `pull` returned, for a caller done with it and its ArrayBuffer (the web
+   * stream's BYOB reads copy it out; Node streams with `reuseChunks` once the consumer returns):
+   * its memory takes a later read, with no new allocation. Anything else (a chunk given back
+   * twice, another buffer) is ignored. Only full-size chunks are kept, at most `readAhead`.
    */
-  recycle(chunk: Buffer<ArrayBuffer>): void {
+  recycle(chunk: unknown): void {
+    if (!Buffer.isBuffer(chunk)) return
     const ab = chunk.buffer
+    if (!(ab instanceof ArrayBuffer) || !this.#out.delete(ab)) return
     if (ab.byteLength === this.#chunk && this.#pool.length < this.#cfg.readAhead && !this.dead) this.#pool.push(Buffer.from(ab, 0, ab.byteLength))
   }
 

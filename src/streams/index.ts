@@ -15,7 +15,7 @@ export type HandleReadStreamOptions = Omit<ReadStreamOptions, 'fd' | 'flags' | '
 /** Options of `fh.createWriteStream()`: as createWriteStream's, minus what the handle fixed. */
 export type HandleWriteStreamOptions = Omit<WriteStreamOptions, 'fd' | 'flags' | 'mode' | 'direct' | 'backend'>
 /** Options of `fh.readableWebStream()`; `type: 'bytes'` (Node's option) is accepted, and the only kind. */
-export type HandleWebStreamOptions = Omit<HandleReadStreamOptions, 'encoding' | 'emitClose'> & { type?: 'bytes' }
+export type HandleWebStreamOptions = Omit<HandleReadStreamOptions, 'encoding' | 'emitClose' | 'reuseChunks'> & { type?: 'bytes' }
 
 declare module '../handle' {
   interface FileHandle {

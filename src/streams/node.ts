@@ -32,6 +32,30 @@ async function openSequential(target: Target, positioned: boolean, write: boolea
   return SequentialFile.open(target, write, abort)
 }
 
+/** What Readable's `[Symbol.asyncIterator]()` returns (its chunks typed as Node types them). */
+type ReadableIterator = ReturnType<Readable[typeof Symbol.asyncIterator]>
+
+/**
+ * `it`'s chunks, each handed to `release` once the consumer resumes the loop (asks for the next
+ * chunk, breaks or throws); leaving the loop ends `it` as Node's own iterator does (the stream is
+ * destroyed).
+ */
+async function* giveBack(it: ReadableIterator, release: (chunk: unknown) => void): ReadableIterator {
+  try {
+    for (;;) {
+      const r = await it.next()
+      if (r.done === true) return undefined
+      try {
+        yield r.value
+      } finally {
+        release(r.value)
+      }
+    }
+  } finally {
+    await it.return?.()
+  }
+}
+
 /** fs's 'open' (with the descriptor) and 'ready' events, once the file is open. */
 function announceOpen(stream: Readable | Writable, fd: number): void {
   stream.emit('open', fd)
@@ -143,10 +167,31 @@ export class DirectReadStream extends Readable {
     }
     this.#core.pull().then(
       (chunk) => {
-        if (!this.destroyed) this.push(chunk)
+        if (this.destroyed) return
+        this.push(chunk)
+        // With an encoding the chunk was decoded into a string as it was pushed: its memory can
+        // take the next read whatever the consumer does.
+        if (this.readableEncoding !== null) this.#core.recycle(chunk)
       },
       (e: Error) => this.destroy(handleClosed(this.#core.target) ? undefined : e),
     )
+  }
+
+  /**
+   * With `reuseChunks`, in flowing mode ('data' listeners, pipe, pipeline): once every listener
+   * has returned, the chunk goes back to the reader. (In paused mode `read()` emits 'data' before
+   * its caller has the chunk: nothing is given back there.)
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const r = super.emit(event, ...args)
+    if (event === 'data' && this.#cfg.reuseChunks && this.readableFlowing === true) this.#core.recycle(args[0])
+    return r
+  }
+
+  /** With `reuseChunks`: a chunk goes back to the reader when the loop asks for the next one (or leaves). */
+  override [Symbol.asyncIterator](): ReadableIterator {
+    const it = super[Symbol.asyncIterator]()
+    return this.#cfg.reuseChunks ? giveBack(it, (c) => this.#core.recycle(c)) : it
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {

@@ -35,8 +35,11 @@ function lifecycle(core: BlockReader | BlockWriter, signal: AbortSignal | undefi
   return { teardown, failed, errorOn, unwatch: (): void => unwatch() }
 }
 
-function noNodeOnly(cfg: { encoding: BufferEncoding | undefined }, o: unknown): void {
+function noNodeOnly(cfg: { encoding: BufferEncoding | undefined; reuseChunks?: boolean }, o: unknown): void {
   if (cfg.encoding !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', 'encoding does not apply to web streams (they carry bytes)', 'pipe through a TextDecoderStream instead')
+  if (cfg.reuseChunks === true) {
+    throw misuse('ERR_INVALID_ARG_VALUE', 'reuseChunks applies to Node streams: a web stream hands its chunks over (transferred) and cannot take them back', "read with a BYOB reader (getReader({ mode: 'byob' })): its memory is reused the same way")
+  }
   void o
 }
 
