@@ -1,4 +1,3 @@
-import { getEngine } from './engine'
 import { misuse } from './errors'
 import { coded, countArg, describe } from './args'
 import { native } from './native'
@@ -71,8 +70,6 @@ function allocAlignedInner(size: number, alignment: number, zeroed = true): Buff
   }
   let owned: ArrayBuffer | null
   try {
-    // The engine first: it tells the native side whether to account external memory (Node).
-    getEngine()
     owned = native.allocOwned(size, alignment, zeroed)
   } catch (e) {
     throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes aligned to ${alignment}: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })

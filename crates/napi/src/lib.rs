@@ -34,7 +34,6 @@ pub mod wake;
 
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use napi::{sys, Env, JsValue, Result, Status, Unknown};
 use napi_derive::napi;
@@ -191,10 +190,6 @@ impl NativeEngine {
     /// latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.
     #[napi(constructor)]
     pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
-        if use_loop {
-            // Node: V8 collects dropped buffers young (see memory::nudge_young_gc).
-            memory::NUDGE_YOUNG_GC.store(true, Ordering::Relaxed);
-        }
         // SAFETY: env and callback are live handles of this call.
         let shared = unsafe { wake::start(env.raw(), callback.raw(), use_loop) }?;
         Ok(NativeEngine { shared })

@@ -135,11 +135,6 @@ pub fn lookup(ptr: usize, len: usize) -> Option<Arc<Alloc>> {
     }
 }
 
-/// Whether to run V8's young-generation check after each external buffer (Node only; see
-/// [`nudge_young_gc`]).
-pub static NUDGE_YOUNG_GC: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 unsafe extern "C" fn finalize_alloc(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; the runtime calls the
     // finalizer exactly once, when no ArrayBuffer holds the backing store any more.
@@ -158,6 +153,9 @@ unsafe extern "C" fn finalize_alloc(_env: sys::napi_env, _data: *mut c_void, hin
 /// which frees buffers that died young at the cost of a scavenge. Allocating a 1-byte V8
 /// ArrayBuffer right after ours runs that check, so buffers dropped as fast as they are read
 /// (a stream's chunks) are collected and their blocks reused like `Buffer.allocUnsafe`'s.
+/// Done on every runtime: Deno's V8 gains the same, and Bun's collector, which sees the new
+/// ArrayBuffer as allocation pressure, collects sooner too (a 1 GiB stream on tmpfs: RSS growth
+/// 85-160 vs 222-244 MiB on Deno, 136-166 vs 179-373 MiB on Bun, with less CPU on both).
 ///
 /// # Safety
 /// `env` must be the live env of the current call.
@@ -260,10 +258,8 @@ pub unsafe fn external_buffer_with(
         return Ok(None);
     }
     EXTERNAL_OK.store(1, Ordering::Relaxed);
-    if NUDGE_YOUNG_GC.load(Ordering::Relaxed) {
-        // SAFETY: forwarded contract (env is live).
-        unsafe { nudge_young_gc(env) };
-    }
+    // SAFETY: forwarded contract (env is live).
+    unsafe { nudge_young_gc(env) };
     Ok(Some(ab))
 }
 
