@@ -847,6 +847,46 @@ test('reuseChunks: a for await loop and a pipeline into sha256 get the right byt
   t.true(seen2.size <= readAhead + 2, `${seen2.size} blocks for 25 chunks (pipeline)`)
 })
 
+test('reuseChunks: a piped destination that works on chunks later keeps them: no chunk it still holds is reused', async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'reuse-late.bin')
+  const data = randomBytes(16 * MiB + 5)
+  fs.writeFileSync(file, data)
+  const parts: Buffer[] = []
+  // Queues up to 64 MiB (so write() keeps returning true and the source keeps flowing) and looks
+  // at the chunks only once the whole file was read, as a slow file write stream or socket would:
+  // its first write completes at the source's 'end', the queued ones after it.
+  const src = createReadStream(file, { chunkSize: MiB, readAhead: 2, reuseChunks: true })
+  let held: (() => void) | undefined
+  const late = new Writable({
+    highWaterMark: 64 * MiB,
+    write(c: Buffer, _e, cb) {
+      const take = (): void => {
+        parts.push(Buffer.from(c))
+        cb()
+      }
+      if (parts.length === 0 && held === undefined) held = take
+      else take()
+    },
+  })
+  src.once('end', () => held?.())
+  await pipeline(src, late)
+  t.is(sha(Buffer.concat(parts)), sha(data))
+  // And through gzip (its work on a chunk is done in libuv's pool).
+  const gz: Buffer[] = []
+  await pipeline(
+    createReadStream(file, { chunkSize: MiB, readAhead: 2, reuseChunks: true }),
+    zlib.createGzip({ level: 1 }),
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        gz.push(c)
+        cb()
+      },
+    }),
+  )
+  t.is(sha(zlib.gunzipSync(Buffer.concat(gz))), sha(data))
+})
+
 test('reuseChunks: paused-mode read() callers keep their chunks; leaving a loop early destroys the stream and closes the file', async (t) => {
   const dir = scratch()
   const file = path.join(dir, 'reuse-paused.bin')

@@ -83,6 +83,8 @@ export class DirectReadStream extends Readable {
   #seq: SequentialFile | undefined
   readonly #seqAbort: AbortRace
   #seqBytes = 0
+  /** Destinations of pipe()/pipeline() (recorded so that reuseChunks can see whether they kept a chunk). */
+  readonly #dests = new Set<NodeJS.WritableStream>()
 
   /** Same as {@link createReadStream}. */
   constructor(pathOrHandle: PathLike | FileHandle | null | undefined, options?: ReadStreamOptions | BufferEncoding, /** @internal */ handleAutoClose = false) {
@@ -184,8 +186,32 @@ export class DirectReadStream extends Readable {
    */
   override emit(event: string | symbol, ...args: unknown[]): boolean {
     const r = super.emit(event, ...args)
-    if (event === 'data' && this.#cfg.reuseChunks && this.readableFlowing === true) this.#core.recycle(args[0])
+    if (event === 'data' && this.#cfg.reuseChunks && this.readableFlowing === true && !this.#pipedKeeps()) this.#core.recycle(args[0])
     return r
+  }
+
+  override pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    this.#dests.add(destination)
+    return super.pipe(destination, options)
+  }
+
+  override unpipe(destination?: NodeJS.WritableStream): this {
+    if (destination === undefined) this.#dests.clear()
+    else this.#dests.delete(destination)
+    return super.unpipe(destination)
+  }
+
+  /**
+   * Whether a piped destination still holds bytes after its write() returned (a file write
+   * stream, zlib, a socket: they work on the chunk later). Then the chunk is not reused, whatever
+   * `reuseChunks` promised.
+   */
+  #pipedKeeps(): boolean {
+    for (const d of this.#dests) {
+      const len = (d as { writableLength?: unknown }).writableLength
+      if (typeof len !== 'number' || len > 0) return true
+    }
+    return false
   }
 
   /** With `reuseChunks`: a chunk goes back to the reader when the loop asks for the next one (or leaves). */
