@@ -694,9 +694,11 @@ threads that ended during the window used.`
 
 const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes of the test file (reads) or over a
   scratch file of N bytes beside it, fully written beforehand, overwritten in place (writes), N as
-  in the workload label. MB/s is 10^6 bytes over the time from creating the stream to its end
-  ('end' for reads; for writes, after odirect's fdatasync on 'finish', or node:fs's final
-  \`fsync\`). The page cache is emptied before every run (drop_caches when root, else
+  in the workload label. Each JS run is a fresh Node process: a 4 MiB warm-up pass, the file's
+  pages dropped again, then the measured pass. MB/s is 10^6 bytes over the time from creating the
+  stream to its end ('end' for reads; for writes, after odirect's fdatasync on 'finish', or
+  node:fs's final \`fsync\`). "Peak RSS growth" is the process's peak resident set during the
+  pass over its resident set before it, with no forced GC. The page cache is emptied before every run (drop_caches when root, else
   posix_fadvise DONTNEED on the file). "% of file resident after" is \`fincore --bytes\` of the
   file after the run, over N. fio: \`--rw=read\`/\`write\`, 1 MiB blocks, iodepth 4, the same
   io_uring options as above, \`--io_size=N\`, no time limit; fio's write figure has no final
