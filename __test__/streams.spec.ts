@@ -912,6 +912,52 @@ test('reuseChunks: paused-mode read() callers keep their chunks; leaving a loop 
   t.is(r.handle?.closed, true)
 })
 
+// Node 22 (where a program can transfer() odirect's memory): a consumer that breaks the
+// reuseChunks promise by keeping chunks and transferring them while the stream reads into them.
+const TRANSFER_SCRIPT = `
+import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.mjs'))}
+const file = process.argv[1]
+let prev, n = 0, moved = []
+const out = { transfer: typeof ArrayBuffer.prototype.transfer }
+try {
+  for await (const c of createReadStream(file, { chunkSize: 1 << 20, readAhead: 2, reuseChunks: true })) {
+    n += c.length
+    // The previous chunk went back to the stream when this one was asked for: take its memory.
+    if (prev !== undefined && prev.buffer.byteLength > 0) moved.push(prev.buffer.transfer())
+    prev = c
+  }
+  out.ended = true
+} catch (e) {
+  out.error = { name: e.name, code: e.code }
+}
+// Every transferred ArrayBuffer is still readable memory, whatever the stream did with it.
+let sum = 0
+for (const ab of moved) { const u = new Uint8Array(ab); for (let i = 0; i < u.length; i += 4096) sum += u[i] }
+console.log(JSON.stringify({ ...out, n, moved: moved.length, sizes: [...new Set(moved.map((ab) => ab.byteLength))], sum: Number.isFinite(sum) }))
+`
+
+const NODE22_REASON = ((): string | undefined => {
+  const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'runtime-bin.cjs'), '--path', 'node22'], { encoding: 'utf8' })
+  return r.status === 0 && fs.existsSync(r.stdout.trim()) ? undefined : 'Node 22 is not installed here (scripts/runtime-bin.cjs node22)'
+})()
+
+testIf(NODE22_REASON, 'reuseChunks under Node 22: chunks transferred by a consumer that kept them end the stream with ERR_ODIRECT_DETACHED or are skipped; their memory stays valid', async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'reuse-transfer.bin')
+  fs.writeFileSync(file, randomBytes(12 * MiB))
+  const bin = spawnSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'runtime-bin.cjs'), '--path', 'node22'], { encoding: 'utf8' }).stdout.trim()
+  const r = spawnSync(bin, ['--input-type=module', '-e', TRANSFER_SCRIPT, file], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const m = JSON.parse(r.stdout) as { transfer: string; ended?: boolean; error?: { name: string; code: string }; n: number; moved: number; sizes: number[]; sum: boolean }
+  t.log(JSON.stringify(m))
+  t.is(m.transfer, 'function')
+  t.true(m.moved > 0, 'no chunk was transferred')
+  t.deepEqual(m.sizes, [MiB])
+  t.true(m.sum)
+  if (m.ended === true) t.is(m.n, 12 * MiB)
+  else t.deepEqual(m.error, { name: 'DirectIoError', code: 'ERR_ODIRECT_DETACHED' })
+})
+
 test('reuseChunks: validated (boolean), refused by web streams with the BYOB reader as the hint', (t) => {
   const e1 = t.throws(() => createReadStream('/nonexistent', { reuseChunks: 'yes' as unknown as boolean }), { instanceOf: DirectIoError })
   t.is(e1?.code, 'ERR_INVALID_ARG_TYPE')

@@ -400,7 +400,10 @@ export class BlockReader extends Core {
     // Not zeroed: a chunk is often a block a collected chunk left behind (see memory.rs: its pages
     // are mapped already), and the read overwrites it; what the read did not fill is zeroed below,
     // so no old byte is ever visible through the chunk or its ArrayBuffer.
-    const mem = (len <= this.#chunk ? this.#pool.pop() : undefined) ?? allocForOverwrite(len, Math.max(PAGE_SIZE, fh.alignment.memory))
+    let mem = len <= this.#chunk ? this.#pool.pop() : undefined
+    // A chunk given back and then transferred (detached) by its consumer is dropped.
+    while (mem !== undefined && mem.byteLength === 0) mem = this.#pool.pop()
+    mem ??= allocForOverwrite(len, Math.max(PAGE_SIZE, fh.alignment.memory))
     const buf = mem.byteLength === len ? mem : mem.subarray(0, len)
     const done = this.track(
       fh.read(buf, { position: pos, signal: this.opSignal }).then(
@@ -468,8 +471,14 @@ export class BlockReader extends Core {
       const lo = Math.max(slot.skip, this.#cfg.start - slot.pos)
       const hi = Math.min(n, this.#cfg.stop - slot.pos)
       if (hi > lo) {
-        this.#bytesRead += hi - lo
         const ab = slot.buf.buffer as ArrayBuffer
+        if (ab.byteLength === 0) {
+          // Only a chunk given back (reuseChunks) and then transferred by a consumer that kept it
+          // can be: the read went into memory that stays odirect's, but there is no chunk to show.
+          this.#end()
+          throw misuse('ERR_ODIRECT_DETACHED', `a chunk of ${this.path} was transferred by the consumer while the stream was reading into it again`, 'with reuseChunks, do not keep, transfer or post chunks: copy what you keep', { path: this.path, position: slot.pos })
+        }
+        this.#bytesRead += hi - lo
         this.#out.add(ab)
         return Buffer.from(ab, slot.buf.byteOffset + lo, hi - lo)
       }
