@@ -65,11 +65,12 @@ export interface ReadStreamOptions extends StreamOpenOptions, FsStreamOptions {
   /**
    * Node streams only. Default false: every chunk has memory of its own, safe to keep. true: the
    * consumer promises to be done with each chunk when the code it was handed to returns (a
-   * `'data'` listener, the `write()` of a piped stream that consumes at once, such as a hash (not
-   * a file write stream, zlib or a socket, which work on it later), or a `for await` loop's body
-   * once it asks for the next chunk), and the stream reads into that
-   * chunk's memory again: no new allocation or collection per chunk. A chunk kept longer has its
-   * bytes replaced by later data (the memory itself is never freed under it).
+   * `'data'` listener, the `write()` of a piped stream that consumes at once such as a hash, or
+   * a `for await` loop's body once it asks for the next chunk), and the stream reads into that
+   * chunk's memory again: no new allocation or collection per chunk. A piped destination still
+   * holding bytes after its `write()` (a file write stream, zlib, a socket) keeps its chunk. A
+   * chunk kept longer than promised has its bytes replaced by later data (its memory is never
+   * freed under it).
    */
   reuseChunks?: boolean
 }
