@@ -351,3 +351,23 @@ fxTest(`[${BACKEND}] loop device with 4096-byte sectors: 512-byte ops refused be
   t.is(back[100], 0xab)
   t.is(fh.stats().errors, 1)
 })
+
+test(`[${BACKEND}] getters run once, before anything is captured: one that detaches the memory is refused`, async (t) => {
+  const fh = await open(path.join(scratch(), 'getters'), 'w+', { backend: BACKEND })
+  const ab = new ArrayBuffer(2 * UNIT)
+  let reads = 0
+  const batch = {
+    memory: new Uint8Array(ab),
+    offsets: new Uint32Array([0]),
+    lengths: new Uint32Array([UNIT]),
+    get positions(): Float64Array {
+      reads++
+      structuredClone(ab, { transfer: [ab] })
+      return new Float64Array([0])
+    },
+  }
+  await t.throwsAsync(fh.writeMany(batch), { code: 'ERR_ODIRECT_DETACHED' })
+  t.is(reads, 1)
+  t.is(fh.stats().ops, 0)
+  await fh.close()
+})
