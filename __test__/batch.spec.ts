@@ -374,3 +374,58 @@ test(`[${BACKEND}] getters run once, before anything is captured: one that detac
   t.is(fh.stats().ops, 0)
   await fh.close()
 })
+
+test(`[${BACKEND}] fuzz: 3000 typed batches of random arrays and values: results or coded errors only, nothing in flight after`, async (t) => {
+  const file = path.join(scratch(), 'fuzz')
+  fs.writeFileSync(file, Buffer.alloc(64 * UNIT, 3))
+  const fh = await open(file, 'r+', { backend: BACKEND })
+  const memories: unknown[] = [fh.alloc(8 * UNIT), fh.alloc(UNIT), Buffer.alloc(8 * UNIT), new ArrayBuffer(2 * UNIT), new SharedArrayBuffer(2 * UNIT), new DataView(new ArrayBuffer(UNIT)), null, 7, 'x', {}]
+  let seed = 12345
+  const rnd = (n: number): number => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return (seed >>> 0) % n
+  }
+  const value = (): number => (rnd(2) ? [0, UNIT, 2 * UNIT][rnd(3)] : [0, UNIT, 2 * UNIT, 7 * UNIT, 512, 1, 0xfffff000, 64 * UNIT, 100 * UNIT, 2 ** 31][rnd(10)])
+  const typed = (n: number, likely: 0 | 1 | 2 = 0): unknown => {
+    const vals = Array.from({ length: n }, value)
+    switch (rnd(2) ? likely : rnd(8)) {
+      case 0:
+        return new Uint32Array(vals)
+      case 1:
+        return new Float64Array(vals)
+      case 2:
+        return new BigInt64Array(vals.map((v) => BigInt(v)))
+      case 3:
+        return new Uint32Array(new SharedArrayBuffer(4 * n)).map((_, i) => vals[i])
+      case 4:
+        return vals
+      case 5:
+        return new Int32Array(vals)
+      case 6:
+        return new Uint32Array(vals).subarray(rnd(2))
+      default:
+        return new Float64Array(vals.map((v) => (rnd(4) === 0 ? -v - 0.5 : v)))
+    }
+  }
+  let resolved = 0
+  for (let k = 0; k < 3000; k++) {
+    const n = rnd(6)
+    const batch: Record<string, unknown> = { memory: memories[rnd(2) ? 0 : rnd(memories.length)], offsets: typed(n), lengths: typed(n), positions: typed(n, 1) }
+    if (rnd(3) === 0) batch.results = rnd(2) ? new Int32Array(rnd(8)) : typed(n)
+    const options = rnd(2) ? { window: 1 + rnd(4) } : undefined
+    try {
+      const r = await (rnd(2) ? fh.readMany(batch as never, options) : fh.writeMany(batch as never, options))
+      t.true(r instanceof Int32Array)
+      resolved++
+    } catch (e) {
+      const code = (e as { code?: unknown }).code
+      if (typeof code !== "string" || !(e instanceof Error)) return t.fail(`uncoded: ${String(e)}`)
+    }
+  }
+  t.log(`${resolved} of 3000 resolved`)
+  t.true(resolved > 0)
+  t.is(fh.inflight, 0)
+  await fh.close()
+})
