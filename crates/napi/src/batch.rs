@@ -69,7 +69,9 @@ struct Batch {
     queued: bool,
     /// Its completion was delivered; waiting for `batchTake`.
     done: bool,
+    /// Latency (us) summed over the ops reaped so far, and how many they are.
     lat_sum: f64,
+    reaped: u32,
 }
 
 const NONE: u32 = u32::MAX;
@@ -102,6 +104,7 @@ impl Batches {
         }
         batch.inflight -= 1;
         batch.lat_sum += lat;
+        batch.reaped += 1;
         if !batch.queued {
             batch.queued = true;
             self.dirty.push(b);
@@ -153,8 +156,8 @@ fn refill(e: &mut Inner, b: u32, batch: &mut Batch) {
 }
 
 /// After a reap: refills the windows of the batches it touched, delivers each batch that is
-/// over as one (BATCH_BASE + index, ops failed, mean latency us) triple into `out`, and
-/// submits what was staged.
+/// over as one (BATCH_BASE + index, ops failed, mean latency us of its reaped ops) triple into
+/// `out`, and submits what was staged.
 pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
     if e.batches.dirty.is_empty() {
         return;
@@ -169,11 +172,10 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
             refill(e, b, &mut batch);
             if batch.inflight == 0 && batch.next == batch.ops.len() {
                 batch.done = true;
-                let n = batch.ops.len() as f64;
                 out.extend([
                     (BATCH_BASE + b) as f64,
                     batch.failed as f64,
-                    batch.lat_sum / n,
+                    batch.lat_sum / batch.reaped.max(1) as f64,
                 ]);
             }
         }
@@ -399,6 +401,7 @@ impl NativeEngine {
                 queued: false,
                 done: false,
                 lat_sum: 0.0,
+                reaped: 0,
             };
             let b = e.batches.reserve();
             refill(e, b, &mut batch);
