@@ -12,6 +12,21 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** One engine per JS environment (main thread or worker). */
 export declare class NativeEngine {
   /**
+   * Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
+   * `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
+   * `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
+   * reap time. Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+   * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
+   */
+  batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number): number
+  /**
+   * After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
+   * one cancelled or never started) into `results` (an Int32Array of at least the batch's
+   * length) and forgets the batch. Returns the number of ops, or -1 when `results` could not
+   * take them (the batch is forgotten all the same).
+   */
+  batchTake(id: number, results: unknown): number
+  /**
    * `callback(results: Float64Array, count: number)` receives `count` (id, result,
    * latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.
    */
@@ -128,6 +143,18 @@ export interface BackendStatusInfo {
   available: boolean
   errno: number
   reason: string
+}
+
+/** Why `batchStart` refused a batch (besides the `CaptureCode`s Detached, Closed, NoBackend). */
+export declare const enum BatchCode {
+  /** The memory is not odirect's own (fh.alloc / odirect.alloc). */
+  NotOwned = -10,
+  /** An op's range does not lie inside the memory, or its length is 0 or too large. */
+  OutOfRange = -11,
+  /** An op's address in the memory is not aligned to the file's memory alignment. */
+  Misaligned = -12,
+  /** offsets / lengths / positions are not the typed arrays of one length expected. */
+  BadArrays = -13,
 }
 
 /** Negative results `rw`/`rwv`/`rwMany`/`simple` return instead of an op id. */

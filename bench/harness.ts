@@ -41,6 +41,8 @@ export type EngineId =
   | 'node-fs-direct'
   | 'odirect'
   | 'odirect-batch'
+  | 'odirect-batch-typed'
+  | 'odirect-batch-lanes'
   | 'odirect-registered'
   | 'odirect-bun'
   | 'odirect-deno'
@@ -68,6 +70,8 @@ export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'node-fs-direct', label: 'node:fs O_DIRECT' },
   { id: 'odirect', label: 'odirect read/write per op' },
   { id: 'odirect-batch', label: 'odirect readMany/writeMany' },
+  { id: 'odirect-batch-typed', label: 'odirect readMany/writeMany, typed arrays' },
+  { id: 'odirect-batch-lanes', label: 'odirect typed readMany/writeMany, 2 lanes of QD/2' },
   { id: 'odirect-registered', label: 'odirect registered buffers' },
   { id: 'odirect-bun', label: 'odirect per op, Bun' },
   { id: 'odirect-deno', label: 'odirect per op, Deno' },
@@ -92,6 +96,8 @@ export function appliesTo(e: EngineId, w: Workload): boolean {
       return w.random
     case 'fio-libaio':
       return w.place === 'disk'
+    case 'odirect-batch-lanes':
+      return w.qd > 1
     default:
       return true
   }
@@ -443,6 +449,46 @@ async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Arr
   return finish(win, w.bs)
 }
 
+/**
+ * readMany/writeMany in the typed-array form over one fh.alloc region. `lanes` 1: one call at a
+ * time of BATCH_FACTOR x QD ops with `{ window: QD }` (as batchLoop); 2: two calls of QD/2 ops
+ * each in flight at once, each lane issuing its next batch when its last one resolved (one lane
+ * refills while the other's ops run). The regions are registered (io_uring fixed buffers, as fio's
+ * --fixedbufs) when the handle can; plain fh.alloc memory otherwise.
+ */
+async function typedBatchLoop(fh: FileHandle, w: Workload, size: number, limit: Limit, lanes: number): Promise<RunResult> {
+  const next = positions(w, size)
+  const win = newWindow()
+  const n = lanes === 1 ? w.qd * BATCH_FACTOR : Math.max(1, Math.floor(w.qd / lanes))
+  const window = lanes === 1 ? w.qd : n
+  let reg: { buffers: readonly Buffer[]; unregister(): void } | undefined
+  try {
+    reg = fh.registerBuffers(lanes, n * w.bs)
+  } catch {
+    // RLIMIT_MEMLOCK or no io_uring: plain odirect memory
+  }
+  const regions = reg?.buffers.slice() ?? Array.from({ length: lanes }, () => fh.alloc(n * w.bs))
+  const wall0 = performance.now()
+  const lane = async (memory: Buffer): Promise<void> => {
+    if (w.write) fillBuffers([memory])
+    const offsets = new Uint32Array(n).map((_, i) => i * w.bs)
+    const lengths = new Uint32Array(n).fill(w.bs)
+    const positionsArr = new Float64Array(n)
+    const results = new Int32Array(n)
+    const batch = { memory, offsets, lengths, positions: positionsArr, results }
+    const opts = { window }
+    while (!win.stop) {
+      for (let i = 0; i < n; i++) positionsArr[i] = next()
+      const t0 = performance.now()
+      await (w.write ? fh.writeMany(batch, opts) : fh.readMany(batch, opts))
+      tick(win, t0, performance.now(), n, limit, wall0)
+    }
+  }
+  await Promise.all(regions.map(lane))
+  reg?.unregister()
+  return finish(win, w.bs)
+}
+
 export function fillBuffers(bufs: Uint8Array[]): void {
   for (const b of bufs) {
     for (let i = 0; i < b.length; i += 4096) b[i] = (Math.random() * 256) | 0
@@ -484,7 +530,8 @@ function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number
 }
 
 /** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
-export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: 'op' | 'batch'): Promise<RunResult> {
+export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<RunResult> {
+  if (mode === 'typed' || mode === 'lanes') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2)), ...nativeLatency(fh), path: enginePath(fh) }
   const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
   if (w.write) fillBuffers(bufs)
   const result =
@@ -494,7 +541,7 @@ export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: 
   return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
 }
 
-async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch'): Promise<Outcome> {
+async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<Outcome> {
   const fh = await open(ctx.path, 'r+', ctx.openOptions)
   try {
     return { ok: true, result: await odirectRun(fh, ctx.size, ctx.limit, w, mode) }
@@ -907,6 +954,10 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
       return runOdirect(ctx, w, 'op')
     case 'odirect-batch':
       return runOdirect(ctx, w, 'batch')
+    case 'odirect-batch-typed':
+      return runOdirect(ctx, w, 'typed')
+    case 'odirect-batch-lanes':
+      return runOdirect(ctx, w, 'lanes')
     case 'odirect-registered':
       return runOdirectRegistered(ctx, w)
     case 'odirect-bun':

@@ -226,6 +226,8 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     const perOp = find(is, 'odirect')
     ratio(`${at(label, 'tmpfs')}: odirect per op vs fio io_uring`, 0.5, perOp, find(is, 'fio-io_uring'), (s) => s.value, rate)
     ratio(`${at(label, 'tmpfs')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 0.8, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio io_uring`, 1.0, find(is, 'odirect-batch-typed'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio io_uring`, 1.0, find(is, 'odirect-batch-lanes'), find(is, 'fio-io_uring'), (s) => s.value, rate)
     ratio(`${at(label, 'tmpfs')}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
   }
   // Depth 64 on the disk.
@@ -234,6 +236,8 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
     ratio(`${at(label, 'disk')}: odirect per op vs fio io_uring`, 0.95, find(is, 'odirect'), find(is, 'fio-io_uring'), (s) => s.value, rate)
     ratio(`${at(label, 'disk')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio io_uring`, 1.0, find(is, 'odirect-batch'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio io_uring`, 1.0, find(is, 'odirect-batch-typed'), find(is, 'fio-io_uring'), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio io_uring`, 1.0, find(is, 'odirect-batch-lanes'), find(is, 'fio-io_uring'), (s) => s.value, rate)
   }
   // Sequential.
   for (const write of [false, true]) {
@@ -367,6 +371,9 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   node:fs O_DIRECT is the same loop with \`fs.constants.O_DIRECT\` and aligned buffers.
 - odirect per op: QD workers, each \`await fh.read(buf, pos)\` in a loop (the queue stays full).
   odirect batch: one \`fh.readMany([...8 x QD ops], { window: QD })\` at a time: QD in the kernel, each completion lets the next op in; the queue drains only at the end of each call.
+  Typed arrays: the same with \`fh.readMany({ memory, offsets, lengths, positions, results }, { window: QD })\` over one
+  \`fh.alloc\` region (the engine refills the window at reap time; one promise per call). "2 lanes of QD/2": two such
+  calls of QD/2 ops each in flight at once, each lane starting its next call when its last one resolved.
 - "vs fio io_uring" divides each median by fio io_uring's median for the same workload.`
 
 /** Keeps a hand-written block (notes, profile) of an existing report. */
@@ -490,6 +497,8 @@ const COLORS: Record<Exclude<EngineId, VariantId>, string> = {
   'node-fs-direct': '#c77c2e',
   odirect: '#2e86c1',
   'odirect-batch': '#1a5276',
+  'odirect-batch-typed': '#154360',
+  'odirect-batch-lanes': '#0b2f4a',
   'odirect-registered': '#48c9b0',
   'odirect-bun': '#af7ac5',
   'odirect-deno': '#58d68d',

@@ -46,7 +46,7 @@ export const OP_CLOSE: number = native.SimpleOp.Close
 const LOCK_BASE: number = native.LOCK_BASE
 
 /** Native capture failures (returned instead of an id) as typed errors. */
-function captureError(code: number, what: string): Error {
+export function captureError(code: number, what: string): Error {
   switch (code) {
     case native.CaptureCode.Detached:
       return misuse('ERR_ODIRECT_DETACHED', `${what} is detached (its ArrayBuffer was transferred) or was shrunk below the op's range`, 'use a buffer that is not transferred, posted to a worker or resized while an op is being started')
@@ -180,6 +180,20 @@ export class Engine {
     }
     this.#schedule()
     return ids
+  }
+
+  /**
+   * Starts a native batch (NativeEngine.batchStart: the window is refilled at reap time); `sink`
+   * settles once, with the number of ops that failed, then `native.batchTake` gives the results.
+   * Returns the batch id (kept with the lock waits' sinks: both are ids >= LOCK_BASE), or a
+   * negative BatchCode / CaptureCode (nothing started).
+   */
+  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, sink: OpSink): number {
+    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags)
+    if (id < 0) return id
+    this.#lockSinks.set(id, sink)
+    this.#schedule()
+    return id
   }
 
   /** Per-write flags (RWF_DSYNC / RWF_SYNC) of a write op staged in this tick (before the flush). */

@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { ManyBatch } from './many'
+import { isManyArrays, ManyBatch, type ManyArrays, manyArrays } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -470,7 +470,7 @@ export class FileHandle extends EventEmitter {
     }
   }
 
-  #many(write: boolean, ops: unknown, options: unknown, link = false): Promise<number[]> {
+  #many(write: boolean, ops: unknown, options: unknown, link = false): Promise<number[] | Int32Array> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
@@ -484,6 +484,12 @@ export class FileHandle extends EventEmitter {
       flags = rwFlags(o, `${syscall}Many`)
       if (!write && o.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
       signal = signalArg(o.signal)
+    }
+    const kind = write ? KIND_WRITE : KIND_READ
+    if (isManyArrays(ops)) {
+      const unit = this.direct ? this.alignment.offset : 1
+      const checkAligned = (len: number, p: number, what: string): void => this.#checkAligned(len, p, syscall, what)
+      return manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, signal, rwFlags: flags, checkAligned }, ops)
     }
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${describe(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
@@ -512,7 +518,6 @@ export class FileHandle extends EventEmitter {
       positions.push(p)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
-    const kind = write ? KIND_WRITE : KIND_READ
     return new ManyBatch(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }).promise
   }
 
@@ -522,7 +527,16 @@ export class FileHandle extends EventEmitter {
    * by each, in order. If any fails, rejects after all have completed with a DirectIoError whose
    * `results` holds each op's bytes or error.
    */
-  readMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
+  readMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]>
+  /**
+   * The typed-array form: op i reads `lengths[i]` bytes at `positions[i]` into `memory` at
+   * `offsets[i]`; resolves with `results` (bytes read by each op; fewer than asked at end of
+   * file). With `fh.alloc` memory the engine runs the whole batch (its window refilled natively,
+   * one completion for all): no object or promise per op. Errors as above (`error.results`, and
+   * `results[i]` = -errno).
+   */
+  readMany(ops: ManyArrays, options?: ManyOptions): Promise<Int32Array>
+  readMany(ops: readonly ManyOp[] | ManyArrays, options?: ManyOptions): Promise<number[] | Int32Array> {
     try {
       return this.#many(false, ops, options)
     } catch (e) {
@@ -535,7 +549,10 @@ export class FileHandle extends EventEmitter {
    * `{ datasync: true }`: then one fdatasync, only if every write succeeded (see ManyOptions);
    * resolves when all the data is durable. `{ dsync: true }`: each write durable on its own.
    */
-  writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]> {
+  writeMany(ops: readonly ManyOp[], options?: ManyOptions): Promise<number[]>
+  /** The typed-array form (see `readMany`): op i writes `lengths[i]` bytes of `memory` from `offsets[i]` at `positions[i]`. */
+  writeMany(ops: ManyArrays, options?: ManyOptions): Promise<Int32Array>
+  writeMany(ops: readonly ManyOp[] | ManyArrays, options?: ManyOptions): Promise<number[] | Int32Array> {
     try {
       const datasync = isOptionsObject(options) && datasyncOption(options)
       const n = Array.isArray(ops) ? ops.length : 0

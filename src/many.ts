@@ -3,9 +3,12 @@
 // stops the batch. Without a window every op is captured and staged at the call (one native
 // crossing, all or none); with one, the first `window` are, and each completion captures and
 // stages the next op, so a bounce buffer exists only while its op is in flight.
-import { type OpSink, RESULT_DETACHED } from './engine'
+import { RWF_DONTCACHE } from './args'
+import { MAX_IO_LENGTH } from './buffers'
+import { captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import type { HandleIo } from './io'
+import { native } from './native'
 
 /** A batch, as the FileHandle describes it (all validated). */
 export interface BatchDesc {
@@ -175,34 +178,250 @@ export class ManyBatch {
     this.io.release()
     const results = this.#results
     if (this.#failed === 0) return this.#resolve(results as number[])
-    const n = results.length
-    const what = this.#syscall
-    const attach = (e: DirectIoError): void => {
-      Object.defineProperty(e, 'results', { value: Object.freeze(results.slice()), enumerable: true })
-    }
-    if (this.#aborted) {
-      const e = new DirectIoError(`${what}Many was aborted (${this.io.file.path}): ${this.#failed} of ${n} ops cancelled, never started or failed`, {
-        code: 'ABORT_ERR',
-        syscall: what,
-        path: this.io.file.path,
-        hint: 'the AbortSignal was aborted; error.results says what each op did (bytes, its error, or ABORT_ERR when it was cancelled or never started)',
-        cause: (this.d.signal as AbortSignal).reason,
-      })
-      attach(e)
-      return this.#reject(e)
-    }
+    this.#reject(manyError(results, this.#failed, this.#syscall, this.io.file.path, this.#aborted ? this.d.signal : undefined))
+  }
+}
+
+/**
+ * The rejection of a batch with `failed` failed ops: ABORT_ERR when `signal` aborted it, else
+ * the first failure's code; `results` says what each op did.
+ */
+function manyError(results: ReadonlyArray<number | DirectIoError>, failed: number, what: 'read' | 'write', path: string, signal: AbortSignal | undefined): DirectIoError {
+  const n = results.length
+  let e: DirectIoError
+  if (signal !== undefined) {
+    e = new DirectIoError(`${what}Many was aborted (${path}): ${failed} of ${n} ops cancelled, never started or failed`, {
+      code: 'ABORT_ERR',
+      syscall: what,
+      path,
+      hint: 'the AbortSignal was aborted; error.results says what each op did (bytes, its error, or ABORT_ERR when it was cancelled or never started)',
+      cause: signal.reason,
+    })
+  } else {
     const first = results.find((r) => typeof r !== 'number') as DirectIoError
-    const e = new DirectIoError(`${this.#failed} of ${n} ${what}s failed; first: ${first.message}`, {
+    e = new DirectIoError(`${failed} of ${n} ${what}s failed; first: ${first.message}`, {
       code: first.code,
       errno: first.errno,
       syscall: first.syscall,
-      path: this.io.file.path,
+      path,
       position: first.position,
       length: first.length,
       hint: `${first.hint}${first.hint ? '; ' : ''}error.results says what each op did (bytes, or its error)`,
       cause: first,
     })
-    attach(e)
-    this.#reject(e)
+  }
+  Object.defineProperty(e, 'results', { value: Object.freeze(results.slice()), enumerable: true })
+  return e
+}
+
+/**
+ * readMany / writeMany over typed arrays: op i moves `lengths[i]` bytes at `offsets[i]` in
+ * `memory` at file position `positions[i]`. With odirect's own memory (`fh.alloc`) the batch
+ * runs in the engine: one native call to start it, its window refilled at reap time, one
+ * completion for the whole batch; results land in `results` (bytes, or -errno). Other memory
+ * goes op by op through bounce buffers (the array form), with the same results.
+ */
+export interface ManyArrays {
+  /** One region every op reads into / writes from: `fh.alloc(size)` memory for the native batch. */
+  memory: ArrayBufferView | ArrayBuffer
+  /** Byte offset of each op in `memory` (each a multiple of `fh.alignment.memory`). */
+  offsets: Uint32Array
+  /** Bytes each op moves (each a multiple of `fh.alignment.offset` on O_DIRECT; not 0). */
+  lengths: Uint32Array
+  /** File position of each op (each a multiple of `fh.alignment.offset` on O_DIRECT). */
+  positions: Float64Array | BigInt64Array
+  /** Where each op's result goes (bytes, or a negative errno): at least as many as the ops. Default: a new Int32Array. */
+  results?: Int32Array
+}
+
+/** What the FileHandle gives the typed-array batch (its options already validated). */
+export interface ArraysDesc {
+  write: boolean
+  kind: number
+  memAlign: number
+  /** O_DIRECT's length and position unit (1 when not direct). */
+  unit: number
+  window: number
+  signal: AbortSignal | undefined
+  rwFlags: number
+  /** Throws the handle's alignment error for op `what`. */
+  checkAligned(length: number, position: number, what: string): void
+}
+
+const MAX_OPS = 1 << 20
+
+/** Whether `ops` is the typed-array form (`{ memory, ... }`) rather than an array of ops. */
+export function isManyArrays(ops: unknown): boolean {
+  return typeof ops === 'object' && ops !== null && !Array.isArray(ops) && 'memory' in ops
+}
+
+/** The typed-array batch, validated, and started (rejects with the same errors as the array form). */
+export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<Int32Array> {
+  const syscall = d.write ? 'write' : 'read'
+  const a = arg as Record<string, unknown>
+  const hint = 'pass { memory: fh.alloc(size), offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array }'
+  const { memory, offsets, lengths, positions, results } = a
+  const size = ArrayBuffer.isView(memory) || memory instanceof ArrayBuffer ? memory.byteLength : -1
+  if (size <= 0) throw misuse(size === 0 ? 'ERR_ODIRECT_DETACHED' : 'ERR_INVALID_ARG_TYPE', `${syscall}Many: memory must be a non-empty Buffer, TypedArray, DataView or ArrayBuffer, got ${size === 0 ? 'an empty or detached one' : typeof memory}`, hint)
+  if (!(offsets instanceof Uint32Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: offsets must be a Uint32Array`, hint)
+  if (!(lengths instanceof Uint32Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: lengths must be a Uint32Array`, hint)
+  if (!(positions instanceof Float64Array || positions instanceof BigInt64Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: positions must be a Float64Array or BigInt64Array`, hint)
+  const n = offsets.length
+  if (lengths.length !== n || positions.length !== n) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: offsets, lengths and positions must have the same length (got ${n}, ${lengths.length}, ${positions.length})`, 'one entry per op in each')
+  if (n > MAX_OPS) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${MAX_OPS} ops, got ${n}`, 'split into several calls')
+  if (results !== undefined && !(results instanceof Int32Array && results.length >= n)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: results must be an Int32Array of at least ${n} elements`, 'pass new Int32Array(n), or leave it out')
+  const out = results === undefined ? new Int32Array(n) : results
+  if (n === 0) return Promise.resolve(out)
+  const big = positions instanceof BigInt64Array
+  const { unit, memAlign } = d
+  for (let i = 0; i < n; i++) {
+    const off = offsets[i]
+    const len = lengths[i]
+    const p = big ? Number(positions[i]) : (positions[i] as number)
+    if (!(Number.isSafeInteger(p) && p >= 0)) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many: positions[${i}] must be a whole number from 0 to 2^53 - 1, got ${String(positions[i])}`, 'pass file offsets in bytes')
+    if (len === 0 || len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many: lengths[${i}] must be from 1 to ${MAX_IO_LENGTH}, got ${len}`, 'split larger transfers into several ops')
+    if (off + len > size) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many: op ${i} (offset ${off}, length ${len}) ends past the memory's ${size} bytes`, 'keep offsets[i] + lengths[i] within memory.byteLength')
+    if (memAlign > 1 && off % memAlign !== 0) throw misuse('ERR_ODIRECT_ALIGNMENT', `${syscall}Many: offsets[${i}] ${off} is not a multiple of ${memAlign}, the memory alignment O_DIRECT on ${io.file.path} requires`, 'keep each op at a multiple of fh.alignment.memory in memory from fh.alloc', { path: io.file.path, syscall })
+    // (p / unit floored, times unit: exact for whole numbers below 2^53 and a power-of-two unit;
+    // cheaper than a floating-point %.)
+    if (len % unit !== 0 || Math.floor(p / unit) * unit !== p) d.checkAligned(len, p, `lengths[${i}]`)
+  }
+  if (d.signal?.aborted) return Promise.reject(abortError(d.signal, { syscall, path: io.file.path }))
+  const mem = memory as ArrayBufferView | ArrayBuffer
+  const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
+  const batch = new ArraysBatch(io, d, offsets, lengths, positions, out)
+  const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, Math.min(n, d.window), memAlign, flags, batch)
+  if (id === native.BatchCode.NotOwned) return viaOps(io, d, mem, offsets, lengths, positions, out)
+  if (id < 0) throw batchError(id, d.write)
+  batch.started(id)
+  return batch.promise
+}
+
+/** Memory that is not odirect's own: the array form (bounce buffers), its results copied into `out`. */
+function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, out: Int32Array): Promise<Int32Array> {
+  const n = offsets.length
+  const bytes = ArrayBuffer.isView(memory) ? new Uint8Array(memory.buffer, memory.byteOffset, memory.byteLength) : new Uint8Array(memory)
+  const views: Uint8Array[] = []
+  const ls: number[] = []
+  const ps: number[] = []
+  for (let i = 0; i < n; i++) {
+    views.push(bytes.subarray(offsets[i], offsets[i] + lengths[i]))
+    ls.push(lengths[i])
+    ps.push(Number(positions[i]))
+  }
+  const copy = (rs: ReadonlyArray<number | DirectIoError>): void => {
+    for (let i = 0; i < n; i++) {
+      const r = rs[i]
+      out[i] = typeof r === 'number' ? r : r.code === 'ABORT_ERR' ? -E.ECANCELED : r.errno !== undefined ? -r.errno : -E.EIO
+    }
+  }
+  const b = new ManyBatch(io, { write: d.write, kind: d.kind, views, lengths: ls, positions: ps, memAlign: d.memAlign, window: d.window, signal: d.signal, rwFlags: d.rwFlags, link: false })
+  return b.promise.then(
+    (rs) => {
+      copy(rs)
+      return out
+    },
+    (e: unknown) => {
+      const rs = (e as { results?: ReadonlyArray<number | DirectIoError> }).results
+      if (rs !== undefined) copy(rs)
+      throw e
+    },
+  )
+}
+
+/** A native batch: one sink for all its ops. */
+class ArraysBatch implements OpSink {
+  readonly promise: Promise<Int32Array>
+  #resolve!: (v: Int32Array) => void
+  #reject!: (e: unknown) => void
+  #id = -1
+  #seq = 0
+  #onAbort: (() => void) | undefined
+  #aborted = false
+
+  constructor(
+    readonly io: HandleIo,
+    readonly d: ArraysDesc,
+    readonly offsets: Uint32Array,
+    readonly lengths: Uint32Array,
+    readonly positions: Float64Array | BigInt64Array,
+    readonly results: Int32Array,
+  ) {
+    this.promise = new Promise<Int32Array>((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
+  }
+
+  /** The engine started the batch as `id`. */
+  started(id: number): void {
+    const { io, d } = this
+    this.#id = id
+    io.hold()
+    this.#seq = d.write ? io.writeStarted() : 0
+    if (d.signal !== undefined) {
+      this.#onAbort = () => {
+        this.#aborted = true
+        io.engine.cancel(io.file.bidx, this.#id)
+      }
+      d.signal.addEventListener('abort', this.#onAbort, { once: true })
+    }
+  }
+
+  /** The whole batch completed (`failed` ops failed; `latencyUs`: mean per op). */
+  settle(failed: number, latencyUs: number): void {
+    const { io, d, results } = this
+    const n = this.offsets.length
+    if (this.#onAbort !== undefined) d.signal?.removeEventListener?.('abort', this.#onAbort)
+    if (d.write) io.writeDone(this.#seq)
+    const taken = io.engine.native.batchTake(this.#id, results)
+    const s = io.stats
+    let bytes = 0
+    for (let i = 0; i < n; i++) if (results[i] > 0) bytes += results[i]
+    s.ops += n
+    s.errors += failed
+    if (d.write) {
+      s.writes += n - failed
+      s.bytesWritten += bytes
+    } else {
+      s.reads += n - failed
+      s.bytesRead += bytes
+    }
+    io.latency.addMany(latencyUs, n)
+    const f = io.file
+    if (!f.direct && !f.uncached && f.fallbackReason !== '') for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(this.#position(i), results[i])
+    io.release()
+    const syscall = d.write ? 'write' : 'read'
+    if (taken < 0) {
+      return this.#reject(misuse('ERR_ODIRECT_DETACHED', `${syscall}Many: results was detached or shrunk while the batch ran; the ops' results are lost (the data moved)`, 'do not transfer the results array while the batch runs', { syscall, path: f.path }))
+    }
+    if (failed === 0) return this.#resolve(results)
+    const each: Array<number | DirectIoError> = []
+    for (let i = 0; i < n; i++) {
+      const r = results[i]
+      const ctx = { syscall, path: f.path, position: this.#position(i), length: this.lengths[i] } as const
+      each.push(r >= 0 ? r : this.#aborted && r === -E.ECANCELED ? abortError(d.signal as AbortSignal, ctx) : kernelError(-r, ctx))
+    }
+    this.#reject(manyError(each, failed, syscall, f.path, this.#aborted ? d.signal : undefined))
+  }
+
+  #position(i: number): number {
+    const p = this.positions[i]
+    return typeof p === 'bigint' ? Number(p) : p
+  }
+}
+
+/** A native batch refused at the start (nothing started). */
+function batchError(code: number, write: boolean): Error {
+  const what = `${write ? 'write' : 'read'}Many`
+  switch (code) {
+    case native.BatchCode.OutOfRange:
+      return misuse('ERR_OUT_OF_RANGE', `${what}: an op's range left the memory (changed while the batch was being started?)`, 'do not change offsets / lengths / memory from another thread while starting a batch')
+    case native.BatchCode.Misaligned:
+      return misuse('ERR_ODIRECT_ALIGNMENT', `${what}: an op's address in memory is not aligned to the file's memory alignment`, 'use memory from fh.alloc and offsets that are multiples of fh.alignment.memory')
+    case native.BatchCode.BadArrays:
+      return misuse('ERR_INVALID_ARG_VALUE', `${what}: offsets / lengths / positions changed while the batch was being started`, 'do not change them from another thread while starting a batch')
+    default:
+      return captureError(code, 'memory')
   }
 }

@@ -116,6 +116,11 @@ export class Histogram {
   #max = 0
 
   add(us: number): void {
+    this.addMany(us, 1)
+  }
+
+  /** `n` samples of `us` each (n > 1: a native batch's mean latency per op). */
+  addMany(us: number, n: number): void {
     // Integer math only (clz32, shifts): this runs once per op.
     let i = 0
     if (us >= 1) {
@@ -124,9 +129,9 @@ export class Histogram {
       const sub = e >= 3 ? (v >>> (e - 3)) & 7 : (v << (3 - e)) & 7
       i = 1 + e * SUB + sub
     }
-    this.#counts[i]++
-    this.#n++
-    this.#sum += us
+    this.#counts[i] += n
+    this.#n += n
+    this.#sum += us * n
     if (us > this.#max) this.#max = us
   }
 

@@ -383,6 +383,33 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'writeMany/readMany over typed arrays: one region, the window refilled by the engine, results per op',
+    async fn(t, { od, dir }) {
+      const fh = await od.open(path.join(dir, 'typed.bin'), 'w+')
+      try {
+        const block = 16 * KiB
+        const n = 40
+        const memory = fh.alloc(n * block)
+        for (let i = 0; i < n; i++) memory.set(pattern(block, i * 7 + 1), i * block)
+        const offsets = new Uint32Array(n).map((_, i) => i * block)
+        const lengths = new Uint32Array(n).fill(block)
+        const positions = new Float64Array(n).map((_, i) => ((i * 13) % n) * block)
+        const wrote = await fh.writeMany({ memory, offsets, lengths, positions }, { window: 4 })
+        t.deepEqual([...wrote], new Array(n).fill(block))
+        const back = fh.alloc(n * block)
+        const results = new Int32Array(n + 1)
+        t.is(await fh.readMany({ memory: back, offsets, lengths, positions: new BigInt64Array(n).map((_, i) => BigInt(positions[i])), results }, { window: 4 }), results)
+        t.deepEqual([...results], [...new Array(n).fill(block), 0])
+        sameBytes(t, back, memory, 'the region')
+        // Past EOF: 0 for that op.
+        const far = await fh.readMany({ memory: back, offsets: new Uint32Array([0, block]), lengths: new Uint32Array([block, block]), positions: new Float64Array([0, 1000 * block]) })
+        t.deepEqual([...far], [block, 0])
+      } finally {
+        await fh.close()
+      }
+    },
+  },
+  {
     name: 'implicit position: reads and writes without a position advance the handle position',
     async fn(t, { od, dir }) {
       const fh = await od.open(path.join(dir, 'seq.bin'), 'w+')

@@ -26,7 +26,7 @@ use crate::pins::{self, Pins};
 use crate::status;
 use crate::wake::{Js, Wake};
 
-struct OpRec {
+pub(crate) struct OpRec {
     backend: BackendKind,
     kind: OpKind,
     iov: Option<Box<[libc::iovec]>>,
@@ -38,14 +38,16 @@ struct OpRec {
     started: Instant,
     debug: Option<String>,
     /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
-    rw_flags: i32,
+    pub(crate) rw_flags: i32,
     /// io_uring only: linked to the op staged after it (IOSQE_IO_LINK): that one starts when
     /// this one succeeded and is cancelled when it fails (writeMany's writes and fdatasync).
     link: bool,
+    /// A native batch's op: (batch index, op index) (see `batch`).
+    pub(crate) batch: Option<(u32, u32)>,
 }
 
 impl OpRec {
-    fn new(
+    pub(crate) fn new(
         backend: BackendKind,
         kind: OpKind,
         iov: Option<Box<[libc::iovec]>>,
@@ -64,6 +66,7 @@ impl OpRec {
             debug: None,
             rw_flags: 0,
             link: false,
+            batch: None,
         }
     }
 
@@ -116,6 +119,8 @@ pub struct Inner {
     pub closed: bool,
     pub wake: Wake,
     referenced: bool,
+    /// Native batches (readMany / writeMany over typed arrays).
+    pub(crate) batches: crate::batch::Batches,
 }
 
 pub type Shared = RefCell<Inner>;
@@ -208,6 +213,7 @@ impl Inner {
             closed: false,
             wake: Wake::None,
             referenced: false,
+            batches: Default::default(),
         })
     }
 
@@ -314,7 +320,7 @@ impl Inner {
     }
 
     /// Takes `rec` in (in flight from now on) and stages it for the next flush.
-    fn stage(&mut self, mut rec: OpRec) -> u32 {
+    pub(crate) fn stage(&mut self, mut rec: OpRec) -> u32 {
         self.route(&mut rec);
         let k = self.slot(rec);
         self.inflight += 1;
@@ -323,7 +329,7 @@ impl Inner {
         k
     }
 
-    fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
+    pub(crate) fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
         let fixed = self.drivers[kind.index()]
             .as_ref()
             .is_some_and(|d| d.fixed_buffers());
@@ -334,7 +340,7 @@ impl Inner {
     }
 
     /// Refuses new ops once shut down or on a backend that was never started.
-    fn ready(&self, kind: BackendKind) -> Result<(), CaptureError> {
+    pub(crate) fn ready(&self, kind: BackendKind) -> Result<(), CaptureError> {
         if self.closed {
             return Err(CaptureError::Closed);
         }
@@ -575,6 +581,9 @@ impl Inner {
 
     /// Cancels op `key` (it still completes, with ECANCELED unless it finished first).
     pub fn cancel(&mut self, key: u32) {
+        if crate::batch::Batches::is_batch(key) {
+            return crate::batch::cancel(self, key);
+        }
         if Waiters::is_lock(key as u64) {
             return self.locks.cancel(key);
         }
@@ -649,6 +658,10 @@ impl Inner {
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
+            if let Some((b, i)) = rec.batch {
+                self.batches.completed(b, i, result, lat);
+                continue;
+            }
             out.push(key as f64);
             out.push(result as f64);
             out.push(lat);
@@ -662,6 +675,7 @@ impl Inner {
         self.gather(&mut raw);
         self.finish(&mut raw, out);
         self.raw = raw;
+        crate::batch::advance(self, out);
     }
 
     /// Registers (pins) owned buffers; returns 0 or an errno.

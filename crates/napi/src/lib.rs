@@ -5,6 +5,7 @@
 //! - `engine`: one engine per JS environment: the op slab, staging, submission, reaping,
 //!   teardown.
 //! - `fast`: `rw` and `flush` as plain functions bound to an engine (the per-op path).
+//! - `batch`: readMany / writeMany over typed arrays, the window refilled at reap time.
 //! - `capture`: from a JS view to memory the kernel may use (bounce buffers, copy-back).
 //! - `pins`: registered (pinned) memory and its fixed-buffer indexes.
 //! - `wake`: how completions reach JS (uv_poll or a reaper thread) and their delivery.
@@ -19,6 +20,7 @@
 // The N-API entry points take flat argument lists on purpose: one call, no object to unpack.
 #![allow(clippy::too_many_arguments)]
 
+pub mod batch;
 pub mod capture;
 mod consts;
 pub mod engine;

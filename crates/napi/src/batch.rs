@@ -1,0 +1,451 @@
+//! Native batches: `readMany` / `writeMany` over typed arrays (offsets, lengths, positions) into
+//! one odirect-owned region, with the sliding window refilled here, at reap time, instead of in
+//! JS. JS pays one call to start the batch, one completion (a triple like an op's, with an id
+//! from [`BATCH_BASE`] up) and one call to take the results, whatever the number of ops.
+//!
+//! Memory rule: the region is odirect's own memory (an `Alloc`, refused otherwise: nothing is
+//! bounced). Every op the batch stages holds its own reference to that allocation, exactly as a
+//! single `rw` on owned memory does, so the memory lives until the op is reaped (or abandoned
+//! with it at teardown) whatever JS does with its views (detach, transfer, GC, worker exit).
+//! The ops' ranges are copied out of the typed arrays and checked against the region here, at
+//! the call: later writes to those arrays (even from another thread, through a
+//! SharedArrayBuffer) change nothing.
+
+use std::ptr;
+use std::sync::Arc;
+
+use napi::{sys, Env, JsValue, Result, Unknown};
+use napi_derive::napi;
+use odirect_core::io::{eventfd, BackendKind};
+use odirect_core::op::OpKind;
+
+use crate::capture::{CaptureError, Mem, Mems};
+use crate::engine::{Inner, OpRec};
+use crate::memory::{self, Alloc};
+use crate::{backend_kind, NativeEngine};
+
+/// Native batches' ids start here (above lock waits, which end below it).
+pub const BATCH_BASE: u32 = 1 << 31;
+
+/// Why `batchStart` refused a batch (besides the `CaptureCode`s Detached, Closed, NoBackend).
+#[napi]
+pub enum BatchCode {
+    /// The memory is not odirect's own (fh.alloc / odirect.alloc).
+    NotOwned = -10,
+    /// An op's range does not lie inside the memory, or its length is 0 or too large.
+    OutOfRange = -11,
+    /// An op's address in the memory is not aligned to the file's memory alignment.
+    Misaligned = -12,
+    /// offsets / lengths / positions are not the typed arrays of one length expected.
+    BadArrays = -13,
+}
+
+/// One op of a batch: `len` bytes at `off` in the region, at file position `pos`.
+struct Op {
+    off: u32,
+    len: u32,
+    pos: u64,
+}
+
+struct Batch {
+    backend: BackendKind,
+    write: bool,
+    fd: i32,
+    alloc: Arc<Alloc>,
+    base: usize,
+    fixed: Option<u16>,
+    rw_flags: i32,
+    ops: Vec<Op>,
+    /// Bytes or -errno of each op (-ECANCELED for those cancelled or never started).
+    results: Vec<i32>,
+    /// The engine key of each op while it is in flight (`NONE` otherwise).
+    keys: Vec<u32>,
+    next: usize,
+    window: usize,
+    inflight: usize,
+    failed: u32,
+    aborted: bool,
+    /// Queued in `Batches::dirty` (touched since the last `advance`).
+    queued: bool,
+    /// Its completion was delivered; waiting for `batchTake`.
+    done: bool,
+    /// Latency (us) summed over the ops reaped so far, and how many they are.
+    lat_sum: f64,
+    reaped: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The native batches of one engine.
+#[derive(Default)]
+pub struct Batches {
+    slots: Vec<Option<Batch>>,
+    free: Vec<u32>,
+    /// Batches touched by completions or a cancel since the last `advance`.
+    dirty: Vec<u32>,
+}
+
+impl Batches {
+    /// Whether `key` names a native batch.
+    pub fn is_batch(key: u32) -> bool {
+        key >= BATCH_BASE
+    }
+
+    /// Op `i` of batch `b` completed with `result` after `lat` us (called from the reap).
+    pub fn completed(&mut self, b: u32, i: u32, result: i64, lat: f64) {
+        let Some(Some(batch)) = self.slots.get_mut(b as usize) else {
+            return;
+        };
+        let r = result.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        batch.results[i as usize] = r;
+        batch.keys[i as usize] = NONE;
+        if r < 0 {
+            batch.failed += 1;
+        }
+        batch.inflight -= 1;
+        batch.lat_sum += lat;
+        batch.reaped += 1;
+        if !batch.queued {
+            batch.queued = true;
+            self.dirty.push(b);
+        }
+    }
+
+    /// A free slot for a new batch (empty until the batch is put there).
+    fn reserve(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        })
+    }
+}
+
+/// Stages batch ops until the window is full or none is left.
+fn refill(e: &mut Inner, b: u32, batch: &mut Batch) {
+    while !batch.aborted && batch.inflight < batch.window && batch.next < batch.ops.len() {
+        let i = batch.next;
+        batch.next += 1;
+        let op = &batch.ops[i];
+        let p = (batch.base + op.off as usize) as *mut u8;
+        let len = op.len as usize;
+        let kind = if batch.write {
+            OpKind::Write {
+                fd: batch.fd,
+                ptr: p,
+                len,
+                offset: op.pos,
+                buf_index: batch.fixed,
+            }
+        } else {
+            OpKind::Read {
+                fd: batch.fd,
+                ptr: p,
+                len,
+                offset: op.pos,
+                buf_index: batch.fixed,
+            }
+        };
+        // The op's own reference to the region: its memory lives until it is reaped.
+        let mem = Mems::One(Mem::Owned(batch.alloc.clone(), len));
+        let mut rec = OpRec::new(batch.backend, kind, None, mem, batch.fixed);
+        rec.rw_flags = batch.rw_flags;
+        rec.batch = Some((b, i as u32));
+        batch.keys[i] = e.stage(rec);
+        batch.inflight += 1;
+    }
+}
+
+/// After a reap: refills the windows of the batches it touched, delivers each batch that is
+/// over as one (BATCH_BASE + index, ops failed, mean latency us of its reaped ops) triple into
+/// `out`, and submits what was staged.
+pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
+    if e.batches.dirty.is_empty() {
+        return;
+    }
+    let dirty = std::mem::take(&mut e.batches.dirty);
+    for &b in &dirty {
+        let Some(mut batch) = e.batches.slots.get_mut(b as usize).and_then(Option::take) else {
+            continue;
+        };
+        batch.queued = false;
+        if !batch.done {
+            refill(e, b, &mut batch);
+            if batch.inflight == 0 && batch.next == batch.ops.len() {
+                batch.done = true;
+                out.extend([
+                    (BATCH_BASE + b) as f64,
+                    batch.failed as f64,
+                    batch.lat_sum / batch.reaped.max(1) as f64,
+                ]);
+            }
+        }
+        e.batches.slots[b as usize] = Some(batch);
+    }
+    // Keep the list's capacity (nothing can have been queued meanwhile: only reaps queue).
+    let mut dirty = dirty;
+    dirty.clear();
+    if e.batches.dirty.is_empty() {
+        e.batches.dirty = dirty;
+    }
+    e.flush();
+}
+
+/// Cancels batch `key`: ops not started never will be (-ECANCELED), ops in flight are asked to
+/// cancel (each still completes, with ECANCELED or its result). Its completion follows.
+pub fn cancel(e: &mut Inner, key: u32) {
+    let b = key - BATCH_BASE;
+    let Some(mut batch) = e.batches.slots.get_mut(b as usize).and_then(Option::take) else {
+        return;
+    };
+    if !batch.done && !batch.aborted {
+        batch.aborted = true;
+        for i in batch.next..batch.ops.len() {
+            batch.results[i] = -libc::ECANCELED;
+            batch.failed += 1;
+        }
+        batch.next = batch.ops.len();
+        let live: Vec<u32> = batch.keys.iter().copied().filter(|k| *k != NONE).collect();
+        for k in live {
+            e.cancel(k);
+        }
+        if !batch.queued {
+            batch.queued = true;
+            e.batches.dirty.push(b);
+        }
+        // A reap (and so `advance`) follows even when nothing is in flight.
+        eventfd::signal(e.eventfd());
+    }
+    e.batches.slots[b as usize] = Some(batch);
+}
+
+/// A typed array's element type, data and element count (None: not a typed array).
+///
+/// # Safety
+/// `env` and `v` are live handles of the current call.
+unsafe fn typed(env: sys::napi_env, v: sys::napi_value) -> Option<(i32, *const u8, usize)> {
+    let mut is = false;
+    let (mut ty, mut len, mut off) = (0, 0usize, 0usize);
+    let mut data: *mut std::ffi::c_void = ptr::null_mut();
+    let mut ab = ptr::null_mut();
+    // SAFETY: forwarded contract; each call writes only its out-parameters.
+    unsafe {
+        if sys::napi_is_typedarray(env, v, &mut is) != sys::Status::napi_ok || !is {
+            return None;
+        }
+        if sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off)
+            != sys::Status::napi_ok
+        {
+            return None;
+        }
+    }
+    Some((ty, data as *const u8, if data.is_null() { 0 } else { len }))
+}
+
+/// A copy of `n` 4- or 8-byte elements at `data` (a typed array's, read once).
+///
+/// # Safety
+/// `data` points to at least `n` elements of `T`, aligned for `T`.
+unsafe fn copy_of<T: Copy + Default>(data: *const u8, n: usize) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    // SAFETY: forwarded contract; v has room for n elements.
+    unsafe { ptr::copy_nonoverlapping(data as *const T, v.as_mut_ptr(), n) };
+    v
+}
+
+/// The ops of a batch, checked against the region of `region_len` bytes at `base` (code on
+/// refusal).
+///
+/// # Safety
+/// `env` and the values are live handles of the current call.
+unsafe fn ops_of(
+    env: sys::napi_env,
+    offsets: sys::napi_value,
+    lengths: sys::napi_value,
+    positions: sys::napi_value,
+    base: usize,
+    region_len: usize,
+    mem_align: usize,
+) -> std::result::Result<Vec<Op>, BatchCode> {
+    use sys::TypedarrayType as T;
+    // SAFETY: forwarded contract.
+    let (o, l, p) = unsafe {
+        (
+            typed(env, offsets),
+            typed(env, lengths),
+            typed(env, positions),
+        )
+    };
+    let (Some((T::uint32_array, od, n)), Some((T::uint32_array, ld, ln)), Some((pt, pd, pn))) =
+        (o, l, p)
+    else {
+        return Err(BatchCode::BadArrays);
+    };
+    if ln != n || pn != n {
+        return Err(BatchCode::BadArrays);
+    }
+    // SAFETY: typed arrays of n elements of these types (checked above).
+    let (offs, lens) = unsafe { (copy_of::<u32>(od, n), copy_of::<u32>(ld, n)) };
+    let pos: Vec<u64> = match pt {
+        // SAFETY: as above.
+        T::float64_array => unsafe { copy_of::<f64>(pd, n) }
+            .into_iter()
+            .map(|x| {
+                if (0.0..=9_007_199_254_740_991.0).contains(&x) && x.fract() == 0.0 {
+                    Ok(x as u64)
+                } else {
+                    Err(BatchCode::BadArrays)
+                }
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        // SAFETY: as above.
+        T::bigint64_array | T::biguint64_array => unsafe { copy_of::<u64>(pd, n) }
+            .into_iter()
+            .map(|x| {
+                if x <= i64::MAX as u64 {
+                    Ok(x)
+                } else {
+                    Err(BatchCode::BadArrays)
+                }
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        _ => return Err(BatchCode::BadArrays),
+    };
+    let mut ops = Vec::with_capacity(n);
+    for ((off, len), pos) in offs.into_iter().zip(lens).zip(pos) {
+        let end = off as usize + len as usize;
+        if len == 0 || len > crate::consts::MAX_IO_LENGTH || end > region_len {
+            return Err(BatchCode::OutOfRange);
+        }
+        if mem_align > 1 && !(base + off as usize).is_multiple_of(mem_align) {
+            return Err(BatchCode::Misaligned);
+        }
+        ops.push(Op { off, len, pos });
+    }
+    Ok(ops)
+}
+
+#[napi]
+impl NativeEngine {
+    /// Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
+    /// `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
+    /// `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
+    /// reap time. Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+    /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
+    #[napi]
+    pub fn batch_start(
+        &self,
+        env: Env,
+        backend: u32,
+        write: bool,
+        fd: i32,
+        memory: Unknown,
+        offsets: Unknown,
+        lengths: Unknown,
+        positions: Unknown,
+        window: u32,
+        mem_align: u32,
+        rw_flags: i32,
+    ) -> Result<f64> {
+        let kind = backend_kind(backend)?;
+        let env = env.raw();
+        // SAFETY: live handles of this call.
+        let region = match unsafe { memory::view(env, memory.raw()) } {
+            Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
+            Ok(_) => return Ok(CaptureError::Detached.code()),
+            Err(_) => return Ok(CaptureError::NotView.code()),
+        };
+        let base = region.ptr as usize;
+        let Some(alloc) = memory::lookup(base, region.len) else {
+            return Ok(BatchCode::NotOwned as i32 as f64);
+        };
+        // SAFETY: live handles of this call.
+        let ops = match unsafe {
+            ops_of(
+                env,
+                offsets.raw(),
+                lengths.raw(),
+                positions.raw(),
+                base,
+                region.len,
+                mem_align as usize,
+            )
+        } {
+            Ok(ops) => ops,
+            Err(c) => return Ok(c as i32 as f64),
+        };
+        let n = ops.len();
+        if n == 0 {
+            return Ok(BatchCode::BadArrays as i32 as f64);
+        }
+        self.with(|e| {
+            if let Err(c) = e.ready(kind) {
+                return c.code();
+            }
+            let fixed = e.fixed_for(kind, Some(alloc.ptr() as usize));
+            let mut batch = Batch {
+                backend: kind,
+                write,
+                fd,
+                alloc,
+                base,
+                fixed,
+                rw_flags,
+                ops,
+                results: vec![0; n],
+                keys: vec![NONE; n],
+                next: 0,
+                window: (window as usize).clamp(1, n),
+                inflight: 0,
+                failed: 0,
+                aborted: false,
+                queued: false,
+                done: false,
+                lat_sum: 0.0,
+                reaped: 0,
+            };
+            let b = e.batches.reserve();
+            refill(e, b, &mut batch);
+            e.batches.slots[b as usize] = Some(batch);
+            (BATCH_BASE + b) as f64
+        })
+    }
+
+    /// After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
+    /// one cancelled or never started) into `results` (an Int32Array of at least the batch's
+    /// length) and forgets the batch. Returns the number of ops, or -1 when `results` could not
+    /// take them (the batch is forgotten all the same).
+    #[napi]
+    pub fn batch_take(&self, env: Env, id: f64, results: Unknown) -> Result<f64> {
+        let b = (id as u32).wrapping_sub(BATCH_BASE);
+        let Some(batch) = self.with(|e| {
+            let batch = e.batches.slots.get_mut(b as usize).and_then(|s| {
+                if s.as_ref().is_some_and(|x| x.done) {
+                    s.take()
+                } else {
+                    None
+                }
+            })?;
+            e.batches.free.push(b);
+            Some(batch)
+        })?
+        else {
+            return Ok(-1.0);
+        };
+        // SAFETY: live handles of this call.
+        match unsafe { typed(env.raw(), results.raw()) } {
+            Some((sys::TypedarrayType::int32_array, data, len)) if len >= batch.results.len() => {
+                // SAFETY: an Int32Array of at least results.len() elements (checked now; no JS
+                // runs during the copy).
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        batch.results.as_ptr(),
+                        data as *mut i32,
+                        batch.results.len(),
+                    )
+                };
+                Ok(batch.results.len() as f64)
+            }
+            _ => Ok(-1.0),
+        }
+    }
+}
