@@ -606,16 +606,21 @@ impl Inner {
         unsafe { self.wake.set_ref(self.env, want) };
     }
 
-    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
+    /// Reaps every driver; true when completions are left waiting that were not announced again
+    /// (see `Driver::pending`): the caller gathers again, or signals the eventfd.
+    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) -> bool {
         for d in self.drivers.iter_mut().flatten() {
             d.prepare_reap();
         }
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
+        let mut pending = false;
         for d in self.drivers.iter_mut().flatten() {
             d.reap(raw);
+            pending |= d.pending();
         }
         self.locks.take_done(raw);
+        pending
     }
 
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
@@ -656,12 +661,20 @@ impl Inner {
         self.update_ref();
     }
 
-    /// Reaps what is complete now into `out` triples.
-    pub fn reap(&mut self, out: &mut Vec<f64>) {
+    /// Reaps what is complete now into `out` triples. True when more completions wait that
+    /// were not announced on the eventfd again: the caller reaps again (after delivering these),
+    /// or calls [`Inner::announce`] to come back on a later turn.
+    pub fn reap(&mut self, out: &mut Vec<f64>) -> bool {
         let mut raw = std::mem::take(&mut self.raw);
-        self.gather(&mut raw);
+        let pending = self.gather(&mut raw);
         self.finish(&mut raw, out);
         self.raw = raw;
+        pending
+    }
+
+    /// Signals the eventfd: the next turn of the loop (or the reaper thread) reaps.
+    pub fn announce(&self) {
+        eventfd::signal(self.eventfd());
     }
 
     /// Registers (pins) owned buffers; returns 0 or an errno.
@@ -715,7 +728,7 @@ impl Inner {
         let deadline = Instant::now() + EXIT_WAIT;
         let mut raw = Vec::new();
         loop {
-            self.gather(&mut raw);
+            let pending = self.gather(&mut raw);
             // Out of the kernel: release the memory (no JS is called).
             for (key, _) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
@@ -726,6 +739,9 @@ impl Inner {
             let left = Instant::now();
             if self.ops.iter().all(Option::is_none) || left >= deadline {
                 break;
+            }
+            if pending {
+                continue;
             }
             let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
             let mut p = libc::pollfd {
