@@ -672,6 +672,12 @@ impl Inner {
         pending
     }
 
+    /// True when completions wait that were not announced on the eventfd again (see
+    /// `Driver::pending`): reap again, or [`Inner::announce`].
+    pub fn more(&self) -> bool {
+        self.drivers.iter().flatten().any(|d| d.pending())
+    }
+
     /// Signals the eventfd: the next turn of the loop (or the reaper thread) reaps.
     pub fn announce(&self) {
         eventfd::signal(self.eventfd());

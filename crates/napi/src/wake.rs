@@ -736,7 +736,7 @@ unsafe fn on_wake(
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) -> napi::Result<()> {
     for _ in 0..DELIVERY_ROUNDS {
-        let (env, js, out, pending) = {
+        let (env, js, out) = {
             let Ok(mut e) = shared.try_borrow_mut() else {
                 return Ok(());
             };
@@ -749,8 +749,8 @@ unsafe fn on_wake(
             }
             // The engine's delivery buffer, lent for this batch (its capacity is kept).
             let mut out = std::mem::take(&mut e.delivery);
-            let pending = e.reap(&mut out);
-            (e.env, js, out, pending)
+            e.reap(&mut out);
+            (e.env, js, out)
         };
         let r = if out.is_empty() {
             Ok(())
@@ -759,6 +759,8 @@ unsafe fn on_wake(
             unsafe { deliver(env, js, &out, call) }
         };
         give_back(shared, out);
+        // Asked after the delivery: the flush at its end may have posted the next batch.
+        let pending = shared.try_borrow().is_ok_and(|e| e.more());
         if !pending {
             return r;
         }
