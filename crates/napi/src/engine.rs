@@ -97,6 +97,10 @@ pub struct Inner {
     drivers: [Option<Box<dyn Driver>>; 3],
     ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
+    /// Ids of ops reaped whose completions are still on their way to JS: free again only after
+    /// the delivery ([`Inner::recycle`]), so an op started by a promise settled early in a
+    /// delivery cannot take the id of a completion delivered later in it.
+    retired: Vec<u32>,
     staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
     /// Completions of the reap in progress (kept for its capacity).
@@ -192,6 +196,7 @@ impl Inner {
             drivers: [None, None, None],
             ops: Vec::new(),
             free: Vec::new(),
+            retired: Vec::new(),
             staged: Vec::new(),
             synthetic: Vec::new(),
             raw: Vec::new(),
@@ -635,7 +640,7 @@ impl Inner {
             let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
                 continue;
             };
-            self.free.push(key as u32);
+            self.retired.push(key as u32);
             self.inflight -= 1;
             // SAFETY: on the JS thread of self.env, which made the op's references.
             if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
@@ -670,6 +675,11 @@ impl Inner {
         self.finish(&mut raw, out);
         self.raw = raw;
         pending
+    }
+
+    /// Makes the ids of the ops delivered since the last call free for new ops.
+    pub fn recycle(&mut self) {
+        self.free.append(&mut self.retired);
     }
 
     /// True when completions wait that were not announced on the eventfd again (see

@@ -781,12 +781,15 @@ fn announce(shared: &Shared) {
     }
 }
 
-/// Returns the delivery buffer lent by `on_wake` (dropped if the engine is busy: the JS
-/// callback re-entered it, which only costs the next wake-up an allocation).
+/// Returns the delivery buffer lent by `on_wake` and frees the delivered ops' ids (if the engine
+/// is busy, the JS callback re-entered it: the buffer is dropped, which only costs the next
+/// wake-up an allocation, and the ids wait for the next delivery).
 fn give_back(shared: &Shared, mut out: Vec<f64>) {
     out.clear();
     if let Ok(mut e) = shared.try_borrow_mut() {
         e.delivery = out;
+        // Delivered: their ids may be taken again.
+        e.recycle();
     }
 }
 
