@@ -24,7 +24,7 @@ import {
   type Variant,
   type Workload,
 } from './harness'
-import { type Cell, figure, fmtValue, json, markdown, type Options, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './report'
+import { type Cell, figure, fmtValue, json, markdown, type Options, type ScalingResult, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './report'
 import { durableBench, durableTable } from './durable'
 import { scalingBench, scalingTable } from './scaling'
 import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './streams'
@@ -46,7 +46,8 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --quick       a smoke run for CI: 32 MiB file, 16 MiB on tmpfs, 1 run of 0.1 s per cell, every
               engine and workload (figures meaningless, the report's shape is the point)
 --full        the recorded run: 512 MiB file, 256 MiB on tmpfs, 5 runs of 2 s per cell, every
-              engine, report to bench/RESULTS.md (+ results.png/.svg); other options override
+              engine, then the scaling table (1 and 2 worker_threads on tmpfs, as --scaling 2),
+              report to bench/RESULTS.md (+ results.png/.svg); other options override
 --size SIZE   file size (default 256M; an existing file's own size)
 --tmpfs DIR|off  the tmpfs directory for the software-path workloads, or off (default: /dev/shm,
               else a tmpfs mounted for the run when root)
@@ -573,6 +574,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
       fs.rmSync(scratch, { force: true })
     }
     const ssums = summarizeStreams(streamCells)
+    // The full run's scaling table (issue 19 item 4): 1..2 worker_threads on the tmpfs file's
+    // directory, against fio --numjobs (`--scaling N` runs it alone, for any N).
+    let scaling: ScalingResult | undefined
+    if (args.full && tmpfs.dir !== undefined && selected('scaling')) {
+      const rows = await scalingBench(tmpfs.dir, 2, tsize, opts.runs, opts.durationMs, fioPath, log)
+      scaling = { rows, where: `${tmpfs.dir} (tmpfs, ${fmtSize(tsize)} file)` }
+    }
     facts.loadEnd = os.loadavg()
     log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
     const sums = summarize(cells)
@@ -587,7 +595,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       const outPath = path.resolve(args.out)
       fs.mkdirSync(path.dirname(outPath), { recursive: true })
       const chart = writeChart(path.dirname(outPath), svgChart(sums, facts, ssums), log)
-      fs.writeFileSync(outPath, markdown(sums, facts, opts, chart, outPath, ssums))
+      fs.writeFileSync(outPath, markdown(sums, facts, opts, chart, outPath, ssums, scaling))
       log(`wrote ${outPath} and ${path.join(path.dirname(outPath), chart)}`)
     }
     if (args.json) {
@@ -605,6 +613,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           tsums.length ? `tmpfs (${tfile}, ${fmtSize(tsize)}):` : `tmpfs: not run: ${tmpfs.skipped ?? 'no tmpfs workload selected'}`,
           ...(tsums.length ? ['', table(tsums)] : []),
           ...(ssums.length ? ['', 'Streams:', '', streamTable(ssums)] : []),
+          ...(scaling ? ['', scalingTable(scaling.rows, scaling.where)] : []),
           '',
           "odirect's performance goals, as measured in this run (a goal not reached here is not an error: it depends on the machine and its load):",
           ...targetLines(targets(sums, ssums)),

@@ -784,6 +784,9 @@ export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | '
     '--invalidate=1',
     `--numjobs=${jobs}`,
     '--percentile_list=50:99',
+    // Total latency (submission + completion) percentiles: what the JS rows measure (call to
+    // settle); fio's clat alone leaves out the submission, which on a virtio disk is 10-20 us.
+    '--lat_percentiles=1',
     '--output-format=json',
   ]
   if (ioengine === 'io_uring') args.push('--fixedbufs', '--registerfiles', '--hipri=0', '--sqthread_poll=0')
@@ -800,6 +803,8 @@ interface FioSide {
   io_bytes: number
   runtime: number
   clat_ns?: { percentile?: Record<string, number> }
+  /** Submission + completion latency; its percentiles only with --lat_percentiles=1. */
+  lat_ns?: { percentile?: Record<string, number> }
 }
 
 interface FioJob {
@@ -824,7 +829,8 @@ export function parseFio(stdout: string, write: boolean): RunResult {
   for (const job of j.jobs) if (job.error) throw new Error(`fio job error ${job.error}`)
   const side = (job: FioJob): FioSide => (write ? job.write : job.read)
   const first = side(j.jobs[0])
-  const pct = first.clat_ns?.percentile ?? {}
+  // Total latency where fio gives its percentiles (see fioArgs), else completion latency.
+  const pct = first.lat_ns?.percentile ?? first.clat_ns?.percentile ?? {}
   const pick = (p: string): number => {
     const k = Object.keys(pct).find((x) => Number(x) === Number(p))
     return k === undefined ? NaN : pct[k] / 1000

@@ -86,6 +86,16 @@ function runFio(fio: string, file: string, n: number, durationMs: number): numbe
     '--ioengine=io_uring',
     '--direct=1',
     `--numjobs=${n}`,
+    // fio's peak configuration, as in the main tables (bench/harness.ts fioArgs).
+    '--iodepth_batch_submit=16',
+    '--iodepth_batch_complete_min=8',
+    '--iodepth_batch_complete_max=16',
+    '--fixedbufs',
+    '--registerfiles',
+    '--hipri=0',
+    '--sqthread_poll=0',
+    '--norandommap',
+    '--randrepeat=0',
     '--group_reporting',
     '--time_based',
     `--runtime=${Math.max(1, Math.round(durationMs))}ms`,
@@ -158,10 +168,9 @@ export async function scalingBench(dir: string, maxThreads: number, size: number
   }
 }
 
-export function scalingTable(rows: ScalingRow[], where: string): string {
+export function scalingTable(rows: ScalingRow[], where: string, heading = true): string {
   const out = [
-    `Scaling: 4 KiB random reads, QD ${QD} per thread, on ${where}`,
-    '',
+    ...(heading ? [`Scaling: 4 KiB random reads, QD ${QD} per thread, on ${where}`, ''] : []),
     '| threads | engine | IOPS (median) | odirect / fio (median of runs) |',
     '|---:|---|---:|---:|',
   ]

@@ -117,6 +117,10 @@ impl Rig {
             if out.len() >= n {
                 return out;
             }
+            if self.d.pending() {
+                // Left waiting in the kernel, not announced again: reap again at once.
+                continue;
+            }
             let mut p = libc::pollfd {
                 fd: self.efd.as_raw_fd(),
                 events: libc::POLLIN,

@@ -100,6 +100,10 @@ pub struct Inner {
     drivers: [Option<Box<dyn Driver>>; 3],
     ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
+    /// Ids of ops reaped whose completions are still on their way to JS: free again only after
+    /// the delivery ([`Inner::recycle`]), so an op started by a promise settled early in a
+    /// delivery cannot take the id of a completion delivered later in it.
+    retired: Vec<u32>,
     staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
     /// Completions of the reap in progress (kept for its capacity).
@@ -197,6 +201,7 @@ impl Inner {
             drivers: [None, None, None],
             ops: Vec::new(),
             free: Vec::new(),
+            retired: Vec::new(),
             staged: Vec::new(),
             synthetic: Vec::new(),
             raw: Vec::new(),
@@ -615,16 +620,21 @@ impl Inner {
         unsafe { self.wake.set_ref(self.env, want) };
     }
 
-    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) {
+    /// Reaps every driver; true when completions are left waiting that were not announced again
+    /// (see `Driver::pending`): the caller gathers again, or signals the eventfd.
+    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) -> bool {
         for d in self.drivers.iter_mut().flatten() {
             d.prepare_reap();
         }
         eventfd::drain(self.eventfd());
         raw.append(&mut self.synthetic);
+        let mut pending = false;
         for d in self.drivers.iter_mut().flatten() {
             d.reap(raw);
+            pending |= d.pending();
         }
         self.locks.take_done(raw);
+        pending
     }
 
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
@@ -639,7 +649,6 @@ impl Inner {
             let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
                 continue;
             };
-            self.free.push(key as u32);
             self.inflight -= 1;
             // SAFETY: on the JS thread of self.env, which made the op's references.
             if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
@@ -659,9 +668,13 @@ impl Inner {
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
             if let Some((b, i)) = rec.batch {
+                // A batch's op is never delivered to JS: its id is free at once.
+                self.free.push(key as u32);
                 self.batches.completed(b, i, result, lat);
                 continue;
             }
+            // Free only once JS has had this completion (see `recycle`).
+            self.retired.push(key as u32);
             out.push(key as f64);
             out.push(result as f64);
             out.push(lat);
@@ -669,13 +682,32 @@ impl Inner {
         self.update_ref();
     }
 
-    /// Reaps what is complete now into `out` triples.
-    pub fn reap(&mut self, out: &mut Vec<f64>) {
+    /// Reaps what is complete now into `out` triples. True when more completions wait that
+    /// were not announced on the eventfd again: the caller reaps again (after delivering these),
+    /// or calls [`Inner::announce`] to come back on a later turn.
+    pub fn reap(&mut self, out: &mut Vec<f64>) -> bool {
         let mut raw = std::mem::take(&mut self.raw);
-        self.gather(&mut raw);
+        let pending = self.gather(&mut raw);
         self.finish(&mut raw, out);
         self.raw = raw;
         crate::batch::advance(self, out);
+        pending
+    }
+
+    /// Makes the ids of the ops delivered since the last call free for new ops.
+    pub fn recycle(&mut self) {
+        self.free.append(&mut self.retired);
+    }
+
+    /// True when completions wait that were not announced on the eventfd again (see
+    /// `Driver::pending`): reap again, or [`Inner::announce`].
+    pub fn more(&self) -> bool {
+        self.drivers.iter().flatten().any(|d| d.pending())
+    }
+
+    /// Signals the eventfd: the next turn of the loop (or the reaper thread) reaps.
+    pub fn announce(&self) {
+        eventfd::signal(self.eventfd());
     }
 
     /// Registers (pins) owned buffers; returns 0 or an errno.
@@ -729,7 +761,7 @@ impl Inner {
         let deadline = Instant::now() + EXIT_WAIT;
         let mut raw = Vec::new();
         loop {
-            self.gather(&mut raw);
+            let pending = self.gather(&mut raw);
             // Out of the kernel: release the memory (no JS is called).
             for (key, _) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
@@ -740,6 +772,9 @@ impl Inner {
             let left = Instant::now();
             if self.ops.iter().all(Option::is_none) || left >= deadline {
                 break;
+            }
+            if pending {
+                continue;
             }
             let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
             let mut p = libc::pollfd {

@@ -719,7 +719,15 @@ unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
     unsafe { teardown(arg as *const Shared) };
 }
 
-/// A wake-up from the loop or the reaper: reap and deliver.
+/// Deliveries one wake-up makes at most while completions keep waiting in the kernel (the ring
+/// posts its deferred completions one kernel batch, 20, at a time); past it the eventfd is
+/// signalled and the rest waits for the loop's next turn (timers and other I/O go first).
+const DELIVERY_ROUNDS: usize = 8;
+
+/// A wake-up from the loop or the reaper: reap and deliver, batch by batch. Each delivery runs
+/// the JS callback (and, through `napi_make_callback`, the microtasks it queues: the ops those
+/// promises' continuations start are submitted by the flush at their end) before the next
+/// batch is reaped, so ops go back to the kernel as soon as their batch is handled.
 ///
 /// # Safety
 /// On the JS thread of `shared`'s env, inside a handle scope.
@@ -727,38 +735,61 @@ unsafe fn on_wake(
     shared: &Shared,
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) -> napi::Result<()> {
-    let (env, js, mut out) = {
-        let Ok(mut e) = shared.try_borrow_mut() else {
-            return Ok(());
+    for _ in 0..DELIVERY_ROUNDS {
+        let (env, js, out) = {
+            let Ok(mut e) = shared.try_borrow_mut() else {
+                return Ok(());
+            };
+            if e.closed {
+                return Ok(());
+            }
+            let Some(js) = e.js else { return Ok(()) };
+            if let Wake::Thread { pending, .. } = &e.wake {
+                pending.store(false, Ordering::SeqCst);
+            }
+            // The engine's delivery buffer, lent for this batch (its capacity is kept).
+            let mut out = std::mem::take(&mut e.delivery);
+            e.reap(&mut out);
+            (e.env, js, out)
         };
-        if e.closed {
-            return Ok(());
-        }
-        let Some(js) = e.js else { return Ok(()) };
-        if let Wake::Thread { pending, .. } = &e.wake {
-            pending.store(false, Ordering::SeqCst);
-        }
-        // The engine's delivery buffer, lent for this wake-up (its capacity is kept).
-        let mut out = std::mem::take(&mut e.delivery);
-        e.reap(&mut out);
-        (e.env, js, out)
-    };
-    if out.is_empty() {
+        let r = if out.is_empty() {
+            Ok(())
+        } else {
+            // SAFETY: forwarded contract; no borrow of the engine is held.
+            unsafe { deliver(env, js, &out, call) }
+        };
         give_back(shared, out);
-        return Ok(());
+        // Asked after the delivery: the flush at its end may have posted the next batch.
+        let pending = shared.try_borrow().is_ok_and(|e| e.more());
+        if !pending {
+            return r;
+        }
+        if r.is_err() {
+            announce(shared);
+            return r;
+        }
     }
-    // SAFETY: forwarded contract; no borrow of the engine is held.
-    let r = unsafe { deliver(env, js, &out, call) };
-    out.clear();
-    give_back(shared, out);
-    r
+    announce(shared);
+    Ok(())
 }
 
-/// Returns the delivery buffer lent by `on_wake` (dropped if the engine is busy: the JS
-/// callback re-entered it, which only costs the next wake-up an allocation).
-fn give_back(shared: &Shared, out: Vec<f64>) {
+/// Completions still wait in the kernel, unannounced: the loop's next turn (or the reaper
+/// thread) takes them.
+fn announce(shared: &Shared) {
+    if let Ok(e) = shared.try_borrow() {
+        e.announce();
+    }
+}
+
+/// Returns the delivery buffer lent by `on_wake` and frees the delivered ops' ids (if the engine
+/// is busy, the JS callback re-entered it: the buffer is dropped, which only costs the next
+/// wake-up an allocation, and the ids wait for the next delivery).
+fn give_back(shared: &Shared, mut out: Vec<f64>) {
+    out.clear();
     if let Ok(mut e) = shared.try_borrow_mut() {
         e.delivery = out;
+        // Delivered: their ids may be taken again.
+        e.recycle();
     }
 }
 

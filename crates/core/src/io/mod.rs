@@ -169,6 +169,14 @@ pub trait Driver: Send {
     /// that a completion signalled after the reset wakes it again).
     fn reap(&mut self, out: &mut Vec<(u64, i64)>);
 
+    /// True when completions are known to wait that `prepare_reap` + `reap` did not take (the
+    /// ring posts its deferred task work one kernel batch at a time). They are not announced on
+    /// the eventfd again: the caller runs `prepare_reap`, reset, `reap` again while this is
+    /// true, or signals the eventfd itself to come back later.
+    fn pending(&self) -> bool {
+        false
+    }
+
     /// Asks for op `key` to be cancelled. It still completes, through `reap`: with -ECANCELED,
     /// or with its own result when it finished first or cannot be cancelled.
     fn cancel(&mut self, key: u64);

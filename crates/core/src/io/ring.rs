@@ -55,11 +55,6 @@ pub fn explain_setup_error(e: &io::Error) -> Unavailable {
 /// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
 pub const INTERNAL: u64 = 1 << 63;
 const IORING_ENTER_GETEVENTS: u32 = 1;
-/// Task-work completions the kernel posts per io_uring_enter(GETEVENTS) (IO_LOCAL_TW_DEFAULT_MAX,
-/// Linux 6.13+; earlier kernels post them all).
-const KERNEL_BATCH: usize = 20;
-/// GETEVENTS calls one reap makes at most (see `LocalRing::run_task_work`).
-const TASK_WORK_ROUNDS: usize = 4;
 
 /// How the ring was set up (fastest that the kernel accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +444,25 @@ impl LocalRing {
 
     fn submit_inner(&mut self) {
         loop {
-            match self.ring.submit() {
+            let r = if self.setup != Setup::Sqpoll && self.task_work_pending() {
+                // Completions wait as task work: post one batch of them in the same call
+                // (GETEVENTS with min_complete 0 never waits), saving the owner's next reap a
+                // system call; they are in the CQ for it (`pending`).
+                let n = self.ring.submission().len() as u32;
+                // SAFETY: no argument; submits the n queued SQEs (their memory is under
+                // `push`'s contract) and runs deferred task work without waiting.
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        n,
+                        0,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            } else {
+                self.ring.submit()
+            };
+            match r {
                 Ok(_) => {
                     self.unsubmitted = 0;
                     return;
@@ -474,11 +487,14 @@ impl LocalRing {
     }
 
     fn collect(&mut self, run_task_work: bool) {
-        // Task work left waiting after the eventfd was reset would signal nobody (the kernel
-        // signals only when the first of a batch arrives): signal it ourselves, so the owner's
-        // next turn takes the rest.
-        if run_task_work && self.run_task_work() {
-            self.wake();
+        // Only when making room in the completion queue (submit_inner): task work left waiting
+        // after the owner reset the eventfd would signal nobody (the kernel signals only when
+        // the first of a batch arrives), so signal it ourselves.
+        if run_task_work {
+            self.run_task_work();
+            if self.task_work_pending() {
+                self.wake();
+            }
         }
         let mut n = 0;
         for cqe in self.ring.completion() {
@@ -492,33 +508,34 @@ impl LocalRing {
         self.inflight -= n;
     }
 
-    /// Posts the completions the kernel holds as task work (DEFER_TASKRUN, COOP_TASKRUN), with
-    /// io_uring_enter(GETEVENTS): none when IORING_SQ_TASKRUN is clear; one per batch the
-    /// kernel runs at a time (20 since Linux 6.13), as long as each took a full batch and at
-    /// most [`TASK_WORK_ROUNDS`]. Completions that keep arriving while this runs (io-wq
-    /// workers on another CPU) are left for the next turn instead of being posted one or two
-    /// per system call. Returns true when task work is still waiting.
-    fn run_task_work(&mut self) -> bool {
-        if matches!(self.setup, Setup::Plain | Setup::Sqpoll) {
-            return false;
+    /// Posts the completions the kernel holds as task work (DEFER_TASKRUN, COOP_TASKRUN) with one
+    /// io_uring_enter(GETEVENTS): none when IORING_SQ_TASKRUN is clear. The kernel runs one
+    /// batch per call (20 since Linux 6.13, IO_LOCAL_TW_DEFAULT_MAX) and sets IORING_SQ_TASKRUN
+    /// again when more is left: [`LocalRing::task_work_pending`]. One batch at a time lets the
+    /// owner deliver and resubmit those before it takes the next (see the engine's wake-up
+    /// loop), so the device gets work back sooner than if every waiting completion were posted
+    /// first.
+    fn run_task_work(&mut self) {
+        if matches!(self.setup, Setup::Plain | Setup::Sqpoll)
+            || (self.taskrun_flag && !self.ring.submission().taskrun())
+        {
+            return;
         }
-        for _ in 0..TASK_WORK_ROUNDS {
-            if self.taskrun_flag && !self.ring.submission().taskrun() {
-                return false;
-            }
-            let before = self.ring.completion().len();
-            // SAFETY: a plain io_uring_enter with no argument: runs deferred task work (posting
-            // completions) without waiting.
-            let _ = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
-            };
-            if !self.taskrun_flag || self.ring.completion().len() - before < KERNEL_BATCH {
-                break;
-            }
-        }
-        self.taskrun_flag && self.ring.submission().taskrun()
+        // SAFETY: a plain io_uring_enter with no argument: runs deferred task work (posting
+        // completions) without waiting.
+        let _ = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+        };
+    }
+
+    /// True when completions wait as task work that `run_task_work` has not posted (known only
+    /// where IORING_SQ_TASKRUN works, see [`taskrun_flag_works`]; else every reap enters).
+    fn task_work_pending(&self) -> bool {
+        // SAFETY: the ring is driven by one thread through `&mut self`; no other view of its
+        // submission queue exists while this one reads the flags.
+        self.taskrun_flag && unsafe { self.ring.submission_shared() }.taskrun()
     }
 
     /// Does this kernel set IORING_SQ_TASKRUN when a completion waits as task work? Checked once
@@ -623,17 +640,22 @@ impl Driver for LocalRing {
         }
     }
 
-    /// Posts the completions waiting as task work before the owner resets the eventfd: posting
-    /// them signals it, and a signal after the reset would wake the owner again for nothing.
+    /// Posts one batch of the completions waiting as task work (see `run_task_work`) before the
+    /// owner resets the eventfd: posting them signals it, and a signal after the reset would
+    /// wake the owner again for nothing.
     fn prepare_reap(&mut self) {
-        // What is left is taken by `reap`, after the reset.
-        let _ = self.run_task_work();
+        // A batch a submission posted (see `submit_inner`) is taken first, by `reap`; what is
+        // left is reported by `pending`.
+        if self.ring.completion().is_empty() {
+            self.run_task_work();
+        }
     }
 
-    /// Reaps every completion available now (never blocks), and moves backlogged ops into the
-    /// ring as room frees up (submitting them). Does not reset the eventfd (its owner does).
+    /// Reaps every completion posted now (never blocks), and moves backlogged ops into the
+    /// ring as room frees up (submitting them). Does not reset the eventfd (its owner does), and
+    /// does not post task work: what still waits there is reported by `pending`.
     fn reap(&mut self, out: &mut Vec<(u64, i64)>) {
-        self.collect(true);
+        self.collect(false);
         out.append(&mut self.early);
         if !self.backlog.is_empty() {
             while self.inflight < self.max_inflight {
@@ -693,6 +715,17 @@ impl Driver for LocalRing {
             self.collect(false);
         }
         out.append(&mut self.early);
+    }
+
+    /// Completions waiting as task work beyond the batch `prepare_reap` posted, or posted since
+    /// the last reap (a submission posts a batch when task work waits, see `submit_inner`): the
+    /// owner reaps again (or signals the eventfd) while this is true.
+    fn pending(&self) -> bool {
+        // SAFETY: the ring is driven by one thread through `&mut self`; no other view of its
+        // completion queue exists while this one reads its head and tail.
+        self.task_work_pending()
+            || !self.early.is_empty()
+            || !unsafe { self.ring.completion_shared() }.is_empty()
     }
 
     /// Ops pushed and not reaped yet (including the backlog and the completions collected
@@ -788,13 +821,15 @@ mod tests {
     fn wait(r: &mut LocalRing, n: usize) -> Vec<(u64, i64)> {
         let mut out = Vec::new();
         while out.len() < n {
-            let mut p = libc::pollfd {
-                fd: r.notify_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one live pollfd.
-            unsafe { libc::poll(&mut p, 1, 5000) };
+            if !r.pending() {
+                let mut p = libc::pollfd {
+                    fd: r.notify_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd.
+                assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1, "no wake-up");
+            }
             r.prepare_reap();
             super::super::eventfd::drain(r.notify_fd());
             r.reap(&mut out);
@@ -875,6 +910,149 @@ mod tests {
             0,
             "eventfd left signalled"
         );
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    /// 64 completions waiting as task work at once (pipe reads woken by one write): one reap
+    /// posts one kernel batch, `pending` reports the rest, which is not announced on the eventfd
+    /// again, and reaping while `pending` takes every one of them, leaving the eventfd quiet.
+    #[test]
+    fn a_burst_of_deferred_completions_is_reaped_batch_by_batch() {
+        let mut r = LocalRing::new(64).unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut bufs: Vec<AlignedBuf> = (0..64).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: fds[0],
+                ptr: b.as_mut_ptr(),
+                len: 1,
+                offset: u64::MAX,
+                buf_index: None,
+            };
+            // SAFETY: bufs and the pipe outlive the completions (reaped below).
+            unsafe {
+                let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
+                r.push_entry(e);
+            }
+        }
+        r.submit();
+        let bytes = [b'x'; 64];
+        // SAFETY: writing 64 bytes from a live array into our own pipe completes every read.
+        assert_eq!(
+            unsafe { libc::write(fds[1], bytes.as_ptr() as *const libc::c_void, 64) },
+            64
+        );
+        let mut out = Vec::new();
+        let mut reaps = 0;
+        let mut p = libc::pollfd {
+            fd: r.notify_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1, "no wake-up");
+        loop {
+            r.prepare_reap();
+            super::super::eventfd::drain(r.notify_fd());
+            r.reap(&mut out);
+            reaps += 1;
+            if !r.pending() {
+                break;
+            }
+            assert!(reaps < 64, "pending never clears");
+        }
+        assert_eq!(out.len(), 64, "after {reaps} reaps");
+        assert!(out.iter().all(|(_, res)| *res == 1));
+        if r.setup() == Setup::DeferTaskrun {
+            // A kernel that posts deferred completions in batches (6.13+: 20) needs more than
+            // one reap; every one after the first came from `pending`, without a wake-up.
+            eprintln!("64 deferred completions reaped in {reaps} reaps");
+        }
+        // SAFETY: one live pollfd, no wait.
+        assert_eq!(
+            unsafe { libc::poll(&mut p, 1, 0) },
+            0,
+            "eventfd left signalled"
+        );
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    /// A submission made while completions wait as task work posts a batch of them in the same
+    /// system call (GETEVENTS with min_complete 0: no wait), and `pending` reports them.
+    #[test]
+    fn a_submission_posts_waiting_deferred_completions() {
+        let mut r = LocalRing::new(64).unwrap();
+        if !r.taskrun_flag {
+            eprintln!(
+                "skipped: IORING_SQ_TASKRUN is not set by this kernel ({:?})",
+                r.setup()
+            );
+            return;
+        }
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut bufs: Vec<AlignedBuf> = (0..9).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        let read = |b: &mut AlignedBuf| OpKind::Read {
+            fd: fds[0],
+            ptr: b.as_mut_ptr(),
+            len: 1,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        for (i, b) in bufs.iter_mut().take(8).enumerate() {
+            // SAFETY: bufs and the pipe outlive the completions (reaped below).
+            unsafe {
+                let e = r.sqe(i as u64, &read(b), None, None, false).unwrap();
+                r.push_entry(e);
+            }
+        }
+        r.submit();
+        // SAFETY: writing 8 bytes from a live array into our own pipe completes the 8 reads.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"xxxxxxxx".as_ptr() as *const libc::c_void, 8) },
+            8
+        );
+        assert!(r.task_work_pending(), "the completions wait as task work");
+        assert!(r.ring.completion().is_empty());
+        // One more op (a read of a regular file, completed inline), submitted: the 8 are posted
+        // by the same system call.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        let file_read = OpKind::Read {
+            fd: f.as_file().as_raw_fd(),
+            ptr: bufs[8].as_mut_ptr(),
+            len: 4096,
+            offset: 0,
+            buf_index: None,
+        };
+        // SAFETY: bufs[8] and the file outlive the completion (reaped below).
+        unsafe {
+            let e = r.sqe(8, &file_read, None, None, false).unwrap();
+            r.push_entry(e);
+        }
+        r.submit();
+        assert!(
+            r.ring.completion().len() >= 8,
+            "the waiting completions were posted by the submission"
+        );
+        assert!(r.pending());
+        let mut out = wait(&mut r, 9);
+        out.sort();
+        let mut want: Vec<(u64, i64)> = (0..8).map(|k| (k, 1)).collect();
+        want.push((8, 4096));
+        assert_eq!(out, want);
+        assert!(!r.pending());
         // SAFETY: closing our own pipe.
         unsafe {
             libc::close(fds[0]);
