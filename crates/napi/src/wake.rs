@@ -724,6 +724,13 @@ unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
 /// signalled and the rest waits for the loop's next turn (timers and other I/O go first).
 const DELIVERY_ROUNDS: usize = 8;
 
+/// A delivery smaller than this hands the rest to the loop's next turn even when more
+/// completions wait: few completions per round (a stream's 4 reads of 1 MiB, QD 1) gain nothing
+/// from staying, and the loop's other phases must run: Node frees dropped external buffers
+/// (read-stream chunks) from its immediates, so rounds of large reads without a loop turn held
+/// up to rounds x readAhead chunks of garbage (32 MiB at 8 x 4 x 1 MiB).
+const FULL_ROUND: usize = 8;
+
 /// A wake-up from the loop or the reaper: reap and deliver, batch by batch. Each delivery runs
 /// the JS callback (and, through `napi_make_callback`, the microtasks it queues: the ops those
 /// promises' continuations start are submitted by the flush at their end) before the next
@@ -758,13 +765,14 @@ unsafe fn on_wake(
             // SAFETY: forwarded contract; no borrow of the engine is held.
             unsafe { deliver(env, js, &out, call) }
         };
+        let delivered = out.len() / 3;
         give_back(shared, out);
         // Asked after the delivery: the flush at its end may have posted the next batch.
         let pending = shared.try_borrow().is_ok_and(|e| e.more());
         if !pending {
             return r;
         }
-        if r.is_err() {
+        if r.is_err() || delivered < FULL_ROUND {
             announce(shared);
             return r;
         }
