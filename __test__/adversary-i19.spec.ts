@@ -1,0 +1,60 @@
+// Adversarial use of this session's features (typed-array batches, reuseChunks streams): callers
+// that change, transfer or disguise their arguments while a call runs. Real files with O_DIRECT.
+import * as path from 'node:path'
+
+import test from 'ava'
+
+import { DirectIoError, open } from '../dist/index.js'
+import { scratchDirs } from './helpers/scratch.js'
+
+const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
+const scratch = scratchDirs('adv19')
+const UNIT = 4096
+
+function arrays(n: number): { offsets: Uint32Array; lengths: Uint32Array; positions: Float64Array } {
+  return {
+    offsets: new Uint32Array(n).map((_, i) => i * UNIT),
+    lengths: new Uint32Array(n).fill(UNIT),
+    positions: new Float64Array(n).map((_, i) => i * UNIT),
+  }
+}
+
+test('typed-array batch: arrays transferred after the call change nothing (the failure still reports each op)', async (t) => {
+  const fh = await open(path.join(scratch(), 'data'), 'w+', { backend: BACKEND })
+  t.teardown(() => fh.close())
+  const memory = fh.alloc(4 * UNIT)
+  const a = arrays(4)
+  a.positions[1] = 2 ** 52 // past any file size ext4/xfs allow: EFBIG / EINVAL from the kernel
+  const p = fh.writeMany({ memory, ...a })
+  // The README: the arrays are copied at the call, changing them afterwards changes nothing.
+  for (const arr of [a.offsets, a.lengths, a.positions]) structuredClone(arr.buffer, { transfer: [arr.buffer] })
+  const e = await t.throwsAsync(p, { instanceOf: DirectIoError })
+  t.true(e.code === 'EFBIG' || e.code === 'EINVAL', e.code)
+  t.is(e.position, 2 ** 52, 'the failed op as it was started')
+  t.is(e.length, UNIT)
+  const results = (e as DirectIoError & { results: ReadonlyArray<number | DirectIoError> }).results
+  t.is(results.length, 4)
+  t.deepEqual([results[0], results[2], results[3]], [UNIT, UNIT, UNIT])
+  t.is(fh.stats().ops, 4)
+  t.is(fh.inflight, 0)
+})
+
+test('typed-array batch: a `length` shadowed on the arrays is not the number of ops', async (t) => {
+  const fh = await open(path.join(scratch(), 'data'), 'w+', { backend: BACKEND })
+  t.teardown(() => fh.close())
+  const memory = fh.alloc(4 * UNIT)
+  await fh.writeMany({ memory, ...arrays(4) })
+  const a = arrays(4)
+  for (const arr of [a.offsets, a.lengths, a.positions]) Object.defineProperty(arr, 'length', { value: 1 })
+  a.positions[2] = 100 // validated like every other op, whatever `length` says
+  const e = await t.throwsAsync(async () => fh.readMany({ memory, ...a }), { instanceOf: DirectIoError })
+  t.is(e.code, 'ERR_ODIRECT_ALIGNMENT')
+  t.is(fh.inflight, 0)
+  const b = arrays(4)
+  for (const arr of [b.offsets, b.lengths, b.positions]) Object.defineProperty(arr, 'length', { value: 1 })
+  const small = new Int32Array(1)
+  Object.defineProperty(small, 'length', { value: 4 })
+  const e2 = await t.throwsAsync(async () => fh.readMany({ memory, ...b, results: small }), { instanceOf: DirectIoError })
+  t.is(e2.code, 'ERR_INVALID_ARG_TYPE', 'a results array of 1 element for 4 ops is refused before any I/O')
+  t.is(fh.stats().ops, 4, 'only the setup batch ran')
+})
