@@ -1,10 +1,13 @@
 // Adversarial use of this session's features (typed-array batches, reuseChunks streams): callers
 // that change, transfer or disguise their arguments while a call runs. Real files with O_DIRECT.
+import * as crypto from 'node:crypto'
+import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { PassThrough } from 'node:stream'
 
 import test from 'ava'
 
-import { DirectIoError, open } from '../dist/index.js'
+import { createReadStream, DirectIoError, open } from '../dist/index.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
@@ -57,4 +60,45 @@ test('typed-array batch: a `length` shadowed on the arrays is not the number of 
   const e2 = await t.throwsAsync(async () => fh.readMany({ memory, ...b, results: small }), { instanceOf: DirectIoError })
   t.is(e2.code, 'ERR_INVALID_ARG_TYPE', 'a results array of 1 element for 4 ops is refused before any I/O')
   t.is(fh.stats().ops, 4, 'only the setup batch ran')
+})
+
+/** A file of `chunks` random 64 KiB chunks, and its bytes. */
+function randomFile(chunks: number): { file: string; data: Buffer } {
+  const file = path.join(scratch(), 'src')
+  const data = crypto.randomBytes(chunks * 65536)
+  fs.writeFileSync(file, data)
+  return { file, data }
+}
+
+const reuse = { chunkSize: 65536, readAhead: 2, reuseChunks: true } as const
+
+test('reuseChunks: a PassThrough piped to holds its chunks on its readable side: none is read into again', async (t) => {
+  const { file, data } = randomFile(32)
+  const src = createReadStream(file, reuse)
+  const pt = new PassThrough({ highWaterMark: data.length * 2 })
+  src.pipe(pt)
+  // Nothing reads the PassThrough until the whole file went into it.
+  await new Promise((resolve) => src.once('end', resolve))
+  const parts: Buffer[] = []
+  for await (const c of pt) parts.push(c as Buffer)
+  t.true(Buffer.concat(parts).equals(data))
+})
+
+test('reuseChunks: iterator helpers that keep chunks (toArray, map with concurrency, take) get their own', async (t) => {
+  const { file, data } = randomFile(32)
+  const all = (await createReadStream(file, reuse).toArray()) as Buffer[]
+  t.true(Buffer.concat(all).equals(data), 'toArray')
+  const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+  const copied = (await createReadStream(file, reuse)
+    .map(
+      async (c: Buffer) => {
+        await tick()
+        return Buffer.from(c)
+      },
+      { concurrency: 4 },
+    )
+    .toArray()) as Buffer[]
+  t.true(Buffer.concat(copied).equals(data), 'map with concurrency 4, copying after an await')
+  const first = (await createReadStream(file, reuse).take(8).toArray()) as Buffer[]
+  t.true(Buffer.concat(first).equals(data.subarray(0, 8 * 65536)), 'take(8).toArray()')
 })
