@@ -102,3 +102,31 @@ test('reuseChunks: iterator helpers that keep chunks (toArray, map with concurre
   const first = (await createReadStream(file, reuse).take(8).toArray()) as Buffer[]
   t.true(Buffer.concat(first).equals(data.subarray(0, 8 * 65536)), 'take(8).toArray()')
 })
+
+test('readMany/writeMany: a signal whose removeEventListener or reason getter throws still lets the batch settle', async (t) => {
+  const fh = await open(path.join(scratch(), 'data'), 'w+', { backend: BACKEND })
+  const memory = fh.alloc(4 * UNIT)
+  await fh.writeMany({ memory, ...arrays(4) })
+  for (const form of ['typed arrays', 'array of ops'] as const) {
+    const batch = (signal: AbortSignal): Promise<unknown> =>
+      form === 'typed arrays' ? fh.readMany({ memory, ...arrays(4) }, { signal, window: 1 }) : fh.readMany([0, 1, 2, 3].map((i) => ({ buffer: memory.subarray(i * UNIT, (i + 1) * UNIT), position: i * UNIT })), { signal, window: 1 })
+    const rm = new AbortController()
+    rm.signal.removeEventListener = () => {
+      throw new Error('removeEventListener throws')
+    }
+    t.is(((await batch(rm.signal)) as ArrayLike<number>).length, 4, `${form}: resolves`)
+    const reason = new AbortController()
+    Object.defineProperty(reason.signal, 'reason', {
+      get() {
+        throw new Error('reason throws')
+      },
+    })
+    const p = batch(reason.signal)
+    reason.abort()
+    const e = await t.throwsAsync(p, { instanceOf: DirectIoError })
+    t.is(e.code, 'ABORT_ERR', `${form}: aborted`)
+    t.is((e.cause as Error).message, 'reason throws')
+  }
+  t.is(fh.inflight, 0)
+  await fh.close()
+})

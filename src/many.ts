@@ -6,7 +6,7 @@
 import { RWF_DONTCACHE } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import { captureError, type OpSink, RESULT_DETACHED } from './engine'
-import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
+import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
 import type { HandleIo } from './io'
 import { native } from './native'
 
@@ -25,6 +25,20 @@ export interface BatchDesc {
   rwFlags: number
   /** io_uring: the ops are linked (IOSQE_IO_LINK) to the fdatasync staged next (writeMany { datasync }, no window). */
   link: boolean
+}
+
+/**
+ * Removes a batch's abort listener from `signal` (any object with `aborted` and
+ * `addEventListener` is taken as one): a `removeEventListener` that throws or is missing must not
+ * keep the batch from settling.
+ */
+function unlisten(signal: AbortSignal | undefined, listener: (() => void) | undefined): void {
+  if (signal === undefined || listener === undefined) return
+  try {
+    signal.removeEventListener?.('abort', listener)
+  } catch {
+    // the listener stays: it does nothing once the batch settled
+  }
 }
 
 /** A window slot's sink: reused by each op that takes the slot (one op at a time). */
@@ -173,7 +187,7 @@ export class ManyBatch {
   #finish(): void {
     if (this.#finished) return
     this.#finished = true
-    if (this.#onAbort !== undefined) this.d.signal?.removeEventListener?.('abort', this.#onAbort)
+    unlisten(this.d.signal, this.#onAbort)
     if (this.d.write) this.io.writeDone(this.#seq)
     this.io.release()
     const results = this.#results
@@ -195,7 +209,7 @@ function manyError(results: ReadonlyArray<number | DirectIoError>, failed: numbe
       syscall: what,
       path,
       hint: 'the AbortSignal was aborted; error.results says what each op did (bytes, its error, or ABORT_ERR when it was cancelled or never started)',
-      cause: signal.reason,
+      cause: reasonOf(signal),
     })
   } else {
     const first = results.find((r) => typeof r !== 'number') as DirectIoError
@@ -378,7 +392,7 @@ class ArraysBatch implements OpSink {
   settle(failed: number, latencyUs: number): void {
     const { io, d, results } = this
     const n = this.lengths.length
-    if (this.#onAbort !== undefined) d.signal?.removeEventListener?.('abort', this.#onAbort)
+    unlisten(d.signal, this.#onAbort)
     if (d.write) io.writeDone(this.#seq)
     const taken = io.engine.native.batchTake(this.#id, results)
     const s = io.stats
