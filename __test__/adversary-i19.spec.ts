@@ -130,3 +130,20 @@ test('readMany/writeMany: a signal whose removeEventListener or reason getter th
   t.is(fh.inflight, 0)
   await fh.close()
 })
+
+test('streams and readFile: a signal whose removeEventListener throws does not fail a read that completed', async (t) => {
+  const { file, data } = randomFile(4)
+  const signal = (): AbortSignal => {
+    const ac = new AbortController()
+    ac.signal.removeEventListener = () => {
+      throw new Error('removeEventListener throws')
+    }
+    return ac.signal
+  }
+  const parts: Buffer[] = []
+  for await (const c of createReadStream(file, { chunkSize: 65536, signal: signal() })) parts.push(c as Buffer)
+  t.true(Buffer.concat(parts).equals(data), 'read stream')
+  const fh = await open(file, 'r', { backend: BACKEND })
+  t.teardown(() => fh.close())
+  t.true((await fh.readFile({ signal: signal() })).equals(data), 'readFile')
+})

@@ -3,7 +3,7 @@
 // stops the batch. Without a window every op is captured and staged at the call (one native
 // crossing, all or none); with one, the first `window` are, and each completion captures and
 // stages the next op, so a bounce buffer exists only while its op is in flight.
-import { RWF_DONTCACHE } from './args'
+import { RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import { captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
@@ -25,20 +25,6 @@ export interface BatchDesc {
   rwFlags: number
   /** io_uring: the ops are linked (IOSQE_IO_LINK) to the fdatasync staged next (writeMany { datasync }, no window). */
   link: boolean
-}
-
-/**
- * Removes a batch's abort listener from `signal` (any object with `aborted` and
- * `addEventListener` is taken as one): a `removeEventListener` that throws or is missing must not
- * keep the batch from settling.
- */
-function unlisten(signal: AbortSignal | undefined, listener: (() => void) | undefined): void {
-  if (signal === undefined || listener === undefined) return
-  try {
-    signal.removeEventListener?.('abort', listener)
-  } catch {
-    // the listener stays: it does nothing once the batch settled
-  }
 }
 
 /** A window slot's sink: reused by each op that takes the slot (one op at a time). */
