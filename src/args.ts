@@ -236,6 +236,20 @@ export function signalArg(s: unknown): AbortSignal | undefined {
   return s as AbortSignal
 }
 
+/**
+ * Removes `listener` from `signal` (any object with `aborted` and `addEventListener` is taken as
+ * one): a `removeEventListener` that throws or is missing must not keep an op, a batch or a
+ * stream from settling. (The listener then stays; it does nothing once its op settled.)
+ */
+export function unlisten(signal: AbortSignal | undefined, listener: (() => void) | undefined): void {
+  if (signal === undefined || listener === undefined) return
+  try {
+    signal.removeEventListener?.('abort', listener)
+  } catch {
+    // see above
+  }
+}
+
 export function signalOption(o: Record<string, unknown>): AbortSignal | undefined {
   return signalArg(o.signal)
 }

@@ -115,11 +115,20 @@ export function kernelError(errno: number, ctx: KernelErrorContext, detail?: str
   return new DirectIoError(msg, { code: info.code as ErrnoCode, errno: -errno, hint: info.hint, ...ctx })
 }
 
+/** `signal.reason`, or what reading it threw (a signal-like object's getter). */
+export function reasonOf(signal: AbortSignal): unknown {
+  try {
+    return signal.reason
+  } catch (e) {
+    return e
+  }
+}
+
 export function abortError(signal: AbortSignal, ctx: KernelErrorContext): DirectIoError {
   return new DirectIoError(`The operation was aborted (${ctx.syscall}${ctx.path ? ` on ${ctx.path}` : ''})`, {
     code: 'ABORT_ERR',
     hint: 'the AbortSignal passed to this operation was aborted; the buffer is free to reuse',
-    cause: signal.reason,
+    cause: reasonOf(signal),
     ...ctx,
   })
 }

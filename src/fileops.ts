@@ -6,7 +6,7 @@
 import { constants as fsConstants } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 
-import { callerError } from './args'
+import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
 import { abortError, type DirectIoError, errno as E, kernelError } from './errors'
 import { native } from './native'
@@ -31,7 +31,7 @@ export class AbortRace {
       if (signal.aborted) on()
       else {
         signal.addEventListener('abort', on, { once: true })
-        this.#unwatch = () => signal.removeEventListener('abort', on)
+        this.#unwatch = () => unlisten(signal, on)
       }
     })
     this.#aborted.catch(() => {})

@@ -3,10 +3,10 @@
 // stops the batch. Without a window every op is captured and staged at the call (one native
 // crossing, all or none); with one, the first `window` are, and each completion captures and
 // stages the next op, so a bounce buffer exists only while its op is in flight.
-import { RWF_DONTCACHE } from './args'
+import { RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import { captureError, type OpSink, RESULT_DETACHED } from './engine'
-import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
+import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
 import type { HandleIo } from './io'
 import { native } from './native'
 
@@ -173,7 +173,7 @@ export class ManyBatch {
   #finish(): void {
     if (this.#finished) return
     this.#finished = true
-    if (this.#onAbort !== undefined) this.d.signal?.removeEventListener?.('abort', this.#onAbort)
+    unlisten(this.d.signal, this.#onAbort)
     if (this.d.write) this.io.writeDone(this.#seq)
     this.io.release()
     const results = this.#results
@@ -195,7 +195,7 @@ function manyError(results: ReadonlyArray<number | DirectIoError>, failed: numbe
       syscall: what,
       path,
       hint: 'the AbortSignal was aborted; error.results says what each op did (bytes, its error, or ABORT_ERR when it was cancelled or never started)',
-      cause: signal.reason,
+      cause: reasonOf(signal),
     })
   } else {
     const first = results.find((r) => typeof r !== 'number') as DirectIoError
@@ -250,6 +250,9 @@ export interface ArraysDesc {
 
 const MAX_OPS = 1 << 20
 
+/** A typed array's own element count (%TypedArray%.prototype.length: not a `length` the caller shadowed on the array). */
+const elementsOf = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, 'length')?.get as (this: ArrayBufferView) => number
+
 /** Whether `ops` is the typed-array form (`{ memory, ... }`) rather than an array of ops. */
 export function isManyArrays(ops: unknown): boolean {
   return typeof ops === 'object' && ops !== null && !Array.isArray(ops) && 'memory' in ops
@@ -266,10 +269,12 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   if (!(offsets instanceof Uint32Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: offsets must be a Uint32Array`, hint)
   if (!(lengths instanceof Uint32Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: lengths must be a Uint32Array`, hint)
   if (!(positions instanceof Float64Array || positions instanceof BigInt64Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: positions must be a Float64Array or BigInt64Array`, hint)
-  const n = offsets.length
-  if (lengths.length !== n || positions.length !== n) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: offsets, lengths and positions must have the same length (got ${n}, ${lengths.length}, ${positions.length})`, 'one entry per op in each')
+  const n = elementsOf.call(offsets)
+  const ln = elementsOf.call(lengths)
+  const pn = elementsOf.call(positions)
+  if (ln !== n || pn !== n) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: offsets, lengths and positions must have the same length (got ${n}, ${ln}, ${pn})`, 'one entry per op in each')
   if (n > MAX_OPS) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${MAX_OPS} ops, got ${n}`, 'split into several calls')
-  if (results !== undefined && !(results instanceof Int32Array && results.length >= n)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: results must be an Int32Array of at least ${n} elements`, 'pass new Int32Array(n), or leave it out')
+  if (results !== undefined && !(results instanceof Int32Array && elementsOf.call(results) >= n)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: results must be an Int32Array of at least ${n} elements`, 'pass new Int32Array(n), or leave it out')
   const out = results === undefined ? new Int32Array(n) : results
   if (n === 0) return Promise.resolve(out)
   const big = positions instanceof BigInt64Array
@@ -289,7 +294,9 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   if (d.signal?.aborted) return Promise.reject(abortError(d.signal, { syscall, path: io.file.path }))
   const mem = memory as ArrayBufferView | ArrayBuffer
   const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
-  const batch = new ArraysBatch(io, d, offsets, lengths, positions, out)
+  // The batch keeps its own copy of the lengths and positions for its stats and errors: the
+  // caller may change or transfer the arrays once the call returns (the engine copied them too).
+  const batch = new ArraysBatch(io, d, new Uint32Array(lengths), big ? new BigInt64Array(positions as BigInt64Array) : new Float64Array(positions as Float64Array), out)
   const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, Math.min(n, d.window), memAlign, flags, batch)
   if (id === native.BatchCode.NotOwned) return viaOps(io, d, mem, offsets, lengths, positions, out)
   if (id < 0) throw batchError(id, d.write)
@@ -342,7 +349,6 @@ class ArraysBatch implements OpSink {
   constructor(
     readonly io: HandleIo,
     readonly d: ArraysDesc,
-    readonly offsets: Uint32Array,
     readonly lengths: Uint32Array,
     readonly positions: Float64Array | BigInt64Array,
     readonly results: Int32Array,
@@ -371,8 +377,8 @@ class ArraysBatch implements OpSink {
   /** The whole batch completed (`failed` ops failed; `latencyUs`: mean per op). */
   settle(failed: number, latencyUs: number): void {
     const { io, d, results } = this
-    const n = this.offsets.length
-    if (this.#onAbort !== undefined) d.signal?.removeEventListener?.('abort', this.#onAbort)
+    const n = this.lengths.length
+    unlisten(d.signal, this.#onAbort)
     if (d.write) io.writeDone(this.#seq)
     const taken = io.engine.native.batchTake(this.#id, results)
     const s = io.stats

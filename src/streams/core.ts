@@ -5,7 +5,7 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 
-import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath } from '../args'
+import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
 import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import type { BackendName } from '../engine'
@@ -249,7 +249,7 @@ export function watchAbort(signal: AbortSignal | undefined, path: string, syscal
     return () => {}
   }
   signal.addEventListener('abort', on, { once: true })
-  return () => signal.removeEventListener('abort', on)
+  return () => unlisten(signal, on)
 }
 
 type Settled = { ok: true; n: number } | { ok: false; err: unknown }

@@ -75,6 +75,9 @@ function closeStream(stream: Readable, callback?: (error?: Error | null) => void
  * A Node `Readable` over a file read with direct I/O. Chunks are Buffers, each a view over its
  * own aligned memory (safe to keep). See {@link createReadStream}.
  */
+/** Read streams on which an iterator helper that keeps chunks past the next pull was called. */
+const keepers = new WeakSet<Readable>()
+
 export class DirectReadStream extends Readable {
   readonly #core: BlockReader
   readonly #unwatch: () => void
@@ -186,7 +189,7 @@ export class DirectReadStream extends Readable {
    */
   override emit(event: string | symbol, ...args: unknown[]): boolean {
     const r = super.emit(event, ...args)
-    if (event === 'data' && this.#cfg.reuseChunks && this.readableFlowing === true && !this.#pipedKeeps()) this.#core.recycle(args[0])
+    if (event === 'data' && this.#reuses() && this.readableFlowing === true && !this.#pipedKeeps()) this.#core.recycle(args[0])
     return r
   }
 
@@ -210,14 +213,22 @@ export class DirectReadStream extends Readable {
     for (const d of this.#dests) {
       const len = (d as { writableLength?: unknown }).writableLength
       if (typeof len !== 'number' || len > 0) return true
+      // A Duplex (PassThrough, a Transform passing chunks on) holding them on its readable side.
+      const out = (d as { readableLength?: unknown }).readableLength
+      if (typeof out === 'number' && out > 0) return true
     }
     return false
+  }
+
+  /** Whether chunks go back to the reader: `reuseChunks`, and no iterator helper keeping them was called. */
+  #reuses(): boolean {
+    return this.#cfg.reuseChunks && !keepers.has(this)
   }
 
   /** With `reuseChunks`: a chunk goes back to the reader when the loop asks for the next one (or leaves). */
   override [Symbol.asyncIterator](): ReadableIterator {
     const it = super[Symbol.asyncIterator]()
-    return this.#cfg.reuseChunks ? giveBack(it, (c) => this.#core.recycle(c)) : it
+    return this.#reuses() ? giveBack(it, (c) => this.#core.recycle(c)) : it
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
@@ -229,6 +240,24 @@ export class DirectReadStream extends Readable {
       (e: Error) => callback(error ?? e),
     )
   }
+}
+
+
+// Readable's iterator helpers that hold chunks past the source's next pull (toArray, reduce's
+// accumulator, map/filter/flatMap with concurrency, the streams take/drop/map... return) turn
+// `reuseChunks` off for the stream: a chunk they keep is never read into again. (forEach, some,
+// every and find go through map/filter.)
+for (const name of ['toArray', 'reduce', 'map', 'filter', 'flatMap', 'drop', 'take', 'asIndexedPairs'] as const) {
+  const base = (Readable.prototype as unknown as Record<string, unknown>)[name]
+  if (typeof base !== 'function') continue
+  Object.defineProperty(DirectReadStream.prototype, name, {
+    configurable: true,
+    writable: true,
+    value: function (this: Readable, ...args: unknown[]): unknown {
+      keepers.add(this)
+      return (base as (...a: unknown[]) => unknown).apply(this, args)
+    },
+  })
 }
 
 /**
