@@ -12,6 +12,7 @@ import test from 'ava'
 
 import { type FileHandle, open } from '../dist/index.js'
 import { loopDevice, type Requirement } from './helpers/fixtures.js'
+import { inKernel } from './helpers/debuglog.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.js'
 
@@ -107,15 +108,7 @@ test(`[${BACKEND}] the window bounds what is in the kernel (native refill): at m
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1' }, timeout: 60_000 })
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout.trim(), '128 true true')
-  let outstanding = 0
-  let max = 0
-  let submits = 0
-  for (const line of r.stderr.split('\n')) {
-    if (/^odirect: submit id=\d+ op=read /.test(line)) {
-      submits++
-      max = Math.max(max, ++outstanding)
-    } else if (/^odirect: complete id=\d+ op=read /.test(line)) outstanding--
-  }
+  const { submits, max } = inKernel(r.stderr)
   t.is(submits, 128)
   t.true(max <= 4, `at most 4 in the kernel, saw ${max}`)
   t.true(max >= 2, `the window was used (saw ${max} at once)`)

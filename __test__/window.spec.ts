@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { open } from '../dist/index.js'
+import { inKernel } from './helpers/debuglog.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const DIST = path.join(__dirname, '..', 'dist', 'index.js')
@@ -63,15 +64,7 @@ test(`[${BACKEND}] window bounds what is in the kernel: never more than 4 ops su
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1' }, timeout: 60_000 })
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout.trim(), '128 true')
-  let outstanding = 0
-  let max = 0
-  let submits = 0
-  for (const line of r.stderr.split('\n')) {
-    if (/^odirect: submit id=\d+ op=read /.test(line)) {
-      submits++
-      max = Math.max(max, ++outstanding)
-    } else if (/^odirect: complete id=\d+ op=read /.test(line)) outstanding--
-  }
+  const { submits, max } = inKernel(r.stderr)
   t.is(submits, 128)
   t.true(max <= 4, `at most 4 in the kernel, saw ${max}`)
   t.true(max >= 2, `the window was used (saw ${max} at once)`)

@@ -818,17 +818,22 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsRawFd;
 
+    /// Whether the ring's eventfd is signalled within `timeout_ms`.
+    fn notified(r: &LocalRing, timeout_ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd: r.notify_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+    }
+
     fn wait(r: &mut LocalRing, n: usize) -> Vec<(u64, i64)> {
         let mut out = Vec::new();
         while out.len() < n {
             if !r.pending() {
-                let mut p = libc::pollfd {
-                    fd: r.notify_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one live pollfd.
-                assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1, "no wake-up");
+                assert!(notified(r, 5000), "no wake-up");
             }
             r.prepare_reap();
             super::super::eventfd::drain(r.notify_fd());
@@ -876,12 +881,10 @@ mod tests {
                 "IORING_SQ_TASKRUN not detected on a DEFER_TASKRUN ring"
             );
         }
-        let mut fds = [0; 2];
-        // SAFETY: fds is a live array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rx, mut tx) = std::io::pipe().unwrap();
         let mut b = AlignedBuf::new(4096, 4096);
         let kind = OpKind::Read {
-            fd: fds[0],
+            fd: rx.as_raw_fd(),
             ptr: b.as_mut_ptr(),
             len: 1,
             offset: u64::MAX,
@@ -893,28 +896,9 @@ mod tests {
             r.push_entry(e);
         }
         r.submit();
-        // SAFETY: writing one byte into our own pipe completes the read.
-        assert_eq!(
-            unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) },
-            1
-        );
+        tx.write_all(b"x").unwrap();
         assert_eq!(wait(&mut r, 1), vec![(1, 1)]);
-        let mut p = libc::pollfd {
-            fd: r.notify_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd, no wait.
-        assert_eq!(
-            unsafe { libc::poll(&mut p, 1, 0) },
-            0,
-            "eventfd left signalled"
-        );
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
     /// 64 completions waiting as task work at once (pipe reads woken by one write): one reap
@@ -923,13 +907,11 @@ mod tests {
     #[test]
     fn a_burst_of_deferred_completions_is_reaped_batch_by_batch() {
         let mut r = LocalRing::new(64).unwrap();
-        let mut fds = [0; 2];
-        // SAFETY: fds is a live array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rx, mut tx) = std::io::pipe().unwrap();
         let mut bufs: Vec<AlignedBuf> = (0..64).map(|_| AlignedBuf::new(4096, 4096)).collect();
         for (i, b) in bufs.iter_mut().enumerate() {
             let kind = OpKind::Read {
-                fd: fds[0],
+                fd: rx.as_raw_fd(),
                 ptr: b.as_mut_ptr(),
                 len: 1,
                 offset: u64::MAX,
@@ -943,20 +925,10 @@ mod tests {
         }
         r.submit();
         let bytes = [b'x'; 64];
-        // SAFETY: writing 64 bytes from a live array into our own pipe completes every read.
-        assert_eq!(
-            unsafe { libc::write(fds[1], bytes.as_ptr() as *const libc::c_void, 64) },
-            64
-        );
+        tx.write_all(&bytes).unwrap();
         let mut out = Vec::new();
         let mut reaps = 0;
-        let mut p = libc::pollfd {
-            fd: r.notify_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1, "no wake-up");
+        assert!(notified(&r, 5000), "no wake-up");
         loop {
             r.prepare_reap();
             super::super::eventfd::drain(r.notify_fd());
@@ -974,17 +946,7 @@ mod tests {
             // one reap; every one after the first came from `pending`, without a wake-up.
             eprintln!("64 deferred completions reaped in {reaps} reaps");
         }
-        // SAFETY: one live pollfd, no wait.
-        assert_eq!(
-            unsafe { libc::poll(&mut p, 1, 0) },
-            0,
-            "eventfd left signalled"
-        );
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
     /// A submission made while completions wait as task work posts a batch of them in the same
@@ -999,12 +961,10 @@ mod tests {
             );
             return;
         }
-        let mut fds = [0; 2];
-        // SAFETY: fds is a live array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rx, mut tx) = std::io::pipe().unwrap();
         let mut bufs: Vec<AlignedBuf> = (0..9).map(|_| AlignedBuf::new(4096, 4096)).collect();
         let read = |b: &mut AlignedBuf| OpKind::Read {
-            fd: fds[0],
+            fd: rx.as_raw_fd(),
             ptr: b.as_mut_ptr(),
             len: 1,
             offset: u64::MAX,
@@ -1018,11 +978,7 @@ mod tests {
             }
         }
         r.submit();
-        // SAFETY: writing 8 bytes from a live array into our own pipe completes the 8 reads.
-        assert_eq!(
-            unsafe { libc::write(fds[1], b"xxxxxxxx".as_ptr() as *const libc::c_void, 8) },
-            8
-        );
+        tx.write_all(b"xxxxxxxx").unwrap();
         assert!(r.task_work_pending(), "the completions wait as task work");
         assert!(r.ring.completion().is_empty());
         // One more op (a read of a regular file, completed inline), submitted: the 8 are posted
@@ -1053,22 +1009,16 @@ mod tests {
         want.push((8, 4096));
         assert_eq!(out, want);
         assert!(!r.pending());
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
     }
 
     #[test]
     fn cancel_of_blocked_pipe_read() {
-        let mut fds = [0; 2];
-        // SAFETY: fds is a live array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // The write end stays open (bound, not dropped): the read blocks until cancelled.
+        let (rx, _tx) = std::io::pipe().unwrap();
         let mut r = LocalRing::new(8).unwrap();
         let mut b = AlignedBuf::new(4096, 4096);
         let kind = OpKind::Read {
-            fd: fds[0],
+            fd: rx.as_raw_fd(),
             ptr: b.as_mut_ptr(),
             len: 4096,
             offset: u64::MAX,
@@ -1083,11 +1033,6 @@ mod tests {
         r.cancel(1);
         let out = wait(&mut r, 1);
         assert_eq!(out, vec![(1, -(libc::ECANCELED as i64))]);
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
     }
 
     fn chain_of(r: &LocalRing, fd: RawFd, b: &AlignedBuf, first: u64) -> Vec<squeue::Entry> {
@@ -1137,15 +1082,13 @@ mod tests {
     #[test]
     fn a_chain_without_room_goes_in_unlinked_and_drained() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        let mut fds = [0; 2];
-        // SAFETY: fds is a live array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rx, mut tx) = std::io::pipe().unwrap();
         let mut r = LocalRing::new(8).unwrap();
         r.max_inflight = 2;
         let mut pb: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
         for (i, b) in pb.iter_mut().enumerate() {
             let kind = OpKind::Read {
-                fd: fds[0],
+                fd: rx.as_raw_fd(),
                 ptr: b.as_mut_ptr(),
                 len: 1,
                 offset: u64::MAX,
@@ -1165,18 +1108,9 @@ mod tests {
         unsafe { r.push_chain(chain) };
         r.submit();
         assert_eq!(r.backlog.len(), 2);
-        // SAFETY: writing two bytes into our own pipe frees the two blocked reads.
-        assert_eq!(
-            unsafe { libc::write(fds[1], b"xy".as_ptr() as *const libc::c_void, 2) },
-            2
-        );
+        tx.write_all(b"xy").unwrap();
         let mut out = wait(&mut r, 4);
         out.sort();
         assert_eq!(out, vec![(1, 4096), (2, 0), (10, 1), (11, 1)]);
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
     }
 }
