@@ -26,20 +26,22 @@ import {
 } from './harness'
 import { type Cell, figure, fmtValue, json, markdown, type Options, type ScalingResult, streamTable, summarize, summarizeStreams, svgChart, table, targetLines, targets, writeChart } from './report'
 import { durableBench, durableTable } from './durable'
+import { fioHugePages, hugePageSize, readNrHugePages, reserveHugePages } from './hugepages'
 import { scalingBench, scalingTable } from './scaling'
-import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './streams'
+import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, STREAM_DEPTH, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
 
 Compares fio (io_uring, libaio), node:fs and odirect on one file: 4 KiB random read and write at
 QD 1 and 64 (IOPS, p50/p99 latency, CPU µs per op), 1 MiB sequential read and write at QD 4 (MB/s);
-fio with 2 jobs as the device's limit; odirect per op, readMany/writeMany and registered buffers;
-the per-op loop under Bun and Deno too. Then the software path: the random workloads on a file in
+fio with huge-page buffers too on the 1 MiB rows and streams (as root: huge pages are reserved
+and a hugetlbfs mounted for the run, both undone after); fio with 2 jobs as the device's limit;
+odirect per op, readMany/writeMany and registered buffers; the per-op loop under Bun and Deno too. Then the software path: the random workloads on a file in
 a tmpfs (/dev/shm, or one mounted under the temporary directory when root; O_DIRECT works on tmpfs
 since Linux 6.6). Then one whole sequential pass through odirect's createReadStream/
 createWriteStream, node:fs streams and fio (MB/s, % of the file left in the page cache). Engines
-are interleaved within each run; medians over runs; ratios to fio io_uring; at the end, how
-this run compares with odirect's performance goals.
+are interleaved within each run; medians over runs; ratios to the best fio configuration of
+each workload; at the end, how this run compares with odirect's performance goals.
 
 PATH          a directory to make a temporary file in (default: os.tmpdir(), or /var/tmp when that
               is tmpfs), or a file to use; an existing file is only read unless --write is given
@@ -462,6 +464,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')
 
   const cleanup = (): void => {
+    if (typeof ctx.hugePages === 'object') {
+      ctx.hugePages.release()
+      log(`huge pages given back: nr_hugepages ${readNrHugePages()}, hugetlbfs ${ctx.hugePages.dir} unmounted`)
+      ctx.hugePages = undefined
+    }
     if (temporary && !args.keep) fs.rmSync(file, { force: true })
     if (tfile !== undefined && !args.keep) fs.rmSync(tfile, { force: true })
     tmpfs.unmount?.()
@@ -507,6 +514,16 @@ export async function benchCommand(argv: string[]): Promise<number> {
     }
     if (streamCells.length && !hasFincore()) log('note: fincore (util-linux) is not installed: no page-cache residency figures')
     const all = [...workloads, ...tworkloads]
+    // Huge pages for fio's huge-page rows, reserved once for the run (released by cleanup).
+    const hugeJobs = [...(engines.includes('fio-io_uring-huge') ? all.filter((w) => appliesTo('fio-io_uring-huge', w)) : []), ...swl.filter((w) => w.engines.includes('fio-io_uring-huge')).map(() => ({ qd: STREAM_DEPTH, bs: STREAM_CHUNK }))]
+    if (hugeJobs.length && fioPath !== undefined) {
+      const ps = hugePageSize() ?? 2 << 20
+      const h = reserveHugePages(Math.max(...hugeJobs.map((w) => fioHugePages(w.qd, w.bs, ps))), log)
+      ctx.hugePages = h
+      if (tctx !== undefined) tctx.hugePages = h
+      opts.hugePages = typeof h === 'string' ? `skipped: ${h}` : `${h.pages} × ${fmtSize(h.pageSize)} huge pages reserved for the run (nr_hugepages ${h.before} → ${h.during}, restored after), fio's buffers in a file on a private hugetlbfs`
+      log(typeof h === 'string' ? `note: no huge pages for fio, its huge-page rows are skipped: ${h}` : `huge pages for fio: ${h.pages} × ${fmtSize(h.pageSize)} (nr_hugepages ${h.before} → ${h.during}), hugetlbfs on ${h.dir}`)
+    }
     const cells: Cell[] = []
     for (const w of all) for (const e of engines) if (appliesTo(e, w)) cells.push({ workload: w, engine: e, runs: [] })
     const total = cells.length * opts.runs

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks'
 import { allocAligned, type FileHandle, open, probe } from '../index'
 import * as engineModule from '../src/engine'
 import { native } from '../src/native'
+import type { HugePages } from './hugepages'
 
 // ---------------------------------------------------------------------------------------------
 // Workloads and engines
@@ -35,6 +36,7 @@ export type Place = 'disk' | 'tmpfs'
 
 export type EngineId =
   | 'fio-io_uring'
+  | 'fio-io_uring-huge'
   | 'fio-io_uring-2j'
   | 'fio-libaio'
   | 'node-fs'
@@ -64,6 +66,7 @@ export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
 
 export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'fio-io_uring', label: 'fio io_uring' },
+  { id: 'fio-io_uring-huge', label: 'fio io_uring, huge pages' },
   { id: 'fio-io_uring-2j', label: 'fio io_uring, 2 jobs (limit)' },
   { id: 'fio-libaio', label: 'fio libaio' },
   { id: 'node-fs', label: 'node:fs (buffered)' },
@@ -84,11 +87,20 @@ export type RuntimeName = 'bun' | 'deno'
 export const RUNTIME_ENGINES: Record<RuntimeName, EngineId> = { bun: 'odirect-bun', deno: 'odirect-deno' }
 
 /**
+ * The fio configurations a workload's "vs fio" ratio may take as its reference (the best of them in
+ * the run: fio at its peak); not the 2-job row, which is the device's limit rather than a peer.
+ */
+export const FIO_PEERS: readonly EngineId[] = ['fio-io_uring', 'fio-io_uring-huge', 'fio-libaio']
+
+/**
  * Which engines run which workload: fio with 2 jobs is the limit row of the deep random workloads;
- * Bun and Deno run the random workloads; libaio only on the disk; everything else everywhere.
+ * fio with huge-page buffers the large-block (sequential) ones, where it is faster; Bun and Deno
+ * run the random workloads; libaio only on the disk; everything else everywhere.
  */
 export function appliesTo(e: EngineId, w: Workload): boolean {
   switch (e) {
+    case 'fio-io_uring-huge':
+      return !w.random
     case 'fio-io_uring-2j':
       return w.random && w.qd > 1
     case 'odirect-bun':
@@ -216,6 +228,8 @@ export interface BenchContext {
   fioBroken: Map<string, string>
   /** Consecutive failed fio cells per ioengine. */
   fioFailures?: Map<string, number>
+  /** Huge pages reserved for fio's buffers (bench/hugepages.ts), or why there are none. */
+  hugePages?: HugePages | string
   /** Extra options for odirect's open() (--open-options), e.g. an engine option to compare. */
   openOptions?: Record<string, unknown>
   /** --variant: name -> what differs. */
@@ -762,8 +776,9 @@ export function fioVersion(fio: string): string {
 /**
  * fio's arguments for one workload and ioengine. Batched submit and reap, as fio's peak configs.
  * `jobs` > 1: that many processes, each at the workload's depth, on the same file (the device's limit).
+ * `huge`: the buffers in huge pages (ctx.hugePages must hold them).
  */
-export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1): string[] {
+export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1, huge = false): string[] {
   const rw = w.random ? (w.write ? 'randwrite' : 'randread') : w.write ? 'write' : 'read'
   const batch = Math.min(16, w.qd)
   const args = [
@@ -790,6 +805,10 @@ export function fioArgs(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | '
     '--output-format=json',
   ]
   if (ioengine === 'io_uring') args.push('--fixedbufs', '--registerfiles', '--hipri=0', '--sqthread_poll=0')
+  if (huge) {
+    if (typeof ctx.hugePages !== 'object') throw new Error('fioArgs: no huge pages reserved')
+    args.push(...ctx.hugePages.fioArgs())
+  }
   if (ctx.limit.ops > 0) args.push(`--io_size=${ctx.limit.ops * w.bs}`)
   else args.push('--time_based', `--runtime=${Math.max(1, Math.round(ctx.limit.durationMs))}ms`)
   if (ctx.limit.rampMs > 0 && ctx.limit.ops === 0) args.push(`--ramp_time=${Math.round(ctx.limit.rampMs)}ms`)
@@ -886,14 +905,25 @@ function spawnFio(fio: string, args: string[]): { r: ReturnType<typeof spawnSync
   return { r, treeCpuUs }
 }
 
-async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1): Promise<Outcome> {
+/** Why fio's huge-page row cannot run here, or undefined when it can. */
+export function hugeSkip(ctx: BenchContext): string | undefined {
+  if (ctx.fioPath === undefined) return 'fio is not installed (apt-get install fio)'
+  if (typeof ctx.hugePages === 'object') return undefined
+  return `no huge pages: ${ctx.hugePages ?? 'none reserved'}`
+}
+
+async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1, huge = false): Promise<Outcome> {
   if (ctx.fioPath === undefined) return { ok: false, skipped: 'fio is not installed (apt-get install fio)' }
-  const broken = ctx.fioBroken.get(ioengine)
+  const noHuge = huge ? hugeSkip(ctx) : undefined
+  if (noHuge !== undefined) return { ok: false, skipped: noHuge }
+  // Failures are counted per configuration: a huge-page failure says nothing of fio's other rows.
+  const config = huge ? `${ioengine} --mem=mmaphuge` : ioengine
+  const broken = ctx.fioBroken.get(config)
   if (broken !== undefined) return { ok: false, skipped: broken }
   let why = ''
   // One retry: a failure can be transient (memory for fixed buffers, a busy device).
   for (let attempt = 0; attempt < 2; attempt++) {
-    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs))
+    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs, huge))
     if (r.status === 0 && !r.error) {
       try {
         const result = parseFio(String(r.stdout), w.write)
@@ -908,7 +938,7 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
           result.cpuUsPerOp = windowCpu / result.ops
           result.cpuPct = (windowCpu / 1e6 / (runtimeMs / 1000)) * 100
         }
-        ctx.fioFailures?.set(ioengine, 0)
+        ctx.fioFailures?.set(config, 0)
         return { ok: true, result }
       } catch (e) {
         why = (e as Error).message
@@ -918,15 +948,15 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
       const text = `${r.error?.message ?? ''}\n${String(r.stderr ?? '')}\n${String(r.stdout ?? '').split('\n{')[0]}`
       why = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`
     }
-    ctx.log(`note: fio --ioengine=${ioengine} (${w.id}) failed${attempt === 0 ? ', retrying' : ''}: ${why}`)
+    ctx.log(`note: fio --ioengine=${config} (${w.id}) failed${attempt === 0 ? ', retrying' : ''}: ${why}`)
   }
   if (ctx.fioFailures !== undefined) {
-    const n = (ctx.fioFailures.get(ioengine) ?? 0) + 1
-    ctx.fioFailures.set(ioengine, n)
-    // Three failed cells in a row: stop trying this ioengine for the rest of the run.
-    if (n >= 3) ctx.fioBroken.set(ioengine, `fio --ioengine=${ioengine} keeps failing: ${why}`)
+    const n = (ctx.fioFailures.get(config) ?? 0) + 1
+    ctx.fioFailures.set(config, n)
+    // Three failed cells in a row: stop trying this configuration for the rest of the run.
+    if (n >= 3) ctx.fioBroken.set(config, `fio --ioengine=${config} keeps failing: ${why}`)
   }
-  return { ok: false, skipped: `fio --ioengine=${ioengine} failed: ${why}`, transient: !ctx.fioBroken.has(ioengine) }
+  return { ok: false, skipped: `fio --ioengine=${config} failed: ${why}`, transient: !ctx.fioBroken.has(config) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -948,6 +978,8 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
   switch (engine) {
     case 'fio-io_uring':
       return runFio(ctx, w, 'io_uring')
+    case 'fio-io_uring-huge':
+      return runFio(ctx, w, 'io_uring', 1, true)
     case 'fio-io_uring-2j':
       return runFio(ctx, w, 'io_uring', 2)
     case 'fio-libaio':

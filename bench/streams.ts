@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises'
 
 import { createReadStream, createWriteStream, open, readableWebStream, writableWebStream } from '../index'
 import { native } from '../src/native'
-import { type BenchContext, dropCaches, fioArgs, fmtSize, parseFio, type Workload } from './harness'
+import { type BenchContext, dropCaches, fioArgs, fmtSize, hugeSkip, parseFio, type Workload } from './harness'
 
 export type StreamEngineId =
   | 'odirect-stream'
@@ -23,6 +23,7 @@ export type StreamEngineId =
   | 'node-fs-stream-1m'
   | 'node-fs-stream-1m-sha'
   | 'fio-io_uring'
+  | 'fio-io_uring-huge'
   | 'dd-direct'
 
 export interface StreamWorkload {
@@ -41,9 +42,9 @@ export function streamWorkloads(size: number): StreamWorkload[] {
       id: 'stream-read',
       label: `sequential read of ${fmtSize(size)}`,
       write: false,
-      engines: ['odirect-stream', 'odirect-stream-reuse', 'odirect-web', 'odirect-web-byob', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'odirect-web-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'dd-direct'],
+      engines: ['odirect-stream', 'odirect-stream-reuse', 'odirect-web', 'odirect-web-byob', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'odirect-web-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'fio-io_uring-huge', 'dd-direct'],
     },
-    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'odirect-web', 'node-fs-stream', 'fio-io_uring', 'dd-direct'] },
+    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'odirect-web', 'node-fs-stream', 'fio-io_uring', 'fio-io_uring-huge', 'dd-direct'] },
   ]
 }
 
@@ -69,6 +70,8 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
       return 'fs.createReadStream (1 MiB) → sha256'
     case 'fio-io_uring':
       return `fio io_uring (1 MiB, QD ${STREAM_DEPTH}, --direct=1)`
+    case 'fio-io_uring-huge':
+      return `fio io_uring, huge pages (1 MiB, QD ${STREAM_DEPTH}, --direct=1)`
     case 'dd-direct':
       return w.write ? 'dd oflag=direct bs=1M conv=fdatasync' : 'dd iflag=direct bs=1M'
   }
@@ -229,12 +232,17 @@ async function writeFs(t: StreamTarget): Promise<void> {
   }
 }
 
-function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean): StreamRun | string {
+/** The stream section's fio engines: the peers of the "vs fio" ratio (the best of them per run). */
+export const STREAM_FIO: readonly StreamEngineId[] = ['fio-io_uring', 'fio-io_uring-huge']
+
+function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean, huge: boolean): StreamRun | string {
   if (ctx.fioPath === undefined) return 'fio is not installed (apt-get install fio)'
+  const noHuge = huge ? hugeSkip(ctx) : undefined
+  if (noHuge !== undefined) return noHuge
   const w: Workload = { id: write ? 'stream-write' : 'stream-read', label: '', write, random: false, bs: STREAM_CHUNK, qd: STREAM_DEPTH, metric: 'mbps', place: 'disk' }
   // One pass over the file: no time limit, no ramp.
   const c: BenchContext = { ...ctx, path: t.file, size: t.size, limit: { durationMs: 0, ops: t.size / STREAM_CHUNK, rampMs: 0 } }
-  const r = spawnSync(ctx.fioPath, fioArgs(c, w, 'io_uring'), { encoding: 'utf8', maxBuffer: 64 << 20 })
+  const r = spawnSync(ctx.fioPath, fioArgs(c, w, 'io_uring', 1, huge), { encoding: 'utf8', maxBuffer: 64 << 20 })
   if (r.status !== 0 || r.error) {
     const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${(r.stdout ?? '').split('\n{')[0]}`
     return `fio failed: ${text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`}`
@@ -335,7 +343,7 @@ function runChild(e: StreamEngineId, write: boolean, t: StreamTarget): StreamRun
 /** One run of one engine; the page cache of the file is emptied first. */
 export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget): Promise<StreamRun | string> {
   drop(ctx, t.file)
-  const r = e === 'dd-direct' ? runDd(t, w.write) : e === 'fio-io_uring' ? runFioStream(ctx, t, w.write) : runChild(e, w.write, t)
+  const r = e === 'dd-direct' ? runDd(t, w.write) : STREAM_FIO.includes(e) ? runFioStream(ctx, t, w.write, e === 'fio-io_uring-huge') : runChild(e, w.write, t)
   if (typeof r === 'string') return r
   const res = residentBytes(t.file)
   r.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN
