@@ -9,9 +9,13 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import { isRoot } from './helpers/fixtures'
+
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CLI = path.join(root, 'dist', 'cli.js')
-const harness = createRequire(import.meta.url)(path.join(root, 'dist', 'bench', 'harness.js')) as typeof import('../bench/harness')
+const req = createRequire(import.meta.url)
+const harness = req(path.join(root, 'dist', 'bench', 'harness.js')) as typeof import('../bench/harness')
+const huge = req(path.join(root, 'dist', 'bench', 'hugepages.js')) as typeof import('../bench/hugepages')
 
 interface Row {
   workload: string
@@ -21,6 +25,8 @@ interface Row {
   median?: number
   p50Us?: number | null
   cpuUsPerOp?: number | null
+  ratioToFio?: number | null
+  fioReference?: string
   ratioToFioIoUring?: number | null
   path?: string
   threadCpuUsPerOp?: Record<string, number>
@@ -28,11 +34,14 @@ interface Row {
 
 interface Report {
   facts: { kernel: string; enginePath: string }
-  options: { tmpfs?: { file?: string; skipped?: string }; runtimes?: Record<string, string> }
+  options: { tmpfs?: { file?: string; skipped?: string }; runtimes?: Record<string, string>; hugePages?: string }
   results: Row[]
-  streams: { workload: string; engine: string; skipped?: string; medianMBps?: number }[]
+  streams: { workload: string; engine: string; skipped?: string; medianMBps?: number; ratioToFio?: number | null; fioReference?: string }[]
   targets: { name: string; goal: string; figure: string; met: boolean | null }[]
 }
+
+/** What fio's huge-page rows change on the machine: the pool size and the hugetlbfs mounts. */
+const hugeState = (): { nr: number; mounts: string[] } => ({ nr: huge.readNrHugePages(), mounts: huge.hugetlbfsMounts() })
 
 function bench(args: string[], env: NodeJS.ProcessEnv = process.env): { report: Report; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', env, timeout: 170_000, maxBuffer: 64 << 20 })
@@ -42,9 +51,12 @@ function bench(args: string[], env: NodeJS.ProcessEnv = process.env): { report: 
 
 const fioInstalled = spawnSync('fio', ['--version']).status === 0
 
-test('bench --quick --json: every workload × engine row, streams and targets, each with a figure or a reason', (t) => {
+// Serial: the runs that reserve huge pages do not overlap (each restores the pool it found).
+test.serial('bench --quick --json: every workload × engine row, streams and targets, each with a figure or a reason', (t) => {
   t.timeout(180_000)
+  const state = hugeState()
   const { report } = bench(['--quick', '--json'])
+  t.deepEqual(hugeState(), state, 'nr_hugepages and the hugetlbfs mounts as found')
   t.is(typeof report.facts.kernel, 'string')
   t.is(typeof report.facts.enginePath, 'string')
 
@@ -70,10 +82,27 @@ test('bench --quick --json: every workload × engine row, streams and targets, e
       t.true(typeof r.threadCpuUsPerOp === 'object' && r.threadCpuUsPerOp !== null, `${what}: CPU by thread`)
     }
     if (r.engine === 'fio-io_uring') t.is(r.ratioToFioIoUring, 1)
+    if (r.engine === r.fioReference) t.is(r.ratioToFio, 1)
   }
+  // Each workload's ratio is to its best fio configuration (one job; not the 2-job limit row).
+  for (const w of new Set(report.results.map((r) => r.workload))) {
+    const rows = report.results.filter((r) => r.workload === w)
+    const peers = rows.filter((r) => harness.FIO_PEERS.includes(r.engine as never) && r.median !== undefined)
+    if (peers.length === 0) continue
+    const best = peers.reduce((a, b) => ((b.median ?? 0) > (a.median ?? 0) ? b : a))
+    for (const r of rows.filter((x) => x.median !== undefined)) {
+      t.is(r.fioReference, best.engine, `${w} ${r.engine}: the reference`)
+      t.is(r.ratioToFio, (r.median ?? NaN) / (best.median ?? NaN), `${w} ${r.engine}: the ratio`)
+    }
+  }
+  // The huge-page row: on the 1 MiB workloads (and the streams), with a figure, or why not.
+  const hugeRows = report.results.filter((r) => r.engine === 'fio-io_uring-huge')
+  t.deepEqual(hugeRows.map((r) => r.workload).sort(), ['seqread-1048576-qd4', 'seqwrite-1048576-qd4'])
+  t.regex(report.options.hugePages ?? '', /\S/, 'the report says what fio had')
+  if (fioInstalled && isRoot()) for (const r of hugeRows) t.true((r.median ?? 0) > 0, `${r.workload}: ${r.skipped}`)
 
   const streams = report.streams.map((s) => `${s.workload} ${s.engine}`)
-  for (const s of ['stream-read odirect-stream', 'stream-read fio-io_uring', 'stream-write odirect-stream', 'stream-write fio-io_uring']) t.true(streams.includes(s), s)
+  for (const s of ['stream-read odirect-stream', 'stream-read fio-io_uring', 'stream-read fio-io_uring-huge', 'stream-write odirect-stream', 'stream-write fio-io_uring', 'stream-write fio-io_uring-huge']) t.true(streams.includes(s), s)
   for (const s of report.streams) t.true(s.skipped !== undefined ? /\S/.test(s.skipped) : typeof s.medianMBps === 'number', `${s.workload} ${s.engine}`)
 
   t.true(report.targets.length >= 15)
@@ -96,6 +125,7 @@ test('bench without fio and without tmpfs: the rows are marked, not missing; an 
   const od = report.results.find((r) => r.engine === 'odirect' && r.place === 'disk')
   t.true((od?.median ?? 0) > 0)
   t.is(od?.ratioToFioIoUring, null)
+  t.is(od?.ratioToFio, null)
   t.regex(report.options.tmpfs?.skipped ?? '', /--tmpfs off/)
   const lat = report.targets.find((x) => x.name.includes('QD 1, disk'))
   t.is(lat?.met, null)
@@ -133,6 +163,116 @@ test('bench --scaling 2 --json: odirect with 1 and 2 worker_threads against fio 
     }
     // The scratch file is removed.
     t.deepEqual(fs.readdirSync(dir), [])
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+// fio's huge-page rows change the machine for the run (nr_hugepages, a hugetlbfs mount): whatever
+// happens, they leave both exactly as they found them.
+const hugetlbfs = fs.existsSync('/proc/filesystems') && /\thugetlbfs$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'))
+const hugeWhy = !isRoot() ? 'needs root (nr_hugepages, mount)' : !hugetlbfs ? 'this kernel has no hugetlbfs' : undefined
+const hugeTest = hugeWhy === undefined ? test.serial : test.skip
+const fioPath = spawnSync('sh', ['-c', 'command -v fio'], { encoding: 'utf8' }).stdout.trim()
+const hugeFioTest = hugeWhy === undefined && fioInstalled ? test.serial : test.skip
+
+test('huge pages for fio: reserving them without root says why', (t) => {
+  if (isRoot()) {
+    // As root the reason is another: run the check in a child without root.
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', `process.stdout.write(String(require(${JSON.stringify(path.join(root, 'dist', 'bench', 'hugepages.js'))}).reserveHugePages(1)))`], { encoding: 'utf8' })
+    t.is(r.status, 0, r.error?.message ?? r.stderr)
+    t.regex(r.stdout, /needs root/)
+  } else {
+    t.regex(String(huge.reserveHugePages(1)), /needs root/)
+  }
+})
+
+hugeTest(`huge pages for fio: reserved and mounted for the run, then nr_hugepages and the mounts exactly as found${hugeWhy ? ` (skipped: ${hugeWhy})` : ''}`, (t) => {
+  const before = hugeState()
+  const h = huge.reserveHugePages(2)
+  if (typeof h === 'string') return void t.fail(h)
+  try {
+    t.is(h.pages, 3, 'two pages and one of slack')
+    t.is(h.before, before.nr)
+    t.is(huge.readNrHugePages(), before.nr + 3)
+    t.deepEqual(huge.hugetlbfsMounts(), [...before.mounts, h.dir])
+    t.is(fs.statfsSync(h.dir).bsize, h.pageSize, 'the mount is a hugetlbfs of that page size')
+    // The mount holds the pages for fio: a file there gets them (what fio's --mem=mmaphuge:FILE does).
+    t.regex(h.fioArgs()[0], new RegExp(`^--mem=mmaphuge:${h.dir}/`))
+  } finally {
+    h.release()
+  }
+  h.release()
+  t.deepEqual(hugeState(), before)
+  t.false(fs.existsSync(h.dir))
+})
+
+/**
+ * A `fio` for the bench's PATH: it records what it saw (nr_hugepages, hugetlbfs mounts, its --mem
+ * argument) in `log`, then `onHuge` when called with --mem=mmaphuge (a shell snippet), else runs
+ * the real fio.
+ */
+function fioWrapper(dir: string, log: string, onHuge: string): string {
+  const bin = path.join(dir, 'bin')
+  fs.mkdirSync(bin)
+  const script = `#!/bin/sh
+case "$*" in
+*--mem=mmaphuge:*)
+  mem=$(printf '%s\\n' "$@" | grep -- '--mem=mmaphuge:')
+  echo "nr=$(cat /proc/sys/vm/nr_hugepages) mem=$mem mounts=$(awk '$0 ~ / - hugetlbfs / { print $5 }' /proc/self/mountinfo | tr '\\n' ' ')" >> ${JSON.stringify(log)}
+  ${onHuge}
+  ;;
+esac
+exec ${JSON.stringify(fioPath)} "$@"
+`
+  fs.writeFileSync(path.join(bin, 'fio'), script, { mode: 0o755 })
+  return bin
+}
+
+const seqHugeArgs = ['--quick', '--json', '--workloads', 'seqread', '--engines', 'fio-io_uring,fio-io_uring-huge', '--tmpfs', 'off', '--runtimes', 'off']
+
+hugeFioTest(`bench: fio failing in its huge-page row leaves nr_hugepages and the mounts as found; the row says why, fio's other rows run${hugeWhy ? ` (skipped: ${hugeWhy})` : ''}`, (t) => {
+  t.timeout(120_000)
+  const dir = fs.mkdtempSync(path.join('/var/tmp', 'odirect-bench-hugefail-'))
+  try {
+    const log = path.join(dir, 'fio.log')
+    const bin = fioWrapper(dir, log, 'echo "fio: stub failure" >&2; exit 1')
+    const before = hugeState()
+    const { report } = bench([...seqHugeArgs, dir], { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` })
+    t.deepEqual(hugeState(), before, 'nr_hugepages and the hugetlbfs mounts as found')
+    // While fio ran, the pool was larger and its --mem file was on a hugetlbfs mounted for the run.
+    const seen = fs.readFileSync(log, 'utf8').trim().split('\n')
+    t.true(seen.length >= 1)
+    for (const line of seen) {
+      const m = /^nr=(\d+) mem=--mem=mmaphuge:(\S+) mounts=(.*)$/.exec(line)
+      t.truthy(m, line)
+      t.true(Number(m![1]) > before.nr, line)
+      t.true(m![3].split(' ').includes(path.dirname(m![2])), line)
+      t.false(before.mounts.includes(path.dirname(m![2])))
+    }
+    const row = report.results.find((r) => r.engine === 'fio-io_uring-huge')
+    t.regex(row?.skipped ?? '', /stub failure/)
+    const plain = report.results.find((r) => r.engine === 'fio-io_uring')
+    t.true((plain?.median ?? 0) > 0, plain?.skipped)
+    t.is(plain?.fioReference, 'fio-io_uring', 'the reference is the fio row that ran')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+hugeFioTest(`bench: Ctrl-C (SIGINT) while fio runs with huge pages leaves nr_hugepages and the mounts as found${hugeWhy ? ` (skipped: ${hugeWhy})` : ''}`, (t) => {
+  t.timeout(120_000)
+  const dir = fs.mkdtempSync(path.join('/var/tmp', 'odirect-bench-hugeint-'))
+  try {
+    const log = path.join(dir, 'fio.log')
+    // fio runs under `sh -c` (which reports its CPU): SIGINT to the bench, sh's parent.
+    const bin = fioWrapper(dir, log, `kill -INT "$(awk '{ print $4 }' /proc/$PPID/stat)"`)
+    const before = hugeState()
+    const r = spawnSync(process.execPath, [CLI, 'bench', ...seqHugeArgs, dir], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` }, timeout: 110_000 })
+    t.is(r.signal, 'SIGINT', `the bench ends by the signal: ${r.status} ${r.stderr}`)
+    t.regex(fs.readFileSync(log, 'utf8'), /^nr=\d+ mem=--mem=mmaphuge:/, 'the signal came while fio had huge pages')
+    t.deepEqual(hugeState(), before, 'nr_hugepages and the hugetlbfs mounts as found')
+    t.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('odirect-bench-')), [], 'the test file removed')
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

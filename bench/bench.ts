@@ -255,6 +255,13 @@ function parseArgs(argv: string[]): Args {
   return a
 }
 
+/**
+ * One turn of the event loop. fio and dd run synchronously (spawnSync), so a stretch of their
+ * cells never reaches the loop, where a SIGINT/SIGTERM is delivered: without this turn between
+ * cells, Ctrl-C there waited for the end of the run and was then lost.
+ */
+const signalsIn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
 async function tempDir(): Promise<string> {
   for (const d of [os.tmpdir(), '/var/tmp']) {
     try {
@@ -541,6 +548,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           if (cell.skipped !== undefined && !cell.retry) continue
           const tc = Date.now()
           const out = await runEngine(wctx, e, w)
+          await signalsIn()
           const took = ` (${((Date.now() - tc) / 1000).toFixed(1)} s)`
           if (out.ok) {
             cell.runs.push(out.result)
@@ -573,6 +581,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
             if (cell.skipped !== undefined) continue
             try {
               const out = await runStream(ctx, w, cell.engine, target)
+              await signalsIn()
               if (typeof out === 'string') {
                 cell.skipped = out
                 log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)

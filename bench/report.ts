@@ -405,8 +405,8 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   same io_uring job with its buffers in 2 MiB huge pages (\`--mem=mmaphuge:FILE\` on a private
   hugetlbfs the bench mounts for the run, with the pages it needs added to
   \`/proc/sys/vm/nr_hugepages\`; both undone at the end, also on Ctrl-C or an error; it needs
-  root, else the row says why it was skipped). It runs on the 1 MiB sequential workloads and
-  the streams: a 1 MiB transfer in 4 KiB pages is 256 segments, which a disk with a 254-segment
+  root, else the row says why it was skipped). It runs on the workloads of 1 MiB blocks (the
+  sequential ones) and the streams: a 1 MiB transfer in 4 KiB pages is 256 segments, which a disk with a 254-segment
   limit (virtio here) splits into two requests, one in huge pages; on this machine that doubled
   fio's sequential figures. For 4 KiB blocks each buffer is one page either way and huge pages
   made no difference, so those rows have no huge-page run. Latency is fio's total latency

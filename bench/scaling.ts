@@ -86,7 +86,9 @@ function runFio(fio: string, file: string, n: number, durationMs: number): numbe
     '--ioengine=io_uring',
     '--direct=1',
     `--numjobs=${n}`,
-    // fio's peak configuration, as in the main tables (bench/harness.ts fioArgs).
+    // fio's peak configuration, as in the main tables (bench/harness.ts fioArgs). Its default
+    // buffers: huge-page ones (--mem=mmaphuge, the 1 MiB rows' best) made no consistent
+    // difference to these 4 KiB reads (measured at 1 and 2 jobs on tmpfs).
     '--iodepth_batch_submit=16',
     '--iodepth_batch_complete_min=8',
     '--iodepth_batch_complete_max=16',
