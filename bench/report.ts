@@ -527,6 +527,13 @@ export function markdown(sums: Summary[], facts: MachineFacts, o: Options, chart
 
 const finite = (x: number): number | null => (Number.isFinite(x) ? x : null)
 
+/** A row's ratios in the JSON: to the best fio configuration (named), and to plain fio io_uring. */
+const fioRatioJson = (s: { ratio: number; fioRef?: string; ratioIoUring: number }): Record<string, number | string | null> => ({
+  ratioToFio: finite(s.ratio),
+  ...(s.fioRef ? { fioReference: s.fioRef } : {}),
+  ratioToFioIoUring: finite(s.ratioIoUring),
+})
+
 export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Cell[], streams: StreamSummary[] = [], streamCells: StreamCell[] = []): string {
   return JSON.stringify(
     {
@@ -553,9 +560,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
               ...(s.threads ? { threadCpuUsPerOp: s.threads } : {}),
               cpuPct: finite(s.cpuPct),
               stealPct: finite(s.stealPct),
-              ratioToFio: finite(s.ratio),
-              ...(s.fioRef ? { fioReference: s.fioRef } : {}),
-              ratioToFioIoUring: finite(s.ratioIoUring),
+              ...fioRatioJson(s),
               ...(s.path ? { path: s.path } : {}),
               ...(s.runtime ? { runtime: s.runtime } : {}),
             }),
@@ -564,20 +569,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
       streams: streams.map((s) => ({
         workload: s.workload.id,
         engine: s.engine,
-        ...(s.skipped !== undefined
-          ? { skipped: s.skipped }
-          : {
-              medianMBps: s.mbps,
-              min: s.min,
-              max: s.max,
-              residentPct: finite(s.residentPct),
-              rssGrowthMiB: finite(s.rssGrowthMiB),
-              ratioToFio: finite(s.ratio),
-              ...(s.fioRef ? { fioReference: s.fioRef } : {}),
-              ratioToFioIoUring: finite(s.ratioIoUring),
-              cpuPerGiB: finite(s.cpuPerGiB),
-              cpuRatioToNodeFs: finite(s.cpuRatio),
-            }),
+        ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), rssGrowthMiB: finite(s.rssGrowthMiB), ...fioRatioJson(s), cpuPerGiB: finite(s.cpuPerGiB), cpuRatioToNodeFs: finite(s.cpuRatio) }),
         runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
       targets: targets(sums, streams).map((t) => ({ ...t, met: t.met ?? null })),
