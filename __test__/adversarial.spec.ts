@@ -83,7 +83,7 @@ for (const { attack, memory, skip } of attacks) {
     async (t) => {
       const fx = must(faultFs({ size: 4 << 20, hold: 'held' }))
       t.teardown(() => fx.cleanup())
-      const c = await runChild('transfer.cjs', [fx.file, fx.holdFile ?? '', fx.statsFile, attack, memory])
+      const c = await runChild('transfer.cjs', [fx.file, fx.holdFile ?? '', fx.statsFile, fx.outFile, attack, memory])
       const r = survived(t, c, `${attack}/${memory}`)
       t.true(Number(r.heldAtAttack) > 0, 'the reads were held by the filesystem (in the kernel) when the memory was given away')
       t.is(r.found, 0, `file bytes found in ${String(r.found)} fresh allocations (at ${JSON.stringify(r.foundIn)}): the kernel wrote into memory JS had freed`)

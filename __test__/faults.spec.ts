@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
-import { engineRoundTrip, until } from './helpers/events.ts'
+import { engineRoundTrip } from './helpers/events.ts'
 import { type Body, fxTest, must } from './helpers/fxtest.js'
 
 import { DirectIoError, type FileHandle, open, probe } from '../dist/index.js'
@@ -522,7 +522,7 @@ for (const backend of BACKENDS) {
     // faultfs counts a request as answered only after its reply was written to /dev/fuse, which
     // races with the kernel completing the read: wait for the daemon's bookkeeping (the flake of
     // issue 9), then require it to be 0.
-    await until(() => fx.stats().inflight === 0, 'faultfs to count every reply as sent')
+    await fx.waitFor((s) => s.inflight === 0, 'every reply counted as sent')
   }, backend, 'serial')
 
   fxTestOn(`faultfs hold [${backend}]: an already-aborted signal rejects at once; abort of an op not yet in the kernel is immediate`, FAULT, async (t) => {

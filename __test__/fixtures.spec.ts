@@ -376,7 +376,7 @@ fxTest('faultfs: --delay-ms holds every read reply back', [...FAULT, 'cmd:dd'], 
       stdio: 'ignore',
     })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-    await until(() => fx.stats().inflight === 1, 'the read to be in flight at faultfs')
+    await fx.waitFor((s) => s.inflight === 1, 'the read in flight')
     t.is(fx.stats().reads, 1)
     t.is(child.exitCode, null, 'the reader still waits')
     t.is(await exited, 0)

@@ -40,6 +40,8 @@ interface Started {
   exited: Promise<number>
   /** Resolves with the first message. */
   first: Promise<Record<string, unknown>>
+  /** Resolves with the first message (received already or to come) for which `pred` holds. */
+  message(pred: (m: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
 }
 
 function start(data: Record<string, unknown>): Started {
@@ -47,15 +49,24 @@ function start(data: Record<string, unknown>): Started {
   const messages: Array<Record<string, unknown>> = []
   let gotFirst!: (m: Record<string, unknown>) => void
   const first = new Promise<Record<string, unknown>>((r) => (gotFirst = r))
+  const waiting: Array<{ pred: (m: Record<string, unknown>) => boolean; resolve: (m: Record<string, unknown>) => void }> = []
   worker.on('message', (m: Record<string, unknown>) => {
     messages.push(m)
     gotFirst(m)
+    for (const w of waiting.splice(0)) {
+      if (w.pred(m)) w.resolve(m)
+      else waiting.push(w)
+    }
   })
+  const message = (pred: (m: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
+    const m = messages.find(pred)
+    return m !== undefined ? Promise.resolve(m) : new Promise((resolve) => waiting.push({ pred, resolve }))
+  }
   const exited = new Promise<number>((resolve, reject) => {
     worker.on('error', reject)
     worker.on('exit', resolve)
   })
-  return { worker, messages, exited, first }
+  return { worker, messages, exited, first, message }
 }
 
 /** The main thread's own I/O loop, run until `stop()`; returns the rounds verified. */
@@ -182,7 +193,7 @@ fxTest('21 workers killed (terminate, terminate while spinning, process.exit) wi
       t.is((m as { exitedEarly?: number }).exitedEarly, undefined, `${backend} ${variant}: worker exited before reporting`)
       t.is((m as { inflight?: number }).inflight, reads, `${backend} ${variant}: ${reads} reads pending after a turn`)
       // The kernel-side count: this worker's reads reached the filesystem and are held there.
-      await until(() => fx.stats().held > heldBefore, `${backend} ${variant}: reads held by faultfs`)
+      await fx.waitFor((st) => st.held > heldBefore, `${backend} ${variant}: reads held by faultfs`)
       doomed.push({ s, variant })
     }
     const held = fx.stats().held
@@ -190,7 +201,7 @@ fxTest('21 workers killed (terminate, terminate while spinning, process.exit) wi
     for (const d of doomed) {
       d.s.worker.postMessage('go')
       // Past 'go': spinning or idle (then terminate()d), or calling process.exit().
-      await until(() => d.s.messages.some((x) => x.going === true), `${backend} ${d.variant}: worker got 'go'`)
+      await d.s.message((x) => x.going === true)
       if (d.variant !== 'exit') d.term = d.s.worker.terminate()
     }
     // Every doomed worker is dying or dead while its reads are still held: terminate() returns
@@ -203,7 +214,7 @@ fxTest('21 workers killed (terminate, terminate while spinning, process.exit) wi
       kills.push(`${backend} ${d.variant}: exit ${code}`)
       t.is(code, d.variant === 'exit' ? 7 : 1, `${backend} ${d.variant} exit code`)
     }
-    await until(() => fx.stats().inflight === 0, `${backend}: faultfs idle after the workers died`)
+    await fx.waitFor((st) => st.inflight === 0, `${backend}: faultfs idle after the workers died`)
     fx.hold()
   }
   fx.release()

@@ -50,13 +50,4 @@ function gcHard(rounds = 6) {
 
 const tick = () => new Promise((r) => setImmediate(r))
 
-/** Resolves once `cond()` holds, checked every few ms (kernel state without a notification); `ms` only bounds a failure. */
-async function until(cond, what, ms = 20_000) {
-  const end = process.hrtime.bigint() + BigInt(ms) * 1_000_000n
-  while (!cond()) {
-    if (process.hrtime.bigint() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
-
-module.exports = { od, result, detachers, describe, settle, gcHard, tick, until }
+module.exports = { od, result, detachers, describe, settle, gcHard, tick }

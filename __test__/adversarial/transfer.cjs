@@ -5,13 +5,14 @@
 // replies released. If the kernel writes into memory JS freed, the fresh arrays contain the
 // file's bytes (or the heap is corrupted and this process dies).
 //
-// argv: <file on faultfs> <hold file> <stats file> <attack: clone|post|transfer|resize> <memory: alloc|plain>
+// argv: <file on faultfs> <hold file> <stats file> <faultfs's stdout> <attack: clone|post|transfer|resize> <memory: alloc|plain>
 // Prints RESULT { found, foundIn, settled: [{status, value|code}], reads, heldAtAttack }.
 'use strict'
 const fs = require('node:fs')
-const { od, result, detachers, settle, gcHard, tick, until } = require('./common.cjs')
+const { watchUntil } = require('../helpers/watch.cjs')
+const { od, result, detachers, settle, gcHard, tick } = require('./common.cjs')
 
-const [file, holdFile, statsFile, attack, memory] = process.argv.slice(2)
+const [file, holdFile, statsFile, outFile, attack, memory] = process.argv.slice(2)
 const READS = 16
 const SIZE = 64 * 1024
 
@@ -44,7 +45,8 @@ async function main() {
   // Wait until the filesystem holds as many replies as this backend gets to it at once: io_uring
   // all 16 (max_background), aio and the pool the 4 their threads run (see liveness.spec.ts).
   const expect = fh.backend === 'io_uring' ? READS : 4
-  await until(() => held() >= expect, `faultfs to hold ${expect} reads`)
+  // faultfs prints its counters on stdout (outFile) at every change: wait on that file's changes.
+  await watchUntil(outFile, () => held() >= expect, `faultfs to hold ${expect} reads`, 20_000)
   const heldAtAttack = held()
   let refused = 0
   for (const b of bufs) {

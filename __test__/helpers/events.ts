@@ -6,6 +6,8 @@ import { setImmediate as tick } from 'node:timers/promises'
 
 import { type BackendName, open } from '../../dist/index.js'
 
+export { watchUntil } from './watch.cjs'
+
 interface Closable {
   readonly closed: boolean
   once(event: 'close', listener: () => void): unknown
@@ -27,30 +29,6 @@ export async function until(cond: () => boolean, what: string, ms = 30_000): Pro
     if (process.hrtime.bigint() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 5))
   }
-}
-
-/** Resolves once `cond()` holds, checking it on each change fs.watch reports in `dir` (and once at the start). */
-export function watchUntil(dir: string, cond: () => boolean): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const w = fs.watch(dir, () => check())
-    w.on('error', (e) => {
-      w.close()
-      reject(e)
-    })
-    function check(): void {
-      try {
-        if (!cond()) return
-      } catch (e) {
-        // The file vanished between the event and the check: wait for the next event.
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return
-        w.close()
-        return reject(e)
-      }
-      w.close()
-      resolve()
-    }
-    check()
-  })
 }
 
 /** The scheduler states (R, S, D...) of this process's threads named `name` (/proc/self/task/TID/stat). */

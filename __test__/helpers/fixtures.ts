@@ -16,6 +16,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import { watchUntil } from './watch.cjs'
+
 // ---------------------------------------------------------------------------------------
 // Types
 
@@ -111,12 +113,19 @@ export interface FaultFs extends DirFixture {
   pid: number
   /** Path of the daemon's stderr log (verbose request log with `verbose: true`). */
   logFile: string
+  /** Path of the daemon's stdout: `ready`, then the `.stats` line again at every change of a counter. */
+  outFile: string
   /** Start holding replies (needs `hold`). */
   hold(): void
   /** Let held replies go (needs `hold`). */
   release(): void
   stats(): FaultFsStats
-  /** Resolve once at least `n` requests are held (polls `.stats`); rejects after timeoutMs. */
+  /**
+   * Resolves once `cond(stats())` holds, checked whenever the daemon reports a change (its
+   * stdout, watched with inotify); rejects after timeoutMs, naming `what`.
+   */
+  waitFor(cond: (s: FaultFsStats) => boolean, what: string, timeoutMs?: number): Promise<void>
+  /** Resolve once at least `n` requests are held; rejects after timeoutMs. */
   waitForHeld(n?: number, timeoutMs?: number): Promise<void>
 }
 
@@ -1031,6 +1040,7 @@ export function faultFs(opts: FaultFsOptions = {}): FaultFs | Skip {
       return holdFile
     }
     const cleanup = track(undo)
+    const waitFor = (cond: (s: FaultFsStats) => boolean, what: string, timeoutMs = 30_000): Promise<void> => watchUntil(outFile, () => cond(stats()), `faultfs: ${what}`, timeoutMs)
     return {
       dir: mnt,
       file: path.join(mnt, opts.name ?? 'data'),
@@ -1038,16 +1048,12 @@ export function faultFs(opts: FaultFsOptions = {}): FaultFs | Skip {
       holdFile,
       pid,
       logFile,
+      outFile,
       hold: () => fs.writeFileSync(needHold(), ''),
       release: () => fs.rmSync(needHold(), { force: true }),
       stats,
-      waitForHeld: async (n = 1, timeoutMs = 10_000): Promise<void> => {
-        const end = Date.now() + timeoutMs
-        while (stats().held < n) {
-          if (Date.now() > end) throw new Error(`faultfs: fewer than ${n} requests held after ${timeoutMs} ms`)
-          await new Promise((r) => setTimeout(r, 10))
-        }
-      },
+      waitFor,
+      waitForHeld: (n = 1, timeoutMs = 10_000) => waitFor((s) => s.held >= n, `${n} requests held`, timeoutMs),
       cleanup,
     }
   } catch (e) {

@@ -32,6 +32,8 @@
 //!
 //! `.stats` holds one line: `reads=R writes=W inflight=I held=H eio=E` — requests seen,
 //! data requests not yet answered, requests currently waiting on the hold file, EIOs sent.
+//! Every change of a counter also prints that line on stdout (after the change), so a test
+//! waiting for a count can watch stdout's file (inotify) instead of polling `.stats`.
 //!
 //! On start-up the process prints `ready` on stdout once the mount is live. SIGTERM, SIGINT
 //! and SIGHUP detach the mount (MNT_DETACH) and exit 0; an external umount ends it too.
@@ -274,6 +276,23 @@ struct Stats {
 }
 
 impl Stats {
+    fn inc(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.announce();
+    }
+
+    fn dec(&self, counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::SeqCst);
+        self.announce();
+    }
+
+    /// The `.stats` line on stdout, after each change (see the module doc).
+    fn announce(&self) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}", self.text());
+        let _ = out.flush();
+    }
+
     fn text(&self) -> String {
         format!(
             "reads={} writes={} inflight={} held={} eio={}\n",
@@ -380,7 +399,7 @@ impl FaultFs {
         let stats = self.stats.clone();
         if !self.must_wait(is_write) {
             send();
-            stats.inflight.fetch_sub(1, Ordering::SeqCst);
+            stats.dec(&stats.inflight);
             return;
         }
         let delay = self.opts.delay;
@@ -391,15 +410,15 @@ impl FaultFs {
             }
             if let Some(h) = hold {
                 if h.exists() {
-                    stats.held.fetch_add(1, Ordering::SeqCst);
+                    stats.inc(&stats.held);
                     while h.exists() {
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    stats.held.fetch_sub(1, Ordering::SeqCst);
+                    stats.dec(&stats.held);
                 }
             }
             send();
-            stats.inflight.fetch_sub(1, Ordering::SeqCst);
+            stats.dec(&stats.inflight);
         });
     }
 }
@@ -496,10 +515,10 @@ impl Filesystem for FaultFs {
         if ino != INO_DATA {
             return reply.error(Errno::EISDIR);
         }
-        self.stats.reads.fetch_add(1, Ordering::SeqCst);
-        self.stats.inflight.fetch_add(1, Ordering::SeqCst);
+        self.stats.inc(&self.stats.reads);
+        self.stats.inc(&self.stats.inflight);
         let outcome = if self.hits_eio(offset, size.into()) {
-            self.stats.eio.fetch_add(1, Ordering::SeqCst);
+            self.stats.inc(&self.stats.eio);
             Outcome::Err(Errno::EIO)
         } else {
             let store = self.store.lock().expect("store lock");
@@ -538,10 +557,10 @@ impl Filesystem for FaultFs {
         if u64::from(ino) != INO_DATA {
             return reply.error(Errno::EACCES);
         }
-        self.stats.writes.fetch_add(1, Ordering::SeqCst);
-        self.stats.inflight.fetch_add(1, Ordering::SeqCst);
+        self.stats.inc(&self.stats.writes);
+        self.stats.inc(&self.stats.inflight);
         let outcome = if self.hits_eio(offset, data.len() as u64) {
-            self.stats.eio.fetch_add(1, Ordering::SeqCst);
+            self.stats.inc(&self.stats.eio);
             Outcome::Err(Errno::EIO)
         } else {
             let n = if self.opts.short_writes && !data.is_empty() {
@@ -589,7 +608,7 @@ impl Filesystem for FaultFs {
         reply: ReplyEmpty,
     ) {
         if self.opts.fsync_eio && u64::from(ino) == INO_DATA {
-            self.stats.eio.fetch_add(1, Ordering::SeqCst);
+            self.stats.inc(&self.stats.eio);
             reply.error(Errno::EIO);
         } else {
             reply.ok();
