@@ -36,12 +36,13 @@ Compares fio (io_uring, libaio), node:fs and odirect on one file: 4 KiB random r
 QD 1 and 64 (IOPS, p50/p99 latency, CPU µs per op), 1 MiB sequential read and write at QD 4 (MB/s);
 fio with huge-page buffers too on the 1 MiB rows and streams (as root: huge pages are reserved
 and a hugetlbfs mounted for the run, both undone after); fio with 2 jobs as the device's limit;
-odirect per op, readMany/writeMany and registered buffers; the per-op loop under Bun and Deno too. Then the software path: the random workloads on a file in
-a tmpfs (/dev/shm, or one mounted under the temporary directory when root; O_DIRECT works on tmpfs
-since Linux 6.6). Then one whole sequential pass through odirect's createReadStream/
-createWriteStream, node:fs streams and fio (MB/s, % of the file left in the page cache). Engines
-are interleaved within each run; medians over runs; ratios to the best fio configuration of
-each workload; at the end, how this run compares with odirect's performance goals.
+odirect per op, readMany/writeMany and registered buffers; the per-op loop under Bun and Deno
+too. Then the software path: the random workloads on a file in a tmpfs (/dev/shm, or one mounted
+under the temporary directory when root; O_DIRECT works on tmpfs since Linux 6.6). Then one
+whole sequential pass through odirect's createReadStream/createWriteStream, node:fs streams and
+fio (MB/s, % of the file left in the page cache). Engines are interleaved within each run;
+medians over runs; ratios to the best fio configuration of each workload; at the end, how this
+run compares with odirect's performance goals.
 
 PATH          a directory to make a temporary file in (default: os.tmpdir(), or /var/tmp when that
               is tmpfs), or a file to use; an existing file is only read unless --write is given

@@ -906,12 +906,8 @@ function spawnFio(fio: string, args: string[]): { r: ReturnType<typeof spawnSync
   return { r, treeCpuUs }
 }
 
-/** Why fio's huge-page row cannot run here, or undefined when it can. */
-export function hugeSkip(ctx: BenchContext): string | undefined {
-  if (ctx.fioPath === undefined) return 'fio is not installed (apt-get install fio)'
-  if (typeof ctx.hugePages === 'object') return undefined
-  return `no huge pages: ${ctx.hugePages ?? 'none reserved'}`
-}
+/** Why fio's huge-page rows cannot run (no huge pages reserved), or undefined when they can. */
+export const hugeSkip = (ctx: BenchContext): string | undefined => (typeof ctx.hugePages === 'object' ? undefined : `no huge pages: ${ctx.hugePages ?? 'none reserved'}`)
 
 async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1, huge = false): Promise<Outcome> {
   if (ctx.fioPath === undefined) return { ok: false, skipped: 'fio is not installed (apt-get install fio)' }
