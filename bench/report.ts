@@ -232,12 +232,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
   // fio at its peak for this figure (best throughput; lowest latency or CPU), else the plain
   // io_uring row (which says why it is missing).
   const fio = (pred: (w: Workload) => boolean, pick: (s: Summary) => number = (s) => s.value, lowerIsBetter = false): Summary | undefined =>
-    bestFio(
-      sums.filter((s) => pred(s.workload)),
-      FIO_PEERS,
-      pick,
-      lowerIsBetter,
-    ) ?? find(pred, 'fio-io_uring')
+    bestFio(sums.filter((s) => pred(s.workload)), FIO_PEERS, pick, lowerIsBetter) ?? find(pred, 'fio-io_uring')
   const why = (...xs: (Summary | undefined)[]): string => {
     for (const x of xs) if (x?.skipped !== undefined) return `not measured: ${engineLabel(x.engine)} skipped (${x.skipped})`
     return 'not measured (workload or engine not selected)'
@@ -323,11 +318,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     if (a === undefined) continue
     const what = `Streams, disk: ${streamEngineLabel(a.workload, eng).replace(/ \(1 MiB.*\)$/, '')}`
     if (!eng.endsWith('-sha')) {
-      const ref = bestFio(
-        streams.filter((x) => x.workload.id === id),
-        STREAM_FIO,
-        (x) => x.mbps,
-      )
+      const ref = bestFio(streams.filter((x) => x.workload.id === id), STREAM_FIO, (x) => x.mbps)
       streamRow(`${what} vs fio`, '≥ 0.90×', a, (x) => {
         if (ref === undefined || !Number.isFinite(x.mbps / ref.mbps)) return undefined
         const r = x.mbps / ref.mbps
