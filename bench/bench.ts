@@ -258,7 +258,7 @@ function parseArgs(argv: string[]): Args {
 
 /**
  * One turn of the event loop. fio and dd run synchronously (spawnSync), so a stretch of their
- * cells never reaches the loop, where a SIGINT/SIGTERM is delivered: without this turn between
+ * cells never reaches the loop, where a SIGINT/SIGTERM/SIGHUP is delivered: without this turn between
  * cells, Ctrl-C there waited for the end of the run and was then lost.
  */
 const signalsIn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
@@ -489,6 +489,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
+  // A closed terminal too: the huge pages and mounts of the run are given back before it ends.
+  process.once('SIGHUP', onSignal)
 
   try {
     if (!existing || (args.write && st !== undefined && st.isFile() && st.size < size)) {
@@ -653,6 +655,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   } finally {
     process.removeListener('SIGINT', onSignal)
     process.removeListener('SIGTERM', onSignal)
+    process.removeListener('SIGHUP', onSignal)
     cleanup()
   }
 }
