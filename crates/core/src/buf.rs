@@ -118,4 +118,20 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn reused_memory_is_zeroed_unless_asked_not_to_be() {
+        for len in [4096usize, 64 << 10, 1 << 20, 3 << 20] {
+            let mut b = AlignedBuf::new(len, 4096);
+            b.as_mut_slice().fill(0xff);
+            drop(b);
+            // Whatever block comes next (the one just freed, most likely), it reads as zeros.
+            let b = AlignedBuf::new(len, 4096);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+            assert_eq!(b.len(), len);
+            // Not zeroed: still a valid, aligned block of the right length.
+            let c = AlignedBuf::try_new_with(len, 4096, false).unwrap();
+            assert_eq!((c.len(), c.as_ptr() as usize % 4096), (len, 0));
+        }
+    }
 }

@@ -313,7 +313,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn bytes(b: &Block, len: usize) -> &mut [u8] {
+    fn bytes(b: &mut Block, len: usize) -> &mut [u8] {
         // SAFETY: the test owns the block, which holds at least `len` bytes.
         unsafe { std::slice::from_raw_parts_mut(b.ptr.as_ptr(), len) }
     }
@@ -323,7 +323,7 @@ mod tests {
         let p = Pool::new(0);
         for align in [512usize, 4096, 65536, 1 << 20, REGION, 4 << 20] {
             for len in [1usize, 4096, 40_000, 256 << 10, 1 << 20, REGION, 3 << 20] {
-                let b = p.alloc(len, align, true).unwrap();
+                let mut b = p.alloc(len, align, true).unwrap();
                 assert_eq!(
                     b.ptr.as_ptr() as usize % align,
                     0,
@@ -334,7 +334,7 @@ mod tests {
                     assert!(b.size.is_power_of_two() && b.size <= REGION);
                     assert_eq!(b.ptr.as_ptr() as usize % b.size, 0);
                 }
-                let s = bytes(&b, len);
+                let s = bytes(&mut b, len);
                 assert!(s.iter().all(|&x| x == 0));
                 s.fill(0xa5);
                 p.free(b);
@@ -354,20 +354,23 @@ mod tests {
     fn reuse_gives_the_same_memory_zeroed_or_as_left() {
         let p = Pool::new(RETAIN_BYTES);
         for len in [1 << 20, 4 << 20] {
-            let b = p.alloc(len, 4096, true).unwrap();
+            let mut b = p.alloc(len, 4096, true).unwrap();
             let at = b.ptr;
-            bytes(&b, len).fill(7);
+            bytes(&mut b, len).fill(7);
             p.free(b);
-            let b = p.alloc(len, 4096, false).unwrap();
+            let mut b = p.alloc(len, 4096, false).unwrap();
             assert_eq!(b.ptr, at, "a freed block is reused");
             assert!(
-                bytes(&b, len).iter().all(|&x| x == 7),
+                bytes(&mut b, len).iter().all(|&x| x == 7),
                 "not zeroed when not asked"
             );
             p.free(b);
-            let b = p.alloc(len, 4096, true).unwrap();
+            let mut b = p.alloc(len, 4096, true).unwrap();
             assert_eq!(b.ptr, at);
-            assert!(bytes(&b, len).iter().all(|&x| x == 0), "zeroed when asked");
+            assert!(
+                bytes(&mut b, len).iter().all(|&x| x == 0),
+                "zeroed when asked"
+            );
             p.free(b);
         }
         let s = p.stats();
@@ -453,14 +456,14 @@ mod tests {
     }
 
     /// Marks a block as its holder's: one byte per page (enough to see two holders overlap).
-    fn mark(b: &Block, len: usize, v: u8) {
+    fn mark(b: &mut Block, len: usize, v: u8) {
         let s = bytes(b, len);
         for i in (0..len).step_by(4096).chain([len - 1]) {
             s[i] = v;
         }
     }
 
-    fn marked(b: &Block, len: usize, v: u8) -> bool {
+    fn marked(b: &mut Block, len: usize, v: u8) -> bool {
         let s = bytes(b, len);
         (0..len).step_by(4096).chain([len - 1]).all(|i| s[i] == v)
     }
@@ -481,22 +484,22 @@ mod tests {
                             .wrapping_add(1442695040888963407);
                         let len = 1 + (x >> 33) % (3 << 20);
                         let align = 512 << ((x >> 20) % 12);
-                        let b = p.alloc(len, align, i % 2 == 0).unwrap();
+                        let mut b = p.alloc(len, align, i % 2 == 0).unwrap();
                         assert_eq!(b.ptr.as_ptr() as usize % align, 0);
                         if i % 2 == 0 {
-                            assert!(marked(&b, len, 0), "zeroed");
+                            assert!(marked(&mut b, len, 0), "zeroed");
                         }
-                        mark(&b, len, t + 1);
+                        mark(&mut b, len, t + 1);
                         held.push((b, len));
                         if held.len() > 6 || x & 1 == 0 {
-                            let (b, len) = held.swap_remove((x >> 8) % held.len());
+                            let (mut b, len) = held.swap_remove((x >> 8) % held.len());
                             // Nobody else wrote into it while this thread held it.
-                            assert!(marked(&b, len, t + 1));
+                            assert!(marked(&mut b, len, t + 1));
                             p.free(b);
                         }
                     }
-                    for (b, len) in held {
-                        assert!(marked(&b, len, t + 1));
+                    for (mut b, len) in held {
+                        assert!(marked(&mut b, len, t + 1));
                         p.free(b);
                     }
                 })
@@ -570,10 +573,10 @@ mod tests {
         }
         let p = Pool::new(0);
         for (len, mapped) in [(1usize << 20, false), (256 << 10, false), (4 << 20, true)] {
-            let b = p.alloc(len, 4096, true).unwrap();
+            let mut b = p.alloc(len, 4096, true).unwrap();
             assert_eq!(b.mapped, mapped);
             // First touch, as a read into it would.
-            bytes(&b, len).fill(1);
+            bytes(&mut b, len).fill(1);
             match contiguous_huge(b.ptr.as_ptr() as usize, len) {
                 Err(why) => {
                     eprintln!("SKIP: cannot see physical pages here: {why}");
