@@ -778,9 +778,38 @@ export function withIoUringDisabled<T>(fn: () => T): T
 export function withIoUringDisabled<T>(fn: () => T | Promise<T>): T | Promise<T> {
   const reason = skipReason(['root', 'io_uring_disabled'])
   if (reason) throw new Error(`withIoUringDisabled: ${reason}`)
-  const previous = fs.readFileSync(IO_URING_DISABLED, 'utf8').trim()
-  const restore = once(() => fs.writeFileSync(IO_URING_DISABLED, `${previous}\n`))
-  fs.writeFileSync(IO_URING_DISABLED, '2\n')
+  return withSetting(IO_URING_DISABLED, '2', fn)
+}
+
+/** The transparent huge page setting of the machine. */
+export const THP_ENABLED = '/sys/kernel/mm/transparent_hugepage/enabled'
+
+/** The machine's transparent huge page mode ('always', 'madvise', 'never'), or undefined without THP. */
+export function thpMode(): string | undefined {
+  try {
+    return /\[(\w+)\]/.exec(fs.readFileSync(THP_ENABLED, 'utf8'))?.[1]
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Run `fn` with transparent huge pages set to `mode` ('never', 'madvise', 'always') machine-wide,
+ * restoring the previous mode afterwards (as withIoUringDisabled). Needs root and THP.
+ */
+export function withThp<T>(mode: string, fn: () => Promise<T>): Promise<T> {
+  const previous = thpMode()
+  if (!isRoot() || previous === undefined) throw new Error('withThp: needs root and transparent huge pages')
+  return withSetting(THP_ENABLED, mode, fn, previous)
+}
+
+/**
+ * Run `fn` with the kernel setting `file` written to `value`, restoring what it held (or
+ * `previous`) afterwards — after the returned promise settles if `fn` is async — and at exit.
+ */
+function withSetting<T>(file: string, value: string, fn: () => T | Promise<T>, previous = fs.readFileSync(file, 'utf8').trim()): T | Promise<T> {
+  const restore = once(() => fs.writeFileSync(file, `${previous}\n`))
+  fs.writeFileSync(file, `${value}\n`)
   installExitHooks()
   live.add(restore)
   const done = (): void => {

@@ -5,18 +5,23 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 
-/// A zeroed, aligned block: from the heap (malloc reuses freed blocks, which keeps 1 MiB stream
-/// chunks cheap), or, from 4 MiB or for alignment above a page, an anonymous mapping whose pages
-/// the kernel zeroes lazily on first touch instead of a memset of the whole block up front (and
-/// which munmap gives back to the system at once).
+use crate::mempool::{self as pool, Block};
+
+/// A zeroed (or, if asked, recycled) aligned block: from [`MIN_BLOCK`](crate::mempool::MIN_BLOCK) (32 KiB)
+/// up, or for alignment above a page, from the process-wide [`mempool`](crate::mempool), which backs it with
+/// transparent huge pages where it can (physically contiguous memory: one segment per 2 MiB for
+/// the device instead of one per 4 KiB page) and keeps freed blocks for reuse; smaller blocks
+/// from the heap.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
-    layout: Layout,
-    mapped: bool,
+    len: usize,
+    mem: Mem,
 }
 
-/// Blocks at least this large are mapped rather than allocated.
-const MAP_THRESHOLD: usize = 4 << 20;
+enum Mem {
+    Heap(Layout),
+    Pool(Block),
+}
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
 unsafe impl Send for AlignedBuf {}
@@ -34,61 +39,33 @@ impl AlignedBuf {
     /// As [`AlignedBuf::new`], but `None` when the allocation fails or the layout is invalid
     /// (instead of aborting the process).
     pub fn try_new(len: usize, align: usize) -> Option<AlignedBuf> {
+        AlignedBuf::try_new_with(len, align, true)
+    }
+
+    /// As [`AlignedBuf::try_new`]; with `zeroed: false` a block from the pool may hold the bytes
+    /// of a block this process freed (for callers that overwrite what they show of it).
+    pub fn try_new_with(len: usize, align: usize, zeroed: bool) -> Option<AlignedBuf> {
         let len = len.max(1);
         let layout = Layout::from_size_align(len, align).ok()?;
-        let page = crate::align::page_size();
-        if len >= MAP_THRESHOLD || align > page {
-            // An anonymous mapping, page aligned; for a larger alignment, map `align` more and
-            // unmap the unaligned head and the tail. Pages are zero-filled by the kernel on first
-            // touch, so nothing is written (or counted in RSS) until used.
-            let size = len.div_ceil(page) * page;
-            let extra = if align > page { align } else { 0 };
-            let total = size.checked_add(extra)?;
-            // SAFETY: an anonymous private mapping; no memory of ours is involved.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    total,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return None;
-            }
-            let base = p as usize;
-            let start = base.next_multiple_of(align.max(page));
-            let head = start - base;
-            let tail = total - head - size;
-            // SAFETY: both ranges lie inside the mapping just made and are page aligned; the
-            // kept range [start, start + size) is untouched.
-            unsafe {
-                if head > 0 {
-                    libc::munmap(p, head);
-                }
-                if tail > 0 {
-                    libc::munmap((start + size) as *mut libc::c_void, tail);
-                }
-            }
+        if len >= pool::MIN_BLOCK || align > crate::align::page_size() {
+            let b = pool::global().alloc(len, align, zeroed)?;
             return Some(AlignedBuf {
-                ptr: NonNull::new(start as *mut u8)?,
-                layout: Layout::from_size_align(size, align.max(page)).ok()?,
-                mapped: true,
+                ptr: b.ptr,
+                len,
+                mem: Mem::Pool(b),
             });
         }
         // SAFETY: layout has a non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
         Some(AlignedBuf {
             ptr: NonNull::new(p)?,
-            layout,
-            mapped: false,
+            len,
+            mem: Mem::Heap(layout),
         })
     }
 
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,24 +81,24 @@ impl AlignedBuf {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr points at layout.size() initialised (zeroed) bytes we own.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+        // SAFETY: ptr points at `len` bytes we own, initialised (zeroed by us or the kernel, or
+        // written since).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.mapped {
-            // SAFETY: mapped in `try_new` with this very size; nothing uses it any more.
-            unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.layout.size()) };
-        } else {
-            // SAFETY: allocated in `try_new` with this very layout.
-            unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        match std::mem::replace(&mut self.mem, Mem::Heap(Layout::new::<u8>())) {
+            // Nothing uses the block any more: back to the pool.
+            Mem::Pool(b) => pool::global().free(b),
+            // SAFETY: allocated in `try_new_with` with this very layout.
+            Mem::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), layout) },
         }
     }
 }
@@ -139,6 +116,22 @@ mod tests {
                 assert!(b.len() >= len);
                 assert!(b.as_slice().iter().all(|&x| x == 0));
             }
+        }
+    }
+
+    #[test]
+    fn reused_memory_is_zeroed_unless_asked_not_to_be() {
+        for len in [4096usize, 64 << 10, 1 << 20, 3 << 20] {
+            let mut b = AlignedBuf::new(len, 4096);
+            b.as_mut_slice().fill(0xff);
+            drop(b);
+            // Whatever block comes next (the one just freed, most likely), it reads as zeros.
+            let b = AlignedBuf::new(len, 4096);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+            assert_eq!(b.len(), len);
+            // Not zeroed: still a valid, aligned block of the right length.
+            let c = AlignedBuf::try_new_with(len, 4096, false).unwrap();
+            assert_eq!((c.len(), c.as_ptr() as usize % 4096), (len, 0));
         }
     }
 }

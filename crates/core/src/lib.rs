@@ -8,7 +8,7 @@
 //! - [`file`]: opening with O_DIRECT (require / prefer / off).
 //! - [`align`]: what O_DIRECT needs for a file (statx STATX_DIOALIGN, BLKSSZGET, sysfs).
 //! - [`probe`]: what works here (drivers, O_DIRECT on a path) and why not.
-//! - [`buf`]: Rust-owned aligned memory.
+//! - [`buf`]: Rust-owned aligned memory; [`mempool`]: the huge-page pool behind its larger blocks.
 //! - [`error`]: errno names and hints.
 //! - [`sys`]: raw preadv2/pwritev2 (older libcs lack them).
 
@@ -17,6 +17,7 @@ pub mod buf;
 pub mod error;
 pub mod file;
 pub mod io;
+pub mod mempool;
 pub mod op;
 pub mod probe;
 pub mod sys;

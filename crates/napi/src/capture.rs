@@ -139,8 +139,11 @@ pub unsafe fn capture(
             });
         }
     }
-    // Not odirect's memory (or not aligned): the kernel gets a bounce buffer we own.
-    let mut b = AlignedBuf::try_new(length, mem_align.max(4096)).ok_or(CaptureError::NoMemory)?;
+    // Not odirect's memory (or not aligned): the kernel gets a bounce buffer we own. Not zeroed
+    // (it may hold a freed block's bytes): a write copies all of it in, a read copies back only
+    // the bytes the kernel read.
+    let mut b = AlignedBuf::try_new_with(length, mem_align.max(4096), false)
+        .ok_or(CaptureError::NoMemory)?;
     let ptr = b.as_mut_ptr();
     let back = if write {
         // SAFETY: view.ptr + offset .. + length lies inside the view (checked above) and

@@ -19,15 +19,14 @@ use crate::status::check;
 
 /// One odirect-owned aligned allocation.
 pub struct Alloc {
-    /// Always `Some` until `drop` hands the block to the reuse cache (or frees it).
-    buf: Option<AlignedBuf>,
+    buf: AlignedBuf,
     start: usize,
     len: usize,
 }
 
 impl Alloc {
     pub fn ptr(&self) -> *mut u8 {
-        self.start as *mut u8
+        self.buf.as_ptr() as *mut u8
     }
     pub fn len(&self) -> usize {
         self.len
@@ -47,72 +46,12 @@ impl Drop for Alloc {
                 r.remove(&self.start);
             }
         }
-        drop(r);
-        // Nothing refers to the block any more (no ArrayBuffer, no op in flight): keep it for
-        // the next allocation of the same size.
-        if let Some(buf) = self.buf.take() {
-            recycle(buf);
-        }
+        // Nothing refers to the block any more (no ArrayBuffer, no op in flight): `buf` goes
+        // back to odirect-core's pool when this drops, which keeps freed blocks (up to its
+        // budget) for the next allocations: a program (or a read stream) that allocates a new
+        // buffer per read gets memory whose pages are mapped already, instead of fresh pages the
+        // kernel must fault in and zero (about 0.7 s of system CPU per GiB).
     }
-}
-
-/// Freed blocks kept for reuse: a program (or a read stream) that allocates a new buffer per
-/// read of the same size gets memory whose pages are already mapped, instead of fresh pages
-/// the kernel must fault in and zero one by one (about 0.7 s of system CPU per GiB), or heap
-/// the allocator gives back and maps again. Bounded by [`CACHE_BYTES`]; blocks are zeroed again
-/// before reuse, so a reused block is indistinguishable from a new one.
-struct Cache {
-    blocks: Vec<AlignedBuf>,
-    bytes: usize,
-}
-
-/// At most this much freed memory is kept (about what V8 collects in one young-generation GC
-/// when 1 MiB buffers are dropped as fast as they are read).
-pub const CACHE_BYTES: usize = 32 << 20;
-/// Only blocks from this size up to [`CACHE_MAX_BLOCK`] are kept (smaller ones are cheap to
-/// allocate; larger ones would crowd out the rest).
-const CACHE_MIN_BLOCK: usize = 64 << 10;
-const CACHE_MAX_BLOCK: usize = 8 << 20;
-
-fn cache() -> &'static Mutex<Cache> {
-    static C: std::sync::OnceLock<Mutex<Cache>> = std::sync::OnceLock::new();
-    C.get_or_init(|| {
-        Mutex::new(Cache {
-            blocks: Vec::new(),
-            bytes: 0,
-        })
-    })
-}
-
-fn recycle(buf: AlignedBuf) {
-    let len = buf.len();
-    if !(CACHE_MIN_BLOCK..=CACHE_MAX_BLOCK).contains(&len) {
-        return;
-    }
-    let mut c = cache().lock().unwrap_or_else(|p| p.into_inner());
-    if c.bytes + len <= CACHE_BYTES {
-        c.bytes += len;
-        c.blocks.push(buf);
-    }
-}
-
-/// A cached block of exactly `len` bytes at an address aligned to `align`, zeroed if asked.
-fn reuse(len: usize, align: usize, zeroed: bool) -> Option<AlignedBuf> {
-    if !(CACHE_MIN_BLOCK..=CACHE_MAX_BLOCK).contains(&len) {
-        return None;
-    }
-    let mut c = cache().lock().unwrap_or_else(|p| p.into_inner());
-    let i = c
-        .blocks
-        .iter()
-        .rposition(|b| b.len() == len && (b.as_ptr() as usize).is_multiple_of(align))?;
-    let mut buf = c.blocks.swap_remove(i);
-    c.bytes -= len;
-    drop(c);
-    if zeroed {
-        buf.as_mut_slice().fill(0);
-    }
-    Some(buf)
 }
 
 type Registry = Mutex<BTreeMap<usize, (usize, Weak<Alloc>)>>;
@@ -205,15 +144,12 @@ pub unsafe fn external_buffer_with(
     if EXTERNAL_OK.load(Ordering::Relaxed) == 2 {
         return Ok(None);
     }
-    let buf = match reuse(len.max(1), align, zeroed) {
-        Some(b) => b,
-        None => AlignedBuf::try_new(len.max(1), align)
-            .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?,
-    };
+    let buf = AlignedBuf::try_new_with(len.max(1), align, zeroed)
+        .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
     let alloc = Arc::new(Alloc {
         len: buf.len(),
-        buf: Some(buf),
+        buf,
         start,
     });
     registry()
