@@ -797,7 +797,9 @@ export function thpMode(): string | undefined {
  * Run `fn` with transparent huge pages set to `mode` ('never', 'madvise', 'always') machine-wide,
  * restoring the previous mode afterwards (as withIoUringDisabled). Needs root and THP.
  */
-export function withThp<T>(mode: string, fn: () => Promise<T>): Promise<T> {
+export function withThp<T>(mode: string, fn: () => Promise<T>): Promise<T>
+export function withThp<T>(mode: string, fn: () => T): T
+export function withThp<T>(mode: string, fn: () => T | Promise<T>): T | Promise<T> {
   const previous = thpMode()
   if (!isRoot() || previous === undefined) throw new Error('withThp: needs root and transparent huge pages')
   return withSetting(THP_ENABLED, mode, fn, previous)
