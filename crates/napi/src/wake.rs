@@ -734,7 +734,9 @@ const FULL_ROUND: usize = 8;
 /// A wake-up from the loop or the reaper: reap and deliver, batch by batch. Each delivery runs
 /// the JS callback (and, through `napi_make_callback`, the microtasks it queues: the ops those
 /// promises' continuations start are submitted by the flush at their end) before the next
-/// batch is reaped, so ops go back to the kernel as soon as their batch is handled.
+/// batch is reaped, so ops go back to the kernel as soon as their batch is handled. While it
+/// lasts the drivers are quiet (no eventfd signal per kernel batch, see `Inner::begin_wake`);
+/// what waits at its end is announced for the loop's next turn.
 ///
 /// # Safety
 /// On the JS thread of `shared`'s env, inside a handle scope.
@@ -742,8 +744,32 @@ unsafe fn on_wake(
     shared: &Shared,
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
 ) -> napi::Result<()> {
-    for _ in 0..DELIVERY_ROUNDS {
-        let (env, js, out) = {
+    match shared.try_borrow_mut() {
+        Ok(mut e) if !e.closed && e.js.is_some() => e.begin_wake(),
+        _ => return Ok(()),
+    }
+    // SAFETY: forwarded contract.
+    let r = unsafe { rounds(shared, call) };
+    if let Ok(mut e) = shared.try_borrow_mut() {
+        if !e.closed {
+            e.end_wake();
+        }
+    }
+    r
+}
+
+/// The rounds of one wake-up (see `on_wake`): each reaps what one kernel batch posted,
+/// refills native batches and delivers to JS; stops when nothing more waits, after
+/// `DELIVERY_ROUNDS`, or after a delivery to JS of fewer than `FULL_ROUND` completions.
+///
+/// # Safety
+/// As `on_wake`.
+unsafe fn rounds(
+    shared: &Shared,
+    call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
+) -> napi::Result<()> {
+    for round in 0..DELIVERY_ROUNDS {
+        let (env, js, out, reaped) = {
             let Ok(mut e) = shared.try_borrow_mut() else {
                 return Ok(());
             };
@@ -756,8 +782,8 @@ unsafe fn on_wake(
             }
             // The engine's delivery buffer, lent for this batch (its capacity is kept).
             let mut out = std::mem::take(&mut e.delivery);
-            e.reap(&mut out);
-            (e.env, js, out)
+            let reaped = e.reap(&mut out, round == 0);
+            (e.env, js, out, reaped)
         };
         let r = if out.is_empty() {
             Ok(())
@@ -769,24 +795,13 @@ unsafe fn on_wake(
         give_back(shared, out);
         // Asked after the delivery: the flush at its end may have posted the next batch.
         let pending = shared.try_borrow().is_ok_and(|e| e.more());
-        if !pending {
-            return r;
-        }
-        if r.is_err() || delivered < FULL_ROUND {
-            announce(shared);
+        // A round that handed nothing to JS (a native batch's ops, refilled natively) left no
+        // garbage and ran no JS: the next one may follow whatever its size.
+        if !pending || r.is_err() || (delivered > 0 && reaped < FULL_ROUND) {
             return r;
         }
     }
-    announce(shared);
     Ok(())
-}
-
-/// Completions still wait in the kernel, unannounced: the loop's next turn (or the reaper
-/// thread) takes them.
-fn announce(shared: &Shared) {
-    if let Ok(e) = shared.try_borrow() {
-        e.announce();
-    }
 }
 
 /// Returns the delivery buffer lent by `on_wake` and frees the delivered ops' ids (if the engine

@@ -717,6 +717,29 @@ impl Driver for LocalRing {
         out.append(&mut self.early);
     }
 
+    /// IORING_CQ_EVENTFD_DISABLED while the owner reaps round after round: the kernel neither
+    /// signals the eventfd for the completions it posts in our own io_uring_enter(GETEVENTS)
+    /// nor for those queued meanwhile, and the owner resets the eventfd once per wake-up
+    /// instead of once per round. Only where nothing can go unseen: DEFER_TASKRUN with a
+    /// working IORING_SQ_TASKRUN (a completion queued while quiet sets it, so `pending`
+    /// reports it when the owner turns announcements back on and checks).
+    fn quiet(&mut self, on: bool) -> bool {
+        if self.setup != Setup::DeferTaskrun || !self.taskrun_flag {
+            return false;
+        }
+        let cq = self.ring.completion();
+        if on {
+            cq.disable_eventfd();
+        } else {
+            cq.enable_eventfd();
+            // The kernel sets IORING_SQ_TASKRUN, then reads the CQ flags to decide whether to
+            // signal; we clear the flag, then read IORING_SQ_TASKRUN (`pending`): full fences
+            // on both sides, so at least one of us sees the other's store.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        }
+        true
+    }
+
     /// Completions waiting as task work beyond the batch `prepare_reap` posted, or posted since
     /// the last reap (a submission posts a batch when task work waits, see `submit_inner`): the
     /// owner reaps again (or signals the eventfd) while this is true.
