@@ -972,6 +972,61 @@ mod tests {
         assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
+    /// A quiet ring (IORING_CQ_EVENTFD_DISABLED while its owner reaps) does not signal the
+    /// eventfd for a completion queued meanwhile, yet `pending` reports it; the reap that
+    /// follows takes it, and once announcements are back on the next completion signals again.
+    #[test]
+    fn a_quiet_ring_signals_nothing_and_pending_reports_what_waits() {
+        let mut r = LocalRing::new(8).unwrap();
+        if !r.quiet(true) {
+            eprintln!(
+                "skipped: no quiet reaping without DEFER_TASKRUN and IORING_SQ_TASKRUN ({:?})",
+                r.setup()
+            );
+            return;
+        }
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let mut bufs: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: rx.as_raw_fd(),
+                ptr: b.as_mut_ptr(),
+                len: 1,
+                offset: u64::MAX,
+                buf_index: None,
+            };
+            // SAFETY: bufs and the pipe outlive the completions (reaped below).
+            unsafe {
+                let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
+                r.push_entry(e);
+            }
+        }
+        r.submit();
+        super::super::eventfd::drain(r.notify_fd());
+        // The write queues the first read's completion as task work before it returns.
+        tx.write_all(b"x").unwrap();
+        assert!(!notified(&r, 0), "a quiet ring signalled the eventfd");
+        assert!(
+            r.pending(),
+            "the completion queued while quiet is not reported"
+        );
+        r.prepare_reap();
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(
+            !notified(&r, 0),
+            "posting it in our own GETEVENTS signalled the eventfd"
+        );
+        assert!(!r.quiet(false) || !r.pending());
+        tx.write_all(b"y").unwrap();
+        assert!(notified(&r, 5000), "announcements did not come back");
+        let mut rest = wait(&mut r, 1);
+        out.append(&mut rest);
+        out.sort();
+        assert_eq!(out, vec![(0, 1), (1, 1)]);
+    }
+
     /// A submission made while completions wait as task work posts a batch of them in the same
     /// system call (GETEVENTS with min_complete 0: no wait), and `pending` reports them.
     #[test]
