@@ -724,7 +724,8 @@ unsafe extern "C" fn sync_cleanup(arg: *mut c_void) {
 /// signalled and the rest waits for the loop's next turn (timers and other I/O go first).
 const DELIVERY_ROUNDS: usize = 8;
 
-/// A delivery smaller than this hands the rest to the loop's next turn even when more
+/// A round (completions reaped, whether delivered to JS or refilling a native batch) smaller than
+/// this hands the rest to the loop's next turn even when more
 /// completions wait: few completions per round (a stream's 4 reads of 1 MiB, QD 1) gain nothing
 /// from staying, and the loop's other phases must run: Node frees dropped external buffers
 /// (read-stream chunks) from its immediates, so rounds of large reads without a loop turn held
@@ -760,7 +761,7 @@ unsafe fn on_wake(
 
 /// The rounds of one wake-up (see `on_wake`): each reaps what one kernel batch posted,
 /// refills native batches and delivers to JS; stops when nothing more waits, after
-/// `DELIVERY_ROUNDS`, or after a delivery to JS of fewer than `FULL_ROUND` completions.
+/// `DELIVERY_ROUNDS`, or after a round of fewer than `FULL_ROUND` completions.
 ///
 /// # Safety
 /// As `on_wake`.
@@ -791,13 +792,12 @@ unsafe fn rounds(
             // SAFETY: forwarded contract; no borrow of the engine is held.
             unsafe { deliver(env, js, &out, call) }
         };
-        let delivered = out.len() / 3;
         give_back(shared, out);
         // Asked after the delivery: the flush at its end may have posted the next batch.
         let pending = shared.try_borrow().is_ok_and(|e| e.more());
-        // A round that handed nothing to JS (a native batch's ops, refilled natively) left no
-        // garbage and ran no JS: the next one may follow whatever its size.
-        if !pending || r.is_err() || (delivered > 0 && reaped < FULL_ROUND) {
+        // Completions count whether they went to JS or refilled a native batch: rounds of a
+        // few (a trickle) cost two io_uring_enter each, more than a turn of the loop.
+        if !pending || r.is_err() || reaped < FULL_ROUND {
             return r;
         }
     }
