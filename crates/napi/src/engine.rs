@@ -796,6 +796,11 @@ impl Inner {
             return;
         }
         self.closed = true;
+        // Announcements back on (a wake-up cut short leaves none off): teardown waits on them.
+        for d in self.drivers.iter_mut().flatten() {
+            d.quiet(false);
+        }
+        self.quiet = false;
         // Staged and held ops never reach the kernel.
         self.staged.clear();
         for (k, rec) in self.ops.iter().enumerate() {
