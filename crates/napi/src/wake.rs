@@ -767,9 +767,9 @@ unsafe fn on_wake(
 /// microtasks it queued, whose flush resubmits the ops the settled promises' continuations
 /// started, so smaller calls give ops back to the kernel sooner, at the cost of a call and an
 /// `io_uring_enter` each: measured (per op, depth 64, 2 s runs interleaved with fio) it helps
-/// where the device's latency decides (disk: 0.91-0.96x -> 0.93-1.01x fio for reads, 0.85x ->
-/// 1.00x in one run of writes) and costs where the JS thread is the bottleneck (tmpfs: up to
-/// 0.45x vs 0.69x for writes). An adaptive size (small while the JS thread idles between
+/// where the device's latency decides in some runs (disk: 0.91-0.96x -> 0.93-1.01x fio for
+/// reads, 0.85x -> 1.00x in one run of writes; not in a bench run on a loaded machine) and costs
+/// where the JS thread is the bottleneck (tmpfs: up to 0.45x vs 0.69x for writes). An adaptive size (small while the JS thread idles between
 /// wake-ups) was tried: the share of time in wake-ups swings 0.35-0.75 on the disk and
 /// 0.85-0.93 on tmpfs, and gained nothing over the default at either threshold tried.
 fn delivery_chunk(looped: bool) -> usize {
