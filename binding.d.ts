@@ -23,9 +23,12 @@ export declare class NativeEngine {
    * After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
    * one cancelled or never started) into `results` (an Int32Array of at least the batch's
    * length) and forgets the batch. Returns the number of ops, or -1 when `results` could not
-   * take them (the batch is forgotten all the same).
+   * take them (the batch is forgotten all the same). `latency`, a Float64Array of
+   * `LATENCY_BUCKETS + 3` numbers, receives the latencies of the ops reaped: how many fell
+   * in each bucket of the `Histogram`, then their count, sum (us) and maximum (left as it is
+   * when it is not such an array).
    */
-  batchTake(id: number, results: unknown): number
+  batchTake(id: number, results: unknown, latency: unknown): number
   /**
    * `callback(results: Float64Array, count: number)` receives `count` (id, result,
    * latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.
@@ -197,6 +200,12 @@ export interface ErrnoInfo {
 
 /** True when the ArrayBuffer behind a view (or the ArrayBuffer itself) is detached. */
 export declare function isDetached(value: unknown): boolean
+
+/**
+ * Buckets of the latency histogram (`Histogram` in src/ops.ts): bucket 0 holds latencies
+ * below 1 us, then 8 log-linear steps per power of two (<= 12.5% error) up to 2^40 us.
+ */
+export declare const LATENCY_BUCKETS: number
 
 /** link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno. */
 export declare function linkPath(from: string, to: string): Promise<number>

@@ -74,6 +74,20 @@ test(`[${BACKEND}] typed writeMany then readMany of 600 ops, window 8, disk file
   await fh.close()
 })
 
+test(`[${BACKEND}] fh.stats() latency of a typed batch is per op: its histogram holds each op's latency, not n copies of the batch's mean`, async (t) => {
+  const file = path.join(scratch(), 'lat')
+  fs.writeFileSync(file, Buffer.alloc(256 * UNIT, 3))
+  const fh = await open(file, 'r', { backend: BACKEND })
+  const memory = fh.alloc(256 * UNIT)
+  await fh.readMany({ memory, ...arrays(shuffled(256)) }, { window: 8 })
+  const lat = fh.stats().latencyUs
+  // One batch: with the mean recorded 256 times, max === mean === every percentile's bucket.
+  t.true(lat.max > lat.mean, `max ${lat.max} > mean ${lat.mean}`)
+  t.true(lat.p50 <= lat.p99 && lat.p99 <= lat.max)
+  t.true(lat.mean > 0)
+  await fh.close()
+})
+
 test(`[${BACKEND}] typed batch on tmpfs with O_DIRECT, no window (all at once)`, async (t) => {
   if (!fs.existsSync('/dev/shm')) return t.fail('no /dev/shm')
   const fh = await open(path.join(scratch('/dev/shm'), 'data'), 'w+', { backend: BACKEND, direct: 'prefer' })

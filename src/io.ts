@@ -141,11 +141,12 @@ export class HandleIo {
   readonly stats: IoStats = { ops: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, bounced: 0 }
   readonly latency = new Histogram()
   #drained: (() => void) | undefined
-  // Writes in flight by sequence number (insertion order = issue order), and barriers waiting
-  // for every write issued before them (sync, datasync, truncate, allocate).
+  // Writes in flight (numbered in issue order), and barriers waiting for every write issued
+  // before them (sync, datasync, truncate, allocate): each counts the writes in flight when it
+  // was made, all numbered at or below its `seq`, and goes when the last of them is done.
   #wseq = 0
-  readonly #writesPending = new Map<number, true>()
-  readonly #barriers: Array<{ seq: number; go: () => void }> = []
+  #writesInFlight = 0
+  readonly #barriers: Array<{ seq: number; left: number; go: () => void }> = []
   /** Ids of the handle's lock() waits (close() ends them). */
   readonly #lockWaits = new Set<number>()
 
@@ -250,28 +251,26 @@ export class HandleIo {
 
   /** A write (or batch of writes) starts: its sequence number, for writeDone. */
   writeStarted(): number {
-    const seq = ++this.#wseq
-    this.#writesPending.set(seq, true)
-    return seq
+    this.#writesInFlight++
+    return ++this.#wseq
   }
 
   writeDone(seq: number): void {
-    this.#writesPending.delete(seq)
+    this.#writesInFlight--
     const b = this.#barriers
     if (b.length === 0) return
-    let first = Infinity
-    for (const k of this.#writesPending.keys()) {
-      first = k
-      break
-    }
-    while (b.length > 0 && b[0].seq < first) b.shift()?.go()
+    // The barriers made after this write started (seq at or above its own) counted it. A later
+    // barrier counts every write an earlier one still waits for: they go in order.
+    for (let i = b.length - 1; i >= 0 && b[i].seq >= seq; i--) b[i].left--
+    while (b.length > 0 && b[0].left === 0) b.shift()?.go()
   }
 
   /** Resolves once every write issued on this handle before the call has completed. */
   #afterWrites(): Promise<void> | undefined {
-    if (this.#writesPending.size === 0) return undefined
+    if (this.#writesInFlight === 0) return undefined
     const seq = this.#wseq
-    return new Promise<void>((go) => this.#barriers.push({ seq, go }))
+    const left = this.#writesInFlight
+    return new Promise<void>((go) => this.#barriers.push({ seq, left, go }))
   }
 
   /**

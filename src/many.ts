@@ -9,6 +9,7 @@ import { captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
 import type { HandleIo } from './io'
 import { native } from './native'
+import { BUCKETS } from './ops'
 
 /** A batch, as the FileHandle describes it (all validated). */
 export interface BatchDesc {
@@ -336,6 +337,13 @@ function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuff
   )
 }
 
+/**
+ * The per-op latencies of a native batch as NativeEngine.batchTake gives them (a count per
+ * histogram bucket, then count, sum, max): one array for every batch of the thread, read right
+ * after each take.
+ */
+let latencyStats: Float64Array | undefined
+
 /** A native batch: one sink for all its ops. */
 class ArraysBatch implements OpSink {
   readonly promise: Promise<Int32Array>
@@ -374,13 +382,15 @@ class ArraysBatch implements OpSink {
     }
   }
 
-  /** The whole batch completed (`failed` ops failed; `latencyUs`: mean per op). */
-  settle(failed: number, latencyUs: number): void {
+  /** The whole batch completed (`failed` ops failed; the mean latency per op is not used: batchTake gives each op's). */
+  settle(failed: number): void {
     const { io, d, results } = this
     const n = this.lengths.length
     unlisten(d.signal, this.#onAbort)
     if (d.write) io.writeDone(this.#seq)
-    const taken = io.engine.native.batchTake(this.#id, results)
+    const lat = (latencyStats ??= new Float64Array(BUCKETS + 3))
+    lat[BUCKETS] = 0
+    const taken = io.engine.native.batchTake(this.#id, results, lat)
     const s = io.stats
     let bytes = 0
     for (let i = 0; i < n; i++) if (results[i] > 0) bytes += results[i]
@@ -393,7 +403,7 @@ class ArraysBatch implements OpSink {
       s.reads += n - failed
       s.bytesRead += bytes
     }
-    io.latency.addMany(latencyUs, n)
+    io.latency.addCounted(lat)
     const f = io.file
     if (!f.direct && !f.uncached && f.fallbackReason !== '') for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(this.#position(i), results[i])
     io.release()

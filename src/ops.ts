@@ -106,7 +106,8 @@ export class Timeouts {
 }
 
 const SUB = 8
-const BUCKETS = 1 + 40 * SUB
+/** Buckets of the histogram (Rust `consts::LATENCY_BUCKETS`, which computes them the same way). */
+export const BUCKETS = 1 + 40 * SUB
 
 /** Latency histogram (microseconds), log-linear with 8 steps per power of two (<= 12.5% error). */
 export class Histogram {
@@ -133,6 +134,21 @@ export class Histogram {
     this.#n += n
     this.#sum += us * n
     if (us > this.#max) this.#max = us
+  }
+
+  /**
+   * Merges per-op latencies counted natively (a typed readMany/writeMany, see
+   * NativeEngine.batchTake): `stats` holds a count per bucket (the same buckets as `addMany`),
+   * then the number of samples, their sum and their maximum.
+   */
+  addCounted(stats: Float64Array): void {
+    const n = stats[BUCKETS]
+    if (!(n > 0)) return
+    const counts = this.#counts
+    for (let i = 0; i < BUCKETS; i++) if (stats[i] !== 0) counts[i] += stats[i]
+    this.#n += n
+    this.#sum += stats[BUCKETS + 1]
+    if (stats[BUCKETS + 2] > this.#max) this.#max = stats[BUCKETS + 2]
   }
 
   #value(i: number): number {

@@ -13,6 +13,7 @@
 
 use std::ptr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use napi::{sys, Env, JsValue, Result, Unknown};
 use napi_derive::napi;
@@ -69,9 +70,13 @@ struct Batch {
     queued: bool,
     /// Its completion was delivered; waiting for `batchTake`.
     done: bool,
-    /// Latency (us) summed over the ops reaped so far, and how many they are.
+    /// Latency (us) summed over the ops reaped so far, the largest, and how many they are.
     lat_sum: f64,
+    lat_max: f64,
     reaped: u32,
+    /// Ops reaped per latency bucket (`consts::latency_bucket`): handed to the handle's
+    /// histogram by `batchTake`, so fh.stats() percentiles are per op.
+    lat_hist: Vec<u32>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -104,7 +109,11 @@ impl Batches {
         }
         batch.inflight -= 1;
         batch.lat_sum += lat;
+        batch.lat_max = batch.lat_max.max(lat);
         batch.reaped += 1;
+        if let Some(c) = batch.lat_hist.get_mut(crate::consts::latency_bucket(lat)) {
+            *c += 1;
+        }
         if !batch.queued {
             batch.queued = true;
             self.dirty.push(b);
@@ -120,8 +129,8 @@ impl Batches {
     }
 }
 
-/// Stages batch ops until the window is full or none is left.
-fn refill(e: &mut Inner, b: u32, batch: &mut Batch) {
+/// Stages batch ops until the window is full or none is left; they are timed from `now`.
+fn refill(e: &mut Inner, b: u32, batch: &mut Batch, now: Instant) {
     while !batch.aborted && batch.inflight < batch.window && batch.next < batch.ops.len() {
         let i = batch.next;
         batch.next += 1;
@@ -147,7 +156,7 @@ fn refill(e: &mut Inner, b: u32, batch: &mut Batch) {
         };
         // The op's own reference to the region: its memory lives until it is reaped.
         let mem = Mems::One(Mem::Owned(batch.alloc.clone(), len));
-        let mut rec = OpRec::new(batch.backend, kind, None, mem, batch.fixed);
+        let mut rec = OpRec::started_at(batch.backend, kind, None, mem, batch.fixed, now);
         rec.rw_flags = batch.rw_flags;
         rec.batch = Some((b, i as u32));
         batch.keys[i] = e.stage(rec);
@@ -163,13 +172,15 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
         return;
     }
     let dirty = std::mem::take(&mut e.batches.dirty);
+    // Refilled ops start at the reap that made room for them (one clock read per reap).
+    let now = e.reaped_at;
     for &b in &dirty {
         let Some(mut batch) = e.batches.slots.get_mut(b as usize).and_then(Option::take) else {
             continue;
         };
         batch.queued = false;
         if !batch.done {
-            refill(e, b, &mut batch);
+            refill(e, b, &mut batch, now);
             if batch.inflight == 0 && batch.next == batch.ops.len() {
                 batch.done = true;
                 out.extend([
@@ -401,10 +412,12 @@ impl NativeEngine {
                 queued: false,
                 done: false,
                 lat_sum: 0.0,
+                lat_max: 0.0,
                 reaped: 0,
+                lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
             };
             let b = e.batches.reserve();
-            refill(e, b, &mut batch);
+            refill(e, b, &mut batch, Instant::now());
             e.batches.slots[b as usize] = Some(batch);
             (BATCH_BASE + b) as f64
         })
@@ -413,9 +426,12 @@ impl NativeEngine {
     /// After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
     /// one cancelled or never started) into `results` (an Int32Array of at least the batch's
     /// length) and forgets the batch. Returns the number of ops, or -1 when `results` could not
-    /// take them (the batch is forgotten all the same).
+    /// take them (the batch is forgotten all the same). `latency`, a Float64Array of
+    /// `LATENCY_BUCKETS + 3` numbers, receives the latencies of the ops reaped: how many fell
+    /// in each bucket of the `Histogram`, then their count, sum (us) and maximum (left as it is
+    /// when it is not such an array).
     #[napi]
-    pub fn batch_take(&self, env: Env, id: f64, results: Unknown) -> Result<f64> {
+    pub fn batch_take(&self, env: Env, id: f64, results: Unknown, latency: Unknown) -> Result<f64> {
         let b = (id as u32).wrapping_sub(BATCH_BASE);
         let Some(batch) = self.with(|e| {
             let batch = e.batches.slots.get_mut(b as usize).and_then(|s| {
@@ -431,6 +447,23 @@ impl NativeEngine {
         else {
             return Ok(-1.0);
         };
+        let buckets = batch.lat_hist.len();
+        // SAFETY: live handles of this call.
+        if let Some((sys::TypedarrayType::float64_array, data, len)) =
+            unsafe { typed(env.raw(), latency.raw()) }
+        {
+            if len >= buckets + 3 {
+                // SAFETY: a Float64Array of at least buckets + 3 elements (checked now; no JS
+                // runs during the writes).
+                let out = unsafe { std::slice::from_raw_parts_mut(data as *mut f64, buckets + 3) };
+                for (o, c) in out.iter_mut().zip(&batch.lat_hist) {
+                    *o = *c as f64;
+                }
+                out[buckets] = batch.reaped as f64;
+                out[buckets + 1] = batch.lat_sum;
+                out[buckets + 2] = batch.lat_max;
+            }
+        }
         // SAFETY: live handles of this call.
         match unsafe { typed(env.raw(), results.raw()) } {
             Some((sys::TypedarrayType::int32_array, data, len)) if len >= batch.results.len() => {

@@ -38,3 +38,28 @@ pub const fn queue_depth(asked: u32) -> u32 {
         DEFAULT_QUEUE_DEPTH
     }
 }
+
+/// Buckets of the latency histogram (`Histogram` in src/ops.ts): bucket 0 holds latencies
+/// below 1 us, then 8 log-linear steps per power of two (<= 12.5% error) up to 2^40 us.
+#[napi]
+pub const LATENCY_BUCKETS: u32 = 1 + 40 * 8;
+
+/// The histogram bucket of a latency of `us` microseconds: the same integer math as the JS
+/// `Histogram.addMany` (truncate to an integer, 8 steps per power of two).
+pub fn latency_bucket(us: f64) -> usize {
+    if us < 1.0 {
+        return 0;
+    }
+    let v: u32 = if us < 2_147_483_647.0 {
+        us as u32
+    } else {
+        0x7fff_ffff
+    };
+    let e = 31 - v.leading_zeros();
+    let sub = if e >= 3 {
+        (v >> (e - 3)) & 7
+    } else {
+        (v << (3 - e)) & 7
+    };
+    (1 + e * 8 + sub) as usize
+}

@@ -54,6 +54,19 @@ impl OpRec {
         mem: Mems,
         fixed: Option<u16>,
     ) -> OpRec {
+        OpRec::started_at(backend, kind, iov, mem, fixed, Instant::now())
+    }
+
+    /// [`OpRec::new`] timed from `started` (a native batch's ops staged right after a reap
+    /// start at the reap's clock read, see `Inner::reaped_at`).
+    pub(crate) fn started_at(
+        backend: BackendKind,
+        kind: OpKind,
+        iov: Option<Box<[libc::iovec]>>,
+        mem: Mems,
+        fixed: Option<u16>,
+        started: Instant,
+    ) -> OpRec {
         OpRec {
             backend,
             kind,
@@ -62,7 +75,7 @@ impl OpRec {
             fixed,
             punt: false,
             submitted: false,
-            started: Instant::now(),
+            started,
             debug: None,
             rw_flags: 0,
             link: false,
@@ -125,6 +138,12 @@ pub struct Inner {
     referenced: bool,
     /// Native batches (readMany / writeMany over typed arrays).
     pub(crate) batches: crate::batch::Batches,
+    /// A wake-up is under way with every driver quiet (see `Driver::quiet`): its rounds after
+    /// the first need not reset the eventfd.
+    quiet: bool,
+    /// When the last reap's completions were timed (one clock read per reap: the ops a reap
+    /// takes share it, and a native batch's ops staged right after it start at it).
+    pub(crate) reaped_at: Instant,
 }
 
 pub type Shared = RefCell<Inner>;
@@ -219,6 +238,8 @@ impl Inner {
             wake: Wake::None,
             referenced: false,
             batches: Default::default(),
+            quiet: false,
+            reaped_at: Instant::now(),
         })
     }
 
@@ -621,12 +642,15 @@ impl Inner {
     }
 
     /// Reaps every driver; true when completions are left waiting that were not announced again
-    /// (see `Driver::pending`): the caller gathers again, or signals the eventfd.
-    fn gather(&mut self, raw: &mut Vec<(u64, i64)>) -> bool {
+    /// (see `Driver::pending`): the caller gathers again, or signals the eventfd. `reset`: reset
+    /// the eventfd (always done unless a quiet wake-up already did, see [`Inner::begin_wake`]).
+    fn gather(&mut self, raw: &mut Vec<(u64, i64)>, reset: bool) -> bool {
         for d in self.drivers.iter_mut().flatten() {
             d.prepare_reap();
         }
-        eventfd::drain(self.eventfd());
+        if reset || !self.quiet {
+            eventfd::drain(self.eventfd());
+        }
         raw.append(&mut self.synthetic);
         let mut pending = false;
         for d in self.drivers.iter_mut().flatten() {
@@ -640,6 +664,8 @@ impl Inner {
     /// Turns raw completions into (key, result, latency_us) triples, releasing each op's memory
     /// (and copying bounced reads back into their views, if those still have the room).
     fn finish(&mut self, raw: &mut Vec<(u64, i64)>, out: &mut Vec<f64>) {
+        let now = Instant::now();
+        self.reaped_at = now;
         for (key, mut result) in raw.drain(..) {
             if Waiters::is_lock(key) {
                 self.inflight -= 1;
@@ -654,7 +680,7 @@ impl Inner {
             if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
                 result = RESULT_DETACHED as i64;
             }
-            let lat = rec.started.elapsed().as_nanos() as f64 / 1000.0;
+            let lat = now.saturating_duration_since(rec.started).as_nanos() as f64 / 1000.0;
             if let Some(d) = &rec.debug {
                 let err = if result < 0 && result > -4096 {
                     format!(" ({})", odirect_core::error::errno_name(-result as i32))
@@ -682,16 +708,41 @@ impl Inner {
         self.update_ref();
     }
 
-    /// Reaps what is complete now into `out` triples. True when more completions wait that
-    /// were not announced on the eventfd again: the caller reaps again (after delivering these),
-    /// or calls [`Inner::announce`] to come back on a later turn.
-    pub fn reap(&mut self, out: &mut Vec<f64>) -> bool {
+    /// Reaps what is complete now into `out` triples; returns how many completions it took
+    /// (a native batch's ops included, though only a finished batch gives a triple). `first`:
+    /// the first reap of a wake-up (it resets the eventfd). After it, [`Inner::more`] says
+    /// whether more completions wait that were not announced on the eventfd again: the caller
+    /// reaps again (after delivering these), or ends the wake-up ([`Inner::end_wake`]).
+    pub fn reap(&mut self, out: &mut Vec<f64>, first: bool) -> usize {
         let mut raw = std::mem::take(&mut self.raw);
-        let pending = self.gather(&mut raw);
+        self.gather(&mut raw, first);
+        let n = raw.len();
         self.finish(&mut raw, out);
         self.raw = raw;
         crate::batch::advance(self, out);
-        pending
+        n
+    }
+
+    /// A wake-up starts: drivers that can stop announcing completions on the eventfd while it
+    /// lasts (see `Driver::quiet`); when all can, only its first reap resets the eventfd.
+    pub fn begin_wake(&mut self) {
+        let mut all = true;
+        for d in self.drivers.iter_mut().flatten() {
+            all &= d.quiet(true);
+        }
+        self.quiet = all;
+    }
+
+    /// The wake-up ends: announcements resume, and what waits unannounced (completions queued
+    /// while the drivers were quiet, or left for the loop's next turn) is announced now.
+    pub fn end_wake(&mut self) {
+        for d in self.drivers.iter_mut().flatten() {
+            d.quiet(false);
+        }
+        self.quiet = false;
+        if self.more() {
+            self.announce();
+        }
     }
 
     /// Makes the ids of the ops delivered since the last call free for new ops.
@@ -745,6 +796,11 @@ impl Inner {
             return;
         }
         self.closed = true;
+        // Announcements back on (a wake-up cut short leaves none off): teardown waits on them.
+        for d in self.drivers.iter_mut().flatten() {
+            d.quiet(false);
+        }
+        self.quiet = false;
         // Staged and held ops never reach the kernel.
         self.staged.clear();
         for (k, rec) in self.ops.iter().enumerate() {
@@ -761,7 +817,7 @@ impl Inner {
         let deadline = Instant::now() + EXIT_WAIT;
         let mut raw = Vec::new();
         loop {
-            let pending = self.gather(&mut raw);
+            let pending = self.gather(&mut raw, true);
             // Out of the kernel: release the memory (no JS is called).
             for (key, _) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {

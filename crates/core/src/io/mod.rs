@@ -169,6 +169,16 @@ pub trait Driver: Send {
     /// that a completion signalled after the reset wakes it again).
     fn reap(&mut self, out: &mut Vec<(u64, i64)>);
 
+    /// `on`: the owner is about to reap for a while (a wake-up of several rounds); the driver
+    /// stops announcing completions on the eventfd if it can, so its reaps neither signal it
+    /// nor need it reset each round. Returns true when the driver's own `prepare_reap` no
+    /// longer signals the eventfd (default: it never does). `off`: announcements resume; the
+    /// owner then asks [`Driver::pending`] and signals the eventfd itself for what arrived
+    /// meanwhile.
+    fn quiet(&mut self, _on: bool) -> bool {
+        true
+    }
+
     /// True when completions are known to wait that `prepare_reap` + `reap` did not take (the
     /// ring posts its deferred task work one kernel batch at a time). They are not announced on
     /// the eventfd again: the caller runs `prepare_reap`, reset, `reap` again while this is

@@ -717,6 +717,29 @@ impl Driver for LocalRing {
         out.append(&mut self.early);
     }
 
+    /// IORING_CQ_EVENTFD_DISABLED while the owner reaps round after round: the kernel neither
+    /// signals the eventfd for the completions it posts in our own io_uring_enter(GETEVENTS)
+    /// nor for those queued meanwhile, and the owner resets the eventfd once per wake-up
+    /// instead of once per round. Only where nothing can go unseen: DEFER_TASKRUN with a
+    /// working IORING_SQ_TASKRUN (a completion queued while quiet sets it, so `pending`
+    /// reports it when the owner turns announcements back on and checks).
+    fn quiet(&mut self, on: bool) -> bool {
+        if self.setup != Setup::DeferTaskrun || !self.taskrun_flag {
+            return false;
+        }
+        let cq = self.ring.completion();
+        if on {
+            cq.disable_eventfd();
+        } else {
+            cq.enable_eventfd();
+            // The kernel sets IORING_SQ_TASKRUN, then reads the CQ flags to decide whether to
+            // signal; we clear the flag, then read IORING_SQ_TASKRUN (`pending`): full fences
+            // on both sides, so at least one of us sees the other's store.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        }
+        true
+    }
+
     /// Completions waiting as task work beyond the batch `prepare_reap` posted, or posted since
     /// the last reap (a submission posts a batch when task work waits, see `submit_inner`): the
     /// owner reaps again (or signals the eventfd) while this is true.
@@ -947,6 +970,61 @@ mod tests {
             eprintln!("64 deferred completions reaped in {reaps} reaps");
         }
         assert!(!notified(&r, 0), "eventfd left signalled");
+    }
+
+    /// A quiet ring (IORING_CQ_EVENTFD_DISABLED while its owner reaps) does not signal the
+    /// eventfd for a completion queued meanwhile, yet `pending` reports it; the reap that
+    /// follows takes it, and once announcements are back on the next completion signals again.
+    #[test]
+    fn a_quiet_ring_signals_nothing_and_pending_reports_what_waits() {
+        let mut r = LocalRing::new(8).unwrap();
+        if !r.quiet(true) {
+            eprintln!(
+                "skipped: no quiet reaping without DEFER_TASKRUN and IORING_SQ_TASKRUN ({:?})",
+                r.setup()
+            );
+            return;
+        }
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let mut bufs: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let kind = OpKind::Read {
+                fd: rx.as_raw_fd(),
+                ptr: b.as_mut_ptr(),
+                len: 1,
+                offset: u64::MAX,
+                buf_index: None,
+            };
+            // SAFETY: bufs and the pipe outlive the completions (reaped below).
+            unsafe {
+                let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
+                r.push_entry(e);
+            }
+        }
+        r.submit();
+        super::super::eventfd::drain(r.notify_fd());
+        // The write queues the first read's completion as task work before it returns.
+        tx.write_all(b"x").unwrap();
+        assert!(!notified(&r, 0), "a quiet ring signalled the eventfd");
+        assert!(
+            r.pending(),
+            "the completion queued while quiet is not reported"
+        );
+        r.prepare_reap();
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(
+            !notified(&r, 0),
+            "posting it in our own GETEVENTS signalled the eventfd"
+        );
+        assert!(!r.quiet(false) || !r.pending());
+        tx.write_all(b"y").unwrap();
+        assert!(notified(&r, 5000), "announcements did not come back");
+        let mut rest = wait(&mut r, 1);
+        out.append(&mut rest);
+        out.sort();
+        assert_eq!(out, vec![(0, 1), (1, 1)]);
     }
 
     /// A submission made while completions wait as task work posts a batch of them in the same
