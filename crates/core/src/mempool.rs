@@ -52,16 +52,38 @@ pub const RETAIN_BYTES: usize = 32 << 20;
 /// Freed mappings larger than this are unmapped at once.
 pub const KEEP_MAP_MAX: usize = 8 << 20;
 
-/// A block handed out by a [`Pool`]: `ptr` is aligned as asked and holds at least the length
-/// asked for; give it back with [`Pool::free`].
+/// A block handed out by a [`Pool`]: [`Block::ptr`] is aligned as asked and holds at least the
+/// length asked for; give it back with [`Pool::free`].
+///
+/// Only [`Pool::alloc`] makes one (its fields are private, it is neither `Clone` nor `Copy`), so
+/// safe code cannot hand [`Pool::free`] memory the pool did not give out, or give a block back
+/// twice:
+///
+/// ```compile_fail
+/// use odirect_core::mempool::{global, Block};
+/// let mut x = [0u8; 64];
+/// global().free(Block { ptr: std::ptr::NonNull::new(x.as_mut_ptr()).unwrap(), size: 64, mapped: false });
+/// ```
 #[derive(Debug)]
 pub struct Block {
-    pub ptr: NonNull<u8>,
+    ptr: NonNull<u8>,
     /// The block's own size: a power of two up to [`REGION`] for a block carved from a region,
     /// else the size of its mapping.
-    pub size: usize,
+    size: usize,
     /// A mapping of its own (not a block of a region).
-    pub mapped: bool,
+    mapped: bool,
+}
+
+impl Block {
+    /// The block's first byte.
+    pub fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The block's own size (at least the length asked for).
+    pub fn size(&self) -> usize {
+        self.size
+    }
 }
 
 // SAFETY: a Block is an address range that its holder owns exclusively, like a Box<[u8]>.
@@ -216,12 +238,14 @@ impl Pool {
         ))
     }
 
-    /// Gives a block back. It must come from this pool's [`Pool::alloc`] and nothing may use its
-    /// memory any more.
+    /// Gives a block back. It must come from this pool's [`Pool::alloc`] (one from another
+    /// [`Pool`] is a logic error: that pool's accounting goes wrong, no memory is shared) and
+    /// nothing may use its memory any more.
     pub fn free(&self, block: Block) {
         let addr = block.ptr.as_ptr() as usize;
         if block.mapped && block.size > KEEP_MAP_MAX {
-            unmap(addr, block.size);
+            // SAFETY: the block's own mapping, which its holder gave up.
+            unsafe { unmap(addr, block.size) };
             return;
         }
         let mut g = self.lock();
@@ -259,7 +283,9 @@ impl Pool {
         }
         drop(g);
         for (a, s) in release {
-            unmap(a, s);
+            // SAFETY: a kept mapping or a wholly free region, just taken off the lists: no block
+            // of it is handed out, and no later alloc can find it.
+            unsafe { unmap(a, s) };
         }
     }
 }
@@ -287,11 +313,15 @@ fn map_aligned(size: usize, align: usize) -> Option<usize> {
     let start = base.next_multiple_of(align);
     let head = start - base;
     let tail = total - head - size;
-    if head > 0 {
-        unmap(base, head);
-    }
-    if tail > 0 {
-        unmap(start + size, tail);
+    // SAFETY: both ranges lie inside the mapping just made and are page aligned; the kept range
+    // [start, start + size) is untouched.
+    unsafe {
+        if head > 0 {
+            unmap(base, head);
+        }
+        if tail > 0 {
+            unmap(start + size, tail);
+        }
     }
     #[cfg(target_os = "linux")]
     // SAFETY: advice on a range of the mapping just made, which nothing uses yet. It fails only
@@ -303,8 +333,12 @@ fn map_aligned(size: usize, align: usize) -> Option<usize> {
     Some(start)
 }
 
-fn unmap(addr: usize, size: usize) {
-    // SAFETY: callers pass a page-aligned range of a mapping of ours that nothing uses any more.
+/// Unmaps `[addr, addr + size)`.
+///
+/// # Safety
+/// A page-aligned range of a mapping this pool made, that nothing uses any more.
+unsafe fn unmap(addr: usize, size: usize) {
+    // SAFETY: forwarded contract.
     unsafe { libc::munmap(addr as *mut libc::c_void, size) };
 }
 
