@@ -156,11 +156,15 @@ impl Pool {
         }
     }
 
-    /// A block of at least `len` (> 0) bytes aligned to `align` (a power of two), zeroed if
-    /// `zeroed` (else it may hold the bytes of a block this pool had handed out before); `None`
-    /// when the system has no memory (or address space) for it.
+    /// A block of at least `len` bytes (at least one) aligned to `align`, zeroed if `zeroed`
+    /// (else it may hold the bytes of a block this pool had handed out before); `None` when
+    /// `align` is not a power of two or the system has no memory (or address space) for it.
     pub fn alloc(&self, len: usize, align: usize, zeroed: bool) -> Option<Block> {
-        debug_assert!(len > 0 && align.is_power_of_two());
+        if !align.is_power_of_two() {
+            // A block is aligned to its power-of-two size: no multiple of 3, say.
+            return None;
+        }
+        let len = len.max(1);
         let need = len.max(align).checked_next_power_of_two()?;
         let (block, dirty) = if need <= REGION {
             let order = need.trailing_zeros().max(min_order());
@@ -382,6 +386,22 @@ mod tests {
                 kept_maps: 0
             }
         );
+    }
+
+    #[test]
+    fn bad_alignments_and_lengths_are_refused_not_misaligned() {
+        let p = Pool::new(0);
+        for align in [0usize, 3, 4097, 3 << 20] {
+            assert!(p.alloc(4096, align, true).is_none(), "align {align}");
+        }
+        assert!(p.alloc(usize::MAX / 2 + 2, 4096, true).is_none());
+        assert!(p.alloc(usize::MAX - 4095, 4096, true).is_none());
+        assert!(p.alloc(1 << 20, 1 << 63, true).is_none());
+        // A zero length is a block all the same (the pointer is real and aligned).
+        let b = p.alloc(0, 4096, true).unwrap();
+        assert_eq!(b.ptr.as_ptr() as usize % 4096, 0);
+        p.free(b);
+        assert_eq!(p.stats().retained, 0);
     }
 
     #[test]
