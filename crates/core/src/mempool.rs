@@ -433,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn dirt_survives_merging_and_splitting() {
+        let p = Pool::new(RETAIN_BYTES);
+        // Every size class, from a small block of a fresh region (its buddies are clean) up:
+        // once written and freed, any block that overlaps it again comes back zeroed.
+        for (small, big) in [
+            (32 << 10, 64 << 10),
+            (32 << 10, REGION),
+            (1 << 20, 64 << 10),
+        ] {
+            let mut a = p.alloc(small, 4096, false).unwrap();
+            bytes(&mut a, small).fill(0xaa);
+            p.free(a);
+            let blocks: Vec<Block> = (0..REGION / big)
+                .map(|_| p.alloc(big, 4096, true).unwrap())
+                .collect();
+            for mut b in blocks {
+                assert!(
+                    bytes(&mut b, big).iter().all(|&x| x == 0),
+                    "{small} then {big}"
+                );
+                bytes(&mut b, big).fill(0xbb);
+                p.free(b);
+            }
+        }
+    }
+
+    #[test]
     fn buddies_share_a_region_and_merge_back() {
         let p = Pool::new(0);
         let a = p.alloc(1 << 20, 4096, true).unwrap();
