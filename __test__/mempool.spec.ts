@@ -270,3 +270,33 @@ test('registered buffers carved from one huge-page region (not at its start) rea
     await fh.close()
   }
 })
+
+test('fh.alloc and allocAligned reusing a block that a collected buffer left dirty are zero', async (t) => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) return t.fail('run with --expose-gc (the ava config passes it)')
+  const fh = await open(path.join(scratch(), 'f'), 'w+')
+  try {
+    for (const size of [64 * KiB, MiB, 3 * MiB]) {
+      const dropped = new Set<number>()
+      ;(() => {
+        for (let i = 0; i < 8; i++) {
+          const b = allocAligned(size)
+          b.fill(STALE)
+          dropped.add(addressOf(b))
+        }
+      })()
+      // Collect until a new buffer lands where a dropped one was (its finalizer gave the block back).
+      let reused: Buffer | undefined
+      for (let round = 0; round < 200 && reused === undefined; round++) {
+        gc()
+        await new Promise<void>((r) => setImmediate(r))
+        const b = round % 2 === 0 ? fh.alloc(size) : allocAligned(size)
+        t.is(firstNot(b, 0), -1, `${size}: a new buffer is zero`)
+        if (dropped.has(addressOf(b))) reused = b
+      }
+      t.truthy(reused, `${size}: no dropped block came back after 200 collections`)
+    }
+  } finally {
+    await fh.close()
+  }
+})
