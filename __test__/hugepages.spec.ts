@@ -34,8 +34,10 @@ function hugeReason(): string | undefined {
   return physicalReason()
 }
 
+// Serial, in this order: the last test turns transparent huge pages off machine-wide, which run
+// beside the others made their memory small pages (and the pool keeps regions faulted in then).
 function testIf(reason: string | undefined, title: string, fn: Parameters<typeof test>[1]): void {
-  if (reason === undefined) test(title, fn)
+  if (reason === undefined) test.serial(title, fn)
   else {
     console.log(`skipped '${title}': ${reason}`)
     test.skip(`${title} (skipped: ${reason})`, fn)

@@ -50,7 +50,7 @@ impl AlignedBuf {
         if len >= pool::MIN_BLOCK || align > crate::align::page_size() {
             let b = pool::global().alloc(len, align, zeroed)?;
             return Some(AlignedBuf {
-                ptr: b.ptr,
+                ptr: b.ptr(),
                 len,
                 mem: Mem::Pool(b),
             });
@@ -81,8 +81,8 @@ impl AlignedBuf {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr points at `len` bytes we own, initialised (zeroed by us or the kernel, or
-        // written since).
+        // SAFETY: ptr points at `len` bytes we own, initialised: zeroed by us or the kernel, or
+        // (a block reused without a memset) the bytes its last holder left, written since or not.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 

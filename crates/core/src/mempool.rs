@@ -52,16 +52,38 @@ pub const RETAIN_BYTES: usize = 32 << 20;
 /// Freed mappings larger than this are unmapped at once.
 pub const KEEP_MAP_MAX: usize = 8 << 20;
 
-/// A block handed out by a [`Pool`]: `ptr` is aligned as asked and holds at least the length
-/// asked for; give it back with [`Pool::free`].
+/// A block handed out by a [`Pool`]: [`Block::ptr`] is aligned as asked and holds at least the
+/// length asked for; give it back with [`Pool::free`].
+///
+/// Only [`Pool::alloc`] makes one (its fields are private, it is neither `Clone` nor `Copy`), so
+/// safe code cannot hand [`Pool::free`] memory the pool did not give out, or give a block back
+/// twice:
+///
+/// ```compile_fail
+/// use odirect_core::mempool::{global, Block};
+/// let mut x = [0u8; 64];
+/// global().free(Block { ptr: std::ptr::NonNull::new(x.as_mut_ptr()).unwrap(), size: 64, mapped: false });
+/// ```
 #[derive(Debug)]
 pub struct Block {
-    pub ptr: NonNull<u8>,
+    ptr: NonNull<u8>,
     /// The block's own size: a power of two up to [`REGION`] for a block carved from a region,
     /// else the size of its mapping.
-    pub size: usize,
+    size: usize,
     /// A mapping of its own (not a block of a region).
-    pub mapped: bool,
+    mapped: bool,
+}
+
+impl Block {
+    /// The block's first byte.
+    pub fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The block's own size (at least the length asked for).
+    pub fn size(&self) -> usize {
+        self.size
+    }
 }
 
 // SAFETY: a Block is an address range that its holder owns exclusively, like a Box<[u8]>.
@@ -134,11 +156,15 @@ impl Pool {
         }
     }
 
-    /// A block of at least `len` (> 0) bytes aligned to `align` (a power of two), zeroed if
-    /// `zeroed` (else it may hold the bytes of a block this pool had handed out before); `None`
-    /// when the system has no memory (or address space) for it.
+    /// A block of at least `len` bytes (at least one) aligned to `align`, zeroed if `zeroed`
+    /// (else it may hold the bytes of a block this pool had handed out before); `None` when
+    /// `align` is not a power of two or the system has no memory (or address space) for it.
     pub fn alloc(&self, len: usize, align: usize, zeroed: bool) -> Option<Block> {
-        debug_assert!(len > 0 && align.is_power_of_two());
+        if !align.is_power_of_two() {
+            // A block is aligned to its power-of-two size: no multiple of 3, say.
+            return None;
+        }
+        let len = len.max(1);
         let need = len.max(align).checked_next_power_of_two()?;
         let (block, dirty) = if need <= REGION {
             let order = need.trailing_zeros().max(min_order());
@@ -216,12 +242,14 @@ impl Pool {
         ))
     }
 
-    /// Gives a block back. It must come from this pool's [`Pool::alloc`] and nothing may use its
-    /// memory any more.
+    /// Gives a block back. It must come from this pool's [`Pool::alloc`] (one from another
+    /// [`Pool`] is a logic error: that pool's accounting goes wrong, no memory is shared) and
+    /// nothing may use its memory any more.
     pub fn free(&self, block: Block) {
         let addr = block.ptr.as_ptr() as usize;
         if block.mapped && block.size > KEEP_MAP_MAX {
-            unmap(addr, block.size);
+            // SAFETY: the block's own mapping, which its holder gave up.
+            unsafe { unmap(addr, block.size) };
             return;
         }
         let mut g = self.lock();
@@ -259,7 +287,9 @@ impl Pool {
         }
         drop(g);
         for (a, s) in release {
-            unmap(a, s);
+            // SAFETY: a kept mapping or a wholly free region, just taken off the lists: no block
+            // of it is handed out, and no later alloc can find it.
+            unsafe { unmap(a, s) };
         }
     }
 }
@@ -287,11 +317,15 @@ fn map_aligned(size: usize, align: usize) -> Option<usize> {
     let start = base.next_multiple_of(align);
     let head = start - base;
     let tail = total - head - size;
-    if head > 0 {
-        unmap(base, head);
-    }
-    if tail > 0 {
-        unmap(start + size, tail);
+    // SAFETY: both ranges lie inside the mapping just made and are page aligned; the kept range
+    // [start, start + size) is untouched.
+    unsafe {
+        if head > 0 {
+            unmap(base, head);
+        }
+        if tail > 0 {
+            unmap(start + size, tail);
+        }
     }
     #[cfg(target_os = "linux")]
     // SAFETY: advice on a range of the mapping just made, which nothing uses yet. It fails only
@@ -303,8 +337,12 @@ fn map_aligned(size: usize, align: usize) -> Option<usize> {
     Some(start)
 }
 
-fn unmap(addr: usize, size: usize) {
-    // SAFETY: callers pass a page-aligned range of a mapping of ours that nothing uses any more.
+/// Unmaps `[addr, addr + size)`.
+///
+/// # Safety
+/// A page-aligned range of a mapping this pool made, that nothing uses any more.
+unsafe fn unmap(addr: usize, size: usize) {
+    // SAFETY: forwarded contract.
     unsafe { libc::munmap(addr as *mut libc::c_void, size) };
 }
 
@@ -351,6 +389,22 @@ mod tests {
     }
 
     #[test]
+    fn bad_alignments_and_lengths_are_refused_not_misaligned() {
+        let p = Pool::new(0);
+        for align in [0usize, 3, 4097, 3 << 20] {
+            assert!(p.alloc(4096, align, true).is_none(), "align {align}");
+        }
+        assert!(p.alloc(usize::MAX / 2 + 2, 4096, true).is_none());
+        assert!(p.alloc(usize::MAX - 4095, 4096, true).is_none());
+        assert!(p.alloc(1 << 20, 1 << 63, true).is_none());
+        // A zero length is a block all the same (the pointer is real and aligned).
+        let b = p.alloc(0, 4096, true).unwrap();
+        assert_eq!(b.ptr.as_ptr() as usize % 4096, 0);
+        p.free(b);
+        assert_eq!(p.stats().retained, 0);
+    }
+
+    #[test]
     fn reuse_gives_the_same_memory_zeroed_or_as_left() {
         let p = Pool::new(RETAIN_BYTES);
         for len in [1 << 20, 4 << 20] {
@@ -376,6 +430,33 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.regions, s.kept_maps), (1, 1));
         assert_eq!(s.retained, REGION + (4 << 20));
+    }
+
+    #[test]
+    fn dirt_survives_merging_and_splitting() {
+        let p = Pool::new(RETAIN_BYTES);
+        // Every size class, from a small block of a fresh region (its buddies are clean) up:
+        // once written and freed, any block that overlaps it again comes back zeroed.
+        for (small, big) in [
+            (32 << 10, 64 << 10),
+            (32 << 10, REGION),
+            (1 << 20, 64 << 10),
+        ] {
+            let mut a = p.alloc(small, 4096, false).unwrap();
+            bytes(&mut a, small).fill(0xaa);
+            p.free(a);
+            let blocks: Vec<Block> = (0..REGION / big)
+                .map(|_| p.alloc(big, 4096, true).unwrap())
+                .collect();
+            for mut b in blocks {
+                assert!(
+                    bytes(&mut b, big).iter().all(|&x| x == 0),
+                    "{small} then {big}"
+                );
+                bytes(&mut b, big).fill(0xbb);
+                p.free(b);
+            }
+        }
     }
 
     #[test]

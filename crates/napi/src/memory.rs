@@ -20,8 +20,6 @@ use crate::status::check;
 /// One odirect-owned aligned allocation.
 pub struct Alloc {
     buf: AlignedBuf,
-    start: usize,
-    len: usize,
 }
 
 impl Alloc {
@@ -29,7 +27,7 @@ impl Alloc {
         self.buf.as_ptr() as *mut u8
     }
     pub fn len(&self) -> usize {
-        self.len
+        self.buf.len()
     }
     pub fn is_empty(&self) -> bool {
         false
@@ -41,9 +39,10 @@ impl Drop for Alloc {
         let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
         // Remove our entry only if it is still ours (a new allocation cannot share the start
         // while we exist, so it is).
-        if let Some((_, w)) = r.get(&self.start) {
+        let start = self.ptr() as usize;
+        if let Some((_, w)) = r.get(&start) {
             if w.strong_count() == 0 {
-                r.remove(&self.start);
+                r.remove(&start);
             }
         }
         // Nothing refers to the block any more (no ArrayBuffer, no op in flight): `buf` goes
@@ -147,11 +146,7 @@ pub unsafe fn external_buffer_with(
     let buf = AlignedBuf::try_new_with(len.max(1), align, zeroed)
         .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
-    let alloc = Arc::new(Alloc {
-        len: buf.len(),
-        buf,
-        start,
-    });
+    let alloc = Arc::new(Alloc { buf });
     registry()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
