@@ -155,8 +155,7 @@ pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Re
     }
     let zeroed = zeroed.unwrap_or(true);
     // SAFETY: env is live for this call.
-    match unsafe { memory::external_buffer_with(env.raw(), size as usize, align as usize, zeroed) }
-    {
+    match unsafe { memory::external_buffer(env.raw(), size as usize, align as usize, zeroed) } {
         // SAFETY: v is a live value created on env in this call.
         Ok(Some(v)) => Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) }),
         Ok(None) => {

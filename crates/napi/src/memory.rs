@@ -114,26 +114,14 @@ unsafe fn nudge_young_gc(env: sys::napi_env) {
 /// a runtime that copies, or refuses external buffers, gets V8-owned memory instead).
 static EXTERNAL_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// A new zeroed ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect.
+/// A new ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect: zeroed,
+/// or with `zeroed: false` possibly holding the bytes of a block this process freed (for callers
+/// that overwrite it before showing any of it).
 /// `Ok(None)`: the runtime does not allow external buffers that share memory (use V8 memory).
 ///
 /// # Safety
 /// `env` must be the live env of the current call.
 pub unsafe fn external_buffer(
-    env: sys::napi_env,
-    len: usize,
-    align: usize,
-) -> Result<Option<sys::napi_value>, String> {
-    // SAFETY: forwarded contract.
-    unsafe { external_buffer_with(env, len, align, true) }
-}
-
-/// As [`external_buffer`]; with `zeroed: false` the memory may hold the bytes of a block this
-/// process freed (for callers that overwrite it before showing any of it).
-///
-/// # Safety
-/// `env` must be the live env of the current call.
-pub unsafe fn external_buffer_with(
     env: sys::napi_env,
     len: usize,
     align: usize,
