@@ -83,8 +83,8 @@ export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
   /** Bytes per write (the block chunks are gathered into), rounded up to the block size. Default 2 MiB. */
   chunkSize?: number
   /**
-   * Writes kept in flight, the next one started as each completes. Default 4. One more full block
-   * is accepted, waiting for a slot; past that the stream applies backpressure.
+   * Writes kept in flight, the next one started as each completes. Default 4. As many more full
+   * blocks are accepted, waiting for a slot; past that the stream applies backpressure.
    */
   writeBehind?: number
   /** Flags used to open a path: 'w' (default), 'wx', 'w+', 'wx+', 'r+'. */
@@ -107,10 +107,12 @@ const MiB = 1024 * 1024
 const DEFAULT_CHUNK = 2 * MiB
 const MAX_DEPTH = 1024
 /**
- * Chunks a stream holds beyond `readAhead` reads (a completed one waiting for a busy consumer) or
- * `writeBehind` writes (a full block waiting for a write to complete). One: more only added
- * memory (with 2 MiB chunks, 4 more grew RSS from 33 to 55 MiB) and first touches of new huge
- * pages, and the device was no busier.
+ * Completed chunks a read stream holds beyond its `readAhead` reads, waiting for a busy
+ * consumer. One: more only added memory (with 2 MiB chunks, 4 more grew RSS from 33 to 55 MiB)
+ * and first touches of new huge pages, and the device was no busier. (The write stream keeps
+ * `writeBehind` full blocks ready instead: this virtio disk completes every write in flight at
+ * once, and a completion restarts only the blocks already full; its blocks are reused, never
+ * garbage.)
  */
 const HELD_EXTRA = 1
 
@@ -578,7 +580,7 @@ export class BlockWriter extends Core {
   #inflight = 0
   /** Full blocks waiting for a free slot: submitted from a completion, so `writeBehind` stay in flight while the producer fills the next. */
   #ready: { buf: Uint8Array; len: number; logical: number }[] = []
-  /** Blocks accepted (in flight + ready) before `write` waits: writeBehind + 1. */
+  /** Blocks accepted (in flight + ready) before `write` waits: 2 x writeBehind. */
   #held = 0
   #error: unknown
   #wake: (() => void) | undefined
@@ -607,7 +609,7 @@ export class BlockWriter extends Core {
       }
       this.#unit = unit
       this.#chunk = Math.min(roundUp(c.chunkSize, unit), Math.floor(MAX_IO_LENGTH / unit) * unit)
-      this.#held = c.writeBehind + HELD_EXTRA
+      this.#held = 2 * c.writeBehind
       this.#pos = c.start
       this.#origSize = (await fh.stat()).size
     } catch (e) {
