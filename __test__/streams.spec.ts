@@ -20,6 +20,7 @@ import {
   DirectIoError,
   DirectReadStream,
   DirectWriteStream,
+  type FileHandle,
   open,
   readableWebStream,
   writableWebStream,
@@ -123,14 +124,15 @@ for (const size of [0, 1, 4095, 4096, 4097, 10 * MiB + 123]) {
 
 test('chunks are aligned views over their own memory, and stay valid when retained', async (t) => {
   const file = path.join(scratch(), 'views.bin')
-  const data = randomBytes(3 * MiB + 5)
+  const data = randomBytes(6 * MiB + 5)
   fs.writeFileSync(file, data)
   const chunks: Buffer[] = []
   for await (const c of createReadStream(file)) chunks.push(c as Buffer)
   t.is(chunks.length, 4)
   const buffers = new Set(chunks.map((c) => c.buffer))
   t.is(buffers.size, chunks.length, 'each chunk has its own ArrayBuffer')
-  for (const c of chunks.slice(0, 3)) t.is(c.length, MiB)
+  // The default chunk: 2 MiB.
+  for (const c of chunks.slice(0, 3)) t.is(c.length, 2 * MiB)
   t.is(chunks[3].length, 5)
   t.is(sha(Buffer.concat(chunks)), sha(data))
 })
@@ -163,7 +165,33 @@ test('start/end ranges (unaligned, inclusive end) match fs.createReadStream', as
   }
 })
 
-test('backpressure: a slow consumer never has more than readAhead reads in flight or buffered', async (t) => {
+/** Waits until `fh` has no op in flight (each completion delivered, and whatever it started finished too). */
+async function settled(fh: FileHandle): Promise<void> {
+  while (fh.stats().inflight > 0) await engineRoundTrip(fh.backend)
+  await engineRoundTrip(fh.backend)
+}
+
+test('reads stay in flight while the consumer holds back: one more chunk waits for it, then it stops', async (t) => {
+  const file = path.join(scratch(), 'ahead.bin')
+  fs.writeFileSync(file, randomBytes(4 * MiB))
+  await using fh = await open(file, 'r')
+  const readAhead = 3
+  const rs = createReadStream(fh, { chunkSize: 64 * 1024, readAhead })
+  // Nobody consumes: the Readable took one chunk into its buffer (its highWaterMark is smaller
+  // than a chunk); the reader refilled from the completions (not from a pull) until one
+  // completed chunk waited beside readAhead reads, and issued nothing after those completed too.
+  await once(rs, 'readable')
+  await settled(fh)
+  t.is(fh.stats().reads, 1 + readAhead + 1)
+  t.is(fh.stats().inflight, 0)
+  await settled(fh)
+  t.is(fh.stats().reads, 1 + readAhead + 1, 'nothing more without a consumer')
+  let n = 0
+  for await (const c of rs) n += (c as Buffer).length
+  t.is(n, 4 * MiB)
+})
+
+test('backpressure: a slow consumer never has more than readAhead reads in flight, nor more than one more chunk buffered', async (t) => {
   const file = path.join(scratch(), 'bp.bin')
   fs.writeFileSync(file, randomBytes(4 * MiB))
   await using fh = await open(file, 'r')
@@ -172,11 +200,10 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
   let got = 0
   let maxInflight = 0
   let maxAhead = 0
-  // Reads must not run ahead while nobody consumes: once the first chunk is buffered and every
-  // completion so far delivered, the stream has issued all it ever will without a consumer.
+  // Reads must not run ahead without bound while nobody consumes.
   await once(rs, 'readable')
-  await engineRoundTrip(fh.backend)
-  t.true(fh.stats().reads + fh.stats().inflight <= readAhead + 1)
+  await settled(fh)
+  t.true(fh.stats().reads + fh.stats().inflight <= readAhead + 2)
   for await (const c of rs) {
     got++
     const s = fh.stats()
@@ -190,8 +217,30 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
   t.is(got, 64)
   t.true(maxInflight <= readAhead, `inflight ${maxInflight}`)
   t.true(maxInflight >= 1)
-  t.true(maxAhead <= readAhead + 1, `ahead ${maxAhead}`)
+  t.true(maxAhead <= readAhead + 2, `ahead ${maxAhead}`)
   t.false(fh.closed, 'a FileHandle passed in is left open')
+})
+
+test('write stream takes writeBehind more blocks while writeBehind writes are in flight, started as they complete, then applies backpressure', async (t) => {
+  const file = path.join(scratch(), 'wbq.bin')
+  await using fh = await open(file, 'w+')
+  const writeBehind = 2
+  const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind })
+  await once(ws, 'ready')
+  // Ten full blocks offered at once; completions reach JS only from the event loop's poll
+  // phase, so until then (ticks and microtasks only) the stream accepts (calls back) the blocks
+  // it can keep: writeBehind in flight, and writeBehind more copied in to start as soon as
+  // writes complete (the callback of the last of them waits for room).
+  let accepted = 0
+  const block = randomBytes(64 * 1024)
+  for (let i = 0; i < 10; i++) ws.write(block, () => accepted++)
+  for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
+  const early = { inflight: fh.stats().inflight, accepted }
+  ws.end()
+  await once(ws, 'finish')
+  t.deepEqual(early, { inflight: writeBehind, accepted: 2 * writeBehind - 1 })
+  t.is(accepted, 10)
+  t.is((await fh.stat()).size, 10 * 64 * 1024)
 })
 
 test('write stream keeps at most writeBehind writes in flight and applies backpressure', async (t) => {
@@ -821,7 +870,7 @@ test('memory: chunks a consumer dropped are collected young (scavenges), as Buff
   t.true(m.major <= 2, `${m.major} mark-compacts`)
 })
 
-test('reuseChunks: a for await loop and a pipeline into sha256 get the right bytes, read into at most readAhead + 2 blocks (in flight, one buffered, one with the consumer)', async (t) => {
+test('reuseChunks: a for await loop and a pipeline into sha256 get the right bytes, read into at most readAhead + 3 blocks (readAhead in flight, one completed, one buffered, one with the consumer)', async (t) => {
   const dir = scratch()
   const file = path.join(dir, 'reuse.bin')
   const data = randomBytes(24 * MiB + 4321)
@@ -844,8 +893,8 @@ test('reuseChunks: a for await loop and a pipeline into sha256 get the right byt
   t.is(h2.digest('hex'), sha(data))
   // 25 chunks each time; without reuse each would have a block of its own.
   t.log(`blocks used: ${seen1.size} (for await), ${seen2.size} (pipeline) for 25 chunks`)
-  t.true(seen1.size <= readAhead + 2, `${seen1.size} blocks for 25 chunks (for await)`)
-  t.true(seen2.size <= readAhead + 2, `${seen2.size} blocks for 25 chunks (pipeline)`)
+  t.true(seen1.size <= readAhead + 3, `${seen1.size} blocks for 25 chunks (for await)`)
+  t.true(seen2.size <= readAhead + 3, `${seen2.size} blocks for 25 chunks (pipeline)`)
 })
 
 test('reuseChunks: a piped destination that works on chunks later keeps them: no chunk it still holds is reused', async (t) => {

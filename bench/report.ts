@@ -6,7 +6,7 @@ import * as path from 'node:path'
 
 import { type EngineId, engineLabel, FIO_PEERS, fmtSize, isVariant, type MachineFacts, type Place, type RunResult, type VariantId, type Workload } from './harness'
 import { type ScalingRow, scalingTable } from './scaling'
-import { STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
+import { ODIRECT_STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
   workload: Workload
@@ -329,8 +329,8 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
       Number.isFinite(x.cpuRatio) ? [`${fmtRatio3(x.cpuRatio)} (${x.cpuPerGiB.toFixed(2)} s/GiB)`, x.cpuRatio <= 1] : undefined,
     )
     if (id === 'stream-read') {
-      // readAhead x chunk + 16 MiB, the bench's streams being 4 x 1 MiB.
-      const limit = STREAM_DEPTH * (STREAM_CHUNK / 2 ** 20) + 16
+      // readAhead x chunk + 16 MiB, the bench's streams being odirect's defaults (4 x 2 MiB).
+      const limit = STREAM_DEPTH * (ODIRECT_STREAM_CHUNK / 2 ** 20) + 16
       streamRow(`${what}: peak RSS growth, no forced GC`, `≤ ${limit} MiB`, a, (x) => (Number.isFinite(x.rssGrowthMiB) ? [`${num(x.rssGrowthMiB)} MiB`, x.rssGrowthMiB <= limit] : undefined))
     }
   }

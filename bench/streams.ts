@@ -33,8 +33,12 @@ export interface StreamWorkload {
   engines: StreamEngineId[]
 }
 
+/** Bytes per I/O of the peers (fio, dd, fs's 1 MiB highWaterMark rows) and of the written source's chunks. */
 export const STREAM_CHUNK = 1 << 20
 export const STREAM_DEPTH = 4
+/** odirect's streams run with their defaults: 2 MiB chunks, readAhead / writeBehind 4. */
+export const ODIRECT_STREAM_CHUNK = 2 << 20
+const ODIRECT_CHUNK_LABEL = `${ODIRECT_STREAM_CHUNK / 2 ** 20} MiB`
 
 export function streamWorkloads(size: number): StreamWorkload[] {
   return [
@@ -51,7 +55,7 @@ export function streamWorkloads(size: number): StreamWorkload[] {
 export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string {
   switch (e) {
     case 'odirect-stream':
-      return w.write ? `odirect createWriteStream (1 MiB, writeBehind ${STREAM_DEPTH}, datasync)` : `odirect createReadStream (1 MiB, readAhead ${STREAM_DEPTH})`
+      return w.write ? `odirect createWriteStream (${ODIRECT_CHUNK_LABEL}, writeBehind ${STREAM_DEPTH}, datasync)` : `odirect createReadStream (${ODIRECT_CHUNK_LABEL}, readAhead ${STREAM_DEPTH})`
     case 'node-fs-stream':
       return w.write ? 'fs.createWriteStream + fsync' : 'fs.createReadStream (default 64 KiB highWaterMark)'
     case 'node-fs-stream-1m':
@@ -61,11 +65,11 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
     case 'odirect-stream-reuse':
       return 'odirect createReadStream (reuseChunks)'
     case 'odirect-web':
-      return w.write ? `odirect writableWebStream (1 MiB, writeBehind ${STREAM_DEPTH}, datasync)` : 'odirect readableWebStream (default reader)'
+      return w.write ? `odirect writableWebStream (${ODIRECT_CHUNK_LABEL}, writeBehind ${STREAM_DEPTH}, datasync)` : 'odirect readableWebStream (default reader)'
     case 'odirect-web-sha':
       return 'odirect readableWebStream → sha256'
     case 'odirect-web-byob':
-      return 'odirect readableWebStream (BYOB reader, 1 MiB views)'
+      return `odirect readableWebStream (BYOB reader, ${ODIRECT_CHUNK_LABEL} views)`
     case 'node-fs-stream-1m-sha':
       return 'fs.createReadStream (1 MiB) → sha256'
     case 'fio-io_uring':
@@ -123,7 +127,7 @@ const drop = (ctx: BenchContext, file: string): void => {
   }
 }
 
-const readOpts = (t: StreamTarget): { chunkSize: number; readAhead: number; end: number } => ({ chunkSize: STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 })
+const readOpts = (t: StreamTarget): { chunkSize: number; readAhead: number; end: number } => ({ chunkSize: ODIRECT_STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 })
 
 /** A plain consumer: counts the bytes of each chunk and drops it. */
 async function count(src: AsyncIterable<Uint8Array>): Promise<number> {
@@ -165,10 +169,10 @@ async function readWeb(t: StreamTarget, hash: boolean): Promise<number> {
   return n
 }
 
-/** A web stream read with a BYOB reader into 1 MiB views (the same memory each time). */
+/** A web stream read with a BYOB reader into views of the stream's chunk size (the same memory each time). */
 async function readByob(t: StreamTarget): Promise<number> {
   const r = readableWebStream(t.file, readOpts(t)).getReader({ mode: 'byob' })
-  let view = new Uint8Array(STREAM_CHUNK)
+  let view = new Uint8Array(ODIRECT_STREAM_CHUNK)
   let n = 0
   for (;;) {
     const { done, value } = await r.read(view)
@@ -211,7 +215,7 @@ function source(size: number): Readable {
   )
 }
 
-const writeOpts = { flags: 'r+' as const, chunkSize: STREAM_CHUNK, writeBehind: STREAM_DEPTH, datasync: true }
+const writeOpts = { flags: 'r+' as const, chunkSize: ODIRECT_STREAM_CHUNK, writeBehind: STREAM_DEPTH, datasync: true }
 
 async function writeOdirect(t: StreamTarget): Promise<void> {
   await pipeline(source(t.size), createWriteStream(t.file, writeOpts))
