@@ -801,6 +801,6 @@ const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes o
   posix_fadvise DONTNEED on the file). "% of file resident after" is \`fincore --bytes\` of the
   file after the run, over N. fio: \`--rw=read\`/\`write\`, 1 MiB blocks, iodepth 4, the same
   io_uring options as above, with its default buffers and with huge-page buffers (the "vs best
-  fio" column divides by the faster of the two), \`--io_size=N\`, no time limit; fio's write
-  figure has no final flush (no \`--end_fsync\`), while odirect's (fdatasync) and node:fs's
-  (fsync) do.`
+  fio" column divides by the faster of the two), \`--io_size=N\`, no time limit; fio's writes
+  end with a flush (\`--end_fsync=1\`), as odirect's (fdatasync), dd's (conv=fdatasync) and
+  node:fs's (fsync) do.`

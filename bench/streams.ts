@@ -246,7 +246,9 @@ function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean, huge: 
   const w: Workload = { id: write ? 'stream-write' : 'stream-read', label: '', write, random: false, bs: STREAM_CHUNK, qd: STREAM_DEPTH, metric: 'mbps', place: 'disk' }
   // One pass over the file: no time limit, no ramp.
   const c: BenchContext = { ...ctx, path: t.file, size: t.size, limit: { durationMs: 0, ops: t.size / STREAM_CHUNK, rampMs: 0 } }
-  const r = spawnSync(ctx.fioPath, fioArgs(c, w, 'io_uring', 1, huge), { encoding: 'utf8', maxBuffer: 64 << 20 })
+  // Writes end with an fdatasync, as the odirect rows (datasync: true) and dd (conv=fdatasync) do.
+  const args = [...fioArgs(c, w, 'io_uring', 1, huge), ...(write ? ['--end_fsync=1'] : [])]
+  const r = spawnSync(ctx.fioPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 })
   if (r.status !== 0 || r.error) {
     const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${(r.stdout ?? '').split('\n{')[0]}`
     return `fio failed: ${text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join(' ') || `exit ${r.status}`}`
