@@ -271,7 +271,9 @@ test('registered buffers carved from one huge-page region (not at its start) rea
   }
 })
 
-test('fh.alloc and allocAligned reusing a block that a collected buffer left dirty are zero', async (t) => {
+// Serial (ava runs serial tests before the concurrent ones): what the pool keeps is process-wide
+// and bounded, so the other tests' allocations running beside it could push the dropped blocks out.
+test.serial('fh.alloc and allocAligned reusing a block that a collected buffer left dirty are zero', async (t) => {
   const gc = (globalThis as { gc?: () => void }).gc
   if (gc === undefined) return t.fail('run with --expose-gc (the ava config passes it)')
   const fh = await open(path.join(scratch(), 'f'), 'w+')
