@@ -351,6 +351,13 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A pool that holds nothing: no region, nothing retained, no kept mapping.
+    const EMPTY: Stats = Stats {
+        regions: 0,
+        retained: 0,
+        kept_maps: 0,
+    };
+
     fn bytes(b: &mut Block, len: usize) -> &mut [u8] {
         // SAFETY: the test owns the block, which holds at least `len` bytes.
         unsafe { std::slice::from_raw_parts_mut(b.ptr.as_ptr(), len) }
@@ -378,14 +385,7 @@ mod tests {
                 p.free(b);
             }
         }
-        assert_eq!(
-            p.stats(),
-            Stats {
-                regions: 0,
-                retained: 0,
-                kept_maps: 0
-            }
-        );
+        assert_eq!(p.stats(), EMPTY);
     }
 
     #[test]
@@ -481,14 +481,7 @@ mod tests {
             "a wholly free region is unmapped over the budget"
         );
         p.free(c);
-        assert_eq!(
-            p.stats(),
-            Stats {
-                regions: 0,
-                retained: 0,
-                kept_maps: 0
-            }
-        );
+        assert_eq!(p.stats(), EMPTY);
     }
 
     #[test]

@@ -924,14 +924,10 @@ mod tests {
         assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
-    /// 64 completions waiting as task work at once (pipe reads woken by one write): one reap
-    /// posts one kernel batch, `pending` reports the rest, which is not announced on the eventfd
-    /// again, and reaping while `pending` takes every one of them, leaving the eventfd quiet.
-    #[test]
-    fn a_burst_of_deferred_completions_is_reaped_batch_by_batch() {
-        let mut r = LocalRing::new(64).unwrap();
-        let (rx, mut tx) = std::io::pipe().unwrap();
-        let mut bufs: Vec<AlignedBuf> = (0..64).map(|_| AlignedBuf::new(4096, 4096)).collect();
+    /// Queues `n` one-byte reads of the pipe `rx` (ids 0..n, each into its own buffer), unsubmitted.
+    /// The caller keeps the buffers and the pipe until the completions are reaped.
+    fn queue_pipe_reads(r: &mut LocalRing, rx: &std::io::PipeReader, n: usize) -> Vec<AlignedBuf> {
+        let mut bufs: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::new(4096, 4096)).collect();
         for (i, b) in bufs.iter_mut().enumerate() {
             let kind = OpKind::Read {
                 fd: rx.as_raw_fd(),
@@ -940,12 +936,24 @@ mod tests {
                 offset: u64::MAX,
                 buf_index: None,
             };
-            // SAFETY: bufs and the pipe outlive the completions (reaped below).
+            // SAFETY: the caller keeps the buffers (returned) and the pipe alive until the
+            // completions are reaped, as the tests below do.
             unsafe {
                 let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
                 r.push_entry(e);
             }
         }
+        bufs
+    }
+
+    /// 64 completions waiting as task work at once (pipe reads woken by one write): one reap
+    /// posts one kernel batch, `pending` reports the rest, which is not announced on the eventfd
+    /// again, and reaping while `pending` takes every one of them, leaving the eventfd quiet.
+    #[test]
+    fn a_burst_of_deferred_completions_is_reaped_batch_by_batch() {
+        let mut r = LocalRing::new(64).unwrap();
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 64);
         r.submit();
         let bytes = [b'x'; 64];
         tx.write_all(&bytes).unwrap();
@@ -986,21 +994,7 @@ mod tests {
             return;
         }
         let (rx, mut tx) = std::io::pipe().unwrap();
-        let mut bufs: Vec<AlignedBuf> = (0..2).map(|_| AlignedBuf::new(4096, 4096)).collect();
-        for (i, b) in bufs.iter_mut().enumerate() {
-            let kind = OpKind::Read {
-                fd: rx.as_raw_fd(),
-                ptr: b.as_mut_ptr(),
-                len: 1,
-                offset: u64::MAX,
-                buf_index: None,
-            };
-            // SAFETY: bufs and the pipe outlive the completions (reaped below).
-            unsafe {
-                let e = r.sqe(i as u64, &kind, None, None, false).unwrap();
-                r.push_entry(e);
-            }
-        }
+        let _bufs = queue_pipe_reads(&mut r, &rx, 2);
         r.submit();
         super::super::eventfd::drain(r.notify_fd());
         // The write queues the first read's completion as task work before it returns.
