@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+
 import { countArg } from './args'
 import { allocAligned, allocSmallPages, PAGE_SIZE } from './buffers'
 import { type BackendName, backendIndex, type Engine } from './engine'
@@ -60,6 +62,16 @@ function isMemlock(errno: number): boolean {
   return errno === E.ENOMEM || errno === E.EPERM || errno === E.EAGAIN
 }
 
+/** ', N bytes': this process's soft RLIMIT_MEMLOCK, from /proc/self/limits ('' if unreadable). */
+function memlockLimit(): string {
+  try {
+    const m = /^Max locked memory\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    return m ? `, ${m[1]}${m[1] === 'unlimited' ? '' : ' bytes'}` : ''
+  } catch {
+    return ''
+  }
+}
+
 export function registerBuffers(engine: Engine, backend: BackendName, count: number, size: number, alignment: number, onRelease: (r: RegisteredBuffers) => void = () => {}): RegisteredBuffers {
   countArg(count, 'count', 16384, 'io_uring takes at most 16384 registered buffers')
   countArg(size, 'size', 1 << 30, 'io_uring registers buffers of up to 1 GiB each')
@@ -93,7 +105,7 @@ export function registerBuffers(engine: Engine, backend: BackendName, count: num
     if (isMemlock(errno)) {
       throw misuse(
         'ERR_ODIRECT_MEMLOCK',
-        `pinning ${count} x ${len} bytes failed with ${e.code}: RLIMIT_MEMLOCK (locked-memory limit) is too low`,
+        `pinning ${count} x ${len} bytes failed with ${e.code}: RLIMIT_MEMLOCK (locked-memory limit${memlockLimit()}) is too low`,
         'raise it: `ulimit -l unlimited` in the shell, `prlimit --memlock=unlimited --pid <pid>`, LimitMEMLOCK= in a systemd unit, --ulimit memlock=-1 for docker; or register fewer/smaller buffers, or do without registration' +
           (backend === 'io_uring' ? ' (io_uring charges memory on a transparent huge page per whole 2 MiB page; odirect already retried on small pages, charged 4 KiB each)' : ''),
         { errno: e.errno, syscall: e.syscall, length: count * len, cause: e },
