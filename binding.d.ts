@@ -128,8 +128,10 @@ export interface AlignmentInfo {
  * odirect owns (freed after the ArrayBuffer is collected and the last op on it completed).
  * `null` where the runtime does not share external ArrayBuffer memory (V8 sandbox, copies).
  * `zeroed: false` (the streams, which overwrite it): a reused block keeps its old bytes.
+ * `smallPages: true` (registered buffers under a small RLIMIT_MEMLOCK): zeroed memory that is
+ * never on a transparent huge page.
  */
-export declare function allocOwned(size: number, align: number, zeroed?: boolean | undefined | null): ArrayBuffer | null
+export declare function allocOwned(size: number, align: number, zeroed?: boolean | undefined | null, smallPages?: boolean | undefined | null): ArrayBuffer | null
 
 /**
  * Backends, by the index every engine method takes (shared with TypeScript through the

@@ -5,7 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { DirectIoError, open } from '../dist/index.js'
 
@@ -57,22 +57,66 @@ test('registerBuffers validates its arguments', async (t) => {
   t.throws(() => fh.registerBuffers(1, 2 ** 31), { code: 'ERR_OUT_OF_RANGE' })
 })
 
-const memlockTitle = 'a too-low RLIMIT_MEMLOCK gives ERR_ODIRECT_MEMLOCK naming the limit and the fix'
 const hasTools = spawnSync('sh', ['-c', 'command -v prlimit && command -v setpriv']).status === 0
-if (!hasTools) console.log(`skipping "${memlockTitle}": prlimit/setpriv (util-linux) not installed`)
-;(hasTools ? test : test.skip)(memlockTitle, (t) => {
+const memlockTest = (title: string, body: (t: ExecutionContext) => void): void => {
+  if (!hasTools) console.log(`skipping "${title}": prlimit/setpriv (util-linux) not installed`)
+  ;(hasTools ? test : test.skip)(title, body)
+}
+
+/**
+ * Runs `body` (the text of an async function of an open FileHandle `fh` on this backend, whose
+ * result is printed as JSON; a thrown error prints its code, message and hint) in a child node
+ * under an RLIMIT_MEMLOCK of `limit` bytes, without CAP_IPC_LOCK.
+ */
+function underMemlock(t: ExecutionContext, limit: number, file: string, body: string): unknown {
   const script = `
     const { open } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
-    open(${JSON.stringify(path.join(dir, 'lim.bin'))}, 'w+', { backend: ${JSON.stringify(BACKEND)} }).then((fh) => {
-      try { fh.registerBuffers(64, 1 << 20); console.log('NO ERROR') }
+    open(${JSON.stringify(path.join(dir, file))}, 'w+', { backend: ${JSON.stringify(BACKEND)} }).then(async (fh) => {
+      try { console.log(JSON.stringify(await (${body})(fh))) }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, hint: e.hint })) }
       return fh.close()
     })`
   // Root has CAP_IPC_LOCK, which lifts the limit: drop it so the limit applies, as for a normal user.
-  const r = spawnSync('prlimit', ['--memlock=65536:65536', 'setpriv', '--inh-caps=-ipc_lock', '--bounding-set=-ipc_lock', process.execPath, '-e', script], { encoding: 'utf8' })
+  const r = spawnSync('prlimit', [`--memlock=${limit}:${limit}`, 'setpriv', '--inh-caps=-ipc_lock', '--bounding-set=-ipc_lock', process.execPath, '-e', script], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
-  const out = JSON.parse(r.stdout.trim()) as { code: string; message: string; hint: string }
+  return JSON.parse(r.stdout.trim())
+}
+
+memlockTest('a too-low RLIMIT_MEMLOCK gives ERR_ODIRECT_MEMLOCK naming the limit and the fix', (t) => {
+  const out = underMemlock(t, 65536, 'lim.bin', '(fh) => { fh.registerBuffers(64, 1 << 20); return "NO ERROR" }') as { code: string; message: string; hint: string }
   t.is(out.code, 'ERR_ODIRECT_MEMLOCK')
   t.regex(out.message, /RLIMIT_MEMLOCK/)
   t.regex(out.hint, /ulimit -l/)
+})
+
+// odirect's memory from 32 KiB up is on 2 MiB transparent huge pages, and io_uring charges a
+// registered buffer's whole huge page to RLIMIT_MEMLOCK: registerBuffers takes small pages when
+// that charge does not fit, so what fit before huge pages still fits.
+memlockTest('under a 1 MiB RLIMIT_MEMLOCK, registered buffers that fit on small pages register and work', (t) => {
+  const out = underMemlock(
+    t,
+    1 << 20,
+    'small.bin',
+    `async (fh) => {
+      const got = []
+      for (const [count, size] of [[1, 65536], [4, 131072]]) {
+        const reg = fh.registerBuffers(count, size)
+        reg.buffers.forEach((b, i) => b.fill(0x10 * count + i + 1))
+        for (const [i, b] of reg.buffers.entries()) await fh.write(b, { position: i * size })
+        for (const b of reg.buffers) b.fill(0)
+        // Read each buffer's bytes back into another one (the last into the first).
+        for (const [i, b] of reg.buffers.entries()) await fh.read(b, { position: ((i + 1) % count) * size })
+        got.push(reg.buffers.map((b, i) => b.every((x) => x === 0x10 * count + ((i + 1) % count) + 1) && b.length === size))
+      }
+      let tooBig
+      try { fh.registerBuffers(2, 1 << 20); tooBig = 'NO ERROR' }
+      catch (e) { tooBig = { code: e.code, message: e.message, hint: e.hint } }
+      return { backend: fh.backend, got, tooBig }
+    }`,
+  ) as { backend: string; got: boolean[][]; tooBig: { code: string; message: string; hint: string } }
+  t.deepEqual(out.got, [[true], [true, true, true, true]], JSON.stringify(out))
+  // 2 MiB do not fit in 1 MiB on any pages: the typed error.
+  t.is(out.tooBig.code, 'ERR_ODIRECT_MEMLOCK', JSON.stringify(out))
+  t.regex(out.tooBig.message, /RLIMIT_MEMLOCK \(locked-memory limit, 1048576 bytes\)/)
+  if (out.backend === 'io_uring') t.regex(out.tooBig.hint, /per whole 2 MiB page/)
 })

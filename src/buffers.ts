@@ -63,14 +63,23 @@ export function allocForOverwrite(size: number, alignment: number): Buffer {
   return allocAlignedInner(size, alignment, false)
 }
 
-function allocAlignedInner(size: number, alignment: number, zeroed = true): Buffer {
+/**
+ * For registered buffers under a small RLIMIT_MEMLOCK: as allocAligned, but never on a
+ * transparent huge page (io_uring charges a pinned huge page's whole 2 MiB to the limit).
+ * @internal
+ */
+export function allocSmallPages(size: number, alignment: number): Buffer {
+  return allocAlignedInner(size, alignment, true, true)
+}
+
+function allocAlignedInner(size: number, alignment: number, zeroed = true, smallPages = false): Buffer {
   countArg(size, 'size', MAX_IO_LENGTH, 'pass the number of bytes to allocate, e.g. 1 << 20 (at most what one I/O can move; allocate several buffers for more)')
   if (typeof alignment !== 'number' || !isPow2(alignment) || alignment > 1 << 30) {
     throw misuse('ERR_INVALID_ARG_VALUE', `alignment must be a power of two up to 1 GiB, got ${describe(alignment)}`, 'use 512, 4096 (the default) or fh.alignment.memory')
   }
   let owned: ArrayBuffer | null
   try {
-    owned = native.allocOwned(size, alignment, zeroed)
+    owned = native.allocOwned(size, alignment, zeroed, smallPages)
   } catch (e) {
     throw misuse('ERR_ODIRECT_NOMEM', `cannot allocate ${size} bytes aligned to ${alignment}: ${(e as Error).message}`, 'allocate less, or free buffers you no longer use', { cause: e })
   }

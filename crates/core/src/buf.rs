@@ -5,7 +5,7 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 
-use crate::mempool::{self as pool, Block};
+use crate::mempool::{self as pool, Block, SmallPages};
 
 /// A zeroed (or, if asked, recycled) aligned block: from [`MIN_BLOCK`](crate::mempool::MIN_BLOCK) (32 KiB)
 /// up, or for alignment above a page, from the process-wide [`mempool`](crate::mempool), which backs it with
@@ -21,6 +21,7 @@ pub struct AlignedBuf {
 enum Mem {
     Heap(Layout),
     Pool(Block),
+    Small(SmallPages),
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
@@ -64,6 +65,20 @@ impl AlignedBuf {
         })
     }
 
+    /// A zeroed block of `len` bytes aligned to `align` (a power of two) that is never on a
+    /// transparent huge page: a mapping of its own marked `MADV_NOHUGEPAGE` (see
+    /// [`mempool::small_pages`](crate::mempool::small_pages)), for memory pinned under a small
+    /// RLIMIT_MEMLOCK. `None` as for [`AlignedBuf::try_new`].
+    pub fn try_new_small_pages(len: usize, align: usize) -> Option<AlignedBuf> {
+        let len = len.max(1);
+        let m = pool::small_pages(len, align)?;
+        Some(AlignedBuf {
+            ptr: m.ptr(),
+            len,
+            mem: Mem::Small(m),
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -97,6 +112,8 @@ impl Drop for AlignedBuf {
         match std::mem::replace(&mut self.mem, Mem::Heap(Layout::new::<u8>())) {
             // Nothing uses the block any more: back to the pool.
             Mem::Pool(b) => pool::global().free(b),
+            // Unmapped as it drops.
+            Mem::Small(m) => drop(m),
             // SAFETY: allocated in `try_new_with` with this very layout.
             Mem::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), layout) },
         }
@@ -117,6 +134,47 @@ mod tests {
                 assert!(b.as_slice().iter().all(|&x| x == 0));
             }
         }
+    }
+
+    /// The VmFlags line of the /proc/self/smaps entry of the mapping that holds `addr`.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ').filter(|(r, _)| r.contains('-')) {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        inside = (a..b).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if inside && line.starts_with("VmFlags:") {
+                return line.to_string();
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn small_pages_are_aligned_zeroed_and_never_huge() {
+        for align in [512usize, 4096, 1 << 21] {
+            for len in [1usize, 64 << 10, 4 << 20] {
+                let mut b = AlignedBuf::try_new_small_pages(len, align).unwrap();
+                assert_eq!((b.len(), b.as_ptr() as usize % align), (len, 0));
+                assert!(b.as_slice().iter().all(|&x| x == 0));
+                b.as_mut_slice().fill(0x5a);
+                // Marked against transparent huge pages ("nh"), where a pool block is marked for
+                // them ("hg").
+                let flags = vm_flags(b.as_ptr() as usize);
+                assert!(flags.contains(" nh"), "{flags}");
+            }
+        }
+        assert!(AlignedBuf::try_new_small_pages(4096, 3).is_none());
+        let pooled = AlignedBuf::new(64 << 10, 4096);
+        assert!(vm_flags(pooled.as_ptr() as usize).contains(" hg"));
     }
 
     #[test]

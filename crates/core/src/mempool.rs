@@ -197,7 +197,7 @@ impl Pool {
                 (a, d, o)
             }
             None => {
-                let base = map_aligned(REGION, REGION)?;
+                let base = map_aligned(REGION, REGION, true)?;
                 g.regions += 1;
                 g.retained += REGION;
                 (base, false, TOP_ORDER)
@@ -230,7 +230,7 @@ impl Pool {
         };
         let (addr, dirty) = match kept {
             Some(a) => (a, true),
-            None => (map_aligned(size, align.max(REGION))?, false),
+            None => (map_aligned(size, align.max(REGION), true)?, false),
         };
         Some((
             Block {
@@ -294,9 +294,58 @@ impl Pool {
     }
 }
 
+/// Memory of its own on small pages: a zeroed anonymous mapping of at least `len` bytes (at
+/// least one) at a multiple of `align` (a power of two), marked `MADV_NOHUGEPAGE`, so the kernel
+/// never backs it with a transparent huge page (not at a fault, not later in khugepaged). For
+/// memory pinned under a small RLIMIT_MEMLOCK: io_uring charges a registered buffer's whole
+/// compound page, 2 MiB for any part of a huge page, and 4 KiB per small page. `None` for a bad
+/// alignment or when the system has no memory (or address space) for it; give it back with
+/// [`SmallPages`]'s drop.
+pub fn small_pages(len: usize, align: usize) -> Option<SmallPages> {
+    if !align.is_power_of_two() {
+        return None;
+    }
+    let page = crate::align::page_size();
+    let size = len.max(1).checked_next_multiple_of(page)?;
+    let addr = map_aligned(size, align.max(page), false)?;
+    Some(SmallPages {
+        ptr: NonNull::new(addr as *mut u8)?,
+        size,
+    })
+}
+
+/// A mapping made by [`small_pages`], unmapped when dropped.
+#[derive(Debug)]
+pub struct SmallPages {
+    ptr: NonNull<u8>,
+    size: usize,
+}
+
+impl SmallPages {
+    /// The mapping's first byte.
+    pub fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The mapping's size (the length asked for, rounded up to whole pages).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for SmallPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping small_pages made for this value alone; its holder is done with it.
+        unsafe { unmap(self.ptr.as_ptr() as usize, self.size) };
+    }
+}
+
+// SAFETY: an address range its holder owns exclusively, like a Box<[u8]>.
+unsafe impl Send for SmallPages {}
+
 /// A new anonymous mapping of `size` bytes at a multiple of `align` (a power of two, at least a
-/// page), marked for transparent huge pages.
-fn map_aligned(size: usize, align: usize) -> Option<usize> {
+/// page), marked for transparent huge pages (`huge`) or against them.
+fn map_aligned(size: usize, align: usize, huge: bool) -> Option<usize> {
     // Map `align` more and unmap the unaligned head and the tail.
     let total = size.checked_add(align)?;
     // SAFETY: an anonymous private mapping; no memory of ours is involved.
@@ -330,9 +379,14 @@ fn map_aligned(size: usize, align: usize) -> Option<usize> {
     #[cfg(target_os = "linux")]
     // SAFETY: advice on a range of the mapping just made, which nothing uses yet. It fails only
     // where the kernel has no transparent huge pages (EINVAL): small pages then, nothing else
-    // changes.
+    // changes (and NOHUGEPAGE asks for what such a kernel does anyway).
     unsafe {
-        libc::madvise(start as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        let advice = if huge {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
+        libc::madvise(start as *mut libc::c_void, size, advice);
     }
     Some(start)
 }

@@ -148,14 +148,24 @@ pub fn is_detached(env: Env, value: Unknown) -> Result<bool> {
 /// odirect owns (freed after the ArrayBuffer is collected and the last op on it completed).
 /// `null` where the runtime does not share external ArrayBuffer memory (V8 sandbox, copies).
 /// `zeroed: false` (the streams, which overwrite it): a reused block keeps its old bytes.
+/// `smallPages: true` (registered buffers under a small RLIMIT_MEMLOCK): zeroed memory that is
+/// never on a transparent huge page.
 #[napi(ts_return_type = "ArrayBuffer | null")]
-pub fn alloc_owned(env: &Env, size: f64, align: u32, zeroed: Option<bool>) -> Result<Unknown<'_>> {
+pub fn alloc_owned(
+    env: &Env,
+    size: f64,
+    align: u32,
+    zeroed: Option<bool>,
+    small_pages: Option<bool>,
+) -> Result<Unknown<'_>> {
     if !((1.0..=consts::MAX_IO_LENGTH as f64).contains(&size) && align.is_power_of_two()) {
         return Err(err("bad size or alignment"));
     }
-    let zeroed = zeroed.unwrap_or(true);
+    let (zeroed, small) = (zeroed.unwrap_or(true), small_pages.unwrap_or(false));
     // SAFETY: env is live for this call.
-    match unsafe { memory::external_buffer(env.raw(), size as usize, align as usize, zeroed) } {
+    match unsafe {
+        memory::external_buffer(env.raw(), size as usize, align as usize, zeroed, small)
+    } {
         // SAFETY: v is a live value created on env in this call.
         Ok(Some(v)) => Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) }),
         Ok(None) => {

@@ -116,7 +116,9 @@ static EXTERNAL_OK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::n
 
 /// A new ArrayBuffer of `len` bytes at an address aligned to `align`, owned by odirect: zeroed,
 /// or with `zeroed: false` possibly holding the bytes of a block this process freed (for callers
-/// that overwrite it before showing any of it).
+/// that overwrite it before showing any of it); with `small_pages`, zeroed and never on a
+/// transparent huge page (`AlignedBuf::try_new_small_pages`: pinned memory under a small
+/// RLIMIT_MEMLOCK).
 /// `Ok(None)`: the runtime does not allow external buffers that share memory (use V8 memory).
 ///
 /// # Safety
@@ -126,13 +128,18 @@ pub unsafe fn external_buffer(
     len: usize,
     align: usize,
     zeroed: bool,
+    small_pages: bool,
 ) -> Result<Option<sys::napi_value>, String> {
     use std::sync::atomic::Ordering;
     if EXTERNAL_OK.load(Ordering::Relaxed) == 2 {
         return Ok(None);
     }
-    let buf = AlignedBuf::try_new_with(len.max(1), align, zeroed)
-        .ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
+    let buf = if small_pages {
+        AlignedBuf::try_new_small_pages(len.max(1), align)
+    } else {
+        AlignedBuf::try_new_with(len.max(1), align, zeroed)
+    };
+    let buf = buf.ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
     let alloc = Arc::new(Alloc { buf });
     registry()
