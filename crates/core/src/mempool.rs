@@ -546,41 +546,26 @@ mod tests {
             .collect();
         let lowest = blocks.iter().map(|b| b.ptr).min().unwrap();
         assert_eq!(p.stats().regions, 8);
+        // What the budget keeps once everything is free: three whole regions.
+        let three_kept = Stats {
+            regions: 3,
+            retained: 3 * REGION,
+            kept_maps: 0,
+        };
         for b in blocks {
             p.free(b);
         }
-        assert_eq!(
-            p.stats(),
-            Stats {
-                regions: 3,
-                retained: 3 * REGION,
-                kept_maps: 0
-            }
-        );
+        assert_eq!(p.stats(), three_kept);
         // Over the budget a freed mapping goes first (regions serve every size).
         let big = p.alloc(4 << 20, 4096, false).unwrap();
         p.free(big);
-        assert_eq!(
-            p.stats(),
-            Stats {
-                regions: 3,
-                retained: 3 * REGION,
-                kept_maps: 0
-            }
-        );
+        assert_eq!(p.stats(), three_kept);
         // Blocks come lowest address first, from the regions kept: the lowest was kept.
         let b = p.alloc(64 << 10, 4096, true).unwrap();
         assert_eq!(b.ptr, lowest);
         assert_eq!(p.stats().regions, 3);
         p.free(b);
-        assert_eq!(
-            p.stats(),
-            Stats {
-                regions: 3,
-                retained: 3 * REGION,
-                kept_maps: 0
-            }
-        );
+        assert_eq!(p.stats(), three_kept);
     }
 
     /// Marks a block as its holder's: one byte per page (enough to see two holders overlap).
