@@ -93,6 +93,8 @@ export declare class NativeEngine {
   closeSync(fd: number): boolean
   /** Ops staged or in flight whose completion has not reached JS. */
   get inflight(): number
+  /** Ops staged and not yet handed to the kernel (the next flush submits them). */
+  get staged(): number
   /** How completions reach JS: "libuv" (uv_poll on the loop) or "thread" (reaper thread). */
   get path(): string
   /**

@@ -894,4 +894,9 @@ impl Inner {
     pub fn inflight(&self) -> usize {
         self.inflight
     }
+
+    /// Ops staged and not yet handed to their driver (see [`Inner::flush`]).
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
 }

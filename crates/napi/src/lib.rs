@@ -425,6 +425,12 @@ impl NativeEngine {
         self.with(|e| e.inflight() as u32)
     }
 
+    /// Ops staged and not yet handed to the kernel (the next flush submits them).
+    #[napi(getter)]
+    pub fn staged(&self) -> Result<u32> {
+        self.with(|e| e.staged() as u32)
+    }
+
     /// How completions reach JS: "libuv" (uv_poll on the loop) or "thread" (reaper thread).
     #[napi(getter)]
     pub fn path(&self) -> Result<String> {
