@@ -25,6 +25,7 @@ import {
   readableWebStream,
   writableWebStream,
 } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
 import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
@@ -241,6 +242,77 @@ test('write stream takes writeBehind more blocks while writeBehind writes are in
   t.deepEqual(early, { inflight: writeBehind, accepted: 2 * writeBehind - 1 })
   t.is(accepted, 10)
   t.is((await fh.stat()).size, 10 * 64 * 1024)
+})
+
+/** A directory on tmpfs (removed after the test): its direct I/O completes within the submission, so every op in flight reaches JS in one delivery. */
+function shmDir(t: ExecutionContext): string {
+  const dir = fs.mkdtempSync('/dev/shm/odirect-streams-')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/**
+ * Replaces `fh[method]` (as the stream calls it) by a wrapper that records how many ops the
+ * engine has staged (not yet handed to the kernel) when the first call of each synchronous run
+ * of calls is made.
+ */
+function stagedAtBursts(fh: FileHandle, method: 'read' | 'write'): number[] {
+  const engine = getEngine().native
+  const seen: number[] = []
+  const orig = (fh[method] as (...a: unknown[]) => Promise<unknown>).bind(fh)
+  let inRun = false
+  const wrapped = (...a: unknown[]): Promise<unknown> => {
+    if (!inRun) {
+      inRun = true
+      seen.push(engine.staged)
+      queueMicrotask(() => (inRun = false))
+    }
+    return orig(...a)
+  }
+  Object.defineProperty(fh, method, { value: wrapped })
+  return seen
+}
+
+test('a read refilled from a completion is handed to the kernel at once, not after the microtasks queued before the engine\'s flush', async (t) => {
+  const file = path.join(shmDir(t), 'refill.bin')
+  const data = randomBytes(4 * MiB)
+  fs.writeFileSync(file, data)
+  await using fh = await open(file, 'r')
+  t.true(fh.direct)
+  // readAhead reads complete together; each refill (from a completion, or from the pull that
+  // takes a chunk) goes to the kernel before control leaves the stream: a later refill never
+  // finds an earlier one still staged.
+  const staged = stagedAtBursts(fh, 'read')
+  const parts: Buffer[] = []
+  for await (const c of createReadStream(fh, { chunkSize: 64 * 1024, readAhead: 4 })) parts.push(c as Buffer)
+  t.true(staged.length > 1)
+  t.deepEqual(
+    staged.filter((n) => n !== 0),
+    [],
+  )
+  t.true(Buffer.concat(parts).equals(data))
+})
+
+test('a write started by a completion is handed to the kernel at once, not after the other completions of its delivery', async (t) => {
+  const file = path.join(shmDir(t), 'refill.bin')
+  await using fh = await open(file, 'w+')
+  t.true(fh.direct)
+  // Each fh.write the stream makes finds nothing staged: the write before it (started by an
+  // earlier completion of the same delivery, or by the producer) was submitted already.
+  const staged: number[] = []
+  const write = fh.write.bind(fh) as (...a: unknown[]) => Promise<unknown>
+  Object.defineProperty(fh, 'write', { value: (...a: unknown[]) => (staged.push(getEngine().native.staged), write(...a)) })
+  const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind: 4 })
+  const blocks = Array.from({ length: 32 }, () => randomBytes(64 * 1024))
+  for (const b of blocks) ws.write(b)
+  ws.end()
+  await once(ws, 'finish')
+  t.is(staged.length, 32)
+  t.deepEqual(
+    staged.filter((n) => n !== 0),
+    [],
+  )
+  t.true(fs.readFileSync(file).equals(Buffer.concat(blocks)))
 })
 
 test('write stream keeps at most writeBehind writes in flight and applies backpressure', async (t) => {

@@ -8,7 +8,7 @@ import { setMaxListeners } from 'node:events'
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
 import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
-import type { BackendName } from '../engine'
+import { type BackendName, getEngine } from '../engine'
 import { syncParentDir } from '../dirsync'
 import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
@@ -161,6 +161,23 @@ export interface WriteConfig extends BaseConfig {
 }
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
+
+/**
+ * Hands the ops staged so far to the kernel now, instead of at the end of the microtask
+ * checkpoint (the engine's own flush, queued when the first op of a tick is staged). A stream
+ * refilling the device's queue from a completion otherwise waits behind every microtask queued
+ * before that flush: the other completions of the same delivery, the consumer's work on the
+ * chunks just handed over, a producer resumed. Block tracepoints on the repository's virtio disk
+ * (bench/phases.cjs): reap to next read submitted 100-240 µs before, 40-90 µs after; reap to the
+ * write refill 170-300 µs before, 110-125 µs after.
+ */
+function submitNow(): void {
+  try {
+    getEngine().native.flush()
+  } catch {
+    // The engine is shutting down: its own flush (or teardown) deals with what is staged.
+  }
+}
 
 /**
  * The target and the options common to both directions. `first` is the first argument (a path,
@@ -468,12 +485,15 @@ export class BlockReader extends Core {
     // open, or more if the file grew), plus one block-sized read past it to see the end of file.
     const known = roundUp(this.#size, this.#unit)
     const ahead = this.#cfg.readAhead
+    let issued = false
     while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
       const pos = this.#next
       const len = Math.min(this.#chunk, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
       this.#next += len
       this.#queue.push(this.#issue(fh, pos, len, 0))
+      issued = true
     }
+    if (issued) submitNow()
   }
 
   #end(): void {
@@ -513,6 +533,7 @@ export class BlockReader extends Core {
         // from the block holding the first missing byte.
         const p = fh.direct ? Math.floor(at / this.#unit) * this.#unit : at
         this.#queue.unshift(this.#issue(fh, p, slot.pos + slot.len - p, at - p))
+        submitNow()
       } else {
         // No progress: the file shrank, or the kernel keeps returning partial blocks.
         this.#size = (await fh.stat()).size
@@ -639,6 +660,7 @@ export class BlockWriter extends Core {
   }
 
   #start(fh: FileHandle): void {
+    let started = false
     while (this.#inflight < this.#cfg.writeBehind && this.#ready.length > 0 && this.#error === undefined && !this.dead) {
       const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
       const entry: WriteEntry = { logical, state: 'pending' }
@@ -667,7 +689,9 @@ export class BlockWriter extends Core {
           },
         ),
       )
+      started = true
     }
+    if (started) submitNow()
   }
 
   /** Waits until at most `limit` blocks are queued or unconfirmed, and at most `ready` wait for a slot (or an error). */
