@@ -253,7 +253,7 @@ function shmDir(t: ExecutionContext): string {
 
 /**
  * Replaces `fh[method]` (as the stream calls it) by a wrapper that records how many ops the
- * engine has staged (not yet handed to the kernel) when the first call of each synchronous run
+ * engine (the thread's, shared by every test of this file: tests using it run serially) has staged (not yet handed to the kernel) when the first call of each synchronous run
  * of calls is made.
  */
 function stagedAtBursts(fh: FileHandle, method: 'read' | 'write'): number[] {
@@ -273,7 +273,7 @@ function stagedAtBursts(fh: FileHandle, method: 'read' | 'write'): number[] {
   return seen
 }
 
-test('a read refilled from a completion is handed to the kernel at once, not after the microtasks queued before the engine\'s flush', async (t) => {
+test.serial('a read refilled from a completion is handed to the kernel at once, not after the microtasks queued before the engine\'s flush', async (t) => {
   const file = path.join(shmDir(t), 'refill.bin')
   const data = randomBytes(4 * MiB)
   fs.writeFileSync(file, data)
@@ -293,7 +293,7 @@ test('a read refilled from a completion is handed to the kernel at once, not aft
   t.true(Buffer.concat(parts).equals(data))
 })
 
-test('a write started by a completion is handed to the kernel at once, not after the other completions of its delivery', async (t) => {
+test.serial('a write started by a completion is handed to the kernel at once, not after the other completions of its delivery', async (t) => {
   const file = path.join(shmDir(t), 'refill.bin')
   await using fh = await open(file, 'w+')
   t.true(fh.direct)

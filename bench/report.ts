@@ -796,7 +796,9 @@ const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes o
   in the workload label. Each JS run is a fresh Node process: a 4 MiB warm-up pass, the file's
   pages dropped again, then the measured pass. MB/s is 10^6 bytes over the time from creating the
   stream to its end ('end' for reads; for writes, after odirect's fdatasync on 'finish', or
-  node:fs's final \`fsync\`). "Peak RSS growth" is the process's peak resident set during the
+  node:fs's final \`fsync\`). odirect's streams get a FileHandle opened just before the clock
+  starts (and close it inside it), as fio's runtime starts once it opened its file and set up its
+  buffers (it includes its \`end_fsync\`); node:fs's streams open the path inside the clock. "Peak RSS growth" is the process's peak resident set during the
   pass over its resident set before it, with no forced GC. The page cache is emptied before every run (drop_caches when root, else
   posix_fadvise DONTNEED on the file). "% of file resident after" is \`fincore --bytes\` of the
   file after the run, over N. fio: \`--rw=read\`/\`write\`, 1 MiB blocks, iodepth 4, the same
