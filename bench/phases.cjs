@@ -150,6 +150,18 @@ function parseTrace(text, dev, ext, from) {
   if (data.length === 0) return undefined
   const firstIssue = data.find((e) => e.issue)?.t
   const lastDone = [...data].reverse().find((e) => !e.issue)?.t
+  // The queue depth the engine keeps (the most in flight at once), and per burst of completions
+  // the time from its first completion until that depth is reached again ("refill").
+  let depth = 0
+  {
+    let n = 0
+    for (const e of data) {
+      n = e.issue ? n + 1 : Math.max(0, n - 1)
+      depth = Math.max(depth, n)
+    }
+  }
+  const refills = []
+  let burst
   let inflight = 0
   let idle = 0
   let since = firstIssue
@@ -163,7 +175,12 @@ function parseTrace(text, dev, ext, from) {
         lastComplete = undefined
       }
       inflight++
+      if (inflight === depth && burst !== undefined) {
+        refills.push(e.t - burst)
+        burst = undefined
+      }
     } else {
+      if (inflight === depth) burst = e.t
       inflight = Math.max(0, inflight - 1)
       if (inflight === 0) since = e.t
       lastComplete = e.t
@@ -171,7 +188,7 @@ function parseTrace(text, dev, ext, from) {
   }
   const issues = data.filter((e) => e.issue).length
   const flushDone = flush.filter((e) => !e.issue).map((e) => e.t)
-  return { firstIssue, lastDone, idle, gaps, issues, flushDone: flushDone.length ? Math.max(...flushDone) : undefined }
+  return { firstIssue, lastDone, idle, gaps, refills, issues, flushDone: flushDone.length ? Math.max(...flushDone) : undefined }
 }
 
 const med = (xs) => {
@@ -248,6 +265,7 @@ async function parent() {
           idle: t.idle,
           gapMed: med(t.gaps),
           gapSum: t.gaps.reduce((a, b) => a + b, 0),
+          refill: med(t.refills),
           tail: marks.end - t.lastDone,
           flush: t.flushDone !== undefined ? t.flushDone - t.lastDone : NaN,
           mbWall: size / wall,
@@ -263,7 +281,7 @@ async function parent() {
     tr.remove()
     if (typeof huge === 'object') huge.release()
   }
-  const keys = ['wall', 'open', 'issue1', 'first', 'span', 'idle', 'gapMed', 'gapSum', 'tail', 'flush', 'mbWall', 'mbDev', 'mbFio', 'fioRt', 'cpu', 'reqs']
+  const keys = ['wall', 'open', 'issue1', 'first', 'span', 'idle', 'gapMed', 'gapSum', 'refill', 'tail', 'flush', 'mbWall', 'mbDev', 'mbFio', 'fioRt', 'cpu', 'reqs']
   console.log(['engine (µs; MB/s)', ...keys].join('\t'))
   for (const [e, row] of Object.entries(rows)) console.log([e, ...keys.map((k) => { const v = med(row.map((x) => x[k])); return Number.isFinite(v) ? (k === 'cpu' ? v.toFixed(3) : Math.round(v)) : '-' })].join('\t'))
 }
