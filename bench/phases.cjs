@@ -10,7 +10,16 @@
 //   node bench/phases.cjs FILE SIZE_MIB ROUNDS [engine,...]   (root; dist/ built; fio for the fio rows)
 //
 // Engines: odirect-read odirect-reuse web-read web-byob odirect-write web-write fio-read fio-write
-// fio-read-huge fio-write-huge dd-read dd-write.
+// fio-read-huge fio-write-huge dd-read dd-write. `engine@NAME=value+NAME2=value` runs the child
+// with those environment variables (A/B rows in one interleaved run), e.g. PHASES_CHUNK (bytes)
+// and PHASES_DEPTH (readAhead / writeBehind). PHASES_DUMP=PREFIX keeps each run's trace (with the
+// io_uring_enter calls) in PREFIX-ENGINE-ROUND.trace. The writes overwrite FILE in place.
+// Columns (µs): wall = call to end; open = call to 'open'; issue1 = call to the first request;
+// first = call to the first chunk; span = first request issued to last completed; idle = nothing
+// in flight within the span; gapMed/gapSum = a completion to the next request issued; refill =
+// median per burst, its first completion until the queue depth is back; tail = last completion
+// to the end; flush = last data completion to the flush's completion; then MB/s over wall, span
+// and fio's own figure (fioRt: fio's runtime), CPU seconds of the pass, requests issued.
 'use strict'
 const fs = require('node:fs')
 const os = require('node:os')
