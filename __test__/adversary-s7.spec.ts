@@ -1,0 +1,274 @@
+// Adversary of the sixth session's work (issue 19, third pass): the process-wide huge-page pool
+// (crates/core/src/mempool.rs) under workers that come and go with I/O and streams in flight,
+// streams refilled from completions under destroy / ENOSPC / EIO, and the engine's quiet
+// wake-ups under many handles whose completions come from io-wq (FUSE) beside inline ones.
+// Every check waits on an event (a worker's exit, a stream's close, faultfs's counters); a hang
+// is a failure (ava's timeout), never a sleep.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { allocAligned, createReadStream, createWriteStream, DirectIoError, open } from '../dist/index.js'
+import { faultFs, patternBuffer, type Requirement, type FaultFs } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
+import { scratchDirs } from './helpers/scratch.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const KiB = 1024
+const MiB = 1024 * KiB
+const LOOP: Requirement[] = ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4']
+const FAULT: Requirement[] = ['root', 'fuse', 'cargo', 'cmd:umount']
+const scratch = scratchDirs('adv-s7')
+
+function firstNot(b: Uint8Array, v: number, from = 0, to = b.byteLength): number {
+  for (let i = from; i < to; i++) if (b[i] !== v) return i
+  return -1
+}
+
+/** Descriptors of this process open on files under `dir` (other tests' files do not count). */
+function fdsUnder(dir: string): number {
+  let n = 0
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir + '/')) n++
+    } catch {
+      // closed between readdir and readlink
+    }
+  }
+  return n
+}
+
+const rssMiB = (): number => (Number(fs.readFileSync('/proc/self/statm', 'utf8').split(' ')[1]) * 4096) / MiB
+
+/** Resolves with the error a stream emits, or undefined once it closes without one. */
+function streamOutcome(s: NodeJS.EventEmitter): Promise<unknown> {
+  return new Promise((resolve) => {
+    let err: unknown
+    s.once('error', (e) => (err = e))
+    s.once('close', () => resolve(err))
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Workers that die with pool memory in flight
+
+/**
+ * Each worker puts all kinds of pool memory in flight on a tmpfs file: reads into fh.alloc
+ * buffers, bounced reads and writes (JS-heap memory), a read stream that has chunks in flight
+ * (reuseChunks in every other worker) and a write stream with blocks queued, then says 'go'
+ * and dies: worker.terminate() from the main thread, or process.exit() inside the worker.
+ */
+const dyingWorker = `
+const { parentPort, workerData: w } = require('node:worker_threads')
+const od = require(w.dist)
+;(async () => {
+  const fh = await od.open(w.file, 'r+')
+  const ops = []
+  for (let i = 0; i < 24; i++) ops.push(fh.read(fh.alloc(1 << 20), 0, 1 << 20, (i % 8) << 20))
+  for (let i = 0; i < 8; i++) ops.push(fh.write(Buffer.alloc((64 << 10) + 1, 0x5a).subarray(1), 0, 64 << 10, i << 16))
+  for (let i = 0; i < 8; i++) ops.push(fh.read(Buffer.alloc((64 << 10) + 1).subarray(1), 0, 64 << 10, i << 16))
+  for (const p of ops) p.catch(() => {})
+  const rs = od.createReadStream(w.file, { reuseChunks: w.i % 2 === 0, chunkSize: 1 << 20 })
+  rs.on('error', () => {})
+  rs.once('readable', () => {})
+  const ws = od.createWriteStream(w.file + '.' + w.i, { chunkSize: 1 << 20 })
+  ws.on('error', () => {})
+  for (let i = 0; i < 6; i++) ws.write(Buffer.alloc(1 << 20, i))
+  parentPort.postMessage('go')
+  if (w.exit) setImmediate(() => process.exit(3))
+})().catch((e) => parentPort.postMessage('failed: ' + (e && e.stack || e)))
+`
+
+test.serial('60 workers die (terminate, process.exit) with reads, bounced ops and both streams in flight: RSS and descriptors stay bounded, new memory is zero', async (t) => {
+  const dir = scratch('/dev/shm')
+  const file = path.join(dir, 'f')
+  fs.writeFileSync(file, Buffer.alloc(8 * MiB, 0x5a))
+  const WORKERS = 60
+  const WARM = 10
+  let warm = 0
+  for (let i = 0; i < WORKERS; i++) {
+    const exit = i % 2 === 1
+    const w = new Worker(dyingWorker, { eval: true, workerData: { dist, file, i, exit } })
+    const exited = new Promise<number>((resolve) => w.once('exit', resolve))
+    const errors: unknown[] = []
+    w.on('error', (e) => errors.push(e))
+    const msg = await new Promise<unknown>((resolve) => w.once('message', resolve))
+    t.is(msg, 'go', String(msg))
+    if (!exit) await w.terminate()
+    const code = await exited
+    t.is(code, exit ? 3 : 1, `worker ${i}`)
+    t.deepEqual(errors, [], `worker ${i}`)
+    if (i === WARM - 1) warm = rssMiB()
+  }
+  const grown = rssMiB() - warm
+  t.log(`RSS ${warm.toFixed(1)} MiB after ${WARM} workers, ${grown.toFixed(1)} MiB more after ${WORKERS - WARM} more`)
+  // Each worker has ~38 MiB of pool memory in flight when it dies: a leak of any of its kinds
+  // (one stream's chunks: 4-5 MiB) over 50 workers is far above this.
+  t.true(grown < 64, `RSS grew by ${grown.toFixed(1)} MiB over ${WORKERS - WARM} workers`)
+  t.is(fdsUnder(dir), 0, 'descriptors of dead workers are closed')
+  // What the dead workers left in the pool (bounce buffers of 0x5a, chunks, blocks) is zero
+  // when handed out zeroed, at every size they used.
+  for (const size of [32 * KiB, 64 * KiB, MiB, 2 * MiB, 3 * MiB]) {
+    const bufs = Array.from({ length: 8 }, () => allocAligned(size))
+    for (const b of bufs) t.is(firstNot(b, 0), -1, `allocAligned(${size})`)
+  }
+  const fh = await open(file, 'r')
+  try {
+    for (const size of [64 * KiB, MiB]) {
+      const b = fh.alloc(size)
+      t.is(firstNot(b, 0), -1, `fh.alloc(${size})`)
+    }
+  } finally {
+    await fh.close()
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. Streams: ENOSPC, EIO, destroy with reads held in the kernel
+
+/** faultfs's file pattern (helpers/fixtures.ts) over the first 16 MiB, made once (it is slow to make per check). */
+let patCache: Buffer | undefined
+function pat(offset: number, length: number): Buffer {
+  patCache ??= patternBuffer(0, 16 * MiB)
+  return patCache.subarray(offset, offset + length)
+}
+
+/** faultfs with a pattern file of `size` bytes whose reads and writes covering `bad` fail with EIO. */
+function eioFs(t: ExecutionContext, size: number, bad: number, extra: Parameters<typeof faultFs>[0] = {}): FaultFs {
+  const fx = must(faultFs({ size, eioAt: [bad], ...extra }))
+  t.teardown(() => fx.cleanup())
+  return fx
+}
+
+fxTest('read stream over EIO in the middle (chunk sizes, reuseChunks): every chunk before it right, the error typed at its chunk, nothing after, file closed', FAULT, async (t) => {
+  const size = 8 * MiB
+  const bad = 5 * MiB + 12345
+  const fx = eioFs(t, size, bad)
+  for (const reuseChunks of [false, true]) {
+    for (const chunkSize of [64 * KiB, MiB, 2 * MiB]) {
+      const rs = createReadStream(fx.file, { chunkSize, readAhead: 4, reuseChunks })
+      let pos = 0
+      let wrong = -1
+      const e = await t.throwsAsync(async () => {
+        for await (const c of rs as AsyncIterable<Buffer>) {
+          if (wrong < 0 && !pat(pos, c.length).equals(c)) wrong = pos
+          pos += c.length
+        }
+      }, { instanceOf: DirectIoError })
+      const at = Math.floor(bad / chunkSize) * chunkSize
+      const what = `chunkSize ${chunkSize}, reuseChunks ${reuseChunks}`
+      t.is(e?.code, 'EIO', what)
+      t.is((e as DirectIoError).position, at, what)
+      t.is(pos, at, `${what}: delivered up to the failed chunk, no further`)
+      t.is(wrong, -1, `${what}: first wrong chunk at ${wrong}`)
+      t.true(rs.destroyed, what)
+      t.is(fdsUnder(fx.dir), 0, `${what}: file closed`)
+    }
+  }
+})
+
+fxTest('write stream over EIO in the middle: the error typed at its block, bytesWritten stops before it, file closed', FAULT, async (t) => {
+  const size = 8 * MiB
+  const bad = 5 * MiB + 12345
+  const fx = eioFs(t, size, bad)
+  for (const writeBehind of [1, 4]) {
+    const ws = createWriteStream(fx.file, { flags: 'r+', chunkSize: MiB, writeBehind })
+    let n = 0
+    const src = Readable.from((function* () {
+      for (; n < size; n += MiB) yield Buffer.alloc(MiB, 0x33)
+    })())
+    const e = await t.throwsAsync(pipeline(src, ws), { instanceOf: DirectIoError })
+    t.is(e?.code, 'EIO')
+    t.is((e as DirectIoError).position, 5 * MiB)
+    t.is(ws.bytesWritten, 5 * MiB, `writeBehind ${writeBehind}`)
+    t.true(ws.destroyed)
+    t.is(fdsUnder(fx.dir), 0, 'file closed')
+  }
+})
+
+fxTest('a read stream nobody reads hits EIO, then is destroyed: closes without an error event or an unhandled rejection, file closed', FAULT, async (t) => {
+  const fx = eioFs(t, 4 * MiB, 64 * KiB + 1)
+  const unhandled: unknown[] = []
+  const onUnhandled = (e: unknown): void => void unhandled.push(e)
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => process.off('unhandledRejection', onUnhandled))
+  const rs = createReadStream(fx.file, { chunkSize: 64 * KiB, readAhead: 4 })
+  const outcome = streamOutcome(rs)
+  // Opening starts the reads (the stream pulls once to fill its buffer: with no consumer it
+  // then waits); the second chunk's read fails in the kernel.
+  rs.once('readable', () => {})
+  await fx.waitFor((s) => s.eio >= 1, 'the read covering the bad byte to fail')
+  rs.destroy()
+  t.is(await outcome, undefined, 'destroy() without an error: no error event')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(unhandled, [])
+  t.is(fdsUnder(fx.dir), 0, 'file closed')
+})
+
+fxTest('destroy() while the reads are held in the kernel: their completions start no new read, the file closes once they are done', FAULT, async (t) => {
+  const fx = must(faultFs({ size: 16 * MiB, hold: 'held', threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const readAhead = 4
+  const rs = createReadStream(fx.file, { chunkSize: 64 * KiB, readAhead })
+  const outcome = streamOutcome(rs)
+  rs.once('readable', () => {})
+  await fx.waitForHeld(readAhead)
+  const before = fx.stats().reads
+  rs.destroy()
+  fx.release()
+  t.is(await outcome, undefined)
+  // 'close' comes once every read in flight completed (destroy waits for them) and the file
+  // is closed: any read a completion started after destroy() would have reached faultfs.
+  const after = fx.stats()
+  t.is(after.reads, before, `reads before destroy ${before}, after ${after.reads}`)
+  t.is(after.inflight, 0)
+  t.is(fdsUnder(fx.dir), 0, 'file closed')
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. Engine liveness: quiet wake-ups with io-wq and inline completions on one engine
+
+fxTest('one engine, 12 handles on tmpfs, a disk filesystem and FUSE (io-wq): rounds of 3000 mixed ops at once all settle with their byte counts and bytes', FAULT, async (t) => {
+  const fx = must(faultFs({ size: 4 * MiB, threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const files = ['/dev/shm', '/var/tmp'].map((root) => {
+    const f = path.join(scratch(root), 'f')
+    fs.writeFileSync(f, pat(0, 4 * MiB))
+    return f
+  })
+  const fhs: Array<Awaited<ReturnType<typeof open>>> = []
+  t.teardown(async () => {
+    for (const fh of fhs) await fh.close()
+  })
+  for (let i = 0; i < 4; i++) for (const f of [...files, fx.file]) fhs.push(await open(f, 'r+'))
+  t.true(fhs.some((fh) => fh.fsType === 'fuse'))
+  const sizes = [4 * KiB, 8 * KiB, 12 * KiB, 64 * KiB, 512 * KiB, MiB]
+  for (let round = 0; round < 12; round++) {
+    const ops: Array<Promise<{ n: number; want: number; buf: Uint8Array; pos: number; write: boolean }>> = []
+    for (let i = 0; i < 3000; i++) {
+      const fh = fhs[(i * 7 + round) % fhs.length]
+      const size = sizes[(i * 13 + round) % sizes.length]
+      const pos = Math.floor(((i * 20 * KiB) % (4 * MiB - size)) / (4 * KiB)) * 4 * KiB
+      // A third bounced (JS-heap memory), the rest odirect memory; a quarter writes of the pattern.
+      const buf = i % 3 === 0 ? Buffer.alloc(size + 1).subarray(1) : fh.alloc(size)
+      const write = i % 4 === 0
+      if (write) buf.set(pat(pos, size))
+      const p = write ? fh.write(buf, 0, size, pos).then((r) => r.bytesWritten) : fh.read(buf, 0, size, pos).then((r) => r.bytesRead)
+      ops.push(p.then((n) => ({ n, want: size, buf, pos, write })))
+    }
+    const done = await Promise.all(ops)
+    let wrong = 0
+    for (const d of done) {
+      t.is(d.n, d.want)
+      if (!d.write && !pat(d.pos, d.want).equals(d.buf)) wrong++
+    }
+    t.is(wrong, 0, `round ${round}: ${wrong} reads with wrong bytes`)
+  }
+  for (const fh of fhs) t.is(fh.stats().inflight, 0)
+})
