@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads'
 import test, { type ExecutionContext } from 'ava'
 
 import { allocAligned, createReadStream, createWriteStream, DirectIoError, open } from '../dist/index.js'
-import { faultFs, patternBuffer, type Requirement, type FaultFs } from './helpers/fixtures.js'
+import { faultFs, fullFs, patternBuffer, type Requirement, type FaultFs } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
 
@@ -137,6 +137,46 @@ let patCache: Buffer | undefined
 function pat(offset: number, length: number): Buffer {
   patCache ??= patternBuffer(0, 16 * MiB)
   return patCache.subarray(offset, offset + length)
+}
+
+for (const kind of ['tmpfs', 'loop-ext4'] as const) {
+  fxTest(`write stream on a full filesystem (${kind}): ENOSPC typed at the first byte not written (the earliest failed block, not the first to fail), data before it intact`, kind === 'tmpfs' ? ['root', 'fs:tmpfs'] : LOOP, async (t) => {
+    const fx = must(fullFs(8, { kind }))
+    t.teardown(() => fx.cleanup())
+    // 768 KiB blocks: the space runs out inside one, whose write is short and retried for its
+    // rest while the writes of the next blocks (writeBehind > 1) already failed.
+    const chunkSize = 768 * KiB
+    for (const writeBehind of [1, 2, 4, 16]) {
+      const what = `writeBehind ${writeBehind}`
+      const file = path.join(fx.dir, `big${writeBehind}`)
+      const total = fx.freeBytes + 4 * MiB
+      let off = 0
+      // Odd-sized source chunks: the stream's blocks never line up with them.
+      const src = Readable.from((function* () {
+        while (off < total) {
+          const n = Math.min(300_001, total - off)
+          yield pat(off, n)
+          off += n
+        }
+      })())
+      const ws = createWriteStream(file, { chunkSize, writeBehind })
+      const e = await t.throwsAsync(pipeline(src, ws), { instanceOf: DirectIoError }, what)
+      if (!(e instanceof DirectIoError)) continue
+      t.is(e.code, 'ENOSPC', what)
+      t.is(typeof e.hint, 'string', what)
+      t.is(e.path, file, what)
+      t.true(ws.destroyed, what)
+      const confirmed = ws.bytesWritten
+      t.is(confirmed % chunkSize, 0, `${what}: whole blocks confirmed (${confirmed})`)
+      const at = e.position as number
+      t.true(at >= confirmed && at < confirmed + chunkSize, `${what}: the error's position ${at} is in the first block not confirmed (from ${confirmed})`)
+      const got = fs.readFileSync(file)
+      t.true(got.length >= at, `${what}: the file (${got.length} bytes) holds everything before the error (${at})`)
+      t.true(got.subarray(0, at).equals(pat(0, at)), `${what}: the bytes before the error are the data`)
+      t.is(fdsUnder(fx.dir), 0, `${what}: the stream closed its file`)
+      fs.rmSync(file)
+    }
+  })
 }
 
 /** faultfs with a pattern file of `size` bytes whose reads and writes covering `bad` fail with EIO. */
