@@ -4,6 +4,7 @@
 // wake-ups under many handles whose completions come from io-wq (FUSE) beside inline ones.
 // Every check waits on an event (a worker's exit, a stream's close, faultfs's counters); a hang
 // is a failure (ava's timeout), never a sleep.
+import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
@@ -312,3 +313,47 @@ fxTest('one engine, 12 handles on tmpfs, a disk filesystem and FUSE (io-wq): rou
   }
   for (const fh of fhs) t.is(fh.stats().inflight, 0)
 })
+
+// ---------------------------------------------------------------------------------------
+// 4. Memory freed by another thread's collector while the kernel still writes it (Deno)
+
+function runtimePath(name: string): string | undefined {
+  const r = spawnSync(process.execPath, [path.join(here, '..', 'scripts', 'runtime-bin.cjs'), '--path', name], { encoding: 'utf8' })
+  const p = r.status === 0 ? r.stdout.trim() : ''
+  return p !== '' && fs.existsSync(p) ? p : undefined
+}
+const deno = runtimePath('deno')
+
+fxTest('Deno: fh.alloc buffers with reads held in FUSE, transferred to a worker that closes (freeing them there): their memory is not handed out again until the reads complete', FAULT, async (t) => {
+  const fx = must(faultFs({ size: 16 * 64 * KiB, hold: 'held', threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const child = spawn(deno as string, ['run', '--allow-all', '--no-check', '--no-lock', '--node-modules-dir=manual', path.join(here, 'adversary-s7', 'deno-transfer.mjs'), dist, fx.file], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => child.kill('SIGKILL'))
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  let result: Record<string, unknown> | undefined
+  const steps: Array<Promise<void>> = []
+  let buffered = ''
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buffered += d
+    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+      const l = buffered.slice(0, i)
+      buffered = buffered.slice(i + 1)
+      if (l === 'ISSUED') steps.push(fx.waitForHeld(16).then(() => void child.stdin.write('GO\n')))
+      else if (l === 'ALLOCATED') {
+        fx.release()
+        child.stdin.write('GO\n')
+      } else if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as Record<string, unknown>
+    }
+  })
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.once('close', (c, s) => resolve([c, s])))
+  await Promise.all(steps)
+  t.is(signal, null, stderr)
+  t.is(code, 0, stderr)
+  if (result === undefined) return t.fail(`no RESULT; stderr: ${stderr}`)
+  t.true(result.detached, 'Deno moved the buffers to the worker (else this attack does not apply)')
+  t.is(result.reused, 0, 'memory the kernel was still to write was handed out again')
+  t.is(result.changed, 0, 'the reads wrote into memory handed out again')
+  t.deepEqual(result.settled, Array.from({ length: 16 }, () => ({ ok: true, n: 64 * KiB })))
+  t.true((result.after as number) > 0, 'once the reads completed their memory was free (the worker\'s collector did free it)')
+}, deno === undefined ? 'no deno binary (scripts/runtime-bin.cjs --path deno)' : undefined)
