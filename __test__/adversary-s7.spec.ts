@@ -357,3 +357,60 @@ fxTest('Deno: fh.alloc buffers with reads held in FUSE, transferred to a worker 
   t.deepEqual(result.settled, Array.from({ length: 16 }, () => ({ ok: true, n: 64 * KiB })))
   t.true((result.after as number) > 0, 'once the reads completed their memory was free (the worker\'s collector did free it)')
 }, deno === undefined ? 'no deno binary (scripts/runtime-bin.cjs --path deno)' : undefined)
+
+// ---------------------------------------------------------------------------------------
+// 5. Programs that end with streams open
+
+const bun = runtimePath('bun')
+/** [name, argv before the script] of each runtime found here. */
+const runtimes: Array<[string, string[]]> = [['node', [process.execPath]]]
+if (bun !== undefined) runtimes.push(['bun', [bun]])
+if (deno !== undefined) runtimes.push(['deno', [deno, 'run', '--allow-all', '--no-check', '--no-lock', '--node-modules-dir=manual']])
+const exitScript = path.join(here, 'adversary-s7', 'exit-open.cjs')
+
+interface Ended {
+  code: number | null
+  signal: string | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs exit-open.cjs; `onReady` runs when it printed 'ready'. A hang is ended (SIGKILL) after 60 s and shows as its signal. */
+function runExit(argv: readonly string[], args: readonly string[], onReady?: (c: ReturnType<typeof spawn>) => void): Promise<Ended> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(argv[0], [...argv.slice(1), exitScript, dist, ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 60_000, killSignal: 'SIGKILL' })
+    let stdout = ''
+    let stderr = ''
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      const first = !stdout.includes('ready')
+      stdout += d
+      if (first && stdout.includes('ready')) onReady?.(c)
+    })
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    c.on('error', reject)
+    c.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+}
+
+for (const [name, argv] of runtimes) {
+  test(`${name}: a program that returns with read/write streams (Node and web) still open exits by itself`, async (t) => {
+    for (const mode of ['read', 'paused', 'write', 'web-read', 'web-write']) {
+      const r = await runExit(argv, [scratch('/dev/shm'), mode])
+      t.is(r.signal, null, `${mode}: did not exit (killed); stdout ${r.stdout} stderr ${r.stderr.slice(-1500)}`)
+      t.is(r.code, 0, `${mode}: stderr ${r.stderr.slice(-1500)}`)
+      t.true(r.stdout.startsWith('ready'), `${mode}: ${r.stdout}`)
+    }
+  })
+
+  fxTest(`${name}: process.exit(0) with a read stream's and a write stream's I/O held in FUSE exits 0`, FAULT, async (t) => {
+    const fx = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 4 }))
+    t.teardown(() => fx.cleanup())
+    const r = await runExit(argv, [scratch('/dev/shm'), 'held', fx.file], (c) => {
+      // 4 reads (readAhead) and 2 writes (writeBehind) held in the kernel, then the exit.
+      fx.waitForHeld(6).then(() => c.stdin?.write('exit\n'), (e: unknown) => t.fail(String(e)))
+    })
+    fx.release()
+    t.is(r.signal, null, `did not exit (killed); stderr ${r.stderr.slice(-1500)}`)
+    t.is(r.code, 0, r.stderr.slice(-1500))
+  })
+}
