@@ -202,11 +202,13 @@ fxTest('read stream over EIO in the middle (chunk sizes, reuseChunks): every chu
           pos += c.length
         }
       }, { instanceOf: DirectIoError })
-      const at = Math.floor(bad / chunkSize) * chunkSize
       const what = `chunkSize ${chunkSize}, reuseChunks ${reuseChunks}`
       t.is(e?.code, 'EIO', what)
-      t.is((e as DirectIoError).position, at, what)
-      t.is(pos, at, `${what}: delivered up to the failed chunk, no further`)
+      // The failed read is the chunk holding the bad byte, or its rest when the kernel split
+      // it (FUSE's max_read on aio) and returned the part before the bad request first.
+      const at = (e as DirectIoError).position as number
+      t.true(at >= Math.floor(bad / chunkSize) * chunkSize && at <= bad, `${what}: error at ${at}`)
+      t.is(pos, at, `${what}: delivered up to the failed read, no further`)
       t.is(wrong, -1, `${what}: first wrong chunk at ${wrong}`)
       t.true(rs.destroyed, what)
       t.is(fdsUnder(fx.dir), 0, `${what}: file closed`)
@@ -339,7 +341,9 @@ fxTest('Deno: fh.alloc buffers with reads held in FUSE, transferred to a worker 
     for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
       const l = buffered.slice(0, i)
       buffered = buffered.slice(i + 1)
-      if (l === 'ISSUED') steps.push(fx.waitForHeld(16).then(() => void child.stdin.write('GO\n')))
+      // io_uring has all 16 reads at faultfs; aio and the thread pool run 4 at a time (the rest
+      // wait in odirect's queue, their memory captured all the same).
+      if (l === 'ISSUED') steps.push(fx.waitForHeld(4).then(() => void child.stdin.write('GO\n')))
       else if (l === 'ALLOCATED') {
         fx.release()
         child.stdin.write('GO\n')
@@ -367,6 +371,7 @@ const runtimes: Array<[string, string[]]> = [['node', [process.execPath]]]
 if (bun !== undefined) runtimes.push(['bun', [bun]])
 if (deno !== undefined) runtimes.push(['deno', [deno, 'run', '--allow-all', '--no-check', '--no-lock', '--node-modules-dir=manual']])
 const exitScript = path.join(here, 'adversary-s7', 'exit-open.cjs')
+const holdThroughExit = !['aio', 'threadpool'].includes(process.env.ODIRECT_BACKEND ?? '')
 
 interface Ended {
   code: number | null
@@ -406,8 +411,15 @@ for (const [name, argv] of runtimes) {
     const fx = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 4 }))
     t.teardown(() => fx.cleanup())
     const r = await runExit(argv, [scratch('/dev/shm'), 'held', fx.file], (c) => {
-      // 4 reads (readAhead) and 2 writes (writeBehind) held in the kernel, then the exit.
-      fx.waitForHeld(6).then(() => c.stdin?.write('exit\n'), (e: unknown) => t.fail(String(e)))
+      // Reads (readAhead 4) and writes (writeBehind 2) held in the kernel (io_uring: all 6; aio
+      // and the thread pool run 4 at a time), then the exit.
+      fx.waitForHeld(4).then(() => {
+        c.stdin?.write('exit\n')
+        // A thread blocked in a FUSE request (the thread pool, aio's submission on FUSE) waits
+        // for its reply uninterruptibly at exit, as node:fs's would: the replies go now.
+        // io_uring's requests are cancelled or left to its io-wq workers: held to the end.
+        if (!holdThroughExit) fx.release()
+      }, (e: unknown) => t.fail(String(e)))
     })
     fx.release()
     t.is(r.signal, null, `did not exit (killed); stderr ${r.stderr.slice(-1500)}`)
