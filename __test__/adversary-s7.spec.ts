@@ -45,6 +45,20 @@ function fdsUnder(dir: string): number {
   return n
 }
 
+/** What this process's descriptors under `dir` point to. */
+function openUnder(dir: string): string[] {
+  const out: string[] = []
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      const l = fs.readlinkSync(`/proc/self/fd/${fd}`)
+      if (l.startsWith(dir + '/')) out.push(`${fd} -> ${l}`)
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out
+}
+
 const rssMiB = (): number => (Number(fs.readFileSync('/proc/self/statm', 'utf8').split(' ')[1]) * 4096) / MiB
 
 /** Resolves with the error a stream emits, or undefined once it closes without one. */
@@ -112,7 +126,7 @@ test.serial('60 workers die (terminate, process.exit) with reads, bounced ops an
   // Each worker has ~38 MiB of pool memory in flight when it dies: a leak of any of its kinds
   // (one stream's chunks: 4-5 MiB) over 50 workers is far above this.
   t.true(grown < 64, `RSS grew by ${grown.toFixed(1)} MiB over ${WORKERS - WARM} workers`)
-  t.is(fdsUnder(dir), 0, 'descriptors of dead workers are closed')
+  t.is(fdsUnder(dir), 0, `descriptors of dead workers are closed: ${openUnder(dir).join(', ')}`)
   // What the dead workers left in the pool (bounce buffers of 0x5a, chunks, blocks) is zero
   // when handed out zeroed, at every size they used.
   for (const size of [32 * KiB, 64 * KiB, MiB, 2 * MiB, 3 * MiB]) {
@@ -128,6 +142,30 @@ test.serial('60 workers die (terminate, process.exit) with reads, bounced ops an
   } finally {
     await fh.close()
   }
+})
+
+test('workers terminated with open() calls in flight leave no descriptor open (the open completes after the worker stopped running JS)', async (t) => {
+  const dir = scratch('/dev/shm')
+  const file = path.join(dir, 'f')
+  fs.writeFileSync(file, Buffer.alloc(4096))
+  const body = `
+const { parentPort, workerData: w } = require('node:worker_threads')
+const od = require(w.dist)
+// The engine exists (a first open done), then 64 opens are left in flight on libuv's pool.
+od.open(w.file, 'r').then(() => {
+  for (let i = 0; i < 64; i++) od.open(w.file, 'r').catch(() => {})
+  parentPort.postMessage('go')
+})
+`
+  for (let i = 0; i < 20; i++) {
+    const w = new Worker(body, { eval: true, workerData: { dist, file } })
+    const exited = new Promise<number>((resolve) => w.once('exit', resolve))
+    t.is(await new Promise<unknown>((resolve) => w.once('message', resolve)), 'go')
+    await w.terminate()
+    await exited
+  }
+  const left = openUnder(dir)
+  t.is(left.length, 0, `descriptors left open by terminated workers: ${left.slice(0, 5).join(', ')}...`)
 })
 
 // ---------------------------------------------------------------------------------------
