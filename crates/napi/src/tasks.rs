@@ -6,7 +6,6 @@ use napi::{Env, Result, Status};
 use napi_derive::napi;
 use odirect_core::file::{self, DirectMode, OpenOptions};
 
-
 fn err(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, msg.into())
 }
