@@ -223,8 +223,10 @@ export declare const MAX_IO_LENGTH: number
 /**
  * Opens a file off the JS thread. Flags and direct mode are validated by the caller (the
  * TypeScript `open()`), before this is called.
+ * `engine`: this environment's NativeEngine, which takes the descriptor as soon as the open
+ * completes (so it is closed at teardown even if no JS runs after that).
  */
-export declare function openFile(path: string, flags: string, direct: string, dsync: boolean, noatime: boolean, mode: number): Promise<OpenResult>
+export declare function openFile(path: string, flags: string, direct: string, dsync: boolean, noatime: boolean, mode: number, engine: NativeEngine): Promise<OpenResult>
 
 /** The outcome of `openFile`: `errno` is 0 on success. */
 export interface OpenResult {

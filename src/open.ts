@@ -84,7 +84,10 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   const f = checkFlags(flags, p)
   // fs/promises' third argument: the mode of a created file.
   const opts = checkOpenOptions(typeof options === 'number' ? { mode: options } : options)
-  const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode)
+  // The engine takes the descriptor as the open completes: closed at teardown even when this
+  // environment (a terminated worker) never runs the code below.
+  const engine = getEngine()
+  const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode, engine.native)
   if (r.errno !== 0 || r.alignment == null) {
     const syscall = r.syscall || 'open'
     if (syscall === 'fcntl') {
@@ -113,10 +116,11 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   try {
     backend = chooseBackend(opts.backend, r.direct, p)
   } catch (e) {
-    native.closeFdSync(r.fd)
+    // Closed and no longer tracked by the engine (a later descriptor may get the number).
+    engine.native.closeSync(r.fd)
     throw e
   }
-  return new FileHandle(getEngine(), {
+  return new FileHandle(engine, {
     path: p,
     fd: r.fd,
     flags: f,

@@ -582,6 +582,8 @@ export class BlockReader extends Core {
 interface WriteEntry {
   logical: number
   state: 'pending' | 'ok' | 'failed'
+  /** Why it failed. */
+  err?: unknown
 }
 
 /** Gathers chunks into aligned blocks and writes them, `writeBehind` in flight. */
@@ -604,6 +606,8 @@ export class BlockWriter extends Core {
   /** Blocks accepted (in flight + ready) before `write` waits: 2 x writeBehind. */
   #held = 0
   #error: unknown
+  /** A write failed and others are still in flight (see `#failed`): start no more. */
+  #failing = false
   #wake: (() => void) | undefined
   #bytesWritten = 0
   #finished = false
@@ -661,7 +665,7 @@ export class BlockWriter extends Core {
 
   #start(fh: FileHandle): void {
     let started = false
-    while (this.#inflight < this.#cfg.writeBehind && this.#ready.length > 0 && this.#error === undefined && !this.dead) {
+    while (this.#inflight < this.#cfg.writeBehind && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
       const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
       const entry: WriteEntry = { logical, state: 'pending' }
       this.#entries.push(entry)
@@ -675,23 +679,38 @@ export class BlockWriter extends Core {
             entry.state = 'ok'
             if (buf.byteLength === this.#chunk) this.#pool.push(buf)
             while (this.#entries.length > 0 && this.#entries[0].state === 'ok') this.#bytesWritten += (this.#entries.shift() as WriteEntry).logical
+            if (this.#failing) return this.#failed()
             this.#start(fh)
             this.#notify()
           },
           (e: unknown) => {
             this.#inflight--
             entry.state = 'failed'
+            entry.err = e
             this.#ready = []
-            const first = this.#error === undefined && !this.dead
-            if (this.#error === undefined) this.#error = e
-            this.#notify()
-            if (first) queueMicrotask(() => this.onError?.(e))
+            this.#failing = true
+            this.#failed()
           },
         ),
       )
       started = true
     }
     if (started) submitNow()
+  }
+
+  /**
+   * A write failed: once no other is in flight, the stream fails with the first failed write in
+   * file order (not the first to complete: with several in flight a later block can fail first,
+   * e.g. while an earlier one finishes a short write), so the error's position is the first
+   * byte not written after the `bytesWritten` confirmed.
+   */
+  #failed(): void {
+    if (this.#inflight > 0 || this.#error !== undefined) return
+    const e = this.#entries.find((x) => x.state === 'failed')?.err
+    const first = !this.dead
+    this.#error = e
+    this.#notify()
+    if (first) queueMicrotask(() => this.onError?.(e))
   }
 
   /** Waits until at most `limit` blocks are queued or unconfirmed, and at most `ready` wait for a slot (or an error). */

@@ -182,7 +182,7 @@ pub fn alloc_owned(
 /// One engine per JS environment (main thread or worker).
 #[napi]
 pub struct NativeEngine {
-    shared: Rc<Shared>,
+    pub(crate) shared: Rc<Shared>,
 }
 
 impl NativeEngine {
@@ -192,6 +192,21 @@ impl NativeEngine {
             .try_borrow_mut()
             .map_err(|_| napi::Error::new(Status::GenericFailure, "odirect engine re-entered"))?;
         Ok(f(&mut e))
+    }
+}
+
+/// Tracks a descriptor an open just made (see `tasks::OpenTask::resolve`), as
+/// `NativeEngine::adopt` does; false when the engine was torn down (its environment is
+/// ending): the caller closes the descriptor.
+pub(crate) fn adopt_opened(shared: &Shared, fd: i32, may_block: bool, direct: bool) -> bool {
+    match shared.try_borrow_mut() {
+        Ok(mut e) if !e.closed => {
+            let facts = if may_block { engine::FD_MAY_BLOCK } else { 0 }
+                | if direct { 0 } else { engine::FD_BUFFERED };
+            e.adopt(fd, facts);
+            true
+        }
+        _ => false,
     }
 }
 

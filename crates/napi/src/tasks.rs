@@ -68,6 +68,35 @@ pub struct OpenTask {
     dsync: bool,
     noatime: bool,
     mode: u32,
+    /// The asking environment's engine, which takes the new descriptor in `resolve` (one
+    /// reference of its `Rc`, given back in `resolve` or when the task is dropped).
+    engine: Option<EnginePtr>,
+    /// The descriptor `compute` opened, until `resolve` hands it to the engine (-1 then).
+    fd: i32,
+}
+
+/// `Rc::into_raw` of an engine: carried by the task through the libuv thread, never used there;
+/// taken back on the JS thread (in `resolve`, or in the task's drop, which also runs there).
+struct EnginePtr(*const crate::engine::Shared);
+
+// SAFETY: the pointer is not dereferenced or released off its environment's JS thread (see above).
+unsafe impl Send for EnginePtr {}
+
+impl EnginePtr {
+    fn take(self) -> std::rc::Rc<crate::engine::Shared> {
+        // SAFETY: from Rc::into_raw in open_file, taken back once (self is consumed).
+        unsafe { std::rc::Rc::from_raw(self.0) }
+    }
+}
+
+impl Drop for OpenTask {
+    fn drop(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: the descriptor `compute` opened, never handed to anyone (no resolve ran).
+            unsafe { libc::close(self.fd) };
+        }
+        drop(self.engine.take().map(EnginePtr::take));
+    }
 }
 
 impl Task for OpenTask {
@@ -84,10 +113,13 @@ impl Task for OpenTask {
         };
         Ok(match file::open_file(&self.path, flags, direct, opts) {
             Ok(o) => OpenResult {
+                fd: {
+                    self.fd = o.fd;
+                    o.fd
+                },
                 errno: 0,
                 syscall: String::new(),
                 message: String::new(),
-                fd: o.fd,
                 direct: o.direct,
                 fallback_reason: o.fallback_reason,
                 uncached: o.uncached,
@@ -115,12 +147,34 @@ impl Task for OpenTask {
     }
 
     fn resolve(&mut self, _env: Env, output: OpenResult) -> Result<OpenResult> {
-        Ok(output)
+        let engine = self.engine.take().map(EnginePtr::take);
+        if self.fd < 0 {
+            return Ok(output);
+        }
+        let fd = std::mem::replace(&mut self.fd, -1);
+        // The engine tracks the descriptor from now on (closed at its environment's teardown
+        // if JS never wraps it in a FileHandle: a worker terminated while the open was in
+        // flight runs no continuation). An engine torn down already cannot: closed here.
+        if engine.is_some_and(|e| crate::adopt_opened(&e, fd, output.may_block, output.direct)) {
+            return Ok(output);
+        }
+        // SAFETY: the descriptor compute opened, which nobody else has.
+        unsafe { libc::close(fd) };
+        Ok(OpenResult {
+            errno: libc::ECANCELED,
+            syscall: "open".to_string(),
+            message: "the environment ended while the file was being opened".to_string(),
+            fd: -1,
+            alignment: None,
+            ..output
+        })
     }
 }
 
 /// Opens a file off the JS thread. Flags and direct mode are validated by the caller (the
 /// TypeScript `open()`), before this is called.
+/// `engine`: this environment's NativeEngine, which takes the descriptor as soon as the open
+/// completes (so it is closed at teardown even if no JS runs after that).
 #[napi(ts_return_type = "Promise<OpenResult>")]
 pub fn open_file(
     path: String,
@@ -129,6 +183,7 @@ pub fn open_file(
     dsync: bool,
     noatime: bool,
     mode: u32,
+    engine: &crate::NativeEngine,
 ) -> AsyncTask<OpenTask> {
     AsyncTask::new(OpenTask {
         path,
@@ -137,6 +192,8 @@ pub fn open_file(
         dsync,
         noatime,
         mode,
+        engine: Some(EnginePtr(std::rc::Rc::into_raw(engine.shared.clone()))),
+        fd: -1,
     })
 }
 
