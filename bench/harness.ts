@@ -58,9 +58,17 @@ export interface Variant {
   open?: Record<string, unknown>
   /** Environment variables of the child process (engine switches read at start-up). */
   env?: Record<string, string>
-  /** 'op' (default): one promise per op; 'batch': readMany/writeMany. */
-  mode?: 'op' | 'batch'
+  /** How odirect issues the ops (see RUN_MODES); 'op' by default. */
+  mode?: RunMode
 }
+
+/**
+ * How an odirect run issues its ops: 'op' one promise per op (QD workers); 'batch' array-form
+ * readMany/writeMany; 'typed' typed-array readMany/writeMany of BATCH_FACTOR x QD ops with
+ * `{ window: QD }`; 'lanes' two typed calls of QD/2 alternating.
+ */
+export const RUN_MODES = ['op', 'batch', 'typed', 'lanes'] as const
+export type RunMode = (typeof RUN_MODES)[number]
 
 export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
 
@@ -545,7 +553,7 @@ function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number
 }
 
 /** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
-export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<RunResult> {
+export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: RunMode): Promise<RunResult> {
   if (mode === 'typed' || mode === 'lanes') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2)), ...nativeLatency(fh), path: enginePath(fh) }
   const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
   if (w.write) fillBuffers(bufs)
@@ -556,7 +564,7 @@ export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: 
   return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
 }
 
-async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<Outcome> {
+async function runOdirect(ctx: BenchContext, w: Workload, mode: RunMode): Promise<Outcome> {
   const fh = await open(ctx.path, 'r+', ctx.openOptions)
   try {
     return { ok: true, result: await odirectRun(fh, ctx.size, ctx.limit, w, mode) }
