@@ -185,11 +185,12 @@ export class Engine {
   /**
    * Starts a native batch (NativeEngine.batchStart: the window is refilled at reap time); `sink`
    * settles once, with the number of ops that failed, then `native.batchTake` gives the results.
+   * `group` > 0: the id of the shared window (BatchWindow) it runs in, of `window` ops.
    * Returns the batch id (kept with the lock waits' sinks: both are ids >= LOCK_BASE), or a
    * negative BatchCode / CaptureCode (nothing started).
    */
-  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, sink: OpSink): number {
-    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags)
+  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
+    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group)
     if (id < 0) return id
     this.#lockSinks.set(id, sink)
     this.#schedule()
