@@ -210,7 +210,11 @@ fn refill_group(e: &mut Inner, g: u32, held: &mut Batch, held_b: u32, now: Insta
             let n = stage_ops(e, front, held, room, now);
             (n, held.aborted || held.next == held.ops.len())
         } else {
-            let Some(mut batch) = e.batches.slots.get_mut(front as usize).and_then(Option::take)
+            let Some(mut batch) = e
+                .batches
+                .slots
+                .get_mut(front as usize)
+                .and_then(Option::take)
             else {
                 // Not a live batch any more (cannot happen: a batch leaves the queue first).
                 if let Some(grp) = e.batches.groups.get_mut(&g) {

@@ -237,9 +237,7 @@ fn completes_inline(fd: i32) -> bool {
         let mut st: libc::stat = std::mem::zeroed();
         libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
     };
-    regular
-        && odirect_core::file::fs_magic(fd)
-            .is_some_and(|m| m == 0x01021994 || m == 0x858458f6)
+    regular && odirect_core::file::fs_magic(fd).is_some_and(|m| m == 0x01021994 || m == 0x858458f6)
 }
 
 impl Inner {
