@@ -1,8 +1,8 @@
 // When staged reads reach the kernel. Reads started one by one in one tick on a file of a block
 // device go to the kernel in groups of 4 as they are staged (the engine's SUBMIT_EVERY), not all
 // at the end of the tick: when a wake-up delivers a round of completions, the first
-// continuations' new reads reach the device while later ones still run. On tmpfs the submitting
-// io_uring_enter does the copy itself, so those wait for the end of the tick (one call). Seen in
+// continuations' new reads reach the device while later ones still run. On tmpfs no device
+// works on them (only CPUs copying), so those wait for the end of the tick (one call). Seen in
 // the ring's own SQ head (/proc/self/fdinfo of the io_uring descriptor): what the kernel took.
 import * as fs from 'node:fs'
 

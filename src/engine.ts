@@ -5,7 +5,8 @@
 // views' pointers and lengths in the same call (no user code can run in between), takes its own
 // hold on the memory (odirect-owned memory, or a bounce buffer) and stages the op. Staged ops
 // reach the kernel together at the next microtask checkpoint (one native crossing and one
-// io_uring_enter per event-loop turn). Completions come back on this thread: from libuv's loop
+// io_uring_enter per event-loop turn; on a device's files the native `rw` also submits what is
+// staged every 4 reads/writes, see engine.rs SUBMIT_EVERY). Completions come back on this thread: from libuv's loop
 // (a uv_poll on the engine's eventfd) on Node, or from a reaper thread elsewhere.
 import { misuse } from './errors'
 import { native, type NativeEngine } from './native'

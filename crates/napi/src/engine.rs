@@ -215,9 +215,10 @@ static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
 
 pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 
-/// An engine-only fact of a descriptor (above the drivers' `FD_*` bits, which ignore it): a
-/// regular file on tmpfs or ramfs, whose reads and writes are done by the submitting
-/// io_uring_enter itself (a copy on the JS thread): submitting them earlier gains nothing.
+/// An engine-only fact of a descriptor (masked off before the drivers see its facts): a
+/// regular file on tmpfs or ramfs. No device works on its ops, only CPUs copying (io-wq workers
+/// on io_uring, sharing the CPUs with the JS thread): submitting them earlier gains nothing,
+/// and the extra `io_uring_enter` calls cost CPU.
 const FD_INLINE: u8 = 0x40;
 
 /// Reads/writes staged one by one (`rw`) on a file that does not complete inline go to the
@@ -225,9 +226,8 @@ const FD_INLINE: u8 = 0x40;
 /// when a wake-up delivers a round of ~20 completions, the first continuations' new ops reach
 /// the device while the later ones still run (fio resubmits each op as it completes). Measured
 /// on the disk, per op at depth 64, interleaved with fio (5 rounds of 1 s): read 0.87x -> 0.97x,
-/// write 0.87x -> 0.90x (8: 0.89x / 0.90x). On tmpfs it cost up to 20% (more io_uring_enter
-/// calls for copies the JS thread does anyway), hence `FD_INLINE`. `ODIRECT_SUBMIT_EVERY=k`
-/// overrides it (0: off).
+/// write 0.87x -> 0.90x (8: 0.89x / 0.90x; 2: no better than off). On tmpfs it cost up to
+/// 20% (see `FD_INLINE`). `ODIRECT_SUBMIT_EVERY=k` overrides it (0: off).
 const SUBMIT_EVERY: usize = 4;
 
 /// Whether `fd` is a regular file on tmpfs or ramfs (see [`FD_INLINE`]).
