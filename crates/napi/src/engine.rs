@@ -227,7 +227,9 @@ const FD_INLINE: u8 = 0x40;
 /// the device while the later ones still run (fio resubmits each op as it completes). Measured
 /// on the disk, per op at depth 64, interleaved with fio (5 rounds of 1 s): read 0.87x -> 0.97x,
 /// write 0.87x -> 0.90x (8: 0.89x / 0.90x; 2: no better than off). On tmpfs it cost up to
-/// 20% (see `FD_INLINE`). `ODIRECT_SUBMIT_EVERY=k` overrides it (0: off).
+/// 20% (see `FD_INLINE`). Not for buffered files either (`FD_BUFFERED`: a page-cache hit is
+/// copied by the submitting call itself, on the JS thread). `ODIRECT_SUBMIT_EVERY=k` overrides
+/// it (0: off).
 const SUBMIT_EVERY: usize = 4;
 
 /// Whether `fd` is a regular file on tmpfs or ramfs (see [`FD_INLINE`]).
@@ -429,7 +431,7 @@ impl Inner {
         mem_align: usize,
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
-        if self.fds.facts(fd) & FD_INLINE == 0 && self.submit_every > 0 {
+        if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 && self.submit_every > 0 {
             // What was staged before (its flags and links set by now: JS sets them right
             // after each staging call) goes in now: see SUBMIT_EVERY.
             if self.early >= self.submit_every {
