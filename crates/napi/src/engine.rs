@@ -199,6 +199,38 @@ impl FdTable {
     }
 }
 
+/// Writes one `ODIRECT_DEBUG` line to stderr, never panicking (`eprintln!` panics when the
+/// write fails, and a panic here aborts the process: Node makes a piped stderr non-blocking, so a
+/// reader slower than the trace gave EAGAIN). On EAGAIN it waits until the pipe has room, as
+/// Node's own synchronous stderr writes do; other errors drop the line.
+fn trace(args: std::fmt::Arguments<'_>) {
+    let line = format!("{args}\n");
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes bytes of a live slice to fd 2.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = &rest[n as usize..];
+            continue;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) if n < 0 => {}
+            Some(libc::EAGAIN) if n < 0 => {
+                let mut p = libc::pollfd {
+                    fd: 2,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd; waits for room in the pipe.
+                if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
 
@@ -605,7 +637,7 @@ impl Inner {
             rec.submitted = true;
             if self.debug {
                 let what = rec.describe();
-                eprintln!("odirect: submit id={k} {what}");
+                trace(format_args!("odirect: submit id={k} {what}"));
                 rec.debug = Some(what);
             }
             let i = rec.backend.index();
@@ -735,9 +767,9 @@ impl Inner {
                 } else {
                     String::new()
                 };
-                eprintln!(
+                trace(format_args!(
                     "odirect: complete id={key} {d} result={result}{err} latency_us={lat:.1}"
-                );
+                ));
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
@@ -928,9 +960,9 @@ impl Inner {
             // Registered (pinned) buffers may be what the abandoned ops use.
             keep.push(Abandoned(Box::new(self.pins.take_all())));
             if self.debug {
-                eprintln!(
+                trace(format_args!(
                     "odirect: {ops} ops still in the kernel at exit: their memory is kept for the process"
-                );
+                ));
             }
             ABANDONED
                 .lock()
