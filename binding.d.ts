@@ -15,10 +15,12 @@ export declare class NativeEngine {
    * Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
    * `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
    * `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-   * reap time. Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+   * reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
+   * with the other batches started with the same `group`: they start their ops in the order
+   * they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
    * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
    */
-  batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number): number
+  batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number, group: number): number
   /**
    * After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
    * one cancelled or never started) into `results` (an Int32Array of at least the batch's

@@ -36,7 +36,7 @@ export {
   type WriteResult,
   type WriteVResult,
 } from './src/handle'
-export type { ManyArrays } from './src/many'
+export { BatchWindow, type ManyArrays } from './src/many'
 export { configureEngine, open, type PathLike, probe, type ProbeReport } from './src/open'
 export type { DirectMode, FlagsArg, OpenFlags, OpenOptions } from './src/args'
 export { RegisteredBuffers } from './src/registered'

@@ -131,11 +131,14 @@ test.serial('bench --quick --json: every workload × engine row, streams and tar
 })
 
 test('bench without fio and without tmpfs: the rows are marked, not missing; an A/B variant row', (t) => {
-  const args = ['--quick', '--json', '--workloads', 'randread-4096-qd1', '--engines', 'fio-io_uring,odirect', '--tmpfs', 'off', '--runtimes', 'off', '--variant', 'aio={"open":{"backend":"aio"}}']
+  const args = ['--quick', '--json', '--workloads', 'randread-4096-qd1', '--engines', 'fio-io_uring,odirect', '--tmpfs', 'off', '--runtimes', 'off', '--variant', 'aio={"open":{"backend":"aio"}}', '--variant', 'typed={"mode":"typed"}']
   const { report } = bench(args, { ...process.env, PATH: '/nonexistent' })
   const variant = report.results.find((r) => r.engine === 'variant:aio')
   t.true((variant?.median ?? 0) > 0 || /\S/.test(variant?.skipped ?? ''), 'the variant row has a figure or a reason')
   if (variant?.median !== undefined) t.regex(variant.path ?? '', /aio/)
+  // The batch forms are variants too (the A/B tool of the typed and lanes rows).
+  const typed = report.results.find((r) => r.engine === 'variant:typed' && r.place === 'disk')
+  t.true((typed?.median ?? 0) > 0, typed?.skipped)
   const fio = report.results.find((r) => r.engine === 'fio-io_uring' && r.place === 'disk')
   t.regex(fio?.skipped ?? '', /fio is not installed/)
   const od = report.results.find((r) => r.engine === 'odirect' && r.place === 'disk')

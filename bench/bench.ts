@@ -18,6 +18,7 @@ import {
   prepareFile,
   RUNTIME_ENGINES,
   type RuntimeName,
+  RUN_MODES,
   runEngine,
   standardWorkloads,
   tmpfsWorkloads,
@@ -60,7 +61,7 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               '{"backend":"aio"}', to compare engine settings; shown in the report
 --variant NAME=JSON  A/B: an extra row per workload, odirect in a Node child process (one per
               run, interleaved with the other engines) with {"open": {...open() options},
-              "env": {...environment}, "mode": "op"|"batch"}; repeatable. Add a baseline the
+              "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"}; repeatable. Add a baseline the
               same way (--variant base={}) so that both sides pay for a child process
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
@@ -176,8 +177,8 @@ function parseArgs(argv: string[]): Args {
         }
         const ok = (x: unknown): boolean => x === undefined || (x !== null && typeof x === 'object' && !Array.isArray(x))
         const vo = o as Variant
-        if (!ok(o) || !ok(vo.open) || !ok(vo.env) || (vo.mode !== undefined && vo.mode !== 'op' && vo.mode !== 'batch')) {
-          throw new Error(`--variant ${nm}: want {"open"?: {...}, "env"?: {...}, "mode"?: "op"|"batch"}, got '${v.slice(at + 1)}'`)
+        if (!ok(o) || !ok(vo.open) || !ok(vo.env) || (vo.mode !== undefined && !(RUN_MODES as readonly unknown[]).includes(vo.mode))) {
+          throw new Error(`--variant ${nm}: want {"open"?: {...}, "env"?: {...}, "mode"?: ${RUN_MODES.map((m) => `"${m}"`).join('|')}}, got '${v.slice(at + 1)}'`)
         }
         for (const k of Object.keys(o as object)) if (k !== 'open' && k !== 'env' && k !== 'mode') throw new Error(`--variant ${nm}: unknown key '${k}' (open, env, mode)`)
         a.variants.set(nm, vo)

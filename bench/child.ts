@@ -2,7 +2,7 @@
 // this process (whatever runtime runs it) and prints one marked JSON line with the result. The
 // parent (runInRuntime in harness.ts) starts it through a small ES module that requires this file.
 import { open } from '../index'
-import { CHILD_MARKER, type Limit, odirectRun, type Outcome, type Workload } from './harness'
+import { CHILD_MARKER, type Limit, odirectRun, type Outcome, type RunMode, type Workload } from './harness'
 
 export interface ChildRequest {
   file: string
@@ -10,7 +10,7 @@ export interface ChildRequest {
   workload: Workload
   limit: Limit
   openOptions?: Record<string, unknown>
-  mode?: 'op' | 'batch'
+  mode?: RunMode
 }
 
 /** 'Bun 1.2.3', 'Deno 2.1.0' or 'Node v20.1.0'. */

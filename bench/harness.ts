@@ -7,7 +7,7 @@ import * as os from 'node:os'
 import * as nodePath from 'node:path'
 import { performance } from 'node:perf_hooks'
 
-import { allocAligned, type FileHandle, open, probe } from '../index'
+import { allocAligned, BatchWindow, type FileHandle, open, probe } from '../index'
 import * as engineModule from '../src/engine'
 import { native } from '../src/native'
 import type { HugePages } from './hugepages'
@@ -45,6 +45,7 @@ export type EngineId =
   | 'odirect-batch'
   | 'odirect-batch-typed'
   | 'odirect-batch-lanes'
+  | 'odirect-batch-queue'
   | 'odirect-registered'
   | 'odirect-bun'
   | 'odirect-deno'
@@ -58,9 +59,18 @@ export interface Variant {
   open?: Record<string, unknown>
   /** Environment variables of the child process (engine switches read at start-up). */
   env?: Record<string, string>
-  /** 'op' (default): one promise per op; 'batch': readMany/writeMany. */
-  mode?: 'op' | 'batch'
+  /** How odirect issues the ops (see RUN_MODES); 'op' by default. */
+  mode?: RunMode
 }
+
+/**
+ * How an odirect run issues its ops: 'op' one promise per op (QD workers); 'batch' array-form
+ * readMany/writeMany; 'typed' typed-array readMany/writeMany of BATCH_FACTOR x QD ops with
+ * `{ window: QD }`; 'lanes' two typed calls of QD/2 alternating; 'queue' two typed calls of
+ * BATCH_FACTOR x QD / 2 ops always queued in one BatchWindow of QD (never drains).
+ */
+export const RUN_MODES = ['op', 'batch', 'typed', 'lanes', 'queue'] as const
+export type RunMode = (typeof RUN_MODES)[number]
 
 export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
 
@@ -75,6 +85,7 @@ export const ENGINES: readonly { id: EngineId; label: string }[] = [
   { id: 'odirect-batch', label: 'odirect readMany/writeMany' },
   { id: 'odirect-batch-typed', label: 'odirect readMany/writeMany, typed arrays' },
   { id: 'odirect-batch-lanes', label: 'odirect typed readMany/writeMany, 2 lanes of QD/2' },
+  { id: 'odirect-batch-queue', label: 'odirect typed readMany/writeMany, a queue of 2 in a BatchWindow of QD' },
   { id: 'odirect-registered', label: 'odirect registered buffers' },
   { id: 'odirect-bun', label: 'odirect per op, Bun' },
   { id: 'odirect-deno', label: 'odirect per op, Deno' },
@@ -110,6 +121,7 @@ export function appliesTo(e: EngineId, w: Workload): boolean {
     case 'fio-libaio':
       return w.place === 'disk'
     case 'odirect-batch-lanes':
+    case 'odirect-batch-queue':
       return w.qd > 1
     default:
       return true
@@ -468,14 +480,16 @@ async function batchLoop(w: Workload, size: number, limit: Limit, bufs: Uint8Arr
  * readMany/writeMany in the typed-array form over one fh.alloc region. `lanes` 1: one call at a
  * time of BATCH_FACTOR x QD ops with `{ window: QD }` (as batchLoop); 2: two calls of QD/2 ops
  * each in flight at once, each lane issuing its next batch when its last one resolved (one lane
- * refills while the other's ops run). The regions are registered (io_uring fixed buffers, as fio's
+ * refills while the other's ops run). `queue`: two lanes of BATCH_FACTOR x QD / 2 ops sharing one
+ * BatchWindow of QD (the second lane's ops go in as the first one's tail drains: QD ops in
+ * flight from one batch to the next, as fio). The regions are registered (io_uring fixed buffers, as fio's
  * --fixedbufs) when the handle can; plain fh.alloc memory otherwise.
  */
-async function typedBatchLoop(fh: FileHandle, w: Workload, size: number, limit: Limit, lanes: number): Promise<RunResult> {
+async function typedBatchLoop(fh: FileHandle, w: Workload, size: number, limit: Limit, lanes: number, queue = false): Promise<RunResult> {
   const next = positions(w, size)
   const win = newWindow()
-  const n = lanes === 1 ? w.qd * BATCH_FACTOR : Math.max(1, Math.floor(w.qd / lanes))
-  const window = lanes === 1 ? w.qd : n
+  const n = queue ? Math.max(1, (w.qd * BATCH_FACTOR) / lanes) : lanes === 1 ? w.qd * BATCH_FACTOR : Math.max(1, Math.floor(w.qd / lanes))
+  const window = queue ? new BatchWindow(w.qd) : lanes === 1 ? w.qd : n
   let reg: { buffers: readonly Buffer[]; unregister(): void } | undefined
   try {
     reg = fh.registerBuffers(lanes, n * w.bs)
@@ -545,8 +559,8 @@ function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number
 }
 
 /** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
-export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<RunResult> {
-  if (mode === 'typed' || mode === 'lanes') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2)), ...nativeLatency(fh), path: enginePath(fh) }
+export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: RunMode): Promise<RunResult> {
+  if (mode === 'typed' || mode === 'lanes' || mode === 'queue') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2, mode === 'queue')), ...nativeLatency(fh), path: enginePath(fh) }
   const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
   if (w.write) fillBuffers(bufs)
   const result =
@@ -556,7 +570,7 @@ export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: 
   return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
 }
 
-async function runOdirect(ctx: BenchContext, w: Workload, mode: 'op' | 'batch' | 'typed' | 'lanes'): Promise<Outcome> {
+async function runOdirect(ctx: BenchContext, w: Workload, mode: RunMode): Promise<Outcome> {
   const fh = await open(ctx.path, 'r+', ctx.openOptions)
   try {
     return { ok: true, result: await odirectRun(fh, ctx.size, ctx.limit, w, mode) }
@@ -993,6 +1007,8 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
       return runOdirect(ctx, w, 'typed')
     case 'odirect-batch-lanes':
       return runOdirect(ctx, w, 'lanes')
+    case 'odirect-batch-queue':
+      return runOdirect(ctx, w, 'queue')
     case 'odirect-registered':
       return runOdirectRegistered(ctx, w)
     case 'odirect-bun':

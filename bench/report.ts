@@ -276,6 +276,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     ratio(`${at(label, 'tmpfs')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 0.8, find(is, 'odirect-batch'), fio(is), (s) => s.value, rate)
     ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), (s) => s.value, rate)
     ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), (s) => s.value, rate)
     ratio(`${at(label, 'tmpfs')}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
   }
   // Depth 64 on the disk.
@@ -286,6 +287,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     ratio(`${at(label, 'disk')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 1.0, find(is, 'odirect-batch'), fio(is), (s) => s.value, rate)
     ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), (s) => s.value, rate)
     ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), (s) => s.value, rate)
   }
   // Sequential.
   for (const write of [false, true]) {
@@ -585,6 +587,7 @@ const COLORS: Record<Exclude<EngineId, VariantId>, string> = {
   'odirect-batch': '#1a5276',
   'odirect-batch-typed': '#154360',
   'odirect-batch-lanes': '#0b2f4a',
+  'odirect-batch-queue': '#0e6251',
   'odirect-registered': '#48c9b0',
   'odirect-bun': '#af7ac5',
   'odirect-deno': '#58d68d',

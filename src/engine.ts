@@ -5,7 +5,8 @@
 // views' pointers and lengths in the same call (no user code can run in between), takes its own
 // hold on the memory (odirect-owned memory, or a bounce buffer) and stages the op. Staged ops
 // reach the kernel together at the next microtask checkpoint (one native crossing and one
-// io_uring_enter per event-loop turn). Completions come back on this thread: from libuv's loop
+// io_uring_enter per event-loop turn; on a device's files the native `rw` also submits what is
+// staged every 4 reads/writes, see engine.rs SUBMIT_EVERY). Completions come back on this thread: from libuv's loop
 // (a uv_poll on the engine's eventfd) on Node, or from a reaper thread elsewhere.
 import { misuse } from './errors'
 import { native, type NativeEngine } from './native'
@@ -185,11 +186,12 @@ export class Engine {
   /**
    * Starts a native batch (NativeEngine.batchStart: the window is refilled at reap time); `sink`
    * settles once, with the number of ops that failed, then `native.batchTake` gives the results.
+   * `group` > 0: the id of the shared window (BatchWindow) it runs in, of `window` ops.
    * Returns the batch id (kept with the lock waits' sinks: both are ids >= LOCK_BASE), or a
    * negative BatchCode / CaptureCode (nothing started).
    */
-  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, sink: OpSink): number {
-    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags)
+  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
+    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group)
     if (id < 0) return id
     this.#lockSinks.set(id, sink)
     this.#schedule()

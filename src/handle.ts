@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { isManyArrays, ManyBatch, type ManyArrays, manyArrays } from './many'
+import { BatchWindow, isManyArrays, ManyBatch, type ManyArrays, manyArrays } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -123,8 +123,12 @@ export interface ManyOptions extends DurableWriteOptions {
    * to / from an aligned bounce buffer held only while the op is in flight), so memory stays
    * bounded by the window. Default: all of them, captured at the call (past the ring's completion
    * queue the engine windows them anyway).
+   *
+   * A `BatchWindow` (typed-array form, odirect memory): the batch shares that window with the
+   * other batches given it, starting its ops as soon as the ones called before it leave room, so
+   * a queue of batches keeps the device busy without draining between them.
    */
-  window?: number
+  window?: number | BatchWindow
   /**
    * Aborts the batch: ops in the kernel are cancelled, ops not started yet never start. The
    * promise then rejects with an `ABORT_ERR` DirectIoError whose `results` says what each op did
@@ -476,11 +480,15 @@ export class FileHandle extends EventEmitter {
     this.#checkMode(write, syscall)
     const o = optionsArg(options, '{ window: 64 }')
     let window = Infinity
+    let shared: BatchWindow | undefined
     let flags = 0
     let signal: AbortSignal | undefined
     if (o !== undefined) {
       const w = o.window
-      if (w !== undefined) window = intArg(w, 'window', 1, 1 << 20)
+      if (w instanceof BatchWindow) {
+        shared = w
+        window = w.size
+      } else if (w !== undefined) window = intArg(w, 'window', 1, 1 << 20, 'pass an integer from 1 to 1048576, or a BatchWindow')
       flags = rwFlags(o, `${syscall}Many`)
       if (!write && o.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
       signal = signalArg(o.signal)
@@ -489,8 +497,9 @@ export class FileHandle extends EventEmitter {
     if (isManyArrays(ops)) {
       const unit = this.direct ? this.alignment.offset : 1
       const checkAligned = (len: number, p: number, what: string): void => this.#checkAligned(len, p, syscall, what)
-      return manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, signal, rwFlags: flags, checkAligned }, ops)
+      return manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, shared, signal, rwFlags: flags, checkAligned }, ops)
     }
+    if (shared !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow applies to the typed-array form ({ memory, offsets, lengths, positions })`, 'pass the typed-array form with fh.alloc memory, or a number as window')
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${describe(ops)}`, 'pass [{ buffer, position }, ...]')
     const n = ops.length
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')

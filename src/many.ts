@@ -3,7 +3,7 @@
 // stops the batch. Without a window every op is captured and staged at the call (one native
 // crossing, all or none); with one, the first `window` are, and each completion captures and
 // stages the next op, so a bounce buffer exists only while its op is in flight.
-import { RWF_DONTCACHE, unlisten } from './args'
+import { intArg, RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import { captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
@@ -235,6 +235,31 @@ export interface ManyArrays {
   results?: Int32Array
 }
 
+/** Ids of the BatchWindows of this thread (the engine knows a shared window by its id). */
+const windowIds = new WeakMap<BatchWindow, number>()
+let lastWindowId = 0
+
+/**
+ * A window shared by typed-array readMany/writeMany batches (`{ window: w }`): at most
+ * `w.size` ops of all of them in flight, across handles of this thread. The batches start their
+ * ops in the order they were called, each as soon as the ones before it leave room, so the
+ * device queue stays full from one batch to the next: start the next batch while the current
+ * one runs (a queue of batches) and the window never drains. Each batch still resolves (or
+ * rejects) on its own, when its own ops are done. Runs natively: the memory must be odirect's
+ * own (`fh.alloc`, registered buffers).
+ */
+export class BatchWindow {
+  /** The most ops in flight at once, over all the batches in this window. */
+  readonly size: number
+  constructor(size: number) {
+    this.size = intArg(size, 'BatchWindow size', 1, MAX_OPS)
+    windowIds.set(this, ++lastWindowId)
+  }
+}
+
+/** The engine's id of a shared window (0: none). */
+export const windowId = (w: BatchWindow | undefined): number => (w === undefined ? 0 : (windowIds.get(w) ?? 0))
+
 /** What the FileHandle gives the typed-array batch (its options already validated). */
 export interface ArraysDesc {
   write: boolean
@@ -243,6 +268,8 @@ export interface ArraysDesc {
   /** O_DIRECT's length and position unit (1 when not direct). */
   unit: number
   window: number
+  /** The shared window the batch runs in (its `size` is `window`), if any. */
+  shared: BatchWindow | undefined
   signal: AbortSignal | undefined
   rwFlags: number
   /** Throws the handle's alignment error for op `what`. */
@@ -298,8 +325,12 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   // The batch keeps its own copy of the lengths and positions for its stats and errors: the
   // caller may change or transfer the arrays once the call returns (the engine copied them too).
   const batch = new ArraysBatch(io, d, new Uint32Array(lengths), big ? new BigInt64Array(positions as BigInt64Array) : new Float64Array(positions as Float64Array), out)
-  const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, Math.min(n, d.window), memAlign, flags, batch)
-  if (id === native.BatchCode.NotOwned) return viaOps(io, d, mem, offsets, lengths, positions, out)
+  const group = windowId(d.shared)
+  const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, group === 0 ? Math.min(n, d.window) : d.window, memAlign, flags, group, batch)
+  if (id === native.BatchCode.NotOwned) {
+    if (group !== 0) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow runs batches in the engine, which needs odirect's own memory`, 'pass memory from fh.alloc (or registered buffers), or a number as window')
+    return viaOps(io, d, mem, offsets, lengths, positions, out)
+  }
   if (id < 0) throw batchError(id, d.write)
   batch.started(id)
   return batch.promise

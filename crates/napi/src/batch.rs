@@ -11,6 +11,7 @@
 //! the call: later writes to those arrays (even from another thread, through a
 //! SharedArrayBuffer) change nothing.
 
+use std::collections::{HashMap, VecDeque};
 use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,9 +78,21 @@ struct Batch {
     /// Ops reaped per latency bucket (`consts::latency_bucket`): handed to the handle's
     /// histogram by `batchTake`, so fh.stats() percentiles are per op.
     lat_hist: Vec<u32>,
+    /// The shared window it runs in (`NONE`: its own, `window`).
+    group: u32,
 }
 
 const NONE: u32 = u32::MAX;
+
+/// A window shared by batches (JS `BatchWindow`): at most `window` ops of all its batches in
+/// flight; the batches start their ops in the order they were started, a later one as soon as
+/// the earlier ones leave room, so the window never drains between them.
+struct Group {
+    window: usize,
+    inflight: usize,
+    /// Its batches with ops still to start, oldest first.
+    queue: VecDeque<u32>,
+}
 
 /// The native batches of one engine.
 #[derive(Default)]
@@ -88,6 +101,8 @@ pub struct Batches {
     free: Vec<u32>,
     /// Batches touched by completions or a cancel since the last `advance`.
     dirty: Vec<u32>,
+    /// Shared windows by their JS id, while they have batches with ops to start or in flight.
+    groups: HashMap<u32, Group>,
 }
 
 impl Batches {
@@ -108,6 +123,9 @@ impl Batches {
             batch.failed += 1;
         }
         batch.inflight -= 1;
+        if let Some(g) = self.groups.get_mut(&batch.group) {
+            g.inflight -= 1;
+        }
         batch.lat_sum += lat;
         batch.lat_max = batch.lat_max.max(lat);
         batch.reaped += 1;
@@ -129,9 +147,17 @@ impl Batches {
     }
 }
 
-/// Stages batch ops until the window is full or none is left; they are timed from `now`.
+/// Stages batch ops until its own window is full or none is left; they are timed from `now`.
 fn refill(e: &mut Inner, b: u32, batch: &mut Batch, now: Instant) {
-    while !batch.aborted && batch.inflight < batch.window && batch.next < batch.ops.len() {
+    let room = batch.window.saturating_sub(batch.inflight);
+    stage_ops(e, b, batch, room, now);
+}
+
+/// Stages up to `room` more ops of `batch` (none once aborted); returns how many.
+fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant) -> usize {
+    let mut staged = 0;
+    while !batch.aborted && staged < room && batch.next < batch.ops.len() {
+        staged += 1;
         let i = batch.next;
         batch.next += 1;
         let op = &batch.ops[i];
@@ -162,6 +188,54 @@ fn refill(e: &mut Inner, b: u32, batch: &mut Batch, now: Instant) {
         batch.keys[i] = e.stage(rec);
         batch.inflight += 1;
     }
+    staged
+}
+
+/// Fills shared window `g` from its queue of batches, oldest first (`held`: a batch taken out
+/// of its slot by the caller, which is refilled through it). A batch leaves the queue once all
+/// its ops started (or it was cancelled); the window is forgotten when nothing is left in it.
+fn refill_group(e: &mut Inner, g: u32, held: &mut Batch, held_b: u32, now: Instant) {
+    loop {
+        let Some(grp) = e.batches.groups.get(&g) else {
+            return;
+        };
+        let room = grp.window.saturating_sub(grp.inflight);
+        let Some(&front) = grp.queue.front() else {
+            if grp.inflight == 0 {
+                e.batches.groups.remove(&g);
+            }
+            return;
+        };
+        let (staged, over) = if front == held_b {
+            let n = stage_ops(e, front, held, room, now);
+            (n, held.aborted || held.next == held.ops.len())
+        } else {
+            let Some(mut batch) = e
+                .batches
+                .slots
+                .get_mut(front as usize)
+                .and_then(Option::take)
+            else {
+                // Not a live batch any more (cannot happen: a batch leaves the queue first).
+                if let Some(grp) = e.batches.groups.get_mut(&g) {
+                    grp.queue.pop_front();
+                }
+                continue;
+            };
+            let n = stage_ops(e, front, &mut batch, room, now);
+            let over = batch.aborted || batch.next == batch.ops.len();
+            e.batches.slots[front as usize] = Some(batch);
+            (n, over)
+        };
+        let Some(grp) = e.batches.groups.get_mut(&g) else {
+            return;
+        };
+        grp.inflight += staged;
+        if !over {
+            return;
+        }
+        grp.queue.pop_front();
+    }
 }
 
 /// After a reap: refills the windows of the batches it touched, delivers each batch that is
@@ -180,7 +254,11 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
         };
         batch.queued = false;
         if !batch.done {
-            refill(e, b, &mut batch, now);
+            if batch.group == NONE {
+                refill(e, b, &mut batch, now);
+            } else {
+                refill_group(e, batch.group, &mut batch, b, now);
+            }
             if batch.inflight == 0 && batch.next == batch.ops.len() {
                 batch.done = true;
                 out.extend([
@@ -215,6 +293,10 @@ pub fn cancel(e: &mut Inner, key: u32) {
             batch.failed += 1;
         }
         batch.next = batch.ops.len();
+        // Out of its shared window's queue (its slot may serve another batch once taken).
+        if let Some(g) = e.batches.groups.get_mut(&batch.group) {
+            g.queue.retain(|q| *q != b);
+        }
         let live: Vec<u32> = batch.keys.iter().copied().filter(|k| *k != NONE).collect();
         for k in live {
             e.cancel(k);
@@ -340,7 +422,9 @@ impl NativeEngine {
     /// Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
     /// `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
     /// `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-    /// reap time. Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+    /// reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
+    /// with the other batches started with the same `group`: they start their ops in the order
+    /// they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
     /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
     #[napi]
     pub fn batch_start(
@@ -356,6 +440,7 @@ impl NativeEngine {
         window: u32,
         mem_align: u32,
         rw_flags: i32,
+        group: u32,
     ) -> Result<f64> {
         let kind = backend_kind(backend)?;
         let env = env.raw();
@@ -405,7 +490,11 @@ impl NativeEngine {
                 results: vec![0; n],
                 keys: vec![NONE; n],
                 next: 0,
-                window: (window as usize).clamp(1, n),
+                window: if group == 0 {
+                    (window as usize).clamp(1, n)
+                } else {
+                    usize::MAX
+                },
                 inflight: 0,
                 failed: 0,
                 aborted: false,
@@ -415,9 +504,20 @@ impl NativeEngine {
                 lat_max: 0.0,
                 reaped: 0,
                 lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
+                group: if group == 0 { NONE } else { group },
             };
             let b = e.batches.reserve();
-            refill(e, b, &mut batch, Instant::now());
+            if group == 0 {
+                refill(e, b, &mut batch, Instant::now());
+            } else {
+                let g = e.batches.groups.entry(group).or_insert_with(|| Group {
+                    window: (window as usize).max(1),
+                    inflight: 0,
+                    queue: VecDeque::new(),
+                });
+                g.queue.push_back(b);
+                refill_group(e, group, &mut batch, b, Instant::now());
+            }
             e.batches.slots[b as usize] = Some(batch);
             (BATCH_BASE + b) as f64
         })

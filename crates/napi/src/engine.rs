@@ -141,6 +141,11 @@ pub struct Inner {
     /// A wake-up is under way with every driver quiet (see `Driver::quiet`): its rounds after
     /// the first need not reset the eventfd.
     quiet: bool,
+    /// `rw` submits what is staged before it stages one more once this many reads/writes on
+    /// files that do not complete inline wait (0: only at the flush; see [`Inner::rw`]).
+    submit_every: usize,
+    /// Reads/writes on such files staged since the last flush.
+    early: usize,
     /// When the last reap's completions were timed (one clock read per reap: the ops a reap
     /// takes share it, and a native batch's ops staged right after it start at it).
     pub(crate) reaped_at: Instant,
@@ -194,6 +199,38 @@ impl FdTable {
     }
 }
 
+/// Writes one `ODIRECT_DEBUG` line to stderr, never panicking (`eprintln!` panics when the
+/// write fails, and a panic here aborts the process: Node makes a piped stderr non-blocking, so a
+/// reader slower than the trace gave EAGAIN). On EAGAIN it waits until the pipe has room, as
+/// Node's own synchronous stderr writes do; other errors drop the line.
+fn trace(args: std::fmt::Arguments<'_>) {
+    let line = format!("{args}\n");
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes bytes of a live slice to fd 2.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = &rest[n as usize..];
+            continue;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) if n < 0 => {}
+            Some(libc::EAGAIN) if n < 0 => {
+                let mut p = libc::pollfd {
+                    fd: 2,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd; waits for room in the pipe.
+                if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
 
@@ -209,6 +246,33 @@ unsafe impl Send for Abandoned {}
 static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
 
 pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
+
+/// An engine-only fact of a descriptor (masked off before the drivers see its facts): a
+/// regular file on tmpfs or ramfs. No device works on its ops, only CPUs copying (io-wq workers
+/// on io_uring, sharing the CPUs with the JS thread): submitting them earlier gains nothing,
+/// and the extra `io_uring_enter` calls cost CPU.
+const FD_INLINE: u8 = 0x40;
+
+/// Reads/writes staged one by one (`rw`) on a file that does not complete inline go to the
+/// kernel in groups of this many as they are staged, not all at the end of the microtasks:
+/// when a wake-up delivers a round of ~20 completions, the first continuations' new ops reach
+/// the device while the later ones still run (fio resubmits each op as it completes). Measured
+/// on the disk, per op at depth 64, interleaved with fio (5 rounds of 1 s): read 0.87x -> 0.97x,
+/// write 0.87x -> 0.90x (8: 0.89x / 0.90x; 2: no better than off). On tmpfs it cost up to
+/// 20% (see `FD_INLINE`). Not for buffered files either (`FD_BUFFERED`: a page-cache hit is
+/// copied by the submitting call itself, on the JS thread). `ODIRECT_SUBMIT_EVERY=k` overrides
+/// it (0: off).
+const SUBMIT_EVERY: usize = 4;
+
+/// Whether `fd` is a regular file on tmpfs or ramfs (see [`FD_INLINE`]).
+fn completes_inline(fd: i32) -> bool {
+    // SAFETY: fstat writes into the zeroed POD out parameter.
+    let regular = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    };
+    regular && odirect_core::file::fs_magic(fd).is_some_and(|m| m == 0x01021994 || m == 0x858458f6)
+}
 
 impl Inner {
     pub fn new(env: sys::napi_env) -> std::io::Result<Inner> {
@@ -239,6 +303,11 @@ impl Inner {
             referenced: false,
             batches: Default::default(),
             quiet: false,
+            submit_every: std::env::var("ODIRECT_SUBMIT_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(SUBMIT_EVERY),
+            early: 0,
             reaped_at: Instant::now(),
         })
     }
@@ -330,7 +399,8 @@ impl Inner {
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec) {
-        let facts = self.fds.facts(rec.kind.fd());
+        // The drivers' facts only (aio sends any descriptor with a fact elsewhere).
+        let facts = self.fds.facts(rec.kind.fd()) & !FD_INLINE;
         let Some(d) = self.drivers[rec.backend.index()].as_ref() else {
             return;
         };
@@ -393,6 +463,14 @@ impl Inner {
         mem_align: usize,
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
+        if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 && self.submit_every > 0 {
+            // What was staged before (its flags and links set by now: JS sets them right
+            // after each staging call) goes in now: see SUBMIT_EVERY.
+            if self.early >= self.submit_every {
+                self.flush();
+            }
+            self.early += 1;
+        }
         // SAFETY: forwarded contract.
         let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
         let (rec, bounced) = self.single(kind, write, fd, seg, position);
@@ -517,7 +595,8 @@ impl Inner {
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
     pub fn adopt(&mut self, fd: i32, facts: u8) {
-        self.fds.insert(fd, facts);
+        let inline = if completes_inline(fd) { FD_INLINE } else { 0 };
+        self.fds.insert(fd, facts | inline);
         for d in self.drivers.iter_mut().flatten() {
             d.register_fd(fd);
         }
@@ -541,6 +620,7 @@ impl Inner {
     /// Hands every staged op to its driver, then submits each driver used once (one
     /// io_uring_enter for the ring).
     pub fn flush(&mut self) {
+        self.early = 0;
         if self.staged.is_empty() {
             return;
         }
@@ -557,7 +637,7 @@ impl Inner {
             rec.submitted = true;
             if self.debug {
                 let what = rec.describe();
-                eprintln!("odirect: submit id={k} {what}");
+                trace(format_args!("odirect: submit id={k} {what}"));
                 rec.debug = Some(what);
             }
             let i = rec.backend.index();
@@ -687,9 +767,9 @@ impl Inner {
                 } else {
                     String::new()
                 };
-                eprintln!(
+                trace(format_args!(
                     "odirect: complete id={key} {d} result={result}{err} latency_us={lat:.1}"
-                );
+                ));
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
@@ -880,9 +960,9 @@ impl Inner {
             // Registered (pinned) buffers may be what the abandoned ops use.
             keep.push(Abandoned(Box::new(self.pins.take_all())));
             if self.debug {
-                eprintln!(
+                trace(format_args!(
                     "odirect: {ops} ops still in the kernel at exit: their memory is kept for the process"
-                );
+                ));
             }
             ABANDONED
                 .lock()
