@@ -203,7 +203,7 @@ impl FdTable {
 /// write fails, and a panic here aborts the process: Node makes a piped stderr non-blocking, so a
 /// reader slower than the trace gave EAGAIN). On EAGAIN it waits until the pipe has room, as
 /// Node's own synchronous stderr writes do; other errors drop the line.
-fn trace(args: std::fmt::Arguments<'_>) {
+pub(crate) fn trace(args: std::fmt::Arguments<'_>) {
     let line = format!("{args}\n");
     let mut rest = line.as_bytes();
     while !rest.is_empty() {

@@ -35,10 +35,11 @@ pub fn report_status(status: sys::napi_status, call: &str) -> bool {
         return true;
     }
     if debug() {
-        eprintln!(
+        // Not eprintln!: it panics (aborting the process) when a non-blocking stderr is full.
+        crate::engine::trace(format_args!(
             "odirect: N-API {call} failed (nothing to report it to): {}",
             Status::from(status)
-        );
+        ));
     }
     false
 }

@@ -474,7 +474,12 @@ impl LocalRing {
                 }
                 Err(e) => {
                     // Should not happen (EFAULT/EINVAL are programming errors); do not spin.
-                    eprintln!("odirect: io_uring_enter failed: {e}");
+                    // Not eprintln!: it panics when stderr cannot take the line (a full
+                    // non-blocking pipe), and a panic here aborts the process.
+                    let _ = io::Write::write_fmt(
+                        &mut io::stderr(),
+                        format_args!("odirect: io_uring_enter failed: {e}\n"),
+                    );
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     return;
                 }
