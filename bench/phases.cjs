@@ -205,10 +205,13 @@ const med = (xs) => {
   return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN
 }
 
-function runFio(file, size, write, huge) {
-  const args = ['--name=p', `--filename=${file}`, `--size=${size}`, `--rw=${write ? 'write' : 'read'}`, '--bs=1M', '--iodepth=4', '--ioengine=io_uring', '--direct=1', '--iodepth_batch_submit=4', '--iodepth_batch_complete_min=2', '--iodepth_batch_complete_max=4', '--fallocate=none', '--invalidate=1', '--fixedbufs', '--registerfiles', '--output-format=json']
-  if (write) args.push('--end_fsync=1')
-  if (huge) args.push(...huge)
+function runFio(file, size, write, hugePages) {
+  // The stream bench's fio row (bench/streams.ts runFioStream): the harness's peak options for
+  // 1 MiB at depth 4, one pass over the file; writes end with an fdatasync.
+  const { fioArgs } = require(path.join(DIST, 'bench', 'harness.js'))
+  const ctx = { path: file, size, limit: { durationMs: 0, ops: size / (1 << 20), rampMs: 0 }, hugePages }
+  const w = { write, random: false, bs: 1 << 20, qd: 4 }
+  const args = [...fioArgs(ctx, w, 'io_uring', 1, hugePages !== undefined), ...(write ? ['--end_fsync=1'] : [])]
   const t0 = now()
   const r = spawnSync('fio', args, { encoding: 'utf8' })
   const t1 = now()
@@ -249,7 +252,7 @@ async function parent() {
         fs.closeSync(fd)
         tr.start()
         let marks
-        if (e.startsWith('fio')) marks = runFio(file, size, write, e.endsWith('-huge') ? huge.fioArgs() : undefined)
+        if (e.startsWith('fio')) marks = runFio(file, size, write, e.endsWith('-huge') ? huge : undefined)
         else if (e.startsWith('dd')) marks = runDd(file, size, write)
         else {
           // "engine@NAME=value+NAME2=value": the child runs with that environment variable (A/B experiments).
@@ -262,6 +265,7 @@ async function parent() {
         const text = tr.stop()
         if (process.env.PHASES_DUMP) fs.writeFileSync(`${process.env.PHASES_DUMP}-${e}-${r}.trace`, text)
         const t = parseTrace(text, tr.dev, ext, marks.t0)
+        if (t === undefined) throw new Error(`${e}: no request on ${file}'s extents was traced (a file not yet written back has none: sync it first)`)
         const row = (rows[e] ??= [])
         const firstIssue = t.firstIssue
         const wall = marks.end - marks.t0
