@@ -182,6 +182,13 @@ export declare function checkFlags(flags: string): string
 /** Closes a descriptor synchronously (used only on failed opens and at teardown paths). */
 export declare function closeFdSync(fd: number): void
 
+/**
+ * Copies `src` (any view) into `dst` (any view) at byte `at` of `dst`, with non-temporal stores
+ * for a large copy on x86-64; returns the bytes copied (all of `src`), or -1 when a value is not
+ * a view or `src` does not fit.
+ */
+export declare function copyInto(dst: unknown, at: number, src: unknown): number
+
 /** Submission queue entries of an io_uring ring / events of an aio context when none is asked. */
 export declare const DEFAULT_QUEUE_DEPTH: number
 

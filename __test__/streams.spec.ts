@@ -26,6 +26,7 @@ import {
   writableWebStream,
 } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
+import { native } from '../dist/src/native.js'
 import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
@@ -1313,4 +1314,62 @@ test('a small file read with a huge chunkSize and readAhead allocates what the f
   const total = sizes.reduce((a, b) => a + b, 0)
   t.true(total <= 16384 + fh.alignment.offset * 2, `allocated ${total} bytes in ${sizes.length} buffers: ${sizes.join(', ')}`)
   await fh.close()
+})
+
+test('copyInto copies any view into another at any offset, streaming large copies; out of range or not a view: -1', (t) => {
+  const src = randomBytes(3 * MiB + 77)
+  for (const [at, from, n] of [
+    [0, 0, 64 * 1024],
+    [3, 1, 64 * 1024 + 61],
+    [4093, 5, MiB + 13],
+    [17, 0, 63 * 1024],
+    [1, 7, 3 * MiB + 70],
+  ]) {
+    const dst = Buffer.alloc(n + at + 9, 0xee)
+    const piece = src.subarray(from, from + n)
+    t.is(native.copyInto(dst, at, piece), n)
+    t.true(dst.subarray(at, at + n).equals(piece), `at ${at}, ${n} bytes`)
+    t.true(dst.subarray(0, at).every((b) => b === 0xee) && dst.subarray(at + n).every((b) => b === 0xee), 'nothing outside the range is written')
+  }
+  // Overlapping ranges of one buffer: memmove semantics.
+  const one = Buffer.from(src.subarray(0, 2 * MiB))
+  const want = Buffer.from(one)
+  want.copyWithin(1000, 0, MiB)
+  t.is(native.copyInto(one, 1000, one.subarray(0, MiB)), MiB)
+  t.true(one.equals(want))
+  const dst = Buffer.alloc(MiB)
+  t.is(native.copyInto(dst, 1, src.subarray(0, MiB)), -1, 'does not fit')
+  t.is(native.copyInto(dst, -1, src.subarray(0, 10)), -1)
+  t.is(native.copyInto(dst, 0.5, src.subarray(0, 10)), -1)
+  t.is(native.copyInto({} as Uint8Array, 0, src.subarray(0, 10)), -1)
+  t.is(native.copyInto(dst, 0, src.subarray(0, 0)), 0)
+})
+
+test('write streams copy large pieces of their source natively (copyInto) and small ones with set: every byte lands', async (t) => {
+  const file = path.join(scratch(), 'ntcopy.bin')
+  // Unaligned source memory (offset 1) in pieces across block boundaries, both directions.
+  const data = randomBytes(9 * MiB + 4099).subarray(1)
+  const orig = native.copyInto
+  let calls = 0
+  let bytes = 0
+  native.copyInto = (dst, at, src) => {
+    calls++
+    const n = orig(dst, at, src)
+    bytes += n
+    return n
+  }
+  try {
+    const ws = createWriteStream(file, { chunkSize: 2 * MiB })
+    await writeOdd(ws, data)
+    t.true(fs.readFileSync(file).equals(data), 'node stream')
+    const copied = bytes
+    t.true(calls > 0 && copied > 0, 'the large pieces were copied natively')
+    const w = writableWebStream(file).getWriter()
+    for (let off = 0; off < data.length; off += 1_000_003) await w.write(data.subarray(off, off + 1_000_003))
+    await w.close()
+    t.true(fs.readFileSync(file).equals(data), 'web stream')
+    t.true(bytes > copied, 'the web stream too')
+  } finally {
+    native.copyInto = orig
+  }
 })

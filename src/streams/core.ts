@@ -12,6 +12,7 @@ import { type BackendName, getEngine } from '../engine'
 import { syncParentDir } from '../dirsync'
 import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
+import { native } from '../native'
 import { isFileHandle, open } from '../open'
 
 /** Options used when the stream opens a path itself (refused together with a FileHandle). */
@@ -115,6 +116,13 @@ const MAX_DEPTH = 1024
  * garbage.)
  */
 const HELD_EXTRA = 1
+
+/**
+ * Source pieces of this many bytes and more are copied into the write stream's block natively
+ * with non-temporal stores (crates/napi/src/stream.rs); smaller ones by `TypedArray.set`.
+ * ODIRECT_STREAM_NTCOPY=0 turns it off (A/B).
+ */
+const NT_COPY_MIN = process.env.ODIRECT_STREAM_NTCOPY === '0' ? Infinity : 64 * 1024
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
 const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
@@ -736,7 +744,8 @@ export class BlockWriter extends Core {
         this.#fill = 0
       }
       const n = Math.min(src.byteLength - off, this.#chunk - this.#fill)
-      this.#cur.set(n === src.byteLength ? src : src.subarray(off, off + n), this.#fill)
+      const piece = n === src.byteLength ? src : src.subarray(off, off + n)
+      if (n < NT_COPY_MIN || native.copyInto(this.#cur, this.#fill, piece) !== n) this.#cur.set(piece, this.#fill)
       this.#fill += n
       off += n
       this.#total += n

@@ -12,6 +12,7 @@
 //! - `uv`: libuv functions resolved at run time (Node's loop integration).
 //! - `status`: the status check of every raw N-API call.
 //! - `tasks`: open / fstat / probe off the JS thread, and small helpers.
+//! - `stream`: the write streams' copy into their aligned blocks.
 //!
 //! Memory rule: the kernel only ever reads or writes odirect-owned memory whose release waits
 //! for the op's completion (see `engine`), never a V8 backing store directly.
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod paths;
 pub mod pins;
 pub mod status;
+pub mod stream;
 pub mod tasks;
 pub mod uv;
 pub mod wake;
