@@ -15,6 +15,7 @@ use crate::memory;
 
 /// Below this many bytes the plain copy is used (the streaming stores' fence and set-up cost
 /// more than the reads they save).
+#[cfg(target_arch = "x86_64")]
 const STREAM_MIN: usize = 64 << 10;
 
 /// Copies `src` (any view) into `dst` (any view) at byte `at` of `dst`, with non-temporal stores
