@@ -241,3 +241,167 @@ test(`[${BACKEND}] one window over two handles: a running batch aborted, the oth
   }
   t.deepEqual(openUnder(dir), [])
 })
+
+test.serial(`[${BACKEND}] workers terminated or exiting with window batches in flight over two handles (and opens in flight): no descriptor left, the main thread's window unaffected`, async (t) => {
+  const dir = scratch('/dev/shm')
+  const file = path.join(dir, 'f')
+  const data = patterned(file, 2048)
+  const body = `
+const { parentPort, workerData: w } = require('node:worker_threads')
+const od = require(w.dist)
+;(async () => {
+  const fh = await od.open(w.file, w.i % 2 ? 'r+' : 'r', { backend: w.backend })
+  const fh2 = await od.open(w.file, 'r', { backend: w.backend })
+  const win = new od.BatchWindow(1 + (w.i % 7))
+  const n = 64, U = 1 << 16
+  const mk = (h) => ({ memory: h.alloc(n * U), offsets: new Uint32Array(n).map((_, i) => i * U), lengths: new Uint32Array(n).fill(U), positions: new Float64Array(n).map((_, i) => i * U) })
+  const ac = new AbortController()
+  for (let k = 0; k < 4; k++) (k % 2 ? fh2 : fh).readMany(mk(k % 2 ? fh2 : fh), { window: win, signal: k === 2 ? ac.signal : undefined }).catch(() => {})
+  if (w.i % 2) { const m = mk(fh); fh.readMany(m, { window: win }).then(() => fh.writeMany(m, { window: win })).catch(() => {}) }
+  for (let k = 0; k < 8; k++) od.open(w.file, 'r').catch(() => {})
+  fh2.close().catch(() => {})
+  ac.abort()
+  parentPort.postMessage('go')
+  if (w.i % 3 === 0) setImmediate(() => process.exit(5))
+})().catch((e) => parentPort.postMessage('failed: ' + (e && e.stack || e)))
+`
+  const main = await open(file, 'r', { backend: BACKEND })
+  const w = new BatchWindow(4)
+  const mine = ops(main, 256, 0)
+  // The main thread's window batch runs while the workers come and go.
+  const pending = main.readMany(mine, { window: w })
+  for (let i = 0; i < 24; i++) {
+    const worker = new Worker(body, { eval: true, workerData: { dist, file, i, backend: BACKEND } })
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+    const errors: unknown[] = []
+    worker.on('error', (e) => errors.push(e))
+    const msg = await new Promise<unknown>((resolve) => worker.once('message', resolve))
+    t.is(msg, 'go', String(msg))
+    if (i % 3 !== 0) await worker.terminate()
+    t.is(await exited, i % 3 === 0 ? 5 : 1, `worker ${i}`)
+    t.deepEqual(errors, [])
+  }
+  t.deepEqual(Array.from(await pending), new Array(256).fill(U))
+  t.true(mine.memory.equals(data.subarray(0, 256 * U)))
+  await main.close()
+  t.deepEqual(openUnder(dir), [], 'descriptors of dead workers are closed')
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. BatchWindow: ENOSPC and EIO mid-window, error attribution
+
+fxTest(`[${BACKEND}] writeMany batches in one window on a full 8 MiB ext4 (loop, 4096-byte sectors): the batch that fits resolves, the others reject ENOSPC at their first failed op; every op reported written is on disk`, LOOP, async (t) => {
+  const fx = must(fullFs(8, { kind: 'loop-ext4' }))
+  t.teardown(() => fx.cleanup())
+  const file = path.join(fx.dir, 'f')
+  const fh = await open(file, 'w+', { backend: BACKEND })
+  try {
+    const LEN = 64 * KiB
+    const total = Math.floor(fx.freeBytes / LEN)
+    const half = Math.floor(total / 2)
+    // A: half the free space; B: the rest and 16 ops more; C: all past the end of the space.
+    const sizes = [half, total - half + 16, 32]
+    let first = 0
+    const w = new BatchWindow(4)
+    const batches = sizes.map((n) => {
+      const a = ops(fh, n, first, LEN)
+      for (let i = 0; i < n; i++) a.memory.set(block(first + i, LEN), i * LEN)
+      first += n
+      return a
+    })
+    const outs = await Promise.all(batches.map((a) => outcome(fh.writeMany(a, { window: w }))))
+    t.true(outs[0].ok, `A fits: ${outs[0].ok ? '' : outs[0].error.message}`)
+    const disk = fs.readFileSync(file)
+    let failures = 0
+    for (const [k, o] of outs.entries()) {
+      const a = batches[k]
+      const rs: Results = o.ok ? Array.from(o.value) : (o.error as unknown as { results: Results }).results
+      t.is(rs.length, a.offsets.length)
+      let firstFailed = -1
+      for (const [i, r] of rs.entries()) {
+        const at = a.positions[i]
+        if (typeof r === 'number') {
+          t.true(r > 0 && r <= LEN, `batch ${k} op ${i}: ${r}`)
+          t.true(disk.subarray(at, at + r).equals(a.memory.subarray(i * LEN, i * LEN + r)), `batch ${k} op ${i}: reported written, is on disk`)
+        } else {
+          failures++
+          t.is(r.code, 'ENOSPC', `batch ${k} op ${i}`)
+          t.is(r.position, at)
+          if (firstFailed < 0) firstFailed = i
+        }
+      }
+      if (!o.ok) {
+        t.is(o.error.code, 'ENOSPC', `batch ${k}`)
+        t.is(o.error.position, a.positions[firstFailed], `batch ${k}: the error names its first failed op in op order`)
+        t.regex(o.error.hint ?? '', /error\.results/)
+      }
+    }
+    t.true(failures >= 16, `ops that did not fit failed (${failures})`)
+    t.false(outs[2].ok, 'C, all past the space, rejects')
+    t.is(fh.inflight, 0)
+  } finally {
+    await fh.close()
+  }
+  t.deepEqual(openUnder(fx.dir), [])
+})
+
+fxTest(`[${BACKEND}] readMany batches in one window over faultfs with EIO inside the second: only it rejects (EIO at the op holding the bad byte), the others resolve with the file's bytes`, FAULT, async (t) => {
+  const LEN = 64 * KiB
+  const size = 8 * MiB
+  const bad = 2 * MiB + 3 * LEN + 100
+  const fx = must(faultFs({ size, eioAt: [bad], threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const want = patternBuffer(0, size)
+  const fh = await open(fx.file, 'r', { backend: BACKEND })
+  try {
+    const w = new BatchWindow(3)
+    const bs = [0, 32, 64].map((first) => ops(fh, 32, first, LEN))
+    const outs = await Promise.all(bs.map((a) => outcome(fh.readMany(a, { window: w }))))
+    t.true(outs[0].ok && outs[2].ok, 'the first and third batches resolve')
+    t.true(bs[0].memory.equals(want.subarray(0, 32 * LEN)))
+    t.true(bs[2].memory.equals(want.subarray(64 * LEN, 96 * LEN)))
+    const o = outs[1]
+    t.false(o.ok)
+    if (!o.ok) {
+      t.is(o.error.code, 'EIO')
+      t.is(o.error.position, 2 * MiB + 3 * LEN)
+      t.is(o.error.path, fx.file)
+      const rs = (o.error as unknown as { results: Results }).results
+      for (const [i, r] of rs.entries()) {
+        if (i === 3) t.is((r as DirectIoError).code, 'EIO')
+        else t.true(r === LEN && bs[1].memory.subarray(i * LEN, (i + 1) * LEN).equals(want.subarray((32 + i) * LEN, (33 + i) * LEN)), `op ${i}`)
+      }
+    }
+    t.is(fx.stats().eio, 1)
+  } finally {
+    await fh.close()
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// 4. Early submission: the fs checks at open, odd ODIRECT_SUBMIT_EVERY, a 4096-sector device
+
+fxTest(`[${BACKEND}] open() of a FUSE file: the JS thread never fstat()s or fstatfs()es it (a stalled FUSE server would stall the JS thread; the open's own checks run on the pool)`, [...FAULT, 'cmd:strace'], async (t) => {
+  const fx = must(faultFs({ size: MiB }))
+  t.teardown(() => fx.cleanup())
+  const trace = path.join(scratch(), 'strace.out')
+  const script = `
+const od = require(${JSON.stringify(dist)});
+(async () => {
+  const fh = await od.open(${JSON.stringify(fx.file)}, 'r', { backend: ${JSON.stringify(BACKEND)} });
+  const b = fh.alloc(4096);
+  await fh.read(b, 0, 4096, 0);
+  console.log(process.pid, fh.fd);
+  await fh.close();
+})();`
+  const r = spawnSync(findCommand('strace') as string, ['-f', '-qq', '-o', trace, '-e', 'trace=openat,fstat,newfstatat,statx,fstatfs,statfs,close', process.execPath, '-e', script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const [pid, fd] = r.stdout.trim().split(' ').map(Number)
+  const lines = fs.readFileSync(trace, 'utf8').split('\n')
+  // From the open of the FUSE file (on a pool thread) to its close: the main thread's calls on it.
+  const opened = lines.findIndex((l) => l.includes(`openat(AT_FDCWD, "${fx.file}"`) && new RegExp(`= ${fd}$`).test(l))
+  t.true(opened >= 0, `the open of ${fx.file} as fd ${fd} is traced`)
+  const onIt = new RegExp(`^${pid} +(fstat|newfstatat|statx|fstatfs)\\(${fd}[,)]`)
+  const main = lines.slice(opened).filter((l) => onIt.test(l))
+  t.deepEqual(main, [], 'calls on the FUSE file from the JS thread')
+})
