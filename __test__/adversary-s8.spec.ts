@@ -405,3 +405,170 @@ const od = require(${JSON.stringify(dist)});
   const main = lines.slice(opened).filter((l) => onIt.test(l))
   t.deepEqual(main, [], 'calls on the FUSE file from the JS thread')
 })
+
+/**
+ * Runs, in a child with ODIRECT_SUBMIT_EVERY=`every` (undefined: unset) and ODIRECT_DEBUG, on
+ * `target` (a file or a block device, opened r+): 9 reads started in one tick (how many the
+ * io_uring SQ head shows taken before the tick ends), then writeMany and writev of 16 blocks
+ * with { datasync } (each a linked chain on io_uring), read back with node:fs.
+ */
+function submitRun(t: ExecutionContext, target: string, every: string | undefined): { during: number; backend: string; linked: number[]; lines: string[] } {
+  const script = `
+const fs = require('node:fs')
+const od = require(${JSON.stringify(dist)})
+function sqHeads() {
+  let sum = 0
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    let link = ''
+    try { link = fs.readlinkSync('/proc/self/fd/' + fd) } catch { continue }
+    if (!link.includes('io_uring')) continue
+    const m = /SqHead:\\s*(\\d+)/.exec(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))
+    if (m !== null) sum += Number(m[1])
+  }
+  return sum
+}
+;(async () => {
+  const fh = await od.open(${JSON.stringify(target)}, 'r+', { backend: ${JSON.stringify(BACKEND)}, direct: 'require' })
+  const U = fh.alignment.offset < 4096 ? 4096 : fh.alignment.offset
+  const bufs = Array.from({ length: 9 }, () => fh.alloc(U))
+  await fh.read(bufs[0], { position: 0 })
+  const before = sqHeads()
+  const ps = bufs.map((b, i) => fh.read(b, { position: i * U }))
+  const during = sqHeads() - before
+  await Promise.all(ps)
+  const a = Array.from({ length: 16 }, (_, i) => fh.alloc(U).fill(0x30 + i))
+  const b = Array.from({ length: 16 }, (_, i) => fh.alloc(U).fill(0x60 + i))
+  console.error('MARK writeMany')
+  await fh.writeMany(a.map((buffer, i) => ({ buffer, position: i * U })), { datasync: true })
+  console.error('MARK writev')
+  await fh.writev(b, 16 * U, { datasync: true })
+  console.error('MARK end')
+  const backend = fh.backend
+  await fh.close()
+  const back = Buffer.alloc(32 * U)
+  const fd = fs.openSync(${JSON.stringify(target)}, 'r')
+  fs.readSync(fd, back, 0, back.length, 0)
+  fs.closeSync(fd)
+  const same = back.equals(Buffer.concat([...a, ...b]))
+  console.log(JSON.stringify({ during, same, backend }))
+})().catch((e) => { console.error(e); process.exit(1) })`
+  const env: NodeJS.ProcessEnv = { ...process.env, ODIRECT_DEBUG: '1' }
+  delete env.ODIRECT_SUBMIT_EVERY
+  if (every !== undefined) env.ODIRECT_SUBMIT_EVERY = every
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env, timeout: 60_000 })
+  t.is(r.status, 0, `ODIRECT_SUBMIT_EVERY=${String(every)}: ${r.stderr.slice(-2000)}`)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { during: number; same: boolean; backend: string }
+  t.true(out.same, `ODIRECT_SUBMIT_EVERY=${String(every)}: the chains' data is on ${target}`)
+  const lines = r.stderr.split('\n')
+  // Each chain: its writes submitted with IOSQE_IO_LINK before its first completion.
+  const linked = ['writeMany', 'writev'].map((what, k) => {
+    const from = lines.indexOf(`MARK ${what}`)
+    const to = lines.indexOf(k === 0 ? 'MARK writev' : 'MARK end')
+    const part = lines.slice(from, to)
+    const firstComplete = part.findIndex((l) => l.startsWith('odirect: complete'))
+    return part.slice(0, firstComplete).filter((l) => / op=writev? .* link$/.test(l)).length
+  })
+  return { during: out.during, backend: out.backend, linked, lines }
+}
+
+/** Unset, and values a user might set by mistake: only a whole number is taken, anything else is the default (4). */
+const EVERY: Array<[string | undefined, number]> = [
+  [undefined, 8],
+  ['0', 0],
+  ['1', 8],
+  ['1000000000', 0],
+  ['-1', 8],
+  ['abc', 8],
+  ['', 8],
+  ['1e9', 8],
+  [' 4', 8],
+  ['18446744073709551616', 8],
+]
+
+function checkSubmit(t: ExecutionContext, target: string): void {
+  for (const [every, during] of EVERY) {
+    const r = submitRun(t, target, every)
+    if (r.backend !== 'io_uring') continue
+    t.is(r.during, during, `ODIRECT_SUBMIT_EVERY=${String(every)}: reads in the kernel before the tick ended`)
+    t.deepEqual(r.linked, [16, 1], `ODIRECT_SUBMIT_EVERY=${String(every)}: writeMany's 16 writes linked in one submission, writev's one`)
+  }
+}
+
+test(`[${BACKEND}] ODIRECT_SUBMIT_EVERY unset, 0, 1, huge, negative, not a number, empty: early submission as documented, linked datasync chains never split, data on disk`, (t) => {
+  const file = path.join(scratch(), 'f')
+  fs.writeFileSync(file, Buffer.alloc(64 * U, 1))
+  checkSubmit(t, file)
+})
+
+fxTest(`[${BACKEND}] the same on a raw loop device of 4096-byte sectors (a device file: early submission applies)`, ['root', 'loop', 'cmd:blockdev'], (t) => {
+  const dev = must(loopDevice(4096, 4))
+  t.teardown(() => dev.cleanup())
+  checkSubmit(t, dev.device)
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. ODIRECT_DEBUG with stdio closed, on /dev/full, on a pipe whose reader is gone
+
+function runtimePath(name: string): string | undefined {
+  const r = spawnSync(process.execPath, [path.join(here, '..', 'scripts', 'runtime-bin.cjs'), '--path', name], { encoding: 'utf8' })
+  const p = r.status === 0 ? r.stdout.trim() : ''
+  return p !== '' && fs.existsSync(p) ? p : undefined
+}
+
+test(`[${BACKEND}] ODIRECT_DEBUG with stderr (and stdout, stdin) closed, on /dev/full, or a pipe whose reader closed: the program runs to the end, the files hold exactly their data (no trace line lands in them), in Node, Bun and Deno`, (t) => {
+  const dir = scratch()
+  const prog = path.join(dir, 'prog.cjs')
+  fs.writeFileSync(
+    prog,
+    `const od = require(${JSON.stringify(dist)})
+const fs = require('node:fs')
+;(async () => {
+  const [out, data, buffered] = process.argv.slice(-3)
+  // A buffered file too: a trace written to its descriptor would land in it.
+  const fb = await od.open(buffered, 'w+', { backend: ${JSON.stringify(BACKEND)}, direct: 'off' })
+  const fh = await od.open(data, 'w+', { backend: ${JSON.stringify(BACKEND)} })
+  const w = new od.BatchWindow(3)
+  const n = 40
+  const m = fh.alloc(n * 4096)
+  for (let i = 0; i < n; i++) m.fill(i, i * 4096, (i + 1) * 4096)
+  const arrays = { memory: m, offsets: new Uint32Array(n).map((_, i) => i * 4096), lengths: new Uint32Array(n).fill(4096), positions: new Float64Array(n).map((_, i) => i * 4096) }
+  await Promise.all([fh.writeMany(arrays, { window: w }), fb.write(Buffer.alloc(10000, 0x62), 0, 10000, 0)])
+  for (let i = 0; i < 100; i++) await fh.read(fh.alloc(4096), 0, 4096, (i % n) * 4096)
+  await fh.writev([fh.alloc(4096).fill(0x77)], n * 4096, { datasync: true })
+  await fh.close()
+  await fb.close()
+  fs.writeFileSync(out, 'done')
+})().catch((e) => { require('node:fs').writeFileSync(process.argv.at(-3), 'failed: ' + (e && e.stack || e)) })
+`,
+  )
+  const want = Buffer.concat([...Array.from({ length: 40 }, (_, i) => Buffer.alloc(4096, i)), Buffer.alloc(4096, 0x77)])
+  const runtimes: Array<[string, string[]]> = [['node', [process.execPath]]]
+  for (const [name, args] of [
+    ['bun', []],
+    ['deno', ['run', '--allow-all', '--no-check', '--no-lock']],
+  ] as const) {
+    const bin = runtimePath(name)
+    if (bin === undefined) t.log(`${name}: no binary (scripts/runtime-bin.cjs --path ${name}), not run`)
+    else runtimes.push([name, [bin, ...args]])
+  }
+  const sh = findCommand('bash') ?? '/bin/sh'
+  const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`
+  let k = 0
+  for (const [rt, cmd] of runtimes) {
+    for (const redir of ['2>&-', '0<&- 1>&- 2>&-', '2>/dev/full', '1>/dev/full 2>/dev/full', 'pipe']) {
+      k++
+      const what = `${rt} ${redir}`
+      const out = path.join(dir, `out${k}`)
+      const data = path.join(dir, `data${k}`)
+      const buffered = path.join(dir, `buf${k}`)
+      const line = `${cmd.map(q).join(' ')} ${q(prog)} ${q(out)} ${q(data)} ${q(buffered)}`
+      // 'pipe': stderr is a pipe whose read end the shell closed before the program writes (EPIPE).
+      const script = redir === 'pipe' ? `exec 3>&1; { ${line} 2>&1 1>&3 3>&-; } | true` : `exec ${line} ${redir}`
+      const r = spawnSync(sh, ['-c', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1', DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }, timeout: 60_000 })
+      t.is(r.signal, null, `${what}: ${r.stderr}`)
+      t.is(fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : 'no outcome file', 'done', what)
+      t.true(fs.existsSync(data) && fs.readFileSync(data).equals(want), `${what}: the O_DIRECT file holds its data`)
+      t.true(fs.existsSync(buffered) && fs.readFileSync(buffered).equals(Buffer.alloc(10000, 0x62)), `${what}: the buffered file holds its data`)
+    }
+  }
+})
