@@ -572,3 +572,185 @@ const fs = require('node:fs')
     }
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 6. Streams refilled at once: destroy, break, throw, abort, odd sizes, files that change
+
+/** Resolves with the error a stream emits, or undefined once it closes without one. */
+function closeOf(s: NodeJS.EventEmitter): Promise<unknown> {
+  return new Promise((resolve) => {
+    let err: unknown
+    s.once('error', (e) => (err = e))
+    s.once('close', () => resolve(err))
+  })
+}
+
+test(`[${BACKEND}] read streams ended every way while reads are in flight (destroy after k chunks, break, throw, abort, destroy(err)): each closes once, the right error, no descriptor left`, async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'f')
+  const data = patternBuffer(0, 3 * MiB + 5000)
+  fs.writeFileSync(file, data)
+  const opts = (readAhead: number, reuseChunks: boolean): Parameters<typeof createReadStream>[1] => ({ chunkSize: 64 * KiB, readAhead, reuseChunks, backend: BACKEND })
+  for (const readAhead of [1, 4, 32]) {
+    for (const reuseChunks of [false, true]) {
+      const what = `readAhead ${readAhead}, reuseChunks ${reuseChunks}`
+      for (const k of [0, 1, 3, 20]) {
+        // destroy() from a 'data' listener after k chunks
+        const rs = createReadStream(file, opts(readAhead, reuseChunks))
+        const closed = closeOf(rs)
+        let n = 0
+        let pos = 0
+        let wrong = -1
+        rs.on('data', (c: Buffer) => {
+          if (wrong < 0 && !c.equals(data.subarray(pos, pos + c.length))) wrong = pos
+          pos += c.length
+          if (n++ === k) rs.destroy()
+        })
+        t.is(await closed, undefined, `${what}: destroy after ${k}`)
+        t.is(wrong, -1, `${what}: chunks before the destroy are the file's`)
+        // break out of for-await after k chunks
+        const rb = createReadStream(file, opts(readAhead, reuseChunks))
+        const closedB = closeOf(rb)
+        let m = 0
+        for await (const c of rb as AsyncIterable<Buffer>) {
+          void c
+          if (m++ === k) break
+        }
+        // As node:fs's streams: leaving the loop early destroys the stream with an AbortError.
+        t.is((await closedB as { code?: string } | undefined)?.code, 'ABORT_ERR', `${what}: break after ${k}`)
+      }
+      // the consumer throws
+      const rt = createReadStream(file, opts(readAhead, reuseChunks))
+      const closedT = closeOf(rt)
+      const mine = new Error('consumer')
+      const thrown = await t.throwsAsync(async () => {
+        for await (const c of rt as AsyncIterable<Buffer>) {
+          void c
+          throw mine
+        }
+      })
+      t.is(thrown, mine)
+      await closedT
+      // destroy(err): that very error, once
+      const rd = createReadStream(file, opts(readAhead, reuseChunks))
+      const errs: unknown[] = []
+      rd.on('error', (e) => errs.push(e))
+      const closedD = new Promise((resolve) => rd.once('close', resolve))
+      rd.once('data', () => rd.destroy(mine))
+      await closedD
+      t.deepEqual(errs, [mine], `${what}: destroy(err)`)
+      // abort mid-stream
+      const ac = new AbortController()
+      const ra = createReadStream(file, { ...opts(readAhead, reuseChunks), signal: ac.signal })
+      let seen = 0
+      const aborted = await t.throwsAsync(async () => {
+        for await (const c of ra as AsyncIterable<Buffer>) {
+          void c
+          if (++seen === 2) ac.abort()
+        }
+      })
+      t.is((aborted as { name?: string }).name, 'AbortError', what)
+    }
+  }
+  t.deepEqual(openUnder(dir), [])
+})
+
+test(`[${BACKEND}] read streams of odd chunk sizes, starts and ends read exactly the file's bytes; a file growing while read is read to its new end, one shrinking gives a prefix of its old bytes`, async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'f')
+  const size = 2 * MiB + 12345
+  const data = patternBuffer(0, size)
+  fs.writeFileSync(file, data)
+  const readAll = async (o: Parameters<typeof createReadStream>[1]): Promise<Buffer> => {
+    const out: Buffer[] = []
+    for await (const c of createReadStream(file, { backend: BACKEND, ...o }) as AsyncIterable<Buffer>) out.push(Buffer.from(c))
+    return Buffer.concat(out)
+  }
+  for (const o of [
+    { chunkSize: 1 },
+    { highWaterMark: 1, readAhead: 64 },
+    { chunkSize: 4097, readAhead: 1 },
+    { chunkSize: 3 * MiB },
+    { chunkSize: 4096, start: 4095, end: 4096 },
+    { start: size - 1 },
+    { start: size },
+    { start: size + 4096 },
+    { chunkSize: 8192, start: 1, end: size + 100, reuseChunks: true },
+  ]) {
+    const start = o.start ?? 0
+    const end = Math.min(size - 1, o.end ?? Infinity)
+    t.true((await readAll(o)).equals(data.subarray(start, end + 1)), JSON.stringify(o))
+  }
+  // Growing: appended (by another writer) after the first chunk arrived; the stream reads on.
+  const grown = patternBuffer(0, 4 * MiB)
+  fs.writeFileSync(file, grown.subarray(0, MiB))
+  const out: Buffer[] = []
+  for await (const c of createReadStream(file, { chunkSize: 64 * KiB, readAhead: 2, backend: BACKEND }) as AsyncIterable<Buffer>) {
+    if (out.length === 0) fs.appendFileSync(file, grown.subarray(MiB))
+    out.push(Buffer.from(c))
+  }
+  t.true(Buffer.concat(out).equals(grown), 'read to the new end')
+  // Shrinking under it: what arrives is a prefix of the old bytes, the end is clean.
+  fs.writeFileSync(file, grown)
+  const got: Buffer[] = []
+  for await (const c of createReadStream(file, { chunkSize: 64 * KiB, readAhead: 2, backend: BACKEND }) as AsyncIterable<Buffer>) {
+    got.push(Buffer.from(c))
+    if (got.length === 2) fs.truncateSync(file, 200_000)
+  }
+  const all = Buffer.concat(got)
+  t.true(all.length >= 128 * KiB && all.equals(grown.subarray(0, all.length)), `a prefix (${all.length} bytes)`)
+  t.deepEqual(openUnder(dir), [])
+})
+
+// Buffered (direct: 'off'): with O_DIRECT the rest of a short read is read again from its block
+// start (alignment), and a server that halves every read returns the same bytes again, which the
+// stream takes for a file shrunk under it (EIO "read returned no data", see the report).
+fxTest(`[${BACKEND}] a buffered read stream over faultfs answering every read short (half): each short read's rest is read at once, the bytes are the file's`, FAULT, async (t) => {
+  const size = 3 * MiB + 4096
+  const fx = must(faultFs({ size, shortReads: true, threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const want = patternBuffer(0, size)
+  for (const readAhead of [1, 4]) {
+    const out: Buffer[] = []
+    for await (const c of createReadStream(fx.file, { chunkSize: 256 * KiB, readAhead, backend: BACKEND, direct: 'off' }) as AsyncIterable<Buffer>) out.push(Buffer.from(c))
+    t.true(Buffer.concat(out).equals(want), `readAhead ${readAhead}`)
+  }
+  t.deepEqual(openUnder(fx.dir), [])
+})
+
+test(`[${BACKEND}] write streams ended mid-flight (destroy, destroy(err), abort, a source that throws): the error is the caller's or AbortError, the file closes, what was confirmed is on disk`, async (t) => {
+  const dir = scratch()
+  const src = patternBuffer(0, 4 * MiB)
+  for (const writeBehind of [1, 4, 16]) {
+    for (const how of ['destroy', 'destroy(err)', 'abort', 'source throws'] as const) {
+      const what = `writeBehind ${writeBehind}, ${how}`
+      const file = path.join(dir, `${writeBehind}-${how}`)
+      const ac = new AbortController()
+      const ws = createWriteStream(file, { chunkSize: 64 * KiB, writeBehind, signal: ac.signal, backend: BACKEND })
+      const closed = closeOf(ws)
+      const mine = new Error('mine')
+      // 300001-byte pieces: the stream's blocks never line up with them.
+      let off = 0
+      const step = (): void => {
+        while (off < 2 * MiB) {
+          const piece = src.subarray(off, off + 300_001)
+          off += piece.length
+          if (!ws.write(piece)) return void ws.once('drain', step)
+        }
+        if (how === 'destroy') ws.destroy()
+        else if (how === 'destroy(err)') ws.destroy(mine)
+        else if (how === 'abort') ac.abort()
+        else ws.destroy(mine)
+      }
+      step()
+      const err = await closed
+      if (how === 'destroy') t.is(err, undefined, what)
+      else if (how === 'abort') t.is((err as { name?: string }).name, 'AbortError', what)
+      else t.is(err, mine, what)
+      const confirmed = ws.bytesWritten
+      const disk = fs.readFileSync(file)
+      t.true(disk.length >= confirmed && disk.subarray(0, confirmed).equals(src.subarray(0, confirmed)), `${what}: ${confirmed} bytes confirmed and on disk`)
+    }
+  }
+  t.deepEqual(openUnder(dir), [])
+})
