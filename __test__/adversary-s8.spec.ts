@@ -76,6 +76,22 @@ function outcome<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false
 
 type Results = ReadonlyArray<number | DirectIoError>
 
+/** This process's descriptors by what they are (numbers in the link masked): anon_inode:[io_uring] 3, pipe:[N] 9... */
+function descriptorKinds(): Record<string, number> {
+  const m: Record<string, number> = {}
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    let l: string
+    try {
+      l = fs.readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue
+    }
+    const k = l.startsWith('/') ? 'file' : l.replace(/\d+/g, 'N')
+    m[k] = (m[k] ?? 0) + 1
+  }
+  return m
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. BatchWindow: sizes, objects that only look like one, threads
 
@@ -270,7 +286,12 @@ const od = require(w.dist)
   const mine = ops(main, 256, 0)
   // The main thread's window batch runs while the workers come and go.
   const pending = main.readMany(mine, { window: w })
+  let kinds: Record<string, number> = {}
   for (let i = 0; i < 24; i++) {
+    // After two workers (Node's own descriptors for workers exist by then): what every kind of
+    // descriptor (rings, eventfds, aio contexts, pipes) numbers; each dead worker's engine must
+    // have closed its own.
+    if (i === 2) kinds = descriptorKinds()
     const worker = new Worker(body, { eval: true, workerData: { dist, file, i, backend: BACKEND } })
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
     const errors: unknown[] = []
@@ -281,6 +302,7 @@ const od = require(w.dist)
     t.is(await exited, i % 3 === 0 ? 5 : 1, `worker ${i}`)
     t.deepEqual(errors, [])
   }
+  t.deepEqual(descriptorKinds(), kinds, 'no ring, eventfd or other descriptor left by the dead workers')
   t.deepEqual(Array.from(await pending), new Array(256).fill(U))
   t.true(mine.memory.equals(data.subarray(0, 256 * U)))
   await main.close()
