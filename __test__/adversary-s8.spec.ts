@@ -776,3 +776,45 @@ test(`[${BACKEND}] write streams ended mid-flight (destroy, destroy(err), abort,
   }
   t.deepEqual(openUnder(dir), [])
 })
+
+// ---------------------------------------------------------------------------------------
+// 7. Signals that are not quite AbortSignals
+
+test(`[${BACKEND}] a signal-like object whose addEventListener throws is refused before anything starts (was: the call rejected, the op ran on, and its ENOSPC became an unhandled rejection that ended the process); one that throws only later leaves its op to settle normally`, (t) => {
+  const dir = scratch()
+  const script = `
+const od = require(${JSON.stringify(dist)})
+const fs = require('node:fs')
+const hostile = { aborted: false, addEventListener() { throw new Error('no listeners here') }, removeEventListener() {} }
+let calls = 0
+const twoFaced = { aborted: false, addEventListener() { if (++calls > 1) throw new Error('not twice') }, removeEventListener() {} }
+;(async () => {
+  const out = {}
+  // /dev/full: every write fails with ENOSPC (buffered: a character device has no O_DIRECT).
+  const fh = await od.open('/dev/full', 'r+', { direct: 'off', backend: ${JSON.stringify(BACKEND)} })
+  const b = fh.alloc(4096)
+  const code = (p) => p.then(() => 'ok', (e) => e.code)
+  out.write = await code(fh.write(b, { position: 0, signal: hostile }))
+  out.typed = await code(fh.writeMany({ memory: b, offsets: new Uint32Array([0]), lengths: new Uint32Array([4096]), positions: new Float64Array([0]) }, { signal: hostile, window: new od.BatchWindow(1) }))
+  out.array = await code(fh.writeMany([{ buffer: b, position: 0 }], { signal: hostile, window: 1 }))
+  out.twoFaced = await code(fh.write(b, { position: 0, signal: twoFaced }))
+  out.inflight = fh.inflight
+  await fh.close()
+  const file = ${JSON.stringify(path.join(dir, 'stream'))}
+  try { od.createWriteStream(file, { signal: hostile }); out.stream = 'accepted' } catch (e) { out.stream = e.code }
+  out.created = fs.existsSync(file)
+  console.log(JSON.stringify(out))
+})()
+`
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout.trim() || '{}'), {
+    write: 'ERR_INVALID_ARG_TYPE',
+    typed: 'ERR_INVALID_ARG_TYPE',
+    array: 'ERR_INVALID_ARG_TYPE',
+    twoFaced: 'ENOSPC',
+    inflight: 0,
+    stream: 'ERR_INVALID_ARG_TYPE',
+    created: false,
+  })
+})

@@ -233,8 +233,24 @@ export function signalArg(s: unknown): AbortSignal | undefined {
     ok = false
   }
   if (!ok) throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal, got ${describe(s)}`, 'pass AbortController.signal or AbortSignal.timeout(ms)')
-  return s as AbortSignal
+  const signal = s as AbortSignal
+  if (signal.addEventListener !== eventTargetAdd) {
+    // A signal-like object of its own (a polyfill, another realm's): its addEventListener must
+    // work, or an op would start that its signal cannot follow (the call rejecting while the op
+    // runs on, its own failure then an unhandled rejection). Tried now, before anything starts.
+    const probe = (): void => {}
+    try {
+      signal.addEventListener('abort', probe, { once: true })
+    } catch (e) {
+      throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal: its addEventListener threw (${describe(e)})`, 'pass AbortController.signal or AbortSignal.timeout(ms)')
+    }
+    unlisten(signal, probe)
+  }
+  return signal
 }
+
+/** EventTarget's own addEventListener (AbortSignal's, in this realm): known to work. */
+const eventTargetAdd = typeof EventTarget === 'function' ? EventTarget.prototype.addEventListener : undefined
 
 /**
  * Removes `listener` from `signal` (any object with `aborted` and `addEventListener` is taken as
