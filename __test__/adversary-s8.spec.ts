@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { BatchWindow, createReadStream, createWriteStream, DirectIoError, type FileHandle, open } from '../dist/index.js'
+import { BatchWindow, createReadStream, createWriteStream, DirectIoError, type FileHandle, open, type ReadStreamOptions } from '../dist/index.js'
 import { faultFs, findCommand, fullFs, loopDevice, patternBuffer, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -612,7 +612,7 @@ test(`[${BACKEND}] read streams ended every way while reads are in flight (destr
   const file = path.join(dir, 'f')
   const data = patternBuffer(0, 3 * MiB + 5000)
   fs.writeFileSync(file, data)
-  const opts = (readAhead: number, reuseChunks: boolean): Parameters<typeof createReadStream>[1] => ({ chunkSize: 64 * KiB, readAhead, reuseChunks, backend: BACKEND })
+  const opts = (readAhead: number, reuseChunks: boolean): ReadStreamOptions => ({ chunkSize: 64 * KiB, readAhead, reuseChunks, backend: BACKEND })
   for (const readAhead of [1, 4, 32]) {
     for (const reuseChunks of [false, true]) {
       const what = `readAhead ${readAhead}, reuseChunks ${reuseChunks}`
@@ -683,7 +683,7 @@ test(`[${BACKEND}] read streams of odd chunk sizes, starts and ends read exactly
   const size = 2 * MiB + 12345
   const data = patternBuffer(0, size)
   fs.writeFileSync(file, data)
-  const readAll = async (o: Parameters<typeof createReadStream>[1]): Promise<Buffer> => {
+  const readAll = async (o: ReadStreamOptions): Promise<Buffer> => {
     const out: Buffer[] = []
     for await (const c of createReadStream(file, { backend: BACKEND, ...o }) as AsyncIterable<Buffer>) out.push(Buffer.from(c))
     return Buffer.concat(out)
