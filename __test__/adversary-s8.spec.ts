@@ -818,3 +818,26 @@ const twoFaced = { aborted: false, addEventListener() { if (++calls > 1) throw n
     created: false,
   })
 })
+
+test(`[${BACKEND}] streams given a signal-like object that takes the first listener (the options check) and throws on the next: the stream fails with ERR_INVALID_ARG_TYPE and closes its file (was: the constructor threw after the open started, the descriptor leaked)`, async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'r')
+  fs.writeFileSync(file, Buffer.alloc(100_000, 1))
+  const twoFaced = (): AbortSignal => {
+    let calls = 0
+    return {
+      aborted: false,
+      addEventListener(): void {
+        if (++calls > 1) throw new Error('not twice')
+      },
+      removeEventListener(): void {},
+    } as unknown as AbortSignal
+  }
+  for (const make of [() => createReadStream(file, { signal: twoFaced(), backend: BACKEND }), () => createWriteStream(path.join(dir, 'w'), { signal: twoFaced(), backend: BACKEND })]) {
+    const s = make()
+    const err = await closeOf(s)
+    t.is((err as DirectIoError | undefined)?.code, 'ERR_INVALID_ARG_TYPE')
+    t.regex((err as Error).message, /not twice/)
+  }
+  t.deepEqual(openUnder(dir), [])
+})

@@ -242,7 +242,7 @@ export function signalArg(s: unknown): AbortSignal | undefined {
     try {
       signal.addEventListener('abort', probe, { once: true })
     } catch (e) {
-      throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal: its addEventListener threw (${describe(e)})`, 'pass AbortController.signal or AbortSignal.timeout(ms)')
+      throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal: its addEventListener threw (${e instanceof Error ? e.message : describe(e)})`, 'pass AbortController.signal or AbortSignal.timeout(ms)', { cause: e })
     }
     unlisten(signal, probe)
   }
