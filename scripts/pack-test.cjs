@@ -351,6 +351,7 @@ function main() {
         window: ['ok', 'ABORT_ERR', 'ok'],
         windowData: true,
         fake: 'ERR_INVALID_ARG_TYPE',
+        proxySignal: true,
         stream: true,
         closed: true,
       }, 'report')

@@ -42,6 +42,20 @@ try {
   report.windowData = a.memory.equals(all.subarray(0, 64 * U)) && c.memory.equals(all.subarray(128 * U))
   report.fake = await fh.readMany(ops(0, 2), { window: Object.create(BatchWindow.prototype) }).then(() => 'accepted', (e) => e.code)
   await fh.close()
+  // A Proxy of a real AbortSignal: a signal (Node) or refused before anything starts (Bun, whose
+  // listener methods check their receiver); never an op that runs on after its call rejected,
+  // whose ENOSPC would then be an unhandled rejection.
+  const unhandled = []
+  const onUnhandled = (e) => unhandled.push(e)
+  process.on('unhandledRejection', onUnhandled)
+  const full = await open('/dev/full', 'r+', { direct: 'off' })
+  const px = new Proxy(new AbortController().signal, {})
+  const pxCode = await full.write(full.alloc(U), { position: 0, signal: px }).then(() => 'ok', (e) => e.code)
+  // close() waits for an op still in flight; its rejection is reported once the microtasks ran.
+  await full.close()
+  await new Promise((resolve) => setImmediate(resolve))
+  process.off('unhandledRejection', onUnhandled)
+  report.proxySignal = (pxCode === 'ENOSPC' || pxCode === 'ERR_INVALID_ARG_TYPE') && unhandled.length === 0 ? true : `${pxCode}, unhandled: ${unhandled.map((e) => e?.code)}`
   // Streams: a pipeline out and back, a for-await left early, a destroy with reads in flight.
   const sfile = path.join(dir, 's')
   const src = Array.from({ length: 30 }, (_, i) => Buffer.alloc(70_001, i))
