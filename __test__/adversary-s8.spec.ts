@@ -841,3 +841,26 @@ test(`[${BACKEND}] streams given a signal-like object that takes the first liste
   }
   t.deepEqual(openUnder(dir), [])
 })
+
+const canTransfer = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function'
+const transferTitle = `[${BACKEND}] fh.alloc memory moved by ArrayBuffer#transfer() while its batches wait in a BatchWindow of 1: each batch completes, the moved ArrayBuffers hold the file's bytes, memory handed out meanwhile is untouched`
+// Node 22+ (npm run test:node22 runs this file there).
+if (!canTransfer) console.log(`skipping "${transferTitle}": ArrayBuffer.prototype.transfer is missing in Node ${process.versions.node} (Node 22+)`)
+;(canTransfer ? test : test.skip)(transferTitle, async (t) => {
+  const file = path.join(scratch(), 'f')
+  const data = patterned(file, 64)
+  const fh = await open(file, 'r', { backend: BACKEND })
+  try {
+    const w = new BatchWindow(1)
+    const bs = [0, 1, 2].map(() => ops(fh, 64, 0))
+    const ps = bs.map((a) => fh.readMany(a, { window: w }))
+    const moved = bs.map((a) => (a.memory.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer())
+    t.true(bs.every((a) => a.memory.byteLength === 0), 'the views are detached')
+    const fresh = Array.from({ length: 24 }, () => fh.alloc(64 * U).fill(0xee))
+    for (const r of await Promise.all(ps)) t.deepEqual(Array.from(r), new Array(64).fill(U))
+    for (const [i, x] of moved.entries()) t.true(Buffer.from(x).equals(data), `moved memory ${i} holds the file's bytes`)
+    t.true(fresh.every((b) => b.every((v) => v === 0xee)), 'memory handed out while the batches ran is untouched')
+  } finally {
+    await fh.close()
+  }
+})
