@@ -507,8 +507,8 @@ const EVERY: Array<[string | undefined, number]> = [
   ['18446744073709551616', 8],
 ]
 
-function checkSubmit(t: ExecutionContext, target: string): void {
-  for (const [every, during] of EVERY) {
+function checkSubmit(t: ExecutionContext, target: string, values = EVERY): void {
+  for (const [every, during] of values) {
     const r = submitRun(t, target, every)
     if (r.backend !== 'io_uring') continue
     t.is(r.during, during, `ODIRECT_SUBMIT_EVERY=${String(every)}: reads in the kernel before the tick ended`)
@@ -526,6 +526,12 @@ fxTest(`[${BACKEND}] the same on a raw loop device of 4096-byte sectors (a devic
   const dev = must(loopDevice(4096, 4))
   t.teardown(() => dev.cleanup())
   checkSubmit(t, dev.device)
+})
+
+fxTest(`[${BACKEND}] the same on a FUSE file (faultfs, O_DIRECT: its ops go to io-wq, submitted early in groups as on a disk)`, FAULT, (t) => {
+  const fx = must(faultFs({ size: 64 * U, threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  checkSubmit(t, fx.file, EVERY.slice(0, 3))
 })
 
 // ---------------------------------------------------------------------------------------
