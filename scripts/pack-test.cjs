@@ -340,6 +340,25 @@ function main() {
   }
   const rtEnv = { ...env, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }
 
+  // BatchWindow and the streams, attacked through the installed package (pack-smoke/adversary.mjs).
+  for (const rt of runtimes) {
+    check(`${rt.name}: adversary.mjs (BatchWindow sizes / abort / fakes, streams left early) against the installed package`, () => {
+      const r = runOk(rt.bin, rt.args('adversary.mjs'), { cwd: app, env: rtEnv })
+      const rep = JSON.parse(r.stdout.trim().split('\n').pop())
+      eq(rep, {
+        sizes: ['ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_TYPE'],
+        frozen: 'TypeError: ' + (rep.frozen ?? '').replace(/^TypeError: /, ''),
+        window: ['ok', 'ABORT_ERR', 'ok'],
+        windowData: true,
+        fake: 'ERR_INVALID_ARG_TYPE',
+        proxySignal: true,
+        stream: true,
+        closed: true,
+      }, 'report')
+      assert(/^TypeError: /.test(rep.frozen), `BatchWindow.size assignable: ${rep.frozen}`)
+    })
+  }
+
   // A missing platform package (--omit=optional, an unbuilt platform) and a broken binary: the
   // ESM entry's failure is a rejected import(), caught by the user's try/catch, in every runtime.
   fs.copyFileSync(path.join(__dirname, 'pack-smoke', 'catch.mjs'), path.join(app, 'catch.mjs'))

@@ -233,7 +233,37 @@ export function signalArg(s: unknown): AbortSignal | undefined {
     ok = false
   }
   if (!ok) throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal, got ${describe(s)}`, 'pass AbortController.signal or AbortSignal.timeout(ms)')
-  return s as AbortSignal
+  const signal = s as AbortSignal
+  const add = signal.addEventListener
+  if (!((add === eventTargetAdd || add === abortSignalAdd) && isRuntimeSignal(signal))) {
+    // A signal-like object of its own (a polyfill, another realm's signal, a Proxy of one): its
+    // addEventListener must work, or an op would start that its signal cannot follow (the call
+    // rejecting while the op runs on, its own failure then an unhandled rejection). Tried now,
+    // before anything starts.
+    const probe = (): void => {}
+    try {
+      signal.addEventListener('abort', probe, { once: true })
+    } catch (e) {
+      throw misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal: its addEventListener threw (${e instanceof Error ? e.message : describe(e)})`, 'pass AbortController.signal or AbortSignal.timeout(ms)', { cause: e })
+    }
+    unlisten(signal, probe)
+  }
+  return signal
+}
+
+/** The runtime's own addEventListener of signals (EventTarget's; Deno's AbortSignal has one of its own): known to work. */
+const eventTargetAdd = typeof EventTarget === 'function' ? EventTarget.prototype.addEventListener : undefined
+const abortSignalAdd = typeof AbortSignal === 'function' ? AbortSignal.prototype.addEventListener : undefined
+const abortedGetter = typeof AbortSignal === 'function' ? Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')?.get : undefined
+
+/** Whether `s` is one of this realm's AbortSignals (its `aborted` getter's brand check passes: not a Proxy or a look-alike). */
+function isRuntimeSignal(s: AbortSignal): boolean {
+  try {
+    abortedGetter?.call(s)
+    return abortedGetter !== undefined
+  } catch {
+    return false
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { BatchWindow, isManyArrays, ManyBatch, type ManyArrays, manyArrays } from './many'
+import { BatchWindow, isManyArrays, ManyBatch, type ManyArrays, manyArrays, windowId } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -486,6 +486,7 @@ export class FileHandle extends EventEmitter {
     if (o !== undefined) {
       const w = o.window
       if (w instanceof BatchWindow) {
+        if (windowId(w) === 0) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: options.window is not a BatchWindow made by its constructor`, 'pass new BatchWindow(size), or a number')
         shared = w
         window = w.size
       } else if (w !== undefined) window = intArg(w, 'window', 1, 1 << 20, 'pass an integer from 1 to 1048576, or a BatchWindow')

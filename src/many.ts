@@ -250,14 +250,16 @@ let lastWindowId = 0
  */
 export class BatchWindow {
   /** The most ops in flight at once, over all the batches in this window. */
-  readonly size: number
+  declare readonly size: number
   constructor(size: number) {
-    this.size = intArg(size, 'BatchWindow size', 1, MAX_OPS)
+    // Fixed for good (not writable): a size changed after the first batch would not reach the
+    // engine's window, and one that is not a whole number would not reach it at all.
+    Object.defineProperty(this, 'size', { value: intArg(size, 'BatchWindow size', 1, MAX_OPS), enumerable: true })
     windowIds.set(this, ++lastWindowId)
   }
 }
 
-/** The engine's id of a shared window (0: none). */
+/** The engine's id of a shared window (0: none, or an object that only looks like a BatchWindow). */
 export const windowId = (w: BatchWindow | undefined): number => (w === undefined ? 0 : (windowIds.get(w) ?? 0))
 
 /** What the FileHandle gives the typed-array batch (its options already validated). */

@@ -23,15 +23,22 @@ export function watchSignal(signal: AbortSignal, c: Canceller, backend: number, 
     const s = new Set<Watched>()
     set = s
     watchers.set(signal, s)
-    signal.addEventListener(
-      'abort',
-      () => {
-        watchers.delete(signal)
-        for (const w of s) if (w.live) c.cancel(w.backend, w.id)
-        s.clear()
-      },
-      { once: true },
-    )
+    try {
+      signal.addEventListener(
+        'abort',
+        () => {
+          watchers.delete(signal)
+          for (const w of s) if (w.live) c.cancel(w.backend, w.id)
+          s.clear()
+        },
+        { once: true },
+      )
+    } catch {
+      // A signal-like object whose addEventListener worked when the call was validated
+      // (args.ts signalArg) and throws now: the op is staged already, so it runs to its end
+      // (its promise settles as usual) without following the signal.
+      watchers.delete(signal)
+    }
   }
   const w: Watched = { backend, id, live: true }
   set.add(w)

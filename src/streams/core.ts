@@ -293,7 +293,14 @@ export function watchAbort(signal: AbortSignal | undefined, path: string, syscal
     queueMicrotask(on)
     return () => {}
   }
-  signal.addEventListener('abort', on, { once: true })
+  try {
+    signal.addEventListener('abort', on, { once: true })
+  } catch (e) {
+    // A signal-like object that took a listener when the options were checked (args.ts) and
+    // throws now: the stream (its open already started) fails as an abort would, and closes.
+    queueMicrotask(() => fn(misuse('ERR_INVALID_ARG_TYPE', `signal must be an AbortSignal: its addEventListener threw (${e instanceof Error ? e.message : describe(e)})`, 'pass AbortController.signal or AbortSignal.timeout(ms)', { path, syscall, cause: e })))
+    return () => {}
+  }
   return () => unlisten(signal, on)
 }
 

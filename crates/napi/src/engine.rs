@@ -595,7 +595,13 @@ impl Inner {
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
     pub fn adopt(&mut self, fd: i32, facts: u8) {
-        let inline = if completes_inline(fd) { FD_INLINE } else { 0 };
+        // Not on a file whose submission may block (FUSE, NFS...): its fstat/fstatfs go to the
+        // server, and this runs on the JS thread; tmpfs/ramfs are never such files.
+        let inline = if facts & FD_MAY_BLOCK == 0 && completes_inline(fd) {
+            FD_INLINE
+        } else {
+            0
+        };
         self.fds.insert(fd, facts | inline);
         for d in self.drivers.iter_mut().flatten() {
             d.register_fd(fd);
