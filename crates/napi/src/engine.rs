@@ -477,6 +477,18 @@ impl Inner {
         Ok(crate::consts::ticket(self.stage(rec), bounced))
     }
 
+    /// Before a native batch stages one more read/write on `fd` (see `batch::stage_ops`): as
+    /// `rw` does, submits what is staged once `every` reads/writes on files that do not
+    /// complete inline wait (0: never; native batches never link their ops).
+    pub(crate) fn submit_early(&mut self, fd: i32, every: usize) {
+        if every > 0 && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 {
+            if self.early >= every {
+                self.flush();
+            }
+            self.early += 1;
+        }
+    }
+
     /// The record of a read or write of one captured segment at `position`, and whether it
     /// was bounced.
     fn single(
