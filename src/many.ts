@@ -208,69 +208,13 @@ export function manyOps(io: HandleIo, d: BatchDesc): Promise<number[]> {
     const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, d.views, NO_U32, NO_U32, positions, Math.min(n, d.window), d.memAlign, flags, 0, batch)
     if (id >= 0) {
       batch.started(id)
-      // The engine took the ops up to the first view it could not (memory of another kind):
-      // the rest run op by op once those are done (held as one write and one op in flight
-      // meanwhile, so barriers and close() wait for all of them).
-      const whole = (): boolean => batch.taken === n
-      const seq = d.write ? io.writeStarted() : 0
-      io.hold()
-      const done = (): void => {
-        if (d.write) io.writeDone(seq)
-        io.release()
-      }
-      return batch.promise.then(
-        (r) => (whole() ? (done(), Array.from(r)) : rest(io, d, Array.from(r.subarray(0, batch.taken)), done)),
-        (e: unknown) => {
-          const head = (e as { results?: ReadonlyArray<number | DirectIoError> }).results
-          if (whole() || head === undefined) {
-            done()
-            throw e
-          }
-          return rest(io, d, head.slice(0, batch.taken), done)
-        },
-      )
+      return batch.promise.then(numbers)
     }
   }
   return new ManyBatch(io, d).promise
 }
 
-/** The ops of `d` after `head` (the results of those the engine ran), op by op; all results in order. */
-function rest(io: HandleIo, d: BatchDesc, head: Array<number | DirectIoError>, done: () => void): Promise<number[]> {
-  const k = head.length
-  const what = d.write ? 'write' : 'read'
-  const combine = (tail: ReadonlyArray<number | DirectIoError>, aborted: boolean): number[] => {
-    done()
-    const all = head.concat(tail)
-    let failed = 0
-    for (const r of all) if (typeof r !== 'number') failed++
-    if (failed === 0) return all as number[]
-    throw manyError(all, failed, what, io.file.path, aborted ? d.signal : undefined)
-  }
-  const signal = d.signal
-  if (signal?.aborted) {
-    const tail = d.views.slice(k).map((_, j) => abortError(signal, { syscall: what, path: io.file.path, position: d.positions[k + j], length: d.lengths[k + j] }))
-    return Promise.resolve().then(() => combine(tail, true))
-  }
-  let p: Promise<number[]>
-  try {
-    p = new ManyBatch(io, { ...d, views: d.views.slice(k), lengths: d.lengths.slice(k), positions: d.positions.slice(k) }).promise
-  } catch (e) {
-    done()
-    return Promise.reject(e)
-  }
-  return p.then(
-    (tail) => combine(tail, false),
-    (e: unknown) => {
-      const tail = (e as { results?: ReadonlyArray<number | DirectIoError> }).results
-      if (tail === undefined) {
-        done()
-        throw e
-      }
-      return combine(tail, (e as DirectIoError).code === 'ABORT_ERR')
-    },
-  )
-}
-
+const numbers = (r: Int32Array): number[] => Array.from(r)
 
 /**
  * The rejection of a batch with `failed` failed ops: ABORT_ERR when `signal` aborted it, else
@@ -473,8 +417,6 @@ class ArraysBatch implements OpSink {
   #seq = 0
   #onAbort: (() => void) | undefined
   #aborted = false
-  /** How many ops the engine ran (known once settled): all of them, except in the array form (see manyOps). */
-  taken = -1
 
   constructor(
     readonly io: HandleIo,
@@ -507,13 +449,12 @@ class ArraysBatch implements OpSink {
   /** The whole batch completed (`failed` ops failed; the mean latency per op is not used: batchTake gives each op's). */
   settle(failed: number): void {
     const { io, d, results } = this
+    const n = this.lengths.length
     unlisten(d.signal, this.#onAbort)
     if (d.write) io.writeDone(this.#seq)
     const lat = (latencyStats ??= new Float64Array(BUCKETS + 3))
     lat[BUCKETS] = 0
     const taken = io.engine.native.batchTake(this.#id, results, lat)
-    const n = taken < 0 ? this.lengths.length : taken
-    this.taken = n
     const s = io.stats
     let bytes = 0
     for (let i = 0; i < n; i++) if (results[i] > 0) bytes += results[i]

@@ -487,90 +487,81 @@ unsafe fn region_of(
     Ok((vec![alloc], ops))
 }
 
-/// The positions of the array form (`batch_start` with an array of `n` views as `memory`): a
-/// Float64Array of `n` whole numbers.
+/// The array form's ops (`batch_start` with an array of views as `memory`): op i moves the
+/// whole of view i at `positions[i]` (a Float64Array, one per view). Every view must lie in
+/// odirect's own memory (NotOwned otherwise: the caller then runs the batch op by op), start
+/// at a multiple of `mem_align` and hold 1 to MAX_IO_LENGTH bytes. Consecutive views in one
+/// allocation share its entry in the returned list.
 ///
 /// # Safety
 /// `env`, `views` and `positions` are live handles of the current call.
-unsafe fn view_positions(
+unsafe fn views_of(
     env: sys::napi_env,
     views: sys::napi_value,
     positions: sys::napi_value,
-) -> std::result::Result<Vec<u64>, i32> {
+    mem_align: usize,
+) -> std::result::Result<(Vec<Arc<Alloc>>, Vec<Op>), i32> {
     let bad = BatchCode::BadArrays as i32;
     let mut n = 0u32;
     // SAFETY: forwarded contract; writes only its out-parameter.
     if unsafe { sys::napi_get_array_length(env, views, &mut n) } != sys::Status::napi_ok {
         return Err(bad);
     }
+    let n = n as usize;
     // SAFETY: forwarded contract.
-    match unsafe { typed(env, positions) } {
-        Some((sys::TypedarrayType::float64_array, pd, pn)) if pn == n as usize => {
-            // SAFETY: a Float64Array of pn elements (checked above).
-            unsafe { copy_of::<f64>(pd, pn) }
-                .into_iter()
-                .map(|x| whole(x).map_err(|c| c as i32))
-                .collect()
-        }
-        _ => Err(bad),
+    let Some((sys::TypedarrayType::float64_array, pd, pn)) = (unsafe { typed(env, positions) })
+    else {
+        return Err(bad);
+    };
+    if pn != n {
+        return Err(bad);
     }
-}
-
-/// Views `range` of the array form (op i moves the whole of view i at `pos[i]`), appended to
-/// `ops` with their allocations in `allocs` (consecutive views in one allocation share its
-/// entry; an op's `mem` is its index plus `mem_base`). Stops at the first view that is not a
-/// non-empty view of 1 to MAX_IO_LENGTH bytes in odirect's own memory at a multiple of
-/// `mem_align`: returns its code (None when all were taken). The JS side runs the ops from that
-/// one on op by op (bounced where needed), as it runs batches of other memory.
-///
-/// # Safety
-/// `env` and `views` are live handles of the current call.
-unsafe fn views_of(
-    env: sys::napi_env,
-    views: sys::napi_value,
-    pos: &[u64],
-    mem_align: usize,
-    range: std::ops::Range<usize>,
-    (allocs, mem_base): (&mut Vec<Arc<Alloc>>, usize),
-    ops: &mut Vec<Op>,
-) -> Option<i32> {
-    for i in range {
+    // SAFETY: a Float64Array of n elements (checked above).
+    let pos = unsafe { copy_of::<f64>(pd, n) };
+    let mut allocs: Vec<Arc<Alloc>> = Vec::new();
+    let mut ops = Vec::with_capacity(n);
+    for (i, p) in pos.into_iter().enumerate() {
+        let pos = whole(p).map_err(|c| c as i32)?;
         let mut v = ptr::null_mut();
-        // SAFETY: forwarded contract; i < the array's length (pos has one per view).
+        // SAFETY: forwarded contract; i < the array's length.
         if unsafe { sys::napi_get_element(env, views, i as u32, &mut v) } != sys::Status::napi_ok {
-            return Some(BatchCode::BadArrays as i32);
+            return Err(bad);
         }
         // SAFETY: v is a live handle of this call.
         let view = match unsafe { memory::view(env, v) } {
             Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
-            Ok(_) => return Some(CaptureError::Detached.code() as i32),
-            Err(_) => return Some(CaptureError::NotView.code() as i32),
+            Ok(_) => return Err(CaptureError::Detached.code() as i32),
+            Err(_) => return Err(CaptureError::NotView.code() as i32),
         };
         let addr = view.ptr as usize;
         if view.len > crate::consts::MAX_IO_LENGTH as usize {
-            return Some(BatchCode::OutOfRange as i32);
+            return Err(BatchCode::OutOfRange as i32);
         }
         if mem_align > 1 && !addr.is_multiple_of(mem_align) {
-            return Some(BatchCode::Misaligned as i32);
+            return Err(BatchCode::Misaligned as i32);
         }
         let inside = |a: &Arc<Alloc>| {
             let start = a.ptr() as usize;
             addr >= start && addr + view.len <= start + a.len()
         };
-        if !allocs.last().is_some_and(inside) {
-            let Some(a) = memory::lookup(addr, view.len) else {
-                return Some(BatchCode::NotOwned as i32);
-            };
-            allocs.push(a);
-        }
+        let mem = match allocs.last() {
+            Some(a) if inside(a) => allocs.len() - 1,
+            _ => {
+                let Some(a) = memory::lookup(addr, view.len) else {
+                    return Err(BatchCode::NotOwned as i32);
+                };
+                allocs.push(a);
+                allocs.len() - 1
+            }
+        };
         ops.push(Op {
             addr,
             len: view.len as u32,
-            mem: (mem_base + allocs.len() - 1) as u32,
-            pos: pos[i],
+            mem: mem as u32,
+            pos,
         });
     }
-    None
+    Ok((allocs, ops))
 }
 
 /// A position given as a double: a whole number from 0 to 2^53 - 1.
@@ -614,44 +605,16 @@ impl NativeEngine {
         let mut is_array = false;
         // SAFETY: live handles of this call; writes only its out-parameter.
         unsafe { sys::napi_is_array(env, memory.raw(), &mut is_array) };
-        let mut allocs = Vec::new();
-        let mut ops = Vec::new();
-        // The array form: its positions, and how many of its views to resolve once its first
-        // window is in the kernel (overlapping the rest's look-ups with their I/O).
-        let mut rest = None;
-        if is_array {
-            // SAFETY: live handles of this call.
-            let pos = match unsafe { view_positions(env, memory.raw(), positions.raw()) } {
-                Ok(p) => p,
-                Err(code) => return Ok(code as f64),
-            };
-            let first = pos.len().min((window as usize).max(1));
-            // SAFETY: live handles of this call.
-            let stop = unsafe {
-                views_of(
-                    env,
-                    memory.raw(),
-                    &pos,
-                    mem_align as usize,
-                    0..first,
-                    (&mut allocs, 0),
-                    &mut ops,
-                )
-            };
-            match stop {
-                // Nothing to run natively: the JS side runs it all.
-                Some(code) if ops.is_empty() => return Ok(code as f64),
-                Some(_) => {}
-                None if group == 0 && first < pos.len() => rest = Some((memory.raw(), pos)),
-                None => {}
-            }
+        // SAFETY (both): live handles of this call.
+        let got = if is_array {
+            unsafe { views_of(env, memory.raw(), positions.raw(), mem_align as usize) }
         } else {
-            // SAFETY: live handles of this call.
-            match unsafe { region_of(env, &memory, &offsets, &lengths, &positions, mem_align) } {
-                Ok((a, o)) => (allocs, ops) = (a, o),
-                Err(code) => return Ok(code as f64),
-            }
-        }
+            unsafe { region_of(env, &memory, &offsets, &lengths, &positions, mem_align) }
+        };
+        let (allocs, ops) = match got {
+            Ok(x) => x,
+            Err(code) => return Ok(code as f64),
+        };
         let n = ops.len();
         if n == 0 {
             return Ok(BatchCode::BadArrays as i32 as f64);
@@ -696,34 +659,6 @@ impl NativeEngine {
             let b = e.batches.reserve();
             if group == 0 {
                 refill(e, b, &mut batch, Instant::now());
-                if let Some((views, pos)) = rest {
-                    // The first window goes to the kernel now; the other views are looked up
-                    // while it runs (up to the first that cannot be: see `views_of`).
-                    e.flush();
-                    let mut more = Vec::new();
-                    let base = batch.mems.len();
-                    let m = batch.ops.len();
-                    // SAFETY: live handles of this call (no JS runs in between).
-                    unsafe {
-                        views_of(
-                            env,
-                            views,
-                            &pos,
-                            mem_align as usize,
-                            m..pos.len(),
-                            (&mut more, base),
-                            &mut batch.ops,
-                        )
-                    };
-                    batch.mems.extend(more.into_iter().map(|alloc| BatchMem {
-                        fixed: e.fixed_for(kind, Some(alloc.ptr() as usize)),
-                        alloc,
-                    }));
-                    let n = batch.ops.len();
-                    batch.results.resize(n, 0);
-                    batch.keys.resize(n, NONE);
-                    batch.window = (window as usize).clamp(1, n);
-                }
             } else {
                 let g = e.batches.groups.entry(group).or_insert_with(|| Group {
                     window: (window as usize).max(1),
