@@ -15,9 +15,7 @@ export declare class NativeEngine {
    * Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
    * `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
    * `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-   * reap time. `memory` may instead be an array of views, each in odirect's own memory: op i
-   * then moves the whole of view i at `positions[i]` (a Float64Array; `offsets` and
-   * `lengths` are not read), and a view elsewhere refuses the batch with NotOwned. `group` > 0: the batch runs in that shared window (of `window` ops, shared
+   * reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
    * with the other batches started with the same `group`: they start their ops in the order
    * they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
    * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.

@@ -190,7 +190,7 @@ export class Engine {
    * Returns the batch id (kept with the lock waits' sinks: both are ids >= LOCK_BASE), or a
    * negative BatchCode / CaptureCode (nothing started).
    */
-  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer | readonly ArrayBufferView[], offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
+  batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
     const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group)
     if (id < 0) return id
     this.#lockSinks.set(id, sink)

@@ -183,39 +183,6 @@ export class ManyBatch {
   }
 }
 
-/** Off: the array form always runs op by op (`ODIRECT_MANY=ops`, for measuring). */
-const NATIVE_MANY = typeof process === 'undefined' || process.env?.ODIRECT_MANY !== 'ops'
-const NO_U32 = new Uint32Array(0)
-const noCheck = (): void => {}
-
-/**
- * The array form of readMany / writeMany. When every buffer is odirect's own memory (fh.alloc,
- * registered buffers) and the ops are not linked to an fdatasync, the engine runs the batch as
- * it runs the typed-array form: one native call takes every op (each holds a reference to its
- * memory until it is reaped), the window is refilled at reap time, and one completion settles
- * the whole batch: no JS object, sink or call per op. Anything else (memory a view of JS's own
- * heap, a misaligned or detached view: the engine refuses the batch and starts nothing) runs op
- * by op, as before; the results, errors and stats are the same either way.
- */
-export function manyOps(io: HandleIo, d: BatchDesc): Promise<number[]> {
-  const n = d.views.length
-  if (NATIVE_MANY && !d.link && n > 1) {
-    const positions = new Float64Array(d.positions)
-    const lengths = new Uint32Array(d.lengths)
-    const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
-    const ad: ArraysDesc = { write: d.write, kind: d.kind, memAlign: d.memAlign, unit: 1, window: d.window, shared: undefined, signal: d.signal, rwFlags: d.rwFlags, checkAligned: noCheck }
-    const batch = new ArraysBatch(io, ad, lengths, positions, new Int32Array(n))
-    const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, d.views, NO_U32, NO_U32, positions, Math.min(n, d.window), d.memAlign, flags, 0, batch)
-    if (id >= 0) {
-      batch.started(id)
-      return batch.promise.then(numbers)
-    }
-  }
-  return new ManyBatch(io, d).promise
-}
-
-const numbers = (r: Int32Array): number[] => Array.from(r)
-
 /**
  * The rejection of a batch with `failed` failed ops: ABORT_ERR when `signal` aborted it, else
  * the first failure's code; `results` says what each op did.

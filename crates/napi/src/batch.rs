@@ -42,29 +42,20 @@ pub enum BatchCode {
     BadArrays = -13,
 }
 
-/// One op of a batch: `len` bytes at address `addr` in its memory (`Batch::mems[mem]`), at
-/// file position `pos`.
+/// One op of a batch: `len` bytes at `off` in the region, at file position `pos`.
 struct Op {
-    addr: usize,
+    off: u32,
     len: u32,
-    mem: u32,
     pos: u64,
-}
-
-/// Memory a batch's ops use: odirect's allocation (each op holds a reference to it while in
-/// flight) and its registered-buffer index on the batch's backend, if any.
-struct BatchMem {
-    alloc: Arc<Alloc>,
-    fixed: Option<u16>,
 }
 
 struct Batch {
     backend: BackendKind,
     write: bool,
     fd: i32,
-    /// The memory of its ops: one region (the typed-array form), or the allocations its
-    /// views lie in (the array form, see `batch_start`).
-    mems: Vec<BatchMem>,
+    alloc: Arc<Alloc>,
+    base: usize,
+    fixed: Option<u16>,
     rw_flags: i32,
     ops: Vec<Op>,
     /// Bytes or -errno of each op (-ECANCELED for those cancelled or never started).
@@ -192,8 +183,7 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
         let i = batch.next;
         batch.next += 1;
         let op = &batch.ops[i];
-        let p = op.addr as *mut u8;
-        let m = &batch.mems[op.mem as usize];
+        let p = (batch.base + op.off as usize) as *mut u8;
         let len = op.len as usize;
         let kind = if batch.write {
             OpKind::Write {
@@ -201,7 +191,7 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
                 ptr: p,
                 len,
                 offset: op.pos,
-                buf_index: m.fixed,
+                buf_index: batch.fixed,
             }
         } else {
             OpKind::Read {
@@ -209,13 +199,12 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
                 ptr: p,
                 len,
                 offset: op.pos,
-                buf_index: m.fixed,
+                buf_index: batch.fixed,
             }
         };
         // The op's own reference to the region: its memory lives until it is reaped.
-        let fixed = m.fixed;
-        let mem = Mems::One(Mem::Owned(m.alloc.clone(), len));
-        let mut rec = OpRec::started_at(batch.backend, kind, None, mem, fixed, now);
+        let mem = Mems::One(Mem::Owned(batch.alloc.clone(), len));
+        let mut rec = OpRec::started_at(batch.backend, kind, None, mem, batch.fixed, now);
         rec.rw_flags = batch.rw_flags;
         rec.batch = Some((b, i as u32));
         batch.keys[i] = e.stage(rec);
@@ -415,7 +404,13 @@ unsafe fn ops_of(
         // SAFETY: as above.
         T::float64_array => unsafe { copy_of::<f64>(pd, n) }
             .into_iter()
-            .map(whole)
+            .map(|x| {
+                if (0.0..=9_007_199_254_740_991.0).contains(&x) && x.fract() == 0.0 {
+                    Ok(x as u64)
+                } else {
+                    Err(BatchCode::BadArrays)
+                }
+            })
             .collect::<std::result::Result<_, _>>()?,
         // SAFETY: as above.
         T::bigint64_array | T::biguint64_array => unsafe { copy_of::<u64>(pd, n) }
@@ -439,138 +434,9 @@ unsafe fn ops_of(
         if mem_align > 1 && !(base + off as usize).is_multiple_of(mem_align) {
             return Err(BatchCode::Misaligned);
         }
-        ops.push(Op {
-            addr: base + off as usize,
-            len,
-            mem: 0,
-            pos,
-        });
+        ops.push(Op { off, len, pos });
     }
     Ok(ops)
-}
-
-/// The typed-array form's memory and ops (`batch_start`), or the code refusing them.
-///
-/// # Safety
-/// The values are live handles of the current call on `env`.
-unsafe fn region_of(
-    env: sys::napi_env,
-    memory: &Unknown,
-    offsets: &Unknown,
-    lengths: &Unknown,
-    positions: &Unknown,
-    mem_align: u32,
-) -> std::result::Result<(Vec<Arc<Alloc>>, Vec<Op>), i32> {
-    // SAFETY: forwarded contract.
-    let region = match unsafe { memory::view(env, memory.raw()) } {
-        Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
-        Ok(_) => return Err(CaptureError::Detached.code() as i32),
-        Err(_) => return Err(CaptureError::NotView.code() as i32),
-    };
-    let base = region.ptr as usize;
-    let Some(alloc) = memory::lookup(base, region.len) else {
-        return Err(BatchCode::NotOwned as i32);
-    };
-    // SAFETY: forwarded contract.
-    let ops = unsafe {
-        ops_of(
-            env,
-            offsets.raw(),
-            lengths.raw(),
-            positions.raw(),
-            base,
-            region.len,
-            mem_align as usize,
-        )
-    }
-    .map_err(|c| c as i32)?;
-    Ok((vec![alloc], ops))
-}
-
-/// The array form's ops (`batch_start` with an array of views as `memory`): op i moves the
-/// whole of view i at `positions[i]` (a Float64Array, one per view). Every view must lie in
-/// odirect's own memory (NotOwned otherwise: the caller then runs the batch op by op), start
-/// at a multiple of `mem_align` and hold 1 to MAX_IO_LENGTH bytes. Consecutive views in one
-/// allocation share its entry in the returned list.
-///
-/// # Safety
-/// `env`, `views` and `positions` are live handles of the current call.
-unsafe fn views_of(
-    env: sys::napi_env,
-    views: sys::napi_value,
-    positions: sys::napi_value,
-    mem_align: usize,
-) -> std::result::Result<(Vec<Arc<Alloc>>, Vec<Op>), i32> {
-    let bad = BatchCode::BadArrays as i32;
-    let mut n = 0u32;
-    // SAFETY: forwarded contract; writes only its out-parameter.
-    if unsafe { sys::napi_get_array_length(env, views, &mut n) } != sys::Status::napi_ok {
-        return Err(bad);
-    }
-    let n = n as usize;
-    // SAFETY: forwarded contract.
-    let Some((sys::TypedarrayType::float64_array, pd, pn)) = (unsafe { typed(env, positions) })
-    else {
-        return Err(bad);
-    };
-    if pn != n {
-        return Err(bad);
-    }
-    // SAFETY: a Float64Array of n elements (checked above).
-    let pos = unsafe { copy_of::<f64>(pd, n) };
-    let mut allocs: Vec<Arc<Alloc>> = Vec::new();
-    let mut ops = Vec::with_capacity(n);
-    for (i, p) in pos.into_iter().enumerate() {
-        let pos = whole(p).map_err(|c| c as i32)?;
-        let mut v = ptr::null_mut();
-        // SAFETY: forwarded contract; i < the array's length.
-        if unsafe { sys::napi_get_element(env, views, i as u32, &mut v) } != sys::Status::napi_ok {
-            return Err(bad);
-        }
-        // SAFETY: v is a live handle of this call.
-        let view = match unsafe { memory::view(env, v) } {
-            Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
-            Ok(_) => return Err(CaptureError::Detached.code() as i32),
-            Err(_) => return Err(CaptureError::NotView.code() as i32),
-        };
-        let addr = view.ptr as usize;
-        if view.len > crate::consts::MAX_IO_LENGTH as usize {
-            return Err(BatchCode::OutOfRange as i32);
-        }
-        if mem_align > 1 && !addr.is_multiple_of(mem_align) {
-            return Err(BatchCode::Misaligned as i32);
-        }
-        let inside = |a: &Arc<Alloc>| {
-            let start = a.ptr() as usize;
-            addr >= start && addr + view.len <= start + a.len()
-        };
-        let mem = match allocs.last() {
-            Some(a) if inside(a) => allocs.len() - 1,
-            _ => {
-                let Some(a) = memory::lookup(addr, view.len) else {
-                    return Err(BatchCode::NotOwned as i32);
-                };
-                allocs.push(a);
-                allocs.len() - 1
-            }
-        };
-        ops.push(Op {
-            addr,
-            len: view.len as u32,
-            mem: mem as u32,
-            pos,
-        });
-    }
-    Ok((allocs, ops))
-}
-
-/// A position given as a double: a whole number from 0 to 2^53 - 1.
-fn whole(x: f64) -> std::result::Result<u64, BatchCode> {
-    if (0.0..=9_007_199_254_740_991.0).contains(&x) && x.fract() == 0.0 {
-        Ok(x as u64)
-    } else {
-        Err(BatchCode::BadArrays)
-    }
 }
 
 #[napi]
@@ -578,9 +444,7 @@ impl NativeEngine {
     /// Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
     /// `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
     /// `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-    /// reap time. `memory` may instead be an array of views, each in odirect's own memory: op i
-    /// then moves the whole of view i at `positions[i]` (a Float64Array; `offsets` and
-    /// `lengths` are not read), and a view elsewhere refuses the batch with NotOwned. `group` > 0: the batch runs in that shared window (of `window` ops, shared
+    /// reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
     /// with the other batches started with the same `group`: they start their ops in the order
     /// they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
     /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
@@ -602,18 +466,30 @@ impl NativeEngine {
     ) -> Result<f64> {
         let kind = backend_kind(backend)?;
         let env = env.raw();
-        let mut is_array = false;
-        // SAFETY: live handles of this call; writes only its out-parameter.
-        unsafe { sys::napi_is_array(env, memory.raw(), &mut is_array) };
-        // SAFETY (both): live handles of this call.
-        let got = if is_array {
-            unsafe { views_of(env, memory.raw(), positions.raw(), mem_align as usize) }
-        } else {
-            unsafe { region_of(env, &memory, &offsets, &lengths, &positions, mem_align) }
+        // SAFETY: live handles of this call.
+        let region = match unsafe { memory::view(env, memory.raw()) } {
+            Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
+            Ok(_) => return Ok(CaptureError::Detached.code()),
+            Err(_) => return Ok(CaptureError::NotView.code()),
         };
-        let (allocs, ops) = match got {
-            Ok(x) => x,
-            Err(code) => return Ok(code as f64),
+        let base = region.ptr as usize;
+        let Some(alloc) = memory::lookup(base, region.len) else {
+            return Ok(BatchCode::NotOwned as i32 as f64);
+        };
+        // SAFETY: live handles of this call.
+        let ops = match unsafe {
+            ops_of(
+                env,
+                offsets.raw(),
+                lengths.raw(),
+                positions.raw(),
+                base,
+                region.len,
+                mem_align as usize,
+            )
+        } {
+            Ok(ops) => ops,
+            Err(c) => return Ok(c as i32 as f64),
         };
         let n = ops.len();
         if n == 0 {
@@ -623,18 +499,14 @@ impl NativeEngine {
             if let Err(c) = e.ready(kind) {
                 return c.code();
             }
-            let mems = allocs
-                .into_iter()
-                .map(|alloc| BatchMem {
-                    fixed: e.fixed_for(kind, Some(alloc.ptr() as usize)),
-                    alloc,
-                })
-                .collect();
+            let fixed = e.fixed_for(kind, Some(alloc.ptr() as usize));
             let mut batch = Batch {
                 backend: kind,
                 write,
                 fd,
-                mems,
+                alloc,
+                base,
+                fixed,
                 rw_flags,
                 ops,
                 results: vec![0; n],
