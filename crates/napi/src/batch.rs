@@ -499,7 +499,7 @@ impl NativeEngine {
             if let Err(c) = e.ready(kind) {
                 return c.code();
             }
-            let fixed = e.fixed_for(kind, Some(alloc.ptr() as usize));
+            let fixed = e.fixed_for(kind, fd, Some(alloc.ptr() as usize));
             let mut batch = Batch {
                 backend: kind,
                 write,

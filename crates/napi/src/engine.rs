@@ -425,11 +425,18 @@ impl Inner {
         k
     }
 
-    pub(crate) fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
+    pub(crate) fn fixed_for(
+        &self,
+        kind: BackendKind,
+        fd: i32,
+        owner: Option<usize>,
+    ) -> Option<u16> {
         let fixed = self.drivers[kind.index()]
             .as_ref()
             .is_some_and(|d| d.fixed_buffers());
-        if !fixed {
+        // A copying file (tmpfs, buffered) pins nothing per op: see `pins::fixed_on_copy`.
+        let copies = self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0;
+        if !fixed || (copies && !crate::pins::fixed_on_copy()) {
             return None;
         }
         self.pins.fixed_index(owner)
@@ -499,7 +506,7 @@ impl Inner {
         seg: Seg,
         position: u64,
     ) -> (OpRec, u32) {
-        let fixed = self.fixed_for(kind, seg.owner);
+        let fixed = self.fixed_for(kind, fd, seg.owner);
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
         (OpRec::new(kind, op, None, Mems::One(mem), fixed), bounced)
     }
