@@ -58,3 +58,39 @@ for (const where of ['disk', 'tmpfs', 'disk, buffered'] as const) {
     }
   })
 }
+
+// A native (typed-array) batch stages its first window in the call itself, and refills it at
+// reap time: on a device's file its ops go to the kernel in groups of 8 as they are staged
+// (io_uring holds a submission's block requests until its last SQE is issued), on tmpfs and
+// buffered files at the end of the tick.
+for (const where of ['disk', 'tmpfs', 'disk, buffered'] as const) {
+  test.serial(`${where}: a typed readMany of 20 ops: ${where === 'disk' ? '16 reach the kernel before the call returns, in 2 groups of 8' : 'none reaches the kernel before the tick ends'}`, async (t) => {
+    const dir = where === 'tmpfs' ? scratch('/dev/shm') : scratch()
+    const file = `${dir}/data`
+    const content = Buffer.alloc(32 * UNIT)
+    for (let i = 0; i < 32; i++) content.fill(i + 1, i * UNIT, (i + 1) * UNIT)
+    fs.writeFileSync(file, content)
+    const fh = await open(file, 'r', { backend: 'io_uring', direct: where === 'disk, buffered' ? 'off' : 'prefer' })
+    try {
+      if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+      t.is(fh.fsType === 'tmpfs', where === 'tmpfs', `the file is on ${fh.fsType}`)
+      const n = 20
+      const memory = fh.alloc(n * UNIT)
+      const offsets = new Uint32Array(n).map((_, i) => i * UNIT)
+      const lengths = new Uint32Array(n).fill(UNIT)
+      // Backwards through the file: op i reads block 31 - i.
+      const positions = new Float64Array(n).map((_, i) => (31 - i) * UNIT)
+      await fh.read(fh.alloc(UNIT), { position: 0 })
+      const before = sqHeads()
+      const p = fh.readMany({ memory, offsets, lengths, positions }, { window: n })
+      const during = sqHeads() - before
+      const results = await p
+      t.is(sqHeads() - before, n, 'all went in by the end of the tick')
+      t.is(during, where === 'disk' ? 16 : 0)
+      t.deepEqual([...results], new Array<number>(n).fill(UNIT))
+      for (let i = 0; i < n; i++) t.is(memory[i * UNIT], 32 - i, `op ${i} read its own block`)
+    } finally {
+      await fh.close()
+    }
+  })
+}

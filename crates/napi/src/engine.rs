@@ -425,11 +425,18 @@ impl Inner {
         k
     }
 
-    pub(crate) fn fixed_for(&self, kind: BackendKind, owner: Option<usize>) -> Option<u16> {
+    pub(crate) fn fixed_for(
+        &self,
+        kind: BackendKind,
+        fd: i32,
+        owner: Option<usize>,
+    ) -> Option<u16> {
         let fixed = self.drivers[kind.index()]
             .as_ref()
             .is_some_and(|d| d.fixed_buffers());
-        if !fixed {
+        // A copying file (tmpfs, buffered) pins nothing per op: see `pins::fixed_on_copy`.
+        let copies = self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0;
+        if !fixed || (copies && !crate::pins::fixed_on_copy()) {
             return None;
         }
         self.pins.fixed_index(owner)
@@ -477,6 +484,18 @@ impl Inner {
         Ok(crate::consts::ticket(self.stage(rec), bounced))
     }
 
+    /// Before a native batch stages one more read/write on `fd` (see `batch::stage_ops`): as
+    /// `rw` does, submits what is staged once `every` reads/writes on files that do not
+    /// complete inline wait (0: never; native batches never link their ops).
+    pub(crate) fn submit_early(&mut self, fd: i32, every: usize) {
+        if every > 0 && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 {
+            if self.early >= every {
+                self.flush();
+            }
+            self.early += 1;
+        }
+    }
+
     /// The record of a read or write of one captured segment at `position`, and whether it
     /// was bounced.
     fn single(
@@ -487,7 +506,7 @@ impl Inner {
         seg: Seg,
         position: u64,
     ) -> (OpRec, u32) {
-        let fixed = self.fixed_for(kind, seg.owner);
+        let fixed = self.fixed_for(kind, fd, seg.owner);
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
         (OpRec::new(kind, op, None, Mems::One(mem), fixed), bounced)
     }
