@@ -792,6 +792,33 @@ fxTest(`[${BACKEND}] O_DIRECT readFile, copyFile and odirect cp over faultfs ans
   t.deepEqual(openUnder(fx.dir), [])
 })
 
+// A server that never returns more than 2048 bytes a read: with O_DIRECT no read of the second
+// half of a 4096-byte block can succeed. A bounded number of reads of that block (each asking for
+// twice as much) bring nothing new, then EIO says so; what was delivered is the file's. Buffered,
+// every read is progress and the whole file arrives.
+fxTest(`[${BACKEND}] O_DIRECT over faultfs returning at most 2048 bytes a read: the stream and readFile fail with an EIO that names the reads that brought nothing new, after delivering only the file's bytes; buffered reads get the whole file`, FAULT, async (t) => {
+  const size = 64 * KiB + 1000
+  const fx = must(faultFs({ size, readMax: 2048, threads: 2 }))
+  t.teardown(() => fx.cleanup())
+  const want = patternBuffer(0, size)
+  const stuck = /^EIO: 5 reads from position 0 .*returned no byte past position 2048, before the end of file \(66536 bytes\)/
+  const out: Buffer[] = []
+  const err = await t.throwsAsync(async () => {
+    for await (const c of createReadStream(fx.file, { chunkSize: 256 * KiB, direct: 'require', backend: BACKEND }) as AsyncIterable<Buffer>) out.push(Buffer.from(c))
+  })
+  t.true(err instanceof DirectIoError && err.code === 'EIO' && (err as DirectIoError).position === 2048, String(err))
+  t.regex(err?.message ?? '', stuck)
+  t.true(Buffer.concat(out).equals(want.subarray(0, 2048)), 'the stream delivered the first 2048 bytes, the file\'s')
+  const e2 = await t.throwsAsync(readFile(fx.file, { direct: 'require', backend: BACKEND }))
+  t.true(e2 instanceof DirectIoError && e2.code === 'EIO', String(e2))
+  t.regex(e2?.message ?? '', stuck)
+  const all: Buffer[] = []
+  for await (const c of createReadStream(fx.file, { chunkSize: 256 * KiB, direct: 'off', backend: BACKEND }) as AsyncIterable<Buffer>) all.push(Buffer.from(c))
+  t.true(Buffer.concat(all).equals(want), 'buffered: the whole file')
+  t.true((await readFile(fx.file, { direct: 'off', backend: BACKEND })).equals(want), 'buffered readFile: the whole file')
+  t.deepEqual(openUnder(fx.dir), [])
+})
+
 test(`[${BACKEND}] write streams ended mid-flight (destroy, destroy(err), abort, a source that throws): the error is the caller's or AbortError, the file closes, what was confirmed is on disk`, async (t) => {
   const dir = scratch()
   const src = patternBuffer(0, 4 * MiB)
