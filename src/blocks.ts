@@ -2,18 +2,55 @@
 // streams (streams/core.ts): one op after another until the range is done, going on after a
 // short op the way O_DIRECT allows (from the block holding the first byte not moved).
 import { errno as E, kernelError } from './errors'
+import { MAX_IO_LENGTH } from './buffers'
 import type { FileHandle } from './handle'
 
-/** Reads `len` bytes at `pos` into `buf[off..]`, going on after short reads; stops at end of file. Returns the bytes read. */
-export async function readFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<number> {
+/**
+ * Reads in a row of the same block, each asking for twice as much, that may return only bytes
+ * read already before `readFully` gives up with EIO.
+ */
+const SHORT_RETRIES = 4
+
+/**
+ * Reads `len` bytes at `pos` into `buf[off..]`, going on after short reads; stops at end of file.
+ * Returns the bytes read. `size` is the file's size if known (else it is asked with fstat when
+ * needed): a direct read that ends inside a block before it was short, not the end of file.
+ * Such a read goes on from the block holding the first byte not read (O_DIRECT alignment); a
+ * read of that block that brings nothing new (a server answering every read with a share of
+ * it) is asked again for twice as much, a few times, before EIO.
+ */
+export async function readFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined, size?: number): Promise<number> {
   let done = 0
   const unit = fh.direct ? fh.alignment.offset : 1
+  let known = size
+  let tries = 0
   while (done < len) {
-    const { bytesRead } = await fh.read(buf, { offset: off + done, length: len - done, position: pos + done, signal })
-    if (bytesRead === 0) break
-    done += bytesRead
-    // A direct read returns a partial block only at the end of file.
-    if (done % unit !== 0) break
+    const from = Math.floor(done / unit) * unit
+    const room = len - from
+    let n: number
+    if (tries === 0) {
+      n = (await fh.read(buf, { offset: off + from, length: room, position: pos + from, signal })).bytesRead
+    } else {
+      const more = fh.alloc(Math.min(Math.ceil(room / unit) * unit * 2 ** tries, Math.floor(MAX_IO_LENGTH / unit) * unit))
+      n = Math.min((await fh.read(more, { position: pos + from, signal })).bytesRead, room)
+      if (from + n > done) new Uint8Array(buf.buffer, buf.byteOffset + off + done, from + n - done).set(more.subarray(done - from, n))
+    }
+    if (n === 0) break
+    if (from + n > done) {
+      done = from + n
+      tries = 0
+      // A direct read returns a partial block at the end of file, or when it was short.
+      if (done % unit === 0 || done >= len) continue
+      known ??= (await fh.stat()).size
+      if (pos + done >= known) break
+      continue
+    }
+    // The same partial block again: nothing new.
+    if (++tries > SHORT_RETRIES) {
+      known = (await fh.stat()).size
+      if (pos + done >= known) break
+      throw kernelError(E.EIO, { syscall: 'read', path: fh.path, position: pos + done, length: len - done }, `${tries} reads from position ${pos + from} returned no byte past position ${pos + done}, before the end of file (${known} bytes)`)
+    }
   }
   return done
 }

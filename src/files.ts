@@ -168,7 +168,7 @@ async function readFrom(fh: FileHandle, start: number, abort: AbortRace, signal:
       buf = bigger
     }
     const len = Math.min(buf.byteLength - total, 64 * MiB)
-    const n = await abort.race(readFully(fh, buf, total, len, base + total, signal))
+    const n = await abort.race(readFully(fh, buf, total, len, base + total, signal, size))
     total += n
     if (n < len) break
   }
@@ -525,7 +525,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
         const pos = next
         next += chunk
         const buf = pool.pop() ?? o2.alloc(chunk)
-        const n = readFully(input, buf, 0, Math.min(chunk, roundUp(limit - pos, g)), pos, signal)
+        const n = readFully(input, buf, 0, Math.min(chunk, roundUp(limit - pos, g)), pos, signal, unknownSize ? undefined : size)
         n.catch(() => {})
         reads.push({ pos, buf, n })
       }
@@ -583,7 +583,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       for (let pos = 0; pos < end; pos += chunk) {
         abort.check()
         const want = Math.min(chunk, end - pos)
-        const n = await readFully(o2, buf, 0, roundUp(want, g), pos, signal)
+        const n = await readFully(o2, buf, 0, roundUp(want, g), pos, signal, end)
         check.update(buf.subarray(0, Math.min(n, want)))
         progress({ phase: 'verify', bytesDone: pos + Math.min(n, want), totalBytes: end })
       }

@@ -75,6 +75,8 @@ export interface FaultFsOptions {
   hold?: boolean | 'held'
   /** Reads return min(available, max(1, requested / 2)) bytes. */
   shortReads?: boolean
+  /** Reads return at most this many bytes (faultfs --read-max). */
+  readMax?: number
   /** Writes store and acknowledge max(1, len / 2) bytes. */
   shortWrites?: boolean
   /** Apply delayMs / hold to writes as well. */
@@ -950,6 +952,7 @@ function faultFsArgs(o: FaultFsOptions, holdFile: string | undefined): string[] 
   if (o.delayMs) a.push('--delay-ms', String(o.delayMs))
   if (holdFile) a.push('--hold-file', holdFile)
   if (o.shortReads) a.push('--short-reads')
+  if (o.readMax !== undefined) a.push('--read-max', String(o.readMax))
   if (o.shortWrites) a.push('--short-writes')
   if (o.holdWrites) a.push('--hold-writes')
   if (o.fsyncEio) a.push('--fsync-eio')

@@ -312,11 +312,19 @@ interface ReadSlot {
   buf: Uint8Array
   /** Leading bytes already delivered (a continuation after a short read). */
   skip: number
+  /** Reads of this slot in a row that returned no byte past `skip` (see `pull`). */
+  tries: number
   /** The outcome, once the read completed. */
   r: Settled | undefined
   /** Resolves `pull` waiting on this slot. */
   wake: (() => void) | undefined
 }
+
+/**
+ * Reads in a row of the same block, each asking for twice as much, that may return only bytes
+ * delivered already before a read stream gives up with EIO (see BlockReader.pull).
+ */
+const SHORT_RETRIES = 4
 
 /** Base of both cores: opening (or adopting) the handle, op tracking and teardown. */
 abstract class Core {
@@ -460,16 +468,21 @@ export class BlockReader extends Core {
     return fh
   }
 
-  #issue(fh: FileHandle, pos: number, len: number, skip: number): ReadSlot {
+  /**
+   * Reads `len` bytes at `pos` (the slot: what the stream delivers from this read), into a buffer
+   * of `readLen` >= `len` bytes: a read of the same block again after a short one asks for more
+   * than the slot (see `pull`); the bytes past `len` are not delivered.
+   */
+  #issue(fh: FileHandle, pos: number, len: number, skip: number, tries = 0, readLen = len): ReadSlot {
     // Not zeroed: a chunk is often a block a collected chunk left behind (see memory.rs: its pages
     // are mapped already), and the read overwrites it; what the read did not fill is zeroed below,
     // so no old byte is ever visible through the chunk or its ArrayBuffer.
-    let mem = len <= this.#chunk ? this.#pool.pop() : undefined
+    let mem = readLen <= this.#chunk ? this.#pool.pop() : undefined
     // A chunk given back and then transferred (detached) by its consumer is dropped.
     while (mem !== undefined && mem.byteLength === 0) mem = this.#pool.pop()
-    mem ??= allocForOverwrite(len, Math.max(PAGE_SIZE, fh.alignment.memory))
-    const buf = mem.byteLength === len ? mem : mem.subarray(0, len)
-    const slot: ReadSlot = { pos, len, buf, skip, r: undefined, wake: undefined }
+    mem ??= allocForOverwrite(readLen, Math.max(PAGE_SIZE, fh.alignment.memory))
+    const buf = mem.byteLength === readLen ? mem : mem.subarray(0, readLen)
+    const slot: ReadSlot = { pos, len, buf, skip, tries, r: undefined, wake: undefined }
     const settle = (r: Settled): void => {
       slot.r = r
       this.#inflight--
@@ -538,22 +551,36 @@ export class BlockReader extends Core {
         this.#end()
         throw r.err
       }
-      const n = r.n
+      // A read of a block again (below) may ask for more than the slot: the rest is not its.
+      const n = Math.min(r.n, slot.len)
       const at = slot.pos + n
-      if (at > this.#size) this.#size = at
+      if (slot.pos + r.n > this.#size) this.#size = slot.pos + r.n
       if (n >= slot.len) this.#fill(fh)
       else if (at >= this.#size) this.#end()
       else if (n > slot.skip) {
-        // Short read before the end of file (FUSE, NFS, a signal): read the rest of the slot,
-        // from the block holding the first missing byte.
+        // Short read before the end of file (FUSE, NFS, a signal): progress. Read the rest of
+        // the slot from the first byte not delivered, or with O_DIRECT from the block holding
+        // it; the bytes of that block delivered already are skipped.
         const p = fh.direct ? Math.floor(at / this.#unit) * this.#unit : at
         this.#queue.unshift(this.#issue(fh, p, slot.pos + slot.len - p, at - p))
         submitNow()
+      } else if (n > 0 && slot.tries < SHORT_RETRIES) {
+        // O_DIRECT read the block again and got the same partial block (a server that answers
+        // every read short, e.g. with half of what was asked): nothing new, but no sign of an
+        // end either. Ask again for twice as much from the same block, so that a server that
+        // returns a share of the request returns bytes past those delivered.
+        const readLen = Math.min(Math.max(slot.len, slot.buf.byteLength * 2), Math.floor(MAX_IO_LENGTH / this.#unit) * this.#unit)
+        this.#queue.unshift(this.#issue(fh, slot.pos, slot.len, slot.skip, slot.tries + 1, readLen))
+        submitNow()
       } else {
-        // No progress: the file shrank, or the kernel keeps returning partial blocks.
+        // No progress: the file shrank, or reads keep returning the bytes delivered already.
         this.#size = (await fh.stat()).size
         if (at < this.#size) {
-          throw kernelError(E.EIO, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `read returned no data at position ${at}, before the end of file (${this.#size} bytes)`)
+          const what =
+            n === 0
+              ? `read returned no data at position ${at}`
+              : `${slot.tries + 1} reads from position ${slot.pos} (up to ${slot.buf.byteLength} bytes) returned no byte past position ${at}`
+          throw kernelError(E.EIO, { syscall: 'read', path: fh.path, position: at, length: slot.pos + slot.len - at }, `${what}, before the end of file (${this.#size} bytes)`)
         }
         this.#end()
       }

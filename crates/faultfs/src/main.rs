@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! faultfs MOUNTPOINT [--size BYTES] [--eio-at OFF[,OFF...]] [--delay-ms N]
-//!         [--hold-file PATH] [--short-reads] [--short-writes] [--hold-writes]
+//!         [--hold-file PATH] [--short-reads] [--read-max BYTES] [--short-writes] [--hold-writes]
 //!         [--fsync-eio] [--page-cache] [--name NAME] [--threads N]
 //!         [--allow-other] [--verbose]
 //! ```
@@ -19,6 +19,7 @@
 //! * `--hold-file PATH`  while PATH exists, read replies (and write replies with
 //!   `--hold-writes`) are held back; they are sent as soon as PATH is removed.
 //! * `--short-reads`     a read returns min(available, max(1, requested / 2)) bytes.
+//! * `--read-max BYTES`  a read returns at most BYTES bytes (however many were asked).
 //! * `--short-writes`    a write stores and acknowledges max(1, len / 2) bytes.
 //! * `--hold-writes`     apply `--delay-ms` and `--hold-file` to writes as well.
 //! * `--fsync-eio`       fsync/fdatasync of the data file fail with EIO.
@@ -81,6 +82,7 @@ struct Opts {
     delay: Duration,
     hold_file: Option<PathBuf>,
     short_reads: bool,
+    read_max: Option<usize>,
     short_writes: bool,
     hold_writes: bool,
     fsync_eio: bool,
@@ -119,6 +121,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         delay: Duration::ZERO,
         hold_file: None,
         short_reads: false,
+        read_max: None,
         short_writes: false,
         hold_writes: false,
         fsync_eio: false,
@@ -160,6 +163,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             }
             "--hold-file" => o.hold_file = Some(PathBuf::from(value("--hold-file")?)),
             "--short-reads" => o.short_reads = true,
+            "--read-max" => {
+                let v = parse_bytes(&value("--read-max")?)?;
+                if v == 0 {
+                    return Err("--read-max must be at least 1".to_string());
+                }
+                o.read_max =
+                    Some(usize::try_from(v).map_err(|_| format!("--read-max too large: {v}"))?);
+            }
             "--short-writes" => o.short_writes = true,
             "--hold-writes" => o.hold_writes = true,
             "--fsync-eio" => o.fsync_eio = true,
@@ -528,6 +539,7 @@ impl Filesystem for FaultFs {
             } else {
                 avail
             };
+            let n = self.opts.read_max.map_or(n, |m| n.min(m));
             Outcome::Ok(store.read(offset, n))
         };
         match &outcome {
