@@ -146,6 +146,12 @@ pub struct Inner {
     submit_every: usize,
     /// Reads/writes on such files staged since the last flush.
     early: usize,
+    /// The io_uring ring is polled on its own descriptor, not through the eventfd (the libuv
+    /// path with `ODIRECT_WAKE=ring`; see `DriverOptions::poll_ring`).
+    pub poll_ring: bool,
+    /// The wake-up under way came from the ring's own poll handle: its reaps leave the eventfd
+    /// alone (what other drivers signalled there wakes its own handle).
+    pub ring_wake: bool,
     /// When the last reap's completions were timed (one clock read per reap: the ops a reap
     /// takes share it, and a native batch's ops staged right after it start at it).
     pub(crate) reaped_at: Instant,
@@ -308,6 +314,8 @@ impl Inner {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SUBMIT_EVERY),
             early: 0,
+            poll_ring: false,
+            ring_wake: false,
             reaped_at: Instant::now(),
         })
     }
@@ -363,6 +371,7 @@ impl Inner {
         let mut opts = DriverOptions {
             queue_depth: crate::consts::queue_depth(queue_depth),
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            poll_ring: self.poll_ring,
             ..DriverOptions::default()
         };
         if threads > 0 {
@@ -370,6 +379,13 @@ impl Inner {
         }
         match io::create(kind, &efd, &opts) {
             Ok(d) => {
+                if let Some(fd) = d.poll_fd() {
+                    // Its completions are not announced on the eventfd: without a watch on
+                    // its own descriptor they would never be reaped.
+                    if let Err(why) = self.wake.watch(fd) {
+                        return why;
+                    }
+                }
                 self.drivers[i] = Some(d);
                 String::new()
             }
@@ -728,7 +744,7 @@ impl Inner {
         for d in self.drivers.iter_mut().flatten() {
             d.prepare_reap();
         }
-        if reset || !self.quiet {
+        if (reset || !self.quiet) && !self.ring_wake {
             eventfd::drain(self.eventfd());
         }
         raw.append(&mut self.synthetic);
@@ -820,7 +836,7 @@ impl Inner {
             d.quiet(false);
         }
         self.quiet = false;
-        if self.more() {
+        if self.drivers.iter().flatten().any(|d| d.unannounced()) {
             self.announce();
         }
     }
@@ -913,13 +929,17 @@ impl Inner {
                 continue;
             }
             let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
-            let mut p = libc::pollfd {
-                fd: self.eventfd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one live pollfd (waits for a completion, 10 ms at most).
-            unsafe { libc::poll(&mut p, 1, ms) };
+            // The eventfd, and the descriptors of drivers that do not announce there.
+            let mut p: Vec<libc::pollfd> = std::iter::once(self.eventfd())
+                .chain(self.drivers.iter().flatten().filter_map(|d| d.poll_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: live pollfds, p.len() of them (waits for a completion, 10 ms at most).
+            unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
         }
         self.abandon_the_rest();
         self.ops.clear();

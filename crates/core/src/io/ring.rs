@@ -116,6 +116,9 @@ pub struct LocalRing {
     /// IORING_SQ_TASKRUN is known to be set whenever completions wait as task work (checked at
     /// setup, see [`taskrun_flag_works`]): GETEVENTS only then. Else every reap enters.
     taskrun_flag: bool,
+    /// The eventfd is not registered: the owner polls the ring's descriptor (see
+    /// [`DriverOptions::poll_ring`](super::DriverOptions::poll_ring)).
+    polled: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -188,17 +191,35 @@ impl LocalRing {
         eventfd: RawFd,
         sqpoll_idle_ms: u32,
     ) -> Result<LocalRing, Unavailable> {
+        LocalRing::with_setup(entries, eventfd, sqpoll_idle_ms, false)
+    }
+
+    /// As [`LocalRing::with_options`]; `poll_ring`: the eventfd is not registered, the owner
+    /// polls [`Driver::poll_fd`] (the ring's descriptor, readable while the completion queue
+    /// holds entries) and the ring is made with COOP_TASKRUN, not DEFER_TASKRUN (whose
+    /// completions wait as task work that wakes no poller until the owner enters the kernel).
+    /// Own signals (`wake`: a cancelled backlog entry) still go to `eventfd`.
+    pub fn with_setup(
+        entries: u32,
+        eventfd: RawFd,
+        sqpoll_idle_ms: u32,
+        poll_ring: bool,
+    ) -> Result<LocalRing, Unavailable> {
         let entries = entries.clamp(8, 4096).next_power_of_two();
         let first = if sqpoll_idle_ms > 0 {
             Setup::Sqpoll
+        } else if poll_ring && preferred_setup() == Setup::DeferTaskrun {
+            Setup::CoopTaskrun
         } else {
             preferred_setup()
         };
         let (ring, setup, no_sqarray) =
             build(entries, first, sqpoll_idle_ms).map_err(|e| explain_setup_error(&e))?;
-        ring.submitter()
-            .register_eventfd(eventfd)
-            .map_err(|e| explain_setup_error(&e))?;
+        if !poll_ring {
+            ring.submitter()
+                .register_eventfd(eventfd)
+                .map_err(|e| explain_setup_error(&e))?;
+        }
         let mut probe = io_uring::Probe::new();
         let ftruncate = ring.submitter().register_probe(&mut probe).is_ok()
             && probe.is_supported(opcode::Ftruncate::CODE);
@@ -221,6 +242,7 @@ impl LocalRing {
             free_slots: Vec::new(),
             file_table: false,
             taskrun_flag: false,
+            polled: poll_ring,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -756,6 +778,17 @@ impl Driver for LocalRing {
             || !unsafe { self.ring.completion_shared() }.is_empty()
     }
 
+    /// Polled (see `poll_fd`): completions in the queue keep the ring's descriptor readable, and
+    /// task work pending is run (posting them, waking the poller) when the owner next leaves
+    /// the kernel; only what was collected while making room needs an announcement.
+    fn unannounced(&self) -> bool {
+        if self.polled {
+            !self.early.is_empty()
+        } else {
+            self.pending()
+        }
+    }
+
     /// Ops pushed and not reaped yet (including the backlog and the completions collected
     /// while making room).
     fn inflight(&self) -> usize {
@@ -827,7 +860,14 @@ impl Driver for LocalRing {
         if self.no_sqarray {
             s.push_str("+no_sqarray");
         }
+        if self.polled {
+            s.push_str("+poll_ring");
+        }
         s
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        self.polled.then(|| self.ring.as_raw_fd())
     }
 }
 
