@@ -1230,4 +1230,39 @@ mod tests {
         out.sort();
         assert_eq!(out, vec![(1, 4096), (2, 0), (10, 1), (11, 1)]);
     }
+
+    /// A ring made with `poll_ring` does not signal the eventfd: its own descriptor is readable
+    /// once a completion is in its queue (COOP_TASKRUN, not DEFER_TASKRUN, whose completions
+    /// would wait as task work that wakes no poller), and not once it is reaped; nothing else
+    /// needs announcing (`unannounced`).
+    #[test]
+    fn a_polled_ring_is_readable_on_its_own_descriptor() {
+        let efd = super::super::eventfd::new(false).unwrap();
+        let mut r = LocalRing::with_setup(8, efd.as_raw_fd(), 0, true).unwrap();
+        assert_ne!(r.setup(), Setup::DeferTaskrun);
+        assert!(r.describe().contains("poll_ring"), "{}", r.describe());
+        let fd = r.poll_fd().expect("a polled ring names its descriptor");
+        let readable = |timeout_ms: i32| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+        };
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
+        r.submit();
+        assert!(!readable(0), "readable before anything completed");
+        tx.write_all(b"x").unwrap();
+        assert!(readable(5000), "the completion did not make the ring readable");
+        assert!(!notified(&r, 0), "a polled ring signalled the eventfd");
+        r.prepare_reap();
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out, vec![(0, 1)]);
+        assert!(!readable(0), "still readable once reaped");
+        assert!(!r.unannounced());
+    }
 }
