@@ -1256,7 +1256,10 @@ mod tests {
         r.submit();
         assert!(!readable(0), "readable before anything completed");
         tx.write_all(b"x").unwrap();
-        assert!(readable(5000), "the completion did not make the ring readable");
+        assert!(
+            readable(5000),
+            "the completion did not make the ring readable"
+        );
         assert!(!notified(&r, 0), "a polled ring signalled the eventfd");
         r.prepare_reap();
         let mut out = Vec::new();
