@@ -606,6 +606,7 @@ unsafe fn poll_wake(handle: *mut c_void, ring: bool) {
                 };
                 if let Ok(mut e) = shared.try_borrow_mut() {
                     e.ring_wake = ring;
+                    e.loop_woke();
                 }
                 let r = on_wake(shared, &mut call);
                 if let Ok(mut e) = shared.try_borrow_mut() {
@@ -618,6 +619,52 @@ unsafe fn poll_wake(handle: *mut c_void, ring: bool) {
             report!(napi_close_handle_scope(env, scope));
         }
     }
+}
+
+/// The fast path's `flush()`: submits the staged ops and, when the engine waited in the kernel
+/// for a lone op and its completion is there (`Inner::flush_waiting`), reaps and delivers it
+/// at once, as a wake-up of the loop would (the same `on_wake`), inside the caller's microtask:
+/// the promise settles without a round trip through the eventfd, epoll and the loop. A failure
+/// to deliver is raised as uncaught, as for a wake-up.
+///
+/// # Safety
+/// On the JS thread of `shared`'s env, inside a call of one of our functions, with no borrow of
+/// the engine alive.
+pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> Result<(), ()> {
+    {
+        let Ok(mut e) = shared.try_borrow_mut() else {
+            return Err(());
+        };
+        if !e.flush_waiting() {
+            return Ok(());
+        }
+        // The ring posted the completion without signalling the eventfd when it could keep
+        // quiet, and a polled ring never signals it: leave the eventfd alone (what another
+        // driver signalled there wakes the loop, which reaps it).
+        e.ring_wake = e.quiet_now() || e.poll_ring;
+    }
+    // SAFETY (block): on the JS thread inside a call (forwarded contract).
+    unsafe {
+        let mut recv = ptr::null_mut();
+        if report!(napi_get_global(env, &mut recv)) {
+            let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+                let mut ret = ptr::null_mut();
+                let s = sys::napi_call_function(env, recv, f, args.len(), args.as_ptr(), &mut ret);
+                // What the callback throws is raised as uncaught, as in a wake-up.
+                if let Err(e) = check_status(s, "napi_call_function") {
+                    raise(env, e);
+                }
+            };
+            if let Err(e) = on_wake(shared, &mut call) {
+                raise(env, e);
+            }
+        }
+    }
+    if let Ok(mut e) = shared.try_borrow_mut() {
+        e.ring_wake = false;
+        // Completions the wait left unreaped (none expected) are announced by `end_wake`.
+    }
+    Ok(())
 }
 
 unsafe extern "C" fn on_tsfn(
@@ -655,6 +702,9 @@ unsafe extern "C" fn on_tsfn(
                 }
             }
         };
+        if let Ok(mut e) = shared.try_borrow_mut() {
+            e.loop_woke();
+        }
         if let Err(e) = on_wake(shared, &mut call) {
             raise(env, e);
         }

@@ -165,6 +165,15 @@ pub trait Driver: Send {
     /// on I/O.
     fn submit(&mut self);
 
+    /// [`Driver::submit`], then waits in the kernel up to `timeout` for `want` of the driver's
+    /// ops to complete (the owner's bounded in-kernel wait for a lone op, `waitMicros`). True
+    /// when completions are there to reap now, whether or not the wait ran its course. Default
+    /// (drivers that cannot wait with a timeout): submits, false.
+    fn submit_and_wait(&mut self, _want: usize, _timeout: std::time::Duration) -> bool {
+        self.submit();
+        false
+    }
+
     /// Called on a wake-up before the eventfd is reset, then `reap` after it: lets a driver post
     /// completions whose posting signals the eventfd (the ring's deferred task work), so the
     /// reset takes that signal too instead of it waking the thread again.

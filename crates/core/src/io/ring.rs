@@ -667,6 +667,27 @@ impl Driver for LocalRing {
         }
     }
 
+    /// One io_uring_enter(to_submit, min_complete = `want`, GETEVENTS | EXT_ARG) with a timeout
+    /// (Linux 5.11+), as fio waits at depth 1: the completion wakes the caller in the kernel, with
+    /// no eventfd, epoll or second io_uring_enter. A refused wait (an older kernel: EINVAL) or
+    /// any other failure falls back to a plain submission.
+    fn submit_and_wait(&mut self, want: usize, timeout: std::time::Duration) -> bool {
+        if !self.chain.is_empty() || !self.backlog.is_empty() || want == 0 {
+            self.submit();
+            return self.pending();
+        }
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // EINTR / ETIME with nothing submitted leave the queue as it was: submitted below.
+        let _ = self.ring.submitter().submit_with_args(want, &args);
+        if self.ring.submission().is_empty() {
+            self.unsubmitted = 0;
+        } else {
+            self.submit_inner();
+        }
+        self.pending()
+    }
+
     /// Posts one batch of the completions waiting as task work (see `run_task_work`) before the
     /// owner resets the eventfd: posting them signals it, and a signal after the reset would
     /// wake the owner again for nothing.
