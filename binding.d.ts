@@ -111,8 +111,8 @@ export declare class NativeEngine {
   setWaitMicros(us: number): void
   /** The in-kernel wait of this engine (µs; 0: off), as set or from ODIRECT_WAIT_US. */
   get waitMicros(): number
-  /** Flushes whose in-kernel wait found completions, which were delivered at once. */
-  get waitedReaps(): number
+  /** [in-kernel waits made, those that found completions (delivered at once)]. */
+  get waitStats(): Array<number>
   /** io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring. */
   get ringSetup(): string
 }

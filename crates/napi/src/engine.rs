@@ -162,7 +162,9 @@ pub struct Inner {
     wait_since: Option<Instant>,
     /// A wait since the loop last woke us ran out of time: no more until it wakes us again.
     wait_spent: bool,
-    /// Ops whose completions were reaped right after an in-kernel wait (tests read it).
+    /// In-kernel waits made, and those that found completions to deliver at once (tests read
+    /// them: `NativeEngine.waitStats`).
+    pub wait_tries: u64,
     pub waited_reaps: u64,
 }
 
@@ -346,6 +348,7 @@ impl Inner {
                 .map_or(0, |v: u32| v.min(MAX_WAIT_US)),
             wait_since: None,
             wait_spent: false,
+            wait_tries: 0,
             waited_reaps: 0,
         })
     }
@@ -773,6 +776,7 @@ impl Inner {
                 // The wait's completions are reaped by the caller right away: the ring need
                 // not announce them on the eventfd (where it can keep quiet, see
                 // `Driver::quiet`; `end_wake` turns announcements back on).
+                self.wait_tries += 1;
                 let quiet = d.quiet(true);
                 reap_now = d.submit_and_wait(want, timeout);
                 if !quiet || !reap_now {

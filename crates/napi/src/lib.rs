@@ -472,10 +472,10 @@ impl NativeEngine {
         self.with(|e| e.wait_us)
     }
 
-    /// Flushes whose in-kernel wait found completions, which were delivered at once.
+    /// [in-kernel waits made, those that found completions (delivered at once)].
     #[napi(getter)]
-    pub fn waited_reaps(&self) -> Result<f64> {
-        self.with(|e| e.waited_reaps as f64)
+    pub fn wait_stats(&self) -> Result<Vec<f64>> {
+        self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
     }
 
     /// io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring.
