@@ -1046,6 +1046,51 @@ mod tests {
         assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
+    /// `submit_and_wait`: a lone file read is submitted and its completion is in the CQ when the
+    /// call returns (a quiet ring left the eventfd alone); a read that nothing completes (an
+    /// empty pipe) makes it return after its timeout with nothing to reap, the read still in
+    /// flight and reaped normally once a write completes it.
+    #[test]
+    fn submit_and_wait_reaps_a_lone_read_or_returns_at_its_timeout() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![9u8; 8192]).unwrap();
+        let mut r = LocalRing::new(8).unwrap();
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: f.as_file().as_raw_fd(),
+            ptr: b.as_mut_ptr(),
+            len: 4096,
+            offset: 4096,
+            buf_index: None,
+        };
+        // SAFETY: b and the file outlive the completion (reaped below).
+        unsafe {
+            let e = r.sqe(5, &kind, None, None, false).unwrap();
+            r.push_entry(e);
+        }
+        // The setup's own probe (taskrun_flag_works) may have left it signalled.
+        super::super::eventfd::drain(r.notify_fd());
+        let quiet = r.quiet(true);
+        assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5)));
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out, vec![(5, 4096)]);
+        assert!(b.as_slice().iter().all(|&x| x == 9));
+        if quiet {
+            assert!(!notified(&r, 0), "a quiet ring signalled the eventfd");
+            r.quiet(false);
+        }
+        super::super::eventfd::drain(r.notify_fd());
+
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1)));
+        assert_eq!(r.inflight(), 1);
+        assert!(r.ring.submission().is_empty(), "the read was not submitted");
+        tx.write_all(b"x").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+    }
+
     /// A quiet ring (IORING_CQ_EVENTFD_DISABLED while its owner reaps) does not signal the
     /// eventfd for a completion queued meanwhile, yet `pending` reports it; the reap that
     /// follows takes it, and once announcements are back on the next completion signals again.
