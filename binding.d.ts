@@ -104,6 +104,15 @@ export declare class NativeEngine {
    * 0 for none. Must come before the first io_uring open on this thread: "" or why not.
    */
   setSqpoll(idleMs: number): string
+  /**
+   * How long (µs, 0..=1000) a flush of a lone io_uring op may wait in the kernel for its
+   * completion (`configureEngine({ waitMicros })`); 0: never.
+   */
+  setWaitMicros(us: number): void
+  /** The in-kernel wait of this engine (µs; 0: off), as set or from ODIRECT_WAIT_US. */
+  get waitMicros(): number
+  /** [in-kernel waits made, those that found completions (delivered at once)]. */
+  get waitStats(): Array<number>
   /** io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring. */
   get ringSetup(): string
 }

@@ -263,6 +263,17 @@ export interface EngineOptions {
    * The environment variable ODIRECT_SQPOLL=<ms> sets it too.
    */
   sqpoll?: number
+  /**
+   * Hybrid completion wait (io_uring only; aio and the thread pool ignore it): when a flush
+   * submits a lone op (or a write and its linked fdatasync) with nothing else in flight, the JS
+   * thread waits in the kernel up to `waitMicros` µs for its completion, as fio does at depth 1,
+   * and settles the promise at once instead of through the event loop's wake-up. The thread is
+   * blocked meanwhile (at most `waitMicros` per such op; chains of waits stop after 1 ms until
+   * the loop turns), and never waits for ops on descriptors whose I/O may sleep (FIFOs, sockets,
+   * FUSE, NFS) nor with more ops in flight. 0 (default): off. Integer 0..1000; can be changed at
+   * any time. The environment variable ODIRECT_WAIT_US=<µs> sets it too.
+   */
+  waitMicros?: number
 }
 
 let engine: Engine | undefined

@@ -28,6 +28,11 @@ export function configureEngine(options: EngineOptions): void {
     const why = getEngine().native.setSqpoll(sq as number)
     if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
   }
+  const wait = o.waitMicros
+  if (wait !== undefined) {
+    intArg(wait, 'waitMicros', 0, 1000, 'an integer number of microseconds from 0 (off) to 1000, e.g. { waitMicros: 50 }')
+    getEngine().native.setWaitMicros(wait as number)
+  }
 }
 
 /** The backend policy: an explicit backend, else ODIRECT_BACKEND, else io_uring -> aio -> threadpool. */

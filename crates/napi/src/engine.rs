@@ -146,9 +146,26 @@ pub struct Inner {
     submit_every: usize,
     /// Reads/writes on such files staged since the last flush.
     early: usize,
+    /// The io_uring ring is polled on its own descriptor, not through the eventfd (the libuv
+    /// path with `ODIRECT_WAKE=ring`; see `DriverOptions::poll_ring`).
+    pub poll_ring: bool,
+    /// The wake-up under way came from the ring's own poll handle: its reaps leave the eventfd
+    /// alone (what other drivers signalled there wakes its own handle).
+    pub ring_wake: bool,
     /// When the last reap's completions were timed (one clock read per reap: the ops a reap
     /// takes share it, and a native batch's ops staged right after it start at it).
     pub(crate) reaped_at: Instant,
+    /// `waitMicros` / `ODIRECT_WAIT_US`: how long a flush of a lone io_uring op may wait in the
+    /// kernel for its completion (0: never; see [`Inner::flush_waiting`]).
+    pub wait_us: u32,
+    /// When the first in-kernel wait since the loop last woke us ran (see [`WAIT_BUDGET`]).
+    wait_since: Option<Instant>,
+    /// A wait since the loop last woke us ran out of time: no more until it wakes us again.
+    wait_spent: bool,
+    /// In-kernel waits made, and those that found completions to deliver at once (tests read
+    /// them: `NativeEngine.waitStats`).
+    pub wait_tries: u64,
+    pub waited_reaps: u64,
 }
 
 pub type Shared = RefCell<Inner>;
@@ -264,6 +281,20 @@ const FD_INLINE: u8 = 0x40;
 /// it (0: off).
 const SUBMIT_EVERY: usize = 4;
 
+/// The longest in-kernel wait a flush may make (`waitMicros` is validated against it).
+pub const MAX_WAIT_US: u32 = 1000;
+
+/// At most this many ops in flight (all on the ring, all just submitted) for a flush to wait:
+/// one read, or a write with its linked fdatasync. Deeper queues never wait (their wake-ups
+/// deliver many completions each, the wait would only stall the JS thread).
+const WAIT_MAX_OPS: usize = 2;
+
+/// In-kernel waits settle promises inside the microtask checkpoint that flushed them: their
+/// continuations' ops flush and wait again without a turn of the event loop. Once the chain has
+/// run this long (or a wait timed out), flushes stop waiting until the loop wakes the engine
+/// again, so timers and other I/O get their turn.
+const WAIT_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Whether `fd` is a regular file on tmpfs or ramfs (see [`FD_INLINE`]).
 fn completes_inline(fd: i32) -> bool {
     // SAFETY: fstat writes into the zeroed POD out parameter.
@@ -308,7 +339,17 @@ impl Inner {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SUBMIT_EVERY),
             early: 0,
+            poll_ring: false,
+            ring_wake: false,
             reaped_at: Instant::now(),
+            wait_us: std::env::var("ODIRECT_WAIT_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(0, |v: u32| v.min(MAX_WAIT_US)),
+            wait_since: None,
+            wait_spent: false,
+            wait_tries: 0,
+            waited_reaps: 0,
         })
     }
 
@@ -363,6 +404,7 @@ impl Inner {
         let mut opts = DriverOptions {
             queue_depth: crate::consts::queue_depth(queue_depth),
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            poll_ring: self.poll_ring,
             ..DriverOptions::default()
         };
         if threads > 0 {
@@ -370,6 +412,13 @@ impl Inner {
         }
         match io::create(kind, &efd, &opts) {
             Ok(d) => {
+                if let Some(fd) = d.poll_fd() {
+                    // Its completions are not announced on the eventfd: without a watch on
+                    // its own descriptor they would never be reaped.
+                    if let Err(why) = self.wake.watch(fd) {
+                        return why;
+                    }
+                }
                 self.drivers[i] = Some(d);
                 String::new()
             }
@@ -645,10 +694,66 @@ impl Inner {
     /// Hands every staged op to its driver, then submits each driver used once (one
     /// io_uring_enter for the ring).
     pub fn flush(&mut self) {
+        self.submit_staged(false);
+    }
+
+    /// [`Inner::flush`], waiting in the kernel (up to `wait_us`) for the completion of a lone
+    /// io_uring op (or a write and its linked fdatasync) it submits, as fio does at depth 1,
+    /// instead of letting the event loop wake the thread for it. True when completions are
+    /// there to reap now: the caller reaps and delivers them at once (`wake::flush_and_deliver`).
+    /// Never waits with more ops in flight, for an op on a descriptor whose ops may sleep (FUSE,
+    /// NFS, FIFOs, sockets: `FD_MAY_BLOCK`), nor past the wait budget (`WAIT_BUDGET`).
+    pub fn flush_waiting(&mut self) -> bool {
+        let waited = self.submit_staged(true);
+        if waited {
+            self.waited_reaps += 1;
+        }
+        waited
+    }
+
+    /// Whether the drivers keep quiet now (see [`Inner::begin_wake`]).
+    pub fn quiet_now(&self) -> bool {
+        self.quiet
+    }
+
+    /// The loop (or reaper) woke the engine: in-kernel waits may start a new chain.
+    pub fn loop_woke(&mut self) {
+        self.wait_since = None;
+        self.wait_spent = false;
+    }
+
+    /// Whether the flush of the staged ops may wait in the kernel for them (see `flush_waiting`).
+    fn may_wait(&self) -> bool {
+        if self.wait_us == 0
+            || self.wait_spent
+            || self.inflight == 0
+            || self.inflight > WAIT_MAX_OPS
+            || self.staged.len() != self.inflight
+        {
+            return false;
+        }
+        if self.wait_since.is_some_and(|t| t.elapsed() > WAIT_BUDGET) {
+            return false;
+        }
+        self.staged.iter().all(|&k| {
+            self.ops[k as usize].as_ref().is_some_and(|r| {
+                r.backend == BackendKind::IoUring
+                    && !r.punt
+                    && !r.submitted
+                    && self.fds.facts(r.kind.fd()) & FD_MAY_BLOCK == 0
+            })
+        })
+    }
+
+    /// [`Inner::flush`]'s work; `wait`: as `flush_waiting`. True when it waited and completions
+    /// are there to reap.
+    fn submit_staged(&mut self, wait: bool) -> bool {
         self.early = 0;
         if self.staged.is_empty() {
-            return;
+            return false;
         }
+        let wait = wait && self.may_wait();
+        let want = self.staged.len();
         // Taken for the loop and given back empty: its capacity serves every flush.
         let mut staged = std::mem::take(&mut self.staged);
         let mut used = [false; 3];
@@ -687,14 +792,35 @@ impl Inner {
             }
         }
         self.staged = staged;
-        for (d, used) in self.drivers.iter_mut().zip(used) {
-            if let (Some(d), true) = (d, used) {
+        let mut reap_now = false;
+        let ring = BackendKind::IoUring.index();
+        for (i, (d, used)) in self.drivers.iter_mut().zip(used).enumerate() {
+            let (Some(d), true) = (d, used) else { continue };
+            if wait && i == ring {
+                let timeout = std::time::Duration::from_micros(self.wait_us.into());
+                // The wait's completions are reaped by the caller right away: the ring need
+                // not announce them on the eventfd (where it can keep quiet, see
+                // `Driver::quiet`; `end_wake` turns announcements back on).
+                self.wait_tries += 1;
+                let quiet = d.quiet(true);
+                reap_now = d.submit_and_wait(want, timeout);
+                if !quiet || !reap_now {
+                    d.quiet(false);
+                }
+                self.quiet = quiet && reap_now;
+                if reap_now {
+                    self.wait_since.get_or_insert_with(Instant::now);
+                } else {
+                    self.wait_spent = true;
+                }
+            } else {
                 d.submit();
             }
         }
         if !self.synthetic.is_empty() {
             eventfd::signal(self.eventfd());
         }
+        reap_now
     }
 
     /// Starts waiting for a whole-file lock on `fd` (see `locks`); returns its key, which
@@ -753,7 +879,7 @@ impl Inner {
         for d in self.drivers.iter_mut().flatten() {
             d.prepare_reap();
         }
-        if reset || !self.quiet {
+        if (reset || !self.quiet) && !self.ring_wake {
             eventfd::drain(self.eventfd());
         }
         raw.append(&mut self.synthetic);
@@ -845,7 +971,7 @@ impl Inner {
             d.quiet(false);
         }
         self.quiet = false;
-        if self.more() {
+        if self.drivers.iter().flatten().any(|d| d.unannounced()) {
             self.announce();
         }
     }
@@ -938,13 +1064,17 @@ impl Inner {
                 continue;
             }
             let ms = (deadline - left).as_millis().clamp(1, 10) as i32;
-            let mut p = libc::pollfd {
-                fd: self.eventfd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one live pollfd (waits for a completion, 10 ms at most).
-            unsafe { libc::poll(&mut p, 1, ms) };
+            // The eventfd, and the descriptors of drivers that do not announce there.
+            let mut p: Vec<libc::pollfd> = std::iter::once(self.eventfd())
+                .chain(self.drivers.iter().flatten().filter_map(|d| d.poll_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: live pollfds, p.len() of them (waits for a completion, 10 ms at most).
+            unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
         }
         self.abandon_the_rest();
         self.ops.clear();

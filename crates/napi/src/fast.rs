@@ -197,11 +197,10 @@ unsafe extern "C" fn flush(env: sys::napi_env, info: sys::napi_callback_info) ->
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: flush: arguments unavailable") };
     };
-    // SAFETY: as in `rw`.
-    let Ok(mut e) = (unsafe { &*shared }).try_borrow_mut() else {
+    // SAFETY: as in `rw`; inside a call of our function, no borrow of the engine alive.
+    if unsafe { crate::wake::flush_and_deliver(env, &*shared) }.is_err() {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: engine re-entered") };
-    };
-    e.flush();
+    }
     ptr::null_mut()
 }

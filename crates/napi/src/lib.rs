@@ -461,6 +461,25 @@ impl NativeEngine {
         self.with(|e| e.set_sqpoll(idle_ms))
     }
 
+    /// How long (µs, 0..=1000) a flush of a lone io_uring op may wait in the kernel for its
+    /// completion (`configureEngine({ waitMicros })`); 0: never.
+    #[napi]
+    pub fn set_wait_micros(&self, us: u32) -> Result<()> {
+        self.with(|e| e.wait_us = us.min(engine::MAX_WAIT_US))
+    }
+
+    /// The in-kernel wait of this engine (µs; 0: off), as set or from ODIRECT_WAIT_US.
+    #[napi(getter)]
+    pub fn wait_micros(&self) -> Result<u32> {
+        self.with(|e| e.wait_us)
+    }
+
+    /// [in-kernel waits made, those that found completions (delivered at once)].
+    #[napi(getter)]
+    pub fn wait_stats(&self) -> Result<Vec<f64>> {
+        self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
+    }
+
     /// io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring.
     #[napi(getter)]
     pub fn ring_setup(&self) -> Result<String> {

@@ -40,7 +40,11 @@ pub enum Wake {
     None,
     Loop {
         uv: Uv,
+        /// The loop the handles are on.
+        lp: *mut c_void,
         poll: *mut c_void,
+        /// The io_uring's own descriptor watched (see [`Wake::watch`]); null when none.
+        ring: *mut c_void,
         async_ctx: sys::napi_async_context,
         cleanup: sys::napi_async_cleanup_hook_handle,
     },
@@ -95,6 +99,47 @@ impl Wake {
         }
     }
 
+    /// Also wakes the JS thread when `fd` (an io_uring's own descriptor, whose completions are not
+    /// announced on the eventfd) is readable: a second poll handle on the loop, never keeping it
+    /// alive (the eventfd's handle does that while ops are in flight), whose wake-ups leave the
+    /// eventfd alone (`Inner::ring_wake`). Only the libuv path asks for it (`poll_ring`).
+    pub fn watch(&mut self, fd: i32) -> Result<(), String> {
+        let Wake::Loop {
+            uv, lp, poll, ring, ..
+        } = self
+        else {
+            return Err("the ring's descriptor can only be watched on the event loop".into());
+        };
+        if !ring.is_null() {
+            return Err("the ring's descriptor is watched already".into());
+        }
+        let h = uv::alloc_handle(uv, uv::UV_POLL);
+        // SAFETY: h is fresh zeroed memory of uv_poll_t's size; lp is this thread's loop.
+        if unsafe { (uv.poll_init)(*lp, h, fd) } != 0 {
+            // SAFETY: never initialised, so unknown to the loop: freed directly.
+            unsafe { uv::free_handle(uv, uv::UV_POLL, h) };
+            return Err("uv_poll_init on the io_uring descriptor failed".into());
+        }
+        // SAFETY: the eventfd handle's data is a live engine reference (from `sys_ref`, given
+        // back only when that handle closes, after this one: `stop`); this handle takes one more,
+        // given back by its `on_close`.
+        unsafe {
+            let engine = uv::data(*poll) as *const Shared;
+            Rc::increment_strong_count(engine);
+            uv::set_data(h, engine as *mut c_void);
+        }
+        // SAFETY: initialised handle; the engine outlives it (closed in `stop`).
+        if unsafe { (uv.poll_start)(h, uv::UV_READABLE, on_ring_poll) } != 0 {
+            // SAFETY: initialised, closed once: on_close gives the reference back.
+            unsafe { close_poll(uv, h, None) };
+            return Err("uv_poll_start on the io_uring descriptor failed".into());
+        }
+        // SAFETY: live handle.
+        unsafe { (uv.unref)(h) };
+        *ring = h;
+        Ok(())
+    }
+
     /// Stops wake-ups (teardown, or a constructor that failed after wiring them): closes the poll
     /// handle, or stops and joins the reaper thread and releases the tsfn.
     fn stop(self, env: sys::napi_env) {
@@ -102,9 +147,16 @@ impl Wake {
             Wake::Loop {
                 uv,
                 poll,
+                ring,
                 async_ctx,
                 cleanup,
+                ..
             } => {
+                if !ring.is_null() {
+                    // SAFETY: our live ring poll handle, closed once (self is consumed); it
+                    // holds its own engine reference and no cleanup hook.
+                    unsafe { close_poll(&uv, ring, None) };
+                }
                 // SAFETY: our live poll handle on this thread's loop, closed once (self is
                 // consumed).
                 unsafe { close_poll(&uv, poll, Some(cleanup)) };
@@ -216,7 +268,10 @@ pub unsafe fn start(
     };
     match wake {
         Ok(w) => {
-            rc.borrow_mut().wake = w;
+            let mut e = rc.borrow_mut();
+            e.poll_ring = matches!(w, Wake::Loop { .. }) && poll_ring_wanted();
+            e.wake = w;
+            drop(e);
             Ok(rc)
         }
         Err(e) => {
@@ -226,6 +281,13 @@ pub unsafe fn start(
             Err(e)
         }
     }
+}
+
+/// `ODIRECT_WAKE=ring`: on the event loop, the io_uring ring is polled on its own descriptor
+/// (COOP_TASKRUN, no registered eventfd: see `DriverOptions::poll_ring`). Read once.
+fn poll_ring_wanted() -> bool {
+    static WANT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANT.get_or_init(|| std::env::var("ODIRECT_WAKE").as_deref() == Ok("ring"))
 }
 
 /// libuv and env's loop, when asked for and the runtime has them (`napi_get_uv_event_loop`
@@ -281,7 +343,9 @@ unsafe fn start_poll(
     match wired {
         Ok((async_ctx, cleanup)) => Ok(Wake::Loop {
             uv,
+            lp,
             poll,
+            ring: ptr::null_mut(),
             async_ctx,
             cleanup,
         }),
@@ -495,6 +559,21 @@ pub(crate) unsafe fn drop_sys_ref(p: *const Shared) {
 }
 
 unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
+    // SAFETY: forwarded (the eventfd's handle).
+    unsafe { poll_wake(handle, false) };
+}
+
+/// The ring's own descriptor is readable (see [`Wake::watch`]).
+unsafe extern "C" fn on_ring_poll(handle: *mut c_void, _status: i32, _events: i32) {
+    // SAFETY: forwarded (the ring's handle).
+    unsafe { poll_wake(handle, true) };
+}
+
+/// A wake-up from a poll handle of the loop; `ring`: from the ring's own descriptor.
+///
+/// # Safety
+/// `handle` is one of the engine's poll handles, on its loop's (JS) thread.
+unsafe fn poll_wake(handle: *mut c_void, ring: bool) {
     // SAFETY: handle->data is the engine pointer, set before uv_poll_start and valid until the
     // handle is closed in teardown.
     let shared = unsafe { &*(uv::data(handle) as *const Shared) };
@@ -525,13 +604,67 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, _status: i32, _events: i32) {
                         raise(env, e);
                     }
                 };
-                if let Err(e) = on_wake(shared, &mut call) {
+                if let Ok(mut e) = shared.try_borrow_mut() {
+                    e.ring_wake = ring;
+                    e.loop_woke();
+                }
+                let r = on_wake(shared, &mut call);
+                if let Ok(mut e) = shared.try_borrow_mut() {
+                    e.ring_wake = false;
+                }
+                if let Err(e) = r {
                     raise(env, e);
                 }
             }
             report!(napi_close_handle_scope(env, scope));
         }
     }
+}
+
+/// The fast path's `flush()`: submits the staged ops and, when the engine waited in the kernel
+/// for a lone op and its completion is there (`Inner::flush_waiting`), reaps and delivers it
+/// at once, as a wake-up of the loop would (the same `on_wake`), inside the caller's microtask:
+/// the promise settles without a round trip through the eventfd, epoll and the loop. A failure
+/// to deliver is raised as uncaught, as for a wake-up.
+///
+/// # Safety
+/// On the JS thread of `shared`'s env, inside a call of one of our functions, with no borrow of
+/// the engine alive.
+pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> Result<(), ()> {
+    {
+        let Ok(mut e) = shared.try_borrow_mut() else {
+            return Err(());
+        };
+        if !e.flush_waiting() {
+            return Ok(());
+        }
+        // The ring posted the completion without signalling the eventfd when it could keep
+        // quiet, and a polled ring never signals it: leave the eventfd alone (what another
+        // driver signalled there wakes the loop, which reaps it).
+        e.ring_wake = e.quiet_now() || e.poll_ring;
+    }
+    // SAFETY (block): on the JS thread inside a call (forwarded contract).
+    unsafe {
+        let mut recv = ptr::null_mut();
+        if report!(napi_get_global(env, &mut recv)) {
+            let mut call = |f: sys::napi_value, args: &[sys::napi_value]| {
+                let mut ret = ptr::null_mut();
+                let s = sys::napi_call_function(env, recv, f, args.len(), args.as_ptr(), &mut ret);
+                // What the callback throws is raised as uncaught, as in a wake-up.
+                if let Err(e) = check_status(s, "napi_call_function") {
+                    raise(env, e);
+                }
+            };
+            if let Err(e) = on_wake(shared, &mut call) {
+                raise(env, e);
+            }
+        }
+    }
+    if let Ok(mut e) = shared.try_borrow_mut() {
+        e.ring_wake = false;
+        // Completions the wait left unreaped (none expected) are announced by `end_wake`.
+    }
+    Ok(())
 }
 
 unsafe extern "C" fn on_tsfn(
@@ -569,6 +702,9 @@ unsafe extern "C" fn on_tsfn(
                 }
             }
         };
+        if let Ok(mut e) = shared.try_borrow_mut() {
+            e.loop_woke();
+        }
         if let Err(e) = on_wake(shared, &mut call) {
             raise(env, e);
         }

@@ -90,6 +90,11 @@ pub struct DriverOptions {
     /// io_uring only: > 0 asks for an SQPOLL ring whose kernel thread sleeps after that many
     /// idle milliseconds.
     pub sqpoll_idle_ms: u32,
+    /// io_uring only: the owner polls the ring's own descriptor (readable while its completion
+    /// queue holds entries) instead of the eventfd, so a wake-up needs neither an eventfd read
+    /// nor (with COOP_TASKRUN, which this implies: DEFER_TASKRUN completions would not wake a
+    /// poller) an `io_uring_enter(GETEVENTS)` to post them. See [`Driver::poll_fd`].
+    pub poll_ring: bool,
 }
 
 impl Default for DriverOptions {
@@ -98,6 +103,7 @@ impl Default for DriverOptions {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             threads: DEFAULT_THREADS,
             sqpoll_idle_ms: 0,
+            poll_ring: false,
         }
     }
 }
@@ -159,6 +165,15 @@ pub trait Driver: Send {
     /// on I/O.
     fn submit(&mut self);
 
+    /// [`Driver::submit`], then waits in the kernel up to `timeout` for `want` of the driver's
+    /// ops to complete (the owner's bounded in-kernel wait for a lone op, `waitMicros`). True
+    /// when completions are there to reap now, whether or not the wait ran its course. Default
+    /// (drivers that cannot wait with a timeout): submits, false.
+    fn submit_and_wait(&mut self, _want: usize, _timeout: std::time::Duration) -> bool {
+        self.submit();
+        false
+    }
+
     /// Called on a wake-up before the eventfd is reset, then `reap` after it: lets a driver post
     /// completions whose posting signals the eventfd (the ring's deferred task work), so the
     /// reset takes that signal too instead of it waking the thread again.
@@ -185,6 +200,13 @@ pub trait Driver: Send {
     /// true, or signals the eventfd itself to come back later.
     fn pending(&self) -> bool {
         false
+    }
+
+    /// What of [`Driver::pending`] nothing else will announce: the owner signals the eventfd for
+    /// it at the end of a wake-up. Default: all of it. A polled ring ([`Driver::poll_fd`]) leaves
+    /// out its completion queue, which keeps its descriptor readable by itself.
+    fn unannounced(&self) -> bool {
+        self.pending()
     }
 
     /// Asks for op `key` to be cancelled. It still completes, through `reap`: with -ECANCELED,
@@ -226,6 +248,13 @@ pub trait Driver: Send {
 
     /// Drops `fd`'s slot, before it is closed.
     fn unregister_fd(&mut self, _fd: RawFd) {}
+
+    /// A descriptor the owner must poll (readable) besides the eventfd, when the driver does not
+    /// announce its completions there (an io_uring made with [`DriverOptions::poll_ring`]: the
+    /// ring's own descriptor). `None`: every completion is announced on the eventfd.
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
 
     /// How the driver was set up, e.g. "single_issuer+defer_taskrun" ("" when nothing to say).
     fn describe(&self) -> String {
@@ -280,10 +309,11 @@ pub fn create(
 ) -> Result<Box<dyn Driver>, Unavailable> {
     match kind {
         #[cfg(target_os = "linux")]
-        BackendKind::IoUring => Ok(Box::new(ring::LocalRing::with_options(
+        BackendKind::IoUring => Ok(Box::new(ring::LocalRing::with_setup(
             opts.queue_depth,
             eventfd.as_raw_fd(),
             opts.sqpoll_idle_ms,
+            opts.poll_ring,
         )?)),
         #[cfg(target_os = "linux")]
         BackendKind::Aio => Ok(Box::new(aio::LocalAio::new(

@@ -116,6 +116,9 @@ pub struct LocalRing {
     /// IORING_SQ_TASKRUN is known to be set whenever completions wait as task work (checked at
     /// setup, see [`taskrun_flag_works`]): GETEVENTS only then. Else every reap enters.
     taskrun_flag: bool,
+    /// The eventfd is not registered: the owner polls the ring's descriptor (see
+    /// [`DriverOptions::poll_ring`](super::DriverOptions::poll_ring)).
+    polled: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -188,17 +191,35 @@ impl LocalRing {
         eventfd: RawFd,
         sqpoll_idle_ms: u32,
     ) -> Result<LocalRing, Unavailable> {
+        LocalRing::with_setup(entries, eventfd, sqpoll_idle_ms, false)
+    }
+
+    /// As [`LocalRing::with_options`]; `poll_ring`: the eventfd is not registered, the owner
+    /// polls [`Driver::poll_fd`] (the ring's descriptor, readable while the completion queue
+    /// holds entries) and the ring is made with COOP_TASKRUN, not DEFER_TASKRUN (whose
+    /// completions wait as task work that wakes no poller until the owner enters the kernel).
+    /// Own signals (`wake`: a cancelled backlog entry) still go to `eventfd`.
+    pub fn with_setup(
+        entries: u32,
+        eventfd: RawFd,
+        sqpoll_idle_ms: u32,
+        poll_ring: bool,
+    ) -> Result<LocalRing, Unavailable> {
         let entries = entries.clamp(8, 4096).next_power_of_two();
         let first = if sqpoll_idle_ms > 0 {
             Setup::Sqpoll
+        } else if poll_ring && preferred_setup() == Setup::DeferTaskrun {
+            Setup::CoopTaskrun
         } else {
             preferred_setup()
         };
         let (ring, setup, no_sqarray) =
             build(entries, first, sqpoll_idle_ms).map_err(|e| explain_setup_error(&e))?;
-        ring.submitter()
-            .register_eventfd(eventfd)
-            .map_err(|e| explain_setup_error(&e))?;
+        if !poll_ring {
+            ring.submitter()
+                .register_eventfd(eventfd)
+                .map_err(|e| explain_setup_error(&e))?;
+        }
         let mut probe = io_uring::Probe::new();
         let ftruncate = ring.submitter().register_probe(&mut probe).is_ok()
             && probe.is_supported(opcode::Ftruncate::CODE);
@@ -221,6 +242,7 @@ impl LocalRing {
             free_slots: Vec::new(),
             file_table: false,
             taskrun_flag: false,
+            polled: poll_ring,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -645,6 +667,27 @@ impl Driver for LocalRing {
         }
     }
 
+    /// One io_uring_enter(to_submit, min_complete = `want`, GETEVENTS | EXT_ARG) with a timeout
+    /// (Linux 5.11+), as fio waits at depth 1: the completion wakes the caller in the kernel, with
+    /// no eventfd, epoll or second io_uring_enter. A refused wait (an older kernel: EINVAL) or
+    /// any other failure falls back to a plain submission.
+    fn submit_and_wait(&mut self, want: usize, timeout: std::time::Duration) -> bool {
+        if !self.chain.is_empty() || !self.backlog.is_empty() || want == 0 {
+            self.submit();
+            return self.pending();
+        }
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // EINTR / ETIME with nothing submitted leave the queue as it was: submitted below.
+        let _ = self.ring.submitter().submit_with_args(want, &args);
+        if self.ring.submission().is_empty() {
+            self.unsubmitted = 0;
+        } else {
+            self.submit_inner();
+        }
+        self.pending()
+    }
+
     /// Posts one batch of the completions waiting as task work (see `run_task_work`) before the
     /// owner resets the eventfd: posting them signals it, and a signal after the reset would
     /// wake the owner again for nothing.
@@ -756,6 +799,17 @@ impl Driver for LocalRing {
             || !unsafe { self.ring.completion_shared() }.is_empty()
     }
 
+    /// Polled (see `poll_fd`): completions in the queue keep the ring's descriptor readable, and
+    /// task work pending is run (posting them, waking the poller) when the owner next leaves
+    /// the kernel; only what was collected while making room needs an announcement.
+    fn unannounced(&self) -> bool {
+        if self.polled {
+            !self.early.is_empty()
+        } else {
+            self.pending()
+        }
+    }
+
     /// Ops pushed and not reaped yet (including the backlog and the completions collected
     /// while making room).
     fn inflight(&self) -> usize {
@@ -827,7 +881,14 @@ impl Driver for LocalRing {
         if self.no_sqarray {
             s.push_str("+no_sqarray");
         }
+        if self.polled {
+            s.push_str("+poll_ring");
+        }
         s
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        self.polled.then(|| self.ring.as_raw_fd())
     }
 }
 
@@ -983,6 +1044,51 @@ mod tests {
             eprintln!("64 deferred completions reaped in {reaps} reaps");
         }
         assert!(!notified(&r, 0), "eventfd left signalled");
+    }
+
+    /// `submit_and_wait`: a lone file read is submitted and its completion is in the CQ when the
+    /// call returns (a quiet ring left the eventfd alone); a read that nothing completes (an
+    /// empty pipe) makes it return after its timeout with nothing to reap, the read still in
+    /// flight and reaped normally once a write completes it.
+    #[test]
+    fn submit_and_wait_reaps_a_lone_read_or_returns_at_its_timeout() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![9u8; 8192]).unwrap();
+        let mut r = LocalRing::new(8).unwrap();
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: f.as_file().as_raw_fd(),
+            ptr: b.as_mut_ptr(),
+            len: 4096,
+            offset: 4096,
+            buf_index: None,
+        };
+        // SAFETY: b and the file outlive the completion (reaped below).
+        unsafe {
+            let e = r.sqe(5, &kind, None, None, false).unwrap();
+            r.push_entry(e);
+        }
+        // The setup's own probe (taskrun_flag_works) may have left it signalled.
+        super::super::eventfd::drain(r.notify_fd());
+        let quiet = r.quiet(true);
+        assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5)));
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out, vec![(5, 4096)]);
+        assert!(b.as_slice().iter().all(|&x| x == 9));
+        if quiet {
+            assert!(!notified(&r, 0), "a quiet ring signalled the eventfd");
+            r.quiet(false);
+        }
+        super::super::eventfd::drain(r.notify_fd());
+
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1)));
+        assert_eq!(r.inflight(), 1);
+        assert!(r.ring.submission().is_empty(), "the read was not submitted");
+        tx.write_all(b"x").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
     }
 
     /// A quiet ring (IORING_CQ_EVENTFD_DISABLED while its owner reaps) does not signal the
@@ -1189,5 +1295,43 @@ mod tests {
         let mut out = wait(&mut r, 4);
         out.sort();
         assert_eq!(out, vec![(1, 4096), (2, 0), (10, 1), (11, 1)]);
+    }
+
+    /// A ring made with `poll_ring` does not signal the eventfd: its own descriptor is readable
+    /// once a completion is in its queue (COOP_TASKRUN, not DEFER_TASKRUN, whose completions
+    /// would wait as task work that wakes no poller), and not once it is reaped; nothing else
+    /// needs announcing (`unannounced`).
+    #[test]
+    fn a_polled_ring_is_readable_on_its_own_descriptor() {
+        let efd = super::super::eventfd::new(false).unwrap();
+        let mut r = LocalRing::with_setup(8, efd.as_raw_fd(), 0, true).unwrap();
+        assert_ne!(r.setup(), Setup::DeferTaskrun);
+        assert!(r.describe().contains("poll_ring"), "{}", r.describe());
+        let fd = r.poll_fd().expect("a polled ring names its descriptor");
+        let readable = |timeout_ms: i32| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+        };
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
+        r.submit();
+        assert!(!readable(0), "readable before anything completed");
+        tx.write_all(b"x").unwrap();
+        assert!(
+            readable(5000),
+            "the completion did not make the ring readable"
+        );
+        assert!(!notified(&r, 0), "a polled ring signalled the eventfd");
+        r.prepare_reap();
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert_eq!(out, vec![(0, 1)]);
+        assert!(!readable(0), "still readable once reaped");
+        assert!(!r.unannounced());
     }
 }

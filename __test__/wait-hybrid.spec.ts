@@ -1,0 +1,194 @@
+// configureEngine({ waitMicros }): a flush that submits a lone io_uring op (nothing else in
+// flight) waits in the kernel up to waitMicros for its completion (io_uring_enter with
+// GETEVENTS and a timeout, as fio waits at depth 1) and settles the promise at once, without a
+// wake-up through the eventfd, epoll and the event loop. Seen in the engine's wait counters and
+// in the process's read(2) count (/proc/self/io syscr): the eventfd is read once per op without
+// it. Never for deeper queues, for descriptors whose ops may sleep (a FIFO), or on aio.
+import * as fs from 'node:fs'
+
+import test from 'ava'
+
+import { configureEngine, DirectIoError, engineInfo, open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { scratchDirs } from './helpers/scratch.js'
+
+const scratch = scratchDirs('wait-hybrid')
+const UNIT = 4096
+const N = 2000
+
+/** read(2)-family calls made by this process so far (every thread). */
+const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
+
+/** [in-kernel waits made, waits that found the completion]. */
+const waitStats = (): [number, number] => {
+  const [tries, found] = getEngine().native.waitStats
+  return [tries, found]
+}
+
+/** A file of `units` blocks, block i filled with the byte i % 251. */
+function patterned(dir: string, units: number): string {
+  const file = `${dir}/data`
+  const b = Buffer.alloc(units * UNIT)
+  for (let i = 0; i < units; i++) b.fill(i % 251, i * UNIT, (i + 1) * UNIT)
+  fs.writeFileSync(file, b)
+  return file
+}
+
+test.afterEach.always(() => configureEngine({ waitMicros: 0 }))
+
+/** N reads one at a time on `fh`: [wrong results, read(2) calls, waits made, waits that found it]. */
+async function qd1(fh: Awaited<ReturnType<typeof open>>): Promise<[number, number, number, number]> {
+  const buf = fh.alloc(UNIT)
+  const [tries0, found0] = waitStats()
+  const before = readCalls()
+  let wrong = 0
+  for (let i = 0; i < N; i++) {
+    const at = (i * 7) % 64
+    const { bytesRead } = await fh.read(buf, { position: at * UNIT })
+    if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
+  }
+  const reads = readCalls() - before
+  const [tries, found] = waitStats()
+  return [wrong, reads, tries - tries0, found - found0]
+}
+
+test.serial(`disk: ${N} reads one at a time complete inside the flush's in-kernel wait, with no eventfd read per op`, async (t) => {
+  const fh = await open(patterned(scratch(), 64), 'r', { backend: 'io_uring' })
+  try {
+    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+    await fh.read(fh.alloc(UNIT), { position: 0 })
+    const [wrongOff, readsOff, triesOff] = await qd1(fh)
+    t.is(wrongOff, 0)
+    t.is(triesOff, 0)
+    configureEngine({ waitMicros: 1000 })
+    t.is(getEngine().native.waitMicros, 1000)
+    const [wrong, reads, tries, found] = await qd1(fh)
+    t.is(wrong, 0)
+    // Every op that finds the loop's wait budget left waits (a chain of waits stops after 1 ms
+    // until the loop turns: ~1 op in 10 on a disk takes the loop's path).
+    t.true(found >= N / 2, `${found} of ${tries} waits found the completion, ${N} ops`)
+    t.true(tries <= N)
+    if (engineInfo().ringSetup.includes('defer_taskrun')) {
+      // Without the wait the eventfd is read once per wake-up (>= N); with it the ring keeps
+      // quiet while it waits (IORING_CQ_EVENTFD_DISABLED), so the eventfd is not signalled.
+      t.true(readsOff >= N / 2, `${readsOff} read(2) calls for ${N} ops without the wait`)
+      t.true(reads < readsOff / 2, `${reads} read(2) calls for ${N} ops with the wait, ${readsOff} without`)
+    }
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('a deeper queue never waits in the kernel (32 reads in flight)', async (t) => {
+  const fh = await open(patterned(scratch(), 64), 'r', { backend: 'io_uring' })
+  try {
+    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+    configureEngine({ waitMicros: 1000 })
+    const [tries0] = waitStats()
+    for (let round = 0; round < 20; round++) {
+      const ok = await Promise.all(
+        Array.from({ length: 32 }, async (_, i) => {
+          const b = fh.alloc(UNIT)
+          const at = (round * 32 + i) % 64
+          const { bytesRead } = await fh.read(b, { position: at * UNIT })
+          return bytesRead === UNIT && b[0] === at % 251 && b[UNIT - 1] === at % 251
+        }),
+      )
+      t.true(ok.every(Boolean), `round ${round}`)
+    }
+    t.is(waitStats()[0] - tries0, 0)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('a write linked with its fdatasync waits for both and is durable whole', async (t) => {
+  const file = `${scratch()}/out`
+  const fh = await open(file, 'w+', { backend: 'io_uring' })
+  try {
+    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+    configureEngine({ waitMicros: 1000 })
+    const [tries0] = waitStats()
+    for (let i = 0; i < 8; i++) {
+      const b = fh.alloc(UNIT)
+      b.fill(0x41 + i)
+      const r = await fh.writeMany([{ buffer: b, position: i * UNIT }], { datasync: true })
+      t.deepEqual(r, [UNIT])
+    }
+    t.true(waitStats()[0] - tries0 >= 1)
+    const back = fs.readFileSync(file)
+    t.is(back.length, 8 * UNIT)
+    for (let i = 0; i < 8; i++) t.true(back.subarray(i * UNIT, (i + 1) * UNIT).every((v) => v === 0x41 + i), `block ${i}`)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('a read on a FIFO never waits in the kernel: timers fire while it is in flight', async (t) => {
+  const dir = scratch()
+  const fifo = `${dir}/fifo`
+  const { execFileSync } = await import('node:child_process')
+  execFileSync('mkfifo', [fifo])
+  // Our own read-write descriptor keeps the FIFO open so that neither open() nor read() waits for a writer at open time.
+  const keep = fs.openSync(fifo, 'r+')
+  const fh = await open(fifo, 'r', { backend: 'io_uring', direct: 'off' })
+  try {
+    configureEngine({ waitMicros: 1000 })
+    const [tries0] = waitStats()
+    const read = fh.read(Buffer.alloc(8), 0, 8, null)
+    const ticks = await new Promise<number>((resolve) => {
+      let n = 0
+      const iv = setInterval(() => {
+        if (++n === 5) {
+          clearInterval(iv)
+          resolve(n)
+        }
+      }, 2)
+    })
+    t.is(ticks, 5)
+    t.is(waitStats()[0] - tries0, 0)
+    fs.writeSync(keep, 'abcdefgh')
+    const { bytesRead, buffer } = await read
+    t.is(bytesRead, 8)
+    t.is(buffer.toString(), 'abcdefgh')
+  } finally {
+    await fh.close()
+    fs.closeSync(keep)
+  }
+})
+
+test.serial('aio and the thread pool ignore waitMicros', async (t) => {
+  const file = patterned(scratch(), 64)
+  for (const backend of ['aio', 'threadpool'] as const) {
+    const fh = await open(file, 'r', { backend })
+    try {
+      configureEngine({ waitMicros: 1000 })
+      const [tries0] = waitStats()
+      const buf = fh.alloc(UNIT)
+      for (let i = 0; i < 50; i++) {
+        const { bytesRead } = await fh.read(buf, { position: (i % 64) * UNIT })
+        t.is(bytesRead, UNIT)
+        t.is(buf[0], (i % 64) % 251)
+      }
+      t.is(waitStats()[0] - tries0, 0, backend)
+    } finally {
+      await fh.close()
+    }
+  }
+})
+
+test('waitMicros is validated: an integer from 0 to 1000', (t) => {
+  for (const [bad, code] of [
+    [-1, 'ERR_OUT_OF_RANGE'],
+    [1001, 'ERR_OUT_OF_RANGE'],
+    [1.5, 'ERR_OUT_OF_RANGE'],
+    [Number.NaN, 'ERR_OUT_OF_RANGE'],
+    ['50', 'ERR_INVALID_ARG_TYPE'],
+    [null, 'ERR_INVALID_ARG_TYPE'],
+  ] as const) {
+    const e = t.throws(() => configureEngine({ waitMicros: bad as unknown as number }), { instanceOf: DirectIoError })
+    t.is(e?.code, code, String(bad))
+    t.regex(e?.hint ?? '', /waitMicros: 50/)
+  }
+  t.is(getEngine().native.waitMicros, 0)
+})

@@ -1,0 +1,115 @@
+// ODIRECT_WAKE=ring: on Node's event loop the engine polls the io_uring's own descriptor
+// (readable while its completion queue holds entries; the ring is made with COOP_TASKRUN) instead
+// of an eventfd the ring signals, so a wake-up at QD 1 reads no eventfd and needs no
+// io_uring_enter(GETEVENTS). Seen in the process's read(2) count (/proc/self/io syscr): one
+// eventfd read per op without it. The other drivers (thread pool, aio) still announce on the
+// eventfd, watched beside the ring.
+//
+// The switch is read once per process at the first engine's creation: set before any open().
+process.env.ODIRECT_WAKE = 'ring'
+
+import * as fs from 'node:fs'
+
+import test from 'ava'
+
+import { engineInfo, open } from '../dist/index.js'
+import { scratchDirs } from './helpers/scratch.js'
+
+const scratch = scratchDirs('wake-ring')
+const UNIT = 4096
+const N = 2000
+
+/** read(2)-family calls made by this process so far (every thread). */
+const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
+
+/** A file of `units` blocks, block i filled with the byte i % 251. */
+function patterned(dir: string, units: number): string {
+  const file = `${dir}/data`
+  const b = Buffer.alloc(units * UNIT)
+  for (let i = 0; i < units; i++) b.fill(i % 251, i * UNIT, (i + 1) * UNIT)
+  fs.writeFileSync(file, b)
+  return file
+}
+
+for (const where of ['disk', 'tmpfs'] as const) {
+  test.serial(`${where}: ${N} reads one at a time make no eventfd read per op (the ring's own descriptor is polled)`, async (t) => {
+    const file = patterned(where === 'tmpfs' ? scratch('/dev/shm') : scratch(), 64)
+    const fh = await open(file, 'r', { backend: 'io_uring' })
+    try {
+      if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+      const buf = fh.alloc(UNIT)
+      await fh.read(buf, { position: 0 })
+      const info = engineInfo()
+      t.is(info.path, 'libuv')
+      t.true(info.ringSetup.includes('poll_ring'), info.ringSetup)
+      t.false(info.ringSetup.includes('defer_taskrun'), info.ringSetup)
+      const before = readCalls()
+      let wrong = 0
+      for (let i = 0; i < N; i++) {
+        const at = (i * 7) % 64
+        const { bytesRead } = await fh.read(buf, { position: at * UNIT })
+        if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
+      }
+      const reads = readCalls() - before
+      t.is(wrong, 0)
+      // The eventfd path reads the eventfd once per wake-up: >= N here. Alone this loop makes
+      // ~3 (reading /proc/self/io); ava's worker adds its own (IPC) now and then.
+      t.true(reads < N / 4, `${reads} read(2) calls for ${N} ops`)
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+test.serial('ring and thread-pool ops in flight together all complete (the eventfd is still watched)', async (t) => {
+  const file = patterned(scratch(), 64)
+  const ring = await open(file, 'r', { backend: 'io_uring' })
+  const pool = await open(file, 'r', { backend: 'threadpool' })
+  try {
+    if (ring.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${ring.backend}`)
+    t.is(pool.backend, 'threadpool')
+    const one = async (fh: typeof ring, i: number): Promise<boolean> => {
+      const b = fh.alloc(UNIT)
+      const at = i % 64
+      const { bytesRead } = await fh.read(b, { position: at * UNIT })
+      return bytesRead === UNIT && b[0] === at % 251 && b[UNIT - 1] === at % 251
+    }
+    for (let round = 0; round < 20; round++) {
+      const ok = await Promise.all(Array.from({ length: 32 }, (_, i) => one(i % 2 === 0 ? ring : pool, round * 32 + i)))
+      t.true(ok.every(Boolean), `round ${round}`)
+    }
+  } finally {
+    await ring.close()
+    await pool.close()
+  }
+})
+
+test.serial('a timer fires while a ring read waits on a FIFO nobody writes to yet (the JS thread does not block)', async (t) => {
+  const dir = scratch()
+  const fifo = `${dir}/fifo`
+  const { execFileSync } = await import('node:child_process')
+  execFileSync('mkfifo', [fifo])
+  // Our own read-write descriptor keeps the FIFO open so that neither open() nor read() waits for a writer at open time.
+  const keep = fs.openSync(fifo, 'r+')
+  const fh = await open(fifo, 'r', { backend: 'io_uring', direct: 'off' })
+  try {
+    const read = fh.read(Buffer.alloc(8), 0, 8, null)
+    const ticks = await new Promise<number>((resolve) => {
+      let n = 0
+      const iv = setInterval(() => {
+        if (++n === 5) {
+          clearInterval(iv)
+          resolve(n)
+        }
+      }, 2)
+    })
+    t.is(ticks, 5)
+    fs.writeSync(keep, 'abcdefgh')
+    const { bytesRead, buffer } = await read
+    t.is(bytesRead, 8)
+    t.is(buffer.toString(), 'abcdefgh')
+  } finally {
+    await fh.close()
+    fs.closeSync(keep)
+  }
+})
