@@ -10,28 +10,16 @@ import test from 'ava'
 
 import { configureEngine, DirectIoError, engineInfo, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
+import { fifoReadLetsTimersFire, patterned, readCalls, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('wait-hybrid')
-const UNIT = 4096
 const N = 2000
-
-/** read(2)-family calls made by this process so far (every thread). */
-const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
 
 /** [in-kernel waits made, waits that found the completion]. */
 const waitStats = (): [number, number] => {
   const [tries, found] = getEngine().native.waitStats
   return [tries, found]
-}
-
-/** A file of `units` blocks, block i filled with the byte i % 251. */
-function patterned(dir: string, units: number): string {
-  const file = `${dir}/data`
-  const b = Buffer.alloc(units * UNIT)
-  for (let i = 0; i < units; i++) b.fill(i % 251, i * UNIT, (i + 1) * UNIT)
-  fs.writeFileSync(file, b)
-  return file
 }
 
 test.afterEach.always(() => configureEngine({ waitMicros: 0 }))
@@ -125,36 +113,16 @@ test.serial('a write linked with its fdatasync waits for both and is durable who
 })
 
 test.serial('a read on a FIFO never waits in the kernel: timers fire while it is in flight', async (t) => {
-  const dir = scratch()
-  const fifo = `${dir}/fifo`
-  const { execFileSync } = await import('node:child_process')
-  execFileSync('mkfifo', [fifo])
-  // Our own read-write descriptor keeps the FIFO open so that neither open() nor read() waits for a writer at open time.
-  const keep = fs.openSync(fifo, 'r+')
-  const fh = await open(fifo, 'r', { backend: 'io_uring', direct: 'off' })
-  try {
-    configureEngine({ waitMicros: 1000 })
-    const [tries0] = waitStats()
-    const read = fh.read(Buffer.alloc(8), 0, 8, null)
-    const ticks = await new Promise<number>((resolve) => {
-      let n = 0
-      const iv = setInterval(() => {
-        if (++n === 5) {
-          clearInterval(iv)
-          resolve(n)
-        }
-      }, 2)
-    })
-    t.is(ticks, 5)
-    t.is(waitStats()[0] - tries0, 0)
-    fs.writeSync(keep, 'abcdefgh')
-    const { bytesRead, buffer } = await read
-    t.is(bytesRead, 8)
-    t.is(buffer.toString(), 'abcdefgh')
-  } finally {
-    await fh.close()
-    fs.closeSync(keep)
-  }
+  let tries0 = 0
+  await fifoReadLetsTimersFire(
+    t,
+    scratch(),
+    () => {
+      configureEngine({ waitMicros: 1000 })
+      tries0 = waitStats()[0]
+    },
+    () => t.is(waitStats()[0] - tries0, 0),
+  )
 })
 
 test.serial('aio and the thread pool ignore waitMicros', async (t) => {

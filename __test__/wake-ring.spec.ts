@@ -8,28 +8,14 @@
 // The switch is read once per process at the first engine's creation: set before any open().
 process.env.ODIRECT_WAKE = 'ring'
 
-import * as fs from 'node:fs'
-
 import test from 'ava'
 
 import { engineInfo, open } from '../dist/index.js'
+import { fifoReadLetsTimersFire, patterned, readCalls, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('wake-ring')
-const UNIT = 4096
 const N = 2000
-
-/** read(2)-family calls made by this process so far (every thread). */
-const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
-
-/** A file of `units` blocks, block i filled with the byte i % 251. */
-function patterned(dir: string, units: number): string {
-  const file = `${dir}/data`
-  const b = Buffer.alloc(units * UNIT)
-  for (let i = 0; i < units; i++) b.fill(i % 251, i * UNIT, (i + 1) * UNIT)
-  fs.writeFileSync(file, b)
-  return file
-}
 
 for (const where of ['disk', 'tmpfs'] as const) {
   test.serial(`${where}: ${N} reads one at a time make no eventfd read per op (the ring's own descriptor is polled)`, async (t) => {
@@ -87,31 +73,5 @@ test.serial('ring and thread-pool ops in flight together all complete (the event
 })
 
 test.serial('a timer fires while a ring read waits on a FIFO nobody writes to yet (the JS thread does not block)', async (t) => {
-  const dir = scratch()
-  const fifo = `${dir}/fifo`
-  const { execFileSync } = await import('node:child_process')
-  execFileSync('mkfifo', [fifo])
-  // Our own read-write descriptor keeps the FIFO open so that neither open() nor read() waits for a writer at open time.
-  const keep = fs.openSync(fifo, 'r+')
-  const fh = await open(fifo, 'r', { backend: 'io_uring', direct: 'off' })
-  try {
-    const read = fh.read(Buffer.alloc(8), 0, 8, null)
-    const ticks = await new Promise<number>((resolve) => {
-      let n = 0
-      const iv = setInterval(() => {
-        if (++n === 5) {
-          clearInterval(iv)
-          resolve(n)
-        }
-      }, 2)
-    })
-    t.is(ticks, 5)
-    fs.writeSync(keep, 'abcdefgh')
-    const { bytesRead, buffer } = await read
-    t.is(bytesRead, 8)
-    t.is(buffer.toString(), 'abcdefgh')
-  } finally {
-    await fh.close()
-    fs.closeSync(keep)
-  }
+  await fifoReadLetsTimersFire(t, scratch())
 })

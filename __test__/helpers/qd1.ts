@@ -1,0 +1,58 @@
+// Shared by the depth-1 wake-up specs (wake-ring, wait-hybrid): a patterned file, the process's
+// read(2) count, and a FIFO read that must let timers fire while it is in flight.
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+
+import type { ExecutionContext } from 'ava'
+
+import { open } from '../../dist/index.js'
+
+export const UNIT = 4096
+
+/** read(2)-family calls made by this process so far (every thread). */
+export const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
+
+/** A file of `units` blocks, block i filled with the byte i % 251. */
+export function patterned(dir: string, units: number): string {
+  const file = `${dir}/data`
+  const b = Buffer.alloc(units * UNIT)
+  for (let i = 0; i < units; i++) b.fill(i % 251, i * UNIT, (i + 1) * UNIT)
+  fs.writeFileSync(file, b)
+  return file
+}
+
+/**
+ * Starts an io_uring read on a FIFO in `dir` nobody writes to yet, waits for 5 ticks of a 2 ms
+ * interval (the JS thread must not block on the read), then writes 8 bytes and checks the read
+ * returns them. `started` runs before the read is made, `ticked` after the ticks, before the
+ * write (for the caller's own checks).
+ */
+export async function fifoReadLetsTimersFire(t: ExecutionContext, dir: string, started: () => void = () => {}, ticked: () => void = () => {}): Promise<void> {
+  const fifo = `${dir}/fifo`
+  execFileSync('mkfifo', [fifo])
+  // Our own read-write descriptor keeps the FIFO open so that neither open() nor read() waits for a writer at open time.
+  const keep = fs.openSync(fifo, 'r+')
+  const fh = await open(fifo, 'r', { backend: 'io_uring', direct: 'off' })
+  try {
+    started()
+    const read = fh.read(Buffer.alloc(8), 0, 8, null)
+    const ticks = await new Promise<number>((resolve) => {
+      let n = 0
+      const iv = setInterval(() => {
+        if (++n === 5) {
+          clearInterval(iv)
+          resolve(n)
+        }
+      }, 2)
+    })
+    t.is(ticks, 5)
+    ticked()
+    fs.writeSync(keep, 'abcdefgh')
+    const { bytesRead, buffer } = await read
+    t.is(bytesRead, 8)
+    t.is(buffer.toString(), 'abcdefgh')
+  } finally {
+    await fh.close()
+    fs.closeSync(keep)
+  }
+}
