@@ -10,7 +10,7 @@ import test from 'ava'
 
 import { configureEngine, DirectIoError, engineInfo, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { fifoReadLetsTimersFire, patterned, readCalls, UNIT } from './helpers/qd1.js'
+import { fifoReadLetsTimersFire, patterned, readsOneAtATime, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('wait-hybrid')
@@ -26,16 +26,8 @@ test.afterEach.always(() => configureEngine({ waitMicros: 0 }))
 
 /** N reads one at a time on `fh`: [wrong results, read(2) calls, waits made, waits that found it]. */
 async function qd1(fh: Awaited<ReturnType<typeof open>>): Promise<[number, number, number, number]> {
-  const buf = fh.alloc(UNIT)
   const [tries0, found0] = waitStats()
-  const before = readCalls()
-  let wrong = 0
-  for (let i = 0; i < N; i++) {
-    const at = (i * 7) % 64
-    const { bytesRead } = await fh.read(buf, { position: at * UNIT })
-    if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
-  }
-  const reads = readCalls() - before
+  const { wrong, reads } = await readsOneAtATime(fh, N)
   const [tries, found] = waitStats()
   return [wrong, reads, tries - tries0, found - found0]
 }

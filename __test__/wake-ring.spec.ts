@@ -11,7 +11,7 @@ process.env.ODIRECT_WAKE = 'ring'
 import test from 'ava'
 
 import { engineInfo, open } from '../dist/index.js'
-import { fifoReadLetsTimersFire, patterned, readCalls, UNIT } from './helpers/qd1.js'
+import { fifoReadLetsTimersFire, patterned, readsOneAtATime, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('wake-ring')
@@ -29,14 +29,7 @@ for (const where of ['disk', 'tmpfs'] as const) {
       t.is(info.path, 'libuv')
       t.true(info.ringSetup.includes('poll_ring'), info.ringSetup)
       t.false(info.ringSetup.includes('defer_taskrun'), info.ringSetup)
-      const before = readCalls()
-      let wrong = 0
-      for (let i = 0; i < N; i++) {
-        const at = (i * 7) % 64
-        const { bytesRead } = await fh.read(buf, { position: at * UNIT })
-        if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
-      }
-      const reads = readCalls() - before
+      const { wrong, reads } = await readsOneAtATime(fh, N)
       t.is(wrong, 0)
       // The eventfd path reads the eventfd once per wake-up: >= N here. Alone this loop makes
       // ~3 (reading /proc/self/io); ava's worker adds its own (IPC) now and then, and under load

@@ -21,6 +21,20 @@ export function patterned(dir: string, units: number): string {
   return file
 }
 
+/** `n` reads of one block at a time on `fh` over a `patterned` file of 64 blocks: the reads whose
+ * data was wrong, and the read(2) calls the process made meanwhile. */
+export async function readsOneAtATime(fh: Awaited<ReturnType<typeof open>>, n: number): Promise<{ wrong: number; reads: number }> {
+  const buf = fh.alloc(UNIT)
+  const before = readCalls()
+  let wrong = 0
+  for (let i = 0; i < n; i++) {
+    const at = (i * 7) % 64
+    const { bytesRead } = await fh.read(buf, { position: at * UNIT })
+    if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
+  }
+  return { wrong, reads: readCalls() - before }
+}
+
 /**
  * Starts an io_uring read on a FIFO in `dir` nobody writes to yet, waits for 5 ticks of a 2 ms
  * interval (the JS thread must not block on the read), then writes 8 bytes and checks the read
