@@ -47,7 +47,7 @@ function run(script) {
       const ok = code === 0
       process.stdout.write(`\n===== ${script}: ${ok ? 'ok' : `FAILED (${signal ?? `exit ${code}`})`} in ${secs.toFixed(1)} s =====\n`)
       process.stdout.write(Buffer.concat(out))
-      resolve({ script, ok, secs })
+      resolve({ script, ok, secs, out: Buffer.concat(out).toString() })
     })
   })
 }
@@ -63,6 +63,12 @@ async function main() {
     if (stage.includes('build') && done.some((r) => !r.ok)) break
   }
   const total = Number(process.hrtime.bigint() - t0) / 1e9
+  // CI logs are often read from their tail only: repeat what failed (ava's ✘ lines, errors)
+  // just above the summary, so the cause is never cut off.
+  for (const r of results.filter((x) => !x.ok)) {
+    const marked = r.out.split('\n').filter((l) => /✘|Uncaught exception|Unhandled rejection|Timed out|panicked at|^error(\[|:)|^FAIL/.test(l))
+    console.log(`\n===== ${r.script} failed; its error lines (${marked.length}) =====\n${marked.slice(0, 20).join('\n')}`)
+  }
   console.log('\n===== summary =====')
   for (const r of results) console.log(`${r.ok ? 'ok    ' : 'FAILED'} ${r.script.padEnd(24)} ${r.secs.toFixed(1).padStart(6)} s`)
   console.log(`total ${total.toFixed(1)} s`)
