@@ -8,9 +8,9 @@ import * as fs from 'node:fs'
 
 import test from 'ava'
 
-import { configureEngine, DirectIoError, engineInfo, open } from '../dist/index.js'
+import { configureEngine, DirectIoError, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { fifoReadLetsTimersFire, patterned, readsOneAtATime, UNIT } from './helpers/qd1.js'
+import { depthOneInChild, fifoReadLetsTimersFire, patterned, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('wait-hybrid')
@@ -24,38 +24,26 @@ const waitStats = (): [number, number] => {
 
 test.afterEach.always(() => configureEngine({ waitMicros: 0 }))
 
-/** N reads one at a time on `fh`: [wrong results, read(2) calls, waits made, waits that found it]. */
-async function qd1(fh: Awaited<ReturnType<typeof open>>): Promise<[number, number, number, number]> {
-  const [tries0, found0] = waitStats()
-  const { wrong, reads } = await readsOneAtATime(fh, N)
-  const [tries, found] = waitStats()
-  return [wrong, reads, tries - tries0, found - found0]
-}
-
-test.serial(`disk: ${N} reads one at a time complete inside the flush's in-kernel wait, with no eventfd read per op`, async (t) => {
-  const fh = await open(patterned(scratch(), 64), 'r', { backend: 'io_uring' })
-  try {
-    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
-    await fh.read(fh.alloc(UNIT), { position: 0 })
-    const [wrongOff, readsOff, triesOff] = await qd1(fh)
-    t.is(wrongOff, 0)
-    t.is(triesOff, 0)
-    configureEngine({ waitMicros: 1000 })
-    t.is(getEngine().native.waitMicros, 1000)
-    const [wrong, reads, tries, found] = await qd1(fh)
-    t.is(wrong, 0)
-    // Every op that finds the loop's wait budget left waits (a chain of waits stops after 1 ms
-    // until the loop turns: ~1 op in 10 on a disk takes the loop's path).
-    t.true(found >= N / 2, `${found} of ${tries} waits found the completion, ${N} ops`)
-    t.true(tries <= N)
-    if (engineInfo().ringSetup.includes('defer_taskrun')) {
-      // Without the wait the eventfd is read once per wake-up (>= N); with it the ring keeps
-      // quiet while it waits (IORING_CQ_EVENTFD_DISABLED), so the eventfd is not signalled.
-      t.true(readsOff >= N / 2, `${readsOff} read(2) calls for ${N} ops without the wait`)
-      t.true(reads < readsOff / 2, `${reads} read(2) calls for ${N} ops with the wait, ${readsOff} without`)
-    }
-  } finally {
-    await fh.close()
+test.serial(`disk: ${N} reads one at a time: those whose completion the flush's in-kernel wait found make no eventfd read`, async (t) => {
+  // Counted in a child process of its own: helpers/qd1.ts depthOneInChild.
+  const { backend, ringSetup, rounds } = await depthOneInChild(patterned(scratch(), 64), N, [0, 1000])
+  if (backend !== 'io_uring') return t.fail(`io_uring is not available here: ${backend}`)
+  const [off, on] = rounds
+  t.is(off.wrong, 0)
+  t.is(off.tries, 0)
+  t.is(on.wrong, 0)
+  t.log(`${on.found} of ${on.tries} waits found the completion, ${N} ops; read(2) calls: ${on.reads} with the wait, ${off.reads} without`)
+  // How many waits find their completion depends on the disk's latency against the 1 ms budget
+  // (on a quiet disk ~9 in 10; beside a saturating writer about half): asserted is that waits
+  // are made and find completions, at most one per op.
+  t.true(on.tries <= N)
+  t.true(on.found >= 1 && on.found <= on.tries)
+  if (ringSetup.includes('defer_taskrun')) {
+    // Without the wait the eventfd is read once per wake-up (>= N); with it the ring keeps
+    // quiet while it waits (IORING_CQ_EVENTFD_DISABLED): an op whose completion the wait found
+    // costs no eventfd read, whatever the share of such ops (N / 20: the child's other reads).
+    t.true(off.reads >= N, `${off.reads} read(2) calls for ${N} ops without the wait`)
+    t.true(on.reads <= N - on.found + N / 20, `${on.reads} read(2) calls for ${N} ops, ${on.found} found by the wait`)
   }
 })
 

@@ -1,7 +1,8 @@
 // Shared by the depth-1 wake-up specs (wake-ring, wait-hybrid): a patterned file, the process's
 // read(2) count, and a FIFO read that must let timers fire while it is in flight.
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
+import { promisify } from 'node:util'
 
 import type { ExecutionContext } from 'ava'
 
@@ -33,6 +34,38 @@ export async function readsOneAtATime(fh: Awaited<ReturnType<typeof open>>, n: n
     if (bytesRead !== UNIT || buf[0] !== at % 251 || buf[UNIT - 1] !== at % 251) wrong++
   }
   return { wrong, reads: readCalls() - before }
+}
+
+/** One round of `depthOneInChild`. */
+export interface DepthOneRound {
+  waitMicros: number
+  /** Reads whose byte count or data was wrong. */
+  wrong: number
+  /** read(2)-family calls the child made during the round. */
+  reads: number
+  /** In-kernel waits made / that found the completion (configureEngine({ waitMicros })). */
+  tries: number
+  found: number
+}
+
+/**
+ * `n` reads one at a time over a `patterned` file, in a child process of its own (an ava
+ * worker reads its IPC channel now and then: hundreds of read(2) calls under load), once per
+ * `waitMicros` value; `env` adds to the child's environment (e.g. ODIRECT_WAKE).
+ */
+export async function depthOneInChild(
+  file: string,
+  n: number,
+  waits: number[],
+  env: Record<string, string> = {},
+): Promise<{ backend: string; path: string; ringSetup: string; rounds: DepthOneRound[] }> {
+  const child = new URL('./qd1-child.ts', import.meta.url).pathname
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', '@oxc-node/core/register', child, file, String(n), ...waits.map(String)],
+    { env: { ...process.env, ...env }, encoding: 'utf8' },
+  )
+  return JSON.parse(stdout)
 }
 
 /**
