@@ -1,0 +1,73 @@
+// Adversary of the eighth session's work (issue 19): the hybrid completion wait
+// (configureEngine({ waitMicros }), wake.rs flush_and_deliver), ODIRECT_WAKE=ring, the write
+// streams' streaming copy (copyInto), native batches submitted in groups, readFully's re-read of
+// a short O_DIRECT read, configureEngine under hostile options. Each test here failed on the code
+// before its fix, or pins down a behaviour attacked without finding a fault (named as such).
+// Every wait is on an event (a promise, a child's exit); nothing sleeps.
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { configureEngine, open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { faultFs, type Requirement } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const U = 4096
+const FAULT: Requirement[] = ['root', 'fuse', 'cargo', 'cmd:umount']
+
+/** In-kernel waits the engine made so far (see NativeEngine.waitStats). */
+const waitsMade = (): number => getEngine().native.waitStats[0]
+
+// ---------------------------------------------------------------------------------------
+// 1. The hybrid wait: never for an op that may sleep in a server
+
+fxTest('waitMicros: closing a FUSE file makes no in-kernel wait (a close sends FLUSH to the server; was: the close of a lone handle waited, its descriptor already out of the engine table)', FAULT, async (t) => {
+  const fx = must(faultFs({ size: 64 * U }))
+  t.teardown(() => fx.cleanup())
+  configureEngine({ waitMicros: 1000 })
+  t.teardown(() => configureEngine({ waitMicros: 0 }))
+  for (const flags of ['r', 'r+'] as const) {
+    const fh = await open(fx.file, flags, { backend: 'io_uring' })
+    if (fh.backend !== 'io_uring') {
+      await fh.close()
+      return t.fail(`io_uring is not available here: ${fh.backend}`)
+    }
+    const before = waitsMade()
+    const b = fh.alloc(U)
+    t.is((await fh.read(b, { position: U })).bytesRead, U)
+    if (flags === 'r+') t.is((await fh.write(b, { position: 2 * U })).bytesWritten, U)
+    await fh.close()
+    t.is(waitsMade() - before, 0, `${flags}: in-kernel waits for ops on a FUSE file (read, write, close)`)
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. configureEngine: all or nothing
+
+test('configureEngine refuses an options object with one bad option without applying the others (was: sqpoll applied, then waitMicros refused)', (t) => {
+  // A fresh process: sqpoll can only be set before the thread's first ring exists.
+  const script = `
+    const { configureEngine, engineInfo, open } = require(${JSON.stringify(dist)})
+    const fs = require('node:fs')
+    let refused = ''
+    try { configureEngine({ sqpoll: 50, waitMicros: -1 }) } catch (e) { refused = e.code }
+    const dir = fs.mkdtempSync('/var/tmp/odirect-adv-s9-')
+    open(dir + '/f', 'w+', { backend: 'io_uring' }).then(async (fh) => {
+      await fh.write(fh.alloc(4096), { position: 0 })
+      console.log(JSON.stringify({ refused, backend: fh.backend, ring: engineInfo().ringSetup }))
+      await fh.close()
+      fs.rmSync(dir, { recursive: true, force: true })
+    })`
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout) as { refused: string; backend: string; ring: string }
+  t.is(out.refused, 'ERR_OUT_OF_RANGE')
+  if (out.backend !== 'io_uring') return t.log(`backend ${out.backend}: no ring to look at`)
+  t.false(out.ring.includes('sqpoll'), `the refused call left its sqpoll applied: ${out.ring}`)
+})
