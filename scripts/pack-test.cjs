@@ -354,6 +354,8 @@ function main() {
         proxySignal: true,
         stream: true,
         closed: true,
+        configure: true,
+        pieces: true,
       }, 'report')
       assert(/^TypeError: /.test(rep.frozen), `BatchWindow.size assignable: ${rep.frozen}`)
     })
