@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { configureEngine, open } from '../dist/index.js'
+import { configureEngine, createWriteStream, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { faultFs, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
@@ -70,4 +70,35 @@ test('configureEngine refuses an options object with one bad option without appl
   t.is(out.refused, 'ERR_OUT_OF_RANGE')
   if (out.backend !== 'io_uring') return t.log(`backend ${out.backend}: no ring to look at`)
   t.false(out.ring.includes('sqpoll'), `the refused call left its sqpoll applied: ${out.ring}`)
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. The write streams' streaming copy (copyInto, >= 64 KiB pieces): attacked, no fault found
+
+test('write streams: pieces at every size around the streaming copy\'s 64 KiB threshold, from odd offsets of Buffers, DataViews, Float64Arrays and SharedArrayBuffers, land byte for byte', async (t) => {
+  const dir = fs.mkdtempSync('/var/tmp/odirect-adv-s9-')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const sizes = [65535, 65536, 65537, 65536 - 16, 65536 + 15, 65536 + 64, 131071, 131075, 200001, 1, 4095]
+  const bytes = (n: number, seed: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7 + (i >> 8)) & 0xff)
+  for (const chunkSize of [64 * 1024, 128 * 1024, 3 * 4096, 1 << 20]) {
+    for (const [kind, skew] of [['Buffer', 1], ['DataView', 3], ['Float64Array', 8], ['SharedArrayBuffer', 17]] as const) {
+      const pieces: ArrayBufferView[] = sizes.map((n, k) => {
+        const len = kind === 'Float64Array' ? Math.ceil(n / 8) * 8 : n
+        const ab = kind === 'SharedArrayBuffer' ? new SharedArrayBuffer(len + skew + 64) : new ArrayBuffer(len + skew + 64)
+        new Uint8Array(ab).set(bytes(len + skew + 64, k + skew))
+        if (kind === 'DataView') return new DataView(ab, skew, len)
+        if (kind === 'Float64Array') return new Float64Array(ab, skew, len / 8)
+        return kind === 'Buffer' ? Buffer.from(ab, skew, len) : new Uint8Array(ab, skew, len)
+      })
+      const file = path.join(dir, `${chunkSize}-${kind}`)
+      const ws = createWriteStream(file, { chunkSize })
+      for (const p of pieces) await new Promise<void>((resolve, reject) => ws.write(p, (e) => (e ? reject(e) : resolve())))
+      await new Promise<void>((resolve, reject) => {
+        ws.once('error', reject)
+        ws.end(resolve)
+      })
+      const want = Buffer.concat(pieces.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)))
+      t.true(fs.readFileSync(file).equals(want), `chunkSize ${chunkSize}, ${kind} pieces`)
+    }
+  }
 })
