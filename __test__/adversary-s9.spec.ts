@@ -102,3 +102,35 @@ test('write streams: pieces at every size around the streaming copy\'s 64 KiB th
     }
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 4. A listener that throws: an uncaught exception, as with node:fs
+
+test('a read stream\'s throwing \'data\' listener and a write stream\'s throwing write callback are uncaught exceptions, as with node:fs (was: unhandled rejections: an \'unhandledRejection\' handler took them, and Bun ended the process past its \'uncaughtException\' handler)', (t) => {
+  const dir = fs.mkdtempSync('/var/tmp/odirect-adv-s9-')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, Buffer.alloc(256 * 1024, 7))
+  const script = `
+    const fs = require('node:fs')
+    const od = require(${JSON.stringify(dist)})
+    const seen = []
+    const note = (how) => (e, origin) => {
+      seen.push([how, e && e.message, origin === undefined ? null : origin])
+      if (seen.length === 4) { console.log(JSON.stringify(seen)); process.exit(0) }
+    }
+    process.on('uncaughtException', note('uncaughtException'))
+    process.on('unhandledRejection', note('unhandledRejection'))
+    for (const lib of [fs, od]) {
+      const name = lib === fs ? 'fs' : 'odirect'
+      let n = 0
+      const rs = lib.createReadStream(${JSON.stringify(src)}, { highWaterMark: 65536 })
+      rs.on('data', () => { if (++n === 2) throw new Error(name + ' data') })
+      const ws = lib.createWriteStream(${JSON.stringify(path.join(dir, 'out'))} + name)
+      ws.write(Buffer.alloc(65536, 1), () => { throw new Error(name + ' write callback') })
+    }`
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const seen = (JSON.parse(r.stdout) as Array<[string, string, string | null]>).map(([how, msg, origin]) => `${msg}: ${how} (${origin})`).sort()
+  t.deepEqual(seen, ['fs data', 'fs write callback', 'odirect data', 'odirect write callback'].map((m) => `${m}: uncaughtException (uncaughtException)`))
+})
