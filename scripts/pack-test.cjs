@@ -356,6 +356,7 @@ function main() {
         closed: true,
         configure: true,
         pieces: true,
+        listenerThrows: 'listener threw',
       }, 'report')
       assert(/^TypeError: /.test(rep.frozen), `BatchWindow.size assignable: ${rep.frozen}`)
     })

@@ -98,6 +98,15 @@ try {
   await ph.close()
   configureEngine({ waitMicros: 0 })
   report.pieces = same
+  // A 'data' listener that throws: an uncaught exception, as with node:fs (Bun ended the process
+  // past its 'uncaughtException' handler while odirect's streams made it an unhandled rejection).
+  const thrown = new Promise((resolve) => process.once('uncaughtException', (e) => resolve(e?.message)))
+  const tr = createReadStream(pfile, { chunkSize: 64 * 1024 })
+  tr.once('data', () => {
+    tr.destroy()
+    throw new Error('listener threw')
+  })
+  report.listenerThrows = await thrown
 } catch (e) {
   report.failed = String(e?.stack ?? e)
 } finally {
