@@ -354,6 +354,9 @@ function main() {
         proxySignal: true,
         stream: true,
         closed: true,
+        configure: true,
+        pieces: true,
+        listenerThrows: 'listener threw',
       }, 'report')
       assert(/^TypeError: /.test(rep.frozen), `BatchWindow.size assignable: ${rep.frozen}`)
     })

@@ -22,17 +22,16 @@ export const isFileHandle = (v: unknown): v is FileHandle => {
 export function configureEngine(options: EngineOptions): void {
   const o = optionsArg(options, '{ sqpoll: 50 }')
   if (o === undefined) throw misuse('ERR_INVALID_ARG_TYPE', `options must be an object, got ${describe(options)}`, 'pass e.g. { sqpoll: 50 }')
+  // Every option is checked before any is applied: a refused call changes nothing.
   const sq = o.sqpoll
+  if (sq !== undefined) intArg(sq, 'sqpoll', 0, 60_000, 'an integer number of milliseconds, e.g. { sqpoll: 50 }')
+  const wait = o.waitMicros
+  if (wait !== undefined) intArg(wait, 'waitMicros', 0, 1000, 'an integer number of microseconds from 0 (off) to 1000, e.g. { waitMicros: 50 }')
   if (sq !== undefined) {
-    intArg(sq, 'sqpoll', 0, 60_000, 'an integer number of milliseconds, e.g. { sqpoll: 50 }')
     const why = getEngine().native.setSqpoll(sq as number)
     if (why !== '') throw misuse('ERR_ODIRECT_BACKEND', why, 'call configureEngine() before the first open() on this thread')
   }
-  const wait = o.waitMicros
-  if (wait !== undefined) {
-    intArg(wait, 'waitMicros', 0, 1000, 'an integer number of microseconds from 0 (off) to 1000, e.g. { waitMicros: 50 }')
-    getEngine().native.setWaitMicros(wait as number)
-  }
+  if (wait !== undefined) getEngine().native.setWaitMicros(wait as number)
 }
 
 /** The backend policy: an explicit backend, else ODIRECT_BACKEND, else io_uring -> aio -> threadpool. */

@@ -7,7 +7,7 @@ import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import { BatchWindow, createReadStream, createWriteStream, DirectIoError, open } from 'odirect'
+import { BatchWindow, configureEngine, createReadStream, createWriteStream, DirectIoError, engineInfo, open } from 'odirect'
 
 const U = 4096
 const code = (f) => {
@@ -21,6 +21,9 @@ const code = (f) => {
 const dir = fs.mkdtempSync('/var/tmp/odirect-smoke-adv-')
 const report = {}
 try {
+  // configureEngine is all or nothing: a refused call leaves sqpoll unset (this is the process's
+  // first engine call: sqpoll could still be set).
+  const refused = code(() => configureEngine({ sqpoll: 50, waitMicros: -1 }))
   report.sizes = [0, -1, NaN, 2 ** 53, '4', { valueOf: () => 4 }].map((v) => code(() => new BatchWindow(v)))
   const w = new BatchWindow(3)
   report.frozen = code(() => {
@@ -73,6 +76,37 @@ try {
   rs.once('data', () => rs.destroy())
   await closed
   report.closed = early.destroyed && rs.destroyed
+  report.configure = refused === 'ERR_OUT_OF_RANGE' && !engineInfo().ringSetup.includes('sqpoll') ? true : `${refused}, ring ${engineInfo().ringSetup}`
+  // The write stream's pieces at every size around its streaming copy's 64 KiB threshold, from
+  // odd offsets of their source; then read back one block at a time with the hybrid wait on.
+  const pieces = [65535, 65536, 65537, 65520, 65551, 131071, 1, 200001].map((n, k) => {
+    const big = Buffer.alloc(n + 80)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31 + k * 7 + (i >> 10)) & 0xff
+    return big.subarray(3 + k, 3 + k + n)
+  })
+  const pfile = path.join(dir, 'p')
+  await pipeline(Readable.from(pieces), createWriteStream(pfile, { chunkSize: 64 * 1024 }))
+  const want = Buffer.concat(pieces)
+  configureEngine({ waitMicros: 1000 })
+  const ph = await open(pfile, 'r')
+  const blk = ph.alloc(U)
+  let same = true
+  for (let at = 0; at < want.length; at += U) {
+    const { bytesRead } = await ph.read(blk, { position: at })
+    same &&= bytesRead === Math.min(U, want.length - at) && blk.subarray(0, bytesRead).equals(want.subarray(at, at + bytesRead))
+  }
+  await ph.close()
+  configureEngine({ waitMicros: 0 })
+  report.pieces = same
+  // A 'data' listener that throws: an uncaught exception, as with node:fs (Bun ended the process
+  // past its 'uncaughtException' handler while odirect's streams made it an unhandled rejection).
+  const thrown = new Promise((resolve) => process.once('uncaughtException', (e) => resolve(e?.message)))
+  const tr = createReadStream(pfile, { chunkSize: 64 * 1024 })
+  tr.once('data', () => {
+    tr.destroy()
+    throw new Error('listener threw')
+  })
+  report.listenerThrows = await thrown
 } catch (e) {
   report.failed = String(e?.stack ?? e)
 } finally {

@@ -17,6 +17,16 @@ function onHandleClose(target: Target, fn: () => void): () => void {
 
 const handleClosed = (target: Target): boolean => isFileHandle(target) && target.closed
 
+/**
+ * What a listener or callback of the caller's throws when a stream settles one of its own
+ * promises (a 'data' listener, a write callback) is an uncaught exception, as from node:fs's
+ * callbacks, not an unhandled rejection (which Bun ends the process on past 'uncaughtException').
+ */
+const uncaught = (e: unknown): void =>
+  queueMicrotask(() => {
+    throw e
+  })
+
 const closedUnder = (path: string): Error =>
   misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
 
@@ -148,7 +158,7 @@ export class DirectReadStream extends Readable {
         announceOpen(this, fd)
       },
       (e: Error) => callback(e),
-    )
+    ).catch(uncaught)
   }
 
   /** Opens the file: a FIFO or character device path in sequence through node:fs, anything else with the engine. */
@@ -167,7 +177,7 @@ export class DirectReadStream extends Readable {
           if (!this.destroyed) this.push(n === 0 ? null : buf.subarray(0, n))
         },
         (e: Error) => this.destroy(e),
-      )
+      ).catch(uncaught)
       return
     }
     this.#core.pull().then(
@@ -179,7 +189,7 @@ export class DirectReadStream extends Readable {
         if (this.readableEncoding !== null) this.#core.recycle(chunk)
       },
       (e: Error) => this.destroy(handleClosed(this.#core.target) ? undefined : e),
-    )
+    ).catch(uncaught)
   }
 
   /**
@@ -238,7 +248,7 @@ export class DirectReadStream extends Readable {
     Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
-    )
+    ).catch(uncaught)
   }
 }
 
@@ -344,7 +354,7 @@ export class DirectWriteStream extends Writable {
         announceOpen(this, fd)
       },
       (e: Error) => callback(e),
-    )
+    ).catch(uncaught)
   }
 
   async #openWrite(): Promise<number> {
@@ -358,7 +368,7 @@ export class DirectWriteStream extends Writable {
     done.then(
       () => callback(),
       (e: Error) => callback(e),
-    )
+    ).catch(uncaught)
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -373,7 +383,7 @@ export class DirectWriteStream extends Writable {
         callback()
       },
       (e: Error) => callback(e),
-    )
+    ).catch(uncaught)
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
@@ -383,7 +393,7 @@ export class DirectWriteStream extends Writable {
     Promise.all([this.#core.destroy(), seq?.close(this.#seqAbort)]).then(
       () => callback(error),
       (e: Error) => callback(error ?? e),
-    )
+    ).catch(uncaught)
   }
 }
 

@@ -740,6 +740,9 @@ impl Inner {
                 r.backend == BackendKind::IoUring
                     && !r.punt
                     && !r.submitted
+                    // A close: its descriptor left the table when it was staged (facts 0), and
+                    // it may wait on the file's server (FUSE FLUSH).
+                    && !matches!(r.kind, OpKind::Close { .. })
                     && self.fds.facts(r.kind.fd()) & FD_MAY_BLOCK == 0
             })
         })
