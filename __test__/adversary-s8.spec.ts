@@ -278,7 +278,10 @@ const od = require(w.dist)
   fh2.close().catch(() => {})
   ac.abort()
   parentPort.postMessage('go')
+  // Exit by itself (5) or stay alive until terminated (1): without the timer a worker whose I/O
+  // is done could end by itself (0) before the main thread, descheduled, calls terminate().
   if (w.i % 3 === 0) setImmediate(() => process.exit(5))
+  else setInterval(() => {}, 1 << 30)
 })().catch((e) => parentPort.postMessage('failed: ' + (e && e.stack || e)))
 `
   const main = await open(file, 'r', { backend: BACKEND })
