@@ -134,7 +134,7 @@ const NT_COPY_MIN = process.env.ODIRECT_STREAM_NTCOPY === '0' ? Infinity : 64 * 
  * (A/B).
  */
 const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
-const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 2)
+const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
 const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
