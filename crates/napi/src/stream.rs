@@ -146,7 +146,9 @@ unsafe fn hand_over_raw(
 ) -> Option<napi::sys::napi_value> {
     let mut is = false;
     // SAFETY: env and ab are live handles of this call.
-    if unsafe { napi::sys::napi_is_arraybuffer(raw, ab, &mut is) } != napi::sys::Status::napi_ok || !is {
+    if unsafe { napi::sys::napi_is_arraybuffer(raw, ab, &mut is) } != napi::sys::Status::napi_ok
+        || !is
+    {
         return None;
     }
     // SAFETY: as above.
@@ -164,8 +166,9 @@ unsafe fn hand_over_raw(
         let _ = unsafe { napi::sys::napi_get_last_error_info(raw, &mut info) };
         return None;
     }
+    // At most 8 more counts (an A/B knob; 2 already starts V8's incremental marking).
     let mut left = if pressure.is_finite() && pressure > 0.0 {
-        (pressure * v.len as f64) as usize
+        (pressure.min(8.0) * v.len as f64) as usize
     } else {
         0
     };
