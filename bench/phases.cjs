@@ -100,6 +100,8 @@ async function child(engine, file, size) {
 // ---- parent ----
 const TR = '/sys/kernel/tracing'
 function traceInstance() {
+  // The file first: a missing one must not leave a tracing instance behind.
+  const dev = fs.statSync(fs.realpathSync(process.argv[2])).dev
   const dir = path.join(TR, 'instances', `odirect-phases-${process.pid}`)
   fs.mkdirSync(dir)
   const w = (f, v) => fs.writeFileSync(path.join(dir, f), v)
@@ -112,7 +114,6 @@ function traceInstance() {
   // PHASES_EVENTS=a/b,c/d: more tracepoints in the dump (e.g. syscalls/sys_exit_io_uring_enter).
   const extra = process.env.PHASES_DUMP && process.env.PHASES_EVENTS ? process.env.PHASES_EVENTS.split(',') : []
   for (const e of extra) w(`events/${e}/enable`, '1')
-  const dev = fs.statSync(fs.realpathSync(process.argv[2])).dev
   return {
     start() {
       w('tracing_on', '0')
