@@ -36,7 +36,7 @@ interface Report {
   facts: { kernel: string; enginePath: string }
   options: { tmpfs?: { file?: string; skipped?: string }; runtimes?: Record<string, string>; hugePages?: string }
   results: Row[]
-  streams: { workload: string; engine: string; skipped?: string; medianMBps?: number; ratioToFio?: number | null; fioReference?: string }[]
+  streams: { workload: string; engine: string; variant?: string; skipped?: string; medianMBps?: number; ratioToFio?: number | null; fioReference?: string; runs?: unknown[] }[]
   targets: { name: string; goal: string; figure: string; met: boolean | null }[]
 }
 
@@ -149,6 +149,20 @@ test('bench without fio and without tmpfs: the rows are marked, not missing; an 
   const lat = report.targets.find((x) => x.name.includes('QD 1, disk'))
   t.is(lat?.met, null)
   t.regex(lat?.figure ?? '', /fio is not installed/)
+})
+
+test('bench --variant on the stream workloads: a Node and a web stream row per variant, run with its env and stream options', (t) => {
+  t.timeout(120_000)
+  // 'nt0' runs (the streaming copy off); 'bad' passes writeBehind 0, which the stream refuses: its rows fail with that reason, so the options reached the child.
+  const args = ['--quick', '--json', '--workloads', 'stream-write', '--tmpfs', 'off', '--runtimes', 'off', '--variant', 'nt0={"env":{"ODIRECT_STREAM_NTCOPY":"0"}}', '--variant', 'bad={"env":{"ODIRECT_BENCH_STREAM_OPTIONS":"{\\"writeBehind\\":0}"}}']
+  const { report } = bench(args, { ...process.env, PATH: '/nonexistent' })
+  const rows = (v: string): Report['streams'] => report.streams.filter((s) => s.variant === v)
+  t.deepEqual(rows('nt0').map((s) => s.engine).sort(), ['odirect-stream', 'odirect-web'])
+  for (const s of rows('nt0')) t.true((s.medianMBps ?? 0) > 0 && s.runs?.length === 1, `${s.engine}: ${s.skipped}`)
+  t.deepEqual(rows('bad').map((s) => s.engine).sort(), ['odirect-stream', 'odirect-web'])
+  for (const s of rows('bad')) t.regex(s.skipped ?? '', /writeBehind|writes in flight/, s.engine)
+  // The plain rows are still there, without a variant.
+  t.true(report.streams.some((s) => s.engine === 'odirect-stream' && s.variant === undefined && (s.medianMBps ?? 0) > 0))
 })
 
 test('bench --durable --json: one row per backend × durable-write primitive, each with a rate and a ratio', (t) => {

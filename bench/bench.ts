@@ -29,7 +29,7 @@ import { type Cell, figure, fmtValue, json, markdown, type Options, type Scaling
 import { durableBench, durableTable } from './durable'
 import { fioHugePages, hugePageSize, readNrHugePages, reserveHugePages } from './hugepages'
 import { scalingBench, scalingTable } from './scaling'
-import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, STREAM_DEPTH, type StreamCell, streamEngineLabel, streamWorkloads, type StreamWorkload } from './streams'
+import { hasFincore, prepareScratch, runStream, STREAM_CHUNK, STREAM_DEPTH, STREAM_VARIANT_ENGINES, type StreamCell, streamRowLabel, streamWorkloads, type StreamWorkload } from './streams'
 
 const HELP = `usage: odirect bench [PATH] [options]
 
@@ -62,7 +62,9 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
 --variant NAME=JSON  A/B: an extra row per workload, odirect in a Node child process (one per
               run, interleaved with the other engines) with {"open": {...open() options},
               "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"}; repeatable. Add a baseline the
-              same way (--variant base={}) so that both sides pay for a child process
+              same way (--variant base={}) so that both sides pay for a child process. The stream
+              workloads get a createReadStream/createWriteStream and a web stream row per variant
+              (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS)
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
 --qd N        the deep queue depth of the random workloads (default 64)
@@ -520,6 +522,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
     const streamCells: StreamCell[] = []
     for (const w of swl) for (const e of w.engines) streamCells.push({ workload: w, engine: e, runs: [] })
+    for (const nm of args.variants.keys()) for (const w of swl) for (const e of STREAM_VARIANT_ENGINES) streamCells.push({ workload: w, engine: e, variant: nm, runs: [] })
     if (swl.some((w) => w.write) && freeBytes(path.dirname(file)) < streamSize + (64 << 20)) {
       for (const c of streamCells) if (c.workload.write) c.skipped = `not enough free space for a ${fmtSize(streamSize)} scratch file`
     }
@@ -584,18 +587,18 @@ export async function benchCommand(argv: string[]): Promise<number> {
             sdone++
             if (cell.skipped !== undefined) continue
             try {
-              const out = await runStream(ctx, w, cell.engine, target)
+              const out = await runStream(ctx, w, cell.engine, target, cell.variant === undefined ? undefined : args.variants.get(cell.variant))
               await signalsIn()
               if (typeof out === 'string') {
                 cell.skipped = out
-                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)
+                log(`[${sdone}/${stotal}] ${w.id} ${streamRowLabel(w, cell)}: skipped: ${out}`)
               } else {
                 cell.runs.push(out)
-                log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
+                log(`[${sdone}/${stotal}] ${w.id} ${streamRowLabel(w, cell)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
               }
             } catch (e) {
               cell.skipped = `failed: ${(e as Error).message}`
-              log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${cell.skipped}`)
+              log(`[${sdone}/${stotal}] ${w.id} ${streamRowLabel(w, cell)}: ${cell.skipped}`)
             }
           }
         }

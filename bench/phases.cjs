@@ -100,6 +100,8 @@ async function child(engine, file, size) {
 // ---- parent ----
 const TR = '/sys/kernel/tracing'
 function traceInstance() {
+  // The file first: a missing one must not leave a tracing instance behind.
+  const dev = fs.statSync(fs.realpathSync(process.argv[2])).dev
   const dir = path.join(TR, 'instances', `odirect-phases-${process.pid}`)
   fs.mkdirSync(dir)
   const w = (f, v) => fs.writeFileSync(path.join(dir, f), v)
@@ -109,7 +111,9 @@ function traceInstance() {
   w('events/block/block_rq_complete/enable', '1')
   // With PHASES_DUMP: the io_uring_enter calls too (when the JS thread reaps and submits).
   if (process.env.PHASES_DUMP) w('events/syscalls/sys_enter_io_uring_enter/enable', '1')
-  const dev = fs.statSync(fs.realpathSync(process.argv[2])).dev
+  // PHASES_EVENTS=a/b,c/d: more tracepoints in the dump (e.g. syscalls/sys_exit_io_uring_enter).
+  const extra = process.env.PHASES_DUMP && process.env.PHASES_EVENTS ? process.env.PHASES_EVENTS.split(',') : []
+  for (const e of extra) w(`events/${e}/enable`, '1')
   return {
     start() {
       w('tracing_on', '0')
@@ -126,6 +130,7 @@ function traceInstance() {
         w('tracing_on', '0')
         w('events/block/enable', '0')
         if (process.env.PHASES_DUMP) w('events/syscalls/sys_enter_io_uring_enter/enable', '0')
+        for (const e of extra) w(`events/${e}/enable`, '0')
       } catch {}
       fs.rmdirSync(dir)
     },

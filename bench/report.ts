@@ -6,7 +6,7 @@ import * as path from 'node:path'
 
 import { type EngineId, engineLabel, FIO_PEERS, fmtSize, isVariant, type MachineFacts, type Place, type RunResult, type VariantId, type Workload } from './harness'
 import { type ScalingRow, scalingTable } from './scaling'
-import { ODIRECT_STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, type StreamWorkload } from './streams'
+import { ODIRECT_STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, streamRowLabel, type StreamWorkload } from './streams'
 
 export interface Cell {
   workload: Workload
@@ -296,7 +296,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     ratio(`${at(label, 'disk')}: odirect per op vs fio`, 0.95, find(is, 'odirect'), fio(is), (s) => s.value, rate)
   }
   // Streams (issue 19): throughput vs fio, CPU vs node:fs's stream, RSS growth.
-  const stream = (id: string, eng: StreamEngineId): StreamSummary | undefined => streams.find((x) => x.workload.id === id && x.engine === eng)
+  const stream = (id: string, eng: StreamEngineId): StreamSummary | undefined => streams.find((x) => x.workload.id === id && x.engine === eng && x.variant === undefined)
   const streamRow = (name: string, goal: string, a: StreamSummary | undefined, figure: (a: StreamSummary) => [string, boolean | undefined] | undefined): void => {
     if (a === undefined) out.push({ name, goal, figure: 'not measured (streams not selected)' })
     else if (a.skipped !== undefined) out.push({ name, goal, figure: `not measured: ${a.skipped}` })
@@ -562,8 +562,9 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
       streams: streams.map((s) => ({
         workload: s.workload.id,
         engine: s.engine,
+        ...(s.variant !== undefined ? { variant: s.variant } : {}),
         ...(s.skipped !== undefined ? { skipped: s.skipped } : { medianMBps: s.mbps, min: s.min, max: s.max, residentPct: finite(s.residentPct), rssGrowthMiB: finite(s.rssGrowthMiB), ...fioRatioJson(s), cpuPerGiB: finite(s.cpuPerGiB), cpuRatioToNodeFs: finite(s.cpuRatio) }),
-        runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
+        runs: streamCells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine && c.variant === s.variant)?.runs ?? [],
       })),
       targets: targets(sums, streams).map((t) => ({ ...t, met: t.met ?? null })),
     },
@@ -633,7 +634,7 @@ export function svgChart(sums: Summary[], facts: MachineFacts, streams: StreamSu
       bars: g.map((s) => ({ key: s.engine, legend: engineLabel(s.engine), color: isVariant(s.engine) ? VARIANT_COLORS[[...s.engine].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % VARIANT_COLORS.length] : COLORS[s.engine], value: s.value, text: fmtValue(s.workload, s.value), ratio: s.ratio, isRef: s.engine === s.fioRef })),
     })
   }
-  const sshown = streams.filter((s) => s.skipped === undefined && Number.isFinite(s.mbps))
+  const sshown = streams.filter((s) => s.skipped === undefined && s.variant === undefined && Number.isFinite(s.mbps))
   for (const w of [...new Map(sshown.map((s) => [s.workload.id, s.workload])).values()]) {
     const g = sshown.filter((s) => s.workload.id === w.id)
     groups.push({
@@ -724,6 +725,7 @@ export function writeChart(dir: string, svg: string, log: (m: string) => void): 
 export interface StreamSummary {
   workload: StreamWorkload
   engine: StreamEngineId
+  variant?: string
   skipped?: string
   mbps: number
   min: number
@@ -749,6 +751,7 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
     return {
       workload: c.workload,
       engine: c.engine,
+      ...(c.variant !== undefined ? { variant: c.variant } : {}),
       ...(c.skipped !== undefined && c.runs.length === 0 ? { skipped: c.skipped } : {}),
       mbps: median(v),
       min: v.length ? Math.min(...v) : NaN,
@@ -763,7 +766,7 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
   })
   fioRatios(out, STREAM_FIO, (s) => s.mbps)
   for (const s of out) {
-    const peer = out.find((x) => x.workload.id === s.workload.id && x.engine === fsPeer(s))
+    const peer = out.find((x) => x.workload.id === s.workload.id && x.engine === fsPeer(s) && x.variant === undefined)
     if (peer && Number.isFinite(peer.cpuPerGiB) && peer.cpuPerGiB > 0) s.cpuRatio = s.cpuPerGiB / peer.cpuPerGiB
   }
   return out
@@ -775,7 +778,7 @@ export function streamTable(sums: StreamSummary[]): string {
   for (const s of sums) {
     const wl = s.workload.id === lastW ? '' : s.workload.label
     lastW = s.workload.id
-    const label = streamEngineLabel(s.workload, s.engine)
+    const label = streamRowLabel(s.workload, s)
     if (s.skipped !== undefined) {
       rows.push(`| ${wl} | ${label} | skipped: ${s.skipped} | | | | | | |`)
       continue

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises'
 
 import { createReadStream, createWriteStream, type FileHandle, open, readableWebStream, writableWebStream } from '../index'
 import { native } from '../src/native'
-import { type BenchContext, dropCaches, fioArgs, fmtSize, hugeSkip, parseFio, type Workload } from './harness'
+import { type BenchContext, dropCaches, fioArgs, fmtSize, hugeSkip, parseFio, type Variant, type Workload } from './harness'
 
 export type StreamEngineId =
   | 'odirect-stream'
@@ -94,9 +94,18 @@ export interface StreamRun {
 export interface StreamCell {
   workload: StreamWorkload
   engine: StreamEngineId
+  /** --variant NAME: this row's child runs with the variant's env and open() options. */
+  variant?: string
   runs: StreamRun[]
   skipped?: string
 }
+
+/** The odirect stream engines a --variant adds a row for (A/B of stream settings). */
+export const STREAM_VARIANT_ENGINES: readonly StreamEngineId[] = ['odirect-stream', 'odirect-web']
+
+/** A row's label: the engine's, with the variant's name. */
+export const streamRowLabel = (w: StreamWorkload, c: { engine: StreamEngineId; variant?: string }): string =>
+  c.variant === undefined ? streamEngineLabel(w, c.engine) : `${streamEngineLabel(w, c.engine)} [variant '${c.variant}']`
 
 /** Resident bytes of a file from `fincore --bytes --noheadings --raw FILE`, or NaN. */
 export function residentBytes(file: string): number {
@@ -132,7 +141,16 @@ const drop = (ctx: BenchContext, file: string): void => {
   }
 }
 
-const readOpts = (t: StreamTarget): { chunkSize: number; readAhead: number; end: number; autoClose: true } => ({ chunkSize: ODIRECT_STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1, autoClose: true })
+/**
+ * Stream options a --variant sets through its env (A/B of stream settings), e.g.
+ * `--variant wb8='{"env":{"ODIRECT_BENCH_STREAM_OPTIONS":"{\\"writeBehind\\":8}"}}'`; merged over the row's own.
+ */
+const variantOpts = (): Record<string, unknown> => {
+  const v = process.env.ODIRECT_BENCH_STREAM_OPTIONS
+  return v === undefined || v === '' ? {} : (JSON.parse(v) as Record<string, unknown>)
+}
+
+const readOpts = (t: StreamTarget): { chunkSize: number; readAhead: number; end: number; autoClose: true } => ({ chunkSize: ODIRECT_STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1, ...variantOpts(), autoClose: true })
 /** What an odirect stream opens: the handle opened before the clock, or the path. */
 const src = (t: StreamTarget): string | FileHandle => t.fh ?? t.file
 
@@ -226,6 +244,7 @@ const writeOpts = (t: StreamTarget): { chunkSize: number; writeBehind: number; d
   chunkSize: ODIRECT_STREAM_CHUNK,
   writeBehind: STREAM_DEPTH,
   datasync: true,
+  ...variantOpts(),
   autoClose: true,
   ...(t.fh === undefined ? { flags: 'r+' as const } : {}),
 })
@@ -308,6 +327,7 @@ const WARM = 4 * STREAM_CHUNK
  */
 async function childMain(args: string[]): Promise<void> {
   const [e, write, file, size] = [args[0] as StreamEngineId, args[1] === '1', args[2], Number(args[3])]
+  const openOptions = args[4] === undefined ? {} : (JSON.parse(args[4]) as Record<string, unknown>)
   await pass(e, write, { file, size: Math.min(size, WARM) })
   const fd = fs.openSync(file, 'r')
   try {
@@ -322,7 +342,7 @@ async function childMain(args: string[]): Promise<void> {
   const rss0 = process.memoryUsage.rss()
   // odirect's rows open the file before the clock, as fio does (its runtime starts after its
   // open and buffer setup; it does include its end_fsync, as these rows include the datasync).
-  const fh = e.startsWith('odirect') ? await open(file, write ? 'r+' : 'r') : undefined
+  const fh = e.startsWith('odirect') ? await open(file, write ? 'r+' : 'r', openOptions) : undefined
   const c0 = process.cpuUsage()
   const t0 = performance.now()
   const n = await pass(e, write, { file, size, fh })
@@ -351,8 +371,9 @@ function peakRss(): number {
 }
 
 /** One run of a JS engine in a fresh Node process (so RSS and the heap start from the same state for every engine). */
-function runChild(e: StreamEngineId, write: boolean, t: StreamTarget): StreamRun | string {
-  const r = spawnSync(process.execPath, [__filename, CHILD_FLAG, e, write ? '1' : '0', t.file, String(t.size)], { encoding: 'utf8', maxBuffer: 1 << 20 })
+function runChild(e: StreamEngineId, write: boolean, t: StreamTarget, v?: Variant): StreamRun | string {
+  const args = [__filename, CHILD_FLAG, e, write ? '1' : '0', t.file, String(t.size), ...(v?.open ? [JSON.stringify(v.open)] : [])]
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20, env: v?.env ? { ...process.env, ...v.env } : process.env })
   if (r.error) return `failed: ${r.error.message}`
   if (r.status !== 0) return `failed: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' ') || `exit ${r.status}`}`
   try {
@@ -363,9 +384,9 @@ function runChild(e: StreamEngineId, write: boolean, t: StreamTarget): StreamRun
 }
 
 /** One run of one engine; the page cache of the file is emptied first. */
-export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget): Promise<StreamRun | string> {
+export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget, v?: Variant): Promise<StreamRun | string> {
   drop(ctx, t.file)
-  const r = e === 'dd-direct' ? runDd(t, w.write) : STREAM_FIO.includes(e) ? runFioStream(ctx, t, w.write, e === 'fio-io_uring-huge') : runChild(e, w.write, t)
+  const r = e === 'dd-direct' ? runDd(t, w.write) : STREAM_FIO.includes(e) ? runFioStream(ctx, t, w.write, e === 'fio-io_uring-huge') : runChild(e, w.write, t, v)
   if (typeof r === 'string') return r
   const res = residentBytes(t.file)
   r.residentPct = Number.isFinite(res) ? Math.min(100, (res / t.size) * 100) : NaN

@@ -180,7 +180,8 @@ export class DirectReadStream extends Readable {
       ).catch(uncaught)
       return
     }
-    this.#core.pull().then(
+    // Chunks that never come back (no reuseChunks, no encoding) are handed over (see core.ts).
+    this.#core.pull(!this.#reuses() && this.readableEncoding === null).then(
       (chunk) => {
         if (this.destroyed) return
         this.push(chunk)

@@ -66,7 +66,8 @@ function readableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Re
     },
     async pull(controller: ReadableByteStreamController) {
       if (leftover === null) {
-        const chunk = await core.pull().catch(failed)
+        // A default reader's chunk is handed over (enqueued, never back); a BYOB read copies it out.
+        const chunk = await core.pull(!controller.byobRequest).catch(failed)
         if (chunk === null) {
           await teardown()
           controller.close()

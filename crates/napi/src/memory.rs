@@ -189,6 +189,51 @@ pub unsafe fn external_buffer(
     Ok(Some(ab))
 }
 
+/// A new external ArrayBuffer over the first `len` bytes of `alloc`'s memory, holding one more
+/// reference to `alloc` until V8 finalizes it (so the memory stays allocated while it lives).
+/// `None`: the runtime refused (its error info is consumed).
+///
+/// # Safety
+/// `env` must be the live env of the current call; `len <= alloc.len()`.
+pub(crate) unsafe fn wrap_again(
+    env: sys::napi_env,
+    alloc: &Arc<Alloc>,
+    len: usize,
+) -> Option<sys::napi_value> {
+    let hint = Box::into_raw(Box::new(alloc.clone()));
+    let mut ab = ptr::null_mut();
+    // SAFETY: the memory stays valid until finalize_alloc drops the hint's Arc; env is live;
+    // len is within the allocation (caller's contract).
+    let made = unsafe {
+        check!(napi_create_external_arraybuffer(
+            env,
+            alloc.ptr() as *mut c_void,
+            len,
+            Some(finalize_alloc),
+            hint as *mut c_void,
+            &mut ab,
+        ))
+    };
+    if made.is_err() {
+        // SAFETY: hint came from Box::into_raw above and was not handed over.
+        drop(unsafe { Box::from_raw(hint) });
+        let mut info = ptr::null();
+        // SAFETY: consumes the error info of the refused call.
+        let _ = unsafe { check!(napi_get_last_error_info(env, &mut info)) };
+        return None;
+    }
+    Some(ab)
+}
+
+/// Runs V8's young-generation check (see [`nudge_young_gc`]) from outside this module.
+///
+/// # Safety
+/// `env` must be the live env of the current call.
+pub(crate) unsafe fn check_young(env: sys::napi_env) {
+    // SAFETY: forwarded contract.
+    unsafe { nudge_young_gc(env) }
+}
+
 /// Pointer and byte length of a view, as the engine saw them at one moment.
 pub struct View {
     pub ptr: *mut u8,

@@ -101,3 +101,86 @@ unsafe fn copy_streaming(dst: *mut u8, src: *const u8, n: usize) {
         std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), n - i);
     }
 }
+
+/// Hands a read stream's completed chunk over to its consumer as a new ArrayBuffer over the same
+/// odirect memory, detaching `ab` (the ArrayBuffer the read went into), and makes V8 count the
+/// chunk `1 + pressure` times towards its young-generation trigger until its next young
+/// collection. Returns the new ArrayBuffer, or `null` when `ab` is not a whole odirect
+/// allocation or the runtime refuses (the caller then hands over `ab` itself).
+///
+/// Why: V8 collects its young generation when its young ArrayBuffers hold 32 MiB
+/// (`Heap::AllocateExternalBackingStore`: `2 * DefaultMaxSemiSpaceSize()`, a constant that
+/// `--max-semi-space-size` does not move), so a default-mode read stream, whose consumer drops
+/// each chunk, kept about 32 MiB of dropped chunks before they were freed. Counting a chunk more
+/// makes that collection come sooner; but then the chunks still being read (ArrayBuffers since
+/// their allocation) survived two collections and were promoted to the old generation, whose
+/// garbage only a full collection frees (measured: 63-107 MiB). Here the ArrayBuffer that lived
+/// through the read is detached at hand-over, which drops its reference to the memory at once
+/// whatever generation it reached; the consumer gets a new, young one: only what consumers hold
+/// or dropped is young, and what they drop goes at the next young collection.
+#[napi(ts_return_type = "ArrayBuffer | null")]
+pub fn hand_over<'e>(env: &'e Env, ab: Unknown, pressure: f64) -> napi::Result<Unknown<'e>> {
+    let raw = env.raw();
+    // SAFETY: env and ab are live handles of this call.
+    let v = match unsafe { hand_over_raw(raw, ab.raw(), pressure) } {
+        Some(v) => v,
+        None => {
+            let mut n = std::ptr::null_mut();
+            // SAFETY: live env.
+            if unsafe { napi::sys::napi_get_null(raw, &mut n) } != napi::sys::Status::napi_ok {
+                return Err(napi::Error::from_reason("napi_get_null failed"));
+            }
+            n
+        }
+    };
+    // SAFETY: v is a live value created on env in this call.
+    Ok(unsafe { Unknown::from_raw_unchecked(raw, v) })
+}
+
+/// # Safety
+/// `raw` and `ab` must be live handles of the current call.
+unsafe fn hand_over_raw(
+    raw: napi::sys::napi_env,
+    ab: napi::sys::napi_value,
+    pressure: f64,
+) -> Option<napi::sys::napi_value> {
+    let mut is = false;
+    // SAFETY: env and ab are live handles of this call.
+    if unsafe { napi::sys::napi_is_arraybuffer(raw, ab, &mut is) } != napi::sys::Status::napi_ok
+        || !is
+    {
+        return None;
+    }
+    // SAFETY: as above.
+    let v = unsafe { memory::view(raw, ab) }.ok()?;
+    let alloc = memory::lookup(v.ptr as usize, v.len)?;
+    if v.ptr != alloc.ptr() || v.len == 0 {
+        return None;
+    }
+    // SAFETY: env is this call's; v.len <= alloc.len() (lookup found the range inside it).
+    let fresh = unsafe { memory::wrap_again(raw, &alloc, v.len) }?;
+    // SAFETY: env and ab are live; a refusal (not detachable) leaves `ab` as it was.
+    if unsafe { napi::sys::napi_detach_arraybuffer(raw, ab) } != napi::sys::Status::napi_ok {
+        let mut info = std::ptr::null();
+        // SAFETY: consumes the error info of the refused call; `fresh` is garbage now.
+        let _ = unsafe { napi::sys::napi_get_last_error_info(raw, &mut info) };
+        return None;
+    }
+    // At most 8 more counts (an A/B knob; 2 already starts V8's incremental marking).
+    let mut left = if pressure.is_finite() && pressure > 0.0 {
+        (pressure.min(8.0) * v.len as f64) as usize
+    } else {
+        0
+    };
+    while left > 0 {
+        let n = left.min(v.len);
+        // Garbage at once (its handle goes with this call): young external bytes until the next
+        // young collection frees it, holding a reference to the memory until then.
+        // SAFETY: env is this call's; n <= v.len <= alloc.len().
+        let _ = unsafe { memory::wrap_again(raw, &alloc, n) };
+        left -= n;
+    }
+    // SAFETY: env is this call's.
+    unsafe { memory::check_young(raw) };
+    Some(fresh)
+}
