@@ -555,6 +555,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           await signalsIn()
           const took = ` (${((Date.now() - tc) / 1000).toFixed(1)} s)`
           if (out.ok) {
+            out.result.round = r
             cell.runs.push(out.result)
             const cpu = Number.isFinite(out.result.cpuUsPerOp) ? `, ${out.result.cpuUsPerOp.toFixed(1)} µs CPU/op` : ''
             log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${fmtValue(w, figure(w, out.result))}, p50 ${out.result.p50.toFixed(1)} µs, p99 ${out.result.p99.toFixed(1)} µs${cpu}${took}`)
@@ -590,6 +591,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
                 cell.skipped = out
                 log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: skipped: ${out}`)
               } else {
+                out.round = r
                 cell.runs.push(out)
                 log(`[${sdone}/${stotal}] ${w.id} ${streamEngineLabel(w, cell.engine)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
               }
