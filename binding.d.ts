@@ -28,9 +28,12 @@ export declare class NativeEngine {
    * take them (the batch is forgotten all the same). `latency`, a Float64Array of
    * `LATENCY_BUCKETS + 3` numbers, receives the latencies of the ops reaped: how many fell
    * in each bucket of the `Histogram`, then their count, sum (us) and maximum (left as it is
-   * when it is not such an array).
+   * when it is not such an array). `ranges`, a Float64Array of at least twice the batch's
+   * length (or anything else: left alone), receives each op's file position and length
+   * (position of op i at 2i, length at 2i + 1): JS asks for them only when it needs them
+   * (errors, dropping a buffered file's cache), instead of copying the arrays at each call.
    */
-  batchTake(id: number, results: unknown, latency: unknown): number
+  batchTake(id: number, results: unknown, latency: unknown, ranges: unknown): number
   /**
    * `callback(results: Float64Array, count: number)` receives `count` (id, result,
    * latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.

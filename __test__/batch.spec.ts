@@ -348,18 +348,30 @@ fxTest(`[${BACKEND}] loop device with 4096-byte sectors: 512-byte ops refused be
   t.is(fh.stats().ops, 0)
   const end = fx.sizeBytes
   const results = new Int32Array(3)
-  const e = await t.throwsAsync(fh.writeMany({ memory, offsets: new Uint32Array([0, UNIT, 2 * UNIT]), lengths: new Uint32Array(3).fill(UNIT), positions: new Float64Array([0, end, end - UNIT]), results }), { code: 'ENOSPC' })
-  const each = (e as unknown as { results: ReadonlyArray<number | { code: string; position?: number }> }).results
+  const arrays = { memory, offsets: new Uint32Array([0, UNIT, 2 * UNIT]), lengths: new Uint32Array(3).fill(UNIT), positions: new Float64Array([0, end, end - UNIT]), results }
+  const pending = fh.writeMany(arrays)
+  // The batch reports the ops it was given, whatever the caller does with its arrays after the call.
+  arrays.positions.fill(0)
+  arrays.lengths.fill(1)
+  const e = await t.throwsAsync(pending, { code: 'ENOSPC' })
+  type Each = ReadonlyArray<number | { code: string; position?: number; length?: number }>
+  const each = (e as unknown as { results: Each }).results
   t.is(each[0], UNIT)
   t.is(typeof each[1] === 'object' && each[1].code, 'ENOSPC')
   t.is(typeof each[1] === 'object' && each[1].position, end)
+  t.is(typeof each[1] === 'object' && each[1].length, UNIT)
   t.is(each[2], UNIT)
   t.deepEqual([...results], [UNIT, -28, UNIT])
+  // BigInt64Array positions: the error's position is a number.
+  const big = await t.throwsAsync(fh.writeMany({ memory, offsets: new Uint32Array([0]), lengths: new Uint32Array([UNIT]), positions: new BigInt64Array([BigInt(end) + 4096n]) }), { code: 'ENOSPC' })
+  const bigEach = (big as unknown as { results: Each }).results
+  t.is(typeof bigEach[0] === 'object' && bigEach[0].position, end + 4096)
+  t.is(typeof bigEach[0] === 'object' && bigEach[0].length, UNIT)
   const back = fh.alloc(UNIT)
   const r = await fh.readMany({ memory: back, offsets: new Uint32Array([0]), lengths: new Uint32Array([UNIT]), positions: new Float64Array([end - UNIT]) })
   t.deepEqual([...r], [UNIT])
   t.is(back[100], 0xab)
-  t.is(fh.stats().errors, 1)
+  t.is(fh.stats().errors, 2)
 })
 
 test(`[${BACKEND}] getters run once, before anything is captured: one that detaches the memory is refused`, async (t) => {

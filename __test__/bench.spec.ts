@@ -16,6 +16,7 @@ const CLI = path.join(root, 'dist', 'cli.js')
 const req = createRequire(import.meta.url)
 const harness = req(path.join(root, 'dist', 'bench', 'harness.js')) as typeof import('../bench/harness')
 const huge = req(path.join(root, 'dist', 'bench', 'hugepages.js')) as typeof import('../bench/hugepages')
+const reportLib = req(path.join(root, 'dist', 'bench', 'report.js')) as typeof import('../bench/report')
 
 interface Row {
   workload: string
@@ -66,6 +67,29 @@ function bench(args: string[], env: NodeJS.ProcessEnv = process.env): { report: 
 }
 
 const fioInstalled = spawnSync('fio', ['--version']).status === 0
+
+test('bench report: every ratio pairs the two rows by round (median of per-round ratios), not the ratio of two medians', (t) => {
+  // Three rounds of 1 s, the machine's speed differing between them for every row. Per round,
+  // registered buffers did 1.10x, 1.10x, 0.80x what per op did: paired, 1.10x; the medians (152
+  // vs 190, from different rounds) would say 0.80x.
+  const w = harness.tmpfsWorkloads(4096, 64).find((x) => x.write)
+  if (w === undefined) return t.fail('no tmpfs random-write workload at QD 64')
+  const run = (ops: number, round: number | undefined): import('../bench/harness').RunResult => ({ ops, bytes: ops * 4096, seconds: 1, p50: 10, p99: 20, cpuPct: 100, cpuUsPerOp: 1e6 / ops, round })
+  const cell = (engine: import('../bench/harness').EngineId, ops: number[], rounds: (number | undefined)[]): import('../bench/report').Cell => ({ workload: w, engine, runs: ops.map((o, i) => run(o, rounds[i])) })
+  const find = (ts: import('../bench/report').Target[]): import('../bench/report').Target | undefined => ts.find((x) => x.name.includes('write') && x.name.includes('registered buffers vs odirect per op'))
+  const perOp = [300, 100, 190]
+  const reg = [330, 110, 152]
+  const sums = reportLib.summarize([cell('fio-io_uring', [400, 150, 200], [0, 1, 2]), cell('odirect', perOp, [0, 1, 2]), cell('odirect-registered', reg, [0, 1, 2])])
+  const target = find(reportLib.targets(sums))
+  t.regex(target?.figure ?? '', /^1\.100× \(median of 3 paired rounds/, target?.figure)
+  t.true(target?.met)
+  // The "vs best fio" column is paired the same way: odirect per op / fio per round 0.75, 0.667, 0.95.
+  t.is(sums.find((s) => s.engine === 'odirect')?.ratio.toFixed(4), (0.75).toFixed(4))
+  // Runs whose rounds do not meet are not paired; runs without rounds (an old report): the medians.
+  t.is(reportLib.pairedRatio([{ round: 0 }, { round: 2 }], [{ round: 1 }, { round: 2 }], () => 3, () => 2).rounds, 1)
+  const old = reportLib.summarize([cell('odirect', perOp, [undefined, undefined, undefined]), cell('odirect-registered', reg, [undefined, undefined, undefined])])
+  t.regex(find(reportLib.targets(old))?.figure ?? '', /^0\.800× \(152 IOPS vs 190 IOPS\)/)
+})
 
 // Serial: the runs that reserve huge pages do not overlap (each restores the pool it found).
 test.serial('bench --quick --json: every workload × engine row, streams and targets, each with a figure or a reason', (t) => {

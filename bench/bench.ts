@@ -558,6 +558,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           await signalsIn()
           const took = ` (${((Date.now() - tc) / 1000).toFixed(1)} s)`
           if (out.ok) {
+            out.result.round = r
             cell.runs.push(out.result)
             const cpu = Number.isFinite(out.result.cpuUsPerOp) ? `, ${out.result.cpuUsPerOp.toFixed(1)} µs CPU/op` : ''
             log(`[${done}/${total}] ${w.id} ${engineLabel(e)}: ${fmtValue(w, figure(w, out.result))}, p50 ${out.result.p50.toFixed(1)} µs, p99 ${out.result.p99.toFixed(1)} µs${cpu}${took}`)
@@ -593,6 +594,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
                 cell.skipped = out
                 log(`[${sdone}/${stotal}] ${w.id} ${streamRowLabel(w, cell)}: skipped: ${out}`)
               } else {
+                out.round = r
                 cell.runs.push(out)
                 log(`[${sdone}/${stotal}] ${w.id} ${streamRowLabel(w, cell)}: ${out.mbps.toFixed(0)} MB/s, ${out.cpuPerGiB.toFixed(2)} s CPU/GiB, ${out.residentPct.toFixed(1)} % resident`)
               }

@@ -215,6 +215,8 @@ export interface RunResult {
    * throttles it: the guest's CPUs stop in bursts). Filled in by runEngine; NaN when unknown.
    */
   stealPct?: number
+  /** The round (0-based) this run belongs to: every engine runs once per round, interleaved (set by bench.ts; report.ts pairs ratios by it). */
+  round?: number
 }
 
 /** [steal, total] jiffies from /proc/stat, or undefined off Linux. */

@@ -6,7 +6,7 @@ import * as path from 'node:path'
 
 import { type EngineId, engineLabel, FIO_PEERS, fmtSize, isVariant, type MachineFacts, type Place, type RunResult, type VariantId, type Workload } from './harness'
 import { type ScalingRow, scalingTable } from './scaling'
-import { ODIRECT_STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, streamRowLabel, type StreamWorkload } from './streams'
+import { ODIRECT_STREAM_CHUNK, STREAM_DEPTH, STREAM_FIO, type StreamCell, type StreamEngineId, streamEngineLabel, streamRowLabel, type StreamRun, type StreamWorkload } from './streams'
 
 export interface Cell {
   workload: Workload
@@ -49,6 +49,8 @@ export interface Summary {
   fioRef?: EngineId
   /** value / the value of plain fio io_uring (malloc'ed buffers) for the same workload. */
   ratioIoUring: number
+  /** The runs the medians come from (each with its round, for paired ratios). */
+  runs: readonly RunResult[]
 }
 
 export interface Options {
@@ -79,6 +81,33 @@ export function median(xs: number[]): number {
   if (s.length === 0) return NaN
   const m = s.length >> 1
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** A run's round: engines are interleaved within a round, so runs of one round met the same machine. */
+interface Rounded {
+  round?: number
+}
+
+/**
+ * The ratio a / b of two rows measured in the same rounds: the median of the per-round ratios
+ * (`pickA(run of a) / pickB(run of b)` of each round both have a figure for), so a round where
+ * the machine was slower for both counts once, as a ratio, instead of moving each side's median
+ * on its own. Runs without a round (a report from before rounds were recorded) fall back to the
+ * ratio of the medians. `rounds`: how many rounds were paired (0: the fallback).
+ */
+export function pairedRatio<A extends Rounded, B extends Rounded>(a: readonly A[], b: readonly B[], pickA: (r: A) => number, pickB: (r: B) => number): { ratio: number; rounds: number } {
+  const byRound = new Map<number, B>()
+  for (const r of b) if (r.round !== undefined) byRound.set(r.round, r)
+  const rs: number[] = []
+  for (const r of a) {
+    const other = r.round === undefined ? undefined : byRound.get(r.round)
+    if (other === undefined) continue
+    const x = pickA(r)
+    const y = pickB(other)
+    if (Number.isFinite(x) && Number.isFinite(y) && y > 0) rs.push(x / y)
+  }
+  if (rs.length > 0) return { ratio: median(rs), rounds: rs.length }
+  return { ratio: median(a.map(pickA)) / median(b.map(pickB)), rounds: 0 }
 }
 
 /** The median CPU µs/op of each thread group over the runs that report it. */
@@ -127,17 +156,27 @@ export function bestFio<T extends { engine: string; skipped?: string }>(rows: re
   return best
 }
 
-/** Each row's ratio to the best fio row of its workload (and that row's engine), and to plain fio io_uring. */
-function fioRatios<T extends { workload: { id: string }; engine: string; skipped?: string; ratio: number; ratioIoUring: number; fioRef?: string }>(rows: T[], peers: readonly string[], value: (s: T) => number): void {
+/**
+ * Each row's ratio to the best fio row of its workload (and that row's engine), and to plain fio
+ * io_uring: the best fio row is chosen by its median (`value`), the ratio is paired by round
+ * (`pairedRatio` of `runValue`).
+ */
+function fioRatios<R extends Rounded, T extends { workload: { id: string }; engine: string; skipped?: string; ratio: number; ratioIoUring: number; fioRef?: string; runs: readonly R[] }>(
+  rows: T[],
+  peers: readonly string[],
+  value: (s: T) => number,
+  runValue: (s: T, r: R) => number,
+): void {
   for (const s of rows) {
     const same = rows.filter((x) => x.workload.id === s.workload.id)
+    const vs = (ref: T): number => pairedRatio(s.runs, ref.runs, (r) => runValue(s, r), (r) => runValue(ref, r)).ratio
     const ref = bestFio(same, peers, value)
     if (ref !== undefined) {
-      s.ratio = value(s) / value(ref)
+      s.ratio = vs(ref)
       s.fioRef = ref.engine
     }
     const uring = bestFio(same, ['fio-io_uring'], value)
-    if (uring !== undefined) s.ratioIoUring = value(s) / value(uring)
+    if (uring !== undefined) s.ratioIoUring = vs(uring)
   }
 }
 
@@ -168,9 +207,10 @@ export function summarize(cells: Cell[]): Summary[] {
       stealPct: median(c.runs.map((r) => r.stealPct ?? NaN)),
       ratio: NaN,
       ratioIoUring: NaN,
+      runs: c.runs,
     }
   })
-  fioRatios(out, FIO_PEERS, (s) => s.value)
+  fioRatios<RunResult, Summary>(out, FIO_PEERS, (s) => s.value, (s, r) => figure(s.workload, r))
   return out
 }
 
@@ -225,7 +265,16 @@ export interface Target {
   met?: boolean
 }
 
-/** odirect's performance goals, each judged on this run's medians (or marked not measured). */
+/** A figure of a row a goal compares: its median (the Summary's) and its value in one run. */
+type Fig = 'value' | 'p50' | 'p99' | 'cpu'
+const FIG: Record<Fig, { median: (s: Summary) => number; run: (s: Summary, r: RunResult) => number }> = {
+  value: { median: (s) => s.value, run: (s, r) => figure(s.workload, r) },
+  p50: { median: (s) => s.p50, run: (_, r) => r.p50 },
+  p99: { median: (s) => s.p99, run: (_, r) => r.p99 },
+  cpu: { median: (s) => s.cpuUsPerOp, run: (_, r) => r.cpuUsPerOp },
+}
+
+/** odirect's performance goals, each judged on this run's rounds (or marked not measured). */
 export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[] {
   const out: Target[] = []
   const find = (pred: (w: Workload) => boolean, e: EngineId): Summary | undefined => sums.find((s) => pred(s.workload) && s.engine === e)
@@ -238,15 +287,18 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     return 'not measured (workload or engine not selected)'
   }
   const ok = (...xs: (Summary | undefined)[]): boolean => xs.every((x) => x !== undefined && x.skipped === undefined)
-  const ratio = (name: string, goal: number, a: Summary | undefined, b: Summary | undefined, pick: (s: Summary) => number, unit: (s: Summary, v: number) => string, lowerIsBetter = false): void => {
+  // Each goal's ratio pairs the two rows' runs by round (`pairedRatio`); the figures shown beside
+  // it are the rows' medians.
+  const ratio = (name: string, goal: number, a: Summary | undefined, b: Summary | undefined, fig: Fig, unit: (s: Summary, v: number) => string, lowerIsBetter = false): void => {
     const g = `${lowerIsBetter ? '≤' : '≥'} ${goal.toFixed(2)}×`
     if (!ok(a, b)) return void out.push({ name, goal: g, figure: why(a, b) })
-    const va = pick(a!)
-    const vb = pick(b!)
+    const va = FIG[fig].median(a!)
+    const vb = FIG[fig].median(b!)
     if (!Number.isFinite(va) || !Number.isFinite(vb) || vb <= 0) return void out.push({ name, goal: g, figure: 'not measured (no figure)' })
-    const r = va / vb
+    const { ratio: r, rounds } = pairedRatio(a!.runs, b!.runs, (x) => FIG[fig].run(a!, x), (x) => FIG[fig].run(b!, x))
     const which = FIO_PEERS.includes(b!.engine) ? `; ${engineLabel(b!.engine)}` : ''
-    out.push({ name, goal: g, figure: `${fmtRatio3(r)} (${unit(a!, va)} vs ${unit(b!, vb)}${which})`, met: lowerIsBetter ? r <= goal : r >= goal })
+    const how = rounds > 0 ? `median of ${rounds} paired rounds; medians ` : ''
+    out.push({ name, goal: g, figure: `${fmtRatio3(r)} (${how}${unit(a!, va)} vs ${unit(b!, vb)}${which})`, met: lowerIsBetter ? r <= goal : r >= goal })
   }
   const rate = (s: Summary, v: number): string => fmtValue(s.workload, v)
   const us = (_: Summary, v: number): string => `${fmtLat(v)} µs`
@@ -257,14 +309,14 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
   for (const place of places) {
     const is = (w: Workload): boolean => w.place === place && w.random && !w.write && w.qd === 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random read, QD 1`
-    ratio(`${at(label, place)}: odirect per op p50 latency vs fio's`, 1.1, find(is, 'odirect'), fio(is, (s) => s.p50, true), (s) => s.p50, us, true)
+    ratio(`${at(label, place)}: odirect per op p50 latency vs fio's`, 1.1, find(is, 'odirect'), fio(is, (s) => s.p50, true), 'p50', us, true)
   }
   // Tail latency at depth: no worse than node:fs at the same depth (issue 19).
   for (const place of places) {
     for (const write of [false, true]) {
       const is = (w: Workload): boolean => w.place === place && w.random && w.write === write && w.qd > 1
       const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
-      ratio(`${at(label, place)}: odirect per op p99 latency vs node:fs's`, 1, find(is, 'odirect'), find(is, 'node-fs'), (s) => s.p99, us, true)
+      ratio(`${at(label, place)}: odirect per op p99 latency vs node:fs's`, 1, find(is, 'odirect'), find(is, 'node-fs'), 'p99', us, true)
     }
   }
   // Depth 64 on tmpfs.
@@ -272,28 +324,28 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     const is = (w: Workload): boolean => w.place === 'tmpfs' && w.random && w.write === write && w.qd > 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
     const perOp = find(is, 'odirect')
-    ratio(`${at(label, 'tmpfs')}: odirect per op vs fio`, 0.8, perOp, fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'tmpfs')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 0.8, find(is, 'odirect-batch'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'tmpfs')}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, (s) => s.value, rate)
+    ratio(`${at(label, 'tmpfs')}: odirect per op vs fio`, 0.8, perOp, fio(is), 'value', rate)
+    ratio(`${at(label, 'tmpfs')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 0.8, find(is, 'odirect-batch'), fio(is), 'value', rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), 'value', rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), 'value', rate)
+    ratio(`${at(label, 'tmpfs')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), 'value', rate)
+    ratio(`${at(label, 'tmpfs')}: odirect registered buffers vs odirect per op`, 1, find(is, 'odirect-registered'), perOp, 'value', rate)
   }
   // Depth 64 on the disk.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'disk' && w.random && w.write === write && w.qd > 1
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
-    ratio(`${at(label, 'disk')}: odirect per op vs fio`, 0.95, find(is, 'odirect'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'disk')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 1.0, find(is, 'odirect-batch'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), (s) => s.value, rate)
-    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect per op vs fio`, 0.95, find(is, 'odirect'), fio(is), 'value', rate)
+    ratio(`${at(label, 'disk')}: odirect ${write ? 'writeMany' : 'readMany'} vs fio`, 1.0, find(is, 'odirect-batch'), fio(is), 'value', rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (window) vs fio`, 1.0, find(is, 'odirect-batch-typed'), fio(is), 'value', rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (2 lanes) vs fio`, 1.0, find(is, 'odirect-batch-lanes'), fio(is), 'value', rate)
+    ratio(`${at(label, 'disk')}: odirect typed ${write ? 'writeMany' : 'readMany'} (queue in a BatchWindow) vs fio`, 1.0, find(is, 'odirect-batch-queue'), fio(is), 'value', rate)
   }
   // Sequential.
   for (const write of [false, true]) {
     const is = (w: Workload): boolean => w.place === 'disk' && !w.random && w.write === write
     const label = sums.find((s) => is(s.workload))?.workload.label ?? `sequential ${write ? 'write' : 'read'}`
-    ratio(`${at(label, 'disk')}: odirect per op vs fio`, 0.95, find(is, 'odirect'), fio(is), (s) => s.value, rate)
+    ratio(`${at(label, 'disk')}: odirect per op vs fio`, 0.95, find(is, 'odirect'), fio(is), 'value', rate)
   }
   // Streams (issue 19): throughput vs fio, CPU vs node:fs's stream, RSS growth.
   const stream = (id: string, eng: StreamEngineId): StreamSummary | undefined => streams.find((x) => x.workload.id === id && x.engine === eng && x.variant === undefined)
@@ -323,7 +375,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
       const ref = bestFio(streams.filter((x) => x.workload.id === id), STREAM_FIO, (x) => x.mbps)
       streamRow(`${what} vs fio`, '≥ 0.90×', a, (x) => {
         if (ref === undefined || !Number.isFinite(x.mbps / ref.mbps)) return undefined
-        const r = x.mbps / ref.mbps
+        const r = pairedRatio(x.runs, ref.runs, (y) => y.mbps, (y) => y.mbps).ratio
         return [`${fmtRatio3(r)} (${num(x.mbps)} vs ${num(ref.mbps)} MB/s; ${streamEngineLabel(ref.workload, ref.engine).replace(/ \(.*$/, '')})`, r >= 0.9]
       })
     }
@@ -341,7 +393,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     for (const write of [false, true]) {
       const is = (w: Workload): boolean => w.place === place && w.random && w.write === write && w.qd > 1
       const label = sums.find((s) => is(s.workload))?.workload.label ?? `random ${write ? 'write' : 'read'}, deep QD`
-      ratio(`${at(label, place)}: odirect per op CPU µs/op vs fio's`, 2, find(is, 'odirect'), fio(is, (s) => s.cpuUsPerOp, true), (s) => s.cpuUsPerOp, cpu, true)
+      ratio(`${at(label, place)}: odirect per op CPU µs/op vs fio's`, 2, find(is, 'odirect'), fio(is, (s) => s.cpuUsPerOp, true), 'cpu', cpu, true)
     }
   }
   return out
@@ -437,11 +489,14 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   Typed arrays: the same with \`fh.readMany({ memory, offsets, lengths, positions, results }, { window: QD })\` over one
   \`fh.alloc\` region (the engine refills the window at reap time; one promise per call). "2 lanes of QD/2": two such
   calls of QD/2 ops each in flight at once, each lane starting its next call when its last one resolved.
-- "vs best fio" divides each median by the median of the best fio configuration of the same
-  workload in this run: the highest of fio io_uring, fio io_uring with huge pages and fio libaio
-  (the row marked "(ref)"). The performance goals compare with fio the same way, each with the
-  fio configuration best at that figure (highest rate; lowest p50 latency or CPU per op), and
-  name it. The JSON report has both \`ratioToFio\` (with \`fioReference\`) and
+- "vs best fio" compares each row with the best fio configuration of the same workload in this
+  run: the highest median of fio io_uring, fio io_uring with huge pages and fio libaio (the row
+  marked "(ref)"). Every ratio (this column, the performance goals, "vs odirect per op", CPU vs
+  node:fs) is paired: the median over rounds of the two rows' ratio within the round (every
+  engine runs once per round, interleaved), so a slow moment of the machine weighs on both sides
+  of one ratio instead of moving each median on its own. The performance goals compare with fio
+  the same way, each with the fio configuration best at that figure (highest rate; lowest p50
+  latency or CPU per op), and name it, with both rows' medians. The JSON report has both \`ratioToFio\` (with \`fioReference\`) and
   \`ratioToFioIoUring\` (to plain fio io_uring).`
 
 /** Keeps a hand-written block (notes, profile) of an existing report. */
@@ -740,6 +795,8 @@ export interface StreamSummary {
   /** Median CPU seconds per GiB, and its ratio to node:fs's stream doing the same job (1 MiB highWaterMark for reads). */
   cpuPerGiB: number
   cpuRatio: number
+  /** The runs the medians come from (each with its round, for paired ratios). */
+  runs: readonly StreamRun[]
 }
 
 /** The node:fs engine a stream row's CPU is compared with. */
@@ -762,12 +819,13 @@ export function summarizeStreams(cells: StreamCell[]): StreamSummary[] {
       ratioIoUring: NaN,
       cpuPerGiB: median(c.runs.map((r) => r.cpuPerGiB)),
       cpuRatio: NaN,
+      runs: c.runs,
     }
   })
-  fioRatios(out, STREAM_FIO, (s) => s.mbps)
+  fioRatios<StreamRun, StreamSummary>(out, STREAM_FIO, (s) => s.mbps, (_, r) => r.mbps)
   for (const s of out) {
     const peer = out.find((x) => x.workload.id === s.workload.id && x.engine === fsPeer(s) && x.variant === undefined)
-    if (peer && Number.isFinite(peer.cpuPerGiB) && peer.cpuPerGiB > 0) s.cpuRatio = s.cpuPerGiB / peer.cpuPerGiB
+    if (peer && Number.isFinite(peer.cpuPerGiB) && peer.cpuPerGiB > 0) s.cpuRatio = pairedRatio(s.runs, peer.runs, (r) => r.cpuPerGiB, (r) => r.cpuPerGiB).ratio
   }
   return out
 }

@@ -89,6 +89,8 @@ export interface StreamRun {
   residentPct: number
   /** Peak RSS during the pass minus RSS before it, MiB (JS engines: a fresh process per run, no forced GC). NaN when unknown. */
   rssGrowthMiB: number
+  /** The round (0-based) this run belongs to (see RunResult.round). */
+  round?: number
 }
 
 export interface StreamCell {

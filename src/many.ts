@@ -324,9 +324,9 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   if (d.signal?.aborted) return Promise.reject(abortError(d.signal, { syscall, path: io.file.path }))
   const mem = memory as ArrayBufferView | ArrayBuffer
   const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
-  // The batch keeps its own copy of the lengths and positions for its stats and errors: the
-  // caller may change or transfer the arrays once the call returns (the engine copied them too).
-  const batch = new ArraysBatch(io, d, new Uint32Array(lengths), big ? new BigInt64Array(positions as BigInt64Array) : new Float64Array(positions as Float64Array), out)
+  // The caller may change or transfer the arrays once the call returns: the engine copied the
+  // ops, and gives their positions and lengths back when the batch needs them (errors, cache).
+  const batch = new ArraysBatch(io, d, n, out)
   const group = windowId(d.shared)
   const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, group === 0 ? Math.min(n, d.window) : d.window, memAlign, flags, group, batch)
   if (id === native.BatchCode.NotOwned) {
@@ -390,8 +390,8 @@ class ArraysBatch implements OpSink {
   constructor(
     readonly io: HandleIo,
     readonly d: ArraysDesc,
-    readonly lengths: Uint32Array,
-    readonly positions: Float64Array | BigInt64Array,
+    /** How many ops. */
+    readonly n: number,
     readonly results: Int32Array,
   ) {
     this.promise = new Promise<Int32Array>((resolve, reject) => {
@@ -417,13 +417,17 @@ class ArraysBatch implements OpSink {
 
   /** The whole batch completed (`failed` ops failed; the mean latency per op is not used: batchTake gives each op's). */
   settle(failed: number): void {
-    const { io, d, results } = this
-    const n = this.lengths.length
+    const { io, d, results, n } = this
+    const f = io.file
     unlisten(d.signal, this.#onAbort)
     if (d.write) io.writeDone(this.#seq)
     const lat = (latencyStats ??= new Float64Array(BUCKETS + 3))
     lat[BUCKETS] = 0
-    const taken = io.engine.native.batchTake(this.#id, results, lat)
+    // Each op's position and length (2i, 2i + 1), from the engine: only for errors and for
+    // dropping a buffered file's cache.
+    const dropping = !f.direct && !f.uncached && f.fallbackReason !== ''
+    const ranges = failed > 0 || dropping ? new Float64Array(2 * n) : undefined
+    const taken = io.engine.native.batchTake(this.#id, results, lat, ranges)
     const s = io.stats
     let bytes = 0
     for (let i = 0; i < n; i++) if (results[i] > 0) bytes += results[i]
@@ -437,26 +441,21 @@ class ArraysBatch implements OpSink {
       s.bytesRead += bytes
     }
     io.latency.addCounted(lat)
-    const f = io.file
-    if (!f.direct && !f.uncached && f.fallbackReason !== '') for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(this.#position(i), results[i])
+    if (ranges !== undefined && dropping) for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(ranges[2 * i], results[i])
     io.release()
     const syscall = d.write ? 'write' : 'read'
     if (taken < 0) {
       return this.#reject(misuse('ERR_ODIRECT_DETACHED', `${syscall}Many: results was detached or shrunk while the batch ran; the ops' results are lost (the data moved)`, 'do not transfer the results array while the batch runs', { syscall, path: f.path }))
     }
     if (failed === 0) return this.#resolve(results)
+    const at = ranges as Float64Array
     const each: Array<number | DirectIoError> = []
     for (let i = 0; i < n; i++) {
       const r = results[i]
-      const ctx = { syscall, path: f.path, position: this.#position(i), length: this.lengths[i] } as const
+      const ctx = { syscall, path: f.path, position: at[2 * i], length: at[2 * i + 1] } as const
       each.push(r >= 0 ? r : this.#aborted && r === -E.ECANCELED ? abortError(d.signal as AbortSignal, ctx) : kernelError(-r, ctx))
     }
     this.#reject(manyError(each, failed, syscall, f.path, this.#aborted ? d.signal : undefined))
-  }
-
-  #position(i: number): number {
-    const p = this.positions[i]
-    return typeof p === 'bigint' ? Number(p) : p
   }
 }
 

@@ -356,19 +356,37 @@ unsafe fn typed(env: sys::napi_env, v: sys::napi_value) -> Option<(i32, *const u
     Some((ty, data as *const u8, if data.is_null() { 0 } else { len }))
 }
 
-/// A copy of `n` 4- or 8-byte elements at `data` (a typed array's, read once).
+/// Element `i` of a typed array's data at `data`.
 ///
 /// # Safety
-/// `data` points to at least `n` elements of `T`, aligned for `T`.
-unsafe fn copy_of<T: Copy + Default>(data: *const u8, n: usize) -> Vec<T> {
-    let mut v = vec![T::default(); n];
-    // SAFETY: forwarded contract; v has room for n elements.
-    unsafe { ptr::copy_nonoverlapping(data as *const T, v.as_mut_ptr(), n) };
-    v
+/// `data` points to more than `i` elements of `T`, aligned for `T`.
+unsafe fn element<T: Copy>(data: *const u8, i: usize) -> T {
+    // SAFETY: forwarded contract.
+    unsafe { ptr::read((data as *const T).add(i)) }
+}
+
+/// A position as a file offset: a whole number from 0 to 2^53 - 1 (Float64Array), or from 0 to
+/// 2^63 - 1 (BigInt64Array / BigUint64Array).
+fn position_of(ty: i32, data: *const u8, i: usize) -> Option<u64> {
+    use sys::TypedarrayType as T;
+    match ty {
+        T::float64_array => {
+            // SAFETY: the caller's positions array has more than i elements of this type.
+            let x: f64 = unsafe { element(data, i) };
+            ((0.0..=9_007_199_254_740_991.0).contains(&x) && x.fract() == 0.0).then_some(x as u64)
+        }
+        T::bigint64_array | T::biguint64_array => {
+            // SAFETY: as above.
+            let x: u64 = unsafe { element(data, i) };
+            (x <= i64::MAX as u64).then_some(x)
+        }
+        _ => None,
+    }
 }
 
 /// The ops of a batch, checked against the region of `region_len` bytes at `base` (code on
-/// refusal).
+/// refusal). Each element of the three arrays is read once, straight into the op (no copy of
+/// the arrays first: this runs on every call, before its first op can start).
 ///
 /// # Safety
 /// `env` and the values are live handles of the current call.
@@ -398,35 +416,12 @@ unsafe fn ops_of(
     if ln != n || pn != n {
         return Err(BatchCode::BadArrays);
     }
-    // SAFETY: typed arrays of n elements of these types (checked above).
-    let (offs, lens) = unsafe { (copy_of::<u32>(od, n), copy_of::<u32>(ld, n)) };
-    let pos: Vec<u64> = match pt {
-        // SAFETY: as above.
-        T::float64_array => unsafe { copy_of::<f64>(pd, n) }
-            .into_iter()
-            .map(|x| {
-                if (0.0..=9_007_199_254_740_991.0).contains(&x) && x.fract() == 0.0 {
-                    Ok(x as u64)
-                } else {
-                    Err(BatchCode::BadArrays)
-                }
-            })
-            .collect::<std::result::Result<_, _>>()?,
-        // SAFETY: as above.
-        T::bigint64_array | T::biguint64_array => unsafe { copy_of::<u64>(pd, n) }
-            .into_iter()
-            .map(|x| {
-                if x <= i64::MAX as u64 {
-                    Ok(x)
-                } else {
-                    Err(BatchCode::BadArrays)
-                }
-            })
-            .collect::<std::result::Result<_, _>>()?,
-        _ => return Err(BatchCode::BadArrays),
-    };
     let mut ops = Vec::with_capacity(n);
-    for ((off, len), pos) in offs.into_iter().zip(lens).zip(pos) {
+    for i in 0..n {
+        // SAFETY: typed arrays of n elements of these types (checked above); no JS runs
+        // during this loop.
+        let (off, len): (u32, u32) = unsafe { (element(od, i), element(ld, i)) };
+        let pos = position_of(pt, pd, i).ok_or(BatchCode::BadArrays)?;
         let end = off as usize + len as usize;
         if len == 0 || len > crate::consts::MAX_IO_LENGTH || end > region_len {
             return Err(BatchCode::OutOfRange);
@@ -551,9 +546,19 @@ impl NativeEngine {
     /// take them (the batch is forgotten all the same). `latency`, a Float64Array of
     /// `LATENCY_BUCKETS + 3` numbers, receives the latencies of the ops reaped: how many fell
     /// in each bucket of the `Histogram`, then their count, sum (us) and maximum (left as it is
-    /// when it is not such an array).
+    /// when it is not such an array). `ranges`, a Float64Array of at least twice the batch's
+    /// length (or anything else: left alone), receives each op's file position and length
+    /// (position of op i at 2i, length at 2i + 1): JS asks for them only when it needs them
+    /// (errors, dropping a buffered file's cache), instead of copying the arrays at each call.
     #[napi]
-    pub fn batch_take(&self, env: Env, id: f64, results: Unknown, latency: Unknown) -> Result<f64> {
+    pub fn batch_take(
+        &self,
+        env: Env,
+        id: f64,
+        results: Unknown,
+        latency: Unknown,
+        ranges: Unknown,
+    ) -> Result<f64> {
         let b = (id as u32).wrapping_sub(BATCH_BASE);
         let Some(batch) = self.with(|e| {
             let batch = e.batches.slots.get_mut(b as usize).and_then(|s| {
@@ -584,6 +589,20 @@ impl NativeEngine {
                 out[buckets] = batch.reaped as f64;
                 out[buckets + 1] = batch.lat_sum;
                 out[buckets + 2] = batch.lat_max;
+            }
+        }
+        // SAFETY: live handles of this call.
+        if let Some((sys::TypedarrayType::float64_array, data, len)) =
+            unsafe { typed(env.raw(), ranges.raw()) }
+        {
+            if len >= 2 * batch.ops.len() {
+                // SAFETY: a Float64Array of at least 2 x ops elements (checked now; no JS runs
+                // during the writes).
+                let out = unsafe { std::slice::from_raw_parts_mut(data as *mut f64, len) };
+                for (o, op) in out.chunks_exact_mut(2).zip(&batch.ops) {
+                    o[0] = op.pos as f64;
+                    o[1] = op.len as f64;
+                }
             }
         }
         // SAFETY: live handles of this call.
