@@ -353,7 +353,8 @@ export class FileHandle extends EventEmitter {
       shape,
       result,
       implicit,
-      submit: (sink) => io.flagged(io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink), flags),
+      // Flags given at staging, nothing linked after: a lone op is submitted in this call.
+      submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), true),
     })
     if (implicit) io.position += len
     return p

@@ -960,8 +960,14 @@ unsafe fn rounds(
         // Asked after the delivery: the flush at its end may have posted the next batch.
         let pending = shared.try_borrow().is_ok_and(|e| e.more());
         // Completions count whether they went to JS or refilled a native batch: rounds of a
-        // few (a trickle) cost two io_uring_enter each, more than a turn of the loop.
-        if !pending || r.is_err() || reaped < FULL_ROUND {
+        // few (a trickle) cost two io_uring_enter each, more than a turn of the loop. A few
+        // small ones (a depth-1 loop whose next op completed while this one was delivered) go
+        // on: reaping it now costs less than announcing it for the loop's next turn.
+        let few = reaped < FULL_ROUND
+            && !(reaped > 0
+                && pending
+                && shared.try_borrow_mut().is_ok_and(|mut e| e.small_round()));
+        if !pending || r.is_err() || few {
             return r;
         }
     }
