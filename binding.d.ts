@@ -115,6 +115,8 @@ export declare class NativeEngine {
   get waitStats(): Array<number>
   /** Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`). */
   get smallRounds(): number
+  /** Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`). */
+  get inlineReads(): number
   /** Reads/writes handed to the kernel in their own staging call (a lone op: see `rw`). */
   get aloneSubmits(): number
   /** io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring. */

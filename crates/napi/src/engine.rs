@@ -151,6 +151,12 @@ pub struct Inner {
     submit_alone: bool,
     /// Reads/writes submitted in their staging call (tests read it: `NativeEngine.aloneSubmits`).
     pub alone_submits: u64,
+    /// `ODIRECT_INLINE_TMPFS=1`: lone tmpfs reads made inline (see [`Inner::read_inline`]).
+    inline_tmpfs: bool,
+    /// A read made inline waits in `synthetic` for the flush to deliver it.
+    inline_done: bool,
+    /// Reads made inline (tests read it: `NativeEngine.inlineReads`).
+    pub inline_reads: u64,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
     round_bytes: u64,
     /// `ODIRECT_SMALL_ROUNDS=0`: a wake-up ends after any round of few completions, small or not.
@@ -361,6 +367,9 @@ impl Inner {
             submit_alone: std::env::var("ODIRECT_SUBMIT_ALONE").as_deref() != Ok("0"),
             alone_submits: 0,
             round_bytes: 0,
+            inline_tmpfs: std::env::var("ODIRECT_INLINE_TMPFS").as_deref() == Ok("1"),
+            inline_done: false,
+            inline_reads: 0,
             small_rounds: std::env::var("ODIRECT_SMALL_ROUNDS").as_deref() != Ok("0"),
             small_round_count: 0,
             poll_ring: false,
@@ -565,11 +574,66 @@ impl Inner {
         // A lone op: nothing else staged or in flight (a depth-1 loop's every op). The wait
         // of `waitMicros` happens in the flush, so it keeps the flush.
         if alone && self.submit_alone && self.inflight == 1 && self.wait_us == 0 {
+            if !write && rw_flags == 0 && self.read_inline(fd) {
+                // Done already: the flush JS schedules for it delivers it (`flush_waiting`).
+                return Ok(ticket);
+            }
             self.flush();
             self.alone_submits += 1;
             return Ok(ticket | crate::consts::TICKET_SUBMITTED);
         }
         Ok(ticket)
+    }
+
+    /// `ODIRECT_INLINE_TMPFS=1`: the lone read just staged, on a tmpfs/ramfs file, is made now
+    /// with pread(2) on this thread (io_uring hands every tmpfs read to an io-wq worker: shmem
+    /// has no non-blocking read, so each costs a worker wake-up and a completion back) and its
+    /// result queued for the flush to deliver in the same microtask checkpoint. Only within the
+    /// chain budget of the in-kernel waits (`WAIT_BUDGET`: then the loop's turn comes first).
+    /// A page of a swapped-out tmpfs file is read back on this thread (why it is opt-in).
+    fn read_inline(&mut self, fd: i32) -> bool {
+        if !self.inline_tmpfs || self.fds.facts(fd) & FD_INLINE == 0 || self.wait_spent {
+            return false;
+        }
+        if self.wait_since.is_some_and(|t| t.elapsed() > WAIT_BUDGET) {
+            self.wait_spent = true;
+            return false;
+        }
+        let Some(&k) = self.staged.last() else {
+            return false;
+        };
+        let Some(rec) = self.ops[k as usize].as_mut() else {
+            return false;
+        };
+        let OpKind::Read {
+            fd,
+            ptr,
+            len,
+            offset,
+            ..
+        } = rec.kind
+        else {
+            return false;
+        };
+        let r = loop {
+            // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
+            // buffer), held by `rec` until its completion is reaped.
+            let n = unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) };
+            if n >= 0 {
+                break n as i64;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                e => break -(e.unwrap_or(libc::EIO) as i64),
+            }
+        };
+        rec.submitted = true;
+        self.staged.pop();
+        self.synthetic.push((k as u64, r));
+        self.wait_since.get_or_insert_with(Instant::now);
+        self.inline_reads += 1;
+        self.inline_done = true;
+        true
     }
 
     /// Before a native batch stages one more read/write on `fd` (see `batch::stage_ops`): as
@@ -743,7 +807,8 @@ impl Inner {
     /// Never waits with more ops in flight, for an op on a descriptor whose ops may sleep (FUSE,
     /// NFS, FIFOs, sockets: `FD_MAY_BLOCK`), nor past the wait budget (`WAIT_BUDGET`).
     pub fn flush_waiting(&mut self) -> bool {
-        let waited = self.submit_staged(true);
+        // A read made inline (`read_inline`) waits in `synthetic`: delivered now.
+        let waited = self.submit_staged(true) || std::mem::take(&mut self.inline_done);
         if waited {
             self.waited_reaps += 1;
         }

@@ -490,6 +490,12 @@ impl NativeEngine {
         self.with(|e| e.small_round_count as f64)
     }
 
+    /// Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`).
+    #[napi(getter)]
+    pub fn inline_reads(&self) -> Result<f64> {
+        self.with(|e| e.inline_reads as f64)
+    }
+
     /// Reads/writes handed to the kernel in their own staging call (a lone op: see `rw`).
     #[napi(getter)]
     pub fn alone_submits(&self) -> Result<f64> {

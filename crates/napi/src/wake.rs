@@ -635,13 +635,15 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
         let Ok(mut e) = shared.try_borrow_mut() else {
             return Err(());
         };
+        // Only a read made inline to deliver: nothing signalled the eventfd for it.
+        let inline = e.staged() == 0;
         if !e.flush_waiting() {
             return Ok(());
         }
         // The ring posted the completion without signalling the eventfd when it could keep
         // quiet, and a polled ring never signals it: leave the eventfd alone (what another
         // driver signalled there wakes the loop, which reaps it).
-        e.ring_wake = e.quiet_now() || e.poll_ring;
+        e.ring_wake = e.quiet_now() || e.poll_ring || inline;
     }
     // SAFETY (block): on the JS thread inside a call (forwarded contract).
     unsafe {
