@@ -11,27 +11,11 @@ import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { patterned, UNIT } from './helpers/qd1.js'
+import { patterned, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('alone')
 
-/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves here). */
-function sqHeads(): number {
-  let sum = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    let link = ''
-    try {
-      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue
-    }
-    if (!link.includes('io_uring')) continue
-    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
-    if (m !== null) sum += Number(m[1])
-  }
-  return sum
-}
 
 const aloneSubmits = (): number => getEngine().native.aloneSubmits
 const smallRounds = (): number => getEngine().native.smallRounds

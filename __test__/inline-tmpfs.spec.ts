@@ -8,13 +8,11 @@
 // The switch is read once per process at the first engine's creation: set before any open().
 process.env.ODIRECT_INLINE_TMPFS = '1'
 
-import * as fs from 'node:fs'
-
 import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { patterned, readsOneAtATime, UNIT } from './helpers/qd1.js'
+import { patterned, readsOneAtATime, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('inline-tmpfs')
@@ -22,22 +20,6 @@ const N = 2000
 
 const inlineReads = (): number => getEngine().native.inlineReads
 
-/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves here). */
-function sqHeads(): number {
-  let sum = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    let link = ''
-    try {
-      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue
-    }
-    if (!link.includes('io_uring')) continue
-    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
-    if (m !== null) sum += Number(m[1])
-  }
-  return sum
-}
 
 for (const where of ['tmpfs', 'disk'] as const) {
   test.serial(`${where}: ${N} reads one at a time ${where === 'tmpfs' ? 'are made inline, not through the ring' : 'go through the ring'}`, async (t) => {

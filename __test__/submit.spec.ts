@@ -12,27 +12,12 @@ import * as fs from 'node:fs'
 import test from 'ava'
 
 import { open } from '../dist/index.js'
+import { sqHeads } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('submit')
 const UNIT = 4096
 
-/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves here). */
-function sqHeads(): number {
-  let sum = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    let link = ''
-    try {
-      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue
-    }
-    if (!link.includes('io_uring')) continue
-    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
-    if (m !== null) sum += Number(m[1])
-  }
-  return sum
-}
 
 for (const where of ['disk', 'tmpfs', 'disk, buffered'] as const) {
   test.serial(`${where}: 9 reads started in one tick: ${where === 'disk' ? '5 reach the kernel before the tick ends: the first alone, then a group of 4' : 'only the first (alone) reaches the kernel before the tick ends'}`, async (t) => {
