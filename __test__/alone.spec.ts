@@ -5,6 +5,7 @@
 // staged for the tick's end as before. And a wake-up whose round delivered a few small
 // completions goes on reaping when the next op's completion came in meanwhile (the engine's
 // count of such rounds), instead of announcing it for the loop's next turn; timers still fire.
+// An op with an AbortSignal is staged as before: aborted in the same tick, it never runs.
 import * as fs from 'node:fs'
 
 import test from 'ava'
@@ -45,6 +46,26 @@ for (const where of ['disk', 'tmpfs'] as const) {
     }
   })
 }
+
+test.serial('a lone write with a signal waits for the tick\'s end: aborted in the same tick, it never reaches the file', async (t) => {
+  const file = patterned(scratch(), 4)
+  const fh = await open(file, 'r+', { backend: 'io_uring' })
+  try {
+    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+    await fh.read(fh.alloc(UNIT), { position: 0 })
+    const [heads, alone] = [sqHeads(), aloneSubmits()]
+    const ac = new AbortController()
+    const w = fh.write(fh.alloc(UNIT).fill(0xee), { position: UNIT, signal: ac.signal })
+    t.is(sqHeads() - heads, 0, 'staged, not submitted')
+    t.is(aloneSubmits() - alone, 0)
+    ac.abort()
+    const e = await t.throwsAsync(w)
+    t.is((e as { code?: string }).code, 'ABORT_ERR')
+  } finally {
+    await fh.close()
+  }
+  t.true(fs.readFileSync(file).subarray(UNIT, 2 * UNIT).every((x) => x === 1), 'block 1 as it was')
+})
 
 test.serial('a lone write with { dsync: true } goes in its call with its flag, and lands', async (t) => {
   const file = patterned(scratch(), 4)
