@@ -1,6 +1,5 @@
-// Shared by the depth-1 specs (wake-ring, wait-hybrid, alone, inline-tmpfs, submit): a patterned
-// file, the ring's SQ head, the process's read(2) count, and a FIFO read that must let timers
-// fire while it is in flight.
+// Shared by the depth-1 wake-up specs (wake-ring, wait-hybrid): a patterned file, the process's
+// read(2) count, and a FIFO read that must let timers fire while it is in flight.
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 
@@ -9,23 +8,6 @@ import type { ExecutionContext } from 'ava'
 import { open } from '../../dist/index.js'
 
 export const UNIT = 4096
-
-/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves in a spec). */
-export function sqHeads(): number {
-  let sum = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    let link = ''
-    try {
-      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue
-    }
-    if (!link.includes('io_uring')) continue
-    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
-    if (m !== null) sum += Number(m[1])
-  }
-  return sum
-}
 
 /** read(2)-family calls made by this process so far (every thread). */
 export const readCalls = (): number => Number(/syscr:\s*(\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
@@ -87,4 +69,21 @@ export async function fifoReadLetsTimersFire(t: ExecutionContext, dir: string, s
     await fh.close()
     fs.closeSync(keep)
   }
+}
+
+/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves in a spec; alone, inline-tmpfs and submit specs). */
+export function sqHeads(): number {
+  let sum = 0
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    let link = ''
+    try {
+      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue
+    }
+    if (!link.includes('io_uring')) continue
+    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
+    if (m !== null) sum += Number(m[1])
+  }
+  return sum
 }
