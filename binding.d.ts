@@ -45,7 +45,7 @@ export declare class NativeEngine {
    * Captures `length` bytes of `view` from `offset` now and stages a read or write at
    * `position`. Returns the op id (>= 0) or a negative capture error code.
    */
-  rw(backend: number, write: boolean, fd: number, view: unknown, offset: number, length: number, position: number, memAlign: number): number
+  rw(backend: number, write: boolean, fd: number, view: unknown, offset: number, length: number, position: number, memAlign: number, rwFlags?: number | undefined | null, alone?: boolean | undefined | null): number
   /** readv / writev: captures every view (whole) now; all or none. */
   rwv(backend: number, write: boolean, fd: number, views: Array<unknown>, lengths: Array<number>, position: number, memAlign: number): number
   /**
@@ -116,6 +116,12 @@ export declare class NativeEngine {
   get waitMicros(): number
   /** [in-kernel waits made, those that found completions (delivered at once)]. */
   get waitStats(): Array<number>
+  /** Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`). */
+  get smallRounds(): number
+  /** Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`). */
+  get inlineReads(): number
+  /** Reads/writes handed to the kernel in their own staging call (a lone op: see `rw`). */
+  get aloneSubmits(): number
   /** io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring. */
   get ringSetup(): string
 }
@@ -361,6 +367,12 @@ export declare function syncDir(path: string): Promise<number>
  * when its memory goes through an aligned bounce buffer (not odirect's own aligned memory).
  */
 export declare const TICKET_SHIFT: number
+
+/**
+ * Added to a read/write's ticket when the call also handed the op to the kernel (a lone op, see
+ * `Inner::rw`): the caller need not schedule a flush for it. Op ids stay far below it.
+ */
+export declare const TICKET_SUBMITTED: number
 
 /** Takes a whole-file lock if free: 0, EAGAIN when another holder has it, or another errno. */
 export declare function tryLockFd(fd: number, exclusive: boolean): number

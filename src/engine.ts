@@ -34,6 +34,8 @@ const STRIDE: number = native.RESULT_STRIDE
 /** A staged read/write returns `(id << TICKET_SHIFT) | bounced` (Rust `consts::ticket`). */
 const TICKET_SHIFT: number = native.TICKET_SHIFT
 const TICKET_BOUNCED = (1 << TICKET_SHIFT) - 1
+/** Added to a ticket when the staging call also submitted the op (Rust `consts::TICKET_SUBMITTED`). */
+const TICKET_SUBMITTED: number = native.TICKET_SUBMITTED
 
 /** A bounced read's buffer was detached or shrunk before its data could be copied back. */
 export const RESULT_DETACHED: number = native.RESULT_DETACHED
@@ -154,10 +156,13 @@ export class Engine {
   /** A read/write's ticket (see TICKET_SHIFT): the sink learns whether it was bounced; returns the op id. */
   #trackRw(r: number, sink: OpSink, what: string): number {
     if (r < 0) throw captureError(r, what)
+    // Submitted in its staging call (a lone op): no flush to schedule for it.
+    const submitted = r >= TICKET_SUBMITTED
+    if (submitted) r -= TICKET_SUBMITTED
     const id = r >>> TICKET_SHIFT
     sink.bounced = (r & TICKET_BOUNCED) !== 0
     this.#sinks[id] = sink
-    this.#schedule()
+    if (!submitted) this.#schedule()
     return id
   }
 
@@ -165,9 +170,11 @@ export class Engine {
    * Stages a read (write = false) or write of `length` bytes of `view` from `offset`, at
    * `position`; returns the op id. `memAlign`: the address alignment the file needs (odirect
    * memory that meets it goes to the kernel as is; anything else through a bounce buffer).
+   * `rwFlags`: its RWF_* flags. `alone`: the caller links nothing to it, so when nothing else
+   * is staged or in flight the native side submits it at once (no flush microtask for it).
    */
-  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink): number {
-    return this.#trackRw(this.#fast.rw(backend, write, fd, view, offset, length, position, memAlign), sink, 'buffer')
+  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
+    return this.#trackRw(this.#fast.rw(backend, write, fd, view, offset, length, position, memAlign, rwFlags, alone), sink, 'buffer')
   }
 
   /** Stages many reads or writes on one fd; all are captured or none (throws). */

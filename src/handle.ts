@@ -353,7 +353,9 @@ export class FileHandle extends EventEmitter {
       shape,
       result,
       implicit,
-      submit: (sink) => io.flagged(io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink), flags),
+      // Flags given at staging, nothing linked after: a lone op is submitted in this call,
+      // unless it has a signal (aborted in the same tick, an op must never reach the kernel).
+      submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined),
     })
     if (implicit) io.position += len
     return p

@@ -197,9 +197,14 @@ export class HandleIo {
 
   /** Sets a staged op's RWF_* flags (plus RWF_DONTCACHE on an uncached handle); returns its id. */
   flagged(id: number, rwFlags: number): number {
-    const f = this.file.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
+    const f = this.rwFlags(rwFlags)
     if (f !== 0) this.engine.setRwFlags(id, f)
     return id
+  }
+
+  /** An op's RWF_* flags as the kernel gets them (plus RWF_DONTCACHE on an uncached handle). */
+  rwFlags(rwFlags: number): number {
+    return this.file.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
   }
 
   /** Counts one completed op (bytes, errors, latency) and takes it out of the ops in flight. */

@@ -103,3 +103,20 @@ export async function fifoReadLetsTimersFire(t: ExecutionContext, dir: string, s
     fs.closeSync(keep)
   }
 }
+
+/** The SQ heads of this process's io_uring instances, summed (only the engine's ring moves in a spec; alone, inline-tmpfs and submit specs). */
+export function sqHeads(): number {
+  let sum = 0
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    let link = ''
+    try {
+      link = fs.readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue
+    }
+    if (!link.includes('io_uring')) continue
+    const m = /SqHead:\s*(\d+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))
+    if (m !== null) sum += Number(m[1])
+  }
+  return sum
+}

@@ -21,6 +21,11 @@ pub const fn completions(len: usize) -> u32 {
 #[napi]
 pub const TICKET_SHIFT: u32 = 1;
 
+/// Added to a read/write's ticket when the call also handed the op to the kernel (a lone op, see
+/// `Inner::rw`): the caller need not schedule a flush for it. Op ids stay far below it.
+#[napi]
+pub const TICKET_SUBMITTED: u32 = 1 << 30;
+
 /// The ticket of a staged read/write (see `TICKET_SHIFT`).
 pub const fn ticket(id: u32, bounced: u32) -> u32 {
     (id << TICKET_SHIFT) | bounced

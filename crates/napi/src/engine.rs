@@ -146,6 +146,24 @@ pub struct Inner {
     submit_every: usize,
     /// Reads/writes on such files staged since the last flush.
     early: usize,
+    /// A lone read/write goes to the kernel in its staging call (see [`Inner::rw`]);
+    /// `ODIRECT_SUBMIT_ALONE=0` turns it off (for A/B).
+    submit_alone: bool,
+    /// Reads/writes submitted in their staging call (tests read it: `NativeEngine.aloneSubmits`).
+    pub alone_submits: u64,
+    /// `ODIRECT_INLINE_TMPFS=1`: lone tmpfs reads made inline (see [`Inner::read_inline`]).
+    inline_tmpfs: bool,
+    /// A read made inline waits in `synthetic` for the flush to deliver it.
+    inline_done: bool,
+    /// Reads made inline (tests read it: `NativeEngine.inlineReads`).
+    pub inline_reads: u64,
+    /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
+    round_bytes: u64,
+    /// `ODIRECT_SMALL_ROUNDS=0`: a wake-up ends after any round of few completions, small or not.
+    small_rounds: bool,
+    /// Rounds a wake-up went on with after a round of few small completions (tests read it:
+    /// `NativeEngine.smallRounds`).
+    pub small_round_count: u64,
     /// The io_uring ring is polled on its own descriptor, not through the eventfd (the libuv
     /// path with `ODIRECT_WAKE=ring`; see `DriverOptions::poll_ring`).
     pub poll_ring: bool,
@@ -281,6 +299,13 @@ const FD_INLINE: u8 = 0x40;
 /// it (0: off).
 const SUBMIT_EVERY: usize = 4;
 
+/// A round of completions none larger than this (a depth-1 loop of 4 KiB reads) does not end a
+/// wake-up however few they are (see `wake::rounds`): the garbage a round can leave behind
+/// without a loop turn (Node frees dropped external buffers from its immediates) is this per
+/// op, and the completion that came in while the round was delivered is taken at once, not
+/// through an eventfd signal, a return to the loop, epoll and a new wake-up.
+const SMALL_ROUND_BYTES: u64 = 64 << 10;
+
 /// The longest in-kernel wait a flush may make (`waitMicros` is validated against it).
 pub const MAX_WAIT_US: u32 = 1000;
 
@@ -339,6 +364,14 @@ impl Inner {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SUBMIT_EVERY),
             early: 0,
+            submit_alone: std::env::var("ODIRECT_SUBMIT_ALONE").as_deref() != Ok("0"),
+            alone_submits: 0,
+            round_bytes: 0,
+            inline_tmpfs: std::env::var("ODIRECT_INLINE_TMPFS").as_deref() == Ok("1"),
+            inline_done: false,
+            inline_reads: 0,
+            small_rounds: std::env::var("ODIRECT_SMALL_ROUNDS").as_deref() != Ok("0"),
+            small_round_count: 0,
             poll_ring: false,
             ring_wake: false,
             reaped_at: Instant::now(),
@@ -502,7 +535,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Stages a read or write of one view segment. Returns the op key.
+    /// Stages a read or write of one view segment with its preadv2/pwritev2 flags. Returns its
+    /// ticket (`consts::ticket`). `alone`: the caller sets no link on it afterwards, so when it
+    /// is the only op staged or in flight it goes to the kernel in this call (one
+    /// `io_uring_enter`, as the flush would make at the end of the microtasks) and the ticket
+    /// carries `TICKET_SUBMITTED`: no flush, no microtask for it (see `SUBMIT_ALONE`).
     ///
     /// # Safety
     /// `v` must be a live handle of the current N-API call on `self.env`.
@@ -517,6 +554,8 @@ impl Inner {
         length: usize,
         position: u64,
         mem_align: usize,
+        rw_flags: i32,
+        alone: bool,
     ) -> Result<u32, CaptureError> {
         self.ready(kind)?;
         if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 && self.submit_every > 0 {
@@ -529,8 +568,72 @@ impl Inner {
         }
         // SAFETY: forwarded contract.
         let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
-        let (rec, bounced) = self.single(kind, write, fd, seg, position);
-        Ok(crate::consts::ticket(self.stage(rec), bounced))
+        let (mut rec, bounced) = self.single(kind, write, fd, seg, position);
+        rec.rw_flags = rw_flags;
+        let ticket = crate::consts::ticket(self.stage(rec), bounced);
+        // A lone op: nothing else staged or in flight (a depth-1 loop's every op). The wait
+        // of `waitMicros` happens in the flush, so it keeps the flush.
+        if alone && self.submit_alone && self.inflight == 1 && self.wait_us == 0 {
+            if !write && rw_flags == 0 && self.read_inline(fd) {
+                // Done already: the flush JS schedules for it delivers it (`flush_waiting`).
+                return Ok(ticket);
+            }
+            self.flush();
+            self.alone_submits += 1;
+            return Ok(ticket | crate::consts::TICKET_SUBMITTED);
+        }
+        Ok(ticket)
+    }
+
+    /// `ODIRECT_INLINE_TMPFS=1`: the lone read just staged, on a tmpfs/ramfs file, is made now
+    /// with pread(2) on this thread (io_uring hands every tmpfs read to an io-wq worker: shmem
+    /// has no non-blocking read, so each costs a worker wake-up and a completion back) and its
+    /// result queued for the flush to deliver in the same microtask checkpoint. Only within the
+    /// chain budget of the in-kernel waits (`WAIT_BUDGET`: then the loop's turn comes first).
+    /// A page of a swapped-out tmpfs file is read back on this thread (why it is opt-in).
+    fn read_inline(&mut self, fd: i32) -> bool {
+        if !self.inline_tmpfs || self.fds.facts(fd) & FD_INLINE == 0 || self.wait_spent {
+            return false;
+        }
+        if self.wait_since.is_some_and(|t| t.elapsed() > WAIT_BUDGET) {
+            self.wait_spent = true;
+            return false;
+        }
+        let Some(&k) = self.staged.last() else {
+            return false;
+        };
+        let Some(rec) = self.ops[k as usize].as_mut() else {
+            return false;
+        };
+        let OpKind::Read {
+            fd,
+            ptr,
+            len,
+            offset,
+            ..
+        } = rec.kind
+        else {
+            return false;
+        };
+        let r = loop {
+            // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
+            // buffer), held by `rec` until its completion is reaped.
+            let n = unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) };
+            if n >= 0 {
+                break n as i64;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                e => break -(e.unwrap_or(libc::EIO) as i64),
+            }
+        };
+        rec.submitted = true;
+        self.staged.pop();
+        self.synthetic.push((k as u64, r));
+        self.wait_since.get_or_insert_with(Instant::now);
+        self.inline_reads += 1;
+        self.inline_done = true;
+        true
     }
 
     /// Before a native batch stages one more read/write on `fd` (see `batch::stage_ops`): as
@@ -704,7 +807,8 @@ impl Inner {
     /// Never waits with more ops in flight, for an op on a descriptor whose ops may sleep (FUSE,
     /// NFS, FIFOs, sockets: `FD_MAY_BLOCK`), nor past the wait budget (`WAIT_BUDGET`).
     pub fn flush_waiting(&mut self) -> bool {
-        let waited = self.submit_staged(true);
+        // A read made inline (`read_inline`) waits in `synthetic`: delivered now.
+        let waited = self.submit_staged(true) || std::mem::take(&mut self.inline_done);
         if waited {
             self.waited_reaps += 1;
         }
@@ -900,6 +1004,7 @@ impl Inner {
     fn finish(&mut self, raw: &mut Vec<(u64, i64)>, out: &mut Vec<f64>) {
         let now = Instant::now();
         self.reaped_at = now;
+        self.round_bytes = 0;
         for (key, mut result) in raw.drain(..) {
             if Waiters::is_lock(key) {
                 self.inflight -= 1;
@@ -910,6 +1015,13 @@ impl Inner {
                 continue;
             };
             self.inflight -= 1;
+            if let OpKind::Read { .. }
+            | OpKind::Write { .. }
+            | OpKind::Readv { .. }
+            | OpKind::Writev { .. } = rec.kind
+            {
+                self.round_bytes = self.round_bytes.max(rec.kind.range().1);
+            }
             // SAFETY: on the JS thread of self.env, which made the op's references.
             if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
                 result = RESULT_DETACHED as i64;
@@ -979,6 +1091,17 @@ impl Inner {
         if self.drivers.iter().flatten().any(|d| d.unannounced()) {
             self.announce();
         }
+    }
+
+    /// Whether the last reap took completions and none of them moved more than `SMALL_ROUND_BYTES`
+    /// (see `wake::rounds`: such a round, however short, need not hand what waits next to the
+    /// loop's next turn). Counts the rounds it lets go on.
+    pub fn small_round(&mut self) -> bool {
+        let small = self.small_rounds && self.round_bytes <= SMALL_ROUND_BYTES;
+        if small {
+            self.small_round_count += 1;
+        }
+        small
     }
 
     /// Makes the ids of the ops delivered since the last call free for new ops.

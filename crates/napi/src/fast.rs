@@ -134,25 +134,35 @@ unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Option<f64> {
     (s == sys::Status::napi_ok).then_some(x)
 }
 
-/// `rw(backend, write, fd, view, offset, length, position, memAlign)`: as `NativeEngine.rw`.
+/// `rw(backend, write, fd, view, offset, length, position, memAlign, rwFlags, alone)`: as
+/// `NativeEngine.rw` (here `rwFlags` and `alone` are required).
 unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: N-API calls this inside a call of our function.
-    let Some((shared, a)) = (unsafe { args::<8>(env, info) }) else {
+    let Some((shared, a)) = (unsafe { args::<10>(env, info) }) else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rw: arguments unavailable") };
     };
-    let mut write = false;
-    // SAFETY: a[1] is a live value of this call; a non-boolean leaves `write` false and fails
-    // the check below.
-    if unsafe { sys::napi_get_value_bool(env, a[1], &mut write) } != sys::Status::napi_ok {
+    let (mut write, mut alone) = (false, false);
+    // SAFETY: a[1] and a[9] are live values of this call; a non-boolean leaves its flag false
+    // and fails the check below.
+    if unsafe { sys::napi_get_value_bool(env, a[1], &mut write) } != sys::Status::napi_ok
+        || unsafe { sys::napi_get_value_bool(env, a[9], &mut alone) } != sys::Status::napi_ok
+    {
         // SAFETY: inside a call.
-        return unsafe { throw(env, c"odirect: rw: write must be a boolean") };
+        return unsafe { throw(env, c"odirect: rw: write and alone must be booleans") };
     }
     // SAFETY: each a[i] is a live value of this call.
-    let [backend, fd, offset, length, position, align] =
-        [0, 2, 4, 5, 6, 7].map(|i| unsafe { number(env, a[i]) });
-    let (Some(backend), Some(fd), Some(offset), Some(length), Some(position), Some(align)) =
-        (backend, fd, offset, length, position, align)
+    let [backend, fd, offset, length, position, align, flags] =
+        [0, 2, 4, 5, 6, 7, 8].map(|i| unsafe { number(env, a[i]) });
+    let (
+        Some(backend),
+        Some(fd),
+        Some(offset),
+        Some(length),
+        Some(position),
+        Some(align),
+        Some(flags),
+    ) = (backend, fd, offset, length, position, align, flags)
     else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rw: a number argument is not a number") };
@@ -178,6 +188,8 @@ unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sy
             length as usize,
             position as u64,
             align as usize,
+            flags as i32,
+            alone,
         )
     } {
         Ok(k) => k as f64,

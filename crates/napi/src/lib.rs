@@ -243,6 +243,8 @@ impl NativeEngine {
         length: f64,
         position: f64,
         mem_align: u32,
+        rw_flags: Option<i32>,
+        alone: Option<bool>,
     ) -> Result<f64> {
         let kind = backend_kind(backend)?;
         let v = view.raw();
@@ -258,6 +260,8 @@ impl NativeEngine {
                     length as usize,
                     position as u64,
                     mem_align as usize,
+                    rw_flags.unwrap_or(0),
+                    alone.unwrap_or(false),
                 )
             } {
                 Ok(k) => k as f64,
@@ -478,6 +482,24 @@ impl NativeEngine {
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
+    }
+
+    /// Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`).
+    #[napi(getter)]
+    pub fn small_rounds(&self) -> Result<f64> {
+        self.with(|e| e.small_round_count as f64)
+    }
+
+    /// Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`).
+    #[napi(getter)]
+    pub fn inline_reads(&self) -> Result<f64> {
+        self.with(|e| e.inline_reads as f64)
+    }
+
+    /// Reads/writes handed to the kernel in their own staging call (a lone op: see `rw`).
+    #[napi(getter)]
+    pub fn alone_submits(&self) -> Result<f64> {
+        self.with(|e| e.alone_submits as f64)
     }
 
     /// io_uring setup flags in use ("single_issuer+defer_taskrun", ...), "" before the ring.

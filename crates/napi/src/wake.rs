@@ -635,13 +635,15 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
         let Ok(mut e) = shared.try_borrow_mut() else {
             return Err(());
         };
+        // Only a read made inline to deliver: nothing signalled the eventfd for it.
+        let inline = e.staged() == 0;
         if !e.flush_waiting() {
             return Ok(());
         }
         // The ring posted the completion without signalling the eventfd when it could keep
         // quiet, and a polled ring never signals it: leave the eventfd alone (what another
         // driver signalled there wakes the loop, which reaps it).
-        e.ring_wake = e.quiet_now() || e.poll_ring;
+        e.ring_wake = e.quiet_now() || e.poll_ring || inline;
     }
     // SAFETY (block): on the JS thread inside a call (forwarded contract).
     unsafe {
@@ -960,8 +962,14 @@ unsafe fn rounds(
         // Asked after the delivery: the flush at its end may have posted the next batch.
         let pending = shared.try_borrow().is_ok_and(|e| e.more());
         // Completions count whether they went to JS or refilled a native batch: rounds of a
-        // few (a trickle) cost two io_uring_enter each, more than a turn of the loop.
-        if !pending || r.is_err() || reaped < FULL_ROUND {
+        // few (a trickle) cost two io_uring_enter each, more than a turn of the loop. A few
+        // small ones (a depth-1 loop whose next op completed while this one was delivered) go
+        // on: reaping it now costs less than announcing it for the loop's next turn.
+        let few = reaped < FULL_ROUND
+            && !(reaped > 0
+                && pending
+                && shared.try_borrow_mut().is_ok_and(|mut e| e.small_round()));
+        if !pending || r.is_err() || few {
             return r;
         }
     }

@@ -1,0 +1,85 @@
+// ODIRECT_INLINE_TMPFS=1: a lone read (nothing else staged or in flight) of a file on tmpfs or
+// ramfs is made with pread(2) in its own call and settled in the same microtask checkpoint,
+// instead of going through io_uring, which hands every tmpfs read to an io-wq worker (shmem has
+// no non-blocking read) and wakes the JS thread for its completion. Seen in the engine's count
+// of such reads and in the ring's SQ head (/proc/self/fdinfo), which does not move for them.
+// A chain of them yields to the event loop after 1 ms (timers fire); disk files never go inline.
+//
+// The switch is read once per process at the first engine's creation: set before any open().
+process.env.ODIRECT_INLINE_TMPFS = '1'
+
+import test from 'ava'
+
+import { open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { patterned, readsOneAtATime, sqHeads, UNIT } from './helpers/qd1.js'
+import { scratchDirs } from './helpers/scratch.js'
+
+const scratch = scratchDirs('inline-tmpfs')
+const N = 2000
+
+const inlineReads = (): number => getEngine().native.inlineReads
+
+
+for (const where of ['tmpfs', 'disk'] as const) {
+  test.serial(`${where}: ${N} reads one at a time ${where === 'tmpfs' ? 'are made inline, not through the ring' : 'go through the ring'}`, async (t) => {
+    const fh = await open(patterned(where === 'tmpfs' ? scratch('/dev/shm') : scratch(), 64), 'r', { backend: 'io_uring' })
+    try {
+      if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+      await fh.read(fh.alloc(UNIT), { position: 0 })
+      const [inline0, heads0] = [inlineReads(), sqHeads()]
+      const { wrong } = await readsOneAtATime(fh, N)
+      const [inline, heads] = [inlineReads() - inline0, sqHeads() - heads0]
+      t.is(wrong, 0)
+      if (where === 'tmpfs') {
+        // Past the chain budget (1 ms of them without a loop turn) a read goes through the ring.
+        t.true(inline >= N / 2, `${inline} of ${N} reads made inline`)
+        t.true(heads <= N - inline, `${heads} submissions to the ring`)
+      } else {
+        t.is(inline, 0)
+        t.is(heads, N)
+      }
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+test.serial('tmpfs: inline reads into a plain Buffer (bounced), past the end of the file, and beside a staged one', async (t) => {
+  const fh = await open(patterned(scratch('/dev/shm'), 8), 'r')
+  try {
+    const inline0 = inlineReads()
+    const plain = Buffer.alloc(3 * UNIT, 9)
+    const r1 = await fh.read(plain, UNIT, UNIT, 5 * UNIT)
+    t.is(r1.bytesRead, UNIT)
+    t.true(plain.subarray(UNIT, 2 * UNIT).every((x) => x === 5))
+    t.true(plain.subarray(0, UNIT).every((x) => x === 9) && plain.subarray(2 * UNIT).every((x) => x === 9), 'nothing outside the range written')
+    const r2 = await fh.read(fh.alloc(UNIT), { position: 8 * UNIT })
+    t.is(r2.bytesRead, 0, 'at the end of the file')
+    const [a, b] = [fh.alloc(UNIT), fh.alloc(UNIT)]
+    const [x, y] = await Promise.all([fh.read(a, { position: 2 * UNIT }), fh.read(b, { position: 3 * UNIT })])
+    t.deepEqual([x.bytesRead, y.bytesRead], [UNIT, UNIT])
+    t.true(a.every((v) => v === 2) && b.every((v) => v === 3))
+    t.true(inlineReads() - inline0 >= 3, 'the lone reads went inline')
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('tmpfs: a timer fires while inline reads run one at a time (the chain yields to the loop)', async (t) => {
+  const fh = await open(patterned(scratch('/dev/shm'), 64), 'r', { backend: 'io_uring' })
+  try {
+    const buf = fh.alloc(UNIT)
+    const inline0 = inlineReads()
+    let fired = false
+    setTimeout(() => (fired = true), 5)
+    let ops = 0
+    while (!fired) {
+      await fh.read(buf, { position: (ops % 64) * UNIT })
+      ops++
+    }
+    t.true(inlineReads() - inline0 > 0)
+  } finally {
+    await fh.close()
+  }
+})
