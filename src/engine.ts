@@ -95,6 +95,7 @@ export class Engine {
   readonly #started = new Map<BackendName, string>()
 
   constructor() {
+    warnBadEnvironment()
     this.native = new native.NativeEngine((results: Float64Array, count: number) => this.#onBatch(results, count), hasUvLoop())
     this.#fast = this.native.fastPath()
   }
@@ -284,6 +285,26 @@ export interface EngineOptions {
 }
 
 let engine: Engine | undefined
+
+/**
+ * The documented tuning variables take integers in a range; anything else is ignored (the
+ * engine keeps its default) or, above the range, clamped. Said once per process as a warning
+ * (code ODIRECT_ENV), so a mistyped setting is not silently without effect.
+ */
+const ENV_RANGES: ReadonlyArray<[name: string, max: number, effect: string]> = [
+  ['ODIRECT_SQPOLL', 2 ** 32 - 1, 'SQPOLL stays off'],
+  ['ODIRECT_WAIT_US', 1000, 'values above 1000 act as 1000, others leave the wait off'],
+]
+let envChecked = false
+function warnBadEnvironment(): void {
+  if (envChecked || typeof process === 'undefined' || typeof process.emitWarning !== 'function') return
+  envChecked = true
+  for (const [name, max, effect] of ENV_RANGES) {
+    const v = process.env[name]
+    if (v === undefined || (/^\+?\d+$/.test(v) && Number(v) <= max)) continue
+    process.emitWarning(`odirect: ${name}=${JSON.stringify(v)} is not an integer from 0 to ${max} (${effect})`, { code: 'ODIRECT_ENV' })
+  }
+}
 
 export function getEngine(): Engine {
   if (engine === undefined) engine = new Engine()
