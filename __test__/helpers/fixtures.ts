@@ -103,6 +103,8 @@ export interface FaultFsStats {
   held: number
   /** EIO replies sent. */
   eio: number
+  /** The most data requests ever unanswered at once. */
+  peak: number
 }
 
 export interface FaultFs extends DirFixture {
@@ -968,7 +970,7 @@ function parseStats(text: string): FaultFsStats {
   for (const m of text.matchAll(/(\w+)=(\d+)/g)) {
     if (m[1] !== undefined) v[m[1]] = Number(m[2])
   }
-  return { reads: v.reads ?? 0, writes: v.writes ?? 0, inflight: v.inflight ?? 0, held: v.held ?? 0, eio: v.eio ?? 0 }
+  return { reads: v.reads ?? 0, writes: v.writes ?? 0, inflight: v.inflight ?? 0, held: v.held ?? 0, eio: v.eio ?? 0, peak: v.peak ?? 0 }
 }
 
 /** SIGTERM, wait up to `graceMs`, then SIGKILL. */

@@ -31,8 +31,9 @@
 //! * `--threads N`       FUSE worker threads (default 1; delayed/held replies use their own threads).
 //! * `--allow-other`     mount with allow_other (let other uids use it).
 //!
-//! `.stats` holds one line: `reads=R writes=W inflight=I held=H eio=E` — requests seen,
-//! data requests not yet answered, requests currently waiting on the hold file, EIOs sent.
+//! `.stats` holds one line: `reads=R writes=W inflight=I held=H eio=E peak=P` — requests seen,
+//! data requests not yet answered, requests currently waiting on the hold file, EIOs sent,
+//! the most data requests ever unanswered at once.
 //! Every change of a counter also prints that line on stdout (after the change), so a test
 //! waiting for a count can watch stdout's file (inotify) instead of polling `.stats`.
 //!
@@ -284,11 +285,16 @@ struct Stats {
     inflight: AtomicU64,
     held: AtomicU64,
     eio: AtomicU64,
+    /// The most data requests ever unanswered at once (`inflight`'s high-water mark).
+    peak: AtomicU64,
 }
 
 impl Stats {
     fn inc(&self, counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::SeqCst);
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if std::ptr::eq(counter, &self.inflight) {
+            self.peak.fetch_max(now, Ordering::SeqCst);
+        }
         self.announce();
     }
 
@@ -306,12 +312,13 @@ impl Stats {
 
     fn text(&self) -> String {
         format!(
-            "reads={} writes={} inflight={} held={} eio={}\n",
+            "reads={} writes={} inflight={} held={} eio={} peak={}\n",
             self.reads.load(Ordering::SeqCst),
             self.writes.load(Ordering::SeqCst),
             self.inflight.load(Ordering::SeqCst),
             self.held.load(Ordering::SeqCst),
             self.eio.load(Ordering::SeqCst),
+            self.peak.load(Ordering::SeqCst),
         )
     }
 }
