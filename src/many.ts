@@ -331,7 +331,7 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, group === 0 ? Math.min(n, d.window) : d.window, memAlign, flags, group, batch)
   if (id === native.BatchCode.NotOwned) {
     if (group !== 0) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow runs batches in the engine, which needs odirect's own memory`, 'pass memory from fh.alloc (or registered buffers), or a number as window')
-    return viaOps(io, d, mem, offsets, lengths, positions, out)
+    return viaOps(io, d, mem, n, offsets, lengths, positions, out)
   }
   if (id < 0) throw batchError(id, d.write)
   batch.started(id)
@@ -339,8 +339,8 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
 }
 
 /** Memory that is not odirect's own: the array form (bounce buffers), its results copied into `out`. */
-function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, out: Int32Array): Promise<Int32Array> {
-  const n = offsets.length
+function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuffer, n: number, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, out: Int32Array): Promise<Int32Array> {
+  // `n` as validated (the arrays' own element counts: not a `length` the caller defined on them).
   const bytes = ArrayBuffer.isView(memory) ? new Uint8Array(memory.buffer, memory.byteOffset, memory.byteLength) : new Uint8Array(memory)
   const views: Uint8Array[] = []
   const ls: number[] = []

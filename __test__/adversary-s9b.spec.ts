@@ -1,0 +1,306 @@
+// Adversary of two changes of the ninth session (issue 19): typed readMany / writeMany that no
+// longer copy their arrays (src/many.ts, crates/napi/src/batch.rs: the engine reads each element
+// once into its ops and gives positions / lengths back only for errors and cache drops), and
+// default-mode read streams that hand each chunk over as a new ArrayBuffer over the read's memory
+// (crates/napi/src/stream.rs handOver). Each test either failed on the code before its fix (named
+// "was: ...") or pins down an attack that found no fault. Every byte is checked; nothing sleeps.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { createReadStream, open, readableWebStream } from '../dist/index.js'
+import { faultFs, fullFs, type Requirement } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
+
+const U = 4096
+const FAULT: Requirement[] = ['root', 'fuse', 'cargo', 'cmd:umount']
+const LOOP: Requirement[] = ['root', 'loop', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4']
+
+/** A file of `blocks` blocks whose every byte says where it is (block number and offset). */
+function patterned(dir: string, blocks: number): { file: string; data: Buffer } {
+  const data = Buffer.alloc(blocks * U)
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i)
+  const file = path.join(dir, 'f')
+  fs.writeFileSync(file, data)
+  return { file, data }
+}
+
+function tmp(t: ExecutionContext): string {
+  const dir = fs.mkdtempSync('/var/tmp/odirect-adv-s9b-')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Op i reads block perm[i] of the file into slot i of memory. */
+const perm = (n: number, blocks: number): number[] => Array.from({ length: n }, (_, i) => (i * 7 + 3) % blocks)
+
+// ---------------------------------------------------------------------------------------
+// 1. Typed batches: the caller's arrays after the call
+
+test('typed readMany with a window of 1: offsets / lengths / positions rewritten, then detached, right after the call and at every refill change nothing', async (t) => {
+  const dir = tmp(t)
+  const blocks = 64
+  const { file, data } = patterned(dir, blocks)
+  const fh = await open(file, 'r')
+  t.teardown(() => fh.close())
+  const n = 48
+  const memory = fh.alloc(n * U)
+  const want = perm(n, blocks)
+  const offsets = new Uint32Array(want.map((_, i) => i * U))
+  const lengths = new Uint32Array(n).fill(U)
+  const positions = new Float64Array(want.map((b) => b * U))
+  const p = fh.readMany({ memory, offsets, lengths, positions }, { window: 1 })
+  // Valid but different ops: were the engine to read them later, bytes would land elsewhere.
+  offsets.fill(0)
+  lengths.fill(U)
+  positions.fill(0)
+  let detached = false
+  // Between window refills (each settles on a later turn): detach all three.
+  queueMicrotask(() => {
+    structuredClone(offsets.buffer, { transfer: [offsets.buffer, lengths.buffer, positions.buffer] })
+    detached = true
+  })
+  const results = await p
+  t.true(detached)
+  t.is(offsets.length, 0)
+  t.deepEqual([...results], new Array<number>(n).fill(U))
+  const got = Buffer.from(memory.buffer, memory.byteOffset, n * U)
+  for (let i = 0; i < n; i++) t.true(got.subarray(i * U, (i + 1) * U).equals(data.subarray(want[i] * U, (want[i] + 1) * U)), `op ${i}`)
+})
+
+test('typed writeMany: positions in a resizable ArrayBuffer shrunk to 0 and offsets in a SharedArrayBuffer rewritten by a worker right after the call; every byte lands where the call said', async (t) => {
+  const dir = tmp(t)
+  const file = path.join(dir, 'w')
+  const fh = await open(file, 'w+')
+  t.teardown(() => fh.close())
+  const n = 32
+  const memory = fh.alloc(n * U)
+  for (let i = 0; i < n; i++) memory.fill(i + 1, i * U, (i + 1) * U)
+  const rab = new ArrayBuffer(n * 8, { maxByteLength: n * 8 }) as ArrayBuffer & { resize(n: number): void }
+  const positions = new Float64Array(rab) // length-tracking
+  for (let i = 0; i < n; i++) positions[i] = (n - 1 - i) * U
+  const sab = new SharedArrayBuffer(n * 4)
+  const offsets = new Uint32Array(sab)
+  for (let i = 0; i < n; i++) offsets[i] = i * U
+  const lengths = new Uint32Array(n).fill(U)
+  const w = new Worker('const { workerData } = require("node:worker_threads"); const a = new Uint32Array(workerData); for (let k = 0; k < 2000; k++) a.fill(0)', { eval: true, workerData: sab })
+  const exited = new Promise((resolve) => w.once('exit', resolve))
+  const p = fh.writeMany({ memory, offsets, lengths, positions }, { window: 2 })
+  rab.resize(0)
+  t.is(positions.length, 0)
+  const results = await p
+  await exited
+  t.deepEqual([...results], new Array<number>(n).fill(U))
+  const back = fs.readFileSync(file)
+  t.is(back.length, n * U)
+  for (let i = 0; i < n; i++) t.true(back.subarray((n - 1 - i) * U, (n - i) * U).every((b) => b === i + 1), `op ${i}`)
+})
+
+test('typed readMany: positions as a Float64Array over the very memory the batch reads into (ops overwrite them) read from the positions at call time', async (t) => {
+  const dir = tmp(t)
+  const blocks = 32
+  const { file, data } = patterned(dir, blocks)
+  const fh = await open(file, 'r')
+  t.teardown(() => fh.close())
+  const n = 8
+  const memory = fh.alloc((n + 1) * U)
+  // positions live in the first block of memory, which op 0 reads over; the others follow.
+  const positions = new Float64Array(memory.buffer, memory.byteOffset, n)
+  const want = perm(n, blocks)
+  for (let i = 0; i < n; i++) positions[i] = want[i] * U
+  const offsets = new Uint32Array(want.map((_, i) => i * U))
+  const results = await fh.readMany({ memory, offsets, lengths: new Uint32Array(n).fill(U), positions }, { window: 1 })
+  t.deepEqual([...results], new Array<number>(n).fill(U))
+  for (let i = 0; i < n; i++) t.true(Buffer.from(memory.buffer, memory.byteOffset + i * U, U).equals(data.subarray(want[i] * U, (want[i] + 1) * U)), `op ${i}`)
+})
+
+test('typed readMany with memory that is not odirect\'s own (the op-by-op path): a `length` the caller defined on offsets does not drop ops (was: viaOps counted offsets.length, so ops past it never ran and their results stayed 0)', async (t) => {
+  const dir = tmp(t)
+  const blocks = 16
+  const { file, data } = patterned(dir, blocks)
+  const fh = await open(file, 'r')
+  t.teardown(() => fh.close())
+  const n = 6
+  const memory = new Uint8Array(n * U) // a plain buffer: bounced op by op
+  const want = perm(n, blocks)
+  const offsets = new Uint32Array(want.map((_, i) => i * U))
+  Object.defineProperty(offsets, 'length', { value: 1 })
+  const results = await fh.readMany({ memory, offsets, lengths: new Uint32Array(n).fill(U), positions: new Float64Array(want.map((b) => b * U)) })
+  t.deepEqual([...results], new Array<number>(n).fill(U))
+  for (let i = 0; i < n; i++) t.true(Buffer.from(memory.buffer, i * U, U).equals(data.subarray(want[i] * U, (want[i] + 1) * U)), `op ${i}`)
+})
+
+test('typed batches: BigInt64Array positions at and beyond 2^53 are refused before anything starts; 2^53 - U is accepted and reads nothing (attacked: no fault)', async (t) => {
+  const dir = tmp(t)
+  const { file } = patterned(dir, 2)
+  const fh = await open(file, 'r')
+  t.teardown(() => fh.close())
+  const memory = fh.alloc(U)
+  const one = (p: bigint) => fh.readMany({ memory, offsets: new Uint32Array([0]), lengths: new Uint32Array([U]), positions: new BigInt64Array([p]) })
+  for (const p of [2n ** 53n, 2n ** 53n + 4096n, 2n ** 63n - 4096n, -4096n]) {
+    const e = await t.throwsAsync(() => one(p))
+    t.is((e as { code?: string }).code, 'ERR_OUT_OF_RANGE', String(p))
+  }
+  // A legal position past the end of a file (ext4 may refuse it as too large: EINVAL / EFBIG).
+  const r = await one(2n ** 53n - 4096n).then(
+    (x) => x[0],
+    (e: { results?: unknown[] }) => e.results?.[0],
+  )
+  t.true(r === 0 || (typeof r === 'object' && r !== null), `result ${String(r)}`)
+})
+
+fxTest('typed writeMany on a full ext4: each failed op\'s error names the position and length given at the call, not what the caller wrote into the arrays afterwards', LOOP, async (t) => {
+  const fx = must(fullFs(8, { kind: 'loop-ext4' }))
+  t.teardown(() => fx.cleanup())
+  const file = path.join(fx.dir, 'big')
+  const fh = await open(file, 'w+')
+  t.teardown(() => fh.close())
+  const n = Math.ceil(fx.freeBytes / U) + 64
+  const chunk = 64
+  const memory = fh.alloc(chunk * U)
+  memory.fill(0x5a)
+  const offsets = new Uint32Array(n).map((_, i) => (i % chunk) * U)
+  const lengths = new Uint32Array(n).fill(U)
+  const positions = new Float64Array(n).map((_, i) => i * U)
+  const p = fh.writeMany({ memory, offsets, lengths, positions }, { window: 16 })
+  positions.fill(123 * U)
+  lengths.fill(2 * U)
+  const e = (await t.throwsAsync(p)) as Error & { code: string; results: ReadonlyArray<number | { code: string; position: number; length: number }> }
+  t.is(e.code, 'ENOSPC')
+  let failed = 0
+  for (let i = 0; i < n; i++) {
+    const r = e.results[i]
+    if (typeof r === 'number') continue
+    failed++
+    t.is(r.position, i * U, `op ${i}`)
+    t.is(r.length, U, `op ${i}`)
+  }
+  t.true(failed > 0)
+  t.is((e as unknown as { position: number }).position % U, 0)
+})
+
+fxTest('typed readMany on FUSE with EIO at some blocks: the errors carry the call-time positions (the caller rewrote them), the other ops\' bytes are right', FAULT, async (t) => {
+  const blocks = 32
+  const bad = [5, 17]
+  const fx = must(faultFs({ size: blocks * U, eioAt: bad.map((b) => b * U + 100) }))
+  t.teardown(() => fx.cleanup())
+  const fh = await open(fx.file, 'r')
+  t.teardown(() => fh.close())
+  const whole = await fs.promises.readFile(fx.file).catch(() => undefined) // EIO blocks unreadable here too
+  const n = blocks
+  const memory = fh.alloc(n * U)
+  const want = perm(n, blocks)
+  const offsets = new Uint32Array(want.map((_, i) => i * U))
+  const positions = new Float64Array(want.map((b) => b * U))
+  const p = fh.readMany({ memory, offsets, lengths: new Uint32Array(n).fill(U), positions }, { window: 3 })
+  positions.fill(0)
+  const e = (await t.throwsAsync(p)) as Error & { code: string; results: ReadonlyArray<number | { code: string; position: number; length: number }> }
+  t.is(e.code, 'EIO')
+  t.is(whole, undefined)
+  for (let i = 0; i < n; i++) {
+    const r = e.results[i]
+    if (bad.includes(want[i])) {
+      t.is(typeof r, 'object', `op ${i}`)
+      if (typeof r === 'object') {
+        t.is(r.position, want[i] * U)
+        t.is(r.length, U)
+      }
+    } else t.is(r, U, `op ${i}`)
+  }
+  const check = await open(fx.file, 'r')
+  const b = check.alloc(U)
+  for (let i = 0; i < n; i++) {
+    if (bad.includes(want[i])) continue
+    await check.read(b, { position: want[i] * U })
+    t.true(Buffer.from(memory.buffer, memory.byteOffset + i * U, U).equals(b), `op ${i}`)
+  }
+  await check.close()
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. Read streams' hand-over
+
+async function streamFile(t: ExecutionContext, blocks: number): Promise<{ file: string; data: Buffer }> {
+  return patterned(tmp(t), blocks)
+}
+
+test('Node read stream (default mode): every chunk kept, some transferred to a worker, cloned and concatenated mid-stream; all bytes right at the end (attacked: no fault)', async (t) => {
+  const { file, data } = await streamFile(t, 96)
+  const kept: Buffer[] = []
+  const clones: Uint8Array[] = []
+  const w = new Worker('const { parentPort } = require("node:worker_threads"); parentPort.on("message", (m) => parentPort.postMessage(Buffer.from(m.ab, m.off, m.len).toString("hex")))', { eval: true })
+  t.teardown(() => w.terminate())
+  const echoed: Array<Promise<string>> = []
+  const expectEcho: string[] = []
+  let i = 0
+  for await (const c of createReadStream(file, { chunkSize: 8 * U, readAhead: 4 })) {
+    const chunk = c as Buffer
+    if (i % 5 === 1) {
+      expectEcho.push(chunk.toString('hex'))
+      const ab = chunk.buffer
+      echoed.push(new Promise((resolve) => w.once('message', resolve)))
+      w.postMessage({ ab, off: chunk.byteOffset, len: chunk.length }, [ab])
+      t.is(chunk.length, 0)
+      kept.push(Buffer.from(expectEcho[expectEcho.length - 1], 'hex'))
+      // wait for the worker one message at a time (its once() listeners are in order)
+      await echoed[echoed.length - 1]
+    } else {
+      if (i % 3 === 0) clones.push(structuredClone(chunk))
+      kept.push(chunk)
+    }
+    i++
+  }
+  t.deepEqual(await Promise.all(echoed), expectEcho)
+  t.true(Buffer.concat(kept).equals(data))
+  t.true(clones.length > 0)
+})
+
+test('web read stream: default and BYOB readers taking turns on one stream, chunks kept; bytes right (attacked: no fault)', async (t) => {
+  const { file, data } = await streamFile(t, 64)
+  const rs = readableWebStream(file, { chunkSize: 4 * U })
+  const parts: Uint8Array[] = []
+  let total = 0
+  for (let k = 0; total < data.length; k++) {
+    if (k % 2 === 0) {
+      const r = rs.getReader()
+      const { value, done } = await r.read()
+      r.releaseLock()
+      if (done) break
+      parts.push(value)
+      total += value.byteLength
+    } else {
+      const r = rs.getReader({ mode: 'byob' })
+      const { value, done } = await r.read(new Uint8Array(3 * U + 7))
+      r.releaseLock()
+      if (done || value === undefined) break
+      parts.push(value)
+      total += value.byteLength
+    }
+  }
+  t.true(Buffer.concat(parts).equals(data))
+})
+
+test('Node read stream destroyed mid-read: the chunks delivered before stay right after later reads and GC (attacked: no fault)', async (t) => {
+  const { file, data } = await streamFile(t, 128)
+  const s = createReadStream(file, { chunkSize: 4 * U, readAhead: 8 })
+  const kept: Buffer[] = []
+  await new Promise<void>((resolve, reject) => {
+    s.on('data', (c: Buffer) => {
+      kept.push(c)
+      if (kept.length === 10) {
+        s.destroy()
+        resolve()
+      }
+    })
+    s.on('error', reject)
+  })
+  await new Promise((resolve) => s.once('close', resolve))
+  // Another stream reads over memory freed meanwhile (its blocks go back to the pool).
+  const again: Buffer[] = []
+  for await (const c of createReadStream(file, { chunkSize: 4 * U, readAhead: 8, start: 64 * U })) again.push(c as Buffer)
+  ;(globalThis as { gc?: () => void }).gc?.()
+  t.true(Buffer.concat(kept).equals(data.subarray(0, 40 * U)))
+  t.true(Buffer.concat(again).equals(data.subarray(64 * U)))
+})
