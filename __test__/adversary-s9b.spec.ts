@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads'
 import test, { type ExecutionContext } from 'ava'
 
 import { BatchWindow, createReadStream, open, readableWebStream } from '../dist/index.js'
-import { faultFs, fullFs, ramfsDir, type Requirement } from './helpers/fixtures.js'
+import { faultFs, fullFs, patternBuffer, ramfsDir, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
 const U = 4096
@@ -208,6 +208,44 @@ fxTest('typed batches on ramfs (buffered fallback, its cache dropped with the en
   for (let i = 0; i < n; i++) t.true(Buffer.from(back.buffer, back.byteOffset + i * U, U).every((b) => b === 0x30 + (n - 1 - i)), `block ${i}`)
 })
 
+fxTest('typed readMany aborted while its ops are held in a FUSE server: each op\'s ABORT_ERR names the call-time position and length (the caller rewrote the arrays), the ops that completed hold the right bytes', FAULT, async (t) => {
+  const blocks = 16
+  const fx = must(faultFs({ size: blocks * U, hold: 'held', threads: 4 }))
+  t.teardown(() => fx.cleanup())
+  const fh = await open(fx.file, 'r')
+  t.teardown(() => fh.close())
+  const n = blocks
+  const memory = fh.alloc(n * U)
+  const want = perm(n, blocks)
+  const offsets = new Uint32Array(want.map((_, i) => i * U))
+  const lengths = new Uint32Array(n).fill(U)
+  const positions = new Float64Array(want.map((b) => b * U))
+  const ac = new AbortController()
+  const p = fh.readMany({ memory, offsets, lengths, positions }, { window: 2, signal: ac.signal })
+  positions.fill(U)
+  lengths.fill(2 * U)
+  offsets.fill(0)
+  await fx.waitForHeld(1)
+  ac.abort()
+  fx.release()
+  const e = (await t.throwsAsync(p)) as Error & { code: string; results: ReadonlyArray<number | { code: string; position: number; length: number }> }
+  t.is(e.code, 'ABORT_ERR')
+  let cancelled = 0
+  const pattern = patternBuffer(0, blocks * U)
+  for (let i = 0; i < n; i++) {
+    const r = e.results[i]
+    if (typeof r === 'number') {
+      t.is(r, U)
+      t.true(Buffer.from(memory.buffer, memory.byteOffset + i * U, U).equals(pattern.subarray(want[i] * U, (want[i] + 1) * U)), `op ${i}`)
+      continue
+    }
+    cancelled++
+    t.is(r.position, want[i] * U, `op ${i}`)
+    t.is(r.length, U, `op ${i}`)
+  }
+  t.true(cancelled >= n - 2)
+})
+
 fxTest('typed writeMany on a full ext4: each failed op\'s error names the position and length given at the call, not what the caller wrote into the arrays afterwards', LOOP, async (t) => {
   const fx = must(fullFs(8, { kind: 'loop-ext4' }))
   t.teardown(() => fx.cleanup())
@@ -345,6 +383,65 @@ for (const [name, bin, args] of RUNTIMES) {
     t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop() as string), { posted: 8, posts: 'ok', after0: 'ok', after1: 'ok', after2: 'ok' })
   })
 }
+
+for (const direct of ['require', 'off'] as const) {
+  fxTest(`Node and web read streams (default mode) over FUSE short reads (direct: '${direct}'): chunks of partial reads and of their re-reads handed over and all kept; every byte right (attacked: no fault)`, FAULT, async (t) => {
+    const size = 40 * U + 777
+    const fx = must(faultFs({ size, readMax: 3 * U + 512 }))
+    t.teardown(() => fx.cleanup())
+    const want = patternBuffer(0, size)
+    const kept: Buffer[] = []
+    for await (const c of createReadStream(fx.file, { chunkSize: 8 * U, readAhead: 3, direct })) kept.push(c as Buffer)
+    t.true(Buffer.concat(kept).equals(want), 'Node stream')
+    const r = readableWebStream(fx.file, { chunkSize: 8 * U, direct }).getReader()
+    const parts: Uint8Array[] = []
+    for (;;) {
+      const { value, done } = await r.read()
+      if (done) break
+      parts.push(value)
+    }
+    t.true(Buffer.concat(parts).equals(want), 'web stream')
+  })
+}
+
+fxTest('Node and web read streams (default mode) hitting EIO mid-file, and one aborted by its signal: the typed error comes after the chunks before it, which stay right while other streams read (attacked: no fault)', FAULT, async (t) => {
+  const size = 64 * U
+  const bad = 40 * U
+  const fx = must(faultFs({ size, eioAt: [bad + 10] }))
+  t.teardown(() => fx.cleanup())
+  const want = patternBuffer(0, size)
+  const kept: Buffer[] = []
+  const e1 = (await t.throwsAsync(async () => {
+    for await (const c of createReadStream(fx.file, { chunkSize: 4 * U, readAhead: 6 })) kept.push(c as Buffer)
+  })) as { code?: string; position?: number }
+  t.is(e1.code, 'EIO')
+  t.is(e1.position, bad)
+  const r = readableWebStream(fx.file, { chunkSize: 4 * U }).getReader()
+  const parts: Uint8Array[] = []
+  const e2 = (await t.throwsAsync(async () => {
+    for (;;) {
+      const { value, done } = await r.read()
+      if (done) break
+      parts.push(value)
+    }
+  })) as { code?: string }
+  t.is(e2.code, 'EIO')
+  const ac = new AbortController()
+  const aborted: Buffer[] = []
+  const e3 = (await t.throwsAsync(async () => {
+    for await (const c of createReadStream(fx.file, { chunkSize: 4 * U, readAhead: 6, signal: ac.signal })) {
+      aborted.push(c as Buffer)
+      if (aborted.length === 3) ac.abort()
+    }
+  })) as { name?: string; code?: string }
+  t.is(e3.code, 'ABORT_ERR')
+  // More streams over the memory the dead ones gave back.
+  for (let k = 0; k < 3; k++) for await (const c of createReadStream(fx.file, { chunkSize: 4 * U, readAhead: 6, end: bad - 1 })) void c
+  t.true(Buffer.concat(kept).equals(want.subarray(0, bad)))
+  t.true(Buffer.concat(parts).equals(want.subarray(0, bad)))
+  t.true(aborted.length >= 3)
+  t.true(Buffer.concat(aborted).equals(want.subarray(0, aborted.length * 4 * U)))
+})
 
 test('web read stream: default and BYOB readers taking turns on one stream, chunks kept; bytes right (attacked: no fault)', async (t) => {
   const { file, data } = await streamFile(t, 64)
