@@ -134,6 +134,34 @@ test('typed readMany with memory that is not odirect\'s own (the op-by-op path):
   for (let i = 0; i < n; i++) t.true(Buffer.from(memory.buffer, i * U, U).equals(data.subarray(want[i] * U, (want[i] + 1) * U)), `op ${i}`)
 })
 
+test('typed readMany / writeMany with plain memory in a resizable ArrayBuffer shrunk right after the call (window 1, op by op): the ops inside the new size complete, the others fail ERR_ODIRECT_DETACHED naming their position and length (was: no position, length, path or syscall on those errors); nothing lands out of bounds', async (t) => {
+  const dir = tmp(t)
+  const n = 8
+  const { file, data } = patterned(dir, n)
+  const fh = await open(file, 'r+')
+  t.teardown(() => fh.close())
+  for (const write of [false, true]) {
+    const rab = new ArrayBuffer(n * U, { maxByteLength: n * U }) as ArrayBuffer & { resize(n: number): void }
+    const memory = new Uint8Array(rab)
+    if (write) memory.fill(0xee)
+    const a = { memory, offsets: new Uint32Array(n).map((_, i) => i * U), lengths: new Uint32Array(n).fill(U), positions: new Float64Array(n).map((_, i) => i * U) }
+    const p = write ? fh.writeMany(a, { window: 1 }) : fh.readMany(a, { window: 1 })
+    rab.resize(2 * U)
+    const e = (await t.throwsAsync(p)) as Error & { code: string; results: ReadonlyArray<number | { code: string; position: number }> }
+    t.is(e.code, 'ERR_ODIRECT_DETACHED')
+    t.deepEqual(
+      e.results.map((r) => (typeof r === 'number' ? r : r.code)),
+      [U, U, ...new Array<string>(n - 2).fill('ERR_ODIRECT_DETACHED')],
+    )
+    for (let i = 2; i < n; i++) t.like(e.results[i], { position: i * U, length: U, path: file, syscall: write ? 'write' : 'read' })
+    const back = fs.readFileSync(file)
+    if (write) {
+      t.true(back.subarray(0, 2 * U).every((b) => b === 0xee))
+      t.true(back.subarray(2 * U).equals(data.subarray(2 * U)))
+    } else t.true(Buffer.from(rab).equals(data.subarray(0, 2 * U)))
+  }
+})
+
 test('typed batches: BigInt64Array positions at and beyond 2^53 are refused before anything starts; 2^53 - U is accepted and reads nothing (attacked: no fault)', async (t) => {
   const dir = tmp(t)
   const { file } = patterned(dir, 2)

@@ -144,7 +144,7 @@ export class ManyBatch {
         return
       } catch (e) {
         this.#failed++
-        this.#results[i] = e as DirectIoError
+        this.#results[i] = withOp(e, { syscall: this.#syscall, path: io.file.path, position: d.positions[i], length: d.lengths[i] })
         this.#left--
       }
     }
@@ -181,6 +181,15 @@ export class ManyBatch {
     if (this.#failed === 0) return this.#resolve(results as number[])
     this.#reject(manyError(results, this.#failed, this.#syscall, this.io.file.path, this.#aborted ? this.d.signal : undefined))
   }
+}
+
+/**
+ * An op's capture error (a windowed op started late: its buffer detached or shrunk meanwhile)
+ * with the op's syscall, path, position and length, which the capture does not know.
+ */
+function withOp(e: unknown, ctx: { syscall: string; path: string; position: number; length: number }): DirectIoError {
+  if (!(e instanceof DirectIoError)) return e as DirectIoError
+  return new DirectIoError(e.message, { code: e.code, errno: e.errno, hint: e.hint, cause: e.cause, ...ctx })
 }
 
 /**
