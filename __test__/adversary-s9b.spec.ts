@@ -304,7 +304,7 @@ fxTest('typed writeMany on a full ext4: each failed op\'s error names the positi
   t.is((e as unknown as { position: number }).position % U, 0)
 })
 
-fxTest('typed readMany on FUSE with EIO at some blocks: the errors carry the call-time positions (the caller rewrote them), the other ops\' bytes are right', FAULT, async (t) => {
+fxTest('typed readMany on FUSE with EIO at some blocks: the errors carry the call-time positions (the caller rewrote them, and results overwrite their memory), the other ops\' bytes are right', FAULT, async (t) => {
   const blocks = 32
   const bad = [5, 17]
   const fx = must(faultFs({ size: blocks * U, eioAt: bad.map((b) => b * U + 100) }))
@@ -317,10 +317,13 @@ fxTest('typed readMany on FUSE with EIO at some blocks: the errors carry the cal
   const want = perm(n, blocks)
   const offsets = new Uint32Array(want.map((_, i) => i * U))
   const positions = new Float64Array(want.map((b) => b * U))
-  const p = fh.readMany({ memory, offsets, lengths: new Uint32Array(n).fill(U), positions }, { window: 3 })
+  // results over the positions' own memory: written when the batch ends, before its errors are made.
+  const results = new Int32Array(positions.buffer)
+  const p = fh.readMany({ memory, offsets, lengths: new Uint32Array(n).fill(U), positions, results }, { window: 3 })
   positions.fill(0)
   const e = (await t.throwsAsync(p)) as Error & { code: string; results: ReadonlyArray<number | { code: string; position: number; length: number }> }
   t.is(e.code, 'EIO')
+  for (let i = 0; i < n; i++) t.is(results[i], bad.includes(want[i]) ? -5 : U)
   t.is(whole, undefined)
   for (let i = 0; i < n; i++) {
     const r = e.results[i]
@@ -469,6 +472,25 @@ fxTest('Node and web read streams (default mode) hitting EIO mid-file, and one a
   t.true(Buffer.concat(parts).equals(want.subarray(0, bad)))
   t.true(aborted.length >= 3)
   t.true(Buffer.concat(aborted).equals(want.subarray(0, aborted.length * 4 * U)))
+})
+
+test('read streams over a FileHandle the caller closes afterwards (autoClose: false): the hand-over chunks kept outlive the handle and later streams (attacked: no fault)', async (t) => {
+  const { file, data } = await streamFile(t, 48)
+  const fh = await open(file, 'r')
+  const kept: Buffer[] = []
+  for await (const c of fh.createReadStream({ chunkSize: 4 * U, readAhead: 4, autoClose: false })) kept.push(c as Buffer)
+  const r = readableWebStream(fh, { chunkSize: 4 * U, autoClose: false }).getReader()
+  const parts: Uint8Array[] = []
+  for (;;) {
+    const { value, done } = await r.read()
+    if (done) break
+    parts.push(value)
+  }
+  await fh.close()
+  for (let k = 0; k < 2; k++) for await (const c of createReadStream(file, { chunkSize: 4 * U, readAhead: 8 })) void c
+  ;(globalThis as { gc?: () => void }).gc?.()
+  t.true(Buffer.concat(kept).equals(data))
+  t.true(Buffer.concat(parts).equals(data))
 })
 
 test('web read stream: default and BYOB readers taking turns on one stream, chunks kept; bytes right (attacked: no fault)', async (t) => {
