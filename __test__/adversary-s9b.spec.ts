@@ -87,9 +87,13 @@ test('typed writeMany: positions in a resizable ArrayBuffer shrunk to 0 and offs
   const offsets = new Uint32Array(sab)
   for (let i = 0; i < n; i++) offsets[i] = i * U
   const lengths = new Uint32Array(n).fill(U)
-  const w = new Worker('const { workerData } = require("node:worker_threads"); const a = new Uint32Array(workerData); for (let k = 0; k < 2000; k++) a.fill(0)', { eval: true, workerData: sab })
+  // The worker rewrites offsets once the call has returned (it waits for `go`).
+  const go = new Int32Array(new SharedArrayBuffer(4))
+  const w = new Worker('const { workerData: { sab, go } } = require("node:worker_threads"); Atomics.wait(go, 0, 0); const a = new Uint32Array(sab); for (let k = 0; k < 2000; k++) a.fill(0)', { eval: true, workerData: { sab, go } })
   const exited = new Promise((resolve) => w.once('exit', resolve))
   const p = fh.writeMany({ memory, offsets, lengths, positions }, { window: 2 })
+  Atomics.store(go, 0, 1)
+  Atomics.notify(go, 0)
   rab.resize(0)
   t.is(positions.length, 0)
   const results = await p
