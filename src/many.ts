@@ -144,7 +144,7 @@ export class ManyBatch {
         return
       } catch (e) {
         this.#failed++
-        this.#results[i] = e as DirectIoError
+        this.#results[i] = withOp(e, { syscall: this.#syscall, path: io.file.path, position: d.positions[i], length: d.lengths[i] })
         this.#left--
       }
     }
@@ -181,6 +181,15 @@ export class ManyBatch {
     if (this.#failed === 0) return this.#resolve(results as number[])
     this.#reject(manyError(results, this.#failed, this.#syscall, this.io.file.path, this.#aborted ? this.d.signal : undefined))
   }
+}
+
+/**
+ * An op's capture error (a windowed op started late: its buffer detached or shrunk meanwhile)
+ * with the op's syscall, path, position and length, which the capture does not know.
+ */
+function withOp(e: unknown, ctx: { syscall: string; path: string; position: number; length: number }): DirectIoError {
+  if (!(e instanceof DirectIoError)) return e as DirectIoError
+  return new DirectIoError(e.message, { code: e.code, errno: e.errno, hint: e.hint, cause: e.cause, ...ctx })
 }
 
 /**
@@ -331,7 +340,7 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, group === 0 ? Math.min(n, d.window) : d.window, memAlign, flags, group, batch)
   if (id === native.BatchCode.NotOwned) {
     if (group !== 0) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow runs batches in the engine, which needs odirect's own memory`, 'pass memory from fh.alloc (or registered buffers), or a number as window')
-    return viaOps(io, d, mem, offsets, lengths, positions, out)
+    return viaOps(io, d, mem, n, offsets, lengths, positions, out)
   }
   if (id < 0) throw batchError(id, d.write)
   batch.started(id)
@@ -339,8 +348,8 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
 }
 
 /** Memory that is not odirect's own: the array form (bounce buffers), its results copied into `out`. */
-function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, out: Int32Array): Promise<Int32Array> {
-  const n = offsets.length
+function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuffer, n: number, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, out: Int32Array): Promise<Int32Array> {
+  // `n` as validated (the arrays' own element counts: not a `length` the caller defined on them).
   const bytes = ArrayBuffer.isView(memory) ? new Uint8Array(memory.buffer, memory.byteOffset, memory.byteLength) : new Uint8Array(memory)
   const views: Uint8Array[] = []
   const ls: number[] = []
