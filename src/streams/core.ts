@@ -611,9 +611,11 @@ export class BlockReader extends Core {
           throw misuse('ERR_ODIRECT_DETACHED', `a chunk of ${this.path} was transferred by the consumer while the stream was reading into it again`, 'with reuseChunks, do not keep, transfer or post chunks: copy what you keep', { path: this.path, position: slot.pos })
         }
         this.#bytesRead += hi - lo
+        // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
+        const at = slot.buf.byteOffset + lo
         const shown = (handOver && HANDOVER && native.handOver(ab, HANDOVER_PRESSURE)) || ab
         this.#out.add(shown)
-        return Buffer.from(shown, slot.buf.byteOffset + lo, hi - lo)
+        return Buffer.from(shown, at, hi - lo)
       }
       if (this.#eof) return null
     }
