@@ -915,19 +915,23 @@ test('memory: a BYOB reader of a 512 MiB file keeps RSS growth under readAhead x
   t.true(m.peak < 4 * MiB + 16 * MiB, `RSS grew by ${(m.peak / MiB).toFixed(1)} MiB`)
 })
 
-const GC_SCRIPT = `
-import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
-import { PerformanceObserver, constants } from 'node:perf_hooks'
-const file = process.argv[1]
-for await (const _ of createReadStream(file, { end: 4 << 20, chunkSize: 1 << 20 })) void _
-const kinds = { minor: 0, major: 0 }
+// Script lines (in the child scripts below) counting young collections (scavenges) and
+// mark-compacts from here on, in \`kinds\` (\`obs.disconnect()\` stops).
+const GC_COUNTS = `const kinds = { minor: 0, major: 0 }
 const obs = new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MINOR) kinds.minor++
     else if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) kinds.major++
   }
 })
-obs.observe({ entryTypes: ['gc'] })
+obs.observe({ entryTypes: ['gc'] })`
+
+const GC_SCRIPT = `
+import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
+import { PerformanceObserver, constants } from 'node:perf_hooks'
+const file = process.argv[1]
+for await (const _ of createReadStream(file, { end: 4 << 20, chunkSize: 1 << 20 })) void _
+${GC_COUNTS}
 let n = 0
 // A plain consumer: every chunk dropped at once, no forced GC.
 for await (const c of createReadStream(file, { chunkSize: 1 << 20 })) n += c.length
@@ -966,14 +970,7 @@ const pass = async (end) => {
   return n
 }
 await pass((8 << 20) - 1)
-const kinds = { minor: 0, major: 0 }
-const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) {
-    if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MINOR) kinds.minor++
-    else if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) kinds.major++
-  }
-})
-obs.observe({ entryTypes: ['gc'] })
+${GC_COUNTS}
 fs.writeFileSync('/proc/self/clear_refs', '5')
 const r0 = process.memoryUsage.rss()
 const n = await pass(undefined)

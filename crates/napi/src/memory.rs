@@ -146,32 +146,12 @@ pub unsafe fn external_buffer(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(start, (alloc.len(), Arc::downgrade(&alloc)));
-    let hint = Box::into_raw(Box::new(alloc.clone()));
-    let mut ab = ptr::null_mut();
-    // SAFETY: the memory stays valid until finalize_alloc drops the hint's Arc (and the ops'
-    // Arcs are gone); env is live.
-    let made = unsafe {
-        check!(napi_create_external_arraybuffer(
-            env,
-            start as *mut c_void,
-            len,
-            Some(finalize_alloc),
-            hint as *mut c_void,
-            &mut ab,
-        ))
-    };
-    if made.is_err() {
-        // Refused (a V8 sandbox): V8 memory from now on. The finalizer will never run: take the
-        // hint back.
-        // SAFETY: hint came from Box::into_raw above and was not handed over.
-        drop(unsafe { Box::from_raw(hint) });
-        let mut info = ptr::null();
-        // SAFETY: reads (and so consumes) the error info of the refused call; its own failure
-        // changes nothing here.
-        let _ = unsafe { check!(napi_get_last_error_info(env, &mut info)) };
+    // SAFETY: env is live (forwarded contract); len <= alloc.len() (allocated as len.max(1)).
+    let Some(ab) = (unsafe { wrap_again(env, &alloc, len) }) else {
+        // Refused (a V8 sandbox): V8 memory from now on (wrap_again took its hint back).
         EXTERNAL_OK.store(2, Ordering::Relaxed);
         return Ok(None);
-    }
+    };
     let mut data: *mut c_void = ptr::null_mut();
     let mut got = 0usize;
     // SAFETY: ab is a live ArrayBuffer handle of this call.
