@@ -12,7 +12,7 @@ import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { patterned, readsOneAtATime, sqHeads, UNIT } from './helpers/qd1.js'
+import { patterned, readsOneAtATime, readsUntilTimer, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const scratch = scratchDirs('inline-tmpfs')
@@ -69,15 +69,8 @@ test.serial('tmpfs: inline reads into a plain Buffer (bounced), past the end of 
 test.serial('tmpfs: a timer fires while inline reads run one at a time (the chain yields to the loop)', async (t) => {
   const fh = await open(patterned(scratch('/dev/shm'), 64), 'r', { backend: 'io_uring' })
   try {
-    const buf = fh.alloc(UNIT)
     const inline0 = inlineReads()
-    let fired = false
-    setTimeout(() => (fired = true), 5)
-    let ops = 0
-    while (!fired) {
-      await fh.read(buf, { position: (ops % 64) * UNIT })
-      ops++
-    }
+    await readsUntilTimer(fh, 5)
     t.true(inlineReads() - inline0 > 0)
   } finally {
     await fh.close()

@@ -120,3 +120,17 @@ export function sqHeads(): number {
   }
   return sum
 }
+
+/** Reads one block at a time on `fh` (a `patterned` file of 64 blocks) until a `ms` timer
+ * fires: the timer must fire between them (the reads never starve the loop). Returns the reads made. */
+export async function readsUntilTimer(fh: Awaited<ReturnType<typeof open>>, ms: number): Promise<number> {
+  const buf = fh.alloc(UNIT)
+  let fired = false
+  setTimeout(() => (fired = true), ms)
+  let ops = 0
+  while (!fired) {
+    await fh.read(buf, { position: (ops % 64) * UNIT })
+    ops++
+  }
+  return ops
+}
