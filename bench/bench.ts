@@ -6,9 +6,11 @@ import * as path from 'node:path'
 
 import { open, probe } from '../index'
 import {
+  allowedCpus,
   appliesTo,
   type BenchContext,
   cleanupChildren,
+  defaultPinCpu,
   ENGINES,
   type EngineId,
   engineLabel,
@@ -65,6 +67,10 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               same way (--variant base={}) so that both sides pay for a child process. The stream
               workloads get a createReadStream/createWriteStream and a web stream row per variant
               (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS)
+--pin-cpu N|off  the CPU the QD 1 rows of fio and odirect's per op loops (odirect in a child
+              process there) run on, with taskset, so that io_uring's worker threads run where
+              their submitter does for both (default: the last CPU allowed; off: unpinned; one
+              CPU: unpinned). QD 64 rows are never pinned
 --runtimes A,B|off  the runtimes of the per-op rows besides Node: bun, deno (default both)
 --bs SIZE     block size of the random workloads (default 4k)
 --qd N        the deep queue depth of the random workloads (default 64)
@@ -122,6 +128,8 @@ interface Args {
   help: boolean
   durable: boolean
   scaling?: number
+  /** --pin-cpu: the CPU of the QD 1 rows, 'off', or undefined (the default: defaultPinCpu). */
+  pinCpu?: number | 'off'
 }
 
 function parseArgs(argv: string[]): Args {
@@ -184,6 +192,13 @@ function parseArgs(argv: string[]): Args {
         }
         for (const k of Object.keys(o as object)) if (k !== 'open' && k !== 'env' && k !== 'mode') throw new Error(`--variant ${nm}: unknown key '${k}' (open, env, mode)`)
         a.variants.set(nm, vo)
+        break
+      }
+      case '--pin-cpu': {
+        const v = value()
+        const cpus = allowedCpus()
+        if (v !== 'off' && !(/^\d+$/.test(v) && (cpus === undefined || cpus.includes(Number(v))))) throw new Error(`--pin-cpu wants a CPU this process may use (${cpus?.join(', ') ?? 'unknown'}) or off, got '${v}'`)
+        a.pinCpu = v === 'off' ? 'off' : Number(v)
         break
       }
       case '--tmpfs-size':
@@ -470,6 +485,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const limit = { durationMs: opts.durationMs, ops: opts.ops, rampMs: opts.rampMs }
   const runtimes: NonNullable<BenchContext['runtimes']> = new Map()
   const ctx: BenchContext = { variants: args.variants, path: file, size, limit, isRoot, fadviseOnly: args.quick, openOptions: args.openOptions, fioPath, fioBroken: new Map(), fioFailures: new Map(), runtimes, log }
+  const pinCpu = args.pinCpu === 'off' ? undefined : (args.pinCpu ?? defaultPinCpu())
+  if (pinCpu !== undefined) ctx.pinCpu = pinCpu
   const tctx: BenchContext | undefined = tfile !== undefined ? { ...ctx, path: tfile, size: tsize, fioBroken: new Map(), fioFailures: new Map() } : undefined
   if (!fioPath && engines.some((e) => e.startsWith('fio'))) log('note: fio is not installed (apt-get install fio): the fio rows are skipped and there is no ratio column')
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')

@@ -217,6 +217,8 @@ export interface RunResult {
   stealPct?: number
   /** The round (0-based) this run belongs to: every engine runs once per round, interleaved (set by bench.ts; report.ts pairs ratios by it). */
   round?: number
+  /** The CPU the run was pinned to (QD 1 rows of fio and odirect, see pinCpuFor), e.g. 'CPU 1'. */
+  pinned?: string
 }
 
 /** [steal, total] jiffies from /proc/stat, or undefined off Linux. */
@@ -251,8 +253,63 @@ export interface BenchContext {
   variants?: Map<string, Variant>
   /** Bun/Deno: the binary, or why that runtime's rows are skipped (filled on first use). */
   runtimes?: Map<RuntimeName, { bin?: string; version?: string; why?: string }>
+  /**
+   * The CPU the QD 1 rows of fio and odirect run on (see pinCpuFor); undefined: not pinned
+   * (--pin-cpu off, one CPU only, or no taskset).
+   */
+  pinCpu?: number
   log: (msg: string) => void
 }
+
+/**
+ * The CPUs this process may run on (/proc/self/status Cpus_allowed_list, e.g. '0-1,4'), or
+ * undefined when unknown.
+ */
+export function allowedCpus(): number[] | undefined {
+  try {
+    const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))
+    if (m === null) return undefined
+    const cpus: number[] = []
+    for (const part of m[1].split(',')) {
+      const [a, b] = part.split('-').map(Number)
+      for (let c = a; c <= (b ?? a); c++) cpus.push(c)
+    }
+    return cpus.every(Number.isInteger) ? cpus : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The default CPU of the QD 1 rows: the last one this process may use (taskset must exist; with
+ * one CPU there is nothing to pin). Why pin: at QD 1 every tmpfs read (and some disk I/O) goes to
+ * an io_uring worker thread (io-wq), and whether it runs on its submitter's CPU or the other one
+ * decided the row per run, for fio too (6 µs vs 40-50 µs p50 with the same command). A process
+ * pinned before its ring exists gets its io-wq workers on the same CPU (they take the
+ * submitter's affinity; Linux 6.18 here), so both engines run in one regime.
+ */
+export function defaultPinCpu(): number | undefined {
+  const cpus = allowedCpus()
+  if (cpus === undefined || cpus.length < 2) return undefined
+  const r = spawnSync('taskset', ['-c', String(cpus[cpus.length - 1]), 'true'], { encoding: 'utf8' })
+  return r.status === 0 ? cpus[cpus.length - 1] : undefined
+}
+
+/**
+ * The CPU a run of `engine` on `w` is pinned to, or undefined: QD 1 workloads only (QD 64 rows use
+ * every CPU, as a program would), and only engines that start a process of their own for the run
+ * (fio; odirect in a child process: a fresh io_uring, so its io-wq workers are made pinned too).
+ */
+export function pinCpuFor(ctx: BenchContext, engine: EngineId, w: Workload): number | undefined {
+  if (ctx.pinCpu === undefined || w.qd !== 1) return undefined
+  return PINNED_ENGINES.has(engine) || isVariant(engine) ? ctx.pinCpu : undefined
+}
+
+/** Engines run pinned at QD 1 (pinCpuFor): fio and odirect's per-op loop (in a child process). */
+const PINNED_ENGINES: ReadonlySet<EngineId> = new Set<EngineId>(['fio-io_uring', 'fio-io_uring-huge', 'fio-libaio', 'odirect', 'odirect-bun', 'odirect-deno'])
+
+/** `cmd args` under `taskset -c cpu` when `cpu` is given. */
+const pinnedCommand = (cpu: number | undefined, cmd: string, args: string[]): [string, string[]] => (cpu === undefined ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]])
 
 /** `transient`: this run failed but the next may work (the cell is tried again). */
 export type Outcome = { ok: true; result: RunResult } | { ok: false; skipped: string; transient?: boolean }
@@ -681,7 +738,7 @@ export function cleanupChildren(): void {
 
 const numOrNaN = (x: unknown): number => (typeof x === 'number' ? x : NaN)
 
-async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Workload, variant?: Variant): Promise<Outcome> {
+async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Workload, variant?: Variant, pin?: number): Promise<Outcome> {
   let found: { bin?: string; why?: string } = { bin: process.execPath }
   if (rt !== 'node') {
     ctx.runtimes ??= new Map()
@@ -700,7 +757,8 @@ async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Work
   const args = rt === 'deno' ? ['run', '--allow-all', '--no-check', '--no-lock', '--no-config', childWrapper(), req] : [childWrapper(), req]
   const timeout = (ctx.limit.ops > 0 ? 300 : ctx.limit.durationMs / 1000 + 120) * 1000
   const env = variant?.env ? { ...process.env, ...variant.env } : process.env
-  const r = spawnSync(found.bin, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout, cwd: packageRoot(), env })
+  const [cmd, cmdArgs] = pinnedCommand(pin, found.bin, args)
+  const r = spawnSync(cmd, cmdArgs, { encoding: 'utf8', maxBuffer: 64 << 20, timeout, cwd: packageRoot(), env })
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith(CHILD_MARKER))
   if (line === undefined) {
     const text = `${r.error?.message ?? ''}\n${r.stderr ?? ''}\n${r.stdout ?? ''}`
@@ -711,6 +769,9 @@ async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Work
   if (!out.ok) return out
   const res = out.result as unknown as Record<string, unknown>
   for (const k of ['p50', 'p99', 'cpuPct', 'cpuUsPerOp', 'nativeP50', 'nativeP99']) if (k in res) res[k] = numOrNaN(res[k])
+  if (pin !== undefined) out.result.pinned = `CPU ${pin}`
+  // The plain odirect row run in a child (pinned): the same Node as the bench, no runtime label.
+  if (rt === 'node' && variant === undefined) delete out.result.runtime
   return out
 }
 
@@ -906,9 +967,11 @@ export function parseFio(stdout: string, write: boolean): RunResult {
  * Runs fio under `sh`, which prints its own /proc/self/stat after fio exits: its cutime + cstime
  * are the CPU of fio's whole process tree (job processes, their threads and io_uring workers).
  */
-function spawnFio(fio: string, args: string[]): { r: ReturnType<typeof spawnSync>; treeCpuUs: number } {
+function spawnFio(fio: string, args: string[], pin?: number): { r: ReturnType<typeof spawnSync>; treeCpuUs: number } {
   const script = 'fio="$1"; shift; "$fio" "$@"; rc=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $rc'
-  const r = spawnSync('/bin/sh', ['-c', script, 'sh', fio, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  // taskset execs sh: the tree's CPU below is still fio's.
+  const [cmd, cmdArgs] = pinnedCommand(pin, '/bin/sh', ['-c', script, 'sh', fio, ...args])
+  const r = spawnSync(cmd, cmdArgs, { encoding: 'utf8', maxBuffer: 64 << 20 })
   let treeCpuUs = NaN
   const err = String(r.stderr ?? '')
   const line = err.split('\n').find((l) => l.startsWith('@@stat '))
@@ -925,7 +988,7 @@ function spawnFio(fio: string, args: string[]): { r: ReturnType<typeof spawnSync
 /** Why fio's huge-page rows cannot run (no huge pages reserved), or undefined when they can. */
 export const hugeSkip = (ctx: BenchContext): string | undefined => (typeof ctx.hugePages === 'object' ? undefined : `no huge pages: ${ctx.hugePages ?? 'none reserved'}`)
 
-async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1, huge = false): Promise<Outcome> {
+async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'libaio', jobs = 1, huge = false, pin?: number): Promise<Outcome> {
   if (ctx.fioPath === undefined) return { ok: false, skipped: 'fio is not installed (apt-get install fio)' }
   const noHuge = huge ? hugeSkip(ctx) : undefined
   if (noHuge !== undefined) return { ok: false, skipped: noHuge }
@@ -936,7 +999,7 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
   let why = ''
   // One retry: a failure can be transient (memory for fixed buffers, a busy device).
   for (let attempt = 0; attempt < 2; attempt++) {
-    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs, huge))
+    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs, huge), pin)
     if (r.status === 0 && !r.error) {
       try {
         const result = parseFio(String(r.stdout), w.write)
@@ -952,6 +1015,7 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
           result.cpuPct = (windowCpu / 1e6 / (runtimeMs / 1000)) * 100
         }
         ctx.fioFailures?.set(config, 0)
+        if (pin !== undefined) result.pinned = `CPU ${pin}`
         return { ok: true, result }
       } catch (e) {
         why = (e as Error).message
@@ -983,26 +1047,28 @@ export async function runEngine(ctx: BenchContext, engine: EngineId, w: Workload
 }
 
 async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload): Promise<Outcome> {
+  const pin = pinCpuFor(ctx, engine, w)
   if (isVariant(engine)) {
     const v = ctx.variants?.get(engine.slice('variant:'.length))
     if (v === undefined) return { ok: false, skipped: 'unknown variant' }
-    return runInRuntime(ctx, 'node', w, v)
+    return runInRuntime(ctx, 'node', w, v, pin)
   }
   switch (engine) {
     case 'fio-io_uring':
-      return runFio(ctx, w, 'io_uring')
+      return runFio(ctx, w, 'io_uring', 1, false, pin)
     case 'fio-io_uring-huge':
-      return runFio(ctx, w, 'io_uring', 1, true)
+      return runFio(ctx, w, 'io_uring', 1, true, pin)
     case 'fio-io_uring-2j':
       return runFio(ctx, w, 'io_uring', 2)
     case 'fio-libaio':
-      return runFio(ctx, w, 'libaio')
+      return runFio(ctx, w, 'libaio', 1, false, pin)
     case 'node-fs':
       return runNodeFs(ctx, w, false)
     case 'node-fs-direct':
       return runNodeFs(ctx, w, true)
     case 'odirect':
-      return runOdirect(ctx, w, 'op')
+      // Pinned: in a child process of its own (its ring and io-wq workers made on that CPU).
+      return pin !== undefined ? runInRuntime(ctx, 'node', w, undefined, pin) : runOdirect(ctx, w, 'op')
     case 'odirect-batch':
       return runOdirect(ctx, w, 'batch')
     case 'odirect-batch-typed':
@@ -1014,9 +1080,9 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
     case 'odirect-registered':
       return runOdirectRegistered(ctx, w)
     case 'odirect-bun':
-      return runInRuntime(ctx, 'bun', w)
+      return runInRuntime(ctx, 'bun', w, undefined, pin)
     case 'odirect-deno':
-      return runInRuntime(ctx, 'deno', w)
+      return runInRuntime(ctx, 'deno', w, undefined, pin)
   }
 }
 

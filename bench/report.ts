@@ -41,6 +41,8 @@ export interface Summary {
   /** odirect: the engine path(s) that ran; Bun/Deno rows: the runtime. */
   path?: string
   runtime?: string
+  /** The CPU the runs were pinned to (QD 1 rows of fio and odirect), e.g. 'CPU 1'. */
+  pinned?: string
   /** Median steal time of the machine during the runs, percent of all CPU time. */
   stealPct: number
   /** value / the value of the best fio configuration of the same workload (fioRef). */
@@ -131,7 +133,7 @@ export function threadTable(sums: Summary[]): string {
       .filter(([, v]) => v >= 0.005)
       .sort((a, b) => b[1] - a[1])
       .map(([k, v]) => `${k} ${fmtCpu(v)}`)
-    rows.push(`| ${wl} | ${engineLabel(s.engine)}${s.runtime ? ` (${s.runtime})` : ''} | ${fmtCpu(s.cpuUsPerOp)} | ${parts.join(', ')} |`)
+    rows.push(`| ${wl} | ${rowLabel(s)} | ${fmtCpu(s.cpuUsPerOp)} | ${parts.join(', ')} |`)
   }
   return rows.length > 2 ? rows.join('\n') : ''
 }
@@ -204,6 +206,7 @@ export function summarize(cells: Cell[]): Summary[] {
       nativeP99: median(c.runs.map((r) => r.nativeP99 ?? NaN)),
       ...distinct('path', c.runs.map((r) => r.path)),
       ...distinct('runtime', c.runs.map((r) => r.runtime)),
+      ...distinct('pinned', c.runs.map((r) => r.pinned)),
       stealPct: median(c.runs.map((r) => r.stealPct ?? NaN)),
       ratio: NaN,
       ratioIoUring: NaN,
@@ -231,6 +234,9 @@ const fmtRatio3 = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(3)}Ã
 
 const fmtCpu = (us: number): string => (!Number.isFinite(us) ? 'â€“' : us >= 100 ? num(us, 0) : us >= 10 ? num(us, 1) : num(us, 2))
 
+/** A row's engine label, with its runtime (Bun/Deno, variants) and the CPU it was pinned to (QD 1). */
+const rowLabel = (s: Pick<Summary, 'engine' | 'runtime' | 'pinned'>): string => engineLabel(s.engine) + (s.runtime ? ` (${s.runtime})` : '') + (s.pinned ? `, pinned to ${s.pinned}` : '')
+
 /** The results table (markdown) of the given rows. */
 export function table(sums: Summary[]): string {
   const rows = [
@@ -241,7 +247,7 @@ export function table(sums: Summary[]): string {
   for (const s of sums) {
     const wl = s.workload.id === lastW ? '' : s.workload.label
     lastW = s.workload.id
-    const label = engineLabel(s.engine) + (s.runtime ? ` (${s.runtime})` : '')
+    const label = rowLabel(s)
     if (s.skipped !== undefined) {
       rows.push(`| ${wl} | ${label} | skipped: ${s.skipped.replace(/\|/g, '\\|')} | | | | | | | | |`)
       continue
@@ -296,7 +302,7 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     const vb = FIG[fig].median(b!)
     if (!Number.isFinite(va) || !Number.isFinite(vb) || vb <= 0) return void out.push({ name, goal: g, figure: 'not measured (no figure)' })
     const { ratio: r, rounds } = pairedRatio(a!.runs, b!.runs, (x) => FIG[fig].run(a!, x), (x) => FIG[fig].run(b!, x))
-    const which = FIO_PEERS.includes(b!.engine) ? `; ${engineLabel(b!.engine)}` : ''
+    const which = (FIO_PEERS.includes(b!.engine) ? `; ${engineLabel(b!.engine)}` : '') + (a!.pinned !== undefined && a!.pinned === b!.pinned ? `; both pinned to ${a!.pinned}` : '')
     const how = rounds > 0 ? `median of ${rounds} paired rounds; medians ` : ''
     out.push({ name, goal: g, figure: `${fmtRatio3(r)} (${how}${unit(a!, va)} vs ${unit(b!, vb)}${which})`, met: lowerIsBetter ? r <= goal : r >= goal })
   }
@@ -611,6 +617,7 @@ export function json(sums: Summary[], facts: MachineFacts, o: Options, cells: Ce
               ...fioRatioJson(s),
               ...(s.path ? { path: s.path } : {}),
               ...(s.runtime ? { runtime: s.runtime } : {}),
+              ...(s.pinned ? { pinned: s.pinned } : {}),
             }),
         runs: cells.find((c) => c.workload.id === s.workload.id && c.engine === s.engine)?.runs ?? [],
       })),
