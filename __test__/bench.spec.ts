@@ -30,6 +30,7 @@ interface Row {
   fioReference?: string
   ratioToFioIoUring?: number | null
   path?: string
+  pinned?: string
   threadCpuUsPerOp?: Record<string, number>
 }
 
@@ -173,6 +174,30 @@ test('bench without fio and without tmpfs: the rows are marked, not missing; an 
   const lat = report.targets.find((x) => x.name.includes('QD 1, disk'))
   t.is(lat?.met, null)
   t.regex(lat?.figure ?? '', /fio is not installed/)
+})
+
+const tasksetInstalled = spawnSync('taskset', ['-c', '0', 'true']).status === 0
+
+test('bench QD 1 rows: fio and odirect per op (in a child) run pinned to one CPU, as their own processes report; QD 64 rows and --pin-cpu off do not', (t) => {
+  if (!tasksetInstalled) return t.fail('taskset (util-linux) is missing: the QD 1 rows cannot be pinned')
+  t.timeout(150_000)
+  const cpus = harness.allowedCpus() ?? []
+  const cpu = cpus[cpus.length - 1]
+  const base = ['--quick', '--json', '--workloads', 'tmpfs-randread-4096', '--engines', 'fio-io_uring,odirect', '--runtimes', 'off', '--tmpfs', '/dev/shm']
+  const { report } = bench([...base, '--pin-cpu', String(cpu)])
+  const row = (engine: string, qd: number): Row | undefined => report.results.find((r) => r.engine === engine && r.workload.endsWith(`-qd${qd}`))
+  const od1 = row('odirect', 1)
+  t.true((od1?.median ?? 0) > 0, od1?.skipped)
+  // Set only from what the child read in its own /proc/self/status (harness.ts confirmPin).
+  t.is(od1?.pinned, `CPU ${cpu}`)
+  t.is(row('odirect', 64)?.pinned, undefined, 'QD 64 runs where the scheduler puts it')
+  if (fioInstalled) {
+    t.is(row('fio-io_uring', 1)?.pinned, `CPU ${cpu}`)
+    t.is(row('fio-io_uring', 64)?.pinned, undefined)
+    t.regex(report.targets.find((x) => x.name.includes('QD 1, tmpfs'))?.figure ?? '', new RegExp(`both pinned to CPU ${cpu}`))
+  } else t.log('fio is not installed: only the odirect rows checked')
+  const off = bench([...base, '--workloads', 'tmpfs-randread-4096-qd1', '--pin-cpu', 'off']).report
+  t.true(off.results.length > 0 && off.results.every((r) => r.pinned === undefined), 'unpinned with --pin-cpu off')
 })
 
 test('bench --variant on the stream workloads: a Node and a web stream row per variant, run with its env and stream options', (t) => {

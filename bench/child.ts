@@ -2,7 +2,7 @@
 // this process (whatever runtime runs it) and prints one marked JSON line with the result. The
 // parent (runInRuntime in harness.ts) starts it through a small ES module that requires this file.
 import { open } from '../index'
-import { CHILD_MARKER, type Limit, odirectRun, type Outcome, type RunMode, type Workload } from './harness'
+import { allowedCpuList, CHILD_MARKER, type Limit, odirectRun, type Outcome, type RunMode, type Workload } from './harness'
 
 export interface ChildRequest {
   file: string
@@ -28,7 +28,8 @@ export async function childMain(arg: string): Promise<void> {
     const fh = await open(req.file, 'r+', req.openOptions)
     try {
       const result = await odirectRun(fh, req.size, req.limit, req.workload, req.mode ?? 'op')
-      out = { ok: true, result: { ...result, runtime: runtimeName() } }
+      // Its own CPUs: the parent confirms a pin with them (harness.ts confirmPin).
+      out = { ok: true, result: { ...result, runtime: runtimeName(), cpus: allowedCpuList() } }
     } finally {
       await fh.close()
     }

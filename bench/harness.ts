@@ -217,8 +217,13 @@ export interface RunResult {
   stealPct?: number
   /** The round (0-based) this run belongs to: every engine runs once per round, interleaved (set by bench.ts; report.ts pairs ratios by it). */
   round?: number
-  /** The CPU the run was pinned to (QD 1 rows of fio and odirect, see pinCpuFor), e.g. 'CPU 1'. */
+  /**
+   * The CPU the run was pinned to (QD 1 rows of fio and odirect, see pinCpuFor), e.g. 'CPU 1':
+   * the one CPU the process that ran it reported it may use (its Cpus_allowed_list).
+   */
   pinned?: string
+  /** A child process's own Cpus_allowed_list (odirect in a child; fio through its shell). */
+  cpus?: string
 }
 
 /** [steal, total] jiffies from /proc/stat, or undefined off Linux. */
@@ -266,18 +271,33 @@ export interface BenchContext {
  * undefined when unknown.
  */
 export function allowedCpus(): number[] | undefined {
+  const list = allowedCpuList()
+  if (list === undefined) return undefined
+  const cpus: number[] = []
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number)
+    if (!Number.isInteger(a) || !(b === undefined || Number.isInteger(b))) return undefined
+    for (let c = a; c <= (b ?? a); c++) cpus.push(c)
+  }
+  return cpus
+}
+
+/** This process's Cpus_allowed_list as /proc/self/status says it ('0-1'), or undefined. */
+export function allowedCpuList(): string | undefined {
   try {
-    const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))
-    if (m === null) return undefined
-    const cpus: number[] = []
-    for (const part of m[1].split(',')) {
-      const [a, b] = part.split('-').map(Number)
-      for (let c = a; c <= (b ?? a); c++) cpus.push(c)
-    }
-    return cpus.every(Number.isInteger) ? cpus : undefined
+    return /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1]
   } catch {
     return undefined
   }
+}
+
+/**
+ * `pinned` of a run made under `taskset -c pin`: 'CPU n' when the process that ran it reported
+ * exactly that CPU as all it may use (`cpus`), else undefined (and `cpus` is dropped either way).
+ */
+function confirmPin(result: RunResult, pin: number | undefined): void {
+  if (pin !== undefined && result.cpus === String(pin)) result.pinned = `CPU ${pin}`
+  delete result.cpus
 }
 
 /**
@@ -769,7 +789,7 @@ async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Work
   if (!out.ok) return out
   const res = out.result as unknown as Record<string, unknown>
   for (const k of ['p50', 'p99', 'cpuPct', 'cpuUsPerOp', 'nativeP50', 'nativeP99']) if (k in res) res[k] = numOrNaN(res[k])
-  if (pin !== undefined) out.result.pinned = `CPU ${pin}`
+  confirmPin(out.result, pin)
   // The plain odirect row run in a child (pinned): the same Node as the bench, no runtime label.
   if (rt === 'node' && variant === undefined) delete out.result.runtime
   return out
@@ -967,8 +987,9 @@ export function parseFio(stdout: string, write: boolean): RunResult {
  * Runs fio under `sh`, which prints its own /proc/self/stat after fio exits: its cutime + cstime
  * are the CPU of fio's whole process tree (job processes, their threads and io_uring workers).
  */
-function spawnFio(fio: string, args: string[], pin?: number): { r: ReturnType<typeof spawnSync>; treeCpuUs: number } {
-  const script = 'fio="$1"; shift; "$fio" "$@"; rc=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $rc'
+function spawnFio(fio: string, args: string[], pin?: number): { r: ReturnType<typeof spawnSync>; treeCpuUs: number; cpus?: string } {
+  const script =
+    'fio="$1"; shift; echo "@@cpus $(sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" /proc/$$/status)" >&2; "$fio" "$@"; rc=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $rc'
   // taskset execs sh: the tree's CPU below is still fio's.
   const [cmd, cmdArgs] = pinnedCommand(pin, '/bin/sh', ['-c', script, 'sh', fio, ...args])
   const r = spawnSync(cmd, cmdArgs, { encoding: 'utf8', maxBuffer: 64 << 20 })
@@ -981,8 +1002,9 @@ function spawnFio(fio: string, args: string[], pin?: number): { r: ReturnType<ty
     const ticks = Number(f[13]) + Number(f[14])
     if (Number.isFinite(ticks)) treeCpuUs = ticks * 1e4
   }
-  r.stderr = err.split('\n').filter((l) => !l.startsWith('@@stat ')).join('\n')
-  return { r, treeCpuUs }
+  const cpus = err.split('\n').find((l) => l.startsWith('@@cpus '))?.slice('@@cpus '.length).trim()
+  r.stderr = err.split('\n').filter((l) => !l.startsWith('@@stat ') && !l.startsWith('@@cpus ')).join('\n')
+  return { r, treeCpuUs, cpus }
 }
 
 /** Why fio's huge-page rows cannot run (no huge pages reserved), or undefined when they can. */
@@ -999,7 +1021,7 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
   let why = ''
   // One retry: a failure can be transient (memory for fixed buffers, a busy device).
   for (let attempt = 0; attempt < 2; attempt++) {
-    const { r, treeCpuUs } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs, huge), pin)
+    const { r, treeCpuUs, cpus } = spawnFio(ctx.fioPath, fioArgs(ctx, w, ioengine, jobs, huge), pin)
     if (r.status === 0 && !r.error) {
       try {
         const result = parseFio(String(r.stdout), w.write)
@@ -1015,7 +1037,8 @@ async function runFio(ctx: BenchContext, w: Workload, ioengine: 'io_uring' | 'li
           result.cpuPct = (windowCpu / 1e6 / (runtimeMs / 1000)) * 100
         }
         ctx.fioFailures?.set(config, 0)
-        if (pin !== undefined) result.pinned = `CPU ${pin}`
+        result.cpus = cpus
+        confirmPin(result, pin)
         return { ok: true, result }
       } catch (e) {
         why = (e as Error).message
