@@ -72,7 +72,7 @@ export declare class NativeEngine {
    * results, without a class method's per-call unwrapping and borrow bookkeeping (see
    * `fast`). For the per-op path.
    */
-  fastPath(): { rw: NativeEngine['rw']; flush: NativeEngine['flush'] }
+  fastPath(): { rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush'] }
   /**
    * Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id
    * (>= LOCK_BASE; it completes as an op does, with 0 or -errno, -ECANCELED when cancelled
@@ -320,6 +320,19 @@ export declare const RESULT_DETACHED: number
 
 /** Numbers per completion in the batch of results handed to JS: op id, result, latency (us). */
 export declare const RESULT_STRIDE: number
+
+export declare const RW_ALONE: number
+
+export declare const RW_BACKEND_SHIFT: number
+
+export declare const RW_FLAGS_SHIFT: number
+
+/**
+ * The fast path's `rw` (see `fast.rs`) takes its small arguments packed in one number, read with
+ * one N-API call instead of four: bit 0 a write, bit 1 a lone op (`alone`), bits 2-3 the
+ * backend index, the RWF_* flags from bit `RW_FLAGS_SHIFT` up.
+ */
+export declare const RW_WRITE: number
 
 /**
  * lseek(SEEK_DATA or SEEK_HOLE): the next data (or hole) offset at or after `offset`, -1 when

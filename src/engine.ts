@@ -36,6 +36,12 @@ const TICKET_SHIFT: number = native.TICKET_SHIFT
 const TICKET_BOUNCED = (1 << TICKET_SHIFT) - 1
 /** Added to a ticket when the staging call also submitted the op (Rust `consts::TICKET_SUBMITTED`). */
 const TICKET_SUBMITTED: number = native.TICKET_SUBMITTED
+/** The fast `rw`'s packed argument (Rust `consts::RW_WRITE`...): write, alone, backend, RWF_* flags. */
+const RW_WRITE: number = native.RW_WRITE
+const RW_ALONE: number = native.RW_ALONE
+const RW_BACKEND_SHIFT: number = native.RW_BACKEND_SHIFT
+/** 2 ** RW_FLAGS_SHIFT: RWF_* flags times this (not a shift: any flag bit above 2^27 stays). */
+const RW_FLAGS_UNIT: number = 2 ** native.RW_FLAGS_SHIFT
 
 /** A bounced read's buffer was detached or shrunk before its data could be copied back. */
 export const RESULT_DETACHED: number = native.RESULT_DETACHED
@@ -175,7 +181,8 @@ export class Engine {
    * is staged or in flight the native side submits it at once (no flush microtask for it).
    */
   rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
-    return this.#trackRw(this.#fast.rw(backend, write, fd, view, offset, length, position, memAlign, rwFlags, alone), sink, 'buffer')
+    const packed = rwFlags * RW_FLAGS_UNIT + (backend << RW_BACKEND_SHIFT) + (write ? RW_WRITE : 0) + (alone ? RW_ALONE : 0)
+    return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, 'buffer')
   }
 
   /** Stages many reads or writes on one fd; all are captured or none (throws). */

@@ -26,6 +26,18 @@ pub const TICKET_SHIFT: u32 = 1;
 #[napi]
 pub const TICKET_SUBMITTED: u32 = 1 << 30;
 
+/// The fast path's `rw` (see `fast.rs`) takes its small arguments packed in one number, read with
+/// one N-API call instead of four: bit 0 a write, bit 1 a lone op (`alone`), bits 2-3 the
+/// backend index, the RWF_* flags from bit `RW_FLAGS_SHIFT` up.
+#[napi]
+pub const RW_WRITE: u32 = 1;
+#[napi]
+pub const RW_ALONE: u32 = 2;
+#[napi]
+pub const RW_BACKEND_SHIFT: u32 = 2;
+#[napi]
+pub const RW_FLAGS_SHIFT: u32 = 4;
+
 /// The ticket of a staged read/write (see `TICKET_SHIFT`).
 pub const fn ticket(id: u32, bounced: u32) -> u32 {
     (id << TICKET_SHIFT) | bounced

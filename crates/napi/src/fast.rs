@@ -134,40 +134,27 @@ unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Option<f64> {
     (s == sys::Status::napi_ok).then_some(x)
 }
 
-/// `rw(backend, write, fd, view, offset, length, position, memAlign, rwFlags, alone)`: as
-/// `NativeEngine.rw` (here `rwFlags` and `alone` are required).
+/// `rw(fd, view, offset, length, position, memAlign, packed)`: as `NativeEngine.rw`, with its
+/// backend, write, rwFlags and alone arguments packed in one number (see `consts::RW_WRITE`):
+/// each N-API read of an argument is ~50 instructions, and this runs once per op.
 unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    use crate::consts::{RW_ALONE, RW_BACKEND_SHIFT, RW_FLAGS_SHIFT, RW_WRITE};
     // SAFETY: N-API calls this inside a call of our function.
-    let Some((shared, a)) = (unsafe { args::<10>(env, info) }) else {
+    let Some((shared, a)) = (unsafe { args::<7>(env, info) }) else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rw: arguments unavailable") };
     };
-    let (mut write, mut alone) = (false, false);
-    // SAFETY: a[1] and a[9] are live values of this call; a non-boolean leaves its flag false
-    // and fails the check below.
-    if unsafe { sys::napi_get_value_bool(env, a[1], &mut write) } != sys::Status::napi_ok
-        || unsafe { sys::napi_get_value_bool(env, a[9], &mut alone) } != sys::Status::napi_ok
-    {
-        // SAFETY: inside a call.
-        return unsafe { throw(env, c"odirect: rw: write and alone must be booleans") };
-    }
     // SAFETY: each a[i] is a live value of this call.
-    let [backend, fd, offset, length, position, align, flags] =
-        [0, 2, 4, 5, 6, 7, 8].map(|i| unsafe { number(env, a[i]) });
-    let (
-        Some(backend),
-        Some(fd),
-        Some(offset),
-        Some(length),
-        Some(position),
-        Some(align),
-        Some(flags),
-    ) = (backend, fd, offset, length, position, align, flags)
+    let [fd, offset, length, position, align, packed] =
+        [0, 2, 3, 4, 5, 6].map(|i| unsafe { number(env, a[i]) });
+    let (Some(fd), Some(offset), Some(length), Some(position), Some(align), Some(packed)) =
+        (fd, offset, length, position, align, packed)
     else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rw: a number argument is not a number") };
     };
-    let Ok(kind) = crate::backend_kind(backend as u32) else {
+    let packed = packed as u32;
+    let Ok(kind) = crate::backend_kind((packed >> RW_BACKEND_SHIFT) & 3) else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rw: bad backend index") };
     };
@@ -177,19 +164,19 @@ unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sy
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: engine re-entered") };
     };
-    // SAFETY: a[3] is a live handle of this call on the engine's env.
+    // SAFETY: a[1] is a live handle of this call on the engine's env.
     let r = match unsafe {
         e.rw(
             kind,
-            write,
+            packed & RW_WRITE != 0,
             fd as i32,
-            a[3],
+            a[1],
             offset as usize,
             length as usize,
             position as u64,
             align as usize,
-            flags as i32,
-            alone,
+            (packed >> RW_FLAGS_SHIFT) as i32,
+            packed & RW_ALONE != 0,
         )
     } {
         Ok(k) => k as f64,

@@ -382,7 +382,9 @@ impl NativeEngine {
     /// `rw` and `flush` as plain functions bound to this engine: the same arguments and
     /// results, without a class method's per-call unwrapping and borrow bookkeeping (see
     /// `fast`). For the per-op path.
-    #[napi(ts_return_type = "{ rw: NativeEngine['rw']; flush: NativeEngine['flush'] }")]
+    #[napi(
+        ts_return_type = "{ rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush'] }"
+    )]
     pub fn fast_path<'e>(&self, env: &'e Env) -> Result<Unknown<'e>> {
         // SAFETY: env is live for this call, on the engine's JS thread.
         let obj = unsafe { fast::functions(env.raw(), &self.shared) }?;
