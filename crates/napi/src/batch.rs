@@ -619,25 +619,19 @@ impl NativeEngine {
             let Some(pos) = position_of(sys::TypedarrayType::float64_array, pd, i) else {
                 return Ok(BatchCode::BadArrays as i32 as f64);
             };
-            // Buffers carved from one allocation (or the same one again) share its entry: the
-            // registry is asked only when the view leaves the allocation of the op before.
+            // Buffers carved from one allocation share its entry: the registry is asked only
+            // when the view leaves the allocation of the op before.
             let inside = |m: &Arc<Alloc>| {
                 let start = m.ptr() as usize;
                 addr >= start && addr + view.len <= start + m.len()
             };
-            let mem = match mems.last() {
-                Some(m) if inside(m) => mems.len() - 1,
-                _ => match mems.iter().position(inside) {
-                    Some(k) => k,
-                    None => {
-                        let Some(alloc) = memory::lookup(addr, view.len) else {
-                            return Ok(BatchCode::NotOwned as i32 as f64);
-                        };
-                        mems.push(alloc);
-                        mems.len() - 1
-                    }
-                },
-            };
+            if !mems.last().is_some_and(inside) {
+                let Some(alloc) = memory::lookup(addr, view.len) else {
+                    return Ok(BatchCode::NotOwned as i32 as f64);
+                };
+                mems.push(alloc);
+            }
+            let mem = mems.len() - 1;
             ops.push(Op {
                 addr,
                 len: view.len as u32,
