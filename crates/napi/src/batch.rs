@@ -565,7 +565,19 @@ impl NativeEngine {
         if ops.is_empty() {
             return Ok(BatchCode::BadArrays as i32 as f64);
         }
-        self.with(|e| start(e, kind, write, fd, vec![alloc], ops, window, rw_flags, group))
+        self.with(|e| {
+            start(
+                e,
+                kind,
+                write,
+                fd,
+                vec![alloc],
+                ops,
+                window,
+                rw_flags,
+                group,
+            )
+        })
     }
 
     /// Starts a native batch over the buffers of an array-form `readMany` / `writeMany`
