@@ -1,7 +1,8 @@
 // readMany / writeMany in the array form ([{ buffer, position }, ...]) on odirect's own memory run
 // as a native batch (NativeEngine.batchStartViews): the engine refills the window at reap time
 // and the batch completes once, instead of one JS staging call and one JS completion per op.
-// Other memory (plain, misaligned) goes op by op as before. Real files, a real loop device.
+// Other memory (plain, misaligned) goes op by op as before. Opt-in (ODIRECT_MANY_NATIVE=1, read
+// at each call; set here for this test worker only). Real files, a real loop device.
 // Serial: the tests count the calls this thread's engine gets.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -15,6 +16,7 @@ import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
+process.env.ODIRECT_MANY_NATIVE = '1'
 const scratch = scratchDirs('many-native')
 const UNIT = 4096
 

@@ -184,23 +184,24 @@ export class ManyBatch {
 }
 
 /**
- * Array-form batches on odirect's own memory run in the engine (as the typed-array form: the
- * window refilled at reap time, one completion for the batch, no object or native call per op).
- * ODIRECT_MANY_NATIVE=0 runs them op by op from JS instead (the A/B switch).
+ * ODIRECT_MANY_NATIVE=1 (opt-in, read at each call): array-form batches on odirect's own memory
+ * run in the engine (as the typed-array form: the window refilled at reap time, one completion
+ * for the batch, no object or native call per op). Half the user-space instructions per op, but
+ * not faster in `odirect bench` (README "Kernel features, measured"): off by default.
  */
-const MANY_NATIVE = typeof process === 'undefined' || process.env?.ODIRECT_MANY_NATIVE !== '0'
+const manyNative = (): boolean => typeof process !== 'undefined' && process.env?.ODIRECT_MANY_NATIVE === '1'
 
 /** The op positions of an array-form batch as the engine takes them (one array, reused: read at the call). */
 let positionsScratch = new Float64Array(64)
 
 /**
- * Starts an array-form batch: in the engine when every buffer is odirect's own memory at an
- * aligned address (and the writes are not linked to a datasync), else op by op (ManyBatch, bounce
- * buffers where needed). Same results and errors either way.
+ * Starts an array-form batch: with ODIRECT_MANY_NATIVE=1 in the engine when every buffer is
+ * odirect's own memory at an aligned address (and the writes are not linked to a datasync), else
+ * op by op (ManyBatch, bounce buffers where needed). Same results and errors either way.
  */
 export function startMany(io: HandleIo, d: BatchDesc): Promise<number[]> {
   const n = d.views.length
-  if (MANY_NATIVE && !d.link) {
+  if (!d.link && manyNative()) {
     if (positionsScratch.length < n) positionsScratch = new Float64Array(Math.max(n, 2 * positionsScratch.length))
     const ps = positionsScratch
     for (let i = 0; i < n; i++) ps[i] = d.positions[i]
