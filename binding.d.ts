@@ -22,6 +22,16 @@ export declare class NativeEngine {
    */
   batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number, group: number): number
   /**
+   * Starts a native batch over the buffers of an array-form `readMany` / `writeMany`
+   * (`[{ buffer, position }, ...]`, validated by JS): op i moves all of `views[i]` at file
+   * position `positions[i]` (a Float64Array of at least `views.length` whole numbers), at
+   * most `window` in flight, refilled at reap time; then it completes and is taken as
+   * `batchStart`'s. Every view must lie in odirect's own memory at an address aligned to
+   * `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
+   * one through bounce buffers instead). Returns the batch's id, or a negative code.
+   */
+  batchStartViews(backend: number, write: boolean, fd: number, views: Array<unknown>, positions: unknown, window: number, memAlign: number, rwFlags: number): number
+  /**
    * After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
    * one cancelled or never started) into `results` (an Int32Array of at least the batch's
    * length) and forgets the batch. Returns the number of ops, or -1 when `results` could not

@@ -206,7 +206,15 @@ export class Engine {
    * negative BatchCode / CaptureCode (nothing started).
    */
   batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
-    const id = this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group)
+    return this.#batchStarted(this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group), sink)
+  }
+
+  /** As `batch`, over the buffers of an array-form readMany/writeMany (NativeEngine.batchStartViews). */
+  batchViews(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], positions: Float64Array, window: number, memAlign: number, rwFlags: number, sink: OpSink): number {
+    return this.#batchStarted(this.native.batchStartViews(backend, write, fd, views as ArrayBufferView[], positions, window, memAlign, rwFlags), sink)
+  }
+
+  #batchStarted(id: number, sink: OpSink): number {
     if (id < 0) return id
     this.#lockSinks.set(id, sink)
     this.#schedule()

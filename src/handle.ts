@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { BatchWindow, isManyArrays, ManyBatch, type ManyArrays, manyArrays, windowId } from './many'
+import { BatchWindow, isManyArrays, type ManyArrays, manyArrays, startMany, windowId } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -530,7 +530,7 @@ export class FileHandle extends EventEmitter {
       positions.push(p)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
-    return new ManyBatch(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }).promise
+    return startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })
   }
 
   /**

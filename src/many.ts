@@ -184,6 +184,39 @@ export class ManyBatch {
 }
 
 /**
+ * ODIRECT_MANY_NATIVE=1 (opt-in, read at each call): array-form batches on odirect's own memory
+ * run in the engine (as the typed-array form: the window refilled at reap time, one completion
+ * for the batch, no object or native call per op). Half the user-space instructions per op, but
+ * not faster in `odirect bench` (README "Kernel features, measured"): off by default.
+ */
+const manyNative = (): boolean => typeof process !== 'undefined' && process.env?.ODIRECT_MANY_NATIVE === '1'
+
+/** The op positions of an array-form batch as the engine takes them (one array, reused: read at the call). */
+let positionsScratch = new Float64Array(64)
+
+/**
+ * Starts an array-form batch: with ODIRECT_MANY_NATIVE=1 in the engine when every buffer is
+ * odirect's own memory at an aligned address (and the writes are not linked to a datasync), else
+ * op by op (ManyBatch, bounce buffers where needed). Same results and errors either way.
+ */
+export function startMany(io: HandleIo, d: BatchDesc): Promise<number[]> {
+  const n = d.views.length
+  if (!d.link && manyNative()) {
+    if (positionsScratch.length < n) positionsScratch = new Float64Array(Math.max(n, 2 * positionsScratch.length))
+    const ps = positionsScratch
+    for (let i = 0; i < n; i++) ps[i] = d.positions[i]
+    const batch = new ArraysBatch(io, d.write, d.signal, n, undefined, d)
+    // Not the engine's to run (plain memory, a misaligned view, ...): nothing started.
+    const id = io.engine.batchViews(io.file.bidx, d.write, io.file.fd, d.views, ps, Math.min(n, d.window), d.memAlign, io.rwFlags(d.rwFlags), batch)
+    if (id >= 0) {
+      batch.started(id)
+      return batch.promise as Promise<number[]>
+    }
+  }
+  return new ManyBatch(io, d).promise
+}
+
+/**
  * An op's capture error (a windowed op started late: its buffer detached or shrunk meanwhile)
  * with the op's syscall, path, position and length, which the capture does not know.
  */
@@ -335,7 +368,7 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
   // The caller may change or transfer the arrays once the call returns: the engine copied the
   // ops, and gives their positions and lengths back when the batch needs them (errors, cache).
-  const batch = new ArraysBatch(io, d, n, out)
+  const batch = new ArraysBatch(io, d.write, d.signal, n, out)
   const group = windowId(d.shared)
   const id = io.engine.batch(io.file.bidx, d.write, io.file.fd, mem, offsets, lengths, positions, group === 0 ? Math.min(n, d.window) : d.window, memAlign, flags, group, batch)
   if (id === native.BatchCode.NotOwned) {
@@ -344,7 +377,7 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   }
   if (id < 0) throw batchError(id, d.write)
   batch.started(id)
-  return batch.promise
+  return batch.promise as Promise<Int32Array>
 }
 
 /** Memory that is not odirect's own: the array form (bounce buffers), its results copied into `out`. */
@@ -386,10 +419,16 @@ function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuff
  */
 let latencyStats: Float64Array | undefined
 
-/** A native batch: one sink for all its ops. */
+/** The results of an array-form native batch as the engine gives them (one array, reused: read at the take). */
+let resultsScratch = new Int32Array(64)
+
+/**
+ * A native batch: one sink for all its ops. The typed-array form resolves with `results`; the
+ * array form (`ops` given, `results` undefined) with an array of numbers, as ManyBatch does.
+ */
 class ArraysBatch implements OpSink {
-  readonly promise: Promise<Int32Array>
-  #resolve!: (v: Int32Array) => void
+  readonly promise: Promise<Int32Array | number[]>
+  #resolve!: (v: Int32Array | number[]) => void
   #reject!: (e: unknown) => void
   #id = -1
   #seq = 0
@@ -398,12 +437,16 @@ class ArraysBatch implements OpSink {
 
   constructor(
     readonly io: HandleIo,
-    readonly d: ArraysDesc,
+    readonly write: boolean,
+    readonly signal: AbortSignal | undefined,
     /** How many ops. */
     readonly n: number,
-    readonly results: Int32Array,
+    /** The typed-array form's results array. */
+    readonly results: Int32Array | undefined,
+    /** The array form's ops (their positions and lengths, for errors and the cache). */
+    readonly ops?: BatchDesc,
   ) {
-    this.promise = new Promise<Int32Array>((resolve, reject) => {
+    this.promise = new Promise<Int32Array | number[]>((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
     })
@@ -411,38 +454,40 @@ class ArraysBatch implements OpSink {
 
   /** The engine started the batch as `id`. */
   started(id: number): void {
-    const { io, d } = this
+    const { io, signal } = this
     this.#id = id
     io.hold()
-    this.#seq = d.write ? io.writeStarted() : 0
-    if (d.signal !== undefined) {
+    this.#seq = this.write ? io.writeStarted() : 0
+    if (signal !== undefined) {
       this.#onAbort = () => {
         this.#aborted = true
         io.engine.cancel(io.file.bidx, this.#id)
       }
-      d.signal.addEventListener('abort', this.#onAbort, { once: true })
+      signal.addEventListener('abort', this.#onAbort, { once: true })
     }
   }
 
   /** The whole batch completed (`failed` ops failed; the mean latency per op is not used: batchTake gives each op's). */
   settle(failed: number): void {
-    const { io, d, results, n } = this
+    const { io, write, signal, n, ops } = this
     const f = io.file
-    unlisten(d.signal, this.#onAbort)
-    if (d.write) io.writeDone(this.#seq)
+    unlisten(signal, this.#onAbort)
+    if (write) io.writeDone(this.#seq)
     const lat = (latencyStats ??= new Float64Array(BUCKETS + 3))
     lat[BUCKETS] = 0
+    if (this.results === undefined && resultsScratch.length < n) resultsScratch = new Int32Array(Math.max(n, 2 * resultsScratch.length))
+    const results = this.results ?? resultsScratch
     // Each op's position and length (2i, 2i + 1), from the engine: only for errors and for
-    // dropping a buffered file's cache.
+    // dropping a buffered file's cache (the array form has its own).
     const dropping = !f.direct && !f.uncached && f.fallbackReason !== ''
-    const ranges = failed > 0 || dropping ? new Float64Array(2 * n) : undefined
+    const ranges = ops === undefined && (failed > 0 || dropping) ? new Float64Array(2 * n) : undefined
     const taken = io.engine.native.batchTake(this.#id, results, lat, ranges)
     const s = io.stats
     let bytes = 0
     for (let i = 0; i < n; i++) if (results[i] > 0) bytes += results[i]
     s.ops += n
     s.errors += failed
-    if (d.write) {
+    if (write) {
       s.writes += n - failed
       s.bytesWritten += bytes
     } else {
@@ -450,21 +495,27 @@ class ArraysBatch implements OpSink {
       s.bytesRead += bytes
     }
     io.latency.addCounted(lat)
-    if (ranges !== undefined && dropping) for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(ranges[2 * i], results[i])
+    const position = (i: number): number => (ops === undefined ? (ranges as Float64Array)[2 * i] : ops.positions[i])
+    const length = (i: number): number => (ops === undefined ? (ranges as Float64Array)[2 * i + 1] : ops.lengths[i])
+    if (dropping) for (let i = 0; i < n; i++) if (results[i] > 0) io.dropCache(position(i), results[i])
     io.release()
-    const syscall = d.write ? 'write' : 'read'
+    const syscall = write ? 'write' : 'read'
     if (taken < 0) {
       return this.#reject(misuse('ERR_ODIRECT_DETACHED', `${syscall}Many: results was detached or shrunk while the batch ran; the ops' results are lost (the data moved)`, 'do not transfer the results array while the batch runs', { syscall, path: f.path }))
     }
-    if (failed === 0) return this.#resolve(results)
-    const at = ranges as Float64Array
+    if (failed === 0) {
+      if (ops === undefined) return this.#resolve(results)
+      const each = new Array<number>(n)
+      for (let i = 0; i < n; i++) each[i] = results[i]
+      return this.#resolve(each)
+    }
     const each: Array<number | DirectIoError> = []
     for (let i = 0; i < n; i++) {
       const r = results[i]
-      const ctx = { syscall, path: f.path, position: at[2 * i], length: at[2 * i + 1] } as const
-      each.push(r >= 0 ? r : this.#aborted && r === -E.ECANCELED ? abortError(d.signal as AbortSignal, ctx) : kernelError(-r, ctx))
+      const ctx = { syscall, path: f.path, position: position(i), length: length(i) } as const
+      each.push(r >= 0 ? r : this.#aborted && r === -E.ECANCELED ? abortError(signal as AbortSignal, ctx) : kernelError(-r, ctx))
     }
-    this.#reject(manyError(each, failed, syscall, f.path, this.#aborted ? d.signal : undefined))
+    this.#reject(manyError(each, failed, syscall, f.path, this.#aborted ? signal : undefined))
   }
 }
 

@@ -42,10 +42,12 @@ pub enum BatchCode {
     BadArrays = -13,
 }
 
-/// One op of a batch: `len` bytes at `off` in the region, at file position `pos`.
+/// One op of a batch: `len` bytes at address `addr`, inside the batch's allocation `mem`
+/// (`Batch::mems`), at file position `pos`.
 struct Op {
-    off: u32,
+    addr: usize,
     len: u32,
+    mem: u32,
     pos: u64,
 }
 
@@ -53,9 +55,9 @@ struct Batch {
     backend: BackendKind,
     write: bool,
     fd: i32,
-    alloc: Arc<Alloc>,
-    base: usize,
-    fixed: Option<u16>,
+    /// The odirect allocations the ops lie in (one for the typed-array form; those of the
+    /// buffers for the array form), each with its io_uring fixed-buffer index, if registered.
+    mems: Vec<(Arc<Alloc>, Option<u16>)>,
     rw_flags: i32,
     ops: Vec<Op>,
     /// Bytes or -errno of each op (-ECANCELED for those cancelled or never started).
@@ -183,15 +185,17 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
         let i = batch.next;
         batch.next += 1;
         let op = &batch.ops[i];
-        let p = (batch.base + op.off as usize) as *mut u8;
+        let p = op.addr as *mut u8;
         let len = op.len as usize;
+        let (alloc, fixed) = &batch.mems[op.mem as usize];
+        let fixed = *fixed;
         let kind = if batch.write {
             OpKind::Write {
                 fd: batch.fd,
                 ptr: p,
                 len,
                 offset: op.pos,
-                buf_index: batch.fixed,
+                buf_index: fixed,
             }
         } else {
             OpKind::Read {
@@ -199,12 +203,12 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
                 ptr: p,
                 len,
                 offset: op.pos,
-                buf_index: batch.fixed,
+                buf_index: fixed,
             }
         };
-        // The op's own reference to the region: its memory lives until it is reaped.
-        let mem = Mems::One(Mem::Owned(batch.alloc.clone(), len));
-        let mut rec = OpRec::started_at(batch.backend, kind, None, mem, batch.fixed, now);
+        // The op's own reference to its allocation: its memory lives until it is reaped.
+        let mem = Mems::One(Mem::Owned(alloc.clone(), len));
+        let mut rec = OpRec::started_at(batch.backend, kind, None, mem, fixed, now);
         rec.rw_flags = batch.rw_flags;
         rec.batch = Some((b, i as u32));
         batch.keys[i] = e.stage(rec);
@@ -429,9 +433,81 @@ unsafe fn ops_of(
         if mem_align > 1 && !(base + off as usize).is_multiple_of(mem_align) {
             return Err(BatchCode::Misaligned);
         }
-        ops.push(Op { off, len, pos });
+        ops.push(Op {
+            addr: base + off as usize,
+            len,
+            mem: 0,
+            pos,
+        });
     }
     Ok(ops)
+}
+
+/// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its
+/// id or a negative `CaptureCode`.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    e: &mut Inner,
+    kind: BackendKind,
+    write: bool,
+    fd: i32,
+    mems: Vec<Arc<Alloc>>,
+    ops: Vec<Op>,
+    window: u32,
+    rw_flags: i32,
+    group: u32,
+) -> f64 {
+    if let Err(c) = e.ready(kind) {
+        return c.code();
+    }
+    let n = ops.len();
+    let mems = mems
+        .into_iter()
+        .map(|a| {
+            let fixed = e.fixed_for(kind, fd, Some(a.ptr() as usize));
+            (a, fixed)
+        })
+        .collect();
+    let mut batch = Batch {
+        backend: kind,
+        write,
+        fd,
+        mems,
+        rw_flags,
+        ops,
+        results: vec![0; n],
+        keys: vec![NONE; n],
+        next: 0,
+        window: if group == 0 {
+            (window as usize).clamp(1, n)
+        } else {
+            usize::MAX
+        },
+        inflight: 0,
+        failed: 0,
+        aborted: false,
+        queued: false,
+        done: false,
+        lat_sum: 0.0,
+        lat_max: 0.0,
+        reaped: 0,
+        lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
+        group: if group == 0 { NONE } else { group },
+    };
+    let b = e.batches.reserve();
+    if group == 0 {
+        refill(e, b, &mut batch, Instant::now());
+    } else {
+        let g = e.batches.groups.entry(group).or_insert_with(|| Group {
+            window: (window as usize).max(1),
+            inflight: 0,
+            queue: VecDeque::new(),
+        });
+        g.queue.push_back(b);
+        refill_group(e, group, &mut batch, b, Instant::now());
+    }
+    e.batches.slots[b as usize] = Some(batch);
+    (BATCH_BASE + b) as f64
 }
 
 #[napi]
@@ -486,58 +562,96 @@ impl NativeEngine {
             Ok(ops) => ops,
             Err(c) => return Ok(c as i32 as f64),
         };
-        let n = ops.len();
-        if n == 0 {
+        if ops.is_empty() {
             return Ok(BatchCode::BadArrays as i32 as f64);
         }
         self.with(|e| {
-            if let Err(c) = e.ready(kind) {
-                return c.code();
-            }
-            let fixed = e.fixed_for(kind, fd, Some(alloc.ptr() as usize));
-            let mut batch = Batch {
-                backend: kind,
+            start(
+                e,
+                kind,
                 write,
                 fd,
-                alloc,
-                base,
-                fixed,
-                rw_flags,
+                vec![alloc],
                 ops,
-                results: vec![0; n],
-                keys: vec![NONE; n],
-                next: 0,
-                window: if group == 0 {
-                    (window as usize).clamp(1, n)
-                } else {
-                    usize::MAX
-                },
-                inflight: 0,
-                failed: 0,
-                aborted: false,
-                queued: false,
-                done: false,
-                lat_sum: 0.0,
-                lat_max: 0.0,
-                reaped: 0,
-                lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
-                group: if group == 0 { NONE } else { group },
-            };
-            let b = e.batches.reserve();
-            if group == 0 {
-                refill(e, b, &mut batch, Instant::now());
-            } else {
-                let g = e.batches.groups.entry(group).or_insert_with(|| Group {
-                    window: (window as usize).max(1),
-                    inflight: 0,
-                    queue: VecDeque::new(),
-                });
-                g.queue.push_back(b);
-                refill_group(e, group, &mut batch, b, Instant::now());
-            }
-            e.batches.slots[b as usize] = Some(batch);
-            (BATCH_BASE + b) as f64
+                window,
+                rw_flags,
+                group,
+            )
         })
+    }
+
+    /// Starts a native batch over the buffers of an array-form `readMany` / `writeMany`
+    /// (`[{ buffer, position }, ...]`, validated by JS): op i moves all of `views[i]` at file
+    /// position `positions[i]` (a Float64Array of at least `views.length` whole numbers), at
+    /// most `window` in flight, refilled at reap time; then it completes and is taken as
+    /// `batchStart`'s. Every view must lie in odirect's own memory at an address aligned to
+    /// `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
+    /// one through bounce buffers instead). Returns the batch's id, or a negative code.
+    #[napi]
+    pub fn batch_start_views(
+        &self,
+        env: Env,
+        backend: u32,
+        write: bool,
+        fd: i32,
+        views: Vec<Unknown>,
+        positions: Unknown,
+        window: u32,
+        mem_align: u32,
+        rw_flags: i32,
+    ) -> Result<f64> {
+        let kind = backend_kind(backend)?;
+        let env = env.raw();
+        let n = views.len();
+        // SAFETY: live handles of this call.
+        let Some((sys::TypedarrayType::float64_array, pd, pn)) =
+            (unsafe { typed(env, positions.raw()) })
+        else {
+            return Ok(BatchCode::BadArrays as i32 as f64);
+        };
+        if n == 0 || pn < n {
+            return Ok(BatchCode::BadArrays as i32 as f64);
+        }
+        let mut mems: Vec<Arc<Alloc>> = Vec::new();
+        let mut ops = Vec::with_capacity(n);
+        for (i, v) in views.iter().enumerate() {
+            // SAFETY: live handles of this call.
+            let view = match unsafe { memory::view(env, v.raw()) } {
+                Ok(x) if !x.ptr.is_null() && x.len > 0 => x,
+                Ok(_) => return Ok(CaptureError::Detached.code()),
+                Err(_) => return Ok(CaptureError::NotView.code()),
+            };
+            let addr = view.ptr as usize;
+            if view.len > crate::consts::MAX_IO_LENGTH as usize {
+                return Ok(BatchCode::OutOfRange as i32 as f64);
+            }
+            if mem_align > 1 && !addr.is_multiple_of(mem_align as usize) {
+                return Ok(BatchCode::Misaligned as i32 as f64);
+            }
+            let Some(pos) = position_of(sys::TypedarrayType::float64_array, pd, i) else {
+                return Ok(BatchCode::BadArrays as i32 as f64);
+            };
+            // Buffers carved from one allocation share its entry: the registry is asked only
+            // when the view leaves the allocation of the op before.
+            let inside = |m: &Arc<Alloc>| {
+                let start = m.ptr() as usize;
+                addr >= start && addr + view.len <= start + m.len()
+            };
+            if !mems.last().is_some_and(inside) {
+                let Some(alloc) = memory::lookup(addr, view.len) else {
+                    return Ok(BatchCode::NotOwned as i32 as f64);
+                };
+                mems.push(alloc);
+            }
+            let mem = mems.len() - 1;
+            ops.push(Op {
+                addr,
+                len: view.len as u32,
+                mem: mem as u32,
+                pos,
+            });
+        }
+        self.with(|e| start(e, kind, write, fd, mems, ops, window, rw_flags, 0))
     }
 
     /// After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
