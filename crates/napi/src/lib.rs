@@ -29,6 +29,7 @@ pub mod fast;
 pub mod locks;
 pub mod memory;
 pub mod paths;
+pub mod reaper;
 pub mod pins;
 pub mod status;
 pub mod stream;
@@ -102,6 +103,13 @@ fn backend_kind(b: u32) -> Result<BackendKind> {
 
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
 /// aligned views), or -1 when the value is neither (or is detached).
+/// The process-wide reaper of ops left in the kernel by ended environments (see `reaper`):
+/// [engines handed over, engines freed, ops handed over, ops freed, bytes of op memory held].
+#[napi]
+pub fn reaper_stats() -> Vec<f64> {
+    reaper::stats().to_vec()
+}
+
 #[napi]
 pub fn address_of(env: Env, value: Unknown) -> f64 {
     // SAFETY: env and value come from this very call.

@@ -119,6 +119,8 @@ pub struct LocalRing {
     /// The eventfd is not registered: the owner polls the ring's descriptor (see
     /// [`DriverOptions::poll_ring`](super::DriverOptions::poll_ring)).
     polled: bool,
+    /// The ring's descriptor was closed by [`Driver::orphan`]; its queues stay mapped.
+    orphaned: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -243,6 +245,7 @@ impl LocalRing {
             file_table: false,
             taskrun_flag: false,
             polled: poll_ring,
+            orphaned: false,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -888,12 +891,43 @@ impl Driver for LocalRing {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        self.polled.then(|| self.ring.as_raw_fd())
+        (self.polled && !self.orphaned).then(|| self.ring.as_raw_fd())
+    }
+
+    /// With DEFER_TASKRUN (SINGLE_ISSUER), completions wait as task work only the ring's
+    /// submitter thread may run (io_uring_enter from any other fails with EEXIST): once that
+    /// thread is gone they are never posted while the ring is open. Closing the ring's
+    /// descriptor makes the kernel's ring teardown (io_ring_exit_work) cancel what it can, wait
+    /// for the rest and post every completion into the queues, which stay mapped here: `reap`
+    /// reads them from memory, without a system call, from any thread. (COOP_TASKRUN and plain
+    /// rings post them from a kernel fallback worker anyway; closing does no harm there.) The
+    /// descriptor's number is taken over by /dev/null in one `dup3`, so no descriptor opened
+    /// meanwhile gets it (the `IoUring` closes that number again when it drops).
+    fn orphan(&mut self) {
+        if self.orphaned {
+            return;
+        }
+        // SAFETY: a NUL-terminated path; a new descriptor this function owns.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if null < 0 {
+            return;
+        }
+        // SAFETY: replaces the ring's descriptor number (ours, open) with /dev/null atomically:
+        // the ring's file is released, the number stays ours for `IoUring::drop` to close.
+        let ok = unsafe { libc::dup3(null, self.ring.as_raw_fd(), libc::O_CLOEXEC) } >= 0;
+        // SAFETY: `null` is ours and no longer needed (dup3 made its copy).
+        unsafe { libc::close(null) };
+        self.orphaned = ok;
     }
 }
 
 impl Drop for LocalRing {
     fn drop(&mut self) {
+        if self.orphaned {
+            // Its descriptor is closed (io_uring_enter would fail); the reaper drops it only
+            // once every completion was read from the mapped queue.
+            return;
+        }
         // Nothing may stay in the kernel once the ring's owner lets go of the memory.
         let mut sink = Vec::new();
         self.wait_all(&mut sink);
