@@ -1229,8 +1229,7 @@ impl Inner {
         let mut drivers = Vec::new();
         for (slot, busy) in self.drivers.iter_mut().zip(busy) {
             // A driver with nothing left is dropped (the pool joins its idle workers).
-            if let (Some(mut d), true) = (slot.take(), busy) {
-                d.orphan();
+            if let (Some(d), true) = (slot.take(), busy) {
                 drivers.push(d);
             }
         }

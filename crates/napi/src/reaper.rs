@@ -13,9 +13,11 @@
 //! io_uring runtimes do the same within one thread: tokio-uring and monoio keep the buffers of
 //! an op whose future was dropped in the driver's slab (`Lifecycle::Ignored`) until its
 //! completion arrives. Here the owner's thread is gone, so another thread does the draining.
-//! A DEFER_TASKRUN ring posts completions only when its submitter thread
-//! enters the kernel; with that thread gone, the ring's descriptor is closed instead
-//! (`Driver::orphan`), and the kernel's ring teardown posts them into the still-mapped queue.
+//! That needs a driver whose completions still arrive without their owner's thread
+//! (`Driver::orphan`): the thread pool, AIO, and io_uring rings other than DEFER_TASKRUN ones
+//! (workers' rings are COOP_TASKRUN by default for this). An orphan with a driver that cannot
+//! (a DEFER_TASKRUN ring forced with `ODIRECT_URING_SETUP=defer`) is kept, with its memory,
+//! for the life of the process, as before there was a reaper.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,7 +35,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub(crate) struct Orphan {
     /// The eventfd the drivers signal (kept open while they may).
     pub eventfd: Option<Arc<OwnedFd>>,
-    /// The drivers with ops in flight (already told `Driver::orphan`).
+    /// The drivers with ops in flight.
     pub drivers: Vec<Box<dyn Driver>>,
     /// Each op's record (its memory), by key, with the bytes of memory it holds.
     pub ops: HashMap<u64, (Box<dyn Any>, usize)>,
@@ -80,11 +82,14 @@ impl Drop for Orphan {
 struct State {
     orphans: Vec<Orphan>,
     running: bool,
+    /// Orphans whose completions cannot be reaped here: never touched again.
+    kept: Vec<Orphan>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     orphans: Vec::new(),
     running: false,
+    kept: Vec::new(),
 });
 
 static ENGINES: AtomicU64 = AtomicU64::new(0);
@@ -109,13 +114,20 @@ fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Hands `o` to the reaper thread (started if none runs).
-pub(crate) fn adopt(o: Orphan) {
+/// Hands `o` to the reaper thread (started if none runs). Its drivers must not have been told
+/// `Driver::orphan` yet.
+pub(crate) fn adopt(mut o: Orphan) {
     ENGINES.fetch_add(1, Ordering::Relaxed);
     OPS.fetch_add(o.ops.len() as u64, Ordering::Relaxed);
     let bytes: usize = o.ops.values().map(|(_, b)| b).sum();
     HELD_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    // Every driver is told (no short-circuit).
+    let reapable = o.drivers.iter_mut().fold(true, |all, d| d.orphan() & all);
     let mut st = state();
+    if !reapable {
+        st.kept.push(o);
+        return;
+    }
     st.orphans.push(o);
     if !st.running {
         let started = std::thread::Builder::new()

@@ -82,10 +82,19 @@ impl Setup {
 }
 
 /// Which setup to try first (`ODIRECT_URING_SETUP=defer|coop|plain` overrides, for measuring).
+/// DEFER_TASKRUN on the process's main thread; COOP_TASKRUN on any other (a worker's JS
+/// thread): a worker can be terminated while a stalled server holds its ops, and only a
+/// COOP_TASKRUN ring still posts their completions once its submitter thread is gone (the
+/// kernel's fallback worker runs the task work), so the process can reap them and free their
+/// memory and the ring (see `Driver::orphan`). Measured, DEFER vs COOP made no consistent
+/// difference (README, "What was tried").
 pub fn preferred_setup() -> Setup {
     match std::env::var("ODIRECT_URING_SETUP").as_deref() {
         Ok("coop") => Setup::CoopTaskrun,
         Ok("plain") => Setup::Plain,
+        Ok("defer") => Setup::DeferTaskrun,
+        // SAFETY: gettid and getpid cannot fail; the main thread's id is the process's.
+        _ if unsafe { libc::gettid() != libc::getpid() } => Setup::CoopTaskrun,
         _ => Setup::DeferTaskrun,
     }
 }
@@ -119,8 +128,6 @@ pub struct LocalRing {
     /// The eventfd is not registered: the owner polls the ring's descriptor (see
     /// [`DriverOptions::poll_ring`](super::DriverOptions::poll_ring)).
     polled: bool,
-    /// The ring's descriptor was closed by [`Driver::orphan`]; its queues stay mapped.
-    orphaned: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -245,7 +252,6 @@ impl LocalRing {
             file_table: false,
             taskrun_flag: false,
             polled: poll_ring,
-            orphaned: false,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -891,43 +897,22 @@ impl Driver for LocalRing {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        (self.polled && !self.orphaned).then(|| self.ring.as_raw_fd())
+        self.polled.then(|| self.ring.as_raw_fd())
     }
 
-    /// With DEFER_TASKRUN (SINGLE_ISSUER), completions wait as task work only the ring's
+    /// With DEFER_TASKRUN (SINGLE_ISSUER), completions wait as task work that only the ring's
     /// submitter thread may run (io_uring_enter from any other fails with EEXIST): once that
-    /// thread is gone they are never posted while the ring is open. Closing the ring's
-    /// descriptor makes the kernel's ring teardown (io_ring_exit_work) cancel what it can, wait
-    /// for the rest and post every completion into the queues, which stay mapped here: `reap`
-    /// reads them from memory, without a system call, from any thread. (COOP_TASKRUN and plain
-    /// rings post them from a kernel fallback worker anyway; closing does no harm there.) The
-    /// descriptor's number is taken over by /dev/null in one `dup3`, so no descriptor opened
-    /// meanwhile gets it (the `IoUring` closes that number again when it drops).
-    fn orphan(&mut self) {
-        if self.orphaned {
-            return;
-        }
-        // SAFETY: a NUL-terminated path; a new descriptor this function owns.
-        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if null < 0 {
-            return;
-        }
-        // SAFETY: replaces the ring's descriptor number (ours, open) with /dev/null atomically:
-        // the ring's file is released, the number stays ours for `IoUring::drop` to close.
-        let ok = unsafe { libc::dup3(null, self.ring.as_raw_fd(), libc::O_CLOEXEC) } >= 0;
-        // SAFETY: `null` is ours and no longer needed (dup3 made its copy).
-        unsafe { libc::close(null) };
-        self.orphaned = ok;
+    /// thread is gone they are never posted while the ring lives, and closing its descriptor
+    /// does not end it while its queues are mapped (the mapping holds the file). COOP_TASKRUN,
+    /// plain and SQPOLL rings post them from the kernel's fallback worker when the submitter
+    /// has exited: `reap` reads them from the mapped queue, from any thread.
+    fn orphan(&mut self) -> bool {
+        self.setup != Setup::DeferTaskrun
     }
 }
 
 impl Drop for LocalRing {
     fn drop(&mut self) {
-        if self.orphaned {
-            // Its descriptor is closed (io_uring_enter would fail); the reaper drops it only
-            // once every completion was read from the mapped queue.
-            return;
-        }
         // Nothing may stay in the kernel once the ring's owner lets go of the memory.
         let mut sink = Vec::new();
         self.wait_all(&mut sink);
