@@ -13,7 +13,9 @@ import { faultFs } from './helpers/fixtures.js'
 import { threadStates, until } from './helpers/events.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
-import { probe } from '../dist/index.js'
+import test from 'ava'
+
+import { engineInfo, open, probe } from '../dist/index.js'
 import { native } from '../dist/src/native.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -103,3 +105,27 @@ for (const backend of BACKENDS) {
     )
   }
 }
+
+test.serial("a worker's io_uring ring is COOP_TASKRUN (reapable once the worker is gone), the main thread's DEFER_TASKRUN", async (t) => {
+  if (!available.includes('io_uring')) return t.fail('io_uring is not available here')
+  const file = path.join(fs.mkdtempSync('/var/tmp/odirect-reaper-'), 'f')
+  t.teardown(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }))
+  const fh = await open(file, 'w+', { backend: 'io_uring' })
+  await fh.write(fh.alloc(4096), { position: 0 })
+  await fh.close()
+  const code = `const { parentPort, workerData } = require('node:worker_threads')
+    const od = require(workerData.dist)
+    od.open(workerData.file, 'r', { backend: 'io_uring' }).then(async (fh) => {
+      await fh.read(fh.alloc(4096), { position: 0 })
+      await fh.close()
+      parentPort.postMessage(od.engineInfo().ringSetup)
+    })`
+  const w = new Worker(code, { eval: true, workerData: { dist, file } })
+  const ring = await new Promise<string>((resolve, reject) => {
+    w.once('message', resolve)
+    w.once('error', reject)
+  })
+  await w.terminate()
+  t.regex(ring, /^coop_taskrun/, `worker: ${ring}`)
+  t.regex(engineInfo().ringSetup, /defer_taskrun/, `main thread: ${engineInfo().ringSetup}`)
+})
