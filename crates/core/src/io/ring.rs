@@ -93,8 +93,11 @@ pub fn preferred_setup() -> Setup {
         Ok("coop") => Setup::CoopTaskrun,
         Ok("plain") => Setup::Plain,
         Ok("defer") => Setup::DeferTaskrun,
-        // SAFETY: gettid and getpid cannot fail; the main thread's id is the process's.
-        _ if unsafe { libc::gettid() != libc::getpid() } => Setup::CoopTaskrun,
+        // SAFETY: gettid (as a raw system call: every libc target has it) and getpid take no
+        // argument and cannot fail; the main thread's id is the process's.
+        _ if unsafe { libc::syscall(libc::SYS_gettid) != libc::getpid() as libc::c_long } => {
+            Setup::CoopTaskrun
+        }
         _ => Setup::DeferTaskrun,
     }
 }
