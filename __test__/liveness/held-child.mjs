@@ -36,7 +36,16 @@ const od = require(${JSON.stringify(dist)})
   })
   await waitHeld(4)
   await w.terminate()
-  console.log(JSON.stringify({ terminated: true, held: held() }))
+  const h = held()
+  console.log(JSON.stringify({ terminated: true, held: h }))
+  // The parent releases the daemon on that line: the process-wide reaper then reaps the reads
+  // the dead worker left in the kernel and frees their memory, backend and eventfd. Its counters
+  // [engines handed over, freed, ops handed over, freed, bytes held] once it freed the engine
+  // (or after 20 s, for the parent to report).
+  const { native } = createRequire(import.meta.url)(new URL('../../dist/src/native.js', import.meta.url).pathname)
+  const end = Date.now() + 20_000
+  while (native.reaperStats()[1] < 1 && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 5))
+  console.log(JSON.stringify({ terminated: true, held: h, reaper: native.reaperStats() }))
 } else {
   const od = createRequire(import.meta.url)(dist)
   const fh = await od.open(cfg.file, 'r', { backend: cfg.backend })
