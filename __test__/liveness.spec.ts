@@ -312,9 +312,14 @@ for (const rtName of RUNTIMES) {
           })
           if (mode === 'terminate') {
             t.is(r.terminated, true)
-            // Once the daemon answered, the reaper freed what the worker left: 5 reads, their memory.
+            // Once the daemon answered, the reaper freed what the worker left (the reads the
+            // kernel held: 4 or 5, the pool may not have started the fifth), their memory and
+            // the worker's eventfd. Deno may return from terminate() before its teardown (whose
+            // wait then sees the reads complete): there nothing needs reaping.
             const [engines, freed, ops, opsFreed, heldBytes] = r.reaper as number[]
-            t.deepEqual({ engines, freed, ops, opsFreed, heldBytes }, { engines: 1, freed: 1, ops: 5, opsFreed: 5, heldBytes: 0 })
+            t.true(r.eventfdsBack, "the worker's eventfd closed")
+            t.deepEqual({ freed, opsFreed, heldBytes }, { freed: engines, opsFreed: ops, heldBytes: 0 }, `reaper: ${r.reaper}`)
+            if (rtName !== 'deno') t.true(engines === 1 && ops >= 4, `reaper: ${r.reaper}`)
           } else t.is(r.exiting, true)
           t.true((r.held as number) >= 4, 'the reads were held by the daemon meanwhile')
         },
