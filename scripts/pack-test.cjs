@@ -357,7 +357,6 @@ function main() {
         configure: true,
         pieces: true,
         listenerThrows: 'listener threw',
-        workerRing: true,
       }, 'report')
       assert(/^TypeError: /.test(rep.frozen), `BatchWindow.size assignable: ${rep.frozen}`)
     })

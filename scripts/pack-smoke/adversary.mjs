@@ -107,29 +107,6 @@ try {
     throw new Error('listener threw')
   })
   report.listenerThrows = await thrown
-  // A worker's io_uring ring is never DEFER_TASKRUN (COOP_TASKRUN: its completions still arrive
-  // once the worker's thread is gone, so a worker terminated with ops held by a stalled server
-  // can be reaped); the main thread's may be. Where the main thread has no ring, nothing to see.
-  if (engineInfo().ringSetup !== '') {
-    const wfile = new URL('./adversary-worker.mjs', import.meta.url)
-    fs.writeFileSync(wfile, `import { parentPort, workerData } from 'node:worker_threads'
-import { engineInfo, open } from 'odirect'
-const fh = await open(workerData, 'r', { backend: 'io_uring' })
-await fh.read(fh.alloc(${U}), { position: 0 })
-await fh.close()
-parentPort.postMessage(engineInfo().ringSetup)
-`)
-    const { Worker } = await import('node:worker_threads')
-    const w = new Worker(wfile, { workerData: pfile })
-    const ring = await new Promise((resolve, reject) => {
-      w.once('message', resolve)
-      w.once('error', reject)
-    })
-    await w.terminate()
-    fs.rmSync(wfile, { force: true })
-    const main = engineInfo().ringSetup
-    report.workerRing = ring !== '' && !ring.includes('defer_taskrun') ? true : `worker ${ring}, main ${main}`
-  } else report.workerRing = true
 } catch (e) {
   report.failed = String(e?.stack ?? e)
 } finally {
