@@ -15,9 +15,9 @@
 //! completion arrives. Here the owner's thread is gone, so another thread does the draining.
 //! That needs a driver whose completions still arrive without their owner's thread
 //! (`Driver::orphan`): the thread pool, AIO, and io_uring rings other than DEFER_TASKRUN ones
-//! (workers' rings are COOP_TASKRUN by default for this). An orphan with a driver that cannot
-//! (a DEFER_TASKRUN ring forced with `ODIRECT_URING_SETUP=defer`) is kept, with its memory,
-//! for the life of the process, as before there was a reaper.
+//! (`ODIRECT_URING_SETUP=coop`). An orphan with a driver that cannot (a DEFER_TASKRUN ring, the
+//! default: its completions are posted only when its dead submitter thread asks) is kept, with
+//! its memory, for the life of the process, as before there was a reaper.
 
 use std::any::Any;
 use std::collections::HashMap;
