@@ -126,6 +126,10 @@ export declare class NativeEngine {
   get ringSetup(): string
 }
 
+/**
+ * Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
+ * aligned views), or -1 when the value is neither (or is detached).
+ */
 export declare function addressOf(value: unknown): number
 
 export interface AlignmentInfo {
@@ -309,8 +313,6 @@ export interface ProbeInfo {
 export declare function probePath(path: string): Promise<ProbeInfo>
 
 /**
- * Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
- * aligned views), or -1 when the value is neither (or is detached).
  * The process-wide reaper of ops left in the kernel by ended environments (see `reaper`):
  * [engines handed over, engines freed, ops handed over, ops freed, bytes of op memory held].
  */

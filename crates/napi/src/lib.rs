@@ -101,8 +101,6 @@ fn backend_kind(b: u32) -> Result<BackendKind> {
     }
 }
 
-/// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
-/// aligned views), or -1 when the value is neither (or is detached).
 /// The process-wide reaper of ops left in the kernel by ended environments (see `reaper`):
 /// [engines handed over, engines freed, ops handed over, ops freed, bytes of op memory held].
 #[napi]
@@ -110,6 +108,8 @@ pub fn reaper_stats() -> Vec<f64> {
     reaper::stats().to_vec()
 }
 
+/// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
+/// aligned views), or -1 when the value is neither (or is detached).
 #[napi]
 pub fn address_of(env: Env, value: Unknown) -> f64 {
     // SAFETY: env and value come from this very call.
