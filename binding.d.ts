@@ -322,6 +322,12 @@ export interface ProbeInfo {
 
 export declare function probePath(path: string): Promise<ProbeInfo>
 
+/**
+ * The process-wide reaper of ops left in the kernel by ended environments (see `reaper`):
+ * [engines handed over, engines freed, ops handed over, ops freed, bytes of op memory held].
+ */
+export declare function reaperStats(): Array<number>
+
 /** rename(2) off the JS thread (replaces `to`): resolves 0 or an errno. */
 export declare function renamePath(from: string, to: string): Promise<number>
 

@@ -18,7 +18,18 @@ const waitHeld = (n) =>
   })
 const dist = new URL('../../dist/index.js', import.meta.url).pathname
 
+/** This process's eventfd descriptors (each engine has one). */
+const eventfds = () =>
+  fs.readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventfd]'
+    } catch {
+      return false
+    }
+  }).length
+
 if (cfg.mode === 'terminate') {
+  const baseline = eventfds()
   const body = `
 const { parentPort, workerData } = require('node:worker_threads')
 const od = require(${JSON.stringify(dist)})
@@ -36,7 +47,18 @@ const od = require(${JSON.stringify(dist)})
   })
   await waitHeld(4)
   await w.terminate()
-  console.log(JSON.stringify({ terminated: true, held: held() }))
+  const h = held()
+  console.log(JSON.stringify({ terminated: true, held: h }))
+  // The parent releases the daemon on that line: the process-wide reaper then reaps the reads
+  // the dead worker left in the kernel and frees their memory, backend and eventfd (Deno may
+  // still be tearing the worker down when terminate() returns: its engine's own wait then sees
+  // the reads complete, and nothing reaches the reaper). Once the worker's eventfd is closed
+  // (or after 20 s): the reaper's counters [engines handed over, freed, ops handed over, freed,
+  // bytes held] and whether the eventfds are back to what they were before the worker.
+  const { native } = createRequire(import.meta.url)(new URL('../../dist/src/native.js', import.meta.url).pathname)
+  const end = Date.now() + 20_000
+  while (eventfds() > baseline && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 5))
+  console.log(JSON.stringify({ terminated: true, held: h, reaper: native.reaperStats(), eventfdsBack: eventfds() <= baseline }))
 } else {
   const od = createRequire(import.meta.url)(dist)
   const fh = await od.open(cfg.file, 'r', { backend: cfg.backend })

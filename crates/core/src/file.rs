@@ -602,7 +602,10 @@ pub fn fs_magic(fd: RawFd) -> Option<i64> {
 /// Filesystems whose I/O waits on something outside this machine's block layer (a user-space
 /// daemon, a server, a cluster lock), so that even submitting a request can sleep: FUSE (once
 /// the connection's `max_background` requests are out, `fuse_get_req` sleeps in the submitter),
-/// NFS, CIFS/SMB, 9p, Ceph, AFS, Coda, OCFS2, GFS2, Lustre.
+/// NFS, CIFS/SMB, 9p, Ceph, AFS, Coda, OCFS2, GFS2, Lustre. And the kernel's pseudo
+/// filesystems, whose regular files are served by code that may wait for an event (/proc/kmsg
+/// until the kernel logs, tracefs's trace_pipe until a trace event, sysfs attributes that ask a
+/// device): procfs, sysfs, tracefs, debugfs.
 const BLOCKING_FS: &[i64] = &[
     0x65735546, // FUSE_SUPER_MAGIC
     0x6969,     // NFS_SUPER_MAGIC
@@ -617,6 +620,10 @@ const BLOCKING_FS: &[i64] = &[
     0x7461636F, // OCFS2_SUPER_MAGIC
     0x01161970, // GFS2_MAGIC
     0x0BD00BD0, // LUSTRE_SUPER_MAGIC
+    0x9fa0,     // PROC_SUPER_MAGIC
+    0x62656572, // SYSFS_MAGIC
+    0x74726163, // TRACEFS_MAGIC
+    0x64626720, // DEBUGFS_MAGIC
 ];
 
 /// Whether submitting I/O on a file (its `st_mode & S_IFMT` and filesystem magic) may sleep in
@@ -655,6 +662,8 @@ fn fs_name(magic: Option<i64>) -> String {
             0x2FC12FC1 => "zfs",
             0x62656572 => "sysfs",
             0x9fa0 => "proc",
+            0x74726163 => "tracefs",
+            0x64626720 => "debugfs",
             0x62646576 | 0x1373 => "devtmpfs",
             _ => return format!("0x{magic:x}"),
         };

@@ -8,11 +8,11 @@
 //! bounce buffer the op owns) from capture until its completion has been reaped, so nothing a JS
 //! program does (GC, transfer, detach, resize, worker exit) can free memory the kernel uses. At
 //! teardown the engine cancels every op and waits for it before its memory is released; what
-//! the kernel still holds after `EXIT_WAIT` is left to the process (`abandon_the_rest`).
+//! the kernel still holds after `EXIT_WAIT` goes to the process-wide reaper (`abandon_the_rest`).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use napi::sys;
@@ -268,17 +268,6 @@ pub(crate) fn trace(args: std::fmt::Arguments<'_>) {
 
 /// How long teardown waits for ops the kernel was asked to cancel before it abandons them.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
-
-/// Something the kernel may still use after its environment ended: an op's record (its memory),
-/// the ring, aio context or thread pool running it. Kept, never touched again.
-struct Abandoned(#[allow(dead_code)] Box<dyn std::any::Any>);
-
-// SAFETY: an abandoned value is never used again by any thread (only kept alive in ABANDONED);
-// the napi references it held were deleted on their own thread before it was abandoned.
-unsafe impl Send for Abandoned {}
-
-/// The process-wide owner of what teardown could not wait for (see `abandon_the_rest`).
-static ABANDONED: Mutex<Vec<Abandoned>> = Mutex::new(Vec::new());
 
 pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 
@@ -1217,41 +1206,49 @@ impl Inner {
 
     /// Ops the kernel has not let go of by the end of `EXIT_WAIT` (a hung FUSE daemon or NFS
     /// server: nothing cancels those) keep their memory, and the backend that runs them keeps
-    /// going, owned by the process ([`ABANDONED`]) rather than waited for: the environment
-    /// exits, the kernel writes into memory that stays allocated. Backends with nothing left
-    /// stop normally.
+    /// going, handed to the process-wide reaper ([`crate::reaper`]) rather than waited for: the
+    /// environment exits, the kernel writes into memory that stays allocated until the reaper
+    /// reaped the op's completion; then the backend, the registered buffers and the eventfd go
+    /// too. Backends with nothing left stop normally.
     fn abandon_the_rest(&mut self) {
         let mut busy = [false; 3];
-        let mut keep: Vec<Abandoned> = Vec::new();
-        for slot in self.ops.iter_mut() {
+        let mut ops = std::collections::HashMap::new();
+        for (key, slot) in self.ops.iter_mut().enumerate() {
             let Some(mut rec) = slot.take() else { continue };
             busy[rec.backend.index()] = true;
+            let mut bytes = 0;
             for m in rec.mem.as_mut_slice() {
                 // SAFETY: teardown runs on the JS thread of self.env, which made the reference.
                 unsafe { capture::forget_view(self.env, m) };
+                bytes += match m {
+                    capture::Mem::Owned(_, n) | capture::Mem::Bounce(_, n, _) => *n,
+                };
             }
-            keep.push(Abandoned(Box::new(rec)));
+            ops.insert(key as u64, (Box::new(rec) as Box<dyn std::any::Any>, bytes));
         }
-        let ops = keep.len();
+        let mut drivers = Vec::new();
         for (slot, busy) in self.drivers.iter_mut().zip(busy) {
             // A driver with nothing left is dropped (the pool joins its idle workers).
             if let (Some(d), true) = (slot.take(), busy) {
-                keep.push(Abandoned(Box::new(d)));
+                drivers.push(d);
             }
         }
-        if !keep.is_empty() {
+        if ops.is_empty() {
+            return;
+        }
+        if self.debug {
+            trace(format_args!(
+                "odirect: {} ops still in the kernel at exit: their memory is kept until the reaper reaps them",
+                ops.len()
+            ));
+        }
+        crate::reaper::adopt(crate::reaper::Orphan {
+            eventfd: self.eventfd.clone(),
+            drivers,
+            ops,
             // Registered (pinned) buffers may be what the abandoned ops use.
-            keep.push(Abandoned(Box::new(self.pins.take_all())));
-            if self.debug {
-                trace(format_args!(
-                    "odirect: {ops} ops still in the kernel at exit: their memory is kept for the process"
-                ));
-            }
-            ABANDONED
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(keep);
-        }
+            keep: vec![Box::new(self.pins.take_all())],
+        });
     }
 
     pub fn inflight(&self) -> usize {

@@ -30,6 +30,7 @@ pub mod locks;
 pub mod memory;
 pub mod paths;
 pub mod pins;
+pub mod reaper;
 pub mod status;
 pub mod stream;
 pub mod tasks;
@@ -98,6 +99,13 @@ fn backend_kind(b: u32) -> Result<BackendKind> {
         x if x == B::ThreadPool as u32 => Ok(BackendKind::ThreadPool),
         _ => Err(err("bad backend index")),
     }
+}
+
+/// The process-wide reaper of ops left in the kernel by ended environments (see `reaper`):
+/// [engines handed over, engines freed, ops handed over, ops freed, bytes of op memory held].
+#[napi]
+pub fn reaper_stats() -> Vec<f64> {
+    reaper::stats().to_vec()
 }
 
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and

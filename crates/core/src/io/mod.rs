@@ -220,6 +220,15 @@ pub trait Driver: Send {
     /// not reaped yet to `out`. After it returns no op's memory is in use.
     fn wait_all(&mut self, out: &mut Vec<(u64, i64)>);
 
+    /// The owner's thread is gone (a terminated worker) while ops are still in the kernel.
+    /// True when their completions still come to `reap`, called from another thread (a
+    /// process-wide reaper) until `inflight` is 0, when the driver is dropped. False when only
+    /// the owner's thread could have collected them (a DEFER_TASKRUN ring): the driver and the
+    /// ops' memory must then be kept for the life of the process. Default: true.
+    fn orphan(&mut self) -> bool {
+        true
+    }
+
     /// Ops pushed whose completion has not been reaped yet.
     fn inflight(&self) -> usize;
 

@@ -1,0 +1,108 @@
+// The reaper: a worker terminated (or calling process.exit()) while a stalled FUSE server holds
+// its reads leaves those ops in the kernel. Its engine hands them, their memory, the backend
+// running them and its eventfd to a process-wide reaper thread instead of keeping them for the
+// life of the process: once the server answers, the reaper reaps the completions, frees the
+// memory (the engine's counters: bytes held back to what they were), closes the io_uring ring
+// and the eventfd (/proc/self/fd), and ends (/proc/self/task). On every backend; io_uring with
+// ODIRECT_URING_SETUP=coop (a COOP_TASKRUN ring): a DEFER_TASKRUN ring, the default, posts the
+// completions only when its dead submitter thread asks, so it is kept, as before the reaper.
+// The variable is read when the worker makes its ring (the native getenv sees process.env).
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+
+import { faultFs } from './helpers/fixtures.js'
+import { threadStates, until } from './helpers/events.js'
+import { fxTest, must } from './helpers/fxtest.js'
+
+import { probe } from '../dist/index.js'
+import { native } from '../dist/src/native.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const workerFile = path.join(here, 'conformance', 'worker.cjs')
+
+interface Reaper {
+  engines: number
+  enginesFreed: number
+  ops: number
+  opsFreed: number
+  heldBytes: number
+}
+function reaper(): Reaper {
+  const [engines, enginesFreed, ops, opsFreed, heldBytes] = native.reaperStats()
+  return { engines, enginesFreed, ops, opsFreed, heldBytes }
+}
+
+/** This process's descriptors on anonymous inodes of `kind` (io_uring, eventfd). */
+function anonFds(kind: string): number {
+  let n = 0
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === `anon_inode:[${kind}]`) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}
+
+const BACKENDS = ['io_uring', 'aio', 'threadpool'] as const
+const available = await probe('/var/tmp').then((p) => BACKENDS.filter((b) => p.backends[b].available))
+
+for (const backend of BACKENDS) {
+  for (const mode of ['terminate', 'exit'] as const) {
+    const why = available.includes(backend) ? undefined : `${backend} is not available here`
+    fxTest(
+      `[${backend}] worker ${mode === 'exit' ? 'calling process.exit()' : 'terminated'} with 2 reads held by FUSE: once the server answers, the reaper frees their memory, the backend and the eventfd`,
+      ['root', 'fuse', 'cargo', 'cmd:umount'],
+      async (t) => {
+        const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+        t.teardown(() => fx.cleanup())
+        await until(() => threadStates('odirect-reaper').length === 0, 'no reaper thread left by an earlier test')
+        const before = reaper()
+        const fds = { ring: anonFds('io_uring'), eventfd: anonFds('eventfd') }
+        process.env.ODIRECT_URING_SETUP = 'coop'
+        t.teardown(() => delete process.env.ODIRECT_URING_SETUP)
+        const worker = new Worker(workerFile, { workerData: { dist, mode, file: fx.file, reads: 2, size: 4096, backend } })
+        const exited = new Promise<number>((resolve, reject) => {
+          worker.on('error', reject)
+          worker.on('exit', resolve)
+        })
+        t.teardown(() => {
+          fx.release()
+          return worker.terminate().then(() => undefined)
+        })
+        const first = await new Promise<Record<string, unknown>>((resolve) => worker.once('message', resolve))
+        t.is(first.inflight, 2, JSON.stringify(first))
+        await fx.waitForHeld(2)
+        worker.postMessage('go')
+        await new Promise((resolve) => worker.once('message', resolve))
+        if (mode === 'terminate') await worker.terminate()
+        t.is(await exited, mode === 'exit' ? 7 : 1)
+
+        // The worker is gone, its reads are still held by the server: handed to the reaper.
+        t.is(fx.stats().held, 2, 'reads still held by the server')
+        const orphaned = reaper()
+        t.is(orphaned.engines - before.engines, 1, 'one engine handed to the reaper')
+        t.is(orphaned.ops - before.ops, 2, 'its two reads')
+        t.log(`meanwhile: ${orphaned.opsFreed - before.opsFreed} reads freed, ${orphaned.heldBytes - before.heldBytes} bytes held, ${anonFds('io_uring') - fds.ring} rings kept, reaper threads ${threadStates('odirect-reaper').length}`)
+
+        // The server answers: the reaper reaps both completions and frees everything.
+        fx.release()
+        await fx.waitFor((s) => s.inflight === 0, 'faultfs answered')
+        await until(() => reaper().enginesFreed > before.enginesFreed, 'the reaper freeing the engine')
+        const after = reaper()
+        t.is(after.opsFreed - before.opsFreed, 2, 'both reads reaped')
+        t.is(after.heldBytes, before.heldBytes, 'their memory freed')
+        t.is(anonFds('io_uring'), fds.ring, 'the ring closed')
+        t.is(anonFds('eventfd'), fds.eventfd, 'the eventfd closed')
+        await until(() => threadStates('odirect-reaper').length === 0, 'the reaper thread ending with nothing left')
+      },
+      why,
+      'serial',
+    )
+  }
+}
+
