@@ -39,8 +39,9 @@ export declare class NativeEngine {
   /**
    * Puts the write just staged (the last op staged, a write from `view`'s memory, not yet
    * submitted) into chain `c`: it goes to the kernel with the next flush if the chain has
-   * room, else it is held until a write of the chain is reaped. False (the write stays an
-   * ordinary op) when the last staged op is not that write or the chain is stopped or gone.
+   * room, else it is held until a write of the chain is reaped; cancelled (it completes with
+   * ECANCELED) when the chain is stopped. False (the write stays an ordinary op) when the
+   * last staged op is not that write or the chain is closed or gone.
    */
   chainAdd(c: number, view: unknown): boolean
   /**

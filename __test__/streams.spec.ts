@@ -321,6 +321,56 @@ test.serial('a write started by a completion is handed to the kernel at once, no
   t.true(fs.readFileSync(file).equals(Buffer.concat(blocks)))
 })
 
+test.serial('write stream: a held write goes to the kernel at the reap of the write before it, before JS learns of that completion', async (t) => {
+  const file = path.join(scratch(), 'chain.bin')
+  await using fh = await open(file, 'w+')
+  const engine = getEngine().native
+  const [released0] = engine.chainStats
+  // writeBehind 1: the first block in the kernel, the second held in the engine (accepted: 2).
+  const seen: number[][] = []
+  const write = fh.write.bind(fh) as (...a: unknown[]) => Promise<unknown>
+  let first = true
+  Object.defineProperty(fh, 'write', {
+    value: (...a: unknown[]) => {
+      const p = write(...a)
+      // Where the first write's completion reaches JS: the reap that took it already handed
+      // the held write to the kernel (nothing held, nothing staged, one release).
+      if (first) p.then(() => seen.push([engine.chainStats[0] - released0, engine.chainStats[2], engine.staged]))
+      first = false
+      return p
+    },
+  })
+  const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind: 1 })
+  const blocks = Array.from({ length: 8 }, () => randomBytes(64 * 1024))
+  for (const b of blocks) ws.write(b)
+  ws.end()
+  await once(ws, 'finish')
+  t.deepEqual(seen, [[1, 0, 0]])
+  t.true(engine.chainStats[0] - released0 >= 7 - 1, `released ${engine.chainStats[0] - released0}`)
+  t.is(engine.chainStats[2], 0)
+  t.true(fs.readFileSync(file).equals(Buffer.concat(blocks)))
+})
+
+testIf(FAULTFS_REASON, 'write stream: a failed write stops its chain at the reap: the held block after it never reaches the file (faultfs EIO)', async (t) => {
+  const block = 64 * 1024
+  const fx = faultFs({ size: 8 * block, eioAt: [2 * block + 100] })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  try {
+    const ws = createWriteStream(fx.file, { flags: 'r+', chunkSize: block, writeBehind: 1, datasync: false })
+    const e = await expectError(t, pipeline(Readable.from(Array.from({ length: 8 }, (_, i) => Buffer.alloc(block, i + 1))), ws))
+    t.is(e.code, 'EIO')
+    t.is(e.position, 2 * block)
+    t.is(ws.bytesWritten, 2 * block)
+    // Blocks 0 and 1 written, block 2 failed; block 3, held in the engine then, was cancelled
+    // at that reap instead of being handed to the kernel.
+    t.is(fx.stats().writes, 3)
+    await closeEvent(ws)
+    t.is(getEngine().native.chainStats[2], 0)
+  } finally {
+    fx.cleanup()
+  }
+})
+
 test.serial('write stream keeps at most writeBehind writes in flight and applies backpressure', async (t) => {
   const file = path.join(scratch(), 'wb.bin')
   await using fh = await open(file, 'w+')

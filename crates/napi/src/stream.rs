@@ -335,8 +335,9 @@ impl NativeEngine {
 
     /// Puts the write just staged (the last op staged, a write from `view`'s memory, not yet
     /// submitted) into chain `c`: it goes to the kernel with the next flush if the chain has
-    /// room, else it is held until a write of the chain is reaped. False (the write stays an
-    /// ordinary op) when the last staged op is not that write or the chain is stopped or gone.
+    /// room, else it is held until a write of the chain is reaped; cancelled (it completes with
+    /// ECANCELED) when the chain is stopped. False (the write stays an ordinary op) when the
+    /// last staged op is not that write or the chain is closed or gone.
     #[napi]
     pub fn chain_add(&self, env: Env, c: u32, view: Unknown) -> napi::Result<bool> {
         // SAFETY: env and view are live handles of this call.
@@ -359,8 +360,14 @@ impl NativeEngine {
             let Some(ch) = e.chains.chains.get_mut(&c) else {
                 return false;
             };
-            if ch.stopped || ch.closed {
+            if ch.closed {
                 return false;
+            }
+            if ch.stopped {
+                // A write of the chain failed and JS does not know yet: this one never starts
+                // (it completes with ECANCELED), as none would after the failure reached JS.
+                e.cancel(k);
+                return true;
             }
             rec.chain = Some(c);
             if ch.inflight < ch.depth && ch.held.is_empty() {
