@@ -1,4 +1,7 @@
-//! The write streams' copy of a source chunk into the aligned block the kernel will write.
+//! The write streams' copy of a source chunk into the aligned block the kernel will write, and
+//! their chains of writes refilled at reap time (`Chain`); the read streams' chunk hand-over.
+//!
+//! The copy, first.
 //!
 //! Why: a write stream gathers chunks of any size and alignment into aligned blocks, a copy on
 //! the JS thread of every byte written. In a 512 MiB pass on the repository's VM that copy
@@ -300,8 +303,7 @@ fn stop(e: &mut Inner, c: u32) {
 }
 
 fn forget_if_done(e: &mut Inner, c: u32) {
-    if e
-        .chains
+    if e.chains
         .chains
         .get(&c)
         .is_some_and(|ch| ch.closed && ch.inflight == 0 && ch.held.is_empty())
