@@ -356,7 +356,7 @@ impl NativeEngine {
             let OpKind::Write { ptr, .. } = rec.kind else {
                 return false;
             };
-            if ptr as usize != v.ptr as usize || rec.chain.is_some() || rec.batch.is_some() {
+            if !std::ptr::eq(ptr, v.ptr) || rec.chain.is_some() || rec.batch.is_some() {
                 return false;
             }
             let Some(ch) = e.chains.chains.get_mut(&c) else {
