@@ -44,6 +44,28 @@ export declare class NativeEngine {
    * (errors, dropping a buffered file's cache), instead of copying the arrays at each call.
    */
   batchTake(id: number, results: unknown, latency: unknown, ranges: unknown): number
+  /** A new write chain of at most `depth` writes in the kernel (see `Chain`); its id. */
+  chainOpen(depth: number): number
+  /**
+   * Puts the write just staged (the last op staged, a write from `view`'s memory, not yet
+   * submitted) into chain `c`: it goes to the kernel with the next flush if the chain has
+   * room, else it is held until a write of the chain is reaped; cancelled (it completes with
+   * ECANCELED) when the chain is stopped. False (the write stays an ordinary op) when the
+   * last staged op is not that write or the chain is closed or gone.
+   */
+  chainAdd(c: number, view: unknown): boolean
+  /**
+   * Stops chain `c` (a write of the stream failed outside the chain, or it is destroyed):
+   * its held writes are cancelled.
+   */
+  chainStop(c: number): void
+  /** JS is done with chain `c`: forgotten once its writes are reaped. */
+  chainClose(c: number): void
+  /**
+   * [writes handed to the kernel at a reap by their chain, chains alive, writes held back]
+   * (tests: the writes in the kernel are the ops in flight less those held).
+   */
+  get chainStats(): Array<number>
   /**
    * `callback(results: Float64Array, count: number)` receives `count` (id, result,
    * latency_us) triples. `useLoop`: integrate with libuv's loop when the runtime has one.

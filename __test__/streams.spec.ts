@@ -223,7 +223,12 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
   t.false(fh.closed, 'a FileHandle passed in is left open')
 })
 
-test('write stream takes writeBehind more blocks while writeBehind writes are in flight, started as they complete, then applies backpressure', async (t) => {
+/** The handle's ops in flight less the writes its stream's chain holds back in the engine (not yet in the kernel). */
+function inKernel(fh: FileHandle): number {
+  return fh.stats().inflight - getEngine().native.chainStats[2]
+}
+
+test.serial('write stream takes writeBehind more blocks while writeBehind writes are in flight, started as they complete, then applies backpressure', async (t) => {
   const file = path.join(scratch(), 'wbq.bin')
   await using fh = await open(file, 'w+')
   const writeBehind = 2
@@ -237,10 +242,10 @@ test('write stream takes writeBehind more blocks while writeBehind writes are in
   const block = randomBytes(64 * 1024)
   for (let i = 0; i < 10; i++) ws.write(block, () => accepted++)
   for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
-  const early = { inflight: fh.stats().inflight, accepted }
+  const early = { inKernel: inKernel(fh), accepted }
   ws.end()
   await once(ws, 'finish')
-  t.deepEqual(early, { inflight: writeBehind, accepted: 2 * writeBehind - 1 })
+  t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })
   t.is(accepted, 10)
   t.is((await fh.stat()).size, 10 * 64 * 1024)
 })
@@ -316,12 +321,61 @@ test.serial('a write started by a completion is handed to the kernel at once, no
   t.true(fs.readFileSync(file).equals(Buffer.concat(blocks)))
 })
 
-test('write stream keeps at most writeBehind writes in flight and applies backpressure', async (t) => {
+test.serial('write stream: a held write goes to the kernel at the reap of the write before it, before JS learns of that completion', async (t) => {
+  const file = path.join(scratch(), 'chain.bin')
+  await using fh = await open(file, 'w+')
+  const engine = getEngine().native
+  const [released0] = engine.chainStats
+  // writeBehind 1: the first block in the kernel, the second held in the engine (accepted: 2).
+  const seen: number[][] = []
+  const write = fh.write.bind(fh) as (...a: unknown[]) => Promise<unknown>
+  let first = true
+  Object.defineProperty(fh, 'write', {
+    value: (...a: unknown[]) => {
+      const p = write(...a)
+      // Where the first write's completion reaches JS: the reap that took it already handed
+      // the held write to the kernel (nothing held, nothing staged, one release).
+      if (first) p.then(() => seen.push([engine.chainStats[0] - released0, engine.chainStats[2], engine.staged]))
+      first = false
+      return p
+    },
+  })
+  const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind: 1 })
+  const blocks = Array.from({ length: 8 }, () => randomBytes(64 * 1024))
+  for (const b of blocks) ws.write(b)
+  ws.end()
+  await once(ws, 'finish')
+  t.deepEqual(seen, [[1, 0, 0]])
+  t.true(engine.chainStats[0] - released0 >= 7 - 1, `released ${engine.chainStats[0] - released0}`)
+  t.is(engine.chainStats[2], 0)
+  t.true(fs.readFileSync(file).equals(Buffer.concat(blocks)))
+})
+
+testIf(FAULTFS_REASON, 'write stream: a failed write stops its chain at the reap: the held block after it never reaches the file (faultfs EIO)', async (t) => {
+  const block = 64 * 1024
+  const fx = faultFs({ size: 8 * block, eioAt: [2 * block + 100] })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  try {
+    const ws = createWriteStream(fx.file, { flags: 'r+', chunkSize: block, writeBehind: 1, datasync: false })
+    const e = await expectError(t, pipeline(Readable.from(Array.from({ length: 8 }, (_, i) => Buffer.alloc(block, i + 1))), ws))
+    t.is(e.code, 'EIO')
+    t.is(e.position, 2 * block)
+    t.is(ws.bytesWritten, 2 * block)
+    // Blocks 0 and 1 written, block 2 failed; block 3, held in the engine then, was cancelled
+    // at that reap instead of being handed to the kernel.
+    t.is(fx.stats().writes, 3)
+    await closeEvent(ws)
+  } finally {
+    fx.cleanup()
+  }
+})
+
+test.serial('write stream keeps at most writeBehind writes in flight and applies backpressure', async (t) => {
   const file = path.join(scratch(), 'wb.bin')
   await using fh = await open(file, 'w+')
   const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind: 2 })
   let maxInflight = 0
-  const timer = setInterval(() => (maxInflight = Math.max(maxInflight, fh.stats().inflight)), 0)
+  const timer = setInterval(() => (maxInflight = Math.max(maxInflight, inKernel(fh))), 0)
   const data = randomBytes(8 * MiB + 3)
   await writeOdd(ws, data)
   clearInterval(timer)
@@ -759,6 +813,38 @@ for await (const c of createReadStream(file, { chunkSize: 1 << 20 })) {
 }
 console.log(JSON.stringify({ n, faults: process.resourceUsage().minorPageFault - f0, peak }))
 `
+
+// Chunks are transparent huge pages: each 2 MiB chunk one physically contiguous segment for the
+// device (crates/core/src/mempool.rs: regions marked MADV_HUGEPAGE). Kept chunks, so none is
+// freed or reused while counting.
+const THP_SCRIPT = `
+import { createReadStream } from ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}
+import * as fs from 'node:fs'
+const huge = () => Number(/AnonHugePages:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]) * 1024
+const file = process.argv[1]
+for await (const _ of createReadStream(file, { end: (2 << 20) - 1 })) void _
+const h0 = huge()
+const kept = []
+for await (const c of createReadStream(file, { end: (32 << 20) - 1 })) kept.push(c)
+console.log(JSON.stringify({ chunks: kept.length, bytes: kept.reduce((n, c) => n + c.length, 0), huge: huge() - h0 }))
+`
+
+const THP_MODE = (() => {
+  try {
+    return /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'none'
+  } catch {
+    return 'none'
+  }
+})()
+
+testIf(THP_MODE === 'madvise' || THP_MODE === 'always' ? undefined : `transparent huge pages are ${THP_MODE === 'none' ? 'not in this kernel' : 'disabled'} (/sys/kernel/mm/transparent_hugepage/enabled: ${THP_MODE})`, 'memory: read-stream chunks (2 MiB, the default) are transparent huge pages (AnonHugePages)', async (t) => {
+  const m = await measureChild<{ chunks: number; bytes: number; huge: number }>(t, THP_SCRIPT, [sparseFile('sparse-thp.bin', 32 * MiB)])
+  t.is(m.bytes, 32 * MiB)
+  t.log(`${m.chunks} chunks kept; AnonHugePages grew by ${(m.huge / MiB).toFixed(0)} MiB (THP mode: ${THP_MODE})`)
+  // At least half of the kept chunks' memory (a huge page the kernel could not find right away
+  // is a small-page chunk, not an error).
+  t.true(m.huge >= 16 * MiB, `AnonHugePages grew by ${m.huge} bytes`)
+})
 
 // Both scripts above read in 1 MiB chunks, the size their bounds were set for (the default is
 // 2 MiB since 2026-12-06; with it a loaded machine showed 56.9 MiB here once and 5 mark-compacts

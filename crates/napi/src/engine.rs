@@ -28,7 +28,7 @@ use crate::wake::{Js, Wake};
 
 pub(crate) struct OpRec {
     backend: BackendKind,
-    kind: OpKind,
+    pub(crate) kind: OpKind,
     iov: Option<Box<[libc::iovec]>>,
     mem: Mems,
     fixed: Option<u16>,
@@ -44,6 +44,8 @@ pub(crate) struct OpRec {
     link: bool,
     /// A native batch's op: (batch index, op index) (see `batch`).
     pub(crate) batch: Option<(u32, u32)>,
+    /// A write stream's chained write: its chain id (see `stream::Chains`).
+    pub(crate) chain: Option<u32>,
 }
 
 impl OpRec {
@@ -80,6 +82,7 @@ impl OpRec {
             rw_flags: 0,
             link: false,
             batch: None,
+            chain: None,
         }
     }
 
@@ -111,13 +114,13 @@ pub struct Inner {
     eventfd: Option<Arc<OwnedFd>>,
     /// The drivers started so far, by `BackendKind::index`.
     drivers: [Option<Box<dyn Driver>>; 3],
-    ops: Vec<Option<OpRec>>,
+    pub(crate) ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
     /// Ids of ops reaped whose completions are still on their way to JS: free again only after
     /// the delivery ([`Inner::recycle`]), so an op started by a promise settled early in a
     /// delivery cannot take the id of a completion delivered later in it.
     retired: Vec<u32>,
-    staged: Vec<u32>,
+    pub(crate) staged: Vec<u32>,
     synthetic: Vec<(u64, i64)>,
     /// Completions of the reap in progress (kept for its capacity).
     raw: Vec<(u64, i64)>,
@@ -138,6 +141,8 @@ pub struct Inner {
     referenced: bool,
     /// Native batches (readMany / writeMany over typed arrays).
     pub(crate) batches: crate::batch::Batches,
+    /// Write streams' chains of writes, refilled at reap time (see `stream`).
+    pub(crate) chains: crate::stream::Chains,
     /// A wake-up is under way with every driver quiet (see `Driver::quiet`): its rounds after
     /// the first need not reset the eventfd.
     quiet: bool,
@@ -347,6 +352,7 @@ impl Inner {
             wake: Wake::None,
             referenced: false,
             batches: Default::default(),
+            chains: Default::default(),
             quiet: false,
             submit_every: std::env::var("ODIRECT_SUBMIT_EVERY")
                 .ok()
@@ -1030,6 +1036,9 @@ impl Inner {
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
+            if let Some(c) = rec.chain {
+                crate::stream::reaped(self, c, key as u32, result);
+            }
             if let Some((b, i)) = rec.batch {
                 // A batch's op is never delivered to JS: its id is free at once.
                 self.free.push(key as u32);
@@ -1057,6 +1066,7 @@ impl Inner {
         self.finish(&mut raw, out);
         self.raw = raw;
         crate::batch::advance(self, out);
+        crate::stream::advance(self);
         n
     }
 

@@ -12,7 +12,8 @@
 //! - `uv`: libuv functions resolved at run time (Node's loop integration).
 //! - `status`: the status check of every raw N-API call.
 //! - `tasks`: open / fstat / probe off the JS thread, and small helpers.
-//! - `stream`: the write streams' copy into their aligned blocks.
+//! - `stream`: the write streams' copy into their aligned blocks, their chains of writes
+//!   refilled at reap time, and the read streams' chunk hand-over.
 //!
 //! Memory rule: the kernel only ever reads or writes odirect-owned memory whose release waits
 //! for the op's completion (see `engine`), never a V8 backing store directly.
