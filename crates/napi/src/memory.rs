@@ -98,8 +98,10 @@ thread_local! {
 
 /// Look-ups answered by the per-thread cache and by the registry (`NativeEngine` test hook
 /// `lookupStats`).
-static LOOKUPS: [std::sync::atomic::AtomicU64; 2] =
-    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+static LOOKUPS: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
 
 fn count_lookup(cached: bool) {
     LOOKUPS[usize::from(!cached)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -107,7 +109,9 @@ fn count_lookup(cached: bool) {
 
 /// (cache hits, registry searches) of [`lookup`] so far, process-wide.
 pub fn lookup_stats() -> [u64; 2] {
-    LOOKUPS.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    LOOKUPS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 unsafe extern "C" fn finalize_alloc(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {

@@ -1077,7 +1077,10 @@ unsafe fn deliver(
             return Err(fail("the engine's callback was collected: delivery"));
         }
         for chunk in out.chunks(per_call) {
-            let arr = match js.results.and_then(|r| reference(env, r.array).map(|a| (a, r))) {
+            let arr = match js
+                .results
+                .and_then(|r| reference(env, r.array).map(|a| (a, r)))
+            {
                 Some((arr, r)) => {
                     // chunk.len() <= per_call <= RESULTS_CAP * stride = ResultsMem::LEN.
                     ptr::copy_nonoverlapping(chunk.as_ptr(), (*r.mem).0, chunk.len());
