@@ -202,6 +202,13 @@ struct Results {
 /// ArrayBuffer (its finalizer) have let go.
 struct ResultsMem(*mut f64);
 
+// SAFETY: a plain heap allocation owned by the value (freed by its Drop, from whichever thread
+// lets go last: a runtime may finalize an ArrayBuffer's backing store off the JS thread); it is
+// written only by `deliver`, on the JS thread, and read by JS on that thread.
+unsafe impl Send for ResultsMem {}
+// SAFETY: as Send: `&ResultsMem` gives only the pointer; every access is on the JS thread.
+unsafe impl Sync for ResultsMem {}
+
 impl ResultsMem {
     const LEN: usize = RESULTS_BYTES / 8;
 }
