@@ -148,6 +148,11 @@ export declare class NativeEngine {
   get waitMicros(): number
   /** [in-kernel waits made, those that found completions (delivered at once)]. */
   get waitStats(): Array<number>
+  /**
+   * [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,
+   * process-wide (see `memory::lookup`).
+   */
+  get lookupStats(): Array<number>
   /** Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`). */
   get smallRounds(): number
   /** Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`). */

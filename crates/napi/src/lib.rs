@@ -495,6 +495,13 @@ impl NativeEngine {
         self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
     }
 
+    /// [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,
+    /// process-wide (see `memory::lookup`).
+    #[napi(getter)]
+    pub fn lookup_stats(&self) -> Vec<f64> {
+        memory::lookup_stats().map(|n| n as f64).to_vec()
+    }
+
     /// Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`).
     #[napi(getter)]
     pub fn small_rounds(&self) -> Result<f64> {

@@ -184,7 +184,41 @@ impl Wake {
 #[derive(Clone, Copy)]
 pub struct Js {
     callback: sys::napi_ref,
-    results: Option<sys::napi_ref>,
+    results: Option<Results>,
+}
+
+/// The preallocated results array: a Float64Array over memory odirect owns ([`ResultsMem`]),
+/// so its address and length are known once and never re-measured: a detach (which nothing
+/// does: the array is the engine's own, never shown to user code) could not free what
+/// `deliver` writes, only hide it.
+#[derive(Clone, Copy)]
+struct Results {
+    array: sys::napi_ref,
+    /// One `Arc<ResultsMem>` reference (`Arc::into_raw`), given back by [`Js::release`].
+    mem: *const ResultsMem,
+}
+
+/// `RESULTS_CAP` triples of f64, freed when both the engine ([`Js::release`]) and the
+/// ArrayBuffer (its finalizer) have let go.
+struct ResultsMem(*mut f64);
+
+// SAFETY: a plain heap allocation owned by the value (freed by its Drop, from whichever thread
+// lets go last: a runtime may finalize an ArrayBuffer's backing store off the JS thread); it is
+// written only by `deliver`, on the JS thread, and read by JS on that thread.
+unsafe impl Send for ResultsMem {}
+// SAFETY: as Send: `&ResultsMem` gives only the pointer; every access is on the JS thread.
+unsafe impl Sync for ResultsMem {}
+
+impl ResultsMem {
+    const LEN: usize = RESULTS_BYTES / 8;
+}
+
+impl Drop for ResultsMem {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::into_raw of a boxed slice of LEN f64 in `results_array`; the
+        // last reference (engine or ArrayBuffer) is going, nothing writes or reads it after.
+        drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(self.0, Self::LEN)) });
+    }
 }
 
 impl Js {
@@ -195,7 +229,7 @@ impl Js {
         // SAFETY: forwarded contract.
         unsafe { check!(napi_create_reference(env, callback, 1, &mut cb)) }?;
         // SAFETY: forwarded contract. Without the array, deliver makes one per delivery.
-        let results = unsafe { results_array(env) }.ok();
+        let results = unsafe { results_array(env) };
         Ok(Js {
             callback: cb,
             results,
@@ -204,41 +238,79 @@ impl Js {
 
     /// Deletes both references (teardown; each once, as `self` is consumed).
     fn release(self, env: sys::napi_env) {
-        for r in std::iter::once(self.callback).chain(self.results) {
+        for r in std::iter::once(self.callback).chain(self.results.map(|r| r.array)) {
             // Teardown: a reference that cannot be deleted leaks its value with the env.
             // SAFETY: reference created on env, which is still alive (its cleanup runs).
             unsafe { report!(napi_delete_reference(env, r)) };
         }
+        if let Some(r) = self.results {
+            // SAFETY: the engine's one reference, from Arc::into_raw in `results_array`,
+            // given back once (self is consumed; Js copies are not released).
+            drop(unsafe { Arc::from_raw(r.mem) });
+        }
     }
 }
 
-/// The preallocated completion storage: a Float64Array in V8 memory (freed with the isolate;
-/// `deliver` re-measures it before each write).
+unsafe extern "C" fn finalize_results(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the ArrayBuffer's Arc<ResultsMem> reference (Arc::into_raw in
+    // `results_array`); the runtime finalizes once.
+    drop(unsafe { Arc::from_raw(hint as *const ResultsMem) });
+}
+
+/// The preallocated completion storage (see [`Results`]). `None`: the runtime refused external
+/// memory or copied it (each delivery makes a fresh array then).
 ///
 /// # Safety
 /// `env` must be live, on its JS thread.
-unsafe fn results_array(env: sys::napi_env) -> napi::Result<sys::napi_ref> {
-    let mut data: *mut c_void = ptr::null_mut();
+unsafe fn results_array(env: sys::napi_env) -> Option<Results> {
+    let data = Box::into_raw(vec![0f64; ResultsMem::LEN].into_boxed_slice()) as *mut f64;
+    let mem = Arc::new(ResultsMem(data));
+    let hint = Arc::into_raw(mem.clone());
     let (mut ab, mut arr, mut r) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-    // SAFETY: plain N-API calls on a live env, each writing only its outputs.
-    unsafe {
-        check!(napi_create_arraybuffer(
+    // SAFETY: live env; the memory stays allocated until finalize_results drops the hint's
+    // reference (and the engine its own).
+    let made = unsafe {
+        check!(napi_create_external_arraybuffer(
             env,
+            data as *mut c_void,
             RESULTS_BYTES,
-            &mut data,
-            &mut ab
-        ))?;
+            Some(finalize_results),
+            hint as *mut c_void,
+            &mut ab,
+        ))
+    };
+    if made.is_err() {
+        // SAFETY: the hint was not handed over.
+        drop(unsafe { Arc::from_raw(hint) });
+        let mut info = ptr::null();
+        // SAFETY: consumes the error info of the refused call.
+        let _ = unsafe { check!(napi_get_last_error_info(env, &mut info)) };
+        return None;
+    }
+    let mut seen: *mut c_void = ptr::null_mut();
+    let mut got = 0usize;
+    // SAFETY: plain N-API calls on a live env and handles of this call, writing their outputs.
+    unsafe {
+        check!(napi_get_arraybuffer_info(env, ab, &mut seen, &mut got)).ok()?;
+        // A runtime that copied our memory: what JS would read is not what deliver writes.
+        if seen as *mut f64 != data || got != RESULTS_BYTES {
+            return None;
+        }
         check!(napi_create_typedarray(
             env,
             sys::TypedarrayType::float64_array,
-            RESULTS_BYTES / 8,
+            ResultsMem::LEN,
             ab,
             0,
             &mut arr,
-        ))?;
-        check!(napi_create_reference(env, arr, 1, &mut r))?;
+        ))
+        .ok()?;
+        check!(napi_create_reference(env, arr, 1, &mut r)).ok()?;
     }
-    Ok(r)
+    Some(Results {
+        array: r,
+        mem: Arc::into_raw(mem),
+    })
 }
 
 fn fail(what: &str) -> napi::Error {
@@ -989,8 +1061,7 @@ fn give_back(shared: &Shared, mut out: Vec<f64>) {
 }
 
 /// Delivers `out` triples to JS in calls of `chunk` completions at most, through the
-/// preallocated results array (re-measured each time: written only while it is attached and
-/// long enough), or fresh arrays. Must not hold
+/// preallocated results array (odirect's memory, its address known), or fresh arrays. Must not hold
 /// any borrow of the engine: the JS callback may call back into it. An error means the
 /// completions from the failed chunk on were not delivered.
 ///
@@ -1013,9 +1084,13 @@ unsafe fn deliver(
             return Err(fail("the engine's callback was collected: delivery"));
         }
         for chunk in out.chunks(per_call) {
-            let arr = match js.results.and_then(|r| preallocated(env, r, chunk.len())) {
-                Some((arr, data)) => {
-                    ptr::copy_nonoverlapping(chunk.as_ptr(), data, chunk.len());
+            let arr = match js
+                .results
+                .and_then(|r| reference(env, r.array).map(|a| (a, r)))
+            {
+                Some((arr, r)) => {
+                    // chunk.len() <= per_call <= RESULTS_CAP * stride = ResultsMem::LEN.
+                    ptr::copy_nonoverlapping(chunk.as_ptr(), (*r.mem).0, chunk.len());
                     arr
                 }
                 None => fresh_array(env, chunk)?,
@@ -1032,32 +1107,15 @@ unsafe fn deliver(
     Ok(())
 }
 
-/// The preallocated results array and its data, when it is still attached and holds `len`
-/// values (a failed look-up counts as "not usable": a fresh array is made instead).
+/// The value of reference `r` (None if it failed or was collected).
 ///
 /// # Safety
 /// JS thread of env, inside a handle scope; `r` a reference created on env.
-unsafe fn preallocated(
-    env: sys::napi_env,
-    r: sys::napi_ref,
-    len: usize,
-) -> Option<(sys::napi_value, *mut f64)> {
-    let mut arr = ptr::null_mut();
-    let (mut ty, mut ab, mut off) = (sys::TypedarrayType::float64_array, ptr::null_mut(), 0);
-    let mut data: *mut c_void = ptr::null_mut();
-    let mut have = 0usize;
-    // SAFETY: forwarded contract; each call writes only its outputs.
-    unsafe {
-        check!(napi_get_reference_value(env, r, &mut arr)).ok()?;
-        if arr.is_null() {
-            return None;
-        }
-        check!(napi_get_typedarray_info(
-            env, arr, &mut ty, &mut have, &mut data, &mut ab, &mut off,
-        ))
-        .ok()?;
-    }
-    (!data.is_null() && have >= len).then_some((arr, data as *mut f64))
+unsafe fn reference(env: sys::napi_env, r: sys::napi_ref) -> Option<sys::napi_value> {
+    let mut v = ptr::null_mut();
+    // SAFETY: forwarded contract; writes only v.
+    unsafe { check!(napi_get_reference_value(env, r, &mut v)) }.ok()?;
+    (!v.is_null()).then_some(v)
 }
 
 /// A new Float64Array holding `chunk`.

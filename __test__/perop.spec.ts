@@ -1,0 +1,93 @@
+// Per-op costs that are mechanisms, not timings: the look-up of odirect memory behind a view
+// (`memory::lookup`) answers from the thread's last allocation found, without the process-wide
+// registry's lock and search, and never answers with memory that is gone.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import test from 'ava'
+
+import { open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+
+const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/var/tmp', 'odirect-perop-'))
+test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+const UNIT = 4096
+
+function patterned(blocks: number): string {
+  const file = path.join(dir, `data-${blocks}`)
+  const b = Buffer.alloc(blocks * UNIT)
+  for (let i = 0; i < blocks; i++) b.fill(i + 1, i * UNIT, (i + 1) * UNIT)
+  fs.writeFileSync(file, b)
+  return file
+}
+
+const stats = (): [number, number] => {
+  const [hits, searches] = getEngine().native.lookupStats
+  return [hits, searches]
+}
+
+test.serial('reads one at a time into one odirect buffer: the look-up is answered by the cache, not the registry', async (t) => {
+  const fh = await open(patterned(8), 'r')
+  try {
+    const buf = fh.alloc(UNIT)
+    await fh.read(buf, { position: 0 })
+    const [h0, s0] = stats()
+    for (let i = 0; i < 200; i++) {
+      const at = i % 8
+      const { bytesRead } = await fh.read(buf, { position: at * UNIT })
+      t.is(bytesRead, UNIT)
+      t.true(buf[0] === at + 1 && buf[UNIT - 1] === at + 1)
+    }
+    const [h1, s1] = stats()
+    t.is(h1 - h0, 200, `cache hits ${h1 - h0}, registry searches ${s1 - s0}`)
+    t.is(s1 - s0, 0)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('alternating buffers and views inside one allocation: each read lands in its own memory', async (t) => {
+  const fh = await open(patterned(8), 'r')
+  try {
+    const a = fh.alloc(UNIT)
+    const big = fh.alloc(4 * UNIT)
+    const views = [a, big.subarray(UNIT, 2 * UNIT), big.subarray(3 * UNIT)]
+    const [h0, s0] = stats()
+    for (let i = 0; i < 30; i++) {
+      const v = views[i % 3]
+      const at = i % 8
+      await fh.read(v, { position: at * UNIT })
+      t.true(v[0] === at + 1 && v[UNIT - 1] === at + 1)
+    }
+    // Around the views of `big` the rest of it was never written.
+    t.is(big[0], 0)
+    t.is(big[2 * UNIT], 0)
+    const [h1, s1] = stats()
+    t.is(h1 - h0 + (s1 - s0), 30)
+    // a <-> big: a registry search each time the allocation changes, hits within `big`.
+    t.true(s1 - s0 <= 20 && h1 - h0 >= 10, `hits ${h1 - h0}, searches ${s1 - s0}`)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('a plain Buffer at the same place the cache knows is not taken for odirect memory (bounce buffer, right data)', async (t) => {
+  const fh = await open(patterned(8), 'r')
+  try {
+    const buf = fh.alloc(UNIT)
+    await fh.read(buf, { position: 0 })
+    // Same length, not odirect's: the look-up must search (and find nothing), not answer from
+    // the cache; the read still lands in the plain buffer.
+    const plain = Buffer.alloc(UNIT)
+    const [, s0] = stats()
+    const { bytesRead } = await fh.read(plain, { position: 2 * UNIT })
+    t.is(bytesRead, UNIT)
+    t.is(plain[0], 3)
+    t.is(plain[UNIT - 1], 3)
+    const [, s1] = stats()
+    t.true(s1 - s0 <= 1)
+  } finally {
+    await fh.close()
+  }
+})
