@@ -114,10 +114,10 @@ pub fn lookup_stats() -> [u64; 2] {
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-unsafe extern "C" fn finalize_alloc(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the Box<Arc<Alloc>> leaked in `external_buffer`; the runtime calls the
+unsafe extern "C" fn drop_owner<T>(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the Box<T> leaked in `external_arraybuffer::<T>`; the runtime calls the
     // finalizer exactly once, when no ArrayBuffer holds the backing store any more.
-    drop(unsafe { Box::from_raw(hint as *mut Arc<Alloc>) });
+    drop(unsafe { Box::from_raw(hint as *mut T) });
 }
 
 /// Lets V8 collect dropped buffers young, as it does its own.
@@ -221,16 +221,33 @@ pub(crate) unsafe fn wrap_again(
     alloc: &Arc<Alloc>,
     len: usize,
 ) -> Option<sys::napi_value> {
-    let hint = Box::into_raw(Box::new(alloc.clone()));
+    // SAFETY: forwarded contract; the clone keeps the allocation (len bytes at its start) alive.
+    unsafe { external_arraybuffer(env, alloc.ptr() as *mut c_void, len, alloc.clone()) }
+}
+
+/// The one place that makes external ArrayBuffers: `len` bytes at `data`, with `owner` kept
+/// until V8 finalizes the ArrayBuffer (then dropped). `None`: the runtime refused (a V8 sandbox);
+/// `owner` is dropped and the refusal's error info consumed.
+///
+/// # Safety
+/// `env` must be the live env of the current call; `len` bytes at `data` must stay valid and
+/// unmoved while `owner` lives.
+pub(crate) unsafe fn external_arraybuffer<T: 'static>(
+    env: sys::napi_env,
+    data: *mut c_void,
+    len: usize,
+    owner: T,
+) -> Option<sys::napi_value> {
+    let hint = Box::into_raw(Box::new(owner));
     let mut ab = ptr::null_mut();
-    // SAFETY: the memory stays valid until finalize_alloc drops the hint's Arc; env is live;
-    // len is within the allocation (caller's contract).
+    // SAFETY: the memory stays valid until drop_owner drops the owner (caller's contract);
+    // env is live.
     let made = unsafe {
         check!(napi_create_external_arraybuffer(
             env,
-            alloc.ptr() as *mut c_void,
+            data,
             len,
-            Some(finalize_alloc),
+            Some(drop_owner::<T>),
             hint as *mut c_void,
             &mut ab,
         ))

@@ -251,12 +251,6 @@ impl Js {
     }
 }
 
-unsafe extern "C" fn finalize_results(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the ArrayBuffer's Arc<ResultsMem> reference (Arc::into_raw in
-    // `results_array`); the runtime finalizes once.
-    drop(unsafe { Arc::from_raw(hint as *const ResultsMem) });
-}
-
 /// The preallocated completion storage (see [`Results`]). `None`: the runtime refused external
 /// memory or copied it (each delivery makes a fresh array then).
 ///
@@ -265,28 +259,12 @@ unsafe extern "C" fn finalize_results(_env: sys::napi_env, _data: *mut c_void, h
 unsafe fn results_array(env: sys::napi_env) -> Option<Results> {
     let data = Box::into_raw(vec![0f64; ResultsMem::LEN].into_boxed_slice()) as *mut f64;
     let mem = Arc::new(ResultsMem(data));
-    let hint = Arc::into_raw(mem.clone());
-    let (mut ab, mut arr, mut r) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-    // SAFETY: live env; the memory stays allocated until finalize_results drops the hint's
-    // reference (and the engine its own).
-    let made = unsafe {
-        check!(napi_create_external_arraybuffer(
-            env,
-            data as *mut c_void,
-            RESULTS_BYTES,
-            Some(finalize_results),
-            hint as *mut c_void,
-            &mut ab,
-        ))
-    };
-    if made.is_err() {
-        // SAFETY: the hint was not handed over.
-        drop(unsafe { Arc::from_raw(hint) });
-        let mut info = ptr::null();
-        // SAFETY: consumes the error info of the refused call.
-        let _ = unsafe { check!(napi_get_last_error_info(env, &mut info)) };
-        return None;
-    }
+    let (mut arr, mut r) = (ptr::null_mut(), ptr::null_mut());
+    // SAFETY: live env; the ArrayBuffer's Arc keeps the memory allocated until V8 finalizes it
+    // (and the engine holds its own).
+    let ab = unsafe {
+        crate::memory::external_arraybuffer(env, data as *mut c_void, RESULTS_BYTES, mem.clone())
+    }?;
     let mut seen: *mut c_void = ptr::null_mut();
     let mut got = 0usize;
     // SAFETY: plain N-API calls on a live env and handles of this call, writing their outputs.
