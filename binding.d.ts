@@ -59,6 +59,11 @@ export declare class NativeEngine {
    * its held writes are cancelled.
    */
   chainStop(c: number): void
+  /**
+   * The rest of a block whose chained write was short is written: the block leaves the
+   * chain's writes in flight, and the held writes it has room for go to the kernel.
+   */
+  chainResume(c: number): void
   /** JS is done with chain `c`: forgotten once its writes are reaped. */
   chainClose(c: number): void
   /**

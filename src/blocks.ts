@@ -58,17 +58,21 @@ export async function readFully(fh: FileHandle, buf: ArrayBufferView, off: numbe
 /**
  * Writes `len` bytes of `buf[off..]` at `pos`. A short write (ENOSPC on the way, FUSE) goes on
  * from the block holding the first byte not written, rewriting its head when the count was not
- * block aligned; one that moved no whole block fails with EIO.
+ * block aligned; one that moved no whole block fails with EIO. Resolves to the number of writes
+ * made (more than one: the first was short).
  */
-export async function writeFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<void> {
+export async function writeFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<number> {
   let done = 0
+  let writes = 0
   const unit = fh.direct ? fh.alignment.offset : 1
   while (done < len) {
     const { bytesWritten } = await fh.write(buf, { offset: off + done, length: len - done, position: pos + done, signal })
+    writes++
     const next = Math.floor((done + bytesWritten) / unit) * unit
     if (bytesWritten <= 0 || next <= done) {
       throw kernelError(E.EIO, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${bytesWritten} of ${len - done} bytes, not a whole block`)
     }
     done = next
   }
+  return writes
 }

@@ -751,10 +751,14 @@ export class BlockWriter extends Core {
       // The block's first write is staged by the time writeFully returns (its rest after a
       // short write is not chained).
       const written = writeFully(fh, buf, 0, len, pos, this.opSignal)
-      if (this.#chain !== 0) getEngine().native.chainAdd(this.#chain, buf)
+      const chain = this.#chain
+      const chained = chain !== 0 && getEngine().native.chainAdd(chain, buf)
       this.track(
         written.then(
-          () => {
+          (writes) => {
+            // Its first write was short: the chain kept the block's place until the rest was
+            // written (crates/napi/src/stream.rs, `Chain`).
+            if (chained && writes > 1) this.#resumeChain(chain)
             this.#inflight--
             entry.state = 'ok'
             if (buf.byteLength === this.#chunk) this.#pool.push(buf)
@@ -784,6 +788,15 @@ export class BlockWriter extends Core {
     if (this.#chain === 0) return
     try {
       getEngine().native.chainStop(this.#chain)
+    } catch {
+      // The engine is shutting down: its teardown cancels what it holds.
+    }
+  }
+
+  /** A block whose chained write was short is whole: the chain may release the next. */
+  #resumeChain(c: number): void {
+    try {
+      getEngine().native.chainResume(c)
     } catch {
       // The engine is shutting down: its teardown cancels what it holds.
     }

@@ -119,6 +119,10 @@ function writableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Wr
   return new WritableStream<Uint8Array>({
     async start(controller) {
       core.onError = errorOn(controller)
+      // abort() calls the sink's abort only once the write in progress settled, which waits for
+      // room, i.e. for a block to complete (never, on a hung device); the controller's signal
+      // fires at once: the blocks the engine holds are cancelled then, not started.
+      controller.signal?.addEventListener('abort', () => void teardown().catch(() => {}), { once: true })
       await core.open().catch(failed)
     },
     async write(chunk) {

@@ -1037,7 +1037,9 @@ impl Inner {
             // SAFETY: on the JS thread of self.env, which made the op's references.
             unsafe { capture::release(self.env, rec.mem) };
             if let Some(c) = rec.chain {
-                crate::stream::reaped(self, c, key as u32, result);
+                // A short write keeps its block's slot until JS wrote the rest (`chainResume`).
+                let short = matches!(rec.kind, OpKind::Write { len, .. } if result >= 0 && (result as u64) < len as u64);
+                crate::stream::reaped(self, c, key as u32, result, short);
             }
             if let Some((b, i)) = rec.batch {
                 // A batch's op is never delivered to JS: its id is free at once.

@@ -206,11 +206,17 @@ unsafe fn hand_over_raw(
 /// A write that fails (result < 0) stops the chain: the writes still held are cancelled (they
 /// complete with `ECANCELED` and never reach the kernel), as the JS stream started no more
 /// writes after a failure. A short write does not: the stream writes the rest of its block
-/// itself (that write is not in the chain), as the other writes in flight go on.
+/// itself (that write is not in the chain), as the other writes in flight go on; but the block
+/// keeps its place among the `depth` in flight until that rest is written (`chain_resume`, or
+/// its failure stops the chain): no held write is released by a short one, as the JS stream
+/// started none before a block was whole (else a later block could land after the rest failed).
 struct Chain {
     depth: usize,
-    /// Writes of the chain in the kernel (or staged for the next flush).
+    /// Writes of the chain in the kernel (or staged for the next flush), and short ones whose
+    /// rest JS is writing (`short` of them).
     inflight: usize,
+    /// Blocks whose chained write was short: in `inflight` until [`NativeEngine::chain_resume`].
+    short: usize,
     /// Writes held back, oldest first (engine op keys).
     held: VecDeque<u32>,
     /// A write failed, or JS stopped the chain: held writes were cancelled, none is taken.
@@ -244,28 +250,40 @@ pub struct Chains {
 /// `Inner::finish`). A held write cancelled by JS (an abort) only leaves the queue; otherwise
 /// the chain has one write fewer in the kernel and hands held writes to the next flush while
 /// it has room, or, on a failure, cancels them.
-pub(crate) fn reaped(e: &mut Inner, c: u32, key: u32, result: i64) {
+pub(crate) fn reaped(e: &mut Inner, c: u32, key: u32, result: i64, short: bool) {
     let Some(ch) = e.chains.chains.get_mut(&c) else {
         return;
     };
     if let Some(i) = ch.held.iter().position(|k| *k == key) {
         ch.held.remove(i);
+    } else if short && !ch.stopped {
+        // Its block stays in flight until JS wrote the rest (see `Chain`).
+        ch.short += 1;
     } else {
         ch.inflight -= 1;
         if result < 0 {
             ch.stopped = true;
         }
     }
+    release(e, c);
+}
+
+/// Hands the held writes chain `c` has room for to the next flush, or, once it is stopped,
+/// cancels them.
+fn release(e: &mut Inner, c: u32) {
+    let Some(ch) = e.chains.chains.get_mut(&c) else {
+        return;
+    };
     if ch.stopped {
         stop(e, c);
     } else {
-        let mut release = Vec::new();
+        let mut go = Vec::new();
         while ch.inflight < ch.depth {
             let Some(k) = ch.held.pop_front() else { break };
             ch.inflight += 1;
-            release.push(k);
+            go.push(k);
         }
-        for k in release {
+        for k in go {
             e.staged.push(k);
             e.chains.released += 1;
             if SUBMIT_EACH.with(|x| *x) {
@@ -293,6 +311,8 @@ fn stop(e: &mut Inner, c: u32) {
         return;
     };
     ch.stopped = true;
+    // Short blocks whose rest JS is writing: none of their chain starts after them any more.
+    ch.inflight -= std::mem::take(&mut ch.short);
     let held = std::mem::take(&mut ch.held);
     for k in held {
         if let Some(Some(rec)) = e.ops.get_mut(k as usize) {
@@ -326,6 +346,7 @@ impl NativeEngine {
                 Chain {
                     depth: depth.max(1) as usize,
                     inflight: 0,
+                    short: 0,
                     held: VecDeque::new(),
                     stopped: false,
                     closed: false,
@@ -387,6 +408,24 @@ impl NativeEngine {
     #[napi]
     pub fn chain_stop(&self, c: u32) -> napi::Result<()> {
         self.with(|e| stop(e, c))
+    }
+
+    /// The rest of a block whose chained write was short is written: the block leaves the
+    /// chain's writes in flight, and the held writes it has room for go to the kernel.
+    #[napi]
+    pub fn chain_resume(&self, c: u32) -> napi::Result<()> {
+        self.with(|e| {
+            let Some(ch) = e.chains.chains.get_mut(&c) else {
+                return;
+            };
+            if ch.short == 0 {
+                return;
+            }
+            ch.short -= 1;
+            ch.inflight -= 1;
+            release(e, c);
+            advance(e);
+        })
     }
 
     /// JS is done with chain `c`: forgotten once its writes are reaped.
