@@ -3,26 +3,15 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { addressOf, createWriteStream, type DirectIoError, open, writableWebStream } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { closeEvent } from './helpers/events.ts'
+import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, skipReason } from './helpers/fixtures.js'
 
-function testIf(reason: string | undefined, title: string, fn: Parameters<typeof test>[1]): void {
-  if (reason === undefined) test.serial(title, fn)
-  else {
-    console.log(`skipped '${title}': ${reason}`)
-    test.skip(`${title} (skipped: ${reason})`, fn)
-  }
-}
-const FAULTFS_REASON =
-  skipReason(['fuse']) ??
-  (fs.existsSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'target', 'release', 'faultfs')) || process.env.FAULTFS_BIN ? undefined : 'faultfs not built (cargo build -p faultfs --release)')
-const FULLFS_REASON = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'])
 
 function readAt(file: string, pos: number, len: number): Buffer {
   const fd = fs.openSync(file, 'r')
@@ -102,7 +91,7 @@ for (const direct of ['require', 'off'] as const) {
     } finally {
       fx.cleanup()
     }
-  })
+  }, true)
 }
 
 for (const how of ['destroy', 'web abort'] as const) {
@@ -151,7 +140,7 @@ for (const how of ['destroy', 'web abort'] as const) {
     } finally {
       fx.cleanup()
     }
-  })
+  }, true)
 }
 
 test.serial('memory reused at the address of a freed allocation the lookup cache last answered: reads and writes go to the new memory (every byte checked)', async (t) => {

@@ -29,6 +29,7 @@ import { getEngine } from '../dist/src/engine.js'
 import { native } from '../dist/src/native.js'
 import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
+import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -36,18 +37,6 @@ const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
 const MiB = 1024 * 1024
 const IS_ROOT = process.getuid?.() === 0
 
-/** `test`, or `test.skip` with the reason printed when a precondition is missing (decided at registration). */
-function testIf(reason: string | undefined, title: string, fn: Parameters<typeof test>[1]): void {
-  if (reason === undefined) test(title, fn)
-  else {
-    console.log(`skipped '${title}': ${reason}`)
-    test.skip(`${title} (skipped: ${reason})`, fn)
-  }
-}
-const FAULTFS_REASON =
-  skipReason(['fuse']) ??
-  (fs.existsSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'target', 'release', 'faultfs')) || process.env.FAULTFS_BIN ? undefined : 'faultfs not built (cargo build -p faultfs --release)')
-const FULLFS_REASON = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'])
 const RAMFS_REASON = skipReason(['root', 'cmd:mount', 'fs:ramfs'])
 const ROOT_REASON = IS_ROOT ? undefined : 'needs root to drop caches'
 
