@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises'
 
 import test from 'ava'
 
-import { addressOf, createWriteStream, type DirectIoError, open, writableWebStream } from '../dist/index.js'
+import { addressOf, createWriteStream, open, writableWebStream } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { closeEvent } from './helpers/events.ts'
+import { closeEvent, expectError } from './helpers/events.ts'
 import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, skipReason } from './helpers/fixtures.js'
 
@@ -26,16 +26,6 @@ function readAt(file: string, pos: number, len: number): Buffer {
 
 function t_n(got: number, want: number): void {
   if (got !== want) throw new Error(`read ${got} bytes, expected ${want}`)
-}
-
-async function expectError(t: { fail: (m: string) => void }, p: Promise<unknown>): Promise<DirectIoError> {
-  try {
-    await p
-  } catch (e) {
-    return e as DirectIoError
-  }
-  t.fail('expected an error')
-  throw new Error('unreachable')
 }
 
 /**

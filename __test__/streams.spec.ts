@@ -27,7 +27,7 @@ import {
 } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { native } from '../dist/src/native.js'
-import { closeEvent, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
+import { closeEvent, expectError, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
@@ -80,16 +80,6 @@ function residentBytes(file: string): number {
 function dropCaches(): void {
   execFileSync('sync')
   fs.writeFileSync('/proc/sys/vm/drop_caches', '1\n')
-}
-
-async function expectError(t: { fail: (m: string) => void }, p: Promise<unknown>): Promise<DirectIoError> {
-  try {
-    await p
-  } catch (e) {
-    return e as DirectIoError
-  }
-  t.fail('expected an error')
-  throw new Error('unreachable')
 }
 
 for (const size of [0, 1, 4095, 4096, 4097, 10 * MiB + 123]) {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { setImmediate as tick } from 'node:timers/promises'
 
-import { type BackendName, open } from '../../dist/index.js'
+import { type BackendName, type DirectIoError, open } from '../../dist/index.js'
 
 export { watchUntil } from './watch.cjs'
 
@@ -84,4 +84,15 @@ export async function engineRoundTrip(backend: BackendName): Promise<void> {
   } finally {
     await fh.close()
   }
+}
+
+/** The error `p` rejects with (the test fails when it resolves). */
+export async function expectError(t: { fail: (m: string) => void }, p: Promise<unknown>): Promise<DirectIoError> {
+  try {
+    await p
+  } catch (e) {
+    return e as DirectIoError
+  }
+  t.fail('expected an error')
+  throw new Error('unreachable')
 }
