@@ -11,26 +11,24 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** One engine per JS environment (main thread or worker). */
 export declare class NativeEngine {
+  /** In-kernel waits made for native batches' ops so far (see `batch::wait`). */
+  get batchWaits(): number
   /**
-   * Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
-   * `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
-   * `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-   * reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
-   * with the other batches started with the same `group`: they start their ops in the order
-   * they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+   * Starts a native batch of reads (`write` false) or writes on `fd`, at most `window` ops in
+   * flight, refilled at reap time. Typed-array form: op i moves `lengths[i]` bytes at
+   * `offsets[i]` in `memory` (odirect's own memory) at file position `positions[i]`
+   * (Float64Array or BigInt64Array). Array form (`memory` a JS array of views, from an
+   * array-form `readMany` / `writeMany` validated by JS; `offsets` and `lengths` unused): op
+   * i moves all of `memory[i]` at `positions[i]` (a Float64Array of at least as many whole
+   * numbers); every view must lie in odirect's own memory at an address aligned to
+   * `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
+   * one through bounce buffers instead). `group` > 0: the batch runs in that shared window
+   * (of `window` ops, shared with the other batches started with the same `group`: they
+   * start their ops in the order they were started, each as soon as the ones before it
+   * leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
    * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
    */
   batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number, group: number): number
-  /**
-   * Starts a native batch over the buffers of an array-form `readMany` / `writeMany`
-   * (`[{ buffer, position }, ...]`, validated by JS): op i moves all of `views[i]` at file
-   * position `positions[i]` (a Float64Array of at least `views.length` whole numbers), at
-   * most `window` in flight, refilled at reap time; then it completes and is taken as
-   * `batchStart`'s. Every view must lie in odirect's own memory at an address aligned to
-   * `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
-   * one through bounce buffers instead). Returns the batch's id, or a negative code.
-   */
-  batchStartViews(backend: number, write: boolean, fd: number, views: Array<unknown>, positions: unknown, window: number, memAlign: number, rwFlags: number): number
   /**
    * After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for
    * one cancelled or never started) into `results` (an Int32Array of at least the batch's

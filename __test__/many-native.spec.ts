@@ -1,5 +1,5 @@
 // readMany / writeMany in the array form ([{ buffer, position }, ...]) on odirect's own memory run
-// as a native batch (NativeEngine.batchStartViews): the engine refills the window at reap time
+// as a native batch (NativeEngine.batchStart given the array of views): the engine refills the window at reap time
 // and the batch completes once, instead of one JS staging call and one JS completion per op.
 // Other memory (plain, misaligned) goes op by op as before. Opt-in (ODIRECT_MANY_NATIVE=1, read
 // at each call; set here for this test worker only). Real files, a real loop device.

@@ -209,9 +209,9 @@ export class Engine {
     return this.#batchStarted(this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group), sink)
   }
 
-  /** As `batch`, over the buffers of an array-form readMany/writeMany (NativeEngine.batchStartViews). */
+  /** As `batch`, over the buffers of an array-form readMany/writeMany (NativeEngine.batchStart given the views' array). */
   batchViews(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], positions: Float64Array, window: number, memAlign: number, rwFlags: number, sink: OpSink): number {
-    return this.#batchStarted(this.native.batchStartViews(backend, write, fd, views as ArrayBufferView[], positions, window, memAlign, rwFlags), sink)
+    return this.#batchStarted(this.native.batchStart(backend, write, fd, views, undefined, undefined, positions, window, memAlign, rwFlags, 0), sink)
   }
 
   #batchStarted(id: number, sink: OpSink): number {

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ptr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use napi::{sys, Env, JsValue, Result, Unknown};
 use napi_derive::napi;
@@ -82,6 +82,9 @@ struct Batch {
     lat_hist: Vec<u32>,
     /// The shared window it runs in (`NONE`: its own, `window`).
     group: u32,
+    /// Its ops run on the ring, on a file whose ops do not sleep: the JS thread may wait in
+    /// the kernel for them (see [`wait`]).
+    waitable: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -105,6 +108,12 @@ pub struct Batches {
     dirty: Vec<u32>,
     /// Shared windows by their JS id, while they have batches with ops to start or in flight.
     groups: HashMap<u32, Group>,
+    /// Ops of waitable batches (`Batch::waitable`) in flight.
+    waitable: usize,
+    /// When this wake-up's first in-kernel wait ran (see [`wait`]).
+    wait_since: Option<Instant>,
+    /// In-kernel waits made (tests read it: `NativeEngine.batchWaits`).
+    pub waits: u64,
 }
 
 impl Batches {
@@ -125,6 +134,9 @@ impl Batches {
             batch.failed += 1;
         }
         batch.inflight -= 1;
+        if batch.waitable {
+            self.waitable -= 1;
+        }
         if let Some(g) = self.groups.get_mut(&batch.group) {
             g.inflight -= 1;
         }
@@ -213,6 +225,9 @@ fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant
         rec.batch = Some((b, i as u32));
         batch.keys[i] = e.stage(rec);
         batch.inflight += 1;
+        if batch.waitable {
+            e.batches.waitable += 1;
+        }
     }
     staged
 }
@@ -303,6 +318,58 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
         e.batches.dirty = dirty;
     }
     e.flush();
+}
+
+/// The in-kernel waits of one wake-up for native batches' ops end after this long in all (or
+/// when one timed out): then the wake-up ends, and timers and other I/O get the loop's turn.
+const WAIT_BUDGET: Duration = Duration::from_millis(1);
+
+/// A wait returns once this many of the batches' ops (or all of them, if fewer are in flight)
+/// completed: the refill goes to the kernel with the window still this close to full, and
+/// the thread sleeps and wakes once per this many completions, not once per one or two (fio's
+/// `iodepth_batch_complete_min` at depth 64 in `odirect bench` is 8).
+const WAIT_MIN: usize = 8;
+
+/// How many completions a wait wants of `n` in flight: `ODIRECT_BATCH_WAIT=0` turns the
+/// waits off, `=k` wants k, `=half` n / 2 (read once).
+fn wait_want(n: usize) -> usize {
+    static W: std::sync::OnceLock<isize> = std::sync::OnceLock::new();
+    let w = *W.get_or_init(|| match std::env::var("ODIRECT_BATCH_WAIT").as_deref() {
+        Ok("half") => -1,
+        Ok(v) => v.parse().unwrap_or(WAIT_MIN as isize),
+        Err(_) => WAIT_MIN as isize,
+    });
+    if w < 0 {
+        (n / 2).max(1)
+    } else {
+        n.min(w as usize)
+    }
+}
+
+/// After a reap that has nothing for JS (`Inner::reap`): when every op in flight belongs to a
+/// waitable native batch (so every completion that could give JS something lands in the
+/// ring's completion queue), waits in the kernel for `WAIT_MIN` of them, within the wake-up's
+/// budget. True when it waited and completions are there to reap: the caller reaps again in
+/// the same wake-up. `first`: the wake-up's first reap (its budget starts afresh).
+pub fn wait(e: &mut Inner, first: bool) -> bool {
+    if first {
+        e.batches.wait_since = None;
+    }
+    let n = e.batches.waitable;
+    let want = wait_want(n);
+    if n == 0 || n != e.inflight() || e.staged() != 0 || want == 0 {
+        return false;
+    }
+    let now = Instant::now();
+    let since = *e.batches.wait_since.get_or_insert(now);
+    let Some(left) = WAIT_BUDGET.checked_sub(now.duration_since(since)) else {
+        return false;
+    };
+    if left.is_zero() {
+        return false;
+    }
+    e.batches.waits += 1;
+    e.wait_ring(want, left)
 }
 
 /// Cancels batch `key`: ops not started never will be (-ECANCELED), ops in flight are asked to
@@ -443,6 +510,119 @@ unsafe fn ops_of(
     Ok(ops)
 }
 
+/// A view's memory, or the code refusing it (detached or empty; not a view).
+///
+/// # Safety
+/// `env` and `v` are live handles of the current call.
+unsafe fn view_of(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> std::result::Result<memory::View, f64> {
+    // SAFETY: forwarded contract.
+    match unsafe { memory::view(env, v) } {
+        Ok(x) if !x.ptr.is_null() && x.len > 0 => Ok(x),
+        Ok(_) => Err(CaptureError::Detached.code()),
+        Err(_) => Err(CaptureError::NotView.code()),
+    }
+}
+
+/// A batch's memory and ops.
+type Parsed = std::result::Result<(Vec<Arc<Alloc>>, Vec<Op>), f64>;
+
+/// The typed-array form's region and ops (see `NativeEngine::batch_start`).
+///
+/// # Safety
+/// `env` and the values are live handles of the current call.
+unsafe fn region_ops(
+    env: sys::napi_env,
+    memory: sys::napi_value,
+    [offsets, lengths, positions]: [sys::napi_value; 3],
+    mem_align: usize,
+) -> Parsed {
+    // SAFETY: forwarded contract.
+    let region = unsafe { view_of(env, memory) }?;
+    let base = region.ptr as usize;
+    let Some(alloc) = memory::lookup(base, region.len) else {
+        return Err(BatchCode::NotOwned as i32 as f64);
+    };
+    // SAFETY: forwarded contract.
+    let ops = unsafe {
+        ops_of(
+            env, offsets, lengths, positions, base, region.len, mem_align,
+        )
+    }
+    .map_err(|c| c as i32 as f64)?;
+    if ops.is_empty() {
+        return Err(BatchCode::BadArrays as i32 as f64);
+    }
+    Ok((vec![alloc], ops))
+}
+
+/// The array form's ops: one per view of the JS array `views` (see `NativeEngine::batch_start`).
+///
+/// # Safety
+/// `env` and the values are live handles of the current call.
+unsafe fn views_ops(
+    env: sys::napi_env,
+    views: sys::napi_value,
+    positions: sys::napi_value,
+    mem_align: usize,
+) -> Parsed {
+    let bad = BatchCode::BadArrays as i32 as f64;
+    let mut n = 0u32;
+    // SAFETY: forwarded contract; writes only `n`.
+    if unsafe { sys::napi_get_array_length(env, views, &mut n) } != sys::Status::napi_ok {
+        return Err(bad);
+    }
+    let n = n as usize;
+    // SAFETY: forwarded contract.
+    let Some((sys::TypedarrayType::float64_array, pd, pn)) = (unsafe { typed(env, positions) })
+    else {
+        return Err(bad);
+    };
+    if n == 0 || pn < n {
+        return Err(bad);
+    }
+    let mut mems: Vec<Arc<Alloc>> = Vec::new();
+    let mut ops = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut v = ptr::null_mut();
+        // SAFETY: forwarded contract; writes only `v`.
+        if unsafe { sys::napi_get_element(env, views, i as u32, &mut v) } != sys::Status::napi_ok {
+            return Err(bad);
+        }
+        // SAFETY: a live handle of this call.
+        let view = unsafe { view_of(env, v) }?;
+        let addr = view.ptr as usize;
+        if view.len > crate::consts::MAX_IO_LENGTH as usize {
+            return Err(BatchCode::OutOfRange as i32 as f64);
+        }
+        if mem_align > 1 && !addr.is_multiple_of(mem_align) {
+            return Err(BatchCode::Misaligned as i32 as f64);
+        }
+        let pos = position_of(sys::TypedarrayType::float64_array, pd, i).ok_or(bad)?;
+        // Buffers carved from one allocation share its entry: the registry is asked only
+        // when the view leaves the allocation of the op before.
+        let inside = |m: &Arc<Alloc>| {
+            let start = m.ptr() as usize;
+            addr >= start && addr + view.len <= start + m.len()
+        };
+        if !mems.last().is_some_and(inside) {
+            let Some(alloc) = memory::lookup(addr, view.len) else {
+                return Err(BatchCode::NotOwned as i32 as f64);
+            };
+            mems.push(alloc);
+        }
+        ops.push(Op {
+            addr,
+            len: view.len as u32,
+            mem: (mems.len() - 1) as u32,
+            pos,
+        });
+    }
+    Ok((mems, ops))
+}
+
 /// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its
 /// id or a negative `CaptureCode`.
 #[allow(clippy::too_many_arguments)]
@@ -493,6 +673,7 @@ fn start(
         reaped: 0,
         lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
         group: if group == 0 { NONE } else { group },
+        waitable: kind == BackendKind::IoUring && !e.may_block(fd),
     };
     let b = e.batches.reserve();
     if group == 0 {
@@ -512,12 +693,24 @@ fn start(
 
 #[napi]
 impl NativeEngine {
-    /// Starts a native batch of reads (`write` false) or writes on `fd`: op i moves
-    /// `lengths[i]` bytes at `offsets[i]` in `memory` (odirect's own memory) at file position
-    /// `positions[i]` (Float64Array or BigInt64Array); at most `window` in flight, refilled at
-    /// reap time. `group` > 0: the batch runs in that shared window (of `window` ops, shared
-    /// with the other batches started with the same `group`: they start their ops in the order
-    /// they were started, each as soon as the ones before it leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
+    /// In-kernel waits made for native batches' ops so far (see `batch::wait`).
+    #[napi(getter)]
+    pub fn batch_waits(&self) -> Result<f64> {
+        self.with(|e| e.batches.waits as f64)
+    }
+
+    /// Starts a native batch of reads (`write` false) or writes on `fd`, at most `window` ops in
+    /// flight, refilled at reap time. Typed-array form: op i moves `lengths[i]` bytes at
+    /// `offsets[i]` in `memory` (odirect's own memory) at file position `positions[i]`
+    /// (Float64Array or BigInt64Array). Array form (`memory` a JS array of views, from an
+    /// array-form `readMany` / `writeMany` validated by JS; `offsets` and `lengths` unused): op
+    /// i moves all of `memory[i]` at `positions[i]` (a Float64Array of at least as many whole
+    /// numbers); every view must lie in odirect's own memory at an address aligned to
+    /// `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
+    /// one through bounce buffers instead). `group` > 0: the batch runs in that shared window
+    /// (of `window` ops, shared with the other batches started with the same `group`: they
+    /// start their ops in the order they were started, each as soon as the ones before it
+    /// leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
     /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
     #[napi]
     pub fn batch_start(
@@ -537,121 +730,39 @@ impl NativeEngine {
     ) -> Result<f64> {
         let kind = backend_kind(backend)?;
         let env = env.raw();
+        let mut array = false;
+        // SAFETY: live handles of this call; writes only `array`.
+        unsafe { sys::napi_is_array(env, memory.raw(), &mut array) };
         // SAFETY: live handles of this call.
-        let region = match unsafe { memory::view(env, memory.raw()) } {
-            Ok(v) if !v.ptr.is_null() && v.len > 0 => v,
-            Ok(_) => return Ok(CaptureError::Detached.code()),
-            Err(_) => return Ok(CaptureError::NotView.code()),
+        let parsed = unsafe {
+            if array {
+                views_ops(env, memory.raw(), positions.raw(), mem_align as usize)
+            } else {
+                region_ops(
+                    env,
+                    memory.raw(),
+                    [offsets.raw(), lengths.raw(), positions.raw()],
+                    mem_align as usize,
+                )
+            }
         };
-        let base = region.ptr as usize;
-        let Some(alloc) = memory::lookup(base, region.len) else {
-            return Ok(BatchCode::NotOwned as i32 as f64);
+        let (mems, ops) = match parsed {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
         };
-        // SAFETY: live handles of this call.
-        let ops = match unsafe {
-            ops_of(
-                env,
-                offsets.raw(),
-                lengths.raw(),
-                positions.raw(),
-                base,
-                region.len,
-                mem_align as usize,
-            )
-        } {
-            Ok(ops) => ops,
-            Err(c) => return Ok(c as i32 as f64),
-        };
-        if ops.is_empty() {
-            return Ok(BatchCode::BadArrays as i32 as f64);
-        }
         self.with(|e| {
             start(
                 e,
                 kind,
                 write,
                 fd,
-                vec![alloc],
+                mems,
                 ops,
                 window,
                 rw_flags,
-                group,
+                if array { 0 } else { group },
             )
         })
-    }
-
-    /// Starts a native batch over the buffers of an array-form `readMany` / `writeMany`
-    /// (`[{ buffer, position }, ...]`, validated by JS): op i moves all of `views[i]` at file
-    /// position `positions[i]` (a Float64Array of at least `views.length` whole numbers), at
-    /// most `window` in flight, refilled at reap time; then it completes and is taken as
-    /// `batchStart`'s. Every view must lie in odirect's own memory at an address aligned to
-    /// `mem_align` (else `NotOwned` / `Misaligned`: nothing started, and JS runs the ops one by
-    /// one through bounce buffers instead). Returns the batch's id, or a negative code.
-    #[napi]
-    pub fn batch_start_views(
-        &self,
-        env: Env,
-        backend: u32,
-        write: bool,
-        fd: i32,
-        views: Vec<Unknown>,
-        positions: Unknown,
-        window: u32,
-        mem_align: u32,
-        rw_flags: i32,
-    ) -> Result<f64> {
-        let kind = backend_kind(backend)?;
-        let env = env.raw();
-        let n = views.len();
-        // SAFETY: live handles of this call.
-        let Some((sys::TypedarrayType::float64_array, pd, pn)) =
-            (unsafe { typed(env, positions.raw()) })
-        else {
-            return Ok(BatchCode::BadArrays as i32 as f64);
-        };
-        if n == 0 || pn < n {
-            return Ok(BatchCode::BadArrays as i32 as f64);
-        }
-        let mut mems: Vec<Arc<Alloc>> = Vec::new();
-        let mut ops = Vec::with_capacity(n);
-        for (i, v) in views.iter().enumerate() {
-            // SAFETY: live handles of this call.
-            let view = match unsafe { memory::view(env, v.raw()) } {
-                Ok(x) if !x.ptr.is_null() && x.len > 0 => x,
-                Ok(_) => return Ok(CaptureError::Detached.code()),
-                Err(_) => return Ok(CaptureError::NotView.code()),
-            };
-            let addr = view.ptr as usize;
-            if view.len > crate::consts::MAX_IO_LENGTH as usize {
-                return Ok(BatchCode::OutOfRange as i32 as f64);
-            }
-            if mem_align > 1 && !addr.is_multiple_of(mem_align as usize) {
-                return Ok(BatchCode::Misaligned as i32 as f64);
-            }
-            let Some(pos) = position_of(sys::TypedarrayType::float64_array, pd, i) else {
-                return Ok(BatchCode::BadArrays as i32 as f64);
-            };
-            // Buffers carved from one allocation share its entry: the registry is asked only
-            // when the view leaves the allocation of the op before.
-            let inside = |m: &Arc<Alloc>| {
-                let start = m.ptr() as usize;
-                addr >= start && addr + view.len <= start + m.len()
-            };
-            if !mems.last().is_some_and(inside) {
-                let Some(alloc) = memory::lookup(addr, view.len) else {
-                    return Ok(BatchCode::NotOwned as i32 as f64);
-                };
-                mems.push(alloc);
-            }
-            let mem = mems.len() - 1;
-            ops.push(Op {
-                addr,
-                len: view.len as u32,
-                mem: mem as u32,
-                pos,
-            });
-        }
-        self.with(|e| start(e, kind, write, fd, mems, ops, window, rw_flags, 0))
     }
 
     /// After batch `id` completed: copies each op's result (bytes, or -errno; -ECANCELED for

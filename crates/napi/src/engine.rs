@@ -1061,15 +1061,42 @@ impl Inner {
     /// the first reap of a wake-up (it resets the eventfd). After it, [`Inner::more`] says
     /// whether more completions wait that were not announced on the eventfd again: the caller
     /// reaps again (after delivering these), or ends the wake-up ([`Inner::end_wake`]).
+    ///
+    /// A reap that leaves JS nothing to deliver while native batches' ops are all that is in
+    /// flight waits in the kernel for more of them and reaps again (`batch::wait`), as fio's
+    /// `io_uring_enter(min_complete)` loop does, instead of ending the wake-up: a refill round
+    /// has nothing for JS, and going back to the loop for each few completions costs an epoll
+    /// wake-up, an eventfd read and a turn of the loop each.
     pub fn reap(&mut self, out: &mut Vec<f64>, first: bool) -> usize {
-        let mut raw = std::mem::take(&mut self.raw);
-        self.gather(&mut raw, first);
-        let n = raw.len();
-        self.finish(&mut raw, out);
-        self.raw = raw;
-        crate::batch::advance(self, out);
-        crate::stream::advance(self);
-        n
+        let mut n = 0;
+        let mut reset = first;
+        loop {
+            let mut raw = std::mem::take(&mut self.raw);
+            self.gather(&mut raw, reset);
+            n += raw.len();
+            self.finish(&mut raw, out);
+            self.raw = raw;
+            crate::batch::advance(self, out);
+            crate::stream::advance(self);
+            if !out.is_empty() || !crate::batch::wait(self, first) {
+                return n;
+            }
+            reset = false;
+        }
+    }
+
+    /// Whether ops on `fd` may sleep in their submission (`FD_MAY_BLOCK`: FUSE, NFS, FIFOs...).
+    pub(crate) fn may_block(&self, fd: i32) -> bool {
+        self.fds.facts(fd) & FD_MAY_BLOCK != 0
+    }
+
+    /// Submits what the ring holds and waits in the kernel up to `timeout` for `want` of its
+    /// ops to complete (`Driver::submit_and_wait`); true when completions are there to reap.
+    pub(crate) fn wait_ring(&mut self, want: usize, timeout: std::time::Duration) -> bool {
+        match self.drivers[BackendKind::IoUring.index()].as_mut() {
+            Some(d) => d.submit_and_wait(want, timeout),
+            None => false,
+        }
     }
 
     /// A wake-up starts: drivers that can stop announcing completions on the eventfd while it
