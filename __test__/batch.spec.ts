@@ -128,6 +128,49 @@ test(`[${BACKEND}] the window bounds what is in the kernel (native refill): at m
   t.true(max >= 2, `the window was used (saw ${max} at once)`)
 })
 
+test(`[${BACKEND}] ODIRECT_BATCH_WAIT=8: the reap waits in the kernel for the batches' ops (io_uring only); every block still reads back right`, (t) => {
+  const file = path.join(scratch(), 'wait')
+  const blocks = 512
+  const data = Buffer.alloc(blocks * UNIT)
+  for (let b = 0; b < blocks; b++) data.fill(b & 0xff, b * UNIT, (b + 1) * UNIT).writeUInt32LE(b, b * UNIT)
+  fs.writeFileSync(file, data)
+  // Two batches of 1024 reads in flight at once (window 64 each), then one of 256 without a window.
+  const script = `
+    const { open } = require(${JSON.stringify(DIST)});
+    const { getEngine } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src', 'engine.js'))});
+    (async () => {
+      const fh = await open(${JSON.stringify(file)}, 'r', { backend: ${JSON.stringify(BACKEND)} });
+      const lane = async (seed, n, window) => {
+        const memory = fh.alloc(n * ${UNIT});
+        const positions = new Float64Array(n).map((_, i) => ((i * 37 + seed) % ${blocks}) * ${UNIT});
+        const r = await fh.readMany({ memory, offsets: new Uint32Array(n).map((_, i) => i * ${UNIT}), lengths: new Uint32Array(n).fill(${UNIT}), positions }, window ? { window } : undefined);
+        let wrong = 0;
+        for (let i = 0; i < n; i++) {
+          const b = positions[i] / ${UNIT};
+          if (r[i] !== ${UNIT} || memory.readUInt32LE(i * ${UNIT}) !== b || memory[i * ${UNIT} + ${UNIT - 1}] !== (b & 0xff)) wrong++;
+        }
+        return wrong;
+      };
+      const wrong = (await Promise.all([lane(1, 1024, 64), lane(2, 1024, 64)])).concat(await lane(3, 256, 0));
+      console.log(JSON.stringify({ backend: fh.backend, wrong, waits: getEngine().native.batchWaits, inflight: fh.inflight }));
+      await fh.close();
+    })().catch((e) => { console.error(e); process.exit(1); });`
+  const run = (env: Record<string, string>): { backend: string; wrong: number[]; waits: number; inflight: number } => {
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 })
+    t.is(r.status, 0, r.stderr)
+    return JSON.parse(r.stdout.trim()) as { backend: string; wrong: number[]; waits: number; inflight: number }
+  }
+  const on = run({ ODIRECT_BATCH_WAIT: '8' })
+  const off = run({ ODIRECT_BATCH_WAIT: '0' })
+  t.deepEqual(on.wrong, [0, 0, 0])
+  t.deepEqual(off.wrong, [0, 0, 0])
+  t.is(on.inflight, 0)
+  t.is(off.waits, 0, 'no waits unless asked for')
+  t.log(`${on.backend}: ${on.waits} in-kernel waits for 2304 reads`)
+  if (on.backend === 'io_uring') t.true(on.waits > 0, 'the reap waited in the kernel')
+  else t.is(on.waits, 0, `${on.backend} has no ring to wait on`)
+})
+
 test(`[${BACKEND}] arguments are validated: typed errors, nothing started`, async (t) => {
   const fh = await open(path.join(scratch(), 'v'), 'w+', { backend: BACKEND })
   const memory = fh.alloc(4 * UNIT)

@@ -85,3 +85,35 @@ for (const [where, dir, expected] of [
     }
   })
 }
+
+// A native batch (typed readMany / writeMany) over registered memory goes fixed on tmpfs too: its
+// region spans many pages, and the io-wq worker copies through the fixed buffer's kernel mapping
+// for less than through the user mapping (crates/napi/src/batch.rs fixed_on_copy).
+{
+  const why = TRACE_WHY ?? (shm === undefined ? 'no /dev/shm' : undefined)
+  const title = `a typed batch over registered buffers on a tmpfs file goes to io_uring as WRITE_FIXED / READ_FIXED${why ? ` (skipped: ${why})` : ''}`
+  if (why !== undefined) console.log(`skipped: ${title}`)
+  ;(why === undefined ? test.serial : test.skip)(title, async (t) => {
+    const fh = await open(path.join(shm as string, 'batch.bin'), 'w+', { backend: BACKEND })
+    try {
+      const n = 8
+      const reg = fh.registerBuffers(2, n * 4096)
+      const [src, dst] = reg.buffers
+      for (let i = 0; i < n; i++) src.fill(i + 1, i * 4096, (i + 1) * 4096)
+      const ops = (memory: Buffer) => ({ memory, offsets: new Uint32Array(n).map((_, i) => i * 4096), lengths: new Uint32Array(n).fill(4096), positions: new Float64Array(n).map((_, i) => (n - 1 - i) * 4096) })
+      const seen = await opcodes(async () => {
+        t.deepEqual([...(await fh.writeMany(ops(src)))], new Array<number>(n).fill(4096))
+        t.deepEqual([...(await fh.readMany(ops(dst)))], new Array<number>(n).fill(4096))
+      })
+      t.true(dst.equals(src), 'the bytes written are read back')
+      const rw = seen.filter((o) => /^(READ|WRITE)/.test(o))
+      if (fh.backend !== 'io_uring' || !fh.direct) {
+        t.log(`backend ${fh.backend}, direct ${fh.direct}: no fixed buffers to observe`)
+        t.deepEqual(rw, [])
+      } else t.deepEqual(rw, [...new Array<string>(n).fill('WRITE_FIXED'), ...new Array<string>(n).fill('READ_FIXED')], `opcodes submitted: ${seen.join(', ')}`)
+      reg.unregister()
+    } finally {
+      await fh.close()
+    }
+  })
+}

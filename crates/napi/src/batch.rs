@@ -324,40 +324,36 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
 /// when one timed out): then the wake-up ends, and timers and other I/O get the loop's turn.
 const WAIT_BUDGET: Duration = Duration::from_millis(1);
 
-/// A wait returns once this many of the batches' ops (or all of them, if fewer are in flight)
-/// completed: the refill goes to the kernel with the window still this close to full, and
-/// the thread sleeps and wakes once per this many completions, not once per one or two (fio's
-/// `iodepth_batch_complete_min` at depth 64 in `odirect bench` is 8).
-const WAIT_MIN: usize = 8;
-
-/// How many completions a wait wants of `n` in flight: `ODIRECT_BATCH_WAIT=0` turns the
-/// waits off, `=k` wants k, `=half` n / 2 (read once).
-fn wait_want(n: usize) -> usize {
-    static W: std::sync::OnceLock<isize> = std::sync::OnceLock::new();
-    let w = *W.get_or_init(|| match std::env::var("ODIRECT_BATCH_WAIT").as_deref() {
-        Ok("half") => -1,
-        Ok(v) => v.parse().unwrap_or(WAIT_MIN as isize),
-        Err(_) => WAIT_MIN as isize,
-    });
-    if w < 0 {
-        (n / 2).max(1)
-    } else {
-        n.min(w as usize)
-    }
+/// `ODIRECT_BATCH_WAIT=k` (opt-in, read once): a wait returns once k of the batches' ops
+/// completed (0, the default: no waits). Measured (README "Kernel features, measured"): the
+/// JS thread's `epoll_pwait` per op 0.13-0.24 -> 0.004 and `io_uring_enter` 0.24-0.40 ->
+/// 0.06-0.18 with k = 8, but throughput against fio no better beyond the run-to-run swings
+/// (better in some forms, worse in others), and each wait arms a timer: off by default.
+fn wait_want() -> usize {
+    static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *W.get_or_init(|| {
+        std::env::var("ODIRECT_BATCH_WAIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 /// After a reap that has nothing for JS (`Inner::reap`): when every op in flight belongs to a
 /// waitable native batch (so every completion that could give JS something lands in the
-/// ring's completion queue), waits in the kernel for `WAIT_MIN` of them, within the wake-up's
-/// budget. True when it waited and completions are there to reap: the caller reaps again in
-/// the same wake-up. `first`: the wake-up's first reap (its budget starts afresh).
+/// ring's completion queue) and at least `ODIRECT_BATCH_WAIT` of them are in flight, waits in
+/// the kernel for that many, within the wake-up's budget, as fio's
+/// `io_uring_enter(min_complete)` loop does (fewer are not waited for: a wait arms a timer,
+/// which a few completions do not pay for). True when it waited and completions are there
+/// to reap: the caller reaps again in the same wake-up. `first`: the wake-up's first reap
+/// (its budget starts afresh).
 pub fn wait(e: &mut Inner, first: bool) -> bool {
     if first {
         e.batches.wait_since = None;
     }
     let n = e.batches.waitable;
-    let want = wait_want(n);
-    if n == 0 || n != e.inflight() || e.staged() != 0 || want == 0 {
+    let want = wait_want();
+    if want == 0 || n < want || n != e.inflight() || e.staged() != 0 {
         return false;
     }
     let now = Instant::now();
@@ -623,6 +619,21 @@ unsafe fn views_ops(
     Ok((mems, ops))
 }
 
+/// Whether a native batch's registered memory goes as READ_FIXED / WRITE_FIXED on a file the
+/// kernel serves by copying (tmpfs, ramfs, a buffered fallback), unlike an op's by default
+/// (`pins::fixed_on_copy`): a batch's region spans many pages, and the io-wq worker copying
+/// into or out of it through the fixed buffer's kernel mapping spends less per op than
+/// through the user mapping (4 KiB typed batches at depth 64 on tmpfs, worker + JS-thread CPU
+/// per op 2.66-2.81 -> 2.30-2.48 µs for writes, 2.83-3.12 -> 2.59-2.80 for reads; README
+/// "Kernel features, measured"). `ODIRECT_BATCH_FIXED_ON_COPY=0` turns it off (read once).
+fn fixed_on_copy() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("ODIRECT_BATCH_FIXED_ON_COPY").as_deref() != Ok("0")
+            || crate::pins::fixed_on_copy()
+    })
+}
+
 /// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its
 /// id or a negative `CaptureCode`.
 #[allow(clippy::too_many_arguments)]
@@ -644,7 +655,7 @@ fn start(
     let mems = mems
         .into_iter()
         .map(|a| {
-            let fixed = e.fixed_for(kind, fd, Some(a.ptr() as usize));
+            let fixed = e.fixed_index(kind, fd, Some(a.ptr() as usize), fixed_on_copy());
             (a, fixed)
         })
         .collect();

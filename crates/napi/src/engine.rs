@@ -508,12 +508,25 @@ impl Inner {
         fd: i32,
         owner: Option<usize>,
     ) -> Option<u16> {
+        self.fixed_index(kind, fd, owner, crate::pins::fixed_on_copy())
+    }
+
+    /// The fixed-buffer index of registered memory at `owner` for an op on `fd` (None: not
+    /// registered, or the driver names no buffers); `on_copy`: also on a file the kernel serves
+    /// by copying (tmpfs, buffered), where nothing is pinned per op.
+    pub(crate) fn fixed_index(
+        &self,
+        kind: BackendKind,
+        fd: i32,
+        owner: Option<usize>,
+        on_copy: bool,
+    ) -> Option<u16> {
         let fixed = self.drivers[kind.index()]
             .as_ref()
             .is_some_and(|d| d.fixed_buffers());
         // A copying file (tmpfs, buffered) pins nothing per op: see `pins::fixed_on_copy`.
         let copies = self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0;
-        if !fixed || (copies && !crate::pins::fixed_on_copy()) {
+        if !fixed || (copies && !on_copy) {
             return None;
         }
         self.pins.fixed_index(owner)
@@ -1062,11 +1075,10 @@ impl Inner {
     /// whether more completions wait that were not announced on the eventfd again: the caller
     /// reaps again (after delivering these), or ends the wake-up ([`Inner::end_wake`]).
     ///
-    /// A reap that leaves JS nothing to deliver while native batches' ops are all that is in
-    /// flight waits in the kernel for more of them and reaps again (`batch::wait`), as fio's
-    /// `io_uring_enter(min_complete)` loop does, instead of ending the wake-up: a refill round
-    /// has nothing for JS, and going back to the loop for each few completions costs an epoll
-    /// wake-up, an eventfd read and a turn of the loop each.
+    /// With `ODIRECT_BATCH_WAIT=k` (opt-in), a reap that leaves JS nothing to deliver while
+    /// native batches' ops are all that is in flight waits in the kernel for k more of them
+    /// and reaps again (`batch::wait`), as fio's `io_uring_enter(min_complete)` loop does,
+    /// instead of ending the wake-up (a refill round has nothing for JS).
     pub fn reap(&mut self, out: &mut Vec<f64>, first: bool) -> usize {
         let mut n = 0;
         let mut reset = first;
