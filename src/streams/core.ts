@@ -682,6 +682,8 @@ export class BlockWriter extends Core {
   #wake: (() => void) | undefined
   /** The engine's chain of this stream's writes (see CHAIN); 0: none. */
   #chain = 0
+  /** The chain refused a block (see `#start`): later blocks are started by the stream's own count. */
+  #unchained = false
   #bytesWritten = 0
   #finished = false
   /** Told about the first failed write at once, so the stream errors without waiting for the next chunk. */
@@ -739,9 +741,9 @@ export class BlockWriter extends Core {
 
   #start(fh: FileHandle): void {
     let started = false
-    // Chained: every block goes to the engine now (it holds those past `writeBehind`).
-    const slots = this.#chain !== 0 ? Infinity : this.#cfg.writeBehind
-    while (this.#inflight < slots && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
+    // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
+    // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
+    while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
       const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
       const entry: WriteEntry = { logical, state: 'pending' }
       this.#entries.push(entry)
@@ -752,7 +754,13 @@ export class BlockWriter extends Core {
       // short write is not chained).
       const written = writeFully(fh, buf, 0, len, pos, this.opSignal)
       const chain = this.#chain
-      const chained = chain !== 0 && getEngine().native.chainAdd(chain, buf)
+      const chained = chain !== 0 && !this.#unchained && getEngine().native.chainAdd(chain, buf)
+      // Refused (the write was not staged as this block's: bounced by the runtime, or already
+      // submitted alone): it is in the kernel outside the chain's count, and so would every
+      // later refused block be. From now on the stream starts a block only while fewer than
+      // `writeBehind` of its writes are unfinished (chained ones held or in the kernel
+      // included), as without a chain: never more than `writeBehind` in the kernel.
+      if (chain !== 0 && !chained) this.#unchained = true
       this.track(
         written.then(
           (writes) => {
