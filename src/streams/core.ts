@@ -145,6 +145,14 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
  */
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
+/**
+ * The hand-over pressure of a web stream's default reader (see HANDOVER): 2. Its chunks are
+ * handed over and then transferred once more by the byte stream's `enqueue` (a third
+ * ArrayBuffer over the memory), and with pressure 1 its pass peaked at 25-31 MiB of RSS growth
+ * (bound: readAhead x chunk + 16 = 24 MiB); with 2, 21-23 (512 MiB passes, fresh processes).
+ * ODIRECT_STREAM_WEB_PRESSURE sets it (A/B).
+ */
+export const WEB_HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_WEB_PRESSURE ?? 2)
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
 const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
@@ -561,9 +569,9 @@ export class BlockReader extends Core {
   /**
    * The next chunk (a Buffer view over its own aligned memory), or null at the end. `handOver`:
    * the caller will not give the chunk back (`recycle`): it gets a new ArrayBuffer over the
-   * memory (see HANDOVER).
+   * memory (see HANDOVER), counted `1 + pressure` times towards V8's young-generation trigger.
    */
-  async pull(handOver = false): Promise<Buffer<ArrayBuffer> | null> {
+  async pull(handOver = false, pressure = HANDOVER_PRESSURE): Promise<Buffer<ArrayBuffer> | null> {
     const fh = this.fh ?? (await this.open())
     for (;;) {
       if (this.dead) return null
@@ -623,7 +631,7 @@ export class BlockReader extends Core {
         this.#bytesRead += hi - lo
         // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
         const at = slot.buf.byteOffset + lo
-        const shown = (handOver && HANDOVER && native.handOver(ab, HANDOVER_PRESSURE)) || ab
+        const shown = (handOver && HANDOVER && native.handOver(ab, pressure)) || ab
         this.#out.add(shown)
         return Buffer.from(shown, at, hi - lo)
       }
