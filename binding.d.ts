@@ -338,6 +338,13 @@ export interface OpenResult {
 
 export declare function pageSize(): number
 
+/**
+ * What the memory pool's spare regions did (`odirect_core::mempool`, read streams' chunks):
+ * [new regions mapped by the allocating thread, new regions taken from the spares (faulted in
+ * by the pool's helper thread), spares made, free regions kept as spares, spares held now].
+ */
+export declare function poolSpareStats(): Array<number>
+
 export interface ProbeInfo {
   kernel: string
   ioUringDisabled?: number

@@ -145,6 +145,14 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
  */
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
+/**
+ * The hand-over pressure of a web stream's default reader (see HANDOVER): 2. Its chunks are
+ * handed over and then transferred once more by the byte stream's `enqueue` (a third
+ * ArrayBuffer over the memory), and with pressure 1 its pass peaked at 25-31 MiB of RSS growth
+ * (bound: readAhead x chunk + 16 = 24 MiB); with 2, 21-23 (512 MiB passes, fresh processes).
+ * ODIRECT_STREAM_WEB_PRESSURE sets it (A/B).
+ */
+export const WEB_HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_WEB_PRESSURE ?? 2)
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
 const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
@@ -561,9 +569,9 @@ export class BlockReader extends Core {
   /**
    * The next chunk (a Buffer view over its own aligned memory), or null at the end. `handOver`:
    * the caller will not give the chunk back (`recycle`): it gets a new ArrayBuffer over the
-   * memory (see HANDOVER).
+   * memory (see HANDOVER), counted `1 + pressure` times towards V8's young-generation trigger.
    */
-  async pull(handOver = false): Promise<Buffer<ArrayBuffer> | null> {
+  async pull(handOver = false, pressure = HANDOVER_PRESSURE): Promise<Buffer<ArrayBuffer> | null> {
     const fh = this.fh ?? (await this.open())
     for (;;) {
       if (this.dead) return null
@@ -623,7 +631,7 @@ export class BlockReader extends Core {
         this.#bytesRead += hi - lo
         // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
         const at = slot.buf.byteOffset + lo
-        const shown = (handOver && HANDOVER && native.handOver(ab, HANDOVER_PRESSURE)) || ab
+        const shown = (handOver && HANDOVER && native.handOver(ab, pressure)) || ab
         this.#out.add(shown)
         return Buffer.from(shown, at, hi - lo)
       }
@@ -682,6 +690,8 @@ export class BlockWriter extends Core {
   #wake: (() => void) | undefined
   /** The engine's chain of this stream's writes (see CHAIN); 0: none. */
   #chain = 0
+  /** The chain refused a block (see `#start`): later blocks are started by the stream's own count. */
+  #unchained = false
   #bytesWritten = 0
   #finished = false
   /** Told about the first failed write at once, so the stream errors without waiting for the next chunk. */
@@ -739,9 +749,9 @@ export class BlockWriter extends Core {
 
   #start(fh: FileHandle): void {
     let started = false
-    // Chained: every block goes to the engine now (it holds those past `writeBehind`).
-    const slots = this.#chain !== 0 ? Infinity : this.#cfg.writeBehind
-    while (this.#inflight < slots && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
+    // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
+    // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
+    while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
       const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
       const entry: WriteEntry = { logical, state: 'pending' }
       this.#entries.push(entry)
@@ -752,7 +762,13 @@ export class BlockWriter extends Core {
       // short write is not chained).
       const written = writeFully(fh, buf, 0, len, pos, this.opSignal)
       const chain = this.#chain
-      const chained = chain !== 0 && getEngine().native.chainAdd(chain, buf)
+      const chained = chain !== 0 && !this.#unchained && getEngine().native.chainAdd(chain, buf)
+      // Refused (the write was not staged as this block's: bounced by the runtime, or already
+      // submitted alone): it is in the kernel outside the chain's count, and so would every
+      // later refused block be. From now on the stream starts a block only while fewer than
+      // `writeBehind` of its writes are unfinished (chained ones held or in the kernel
+      // included), as without a chain: never more than `writeBehind` in the kernel.
+      if (chain !== 0 && !chained) this.#unchained = true
       this.track(
         written.then(
           (writes) => {

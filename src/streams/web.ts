@@ -3,7 +3,7 @@
 import { misuse } from '../errors'
 import { guard, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
-import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, type WriteStreamOptions, writeConfig } from './core'
+import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, WEB_HANDOVER_PRESSURE, type WriteStreamOptions, writeConfig } from './core'
 
 /**
  * The shared lifecycle of both web adapters: teardown (stop watching the user's signal, destroy the
@@ -67,7 +67,7 @@ function readableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Re
     async pull(controller: ReadableByteStreamController) {
       if (leftover === null) {
         // A default reader's chunk is handed over (enqueued, never back); a BYOB read copies it out.
-        const chunk = await core.pull(!controller.byobRequest).catch(failed)
+        const chunk = await core.pull(!controller.byobRequest, WEB_HANDOVER_PRESSURE).catch(failed)
         if (chunk === null) {
           await teardown()
           controller.close()

@@ -31,13 +31,24 @@
 //! - memory the kernel just mapped is zero; a block that was used is *dirty*, and zeroed with a
 //!   memset when it is handed out zeroed (callers that overwrite it all ask for it not zeroed).
 //!
+//! - *spare regions* (the process-wide pool: [`SPARE_REGIONS`], `ODIRECT_POOL_SPARES`): a helper
+//!   thread (`odirect-pool`, started at the first new region) keeps that many whole regions
+//!   mapped and faulted in (`MADV_POPULATE_WRITE`), and a block that needs a new region takes
+//!   one of them: the kernel zeroes the huge page on that thread, not in the allocating one's
+//!   first touch. Why: a read stream whose consumer drops its chunks frees them in bursts at V8's
+//!   collections, the pool keeps only [`RETAIN_BYTES`] of a burst, and every third chunk or so
+//!   went into a new region; the kernel zeroed its huge page inside the JS thread's
+//!   `io_uring_enter` (pinning the read's pages), 8.3% of that thread's samples, with the device
+//!   idle meanwhile. A wholly free region over the budget becomes a spare (as it is, not
+//!   unmapped) while fewer than that are kept;
+//!
 //! One mutex guards the pool's lists (held for a few list operations and, when a new region is
 //! needed, one `mmap`); blocks move freely between threads (a buffer made on one worker, freed
 //! on another).
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 /// One region: the size of a transparent huge page on x86-64 (and arm64, riscv64 with 4 KiB
 /// pages).
@@ -51,6 +62,9 @@ pub const MIN_BLOCK: usize = 32 << 10;
 pub const RETAIN_BYTES: usize = 32 << 20;
 /// Freed mappings larger than this are unmapped at once.
 pub const KEEP_MAP_MAX: usize = 8 << 20;
+/// Spare regions the process-wide pool keeps faulted in (see the module's doc);
+/// `ODIRECT_POOL_SPARES=N` sets it (0: none, every new region is faulted by its first user).
+pub const SPARE_REGIONS: usize = 1;
 
 /// A block handed out by a [`Pool`]: [`Block::ptr`] is aligned as asked and holds at least the
 /// length asked for; give it back with [`Pool::free`].
@@ -107,19 +121,54 @@ struct Inner {
     retained: usize,
     /// Freed large mappings kept for reuse, oldest first: (address, size).
     maps: Vec<(usize, usize)>,
+    /// Spare regions, faulted in: (address, dirty). Not in `regions` or `retained`.
+    spares: Vec<(usize, bool)>,
+    /// The helper thread that makes spares runs (or was started).
+    helper: bool,
+    counts: SpareCounts,
+}
+
+/// What the spare regions did (see the module's doc), for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpareCounts {
+    /// New regions the allocating thread mapped itself (its first touch faults them in).
+    pub mapped_here: u64,
+    /// New regions taken from the spares (faulted in already).
+    pub taken: u64,
+    /// Spares the helper thread mapped and faulted in.
+    pub made: u64,
+    /// Wholly free regions kept as spares instead of being unmapped.
+    pub recycled: u64,
+    /// Spares held now.
+    pub held: u64,
 }
 
 /// A buddy allocator over 2 MiB huge-page regions, plus kept large mappings. [`global`] is the
 /// one every [`crate::buf::AlignedBuf`] uses; tests make their own.
 pub struct Pool {
-    inner: Mutex<Inner>,
+    shared: Arc<Shared>,
     budget: usize,
+    /// Spare regions kept faulted in (see the module's doc).
+    spares: usize,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the helper thread: fewer spares than wanted.
+    want: Condvar,
 }
 
 /// The process-wide pool (budget [`RETAIN_BYTES`]).
 pub fn global() -> &'static Pool {
     static P: OnceLock<Pool> = OnceLock::new();
-    P.get_or_init(|| Pool::new(RETAIN_BYTES))
+    P.get_or_init(|| {
+        let spares = std::env::var("ODIRECT_POOL_SPARES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(SPARE_REGIONS)
+            .min(64);
+        Pool::with_spares(RETAIN_BYTES, spares)
+    })
 }
 
 /// The smallest order a block can have: [`MIN_BLOCK`], or the page size where pages are larger.
@@ -130,21 +179,77 @@ fn min_order() -> u32 {
 impl Pool {
     /// An empty pool that keeps at most `budget` bytes of freed memory.
     pub fn new(budget: usize) -> Pool {
+        Pool::with_spares(budget, 0)
+    }
+
+    /// An empty pool that keeps at most `budget` bytes of freed memory and `spares` spare
+    /// regions faulted in by a helper thread (see the module's doc).
+    pub fn with_spares(budget: usize, spares: usize) -> Pool {
         Pool {
-            inner: Mutex::new(Inner {
-                free: (0..=TOP_ORDER).map(|_| BTreeMap::new()).collect(),
-                regions: 0,
-                retained: 0,
-                maps: Vec::new(),
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    free: (0..=TOP_ORDER).map(|_| BTreeMap::new()).collect(),
+                    regions: 0,
+                    retained: 0,
+                    maps: Vec::new(),
+                    spares: Vec::new(),
+                    helper: false,
+                    counts: SpareCounts::default(),
+                }),
+                want: Condvar::new(),
             }),
             budget,
+            spares,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // The lists are consistent between statements that can panic (none allocate half-way
-        // through an update), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
+    }
+
+    /// What the spare regions did.
+    pub fn spare_counts(&self) -> SpareCounts {
+        let g = self.lock();
+        SpareCounts {
+            held: g.spares.len() as u64,
+            ..g.counts
+        }
+    }
+
+    /// A new region for a block: a spare if one is ready, else a new mapping (faulted in by
+    /// its first touch, here). Asks the helper for more spares. (address, dirty)
+    fn new_region(&self, g: &mut Inner) -> Option<(usize, bool)> {
+        let got = match g.spares.pop() {
+            Some(s) => {
+                g.counts.taken += 1;
+                Some(s)
+            }
+            None => None,
+        };
+        if self.spares > 0 {
+            if !g.helper {
+                g.helper = true;
+                let shared = self.shared.clone();
+                let want = self.spares;
+                let started = std::thread::Builder::new()
+                    .name("odirect-pool".into())
+                    .spawn(move || shared.make_spares(want));
+                if started.is_err() {
+                    // No thread: every new region is mapped here, as with no spares.
+                    g.helper = false;
+                }
+            }
+            if g.spares.len() < self.spares {
+                self.shared.want.notify_one();
+            }
+        }
+        match got {
+            Some(s) => Some(s),
+            None => {
+                g.counts.mapped_here += 1;
+                Some((map_aligned(REGION, REGION, true)?, false))
+            }
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -197,10 +302,10 @@ impl Pool {
                 (a, d, o)
             }
             None => {
-                let base = map_aligned(REGION, REGION, true)?;
+                let (base, dirty) = self.new_region(&mut g)?;
                 g.regions += 1;
                 g.retained += REGION;
-                (base, false, TOP_ORDER)
+                (base, dirty, TOP_ORDER)
             }
         };
         // Split down to the order asked for; the upper halves stay free.
@@ -276,8 +381,15 @@ impl Pool {
         while g.retained > self.budget {
             let (a, s) = if !g.maps.is_empty() {
                 g.maps.remove(0)
-            } else if let Some((a, _)) = g.free[TOP_ORDER as usize].pop_last() {
+            } else if let Some((a, dirty)) = g.free[TOP_ORDER as usize].pop_last() {
                 g.regions -= 1;
+                if g.spares.len() < self.spares {
+                    // Kept as a spare, faulted in as it is: the next new region costs nothing.
+                    g.retained -= REGION;
+                    g.spares.push((a, dirty));
+                    g.counts.recycled += 1;
+                    continue;
+                }
                 (a, REGION)
             } else {
                 break;
@@ -291,6 +403,57 @@ impl Pool {
             // of it is handed out, and no later alloc can find it.
             unsafe { unmap(a, s) };
         }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The lists are consistent between statements that can panic (none allocate half-way
+        // through an update), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The helper thread: keeps `want` spare regions mapped and faulted in, for the life of the
+    /// process (it sleeps while there are enough).
+    fn make_spares(&self, want: usize) {
+        loop {
+            {
+                let mut g = self.lock();
+                while g.spares.len() >= want {
+                    g = self.want.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            // Mapped and faulted in without the lock: allocations go on meanwhile.
+            let Some(base) = map_aligned(REGION, REGION, true) else {
+                // No memory now: the allocating threads map (and fail) on their own.
+                let mut g = self.lock();
+                g.helper = false;
+                return;
+            };
+            populate(base, REGION);
+            let mut g = self.lock();
+            g.spares.push((base, false));
+            g.counts.made += 1;
+        }
+    }
+}
+
+/// Faults `[addr, addr + len)` in for writing (zeroed pages; a huge page where the mapping gets
+/// one): `MADV_POPULATE_WRITE` (Linux 5.14), else a write to each page.
+fn populate(addr: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: advice on a range of a mapping this pool just made and nothing uses yet.
+        let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
+        if r == 0 {
+            return;
+        }
+    }
+    let page = crate::align::page_size();
+    for off in (0..len).step_by(page) {
+        // SAFETY: inside the mapping just made (readable and writable), which nothing uses yet:
+        // a zero written over the zero the kernel maps.
+        unsafe { std::ptr::write_volatile((addr + off) as *mut u8, 0) };
     }
 }
 
@@ -403,7 +566,6 @@ unsafe fn unmap(addr: usize, size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// A pool that holds nothing: no region, nothing retained, no kept mapping.
     const EMPTY: Stats = Stats {
@@ -629,6 +791,56 @@ mod tests {
         assert!(s.retained <= BUDGET, "{s:?}");
         assert_eq!(g.free[TOP_ORDER as usize].len(), s.regions);
         assert!(g.free[..TOP_ORDER as usize].iter().all(|f| f.is_empty()));
+    }
+
+    /// Pages of `[addr, addr + len)` resident now (mincore), of all.
+    fn resident(addr: usize, len: usize) -> (usize, usize) {
+        let page = crate::align::page_size();
+        let mut v = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a range of a mapping the test's pool made; `v` has a byte per page.
+        let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        (v.iter().filter(|b| **b & 1 == 1).count(), v.len())
+    }
+
+    #[test]
+    fn a_new_region_is_a_spare_the_helper_faulted_in() {
+        let p = Pool::with_spares(0, 1);
+        // The first region is mapped here (nothing is ready yet), and starts the helper.
+        let a = p.alloc(REGION, 4096, false).unwrap();
+        assert_eq!(
+            resident(a.ptr.as_ptr() as usize, REGION).0,
+            0,
+            "nothing touched it"
+        );
+        // Wait for the event itself: the helper made its spare (bounded).
+        let t0 = std::time::Instant::now();
+        while p.spare_counts().held == 0 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "no spare made"
+            );
+            std::thread::yield_now();
+        }
+        let b = p.alloc(REGION, 4096, true).unwrap();
+        let c = p.spare_counts();
+        // (The helper may be making the next spare already.)
+        assert_eq!((c.mapped_here, c.taken), (1, 1), "{c:?}");
+        assert!(c.made >= 1, "{c:?}");
+        // Every page of the block is in memory before anything of this thread touched it.
+        let (res, all) = resident(b.ptr.as_ptr() as usize, REGION);
+        assert_eq!(res, all);
+        // A spare is clean: handed out zeroed without a memset.
+        // SAFETY: the test owns the block.
+        let s = unsafe { std::slice::from_raw_parts(b.ptr.as_ptr(), REGION) };
+        assert!(s.iter().all(|x| *x == 0));
+        p.free(a);
+        // Budget 0: the wholly free region is kept as the spare (the helper refills it first,
+        // or it is unmapped when the helper's is there already).
+        p.free(b);
+        let c = p.spare_counts();
+        assert!(c.held >= 1 && c.held <= 1 + c.recycled, "{c:?}");
+        assert_eq!(p.stats().regions, 0);
     }
 
     /// The machine's transparent huge page mode (`always`, `madvise`, `never`), if it has them.

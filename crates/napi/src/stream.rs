@@ -450,3 +450,14 @@ impl NativeEngine {
         })
     }
 }
+
+/// What the memory pool's spare regions did (`odirect_core::mempool`, read streams' chunks):
+/// [new regions mapped by the allocating thread, new regions taken from the spares (faulted in
+/// by the pool's helper thread), spares made, free regions kept as spares, spares held now].
+#[napi]
+pub fn pool_spare_stats() -> Vec<f64> {
+    let c = odirect_core::mempool::global().spare_counts();
+    [c.mapped_here, c.taken, c.made, c.recycled, c.held]
+        .map(|n| n as f64)
+        .to_vec()
+}

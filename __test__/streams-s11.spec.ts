@@ -1,0 +1,95 @@
+// Streams, eleventh session: the write stream's bound on writes in the kernel when its native
+// chain refuses a block, and the read stream's chunk memory faulted in before its read.
+import { spawnSync } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { once } from 'node:events'
+
+import test from 'ava'
+
+import { createWriteStream, type FileHandle, open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { scratchDirs } from './helpers/scratch.ts'
+
+const scratch = scratchDirs('streams-s11')
+
+/** The handle's ops in flight less the writes its stream's chain holds back in the engine (not yet in the kernel). */
+function inKernel(fh: FileHandle): number {
+  return fh.stats().inflight - getEngine().native.chainStats[2]
+}
+
+test.serial('write stream: a block its chain refuses (the write not staged as its own) keeps the writes in the kernel at writeBehind', async (t) => {
+  const file = path.join(scratch(), 'refused.bin')
+  await using fh = await open(file, 'w+')
+  const engine = getEngine().native
+  // The refusal a runtime that bounces the block (or a write submitted alone) meets: chainAdd
+  // answers false and the write stays an ordinary op, already on its way to the kernel.
+  const proto = Object.getPrototypeOf(engine) as { chainAdd: (...a: unknown[]) => boolean }
+  const chainAdd = Object.getOwnPropertyDescriptor(proto, 'chainAdd') as PropertyDescriptor
+  let refused = 0
+  Object.defineProperty(proto, 'chainAdd', {
+    configurable: true,
+    value: () => {
+      refused++
+      return false
+    },
+  })
+  t.teardown(() => Object.defineProperty(proto, 'chainAdd', chainAdd))
+  const writeBehind = 2
+  const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind })
+  await once(ws, 'ready')
+  // Ten blocks offered at once; no completion reaches JS before the event loop's poll phase,
+  // so after these ticks every block the stream started is in the kernel (or staged for it).
+  let accepted = 0
+  const block = randomBytes(64 * 1024)
+  for (let i = 0; i < 10; i++) ws.write(block, () => accepted++)
+  for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
+  const early = { inKernel: inKernel(fh), accepted }
+  let most = early.inKernel
+  const timer = setInterval(() => (most = Math.max(most, inKernel(fh))), 0)
+  ws.end()
+  await once(ws, 'finish')
+  clearInterval(timer)
+  Object.defineProperty(proto, 'chainAdd', chainAdd)
+  t.true(refused >= 1)
+  t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })
+  t.true(most <= writeBehind, `in the kernel: ${most}`)
+  t.is(accepted, 10)
+  t.true(fs.readFileSync(file).equals(Buffer.concat(Array.from({ length: 10 }, () => block))))
+})
+
+test('read stream: chunks in new memory regions come faulted in by the pool\'s helper thread, not by the read that fills them (ODIRECT_POOL_SPARES)', (t) => {
+  const file = path.join(scratch(), 'spares.bin')
+  const data = randomBytes(48 * 1024 * 1024)
+  fs.writeFileSync(file, data)
+  const want = createHash('sha256').update(data).digest('hex')
+  // A process of its own: a pool that holds no memory yet, so the stream's chunks need new
+  // regions. It reads the file in default mode (chunks dropped) and hashes it.
+  const child = (spares: string): { sha: string; stats: number[] } => {
+    const script = `
+      const { createHash } = require('node:crypto')
+      const od = require(${JSON.stringify(path.join(process.cwd(), 'dist', 'index.js'))})
+      const { native } = require(${JSON.stringify(path.join(process.cwd(), 'dist', 'src', 'native.js'))})
+      ;(async () => {
+        const h = createHash('sha256')
+        for await (const c of od.createReadStream(${JSON.stringify(file)})) h.update(c)
+        console.log(JSON.stringify({ sha: h.digest('hex'), stats: native.poolSpareStats() }))
+      })()`
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_POOL_SPARES: spares } })
+    t.is(r.status, 0, r.stderr)
+    return JSON.parse(r.stdout) as { sha: string; stats: number[] }
+  }
+  const on = child('1')
+  const off = child('0')
+  t.is(on.sha, want)
+  t.is(off.sha, want)
+  // [mapped by the allocating (JS) thread, taken from the spares, made by the helper, ...]
+  const [hereOn, takenOn, madeOn] = on.stats
+  const [hereOff, takenOff, madeOff] = off.stats
+  t.true(takenOn >= 1, `spares taken: ${on.stats}`)
+  t.true(madeOn >= takenOn)
+  // Without spares every new region is mapped (and faulted in) by the JS thread.
+  t.true(hereOff >= 1, `regions the JS thread mapped: ${hereOn} with a spare, ${hereOff} without`)
+  t.deepEqual([takenOff, madeOff], [0, 0])
+})
