@@ -3,10 +3,13 @@
 // running them and its eventfd to a process-wide reaper thread instead of keeping them for the
 // life of the process: once the server answers, the reaper reaps the completions, frees the
 // memory (the engine's counters: bytes held back to what they were), closes the io_uring ring
-// and the eventfd (/proc/self/fd), and ends (/proc/self/task). On every backend; io_uring with
-// ODIRECT_URING_SETUP=coop (a COOP_TASKRUN ring): a DEFER_TASKRUN ring, the default, posts the
-// completions only when its dead submitter thread asks, so it is kept, as before the reaper.
-// The variable is read when the worker makes its ring (the native getenv sees process.env).
+// and the eventfd (/proc/self/fd), and ends (/proc/self/task). On every backend. io_uring twice:
+// with the default ring (a worker's is DEFER_TASKRUN, whose completions are posted only when its
+// dead submitter thread asks: the FUSE reads go to a second, COOP_TASKRUN ring made for
+// may-block files, which the reaper can drain; with ODIRECT_MAY_BLOCK_RING=0 they stay on the
+// DEFER_TASKRUN ring and the engine is kept, as before) and with ODIRECT_URING_SETUP=coop (the
+// thread's own ring is COOP_TASKRUN). The variables are read when the worker makes its ring
+// (the native getenv sees process.env).
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -51,11 +54,14 @@ function anonFds(kind: string): number {
 const BACKENDS = ['io_uring', 'aio', 'threadpool'] as const
 const available = await probe('/var/tmp').then((p) => BACKENDS.filter((b) => p.backends[b].available))
 
-for (const backend of BACKENDS) {
+const CASES = BACKENDS.flatMap((backend) => (backend === 'io_uring' ? [{ backend, setup: 'default' }, { backend, setup: 'coop' }] : [{ backend, setup: 'default' }]))
+
+for (const { backend, setup } of CASES) {
   for (const mode of ['terminate', 'exit'] as const) {
     const why = available.includes(backend) ? undefined : `${backend} is not available here`
+    const label = setup === 'coop' ? `${backend}, ODIRECT_URING_SETUP=coop` : backend
     fxTest(
-      `[${backend}] worker ${mode === 'exit' ? 'calling process.exit()' : 'terminated'} with 2 reads held by FUSE: once the server answers, the reaper frees their memory, the backend and the eventfd`,
+      `[${label}] worker ${mode === 'exit' ? 'calling process.exit()' : 'terminated'} with 2 reads held by FUSE: once the server answers, the reaper frees their memory, the backend and the eventfd`,
       ['root', 'fuse', 'cargo', 'cmd:umount'],
       async (t) => {
         const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
@@ -63,7 +69,8 @@ for (const backend of BACKENDS) {
         await until(() => threadStates('odirect-reaper').length === 0, 'no reaper thread left by an earlier test')
         const before = reaper()
         const fds = { ring: anonFds('io_uring'), eventfd: anonFds('eventfd') }
-        process.env.ODIRECT_URING_SETUP = 'coop'
+        if (setup === 'coop') process.env.ODIRECT_URING_SETUP = 'coop'
+        else delete process.env.ODIRECT_URING_SETUP
         t.teardown(() => delete process.env.ODIRECT_URING_SETUP)
         const worker = new Worker(workerFile, { workerData: { dist, mode, file: fx.file, reads: 2, size: 4096, backend } })
         const exited = new Promise<number>((resolve, reject) => {

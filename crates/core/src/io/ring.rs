@@ -212,7 +212,6 @@ impl LocalRing {
         sqpoll_idle_ms: u32,
         poll_ring: bool,
     ) -> Result<LocalRing, Unavailable> {
-        let entries = entries.clamp(8, 4096).next_power_of_two();
         let first = if sqpoll_idle_ms > 0 {
             Setup::Sqpoll
         } else if poll_ring && preferred_setup() == Setup::DeferTaskrun {
@@ -220,6 +219,24 @@ impl LocalRing {
         } else {
             preferred_setup()
         };
+        LocalRing::with_first(entries, eventfd, first, sqpoll_idle_ms, poll_ring)
+    }
+
+    /// A COOP_TASKRUN ring (plain where the kernel has none) that signals `eventfd`, whatever
+    /// `ODIRECT_URING_SETUP` says: its completions are posted without its submitter thread, so
+    /// it can be reaped from another thread once that thread is gone (see `Driver::orphan`).
+    pub fn coop(entries: u32, eventfd: RawFd) -> Result<LocalRing, Unavailable> {
+        LocalRing::with_first(entries, eventfd, Setup::CoopTaskrun, 0, false)
+    }
+
+    fn with_first(
+        entries: u32,
+        eventfd: RawFd,
+        first: Setup,
+        sqpoll_idle_ms: u32,
+        poll_ring: bool,
+    ) -> Result<LocalRing, Unavailable> {
+        let entries = entries.clamp(8, 4096).next_power_of_two();
         let (ring, setup, no_sqarray) =
             build(entries, first, sqpoll_idle_ms).map_err(|e| explain_setup_error(&e))?;
         if !poll_ring {
