@@ -290,7 +290,8 @@ for (const rtName of RUNTIMES) {
 
 // 2b. Ops the kernel cannot cancel (a FUSE daemon that never answers) hold up neither worker
 // termination (the engine waits 2 s, then hands them and their memory to the process-wide reaper,
-// which frees them once the daemon answers; io_uring with ODIRECT_URING_SETUP=coop) on any
+// which frees them once the daemon answers; on io_uring a worker's reads on a FUSE file go to
+// its COOP_TASKRUN may-block ring, which the reaper can drain, not to its DEFER_TASKRUN ring) on any
 // backend, nor process exit on io_uring (its io-wq workers do not keep the process). On aio and
 // the thread pool the reads are synchronous requests of odirect's pool threads, which the kernel
 // keeps waiting (uninterruptibly) for the daemon's reply: there the process exits once it comes.
@@ -308,8 +309,9 @@ for (const rtName of RUNTIMES) {
           const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
           t.teardown(() => fx.cleanup())
           // The hold is released only once the child has said it is done (or by the rescue).
-          // COOP_TASKRUN: a worker's DEFER_TASKRUN ring (the default) is kept, not reaped.
-          const env = { ODIRECT_URING_SETUP: 'coop' }
+          // Default ring setup: ODIRECT_URING_SETUP and ODIRECT_MAY_BLOCK_RING from ava's
+          // environment are not passed on.
+          const env = { ODIRECT_URING_SETUP: '', ODIRECT_MAY_BLOCK_RING: '' }
           const r = await runChild<Record<string, unknown>>(t, rt, { mode, backend, file: fx.file, statsFile: fx.statsFile, env }, () => fx.release(), HELD_CHILD, () => {
             if (mode === 'terminate') fx.release()
           })

@@ -88,7 +88,8 @@ impl Setup {
 /// reap them and free their memory and the ring (see `Driver::orphan`). DEFER_TASKRUN stays
 /// the default on every thread: COOP_TASKRUN in a worker measured 17% fewer tmpfs reads at
 /// depth 64 (614k vs 736k/s, 3.03 vs 2.54 µs CPU per op; disk and depth 1: no difference);
-/// `ODIRECT_URING_SETUP=coop` makes workers' rings reclaimable.
+/// `ODIRECT_URING_SETUP=coop` makes workers' rings reclaimable (ops on may-block files go to a
+/// COOP_TASKRUN ring of their own in workers anyway: the addon's engine, `APART`).
 pub fn preferred_setup() -> Setup {
     match std::env::var("ODIRECT_URING_SETUP").as_deref() {
         Ok("coop") => Setup::CoopTaskrun,
