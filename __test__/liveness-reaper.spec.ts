@@ -113,3 +113,50 @@ for (const { backend, setup } of CASES) {
   }
 }
 
+
+// Many at once: workers on the default ring (each a DEFER_TASKRUN ring and a may-block ring),
+// each with reads held by one server, all terminated together: every engine goes to the one
+// reaper, and once the server answers every ring, eventfd and byte is freed.
+fxTest(
+  '[io_uring] 8 workers terminated together, each with 2 reads held by FUSE: once the server answers, all 8 engines, their rings and eventfds are freed',
+  ['root', 'fuse', 'cargo', 'cmd:umount'],
+  async (t) => {
+    const n = 8
+    const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+    t.teardown(() => fx.cleanup())
+    await until(() => threadStates('odirect-reaper').length === 0, 'no reaper thread left by an earlier test')
+    delete process.env.ODIRECT_URING_SETUP
+    const before = reaper()
+    const fds = { ring: anonFds('io_uring'), eventfd: anonFds('eventfd') }
+    const workers = Array.from({ length: n }, () => new Worker(workerFile, { workerData: { dist, mode: 'terminate', file: fx.file, reads: 2, size: 4096, backend: 'io_uring' } }))
+    t.teardown(async () => {
+      fx.release()
+      await Promise.all(workers.map((w) => w.terminate()))
+    })
+    const firsts = await Promise.all(workers.map((w) => new Promise<Record<string, unknown>>((resolve, reject) => {
+      w.once('message', resolve)
+      w.once('error', reject)
+    })))
+    t.deepEqual(firsts.map((m) => m.inflight), new Array<number>(n).fill(2))
+    await fx.waitForHeld(2 * n)
+    t.is(anonFds('io_uring') - fds.ring, 2 * n, 'each worker: its own ring and its may-block ring')
+    await Promise.all(workers.map((w) => w.terminate()))
+    t.is(fx.stats().held, 2 * n, 'reads still held by the server')
+    const orphaned = reaper()
+    t.is(orphaned.engines - before.engines, n)
+    t.is(orphaned.ops - before.ops, 2 * n)
+    t.is(anonFds('io_uring') - fds.ring, n, 'the DEFER_TASKRUN rings closed at termination, the may-block rings held')
+
+    fx.release()
+    await fx.waitFor((s) => s.inflight === 0, 'faultfs answered')
+    await until(() => reaper().enginesFreed - before.enginesFreed === n, 'the reaper freeing every engine')
+    const after = reaper()
+    t.is(after.opsFreed - before.opsFreed, 2 * n)
+    t.is(after.heldBytes, before.heldBytes)
+    t.is(anonFds('io_uring'), fds.ring)
+    t.is(anonFds('eventfd'), fds.eventfd)
+    await until(() => threadStates('odirect-reaper').length === 0, 'the reaper thread ending with nothing left')
+  },
+  available.includes('io_uring') ? undefined : 'io_uring is not available here',
+  'serial',
+)
