@@ -160,3 +160,62 @@ fxTest(
   available.includes('io_uring') ? undefined : 'io_uring is not available here',
   'serial',
 )
+
+// A close is an op too: on FUSE it waits for the server's FLUSH reply. A worker terminated while
+// a stalled server holds its close leaves that op in the kernel like a held read; it goes to the
+// may-block ring with the descriptor's other ops (was: the worker's DEFER_TASKRUN ring, kept for
+// the process's life: the close is routed after its descriptor left the engine's table).
+fxTest(
+  '[io_uring] worker terminated while FUSE holds its close (FLUSH): once the server answers, the reaper frees the engine, its ring and eventfd',
+  ['root', 'fuse', 'cargo', 'cmd:umount'],
+  async (t) => {
+    const fx = must(faultFs({ size: 1 << 20, hold: true, holdFlush: true }))
+    t.teardown(() => fx.cleanup())
+    await until(() => threadStates('odirect-reaper').length === 0, 'no reaper thread left by an earlier test')
+    delete process.env.ODIRECT_URING_SETUP
+    const before = reaper()
+    const fds = { ring: anonFds('io_uring'), eventfd: anonFds('eventfd') }
+    const body = `
+const { parentPort, workerData } = require('node:worker_threads')
+const od = require(workerData.dist)
+;(async () => {
+  const fh = await od.open(workerData.file, 'r', { backend: 'io_uring' })
+  const { bytesRead } = await fh.read(fh.alloc(4096), { position: 0 })
+  parentPort.postMessage({ bytesRead })
+  parentPort.once('message', () => {
+    fh.close().catch(() => undefined)
+    setImmediate(() => parentPort.postMessage({ inflight: fh.inflight }))
+  })
+})()
+`
+    const worker = new Worker(body, { eval: true, workerData: { dist, file: fx.file } })
+    const exited = new Promise<number>((resolve, reject) => {
+      worker.on('error', reject)
+      worker.on('exit', resolve)
+    })
+    t.teardown(() => {
+      fx.release()
+      return worker.terminate().then(() => undefined)
+    })
+    const next = () => new Promise<Record<string, unknown>>((resolve) => worker.once('message', resolve))
+    t.is((await next()).bytesRead, 4096)
+    fx.hold()
+    worker.postMessage('close')
+    await next()
+    await fx.waitForHeld(1)
+    await worker.terminate()
+    t.is(await exited, 1)
+    t.is(fx.stats().held, 1, 'the FLUSH still held by the server')
+    t.is(reaper().engines - before.engines, 1, 'the engine handed to the reaper')
+
+    fx.release()
+    await fx.waitFor((s) => s.inflight === 0, 'faultfs answered')
+    await until(() => reaper().enginesFreed > before.enginesFreed, 'the reaper freeing the engine')
+    t.is(reaper().heldBytes, before.heldBytes)
+    t.is(anonFds('io_uring'), fds.ring, 'the rings closed')
+    t.is(anonFds('eventfd'), fds.eventfd, 'the eventfd closed')
+    await until(() => threadStates('odirect-reaper').length === 0, 'the reaper thread ending with nothing left')
+  },
+  available.includes('io_uring') ? undefined : 'io_uring is not available here',
+  'serial',
+)

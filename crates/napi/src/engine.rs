@@ -131,6 +131,8 @@ pub struct Inner {
     apart: bool,
     /// The queue depth this thread's io_uring was made with (the may-block ring's too).
     ring_depth: u32,
+    /// This engine's thread is not the process's main thread (see [`Inner::route`]).
+    worker: bool,
     pub(crate) ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
     /// Ids of ops reaped whose completions are still on their way to JS: free again only after
@@ -373,6 +375,7 @@ impl Inner {
             drivers: [None, None, None, None],
             apart: false,
             ring_depth: 0,
+            worker: in_worker(),
             ops: Vec::new(),
             free: Vec::new(),
             retired: Vec::new(),
@@ -491,7 +494,7 @@ impl Inner {
                 if kind == BackendKind::IoUring {
                     self.ring_depth = opts.queue_depth;
                     self.apart = d.describe().starts_with(io::ring::Setup::DeferTaskrun.name())
-                        && in_worker()
+                        && self.worker
                         && std::env::var("ODIRECT_MAY_BLOCK_RING").as_deref() != Ok("0");
                 }
                 self.drivers[i] = Some(d);
@@ -522,9 +525,24 @@ impl Inner {
     /// (ftruncate before Linux 6.9; fallocate, ftruncate and close on aio) or would block on
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
-    fn route(&mut self, rec: &mut OpRec) {
+    fn route(&mut self, rec: &mut OpRec, facts: u8) {
         // The drivers' facts only (aio sends any descriptor with a fact elsewhere).
-        let facts = self.fds.facts(rec.kind.fd()) & !FD_INLINE;
+        let facts = facts & !FD_INLINE;
+        if self.worker
+            && rec.backend == BackendKind::IoUring
+            && facts & FD_MAY_BLOCK != 0
+            && matches!(rec.kind, OpKind::Close { .. })
+            && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty()
+        {
+            // In a worker, the close of a FUSE file goes to the thread pool: it waits for the
+            // server's FLUSH reply, a request the kernel waits for uninterruptibly, and a thread
+            // that exits waits for its io_uring's io-wq workers (io_wq_put_and_exit): a worker
+            // terminated while a stalled server held its close could not end, and Node's main
+            // thread, joining it, froze until the server answered. A pool thread is the
+            // process's own: the worker ends, the reaper takes the pool.
+            rec.backend = BackendKind::ThreadPool;
+            return;
+        }
         if self.apart
             && rec.backend == BackendKind::IoUring
             && facts & FD_MAY_BLOCK != 0
@@ -574,8 +592,14 @@ impl Inner {
     }
 
     /// Takes `rec` in (in flight from now on) and stages it for the next flush.
-    pub(crate) fn stage(&mut self, mut rec: OpRec) -> u32 {
-        self.route(&mut rec);
+    pub(crate) fn stage(&mut self, rec: OpRec) -> u32 {
+        let facts = self.fds.facts(rec.kind.fd());
+        self.stage_with(rec, facts)
+    }
+
+    /// [`Inner::stage`] routed by `facts` (a close's: its descriptor has left the table).
+    fn stage_with(&mut self, mut rec: OpRec, facts: u8) -> u32 {
+        self.route(&mut rec, facts);
         let k = self.slot(rec);
         self.inflight += 1;
         self.update_ref();
@@ -831,13 +855,16 @@ impl Inner {
     /// before Linux 6.9 or close on aio, to the thread pool).
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
+        let facts = self.fds.facts(op.fd());
         if let OpKind::Close { fd } = op {
             self.fds.remove(fd);
             for d in self.drivers.iter_mut().flatten() {
                 d.unregister_fd(fd);
             }
         }
-        Ok(self.stage(OpRec::new(kind, op, None, Mems::None, None)))
+        // A close is routed as the descriptor's other ops were: on FUSE it waits for the
+        // server's FLUSH reply.
+        Ok(self.stage_with(OpRec::new(kind, op, None, Mems::None, None), facts))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
