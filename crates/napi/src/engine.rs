@@ -493,7 +493,9 @@ impl Inner {
                 }
                 if kind == BackendKind::IoUring {
                     self.ring_depth = opts.queue_depth;
-                    self.apart = d.describe().starts_with(io::ring::Setup::DeferTaskrun.name())
+                    self.apart = d
+                        .describe()
+                        .starts_with(io::ring::Setup::DeferTaskrun.name())
                         && self.worker
                         && std::env::var("ODIRECT_MAY_BLOCK_RING").as_deref() != Ok("0");
                 }
