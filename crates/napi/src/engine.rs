@@ -312,9 +312,11 @@ const APART: usize = 3;
 
 /// Whether this thread is not the process's main thread (a worker's JS thread).
 fn in_worker() -> bool {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    tid as u32 != std::process::id()
+    // The raw system call: glibc has a gettid() wrapper only from 2.30 (the addon links
+    // against 2.17's symbols).
+    // SAFETY: gettid has no arguments and no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tid != i64::from(std::process::id())
 }
 
 /// An engine-only fact of a descriptor (masked off before the drivers see its facts): a
