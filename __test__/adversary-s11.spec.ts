@@ -53,10 +53,12 @@ fxTest(
           t.true(ops.some((r) => r === 'ENOSPC' || r === 'ABORT_ERR'), `${name} ${what}`)
           if (mode === 'close') t.is(out.results[n + 1], 'closed')
         }
-        // Without an abort nothing depends on when ops reach the kernel: the same ops fail,
-        // the same bytes land. (Aborted, the native batch may submit before or after the
-        // microtask that aborts it: each path's results match its own file, checked above.)
-        if (mode !== 'abort') t.deepEqual(native, js, what)
+        // One op at a time and no abort, nothing depends on timing: the same ops fail, the same
+        // bytes land. (With several in flight, which ones find the last free blocks depends on
+        // how the kernel or the pool's threads order them: seen differ on the thread pool under
+        // load. Aborted, the native batch may submit before or after the microtask that aborts
+        // it. Either way each path's results match its own file, checked above.)
+        if (mode !== 'abort' && window === 1) t.deepEqual(native, js, what)
       }
     }
   },
