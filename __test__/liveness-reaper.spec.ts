@@ -13,9 +13,11 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
+import { Worker, type WorkerOptions } from 'node:worker_threads'
 
-import { faultFs } from './helpers/fixtures.js'
+import type { ExecutionContext } from 'ava'
+
+import { type FaultFs, faultFs } from './helpers/fixtures.js'
 import { threadStates, until } from './helpers/events.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
@@ -51,10 +53,25 @@ function anonFds(kind: string): number {
   return n
 }
 
+/** A worker on `source` whose exit code `exited` gives; at the end of the test the server is released and the worker terminated. */
+function heldWorker(t: ExecutionContext, fx: FaultFs, source: string, options: WorkerOptions): { worker: Worker; exited: Promise<number> } {
+  const worker = new Worker(source, options)
+  const exited = new Promise<number>((resolve, reject) => {
+    worker.on('error', reject)
+    worker.on('exit', resolve)
+  })
+  t.teardown(() => {
+    fx.release()
+    return worker.terminate().then(() => undefined)
+  })
+  return { worker, exited }
+}
+
 const BACKENDS = ['io_uring', 'aio', 'threadpool'] as const
 const available = await probe('/var/tmp').then((p) => BACKENDS.filter((b) => p.backends[b].available))
 
-const CASES = BACKENDS.flatMap((backend) => (backend === 'io_uring' ? [{ backend, setup: 'default' }, { backend, setup: 'coop' }] : [{ backend, setup: 'default' }]))
+type Case = { backend: (typeof BACKENDS)[number]; setup: 'default' | 'coop' }
+const CASES: Case[] = BACKENDS.flatMap((backend): Case[] => (backend === 'io_uring' ? [{ backend, setup: 'default' }, { backend, setup: 'coop' }] : [{ backend, setup: 'default' }]))
 
 for (const { backend, setup } of CASES) {
   for (const mode of ['terminate', 'exit'] as const) {
@@ -72,15 +89,7 @@ for (const { backend, setup } of CASES) {
         if (setup === 'coop') process.env.ODIRECT_URING_SETUP = 'coop'
         else delete process.env.ODIRECT_URING_SETUP
         t.teardown(() => delete process.env.ODIRECT_URING_SETUP)
-        const worker = new Worker(workerFile, { workerData: { dist, mode, file: fx.file, reads: 2, size: 4096, backend } })
-        const exited = new Promise<number>((resolve, reject) => {
-          worker.on('error', reject)
-          worker.on('exit', resolve)
-        })
-        t.teardown(() => {
-          fx.release()
-          return worker.terminate().then(() => undefined)
-        })
+        const { worker, exited } = heldWorker(t, fx, workerFile, { workerData: { dist, mode, file: fx.file, reads: 2, size: 4096, backend } })
         const first = await new Promise<Record<string, unknown>>((resolve) => worker.once('message', resolve))
         t.is(first.inflight, 2, JSON.stringify(first))
         await fx.waitForHeld(2)
@@ -188,15 +197,7 @@ const od = require(workerData.dist)
   })
 })()
 `
-    const worker = new Worker(body, { eval: true, workerData: { dist, file: fx.file } })
-    const exited = new Promise<number>((resolve, reject) => {
-      worker.on('error', reject)
-      worker.on('exit', resolve)
-    })
-    t.teardown(() => {
-      fx.release()
-      return worker.terminate().then(() => undefined)
-    })
+    const { worker, exited } = heldWorker(t, fx, body, { eval: true, workerData: { dist, file: fx.file } })
     const next = () => new Promise<Record<string, unknown>>((resolve) => worker.once('message', resolve))
     t.is((await next()).bytesRead, 4096)
     fx.hold()
