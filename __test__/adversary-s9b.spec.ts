@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { BatchWindow, createReadStream, open, readableWebStream } from '../dist/index.js'
+import { BatchWindow, createReadStream, type FileHandle, open, readableWebStream } from '../dist/index.js'
 import { faultFs, fullFs, patternBuffer, ramfsDir, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
@@ -35,6 +35,20 @@ function tmp(t: ExecutionContext): string {
   return dir
 }
 
+/** `open(...args)`, closed when the test ends. */
+async function opened(t: ExecutionContext, ...args: Parameters<typeof open>): Promise<FileHandle> {
+  const fh = await open(...args)
+  t.teardown(() => fh.close())
+  return fh
+}
+
+/** A `patterned` file of `blocks` blocks in a directory of its own, opened with `flags` (closed and removed when the test ends). */
+async function patternedOpen(t: ExecutionContext, blocks: number, flags: Parameters<typeof open>[1] = 'r'): Promise<{ fh: FileHandle; file: string; data: Buffer; dir: string }> {
+  const dir = tmp(t)
+  const { file, data } = patterned(dir, blocks)
+  return { fh: await opened(t, file, flags), file, data, dir }
+}
+
 /** Op i reads block perm[i] of the file into slot i of memory. */
 const perm = (n: number, blocks: number): number[] => Array.from({ length: n }, (_, i) => (i * 7 + 3) % blocks)
 
@@ -42,11 +56,8 @@ const perm = (n: number, blocks: number): number[] => Array.from({ length: n }, 
 // 1. Typed batches: the caller's arrays after the call
 
 test('typed readMany with a window of 1: offsets / lengths / positions rewritten, then detached, right after the call and at every refill change nothing', async (t) => {
-  const dir = tmp(t)
   const blocks = 64
-  const { file, data } = patterned(dir, blocks)
-  const fh = await open(file, 'r')
-  t.teardown(() => fh.close())
+  const { fh, data } = await patternedOpen(t, blocks)
   const n = 48
   const memory = fh.alloc(n * U)
   const want = perm(n, blocks)
@@ -75,8 +86,7 @@ test('typed readMany with a window of 1: offsets / lengths / positions rewritten
 test('typed writeMany: positions in a resizable ArrayBuffer shrunk to 0 and offsets in a SharedArrayBuffer rewritten by a worker right after the call; every byte lands where the call said', async (t) => {
   const dir = tmp(t)
   const file = path.join(dir, 'w')
-  const fh = await open(file, 'w+')
-  t.teardown(() => fh.close())
+  const fh = await opened(t, file, 'w+')
   const n = 32
   const memory = fh.alloc(n * U)
   for (let i = 0; i < n; i++) memory.fill(i + 1, i * U, (i + 1) * U)
@@ -105,11 +115,8 @@ test('typed writeMany: positions in a resizable ArrayBuffer shrunk to 0 and offs
 })
 
 test('typed readMany: positions as a Float64Array over the very memory the batch reads into (ops overwrite them) read from the positions at call time', async (t) => {
-  const dir = tmp(t)
   const blocks = 32
-  const { file, data } = patterned(dir, blocks)
-  const fh = await open(file, 'r')
-  t.teardown(() => fh.close())
+  const { fh, data } = await patternedOpen(t, blocks)
   const n = 8
   const memory = fh.alloc((n + 1) * U)
   // positions live in the first block of memory, which op 0 reads over; the others follow.
@@ -123,11 +130,8 @@ test('typed readMany: positions as a Float64Array over the very memory the batch
 })
 
 test('typed readMany with memory that is not odirect\'s own (the op-by-op path): a `length` the caller defined on offsets does not drop ops (was: viaOps counted offsets.length, so ops past it never ran and their results stayed 0)', async (t) => {
-  const dir = tmp(t)
   const blocks = 16
-  const { file, data } = patterned(dir, blocks)
-  const fh = await open(file, 'r')
-  t.teardown(() => fh.close())
+  const { fh, data } = await patternedOpen(t, blocks)
   const n = 6
   const memory = new Uint8Array(n * U) // a plain buffer: bounced op by op
   const want = perm(n, blocks)
@@ -139,11 +143,8 @@ test('typed readMany with memory that is not odirect\'s own (the op-by-op path):
 })
 
 test('typed readMany / writeMany with plain memory in a resizable ArrayBuffer shrunk right after the call (window 1, op by op): the ops inside the new size complete, the others fail ERR_ODIRECT_DETACHED naming their position and length (was: no position, length, path or syscall on those errors); nothing lands out of bounds', async (t) => {
-  const dir = tmp(t)
   const n = 8
-  const { file, data } = patterned(dir, n)
-  const fh = await open(file, 'r+')
-  t.teardown(() => fh.close())
+  const { fh, file, data } = await patternedOpen(t, n, 'r+')
   for (const write of [false, true]) {
     const rab = new ArrayBuffer(n * U, { maxByteLength: n * U }) as ArrayBuffer & { resize(n: number): void }
     const memory = new Uint8Array(rab)
@@ -167,10 +168,7 @@ test('typed readMany / writeMany with plain memory in a resizable ArrayBuffer sh
 })
 
 test('typed batches: BigInt64Array positions at and beyond 2^53 are refused before anything starts; 2^53 - U is accepted and reads nothing (attacked: no fault)', async (t) => {
-  const dir = tmp(t)
-  const { file } = patterned(dir, 2)
-  const fh = await open(file, 'r')
-  t.teardown(() => fh.close())
+  const { fh } = await patternedOpen(t, 2)
   const memory = fh.alloc(U)
   const one = (p: bigint) => fh.readMany({ memory, offsets: new Uint32Array([0]), lengths: new Uint32Array([U]), positions: new BigInt64Array([p]) })
   for (const p of [2n ** 53n, 2n ** 53n + 4096n, 2n ** 63n - 4096n, -4096n]) {
@@ -186,11 +184,8 @@ test('typed batches: BigInt64Array positions at and beyond 2^53 are refused befo
 })
 
 test('typed batches queued in one BatchWindow of 1: the arrays of a batch still waiting for room, rewritten and detached right after its call, change nothing (attacked: no fault)', async (t) => {
-  const dir = tmp(t)
   const blocks = 48
-  const { file, data } = patterned(dir, blocks)
-  const fh = await open(file, 'r')
-  t.teardown(() => fh.close())
+  const { fh, data } = await patternedOpen(t, blocks)
   const w = new BatchWindow(1)
   const n = 12
   const batches = [0, 1, 2].map((k) => {
@@ -215,8 +210,7 @@ fxTest('typed batches on ramfs (buffered fallback, its cache dropped with the en
   const fx = must(ramfsDir())
   t.teardown(() => fx.cleanup())
   const file = path.join(fx.dir, 'r')
-  const fh = await open(file, 'w+', { direct: 'prefer' })
-  t.teardown(() => fh.close())
+  const fh = await opened(t, file, 'w+', { direct: 'prefer' })
   if (fh.direct || fh.uncached || fh.fallbackReason === '') return t.fail(`ramfs took O_DIRECT or RWF_DONTCACHE here (direct ${String(fh.direct)}, uncached ${String(fh.uncached)}): no cache drop to attack`)
   const n = 16
   const memory = fh.alloc(n * U)
@@ -244,8 +238,7 @@ fxTest('typed readMany aborted while its ops are held in a FUSE server: each op\
   const blocks = 16
   const fx = must(faultFs({ size: blocks * U, hold: 'held', threads: 4 }))
   t.teardown(() => fx.cleanup())
-  const fh = await open(fx.file, 'r')
-  t.teardown(() => fh.close())
+  const fh = await opened(t, fx.file, 'r')
   const n = blocks
   const memory = fh.alloc(n * U)
   const want = perm(n, blocks)
@@ -282,8 +275,7 @@ fxTest('typed writeMany on a full ext4: each failed op\'s error names the positi
   const fx = must(fullFs(8, { kind: 'loop-ext4' }))
   t.teardown(() => fx.cleanup())
   const file = path.join(fx.dir, 'big')
-  const fh = await open(file, 'w+')
-  t.teardown(() => fh.close())
+  const fh = await opened(t, file, 'w+')
   const n = Math.ceil(fx.freeBytes / U) + 64
   const chunk = 64
   const memory = fh.alloc(chunk * U)
@@ -313,8 +305,7 @@ fxTest('typed readMany on FUSE with EIO at some blocks: the errors carry the cal
   const bad = [5, 17]
   const fx = must(faultFs({ size: blocks * U, eioAt: bad.map((b) => b * U + 100) }))
   t.teardown(() => fx.cleanup())
-  const fh = await open(fx.file, 'r')
-  t.teardown(() => fh.close())
+  const fh = await opened(t, fx.file, 'r')
   const whole = await fs.promises.readFile(fx.file).catch(() => undefined) // EIO blocks unreadable here too
   const n = blocks
   const memory = fh.alloc(n * U)

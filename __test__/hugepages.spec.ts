@@ -8,11 +8,10 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 
-import test from 'ava'
-
 import { addressOf, allocAligned, createReadStream, createWriteStream, open, PAGE_SIZE } from '../dist/index.js'
 import { isRoot, thpMode, withThp } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
 
 const MiB = 1024 * 1024
 const HUGE = 2 * MiB
@@ -34,15 +33,9 @@ function hugeReason(): string | undefined {
   return physicalReason()
 }
 
-// Serial, in this order: the last test turns transparent huge pages off machine-wide, which run
-// beside the others made their memory small pages (and the pool keeps regions faulted in then).
-function testIf(reason: string | undefined, title: string, fn: Parameters<typeof test>[1]): void {
-  if (reason === undefined) test.serial(title, fn)
-  else {
-    console.log(`skipped '${title}': ${reason}`)
-    test.skip(`${title} (skipped: ${reason})`, fn)
-  }
-}
+// Serial (testIf's last argument), in this order: the last test turns transparent huge pages off
+// machine-wide, which run beside the others made their memory small pages (and the pool keeps
+// regions faulted in then).
 
 interface Page {
   present: boolean
@@ -111,7 +104,7 @@ testIf(hugeReason(), 'allocAligned and fh.alloc of 1 MiB: one physically contigu
   } finally {
     await fh.close()
   }
-})
+}, true)
 
 testIf(hugeReason(), 'createReadStream chunks: physically contiguous huge-page memory', async (t) => {
   const { file, data } = dataFile(3 * MiB)
@@ -121,7 +114,7 @@ testIf(hugeReason(), 'createReadStream chunks: physically contiguous huge-page m
   t.is(chunks.length, 2)
   for (const c of chunks) t.true(isContiguousHuge(c), `chunk at ${2 * chunks.indexOf(c)} MiB`)
   t.true(Buffer.concat(chunks).equals(data))
-})
+}, true)
 
 testIf(physicalReason() ?? (thpMode() === undefined ? 'the kernel has no transparent huge pages' : undefined), 'with transparent huge pages off (enabled=never): allocations and direct I/O work on small pages, the setting is restored (machine-wide)', async (t) => {
   const before = thpMode()
@@ -147,4 +140,4 @@ testIf(physicalReason() ?? (thpMode() === undefined ? 'the kernel has no transpa
     t.true(fs.readFileSync(copy).equals(data))
   })
   t.is(thpMode(), before, 'restored')
-})
+}, true)

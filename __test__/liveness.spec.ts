@@ -15,7 +15,7 @@ import { fxTest, must } from './helpers/fxtest.js'
 import { limiter } from './helpers/limit.ts'
 
 import { probe } from '../dist/index.js'
-import { faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
+import { type FaultFs, faultFs, patternBuffer, type Requirement } from './helpers/fixtures.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(__dirname, '..')
@@ -39,6 +39,23 @@ function runtimeCmd(name: 'node20' | 'node22' | 'bun' | 'deno'): { cmd: string; 
 }
 const RUNTIMES = ['node20', 'node22', 'bun', 'deno'] as const
 const runtimes = Object.fromEntries(RUNTIMES.map((r) => [r, runtimeCmd(r)]))
+
+type Runtime = { cmd: string; pre: string[] }
+
+/** A case run in runtime `rt` on `backend` (skipped with the reason where either is missing) over a faultfs file whose reads the daemon holds until released. */
+function heldFuseTest(rt: Runtime | { skip: string }, backend: Backend, title: string, body: (t: ExecutionContext, rt: Runtime, fx: FaultFs) => Promise<void>): void {
+  fxTest(
+    title,
+    FAULT,
+    async (t) => {
+      if ('skip' in rt) return
+      const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+      t.teardown(() => fx.cleanup())
+      await body(t, rt, fx)
+    },
+    'skip' in rt ? rt.skip : backendSkip(backend),
+  )
+}
 
 interface ChildOut {
   ticks: number
@@ -93,30 +110,21 @@ for (const rtName of RUNTIMES) {
   const rt = runtimes[rtName]
   for (const backend of BACKENDS) {
     const title = `[${rtName}] [${backend}] FUSE holding replies, 24 O_DIRECT reads (> max_background 16): timers keep firing while every read is held`
-    const skip = 'skip' in rt ? rt.skip : backendSkip(backend)
-    fxTest(
-      title,
-      FAULT,
-      async (t) => {
-        if ('skip' in rt) return
-        const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
-        t.teardown(() => fx.cleanup())
-        const n = 24
-        // io_uring issues all 24 (punted to io-wq): the daemon sees max_background of them.
-        // aio's and the pool's ops run on the 4 pool threads: the daemon sees 4.
-        const minHeld = backend === 'io_uring' ? 16 : 4
-        const r = await runChild(t, rt, { mode: 'fuse', file: fx.file, backend, n, statsFile: fx.statsFile, holdFile: fx.holdFile, minHeld }, () => fx.release())
-        t.is(r.ticks, 20, `timer ticks seen while the daemon held >= ${minHeld} reads and none had settled (max held ${r.maxHeld})`)
-        t.true(r.maxHeld >= minHeld)
-        t.is(r.backend, backend)
-        t.deepEqual(
-          r.sums,
-          Array.from({ length: n }, (_, i) => [4096, sumOf(patternBuffer(i * 4096, 4096))]),
-          'each read returned its own block',
-        )
-      },
-      skip,
-    )
+    heldFuseTest(rt, backend, title, async (t, rt, fx) => {
+      const n = 24
+      // io_uring issues all 24 (punted to io-wq): the daemon sees max_background of them.
+      // aio's and the pool's ops run on the 4 pool threads: the daemon sees 4.
+      const minHeld = backend === 'io_uring' ? 16 : 4
+      const r = await runChild(t, rt, { mode: 'fuse', file: fx.file, backend, n, statsFile: fx.statsFile, holdFile: fx.holdFile, minHeld }, () => fx.release())
+      t.is(r.ticks, 20, `timer ticks seen while the daemon held >= ${minHeld} reads and none had settled (max held ${r.maxHeld})`)
+      t.true(r.maxHeld >= minHeld)
+      t.is(r.backend, backend)
+      t.deepEqual(
+        r.sums,
+        Array.from({ length: n }, (_, i) => [4096, sumOf(patternBuffer(i * 4096, 4096))]),
+        'each read returned its own block',
+      )
+    })
   }
   for (const backend of BACKENDS) {
     const title = `[${rtName}] [${backend}] a read of a FIFO nobody writes to (direct: 'off') leaves the loop turning`
@@ -290,7 +298,8 @@ for (const rtName of RUNTIMES) {
 
 // 2b. Ops the kernel cannot cancel (a FUSE daemon that never answers) hold up neither worker
 // termination (the engine waits 2 s, then hands them and their memory to the process-wide reaper,
-// which frees them once the daemon answers; io_uring with ODIRECT_URING_SETUP=coop) on any
+// which frees them once the daemon answers; on io_uring a worker's reads on a FUSE file go to
+// its COOP_TASKRUN may-block ring, which the reaper can drain, not to its DEFER_TASKRUN ring) on any
 // backend, nor process exit on io_uring (its io-wq workers do not keep the process). On aio and
 // the thread pool the reads are synchronous requests of odirect's pool threads, which the kernel
 // keeps waiting (uninterruptibly) for the daemon's reply: there the process exits once it comes.
@@ -299,35 +308,27 @@ for (const rtName of RUNTIMES) {
   for (const backend of BACKENDS) {
     for (const mode of backend === 'io_uring' ? (['terminate', 'exit'] as const) : (['terminate'] as const)) {
       const title = `[${rtName}] [${backend}] reads held forever by FUSE: ${mode === 'exit' ? 'process.exit() exits' : 'worker.terminate() returns'}`
-      const skip = 'skip' in rt ? rt.skip : backendSkip(backend)
-      fxTest(
-        title,
-        FAULT,
-        async (t) => {
-          if ('skip' in rt) return
-          const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
-          t.teardown(() => fx.cleanup())
-          // The hold is released only once the child has said it is done (or by the rescue).
-          // COOP_TASKRUN: a worker's DEFER_TASKRUN ring (the default) is kept, not reaped.
-          const env = { ODIRECT_URING_SETUP: 'coop' }
-          const r = await runChild<Record<string, unknown>>(t, rt, { mode, backend, file: fx.file, statsFile: fx.statsFile, env }, () => fx.release(), HELD_CHILD, () => {
-            if (mode === 'terminate') fx.release()
-          })
-          if (mode === 'terminate') {
-            t.is(r.terminated, true)
-            // Once the daemon answered, the reaper freed what the worker left (the reads the
-            // kernel held: 4 or 5, the pool may not have started the fifth), their memory and
-            // the worker's eventfd. Deno may return from terminate() before its teardown (whose
-            // wait then sees the reads complete): there nothing needs reaping.
-            const [engines, freed, ops, opsFreed, heldBytes] = r.reaper as number[]
-            t.true(r.eventfdsBack, "the worker's eventfd closed")
-            t.deepEqual({ freed, opsFreed, heldBytes }, { freed: engines, opsFreed: ops, heldBytes: 0 }, `reaper: ${r.reaper}`)
-            if (rtName !== 'deno') t.true(engines === 1 && ops >= 4, `reaper: ${r.reaper}`)
-          } else t.is(r.exiting, true)
-          t.true((r.held as number) >= 4, 'the reads were held by the daemon meanwhile')
-        },
-        skip,
-      )
+      heldFuseTest(rt, backend, title, async (t, rt, fx) => {
+        // The hold is released only once the child has said it is done (or by the rescue).
+        // Default ring setup: ODIRECT_URING_SETUP and ODIRECT_MAY_BLOCK_RING from ava's
+        // environment are not passed on.
+        const env = { ODIRECT_URING_SETUP: '', ODIRECT_MAY_BLOCK_RING: '' }
+        const r = await runChild<Record<string, unknown>>(t, rt, { mode, backend, file: fx.file, statsFile: fx.statsFile, env }, () => fx.release(), HELD_CHILD, () => {
+          if (mode === 'terminate') fx.release()
+        })
+        if (mode === 'terminate') {
+          t.is(r.terminated, true)
+          // Once the daemon answered, the reaper freed what the worker left (the reads the
+          // kernel held: 4 or 5, the pool may not have started the fifth), their memory and
+          // the worker's eventfd. Deno may return from terminate() before its teardown (whose
+          // wait then sees the reads complete): there nothing needs reaping.
+          const [engines, freed, ops, opsFreed, heldBytes] = r.reaper as number[]
+          t.true(r.eventfdsBack, "the worker's eventfd closed")
+          t.deepEqual({ freed, opsFreed, heldBytes }, { freed: engines, opsFreed: ops, heldBytes: 0 }, `reaper: ${r.reaper}`)
+          if (rtName !== 'deno') t.true(engines === 1 && ops >= 4, `reaper: ${r.reaper}`)
+        } else t.is(r.exiting, true)
+        t.true((r.held as number) >= 4, 'the reads were held by the daemon meanwhile')
+      })
     }
   }
 }

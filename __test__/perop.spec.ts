@@ -6,7 +6,7 @@ import * as path from 'node:path'
 
 import test from 'ava'
 
-import { open } from '../dist/index.js'
+import { type FileHandle, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 
 const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/var/tmp', 'odirect-perop-'))
@@ -14,13 +14,26 @@ test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }))
 
 const UNIT = 4096
 
-function patterned(blocks: number): string {
-  const file = path.join(dir, `data-${blocks}`)
-  const b = Buffer.alloc(blocks * UNIT)
-  for (let i = 0; i < blocks; i++) b.fill(i + 1, i * UNIT, (i + 1) * UNIT)
-  fs.writeFileSync(file, b)
-  return file
+const BLOCKS = 8
+
+/** Runs `fn` on a handle of a file of BLOCKS blocks, block i all bytes i + 1; closes it after. */
+async function onPatterned(fn: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const file = path.join(dir, 'data')
+  if (!fs.existsSync(file)) {
+    const b = Buffer.alloc(BLOCKS * UNIT)
+    for (let i = 0; i < BLOCKS; i++) b.fill(i + 1, i * UNIT, (i + 1) * UNIT)
+    fs.writeFileSync(file, b)
+  }
+  const fh = await open(file, 'r')
+  try {
+    await fn(fh)
+  } finally {
+    await fh.close()
+  }
 }
+
+/** `v` holds block `at` (checked at both ends). */
+const holds = (v: Uint8Array, at: number): boolean => v[0] === at + 1 && v[v.length - 1] === at + 1
 
 const stats = (): [number, number] => {
   const [hits, searches] = getEngine().native.lookupStats
@@ -28,37 +41,33 @@ const stats = (): [number, number] => {
 }
 
 test.serial('reads one at a time into one odirect buffer: the look-up is answered by the cache, not the registry', async (t) => {
-  const fh = await open(patterned(8), 'r')
-  try {
+  await onPatterned(async (fh) => {
     const buf = fh.alloc(UNIT)
     await fh.read(buf, { position: 0 })
     const [h0, s0] = stats()
     for (let i = 0; i < 200; i++) {
-      const at = i % 8
+      const at = i % BLOCKS
       const { bytesRead } = await fh.read(buf, { position: at * UNIT })
       t.is(bytesRead, UNIT)
-      t.true(buf[0] === at + 1 && buf[UNIT - 1] === at + 1)
+      t.true(holds(buf, at))
     }
     const [h1, s1] = stats()
     t.is(h1 - h0, 200, `cache hits ${h1 - h0}, registry searches ${s1 - s0}`)
     t.is(s1 - s0, 0)
-  } finally {
-    await fh.close()
-  }
+  })
 })
 
 test.serial('alternating buffers and views inside one allocation: each read lands in its own memory', async (t) => {
-  const fh = await open(patterned(8), 'r')
-  try {
+  await onPatterned(async (fh) => {
     const a = fh.alloc(UNIT)
     const big = fh.alloc(4 * UNIT)
     const views = [a, big.subarray(UNIT, 2 * UNIT), big.subarray(3 * UNIT)]
     const [h0, s0] = stats()
     for (let i = 0; i < 30; i++) {
       const v = views[i % 3]
-      const at = i % 8
+      const at = i % BLOCKS
       await fh.read(v, { position: at * UNIT })
-      t.true(v[0] === at + 1 && v[UNIT - 1] === at + 1)
+      t.true(holds(v, at))
     }
     // Around the views of `big` the rest of it was never written.
     t.is(big[0], 0)
@@ -67,14 +76,11 @@ test.serial('alternating buffers and views inside one allocation: each read land
     t.is(h1 - h0 + (s1 - s0), 30)
     // a <-> big: a registry search each time the allocation changes, hits within `big`.
     t.true(s1 - s0 <= 20 && h1 - h0 >= 10, `hits ${h1 - h0}, searches ${s1 - s0}`)
-  } finally {
-    await fh.close()
-  }
+  })
 })
 
 test.serial('a plain Buffer at the same place the cache knows is not taken for odirect memory (bounce buffer, right data)', async (t) => {
-  const fh = await open(patterned(8), 'r')
-  try {
+  await onPatterned(async (fh) => {
     const buf = fh.alloc(UNIT)
     await fh.read(buf, { position: 0 })
     // Same length, not odirect's: the look-up must search (and find nothing), not answer from
@@ -87,7 +93,5 @@ test.serial('a plain Buffer at the same place the cache knows is not taken for o
     t.is(plain[UNIT - 1], 3)
     const [, s1] = stats()
     t.true(s1 - s0 <= 1)
-  } finally {
-    await fh.close()
-  }
+  })
 })

@@ -83,6 +83,8 @@ export interface FaultFsOptions {
   holdWrites?: boolean
   /** fsync/fdatasync on the data file fail with EIO. */
   fsyncEio?: boolean
+  /** FLUSH requests of the data file (each close of it) wait on the hold file / delay like reads. */
+  holdFlush?: boolean
   /** Don't set FOPEN_DIRECT_IO: buffered opens use the page cache, O_DIRECT opens FUSE's direct_IO. */
   pageCache?: boolean
   /** Name of the data file (default 'data'). */
@@ -958,6 +960,7 @@ function faultFsArgs(o: FaultFsOptions, holdFile: string | undefined): string[] 
   if (o.shortWrites) a.push('--short-writes')
   if (o.holdWrites) a.push('--hold-writes')
   if (o.fsyncEio) a.push('--fsync-eio')
+  if (o.holdFlush) a.push('--hold-flush')
   if (o.pageCache) a.push('--page-cache')
   if (o.name) a.push('--name', o.name)
   if (o.threads) a.push('--threads', String(o.threads))

@@ -7,6 +7,9 @@ import { Worker } from 'node:worker_threads'
 
 const cfg = JSON.parse(process.argv[2])
 const held = () => Number(/held=(\d+)/.exec(fs.readFileSync(cfg.statsFile, 'utf8'))?.[1] ?? 0)
+// Polled, though faultfs announces each change on its stdout: fs.watch there (inotify) made
+// Deno's worker-terminate case see an extra eventfd left open and Bun's process.exit() die of a
+// signal (tried in the eleventh session).
 const waitHeld = (n) =>
   new Promise((resolve) => {
     const iv = setInterval(() => {

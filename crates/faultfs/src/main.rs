@@ -8,7 +8,7 @@
 //! ```text
 //! faultfs MOUNTPOINT [--size BYTES] [--eio-at OFF[,OFF...]] [--delay-ms N]
 //!         [--hold-file PATH] [--short-reads] [--read-max BYTES] [--short-writes] [--hold-writes]
-//!         [--fsync-eio] [--page-cache] [--name NAME] [--threads N]
+//!         [--fsync-eio] [--hold-flush] [--page-cache] [--name NAME] [--threads N]
 //!         [--allow-other] [--verbose]
 //! ```
 //!
@@ -23,6 +23,8 @@
 //! * `--short-writes`    a write stores and acknowledges max(1, len / 2) bytes.
 //! * `--hold-writes`     apply `--delay-ms` and `--hold-file` to writes as well.
 //! * `--fsync-eio`       fsync/fdatasync of the data file fail with EIO.
+//! * `--hold-flush`      apply `--delay-ms` and `--hold-file` to FLUSH requests of the data file
+//!   (each close(2) of it): counted in `inflight` and `held` like data requests.
 //! * `--page-cache`      do not set FOPEN_DIRECT_IO on open: buffered opens go through the
 //!   page cache, O_DIRECT opens use the kernel's FUSE direct_IO path.
 //!   By default every open gets FOPEN_DIRECT_IO (+ FOPEN_PARALLEL_DIRECT_WRITES), so every
@@ -87,6 +89,7 @@ struct Opts {
     short_writes: bool,
     hold_writes: bool,
     fsync_eio: bool,
+    hold_flush: bool,
     page_cache: bool,
     name: String,
     threads: usize,
@@ -96,7 +99,7 @@ struct Opts {
 
 const USAGE: &str =
     "usage: faultfs MOUNTPOINT [--size BYTES] [--eio-at OFF[,OFF...]] [--delay-ms N] \
-[--hold-file PATH] [--short-reads] [--short-writes] [--hold-writes] [--fsync-eio] [--page-cache] \
+[--hold-file PATH] [--short-reads] [--short-writes] [--hold-writes] [--fsync-eio] [--hold-flush] [--page-cache] \
 [--name NAME] [--threads N] [--allow-other] [--verbose]";
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -126,6 +129,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         short_writes: false,
         hold_writes: false,
         fsync_eio: false,
+        hold_flush: false,
         page_cache: false,
         name: "data".to_string(),
         threads: 1,
@@ -175,6 +179,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--short-writes" => o.short_writes = true,
             "--hold-writes" => o.hold_writes = true,
             "--fsync-eio" => o.fsync_eio = true,
+            "--hold-flush" => o.hold_flush = true,
             "--page-cache" => o.page_cache = true,
             "--allow-other" => o.allow_other = true,
             "--verbose" | "-v" => o.verbose = true,
@@ -610,12 +615,17 @@ impl Filesystem for FaultFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        if self.opts.hold_flush && u64::from(ino) == INO_DATA {
+            self.stats.inc(&self.stats.inflight);
+            self.answer(false, move || reply.ok());
+        } else {
+            reply.ok();
+        }
     }
 
     fn fsync(

@@ -46,6 +46,8 @@ pub(crate) struct OpRec {
     pub(crate) batch: Option<(u32, u32)>,
     /// A write stream's chained write: its chain id (see `stream::Chains`).
     pub(crate) chain: Option<u32>,
+    /// On the may-block ring ([`APART`]), not its backend's driver (see `Inner::route`).
+    apart: bool,
 }
 
 impl OpRec {
@@ -83,6 +85,16 @@ impl OpRec {
             link: false,
             batch: None,
             chain: None,
+            apart: false,
+        }
+    }
+
+    /// Its driver's place in `Inner::drivers`.
+    fn driver(&self) -> usize {
+        if self.apart {
+            APART
+        } else {
+            self.backend.index()
         }
     }
 
@@ -112,8 +124,15 @@ pub struct Inner {
     pub js: Option<Js>,
     /// None once torn down.
     eventfd: Option<Arc<OwnedFd>>,
-    /// The drivers started so far, by `BackendKind::index`.
-    drivers: [Option<Box<dyn Driver>>; 3],
+    /// The drivers started so far, by `BackendKind::index`, then the may-block ring ([`APART`]).
+    drivers: [Option<Box<dyn Driver>>; 4],
+    /// Ops on may-block descriptors go to the may-block ring (see [`APART`]): set when this
+    /// thread's io_uring is made, in a worker whose ring is DEFER_TASKRUN.
+    apart: bool,
+    /// The queue depth this thread's io_uring was made with (the may-block ring's too).
+    ring_depth: u32,
+    /// This engine's thread is not the process's main thread (see [`Inner::route`]).
+    worker: bool,
     pub(crate) ops: Vec<Option<OpRec>>,
     free: Vec<u32>,
     /// Ids of ops reaped whose completions are still on their way to JS: free again only after
@@ -276,6 +295,30 @@ const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
 
 pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 
+/// `Inner::drivers[APART]`: in a worker whose io_uring is DEFER_TASKRUN (the default), ops on
+/// descriptors whose I/O may wait on a server (FUSE, NFS, procfs...: `FD_MAY_BLOCK`) go to a
+/// second, COOP_TASKRUN ring made on the first such op. When the worker is terminated while a
+/// stalled server holds them, a DEFER_TASKRUN ring would never post their completions (only
+/// its dead submitter may run that task work), so it and the ops' memory were kept for the life
+/// of the process; a COOP_TASKRUN ring's completions come without its submitter, so the
+/// process-wide reaper frees it all once the server answers (`crate::reaper`). Such ops are
+/// punted to io-wq workers on either ring (IOSQE_ASYNC), so the COOP ring costs them nothing
+/// (faultfs 4 KiB reads at depth 16 in a worker, 6 interleaved pairs of 1.5 s, load 1.8: 1.08x
+/// the reads/s of the DEFER_TASKRUN ring, per pair 0.96-1.14; CPU per op 9.4-9.9 vs 9.9-10.5
+/// us); the fast files (disk, tmpfs) stay on the DEFER_TASKRUN ring (COOP_TASKRUN costs
+/// ~17% on tmpfs at depth 64 in a worker). The main thread keeps one ring: its ops end with the
+/// process. `ODIRECT_MAY_BLOCK_RING=0` keeps may-block ops on the thread's ring (for A/B).
+const APART: usize = 3;
+
+/// Whether this thread is not the process's main thread (a worker's JS thread).
+fn in_worker() -> bool {
+    // The raw system call: glibc has a gettid() wrapper only from 2.30 (the addon links
+    // against 2.17's symbols).
+    // SAFETY: gettid has no arguments and no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tid != i64::from(std::process::id())
+}
+
 /// An engine-only fact of a descriptor (masked off before the drivers see its facts): a
 /// regular file on tmpfs or ramfs. No device works on its ops, only CPUs copying (io-wq workers
 /// on io_uring, sharing the CPUs with the JS thread): submitting them earlier gains nothing,
@@ -331,7 +374,10 @@ impl Inner {
             env,
             js: None,
             eventfd: Some(Arc::new(efd)),
-            drivers: [None, None, None],
+            drivers: [None, None, None, None],
+            apart: false,
+            ring_depth: 0,
+            worker: in_worker(),
             ops: Vec::new(),
             free: Vec::new(),
             retired: Vec::new(),
@@ -447,6 +493,14 @@ impl Inner {
                         return why;
                     }
                 }
+                if kind == BackendKind::IoUring {
+                    self.ring_depth = opts.queue_depth;
+                    self.apart = d
+                        .describe()
+                        .starts_with(io::ring::Setup::DeferTaskrun.name())
+                        && self.worker
+                        && std::env::var("ODIRECT_MAY_BLOCK_RING").as_deref() != Ok("0");
+                }
                 self.drivers[i] = Some(d);
                 String::new()
             }
@@ -475,10 +529,34 @@ impl Inner {
     /// (ftruncate before Linux 6.9; fallocate, ftruncate and close on aio) or would block on
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
-    fn route(&mut self, rec: &mut OpRec) {
+    fn route(&mut self, rec: &mut OpRec, facts: u8) {
         // The drivers' facts only (aio sends any descriptor with a fact elsewhere).
-        let facts = self.fds.facts(rec.kind.fd()) & !FD_INLINE;
-        let Some(d) = self.drivers[rec.backend.index()].as_ref() else {
+        let facts = facts & !FD_INLINE;
+        if self.worker
+            && rec.backend == BackendKind::IoUring
+            && facts & FD_MAY_BLOCK != 0
+            && matches!(rec.kind, OpKind::Close { .. })
+            && self.ensure(BackendKind::ThreadPool, 0, 0).is_empty()
+        {
+            // In a worker, the close of a FUSE file goes to the thread pool: it waits for the
+            // server's FLUSH reply, a request the kernel waits for uninterruptibly, and a thread
+            // that exits waits for its io_uring's io-wq workers (io_wq_put_and_exit): a worker
+            // terminated while a stalled server held its close could not end, and Node's main
+            // thread, joining it, froze until the server answered. A pool thread is the
+            // process's own: the worker ends, the reaper takes the pool.
+            rec.backend = BackendKind::ThreadPool;
+            return;
+        }
+        if self.apart
+            && rec.backend == BackendKind::IoUring
+            && facts & FD_MAY_BLOCK != 0
+            && self.ensure_apart()
+        {
+            rec.apart = true;
+            // Buffers are registered with the thread's ring only.
+            rec.fixed = None;
+        }
+        let Some(d) = self.drivers[rec.driver()].as_ref() else {
             return;
         };
         match d.placement(&rec.kind, facts) {
@@ -487,14 +565,45 @@ impl Inner {
             Placement::Elsewhere => {
                 if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
                     rec.backend = BackendKind::ThreadPool;
+                    rec.apart = false;
                 }
             }
         }
     }
 
+    /// Makes the may-block ring ([`APART`]) if there is none yet; false when it cannot be made
+    /// (such ops then stay on the thread's ring, as before).
+    fn ensure_apart(&mut self) -> bool {
+        if self.drivers[APART].is_some() {
+            return true;
+        }
+        let Some(efd) = self.eventfd.as_ref() else {
+            return false;
+        };
+        match io::ring::LocalRing::coop(self.ring_depth, efd.as_raw_fd()) {
+            Ok(r) => {
+                self.drivers[APART] = Some(Box::new(r));
+                true
+            }
+            Err(u) => {
+                if self.debug {
+                    trace(format_args!("odirect: no may-block ring: {}", u.reason));
+                }
+                self.apart = false;
+                false
+            }
+        }
+    }
+
     /// Takes `rec` in (in flight from now on) and stages it for the next flush.
-    pub(crate) fn stage(&mut self, mut rec: OpRec) -> u32 {
-        self.route(&mut rec);
+    pub(crate) fn stage(&mut self, rec: OpRec) -> u32 {
+        let facts = self.fds.facts(rec.kind.fd());
+        self.stage_with(rec, facts)
+    }
+
+    /// [`Inner::stage`] routed by `facts` (a close's: its descriptor has left the table).
+    fn stage_with(&mut self, mut rec: OpRec, facts: u8) -> u32 {
+        self.route(&mut rec, facts);
         let k = self.slot(rec);
         self.inflight += 1;
         self.update_ref();
@@ -749,9 +858,9 @@ impl Inner {
     /// (IOSQE_IO_LINK; see `LocalRing::push_chain`). False for other backends or submitted ops.
     pub fn set_link(&mut self, key: u32) -> bool {
         let drivers = &self.drivers;
-        let links = |k: BackendKind| drivers[k.index()].as_ref().is_some_and(|d| d.links());
+        let links = |i: usize| drivers[i].as_ref().is_some_and(|d| d.links());
         match self.ops.get_mut(key as usize) {
-            Some(Some(rec)) if !rec.submitted && links(rec.backend) => {
+            Some(Some(rec)) if !rec.submitted && links(rec.driver()) => {
                 rec.link = true;
                 true
             }
@@ -763,13 +872,16 @@ impl Inner {
     /// before Linux 6.9 or close on aio, to the thread pool).
     pub fn simple(&mut self, kind: BackendKind, op: OpKind) -> Result<u32, CaptureError> {
         self.ready(kind)?;
+        let facts = self.fds.facts(op.fd());
         if let OpKind::Close { fd } = op {
             self.fds.remove(fd);
             for d in self.drivers.iter_mut().flatten() {
                 d.unregister_fd(fd);
             }
         }
-        Ok(self.stage(OpRec::new(kind, op, None, Mems::None, None)))
+        // A close is routed as the descriptor's other ops were: on FUSE it waits for the
+        // server's FLUSH reply.
+        Ok(self.stage_with(OpRec::new(kind, op, None, Mems::None, None), facts))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
@@ -871,7 +983,7 @@ impl Inner {
         let want = self.staged.len();
         // Taken for the loop and given back empty: its capacity serves every flush.
         let mut staged = std::mem::take(&mut self.staged);
-        let mut used = [false; 3];
+        let mut used = [false; 4];
         for k in staged.drain(..) {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -885,7 +997,7 @@ impl Inner {
                 trace(format_args!("odirect: submit id={k} {what}"));
                 rec.debug = Some(what);
             }
-            let i = rec.backend.index();
+            let i = rec.driver();
             let d = self.drivers[i].as_mut().expect("checked at staging");
             let op = OpRef {
                 key: k as u64,
@@ -972,7 +1084,7 @@ impl Inner {
             eventfd::signal(self.eventfd());
             return;
         }
-        if let Some(d) = self.drivers[rec.backend.index()].as_mut() {
+        if let Some(d) = self.drivers[rec.driver()].as_mut() {
             d.cancel(key as u64);
         }
     }
@@ -1262,11 +1374,11 @@ impl Inner {
     /// reaped the op's completion; then the backend, the registered buffers and the eventfd go
     /// too. Backends with nothing left stop normally.
     fn abandon_the_rest(&mut self) {
-        let mut busy = [false; 3];
+        let mut busy = [false; 4];
         let mut ops = std::collections::HashMap::new();
         for (key, slot) in self.ops.iter_mut().enumerate() {
             let Some(mut rec) = slot.take() else { continue };
-            busy[rec.backend.index()] = true;
+            busy[rec.driver()] = true;
             let mut bytes = 0;
             for m in rec.mem.as_mut_slice() {
                 // SAFETY: teardown runs on the JS thread of self.env, which made the reference.

@@ -88,7 +88,8 @@ impl Setup {
 /// reap them and free their memory and the ring (see `Driver::orphan`). DEFER_TASKRUN stays
 /// the default on every thread: COOP_TASKRUN in a worker measured 17% fewer tmpfs reads at
 /// depth 64 (614k vs 736k/s, 3.03 vs 2.54 µs CPU per op; disk and depth 1: no difference);
-/// `ODIRECT_URING_SETUP=coop` makes workers' rings reclaimable.
+/// `ODIRECT_URING_SETUP=coop` makes workers' rings reclaimable (ops on may-block files go to a
+/// COOP_TASKRUN ring of their own in workers anyway: the addon's engine, `APART`).
 pub fn preferred_setup() -> Setup {
     match std::env::var("ODIRECT_URING_SETUP").as_deref() {
         Ok("coop") => Setup::CoopTaskrun,
@@ -212,7 +213,6 @@ impl LocalRing {
         sqpoll_idle_ms: u32,
         poll_ring: bool,
     ) -> Result<LocalRing, Unavailable> {
-        let entries = entries.clamp(8, 4096).next_power_of_two();
         let first = if sqpoll_idle_ms > 0 {
             Setup::Sqpoll
         } else if poll_ring && preferred_setup() == Setup::DeferTaskrun {
@@ -220,6 +220,24 @@ impl LocalRing {
         } else {
             preferred_setup()
         };
+        LocalRing::with_first(entries, eventfd, first, sqpoll_idle_ms, poll_ring)
+    }
+
+    /// A COOP_TASKRUN ring (plain where the kernel has none) that signals `eventfd`, whatever
+    /// `ODIRECT_URING_SETUP` says: its completions are posted without its submitter thread, so
+    /// it can be reaped from another thread once that thread is gone (see `Driver::orphan`).
+    pub fn coop(entries: u32, eventfd: RawFd) -> Result<LocalRing, Unavailable> {
+        LocalRing::with_first(entries, eventfd, Setup::CoopTaskrun, 0, false)
+    }
+
+    fn with_first(
+        entries: u32,
+        eventfd: RawFd,
+        first: Setup,
+        sqpoll_idle_ms: u32,
+        poll_ring: bool,
+    ) -> Result<LocalRing, Unavailable> {
+        let entries = entries.clamp(8, 4096).next_power_of_two();
         let (ring, setup, no_sqarray) =
             build(entries, first, sqpoll_idle_ms).map_err(|e| explain_setup_error(&e))?;
         if !poll_ring {
