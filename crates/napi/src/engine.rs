@@ -324,8 +324,9 @@ const WAIT_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
 /// an io_uring_enter to post the completion, an eventfd read every other op) and no turn of the
 /// event loop. No device is involved: the io-wq worker copies a few pages and completes, so
 /// the JS thread sleeps for that copy only (as it would in epoll). The wait's timeout is
-/// [`tick_safe_timeout`], never reached but for a page of a swapped-out file. Measured pinned
-/// to one CPU (the bench's QD 1 rows): p50 9.7 -> 7.4 µs, CPU 9.9 -> 8.3 µs per op.
+/// [`tick_safe_timeout`], never reached but for a page of a swapped-out file. Measured with
+/// `odirect bench` (QD 1 pinned to one CPU, 7 runs interleaved with fio): p50 10.8 -> 8.2 µs
+/// (1.80x -> 1.37x fio's), CPU 10.6 -> 8.8 µs per op.
 /// Chains of waits stop after `WAIT_BUDGET` until the loop turns, as for `waitMicros`.
 /// `ODIRECT_WAIT_TMPFS=0` turns it off.
 const TMPFS_WAIT_BYTES: u64 = 64 << 10;
