@@ -681,20 +681,31 @@ unsafe fn poll_wake(handle: *mut c_void, ring: bool) {
 /// On the JS thread of `shared`'s env, inside a call of one of our functions, with no borrow of
 /// the engine alive.
 pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> Result<(), ()> {
-    {
+    // A flush made by the microtasks of a wake-up's delivery (a continuation's op, e.g. the
+    // first lone tmpfs op after the loop woke us) runs inside that wake-up: its state (a ring
+    // wake-up leaves the eventfd alone; quiet drivers) is given back after this one's own
+    // wake-up, whose end turns announcements back on. Without that, the outer wake-up's later
+    // rounds read an empty eventfd (a system call each) and its drivers signal it again.
+    let outer = {
         let Ok(mut e) = shared.try_borrow_mut() else {
             return Err(());
         };
+        let outer = (e.ring_wake, e.quiet_now());
         // Only a read made inline to deliver: nothing signalled the eventfd for it.
         let inline = e.staged() == 0;
         if !e.flush_waiting() {
+            // A wait that timed out turned the ring's quiet off.
+            if outer.1 && !e.quiet_now() {
+                e.begin_wake();
+            }
             return Ok(());
         }
         // The ring posted the completion without signalling the eventfd when it could keep
         // quiet, and a polled ring never signals it: leave the eventfd alone (what another
         // driver signalled there wakes the loop, which reaps it).
         e.ring_wake = e.quiet_now() || e.poll_ring || inline;
-    }
+        outer
+    };
     // SAFETY (block): on the JS thread inside a call (forwarded contract).
     unsafe {
         let mut recv = ptr::null_mut();
@@ -713,8 +724,11 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
         }
     }
     if let Ok(mut e) = shared.try_borrow_mut() {
-        e.ring_wake = false;
+        e.ring_wake = outer.0;
         // Completions the wait left unreaped (none expected) are announced by `end_wake`.
+        if outer.1 && !e.closed {
+            e.begin_wake();
+        }
     }
     Ok(())
 }
