@@ -8,11 +8,13 @@
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { open } from '../dist/index.js'
 
+const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
 const TRACING = '/sys/kernel/tracing'
 const disk = fs.mkdtempSync('/var/tmp/odirect-regfix-')
@@ -98,7 +100,7 @@ for (const [where, dir, expected] of [
   if (why !== undefined) console.log(`skipped: ${title}`)
   ;(why === undefined ? test.serial : test.skip)(title, async (t) => {
     const script = `
-      const { open } = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'index.js'))})
+      const { open } = require(${JSON.stringify(DIST)})
       ;(async () => {
         const fh = await open(process.argv[1], 'w+', { backend: process.argv[2] })
         const reg = fh.registerBuffers(2, 4096)
