@@ -33,9 +33,10 @@ pub struct Pins {
 /// the fixed buffer's kernel mapping for less than through the user mapping, which outweighs
 /// the dearer import of a fixed buffer on the submitting thread (`io_import_reg_buf`). Measured
 /// with `odirect bench` on /dev/shm, 4 KiB per-op loops on `fh.registerBuffers` buffers, 14
-/// interleaved paired rounds with fio: QD 64 reads 1.06-1.08x IOPS at 0.89x CPU per op, QD 64
-/// writes 0.98-1.02x IOPS at 0.96-0.97x CPU per op, QD 1 reads 1.02x at 0.98x (README "Kernel
-/// features, measured"). `ODIRECT_FIXED_ON_COPY=0` sends them as plain READ / WRITE (the A/B
+/// interleaved paired rounds with fio: QD 64 reads 1.06-1.08x IOPS at 0.89-0.92x CPU per op,
+/// QD 64 writes 0.98-1.06x IOPS at 0.90-0.97x CPU per op, QD 1 reads 1.02x at 0.98x; the
+/// worker's copy of a write is 9.8% of the samples via the fixed buffer vs 15.0% via the user
+/// mapping (README "Kernel features, measured"). `ODIRECT_FIXED_ON_COPY=0` sends them as plain READ / WRITE (the A/B
 /// switch, read once). Native batches have their own switch (`batch::fixed_on_copy`).
 pub fn fixed_on_copy() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
