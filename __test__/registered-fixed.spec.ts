@@ -1,15 +1,20 @@
 // Which io_uring opcodes reads/writes of registered buffers go as: READ_FIXED / WRITE_FIXED on a
-// file on a block device (the kernel would pin each op's pages otherwise), plain READ / WRITE on
-// tmpfs (nothing to pin: the kernel copies, and the fixed-buffer import only costs). Observed
-// through the kernel's io_uring:io_uring_submit_req tracepoint, in a trace instance of this
-// test's own (so nothing global is touched), filtered to this process's JS thread.
+// file on a block device (the kernel would pin each op's pages otherwise) and on tmpfs too
+// (nothing to pin there, but the io-wq worker copies through the fixed buffer's kernel mapping
+// for less: crates/napi/src/pins.rs fixed_on_copy); plain READ / WRITE on tmpfs with
+// ODIRECT_FIXED_ON_COPY=0 (a child process: the switch is read once). Observed through the
+// kernel's io_uring:io_uring_submit_req tracepoint, in a trace instance of this test's own (so
+// nothing global is touched), filtered to the process that submits.
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { open } from '../dist/index.js'
 
+const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
 const TRACING = '/sys/kernel/tracing'
 const disk = fs.mkdtempSync('/var/tmp/odirect-regfix-')
@@ -19,12 +24,12 @@ test.after.always(() => {
   if (shm !== undefined) fs.rmSync(shm, { recursive: true, force: true })
 })
 
-/** Runs `fn` with io_uring_submit_req traced for this process; returns the opcodes submitted. */
-async function opcodes(fn: () => Promise<void>): Promise<string[]> {
+/** Runs `fn` with io_uring_submit_req traced for process `pid` (this one by default); returns the opcodes submitted. */
+async function opcodes(fn: () => Promise<void>, pid = process.pid): Promise<string[]> {
   const inst = fs.mkdtempSync(path.join(TRACING, 'instances', `odirect-regfix-${process.pid}-`))
   try {
     const ev = path.join(inst, 'events', 'io_uring', 'io_uring_submit_req')
-    fs.writeFileSync(path.join(ev, 'filter'), `common_pid == ${process.pid}`)
+    fs.writeFileSync(path.join(ev, 'filter'), `common_pid == ${pid}`)
     fs.writeFileSync(path.join(ev, 'enable'), '1')
     try {
       await fn()
@@ -48,7 +53,7 @@ const TRACE_WHY = tracing()
 
 for (const [where, dir, expected] of [
   ['a file on a block device (ext4 /var/tmp)', disk, ['WRITE_FIXED', 'READ_FIXED']],
-  ['a tmpfs file', shm, ['WRITE', 'READ']],
+  ['a tmpfs file', shm, ['WRITE_FIXED', 'READ_FIXED']],
 ] as const) {
   const why = TRACE_WHY ?? (dir === undefined ? 'no /dev/shm' : undefined)
   const title = `registered buffers on ${where} go to io_uring as ${expected.join(' / ')}${why ? ` (skipped: ${why})` : ''}`
@@ -83,6 +88,78 @@ for (const [where, dir, expected] of [
     } finally {
       await fh.close()
     }
+  })
+}
+
+// ODIRECT_FIXED_ON_COPY=0 (the A/B switch, read once: a child process) sends single ops on
+// registered memory on tmpfs as plain WRITE / READ. The child opens and registers, says `ready`,
+// and makes its write + read once told to on stdin; this process traces the child's pid meanwhile.
+{
+  const why = TRACE_WHY ?? (shm === undefined ? 'no /dev/shm' : undefined)
+  const title = `ODIRECT_FIXED_ON_COPY=0: registered buffers on a tmpfs file go to io_uring as WRITE / READ${why ? ` (skipped: ${why})` : ''}`
+  if (why !== undefined) console.log(`skipped: ${title}`)
+  ;(why === undefined ? test.serial : test.skip)(title, async (t) => {
+    const script = `
+      const { open } = require(${JSON.stringify(DIST)})
+      ;(async () => {
+        const fh = await open(process.argv[1], 'w+', { backend: process.argv[2] })
+        const reg = fh.registerBuffers(2, 4096)
+        reg.buffers[0].fill(5)
+        process.stdout.write('ready ' + fh.backend + ' ' + fh.direct + '\\n')
+        await new Promise((resolve) => process.stdin.once('data', resolve))
+        const w = (await fh.write(reg.buffers[0], { position: 4096 })).bytesWritten
+        const r = (await fh.read(reg.buffers[1], { position: 4096 })).bytesRead
+        process.stdout.write('done ' + w + ' ' + r + ' ' + reg.buffers[1].every((x) => x === 5) + '\\n')
+        reg.unregister()
+        await fh.close()
+        process.stdin.destroy()
+      })()`
+    const child = spawn(process.execPath, ['-e', script, path.join(shm as string, 'plain.bin'), BACKEND], {
+      env: { ...process.env, ODIRECT_FIXED_ON_COPY: '0' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    const waiters: (() => void)[] = []
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d
+      for (const w of waiters.splice(0)) w()
+    })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+    /** The child's first stdout line starting with `prefix`, once it has printed it. */
+    const line = (prefix: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const look = (): boolean => {
+          const l = out.split('\n').find((x) => x.startsWith(prefix))
+          if (l !== undefined) resolve(l)
+          return l !== undefined
+        }
+        const check = (): void => {
+          if (!look()) waiters.push(check)
+        }
+        check()
+        void exited.then(() => look() || reject(new Error(`child exited before '${prefix}': ${err}`)))
+      })
+    const ready = (await line('ready')).split(' ')
+    if (ready[1] !== 'io_uring' || ready[2] !== 'true') {
+      child.stdin.end('go\n')
+      t.log(`backend ${ready[1]}, direct ${ready[2]}: no fixed buffers to observe`)
+      t.is(await exited, 0, err)
+      return
+    }
+    let done = ''
+    const seen = await opcodes(async () => {
+      child.stdin.write('go\n')
+      done = await line('done')
+    }, child.pid)
+    t.is(await exited, 0, err)
+    t.is(done, 'done 4096 4096 true')
+    t.deepEqual(
+      seen.filter((o) => /^(READ|WRITE)/.test(o)),
+      ['WRITE', 'READ'],
+      `opcodes submitted: ${seen.join(', ')}`,
+    )
   })
 }
 

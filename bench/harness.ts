@@ -67,9 +67,10 @@ export interface Variant {
  * How an odirect run issues its ops: 'op' one promise per op (QD workers); 'batch' array-form
  * readMany/writeMany; 'typed' typed-array readMany/writeMany of BATCH_FACTOR x QD ops with
  * `{ window: QD }`; 'lanes' two typed calls of QD/2 alternating; 'queue' two typed calls of
- * BATCH_FACTOR x QD / 2 ops always queued in one BatchWindow of QD (never drains).
+ * BATCH_FACTOR x QD / 2 ops always queued in one BatchWindow of QD (never drains); 'registered'
+ * one promise per op on QD buffers of fh.registerBuffers (the odirect-registered row).
  */
-export const RUN_MODES = ['op', 'batch', 'typed', 'lanes', 'queue'] as const
+export const RUN_MODES = ['op', 'batch', 'typed', 'lanes', 'queue', 'registered'] as const
 export type RunMode = (typeof RUN_MODES)[number]
 
 export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
@@ -640,12 +641,14 @@ function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number
 /** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
 export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: RunMode): Promise<RunResult> {
   if (mode === 'typed' || mode === 'lanes' || mode === 'queue') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2, mode === 'queue')), ...nativeLatency(fh), path: enginePath(fh) }
-  const bufs = Array.from({ length: w.qd }, () => fh.alloc(w.bs))
+  const reg = mode === 'registered' ? fh.registerBuffers(w.qd, w.bs) : undefined
+  const bufs = reg ? reg.buffers.slice() : Array.from({ length: w.qd }, () => fh.alloc(w.bs))
   if (w.write) fillBuffers(bufs)
   const result =
-    mode === 'op'
+    mode === 'op' || mode === 'registered'
       ? await perOpLoop(w, size, limit, bufs, w.write ? (b, p) => fh.write(b, { position: p }) : (b, p) => fh.read(b, { position: p }))
       : await batchLoop(w, size, limit, bufs, w.write ? (o, opt) => fh.writeMany(o, opt) : (o, opt) => fh.readMany(o, opt))
+  reg?.unregister()
   return { ...result, ...nativeLatency(fh), path: enginePath(fh) }
 }
 

@@ -620,18 +620,15 @@ unsafe fn views_ops(
 }
 
 /// Whether a native batch's registered memory goes as READ_FIXED / WRITE_FIXED on a file the
-/// kernel serves by copying (tmpfs, ramfs, a buffered fallback), unlike an op's by default
-/// (`pins::fixed_on_copy`): a batch's region spans many pages, and the io-wq worker copying
+/// kernel serves by copying (tmpfs, ramfs, a buffered fallback), as a single op's does
+/// (`pins::fixed_on_copy`, its own switch): a batch's region spans many pages, and the io-wq worker copying
 /// into or out of it through the fixed buffer's kernel mapping spends less per op than
 /// through the user mapping (4 KiB typed batches at depth 64 on tmpfs, worker + JS-thread CPU
 /// per op 2.66-2.81 -> 2.30-2.48 µs for writes, 2.83-3.12 -> 2.59-2.80 for reads; README
 /// "Kernel features, measured"). `ODIRECT_BATCH_FIXED_ON_COPY=0` turns it off (read once).
 fn fixed_on_copy() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("ODIRECT_BATCH_FIXED_ON_COPY").as_deref() != Ok("0")
-            || crate::pins::fixed_on_copy()
-    })
+    *ON.get_or_init(|| std::env::var("ODIRECT_BATCH_FIXED_ON_COPY").as_deref() != Ok("0"))
 }
 
 /// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its

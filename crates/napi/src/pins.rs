@@ -27,14 +27,20 @@ pub struct Pins {
 }
 
 /// Whether reads/writes of registered memory on a file the kernel serves by copying (tmpfs,
-/// ramfs, a buffered fallback) still go as READ_FIXED / WRITE_FIXED. By default they do not:
-/// there are no pages to pin per op on such a file, so a fixed buffer saves nothing, and its
-/// import (`io_import_reg_buf`, on the submitting JS thread) costs more than a plain buffer's
-/// (profiled on tmpfs, 4 KiB reads at QD 64: 1.7% vs 0.6% of the CPU samples).
-/// `ODIRECT_FIXED_ON_COPY=1` keeps them fixed (the A/B switch).
+/// ramfs, a buffered fallback) still go as READ_FIXED / WRITE_FIXED. By default they do: there
+/// are no pages to pin per op on such a file, but the io-wq worker that makes the op (shmem has
+/// no non-blocking read or write, so io_uring hands each one to a worker) copies into or out of
+/// the fixed buffer's kernel mapping for less than through the user mapping, which outweighs
+/// the dearer import of a fixed buffer on the submitting thread (`io_import_reg_buf`). Measured
+/// with `odirect bench` on /dev/shm, 4 KiB per-op loops on `fh.registerBuffers` buffers, 14
+/// interleaved paired rounds with fio: QD 64 reads 1.06-1.08x IOPS at 0.89-0.92x CPU per op,
+/// QD 64 writes 0.98-1.06x IOPS at 0.90-0.97x CPU per op, QD 1 reads 1.02x at 0.98x; the
+/// worker's copy of a write is 9.8% of the samples via the fixed buffer vs 15.0% via the user
+/// mapping (README "Kernel features, measured"). `ODIRECT_FIXED_ON_COPY=0` sends them as plain READ / WRITE (the A/B
+/// switch, read once). Native batches have their own switch (`batch::fixed_on_copy`).
 pub fn fixed_on_copy() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ODIRECT_FIXED_ON_COPY").is_ok_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var("ODIRECT_FIXED_ON_COPY").as_deref() != Ok("0"))
 }
 
 /// The odirect allocations behind `views` (each view wholly inside one), or EINVAL when one is
