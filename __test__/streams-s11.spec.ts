@@ -8,16 +8,13 @@ import { once } from 'node:events'
 
 import test from 'ava'
 
-import { createWriteStream, type FileHandle, open } from '../dist/index.js'
+import { createWriteStream, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { scratchDirs } from './helpers/scratch.ts'
+import { inKernel, offerBlocks } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s11')
 
-/** The handle's ops in flight less the writes its stream's chain holds back in the engine (not yet in the kernel). */
-function inKernel(fh: FileHandle): number {
-  return fh.stats().inflight - getEngine().native.chainStats[2]
-}
 
 test.serial('write stream: a block its chain refuses (the write not staged as its own) keeps the writes in the kernel at writeBehind', async (t) => {
   const file = path.join(scratch(), 'refused.bin')
@@ -39,13 +36,8 @@ test.serial('write stream: a block its chain refuses (the write not staged as it
   const writeBehind = 2
   const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind })
   await once(ws, 'ready')
-  // Ten blocks offered at once; no completion reaches JS before the event loop's poll phase,
-  // so after these ticks every block the stream started is in the kernel (or staged for it).
-  let accepted = 0
-  const block = randomBytes(64 * 1024)
-  for (let i = 0; i < 10; i++) ws.write(block, () => accepted++)
-  for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
-  const early = { inKernel: inKernel(fh), accepted }
+  // Ten blocks offered at once (every block the stream started is then in the kernel or staged).
+  const { early, accepted, block } = await offerBlocks(fh, ws, 10, 64 * 1024)
   let most = early.inKernel
   const timer = setInterval(() => (most = Math.max(most, inKernel(fh))), 0)
   ws.end()
@@ -55,7 +47,7 @@ test.serial('write stream: a block its chain refuses (the write not staged as it
   t.true(refused >= 1)
   t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })
   t.true(most <= writeBehind, `in the kernel: ${most}`)
-  t.is(accepted, 10)
+  t.is(accepted(), 10)
   t.true(fs.readFileSync(file).equals(Buffer.concat(Array.from({ length: 10 }, () => block))))
 })
 

@@ -29,6 +29,7 @@ import { getEngine } from '../dist/src/engine.js'
 import { native } from '../dist/src/native.js'
 import { closeEvent, expectError, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
+import { inKernel, offerBlocks } from './helpers/wstream.ts'
 import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 
@@ -202,10 +203,6 @@ test('backpressure: a slow consumer never has more than readAhead reads in fligh
   t.false(fh.closed, 'a FileHandle passed in is left open')
 })
 
-/** The handle's ops in flight less the writes its stream's chain holds back in the engine (not yet in the kernel). */
-function inKernel(fh: FileHandle): number {
-  return fh.stats().inflight - getEngine().native.chainStats[2]
-}
 
 test.serial('write stream takes writeBehind more blocks while writeBehind writes are in flight, started as they complete, then applies backpressure', async (t) => {
   const file = path.join(scratch(), 'wbq.bin')
@@ -217,15 +214,11 @@ test.serial('write stream takes writeBehind more blocks while writeBehind writes
   // phase, so until then (ticks and microtasks only) the stream accepts (calls back) the blocks
   // it can keep: writeBehind in flight, and writeBehind more copied in to start as soon as
   // writes complete (the callback of the last of them waits for room).
-  let accepted = 0
-  const block = randomBytes(64 * 1024)
-  for (let i = 0; i < 10; i++) ws.write(block, () => accepted++)
-  for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
-  const early = { inKernel: inKernel(fh), accepted }
+  const { early, accepted } = await offerBlocks(fh, ws, 10, 64 * 1024)
   ws.end()
   await once(ws, 'finish')
   t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })
-  t.is(accepted, 10)
+  t.is(accepted(), 10)
   t.is((await fh.stat()).size, 10 * 64 * 1024)
 })
 
