@@ -451,7 +451,8 @@ for (const [name, argv] of runtimes) {
     const r = await runExit(argv, [scratch('/dev/shm'), 'held', fx.file], (c) => {
       // Reads (readAhead 4) and writes (writeBehind 2) held in the kernel (io_uring: all 6; aio
       // and the thread pool run 4 at a time), then the exit.
-      fx.waitForHeld(4).then(() => {
+      // (30 s: the default 10 s ran out once for Deno's child under a full CI run's load.)
+      fx.waitForHeld(4, 30_000).then(() => {
         c.stdin?.write('exit\n')
         // A thread blocked in a FUSE request (the thread pool, aio's submission on FUSE) waits
         // for its reply uninterruptibly at exit, as node:fs's would: the replies go now.
