@@ -5,7 +5,7 @@
 // ODIRECT_FIXED_ON_COPY=0 (a child process: the switch is read once). Observed through the
 // kernel's io_uring:io_uring_submit_req tracepoint, in a trace instance of this test's own (so
 // nothing global is touched), filtered to the process that submits.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -45,6 +45,14 @@ async function opcodes(fn: () => Promise<void>, pid = process.pid): Promise<stri
 
 function tracing(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root for tracefs'
+  // A fresh machine may not have tracefs mounted (it is not mounted at boot everywhere): mount it.
+  if (!fs.existsSync(path.join(TRACING, 'events'))) {
+    try {
+      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACING], { stdio: 'ignore' })
+    } catch {
+      return `tracefs is not mounted at ${TRACING} and mounting it failed`
+    }
+  }
   if (!fs.existsSync(path.join(TRACING, 'events', 'io_uring', 'io_uring_submit_req'))) return `no io_uring tracepoints under ${TRACING}`
   if (!fs.existsSync(path.join(TRACING, 'instances'))) return 'tracefs has no instances directory'
   return undefined

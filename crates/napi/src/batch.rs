@@ -180,10 +180,7 @@ const BATCH_SUBMIT_EVERY: usize = 8;
 fn batch_submit_every() -> usize {
     static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *EVERY.get_or_init(|| {
-        std::env::var("ODIRECT_BATCH_SUBMIT_EVERY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(BATCH_SUBMIT_EVERY)
+        crate::env::number("ODIRECT_BATCH_SUBMIT_EVERY").unwrap_or(BATCH_SUBMIT_EVERY)
     })
 }
 
@@ -331,12 +328,7 @@ const WAIT_BUDGET: Duration = Duration::from_millis(1);
 /// (better in some forms, worse in others), and each wait arms a timer: off by default.
 fn wait_want() -> usize {
     static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *W.get_or_init(|| {
-        std::env::var("ODIRECT_BATCH_WAIT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
+    *W.get_or_init(|| crate::env::number("ODIRECT_BATCH_WAIT").unwrap_or(0))
 }
 
 /// After a reap that has nothing for JS (`Inner::reap`): when every op in flight belongs to a
@@ -628,7 +620,7 @@ unsafe fn views_ops(
 /// "Kernel features, measured"). `ODIRECT_BATCH_FIXED_ON_COPY=0` turns it off (read once).
 fn fixed_on_copy() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ODIRECT_BATCH_FIXED_ON_COPY").as_deref() != Ok("0"))
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_BATCH_FIXED_ON_COPY"))
 }
 
 /// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its

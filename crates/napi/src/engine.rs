@@ -427,38 +427,28 @@ impl Inner {
             locks: Waiters::new(),
             pins: Pins::default(),
             debug: status::debug(),
-            sqpoll_idle_ms: std::env::var("ODIRECT_SQPOLL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            sqpoll_idle_ms: crate::env::number("ODIRECT_SQPOLL").unwrap_or(0),
             closed: false,
             wake: Wake::None,
             referenced: false,
             batches: Default::default(),
             chains: Default::default(),
             quiet: false,
-            submit_every: std::env::var("ODIRECT_SUBMIT_EVERY")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(SUBMIT_EVERY),
+            submit_every: crate::env::number("ODIRECT_SUBMIT_EVERY").unwrap_or(SUBMIT_EVERY),
             early: 0,
-            submit_alone: std::env::var("ODIRECT_SUBMIT_ALONE").as_deref() != Ok("0"),
+            submit_alone: crate::env::on_unless_zero("ODIRECT_SUBMIT_ALONE"),
             alone_submits: 0,
             round_bytes: 0,
-            inline_tmpfs: std::env::var("ODIRECT_INLINE_TMPFS").as_deref() == Ok("1"),
+            inline_tmpfs: crate::env::on_if_one("ODIRECT_INLINE_TMPFS"),
             inline_done: false,
             inline_reads: 0,
-            small_rounds: std::env::var("ODIRECT_SMALL_ROUNDS").as_deref() != Ok("0"),
+            small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
             poll_ring: false,
             ring_wake: false,
             reaped_at: Instant::now(),
-            wait_us: std::env::var("ODIRECT_WAIT_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(0, |v: u32| v.min(MAX_WAIT_US)),
-            tmpfs_wait: (std::env::var("ODIRECT_WAIT_TMPFS").as_deref() != Ok("0"))
-                .then(tick_safe_timeout),
+            wait_us: crate::env::number("ODIRECT_WAIT_US").map_or(0, |v: u32| v.min(MAX_WAIT_US)),
+            tmpfs_wait: (crate::env::on_unless_zero("ODIRECT_WAIT_TMPFS")).then(tick_safe_timeout),
             wait_since: None,
             wait_spent: false,
             wait_tries: 0,
@@ -538,7 +528,7 @@ impl Inner {
                         .describe()
                         .starts_with(io::ring::Setup::DeferTaskrun.name())
                         && self.worker
-                        && std::env::var("ODIRECT_MAY_BLOCK_RING").as_deref() != Ok("0");
+                        && crate::env::on_unless_zero("ODIRECT_MAY_BLOCK_RING");
                 }
                 self.drivers[i] = Some(d);
                 String::new()

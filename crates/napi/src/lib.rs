@@ -26,6 +26,7 @@ pub mod batch;
 pub mod capture;
 mod consts;
 pub mod engine;
+mod env;
 pub mod fast;
 pub mod locks;
 pub mod memory;

@@ -40,7 +40,7 @@ pub struct Pins {
 /// switch, read once). Native batches have their own switch (`batch::fixed_on_copy`).
 pub fn fixed_on_copy() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ODIRECT_FIXED_ON_COPY").as_deref() != Ok("0"))
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_FIXED_ON_COPY"))
 }
 
 /// The odirect allocations behind `views` (each view wholly inside one), or EINVAL when one is

@@ -232,7 +232,7 @@ thread_local! {
     /// writes of a 512 MiB pass), which this virtio disk then serves as one, not in parallel: its
     /// idle time grew (51 vs 33 ms at 1 MiB chunks). `ODIRECT_STREAM_SUBMIT_EACH=0`: one
     /// submission per reap (A/B).
-    static SUBMIT_EACH: bool = std::env::var("ODIRECT_STREAM_SUBMIT_EACH").as_deref() != Ok("0");
+    static SUBMIT_EACH: bool = crate::env::on_unless_zero("ODIRECT_STREAM_SUBMIT_EACH");
 }
 
 /// The write chains of one engine.
