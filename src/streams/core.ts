@@ -146,6 +146,18 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 /**
+ * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
+ * `READ_CHAIN_HELD` reads beyond its `readAhead` (its next chunks), which the engine holds back,
+ * and the reap of one of its reads hands the next held read to the kernel at once, before the
+ * completion reaches JS (crates/napi/src/stream.rs, `Chain`). Never more than `readAhead` reads
+ * in the kernel, and never more chunks than without it (the held reads take the place of the
+ * completed chunk the stream keeps for a busy consumer: in flight + held + completed <=
+ * readAhead + READ_CHAIN_HELD). ODIRECT_STREAM_READ_CHAIN=0 turns it off (A/B);
+ * ODIRECT_STREAM_READ_HELD sets how many are held (default 1).
+ */
+const READ_CHAIN = process.env.ODIRECT_STREAM_READ_CHAIN !== '0'
+const READ_CHAIN_HELD = Math.max(1, Math.min(64, Math.floor(Number(process.env.ODIRECT_STREAM_READ_HELD ?? 1)) || 1))
+/**
  * The hand-over pressure of a web stream's default reader (see HANDOVER): 2. Its chunks are
  * handed over and then transferred once more by the byte stream's `enqueue` (a third
  * ArrayBuffer over the memory), and with pressure 1 its pass peaked at 25-31 MiB of RSS growth
@@ -470,6 +482,10 @@ export class BlockReader extends Core {
   #pool: Buffer[] = []
   /** The memory of the chunks `pull` handed out and not yet given back (only these can be). */
   #out = new WeakSet<ArrayBuffer>()
+  /** The engine's chain of this stream's reads (see READ_CHAIN); 0: none. */
+  #chain = 0
+  /** Reads staged beyond `readAhead` (held by the chain): READ_CHAIN_HELD while chained, else 0. */
+  #extra = 0
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -487,10 +503,14 @@ export class BlockReader extends Core {
       const unit = fh.alignment.offset
       this.#unit = unit
       this.#chunk = Math.min(roundUp(c.chunkSize, unit), Math.floor(MAX_IO_LENGTH / unit) * unit)
-      this.#held = c.readAhead + HELD_EXTRA
       this.#next = Math.floor(c.start / unit) * unit
       this.#stopAligned = c.stop === Infinity ? Infinity : roundUp(c.stop, unit)
       this.#size = (await fh.stat()).size
+      if (READ_CHAIN && !this.dead) {
+        this.#chain = getEngine().native.chainOpen(c.readAhead)
+        this.#extra = READ_CHAIN_HELD
+      }
+      this.#held = c.readAhead + Math.max(HELD_EXTRA, this.#extra)
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -526,8 +546,15 @@ export class BlockReader extends Core {
       else this.#failed ||= !r.ok
     }
     this.#inflight++
+    const read = fh.read(buf, { position: pos, signal: this.opSignal })
+    // Staged by now (not submitted before the next flush): the chain takes it, in the kernel if
+    // fewer than `readAhead` of its reads are, else held until one of them is reaped. Refused
+    // (bounced memory, or the op went to the kernel alone): it is in the kernel outside the
+    // chain's count, so the stream counts its reads itself from now on (`#extra` 0: never more
+    // than `readAhead` reads unfinished, as without a chain).
+    if (this.#chain !== 0 && this.#extra > 0 && !getEngine().native.chainAdd(this.#chain, buf)) this.#extra = 0
     this.track(
-      fh.read(buf, { position: pos, signal: this.opSignal }).then(
+      read.then(
         (r) => {
           if (r.bytesRead < mem.byteLength) mem.fill(0, r.bytesRead)
           settle({ ok: true, n: r.bytesRead })
@@ -544,7 +571,7 @@ export class BlockReader extends Core {
     const known = roundUp(this.#size, this.#unit)
     const ahead = this.#cfg.readAhead
     let issued = false
-    while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
+    while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead + this.#extra && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
       const pos = this.#next
       const len = Math.min(this.#chunk, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
       this.#next += len
@@ -558,6 +585,20 @@ export class BlockReader extends Core {
     // Reads issued past the end return 0; they are left to settle (destroy waits for them).
     this.#eof = true
     this.#queue = []
+    this.#closeChain()
+  }
+
+  /** The chain takes no more reads; it is forgotten once its reads are reaped. */
+  #closeChain(): void {
+    if (this.#chain === 0) return
+    const c = this.#chain
+    this.#chain = 0
+    this.#extra = 0
+    try {
+      getEngine().native.chainClose(c)
+    } catch {
+      // The engine is shutting down: its teardown cancels what it holds.
+    }
   }
 
   /** The oldest read's outcome, once it completed. */
@@ -596,6 +637,10 @@ export class BlockReader extends Core {
         // the slot from the first byte not delivered, or with O_DIRECT from the block holding
         // it; the bytes of that block delivered already are skipped.
         const p = fh.direct ? Math.floor(at / this.#unit) * this.#unit : at
+        // Not chained, nor any read after it: a held read is the last one staged, and this one
+        // comes first in file order (a failure of a read in the kernel would cancel it held,
+        // and the stream would report that cancellation instead of the failure).
+        this.#closeChain()
         this.#queue.unshift(this.#issue(fh, p, slot.pos + slot.len - p, at - p))
         submitNow()
       } else if (n > 0 && slot.tries < SHORT_RETRIES) {
@@ -604,6 +649,7 @@ export class BlockReader extends Core {
         // end either. Ask again for twice as much from the same block, so that a server that
         // returns a share of the request returns bytes past those delivered.
         const readLen = Math.min(Math.max(slot.len, slot.buf.byteLength * 2), Math.floor(MAX_IO_LENGTH / this.#unit) * this.#unit)
+        this.#closeChain()
         this.#queue.unshift(this.#issue(fh, slot.pos, slot.len, slot.skip, slot.tries + 1, readLen))
         submitNow()
       } else {
@@ -655,6 +701,7 @@ export class BlockReader extends Core {
   protected override onDestroy(): void {
     this.#queue = []
     this.#pool = []
+    this.#closeChain()
   }
 }
 

@@ -210,6 +210,15 @@ unsafe fn hand_over_raw(
 /// keeps its place among the `depth` in flight until that rest is written (`chain_resume`, or
 /// its failure stops the chain): no held write is released by a short one, as the JS stream
 /// started none before a block was whole (else a later block could land after the rest failed).
+///
+/// A read stream's chain is the same with reads: the stream stages a read more than `depth`
+/// (its next chunk), held here, and the reap of one of its reads hands it to the kernel before
+/// the completion reaches JS, so the device is not left idle while the JS thread comes round to
+/// refill it. A short read releases the next held read as a full one does (a read past the end
+/// of the file returns 0, and a continuation after a short read is not chained); a failed read
+/// stops the chain (held reads are cancelled, the stream reports the failure first, in file
+/// order). Every held read's memory is captured as any staged op's, so it stays alive until
+/// that read is reaped (or cancelled and reaped) whatever JS does.
 struct Chain {
     depth: usize,
     /// Writes of the chain in the kernel (or staged for the next flush), and short ones whose
@@ -356,11 +365,12 @@ impl NativeEngine {
         })
     }
 
-    /// Puts the write just staged (the last op staged, a write from `view`'s memory, not yet
-    /// submitted) into chain `c`: it goes to the kernel with the next flush if the chain has
-    /// room, else it is held until a write of the chain is reaped; cancelled (it completes with
-    /// ECANCELED) when the chain is stopped. False (the write stays an ordinary op) when the
-    /// last staged op is not that write or the chain is closed or gone.
+    /// Puts the write (or read) just staged (the last op staged, a write from or a read into
+    /// `view`'s memory, not yet submitted) into chain `c`: it goes to the kernel with the next
+    /// flush if the chain has room, else it is held until an op of the chain is reaped;
+    /// cancelled (it completes with ECANCELED) when the chain is stopped. False (the op stays an
+    /// ordinary one) when the last staged op is not that write or read, or the chain is closed
+    /// or gone. A read stream's chain holds its reads (see `Chain`).
     #[napi]
     pub fn chain_add(&self, env: Env, c: u32, view: Unknown) -> napi::Result<bool> {
         // SAFETY: env and view are live handles of this call.
@@ -374,8 +384,10 @@ impl NativeEngine {
             let Some(Some(rec)) = e.ops.get_mut(k as usize) else {
                 return false;
             };
-            let OpKind::Write { ptr, .. } = rec.kind else {
-                return false;
+            let ptr = match rec.kind {
+                OpKind::Write { ptr, .. } => ptr,
+                OpKind::Read { ptr, .. } => ptr.cast_const(),
+                _ => return false,
             };
             if !std::ptr::eq(ptr, v.ptr) || rec.chain.is_some() || rec.batch.is_some() {
                 return false;
