@@ -20,6 +20,7 @@
 // median per burst, its first completion until the queue depth is back; tail = last completion
 // to the end; flush = last data completion to the flush's completion; then MB/s over wall, span
 // and fio's own figure (fioRt: fio's runtime), CPU seconds of the pass, requests issued.
+// PHASES_ROUNDS=1 also prints each run's MB/s, idle and requests on stderr, one JSON line per run.
 'use strict'
 const fs = require('node:fs')
 const os = require('node:os')
@@ -272,6 +273,8 @@ async function parent() {
         const t = parseTrace(text, tr.dev, ext, marks.t0)
         if (t === undefined) throw new Error(`${e}: no request on ${file}'s extents was traced (a file not yet written back has none: sync it first)`)
         const row = (rows[e] ??= [])
+        // PHASES_ROUNDS=1: each run's figures on stderr too (paired ratios between engines of a round).
+        if (process.env.PHASES_ROUNDS === '1') console.error(JSON.stringify({ round: r, engine: e, mbWall: size / (marks.end - marks.t0), mbDev: size / (t.lastDone - t.firstIssue), idle: t.idle, reqs: t.issues }))
         const firstIssue = t.firstIssue
         const wall = marks.end - marks.t0
         row.push({
