@@ -42,14 +42,15 @@ export declare class NativeEngine {
    * (errors, dropping a buffered file's cache), instead of copying the arrays at each call.
    */
   batchTake(id: number, results: unknown, latency: unknown, ranges: unknown): number
-  /** A new write chain of at most `depth` writes in the kernel (see `Chain`); its id. */
+  /** A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`); its id. */
   chainOpen(depth: number): number
   /**
-   * Puts the write just staged (the last op staged, a write from `view`'s memory, not yet
-   * submitted) into chain `c`: it goes to the kernel with the next flush if the chain has
-   * room, else it is held until a write of the chain is reaped; cancelled (it completes with
-   * ECANCELED) when the chain is stopped. False (the write stays an ordinary op) when the
-   * last staged op is not that write or the chain is closed or gone.
+   * Puts the write (or read) just staged (the last op staged, a write from or a read into
+   * `view`'s memory, not yet submitted) into chain `c`: it goes to the kernel with the next
+   * flush if the chain has room, else it is held until an op of the chain is reaped;
+   * cancelled (it completes with ECANCELED) when the chain is stopped. False (the op stays an
+   * ordinary one) when the last staged op is not that write or read, or the chain is closed
+   * or gone. A read stream's chain holds its reads (see `Chain`).
    */
   chainAdd(c: number, view: unknown): boolean
   /**

@@ -44,7 +44,7 @@ pub(crate) struct OpRec {
     link: bool,
     /// A native batch's op: (batch index, op index) (see `batch`).
     pub(crate) batch: Option<(u32, u32)>,
-    /// A write stream's chained write: its chain id (see `stream::Chains`).
+    /// A stream's chained write or read: its chain id (see `stream::Chains`).
     pub(crate) chain: Option<u32>,
     /// On the may-block ring ([`APART`]), not its backend's driver (see `Inner::route`).
     apart: bool,

@@ -1,5 +1,6 @@
 //! The write streams' copy of a source chunk into the aligned block the kernel will write, and
-//! their chains of writes refilled at reap time (`Chain`); the read streams' chunk hand-over.
+//! the streams' chains of writes (or reads) refilled at reap time (`Chain`); the read streams'
+//! chunk hand-over.
 //!
 //! The copy, first.
 //!
@@ -343,7 +344,7 @@ fn forget_if_done(e: &mut Inner, c: u32) {
 
 #[napi]
 impl NativeEngine {
-    /// A new write chain of at most `depth` writes in the kernel (see `Chain`); its id.
+    /// A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`); its id.
     #[napi]
     pub fn chain_open(&self, depth: u32) -> napi::Result<u32> {
         self.with(|e| {
