@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import { inKernel } from './helpers/debuglog.js'
 import { scratchDirs } from './helpers/scratch.js'
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
@@ -157,3 +158,24 @@ for (const form of FORMS) {
     t.is(out.mismatched, 0, 'a written block holds its data, a cancelled one is untouched')
   })
 }
+
+test(`[${BACKEND}] array form, native (ODIRECT_MANY_NATIVE=1): the window bounds what is in the kernel over the whole batch: at most 4 submitted and not completed`, (t) => {
+  const file = path.join(scratch(), 'window')
+  fs.writeFileSync(file, Buffer.alloc(256 * UNIT, 7))
+  const script = `
+    const { open } = require(${JSON.stringify(DIST)});
+    (async () => {
+      const fh = await open(${JSON.stringify(file)}, 'r', { backend: ${JSON.stringify(BACKEND)} });
+      const ops = Array.from({ length: 128 }, (_, i) => ({ buffer: fh.alloc(${UNIT}), position: ((i * 7) % 256) * ${UNIT} }));
+      const r = await fh.readMany(ops, { window: 4 });
+      console.log(r.length, r.every((x) => x === ${UNIT}), ops.every((o) => o.buffer.every((x) => x === 7)), fh.stats().reads);
+      await fh.close();
+    })().catch((e) => { console.error(e); process.exit(1); });`
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1', ODIRECT_MANY_NATIVE: '1' }, timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout.trim(), '128 true true 128')
+  const { submits, max } = inKernel(r.stderr)
+  t.is(submits, 128)
+  t.true(max <= 4, `at most 4 in the kernel, saw ${max}`)
+  t.true(max >= 2, `the window was used (saw ${max} at once)`)
+})
