@@ -353,9 +353,10 @@ export class FileHandle extends EventEmitter {
       shape,
       result,
       implicit,
-      // Flags given at staging, nothing linked after: a lone op is submitted in this call,
-      // unless it has a signal (aborted in the same tick, an op must never reach the kernel).
-      submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined),
+      // Flags given at staging, nothing linked after: a lone op is submitted (or even completed)
+      // in this call, unless it has a signal (aborted in the same tick, an op must never reach
+      // the kernel) or a timeout (its timer is set after staging).
+      submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined && q.timeout === undefined),
     })
     if (implicit) io.position += len
     return p

@@ -691,8 +691,6 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
             return Err(());
         };
         let outer = (e.ring_wake, e.quiet_now());
-        // Only a read made inline to deliver: nothing signalled the eventfd for it.
-        let inline = e.staged() == 0;
         if !e.flush_waiting() {
             // A wait that timed out turned the ring's quiet off.
             if outer.1 && !e.quiet_now() {
@@ -703,7 +701,7 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
         // The ring posted the completion without signalling the eventfd when it could keep
         // quiet, and a polled ring never signals it: leave the eventfd alone (what another
         // driver signalled there wakes the loop, which reaps it).
-        e.ring_wake = e.quiet_now() || e.poll_ring || inline;
+        e.ring_wake = e.quiet_now() || e.poll_ring;
         outer
     };
     // SAFETY (block): on the JS thread inside a call (forwarded contract).
