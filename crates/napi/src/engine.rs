@@ -211,8 +211,12 @@ pub struct Inner {
     /// `waitMicros` / `ODIRECT_WAIT_US`: how long a flush of a lone io_uring op may wait in the
     /// kernel for its completion (0: never; see [`Inner::flush_waiting`]).
     pub wait_us: u32,
-    /// When the first in-kernel wait since the loop last woke us ran (see [`WAIT_BUDGET`]).
+    /// When the first in-kernel wait (or inline op) since the loop last woke us ran (see
+    /// [`WAIT_BUDGET`]).
     wait_since: Option<Instant>,
+    /// The loop's time (`Wake::loop_time`) when `wait_since` was set: once it moved, the loop
+    /// has turned since, and a new chain starts (see [`Inner::chain_check`]).
+    wait_turn: Option<u64>,
     /// A wait since the loop last woke us ran out of time: no more until it wakes us again.
     wait_spent: bool,
     /// The in-kernel wait of a lone small op on a tmpfs/ramfs file (see [`TMPFS_WAIT_BYTES`]);
@@ -406,12 +410,15 @@ fn tick_safe_timeout() -> std::time::Duration {
 }
 
 /// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
-/// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never, `=1` always (checked with
-/// cachestat(2) where the kernel has it), unset: when cachestat(2) says no page of the op's
-/// range is swapped out.
+/// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never, `=reads` reads only (a write takes
+/// the file's inode lock, which another writer may hold: e.g. one whose source buffer faults on
+/// a stalled FUSE mapping holds it until the server answers), `=1` always (checked with
+/// cachestat(2) where the kernel has it, unchecked where it has not), unset: reads and writes,
+/// when cachestat(2) says no page of the op's range is swapped out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Inline {
     Off,
+    Reads,
     Checked,
     Forced,
 }
@@ -419,6 +426,7 @@ enum Inline {
 fn inline_tmpfs_mode() -> Inline {
     match std::env::var("ODIRECT_INLINE_TMPFS").as_deref() {
         Ok("0") => Inline::Off,
+        Ok("reads") => Inline::Reads,
         Ok("1") => Inline::Forced,
         _ => Inline::Checked,
     }
@@ -533,6 +541,7 @@ impl Inner {
             wait_us: crate::env::number("ODIRECT_WAIT_US").map_or(0, |v: u32| v.min(MAX_WAIT_US)),
             tmpfs_wait: (crate::env::on_unless_zero("ODIRECT_WAIT_TMPFS")).then(tick_safe_timeout),
             wait_since: None,
+            wait_turn: None,
             wait_spent: false,
             wait_tries: 0,
             waited_reaps: 0,
@@ -807,7 +816,8 @@ impl Inner {
         // A lone op: nothing else staged or in flight (a depth-1 loop's every op), so nothing
         // it could overtake. The wait of `waitMicros` happens in the flush, so it keeps the flush.
         if alone && self.submit_alone && self.inflight == 1 && self.wait_us == 0 {
-            if rw_flags == 0 && self.goes_inline(fd, length) {
+            self.chain_check();
+            if rw_flags == 0 && self.goes_inline(fd, length, write) {
                 if self.resident(fd, position, length) {
                     let r = self.rw_inline(k);
                     return Ok(self.complete_in_call(k, r, bounced));
@@ -843,10 +853,11 @@ impl Inner {
     }
 
     /// Whether a lone read/write of `length` bytes on `fd` is made inline ([`Inner::rw_inline`]):
-    /// a small op on a tmpfs/ramfs file, inline ops on, within the chain budget (`WAIT_BUDGET`:
-    /// then the loop's turn comes first).
-    fn goes_inline(&mut self, fd: i32, length: usize) -> bool {
+    /// a small op on a tmpfs/ramfs file, inline ops on (writes too: [`Inline`]), within the
+    /// chain budget (`WAIT_BUDGET`: then the loop's turn comes first).
+    fn goes_inline(&mut self, fd: i32, length: usize, write: bool) -> bool {
         if self.inline_tmpfs == Inline::Off
+            || (write && self.inline_tmpfs == Inline::Reads)
             || self.wait_spent
             || self.fds.facts(fd) & FD_INLINE == 0
             || length as u64 > TMPFS_WAIT_BYTES
@@ -915,7 +926,7 @@ impl Inner {
         }
         rec.submitted = true;
         self.staged.retain(|&s| s != k);
-        self.wait_since.get_or_insert_with(Instant::now);
+        self.chain_started();
         r
     }
 
@@ -1154,6 +1165,7 @@ impl Inner {
     /// Never waits with more ops in flight, for an op on a descriptor whose ops may sleep (FUSE,
     /// NFS, FIFOs, sockets: `FD_MAY_BLOCK`), nor past the wait budget (`WAIT_BUDGET`).
     pub fn flush_waiting(&mut self) -> bool {
+        self.chain_check();
         let waited = self.submit_staged(true);
         if waited {
             self.waited_reaps += 1;
@@ -1170,6 +1182,27 @@ impl Inner {
     pub fn loop_woke(&mut self) {
         self.wait_since = None;
         self.wait_spent = false;
+    }
+
+    /// An in-kernel wait found its completion or an op was made inline: the chain of them
+    /// since the loop last turned starts now if it has not.
+    fn chain_started(&mut self) {
+        if self.wait_since.is_none() {
+            self.wait_since = Some(Instant::now());
+            self.wait_turn = self.wake.loop_time();
+        }
+    }
+
+    /// A chain of waits/inline ops ends when the loop turns, even when nothing woke the engine
+    /// (JS went idle on a timer or other I/O between two ops): seen in the loop's time. Without
+    /// it the first op after such a pause found the budget spent and went through the ring.
+    fn chain_check(&mut self) {
+        if (self.wait_since.is_some() || self.wait_spent)
+            && self.wait_turn.is_some()
+            && self.wake.loop_time() != self.wait_turn
+        {
+            self.loop_woke();
+        }
     }
 
     /// How long the flush of the staged ops may wait in the kernel for them (see
@@ -1273,6 +1306,7 @@ impl Inner {
         }
         self.staged = staged;
         let mut reap_now = false;
+        let mut waited = false;
         let ring = BackendKind::IoUring.index();
         for (i, (d, used)) in self.drivers.iter_mut().zip(used).enumerate() {
             let (Some(d), true) = (d, used) else { continue };
@@ -1287,13 +1321,17 @@ impl Inner {
                     d.quiet(false);
                 }
                 self.quiet = quiet && reap_now;
-                if reap_now {
-                    self.wait_since.get_or_insert_with(Instant::now);
-                } else {
-                    self.wait_spent = true;
-                }
+                waited = true;
             } else {
                 d.submit();
+            }
+        }
+        if waited {
+            if reap_now {
+                self.chain_started();
+            } else {
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
             }
         }
         if !self.synthetic.is_empty() {

@@ -66,6 +66,16 @@ impl Wake {
         }
     }
 
+    /// The loop's time (uv_now, ms): it changes only when the loop turns (None off the loop:
+    /// Bun, Deno).
+    pub fn loop_time(&self) -> Option<u64> {
+        match self {
+            // SAFETY: lp is the live loop of this thread (uv_now only reads its cached time).
+            Wake::Loop { uv, lp, .. } => Some(unsafe { (uv.now)(*lp) }),
+            _ => None,
+        }
+    }
+
     /// Keeps the event loop alive while ops are in flight (`want`), or lets it exit.
     ///
     /// # Safety
