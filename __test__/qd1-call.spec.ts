@@ -57,6 +57,21 @@ test.serial(`tmpfs: ${N} reads one at a time complete in their own call: inline 
   t.true(o.tries >= N / 4, `${o.tries} waits in the flush with ODIRECT_RW_WAIT=0`)
 })
 
+test.serial('disk: lone reads complete in their call only with ODIRECT_RW_WAIT_DISK=1 (opt-in): by the in-kernel wait, never inline', async (t) => {
+  const file = patterned(scratch(), 64)
+  const on = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: '1' })
+  const off = await depthOneInChild(file, 500, [0])
+  if (on.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${on.backend}`)
+  const [w, o] = [on.rounds[0], off.rounds[0]]
+  t.log(`ODIRECT_RW_WAIT_DISK=1: ${w.inCall} of 500 completed in their call, ${w.tries} waits; default: ${o.inCall}, ${o.tries} waits`)
+  t.is(w.wrong, 0)
+  t.is(o.wrong, 0)
+  // A wait that runs out (a slow moment of the device) leaves its op to the loop: not all of them.
+  t.true(w.inCall > 0 && w.inCall <= w.tries, `${w.inCall} completed in their call, ${w.tries} waits`)
+  t.is(w.inline, 0)
+  t.deepEqual([o.inCall, o.tries], [0, 0])
+})
+
 test.serial('tmpfs: a lone write completes in its call and a read started right after it sees its bytes; promises settle in the order the ops were started', async (t) => {
   const fh = await open(patterned(scratch('/dev/shm'), 16), 'r+', { backend: 'io_uring' })
   try {

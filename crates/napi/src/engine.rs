@@ -192,6 +192,12 @@ pub struct Inner {
     pub call_done: u64,
     /// Scratch triples of an op completed in its call (kept for its capacity).
     done_out: Vec<f64>,
+    /// `ODIRECT_RW_WAIT_DISK=1` (opt-in, measured: see README): a lone read/write on an
+    /// O_DIRECT file of a block device waits for its completion in its `rw` call too, with the
+    /// tmpfs wait's tick-safe timeout.
+    disk_wait: Option<std::time::Duration>,
+    /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
+    disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
     round_bytes: u64,
     /// `ODIRECT_SMALL_ROUNDS=0`: a wake-up ends after any round of few completions, small or not.
@@ -533,6 +539,8 @@ impl Inner {
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
             done_out: Vec::with_capacity(3),
+            disk_wait: crate::env::on_if_one("ODIRECT_RW_WAIT_DISK").then(tick_safe_timeout),
+            disk_waiting: false,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
             poll_ring: false,
@@ -835,6 +843,14 @@ impl Inner {
                 }
                 // Submitted; its completion comes as any other's.
                 return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
+            } else if self.disk_wait.is_some()
+                && !self.wait_spent
+                && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0
+            {
+                self.disk_waiting = true;
+                let done = self.wait_in_call(k, bounced);
+                self.disk_waiting = false;
+                return Ok(done.unwrap_or((ticket | crate::consts::TICKET_SUBMITTED).into()));
             }
             self.flush();
             self.alone_submits += 1;
@@ -1253,6 +1269,8 @@ impl Inner {
         });
         if tmpfs {
             self.tmpfs_wait
+        } else if self.disk_waiting {
+            self.disk_wait
         } else {
             None
         }
