@@ -906,6 +906,12 @@ impl Inner {
         let Some(rec) = self.ops[k as usize].as_mut() else {
             return -(libc::EINVAL as i64);
         };
+        if self.debug {
+            let what = rec.describe();
+            trace(format_args!("odirect: inline id={k} {what}"));
+            // `finish` traces its completion.
+            rec.debug = Some(what);
+        }
         let r = loop {
             let n = match rec.kind {
                 // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
