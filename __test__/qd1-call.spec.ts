@@ -109,6 +109,28 @@ test.serial('tmpfs: a lone write completes in its call and a read started right 
   }
 })
 
+test.serial('tmpfs: reads and writes at the handle position (null) complete in their call and move it as before, a short read at the end of the file too', async (t) => {
+  const fh = await open(patterned(scratch('/dev/shm'), 2), 'r+', { backend: 'io_uring' })
+  try {
+    const s0 = callStats()
+    const b = fh.alloc(UNIT)
+    t.is((await fh.read(b, { position: null })).bytesRead, UNIT)
+    t.true(b.every((x) => x === 0))
+    t.is((await fh.read(b, { position: null })).bytesRead, UNIT)
+    t.true(b.every((x) => x === 1))
+    // At the end of the file: 0 bytes, completed in its call, the position stays at 2 blocks.
+    await turn()
+    const s1 = callStats()
+    t.is((await fh.read(b, { position: null })).bytesRead, 0)
+    t.is(delta(s1, callStats())[0], 1, 'the read at the end of the file did not complete in its call')
+    t.is((await fh.write(fh.alloc(UNIT).fill(42), 0, UNIT, null)).bytesWritten, UNIT)
+    t.is((await fh.stat()).size, 3 * UNIT, 'the write after the short read landed at the end of the file')
+    t.true(delta(s0, callStats())[0] >= 1)
+  } finally {
+    await fh.close()
+  }
+})
+
 test.serial('tmpfs: an op started while a disk read is in flight does not complete in its call (it would overtake it); both complete', async (t) => {
   const tmp = await open(patterned(scratch('/dev/shm'), 16), 'r', { backend: 'io_uring' })
   const disk = await open(patterned(scratch(), 16), 'r', { backend: 'io_uring' })

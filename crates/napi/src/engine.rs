@@ -997,7 +997,10 @@ impl Inner {
         let mut raw = std::mem::take(&mut self.raw);
         raw.push((u64::from(k), r));
         let mut out = std::mem::take(&mut self.done_out);
+        // Not part of a wake-up's round (this may run inside one's delivery): its size stays.
+        let round_bytes = self.round_bytes;
         self.finish(&mut raw, &mut out);
+        self.round_bytes = round_bytes;
         self.raw = raw;
         if let Some(i) = self.retired.iter().rposition(|&x| x == k) {
             self.retired.swap_remove(i);
