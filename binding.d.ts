@@ -159,7 +159,13 @@ export declare class NativeEngine {
   get lookupStats(): Array<number>
   /** Rounds a wake-up went on with after a round of few small completions (see `wake::rounds`). */
   get smallRounds(): number
-  /** Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`). */
+  /**
+   * [reads/writes completed inside their own `rw` call, reads made inline, writes made
+   * inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
+   * swapped out] (see `Inner::rw`).
+   */
+  get callStats(): Array<number>
+  /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */
   get inlineReads(): number
   /** Reads/writes handed to the kernel in their own staging call (a lone op: see `rw`). */
   get aloneSubmits(): number
@@ -257,6 +263,20 @@ export interface DirectStatusInfo {
   reason: string
   tested: string
 }
+
+export declare const DONE_LAT_SPAN: number
+
+/**
+ * Latency units per microsecond in a done code (1/16 us), and how many it holds
+ * (`DONE_LAT_SPAN`: 16.4 ms; longer latencies are clamped).
+ */
+export declare const DONE_LAT_UNITS: number
+
+/**
+ * Added to a result in a done code so it is never negative (results go down to
+ * `RESULT_DETACHED`, -1,000,001).
+ */
+export declare const DONE_RESULT_BIAS: number
 
 /** posix_fadvise(DONTNEED) behind buffered I/O on a `prefer` fallback. */
 export declare function dropCache(fd: number, offset: number, len: number): void
@@ -428,6 +448,14 @@ export interface StatResult {
  * directory that cannot be synced, counts as done).
  */
 export declare function syncDir(path: string): Promise<number>
+
+/**
+ * A read/write completed inside its own staging call (a lone small op on tmpfs/ramfs, see
+ * `Inner::rw`) returns `TICKET_DONE + done code` instead of a ticket: its id is free already,
+ * and the code carries its result, latency and bounced bit (see [`done`]; src/engine.ts
+ * decodes it). Tickets stay below it.
+ */
+export declare const TICKET_DONE: number
 
 /**
  * A read/write submission returns a ticket `(id << TICKET_SHIFT) | bounced`: the op id, and 1

@@ -6,9 +6,11 @@
 // completions goes on reaping when the next op's completion came in meanwhile (the engine's
 // count of such rounds), instead of announcing it for the loop's next turn; timers still fire.
 // An op with an AbortSignal is staged as before: aborted in the same tick, it never runs.
-// The tmpfs rows test the loop's path: a lone small op on tmpfs otherwise keeps its flush and
-// waits there in the kernel (qd1-tmpfs.spec.ts). Read at the engine's creation, before any open().
+// The tmpfs rows test the loop's path: a lone small op on tmpfs otherwise is made inline
+// (inline-tmpfs.spec.ts) or waits in the kernel (qd1-tmpfs.spec.ts). Read at the engine's
+// creation, before any open().
 process.env.ODIRECT_WAIT_TMPFS = '0'
+process.env.ODIRECT_INLINE_TMPFS = '0'
 
 import * as fs from 'node:fs'
 

@@ -1,12 +1,10 @@
-// ODIRECT_INLINE_TMPFS=1: a lone read (nothing else staged or in flight) of a file on tmpfs or
-// ramfs is made with pread(2) in its own call and settled in the same microtask checkpoint,
-// instead of going through io_uring, which hands every tmpfs read to an io-wq worker (shmem has
-// no non-blocking read) and wakes the JS thread for its completion. Seen in the engine's count
-// of such reads and in the ring's SQ head (/proc/self/fdinfo), which does not move for them.
-// A chain of them yields to the event loop after 1 ms (timers fire); disk files never go inline.
-//
-// The switch is read once per process at the first engine's creation: set before any open().
-process.env.ODIRECT_INLINE_TMPFS = '1'
+// A lone read or write (nothing else staged or in flight) of at most 64 KiB on a tmpfs or ramfs
+// file is made with pread(2)/pwrite(2) in its own call (by default: when cachestat(2) says no page
+// of its range is swapped out, qd1-swap.spec) and its promise settled there, instead of going
+// through io_uring, which hands every tmpfs op to an io-wq worker (shmem has no non-blocking
+// read) and wakes the JS thread for its completion. Seen in the engine's count of such ops and in
+// the ring's SQ head (/proc/self/fdinfo), which does not move for them. A chain of them yields to
+// the event loop after 1 ms (timers fire); disk files never go inline.
 
 import test from 'ava'
 

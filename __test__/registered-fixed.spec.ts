@@ -5,6 +5,10 @@
 // ODIRECT_FIXED_ON_COPY=0 (a child process: the switch is read once). Observed through the
 // kernel's io_uring:io_uring_submit_req tracepoint, in a trace instance of this test's own (so
 // nothing global is touched), filtered to the process that submits.
+// A lone small op on tmpfs is made inline by default (pread/pwrite, inline-tmpfs.spec) and never
+// reaches the ring: turned off here (and in the child, which inherits it) to see the opcodes.
+process.env.ODIRECT_INLINE_TMPFS = '0'
+
 import { execFileSync, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'

@@ -7,9 +7,11 @@
 // started with nothing else in flight, goes in its own call everywhere (a lone op: see
 // alone.spec.ts). Seen in the ring's own SQ head (/proc/self/fdinfo of the io_uring
 // descriptor): what the kernel took.
-// The tmpfs rows test the loop's path: a lone small op on tmpfs otherwise keeps its flush and
-// waits there in the kernel (qd1-tmpfs.spec.ts). Read at the engine's creation, before any open().
+// The tmpfs rows test the loop's path: a lone small op on tmpfs otherwise is made inline
+// (inline-tmpfs.spec.ts) or waits in the kernel (qd1-tmpfs.spec.ts). Read at the engine's
+// creation, before any open().
 process.env.ODIRECT_WAIT_TMPFS = '0'
+process.env.ODIRECT_INLINE_TMPFS = '0'
 
 import * as fs from 'node:fs'
 

@@ -7,6 +7,9 @@
 //
 // The switch is read once per process at the first engine's creation: set before any open().
 process.env.ODIRECT_WAKE = 'ring'
+// A lone small op on tmpfs is made inline by default (its pread counts in syscr, and it never
+// reaches the ring): turned off, this spec tests the ring's wake-up.
+process.env.ODIRECT_INLINE_TMPFS = '0'
 
 import test from 'ava'
 

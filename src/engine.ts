@@ -36,6 +36,11 @@ const TICKET_SHIFT: number = native.TICKET_SHIFT
 const TICKET_BOUNCED = (1 << TICKET_SHIFT) - 1
 /** Added to a ticket when the staging call also submitted the op (Rust `consts::TICKET_SUBMITTED`). */
 const TICKET_SUBMITTED: number = native.TICKET_SUBMITTED
+/** A read/write completed in its staging call returns TICKET_DONE + a code (Rust `consts::done`). */
+const TICKET_DONE: number = native.TICKET_DONE
+const DONE_LAT_UNITS: number = native.DONE_LAT_UNITS
+const DONE_LAT_SPAN: number = native.DONE_LAT_SPAN
+const DONE_RESULT_BIAS: number = native.DONE_RESULT_BIAS
 /** The fast `rw`'s packed argument (Rust `consts::RW_WRITE`...): write, alone, backend, RWF_* flags. */
 const RW_WRITE: number = native.RW_WRITE
 const RW_ALONE: number = native.RW_ALONE
@@ -99,6 +104,10 @@ export class Engine {
   #flushScheduled = false
   readonly #flushBound = (): void => this.#flush()
   readonly #started = new Map<BackendName, string>()
+  /** An op `rw` completed in its own call (it returned -1), settled by `settleDone`. */
+  #doneSink: OpSink | undefined = undefined
+  #doneResult = 0
+  #doneLatency = 0
 
   constructor() {
     warnBadEnvironment()
@@ -163,6 +172,16 @@ export class Engine {
   /** A read/write's ticket (see TICKET_SHIFT): the sink learns whether it was bounced; returns the op id. */
   #trackRw(r: number, sink: OpSink, what: string): number {
     if (r < 0) throw captureError(r, what)
+    if (r >= TICKET_DONE) {
+      // Completed in the call: nothing in flight any more, its id already free again.
+      const x = r - TICKET_DONE
+      const y = Math.floor(x / DONE_LAT_SPAN)
+      sink.bounced = y % 2 === 1
+      this.#doneSink = sink
+      this.#doneResult = Math.floor(y / 2) - DONE_RESULT_BIAS
+      this.#doneLatency = (x % DONE_LAT_SPAN) / DONE_LAT_UNITS
+      return -1
+    }
     // Submitted in its staging call (a lone op): no flush to schedule for it.
     const submitted = r >= TICKET_SUBMITTED
     if (submitted) r -= TICKET_SUBMITTED
@@ -178,11 +197,24 @@ export class Engine {
    * `position`; returns the op id. `memAlign`: the address alignment the file needs (odirect
    * memory that meets it goes to the kernel as is; anything else through a bounce buffer).
    * `rwFlags`: its RWF_* flags. `alone`: the caller links nothing to it, so when nothing else
-   * is staged or in flight the native side submits it at once (no flush microtask for it).
+   * is staged or in flight the native side submits it at once (no flush microtask for it), or
+   * even completes it (a small op on tmpfs/ramfs): then it returns -1 and the caller must call
+   * `settleDone()` after its bookkeeping (no signal or timeout may be attached to such an op).
    */
   rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
     const packed = rwFlags * RW_FLAGS_UNIT + (backend << RW_BACKEND_SHIFT) + (write ? RW_WRITE : 0) + (alone ? RW_ALONE : 0)
     return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, 'buffer')
+  }
+
+  /**
+   * Settles the op whose `rw` returned -1 (completed in its staging call): the caller calls it
+   * once its own bookkeeping of the op is done.
+   */
+  settleDone(): void {
+    const sink = this.#doneSink
+    if (sink === undefined) return
+    this.#doneSink = undefined
+    sink.settle(this.#doneResult, this.#doneLatency)
   }
 
   /** Stages many reads or writes on one fd; all are captured or none (throws). */

@@ -343,21 +343,31 @@ export class FileHandle extends EventEmitter {
     if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, at)
     const { buffer, offset, rwFlags: flags } = q
     const memAlign = this.#memAlign
-    const p = io.start({
-      kind: write ? KIND_WRITE : KIND_READ,
-      syscall,
-      position: at,
-      length: len,
-      signal: q.signal,
-      timeout: q.timeout,
-      shape,
-      result,
-      implicit,
-      // Flags given at staging, nothing linked after: a lone op is submitted in this call,
-      // unless it has a signal (aborted in the same tick, an op must never reach the kernel).
-      submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined),
-    })
+    // Advanced before the op starts: an op completed inside its own call (Engine.rw) settles in
+    // io.start, where a short one moves the position back to where its data ended.
     if (implicit) io.position += len
+    let p: Promise<unknown>
+    try {
+      p = io.start({
+        kind: write ? KIND_WRITE : KIND_READ,
+        syscall,
+        position: at,
+        length: len,
+        signal: q.signal,
+        timeout: q.timeout,
+        shape,
+        result,
+        implicit,
+        // Flags given at staging, nothing linked after: a lone op is submitted (or even completed)
+        // in this call, unless it has a signal (aborted in the same tick, an op must never reach
+        // the kernel) or a timeout (its timer is set after staging).
+        submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined && q.timeout === undefined),
+      })
+    } catch (e) {
+      // Nothing started (a capture error).
+      if (implicit) io.position -= len
+      throw e
+    }
     return p
   }
 

@@ -43,7 +43,7 @@ export interface OpDesc {
   result?: unknown
   /** The op ran at the handle's position, which advanced by `length`: a short op moves it back. */
   implicit?: boolean
-  /** Stages the op for `sink` and returns its id (may throw a capture error: nothing started). */
+  /** Stages the op for `sink` and returns its id, or -1 when it completed in the call (Engine.rw; may throw a capture error: nothing started). */
   submit(sink: OpSink): number
 }
 
@@ -174,6 +174,11 @@ export class HandleIo {
     if (d.kind === KIND_WRITE) rec.wseq = this.writeStarted()
     if (rec.bounced) this.stats.bounced++
     this.inflight++
+    // Completed in its staging call (a lone small op on tmpfs, see Engine.rw): settled now.
+    if (rec.id < 0) {
+      this.engine.settleDone()
+      return p
+    }
     const bidx = this.file.bidx
     if (d.signal !== undefined) rec.watch = watchSignal(d.signal, this.engine, bidx, rec.id)
     if (d.timeout !== undefined) rec.timed = engineTimeouts(this.engine).add(d.timeout, bidx, rec.id)

@@ -46,6 +46,9 @@ export interface DepthOneRound {
   /** In-kernel waits made / that found the completion (configureEngine({ waitMicros })). */
   tries: number
   found: number
+  /** Reads completed inside their own rw call (inline or by the in-call wait), and those made inline. */
+  inCall: number
+  inline: number
 }
 
 /**

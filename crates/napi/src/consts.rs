@@ -26,6 +26,34 @@ pub const TICKET_SHIFT: u32 = 1;
 #[napi]
 pub const TICKET_SUBMITTED: u32 = 1 << 30;
 
+/// A read/write completed inside its own staging call (a lone small op on tmpfs/ramfs, see
+/// `Inner::rw`) returns `TICKET_DONE + done code` instead of a ticket: its id is free already,
+/// and the code carries its result, latency and bounced bit (see [`done`]; src/engine.ts
+/// decodes it). Tickets stay below it.
+#[napi]
+pub const TICKET_DONE: u32 = 1 << 31;
+
+/// Latency units per microsecond in a done code (1/16 us), and how many it holds
+/// (`DONE_LAT_SPAN`: 16.4 ms; longer latencies are clamped).
+#[napi]
+pub const DONE_LAT_UNITS: u32 = 16;
+#[napi]
+pub const DONE_LAT_SPAN: u32 = 1 << 18;
+/// Added to a result in a done code so it is never negative (results go down to
+/// `RESULT_DETACHED`, -1,000,001).
+#[napi]
+pub const DONE_RESULT_BIAS: u32 = 1 << 20;
+
+/// The value `rw` returns for an op completed in its call: `TICKET_DONE + ((result + BIAS) * 2 +
+/// bounced) * DONE_LAT_SPAN + latency units`, exact in an f64 (below 2^51).
+pub fn done(result: f64, latency_us: f64, bounced: u32) -> f64 {
+    let lat = (latency_us * f64::from(DONE_LAT_UNITS))
+        .round()
+        .clamp(0.0, f64::from(DONE_LAT_SPAN - 1));
+    let code = (result + f64::from(DONE_RESULT_BIAS)) * 2.0 + f64::from(bounced & 1);
+    f64::from(TICKET_DONE) + code * f64::from(DONE_LAT_SPAN) + lat
+}
+
 /// The fast path's `rw` (see `fast.rs`) takes its small arguments packed in one number, read with
 /// one N-API call instead of four: bit 0 a write, bit 1 a lone op (`alone`), bits 2-3 the
 /// backend index, the RWF_* flags from bit `RW_FLAGS_SHIFT` up.
@@ -79,4 +107,40 @@ pub fn latency_bucket(us: f64) -> usize {
         (v << (3 - e)) & 7
     };
     (1 + e * 8 + sub) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// src/engine.ts's decoding of a done code, in Rust.
+    fn undone(v: f64) -> (f64, f64, u32) {
+        let x = v - f64::from(TICKET_DONE);
+        let span = f64::from(DONE_LAT_SPAN);
+        let lat = (x % span) / f64::from(DONE_LAT_UNITS);
+        let y = (x / span).floor();
+        (
+            (y / 2.0).floor() - f64::from(DONE_RESULT_BIAS),
+            lat,
+            (y % 2.0) as u32,
+        )
+    }
+
+    #[test]
+    fn done_codes_round_trip() {
+        for (r, lat, b) in [
+            (4096.0, 3.25, 0),
+            (0.0, 0.0, 1),
+            (-5.0, 12.5, 1),
+            (-1_000_001.0, 1.0625, 0),
+            (f64::from(MAX_IO_LENGTH), 16383.9375, 1),
+        ] {
+            let v = done(r, lat, b);
+            assert!(v >= f64::from(TICKET_DONE) && v < 2f64.powi(52));
+            assert_eq!(undone(v), (r, lat, b));
+        }
+        // Clamped, not wrapped into the result.
+        assert_eq!(undone(done(7.0, 1e9, 0)).0, 7.0);
+        assert!(ticket(1 << 28, 1) + TICKET_SUBMITTED < TICKET_DONE);
+    }
 }

@@ -175,12 +175,29 @@ pub struct Inner {
     submit_alone: bool,
     /// Reads/writes submitted in their staging call (tests read it: `NativeEngine.aloneSubmits`).
     pub alone_submits: u64,
-    /// `ODIRECT_INLINE_TMPFS=1`: lone tmpfs reads made inline (see [`Inner::read_inline`]).
-    inline_tmpfs: bool,
-    /// A read made inline waits in `synthetic` for the flush to deliver it.
-    inline_done: bool,
+    /// Lone small tmpfs reads/writes made inline (see [`Inner::rw_inline`], [`Inline`]).
+    inline_tmpfs: Inline,
     /// Reads made inline (tests read it: `NativeEngine.inlineReads`).
     pub inline_reads: u64,
+    /// Writes made inline (see [`Inner::rw_inline`]; tests read it: `NativeEngine.callStats`).
+    pub inline_writes: u64,
+    /// Lone tmpfs ops not made inline because `cachestat(2)` found a page of their range
+    /// swapped out (or could not tell): they went through the ring (`NativeEngine.callStats`).
+    pub not_resident: u64,
+    /// `ODIRECT_RW_WAIT=0` turns off the in-call wait of a lone small tmpfs op (see
+    /// [`Inner::wait_in_call`]): it waits in its flush instead, as before.
+    rw_wait: bool,
+    /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
+    /// returned to JS as a [`crate::consts::done`] value (`NativeEngine.callStats`).
+    pub call_done: u64,
+    /// Scratch triples of an op completed in its call (kept for its capacity).
+    done_out: Vec<f64>,
+    /// `ODIRECT_RW_WAIT_DISK=1` (opt-in, measured: see README): a lone read/write on an
+    /// O_DIRECT file of a block device waits for its completion in its `rw` call too, with the
+    /// tmpfs wait's tick-safe timeout.
+    disk_wait: Option<std::time::Duration>,
+    /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
+    disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
     round_bytes: u64,
     /// `ODIRECT_SMALL_ROUNDS=0`: a wake-up ends after any round of few completions, small or not.
@@ -200,8 +217,12 @@ pub struct Inner {
     /// `waitMicros` / `ODIRECT_WAIT_US`: how long a flush of a lone io_uring op may wait in the
     /// kernel for its completion (0: never; see [`Inner::flush_waiting`]).
     pub wait_us: u32,
-    /// When the first in-kernel wait since the loop last woke us ran (see [`WAIT_BUDGET`]).
+    /// When the first in-kernel wait (or inline op) since the loop last woke us ran (see
+    /// [`WAIT_BUDGET`]).
     wait_since: Option<Instant>,
+    /// The loop's time (`Wake::loop_time`) when `wait_since` was set: once it moved, the loop
+    /// has turned since, and a new chain starts (see [`Inner::chain_check`]).
+    wait_turn: Option<u64>,
     /// A wait since the loop last woke us ran out of time: no more until it wakes us again.
     wait_spent: bool,
     /// The in-kernel wait of a lone small op on a tmpfs/ramfs file (see [`TMPFS_WAIT_BYTES`]);
@@ -394,6 +415,78 @@ fn tick_safe_timeout() -> std::time::Duration {
     tick.min(std::time::Duration::from_millis(10)) + std::time::Duration::from_millis(1)
 }
 
+/// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
+/// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never, `=reads` reads only (a write takes
+/// the file's inode lock, which another writer may hold: e.g. one whose source buffer faults on
+/// a stalled FUSE mapping holds it until the server answers), `=1` always (checked with
+/// cachestat(2) where the kernel has it, unchecked where it has not), unset: reads and writes,
+/// when cachestat(2) says no page of the op's range is swapped out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Inline {
+    Off,
+    Reads,
+    Checked,
+    Forced,
+}
+
+fn inline_tmpfs_mode() -> Inline {
+    match std::env::var("ODIRECT_INLINE_TMPFS").as_deref() {
+        Ok("0") => Inline::Off,
+        Ok("reads") => Inline::Reads,
+        Ok("1") => Inline::Forced,
+        _ => Inline::Checked,
+    }
+}
+
+/// Pages of `len` bytes at `pos` of `fd` that `cachestat(2)` counts as evicted (for shmem: swapped
+/// out); None when the kernel has no cachestat (before 6.5), or refuses it for this file.
+fn cachestat_evicted(fd: i32, pos: u64, len: u64) -> Option<u64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// The kernel said ENOSYS once: no more calls.
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    /// `struct cachestat_range` (include/uapi/linux/mman.h).
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    /// `struct cachestat`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// The same number on every architecture (asm-generic and x86 tables alike).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    if MISSING.load(Ordering::Relaxed) || len == 0 {
+        return None;
+    }
+    let range = Range { off: pos, len };
+    let mut st = Stat::default();
+    // SAFETY: cachestat reads the live range and writes the live, properly laid out out
+    // parameter; flags must be 0.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    if r == 0 {
+        return Some(st.nr_evicted);
+    }
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        MISSING.store(true, Ordering::Relaxed);
+    }
+    None
+}
+
 /// Whether `fd` is a regular file on tmpfs or ramfs (see [`FD_INLINE`]).
 fn completes_inline(fd: i32) -> bool {
     // SAFETY: fstat writes into the zeroed POD out parameter.
@@ -439,9 +532,15 @@ impl Inner {
             submit_alone: crate::env::on_unless_zero("ODIRECT_SUBMIT_ALONE"),
             alone_submits: 0,
             round_bytes: 0,
-            inline_tmpfs: crate::env::on_if_one("ODIRECT_INLINE_TMPFS"),
-            inline_done: false,
+            inline_tmpfs: inline_tmpfs_mode(),
             inline_reads: 0,
+            inline_writes: 0,
+            not_resident: 0,
+            rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
+            call_done: 0,
+            done_out: Vec::with_capacity(3),
+            disk_wait: crate::env::on_if_one("ODIRECT_RW_WAIT_DISK").then(tick_safe_timeout),
+            disk_waiting: false,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
             poll_ring: false,
@@ -450,6 +549,7 @@ impl Inner {
             wait_us: crate::env::number("ODIRECT_WAIT_US").map_or(0, |v: u32| v.min(MAX_WAIT_US)),
             tmpfs_wait: (crate::env::on_unless_zero("ODIRECT_WAIT_TMPFS")).then(tick_safe_timeout),
             wait_since: None,
+            wait_turn: None,
             wait_spent: false,
             wait_tries: 0,
             waited_reaps: 0,
@@ -685,7 +785,10 @@ impl Inner {
     /// ticket (`consts::ticket`). `alone`: the caller sets no link on it afterwards, so when it
     /// is the only op staged or in flight it goes to the kernel in this call (one
     /// `io_uring_enter`, as the flush would make at the end of the microtasks) and the ticket
-    /// carries `TICKET_SUBMITTED`: no flush, no microtask for it (see `SUBMIT_ALONE`).
+    /// carries `TICKET_SUBMITTED`: no flush, no microtask for it (see `SUBMIT_ALONE`). A lone
+    /// small op on a tmpfs/ramfs file may even complete in this call (inline, or by an
+    /// in-kernel wait: [`Inner::rw_inline`], [`Inner::wait_in_call`]): then the return value is
+    /// a [`crate::consts::done`] value (result and latency), the op id already free again.
     ///
     /// # Safety
     /// `v` must be a live handle of the current N-API call on `self.env`.
@@ -702,7 +805,7 @@ impl Inner {
         mem_align: usize,
         rw_flags: i32,
         alone: bool,
-    ) -> Result<u32, CaptureError> {
+    ) -> Result<f64, CaptureError> {
         self.ready(kind)?;
         if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) == 0 && self.submit_every > 0 {
             // What was staged before (its flags and links set by now: JS sets them right
@@ -716,67 +819,120 @@ impl Inner {
         let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
         let (mut rec, bounced) = self.single(kind, write, fd, seg, position);
         rec.rw_flags = rw_flags;
-        let ticket = crate::consts::ticket(self.stage(rec), bounced);
-        // A lone op: nothing else staged or in flight (a depth-1 loop's every op). The wait
-        // of `waitMicros` happens in the flush, so it keeps the flush.
-        if alone && self.submit_alone && self.inflight == 1 && !self.waits_alone(fd, length) {
-            if !write && rw_flags == 0 && self.read_inline(fd) {
-                // Done already: the flush JS schedules for it delivers it (`flush_waiting`).
-                return Ok(ticket);
+        let k = self.stage(rec);
+        let ticket = crate::consts::ticket(k, bounced);
+        // A lone op: nothing else staged or in flight (a depth-1 loop's every op), so nothing
+        // it could overtake. The wait of `waitMicros` happens in the flush, so it keeps the flush.
+        if alone && self.submit_alone && self.inflight == 1 && self.wait_us == 0 {
+            self.chain_check();
+            if rw_flags == 0 && self.goes_inline(fd, length, write) {
+                if self.resident(fd, position, length) {
+                    let r = self.rw_inline(k);
+                    return Ok(self.complete_in_call(k, r, bounced));
+                }
+                // A page of the range is swapped out: the ring reads it back, on an io-wq
+                // worker, and the JS thread does not wait for it.
+                self.not_resident += 1;
+            } else if self.waits_alone(fd, length) {
+                if !self.rw_wait {
+                    // Waited for in its flush (`flush_waiting`).
+                    return Ok(ticket.into());
+                }
+                if let Some(done) = self.wait_in_call(k, bounced) {
+                    return Ok(done);
+                }
+                // Submitted; its completion comes as any other's.
+                return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
+            } else if self.disk_wait.is_some()
+                && !self.wait_spent
+                && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0
+            {
+                self.disk_waiting = true;
+                let done = self.wait_in_call(k, bounced);
+                self.disk_waiting = false;
+                return Ok(done.unwrap_or((ticket | crate::consts::TICKET_SUBMITTED).into()));
             }
             self.flush();
             self.alone_submits += 1;
-            return Ok(ticket | crate::consts::TICKET_SUBMITTED);
+            return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
         }
-        Ok(ticket)
+        Ok(ticket.into())
     }
 
     /// Whether the flush of a lone read/write of `length` bytes on `fd` may wait in the kernel
-    /// (`waitMicros`, or a small op on tmpfs: [`TMPFS_WAIT_BYTES`]): then it keeps its flush,
-    /// where the wait is made, rather than going to the kernel in its staging call.
+    /// (a small op on tmpfs: [`TMPFS_WAIT_BYTES`], within the chain budget).
     fn waits_alone(&self, fd: i32, length: usize) -> bool {
-        self.wait_us > 0
-            || (self.tmpfs_wait.is_some()
-                && !self.inline_tmpfs
-                && !self.wait_spent
-                && self.fds.facts(fd) & FD_INLINE != 0
-                && length as u64 <= TMPFS_WAIT_BYTES)
+        self.tmpfs_wait.is_some()
+            && !self.wait_spent
+            && self.fds.facts(fd) & FD_INLINE != 0
+            && length as u64 <= TMPFS_WAIT_BYTES
     }
 
-    /// `ODIRECT_INLINE_TMPFS=1`: the lone read just staged, on a tmpfs/ramfs file, is made now
-    /// with pread(2) on this thread (io_uring hands every tmpfs read to an io-wq worker: shmem
-    /// has no non-blocking read, so each costs a worker wake-up and a completion back) and its
-    /// result queued for the flush to deliver in the same microtask checkpoint. Only within the
-    /// chain budget of the in-kernel waits (`WAIT_BUDGET`: then the loop's turn comes first).
-    /// A page of a swapped-out tmpfs file is read back on this thread (why it is opt-in).
-    fn read_inline(&mut self, fd: i32) -> bool {
-        if !self.inline_tmpfs || self.fds.facts(fd) & FD_INLINE == 0 || self.wait_spent {
+    /// Whether a lone read/write of `length` bytes on `fd` is made inline ([`Inner::rw_inline`]):
+    /// a small op on a tmpfs/ramfs file, inline ops on (writes too: [`Inline`]), within the
+    /// chain budget (`WAIT_BUDGET`: then the loop's turn comes first).
+    fn goes_inline(&mut self, fd: i32, length: usize, write: bool) -> bool {
+        if self.inline_tmpfs == Inline::Off
+            || (write && self.inline_tmpfs == Inline::Reads)
+            || self.wait_spent
+            || self.fds.facts(fd) & FD_INLINE == 0
+            || length as u64 > TMPFS_WAIT_BYTES
+        {
             return false;
         }
         if self.wait_since.is_some_and(|t| t.elapsed() > WAIT_BUDGET) {
             self.wait_spent = true;
             return false;
         }
-        let Some(&k) = self.staged.last() else {
-            return false;
-        };
+        true
+    }
+
+    /// Whether every page of `len` bytes at `pos` of the tmpfs/ramfs file `fd` is in memory or
+    /// a hole (none swapped out), so that a pread/pwrite of it on this thread copies memory and
+    /// never waits for a swap device: `cachestat(2)` (Linux 6.5+) counts a swapped-out shmem
+    /// page as evicted. Without cachestat only `ODIRECT_INLINE_TMPFS=1` goes inline unchecked.
+    fn resident(&self, fd: i32, pos: u64, len: usize) -> bool {
+        match cachestat_evicted(fd, pos, len as u64) {
+            Some(evicted) => evicted == 0,
+            None => self.inline_tmpfs == Inline::Forced,
+        }
+    }
+
+    /// The lone read or write `k` just staged, on a tmpfs/ramfs file (see [`Inner::goes_inline`]),
+    /// made now with pread(2)/pwrite(2) on this thread: io_uring hands every tmpfs op to an
+    /// io-wq worker (shmem has no non-blocking read), which costs a worker wake-up and a
+    /// completion back, several times the copy itself. Returns its result (or -errno).
+    fn rw_inline(&mut self, k: u32) -> i64 {
         let Some(rec) = self.ops[k as usize].as_mut() else {
-            return false;
+            return -(libc::EINVAL as i64);
         };
-        let OpKind::Read {
-            fd,
-            ptr,
-            len,
-            offset,
-            ..
-        } = rec.kind
-        else {
-            return false;
-        };
+        if self.debug {
+            let what = rec.describe();
+            trace(format_args!("odirect: inline id={k} {what}"));
+            // `finish` traces its completion.
+            rec.debug = Some(what);
+        }
         let r = loop {
-            // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
-            // buffer), held by `rec` until its completion is reaped.
-            let n = unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) };
+            let n = match rec.kind {
+                // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
+                // buffer), held by `rec` until its completion is reaped (below, in this call).
+                OpKind::Read {
+                    fd,
+                    ptr,
+                    len,
+                    offset,
+                    ..
+                } => unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) },
+                // SAFETY: as for the read; the kernel only reads `ptr[..len]`.
+                OpKind::Write {
+                    fd,
+                    ptr,
+                    len,
+                    offset,
+                    ..
+                } => unsafe { libc::pwrite(fd, ptr.cast(), len, offset as libc::off_t) },
+                _ => return -(libc::EINVAL as i64),
+            };
             if n >= 0 {
                 break n as i64;
             }
@@ -785,13 +941,79 @@ impl Inner {
                 e => break -(e.unwrap_or(libc::EIO) as i64),
             }
         };
+        if matches!(rec.kind, OpKind::Read { .. }) {
+            self.inline_reads += 1;
+        } else {
+            self.inline_writes += 1;
+        }
         rec.submitted = true;
-        self.staged.pop();
-        self.synthetic.push((k as u64, r));
-        self.wait_since.get_or_insert_with(Instant::now);
-        self.inline_reads += 1;
-        self.inline_done = true;
-        true
+        self.staged.retain(|&s| s != k);
+        self.chain_started();
+        r
+    }
+
+    /// Submits the lone op `k` (staged just now, nothing else in flight) and waits in the
+    /// kernel for its completion as the tmpfs flush wait does (`io_uring_enter` GETEVENTS,
+    /// min_complete 1, [`tick_safe_timeout`]), then reaps it: its result goes back to JS from
+    /// this `rw` call (None: the wait did not find it; the op stays in flight, announced and
+    /// delivered as any other). Saves the flush microtask, the flush call and the delivery's
+    /// call into JS. A wake-up under way keeps its quiet drivers (see `wake::flush_and_deliver`).
+    fn wait_in_call(&mut self, k: u32, bounced: u32) -> Option<f64> {
+        let outer_quiet = self.quiet;
+        if !self.submit_staged(true) {
+            // Not waited, or timed out (which turned the ring's quiet off).
+            if outer_quiet && !self.quiet {
+                self.begin_wake();
+            }
+            return None;
+        }
+        self.waited_reaps += 1;
+        let mut raw = std::mem::take(&mut self.raw);
+        // The eventfd is reset only when the ring could not keep quiet (it signalled it).
+        self.gather(&mut raw, false);
+        let found = raw.len() == 1 && raw[0].0 == u64::from(k);
+        let done = if found {
+            let (_, r) = raw.pop().expect("one completion");
+            Some(self.complete_in_call(k, r, bounced))
+        } else {
+            // Not expected (nothing else in flight): back the way completions go.
+            self.synthetic.append(&mut raw);
+            eventfd::signal(self.eventfd());
+            None
+        };
+        self.raw = raw;
+        if outer_quiet {
+            self.begin_wake();
+        } else {
+            self.end_wake();
+        }
+        done
+    }
+
+    /// Finishes op `k`, complete with result `r` inside its own `rw` call: its memory released
+    /// (a bounced read copied back), its id free at once (JS never sees it in a delivery).
+    /// Returns what `rw` gives JS for it ([`crate::consts::done`]).
+    fn complete_in_call(&mut self, k: u32, r: i64, bounced: u32) -> f64 {
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.push((u64::from(k), r));
+        let mut out = std::mem::take(&mut self.done_out);
+        // Not part of a wake-up's round (this may run inside one's delivery): its size stays.
+        let round_bytes = self.round_bytes;
+        self.finish(&mut raw, &mut out);
+        self.round_bytes = round_bytes;
+        self.raw = raw;
+        if let Some(i) = self.retired.iter().rposition(|&x| x == k) {
+            self.retired.swap_remove(i);
+            self.free.push(k);
+        }
+        let v = match out[..] {
+            [_, result, lat] => crate::consts::done(result, lat, bounced),
+            _ => crate::consts::done(-(libc::EIO as f64), 0.0, bounced),
+        };
+        out.clear();
+        self.done_out = out;
+        self.call_done += 1;
+        v
     }
 
     /// Before a native batch stages one more read/write on `fd` (see `batch::stage_ops`): as
@@ -968,8 +1190,8 @@ impl Inner {
     /// Never waits with more ops in flight, for an op on a descriptor whose ops may sleep (FUSE,
     /// NFS, FIFOs, sockets: `FD_MAY_BLOCK`), nor past the wait budget (`WAIT_BUDGET`).
     pub fn flush_waiting(&mut self) -> bool {
-        // A read made inline (`read_inline`) waits in `synthetic`: delivered now.
-        let waited = self.submit_staged(true) || std::mem::take(&mut self.inline_done);
+        self.chain_check();
+        let waited = self.submit_staged(true);
         if waited {
             self.waited_reaps += 1;
         }
@@ -985,6 +1207,27 @@ impl Inner {
     pub fn loop_woke(&mut self) {
         self.wait_since = None;
         self.wait_spent = false;
+    }
+
+    /// An in-kernel wait found its completion or an op was made inline: the chain of them
+    /// since the loop last turned starts now if it has not.
+    fn chain_started(&mut self) {
+        if self.wait_since.is_none() {
+            self.wait_since = Some(Instant::now());
+            self.wait_turn = self.wake.loop_time();
+        }
+    }
+
+    /// A chain of waits/inline ops ends when the loop turns, even when nothing woke the engine
+    /// (JS went idle on a timer or other I/O between two ops): seen in the loop's time. Without
+    /// it the first op after such a pause found the budget spent and went through the ring.
+    fn chain_check(&mut self) {
+        if (self.wait_since.is_some() || self.wait_spent)
+            && self.wait_turn.is_some()
+            && self.wake.loop_time() != self.wait_turn
+        {
+            self.loop_woke();
+        }
     }
 
     /// How long the flush of the staged ops may wait in the kernel for them (see
@@ -1033,8 +1276,10 @@ impl Inner {
                     }
             })
         });
-        if tmpfs && !self.inline_tmpfs {
+        if tmpfs {
             self.tmpfs_wait
+        } else if self.disk_waiting {
+            self.disk_wait
         } else {
             None
         }
@@ -1088,6 +1333,7 @@ impl Inner {
         }
         self.staged = staged;
         let mut reap_now = false;
+        let mut waited = false;
         let ring = BackendKind::IoUring.index();
         for (i, (d, used)) in self.drivers.iter_mut().zip(used).enumerate() {
             let (Some(d), true) = (d, used) else { continue };
@@ -1102,13 +1348,17 @@ impl Inner {
                     d.quiet(false);
                 }
                 self.quiet = quiet && reap_now;
-                if reap_now {
-                    self.wait_since.get_or_insert_with(Instant::now);
-                } else {
-                    self.wait_spent = true;
-                }
+                waited = true;
             } else {
                 d.submit();
+            }
+        }
+        if waited {
+            if reap_now {
+                self.chain_started();
+            } else {
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
             }
         }
         if !self.synthetic.is_empty() {

@@ -179,7 +179,7 @@ unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sy
             packed & RW_ALONE != 0,
         )
     } {
-        Ok(k) => k as f64,
+        Ok(k) => k,
         Err(c) => c.code(),
     };
     drop(e);

@@ -274,7 +274,7 @@ impl NativeEngine {
                     alone.unwrap_or(false),
                 )
             } {
-                Ok(k) => k as f64,
+                Ok(k) => k,
                 Err(c) => c.code(),
             }
         })
@@ -509,7 +509,19 @@ impl NativeEngine {
         self.with(|e| e.small_round_count as f64)
     }
 
-    /// Lone tmpfs reads made inline (`ODIRECT_INLINE_TMPFS=1`, see `Inner::read_inline`).
+    /// [reads/writes completed inside their own `rw` call, reads made inline, writes made
+    /// inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
+    /// swapped out] (see `Inner::rw`).
+    #[napi(getter)]
+    pub fn call_stats(&self) -> Result<Vec<f64>> {
+        self.with(|e| {
+            [e.call_done, e.inline_reads, e.inline_writes, e.not_resident]
+                .map(|n| n as f64)
+                .to_vec()
+        })
+    }
+
+    /// Lone tmpfs reads made inline (see `Inner::rw_inline`).
     #[napi(getter)]
     pub fn inline_reads(&self) -> Result<f64> {
         self.with(|e| e.inline_reads as f64)

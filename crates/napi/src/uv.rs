@@ -17,6 +17,7 @@ type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int;
 type HandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type Close = unsafe extern "C" fn(*mut c_void, CloseCb);
 type RefFn = unsafe extern "C" fn(*mut c_void);
+type NowFn = unsafe extern "C" fn(*const c_void) -> u64;
 
 #[derive(Clone, Copy)]
 pub struct Uv {
@@ -27,6 +28,8 @@ pub struct Uv {
     pub close: Close,
     pub ref_: RefFn,
     pub unref: RefFn,
+    /// uv_now: the loop's time (ms), updated once per turn of the loop.
+    pub now: NowFn,
 }
 
 fn sym(name: &CStr) -> Option<*mut c_void> {
@@ -55,6 +58,7 @@ impl Uv {
                     close: std::mem::transmute::<*mut c_void, Close>(sym(c"uv_close")?),
                     ref_: std::mem::transmute::<*mut c_void, RefFn>(sym(c"uv_ref")?),
                     unref: std::mem::transmute::<*mut c_void, RefFn>(sym(c"uv_unref")?),
+                    now: std::mem::transmute::<*mut c_void, NowFn>(sym(c"uv_now")?),
                 })
             }
         })

@@ -66,6 +66,16 @@ impl Wake {
         }
     }
 
+    /// The loop's time (uv_now, ms): it changes only when the loop turns (None off the loop:
+    /// Bun, Deno).
+    pub fn loop_time(&self) -> Option<u64> {
+        match self {
+            // SAFETY: lp is the live loop of this thread (uv_now only reads its cached time).
+            Wake::Loop { uv, lp, .. } => Some(unsafe { (uv.now)(*lp) }),
+            _ => None,
+        }
+    }
+
     /// Keeps the event loop alive while ops are in flight (`want`), or lets it exit.
     ///
     /// # Safety
@@ -691,8 +701,6 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
             return Err(());
         };
         let outer = (e.ring_wake, e.quiet_now());
-        // Only a read made inline to deliver: nothing signalled the eventfd for it.
-        let inline = e.staged() == 0;
         if !e.flush_waiting() {
             // A wait that timed out turned the ring's quiet off.
             if outer.1 && !e.quiet_now() {
@@ -703,7 +711,7 @@ pub(crate) unsafe fn flush_and_deliver(env: sys::napi_env, shared: &Shared) -> R
         // The ring posted the completion without signalling the eventfd when it could keep
         // quiet, and a polled ring never signals it: leave the eventfd alone (what another
         // driver signalled there wakes the loop, which reaps it).
-        e.ring_wake = e.quiet_now() || e.poll_ring || inline;
+        e.ring_wake = e.quiet_now() || e.poll_ring;
         outer
     };
     // SAFETY (block): on the JS thread inside a call (forwarded contract).

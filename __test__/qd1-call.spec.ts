@@ -1,0 +1,357 @@
+// A lone small read/write on a tmpfs file (nothing else staged or in flight, at most 64 KiB)
+// completes inside its own `rw` call and its promise settles there: made inline with
+// pread/pwrite when cachestat(2) says no page of its range is swapped out (the default), else,
+// with ODIRECT_INLINE_TMPFS=0, submitted with an in-kernel wait in the call (ODIRECT_RW_WAIT=0:
+// in its flush, as before). Counted by the engine (callStats: [completed in their call, reads
+// made inline, writes made inline, sent to the ring because a page was swapped out]) and by the
+// ring's SQ head, never by time. An op started beside another in flight never completes in its
+// call (it could overtake it). Swap cases (root): a tmpfs file pushed to swap (written from a
+// memory cgroup of its own, then that cgroup emptied) takes the ring and reads right; and with
+// the swap device on a loop device over a FUSE file whose reads faultfs holds, the in-call wait
+// times out and the op is delivered later, as any other.
+import { execFileSync, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { faultFs, isSkip, loopDevice, sh, skipReason, sleepSync } from './helpers/fixtures.js'
+import { depthOneInChild, patterned, sqHeads, UNIT } from './helpers/qd1.js'
+import { scratchDirs } from './helpers/scratch.js'
+import { FAULTFS_REASON, testIf } from './helpers/skips.js'
+
+const scratch = scratchDirs('qd1-call')
+const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
+const N = 2000
+
+/** [completed in their call, reads inline, writes inline, not resident (ring)]. */
+const callStats = (): number[] => getEngine().native.callStats
+const delta = (a: number[], b: number[]): number[] => b.map((x, i) => x - a[i])
+/**
+ * Lets the event loop turn with its clock moved on: a chain of ops completed in their calls
+ * (inline or by the wait) stops after 1 ms without a loop turn (then an op takes the ring, and
+ * the loop its turn); after this the next lone op starts a new chain, whatever the load.
+ */
+const turn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2))
+
+test.serial(`tmpfs: ${N} reads one at a time complete in their own call: inline by default, by the in-call wait with ODIRECT_INLINE_TMPFS=0, in neither with ODIRECT_RW_WAIT=0 too`, async (t) => {
+  const file = patterned(scratch('/dev/shm'), 64)
+  const inline = await depthOneInChild(file, N, [0])
+  const wait = await depthOneInChild(file, N, [0], { ODIRECT_INLINE_TMPFS: '0' })
+  const off = await depthOneInChild(file, N, [0], { ODIRECT_INLINE_TMPFS: '0', ODIRECT_RW_WAIT: '0' })
+  if (inline.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${inline.backend}`)
+  const [i, w, o] = [inline.rounds[0], wait.rounds[0], off.rounds[0]]
+  t.log(`completed in their call: inline ${i.inCall} (${i.inline} inline), wait ${w.inCall} (${w.tries} waits), off ${o.inCall} (${o.tries} waits in the flush)`)
+  for (const r of [i, w, o]) t.is(r.wrong, 0)
+  // Past the chain budget (1 ms without a loop turn) an op takes the loop's path: how many fit
+  // depends on the load, so the floors are loose (a quiet run has ~99% in their call).
+  t.true(i.inCall >= N / 4 && i.inCall <= N, `${i.inCall} of ${N} completed in their call`)
+  t.is(i.inline, i.inCall, 'each one completed in its call was made inline')
+  t.is(i.tries, 0, 'an inline op waited in the kernel')
+  t.true(w.inCall >= N / 4 && w.inCall <= w.tries, `${w.inCall} of ${N} completed in their call, ${w.tries} waits`)
+  t.is(w.inline, 0)
+  t.is(o.inCall, 0, 'ODIRECT_RW_WAIT=0 completed ops in their call')
+  t.true(o.tries >= N / 4, `${o.tries} waits in the flush with ODIRECT_RW_WAIT=0`)
+})
+
+test.serial('disk: lone reads complete in their call only with ODIRECT_RW_WAIT_DISK=1 (opt-in): by the in-kernel wait, never inline', async (t) => {
+  const file = patterned(scratch(), 64)
+  const on = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: '1' })
+  const off = await depthOneInChild(file, 500, [0])
+  if (on.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${on.backend}`)
+  const [w, o] = [on.rounds[0], off.rounds[0]]
+  t.log(`ODIRECT_RW_WAIT_DISK=1: ${w.inCall} of 500 completed in their call, ${w.tries} waits; default: ${o.inCall}, ${o.tries} waits`)
+  t.is(w.wrong, 0)
+  t.is(o.wrong, 0)
+  // A wait that runs out (a slow moment of the device) leaves its op to the loop: not all of them.
+  t.true(w.inCall > 0 && w.inCall <= w.tries, `${w.inCall} completed in their call, ${w.tries} waits`)
+  t.is(w.inline, 0)
+  t.deepEqual([o.inCall, o.tries], [0, 0])
+})
+
+test.serial('tmpfs: a lone write completes in its call and a read started right after it sees its bytes; promises settle in the order the ops were started', async (t) => {
+  const fh = await open(patterned(scratch('/dev/shm'), 16), 'r+', { backend: 'io_uring' })
+  try {
+    if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+    const s0 = callStats()
+    const heads0 = sqHeads()
+    const w = fh.alloc(UNIT).fill(77)
+    const r = fh.alloc(UNIT)
+    const order: string[] = []
+    const pw = fh.write(w, { position: 3 * UNIT }).then((x) => (order.push('write'), x))
+    // Started while nothing is in flight (the write is done): it completes in its call too.
+    const pr = fh.read(r, { position: 3 * UNIT }).then((x) => (order.push('read'), x))
+    const [a, b] = await Promise.all([pw, pr])
+    t.is(a.bytesWritten, UNIT)
+    t.is(b.bytesRead, UNIT)
+    t.true(r.every((x) => x === 77), 'the read saw the write')
+    t.deepEqual(order, ['write', 'read'])
+    // The write starts a chain; the read continues it unless more than the chain budget (1 ms)
+    // passed between them (a busy machine): then it goes through the ring.
+    const [inCall, reads, writes, swapped] = delta(s0, callStats())
+    t.deepEqual([writes, swapped, inCall], [1, 0, reads + writes])
+    t.is(sqHeads() - heads0, 1 - reads, 'the read went inline and through the ring, or neither')
+    t.is(fh.stats().writes, 1)
+    t.is(fh.stats().reads, 1)
+    // A plain Buffer (bounced): its data is copied back in the call.
+    await turn()
+    const s1 = callStats()
+    const plain = Buffer.alloc(UNIT)
+    t.is((await fh.read(plain, 0, UNIT, 3 * UNIT)).bytesRead, UNIT)
+    t.true(plain.every((x) => x === 77))
+    t.deepEqual(delta(s1, callStats()), [1, 1, 0, 0])
+    t.is(fh.stats().bounced, 1)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('tmpfs: reads and writes at the handle position (null) complete in their call and move it as before, a short read at the end of the file too', async (t) => {
+  const fh = await open(patterned(scratch('/dev/shm'), 2), 'r+', { backend: 'io_uring' })
+  try {
+    const s0 = callStats()
+    const b = fh.alloc(UNIT)
+    t.is((await fh.read(b, { position: null })).bytesRead, UNIT)
+    t.true(b.every((x) => x === 0))
+    t.is((await fh.read(b, { position: null })).bytesRead, UNIT)
+    t.true(b.every((x) => x === 1))
+    // At the end of the file: 0 bytes, completed in its call, the position stays at 2 blocks.
+    await turn()
+    const s1 = callStats()
+    t.is((await fh.read(b, { position: null })).bytesRead, 0)
+    t.is(delta(s1, callStats())[0], 1, 'the read at the end of the file did not complete in its call')
+    t.is((await fh.write(fh.alloc(UNIT).fill(42), 0, UNIT, null)).bytesWritten, UNIT)
+    t.is((await fh.stat()).size, 3 * UNIT, 'the write after the short read landed at the end of the file')
+    t.true(delta(s0, callStats())[0] >= 1)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('tmpfs: an op started while a disk read is in flight does not complete in its call (it would overtake it); both complete', async (t) => {
+  const tmp = await open(patterned(scratch('/dev/shm'), 16), 'r', { backend: 'io_uring' })
+  const disk = await open(patterned(scratch(), 16), 'r', { backend: 'io_uring' })
+  try {
+    if (tmp.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${tmp.backend}`)
+    for (let i = 0; i < 20; i++) {
+      const s0 = callStats()
+      const order: string[] = []
+      const d = disk.read(disk.alloc(UNIT), { position: 5 * UNIT }).then((x) => (order.push('disk'), x))
+      const m = tmp.read(tmp.alloc(UNIT), { position: 6 * UNIT }).then((x) => (order.push('tmpfs'), x))
+      const [x, y] = await Promise.all([d, m])
+      t.is(x.bytesRead, UNIT)
+      t.is(y.bytesRead, UNIT)
+      t.true(x.buffer.every((v) => v === 5) && y.buffer.every((v) => v === 6))
+      t.deepEqual(delta(s0, callStats()), [0, 0, 0, 0], `round ${i}: ${order.join(', ')}`)
+    }
+    // A timeout is set after staging: such an op never completes in its call.
+    const s0 = callStats()
+    t.is((await tmp.read(tmp.alloc(UNIT), { position: 0, timeout: 10_000 })).bytesRead, UNIT)
+    t.deepEqual(delta(s0, callStats()), [0, 0, 0, 0])
+  } finally {
+    await tmp.close()
+    await disk.close()
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// Swap
+
+const SWAP_REASON = skipReason(['root', 'loop', 'cmd:swapon', 'cmd:swapoff', 'cmd:mkswap', 'cmd:losetup', 'cmd:dd'])
+
+/** Turns `device` into swap (highest priority); undefined, or why the kernel refused. */
+function swapOn(device: string): string | undefined {
+  sh('mkswap', [device])
+  try {
+    sh('swapon', ['-p', '32767', device])
+    return undefined
+  } catch (e) {
+    return `swapon refused: ${e instanceof Error ? e.message : String(e)}`
+  }
+}
+
+/**
+ * Copies `src` into the tmpfs file `dst` from a memory cgroup of its own (its pages are charged
+ * there), then empties that cgroup: every page of `dst` goes to swap, and none stays in the swap
+ * cache (cgroup v1 memory.force_empty, v2 memory.reclaim).
+ */
+function writeSwappedOut(src: string, dst: string): void {
+  const v1 = '/sys/fs/cgroup/memory'
+  const root = fs.existsSync(path.join(v1, 'cgroup.procs')) ? v1 : '/sys/fs/cgroup'
+  const cg = fs.mkdtempSync(path.join(root, 'odirect-qd1-call-'))
+  try {
+    execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec dd if=${src} of=${dst} bs=4096 status=none`])
+    const reclaim = (): void => {
+      if (root === v1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
+      else {
+        try {
+          fs.writeFileSync(path.join(cg, 'memory.reclaim'), '1G')
+        } catch {
+          // EAGAIN: less than asked could be reclaimed (all there was).
+        }
+      }
+    }
+    // A page whose write to swap is still under way stays in the swap cache (in memory): reclaim
+    // again until the cgroup's page/swap cache is empty (`cache` in v1's memory.stat, `file` in
+    // v2's). Kernel state with no notification: polled, 10 ms apart, 5 s at most.
+    const cached = (): number => Number(/^(?:cache|file) (\d+)$/m.exec(fs.readFileSync(path.join(cg, 'memory.stat'), 'utf8'))?.[1] ?? 0)
+    reclaim()
+    for (let i = 0; i < 500 && cached() > 0; i++) {
+      sleepSync(10)
+      reclaim()
+    }
+  } finally {
+    fs.rmdirSync(cg)
+  }
+}
+
+testIf(SWAP_REASON, 'tmpfs pages pushed to swap: a lone op on them takes the ring (cachestat), reads and writes right; resident ones go inline', async (t) => {
+  const dev = loopDevice(4096, 64)
+  if (isSkip(dev)) return t.fail(dev.skip)
+  const dir = scratch('/dev/shm')
+  let on = false
+  try {
+    const refused = swapOn(dev.device)
+    if (refused !== undefined) {
+      t.log(`skipped: ${refused}`)
+      return t.pass()
+    }
+    on = true
+    const file = path.join(dir, 'data')
+    writeSwappedOut(patterned(scratch(), 16), file)
+    const fh = await open(file, 'r+', { backend: 'io_uring' })
+    try {
+      if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
+      const b = fh.alloc(UNIT)
+      await turn()
+      let s0 = callStats()
+      let heads0 = sqHeads()
+      t.is((await fh.read(b, { position: 5 * UNIT })).bytesRead, UNIT)
+      t.true(b.every((x) => x === 5), 'the swapped-out block read back right')
+      t.deepEqual(delta(s0, callStats()), [0, 0, 0, 1], 'a swapped-out block was not made inline')
+      t.is(sqHeads() - heads0, 1, 'it went through the ring')
+      // Read back in: resident now, the next read of it goes inline.
+      await turn()
+      s0 = callStats()
+      t.is((await fh.read(b.fill(0), { position: 5 * UNIT })).bytesRead, UNIT)
+      t.true(b.every((x) => x === 5))
+      t.deepEqual(delta(s0, callStats()), [1, 1, 0, 0], 'a resident block was not made inline')
+      // A write over a swapped-out block: the ring too, and it lands.
+      await turn()
+      s0 = callStats()
+      heads0 = sqHeads()
+      t.is((await fh.write(fh.alloc(UNIT).fill(99), { position: 9 * UNIT })).bytesWritten, UNIT)
+      t.deepEqual(delta(s0, callStats()), [0, 0, 0, 1])
+      t.is(sqHeads() - heads0, 1)
+      const back = Buffer.alloc(UNIT)
+      const fd = fs.openSync(file, 'r')
+      fs.readSync(fd, back, 0, UNIT, 9 * UNIT)
+      fs.closeSync(fd)
+      t.true(back.every((x) => x === 99), 'the write landed')
+      // Its neighbours never left swap: read right through the ring.
+      await turn()
+      s0 = callStats()
+      t.is((await fh.read(b, { position: 12 * UNIT })).bytesRead, UNIT)
+      t.true(b.every((x) => x === 12))
+      t.is(delta(s0, callStats())[3], 1)
+    } finally {
+      await fh.close()
+    }
+  } finally {
+    if (on) sh('swapoff', [dev.device])
+    dev.cleanup()
+  }
+}, true)
+
+// The fallback when the in-call wait runs out: a lone write to a tmpfs file whose inode lock
+// another process holds. That process (python3) writes into the same file from a MAP_SHARED
+// mapping of a faultfs file whose reads are held: the kernel faults the source page in with the
+// tmpfs inode locked, so the lock stays taken until faultfs answers. The lone write (in a child
+// with ODIRECT_INLINE_TMPFS=0: waited for in its call) goes to an io-wq worker, which waits for
+// the lock; the wait in the call times out, the op stays in flight and is delivered once the
+// lock is free, as any other.
+const HOLDER = `
+import mmap, os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+m = mmap.mmap(src, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+dst = os.open(sys.argv[2], os.O_WRONLY)
+print(os.pwrite(dst, memoryview(m)[:4096], 0), flush=True)
+`
+
+// The child: opens the tmpfs file, starts one lone write of block 5, prints the engine's counters
+// at once (the call has returned), then the write's outcome.
+const CHILD = `
+  const { open } = require(${JSON.stringify(DIST)})
+  const { getEngine } = require(${JSON.stringify(DIST.replace(/index\.js$/, 'src/engine.js'))})
+  ;(async () => {
+    const fh = await open(process.argv[1], 'r+', { backend: 'io_uring' })
+    const p = fh.write(fh.alloc(4096).fill(55), { position: 5 * 4096 })
+    const [inCall] = getEngine().native.callStats
+    const [tries, found] = getEngine().native.waitStats
+    process.stdout.write(JSON.stringify({ backend: fh.backend, inCall, tries, found }) + '\\n')
+    const { bytesWritten } = await p
+    process.stdout.write(JSON.stringify({ bytesWritten }) + '\\n')
+    await fh.close()
+  })()`
+
+/** Spawns `cmd args` and returns a function resolving with its first `n` stdout lines, and its exit. */
+function lines(cmd: string, args: string[], env: NodeJS.ProcessEnv): { next: (n: number) => Promise<string[]>; exited: Promise<number | null>; err: () => string } {
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  const waiters: (() => void)[] = []
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    out += d
+    for (const w of waiters.splice(0)) w()
+  })
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+  const got = (): string[] => out.split('\n').filter((x) => x !== '')
+  const next = (n: number): Promise<string[]> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (got().length >= n) resolve(got())
+        else waiters.push(check)
+      }
+      void exited.then(() => {
+        if (got().length < n) reject(new Error(`${cmd} exited: ${out} ${err}`))
+      })
+      check()
+    })
+  return { next, exited, err: () => err }
+}
+
+testIf(skipReason(['root', 'python3']) ?? FAULTFS_REASON, 'in-call wait of a lone tmpfs write whose inode lock another process holds: the wait times out, the write is delivered once the lock is free', async (t) => {
+  const f = faultFs({ size: 1 << 20, hold: 'held', pageCache: true })
+  if (isSkip(f)) return t.fail(f.skip)
+  try {
+    const file = patterned(scratch('/dev/shm'), 16)
+    const holder = lines('python3', ['-c', HOLDER, f.file, file], process.env)
+    // The holder's source page is being read (held): the tmpfs inode is locked meanwhile.
+    await f.waitForHeld(1)
+    const child = lines(process.execPath, ['-e', CHILD, file], { ...process.env, ODIRECT_INLINE_TMPFS: '0' })
+    const [started] = await child.next(1)
+    t.log(`after the call: ${started}`)
+    const s = JSON.parse(started) as { backend: string; inCall: number; tries: number; found: number }
+    if (s.backend !== 'io_uring') {
+      f.release()
+      await child.exited
+      return t.fail(`io_uring is not available here: ${s.backend}`)
+    }
+    t.deepEqual([s.inCall, s.tries, s.found], [0, 1, 0], 'the write completed in its call, or did not wait')
+    t.is(f.stats().held, 1, 'the holder was let go early')
+    f.release()
+    t.deepEqual((await holder.next(1))[0], String(UNIT))
+    t.deepEqual(JSON.parse((await child.next(2))[1]), { bytesWritten: UNIT })
+    t.is(await child.exited, 0, child.err())
+    t.is(await holder.exited, 0, holder.err())
+    const back = fs.readFileSync(file)
+    t.true(back.subarray(5 * UNIT, 6 * UNIT).every((x) => x === 55), 'the write landed')
+  } finally {
+    f.release()
+    f.cleanup()
+  }
+})
