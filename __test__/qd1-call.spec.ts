@@ -23,6 +23,12 @@ import { depthOneInChild, patterned, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 
+// Writes are made inline only with ODIRECT_INLINE_TMPFS=all (the default makes reads inline and
+// gives writes the in-call wait: a write takes the inode lock another writer may hold). This
+// file's in-process cases observe inline writes, so its engine runs with =all; the default is
+// observed in a child process below.
+process.env.ODIRECT_INLINE_TMPFS = 'all'
+
 const scratch = scratchDirs('qd1-call')
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const N = 2000
@@ -39,7 +45,7 @@ const turn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2
 
 test.serial(`tmpfs: ${N} reads one at a time complete in their own call: inline by default, by the in-call wait with ODIRECT_INLINE_TMPFS=0, in neither with ODIRECT_RW_WAIT=0 too`, async (t) => {
   const file = patterned(scratch('/dev/shm'), 64)
-  const inline = await depthOneInChild(file, N, [0])
+  const inline = await depthOneInChild(file, N, [0], { ODIRECT_INLINE_TMPFS: undefined })
   const wait = await depthOneInChild(file, N, [0], { ODIRECT_INLINE_TMPFS: '0' })
   const off = await depthOneInChild(file, N, [0], { ODIRECT_INLINE_TMPFS: '0', ODIRECT_RW_WAIT: '0' })
   if (inline.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${inline.backend}`)
@@ -207,6 +213,39 @@ function writeSwappedOut(src: string, dst: string): void {
     fs.rmdirSync(cg)
   }
 }
+
+test.serial('default ODIRECT_INLINE_TMPFS: a lone tmpfs read is made inline, a lone write is not (it completes by the in-call wait through the ring)', async (t) => {
+  const file = patterned(scratch('/dev/shm'), 4)
+  const child = `
+    const { open } = require(${JSON.stringify(DIST)})
+    const { getEngine } = require(${JSON.stringify(path.join(path.dirname(DIST), 'src', 'engine.js'))})
+    ;(async () => {
+      const fh = await open(process.argv[1], 'r+', { backend: 'io_uring' })
+      const b = fh.alloc(4096)
+      await fh.read(b, { position: 0 })
+      await new Promise((r) => setTimeout(r, 2))
+      const s0 = getEngine().native.callStats
+      await fh.write(b.fill(7), { position: 4096 })
+      const s1 = getEngine().native.callStats
+      await new Promise((r) => setTimeout(r, 2))
+      const r = await fh.read(b.fill(0), { position: 4096 })
+      const s2 = getEngine().native.callStats
+      process.stdout.write(JSON.stringify({ backend: fh.backend, s0, s1, s2, read: r.bytesRead, sevens: b.every((x) => x === 7) }))
+      await fh.close()
+    })()`
+  const env = { ...process.env }
+  delete env.ODIRECT_INLINE_TMPFS
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', child, file], { env, encoding: 'utf8' })) as { backend: string; s0: number[]; s1: number[]; s2: number[]; read: number; sevens: boolean }
+  if (out.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${out.backend}`)
+  const w = delta(out.s0, out.s1)
+  const r = delta(out.s1, out.s2)
+  t.log(`write: ${JSON.stringify(w)}, read: ${JSON.stringify(r)} ([in call, reads inline, writes inline, not resident])`)
+  t.is(w[2], 0, 'the write was not made inline')
+  t.is(w[1], 0)
+  t.is(r[1], 1, 'the read was made inline')
+  t.is(out.read, 4096)
+  t.true(out.sevens, 'the read saw the write')
+})
 
 testIf(SWAP_REASON, 'tmpfs pages pushed to swap: a lone op on them takes the ring (cachestat), reads and writes right; resident ones go inline', async (t) => {
   const dev = loopDevice(4096, 64)

@@ -54,19 +54,19 @@ export interface DepthOneRound {
 /**
  * `n` reads one at a time over a `patterned` file, in a child process of its own (an ava
  * worker reads its IPC channel now and then: hundreds of read(2) calls under load), once per
- * `waitMicros` value; `env` adds to the child's environment (e.g. ODIRECT_WAKE).
+ * `waitMicros` value; `env` adds to the child's environment (e.g. ODIRECT_WAKE; undefined removes a variable).
  */
 export async function depthOneInChild(
   file: string,
   n: number,
   waits: number[],
-  env: Record<string, string> = {},
+  env: Record<string, string | undefined> = {},
 ): Promise<{ backend: string; path: string; ringSetup: string; rounds: DepthOneRound[] }> {
   const child = new URL('./qd1-child.ts', import.meta.url).pathname
   const { stdout } = await promisify(execFile)(
     process.execPath,
     ['--import', '@oxc-node/core/register', child, file, String(n), ...waits.map(String)],
-    { env: { ...process.env, ...env }, encoding: 'utf8' },
+    { env: Object.fromEntries(Object.entries({ ...process.env, ...env }).filter(([, v]) => v !== undefined)), encoding: 'utf8' },
   )
   return JSON.parse(stdout)
 }

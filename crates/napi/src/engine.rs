@@ -416,11 +416,12 @@ fn tick_safe_timeout() -> std::time::Duration {
 }
 
 /// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
-/// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never, `=reads` reads only (a write takes
-/// the file's inode lock, which another writer may hold: e.g. one whose source buffer faults on
-/// a stalled FUSE mapping holds it until the server answers), `=1` always (checked with
-/// cachestat(2) where the kernel has it, unchecked where it has not), unset: reads and writes,
-/// when cachestat(2) says no page of the op's range is swapped out.
+/// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never; unset (or `=reads`): reads only,
+/// when cachestat(2) says no page of the op's range is swapped out (a write takes the file's
+/// inode lock, which another writer may hold for as long as it likes: e.g. one whose source
+/// buffer faults on a stalled FUSE mapping holds it until the server answers, so writes take
+/// the bounded in-call wait instead); `=all` reads and writes, checked with cachestat(2);
+/// `=1` reads and writes, unchecked where the kernel has no cachestat.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Inline {
     Off,
@@ -432,9 +433,9 @@ enum Inline {
 fn inline_tmpfs_mode() -> Inline {
     match std::env::var("ODIRECT_INLINE_TMPFS").as_deref() {
         Ok("0") => Inline::Off,
-        Ok("reads") => Inline::Reads,
+        Ok("all") => Inline::Checked,
         Ok("1") => Inline::Forced,
-        _ => Inline::Checked,
+        _ => Inline::Reads,
     }
 }
 
