@@ -9,7 +9,11 @@ import * as path from 'node:path'
 import test from 'ava'
 
 import { open } from '../dist/index.js'
+import { getEngine } from '../dist/src/engine.js'
+import { isSkip, patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+import { type SlowSwap, slowSwap, slowSwapReason } from './helpers/swap.ts'
 
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
 const scratch = scratchDirs('adv-s12')
@@ -85,3 +89,115 @@ for (const root of roots) {
     }
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 2. tmpfs pages out in swap (a swap device whose reads take >= 30 ms: helpers/swap.ts)
+//
+// A lone small op on tmpfs waits in the kernel at its flush with a timeout of one tick + 1 ms
+// (engine.rs tmpfs_wait): a page that must come back from swap outlasts it. The op must then
+// complete through the loop's path, with the right bytes; fixed-buffer ops and typed batches
+// over such pages too.
+
+const SWAP_WHY = slowSwapReason()
+let swap: SlowSwap | undefined
+test.after.always(() => swap?.cleanup())
+function getSwap(): SlowSwap {
+  if (swap === undefined) {
+    const s = slowSwap(30)
+    if (isSkip(s)) throw new Error(s.skip)
+    swap = s
+  }
+  return swap
+}
+/** [in-kernel waits made, waits that found their completion] on this thread's engine. */
+const waitStats = (): [number, number] => {
+  const [tries, found] = getEngine().native.waitStats
+  return [tries as number, found as number]
+}
+const PAGE = 4096
+// Small: every page read back from swap costs >= 30 ms (the final whole-file check reads all).
+const SWAP_FILE = 1 << 20
+
+testIf(
+  SWAP_WHY,
+  'swapped-out tmpfs pages: lone reads and writes bring the right bytes; the in-kernel wait times out and the op completes after',
+  async (t) => {
+    const sw = getSwap()
+    const file = path.join(sw.dir, 'lone')
+    const want = patternBuffer(0, SWAP_FILE)
+    sw.write(file, want)
+    sw.swapOut(file)
+    const fh = await open(file, 'r+', { backend: BACKEND })
+    try {
+      const [tries0, found0] = waitStats()
+      const reads0 = sw.swapReads()
+      // Pages far apart: swap read-ahead brings a few neighbours back with each.
+      const b = fh.alloc(64 * KiB)
+      t.is((await fh.read(b, 0, PAGE, 20 * PAGE)).bytesRead, PAGE)
+      t.true(b.subarray(0, PAGE).equals(want.subarray(20 * PAGE, 21 * PAGE)), 'read of a swapped page')
+      const w = fh.alloc(PAGE).fill(0xab)
+      t.is((await fh.write(w, 0, PAGE, 100 * PAGE)).bytesWritten, PAGE)
+      want.fill(0xab, 100 * PAGE, 101 * PAGE)
+      t.is((await fh.read(b, 0, 64 * KiB, 180 * PAGE)).bytesRead, 64 * KiB)
+      t.true(b.equals(want.subarray(180 * PAGE, 196 * PAGE)), '64 KiB read over swapped pages')
+      const [tries, found] = waitStats()
+      t.true(sw.swapReads() > reads0, 'nothing was read back from swap')
+      if (fh.backend === 'io_uring') {
+        t.true(tries - tries0 >= 1, 'no op waited in the kernel')
+        t.true(tries - tries0 - (found - found0) >= 1, `no wait timed out (${tries - tries0} waits, ${found - found0} found their completion)`)
+      } else t.log(`backend ${fh.backend}: no in-kernel waits`)
+    } finally {
+      await fh.close()
+    }
+    t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
+  },
+  true,
+)
+
+testIf(
+  SWAP_WHY,
+  'swapped-out tmpfs pages: registered (fixed) reads and writes and typed batches move the right bytes',
+  async (t) => {
+    const sw = getSwap()
+    const file = path.join(sw.dir, 'fixed')
+    const want = patternBuffer(0, SWAP_FILE)
+    sw.write(file, want)
+    sw.swapOut(file)
+    const fh = await open(file, 'r+', { backend: BACKEND })
+    const reg = fh.registerBuffers(1, 256 * KiB)
+    try {
+      const reads0 = sw.swapReads()
+      const mem = reg.buffers[0] as Buffer
+      // Single fixed ops.
+      t.is((await fh.read(mem, 0, PAGE, 40 * PAGE)).bytesRead, PAGE)
+      t.true(mem.subarray(0, PAGE).equals(want.subarray(40 * PAGE, 41 * PAGE)))
+      mem.fill(0x5c, PAGE, 2 * PAGE)
+      t.is((await fh.write(mem, PAGE, PAGE, 80 * PAGE)).bytesWritten, PAGE)
+      want.fill(0x5c, 80 * PAGE, 81 * PAGE)
+      // A typed read batch over swapped pages spread over the file, window 4.
+      const n = 16
+      const offsets = new Uint32Array(n).map((_, i) => i * PAGE)
+      const lengths = new Uint32Array(n).fill(PAGE)
+      const positions = new Float64Array(n).map((_, i) => (40 + i * 12) * PAGE)
+      const got = await fh.readMany({ memory: mem, offsets, lengths, positions }, { window: 4 })
+      t.deepEqual([...got], new Array<number>(n).fill(PAGE))
+      for (let i = 0; i < n; i++) {
+        const p = positions[i] as number
+        t.true(mem.subarray(i * PAGE, (i + 1) * PAGE).equals(want.subarray(p, p + PAGE)), `batch read ${i} at page ${p / PAGE}`)
+      }
+      // A typed write batch onto other swapped pages .
+      sw.swapOut(file)
+      for (let i = 0; i < n; i++) mem.fill(i + 1, i * PAGE, (i + 1) * PAGE)
+      const wpos = new Float64Array(n).map((_, i) => (46 + i * 12) * PAGE)
+      const put = await fh.writeMany({ memory: mem, offsets, lengths, positions: wpos }, { window: 4 })
+      t.deepEqual([...put], new Array<number>(n).fill(PAGE))
+      for (let i = 0; i < n; i++) want.fill(i + 1, (wpos[i] as number), (wpos[i] as number) + PAGE)
+      t.true(sw.swapReads() > reads0, 'nothing was read back from swap')
+    } finally {
+      reg.unregister()
+      await fh.close()
+    }
+    t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
+  },
+  true,
+)
