@@ -3,21 +3,26 @@
 // (engine.rs tmpfs_wait) over swapped-out pages, and the lookup of registered memory when the
 // registration changes under ops already called. Every check waits on an event (a promise, a
 // kernel counter); none on time.
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { isSkip, patternBuffer } from './helpers/fixtures.js'
+import { type FaultFs, faultFs, fullFs, isSkip, patternBuffer } from './helpers/fixtures.js'
+import { must } from './helpers/fxtest.js'
+import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { testIf } from './helpers/skips.ts'
+import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { type SlowSwap, slowSwap, slowSwapReason } from './helpers/swap.ts'
 
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
 const scratch = scratchDirs('adv-s12')
 const KiB = 1024
+const MiB = 1024 * KiB
 const roots = ['/var/tmp', ...(fs.existsSync('/dev/shm') ? ['/dev/shm'] : [])]
 
 // ---------------------------------------------------------------------------------------
@@ -201,3 +206,105 @@ testIf(
   },
   true,
 )
+
+// ---------------------------------------------------------------------------------------
+// 3. Write streams (natively chained writes) under short writes, ENOSPC and destroy, in Node,
+// Bun and Deno (adversary-s12/wstream-child.cjs): the error typed, no byte counted in
+// bytesWritten that is not in the file, no chain or op left in the engine once all is reaped.
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const wchild = path.join(here, 'adversary-s12', 'wstream-child.cjs')
+
+interface WResult {
+  code?: string
+  name?: string
+  hint?: boolean
+  position?: number
+  bytesWritten: number
+  chains: number
+  held: number
+  inflight: number
+}
+
+/** Runs the write-stream child; `onLine` sees each stdout line as it comes. */
+function runWChild(argv: readonly string[], mode: string, file: string, onLine?: (l: string, c: ReturnType<typeof spawn>) => void): Promise<{ code: number | null; result?: WResult; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(argv[0] as string, [...argv.slice(1), wchild, dist, mode, file], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let out = ''
+    let stderr = ''
+    let result: WResult | undefined
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d
+      for (let i = out.indexOf('\n'); i >= 0; i = out.indexOf('\n')) {
+        const l = out.slice(0, i)
+        out = out.slice(i + 1)
+        if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as WResult
+        else onLine?.(l, c)
+      }
+    })
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    c.on('error', reject)
+    c.on('close', (code) => resolve({ code, result, stderr }))
+  })
+}
+
+/** Whether `file`'s first `n` bytes are the child's blocks (64 KiB of block index + 1 each). */
+function firstWrong(file: string, n: number): number {
+  const data = fs.readFileSync(file)
+  if (data.length < n) return data.length
+  for (let i = 0; i < n; i++) if (data[i] !== ((Math.floor(i / (64 * KiB)) + 1) & 0xff)) return i
+  return -1
+}
+
+function engineClean(t: { deepEqual: (a: unknown, b: unknown, m?: string) => void }, r: WResult): void {
+  t.deepEqual({ chains: r.chains, held: r.held, inflight: r.inflight }, { chains: 0, held: 0, inflight: 0 }, 'the engine still holds chains or ops after the stream closed and its writes were reaped')
+}
+
+for (const [name, argv] of runtimes()) {
+  testIf(FAULTFS_REASON, `${name}: a write stream on a FUSE file whose server acknowledges half of each write fails typed, counting only bytes in the file`, async (t) => {
+    const fx = must(faultFs({ size: MiB, shortWrites: true, threads: 2 }))
+    t.teardown(() => fx.cleanup())
+    const r = await runWChild(argv, 'short', fx.file)
+    t.is(r.code, 0, r.stderr)
+    const res = r.result as WResult
+    t.like(res, { name: 'DirectIoError', hint: true })
+    t.true(typeof res.code === 'string' && /^E[A-Z]+$/.test(res.code), `error code ${String(res.code)}`)
+    t.is(res.position, res.bytesWritten, 'the error names the first byte not confirmed')
+    t.is(firstWrong(fx.file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
+    engineClean(t, res)
+  })
+
+  testIf(FULLFS_REASON, `${name}: a write stream filling its filesystem fails with ENOSPC, counting only bytes in the file`, async (t) => {
+    const full = fullFs(8)
+    if (isSkip(full)) return t.fail(full.skip)
+    t.teardown(() => full.cleanup())
+    const file = path.join(full.dir, 'out')
+    const r = await runWChild(argv, 'enospc', file)
+    t.is(r.code, 0, r.stderr)
+    const res = r.result as WResult
+    t.like(res, { code: 'ENOSPC', name: 'DirectIoError', hint: true })
+    t.true(res.bytesWritten > 0 && res.bytesWritten < 16 * MiB, `bytesWritten ${res.bytesWritten}`)
+    t.is(res.position, res.bytesWritten)
+    t.is(firstWrong(file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
+    engineClean(t, res)
+  })
+
+  testIf(FAULTFS_REASON, `${name}: a write stream destroyed with its writes held in the kernel: the held chain never reaches the file, the writes in flight are counted once they land`, async (t) => {
+    const fx: FaultFs = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 2 }))
+    t.teardown(() => fx.cleanup())
+    const r = await runWChild(argv, 'destroy', fx.file, (l, c) => {
+      // Two writes (writeBehind) held by the server, the rest of the 8 blocks queued: destroy.
+      if (l === 'ready') fx.waitForHeld(2).then(() => c.stdin?.write('go\n'), (e: unknown) => t.fail(String(e)))
+      else if (l === 'destroyed') fx.release()
+    })
+    fx.release()
+    t.is(r.code, 0, r.stderr)
+    const res = r.result as WResult
+    t.is(res.code, undefined, 'destroy() without an error emits none')
+    t.is(fx.stats().writes, 2, 'writes past writeBehind reached the server after destroy()')
+    t.true(res.bytesWritten <= 2 * 64 * KiB)
+    t.is(firstWrong(fx.file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
+    engineClean(t, res)
+  })
+}
