@@ -10,9 +10,10 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { createReadStream, createWriteStream, type DirectIoError, open } from '../dist/index.js'
+import { addressOf, createReadStream, createWriteStream, type DirectIoError, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { type FaultFs, faultFs, fullFs, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
+import { collectUntil, until } from './helpers/events.ts'
 import { must } from './helpers/fxtest.js'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -401,4 +402,110 @@ for (const [sector, fsType] of [[4096, 'ext4'], [512, 'xfs'], [4096, 'xfs']] as 
     },
     true, // serial: one registration per engine (a concurrent test's would replace this one's)
   )
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The memory lookup (memory.rs: a per-thread cache of the last allocation found, weak) when
+// buffers die with reads held in the kernel and new buffers are made and used meanwhile.
+
+testIf(
+  FAULTFS_REASON,
+  'buffers collected with reads held in FUSE: no new buffer gets their memory until the reads complete; after, reused memory is zeroed and ops on it are right',
+  async (t) => {
+    const fx = must(faultFs({ size: MiB, hold: 'held', threads: 2 }))
+    t.teardown(() => fx.cleanup())
+    const shm = fs.existsSync('/dev/shm') ? scratch('/dev/shm') : scratch()
+    const plain = path.join(shm, 'plain')
+    fs.writeFileSync(plain, patternBuffer(0, MiB))
+    const fh = await open(fx.file, 'r', { backend: BACKEND })
+    const other = await open(plain, 'r+', { backend: BACKEND })
+    try {
+      const held = new Set<number>()
+      let finalized = 0
+      const registry = new FinalizationRegistry(() => finalized++)
+      const N = 8
+      ;(() => {
+        for (let i = 0; i < N; i++) {
+          const b = fh.alloc(64 * KiB)
+          held.add(addressOf(b))
+          registry.register(b, i)
+          // A typed batch of one read (a single read's promise keeps its buffer for its
+          // result; a batch's does not): dropped, nothing in JS keeps the buffer.
+          fh.readMany({ memory: b, offsets: new Uint32Array([0]), lengths: new Uint32Array([64 * KiB]), positions: new Float64Array([i * 64 * KiB]) }).catch(() => {})
+        }
+      })()
+      await fx.waitForHeld(N)
+      await collectUntil(() => finalized === N, 'the buffers of the held reads')
+      // Memory still written by the kernel is not handed out again, and ops on new buffers
+      // (each looked up through the per-thread cache) are right meanwhile.
+      const fresh: Buffer[] = []
+      for (let i = 0; i < 4 * N; i++) {
+        const b = fh.alloc(64 * KiB)
+        t.false(held.has(addressOf(b)), `new buffer ${i} has the memory of a held read`)
+        t.is((await other.read(b, 0, 64 * KiB, (i % 16) * 64 * KiB)).bytesRead, 64 * KiB)
+        t.true(b.equals(patternBuffer((i % 16) * 64 * KiB, 64 * KiB)), `read into new buffer ${i}`)
+        fresh.push(b)
+      }
+      fx.release()
+      await until(() => getEngine().native.inflight === 0 && fx.stats().inflight === 0, 'the held reads to complete')
+      for (const [i, b] of fresh.entries()) t.true(b.equals(patternBuffer((i % 16) * 64 * KiB, 64 * KiB)), `new buffer ${i} changed when the held reads completed`)
+      // Their memory is free now: new buffers may get it (the pool keeps freed blocks), zeroed,
+      // and an op on such a buffer is looked up as the new allocation.
+      let reused = 0
+      for (let i = 0; i < 4 * N; i++) {
+        const b = fh.alloc(64 * KiB)
+        if (held.has(addressOf(b))) reused++
+        t.true(b.every((x) => x === 0), `new buffer ${i} is not zeroed`)
+        b.fill(0x40 + (i % 16))
+        t.is((await other.write(b, 0, 64 * KiB, 0)).bytesWritten, 64 * KiB)
+        const back = fh.alloc(64 * KiB)
+        t.is((await other.read(back, 0, 64 * KiB, 0)).bytesRead, 64 * KiB)
+        t.true(back.equals(b), `write/read through reused buffer ${i}`)
+      }
+      t.log(`${reused} of ${4 * N} new buffers got the memory of a collected buffer`)
+    } finally {
+      fx.release() // else the close waits for the held reads
+      await other.close()
+      await fh.close()
+    }
+  },
+)
+
+/** Detaches `ab` (ArrayBuffer.prototype.transfer where it exists, else a structuredClone transfer), or leaves it attached where the runtime copies instead (Node 20 copies fh.alloc memory, marked untransferable). */
+function detach(ab: ArrayBufferLike): void {
+  const tr = (ab as { transfer?: () => ArrayBuffer }).transfer
+  if (typeof tr === 'function') tr.call(ab)
+  else structuredClone(ab, { transfer: [ab as ArrayBuffer] })
+}
+
+for (const root of roots) {
+  test(`${root}: getters that detach the buffer while the options are read: the op is refused (ERR_ODIRECT_DETACHED) or, on memory the runtime would not move, right`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    fs.writeFileSync(file, patternBuffer(0, 256 * KiB))
+    const fh = await open(file, 'r+', { backend: BACKEND })
+    try {
+      const cases: Array<[string, Uint8Array, (b: Uint8Array) => Promise<unknown>]> = []
+      for (const [kind, make] of [
+        ['fh.alloc', () => fh.alloc(64 * KiB)],
+        ['plain', () => new Uint8Array(64 * KiB)],
+      ] as const) {
+        cases.push([`${kind} read`, make(), (b) => fh.read(b, { get position() { detach(b.buffer); return 0 }, length: 4 * KiB })])
+        cases.push([`${kind} write`, make().fill(0x77), (b) => fh.write(b, { get position() { detach(b.buffer); return 128 * KiB }, length: 4 * KiB })])
+      }
+      const mem = fh.alloc(16 * 4 * KiB)
+      const arrays = () => ({ offsets: new Uint32Array(4).map((_, i) => i * 4 * KiB), lengths: new Uint32Array(4).fill(4 * KiB), positions: new Float64Array(4).map((_, i) => i * 4 * KiB) })
+      cases.push(['typed readMany, window getter', mem, (b) => fh.readMany({ memory: b, ...arrays() }, { get window() { detach(b.buffer); return 2 } })])
+      for (const [what, b, run] of cases) {
+        const out = await outcome(run(b))
+        if (b.byteLength === 0) t.is(out, 'ERR_ODIRECT_DETACHED +hint', `${what}: detached, yet ${out}`)
+        else {
+          // Still attached (copied by structuredClone): the op went on this memory, right.
+          t.is(out, 'ok', what)
+          if (what.endsWith('read')) t.true(Buffer.from(b.buffer, b.byteOffset, 4 * KiB).equals(patternBuffer(0, 4 * KiB)), `${what}: bytes`)
+        }
+      }
+    } finally {
+      await fh.close()
+    }
+  })
 }
