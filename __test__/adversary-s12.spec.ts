@@ -208,6 +208,40 @@ testIf(
   true,
 )
 
+for (const [name, argv] of runtimes()) {
+  testIf(
+    SWAP_WHY,
+    `${name}: swapped-out tmpfs pages: lone, fixed and batched ops in a child process bring the right bytes`,
+    async (t) => {
+      const sw = getSwap()
+      const file = path.join(sw.dir, `child-${name}`)
+      const want = patternBuffer(0, SWAP_FILE)
+      sw.write(file, want)
+      sw.swapOut(file)
+      const reads0 = sw.swapReads()
+      const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+        const c = spawn(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s12', 'swap-child.cjs'), dist, file], { stdio: ['ignore', 'pipe', 'pipe'] })
+        let out = ''
+        let err = ''
+        c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+        c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+        c.on('error', reject)
+        c.on('close', (code) => resolve({ code, out, err }))
+      })
+      t.is(r.code, 0, r.err)
+      const m = /RESULT (.*)/.exec(r.out)
+      if (m === null) return t.fail(`no RESULT: ${r.out} ${r.err}`)
+      const res = JSON.parse(m[1] as string) as Record<string, unknown>
+      t.like(res, { lone: true, lone64k: true, write: true, fixed: true, batch: true })
+      t.log(`backend ${String(res.backend)}: ${String(res.waits)} in-kernel waits, ${String(res.timedOut)} timed out`)
+      t.true(sw.swapReads() > reads0, 'nothing was read back from swap')
+      want.fill(0xab, 100 * PAGE, 101 * PAGE)
+      t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
+    },
+    true,
+  )
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Write streams (natively chained writes) under short writes, ENOSPC and destroy, in Node,
 // Bun and Deno (adversary-s12/wstream-child.cjs): the error typed, no byte counted in

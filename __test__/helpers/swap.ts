@@ -8,7 +8,7 @@
 // pushed out by reclaiming a memory cgroup of this fixture's own: the file is written by a
 // child process placed in it (the pages are charged there), then the cgroup is emptied
 // (cgroup v1 memory.force_empty, v2 memory.reclaim) until fincore sees none of the file's
-// pages resident (neither in the page cache nor in the swap cache).
+// pages resident and the cgroup's memory.stat counts no shmem and no swap cache.
 //
 // Swap is machine-wide: the device gets the highest priority while it exists, but nothing
 // else is reclaimed into it (no memory pressure is made: only this cgroup is emptied).
@@ -89,6 +89,8 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
     // rmdir once the pages it was charged for are gone (the tmpfs unmounted, pushed just after).
     undo.splice(undo.length - 1, 0, () => fs.rmdirSync(cg))
     const name = path.basename(device)
+    /** A counter of the cgroup's memory.stat (bytes; 0 when the kernel has no such line). */
+    const cgStat = (key: string): number => Number(new RegExp(`^${key} (\\d+)$`, 'm').exec(fs.readFileSync(path.join(cg, 'memory.stat'), 'utf8'))?.[1] ?? 0)
     return {
       dir: tmp.dir,
       device,
@@ -97,7 +99,9 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
         execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec cat > "$0"`, file], { input: data })
       },
       swapOut(file) {
-        for (let i = 0; i < 200; i++) {
+        // The deadline only bounds a failure: a pass that frees everything returns at once.
+        const deadline = Date.now() + 60_000
+        while (Date.now() < deadline) {
           if (root.v === 1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
           else {
             try {
@@ -107,12 +111,14 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
               if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
             }
           }
-          if (residentPages(file).resident === 0) return
+          // Out of memory altogether: no page of the file resident, and none of the cgroup's
+          // pages left as shmem or in the swap cache (whose reads would not reach the device).
+          if (residentPages(file).resident === 0 && cgStat('shmem') === 0 && cgStat('swapcached') === 0) return
           // Pages still under writeback to the swap device stay in the swap cache until it
           // completes; the next pass frees them.
           sleepSync(10)
         }
-        throw new Error(`${file}: ${residentPages(file).resident} pages still resident after 200 reclaim passes`)
+        throw new Error(`${file}: ${residentPages(file).resident} pages still resident, cgroup shmem ${cgStat('shmem')} swapcached ${cgStat('swapcached')} bytes after 60 s of reclaim passes`)
       },
       swapReads: () => Number(fs.readFileSync(`/sys/block/${name}/stat`, 'utf8').trim().split(/\s+/)[0]),
       cleanup,
