@@ -54,10 +54,56 @@ export function slowSwapReason(): string | undefined {
   return undefined
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Takes down what a process that died before its cleanup (a test run killed at its timeout)
+ * left: its swap devices (a loop device over faultfs's file `odirect-swap-<pid>`) and its
+ * cgroups (`odirect-swap-<pid>-*`). A slow swap left active would serve any later reclaim on
+ * the machine at the speed of a held FUSE server.
+ */
+function sweepStaleSwaps(root: string): void {
+  for (const line of fs.readFileSync('/proc/swaps', 'utf8').split('\n').slice(1)) {
+    const dev = line.split(/\s+/)[0]
+    if (dev === undefined || !/^\/dev\/loop\d+$/.test(dev)) continue
+    let back = ''
+    try {
+      back = sh('losetup', ['--list', '--noheadings', '--output', 'BACK-FILE', dev]).trim()
+    } catch {
+      continue
+    }
+    const pid = Number(/odirect-swap-(\d+)$/.exec(back)?.[1] ?? 0)
+    if (pid === 0 || pidAlive(pid)) continue
+    try {
+      sh('swapoff', [dev], 300_000)
+      sh('losetup', ['-d', dev])
+    } catch (e) {
+      console.warn(`slowSwap: could not take down the stale swap ${dev}: ${(e as Error).message}`)
+    }
+  }
+  for (const d of fs.readdirSync(root)) {
+    const pid = Number(/^odirect-swap-(\d+)-/.exec(d)?.[1] ?? 0)
+    if (pid === 0 || pidAlive(pid)) continue
+    try {
+      fs.rmdirSync(path.join(root, d))
+    } catch {
+      // still charged or in use: left
+    }
+  }
+}
+
 /** Sets up the slow swap; `delayMs`: how late each swap-in read is answered. */
 export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
   const reason = slowSwapReason()
   if (reason) return { skip: reason }
+  sweepStaleSwaps((cgroupRoot() as { dir: string }).dir)
   const undo: Array<() => void> = []
   const cleanup = (): void => {
     for (const f of undo.splice(0).reverse()) {
@@ -69,7 +115,7 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
     }
   }
   try {
-    const fx = faultFs({ size: sizeMiB << 20, delayMs, threads: 4, name: 'swap' })
+    const fx = faultFs({ size: sizeMiB << 20, delayMs, threads: 4, name: `odirect-swap-${process.pid}` })
     if (isSkip(fx)) return fx
     undo.push(() => fx.cleanup())
     const device = sh('losetup', ['--find', '--show', fx.file]).trim()
