@@ -4,7 +4,7 @@
 // wake-ups under many handles whose completions come from io-wq (FUSE) beside inline ones.
 // Every check waits on an event (a worker's exit, a stream's close, faultfs's counters); a hang
 // is a failure (ava's timeout), never a sleep.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
@@ -18,6 +18,7 @@ import { allocAligned, createReadStream, createWriteStream, DirectIoError, open 
 import { faultFs, fullFs, patternBuffer, type Requirement, type FaultFs } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { until } from './helpers/events.ts'
+import { runtimePath } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -358,11 +359,6 @@ fxTest('one engine, 12 handles on tmpfs, a disk filesystem and FUSE (io-wq): rou
 // ---------------------------------------------------------------------------------------
 // 4. Memory freed by another thread's collector while the kernel still writes it (Deno)
 
-function runtimePath(name: string): string | undefined {
-  const r = spawnSync(process.execPath, [path.join(here, '..', 'scripts', 'runtime-bin.cjs'), '--path', name], { encoding: 'utf8' })
-  const p = r.status === 0 ? r.stdout.trim() : ''
-  return p !== '' && fs.existsSync(p) ? p : undefined
-}
 const deno = runtimePath('deno')
 
 fxTest('Deno: fh.alloc buffers with reads held in FUSE, transferred to a worker that closes (freeing them there): their memory is not handed out again until the reads complete', FAULT, async (t) => {
