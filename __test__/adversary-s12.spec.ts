@@ -99,6 +99,9 @@ for (const root of roots) {
 // ---------------------------------------------------------------------------------------
 // 2. tmpfs pages out in swap (a swap device whose reads take >= 30 ms: helpers/swap.ts)
 //
+// The swap device is machine-wide state (any reclaim on the machine may write to it): these
+// tests are titled machine-wide and run in `npm run test:machine-wide`, one at a time.
+//
 // A lone small op on tmpfs waits in the kernel at its flush with a timeout of one tick + 1 ms
 // (engine.rs tmpfs_wait): a page that must come back from swap outlasts it. The op must then
 // complete through the loop's path, with the right bytes; fixed-buffer ops and typed batches
@@ -132,7 +135,7 @@ const SWAP_FILE = 1 << 20
 
 testIf(
   SWAP_WHY,
-  'swapped-out tmpfs pages: lone reads and writes bring the right bytes; the in-kernel wait times out and the op completes after',
+  'machine-wide: swapped-out tmpfs pages: lone reads and writes bring the right bytes; the in-kernel wait times out and the op completes after',
   async (t) => {
     const sw = getSwap(t)
     const file = path.join(sw.dir, 'lone')
@@ -168,7 +171,7 @@ testIf(
 
 testIf(
   SWAP_WHY,
-  'swapped-out tmpfs pages: registered (fixed) reads and writes and typed batches move the right bytes',
+  'machine-wide: swapped-out tmpfs pages: registered (fixed) reads and writes and typed batches move the right bytes',
   async (t) => {
     const sw = getSwap(t)
     const file = path.join(sw.dir, 'fixed')
@@ -217,7 +220,7 @@ testIf(
 for (const [name, argv] of runtimes()) {
   testIf(
     SWAP_WHY,
-    `${name}: swapped-out tmpfs pages: lone, fixed and batched ops in a child process bring the right bytes`,
+    `machine-wide: ${name}: swapped-out tmpfs pages: lone, fixed and batched ops in a child process bring the right bytes`,
     async (t) => {
       const sw = getSwap(t)
       const file = path.join(sw.dir, `child-${name}`)
