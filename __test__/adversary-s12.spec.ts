@@ -1,8 +1,12 @@
-// Adversary of the eleventh session's defaults (twelfth session): registered memory as
-// READ_FIXED / WRITE_FIXED on tmpfs (pins.rs, batch.rs), the lone tmpfs op's in-kernel wait
-// (engine.rs tmpfs_wait) over swapped-out pages, and the lookup of registered memory when the
-// registration changes under ops already called. Every check waits on an event (a promise, a
-// kernel counter); none on time.
+// Adversary of the eleventh session's defaults (twelfth session), as a user would meet them:
+// 1. registered memory (READ_FIXED / WRITE_FIXED, on tmpfs too: pins.rs, batch.rs) when a new
+//    registration replaces the table under ops already called (a bug: EFAULT, fixed in ring.rs);
+// 2. tmpfs pages out in a slow swap (helpers/swap.ts): the lone op's in-kernel wait times out
+//    (engine.rs tmpfs_wait), fixed ops and typed batches right, in Node, Bun and Deno;
+// 3. write streams (natively chained writes) under FUSE short writes, ENOSPC and destroy;
+// 4. loop devices with 512/4096-byte sectors, ext4 and xfs: misaligned requests typed;
+// 5. the memory lookup when buffers die with reads in the kernel, and getters that detach.
+// Every check waits on an event (a promise, a kernel or server counter); none on time.
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
