@@ -114,7 +114,7 @@ for (const root of roots) {
 const SWAP_WHY = slowSwapReason()
 let swap: SlowSwap | undefined
 /** The swap tests not yet ended: the last one takes the swap down (a slow swap device should not outlive them). */
-let swapTestsLeft = 2 + runtimes().length
+let swapTestsLeft = 3 + runtimes().length
 test.after.always(() => swap?.cleanup())
 /** The slow swap, set up by the first swap test; `t`'s end counts towards taking it down. */
 function getSwap(t: { teardown: (fn: () => void) => void }): SlowSwap {
@@ -258,6 +258,45 @@ for (const [name, argv] of runtimes()) {
     true,
   )
 }
+
+testIf(
+  SWAP_WHY,
+  'machine-wide: a program whose own buffers are out in swap: lone tmpfs ops, O_DIRECT disk writes and typed batches from and into them are right',
+  async (t) => {
+    const sw = getSwap(t)
+    const shmFile = path.join(sw.dir, 'anon')
+    fs.writeFileSync(shmFile, Buffer.alloc(MiB))
+    const diskFile = path.join(scratch(), 'anon')
+    fs.writeFileSync(diskFile, Buffer.alloc(MiB))
+    let reads0 = 0
+    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+      const c = spawn(process.execPath, [path.join(here, 'adversary-s12', 'anon-child.cjs'), dist, sw.cgroup, shmFile, diskFile], { stdio: ['pipe', 'pipe', 'pipe'] })
+      let out = ''
+      let err = ''
+      c.stdout.setEncoding('utf8').on('data', (d: string) => {
+        const first = !out.includes('ready')
+        out += d
+        if (first && out.includes('ready')) {
+          // Everything the child has charged to the cgroup (its heap, its buffers) goes out.
+          sw.swapOutAll()
+          reads0 = sw.swapReads()
+          c.stdin.write('go\n')
+        }
+      })
+      c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+      c.on('error', reject)
+      c.on('close', (code) => resolve({ code, out, err }))
+    })
+    t.is(r.code, 0, r.err)
+    const m = /RESULT (.*)/.exec(r.out)
+    if (m === null) return t.fail(`no RESULT: ${r.out} ${r.err}`)
+    t.deepEqual(JSON.parse(m[1] as string), { tmpfsWrite: true, tmpfsRead: true, diskWrite: true, diskBatchWrite: true, diskBatchRead: true, tmpfsBatchWrite: true })
+    t.true(sw.swapReads() > reads0, 'nothing was read back from swap')
+    const disk = fs.readFileSync(diskFile)
+    for (let i = 0; i < 16; i++) t.true(disk.subarray((15 - i) << 16, (16 - i) << 16).every((x) => x === 0x30 + i), `disk block ${15 - i}`)
+  },
+  true,
+)
 
 // ---------------------------------------------------------------------------------------
 // 3. Write streams (natively chained writes) under short writes, ENOSPC and destroy, in Node,

@@ -23,6 +23,10 @@ export interface SlowSwap {
   dir: string
   /** The swap loop device (/dev/loopN). */
   device: string
+  /** The fixture's memory cgroup (a process that writes its pid to `<cgroup>/cgroup.procs` has its memory charged there). */
+  cgroup: string
+  /** Pushes every page charged to the cgroup out to swap (as `swapOut`, for no file in particular). */
+  swapOutAll(): void
   /** Writes `data` to `file` (on `dir`) from a process in the fixture's cgroup. */
   write(file: string, data: Uint8Array): void
   /** Pushes every page of `file` (written by `write`) out to swap; throws if some stay. */
@@ -140,6 +144,23 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
     return {
       dir: tmp.dir,
       device,
+      cgroup: cg,
+      swapOutAll() {
+        const deadline = Date.now() + 60_000
+        while (Date.now() < deadline) {
+          if (root.v === 1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
+          else {
+            try {
+              fs.writeFileSync(path.join(cg, 'memory.reclaim'), `${sizeMiB}M`)
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
+            }
+          }
+          if (cgStat('swapcached') === 0 && cgStat(root.v === 1 ? 'rss' : 'anon') === 0) return
+          sleepSync(10)
+        }
+        throw new Error(`cgroup memory still resident after 60 s of reclaim passes`)
+      },
       write(file, data) {
         // The writer joins the cgroup first: the file's pages are charged to it.
         execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec cat > "$0"`, file], { input: data })
