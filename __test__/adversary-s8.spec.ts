@@ -17,6 +17,7 @@ import test, { type ExecutionContext } from 'ava'
 import { BatchWindow, copyFile, createReadStream, createWriteStream, DirectIoError, type FileHandle, open, readFile, type ReadStreamOptions } from '../dist/index.js'
 import { faultFs, findCommand, fullFs, loopDevice, patternBuffer, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
+import { runtimePath } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -543,12 +544,6 @@ fxTest(`[${BACKEND}] the same on a FUSE file (faultfs, O_DIRECT: its ops go to i
 
 // ---------------------------------------------------------------------------------------
 // 5. ODIRECT_DEBUG with stdio closed, on /dev/full, on a pipe whose reader is gone
-
-function runtimePath(name: string): string | undefined {
-  const r = spawnSync(process.execPath, [path.join(here, '..', 'scripts', 'runtime-bin.cjs'), '--path', name], { encoding: 'utf8' })
-  const p = r.status === 0 ? r.stdout.trim() : ''
-  return p !== '' && fs.existsSync(p) ? p : undefined
-}
 
 test(`[${BACKEND}] ODIRECT_DEBUG with stderr (and stdout, stdin) closed, on /dev/full, or a pipe whose reader closed: the program runs to the end, the files hold exactly their data (no trace line lands in them), in Node, Bun and Deno`, (t) => {
   const dir = scratch()

@@ -117,6 +117,12 @@ pub struct LocalRing {
     chain: Vec<squeue::Entry>,
     ftruncate: bool,
     registered_buffers: bool,
+    /// The registered buffers' (start, length), by fixed-buffer index. An op names its index
+    /// when it is called and reaches the kernel later (at the flush, or a windowed batch's op
+    /// at a later reap); a registration made in between (a new table) may hold another buffer
+    /// at that index, and the kernel refused such an op with EFAULT. The index is used only
+    /// while its buffer still holds the op's memory (else a plain READ / WRITE).
+    buf_table: Vec<(usize, usize)>,
     /// Registered file slots by descriptor (IORING_REGISTER_FILES, sparse table).
     files: std::collections::HashMap<RawFd, u32>,
     free_slots: Vec<u32>,
@@ -263,6 +269,7 @@ impl LocalRing {
             chain: Vec::new(),
             ftruncate,
             registered_buffers: false,
+            buf_table: Vec::new(),
             files: std::collections::HashMap::new(),
             free_slots: Vec::new(),
             file_table: false,
@@ -328,7 +335,7 @@ impl LocalRing {
         rw_flags: u32,
     ) -> io::Result<squeue::Entry> {
         debug_assert!(key < INTERNAL);
-        let fixed = fixed.filter(|_| self.registered_buffers);
+        let fixed = fixed.filter(|&i| self.holds(i, kind));
         let slot = if self.file_table {
             self.files.get(&kind.fd()).copied()
         } else {
@@ -639,6 +646,20 @@ impl LocalRing {
     pub fn has_registered_buffers(&self) -> bool {
         self.registered_buffers
     }
+
+    /// Whether registered buffer `i` (of the current table) holds the memory of read/write `kind`.
+    fn holds(&self, i: u16, kind: &OpKind) -> bool {
+        let (ptr, len) = match kind {
+            OpKind::Read { ptr, len, .. } => (*ptr as usize, *len),
+            OpKind::Write { ptr, len, .. } => (*ptr as usize, *len),
+            _ => return false,
+        };
+        self.registered_buffers
+            && self
+                .buf_table
+                .get(i as usize)
+                .is_some_and(|&(start, n)| ptr >= start && ptr.saturating_add(len) <= start + n)
+    }
 }
 
 impl Driver for LocalRing {
@@ -855,12 +876,14 @@ impl Driver for LocalRing {
         // unregistration or drop, so fixed ops never reach a new owner).
         unsafe { self.ring.submitter().register_buffers(&iov)? };
         self.registered_buffers = true;
+        self.buf_table = bufs.iter().map(|s| (s.ptr as usize, s.len)).collect();
         Ok(())
     }
 
     fn unregister_buffers(&mut self) -> io::Result<()> {
         if self.registered_buffers {
             self.registered_buffers = false;
+            self.buf_table.clear();
             self.ring.submitter().unregister_buffers()?;
         }
         Ok(())
