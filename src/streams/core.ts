@@ -147,16 +147,26 @@ const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 /**
  * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
- * `READ_CHAIN_HELD` reads beyond its `readAhead` (its next chunks), which the engine holds back,
- * and the reap of one of its reads hands the next held read to the kernel at once, before the
- * completion reaches JS (crates/napi/src/stream.rs, `Chain`). Never more than `readAhead` reads
- * in the kernel, and never more chunks than without it (the held reads take the place of the
- * completed chunk the stream keeps for a busy consumer: in flight + held + completed <=
- * readAhead + READ_CHAIN_HELD). ODIRECT_STREAM_READ_CHAIN=0 turns it off (A/B);
- * ODIRECT_STREAM_READ_HELD sets how many are held (default 1).
+ * `READ_CHAIN_HELD` reads (its next chunks) which the engine holds back, and the reap of one of
+ * its reads hands the next held read to the kernel at once, before the completion reaches JS
+ * (crates/napi/src/stream.rs, `Chain`). Node streams hold them beyond `readAhead` (`readAhead`
+ * in the kernel; the held reads take the place of the completed chunk the stream keeps for a
+ * busy consumer: in flight + held + completed <= readAhead + READ_CHAIN_HELD); web streams count
+ * them inside `readAhead` (see READ_CHAIN_INSIDE). ODIRECT_STREAM_READ_CHAIN=0 turns it off
+ * (A/B); ODIRECT_STREAM_READ_HELD sets how many are held (default 1).
  */
 const READ_CHAIN = process.env.ODIRECT_STREAM_READ_CHAIN !== '0'
 const READ_CHAIN_HELD = Math.max(1, Math.min(64, Math.floor(Number(process.env.ODIRECT_STREAM_READ_HELD ?? 1)) || 1))
+/**
+ * Where a stream's held reads count (`ReadConfig.heldInside`, set by web streams): inside
+ * `readAhead` (`readAhead - READ_CHAIN_HELD` in the kernel, the chain's depth, and the held
+ * ones in the engine: `readAhead` reads unfinished, as without a chain; with readAhead <=
+ * READ_CHAIN_HELD, no chain) or beyond it. Measured (README, streams section): the web default
+ * reader's peak RSS growth 19 vs 25 MiB with MB/s 1.02-1.03x paired; Node streams 23 vs 21 MiB
+ * and 0.94-0.98x, so they hold beyond. ODIRECT_STREAM_READ_INSIDE=0: beyond for all streams,
+ * =1: inside for all (A/B).
+ */
+const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
 /**
  * The hand-over pressure of a web stream's default reader (see HANDOVER): 2. Its chunks are
  * handed over and then transferred once more by the byte stream's `enqueue` (a third
@@ -193,6 +203,8 @@ interface BaseConfig {
 
 export interface ReadConfig extends BaseConfig {
   readAhead: number
+  /** Chained held reads count inside `readAhead` (web streams; see READ_CHAIN_INSIDE). */
+  heldInside?: boolean
   /** The consumer gives chunks back (see ReadStreamOptions.reuseChunks). */
   reuseChunks: boolean
   /** Exclusive end (Infinity: to end of file). */
@@ -467,7 +479,7 @@ export class BlockReader extends Core {
   #queue: ReadSlot[] = []
   /** Reads in flight (the rest of the queue completed). */
   #inflight = 0
-  /** Most reads queued (in flight + completed, not yet pulled): readAhead + 1. */
+  /** Most reads queued (in flight or held + completed, not yet pulled): readAhead + 1. */
   #held = 0
   /** A read failed: issue nothing more (pull reports it in order). */
   #failed = false
@@ -484,8 +496,10 @@ export class BlockReader extends Core {
   #out = new WeakSet<ArrayBuffer>()
   /** The engine's chain of this stream's reads (see READ_CHAIN); 0: none. */
   #chain = 0
-  /** Reads staged beyond `readAhead` (held by the chain): READ_CHAIN_HELD while chained, else 0. */
+  /** Reads staged beyond the chain's depth (held by it): READ_CHAIN_HELD while chained, else 0. */
   #extra = 0
+  /** The chain's depth: most of the stream's reads in the kernel while chained. */
+  #depth = 0
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -506,11 +520,14 @@ export class BlockReader extends Core {
       this.#next = Math.floor(c.start / unit) * unit
       this.#stopAligned = c.stop === Infinity ? Infinity : roundUp(c.stop, unit)
       this.#size = (await fh.stat()).size
-      if (READ_CHAIN && !this.dead) {
-        this.#chain = getEngine().native.chainOpen(c.readAhead)
+      const inside = READ_CHAIN_INSIDE === '1' || (READ_CHAIN_INSIDE !== '0' && c.heldInside === true)
+      const depth = inside ? c.readAhead - READ_CHAIN_HELD : c.readAhead
+      if (READ_CHAIN && depth >= 1 && !this.dead) {
+        this.#chain = getEngine().native.chainOpen(depth)
+        this.#depth = depth
         this.#extra = READ_CHAIN_HELD
       }
-      this.#held = c.readAhead + Math.max(HELD_EXTRA, this.#extra)
+      this.#held = c.readAhead + (inside ? HELD_EXTRA : Math.max(HELD_EXTRA, this.#extra))
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -569,9 +586,10 @@ export class BlockReader extends Core {
     // Never allocate more than the file needs: reads stop at the size known so far (the size at
     // open, or more if the file grew), plus one block-sized read past it to see the end of file.
     const known = roundUp(this.#size, this.#unit)
-    const ahead = this.#cfg.readAhead
+    // Chained: the chain's depth in the kernel and the held reads; else `readAhead`.
+    const ahead = this.#extra > 0 ? this.#depth + this.#extra : this.#cfg.readAhead
     let issued = false
-    while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead + this.#extra && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
+    while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
       const pos = this.#next
       const len = Math.min(this.#chunk, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
       this.#next += len

@@ -55,7 +55,7 @@ export function readableWebStream(pathOrHandle: PathLike | FileHandle, options?:
 function readableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: ReadStreamOptions): ReadableStream<Uint8Array> {
   const { target, cfg } = readConfig(pathOrHandle, options)
   noNodeOnly(cfg, options)
-  const core = new BlockReader(target, cfg)
+  const core = new BlockReader(target, { ...cfg, heldInside: true })
   let leftover: Buffer<ArrayBuffer> | null = null
   const { teardown, failed, errorOn } = lifecycle(core, cfg.signal, 'read')
   const source: UnderlyingByteSource = {
