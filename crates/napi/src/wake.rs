@@ -858,7 +858,7 @@ fn reaper(
     // Makes a call; false when refused (the environment is closing).
     let mut call = || {
         calls += 1;
-        if lose > 0 && calls % lose == 0 {
+        if lose > 0 && calls.is_multiple_of(lose) {
             return true;
         }
         let tsfn = tsfn as sys::napi_threadsafe_function;
