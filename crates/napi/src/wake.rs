@@ -839,6 +839,24 @@ fn lose_every() -> u64 {
 /// [`RECALL_MS`] or more (see [`RECALL_MS`]).
 pub static RECALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// `ODIRECT_DEBUG`: one line per recall with the JS thread's scheduler state and wait channel
+/// (/proc/self/task/<pid>): `R` (busy or waiting for a CPU: the call was only slow) or `S` with
+/// the event loop's wait (`ep_poll`: it sleeps with the call queued, the lost wake-up).
+fn trace_recall(unanswered: std::time::Duration) {
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{pid}/stat")).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("/proc/self/task/{pid}/wchan")).unwrap_or_default();
+    // The state follows the command name's closing parenthesis.
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or("?");
+    crate::engine::trace(format_args!(
+        "odirect: wake-up call unanswered after {unanswered:?}, called again (JS thread state {state}, wchan {wchan})"
+    ));
+}
+
 /// The reaper thread of the portable path: wakes the JS thread when the eventfd is readable.
 fn reaper(
     efd: i32,
@@ -918,6 +936,9 @@ fn reaper(
             // The call went unanswered (no round began): call again, in case the runtime lost
             // it. A JS thread that is only busy runs both, the second finding nothing.
             RECALLS.fetch_add(1, Ordering::Relaxed);
+            if crate::status::debug() {
+                trace_recall(called.map(|c| c.elapsed()).unwrap_or_default());
+            }
             if call() {
                 called = Some(std::time::Instant::now());
                 recall = (recall * 2).min(RECALL_MAX_MS);
