@@ -477,3 +477,10 @@ export declare function unlinkPath(path: string): Promise<number>
 
 /** Releases this open file's whole-file lock: 0 or an errno. */
 export declare function unlockFd(fd: number): number
+
+/**
+ * Threadsafe-function calls the reaper threads (the wake-up path of Bun and Deno) made again
+ * because one went unanswered for 10 ms or more (a runtime may lose one: see
+ * `wake::RECALL_MS`), since the process started.
+ */
+export declare function wakeRecalls(): number

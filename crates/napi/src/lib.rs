@@ -110,6 +110,14 @@ pub fn reaper_stats() -> Vec<f64> {
     reaper::stats().to_vec()
 }
 
+/// Threadsafe-function calls the reaper threads (the wake-up path of Bun and Deno) made again
+/// because one went unanswered for 10 ms or more (a runtime may lose one: see
+/// `wake::RECALL_MS`), since the process started.
+#[napi]
+pub fn wake_recalls() -> f64 {
+    wake::RECALLS.load(std::sync::atomic::Ordering::Relaxed) as f64
+}
+
 /// Address of the first byte of an ArrayBuffer or ArrayBufferView (for alignment checks and
 /// aligned views), or -1 when the value is neither (or is detached).
 #[napi]
