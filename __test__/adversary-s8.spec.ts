@@ -425,7 +425,18 @@ const od = require(${JSON.stringify(dist)});
   const [pid, fd] = r.stdout.trim().split(' ').map(Number)
   const lines = fs.readFileSync(trace, 'utf8').split('\n')
   // From the open of the FUSE file (on a pool thread) to its close: the main thread's calls on it.
-  const opened = lines.findIndex((l) => l.includes(`openat(AT_FDCWD, "${fx.file}"`) && new RegExp(`= ${fd}$`).test(l))
+  const isOpen = (l: string): boolean => l.includes(`openat(AT_FDCWD, "${fx.file}"`)
+  const gave = new RegExp(`= ${fd}$`)
+  let opened = lines.findIndex((l) => isOpen(l) && gave.test(l))
+  if (opened < 0) {
+    // Under load strace splits a call that another thread's call interrupts: "openat(... <unfinished ...>"
+    // on one line, "<... openat resumed>...) = fd" on a later one of the same thread.
+    opened = lines.findIndex((l, i) => {
+      if (!isOpen(l) || !l.endsWith('<unfinished ...>')) return false
+      const tid = l.split(' ')[0]
+      return lines.some((m, j) => j > i && m.startsWith(`${tid} `) && m.includes('<... openat resumed>') && gave.test(m))
+    })
+  }
   t.true(opened >= 0, `the open of ${fx.file} as fd ${fd} is traced`)
   const onIt = new RegExp(`^${pid} +(fstat|newfstatat|statx|fstatfs)\\(${fd}[,)]`)
   const main = lines.slice(opened).filter((l) => onIt.test(l))
