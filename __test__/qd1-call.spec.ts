@@ -9,7 +9,7 @@
 // memory cgroup of its own, then that cgroup emptied) takes the ring and reads right; and with
 // the swap device on a loop device over a FUSE file whose reads faultfs holds, the in-call wait
 // times out and the op is delivered later, as any other.
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,6 +19,7 @@ import test from 'ava'
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { faultFs, isSkip, loopDevice, sh, skipReason, sleepSync } from './helpers/fixtures.js'
+import { childLines } from './helpers/child-lines.js'
 import { depthOneInChild, patterned, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
@@ -334,42 +335,15 @@ const CHILD = `
     await fh.close()
   })()`
 
-/** Spawns `cmd args` and returns a function resolving with its first `n` stdout lines, and its exit. */
-function lines(cmd: string, args: string[], env: NodeJS.ProcessEnv): { next: (n: number) => Promise<string[]>; exited: Promise<number | null>; err: () => string } {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  const waiters: (() => void)[] = []
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    out += d
-    for (const w of waiters.splice(0)) w()
-  })
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
-  const got = (): string[] => out.split('\n').filter((x) => x !== '')
-  const next = (n: number): Promise<string[]> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (got().length >= n) resolve(got())
-        else waiters.push(check)
-      }
-      void exited.then(() => {
-        if (got().length < n) reject(new Error(`${cmd} exited: ${out} ${err}`))
-      })
-      check()
-    })
-  return { next, exited, err: () => err }
-}
-
 testIf(skipReason(['root', 'python3']) ?? FAULTFS_REASON, 'in-call wait of a lone tmpfs write whose inode lock another process holds: the wait times out, the write is delivered once the lock is free', async (t) => {
   const f = faultFs({ size: 1 << 20, hold: 'held', pageCache: true })
   if (isSkip(f)) return t.fail(f.skip)
   try {
     const file = patterned(scratch('/dev/shm'), 16)
-    const holder = lines('python3', ['-c', HOLDER, f.file, file], process.env)
+    const holder = childLines('python3', ['-c', HOLDER, f.file, file], process.env)
     // The holder's source page is being read (held): the tmpfs inode is locked meanwhile.
     await f.waitForHeld(1)
-    const child = lines(process.execPath, ['-e', CHILD, file], { ...process.env, ODIRECT_INLINE_TMPFS: '0' })
+    const child = childLines(process.execPath, ['-e', CHILD, file], { ...process.env, ODIRECT_INLINE_TMPFS: '0' })
     const [started] = await child.next(1)
     t.log(`after the call: ${started}`)
     const s = JSON.parse(started) as { backend: string; inCall: number; tries: number; found: number }

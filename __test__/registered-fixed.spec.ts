@@ -9,7 +9,7 @@
 // reaches the ring: turned off here (and in the child, which inherits it) to see the opcodes.
 process.env.ODIRECT_INLINE_TMPFS = '0'
 
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { open } from '../dist/index.js'
+import { childLines } from './helpers/child-lines.js'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
@@ -126,46 +127,20 @@ for (const [where, dir, expected] of [
         await fh.close()
         process.stdin.destroy()
       })()`
-    const child = spawn(process.execPath, ['-e', script, path.join(shm as string, 'plain.bin'), BACKEND], {
-      env: { ...process.env, ODIRECT_FIXED_ON_COPY: '0' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    const waiters: (() => void)[] = []
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d
-      for (const w of waiters.splice(0)) w()
-    })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
-    /** The child's first stdout line starting with `prefix`, once it has printed it. */
-    const line = (prefix: string): Promise<string> =>
-      new Promise((resolve, reject) => {
-        const look = (): boolean => {
-          const l = out.split('\n').find((x) => x.startsWith(prefix))
-          if (l !== undefined) resolve(l)
-          return l !== undefined
-        }
-        const check = (): void => {
-          if (!look()) waiters.push(check)
-        }
-        check()
-        void exited.then(() => look() || reject(new Error(`child exited before '${prefix}': ${err}`)))
-      })
+    const { child, line, exited, err: stderr } = childLines(process.execPath, ['-e', script, path.join(shm as string, 'plain.bin'), BACKEND], { ...process.env, ODIRECT_FIXED_ON_COPY: '0' }, true)
     const ready = (await line('ready')).split(' ')
     if (ready[1] !== 'io_uring' || ready[2] !== 'true') {
-      child.stdin.end('go\n')
+      child.stdin?.end('go\n')
       t.log(`backend ${ready[1]}, direct ${ready[2]}: no fixed buffers to observe`)
-      t.is(await exited, 0, err)
+      t.is(await exited, 0, stderr())
       return
     }
     let done = ''
     const seen = await opcodes(async () => {
-      child.stdin.write('go\n')
+      child.stdin?.write('go\n')
       done = await line('done')
     }, child.pid)
-    t.is(await exited, 0, err)
+    t.is(await exited, 0, stderr())
     t.is(done, 'done 4096 4096 true')
     t.deepEqual(
       seen.filter((o) => /^(READ|WRITE)/.test(o)),

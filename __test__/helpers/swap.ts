@@ -141,6 +141,18 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
     const name = path.basename(device)
     /** A counter of the cgroup's memory.stat (bytes; 0 when the kernel has no such line). */
     const cgStat = (key: string): number => Number(new RegExp(`^${key} (\\d+)$`, 'm').exec(fs.readFileSync(path.join(cg, 'memory.stat'), 'utf8'))?.[1] ?? 0)
+    /** One pass of reclaim over the whole cgroup (v1 force_empty, v2 memory.reclaim). */
+    const reclaimPass = (): void => {
+      if (root.v === 1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
+      else {
+        try {
+          fs.writeFileSync(path.join(cg, 'memory.reclaim'), `${sizeMiB}M`)
+        } catch (e) {
+          // EAGAIN: less reclaimed than asked (the rest is under writeback): try again.
+          if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
+        }
+      }
+    }
     return {
       dir: tmp.dir,
       device,
@@ -148,14 +160,7 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
       swapOutAll() {
         const deadline = Date.now() + 60_000
         while (Date.now() < deadline) {
-          if (root.v === 1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
-          else {
-            try {
-              fs.writeFileSync(path.join(cg, 'memory.reclaim'), `${sizeMiB}M`)
-            } catch (e) {
-              if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
-            }
-          }
+          reclaimPass()
           if (cgStat('swapcached') === 0 && cgStat(root.v === 1 ? 'rss' : 'anon') === 0) return
           sleepSync(10)
         }
@@ -169,15 +174,7 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
         // The deadline only bounds a failure: a pass that frees everything returns at once.
         const deadline = Date.now() + 60_000
         while (Date.now() < deadline) {
-          if (root.v === 1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
-          else {
-            try {
-              fs.writeFileSync(path.join(cg, 'memory.reclaim'), `${sizeMiB}M`)
-            } catch (e) {
-              // EAGAIN: less reclaimed than asked (the rest is under writeback): try again.
-              if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
-            }
-          }
+          reclaimPass()
           // Out of memory altogether: no page of the file resident, and none of the cgroup's
           // pages left as shmem or in the swap cache (whose reads would not reach the device).
           if (residentPages(file).resident === 0 && cgStat('shmem') === 0 && cgStat('swapcached') === 0) return

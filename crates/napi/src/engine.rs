@@ -915,23 +915,28 @@ impl Inner {
         }
         let r = loop {
             let n = match rec.kind {
-                // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its bounce
-                // buffer), held by `rec` until its completion is reaped (below, in this call).
                 OpKind::Read {
                     fd,
                     ptr,
                     len,
                     offset,
                     ..
-                } => unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) },
-                // SAFETY: as for the read; the kernel only reads `ptr[..len]`.
+                } => {
+                    // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its
+                    // bounce buffer), held by `rec` until its completion is reaped (below, in
+                    // this call).
+                    unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) }
+                }
                 OpKind::Write {
                     fd,
                     ptr,
                     len,
                     offset,
                     ..
-                } => unsafe { libc::pwrite(fd, ptr.cast(), len, offset as libc::off_t) },
+                } => {
+                    // SAFETY: as for the read; the kernel only reads `ptr[..len]`.
+                    unsafe { libc::pwrite(fd, ptr.cast(), len, offset as libc::off_t) }
+                }
                 _ => return -(libc::EINVAL as i64),
             };
             if n >= 0 {
