@@ -12,12 +12,12 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { addressOf, createReadStream, createWriteStream, type DirectIoError, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { type FaultFs, faultFs, fullFs, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
-import { collectUntil, until } from './helpers/events.ts'
+import { collectUntil } from './helpers/events.ts'
 import { must } from './helpers/fxtest.js'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -352,55 +352,92 @@ function engineClean(t: { deepEqual: (a: unknown, b: unknown, m?: string) => voi
   t.deepEqual({ chains: r.chains, held: r.held, inflight: r.inflight }, { chains: 0, held: 0, inflight: 0 }, 'the engine still holds chains or ops after the stream closed and its writes were reaped')
 }
 
+type T = ExecutionContext
+
+/**
+ * The fault each write-stream case meets: why it cannot run here, the title, the file (and its
+ * cleanup, and what the parent does at each child line), then what the result must show besides
+ * the child's clean exit and an engine with nothing left.
+ */
+interface WFault {
+  why: string | undefined
+  title: string
+  setup(t: T): { file: string; cleanup(): void; onLine?: (l: string, c: ReturnType<typeof spawn>) => void; after?: () => void }
+  check(t: T, res: WResult, file: string): void
+}
+
+const W_FAULTS: Record<'short' | 'enospc' | 'destroy', WFault> = {
+  short: {
+    why: FAULTFS_REASON,
+    title: 'a write stream on a FUSE file whose server acknowledges half of each write fails typed, counting only bytes in the file',
+    setup: () => {
+      const fx = must(faultFs({ size: MiB, shortWrites: true, threads: 2 }))
+      return { file: fx.file, cleanup: () => fx.cleanup() }
+    },
+    check: (t, res, file) => {
+      t.like(res, { name: 'DirectIoError', hint: true })
+      t.true(typeof res.code === 'string' && /^E[A-Z]+$/.test(res.code), `error code ${String(res.code)}`)
+      // io_uring fails the short write whole (EIO at 0, the kernel's FUSE path); the thread pool
+      // and aio see each short count and write the rest until one fails: the error's position is
+      // then the first byte not written, inside a block bytesWritten does not count yet.
+      t.true(typeof res.position === 'number' && res.bytesWritten <= res.position, `bytesWritten ${res.bytesWritten}, error at ${String(res.position)}`)
+      t.is(firstWrong(file, res.position as number), -1, "a byte before the error position is not the stream's")
+    },
+  },
+  enospc: {
+    why: FULLFS_REASON,
+    title: 'a write stream filling its filesystem fails with ENOSPC, counting only bytes in the file',
+    setup: () => {
+      const full = must(fullFs(8))
+      return { file: path.join(full.dir, 'out'), cleanup: () => full.cleanup() }
+    },
+    check: (t, res, file) => {
+      t.like(res, { code: 'ENOSPC', name: 'DirectIoError', hint: true })
+      t.true(res.bytesWritten > 0 && res.bytesWritten < 16 * MiB, `bytesWritten ${res.bytesWritten}`)
+      t.is(res.position, res.bytesWritten)
+      t.is(firstWrong(file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
+    },
+  },
+  destroy: {
+    why: FAULTFS_REASON,
+    title: 'a write stream destroyed with its writes held in the kernel: the held chain never reaches the file, the writes in flight are counted once they land',
+    setup: (t) => {
+      const fx: FaultFs = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 2 }))
+      return {
+        file: fx.file,
+        cleanup: () => fx.cleanup(),
+        onLine: (l, c) => {
+          // Two writes (writeBehind) held by the server, the rest of the 8 blocks queued: destroy.
+          if (l === 'ready') fx.waitForHeld(2).then(() => c.stdin?.write('go\n'), (e: unknown) => t.fail(String(e)))
+          else if (l === 'destroyed') fx.release()
+        },
+        after: () => {
+          fx.release()
+          t.is(fx.stats().writes, 2, 'writes past writeBehind reached the server after destroy()')
+        },
+      }
+    },
+    check: (t, res, file) => {
+      t.is(res.code, undefined, 'destroy() without an error emits none')
+      t.true(res.bytesWritten <= 2 * 64 * KiB)
+      t.is(firstWrong(file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
+    },
+  },
+}
+
 for (const [name, argv] of runtimes()) {
-  testIf(FAULTFS_REASON, `${name}: a write stream on a FUSE file whose server acknowledges half of each write fails typed, counting only bytes in the file`, async (t) => {
-    const fx = must(faultFs({ size: MiB, shortWrites: true, threads: 2 }))
-    t.teardown(() => fx.cleanup())
-    const r = await runWChild(argv, 'short', fx.file)
-    t.is(r.code, 0, r.stderr)
-    const res = r.result as WResult
-    t.like(res, { name: 'DirectIoError', hint: true })
-    t.true(typeof res.code === 'string' && /^E[A-Z]+$/.test(res.code), `error code ${String(res.code)}`)
-    // io_uring fails the short write whole (EIO at 0, the kernel's FUSE path); the thread pool
-    // and aio see each short count and write the rest until one fails: the error's position is
-    // then the first byte not written, inside a block bytesWritten does not count yet.
-    t.true(typeof res.position === 'number' && res.bytesWritten <= res.position, `bytesWritten ${res.bytesWritten}, error at ${String(res.position)}`)
-    t.is(firstWrong(fx.file, res.position as number), -1, 'a byte before the error position is not the stream\'s')
-    engineClean(t, res)
-  })
-
-  testIf(FULLFS_REASON, `${name}: a write stream filling its filesystem fails with ENOSPC, counting only bytes in the file`, async (t) => {
-    const full = fullFs(8)
-    if (isSkip(full)) return t.fail(full.skip)
-    t.teardown(() => full.cleanup())
-    const file = path.join(full.dir, 'out')
-    const r = await runWChild(argv, 'enospc', file)
-    t.is(r.code, 0, r.stderr)
-    const res = r.result as WResult
-    t.like(res, { code: 'ENOSPC', name: 'DirectIoError', hint: true })
-    t.true(res.bytesWritten > 0 && res.bytesWritten < 16 * MiB, `bytesWritten ${res.bytesWritten}`)
-    t.is(res.position, res.bytesWritten)
-    t.is(firstWrong(file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
-    engineClean(t, res)
-  })
-
-  testIf(FAULTFS_REASON, `${name}: a write stream destroyed with its writes held in the kernel: the held chain never reaches the file, the writes in flight are counted once they land`, async (t) => {
-    const fx: FaultFs = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 2 }))
-    t.teardown(() => fx.cleanup())
-    const r = await runWChild(argv, 'destroy', fx.file, (l, c) => {
-      // Two writes (writeBehind) held by the server, the rest of the 8 blocks queued: destroy.
-      if (l === 'ready') fx.waitForHeld(2).then(() => c.stdin?.write('go\n'), (e: unknown) => t.fail(String(e)))
-      else if (l === 'destroyed') fx.release()
+  for (const [mode, f] of Object.entries(W_FAULTS)) {
+    testIf(f.why, `${name}: ${f.title}`, async (t) => {
+      const fx = f.setup(t)
+      t.teardown(() => fx.cleanup())
+      const r = await runWChild(argv, mode, fx.file, fx.onLine)
+      fx.after?.()
+      t.is(r.code, 0, r.stderr)
+      const res = r.result as WResult
+      f.check(t, res, fx.file)
+      engineClean(t, res)
     })
-    fx.release()
-    t.is(r.code, 0, r.stderr)
-    const res = r.result as WResult
-    t.is(res.code, undefined, 'destroy() without an error emits none')
-    t.is(fx.stats().writes, 2, 'writes past writeBehind reached the server after destroy()')
-    t.true(res.bytesWritten <= 2 * 64 * KiB)
-    t.is(firstWrong(fx.file, res.bytesWritten), -1, 'bytesWritten counts bytes that are not in the file')
-    engineClean(t, res)
-  })
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -519,6 +556,7 @@ testIf(
       // io_uring takes all 8 to the server; the thread pool (4 threads) would have every thread
       // blocked and the ops on the plain file below waiting behind them: 2 there.
       const N = fh.backend === 'io_uring' ? 8 : 2
+      const reads: Promise<unknown>[] = []
       ;(() => {
         for (let i = 0; i < N; i++) {
           const b = fh.alloc(64 * KiB)
@@ -526,7 +564,7 @@ testIf(
           registry.register(b, i)
           // A typed batch of one read (a single read's promise keeps its buffer for its
           // result; a batch's does not): dropped, nothing in JS keeps the buffer.
-          fh.readMany({ memory: b, offsets: new Uint32Array([0]), lengths: new Uint32Array([64 * KiB]), positions: new Float64Array([i * 64 * KiB]) }).catch(() => {})
+          reads.push(fh.readMany({ memory: b, offsets: new Uint32Array([0]), lengths: new Uint32Array([64 * KiB]), positions: new Float64Array([i * 64 * KiB]) }).catch(() => {}))
         }
       })()
       await fx.waitForHeld(N)
@@ -542,7 +580,8 @@ testIf(
         fresh.push(b)
       }
       fx.release()
-      await until(() => getEngine().native.inflight === 0 && fx.stats().inflight === 0, 'the held reads to complete')
+      await Promise.all(reads)
+      t.is(getEngine().native.inflight, 0, 'the held reads completed, and the engine still counts ops in flight')
       for (const [i, b] of fresh.entries()) t.true(b.equals(patternBuffer((i % 16) * 64 * KiB, 64 * KiB)), `new buffer ${i} changed when the held reads completed`)
       // Their memory is free now: new buffers may get it (the pool keeps freed blocks), zeroed,
       // and an op on such a buffer is looked up as the new allocation.

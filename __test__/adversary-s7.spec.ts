@@ -17,7 +17,6 @@ import test, { type ExecutionContext } from 'ava'
 import { allocAligned, createReadStream, createWriteStream, DirectIoError, open } from '../dist/index.js'
 import { faultFs, fullFs, patternBuffer, type Requirement, type FaultFs } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
-import { until } from './helpers/events.ts'
 import { runtimePath } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
@@ -465,17 +464,15 @@ for (const [name, argv] of runtimes) {
   fxTest(`${name}: process.exit(0) with a read stream's and a write stream's I/O held in FUSE exits 0`, FAULT, async (t) => {
     const fx = must(faultFs({ size: MiB, hold: 'held', holdWrites: true, threads: 4 }))
     t.teardown(() => fx.cleanup())
-    let exited = false
     let note = ''
     const r = await runExit(argv, [scratch('/dev/shm'), 'held', fx.file], async (c) => {
       // Reads (readAhead 4) and writes (writeBehind 2) held in the kernel (io_uring: all 6; aio
       // and the thread pool run 4 at a time), then the exit. Waited for as the server counts
-      // them, ended early by the child's end; the bound is only ava's (3 min): under a full CI
+      // them (fs.watch on its counters), ended early by the child's end; the bound is only ava's (3 min): under a full CI
       // run the Deno child once took more than 10 s from 'ready' to its fourth held request.
       const ready = Date.now()
-      c.once('close', () => (exited = true))
-      await until(() => exited || fx.stats().held >= 4, '4 requests held by faultfs or the child gone', 170_000)
-      if (exited) throw new Error(`the child ended before 4 requests were held (${JSON.stringify(fx.stats())})`)
+      const gone = new Promise<'gone'>((resolve) => c.once('close', () => resolve('gone')))
+      if ((await Promise.race([fx.waitForHeld(4, 170_000).then(() => 'held' as const), gone])) === 'gone') throw new Error(`the child ended before 4 requests were held (${JSON.stringify(fx.stats())})`)
       note = `4 requests held ${Date.now() - ready} ms after 'ready'`
       c.stdin?.write('exit\n')
       // A thread blocked in a FUSE request (the thread pool, aio's submission on FUSE) waits

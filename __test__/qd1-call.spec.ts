@@ -5,8 +5,9 @@
 // in its flush, as before). Counted by the engine (callStats: [completed in their call, reads
 // made inline, writes made inline, sent to the ring because a page was swapped out]) and by the
 // ring's SQ head, never by time. An op started beside another in flight never completes in its
-// call (it could overtake it). Swap cases (root): a tmpfs file pushed to swap (written from a
-// memory cgroup of its own, then that cgroup emptied) takes the ring and reads right; and with
+// call (it could overtake it). Swap cases (root): a tmpfs file pushed to swap (helpers/swap.ts
+// fastSwap: written from a memory cgroup of its own, then that cgroup emptied) takes the ring
+// and reads right; and with
 // the swap device on a loop device over a FUSE file whose reads faultfs holds, the in-call wait
 // times out and the op is delivered later, as any other.
 import { execFileSync } from 'node:child_process'
@@ -18,11 +19,12 @@ import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
-import { faultFs, isSkip, loopDevice, sh, skipReason, sleepSync } from './helpers/fixtures.js'
+import { faultFs, isSkip, skipReason } from './helpers/fixtures.js'
 import { childLines } from './helpers/child-lines.js'
 import { depthOneInChild, patterned, sqHeads, UNIT } from './helpers/qd1.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
+import { fastSwap, fastSwapReason } from './helpers/swap.js'
 
 // Writes are made inline only with ODIRECT_INLINE_TMPFS=all (the default makes reads inline and
 // gives writes the in-call wait: a write takes the inode lock another writer may hold). This
@@ -40,7 +42,8 @@ const delta = (a: number[], b: number[]): number[] => b.map((x, i) => x - a[i])
 /**
  * Lets the event loop turn with its clock moved on: a chain of ops completed in their calls
  * (inline or by the wait) stops after 1 ms without a loop turn (then an op takes the ring, and
- * the loop its turn); after this the next lone op starts a new chain, whatever the load.
+ * the loop its turn); after this the next lone op starts a new chain, whatever the load. The
+ * budget is time itself: there is no event to wait on instead.
  */
 const turn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2))
 
@@ -167,54 +170,6 @@ test.serial('tmpfs: an op started while a disk read is in flight does not comple
 // ---------------------------------------------------------------------------------------
 // Swap
 
-const SWAP_REASON = skipReason(['root', 'loop', 'cmd:swapon', 'cmd:swapoff', 'cmd:mkswap', 'cmd:losetup', 'cmd:dd'])
-
-/** Turns `device` into swap (highest priority); undefined, or why the kernel refused. */
-function swapOn(device: string): string | undefined {
-  sh('mkswap', [device])
-  try {
-    sh('swapon', ['-p', '32767', device])
-    return undefined
-  } catch (e) {
-    return `swapon refused: ${e instanceof Error ? e.message : String(e)}`
-  }
-}
-
-/**
- * Copies `src` into the tmpfs file `dst` from a memory cgroup of its own (its pages are charged
- * there), then empties that cgroup: every page of `dst` goes to swap, and none stays in the swap
- * cache (cgroup v1 memory.force_empty, v2 memory.reclaim).
- */
-function writeSwappedOut(src: string, dst: string): void {
-  const v1 = '/sys/fs/cgroup/memory'
-  const root = fs.existsSync(path.join(v1, 'cgroup.procs')) ? v1 : '/sys/fs/cgroup'
-  const cg = fs.mkdtempSync(path.join(root, 'odirect-qd1-call-'))
-  try {
-    execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec dd if=${src} of=${dst} bs=4096 status=none`])
-    const reclaim = (): void => {
-      if (root === v1) fs.writeFileSync(path.join(cg, 'memory.force_empty'), '0')
-      else {
-        try {
-          fs.writeFileSync(path.join(cg, 'memory.reclaim'), '1G')
-        } catch {
-          // EAGAIN: less than asked could be reclaimed (all there was).
-        }
-      }
-    }
-    // A page whose write to swap is still under way stays in the swap cache (in memory): reclaim
-    // again until the cgroup's page/swap cache is empty (`cache` in v1's memory.stat, `file` in
-    // v2's). Kernel state with no notification: polled, 10 ms apart, 5 s at most.
-    const cached = (): number => Number(/^(?:cache|file) (\d+)$/m.exec(fs.readFileSync(path.join(cg, 'memory.stat'), 'utf8'))?.[1] ?? 0)
-    reclaim()
-    for (let i = 0; i < 500 && cached() > 0; i++) {
-      sleepSync(10)
-      reclaim()
-    }
-  } finally {
-    fs.rmdirSync(cg)
-  }
-}
-
 test.serial('default ODIRECT_INLINE_TMPFS: a lone tmpfs read is made inline, a lone write is not (it completes by the in-call wait through the ring)', async (t) => {
   const file = patterned(scratch('/dev/shm'), 4)
   const child = `
@@ -224,6 +179,7 @@ test.serial('default ODIRECT_INLINE_TMPFS: a lone tmpfs read is made inline, a l
       const fh = await open(process.argv[1], 'r+', { backend: 'io_uring' })
       const b = fh.alloc(4096)
       await fh.read(b, { position: 0 })
+      // turn() above: the engine's 1 ms chain budget is time itself, nothing to wait on instead.
       await new Promise((r) => setTimeout(r, 2))
       const s0 = getEngine().native.callStats
       await fh.write(b.fill(7), { position: 4096 })
@@ -248,18 +204,14 @@ test.serial('default ODIRECT_INLINE_TMPFS: a lone tmpfs read is made inline, a l
   t.true(out.sevens, 'the read saw the write')
 })
 
-testIf(SWAP_REASON, 'machine-wide (a swap device): tmpfs pages pushed to swap: a lone op on them takes the ring (cachestat), reads and writes right; resident ones go inline', async (t) => {
-  const dev = loopDevice(4096, 64)
-  if (isSkip(dev)) return t.fail(dev.skip)
-  const dir = scratch('/dev/shm')
-  let on = false
+testIf(fastSwapReason(), 'machine-wide (a swap device): tmpfs pages pushed to swap: a lone op on them takes the ring (cachestat), reads and writes right; resident ones go inline', async (t) => {
+  const sw = fastSwap()
+  // fastSwapReason found every tool and root: a refusal here is a failure, not a skip.
+  if (isSkip(sw)) return t.fail(sw.skip)
   try {
-    const refused = swapOn(dev.device)
-    // SWAP_REASON found every tool and root: a refusal here is a failure, not a skip.
-    if (refused !== undefined) return t.fail(refused)
-    on = true
-    const file = path.join(dir, 'data')
-    writeSwappedOut(patterned(scratch(), 16), file)
+    const file = path.join(sw.dir, 'data')
+    sw.write(file, fs.readFileSync(patterned(scratch(), 16)))
+    sw.swapOut(file)
     const fh = await open(file, 'r+', { backend: 'io_uring' })
     try {
       if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
@@ -299,8 +251,7 @@ testIf(SWAP_REASON, 'machine-wide (a swap device): tmpfs pages pushed to swap: a
       await fh.close()
     }
   } finally {
-    if (on) sh('swapoff', [dev.device])
-    dev.cleanup()
+    sw.cleanup()
   }
 }, true)
 

@@ -86,6 +86,7 @@ function mainThreadIo(dir: string): { stop: () => Promise<number> } {
         await Promise.all(dst.map((b, i) => fh.read(b, { position: i * 128 * KiB })))
         for (let i = 0; i < 8; i++) if (sha(dst[i]) !== sha(src[i])) throw new Error(`main thread: round ${rounds} block ${i} differs`)
         rounds++
+        // Pacing, not a wait for an event: leaves the 2 cores to the workers between rounds.
         await new Promise((resolve) => setTimeout(resolve, 10))
       }
     } finally {

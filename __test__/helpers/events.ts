@@ -27,6 +27,7 @@ export async function until(cond: () => boolean, what: string, ms = 30_000): Pro
   const end = process.hrtime.bigint() + BigInt(ms) * 1_000_000n
   while (!cond()) {
     if (process.hrtime.bigint() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    // A poll: what callers wait on (/proc, FUSE counters, thread states) notifies no one.
     await new Promise((r) => setTimeout(r, 5))
   }
 }

@@ -10,13 +10,16 @@
 // (cgroup v1 memory.force_empty, v2 memory.reclaim) until fincore sees none of the file's
 // pages resident and the cgroup's memory.stat counts no shmem and no swap cache.
 //
+// `fastSwap` is the same over a plain loop device, for tests that need pages out in swap but
+// no slow swap-in.
+//
 // Swap is machine-wide: the device gets the highest priority while it exists, but nothing
 // else is reclaimed into it (no memory pressure is made: only this cgroup is emptied).
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { faultFs, isSkip, residentPages, type Skip, sh, skipReason, sleepSync, tmpfsDir } from './fixtures.js'
+import { faultFs, isSkip, loopDevice, type Requirement, residentPages, type Skip, sh, skipReason, sleepSync, tmpfsDir } from './fixtures.js'
 
 export interface SlowSwap {
   /** A tmpfs mount for the test's files. */
@@ -49,14 +52,19 @@ function cgroupRoot(): { dir: string; v: 1 | 2 } | undefined {
   return undefined
 }
 
-/** Why a slow swap cannot be set up here, or undefined. */
-export function slowSwapReason(): string | undefined {
-  const r = skipReason(['root', 'loop', 'fuse', 'cargo', 'cmd:mkswap', 'cmd:swapon', 'cmd:swapoff', 'cmd:fincore', 'cmd:umount', 'fs:tmpfs'])
+/** Why a swap fixture needing `needs` (besides swap and a memory cgroup) cannot be set up here, or undefined. */
+function swapReason(needs: Requirement[]): string | undefined {
+  const r = skipReason(['root', 'loop', ...needs, 'cmd:mkswap', 'cmd:swapon', 'cmd:swapoff', 'cmd:fincore', 'cmd:umount', 'fs:tmpfs'])
   if (r) return r
   if (!fs.existsSync('/proc/swaps')) return 'kernel without swap (no /proc/swaps)'
   if (cgroupRoot() === undefined) return 'no memory cgroup to reclaim (cgroup v1 memory or v2 with the memory controller)'
   return undefined
 }
+
+/** Why a slow swap cannot be set up here, or undefined. */
+export const slowSwapReason = (): string | undefined => swapReason(['fuse', 'cargo'])
+/** Why a fast swap (`fastSwap`) cannot be set up here, or undefined. */
+export const fastSwapReason = (): string | undefined => swapReason(['cmd:blockdev'])
 
 function pidAlive(pid: number): boolean {
   try {
@@ -107,6 +115,33 @@ function sweepStaleSwaps(root: string): void {
 export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
   const reason = slowSwapReason()
   if (reason) return { skip: reason }
+  return swapFixture(sizeMiB, (undo) => {
+    const fx = faultFs({ size: sizeMiB << 20, delayMs, threads: 4, name: `odirect-swap-${process.pid}` })
+    if (isSkip(fx)) return fx
+    undo.push(() => fx.cleanup())
+    const device = sh('losetup', ['--find', '--show', fx.file]).trim()
+    undo.push(() => sh('losetup', ['-d', device]))
+    return device
+  })
+}
+
+/**
+ * The same fixture over a plain loop device (a sparse file in /var/tmp): swap-ins at the disk's
+ * speed, for tests that need pages out in swap but not a slow device.
+ */
+export function fastSwap(sizeMiB = 64): SlowSwap | Skip {
+  const reason = fastSwapReason()
+  if (reason) return { skip: reason }
+  return swapFixture(sizeMiB, (undo) => {
+    const dev = loopDevice(4096, sizeMiB)
+    if (isSkip(dev)) return dev
+    undo.push(() => dev.cleanup())
+    return dev.device
+  })
+}
+
+/** Swap on the device `makeDevice` returns (it pushes its own undo steps), a tmpfs and a memory cgroup. */
+function swapFixture(sizeMiB: number, makeDevice: (undo: Array<() => void>) => string | Skip): SlowSwap | Skip {
   sweepStaleSwaps((cgroupRoot() as { dir: string }).dir)
   const undo: Array<() => void> = []
   const cleanup = (): void => {
@@ -114,16 +149,16 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
       try {
         f()
       } catch (e) {
-        console.warn(`slowSwap cleanup: ${(e as Error).message}`)
+        console.warn(`swap fixture cleanup: ${(e as Error).message}`)
       }
     }
   }
   try {
-    const fx = faultFs({ size: sizeMiB << 20, delayMs, threads: 4, name: `odirect-swap-${process.pid}` })
-    if (isSkip(fx)) return fx
-    undo.push(() => fx.cleanup())
-    const device = sh('losetup', ['--find', '--show', fx.file]).trim()
-    undo.push(() => sh('losetup', ['-d', device]))
+    const device = makeDevice(undo)
+    if (isSkip(device)) {
+      cleanup()
+      return device
+    }
     sh('mkswap', [device])
     sh('swapon', ['-p', '32767', device])
     undo.push(() => sh('swapoff', [device], 300_000))
@@ -153,36 +188,39 @@ export function slowSwap(delayMs = 30, sizeMiB = 64): SlowSwap | Skip {
         }
       }
     }
+    /**
+     * Reclaim passes until `done()`. The deadline only bounds a failure: a pass that frees
+     * everything returns at once. A page whose write to the swap device is under way stays in
+     * the swap cache until that write completes, which nothing reports (no fd, no event): the
+     * next pass, 10 ms later, frees it.
+     */
+    const reclaimUntil = (done: () => boolean, what: () => string): void => {
+      const deadline = Date.now() + 60_000
+      for (;;) {
+        reclaimPass()
+        if (done()) return
+        if (Date.now() > deadline) throw new Error(`${what()} after 60 s of reclaim passes`)
+        sleepSync(10)
+      }
+    }
     return {
       dir: tmp.dir,
       device,
       cgroup: cg,
       swapOutAll() {
-        const deadline = Date.now() + 60_000
-        while (Date.now() < deadline) {
-          reclaimPass()
-          if (cgStat('swapcached') === 0 && cgStat(root.v === 1 ? 'rss' : 'anon') === 0) return
-          sleepSync(10)
-        }
-        throw new Error(`cgroup memory still resident after 60 s of reclaim passes`)
+        reclaimUntil(() => cgStat('swapcached') === 0 && cgStat(root.v === 1 ? 'rss' : 'anon') === 0, () => 'cgroup memory still resident')
       },
       write(file, data) {
         // The writer joins the cgroup first: the file's pages are charged to it.
         execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec cat > "$0"`, file], { input: data })
       },
       swapOut(file) {
-        // The deadline only bounds a failure: a pass that frees everything returns at once.
-        const deadline = Date.now() + 60_000
-        while (Date.now() < deadline) {
-          reclaimPass()
-          // Out of memory altogether: no page of the file resident, and none of the cgroup's
-          // pages left as shmem or in the swap cache (whose reads would not reach the device).
-          if (residentPages(file).resident === 0 && cgStat('shmem') === 0 && cgStat('swapcached') === 0) return
-          // Pages still under writeback to the swap device stay in the swap cache until it
-          // completes; the next pass frees them.
-          sleepSync(10)
-        }
-        throw new Error(`${file}: ${residentPages(file).resident} pages still resident, cgroup shmem ${cgStat('shmem')} swapcached ${cgStat('swapcached')} bytes after 60 s of reclaim passes`)
+        // Out of memory altogether: no page of the file resident, and none of the cgroup's pages
+        // left as shmem or in the swap cache (whose reads would not reach the device).
+        reclaimUntil(
+          () => residentPages(file).resident === 0 && cgStat('shmem') === 0 && cgStat('swapcached') === 0,
+          () => `${file}: ${residentPages(file).resident} pages still resident, cgroup shmem ${cgStat('shmem')} swapcached ${cgStat('swapcached')} bytes`,
+        )
       },
       swapReads: () => Number(fs.readFileSync(`/sys/block/${name}/stat`, 'utf8').trim().split(/\s+/)[0]),
       cleanup,

@@ -60,6 +60,7 @@ const od = require(${JSON.stringify(dist)})
   // bytes held] and whether the eventfds are back to what they were before the worker.
   const { native } = createRequire(import.meta.url)(new URL('../../dist/src/native.js', import.meta.url).pathname)
   const end = Date.now() + 20_000
+  // A poll: a descriptor closing in /proc/self/fd notifies no one (procfs has no inotify).
   while (eventfds() > baseline && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 5))
   console.log(JSON.stringify({ terminated: true, held: h, reaper: native.reaperStats(), eventfdsBack: eventfds() <= baseline }))
 } else {
