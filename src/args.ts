@@ -55,6 +55,15 @@ export function callerError<T>(e: T): T {
   return e
 }
 
+/** `o[key]`, what a getter or Proxy trap throws on the way marked as the caller's own (see `callerError`). */
+export function callerGet(o: object, key: string | number): unknown {
+  try {
+    return (o as Record<string | number, unknown>)[key]
+  } catch (e) {
+    throw callerError(e)
+  }
+}
+
 /** Runs the caller's code `fn`: whatever it throws is marked as the caller's own (see `callerError`). */
 export function callerCode<T>(fn: () => T): T {
   try {
@@ -188,7 +197,7 @@ export function oneOf<T extends string>(o: Record<string, unknown>, key: string,
 }
 
 export function boolOption(o: Record<string, unknown>, key: string, def: boolean): boolean {
-  const v = o[key]
+  const v = callerGet(o, key)
   if (v === undefined) return def
   if (typeof v !== 'boolean') throw misuse('ERR_INVALID_ARG_TYPE', `${key} must be a boolean, got ${describe(v)}`, `pass ${key}: true or false`)
   return v
@@ -473,8 +482,13 @@ export const RWF_DONTCACHE = 0x80
 export function rwFlags(o: Record<string, unknown> | undefined, syscall: string): number {
   if (o === undefined) return 0
   // Plain property reads, each once and in this order (a read through a variable key is a
-  // megamorphic lookup on every op); each is checked before the next is read.
-  return rwFlag(o.dsync, 'dsync', RWF_DSYNC, syscall) | rwFlag(o.sync, 'sync', RWF_SYNC, syscall) | rwFlag(o.atomic, 'atomic', RWF_ATOMIC, syscall)
+  // megamorphic lookup on every op); each is checked before the next is read. What a getter
+  // throws is the caller's own (odirect's checks throw coded errors, passed on as they are).
+  try {
+    return rwFlag(o.dsync, 'dsync', RWF_DSYNC, syscall) | rwFlag(o.sync, 'sync', RWF_SYNC, syscall) | rwFlag(o.atomic, 'atomic', RWF_ATOMIC, syscall)
+  } catch (e) {
+    throw callerError(e)
+  }
 }
 
 function rwFlag(v: unknown, k: 'dsync' | 'sync' | 'atomic', bit: number, syscall: string): number {
@@ -523,7 +537,7 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
     // read({ buffer, offset, length, position, signal, timeout })
     if (syscall === 'write') throw misuse('ERR_INVALID_ARG_TYPE', `buffer must be a Buffer, TypedArray, DataView or string, got ${describe(a)}`, 'call fh.write(buffer, offset, length, position) or fh.write(buffer, { position })')
     o = a
-    buffer = o.buffer
+    buffer = callerGet(o, 'buffer')
     if (buffer === undefined) buffer = defaultBuffer()
   } else {
     buffer = a
@@ -536,10 +550,15 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
   let length: unknown
   let pos: unknown
   if (o !== undefined) {
-    // Plain property reads (each getter runs once), kept monomorphic for the hot path.
-    offset = o.offset
-    length = o.length
-    pos = o.position
+    // Plain property reads (each getter runs once), kept monomorphic for the hot path; what a
+    // getter or Proxy trap throws is the caller's own.
+    try {
+      offset = o.offset
+      length = o.length
+      pos = o.position
+    } catch (e) {
+      throw callerError(e)
+    }
   } else {
     offset = b
     length = c
@@ -555,5 +574,5 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
   const off = offset === undefined || offset === null ? 0 : intArg(offset, 'offset', 0, size)
   const len = length === undefined || length === null ? size - off : intArg(length, 'length', 0, size - off)
   if (len > native.MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${native.MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-  return { buffer: v, offset: off, length: len, position: pos, signal: o === undefined ? undefined : signalArg(o.signal), timeout: o === undefined ? undefined : timeoutArg(o.timeout), rwFlags: rwFlags(o, syscall) }
+  return { buffer: v, offset: off, length: len, position: pos, signal: o === undefined ? undefined : signalArg(callerGet(o, 'signal')), timeout: o === undefined ? undefined : timeoutArg(callerGet(o, 'timeout')), rwFlags: rwFlags(o, syscall) }
 }

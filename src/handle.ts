@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type * as fsTypes from 'node:fs'
 
-import { coded, countArg, datasyncOption, describe, encodingArg, guard, guardAsync, intArg, isImplicitPosition, isOptionsObject, lockExclusive, optionsArg, positionArg, RWF_ATOMIC, type RwArgs, rwArgs, rwFlags, signalArg, timeoutArg, viewArg } from './args'
+import { callerError, callerGet, coded, countArg, datasyncOption, describe, encodingArg, guard, guardAsync, intArg, isImplicitPosition, isOptionsObject, lockExclusive, optionsArg, positionArg, RWF_ATOMIC, type RwArgs, rwArgs, rwFlags, signalArg, timeoutArg, viewArg } from './args'
 import { allocAligned, MAX_IO_LENGTH, PAGE_SIZE } from './buffers'
 import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
@@ -432,7 +432,7 @@ export class FileHandle extends EventEmitter {
     const lengths: number[] = []
     let total = 0
     for (let i = 0; i < n; i++) {
-      const v = viewArg(buffers[i], `buffers[${i}]`)
+      const v = viewArg(callerGet(buffers, i), `buffers[${i}]`)
       const len = v.byteLength
       this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
       views.push(v)
@@ -496,15 +496,15 @@ export class FileHandle extends EventEmitter {
     let flags = 0
     let signal: AbortSignal | undefined
     if (o !== undefined) {
-      const w = o.window
+      const w = callerGet(o, 'window')
       if (w instanceof BatchWindow) {
         if (windowId(w) === 0) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: options.window is not a BatchWindow made by its constructor`, 'pass new BatchWindow(size), or a number')
         shared = w
         window = w.size
       } else if (w !== undefined) window = intArg(w, 'window', 1, 1 << 20, 'pass an integer from 1 to 1048576, or a BatchWindow')
       flags = rwFlags(o, `${syscall}Many`)
-      if (!write && o.datasync !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
-      signal = signalArg(o.signal)
+      if (!write && callerGet(o, 'datasync') !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', "option 'datasync' only applies to writeMany", 'drop it')
+      signal = signalArg(callerGet(o, 'signal'))
     }
     const kind = write ? KIND_WRITE : KIND_READ
     if (isManyArrays(ops)) {
@@ -522,13 +522,20 @@ export class FileHandle extends EventEmitter {
     const positions: number[] = []
     const unit = this.direct ? this.alignment.offset : 1
     for (let i = 0; i < n; i++) {
-      const op: unknown = ops[i]
+      const op: unknown = callerGet(ops, i)
       if (!isOptionsObject(op)) throw misuse('ERR_INVALID_ARG_TYPE', `ops[${i}] must be { buffer, position }, got ${describe(op)}`, 'pass [{ buffer, position }, ...]')
       // Each property read once. The common case (a non-empty view, a whole number position,
       // both aligned) is accepted without making the `ops[i]...` labels, a string each per op;
       // anything else goes through the labelled checks, which accept or refuse it as before.
-      const buffer = op.buffer
-      const position = op.position
+      // What a getter or Proxy trap throws is the caller's own.
+      let buffer: unknown
+      let position: unknown
+      try {
+        buffer = op.buffer
+        position = op.position
+      } catch (e) {
+        throw callerError(e)
+      }
       const v = ArrayBuffer.isView(buffer) && buffer.byteLength > 0 ? buffer : viewArg(buffer, `ops[${i}].buffer`)
       const p = typeof position === 'number' && Number.isSafeInteger(position) && position >= 0 ? position : positionArg(position, `ops[${i}].position`)
       const len = v.byteLength

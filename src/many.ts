@@ -3,7 +3,7 @@
 // stops the batch. Without a window every op is captured and staged at the call (one native
 // crossing, all or none); with one, the first `window` are, and each completion captures and
 // stages the next op, so a bounce buffer exists only while its op is in flight.
-import { intArg, RWF_DONTCACHE, unlisten } from './args'
+import { callerError, intArg, isOptionsObject, RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import { captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
@@ -327,7 +327,12 @@ const elementsOf = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Ar
 
 /** Whether `ops` is the typed-array form (`{ memory, ... }`) rather than an array of ops. */
 export function isManyArrays(ops: unknown): boolean {
-  return typeof ops === 'object' && ops !== null && !Array.isArray(ops) && 'memory' in ops
+  if (!isOptionsObject(ops)) return false // not an object, an array, or a revoked Proxy
+  try {
+    return 'memory' in ops
+  } catch (e) {
+    throw callerError(e) // a Proxy's `has` trap: the caller's code
+  }
 }
 
 /** The typed-array batch, validated, and started (rejects with the same errors as the array form). */
@@ -335,7 +340,12 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   const syscall = d.write ? 'write' : 'read'
   const a = arg as Record<string, unknown>
   const hint = 'pass { memory: fh.alloc(size), offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array }'
-  const { memory, offsets, lengths, positions, results } = a
+  let memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, results: unknown
+  try {
+    ;({ memory, offsets, lengths, positions, results } = a)
+  } catch (e) {
+    throw callerError(e) // a getter or Proxy trap: the caller's code
+  }
   const size = ArrayBuffer.isView(memory) || memory instanceof ArrayBuffer ? memory.byteLength : -1
   if (size <= 0) throw misuse(size === 0 ? 'ERR_ODIRECT_DETACHED' : 'ERR_INVALID_ARG_TYPE', `${syscall}Many: memory must be a non-empty Buffer, TypedArray, DataView or ArrayBuffer, got ${size === 0 ? 'an empty or detached one' : typeof memory}`, hint)
   if (!(offsets instanceof Uint32Array)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many: offsets must be a Uint32Array`, hint)

@@ -1,0 +1,370 @@
+// Adversary pass of the thirteenth session, as a new user and an attacker would meet odirect:
+// 1. a filesystem that fills up in the middle of copyFile / writeFile({ atomic }) / `odirect cp`
+//    (ext4 and xfs on loop devices): the destination is the old file or absent, never a part of
+//    the new one under its final name; the error is ENOSPC with a hint; no temp file is left;
+// 2. files changed under a reader by another process: truncated while a read stream or a
+//    readMany reads it, replaced by rename under an open handle, appended to while it is read
+//    (short reads at EOF in every read form, on disk and on tmpfs, typed batches too);
+// 3. inputs nobody planned (positions near 2^53 and -0, lengths 0 and 2^31, NaN in typed
+//    positions, memory resized between a batch's validation and its submit, Proxy options and
+//    getters that change their answer);
+// 4. workers that die mid-I/O in Bun and Deno; process.exit() inside a completion callback
+//    with other ops held in FUSE.
+// Every check waits on an event (a promise, a child's line or exit, a server counter).
+import { spawn, spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { copyFile, DirectIoError, open, writeFile } from '../dist/index.js'
+import { isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const cli = path.join(here, '..', 'dist', 'cli.js')
+const scratch = scratchDirs('adv-s13')
+const KiB = 1024
+const MiB = 1024 * KiB
+
+// ---------------------------------------------------------------------------------------
+// 1. A filesystem filling up in the middle of a copy
+//
+// The filesystem is filled with a fallocated file but for FREE bytes; the new content (COPY
+// bytes of a pattern, so no block is a hole) cannot fit. What is in the directory before and
+// after must be the same names, the destination its old bytes (or absent), and the space the
+// temp file took must be given back (the next copy that fits succeeds).
+
+const FREE = 2 * MiB
+const COPY = 8 * MiB
+
+interface Filled {
+  dir: string
+  src: string
+  cleanup(): void
+}
+
+function filledFs(fsType: 'ext4' | 'xfs'): Filled | { skip: string } {
+  // mkfs.xfs refuses filesystems under 300 MiB.
+  const fx = loopFs(4096, fsType === 'xfs' ? 300 : 32, fsType)
+  if (isSkip(fx)) return fx
+  try {
+    const st = fs.statfsSync(fx.dir)
+    const free = st.bavail * st.bsize
+    const filler = path.join(fx.dir, 'filler')
+    spawnSyncOk('fallocate', ['-l', String(free - FREE), filler])
+    const src = path.join(scratch(), 'src')
+    fs.writeFileSync(src, patternBuffer(0, COPY))
+    return { dir: fx.dir, src, cleanup: () => fx.cleanup() }
+  } catch (e) {
+    fx.cleanup()
+    throw e
+  }
+}
+
+function spawnSyncOk(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.status} ${r.stderr}`)
+  return r.stdout
+}
+
+const OLD = patternBuffer(12345, 64 * KiB)
+
+for (const fsType of ['ext4', 'xfs'] as const) {
+  const why = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:fallocate', `cmd:mkfs.${fsType}`, `fs:${fsType}`])
+  for (const old of [true, false]) {
+    const state = old ? 'an old file under the name' : 'no file under the name'
+    testIf(why, `${fsType} filling up: copyFile, writeFile({ atomic }) and odirect cp with ${state}: ENOSPC with a hint, the destination untouched, no temp file left, the space given back`, async (t) => {
+      const fx = filledFs(fsType)
+      if (isSkip(fx)) return t.fail(fx.skip)
+      t.teardown(() => fx.cleanup())
+      const dst = path.join(fx.dir, 'dst')
+      if (old) fs.writeFileSync(dst, OLD)
+      const names = fs.readdirSync(fx.dir).sort()
+      const unchanged = (what: string): void => {
+        t.deepEqual(fs.readdirSync(fx.dir).sort(), names, `${what}: the directory holds other names (a temp file left?)`)
+        if (old) t.true(fs.readFileSync(dst).equals(OLD), `${what}: the destination is not its old content`)
+        else t.false(fs.existsSync(dst), `${what}: a destination appeared`)
+      }
+      const typed = (what: string, e: unknown): void => {
+        t.true(e instanceof DirectIoError, `${what}: ${String(e)}`)
+        const d = e as DirectIoError
+        t.is(d.code, 'ENOSPC', `${what}: ${d.message}`)
+        t.true(typeof d.hint === 'string' && d.hint.length > 0, `${what}: no hint`)
+      }
+      typed('copyFile', await copyFile(fx.src, dst).then(() => undefined, (e: unknown) => e))
+      unchanged('copyFile')
+      typed('copyFile, no sparse', await copyFile(fx.src, dst, { sparse: false }).then(() => undefined, (e: unknown) => e))
+      unchanged('copyFile, no sparse')
+      typed('writeFile atomic', await writeFile(dst, fs.readFileSync(fx.src), { atomic: true }).then(() => undefined, (e: unknown) => e))
+      unchanged('writeFile atomic')
+      const cp = spawnSync(process.execPath, [cli, 'cp', '--json', fx.src, dst], { encoding: 'utf8' })
+      t.is(cp.status, 1, `odirect cp: ${cp.stdout} ${cp.stderr}`)
+      const out = JSON.parse(cp.stdout) as { error?: { code?: string; hint?: string } }
+      t.is(out.error?.code, 'ENOSPC', cp.stdout)
+      t.true(typeof out.error?.hint === 'string' && out.error.hint.length > 0, `odirect cp: no hint: ${cp.stdout}`)
+      unchanged('odirect cp')
+      // The temp files' blocks were freed: a copy that fits in FREE succeeds, whole.
+      const fits = path.join(scratch(), 'fits')
+      fs.writeFileSync(fits, patternBuffer(7, FREE / 2))
+      await copyFile(fits, dst)
+      t.true(fs.readFileSync(dst).equals(fs.readFileSync(fits)), 'a copy that fits after the failed ones')
+    })
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Files changed under a reader by another process
+//
+// Sizes unaligned on purpose (a block straddles the new end of file). The other process is a
+// shell (`truncate`, `head -c >>`, `mv`): nothing odirect's own code could learn from.
+
+const roots = ['/var/tmp', ...(fs.existsSync('/dev/shm') ? ['/dev/shm'] : [])]
+const sh = (script: string, ...args: string[]): void => {
+  spawnSyncOk('sh', ['-c', script, 'sh', ...args])
+}
+/** Bytes every read form must return for `len` bytes at `pos` of a file of `size` bytes. */
+const expect = (size: number, pos: number, len: number): number => Math.max(0, Math.min(len, size - pos))
+
+for (const root of roots) {
+  test(`${root}: a read stream whose file another process truncates while it reads ends at the new end or after, with only the file's bytes, never zeros past it`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    const size = 16 * MiB
+    const want = patternBuffer(0, size)
+    fs.writeFileSync(file, want)
+    const cut = MiB + 100
+    const rs = (await import('../dist/index.js')).createReadStream(file, { highWaterMark: 64 * KiB })
+    let got = 0
+    let wrong = -1
+    for await (const c of rs) {
+      const b = c as Buffer
+      if (got === 0) sh('truncate -s "$2" "$1"', file, String(cut))
+      if (wrong < 0 && !b.equals(want.subarray(got, got + b.length))) wrong = got
+      got += b.length
+    }
+    t.is(wrong, -1, `bytes at ${wrong} are not the file's`)
+    // What was read ahead before the truncate may be delivered; nothing past the old end.
+    t.true(got >= cut && got <= size, `${got} bytes delivered, the file was cut at ${cut}`)
+    if (got > cut) t.log(`${got - cut} bytes read ahead before the truncate were delivered`)
+  })
+
+  test(`${root}: after another process truncates or appends to an open file, every read form returns what is in it now (short reads at the new end, 0 past it)`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    fs.writeFileSync(file, patternBuffer(0, 256 * KiB))
+    const fh = await open(file, 'r')
+    try {
+      const unit = fh.alignment.offset
+      const forms = async (size: number, what: string): Promise<void> => {
+        const data = fs.readFileSync(file)
+        t.is(data.length, size)
+        // Positions: well inside, the block straddling the end, the block at the end, past it.
+        const at = [0, Math.floor(size / unit) * unit - unit, Math.floor(size / unit) * unit, Math.ceil(size / unit) * unit + unit].filter((p) => p >= 0)
+        const len = 2 * unit
+        for (const pos of at) {
+          const b = fh.alloc(len)
+          const { bytesRead } = await fh.read(b, 0, len, pos)
+          t.is(bytesRead, expect(size, pos, len), `${what}: read at ${pos}`)
+          t.true(b.subarray(0, bytesRead).equals(data.subarray(pos, pos + bytesRead)), `${what}: read bytes at ${pos}`)
+          const v = await fh.readv([fh.alloc(unit), fh.alloc(unit)], pos)
+          t.is(v.bytesRead, expect(size, pos, len), `${what}: readv at ${pos}`)
+        }
+        const arr = await fh.readMany(at.map((position) => ({ buffer: fh.alloc(len), position })))
+        t.deepEqual(arr, at.map((p) => expect(size, p, len)), `${what}: readMany`)
+        const n = at.length
+        const memory = fh.alloc(n * len)
+        const typed = await fh.readMany(
+          { memory, offsets: new Uint32Array(n).map((_, i) => i * len), lengths: new Uint32Array(n).fill(len), positions: new Float64Array(at) },
+          { window: 2 },
+        )
+        t.deepEqual([...typed], at.map((p) => expect(size, p, len)), `${what}: typed readMany`)
+        for (let i = 0; i < n; i++) {
+          const got = typed[i] as number
+          t.true(memory.subarray(i * len, i * len + got).equals(data.subarray(at[i] as number, (at[i] as number) + got)), `${what}: typed op ${i}`)
+        }
+        const whole = await (await import('../dist/index.js')).readFile(file)
+        t.true(whole.equals(data), `${what}: readFile`)
+        const parts: Buffer[] = []
+        for await (const c of fh.createReadStream({ start: 0, autoClose: false })) parts.push(c as Buffer)
+        t.true(Buffer.concat(parts).equals(data), `${what}: a read stream of the handle`)
+        t.is((await fh.stat()).size, size, `${what}: stat`)
+      }
+      await forms(256 * KiB, 'as written')
+      sh('truncate -s "$2" "$1"', file, String(100 * KiB + 77))
+      await forms(100 * KiB + 77, 'truncated')
+      sh('head -c "$2" /dev/urandom >> "$1"', file, String(300 * KiB + 5))
+      await forms(400 * KiB + 82, 'appended')
+      sh('truncate -s 0 "$1"', file)
+      await forms(0, 'emptied')
+    } finally {
+      await fh.close()
+    }
+  })
+
+  test(`${root}: a file replaced by rename under an open handle: the handle reads and writes the old file, the name the new one`, async (t) => {
+    const dir = scratch(root)
+    const file = path.join(dir, 'f')
+    const old = patternBuffer(0, 64 * KiB)
+    fs.writeFileSync(file, old)
+    const fresh = patternBuffer(999, 8 * KiB + 3)
+    fs.writeFileSync(path.join(dir, 'new'), fresh)
+    const fh = await open(file, 'r+')
+    try {
+      sh('mv "$1" "$2"', path.join(dir, 'new'), file)
+      const b = fh.alloc(64 * KiB)
+      t.is((await fh.read(b, 0, b.length, 0)).bytesRead, 64 * KiB)
+      t.true(b.equals(old), 'the handle reads the file it opened')
+      b.fill(0x42, 0, 4 * KiB)
+      await fh.write(b, 0, 4 * KiB, 0)
+      t.true(fs.readFileSync(file).equals(fresh), 'a write through the old handle reached the new file')
+      const parts: Buffer[] = []
+      for await (const c of fh.createReadStream({ start: 0, autoClose: false })) parts.push(c as Buffer)
+      t.true(Buffer.concat(parts).subarray(0, 4 * KiB).every((x) => x === 0x42))
+      t.is(Buffer.concat(parts).length, 64 * KiB)
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Inputs nobody planned
+
+test('typed batches: NaN, Infinity, 2^53 and -1 positions, and lengths of 0, 2^31 and 2^32 - 4096, are refused typed before anything starts; -0 is position 0', async (t) => {
+  const file = path.join(scratch(), 'f')
+  fs.writeFileSync(file, patternBuffer(0, 64 * KiB))
+  const fh = await open(file, 'r+')
+  try {
+    const U = fh.alignment.offset
+    const memory = fh.alloc(2 * U)
+    const batch = (write: boolean, positions: Float64Array | BigInt64Array, len = U): Promise<Int32Array> =>
+      fh[write ? 'writeMany' : 'readMany']({ memory, offsets: new Uint32Array([0, U]), lengths: new Uint32Array([U, len]), positions })
+    const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: DirectIoError) => `${e.code}${e.hint ? ' +hint' : ''}`)
+    for (const write of [false, true]) {
+      for (const bad of [NaN, Infinity, -Infinity, 2 ** 53, -U, 0.5]) t.is(await code(batch(write, new Float64Array([0, bad]))), 'ERR_OUT_OF_RANGE +hint', `${write ? 'write' : 'read'}: position ${bad}`)
+      for (const bad of [-1n, 2n ** 53n, -(2n ** 63n)]) t.is(await code(batch(write, new BigInt64Array([0n, bad]))), 'ERR_OUT_OF_RANGE +hint', `${write ? 'write' : 'read'}: position ${bad}n`)
+      for (const bad of [0, 2 ** 31, 2 ** 32 - U]) t.is(await code(batch(write, new Float64Array([0, U]), bad)), 'ERR_OUT_OF_RANGE +hint', `${write ? 'write' : 'read'}: length ${bad}`)
+    }
+    t.true(fs.readFileSync(file).equals(patternBuffer(0, 64 * KiB)), 'a refused batch wrote')
+    memory.fill(0)
+    t.deepEqual([...(await batch(false, new Float64Array([-0, U])))], [U, U])
+    t.true(memory.equals(patternBuffer(0, 2 * U)), '-0 read position 0')
+  } finally {
+    await fh.close()
+  }
+})
+
+/** An object whose `key` getter returns `vals[i]` on its i-th read (the last one after that); `reads()` counts them. */
+function twoFaced<T extends object>(base: T, key: string, vals: readonly unknown[]): T & { reads(): number } {
+  let n = 0
+  const o = { ...base, reads: () => n }
+  Object.defineProperty(o, key, {
+    enumerable: true,
+    get() {
+      return vals[Math.min(n++, vals.length - 1)]
+    },
+  })
+  return o
+}
+
+for (const root of roots) {
+  test(`${root}: an option getter answering differently each time is read once: the op uses its first answer (a valid one), never the second (misaligned, past the memory, negative)`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    const want = patternBuffer(0, 256 * KiB)
+    fs.writeFileSync(file, want)
+    const fh = await open(file, 'r+')
+    try {
+      const U = fh.alignment.offset
+      const mem = fh.alloc(4 * U)
+      const once = async (what: string, o: { reads(): number }, p: Promise<unknown>): Promise<void> => {
+        const r = await p.then(
+          () => 'ok',
+          (e: DirectIoError) => `${e.code}: ${e.message}`,
+        )
+        t.is(r, 'ok', what)
+        t.is(o.reads(), 1, `${what}: read ${o.reads()} times`)
+      }
+      // Single ops: position, offset, length, buffer.
+      for (const [key, good, bad] of [['position', 0, 7], ['offset', 0, 3], ['length', U, 8 * U], ['buffer', mem, Buffer.alloc(U)]] as const) {
+        const o = twoFaced({ buffer: mem, offset: 0, length: U, position: 0 }, key, [good, bad])
+        await once(`read({ ${key} })`, o, fh.read(o))
+      }
+      for (const write of [false, true]) {
+        const o = twoFaced({}, 'position', [U, 7])
+        await once(`${write ? 'write' : 'read'}(buffer, { position })`, o, write ? fh.write(mem.subarray(0, U), o) : fh.read(mem, o))
+        // An op object of a batch.
+        const op = twoFaced({ buffer: mem.subarray(0, U) }, 'position', [U, -U])
+        await once(`${write ? 'write' : 'read'}Many([{ position }])`, op, write ? fh.writeMany([op]) : fh.readMany([op]))
+        // The typed form's arrays: the second answer is out of range or past the memory.
+        const base = { memory: mem, offsets: new Uint32Array([0, U]), lengths: new Uint32Array([U, U]), positions: new Float64Array([0, U]) }
+        for (const [key, bad] of [['offsets', new Uint32Array([0, 2 ** 32 - U])], ['lengths', new Uint32Array([U, 2 ** 31])], ['positions', new Float64Array([0, -U])], ['memory', new Uint8Array(U)]] as const) {
+          const d = twoFaced(base, key, [base[key], bad])
+          await once(`${write ? 'write' : 'read'}Many({ ${key} }), window 1`, d, write ? fh.writeMany(d, { window: 1 }) : fh.readMany(d, { window: 1 }))
+        }
+      }
+      t.true(fs.readFileSync(file).subarray(2 * U).equals(want.subarray(2 * U)), 'a write landed past the blocks the first answers named')
+      // Streams.
+      for (const [key, good, bad] of [['start', 0, 5], ['end', 256 * KiB - 1, 2 ** 60], ['highWaterMark', 64 * KiB, 3], ['chunkSize', 64 * KiB, 100], ['readAhead', 2, 1e9]] as const) {
+        const o = twoFaced({}, key, [good, bad])
+        const parts: Buffer[] = []
+        for await (const c of (await import('../dist/index.js')).createReadStream(file, o)) parts.push(c as Buffer)
+        t.is(Buffer.concat(parts).length, 256 * KiB, `read stream { ${key} }`)
+        t.is(o.reads(), 1, `read stream { ${key} }: read ${o.reads()} times`)
+      }
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+test("the caller's own errors thrown while a FileHandle reads its arguments (an option getter, a Proxy trap) reach the caller as the same object, as fs's and odirect's other calls do", async (t) => {
+  const file = path.join(scratch(), 'f')
+  fs.writeFileSync(file, patternBuffer(0, 64 * KiB))
+  const fh = await open(file, 'r+')
+  try {
+    const buf = fh.alloc(fh.alignment.offset)
+    const mine = new Error('thrown by the caller')
+    const hostile: Record<string, () => object> = {
+      'a throwing getter': () => ({ get position(): number { throw mine }, get buffer(): Buffer { throw mine }, get memory(): Buffer { throw mine }, get window(): number { throw mine } }),
+      'a Proxy whose get trap throws': () => new Proxy({}, { get: () => { throw mine } }),
+      'a Proxy whose has trap throws': () => new Proxy({}, { has: () => { throw mine } }),
+    }
+    const calls: Record<string, (o: object) => Promise<unknown>> = {
+      'fh.read(buffer, options)': (o) => fh.read(buf, o as never),
+      'fh.read(options)': (o) => fh.read(o as never),
+      'fh.write(buffer, options)': (o) => fh.write(buf, o as never),
+      'fh.readMany(typed arrays)': (o) => fh.readMany(o as never),
+      'fh.writeMany([op])': (o) => fh.writeMany([o] as never),
+      'fh.readMany(ops, options)': (o) => fh.readMany([{ buffer: buf, position: 0 }], o as never),
+      'fh.writev(buffers, position, options)': (o) => fh.writev([buf], 0, o as never),
+    }
+    // The reference: fs/promises' FileHandle with a throwing getter.
+    const nodeFh = await fs.promises.open(file, 'r')
+    t.is(await nodeFh.read(Buffer.alloc(16), hostile['a throwing getter']!() as never).then(() => 'settled', (e: unknown) => e), mine, "node:fs's own behaviour changed")
+    await nodeFh.close()
+    let same = 0
+    for (const [cn, call] of Object.entries(calls)) {
+      for (const [hn, make] of Object.entries(hostile)) {
+        const got = await call(make()).then(
+          () => 'resolved',
+          (e: unknown) => e,
+        )
+        // A call that never runs the code that throws (a `has` trap where only plain reads are
+        // made, a get trap on an object refused for its shape) may resolve or refuse the value
+        // typed; what it must never do is rename the caller's error (a wrapper whose cause it is).
+        const what = `${cn} with ${hn}: ${got instanceof Error ? `${(got as DirectIoError).code}: ${got.message}` : String(got)}`
+        if (got === mine) same++
+        else if (got !== 'resolved') {
+          t.true(got instanceof DirectIoError, what)
+          t.not((got as Error).cause, mine, `the caller's error renamed: ${what}`)
+        }
+      }
+    }
+    // Each call has a form that runs the caller's throwing code.
+    t.true(same >= Object.keys(calls).length, `${same} calls passed the caller's error on`)
+  } finally {
+    await fh.close()
+  }
+})
