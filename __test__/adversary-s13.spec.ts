@@ -19,9 +19,12 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { copyFile, DirectIoError, open, writeFile } from '../dist/index.js'
-import { isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
+import { childLines } from './helpers/child-lines.ts'
+import { faultFs, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
+import { must } from './helpers/fxtest.js'
+import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { testIf } from './helpers/skips.ts'
+import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const dist = path.join(here, '..', 'dist', 'index.js')
@@ -368,3 +371,60 @@ test("the caller's own errors thrown while a FileHandle reads its arguments (an 
     await fh.close()
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 4. Ends in the middle of I/O
+
+// process.exit() from inside a completion callback (a promise callback, a stream's 'data'
+// listener) while the same engine has other ops held by a FUSE server: the process exits with
+// the status given, at once (io_uring's held requests are left to its io-wq workers; the other
+// backends' pool threads would wait for the server, as node:fs's do, so this runs on io_uring).
+for (const [name, argv] of runtimes()) {
+  for (const mode of ['then', 'batch', 'stream', 'write'] as const) {
+    testIf(FAULTFS_REASON, `${name}: process.exit() inside a ${mode === 'stream' ? "read stream's 'data' listener" : mode === 'batch' ? "typed readMany's callback" : `${mode === 'write' ? 'write' : 'read'}'s callback`} with other ops held in FUSE exits with its status`, async (t) => {
+      const fx = must(faultFs({ size: 1 << 20, hold: 'held', holdWrites: mode === 'write', threads: 4 }))
+      t.teardown(() => fx.cleanup())
+      const plain = path.join(scratch(), 'plain')
+      fs.writeFileSync(plain, patternBuffer(0, 256 * KiB))
+      const env = { ...process.env, ODIRECT_BACKEND: 'io_uring' }
+      const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s13', 'exit-in-callback.cjs'), dist, fx.file, plain, mode], env, true)
+      // Only bounds a failure (a child that does not exit): a passing run exits at once.
+      const killer = setTimeout(() => c.child.kill('SIGKILL'), 60_000)
+      try {
+        await c.line('ready')
+        await fx.waitForHeld(4)
+        c.child.stdin?.write('go\n')
+        const code = await c.exited
+        t.is(code, 7, `exit status ${String(code)} (null: killed, the exit hung); stderr ${c.err().slice(-1500)}`)
+        t.is(c.child.signalCode, null)
+        t.is(fx.stats().held, 4, 'the held ops were answered before the exit')
+      } finally {
+        clearTimeout(killer)
+        fx.release()
+      }
+    })
+  }
+}
+
+// Workers that die with their writes in flight (Node's terminate() and process.exit() in a worker
+// are in workers.spec and liveness.spec): an uncaught exception at once or from a completion
+// callback, and process.exit() in the worker, in every runtime. Every block is whole or
+// untouched, the main thread's I/O right, and no descriptor is left (Deno's own workers leave a
+// few, as liveness.spec found: slack 10 there).
+for (const [name, argv] of runtimes()) {
+  for (const mode of ['throw', 'throw-in-callback', 'exit'] as const) {
+    test(`${name}: 8 workers that die mid-write (${mode === 'exit' ? 'process.exit() in the worker' : mode === 'throw' ? 'an uncaught exception right after starting 16 writes' : "an uncaught exception in a write's callback"}): every block whole or untouched, the main thread's I/O right, no descriptor left`, async (t) => {
+      const file = path.join(scratch(), 'f')
+      const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s13', 'worker-die.mjs'), dist, file, mode, '8'], process.env)
+      const code = await c.exited
+      t.is(code, 0, c.err().slice(-1500))
+      const line = (await c.line('RESULT ')).slice(7)
+      const r = JSON.parse(line) as { ended: number; bad: string[]; written: number; fdsBefore: number; fdsAfter: number; mainOk: boolean }
+      t.log(`${r.written} of 128 blocks written before the workers died`)
+      t.is(r.ended, 8)
+      t.deepEqual(r.bad, [], 'blocks neither whole nor untouched')
+      t.true(r.mainOk, "the main thread's write/read after the deaths")
+      t.true(r.fdsAfter - r.fdsBefore <= (name === 'deno' ? 10 : 0), `descriptors ${r.fdsBefore} -> ${r.fdsAfter}`)
+    })
+  }
+}
