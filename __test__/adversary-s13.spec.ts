@@ -206,6 +206,53 @@ for (const root of roots) {
     }
   })
 
+  test(`${root}: a read stream of a file another process appends to while it reads delivers a prefix of what the file finally holds, at least what it held at the start`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    const start = 4 * MiB + 4321
+    fs.writeFileSync(file, patternBuffer(0, start))
+    const rs = (await import('../dist/index.js')).createReadStream(file, { highWaterMark: 64 * KiB })
+    const parts: Buffer[] = []
+    for await (const c of rs) {
+      if (parts.length === 0) sh('head -c "$2" /dev/urandom >> "$1"', file, String(3 * MiB + 17))
+      parts.push(c as Buffer)
+    }
+    const got = Buffer.concat(parts)
+    const final = fs.readFileSync(file)
+    t.true(got.length >= start && got.length <= final.length, `${got.length} bytes delivered of ${start} at the start, ${final.length} at the end`)
+    t.true(got.equals(final.subarray(0, got.length)), 'bytes that are not the file\'s')
+  })
+
+  test(`${root}: a windowed typed readMany whose file another process truncates while its ops run: each op reads its bytes from before or what is left after, never other bytes`, async (t) => {
+    const file = path.join(scratch(root), 'f')
+    const size = 16 * MiB
+    const want = patternBuffer(0, size)
+    fs.writeFileSync(file, want)
+    const fh = await open(file, 'r')
+    try {
+      const n = 64
+      const len = 256 * KiB
+      const memory = fh.alloc(n * len)
+      const positions = new Float64Array(n).map((_, i) => i * len)
+      const cut = 5 * MiB + 1000
+      const p = fh.readMany({ memory, offsets: new Uint32Array(n).map((_, i) => i * len), lengths: new Uint32Array(n).fill(len), positions }, { window: 2 })
+      // The JS thread waits for the shell: the first ops are in the kernel meanwhile, the rest
+      // enter after the cut.
+      sh('truncate -s "$2" "$1"', file, String(cut))
+      const r = await p
+      let after = 0
+      for (let i = 0; i < n; i++) {
+        const pos = i * len
+        const got = r[i] as number
+        t.true(got === len || got === expect(cut, pos, len), `op ${i} at ${pos}: ${got} bytes`)
+        if (got !== len) after++
+        t.true(memory.subarray(i * len, i * len + got).equals(want.subarray(pos, pos + got)), `op ${i}: bytes that are not the file's`)
+      }
+      t.true(after > 0, 'every op ran before the cut')
+    } finally {
+      await fh.close()
+    }
+  })
+
   test(`${root}: a file replaced by rename under an open handle: the handle reads and writes the old file, the name the new one`, async (t) => {
     const dir = scratch(root)
     const file = path.join(dir, 'f')

@@ -1,18 +1,34 @@
 // ESM consumer ("type": "module", module nodenext): what a user writes. Resolves dist/index.d.mts.
 import {
   allocAligned,
+  BatchWindow,
+  configureEngine,
   constants,
   copyFile,
   type CopyResult,
+  createReadStream,
+  createWriteStream,
   DirectIoError,
   type DirectIoErrorCode,
+  type DirectReadStream,
+  type DirectWriteStream,
+  type EngineInfo,
+  engineInfo,
   type FileHandle,
+  type HandleStats,
+  type ManyArrays,
+  type ManyError,
   open,
   PAGE_SIZE,
   probe,
   type ProbeReport,
+  readableWebStream,
   readFile,
+  type ReadStreamOptions,
+  RegisteredBuffers,
+  writableWebStream,
   writeFile,
+  type WriteStreamOptions,
 } from 'odirect'
 import odirectDefault from 'odirect'
 
@@ -85,4 +101,56 @@ export async function misuse(fh: FileHandle, e: DirectIoError): Promise<void> {
   // @ts-expect-error fs's `fs` stream option is not supported
   fh.createReadStream({ fs: {} })
   void s
+}
+
+// The newest options (streams' chunk sizes and read-ahead / write-behind, typed-array batches
+// and their shared BatchWindow, registered buffers, engine options and stats), as a user writes them.
+export async function newest(path: string): Promise<number> {
+  const rsOpts: ReadStreamOptions = { chunkSize: 1 << 20, readAhead: 4, reuseChunks: true, start: 0, end: (1 << 30) - 1, highWaterMark: 1 << 20, direct: 'prefer', backend: 'io_uring', signal: AbortSignal.timeout(1000), encoding: null, emitClose: true }
+  const rs: DirectReadStream = createReadStream(path, rsOpts)
+  const wsOpts: WriteStreamOptions = { chunkSize: 1 << 20, writeBehind: 2, datasync: false, flush: true, mode: 0o600, flags: 'w', start: 0, encoding: 'utf8' }
+  const ws: DirectWriteStream = createWriteStream(`${path}.out`, wsOpts)
+  const web: ReadableStream<Uint8Array> = readableWebStream(path, { readAhead: 2 })
+  const sink: WritableStream<Uint8Array> = writableWebStream(`${path}.web`, { writeBehind: 1 })
+  const fh = await open(path, 'r+')
+  const window = new BatchWindow(64)
+  const size: number = window.size
+  const arrays: ManyArrays = { memory: fh.alloc(8192), offsets: new Uint32Array([0, 4096]), lengths: new Uint32Array([4096, 4096]), positions: new BigInt64Array([0n, 4096n]) }
+  const got: Int32Array = await fh.readMany(arrays, { window, signal: AbortSignal.timeout(1000) })
+  const put: Int32Array = await fh.writeMany({ ...arrays, positions: new Float64Array([0, 4096]), results: new Int32Array(2) }, { window: 2, dsync: true, datasync: true })
+  const ops: number[] = await fh.readMany([{ buffer: fh.alloc(4096), position: 0 }], { window: 1 })
+  const reg: RegisteredBuffers = fh.registerBuffers(2, 1 << 16)
+  const pinned: readonly Buffer[] = reg.buffers
+  reg.unregister()
+  const st: HandleStats = fh.stats()
+  configureEngine({ sqpoll: 0, waitMicros: 50 })
+  const info: EngineInfo = engineInfo()
+  const how: 'libuv' | 'thread' = info.path
+  try {
+    await fh.writeMany(arrays)
+  } catch (e) {
+    if (e instanceof DirectIoError && 'results' in e) {
+      const each: ReadonlyArray<number | DirectIoError> = (e as ManyError).results
+      void each
+    }
+  }
+  void [rs, ws, web, sink, size, got, put, ops, pinned, how]
+  return st.latencyUs.p99 + st.bounced + info.inflight
+}
+
+// Each of these is a compile error.
+export async function misuseNewest(fh: FileHandle): Promise<void> {
+  // @ts-expect-error a BatchWindow is made with its size
+  void new BatchWindow()
+  // @ts-expect-error typed positions are a Float64Array or BigInt64Array
+  await fh.readMany({ memory: fh.alloc(4096), offsets: new Uint32Array(1), lengths: new Uint32Array(1), positions: new Uint32Array(1) })
+  // @ts-expect-error a typed batch resolves with an Int32Array, not number[]
+  const r: number[] = await fh.readMany({ memory: fh.alloc(4096), offsets: new Uint32Array(1), lengths: new Uint32Array(1), positions: new Float64Array(1) })
+  // @ts-expect-error writeBehind is a number
+  createWriteStream('/x', { writeBehind: 'many' })
+  // @ts-expect-error readAhead belongs to read streams
+  createWriteStream('/x', { readAhead: 4 })
+  // @ts-expect-error window is a number or a BatchWindow
+  await fh.readMany([{ buffer: fh.alloc(4096), position: 0 }], { window: '4' })
+  void r
 }
