@@ -253,6 +253,32 @@ for (const root of roots) {
     }
   })
 
+  test(`${root}: copyFile of a file another process truncates mid-copy: the copy is a prefix of what the file held, never longer than what was read (no tail of invented zeros), sparse or not`, async (t) => {
+    const dir = scratch(root)
+    const src = path.join(dir, 'src')
+    const size = 32 * MiB
+    const want = patternBuffer(0, size)
+    for (const sparse of [true, false]) {
+      fs.writeFileSync(src, want)
+      const dst = path.join(dir, `dst-${sparse}`)
+      let cut = false
+      const r = await copyFile(src, dst, {
+        chunkSize: MiB,
+        sparse,
+        onProgress: (p) => {
+          if (cut || p.bytesDone === 0) return
+          cut = true
+          sh('truncate -s "$2" "$1"', src, String(MiB + 100))
+        },
+      })
+      t.true(cut, 'the source was not cut during the copy')
+      const got = fs.readFileSync(dst)
+      t.is(r.bytes, got.length, `sparse ${sparse}: the result's bytes`)
+      t.true(got.length < size, `sparse ${sparse}: a ${got.length}-byte copy of a file that shrank to ${MiB + 100} bytes during the copy`)
+      t.true(got.equals(want.subarray(0, got.length)), `sparse ${sparse}: the copy is not a prefix of what the source held`)
+    }
+  })
+
   test(`${root}: a file replaced by rename under an open handle: the handle reads and writes the old file, the name the new one`, async (t) => {
     const dir = scratch(root)
     const file = path.join(dir, 'f')

@@ -503,14 +503,18 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     // Holes of the source are found with SEEK_DATA and never read (when not verifying: the hash
     // covers every byte). Where the filesystem has no SEEK_DATA it reports the whole file as data.
     const seekHoles = sparse && !verify && !unknownSize
+    // SEEK_DATA found no data from some offset on: a hole to the end of the file as it is when
+    // the copy ends (another process may have cut it meanwhile: then it ends there, and the copy
+    // gets no tail of zeros the file never had at its end).
+    let holeToEnd = false
     const issue = (): void => {
       while (reads.length < depth && next < limit && writeError === undefined) {
         if (seekHoles) {
           const at = native.seekData(input.fd, next, false)
           if (at === -1) {
-            // Only a hole from here to the end: the final truncate makes it.
+            // Only a hole from here to the end (or the end is here): the final truncate makes it.
             done += size - next
-            end = Math.max(end, size)
+            holeToEnd = true
             next = size
             break
           }
@@ -573,6 +577,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     await abort.race(Promise.all(writes))
     await Promise.allSettled(reads.map((r) => r.n))
     if (writeError !== undefined) throw writeError
+    if (holeToEnd) end = Math.max(end, Math.min(size, (await abort.race(input.stat())).size))
     if (!inPlace) await o2.truncate(end, signal ? { signal } : undefined)
     await o2.datasync(signal ? { signal } : undefined)
     let sha256: string | undefined
