@@ -137,15 +137,27 @@ const PAGE = 4096
 // Small: every page read back from swap costs >= 30 ms (the final whole-file check reads all).
 const SWAP_FILE = 1 << 20
 
-testIf(
-  SWAP_WHY,
-  'machine-wide: swapped-out tmpfs pages: lone reads and writes bring the right bytes; the in-kernel wait times out and the op completes after',
-  async (t) => {
-    const sw = getSwap(t)
-    const file = path.join(sw.dir, 'lone')
-    const want = patternBuffer(0, SWAP_FILE)
-    sw.write(file, want)
-    sw.swapOut(file)
+/** A machine-wide swap test: `fn` gets the slow swap and its file `name` of SWAP_FILE pattern bytes, written and pushed out to swap. */
+function swapTest(title: string, name: string, fn: (t: ExecutionContext, sw: SlowSwap, file: string, want: Buffer) => Promise<void>): void {
+  testIf(
+    SWAP_WHY,
+    `machine-wide: ${title}`,
+    async (t) => {
+      const sw = getSwap(t)
+      const file = path.join(sw.dir, name)
+      const want = patternBuffer(0, SWAP_FILE)
+      sw.write(file, want)
+      sw.swapOut(file)
+      await fn(t, sw, file, want)
+    },
+    true,
+  )
+}
+
+swapTest(
+  'swapped-out tmpfs pages: lone reads and writes bring the right bytes; the in-kernel wait times out and the op completes after',
+  'lone',
+  async (t, sw, file, want) => {
     const fh = await open(file, 'r+', { backend: BACKEND })
     try {
       const [tries0, found0] = waitStats()
@@ -170,18 +182,12 @@ testIf(
     }
     t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
   },
-  true,
 )
 
-testIf(
-  SWAP_WHY,
-  'machine-wide: swapped-out tmpfs pages: registered (fixed) reads and writes and typed batches move the right bytes',
-  async (t) => {
-    const sw = getSwap(t)
-    const file = path.join(sw.dir, 'fixed')
-    const want = patternBuffer(0, SWAP_FILE)
-    sw.write(file, want)
-    sw.swapOut(file)
+swapTest(
+  'swapped-out tmpfs pages: registered (fixed) reads and writes and typed batches move the right bytes',
+  'fixed',
+  async (t, sw, file, want) => {
     const fh = await open(file, 'r+', { backend: BACKEND })
     const reg = fh.registerBuffers(1, 256 * KiB)
     try {
@@ -218,19 +224,13 @@ testIf(
     }
     t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
   },
-  true,
 )
 
 for (const [name, argv] of runtimes()) {
-  testIf(
-    SWAP_WHY,
-    `machine-wide: ${name}: swapped-out tmpfs pages: lone, fixed and batched ops in a child process bring the right bytes`,
-    async (t) => {
-      const sw = getSwap(t)
-      const file = path.join(sw.dir, `child-${name}`)
-      const want = patternBuffer(0, SWAP_FILE)
-      sw.write(file, want)
-      sw.swapOut(file)
+  swapTest(
+    `${name}: swapped-out tmpfs pages: lone, fixed and batched ops in a child process bring the right bytes`,
+    `child-${name}`,
+    async (t, sw, file, want) => {
       const reads0 = sw.swapReads()
       const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
         const c = spawn(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s12', 'swap-child.cjs'), dist, file], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -255,7 +255,6 @@ for (const [name, argv] of runtimes()) {
       want.fill(0xab, 100 * PAGE, 101 * PAGE)
       t.true(fs.readFileSync(file).equals(want), 'the file holds what was written')
     },
-    true,
   )
 }
 
