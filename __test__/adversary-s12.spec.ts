@@ -7,7 +7,6 @@
 // 4. loop devices with 512/4096-byte sectors, ext4 and xfs: misaligned requests typed;
 // 5. the memory lookup when buffers die with reads in the kernel, and getters that detach.
 // Every check waits on an event (a promise, a kernel or server counter); none on time.
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -16,6 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { addressOf, createReadStream, createWriteStream, type DirectIoError, open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
+import { type ChildLines, childLines } from './helpers/child-lines.ts'
 import { type FaultFs, faultFs, fullFs, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
 import { collectUntil } from './helpers/events.ts'
 import { must } from './helpers/fxtest.js'
@@ -232,18 +232,10 @@ for (const [name, argv] of runtimes()) {
     `child-${name}`,
     async (t, sw, file, want) => {
       const reads0 = sw.swapReads()
-      const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
-        const c = spawn(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s12', 'swap-child.cjs'), dist, file], { stdio: ['ignore', 'pipe', 'pipe'] })
-        let out = ''
-        let err = ''
-        c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
-        c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
-        c.on('error', reject)
-        c.on('close', (code) => resolve({ code, out, err }))
-      })
-      t.is(r.code, 0, r.err)
-      const m = /RESULT (.*)/.exec(r.out)
-      if (m === null) return t.fail(`no RESULT: ${r.out} ${r.err}`)
+      const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s12', 'swap-child.cjs'), dist, file], process.env)
+      t.is(await c.exited, 0, c.err())
+      const m = /^RESULT (.*)/.exec(await c.line('RESULT '))
+      if (m === null) return t.fail(`no RESULT: ${c.err()}`)
       const res = JSON.parse(m[1] as string) as Record<string, unknown>
       t.like(res, { lone: true, lone64k: true, write: true, fixed: true, batch: true })
       t.log(`backend ${String(res.backend)}: ${String(res.waits)} in-kernel waits, ${String(res.timedOut)} timed out`)
@@ -267,28 +259,15 @@ testIf(
     fs.writeFileSync(shmFile, Buffer.alloc(MiB))
     const diskFile = path.join(scratch(), 'anon')
     fs.writeFileSync(diskFile, Buffer.alloc(MiB))
-    let reads0 = 0
-    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
-      const c = spawn(process.execPath, [path.join(here, 'adversary-s12', 'anon-child.cjs'), dist, sw.cgroup, shmFile, diskFile], { stdio: ['pipe', 'pipe', 'pipe'] })
-      let out = ''
-      let err = ''
-      c.stdout.setEncoding('utf8').on('data', (d: string) => {
-        const first = !out.includes('ready')
-        out += d
-        if (first && out.includes('ready')) {
-          // Everything the child has charged to the cgroup (its heap, its buffers) goes out.
-          sw.swapOutAll()
-          reads0 = sw.swapReads()
-          c.stdin.write('go\n')
-        }
-      })
-      c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
-      c.on('error', reject)
-      c.on('close', (code) => resolve({ code, out, err }))
-    })
-    t.is(r.code, 0, r.err)
-    const m = /RESULT (.*)/.exec(r.out)
-    if (m === null) return t.fail(`no RESULT: ${r.out} ${r.err}`)
+    const c = childLines(process.execPath, [path.join(here, 'adversary-s12', 'anon-child.cjs'), dist, sw.cgroup, shmFile, diskFile], process.env, true)
+    await c.line('ready')
+    // Everything the child has charged to the cgroup (its heap, its buffers) goes out.
+    sw.swapOutAll()
+    const reads0 = sw.swapReads()
+    c.child.stdin?.write('go\n')
+    t.is(await c.exited, 0, c.err())
+    const m = /^RESULT (.*)/.exec(await c.line('RESULT '))
+    if (m === null) return t.fail(`no RESULT: ${c.err()}`)
     t.deepEqual(JSON.parse(m[1] as string), { tmpfsWrite: true, tmpfsRead: true, diskWrite: true, diskBatchWrite: true, diskBatchRead: true, tmpfsBatchWrite: true })
     t.true(sw.swapReads() > reads0, 'nothing was read back from swap')
     const disk = fs.readFileSync(diskFile)
@@ -317,26 +296,16 @@ interface WResult {
   inflight: number
 }
 
-/** Runs the write-stream child; `onLine` sees each stdout line as it comes. */
-function runWChild(argv: readonly string[], mode: string, file: string, onLine?: (l: string, c: ReturnType<typeof spawn>) => void): Promise<{ code: number | null; result?: WResult; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(argv[0] as string, [...argv.slice(1), wchild, dist, mode, file], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let out = ''
-    let stderr = ''
-    let result: WResult | undefined
-    c.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d
-      for (let i = out.indexOf('\n'); i >= 0; i = out.indexOf('\n')) {
-        const l = out.slice(0, i)
-        out = out.slice(i + 1)
-        if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as WResult
-        else onLine?.(l, c)
-      }
-    })
-    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    c.on('error', reject)
-    c.on('close', (code) => resolve({ code, result, stderr }))
-  })
+/** Runs the write-stream child; `drive` (if any) steps it along its stdout lines; resolves with its exit code and RESULT. */
+async function runWChild(argv: readonly string[], mode: string, file: string, drive?: (c: ChildLines) => Promise<void>): Promise<{ code: number | null; result: WResult; stderr: string }> {
+  const c = childLines(argv[0] as string, [...argv.slice(1), wchild, dist, mode, file], process.env, true)
+  try {
+    await drive?.(c)
+    const code = await c.exited
+    return { code, result: JSON.parse((await c.line('RESULT ')).slice(7)) as WResult, stderr: c.err() }
+  } finally {
+    c.child.kill('SIGKILL') // a child left waiting for its stdin when `drive` failed; nothing once it exited
+  }
 }
 
 /** Whether `file`'s first `n` bytes are the child's blocks (64 KiB of block index + 1 each). */
@@ -361,7 +330,7 @@ type T = ExecutionContext
 interface WFault {
   why: string | undefined
   title: string
-  setup(t: T): { file: string; cleanup(): void; onLine?: (l: string, c: ReturnType<typeof spawn>) => void; after?: () => void }
+  setup(t: T): { file: string; cleanup(): void; drive?: (c: ChildLines) => Promise<void>; after?: () => void }
   check(t: T, res: WResult, file: string): void
 }
 
@@ -405,10 +374,13 @@ const W_FAULTS: Record<'short' | 'enospc' | 'destroy', WFault> = {
       return {
         file: fx.file,
         cleanup: () => fx.cleanup(),
-        onLine: (l, c) => {
+        drive: async (c) => {
           // Two writes (writeBehind) held by the server, the rest of the 8 blocks queued: destroy.
-          if (l === 'ready') fx.waitForHeld(2).then(() => c.stdin?.write('go\n'), (e: unknown) => t.fail(String(e)))
-          else if (l === 'destroyed') fx.release()
+          await c.line('ready')
+          await fx.waitForHeld(2)
+          c.child.stdin?.write('go\n')
+          await c.line('destroyed')
+          fx.release()
         },
         after: () => {
           fx.release()
@@ -429,12 +401,11 @@ for (const [name, argv] of runtimes()) {
     testIf(f.why, `${name}: ${f.title}`, async (t) => {
       const fx = f.setup(t)
       t.teardown(() => fx.cleanup())
-      const r = await runWChild(argv, mode, fx.file, fx.onLine)
+      const r = await runWChild(argv, mode, fx.file, fx.drive)
       fx.after?.()
       t.is(r.code, 0, r.stderr)
-      const res = r.result as WResult
-      f.check(t, res, fx.file)
-      engineClean(t, res)
+      f.check(t, r.result, fx.file)
+      engineClean(t, r.result)
     })
   }
 }
