@@ -18,11 +18,12 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { copyFile, DirectIoError, open, writeFile } from '../dist/index.js'
+import { copyFile, createReadStream, createWriteStream, DirectIoError, type FileHandle, open, readFile, writeFile } from '../dist/index.js'
 import { childLines } from './helpers/child-lines.ts'
 import { faultFs, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
 import { must } from './helpers/fxtest.js'
 import { runtimes } from './helpers/runtimes.ts'
+import { collect } from './helpers/rw.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 
@@ -139,7 +140,7 @@ for (const root of roots) {
     const want = patternBuffer(0, size)
     fs.writeFileSync(file, want)
     const cut = MiB + 100
-    const rs = (await import('../dist/index.js')).createReadStream(file, { highWaterMark: 64 * KiB })
+    const rs = createReadStream(file, { highWaterMark: 64 * KiB })
     let got = 0
     let wrong = -1
     for await (const c of rs) {
@@ -187,11 +188,9 @@ for (const root of roots) {
           const got = typed[i] as number
           t.true(memory.subarray(i * len, i * len + got).equals(data.subarray(at[i] as number, (at[i] as number) + got)), `${what}: typed op ${i}`)
         }
-        const whole = await (await import('../dist/index.js')).readFile(file)
+        const whole = await readFile(file)
         t.true(whole.equals(data), `${what}: readFile`)
-        const parts: Buffer[] = []
-        for await (const c of fh.createReadStream({ start: 0, autoClose: false })) parts.push(c as Buffer)
-        t.true(Buffer.concat(parts).equals(data), `${what}: a read stream of the handle`)
+        t.true((await collect(fh.createReadStream({ start: 0, autoClose: false }))).equals(data), `${what}: a read stream of the handle`)
         t.is((await fh.stat()).size, size, `${what}: stat`)
       }
       await forms(256 * KiB, 'as written')
@@ -210,7 +209,7 @@ for (const root of roots) {
     const file = path.join(scratch(root), 'f')
     const start = 4 * MiB + 4321
     fs.writeFileSync(file, patternBuffer(0, start))
-    const rs = (await import('../dist/index.js')).createReadStream(file, { highWaterMark: 64 * KiB })
+    const rs = createReadStream(file, { highWaterMark: 64 * KiB })
     const parts: Buffer[] = []
     for await (const c of rs) {
       if (parts.length === 0) sh('head -c "$2" /dev/urandom >> "$1"', file, String(3 * MiB + 17))
@@ -295,10 +294,9 @@ for (const root of roots) {
       b.fill(0x42, 0, 4 * KiB)
       await fh.write(b, 0, 4 * KiB, 0)
       t.true(fs.readFileSync(file).equals(fresh), 'a write through the old handle reached the new file')
-      const parts: Buffer[] = []
-      for await (const c of fh.createReadStream({ start: 0, autoClose: false })) parts.push(c as Buffer)
-      t.true(Buffer.concat(parts).subarray(0, 4 * KiB).every((x) => x === 0x42))
-      t.is(Buffer.concat(parts).length, 64 * KiB)
+      const all = await collect(fh.createReadStream({ start: 0, autoClose: false }))
+      t.true(all.subarray(0, 4 * KiB).every((x) => x === 0x42))
+      t.is(all.length, 64 * KiB)
     } finally {
       await fh.close()
     }
@@ -308,10 +306,15 @@ for (const root of roots) {
 // ---------------------------------------------------------------------------------------
 // 3. Inputs nobody planned
 
+/** A new file of `size` pattern bytes under `root`, opened r+. */
+async function patterned(size: number, root = '/var/tmp'): Promise<{ file: string; fh: FileHandle }> {
+  const file = path.join(scratch(root), 'f')
+  fs.writeFileSync(file, patternBuffer(0, size))
+  return { file, fh: await open(file, 'r+') }
+}
+
 test('typed batches: NaN, Infinity, 2^53 and -1 positions, and lengths of 0, 2^31 and 2^32 - 4096, are refused typed before anything starts; -0 is position 0', async (t) => {
-  const file = path.join(scratch(), 'f')
-  fs.writeFileSync(file, patternBuffer(0, 64 * KiB))
-  const fh = await open(file, 'r+')
+  const { file, fh } = await patterned(64 * KiB)
   try {
     const U = fh.alignment.offset
     const memory = fh.alloc(2 * U)
@@ -342,7 +345,7 @@ test('typed batches: NaN, Infinity, 2^53 and -1 positions, and lengths of 0, 2^3
 ;(fs.existsSync('/dev/shm') ? test.failing : test.skip)('/dev/shm: a write stream whose data would end past 2^53 - 1 ends with the exact length, or refuses before writing past it', async (t) => {
   const file = path.join(scratch('/dev/shm'), 'f')
   const start = 2 ** 53 - 4096
-  const ws = (await import('../dist/index.js')).createWriteStream(file, { start })
+  const ws = createWriteStream(file, { start })
   const err = await new Promise<DirectIoError | undefined>((resolve) => {
     ws.once('error', (e: DirectIoError) => resolve(e))
     ws.once('close', () => resolve(undefined))
@@ -372,10 +375,8 @@ function twoFaced<T extends object>(base: T, key: string, vals: readonly unknown
 
 for (const root of roots) {
   test(`${root}: an option getter answering differently each time is read once: the op uses its first answer (a valid one), never the second (misaligned, past the memory, negative)`, async (t) => {
-    const file = path.join(scratch(root), 'f')
+    const { file, fh } = await patterned(256 * KiB, root)
     const want = patternBuffer(0, 256 * KiB)
-    fs.writeFileSync(file, want)
-    const fh = await open(file, 'r+')
     try {
       const U = fh.alignment.offset
       const mem = fh.alloc(4 * U)
@@ -409,9 +410,7 @@ for (const root of roots) {
       // Streams.
       for (const [key, good, bad] of [['start', 0, 5], ['end', 256 * KiB - 1, 2 ** 60], ['highWaterMark', 64 * KiB, 3], ['chunkSize', 64 * KiB, 100], ['readAhead', 2, 1e9]] as const) {
         const o = twoFaced({}, key, [good, bad])
-        const parts: Buffer[] = []
-        for await (const c of (await import('../dist/index.js')).createReadStream(file, o)) parts.push(c as Buffer)
-        t.is(Buffer.concat(parts).length, 256 * KiB, `read stream { ${key} }`)
+        t.is((await collect(createReadStream(file, o))).length, 256 * KiB, `read stream { ${key} }`)
         t.is(o.reads(), 1, `read stream { ${key} }: read ${o.reads()} times`)
       }
     } finally {
@@ -421,9 +420,7 @@ for (const root of roots) {
 }
 
 test("the caller's own errors thrown while a FileHandle reads its arguments (an option getter, a Proxy trap) reach the caller as the same object, as fs's and odirect's other calls do", async (t) => {
-  const file = path.join(scratch(), 'f')
-  fs.writeFileSync(file, patternBuffer(0, 64 * KiB))
-  const fh = await open(file, 'r+')
+  const { file, fh } = await patterned(64 * KiB)
   try {
     const buf = fh.alloc(fh.alignment.offset)
     const mine = new Error('thrown by the caller')
