@@ -419,6 +419,50 @@ for (const root of roots) {
   })
 }
 
+test('an option getter answering differently each time, given to open, readFile, writeFile, copyFile and createWriteStream, is read once: the call uses its first (valid) answer', async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, patternBuffer(0, MiB))
+  const rows: Array<[string, string, unknown, unknown, (o: object) => Promise<unknown>]> = []
+  for (const [k, good, bad] of [['direct', 'require', 'bogus'], ['backend', 'auto', 'nope'], ['mode', 0o644, -1], ['flag', 'w', 'a+'], ['atomic', true, 'x'], ['datasync', false, 'x'], ['encoding', 'utf8', 'klingon']] as const) {
+    rows.push(['writeFile', k, good, bad, (o) => writeFile(path.join(dir, 'wf'), 'hello', o)])
+  }
+  for (const [k, good, bad] of [['chunkSize', 64 * KiB, 3], ['verify', true, 'x'], ['sparse', true, 'x'], ['exclusive', false, 'x'], ['direct', 'prefer', 'bogus']] as const) {
+    rows.push(['copyFile', k, good, bad, (o) => copyFile(src, path.join(dir, 'cp'), o)])
+  }
+  for (const [k, good, bad] of [['direct', 'prefer', 'x'], ['backend', 'auto', 'x'], ['mode', 0o600, -5]] as const) {
+    rows.push(['open', k, good, bad, async (o) => (await open(path.join(dir, 'o'), 'w+', o)).close()])
+  }
+  for (const [k, good, bad] of [['encoding', 'latin1', 'klingon'], ['flag', 'r', 'w']] as const) rows.push(['readFile', k, good, bad, (o) => readFile(src, o)])
+  for (const [k, good, bad] of [['chunkSize', 64 * KiB, 3], ['writeBehind', 2, 0], ['start', 0, 7], ['flags', 'w', 'a'], ['datasync', true, 'x'], ['mode', 0o644, -1], ['encoding', 'utf8', 'klingon']] as const) {
+    rows.push([
+      'createWriteStream',
+      k,
+      good,
+      bad,
+      (o) =>
+        new Promise((resolve, reject) => {
+          const ws = createWriteStream(path.join(dir, 'ws'), o)
+          ws.once('error', reject)
+          ws.once('close', resolve)
+          ws.end(Buffer.alloc(5000, 1))
+        }),
+    ])
+  }
+  for (const [fn, key, good, bad, call] of rows) {
+    const o = twoFaced({}, key, [good, bad])
+    const r = await call(o).then(
+      () => 'ok',
+      (e: DirectIoError) => `${e.code}: ${e.message}`,
+    )
+    t.is(r, 'ok', `${fn}({ ${key} })`)
+    t.is(o.reads(), 1, `${fn}({ ${key} }): read ${o.reads()} times`)
+  }
+  t.is(fs.readFileSync(path.join(dir, 'wf'), 'utf8'), 'hello')
+  t.true(fs.readFileSync(path.join(dir, 'cp')).equals(fs.readFileSync(src)))
+  t.is(fs.statSync(path.join(dir, 'ws')).size, 5000)
+})
+
 test("the caller's own errors thrown while a FileHandle reads its arguments (an option getter, a Proxy trap) reach the caller as the same object, as fs's and odirect's other calls do", async (t) => {
   const { file, fh } = await patterned(64 * KiB)
   try {
