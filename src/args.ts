@@ -537,7 +537,11 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
     // read({ buffer, offset, length, position, signal, timeout })
     if (syscall === 'write') throw misuse('ERR_INVALID_ARG_TYPE', `buffer must be a Buffer, TypedArray, DataView or string, got ${describe(a)}`, 'call fh.write(buffer, offset, length, position) or fh.write(buffer, { position })')
     o = a
-    buffer = callerGet(o, 'buffer')
+    try {
+      buffer = o.buffer
+    } catch (e) {
+      throw callerError(e)
+    }
     if (buffer === undefined) buffer = defaultBuffer()
   } else {
     buffer = a
@@ -574,5 +578,24 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
   const off = offset === undefined || offset === null ? 0 : intArg(offset, 'offset', 0, size)
   const len = length === undefined || length === null ? size - off : intArg(length, 'length', 0, size - off)
   if (len > native.MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${native.MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
-  return { buffer: v, offset: off, length: len, position: pos, signal: o === undefined ? undefined : signalArg(callerGet(o, 'signal')), timeout: o === undefined ? undefined : timeoutArg(callerGet(o, 'timeout')), rwFlags: rwFlags(o, syscall) }
+  let signal: AbortSignal | undefined
+  let timeout: number | undefined
+  if (o !== undefined) {
+    // Named reads (not callerGet's keyed one) on the hot path; each checked before the next is read.
+    let sv: unknown
+    let tv: unknown
+    try {
+      sv = o.signal
+    } catch (e) {
+      throw callerError(e)
+    }
+    signal = signalArg(sv)
+    try {
+      tv = o.timeout
+    } catch (e) {
+      throw callerError(e)
+    }
+    timeout = timeoutArg(tv)
+  }
+  return { buffer: v, offset: off, length: len, position: pos, signal, timeout, rwFlags: rwFlags(o, syscall) }
 }
