@@ -8,8 +8,13 @@
 // 3. inputs nobody planned (positions near 2^53 and -0, lengths 0 and 2^31, NaN in typed
 //    positions, memory resized between a batch's validation and its submit, Proxy options and
 //    getters that change their answer);
-// 4. workers that die mid-I/O in Bun and Deno; process.exit() inside a completion callback
-//    with other ops held in FUSE.
+// 4. workers that die mid-I/O (uncaught exception, process.exit() in the worker; writes in
+//    flight, reads held in FUSE) in Node, Bun and Deno; process.exit() inside a completion
+//    callback with other ops held in FUSE.
+// Found and fixed: copyFile (sparse, the default) of a source cut mid-copy came out at the
+// source's old size with a tail of zeros (src/files.ts); a FileHandle method renamed the
+// caller's own error thrown by an option getter or Proxy trap (src/args.ts, handle.ts, many.ts).
+// Found, left failing (test.failing): a write stream ending past 2^53 - 1 on tmpfs.
 // Every check waits on an event (a promise, a child's line or exit, a server counter).
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -620,6 +625,34 @@ for (const [name, argv] of runtimes()) {
       t.deepEqual(r.bad, [], 'blocks neither whole nor untouched')
       t.true(r.mainOk, "the main thread's write/read after the deaths")
       t.true(r.fdsAfter - r.fdsBefore <= (name === 'deno' ? 10 : 0), `descriptors ${r.fdsBefore} -> ${r.fdsAfter}`)
+    })
+  }
+}
+
+// A worker whose reads a FUSE server holds, dying by an uncaught exception or process.exit() in
+// it (liveness.spec covers terminate()): its 'exit' comes while the reads are still held, and the
+// process ends by itself once the server answers.
+for (const [name, argv] of runtimes()) {
+  for (const mode of ['throw', 'exit'] as const) {
+    testIf(FAULTFS_REASON, `${name}: a worker dying (${mode === 'throw' ? 'uncaught exception' : 'process.exit() in it'}) with reads held in FUSE ends while they are held; the process exits once the server answers`, async (t) => {
+      const fx = must(faultFs({ size: 1 << 20, hold: 'held', threads: 4 }))
+      t.teardown(() => fx.cleanup())
+      const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s13', 'worker-die-held.mjs'), dist, fx.file, mode], process.env, true)
+      // Only bounds a failure (a worker whose exit never comes): a passing run never waits for it.
+      const killer = setTimeout(() => c.child.kill('SIGKILL'), 60_000)
+      try {
+        await c.line('held')
+        await fx.waitForHeld(4)
+        c.child.stdin?.write('die\n')
+        await c.line('exited')
+        t.is(fx.stats().held, 4, 'the worker exited only once the server answered')
+        fx.release()
+        c.child.stdin?.write('end\n')
+        t.is(await c.exited, 0, c.err().slice(-1500))
+      } finally {
+        clearTimeout(killer)
+        fx.release()
+      }
     })
   }
 }
