@@ -150,7 +150,11 @@ export declare class NativeEngine {
   setWaitMicros(us: number): void
   /** The in-kernel wait of this engine (µs; 0: off), as set or from ODIRECT_WAIT_US. */
   get waitMicros(): number
-  /** [in-kernel waits made, those that found completions (delivered at once)]. */
+  /**
+   * [in-kernel waits made, those that found completions (delivered at once), lone disk ops
+   * that did not wait in their call because the event loop had work, disk waits ended by an
+   * event of the loop, disk waits bounded by the loop's next timer] (see `engine::DiskWait`).
+   */
   get waitStats(): Array<number>
   /**
    * [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,

@@ -24,7 +24,7 @@ use crate::capture::{self, CaptureError, Mems, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
 use crate::pins::{self, Pins};
 use crate::status;
-use crate::wake::{Js, Wake};
+use crate::wake::{Js, LoopState, Wake};
 
 pub(crate) struct OpRec {
     backend: BackendKind,
@@ -192,10 +192,21 @@ pub struct Inner {
     pub call_done: u64,
     /// Scratch triples of an op completed in its call (kept for its capacity).
     done_out: Vec<f64>,
-    /// `ODIRECT_RW_WAIT_DISK=1` (opt-in, measured: see README): a lone read/write on an
-    /// O_DIRECT file of a block device waits for its completion in its `rw` call too, with the
-    /// tmpfs wait's tick-safe timeout.
-    disk_wait: Option<std::time::Duration>,
+    /// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion
+    /// in its `rw` call too (see [`DiskWait`]).
+    disk_wait: DiskWait,
+    /// The longest such wait: the tmpfs wait's tick-safe timeout.
+    disk_cap: std::time::Duration,
+    /// The timeout of the disk wait under way (the cap, or the loop's next timer).
+    disk_timeout: std::time::Duration,
+    /// The event loop's descriptor the disk wait under way watches (see [`DiskWait::Loop`]).
+    watch: Option<i32>,
+    /// Lone disk ops that did not wait in their call because the loop had work (Loop mode).
+    pub loop_busy: u64,
+    /// Disk waits ended by an event of the loop (its descriptor became readable first).
+    pub loop_ended: u64,
+    /// Disk waits whose timeout was the loop's next timer (sooner than the cap).
+    pub timer_bounded: u64,
     /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
     disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
@@ -415,6 +426,32 @@ fn tick_safe_timeout() -> std::time::Duration {
     tick.min(std::time::Duration::from_millis(10)) + std::time::Duration::from_millis(1)
 }
 
+/// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion in
+/// its own `rw` call (io_uring GETEVENTS, min_complete 1, as fio waits at depth 1), its result
+/// coming back from the call: `ODIRECT_RW_WAIT_DISK`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum DiskWait {
+    /// `=0`: never (the op's completion comes through the event loop).
+    Off,
+    /// The default: on Node's event loop (libuv), only while the loop itself would sleep: not
+    /// when `uv_backend_timeout` is 0 (immediates, pending callbacks, closing handles, a due
+    /// timer), at most until its next timer, and ended as soon as its epoll descriptor is
+    /// readable (a socket, a worker's message, a signal, a child: a poll on it is armed in the
+    /// same ring, so the same wait sees either). Off the loop (Bun, Deno) and with
+    /// `ODIRECT_WAKE=ring`: never.
+    Loop,
+    /// `=1`: always, up to the cap, whatever the loop has (the twelfth session's opt-in).
+    Always,
+}
+
+fn disk_wait_mode() -> DiskWait {
+    match std::env::var("ODIRECT_RW_WAIT_DISK").as_deref() {
+        Ok("0") => DiskWait::Off,
+        Ok("1") => DiskWait::Always,
+        _ => DiskWait::Loop,
+    }
+}
+
 /// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
 /// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never; unset (or `=reads`): reads only,
 /// when cachestat(2) says no page of the op's range is swapped out (a write takes the file's
@@ -540,7 +577,13 @@ impl Inner {
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
             done_out: Vec::with_capacity(3),
-            disk_wait: crate::env::on_if_one("ODIRECT_RW_WAIT_DISK").then(tick_safe_timeout),
+            disk_wait: disk_wait_mode(),
+            disk_cap: tick_safe_timeout(),
+            disk_timeout: std::time::Duration::ZERO,
+            watch: None,
+            loop_busy: 0,
+            loop_ended: 0,
+            timer_bounded: 0,
             disk_waiting: false,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
@@ -844,13 +887,11 @@ impl Inner {
                 }
                 // Submitted; its completion comes as any other's.
                 return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
-            } else if self.disk_wait.is_some()
-                && !self.wait_spent
-                && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0
-            {
+            } else if self.disk_gate(fd) {
                 self.disk_waiting = true;
                 let done = self.wait_in_call(k, bounced);
                 self.disk_waiting = false;
+                self.watch = None;
                 return Ok(done.unwrap_or((ticket | crate::consts::TICKET_SUBMITTED).into()));
             }
             self.flush();
@@ -858,6 +899,45 @@ impl Inner {
             return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
         }
         Ok(ticket.into())
+    }
+
+    /// Whether the lone read/write just staged on `fd` waits for its completion in its call (a
+    /// block device's O_DIRECT file, see [`DiskWait`]); sets the wait's timeout and the loop
+    /// descriptor it watches, and counts why a loop-aware wait did not start or was shortened.
+    fn disk_gate(&mut self, fd: i32) -> bool {
+        if self.disk_wait == DiskWait::Off
+            || self.wait_spent
+            || self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) != 0
+        {
+            return false;
+        }
+        if self.disk_wait == DiskWait::Always {
+            self.disk_timeout = self.disk_cap;
+            self.watch = None;
+            return true;
+        }
+        if self.poll_ring {
+            // The ring's own descriptor is in the loop's epoll set and would wake the watch.
+            return false;
+        }
+        match self.wake.loop_state() {
+            None => false,
+            Some(LoopState::Busy) => {
+                self.loop_busy += 1;
+                false
+            }
+            Some(LoopState::Idle { fd, left }) => {
+                self.disk_timeout = match left {
+                    Some(t) if t < self.disk_cap => {
+                        self.timer_bounded += 1;
+                        t
+                    }
+                    _ => self.disk_cap,
+                };
+                self.watch = Some(fd);
+                true
+            }
+        }
     }
 
     /// Whether the flush of a lone read/write of `length` bytes on `fd` may wait in the kernel
@@ -966,6 +1046,7 @@ impl Inner {
     /// call into JS. A wake-up under way keeps its quiet drivers (see `wake::flush_and_deliver`).
     fn wait_in_call(&mut self, k: u32, bounced: u32) -> Option<f64> {
         let outer_quiet = self.quiet;
+        let fired = self.watch_fired();
         if !self.submit_staged(true) {
             // Not waited, or timed out (which turned the ring's quiet off).
             if outer_quiet && !self.quiet {
@@ -982,9 +1063,18 @@ impl Inner {
             let (_, r) = raw.pop().expect("one completion");
             Some(self.complete_in_call(k, r, bounced))
         } else {
-            // Not expected (nothing else in flight): back the way completions go.
-            self.synthetic.append(&mut raw);
-            eventfd::signal(self.eventfd());
+            if self.watch_fired() != fired {
+                // The loop has an event: its turn first (the op is delivered as any other),
+                // and no more waits until it has turned.
+                self.loop_ended += 1;
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
+            }
+            if !raw.is_empty() {
+                // Not expected (nothing else in flight): back the way completions go.
+                self.synthetic.append(&mut raw);
+                eventfd::signal(self.eventfd());
+            }
             None
         };
         self.raw = raw;
@@ -994,6 +1084,13 @@ impl Inner {
             self.end_wake();
         }
         done
+    }
+
+    /// How many times the ring's watch of the event loop fired (see [`DiskWait::Loop`]).
+    fn watch_fired(&self) -> u64 {
+        self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map_or(0, |d| d.watch_fired())
     }
 
     /// Finishes op `k`, complete with result `r` inside its own `rw` call: its memory released
@@ -1285,7 +1382,7 @@ impl Inner {
         if tmpfs {
             self.tmpfs_wait
         } else if self.disk_waiting {
-            self.disk_wait
+            Some(self.disk_timeout)
         } else {
             None
         }
@@ -1349,7 +1446,7 @@ impl Inner {
                 // `Driver::quiet`; `end_wake` turns announcements back on).
                 self.wait_tries += 1;
                 let quiet = d.quiet(true);
-                reap_now = d.submit_and_wait(want, timeout);
+                reap_now = d.submit_and_wait(want, timeout, self.watch);
                 if !quiet || !reap_now {
                     d.quiet(false);
                 }
@@ -1541,7 +1638,7 @@ impl Inner {
     /// ops to complete (`Driver::submit_and_wait`); true when completions are there to reap.
     pub(crate) fn wait_ring(&mut self, want: usize, timeout: std::time::Duration) -> bool {
         match self.drivers[BackendKind::IoUring.index()].as_mut() {
-            Some(d) => d.submit_and_wait(want, timeout),
+            Some(d) => d.submit_and_wait(want, timeout, None),
             None => false,
         }
     }

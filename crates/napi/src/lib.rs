@@ -498,10 +498,22 @@ impl NativeEngine {
         self.with(|e| e.wait_us)
     }
 
-    /// [in-kernel waits made, those that found completions (delivered at once)].
+    /// [in-kernel waits made, those that found completions (delivered at once), lone disk ops
+    /// that did not wait in their call because the event loop had work, disk waits ended by an
+    /// event of the loop, disk waits bounded by the loop's next timer] (see `engine::DiskWait`).
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
-        self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
+        self.with(|e| {
+            [
+                e.wait_tries,
+                e.waited_reaps,
+                e.loop_busy,
+                e.loop_ended,
+                e.timer_bounded,
+            ]
+            .map(|n| n as f64)
+            .to_vec()
+        })
     }
 
     /// [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,

@@ -169,9 +169,22 @@ pub trait Driver: Send {
     /// ops to complete (the owner's bounded in-kernel wait for a lone op, `waitMicros`). True
     /// when completions are there to reap now, whether or not the wait ran its course. Default
     /// (drivers that cannot wait with a timeout): submits, false.
-    fn submit_and_wait(&mut self, _want: usize, _timeout: std::time::Duration) -> bool {
+    /// `watch`: a descriptor whose readability ends the wait too (the owner's event loop;
+    /// see [`Driver::watch_fired`]); drivers that cannot watch one ignore it.
+    fn submit_and_wait(
+        &mut self,
+        _want: usize,
+        _timeout: std::time::Duration,
+        _watch: Option<std::os::fd::RawFd>,
+    ) -> bool {
         self.submit();
         false
+    }
+
+    /// How many times a descriptor watched by [`Driver::submit_and_wait`] was found readable
+    /// (default: never).
+    fn watch_fired(&self) -> u64 {
+        0
     }
 
     /// Called on a wake-up before the eventfd is reset, then `reap` after it: lets a driver post
