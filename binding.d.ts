@@ -153,7 +153,9 @@ export declare class NativeEngine {
   /**
    * [in-kernel waits made, those that found completions (delivered at once), lone disk ops
    * that did not wait in their call because the event loop had work, disk waits ended by an
-   * event of the loop, disk waits bounded by the loop's next timer] (see `engine::DiskWait`).
+   * event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
+   * again because only the engine's own eventfd had made the loop readable] (see
+   * `engine::DiskWait`).
    */
   get waitStats(): Array<number>
   /**

@@ -195,7 +195,8 @@ pub struct Inner {
     /// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion
     /// in its `rw` call too (see [`DiskWait`]).
     disk_wait: DiskWait,
-    /// The longest such wait: the tmpfs wait's tick-safe timeout.
+    /// The longest such wait: the tmpfs wait's tick-safe timeout (`ODIRECT_RW_WAIT_DISK_MS`
+    /// sets it, for tests: a wait that only the loop or a timer can end).
     disk_cap: std::time::Duration,
     /// The timeout of the disk wait under way (the cap, or the loop's next timer).
     disk_timeout: std::time::Duration,
@@ -207,6 +208,9 @@ pub struct Inner {
     pub loop_ended: u64,
     /// Disk waits whose timeout was the loop's next timer (sooner than the cap).
     pub timer_bounded: u64,
+    /// Disk waits whose watch fired only because of this engine's own eventfd (a signal left
+    /// from before), waited again (see [`Inner::wait_in_call`]).
+    pub own_wakes: u64,
     /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
     disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
@@ -452,6 +456,10 @@ fn disk_wait_mode() -> DiskWait {
     }
 }
 
+/// How many times one disk wait waits again after its watch of the loop fired only because of
+/// the engine's own eventfd (see `Inner::wait_in_call`).
+const OWN_WAKE_REWAITS: u32 = 3;
+
 /// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
 /// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never; unset (or `=reads`): reads only,
 /// when cachestat(2) says no page of the op's range is swapped out (a write takes the file's
@@ -578,12 +586,14 @@ impl Inner {
             call_done: 0,
             done_out: Vec::with_capacity(3),
             disk_wait: disk_wait_mode(),
-            disk_cap: tick_safe_timeout(),
+            disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
+                .map_or_else(tick_safe_timeout, std::time::Duration::from_millis),
             disk_timeout: std::time::Duration::ZERO,
             watch: None,
             loop_busy: 0,
             loop_ended: 0,
             timer_bounded: 0,
+            own_wakes: 0,
             disk_waiting: false,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
@@ -1046,7 +1056,8 @@ impl Inner {
     /// call into JS. A wake-up under way keeps its quiet drivers (see `wake::flush_and_deliver`).
     fn wait_in_call(&mut self, k: u32, bounced: u32) -> Option<f64> {
         let outer_quiet = self.quiet;
-        let fired = self.watch_fired();
+        let began = Instant::now();
+        let mut fired = self.watch_fired();
         if !self.submit_staged(true) {
             // Not waited, or timed out (which turned the ring's quiet off).
             if outer_quiet && !self.quiet {
@@ -1056,9 +1067,52 @@ impl Inner {
         }
         self.waited_reaps += 1;
         let mut raw = std::mem::take(&mut self.raw);
-        // The eventfd is reset only when the ring could not keep quiet (it signalled it).
-        self.gather(&mut raw, false);
-        let found = raw.len() == 1 && raw[0].0 == u64::from(k);
+        let mut rewaits = 0;
+        let found = loop {
+            // The eventfd is reset only when the ring could not keep quiet (it signalled it).
+            self.gather(&mut raw, false);
+            let found = raw.len() == 1 && raw[0].0 == u64::from(k);
+            let watch_fired = self.watch_fired() != fired;
+            if self.debug {
+                let n = raw.len();
+                trace(format_args!(
+                    "odirect: in-call wait id={k}: {n} completions, found {found}, loop watch fired {watch_fired}"
+                ));
+            }
+            if found || !watch_fired || !raw.is_empty() || rewaits == OWN_WAKE_REWAITS {
+                break found;
+            }
+            // The loop's descriptor woke the watch: if only this engine's own eventfd is ready
+            // (a signal left from before the wait, e.g. by the ring's setup probe, or one the
+            // kernel sent while the op was reissued: the op is not complete), or nothing is
+            // (epoll wakes its pollers when a watched descriptor is signalled, and the poll's
+            // completion carries that wake-up's mask without a second look), that is no event
+            // of the loop's: reset the eventfd and wait again for the time left.
+            if !self.synthetic.is_empty() || !self.only_own_eventfd_ready() {
+                break false;
+            }
+            eventfd::drain(self.eventfd());
+            self.own_wakes += 1;
+            rewaits += 1;
+            fired = self.watch_fired();
+            let left = self.disk_timeout.saturating_sub(began.elapsed());
+            if left.is_zero() || !self.wait_ring(1, left, self.watch) {
+                // Timed out (as in `submit_staged`).
+                if let Some(d) = self.drivers[BackendKind::IoUring.index()].as_mut() {
+                    d.quiet(false);
+                }
+                self.quiet = false;
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
+                self.raw = raw;
+                if outer_quiet {
+                    self.begin_wake();
+                } else {
+                    self.end_wake();
+                }
+                return None;
+            }
+        };
         let done = if found {
             let (_, r) = raw.pop().expect("one completion");
             Some(self.complete_in_call(k, r, bounced))
@@ -1084,6 +1138,26 @@ impl Inner {
             self.end_wake();
         }
         done
+    }
+
+    /// Whether, of the descriptors in the loop's epoll set (`self.watch`), only this engine's
+    /// eventfd is ready now (or none is). An `epoll_wait` with no timeout on libuv's descriptor
+    /// takes nothing from the loop: its watchers are level-triggered, so what it reports stays
+    /// ready for the loop's own poll; libuv keys each watcher by its descriptor
+    /// (`epoll_event.data.fd`).
+    fn only_own_eventfd_ready(&self) -> bool {
+        let (Some(ep), Some(own)) = (self.watch, self.eventfd.as_ref().map(|e| e.as_raw_fd()))
+        else {
+            return false;
+        };
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: a non-blocking epoll_wait into a live local array of 8 events.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, 0) };
+        if self.debug {
+            let got: Vec<(u32, u64)> = evs[..n.max(0) as usize].iter().map(|e| (e.events, e.u64)).collect();
+            trace(format_args!("odirect: loop epoll ready now: {got:?} (own eventfd {own})"));
+        }
+        n >= 0 && evs[..n as usize].iter().all(|e| e.u64 as u32 as i32 == own)
     }
 
     /// How many times the ring's watch of the event loop fired (see [`DiskWait::Loop`]).
@@ -1636,9 +1710,14 @@ impl Inner {
 
     /// Submits what the ring holds and waits in the kernel up to `timeout` for `want` of its
     /// ops to complete (`Driver::submit_and_wait`); true when completions are there to reap.
-    pub(crate) fn wait_ring(&mut self, want: usize, timeout: std::time::Duration) -> bool {
+    pub(crate) fn wait_ring(
+        &mut self,
+        want: usize,
+        timeout: std::time::Duration,
+        watch: Option<i32>,
+    ) -> bool {
         match self.drivers[BackendKind::IoUring.index()].as_mut() {
-            Some(d) => d.submit_and_wait(want, timeout, None),
+            Some(d) => d.submit_and_wait(want, timeout, watch),
             None => false,
         }
     }

@@ -500,7 +500,9 @@ impl NativeEngine {
 
     /// [in-kernel waits made, those that found completions (delivered at once), lone disk ops
     /// that did not wait in their call because the event loop had work, disk waits ended by an
-    /// event of the loop, disk waits bounded by the loop's next timer] (see `engine::DiskWait`).
+    /// event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
+    /// again because only the engine's own eventfd had made the loop readable] (see
+    /// `engine::DiskWait`).
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
@@ -510,6 +512,7 @@ impl NativeEngine {
                 e.loop_busy,
                 e.loop_ended,
                 e.timer_bounded,
+                e.own_wakes,
             ]
             .map(|n| n as f64)
             .to_vec()
