@@ -1003,39 +1003,14 @@ impl Inner {
             // `finish` traces its completion.
             rec.debug = Some(what);
         }
-        let r = loop {
-            let n = match rec.kind {
-                OpKind::Read {
-                    fd,
-                    ptr,
-                    len,
-                    offset,
-                    ..
-                } => {
-                    // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its
-                    // bounce buffer), held by `rec` until its completion is reaped (below, in
-                    // this call).
-                    unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) }
-                }
-                OpKind::Write {
-                    fd,
-                    ptr,
-                    len,
-                    offset,
-                    ..
-                } => {
-                    // SAFETY: as for the read; the kernel only reads `ptr[..len]`.
-                    unsafe { libc::pwrite(fd, ptr.cast(), len, offset as libc::off_t) }
-                }
-                _ => return -(libc::EINVAL as i64),
-            };
-            if n >= 0 {
-                break n as i64;
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                e => break -(e.unwrap_or(libc::EIO) as i64),
-            }
+        let r = match rec.kind {
+            // SAFETY: the op's captured memory (odirect-owned or its bounce buffer, `ptr[..len]`)
+            // is held by `rec` until its completion is reaped (below, in this call), and used by
+            // nothing else meanwhile; `execute` makes one pread/pwrite (EINTR retried).
+            OpKind::Read { .. } | OpKind::Write { .. } => unsafe {
+                odirect_core::io::pool::execute(&rec.kind)
+            },
+            _ => return -(libc::EINVAL as i64),
         };
         if matches!(rec.kind, OpKind::Read { .. }) {
             self.inline_reads += 1;
