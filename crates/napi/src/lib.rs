@@ -534,11 +534,18 @@ impl NativeEngine {
 
     /// [reads/writes completed inside their own `rw` call, reads made inline, writes made
     /// inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
-    /// swapped out] (see `Inner::rw`).
+    /// swapped out, inline ops that skipped cachestat(2) because the machine has no swap] (see
+    /// `Inner::rw`, `Inner::swap_free`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
-            [e.call_done, e.inline_reads, e.inline_writes, e.not_resident]
+            [
+                e.call_done,
+                e.inline_reads,
+                e.inline_writes,
+                e.not_resident,
+                e.cachestat_skips,
+            ]
                 .map(|n| n as f64)
                 .to_vec()
         })

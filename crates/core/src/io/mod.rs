@@ -187,6 +187,19 @@ pub trait Driver: Send {
         0
     }
 
+    /// Arms (unless armed) a one-shot poll for POLLPRI on `fd`, an open `/proc/swaps`, which
+    /// the kernel raises when swap is turned on or off: Some(true) armed now (read the list
+    /// after this), Some(false) armed already, None when the driver cannot (default).
+    fn watch_swaps(&mut self, _fd: std::os::fd::RawFd) -> Option<bool> {
+        None
+    }
+
+    /// True only when the poll of [`Driver::watch_swaps`] is armed and nothing it could have
+    /// posted is waiting: no swap was turned on or off since it was armed. Default: false.
+    fn swaps_unchanged(&self) -> bool {
+        false
+    }
+
     /// Called on a wake-up before the eventfd is reset, then `reap` after it: lets a driver post
     /// completions whose posting signals the eventfd (the ring's deferred task work), so the
     /// reset takes that signal too instead of it waking the thread again.

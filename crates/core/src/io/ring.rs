@@ -57,6 +57,8 @@ pub const INTERNAL: u64 = 1 << 63;
 /// user_data of the poll on the owner's event-loop descriptor armed by a loop-aware wait (see
 /// [`Driver::submit_and_wait`]).
 const WATCH: u64 = INTERNAL | 1;
+/// user_data of the poll on `/proc/swaps` (see [`Driver::watch_swaps`]).
+const SWAPS: u64 = INTERNAL | 2;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// How the ring was set up (fastest that the kernel accepted).
@@ -145,6 +147,9 @@ pub struct LocalRing {
     watch_fired: u64,
     /// The kernel refused the watch (not expected): loop-aware waits do not wait.
     watch_failed: bool,
+    /// A one-shot poll (POLLPRI) on `/proc/swaps` is armed: it fires when swap is turned on or
+    /// off anywhere on the machine (see [`Driver::watch_swaps`]).
+    swaps_armed: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -290,6 +295,7 @@ impl LocalRing {
             watch: None,
             watch_fired: 0,
             watch_failed: false,
+            swaps_armed: false,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -575,6 +581,9 @@ impl LocalRing {
             n += 1;
             let ud = cqe.user_data();
             if ud >= INTERNAL {
+                if ud == SWAPS {
+                    self.swaps_armed = false;
+                }
                 if ud == WATCH {
                     self.watch = None;
                     match cqe.result() {
@@ -1002,6 +1011,12 @@ impl Driver for LocalRing {
     /// plain and SQPOLL rings post them from the kernel's fallback worker when the submitter
     /// has exited: `reap` reads them from the mapped queue, from any thread.
     fn orphan(&mut self) -> bool {
+        if self.swaps_armed {
+            let c = opcode::PollRemove::new(SWAPS).build().user_data(INTERNAL);
+            // SAFETY: a poll removal carries no memory.
+            unsafe { self.push_now(c) };
+            self.submit();
+        }
         if self.watch.is_some() {
             // The loop it watched is going away: its completion (cancelled) is reaped with the
             // ops' and the ring's in-flight count can reach 0.
@@ -1015,6 +1030,37 @@ impl Driver for LocalRing {
 
     fn watch_fired(&self) -> u64 {
         self.watch_fired
+    }
+
+    fn watch_swaps(&mut self, fd: RawFd) -> Option<bool> {
+        if self.setup == Setup::Sqpoll {
+            return None;
+        }
+        if self.swaps_armed {
+            return Some(false);
+        }
+        let p = opcode::PollAdd::new(types::Fd(fd), libc::POLLPRI as u32)
+            .build()
+            .user_data(SWAPS);
+        // SAFETY: a poll carries no memory; the caller keeps `fd` open while the ring lives
+        // (a poll on a closed file ends with it).
+        unsafe { self.push_now(p) };
+        self.submit();
+        self.swaps_armed = true;
+        Some(true)
+    }
+
+    /// Nothing can have told the ring of a swap change: the poll is armed, no completion waits
+    /// in the queue or as task work (IORING_SQ_TASKRUN, set by the kernel when the poll's wake
+    /// queues its completion), none collected and unread. Reads shared memory only.
+    fn swaps_unchanged(&self) -> bool {
+        // SAFETY: the ring is driven by one thread through `&self`; no other view of its queues
+        // exists while this one reads their flags, head and tail.
+        self.swaps_armed
+            && self.setup != Setup::Sqpoll
+            && self.early.is_empty()
+            && !unsafe { self.ring.submission_shared() }.taskrun()
+            && unsafe { self.ring.completion_shared() }.is_empty()
     }
 }
 
