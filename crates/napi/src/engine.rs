@@ -1049,7 +1049,8 @@ impl Inner {
                 let mut text = String::new();
                 let listed = file.rewind().and_then(|_| file.read_to_string(&mut text));
                 // Anything but the header line (or an unreadable list) counts as swap.
-                self.swap_present = listed.is_err() || text.lines().skip(1).any(|l| !l.trim().is_empty());
+                self.swap_present =
+                    listed.is_err() || text.lines().skip(1).any(|l| !l.trim().is_empty());
             }
         }
         false
@@ -1195,8 +1196,13 @@ impl Inner {
         // SAFETY: a non-blocking epoll_wait into a live local array of 8 events.
         let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, 0) };
         if self.debug {
-            let got: Vec<(u32, u64)> = evs[..n.max(0) as usize].iter().map(|e| (e.events, e.u64)).collect();
-            trace(format_args!("odirect: loop epoll ready now: {got:?} (own eventfd {own})"));
+            let got: Vec<(u32, u64)> = evs[..n.max(0) as usize]
+                .iter()
+                .map(|e| (e.events, e.u64))
+                .collect();
+            trace(format_args!(
+                "odirect: loop epoll ready now: {got:?} (own eventfd {own})"
+            ));
         }
         n >= 0 && evs[..n as usize].iter().all(|e| e.u64 as u32 as i32 == own)
     }

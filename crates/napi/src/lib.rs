@@ -546,8 +546,8 @@ impl NativeEngine {
                 e.not_resident,
                 e.cachestat_skips,
             ]
-                .map(|n| n as f64)
-                .to_vec()
+            .map(|n| n as f64)
+            .to_vec()
         })
     }
 
