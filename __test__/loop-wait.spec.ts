@@ -17,6 +17,7 @@ import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
 import { type FaultFs, faultFs, isSkip, sh, skipReason } from './helpers/fixtures.js'
+import { runtimes } from './helpers/runtimes.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON } from './helpers/skips.js'
 
@@ -156,3 +157,21 @@ serial('ordinary disk reads one at a time wait in their call by default, never w
   t.true(a.waitStats[0] > 0 && a.callStats[0] > 0 && a.callStats[0] <= a.waitStats[0])
   t.deepEqual([b.waitStats[0], b.callStats[0]], [0, 0])
 })
+
+for (const [name, argv] of runtimes().filter(([n]) => n !== 'node')) {
+  test.serial(`${name}: no loop to ask, so lone disk reads do not wait in their call by default; ODIRECT_RW_WAIT_DISK=1 waits`, async (t) => {
+    const file = path.join(scratch(), 'data')
+    fs.writeFileSync(file, Buffer.alloc(64 << 10, 0x5a))
+    const [cmd, ...pre] = argv as [string, ...string[]]
+    const run = (env: Record<string, string>) => childLines(cmd, [...pre, CHILD, file, 'plain'], { ...process.env, ...env })
+    const dflt = run({})
+    const always = run({ ODIRECT_RW_WAIT_DISK: '1' })
+    const [a, b] = [parse(await dflt.line('read ')), parse(await always.line('read '))]
+    t.is(await dflt.exited, 0, dflt.err())
+    t.is(await always.exited, 0, always.err())
+    t.log(`default: waitStats ${JSON.stringify(a.waitStats)}; =1: ${JSON.stringify(b.waitStats)}`)
+    t.deepEqual([a.wrong, b.wrong], [0, 0])
+    t.deepEqual([a.waitStats[0], a.callStats[0]], [0, 0])
+    t.true(b.waitStats[0] > 0 && b.callStats[0] > 0)
+  })
+}
