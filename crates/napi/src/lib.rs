@@ -498,7 +498,8 @@ impl NativeEngine {
         self.with(|e| e.wait_us)
     }
 
-    /// [in-kernel waits made, those that found completions (delivered at once), lone disk ops
+    /// [in-kernel waits made, those that woke with something to reap (completions, delivered at
+    /// once, or the loop watch of a disk wait), lone disk ops
     /// that did not wait in their call because the event loop had work, disk waits ended by an
     /// event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
     /// again because only the engine's own eventfd had made the loop readable] (see
