@@ -115,9 +115,12 @@ serial('a lone read held by FUSE waits in its call only until the loop\'s next t
     // waitStats deltas over the held read: [waits, woke with completions or the loop's watch,
     // loop busy, ended by a loop event, timer-bounded, waited again after a wake by the engine's
     // own eventfd or a loop wake-up that left nothing ready].
-    const [waits, , busy, ended, bounded] = timer.waitStats.map((x, i) => x - (started.waitStats[i] ?? NaN))
+    const [waits, , busy, , bounded] = timer.waitStats.map((x, i) => x - (started.waitStats[i] ?? NaN))
     t.log(`waitStats before the held read ${JSON.stringify(started.waitStats)}, at the timer ${JSON.stringify(timer.waitStats)}, after the read ${JSON.stringify(read.waitStats)}`)
-    t.deepEqual([waits, busy, ended, bounded], [1, 0, 0, 1], 'the held read waited, bounded by the timer, and its wait ran out')
+    // Its wait ran out at the timer, or ended sooner if another event of the child's loop came
+    // first (its module loader's thread posts to the loop as it winds down): either way the read's
+    // call returned while the read was held, before the 120 s cap.
+    t.deepEqual([waits, busy, bounded], [1, 0, 1], 'the held read waited, bounded by the timer')
     t.is(read.bytesRead, 4096)
     t.true(read.ok)
     t.is(await c.exited, 0, c.err())
