@@ -150,7 +150,14 @@ export declare class NativeEngine {
   setWaitMicros(us: number): void
   /** The in-kernel wait of this engine (µs; 0: off), as set or from ODIRECT_WAIT_US. */
   get waitMicros(): number
-  /** [in-kernel waits made, those that found completions (delivered at once)]. */
+  /**
+   * [in-kernel waits made, those that woke with something to reap (completions, delivered at
+   * once, or the loop watch of a disk wait), lone disk ops
+   * that did not wait in their call because the event loop had work, disk waits ended by an
+   * event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
+   * again because only the engine's own eventfd had made the loop readable] (see
+   * `engine::DiskWait`).
+   */
   get waitStats(): Array<number>
   /**
    * [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,
@@ -162,7 +169,8 @@ export declare class NativeEngine {
   /**
    * [reads/writes completed inside their own `rw` call, reads made inline, writes made
    * inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
-   * swapped out] (see `Inner::rw`).
+   * swapped out, inline ops that skipped cachestat(2) because the machine has no swap] (see
+   * `Inner::rw`, `Inner::swap_free`).
    */
   get callStats(): Array<number>
   /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */

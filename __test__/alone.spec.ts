@@ -11,6 +11,9 @@
 // creation, before any open().
 process.env.ODIRECT_WAIT_TMPFS = '0'
 process.env.ODIRECT_INLINE_TMPFS = '0'
+// Likewise the disk rows: a lone disk op otherwise waits in its call where the loop would sleep
+// (the loop-aware disk wait, loop-wait.spec.ts).
+process.env.ODIRECT_RW_WAIT_DISK = '0'
 
 import * as fs from 'node:fs'
 

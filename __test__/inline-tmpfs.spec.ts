@@ -37,7 +37,9 @@ for (const where of ['tmpfs', 'disk'] as const) {
         t.true(heads <= N - inline, `${heads} submissions to the ring`)
       } else {
         t.is(inline, 0)
-        t.is(heads, N)
+        // Every read is submitted once; the loop-aware disk wait (the default in Node, see
+        // loop-wait.spec) also submits a poll on the loop's descriptor when the last one fired.
+        t.true(heads >= N, `${heads} submissions to the ring`)
       }
     } finally {
       await fh.close()

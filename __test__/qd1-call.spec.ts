@@ -31,13 +31,21 @@ import { fastSwap, fastSwapReason } from './helpers/swap.js'
 // file's in-process cases observe inline writes, so its engine runs with =all; the default is
 // observed in a child process below.
 process.env.ODIRECT_INLINE_TMPFS = 'all'
+// A lone disk read completes in its call too by default in Node (the loop-aware disk wait,
+// loop-wait.spec); the in-process cases here start disk reads to have one in flight beside a
+// tmpfs op, so their engine leaves disk ops to the loop. The disk case below sets it per child.
+process.env.ODIRECT_RW_WAIT_DISK = '0'
 
 const scratch = scratchDirs('qd1-call')
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const N = 2000
 
 /** [completed in their call, reads inline, writes inline, not resident (ring)]. */
-const callStats = (): number[] => getEngine().native.callStats
+const callStats = (): number[] => getEngine().native.callStats.slice(0, 4)
+/** Inline ops that skipped cachestat(2) because the machine had no swap (callStats[4]). */
+const cachestatSkips = (): number => getEngine().native.callStats[4] ?? NaN
+/** Whether /proc/swaps lists a swap device (anything past its header line). */
+const swapListed = (): boolean => fs.readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).some((l) => l.trim() !== '')
 const delta = (a: number[], b: number[]): number[] => b.map((x, i) => x - a[i])
 /**
  * Lets the event loop turn with its clock moved on: a chain of ops completed in their calls
@@ -46,6 +54,17 @@ const delta = (a: number[], b: number[]): number[] => b.map((x, i) => x - a[i])
  * budget is time itself: there is no event to wait on instead.
  */
 const turn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2))
+/**
+ * One lone tmpfs read: the engine's first inline op (and the first after a swapon or swapoff)
+ * reads /proc/swaps and arms the ring's poll on it, one submission to the ring; cases that count
+ * the ring's submissions make it first.
+ */
+async function armSwapWatch(): Promise<void> {
+  const fh = await open(patterned(scratch('/dev/shm'), 1), 'r', { backend: 'io_uring' })
+  await fh.read(fh.alloc(UNIT), { position: 0 })
+  await fh.close()
+  await turn()
+}
 
 test.serial(`tmpfs: ${N} reads one at a time complete in their own call: inline by default, by the in-call wait with ODIRECT_INLINE_TMPFS=0, in neither with ODIRECT_RW_WAIT=0 too`, async (t) => {
   const file = patterned(scratch('/dev/shm'), 64)
@@ -67,22 +86,44 @@ test.serial(`tmpfs: ${N} reads one at a time complete in their own call: inline 
   t.true(o.tries >= N / 4, `${o.tries} waits in the flush with ODIRECT_RW_WAIT=0`)
 })
 
-test.serial('disk: lone reads complete in their call only with ODIRECT_RW_WAIT_DISK=1 (opt-in): by the in-kernel wait, never inline', async (t) => {
+test.serial('disk: lone reads complete in their call by default in Node (the loop-aware wait) and with ODIRECT_RW_WAIT_DISK=1, by the in-kernel wait, never inline; never with =0', async (t) => {
   const file = patterned(scratch(), 64)
-  const on = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: '1' })
-  const off = await depthOneInChild(file, 500, [0])
-  if (on.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${on.backend}`)
-  const [w, o] = [on.rounds[0], off.rounds[0]]
-  t.log(`ODIRECT_RW_WAIT_DISK=1: ${w.inCall} of 500 completed in their call, ${w.tries} waits; default: ${o.inCall}, ${o.tries} waits`)
-  t.is(w.wrong, 0)
-  t.is(o.wrong, 0)
-  // A wait that runs out (a slow moment of the device) leaves its op to the loop: not all of them.
-  t.true(w.inCall > 0 && w.inCall <= w.tries, `${w.inCall} completed in their call, ${w.tries} waits`)
-  t.is(w.inline, 0)
+  const dflt = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: undefined })
+  const always = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: '1' })
+  const off = await depthOneInChild(file, 500, [0], { ODIRECT_RW_WAIT_DISK: '0' })
+  if (dflt.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${dflt.backend}`)
+  const [d, w, o] = [dflt.rounds[0], always.rounds[0], off.rounds[0]]
+  t.log(`default: ${d.inCall} of 500 completed in their call, ${d.tries} waits; =1: ${w.inCall}, ${w.tries} waits; =0: ${o.inCall}, ${o.tries} waits`)
+  for (const r of [d, w, o]) t.is(r.wrong, 0)
+  // A wait that runs out (a slow moment of the device) or that an event of the loop ends leaves
+  // its op to the loop: not all of them.
+  for (const r of [d, w]) {
+    t.true(r.inCall > 0 && r.inCall <= r.tries, `${r.inCall} completed in their call, ${r.tries} waits`)
+    t.is(r.inline, 0)
+  }
   t.deepEqual([o.inCall, o.tries], [0, 0])
 })
 
+test.serial('tmpfs: inline reads skip cachestat(2) while the machine has no swap (none listed in /proc/swaps, none turned on since), and never with ODIRECT_CACHESTAT_SKIP=0', async (t) => {
+  const file = patterned(scratch('/dev/shm'), 64)
+  const on = await depthOneInChild(file, 300, [0], { ODIRECT_INLINE_TMPFS: undefined })
+  const off = await depthOneInChild(file, 300, [0], { ODIRECT_INLINE_TMPFS: undefined, ODIRECT_CACHESTAT_SKIP: '0' })
+  if (on.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${on.backend}`)
+  const [a, b] = [on.rounds[0], off.rounds[0]]
+  const swap = swapListed()
+  t.log(`swap listed: ${swap}; default: ${a.inline} inline, ${a.skips} skipped cachestat; =0: ${b.inline} inline, ${b.skips} skipped`)
+  t.is(a.wrong, 0)
+  t.is(b.wrong, 0)
+  t.true(a.inline > 0 && b.inline > 0)
+  t.is(b.skips, 0)
+  // The first inline op of an engine reads /proc/swaps and arms the ring's poll on it, and
+  // asks cachestat; so do ops that find a completion waiting in the ring (none here).
+  if (swap) t.is(a.skips, 0, 'an inline op skipped cachestat with swap on')
+  else t.true(a.skips > 0 && a.skips <= a.inline, `${a.skips} of ${a.inline} skipped`)
+})
+
 test.serial('tmpfs: a lone write completes in its call and a read started right after it sees its bytes; promises settle in the order the ops were started', async (t) => {
+  await armSwapWatch()
   const fh = await open(patterned(scratch('/dev/shm'), 16), 'r+', { backend: 'io_uring' })
   try {
     if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
@@ -205,6 +246,11 @@ test.serial('default ODIRECT_INLINE_TMPFS: a lone tmpfs read is made inline, a l
 })
 
 testIf(fastSwapReason(), 'machine-wide (a swap device): tmpfs pages pushed to swap: a lone op on them takes the ring (cachestat), reads and writes right; resident ones go inline', async (t) => {
+  // Inline reads before the swap is on: the engine reads /proc/swaps and arms the ring's poll
+  // on it; with no swap listed, its inline ops skip cachestat until a swapon fires that poll.
+  const pre = await open(patterned(scratch('/dev/shm'), 4), 'r', { backend: 'io_uring' })
+  for (let i = 0; i < 3; i++) await pre.read(pre.alloc(UNIT), { position: UNIT })
+  await pre.close()
   const sw = fastSwap()
   // fastSwapReason found every tool and root: a refusal here is a failure, not a skip.
   if (isSkip(sw)) return t.fail(sw.skip)
@@ -216,7 +262,12 @@ testIf(fastSwapReason(), 'machine-wide (a swap device): tmpfs pages pushed to sw
     try {
       if (fh.backend !== 'io_uring') return t.fail(`io_uring is not available here: ${fh.backend}`)
       const b = fh.alloc(UNIT)
-      await turn()
+      // The swapon fired the poll (reaped by the loop since): this read re-arms it.
+      await armSwapWatch()
+      // This file's engine made inline reads before the swap was turned on (the tests above):
+      // from the swapon on, every inline op asks cachestat(2) again (the ring's poll on
+      // /proc/swaps fired), none skips it.
+      const skips0 = cachestatSkips()
       let s0 = callStats()
       let heads0 = sqHeads()
       t.is((await fh.read(b, { position: 5 * UNIT })).bytesRead, UNIT)
@@ -229,6 +280,7 @@ testIf(fastSwapReason(), 'machine-wide (a swap device): tmpfs pages pushed to sw
       t.is((await fh.read(b.fill(0), { position: 5 * UNIT })).bytesRead, UNIT)
       t.true(b.every((x) => x === 5))
       t.deepEqual(delta(s0, callStats()), [1, 1, 0, 0], 'a resident block was not made inline')
+      t.is(cachestatSkips() - skips0, 0, 'an inline op skipped cachestat while swap was on')
       // A write over a swapped-out block: the ring too, and it lands.
       await turn()
       s0 = callStats()

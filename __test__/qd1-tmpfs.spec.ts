@@ -9,6 +9,9 @@
 // Such ops are made inline by default when their pages are in memory (inline-tmpfs.spec): this
 // spec turns that off to see the wait. The switch is read at the first engine's creation.
 process.env.ODIRECT_INLINE_TMPFS = '0'
+// The disk cases here check that disk ops take no tmpfs wait; the loop-aware disk wait (the
+// default in Node, loop-wait.spec) is a wait of its own, off here.
+process.env.ODIRECT_RW_WAIT_DISK = '0'
 
 import test from 'ava'
 

@@ -4,6 +4,10 @@
 // wake-up through the eventfd, epoll and the event loop. Seen in the engine's wait counters and
 // in the process's read(2) count (/proc/self/io syscr): the eventfd is read once per op without
 // it. Never for deeper queues, for descriptors whose ops may sleep (a FIFO), or on aio.
+// The disk rows compare the flush's wait with the loop's path: the loop-aware in-call disk wait
+// (the default in Node, loop-wait.spec.ts) is off here. Read at the engine's creation.
+process.env.ODIRECT_RW_WAIT_DISK = '0'
+
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 

@@ -14,11 +14,11 @@ try {
   for (const w of waits) {
     configureEngine({ waitMicros: Number(w) })
     const [tries0, found0] = getEngine().native.waitStats
-    const [call0, inlineR0, inlineW0] = getEngine().native.callStats
+    const [call0, inlineR0, inlineW0, , skips0] = getEngine().native.callStats
     const { wrong, reads } = await readsOneAtATime(fh, Number(n))
     const [tries, found] = getEngine().native.waitStats
-    const [call, inlineR, inlineW] = getEngine().native.callStats
-    rounds.push({ waitMicros: Number(w), wrong, reads, tries: tries - tries0, found: found - found0, inCall: call - call0, inline: inlineR + inlineW - inlineR0 - inlineW0 })
+    const [call, inlineR, inlineW, , skips] = getEngine().native.callStats
+    rounds.push({ waitMicros: Number(w), wrong, reads, tries: tries - tries0, found: found - found0, inCall: call - call0, inline: inlineR + inlineW - inlineR0 - inlineW0, skips: (skips ?? NaN) - (skips0 ?? NaN) })
   }
   const info = engineInfo()
   process.stdout.write(JSON.stringify({ backend: fh.backend, path: info.path, ringSetup: info.ringSetup, rounds }))

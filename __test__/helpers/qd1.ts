@@ -49,6 +49,8 @@ export interface DepthOneRound {
   /** Reads completed inside their own rw call (inline or by the in-call wait), and those made inline. */
   inCall: number
   inline: number
+  /** Inline ops that skipped cachestat(2) (no swap on the machine: callStats[4]). */
+  skips: number
 }
 
 /**

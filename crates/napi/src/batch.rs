@@ -357,7 +357,7 @@ pub fn wait(e: &mut Inner, first: bool) -> bool {
         return false;
     }
     e.batches.waits += 1;
-    e.wait_ring(want, left)
+    e.wait_ring(want, left, None)
 }
 
 /// Cancels batch `key`: ops not started never will be (-ECANCELED), ops in flight are asked to

@@ -24,7 +24,7 @@ use crate::capture::{self, CaptureError, Mems, Seg, RESULT_DETACHED};
 use crate::locks::Waiters;
 use crate::pins::{self, Pins};
 use crate::status;
-use crate::wake::{Js, Wake};
+use crate::wake::{Js, LoopState, Wake};
 
 pub(crate) struct OpRec {
     backend: BackendKind,
@@ -184,6 +184,16 @@ pub struct Inner {
     /// Lone tmpfs ops not made inline because `cachestat(2)` found a page of their range
     /// swapped out (or could not tell): they went through the ring (`NativeEngine.callStats`).
     pub not_resident: u64,
+    /// `/proc/swaps`, open while the engine watches for swap being turned on or off (see
+    /// [`Inner::swap_free`]); None before the first inline op, or when it cannot.
+    swaps: Option<std::fs::File>,
+    /// The machine had swap when `/proc/swaps` was last read.
+    swap_present: bool,
+    /// `ODIRECT_CACHESTAT_SKIP=0`: every inline op asks cachestat(2), swap or not.
+    cachestat_skip: bool,
+    /// Inline ops that skipped cachestat(2): the machine has no swap, and none was turned on
+    /// since `/proc/swaps` was read (`NativeEngine.callStats[4]`).
+    pub cachestat_skips: u64,
     /// `ODIRECT_RW_WAIT=0` turns off the in-call wait of a lone small tmpfs op (see
     /// [`Inner::wait_in_call`]): it waits in its flush instead, as before.
     rw_wait: bool,
@@ -192,10 +202,25 @@ pub struct Inner {
     pub call_done: u64,
     /// Scratch triples of an op completed in its call (kept for its capacity).
     done_out: Vec<f64>,
-    /// `ODIRECT_RW_WAIT_DISK=1` (opt-in, measured: see README): a lone read/write on an
-    /// O_DIRECT file of a block device waits for its completion in its `rw` call too, with the
-    /// tmpfs wait's tick-safe timeout.
-    disk_wait: Option<std::time::Duration>,
+    /// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion
+    /// in its `rw` call too (see [`DiskWait`]).
+    disk_wait: DiskWait,
+    /// The longest such wait: the tmpfs wait's tick-safe timeout (`ODIRECT_RW_WAIT_DISK_MS`
+    /// sets it, for tests: a wait that only the loop or a timer can end).
+    disk_cap: std::time::Duration,
+    /// The timeout of the disk wait under way (the cap, or the loop's next timer).
+    disk_timeout: std::time::Duration,
+    /// The event loop's descriptor the disk wait under way watches (see [`DiskWait::Loop`]).
+    watch: Option<i32>,
+    /// Lone disk ops that did not wait in their call because the loop had work (Loop mode).
+    pub loop_busy: u64,
+    /// Disk waits ended by an event of the loop (its descriptor became readable first).
+    pub loop_ended: u64,
+    /// Disk waits whose timeout was the loop's next timer (sooner than the cap).
+    pub timer_bounded: u64,
+    /// Disk waits whose watch fired only because of this engine's own eventfd (a signal left
+    /// from before), waited again (see [`Inner::wait_in_call`]).
+    pub own_wakes: u64,
     /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
     disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
@@ -415,6 +440,36 @@ fn tick_safe_timeout() -> std::time::Duration {
     tick.min(std::time::Duration::from_millis(10)) + std::time::Duration::from_millis(1)
 }
 
+/// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion in
+/// its own `rw` call (io_uring GETEVENTS, min_complete 1, as fio waits at depth 1), its result
+/// coming back from the call: `ODIRECT_RW_WAIT_DISK`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum DiskWait {
+    /// `=0`: never (the op's completion comes through the event loop).
+    Off,
+    /// The default: on Node's event loop (libuv), only while the loop itself would sleep: not
+    /// when `uv_backend_timeout` is 0 (immediates, pending callbacks, closing handles, a due
+    /// timer), at most until its next timer, and ended as soon as its epoll descriptor is
+    /// readable (a socket, a worker's message, a signal, a child: a poll on it is armed in the
+    /// same ring, so the same wait sees either). Off the loop (Bun, Deno) and with
+    /// `ODIRECT_WAKE=ring`: never.
+    Loop,
+    /// `=1`: always, up to the cap, whatever the loop has (the twelfth session's opt-in).
+    Always,
+}
+
+fn disk_wait_mode() -> DiskWait {
+    match std::env::var("ODIRECT_RW_WAIT_DISK").as_deref() {
+        Ok("0") => DiskWait::Off,
+        Ok("1") => DiskWait::Always,
+        _ => DiskWait::Loop,
+    }
+}
+
+/// How many times one disk wait waits again after its watch of the loop fired only because of
+/// the engine's own eventfd (see `Inner::wait_in_call`).
+const OWN_WAKE_REWAITS: u32 = 3;
+
 /// Whether lone small reads/writes on tmpfs/ramfs files are made inline, on the JS thread
 /// (see `Inner::rw_inline`): `ODIRECT_INLINE_TMPFS=0` never; unset (or `=reads`): reads only,
 /// when cachestat(2) says no page of the op's range is swapped out (a write takes the file's
@@ -537,10 +592,22 @@ impl Inner {
             inline_reads: 0,
             inline_writes: 0,
             not_resident: 0,
+            swaps: None,
+            swap_present: true,
+            cachestat_skip: crate::env::on_unless_zero("ODIRECT_CACHESTAT_SKIP"),
+            cachestat_skips: 0,
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
             done_out: Vec::with_capacity(3),
-            disk_wait: crate::env::on_if_one("ODIRECT_RW_WAIT_DISK").then(tick_safe_timeout),
+            disk_wait: disk_wait_mode(),
+            disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
+                .map_or_else(tick_safe_timeout, std::time::Duration::from_millis),
+            disk_timeout: std::time::Duration::ZERO,
+            watch: None,
+            loop_busy: 0,
+            loop_ended: 0,
+            timer_bounded: 0,
+            own_wakes: 0,
             disk_waiting: false,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
@@ -844,13 +911,11 @@ impl Inner {
                 }
                 // Submitted; its completion comes as any other's.
                 return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
-            } else if self.disk_wait.is_some()
-                && !self.wait_spent
-                && self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0
-            {
+            } else if self.disk_gate(fd) {
                 self.disk_waiting = true;
                 let done = self.wait_in_call(k, bounced);
                 self.disk_waiting = false;
+                self.watch = None;
                 return Ok(done.unwrap_or((ticket | crate::consts::TICKET_SUBMITTED).into()));
             }
             self.flush();
@@ -858,6 +923,45 @@ impl Inner {
             return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
         }
         Ok(ticket.into())
+    }
+
+    /// Whether the lone read/write just staged on `fd` waits for its completion in its call (a
+    /// block device's O_DIRECT file, see [`DiskWait`]); sets the wait's timeout and the loop
+    /// descriptor it watches, and counts why a loop-aware wait did not start or was shortened.
+    fn disk_gate(&mut self, fd: i32) -> bool {
+        if self.disk_wait == DiskWait::Off
+            || self.wait_spent
+            || self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) != 0
+        {
+            return false;
+        }
+        if self.disk_wait == DiskWait::Always {
+            self.disk_timeout = self.disk_cap;
+            self.watch = None;
+            return true;
+        }
+        if self.poll_ring {
+            // The ring's own descriptor is in the loop's epoll set and would wake the watch.
+            return false;
+        }
+        match self.wake.loop_state() {
+            None => false,
+            Some(LoopState::Busy) => {
+                self.loop_busy += 1;
+                false
+            }
+            Some(LoopState::Idle { fd, left }) => {
+                self.disk_timeout = match left {
+                    Some(t) if t < self.disk_cap => {
+                        self.timer_bounded += 1;
+                        t
+                    }
+                    _ => self.disk_cap,
+                };
+                self.watch = Some(fd);
+                true
+            }
+        }
     }
 
     /// Whether the flush of a lone read/write of `length` bytes on `fd` may wait in the kernel
@@ -892,11 +996,64 @@ impl Inner {
     /// a hole (none swapped out), so that a pread/pwrite of it on this thread copies memory and
     /// never waits for a swap device: `cachestat(2)` (Linux 6.5+) counts a swapped-out shmem
     /// page as evicted. Without cachestat only `ODIRECT_INLINE_TMPFS=1` goes inline unchecked.
-    fn resident(&self, fd: i32, pos: u64, len: usize) -> bool {
+    fn resident(&mut self, fd: i32, pos: u64, len: usize) -> bool {
+        if self.swap_free() {
+            self.cachestat_skips += 1;
+            return true;
+        }
         match cachestat_evicted(fd, pos, len as u64) {
             Some(evicted) => evicted == 0,
             None => self.inline_tmpfs == Inline::Forced,
         }
+    }
+
+    /// Whether the machine has no swap, known without a system call: `/proc/swaps` listed none
+    /// when last read, and the ring's one-shot poll on it (POLLPRI: raised by every swapon and
+    /// swapoff) has not fired, nor can have unseen (no completion waits in the ring's queue or
+    /// as task work). Without swap no tmpfs page can be swapped out, so cachestat(2) (0.40-0.47
+    /// µs of a 2.8 µs inline read) can be skipped. The first op after a change (or the engine's
+    /// first) reads `/proc/swaps` again and re-arms the poll, and asks cachestat this once.
+    fn swap_free(&mut self) -> bool {
+        use std::io::{Read, Seek};
+        if !self.cachestat_skip {
+            return false;
+        }
+        let ring = BackendKind::IoUring.index();
+        let Some(d) = self.drivers[ring].as_ref() else {
+            return false;
+        };
+        if d.swaps_unchanged() {
+            return !self.swap_present;
+        }
+        if self.swaps.is_none() {
+            match std::fs::File::open("/proc/swaps") {
+                Ok(f) => self.swaps = Some(f),
+                Err(_) => {
+                    self.cachestat_skip = false;
+                    return false;
+                }
+            }
+        }
+        let Some(file) = self.swaps.as_mut() else {
+            return false;
+        };
+        let Some(d) = self.drivers[ring].as_mut() else {
+            return false;
+        };
+        match d.watch_swaps(file.as_raw_fd()) {
+            None => self.cachestat_skip = false,
+            // Armed, and a completion waits (maybe the poll's): cachestat this time.
+            Some(false) => {}
+            // Armed now: a change from here on fires it; read the list as it is now.
+            Some(true) => {
+                let mut text = String::new();
+                let listed = file.rewind().and_then(|_| file.read_to_string(&mut text));
+                // Anything but the header line (or an unreadable list) counts as swap.
+                self.swap_present =
+                    listed.is_err() || text.lines().skip(1).any(|l| !l.trim().is_empty());
+            }
+        }
+        false
     }
 
     /// The lone read or write `k` just staged, on a tmpfs/ramfs file (see [`Inner::goes_inline`]),
@@ -913,39 +1070,14 @@ impl Inner {
             // `finish` traces its completion.
             rec.debug = Some(what);
         }
-        let r = loop {
-            let n = match rec.kind {
-                OpKind::Read {
-                    fd,
-                    ptr,
-                    len,
-                    offset,
-                    ..
-                } => {
-                    // SAFETY: `ptr[..len]` is the op's captured memory (odirect-owned or its
-                    // bounce buffer), held by `rec` until its completion is reaped (below, in
-                    // this call).
-                    unsafe { libc::pread(fd, ptr.cast(), len, offset as libc::off_t) }
-                }
-                OpKind::Write {
-                    fd,
-                    ptr,
-                    len,
-                    offset,
-                    ..
-                } => {
-                    // SAFETY: as for the read; the kernel only reads `ptr[..len]`.
-                    unsafe { libc::pwrite(fd, ptr.cast(), len, offset as libc::off_t) }
-                }
-                _ => return -(libc::EINVAL as i64),
-            };
-            if n >= 0 {
-                break n as i64;
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                e => break -(e.unwrap_or(libc::EIO) as i64),
-            }
+        let r = match rec.kind {
+            // SAFETY: the op's captured memory (odirect-owned or its bounce buffer, `ptr[..len]`)
+            // is held by `rec` until its completion is reaped (below, in this call), and used by
+            // nothing else meanwhile; `execute` makes one pread/pwrite (EINTR retried).
+            OpKind::Read { .. } | OpKind::Write { .. } => unsafe {
+                odirect_core::io::pool::execute(&rec.kind)
+            },
+            _ => return -(libc::EINVAL as i64),
         };
         if matches!(rec.kind, OpKind::Read { .. }) {
             self.inline_reads += 1;
@@ -966,6 +1098,8 @@ impl Inner {
     /// call into JS. A wake-up under way keeps its quiet drivers (see `wake::flush_and_deliver`).
     fn wait_in_call(&mut self, k: u32, bounced: u32) -> Option<f64> {
         let outer_quiet = self.quiet;
+        let began = Instant::now();
+        let mut fired = self.watch_fired();
         if !self.submit_staged(true) {
             // Not waited, or timed out (which turned the ring's quiet off).
             if outer_quiet && !self.quiet {
@@ -975,16 +1109,68 @@ impl Inner {
         }
         self.waited_reaps += 1;
         let mut raw = std::mem::take(&mut self.raw);
-        // The eventfd is reset only when the ring could not keep quiet (it signalled it).
-        self.gather(&mut raw, false);
-        let found = raw.len() == 1 && raw[0].0 == u64::from(k);
+        let mut rewaits = 0;
+        let found = loop {
+            // The eventfd is reset only when the ring could not keep quiet (it signalled it).
+            self.gather(&mut raw, false);
+            let found = raw.len() == 1 && raw[0].0 == u64::from(k);
+            let watch_fired = self.watch_fired() != fired;
+            if self.debug {
+                let n = raw.len();
+                trace(format_args!(
+                    "odirect: in-call wait id={k}: {n} completions, found {found}, loop watch fired {watch_fired}"
+                ));
+            }
+            if found || !watch_fired || !raw.is_empty() || rewaits == OWN_WAKE_REWAITS {
+                break found;
+            }
+            // The loop's descriptor woke the watch: if only this engine's own eventfd is ready
+            // (a signal left from before the wait, e.g. by the ring's setup probe, or one the
+            // kernel sent while the op was reissued: the op is not complete), or nothing is
+            // (epoll wakes its pollers when a watched descriptor is signalled, and the poll's
+            // completion carries that wake-up's mask without a second look), that is no event
+            // of the loop's: reset the eventfd and wait again for the time left.
+            if !self.synthetic.is_empty() || !self.only_own_eventfd_ready() {
+                break false;
+            }
+            eventfd::drain(self.eventfd());
+            self.own_wakes += 1;
+            rewaits += 1;
+            fired = self.watch_fired();
+            let left = self.disk_timeout.saturating_sub(began.elapsed());
+            if left.is_zero() || !self.wait_ring(1, left, self.watch) {
+                // Timed out (as in `submit_staged`).
+                if let Some(d) = self.drivers[BackendKind::IoUring.index()].as_mut() {
+                    d.quiet(false);
+                }
+                self.quiet = false;
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
+                self.raw = raw;
+                if outer_quiet {
+                    self.begin_wake();
+                } else {
+                    self.end_wake();
+                }
+                return None;
+            }
+        };
         let done = if found {
             let (_, r) = raw.pop().expect("one completion");
             Some(self.complete_in_call(k, r, bounced))
         } else {
-            // Not expected (nothing else in flight): back the way completions go.
-            self.synthetic.append(&mut raw);
-            eventfd::signal(self.eventfd());
+            if self.watch_fired() != fired {
+                // The loop has an event: its turn first (the op is delivered as any other),
+                // and no more waits until it has turned.
+                self.loop_ended += 1;
+                self.wait_spent = true;
+                self.wait_turn = self.wake.loop_time();
+            }
+            if !raw.is_empty() {
+                // Not expected (nothing else in flight): back the way completions go.
+                self.synthetic.append(&mut raw);
+                eventfd::signal(self.eventfd());
+            }
             None
         };
         self.raw = raw;
@@ -994,6 +1180,38 @@ impl Inner {
             self.end_wake();
         }
         done
+    }
+
+    /// Whether, of the descriptors in the loop's epoll set (`self.watch`), only this engine's
+    /// eventfd is ready now (or none is). An `epoll_wait` with no timeout on libuv's descriptor
+    /// takes nothing from the loop: its watchers are level-triggered, so what it reports stays
+    /// ready for the loop's own poll; libuv keys each watcher by its descriptor
+    /// (`epoll_event.data.fd`).
+    fn only_own_eventfd_ready(&self) -> bool {
+        let (Some(ep), Some(own)) = (self.watch, self.eventfd.as_ref().map(|e| e.as_raw_fd()))
+        else {
+            return false;
+        };
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: a non-blocking epoll_wait into a live local array of 8 events.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, 0) };
+        if self.debug {
+            let got: Vec<(u32, u64)> = evs[..n.max(0) as usize]
+                .iter()
+                .map(|e| (e.events, e.u64))
+                .collect();
+            trace(format_args!(
+                "odirect: loop epoll ready now: {got:?} (own eventfd {own})"
+            ));
+        }
+        n >= 0 && evs[..n as usize].iter().all(|e| e.u64 as u32 as i32 == own)
+    }
+
+    /// How many times the ring's watch of the event loop fired (see [`DiskWait::Loop`]).
+    fn watch_fired(&self) -> u64 {
+        self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map_or(0, |d| d.watch_fired())
     }
 
     /// Finishes op `k`, complete with result `r` inside its own `rw` call: its memory released
@@ -1285,7 +1503,7 @@ impl Inner {
         if tmpfs {
             self.tmpfs_wait
         } else if self.disk_waiting {
-            self.disk_wait
+            Some(self.disk_timeout)
         } else {
             None
         }
@@ -1349,7 +1567,7 @@ impl Inner {
                 // `Driver::quiet`; `end_wake` turns announcements back on).
                 self.wait_tries += 1;
                 let quiet = d.quiet(true);
-                reap_now = d.submit_and_wait(want, timeout);
+                reap_now = d.submit_and_wait(want, timeout, self.watch);
                 if !quiet || !reap_now {
                     d.quiet(false);
                 }
@@ -1539,9 +1757,14 @@ impl Inner {
 
     /// Submits what the ring holds and waits in the kernel up to `timeout` for `want` of its
     /// ops to complete (`Driver::submit_and_wait`); true when completions are there to reap.
-    pub(crate) fn wait_ring(&mut self, want: usize, timeout: std::time::Duration) -> bool {
+    pub(crate) fn wait_ring(
+        &mut self,
+        want: usize,
+        timeout: std::time::Duration,
+        watch: Option<i32>,
+    ) -> bool {
         match self.drivers[BackendKind::IoUring.index()].as_mut() {
-            Some(d) => d.submit_and_wait(want, timeout),
+            Some(d) => d.submit_and_wait(want, timeout, watch),
             None => false,
         }
     }

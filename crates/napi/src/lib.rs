@@ -498,10 +498,26 @@ impl NativeEngine {
         self.with(|e| e.wait_us)
     }
 
-    /// [in-kernel waits made, those that found completions (delivered at once)].
+    /// [in-kernel waits made, those that woke with something to reap (completions, delivered at
+    /// once, or the loop watch of a disk wait), lone disk ops
+    /// that did not wait in their call because the event loop had work, disk waits ended by an
+    /// event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
+    /// again because only the engine's own eventfd had made the loop readable] (see
+    /// `engine::DiskWait`).
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
-        self.with(|e| vec![e.wait_tries as f64, e.waited_reaps as f64])
+        self.with(|e| {
+            [
+                e.wait_tries,
+                e.waited_reaps,
+                e.loop_busy,
+                e.loop_ended,
+                e.timer_bounded,
+                e.own_wakes,
+            ]
+            .map(|n| n as f64)
+            .to_vec()
+        })
     }
 
     /// [look-ups of odirect memory answered by the per-thread cache, by the registry] so far,
@@ -519,13 +535,20 @@ impl NativeEngine {
 
     /// [reads/writes completed inside their own `rw` call, reads made inline, writes made
     /// inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
-    /// swapped out] (see `Inner::rw`).
+    /// swapped out, inline ops that skipped cachestat(2) because the machine has no swap] (see
+    /// `Inner::rw`, `Inner::swap_free`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
-            [e.call_done, e.inline_reads, e.inline_writes, e.not_resident]
-                .map(|n| n as f64)
-                .to_vec()
+            [
+                e.call_done,
+                e.inline_reads,
+                e.inline_writes,
+                e.not_resident,
+                e.cachestat_skips,
+            ]
+            .map(|n| n as f64)
+            .to_vec()
         })
     }
 

@@ -18,6 +18,8 @@ type HandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type Close = unsafe extern "C" fn(*mut c_void, CloseCb);
 type RefFn = unsafe extern "C" fn(*mut c_void);
 type NowFn = unsafe extern "C" fn(*const c_void) -> u64;
+type BackendFn = unsafe extern "C" fn(*const c_void) -> c_int;
+type HrtimeFn = unsafe extern "C" fn() -> u64;
 
 #[derive(Clone, Copy)]
 pub struct Uv {
@@ -30,6 +32,14 @@ pub struct Uv {
     pub unref: RefFn,
     /// uv_now: the loop's time (ms), updated once per turn of the loop.
     pub now: NowFn,
+    /// uv_backend_fd: the loop's epoll descriptor, readable when a watched descriptor is.
+    pub backend_fd: BackendFn,
+    /// uv_backend_timeout: how long the loop would block in its poll now (ms; -1: no bound;
+    /// 0: it would not block: pending callbacks, idle handles, closing handles, a stop, a
+    /// due timer, or watchers not yet in the epoll set).
+    pub backend_timeout: BackendFn,
+    /// uv_hrtime: the monotonic clock (ns), the loop's time (`now`) is this / 1e6 when it turned.
+    pub hrtime: HrtimeFn,
 }
 
 fn sym(name: &CStr) -> Option<*mut c_void> {
@@ -59,6 +69,13 @@ impl Uv {
                     ref_: std::mem::transmute::<*mut c_void, RefFn>(sym(c"uv_ref")?),
                     unref: std::mem::transmute::<*mut c_void, RefFn>(sym(c"uv_unref")?),
                     now: std::mem::transmute::<*mut c_void, NowFn>(sym(c"uv_now")?),
+                    backend_fd: std::mem::transmute::<*mut c_void, BackendFn>(sym(
+                        c"uv_backend_fd",
+                    )?),
+                    backend_timeout: std::mem::transmute::<*mut c_void, BackendFn>(sym(
+                        c"uv_backend_timeout",
+                    )?),
+                    hrtime: std::mem::transmute::<*mut c_void, HrtimeFn>(sym(c"uv_hrtime")?),
                 })
             }
         })

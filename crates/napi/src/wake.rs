@@ -35,6 +35,20 @@ const RESULTS_CAP: usize = 4096;
 /// Bytes of the preallocated results Float64Array.
 const RESULTS_BYTES: usize = RESULTS_CAP * crate::consts::RESULT_STRIDE as usize * 8;
 
+/// What the event loop would do if it polled now (see [`Wake::loop_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopState {
+    /// It would not sleep: work waits (pending callbacks, immediates, closing handles, a due
+    /// timer, a stop, watchers not in its epoll set yet).
+    Busy,
+    /// It would sleep in epoll on `fd` until a descriptor is ready, or for `left` at most (the
+    /// next timer; None: no timer).
+    Idle {
+        fd: i32,
+        left: Option<std::time::Duration>,
+    },
+}
+
 /// What wakes the JS thread.
 pub enum Wake {
     None,
@@ -74,6 +88,40 @@ impl Wake {
             Wake::Loop { uv, lp, .. } => Some(unsafe { (uv.now)(*lp) }),
             _ => None,
         }
+    }
+
+    /// What the event loop would do if it polled now (None off the loop: Bun, Deno): see
+    /// [`LoopState`].
+    pub fn loop_state(&self) -> Option<LoopState> {
+        let Wake::Loop { uv, lp, .. } = self else {
+            return None;
+        };
+        // SAFETY: lp is the live loop of this thread; these only read its state.
+        let (timeout, fd, now) = unsafe {
+            (
+                (uv.backend_timeout)(*lp),
+                (uv.backend_fd)(*lp),
+                (uv.now)(*lp),
+            )
+        };
+        if timeout == 0 || fd < 0 {
+            return Some(LoopState::Busy);
+        }
+        if timeout < 0 {
+            return Some(LoopState::Idle { fd, left: None });
+        }
+        // The timeout counts from the loop's time, which stood still since the loop last
+        // turned: the next timer is due at that time + timeout, measured on the same clock.
+        let due = (now + timeout as u64).saturating_mul(1_000_000);
+        // SAFETY: uv_hrtime only reads the clock.
+        let at = unsafe { (uv.hrtime)() };
+        if at >= due {
+            return Some(LoopState::Busy);
+        }
+        Some(LoopState::Idle {
+            fd,
+            left: Some(std::time::Duration::from_nanos(due - at)),
+        })
     }
 
     /// Keeps the event loop alive while ops are in flight (`want`), or lets it exit.

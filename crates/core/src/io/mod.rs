@@ -169,8 +169,34 @@ pub trait Driver: Send {
     /// ops to complete (the owner's bounded in-kernel wait for a lone op, `waitMicros`). True
     /// when completions are there to reap now, whether or not the wait ran its course. Default
     /// (drivers that cannot wait with a timeout): submits, false.
-    fn submit_and_wait(&mut self, _want: usize, _timeout: std::time::Duration) -> bool {
+    /// `watch`: a descriptor whose readability ends the wait too (the owner's event loop;
+    /// see [`Driver::watch_fired`]); drivers that cannot watch one ignore it.
+    fn submit_and_wait(
+        &mut self,
+        _want: usize,
+        _timeout: std::time::Duration,
+        _watch: Option<std::os::fd::RawFd>,
+    ) -> bool {
         self.submit();
+        false
+    }
+
+    /// How many times a descriptor watched by [`Driver::submit_and_wait`] was found readable
+    /// (default: never).
+    fn watch_fired(&self) -> u64 {
+        0
+    }
+
+    /// Arms (unless armed) a one-shot poll for POLLPRI on `fd`, an open `/proc/swaps`, which
+    /// the kernel raises when swap is turned on or off: Some(true) armed now (read the list
+    /// after this), Some(false) armed already, None when the driver cannot (default).
+    fn watch_swaps(&mut self, _fd: std::os::fd::RawFd) -> Option<bool> {
+        None
+    }
+
+    /// True only when the poll of [`Driver::watch_swaps`] is armed and nothing it could have
+    /// posted is waiting: no swap was turned on or off since it was armed. Default: false.
+    fn swaps_unchanged(&self) -> bool {
         false
     }
 

@@ -148,11 +148,13 @@ unsafe fn execute_op(kind: &OpKind, rw_flags: i32) -> i64 {
 }
 
 /// Runs one op as one blocking system call (retried on EINTR) and returns bytes or `-errno`.
+/// Public for the engine's inline tmpfs reads/writes (the addon's `Inner::rw_inline`), which
+/// make the same `pread`/`pwrite` on the JS thread.
 ///
 /// # Safety
 /// The pointers in `kind` must be valid for the access the op names for the duration of the
 /// call, and not be used concurrently by anyone else (the contract of `Driver::push`).
-unsafe fn execute(kind: &OpKind) -> i64 {
+pub unsafe fn execute(kind: &OpKind) -> i64 {
     match *kind {
         OpKind::Read {
             fd,

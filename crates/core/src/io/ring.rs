@@ -54,6 +54,11 @@ pub fn explain_setup_error(e: &io::Error) -> Unavailable {
 
 /// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
 pub const INTERNAL: u64 = 1 << 63;
+/// user_data of the poll on the owner's event-loop descriptor armed by a loop-aware wait (see
+/// [`Driver::submit_and_wait`]).
+const WATCH: u64 = INTERNAL | 1;
+/// user_data of the poll on `/proc/swaps` (see [`Driver::watch_swaps`]).
+const SWAPS: u64 = INTERNAL | 2;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// How the ring was set up (fastest that the kernel accepted).
@@ -133,6 +138,18 @@ pub struct LocalRing {
     /// The eventfd is not registered: the owner polls the ring's descriptor (see
     /// [`DriverOptions::poll_ring`](super::DriverOptions::poll_ring)).
     polled: bool,
+    /// The descriptor a one-shot IORING_OP_POLL_ADD ([`WATCH`]) is armed on: the owner's event
+    /// loop (its epoll descriptor), watched by loop-aware waits. It stays armed between waits
+    /// (re-arming it per wait would cost a cancel and two more completions each time); it fires
+    /// at most once, when the loop has an event, and is armed again by the next wait.
+    watch: Option<RawFd>,
+    /// Times the watch fired (the loop's descriptor became readable).
+    watch_fired: u64,
+    /// The kernel refused the watch (not expected): loop-aware waits do not wait.
+    watch_failed: bool,
+    /// A one-shot poll (POLLPRI) on `/proc/swaps` is armed: it fires when swap is turned on or
+    /// off anywhere on the machine (see [`Driver::watch_swaps`]).
+    swaps_armed: bool,
 }
 
 /// Size of the sparse registered-file table.
@@ -275,6 +292,10 @@ impl LocalRing {
             file_table: false,
             taskrun_flag: false,
             polled: poll_ring,
+            watch: None,
+            watch_fired: 0,
+            watch_failed: false,
+            swaps_armed: false,
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -560,6 +581,17 @@ impl LocalRing {
             n += 1;
             let ud = cqe.user_data();
             if ud >= INTERNAL {
+                if ud == SWAPS {
+                    self.swaps_armed = false;
+                }
+                if ud == WATCH {
+                    self.watch = None;
+                    match cqe.result() {
+                        r if r > 0 => self.watch_fired += 1,
+                        r if r == -libc::ECANCELED => {}
+                        _ => self.watch_failed = true,
+                    }
+                }
                 continue;
             }
             self.early.push((ud, cqe.result() as i64));
@@ -717,10 +749,43 @@ impl Driver for LocalRing {
     /// (Linux 5.11+), as fio waits at depth 1: the completion wakes the caller in the kernel, with
     /// no eventfd, epoll or second io_uring_enter. A refused wait (an older kernel: EINVAL) or
     /// any other failure falls back to a plain submission.
-    fn submit_and_wait(&mut self, want: usize, timeout: std::time::Duration) -> bool {
-        if !self.chain.is_empty() || !self.backlog.is_empty() || want == 0 {
+    ///
+    /// `watch`: the owner's event-loop descriptor (libuv's epoll descriptor): a one-shot
+    /// IORING_OP_POLL_ADD on it (armed unless still armed from an earlier wait) ends the wait
+    /// too, as soon as the loop has an event, whose completion counts as one of `want` (the
+    /// caller sees it in [`Driver::watch_fired`]). Its completion is posted as task work like
+    /// any other, so the same wait sees both.
+    fn submit_and_wait(
+        &mut self,
+        want: usize,
+        timeout: std::time::Duration,
+        watch: Option<RawFd>,
+    ) -> bool {
+        if !self.chain.is_empty()
+            || !self.backlog.is_empty()
+            || want == 0
+            || (watch.is_some() && self.watch_failed)
+        {
             self.submit();
             return self.pending();
+        }
+        if let Some(fd) = watch {
+            if self.watch.is_some_and(|w| w != fd) {
+                // Armed on another descriptor (not expected: one ring per loop): replaced.
+                let c = opcode::PollRemove::new(WATCH).build().user_data(INTERNAL);
+                // SAFETY: a poll removal carries no memory.
+                unsafe { self.push_now(c) };
+                self.watch = None;
+            }
+            if self.watch.is_none() {
+                let p = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                    .build()
+                    .user_data(WATCH);
+                // SAFETY: a poll carries no memory; `fd` is the caller's loop descriptor, which
+                // outlives the ring's use of it (a poll on a closed file ends with its drop).
+                unsafe { self.push_now(p) };
+                self.watch = Some(fd);
+            }
         }
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
@@ -946,7 +1011,56 @@ impl Driver for LocalRing {
     /// plain and SQPOLL rings post them from the kernel's fallback worker when the submitter
     /// has exited: `reap` reads them from the mapped queue, from any thread.
     fn orphan(&mut self) -> bool {
+        if self.swaps_armed {
+            let c = opcode::PollRemove::new(SWAPS).build().user_data(INTERNAL);
+            // SAFETY: a poll removal carries no memory.
+            unsafe { self.push_now(c) };
+            self.submit();
+        }
+        if self.watch.is_some() {
+            // The loop it watched is going away: its completion (cancelled) is reaped with the
+            // ops' and the ring's in-flight count can reach 0.
+            let c = opcode::PollRemove::new(WATCH).build().user_data(INTERNAL);
+            // SAFETY: a poll removal carries no memory.
+            unsafe { self.push_now(c) };
+            self.submit();
+        }
         self.setup != Setup::DeferTaskrun
+    }
+
+    fn watch_fired(&self) -> u64 {
+        self.watch_fired
+    }
+
+    fn watch_swaps(&mut self, fd: RawFd) -> Option<bool> {
+        if self.setup == Setup::Sqpoll {
+            return None;
+        }
+        if self.swaps_armed {
+            return Some(false);
+        }
+        let p = opcode::PollAdd::new(types::Fd(fd), libc::POLLPRI as u32)
+            .build()
+            .user_data(SWAPS);
+        // SAFETY: a poll carries no memory; the caller keeps `fd` open while the ring lives
+        // (a poll on a closed file ends with it).
+        unsafe { self.push_now(p) };
+        self.submit();
+        self.swaps_armed = true;
+        Some(true)
+    }
+
+    /// Nothing can have told the ring of a swap change: the poll is armed, no completion waits
+    /// in the queue or as task work (IORING_SQ_TASKRUN, set by the kernel when the poll's wake
+    /// queues its completion), none collected and unread. Reads shared memory only.
+    fn swaps_unchanged(&self) -> bool {
+        // SAFETY: the ring is driven by one thread through `&self`; no other view of its queues
+        // exists while this one reads their flags, head and tail.
+        self.swaps_armed
+            && self.setup != Setup::Sqpoll
+            && self.early.is_empty()
+            && !unsafe { self.ring.submission_shared() }.taskrun()
+            && unsafe { self.ring.completion_shared() }.is_empty()
     }
 }
 
@@ -1129,7 +1243,7 @@ mod tests {
         // The setup's own probe (taskrun_flag_works) may have left it signalled.
         super::super::eventfd::drain(r.notify_fd());
         let quiet = r.quiet(true);
-        assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5)));
+        assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5), None));
         let mut out = Vec::new();
         r.reap(&mut out);
         assert_eq!(out, vec![(5, 4096)]);
@@ -1142,10 +1256,89 @@ mod tests {
 
         let (rx, mut tx) = std::io::pipe().unwrap();
         let _bufs = queue_pipe_reads(&mut r, &rx, 1);
-        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1)));
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1), None));
         assert_eq!(r.inflight(), 1);
         assert!(r.ring.submission().is_empty(), "the read was not submitted");
         tx.write_all(b"x").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+    }
+
+    /// A loop-aware `submit_and_wait` (`watch`: an epoll descriptor holding the ring's own
+    /// eventfd and another pipe, as libuv's holds the engine's): a lone file read on a quiet ring
+    /// completes without the watch firing (the ring's own completion does not make the loop
+    /// readable) and the watch stays armed for the next wait; a read nothing completes returns
+    /// as soon as the other pipe is readable, the watch counted as fired, the read still in
+    /// flight and reaped normally later.
+    #[test]
+    fn a_loop_aware_wait_ends_when_the_watched_loop_has_an_event() {
+        let mut r = LocalRing::new(8).unwrap();
+        if !r.quiet(true) {
+            eprintln!(
+                "skipped: no quiet reaping without DEFER_TASKRUN ({:?})",
+                r.setup()
+            );
+            return;
+        }
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh epoll instance, closed by OwnedFd.
+        let ep = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
+        let (other_rx, mut other_tx) = std::io::pipe().unwrap();
+        for fd in [r.notify_fd(), other_rx.as_raw_fd()] {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: live epoll descriptor and event.
+            assert_eq!(
+                unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) },
+                0
+            );
+        }
+        super::super::eventfd::drain(r.notify_fd());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 8192]).unwrap();
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: f.as_file().as_raw_fd(),
+            ptr: b.as_mut_ptr(),
+            len: 4096,
+            offset: 0,
+            buf_index: None,
+        };
+        let watch = Some(ep.as_raw_fd());
+        for key in [11, 12] {
+            // SAFETY: b and the file outlive the completion (reaped below).
+            unsafe {
+                let e = r.sqe(key, &kind, None, None, false).unwrap();
+                r.push_entry(e);
+            }
+            assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5), watch));
+            let mut out = Vec::new();
+            r.reap(&mut out);
+            assert_eq!(out, vec![(key, 4096)]);
+            assert_eq!(
+                r.watch_fired(),
+                0,
+                "the ring's own completion fired the watch"
+            );
+            assert_eq!(r.inflight(), 1, "the watch stays armed between waits");
+        }
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
+        other_tx.write_all(b"x").unwrap();
+        assert!(r.submit_and_wait(1, std::time::Duration::from_secs(5), watch));
+        let mut out = Vec::new();
+        r.reap(&mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(r.watch_fired(), 1);
+        assert_eq!(
+            r.inflight(),
+            1,
+            "the read is still in flight, the watch is not"
+        );
+        r.quiet(false);
+        super::super::eventfd::drain(r.notify_fd());
+        tx.write_all(b"y").unwrap();
         assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
     }
 
