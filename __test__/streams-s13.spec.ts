@@ -103,3 +103,36 @@ testIf(WHY, 'write stream to a new ext4 file: with ODIRECT_STREAM_ALLOCATE_AHEAD
   // most a few writes (the first, issued while the reservation was taken, cannot be one: it waits).
   t.true(ahead <= 8, `reserving ahead: ${ahead} hand-overs`)
 })
+
+/**
+ * In a child with ODIRECT_STREAM_ALLOCATE_AHEAD=1: a write stream to a new file gets 8 MiB (each
+ * write waited for), then is destroyed with an error. Prints [size on disk, bytesWritten].
+ */
+const DESTROY_CHILD = `
+const fs = require('node:fs')
+const { once } = require('node:events')
+const { createWriteStream } = require(${JSON.stringify(DIST)})
+const file = process.argv[1]
+;(async () => {
+  const ws = createWriteStream(file, { chunkSize: ${MiB}, writeBehind: 2 })
+  ws.on('error', () => {})
+  const piece = Buffer.alloc(${MiB}, 7)
+  for (let i = 0; i < 8; i++) if (!ws.write(piece)) await once(ws, 'drain')
+  // Past the first reservation's start: the file's size was moved ahead (at least 64 MiB).
+  const during = fs.statSync(file).size
+  const closed = new Promise((resolve) => ws.once('close', resolve))
+  ws.destroy(new Error('stop'))
+  await closed
+  console.log(JSON.stringify([during, fs.statSync(file).size, ws.bytesWritten]))
+})().catch((e) => { console.error(e); process.exit(1) })
+`
+
+testIf(WHY, 'write stream reserving ahead (ODIRECT_STREAM_ALLOCATE_AHEAD=1), destroyed before its end: the file is cut back to the bytes written', (t) => {
+  const file = path.join(scratch(), 'destroyed.bin')
+  const out = execFileSync(process.execPath, ['-e', DESTROY_CHILD, file], { encoding: 'utf8', env: { ...process.env, ODIRECT_STREAM_ALLOCATE_AHEAD: '1' } })
+  const [during, after, written] = JSON.parse(out.trim().split('\n').pop() as string) as [number, number, number]
+  t.log(`size while writing ${during}, after destroy ${after}, bytesWritten ${written}`)
+  t.true(during >= 64 * MiB, `the reservation moved the size ahead (${during})`)
+  t.true(written > 0 && written <= 8 * MiB)
+  t.is(after, written)
+})

@@ -478,6 +478,7 @@ abstract class Core {
           fh = undefined
         }
         while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+        if (fh !== undefined) await this.beforeClose(fh)
         if (this.owned && fh !== undefined) await fh.close()
       })()
     }
@@ -485,6 +486,9 @@ abstract class Core {
   }
 
   protected onDestroy(): void {}
+
+  /** On destroy, once nothing is in flight, before the file is closed. */
+  protected async beforeClose(_fh: FileHandle): Promise<void> {}
 }
 
 /** Reads a range of a file in aligned chunks, `readAhead` in flight, in order. */
@@ -778,6 +782,8 @@ export class BlockWriter extends Core {
   #allocEnd = -1
   /** A reservation (fallocate) in flight: blocks past `#allocEnd` wait for it. */
   #allocating = false
+  /** The furthest end a reservation moved the file's size to (0: none). */
+  #reservedTo = 0
   /** Told about the first failed write at once, so the stream errors without waiting for the next chunk. */
   onError: ((e: unknown) => void) | undefined
 
@@ -907,7 +913,10 @@ export class BlockWriter extends Core {
     }
     this.track(
       fh.allocate(from, to - from, 0, { signal: this.opSignal }).then(
-        () => done(to),
+        () => {
+          this.#reservedTo = to
+          done(to)
+        },
         () => done(-1),
       ),
     )
@@ -1023,7 +1032,7 @@ export class BlockWriter extends Core {
     }
     await this.#room(0)
     const finalSize = Math.max(this.#origSize, end)
-    if ((blockEnd > finalSize || this.#allocEnd > finalSize) && !fh.isBlockDevice) {
+    if ((blockEnd > finalSize || this.#reservedTo > finalSize) && !fh.isBlockDevice) {
       await this.track(fh.truncate(finalSize, { signal: this.opSignal }))
       this.#check()
     }
@@ -1045,6 +1054,17 @@ export class BlockWriter extends Core {
     this.#stopChain()
     this.#closeChain()
     this.#notify()
+  }
+
+  /**
+   * Destroyed (or failed) before its end while reserving ahead (see ALLOCATE_AHEAD): the file is
+   * cut back to the bytes confirmed written (or its size before the stream, if larger), so the
+   * reservation leaves no zeros past them. Best effort: a handle the caller closed stays as it is.
+   */
+  protected override async beforeClose(fh: FileHandle): Promise<void> {
+    if (this.#finished || this.#reservedTo === 0) return
+    const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
+    if (this.#reservedTo > keep && !fh.closed) await fh.truncate(keep).catch(() => {})
   }
 }
 
