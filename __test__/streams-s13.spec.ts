@@ -99,9 +99,10 @@ testIf(WHY, 'write stream to a new ext4 file: with ODIRECT_STREAM_ALLOCATE_AHEAD
   t.deepEqual([plainSize, plainDiff], [SIZE, 0])
   // Without: every extending write goes through io-wq (49; a few more for the fsync/ftruncate).
   t.true(plain >= 40, `without reserving ahead: ${plain} hand-overs`)
-  // With: the fallocate, the ftruncate and the fdatasync (io_uring runs those in io-wq), and at
-  // most a few writes (the first, issued while the reservation was taken, cannot be one: it waits).
-  t.true(ahead <= 8, `reserving ahead: ${ahead} hand-overs`)
+  // With: the fallocates (the first, and the next one taken early, past half of the first),
+  // the ftruncate and the fdatasync (io_uring runs those in io-wq), and the writes issued while
+  // the early fallocate held the inode (at most the stream's 2 x writeBehind blocks): 9 here.
+  t.true(ahead <= 20, `reserving ahead: ${ahead} hand-overs`)
 })
 
 /**

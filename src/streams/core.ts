@@ -161,6 +161,15 @@ const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const ALLOCATE_AHEAD = process.env.ODIRECT_STREAM_ALLOCATE_AHEAD === '1'
 const ALLOCATE_MIN = 64 * MiB
 const ALLOCATE_MAX = 1024 * MiB
+/**
+ * ALLOCATE_AHEAD: the next reservation is taken once less than half a step of the current one is
+ * left, while the writes go on inside it, instead of when a block reaches its end (which then
+ * waits for the fallocate). Writes issued while the fallocate holds the inode go through io-wq.
+ * 512 MiB new file, interleaved rounds: ext4 2,262 vs 2,211 and 2,747 vs 2,494 MB/s (7 and 10
+ * rounds; 2,249 vs 2,275 in 8 more), xfs 3,626 vs 3,617 (8). ODIRECT_STREAM_ALLOCATE_EARLY=0 turns
+ * it off (A/B).
+ */
+const ALLOCATE_EARLY = process.env.ODIRECT_STREAM_ALLOCATE_EARLY !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 /**
  * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
@@ -845,6 +854,10 @@ export class BlockWriter extends Core {
     // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
     // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
     while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
+      if (ALLOCATE_EARLY && this.#allocEnd > 0 && !this.#allocating && this.#pos + this.#ready[0].len <= this.#allocEnd && this.#allocEnd - this.#pos < this.#step() / 2) {
+        // Less than half a step left: the next reservation now (see ALLOCATE_EARLY).
+        this.#allocate(fh, this.#allocEnd + 1)
+      }
       if (this.#allocEnd >= 0 && this.#pos + this.#ready[0].len > this.#allocEnd) {
         // Past the reserved size: it would be a synchronous extending write (see ALLOCATE_AHEAD).
         this.#allocate(fh, this.#pos + this.#ready[0].len)
@@ -897,6 +910,11 @@ export class BlockWriter extends Core {
     if (started) submitNow()
   }
 
+  /** How far past what it needs a reservation reaches: what was written so far, within bounds. */
+  #step(): number {
+    return Math.min(ALLOCATE_MAX, Math.max(ALLOCATE_MIN, this.#pos - this.#cfg.start))
+  }
+
   /**
    * Reserves the file up to past `need` (see ALLOCATE_AHEAD), then starts the waiting blocks. A
    * refused reservation (no fallocate on this file system, ENOSPC) ends reserving: the blocks go
@@ -906,8 +924,7 @@ export class BlockWriter extends Core {
     if (this.#allocating) return
     this.#allocating = true
     const from = this.#allocEnd
-    const ahead = Math.min(ALLOCATE_MAX, Math.max(ALLOCATE_MIN, this.#pos - this.#cfg.start))
-    const to = roundUp(need + ahead, this.#unit)
+    const to = roundUp(need + this.#step(), this.#unit)
     const done = (end: number): void => {
       this.#allocating = false
       this.#allocEnd = end
