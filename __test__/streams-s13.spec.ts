@@ -137,3 +137,43 @@ testIf(WHY, 'write stream reserving ahead (ODIRECT_STREAM_ALLOCATE_AHEAD=1), des
   t.true(written > 0 && written <= 8 * MiB)
   t.is(after, written)
 })
+
+/**
+ * In a child with ODIRECT_STREAM_ALLOCATE_AHEAD=1: a 16 KiB file, 4 KiB written in place at 4 KiB
+ * (flags 'r+', start), with io_uring_submit_req traced. Prints [fallocates submitted, size after].
+ */
+const INPLACE_CHILD = `
+const fs = require('node:fs'), path = require('node:path')
+const { Readable } = require('node:stream'), { pipeline } = require('node:stream/promises')
+const { createWriteStream } = require(${JSON.stringify(DIST)})
+const file = process.argv[1]
+fs.writeFileSync(file, Buffer.alloc(16384, 1))
+;(async () => {
+  const inst = fs.mkdtempSync(path.join(${JSON.stringify(TRACING)}, 'instances', 'odirect-s13-' + process.pid + '-'))
+  let ops
+  try {
+    const ev = path.join(inst, 'events', 'io_uring', 'io_uring_submit_req')
+    fs.writeFileSync(path.join(ev, 'filter'), 'common_pid == ' + process.pid)
+    fs.writeFileSync(path.join(ev, 'enable'), '1')
+    try {
+      await pipeline(Readable.from([Buffer.alloc(4096, 2)]), createWriteStream(file, { flags: 'r+', start: 4096 }))
+    } finally {
+      fs.writeFileSync(path.join(ev, 'enable'), '0')
+    }
+    ops = [...fs.readFileSync(path.join(inst, 'trace'), 'utf8').matchAll(/opcode (\\w+)/g)].map((m) => m[1])
+  } finally {
+    fs.rmdirSync(inst)
+  }
+  console.log(JSON.stringify([ops.filter((o) => o === 'FALLOCATE').length, fs.statSync(file).size, ops.length]))
+})().catch((e) => { console.error(e); process.exit(1) })
+`
+
+testIf(WHY, 'write stream reserving ahead (ODIRECT_STREAM_ALLOCATE_AHEAD=1) that overwrites in place inside the file reserves nothing; the size stays', (t) => {
+  const file = path.join(scratch(), 'inplace.bin')
+  const out = execFileSync(process.execPath, ['-e', INPLACE_CHILD, file], { encoding: 'utf8', env: { ...process.env, ODIRECT_STREAM_ALLOCATE_AHEAD: '1' } })
+  const [fallocates, size, ops] = JSON.parse(out.trim().split('\n').pop() as string) as [number, number, number]
+  t.log(`${ops} ops submitted, ${fallocates} fallocate`)
+  t.true(ops > 0, 'the trace saw the stream’s ops')
+  t.is(fallocates, 0)
+  t.is(size, 16384)
+})

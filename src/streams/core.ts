@@ -793,6 +793,8 @@ export class BlockWriter extends Core {
   #allocEnd = -1
   /** A reservation (fallocate) in flight: blocks past `#allocEnd` wait for it. */
   #allocating = false
+  /** Settles when the reservation in flight is done (the end waits for it before truncating). */
+  #allocDone: Promise<void> = Promise.resolve()
   /** The furthest end a reservation moved the file's size to (0: none). */
   #reservedTo = 0
   /** Told about the first failed write at once, so the stream errors without waiting for the next chunk. */
@@ -854,7 +856,7 @@ export class BlockWriter extends Core {
     // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
     // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
     while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
-      if (ALLOCATE_EARLY && this.#allocEnd > 0 && !this.#allocating && this.#pos + this.#ready[0].len <= this.#allocEnd && this.#allocEnd - this.#pos < this.#step() / 2) {
+      if (ALLOCATE_EARLY && this.#reservedTo > 0 && this.#allocEnd > 0 && !this.#allocating && this.#pos + this.#ready[0].len <= this.#allocEnd && this.#allocEnd - this.#pos < this.#step() / 2) {
         // Less than half a step left: the next reservation now (see ALLOCATE_EARLY).
         this.#allocate(fh, this.#allocEnd + 1)
       }
@@ -930,7 +932,7 @@ export class BlockWriter extends Core {
       this.#allocEnd = end
       if (this.#error === undefined && !this.dead) this.#start(fh)
     }
-    this.track(
+    this.#allocDone = this.track(
       fh.allocate(from, to - from, 0, { signal: this.opSignal }).then(
         () => {
           this.#reservedTo = to
@@ -1050,6 +1052,9 @@ export class BlockWriter extends Core {
       this.#submit(fh, buf, blockLen, fill)
     }
     await this.#room(0)
+    // An early reservation may still be in flight (no block waited for it): its size first.
+    await this.#allocDone
+    this.#check()
     const finalSize = Math.max(this.#origSize, end)
     if ((blockEnd > finalSize || this.#reservedTo > finalSize) && !fh.isBlockDevice) {
       await this.track(fh.truncate(finalSize, { signal: this.opSignal }))
