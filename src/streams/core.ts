@@ -144,6 +144,32 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
  * off (A/B): the stream then keeps its waiting blocks itself and starts each from a completion.
  */
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
+/**
+ * Write streams that extend their file reserve the space ahead of their writes (fallocate, mode
+ * 0: unwritten extents, the size moved on) so that each write lands inside the file's size: a
+ * direct write past the end (a new file) cannot be issued without blocking on ext4 and xfs (the
+ * size must be updated; io_uring hands it to an io-wq worker, one at a time per inode), one
+ * inside the size into unwritten extents can (512 MiB new file, 2 MiB writes,
+ * io_uring_queue_async_work: ext4 260 -> 4, xfs 260 -> 85-89). The reservation grows by what was
+ * written so far (at least ALLOCATE_MIN, at most ALLOCATE_MAX: each fallocate waits for the
+ * writes in flight), the stream's end truncates the file to its exact length, and a destroy or
+ * failure to the bytes confirmed written (see `beforeClose`). Measured on the repository's VM:
+ * xfs 1.06-1.34x MB/s (14 rounds), ext4 0.88-0.93x (each fallocate took 4-28 ms there).
+ * ODIRECT_STREAM_ALLOCATE_AHEAD=1 turns it on: opt-in, because the file's size runs ahead of the
+ * data while the stream writes, and a crash leaves it so (zeros up to the reservation's end).
+ */
+const ALLOCATE_AHEAD = process.env.ODIRECT_STREAM_ALLOCATE_AHEAD === '1'
+const ALLOCATE_MIN = 64 * MiB
+const ALLOCATE_MAX = 1024 * MiB
+/**
+ * ALLOCATE_AHEAD: the next reservation is taken once less than half a step of the current one is
+ * left, while the writes go on inside it, instead of when a block reaches its end (which then
+ * waits for the fallocate). Writes issued while the fallocate holds the inode go through io-wq.
+ * 512 MiB new file, interleaved rounds: ext4 2,262 vs 2,211 and 2,747 vs 2,494 MB/s (7 and 10
+ * rounds; 2,249 vs 2,275 in 8 more), xfs 3,626 vs 3,617 (8). ODIRECT_STREAM_ALLOCATE_EARLY=0 turns
+ * it off (A/B).
+ */
+const ALLOCATE_EARLY = process.env.ODIRECT_STREAM_ALLOCATE_EARLY !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 /**
  * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
@@ -463,6 +489,7 @@ abstract class Core {
           fh = undefined
         }
         while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+        if (fh !== undefined) await this.beforeClose(fh)
         if (this.owned && fh !== undefined) await fh.close()
       })()
     }
@@ -470,6 +497,9 @@ abstract class Core {
   }
 
   protected onDestroy(): void {}
+
+  /** On destroy, once nothing is in flight, before the file is closed. */
+  protected async beforeClose(_fh: FileHandle): Promise<void> {}
 }
 
 /** Reads a range of a file in aligned chunks, `readAhead` in flight, in order. */
@@ -759,6 +789,14 @@ export class BlockWriter extends Core {
   #unchained = false
   #bytesWritten = 0
   #finished = false
+  /** ALLOCATE_AHEAD: the file's size (reserved up to it); -1 when not reserving ahead. */
+  #allocEnd = -1
+  /** A reservation (fallocate) in flight: blocks past `#allocEnd` wait for it. */
+  #allocating = false
+  /** Settles when the reservation in flight is done (the end waits for it before truncating). */
+  #allocDone: Promise<void> = Promise.resolve()
+  /** The furthest end a reservation moved the file's size to (0: none). */
+  #reservedTo = 0
   /** Told about the first failed write at once, so the stream errors without waiting for the next chunk. */
   onError: ((e: unknown) => void) | undefined
 
@@ -785,6 +823,7 @@ export class BlockWriter extends Core {
       this.#held = 2 * c.writeBehind
       this.#pos = c.start
       this.#origSize = (await fh.stat()).size
+      if (ALLOCATE_AHEAD && fh.direct && !fh.isBlockDevice) this.#allocEnd = this.#origSize
       if (CHAIN && !this.dead) this.#chain = getEngine().native.chainOpen(c.writeBehind)
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
@@ -817,6 +856,15 @@ export class BlockWriter extends Core {
     // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
     // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
     while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
+      if (ALLOCATE_EARLY && this.#reservedTo > 0 && this.#allocEnd > 0 && !this.#allocating && this.#pos + this.#ready[0].len <= this.#allocEnd && this.#allocEnd - this.#pos < this.#step() / 2) {
+        // Less than half a step left: the next reservation now (see ALLOCATE_EARLY).
+        this.#allocate(fh, this.#allocEnd + 1)
+      }
+      if (this.#allocEnd >= 0 && this.#pos + this.#ready[0].len > this.#allocEnd) {
+        // Past the reserved size: it would be a synchronous extending write (see ALLOCATE_AHEAD).
+        this.#allocate(fh, this.#pos + this.#ready[0].len)
+        break
+      }
       const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
       const entry: WriteEntry = { logical, state: 'pending' }
       this.#entries.push(entry)
@@ -862,6 +910,37 @@ export class BlockWriter extends Core {
       started = true
     }
     if (started) submitNow()
+  }
+
+  /** How far past what it needs a reservation reaches: what was written so far, within bounds. */
+  #step(): number {
+    return Math.min(ALLOCATE_MAX, Math.max(ALLOCATE_MIN, this.#pos - this.#cfg.start))
+  }
+
+  /**
+   * Reserves the file up to past `need` (see ALLOCATE_AHEAD), then starts the waiting blocks. A
+   * refused reservation (no fallocate on this file system, ENOSPC) ends reserving: the blocks go
+   * as plain extending writes (which report ENOSPC themselves if it is real).
+   */
+  #allocate(fh: FileHandle, need: number): void {
+    if (this.#allocating) return
+    this.#allocating = true
+    const from = this.#allocEnd
+    const to = roundUp(need + this.#step(), this.#unit)
+    const done = (end: number): void => {
+      this.#allocating = false
+      this.#allocEnd = end
+      if (this.#error === undefined && !this.dead) this.#start(fh)
+    }
+    this.#allocDone = this.track(
+      fh.allocate(from, to - from, 0, { signal: this.opSignal }).then(
+        () => {
+          this.#reservedTo = to
+          done(to)
+        },
+        () => done(-1),
+      ),
+    )
   }
 
   /** No more chained writes start: those the engine holds are cancelled (see CHAIN). */
@@ -973,8 +1052,11 @@ export class BlockWriter extends Core {
       this.#submit(fh, buf, blockLen, fill)
     }
     await this.#room(0)
+    // An early reservation may still be in flight (no block waited for it): its size first.
+    await this.#allocDone
+    this.#check()
     const finalSize = Math.max(this.#origSize, end)
-    if (blockEnd > finalSize && !fh.isBlockDevice) {
+    if ((blockEnd > finalSize || this.#reservedTo > finalSize) && !fh.isBlockDevice) {
       await this.track(fh.truncate(finalSize, { signal: this.opSignal }))
       this.#check()
     }
@@ -996,6 +1078,17 @@ export class BlockWriter extends Core {
     this.#stopChain()
     this.#closeChain()
     this.#notify()
+  }
+
+  /**
+   * Destroyed (or failed) before its end while reserving ahead (see ALLOCATE_AHEAD): the file is
+   * cut back to the bytes confirmed written (or its size before the stream, if larger), so the
+   * reservation leaves no zeros past them. Best effort: a handle the caller closed stays as it is.
+   */
+  protected override async beforeClose(fh: FileHandle): Promise<void> {
+    if (this.#finished || this.#reservedTo === 0) return
+    const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
+    if (this.#reservedTo > keep && !fh.closed) await fh.truncate(keep).catch(() => {})
   }
 }
 
