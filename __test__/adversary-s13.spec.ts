@@ -14,7 +14,7 @@
 // Found and fixed: copyFile (sparse, the default) of a source cut mid-copy came out at the
 // source's old size with a tail of zeros (src/files.ts); a FileHandle method renamed the
 // caller's own error thrown by an option getter or Proxy trap (src/args.ts, handle.ts, many.ts).
-// Found, left failing (test.failing): a write stream ending past 2^53 - 1 on tmpfs.
+// Found and fixed: a write stream ending past 2^53 - 1 on tmpfs left a padded file past it.
 // Every check waits on an event (a promise, a child's line or exit, a server counter).
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -401,9 +401,9 @@ test('typed batches: NaN, Infinity, 2^53 and -1 positions, and lengths of 0, 2^3
 // (ERR_OUT_OF_RANGE "length must be a non-negative safe integer", a length the caller never
 // gave) and the file is left 2^53 + 4096 bytes long, padding included. Either the stream ends
 // with the exact length (a BigInt truncate), or it refuses the write that would cross 2^53 - 1
-// before writing past it. src/streams/core.ts (BlockWriter's final truncate): left to the
-// streams helper; failing until then.
-;(fs.existsSync('/dev/shm') ? test.failing : test.skip)('/dev/shm: a write stream whose data would end past 2^53 - 1 ends with the exact length, or refuses before writing past it', async (t) => {
+// before writing past it. Fixed: BlockWriter.write refuses the chunk that would cross it
+// (ERR_OUT_OF_RANGE with a hint) before copying any of it.
+;(fs.existsSync('/dev/shm') ? test : test.skip)('/dev/shm: a write stream whose data would end past 2^53 - 1 ends with the exact length, or refuses before writing past it', async (t) => {
   const file = path.join(scratch('/dev/shm'), 'f')
   const start = 2 ** 53 - 4096
   const ws = createWriteStream(file, { start })

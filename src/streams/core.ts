@@ -1005,6 +1005,16 @@ export class BlockWriter extends Core {
     }
     const fh = this.fh ?? (await this.open())
     const src = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const end = this.#cfg.start + this.#total + src.byteLength
+    if (end > Number.MAX_SAFE_INTEGER) {
+      // Refused before any of it is copied or written: past 2^53 - 1 neither the stream's
+      // offsets nor the file's final length (its truncate) are exact numbers.
+      throw misuse(
+        'ERR_OUT_OF_RANGE',
+        `this chunk would end the stream's data at byte ${this.#cfg.start + this.#total} + ${src.byteLength}, past Number.MAX_SAFE_INTEGER (2^53 - 1)`,
+        'write less, or start the stream lower: offsets past 2^53 - 1 are not exact in JavaScript',
+      )
+    }
     let off = 0
     while (off < src.byteLength) {
       if (this.#cur === undefined) {
