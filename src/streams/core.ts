@@ -146,6 +146,16 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
 /**
+ * A read stream about to wait for its next read, with at least this many bytes of chunks handed
+ * over since it last did, runs a young-generation collection of V8 then (crates/napi/src/
+ * stream.rs, youngGc): its consumer has dropped them by now (or holds them, and then they stay),
+ * and the finalizers that free them run while the loop waits, so the next reads take their
+ * memory instead of new memory. ODIRECT_STREAM_WAIT_GC=0 turns it off (A/B), =N sets N MiB.
+ */
+const WAIT_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_WAIT_GC ?? 4) || 0) * 2 ** 20
+/** Young external bytes that start V8's young collection (2 x its 16 MiB semi-space). */
+const YOUNG_TRIGGER = 32 * 2 ** 20
+/**
  * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
  * `READ_CHAIN_HELD` reads (its next chunks) which the engine holds back, and the reap of one of
  * its reads hands the next held read to the kernel at once, before the completion reaches JS
@@ -500,6 +510,8 @@ export class BlockReader extends Core {
   #extra = 0
   /** The chain's depth: most of the stream's reads in the kernel while chained. */
   #depth = 0
+  /** Bytes of chunks handed over since the stream last collected while waiting (WAIT_GC_BYTES). */
+  #handed = 0
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -637,6 +649,10 @@ export class BlockReader extends Core {
       this.#fill(fh)
       const slot = this.#queue[0]
       if (slot === undefined) return null
+      if (slot.r === undefined && WAIT_GC_BYTES > 0 && this.#handed >= WAIT_GC_BYTES) {
+        this.#handed = 0
+        native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
+      }
       const r = slot.r ?? (await this.#settled(slot))
       if (this.dead) return null
       this.#queue.shift()
@@ -695,7 +711,18 @@ export class BlockReader extends Core {
         this.#bytesRead += hi - lo
         // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
         const at = slot.buf.byteOffset + lo
-        const shown = (handOver && HANDOVER && native.handOver(ab, pressure)) || ab
+        // While the stream collects itself (WAIT_GC_BYTES), its chunks add no pressure: V8's
+        // own collection, in the middle of a burst while the consumer still uses the burst's
+        // chunks, leaves them for the next one. A consumer slower than the device leaves the
+        // stream no wait: twice WAIT_GC_BYTES handed over without one, it collects here, before
+        // this chunk is handed over (the consumer is done with the ones before, or holds them).
+        if (handOver && HANDOVER && WAIT_GC_BYTES > 0 && this.#handed >= 2 * WAIT_GC_BYTES) {
+          this.#handed = 0
+          native.youngGc(ab, YOUNG_TRIGGER)
+        }
+        const size = ab.byteLength
+        const shown = (handOver && HANDOVER && native.handOver(ab, WAIT_GC_BYTES > 0 ? 0 : pressure)) || ab
+        if (shown !== ab) this.#handed += size
         this.#out.add(shown)
         return Buffer.from(shown, at, hi - lo)
       }
