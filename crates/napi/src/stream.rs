@@ -225,8 +225,7 @@ pub fn young_gc(env: &Env, ab: Unknown, bytes: f64) -> bool {
     let count = ((bytes / len as f64).ceil() as usize).min(256);
     let mut scope = std::ptr::null_mut();
     // SAFETY: live env; the scope is closed below, before the check.
-    if unsafe { napi::sys::napi_open_handle_scope(raw, &mut scope) } != napi::sys::Status::napi_ok
-    {
+    if unsafe { napi::sys::napi_open_handle_scope(raw, &mut scope) } != napi::sys::Status::napi_ok {
         return false;
     }
     for _ in 0..count {
@@ -520,9 +519,15 @@ pub fn memory_stats() -> Vec<f64> {
     let [n, bytes] = memory::live();
     let p = odirect_core::mempool::global();
     let s = p.stats();
-    [n, bytes, s.regions, s.retained, p.spare_counts().held as usize]
-        .map(|n| n as f64)
-        .to_vec()
+    [
+        n,
+        bytes,
+        s.regions,
+        s.retained,
+        p.spare_counts().held as usize,
+    ]
+    .map(|n| n as f64)
+    .to_vec()
 }
 
 /// What the memory pool's spare regions did (`odirect_core::mempool`, read streams' chunks):
