@@ -537,6 +537,12 @@ export class BlockReader extends Core {
   #depth = 0
   /** Bytes of chunks handed over since the stream last collected while waiting (WAIT_GC_BYTES). */
   #handed = 0
+  /**
+   * The stream runs its own young collections (WAIT_GC_BYTES): chunks of at least
+   * YOUNG_TRIGGER / 256 bytes (youngGc makes at most 256 ArrayBuffers over one chunk to reach
+   * V8's trigger); smaller ones keep the hand-over pressure.
+   */
+  #collects = false
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -565,6 +571,7 @@ export class BlockReader extends Core {
         this.#extra = READ_CHAIN_HELD
       }
       this.#held = c.readAhead + (inside ? HELD_EXTRA : Math.max(HELD_EXTRA, this.#extra))
+      this.#collects = WAIT_GC_BYTES > 0 && this.#chunk >= YOUNG_TRIGGER / 256
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -674,7 +681,7 @@ export class BlockReader extends Core {
       this.#fill(fh)
       const slot = this.#queue[0]
       if (slot === undefined) return null
-      if (slot.r === undefined && WAIT_GC_BYTES > 0 && this.#handed >= WAIT_GC_BYTES) {
+      if (slot.r === undefined && this.#collects && this.#handed >= WAIT_GC_BYTES) {
         this.#handed = 0
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
       }
@@ -741,13 +748,13 @@ export class BlockReader extends Core {
         // chunks, leaves them for the next one. A consumer slower than the device leaves the
         // stream no wait: twice WAIT_GC_BYTES handed over without one, it collects here, before
         // this chunk is handed over (the consumer is done with the ones before, or holds them).
-        if (handOver && HANDOVER && WAIT_GC_BYTES > 0 && this.#handed >= 2 * WAIT_GC_BYTES) {
+        if (handOver && HANDOVER && this.#collects && this.#handed >= 2 * WAIT_GC_BYTES) {
           this.#handed = 0
           native.youngGc(ab, YOUNG_TRIGGER)
         }
         const size = ab.byteLength
         if (handOver && HANDOVER && SYNC_SWEEP && !syncSweepSet) syncSweep()
-        const shown = (handOver && HANDOVER && native.handOver(ab, WAIT_GC_BYTES > 0 ? 0 : pressure)) || ab
+        const shown = (handOver && HANDOVER && native.handOver(ab, this.#collects ? 0 : pressure)) || ab
         if (shown !== ab) this.#handed += size
         this.#out.add(shown)
         return Buffer.from(shown, at, hi - lo)
