@@ -337,6 +337,13 @@ export declare const LOCK_BASE: number
 export declare const MAX_IO_LENGTH: number
 
 /**
+ * odirect-owned memory now: [allocations alive (ArrayBuffers not finalized yet, ops in
+ * flight), their bytes, regions the pool maps (2 MiB each), freed bytes it keeps, spare
+ * regions held], for tests and diagnostics (a read stream's chunks alive, the pool's mappings).
+ */
+export declare function memoryStats(): Array<number>
+
+/**
  * Opens a file off the JS thread. Flags and direct mode are validated by the caller (the
  * TypeScript `open()`), before this is called.
  * `engine`: this environment's NativeEngine, which takes the descriptor as soon as the open
@@ -492,3 +499,21 @@ export declare function unlockFd(fd: number): number
  * `wake::RECALL_MS`), since the process started.
  */
 export declare function wakeRecalls(): number
+
+/**
+ * Runs one young-generation collection of V8 now (Node, Deno; Bun's collector takes it as
+ * allocation pressure): makes `bytes` worth of garbage external ArrayBuffers over `ab`'s
+ * odirect memory (at most 256 of them), in a handle scope closed before V8's young check runs,
+ * so that they are garbage at that check, and runs the check. Returns false when `ab` is not
+ * odirect memory (nothing done).
+ *
+ * Why: a read stream's dropped chunks are freed only after the young collection that finds
+ * them dead *and* the finalizers it schedules (Node runs them from its event loop). The
+ * per-chunk pressure of [`hand_over`] collects them in the middle of a burst of chunks, while
+ * the consumer still uses the burst's: those wait for the next collection, and the stream's
+ * next reads meanwhile take new memory (measured: 16 chunks alive for a stream of 6 in use,
+ * readAhead 4). A stream that waits for its next read has nothing handed out left in use but
+ * its consumer's last chunk, and the loop is idle: a collection there frees the burst before
+ * the next reads need memory.
+ */
+export declare function youngGc(ab: unknown, bytes: number): boolean

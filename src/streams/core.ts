@@ -4,6 +4,7 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
+import { setFlagsFromString } from 'node:v8'
 
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
 import { writeFully } from '../blocks'
@@ -171,6 +172,44 @@ const ALLOCATE_MAX = 1024 * MiB
  */
 const ALLOCATE_EARLY = process.env.ODIRECT_STREAM_ALLOCATE_EARLY !== '0'
 const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
+/**
+ * A read stream about to wait for its next read, with at least this many bytes of chunks handed
+ * over since it last did, runs a young-generation collection of V8 then (crates/napi/src/
+ * stream.rs, youngGc): its consumer has dropped them by now (or holds them, and then they stay),
+ * and the finalizers that free them run while the loop waits, so the next reads take their
+ * memory instead of new memory. ODIRECT_STREAM_WAIT_GC=0 turns it off (A/B), =N sets N MiB.
+ */
+const WAIT_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_WAIT_GC ?? 4) || 0) * 2 ** 20
+/**
+ * Opt-in (ODIRECT_STREAM_SYNC_SWEEP=1): in Node, the first read stream that hands chunks over
+ * turns V8's concurrent ArrayBuffer
+ * sweeping off (`--no-concurrent-array-buffer-sweeping`, process-wide): a young collection
+ * then frees the dropped chunks' memory in its own pause. With the sweeping on a V8 worker
+ * thread, a busy machine delays it past the stream's next collection (the chunks dead at one
+ * collection are freed at the next), and the stream's next reads take new memory meanwhile:
+ * peak RSS growth 27-37 MiB in some passes (2 MiB chunks, readAhead 4, load 2-3) instead of
+ * 19-21. Not the default: Node documents flags changed after V8 started as unpredictable
+ * ("may result in crashes and data loss"), and a library must not change a whole process's
+ * garbage collector behind its back; the waits' collections (WAIT_GC_BYTES) alone keep the
+ * median, not every tail.
+ */
+const SYNC_SWEEP = process.env.ODIRECT_STREAM_SYNC_SWEEP === '1'
+let syncSweepSet = false
+
+/** Turns V8's concurrent ArrayBuffer sweeping off once (see SYNC_SWEEP); Node only. */
+function syncSweep(): void {
+  if (syncSweepSet) return
+  syncSweepSet = true
+  const v = process.versions as Record<string, string | undefined>
+  if (typeof v.node !== 'string' || v.bun !== undefined || v.deno !== undefined) return
+  try {
+    setFlagsFromString('--no-concurrent-array-buffer-sweeping')
+  } catch {
+    // A runtime that refuses: the sweeping stays concurrent (only the RSS tail differs).
+  }
+}
+/** Young external bytes that start V8's young collection (2 x its 16 MiB semi-space). */
+const YOUNG_TRIGGER = 32 * 2 ** 20
 /**
  * Read streams chain their reads natively as write streams do (see CHAIN): the stream stages
  * `READ_CHAIN_HELD` reads (its next chunks) which the engine holds back, and the reap of one of
@@ -530,6 +569,14 @@ export class BlockReader extends Core {
   #extra = 0
   /** The chain's depth: most of the stream's reads in the kernel while chained. */
   #depth = 0
+  /** Bytes of chunks handed over since the stream last collected while waiting (WAIT_GC_BYTES). */
+  #handed = 0
+  /**
+   * The stream runs its own young collections (WAIT_GC_BYTES): chunks of at least
+   * YOUNG_TRIGGER / 256 bytes (youngGc makes at most 256 ArrayBuffers over one chunk to reach
+   * V8's trigger); smaller ones keep the hand-over pressure.
+   */
+  #collects = false
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -558,6 +605,7 @@ export class BlockReader extends Core {
         this.#extra = READ_CHAIN_HELD
       }
       this.#held = c.readAhead + (inside ? HELD_EXTRA : Math.max(HELD_EXTRA, this.#extra))
+      this.#collects = WAIT_GC_BYTES > 0 && this.#chunk >= YOUNG_TRIGGER / 256
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -667,6 +715,10 @@ export class BlockReader extends Core {
       this.#fill(fh)
       const slot = this.#queue[0]
       if (slot === undefined) return null
+      if (slot.r === undefined && this.#collects && this.#handed >= WAIT_GC_BYTES) {
+        this.#handed = 0
+        native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
+      }
       const r = slot.r ?? (await this.#settled(slot))
       if (this.dead) return null
       this.#queue.shift()
@@ -725,7 +777,19 @@ export class BlockReader extends Core {
         this.#bytesRead += hi - lo
         // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
         const at = slot.buf.byteOffset + lo
-        const shown = (handOver && HANDOVER && native.handOver(ab, pressure)) || ab
+        // While the stream collects itself (WAIT_GC_BYTES), its chunks add no pressure: V8's
+        // own collection, in the middle of a burst while the consumer still uses the burst's
+        // chunks, leaves them for the next one. A consumer slower than the device leaves the
+        // stream no wait: twice WAIT_GC_BYTES handed over without one, it collects here, before
+        // this chunk is handed over (the consumer is done with the ones before, or holds them).
+        if (handOver && HANDOVER && this.#collects && this.#handed >= 2 * WAIT_GC_BYTES) {
+          this.#handed = 0
+          native.youngGc(ab, YOUNG_TRIGGER)
+        }
+        const size = ab.byteLength
+        if (handOver && HANDOVER && SYNC_SWEEP && !syncSweepSet) syncSweep()
+        const shown = (handOver && HANDOVER && native.handOver(ab, this.#collects ? 0 : pressure)) || ab
+        if (shown !== ab) this.#handed += size
         this.#out.add(shown)
         return Buffer.from(shown, at, hi - lo)
       }

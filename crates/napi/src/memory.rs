@@ -34,8 +34,24 @@ impl Alloc {
     }
 }
 
+/// odirect-owned allocations alive now (an ArrayBuffer or an op holds them) and their bytes:
+/// see [`live`].
+static LIVE: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
+
+/// (allocations, bytes) of odirect-owned memory alive now, process-wide: what JS holds or
+/// dropped and V8 has not finalized yet, plus what ops in flight hold (`memoryStats`).
+pub fn live() -> [usize; 2] {
+    LIVE.each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 impl Drop for Alloc {
     fn drop(&mut self) {
+        LIVE[0].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        LIVE[1].fetch_sub(self.len(), std::sync::atomic::Ordering::Relaxed);
         let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
         // Remove our entry only if it is still ours (a new allocation cannot share the start
         // while we exist, so it is).
@@ -183,6 +199,8 @@ pub unsafe fn external_buffer(
     let buf = buf.ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
     let alloc = Arc::new(Alloc { buf });
+    LIVE[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    LIVE[1].fetch_add(alloc.len(), std::sync::atomic::Ordering::Relaxed);
     registry()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
