@@ -6,13 +6,14 @@
 // counted through the kernel's io_uring tracepoints (io_uring_submit_req: opcode FALLOCATE /
 // WRITE; io_uring_queue_async_work: io-wq hand-offs) in a trace instance of this test's own,
 // filtered to this process's threads. Serial: the switch is the process's environment.
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import test from 'ava'
 
 import { copyFile, DirectIoError, writeFile } from '../dist/index.js'
-import { evictFile, isSkip, loopFs, patternBuffer, skipReason } from './helpers/fixtures.js'
+import { evictFile, isSkip, loopFs, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
 
@@ -24,12 +25,10 @@ function traceWhy(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root for tracefs'
   if (!fs.existsSync(path.join(TRACING, 'events'))) {
     try {
-      fs.mkdirSync(TRACING, { recursive: true })
+      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACING], { stdio: 'ignore' })
     } catch {
-      // mount below reports it
+      return `tracefs is not mounted at ${TRACING} and mounting it failed`
     }
-    const r = skipReason(['root', 'cmd:mount'])
-    if (r !== undefined) return r
   }
   if (!fs.existsSync(path.join(TRACING, 'events', 'io_uring', 'io_uring_submit_req'))) return `no io_uring tracepoints under ${TRACING}`
   if (!fs.existsSync(path.join(TRACING, 'instances'))) return 'tracefs has no instances directory'
@@ -232,6 +231,28 @@ testIf(
     fs.writeFileSync(fits, patternBuffer(7, Math.floor(free / 2)))
     await copyFile(fits, dst)
     t.true(fs.readFileSync(dst).equals(fs.readFileSync(fits)), 'a copy that fits after the failed ones')
+  },
+  true,
+)
+
+testIf(
+  WHY ?? skipReason(['root', 'cmd:mount']),
+  'a file system that refuses fallocate (ramfs: EOPNOTSUPP, buffered with direct: prefer): copyFile and writeFile({ atomic }) go on without the reservation, exact',
+  async (t) => {
+    const fx = ramfsDir()
+    if (isSkip(fx)) return t.fail(fx.skip)
+    t.teardown(() => fx.cleanup())
+    const data = patternBuffer(13, 3 * MiB + 99)
+    const src = path.join(scratch(), 'src')
+    fs.writeFileSync(src, data)
+    const dst = path.join(fx.dir, 'dst')
+    const c = await traced(() => copyFile(src, dst, { direct: 'prefer' }))
+    t.true(c.n.fallocate >= 1, `the reservation was tried: ${JSON.stringify(c.n)}`)
+    t.true(fs.readFileSync(dst).equals(data), 'copy content')
+    const w = await traced(() => writeFile(dst, data.subarray(5), { atomic: true, direct: 'prefer' }))
+    t.true(w.n.fallocate >= 1, `the reservation was tried: ${JSON.stringify(w.n)}`)
+    t.true(fs.readFileSync(dst).equals(data.subarray(5)), 'writeFile content')
+    t.deepEqual(fs.readdirSync(fx.dir), ['dst'], 'no temp file left')
   },
   true,
 )
