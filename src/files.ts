@@ -305,7 +305,9 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     let w: Written
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
-      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false)
+      // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
+      const known = typeof data === 'string' ? Buffer.byteLength(data, encoding) : ArrayBuffer.isView(data) ? data.byteLength : 0
+      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal)
       // The last moment to abort: after it, the rename replaces the destination.
       abort.check()
     } catch (e) {
@@ -332,13 +334,15 @@ interface Written {
 }
 
 /** Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns the bytes written. */
-async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true): Promise<Written> {
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
   const core = new BlockWriter(t, cfg)
   let total = 0
   try {
     const fh = await abort.race(core.open())
+    // A temp file being created whose length is known (see reserveSpace).
+    if (reserve > 0 && typeof target === 'string') await abort.race(reserveSpace(fh, reserve, target, signal))
     for await (const b of chunks) {
       await abort.race(core.write(b))
       total += b.byteLength
@@ -348,6 +352,37 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
   } catch (e) {
     await core.destroy().catch(() => {})
     throw withBytesWritten(abort.settle(e), core.bytesWritten)
+  }
+}
+
+/**
+ * copyFile and writeFile { atomic } reserve the temp file's known size up front (fallocate mode 0,
+ * unwritten extents, the size set): every direct write then lands inside the file's size. A
+ * direct write past the end of a file (a new file) cannot be issued without blocking on ext4 and
+ * xfs (the size must be updated): io_uring hands each to an io-wq worker, one at a time per inode
+ * (260 hand-offs per 512 MiB). A full disk fails ENOSPC before any byte is written. The temp file
+ * is renamed into place only when complete, so a crash leaves the temp name, never a final file
+ * of the wrong size. Read per call; ODIRECT_PREALLOCATE=0 turns it off. A filesystem that refuses
+ * fallocate (EOPNOTSUPP, ENOSYS: some FUSE, old tmpfs) goes on without it.
+ */
+async function reserveSpace(fh: FileHandle, size: number, path: string, signal: AbortSignal | undefined): Promise<void> {
+  if (process.env.ODIRECT_PREALLOCATE === '0' || size <= 0 || fh.isBlockDevice) return
+  try {
+    await fh.allocate(0, size, 0, signal ? { signal } : undefined)
+  } catch (e) {
+    if (!(e instanceof DirectIoError)) throw e
+    if (e.code === 'EOPNOTSUPP' || e.code === 'ENOTSUP' || e.code === 'ENOSYS') return
+    if (e.code !== 'ENOSPC') throw e
+    throw new DirectIoError(`ENOSPC: no space left on the device for the ${size} bytes of ${path}, fallocate (reserved before any byte was written)`, {
+      code: 'ENOSPC',
+      errno: e.errno,
+      syscall: 'fallocate',
+      path,
+      length: size,
+      bytesWritten: 0,
+      hint: `the file system has less than ${size} bytes free: nothing was written and the destination is untouched; free space or write elsewhere (ODIRECT_PREALLOCATE=0 skips the up-front reservation)`,
+      cause: e,
+    })
   }
 }
 
@@ -483,6 +518,14 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     else {
       tmp = tmpName(d)
       out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 })
+      // The source's size, reserved up front (see reserveSpace), unless that would allocate its
+      // holes: a sparse copy of a source with holes keeps them as holes (a reservation would make
+      // them allocated unwritten extents, taking the space the holes save; reserving each data
+      // range would cost a fallocate per extent). A source without holes (SEEK_HOLE at 0 finds
+      // its end; a filesystem without SEEK_HOLE says so too) or a copy with sparse: false is
+      // reserved whole. Zero blocks of a source without holes then stay allocated (unwritten) in
+      // the copy, as they were in the source.
+      if (st.isFile() && !unknownSize && (!sparse || native.seekData(input.fd, 0, true) >= size)) await abort.race(reserveSpace(out, size, d, signal))
     }
     const o2 = out
     // Granule: a multiple of both block sizes and of the page (the smallest hole worth keeping).
