@@ -39,8 +39,10 @@ const [target, scenario, arg] = process.argv.slice(2)
 const UNIT = 4096
 const counters = () => ({ waitStats: getEngine().native.waitStats, callStats: getEngine().native.callStats })
 const say = (what, extra = {}) => process.stdout.write(`${what} ${JSON.stringify({ ...counters(), ...extra })}\n`)
+/** A reader of stdin's lines: each call resolves with the next line (queued if it came first). */
 const lines = () => {
   const waiters = []
+  const queued = []
   let buf = ''
   process.stdin.setEncoding('utf8')
   process.stdin.on('data', (d) => {
@@ -49,10 +51,12 @@ const lines = () => {
     while ((i = buf.indexOf('\n')) >= 0) {
       const l = buf.slice(0, i)
       buf = buf.slice(i + 1)
-      for (const w of waiters.splice(0)) w(l)
+      const w = waiters.shift()
+      if (w) w(l)
+      else queued.push(l)
     }
   })
-  return () => new Promise((resolve) => waiters.push(resolve))
+  return () => (queued.length > 0 ? Promise.resolve(queued.shift()) : new Promise((resolve) => waiters.push(resolve)))
 }
 
 /** This process's descriptors on anonymous inodes of `kind` (io_uring, eventfd). */
