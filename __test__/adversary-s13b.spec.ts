@@ -36,6 +36,9 @@ const CHILD = path.join(here, 'adversary-s13b', 'child.cjs')
 const scratch = scratchDirs('adv-s13b')
 const REASON = FAULTFS_REASON ?? skipReason(['root', 'loop', 'fuse', 'cargo', 'cmd:umount'])
 const HELD_ENV = { ODIRECT_RW_WAIT_DISK_MS: '120000' }
+const node22 = runtimePath('node22')
+/** Node (this one) and Node 22 where scripts/runtime-bin.cjs finds it. */
+const nodes: Array<[string, string]> = [['node', process.execPath], ...(node22 === undefined ? [] : [['node22', node22] as [string, string]])]
 
 interface Line {
   waitStats: number[]
@@ -93,37 +96,39 @@ function inUringEnter(pid: number): boolean {
 // ---------------------------------------------------------------------------------------
 // Signals and loop events while a lone read is held (its JS thread sleeps in its call)
 
-held('a SIGUSR1 sent by another process while a lone read is held in its in-call wait: the handler runs while the read is held; the read completes right once released', async (t) => {
-  const f = fx as FaultFs
-  const c = child(device, 'signal', HELD_ENV, [], true)
-  try {
-    await c.line('ready')
-    f.hold()
-    c.child.stdin?.write('go\n')
-    await c.line('started')
-    await f.waitForHeld(1)
-    await until(() => inUringEnter(c.child.pid as number), 'the child sleeping in io_uring_enter')
-    const k = spawnSync('kill', ['-USR1', String(c.child.pid)])
-    t.is(k.status, 0, String(k.stderr))
-    const sig = parse(await c.line('signal'))
-    t.true(sig.readPending, 'the handler ran after the read was started')
-    t.true(f.stats().held >= 1, 'the read is still held when the handler has run')
-    const returned = parse(await c.line('returned'))
-    const started = parse(await c.line('started'))
-    const [waits, , busy] = delta(returned.waitStats, (started.before as Line).waitStats)
-    t.log(`waitStats before ${JSON.stringify((started.before as Line).waitStats)}, after the call ${JSON.stringify(returned.waitStats)}`)
-    t.is(waits, 1, 'the held read waited in its call')
-    t.is(busy, 0)
-    t.is(delta(returned.waitStats, (started.before as Line).waitStats)[3], 1, 'the wait ended by the loop event (the signal)')
-    f.release()
-    const read = parse(await c.line('read '))
-    t.deepEqual([read.bytesRead, read.ok], [4096, true])
-    t.is(await c.exited, 0, c.err())
-  } finally {
-    f.release()
-    c.child.kill()
-  }
-})
+for (const [name, bin] of nodes) {
+  held(`${name}: a SIGUSR1 sent by another process while a lone read is held in its in-call wait: the handler runs while the read is held; the read completes right once released`, async (t) => {
+    const f = fx as FaultFs
+    const c = child(device, 'signal', HELD_ENV, [], true, bin)
+    try {
+      await c.line('ready')
+      f.hold()
+      c.child.stdin?.write('go\n')
+      await c.line('started')
+      await f.waitForHeld(1)
+      await until(() => inUringEnter(c.child.pid as number), 'the child sleeping in io_uring_enter')
+      const k = spawnSync('kill', ['-USR1', String(c.child.pid)])
+      t.is(k.status, 0, String(k.stderr))
+      const sig = parse(await c.line('signal'))
+      t.true(sig.readPending, 'the handler ran after the read was started')
+      t.true(f.stats().held >= 1, 'the read is still held when the handler has run')
+      const returned = parse(await c.line('returned'))
+      const started = parse(await c.line('started'))
+      const [waits, , busy] = delta(returned.waitStats, (started.before as Line).waitStats)
+      t.log(`waitStats before ${JSON.stringify((started.before as Line).waitStats)}, after the call ${JSON.stringify(returned.waitStats)}`)
+      t.is(waits, 1, 'the held read waited in its call')
+      t.is(busy, 0)
+      t.is(delta(returned.waitStats, (started.before as Line).waitStats)[3], 1, 'the wait ended by the loop event (the signal)')
+      f.release()
+      const read = parse(await c.line('read '))
+      t.deepEqual([read.bytesRead, read.ok], [4096, true])
+      t.is(await c.exited, 0, c.err())
+    } finally {
+      f.release()
+      c.child.kill()
+    }
+  })
+}
 
 held('SIGCHLD: a child of the program exits while a lone read is held in its in-call wait: its exit event runs while the read is held', async (t) => {
   const f = fx as FaultFs
@@ -150,37 +155,39 @@ held('SIGCHLD: a child of the program exits while a lone read is held in its in-
   }
 })
 
-held('fh.close() called from the stdin callback that ended a held lone read\'s in-call wait: close waits for the read, which completes right once released', async (t) => {
-  const f = fx as FaultFs
-  const c = child(device, 'close', HELD_ENV, [], true)
-  try {
-    await c.line('ready')
-    f.hold()
-    c.child.stdin?.write('go\n')
-    await c.line('started')
-    await f.waitForHeld(1)
-    c.child.stdin?.write('close\n')
-    const closing = parse(await c.line('closing'))
-    const started = parse(await c.line('started'))
-    const [waits, , , ended] = delta(closing.waitStats, (started.before as Line).waitStats)
-    t.log(`waitStats before ${JSON.stringify((started.before as Line).waitStats)}, at close ${JSON.stringify(closing.waitStats)}`)
-    t.is(waits, 1, 'the held read waited in its call')
-    t.is(ended, 1, 'the wait ended by the loop event (the stdin line)')
-    t.true(f.stats().held >= 1, 'the read is still held when close() is called')
-    f.release()
-    const lines = await c.next(6)
-    const at = (p: string): number => lines.findIndex((l) => l.startsWith(p))
-    const read = parse(await c.line('read '))
-    const closed = parse(await c.line('closed'))
-    t.deepEqual([read.bytesRead, read.ok], [4096, true])
-    t.is(closed.error, undefined)
-    t.true(at('read ') < at('closed'), `the read settled before close resolved: ${lines.join(' | ')}`)
-    t.is(await c.exited, 0, c.err())
-  } finally {
-    f.release()
-    c.child.kill()
-  }
-})
+for (const [name, bin] of nodes) {
+  held(`${name}: fh.close() called from the stdin callback that ended a held lone read's in-call wait: close waits for the read, which completes right once released`, async (t) => {
+    const f = fx as FaultFs
+    const c = child(device, 'close', HELD_ENV, [], true, bin)
+    try {
+      await c.line('ready')
+      f.hold()
+      c.child.stdin?.write('go\n')
+      await c.line('started')
+      await f.waitForHeld(1)
+      c.child.stdin?.write('close\n')
+      const closing = parse(await c.line('closing'))
+      const started = parse(await c.line('started'))
+      const [waits, , , ended] = delta(closing.waitStats, (started.before as Line).waitStats)
+      t.log(`waitStats before ${JSON.stringify((started.before as Line).waitStats)}, at close ${JSON.stringify(closing.waitStats)}`)
+      t.is(waits, 1, 'the held read waited in its call')
+      t.is(ended, 1, 'the wait ended by the loop event (the stdin line)')
+      t.true(f.stats().held >= 1, 'the read is still held when close() is called')
+      f.release()
+      const lines = await c.next(6)
+      const at = (p: string): number => lines.findIndex((l) => l.startsWith(p))
+      const read = parse(await c.line('read '))
+      const closed = parse(await c.line('closed'))
+      t.deepEqual([read.bytesRead, read.ok], [4096, true])
+      t.is(closed.error, undefined)
+      t.true(at('read ') < at('closed'), `the read settled before close resolved: ${lines.join(' | ')}`)
+      t.is(await c.exited, 0, c.err())
+    } finally {
+      f.release()
+      c.child.kill()
+    }
+  })
+}
 
 // ---------------------------------------------------------------------------------------
 // Workers
@@ -343,7 +350,6 @@ for (const mode of ['default', 'ODIRECT_RW_WAIT_DISK=1'] as const) {
 // ---------------------------------------------------------------------------------------
 // The process ends after its last op
 
-const node22 = runtimePath('node22')
 for (const [name, bin] of [['node', process.execPath], ['node22', node22]] as const) {
   const title = `${name}: after lone disk reads that waited in their call (the loop watch left armed), the program ends by itself with exit code 0`
   if (bin === undefined) {
