@@ -15,6 +15,11 @@
 // had work, ended by a loop event, bounded by a timer, waited again after an own wake-up]) and
 // callStats ([done in their call, inline reads, inline writes, sent to the ring: not resident,
 // cachestat skipped: no swap]), lines and exit codes; never by time.
+// Found no wrong result and no hang. Noted: a signal ends a wait by EINTR as well as by the
+// watch; a worker terminated mid-wait exits at once but its held disk read then waits out the
+// 2 s exit wait and is kept with its DEFER_TASKRUN ring for the life of the process (the
+// reaper's documented limit; coop rings are freed); after a swapoff the cachestat skip resumes
+// only once the /proc/swaps poll's completion is reaped (some inline reads ask cachestat first).
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
