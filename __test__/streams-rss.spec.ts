@@ -1,4 +1,4 @@
-// Streams, thirteenth session: a default-mode read stream's dropped chunks are freed while it
+// Streams, thirteenth session (opt-in): a default-mode read stream's dropped chunks are freed while it
 // waits for its next read (ODIRECT_STREAM_WAIT_GC, ODIRECT_STREAM_SYNC_SWEEP), so the odirect
 // memory alive stays near what the stream itself holds, whatever V8's own collections do.
 import { spawnSync } from 'node:child_process'
@@ -73,16 +73,15 @@ function child(t: { is: (a: unknown, b: unknown, m?: string) => void }, file: st
 // collections (ODIRECT_STREAM_WAIT_GC=0, no ODIRECT_STREAM_SYNC_SWEEP=1: V8's own young collections,
 // which the chunks' pressure brings after 16 MiB of them, 32 / 3 MiB for web streams) these
 // passes kept 19-20 (Node) and 13-15 (web) alive on this repository's VM; with them 9 and 7.
+const OPT_IN = { ODIRECT_STREAM_WAIT_GC: '4', ODIRECT_STREAM_SYNC_SWEEP: '1' }
 const BOUND = { node: READ_AHEAD + 1 + 1 + 1 + (8 * MiB) / CHUNK, web: READ_AHEAD + 1 + 1 + (8 * MiB) / CHUNK }
 
 for (const mode of ['node', 'web'] as const) {
   test(`read stream (${mode}, chunks dropped): the odirect memory alive stays within what the stream holds + 8 MiB handed over (collections at its waits)`, (t) => {
     const { file, sha } = makeFile(`drop-${mode}.bin`, 64 * MiB)
-    // V8's concurrent ArrayBuffer sweeping (the default) frees the dropped chunks' memory on a
-    // worker thread, which a loaded machine (CI runs 13 specs at once) delays past the next
-    // collection; the opt-in synchronous sweep takes that load dependence out of the count.
-    // Default settings measured here: 11 (Node) and 9 (web) with two busy loops and 3 copies.
-    const r = child(t, file, mode, { ODIRECT_STREAM_SYNC_SWEEP: '1' })
+    // Both switches are opt-in (src/streams/core.ts WAIT_GC_BYTES, SYNC_SWEEP): the collections
+    // at waits without the synchronous sweep bring mark-compacts on a loaded machine.
+    const r = child(t, file, mode, OPT_IN)
     t.is(r.sha, sha)
     t.is(r.chunks, 64)
     t.log(`odirect allocations alive: at most ${r.maxLive} (bound ${BOUND[mode]})`)
@@ -92,7 +91,7 @@ for (const mode of ['node', 'web'] as const) {
 
 test('read stream (chunks kept): the stream\'s collections free no chunk its consumer holds', (t) => {
   const { file, sha } = makeFile('keep.bin', 32 * MiB)
-  const r = child(t, file, 'keep')
+  const r = child(t, file, 'keep', OPT_IN)
   t.is(r.chunks, 32)
   // Every chunk is alive (and right) however many collections the stream ran.
   t.true(r.liveHeld >= 32, `alive with 32 chunks held: ${r.liveHeld}`)

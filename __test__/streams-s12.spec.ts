@@ -17,6 +17,7 @@ import { closeEvent, expectError } from './helpers/events.ts'
 import { faultFs, isSkip, patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+import { collect } from './helpers/rw.ts'
 import { inKernel } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s12')
@@ -25,12 +26,6 @@ const KiB = 1024
 const engine = () => getEngine().native
 /** [reads/writes handed to the kernel at a reap by their chain, chains alive, ops held back]. */
 const chainStats = (): number[] => engine().chainStats
-
-async function collect(r: AsyncIterable<unknown>): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for await (const c of r) parts.push(c as Buffer)
-  return Buffer.concat(parts)
-}
 
 test.serial('read stream: the held read goes to the kernel at the reap of the read before it, before JS learns of that completion', async (t) => {
   const file = path.join(scratch(), 'chain.bin')

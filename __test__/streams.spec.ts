@@ -28,6 +28,7 @@ import {
 import { getEngine } from '../dist/src/engine.js'
 import { native } from '../dist/src/native.js'
 import { closeEvent, expectError, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
+import { collect } from './helpers/rw.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { inKernel, offerBlocks } from './helpers/wstream.ts'
 import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
@@ -49,12 +50,6 @@ function sha(b: Uint8Array): string {
 
 function shaFile(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex')
-}
-
-async function collect(r: AsyncIterable<unknown>): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for await (const c of r) parts.push(c as Buffer)
-  return Buffer.concat(parts)
 }
 
 /** Writes `data` through `ws` in chunks of varying odd sizes, honouring backpressure. */

@@ -177,9 +177,13 @@ const HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_PRESSURE ?? 1)
  * over since it last did, runs a young-generation collection of V8 then (crates/napi/src/
  * stream.rs, youngGc): its consumer has dropped them by now (or holds them, and then they stay),
  * and the finalizers that free them run while the loop waits, so the next reads take their
- * memory instead of new memory. ODIRECT_STREAM_WAIT_GC=0 turns it off (A/B), =N sets N MiB.
+ * memory instead of new memory. Opt-in: ODIRECT_STREAM_WAIT_GC=N collects at N MiB (4 measured
+ * best), with ODIRECT_STREAM_SYNC_SWEEP=1 beside it: without that flag, V8's concurrent
+ * ArrayBuffer sweeping lags on a loaded machine, the external memory of the collections' garbage
+ * ArrayBuffers piles up and V8 answers with mark-compacts (streams.spec's no-mark-compact cases:
+ * 4-30 per pass at load), which the default per-chunk pressure never causes.
  */
-const WAIT_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_WAIT_GC ?? 4) || 0) * 2 ** 20
+const WAIT_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_WAIT_GC ?? 0) || 0) * 2 ** 20
 /**
  * Opt-in (ODIRECT_STREAM_SYNC_SWEEP=1): in Node, the first read stream that hands chunks over
  * turns V8's concurrent ArrayBuffer
@@ -190,8 +194,7 @@ const WAIT_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_WAIT_GC ?? 4
  * peak RSS growth 27-37 MiB in some passes (2 MiB chunks, readAhead 4, load 2-3) instead of
  * 19-21. Not the default: Node documents flags changed after V8 started as unpredictable
  * ("may result in crashes and data loss"), and a library must not change a whole process's
- * garbage collector behind its back; the waits' collections (WAIT_GC_BYTES) alone keep the
- * median, not every tail.
+ * garbage collector behind its back.
  */
 const SYNC_SWEEP = process.env.ODIRECT_STREAM_SYNC_SWEEP === '1'
 let syncSweepSet = false
