@@ -15,23 +15,15 @@ import test from 'ava'
 import { copyFile, DirectIoError, writeFile } from '../dist/index.js'
 import { evictFile, isSkip, loopFs, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
+import { TRACING, tracefsReason } from './helpers/tracefs.ts'
 import { testIf } from './helpers/skips.ts'
 
-const TRACING = '/sys/kernel/tracing'
 const scratch = scratchDirs('prealloc')
 const MiB = 1024 * 1024
 
 function traceWhy(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root for tracefs'
-  if (!fs.existsSync(path.join(TRACING, 'events'))) {
-    try {
-      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACING], { stdio: 'ignore' })
-    } catch {
-      return `tracefs is not mounted at ${TRACING} and mounting it failed`
-    }
-  }
-  if (!fs.existsSync(path.join(TRACING, 'events', 'io_uring', 'io_uring_submit_req'))) return `no io_uring tracepoints under ${TRACING}`
-  if (!fs.existsSync(path.join(TRACING, 'instances'))) return 'tracefs has no instances directory'
+  const t = tracefsReason('io_uring_submit_req')
+  if (t !== undefined) return t
   return undefined
 }
 const WHY = traceWhy()

@@ -18,10 +18,10 @@ import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { childLines } from './helpers/child-lines.js'
+import { TRACING, tracefsReason } from './helpers/tracefs.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
-const TRACING = '/sys/kernel/tracing'
 const disk = fs.mkdtempSync('/var/tmp/odirect-regfix-')
 const shm = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/odirect-regfix-') : undefined
 test.after.always(() => {
@@ -49,18 +49,7 @@ async function opcodes(fn: () => Promise<void>, pid = process.pid): Promise<stri
 }
 
 function tracing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root for tracefs'
-  // A fresh machine may not have tracefs mounted (it is not mounted at boot everywhere): mount it.
-  if (!fs.existsSync(path.join(TRACING, 'events'))) {
-    try {
-      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACING], { stdio: 'ignore' })
-    } catch {
-      return `tracefs is not mounted at ${TRACING} and mounting it failed`
-    }
-  }
-  if (!fs.existsSync(path.join(TRACING, 'events', 'io_uring', 'io_uring_submit_req'))) return `no io_uring tracepoints under ${TRACING}`
-  if (!fs.existsSync(path.join(TRACING, 'instances'))) return 'tracefs has no instances directory'
-  return undefined
+  return tracefsReason('io_uring_submit_req')
 }
 const TRACE_WHY = tracing()
 

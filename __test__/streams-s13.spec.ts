@@ -13,10 +13,10 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { scratchDirs } from './helpers/scratch.ts'
+import { TRACING, tracefsReason } from './helpers/tracefs.ts'
 import { testIf } from './helpers/skips.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
-const TRACING = '/sys/kernel/tracing'
 const scratch = scratchDirs('streams-s13')
 const MiB = 1024 * 1024
 
@@ -25,16 +25,8 @@ function fsType(dir: string): string {
 }
 
 function why(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root for tracefs'
-  if (!fs.existsSync(path.join(TRACING, 'events'))) {
-    try {
-      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACING], { stdio: 'ignore' })
-    } catch {
-      return `tracefs is not mounted at ${TRACING} and mounting it failed`
-    }
-  }
-  if (!fs.existsSync(path.join(TRACING, 'events', 'io_uring', 'io_uring_queue_async_work'))) return `no io_uring tracepoints under ${TRACING}`
-  if (!fs.existsSync(path.join(TRACING, 'instances'))) return 'tracefs has no instances directory'
+  const reason = tracefsReason('io_uring_queue_async_work')
+  if (reason !== undefined) return reason
   // The synchronous extending direct write is ext4's (ext4_dio_write_iter: IOMAP_DIO_FORCE_WAIT).
   const t = fsType('/var/tmp')
   if (t !== 'ext2/ext3') return `/var/tmp is ${t}, not ext4 (the case is ext4's)`
