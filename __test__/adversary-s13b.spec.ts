@@ -33,7 +33,7 @@ import { until } from './helpers/events.js'
 import { type FaultFs, faultFs, isSkip, sh, skipReason } from './helpers/fixtures.js'
 import { runtimePath } from './helpers/runtimes.js'
 import { scratchDirs } from './helpers/scratch.js'
-import { FAULTFS_REASON } from './helpers/skips.js'
+import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 import { fastSwap, fastSwapReason } from './helpers/swap.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -82,7 +82,7 @@ test.after.always(() => {
   fx?.cleanup()
 })
 
-const held = REASON ? (title: string) => test.serial(title, (t) => t.log(`skipped: ${REASON}`)) : (title: string, fn: Parameters<typeof test.serial>[1]) => test.serial(title, fn)
+const held = (title: string, fn: Parameters<typeof test>[1]): void => testIf(REASON, title, fn, true)
 if (REASON) console.log(`adversary-s13b.spec: held-read cases skipped: ${REASON}`)
 
 /** Whether a thread of `pid` other than io_uring's workers sleeps in io_uring_enter(2) (426 on every architecture). */
@@ -378,11 +378,11 @@ for (const [name, bin] of [['node', process.execPath], ['node22', node22]] as co
 const swapWhy = fastSwapReason()
 const noSwap = (): boolean => fs.readFileSync('/proc/swaps', 'utf8').trim().split('\n').length <= 1
 
-test.serial('machine-wide: inline tmpfs reads skip cachestat(2) without swap, stop skipping at once when a swap is turned on under the running program, and skip again after its swapoff', async (t) => {
-  if (swapWhy) return t.log(`skipped: ${swapWhy}`)
+testIf(swapWhy, 'machine-wide: inline tmpfs reads skip cachestat(2) without swap, stop skipping at once when a swap is turned on under the running program, and skip again after its swapoff', async (t) => {
   // A swap fixture (a swap on a loop device and a tmpfs), its swap off until the case turns it on.
   const sw = fastSwap(16)
-  if (isSkip(sw)) return t.log(`skipped: ${sw.skip}`)
+  // fastSwapReason found every tool and root: a refusal here is a failure, not a skip.
+  if (isSkip(sw)) return t.fail(sw.skip)
   let swapOn = true
   const swap = (on: boolean): void => {
     sh(on ? 'swapon' : 'swapoff', [sw.device])
@@ -436,4 +436,4 @@ test.serial('machine-wide: inline tmpfs reads skip cachestat(2) without swap, st
   else t.log('another swap is on: the last phase is not checked')
   c.child.stdin?.write('end\n')
   t.is(await c.exited, 0, c.err())
-})
+}, true)

@@ -19,7 +19,7 @@ import { childLines } from './helpers/child-lines.js'
 import { type FaultFs, faultFs, isSkip, sh, skipReason } from './helpers/fixtures.js'
 import { runtimes } from './helpers/runtimes.js'
 import { scratchDirs } from './helpers/scratch.js'
-import { FAULTFS_REASON } from './helpers/skips.js'
+import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'loop-wait', 'child.ts')
 const scratch = scratchDirs('loop-wait')
@@ -59,7 +59,7 @@ function child(scenario: string, target: string, env: Record<string, string> = {
   return childLines(process.execPath, ['--import', '@oxc-node/core/register', CHILD, target, scenario], { ...process.env, ...env }, scenario === 'event' || scenario === 'timer')
 }
 
-const serial = REASON ? (title: string) => test.serial(title, (t) => t.log(`skipped: ${REASON}`)) : (title: string, fn: Parameters<typeof test.serial>[1]) => test.serial(title, fn)
+const serial = (title: string, fn: Parameters<typeof test>[1]): void => testIf(REASON, title, fn, true)
 if (REASON) console.log(`loop-wait.spec: skipped: ${REASON}`)
 
 serial('a lone read held by FUSE ends its in-call wait when another descriptor of the loop becomes readable: that callback runs, the read completes when released', async (t) => {
