@@ -30,8 +30,9 @@ import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
 import { until } from './helpers/events.js'
-import { type FaultFs, faultFs, isSkip, sh, skipReason } from './helpers/fixtures.js'
+import { isSkip, sh, skipReason } from './helpers/fixtures.js'
 import { runtimePath } from './helpers/runtimes.js'
+import { heldDevice } from './helpers/held-device.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 import { fastSwap, fastSwapReason } from './helpers/swap.js'
@@ -64,23 +65,7 @@ function diskFile(): string {
   return file
 }
 
-let fx: FaultFs | undefined
-let device = ''
-
-test.before(() => {
-  if (REASON) return
-  const f = faultFs({ size: 16 << 20, hold: true, threads: 4 })
-  if (isSkip(f)) throw new Error(f.skip)
-  fx = f
-  fs.writeFileSync(fx.file, Buffer.alloc(1 << 20, 0x5a))
-  device = sh('losetup', ['--find', '--show', fx.file]).trim()
-})
-
-test.after.always(() => {
-  fx?.release()
-  if (device) sh('losetup', ['-d', device])
-  fx?.cleanup()
-})
+const hd = heldDevice(REASON)
 
 const held = (title: string, fn: Parameters<typeof test>[1]): void => testIf(REASON, title, fn, true)
 if (REASON) console.log(`adversary-s13b.spec: held-read cases skipped: ${REASON}`)
@@ -103,8 +88,8 @@ function inUringEnter(pid: number): boolean {
 
 for (const [name, bin] of nodes) {
   held(`${name}: a SIGUSR1 sent by another process while a lone read is held in its in-call wait: the handler runs while the read is held; the read completes right once released`, async (t) => {
-    const f = fx as FaultFs
-    const c = child(device, 'signal', HELD_ENV, [], true, bin)
+    const f = hd.fx()
+    const c = child(hd.device(), 'signal', HELD_ENV, [], true, bin)
     try {
       await c.line('ready')
       f.hold()
@@ -136,8 +121,8 @@ for (const [name, bin] of nodes) {
 }
 
 held('SIGCHLD: a child of the program exits while a lone read is held in its in-call wait: its exit event runs while the read is held', async (t) => {
-  const f = fx as FaultFs
-  const c = child(device, 'sigchld', HELD_ENV, [], true)
+  const f = hd.fx()
+  const c = child(hd.device(), 'sigchld', HELD_ENV, [], true)
   try {
     const ready = parse(await c.line('ready'))
     f.hold()
@@ -162,8 +147,8 @@ held('SIGCHLD: a child of the program exits while a lone read is held in its in-
 
 for (const [name, bin] of nodes) {
   held(`${name}: fh.close() called from the stdin callback that ended a held lone read's in-call wait: close waits for the read, which completes right once released`, async (t) => {
-    const f = fx as FaultFs
-    const c = child(device, 'close', HELD_ENV, [], true, bin)
+    const f = hd.fx()
+    const c = child(hd.device(), 'close', HELD_ENV, [], true, bin)
     try {
       await c.line('ready')
       f.hold()
@@ -199,8 +184,8 @@ for (const [name, bin] of nodes) {
 
 for (const setup of ['default', 'coop'] as const) {
   held(`[${setup} ring] a worker terminated while its thread sleeps in a held lone read's in-call wait: its exit comes while the read is held (the termination is a loop event), the read handed to the reaper; ${setup === 'coop' ? 'once released, the reaper frees the ring and the eventfd' : 'its DEFER_TASKRUN ring is kept (documented), the process still ends'}`, async (t) => {
-    const f = fx as FaultFs
-    const c = child(device, 'worker-held', { ...HELD_ENV, ...(setup === 'coop' ? { ODIRECT_URING_SETUP: 'coop' } : {}) }, [], true)
+    const f = hd.fx()
+    const c = child(hd.device(), 'worker-held', { ...HELD_ENV, ...(setup === 'coop' ? { ODIRECT_URING_SETUP: 'coop' } : {}) }, [], true)
     try {
       await c.line('ready')
       f.hold()

@@ -16,8 +16,9 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { type FaultFs, faultFs, isSkip, sh, skipReason } from './helpers/fixtures.js'
+import { skipReason } from './helpers/fixtures.js'
 import { runtimes } from './helpers/runtimes.js'
+import { heldDevice } from './helpers/held-device.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 
@@ -37,23 +38,7 @@ interface Line {
 }
 const parse = (l: string): Line => JSON.parse(l.slice(l.indexOf(' ') + 1)) as Line
 
-let fx: FaultFs | undefined
-let device = ''
-
-test.before(() => {
-  if (REASON) return
-  const f = faultFs({ size: 16 << 20, hold: true, threads: 4 })
-  if (isSkip(f)) throw new Error(f.skip)
-  fx = f
-  fs.writeFileSync(fx.file, Buffer.alloc(1 << 20, 0x5a))
-  device = sh('losetup', ['--find', '--show', fx.file]).trim()
-})
-
-test.after.always(() => {
-  fx?.release()
-  if (device) sh('losetup', ['-d', device])
-  fx?.cleanup()
-})
+const hd = heldDevice(REASON)
 
 function child(scenario: string, target: string, env: Record<string, string> = {}): ReturnType<typeof childLines> {
   return childLines(process.execPath, ['--import', '@oxc-node/core/register', CHILD, target, scenario], { ...process.env, ...env }, scenario === 'event' || scenario === 'timer')
@@ -63,8 +48,8 @@ const serial = (title: string, fn: Parameters<typeof test>[1]): void => testIf(R
 if (REASON) console.log(`loop-wait.spec: skipped: ${REASON}`)
 
 serial('a lone read held by FUSE ends its in-call wait when another descriptor of the loop becomes readable: that callback runs, the read completes when released', async (t) => {
-  const f = fx as FaultFs
-  const c = child('event', device, { ODIRECT_RW_WAIT_DISK_MS: '120000' })
+  const f = hd.fx()
+  const c = child('event', hd.device(), { ODIRECT_RW_WAIT_DISK_MS: '120000' })
   try {
     await c.line('ready')
     f.hold()
@@ -99,8 +84,8 @@ serial('a lone read held by FUSE ends its in-call wait when another descriptor o
 })
 
 serial('a lone read held by FUSE waits in its call only until the loop\'s next timer is due: the timer fires while the read is held', async (t) => {
-  const f = fx as FaultFs
-  const c = child('timer', device, { ODIRECT_RW_WAIT_DISK_MS: '120000' })
+  const f = hd.fx()
+  const c = child('timer', hd.device(), { ODIRECT_RW_WAIT_DISK_MS: '120000' })
   try {
     await c.line('ready')
     f.hold()
