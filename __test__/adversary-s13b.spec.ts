@@ -92,10 +92,7 @@ for (const [name, bin] of nodes) {
     const c = child(hd.device(), 'signal', HELD_ENV, [], true, bin)
     try {
       await c.line('ready')
-      f.hold()
-      c.child.stdin?.write('go\n')
-      await c.line('started')
-      await f.waitForHeld(1)
+      await hd.startHeld(c)
       await until(() => inUringEnter(c.child.pid as number), 'the child sleeping in io_uring_enter')
       const k = spawnSync('kill', ['-USR1', String(c.child.pid)])
       t.is(k.status, 0, String(k.stderr))
@@ -125,10 +122,7 @@ held('SIGCHLD: a child of the program exits while a lone read is held in its in-
   const c = child(hd.device(), 'sigchld', HELD_ENV, [], true)
   try {
     const ready = parse(await c.line('ready'))
-    f.hold()
-    c.child.stdin?.write('go\n')
-    await c.line('started')
-    await f.waitForHeld(1)
+    await hd.startHeld(c)
     await until(() => inUringEnter(c.child.pid as number), 'the child sleeping in io_uring_enter')
     process.kill(ready.grandchild as number, 'SIGTERM')
     const chld = parse(await c.line('sigchld'))
@@ -151,10 +145,7 @@ for (const [name, bin] of nodes) {
     const c = child(hd.device(), 'close', HELD_ENV, [], true, bin)
     try {
       await c.line('ready')
-      f.hold()
-      c.child.stdin?.write('go\n')
-      await c.line('started')
-      await f.waitForHeld(1)
+      await hd.startHeld(c)
       c.child.stdin?.write('close\n')
       const closing = parse(await c.line('closing'))
       const started = parse(await c.line('started'))
@@ -188,10 +179,7 @@ for (const setup of ['default', 'coop'] as const) {
     const c = child(hd.device(), 'worker-held', { ...HELD_ENV, ...(setup === 'coop' ? { ODIRECT_URING_SETUP: 'coop' } : {}) }, [], true)
     try {
       await c.line('ready')
-      f.hold()
-      c.child.stdin?.write('go\n')
-      await c.line('worker {"opened"')
-      await f.waitForHeld(1)
+      await hd.startHeld(c, 'worker {"opened"')
       // The worker's thread sleeps in the wait (with a 120 s cap): only its loop can end it.
       await until(() => inUringEnter(c.child.pid as number), 'the worker sleeping in io_uring_enter')
       c.child.stdin?.write('terminate\n')

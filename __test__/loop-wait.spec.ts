@@ -52,10 +52,7 @@ serial('a lone read held by FUSE ends its in-call wait when another descriptor o
   const c = child('event', hd.device(), { ODIRECT_RW_WAIT_DISK_MS: '120000' })
   try {
     await c.line('ready')
-    f.hold()
-    c.child.stdin?.write('go\n')
-    await c.line('started')
-    await f.waitForHeld(1)
+    await hd.startHeld(c)
     // The child's JS thread sleeps in its read() call: this line is what wakes it.
     c.child.stdin?.write('event\n')
     const returned = parse(await c.line('returned'))

@@ -4,6 +4,7 @@ import * as fs from 'node:fs'
 
 import test from 'ava'
 
+import type { childLines } from './child-lines.js'
 import { type FaultFs, faultFs, isSkip, sh } from './fixtures.js'
 
 export interface HeldDevice {
@@ -11,6 +12,11 @@ export interface HeldDevice {
   fx(): FaultFs
   /** The loop device's path (/dev/loopN). */
   device(): string
+  /**
+   * Holds the server's reads, tells the child `go`, and resolves (with that line) once the child
+   * printed `started` (a line starting so) and its read is held at the server.
+   */
+  startHeld(c: ReturnType<typeof childLines>, started?: string): Promise<string>
 }
 
 /**
@@ -33,5 +39,13 @@ export function heldDevice(reason: string | undefined): HeldDevice {
     if (device) sh('losetup', ['-d', device])
     fx?.cleanup()
   })
-  return { fx: () => fx as FaultFs, device: () => device }
+  const startHeld = async (c: ReturnType<typeof childLines>, started = 'started'): Promise<string> => {
+    const f = fx as FaultFs
+    f.hold()
+    c.child.stdin?.write('go\n')
+    const line = await c.line(started)
+    await f.waitForHeld(1)
+    return line
+  }
+  return { fx: () => fx as FaultFs, device: () => device, startHeld }
 }
