@@ -83,6 +83,35 @@ export function statIfExists(p: string): Promise<import('node:fs').Stats | undef
   )
 }
 
+/**
+ * The file a path names once its symbolic links are followed (the path itself when it is not a
+ * link, or when what a link names does not exist yet: then the file the link would create). A
+ * temp file and rename that replace a destination go there, so a link stays a link and the file
+ * it names gets the data, as node:fs's copyFile and writeFile, GNU cp and write-file-atomic do
+ * (renaming over the link would replace the link itself). Each link's text is taken relative to
+ * its own directory, unnormalised, as the kernel takes it. After 40 links (a loop) the path is
+ * left to the open, which reports ELOOP.
+ */
+export async function resolveLinks(p: string): Promise<string> {
+  let cur = p
+  for (let i = 0; i < 40; i++) {
+    const st = await runtime(
+      fsp.lstat(cur).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined
+        throw e
+      }),
+    )
+    if (st === undefined || !st.isSymbolicLink()) return cur
+    const to = await runtime(fsp.readlink(cur))
+    if (to.startsWith('/')) cur = to
+    else {
+      const slash = cur.lastIndexOf('/')
+      cur = slash < 0 ? to : `${cur.slice(0, slash + 1)}${to}`
+    }
+  }
+  return cur
+}
+
 interface KindOf {
   isFIFO(): boolean
   isCharacterDevice(): boolean

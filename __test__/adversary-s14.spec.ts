@@ -1,0 +1,458 @@
+// Adversary pass of the fourteenth session, as a new user and an attacker would meet odirect:
+// 1. a block device written in place (copyFile, `odirect cp`, writeFile, write streams) with data
+//    that ends inside one of its blocks: the device's bytes after the data must stay as they were,
+//    as `cp`, `dd conv=notrunc` and node:fs leave them (a boot sector of 446 bytes must not wipe
+//    the partition table after it);
+// 2. a destination that is a symbolic link (copyFile, writeFile({ atomic }), `odirect cp`): the
+//    data goes to the file the link names and the link stays a link, as node:fs's copyFile and
+//    writeFile, GNU cp and npm's write-file-atomic do; a link to the source is the same file;
+// 3. RLIMIT_FSIZE (`ulimit -f`, SIGXFSZ ignored: writes past the limit fail EFBIG) in Node, Bun
+//    and Deno children: data that fits under the limit is written although its last block,
+//    padded, would cross it; data that does not fit fails EFBIG, typed, with what was confirmed
+//    really in the file and no temp file left;
+// 4. files of odd shapes (empty, 1 byte, a block and a byte, holes at both ends, data at both
+//    ends) copied onto ext4 with 1 KiB blocks on a 512-byte-sector device, xfs on a
+//    4096-byte-sector device and tmpfs, by copyFile and `odirect cp`;
+// 5. a worker terminated in the middle of copyFile, writeFile({ atomic }), writeMany (typed and
+//    array, windowed), a read stream or a write stream, in Node, Bun and Deno;
+// 6. one handle closed three times at once (and from a stream's 'data') with every kind of op in
+//    flight, its descriptor number taken at once by another file.
+// Every check waits on an event (a promise, a child's exit); nothing is timed.
+import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import * as od from '../dist/index.js'
+import { isSkip, type LoopFs, loopDevice, loopFs, skipReason, type Skip, tmpfsDir } from './helpers/fixtures.ts'
+import { must } from './helpers/fxtest.ts'
+import { childLines } from './helpers/child-lines.ts'
+import { runtimes } from './helpers/runtimes.ts'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const CLI = path.join(here, '..', 'dist', 'cli.js')
+const KiB = 1024
+const MiB = 1024 * KiB
+const scratch = scratchDirs('s14')
+const temps = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+
+/** `len` bytes of `dev` from `pos`, read with node:fs (the page cache is invalidated by direct writes). */
+function readDev(dev: string, pos: number, len: number): Buffer {
+  const b = Buffer.alloc(len)
+  const fd = fs.openSync(dev, 'r')
+  try {
+    fs.readSync(fd, b, 0, len, pos)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return b
+}
+
+/** Fills the first `len` bytes of `dev` with `byte` and flushes them. */
+function fillDev(dev: string, len: number, byte: number): void {
+  const fd = fs.openSync(dev, 'r+')
+  try {
+    fs.writeSync(fd, Buffer.alloc(len, byte), 0, len, 0)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Block devices written in place: the bytes after the data, in its last block, are kept.
+
+const LOOP_REASON = skipReason(['root', 'loop', 'cmd:blockdev'])
+const OLD = 0xee
+
+for (const sector of [512, 4096] as const) {
+  testIf(LOOP_REASON, `a raw ${sector}-byte-sector block device written in place with data ending inside a block (446, 4096 + 446, 3 sectors + 17 bytes) by copyFile, odirect cp, writeFile (atomic or not), createWriteStream 'r+' and writableWebStream: the device's bytes after the data are kept, as cp, dd conv=notrunc and node:fs keep them`, async (t) => {
+    const dev = must(loopDevice(sector, 4))
+    t.teardown(() => dev.cleanup())
+    const dir = scratch()
+    const span = 64 * KiB
+    const writers: Array<[string, (data: Buffer, src: string) => Promise<void>]> = [
+      ['copyFile', async (_d, src) => void (await od.copyFile(src, dev.device))],
+      [
+        'odirect cp',
+        async (_d, src) => {
+          const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', src, dev.device], { encoding: 'utf8' })
+          if (r.status !== 0) throw new Error(`odirect cp exited ${r.status}: ${r.stderr}`)
+        },
+      ],
+      ['writeFile', async (d) => void (await od.writeFile(dev.device, d))],
+      ['writeFile atomic', async (d) => void (await od.writeFile(dev.device, d, { atomic: true }))],
+      ["createWriteStream 'r+'", (d) => pipeline(Readable.from([d]), od.createWriteStream(dev.device, { flags: 'r+' }))],
+      [
+        'writableWebStream',
+        async (d) => {
+          const w = od.writableWebStream(dev.device, { flags: 'r+' }).getWriter()
+          await w.write(d)
+          await w.close()
+        },
+      ],
+    ]
+    for (const len of [446, 4096 + 446, 3 * sector + 17]) {
+      for (const [name, write] of writers) {
+        fillDev(dev.device, span, OLD)
+        const data = randomBytes(len)
+        const src = path.join(dir, `src-${len}`)
+        fs.writeFileSync(src, data)
+        await write(data, src)
+        const back = readDev(dev.device, 0, span)
+        t.true(back.subarray(0, len).equals(data), `${name}, ${len} bytes: the data`)
+        const firstChanged = back.subarray(len).findIndex((b) => b !== OLD)
+        t.is(firstChanged, -1, `${name}, ${len} bytes: the device's byte ${len + firstChanged} after the data was overwritten (0x${back[len + firstChanged]?.toString(16)})`)
+        t.true(fs.statSync(dev.device).isBlockDevice())
+      }
+    }
+    t.deepEqual(temps(path.dirname(dev.device)), [])
+  })
+}
+
+// createWriteStream(device) with its default flags 'w' opens the device write-only, then its
+// finish reads the device's last block to keep the bytes after the data (src/streams/core.ts
+// BlockWriter.finish, `origSize > end`) on that write-only handle: ERR_ODIRECT_FLAGS, the last
+// block never written. Known, in the write stream's code (another helper's): the fix is to open a
+// block device readable (O_RDWR) whatever 'w' says, as writeFile now does (src/files.ts).
+const wstreamDevice = LOOP_REASON === undefined ? test.failing : test.skip
+wstreamDevice(`createWriteStream(blockDevice) with its default flags ('w') and data ending inside a block: written, the device's bytes after the data kept (fails: ERR_ODIRECT_FLAGS from the finish's read of the last block on the write-only handle)`, async (t) => {
+  const dev = must(loopDevice(512, 4))
+  t.teardown(() => dev.cleanup())
+  fillDev(dev.device, 8192, OLD)
+  const data = randomBytes(446)
+  await pipeline(Readable.from([data]), od.createWriteStream(dev.device))
+  const back = readDev(dev.device, 0, 8192)
+  t.true(back.subarray(0, 446).equals(data))
+  t.is(back.subarray(446).findIndex((b) => b !== OLD), -1)
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. Destinations that are symbolic links.
+
+test('copyFile, writeFile({ atomic }) and odirect cp onto a symbolic link write the file it names and leave the link a link (as node:fs copyFile/writeFile and GNU cp); a dangling link gets its file created; a link to the source is the same file', async (t) => {
+  const dir = scratch()
+  const other = scratch()
+  const src = path.join(dir, 'src.bin')
+  const data = randomBytes(3 * 4096 + 100)
+  fs.writeFileSync(src, data)
+  // What node:fs does, for reference: the link stays, its target gets the data.
+  const fsTarget = path.join(other, 'fs-target')
+  fs.writeFileSync(fsTarget, 'old')
+  fs.symlinkSync(fsTarget, path.join(dir, 'fs-link'))
+  await fs.promises.copyFile(src, path.join(dir, 'fs-link'))
+  t.true(fs.lstatSync(path.join(dir, 'fs-link')).isSymbolicLink(), 'node:fs keeps the link')
+  t.true(fs.readFileSync(fsTarget).equals(data), 'node:fs writes the target')
+
+  const cases: Array<[string, (link: string) => Promise<void>, Buffer]> = [
+    ['copyFile', async (l) => void (await od.copyFile(src, l)), data],
+    ['copyFile verify', async (l) => void (await od.copyFile(src, l, { verify: true })), data],
+    ['writeFile atomic', (l) => od.writeFile(l, 'new text\n', { atomic: true }), Buffer.from('new text\n')],
+    [
+      'odirect cp',
+      async (l) => {
+        const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', src, l], { encoding: 'utf8' })
+        if (r.status !== 0) throw new Error(`odirect cp exited ${r.status}: ${r.stderr}`)
+      },
+      data,
+    ],
+  ]
+  for (const [name, write, want] of cases) {
+    for (const relative of [false, true]) {
+      for (const dangling of [false, true]) {
+        const tag = `${name.replace(/ /g, '-')}-${relative ? 'rel' : 'abs'}-${dangling ? 'dangling' : 'existing'}`
+        const target = path.join(other, `target-${tag}`)
+        if (!dangling) fs.writeFileSync(target, 'the old contents')
+        const link = path.join(dir, `link-${tag}`)
+        fs.symlinkSync(relative ? path.relative(dir, target) : target, link)
+        await write(link)
+        const what = `${name} onto a ${relative ? 'relative' : 'absolute'} link to ${dangling ? 'a missing' : 'an existing'} file`
+        t.true(fs.lstatSync(link).isSymbolicLink(), `${what}: the link is still a link`)
+        t.true(fs.existsSync(target) && fs.readFileSync(target).equals(want), `${what}: the file it names has the data`)
+        t.deepEqual(temps(dir), [], what)
+        t.deepEqual(temps(other), [], what)
+      }
+    }
+  }
+  // Exclusive (COPYFILE_EXCL, flag 'wx'): a link, even a dangling one, is something at dst: EEXIST
+  // as node:fs says (O_CREAT | O_EXCL does not follow it), nothing created where it points.
+  const missing = path.join(other, 'never-made')
+  const dangling = path.join(dir, 'dangling-excl')
+  fs.symlinkSync(missing, dangling)
+  await t.throwsAsync(fs.promises.copyFile(src, dangling, fs.constants.COPYFILE_EXCL), { code: 'EEXIST' })
+  await t.throwsAsync(od.copyFile(src, dangling, od.constants.COPYFILE_EXCL), { code: 'EEXIST' })
+  await t.throwsAsync(od.writeFile(dangling, 'x', { atomic: true, flag: 'wx' }), { code: 'EEXIST' })
+  t.false(fs.existsSync(missing))
+  t.true(fs.lstatSync(dangling).isSymbolicLink())
+  // A link to the source is the source: refused, nothing touched (the source and the link intact).
+  const toSrc = path.join(dir, 'to-src')
+  fs.symlinkSync(src, toSrc)
+  await t.throwsAsync(od.copyFile(src, toSrc), { code: 'ERR_ODIRECT_SAME_FILE' })
+  const cp = spawnSync(process.execPath, [CLI, 'cp', src, toSrc], { encoding: 'utf8' })
+  t.is(cp.status, 1, cp.stderr)
+  t.true(fs.lstatSync(toSrc).isSymbolicLink())
+  t.true(fs.readFileSync(src).equals(data))
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. RLIMIT_FSIZE in each runtime.
+
+const child = path.join(here, 'adversary-s14', 'fsize-child.cjs')
+const FSIZE_REASON = skipReason(['cmd:prlimit', 'cmd:bash'])
+
+interface Outcome {
+  ok: boolean
+  code?: string
+  name?: string
+  direct?: boolean
+  position?: number
+  bytesWritten?: number
+  streamBytesWritten?: number
+  syscall?: string
+  hint?: boolean
+  message?: string
+  bytes?: number
+  results?: Array<number | string>
+  size: number
+  good: number
+  temps: number
+}
+
+/** Runs the child in `argv`'s runtime under RLIMIT_FSIZE = `limit` bytes with SIGXFSZ ignored. */
+function runLimited(argv: readonly string[], dir: string, limit: number, fits: string, over: string): { status: number | null; signal: string | null; out: Record<string, Outcome> & { atomicOverOld: boolean }; stderr: string } {
+  // bash ignores SIGXFSZ (an ignored signal stays ignored across exec) and exec's prlimit, which
+  // sets the limit and exec's the runtime.
+  const r = spawnSync('bash', ['-c', `trap '' XFSZ; exec prlimit --fsize=${limit} -- "$@"`, 'bash', ...argv, child, dist, dir, String(limit), fits, over], { encoding: 'utf8' })
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '))
+  return { status: r.status, signal: r.signal, out: line === undefined ? ({} as never) : JSON.parse(line.slice(7)), stderr: `${r.stdout}\n${r.stderr}` }
+}
+
+interface Place {
+  name: string
+  dir: () => string
+  cleanup?: () => void
+}
+
+function places(): Array<Place | Skip> {
+  const out: Array<Place | Skip> = [{ name: '/var/tmp (ext4)', dir: () => scratch() }]
+  const tmp = LOOP_REASON === undefined ? tmpfsDir(64) : { skip: LOOP_REASON }
+  out.push(isSkip(tmp) ? tmp : { name: 'tmpfs', dir: () => fs.mkdtempSync(path.join(tmp.dir, 's14-')), cleanup: tmp.cleanup })
+  const xfs = loopFs(4096, 320, 'xfs')
+  out.push(isSkip(xfs) ? xfs : { name: 'xfs on 4096-byte sectors', dir: () => fs.mkdtempSync(path.join(xfs.dir, 's14-')), cleanup: xfs.cleanup })
+  return out
+}
+
+const fsizePlaces = FSIZE_REASON === undefined ? places() : []
+test.after.always(() => {
+  for (const p of fsizePlaces) if (!isSkip(p)) p.cleanup?.()
+})
+for (const p of fsizePlaces) if (isSkip(p)) console.log(`skipped one RLIMIT_FSIZE place: ${p.skip}`)
+
+for (const [rt, argv] of FSIZE_REASON === undefined ? runtimes() : [['node', [process.execPath]] as [string, string[]]]) {
+  for (const place of fsizePlaces.filter((p): p is Place => !isSkip(p))) {
+    testIf(FSIZE_REASON, `${rt}, ${place.name}: under RLIMIT_FSIZE (ulimit -f 65) data that fits is written whole by copyFile, writeFile (atomic or not) and both write streams although its padded last block would cross the limit; data that does not fit fails EFBIG, typed, counting only what is in the file, no temp file left, an atomic destination untouched`, (t) => {
+      const dir = place.dir()
+      const limit = 65 * KiB // ulimit -f 65: a multiple of 1 KiB, not of 4 KiB
+      const fits = path.join(dir, 'src-fits')
+      const over = path.join(dir, 'src-over')
+      const fitsLen = limit - 100
+      const pat = (i: number): number => (i * 131 + (i >>> 11) + 7) & 0xff
+      const make = (f: string, n: number): void => fs.writeFileSync(f, Buffer.from(Array.from({ length: n }, (_, i) => pat(i))))
+      make(fits, fitsLen)
+      make(over, 4 * limit)
+      const r = runLimited(argv, dir, limit, fits, over)
+      t.is(r.status, 0, r.stderr)
+      const o = r.out
+      t.log(JSON.stringify(o))
+      for (const k of ['copyFits', 'writeFileFits', 'atomicFits', 'streamFits', 'webFits']) {
+        const x = o[k] as Outcome
+        t.true(x.ok, `${k}: ${JSON.stringify(x)}`)
+        t.is(x.size, fitsLen, `${k}: the file's size`)
+        t.is(x.good, fitsLen, `${k}: the file's bytes`)
+        t.is(x.temps, 0, `${k}: temp files left`)
+      }
+      for (const k of ['copyOver', 'writeFileOver', 'atomicOver', 'streamOver', 'webOver']) {
+        const x = o[k] as Outcome
+        t.false(x.ok, `${k}: succeeded past the limit: ${JSON.stringify(x)}`)
+        t.is(x.code, 'EFBIG', `${k}: ${JSON.stringify(x)}`)
+        t.true(x.direct, `${k}: a DirectIoError`)
+        t.true(x.size <= limit, `${k}: the file's size ${x.size} past the limit`)
+        t.is(x.temps, 0, `${k}: temp files left`)
+      }
+      t.is(o.copyOver.size, -1, 'copyFile past the limit: no destination')
+      t.true(o.atomicOverOld, 'writeFile atomic past the limit: the old file is untouched')
+      // What a failed write says was written is in the file, byte for byte.
+      const wf = o.writeFileOver
+      t.is(typeof wf.bytesWritten, 'number', JSON.stringify(wf))
+      t.true((wf.bytesWritten as number) <= limit && wf.good >= (wf.bytesWritten as number), JSON.stringify(wf))
+      const st = o.streamOver
+      t.is(typeof st.streamBytesWritten, 'number', JSON.stringify(st))
+      t.true((st.streamBytesWritten as number) <= limit && st.good >= (st.streamBytesWritten as number), JSON.stringify(st))
+      // writeMany: each 16 KiB op before the limit whole, the one across it short, the ones past it EFBIG.
+      const many = o.writeManyOver
+      t.true(Array.isArray(many.results), JSON.stringify(many))
+      const res = many.results as Array<number | string>
+      res.forEach((v, i) => {
+        const pos = i * 16 * KiB
+        const want = pos + 16 * KiB <= limit ? 16 * KiB : pos < limit ? limit - pos : 'EFBIG'
+        t.is(v, want, `writeMany op ${i} at ${pos}`)
+      })
+      t.is(many.size, limit)
+      t.is(many.good, limit)
+    })
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Odd shapes onto odd filesystems.
+
+/** A source of shape `kind` in `dir`; its bytes. */
+function shape(dir: string, kind: string): { file: string; data: Buffer } {
+  const file = path.join(dir, `shape-${kind}`)
+  let data: Buffer
+  if (kind === 'empty') data = Buffer.alloc(0)
+  else if (kind === '1 byte') data = Buffer.from([0x5a])
+  else if (kind === 'a block and a byte') data = randomBytes(4097)
+  else if (kind === 'holes at both ends') {
+    data = Buffer.alloc(2 * MiB + 8 * KiB)
+    randomBytes(8 * KiB).copy(data, MiB)
+  } else {
+    // data at both ends, a hole between, and an unaligned end
+    data = Buffer.alloc(3 * MiB + 333)
+    randomBytes(64 * KiB).copy(data, 0)
+    randomBytes(64 * KiB + 333).copy(data, 3 * MiB - 64 * KiB)
+  }
+  const fd = fs.openSync(file, 'w')
+  // Written as runs of non-zero bytes so that the zeros are holes, then sized.
+  for (let off = 0; off < data.length; off += 4096) {
+    const piece = data.subarray(off, Math.min(data.length, off + 4096))
+    if (piece.some((b) => b !== 0)) fs.writeSync(fd, piece, 0, piece.length, off)
+  }
+  fs.ftruncateSync(fd, data.length)
+  fs.closeSync(fd)
+  return { file, data }
+}
+
+const SHAPES = ['empty', '1 byte', 'a block and a byte', 'holes at both ends', 'data at both ends']
+
+const shapePlaces: Array<[string, () => LoopFs | Skip | { dir: string; cleanup: () => void }]> = [
+  ['ext4 with 1 KiB blocks on 512-byte sectors', () => loopFs(512, 64, 'ext4', undefined, ['-b', '1024'])],
+  ['xfs on 4096-byte sectors', () => loopFs(4096, 320, 'xfs')],
+  ['tmpfs', () => tmpfsDir(32)],
+]
+
+for (const [name, make] of shapePlaces) {
+  testIf(LOOP_REASON ?? skipReason(['cmd:mount']), `files empty, of 1 byte, of a block and a byte, with holes at both ends and with data at both ends, copied onto ${name} by copyFile and odirect cp, from there back to /var/tmp: every byte, the size, the holes kept`, async (t) => {
+    const place = must(make())
+    t.teardown(() => place.cleanup())
+    const home = scratch()
+    for (const kind of SHAPES) {
+      const { file, data } = shape(home, kind)
+      const srcBlocks = fs.statSync(file).blocks * 512
+      const outs: Array<[string, string]> = []
+      const a = path.join(place.dir, `copy-${kind}`)
+      const r = await od.copyFile(file, a)
+      t.is(r.bytes, data.length, `${kind}: copyFile's bytes`)
+      outs.push(['copyFile', a])
+      const b = path.join(place.dir, `cp-${kind}`)
+      const c = spawnSync(process.execPath, [CLI, 'cp', '--quiet', file, b], { encoding: 'utf8' })
+      t.is(c.status, 0, `${kind}: odirect cp: ${c.stderr}`)
+      outs.push(['odirect cp', b])
+      const back = path.join(home, `back-${kind}`)
+      await od.copyFile(a, back)
+      outs.push(['copyFile back', back])
+      for (const [how, f] of outs) {
+        const got = fs.readFileSync(f)
+        t.is(got.length, data.length, `${kind}, ${how}: size`)
+        t.true(got.equals(data), `${kind}, ${how}: bytes`)
+        // Holes stay holes: no more allocated than the source's data, within one 64 KiB per run of data.
+        const blocks = fs.statSync(f).blocks * 512
+        t.true(blocks <= srcBlocks + 128 * KiB, `${kind}, ${how}: ${blocks} bytes allocated vs ${srcBlocks} in the source`)
+      }
+    }
+    t.deepEqual(temps(place.dir), [])
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Workers terminated in the middle of an operation, in each runtime.
+
+for (const [rt, argv] of runtimes()) {
+  test(`${rt}: a worker terminated while copyFile, writeFile({ atomic }), a typed and an array writeMany (window 8), a read stream or a write stream runs in it exits; the destinations are old, absent or whole, the main thread's I/O is right, its descriptors come back`, async (t) => {
+    const dir = scratch()
+    const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s14', 'worker-kill.mjs'), dist, dir], process.env)
+    t.is(await c.exited, 0, c.err().slice(-2000))
+    const r = JSON.parse((await c.line('RESULT ')).slice(7)) as { ended: string[]; finished: string[]; states: Record<string, string>; mainOk: boolean; fdsBefore: number; fdsAfter: number; temps: number }
+    t.log(`finished before the terminate: ${r.finished.join(', ') || 'none'}; temp files left: ${r.temps}`)
+    t.deepEqual(r.ended, ['copyFile', 'writeFileAtomic', 'writeManyTyped', 'writeManyArray', 'readStream', 'writeStream'])
+    t.true(['absent', 'new'].includes(r.states.copyFile), `copyFile's destination: ${r.states.copyFile}`)
+    t.true(['old', 'new'].includes(r.states.writeFileAtomic), `writeFile atomic's destination: ${r.states.writeFileAtomic}`)
+    t.true(r.mainOk, "the main thread's write and read after the terminations")
+    t.true(r.fdsAfter - r.fdsBefore <= (rt === 'deno' ? 10 : 0), `descriptors ${r.fdsBefore} -> ${r.fdsAfter}`)
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. One handle closed three times at once with every kind of op in flight, and its descriptor
+//    number reused by the next open at once: no late op may reach the new file.
+
+for (const backend of ['io_uring', 'aio', 'threadpool'] as const) {
+  test(`[${backend}] close() called three times at once (and once more from a read stream's 'data') with 64 reads, a windowed writeMany, a datasync and a read stream in flight: every close resolves, 'close' is emitted once, each op settles whole or ERR_ODIRECT_CLOSED (never EBADF), and a file opened right after (same descriptor number) is never touched by them`, async (t) => {
+    const dir = scratch()
+    const f = path.join(dir, 'f')
+    const U = 64 * KiB
+    fs.writeFileSync(f, Buffer.alloc(128 * U, 0x11))
+    const fh = await od.open(f, 'r+', { backend })
+    let closes = 0
+    fh.on('close', () => closes++)
+    const ops: Array<Promise<unknown>> = []
+    for (let i = 0; i < 64; i++) ops.push(fh.read(fh.alloc(U), 0, U, i * U))
+    const mem = fh.alloc(32 * U).fill(0x22)
+    ops.push(fh.writeMany(Array.from({ length: 32 }, (_, i) => ({ buffer: mem.subarray(i * U, (i + 1) * U), position: (64 + i) * U })), { window: 4 }))
+    ops.push(fh.datasync())
+    const rs = fh.createReadStream({ autoClose: false, highWaterMark: U })
+    // A close from the stream's first chunk (if one comes before the stream ends).
+    const fromData = new Promise<unknown>((resolve) => {
+      rs.once('data', () => resolve(fh.close()))
+      rs.once('close', () => resolve(undefined))
+    })
+    const streamEnd = new Promise<unknown>((resolve) => {
+      rs.on('data', () => {})
+      rs.on('error', resolve)
+      rs.on('close', () => resolve(undefined))
+    })
+    const closing = [fh.close(), fh.close(), fh.close()]
+    // The descriptor number is free once the close is done: a new file takes it.
+    await Promise.all(closing)
+    const g = path.join(dir, 'g')
+    fs.writeFileSync(g, Buffer.alloc(256 * U, 0x77))
+    const other = fs.openSync(g, 'r+')
+    try {
+      const closed = await Promise.allSettled([...closing, fromData])
+      t.deepEqual(closed.map((s) => s.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'], 'every close() resolves')
+      const settled = await Promise.allSettled([...ops, streamEnd])
+      settled.slice(0, 64).forEach((s, i) => {
+        if (s.status === 'fulfilled') t.is((s.value as { bytesRead: number }).bytesRead, U, `read ${i}`)
+      })
+      for (const s of settled) {
+        if (s.status === 'rejected') t.is((s.reason as { code?: string }).code, 'ERR_ODIRECT_CLOSED', String(s.reason))
+        else if (s.value instanceof Error) t.is((s.value as { code?: string }).code, 'ERR_ODIRECT_CLOSED', String(s.value))
+      }
+      t.is(closes, 1, "'close' emitted once")
+      t.true(fh.closed)
+      await t.throwsAsync(fh.read(fh.alloc(U), 0, U, 0), { code: 'ERR_ODIRECT_CLOSED' })
+      const back = fs.readFileSync(g)
+      t.true(back.every((b) => b === 0x77), 'the file that took the descriptor number is untouched')
+    } finally {
+      fs.closeSync(other)
+    }
+  })
+}
