@@ -489,3 +489,45 @@ for (const backend of ['io_uring', 'aio', 'threadpool'] as const) {
     }
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. The CLI's every command with bad arguments: a typed message naming the command, the usage
+//    exit status (2) for usage errors and 1 for failures, never a stack trace, nothing created.
+
+test('odirect probe, bench and cp with unknown options or bad values exit 2 with "odirect CMD:" and no stack; a missing PATH is an error (exit 1, no report), not "direct I/O does not work" (exit 2)', (t) => {
+  const dir = scratch()
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: dir, timeout: 120_000 })
+  const noStack = (r: { stderr: string; stdout: string }, what: string): void => {
+    t.notRegex(`${r.stdout}\n${r.stderr}`, /^\s+at .+:\d+:\d+\)?$/m, `${what}: a stack trace`)
+  }
+  for (const args of [
+    ['probe', '--bogus'],
+    ['probe', 'a', 'b'],
+    ['bench', '--bogus'],
+    ['bench', '--size', 'banana'],
+    ['bench', '--runs', '-1'],
+    ['bench', '--qd', '0'],
+    ['bench', '--variant', '=x'],
+    ['cp', '--bogus', 'a', 'b'],
+    ['cp', '--chunk-size', '0', 'a', 'b'],
+    ['cp', 'a'],
+  ]) {
+    const r = run(...args)
+    t.is(r.status, 2, `${args.join(' ')}: exit ${r.status}: ${r.stderr.slice(0, 300)}`)
+    t.regex(r.stderr, new RegExp(`^odirect ${args[0]}: `), `${args.join(' ')}: ${r.stderr.slice(0, 200)}`)
+    t.is(r.stdout, '', `${args.join(' ')}: nothing on stdout`)
+    noStack(r, args.join(' '))
+  }
+  const missing = path.join(dir, 'no', 'such')
+  const p = run('probe', missing)
+  t.is(p.status, 1, `probe of a missing path: exit ${p.status}: ${p.stdout}${p.stderr}`)
+  t.regex(p.stderr, /^odirect probe: .*(ENOENT|No such file)/)
+  t.notRegex(p.stdout, /direct I\/O ready/, 'no report for a path that does not exist')
+  const pj = run('probe', '--json', missing)
+  t.is(pj.status, 1)
+  t.truthy((JSON.parse(pj.stdout) as { error?: unknown }).error, 'probe --json of a missing path: { error }')
+  const b = run('bench', path.join(missing, 'x'))
+  t.is(b.status, 1, b.stderr)
+  noStack(b, 'bench of a missing directory')
+  t.deepEqual(fs.readdirSync(dir), [], 'nothing created')
+})
