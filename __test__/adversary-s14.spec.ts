@@ -16,7 +16,9 @@
 // 5. a worker terminated in the middle of copyFile, writeFile({ atomic }), writeMany (typed and
 //    array, windowed), a read stream or a write stream, in Node, Bun and Deno;
 // 6. one handle closed three times at once (and from a stream's 'data') with every kind of op in
-//    flight, its descriptor number taken at once by another file.
+//    flight, its descriptor number taken at once by another file;
+// 7. the CLI's every command with bad arguments;
+// 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -29,6 +31,8 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import * as od from '../dist/index.js'
+import { native } from '../dist/src/native.js'
+import { CRASH_REQS, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.ts'
 import { isSkip, type LoopFs, loopDevice, loopFs, skipReason, type Skip, tmpfsDir } from './helpers/fixtures.ts'
 import { must } from './helpers/fxtest.ts'
 import { childLines } from './helpers/child-lines.ts'
@@ -531,3 +535,69 @@ test('odirect probe, bench and cp with unknown options or bad values exit 2 with
   noStack(b, 'bench of a missing directory')
   t.deepEqual(fs.readdirSync(dir), [], 'nothing created')
 })
+
+// ---------------------------------------------------------------------------------------
+// 8. Power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link whose
+//    file is in another directory: after a cut at any point the link is still a link and the file
+//    it names is old or new, whole; new once the call resolved. The rename happens in the named
+//    file's directory, so that is the directory synced: a mutant that skips that sync is caught.
+
+const C_OLD = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7 + 1) & 0xff))
+const C_NEW = Buffer.from(Array.from({ length: 9000 }, (_, i) => (i * 13 + 2) & 0xff))
+
+function linkedReplace(kind: 'writeFile' | 'copyFile'): SweepOptions<unknown> {
+  return {
+    torn: true,
+    image: (d) => {
+      fs.mkdirSync(path.join(d, 'a'))
+      fs.mkdirSync(path.join(d, 'b'))
+      fs.writeFileSync(path.join(d, 'b', 'target'), C_OLD)
+      fs.symlinkSync('../b/target', path.join(d, 'a', 'link'))
+      if (kind === 'copyFile') fs.writeFileSync(path.join(d, 'src'), C_NEW)
+    },
+    workload: (root) => (kind === 'writeFile' ? od.writeFile(path.join(root, 'a', 'link'), C_NEW, { atomic: true }) : od.copyFile(path.join(root, 'src'), path.join(root, 'a', 'link'))),
+    check: (run) => {
+      let isLink = false
+      try {
+        isLink = fs.lstatSync(path.join(run.dump, 'a', 'link')).isSymbolicLink()
+      } catch {
+        isLink = false
+      }
+      if (!isLink) return `a/link is no longer a symbolic link after ${kind}`
+      const what = describe(durable(run, 'b/target'), { old: C_OLD, new: C_NEW })
+      if (run.outcome.ok && what !== 'new') return `${kind} resolved but the linked file is ${what}`
+      if (what !== 'new' && what !== 'old') return `the linked file is ${what}`
+      return undefined
+    },
+  }
+}
+
+const CRASH_REASON = skipReason(CRASH_REQS)
+for (const kind of ['writeFile', 'copyFile'] as const) {
+  testIf(CRASH_REASON, `power cut at any point of ${kind === 'writeFile' ? 'writeFile({ atomic })' : 'copyFile'} onto a symbolic link to a file in another directory: the link stays a link, the file it names is old or new, whole; new once it resolved`, async (t) => {
+    const r = await crashSweep(linkedReplace(kind))
+    t.log(`${kind}: ${r.ops} mutating ops, ${r.points.length} cut points, ${r.runs} runs, ${r.acked} acknowledged`)
+    t.deepEqual(r.violations, [])
+    t.true(r.ops >= 2 && r.acked > 0)
+  })
+}
+
+// Serial (ava runs serial tests before the concurrent ones): it patches the addon for the process.
+testIf(
+  CRASH_REASON,
+  "mutant: writeFile({ atomic }) onto a symbolic link that skips the sync of the linked file's directory (as if it synced the link's) is caught by the crash check",
+  async (t) => {
+    const binding = native as unknown as { syncDir: (dir: string) => Promise<number> }
+    const real = binding.syncDir
+    binding.syncDir = async (dir: string): Promise<number> => (path.basename(dir) === 'b' ? 0 : real.call(native, dir))
+    let r: Awaited<ReturnType<typeof crashSweep>>
+    try {
+      r = await crashSweep(linkedReplace('writeFile'))
+    } finally {
+      binding.syncDir = real
+    }
+    t.log(r.violations[0])
+    t.true(r.violations.some((v) => v.includes('resolved but the linked file is old')), r.violations.join('\n'))
+  },
+  true,
+)
