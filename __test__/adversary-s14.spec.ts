@@ -18,7 +18,8 @@
 // 6. one handle closed three times at once (and from a stream's 'data') with every kind of op in
 //    flight, its descriptor number taken at once by another file;
 // 7. the CLI's every command with bad arguments;
-// 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link.
+// 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link;
+// 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -36,7 +37,7 @@ import { CRASH_REQS, crashSweep, describe, durable, type SweepOptions } from './
 import { isSkip, type LoopFs, loopDevice, loopFs, skipReason, type Skip, tmpfsDir } from './helpers/fixtures.ts'
 import { must } from './helpers/fxtest.ts'
 import { childLines } from './helpers/child-lines.ts'
-import { runtimes } from './helpers/runtimes.ts'
+import { runtimePath, runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
 
@@ -601,3 +602,62 @@ testIf(
   },
   true,
 )
+
+// ---------------------------------------------------------------------------------------
+// 9. The README's complete programs, pasted by a new user into a project where odirect is
+//    installed, run with the command the README gives for each runtime (Deno with exactly the
+//    permissions the README names), in Node 22, Bun and Deno (readme.spec runs them in Node 20).
+
+function readmeBlock(heading: string): string {
+  const readme = fs.readFileSync(path.join(here, '..', 'README.md'), 'utf8')
+  const at = readme.indexOf(`\n${heading}\n`)
+  const m = /```js\n([\s\S]*?)\n```/.exec(readme.slice(at))
+  if (at < 0 || m === null) throw new Error(`README has no js block under "${heading}"`)
+  return m[1] as string
+}
+
+/** A project directory as `npm install odirect` leaves it (the package linked to this checkout). */
+function userProject(): string {
+  const dir = scratch()
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { odirect: '^0.1.0' } }, null, 2))
+  fs.mkdirSync(path.join(dir, 'node_modules'))
+  fs.symlinkSync(path.join(here, '..'), path.join(dir, 'node_modules', 'odirect'), 'dir')
+  return dir
+}
+
+const readmeRuntimes: Array<[string, string[] | undefined]> = [
+  ['node22', ((p) => (p === undefined ? undefined : [p]))(runtimePath('node22'))],
+  ['bun', ((p) => (p === undefined ? undefined : [p]))(runtimePath('bun'))],
+  ['deno', ((p) => (p === undefined ? undefined : [p, 'run', '--allow-ffi', '--allow-env', '--allow-read']))(runtimePath('deno'))],
+]
+for (const [rt, argv] of readmeRuntimes) {
+  testIf(argv === undefined ? `${rt} is not installed here (scripts/runtime-bin.cjs)` : undefined, `${rt}: the README's Quick start, append-log and await using programs run as pasted, with the README's command for ${rt}`, (t) => {
+    const cmd = argv as string[]
+    const dir = userProject()
+    fs.writeFileSync(path.join(dir, 'quickstart.mjs'), readmeBlock('## Quick start'))
+    fs.writeFileSync(path.join(dir, 'log.mjs'), readmeBlock('### Append logs: preallocate'))
+    const q = spawnSync(cmd[0] as string, [...cmd.slice(1), 'quickstart.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 })
+    t.is(q.status, 0, `${q.stdout}\n${q.stderr}`)
+    const lines = q.stdout.trim().split('\n')
+    t.regex(lines[0] ?? '', /^true (io_uring|aio|threadpool) \d+$/)
+    t.is(lines[1], '1048576 1048576 odirect ')
+    t.is(lines[2], '[ 4096, 4096, 4096, 4096 ]')
+    t.regex(lines[3] ?? '', /^ERR_ODIRECT_ALIGNMENT - ./)
+    t.is(lines[4], 'hello, direct I/O')
+    t.is(fs.readFileSync(path.join(dir, 'hello.txt'), 'utf8'), 'hello, direct I/O\n')
+    const l = spawnSync(cmd[0] as string, [...cmd.slice(1), 'log.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 })
+    t.is(l.status, 0, `${l.stdout}\n${l.stderr}`)
+    t.is(fs.readFileSync(path.join(dir, 'app.log'), 'utf8'), 'x'.repeat(4096))
+    // The `await using` snippet, with its import: Bun and Deno run it, Node 22 refuses the syntax.
+    const readme = fs.readFileSync(path.join(here, '..', 'README.md'), 'utf8')
+    const using = /```js\n(await using fh = [\s\S]*?)\n```/.exec(readme)?.[1]
+    t.truthy(using, "README's await using snippet")
+    fs.writeFileSync(path.join(dir, 'using.mjs'), `import { open } from 'odirect'\n${using}\nconsole.log(bytesRead, buffer.length)\n`)
+    const u = spawnSync(cmd[0] as string, [...cmd.slice(1), 'using.mjs'], { cwd: dir, encoding: 'utf8', timeout: 120_000 })
+    if (rt === 'node22') t.regex(u.stderr, /SyntaxError/, 'the README says plain Node 22 rejects await using')
+    else {
+      t.is(u.status, 0, `${u.stdout}\n${u.stderr}`)
+      t.is(u.stdout.trim(), '4096 4096')
+    }
+  })
+}
