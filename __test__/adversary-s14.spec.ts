@@ -197,6 +197,19 @@ test('copyFile, writeFile({ atomic }) and odirect cp onto a symbolic link write 
   await t.throwsAsync(od.writeFile(dangling, 'x', { atomic: true, flag: 'wx' }), { code: 'EEXIST' })
   t.false(fs.existsSync(missing))
   t.true(fs.lstatSync(dangling).isSymbolicLink())
+  // A hard link of the destination elsewhere: the atomic replace renames under this name only,
+  // so the other name keeps the old file (the README says so; fs.copyFile rewrites the shared file).
+  const hl = path.join(other, 'hard-a')
+  fs.writeFileSync(hl, 'shared old')
+  fs.linkSync(hl, path.join(dir, 'hard-b'))
+  await od.copyFile(src, path.join(dir, 'hard-b'))
+  t.true(fs.readFileSync(path.join(dir, 'hard-b')).equals(data))
+  t.is(fs.readFileSync(hl, 'utf8'), 'shared old')
+  // A hard link of the source is the source.
+  const hardSrc = path.join(dir, 'hard-src')
+  fs.linkSync(src, hardSrc)
+  await t.throwsAsync(od.copyFile(src, hardSrc), { code: 'ERR_ODIRECT_SAME_FILE' })
+  t.is(spawnSync(process.execPath, [CLI, 'cp', hardSrc, src], { encoding: 'utf8' }).status, 1)
   // A link to the source is the source: refused, nothing touched (the source and the link intact).
   const toSrc = path.join(dir, 'to-src')
   fs.symlinkSync(src, toSrc)
