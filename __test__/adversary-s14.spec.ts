@@ -19,7 +19,8 @@
 //    flight, its descriptor number taken at once by another file;
 // 7. the CLI's every command with bad arguments;
 // 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link;
-// 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno.
+// 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno;
+// 10. a write stream, writeMany and writeFile near a full ext4 and xfs.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -672,5 +673,77 @@ for (const [rt, argv] of readmeRuntimes) {
       t.is(u.status, 0, `${u.stdout}\n${u.stderr}`)
       t.is(u.stdout.trim(), '4096 4096')
     }
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Near a full disk (ext4 on 512-byte sectors, xfs on 4096-byte sectors, ~2 MiB free): a write
+//     stream, an array writeMany and writeFile of 8 MiB each. What the caller is told must be
+//     true of the file: the error is ENOSPC, typed with a hint; every byte it counts as written
+//     (bytesWritten, a writeMany op's count) is in the file, in order.
+
+const fullPlaces: Array<[string, () => LoopFs | Skip]> = [
+  ['ext4 on 512-byte sectors', () => loopFs(512, 64, 'ext4')],
+  ['xfs on 4096-byte sectors', () => loopFs(4096, 320, 'xfs')],
+]
+for (const [name, make] of fullPlaces) {
+  testIf(LOOP_REASON ?? skipReason(['cmd:fallocate', 'cmd:mount']), `${name} with 2 MiB free: a write stream, an array writeMany and writeFile of 8 MiB each fail ENOSPC, typed with a hint, and every byte they count as written is in the file`, async (t) => {
+    const place = must(make())
+    t.teardown(() => place.cleanup())
+    const st = fs.statfsSync(place.dir)
+    const free = Number(st.bavail) * Number(st.bsize)
+    const filler = path.join(place.dir, 'filler')
+    const f = spawnSync('fallocate', ['-l', String(free - 2 * MiB), filler], { encoding: 'utf8' })
+    t.is(f.status, 0, f.stderr)
+    const total = 8 * MiB
+    const data = randomBytes(total)
+    const prefixOk = (file: string, n: number): boolean => {
+      const b = fs.readFileSync(file)
+      return b.length >= n && b.subarray(0, n).equals(data.subarray(0, n))
+    }
+    // A write stream.
+    const sf = path.join(place.dir, 'stream')
+    const ws = od.createWriteStream(sf, { chunkSize: 256 * KiB, writeBehind: 4 })
+    const se = await pipeline(Readable.from([data.subarray(0, 3 * MiB), data.subarray(3 * MiB)]), ws).then(
+      () => undefined,
+      (e: unknown) => e as od.DirectIoError,
+    )
+    t.is(se?.code, 'ENOSPC', String(se))
+    t.true(se instanceof od.DirectIoError && typeof se.hint === 'string' && se.hint.length > 0)
+    t.true(prefixOk(sf, ws.bytesWritten), `stream: ${ws.bytesWritten} bytes counted, not all in the file`)
+    fs.rmSync(sf)
+    // An array writeMany.
+    const mf = path.join(place.dir, 'many')
+    const fh = await od.open(mf, 'w+')
+    const U = 64 * KiB
+    const mem = fh.alloc(total)
+    mem.set(data)
+    const ops = Array.from({ length: total / U }, (_, i) => ({ buffer: mem.subarray(i * U, (i + 1) * U), position: i * U }))
+    const me = await fh.writeMany(ops, { window: 8 }).then(
+      () => undefined,
+      (e: unknown) => e as od.DirectIoError & { results?: Array<number | od.DirectIoError> },
+    )
+    await fh.close()
+    t.is(me?.code, 'ENOSPC', String(me))
+    const results = me?.results ?? []
+    t.is(results.length, ops.length)
+    const back = fs.readFileSync(mf)
+    results.forEach((r, i) => {
+      if (typeof r === 'number') t.true(back.length >= i * U + r && back.subarray(i * U, i * U + r).equals(data.subarray(i * U, i * U + r)), `writeMany op ${i}: ${r} bytes counted, not in the file`)
+      else t.is(r.code, 'ENOSPC', `writeMany op ${i}`)
+    })
+    t.true(results.some((r) => typeof r !== 'number'), 'some op failed')
+    t.true(results.some((r) => r === U) && ws.bytesWritten > 0, 'some data fitted (the test is not vacuous)')
+    t.log(`stream ${ws.bytesWritten} bytes confirmed, writeMany ${results.filter((r) => typeof r === 'number').length} of ${ops.length} ops`)
+    fs.rmSync(mf)
+    // writeFile.
+    const wf = path.join(place.dir, 'wf')
+    const we = await od.writeFile(wf, data).then(
+      () => undefined,
+      (e: unknown) => e as od.DirectIoError,
+    )
+    t.is(we?.code, 'ENOSPC', String(we))
+    t.is(typeof we?.bytesWritten, 'number')
+    t.true(prefixOk(wf, we?.bytesWritten ?? 0), `writeFile: ${we?.bytesWritten} bytes counted, not all in the file`)
   })
 }
