@@ -20,7 +20,8 @@
 // 7. the CLI's every command with bad arguments;
 // 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link;
 // 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno;
-// 10. a write stream, writeMany and writeFile near a full ext4 and xfs.
+// 10. a write stream, writeMany and writeFile near a full ext4 and xfs;
+// 11. process.exit() while copyFile, a write stream or writeMany has its I/O held in FUSE.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -35,12 +36,12 @@ import test from 'ava'
 import * as od from '../dist/index.js'
 import { native } from '../dist/src/native.js'
 import { CRASH_REQS, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.ts'
-import { isSkip, type LoopFs, loopDevice, loopFs, skipReason, type Skip, tmpfsDir } from './helpers/fixtures.ts'
+import { faultFs, isSkip, type LoopFs, loopDevice, loopFs, skipReason, type Skip, tmpfsDir } from './helpers/fixtures.ts'
 import { must } from './helpers/fxtest.ts'
 import { childLines } from './helpers/child-lines.ts'
 import { runtimePath, runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { testIf } from './helpers/skips.ts'
+import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const dist = path.join(here, '..', 'dist', 'index.js')
@@ -746,4 +747,37 @@ for (const [name, make] of fullPlaces) {
     t.is(typeof we?.bytesWritten, 'number')
     t.true(prefixOk(wf, we?.bytesWritten ?? 0), `writeFile: ${we?.bytesWritten} bytes counted, not all in the file`)
   })
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. process.exit() while a whole operation's I/O is held by a FUSE server (copyFile reading
+//     from it, a write stream and an array writeMany writing to it), in Node, Bun and Deno: the
+//     process exits at once with its status, the held requests still unanswered.
+
+const HELD: Record<'copy' | 'wstream' | 'many', number> = { copy: 4, wstream: 2, many: 4 } // copyFile keeps 4 reads in flight
+for (const [rt, argv] of runtimes()) {
+  for (const mode of ['copy', 'wstream', 'many'] as const) {
+    testIf(FAULTFS_REASON, `${rt}: process.exit() from a read's callback while ${mode === 'copy' ? 'a copyFile reads' : mode === 'wstream' ? 'a write stream writes' : 'an array writeMany (window 4) writes'} through a FUSE server that holds the requests exits at once with its status`, async (t) => {
+      const fx = must(faultFs({ size: 1 << 20, hold: 'held', holdWrites: mode !== 'copy', threads: 4 }))
+      t.teardown(() => fx.cleanup())
+      const dir = scratch()
+      const plain = path.join(dir, 'plain')
+      fs.writeFileSync(plain, Buffer.alloc(256 * KiB, 3))
+      const env = { ...process.env, ODIRECT_BACKEND: 'io_uring' }
+      const c = childLines(argv[0] as string, [...argv.slice(1), path.join(here, 'adversary-s14', 'exit-held.cjs'), dist, fx.file, plain, dir, mode], env, true)
+      // Only bounds a failure (a child that does not exit): a passing run exits at once.
+      const killer = setTimeout(() => c.child.kill('SIGKILL'), 60_000)
+      try {
+        await c.line('ready')
+        await fx.waitForHeld(HELD[mode])
+        c.child.stdin?.write('go\n')
+        const code = await c.exited
+        t.is(code, 7, `exit status ${String(code)} (null: killed, the exit hung); stderr ${c.err().slice(-1500)}`)
+        t.is(fx.stats().held, HELD[mode], 'the process exited with the requests still held')
+      } finally {
+        clearTimeout(killer)
+        fx.release()
+      }
+    })
+  }
 }
