@@ -21,7 +21,8 @@
 // 8. power cuts (crashfs) under writeFile({ atomic }) and copyFile onto a symbolic link;
 // 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno;
 // 10. a write stream, writeMany and writeFile near a full ext4 and xfs;
-// 11. process.exit() while copyFile, a write stream or writeMany has its I/O held in FUSE.
+// 11. process.exit() while copyFile, a write stream or writeMany has its I/O held in FUSE;
+// 12. mutants: copyFile, write streams and writeFile({ flush }) without a sync fail the cut checks.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -781,3 +782,56 @@ for (const [rt, argv] of runtimes()) {
     })
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// 12. The power-cut checks of copyFile, a write stream creating its file and writeFile({ flush })
+//     are not vacuous: with the data's datasync or the directory's fsync removed from the library
+//     (patched out for the process: serial), each sweep finds a cut where what resolved is lost.
+
+function resolvedIsNew(name: string, workload: (root: string) => Promise<unknown>, image?: (d: string) => void): SweepOptions<unknown> {
+  return {
+    torn: true,
+    image,
+    workload,
+    check: (run) => {
+      const what = describe(durable(run, 'dst'), { new: C_NEW })
+      return run.outcome.ok && what !== 'new' ? `${name} resolved but dst is ${what}` : undefined
+    },
+  }
+}
+
+const durabilityWorkloads: Array<[string, SweepOptions<unknown>]> = [
+  ['copyFile', resolvedIsNew('copyFile', (root) => od.copyFile(path.join(root, 'src'), path.join(root, 'dst')), (d) => fs.writeFileSync(path.join(d, 'src'), C_NEW))],
+  ['createWriteStream (new file)', resolvedIsNew('the write stream', (root) => pipeline(Readable.from([C_NEW.subarray(0, 3000), C_NEW.subarray(3000)]), od.createWriteStream(path.join(root, 'dst'))))],
+  ['writeFile({ flush }) (new file)', resolvedIsNew('writeFile', (root) => od.writeFile(path.join(root, 'dst'), C_NEW, { flush: true }))],
+]
+
+testIf(
+  CRASH_REASON,
+  "mutants: copyFile, a write stream creating its file and writeFile({ flush }) with the datasync or the directory's fsync removed are each caught by the power-cut check (and pass it unpatched)",
+  async (t) => {
+    const proto = od.FileHandle.prototype as unknown as { datasync: (...a: unknown[]) => Promise<void> }
+    const binding = native as unknown as { syncDir: (dir: string) => Promise<number> }
+    const realDatasync = proto.datasync
+    const realSyncDir = binding.syncDir
+    for (const [name, o] of durabilityWorkloads) {
+      const clean = await crashSweep(o)
+      t.deepEqual(clean.violations, [], `${name}, unpatched`)
+      for (const mutant of ['datasync', 'directory fsync'] as const) {
+        // A file the workload creates needs its directory synced; copyFile's data its datasync.
+        if (mutant === 'datasync') proto.datasync = async function (): Promise<void> {}
+        else binding.syncDir = async (): Promise<number> => 0
+        let r: Awaited<ReturnType<typeof crashSweep>>
+        try {
+          r = await crashSweep(o)
+        } finally {
+          proto.datasync = realDatasync
+          binding.syncDir = realSyncDir
+        }
+        t.true(r.violations.length > 0, `${name} without its ${mutant}: no cut found it (${r.runs} runs)`)
+        t.log(`${name} without its ${mutant}: ${r.violations[0]}`)
+      }
+    }
+  },
+  true,
+)
