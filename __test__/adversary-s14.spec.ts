@@ -190,6 +190,18 @@ test('copyFile, writeFile({ atomic }) and odirect cp onto a symbolic link write 
       }
     }
   }
+  // A relative link reached through a symbolic link to its directory: its '..' is taken from where
+  // the link really is (as the kernel takes it), not from the path's text.
+  fs.mkdirSync(path.join(other, 'real', 'a'), { recursive: true })
+  fs.mkdirSync(path.join(other, 'real', 'b'))
+  fs.symlinkSync(path.join(other, 'real', 'a'), path.join(dir, 'A'))
+  fs.symlinkSync('../b/t', path.join(other, 'real', 'a', 'l'))
+  await od.copyFile(src, path.join(dir, 'A', 'l'))
+  t.true(fs.readFileSync(path.join(other, 'real', 'b', 't')).equals(data), "copyFile through A/l: real/b/t has the copy")
+  t.false(fs.existsSync(path.join(dir, 'b')), 'nothing made where a lexical ".." would point')
+  t.true(fs.lstatSync(path.join(other, 'real', 'a', 'l')).isSymbolicLink())
+  await od.writeFile(path.join(dir, 'A', 'l'), 'through', { atomic: true })
+  t.is(fs.readFileSync(path.join(other, 'real', 'b', 't'), 'utf8'), 'through')
   // Exclusive (COPYFILE_EXCL, flag 'wx'): a link, even a dangling one, is something at dst: EEXIST
   // as node:fs says (O_CREAT | O_EXCL does not follow it), nothing created where it points.
   const missing = path.join(other, 'never-made')
