@@ -22,7 +22,8 @@
 // 9. the README's complete programs pasted into a user's project, in Node 22, Bun and Deno;
 // 10. a write stream, writeMany and writeFile near a full ext4 and xfs;
 // 11. process.exit() while copyFile, a write stream or writeMany has its I/O held in FUSE;
-// 12. mutants: copyFile, write streams and writeFile({ flush }) without a sync fail the cut checks.
+// 12. mutants: copyFile, write streams and writeFile({ flush }) without a sync fail the cut checks;
+// 13. run as root, replacing another user's file keeps its owner.
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -847,3 +848,36 @@ testIf(
   },
   true,
 )
+
+// ---------------------------------------------------------------------------------------
+// 13. Run as root, replacing another user's file keeps its owner (as fs.copyFile and cp keep it).
+
+testIf(skipReason(['root']), "as root, copyFile, writeFile({ atomic }) and odirect cp onto another user's file keep its owner and group, as node:fs's copyFile does (the temp file took root's)", async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new contents')
+  const make = (name: string): string => {
+    const f = path.join(dir, name)
+    fs.writeFileSync(f, 'old')
+    fs.chownSync(f, 65534, 65533)
+    fs.chmodSync(f, 0o640)
+    return f
+  }
+  const ref = make('fs-ref')
+  await fs.promises.copyFile(src, ref)
+  t.deepEqual([fs.statSync(ref).uid, fs.statSync(ref).gid], [65534, 65533], 'node:fs keeps the owner')
+  const a = make('a')
+  await od.copyFile(src, a)
+  const b = make('b')
+  await od.writeFile(b, 'new contents', { atomic: true })
+  const c = make('c')
+  const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', src, c], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  for (const [name, f] of [['copyFile', a], ['writeFile atomic', b], ['odirect cp', c]] as const) {
+    const st = fs.statSync(f)
+    t.deepEqual([st.uid, st.gid], [65534, 65533], `${name}: owner and group`)
+    t.is(fs.readFileSync(f, 'utf8'), 'new contents', name)
+  }
+  t.is(fs.statSync(b).mode & 0o777, 0o640, 'writeFile atomic keeps the old mode')
+  t.deepEqual(temps(dir), [])
+})

@@ -112,6 +112,18 @@ export async function resolveLinks(p: string): Promise<string> {
   return cur
 }
 
+/**
+ * Run as root, a file replaced through a temp file keeps the owner of the file it replaces (as
+ * `fs.copyFile` and `cp` keep it by rewriting that file, and write-file-atomic by a chown): the temp
+ * file is given the old file's uid and gid before the rename. Best effort, as theirs: a filesystem
+ * without owners (EPERM) leaves the temp file as it is. Other users cannot give files away.
+ */
+export async function keepOwner(tmp: string, old: { uid: number; gid: number } | undefined): Promise<void> {
+  if (old === undefined || typeof process === 'undefined' || typeof process.getuid !== 'function' || process.getuid() !== 0) return
+  if (old.uid === 0 && old.gid === 0) return
+  await fsp.chown(tmp, old.uid, old.gid).catch(() => undefined)
+}
+
 interface KindOf {
   isFIFO(): boolean
   isCharacterDevice(): boolean

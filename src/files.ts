@@ -12,7 +12,7 @@ import { boolOption, callerCode, callerError, checkFlags, describe, type DirectM
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
-import { AbortRace, commitTemp, isSequential, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -320,6 +320,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       throw e
     }
     try {
+      await keepOwner(tmp, st)
       await commitTemp(tmp, target, exclusive)
     } catch (e) {
       await removeTemp(tmp)
@@ -451,6 +452,8 @@ interface CopyPlan {
   oo: { direct: DirectMode; backend: 'auto' | BackendName }
   /** onProgress, called as the caller's code: what it throws stops the copy and reaches the caller unchanged. */
   progress: (p: CopyProgress) => void
+  /** The owner of the file the copy replaces (see keepOwner). */
+  owner?: { uid: number; gid: number }
 }
 
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
@@ -500,6 +503,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     // A destination that is a symbolic link: the file it names gets the copy, the link stays
     // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
     if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
+    if (dstSt?.isFile() === true) plan.owner = { uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
     return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
   } finally {
@@ -671,6 +675,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       const t = tmp
       tmp = undefined
       try {
+        await keepOwner(t, plan.owner)
         await commitTemp(t, d, exclusive)
       } catch (e) {
         await removeTemp(t)
