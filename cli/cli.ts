@@ -48,7 +48,8 @@ export async function probeCommand(args: string[]): Promise<number> {
   }
   const path = paths[0] ?? '.'
   // A path that is not there is an error (exit 1), not a place where direct I/O does not work.
-  if (fs.statSync(path, { throwIfNoEntry: false }) === undefined) {
+  // (An empty path is probe()'s to refuse, as a bad argument.)
+  if (path !== '' && fs.statSync(path, { throwIfNoEntry: false }) === undefined) {
     const msg = `${path}: No such file or directory (ENOENT)`
     console.error(`odirect probe: ${msg}`)
     if (json) console.log(JSON.stringify({ error: { code: 'ENOENT', message: msg, path } }, null, 2))
