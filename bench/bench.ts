@@ -374,7 +374,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     args = parseArgs(argv)
   } catch (e) {
     console.error(`odirect bench: ${(e as Error).message}\n\n${HELP}`)
-    return 1
+    return 2 // a usage error, as the other commands say it
   }
   if (args.help) {
     console.log(HELP)

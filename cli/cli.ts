@@ -47,6 +47,14 @@ export async function probeCommand(args: string[]): Promise<number> {
     return 2
   }
   const path = paths[0] ?? '.'
+  // A path that is not there is an error (exit 1), not a place where direct I/O does not work.
+  // (An empty path is probe()'s to refuse, as a bad argument.)
+  if (path !== '' && fs.statSync(path, { throwIfNoEntry: false }) === undefined) {
+    const msg = `${path}: No such file or directory (ENOENT)`
+    console.error(`odirect probe: ${msg}`)
+    if (json) console.log(JSON.stringify({ error: { code: 'ENOENT', message: msg, path } }, null, 2))
+    return 1
+  }
   let r
   try {
     r = await probe(path)

@@ -1,7 +1,9 @@
 // The block-aligned read and write loops of the whole-file helpers (files.ts) and the write
 // streams (streams/core.ts): one op after another until the range is done, going on after a
 // short op the way O_DIRECT allows (from the block holding the first byte not moved).
-import { errno as E, kernelError } from './errors'
+import * as fsp from 'node:fs/promises'
+
+import { DirectIoError, errno as E, fileSizeLimit, kernelError } from './errors'
 import { MAX_IO_LENGTH } from './buffers'
 import type { FileHandle } from './handle'
 
@@ -59,20 +61,68 @@ export async function readFully(fh: FileHandle, buf: ArrayBufferView, off: numbe
  * Writes `len` bytes of `buf[off..]` at `pos`. A short write (ENOSPC on the way, FUSE) goes on
  * from the block holding the first byte not written, rewriting its head when the count was not
  * block aligned; one that moved no whole block fails with EIO. Resolves to the number of writes
- * made (more than one: the first was short).
+ * made (more than one: the first was short). `need` (default `len`): the bytes that matter, the
+ * rest padding of the last block: a write that was short after them is done (RLIMIT_FSIZE cuts a
+ * write at the limit, which the data ends before: the padding is not the caller's data and goes
+ * past the limit, and the file is truncated to the data's end anyway). A direct write the limit
+ * cut inside a block is refused (EINVAL) by block filesystems: then the whole blocks below the
+ * limit are written direct and the data's last piece through a buffered descriptor, or, when the
+ * data itself crosses the limit, it fails EFBIG naming the limit (so does a cut short write).
  */
-export async function writeFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined): Promise<number> {
+export async function writeFully(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number, signal: AbortSignal | undefined, need = len): Promise<number> {
   let done = 0
   let writes = 0
   const unit = fh.direct ? fh.alignment.offset : 1
   while (done < len) {
-    const { bytesWritten } = await fh.write(buf, { offset: off + done, length: len - done, position: pos + done, signal })
+    let bytesWritten: number
+    try {
+      ;({ bytesWritten } = await fh.write(buf, { offset: off + done, length: len - done, position: pos + done, signal }))
+    } catch (e) {
+      // RLIMIT_FSIZE cuts a direct write at the limit; cut inside a block, the kernel refuses the
+      // rest as unaligned (EINVAL): the error is that limit (EFBIG), where nothing was written.
+      const limit = e instanceof DirectIoError && e.code === 'EINVAL' && !fh.isBlockDevice ? fileSizeLimit() : Infinity
+      if (pos + len <= limit) throw e
+      // Unless the data itself ends at or before the limit (only the padding of its last block
+      // crosses it): the whole blocks below the limit go direct, the data's last piece buffered
+      // (the caller's datasync flushes it with the rest; its truncate sets the length).
+      if (pos + need > limit || !fh.direct) throw fileSizeError(fh, pos + done, len - done, e)
+      const room = Math.floor((limit - pos - done) / unit) * unit
+      if (room > 0) writes += await writeFully(fh, buf, off + done, room, pos + done, signal)
+      if (need > done + room) await writeBuffered(fh, buf, off + done + room, need - done - room, pos + done + room)
+      return writes + 1
+    }
     writes++
+    if (bytesWritten > 0 && done + bytesWritten >= need) break
     const next = Math.floor((done + bytesWritten) / unit) * unit
     if (bytesWritten <= 0 || next <= done) {
+      // Cut short at the file size limit, before the end of a block.
+      if (bytesWritten > 0 && !fh.isBlockDevice && pos + done + bytesWritten >= fileSizeLimit()) throw fileSizeError(fh, pos + done, len - done)
       throw kernelError(E.EIO, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${bytesWritten} of ${len - done} bytes, not a whole block`)
     }
     done = next
   }
   return writes
+}
+
+/** EFBIG for a write that RLIMIT_FSIZE cut inside a block (at `position`: the first byte not written). */
+function fileSizeError(fh: FileHandle, position: number, length: number, cause?: unknown): DirectIoError {
+  const e = kernelError(E.EFBIG, { syscall: 'write', path: fh.path, position, length }, `File too large: the write stops at the process's file size limit (${fileSizeLimit()} bytes) inside a block of ${fh.alignment.offset}`)
+  if (cause !== undefined) Object.defineProperty(e, 'cause', { value: cause, configurable: true, writable: true })
+  return e
+}
+
+/** Writes `len` bytes of `buf[off..]` at `pos` of `fh`'s file through a buffered descriptor of its own (node:fs). */
+async function writeBuffered(fh: FileHandle, buf: ArrayBufferView, off: number, len: number, pos: number): Promise<void> {
+  const h = await fsp.open(fh.path, 'r+')
+  try {
+    const view = new Uint8Array(buf.buffer, buf.byteOffset + off, len)
+    let done = 0
+    while (done < len) {
+      const n = (await h.write(view, done, len - done, pos + done)).bytesWritten
+      if (n <= 0) throw kernelError(E.EIO, { syscall: 'write', path: fh.path, position: pos + done, length: len - done }, `the kernel wrote ${n} bytes`)
+      done += n
+    }
+  } finally {
+    await h.close()
+  }
 }

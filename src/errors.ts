@@ -1,9 +1,10 @@
+import { readFileSync } from 'node:fs'
 import { constants as osConstants } from 'node:os'
 
 import { native } from './native'
 
-/** The platform's errno numbers (node:os constants.errno: Node, Bun and Deno alike). */
 export const errno = osConstants.errno
+const errno_ = errno
 
 /** Codes odirect uses for misuse caught before any system call (kernel errors use their errno code: 'EIO', 'ENOSPC'...). */
 export type MisuseCode =
@@ -105,9 +106,31 @@ export interface KernelErrorContext {
   length?: number
 }
 
+/**
+ * This process's file size limit (RLIMIT_FSIZE, `ulimit -f`: writes past it fail EFBIG, or are cut
+ * short at it), in bytes: Infinity when there is none or it cannot be read. Asked only on a
+ * failure's path (EFBIG, or a write the kernel cut short or refused).
+ */
+export function fileSizeLimit(): number {
+  try {
+    const m = /^Max file size\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    const n = m === null || m[1] === 'unlimited' ? Infinity : Number(m[1])
+    return Number.isFinite(n) ? n : Infinity
+  } catch {
+    return Infinity
+  }
+}
+
+/** EFBIG's hint, naming the process's file size limit when it has one (the usual cause then). */
+function efbigHint(hint: string): string {
+  const limit = fileSizeLimit()
+  return limit === Infinity ? hint : `this process may not write past byte ${limit} of any file (RLIMIT_FSIZE, \`ulimit -f\`): raise that limit, or write less; else ${hint}`
+}
+
 /** A kernel error from a positive errno value. */
 export function kernelError(errno: number, ctx: KernelErrorContext, detail?: string): DirectIoError {
-  const info = native.errnoInfo(errno, ctx.syscall)
+  const native_ = native.errnoInfo(errno, ctx.syscall)
+  const info = errno === errno_.EFBIG && native_.hint ? { ...native_, hint: efbigHint(native_.hint) } : native_
   const where = [ctx.path, ctx.position !== undefined ? `position ${ctx.position}` : undefined, ctx.length !== undefined ? `length ${ctx.length}` : undefined]
     .filter((x) => x !== undefined)
     .join(', ')

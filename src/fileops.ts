@@ -83,6 +83,47 @@ export function statIfExists(p: string): Promise<import('node:fs').Stats | undef
   )
 }
 
+/**
+ * The file a path names once its symbolic links are followed (the path itself when it is not a
+ * link, or when what a link names does not exist yet: then the file the link would create). A
+ * temp file and rename that replace a destination go there, so a link stays a link and the file
+ * it names gets the data, as node:fs's copyFile and writeFile, GNU cp and write-file-atomic do
+ * (renaming over the link would replace the link itself). Each link's text is taken relative to
+ * its own directory, unnormalised, as the kernel takes it. After 40 links (a loop) the path is
+ * left to the open, which reports ELOOP.
+ */
+export async function resolveLinks(p: string): Promise<string> {
+  let cur = p
+  for (let i = 0; i < 40; i++) {
+    const st = await runtime(
+      fsp.lstat(cur).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined
+        throw e
+      }),
+    )
+    if (st === undefined || !st.isSymbolicLink()) return cur
+    const to = await runtime(fsp.readlink(cur))
+    if (to.startsWith('/')) cur = to
+    else {
+      const slash = cur.lastIndexOf('/')
+      cur = slash < 0 ? to : `${cur.slice(0, slash + 1)}${to}`
+    }
+  }
+  return cur
+}
+
+/**
+ * Run as root, a file replaced through a temp file keeps the owner of the file it replaces (as
+ * `fs.copyFile` and `cp` keep it by rewriting that file, and write-file-atomic by a chown): the temp
+ * file is given the old file's uid and gid before the rename. Best effort, as theirs: a filesystem
+ * without owners (EPERM) leaves the temp file as it is. Other users cannot give files away.
+ */
+export async function keepOwner(tmp: string, old: { uid: number; gid: number } | undefined): Promise<void> {
+  if (old === undefined || typeof process === 'undefined' || typeof process.getuid !== 'function' || process.getuid() !== 0) return
+  if (old.uid === 0 && old.gid === 0) return
+  await fsp.chown(tmp, old.uid, old.gid).catch(() => undefined)
+}
+
 interface KindOf {
   isFIFO(): boolean
   isCharacterDevice(): boolean

@@ -12,7 +12,7 @@ import { boolOption, callerCode, callerError, checkFlags, describe, type DirectM
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
-import { AbortRace, commitTemp, isSequential, kindName, removeTemp, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -295,13 +295,18 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
     }
-    // A block device cannot be replaced by a rename: it is written in place, atomic or not.
+    // A block device cannot be replaced by a rename: it is written in place, atomic or not, and
+    // opened readable ('r+': truncating means nothing there), as its last block is completed with
+    // the device's own bytes after the data.
     if (!atomic || st?.isBlockDevice() === true || st?.isDirectory() === true) {
       const mode = modeOption(o)
-      return await writeBlocks(dst, { flags: atomic ? 'r+' : flag, mode, direct: oo.direct, backend: oo.backend, datasync }, chunks, abort)
+      return await writeBlocks(dst, { flags: atomic || st?.isBlockDevice() === true ? 'r+' : flag, mode, direct: oo.direct, backend: oo.backend, datasync }, chunks, abort)
     }
     const mode = o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666
-    const tmp = tmpName(dst)
+    // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
+    // link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
+    const target = exclusive ? dst : await abort.race(resolveLinks(dst))
+    const tmp = tmpName(target)
     let w: Written
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
@@ -315,7 +320,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       throw e
     }
     try {
-      await commitTemp(tmp, dst, exclusive)
+      await keepOwner(tmp, st)
+      await commitTemp(tmp, target, exclusive)
     } catch (e) {
       await removeTemp(tmp)
       throw e
@@ -446,6 +452,8 @@ interface CopyPlan {
   oo: { direct: DirectMode; backend: 'auto' | BackendName }
   /** onProgress, called as the caller's code: what it throws stops the copy and reaches the caller unchanged. */
   progress: (p: CopyProgress) => void
+  /** The owner of the file the copy replaces (see keepOwner). */
+  owner?: { uid: number; gid: number }
 }
 
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
@@ -492,6 +500,10 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       const which = seqDst ? `${d} is ${kindName(dstSt)}` : `${s} is ${kindName(srcSt as import('node:fs').Stats)}`
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `verify needs to read the data twice, and ${which}, which cannot be read again`, 'copy without verify, or to/from a regular file')
     }
+    // A destination that is a symbolic link: the file it names gets the copy, the link stays
+    // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
+    if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
+    if (dstSt?.isFile() === true) plan.owner = { uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
     return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
   } finally {
@@ -586,6 +598,15 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       hash?.update(r.buf.subarray(0, n))
       const padded = roundUp(n, g)
       r.buf.fill(0, n, padded)
+      if (inPlace && padded > n) {
+        // A device keeps its bytes after the data (as cp and dd conv=notrunc keep them: a boot
+        // sector written must not wipe the partition table after it): the last granule is
+        // completed with what the device holds there, not with zeros.
+        const from = padded - g
+        const old = o2.alloc(g)
+        const got = await abort.race(readFully(o2, old, 0, g, r.pos + from, signal))
+        if (got > n - from) r.buf.set(old.subarray(n - from, got), n)
+      }
       // Runs of non-zero granules are written; zero granules are left as holes.
       const runs: Array<[number, number]> = []
       let runStart = -1
@@ -600,7 +621,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       if (runStart >= 0) runs.push([runStart, padded - runStart])
       const w = (async () => {
         for (const [off, len] of runs) {
-          await writeFully(o2, r.buf, off, len, r.pos + off, signal)
+          // The padding after the data need not land (RLIMIT_FSIZE may stop a write there).
+          await writeFully(o2, r.buf, off, len, r.pos + off, signal, Math.min(len, n - off))
           bytesWritten += Math.min(len, n - off)
         }
         pool.push(r.buf)
@@ -653,6 +675,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       const t = tmp
       tmp = undefined
       try {
+        await keepOwner(t, plan.owner)
         await commitTemp(t, d, exclusive)
       } catch (e) {
         await removeTemp(t)

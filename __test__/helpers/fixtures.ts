@@ -583,8 +583,8 @@ function mkfsArgs(fsType: string, device: string, extra: readonly string[] = [])
     case 'ext3':
     case 'ext4':
       // -b 4096 works for both sector sizes (block size must be >= the logical sector size);
-      // nodiscard: nothing to discard on a fresh sparse file.
-      return [`mkfs.${fsType}`, ['-q', '-F', '-b', '4096', '-E', 'nodiscard', ...extra, device]]
+      // nodiscard: nothing to discard on a fresh sparse file. A `-b` in `extra` replaces it.
+      return [`mkfs.${fsType}`, ['-q', '-F', ...(extra.includes('-b') ? [] : ['-b', '4096']), '-E', 'nodiscard', ...extra, device]]
     case 'xfs':
       return ['mkfs.xfs', ['-q', '-f', '-K', ...extra, device]]
     case 'btrfs':
@@ -598,16 +598,17 @@ function mkfsArgs(fsType: string, device: string, extra: readonly string[] = [])
 
 /**
  * A filesystem of `fsType` (default ext4) on a loop device with the given logical sector
- * size, mounted in a temp dir. O_DIRECT I/O on it must be aligned to `sectorSize`.
+ * size, mounted in a temp dir. O_DIRECT I/O on it must be aligned to `sectorSize`. `mkfsExtra`: more
+ * mkfs arguments (for ext4, a `-b` there replaces the default 4096-byte blocks).
  */
-export function loopFs(sectorSize: 512 | 4096, sizeMiB: number, fsType = 'ext4', mountOptions?: string): LoopFs | Skip {
+export function loopFs(sectorSize: 512 | 4096, sizeMiB: number, fsType = 'ext4', mountOptions?: string, mkfsExtra: readonly string[] = []): LoopFs | Skip {
   const [mkfs] = mkfsArgs(fsType, '')
   const reason = skipReason(['root', 'loop', 'cmd:blockdev', 'cmd:mount', `cmd:${mkfs}`, `fs:${fsType}`])
   if (reason) return { skip: reason }
   const undo = new Undo()
   try {
     const { work, img, device, directIo } = loopSetup(sectorSize, sizeMiB, undo)
-    const [cmd, args] = mkfsArgs(fsType, device)
+    const [cmd, args] = mkfsArgs(fsType, device, mkfsExtra)
     sh(cmd, args)
     let dir: string
     try {
