@@ -16,7 +16,8 @@
 // cqring_wait / queue_async_work / task_add / poll_arm, block rq_insert / rq_issue /
 // rq_complete, irq handler entry (the virtio completion interrupt), sched_waking / wakeup /
 // switch, power:cpu_idle. Keeps PREFIX.txt (perf script) unless QD1_PHASES_KEEP=0.
-// The submitting thread is the one with the most io_uring_enter calls (or TID). An op runs from
+// The submitting thread is the command's thread (or a thread of a process it forked) with the
+// most io_uring_enter calls (or TID). An op runs from
 // the io_uring_enter that submits its READ/WRITE to the next such enter; its phases (medians, µs):
 //   E0 enter -> S submit_req -> I block insert -> D block issue -> Q irq entry -> C block complete
 //   -> waking/W wakeup of the submitter -> R switched in -> P CQE posted -> X exit of the enter
@@ -48,6 +49,7 @@ const EVENTS = [
   'sched:sched_waking',
   'sched:sched_switch',
   'power:cpu_idle',
+  'sched:sched_process_fork',
 ]
 
 const LINE = /^\s*(.*?)\s+(\d+)\/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\w+:\w+):\s*(.*)$/
@@ -183,8 +185,18 @@ function report(file, tidArg) {
   const { evs, pidOf } = parse(file)
   let tids
   if (tidArg === undefined || tidArg === 'auto') {
+    // The command's own threads: perf's child ('perf-exec' until it execs) and every task it
+    // forked or cloned, so that other programs' rings on the machine are not taken for it.
+    const root = evs.find((e) => e.comm === 'perf-exec')?.tid
+    const mine = new Set(root === undefined ? [] : [root])
+    for (const e of evs) {
+      if (e.ev !== 'sched:sched_process_fork') continue
+      const parent = Number(field(e.rest, 'pid'))
+      const child = Number(field(e.rest, 'child_pid'))
+      if (mine.has(parent) || mine.has(e.tid)) mine.add(child)
+    }
     const c = tally(
-      evs.filter((e) => e.ev === 'syscalls:sys_enter_io_uring_enter'),
+      evs.filter((e) => e.ev === 'syscalls:sys_enter_io_uring_enter' && (mine.size === 0 || mine.has(e.tid))),
       (e) => [[e.tid, 1]],
     )
     if (c.length === 0) throw new Error(`${file}: no io_uring_enter in the trace`)
