@@ -150,6 +150,23 @@ pub struct LocalRing {
     /// A one-shot poll (POLLPRI) on `/proc/swaps` is armed: it fires when swap is turned on or
     /// off anywhere on the machine (see [`Driver::watch_swaps`]).
     swaps_armed: bool,
+    /// How long a lone op's in-call wait ([`Driver::submit_and_wait`]) first spins in user space
+    /// on the ring's flags before it sleeps in the kernel (`ODIRECT_WAIT_SPIN_US`, opt-in,
+    /// at most [`MAX_SPIN`]; zero: off).
+    spin: std::time::Duration,
+}
+
+/// The longest `ODIRECT_WAIT_SPIN_US` honoured.
+const MAX_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// `ODIRECT_WAIT_SPIN_US`: microseconds a lone op's in-call wait spins before it sleeps.
+fn spin_from_env() -> std::time::Duration {
+    std::env::var("ODIRECT_WAIT_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(std::time::Duration::ZERO, |us| {
+            std::time::Duration::from_micros(us).min(MAX_SPIN)
+        })
 }
 
 /// Size of the sparse registered-file table.
@@ -296,6 +313,7 @@ impl LocalRing {
             watch_fired: 0,
             watch_failed: false,
             swaps_armed: false,
+            spin: spin_from_env(),
         };
         r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
@@ -785,6 +803,34 @@ impl Driver for LocalRing {
                 // outlives the ring's use of it (a poll on a closed file ends with its drop).
                 unsafe { self.push_now(p) };
                 self.watch = Some(fd);
+            }
+        }
+        let mut timeout = timeout;
+        if want == 1 && !self.spin.is_zero() && self.taskrun_flag {
+            // Spin first (opt-in): submit, then watch the ring's flags in user space until the
+            // completion waits as task work (IORING_SQ_TASKRUN; a watched loop's event sets it
+            // too) or is in the queue, and post it with one GETEVENTS that does not sleep. The
+            // JS thread never leaves the CPU for a fast device (no switch, no idle entry and
+            // exit), at the cost of that CPU time; past the spin it sleeps as before.
+            self.submit_inner();
+            let began = std::time::Instant::now();
+            let limit = self.spin.min(timeout);
+            loop {
+                // SAFETY: the ring is driven by one thread through `&mut self`; no other view
+                // of its completion queue exists while this one reads its head and tail.
+                if self.task_work_pending() || !unsafe { self.ring.completion_shared() }.is_empty()
+                {
+                    self.run_task_work();
+                    return self.pending();
+                }
+                if began.elapsed() >= limit {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            timeout = timeout.saturating_sub(began.elapsed());
+            if timeout.is_zero() {
+                return self.pending();
             }
         }
         let ts = types::Timespec::from(timeout);
