@@ -598,7 +598,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           log(`preparing ${scratch} (${fmtSize(streamSize)})...`)
           await prepareScratch(scratch, streamSize)
         }
-        const target = { file: w.write ? scratch : file, size: streamSize }
+        const target = { file: w.write ? scratch : file, size: streamSize, ...(w.id === 'stream-copy' ? { source: file } : {}) }
         for (let r = 0; r < opts.runs; r++) {
           for (let i = 0; i < cellsW.length; i++) {
             const cell = cellsW[(i + r) % cellsW.length]
