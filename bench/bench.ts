@@ -539,7 +539,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
     const streamCells: StreamCell[] = []
     for (const w of swl) for (const e of w.engines) streamCells.push({ workload: w, engine: e, runs: [] })
-    for (const nm of args.variants.keys()) for (const w of swl) for (const e of STREAM_VARIANT_ENGINES) streamCells.push({ workload: w, engine: e, variant: nm, runs: [] })
+    for (const nm of args.variants.keys()) for (const w of swl) for (const e of STREAM_VARIANT_ENGINES) if (w.engines.includes(e)) streamCells.push({ workload: w, engine: e, variant: nm, runs: [] })
     if (swl.some((w) => w.write) && freeBytes(path.dirname(file)) < streamSize + (64 << 20)) {
       for (const c of streamCells) if (c.workload.write) c.skipped = `not enough free space for a ${fmtSize(streamSize)} scratch file`
     }
