@@ -85,9 +85,9 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
     case 'node-fs-stream-1m-sha':
       return 'fs.createReadStream (1 MiB) → sha256'
     case 'odirect-stream-transfer':
-      return `odirect createWriteStream, transferChunks, source of odirect 1 MiB chunks (${ODIRECT_CHUNK_LABEL}, writeBehind ${STREAM_DEPTH}, datasync)`
+      return `odirect createWriteStream, transferChunks, source of odirect ${ODIRECT_CHUNK_LABEL} chunks (writeBehind ${STREAM_DEPTH}, datasync)`
     case 'odirect-web-transfer':
-      return `odirect writableWebStream, transferChunks, source of odirect 1 MiB chunks (${ODIRECT_CHUNK_LABEL}, writeBehind ${STREAM_DEPTH}, datasync)`
+      return `odirect writableWebStream, transferChunks, source of odirect ${ODIRECT_CHUNK_LABEL} chunks (writeBehind ${STREAM_DEPTH}, datasync)`
     case 'odirect-pipe':
       return `odirect createReadStream → createWriteStream (${ODIRECT_CHUNK_LABEL}, depth ${STREAM_DEPTH}, datasync)`
     case 'odirect-pipe-transfer':
@@ -290,8 +290,8 @@ const writeOpts = (t: StreamTarget): { chunkSize: number; writeBehind: number; d
 })
 
 /**
- * The transfer rows' source: `size / 1 MiB` chunks of odirect memory (allocAligned) holding the
- * same data as `source`, made before the clock (as fio fills its buffers before its runtime);
+ * The transfer rows' source: 2 MiB chunks of odirect memory (allocAligned, the streams' chunk
+ * size: a read stream's chunks with its defaults) holding the same data as `source`, made before the clock (as fio fills its buffers before its runtime);
  * each is yielded once and dropped by the source. A `--variant` with
  * `ODIRECT_BENCH_STREAM_OPTIONS={"transferChunks":false}` copies the same chunks (the A/B).
  */
@@ -299,11 +299,15 @@ let odirectChunks: Buffer[] = []
 
 function prepareOdirectChunks(size: number): void {
   const data = sourceChunk()
-  odirectChunks = Array.from({ length: size / STREAM_CHUNK }, () => {
-    const b = allocAligned(STREAM_CHUNK)
-    b.set(data)
-    return b
-  })
+  // Chunks of the streams' own size (as a read stream with its defaults hands out); `size` is a
+  // multiple of STREAM_CHUNK, the last chunk may be that.
+  odirectChunks = []
+  for (let at = 0; at < size; at += ODIRECT_STREAM_CHUNK) {
+    const n = Math.min(ODIRECT_STREAM_CHUNK, size - at)
+    const b = allocAligned(n)
+    for (let o = 0; o < n; o += data.length) b.set(data.subarray(0, Math.min(data.length, n - o)), o)
+    odirectChunks.push(b)
+  }
 }
 
 function* takeOdirectChunks(): Generator<Buffer> {
