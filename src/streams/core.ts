@@ -109,7 +109,8 @@ export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
    * back, and its memory is freed once the write completed. Any other chunk (an ordinary
    * Buffer, part of a larger ArrayBuffer, a partial block, or one after a partial block) is
    * copied as without the option and stays the caller's. A detached chunk is refused
-   * (ERR_ODIRECT_DETACHED), e.g. the same buffer written twice.
+   * (ERR_ODIRECT_DETACHED), e.g. the same buffer written twice. A FIFO or character device path
+   * (written in sequence through node:fs) takes no chunk.
    * `pipeline(createReadStream(a), createWriteStream(b, { transferChunks: true }))` copies a
    * file with no memcpy at all.
    */
