@@ -344,7 +344,7 @@ async function writeTransfer(t: StreamTarget, web: boolean, transferChunks: bool
     await pipeline(Readable.from(takeOdirectChunks()), createWriteStream(src(t), opts))
     return
   }
-  // Not Readable.toWeb: it copies every Buffer chunk into a new Uint8Array.
+  // A plain pull source of the chunks (what a web producer of odirect memory would be).
   const it = takeOdirectChunks()
   const rs = new ReadableStream<Uint8Array>({
     pull(c) {
