@@ -112,7 +112,7 @@ for (const [name, argv] of runtimes()) {
   }
 }
 
-test('a chunk written twice with transferChunks (detached by the first write) is refused with ERR_ODIRECT_DETACHED, Node and web; the bytes counted written are the first's', async (t) => {
+test('a chunk written twice with transferChunks (detached by the first write) is refused with ERR_ODIRECT_DETACHED, Node and web; the bytes counted written are the first chunk\'s', async (t) => {
   const dir = scratch()
   const fh = await open(path.join(dir, 'n'), 'w+')
   const chunk = fh.alloc(64 * KiB).fill(3)
