@@ -66,7 +66,8 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"|"registered"}; repeatable. Add a baseline the
               same way (--variant base={}) so that both sides pay for a child process. The stream
               workloads get a createReadStream/createWriteStream and a web stream row per variant
-              (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS)
+              (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS;
+              ODIRECT_BENCH_ODIRECT_SOURCE=1: the write rows copy the transferChunks rows' source)
 --pin-cpu N|off  the CPU the QD 1 rows of fio and odirect's per op loops (odirect in a child
               process there) run on, with taskset, so that io_uring's worker threads run where
               their submitter does for both (default: the last CPU allowed; off: unpinned; one

@@ -291,9 +291,10 @@ const writeOpts = (t: StreamTarget): { chunkSize: number; writeBehind: number; d
 
 /**
  * The transfer rows' source: 2 MiB chunks of odirect memory (allocAligned, the streams' chunk
- * size: a read stream's chunks with its defaults) holding the same data as `source`, made before the clock (as fio fills its buffers before its runtime);
- * each is yielded once and dropped by the source. A `--variant` with
- * `ODIRECT_BENCH_STREAM_OPTIONS={"transferChunks":false}` copies the same chunks (the A/B).
+ * size: a read stream's chunks with its defaults) holding the same data as `source`, made
+ * before the clock (as fio fills its buffers before its runtime); each is yielded once and
+ * dropped by the source. A `--variant` with `ODIRECT_BENCH_ODIRECT_SOURCE=1` in its env gives
+ * the plain write rows this source, copied (the A/B; see ODIRECT_SOURCE).
  */
 let odirectChunks: Buffer[] = []
 
