@@ -131,19 +131,9 @@ unsafe fn copy_streaming(dst: *mut u8, src: *const u8, n: usize) {
 pub fn hand_over<'e>(env: &'e Env, ab: Unknown, pressure: f64) -> napi::Result<Unknown<'e>> {
     let raw = env.raw();
     // SAFETY: env and ab are live handles of this call.
-    let v = match unsafe { hand_over_raw(raw, ab.raw(), pressure) } {
-        Some(v) => v,
-        None => {
-            let mut n = std::ptr::null_mut();
-            // SAFETY: live env.
-            if unsafe { napi::sys::napi_get_null(raw, &mut n) } != napi::sys::Status::napi_ok {
-                return Err(napi::Error::from_reason("napi_get_null failed"));
-            }
-            n
-        }
-    };
-    // SAFETY: v is a live value created on env in this call.
-    Ok(unsafe { Unknown::from_raw_unchecked(raw, v) })
+    let v = unsafe { hand_over_raw(raw, ab.raw(), pressure) };
+    // SAFETY: as above; v, if any, was created on env in this call.
+    unsafe { value_or_null(raw, v) }
 }
 
 /// # Safety
