@@ -111,6 +111,7 @@ export async function newest(path: string): Promise<number> {
   const wsOpts: WriteStreamOptions = { chunkSize: 1 << 20, writeBehind: 2, datasync: false, flush: true, mode: 0o600, flags: 'w', start: 0, encoding: 'utf8', transferChunks: true }
   const ws: DirectWriteStream = createWriteStream(`${path}.out`, wsOpts)
   const moved: number = ws.bytesTransferred
+  void moved
   const web: ReadableStream<Uint8Array> = readableWebStream(path, { readAhead: 2 })
   const sink: WritableStream<Uint8Array> = writableWebStream(`${path}.web`, { writeBehind: 1 })
   const fh = await open(path, 'r+')
@@ -156,5 +157,4 @@ export async function misuseNewest(fh: FileHandle): Promise<void> {
   // @ts-expect-error window is a number or a BatchWindow
   await fh.readMany([{ buffer: fh.alloc(4096), position: 0 }], { window: '4' })
   void r
-  void moved
 }
