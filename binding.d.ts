@@ -401,6 +401,16 @@ export declare function probePath(path: string): Promise<ProbeInfo>
  */
 export declare function reaperStats(): Array<number>
 
+/**
+ * Detaches an ArrayBuffer [`take_over`] returned, once the stream's write from it completed:
+ * its reference to the allocation goes now (the runtime releases the backing store), not when
+ * a collection finds it dead, so the memory returns to odirect's pool at once and the next
+ * allocation (a read stream's next chunk, in a pipeline) takes it. False when `ab` is not an
+ * ArrayBuffer over a whole odirect allocation, or the runtime refused (it then goes at a
+ * collection, as any other).
+ */
+export declare function releaseTaken(ab: unknown): boolean
+
 /** rename(2) off the JS thread (replaces `to`): resolves 0 or an errno. */
 export declare function renamePath(from: string, to: string): Promise<number>
 
@@ -465,6 +475,23 @@ export interface StatResult {
 export declare function syncDir(path: string): Promise<number>
 
 /**
+ * Write streams with `transferChunks`: takes a source chunk's memory away from JS so that the
+ * stream can write it in place (no copy into a block of its own). When `view` is a Uint8Array
+ * over all of its ArrayBuffer (offset 0, same length, at least one byte), that ArrayBuffer is
+ * the start of a live odirect allocation (`fh.alloc`, `allocAligned`, a read stream's chunk)
+ * and its address is a multiple of `align`, the ArrayBuffer is detached (the caller's views of
+ * it, all of them, now have no bytes) and a new ArrayBuffer over the same memory is returned,
+ * for the stream alone. Anything else: `null`, and nothing changed (the stream copies the chunk).
+ *
+ * Why it is safe whatever JS does: the caller can no longer read or write the memory (its
+ * ArrayBuffer is detached; a runtime whose detach did not take is answered `null`); the
+ * returned ArrayBuffer holds a reference to the allocation, and the write staged from it holds
+ * another (`capture::Mem::Owned`) until its completion is reaped, so dropping either, a
+ * collection, or the worker's end cannot free memory the kernel is reading.
+ */
+export declare function takeOver(view: unknown, align: number): ArrayBuffer | null
+
+/**
  * A read/write completed inside its own staging call (a lone small op on tmpfs/ramfs, see
  * `Inner::rw`) returns `TICKET_DONE + done code` instead of a ticket: its id is free already,
  * and the code carries its result, latency and bounced bit (see [`done`]; src/engine.ts
@@ -483,6 +510,12 @@ export declare const TICKET_SHIFT: number
  * `Inner::rw`): the caller need not schedule a flush for it. Op ids stay far below it.
  */
 export declare const TICKET_SUBMITTED: number
+
+/**
+ * [chunks write streams took over (`transferChunks`), their bytes, taken buffers released at
+ * their write's completion], process-wide (tests and diagnostics).
+ */
+export declare function transferStats(): Array<number>
 
 /** Takes a whole-file lock if free: 0, EAGAIN when another holder has it, or another errno. */
 export declare function tryLockFd(fd: number, exclusive: boolean): number

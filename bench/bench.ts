@@ -66,7 +66,8 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"|"registered"}; repeatable. Add a baseline the
               same way (--variant base={}) so that both sides pay for a child process. The stream
               workloads get a createReadStream/createWriteStream and a web stream row per variant
-              (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS)
+              (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS;
+              ODIRECT_BENCH_ODIRECT_SOURCE=1: the write rows copy the transferChunks rows' source)
 --pin-cpu N|off  the CPU the QD 1 rows of fio and odirect's per op loops (odirect in a child
               process there) run on, with taskset, so that io_uring's worker threads run where
               their submitter does for both (default: the last CPU allowed; off: unpinned; one
@@ -539,7 +540,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
     const streamCells: StreamCell[] = []
     for (const w of swl) for (const e of w.engines) streamCells.push({ workload: w, engine: e, runs: [] })
-    for (const nm of args.variants.keys()) for (const w of swl) for (const e of STREAM_VARIANT_ENGINES) streamCells.push({ workload: w, engine: e, variant: nm, runs: [] })
+    for (const nm of args.variants.keys()) for (const w of swl) for (const e of STREAM_VARIANT_ENGINES) if (w.engines.includes(e)) streamCells.push({ workload: w, engine: e, variant: nm, runs: [] })
     if (swl.some((w) => w.write) && freeBytes(path.dirname(file)) < streamSize + (64 << 20)) {
       for (const c of streamCells) if (c.workload.write) c.skipped = `not enough free space for a ${fmtSize(streamSize)} scratch file`
     }
@@ -598,7 +599,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           log(`preparing ${scratch} (${fmtSize(streamSize)})...`)
           await prepareScratch(scratch, streamSize)
         }
-        const target = { file: w.write ? scratch : file, size: streamSize }
+        const target = { file: w.write ? scratch : file, size: streamSize, ...(w.id === 'stream-copy' ? { source: file } : {}) }
         for (let r = 0; r < opts.runs; r++) {
           for (let i = 0; i < cellsW.length; i++) {
             const cell = cellsW[(i + r) % cellsW.length]

@@ -372,6 +372,8 @@ export function targets(sums: Summary[], streams: StreamSummary[] = []): Target[
     ['stream-read', 'odirect-web-byob'],
     ['stream-write', 'odirect-stream'],
     ['stream-write', 'odirect-web'],
+    ['stream-write', 'odirect-stream-transfer'],
+    ['stream-write', 'odirect-web-transfer'],
   ]
   for (const [id, eng] of STREAM_TARGETS) {
     const a = stream(id, eng)
@@ -669,6 +671,11 @@ const STREAM_COLORS: Record<StreamEngineId, string> = {
   'odirect-web': '#48c9b0',
   'odirect-web-sha': '#a3e4d7',
   'odirect-web-byob': '#117a65',
+  'odirect-stream-transfer': '#1f618d',
+  'odirect-web-transfer': '#0e6655',
+  'odirect-pipe': '#6c3483',
+  'odirect-pipe-transfer': '#4a235a',
+  'odirect-copyfile': '#a04000',
   'node-fs-stream-1m-sha': '#f8d98f',
   'fio-io_uring': '#4c566a',
   'fio-io_uring-huge': '#3b4252',
@@ -876,4 +883,10 @@ const STREAM_NOTES = `- Streams: one whole pass per run over the first N bytes o
   io_uring options as above, with its default buffers and with huge-page buffers (the "vs best
   fio" column divides by the faster of the two), \`--io_size=N\`, no time limit; fio's writes
   end with a flush (\`--end_fsync=1\`), as odirect's (fdatasync), dd's (conv=fdatasync) and
-  node:fs's (fsync) do.`
+  node:fs's (fsync) do. The plain write rows write one 1 MiB Buffer N / 1 MiB times (copied into
+  the stream's blocks); the \`transferChunks\` rows write N bytes of odirect chunks of 2 MiB
+  (\`allocAligned\`, filled before the clock), each taken and written in place (a \`--variant\` with
+  \`ODIRECT_BENCH_ODIRECT_SOURCE=1\` gives the plain rows that source, copied: the A/B). The copy
+  rows read the test file's first N bytes into the scratch file: a read stream piped into a
+  write stream (in place, \`r+\`), with and without \`transferChunks\`, and \`copyFile\` (a new temp
+  file renamed over the scratch file; skipped when the test file is longer than N).`

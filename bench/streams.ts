@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import { createReadStream, createWriteStream, type FileHandle, open, readableWebStream, writableWebStream } from '../index'
+import { allocAligned, copyFile, createReadStream, createWriteStream, type FileHandle, open, readableWebStream, writableWebStream } from '../index'
 import { native } from '../src/native'
 import { type BenchContext, dropCaches, fioArgs, fmtSize, hugeSkip, parseFio, type Variant, type Workload } from './harness'
 
@@ -19,6 +19,11 @@ export type StreamEngineId =
   | 'odirect-web'
   | 'odirect-web-sha'
   | 'odirect-web-byob'
+  | 'odirect-stream-transfer'
+  | 'odirect-web-transfer'
+  | 'odirect-pipe'
+  | 'odirect-pipe-transfer'
+  | 'odirect-copyfile'
   | 'node-fs-stream'
   | 'node-fs-stream-1m'
   | 'node-fs-stream-1m-sha'
@@ -27,7 +32,7 @@ export type StreamEngineId =
   | 'dd-direct'
 
 export interface StreamWorkload {
-  id: 'stream-read' | 'stream-write'
+  id: 'stream-read' | 'stream-write' | 'stream-copy'
   label: string
   write: boolean
   engines: StreamEngineId[]
@@ -48,7 +53,14 @@ export function streamWorkloads(size: number): StreamWorkload[] {
       write: false,
       engines: ['odirect-stream', 'odirect-stream-reuse', 'odirect-web', 'odirect-web-byob', 'node-fs-stream', 'node-fs-stream-1m', 'odirect-stream-sha', 'odirect-web-sha', 'node-fs-stream-1m-sha', 'fio-io_uring', 'fio-io_uring-huge', 'dd-direct'],
     },
-    { id: 'stream-write', label: `sequential write of ${fmtSize(size)}`, write: true, engines: ['odirect-stream', 'odirect-web', 'node-fs-stream', 'fio-io_uring', 'fio-io_uring-huge', 'dd-direct'] },
+    {
+      id: 'stream-write',
+      label: `sequential write of ${fmtSize(size)}`,
+      write: true,
+      engines: ['odirect-stream', 'odirect-web', 'odirect-stream-transfer', 'odirect-web-transfer', 'node-fs-stream', 'fio-io_uring', 'fio-io_uring-huge', 'dd-direct'],
+    },
+    // A file copied through streams (read stream piped into a write stream), against copyFile.
+    { id: 'stream-copy', label: `copy of ${fmtSize(size)} (test file → scratch file)`, write: true, engines: ['odirect-pipe', 'odirect-pipe-transfer', 'odirect-copyfile'] },
   ]
 }
 
@@ -72,6 +84,16 @@ export function streamEngineLabel(w: StreamWorkload, e: StreamEngineId): string 
       return `odirect readableWebStream (BYOB reader, ${ODIRECT_CHUNK_LABEL} views)`
     case 'node-fs-stream-1m-sha':
       return 'fs.createReadStream (1 MiB) → sha256'
+    case 'odirect-stream-transfer':
+      return `odirect createWriteStream, transferChunks, source of odirect ${ODIRECT_CHUNK_LABEL} chunks (writeBehind ${STREAM_DEPTH}, datasync)`
+    case 'odirect-web-transfer':
+      return `odirect writableWebStream, transferChunks, source of odirect ${ODIRECT_CHUNK_LABEL} chunks (writeBehind ${STREAM_DEPTH}, datasync)`
+    case 'odirect-pipe':
+      return `odirect createReadStream → createWriteStream (${ODIRECT_CHUNK_LABEL}, depth ${STREAM_DEPTH}, datasync)`
+    case 'odirect-pipe-transfer':
+      return `odirect createReadStream → createWriteStream, transferChunks (${ODIRECT_CHUNK_LABEL}, depth ${STREAM_DEPTH}, datasync)`
+    case 'odirect-copyfile':
+      return 'odirect copyFile (defaults: temp file + rename, datasync)'
     case 'fio-io_uring':
       return `fio io_uring (1 MiB, QD ${STREAM_DEPTH}, --direct=1)`
     case 'fio-io_uring-huge':
@@ -132,6 +154,8 @@ export interface StreamTarget {
    * buffers) before its runtime starts; the stream closes it at its end, inside the clock.
    */
   fh?: FileHandle
+  /** Copy workloads: the file read (the test file); `file` is the copy. */
+  source?: string
 }
 
 const drop = (ctx: BenchContext, file: string): void => {
@@ -265,12 +289,78 @@ const writeOpts = (t: StreamTarget): { chunkSize: number; writeBehind: number; d
   ...(t.fh === undefined ? { flags: 'r+' as const } : {}),
 })
 
+/**
+ * The transfer rows' source: 2 MiB chunks of odirect memory (allocAligned, the streams' chunk
+ * size: a read stream's chunks with its defaults) holding the same data as `source`, made
+ * before the clock (as fio fills its buffers before its runtime); each is yielded once and
+ * dropped by the source. A `--variant` with `ODIRECT_BENCH_ODIRECT_SOURCE=1` in its env gives
+ * the plain write rows this source, copied (the A/B; see ODIRECT_SOURCE).
+ */
+let odirectChunks: Buffer[] = []
+
+function prepareOdirectChunks(size: number): void {
+  const data = sourceChunk()
+  // Chunks of the streams' own size (as a read stream with its defaults hands out); `size` is a
+  // multiple of STREAM_CHUNK, the last chunk may be that.
+  odirectChunks = []
+  for (let at = 0; at < size; at += ODIRECT_STREAM_CHUNK) {
+    const n = Math.min(ODIRECT_STREAM_CHUNK, size - at)
+    const b = allocAligned(n)
+    for (let o = 0; o < n; o += data.length) b.set(data.subarray(0, Math.min(data.length, n - o)), o)
+    odirectChunks.push(b)
+  }
+}
+
+function* takeOdirectChunks(): Generator<Buffer> {
+  const chunks = odirectChunks
+  odirectChunks = []
+  for (let i = 0; i < chunks.length; i++) {
+    const c = chunks[i] as Buffer
+    chunks[i] = undefined as unknown as Buffer
+    yield c
+  }
+}
+
 async function writeOdirect(t: StreamTarget): Promise<void> {
   await pipeline(source(t.size), createWriteStream(src(t), writeOpts(t)))
 }
 
 async function writeWeb(t: StreamTarget): Promise<void> {
   await Readable.toWeb(source(t.size)).pipeTo(writableWebStream(src(t), writeOpts(t)) as WritableStream<unknown>)
+}
+
+/**
+ * A variant with `ODIRECT_BENCH_ODIRECT_SOURCE=1` gives the plain write rows ('odirect-stream',
+ * 'odirect-web') the transfer rows' source of odirect chunks, copied (unless the variant's stream
+ * options say `transferChunks`): the copy vs transfer A/B on the same source.
+ */
+const ODIRECT_SOURCE = process.env.ODIRECT_BENCH_ODIRECT_SOURCE === '1'
+
+/** The rows (in this child) whose source is odirect chunks. */
+const odirectSourced = (e: StreamEngineId): boolean => e === 'odirect-stream-transfer' || e === 'odirect-web-transfer' || (ODIRECT_SOURCE && (e === 'odirect-stream' || e === 'odirect-web'))
+
+async function writeTransfer(t: StreamTarget, web: boolean, transferChunks: boolean): Promise<void> {
+  const opts = { ...writeOpts(t), transferChunks, ...variantOpts() }
+  if (!web) {
+    await pipeline(Readable.from(takeOdirectChunks()), createWriteStream(src(t), opts))
+    return
+  }
+  // A plain pull source of the chunks (what a web producer of odirect memory would be).
+  const it = takeOdirectChunks()
+  const rs = new ReadableStream<Uint8Array>({
+    pull(c) {
+      const r = it.next()
+      if (r.done === true) c.close()
+      else c.enqueue(r.value)
+    },
+  })
+  await rs.pipeTo(writableWebStream(src(t), opts))
+}
+
+/** A read stream of the source piped into a write stream of the copy (in place, as the write rows). */
+async function copyPipe(t: StreamTarget, transferChunks: boolean): Promise<void> {
+  const from = t.source as string
+  await pipeline(createReadStream(from, { chunkSize: ODIRECT_STREAM_CHUNK, readAhead: STREAM_DEPTH, end: t.size - 1 }), createWriteStream(src(t), { ...writeOpts(t), transferChunks, ...variantOpts() }))
 }
 
 async function writeFs(t: StreamTarget): Promise<void> {
@@ -308,7 +398,10 @@ function runFioStream(ctx: BenchContext, t: StreamTarget, write: boolean, huge: 
 /** One pass of a JS engine over `t`: the bytes it read (writes: `t.size`). */
 async function pass(e: StreamEngineId, write: boolean, t: StreamTarget): Promise<number> {
   if (write) {
-    await (e === 'odirect-stream' ? writeOdirect(t) : e === 'odirect-web' ? writeWeb(t) : writeFs(t))
+    if (odirectSourced(e)) await writeTransfer(t, e === 'odirect-web-transfer' || e === 'odirect-web', e.endsWith('-transfer'))
+    else if (e === 'odirect-pipe' || e === 'odirect-pipe-transfer') await copyPipe(t, e === 'odirect-pipe-transfer')
+    else if (e === 'odirect-copyfile') await copyFile(t.source as string, t.file)
+    else await (e === 'odirect-stream' ? writeOdirect(t) : e === 'odirect-web' ? writeWeb(t) : writeFs(t))
     return t.size
   }
   switch (e) {
@@ -344,13 +437,21 @@ const WARM = 4 * STREAM_CHUNK
 async function childMain(args: string[]): Promise<void> {
   const [e, write, file, size] = [args[0] as StreamEngineId, args[1] === '1', args[2], Number(args[3])]
   const openOptions = args[4] === undefined ? {} : (JSON.parse(args[4]) as Record<string, unknown>)
-  await pass(e, write, { file, size: Math.min(size, WARM) })
-  const fd = fs.openSync(file, 'r')
-  try {
-    native.dropCache(fd, 0, 0)
-  } finally {
-    fs.closeSync(fd)
+  const from = process.env.ODIRECT_BENCH_COPY_SOURCE
+  const source = from === undefined || from === '' ? undefined : from
+  const transferSource = write && odirectSourced(e)
+  if (transferSource) prepareOdirectChunks(Math.min(size, WARM))
+  await pass(e, write, { file, size: Math.min(size, WARM), source })
+  for (const f of [file, source]) {
+    if (f === undefined) continue
+    const fd = fs.openSync(f, 'r')
+    try {
+      native.dropCache(fd, 0, 0)
+    } finally {
+      fs.closeSync(fd)
+    }
   }
+  if (transferSource) prepareOdirectChunks(size)
   // The peak is this pass's: ru_maxrss (resourceUsage().maxRSS) starts at the RSS of the forked
   // parent at exec (Linux keeps the old mm's high-water mark), so a big bench process showed its own
   // size as every child's growth. Writing 5 to clear_refs resets VmHWM (Linux 4.0+).
@@ -358,10 +459,10 @@ async function childMain(args: string[]): Promise<void> {
   const rss0 = process.memoryUsage.rss()
   // odirect's rows open the file before the clock, as fio does (its runtime starts after its
   // open and buffer setup; it does include its end_fsync, as these rows include the datasync).
-  const fh = e.startsWith('odirect') ? await open(file, write ? 'r+' : 'r', openOptions) : undefined
+  const fh = e.startsWith('odirect') && e !== 'odirect-copyfile' ? await open(file, write ? 'r+' : 'r', openOptions) : undefined
   const c0 = process.cpuUsage()
   const t0 = performance.now()
-  const n = await pass(e, write, { file, size, fh })
+  const n = await pass(e, write, { file, size, fh, source })
   const secs = (performance.now() - t0) / 1000
   const c = process.cpuUsage(c0)
   const peak = hwmReset ? peakRss() : process.resourceUsage().maxRSS * 1024
@@ -389,7 +490,8 @@ function peakRss(): number {
 /** One run of a JS engine in a fresh Node process (so RSS and the heap start from the same state for every engine). */
 function runChild(e: StreamEngineId, write: boolean, t: StreamTarget, v?: Variant): StreamRun | string {
   const args = [__filename, CHILD_FLAG, e, write ? '1' : '0', t.file, String(t.size), ...(v?.open ? [JSON.stringify(v.open)] : [])]
-  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20, env: v?.env ? { ...process.env, ...v.env } : process.env })
+  const env = { ...process.env, ...(v?.env ?? {}), ODIRECT_BENCH_COPY_SOURCE: t.source ?? '' }
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20, env })
   if (r.error) return `failed: ${r.error.message}`
   if (r.status !== 0) return `failed: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' ') || `exit ${r.status}`}`
   try {
@@ -402,6 +504,10 @@ function runChild(e: StreamEngineId, write: boolean, t: StreamTarget, v?: Varian
 /** One run of one engine; the page cache of the file is emptied first. */
 export async function runStream(ctx: BenchContext, w: StreamWorkload, e: StreamEngineId, t: StreamTarget, v?: Variant): Promise<StreamRun | string> {
   drop(ctx, t.file)
+  if (t.source !== undefined) drop(ctx, t.source)
+  if (e === 'odirect-copyfile' && t.source !== undefined && fs.statSync(t.source).size !== t.size) {
+    return `copyFile copies the whole test file (${fmtSize(fs.statSync(t.source).size)}), not the workload's ${fmtSize(t.size)}`
+  }
   const r = e === 'dd-direct' ? runDd(t, w.write) : STREAM_FIO.includes(e) ? runFioStream(ctx, t, w.write, e === 'fio-io_uring-huge') : runChild(e, w.write, t, v)
   if (typeof r === 'string') return r
   const res = residentBytes(t.file)

@@ -108,8 +108,10 @@ export async function misuse(fh: FileHandle, e: DirectIoError): Promise<void> {
 export async function newest(path: string): Promise<number> {
   const rsOpts: ReadStreamOptions = { chunkSize: 1 << 20, readAhead: 4, reuseChunks: true, start: 0, end: (1 << 30) - 1, highWaterMark: 1 << 20, direct: 'prefer', backend: 'io_uring', signal: AbortSignal.timeout(1000), encoding: null, emitClose: true }
   const rs: DirectReadStream = createReadStream(path, rsOpts)
-  const wsOpts: WriteStreamOptions = { chunkSize: 1 << 20, writeBehind: 2, datasync: false, flush: true, mode: 0o600, flags: 'w', start: 0, encoding: 'utf8' }
+  const wsOpts: WriteStreamOptions = { chunkSize: 1 << 20, writeBehind: 2, datasync: false, flush: true, mode: 0o600, flags: 'w', start: 0, encoding: 'utf8', transferChunks: true }
   const ws: DirectWriteStream = createWriteStream(`${path}.out`, wsOpts)
+  const moved: number = ws.bytesTransferred
+  void moved
   const web: ReadableStream<Uint8Array> = readableWebStream(path, { readAhead: 2 })
   const sink: WritableStream<Uint8Array> = writableWebStream(`${path}.web`, { writeBehind: 1 })
   const fh = await open(path, 'r+')
@@ -150,6 +152,8 @@ export async function misuseNewest(fh: FileHandle): Promise<void> {
   createWriteStream('/x', { writeBehind: 'many' })
   // @ts-expect-error readAhead belongs to read streams
   createWriteStream('/x', { readAhead: 4 })
+  // @ts-expect-error transferChunks is a boolean
+  createWriteStream('/x', { transferChunks: 'yes' })
   // @ts-expect-error window is a number or a BatchWindow
   await fh.readMany([{ buffer: fh.alloc(4096), position: 0 }], { window: '4' })
   void r

@@ -6,7 +6,7 @@
 import { setMaxListeners } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 
-import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
+import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isDetached, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
 import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import { type BackendName, getEngine } from '../engine'
@@ -99,6 +99,22 @@ export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
   flush?: boolean
   /** Encoding of string chunks (Node streams' default encoding). Default 'utf8'. */
   encoding?: BufferEncoding | null
+  /**
+   * Default false: every chunk is copied into the stream's own aligned blocks, and the caller may
+   * reuse a chunk once its write is called back (as node:fs). true: a chunk that is odirect's
+   * own memory (`fh.alloc`, `allocAligned`, a chunk of an odirect read stream), all of its
+   * ArrayBuffer, whole blocks long, aligned, and arriving where the stream's data is at a block
+   * boundary, is **transferred** to the stream and written in place, with no copy: its
+   * ArrayBuffer is detached (every view of it then has length 0) by the time its write is called
+   * back, and its memory is freed once the write completed. Any other chunk (an ordinary
+   * Buffer, part of a larger ArrayBuffer, a partial block, or one after a partial block) is
+   * copied as without the option and stays the caller's. A detached chunk is refused
+   * (ERR_ODIRECT_DETACHED), e.g. the same buffer written twice. A FIFO or character device path
+   * (written in sequence through node:fs) takes no chunk.
+   * `pipeline(createReadStream(a), createWriteStream(b, { transferChunks: true }))` copies a
+   * file with no memcpy at all.
+   */
+  transferChunks?: boolean
 }
 
 const MiB = 1024 * 1024
@@ -246,7 +262,7 @@ export const WEB_HANDOVER_PRESSURE = Number(process.env.ODIRECT_STREAM_WEB_PRESS
 
 const COMMON_KEYS = ['chunkSize', 'highWaterMark', 'start', 'signal', 'flags', 'mode', 'direct', 'backend', 'fd', 'autoClose', 'emitClose', 'encoding']
 const READ_KEYS = [...COMMON_KEYS, 'readAhead', 'end', 'type', 'reuseChunks']
-const WRITE_KEYS = [...COMMON_KEYS, 'writeBehind', 'datasync', 'flush']
+const WRITE_KEYS = [...COMMON_KEYS, 'writeBehind', 'datasync', 'flush', 'transferChunks']
 /** fs options that direct I/O cannot honour, and why. */
 const UNSUPPORTED: Readonly<Record<string, string>> = {
   fs: 'odirect does its own I/O (io_uring, aio or its thread pool), so a custom fs implementation would never be called',
@@ -288,6 +304,8 @@ export interface WriteConfig extends BaseConfig {
    * temp file: the rename into place is followed by its own directory sync.)
    */
   syncDir?: boolean
+  /** Chunks of odirect memory are taken over and written in place (WriteStreamOptions.transferChunks). */
+  transfer: boolean
 }
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
@@ -397,7 +415,8 @@ export function writeConfig(first: unknown, opts: unknown, handleAutoClose = fal
     if (o.datasync !== undefined && flush !== datasync) throw misuse('ERR_INVALID_ARG_VALUE', `flush (${flush}) and datasync (${datasync}) differ; they mean the same thing here`, 'pass only one of them')
     datasync = flush
   }
-  return { target, cfg: { ...base, writeBehind, start, datasync } }
+  const transfer = boolOption(o, 'transferChunks', false)
+  return { target, cfg: { ...base, writeBehind, start, datasync, transfer } }
 }
 
 /** An internal AbortController that cancels the core's ops on destroy or on the user's abort. */
@@ -820,6 +839,20 @@ export class BlockReader extends Core {
   }
 }
 
+/** A full block (or a transferred chunk) waiting for a write slot. */
+interface ReadyBlock {
+  buf: Uint8Array
+  len: number
+  logical: number
+  /** The ArrayBuffer a transferred chunk's memory was taken into (`native.takeOver`): released once written, never pooled. */
+  taken?: ArrayBuffer
+}
+
+/** Detaches a taken chunk's ArrayBuffer once its write is over (see crates/napi/src/stream.rs, releaseTaken). */
+function releaseTaken(ab: ArrayBuffer | undefined): void {
+  if (ab !== undefined) native.releaseTaken(ab)
+}
+
 interface WriteEntry {
   logical: number
   state: 'pending' | 'ok' | 'failed'
@@ -843,7 +876,7 @@ export class BlockWriter extends Core {
   /** Writes in flight. */
   #inflight = 0
   /** Full blocks waiting for a free slot: submitted from a completion, so `writeBehind` stay in flight while the producer fills the next. */
-  #ready: { buf: Uint8Array; len: number; logical: number }[] = []
+  #ready: ReadyBlock[] = []
   /** Blocks accepted (in flight + ready) before `write` waits: 2 x writeBehind. */
   #held = 0
   #error: unknown
@@ -855,6 +888,8 @@ export class BlockWriter extends Core {
   /** The chain refused a block (see `#start`): later blocks are started by the stream's own count. */
   #unchained = false
   #bytesWritten = 0
+  /** Bytes of chunks taken over and written in place (transferChunks). */
+  #bytesTransferred = 0
   #finished = false
   /** ALLOCATE_AHEAD: the file's size (reserved up to it); -1 when not reserving ahead. */
   #allocEnd = -1
@@ -875,6 +910,11 @@ export class BlockWriter extends Core {
   /** Bytes confirmed written, in order (see DirectWriteStream.bytesWritten). */
   get bytesWritten(): number {
     return this.#bytesWritten
+  }
+
+  /** Bytes of chunks taken over and written in place, not copied (see WriteStreamOptions.transferChunks). */
+  get bytesTransferred(): number {
+    return this.#bytesTransferred
   }
 
   protected async doOpen(): Promise<FileHandle> {
@@ -913,9 +953,15 @@ export class BlockWriter extends Core {
   }
 
   /** Queues a full block and submits what the `writeBehind` slots take. */
-  #submit(fh: FileHandle, buf: Uint8Array, len: number, logical: number): void {
-    this.#ready.push({ buf, len, logical })
+  #submit(fh: FileHandle, buf: Uint8Array, len: number, logical: number, taken?: ArrayBuffer): void {
+    this.#ready.push({ buf, len, logical, taken })
     this.#start(fh)
+  }
+
+  /** Blocks that will not be written any more: taken chunks' memory goes back now. */
+  #dropReady(): void {
+    for (const r of this.#ready) releaseTaken(r.taken)
+    this.#ready = []
   }
 
   #start(fh: FileHandle): void {
@@ -932,7 +978,7 @@ export class BlockWriter extends Core {
         this.#allocate(fh, this.#pos + this.#ready[0].len)
         break
       }
-      const { buf, len, logical } = this.#ready.shift() as { buf: Uint8Array; len: number; logical: number }
+      const { buf, len, logical, taken } = this.#ready.shift() as ReadyBlock
       const entry: WriteEntry = { logical, state: 'pending' }
       this.#entries.push(entry)
       const pos = this.#pos
@@ -957,7 +1003,8 @@ export class BlockWriter extends Core {
             if (chained && writes > 1) this.#resumeChain(chain)
             this.#inflight--
             entry.state = 'ok'
-            if (buf.byteLength === this.#chunk) this.#pool.push(buf)
+            if (taken !== undefined) releaseTaken(taken)
+            else if (buf.byteLength === this.#chunk) this.#pool.push(buf)
             while (this.#entries.length > 0 && this.#entries[0].state === 'ok') this.#bytesWritten += (this.#entries.shift() as WriteEntry).logical
             if (this.#failing) return this.#failed()
             this.#start(fh)
@@ -967,7 +1014,8 @@ export class BlockWriter extends Core {
             this.#inflight--
             entry.state = 'failed'
             entry.err = e
-            this.#ready = []
+            releaseTaken(taken)
+            this.#dropReady()
             this.#failing = true
             this.#stopChain()
             this.#failed()
@@ -1072,6 +1120,11 @@ export class BlockWriter extends Core {
     }
     const fh = this.fh ?? (await this.open())
     const src = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (src.byteLength === 0 && isDetached(src)) {
+      // Its bytes were taken (transferred, posted, or written before with transferChunks): it is
+      // not the empty chunk it looks like.
+      throw misuse('ERR_ODIRECT_DETACHED', `a chunk written to the stream for ${this.path} is detached (its ArrayBuffer was transferred)`, 'write each buffer once: with transferChunks the stream takes the memory of the chunks it writes in place', { path: this.path })
+    }
     const end = this.#cfg.start + this.#total + src.byteLength
     if (end > Number.MAX_SAFE_INTEGER) {
       // Refused before any of it is copied or written: past 2^53 - 1 neither the stream's
@@ -1082,6 +1135,8 @@ export class BlockWriter extends Core {
         'write less, or start the stream lower: offsets past 2^53 - 1 are not exact in JavaScript',
       )
     }
+    // (No block being gathered: `#cur` unset, or set and still empty.)
+    if (this.#cfg.transfer && (this.#cur === undefined || this.#fill === 0) && (await this.#takeOver(fh, src))) return
     let off = 0
     while (off < src.byteLength) {
       if (this.#cur === undefined) {
@@ -1101,6 +1156,23 @@ export class BlockWriter extends Core {
         await this.#room(this.#held - 1)
       }
     }
+  }
+
+  /**
+   * transferChunks: writes `src` in place when it is odirect memory the stream can take over (see
+   * WriteStreamOptions.transferChunks; the stream's data is at a block boundary: no partial block
+   * gathered). False: not taken (the caller copies it).
+   */
+  async #takeOver(fh: FileHandle, src: Uint8Array): Promise<boolean> {
+    const len = src.byteLength
+    if (len === 0 || len % this.#unit !== 0 || len > MAX_IO_LENGTH) return false
+    const taken = native.takeOver(src, fh.direct ? fh.alignment.memory : 1)
+    if (taken === null) return false
+    this.#total += len
+    this.#bytesTransferred += len
+    this.#submit(fh, new Uint8Array(taken), len, len, taken)
+    await this.#room(this.#held - 1)
+    return true
   }
 
   /** Writes the last partial block (zero padded), waits for every write, sets the exact length, datasyncs, closes if owned. */
@@ -1154,6 +1226,7 @@ export class BlockWriter extends Core {
   protected override onDestroy(): void {
     this.#stopChain()
     this.#closeChain()
+    this.#dropReady()
     this.#notify()
   }
 

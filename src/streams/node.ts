@@ -344,6 +344,14 @@ export class DirectWriteStream extends Writable {
     return this.#core.bytesWritten + this.#seqBytes
   }
 
+  /**
+   * Bytes of chunks the stream took over and wrote in place, with no copy (`transferChunks`; 0
+   * without it): counted when the chunk is taken, before its write completes.
+   */
+  get bytesTransferred(): number {
+    return this.#core.bytesTransferred
+  }
+
   override _construct(callback: (error?: Error | null) => void): void {
     if (handleClosed(this.#core.target)) {
       callback(closedUnder(this.#core.path))

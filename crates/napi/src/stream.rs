@@ -131,19 +131,9 @@ unsafe fn copy_streaming(dst: *mut u8, src: *const u8, n: usize) {
 pub fn hand_over<'e>(env: &'e Env, ab: Unknown, pressure: f64) -> napi::Result<Unknown<'e>> {
     let raw = env.raw();
     // SAFETY: env and ab are live handles of this call.
-    let v = match unsafe { hand_over_raw(raw, ab.raw(), pressure) } {
-        Some(v) => v,
-        None => {
-            let mut n = std::ptr::null_mut();
-            // SAFETY: live env.
-            if unsafe { napi::sys::napi_get_null(raw, &mut n) } != napi::sys::Status::napi_ok {
-                return Err(napi::Error::from_reason("napi_get_null failed"));
-            }
-            n
-        }
-    };
-    // SAFETY: v is a live value created on env in this call.
-    Ok(unsafe { Unknown::from_raw_unchecked(raw, v) })
+    let v = unsafe { hand_over_raw(raw, ab.raw(), pressure) };
+    // SAFETY: as above; v, if any, was created on env in this call.
+    unsafe { value_or_null(raw, v) }
 }
 
 /// # Safety
@@ -192,6 +182,183 @@ unsafe fn hand_over_raw(
     // SAFETY: env is this call's.
     unsafe { memory::check_young(raw) };
     Some(fresh)
+}
+
+/// Write streams with `transferChunks`: takes a source chunk's memory away from JS so that the
+/// stream can write it in place (no copy into a block of its own). When `view` is a Uint8Array
+/// over all of its ArrayBuffer (offset 0, same length, at least one byte), that ArrayBuffer is
+/// the start of a live odirect allocation (`fh.alloc`, `allocAligned`, a read stream's chunk)
+/// and its address is a multiple of `align`, the ArrayBuffer is detached (the caller's views of
+/// it, all of them, now have no bytes) and a new ArrayBuffer over the same memory is returned,
+/// for the stream alone. Anything else: `null`, and nothing changed (the stream copies the chunk).
+///
+/// Why it is safe whatever JS does: the caller can no longer read or write the memory (its
+/// ArrayBuffer is detached; a runtime whose detach did not take is answered `null`); the
+/// returned ArrayBuffer holds a reference to the allocation, and the write staged from it holds
+/// another (`capture::Mem::Owned`) until its completion is reaped, so dropping either, a
+/// collection, or the worker's end cannot free memory the kernel is reading.
+#[napi(ts_return_type = "ArrayBuffer | null")]
+pub fn take_over<'e>(env: &'e Env, view: Unknown, align: f64) -> napi::Result<Unknown<'e>> {
+    let raw = env.raw();
+    // SAFETY: env and view are live handles of this call.
+    let v = unsafe { take_over_raw(raw, view.raw(), align) };
+    // SAFETY: as above.
+    unsafe { value_or_null(raw, v) }
+}
+
+/// # Safety
+/// `raw` must be the live env of the current call; `v` a live value of it, if any.
+unsafe fn value_or_null<'e>(
+    raw: napi::sys::napi_env,
+    v: Option<napi::sys::napi_value>,
+) -> napi::Result<Unknown<'e>> {
+    let v = match v {
+        Some(v) => v,
+        None => {
+            let mut n = std::ptr::null_mut();
+            // SAFETY: live env.
+            if unsafe { napi::sys::napi_get_null(raw, &mut n) } != napi::sys::Status::napi_ok {
+                return Err(napi::Error::from_reason("napi_get_null failed"));
+            }
+            n
+        }
+    };
+    // SAFETY: v is a live value created on (or passed to) env in this call.
+    Ok(unsafe { Unknown::from_raw_unchecked(raw, v) })
+}
+
+/// The ArrayBuffer under a Uint8Array `v` that spans all of it, and its data and length; `None`
+/// for anything else (another kind of view, an offset, a shorter view, no bytes).
+///
+/// # Safety
+/// `raw` and `v` must be live handles of the current call.
+unsafe fn whole_uint8(
+    raw: napi::sys::napi_env,
+    v: napi::sys::napi_value,
+) -> Option<(napi::sys::napi_value, usize, usize)> {
+    use napi::sys;
+    let mut is = false;
+    // SAFETY (whole block): env and v are live; each call writes only its out-parameters.
+    unsafe {
+        if sys::napi_is_typedarray(raw, v, &mut is) != sys::Status::napi_ok || !is {
+            return None;
+        }
+        let (mut ty, mut length, mut off) = (0, 0usize, 0usize);
+        let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+        let mut ab = std::ptr::null_mut();
+        if sys::napi_get_typedarray_info(raw, v, &mut ty, &mut length, &mut data, &mut ab, &mut off)
+            != sys::Status::napi_ok
+            || ty != sys::TypedarrayType::uint8_array
+            || off != 0
+            || length == 0
+            || data.is_null()
+            || ab.is_null()
+        {
+            return None;
+        }
+        let mut abd: *mut std::ffi::c_void = std::ptr::null_mut();
+        let mut abl = 0usize;
+        if sys::napi_get_arraybuffer_info(raw, ab, &mut abd, &mut abl) != sys::Status::napi_ok
+            || abd != data
+            || abl != length
+        {
+            return None;
+        }
+        Some((ab, data as usize, length))
+    }
+}
+
+/// # Safety
+/// `raw` and `view` must be live handles of the current call.
+unsafe fn take_over_raw(
+    raw: napi::sys::napi_env,
+    view: napi::sys::napi_value,
+    align: f64,
+) -> Option<napi::sys::napi_value> {
+    use napi::sys;
+    if !(align.is_finite() && align >= 1.0) {
+        return None;
+    }
+    // SAFETY: forwarded contract.
+    let (ab, ptr, len) = unsafe { whole_uint8(raw, view) }?;
+    if !ptr.is_multiple_of(align as usize) {
+        return None;
+    }
+    let alloc = memory::lookup(ptr, len)?;
+    if alloc.ptr() as usize != ptr {
+        return None;
+    }
+    // SAFETY: env is this call's; len <= alloc.len() (lookup found the range inside it).
+    let fresh = unsafe { memory::wrap_again(raw, &alloc, len) }?;
+    let mut gone = false;
+    // SAFETY: env and ab are live; a refusal (not detachable) leaves `ab` as it was, and then
+    // `fresh` is garbage (its reference to the allocation goes when it is collected).
+    let detached = unsafe {
+        sys::napi_detach_arraybuffer(raw, ab) == sys::Status::napi_ok
+            && sys::napi_is_detached_arraybuffer(raw, ab, &mut gone) == sys::Status::napi_ok
+    };
+    if !detached || !gone {
+        let mut info = std::ptr::null();
+        // SAFETY: consumes the error info of a refused call, if any.
+        let _ = unsafe { sys::napi_get_last_error_info(raw, &mut info) };
+        return None;
+    }
+    COUNTS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    COUNTS[1].fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+    Some(fresh)
+}
+
+/// [chunks taken over by [`take_over`], their bytes, buffers released by [`release_taken`]],
+/// process-wide (tests: `transferStats`).
+static COUNTS: [std::sync::atomic::AtomicU64; 3] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+/// Detaches an ArrayBuffer [`take_over`] returned, once the stream's write from it completed:
+/// its reference to the allocation goes now (the runtime releases the backing store), not when
+/// a collection finds it dead, so the memory returns to odirect's pool at once and the next
+/// allocation (a read stream's next chunk, in a pipeline) takes it. False when `ab` is not an
+/// ArrayBuffer over a whole odirect allocation, or the runtime refused (it then goes at a
+/// collection, as any other).
+#[napi]
+pub fn release_taken(env: &Env, ab: Unknown) -> bool {
+    use napi::sys;
+    let raw = env.raw();
+    let mut is = false;
+    // SAFETY: env and ab are live handles of this call.
+    if unsafe { sys::napi_is_arraybuffer(raw, ab.raw(), &mut is) } != sys::Status::napi_ok || !is {
+        return false;
+    }
+    // SAFETY: as above.
+    let Ok(v) = (unsafe { memory::view(raw, ab.raw()) }) else {
+        return false;
+    };
+    match memory::lookup(v.ptr as usize, v.len) {
+        Some(a) if a.ptr() == v.ptr && v.len > 0 => {}
+        _ => return false,
+    }
+    // SAFETY: env and ab are live; detaching only takes the bytes from JS (an op in flight
+    // holds its own reference to the allocation).
+    if unsafe { sys::napi_detach_arraybuffer(raw, ab.raw()) } != sys::Status::napi_ok {
+        let mut info = std::ptr::null();
+        // SAFETY: consumes the error info of the refused call.
+        let _ = unsafe { sys::napi_get_last_error_info(raw, &mut info) };
+        return false;
+    }
+    COUNTS[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+/// [chunks write streams took over (`transferChunks`), their bytes, taken buffers released at
+/// their write's completion], process-wide (tests and diagnostics).
+#[napi]
+pub fn transfer_stats() -> Vec<f64> {
+    COUNTS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed) as f64)
+        .to_vec()
 }
 
 /// Runs one young-generation collection of V8 now (Node, Deno; Bun's collector takes it as
