@@ -127,13 +127,12 @@ for (const sector of [512, 4096] as const) {
   })
 }
 
-// createWriteStream(device) with its default flags 'w' opens the device write-only, then its
-// finish reads the device's last block to keep the bytes after the data (src/streams/core.ts
-// BlockWriter.finish, `origSize > end`) on that write-only handle: ERR_ODIRECT_FLAGS, the last
-// block never written. Known, in the write stream's code (another helper's): the fix is to open a
-// block device readable (O_RDWR) whatever 'w' says, as writeFile now does (src/files.ts).
-const wstreamDevice = LOOP_REASON === undefined ? test.failing : test.skip
-wstreamDevice(`createWriteStream(blockDevice) with its default flags ('w') and data ending inside a block: written, the device's bytes after the data kept (fails: ERR_ODIRECT_FLAGS from the finish's read of the last block on the write-only handle)`, async (t) => {
+// createWriteStream(device) with its default flags 'w' opened the device write-only, then its
+// finish read the device's last block to keep the bytes after the data on that write-only handle:
+// ERR_ODIRECT_FLAGS, the last block never written. A device opened 'w' is now reopened 'r+'
+// (src/streams/core.ts acquire), as writeFile does.
+const wstreamDevice = LOOP_REASON === undefined ? test : test.skip
+wstreamDevice(`createWriteStream(blockDevice) with its default flags ('w') and data ending inside a block: written, the device's bytes after the data kept`, async (t) => {
   const dev = must(loopDevice(512, 4))
   t.teardown(() => dev.cleanup())
   fillDev(dev.device, 8192, OLD)
@@ -357,14 +356,12 @@ for (const [rt, argv] of FSIZE_REASON === undefined ? runtimes() : [['node', [pr
       t.is(many.good, many.size)
       t.true(many.size >= Math.floor(limit / (16 * KiB)) * 16 * KiB && many.size <= limit, `writeMany: ${many.size} bytes in the file`)
     })
-    // The write streams (and writeFile, which writes through them) write each block with
-    // writeFully(..., len) without the block's data length (src/streams/core.ts BlockWriter #start:
-    // `writeFully(fh, buf, 0, len, pos, this.opSignal)`): a last block whose padding crosses the
-    // limit fails EFBIG where the block is larger than the limit's 1 KiB step (tmpfs: 4096; 4096-byte
-    // sectors). Passing the block's `logical` length as writeFully's `need` fixes it (tried: all 9 pass).
-    const known = !place.name.startsWith('/var/tmp')
-    const streamTest = FSIZE_REASON !== undefined ? test.skip : known ? test.failing : test
-    streamTest(`${rt}, ${place.name}: under RLIMIT_FSIZE (ulimit -f 65) writeFile (atomic or not), createWriteStream and writableWebStream write data that fits whole although its last block, padded, would cross the limit${known ? ' (fails: the write stream does not tell writeFully its last block\'s data length, src/streams/core.ts)' : ''}`, (t) => {
+    // The write streams (and writeFile, which writes through them) tell writeFully each block's
+    // data length (`logical`, src/streams/core.ts BlockWriter #start): a last block whose padding
+    // crosses the limit is done once its data is written (it failed EFBIG where the block is
+    // larger than the limit's 1 KiB step: tmpfs 4096, 4096-byte sectors).
+    const streamTest = FSIZE_REASON !== undefined ? test.skip : test
+    streamTest(`${rt}, ${place.name}: under RLIMIT_FSIZE (ulimit -f 65) writeFile (atomic or not), createWriteStream and writableWebStream write data that fits whole although its last block, padded, would cross the limit`, (t) => {
       const r = fsizeRun(rt, argv, place)
       t.is(r.status, 0, r.stderr)
       for (const k of ['writeFileFits', 'atomicFits', 'streamFits', 'webFits']) {

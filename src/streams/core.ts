@@ -508,7 +508,20 @@ abstract class Core {
 
   /** Opens the path with the stream's flags, or checks the handle it was given. */
   protected async acquire(c: BaseConfig, write: boolean): Promise<FileHandle> {
-    if (typeof this.target === 'string') return open(this.target, c.flags, { direct: c.direct, backend: c.backend, mode: c.mode })
+    if (typeof this.target === 'string') {
+      const oo = { direct: c.direct, backend: c.backend, mode: c.mode }
+      const fh = await open(this.target, c.flags, oo)
+      if (!write || fh.readable || !fh.isBlockDevice) return fh
+      // A block device opened write-only ('w', the default): the stream's finish reads the
+      // device's block holding the data's end to keep the bytes after it, so it needs the
+      // device readable. Truncating means nothing there (O_TRUNC is ignored on a device): the
+      // same device opened 'r+' is what 'w' meant (as writeFile and copyFile do).
+      await fh.close()
+      const rw = await open(this.target, 'r+', oo)
+      if (rw.isBlockDevice) return rw
+      await rw.close()
+      throw misuse('ERR_ODIRECT_FLAGS', `${this.target} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path: this.target })
+    }
     this.checkHandle(this.target, write)
     return this.target
   }
@@ -986,7 +999,9 @@ export class BlockWriter extends Core {
       this.#inflight++
       // The block's first write is staged by the time writeFully returns (its rest after a
       // short write is not chained).
-      const written = writeFully(fh, buf, 0, len, pos, this.opSignal)
+      // `logical`: the data's bytes in it, the rest padding (a write the file size limit cuts in
+      // the padding is done: the finish truncates to the data's end).
+      const written = writeFully(fh, buf, 0, len, pos, this.opSignal, logical)
       const chain = this.#chain
       const chained = chain !== 0 && !this.#unchained && getEngine().native.chainAdd(chain, buf)
       // Refused (the write was not staged as this block's: bounced by the runtime, or already
