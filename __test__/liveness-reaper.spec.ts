@@ -10,13 +10,13 @@
 // DEFER_TASKRUN ring and the engine is kept, as before) and with ODIRECT_URING_SETUP=coop (the
 // thread's own ring is COOP_TASKRUN). The variables are read when the worker makes its ring
 // (the native getenv sees process.env).
-import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker, type WorkerOptions } from 'node:worker_threads'
 
 import type { ExecutionContext } from 'ava'
 
+import { anonFds } from './helpers/fds.cjs'
 import { type FaultFs, faultFs } from './helpers/fixtures.js'
 import { threadStates, until } from './helpers/events.js'
 import { fxTest, must } from './helpers/fxtest.js'
@@ -38,19 +38,6 @@ interface Reaper {
 function reaper(): Reaper {
   const [engines, enginesFreed, ops, opsFreed, heldBytes] = native.reaperStats()
   return { engines, enginesFreed, ops, opsFreed, heldBytes }
-}
-
-/** This process's descriptors on anonymous inodes of `kind` (io_uring, eventfd). */
-function anonFds(kind: string): number {
-  let n = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === `anon_inode:[${kind}]`) n++
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n
 }
 
 /** A worker on `source` whose exit code `exited` gives; at the end of the test the server is released and the worker terminated. */

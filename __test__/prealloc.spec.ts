@@ -15,7 +15,7 @@ import test from 'ava'
 import { copyFile, DirectIoError, writeFile } from '../dist/index.js'
 import { evictFile, isSkip, loopFs, patternBuffer, ramfsDir, skipReason } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
-import { TRACING, tracefsReason } from './helpers/tracefs.ts'
+import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
 import { testIf } from './helpers/skips.ts'
 
 const scratch = scratchDirs('prealloc')
@@ -40,30 +40,16 @@ async function traced<T>(fn: () => Promise<T>): Promise<{ r: T; n: Counts }> {
   const warm = path.join(scratch(), 'warm')
   await writeFile(warm, 'x')
   const tids = fs.readdirSync('/proc/self/task')
-  const inst = fs.mkdtempSync(path.join(TRACING, 'instances', `odirect-prealloc-${process.pid}-`))
-  try {
-    const filter = tids.map((x) => `common_pid == ${x}`).join(' || ')
-    const evs = ['io_uring_submit_req', 'io_uring_queue_async_work'].map((e) => path.join(inst, 'events', 'io_uring', e))
-    for (const ev of evs) {
-      fs.writeFileSync(path.join(ev, 'filter'), filter)
-      fs.writeFileSync(path.join(ev, 'enable'), '1')
-    }
-    let r: T
-    try {
-      r = await fn()
-    } finally {
-      for (const ev of evs) fs.writeFileSync(path.join(ev, 'enable'), '0')
-    }
-    const trace = fs.readFileSync(path.join(inst, 'trace'), 'utf8')
-    const n = {
-      fallocate: (trace.match(/io_uring_submit_req:.*opcode FALLOCATE/g) ?? []).length,
-      write: (trace.match(/io_uring_submit_req:.*opcode WRITE\b/g) ?? []).length,
-      handoffs: (trace.match(/io_uring_queue_async_work:.*opcode WRITE\b/g) ?? []).length,
-    }
-    return { r, n }
-  } finally {
-    fs.rmdirSync(inst)
+  let r!: T
+  const trace = await traceEvent(['io_uring/io_uring_submit_req', 'io_uring/io_uring_queue_async_work'], tids, async () => {
+    r = await fn()
+  })
+  const n = {
+    fallocate: (trace.match(/io_uring_submit_req:.*opcode FALLOCATE/g) ?? []).length,
+    write: (trace.match(/io_uring_submit_req:.*opcode WRITE\b/g) ?? []).length,
+    handoffs: (trace.match(/io_uring_queue_async_work:.*opcode WRITE\b/g) ?? []).length,
   }
+  return { r, n }
 }
 
 /** Runs `fn` with ODIRECT_PREALLOCATE=0 (the old behaviour). */

@@ -18,7 +18,7 @@ import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { childLines } from './helpers/child-lines.js'
-import { TRACING, tracefsReason } from './helpers/tracefs.ts'
+import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
@@ -31,21 +31,8 @@ test.after.always(() => {
 
 /** Runs `fn` with io_uring_submit_req traced for process `pid` (this one by default); returns the opcodes submitted. */
 async function opcodes(fn: () => Promise<void>, pid = process.pid): Promise<string[]> {
-  const inst = fs.mkdtempSync(path.join(TRACING, 'instances', `odirect-regfix-${process.pid}-`))
-  try {
-    const ev = path.join(inst, 'events', 'io_uring', 'io_uring_submit_req')
-    fs.writeFileSync(path.join(ev, 'filter'), `common_pid == ${pid}`)
-    fs.writeFileSync(path.join(ev, 'enable'), '1')
-    try {
-      await fn()
-    } finally {
-      fs.writeFileSync(path.join(ev, 'enable'), '0')
-    }
-    const trace = fs.readFileSync(path.join(inst, 'trace'), 'utf8')
-    return [...trace.matchAll(/opcode (\w+)/g)].map((m) => m[1])
-  } finally {
-    fs.rmdirSync(inst)
-  }
+  const trace = await traceEvent('io_uring/io_uring_submit_req', pid, fn)
+  return [...trace.matchAll(/opcode (\w+)/g)].map((m) => m[1])
 }
 
 function tracing(): string | undefined {

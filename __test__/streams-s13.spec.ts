@@ -13,10 +13,11 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { scratchDirs } from './helpers/scratch.ts'
-import { TRACING, tracefsReason } from './helpers/tracefs.ts'
+import { tracefsReason } from './helpers/tracefs.ts'
 import { testIf } from './helpers/skips.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
+const TRACE_EVENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'trace-event.cjs')
 const scratch = scratchDirs('streams-s13')
 const MiB = 1024 * 1024
 
@@ -40,31 +41,21 @@ const WHY = why()
  * threads. Prints [io-wq hand-overs, size on disk, bytes that differ from the source].
  */
 const CHILD = `
-const fs = require('node:fs'), path = require('node:path')
+const fs = require('node:fs')
 const { Readable } = require('node:stream'), { pipeline } = require('node:stream/promises')
 const { createWriteStream } = require(${JSON.stringify(DIST)})
+const { traceEvent } = require(${JSON.stringify(TRACE_EVENT)})
 const [file, size] = [process.argv[1], Number(process.argv[2])]
 const src = Buffer.alloc(size)
 for (let i = 0; i < size; i += 512) src[i] = (i / 512) % 251 + 1
 ;(async () => {
-  const inst = fs.mkdtempSync(path.join(${JSON.stringify(TRACING)}, 'instances', 'odirect-s13-' + process.pid + '-'))
-  let punts
-  try {
-    const ev = path.join(inst, 'events', 'io_uring', 'io_uring_queue_async_work')
-    // The stream's ops are submitted, and handed to io-wq, by the JS thread (the main thread).
-    fs.writeFileSync(path.join(ev, 'filter'), 'common_pid == ' + process.pid)
-    fs.writeFileSync(path.join(ev, 'enable'), '1')
-    try {
-      const pieces = []
-      for (let o = 0; o < size; o += 3 * 65536 + 512) pieces.push(src.subarray(o, Math.min(size, o + 3 * 65536 + 512)))
-      await pipeline(Readable.from(pieces), createWriteStream(file, { chunkSize: ${MiB}, writeBehind: 4, datasync: true }))
-    } finally {
-      fs.writeFileSync(path.join(ev, 'enable'), '0')
-    }
-    punts = (fs.readFileSync(path.join(inst, 'trace'), 'utf8').match(/io_uring_queue_async_work:/g) || []).length
-  } finally {
-    fs.rmdirSync(inst)
-  }
+  // The stream's ops are submitted, and handed to io-wq, by the JS thread (the main thread).
+  const trace = await traceEvent('io_uring/io_uring_queue_async_work', process.pid, async () => {
+    const pieces = []
+    for (let o = 0; o < size; o += 3 * 65536 + 512) pieces.push(src.subarray(o, Math.min(size, o + 3 * 65536 + 512)))
+    await pipeline(Readable.from(pieces), createWriteStream(file, { chunkSize: ${MiB}, writeBehind: 4, datasync: true }))
+  })
+  const punts = (trace.match(/io_uring_queue_async_work:/g) || []).length
   const got = fs.readFileSync(file)
   let diff = Math.abs(got.length - size)
   for (let i = 0; i < Math.min(got.length, size); i++) if (got[i] !== src[i]) diff++
@@ -135,27 +126,17 @@ testIf(WHY, 'write stream reserving ahead (ODIRECT_STREAM_ALLOCATE_AHEAD=1), des
  * (flags 'r+', start), with io_uring_submit_req traced. Prints [fallocates submitted, size after].
  */
 const INPLACE_CHILD = `
-const fs = require('node:fs'), path = require('node:path')
+const fs = require('node:fs')
 const { Readable } = require('node:stream'), { pipeline } = require('node:stream/promises')
 const { createWriteStream } = require(${JSON.stringify(DIST)})
+const { traceEvent } = require(${JSON.stringify(TRACE_EVENT)})
 const file = process.argv[1]
 fs.writeFileSync(file, Buffer.alloc(16384, 1))
 ;(async () => {
-  const inst = fs.mkdtempSync(path.join(${JSON.stringify(TRACING)}, 'instances', 'odirect-s13-' + process.pid + '-'))
-  let ops
-  try {
-    const ev = path.join(inst, 'events', 'io_uring', 'io_uring_submit_req')
-    fs.writeFileSync(path.join(ev, 'filter'), 'common_pid == ' + process.pid)
-    fs.writeFileSync(path.join(ev, 'enable'), '1')
-    try {
-      await pipeline(Readable.from([Buffer.alloc(4096, 2)]), createWriteStream(file, { flags: 'r+', start: 4096 }))
-    } finally {
-      fs.writeFileSync(path.join(ev, 'enable'), '0')
-    }
-    ops = [...fs.readFileSync(path.join(inst, 'trace'), 'utf8').matchAll(/opcode (\\w+)/g)].map((m) => m[1])
-  } finally {
-    fs.rmdirSync(inst)
-  }
+  const trace = await traceEvent('io_uring/io_uring_submit_req', process.pid, () =>
+    pipeline(Readable.from([Buffer.alloc(4096, 2)]), createWriteStream(file, { flags: 'r+', start: 4096 })),
+  )
+  const ops = [...trace.matchAll(/opcode (\\w+)/g)].map((m) => m[1])
   console.log(JSON.stringify([ops.filter((o) => o === 'FALLOCATE').length, fs.statSync(file).size, ops.length]))
 })().catch((e) => { console.error(e); process.exit(1) })
 `

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { TRACING, tracefsReason } from './helpers/tracefs.ts'
+import { TRACING, traceEvent, tracefsReason } from './helpers/tracefs.ts'
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist')
 const dir = fs.mkdtempSync('/var/tmp/odirect-wait-spin-')
@@ -25,22 +25,9 @@ const READS = 64
 
 /** Runs `fn` with io_uring_enter's entry traced for `pid`; returns each call's (to_submit, min_complete). */
 async function enters(pid: number, fn: () => Promise<void>): Promise<[number, number][]> {
-  const inst = fs.mkdtempSync(path.join(TRACING, 'instances', `odirect-wait-spin-${process.pid}-`))
-  try {
-    const ev = path.join(inst, 'events', 'syscalls', 'sys_enter_io_uring_enter')
-    fs.writeFileSync(path.join(ev, 'filter'), `common_pid == ${pid}`)
-    fs.writeFileSync(path.join(ev, 'enable'), '1')
-    try {
-      await fn()
-    } finally {
-      fs.writeFileSync(path.join(ev, 'enable'), '0')
-    }
-    const trace = fs.readFileSync(path.join(inst, 'trace'), 'utf8')
-    // e.g. `sys_io_uring_enter(fd: 0x14, to_submit: 1, min_complete: 1, flags: 9, ...)`
-    return [...trace.matchAll(/to_submit: (0x[0-9a-f]+|\d+), min_complete: (0x[0-9a-f]+|\d+)/g)].map((m) => [Number(m[1]), Number(m[2])])
-  } finally {
-    fs.rmdirSync(inst)
-  }
+  const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', pid, fn)
+  // e.g. `sys_io_uring_enter(fd: 0x14, to_submit: 1, min_complete: 1, flags: 9, ...)`
+  return [...trace.matchAll(/to_submit: (0x[0-9a-f]+|\d+), min_complete: (0x[0-9a-f]+|\d+)/g)].map((m) => [Number(m[1]), Number(m[2])])
 }
 
 function reason(): string | undefined {

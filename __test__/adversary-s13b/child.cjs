@@ -59,19 +59,7 @@ const lines = () => {
   return () => (queued.length > 0 ? Promise.resolve(queued.shift()) : new Promise((resolve) => waiters.push(resolve)))
 }
 
-/** This process's descriptors on anonymous inodes of `kind` (io_uring, eventfd). */
-function anonFds(kind) {
-  const fs = require('node:fs')
-  let n = 0
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === `anon_inode:[${kind}]`) n++
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n
-}
+const { anonFds } = require('../helpers/fds.cjs')
 const fds = () => ({ ring: anonFds('io_uring'), eventfd: anonFds('eventfd') })
 /** As `say`, without the counters: the main thread makes no engine of its own. */
 const tell = (what, extra = {}) => process.stdout.write(`${what} ${JSON.stringify(extra)}\n`)

@@ -1,9 +1,13 @@
-// tracefs for specs that count io_uring tracepoints (registered-fixed, streams-s13, prealloc).
+// tracefs for specs that count io_uring tracepoints (registered-fixed, streams-s13, prealloc,
+// wait-spin). traceEvent (a trace instance of the caller's own) is plain CommonJS in
+// trace-event.cjs, which the child scripts run by plain node require too.
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-export const TRACING = '/sys/kernel/tracing'
+import { TRACING } from './trace-event.cjs'
+
+export { TRACING, traceEvent } from './trace-event.cjs'
 
 /**
  * Why io_uring's tracepoint `event` cannot be traced here (a skip reason), or undefined. A fresh

@@ -26,6 +26,16 @@ const fill = (b, seed) => {
 }
 const out = (r) => console.log('RESULT ' + JSON.stringify(r))
 const isDetached = (b) => b.byteLength === 0 && b.buffer.byteLength === 0
+/** Counts the blocks `fh.alloc` hands out from now on (a write stream's copies: none when every chunk is taken); returns the count so far. */
+const countAllocs = (fh) => {
+  let n = 0
+  const alloc = fh.alloc.bind(fh)
+  fh.alloc = (size) => {
+    n++
+    return alloc(size)
+  }
+  return () => n
+}
 
 /** Writes `chunks` to a new stream of `kind` over `fh`; resolves once it finished. */
 async function writeAll(kind, fh, chunks, opts) {
@@ -56,27 +66,16 @@ async function mix(file, kind, transfer) {
     a(3 * 4096, 8).subarray(0), // H: copied (the stream is not at a block boundary any more)
   ]
   const want = Buffer.concat(chunks.map((c) => Buffer.from(c)))
-  let allocs = 0
-  const alloc = fh.alloc.bind(fh)
-  fh.alloc = (n) => {
-    allocs++
-    return alloc(n)
-  }
+  const allocs = countAllocs(fh)
   const s0 = stats()
   const transferred = await writeAll(kind, fh, chunks, { chunkSize: 128 * KiB, writeBehind: 2, transferChunks: transfer, autoClose: true })
   const got = fs.readFileSync(file)
-  out({ unit, detached: chunks.map(isDetached), transferred, stats: delta(s0, stats()), allocs, same: got.equals(want), size: got.length, want: want.length })
+  out({ unit, detached: chunks.map(isDetached), transferred, stats: delta(s0, stats()), allocs: allocs(), same: got.equals(want), size: got.length, want: want.length })
 }
 
 async function pipe(src, dst, kind, transfer, start) {
   const fh = await od.open(dst, 'w')
-  // Blocks the write stream allocates for its copies (none when every chunk is taken).
-  let allocs = 0
-  const alloc = fh.alloc.bind(fh)
-  fh.alloc = (n) => {
-    allocs++
-    return alloc(n)
-  }
+  const allocs = countAllocs(fh)
   const s0 = stats()
   const ro = { chunkSize: 256 * KiB, start }
   const wo = { chunkSize: 256 * KiB, transferChunks: transfer, autoClose: true }
@@ -88,7 +87,7 @@ async function pipe(src, dst, kind, transfer, start) {
   } else {
     await od.readableWebStream(src, ro).pipeTo(od.writableWebStream(fh, wo))
   }
-  out({ transferred, allocs, stats: delta(s0, stats()) })
+  out({ transferred, allocs: allocs(), stats: delta(s0, stats()) })
 }
 
 const gcNow = () => {
