@@ -82,9 +82,8 @@ struct Batch {
     lat_hist: Vec<u32>,
     /// The shared window it runs in (`NONE`: its own, `window`).
     group: u32,
-    /// Its ops run on the ring, on a file whose ops do not sleep (and, unless
-    /// `ODIRECT_BATCH_WAIT` is set, on a device: not tmpfs/ramfs/buffered): the JS thread may
-    /// wait in the kernel for them (see [`wait`]).
+    /// Its ops run on the ring, on a file whose ops do not sleep: the JS thread may wait in
+    /// the kernel for them (see [`wait`]).
     waitable: bool,
 }
 
@@ -322,40 +321,21 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
 /// when one timed out): then the wake-up ends, and timers and other I/O get the loop's turn.
 const WAIT_BUDGET: Duration = Duration::from_millis(1);
 
-/// A reap that has nothing for JS waits in the kernel for this many of the native batches'
-/// ops on a device's file (see [`wait`]) unless `ODIRECT_BATCH_WAIT` says otherwise.
-///
-/// Why: a completion wakes the JS thread through the eventfd at once (the kernel signals it
-/// when the first completion of an empty list is queued), and the JS thread reaps, refills and
-/// goes back to epoll; when it shares a CPU with the device's interrupt (and, for writes, with
-/// the kworker that completes each O_DIRECT write, `iomap_dio_complete_work`, one per write),
-/// each completion the kworker queues wakes it again: a ping-pong of wake-ups of 1-3
-/// completions each. Counted (4 KiB random writes at depth 64 on the virtio disk, a
-/// `BatchWindow` queue, the process pinned to the interrupt's CPU, per 10k ops): `epoll_pwait`
-/// 1,820, context switches 948, 3.4 SQEs per `io_uring_enter`, against 299 / 172 / 6.4 on the
-/// other CPU. fio waits in `io_uring_enter(min_complete = 8)` and is not woken before 8 are
-/// queued. Waiting the same way (k = 8), `odirect bench` as variants against `=0`, paired:
-/// writes typed 0.91x -> 0.98x and 0.81x -> 0.89x fio, `BatchWindow` 0.88x -> 0.96x and
-/// 0.82x -> 0.90x, 2 lanes 0.89x -> 0.88x; reads within their spread (0.85x-1.05x either way);
-/// pinned to the interrupt's CPU 7 of 7 rounds faster (0.83x -> 0.97x fio). README "Kernel
-/// features, measured" has the runs.
-/// Not on tmpfs/ramfs or buffered files (no device: an io-wq worker copies, and the wait cost
-/// tmpfs typed reads 0.99x -> 0.86x fio). `ODIRECT_BATCH_WAIT=0` turns it off, `=k` waits for k
-/// on every file whose ops do not sleep (tmpfs too).
-const BATCH_WAIT: usize = 8;
-
-/// (k, every file): `ODIRECT_BATCH_WAIT=k` (read once) waits for k on every waitable file;
-/// unset, [`BATCH_WAIT`] on device files only.
-fn wait_setting() -> (usize, bool) {
-    static W: std::sync::OnceLock<(usize, bool)> = std::sync::OnceLock::new();
-    *W.get_or_init(|| match crate::env::number("ODIRECT_BATCH_WAIT") {
-        Some(k) => (k, true),
-        None => (BATCH_WAIT, false),
-    })
-}
-
+/// `ODIRECT_BATCH_WAIT=k` (opt-in, read once): a wait returns once k of the batches' ops
+/// completed (0, the default: no waits). Fourteenth session, with counts: O_DIRECT writes
+/// complete in a kworker on the disk interrupt's CPU (`iomap_dio_complete_work`, one per
+/// write) and the eventfd is signalled at the first completion of an empty list, so a JS
+/// thread on that CPU is woken per completion (`BatchWindow` writes pinned there, per 10k ops:
+/// `epoll_pwait` 1,820, context switches 948, 3.4 SQEs per enter; 299 / 172 / 6.4 on the other
+/// CPU); k = 8 removes that (7 of 7 rounds faster there, 0.83x -> 0.97x fio), but unpinned
+/// three `odirect bench` A/Bs disagreed (writes better in two, worse in the third; README
+/// "Kernel features, measured"): still opt-in. Measured (README "Kernel features, measured"): the
+/// JS thread's `epoll_pwait` per op 0.13-0.24 -> 0.004 and `io_uring_enter` 0.24-0.40 ->
+/// 0.06-0.18 with k = 8, but throughput against fio no better beyond the run-to-run swings
+/// (better in some forms, worse in others), and each wait arms a timer: off by default.
 fn wait_want() -> usize {
-    wait_setting().0
+    static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *W.get_or_init(|| crate::env::number("ODIRECT_BATCH_WAIT").unwrap_or(0))
 }
 
 /// After a reap that has nothing for JS (`Inner::reap`): when every op in flight belongs to a
@@ -700,9 +680,7 @@ fn start(
         reaped: 0,
         lat_hist: vec![0; crate::consts::LATENCY_BUCKETS as usize],
         group: if group == 0 { NONE } else { group },
-        waitable: kind == BackendKind::IoUring
-            && !e.may_block(fd)
-            && (wait_setting().1 || !e.copies(fd)),
+        waitable: kind == BackendKind::IoUring && !e.may_block(fd),
     };
     let b = e.batches.reserve();
     if group == 0 {

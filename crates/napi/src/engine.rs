@@ -1728,7 +1728,7 @@ impl Inner {
     /// whether more completions wait that were not announced on the eventfd again: the caller
     /// reaps again (after delivering these), or ends the wake-up ([`Inner::end_wake`]).
     ///
-    /// With `ODIRECT_BATCH_WAIT=k` (8 by default for a device's file), a reap that leaves JS nothing to deliver while
+    /// With `ODIRECT_BATCH_WAIT=k` (opt-in), a reap that leaves JS nothing to deliver while
     /// native batches' ops are all that is in flight waits in the kernel for k more of them
     /// and reaps again (`batch::wait`), as fio's `io_uring_enter(min_complete)` loop does,
     /// instead of ending the wake-up (a refill round has nothing for JS).
@@ -1753,12 +1753,6 @@ impl Inner {
     /// Whether ops on `fd` may sleep in their submission (`FD_MAY_BLOCK`: FUSE, NFS, FIFOs...).
     pub(crate) fn may_block(&self, fd: i32) -> bool {
         self.fds.facts(fd) & FD_MAY_BLOCK != 0
-    }
-
-    /// Whether `fd`'s ops are copies made by the kernel, with no device behind them (a
-    /// tmpfs/ramfs file, `FD_INLINE`; a buffered one, `FD_BUFFERED`).
-    pub(crate) fn copies(&self, fd: i32) -> bool {
-        self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0
     }
 
     /// Submits what the ring holds and waits in the kernel up to `timeout` for `want` of its
