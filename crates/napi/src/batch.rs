@@ -322,7 +322,14 @@ pub fn advance(e: &mut Inner, out: &mut Vec<f64>) {
 const WAIT_BUDGET: Duration = Duration::from_millis(1);
 
 /// `ODIRECT_BATCH_WAIT=k` (opt-in, read once): a wait returns once k of the batches' ops
-/// completed (0, the default: no waits). Measured (README "Kernel features, measured"): the
+/// completed (0, the default: no waits). Fourteenth session, with counts: O_DIRECT writes
+/// complete in a kworker on the disk interrupt's CPU (`iomap_dio_complete_work`, one per
+/// write) and the eventfd is signalled at the first completion of an empty list, so a JS
+/// thread on that CPU is woken per completion (`BatchWindow` writes pinned there, per 10k ops:
+/// `epoll_pwait` 1,820, context switches 948, 3.4 SQEs per enter; 299 / 172 / 6.4 on the other
+/// CPU); k = 8 removes that (7 of 7 rounds faster there, 0.83x -> 0.97x fio), but unpinned
+/// three `odirect bench` A/Bs disagreed (writes better in two, worse in the third; README
+/// "Kernel features, measured"): still opt-in. Measured (README "Kernel features, measured"): the
 /// JS thread's `epoll_pwait` per op 0.13-0.24 -> 0.004 and `io_uring_enter` 0.24-0.40 ->
 /// 0.06-0.18 with k = 8, but throughput against fio no better beyond the run-to-run swings
 /// (better in some forms, worse in others), and each wait arms a timer: off by default.
