@@ -26,7 +26,7 @@ import * as net from 'node:net'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
 import { until } from './helpers/events.js'
@@ -67,6 +67,14 @@ function diskFile(): string {
 
 const hd = heldDevice(REASON)
 
+/** Releases the child's held read; it completes whole (4096 bytes of the file) and the child exits 0. */
+async function releaseHeld(t: ExecutionContext, c: ReturnType<typeof childLines>): Promise<void> {
+  hd.fx().release()
+  const read = parse(await c.line('read '))
+  t.deepEqual([read.bytesRead, read.ok], [4096, true])
+  t.is(await c.exited, 0, c.err())
+}
+
 const held = (title: string, fn: Parameters<typeof test>[1]): void => testIf(REASON, title, fn, true)
 if (REASON) console.log(`adversary-s13b.spec: held-read cases skipped: ${REASON}`)
 
@@ -106,10 +114,7 @@ for (const [name, bin] of nodes) {
       t.is(waits, 1, 'the held read waited in its call')
       t.is(busy, 0)
       t.is(delta(returned.waitStats, (started.before as Line).waitStats)[3], 1, 'the wait ended by the loop event (the signal)')
-      f.release()
-      const read = parse(await c.line('read '))
-      t.deepEqual([read.bytesRead, read.ok], [4096, true])
-      t.is(await c.exited, 0, c.err())
+      await releaseHeld(t, c)
     } finally {
       f.release()
       c.child.kill()
@@ -129,10 +134,7 @@ held('SIGCHLD: a child of the program exits while a lone read is held in its in-
     t.true(chld.readPending)
     t.is(chld.sig, 'SIGTERM')
     t.true(f.stats().held >= 1, 'the read is still held when the exit event has run')
-    f.release()
-    const read = parse(await c.line('read '))
-    t.deepEqual([read.bytesRead, read.ok], [4096, true])
-    t.is(await c.exited, 0, c.err())
+    await releaseHeld(t, c)
   } finally {
     f.release()
     c.child.kill()
