@@ -1,6 +1,6 @@
 // open(), configureEngine(), the backend policy and probe(): what index.ts re-exports. Paths may be
 // strings, Buffers (UTF-8) or file: URLs (checked by args.ts toPath, with Node's codes for bad URLs).
-import { BACKENDS, type BackendName, type EngineOptions, getEngine, engineInfo } from './engine'
+import { BACKENDS, type BackendName, type Engine, type EngineOptions, getEngine as startEngine, engineInfo } from './engine'
 import { checkFlags, checkOpenOptions, describe, type FlagsArg, guardAsync, intArg, isCreatingFlags, isReadableFlags, isWritableFlags, type OpenOptions, optionsArg, type PathLike, toPath } from './args'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { type Alignment, FileHandle } from './handle'
@@ -15,6 +15,24 @@ export const isFileHandle = (v: unknown): v is FileHandle => {
     return v instanceof FileHandle
   } catch {
     return false
+  }
+}
+
+/**
+ * This thread's engine, started on the first call. Its start makes descriptors (an eventfd, the
+ * ring): a full descriptor table fails it with the kernel's errno in the native message
+ * ("eventfd: Too many open files (os error 24)"), which is turned into the typed kernel error
+ * (EMFILE with its hint) instead of an uncoded GenericFailure. A failed start is not kept: the
+ * next call tries again.
+ */
+function getEngine(path?: string): Engine {
+  try {
+    return startEngine()
+  } catch (e) {
+    if (e instanceof DirectIoError || !(e instanceof Error)) throw e
+    const m = /^(\w+): .*\(os error (\d+)\)/.exec(e.message)
+    if (m === null) throw misuse('ERR_ODIRECT_BACKEND', `the I/O engine could not start: ${e.message}`, 'see odirect probe', { cause: e })
+    throw kernelError(Number(m[2]), { syscall: m[1], ...(path === undefined ? {} : { path }) })
   }
 }
 
@@ -90,7 +108,7 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   const opts = checkOpenOptions(typeof options === 'number' ? { mode: options } : options)
   // The engine takes the descriptor as the open completes: closed at teardown even when this
   // environment (a terminated worker) never runs the code below.
-  const engine = getEngine()
+  const engine = getEngine(p)
   const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode, engine.native)
   if (r.errno !== 0 || r.alignment == null) {
     const syscall = r.syscall || 'open'

@@ -1,0 +1,161 @@
+// Adversary pass of the fifteenth session, at the process's edges (earlier passes covered data
+// changing under reads, odd positions and buffers, full disks, RLIMIT_FSIZE, worker deaths):
+// 1. EMFILE (`prlimit --nofile`): with the descriptor table full but for 0-8 free slots, every
+//    whole-file and stream form, and the engine's own start on the first call, either works with
+//    the right bytes or fails typed (EMFILE, DirectIoError with a hint); nothing it opened stays
+//    open, no temp file is left, the old destination stays whole, and all works once freed;
+// 2. CLOEXEC: a program spawned while copyFile, both streams and readMany run on each backend
+//    inherits none of the engine's descriptors (ring, eventfds, epoll, pipes) nor any file;
+// Every check waits on an event (a promise, a child's exit); nothing is timed.
+import { execFile } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { skipReason } from './helpers/fixtures.ts'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dist = path.join(here, '..', 'dist', 'index.js')
+const kids = path.join(here, 'adversary-s15')
+const scratch = scratchDirs('s15')
+
+/** Runs `node <script> args` (under `prefix`, e.g. prlimit) and resolves with its RESULT line's JSON. */
+function runChild<T>(prefix: string[], script: string, args: string[], env: NodeJS.ProcessEnv = process.env, killAfterMs = 0): Promise<T> {
+  const cmd = [...prefix, process.execPath, path.join(kids, script), ...args]
+  return new Promise((resolve, reject) => {
+    execFile(cmd[0], cmd.slice(1), { encoding: 'utf8', env, maxBuffer: 64 << 20, timeout: killAfterMs }, (err, stdout, stderr) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('RESULT '))
+      if (line === undefined) return reject(new Error(`${script} printed no RESULT (${String(err)}):\n${stdout}\n${stderr}`))
+      const o = JSON.parse(line.slice(7)) as T & { crash?: string }
+      if (o.crash !== undefined) return reject(new Error(`${script} crashed: ${o.crash}\n${stderr}`))
+      resolve(o)
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. EMFILE
+
+interface EmfileRound {
+  form: string
+  free: number
+  ok: boolean
+  right?: boolean
+  code?: string
+  direct?: boolean
+  hint?: boolean
+  message?: string
+  leaked: string[]
+  temps: string[]
+  dst?: string
+}
+
+const PRLIMIT = skipReason(['cmd:prlimit'])
+const withBackend = (backend: string): NodeJS.ProcessEnv => ({ ...process.env, ODIRECT_BACKEND: backend })
+
+for (const backend of ['io_uring', 'aio', 'threadpool']) {
+  testIf(PRLIMIT, `EMFILE [${backend}]: with 0-8 descriptors free every form works or fails EMFILE typed, leaks nothing, leaves no temp file, keeps the old destination; all works once freed`, async (t) => {
+    const dir = scratch()
+    const o = await runChild<{ rounds: EmfileRound[]; final: Record<string, unknown>; backend: string }>(['prlimit', '--nofile=64:64'], 'emfile-child.cjs', [dist, dir], withBackend(backend))
+    t.is(o.backend, backend)
+    for (const r of o.rounds) {
+      const what = `${r.form} with ${r.free} free: ${JSON.stringify(r)}`
+      if (r.ok) t.true(r.right, what)
+      else {
+        t.is(r.code, 'EMFILE', what)
+        t.true(r.direct && r.hint, what)
+        if (r.dst !== undefined) t.true(r.dst === 'old' || r.dst === 'new', what)
+      }
+      t.deepEqual(r.leaked, [], what)
+      t.deepEqual(r.temps, [], what)
+    }
+    // Some rounds must really have met the limit, and some must have got through it.
+    t.true(o.rounds.some((r) => !r.ok))
+    t.true(o.rounds.some((r) => r.ok))
+    for (const [form, v] of Object.entries(o.final)) t.is(v, 'right', form)
+  })
+}
+
+// A ring made while only 3 descriptors were free (the file, the eventfd, the ring: not the pipe its
+// setup uses to check that the kernel sets IORING_SQ_TASKRUN, crates/core/src/io/ring.rs
+// taskrun_flag_works) runs with taskrun_flag = false for the engine's whole life, and on that path
+// a lone disk op's completion (copyFile's last block, after in-call waits that the loop watch
+// ended) is never delivered: the process hangs in epoll_wait with the completion waiting in the
+// kernel as task work (fdinfo SqHead one past CqTail; ODIRECT_DEBUG shows the write submitted and
+// nothing after). Forcing taskrun_flag = false without any descriptor limit hangs the same way
+// (checked with a patched build), so the cause is that path, not EMFILE: disk helper's files
+// (ring.rs / engine.rs). 400 copies hang in every run here (after 4-136 copies). Failing until
+// fixed: a hang cannot be waited for, so the child is killed after 100 s, far beyond what 400
+// copies of 1 MiB take; that bound can only turn a slow run green here, never red. When fixed,
+// flip to `test` and drop the bound (killAfterMs).
+test.failing('EMFILE at the ring\'s setup (no descriptor for its IORING_SQ_TASKRUN probe): copyFile after the descriptors are freed completes, 400 times', async (t) => {
+  if (PRLIMIT !== undefined) return t.pass()
+  const dir = scratch()
+  const o = await runChild<{ first: string; done: number; right: number }>(['prlimit', '--nofile=40:40'], 'emfile-hang.cjs', [dist, dir, '3', '400'], process.env, 100_000)
+  t.is(o.first, 'io_uring')
+  t.is(o.done, 400)
+  t.is(o.right, 400)
+})
+
+interface FirstResult {
+  k: number
+  first: { ok: boolean; backend?: string; code?: string; direct?: boolean; hint?: boolean; message?: string }
+  after: string[]
+  uring: number
+  eventfd: number
+}
+
+testIf(PRLIMIT, "EMFILE on a process's first call (the engine's start): fails EMFILE typed or works; once freed the engine works and holds what an unlimited one holds", async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, Buffer.alloc(100_000, 3))
+  const free = await runChild<FirstResult>([], 'emfile-first.cjs', [dist, '99', src])
+  t.true(free.first.ok, JSON.stringify(free))
+  let failed = 0
+  // 0: the eventfd fails; 1: the eventfd is made, the file's open fails; 2: the ring's setup fails
+  // (the file goes to aio). 3 and 4 (the ring made without its setup probe) are the case below.
+  for (const k of [0, 1, 2]) {
+    const r = await runChild<FirstResult>(['prlimit', '--nofile=40:40'], 'emfile-first.cjs', [dist, String(k), src])
+    const what = `${k} free: ${JSON.stringify(r)}`
+    if (!r.first.ok) {
+      failed++
+      t.is(r.first.code, 'EMFILE', what)
+      t.true(r.first.direct && r.first.hint, what)
+    } else t.is(r.first.backend?.split(':')[1], '8192', what)
+    // Freed: the next two calls work on the backend an unlimited process uses.
+    t.deepEqual(r.after, [free.first.backend, free.first.backend], what)
+    t.is(r.uring, free.uring, what)
+    t.is(r.eventfd, free.eventfd, what)
+  }
+  t.true(failed > 0)
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. CLOEXEC
+
+interface CloexecResult {
+  base: string[]
+  seen: string[][]
+  n: number
+  backend: string
+}
+
+/** "fd kind" without the inode numbers that differ between children (pipe:[123] -> pipe). */
+const kinds = (fds: string[]): string[] => fds.map((l) => l.replace(/:\[\d+\]$/, '')).sort()
+
+for (const backend of ['auto', 'aio', 'threadpool']) {
+  test(`CLOEXEC [${backend}]: a program spawned with copyFile, both streams and readMany in flight inherits no engine descriptor and no file`, async (t) => {
+    const dir = scratch()
+    const o = await runChild<CloexecResult>([], 'cloexec-child.cjs', [dist, dir], backend === 'auto' ? process.env : withBackend(backend))
+    t.is(o.n, 32 * 1024 * 1024)
+    if (backend !== 'auto') t.is(o.backend, backend)
+    for (const s of o.seen) {
+      t.deepEqual(kinds(s), kinds(o.base), JSON.stringify(o))
+      for (const l of s) t.notRegex(l, /io_uring|eventfd|eventpoll|\[aio\]|odirect-s15/, l)
+    }
+  })
+}
