@@ -6,6 +6,8 @@
 //    open, no temp file is left, the old destination stays whole, and all works once freed;
 // 2. CLOEXEC: a program spawned while copyFile, both streams and readMany run on each backend
 //    inherits none of the engine's descriptors (ring, eventfds, epoll, pipes) nor any file;
+// 3. a signal storm (SIGUSR2 with a JS handler, SIGSTOP/SIGCONT) from another process during every
+//    form on each backend: no EINTR surfaces, data whole;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -14,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import { childLines } from './helpers/child-lines.ts'
 import { skipReason } from './helpers/fixtures.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
@@ -157,5 +160,27 @@ for (const backend of ['auto', 'aio', 'threadpool']) {
       t.deepEqual(kinds(s), kinds(o.base), JSON.stringify(o))
       for (const l of s) t.notRegex(l, /io_uring|eventfd|eventpoll|\[aio\]|odirect-s15/, l)
     }
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A signal storm: another process sends SIGUSR2 (a JS handler installed) as fast as it can,
+//    with a SIGSTOP/SIGCONT pair every 500, for the whole run of every form on each backend:
+//    no EINTR (or any error) surfaces, every byte is right.
+
+for (const backend of ['io_uring', 'aio', 'threadpool']) {
+  test(`signal storm [${backend}]: SIGUSR2 with a JS handler and SIGSTOP/SIGCONT during copyFile, writeFile, streams, readMany, read/write: no error, data whole`, async (t) => {
+    const dir = scratch()
+    const c = childLines(process.execPath, [path.join(kids, 'signal-child.cjs'), dist, dir, '2'], withBackend(backend))
+    await c.line('READY')
+    const storm = childLines(process.execPath, [path.join(kids, 'storm.cjs'), String(c.child.pid)], process.env)
+    const line = await c.line('RESULT ')
+    await Promise.all([c.exited, storm.exited])
+    const o = JSON.parse(line.slice(7)) as { failures: unknown[]; signals: number; backend: string; crash?: string }
+    t.is(o.crash, undefined, c.err())
+    t.deepEqual(o.failures, [])
+    t.is(o.backend, backend)
+    // The child starts on the storm's first signal; the storm ends only when the child is gone.
+    t.true(o.signals > 0, storm.err())
   })
 }
