@@ -8,6 +8,8 @@
 //    inherits none of the engine's descriptors (ring, eventfds, epoll, pipes) nor any file;
 // 3. a signal storm (SIGUSR2 with a JS handler, SIGSTOP/SIGCONT) from another process during every
 //    form on each backend: no EINTR surfaces, data whole;
+// 4. reads into and writes from slices of Node's Buffer pool and odd-offset views (bounced): exactly
+//    their bytes, nothing around them;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -16,6 +18,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import * as od from '../dist/index.js'
 import { childLines } from './helpers/child-lines.ts'
 import { skipReason } from './helpers/fixtures.ts'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -184,3 +187,80 @@ for (const backend of ['io_uring', 'aio', 'threadpool']) {
     t.true(o.signals > 0, storm.err())
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Caller memory that odirect must bounce: slices of Node's shared Buffer pool
+//    (Buffer.from('x'), allocUnsafe), DataView / Float64Array / Uint16Array / subarray views at
+//    odd byte offsets. A read (read, readv, readMany) fills exactly its bytes, bytesRead of them
+//    at EOF (never the zeros of the padded block past it); every other byte of the ArrayBuffer
+//    stays as it was. A write from them writes exactly its bytes and leaves the memory as it was.
+
+const memoryViews: [string, () => ArrayBufferView][] = [
+  ['pool slice', () => new Uint8Array(Buffer.from('xyz').buffer)],
+  ['allocUnsafe pool', () => new Uint8Array(Buffer.allocUnsafe(100).buffer)],
+  ['DataView +3', () => new DataView(new ArrayBuffer(20_000), 3, 19_990)],
+  ['Float64Array +8', () => new Float64Array(new ArrayBuffer(20_000), 8, 2400)],
+  ['subarray +1', () => new Uint8Array(new ArrayBuffer(20_000)).subarray(1, 19_999)],
+  ['Uint16Array +2', () => new Uint16Array(new ArrayBuffer(20_000), 2, 9000)],
+]
+
+test('caller memory: reads into pool slices and odd-offset views fill exactly their bytes (bytesRead at EOF), nothing around them; writes from them write exactly theirs', async (t) => {
+  const dir = scratch()
+  const f = path.join(dir, 'f')
+  const N = 3 * 4096 + 100
+  const data = Buffer.alloc(N)
+  for (let i = 0; i < N; i++) data[i] = ((i * 7 + 3) & 0xff) || 1
+  fs.writeFileSync(f, data)
+  const fh = await od.open(f, 'r+')
+  t.teardown(() => fh.close())
+  const cases: [number, number][] = [[0, 512], [512, 4096], [0, 4096], [8192, 8192], [12_288, 4096], [12_288, 512], [4096, 1024], [16_384, 512]]
+  let tried = 0
+  for (const [name, make] of memoryViews) {
+    for (const [pos, len] of cases) {
+      for (const form of ['read', 'readv', 'readMany'] as const) {
+        const whole = make()
+        const all = new Uint8Array(whole.buffer)
+        const off = 1
+        const at = whole.byteOffset + off
+        if (at + len > all.length) continue
+        all.fill(0xee)
+        const target = new Uint8Array(whole.buffer, at, len)
+        let got: number
+        if (form === 'read') got = (await fh.read(whole, off, len, pos)).bytesRead
+        else if (form === 'readv') got = (await fh.readv([target], pos)).bytesRead
+        else {
+          await fh.readMany([{ buffer: target, position: pos }])
+          got = Math.max(0, Math.min(len, N - pos))
+        }
+        const exp = Math.max(0, Math.min(len, N - pos))
+        const what = `${name} ${form} ${len} at ${pos}`
+        t.is(got, exp, what)
+        let wrong = -1
+        for (let i = 0; i < all.length && wrong < 0; i++) {
+          const rel = i - at
+          if (all[i] !== (rel >= 0 && rel < exp ? data[pos + rel] : 0xee)) wrong = i
+        }
+        t.is(wrong, -1, `${what}: byte ${wrong} of the ArrayBuffer`)
+        tried++
+      }
+      // A write of `len` bytes from the same kind of memory, at `pos`, then read back.
+      if (pos + len > N) continue
+      const whole = make()
+      const all = new Uint8Array(whole.buffer)
+      const at = whole.byteOffset + 1
+      if (at + len > all.length) continue
+      for (let i = 0; i < all.length; i++) all[i] = (i * 13 + pos) & 0xff
+      const before = Buffer.from(all)
+      await fh.write(new Uint8Array(whole.buffer, at, len), 0, len, pos)
+      t.deepEqual(Buffer.from(all), before, `${name} write: memory unchanged`)
+      const back = fs.readFileSync(f)
+      t.is(back.length, N)
+      t.deepEqual(back.subarray(pos, pos + len), before.subarray(at, at + len), `${name} write ${len} at ${pos}`)
+      t.deepEqual(back.subarray(0, pos), data.subarray(0, pos), `${name} write ${len} at ${pos}: before it`)
+      t.deepEqual(back.subarray(pos + len), data.subarray(pos + len), `${name} write ${len} at ${pos}: after it`)
+      // Restore the file for the next case.
+      fs.writeFileSync(f, data)
+    }
+  }
+  t.true(tried > 100)
+})
