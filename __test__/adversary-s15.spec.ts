@@ -10,8 +10,10 @@
 //    form on each backend: no EINTR surfaces, data whole;
 // 4. reads into and writes from slices of Node's Buffer pool and odd-offset views (bounced): exactly
 //    their bytes, nothing around them;
+// 5. a memory cgroup far smaller than the file: streams, copyFile and a pipeline complete, no OOM kill;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -263,4 +265,63 @@ test('caller memory: reads into pool slices and odd-offset views fill exactly th
     }
   }
   t.true(tried > 100)
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. A memory cgroup whose limit (128 MiB, swap included where v1 counts it) is well under the
+//    file (320 MiB): read streams (Node, web), copyFile, read -> write pipeline and a write
+//    stream run in a child placed in it complete with the right bytes, and nothing in the group
+//    is OOM-killed (direct I/O charges no page cache; the streams' memory is bounded).
+
+/** The memory cgroup root (v1 memory controller, or v2 with memory enabled), or undefined. */
+function memoryCgroupRoot(): { dir: string; v: 1 | 2 } | undefined {
+  if (fs.existsSync('/sys/fs/cgroup/memory/memory.limit_in_bytes')) return { dir: '/sys/fs/cgroup/memory', v: 1 }
+  try {
+    if (fs.readFileSync('/sys/fs/cgroup/cgroup.subtree_control', 'utf8').split(/\s+/).includes('memory')) return { dir: '/sys/fs/cgroup', v: 2 }
+  } catch {
+    // no cgroup v2 root with the memory controller
+  }
+  return undefined
+}
+
+const CGROUP = memoryCgroupRoot()
+const CGROUP_REASON = process.getuid?.() !== 0 ? 'needs root' : CGROUP === undefined ? 'no memory cgroup (v1 memory controller or v2 with memory enabled)' : undefined
+
+/** OOM kills counted in a memory cgroup (v1 memory.oom_control, v2 memory.events). */
+function oomKills(cg: string, v: 1 | 2): number {
+  const text = fs.readFileSync(path.join(cg, v === 1 ? 'memory.oom_control' : 'memory.events'), 'utf8')
+  return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? 0)
+}
+
+testIf(CGROUP_REASON, 'memory cgroup of 128 MiB: streams, copyFile and a pipeline of a 320 MiB file complete with the right bytes, nothing OOM-killed', async (t) => {
+  const root = CGROUP as { dir: string; v: 1 | 2 }
+  const cg = fs.mkdtempSync(path.join(root.dir, `odirect-s15-${process.pid}-`))
+  t.teardown(() => fs.rmdirSync(cg))
+  const limit = 128 * 1024 * 1024
+  if (root.v === 1) {
+    fs.writeFileSync(path.join(cg, 'memory.limit_in_bytes'), String(limit))
+    if (fs.existsSync(path.join(cg, 'memory.memsw.limit_in_bytes'))) fs.writeFileSync(path.join(cg, 'memory.memsw.limit_in_bytes'), String(limit))
+  } else {
+    fs.writeFileSync(path.join(cg, 'memory.max'), String(limit))
+    if (fs.existsSync(path.join(cg, 'memory.swap.max'))) fs.writeFileSync(path.join(cg, 'memory.swap.max'), '0')
+  }
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  // 320 MiB of varied bytes, written from this process (outside the group), hashed as written.
+  const h = createHash('sha256')
+  const fd = fs.openSync(src, 'w')
+  const chunk = Buffer.alloc(1024 * 1024)
+  for (let m = 0; m < 320; m++) {
+    for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((Math.imul(m * 262_144 + i / 4, 2_654_435_761) >>> 0), i)
+    fs.writeSync(fd, chunk)
+    h.update(chunk)
+  }
+  fs.closeSync(fd)
+  const want = h.digest('hex')
+  const before = oomKills(cg, root.v)
+  const o = await runChild<{ out: Record<string, string>; want: string; size: number }>([], 'cgroup-child.cjs', [dist, cg, dir, src, want])
+  t.is(o.size, 320 * 1024 * 1024)
+  for (const [form, got] of Object.entries(o.out)) t.is(got, want, form)
+  t.is(Object.keys(o.out).length, 5)
+  t.is(oomKills(cg, root.v), before)
 })
