@@ -11,12 +11,14 @@
 // 4. reads into and writes from slices of Node's Buffer pool and odd-offset views (bounced): exactly
 //    their bytes, nothing around them;
 // 5. a memory cgroup far smaller than the file: streams, copyFile and a pipeline complete, no OOM kill;
+// 6. an unprivileged user with the default RLIMIT_MEMLOCK: Quick start, registered buffers, the CLI;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { stripVTControlCharacters } from 'node:util'
 
 import test from 'ava'
 
@@ -324,4 +326,66 @@ testIf(CGROUP_REASON, 'memory cgroup of 128 MiB: streams, copyFile and a pipelin
   for (const [form, got] of Object.entries(o.out)) t.is(got, want, form)
   t.is(Object.keys(o.out).length, 5)
   t.is(oomKills(cg, root.v), before)
+})
+
+// ---------------------------------------------------------------------------------------
+// 6. As an unprivileged user (uid/gid 65534, no groups) with the default 8 MiB RLIMIT_MEMLOCK, in
+//    a project of its own that depends on odirect: the README's Quick start runs as pasted and
+//    prints what it says; registered buffers within the limit work, past it fail
+//    ERR_ODIRECT_MEMLOCK naming the limit; `odirect cp` and `odirect probe` work.
+
+const NOBODY_REASON = process.getuid?.() !== 0 ? 'needs root (to become uid 65534)' : skipReason(['cmd:setpriv', 'cmd:prlimit'])
+
+testIf(NOBODY_REASON, 'unprivileged user, 8 MiB RLIMIT_MEMLOCK: Quick start as pasted, registered buffers within and past the limit, odirect cp and probe', async (t) => {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o755)
+  fs.mkdirSync(path.join(dir, 'node_modules'))
+  fs.symlinkSync(path.join(here, '..'), path.join(dir, 'node_modules', 'odirect'))
+  const readme = fs.readFileSync(path.join(here, '..', 'README.md'), 'utf8')
+  const quick = /## Quick start[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1]
+  t.truthy(quick)
+  fs.writeFileSync(path.join(dir, 'quickstart.mjs'), quick as string)
+  fs.writeFileSync(
+    path.join(dir, 'reg.mjs'),
+    `import { open, DirectIoError } from 'odirect'
+const fh = await open('reg.bin', 'w+')
+const out = []
+for (const [n, size] of [[2, 1 << 20], [4, 4 << 20]]) {
+  try {
+    const r = await fh.registerBuffers(n, size)
+    r.buffers[0].fill(7)
+    await fh.write(r.buffers[0], 0, size, 0)
+    const { bytesRead } = await fh.read(r.buffers[1], 0, size, 0)
+    out.push({ n, ok: r.buffers[1].every((x) => x === 7) && bytesRead === size })
+    r.unregister()
+  } catch (e) {
+    out.push({ n, direct: e instanceof DirectIoError, code: e.code, limit: /8388608/.test(e.message) })
+  }
+}
+await fh.close()
+console.log('RESULT ' + JSON.stringify(out))
+`,
+  )
+  for (const f of [dir, ...fs.readdirSync(dir).map((n) => path.join(dir, n))]) fs.lchownSync(f, 65534, 65534)
+  const asNobody = (args: string[]): Promise<{ code: number; out: string; err: string }> =>
+    new Promise((resolve) => {
+      const cmd = ['prlimit', '--memlock=8388608:8388608', 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'env', `HOME=${dir}`, process.execPath, ...args]
+      execFile(cmd[0], cmd.slice(1), { cwd: dir, encoding: 'utf8' }, (err, out, stderr) => resolve({ code: err === null ? 0 : Number((err as { code?: number }).code ?? -1), out, err: stderr }))
+    })
+  const q = await asNobody(['quickstart.mjs'])
+  t.is(q.code, 0, q.err)
+  t.is(stripVTControlCharacters(q.out), "true io_uring 512\n1048576 1048576 odirect \n[ 4096, 4096, 4096, 4096 ]\nERR_ODIRECT_ALIGNMENT - use positions that are multiples of fh.alignment.offset (512)\nhello, direct I/O\n\n")
+  t.is(fs.statSync(path.join(dir, 'demo.bin')).uid, 65534)
+  const r = await asNobody(['reg.mjs'])
+  t.is(r.code, 0, r.err)
+  t.deepEqual(JSON.parse(r.out.split('\n').find((l) => l.startsWith('RESULT '))?.slice(7) ?? 'null'), [
+    { n: 2, ok: true },
+    { n: 4, direct: true, code: 'ERR_ODIRECT_MEMLOCK', limit: true },
+  ])
+  const cp = await asNobody([path.join(here, '..', 'dist', 'cli.js'), 'cp', 'demo.bin', 'copy.bin'])
+  t.is(cp.code, 0, cp.err)
+  t.deepEqual(fs.readFileSync(path.join(dir, 'copy.bin')), fs.readFileSync(path.join(dir, 'demo.bin')))
+  const probe = await asNobody([path.join(here, '..', 'dist', 'cli.js'), 'probe', '.'])
+  t.is(probe.code, 0, probe.err)
+  t.regex(probe.out, /direct I\/O ready: yes/)
 })
