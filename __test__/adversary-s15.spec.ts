@@ -12,6 +12,7 @@
 //    their bytes, nothing around them;
 // 5. a memory cgroup far smaller than the file: streams, copyFile and a pipeline complete, no OOM kill;
 // 6. an unprivileged user with the default RLIMIT_MEMLOCK: Quick start, registered buffers, the CLI;
+// 7. positions past 4 GiB to ext4's and tmpfs's limits by every positioned form: the exact offset;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -389,3 +390,74 @@ console.log('RESULT ' + JSON.stringify(out))
   t.is(probe.code, 0, probe.err)
   t.regex(probe.out, /direct I\/O ready: yes/)
 })
+
+// ---------------------------------------------------------------------------------------
+// 7. Positions past 4 GiB, to 2^44 - 16 KiB (ext4's limit) and 2^53 - 8 KiB (tmpfs), by every
+//    positioned form (write/read, writev/readv, array and typed batches with Float64Array and
+//    BigInt64Array positions, streams with `start`): the bytes land at the exact offset (node:fs
+//    reads them there with a BigInt position), read back the same, and nothing lands at the
+//    position cut to 32 or 31 bits.
+
+for (const root of ['/var/tmp', '/dev/shm']) {
+  test(`${root}: positions past 4 GiB up to the filesystem's limit, by every positioned form, land at the exact offset and nowhere else`, async (t) => {
+    const f = path.join(scratch(root), 'far')
+    const U = 4096
+    const pat = (seed: number): Buffer => {
+      const b = Buffer.alloc(U)
+      for (let i = 0; i < U; i++) b[i] = ((seed * 31 + i * 7 + 1) & 0xff) || 1
+      return b
+    }
+    const positions = [2 ** 32 - U, 2 ** 32, 2 ** 32 + U, 2 ** 40 + 2 * U, root === '/dev/shm' ? 2 ** 53 - 2 * U : 2 ** 44 - 4 * U]
+    const fh = await od.open(f, 'w+')
+    t.teardown(() => fh.close())
+    let seed = 0
+    for (const pos of positions) {
+      for (const form of ['write/read', 'writev/readv', 'writeMany/readMany', 'typed f64', 'typed bigint', 'streams']) {
+        const data = pat(++seed)
+        const back = fh.alloc(U)
+        const b = fh.alloc(U)
+        data.copy(b)
+        if (form === 'write/read') {
+          await fh.write(b, 0, U, pos)
+          await fh.read(back, 0, U, pos)
+        } else if (form === 'writev/readv') {
+          await fh.writev([b], pos)
+          await fh.readv([back], pos)
+        } else if (form === 'writeMany/readMany') {
+          await fh.writeMany([{ buffer: b, position: pos }])
+          await fh.readMany([{ buffer: back, position: pos }])
+        } else if (form.startsWith('typed')) {
+          const positionsArr = form === 'typed f64' ? new Float64Array([pos]) : new BigInt64Array([BigInt(pos)])
+          await fh.writeMany({ memory: b, offsets: new Uint32Array([0]), lengths: new Uint32Array([U]), positions: positionsArr })
+          await fh.readMany({ memory: back, offsets: new Uint32Array([0]), lengths: new Uint32Array([U]), positions: positionsArr })
+        } else {
+          const ws = od.createWriteStream(f, { flags: 'r+', start: pos })
+          await new Promise((resolve, reject) => {
+            ws.on('error', reject)
+            ws.on('close', resolve)
+            ws.end(data)
+          })
+          const parts: Buffer[] = []
+          for await (const c of od.createReadStream(f, { start: pos, end: pos + U - 1 })) parts.push(Buffer.from(c as Uint8Array))
+          Buffer.concat(parts).copy(back)
+        }
+        const fd = fs.openSync(f, 'r')
+        const there = Buffer.alloc(U)
+        fs.readSync(fd, there, 0, U, BigInt(pos))
+        fs.closeSync(fd)
+        t.deepEqual(there, data, `${form} at ${pos}: node:fs there`)
+        t.deepEqual(back, data, `${form} at ${pos}: read back`)
+      }
+    }
+    const fd = fs.openSync(f, 'r')
+    for (const pos of positions) {
+      for (const alias of [pos % 2 ** 32, pos % 2 ** 31]) {
+        if (alias === pos || alias >= 2 ** 32 - 2 * U) continue
+        const there = Buffer.alloc(U)
+        fs.readSync(fd, there, 0, U, alias)
+        t.true(there.every((x) => x === 0), `${pos} cut to ${alias}`)
+      }
+    }
+    fs.closeSync(fd)
+  })
+}
