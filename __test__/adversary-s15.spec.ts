@@ -5,8 +5,8 @@
 //    the right bytes or fails typed (EMFILE, DirectIoError with a hint); nothing it opened stays
 //    open, no temp file is left, the old destination stays whole, and all works once freed.
 //    Found: the engine's start failing EMFILE came out as an uncoded GenericFailure (fixed in
-//    src/open.ts); a ring made while its IORING_SQ_TASKRUN probe had no descriptor loses a lone
-//    disk op's completion, so copyFile hangs (test.failing: crates/core/src/io/ring.rs);
+//    src/open.ts); a ring made while its IORING_SQ_TASKRUN probe had no descriptor lost a lone
+//    disk op's completion, so copyFile hung (fixed in crates/core/src/io/ring.rs);
 // 2. CLOEXEC: a program spawned while copyFile, both streams and readMany run on each backend
 //    inherits none of the engine's descriptors (ring, eventfds, epoll, pipes) nor any file;
 // 3. a signal storm (SIGUSR2 with a JS handler, SIGSTOP/SIGCONT) from another process during every
@@ -101,24 +101,15 @@ for (const backend of ['io_uring', 'aio', 'threadpool']) {
 
 // A ring made while only 3 descriptors were free (the file, the eventfd, the ring: not the pipe its
 // setup uses to check that the kernel sets IORING_SQ_TASKRUN, crates/core/src/io/ring.rs
-// taskrun_flag_works) runs with taskrun_flag = false for the engine's whole life, and on that path
-// a lone disk op's completion (copyFile's last block, after in-call waits that the loop watch
-// ended) is never delivered: the process hangs in epoll_wait with the completion waiting in the
-// kernel as task work (fdinfo SqHead one past CqTail; ODIRECT_DEBUG shows the write submitted and
-// nothing after). Forcing taskrun_flag = false without any descriptor limit hangs the same way
-// (checked with a patched build), so the cause is that path, not EMFILE: disk helper's files
-// (ring.rs / engine.rs). Likely mechanism: with DEFER_TASKRUN the kernel signals the eventfd only
-// when its task-work list goes from empty to non-empty; without the flag `pending()` cannot see
-// task work left after the eventfd was reset, so nothing enters the ring and no new signal comes.
-// Fix candidates: fail the ring's setup (or assume the flag, which every DEFER_TASKRUN kernel sets)
-// when the probe has no pipe; make the flag-less path enter GETEVENTS after each eventfd reset. 400 copies hang in every run here (after 4-136 copies). Failing until
-// fixed: a hang cannot be waited for, so the child is killed after 60 s, far beyond what 400
-// copies of 1 MiB take; that bound can only turn a slow run green here, never red. When fixed,
-// flip to `test` and drop the bound (killAfterMs).
-test.failing('EMFILE at the ring\'s setup (no descriptor for its IORING_SQ_TASKRUN probe): copyFile after the descriptors are freed completes, 400 times', async (t) => {
-  if (PRLIMIT !== undefined) return t.pass()
+// taskrun_flag_works) ran with taskrun_flag = false for the engine's whole life, and on that path
+// a lone disk op's completion (copyFile's last block) was never delivered: with DEFER_TASKRUN the
+// kernel signals the eventfd only when its task-work list turns non-empty, and without the flag
+// `pending()` cannot see task work queued between the wake-up's GETEVENTS and the eventfd's reset.
+// The process hung in epoll_wait (after 4-136 copies in every run). Fixed: without a pipe the probe
+// assumes the flag (the kernel accepted IORING_SETUP_TASKRUN_FLAG; every kernel that does sets it).
+testIf(PRLIMIT, 'EMFILE at the ring\'s setup (no descriptor for its IORING_SQ_TASKRUN probe): copyFile after the descriptors are freed completes, 400 times', async (t) => {
   const dir = scratch()
-  const o = await runChild<{ first: string; done: number; right: number }>(['prlimit', '--nofile=40:40'], 'emfile-hang.cjs', [dist, dir, '3', '400'], process.env, 60_000)
+  const o = await runChild<{ first: string; done: number; right: number }>(['prlimit', '--nofile=40:40'], 'emfile-hang.cjs', [dist, dir, '3', '400'])
   t.is(o.first, 'io_uring')
   t.is(o.done, 400)
   t.is(o.right, 400)

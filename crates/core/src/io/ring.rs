@@ -650,11 +650,18 @@ impl LocalRing {
     /// Does this kernel set IORING_SQ_TASKRUN when a completion waits as task work? Checked once
     /// with a read of an empty (blocking) pipe, completed by a write to it: the poll wake-up
     /// queues task work inside the write. The read is reaped here; the ring is empty again after.
+    ///
+    /// Without a pipe (EMFILE/ENFILE: the descriptor table was full when the ring was made) the
+    /// flag is assumed to work: the kernel accepted IORING_SETUP_TASKRUN_FLAG, and every kernel
+    /// that does sets it. Assuming the opposite is what loses completions: a DEFER_TASKRUN ring
+    /// signals its eventfd only when its task-work list turns non-empty, so without the flag a
+    /// completion queued between the wake-up's GETEVENTS and the eventfd's reset is never seen
+    /// again (adversary-s15's EMFILE case: a lone copyFile write hung for good).
     fn taskrun_flag_works(&mut self) -> bool {
         let mut fds = [0; 2];
         // SAFETY: fds is a live array of two ints.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return false;
+            return true;
         }
         let mut byte = [0u8; 1];
         let e = opcode::Read::new(types::Fd(fds[0]), byte.as_mut_ptr(), 1)
