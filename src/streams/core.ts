@@ -85,8 +85,12 @@ export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
   /** Bytes per write (the block chunks are gathered into), rounded up to the block size. Default 2 MiB. */
   chunkSize?: number
   /**
-   * Writes kept in flight, the next one started as each completes. Default 4. As many more full
-   * blocks are accepted, waiting for a slot; past that the stream applies backpressure.
+   * Depth of the writes kept in flight, in blocks: `writeBehind` x `chunkSize` bytes of writes
+   * in the kernel (the next started as each completes), at most 64 writes (or `writeBehind`, if
+   * more); as many bytes more are accepted, waiting; past that the stream applies backpressure.
+   * Copied chunks go in blocks of `chunkSize`: `writeBehind` writes. Transferred chunks
+   * (`transferChunks`) are each their own write of their own size: smaller ones keep more
+   * writes in flight, a larger one goes alone if need be. Default 4.
    */
   writeBehind?: number
   /** Flags used to open a path: 'w' (default), 'wx', 'w+', 'wx+', 'r+'. */
