@@ -42,8 +42,11 @@ export declare class NativeEngine {
    * (errors, dropping a buffered file's cache), instead of copying the arrays at each call.
    */
   batchTake(id: number, results: unknown, latency: unknown, ranges: unknown): number
-  /** A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`); its id. */
-  chainOpen(depth: number): number
+  /**
+   * A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`), and with
+   * `bytes` (> 0) at most that many bytes of them (a lone larger op still goes); its id.
+   */
+  chainOpen(depth: number, bytes?: number | undefined | null): number
   /**
    * Puts the write (or read) just staged (the last op staged, a write from or a read into
    * `view`'s memory, not yet submitted) into chain `c`: it goes to the kernel with the next
@@ -59,10 +62,11 @@ export declare class NativeEngine {
    */
   chainStop(c: number): void
   /**
-   * The rest of a block whose chained write was short is written: the block leaves the
-   * chain's writes in flight, and the held writes it has room for go to the kernel.
+   * The rest of a block whose chained write was short is written: the block (of `len`
+   * bytes, its whole write's) leaves the chain's writes in flight, and the held writes it
+   * has room for go to the kernel.
    */
-  chainResume(c: number): void
+  chainResume(c: number, len: number): void
   /** JS is done with chain `c`: forgotten once its writes are reaped. */
   chainClose(c: number): void
   /**

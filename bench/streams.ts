@@ -298,13 +298,19 @@ const writeOpts = (t: StreamTarget): { chunkSize: number; writeBehind: number; d
  */
 let odirectChunks: Buffer[] = []
 
+/**
+ * The size of the odirect source's chunks: the streams' chunk size, or
+ * ODIRECT_BENCH_SOURCE_CHUNK bytes (a variant's env: e.g. 1 MiB transferred chunks).
+ */
+const SOURCE_CHUNK = Number(process.env.ODIRECT_BENCH_SOURCE_CHUNK ?? '') || ODIRECT_STREAM_CHUNK
+
 function prepareOdirectChunks(size: number): void {
   const data = sourceChunk()
   // Chunks of the streams' own size (as a read stream with its defaults hands out); `size` is a
   // multiple of STREAM_CHUNK, the last chunk may be that.
   odirectChunks = []
-  for (let at = 0; at < size; at += ODIRECT_STREAM_CHUNK) {
-    const n = Math.min(ODIRECT_STREAM_CHUNK, size - at)
+  for (let at = 0; at < size; at += SOURCE_CHUNK) {
+    const n = Math.min(SOURCE_CHUNK, size - at)
     const b = allocAligned(n)
     for (let o = 0; o < n; o += data.length) b.set(data.subarray(0, Math.min(data.length, n - o)), o)
     odirectChunks.push(b)

@@ -85,8 +85,12 @@ export interface WriteStreamOptions extends StreamOpenOptions, FsStreamOptions {
   /** Bytes per write (the block chunks are gathered into), rounded up to the block size. Default 2 MiB. */
   chunkSize?: number
   /**
-   * Writes kept in flight, the next one started as each completes. Default 4. As many more full
-   * blocks are accepted, waiting for a slot; past that the stream applies backpressure.
+   * Depth of the writes kept in flight, in blocks: `writeBehind` x `chunkSize` bytes of writes
+   * in the kernel (the next started as each completes), at most 64 writes (or `writeBehind`, if
+   * more); as many bytes more are accepted, waiting; past that the stream applies backpressure.
+   * Copied chunks go in blocks of `chunkSize`: `writeBehind` writes. Transferred chunks
+   * (`transferChunks`) are each their own write of their own size: smaller ones keep more
+   * writes in flight, a larger one goes alone if need be. Default 4.
    */
   writeBehind?: number
   /** Flags used to open a path: 'w' (default), 'wx', 'w+', 'wx+', 'r+'. */
@@ -161,6 +165,17 @@ const HANDOVER = process.env.ODIRECT_STREAM_HANDOVER !== '0'
  * off (A/B): the stream then keeps its waiting blocks itself and starts each from a completion.
  */
 const CHAIN = process.env.ODIRECT_STREAM_CHAIN !== '0'
+/**
+ * Write streams count their depth in bytes, not writes: `writeBehind` x `chunkSize` bytes of
+ * writes in the kernel (a lone larger one still goes), and 2 x that accepted before `write`
+ * waits, at most WRITE_OPS_MAX writes in the kernel (or `writeBehind`, if more). Why: a
+ * transferred chunk (`transferChunks`) is its own write whatever its size, and with the depth
+ * counted in writes, 1 MiB chunks kept 4 MiB in flight where 2 MiB copied blocks keep 8 (session
+ * 14: they gained nothing from the saved copy). Copied blocks are all `chunkSize` long: the same
+ * `writeBehind` of them as before. ODIRECT_STREAM_DEPTH_BYTES=0 counts writes (A/B).
+ */
+const DEPTH_BYTES = process.env.ODIRECT_STREAM_DEPTH_BYTES !== '0'
+const WRITE_OPS_MAX = 64
 /**
  * Write streams that extend their file reserve the space ahead of their writes (fallocate, mode
  * 0: unwritten extents, the size moved on) so that each write lands inside the file's size: a
@@ -867,6 +882,8 @@ function releaseTaken(ab: ArrayBuffer | undefined): void {
 }
 
 interface WriteEntry {
+  /** Bytes of its write (the block's, padding included). */
+  len: number
   logical: number
   state: 'pending' | 'ok' | 'failed'
   /** Why it failed. */
@@ -890,7 +907,13 @@ export class BlockWriter extends Core {
   #inflight = 0
   /** Full blocks waiting for a free slot: submitted from a completion, so `writeBehind` stay in flight while the producer fills the next. */
   #ready: ReadyBlock[] = []
-  /** Blocks accepted (in flight + ready) before `write` waits: 2 x writeBehind. */
+  /** Bytes of the writes in flight (see DEPTH_BYTES). */
+  #inflightBytes = 0
+  /** Bytes in the kernel at most (DEPTH_BYTES: writeBehind x chunk; 0: count writes only). */
+  #depthBytes = 0
+  /** Writes in the kernel at most: writeBehind, or with DEPTH_BYTES max(writeBehind, WRITE_OPS_MAX). */
+  #depthOps = 0
+  /** Blocks accepted (in flight + ready) before `write` waits: 2 x writeBehind (DEPTH_BYTES: their bytes, and 2 x #depthOps writes). */
   #held = 0
   #error: unknown
   /** A write failed and others are still in flight (see `#failed`): start no more. */
@@ -941,10 +964,12 @@ export class BlockWriter extends Core {
       this.#unit = unit
       this.#chunk = Math.min(roundUp(c.chunkSize, unit), Math.floor(MAX_IO_LENGTH / unit) * unit)
       this.#held = 2 * c.writeBehind
+      this.#depthBytes = DEPTH_BYTES ? c.writeBehind * this.#chunk : 0
+      this.#depthOps = DEPTH_BYTES ? Math.max(c.writeBehind, WRITE_OPS_MAX) : c.writeBehind
       this.#pos = c.start
       this.#origSize = (await fh.stat()).size
       if (ALLOCATE_AHEAD && fh.direct && !fh.isBlockDevice) this.#allocEnd = this.#origSize
-      if (CHAIN && !this.dead) this.#chain = getEngine().native.chainOpen(c.writeBehind)
+      if (CHAIN && !this.dead) this.#chain = getEngine().native.chainOpen(this.#depthOps, this.#depthBytes)
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -981,7 +1006,7 @@ export class BlockWriter extends Core {
     let started = false
     // Chained: every block goes to the engine now (it holds those past `writeBehind`). Once a
     // block was refused by the chain (see `#unchained`), the stream counts the slots itself.
-    while (this.#inflight < (this.#chain !== 0 && !this.#unchained ? Infinity : this.#cfg.writeBehind) && this.#ready.length > 0 && this.#error === undefined && !this.#failing && !this.dead) {
+    while (this.#ready.length > 0 && (this.#chain !== 0 && !this.#unchained ? true : this.#hasRoom(this.#ready[0].len)) && this.#error === undefined && !this.#failing && !this.dead) {
       if (ALLOCATE_EARLY && this.#reservedTo > 0 && this.#allocEnd > 0 && !this.#allocating && this.#pos + this.#ready[0].len <= this.#allocEnd && this.#allocEnd - this.#pos < this.#step() / 2) {
         // Less than half a step left: the next reservation now (see ALLOCATE_EARLY).
         this.#allocate(fh, this.#allocEnd + 1)
@@ -992,11 +1017,12 @@ export class BlockWriter extends Core {
         break
       }
       const { buf, len, logical, taken } = this.#ready.shift() as ReadyBlock
-      const entry: WriteEntry = { logical, state: 'pending' }
+      const entry: WriteEntry = { len, logical, state: 'pending' }
       this.#entries.push(entry)
       const pos = this.#pos
       this.#pos += len
       this.#inflight++
+      this.#inflightBytes += len
       // The block's first write is staged by the time writeFully returns (its rest after a
       // short write is not chained).
       // `logical`: the data's bytes in it, the rest padding (a write the file size limit cuts in
@@ -1015,8 +1041,9 @@ export class BlockWriter extends Core {
           (writes) => {
             // Its first write was short: the chain kept the block's place until the rest was
             // written (crates/napi/src/stream.rs, `Chain`).
-            if (chained && writes > 1) this.#resumeChain(chain)
+            if (chained && writes > 1) this.#resumeChain(chain, len)
             this.#inflight--
+            this.#inflightBytes -= len
             entry.state = 'ok'
             if (taken !== undefined) releaseTaken(taken)
             else if (buf.byteLength === this.#chunk) this.#pool.push(buf)
@@ -1027,6 +1054,7 @@ export class BlockWriter extends Core {
           },
           (e: unknown) => {
             this.#inflight--
+            this.#inflightBytes -= len
             entry.state = 'failed'
             entry.err = e
             releaseTaken(taken)
@@ -1040,6 +1068,14 @@ export class BlockWriter extends Core {
       started = true
     }
     if (started) submitNow()
+  }
+
+  /**
+   * Unchained: whether a write of `len` bytes may start now (fewer than the depth's writes in
+   * flight, and its bytes fit beside theirs, or none is in flight; see DEPTH_BYTES).
+   */
+  #hasRoom(len: number): boolean {
+    return this.#inflight < this.#depthOps && (this.#depthBytes === 0 || this.#inflight === 0 || this.#inflightBytes + len <= this.#depthBytes)
   }
 
   /** How far past what it needs a reservation reaches: what was written so far, within bounds. */
@@ -1083,10 +1119,10 @@ export class BlockWriter extends Core {
     }
   }
 
-  /** A block whose chained write was short is whole: the chain may release the next. */
-  #resumeChain(c: number): void {
+  /** A block (of `len` bytes) whose chained write was short is whole: the chain may release the next. */
+  #resumeChain(c: number, len: number): void {
     try {
-      getEngine().native.chainResume(c)
+      getEngine().native.chainResume(c, len)
     } catch {
       // The engine is shutting down: its teardown cancels what it holds.
     }
@@ -1119,13 +1155,31 @@ export class BlockWriter extends Core {
     if (first) queueMicrotask(() => this.onError?.(e))
   }
 
-  /** Waits until at most `limit` blocks are queued or unconfirmed, and at most `ready` wait for a slot (or an error). */
+  /**
+   * Waits until at most `limit` blocks are queued or unconfirmed, and at most `ready` wait for a
+   * slot (or an error). DEPTH_BYTES: `limit` counts chunks' worth of bytes (the queued and
+   * unconfirmed blocks' bytes at most `limit` x chunkSize), and their writes are at most
+   * 2 x #depthOps - 1 (2 x #depthOps when `limit` is Infinity).
+   */
   async #room(limit: number, ready = limit): Promise<void> {
-    while ((this.#entries.length + this.#ready.length > limit || this.#ready.length > ready) && this.#error === undefined && !this.dead) {
+    while (this.#over(limit) || (this.#ready.length > ready && this.#error === undefined && !this.dead)) {
       await new Promise<void>((r) => (this.#wake = r))
     }
     this.#check()
   }
+
+  #over(limit: number): boolean {
+    if (this.#error !== undefined || this.dead) return false
+    const n = this.#entries.length + this.#ready.length
+    if (!DEPTH_BYTES) return n > limit
+    if (limit === Infinity) return false
+    if (n > 2 * this.#depthOps - 1) return true
+    let bytes = 0
+    for (const e of this.#entries) bytes += e.len
+    for (const r of this.#ready) bytes += r.len
+    return bytes > limit * this.#chunk
+  }
+
 
   /** Copies `chunk` into blocks, submitting each full one; resolves once there is room for more. */
   async write(chunk: ArrayBufferView): Promise<void> {

@@ -436,13 +436,24 @@ pub fn young_gc(env: &Env, ab: Unknown, bytes: f64) -> bool {
 /// that read is reaped (or cancelled and reaped) whatever JS does.
 struct Chain {
     depth: usize,
+    /// At most this many bytes of the chain's ops in the kernel (0: no limit, `depth` ops
+    /// only); a lone op larger than that still goes. Write streams count their depth in bytes
+    /// (`writeBehind` x `chunkSize`): 1 MiB transferred chunks keep as many bytes in flight as
+    /// 2 MiB copied blocks, instead of half (each transferred chunk is its own write).
+    bytes: u64,
     /// Writes of the chain in the kernel (or staged for the next flush), and short ones whose
     /// rest JS is writing (`short` of them).
     inflight: usize,
+    /// Bytes of the `inflight` ops (their whole lengths, short ones included).
+    inflight_bytes: u64,
+    /// Lengths of the chain's ops in the kernel, by engine op key (for `inflight_bytes`).
+    lens: HashMap<u32, u64>,
     /// Blocks whose chained write was short: in `inflight` until [`NativeEngine::chain_resume`].
     short: usize,
-    /// Writes held back, oldest first (engine op keys).
-    held: VecDeque<u32>,
+    /// Bytes of the `short` blocks.
+    short_bytes: u64,
+    /// Writes held back, oldest first (engine op keys and lengths).
+    held: VecDeque<(u32, u64)>,
     /// A write failed, or JS stopped the chain: held writes were cancelled, none is taken.
     stopped: bool,
     /// JS is done with it: forgotten once nothing of it is in flight.
@@ -478,13 +489,16 @@ pub(crate) fn reaped(e: &mut Inner, c: u32, key: u32, result: i64, short: bool) 
     let Some(ch) = e.chains.chains.get_mut(&c) else {
         return;
     };
-    if let Some(i) = ch.held.iter().position(|k| *k == key) {
+    let len = ch.lens.remove(&key).unwrap_or(0);
+    if let Some(i) = ch.held.iter().position(|(k, _)| *k == key) {
         ch.held.remove(i);
     } else if short && !ch.stopped {
         // Its block stays in flight until JS wrote the rest (see `Chain`).
         ch.short += 1;
+        ch.short_bytes += len;
     } else {
         ch.inflight -= 1;
+        ch.inflight_bytes = ch.inflight_bytes.saturating_sub(len);
         if result < 0 {
             ch.stopped = true;
         }
@@ -502,9 +516,14 @@ fn release(e: &mut Inner, c: u32) {
         stop(e, c);
     } else {
         let mut go = Vec::new();
-        while ch.inflight < ch.depth {
-            let Some(k) = ch.held.pop_front() else { break };
+        while let Some(&(k, len)) = ch.held.front() {
+            if !ch.has_room(len) {
+                break;
+            }
+            ch.held.pop_front();
             ch.inflight += 1;
+            ch.inflight_bytes += len;
+            ch.lens.insert(k, len);
             go.push(k);
         }
         for k in go {
@@ -537,12 +556,25 @@ fn stop(e: &mut Inner, c: u32) {
     ch.stopped = true;
     // Short blocks whose rest JS is writing: none of their chain starts after them any more.
     ch.inflight -= std::mem::take(&mut ch.short);
+    ch.inflight_bytes = ch
+        .inflight_bytes
+        .saturating_sub(std::mem::take(&mut ch.short_bytes));
     let held = std::mem::take(&mut ch.held);
-    for k in held {
+    for (k, _) in held {
         if let Some(Some(rec)) = e.ops.get_mut(k as usize) {
             rec.chain = None;
         }
         e.cancel(k);
+    }
+}
+
+impl Chain {
+    /// Whether an op of `len` bytes may go to the kernel now: fewer than `depth` ops there, and
+    /// (with a byte limit) its bytes fit beside theirs, or none is there (a lone op larger
+    /// than the limit goes alone).
+    fn has_room(&self, len: u64) -> bool {
+        self.inflight < self.depth
+            && (self.bytes == 0 || self.inflight == 0 || self.inflight_bytes + len <= self.bytes)
     }
 }
 
@@ -558,9 +590,11 @@ fn forget_if_done(e: &mut Inner, c: u32) {
 
 #[napi]
 impl NativeEngine {
-    /// A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`); its id.
+    /// A new chain of at most `depth` writes (or reads) in the kernel (see `Chain`), and with
+    /// `bytes` (> 0) at most that many bytes of them (a lone larger op still goes); its id.
     #[napi]
-    pub fn chain_open(&self, depth: u32) -> napi::Result<u32> {
+    pub fn chain_open(&self, depth: u32, bytes: Option<f64>) -> napi::Result<u32> {
+        let bytes = bytes.filter(|b| b.is_finite() && *b >= 1.0).unwrap_or(0.0) as u64;
         self.with(|e| {
             let ch = &mut e.chains;
             ch.next_id = ch.next_id.wrapping_add(1);
@@ -569,8 +603,12 @@ impl NativeEngine {
                 id,
                 Chain {
                     depth: depth.max(1) as usize,
+                    bytes,
                     inflight: 0,
+                    inflight_bytes: 0,
+                    lens: HashMap::new(),
                     short: 0,
+                    short_bytes: 0,
                     held: VecDeque::new(),
                     stopped: false,
                     closed: false,
@@ -599,9 +637,9 @@ impl NativeEngine {
             let Some(Some(rec)) = e.ops.get_mut(k as usize) else {
                 return false;
             };
-            let ptr = match rec.kind {
-                OpKind::Write { ptr, .. } => ptr,
-                OpKind::Read { ptr, .. } => ptr.cast_const(),
+            let (ptr, len) = match rec.kind {
+                OpKind::Write { ptr, len, .. } => (ptr, len as u64),
+                OpKind::Read { ptr, len, .. } => (ptr.cast_const(), len as u64),
                 _ => return false,
             };
             if !std::ptr::eq(ptr, v.ptr) || rec.chain.is_some() || rec.batch.is_some() {
@@ -620,11 +658,13 @@ impl NativeEngine {
                 return true;
             }
             rec.chain = Some(c);
-            if ch.inflight < ch.depth && ch.held.is_empty() {
+            if ch.held.is_empty() && ch.has_room(len) {
                 ch.inflight += 1;
+                ch.inflight_bytes += len;
+                ch.lens.insert(k, len);
             } else {
                 e.staged.pop();
-                ch.held.push_back(k);
+                ch.held.push_back((k, len));
             }
             true
         })
@@ -637,10 +677,11 @@ impl NativeEngine {
         self.with(|e| stop(e, c))
     }
 
-    /// The rest of a block whose chained write was short is written: the block leaves the
-    /// chain's writes in flight, and the held writes it has room for go to the kernel.
+    /// The rest of a block whose chained write was short is written: the block (of `len`
+    /// bytes, its whole write's) leaves the chain's writes in flight, and the held writes it
+    /// has room for go to the kernel.
     #[napi]
-    pub fn chain_resume(&self, c: u32) -> napi::Result<()> {
+    pub fn chain_resume(&self, c: u32, len: f64) -> napi::Result<()> {
         self.with(|e| {
             let Some(ch) = e.chains.chains.get_mut(&c) else {
                 return;
@@ -648,8 +689,12 @@ impl NativeEngine {
             if ch.short == 0 {
                 return;
             }
+            // Its bytes, as counted when its write went in (never more than the short blocks').
+            let len = (len.max(0.0) as u64).min(ch.short_bytes);
             ch.short -= 1;
+            ch.short_bytes -= len;
             ch.inflight -= 1;
+            ch.inflight_bytes = ch.inflight_bytes.saturating_sub(len);
             release(e, c);
             advance(e);
         })
