@@ -107,8 +107,9 @@ async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { dire
 /**
  * Reads a whole file with direct I/O, as fs/promises' readFile: a Buffer, or a string with an
  * encoding. `path` may be a FileHandle: read from its current position to the end, which moves
- * the position there (as fs), left open. A file whose size says 0 (/proc) is read to its end;
- * a FIFO or character device is read in sequence, buffered.
+ * the position there (as fs), left open. As fs, a regular file is read up to the size fstat
+ * gives when the read starts (bytes appended meanwhile are left out); a file whose size says 0
+ * (/proc) is read to its end; a FIFO or character device is read in sequence, buffered.
  */
 export async function readFile(path: PathLike | FileHandle, options: (ReadFileOptions & { encoding: BufferEncoding }) | BufferEncoding): Promise<string>
 export async function readFile(path: PathLike | FileHandle, options?: (ReadFileOptions & { encoding?: null }) | null): Promise<Buffer>
@@ -152,11 +153,19 @@ async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptio
   }
 }
 
-/** Reads from `start` to the end of the file: one block more than the size, growing while reads come back full. */
+/**
+ * Reads from `start` to the end of the file. As node:fs, a regular file is read up to the size
+ * fstat gives now: the blocks covering [start, size), so a file that grows meanwhile (an active
+ * log) is not chased (one that shrank ends at the short read). A size of 0 (procfs) or a file
+ * that is not regular is read to its end: one block more than the size, growing while reads come
+ * back full.
+ */
 async function readFrom(fh: FileHandle, start: number, abort: AbortRace, signal: AbortSignal | undefined): Promise<Buffer> {
   const unit = fh.alignment.offset
   const base = fh.direct ? Math.floor(start / unit) * unit : start
-  const size = (await abort.race(fh.stat())).size
+  const st = await abort.race(fh.stat())
+  const size = st.size
+  if (st.isFile() && size > 0) return readUpTo(fh, start, base, size, abort, signal)
   let buf = fh.alloc(Math.max(unit, roundUp(Math.max(0, size - base) + 1, unit)))
   let total = 0
   for (;;) {
@@ -173,6 +182,25 @@ async function readFrom(fh: FileHandle, start: number, abort: AbortRace, signal:
     if (n < len) break
   }
   return buf.subarray(Math.min(start - base, total), total)
+}
+
+/** readFrom for a regular file of `size` > 0 bytes: the blocks from `base` covering [start, size), cut at `size`. */
+async function readUpTo(fh: FileHandle, start: number, base: number, size: number, abort: AbortRace, signal: AbortSignal | undefined): Promise<Buffer> {
+  if (start >= size) return Buffer.alloc(0)
+  const unit = fh.alignment.offset
+  const want = size - base
+  if (roundUp(want, unit) > Math.floor(MAX_IO_LENGTH / unit) * unit) throw misuse('ERR_OUT_OF_RANGE', `${fh.path} is larger than readFile can hold (${MAX_IO_LENGTH} bytes)`, 'read it with createReadStream()')
+  const buf = fh.alloc(roundUp(want, unit))
+  let total = 0
+  while (total < buf.byteLength) {
+    abort.check()
+    const len = Math.min(buf.byteLength - total, 64 * MiB)
+    const n = await abort.race(readFully(fh, buf, total, len, base + total, signal, size))
+    total += n
+    if (n < len) break
+  }
+  const end = Math.min(total, want)
+  return buf.subarray(Math.min(start - base, end), end)
 }
 
 /** A FIFO, character device or socket, read to its end in sequence. */
