@@ -262,6 +262,9 @@ pub struct Inner {
     wake_want: usize,
     /// Its longest wait (`ODIRECT_WAKE_WAIT_US`, default [`WAKE_WAIT_MAX_US`]).
     wake_cap: std::time::Duration,
+    /// Where a wake-up waits: after its last round, before going back to the loop (default),
+    /// or before its first delivery (`ODIRECT_WAKE_WAIT_AT=start`); see [`Inner::wake_wait`].
+    wake_wait_end: bool,
     /// Only while the JS thread runs on a CPU in `irq_cpus` (`ODIRECT_WAKE_WAIT_CPU=0`: on
     /// any CPU, for A/B).
     wake_on_irq_cpu: bool,
@@ -652,6 +655,7 @@ impl Inner {
                     .into(),
             ),
             wake_on_irq_cpu: crate::env::on_unless_zero("ODIRECT_WAKE_WAIT_CPU"),
+            wake_wait_end: std::env::var("ODIRECT_WAKE_WAIT_AT").as_deref() != Ok("start"),
             irq_cpus: 0,
             dev_cpus: Vec::new(),
             wake_waits: 0,
@@ -1807,7 +1811,7 @@ impl Inner {
             crate::batch::advance(self, out);
             crate::stream::advance(self);
             reset = false;
-            if std::mem::take(&mut may_wake_wait) && self.wake_wait(n) {
+            if std::mem::take(&mut may_wake_wait) && !self.wake_wait_end && self.wake_wait(n) {
                 continue;
             }
             if !out.is_empty() || !crate::batch::wait(self, first) {
@@ -1828,6 +1832,15 @@ impl Inner {
     /// first, and an event of the loop (its epoll descriptor watched) ends it; never with a
     /// lone op or a shallow queue in flight, never when the loop has work waiting. True when it
     /// waited (the caller reaps again).
+    /// The wake-up wait made after a wake-up's last round (the default place, see
+    /// `wake::rounds`): what it found was delivered and resubmitted at once; instead of going
+    /// back to the loop (whose epoll wakes the thread again at the next completion), the thread
+    /// sleeps in the kernel until a batch is in. True when completions wait to be reaped (the
+    /// caller goes on with another round).
+    pub fn wake_wait_after(&mut self) -> bool {
+        self.wake_wait_end && self.wake_wait(0) && self.more()
+    }
+
     fn wake_wait(&mut self, reaped: usize) -> bool {
         let want = self.wake_want;
         if want == 0

@@ -1174,6 +1174,16 @@ unsafe fn rounds(
                 && pending
                 && shared.try_borrow_mut().is_ok_and(|mut e| e.small_round()));
         if !pending || r.is_err() || few {
+            // The wake-up wait (see `Inner::wake_wait_after`): sleep in the kernel until a batch
+            // of completions is in rather than in the loop's epoll, woken by the first.
+            if r.is_ok()
+                && round + 1 < DELIVERY_ROUNDS
+                && shared
+                    .try_borrow_mut()
+                    .is_ok_and(|mut e| !e.closed && e.wake_wait_after())
+            {
+                continue;
+            }
             return r;
         }
     }
