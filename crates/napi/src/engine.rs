@@ -1836,9 +1836,12 @@ impl Inner {
     /// `wake::rounds`): what it found was delivered and resubmitted at once; instead of going
     /// back to the loop (whose epoll wakes the thread again at the next completion), the thread
     /// sleeps in the kernel until a batch is in. True when completions wait to be reaped (the
-    /// caller goes on with another round).
-    pub fn wake_wait_after(&mut self) -> bool {
-        self.wake_wait_end && self.wake_wait(0) && self.more()
+    /// caller goes on with another round). Only after a wake-up that handed completions to JS
+    /// (`delivered`: per-op promises, finished batches): it batches what JS gets per call and
+    /// what its continuations resubmit per `io_uring_enter`. Native batches that only refilled
+    /// are left to their own opt-in wait (`ODIRECT_BATCH_WAIT`).
+    pub fn wake_wait_after(&mut self, delivered: bool) -> bool {
+        delivered && self.wake_wait_end && self.wake_wait(0) && self.more()
     }
 
     fn wake_wait(&mut self, reaped: usize) -> bool {

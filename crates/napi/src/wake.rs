@@ -1139,6 +1139,8 @@ unsafe fn rounds(
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
     chunk: usize,
 ) -> napi::Result<()> {
+    // Whether this wake-up handed completions to JS (see `Inner::wake_wait_after`).
+    let mut delivered = false;
     for round in 0..DELIVERY_ROUNDS {
         let (env, js, out, reaped) = {
             let Ok(mut e) = shared.try_borrow_mut() else {
@@ -1156,6 +1158,7 @@ unsafe fn rounds(
             let reaped = e.reap(&mut out, round == 0);
             (e.env, js, out, reaped)
         };
+        delivered |= !out.is_empty();
         let r = if out.is_empty() {
             Ok(())
         } else {
@@ -1180,7 +1183,7 @@ unsafe fn rounds(
                 && round + 1 < DELIVERY_ROUNDS
                 && shared
                     .try_borrow_mut()
-                    .is_ok_and(|mut e| !e.closed && e.wake_wait_after())
+                    .is_ok_and(|mut e| !e.closed && e.wake_wait_after(delivered))
             {
                 continue;
             }
