@@ -1,18 +1,17 @@
 // The wake-up wait (crates/napi/src/engine.rs `wake_wait`, on by default, `ODIRECT_WAKE_WAIT=0`
-// off): a wake-up of the loop that finds fewer than 8 completions while 32 or more ops are in
-// flight on the ring, with the JS thread on a CPU that services the interrupts of the block device
-// of a direct file the engine has open, waits in the kernel for the rest of the 8 (one
-// io_uring_enter with GETEVENTS and min_complete 8 - found) before it delivers, as fio's
-// iodepth_batch_complete_min does; the thread is otherwise woken for almost every completion
-// there (bench/counts).
+// off): after a wake-up of the loop that delivered completions to JS, with 32 or more writes in
+// flight on the ring and the JS thread on a CPU that services the interrupts of the block device
+// of a direct file the engine has open, the thread sleeps in the kernel until 8 completions are
+// in (one io_uring_enter with GETEVENTS and min_complete 8) instead of in the loop's epoll, as
+// fio's iodepth_batch_complete_min does; it is otherwise woken for almost every write completion
+// there (the kworker finishing direct writes runs on that CPU: bench/counts).
 //
 // Observed deterministically through a FIFO: a child (wake-wait/child.mjs, pinned with taskset)
-// opens a file of /var/tmp's block device with O_DIRECT, puts N 1-byte reads of a FIFO in flight
-// and feeds the FIFO one byte at a time: each byte completes one read, so each wake-up finds one
-// completion at most with N - 1 in flight. The kernel's syscalls:sys_enter_io_uring_enter
+// opens a file of /var/tmp's block device with O_DIRECT, fills a FIFO, puts N 4 KiB writes to it
+// in flight and takes one 4 KiB pipe buffer out at a time: each completes one write, so each
+// wake-up delivers one completion with N - 1 writes in flight. The kernel's syscalls:sys_enter_io_uring_enter
 // tracepoint (a trace instance of this test's own, filtered to the child) shows the wait's enter
-// (min_complete 8 - found: 8 when the wake-up came before the read's completion was posted, as
-// a FIFO read's does), and the engine's waitStats count it. Never time.
+// (min_complete 8), and the engine's waitStats count it. Never time.
 import { execFileSync, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -98,10 +97,10 @@ interface Done {
 }
 
 /** Runs the child on `cpu` with `env`; returns its io_uring_enter calls' (to_submit, min_complete) and its report. */
-async function run(t: import('ava').ExecutionContext, cpu: number, reads: number, single: number, env: Record<string, string>): Promise<{ calls: [number, number][]; done: Done } | undefined> {
-  const fifo = path.join(dir, `fifo-${cpu}-${reads}-${Object.values(env).join('-')}`)
+async function run(t: import('ava').ExecutionContext, cpu: number, writes: number, single: number, env: Record<string, string>): Promise<{ calls: [number, number][]; done: Done } | undefined> {
+  const fifo = path.join(dir, `fifo-${cpu}-${writes}-${Object.values(env).join('-')}`)
   execFileSync('mkfifo', [fifo])
-  const cfg = JSON.stringify({ disk, fifo, reads, single })
+  const cfg = JSON.stringify({ disk, fifo, writes, single })
   const { child, line, exited, err } = childLines('taskset', ['-c', String(cpu), process.execPath, path.join(HERE, 'wake-wait', 'child.mjs'), cfg], { ...process.env, ...env }, true)
   const ready = (await line('ready')).split(' ')
   if (ready[1] !== 'io_uring' || ready[2] !== 'true') {
@@ -110,7 +109,7 @@ async function run(t: import('ava').ExecutionContext, cpu: number, reads: number
     t.log(`backend ${ready[1]}, disk direct ${ready[2]}: nothing to observe`)
     return undefined
   }
-  t.is(Number(ready[3]), reads, 'every read is in flight before the first byte')
+  t.is(Number(ready[3]), writes, 'every write is in flight before the first buffer is taken')
   let done = ''
   const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', child.pid as number, async () => {
     child.stdin?.write('go\n')
@@ -127,15 +126,15 @@ const serial = WHY === undefined ? test.serial : test.skip
 if (WHY !== undefined) console.log(`wake-wait.spec: skipped: ${WHY}`)
 const why = WHY ? ` (skipped: ${WHY})` : ''
 
-serial(`on the CPU of the disk's interrupt, a wake-up finding few completions with 63 in flight waits in the kernel for the rest of a batch of 8${why}`, async (t) => {
+serial(`on the CPU of the disk's interrupt, after a wake-up that delivered 1 write with 63 in flight the thread waits in the kernel for a batch of 8${why}`, async (t) => {
   const r = await run(t, ON as number, 64, 3, {})
   if (r === undefined) return
   t.log(`CPU ${ON} (irq CPUs ${JSON.stringify(IRQ)}): ${JSON.stringify(r.done)}, enters with min_complete > 1: ${JSON.stringify(r.calls.filter(([, m]) => m > 1))}`)
-  t.is(r.done.right, 64, 'every read brought its byte')
+  t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.true(r.done.waits >= 1, 'wake-ups waited (waitStats)')
   t.true(
     r.calls.some(([, min]) => min > 1),
-    'an io_uring_enter waited for the completions that make a batch of 8',
+    'an io_uring_enter waited for a batch of completions',
   )
   t.false(
     r.calls.some(([, min]) => min > 8),
@@ -146,7 +145,7 @@ serial(`on the CPU of the disk's interrupt, a wake-up finding few completions wi
 serial(`ODIRECT_WAKE_WAIT=0: the same wake-ups deliver at once${why}`, async (t) => {
   const r = await run(t, ON as number, 64, 3, { ODIRECT_WAKE_WAIT: '0' })
   if (r === undefined) return
-  t.is(r.done.right, 64, 'every read brought its byte')
+  t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.is(r.done.waits, 0, 'no wake-up waited')
   t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
 })
@@ -154,7 +153,7 @@ serial(`ODIRECT_WAKE_WAIT=0: the same wake-ups deliver at once${why}`, async (t)
 serial(`a shallow queue (16 in flight) never waits${why}`, async (t) => {
   const r = await run(t, ON as number, 16, 3, {})
   if (r === undefined) return
-  t.is(r.done.right, 16, 'every read brought its byte')
+  t.is(r.done.right, 16, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.is(r.done.waits, 0, 'no wake-up waited')
   t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
 })
@@ -163,12 +162,12 @@ const offSkip = WHY ?? (OFF === undefined ? `every allowed CPU takes the disk's 
 ;(offSkip === undefined ? test.serial : test.skip)(`off the disk interrupt's CPUs no wake-up waits (ODIRECT_WAKE_WAIT_CPU=0: it does)${offSkip ? ` (skipped: ${offSkip})` : ''}`, async (t) => {
   const r = await run(t, OFF as number, 64, 3, {})
   if (r === undefined) return
-  t.is(r.done.right, 64, 'every read brought its byte')
+  t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.is(r.done.waits, 0, `no wake-up waited on CPU ${OFF}`)
   t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
   const any = await run(t, OFF as number, 64, 3, { ODIRECT_WAKE_WAIT_CPU: '0' })
   if (any === undefined) return
-  t.is(any.done.right, 64, 'every read brought its byte')
+  t.is(any.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.true(any.done.waits >= 1, 'with the CPU check off, wake-ups waited there too')
   t.true(any.calls.some(([, min]) => min > 1 && min <= 8), 'an io_uring_enter waited for the rest of a batch of 8')
 })

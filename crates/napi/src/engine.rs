@@ -146,6 +146,8 @@ pub struct Inner {
     /// (id, result, latency) triples on their way to JS, lent to `wake` for each delivery.
     pub delivery: Vec<f64>,
     inflight: usize,
+    /// Of them, writes (`Write`/`Writev`; see [`Inner::wake_wait`]).
+    writes_inflight: usize,
     /// Descriptors open in this environment, with their `FD_*` routing facts.
     fds: FdTable,
     /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
@@ -599,6 +601,7 @@ impl Inner {
             raw: Vec::new(),
             delivery: Vec::new(),
             inflight: 0,
+            writes_inflight: 0,
             fds: FdTable::default(),
             locks: Waiters::new(),
             pins: Pins::default(),
@@ -841,8 +844,10 @@ impl Inner {
     /// [`Inner::stage`] routed by `facts` (a close's: its descriptor has left the table).
     fn stage_with(&mut self, mut rec: OpRec, facts: u8) -> u32 {
         self.route(&mut rec, facts);
+        let write = matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. });
         let k = self.slot(rec);
         self.inflight += 1;
+        self.writes_inflight += usize::from(write);
         self.update_ref();
         self.staged.push(k);
         k
@@ -1741,6 +1746,9 @@ impl Inner {
                 continue;
             };
             self.inflight -= 1;
+            if matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) {
+                self.writes_inflight = self.writes_inflight.saturating_sub(1);
+            }
             if let OpKind::Read { .. }
             | OpKind::Write { .. }
             | OpKind::Readv { .. }
@@ -1820,18 +1828,6 @@ impl Inner {
         }
     }
 
-    /// The wake-up wait: a wake-up of the loop that found fewer than `wake_want` completions
-    /// while many ops are in flight on the ring (at least 4 x `wake_want`), with the JS thread
-    /// on a CPU that services the device's completions, waits in the kernel for the rest
-    /// (io_uring_enter GETEVENTS, min_complete; with DEFER_TASKRUN the kernel wakes the thread
-    /// only once that many are in), as fio's `iodepth_batch_complete_min` does, before it
-    /// delivers: the thread would otherwise be woken for almost every completion (the
-    /// interrupt, and for direct writes the kworker finishing them, run on that CPU and preempt
-    /// or wake it one completion at a time), and each wake-up resubmits as few ops, in an
-    /// io_uring_enter of its own. Bounded: the loop's next timer or `wake_cap`, whichever comes
-    /// first, and an event of the loop (its epoll descriptor watched) ends it; never with a
-    /// lone op or a shallow queue in flight, never when the loop has work waiting. True when it
-    /// waited (the caller reaps again).
     /// The wake-up wait made after a wake-up's last round (the default place, see
     /// `wake::rounds`): what it found was delivered and resubmitted at once; instead of going
     /// back to the loop (whose epoll wakes the thread again at the next completion), the thread
@@ -1844,6 +1840,20 @@ impl Inner {
         delivered && self.wake_wait_end && self.wake_wait(0) && self.more()
     }
 
+    /// The wake-up wait: a wake-up of the loop that found fewer than `wake_want` completions
+    /// while many writes are in flight on the ring (at least 4 x `wake_want`), with the JS thread
+    /// on a CPU that services the device's completions, waits in the kernel for the rest
+    /// (io_uring_enter GETEVENTS, min_complete; with DEFER_TASKRUN the kernel wakes the thread
+    /// only once that many are in), as fio's `iodepth_batch_complete_min` does, before it
+    /// delivers: the thread would otherwise be woken for almost every completion (the
+    /// interrupt, and for direct writes the kworker finishing them, run on that CPU and preempt
+    /// or wake it one completion at a time), and each wake-up resubmits as few ops, in an
+    /// io_uring_enter of its own. Bounded: the loop's next timer or `wake_cap`, whichever comes
+    /// first, and an event of the loop (its epoll descriptor watched) ends it; never with a
+    /// lone op or a shallow queue in flight, never when the loop has work waiting. True when it
+    /// waited (the caller reaps again). Made after the wake-up's last round by default
+    /// ([`Inner::wake_wait_after`]), before its first delivery with `ODIRECT_WAKE_WAIT_AT=start`
+    /// (from `reap`).
     fn wake_wait(&mut self, reaped: usize) -> bool {
         let want = self.wake_want;
         if want == 0
@@ -1858,7 +1868,10 @@ impl Inner {
         let ring = self.drivers[BackendKind::IoUring.index()]
             .as_ref()
             .map_or(0, |d| d.inflight());
-        if ring < 4 * want {
+        // Writes: the kernel completes direct writes in a kworker on the interrupt's CPU, one
+        // work item per write, which wakes a JS thread there per completion; reads complete in
+        // the interrupt itself, in bursts (counted, bench/counts), and measured no better.
+        if ring.min(self.writes_inflight) < 4 * want {
             return false;
         }
         if self.wake_on_irq_cpu {
@@ -2038,6 +2051,7 @@ impl Inner {
         self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
+        self.writes_inflight = 0;
         self.pins.clear();
         for fd in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses
