@@ -1,5 +1,5 @@
-// The wake-up wait (crates/napi/src/engine.rs `wake_wait`, on by default, `ODIRECT_WAKE_WAIT=0`
-// off): after a wake-up of the loop that delivered completions to JS, with 32 or more writes in
+// The wake-up wait (crates/napi/src/engine.rs `wake_wait`, opt-in: `ODIRECT_WAKE_WAIT=8`; unset
+// or 0 off): after a wake-up of the loop that delivered completions to JS, with 32 or more writes in
 // flight on the ring and the JS thread on a CPU that services the interrupts of the block device
 // of a direct file the engine has open, the thread sleeps in the kernel until 8 completions are
 // in (one io_uring_enter with GETEVENTS and min_complete 8) instead of in the loop's epoll, as
@@ -98,7 +98,7 @@ interface Done {
 
 /** Runs the child on `cpu` with `env`; returns its io_uring_enter calls' (to_submit, min_complete) and its report. */
 async function run(t: import('ava').ExecutionContext, cpu: number, writes: number, single: number, env: Record<string, string>): Promise<{ calls: [number, number][]; done: Done } | undefined> {
-  const fifo = path.join(dir, `fifo-${cpu}-${writes}-${Object.values(env).join('-')}`)
+  const fifo = path.join(dir, `fifo-${cpu}-${writes}-${Object.values(env).join('-')}-${fs.readdirSync(dir).length}`)
   execFileSync('mkfifo', [fifo])
   const cfg = JSON.stringify({ disk, fifo, writes, single })
   const { child, line, exited, err } = childLines('taskset', ['-c', String(cpu), process.execPath, path.join(HERE, 'wake-wait', 'child.mjs'), cfg], { ...process.env, ...env }, true)
@@ -127,7 +127,7 @@ if (WHY !== undefined) console.log(`wake-wait.spec: skipped: ${WHY}`)
 const why = WHY ? ` (skipped: ${WHY})` : ''
 
 serial(`on the CPU of the disk's interrupt, after a wake-up that delivered 1 write with 63 in flight the thread waits in the kernel for a batch of 8${why}`, async (t) => {
-  const r = await run(t, ON as number, 64, 3, {})
+  const r = await run(t, ON as number, 64, 3, { ODIRECT_WAKE_WAIT: '8' })
   if (r === undefined) return
   t.log(`CPU ${ON} (irq CPUs ${JSON.stringify(IRQ)}): ${JSON.stringify(r.done)}, enters with min_complete > 1: ${JSON.stringify(r.calls.filter(([, m]) => m > 1))}`)
   t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
@@ -142,16 +142,26 @@ serial(`on the CPU of the disk's interrupt, after a wake-up that delivered 1 wri
   )
 })
 
-serial(`ODIRECT_WAKE_WAIT=0: the same wake-ups deliver at once${why}`, async (t) => {
-  const r = await run(t, ON as number, 64, 3, { ODIRECT_WAKE_WAIT: '0' })
-  if (r === undefined) return
-  t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
-  t.is(r.done.waits, 0, 'no wake-up waited')
-  t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
-})
+for (const value of [undefined, '0']) {
+  serial(`ODIRECT_WAKE_WAIT${value === undefined ? ' unset (the default)' : `=${value}`}: the same wake-ups go back to the loop${why}`, async (t) => {
+    const env: Record<string, string> = {}
+    if (value !== undefined) env.ODIRECT_WAKE_WAIT = value
+    const saved = process.env.ODIRECT_WAKE_WAIT
+    delete process.env.ODIRECT_WAKE_WAIT
+    try {
+      const r = await run(t, ON as number, 64, 3, env)
+      if (r === undefined) return
+      t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
+      t.is(r.done.waits, 0, 'no wake-up waited')
+      t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
+    } finally {
+      if (saved !== undefined) process.env.ODIRECT_WAKE_WAIT = saved
+    }
+  })
+}
 
 serial(`a shallow queue (16 in flight) never waits${why}`, async (t) => {
-  const r = await run(t, ON as number, 16, 3, {})
+  const r = await run(t, ON as number, 16, 3, { ODIRECT_WAKE_WAIT: '8' })
   if (r === undefined) return
   t.is(r.done.right, 16, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.is(r.done.waits, 0, 'no wake-up waited')
@@ -160,12 +170,12 @@ serial(`a shallow queue (16 in flight) never waits${why}`, async (t) => {
 
 const offSkip = WHY ?? (OFF === undefined ? `every allowed CPU takes the disk's interrupts (irq CPUs ${JSON.stringify(IRQ)})` : undefined)
 ;(offSkip === undefined ? test.serial : test.skip)(`off the disk interrupt's CPUs no wake-up waits (ODIRECT_WAKE_WAIT_CPU=0: it does)${offSkip ? ` (skipped: ${offSkip})` : ''}`, async (t) => {
-  const r = await run(t, OFF as number, 64, 3, {})
+  const r = await run(t, OFF as number, 64, 3, { ODIRECT_WAKE_WAIT: '8' })
   if (r === undefined) return
   t.is(r.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.is(r.done.waits, 0, `no wake-up waited on CPU ${OFF}`)
   t.deepEqual(r.calls.filter(([, min]) => min > 1), [], 'no io_uring_enter waited for more than one completion')
-  const any = await run(t, OFF as number, 64, 3, { ODIRECT_WAKE_WAIT_CPU: '0' })
+  const any = await run(t, OFF as number, 64, 3, { ODIRECT_WAKE_WAIT: '8', ODIRECT_WAKE_WAIT_CPU: '0' })
   if (any === undefined) return
   t.is(any.done.right, 64, 'every write went whole into the FIFO, and the FIFO gave back every byte')
   t.true(any.done.waits >= 1, 'with the CPU check off, wake-ups waited there too')

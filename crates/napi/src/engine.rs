@@ -260,7 +260,7 @@ pub struct Inner {
     pub wait_tries: u64,
     pub waited_reaps: u64,
     /// The wake-up wait (see [`Inner::wake_wait`]): how many completions a wake-up waits for in
-    /// the kernel before delivering (`ODIRECT_WAKE_WAIT`, default [`WAKE_WAIT`]; 0: never).
+    /// the kernel (`ODIRECT_WAKE_WAIT`, default [`WAKE_WAIT`]: 0, never).
     wake_want: usize,
     /// Its longest wait (`ODIRECT_WAKE_WAIT_US`, default [`WAKE_WAIT_MAX_US`]).
     wake_cap: std::time::Duration,
@@ -414,9 +414,12 @@ const SUBMIT_EVERY: usize = 4;
 /// through an eventfd signal, a return to the loop, epoll and a new wake-up.
 const SMALL_ROUND_BYTES: u64 = 64 << 10;
 
-/// How many completions a wake-up waits for before it delivers (see [`Inner::wake_wait`]):
-/// fio's `iodepth_batch_complete_min` at depth 64 in the bench's peak configuration.
-const WAKE_WAIT: usize = 8;
+/// How many completions the wake-up wait waits for (see [`Inner::wake_wait`]) when it is not
+/// given (`ODIRECT_WAKE_WAIT` unset): 0, off. It is opt-in: unpinned `odirect bench` A/Bs
+/// disagreed (per-op writes new/old 1.03, 1.07, 0.96), though pinned to the interrupt's CPU it
+/// won 6 of 7 rounds (README, "Kernel features, measured"). 8 (`ODIRECT_WAKE_WAIT=8`) is fio's
+/// `iodepth_batch_complete_min` at depth 64 in the bench's peak configuration.
+const WAKE_WAIT: usize = 0;
 
 /// The longest wake-up wait (µs): ~8 completions of a device doing 30k IOPS at depth 64.
 const WAKE_WAIT_MAX_US: u32 = 500;
