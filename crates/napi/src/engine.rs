@@ -146,6 +146,8 @@ pub struct Inner {
     /// (id, result, latency) triples on their way to JS, lent to `wake` for each delivery.
     pub delivery: Vec<f64>,
     inflight: usize,
+    /// Of them, writes (`Write`/`Writev`; see [`Inner::wake_wait`]).
+    writes_inflight: usize,
     /// Descriptors open in this environment, with their `FD_*` routing facts.
     fds: FdTable,
     /// `lock()` waits (each on its own thread), keyed from `locks::LOCK_BASE` up.
@@ -257,6 +259,26 @@ pub struct Inner {
     /// them: `NativeEngine.waitStats`).
     pub wait_tries: u64,
     pub waited_reaps: u64,
+    /// The wake-up wait (see [`Inner::wake_wait`]): how many completions a wake-up waits for in
+    /// the kernel (`ODIRECT_WAKE_WAIT`, default [`WAKE_WAIT`]: 0, never).
+    wake_want: usize,
+    /// Its longest wait (`ODIRECT_WAKE_WAIT_US`, default [`WAKE_WAIT_MAX_US`]).
+    wake_cap: std::time::Duration,
+    /// Where a wake-up waits: after its last round, before going back to the loop (default),
+    /// or before its first delivery (`ODIRECT_WAKE_WAIT_AT=start`); see [`Inner::wake_wait`].
+    wake_wait_end: bool,
+    /// Only while the JS thread runs on a CPU in `irq_cpus` (`ODIRECT_WAKE_WAIT_CPU=0`: on
+    /// any CPU, for A/B).
+    wake_on_irq_cpu: bool,
+    /// The CPUs that service the completions of the block devices of the direct files adopted
+    /// (their interrupts' effective affinity, `io::irq`); 0: none known.
+    irq_cpus: io::irq::CpuMask,
+    /// `irq_cpus` of each device seen (st_dev), so an open reads sysfs once per device.
+    dev_cpus: Vec<(u64, io::irq::CpuMask)>,
+    /// Wake-up waits made, and those that ended with completions to reap and no event of the
+    /// loop (tests read them: `NativeEngine.waitStats[6..8]`).
+    pub wake_waits: u64,
+    pub wake_waits_full: u64,
 }
 
 pub type Shared = RefCell<Inner>;
@@ -391,6 +413,16 @@ const SUBMIT_EVERY: usize = 4;
 /// op, and the completion that came in while the round was delivered is taken at once, not
 /// through an eventfd signal, a return to the loop, epoll and a new wake-up.
 const SMALL_ROUND_BYTES: u64 = 64 << 10;
+
+/// How many completions the wake-up wait waits for (see [`Inner::wake_wait`]) when it is not
+/// given (`ODIRECT_WAKE_WAIT` unset): 0, off. It is opt-in: unpinned `odirect bench` A/Bs
+/// disagreed (per-op writes new/old 1.03, 1.07, 0.96), though pinned to the interrupt's CPU it
+/// won 6 of 7 rounds (README, "Kernel features, measured"). 8 (`ODIRECT_WAKE_WAIT=8`) is fio's
+/// `iodepth_batch_complete_min` at depth 64 in the bench's peak configuration.
+const WAKE_WAIT: usize = 0;
+
+/// The longest wake-up wait (µs): ~8 completions of a device doing 30k IOPS at depth 64.
+const WAKE_WAIT_MAX_US: u32 = 500;
 
 /// The longest in-kernel wait a flush may make (`waitMicros` is validated against it).
 pub const MAX_WAIT_US: u32 = 1000;
@@ -572,6 +604,7 @@ impl Inner {
             raw: Vec::new(),
             delivery: Vec::new(),
             inflight: 0,
+            writes_inflight: 0,
             fds: FdTable::default(),
             locks: Waiters::new(),
             pins: Pins::default(),
@@ -620,6 +653,19 @@ impl Inner {
             wait_turn: None,
             wait_spent: false,
             wait_tries: 0,
+            wake_want: crate::env::number("ODIRECT_WAKE_WAIT").unwrap_or(WAKE_WAIT),
+            wake_cap: std::time::Duration::from_micros(
+                crate::env::number("ODIRECT_WAKE_WAIT_US")
+                    .unwrap_or(WAKE_WAIT_MAX_US)
+                    .min(MAX_WAIT_US)
+                    .into(),
+            ),
+            wake_on_irq_cpu: crate::env::on_unless_zero("ODIRECT_WAKE_WAIT_CPU"),
+            wake_wait_end: std::env::var("ODIRECT_WAKE_WAIT_AT").as_deref() != Ok("start"),
+            irq_cpus: 0,
+            dev_cpus: Vec::new(),
+            wake_waits: 0,
+            wake_waits_full: 0,
             waited_reaps: 0,
         })
     }
@@ -801,8 +847,10 @@ impl Inner {
     /// [`Inner::stage`] routed by `facts` (a close's: its descriptor has left the table).
     fn stage_with(&mut self, mut rec: OpRec, facts: u8) -> u32 {
         self.route(&mut rec, facts);
+        let write = matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. });
         let k = self.slot(rec);
         self.inflight += 1;
+        self.writes_inflight += usize::from(write);
         self.update_ref();
         self.staged.push(k);
         k
@@ -1381,9 +1429,34 @@ impl Inner {
             0
         };
         self.fds.insert(fd, facts | inline);
+        if self.wake_want > 0 && (facts | inline) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0 {
+            self.irq_cpus |= self.device_cpus(fd);
+        }
         for d in self.drivers.iter_mut().flatten() {
             d.register_fd(fd);
         }
+    }
+
+    /// The CPUs servicing the completions of the device under `fd` (see `io::irq`), read from
+    /// sysfs once per device.
+    fn device_cpus(&mut self, fd: i32) -> io::irq::CpuMask {
+        // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live stat buffer; a bad descriptor fails with EBADF.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return 0;
+        }
+        let dev = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
+            st.st_rdev
+        } else {
+            st.st_dev
+        };
+        if let Some(&(_, m)) = self.dev_cpus.iter().find(|(d, _)| *d == dev) {
+            return m;
+        }
+        let m = io::irq::device_cpus(libc::major(dev), libc::minor(dev));
+        self.dev_cpus.push((dev, m));
+        m
     }
 
     /// Closes `fd` now if this engine tracks it (GC of a leaked handle); true when it did.
@@ -1676,6 +1749,9 @@ impl Inner {
                 continue;
             };
             self.inflight -= 1;
+            if matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) {
+                self.writes_inflight = self.writes_inflight.saturating_sub(1);
+            }
             if let OpKind::Read { .. }
             | OpKind::Write { .. }
             | OpKind::Readv { .. }
@@ -1735,6 +1811,8 @@ impl Inner {
     pub fn reap(&mut self, out: &mut Vec<f64>, first: bool) -> usize {
         let mut n = 0;
         let mut reset = first;
+        // Only the first reap of a wake-up may wait for more (see `wake_wait`).
+        let mut may_wake_wait = first;
         loop {
             let mut raw = std::mem::take(&mut self.raw);
             self.gather(&mut raw, reset);
@@ -1743,11 +1821,82 @@ impl Inner {
             self.raw = raw;
             crate::batch::advance(self, out);
             crate::stream::advance(self);
+            reset = false;
+            if std::mem::take(&mut may_wake_wait) && !self.wake_wait_end && self.wake_wait(n) {
+                continue;
+            }
             if !out.is_empty() || !crate::batch::wait(self, first) {
                 return n;
             }
-            reset = false;
         }
+    }
+
+    /// The wake-up wait made after a wake-up's last round (the default place, see
+    /// `wake::rounds`): what it found was delivered and resubmitted at once; instead of going
+    /// back to the loop (whose epoll wakes the thread again at the next completion), the thread
+    /// sleeps in the kernel until a batch is in. True when completions wait to be reaped (the
+    /// caller goes on with another round). Only after a wake-up that handed completions to JS
+    /// (`delivered`: per-op promises, finished batches): it batches what JS gets per call and
+    /// what its continuations resubmit per `io_uring_enter`. Native batches that only refilled
+    /// are left to their own opt-in wait (`ODIRECT_BATCH_WAIT`).
+    pub fn wake_wait_after(&mut self, delivered: bool) -> bool {
+        delivered && self.wake_wait_end && self.wake_wait(0) && self.more()
+    }
+
+    /// The wake-up wait: a wake-up of the loop that found fewer than `wake_want` completions
+    /// while many writes are in flight on the ring (at least 4 x `wake_want`), with the JS thread
+    /// on a CPU that services the device's completions, waits in the kernel for the rest
+    /// (io_uring_enter GETEVENTS, min_complete; with DEFER_TASKRUN the kernel wakes the thread
+    /// only once that many are in), as fio's `iodepth_batch_complete_min` does, before it
+    /// delivers: the thread would otherwise be woken for almost every completion (the
+    /// interrupt, and for direct writes the kworker finishing them, run on that CPU and preempt
+    /// or wake it one completion at a time), and each wake-up resubmits as few ops, in an
+    /// io_uring_enter of its own. Bounded: the loop's next timer or `wake_cap`, whichever comes
+    /// first, and an event of the loop (its epoll descriptor watched) ends it; never with a
+    /// lone op or a shallow queue in flight, never when the loop has work waiting. True when it
+    /// waited (the caller reaps again). Made after the wake-up's last round by default
+    /// ([`Inner::wake_wait_after`]), before its first delivery with `ODIRECT_WAKE_WAIT_AT=start`
+    /// (from `reap`).
+    fn wake_wait(&mut self, reaped: usize) -> bool {
+        let want = self.wake_want;
+        if want == 0
+            || reaped >= want
+            || self.poll_ring
+            || !self.staged.is_empty()
+            || (self.wake_on_irq_cpu && self.irq_cpus == 0)
+            || !matches!(self.wake, Wake::Loop { .. })
+        {
+            return false;
+        }
+        let ring = self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map_or(0, |d| d.inflight());
+        // Writes: the kernel completes direct writes in a kworker on the interrupt's CPU, one
+        // work item per write, which wakes a JS thread there per completion; reads complete in
+        // the interrupt itself, in bursts (counted, bench/counts), and measured no better.
+        if ring.min(self.writes_inflight) < 4 * want {
+            return false;
+        }
+        if self.wake_on_irq_cpu {
+            match io::irq::current_cpu() {
+                Some(c) if c < 64 && self.irq_cpus & (1 << c) != 0 => {}
+                _ => return false,
+            }
+        }
+        let Some(LoopState::Idle { fd, left }) = self.wake.loop_state() else {
+            return false;
+        };
+        let timeout = left.map_or(self.wake_cap, |l| l.min(self.wake_cap));
+        if timeout.is_zero() {
+            return false;
+        }
+        self.wake_waits += 1;
+        let fired = self.watch_fired();
+        let got = self.wait_ring(want - reaped, timeout, Some(fd));
+        if got && self.watch_fired() == fired {
+            self.wake_waits_full += 1;
+        }
+        true
     }
 
     /// Whether ops on `fd` may sleep in their submission (`FD_MAY_BLOCK`: FUSE, NFS, FIFOs...).
@@ -1905,6 +2054,7 @@ impl Inner {
         self.abandon_the_rest();
         self.ops.clear();
         self.inflight = 0;
+        self.writes_inflight = 0;
         self.pins.clear();
         for fd in self.fds.drain() {
             // SAFETY: descriptors of handles never closed in this environment; no op uses

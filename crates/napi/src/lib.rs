@@ -502,8 +502,9 @@ impl NativeEngine {
     /// once, or the loop watch of a disk wait), lone disk ops
     /// that did not wait in their call because the event loop had work, disk waits ended by an
     /// event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
-    /// again because only the engine's own eventfd had made the loop readable] (see
-    /// `engine::DiskWait`).
+    /// again because only the engine's own eventfd had made the loop readable, wake-up waits
+    /// made, wake-up waits that found completions to reap and no loop event] (see
+    /// `engine::DiskWait`, `Inner::wake_wait`).
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
@@ -514,6 +515,8 @@ impl NativeEngine {
                 e.loop_ended,
                 e.timer_bounded,
                 e.own_wakes,
+                e.wake_waits,
+                e.wake_waits_full,
             ]
             .map(|n| n as f64)
             .to_vec()

@@ -1139,6 +1139,8 @@ unsafe fn rounds(
     call: &mut dyn FnMut(sys::napi_value, &[sys::napi_value]),
     chunk: usize,
 ) -> napi::Result<()> {
+    // Whether this wake-up handed completions to JS (see `Inner::wake_wait_after`).
+    let mut delivered = false;
     for round in 0..DELIVERY_ROUNDS {
         let (env, js, out, reaped) = {
             let Ok(mut e) = shared.try_borrow_mut() else {
@@ -1156,6 +1158,7 @@ unsafe fn rounds(
             let reaped = e.reap(&mut out, round == 0);
             (e.env, js, out, reaped)
         };
+        delivered |= !out.is_empty();
         let r = if out.is_empty() {
             Ok(())
         } else {
@@ -1174,6 +1177,16 @@ unsafe fn rounds(
                 && pending
                 && shared.try_borrow_mut().is_ok_and(|mut e| e.small_round()));
         if !pending || r.is_err() || few {
+            // The wake-up wait (see `Inner::wake_wait_after`): sleep in the kernel until a batch
+            // of completions is in rather than in the loop's epoll, woken by the first.
+            if r.is_ok()
+                && round + 1 < DELIVERY_ROUNDS
+                && shared
+                    .try_borrow_mut()
+                    .is_ok_and(|mut e| !e.closed && e.wake_wait_after(delivered))
+            {
+                continue;
+            }
             return r;
         }
     }

@@ -27,6 +27,8 @@ use crate::op::{OpKind, OpRef, Segment};
 #[cfg(target_os = "linux")]
 pub mod aio;
 pub mod eventfd;
+#[cfg(target_os = "linux")]
+pub mod irq;
 pub mod pool;
 #[cfg(target_os = "linux")]
 pub mod ring;
