@@ -358,10 +358,11 @@ export class FileHandle extends EventEmitter {
         shape,
         result,
         implicit,
-        // Flags given at staging, nothing linked after: a lone op is submitted (or even completed)
-        // in this call, unless it has a signal (aborted in the same tick, an op must never reach
-        // the kernel) or a timeout (its timer is set after staging).
-        submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined && q.timeout === undefined),
+        // No `submit`: HandleIo stages it with Engine.rw (no closure per op).
+        buffer,
+        offset,
+        memAlign,
+        rwFlags: flags,
       })
     } catch (e) {
       // Nothing started (a capture error).
