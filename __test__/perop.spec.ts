@@ -1,6 +1,7 @@
 // Per-op costs that are mechanisms, not timings: the look-up of odirect memory behind a view
-// (`memory::lookup`) answers from the thread's last allocation found, without the process-wide
-// registry's lock and search, and never answers with memory that is gone.
+// (`memory::lookup`) answers from the thread's recent allocations found (a cache of 512 slots by
+// page), without the process-wide registry's lock and search, and never answers with memory that
+// is gone.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -93,5 +94,43 @@ test.serial('a plain Buffer at the same place the cache knows is not taken for o
     t.is(plain[UNIT - 1], 3)
     const [, s1] = stats()
     t.true(s1 - s0 <= 1)
+  })
+})
+
+test.serial('reads cycling through 64 odirect buffers (a per-op loop at depth 64): the look-ups after the first round are answered by the cache', async (t) => {
+  await onPatterned(async (fh) => {
+    const bufs = Array.from({ length: 64 }, () => fh.alloc(UNIT))
+    // The first round finds each buffer's allocation in the registry and keeps it.
+    await Promise.all(bufs.map((b, i) => fh.read(b, { position: (i % BLOCKS) * UNIT })))
+    const [h0, s0] = stats()
+    for (let round = 1; round <= 4; round++) {
+      const got = await Promise.all(bufs.map((b, i) => fh.read(b, { position: ((i + round) % BLOCKS) * UNIT })))
+      for (let i = 0; i < bufs.length; i++) {
+        t.is(got[i].bytesRead, UNIT)
+        t.true(holds(bufs[i], (i + round) % BLOCKS))
+      }
+    }
+    const [h1, s1] = stats()
+    t.is(h1 - h0 + (s1 - s0), 256)
+    // A cache of one entry searched for every op here (256); two buffers whose pages share a
+    // cache slot search each time, so a few searches are allowed, not one per op.
+    t.true(s1 - s0 <= 32 && h1 - h0 >= 224, `hits ${h1 - h0}, searches ${s1 - s0}`)
+    t.log(`hits ${h1 - h0}, searches ${s1 - s0}`)
+  })
+})
+
+test.serial('an array-form readMany of 512 odirect buffers: the look-ups of its second call are answered by the cache', async (t) => {
+  await onPatterned(async (fh) => {
+    const ops = Array.from({ length: 512 }, (_, i) => ({ buffer: fh.alloc(UNIT), position: (i % BLOCKS) * UNIT }))
+    await fh.readMany(ops, { window: 64 })
+    for (const o of ops) o.position = ((o.position / UNIT + 3) % BLOCKS) * UNIT
+    const [h0, s0] = stats()
+    const results = await fh.readMany(ops, { window: 64 })
+    const [h1, s1] = stats()
+    t.deepEqual(results, ops.map(() => UNIT))
+    t.true(ops.every((o) => holds(o.buffer, o.position / UNIT)))
+    t.is(h1 - h0 + (s1 - s0), 512)
+    t.true(s1 - s0 <= 64 && h1 - h0 >= 448, `hits ${h1 - h0}, searches ${s1 - s0}`)
+    t.log(`hits ${h1 - h0}, searches ${s1 - s0}`)
   })
 })
