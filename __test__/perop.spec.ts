@@ -2,6 +2,7 @@
 // (`memory::lookup`) answers from the thread's recent allocations found (a cache of 512 slots by
 // page), without the process-wide registry's lock and search, and never answers with memory that
 // is gone.
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -133,4 +134,35 @@ test.serial('an array-form readMany of 512 odirect buffers: the look-ups of its 
     t.true(s1 - s0 <= 64 && h1 - h0 >= 448, `hits ${h1 - h0}, searches ${s1 - s0}`)
     t.log(`hits ${h1 - h0}, searches ${s1 - s0}`)
   })
+})
+
+test.serial("fh.read/fh.write pass their numbers through the engine's argument array (rwa); ODIRECT_RW_ARGS=0 goes back to rw's N-API arguments, same data", async (t) => {
+  const fast = getEngine().native.fastPath()
+  t.is(typeof fast.rwa, 'function')
+  t.true(fast.args instanceof Float64Array && fast.args.length === 8)
+  await onPatterned(async (fh) => {
+    const buf = fh.alloc(UNIT)
+    await fh.read(buf, { position: 5 * UNIT })
+    t.true(holds(buf, 5))
+  })
+  // The same reads in a child without the argument array.
+  const file = path.join(dir, 'data')
+  const script = `
+    const { open } = require(${JSON.stringify(path.resolve('dist/index.js'))})
+    const { getEngine } = require(${JSON.stringify(path.resolve('dist/src/engine.js'))})
+    ;(async () => {
+      const fh = await open(${JSON.stringify(file)}, 'r')
+      const buf = fh.alloc(${UNIT})
+      const seen = []
+      for (const at of [3, 1, 7]) {
+        const { bytesRead } = await fh.read(buf, { position: at * ${UNIT} })
+        seen.push(bytesRead === ${UNIT} && buf[0] === at + 1 && buf[${UNIT} - 1] === at + 1)
+      }
+      await fh.close()
+      console.log(JSON.stringify({ rwa: typeof getEngine().native.fastPath().rwa, seen }))
+    })()
+  `
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ODIRECT_RW_ARGS: '0' } })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout.trim()), { rwa: 'undefined', seen: [true, true, true] })
 })
