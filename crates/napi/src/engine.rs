@@ -727,7 +727,6 @@ impl Inner {
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec, facts: u8) {
-        let copies = facts & FD_INLINE != 0;
         // The drivers' facts only (aio sends any descriptor with a fact elsewhere).
         let facts = facts & !FD_INLINE;
         if self.worker
@@ -758,17 +757,6 @@ impl Inner {
             return;
         };
         match d.placement(&rec.kind, facts) {
-            // A read/write on a tmpfs/ramfs file on io_uring: its in-line attempt at submission
-            // always fails (shmem has no non-blocking read or write) and an io-wq worker makes
-            // it; with `crate::pins::punt_copy` it goes to the worker at once (IOSQE_ASYNC).
-            Placement::Inline
-                if copies
-                    && rec.backend == BackendKind::IoUring
-                    && matches!(rec.kind, OpKind::Read { .. } | OpKind::Write { .. })
-                    && crate::pins::punt_copy() =>
-            {
-                rec.punt = true
-            }
             Placement::Inline => {}
             Placement::Punt => rec.punt = true,
             Placement::Elsewhere => {

@@ -67,14 +67,6 @@ pub fn fixed_on_copy() -> bool {
     *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_FIXED_ON_COPY"))
 }
 
-/// Whether reads/writes on a tmpfs/ramfs file go to io_uring with IOSQE_ASYNC (straight to an
-/// io-wq worker, skipping the in-line attempt at submission that shmem always refuses):
-/// `ODIRECT_PUNT_COPY=1` (opt-in, read once; an A/B switch).
-pub fn punt_copy() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::env::on_if_one("ODIRECT_PUNT_COPY"))
-}
-
 /// The odirect allocations behind `views` (each view wholly inside one), or EINVAL when one is
 /// not odirect's memory.
 ///
