@@ -65,6 +65,14 @@ const ARGS_RESULT: usize = 6;
 /// array's ArrayBuffer (its finalizer) and the function (its finalizer).
 struct ArgsMem(*mut f64);
 
+// SAFETY: a plain heap allocation owned by the value (freed by its Drop, from whichever thread
+// drops the last reference: a runtime may finalize an ArrayBuffer's backing store off the JS
+// thread); nothing else frees it.
+unsafe impl Send for ArgsMem {}
+// SAFETY: as Send: `&ArgsMem` gives only the pointer; every access through it is on the JS
+// thread (`rwa`, and JS writing the array).
+unsafe impl Sync for ArgsMem {}
+
 impl Drop for ArgsMem {
     fn drop(&mut self) {
         // SAFETY: self.0 came from Box::into_raw of a boxed slice of ARGS_LEN f64s in
@@ -94,7 +102,9 @@ unsafe fn args_form(
     let bytes = ARGS_LEN * std::mem::size_of::<f64>();
     // SAFETY: live env; the ArrayBuffer's Arc keeps the memory allocated until V8 finalizes it
     // (and the function holds its own).
-    let ab = unsafe { crate::memory::external_arraybuffer(env, data as *mut c_void, bytes, mem.clone()) }?;
+    let ab = unsafe {
+        crate::memory::external_arraybuffer(env, data as *mut c_void, bytes, mem.clone())
+    }?;
     let mut seen: *mut c_void = ptr::null_mut();
     let mut got = 0usize;
     let mut arr = ptr::null_mut();
