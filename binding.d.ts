@@ -110,9 +110,10 @@ export declare class NativeEngine {
   /**
    * `rw` and `flush` as plain functions bound to this engine: the same arguments and
    * results, without a class method's per-call unwrapping and borrow bookkeeping (see
-   * `fast`). For the per-op path.
+   * `fast`). For the per-op path. Also `rwa(view)` and its argument array `args` (`rw`'s
+   * numbers in slots 0-5, its result in slot 6), unless `ODIRECT_RW_ARGS=0`.
    */
-  fastPath(): { rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush'] }
+  fastPath(): { rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush']; rwa?: (view: ArrayBufferView) => void; args?: Float64Array }
   /**
    * Starts waiting (on a thread of its own) for a whole-file lock on `fd`: returns its id
    * (>= LOCK_BASE; it completes as an op does, with 0 or -errno, -ECANCELED when cancelled

@@ -47,6 +47,10 @@ export function describe(v: unknown): string {
 // Errors thrown by the caller's own code (an option getter, a Proxy trap, an iterable, a
 // callback) or by the runtime on the caller's behalf (Deno's permission checks): they reach the
 // caller as the very same object, as fs/promises does, never renamed.
+// The native exports object is in dictionary mode (many properties): a load from it is a generic
+// LoadIC on every call, so the per-op paths read a copy made once here.
+const MAX_IO_LENGTH: number = native.MAX_IO_LENGTH
+
 const fromCaller = new WeakSet<object>()
 
 /** Marks `e` as the caller's own error (passed through unchanged by `coded`); returns it. */
@@ -577,7 +581,7 @@ export function rwArgs(syscall: 'read' | 'write', a: unknown, b: unknown, c: unk
   }
   const off = offset === undefined || offset === null ? 0 : intArg(offset, 'offset', 0, size)
   const len = length === undefined || length === null ? size - off : intArg(length, 'length', 0, size - off)
-  if (len > native.MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${native.MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
+  if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `length ${len} is more than ${MAX_IO_LENGTH} bytes, the most one I/O can move`, 'split the transfer into several ops')
   let signal: AbortSignal | undefined
   let timeout: number | undefined
   if (o !== undefined) {

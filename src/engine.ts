@@ -98,6 +98,12 @@ export class Engine {
   readonly native: NativeEngine
   /** `rw` and `flush` as plain functions bound to the native engine: cheaper per call than its methods. */
   readonly #fast: ReturnType<NativeEngine['fastPath']>
+  /**
+   * `rw` without N-API number arguments (fast.rs `rwa`): its numbers go in `#args` slots 0-5, its
+   * result comes back in slot 6. Undefined with ODIRECT_RW_ARGS=0 (then `#fast.rw`).
+   */
+  readonly #rwa: ((view: ArrayBufferView) => void) | undefined
+  readonly #args: Float64Array | undefined
   #sinks: Array<OpSink | undefined> = []
   /** Lock waits by id (ids from LOCK_BASE up, apart from the dense op ids). */
   readonly #lockSinks = new Map<number, OpSink>()
@@ -113,6 +119,8 @@ export class Engine {
     warnBadEnvironment()
     this.native = new native.NativeEngine((results: Float64Array, count: number) => this.#onBatch(results, count), hasUvLoop())
     this.#fast = this.native.fastPath()
+    this.#rwa = this.#fast.rwa
+    this.#args = this.#fast.args
   }
 
   #onBatch(results: Float64Array, count: number): void {
@@ -203,6 +211,17 @@ export class Engine {
    */
   rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
     const packed = rwFlags * RW_FLAGS_UNIT + (backend << RW_BACKEND_SHIFT) + (write ? RW_WRITE : 0) + (alone ? RW_ALONE : 0)
+    const a = this.#args
+    if (a !== undefined) {
+      a[0] = fd
+      a[1] = offset
+      a[2] = length
+      a[3] = position
+      a[4] = memAlign
+      a[5] = packed
+      ;(this.#rwa as (view: ArrayBufferView) => void)(view)
+      return this.#trackRw(a[6], sink, 'buffer')
+    }
     return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, 'buffer')
   }
 

@@ -230,6 +230,12 @@ export class FileHandle extends EventEmitter {
   #closing: Promise<void> | undefined
   readonly #pools = new Set<RegisteredBuffers>()
   readonly #defaultBuffer = (): ArrayBufferView => this.alloc(16384)
+  /**
+   * Address alignment the kernel needs for this file (1: none, buffered I/O). A field, not a
+   * private getter: V8 reads a private accessor through a runtime call (LoadPrivateGetter) on
+   * every op.
+   */
+  readonly #memAlign: number
 
   /** @internal Use `open()`. */
   constructor(engine: Engine, init: HandleInit) {
@@ -241,6 +247,7 @@ export class FileHandle extends EventEmitter {
     this.fallbackReason = init.fallbackReason
     this.uncached = init.uncached === true
     this.alignment = Object.freeze({ ...init.alignment, directSupported: init.alignment.directSupported ?? true })
+    this.#memAlign = init.direct ? Math.max(this.alignment.memory, 1) : 1
     this.backend = init.backend
     this.isBlockDevice = init.isBlockDevice
     this.fsType = init.fsType
@@ -312,10 +319,6 @@ export class FileHandle extends EventEmitter {
     }
   }
 
-  /** Address alignment the kernel needs for this file (1: none, buffered I/O). */
-  get #memAlign(): number {
-    return this.direct ? Math.max(this.alignment.memory, 1) : 1
-  }
 
   /** Refuses (before any system call) an atomic write the file cannot make untorn. */
   #checkAtomic(len: number, position: number): void {
@@ -358,10 +361,11 @@ export class FileHandle extends EventEmitter {
         shape,
         result,
         implicit,
-        // Flags given at staging, nothing linked after: a lone op is submitted (or even completed)
-        // in this call, unless it has a signal (aborted in the same tick, an op must never reach
-        // the kernel) or a timeout (its timer is set after staging).
-        submit: (sink) => io.engine.rw(io.file.bidx, write, this.fd, buffer, offset, len, at, memAlign, sink, io.rwFlags(flags), q.signal === undefined && q.timeout === undefined),
+        // No `submit`: HandleIo stages it with Engine.rw (no closure per op).
+        buffer,
+        offset,
+        memAlign,
+        rwFlags: flags,
       })
     } catch (e) {
       // Nothing started (a capture error).

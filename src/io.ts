@@ -43,8 +43,17 @@ export interface OpDesc {
   result?: unknown
   /** The op ran at the handle's position, which advanced by `length`: a short op moves it back. */
   implicit?: boolean
-  /** Stages the op for `sink` and returns its id, or -1 when it completed in the call (Engine.rw; may throw a capture error: nothing started). */
-  submit(sink: OpSink): number
+  /**
+   * Stages the op for `sink` and returns its id, or -1 when it completed in the call (Engine.rw; may
+   * throw a capture error: nothing started). Absent: a single read/write of `buffer` (below),
+   * staged by HandleIo itself with Engine.rw (no closure made per op).
+   */
+  submit?(sink: OpSink): number
+  /** A single read/write without `submit`: its memory, where in it, the memory alignment the file needs, RWF_* flags. */
+  buffer?: ArrayBufferView
+  offset?: number
+  memAlign?: number
+  rwFlags?: number
 }
 
 /** Where a handle's counters go. */
@@ -75,17 +84,28 @@ export interface IoFile {
  * the final result object directly: one promise per op.
  */
 class OpRecord implements OpSink {
-  id = 0
-  bounced = false
-  watch: ReturnType<typeof watchSignal> | undefined
-  timed: Timed | undefined
-  wseq = 0
-  constructor(
-    readonly io: HandleIo,
-    readonly d: OpDesc,
-    readonly resolve: (v: unknown) => void,
-    readonly reject: (e: unknown) => void,
-  ) {}
+  // Declared, set in the constructor: class field initializers compile to a separate function
+  // (a call of its own on every op in the profile of the depth-1 loop).
+  declare readonly io: HandleIo
+  declare readonly d: OpDesc
+  declare readonly resolve: (v: unknown) => void
+  declare readonly reject: (e: unknown) => void
+  declare id: number
+  declare bounced: boolean
+  declare watch: ReturnType<typeof watchSignal> | undefined
+  declare timed: Timed | undefined
+  declare wseq: number
+  constructor(io: HandleIo, d: OpDesc, resolve: (v: unknown) => void, reject: (e: unknown) => void) {
+    this.io = io
+    this.d = d
+    this.resolve = resolve
+    this.reject = reject
+    this.id = 0
+    this.bounced = false
+    this.watch = undefined
+    this.timed = undefined
+    this.wseq = 0
+  }
 
   settle(result: number, latencyUs: number): void {
     const io = this.io
@@ -121,6 +141,14 @@ class OpRecord implements OpSink {
     }
     this.reject(kernelError(-result, ctx))
   }
+}
+
+/** What the Promise executor `grabSettlers` was last given (taken at once by HandleIo.start). */
+let grabbedResolve: ((v: unknown) => void) | undefined
+let grabbedReject: ((e: unknown) => void) | undefined
+function grabSettlers(resolve: (v: unknown) => void, reject: (e: unknown) => void): void {
+  grabbedResolve = resolve
+  grabbedReject = reject
 }
 
 const timeoutsByEngine = new WeakMap<Engine, Timeouts>()
@@ -163,14 +191,11 @@ export class HandleIo {
   /** Starts the op `d` and returns its promise (rejected at once when its signal is already aborted). */
   start(d: OpDesc): Promise<unknown> {
     if (d.signal?.aborted) return Promise.reject(abortError(d.signal, { syscall: d.syscall, path: this.file.path, position: d.position, length: d.length }))
-    let res!: (v: unknown) => void
-    let rej!: (e: unknown) => void
-    const p = new Promise<unknown>((a, b) => {
-      res = a
-      rej = b
-    })
-    const rec = new OpRecord(this, d, res, rej)
-    rec.id = d.submit(rec)
+    // One executor for every op (it runs synchronously in the constructor): no closure per op.
+    const p = new Promise<unknown>(grabSettlers)
+    const rec = new OpRecord(this, d, grabbedResolve as (v: unknown) => void, grabbedReject as (e: unknown) => void)
+    grabbedResolve = grabbedReject = undefined
+    rec.id = d.submit !== undefined ? d.submit(rec) : this.#submitRw(d, rec)
     if (d.kind === KIND_WRITE) rec.wseq = this.writeStarted()
     if (rec.bounced) this.stats.bounced++
     this.inflight++
@@ -183,6 +208,18 @@ export class HandleIo {
     if (d.signal !== undefined) rec.watch = watchSignal(d.signal, this.engine, bidx, rec.id)
     if (d.timeout !== undefined) rec.timed = engineTimeouts(this.engine).add(d.timeout, bidx, rec.id)
     return p
+  }
+
+  /**
+   * Stages the single read/write `d` (fields validated by the FileHandle). Flags given at staging,
+   * nothing linked after: a lone op is submitted (or even completed) in this call, unless it has a
+   * signal (aborted in the same tick, an op must never reach the kernel) or a timeout (its timer is
+   * set after staging).
+   */
+  #submitRw(d: OpDesc, sink: OpSink): number {
+    const f = this.file
+    const alone = d.signal === undefined && d.timeout === undefined
+    return this.engine.rw(f.bidx, d.kind === KIND_WRITE, f.fd, d.buffer as ArrayBufferView, d.offset as number, d.length as number, d.position as number, d.memAlign as number, sink, this.rwFlags(d.rwFlags as number), alone)
   }
 
   /** Starts `d` once every write issued before the call has completed (a barrier: sync, truncate...). */

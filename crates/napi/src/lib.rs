@@ -399,9 +399,10 @@ impl NativeEngine {
 
     /// `rw` and `flush` as plain functions bound to this engine: the same arguments and
     /// results, without a class method's per-call unwrapping and borrow bookkeeping (see
-    /// `fast`). For the per-op path.
+    /// `fast`). For the per-op path. Also `rwa(view)` and its argument array `args` (`rw`'s
+    /// numbers in slots 0-5, its result in slot 6), unless `ODIRECT_RW_ARGS=0`.
     #[napi(
-        ts_return_type = "{ rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush'] }"
+        ts_return_type = "{ rw: (fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, packed: number) => number; flush: NativeEngine['flush']; rwa?: (view: ArrayBufferView) => void; args?: Float64Array }"
     )]
     pub fn fast_path<'e>(&self, env: &'e Env) -> Result<Unknown<'e>> {
         // SAFETY: env is live for this call, on the engine's JS thread.

@@ -8,6 +8,7 @@
 //! memory the kernel is using.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::Arc;
 
@@ -23,7 +24,30 @@ pub struct Pins {
     /// allocated until unregistered, replaced by a later registration, or the engine's end.
     kept: [Vec<Arc<Alloc>>; 3],
     /// Fixed-buffer index by allocation start, for the driver that names buffers by index.
-    fixed: HashMap<usize, u16>,
+    /// Looked up once per read/write of a registered buffer: hashed by [`AddrHasher`], not
+    /// SipHash (keys are our own allocations' addresses, nothing an attacker picks).
+    fixed: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
+}
+
+/// A hasher for addresses: one multiply (Fibonacci hashing), its well-mixed high half folded
+/// into the low half (the table picks buckets by the low bits, which a multiply alone leaves
+/// zero for page-aligned addresses).
+#[derive(Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        let p = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = p ^ (p >> 32);
+    }
 }
 
 /// Whether reads/writes of registered memory on a file the kernel serves by copying (tmpfs,
