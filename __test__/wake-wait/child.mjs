@@ -3,7 +3,8 @@
 // puts `writes` 4 KiB writes to it in flight at once (each waits for a free pipe buffer), says
 // `ready`, and once told on stdin takes one 4 KiB buffer out of the FIFO at a time: each frees
 // room for one write, so each wake-up of the loop finds one completion with the others still in
-// flight; `single` times 20 ms apart, then it drains the FIFO. Prints `done` with what the
+// flight; `single` times, each after the write the last one let through has settled, then it
+// drains the FIFO. Prints `done` with what the
 // writes and the FIFO gave and its engine's waitStats deltas, then waits for stdin again before
 // it closes (so that the parent's trace holds only the writes).
 //
@@ -36,7 +37,19 @@ fs.closeSync(fill)
 const fh = await od.open(cfg.fifo, 'r+', { backend: 'io_uring', direct: 'off' })
 const w0 = getEngine().native.waitStats
 const writes = []
-for (let i = 0; i < cfg.writes; i++) writes.push(fh.write(Buffer.alloc(BLOCK, 1 + (i % 250)), 0, BLOCK, null))
+// Settled writes so far, and who waits for the next one (the single takes wait on that event).
+let done = 0
+let onSettle = () => {}
+const settledOne = () => {
+  done++
+  onSettle()
+}
+for (let i = 0; i < cfg.writes; i++) {
+  const w = fh.write(Buffer.alloc(BLOCK, 1 + (i % 250)), 0, BLOCK, null)
+  w.then(settledOne, settledOne)
+  writes.push(w)
+}
+const nextSettle = (seen) => (done > seen ? Promise.resolve() : new Promise((resolve) => (onSettle = resolve)))
 process.stdout.write(`ready ${fh.backend} ${disk.direct} ${getEngine().native.inflight}\n`)
 await new Promise((resolve) => process.stdin.once('data', resolve))
 const counts = new Array(256).fill(0)
@@ -54,8 +67,10 @@ const take = (n) => {
   return k
 }
 for (let i = 0; i < cfg.single; i++) {
+  const seen = done
   take(BLOCK)
-  await sleep(20)
+  // The room freed lets one write complete: wait for it (its wake-up), then free the next.
+  await nextSettle(seen)
 }
 let settled = 0
 const all = Promise.all(writes).finally(() => (settled = 1))
