@@ -1440,16 +1440,8 @@ impl Inner {
     /// The CPUs servicing the completions of the device under `fd` (see `io::irq`), read from
     /// sysfs once per device.
     fn device_cpus(&mut self, fd: i32) -> io::irq::CpuMask {
-        // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is a live stat buffer; a bad descriptor fails with EBADF.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        let Some(dev) = io::irq::block_device_of(fd) else {
             return 0;
-        }
-        let dev = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
-            st.st_rdev
-        } else {
-            st.st_dev
         };
         if let Some(&(_, m)) = self.dev_cpus.iter().find(|(d, _)| *d == dev) {
             return m;

@@ -16,18 +16,26 @@ pub type CpuMask = u64;
 /// its own such as loop, device-mapper or md, no sysfs/procfs). Virtio configuration-change
 /// interrupts (`*-config`) are left out: they never carry completions.
 pub fn completion_cpus(fd: RawFd) -> CpuMask {
+    match block_device_of(fd) {
+        Some(dev) => device_cpus(libc::major(dev), libc::minor(dev)),
+        None => 0,
+    }
+}
+
+/// The block device whose queue serves I/O on `fd`: the device itself for a block device,
+/// else the device of the filesystem holding the file; None when fstat fails.
+pub fn block_device_of(fd: RawFd) -> Option<libc::dev_t> {
     // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a live stat buffer; fstat on a bad descriptor fails with EBADF.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return 0;
+        return None;
     }
-    let dev = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
+    Some(if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
         st.st_rdev
     } else {
         st.st_dev
-    };
-    device_cpus(libc::major(dev), libc::minor(dev))
+    })
 }
 
 /// [`completion_cpus`] for the block device `major:minor`.
