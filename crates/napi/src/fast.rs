@@ -229,6 +229,19 @@ unsafe fn args<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> Option<(*const Shared, [sys::napi_value; N])> {
+    // SAFETY: forwarded contract.
+    let (data, argv) = unsafe { cb_info::<N>(env, info) }?;
+    Some((data as *const Shared, argv))
+}
+
+/// The function's data (never null) and up to `N` arguments of this call.
+///
+/// # Safety
+/// Inside a call of one of our functions.
+unsafe fn cb_info<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Option<(*mut c_void, [sys::napi_value; N])> {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     let mut data = ptr::null_mut();
@@ -246,7 +259,7 @@ unsafe fn args<const N: usize>(
     if !got || data.is_null() {
         return None;
     }
-    Some((data as *const Shared, argv))
+    Some((data, argv))
 }
 
 /// Throws a TypeError (`msg` is NUL-terminated) and returns the null value N-API expects.
@@ -305,24 +318,11 @@ unsafe extern "C" fn rw(env: sys::napi_env, info: sys::napi_callback_info) -> sy
 /// [`ARGS_RESULT`], returning undefined: no N-API read per number (~35 instructions each) and
 /// no number made for the result.
 unsafe extern "C" fn rwa(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let mut argc = 1usize;
-    let mut argv = [ptr::null_mut(); 1];
-    let mut data = ptr::null_mut();
-    // SAFETY: N-API calls this inside a call of our function; argv has room for argc values.
-    let got = unsafe {
-        report!(napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            ptr::null_mut(),
-            &mut data,
-        ))
-    };
-    if !got || data.is_null() {
+    // SAFETY: N-API calls this inside a call of our function.
+    let Some((data, argv)) = (unsafe { cb_info::<1>(env, info) }) else {
         // SAFETY: inside a call.
         return unsafe { throw(env, c"odirect: rwa: arguments unavailable") };
-    }
+    };
     // SAFETY: the data is this function's RwaData (see `args_form`), alive while the function
     // is; its argument memory (ARGS_LEN f64s) lives as long as the Arc it holds. Only this JS
     // thread touches it, and no JS runs during this call.
