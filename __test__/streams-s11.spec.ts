@@ -9,9 +9,8 @@ import { once } from 'node:events'
 import test from 'ava'
 
 import { createWriteStream, open } from '../dist/index.js'
-import { getEngine } from '../dist/src/engine.js'
 import { scratchDirs } from './helpers/scratch.ts'
-import { inKernel, offerBlocks } from './helpers/wstream.ts'
+import { inKernel, offerBlocks, refuseChain } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s11')
 
@@ -19,20 +18,7 @@ const scratch = scratchDirs('streams-s11')
 test.serial('write stream: a block its chain refuses (the write not staged as its own) keeps the writes in the kernel at writeBehind', async (t) => {
   const file = path.join(scratch(), 'refused.bin')
   await using fh = await open(file, 'w+')
-  const engine = getEngine().native
-  // The refusal a runtime that bounces the block (or a write submitted alone) meets: chainAdd
-  // answers false and the write stays an ordinary op, already on its way to the kernel.
-  const proto = Object.getPrototypeOf(engine) as { chainAdd: (...a: unknown[]) => boolean }
-  const chainAdd = Object.getOwnPropertyDescriptor(proto, 'chainAdd') as PropertyDescriptor
-  let refused = 0
-  Object.defineProperty(proto, 'chainAdd', {
-    configurable: true,
-    value: () => {
-      refused++
-      return false
-    },
-  })
-  t.teardown(() => Object.defineProperty(proto, 'chainAdd', chainAdd))
+  const chain = refuseChain(t)
   const writeBehind = 2
   const ws = createWriteStream(fh, { chunkSize: 64 * 1024, writeBehind })
   await once(ws, 'ready')
@@ -43,8 +29,8 @@ test.serial('write stream: a block its chain refuses (the write not staged as it
   ws.end()
   await once(ws, 'finish')
   clearInterval(timer)
-  Object.defineProperty(proto, 'chainAdd', chainAdd)
-  t.true(refused >= 1)
+  chain.restore()
+  t.true(chain.refused() >= 1)
   t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })
   t.true(most <= writeBehind, `in the kernel: ${most}`)
   t.is(accepted(), 10)

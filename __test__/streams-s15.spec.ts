@@ -14,7 +14,7 @@ import { type FileHandle, open, writableWebStream } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
-import { inKernel } from './helpers/wstream.ts'
+import { inKernel, refuseChain } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s15')
 const KiB = 1024
@@ -109,18 +109,7 @@ test.serial('write stream, copied blocks: writeBehind blocks in the kernel as be
 test.serial('write stream, its chain refusing every block (unchained count): transferred 64 KiB chunks, chunkSize 128 KiB, writeBehind 2: 4 writes in the kernel, never more', async (t) => {
   const file = path.join(scratch(), 'refused.bin')
   await using fh = await open(file, 'w+')
-  const engine = getEngine().native
-  const proto = Object.getPrototypeOf(engine) as { chainAdd: (...a: unknown[]) => boolean }
-  const chainAdd = Object.getOwnPropertyDescriptor(proto, 'chainAdd') as PropertyDescriptor
-  let refused = 0
-  Object.defineProperty(proto, 'chainAdd', {
-    configurable: true,
-    value: () => {
-      refused++
-      return false
-    },
-  })
-  t.teardown(() => Object.defineProperty(proto, 'chainAdd', chainAdd))
+  const chain = refuseChain(t)
   const data = patternBuffer(18, 16 * 64 * KiB)
   const ws = fh.createWriteStream({ chunkSize: 128 * KiB, writeBehind: 2, transferChunks: true, datasync: false })
   await once(ws, 'ready')
@@ -133,8 +122,8 @@ test.serial('write stream, its chain refusing every block (unchained count): tra
   ws.end()
   await once(ws, 'finish')
   clearInterval(timer)
-  Object.defineProperty(proto, 'chainAdd', chainAdd)
-  t.true(refused >= 1)
+  chain.restore()
+  t.true(chain.refused() >= 1)
   t.deepEqual(early, { inKernel: 4, accepted: 6 })
   t.true(most <= 4, `in the kernel: ${most}`)
   t.true(fs.readFileSync(file).equals(data))

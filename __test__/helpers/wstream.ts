@@ -28,3 +28,26 @@ export async function offerBlocks(
   for (let i = 0; i < 200; i++) await new Promise((r) => process.nextTick(r))
   return { early: { inKernel: inKernel(fh), accepted }, accepted: () => accepted, block }
 }
+
+/**
+ * Makes the engine's write chain refuse every block (its `chainAdd` answers false: the write stays an
+ * ordinary op, already on its way to the kernel), the refusal a runtime that bounces the block (or a
+ * write submitted alone) meets, until `restore()` or the test's end. `refused()`: how many so far.
+ */
+export function refuseChain(t: { teardown(fn: () => void): void }): { refused: () => number; restore: () => void } {
+  const proto = Object.getPrototypeOf(getEngine().native) as { chainAdd: (...a: unknown[]) => boolean }
+  const chainAdd = Object.getOwnPropertyDescriptor(proto, 'chainAdd') as PropertyDescriptor
+  let refused = 0
+  Object.defineProperty(proto, 'chainAdd', {
+    configurable: true,
+    value: () => {
+      refused++
+      return false
+    },
+  })
+  const restore = (): void => {
+    Object.defineProperty(proto, 'chainAdd', chainAdd)
+  }
+  t.teardown(restore)
+  return { refused: () => refused, restore }
+}
