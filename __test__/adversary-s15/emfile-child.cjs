@@ -9,6 +9,7 @@
 'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
+const { fillFds } = require('./fill-fds.cjs')
 
 const [mod, dir] = process.argv.slice(2)
 const od = require(mod)
@@ -38,19 +39,6 @@ function fdTable() {
   return t
 }
 const temps = () => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-
-/** Opens /dev/null until EMFILE; returns the descriptors. */
-function fill() {
-  const fds = []
-  for (;;) {
-    try {
-      fds.push(fs.openSync('/dev/null', 'r'))
-    } catch (e) {
-      if (e.code !== 'EMFILE') throw e
-      return fds
-    }
-  }
-}
 
 function describe(e) {
   return {
@@ -119,8 +107,7 @@ async function main() {
       await new Promise((r) => setImmediate(r))
       const before = fdTable()
       if (process.env.S15_TRACE) fs.writeSync(2, `round ${form} ${free}\n`)
-      const fillers = fill()
-      for (let i = 0; i < free; i++) fs.closeSync(fillers.pop())
+      const fillers = fillFds(free)
       let r
       try {
         const got = await forms[form](dst)

@@ -5,6 +5,7 @@
 'use strict'
 const fs = require('node:fs')
 const { anonFds } = require('../helpers/fds.cjs')
+const { fillFds } = require('./fill-fds.cjs')
 
 const [mod, freeArg, src] = process.argv.slice(2)
 const od = require(mod)
@@ -22,15 +23,7 @@ async function rd() {
 }
 
 async function main() {
-  const fillers = []
-  for (;;) {
-    try {
-      fillers.push(fs.openSync('/dev/null', 'r'))
-    } catch {
-      break
-    }
-  }
-  for (let i = 0; i < k && fillers.length > 0; i++) fs.closeSync(fillers.pop())
+  const fillers = fillFds(k)
   let first
   try {
     const b = await rd()

@@ -6,6 +6,7 @@
 'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
+const { fillFds } = require('./fill-fds.cjs')
 
 const [mod, dir, freeArg, copiesArg] = process.argv.slice(2)
 const od = require(mod)
@@ -15,15 +16,7 @@ for (let i = 0; i < data.length; i++) data[i] = (i * 131 + 7) & 0xff
 fs.writeFileSync(src, data)
 
 async function main() {
-  const fillers = []
-  for (;;) {
-    try {
-      fillers.push(fs.openSync('/dev/null', 'r'))
-    } catch {
-      break
-    }
-  }
-  for (let i = 0; i < Number(freeArg) && fillers.length > 0; i++) fs.closeSync(fillers.pop())
+  const fillers = fillFds(Number(freeArg))
   let first = 'ok'
   try {
     const fh = await od.open(src, 'r')
