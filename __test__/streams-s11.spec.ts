@@ -10,7 +10,7 @@ import test from 'ava'
 
 import { createWriteStream, open } from '../dist/index.js'
 import { scratchDirs } from './helpers/scratch.ts'
-import { inKernel, offerBlocks, refuseChain } from './helpers/wstream.ts'
+import { endSamplingKernel, inKernel, offerBlocks, refuseChain } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s11')
 
@@ -24,11 +24,7 @@ test.serial('write stream: a block its chain refuses (the write not staged as it
   await once(ws, 'ready')
   // Ten blocks offered at once (every block the stream started is then in the kernel or staged).
   const { early, accepted, block } = await offerBlocks(fh, ws, 10, 64 * 1024)
-  let most = early.inKernel
-  const timer = setInterval(() => (most = Math.max(most, inKernel(fh))), 0)
-  ws.end()
-  await once(ws, 'finish')
-  clearInterval(timer)
+  const most = await endSamplingKernel(fh, ws, early.inKernel)
   chain.restore()
   t.true(chain.refused() >= 1)
   t.deepEqual(early, { inKernel: writeBehind, accepted: 2 * writeBehind - 1 })

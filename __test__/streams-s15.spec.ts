@@ -14,7 +14,7 @@ import { type FileHandle, open, writableWebStream } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
-import { inKernel, refuseChain } from './helpers/wstream.ts'
+import { endSamplingKernel, inKernel, refuseChain } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('streams-s15')
 const KiB = 1024
@@ -117,11 +117,7 @@ test.serial('write stream, its chain refusing every block (unchained count): tra
   for (const c of odirectChunks(fh, data, 64 * KiB)) ws.write(c, () => accepted++)
   await ticks()
   const early = { inKernel: inKernel(fh), accepted }
-  let most = early.inKernel
-  const timer = setInterval(() => (most = Math.max(most, inKernel(fh))), 0)
-  ws.end()
-  await once(ws, 'finish')
-  clearInterval(timer)
+  const most = await endSamplingKernel(fh, ws, early.inKernel)
   chain.restore()
   t.true(chain.refused() >= 1)
   t.deepEqual(early, { inKernel: 4, accepted: 6 })

@@ -1,5 +1,6 @@
 // Write streams' writes in the kernel, for the writeBehind tests of streams.spec and streams-s11.spec.
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
 import type { Writable } from 'node:stream'
 
 import type { FileHandle } from '../../dist/index.js'
@@ -50,4 +51,14 @@ export function refuseChain(t: { teardown(fn: () => void): void }): { refused: (
   }
   t.teardown(restore)
   return { refused: () => refused, restore }
+}
+
+/** Ends `ws` and waits for 'finish', sampling the handle's writes in the kernel meanwhile; returns the most seen (at least `from`). */
+export async function endSamplingKernel(fh: FileHandle, ws: Writable, from: number): Promise<number> {
+  let most = from
+  const timer = setInterval(() => (most = Math.max(most, inKernel(fh))), 0)
+  ws.end()
+  await once(ws, 'finish')
+  clearInterval(timer)
+  return most
 }

@@ -17,7 +17,6 @@ const od = require('../../dist/index.js')
 const { getEngine } = require('../../dist/src/engine.js')
 const cfg = JSON.parse(process.argv[2])
 const BLOCK = 4096
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const disk = await od.open(cfg.disk, 'r')
 // Our own reader keeps the FIFO open (no open waits for a peer) and drains it without blocking
@@ -76,7 +75,9 @@ let settled = 0
 const all = Promise.all(writes).finally(() => (settled = 1))
 const total = filled + cfg.writes * BLOCK
 while (got < total || !settled) {
-  if (take(1 << 16) === 0) await sleep(1)
+  // An empty FIFO with writes pending: the next one to settle has put its bytes in it; with none
+  // pending, what is left is `all` settling.
+  if (take(1 << 16) === 0) await (done < cfg.writes ? nextSettle(done) : all)
 }
 const results = await all
 const w1 = getEngine().native.waitStats
