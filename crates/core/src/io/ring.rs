@@ -86,6 +86,23 @@ impl Setup {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: the setup probe reports that IORING_SQ_TASKRUN is never set (as on a kernel
+    /// without it), to prove such a ring is not left DEFER_TASKRUN.
+    static HIDE_TASKRUN_FLAG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn tests_hide_taskrun_flag() -> bool {
+    HIDE_TASKRUN_FLAG.with(|h| h.get())
+}
+
+#[cfg(not(test))]
+fn tests_hide_taskrun_flag() -> bool {
+    false
+}
+
 /// Which setup to try first (`ODIRECT_URING_SETUP=defer|coop|plain` overrides, for measuring).
 /// A worker that is terminated while a stalled server holds its ops leaves them in the kernel:
 /// only a ring that is not DEFER_TASKRUN still posts their completions once its submitter
@@ -315,7 +332,25 @@ impl LocalRing {
             swaps_armed: false,
             spin: spin_from_env(),
         };
-        r.taskrun_flag = setup != Setup::Plain && setup != Setup::Sqpoll && r.taskrun_flag_works();
+        r.taskrun_flag = setup != Setup::Plain
+            && setup != Setup::Sqpoll
+            && r.taskrun_flag_works()
+            && !tests_hide_taskrun_flag();
+        // A DEFER_TASKRUN ring whose probe ran and saw no IORING_SQ_TASKRUN (no such kernel is
+        // known) is refused: its kernel signals the eventfd only when the task-work list turns
+        // non-empty, and without the flag a completion queued between a wake-up's GETEVENTS and
+        // the eventfd's reset is never seen again (the hang adversary-s15 found on a ring made
+        // flag-less by EMFILE). COOP_TASKRUN does not hold completions for our own entry.
+        if setup == Setup::DeferTaskrun && !r.taskrun_flag {
+            drop(r);
+            return LocalRing::with_first(
+                entries,
+                eventfd,
+                Setup::CoopTaskrun,
+                sqpoll_idle_ms,
+                poll_ring,
+            );
+        }
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
         // measured here they did not win (tmpfs 4 KiB QD64, 3 interleaved pairs: 217k/266k/254k
         // IOPS and 4.4/3.7/3.9 us CPU per op with them, 252k/252k/247k and 3.9/4.0/4.0 without).
@@ -1181,6 +1216,50 @@ mod tests {
         assert_eq!(out.len(), 100);
         assert!(out.iter().all(|(_, res)| *res == 4096));
         assert!(bufs.iter().all(|b| b.as_slice().iter().all(|&x| x == 7)));
+    }
+
+    /// A DEFER_TASKRUN ring whose setup probe sees no IORING_SQ_TASKRUN is made COOP_TASKRUN
+    /// instead (flag-less, DEFER_TASKRUN loses completions queued between a wake-up's
+    /// GETEVENTS and the eventfd's reset), and a completion waiting as task work on it is still
+    /// announced by the eventfd and reaped.
+    #[test]
+    fn no_taskrun_flag_refuses_defer_taskrun() {
+        if preferred_setup() != Setup::DeferTaskrun {
+            return;
+        }
+        let probe = LocalRing::new(8).unwrap();
+        if probe.setup() != Setup::DeferTaskrun {
+            eprintln!(
+                "skipped: this kernel has no DEFER_TASKRUN ({:?})",
+                probe.setup()
+            );
+            return;
+        }
+        drop(probe);
+        HIDE_TASKRUN_FLAG.with(|h| h.set(true));
+        let made = LocalRing::new(8);
+        HIDE_TASKRUN_FLAG.with(|h| h.set(false));
+        let mut r = made.unwrap();
+        assert_eq!(r.setup(), Setup::CoopTaskrun);
+        assert!(!r.taskrun_flag);
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let mut b = AlignedBuf::new(4096, 4096);
+        let kind = OpKind::Read {
+            fd: rx.as_raw_fd(),
+            ptr: b.as_mut_ptr(),
+            len: 1,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        // SAFETY: b and the pipe outlive the completion (reaped below).
+        unsafe {
+            let e = r.sqe(1, &kind, None, None, false).unwrap();
+            r.push_entry(e);
+        }
+        r.submit();
+        tx.write_all(b"x").unwrap();
+        assert!(notified(&r, 5000), "the completion was not announced");
+        assert_eq!(wait(&mut r, 1), vec![(1, 1)]);
     }
 
     /// A completion that waits as task work (a pipe read completed by a write) is reaped with
