@@ -94,12 +94,19 @@ function helperOptions(options: unknown, known: string[], example: string): Reco
 }
 
 /** open(), raced against the abort: a handle that arrives after the abort is closed. */
-async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { direct: DirectMode; backend: 'auto' | BackendName; mode?: number }): Promise<FileHandle> {
+/**
+ * `open`, raced against the abort (never started once it fired). An open the abort leaves in
+ * flight is closed when it completes; `left.open` (when given) is then that close, for a caller
+ * whose open creates a file (a temp file): it removes the file only after the open has made it.
+ */
+async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { direct: DirectMode; backend: 'auto' | BackendName; mode?: number }, left?: { open?: Promise<void> }): Promise<FileHandle> {
+  abort.check()
   const opening = open(p, flags, o)
   try {
     return await abort.race(opening)
   } catch (e) {
-    void opening.then((fh) => fh.close()).catch(() => {})
+    const closing = opening.then((fh) => fh.close()).catch(() => {})
+    if (left !== undefined) left.open = closing
     throw e
   }
 }
@@ -545,6 +552,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   const input = await openRaced(abort, s, 'r', oo)
   let out: FileHandle | undefined
   let tmp: string | undefined
+  // The temp file's open when an abort left it in flight: it may create the file after the abort.
+  const tmpOpen: { open?: Promise<void> } = {}
   try {
     const st = await abort.race(input.stat())
     if (!st.isFile() && !st.isBlockDevice()) throw misuse('ERR_INVALID_ARG_VALUE', `${s} is not a regular file or block device`, 'copy a file')
@@ -557,7 +566,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     if (inPlace) out = await openRaced(abort, d, 'r+', oo)
     else {
       tmp = tmpName(d)
-      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 })
+      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen)
       // The source's size, reserved up front (see reserveSpace), unless that would allocate its
       // holes: a sparse copy of a source with holes keeps them as holes (a reservation would make
       // them allocated unwritten extents, taking the space the holes save; reserving each data
@@ -716,7 +725,11 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   } finally {
     await out?.close().catch(() => {})
     await input.close().catch(() => {})
-    if (tmp !== undefined) await removeTemp(tmp)
+    if (tmp !== undefined) {
+      // Removed once an open the abort left in flight is done (it would create the file after).
+      await tmpOpen.open
+      await removeTemp(tmp)
+    }
   }
 }
 
