@@ -13,6 +13,11 @@
 //    their end by readFile, copyFile and the streams"). Found: both read streams fail EIO on a
 //    sysfs file ("read returned no data at position 4, before the end of file (4096 bytes)"):
 //    src/streams/core.ts BlockReader.pull (another helper's file), a test.failing below;
+// 3. a FileHandle's position inside a block, as fs/promises' users leave it: `fh.writeFile(a)` then
+//    `fh.writeFile(b)`, or `fh.readFile()` then `fh.writeFile(b)`, compared with node:fs/promises
+//    byte for byte, in Node, Bun and Deno. Found: the second writeFile failed ERR_ODIRECT_ALIGNMENT
+//    ("start 5 is not a multiple of 512") wherever the first left the position inside a block; now
+//    written from that block's start with its bytes before the position read back (src/files.ts);
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -139,3 +144,25 @@ test.failing('a sysfs file (fstat: 4096 bytes, a few there) by createReadStream 
     t.deepEqual(await webRead(SYSFS_FILE, direct), sys, `readableWebStream ${direct}`)
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 3. A FileHandle's position inside a block (fh.writeFile twice, readFile then writeFile)
+
+interface HandleWrites {
+  cases: number
+  bad: string[]
+  writeOnly: { code: string; message?: string; position?: number }
+  writeOnlyFile: string
+}
+
+for (const [rt, argv] of runtimes()) {
+  test(`${rt}: fh.writeFile(a) then fh.writeFile(b), after fh.readFile() or a read too, on 'r+' and 'w+' handles of files of 0-70000 bytes, give the file and the readFile results node:fs/promises gives (was: ERR_ODIRECT_ALIGNMENT "start 5 is not a multiple of 512" at the second writeFile); a write-only handle there is refused typed, the file as the first writeFile left it`, async (t) => {
+    const r = await runChild<HandleWrites>('handle-writefile.cjs', [scratch()], process.env, argv)
+    t.is(r.cases, 168)
+    t.deepEqual(r.bad, [])
+    t.is(r.writeOnly.code, 'ERR_ODIRECT_ALIGNMENT')
+    t.is(r.writeOnly.position, 5)
+    t.regex(r.writeOnly.message ?? '', /write-only/)
+    t.is(r.writeOnlyFile, 'hello')
+  })
+}

@@ -320,7 +320,13 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const chunks = chunksOf(data, encoding, abort)
     if (given) {
       const start = path.position
-      const w = await writeBlocks(path, { start, datasync }, chunks, abort)
+      // fs writes at any position: a handle left inside a block (by readFile to an end that is not
+      // a block multiple, or a writeFile of such a length) is written from that block's start,
+      // with the block's bytes before the position read back first (zeros past the file's end).
+      const unit = path.direct ? path.alignment.offset : 1
+      const head = start % unit
+      const src = head === 0 ? chunks : prepend(await headOf(path, start - head, head, abort, signal), chunks)
+      const w = await writeBlocks(path, { start: start - head, datasync }, src, abort, true, 0, signal, head)
       path._seek(start + w.total)
       return w
     }
@@ -367,6 +373,27 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   }
 }
 
+/** The `head` bytes of `fh`'s file at `from` (a block start), for a write that starts `head` bytes into that block. */
+async function headOf(fh: FileHandle, from: number, head: number, abort: AbortRace, signal: AbortSignal | undefined): Promise<Buffer> {
+  if (!fh.readable) {
+    throw misuse(
+      'ERR_ODIRECT_ALIGNMENT',
+      `the handle's position ${from + head} is inside a block of ${fh.alignment.offset} bytes of ${fh.path}: writing there needs the block's bytes before it, and the handle was opened write-only (flags '${fh.flags}')`,
+      "open the file with 'r+' or 'w+', or write from a position that is a multiple of fh.alignment.offset",
+      { path: fh.path, position: from + head },
+    )
+  }
+  const b = fh.alloc(fh.alignment.offset)
+  await abort.race(readFully(fh, b, 0, b.byteLength, from, signal))
+  return Buffer.from(b.subarray(0, head))
+}
+
+/** `first`, then the chunks of `rest`. */
+async function* prepend(first: Uint8Array, rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield first
+  yield* rest
+}
+
 /** What a write did: bytes, and whether it really used O_DIRECT (and why not). */
 interface Written {
   total: number
@@ -374,8 +401,12 @@ interface Written {
   fallbackReason: string
 }
 
-/** Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns the bytes written. */
-async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal): Promise<Written> {
+/**
+ * Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns
+ * the bytes written. `head`: the first chunk's first bytes are the file's own (see headOf), not
+ * counted as the data's.
+ */
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
   const core = new BlockWriter(t, cfg)
@@ -389,10 +420,10 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
       total += b.byteLength
     }
     await abort.race(core.finish())
-    return { total, direct: fh.direct, fallbackReason: fh.fallbackReason }
+    return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     await core.destroy().catch(() => {})
-    throw withBytesWritten(abort.settle(e), core.bytesWritten)
+    throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
   }
 }
 
