@@ -21,6 +21,10 @@
 //    Found: fh.createWriteStream() (and createWriteStream(p, { fd: fh })) without `start` writes at
 //    0, not at the handle's position as fs does: a header written with fh.writeFile/fh.write is
 //    overwritten (src/streams/, another helper's files), a test.failing below;
+// 4. readFile with a write-only flag ('w', 'wx', O_WRONLY | O_TRUNC): found: the file was opened
+//    (truncated to 0 bytes) before ERR_ODIRECT_FLAGS said it cannot be read (node:fs truncates too,
+//    then EBADF); now refused before the open, the file untouched (src/files.ts), as the read
+//    streams already did;
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -212,4 +216,21 @@ test.failing('fh.createWriteStream() after fh.writeFile(4096 bytes) and createWr
     t.deepEqual(shape(results[0]), { length: 4102, headKept: true, tail: ' world' }, `${form}: node:fs`)
     t.deepEqual(shape(results[1]), shape(results[0]), `${form}: odirect as node:fs`)
   }
+})
+
+// ---------------------------------------------------------------------------------------
+// 4. readFile with a write-only flag
+
+test('readFile(path, { flag }) with a write-only flag (\'w\', \'wx\', O_WRONLY | O_TRUNC, O_WRONLY) is ERR_ODIRECT_FLAGS before the open, the file untouched (was: truncated to 0 bytes, then ERR_ODIRECT_FLAGS); \'w+\' reads the truncated file as node:fs does', async (t) => {
+  const dir = scratch()
+  const f = path.join(dir, 'f')
+  for (const flag of ['w', 'wx', fs.constants.O_WRONLY | fs.constants.O_TRUNC, fs.constants.O_WRONLY] as const) {
+    fs.writeFileSync(f, 'content')
+    const e = await t.throwsAsync(od.readFile(f, { flag } as never), { instanceOf: od.DirectIoError })
+    t.is(e?.code, 'ERR_ODIRECT_FLAGS', String(flag))
+    t.is(fs.readFileSync(f, 'utf8'), 'content', `${String(flag)}: the file is untouched`)
+  }
+  fs.writeFileSync(f, 'content')
+  t.is((await od.readFile(f, { flag: 'w+' })).length, (await fsp.readFile(f, { flag: 'w+' })).length)
+  t.is(fs.readFileSync(f, 'utf8'), '')
 })

@@ -8,7 +8,7 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
-import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
@@ -134,6 +134,9 @@ async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptio
   if (given && (o.flag !== undefined || o.direct !== undefined || o.backend !== undefined)) throw misuse('ERR_INVALID_ARG_VALUE', 'flag, direct and backend only apply when readFile opens a path', 'pass them to open()')
   const p = given ? path.path : toPath(path)
   const flag = given ? 'r' : checkFlags(o.flag ?? 'r', p)
+  // Refused before the open: a write-only flag ('w', O_WRONLY | O_TRUNC) would truncate the file
+  // it cannot read (node:fs opens it, truncating, then fails EBADF).
+  if (!isReadableFlags(flag)) throw misuse('ERR_ODIRECT_FLAGS', `readFile needs to read, and flags '${flag}' open ${p} write-only`, "use 'r' (the default), 'r+' or 'w+'", { path: p })
   const abort = new AbortRace(signal, p, 'read')
   try {
     abort.check()
