@@ -25,6 +25,9 @@
 //    (truncated to 0 bytes) before ERR_ODIRECT_FLAGS said it cannot be read (node:fs truncates too,
 //    then EBADF); now refused before the open, the file untouched (src/files.ts), as the read
 //    streams already did;
+// 5. hostile numbers (NaN, -0, 2^53, 2^64n, 4096.5, '4096', toPrimitive...) as every position,
+//    length and size option: a DirectIoError each, misuse refused before any native I/O call, and
+//    the same outcome, case by case, in Node, Bun and Deno (attacked: no fault);
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -233,4 +236,30 @@ test('readFile(path, { flag }) with a write-only flag (\'w\', \'wx\', O_WRONLY |
   fs.writeFileSync(f, 'content')
   t.is((await od.readFile(f, { flag: 'w+' })).length, (await fsp.readFile(f, { flag: 'w+' })).length)
   t.is(fs.readFileSync(f, 'utf8'), '')
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. Hostile numbers, the same in every runtime
+
+interface Numbers {
+  outcomes: Record<string, string>
+  bad: string[]
+}
+
+test('hostile numbers as every position, length and size option (fh.read/write, readMany, both streams, copyFile, truncate, alloc): each a DirectIoError, a misuse refused before any native I/O call, and Bun and Deno give Node\'s outcome case by case (attacked: no fault)', async (t) => {
+  const all = runtimes()
+  const results = await Promise.all(all.map(([, argv]) => runChild<Numbers>('numbers.cjs', [scratch()], process.env, argv)))
+  const node = results[0] as Numbers
+  t.is(Object.keys(node.outcomes).length, 351)
+  for (const [i, [rt]] of all.entries()) {
+    const r = results[i] as Numbers
+    t.deepEqual(r.bad, [], rt)
+    const differ = Object.keys(node.outcomes).filter((k) => r.outcomes[k] !== node.outcomes[k]).map((k) => `${k}: node ${node.outcomes[k]}, ${rt} ${r.outcomes[k]}`)
+    t.deepEqual(differ, [], rt)
+  }
+  // Spot checks of what the outcomes say.
+  t.is(node.outcomes['read position NaN'], 'ERR_OUT_OF_RANGE')
+  t.is(node.outcomes['read position 2^64n'], 'ERR_OUT_OF_RANGE')
+  t.is(node.outcomes['createReadStream highWaterMark 0'], 'ERR_OUT_OF_RANGE')
+  t.is(node.outcomes['read position toPrimitiveThrows'], 'ERR_INVALID_ARG_TYPE')
 })
