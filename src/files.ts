@@ -294,7 +294,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
  * 'wx'). A FileHandle is written from its current position, which moves past the data (as fs).
  * An existing FIFO or character device is written in place, never replaced (a block device too,
  * even with `atomic`). The signal aborts at any moment: AbortError, no temp file left, and with
- * `atomic` the destination untouched.
+ * `atomic` the destination untouched (one written in place keeps what was written before the abort).
  */
 export function writeFile(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
   return guardAsync('writeFile', async () => {
