@@ -67,7 +67,7 @@ interface Sweep {
   bad: string[]
 }
 
-const WHOLE_FILE = 'writeFile atomic,writeFile atomic iterable,writeFile,copyFile,copyFile verify,copyFile sparse,copyFile exclusive,readFile'
+const WHOLE_FILE = 'writeFile atomic,writeFile atomic iterable,writeFile,writeFile handle mid-block,copyFile,copyFile verify,copyFile sparse,copyFile exclusive,readFile'
 const STREAMS = 'read stream,write stream,web read stream'
 
 /** Every form was swept past its last point (each makes more than a handful of calls). */

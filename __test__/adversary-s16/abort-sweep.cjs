@@ -141,9 +141,21 @@ const forms = {
   'copyFile sparse': { atomic: true, expect: SPARSE, run: (signal) => od.copyFile(sparse, dst, { signal, chunkSize: 1 << 19 }) },
   'copyFile exclusive': { atomic: true, fresh: true, expect: NEW, run: (signal) => od.copyFile(src, dst, { signal, exclusive: true, chunkSize: 1 << 19 }) },
   readFile: { read: true, expect: NEW, run: (signal) => od.readFile(src, { signal }) },
+  // A handle left inside a block by readFile: writeFile reads that block's head back first.
+  'writeFile handle mid-block': { atomic: false, expect: Buffer.concat([OLD, NEW]), run: (signal) => handleWrite(signal) },
   'read stream': { read: true, expect: NEW, run: (signal) => collect(od.createReadStream(src, { signal, highWaterMark: 1 << 20 })) },
   'write stream': { atomic: false, expect: NEW, run: (signal) => pipeline(Readable.from(chunks()), od.createWriteStream(dst, { signal, highWaterMark: 1 << 20 })) },
   'web read stream': { read: true, expect: NEW, run: (signal) => webRead(signal) },
+}
+
+async function handleWrite(signal) {
+  const fh = await od.open(dst, 'r+')
+  try {
+    await fh.readFile()
+    await od.writeFile(fh, NEW, { signal })
+  } finally {
+    await fh.close()
+  }
 }
 
 async function collect(stream) {
