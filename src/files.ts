@@ -93,7 +93,6 @@ function helperOptions(options: unknown, known: string[], example: string): Reco
   return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
 }
 
-/** open(), raced against the abort: a handle that arrives after the abort is closed. */
 /**
  * `open`, raced against the abort (never started once it fired). An open the abort leaves in
  * flight is closed when it completes; `left.open` (when given) is then that close, for a caller
