@@ -3,8 +3,8 @@
 // CLOEXEC, signal storms, memory cgroups, positions past 4 GiB):
 // 1. an AbortSignal aborted at every await point of readFile, writeFile, copyFile and the streams
 //    (each native call, node:fs call and FileHandle method counted, aborted as it starts or as it
-//    settles), on io_uring, aio and the thread pool, in Node, Bun and Deno: ABORT_ERR or the whole data, no temp file, no descriptor left, the old destination
-//    whole. Found: copyFile aborted while its temp file's open was in flight left the temp file
+//    settles), on io_uring, aio and the thread pool, in Node, Bun and Deno: ABORT_ERR or the whole
+//    data, no temp file, no descriptor left, the old destination whole. Found: copyFile aborted while its temp file's open was in flight left the temp file
 //    (the open created it after the cleanup removed the name; seen on tmpfs under load), fixed in
 //    src/files.ts (openRaced / copyBlocks wait for that open before removing the temp file);
 // 2. pseudo-files as a user meets them: sysfs files (fstat says 4096 bytes, a few are there) and
