@@ -8,7 +8,7 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
-import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
@@ -93,13 +93,19 @@ function helperOptions(options: unknown, known: string[], example: string): Reco
   return typeof options === 'string' ? { encoding: options } : readOptions(options, known, example)
 }
 
-/** open(), raced against the abort: a handle that arrives after the abort is closed. */
-async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { direct: DirectMode; backend: 'auto' | BackendName; mode?: number }): Promise<FileHandle> {
+/**
+ * `open`, raced against the abort (never started once it fired). An open the abort leaves in
+ * flight is closed when it completes; `left.open` (when given) is then that close, for a caller
+ * whose open creates a file (a temp file): it removes the file only after the open has made it.
+ */
+async function openRaced(abort: AbortRace, p: string, flags: FlagsArg, o: { direct: DirectMode; backend: 'auto' | BackendName; mode?: number }, left?: { open?: Promise<void> }): Promise<FileHandle> {
+  abort.check()
   const opening = open(p, flags, o)
   try {
     return await abort.race(opening)
   } catch (e) {
-    void opening.then((fh) => fh.close()).catch(() => {})
+    const closing = opening.then((fh) => fh.close()).catch(() => {})
+    if (left !== undefined) left.open = closing
     throw e
   }
 }
@@ -127,6 +133,9 @@ async function readFileImpl(path: PathLike | FileHandle, options?: ReadFileOptio
   if (given && (o.flag !== undefined || o.direct !== undefined || o.backend !== undefined)) throw misuse('ERR_INVALID_ARG_VALUE', 'flag, direct and backend only apply when readFile opens a path', 'pass them to open()')
   const p = given ? path.path : toPath(path)
   const flag = given ? 'r' : checkFlags(o.flag ?? 'r', p)
+  // Refused before the open: a write-only flag ('w', O_WRONLY | O_TRUNC) would truncate the file
+  // it cannot read (node:fs opens it, truncating, then fails EBADF).
+  if (!isReadableFlags(flag)) throw misuse('ERR_ODIRECT_FLAGS', `readFile needs to read, and flags '${flag}' open ${p} write-only`, "use 'r' (the default), 'r+' or 'w+'", { path: p })
   const abort = new AbortRace(signal, p, 'read')
   try {
     abort.check()
@@ -284,7 +293,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
  * 'wx'). A FileHandle is written from its current position, which moves past the data (as fs).
  * An existing FIFO or character device is written in place, never replaced (a block device too,
  * even with `atomic`). The signal aborts at any moment: AbortError, no temp file left, and with
- * `atomic` the destination untouched.
+ * `atomic` the destination untouched (one written in place keeps what was written before the abort).
  */
 export function writeFile(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
   return guardAsync('writeFile', async () => {
@@ -313,7 +322,13 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const chunks = chunksOf(data, encoding, abort)
     if (given) {
       const start = path.position
-      const w = await writeBlocks(path, { start, datasync }, chunks, abort)
+      // fs writes at any position: a handle left inside a block (by readFile to an end that is not
+      // a block multiple, or a writeFile of such a length) is written from that block's start,
+      // with the block's bytes before the position read back first (zeros past the file's end).
+      const unit = path.direct ? path.alignment.offset : 1
+      const head = start % unit
+      const src = head === 0 ? chunks : prepend(await headOf(path, start - head, head, abort, signal), chunks)
+      const w = await writeBlocks(path, { start: start - head, datasync }, src, abort, true, 0, signal, head)
       path._seek(start + w.total)
       return w
     }
@@ -360,6 +375,27 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   }
 }
 
+/** The `head` bytes of `fh`'s file at `from` (a block start), for a write that starts `head` bytes into that block. */
+async function headOf(fh: FileHandle, from: number, head: number, abort: AbortRace, signal: AbortSignal | undefined): Promise<Buffer> {
+  if (!fh.readable) {
+    throw misuse(
+      'ERR_ODIRECT_ALIGNMENT',
+      `the handle's position ${from + head} is inside a block of ${fh.alignment.offset} bytes of ${fh.path}: writing there needs the block's bytes before it, and the handle was opened write-only (flags '${fh.flags}')`,
+      "open the file with 'r+' or 'w+', or write from a position that is a multiple of fh.alignment.offset",
+      { path: fh.path, position: from + head },
+    )
+  }
+  const b = fh.alloc(fh.alignment.offset)
+  await abort.race(readFully(fh, b, 0, b.byteLength, from, signal))
+  return Buffer.from(b.subarray(0, head))
+}
+
+/** `first`, then the chunks of `rest`. */
+async function* prepend(first: Uint8Array, rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield first
+  yield* rest
+}
+
 /** What a write did: bytes, and whether it really used O_DIRECT (and why not). */
 interface Written {
   total: number
@@ -367,8 +403,12 @@ interface Written {
   fallbackReason: string
 }
 
-/** Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns the bytes written. */
-async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal): Promise<Written> {
+/**
+ * Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns
+ * the bytes written. `head`: the first chunk's first bytes are the file's own (see headOf), not
+ * counted as the data's.
+ */
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
   const core = new BlockWriter(t, cfg)
@@ -382,10 +422,10 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
       total += b.byteLength
     }
     await abort.race(core.finish())
-    return { total, direct: fh.direct, fallbackReason: fh.fallbackReason }
+    return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     await core.destroy().catch(() => {})
-    throw withBytesWritten(abort.settle(e), core.bytesWritten)
+    throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
   }
 }
 
@@ -545,6 +585,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   const input = await openRaced(abort, s, 'r', oo)
   let out: FileHandle | undefined
   let tmp: string | undefined
+  // The temp file's open when an abort left it in flight: it may create the file after the abort.
+  const tmpOpen: { open?: Promise<void> } = {}
   try {
     const st = await abort.race(input.stat())
     if (!st.isFile() && !st.isBlockDevice()) throw misuse('ERR_INVALID_ARG_VALUE', `${s} is not a regular file or block device`, 'copy a file')
@@ -557,7 +599,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     if (inPlace) out = await openRaced(abort, d, 'r+', oo)
     else {
       tmp = tmpName(d)
-      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 })
+      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen)
       // The source's size, reserved up front (see reserveSpace), unless that would allocate its
       // holes: a sparse copy of a source with holes keeps them as holes (a reservation would make
       // them allocated unwritten extents, taking the space the holes save; reserving each data
@@ -716,7 +758,11 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   } finally {
     await out?.close().catch(() => {})
     await input.close().catch(() => {})
-    if (tmp !== undefined) await removeTemp(tmp)
+    if (tmp !== undefined) {
+      // Removed once an open the abort left in flight is done (it would create the file after).
+      await tmpOpen.open
+      await removeTemp(tmp)
+    }
   }
 }
 

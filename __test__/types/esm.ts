@@ -158,3 +158,68 @@ export async function misuseNewest(fh: FileHandle): Promise<void> {
   await fh.readMany([{ buffer: fh.alloc(4096), position: 0 }], { window: '4' })
   void r
 }
+
+// Every option the README's API table documents for readFile / writeFile / copyFile / open / the
+// streams / the handle's methods, as a user writes them; then wrong types for them, each a compile
+// error (the sixteenth session's adversary pass).
+export async function everyDocumentedOption(fh: FileHandle, signal: AbortSignal): Promise<void> {
+  await readFile('/x', { encoding: 'utf8', flag: 'r', signal, direct: 'prefer', backend: 'aio' })
+  await readFile(fh, 'utf8')
+  await writeFile('/x', 'd', { encoding: 'utf8', mode: 0o600, flag: 'wx', datasync: true, flush: true, atomic: true, signal, direct: 'off', backend: 'threadpool' })
+  await writeFile('/x', [Buffer.from('a'), new Uint8Array(2)])
+  await writeFile('/x', (async function* () { yield 'x' })())
+  await writeFile(fh, new DataView(new ArrayBuffer(8)))
+  const r = await copyFile('/a', '/b', { onProgress: ({ phase, bytesDone, totalBytes }) => void [phase, bytesDone, totalBytes], verify: true, sparse: false, signal, chunkSize: 1 << 20, exclusive: true, direct: 'require', backend: 'io_uring' })
+  void r.source.direct, r.destination.path
+  await copyFile('/a', '/b', 1)
+  await open('/x', 'r+', { direct: 'prefer', backend: 'auto', dsync: true, noatime: true, mode: 0o644 })
+  await open('/x', 0o2)
+  createReadStream(fh, { start: 0, end: 10, autoClose: false, emitClose: false, flags: 'r' })
+  createReadStream('/x', { fd: fh })
+  createWriteStream('/x', { fd: fh, autoClose: true, flags: 'r+', encoding: 'latin1' })
+  await fh.write(fh.alloc(4096), { position: 0, dsync: true, sync: false, atomic: true, signal, timeout: 5 })
+  await fh.writev([fh.alloc(4096)], 0, { dsync: true, datasync: true })
+  await fh.readv([fh.alloc(4096)], 0)
+  await fh.writeMany([{ buffer: fh.alloc(4096), position: 0 }], { window: 2, signal, dsync: true, sync: true, datasync: true })
+  await fh.lock({ exclusive: true, signal })
+  const got: boolean = await fh.tryLock()
+  await fh.unlock()
+  await fh.truncate(0, { signal })
+  await fh.datasync({ signal })
+  await fh.sync()
+  const st = await fh.stat()
+  void st.size
+  const p: number = fh.position
+  const infl: number = fh.inflight
+  const rp = await probe('/x')
+  void [rp.alignment, rp.fsType, got, p, infl]
+  configureEngine({ waitMicros: 0 })
+  const e = new DirectIoError('m', { code: 'EIO', hint: 'h' })
+  void e.bytesWritten, e.position, e.length
+}
+export async function everyWrongOption(fh: FileHandle): Promise<void> {
+  // @ts-expect-error readFile has no atomic
+  await readFile('/x', { atomic: true })
+  // @ts-expect-error writeFile's atomic is a boolean
+  await writeFile('/x', 'd', { atomic: 'yes' })
+  // @ts-expect-error copyFile's chunkSize is a number
+  await copyFile('/a', '/b', { chunkSize: '1M' })
+  // @ts-expect-error copyFile has no mode option
+  await copyFile('/a', '/b', { mode: 0o600 })
+  // @ts-expect-error backend names are fixed
+  await readFile('/x', { backend: 'uring' })
+  // @ts-expect-error open's dsync is a boolean
+  await open('/x', 'r', { dsync: 1 })
+  // @ts-expect-error lock's exclusive is a boolean
+  await fh.lock({ exclusive: 'yes' })
+  // @ts-expect-error write's timeout is a number
+  await fh.write(fh.alloc(4096), { position: 0, timeout: '5s' })
+  // @ts-expect-error writeFile data cannot be a number
+  await writeFile('/x', 5)
+  // @ts-expect-error readFile's flag cannot be an append flag
+  await readFile('/x', { flag: 'a' })
+  // @ts-expect-error createReadStream's start is a number
+  createReadStream('/x', { start: 0n })
+  // @ts-expect-error onProgress takes a function
+  await copyFile('/a', '/b', { onProgress: true })
+}
