@@ -12,7 +12,7 @@
 //    (README: "files whose size says 0 (/proc) or that are shorter than it (sysfs) are read to
 //    their end by readFile, copyFile and the streams"). Found: both read streams fail EIO on a
 //    sysfs file ("read returned no data at position 4, before the end of file (4096 bytes)"):
-//    src/streams/core.ts BlockReader.pull (another helper's file), a test.failing below;
+//    src/streams/core.ts BlockReader.pull took a 0-byte read before fstat's size for EIO; now the end;
 // 3. a FileHandle's position inside a block, as fs/promises' users leave it: `fh.writeFile(a)` then
 //    `fh.writeFile(b)`, or `fh.readFile()` then `fh.writeFile(b)`, compared with node:fs/promises
 //    byte for byte, in Node, Bun and Deno. Found: the second writeFile failed ERR_ODIRECT_ALIGNMENT
@@ -20,7 +20,8 @@
 //    written from that block's start with its bytes before the position read back (src/files.ts).
 //    Found: fh.createWriteStream() (and createWriteStream(p, { fd: fh })) without `start` writes at
 //    0, not at the handle's position as fs does: a header written with fh.writeFile/fh.write is
-//    overwritten (src/streams/, another helper's files), a test.failing below;
+//    overwritten; now from the handle's position, which advances to the stream's end
+//    (src/streams/core.ts WriteConfig.fromPosition; a position inside a block: ERR_ODIRECT_ALIGNMENT);
 // 4. readFile with a write-only flag ('w', 'wx', O_WRONLY | O_TRUNC): found: the file was opened
 //    (truncated to 0 bytes) before ERR_ODIRECT_FLAGS said it cannot be read (node:fs truncates too,
 //    then EBADF); now refused before the open, the file untouched (src/files.ts), as the read
@@ -144,11 +145,10 @@ test('a sysfs file (fstat: 4096 bytes) and a procfs file (size 0) with direct pr
   }
 })
 
-// The stream's short-read rule takes a read that returns 0 bytes before fstat's size for an
+// The stream's short-read rule took a read that returns 0 bytes before fstat's size for an
 // error (EIO) instead of the end of the file, which readFully (src/blocks.ts, readFile and
-// copyFile) and node:fs take it for. Cause: src/streams/core.ts BlockReader.pull, the "no progress"
-// branch (n === 0 and at < fstat size): owned by the streams helper.
-test.failing('a sysfs file (fstat: 4096 bytes, a few there) by createReadStream and readableWebStream with direct prefer / off reads to its end as readFile and node:fs do (fails: EIO "read returned no data at position N, before the end of file (4096 bytes)", src/streams/core.ts)', async (t) => {
+// copyFile) and node:fs take it for (src/streams/core.ts BlockReader.pull, the "no progress" branch).
+test('a sysfs file (fstat: 4096 bytes, a few there) by createReadStream and readableWebStream with direct prefer / off reads to its end as readFile and node:fs do (was: EIO "read returned no data at position N, before the end of file (4096 bytes)")', async (t) => {
   const sys = fs.readFileSync(SYSFS_FILE)
   for (const direct of ['prefer', 'off'] as const) {
     t.deepEqual(await collect(od.createReadStream(SYSFS_FILE, { direct })), sys, `createReadStream ${direct}`)
@@ -189,11 +189,9 @@ function endClosed(w: NodeJS.WritableStream & { on(e: string, f: (...a: unknown[
 
 // node:fs's filehandle.createWriteStream() with no `start` writes from the handle's current
 // position (fs.WriteStream with an fd and start undefined writes at position null); odirect's
-// starts at 0 and overwrites what the handle wrote before. README "Coming from fs/promises" lists
-// the read stream's start at 0 as a difference, not the write stream's. Cause: src/streams/core.ts
-// writeConfig (start defaults to 0 for a handle too): owned by the streams helper. A position
-// inside a block would need the block's head read back (as writeFile(fh) now does) or a typed refusal.
-test.failing('fh.createWriteStream() after fh.writeFile(4096 bytes) and createWriteStream(path, { fd: fh }) after fh.write(4096 bytes, null) write at the handle\'s position as node:fs does, nothing before it overwritten (fails: they write at 0, src/streams/)', async (t) => {
+// started at 0 and overwrote what the handle wrote before (src/streams/core.ts writeConfig). Now
+// from the handle's position; one inside a block of a direct handle is ERR_ODIRECT_ALIGNMENT.
+test('fh.createWriteStream() after fh.writeFile(4096 bytes) and createWriteStream(path, { fd: fh }) after fh.write(4096 bytes, null) write at the handle\'s position as node:fs does, nothing before it overwritten (was: they wrote at 0)', async (t) => {
   const dir = scratch()
   const head = 'h'.repeat(4096)
   for (const form of ['method', 'fd option'] as const) {
@@ -218,6 +216,46 @@ test.failing('fh.createWriteStream() after fh.writeFile(4096 bytes) and createWr
     const shape = (r: string): { length: number; headKept: boolean; tail: string } => ({ length: r.length, headKept: r.startsWith(head), tail: r.slice(4096) })
     t.deepEqual(shape(results[0]), { length: 4102, headKept: true, tail: ' world' }, `${form}: node:fs`)
     t.deepEqual(shape(results[1]), shape(results[0]), `${form}: odirect as node:fs`)
+  }
+})
+
+test('a write stream over a FileHandle without start advances the handle to its end (fh.write(null) after it appends, as node:fs); a direct handle whose position is inside a block is ERR_ODIRECT_ALIGNMENT naming the position, nothing written', async (t) => {
+  const dir = scratch()
+  const f = path.join(dir, 'advance')
+  fs.writeFileSync(f, '')
+  const h = await od.open(f, 'r+')
+  try {
+    await h.write(h.alloc(4096).fill('a'), 0, 4096, null)
+    await endClosed(h.createWriteStream({ autoClose: false }), 'b'.repeat(8192))
+    t.is(h.position, 4096 + 8192)
+    await h.write(h.alloc(4096).fill('c'), 0, 4096, null)
+    t.is(fs.readFileSync(f, 'latin1'), 'a'.repeat(4096) + 'b'.repeat(8192) + 'c'.repeat(4096))
+  } finally {
+    await h.close()
+  }
+  const g = path.join(dir, 'inside')
+  fs.writeFileSync(g, 'x'.repeat(4096))
+  const h2 = await od.open(g, 'r+')
+  try {
+    t.true(h2.direct)
+    await h2.readFile()
+    await h2.writeFile('12345')
+    const at = h2.position
+    t.is(at % h2.alignment.offset, 5)
+    const e = await new Promise<unknown>((resolve) => {
+      const w = h2.createWriteStream({ autoClose: false })
+      w.on('error', resolve)
+      w.on('close', () => resolve(undefined))
+      w.end('more')
+    })
+    t.true(e instanceof od.DirectIoError)
+    t.is((e as od.DirectIoError).code, 'ERR_ODIRECT_ALIGNMENT')
+    t.is((e as od.DirectIoError).position, at)
+    t.regex((e as Error).message, /handle's position/)
+    t.is(h2.position, at)
+    t.is(fs.readFileSync(g, 'latin1'), 'x'.repeat(4096) + '12345')
+  } finally {
+    await h2.close()
   }
 })
 

@@ -321,6 +321,12 @@ export interface WriteConfig extends BaseConfig {
   syncDir?: boolean
   /** Chunks of odirect memory are taken over and written in place (WriteStreamOptions.transferChunks). */
   transfer: boolean
+  /**
+   * No `start` given: a stream over a FileHandle writes from the handle's position, which then
+   * advances to the stream's end, as node:fs's (its writes at position null); a path opened by
+   * the stream starts at 0.
+   */
+  fromPosition: boolean
 }
 
 const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit
@@ -431,7 +437,7 @@ export function writeConfig(first: unknown, opts: unknown, handleAutoClose = fal
     datasync = flush
   }
   const transfer = boolOption(o, 'transferChunks', false)
-  return { target, cfg: { ...base, writeBehind, start, datasync, transfer } }
+  return { target, cfg: { ...base, writeBehind, start, datasync, transfer, fromPosition: o.start === undefined } }
 }
 
 /** An internal AbortController that cancels the core's ops on destroy or on the user's abort. */
@@ -803,9 +809,11 @@ export class BlockReader extends Core {
         this.#queue.unshift(this.#issue(fh, slot.pos, slot.len, slot.skip, slot.tries + 1, readLen))
         submitNow()
       } else {
-        // No progress: the file shrank, or reads keep returning the bytes delivered already.
+        // No progress: the file shrank, or reads keep returning the bytes delivered already. A
+        // read of 0 bytes is the end of the file, whatever fstat says (sysfs files say 4096 and
+        // hold a few; readFile, copyFile and node:fs read them to there too).
         this.#size = (await fh.stat()).size
-        if (at < this.#size) {
+        if (n > 0 && at < this.#size) {
           const what =
             n === 0
               ? `read returned no data at position ${at}`
@@ -892,7 +900,7 @@ interface WriteEntry {
 
 /** Gathers chunks into aligned blocks and writes them, `writeBehind` in flight. */
 export class BlockWriter extends Core {
-  readonly #cfg: WriteConfig
+  #cfg: WriteConfig
   #chunk = 0
   #unit = 0
   #pos = 0
@@ -954,11 +962,16 @@ export class BlockWriter extends Core {
   }
 
   protected async doOpen(): Promise<FileHandle> {
-    const c = this.#cfg
-    const fh = await this.acquire(c, true)
+    const fh = await this.acquire(this.#cfg, true)
     try {
+      // A handle given without `start`: from its position (see WriteConfig.fromPosition).
+      if (this.#cfg.fromPosition && typeof this.target !== 'string') this.#cfg = { ...this.#cfg, start: fh.position }
+      const c = this.#cfg
       const unit = fh.alignment.offset
       if (fh.direct && c.start % unit !== 0) {
+        if (c.fromPosition && typeof this.target !== 'string') {
+          throw misuse('ERR_ODIRECT_ALIGNMENT', `the handle's position ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}: a write stream without start writes from there`, `pass start (a multiple of ${unit}), or write the rest with fh.writeFile(), which reads the block's head back`, { path: fh.path, position: c.start })
+        }
         throw misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
       }
       this.#unit = unit
@@ -1289,6 +1302,7 @@ export class BlockWriter extends Core {
     }
     this.#finished = true
     this.#closeChain()
+    if (this.#cfg.fromPosition && typeof this.target !== 'string') fh._seek(end)
     if (this.owned) await fh.close()
   }
 
