@@ -1312,7 +1312,11 @@ export class BlockWriter extends Core {
     this.#blocks = []
     this.#pool = []
     this.#cur = undefined
-    for (const b of blocks) native.releaseBlock(b.buffer)
+    try {
+      for (const b of blocks) native.releaseBlock(b.buffer)
+    } catch {
+      // The runtime is tearing down (a worker's end): the blocks go with its collection.
+    }
   }
 
   /** A new block of `len` bytes, the stream's own (released at its end, see RELEASE_BLOCKS). */
