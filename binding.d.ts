@@ -408,6 +408,21 @@ export declare function probePath(path: string): Promise<ProbeInfo>
 export declare function reaperStats(): Array<number>
 
 /**
+ * Detaches an ArrayBuffer over a whole odirect allocation that a write stream allocated as one
+ * of its own blocks, once the stream is done with it (src/streams/core.ts RELEASE_BLOCKS): as
+ * [`release_taken`], the memory goes back to odirect's pool at once (an op still in flight
+ * holds its own reference), and the next stream takes it instead of new memory. Counted apart
+ * from taken chunks (`releasedBlocks`).
+ */
+export declare function releaseBlock(ab: unknown): boolean
+
+/**
+ * Write streams' own blocks released at their end ([`release_block`]), process-wide (tests and
+ * diagnostics).
+ */
+export declare function releasedBlocks(): number
+
+/**
  * Detaches an ArrayBuffer [`take_over`] returned, once the stream's write from it completed:
  * its reference to the allocation goes now (the runtime releases the backing store), not when
  * a collection finds it dead, so the memory returns to odirect's pool at once and the next

@@ -124,8 +124,8 @@ export interface StreamCell {
   skipped?: string
 }
 
-/** The odirect stream engines a --variant adds a row for (A/B of stream settings). */
-export const STREAM_VARIANT_ENGINES: readonly StreamEngineId[] = ['odirect-stream', 'odirect-web']
+/** The odirect stream engines a --variant adds a row for (A/B of stream settings): the plain consumers and the hashing pipelines. */
+export const STREAM_VARIANT_ENGINES: readonly StreamEngineId[] = ['odirect-stream', 'odirect-web', 'odirect-stream-sha', 'odirect-web-sha']
 
 /** A row's label: the engine's, with the variant's name. */
 export const streamRowLabel = (w: StreamWorkload, c: { engine: StreamEngineId; variant?: string }): string =>

@@ -439,10 +439,11 @@ impl Shared {
 }
 
 /// Faults `[addr, addr + len)` in for writing (zeroed pages; a huge page where the mapping gets
-/// one): `MADV_POPULATE_WRITE` (Linux 5.14), else a write to each page.
+/// one): `MADV_POPULATE_WRITE` (Linux 5.14), else (or with [`populate_by_touch`]) a write to
+/// each page.
 fn populate(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
-    {
+    if !populate_by_touch() {
         // SAFETY: advice on a range of a mapping this pool just made and nothing uses yet.
         let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
         if r == 0 {
@@ -455,6 +456,21 @@ fn populate(addr: usize, len: usize) {
         // a zero written over the zero the kernel maps.
         unsafe { std::ptr::write_volatile((addr + off) as *mut u8, 0) };
     }
+}
+
+/// Opt-in (`ODIRECT_POOL_TOUCH=1`): the helper faults a spare region in by writing to each of
+/// its pages instead of with `MADV_POPULATE_WRITE`. Why: `madvise` holds the process's
+/// `mmap_lock` (read) for the whole fault, and the kernel's clearing of a new huge page takes
+/// 0.2 ms, or 3-6 ms on a VM whose host must back the page first (free page reporting,
+/// `VIRTIO_BALLOON_F_REPORTING`, hands freed guest memory back to the host): every
+/// `mmap`/`munmap` of the process (V8's heap, the pool's own regions on the JS thread) waits
+/// for the write lock meanwhile, 2-30 ms per 512 MiB read stream pass in that state. A write
+/// faults the page under the region's own VMA lock (Linux 6.4+, `CONFIG_PER_VMA_LOCK`; older
+/// kernels take `mmap_lock` for the fault either way), which no other mapping waits for.
+/// Counted, not yet a measured speed win (README, stream performance notes): opt-in.
+fn populate_by_touch() -> bool {
+    static TOUCH: OnceLock<bool> = OnceLock::new();
+    *TOUCH.get_or_init(|| std::env::var("ODIRECT_POOL_TOUCH").is_ok_and(|v| v.trim() == "1"))
 }
 
 /// Memory of its own on small pages: a zeroed anonymous mapping of at least `len` bytes (at

@@ -308,9 +308,11 @@ unsafe fn take_over_raw(
     Some(fresh)
 }
 
-/// [chunks taken over by [`take_over`], their bytes, buffers released by [`release_taken`]],
-/// process-wide (tests: `transferStats`).
-static COUNTS: [std::sync::atomic::AtomicU64; 3] = [
+/// [chunks taken over by [`take_over`], their bytes, buffers released by [`release_taken`],
+/// write-stream blocks released by [`release_block`]], process-wide (tests: `transferStats`,
+/// the first three; `releasedBlocks`, the last).
+static COUNTS: [std::sync::atomic::AtomicU64; 4] = [
+    std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
@@ -324,6 +326,22 @@ static COUNTS: [std::sync::atomic::AtomicU64; 3] = [
 /// collection, as any other).
 #[napi]
 pub fn release_taken(env: &Env, ab: Unknown) -> bool {
+    detach_counted(env, ab, 2)
+}
+
+/// Detaches an ArrayBuffer over a whole odirect allocation that a write stream allocated as one
+/// of its own blocks, once the stream is done with it (src/streams/core.ts RELEASE_BLOCKS): as
+/// [`release_taken`], the memory goes back to odirect's pool at once (an op still in flight
+/// holds its own reference), and the next stream takes it instead of new memory. Counted apart
+/// from taken chunks (`releasedBlocks`).
+#[napi]
+pub fn release_block(env: &Env, ab: Unknown) -> bool {
+    detach_counted(env, ab, 3)
+}
+
+/// Detaches `ab` if it is an ArrayBuffer over a whole odirect allocation; counts it in
+/// `COUNTS[counter]`.
+fn detach_counted(env: &Env, ab: Unknown, counter: usize) -> bool {
     use napi::sys;
     let raw = env.raw();
     let mut is = false;
@@ -347,7 +365,7 @@ pub fn release_taken(env: &Env, ab: Unknown) -> bool {
         let _ = unsafe { sys::napi_get_last_error_info(raw, &mut info) };
         return false;
     }
-    COUNTS[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    COUNTS[counter].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     true
 }
 
@@ -355,10 +373,17 @@ pub fn release_taken(env: &Env, ab: Unknown) -> bool {
 /// their write's completion], process-wide (tests and diagnostics).
 #[napi]
 pub fn transfer_stats() -> Vec<f64> {
-    COUNTS
-        .each_ref()
+    COUNTS[..3]
+        .iter()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed) as f64)
-        .to_vec()
+        .collect()
+}
+
+/// Write streams' own blocks released at their end ([`release_block`]), process-wide (tests and
+/// diagnostics).
+#[napi]
+pub fn released_blocks() -> f64 {
+    COUNTS[3].load(std::sync::atomic::Ordering::Relaxed) as f64
 }
 
 /// Runs one young-generation collection of V8 now (Node, Deno; Bun's collector takes it as
