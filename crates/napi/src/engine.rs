@@ -35,7 +35,13 @@ pub(crate) struct OpRec {
     /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
     punt: bool,
     submitted: bool,
+    /// When the op went to the kernel: set at submission (`Inner::submit_staged`, one clock
+    /// read per submission of all the ops it takes; an inline op's at its syscall), or, for a
+    /// native batch's op, the reap that made room for it (`started_at`).
     started: Instant,
+    /// `started` is set when the op is submitted (ops made by [`OpRec::new`]); false for a
+    /// native batch's op, timed at staging from the reap's clock read (no read of its own).
+    time_at_submit: bool,
     debug: Option<String>,
     /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
     pub(crate) rw_flags: i32,
@@ -51,14 +57,19 @@ pub(crate) struct OpRec {
 }
 
 impl OpRec {
+    /// An op timed at its submission (see `started`); until then `staged` stands in (the
+    /// engine's last clock read: [`Inner::staging_clock`]).
     pub(crate) fn new(
         backend: BackendKind,
         kind: OpKind,
         iov: Option<Box<[libc::iovec]>>,
         mem: Mems,
         fixed: Option<u16>,
+        staged: Instant,
     ) -> OpRec {
-        OpRec::started_at(backend, kind, iov, mem, fixed, Instant::now())
+        let mut rec = OpRec::started_at(backend, kind, iov, mem, fixed, staged);
+        rec.time_at_submit = clock_at_submit();
+        rec
     }
 
     /// [`OpRec::new`] timed from `started` (a native batch's ops staged right after a reap
@@ -80,6 +91,7 @@ impl OpRec {
             punt: false,
             submitted: false,
             started,
+            time_at_submit: false,
             debug: None,
             rw_flags: 0,
             link: false,
@@ -116,6 +128,17 @@ impl OpRec {
         }
         what
     }
+}
+
+/// Ops are timed from their submission, one clock read per submission (`submit_staged`), not
+/// one per op at its staging (`Instant::now` per op was 1.3-1.7% of the JS thread's samples in
+/// the per-op and array-form loops at depth 64 on tmpfs). An op's latency is then submission to
+/// reap, as README and `fh.stats()` describe it (before, the JS time between its staging call
+/// and the flush at the end of the microtasks counted too). `ODIRECT_SUBMIT_CLOCK=0`: each op
+/// reads the clock at its staging, as before (read once).
+fn clock_at_submit() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_SUBMIT_CLOCK"))
 }
 
 pub struct Inner {
@@ -199,6 +222,10 @@ pub struct Inner {
     /// `ODIRECT_RW_WAIT=0` turns off the in-call wait of a lone small tmpfs op (see
     /// [`Inner::wait_in_call`]): it waits in its flush instead, as before.
     rw_wait: bool,
+    /// Clock reads made to time ops' starts: one per submission with ops in it (or per op at
+    /// its staging with `ODIRECT_SUBMIT_CLOCK=0`), one per inline op; not the reaps' reads,
+    /// and none for native batches' ops (`NativeEngine.callStats[5]`).
+    pub op_clocks: std::cell::Cell<u64>,
     /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
     /// returned to JS as a [`crate::consts::done`] value (`NativeEngine.callStats`).
     pub call_done: u64,
@@ -631,6 +658,7 @@ impl Inner {
             cachestat_skips: 0,
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
+            op_clocks: std::cell::Cell::new(0),
             done_out: Vec::with_capacity(3),
             disk_wait: disk_wait_mode(),
             disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
@@ -753,6 +781,21 @@ impl Inner {
 
     fn has_backend(&self, kind: BackendKind) -> bool {
         self.drivers[kind.index()].is_some()
+    }
+
+    /// What an op staged now is timed from until its submission sets its start: the last reap's
+    /// clock read, or with `ODIRECT_SUBMIT_CLOCK=0` a read of its own (its start, as before).
+    fn staging_clock(&self) -> Instant {
+        if clock_at_submit() {
+            return self.reaped_at;
+        }
+        self.op_clock()
+    }
+
+    /// A clock read that times an op's start (counted: `op_clocks`).
+    fn op_clock(&self) -> Instant {
+        self.op_clocks.set(self.op_clocks.get() + 1);
+        Instant::now()
     }
 
     fn slot(&mut self, rec: OpRec) -> u32 {
@@ -1118,6 +1161,10 @@ impl Inner {
             // `finish` traces its completion.
             rec.debug = Some(what);
         }
+        if rec.time_at_submit {
+            self.op_clocks.set(self.op_clocks.get() + 1);
+            rec.started = Instant::now();
+        }
         let r = match rec.kind {
             // SAFETY: the op's captured memory (odirect-owned or its bounce buffer, `ptr[..len]`)
             // is held by `rec` until its completion is reaped (below, in this call), and used by
@@ -1312,7 +1359,10 @@ impl Inner {
     ) -> (OpRec, u32) {
         let fixed = self.fixed_for(kind, fd, seg.owner);
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
-        (OpRec::new(kind, op, None, Mems::One(mem), fixed), bounced)
+        (
+            OpRec::new(kind, op, None, Mems::One(mem), fixed, self.staging_clock()),
+            bounced,
+        )
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -1333,7 +1383,14 @@ impl Inner {
         let segs =
             unsafe { capture::capture_all(self.env, views.iter().copied(), mem_align, write)? };
         let (op, iov, mem, bounced) = capture::vectored(write, fd, segs, position);
-        let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
+        let key = self.stage(OpRec::new(
+            kind,
+            op,
+            Some(iov),
+            mem,
+            None,
+            self.staging_clock(),
+        ));
         Ok(crate::consts::ticket(key, bounced))
     }
 
@@ -1416,7 +1473,8 @@ impl Inner {
         }
         // A close is routed as the descriptor's other ops were: on FUSE it waits for the
         // server's FLUSH reply.
-        Ok(self.stage_with(OpRec::new(kind, op, None, Mems::None, None), facts))
+        let rec = OpRec::new(kind, op, None, Mems::None, None, self.staging_clock());
+        Ok(self.stage_with(rec, facts))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
@@ -1586,6 +1644,8 @@ impl Inner {
         // Taken for the loop and given back empty: its capacity serves every flush.
         let mut staged = std::mem::take(&mut self.staged);
         let mut used = [false; 4];
+        // One clock read for every op this submission takes (read at the first that needs it).
+        let mut now: Option<Instant> = None;
         for k in staged.drain(..) {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -1594,6 +1654,15 @@ impl Inner {
                 continue;
             }
             rec.submitted = true;
+            if rec.time_at_submit {
+                rec.started = match now {
+                    Some(t) => t,
+                    None => {
+                        self.op_clocks.set(self.op_clocks.get() + 1);
+                        *now.insert(Instant::now())
+                    }
+                };
+            }
             if self.debug {
                 let what = rec.describe();
                 trace(format_args!("odirect: submit id={k} {what}"));
@@ -1685,6 +1754,11 @@ impl Inner {
             self.staged.retain(|k| *k != key);
             if let Some(r) = self.ops[key as usize].as_mut() {
                 r.submitted = true;
+                if r.time_at_submit {
+                    // Never in the kernel: no time there (not since a clock read long past).
+                    self.op_clocks.set(self.op_clocks.get() + 1);
+                    r.started = Instant::now();
+                }
             }
             self.synthetic.push((key as u64, -(libc::ECANCELED as i64)));
             eventfd::signal(self.eventfd());
@@ -1737,28 +1811,42 @@ impl Inner {
                 out.extend([key as f64, result as f64, 0.0]);
                 continue;
             }
-            let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
+            // The record is read where it lies and dropped in place (taking it out of its slot
+            // whole copied every op's record, ~1.5% of the JS thread's samples at depth 64).
+            let Some(slot) = self.ops.get_mut(key as usize) else {
                 continue;
             };
+            let Some(rec) = slot.as_mut() else {
+                continue;
+            };
+            let mem = std::mem::replace(&mut rec.mem, Mems::None);
+            let (started, chain, batch, debug) =
+                (rec.started, rec.chain, rec.batch, rec.debug.take());
+            let (write, rw_end) = match rec.kind {
+                OpKind::Write { .. } | OpKind::Writev { .. } => (true, Some(rec.kind.range().1)),
+                OpKind::Read { .. } | OpKind::Readv { .. } => (false, Some(rec.kind.range().1)),
+                _ => (false, None),
+            };
+            let write_len = match rec.kind {
+                OpKind::Write { len, .. } => Some(len),
+                _ => None,
+            };
+            *slot = None;
             self.inflight -= 1;
-            if matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) {
+            if write {
                 self.writes_inflight = self.writes_inflight.saturating_sub(1);
             }
-            if let OpKind::Read { .. }
-            | OpKind::Write { .. }
-            | OpKind::Readv { .. }
-            | OpKind::Writev { .. } = rec.kind
-            {
-                self.round_bytes = self.round_bytes.max(rec.kind.range().1);
+            if let Some(end) = rw_end {
+                self.round_bytes = self.round_bytes.max(end);
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
-            if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
+            if unsafe { capture::copy_back(self.env, mem.as_slice(), result) } {
                 result = RESULT_DETACHED as i64;
             }
             // (as_secs_f64, not as_nanos() as f64: that u128 conversion is a software routine,
             // ~60 instructions per op in callgrind.)
-            let lat = now.saturating_duration_since(rec.started).as_secs_f64() * 1e6;
-            if let Some(d) = &rec.debug {
+            let lat = now.saturating_duration_since(started).as_secs_f64() * 1e6;
+            if let Some(d) = &debug {
                 let err = if result < 0 && result > -4096 {
                     format!(" ({})", odirect_core::error::errno_name(-result as i32))
                 } else {
@@ -1769,13 +1857,14 @@ impl Inner {
                 ));
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
-            unsafe { capture::release(self.env, rec.mem) };
-            if let Some(c) = rec.chain {
+            unsafe { capture::release(self.env, mem) };
+            if let Some(c) = chain {
                 // A short write keeps its block's slot until JS wrote the rest (`chainResume`).
-                let short = matches!(rec.kind, OpKind::Write { len, .. } if result >= 0 && (result as u64) < len as u64);
+                let short =
+                    matches!(write_len, Some(len) if result >= 0 && (result as u64) < len as u64);
                 crate::stream::reaped(self, c, key as u32, result, short);
             }
-            if let Some((b, i)) = rec.batch {
+            if let Some((b, i)) = batch {
                 // A batch's op is never delivered to JS: its id is free at once.
                 self.free.push(key as u32);
                 self.batches.completed(b, i, result, lat);
