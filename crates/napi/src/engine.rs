@@ -1811,42 +1811,28 @@ impl Inner {
                 out.extend([key as f64, result as f64, 0.0]);
                 continue;
             }
-            // The record is read where it lies and dropped in place (taking it out of its slot
-            // whole copied every op's record, ~1.5% of the JS thread's samples at depth 64).
-            let Some(slot) = self.ops.get_mut(key as usize) else {
+            let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) else {
                 continue;
             };
-            let Some(rec) = slot.as_mut() else {
-                continue;
-            };
-            let mem = std::mem::replace(&mut rec.mem, Mems::None);
-            let (started, chain, batch, debug) =
-                (rec.started, rec.chain, rec.batch, rec.debug.take());
-            let (write, rw_end) = match rec.kind {
-                OpKind::Write { .. } | OpKind::Writev { .. } => (true, Some(rec.kind.range().1)),
-                OpKind::Read { .. } | OpKind::Readv { .. } => (false, Some(rec.kind.range().1)),
-                _ => (false, None),
-            };
-            let write_len = match rec.kind {
-                OpKind::Write { len, .. } => Some(len),
-                _ => None,
-            };
-            *slot = None;
             self.inflight -= 1;
-            if write {
+            if matches!(rec.kind, OpKind::Write { .. } | OpKind::Writev { .. }) {
                 self.writes_inflight = self.writes_inflight.saturating_sub(1);
             }
-            if let Some(end) = rw_end {
-                self.round_bytes = self.round_bytes.max(end);
+            if let OpKind::Read { .. }
+            | OpKind::Write { .. }
+            | OpKind::Readv { .. }
+            | OpKind::Writev { .. } = rec.kind
+            {
+                self.round_bytes = self.round_bytes.max(rec.kind.range().1);
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
-            if unsafe { capture::copy_back(self.env, mem.as_slice(), result) } {
+            if unsafe { capture::copy_back(self.env, rec.mem.as_slice(), result) } {
                 result = RESULT_DETACHED as i64;
             }
             // (as_secs_f64, not as_nanos() as f64: that u128 conversion is a software routine,
             // ~60 instructions per op in callgrind.)
-            let lat = now.saturating_duration_since(started).as_secs_f64() * 1e6;
-            if let Some(d) = &debug {
+            let lat = now.saturating_duration_since(rec.started).as_secs_f64() * 1e6;
+            if let Some(d) = &rec.debug {
                 let err = if result < 0 && result > -4096 {
                     format!(" ({})", odirect_core::error::errno_name(-result as i32))
                 } else {
@@ -1857,14 +1843,13 @@ impl Inner {
                 ));
             }
             // SAFETY: on the JS thread of self.env, which made the op's references.
-            unsafe { capture::release(self.env, mem) };
-            if let Some(c) = chain {
+            unsafe { capture::release(self.env, rec.mem) };
+            if let Some(c) = rec.chain {
                 // A short write keeps its block's slot until JS wrote the rest (`chainResume`).
-                let short =
-                    matches!(write_len, Some(len) if result >= 0 && (result as u64) < len as u64);
+                let short = matches!(rec.kind, OpKind::Write { len, .. } if result >= 0 && (result as u64) < len as u64);
                 crate::stream::reaped(self, c, key as u32, result, short);
             }
-            if let Some((b, i)) = batch {
+            if let Some((b, i)) = rec.batch {
                 // A batch's op is never delivered to JS: its id is free at once.
                 self.free.push(key as u32);
                 self.batches.completed(b, i, result, lat);
