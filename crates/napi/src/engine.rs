@@ -130,15 +130,17 @@ impl OpRec {
     }
 }
 
-/// Ops are timed from their submission, one clock read per submission (`submit_staged`), not
-/// one per op at its staging (`Instant::now` per op was 1.3-1.7% of the JS thread's samples in
-/// the per-op and array-form loops at depth 64 on tmpfs). An op's latency is then submission to
-/// reap, as README and `fh.stats()` describe it (before, the JS time between its staging call
-/// and the flush at the end of the microtasks counted too). `ODIRECT_SUBMIT_CLOCK=0`: each op
-/// reads the clock at its staging, as before (read once).
+/// `ODIRECT_SUBMIT_CLOCK=1` (opt-in, read once): ops are timed from their submission, one clock
+/// read per submission (`submit_staged`), not one per op at its staging (`Instant::now` per op
+/// was 1.0-1.7% of the samples in the per-op and array-form loops at depth 64 on tmpfs; 0.13-0.19%
+/// with it). An op's latency is then submission to reap (without it, the JS time between its
+/// staging call and the flush at the end of the microtasks counts too). Not the default: pinned
+/// to one CPU it cut CPU per op (4 of 4 pairs), but `odirect bench` unpinned, with the other
+/// helpers' load, put the array form at 0.93-0.99x in 7 of 7 comparisons (README "Kernel
+/// features, measured").
 fn clock_at_submit() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_SUBMIT_CLOCK"))
+    *ON.get_or_init(|| crate::env::on_if_one("ODIRECT_SUBMIT_CLOCK"))
 }
 
 pub struct Inner {
@@ -222,8 +224,9 @@ pub struct Inner {
     /// `ODIRECT_RW_WAIT=0` turns off the in-call wait of a lone small tmpfs op (see
     /// [`Inner::wait_in_call`]): it waits in its flush instead, as before.
     rw_wait: bool,
-    /// Clock reads made to time ops' starts: one per submission with ops in it (or per op at
-    /// its staging with `ODIRECT_SUBMIT_CLOCK=0`), one per inline op; not the reaps' reads,
+    /// Clock reads made to time ops' starts: one per op at its staging (with
+    /// `ODIRECT_SUBMIT_CLOCK=1`: one per submission with ops in it, one per inline op); not the
+    /// reaps' reads,
     /// and none for native batches' ops (`NativeEngine.callStats[5]`).
     pub op_clocks: std::cell::Cell<u64>,
     /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
@@ -783,8 +786,8 @@ impl Inner {
         self.drivers[kind.index()].is_some()
     }
 
-    /// What an op staged now is timed from until its submission sets its start: the last reap's
-    /// clock read, or with `ODIRECT_SUBMIT_CLOCK=0` a read of its own (its start, as before).
+    /// What an op staged now is timed from: a clock read of its own (its start), or with
+    /// `ODIRECT_SUBMIT_CLOCK=1` the last reap's read until its submission sets its start.
     fn staging_clock(&self) -> Instant {
         if clock_at_submit() {
             return self.reaped_at;
