@@ -175,8 +175,9 @@ export declare class NativeEngine {
   /**
    * [reads/writes completed inside their own `rw` call, reads made inline, writes made
    * inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
-   * swapped out, inline ops that skipped cachestat(2) because the machine has no swap] (see
-   * `Inner::rw`, `Inner::swap_free`).
+   * swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
+   * reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`)] (see `Inner::rw`,
+   * `Inner::swap_free`, `Inner::op_clocks`).
    */
   get callStats(): Array<number>
   /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */

@@ -521,9 +521,12 @@ export class FileHandle extends EventEmitter {
     const n = ops.length
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')
     if (n === 0) return Promise.resolve([])
-    const views: ArrayBufferView[] = []
-    const lengths: number[] = []
-    const positions: number[] = []
+    // Made at their final length (then filled in order): pushing grew each of them a dozen
+    // times per 512-op call (GrowFast*Elements + ArrayPrototypePush, 0.7% of the JS thread's
+    // samples in the array form at depth 64 on tmpfs).
+    const views = new Array<ArrayBufferView>(n)
+    const lengths = new Array<number>(n)
+    const positions = new Array<number>(n)
     const unit = this.direct ? this.alignment.offset : 1
     for (let i = 0; i < n; i++) {
       const op: unknown = callerGet(ops, i)
@@ -546,9 +549,9 @@ export class FileHandle extends EventEmitter {
       if (len === 0) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer has zero length`, 'pass a buffer of at least one block (fh.alignment.offset bytes)')
       if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
       if (len % unit !== 0 || p % unit !== 0) this.#checkAligned(len, p, syscall, `ops[${i}].buffer length`)
-      views.push(v)
-      lengths.push(len)
-      positions.push(p)
+      views[i] = v
+      lengths[i] = len
+      positions[i] = p
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
     return startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })

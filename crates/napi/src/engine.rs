@@ -35,7 +35,13 @@ pub(crate) struct OpRec {
     /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
     punt: bool,
     submitted: bool,
+    /// When the op went to the kernel: set at submission (`Inner::submit_staged`, one clock
+    /// read per submission of all the ops it takes; an inline op's at its syscall), or, for a
+    /// native batch's op, the reap that made room for it (`started_at`).
     started: Instant,
+    /// `started` is set when the op is submitted (ops made by [`OpRec::new`]); false for a
+    /// native batch's op, timed at staging from the reap's clock read (no read of its own).
+    time_at_submit: bool,
     debug: Option<String>,
     /// preadv2/pwritev2 flags of a read or write (RWF_*), set by `set_rw_flags` before submission.
     pub(crate) rw_flags: i32,
@@ -51,14 +57,19 @@ pub(crate) struct OpRec {
 }
 
 impl OpRec {
+    /// An op timed at its submission (see `started`); until then `staged` stands in (the
+    /// engine's last clock read: [`Inner::staging_clock`]).
     pub(crate) fn new(
         backend: BackendKind,
         kind: OpKind,
         iov: Option<Box<[libc::iovec]>>,
         mem: Mems,
         fixed: Option<u16>,
+        staged: Instant,
     ) -> OpRec {
-        OpRec::started_at(backend, kind, iov, mem, fixed, Instant::now())
+        let mut rec = OpRec::started_at(backend, kind, iov, mem, fixed, staged);
+        rec.time_at_submit = clock_at_submit();
+        rec
     }
 
     /// [`OpRec::new`] timed from `started` (a native batch's ops staged right after a reap
@@ -80,6 +91,7 @@ impl OpRec {
             punt: false,
             submitted: false,
             started,
+            time_at_submit: false,
             debug: None,
             rw_flags: 0,
             link: false,
@@ -116,6 +128,19 @@ impl OpRec {
         }
         what
     }
+}
+
+/// `ODIRECT_SUBMIT_CLOCK=1` (opt-in, read once): ops are timed from their submission, one clock
+/// read per submission (`submit_staged`), not one per op at its staging (`Instant::now` per op
+/// was 1.0-1.7% of the samples in the per-op and array-form loops at depth 64 on tmpfs; 0.13-0.19%
+/// with it). An op's latency is then submission to reap (without it, the JS time between its
+/// staging call and the flush at the end of the microtasks counts too). Not the default: pinned
+/// to one CPU it cut CPU per op (4 of 4 pairs), but `odirect bench` unpinned, with the other
+/// helpers' load, put the array form at 0.93-0.99x in 7 of 7 comparisons (README "Kernel
+/// features, measured").
+fn clock_at_submit() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::env::on_if_one("ODIRECT_SUBMIT_CLOCK"))
 }
 
 pub struct Inner {
@@ -199,6 +224,11 @@ pub struct Inner {
     /// `ODIRECT_RW_WAIT=0` turns off the in-call wait of a lone small tmpfs op (see
     /// [`Inner::wait_in_call`]): it waits in its flush instead, as before.
     rw_wait: bool,
+    /// Clock reads made to time ops' starts: one per op at its staging (with
+    /// `ODIRECT_SUBMIT_CLOCK=1`: one per submission with ops in it, one per inline op); not the
+    /// reaps' reads,
+    /// and none for native batches' ops (`NativeEngine.callStats[5]`).
+    pub op_clocks: std::cell::Cell<u64>,
     /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
     /// returned to JS as a [`crate::consts::done`] value (`NativeEngine.callStats`).
     pub call_done: u64,
@@ -631,6 +661,7 @@ impl Inner {
             cachestat_skips: 0,
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
+            op_clocks: std::cell::Cell::new(0),
             done_out: Vec::with_capacity(3),
             disk_wait: disk_wait_mode(),
             disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
@@ -753,6 +784,21 @@ impl Inner {
 
     fn has_backend(&self, kind: BackendKind) -> bool {
         self.drivers[kind.index()].is_some()
+    }
+
+    /// What an op staged now is timed from: a clock read of its own (its start), or with
+    /// `ODIRECT_SUBMIT_CLOCK=1` the last reap's read until its submission sets its start.
+    fn staging_clock(&self) -> Instant {
+        if clock_at_submit() {
+            return self.reaped_at;
+        }
+        self.op_clock()
+    }
+
+    /// A clock read that times an op's start (counted: `op_clocks`).
+    fn op_clock(&self) -> Instant {
+        self.op_clocks.set(self.op_clocks.get() + 1);
+        Instant::now()
     }
 
     fn slot(&mut self, rec: OpRec) -> u32 {
@@ -1118,6 +1164,10 @@ impl Inner {
             // `finish` traces its completion.
             rec.debug = Some(what);
         }
+        if rec.time_at_submit {
+            self.op_clocks.set(self.op_clocks.get() + 1);
+            rec.started = Instant::now();
+        }
         let r = match rec.kind {
             // SAFETY: the op's captured memory (odirect-owned or its bounce buffer, `ptr[..len]`)
             // is held by `rec` until its completion is reaped (below, in this call), and used by
@@ -1312,7 +1362,10 @@ impl Inner {
     ) -> (OpRec, u32) {
         let fixed = self.fixed_for(kind, fd, seg.owner);
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
-        (OpRec::new(kind, op, None, Mems::One(mem), fixed), bounced)
+        (
+            OpRec::new(kind, op, None, Mems::One(mem), fixed, self.staging_clock()),
+            bounced,
+        )
     }
 
     /// Stages a readv/writev over `views` (all captured, or none staged).
@@ -1333,7 +1386,14 @@ impl Inner {
         let segs =
             unsafe { capture::capture_all(self.env, views.iter().copied(), mem_align, write)? };
         let (op, iov, mem, bounced) = capture::vectored(write, fd, segs, position);
-        let key = self.stage(OpRec::new(kind, op, Some(iov), mem, None));
+        let key = self.stage(OpRec::new(
+            kind,
+            op,
+            Some(iov),
+            mem,
+            None,
+            self.staging_clock(),
+        ));
         Ok(crate::consts::ticket(key, bounced))
     }
 
@@ -1416,7 +1476,8 @@ impl Inner {
         }
         // A close is routed as the descriptor's other ops were: on FUSE it waits for the
         // server's FLUSH reply.
-        Ok(self.stage_with(OpRec::new(kind, op, None, Mems::None, None), facts))
+        let rec = OpRec::new(kind, op, None, Mems::None, None, self.staging_clock());
+        Ok(self.stage_with(rec, facts))
     }
 
     /// Tracks `fd` (closed at teardown if still open) with its `FD_*` facts.
@@ -1586,6 +1647,8 @@ impl Inner {
         // Taken for the loop and given back empty: its capacity serves every flush.
         let mut staged = std::mem::take(&mut self.staged);
         let mut used = [false; 4];
+        // One clock read for every op this submission takes (read at the first that needs it).
+        let mut now: Option<Instant> = None;
         for k in staged.drain(..) {
             let Some(rec) = self.ops[k as usize].as_mut() else {
                 continue;
@@ -1594,6 +1657,15 @@ impl Inner {
                 continue;
             }
             rec.submitted = true;
+            if rec.time_at_submit {
+                rec.started = match now {
+                    Some(t) => t,
+                    None => {
+                        self.op_clocks.set(self.op_clocks.get() + 1);
+                        *now.insert(Instant::now())
+                    }
+                };
+            }
             if self.debug {
                 let what = rec.describe();
                 trace(format_args!("odirect: submit id={k} {what}"));
@@ -1685,6 +1757,11 @@ impl Inner {
             self.staged.retain(|k| *k != key);
             if let Some(r) = self.ops[key as usize].as_mut() {
                 r.submitted = true;
+                if r.time_at_submit {
+                    // Never in the kernel: no time there (not since a clock read long past).
+                    self.op_clocks.set(self.op_clocks.get() + 1);
+                    r.started = Instant::now();
+                }
             }
             self.synthetic.push((key as u64, -(libc::ECANCELED as i64)));
             eventfd::signal(self.eventfd());

@@ -7,9 +7,7 @@ pub fn on_unless_zero(name: &str) -> bool {
     std::env::var(name).as_deref() != Ok("0")
 }
 
-/// A switch that is off unless the variable is exactly `"1"` (an opt-in). No switch uses it at
-/// the moment; kept as the one spelling for the next opt-in.
-#[allow(dead_code)]
+/// A switch that is off unless the variable is exactly `"1"` (an opt-in).
 pub fn on_if_one(name: &str) -> bool {
     std::env::var(name).as_deref() == Ok("1")
 }
