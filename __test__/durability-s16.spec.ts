@@ -10,12 +10,14 @@ import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
 
 import { constants, copyFile, open, probe, writeFile } from '../dist/index.js'
-import { CRASH_REQS, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.js'
+import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.js'
 import { fxTest } from './helpers/fxtest.js'
 
 delete process.env.ODIRECT_BACKEND
+delete process.env.ODIRECT_MANY_NATIVE
 const __dirname = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
+type Backend = 'io_uring' | 'aio' | 'threadpool'
 const where = await probe('/var/tmp')
 const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
 
@@ -194,4 +196,51 @@ for (const form of ['24 ops', 'window 2', 'typed arrays'] as const) {
     },
     BACKENDS.includes('io_uring') ? undefined : 'io_uring is not available to this process',
   )
+}
+
+// ---------------------------------------------------------------------------------------
+// RWF_DSYNC / RWF_SYNC on the batch paths durability.spec.ts does not run: the typed-array
+// writeMany (src/many.ts manyArrays: the native batch's flags) and the array form run in the
+// engine (ODIRECT_MANY_NATIVE=1, src/many.ts startMany: batchViews' flags). Block 0 written with
+// the flag, block 1 plain after it, then the cut: only block 0 must survive.
+
+const FLAGGED = bytes(3 * BLOCK, 40)
+
+async function flagRun(t: ExecutionContext, backend: Backend, flag: 'dsync' | 'sync', form: 'typed' | 'native'): Promise<void> {
+  const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), FLAGGED) }, async (root) => {
+    const fh = await open(path.join(root, 'data'), 'r+', { backend })
+    try {
+      const a = fh.alloc(BLOCK).fill(0xa1)
+      if (form === 'typed') {
+        await fh.writeMany({ memory: a, offsets: new Uint32Array([0]), lengths: new Uint32Array([BLOCK]), positions: new Float64Array([0]) }, { [flag]: true })
+      } else {
+        // Read by startMany at the call; this test is serial, so no other test sees it.
+        process.env.ODIRECT_MANY_NATIVE = '1'
+        try {
+          await fh.writeMany([{ buffer: a, position: 0 }], { [flag]: true })
+        } finally {
+          delete process.env.ODIRECT_MANY_NATIVE
+        }
+      }
+      await fh.write(fh.alloc(BLOCK).fill(0xb2), { position: BLOCK })
+    } finally {
+      await fh.close()
+    }
+  })
+  try {
+    if (!run.outcome.ok) throw run.outcome.error
+    const got = durable(run, 'data')
+    t.truthy(got)
+    t.true(got?.subarray(0, BLOCK).every((x) => x === 0xa1), 'the flagged write survived the cut')
+    t.true(got?.subarray(BLOCK, 2 * BLOCK).equals(FLAGGED.subarray(BLOCK, 2 * BLOCK)), 'the plain write was in the volatile cache only')
+  } finally {
+    run.cleanup()
+  }
+}
+
+for (const backend of BACKENDS) {
+  for (const flag of ['dsync', 'sync'] as const) {
+    fxTest(`typed-array writeMany({ ${flag}: true }) on ${backend}: durable when it resolves; the plain write after it is not`, CRASH_REQS, (t) => flagRun(t, backend, flag, 'typed'))
+  }
+  fxTest(`writeMany({ dsync: true }) with ODIRECT_MANY_NATIVE=1 on ${backend}: durable when it resolves; the plain write after it is not`, CRASH_REQS, (t) => flagRun(t, backend, 'dsync', 'native'), undefined, 'serial')
 }
