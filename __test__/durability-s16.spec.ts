@@ -244,3 +244,31 @@ for (const backend of BACKENDS) {
   }
   fxTest(`writeMany({ dsync: true }) with ODIRECT_MANY_NATIVE=1 on ${backend}: durable when it resolves; the plain write after it is not`, CRASH_REQS, (t) => flagRun(t, backend, 'dsync', 'native'), undefined, 'serial')
 }
+
+// ---------------------------------------------------------------------------------------
+// O_SYNC / O_DSYNC given in the open flags ('rs+', numeric fs.constants), not by { dsync: true }:
+// durability.spec.ts only proves the option. A write through such a handle is durable when it
+// resolves; nothing else is synced.
+
+for (const backend of BACKENDS) {
+  for (const how of ["'rs+'", 'O_RDWR | O_DSYNC'] as const) {
+    fxTest(`open(path, ${how}) on ${backend}: every write durable when it resolves`, CRASH_REQS, async (t) => {
+      const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), FLAGGED) }, async (root) => {
+        const flags = how === "'rs+'" ? 'rs+' : constants.O_RDWR | constants.O_DSYNC
+        const fh = await open(path.join(root, 'data'), flags, { backend })
+        try {
+          await fh.write(fh.alloc(BLOCK).fill(0xd5), { position: BLOCK })
+        } finally {
+          await fh.close()
+        }
+      })
+      try {
+        t.true(run.outcome.ok, String(!run.outcome.ok && run.outcome.error))
+        t.true(durable(run, 'data')?.subarray(BLOCK, 2 * BLOCK).every((x) => x === 0xd5), 'the write survived the cut')
+        t.true(durable(run, 'data')?.subarray(0, BLOCK).equals(FLAGGED.subarray(0, BLOCK)))
+      } finally {
+        run.cleanup()
+      }
+    })
+  }
+}

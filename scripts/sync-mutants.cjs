@@ -203,6 +203,15 @@ const SITES = [
     replace: 'native_1.native.openFile(p, f, opts.direct, false,',
     cases: ["open(path, 'r+', { dsync: true })*"],
   },
+  {
+    id: 'open-sync-flags',
+    src: "src/open.ts:112 (open(path, 'rs+') and numeric O_SYNC / O_DSYNC flags, parsed in crates/core/src/file.rs:67,111)",
+    file: 'open.js',
+    find: 'native_1.native.openFile(p, f, opts.direct,',
+    // Numeric flags reach the native open as a decimal string (args.ts checkFlags).
+    replace: "native_1.native.openFile(p, f === 'rs+' || f === 'sr+' ? 'r+' : /^\\d+$/.test(f) ? String(Number(f) & ~0o4010000) : f, opts.direct,",
+    cases: ["open(path, 'rs+')*", 'open(path, O_RDWR | O_DSYNC)*'],
+  },
 ]
 
 function run(cmd, args, opts) {
