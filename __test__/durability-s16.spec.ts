@@ -272,3 +272,49 @@ for (const backend of BACKENDS) {
     })
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// fh.datasync() / fh.sync() called while writes are still in flight (not awaited): the README
+// promises they cover every write issued before them (src/handle.ts #simple -> io.ts
+// startAfterWrites). durability.spec.ts always awaits the writes first.
+
+const BIG = 1024 * 1024
+const INFLIGHT_SLOTS = [0, 2, 3, 5, 6, 7]
+const INFLIGHT_FILE = bytes(8 * BIG, 9)
+
+for (const backend of BACKENDS) {
+  for (const call of ['datasync', 'sync'] as const) {
+    fxTest(`fh.${call}() with writes in flight (${backend}): once it resolved, every write issued before it is durable`, CRASH_REQS, async (t) => {
+      // The power is cut the moment the sync resolved, before the writes' own promises are awaited.
+      // Rounds: a sync that overtook the writes loses one of them only when it wins the race.
+      for (let round = 0; round < 6; round++) await inflightRound(t, backend, call)
+    })
+  }
+}
+
+async function inflightRound(t: ExecutionContext, backend: Backend, call: 'datasync' | 'sync'): Promise<void> {
+  const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), INFLIGHT_FILE) }, async (root) => {
+    const fh = await open(path.join(root, 'data'), 'r+', { backend })
+    try {
+      const writes = INFLIGHT_SLOTS.map((s) => {
+        const b = fh.alloc(BIG)
+        b.set(bytes(BIG, 600 + s))
+        return fh.write(b, { position: s * BIG })
+      })
+      writes.forEach((w) => w.catch(() => undefined))
+      await fh[call]()
+      fs.writeFileSync(path.join(root, '.crashfs'), 'cut')
+      await Promise.allSettled(writes)
+    } finally {
+      await fh.close().catch(() => undefined)
+    }
+  })
+  try {
+    t.true(run.outcome.ok, String(!run.outcome.ok && run.outcome.error))
+    const got = durable(run, 'data')
+    t.is(got?.length, INFLIGHT_FILE.length)
+    for (const s of INFLIGHT_SLOTS) t.true(got?.subarray(s * BIG, (s + 1) * BIG).equals(bytes(BIG, 600 + s)), `the write at ${s * BIG} is durable once ${call} resolved`)
+  } finally {
+    run.cleanup()
+  }
+}

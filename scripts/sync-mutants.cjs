@@ -123,6 +123,14 @@ const SITES = [
     cases: ['fh.sync()*'],
   },
   {
+    id: 'sync-after-writes',
+    src: 'src/handle.ts:633 (#simple: fsync/fdatasync start only after every write issued before them, io.ts startAfterWrites)',
+    file: 'handle.js',
+    find: 'await this.#io.startAfterWrites(this.#simpleOp(syscall, op, a, b, mode, { ...ctx, signal, timeout }));',
+    replace: 'await this.#io.start(this.#simpleOp(syscall, op, a, b, mode, { ...ctx, signal, timeout }));',
+    cases: ['*with writes in flight*'],
+  },
+  {
     id: 'linked-datasync',
     src: 'src/handle.ts:616 (writeMany/writev { datasync } on io_uring: the fdatasync linked after the writes)',
     file: 'handle.js',
