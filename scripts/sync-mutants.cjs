@@ -71,6 +71,26 @@ const SITES = [
     cases: ['writeFile atomic*', 'copyFile, dst*', 'odirect cp, dst*'],
   },
   {
+    id: 'commit-dirsync-before-rename',
+    src: 'src/fileops.ts:159-164 (commitTemp order: rename/link into place, then the directory fsync)',
+    file: 'fileops.js',
+    find: `    if (exclusive) {
+        check(await native_1.native.linkPath(tmp, dst), 'link', dst);
+        await removeTemp(tmp);
+    }
+    else
+        check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
+    await (0, dirsync_1.syncParentDir)(dst);`,
+    replace: `    await (0, dirsync_1.syncParentDir)(dst);
+    if (exclusive) {
+        check(await native_1.native.linkPath(tmp, dst), 'link', dst);
+        await removeTemp(tmp);
+    }
+    else
+        check(await native_1.native.renamePath(tmp, dst), 'rename', dst);`,
+    cases: ['writeFile atomic*', 'copyFile*', 'odirect cp*'],
+  },
+  {
     id: 'commit-dirsync-exclusive',
     src: "src/fileops.ts:161-164 (commitTemp, exclusive: link + unlink, then the directory fsync; writeFile atomic 'wx', copyFile exclusive)",
     file: 'fileops.js',
@@ -276,6 +296,7 @@ function main() {
   const sites = pick.length ? SITES.filter((s) => pick.includes(s.id)) : SITES
   const dir = scratchCopy()
   let bad = 0
+  const summary = []
   try {
     // Baseline: the unpatched library must pass every case named.
     const all = [...new Set(sites.flatMap((s) => s.cases))]
@@ -291,6 +312,7 @@ function main() {
       const n = orig.split(s.find).length - 1
       if (n !== 1) {
         console.log(`${s.id}: the site's text occurs ${n} times in dist/src/${s.file} (the source moved: update SITES)`)
+        summary.push(`${s.id.padEnd(30)} SITE NOT FOUND`)
         bad++
         continue
       }
@@ -303,19 +325,24 @@ function main() {
       }
       if (!r.ran) {
         console.log(`${s.id}: no case ran (patterns: ${s.cases.join(' | ')})`)
+        summary.push(`${s.id.padEnd(30)} NO CASE RAN`)
         bad++
       } else if (r.status !== 0 && r.failed.length > 0) {
         console.log(`${s.id}: caught by ${r.failed.length}/${r.failed.length + r.passed.length}: ${r.failed.join(' ; ')}`)
+        summary.push(`${s.id.padEnd(30)} caught ${r.failed.length}/${r.failed.length + r.passed.length}`)
       } else if (r.status !== 0) {
         console.log(`${s.id}: caught (ava exited ${r.status}):\n${r.out.slice(-1500)}`)
+        summary.push(`${s.id.padEnd(30)} caught (ava exited ${r.status})`)
       } else {
         console.log(`${s.id}: SURVIVED (${r.passed.length} cases passed with the sync removed)`)
+        summary.push(`${s.id.padEnd(30)} SURVIVED`)
         bad++
       }
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
+  console.log(`\nsummary (${sites.length} sites, ${bad} not caught):\n${summary.join('\n')}`)
   return bad ? 1 : 0
 }
 
