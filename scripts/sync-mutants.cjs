@@ -63,6 +63,16 @@ const SITES = [
     cases: ['writeFile(path, data, { flush: true })*', 'write stream to a new file*'],
   },
   {
+    id: 'writefile-link-dirsync',
+    src: 'src/files.ts:352 (writeFile flush creating through a dangling link: fsync of the directory of the file the link names)',
+    file: 'files.js',
+    find: `            if (created !== dst)
+                await (0, dirsync_1.syncParentDir)(created);`,
+    replace: `            if (created !== dst)
+                await (0, dirsync_1.syncParentDir)(dst);`,
+    cases: ['writeFile(link, data, { flush: true })*'],
+  },
+  {
     id: 'commit-dirsync',
     src: 'src/fileops.ts:164 (commitTemp: fsync of the directory after the rename/link into place)',
     file: 'fileops.js',
