@@ -118,7 +118,7 @@ const SITES = [
   },
   {
     id: 'copy-datasync',
-    src: 'src/files.ts:717 (copyFile: datasync of the temp copy before the rename)',
+    src: 'src/files.ts:724 (copyFile: datasync of the temp copy before the rename)',
     file: 'files.js',
     find: 'await o2.datasync(signal ? { signal } : undefined);',
     replace: '/* mutant */;',
@@ -126,7 +126,7 @@ const SITES = [
   },
   {
     id: 'copy-truncate-after-datasync',
-    src: 'src/files.ts:716-717 (copyFile order: truncate to the exact length, then datasync)',
+    src: 'src/files.ts:723-724 (copyFile order: truncate to the exact length, then datasync)',
     file: 'files.js',
     find: `            await o2.truncate(end, signal ? { signal } : undefined);
         await o2.datasync(signal ? { signal } : undefined);`,
@@ -154,7 +154,7 @@ const SITES = [
   },
   {
     id: 'sync-after-writes',
-    src: 'src/handle.ts:633 (#simple: fsync/fdatasync start only after every write issued before them, io.ts startAfterWrites)',
+    src: 'src/handle.ts:635 (#simple: fsync/fdatasync start only after every write issued before them, io.ts startAfterWrites)',
     file: 'handle.js',
     find: 'await this.#io.startAfterWrites(this.#simpleOp(syscall, op, a, b, mode, { ...ctx, signal, timeout }));',
     replace: 'await this.#io.start(this.#simpleOp(syscall, op, a, b, mode, { ...ctx, signal, timeout }));',
