@@ -12,6 +12,7 @@ import { boolOption, callerCode, callerError, checkFlags, describe, type DirectM
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
+import { syncParentDir } from './dirsync'
 import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
@@ -343,7 +344,13 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     // the device's own bytes after the data.
     if (!atomic || st?.isBlockDevice() === true || st?.isDirectory() === true) {
       const mode = modeOption(o)
-      return await writeBlocks(dst, { flags: atomic || st?.isBlockDevice() === true ? 'r+' : flag, mode, direct: oo.direct, backend: oo.backend, datasync }, chunks, abort)
+      // A file created through a dangling symbolic link is the file the link names (O_CREAT
+      // follows it; O_EXCL does not): its new entry is in that file's directory, the one to sync
+      // (the link's own directory may be another: durability-s16.spec).
+      const created = datasync && st === undefined && !exclusive ? await abort.race(resolveLinks(dst)) : dst
+      const w = await writeBlocks(dst, { flags: atomic || st?.isBlockDevice() === true ? 'r+' : flag, mode, direct: oo.direct, backend: oo.backend, datasync }, chunks, abort, created === dst)
+      if (created !== dst) await syncParentDir(created)
+      return w
     }
     const mode = o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666
     // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
