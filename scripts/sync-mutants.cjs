@@ -56,11 +56,11 @@ const SITES = [
   },
   {
     id: 'stream-dirsync',
-    src: 'src/streams/core.ts:1299 (BlockWriter.finish: fsync of the parent directory of a file it created)',
+    src: 'src/streams/core.ts:1314 (BlockWriter.finish: fsync of the parent directory of a file it created, the file a dangling link names)',
     file: 'streams/core.js',
-    find: 'await this.track((0, dirsync_1.syncParentDir)(this.target));',
+    find: 'await this.track((0, fileops_1.resolveLinks)(this.target).then(dirsync_1.syncParentDir));',
     replace: '/* mutant */;',
-    cases: ['writeFile(path, data, { flush: true })*', 'write stream to a new file*'],
+    cases: ['writeFile(path, data, { flush: true })*', 'write stream to a new file*', 'createWriteStream(link)*'],
   },
   {
     id: 'writefile-link-dirsync',

@@ -11,6 +11,7 @@ import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import { type BackendName, getEngine } from '../engine'
 import { syncParentDir } from '../dirsync'
+import { resolveLinks } from '../fileops'
 import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { native } from '../native'
@@ -1308,7 +1309,9 @@ export class BlockWriter extends Core {
       this.#check()
       const c = this.#cfg
       if (c.syncDir !== false && typeof this.target === 'string' && isCreatingFlags(c.flags)) {
-        await this.track(syncParentDir(this.target))
+        // A file created through a dangling symbolic link is the file the link names: its entry
+        // is in that file's directory, which may not be the link's (durability-s16.spec).
+        await this.track(resolveLinks(this.target).then(syncParentDir))
         this.#check()
       }
     }
