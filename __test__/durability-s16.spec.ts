@@ -13,7 +13,7 @@ import test from 'ava'
 import type { ExecutionContext } from 'ava'
 
 import { constants, copyFile, createWriteStream, open, probe, writeFile } from '../dist/index.js'
-import { CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.js'
+import { bytes, CRASH_REQS, crashRun, crashSweep, describe, durable, type SweepOptions } from './helpers/crashbed.js'
 import { skipReason } from './helpers/fixtures.js'
 import { fxTest } from './helpers/fxtest.js'
 
@@ -24,20 +24,6 @@ const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
 type Backend = 'io_uring' | 'aio' | 'threadpool'
 const where = await probe('/var/tmp')
 const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
-
-/** Deterministic bytes (a replayed run writes the same data). */
-function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    b[i] = x & 0xff
-  }
-  return b
-}
 
 async function sweep<T>(t: ExecutionContext, name: string, o: SweepOptions<T>): Promise<void> {
   const r = await crashSweep(o)

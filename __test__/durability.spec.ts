@@ -17,7 +17,7 @@ import type { ExecutionContext } from 'ava'
 
 import { copyFile, createWriteStream, type DirectIoError, FileHandle, type ManyError, open, probe, readFile, writeFile } from '../dist/index.js'
 import { native } from '../dist/src/native.js'
-import { CRASH_REQS, type CrashRun, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
+import { bytes, CRASH_REQS, type CrashRun, crashRun, crashSweep, describe, durable, type SweepOptions, type SweepResult } from './helpers/crashbed.js'
 import { evictFile, faultFs, loopFs, ramfsDir, residentPages, type Requirement, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 
@@ -29,20 +29,6 @@ type Backend = 'io_uring' | 'aio' | 'threadpool'
 const where = await probe('/var/tmp')
 // Backends this process can use (io_uring may be refused by a seccomp profile).
 const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
-
-/** Deterministic bytes (so a replayed run writes the same data). */
-function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    b[i] = x & 0xff
-  }
-  return b
-}
 
 function report(t: ExecutionContext, name: string, r: SweepResult): void {
   t.log(`${name}: ${r.ops} ops, ${r.points.length + 1} cut points, ${r.runs} runs, acknowledged in ${r.acked}`)

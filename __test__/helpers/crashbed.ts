@@ -246,3 +246,17 @@ export function describe(b: Buffer | undefined, known: Record<string, Buffer | u
   for (const [k, v] of Object.entries(known)) if (v !== undefined && b.equals(v)) return k
   return `${b.length} bytes matching none of ${Object.keys(known).join('/')}`
 }
+
+/** Deterministic bytes (so a replayed run writes the same data). */
+export function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  let x = (seed * 2654435761) >>> 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    b[i] = x & 0xff
+  }
+  return b
+}

@@ -1243,23 +1243,11 @@ mod tests {
         assert_eq!(r.setup(), Setup::CoopTaskrun);
         assert!(!r.taskrun_flag);
         let (rx, mut tx) = std::io::pipe().unwrap();
-        let mut b = AlignedBuf::new(4096, 4096);
-        let kind = OpKind::Read {
-            fd: rx.as_raw_fd(),
-            ptr: b.as_mut_ptr(),
-            len: 1,
-            offset: u64::MAX,
-            buf_index: None,
-        };
-        // SAFETY: b and the pipe outlive the completion (reaped below).
-        unsafe {
-            let e = r.sqe(1, &kind, None, None, false).unwrap();
-            r.push_entry(e);
-        }
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
         r.submit();
         tx.write_all(b"x").unwrap();
         assert!(notified(&r, 5000), "the completion was not announced");
-        assert_eq!(wait(&mut r, 1), vec![(1, 1)]);
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
     }
 
     /// A completion that waits as task work (a pipe read completed by a write) is reaped with
@@ -1275,22 +1263,10 @@ mod tests {
             );
         }
         let (rx, mut tx) = std::io::pipe().unwrap();
-        let mut b = AlignedBuf::new(4096, 4096);
-        let kind = OpKind::Read {
-            fd: rx.as_raw_fd(),
-            ptr: b.as_mut_ptr(),
-            len: 1,
-            offset: u64::MAX,
-            buf_index: None,
-        };
-        // SAFETY: b and the pipe outlive the completion (reaped below).
-        unsafe {
-            let e = r.sqe(1, &kind, None, None, false).unwrap();
-            r.push_entry(e);
-        }
+        let _bufs = queue_pipe_reads(&mut r, &rx, 1);
         r.submit();
         tx.write_all(b"x").unwrap();
-        assert_eq!(wait(&mut r, 1), vec![(1, 1)]);
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
         assert!(!notified(&r, 0), "eventfd left signalled");
     }
 
