@@ -26,7 +26,8 @@ export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   --quiet, -q       no progress, no summary (errors are still reported)
   --json            print the result as JSON on stdout (on failure too: { "error": ... })
   --help, -h        this text
-exit status: 0 copied, 1 failed, 2 usage error, 130 interrupted (SIGINT), 143 terminated (SIGTERM)`
+exit status: 0 copied, 1 failed, 2 usage error, 129 hung up (SIGHUP), 130 interrupted (SIGINT),
+  143 terminated (SIGTERM); an interrupted copy leaves DST untouched and no temp file`
 
 interface CpArgs {
   src: string
@@ -153,7 +154,10 @@ export function describeForCli(e: unknown): string {
       }
       // A missing directory: the message says which one and what to do.
       if (e.code === 'ENOENT' && /does not exist/.test(e.message)) return e.message
-      const t = tip[e.code]
+      // The temp file's directory is not writable, or DST is another user's in a sticky directory:
+      // copyFile's hint says so (cut before its API advice).
+      const temp = (e.code === 'EACCES' || e.code === 'EPERM') && /\.odirect-tmp-|^rename$|^link$/.test(`${e.syscall === 'open' ? (e.path ?? '') : (e.syscall ?? '')}`) && e.hint.includes('directory')
+      const t = temp ? e.hint.split(', or write it in place')[0] : tip[e.code]
       return `${where ? `${where}: ` : ''}${info.message} (${e.code})${t ? ` — ${t}` : ''}`
     }
     if (e.code === 'ERR_ODIRECT_SAME_FILE') return `${e.message.split(' — ')[0]}: nothing to copy`
@@ -180,7 +184,10 @@ export function errorJson(e: unknown, message: string): Record<string, unknown> 
   return out
 }
 
-/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 130 SIGINT, 143 SIGTERM). */
+/** The signals that interrupt a copy: the partial copy is removed, the exit status is 128 + the signal's number. */
+const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 129 SIGHUP, 130 SIGINT, 143 SIGTERM). */
 export async function cpCommand(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     console.log(CP_USAGE)
@@ -200,8 +207,9 @@ export async function cpCommand(args: string[]): Promise<number> {
     interrupted = sig
     ac.abort(new Error(`interrupted by ${sig}`))
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  // SIGHUP too: a closed terminal or a dropped ssh session would otherwise kill the process by
+  // default and strand the temp file (the size of SRC, reserved) next to DST.
+  for (const s of INTERRUPTS) process.once(s, onSignal)
   const progress = new Progress(!a.quiet && !a.json)
   const t0 = performance.now()
   let dst = a.dst
@@ -251,9 +259,9 @@ export async function cpCommand(args: string[]): Promise<number> {
     const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
     process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
     if (a.json) console.log(JSON.stringify({ error: { ...errorJson(e, why), ...(interrupted !== undefined ? { signal: interrupted } : {}) }, source: a.src, destination: dst }, null, 2))
-    return interrupted === 'SIGTERM' ? 143 : interrupted !== undefined ? 130 : 1
+    // 128 + the signal's number, as a shell reports a process the signal killed.
+    return interrupted !== undefined ? 128 + osConstants.signals[interrupted] : 1
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    for (const s of INTERRUPTS) process.off(s, onSignal)
   }
 }

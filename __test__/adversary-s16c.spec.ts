@@ -1,0 +1,165 @@
+// Adversary pass s16c: the CLI and the whole-file helpers under signals and odd trees
+// (earlier passes: aborts at every await point, pseudo-files, hostile numbers, same-file via hard
+// links and bind mounts, ENOSPC with and without the up-front reservation: attacked again here by
+// hand, no fault):
+// 1. `odirect cp` hung up (SIGHUP: the terminal closed, the ssh session dropped) mid-copy. Found:
+//    Node's default for SIGHUP killed it and left DST.odirect-tmp-PID-N (the size of SRC,
+//    reserved) next to DST; now it is an interrupt as SIGINT and SIGTERM are: the temp file
+//    removed, DST untouched, exit 129 (128 + SIGHUP), `signal` in --json (cli/cp.ts);
+// 2. copyFile / writeFile({ atomic }) as an unprivileged user where fs.copyFile succeeds in place:
+//    a destination the user may write in a directory it may not (the temp file cannot be made
+//    there), and a world-writable destination owned by another user in a sticky directory (the
+//    rename over it is refused). Found: the typed EACCES / EPERM said "check the file's mode and
+//    owner" (the file's are fine) or "a seccomp profile, a read-only or immutable file"; now the
+//    hint names the directory and the reason (src/fileops.ts tempError), and `odirect cp` prints it.
+// Every check waits on an event (a child's exit, an inotify event); nothing is timed.
+import { spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { watchUntil } from './helpers/events.ts'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CLI = path.join(here, '..', 'dist', 'cli.js')
+const INDEX = path.join(here, '..', 'dist', 'index.js')
+const scratch = scratchDirs('s16c')
+const MiB = 1024 * 1024
+
+const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0
+const NOBODY_REASON = IS_ROOT ? undefined : 'needs root to run a child as uid 65534 and to own files as another user'
+
+// ---------------------------------------------------------------------------------------
+// 1. odirect cp hung up
+
+test('odirect cp hung up (SIGHUP) mid-copy: exit 129, temp file removed, DST untouched, signal in --json', async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'big.sparse')
+  fs.closeSync(fs.openSync(src, 'w'))
+  fs.truncateSync(src, 1024 * MiB)
+  const dst = path.join(dir, 'dst.bin')
+  fs.writeFileSync(dst, 'old contents')
+  // --sparse=never: the zeros are written, so the copy takes long enough to interrupt.
+  const child = spawn(process.execPath, [CLI, 'cp', '--json', '--sparse=never', '--chunk-size', '64k', src, dst], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])))
+  const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+  // Hang up once it has written into its temp file.
+  await watchUntil(dir, () => temps().some((n) => fs.statSync(path.join(dir, n)).size > 0))
+  child.kill('SIGHUP')
+  const [status, signal] = await exited
+  if (status === 0) {
+    // The copy won the race (a very fast disk): nothing to interrupt; the result must still be whole.
+    t.is(fs.statSync(dst).size, 1024 * MiB)
+    return
+  }
+  t.is(signal, null, `killed by ${signal}: the default action of ${signal} ran, no cleanup`)
+  t.is(status, 129, stderr)
+  t.regex(stderr, /interrupted by SIGHUP \(partial copy removed\)/)
+  t.deepEqual(temps(), [])
+  t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
+  const j = JSON.parse(stdout) as { error: { signal?: string } }
+  t.is(j.error.signal, 'SIGHUP')
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. Replacing a file where only an in-place write is allowed
+
+interface Outcome {
+  ok?: true
+  code?: string
+  syscall?: string
+  path?: string
+  hint?: string
+  message?: string
+}
+
+/** Runs copyFile, writeFile({ atomic }) and writeFile onto `dst` as uid 65534; each one's outcome. */
+function asNobody(src: string, dst: string): Record<string, Outcome> {
+  const script = `
+    const od = require(${JSON.stringify(INDEX)})
+    const [src, dst] = process.argv.slice(1)
+    const forms = {
+      copyFile: () => od.copyFile(src, dst),
+      'writeFile atomic': () => od.writeFile(dst, 'atomic', { atomic: true }),
+    }
+    ;(async () => {
+      const out = {}
+      for (const [k, f] of Object.entries(forms)) {
+        try { await f(); out[k] = { ok: true } } catch (e) { out[k] = { code: e.code, syscall: e.syscall, path: e.path, hint: e.hint, message: e.message } }
+      }
+      console.log('RESULT ' + JSON.stringify(out))
+    })()`
+  const r = spawnSync(process.execPath, ['-e', script, src, dst], { encoding: 'utf8', uid: 65534, gid: 65534 })
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '))
+  if (line === undefined) throw new Error(`no RESULT (status ${r.status}):\n${r.stdout}\n${r.stderr}`)
+  return JSON.parse(line.slice(7)) as Record<string, Outcome>
+}
+
+/** A scratch directory uid 65534 can reach, with a source it can read. */
+function nobodyTree(): { dir: string; src: string } {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o755)
+  const src = path.join(dir, 'src.bin')
+  fs.writeFileSync(src, randomBytes(100_000))
+  fs.chmodSync(src, 0o644)
+  return { dir, src }
+}
+
+testIf(NOBODY_REASON, 'copyFile / writeFile atomic onto a writable file in a directory the user may not write: EACCES whose hint names the directory', (t) => {
+  const { dir, src } = nobodyTree()
+  const sub = path.join(dir, 'ro')
+  fs.mkdirSync(sub, { mode: 0o755 })
+  const dst = path.join(sub, 'dst')
+  fs.writeFileSync(dst, 'old')
+  fs.chownSync(dst, 65534, 65534)
+  const r = asNobody(src, dst)
+  for (const form of ['copyFile', 'writeFile atomic']) {
+    const o = r[form]
+    t.is(o.code, 'EACCES', `${form}: ${JSON.stringify(o)}`)
+    t.is(o.syscall, 'open', form)
+    t.regex(o.path ?? '', /\.odirect-tmp-/, form)
+    // The hint says why: the temp file is made in the directory, which is not writable.
+    t.true(o.hint?.includes(`create files in ${sub}`), `${form}: ${o.hint}`)
+    t.true(o.message?.includes(o.hint ?? '-'), `${form}: the message carries the hint: ${o.message}`)
+  }
+  t.is(fs.readFileSync(dst, 'utf8'), 'old')
+  t.deepEqual(fs.readdirSync(sub), ['dst'])
+  // odirect cp says the same.
+  const c = spawnSync(process.execPath, [CLI, 'cp', src, dst], { encoding: 'utf8', uid: 65534, gid: 65534 })
+  t.is(c.status, 1, c.stderr)
+  t.true(c.stderr.includes(`create files in ${sub}`), c.stderr)
+  t.deepEqual(fs.readdirSync(sub), ['dst'])
+})
+
+testIf(NOBODY_REASON, "copyFile / writeFile atomic onto another user's world-writable file in a sticky directory: EPERM whose hint says sticky", (t) => {
+  const { dir, src } = nobodyTree()
+  const sub = path.join(dir, 'sticky')
+  fs.mkdirSync(sub)
+  fs.chmodSync(sub, 0o1777)
+  const dst = path.join(sub, 'dst')
+  fs.writeFileSync(dst, 'old')
+  fs.chmodSync(dst, 0o666)
+  const r = asNobody(src, dst)
+  for (const form of ['copyFile', 'writeFile atomic']) {
+    const o = r[form]
+    t.is(o.code, 'EPERM', `${form}: ${JSON.stringify(o)}`)
+    t.is(o.syscall, 'rename', form)
+    t.true(o.hint?.includes('sticky'), `${form}: ${o.hint}`)
+    t.true(o.message?.includes(o.hint ?? '-'), `${form}: the message carries the hint: ${o.message}`)
+  }
+  t.is(fs.readFileSync(dst, 'utf8'), 'old')
+  t.deepEqual(fs.readdirSync(sub), ['dst'])
+  const c = spawnSync(process.execPath, [CLI, 'cp', src, dst], { encoding: 'utf8', uid: 65534, gid: 65534 })
+  t.is(c.status, 1, c.stderr)
+  t.regex(c.stderr, /sticky/)
+  t.deepEqual(fs.readdirSync(sub), ['dst'])
+})
