@@ -12,6 +12,10 @@
 //    rename over it is refused). Found: the typed EACCES / EPERM said "check the file's mode and
 //    owner" (the file's are fine) or "a seccomp profile, a read-only or immutable file"; now the
 //    hint names the directory and the reason (src/fileops.ts tempError), and `odirect cp` prints it.
+// 3. `odirect cp` with names whose bytes are not UTF-8 (Latin-1 trees). Found: Node decodes argv
+//    with U+FFFD for each invalid byte, so `odirect cp good $'c\xfe'` made a file of another name
+//    (63 ef bf bd) and exited 0, and a SRC $'a\xff' would copy a file named 'a\u{FFFD}'; now
+//    refused (exit 1, ERR_INVALID_ARG_VALUE), the raw bytes read from /proc/self/cmdline (cli/cp.ts).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -162,4 +166,37 @@ testIf(NOBODY_REASON, "copyFile / writeFile atomic onto another user's world-wri
   t.is(c.status, 1, c.stderr)
   t.regex(c.stderr, /sticky/)
   t.deepEqual(fs.readdirSync(sub), ['dst'])
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. Names that are not UTF-8
+
+// Node decodes argv as UTF-8, each invalid byte becoming U+FFFD: `odirect cp good $'c\xfe'` would
+// create 'c\u{FFFD}' (bytes 63 ef bf bd), another name than asked, and say "copied"; a SRC
+// $'a\xff' would copy a file that is really named 'a\u{FFFD}'. odirect takes UTF-8 paths (the API
+// refuses a Buffer path that is not UTF-8): the CLI now says so, exit 1, nothing made or read.
+test('odirect cp with a SRC or DST that is not UTF-8 (argv bytes): refused, exit 1, no other file copied or made', (t) => {
+  const dir = scratch()
+  fs.writeFileSync(path.join(dir, 'good'), 'good')
+  // A file whose name is the U+FFFD spelling of the one asked for: never the one copied.
+  fs.writeFileSync(path.join(dir, 'a\u{FFFD}'), 'the wrong file')
+  const before = fs.readdirSync(dir).sort()
+  // sh gives the child the raw bytes (Node's spawn would encode its strings as UTF-8).
+  const run = (args: string): ReturnType<typeof spawnSync> =>
+    spawnSync('sh', ['-c', `exec "$0" "$1" cp ${args}`, process.execPath, CLI], { cwd: dir, encoding: 'utf8' })
+  for (const [what, args] of [['DST', `good "$(printf 'c\\376')"`], ['SRC', `"$(printf 'a\\377')" copy`], ['SRC into a directory', `"$(printf 'a\\377')" .`]] as const) {
+    const r = run(args)
+    t.is(r.status, 1, `${what}: ${String(r.stderr)}`)
+    t.regex(String(r.stderr), /not valid UTF-8/, what)
+    t.deepEqual(fs.readdirSync(dir).sort(), before, what)
+  }
+  // --json: the error is JSON, with a code.
+  const j = run(`--json good "$(printf 'c\\376')"`)
+  t.is(j.status, 1)
+  t.is((JSON.parse(String(j.stdout)) as { error: { code: string } }).error.code, 'ERR_INVALID_ARG_VALUE')
+  t.deepEqual(fs.readdirSync(dir).sort(), before)
+  // A name with U+FFFD itself (valid UTF-8) is copied as any other.
+  const ok = run(`"a\u{FFFD}" copy`)
+  t.is(ok.status, 0, String(ok.stderr))
+  t.is(fs.readFileSync(path.join(dir, 'copy'), 'utf8'), 'the wrong file')
 })

@@ -5,6 +5,7 @@
 // written to DST.odirect-tmp-<pid>-<n>, datasynced, then renamed into place: DST is either the
 // complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
 // --verify re-reads the copy (before the rename) and compares sha256.
+import { readFileSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
@@ -184,6 +185,38 @@ export function errorJson(e: unknown, message: string): Record<string, unknown> 
   return out
 }
 
+/**
+ * The bytes given for `arg` on the command line when they were not UTF-8 (Node decodes argv as
+ * UTF-8, each invalid byte as U+FFFD: the path would name another file than the one asked for);
+ * undefined when `arg` is what was given, or /proc/self/cmdline cannot tell.
+ */
+export function notUtf8(arg: string): Buffer | undefined {
+  if (!arg.includes('\uFFFD')) return undefined
+  let raw: Buffer
+  try {
+    raw = readFileSync('/proc/self/cmdline')
+  } catch {
+    return undefined
+  }
+  const want = Buffer.from(arg)
+  const entries: Buffer[] = []
+  for (let i = 0; i < raw.length; ) {
+    const end = raw.indexOf(0, i)
+    entries.push(raw.subarray(i, end < 0 ? raw.length : end))
+    i = end < 0 ? raw.length : end + 1
+  }
+  return entries.find((e) => !e.equals(want) && e.toString('utf8') === arg)
+}
+
+/** Refuses a path argument whose bytes are not UTF-8 (see notUtf8): odirect takes UTF-8 paths. */
+function checkUtf8(what: string, arg: string): void {
+  const raw = notUtf8(arg)
+  if (raw === undefined) return
+  const shown = [...raw].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('')
+  const hint = 'odirect takes UTF-8 paths; rename it (convmv), or copy it with cp'
+  throw new DirectIoError(`${what} '${shown}' is not valid UTF-8 — ${hint}`, { code: 'ERR_INVALID_ARG_VALUE', path: arg, hint })
+}
+
 /** The signals that interrupt a copy: the partial copy is removed, the exit status is 128 + the signal's number. */
 const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
@@ -214,6 +247,8 @@ export async function cpCommand(args: string[]): Promise<number> {
   const t0 = performance.now()
   let dst = a.dst
   try {
+    checkUtf8('SRC', a.src)
+    checkUtf8('DST', a.dst)
     const d = await fsp.stat(dst).catch(() => undefined)
     if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
     const parent = path.dirname(dst)
