@@ -16,6 +16,9 @@
 //    with U+FFFD for each invalid byte, so `odirect cp good $'c\xfe'` made a file of another name
 //    (63 ef bf bd) and exited 0, and a SRC $'a\xff' would copy a file named 'a\u{FFFD}'; now
 //    refused (exit 1, ERR_INVALID_ARG_VALUE), the raw bytes read from /proc/self/cmdline (cli/cp.ts).
+// 4. destination names near NAME_MAX. Found: copyFile, writeFile({ atomic }) and odirect cp onto a
+//    valid name of 231-255 bytes failed ENAMETOOLONG (the temp name NAME.odirect-tmp-PID-N passed
+//    255 bytes) where fs.copyFile writes it; now NAME is cut to fit (src/fileops.ts tmpName).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -199,4 +202,34 @@ test('odirect cp with a SRC or DST that is not UTF-8 (argv bytes): refused, exit
   const ok = run(`"a\u{FFFD}" copy`)
   t.is(ok.status, 0, String(ok.stderr))
   t.is(fs.readFileSync(path.join(dir, 'copy'), 'utf8'), 'the wrong file')
+})
+
+// ---------------------------------------------------------------------------------------
+// 4. Names near NAME_MAX
+
+// A destination name of 231 to 255 bytes is valid, and fs.copyFile / fs.writeFile write it; the
+// temp name `NAME.odirect-tmp-PID-N` was then longer than NAME_MAX (255): ENAMETOOLONG before a
+// byte was copied. Now the temp name keeps as much of NAME as fits (cut on a character).
+test('copyFile, writeFile atomic and odirect cp onto a name of 250 to 255 bytes (ASCII and multibyte): written, no temp file left', async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 's')
+  const data = randomBytes(70_000)
+  fs.writeFileSync(src, data)
+  // 255 bytes: 'é' is 2 bytes, so the cut must fall between characters.
+  const names = ['a'.repeat(250), 'b'.repeat(255), `${'é'.repeat(127)}x`, `${'€'.repeat(84)}yyy`]
+  for (const n of names) t.is(Buffer.byteLength(n), n.startsWith('a') ? 250 : 255)
+  const od = (await import(INDEX)) as typeof import('../dist/index.js')
+  for (const n of names) {
+    const dst = path.join(dir, n)
+    fs.writeFileSync(dst, 'old')
+    await od.copyFile(src, dst)
+    t.deepEqual(fs.readFileSync(dst), data, `copyFile ${n.length}`)
+    await od.writeFile(dst, 'atomic', { atomic: true })
+    t.is(fs.readFileSync(dst, 'utf8'), 'atomic', `writeFile atomic ${n.length}`)
+    fs.rmSync(dst)
+    const r = spawnSync(process.execPath, [CLI, 'cp', '--quiet', src, dst], { encoding: 'utf8' })
+    t.is(r.status, 0, r.stderr)
+    t.deepEqual(fs.readFileSync(dst), data, `odirect cp ${n.length}`)
+  }
+  t.deepEqual(fs.readdirSync(dir).sort(), [...names, 's'].sort())
 })

@@ -140,8 +140,23 @@ export function kindName(st: KindOf): string {
 }
 
 let tmpCounter = 0
-/** A temp name next to `dst` (same directory, so the rename is atomic). */
-export const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+/** The longest name of a directory entry (NAME_MAX on Linux's filesystems), in bytes. */
+const NAME_MAX = 255
+const utf8 = new TextEncoder()
+/**
+ * A temp name next to `dst` (same directory, so the rename is atomic): `NAME.odirect-tmp-PID-N`,
+ * NAME cut (on a character) where the whole would pass NAME_MAX: a destination name of 231 to 255
+ * bytes is valid, and its temp file's name must be too.
+ */
+export const tmpName = (dst: string): string => {
+  const suffix = `.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+  const slash = dst.lastIndexOf('/')
+  const chars = [...dst.slice(slash + 1)]
+  let bytes = utf8.encode(chars.join('')).length
+  if (bytes + suffix.length <= NAME_MAX) return `${dst}${suffix}`
+  while (chars.length > 0 && bytes + suffix.length > NAME_MAX) bytes -= utf8.encode(chars.pop()).length
+  return `${dst.slice(0, slash + 1)}${chars.join('')}${suffix}`
+}
 
 /**
  * A permission error of the temp-file path (the temp file's create, the rename or link over `dst`)
@@ -155,7 +170,7 @@ export function tempError(e: unknown, dst: string): unknown {
   const dir = dirname(dst)
   const inPlace = 'or write it in place: writeFile without { atomic }, or fs.copyFile (not atomic: a crash can leave it half written)'
   let hint: string
-  if (e.syscall === 'open' && e.path.startsWith(`${dst}.odirect-tmp-`)) {
+  if (e.syscall === 'open' && e.path.includes('.odirect-tmp-') && dirname(e.path) === dir) {
     hint = `${dst} is replaced through a temp file made next to it and renamed over it, and this process may not create files in ${dir} (the directory's write permission: ${dst} being writable is not enough); make ${dir} writable for this user, ${inPlace}`
   } else if ((e.syscall === 'rename' || e.syscall === 'link') && e.path === dst) {
     let sticky = false
