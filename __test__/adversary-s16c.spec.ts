@@ -19,16 +19,22 @@
 // 4. destination names near NAME_MAX. Found: copyFile, writeFile({ atomic }) and odirect cp onto a
 //    valid name of 231-255 bytes failed ENAMETOOLONG (the temp name NAME.odirect-tmp-PID-N passed
 //    255 bytes) where fs.copyFile writes it; now NAME is cut to fit (src/fileops.ts tmpName).
+// 5. `odirect cp` interrupted while a FIFO read waits for data (or a FIFO open for a reader). Found:
+//    "interrupted by SIGINT (partial copy removed)" was printed and the process kept running until
+//    the FIFO's writer wrote or closed (the blocked thread-pool read held the loop; process.exit()
+//    would hang too: libuv joins its pool at exit); now the signal's default action ends it once the
+//    temp file is gone (cli/cp.ts).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { watchUntil } from './helpers/events.ts'
+import { until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
 
@@ -232,4 +238,88 @@ test('copyFile, writeFile atomic and odirect cp onto a name of 250 to 255 bytes 
     t.deepEqual(fs.readFileSync(dst), data, `odirect cp ${n.length}`)
   }
   t.deepEqual(fs.readdirSync(dir).sort(), [...names, 's'].sort())
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. Interrupted while a FIFO holds a read or an open
+
+/** The child's exit status, or an error naming `what` if it is still running after `ms` (a hang: a liveness bound, never reached by a passing run). */
+function exitOf(child: ReturnType<typeof spawn>, what: string, ms = 30_000): Promise<number | NodeJS.Signals | null> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: still running ${ms} ms after the signal`)), ms)
+    child.on('close', (c, sig) => {
+      clearTimeout(timer)
+      resolve(c ?? sig)
+    })
+  })
+}
+
+/** Exit 128 + n, or killed by the signal itself (the shell's $? is 128 + n either way). */
+const interruptedBy = (sig: NodeJS.Signals): Array<number | NodeJS.Signals> => [128 + (os.constants.signals[sig] as number), sig]
+
+/** Whether a thread of `pid` waits in the kernel at `wchan`: the other end of a FIFO (wait_for_partner), a FIFO's data (anon_pipe_read). */
+function waitsIn(pid: number, wchan: string): boolean {
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8') === wchan) return true
+    } catch {
+      // The thread ended.
+    }
+  }
+  return false
+}
+
+// The abort ends the copy at once, but the FIFO's read (or open) stays blocked in a thread-pool
+// thread, and it kept Node's loop alive: the message "interrupted by SIGINT (partial copy
+// removed)" was printed and the process went on running until the FIFO's writer wrote or closed
+// (or a reader came): `timeout 10 odirect cp`, a script's `kill`, a second Ctrl-C were needed.
+test('odirect cp from a FIFO whose writer stays silent, interrupted: ends (130, or by SIGINT) without waiting for the writer, no temp file', async (t) => {
+  const dir = scratch()
+  const fifo = path.join(dir, 'fifo')
+  t.is(spawnSync('mkfifo', [fifo]).status, 0)
+  // O_RDWR: Linux opens a FIFO so without waiting for a reader; the writer stays open and silent.
+  const w = fs.openSync(fifo, fs.constants.O_RDWR)
+  try {
+    fs.writeSync(w, 'some data, then nothing')
+    const dst = path.join(dir, 'dst')
+    const child = spawn(process.execPath, [CLI, 'cp', fifo, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const exited = exitOf(child, 'odirect cp interrupted during a FIFO read')
+    const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+    await watchUntil(dir, () => temps().length > 0)
+    // Its data read, the next read waits for more.
+    await until(() => waitsIn(child.pid as number, 'anon_pipe_read'), 'a read of the FIFO to wait for data')
+    child.kill('SIGINT')
+    const st = await exited
+    t.true(interruptedBy('SIGINT').includes(st as number), `${st}: ${stderr}`)
+    t.regex(stderr, /interrupted by SIGINT/)
+    t.deepEqual(fs.readdirSync(dir), ['fifo'])
+  } finally {
+    // A hung child: the writer's close lets its read end, so that it ends.
+    fs.closeSync(w)
+  }
+})
+
+test('odirect cp onto a FIFO without a reader, interrupted while its open waits: ends (143, or by SIGTERM)', async (t) => {
+  const dir = scratch()
+  const fifo = path.join(dir, 'fifo')
+  t.is(spawnSync('mkfifo', [fifo]).status, 0)
+  fs.writeFileSync(path.join(dir, 's'), 'data')
+  const child = spawn(process.execPath, [CLI, 'cp', path.join(dir, 's'), fifo], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = exitOf(child, 'odirect cp interrupted during a FIFO open')
+  try {
+    await until(() => waitsIn(child.pid as number, 'wait_for_partner'), 'the open of the FIFO to wait for a reader')
+    child.kill('SIGTERM')
+    const st = await exited
+    t.true(interruptedBy('SIGTERM').includes(st as number), `${st}: ${stderr}`)
+    t.regex(stderr, /interrupted by SIGTERM/)
+    t.deepEqual(fs.readdirSync(dir).sort(), ['fifo', 's'])
+  } finally {
+    // A hung child: a reader lets its open go, so that it ends.
+    if (child.exitCode === null) fs.closeSync(fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK))
+    await exited.catch(() => {})
+  }
 })

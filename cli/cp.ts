@@ -294,8 +294,23 @@ export async function cpCommand(args: string[]): Promise<number> {
     const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
     process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
     if (a.json) console.log(JSON.stringify({ error: { ...errorJson(e, why), ...(interrupted !== undefined ? { signal: interrupted } : {}) }, source: a.src, destination: dst }, null, 2))
+    if (interrupted === undefined) return 1
     // 128 + the signal's number, as a shell reports a process the signal killed.
-    return interrupted !== undefined ? 128 + osConstants.signals[interrupted] : 1
+    const code = 128 + osConstants.signals[interrupted]
+    // A read of a FIFO or character device, or the open of a FIFO waiting for its other end, stays
+    // blocked in a thread-pool thread after the abort: it would keep the process alive until data
+    // or a peer came, and process.exit() would wait for that thread too (libuv joins its pool).
+    // The loop still alive on its next turn for a pending fs request is that case: the partial
+    // copy is removed, so the signal's own default action ends the process (the shell's $? is
+    // 128 + the signal's number all the same). Unref'd: in every other case the process exits
+    // with `code` before this runs.
+    const sig = interrupted
+    setImmediate(() => {
+      if (!process.getActiveResourcesInfo().some((r) => r.startsWith('FSReq'))) return
+      process.removeAllListeners(sig)
+      process.kill(process.pid, sig)
+    }).unref()
+    return code
   } finally {
     for (const s of INTERRUPTS) process.off(s, onSignal)
   }
