@@ -24,6 +24,10 @@
 //    the FIFO's writer wrote or closed (the blocked thread-pool read held the loop; process.exit()
 //    would hang too: libuv joins its pool at exit); now the signal's default action ends it once the
 //    temp file is gone (cli/cp.ts).
+// 6. a second Ctrl-C while the first one's cleanup waits for a read in flight (a slow source: a
+//    FUSE file whose reads are held). Found: copyFile closed both files (each close waiting for
+//    its I/O) before it removed the temp file, and the second signal's default action left
+//    DST.odirect-tmp-*; now the temp file is removed first (src/files.ts copyBlocks).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -36,7 +40,8 @@ import test from 'ava'
 
 import { until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { testIf } from './helpers/skips.ts'
+import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+import { faultFs, isSkip } from './helpers/fixtures.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(here, '..', 'dist', 'cli.js')
@@ -322,4 +327,59 @@ test('odirect cp onto a FIFO without a reader, interrupted while its open waits:
     if (child.exitCode === null) fs.closeSync(fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK))
     await exited.catch(() => {})
   }
+})
+
+// ---------------------------------------------------------------------------------------
+// 6. A second Ctrl-C while the first one's cleanup waits
+
+/** Whether `pid` has `file` open (/proc/PID/fd). */
+function hasOpen(pid: number, file: string): boolean {
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === file) return true
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return false
+}
+
+// The first SIGINT aborts the copy; the cleanup closed both files, each close waiting for its
+// reads or writes in flight, and only then removed the temp file. With the source on a slow
+// device (NFS, a USB stick: here a FUSE file whose reads are held) a second Ctrl-C meanwhile took
+// Node's default action and left DST.odirect-tmp-* behind, the size of SRC reserved. Now the temp
+// file is removed first (src/files.ts copyBlocks), then the files are closed.
+testIf(FAULTFS_REASON, 'odirect cp: a second SIGINT while the first one waits for a held source read: no temp file left', async (t) => {
+  const fx = faultFs({ size: 8 * MiB, hold: true })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  t.teardown(() => fx.cleanup())
+  const dir = scratch()
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'old contents')
+  fx.hold()
+  const child = spawn(process.execPath, [CLI, 'cp', '--sparse=never', fx.file, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = exitOf(child, 'odirect cp with a held read, interrupted twice')
+  try {
+    const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+    await fx.waitForHeld(1)
+    await watchUntil(dir, () => temps().length > 0)
+    const tmp = path.join(dir, temps()[0])
+    await until(() => hasOpen(child.pid as number, tmp), 'the temp file open in the child')
+    child.kill('SIGINT')
+    // The first signal is being handled: the copy is aborted and its cleanup has begun (the temp
+    // file closed, or already removed), while the source's read is still held.
+    await until(() => !hasOpen(child.pid as number, tmp) || temps().length === 0, 'the cleanup to begin')
+    t.true(fx.stats().held > 0, 'the read is still held')
+    child.kill('SIGINT')
+    // Let the child's second signal land before the read goes (its handler or its default action).
+    await until(() => temps().length === 0 || child.exitCode !== null || child.signalCode !== null, 'the temp file removed, or the child gone')
+  } finally {
+    fx.release()
+  }
+  const st = await exited
+  t.true(interruptedBy('SIGINT').includes(st as number), `${st}: ${stderr}`)
+  t.deepEqual(fs.readdirSync(dir), ['dst'])
+  t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
 })

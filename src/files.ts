@@ -763,13 +763,15 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   } catch (e) {
     throw tempError(abort.settle(e), d)
   } finally {
-    await out?.close().catch(() => {})
-    await input.close().catch(() => {})
     if (tmp !== undefined) {
-      // Removed once an open the abort left in flight is done (it would create the file after).
+      // Removed once an open the abort left in flight is done (it would create the file after),
+      // and before the closes, which wait for the reads and writes in flight: on a slow device
+      // that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it.
       await tmpOpen.open
       await removeTemp(tmp)
     }
+    await out?.close().catch(() => {})
+    await input.close().catch(() => {})
   }
 }
 
