@@ -28,6 +28,9 @@
 //    FUSE file whose reads are held). Found: copyFile closed both files (each close waiting for
 //    its I/O) before it removed the temp file, and the second signal's default action left
 //    DST.odirect-tmp-*; now the temp file is removed first (src/files.ts copyBlocks).
+// 7. what a replaced file keeps: owner and group (root) and the source's mode, as fs.copyFile;
+//    not its extended attributes or ACLs (fs.copyFile writes in place and keeps them): documented
+//    in README, a test.failing for the native fix (crates/napi is another helper's this session).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -41,7 +44,7 @@ import test from 'ava'
 import { until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
-import { faultFs, isSkip } from './helpers/fixtures.js'
+import { faultFs, isSkip, skipReason } from './helpers/fixtures.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(here, '..', 'dist', 'cli.js')
@@ -383,3 +386,47 @@ testIf(FAULTFS_REASON, 'odirect cp: a second SIGINT while the first one waits fo
   t.deepEqual(fs.readdirSync(dir), ['dst'])
   t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
 })
+
+// ---------------------------------------------------------------------------------------
+// 7. What a replaced file keeps
+
+/** The user.* extended attributes of `file` (python3's os.listxattr: Node has no xattr API). */
+function xattrs(file: string, set?: string): string[] {
+  const py = set === undefined ? 'import os,sys; print(",".join(sorted(os.listxattr(sys.argv[1]))))' : 'import os,sys; os.setxattr(sys.argv[1], sys.argv[2], b"kept")'
+  const r = spawnSync('python3', ['-c', py, file, ...(set === undefined ? [] : [set])], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`python3 xattr: ${r.stderr}`)
+  return r.stdout.trim() === '' ? [] : r.stdout.trim().split(',')
+}
+
+// copyFile and writeFile({ atomic }) replace the file through a temp file and a rename: the old
+// file's extended attributes (user.*, and with them POSIX ACLs, system.posix_acl_access) are not
+// carried over, where fs.copyFile, writing in place, keeps them (README: "Coming from
+// fs/promises"). Carrying them needs listxattr/getxattr/fsetxattr on the temp file before the
+// rename: native code (crates/napi), not this pass's to change. test.failing: it passes while the
+// attributes are lost, and fails (remove .failing) once they are kept.
+const XATTR_REASON = skipReason(['cmd:python3'])
+if (XATTR_REASON === undefined) {
+  test.failing("copyFile and writeFile atomic keep the replaced file's extended attributes, as fs.copyFile does (known gap: dropped)", async (t) => {
+    const dir = scratch()
+    const src = path.join(dir, 's')
+    fs.writeFileSync(src, 'new')
+    const a = path.join(dir, 'a')
+    const b = path.join(dir, 'b')
+    const c = path.join(dir, 'c')
+    for (const f of [a, b, c]) {
+      fs.writeFileSync(f, 'old')
+      xattrs(f, 'user.tag')
+    }
+    fs.copyFileSync(src, a)
+    t.deepEqual(xattrs(a), ['user.tag'], 'fs.copyFile keeps them (the reference)')
+    const od = (await import(INDEX)) as typeof import('../dist/index.js')
+    await od.copyFile(src, b)
+    await od.writeFile(c, 'new', { atomic: true })
+    t.is(fs.readFileSync(b, 'utf8'), 'new')
+    t.deepEqual(xattrs(b), ['user.tag'], 'copyFile')
+    t.deepEqual(xattrs(c), ['user.tag'], 'writeFile atomic')
+  })
+} else {
+  console.log(`skipped 'extended attributes of a replaced file': ${XATTR_REASON}`)
+  test.skip(`extended attributes of a replaced file (skipped: ${XATTR_REASON})`, (t) => t.pass())
+}
