@@ -31,6 +31,9 @@
 // 7. what a replaced file keeps: owner and group (root) and the source's mode, as fs.copyFile;
 //    not its extended attributes or ACLs (fs.copyFile writes in place and keeps them): documented
 //    in README, a test.failing for the native fix (crates/napi is another helper's this session).
+// 8. ENOSPC of the temp file without the up-front reservation. Found: the hint said "data written
+//    before this error is intact (N bytes ...)" of a temp file already removed; now it says the
+//    temp file is gone and DST untouched (src/fileops.ts tempError).
 // Every check waits on an event (a child's exit, an inotify event); nothing is timed.
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -43,8 +46,8 @@ import test from 'ava'
 
 import { until, watchUntil } from './helpers/events.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
-import { faultFs, isSkip, skipReason } from './helpers/fixtures.js'
+import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
+import { faultFs, fullFs, isSkip, skipReason } from './helpers/fixtures.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(here, '..', 'dist', 'cli.js')
@@ -73,8 +76,10 @@ test('odirect cp hung up (SIGHUP) mid-copy: exit 129, temp file removed, DST unt
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])))
   const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-  // Hang up once it has written into its temp file.
-  await watchUntil(dir, () => temps().some((n) => fs.statSync(path.join(dir, n)).size > 0))
+  // Hang up once it has written into its temp file (or, if this test's loop was held up meanwhile
+  // by another test's spawnSync, once the copy is in place: the rename is the last event).
+  const whole = (): boolean => fs.statSync(dst).size === 1024 * MiB
+  await watchUntil(dir, () => whole() || temps().some((n) => (fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.size ?? 0) > 0))
   child.kill('SIGHUP')
   const [status, signal] = await exited
   if (status === 0) {
@@ -430,3 +435,49 @@ if (XATTR_REASON === undefined) {
   console.log(`skipped 'extended attributes of a replaced file': ${XATTR_REASON}`)
   test.skip(`extended attributes of a replaced file (skipped: ${XATTR_REASON})`, (t) => t.pass())
 }
+
+// ---------------------------------------------------------------------------------------
+// 8. What an ENOSPC of the temp file says
+
+// Without the up-front reservation (ODIRECT_PREALLOCATE=0, or data of unknown length) a full
+// filesystem fails a write of the temp file. The error said "data written before this error is
+// intact (N bytes of the data were written before the error)": of a temp file that was removed,
+// while the destination is untouched. Now the hint says that.
+testIf(FULLFS_REASON, 'copyFile and writeFile atomic out of space in the temp file: the hint says the temp file was removed and DST is untouched', async (t) => {
+  const fx = fullFs(8, { kind: 'tmpfs' })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  t.teardown(() => fx.cleanup())
+  const dst = path.join(fx.dir, 'dst')
+  fs.writeFileSync(dst, 'old')
+  const src = path.join(scratch(), 'src')
+  fs.writeFileSync(src, randomBytes(fx.freeBytes + 4 * MiB))
+  const script = `
+    const od = require(${JSON.stringify(INDEX)})
+    const [src, dst] = process.argv.slice(1)
+    async function* chunks() { for (let i = 0; i < ${Math.ceil((fx.freeBytes + 4 * MiB) / MiB)}; i++) yield Buffer.alloc(${MiB}, i) }
+    const forms = {
+      copyFile: () => od.copyFile(src, dst),
+      'writeFile atomic': () => od.writeFile(dst, chunks(), { atomic: true }),
+    }
+    ;(async () => {
+      const out = {}
+      for (const [k, f] of Object.entries(forms)) {
+        try { await f(); out[k] = { ok: true } } catch (e) { out[k] = { code: e.code, path: e.path, hint: e.hint, message: e.message } }
+      }
+      console.log('RESULT ' + JSON.stringify(out))
+    })()`
+  const r = spawnSync(process.execPath, ['-e', script, src, dst], { encoding: 'utf8', env: { ...process.env, ODIRECT_PREALLOCATE: '0' } })
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '))
+  if (line === undefined) return t.fail(`no RESULT: ${r.stdout}\n${r.stderr}`)
+  const out = JSON.parse(line.slice(7)) as Record<string, Outcome>
+  for (const form of ['copyFile', 'writeFile atomic']) {
+    const o = out[form]
+    t.is(o.code, 'ENOSPC', `${form}: ${JSON.stringify(o)}`)
+    t.regex(o.path ?? '', /\.odirect-tmp-/, form)
+    t.false(/data written before this error is intact/.test(o.message ?? ''), `${form}: ${o.message}`)
+    t.true(o.hint?.includes(`${dst} is untouched`), `${form}: ${o.hint}`)
+    t.true(o.message?.includes(o.hint ?? '-'), `${form}: ${o.message}`)
+  }
+  t.is(fs.readFileSync(dst, 'utf8'), 'old')
+  t.deepEqual(fs.readdirSync(fx.dir), ['dst'])
+})

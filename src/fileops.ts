@@ -163,14 +163,22 @@ export const tmpName = (dst: string): string => {
  * with a hint that says why, where fs.copyFile and an in-place writeFile would succeed: the temp
  * file is made in `dst`'s directory, which must be writable (`dst` being writable is not enough),
  * and in a sticky directory (/tmp) only the owner of `dst` or of the directory may replace it.
- * Any other error is returned as it is.
+ * Another kernel error of the temp file (ENOSPC...) says that the temp file is gone and `dst`
+ * untouched. Any other error is returned as it is.
  */
 export function tempError(e: unknown, dst: string): unknown {
-  if (!(e instanceof DirectIoError) || (e.code !== 'EACCES' && e.code !== 'EPERM') || e.path === undefined) return e
+  if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
   const dir = dirname(dst)
+  const ofTemp = e.path.includes('.odirect-tmp-') && dirname(e.path) === dir
+  if (e.code !== 'EACCES' && e.code !== 'EPERM') {
+    // Any other kernel error of the temp file (ENOSPC, EDQUOT, EIO...): what the kernel's hint
+    // says of the data written before it is of a file that is gone; the destination is untouched.
+    if (!ofTemp) return e
+    return withHint(e, `${e.hint.replace(/;? ?data written before this error is intact/, '')}${e.hint ? '; ' : ''}that was the temp file, now removed: ${dst} is untouched`)
+  }
   const inPlace = 'or write it in place: writeFile without { atomic }, or fs.copyFile (not atomic: a crash can leave it half written)'
   let hint: string
-  if (e.syscall === 'open' && e.path.includes('.odirect-tmp-') && dirname(e.path) === dir) {
+  if (e.syscall === 'open' && ofTemp) {
     hint = `${dst} is replaced through a temp file made next to it and renamed over it, and this process may not create files in ${dir} (the directory's write permission: ${dst} being writable is not enough); make ${dir} writable for this user, ${inPlace}`
   } else if ((e.syscall === 'rename' || e.syscall === 'link') && e.path === dst) {
     let sticky = false
@@ -182,6 +190,11 @@ export function tempError(e: unknown, dst: string): unknown {
     if (!sticky) return e
     hint = `${dir} is a sticky directory (mode +t, as /tmp): only the owner of ${dst} or of ${dir} may replace ${dst}, even where ${dst} is writable; run as its owner, ${inPlace}`
   } else return e
+  return withHint(e, hint)
+}
+
+/** `e` with `hint` in place of its own (in its message too). */
+function withHint(e: DirectIoError, hint: string): DirectIoError {
   const message = e.hint !== '' && e.message.includes(e.hint) ? e.message.replace(e.hint, hint) : `${e.message} — ${hint}`
   const out = new DirectIoError(message, { code: e.code, errno: e.errno, syscall: e.syscall, path: e.path, position: e.position, length: e.length, bytesWritten: e.bytesWritten, hint })
   out.stack = `${out.name}: ${message}${e.stack?.slice(e.stack.indexOf('\n')) ?? ''}`
