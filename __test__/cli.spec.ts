@@ -1,5 +1,5 @@
 // The odirect command as a coreutils user meets it: --version, help CMD, CMD --help everywhere,
-// exit codes (0 ok, 1 failed, 2 usage, 130 SIGINT, 143 SIGTERM: see streams.spec.ts for the
+// exit codes (0 ok, 1 failed, 2 usage, 129 SIGHUP (adversary-s16c), 130 SIGINT, 143 SIGTERM: see streams.spec.ts for the
 // signals), --json, MiB units, same-file refusal, sparse-aware cp, CLI-phrased hints, block devices.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'

@@ -5,6 +5,7 @@
 // written to DST.odirect-tmp-<pid>-<n>, datasynced, then renamed into place: DST is either the
 // complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
 // --verify re-reads the copy (before the rename) and compares sha256.
+import { readFileSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
@@ -26,7 +27,8 @@ export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   --quiet, -q       no progress, no summary (errors are still reported)
   --json            print the result as JSON on stdout (on failure too: { "error": ... })
   --help, -h        this text
-exit status: 0 copied, 1 failed, 2 usage error, 130 interrupted (SIGINT), 143 terminated (SIGTERM)`
+exit status: 0 copied, 1 failed, 2 usage error, 129 hung up (SIGHUP), 130 interrupted (SIGINT),
+  143 terminated (SIGTERM); an interrupted copy leaves DST untouched and no temp file`
 
 interface CpArgs {
   src: string
@@ -153,7 +155,10 @@ export function describeForCli(e: unknown): string {
       }
       // A missing directory: the message says which one and what to do.
       if (e.code === 'ENOENT' && /does not exist/.test(e.message)) return e.message
-      const t = tip[e.code]
+      // The temp file's directory is not writable, or DST is another user's in a sticky directory:
+      // copyFile's hint says so (cut before its API advice).
+      const temp = (e.code === 'EACCES' || e.code === 'EPERM') && /\.odirect-tmp-|^rename$|^link$/.test(`${e.syscall === 'open' ? (e.path ?? '') : (e.syscall ?? '')}`) && e.hint.includes('directory')
+      const t = temp ? e.hint.split(', or write it in place')[0] : tip[e.code]
       return `${where ? `${where}: ` : ''}${info.message} (${e.code})${t ? ` — ${t}` : ''}`
     }
     if (e.code === 'ERR_ODIRECT_SAME_FILE') return `${e.message.split(' — ')[0]}: nothing to copy`
@@ -180,7 +185,42 @@ export function errorJson(e: unknown, message: string): Record<string, unknown> 
   return out
 }
 
-/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 130 SIGINT, 143 SIGTERM). */
+/**
+ * The bytes given for `arg` on the command line when they were not UTF-8 (Node decodes argv as
+ * UTF-8, each invalid byte as U+FFFD: the path would name another file than the one asked for);
+ * undefined when `arg` is what was given, or /proc/self/cmdline cannot tell.
+ */
+export function notUtf8(arg: string): Buffer | undefined {
+  if (!arg.includes('\uFFFD')) return undefined
+  let raw: Buffer
+  try {
+    raw = readFileSync('/proc/self/cmdline')
+  } catch {
+    return undefined
+  }
+  const want = Buffer.from(arg)
+  const entries: Buffer[] = []
+  for (let i = 0; i < raw.length; ) {
+    const end = raw.indexOf(0, i)
+    entries.push(raw.subarray(i, end < 0 ? raw.length : end))
+    i = end < 0 ? raw.length : end + 1
+  }
+  return entries.find((e) => !e.equals(want) && e.toString('utf8') === arg)
+}
+
+/** Refuses a path argument whose bytes are not UTF-8 (see notUtf8): odirect takes UTF-8 paths. */
+function checkUtf8(what: string, arg: string): void {
+  const raw = notUtf8(arg)
+  if (raw === undefined) return
+  const shown = [...raw].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('')
+  const hint = 'odirect takes UTF-8 paths; rename it (convmv), or copy it with cp'
+  throw new DirectIoError(`${what} '${shown}' is not valid UTF-8 — ${hint}`, { code: 'ERR_INVALID_ARG_VALUE', path: arg, hint })
+}
+
+/** The signals that interrupt a copy: the partial copy is removed, the exit status is 128 + the signal's number. */
+const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+/** `odirect cp`: returns the exit code (0 copied, 1 failed, 2 usage, 129 SIGHUP, 130 SIGINT, 143 SIGTERM). */
 export async function cpCommand(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     console.log(CP_USAGE)
@@ -200,12 +240,15 @@ export async function cpCommand(args: string[]): Promise<number> {
     interrupted = sig
     ac.abort(new Error(`interrupted by ${sig}`))
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  // SIGHUP too: a closed terminal or a dropped ssh session would otherwise kill the process by
+  // default and strand the temp file (the size of SRC, reserved) next to DST.
+  for (const s of INTERRUPTS) process.once(s, onSignal)
   const progress = new Progress(!a.quiet && !a.json)
   const t0 = performance.now()
   let dst = a.dst
   try {
+    checkUtf8('SRC', a.src)
+    checkUtf8('DST', a.dst)
     const d = await fsp.stat(dst).catch(() => undefined)
     if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
     const parent = path.dirname(dst)
@@ -251,9 +294,24 @@ export async function cpCommand(args: string[]): Promise<number> {
     const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
     process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
     if (a.json) console.log(JSON.stringify({ error: { ...errorJson(e, why), ...(interrupted !== undefined ? { signal: interrupted } : {}) }, source: a.src, destination: dst }, null, 2))
-    return interrupted === 'SIGTERM' ? 143 : interrupted !== undefined ? 130 : 1
+    if (interrupted === undefined) return 1
+    // 128 + the signal's number, as a shell reports a process the signal killed.
+    const code = 128 + osConstants.signals[interrupted]
+    // A read of a FIFO or character device, or the open of a FIFO waiting for its other end, stays
+    // blocked in a thread-pool thread after the abort: it would keep the process alive until data
+    // or a peer came, and process.exit() would wait for that thread too (libuv joins its pool).
+    // The loop still alive on its next turn for a pending fs request is that case: the partial
+    // copy is removed, so the signal's own default action ends the process (the shell's $? is
+    // 128 + the signal's number all the same). Unref'd: in every other case the process exits
+    // with `code` before this runs.
+    const sig = interrupted
+    setImmediate(() => {
+      if (!process.getActiveResourcesInfo().some((r) => r.startsWith('FSReq'))) return
+      process.removeAllListeners(sig)
+      process.kill(process.pid, sig)
+    }).unref()
+    return code
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    for (const s of INTERRUPTS) process.off(s, onSignal)
   }
 }

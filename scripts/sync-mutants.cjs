@@ -74,7 +74,7 @@ const SITES = [
   },
   {
     id: 'commit-dirsync',
-    src: 'src/fileops.ts:164 (commitTemp: fsync of the directory after the rename/link into place)',
+    src: 'src/fileops.ts:223 (commitTemp: fsync of the directory after the rename/link into place)',
     file: 'fileops.js',
     find: 'await (0, dirsync_1.syncParentDir)(dst);',
     replace: '/* mutant */;',
@@ -82,7 +82,7 @@ const SITES = [
   },
   {
     id: 'commit-dirsync-before-rename',
-    src: 'src/fileops.ts:159-164 (commitTemp order: rename/link into place, then the directory fsync)',
+    src: 'src/fileops.ts:218-223 (commitTemp order: rename/link into place, then the directory fsync)',
     file: 'fileops.js',
     find: `    if (exclusive) {
         check(await native_1.native.linkPath(tmp, dst), 'link', dst);
@@ -102,7 +102,7 @@ const SITES = [
   },
   {
     id: 'commit-dirsync-exclusive',
-    src: "src/fileops.ts:161-164 (commitTemp, exclusive: link + unlink, then the directory fsync; writeFile atomic 'wx', copyFile exclusive)",
+    src: "src/fileops.ts:220-223 (commitTemp, exclusive: link + unlink, then the directory fsync; writeFile atomic 'wx', copyFile exclusive)",
     file: 'fileops.js',
     find: 'await (0, dirsync_1.syncParentDir)(dst);',
     replace: 'if (!exclusive) await (0, dirsync_1.syncParentDir)(dst);',

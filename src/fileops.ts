@@ -3,12 +3,13 @@
 // natively, as the temp file was created natively), and sequential buffered I/O through node:fs
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
-import { constants as fsConstants } from 'node:fs'
+import { constants as fsConstants, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
+import { dirname } from 'node:path'
 
 import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
-import { abortError, type DirectIoError, errno as E, kernelError } from './errors'
+import { abortError, DirectIoError, errno as E, kernelError } from './errors'
 import { native } from './native'
 
 /** A wait that rejects with an AbortError as soon as the signal aborts (or at once, if it did). */
@@ -139,8 +140,66 @@ export function kindName(st: KindOf): string {
 }
 
 let tmpCounter = 0
-/** A temp name next to `dst` (same directory, so the rename is atomic). */
-export const tmpName = (dst: string): string => `${dst}.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+/** The longest name of a directory entry (NAME_MAX on Linux's filesystems), in bytes. */
+const NAME_MAX = 255
+const utf8 = new TextEncoder()
+/**
+ * A temp name next to `dst` (same directory, so the rename is atomic): `NAME.odirect-tmp-PID-N`,
+ * NAME cut (on a character) where the whole would pass NAME_MAX: a destination name of 231 to 255
+ * bytes is valid, and its temp file's name must be too.
+ */
+export const tmpName = (dst: string): string => {
+  const suffix = `.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+  const slash = dst.lastIndexOf('/')
+  const chars = [...dst.slice(slash + 1)]
+  let bytes = utf8.encode(chars.join('')).length
+  if (bytes + suffix.length <= NAME_MAX) return `${dst}${suffix}`
+  while (chars.length > 0 && bytes + suffix.length > NAME_MAX) bytes -= utf8.encode(chars.pop()).length
+  return `${dst.slice(0, slash + 1)}${chars.join('')}${suffix}`
+}
+
+/**
+ * A permission error of the temp-file path (the temp file's create, the rename or link over `dst`)
+ * with a hint that says why, where fs.copyFile and an in-place writeFile would succeed: the temp
+ * file is made in `dst`'s directory, which must be writable (`dst` being writable is not enough),
+ * and in a sticky directory (/tmp) only the owner of `dst` or of the directory may replace it.
+ * Another kernel error of the temp file (ENOSPC...) says that the temp file is gone and `dst`
+ * untouched. Any other error is returned as it is.
+ */
+export function tempError(e: unknown, dst: string): unknown {
+  if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
+  const dir = dirname(dst)
+  const ofTemp = e.path.includes('.odirect-tmp-') && dirname(e.path) === dir
+  if (e.code !== 'EACCES' && e.code !== 'EPERM') {
+    // Any other kernel error of the temp file (ENOSPC, EDQUOT, EIO...): what the kernel's hint
+    // says of the data written before it is of a file that is gone; the destination is untouched.
+    if (!ofTemp) return e
+    return withHint(e, `${e.hint.replace(/;? ?data written before this error is intact/, '')}${e.hint ? '; ' : ''}that was the temp file, now removed: ${dst} is untouched`)
+  }
+  const inPlace = 'or write it in place: writeFile without { atomic }, or fs.copyFile (not atomic: a crash can leave it half written)'
+  let hint: string
+  if (e.syscall === 'open' && ofTemp) {
+    hint = `${dst} is replaced through a temp file made next to it and renamed over it, and this process may not create files in ${dir} (the directory's write permission: ${dst} being writable is not enough); make ${dir} writable for this user, ${inPlace}`
+  } else if ((e.syscall === 'rename' || e.syscall === 'link') && e.path === dst) {
+    let sticky = false
+    try {
+      sticky = (statSync(dir).mode & 0o1000) !== 0 // S_ISVTX
+    } catch {
+      // Unknown: the kernel's own hint stays.
+    }
+    if (!sticky) return e
+    hint = `${dir} is a sticky directory (mode +t, as /tmp): only the owner of ${dst} or of ${dir} may replace ${dst}, even where ${dst} is writable; run as its owner, ${inPlace}`
+  } else return e
+  return withHint(e, hint)
+}
+
+/** `e` with `hint` in place of its own (in its message too). */
+function withHint(e: DirectIoError, hint: string): DirectIoError {
+  const message = e.hint !== '' && e.message.includes(e.hint) ? e.message.replace(e.hint, hint) : `${e.message} — ${hint}`
+  const out = new DirectIoError(message, { code: e.code, errno: e.errno, syscall: e.syscall, path: e.path, position: e.position, length: e.length, bytesWritten: e.bytesWritten, hint })
+  out.stack = `${out.name}: ${message}${e.stack?.slice(e.stack.indexOf('\n')) ?? ''}`
+  return out
+}
 
 const check = (errno: number, syscall: string, path: string): void => {
   if (errno !== 0) throw kernelError(errno, { syscall, path })

@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -367,14 +367,14 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       abort.check()
     } catch (e) {
       await removeTemp(tmp)
-      throw e
+      throw tempError(e, target)
     }
     try {
       await keepOwner(tmp, st)
       await commitTemp(tmp, target, exclusive)
     } catch (e) {
       await removeTemp(tmp)
-      throw e
+      throw tempError(e, target)
     }
     return w
   } finally {
@@ -761,15 +761,17 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     }
     return result
   } catch (e) {
-    throw abort.settle(e)
+    throw tempError(abort.settle(e), d)
   } finally {
-    await out?.close().catch(() => {})
-    await input.close().catch(() => {})
     if (tmp !== undefined) {
-      // Removed once an open the abort left in flight is done (it would create the file after).
+      // Removed once an open the abort left in flight is done (it would create the file after),
+      // and before the closes, which wait for the reads and writes in flight: on a slow device
+      // that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it.
       await tmpOpen.open
       await removeTemp(tmp)
     }
+    await out?.close().catch(() => {})
+    await input.close().catch(() => {})
   }
 }
 
