@@ -1284,8 +1284,9 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     // 'close', not 'exit': only then has all of its stderr been read.
     const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)))
     const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-    // Interrupt it once it has written into its temp file.
-    await watchUntil(dir, () => temps().some((n) => fs.statSync(path.join(dir, n)).size > 0))
+    // Interrupt it once it has written into its temp file, or (a copy that finished while this
+    // loop was busy: the temp was renamed away) once DST is the whole copy.
+    await watchUntil(dir, () => temps().some((n) => (fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.size ?? 0) > 0) || fs.statSync(dst).size === 1024 * MiB)
     child.kill(sig)
     const status = await exited
     if (status === 0) {
