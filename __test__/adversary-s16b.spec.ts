@@ -17,6 +17,9 @@
 //    opened, and read that file's bytes into the reads' memory; an fdatasync after writes failed
 //    EBADF. Fixed in src/handle.ts close(): it lets the current job end, then waits until nothing
 //    is in flight.
+// 2. workers terminated at the Nth step of an allocation loop, registerBuffers, a BatchWindow
+//    queue, a read stream piped to a write stream, per-op reads (found: a kill inside fh.alloc
+//    turned every later allocation of the process into V8 memory; see section 2).
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
 import { execFile } from 'node:child_process'
 import * as path from 'node:path'
@@ -82,5 +85,44 @@ for (const backend of ['io_uring', 'aio', 'threadpool'] as const) {
     const r = await runChild<Sweep>('close-sweep.cjs', [scratch(), 'getters'], { ...process.env, ODIRECT_BACKEND: backend })
     t.deepEqual(r.bad, [])
     t.is(Object.keys(r.points).length, 10, 'every getter ran')
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Workers terminated at the Nth step of a form (an allocation loop, registerBuffers with fixed
+//    writes and typed batches over the registration, typed batches of two handles queued in one
+//    BatchWindow, a read stream piped to a write stream, 32 per-op reads), N = 1..6, while a
+//    bystander worker and the main thread run verified I/O without pause.
+//    Found: a worker terminated inside fh.alloc (its env refuses N-API calls then) was taken for a
+//    runtime that refuses external ArrayBuffers (a V8 sandbox), a process-wide switch: every
+//    later allocation of every thread came back as V8 memory, so typed batches in a BatchWindow
+//    were refused ("needs odirect's own memory") and registerBuffers failed EINVAL (mlock /
+//    io_uring_register), for the rest of the process. Fixed in crates/napi/src/memory.rs: only the
+//    sandbox's own status (napi_no_external_buffers_allowed) turns the switch; any other failure
+//    fails that one allocation.
+
+interface WorkerSweep {
+  runs: number
+  killedAt: Record<string, number[]>
+  errors: string[]
+  wrong: number
+  mainOps: number
+  bystanderOps: number
+  fdsBefore: number
+  fdsAfter: number
+  ringsBefore: number
+  ringsAfter: number
+}
+
+for (const backend of ['io_uring', 'aio', 'threadpool'] as const) {
+  test(`[${backend}] workers terminated at the Nth step of an fh.alloc loop, registerBuffers with fixed ops, a BatchWindow queue over two handles, a read stream piped to a write stream, 32 per-op reads: a bystander worker's and the main thread's verified I/O all right, the main thread's memory still odirect's (a BatchWindow batch, registerBuffers), descriptors and rings back (was: a kill inside fh.alloc made every later allocation V8 memory)`, async (t) => {
+    const r = await runChild<WorkerSweep>('worker-sweep.cjs', [scratch()], { ...process.env, ODIRECT_BACKEND: backend })
+    t.log(`killed at steps ${JSON.stringify(r.killedAt)}; main ops ${r.mainOps}, bystander ops ${r.bystanderOps}`)
+    t.deepEqual(r.errors, [])
+    t.is(r.runs, 30)
+    t.is(r.wrong, 0, 'wrong results in the bystander or the main thread')
+    t.true(r.mainOps > 0 && r.bystanderOps > 0)
+    t.is(r.fdsAfter, r.fdsBefore, 'descriptors back')
+    t.is(r.ringsAfter, r.ringsBefore, 'io_uring rings back')
   })
 }
