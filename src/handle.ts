@@ -776,7 +776,14 @@ export class FileHandle extends EventEmitter {
         const io = this.#io
         // A lock() wait may never end by itself: close() ends it (it rejects ERR_ODIRECT_CLOSED).
         io.cancelLocks()
-        await io.drained()
+        // close() may run inside another call of this handle (an option getter, a Proxy trap,
+        // an engine call's caller between staging ops and counting them in flight): that call
+        // counts its ops synchronously, so let the current job end before looking, then wait
+        // until nothing is in flight. Looking at once closed the descriptor under a windowed
+        // batch's later ops, which then read or wrote whichever file took its number next
+        // (adversary-s16b.spec).
+        await undefined
+        while (io.inflight > 0) await io.drained()
         // Pins taken through this handle end with it.
         for (const p of [...this.#pools]) {
           try {

@@ -240,6 +240,16 @@ pub unsafe fn external_buffer(
         .insert(start, (alloc.len(), Arc::downgrade(&alloc)));
     // SAFETY: env is live (forwarded contract); len <= alloc.len() (allocated as len.max(1)).
     let Some(ab) = (unsafe { wrap_again(env, &alloc, len) }) else {
+        let status = REFUSED.with(|r| r.get());
+        if status != sys::Status::napi_no_external_buffers_allowed {
+            // Not the runtime's policy but this call failing (a worker being terminated: its
+            // env refuses every call): this allocation fails, the process keeps odirect memory.
+            // Taking it as a sandbox turned every later allocation of every thread into V8
+            // memory, refused by typed batches and registerBuffers (adversary-s16b.spec).
+            return Err(format!(
+                "cannot make an ArrayBuffer of {len} bytes (N-API status {status})"
+            ));
+        }
         // Refused (a V8 sandbox): V8 memory from now on (wrap_again took its hint back).
         EXTERNAL_OK.store(2, Ordering::Relaxed);
         return Ok(None);
@@ -248,7 +258,11 @@ pub unsafe fn external_buffer(
     let mut got = 0usize;
     // SAFETY: ab is a live ArrayBuffer handle of this call.
     let seen = unsafe { check!(napi_get_arraybuffer_info(env, ab, &mut data, &mut got)) };
-    if seen.is_err() || data as usize != start || got != len {
+    if seen.is_err() {
+        // The call failed (the env is going away), not a copy: this allocation fails alone.
+        return Err(format!("cannot read back an ArrayBuffer of {len} bytes"));
+    }
+    if data as usize != start || got != len {
         // The runtime copied our memory (or cannot tell where it put it): what JS sees is not
         // what the kernel would write. The copy's finalizer owns the hint (it runs when the copy
         // dies), so nothing leaks twice.
@@ -303,7 +317,8 @@ pub(crate) unsafe fn external_arraybuffer<T: 'static>(
             &mut ab,
         ))
     };
-    if made.is_err() {
+    if let Err(e) = made {
+        REFUSED.with(|r| r.set(status_code(e.status)));
         // SAFETY: hint came from Box::into_raw above and was not handed over.
         drop(unsafe { Box::from_raw(hint) });
         let mut info = ptr::null();
@@ -312,6 +327,19 @@ pub(crate) unsafe fn external_arraybuffer<T: 'static>(
         return None;
     }
     Some(ab)
+}
+
+thread_local! {
+    /// The N-API status of this thread's last refused [`external_arraybuffer`]: a sandbox
+    /// (`napi_no_external_buffers_allowed`) or a failing call (a terminating worker's env).
+    static REFUSED: std::cell::Cell<sys::napi_status> = const { std::cell::Cell::new(0) };
+}
+
+fn status_code(s: napi::Status) -> sys::napi_status {
+    match s {
+        napi::Status::NoExternalBuffersAllowed => sys::Status::napi_no_external_buffers_allowed,
+        _ => sys::Status::napi_generic_failure,
+    }
 }
 
 /// Runs V8's young-generation check (see [`nudge_young_gc`]) from outside this module.
