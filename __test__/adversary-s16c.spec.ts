@@ -45,6 +45,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { until, watchUntil } from './helpers/events.ts'
+import { COPY_SIZE, interruptCopy } from './helpers/cpinterrupt.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, FULLFS_REASON, testIf } from './helpers/skips.ts'
 import { faultFs, fullFs, isSkip, skipReason } from './helpers/fixtures.js'
@@ -62,37 +63,18 @@ const NOBODY_REASON = IS_ROOT ? undefined : 'needs root to run a child as uid 65
 // 1. odirect cp hung up
 
 test('odirect cp hung up (SIGHUP) mid-copy: exit 129, temp file removed, DST untouched, signal in --json', async (t) => {
-  const dir = scratch()
-  const src = path.join(dir, 'big.sparse')
-  fs.closeSync(fs.openSync(src, 'w'))
-  fs.truncateSync(src, 1024 * MiB)
-  const dst = path.join(dir, 'dst.bin')
-  fs.writeFileSync(dst, 'old contents')
-  // --sparse=never: the zeros are written, so the copy takes long enough to interrupt.
-  const child = spawn(process.execPath, [CLI, 'cp', '--json', '--sparse=never', '--chunk-size', '64k', src, dst], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])))
-  const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-  // Hang up once it has written into its temp file (or, if this test's loop was held up meanwhile
-  // by another test's spawnSync, once the copy is in place: the rename is the last event).
-  const whole = (): boolean => fs.statSync(dst).size === 1024 * MiB
-  await watchUntil(dir, () => whole() || temps().some((n) => (fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.size ?? 0) > 0))
-  child.kill('SIGHUP')
-  const [status, signal] = await exited
-  if (status === 0) {
+  const r = await interruptCopy(scratch(), 'SIGHUP', ['--json'])
+  if (r.status === 0) {
     // The copy won the race (a very fast disk): nothing to interrupt; the result must still be whole.
-    t.is(fs.statSync(dst).size, 1024 * MiB)
+    t.is(fs.statSync(r.dst).size, COPY_SIZE)
     return
   }
-  t.is(signal, null, `killed by ${signal}: the default action of ${signal} ran, no cleanup`)
-  t.is(status, 129, stderr)
-  t.regex(stderr, /interrupted by SIGHUP \(partial copy removed\)/)
-  t.deepEqual(temps(), [])
-  t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
-  const j = JSON.parse(stdout) as { error: { signal?: string } }
+  t.is(r.signal, null, `killed by ${r.signal}: the default action of ${r.signal} ran, no cleanup`)
+  t.is(r.status, 129, r.stderr)
+  t.regex(r.stderr, /interrupted by SIGHUP \(partial copy removed\)/)
+  t.deepEqual(r.temps(), [])
+  t.is(fs.readFileSync(r.dst, 'utf8'), 'old contents')
+  const j = JSON.parse(r.stdout) as { error: { signal?: string } }
   t.is(j.error.signal, 'SIGHUP')
 })
 

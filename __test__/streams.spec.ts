@@ -27,7 +27,8 @@ import {
 } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { native } from '../dist/src/native.js'
-import { closeEvent, expectError, engineRoundTrip, until, watchUntil } from './helpers/events.ts'
+import { closeEvent, expectError, engineRoundTrip, until } from './helpers/events.ts'
+import { COPY_SIZE, interruptCopy } from './helpers/cpinterrupt.ts'
 import { collect } from './helpers/rw.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { inKernel, offerBlocks } from './helpers/wstream.ts'
@@ -1271,33 +1272,16 @@ test('odirect cp failures: exit non-zero with a message, leave nothing behind', 
 
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
   test(`odirect cp interrupted by ${sig}: exit ${code}, temp file removed, DST untouched`, async (t) => {
-    const dir = scratch()
-    const src = path.join(dir, 'big.sparse')
-    fs.closeSync(fs.openSync(src, 'w'))
-    fs.truncateSync(src, 1024 * MiB)
-    const dst = path.join(dir, 'dst.bin')
-    fs.writeFileSync(dst, 'old contents')
-    // --sparse=never: the zeros are written, so the copy takes long enough to interrupt.
-    const child = spawn(process.execPath, [CLI, 'cp', '--sparse=never', '--chunk-size', '64k', src, dst], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    // 'close', not 'exit': only then has all of its stderr been read.
-    const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)))
-    const temps = (): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
-    // Interrupt it once it has written into its temp file, or (a copy that finished while this
-    // loop was busy: the temp was renamed away) once DST is the whole copy.
-    await watchUntil(dir, () => temps().some((n) => (fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.size ?? 0) > 0) || fs.statSync(dst).size === 1024 * MiB)
-    child.kill(sig)
-    const status = await exited
-    if (status === 0) {
+    const r = await interruptCopy(scratch(), sig)
+    if (r.status === 0) {
       // The copy won the race (a very fast disk): nothing to interrupt; the result must still be whole.
-      t.is(fs.statSync(dst).size, 1024 * MiB)
+      t.is(fs.statSync(r.dst).size, COPY_SIZE)
       return
     }
-    t.is(status, code, stderr)
-    t.regex(stderr, new RegExp(`interrupted by ${sig}`))
-    t.deepEqual(temps(), [])
-    t.is(fs.readFileSync(dst, 'utf8'), 'old contents')
+    t.is(r.status, code, r.stderr)
+    t.regex(r.stderr, new RegExp(`interrupted by ${sig}`))
+    t.deepEqual(r.temps(), [])
+    t.is(fs.readFileSync(r.dst, 'utf8'), 'old contents')
   })
 }
 
