@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 
@@ -16,6 +17,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { BatchWindow, copyFile, createReadStream, createWriteStream, DirectIoError, type FileHandle, open, readFile, type ReadStreamOptions } from '../dist/index.js'
 import { faultFs, findCommand, fullFs, loopDevice, patternBuffer, type Requirement } from './helpers/fixtures.js'
+import { until } from './helpers/events.ts'
 import { fxTest, must } from './helpers/fxtest.js'
 import { runtimePath } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -307,6 +309,11 @@ const od = require(w.dist)
     t.is(await exited, i % 3 === 0 ? 5 : 1, `worker ${i}`)
     t.deepEqual(errors, [])
   }
+  // A dead worker's teardown can end just after its 'exit' (an open that completed in a pool
+  // thread meanwhile, closed by the reaper), and this process may hold a file of its own for a
+  // moment: counted once the kinds match again or 10 s passed (a leak stays, and fails below).
+  // CI saw 'file' 3 vs 2 once under load (aio); it passed alone every time.
+  await until(() => isDeepStrictEqual(descriptorKinds(), kinds), 'the dead workers\' descriptors closed', 10_000).catch(() => {})
   t.deepEqual(descriptorKinds(), kinds, 'no ring, eventfd or other descriptor left by the dead workers')
   t.deepEqual(Array.from(await pending), new Array(256).fill(U))
   t.true(mine.memory.equals(data.subarray(0, 256 * U)))
