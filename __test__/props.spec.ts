@@ -47,6 +47,21 @@ function perBackend(title: string, fn: (t: ExecutionContext, backend: Backend) =
 
 class Violation extends Error {}
 
+/**
+ * fc.assert, with the property's own error in the message: fast-check keeps it as the failure's
+ * `cause`, which ava does not print, so a CI failure showed only "Property failed after N tests".
+ */
+async function assertProp(prop: unknown, params: unknown): Promise<void> {
+  try {
+    await (fc.assert as (p: unknown, q: unknown) => unknown)(prop, params)
+  } catch (e) {
+    const cause = (e as { cause?: unknown }).cause
+    const why = cause instanceof Error ? `${cause.constructor.name}: ${cause.message}` : String(cause)
+    const head = String((e as Error).message).split('\n').slice(0, 2).join(' ')
+    throw new Error(`props violation: ${why.slice(0, 600)} [${head}]`, { cause: e })
+  }
+}
+
 /** The one acceptable kind of failure: a DirectIoError with a code and a message. */
 function checkError(e: unknown, what: string, allow?: unknown): DirectIoError | undefined {
   if (allow !== undefined && e === allow) return undefined // the caller's own getter threw it
@@ -387,7 +402,7 @@ perBackend('random calls on a FileHandle work or fail with a DirectIoError (conc
   const file = path.join(dir, 'data')
   fs.writeFileSync(file, Buffer.alloc(1 << 20, 7))
   const counts = { calls: 0, ok: 0, errors: new Map<string, number>(), kernel: new Set<string>() }
-  await fc.assert(
+  await assertProp(
     fc.asyncProperty(
       fc.constantFrom('r+' as const, 'r+' as const, 'r' as const, 'w+' as const),
       fc.constantFrom('require' as const, 'require' as const, 'require' as const, 'off' as const),
@@ -478,7 +493,7 @@ const optsArb: fc.Arbitrary<unknown> = fc.oneof(
 test('open() with random paths, flags and options opens a working handle or fails with a DirectIoError', async (t) => {
   let opened = 0
   let failed = 0
-  await fc.assert(
+  await assertProp(
     fc.asyncProperty(pathArb, flagsArb, optsArb, fc.boolean(), async (p, flags, opts, doIo) => {
       let fh: FileHandle
       try {
@@ -525,7 +540,7 @@ test('open() with random paths, flags and options opens a working handle or fail
 
 test('allocAligned() and probe() with random arguments work or throw a DirectIoError', async (t) => {
   let allocated = 0
-  fc.assert(
+  await assertProp(
     fc.property(
       fc.oneof(
         { weight: 8, arbitrary: fc.integer({ min: 1, max: 1 << 20 }) },
@@ -559,7 +574,7 @@ test('allocAligned() and probe() with random arguments work or throw a DirectIoE
   const probeDir = fs.mkdtempSync(path.join(ROOT, 'probe-'))
   fs.writeFileSync(path.join(probeDir, 'file'), 'x')
   let probed = 0
-  await fc.assert(
+  await assertProp(
     fc.asyncProperty(
       fc.oneof(
         fc.constantFrom<unknown>(probeDir, path.join(probeDir, 'file'), path.join(probeDir, 'missing'), '/dev/null', '/nonexistent', '/proc', '', probeDir + '\0', 42, null, {}, Symbol('p')),

@@ -66,7 +66,9 @@ async function main() {
   // CI logs are often read from their tail only: repeat what failed (ava's ✘ lines, errors)
   // just above the summary, so the cause is never cut off.
   for (const r of results.filter((x) => !x.ok)) {
-    const marked = r.out.split('\n').filter((l) => /✘|Uncaught exception|Unhandled rejection|Timed out|panicked at|^error(\[|:)|^FAIL/.test(l))
+    // A failing property's own error (props.spec's "props violation: ...") is repeated too: ava
+    // prints it only in the failure's details, far above the summary.
+    const marked = [...new Set(r.out.split('\n').filter((l) => /✘|Uncaught exception|Unhandled rejection|Timed out|panicked at|^error(\[|:)|^FAIL|props violation:/.test(l)).map((l) => (l.length > 700 ? `${l.slice(0, 700)}...` : l)))]
     console.log(`\n===== ${r.script} failed; its error lines (${marked.length}) =====\n${marked.slice(0, 20).join('\n')}`)
   }
   console.log('\n===== summary =====')
