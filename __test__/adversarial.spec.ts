@@ -50,7 +50,7 @@ function runChild(script: string, args: readonly string[], opts: { env?: NodeJS.
 /** The child ran to its end: exit 0, no signal (no SIGSEGV/SIGABRT from heap corruption). */
 function survived(t: ExecutionContext, c: Child, what: string): Record<string, unknown> {
   t.is(c.signal, null, `${what}: killed by ${String(c.signal)}; stderr: ${c.stderr.slice(-2000)}`)
-  t.is(c.status, 0, `${what}: exit ${String(c.status)}; stderr: ${c.stderr.slice(-2000)}`)
+  t.is(c.status, 0, `${what}: exit ${String(c.status)}; stderr: ${c.stderr.slice(-2000)}; stdout: ${c.stdout.slice(-1500)}`)
   t.truthy(c.result, `${what}: no RESULT line; stdout: ${c.stdout.slice(-500)}`)
   return c.result ?? {}
 }

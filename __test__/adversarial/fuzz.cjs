@@ -151,10 +151,16 @@ async function main() {
   let current
   const hung = () => {
     bad.push({ fn: current.fn, args: current.args, error: 'never settled' })
-    result({ calls, byFn, bad, hangs: 1, maxRss })
+    // How far it got and for how long: a run slowed past the spawn timeout by a loaded machine
+    // (SIGTERM) is told apart from a call that never settles (the loop ran dry: 'beforeExit').
+    result({ calls, byFn, bad, hangs: 1, maxRss, ms: Date.now() - start, how: killedBy ?? 'beforeExit' })
     process.exit(4)
   }
-  process.once('SIGTERM', () => (current ? hung() : process.exit(5)))
+  let killedBy
+  process.once('SIGTERM', () => {
+    killedBy = 'SIGTERM'
+    return current ? hung() : process.exit(5)
+  })
   process.once('beforeExit', () => current && hung())
   while (calls < CALLS) {
     const batch = fc.sample(fc.array(anyValue, { minLength: 4, maxLength: 4 }), { seed: seed++, numRuns: 200 })
