@@ -56,7 +56,6 @@ const BATCHES = `async (open, file, backend) => {
     await fh.close()
   }
 }`
-// eslint-disable-next-line @typescript-eslint/no-implied-eval
 const batches = new Function(`return ${BATCHES}`)() as (o: typeof open, file: string, backend: string) => Promise<{ backend: string; ok: boolean }>
 
 interface Seen {
