@@ -458,8 +458,21 @@ fn refuses_nowait(fd: i32) -> bool {
     };
     // Below i64::MAX by a page so that the range does not overflow (rw_verify_area).
     let pos = i64::MAX - 4096;
+    // The raw system call: glibc has a preadv2() wrapper only from 2.26 (the addon links
+    // against 2.17's symbols). Its offset goes as (low, high) words; on 64-bit targets the low
+    // word carries it all.
     // SAFETY: one live iovec naming `byte`, alive for the call.
-    let r = unsafe { libc::preadv2(fd, &iov, 1, pos, libc::RWF_NOWAIT) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            fd as libc::c_long,
+            &iov as *const libc::iovec,
+            1 as libc::c_long,
+            pos as libc::c_long,
+            (pos >> 32 >> 32) as libc::c_long,
+            libc::RWF_NOWAIT as libc::c_long,
+        )
+    };
     r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
