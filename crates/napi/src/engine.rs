@@ -236,7 +236,7 @@ pub struct Inner {
     /// Reads/writes sent with IOSQE_ASYNC because their file refuses RWF_NOWAIT (see
     /// [`FD_PUNTED`]; `NativeEngine.callStats[6]`).
     pub known_punts: u64,
-    /// `ODIRECT_ASYNC_PUNTED=0`: no [`FD_PUNTED`] probe (ops tried inline first, as before).
+    /// `ODIRECT_ASYNC_PUNTED=1` (opt-in): the [`FD_PUNTED`] probe and flag.
     async_punted: bool,
     /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
     /// returned to JS as a [`crate::consts::done`] value (`NativeEngine.callStats`).
@@ -437,12 +437,16 @@ const FD_INLINE: u8 = 0x40;
 
 /// An engine-only fact of a descriptor: a tmpfs/ramfs file ([`FD_INLINE`]) whose file refuses
 /// RWF_NOWAIT (no FMODE_NOWAIT: shmem on Linux 6.18 and before, probed at `adopt` by
-/// [`refuses_nowait`]). io_uring then punts every read and write on it to an io-wq worker
-/// after a failed inline attempt (`io_file_supports_nowait`), so its reads and writes go with
-/// IOSQE_ASYNC: the kernel queues them for the worker at once and the submitting JS thread
-/// skips the attempt (`io_issue_sqe`, `io_write`/`io_read`, `io_queue_async`,
-/// `io_arm_poll_handler`). Counted: `NativeEngine.callStats[6]`. `ODIRECT_ASYNC_PUNTED=0` turns
-/// it off (for A/B).
+/// [`refuses_nowait`]). io_uring punts every read and write on it to an io-wq worker after a
+/// failed inline attempt (`io_file_supports_nowait`); with `ODIRECT_ASYNC_PUNTED=1` (opt-in) they
+/// go with IOSQE_ASYNC instead: the submitting JS thread skips the attempt (0.3-0.4 µs per op less
+/// on the JS thread, pinned). Not the default: such a request reaches io-wq before its file is
+/// assigned, so the kernel queues it as unbound, unhashed, concurrent work (`io_prep_async_work`:
+/// no REQ_F_ISREG yet; `io_uring_queue_async_work` says "normal queue" where plain writes say
+/// "hashed queue"): a file's writes are no longer serialized on one worker, 4-8 workers take
+/// them at once and sleep on the inode lock, and every enqueue wakes a free one. Typed window
+/// writes gained, two lanes of 32 lost 0.60x (README "Kernel features, measured"). Counted:
+/// `NativeEngine.callStats[6]`.
 const FD_PUNTED: u8 = 0x20;
 
 /// Whether `fd` refuses RWF_NOWAIT (EOPNOTSUPP: its file has no FMODE_NOWAIT, and io_uring
@@ -713,7 +717,7 @@ impl Inner {
             call_done: 0,
             op_clocks: std::cell::Cell::new(0),
             known_punts: 0,
-            async_punted: crate::env::on_unless_zero("ODIRECT_ASYNC_PUNTED"),
+            async_punted: crate::env::on_if_one("ODIRECT_ASYNC_PUNTED"),
             done_out: Vec::with_capacity(3),
             disk_wait: disk_wait_mode(),
             disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
