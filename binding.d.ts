@@ -176,8 +176,9 @@ export declare class NativeEngine {
    * [reads/writes completed inside their own `rw` call, reads made inline, writes made
    * inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
    * swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
-   * reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`)] (see `Inner::rw`,
-   * `Inner::swap_free`, `Inner::op_clocks`).
+   * reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
+   * IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`)] (see
+   * `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`).
    */
   get callStats(): Array<number>
   /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */

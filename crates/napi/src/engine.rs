@@ -34,6 +34,9 @@ pub(crate) struct OpRec {
     fixed: Option<u16>,
     /// io_uring: submit with IOSQE_ASYNC (the file's submission may sleep; see `route`).
     punt: bool,
+    /// io_uring: submit with IOSQE_ASYNC because the kernel would punt it anyway (its file
+    /// refuses RWF_NOWAIT: [`FD_PUNTED`]); unlike `punt`, the op may still be waited for.
+    known_punt: bool,
     submitted: bool,
     /// When the op went to the kernel: set at submission (`Inner::submit_staged`, one clock
     /// read per submission of all the ops it takes; an inline op's at its syscall), or, for a
@@ -89,6 +92,7 @@ impl OpRec {
             mem,
             fixed,
             punt: false,
+            known_punt: false,
             submitted: false,
             started,
             time_at_submit: false,
@@ -229,6 +233,11 @@ pub struct Inner {
     /// reaps' reads,
     /// and none for native batches' ops (`NativeEngine.callStats[5]`).
     pub op_clocks: std::cell::Cell<u64>,
+    /// Reads/writes sent with IOSQE_ASYNC because their file refuses RWF_NOWAIT (see
+    /// [`FD_PUNTED`]; `NativeEngine.callStats[6]`).
+    pub known_punts: u64,
+    /// `ODIRECT_ASYNC_PUNTED=1` (opt-in): the [`FD_PUNTED`] probe and flag.
+    async_punted: bool,
     /// Reads/writes completed inside their own `rw` call (inline or by the in-call wait) and
     /// returned to JS as a [`crate::consts::done`] value (`NativeEngine.callStats`).
     pub call_done: u64,
@@ -425,6 +434,51 @@ fn in_worker() -> bool {
 /// on io_uring, sharing the CPUs with the JS thread): submitting them earlier gains nothing,
 /// and the extra `io_uring_enter` calls cost CPU.
 const FD_INLINE: u8 = 0x40;
+
+/// An engine-only fact of a descriptor: a tmpfs/ramfs file ([`FD_INLINE`]) whose file refuses
+/// RWF_NOWAIT (no FMODE_NOWAIT: shmem on Linux 6.18 and before, probed at `adopt` by
+/// [`refuses_nowait`]). io_uring punts every read and write on it to an io-wq worker after a
+/// failed inline attempt (`io_file_supports_nowait`); with `ODIRECT_ASYNC_PUNTED=1` (opt-in) they
+/// go with IOSQE_ASYNC instead: the submitting JS thread skips the attempt (0.3-0.4 µs per op less
+/// on the JS thread, pinned). Not the default: such a request reaches io-wq before its file is
+/// assigned, so the kernel queues it as unbound, unhashed, concurrent work (`io_prep_async_work`:
+/// no REQ_F_ISREG yet; `io_uring_queue_async_work` says "normal queue" where plain writes say
+/// "hashed queue"): a file's writes are no longer serialized on one worker, 4-8 workers take
+/// them at once and sleep on the inode lock, and every enqueue wakes a free one. Typed window
+/// writes gained, two lanes of 32 lost 0.60x (README "Kernel features, measured"). Counted:
+/// `NativeEngine.callStats[6]`.
+const FD_PUNTED: u8 = 0x20;
+
+/// Whether `fd` refuses RWF_NOWAIT (EOPNOTSUPP: its file has no FMODE_NOWAIT, and io_uring
+/// punts its reads and writes; see [`FD_PUNTED`]). One 1-byte `preadv2(RWF_NOWAIT)` far past
+/// any end of file: the kernel checks the flag before it reads (`kiocb_set_rw_flags`), and a
+/// file that takes the flag reads nothing there. False for a descriptor not open for reading
+/// (EBADF: not known, no flag) and on any other answer.
+fn refuses_nowait(fd: i32) -> bool {
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // Below i64::MAX by a page so that the range does not overflow (rw_verify_area).
+    let pos = i64::MAX - 4096;
+    // The raw system call: glibc has a preadv2() wrapper only from 2.26 (the addon links
+    // against 2.17's symbols). Its offset goes as (low, high) words; on 64-bit targets the low
+    // word carries it all.
+    // SAFETY: one live iovec naming `byte`, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            fd as libc::c_long,
+            &iov as *const libc::iovec,
+            1 as libc::c_long,
+            pos as libc::c_long,
+            (pos >> 32 >> 32) as libc::c_long,
+            libc::RWF_NOWAIT as libc::c_long,
+        )
+    };
+    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP)
+}
 
 /// Reads/writes staged one by one (`rw`) on a file that does not complete inline go to the
 /// kernel in groups of this many as they are staged, not all at the end of the microtasks:
@@ -662,6 +716,8 @@ impl Inner {
             rw_wait: crate::env::on_unless_zero("ODIRECT_RW_WAIT"),
             call_done: 0,
             op_clocks: std::cell::Cell::new(0),
+            known_punts: 0,
+            async_punted: crate::env::on_if_one("ODIRECT_ASYNC_PUNTED"),
             done_out: Vec::with_capacity(3),
             disk_wait: disk_wait_mode(),
             disk_cap: crate::env::number("ODIRECT_RW_WAIT_DISK_MS")
@@ -819,8 +875,9 @@ impl Inner {
     /// (aio on buffered or FUSE descriptors: io_submit runs buffered I/O synchronously and
     /// sleeps on FUSE's request limit) goes to the thread pool.
     fn route(&mut self, rec: &mut OpRec, facts: u8) {
+        let punted = facts & FD_PUNTED != 0;
         // The drivers' facts only (aio sends any descriptor with a fact elsewhere).
-        let facts = facts & !FD_INLINE;
+        let facts = facts & !(FD_INLINE | FD_PUNTED);
         if self.worker
             && rec.backend == BackendKind::IoUring
             && facts & FD_MAY_BLOCK != 0
@@ -849,7 +906,21 @@ impl Inner {
             return;
         };
         match d.placement(&rec.kind, facts) {
-            Placement::Inline => {}
+            Placement::Inline => {
+                if punted
+                    && rec.backend == BackendKind::IoUring
+                    && matches!(
+                        rec.kind,
+                        OpKind::Read { .. }
+                            | OpKind::Write { .. }
+                            | OpKind::Readv { .. }
+                            | OpKind::Writev { .. }
+                    )
+                {
+                    rec.known_punt = true;
+                    self.known_punts += 1;
+                }
+            }
             Placement::Punt => rec.punt = true,
             Placement::Elsewhere => {
                 if self.ensure(BackendKind::ThreadPool, 0, 0).is_empty() {
@@ -1489,7 +1560,12 @@ impl Inner {
         } else {
             0
         };
-        self.fds.insert(fd, facts | inline);
+        let punted = if inline != 0 && self.async_punted && refuses_nowait(fd) {
+            FD_PUNTED
+        } else {
+            0
+        };
+        self.fds.insert(fd, facts | inline | punted);
         if self.wake_want > 0 && (facts | inline) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) == 0 {
             self.irq_cpus |= self.device_cpus(fd);
         }
@@ -1679,7 +1755,7 @@ impl Inner {
                 iov: rec.iov.as_deref(),
                 fixed: rec.fixed,
                 rw_flags: rec.rw_flags,
-                punt: rec.punt,
+                punt: rec.punt || rec.known_punt,
                 link: rec.link,
             };
             // SAFETY: the op's memory (Owned Arcs / bounce buffers / iovec array) is in `rec`,

@@ -540,8 +540,9 @@ impl NativeEngine {
     /// [reads/writes completed inside their own `rw` call, reads made inline, writes made
     /// inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
     /// swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
-    /// reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`)] (see `Inner::rw`,
-    /// `Inner::swap_free`, `Inner::op_clocks`).
+    /// reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
+    /// IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`)] (see
+    /// `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
@@ -552,6 +553,7 @@ impl NativeEngine {
                 e.not_resident,
                 e.cachestat_skips,
                 e.op_clocks.get(),
+                e.known_punts,
             ]
             .map(|n| n as f64)
             .to_vec()
