@@ -113,16 +113,46 @@ export async function resolveLinks(p: string): Promise<string> {
   return cur
 }
 
+/** The file a temp file replaces: its path (links resolved) and owner. */
+export interface Replaced {
+  path: string
+  uid: number
+  gid: number
+}
+
 /**
- * Run as root, a file replaced through a temp file keeps the owner of the file it replaces (as
- * `fs.copyFile` and `cp` keep it by rewriting that file, and write-file-atomic by a chown): the temp
- * file is given the old file's uid and gid before the rename. Best effort, as theirs: a filesystem
- * without owners (EPERM) leaves the temp file as it is. Other users cannot give files away.
+ * Gives the temp file that will be renamed over `replaced` what fs.copyFile keeps of a file it
+ * overwrites in place, before any data is written (so the data's sync, the rename and the
+ * directory fsync make it durable with the data): natively, on the temp file's descriptor
+ * (crates/napi/src/xattr.rs). In order: an immutable or append-only `replaced` is refused (EPERM,
+ * as fs.copyFile's open; nothing written yet); run as root, its owner and group (chown, best
+ * effort: a filesystem without owners leaves them); with `xattrs`, its extended attributes, POSIX
+ * ACLs included (not security.capability: any write drops it, fs.copyFile's too), and an ACL the
+ * temp file inherited from its directory that `replaced` had not is removed; last `mode` (exact,
+ * no umask: fs.copyFile's fchmod), which also sets a kept ACL's mask as fs's fchmod does. An
+ * attribute that cannot be set (EPERM for a security.* label or trusted.* one without the
+ * privilege, ENOSPC, E2BIG...) fails the call with a typed error naming it: the caller removes the
+ * temp file, `replaced` is untouched, and `{ xattrs: false }` replaces it without them.
  */
-export async function keepOwner(tmp: string, old: { uid: number; gid: number } | undefined): Promise<void> {
-  if (old === undefined || typeof process === 'undefined' || typeof process.getuid !== 'function' || process.getuid() !== 0) return
-  if (old.uid === 0 && old.gid === 0) return
-  await fsp.chown(tmp, old.uid, old.gid).catch(() => undefined)
+export async function keepAttrs(tmpFd: number, replaced: Replaced | undefined, mode: number | undefined, xattrs: boolean): Promise<void> {
+  if (replaced === undefined && mode === undefined) return
+  const root = typeof process !== 'undefined' && typeof process.getuid === 'function' && process.getuid() === 0
+  const chown = replaced !== undefined && root && !(replaced.uid === 0 && replaced.gid === 0)
+  const r = await native.replaceAttrs(replaced?.path ?? '', tmpFd, chown ? replaced.uid : -1, chown ? replaced.gid : -1, mode ?? -1, xattrs)
+  if (r.errno === 0) return
+  const dst = replaced?.path ?? ''
+  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' ? 'open' : r.syscall, path: dst })
+  let hint: string
+  if (r.syscall === 'ioctl') {
+    hint = `${dst} is ${r.name} (chattr +${r.name === 'immutable' ? 'i' : 'a'}): it cannot be replaced or rewritten (fs.copyFile's open fails EPERM too); nothing was written and ${dst} is untouched; remove the attribute first (chattr -${r.name === 'immutable' ? 'i' : 'a'}, as root)`
+  } else if (r.syscall === 'fchmod') {
+    hint = `the mode of ${dst}'s replacement cannot be set; nothing was replaced: ${dst} is untouched`
+  } else {
+    const what = r.name === '' ? 'extended attributes' : `extended attribute ${r.name}`
+    const why = r.errno === E.EPERM || r.errno === E.EACCES ? (r.syscall === 'getxattr' ? ': this process may not read it' : ': setting it needs a privilege this process lacks (security.* and trusted.* attributes need CAP_SYS_ADMIN or an LSM permission)') : ''
+    hint = `the ${what} of ${dst} cannot be ${r.syscall === 'getxattr' || r.syscall.includes('list') ? 'read' : 'given to its replacement'}${why}; fs.copyFile, writing in place, would keep it. Nothing was replaced: ${dst} is untouched. Pass { xattrs: false } to replace it without its extended attributes and ACLs`
+  }
+  throw withHint(e, hint)
 }
 
 interface KindOf {

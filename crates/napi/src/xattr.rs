@@ -1,0 +1,256 @@
+//! What a file replaced through a temp file and a rename keeps of the file it replaces, as
+//! `fs.copyFile` keeps it by rewriting that file in place: its extended attributes (user.*,
+//! trusted.*, security.* labels, and with them the POSIX ACLs, `system.posix_acl_access` /
+//! `_default`), its owner and group (when run as root), and the mode the caller asks for. The
+//! temp file gets them through its descriptor before its data is synced, so the rename and the
+//! directory fsync that follow make them durable with the data (a journal commits them in order).
+//!
+//! Also refuses, before any data is written, a destination that is immutable or append-only
+//! (`chattr +i` / `+a`): the rename over it would fail at the end (fs.copyFile fails EPERM at its
+//! open).
+//!
+//! Extended attributes go through the `xattr` crate (fd-based `FileExt` for the temp file, path
+//! based without following links for the destination, whose links the caller resolved);
+//! `fchown`, `fchmod` and `FS_IOC_GETFLAGS` through `libc`.
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Env, Result, Task};
+use napi_derive::napi;
+use ::xattr::FileExt;
+
+/// The outcome of `replaceAttrs`: `errno` 0 when all was kept; else the call that failed and the
+/// attribute it was about (or `immutable` / `append-only` for a refused destination).
+#[napi(object)]
+pub struct AttrResult {
+    pub errno: i32,
+    pub syscall: String,
+    pub name: String,
+}
+
+impl AttrResult {
+    fn ok() -> Self {
+        AttrResult { errno: 0, syscall: String::new(), name: String::new() }
+    }
+    fn err(e: &io::Error, syscall: &str, name: &OsStr) -> Self {
+        AttrResult {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            syscall: syscall.to_string(),
+            name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
+        }
+    }
+}
+
+/// A descriptor this module does not own (the temp file's, owned by its FileHandle): only
+/// borrowed for the calls of one task.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl FileExt for Fd {}
+
+/// The attribute the kernel itself drops from a file on any write (`file_remove_privs`): the
+/// file capabilities granted to the old contents. fs.copyFile's result has none; neither has ours.
+const DROPPED_BY_WRITE: &[u8] = b"security.capability";
+
+/// Names a new file may get from its directory or the kernel that the replaced file did not have
+/// and fs.copyFile's result would not have either: an ACL inherited from the directory's default
+/// ACL, removed from the temp file when the replaced file has none (labels an LSM gives the new
+/// file, security.*, stay).
+fn removable(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b == b"system.posix_acl_access" || b == b"system.posix_acl_default" || b.starts_with(b"user.")
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
+}
+
+pub struct AttrTask {
+    dst: String,
+    tmp_fd: i32,
+    uid: i32,
+    gid: i32,
+    mode: i32,
+    xattrs: bool,
+}
+
+/// linux/fs.h: FS_IMMUTABLE_FL, FS_APPEND_FL (`chattr +i`, `+a`).
+const FS_IMMUTABLE_FL: u32 = 0x10;
+const FS_APPEND_FL: u32 = 0x20;
+
+/// `chattr +i` / `+a` on `dst`, read with FS_IOC_GETFLAGS through a read-only descriptor. A file
+/// this process may not open for reading (or a filesystem without the ioctl) is not checked: the
+/// rename reports what it must.
+fn refused_flags(dst: &CString) -> Option<&'static str> {
+    // SAFETY: `dst` is a valid NUL-terminated string for the duration of the call; the flags are
+    // plain integers (O_NONBLOCK: an open that would wait, a lease, is not waited for).
+    let fd = unsafe {
+        libc::open(
+            dst.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut flags: libc::c_long = 0;
+    // SAFETY: `fd` is open (above); FS_IOC_GETFLAGS writes one `long` (the kernel's int-sized
+    // flags zero-extended into it on 64-bit: `flags` starts at 0) into memory that lives through
+    // the call.
+    let r = unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags as *mut libc::c_long) };
+    // SAFETY: `fd` was opened above and is closed exactly once, here.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return None;
+    }
+    // The kernel writes an `int` there (fs/ioctl.c): its low 32 bits on these little-endian targets.
+    let flags = flags as u32;
+    if flags & FS_IMMUTABLE_FL != 0 {
+        Some("immutable")
+    } else if flags & FS_APPEND_FL != 0 {
+        Some("append-only")
+    } else {
+        None
+    }
+}
+
+/// The names of `dst`'s extended attributes (not following a link), none where the filesystem has
+/// no extended attributes.
+fn names_of_path(dst: &str) -> io::Result<Vec<OsString>> {
+    match ::xattr::list(dst) {
+        Ok(l) => Ok(l.collect()),
+        Err(e) if unsupported(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn names_of_fd(fd: &Fd) -> io::Result<Vec<OsString>> {
+    match fd.list_xattr() {
+        Ok(l) => Ok(l.collect()),
+        Err(e) if unsupported(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies `dst`'s extended attributes onto the temp file, then removes those the temp file got
+/// from elsewhere (an inherited ACL) that `dst` did not have.
+fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
+    let names = names_of_path(dst).map_err(|e| AttrResult::err(&e, "listxattr", OsStr::new("")))?;
+    let mut kept: HashSet<&OsStr> = HashSet::new();
+    for name in &names {
+        if name.as_bytes() == DROPPED_BY_WRITE {
+            continue;
+        }
+        let value = match ::xattr::get(dst, name) {
+            Ok(Some(v)) => v,
+            // Removed since it was listed: nothing to keep.
+            Ok(None) => continue,
+            Err(e) => return Err(AttrResult::err(&e, "getxattr", name)),
+        };
+        kept.insert(name);
+        // The same value already there (an LSM label the new file got from the policy): nothing
+        // to set, and no privilege asked for.
+        if matches!(tmp.get_xattr(name), Ok(Some(ref v)) if *v == value) {
+            continue;
+        }
+        tmp.set_xattr(name, &value).map_err(|e| AttrResult::err(&e, "fsetxattr", name))?;
+    }
+    let own = names_of_fd(tmp).map_err(|e| AttrResult::err(&e, "flistxattr", OsStr::new("")))?;
+    for name in &own {
+        if removable(name) && !kept.contains(name.as_os_str()) {
+            match tmp.remove_xattr(name) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                Err(e) => return Err(AttrResult::err(&e, "fremovexattr", name)),
+            }
+        }
+    }
+    Ok(())
+}
+
+impl AttrTask {
+    fn run(&self) -> AttrResult {
+        let tmp = Fd(self.tmp_fd);
+        let mut mode = self.mode;
+        if !self.dst.is_empty() {
+            let Ok(cdst) = CString::new(self.dst.as_bytes()) else {
+                return AttrResult::err(&io::Error::from_raw_os_error(libc::EINVAL), "open", OsStr::new(""));
+            };
+            if let Some(which) = refused_flags(&cdst) {
+                return AttrResult::err(&io::Error::from_raw_os_error(libc::EPERM), "ioctl", OsStr::new(which));
+            }
+            // First the owner (chown clears set-user-ID bits and file capabilities: the attributes
+            // and the mode come after it).
+            if self.uid >= 0 {
+                // SAFETY: fchown takes plain integers; `tmp_fd` is the temp file's descriptor,
+                // open for the whole task (its FileHandle is not closed before the task settles).
+                // Best effort, as fs.copyFile keeps the owner only where the filesystem has owners.
+                unsafe { libc::fchown(self.tmp_fd, self.uid as libc::uid_t, self.gid as libc::gid_t) };
+            }
+            if self.xattrs {
+                if mode < 0 {
+                    // Setting an ACL rewrites the mode from it: the one the temp file has now is
+                    // given back after.
+                    // SAFETY: `st` is plain old data fstat fills; `tmp_fd` is open (see fchown).
+                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                    // SAFETY: as above; `st` lives through the call.
+                    if unsafe { libc::fstat(self.tmp_fd, &mut st) } == 0 {
+                        mode = (st.st_mode & 0o7777) as i32;
+                    }
+                }
+                if let Err(r) = copy_xattrs(&self.dst, &tmp) {
+                    return r;
+                }
+            }
+        }
+        // Last: setting an ACL rewrote the mode from it; this gives the mode asked for (and the
+        // ACL's mask and other entries with it, as fs.copyFile's fchmod does).
+        // A filesystem without modes (EPERM, ENOTSUP: CIFS, some FUSE) keeps the one the file was
+        // created with, as libuv's copyfile lets CIFS do.
+        if mode >= 0 {
+            // SAFETY: as fchown above.
+            if unsafe { libc::fchmod(self.tmp_fd, mode as libc::mode_t) } < 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)) {
+                    return AttrResult::err(&e, "fchmod", OsStr::new(""));
+                }
+            }
+        }
+        AttrResult::ok()
+    }
+}
+
+impl Task for AttrTask {
+    type Output = AttrResult;
+    type JsValue = AttrResult;
+
+    fn compute(&mut self) -> Result<AttrResult> {
+        Ok(self.run())
+    }
+
+    fn resolve(&mut self, _env: Env, output: AttrResult) -> Result<AttrResult> {
+        Ok(output)
+    }
+}
+
+/// Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
+/// `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
+/// `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too;
+/// not security.capability, which any write drops) set on the temp file, and an ACL the temp file
+/// inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the temp file's own mode
+/// given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
+/// only the mode. Resolves errno 0, or the failed call and the attribute's name.
+#[napi(ts_return_type = "Promise<AttrResult>")]
+pub fn replace_attrs(dst: String, tmp_fd: i32, uid: i32, gid: i32, mode: i32, xattrs: bool) -> AsyncTask<AttrTask> {
+    AsyncTask::new(AttrTask { dst, tmp_fd, uid, gid, mode, xattrs })
+}
