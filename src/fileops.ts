@@ -164,6 +164,43 @@ interface KindOf {
 /** FIFOs, character devices and sockets: no positions, no direct I/O; read and written in place, in sequence. */
 export const isSequential = (st: KindOf): boolean => st.isFIFO() || st.isCharacterDevice() || st.isSocket()
 
+/**
+ * The kernel's pseudo filesystems, by statfs magic: their regular files are attributes and
+ * controls served by kernel code (sysfs says 4096 bytes for a few, procfs 0), each write(2) one
+ * command, with no O_DIRECT and no truncation: procfs, sysfs, debugfs, tracefs, cgroup v1 and v2,
+ * configfs, securityfs, efivarfs, pstore, selinuxfs, smackfs, binfmt_misc, fusectl.
+ */
+const PSEUDO_FS = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x62656570, 'configfs'],
+  [0x73636673, 'securityfs'],
+  [0xde5e81e4, 'efivarfs'],
+  [0x6165676c, 'pstore'],
+  [0xf97cff8c, 'selinuxfs'],
+  [0x43415d53, 'smackfs'],
+  [0x42494e4d, 'binfmt_misc'],
+  [0x65735543, 'fusectl'],
+])
+
+/**
+ * The name of the kernel pseudo filesystem `p` is on (see PSEUDO_FS), or undefined (another
+ * filesystem, or a runtime without statfs: then the file is taken as an ordinary one).
+ */
+export async function pseudoFs(p: string): Promise<string | undefined> {
+  const statfs = (fsp as { statfs?: (p: string) => Promise<{ type: number | bigint }> }).statfs
+  if (typeof statfs !== 'function') return undefined
+  try {
+    return PSEUDO_FS.get(Number((await statfs(p)).type))
+  } catch {
+    return undefined
+  }
+}
+
 /** What a kind of file is called in messages. */
 export function kindName(st: KindOf): string {
   return st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isSocket() ? 'a socket' : 'a special file'

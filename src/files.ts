@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -353,6 +353,15 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
     }
+    // A file of a kernel pseudo filesystem (a sysfs attribute, /proc/sys): written in place, in
+    // sequence, buffered, as node:fs writes it (its size is no size, it has no O_DIRECT, no
+    // truncation and no temp file can be made next to it; each write is one command), with or
+    // without `atomic`, as a device.
+    const pseudo = st?.isFile() === true ? await abort.race(pseudoFs(dst)) : undefined
+    if (pseudo !== undefined) {
+      const total = await writeSequential(dst, chunks, abort)
+      return { total, direct: false, fallbackReason: `${dst} is a file of ${pseudo} (a kernel pseudo filesystem): written in place, in sequence` }
+    }
     // A block device cannot be replaced by a rename: it is written in place, atomic or not, and
     // opened readable ('r+': truncating means nothing there), as its last block is completed with
     // the device's own bytes after the data.
@@ -381,7 +390,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
       const known = typeof data === 'string' ? Buffer.byteLength(data, encoding) : ArrayBuffer.isView(data) ? data.byteLength : 0
       const prepare = (fh: FileHandle): Promise<void> => keepAttrs(fh.fd, replaced, keepMode, xattrs)
-      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal, 0, prepare)
+      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal, 0, prepare, tmp)
       // The last moment to abort: after it, the rename replaces the destination.
       abort.check()
     } catch (e) {
@@ -431,15 +440,18 @@ interface Written {
 /**
  * Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns
  * the bytes written. `head`: the first chunk's first bytes are the file's own (see headOf), not
- * counted as the data's. `prepare`: run on the opened file before any data is written.
+ * counted as the data's. `prepare`: run on the opened file before any data is written. `temp`: the
+ * path of a temp file being written, removed at once when writing fails.
  */
-async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0, prepare?: (fh: FileHandle) => Promise<void>): Promise<Written> {
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0, prepare?: (fh: FileHandle) => Promise<void>, temp?: string): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
   const core = new BlockWriter(t, cfg)
   let total = 0
+  let opened = false
   try {
     const fh = await abort.race(core.open())
+    opened = true
     // A temp file being created whose length is known (see reserveSpace).
     if (reserve > 0 && typeof target === 'string') await abort.race(reserveSpace(fh, reserve, target, signal))
     // Before any data: the attributes the file must have (a temp file's, see keepAttrs). Not raced
@@ -455,6 +467,10 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
     await abort.race(core.finish())
     return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
+    // A temp file is removed before the close, which waits for the writes in flight: on a slow
+    // device that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it
+    // (as copyBlocks). Not before its open completed: the open would create it after.
+    if (temp !== undefined && opened) await removeTemp(temp)
     await core.destroy().catch(() => {})
     throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
   }
