@@ -19,10 +19,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 
+use ::xattr::FileExt;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Result, Task};
 use napi_derive::napi;
-use ::xattr::FileExt;
 
 /// The outcome of `replaceAttrs`: `errno` 0 when all was kept; else the call that failed and the
 /// attribute it was about (or `immutable` / `append-only` for a refused destination).
@@ -35,7 +35,11 @@ pub struct AttrResult {
 
 impl AttrResult {
     fn ok() -> Self {
-        AttrResult { errno: 0, syscall: String::new(), name: String::new() }
+        AttrResult {
+            errno: 0,
+            syscall: String::new(),
+            name: String::new(),
+        }
     }
     fn err(e: &io::Error, syscall: &str, name: &OsStr) -> Self {
         AttrResult {
@@ -163,7 +167,8 @@ fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
         if matches!(tmp.get_xattr(name), Ok(Some(ref v)) if *v == value) {
             continue;
         }
-        tmp.set_xattr(name, &value).map_err(|e| AttrResult::err(&e, "fsetxattr", name))?;
+        tmp.set_xattr(name, &value)
+            .map_err(|e| AttrResult::err(&e, "fsetxattr", name))?;
     }
     let own = names_of_fd(tmp).map_err(|e| AttrResult::err(&e, "flistxattr", OsStr::new("")))?;
     for name in &own {
@@ -184,10 +189,18 @@ impl AttrTask {
         let mut mode = self.mode;
         if !self.dst.is_empty() {
             let Ok(cdst) = CString::new(self.dst.as_bytes()) else {
-                return AttrResult::err(&io::Error::from_raw_os_error(libc::EINVAL), "open", OsStr::new(""));
+                return AttrResult::err(
+                    &io::Error::from_raw_os_error(libc::EINVAL),
+                    "open",
+                    OsStr::new(""),
+                );
             };
             if let Some(which) = refused_flags(&cdst) {
-                return AttrResult::err(&io::Error::from_raw_os_error(libc::EPERM), "ioctl", OsStr::new(which));
+                return AttrResult::err(
+                    &io::Error::from_raw_os_error(libc::EPERM),
+                    "ioctl",
+                    OsStr::new(which),
+                );
             }
             // First the owner (chown clears set-user-ID bits and file capabilities: the attributes
             // and the mode come after it).
@@ -195,7 +208,13 @@ impl AttrTask {
                 // SAFETY: fchown takes plain integers; `tmp_fd` is the temp file's descriptor,
                 // open for the whole task (its FileHandle is not closed before the task settles).
                 // Best effort, as fs.copyFile keeps the owner only where the filesystem has owners.
-                unsafe { libc::fchown(self.tmp_fd, self.uid as libc::uid_t, self.gid as libc::gid_t) };
+                unsafe {
+                    libc::fchown(
+                        self.tmp_fd,
+                        self.uid as libc::uid_t,
+                        self.gid as libc::gid_t,
+                    )
+                };
             }
             if self.xattrs {
                 if mode < 0 {
@@ -221,7 +240,10 @@ impl AttrTask {
             // SAFETY: as fchown above.
             if unsafe { libc::fchmod(self.tmp_fd, mode as libc::mode_t) } < 0 {
                 let e = io::Error::last_os_error();
-                if !matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)) {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)
+                ) {
                     return AttrResult::err(&e, "fchmod", OsStr::new(""));
                 }
             }
@@ -251,6 +273,20 @@ impl Task for AttrTask {
 /// given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
 /// only the mode. Resolves errno 0, or the failed call and the attribute's name.
 #[napi(ts_return_type = "Promise<AttrResult>")]
-pub fn replace_attrs(dst: String, tmp_fd: i32, uid: i32, gid: i32, mode: i32, xattrs: bool) -> AsyncTask<AttrTask> {
-    AsyncTask::new(AttrTask { dst, tmp_fd, uid, gid, mode, xattrs })
+pub fn replace_attrs(
+    dst: String,
+    tmp_fd: i32,
+    uid: i32,
+    gid: i32,
+    mode: i32,
+    xattrs: bool,
+) -> AsyncTask<AttrTask> {
+    AsyncTask::new(AttrTask {
+        dst,
+        tmp_fd,
+        uid,
+        gid,
+        mode,
+        xattrs,
+    })
 }
