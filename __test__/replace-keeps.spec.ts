@@ -301,42 +301,44 @@ test('a destination with another hard link: replaced under its name only, the ot
 // chattr +i / +a: node:fs fails EPERM at its open, before writing; odirect used to write the whole
 // temp file and fail at the rename with a hint about seccomp; now refused before any data, typed,
 // the hint naming the attribute.
-for (const [flag, name] of [
-  ['i', 'immutable'],
-  ['a', 'append-only'],
-] as const) {
-  testIf(CHATTR_REASON, `an ${name} destination (chattr +${flag}): EPERM before any data, as node:fs, the hint names it; nothing left`, async (t) => {
-    for (const form of FORMS) {
-      const dir = scratch()
-      const src = path.join(dir, 'src')
-      fs.writeFileSync(src, 'NEW')
-      const dst = path.join(dir, 'dst')
-      fs.writeFileSync(dst, 'old')
-      run('chattr', [`+${flag}`, dst])
-      try {
-        const ref = await t.throwsAsync<NodeJS.ErrnoException>(form.ref(src, dst))
-        t.is(ref?.code, 'EPERM', `node:fs ${form.name}`)
-        if (form.cli === true) {
-          // The CLI prints its own advice for EPERM; the hint is in --json.
-          const r = spawnSync(process.execPath, [CLI, 'cp', '--json', src, dst], { encoding: 'utf8' })
-          t.is(r.status, 1)
-          const j = JSON.parse(r.stdout) as { error: { code: string; hint: string } }
-          t.is(j.error.code, 'EPERM')
-          t.regex(j.error.hint, new RegExp(`is ${name} \\(chattr \\+${flag}\\).*nothing was written`), r.stdout)
-        } else {
-          const e = await t.throwsAsync<DirectIoError>(form.od(src, dst))
-          t.is(e?.code, 'EPERM', form.name)
-          t.is(e?.syscall, 'open', form.name)
-          t.is(e?.path, dst)
-          t.regex(e?.hint ?? '', new RegExp(`is ${name} \\(chattr \\+${flag}\\).*nothing was written`), form.name)
+for (const where of WHERE) {
+  for (const [flag, name] of [
+    ['i', 'immutable'],
+    ['a', 'append-only'],
+  ] as const) {
+    testIf(where.reason ?? CHATTR_REASON, `${where.name}: an ${name} destination (chattr +${flag}): EPERM before any data, as node:fs, the hint names it; nothing left`, async (t) => {
+      for (const form of FORMS) {
+        const dir = where.dir()
+        const src = path.join(dir, 'src')
+        fs.writeFileSync(src, 'NEW')
+        const dst = path.join(dir, 'dst')
+        fs.writeFileSync(dst, 'old')
+        run('chattr', [`+${flag}`, dst])
+        try {
+          const ref = await t.throwsAsync<NodeJS.ErrnoException>(form.ref(src, dst))
+          t.is(ref?.code, 'EPERM', `node:fs ${form.name}`)
+          if (form.cli === true) {
+            // The CLI prints its own advice for EPERM; the hint is in --json.
+            const r = spawnSync(process.execPath, [CLI, 'cp', '--json', src, dst], { encoding: 'utf8' })
+            t.is(r.status, 1)
+            const j = JSON.parse(r.stdout) as { error: { code: string; hint: string } }
+            t.is(j.error.code, 'EPERM')
+            t.regex(j.error.hint, new RegExp(`is ${name} \\(chattr \\+${flag}\\).*nothing was written`), r.stdout)
+          } else {
+            const e = await t.throwsAsync<DirectIoError>(form.od(src, dst))
+            t.is(e?.code, 'EPERM', form.name)
+            t.is(e?.syscall, 'open', form.name)
+            t.is(e?.path, dst)
+            t.regex(e?.hint ?? '', new RegExp(`is ${name} \\(chattr \\+${flag}\\).*nothing was written`), form.name)
+          }
+          t.is(fs.readFileSync(dst, 'utf8'), 'old')
+          t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'src'], `${form.name}: no temp file left`)
+        } finally {
+          run('chattr', [`-${flag}`, dst])
         }
-        t.is(fs.readFileSync(dst, 'utf8'), 'old')
-        t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'src'], `${form.name}: no temp file left`)
-      } finally {
-        run('chattr', [`-${flag}`, dst])
       }
-    }
-  })
+    })
+  }
 }
 
 // An attribute the replacing user may not set: a security.* label set by root on a file uid 65534

@@ -11,7 +11,7 @@
 //!
 //! Extended attributes go through the `xattr` crate (fd-based `FileExt` for the temp file, path
 //! based without following links for the destination, whose links the caller resolved);
-//! `fchown`, `fchmod` and `FS_IOC_GETFLAGS` through `libc`.
+//! `statx`, `fchown`, `fstat` and `fchmod` through `libc`.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr, OsString};
@@ -88,44 +88,50 @@ pub struct AttrTask {
     xattrs: bool,
 }
 
-/// linux/fs.h: FS_IMMUTABLE_FL, FS_APPEND_FL (`chattr +i`, `+a`).
-const FS_IMMUTABLE_FL: u32 = 0x10;
-const FS_APPEND_FL: u32 = 0x20;
+/// linux/stat.h: STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND (`chattr +i`, `+a`).
+const STATX_ATTR_IMMUTABLE: u64 = 0x10;
+const STATX_ATTR_APPEND: u64 = 0x20;
 
-/// `chattr +i` / `+a` on `dst`, read with FS_IOC_GETFLAGS through a read-only descriptor. A file
-/// this process may not open for reading (or a filesystem without the ioctl) is not checked: the
-/// rename reports what it must.
+/// `chattr +i` / `+a` on `dst` (not following a link), from statx's attributes: one system call,
+/// no open (a FUSE or network file would see an open and a release). A filesystem that does not
+/// report these attributes (`stx_attributes_mask`) is not checked: the rename reports what it must.
+/// statx by its system call number: the glibc wrapper is newer than the 2.17 floor.
 fn refused_flags(dst: &CString) -> Option<&'static str> {
-    // SAFETY: `dst` is a valid NUL-terminated string for the duration of the call; the flags are
-    // plain integers (O_NONBLOCK: an open that would wait, a lease, is not waited for).
-    let fd = unsafe {
-        libc::open(
+    // SAFETY: `stx` is plain old data, zeroed.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `dst` is a valid NUL-terminated string and `stx` a writable statx that both live
+    // through the call; the other arguments are plain integers (mask 0: the attributes are
+    // reported whatever the mask; AT_STATX_DONT_SYNC: a network filesystem is not asked again).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            libc::AT_FDCWD,
             dst.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
+            0u32,
+            &mut stx as *mut libc::statx,
         )
     };
-    if fd < 0 {
-        return None;
-    }
-    let mut flags: libc::c_long = 0;
-    // SAFETY: `fd` is open (above); FS_IOC_GETFLAGS writes one `long` (the kernel's int-sized
-    // flags zero-extended into it on 64-bit: `flags` starts at 0) into memory that lives through
-    // the call.
-    let r = unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags as *mut libc::c_long) };
-    // SAFETY: `fd` was opened above and is closed exactly once, here.
-    unsafe { libc::close(fd) };
     if r < 0 {
         return None;
     }
-    // The kernel writes an `int` there (fs/ioctl.c): its low 32 bits on these little-endian targets.
-    let flags = flags as u32;
-    if flags & FS_IMMUTABLE_FL != 0 {
+    let set = stx.stx_attributes & stx.stx_attributes_mask;
+    if set & STATX_ATTR_IMMUTABLE != 0 {
         Some("immutable")
-    } else if flags & FS_APPEND_FL != 0 {
+    } else if set & STATX_ATTR_APPEND != 0 {
         Some("append-only")
     } else {
         None
     }
+}
+
+/// The permission bits of the temp file now, None if fstat fails.
+fn mode_of(fd: i32) -> Option<i32> {
+    // SAFETY: `st` is plain old data fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is the temp file's descriptor, open for the whole task (see fchown); `st`
+    // lives through the call.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_mode & 0o7777) as i32)
 }
 
 /// The names of `dst`'s extended attributes (not following a link), none where the filesystem has
@@ -220,12 +226,7 @@ impl AttrTask {
                 if mode < 0 {
                     // Setting an ACL rewrites the mode from it: the one the temp file has now is
                     // given back after.
-                    // SAFETY: `st` is plain old data fstat fills; `tmp_fd` is open (see fchown).
-                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                    // SAFETY: as above; `st` lives through the call.
-                    if unsafe { libc::fstat(self.tmp_fd, &mut st) } == 0 {
-                        mode = (st.st_mode & 0o7777) as i32;
-                    }
+                    mode = mode_of(self.tmp_fd).unwrap_or(-1);
                 }
                 if let Err(r) = copy_xattrs(&self.dst, &tmp) {
                     return r;
@@ -236,7 +237,9 @@ impl AttrTask {
         // ACL's mask and other entries with it, as fs.copyFile's fchmod does).
         // A filesystem without modes (EPERM, ENOTSUP: CIFS, some FUSE) keeps the one the file was
         // created with, as libuv's copyfile lets CIFS do.
-        if mode >= 0 {
+        // Not when the mode is already that (a no-op fchmod, ACL included, still costs a
+        // journaled inode update): the usual case without an ACL.
+        if mode >= 0 && mode_of(self.tmp_fd) != Some(mode) {
             // SAFETY: as fchown above.
             if unsafe { libc::fchmod(self.tmp_fd, mode as libc::mode_t) } < 0 {
                 let e = io::Error::last_os_error();
