@@ -449,10 +449,10 @@ export declare function renamePath(from: string, to: string): Promise<number>
 /**
  * Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
  * `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
- * `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too;
- * not security.capability, which any write drops) set on the temp file, and an ACL the temp file
- * inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the temp file's own mode
- * given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
+ * `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
+ * security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
+ * an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
+ * temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
  * only the mode. Resolves errno 0, or the failed call and the attribute's name.
  */
 export declare function replaceAttrs(dst: string, tmpFd: number, uid: number, gid: number, mode: number, xattrs: boolean): Promise<AttrResult>

@@ -419,3 +419,48 @@ testIf(ROOT_REASON, 'trusted.* attributes are invisible to an unprivileged user:
   t.is(fs.readFileSync(dst, 'utf8'), 'NEW')
   t.deepEqual(xattrs(dst), {})
 })
+
+// A FIFO source goes through writeFile's atomic path (copySequential): the replaced file keeps its
+// extended attributes there too, and gets the source's mode exactly (fs.copyFile's fchmod), not
+// the mode minus the umask.
+testIf(skipReason(['cmd:python3', 'cmd:mkfifo']), 'copyFile from a FIFO over a file: its extended attributes kept, the FIFO\'s mode exactly', async (t) => {
+  const dir = scratch()
+  const fifo = path.join(dir, 'fifo')
+  run('mkfifo', ['-m', '0751', fifo])
+  fs.chmodSync(fifo, 0o751)
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'old')
+  setXattr(dst, 'user.tag', hex('kept'))
+  // The writer: another process (a FIFO's open waits for both ends).
+  const writer = spawnSync('sh', ['-c', `(printf NEW > '${fifo}') >/dev/null 2>&1 & echo started`], { encoding: 'utf8' })
+  t.is(writer.stdout.trim(), 'started')
+  await copyFile(fifo, dst)
+  t.deepEqual(snapshot(dst), { data: 'NEW', mode: '751', owner: snapshot(dst).owner, xattrs: { 'user.tag': hex('kept') } })
+  t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'fifo'])
+})
+
+// IMA's hash and EVM's HMAC describe the old contents: where IMA/EVM appraise, the kernel computes
+// them for what is written; where they do not, an in-place write leaves the old ones, now wrong
+// (node:fs's result here). odirect does not copy them (nor security.capability, as above).
+testIf(ROOT_REASON, 'security.ima / security.evm (about the old contents) are not copied, where node:fs in place leaves the stale ones', async (t) => {
+  const ima = `0404${'00'.repeat(32)}`
+  const evm = `02${'00'.repeat(20)}`
+  const out: Array<Record<string, string>> = []
+  for (const form of FORMS.filter((f) => f.cli !== true)) {
+    for (const side of ['ref', 'od'] as const) {
+      const dir = scratch()
+      const src = path.join(dir, 'src')
+      fs.writeFileSync(src, 'NEW')
+      const dst = path.join(dir, 'dst')
+      fs.writeFileSync(dst, 'old')
+      setXattr(dst, 'security.ima', ima)
+      setXattr(dst, 'security.evm', evm)
+      setXattr(dst, 'user.tag', hex('kept'))
+      await form[side](src, dst)
+      t.is(fs.readFileSync(dst, 'utf8'), 'NEW')
+      out.push(xattrs(dst))
+    }
+  }
+  const stale = { 'security.evm': evm, 'security.ima': ima, 'user.tag': hex('kept') }
+  t.deepEqual(out, [stale, { 'user.tag': hex('kept') }, stale, { 'user.tag': hex('kept') }])
+})

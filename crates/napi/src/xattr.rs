@@ -62,9 +62,11 @@ impl AsRawFd for Fd {
 
 impl FileExt for Fd {}
 
-/// The attribute the kernel itself drops from a file on any write (`file_remove_privs`): the
-/// file capabilities granted to the old contents. fs.copyFile's result has none; neither has ours.
-const DROPPED_BY_WRITE: &[u8] = b"security.capability";
+/// Attributes about the old contents, never copied: the file capabilities granted to them, which
+/// the kernel drops from a file on any write (`file_remove_privs`: fs.copyFile's result has none,
+/// neither has ours), and IMA's hash or signature and EVM's HMAC of them (an old hash on new
+/// contents would fail appraisal; the kernel computes them for the new file where it keeps them).
+const ABOUT_OLD_CONTENTS: &[&[u8]] = &[b"security.capability", b"security.ima", b"security.evm"];
 
 /// Names a new file may get from its directory or the kernel that the replaced file did not have
 /// and fs.copyFile's result would not have either: an ACL inherited from the directory's default
@@ -158,7 +160,7 @@ fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
     let names = names_of_path(dst).map_err(|e| AttrResult::err(&e, "listxattr", OsStr::new("")))?;
     let mut kept: HashSet<&OsStr> = HashSet::new();
     for name in &names {
-        if name.as_bytes() == DROPPED_BY_WRITE {
+        if ABOUT_OLD_CONTENTS.contains(&name.as_bytes()) {
             continue;
         }
         let value = match ::xattr::get(dst, name) {
@@ -270,10 +272,10 @@ impl Task for AttrTask {
 
 /// Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
 /// `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
-/// `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too;
-/// not security.capability, which any write drops) set on the temp file, and an ACL the temp file
-/// inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the temp file's own mode
-/// given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
+/// `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
+/// security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
+/// an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
+/// temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
 /// only the mode. Resolves errno 0, or the failed call and the attribute's name.
 #[napi(ts_return_type = "Promise<AttrResult>")]
 pub fn replace_attrs(
