@@ -356,8 +356,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     // A file of a kernel pseudo filesystem (a sysfs attribute, /proc/sys): written in place, in
     // sequence, buffered, as node:fs writes it (its size is no size, it has no O_DIRECT, no
     // truncation and no temp file can be made next to it; each write is one command), with or
-    // without `atomic`, as a device.
-    const pseudo = st?.isFile() === true ? await abort.race(pseudoFs(dst)) : undefined
+    // without `atomic`, as a device. Their files have no blocks: a file with blocks needs no statfs.
+    const pseudo = st?.isFile() === true && st.blocks === 0 ? await abort.race(pseudoFs(dst)) : undefined
     if (pseudo !== undefined) {
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is a file of ${pseudo} (a kernel pseudo filesystem): written in place, in sequence` }
