@@ -219,6 +219,16 @@ export interface AlignmentInfo {
 export declare function allocOwned(size: number, align: number, zeroed?: boolean | undefined | null, smallPages?: boolean | undefined | null): ArrayBuffer | null
 
 /**
+ * The outcome of `replaceAttrs`: `errno` 0 when all was kept; else the call that failed and the
+ * attribute it was about (or `immutable` / `append-only` for a refused destination).
+ */
+export interface AttrResult {
+  errno: number
+  syscall: string
+  name: string
+}
+
+/**
  * Backends, by the index every engine method takes (shared with TypeScript through the
  * generated binding, so neither side hard-codes the numbers).
  */
@@ -436,6 +446,17 @@ export declare function releaseTaken(ab: unknown): boolean
 
 /** rename(2) off the JS thread (replaces `to`): resolves 0 or an errno. */
 export declare function renamePath(from: string, to: string): Promise<number>
+
+/**
+ * Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
+ * `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
+ * `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
+ * security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
+ * an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
+ * temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
+ * only the mode. Resolves errno 0, or the failed call and the attribute's name.
+ */
+export declare function replaceAttrs(dst: string, tmpFd: number, uid: number, gid: number, mode: number, xattrs: boolean): Promise<AttrResult>
 
 /** Result a bounced read settles with when its buffer was detached or shrunk before copy-back. */
 export declare const RESULT_DETACHED: number

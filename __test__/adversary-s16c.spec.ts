@@ -29,8 +29,8 @@
 //    its I/O) before it removed the temp file, and the second signal's default action left
 //    DST.odirect-tmp-*; now the temp file is removed first (src/files.ts copyBlocks).
 // 7. what a replaced file keeps: owner and group (root) and the source's mode, as fs.copyFile;
-//    not its extended attributes or ACLs (fs.copyFile writes in place and keeps them): documented
-//    in README, a test.failing for the native fix (crates/napi is another helper's this session).
+//    its extended attributes and ACLs were dropped (fs.copyFile writes in place and keeps them):
+//    kept since session 17 (crates/napi/src/xattr.rs; every case: replace-keeps.spec.ts).
 // 8. ENOSPC of the temp file without the up-front reservation. Found: the hint said "data written
 //    before this error is intact (N bytes ...)" of a temp file already removed; now it says the
 //    temp file is gone and DST untouched (src/fileops.ts tempError).
@@ -386,14 +386,13 @@ function xattrs(file: string, set?: string): string[] {
 }
 
 // copyFile and writeFile({ atomic }) replace the file through a temp file and a rename: the old
-// file's extended attributes (user.*, and with them POSIX ACLs, system.posix_acl_access) are not
-// carried over, where fs.copyFile, writing in place, keeps them (README: "Coming from
-// fs/promises"). Carrying them needs listxattr/getxattr/fsetxattr on the temp file before the
-// rename: native code (crates/napi), not this pass's to change. test.failing: it passes while the
-// attributes are lost, and fails (remove .failing) once they are kept.
+// file's extended attributes (user.*, and with them POSIX ACLs, system.posix_acl_access) were not
+// carried over, where fs.copyFile, writing in place, keeps them. Now the temp file gets them
+// before any data (src/fileops.ts keepAttrs, crates/napi/src/xattr.rs); replace-keeps.spec.ts
+// compares every attribute with node:fs.
 const XATTR_REASON = skipReason(['cmd:python3'])
 if (XATTR_REASON === undefined) {
-  test.failing("copyFile and writeFile atomic keep the replaced file's extended attributes, as fs.copyFile does (known gap: dropped)", async (t) => {
+  test("copyFile and writeFile atomic keep the replaced file's extended attributes, as fs.copyFile does", async (t) => {
     const dir = scratch()
     const src = path.join(dir, 's')
     fs.writeFileSync(src, 'new')

@@ -113,16 +113,46 @@ export async function resolveLinks(p: string): Promise<string> {
   return cur
 }
 
+/** The file a temp file replaces: its path (links resolved) and owner. */
+export interface Replaced {
+  path: string
+  uid: number
+  gid: number
+}
+
 /**
- * Run as root, a file replaced through a temp file keeps the owner of the file it replaces (as
- * `fs.copyFile` and `cp` keep it by rewriting that file, and write-file-atomic by a chown): the temp
- * file is given the old file's uid and gid before the rename. Best effort, as theirs: a filesystem
- * without owners (EPERM) leaves the temp file as it is. Other users cannot give files away.
+ * Gives the temp file that will be renamed over `replaced` what fs.copyFile keeps of a file it
+ * overwrites in place, before any data is written (so the data's sync, the rename and the
+ * directory fsync make it durable with the data): natively, on the temp file's descriptor
+ * (crates/napi/src/xattr.rs). In order: an immutable or append-only `replaced` is refused (EPERM,
+ * as fs.copyFile's open; nothing written yet); run as root, its owner and group (chown, best
+ * effort: a filesystem without owners leaves them); with `xattrs`, its extended attributes, POSIX
+ * ACLs included (not security.capability: any write drops it, fs.copyFile's too), and an ACL the
+ * temp file inherited from its directory that `replaced` had not is removed; last `mode` (exact,
+ * no umask: fs.copyFile's fchmod), which also sets a kept ACL's mask as fs's fchmod does. An
+ * attribute that cannot be set (EPERM for a security.* label or trusted.* one without the
+ * privilege, ENOSPC, E2BIG...) fails the call with a typed error naming it: the caller removes the
+ * temp file, `replaced` is untouched, and `{ xattrs: false }` replaces it without them.
  */
-export async function keepOwner(tmp: string, old: { uid: number; gid: number } | undefined): Promise<void> {
-  if (old === undefined || typeof process === 'undefined' || typeof process.getuid !== 'function' || process.getuid() !== 0) return
-  if (old.uid === 0 && old.gid === 0) return
-  await fsp.chown(tmp, old.uid, old.gid).catch(() => undefined)
+export async function keepAttrs(tmpFd: number, replaced: Replaced | undefined, mode: number | undefined, xattrs: boolean): Promise<void> {
+  if (replaced === undefined && mode === undefined) return
+  const root = typeof process !== 'undefined' && typeof process.getuid === 'function' && process.getuid() === 0
+  const chown = replaced !== undefined && root && !(replaced.uid === 0 && replaced.gid === 0)
+  const r = await native.replaceAttrs(replaced?.path ?? '', tmpFd, chown ? replaced.uid : -1, chown ? replaced.gid : -1, mode ?? -1, xattrs)
+  if (r.errno === 0) return
+  const dst = replaced?.path ?? ''
+  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' ? 'open' : r.syscall, path: dst })
+  let hint: string
+  if (r.syscall === 'ioctl') {
+    hint = `${dst} is ${r.name} (chattr +${r.name === 'immutable' ? 'i' : 'a'}): it cannot be replaced or rewritten (fs.copyFile's open fails EPERM too); nothing was written and ${dst} is untouched; remove the attribute first (chattr -${r.name === 'immutable' ? 'i' : 'a'}, as root)`
+  } else if (r.syscall === 'fchmod') {
+    hint = `the mode of ${dst}'s replacement cannot be set; nothing was replaced: ${dst} is untouched`
+  } else {
+    const what = r.name === '' ? 'extended attributes' : `extended attribute ${r.name}`
+    const why = r.errno === E.EPERM || r.errno === E.EACCES ? (r.syscall === 'getxattr' ? ': this process may not read it' : ': setting it needs a privilege this process lacks (security.* and trusted.* attributes need CAP_SYS_ADMIN or an LSM permission)') : ''
+    hint = `the ${what} of ${dst} cannot be ${r.syscall === 'getxattr' || r.syscall.includes('list') ? 'read' : 'given to its replacement'}${why}; fs.copyFile, writing in place, would keep it. Nothing was replaced: ${dst} is untouched. Pass { xattrs: false } to replace it without its extended attributes and ACLs`
+  }
+  throw withHint(e, hint)
 }
 
 interface KindOf {
@@ -133,6 +163,43 @@ interface KindOf {
 
 /** FIFOs, character devices and sockets: no positions, no direct I/O; read and written in place, in sequence. */
 export const isSequential = (st: KindOf): boolean => st.isFIFO() || st.isCharacterDevice() || st.isSocket()
+
+/**
+ * The kernel's pseudo filesystems, by statfs magic: their regular files are attributes and
+ * controls served by kernel code (sysfs says 4096 bytes for a few, procfs 0), each write(2) one
+ * command, with no O_DIRECT and no truncation: procfs, sysfs, debugfs, tracefs, cgroup v1 and v2,
+ * configfs, securityfs, efivarfs, pstore, selinuxfs, smackfs, binfmt_misc, fusectl.
+ */
+const PSEUDO_FS = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x62656570, 'configfs'],
+  [0x73636673, 'securityfs'],
+  [0xde5e81e4, 'efivarfs'],
+  [0x6165676c, 'pstore'],
+  [0xf97cff8c, 'selinuxfs'],
+  [0x43415d53, 'smackfs'],
+  [0x42494e4d, 'binfmt_misc'],
+  [0x65735543, 'fusectl'],
+])
+
+/**
+ * The name of the kernel pseudo filesystem `p` is on (see PSEUDO_FS), or undefined (another
+ * filesystem, or a runtime without statfs: then the file is taken as an ordinary one).
+ */
+export async function pseudoFs(p: string): Promise<string | undefined> {
+  const statfs = (fsp as { statfs?: (p: string) => Promise<{ type: number | bigint }> }).statfs
+  if (typeof statfs !== 'function') return undefined
+  try {
+    return PSEUDO_FS.get(Number((await statfs(p)).type))
+  } catch {
+    return undefined
+  }
+}
 
 /** What a kind of file is called in messages. */
 export function kindName(st: KindOf): string {

@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepOwner, kindName, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -53,6 +53,12 @@ export interface WriteFileOptions extends HelperOpenOptions {
   flush?: boolean
   /** Write a temp file in the same directory, datasync it, then rename it over `path`: readers see the old or the new file, never a mix. */
   atomic?: boolean
+  /**
+   * With `atomic`: give the new file the replaced file's extended attributes and POSIX ACLs, as an
+   * in-place write keeps them (default true). An attribute that cannot be set is a typed error,
+   * the file untouched; false replaces it without them.
+   */
+  xattrs?: boolean
 }
 
 export interface CopyProgress {
@@ -73,6 +79,12 @@ export interface CopyFileOptions extends HelperOpenOptions {
   chunkSize?: number
   /** Fail with EEXIST if the destination exists (fs's COPYFILE_EXCL). */
   exclusive?: boolean
+  /**
+   * Give the copy the replaced destination's extended attributes and POSIX ACLs, as fs.copyFile
+   * (writing in place) keeps them (default true). An attribute that cannot be set is a typed
+   * error, the destination untouched; false replaces it without them.
+   */
+  xattrs?: boolean
 }
 
 export interface CopyResult {
@@ -302,10 +314,12 @@ export function writeFile(path: PathLike | FileHandle, data: WriteData, options?
   })
 }
 
-async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<Written> {
-  const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
+/** `exactMode`: copyFile's (through copySequential): the replacement gets exactly this mode, no umask, as fs.copyFile's fchmod. */
+async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null, exactMode?: number): Promise<Written> {
+  const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', 'xattrs', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
   const encoding = encodingArg(o.encoding, 'utf8', "e.g. 'utf8'") ?? 'utf8'
   const atomic = boolOption(o, 'atomic', false)
+  const xattrs = boolOption(o, 'xattrs', true)
   const datasync = boolOption(o, 'datasync', false) || boolOption(o, 'flush', false) || atomic
   const signal = signalOption(o)
   const given = isFileHandle(path)
@@ -339,6 +353,15 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
     }
+    // A file of a kernel pseudo filesystem (a sysfs attribute, /proc/sys): written in place, in
+    // sequence, buffered, as node:fs writes it (its size is no size, it has no O_DIRECT, no
+    // truncation and no temp file can be made next to it; each write is one command), with or
+    // without `atomic`, as a device. Their files have no blocks: a file with blocks needs no statfs.
+    const pseudo = st?.isFile() === true && st.blocks === 0 ? await abort.race(pseudoFs(dst)) : undefined
+    if (pseudo !== undefined) {
+      const total = await writeSequential(dst, chunks, abort)
+      return { total, direct: false, fallbackReason: `${dst} is a file of ${pseudo} (a kernel pseudo filesystem): written in place, in sequence` }
+    }
     // A block device cannot be replaced by a rename: it is written in place, atomic or not, and
     // opened readable ('r+': truncating means nothing there), as its last block is completed with
     // the device's own bytes after the data.
@@ -352,17 +375,22 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       if (created !== dst) await syncParentDir(created)
       return w
     }
-    const mode = o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666
+    const mode = exactMode ?? (o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666)
     // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
     // link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
     const target = exclusive ? dst : await abort.race(resolveLinks(dst))
     const tmp = tmpName(target)
+    // What the replaced file keeps (see keepAttrs): the mode exactly (an in-place write leaves
+    // it; the temp file's create applied the umask), unless `mode` was given (then as created).
+    const replaced: Replaced | undefined = st?.isFile() === true ? { path: target, uid: st.uid, gid: st.gid } : undefined
+    const keepMode = exactMode ?? (replaced !== undefined && o.mode === undefined ? mode : undefined)
     let w: Written
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
       const known = typeof data === 'string' ? Buffer.byteLength(data, encoding) : ArrayBuffer.isView(data) ? data.byteLength : 0
-      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal)
+      const prepare = (fh: FileHandle): Promise<void> => keepAttrs(fh.fd, replaced, keepMode, xattrs)
+      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal, 0, prepare, tmp)
       // The last moment to abort: after it, the rename replaces the destination.
       abort.check()
     } catch (e) {
@@ -370,7 +398,6 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       throw tempError(e, target)
     }
     try {
-      await keepOwner(tmp, st)
       await commitTemp(tmp, target, exclusive)
     } catch (e) {
       await removeTemp(tmp)
@@ -413,17 +440,26 @@ interface Written {
 /**
  * Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns
  * the bytes written. `head`: the first chunk's first bytes are the file's own (see headOf), not
- * counted as the data's.
+ * counted as the data's. `prepare`: run on the opened file before any data is written. `temp`: the
+ * path of a temp file being written, removed at once when writing fails.
  */
-async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0): Promise<Written> {
+async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0, prepare?: (fh: FileHandle) => Promise<void>, temp?: string): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
   const core = new BlockWriter(t, cfg)
   let total = 0
+  let opened = false
   try {
     const fh = await abort.race(core.open())
+    opened = true
     // A temp file being created whose length is known (see reserveSpace).
     if (reserve > 0 && typeof target === 'string') await abort.race(reserveSpace(fh, reserve, target, signal))
+    // Before any data: the attributes the file must have (a temp file's, see keepAttrs). Not raced
+    // against the abort: it works on the descriptor, which must stay open until it is done.
+    if (prepare !== undefined) {
+      await prepare(fh)
+      abort.check()
+    }
     for await (const b of chunks) {
       await abort.race(core.write(b))
       total += b.byteLength
@@ -431,6 +467,10 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
     await abort.race(core.finish())
     return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
+    // A temp file is removed before the close, which waits for the writes in flight: on a slow
+    // device that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it
+    // (as copyBlocks). Not before its open completed: the open would create it after.
+    if (temp !== undefined && opened) await removeTemp(temp)
     await core.destroy().catch(() => {})
     throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
   }
@@ -527,8 +567,10 @@ interface CopyPlan {
   oo: { direct: DirectMode; backend: 'auto' | BackendName }
   /** onProgress, called as the caller's code: what it throws stops the copy and reaches the caller unchanged. */
   progress: (p: CopyProgress) => void
-  /** The owner of the file the copy replaces (see keepOwner). */
-  owner?: { uid: number; gid: number }
+  /** The file the copy replaces, links resolved (see keepAttrs). */
+  replaced?: Replaced
+  /** Keep the replaced file's extended attributes and ACLs. */
+  xattrs: boolean
 }
 
 async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOptions | number): Promise<CopyResult> {
@@ -537,7 +579,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     if (!Number.isInteger(options) || options < 0 || options > 7) throw misuse('ERR_OUT_OF_RANGE', `mode must be a combination of fs.constants.COPYFILE_*, got ${describe(options)}`, 'e.g. fs.constants.COPYFILE_EXCL')
     if (options & 4) throw misuse('ERR_ODIRECT_UNSUPPORTED', 'COPYFILE_FICLONE_FORCE is not supported with direct I/O: a reflink shares blocks, it copies nothing', 'drop COPYFILE_FICLONE_FORCE (odirect copies the data)')
     o = { exclusive: (options & 1) !== 0 }
-  } else o = readOptions(options, ['onProgress', 'verify', 'sparse', 'chunkSize', 'exclusive', ...HELPER_OPEN_KEYS], '{ verify: true }')
+  } else o = readOptions(options, ['onProgress', 'verify', 'sparse', 'chunkSize', 'exclusive', 'xattrs', ...HELPER_OPEN_KEYS], '{ verify: true }')
   const onProgress = o.onProgress
   if (onProgress !== undefined && typeof onProgress !== 'function') throw misuse('ERR_INVALID_ARG_TYPE', `onProgress must be a function, got ${describe(onProgress)}`, 'pass (p) => ...')
   const cb = onProgress as ((p: CopyProgress) => void) | undefined
@@ -550,6 +592,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     verify: boolOption(o, 'verify', false),
     sparse: boolOption(o, 'sparse', true),
     exclusive: boolOption(o, 'exclusive', false),
+    xattrs: boolOption(o, 'xattrs', true),
     chunkOpt: intOption(o, 'chunkSize', MiB, 1, 1024 * MiB, 'e.g. 1 << 20'),
     signal,
     abort: new AbortRace(signal, s, 'read'),
@@ -578,7 +621,7 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     // A destination that is a symbolic link: the file it names gets the copy, the link stays
     // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
     if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
-    if (dstSt?.isFile() === true) plan.owner = { uid: dstSt.uid, gid: dstSt.gid }
+    if (dstSt?.isFile() === true) plan.replaced = { path: plan.d, uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
     return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
   } finally {
@@ -607,6 +650,11 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     else {
       tmp = tmpName(d)
       out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen)
+      // Before any data (see keepAttrs): what fs.copyFile keeps of the file it overwrites, and the
+      // source's mode exactly (fs.copyFile's fchmod: no umask). Not raced against the abort: it
+      // works on the descriptor, which must stay open until it is done.
+      await keepAttrs(out.fd, plan.replaced, st.mode & 0o7777, plan.xattrs)
+      abort.check()
       // The source's size, reserved up front (see reserveSpace), unless that would allocate its
       // holes: a sparse copy of a source with holes keeps them as holes (a reservation would make
       // them allocated unwritten extents, taking the space the holes save; reserving each data
@@ -752,7 +800,6 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       const t = tmp
       tmp = undefined
       try {
-        await keepOwner(t, plan.owner)
         await commitTemp(t, d, exclusive)
       } catch (e) {
         await removeTemp(t)
@@ -824,7 +871,7 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   } else {
     const st = await abort.race(statIfExists(s))
     const mode = st !== undefined ? st.mode & 0o7777 : 0o666
-    const w = await writeFileImpl(d, counted(source()), { flag: plan.exclusive ? 'wx' : 'w', atomic: true, mode, ...oo, ...(plan.signal ? { signal: plan.signal } : {}) })
+    const w = await writeFileImpl(d, counted(source()), { flag: plan.exclusive ? 'wx' : 'w', atomic: true, mode, xattrs: plan.xattrs, ...oo, ...(plan.signal ? { signal: plan.signal } : {}) }, mode)
     destination = { direct: w.direct, fallbackReason: w.fallbackReason, path: d }
   }
   return { bytes: done, bytesWritten: done, source: srcInfo, destination }

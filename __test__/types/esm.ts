@@ -165,11 +165,11 @@ export async function misuseNewest(fh: FileHandle): Promise<void> {
 export async function everyDocumentedOption(fh: FileHandle, signal: AbortSignal): Promise<void> {
   await readFile('/x', { encoding: 'utf8', flag: 'r', signal, direct: 'prefer', backend: 'aio' })
   await readFile(fh, 'utf8')
-  await writeFile('/x', 'd', { encoding: 'utf8', mode: 0o600, flag: 'wx', datasync: true, flush: true, atomic: true, signal, direct: 'off', backend: 'threadpool' })
+  await writeFile('/x', 'd', { encoding: 'utf8', mode: 0o600, flag: 'wx', datasync: true, flush: true, atomic: true, xattrs: false, signal, direct: 'off', backend: 'threadpool' })
   await writeFile('/x', [Buffer.from('a'), new Uint8Array(2)])
   await writeFile('/x', (async function* () { yield 'x' })())
   await writeFile(fh, new DataView(new ArrayBuffer(8)))
-  const r = await copyFile('/a', '/b', { onProgress: ({ phase, bytesDone, totalBytes }) => void [phase, bytesDone, totalBytes], verify: true, sparse: false, signal, chunkSize: 1 << 20, exclusive: true, direct: 'require', backend: 'io_uring' })
+  const r = await copyFile('/a', '/b', { onProgress: ({ phase, bytesDone, totalBytes }) => void [phase, bytesDone, totalBytes], verify: true, sparse: false, signal, chunkSize: 1 << 20, exclusive: true, xattrs: true, direct: 'require', backend: 'io_uring' })
   void r.source.direct, r.destination.path
   await copyFile('/a', '/b', 1)
   await open('/x', 'r+', { direct: 'prefer', backend: 'auto', dsync: true, noatime: true, mode: 0o644 })

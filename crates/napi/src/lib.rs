@@ -12,6 +12,8 @@
 //! - `uv`: libuv functions resolved at run time (Node's loop integration).
 //! - `status`: the status check of every raw N-API call.
 //! - `tasks`: open / fstat / probe off the JS thread, and small helpers.
+//! - `xattr`: what a file replaced through a temp file keeps of the old one (extended
+//!   attributes, ACLs, owner, mode), set on the temp file before the rename.
 //! - `stream`: the write streams' copy into their aligned blocks, their chains of writes
 //!   refilled at reap time, and the read streams' chunk hand-over.
 //!
@@ -38,6 +40,7 @@ pub mod stream;
 pub mod tasks;
 pub mod uv;
 pub mod wake;
+pub mod xattr;
 
 use std::ptr;
 use std::rc::Rc;
