@@ -4,6 +4,7 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
+import { lstat } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isDetached, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
@@ -449,6 +450,30 @@ export function writeConfig(first: unknown, opts: unknown, handleAutoClose = fal
   }
   const transfer = boolOption(o, 'transferChunks', false)
   return { target, cfg: { ...base, writeBehind, start, datasync, transfer, fromPosition: o.start === undefined } }
+}
+
+const O_CREAT = 0o100
+const O_EXCL = 0o200
+const O_TRUNC = 0o1000
+/** Checked open flags (see checkFlags) as open(2) bits. */
+function flagBits(flags: string): number {
+  if (/^\d+$/.test(flags)) return Number(flags)
+  const rw = flags.includes('+') ? 2 : flags.startsWith('r') ? 0 : 1
+  const bits = flags.startsWith('w') || flags.startsWith('xw') ? O_CREAT | O_TRUNC : 0
+  return rw | bits | (flags.includes('x') ? O_EXCL : 0)
+}
+
+/**
+ * Removes the file a refused write stream's open created (see WriteCore.doOpen), if the name
+ * still names it; the handle stays open for the caller to close.
+ */
+async function removeCreated(fh: FileHandle): Promise<void> {
+  try {
+    const [own, now] = await Promise.all([fh.stat(), lstat(fh.path)])
+    if (own.ino === now.ino && own.dev === now.dev) await native.unlinkPath(fh.path)
+  } catch {
+    // Gone or replaced already: nothing of this stream's to remove.
+  }
 }
 
 /** An internal AbortController that cancels the core's ops on destroy or on the user's abort. */
@@ -975,7 +1000,13 @@ export class BlockWriter extends Core {
   }
 
   protected async doOpen(): Promise<FileHandle> {
-    const fh = await this.acquire(this.#cfg, true)
+    const c0 = this.#cfg
+    // A path the flags truncate ('w', 'w+', O_TRUNC), written from a start other than 0: whether
+    // that start fits the file's block size is known only once it is open, so it is opened without
+    // O_TRUNC and truncated after the check: a refused stream leaves the file as it was (and
+    // removes it again when this open created it) where it used to be cut to 0 bytes first.
+    const guarded = typeof this.target === 'string' && c0.start !== 0 && (flagBits(c0.flags) & O_TRUNC) !== 0
+    const { fh, created } = guarded ? await this.#openUntruncated(c0) : { fh: await this.acquire(c0, true), created: false }
     try {
       // A handle given without `start`: from its position (see WriteConfig.fromPosition).
       if (this.#cfg.fromPosition && typeof this.target !== 'string') this.#cfg = { ...this.#cfg, start: fh.position }
@@ -985,8 +1016,11 @@ export class BlockWriter extends Core {
         if (c.fromPosition && typeof this.target !== 'string') {
           throw misuse('ERR_ODIRECT_ALIGNMENT', `the handle's position ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}: a write stream without start writes from there`, `pass start (a multiple of ${unit}), or write the rest with fh.writeFile(), which reads the block's head back`, { path: fh.path, position: c.start })
         }
-        throw misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
+        const e = misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
+        if (created) await removeCreated(fh)
+        throw e
       }
+      if (guarded && !created && !fh.isBlockDevice) await fh.truncate(0)
       this.#unit = unit
       this.#chunk = Math.min(roundUp(c.chunkSize, unit), Math.floor(MAX_IO_LENGTH / unit) * unit)
       this.#held = 2 * c.writeBehind
@@ -1001,6 +1035,31 @@ export class BlockWriter extends Core {
       throw e
     }
     return fh
+  }
+
+  /**
+   * Opens the stream's path with its flags less O_TRUNC (see doOpen). `created`: this open made
+   * the file (found with O_EXCL first, then an open without O_CREAT if it exists; a name that
+   * comes and goes under these opens, or a dangling link, which O_EXCL does not follow, is opened
+   * with the flags as given and counts as not created).
+   */
+  async #openUntruncated(c: WriteConfig): Promise<{ fh: FileHandle; created: boolean }> {
+    const n = flagBits(c.flags) & ~O_TRUNC
+    const withFlags = (bits: number): Promise<FileHandle> => this.acquire({ ...c, flags: String(bits) as OpenFlags }, true)
+    if ((n & O_CREAT) === 0 || (n & O_EXCL) !== 0) return { fh: await withFlags(n), created: (n & O_EXCL) !== 0 }
+    for (let i = 0; i < 3; i++) {
+      try {
+        return { fh: await withFlags(n | O_EXCL), created: true }
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'EEXIST') throw e
+      }
+      try {
+        return { fh: await withFlags(n & ~O_CREAT), created: false }
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'ENOENT') throw e
+      }
+    }
+    return { fh: await withFlags(n), created: false }
   }
 
   #check(): void {
