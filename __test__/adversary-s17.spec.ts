@@ -16,6 +16,12 @@
 //    new Uint8Array(0)) next to others: ERR_ODIRECT_DETACHED, where node:fs writes / reads the
 //    others (test.failing: the native capture of a vector takes the null data pointer of an empty
 //    ArrayBuffer for a detached one; src/io.ts / crates/napi);
+// 3b. fh.close() called while the handle's own fh.readFile() / fh.writeFile() runs (a missing
+//    await, or `await using fh` with `return fh.readFile()`: the disposal runs as the function
+//    returns, before the returned promise settles): node:fs's close() waits for the handle's
+//    methods, which complete (the data read, the file written); odirect's close() waits only for
+//    the ops in flight at that moment, so the method's next op fails ERR_ODIRECT_CLOSED and
+//    fh.writeFile's data is not written (test.failing: src/handle.ts close(), src/files.ts);
 // 4. workers terminated at the Nth step of readFile, writeFile({ atomic }), copyFile, a web
 //    stream pipe, typed readMany and open/close loops, in Node, Bun and Deno (the sixteenth pass's
 //    worker sweeps ran in Node only): the main thread's I/O right, destinations whole, the
@@ -247,6 +253,25 @@ test.failing("fh.writev / fh.readv with a zero-length view (Buffer.alloc(0), new
         t.deepEqual(fs.readFileSync(a), fs.readFileSync(b), label)
       }
     }
+  }
+})
+
+test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile() runs waits for it, as node:fs's close() does: the data is read, the file written, both promises resolve (known gap: odirect's close() waits only for the ops in flight when it is called; the method's next op rejects ERR_ODIRECT_CLOSED and fh.writeFile's data is not written: src/handle.ts close())", async (t) => {
+  const dir = scratch()
+  const data = Buffer.alloc(300_000, 0x61)
+  for (const [name, m] of [['node:fs', fsp], ['odirect', od]] as const) {
+    const p = path.join(dir, `read-${name}`)
+    fs.writeFileSync(p, data)
+    const rh = await m.open(p, 'r')
+    const read = rh.readFile().then((b) => b.length, (e: { code?: string }) => `rejected ${e.code}`)
+    await rh.close()
+    t.is(await read, data.length, `${name}: fh.readFile() with close() called after it`)
+    const q = path.join(dir, `write-${name}`)
+    const wh = await m.open(q, 'w+')
+    const wrote = wh.writeFile(data).then(() => 'ok', (e: { code?: string }) => `rejected ${e.code}`)
+    await wh.close()
+    t.is(await wrote, 'ok', `${name}: fh.writeFile() with close() called after it`)
+    t.deepEqual(fs.readFileSync(q), data, `${name}: the file written`)
   }
 })
 
