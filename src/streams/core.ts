@@ -1410,16 +1410,22 @@ export class BlockWriter extends Core {
   }
 
   /**
-   * Destroyed (or failed) before its end while reserving ahead (see ALLOCATE_AHEAD): the file is
-   * cut back to the bytes confirmed written (or its size before the stream, if larger), so the
-   * reservation leaves no zeros past them. Best effort: a handle the caller closed stays as it is.
+   * Destroyed (or failed) before its end: the file is cut back to the bytes confirmed written (or
+   * its size before the stream, if larger), so neither a reservation ahead (see ALLOCATE_AHEAD)
+   * nor blocks written after one that failed leave the file longer than the data it holds in
+   * order. A write that fails ENOSPC or EIO while later blocks in flight succeed (the last free
+   * blocks taken by those) used to leave the file at its full length with the failed block a
+   * hole of zeros: a size that says whole (adversary-s17.spec). Best effort: a handle the caller
+   * closed stays as it is; a block device keeps its size.
    */
   protected override async beforeClose(fh: FileHandle): Promise<void> {
     // Nothing in flight any more (destroy waited for it).
     this.#releaseBlocks()
-    if (this.#finished || this.#reservedTo === 0) return
+    if (this.#finished) return
     const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
-    if (this.#reservedTo > keep && !fh.closed) await fh.truncate(keep).catch(() => {})
+    // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
+    const reached = Math.max(this.#reservedTo, this.#pos)
+    if (reached > keep && !fh.closed && !fh.isBlockDevice) await fh.truncate(keep).catch(() => {})
   }
 }
 
