@@ -326,12 +326,58 @@ for (const form of ['node', 'web'] as const) {
       t.true(await openedNoMore(fx.file), 'the stream closed its file')
       const size = fs.statSync(fx.file).size
       t.is(size, block, 'the file holds the blocks confirmed in order, nothing after the failed one')
-      t.deepEqual(fs.readFileSync(fx.file), data.subarray(0, block))
+      const fd = fs.openSync(fx.file, 'r')
+      const got = Buffer.alloc(block)
+      t.is(fs.readSync(fd, got, 0, block, 0), block)
+      fs.closeSync(fd)
+      t.deepEqual(got, data.subarray(0, block))
     } finally {
       fx.cleanup()
     }
   })
 }
+
+testIf(FAULTFS_REASON, "a write stream of a file's first part fails (EIO) after another stream wrote a later part past it: the later part stays whole (the cut back to the confirmed bytes leaves a file grown past the failed stream's own writes) (faultfs)", async (t) => {
+  const block = 64 * 1024
+  const fx = faultFs({ size: 0, eioAt: [block + 100], hold: true, holdWrites: true, threads: 4 })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  try {
+    const options = { chunkSize: block, writeBehind: 4, datasync: false, direct: 'prefer', flags: 'r+' } as const
+    // The first part's stream opens first (the file is empty then), the later part is written whole.
+    const a = od.createWriteStream(fx.file, { ...options, start: 0 })
+    await once(a, 'ready')
+    const later = Buffer.alloc(4 * block, 0x33)
+    const b = od.createWriteStream(fx.file, { ...options, start: 16 * block })
+    b.end(later)
+    await once(b, 'close')
+    t.is(fs.statSync(fx.file).size, 20 * block)
+    // The first part: its second block fails while the two after it are written.
+    const failed = new Promise((resolve) => a.on('error', resolve))
+    const closed = new Promise((resolve) => a.on('close', resolve))
+    fx.hold()
+    a.end(Buffer.alloc(4 * block + 100, 0x11))
+    await fx.waitForHeld(1)
+    fx.release()
+    t.is(((await failed) as { code?: string }).code, 'EIO')
+    await closed
+    t.is(fs.statSync(fx.file).size, 20 * block, 'the later part is still there')
+    // (faultfs fails reads of the failed block too: the ranges around it are read.)
+    const range = (from: number, len: number): Buffer => {
+      const fd = fs.openSync(fx.file, 'r')
+      try {
+        const b = Buffer.alloc(len)
+        t.is(fs.readSync(fd, b, 0, len, from), len)
+        return b
+      } finally {
+        fs.closeSync(fd)
+      }
+    }
+    t.deepEqual(range(16 * block, 4 * block), later)
+    t.deepEqual(range(0, block), Buffer.alloc(block, 0x11))
+  } finally {
+    fx.cleanup()
+  }
+})
 
 test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile() runs waits for it, as node:fs's close() does: the data is read, the file written, both promises resolve (known gap: odirect's close() waits only for the ops in flight when it is called; the method's next op rejects ERR_ODIRECT_CLOSED and fh.writeFile's data is not written: src/handle.ts close())", async (t) => {
   const dir = scratch()

@@ -1416,7 +1416,8 @@ export class BlockWriter extends Core {
    * order. A write that fails ENOSPC or EIO while later blocks in flight succeed (the last free
    * blocks taken by those) used to leave the file at its full length with the failed block a
    * hole of zeros: a size that says whole (adversary-s17.spec). Best effort: a handle the caller
-   * closed stays as it is; a block device keeps its size.
+   * closed stays as it is; a block device keeps its size; a file grown past this stream's
+   * writes by someone else (another part of the file written by another stream) is left.
    */
   protected override async beforeClose(fh: FileHandle): Promise<void> {
     // Nothing in flight any more (destroy waited for it).
@@ -1425,7 +1426,14 @@ export class BlockWriter extends Core {
     const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
     // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
     const reached = Math.max(this.#reservedTo, this.#pos)
-    if (reached > keep && !fh.closed && !fh.isBlockDevice) await fh.truncate(keep).catch(() => {})
+    if (reached <= keep || fh.closed || fh.isBlockDevice) return
+    // Only what this stream added: a file another writer extended past it (another stream of the
+    // same file writing a later part, the caller's own writes through the handle) keeps that.
+    const size = await fh.stat().then(
+      (st) => st.size,
+      () => Infinity,
+    )
+    if (size > keep && size <= reached) await fh.truncate(keep).catch(() => {})
   }
 }
 
