@@ -1410,8 +1410,9 @@ export class BlockWriter extends Core {
   }
 
   /**
-   * Destroyed (or failed) before its end: the file is cut back to the bytes confirmed written (or
-   * its size before the stream, if larger), so neither a reservation ahead (see ALLOCATE_AHEAD)
+   * Destroyed (or failed) before its end: the file is cut back to the bytes confirmed written, in
+   * order (with what a failed block's short writes put before its error's position; or the file's
+   * size before the stream, if larger), so neither a reservation ahead (see ALLOCATE_AHEAD)
    * nor blocks written after one that failed leave the file longer than the data it holds in
    * order. A write that fails ENOSPC or EIO while later blocks in flight succeed (the last free
    * blocks taken by those) used to leave the file at its full length with the failed block a
@@ -1423,7 +1424,12 @@ export class BlockWriter extends Core {
     // Nothing in flight any more (destroy waited for it).
     this.#releaseBlocks()
     if (this.#finished) return
-    const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
+    const start = this.#cfg.start
+    // The confirmed blocks, and of the first failed one what its short writes put in the file
+    // before the failure (the error's position: the first byte not written), never past the data.
+    const failedAt = (this.#error as { position?: unknown } | undefined)?.position
+    const inOrder = typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
+    const keep = Math.max(this.#origSize, inOrder)
     // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
     const reached = Math.max(this.#reservedTo, this.#pos)
     if (reached <= keep || fh.closed || fh.isBlockDevice) return
