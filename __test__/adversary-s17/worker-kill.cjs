@@ -17,7 +17,7 @@
 // state: a worker's teardown after its 'exit' has no event). Temp files a kill leaves next to a
 // destination (NAME.odirect-tmp-PID-N: no JavaScript runs in the dying worker to remove them, as
 // README's Troubleshooting says) are counted, not refused.
-// argv: dir [forms, comma separated]. Prints RESULT {runs, killedAt, errors, wrong, mainOps, before, after, temps}.
+// argv: dir [forms, comma separated]. Prints RESULT {runs, killedAt, errors, wrong, mainOps, before, after, temps, extraFiles}.
 'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
@@ -48,6 +48,19 @@ function fdKinds() {
     m[k] = (m[k] || 0) + 1
   }
   return m
+}
+/** The paths of this process's descriptors of regular files. */
+function filePaths() {
+  const out = []
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      const l = fs.readlinkSync(`/proc/self/fd/${fd}`)
+      if (l.startsWith('/')) out.push(l)
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out
 }
 const same = (a, b) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort())
 
@@ -140,6 +153,7 @@ async function main() {
   const errors = []
   await killAt('none', 1, errors)
   const before = fdKinds()
+  const pathsBefore = filePaths()
 
   let stop = false
   let wrong = 0
@@ -187,7 +201,9 @@ async function main() {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   const temps = fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-')).length
-  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong, mainOps, before, after: fdKinds(), temps })}`)
+  const extra = filePaths()
+  for (const p of pathsBefore) extra.splice(extra.indexOf(p), extra.indexOf(p) < 0 ? 0 : 1)
+  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong, mainOps, before, after: fdKinds(), temps, extraFiles: extra })}`)
 }
 main()
   .catch((e) => console.log(`RESULT ${JSON.stringify({ crash: String((e && e.stack) || e) })}`))
