@@ -29,6 +29,10 @@
 //    methods, which complete (the data read, the file written); odirect's close() waits only for
 //    the ops in flight at that moment, so the method's next op fails ERR_ODIRECT_CLOSED and
 //    fh.writeFile's data is not written (test.failing: src/handle.ts close(), src/files.ts);
+// 3c. web streams in Node, Bun and Deno (attacked: no fault): BYOB readers with odd views and
+//    element types, mixed readers, tee() branches read late / cancelled / BYOB, cancel() and
+//    releaseLock() mid-read, pipeTo aborted at a chunk, a writer's abort() mid-write: every byte
+//    read is the file's, an aborted writer leaves a prefix of its data, and the three agree;
 // 4. workers terminated at the Nth step of readFile, writeFile({ atomic }), copyFile, a web
 //    stream pipe, typed readMany and open/close loops, in Node, Bun and Deno (the sixteenth pass's
 //    worker sweeps ran in Node only): the main thread's I/O right, destinations whole, the
@@ -400,6 +404,46 @@ test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile(
     t.deepEqual(fs.readFileSync(q), data, `${name}: the file written`)
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 3c. Web streams
+
+const WEB_EXPECTED: Record<string, string> = {
+  'byob 1 byte': 'ok',
+  'byob odd': 'ok',
+  'byob big': 'ok',
+  // The Streams spec: a BYOB read whose view's element size does not divide what is left at the
+  // end errors the stream with a TypeError (the runtime's own, as for any byte source).
+  'byob u32': 'ERR TypeError',
+  'byob u32 file%4': 'ERR TypeError',
+  'byob f64 file%8': 'ERR TypeError',
+  'byob u32 whole elements': 'ok',
+  'byob f64 whole elements': 'ok',
+  'byob dataview': 'ok',
+  'byob start/end': 'ok',
+  'default reader': 'ok',
+  'mixed default/byob': 'ok',
+  'tee both': 'ok ok',
+  'tee one stalled then read': 'ok ok',
+  'tee one cancelled': 'ok',
+  'tee byob branch': 'ok ok',
+  'cancel mid read': '{"done":true}',
+  'cancel byob mid read': '[true,null]',
+  // The released reader's read rejects; the next reader gets every byte (3146962, the file).
+  'releaseLock mid read': 'TypeError 3146962',
+  'releaseLock byob mid read': 'TypeError ok',
+  'pipeTo abort at 0': '["AbortError",true,0]',
+  'pipeTo abort at 1': '["AbortError",true,0]',
+  'pipeTo abort at 5': '["AbortError",true,0]',
+  'pipeTo abort at 40': '["AbortError",true,0]',
+  'writer abort mid write': '[true,50]',
+}
+
+for (const [rt, argv] of runtimes()) {
+  test(`${rt}: web streams attacked (BYOB views of odd sizes, offsets and types, mixed readers, tee() branches read late, cancelled or BYOB, cancel() and releaseLock() mid-read, pipeTo aborted at a chunk, a writer aborted mid-write): every byte read is the file's, an aborted writer leaves a prefix of its data and no temp file (attacked: no fault)`, async (t) => {
+    t.deepEqual(await runChild<Record<string, string>>('web-attack.mjs', [scratch()], { argv }), WEB_EXPECTED)
+  })
+}
 
 // ---------------------------------------------------------------------------------------
 // 4. Workers terminated mid-form in Node, Bun and Deno
