@@ -23,6 +23,8 @@
 //    Now a stream destroyed or failed before its end cuts the file back to the bytes confirmed
 //    in order (or its size before, if larger), as node:fs's sequential writes leave it
 //    (src/streams/core.ts beforeClose);
+//    The same invariant on a real full ext4 (4096-byte sectors: data that fits, one block short,
+//    far too big, by both streams, writeFile and copyFile): written whole, or ENOSPC and a prefix;
 // 3b. fh.close() called while the handle's own fh.readFile() / fh.writeFile() runs (a missing
 //    await, or `await using fh` with `return fh.readFile()`: the disposal runs as the function
 //    returns, before the returned promise settles): node:fs's close() waits for the handle's
@@ -60,7 +62,8 @@ import test from 'ava'
 
 import * as od from '../dist/index.js'
 import { childRunner } from './helpers/child-result.ts'
-import { faultFs, isSkip, patternBuffer } from './helpers/fixtures.js'
+import { faultFs, fullFs, isSkip } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
@@ -384,6 +387,54 @@ testIf(FAULTFS_REASON, "a write stream of a file's first part fails (EIO) after 
   } finally {
     fx.cleanup()
   }
+})
+
+fxTest("a full ext4 (4096-byte sectors) filled by write streams (Node and web, 64 KiB blocks, 4 in flight), writeFile and copyFile with data that fits, one block short or far too big: each either writes the whole data or fails ENOSPC leaving a prefix of the data (no hole, never the full size with a block missing) and no temp file", ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.ext4', 'fs:ext4'], async (t) => {
+  const fx = must(fullFs(8, { kind: 'loop-ext4' }))
+  t.teardown(() => fx.cleanup())
+  const srcDir = scratch()
+  const block = 64 * 1024
+  const free = fx.freeBytes
+  const forms: Record<string, (p: string, d: Buffer, src: string) => Promise<unknown>> = {
+    'node stream': (p, d) =>
+      new Promise((resolve, reject) => {
+        const ws = od.createWriteStream(p, { chunkSize: block, writeBehind: 4 })
+        ws.on('error', reject)
+        ws.on('close', resolve)
+        for (let i = 0; i < d.length; i += 100_000) ws.write(d.subarray(i, i + 100_000))
+        ws.end()
+      }),
+    'web stream': async (p, d) => {
+      const w = od.writableWebStream(p, { chunkSize: block, writeBehind: 4 }).getWriter()
+      for (let i = 0; i < d.length; i += 100_000) await w.write(d.subarray(i, i + 100_000))
+      await w.close()
+    },
+    writeFile: (p, d) => od.writeFile(p, d),
+    copyFile: (p, _d, src) => od.copyFile(src, p),
+  }
+  const outcomes: string[] = []
+  for (const [name, write] of Object.entries(forms)) {
+    for (const [label, len] of [['fits', free - 2 * block - 100], ['one block short', free + 4096], ['far too big', free + 40 * block]] as const) {
+      const data = Buffer.alloc(len)
+      for (let i = 0; i < len; i += 512) data.fill((i >>> 9) & 0xff, i, Math.min(len, i + 512))
+      const src = path.join(srcDir, 'src')
+      fs.writeFileSync(src, data)
+      const dst = path.join(fx.dir, 'dst')
+      const e = await write(dst, data, src).then(() => undefined, (err: unknown) => err as { code?: string })
+      const got = fs.existsSync(dst) ? fs.readFileSync(dst) : Buffer.alloc(0)
+      const what = `${name}, ${label} (${len} bytes, ${free} free)`
+      outcomes.push(`${what}: ${e === undefined ? 'written' : `${e.code}, ${got.length} bytes left`}`)
+      if (e === undefined) t.deepEqual(got, data, what)
+      else {
+        t.is(e.code, 'ENOSPC', what)
+        t.true(got.length < len, `${what}: the file is shorter than the data (${got.length})`)
+        t.true(got.equals(data.subarray(0, got.length)), `${what}: the file is a prefix of the data, no hole`)
+      }
+      t.deepEqual(fs.readdirSync(fx.dir).filter((n) => n !== 'lost+found' && n !== 'dst'), [], `${what}: no temp file`)
+      fs.rmSync(dst, { force: true })
+    }
+  }
+  t.log(outcomes.join('\n'))
 })
 
 test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile() runs waits for it, as node:fs's close() does: the data is read, the file written, both promises resolve (known gap: odirect's close() waits only for the ops in flight when it is called; the method's next op rejects ERR_ODIRECT_CLOSED and fh.writeFile's data is not written: src/handle.ts close())", async (t) => {
