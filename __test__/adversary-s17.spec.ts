@@ -31,6 +31,7 @@
 //    methods, which complete (the data read, the file written); odirect's close() waits only for
 //    the ops in flight at that moment, so the method's next op fails ERR_ODIRECT_CLOSED and
 //    fh.writeFile's data is not written (test.failing: src/handle.ts close(), src/files.ts);
+// 3b2. two handles of one file, on every pair of backends and direct modes (attacked: no fault);
 // 3c. web streams in Node, Bun and Deno (attacked: no fault): BYOB readers with odd views and
 //    element types, mixed readers, tee() branches read late / cancelled / BYOB, cancel() and
 //    releaseLock() mid-read, pipeTo aborted at a chunk, a writer's abort() mid-write: every byte
@@ -454,6 +455,45 @@ test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile(
     t.is(await wrote, 'ok', `${name}: fh.writeFile() with close() called after it`)
     t.deepEqual(fs.readFileSync(q), data, `${name}: the file written`)
   }
+})
+
+test("two handles of one file (io_uring / aio / thread pool, direct / buffered / uncached) written by one and read by the other in turn, and 64 writes through one then readFile by path: every read sees the last write (attacked: no fault)", async (t) => {
+  const p = path.join(scratch(), 'two.bin')
+  fs.writeFileSync(p, Buffer.alloc(1 << 20))
+  const combos = [['io_uring', 'require'], ['aio', 'require'], ['threadpool', 'require'], ['io_uring', 'off'], ['threadpool', 'off'], ['io_uring', 'uncached']] as const
+  let pairs = 0
+  for (const [b1, d1] of combos) {
+    for (const [b2, d2] of combos) {
+      const what = `${b1}/${d1} and ${b2}/${d2}`
+      const opened = await Promise.all([od.open(p, 'r+', { backend: b1, direct: d1 }), od.open(p, 'r+', { backend: b2, direct: d2 })]).catch((e: { code?: string }) => e)
+      if (!Array.isArray(opened)) {
+        // 'uncached' needs RWF_DONTCACHE (Linux 6.14+): typed where the kernel lacks it.
+        t.true(d1 === 'uncached' || d2 === 'uncached', `${what}: ${opened.code}`)
+        continue
+      }
+      const [fh1, fh2] = opened
+      try {
+        const w = fh1.alloc(4096)
+        const r = fh2.alloc(4096)
+        for (let i = 0; i < 64; i++) {
+          const pos = ((i * 37) % 256) * 4096
+          w.fill(i & 255)
+          const [x, y] = i % 2 === 1 ? [fh1, fh2] : [fh2, fh1]
+          await x.write(w, 0, 4096, pos)
+          await y.read(r, 0, 4096, pos)
+          t.true(r.equals(w), `${what}: write ${i}`)
+        }
+        await Promise.all(Array.from({ length: 64 }, (_, i) => fh1.write(fh1.alloc(4096).fill(i), 0, 4096, i * 4096)))
+        const all = await od.readFile(p, { direct: d2 === 'uncached' ? 'off' : d2 })
+        for (let i = 0; i < 64; i++) t.true(all[i * 4096] === i && all[i * 4096 + 4095] === i, `${what}: block ${i} by path`)
+        pairs++
+      } finally {
+        await fh1.close()
+        await fh2.close()
+      }
+    }
+  }
+  t.true(pairs >= 25, `pairs tried ${pairs}`)
 })
 
 // ---------------------------------------------------------------------------------------
