@@ -177,6 +177,27 @@ for (const [form, write] of Object.entries(FORMS)) {
   })
 }
 
+test("write streams through a dangling link (absolute and relative) with an unaligned start are refused with nothing created, the link still dangling; with an aligned start the file the link names is made and written, the link stays a link", async (t) => {
+  const dir = scratch()
+  fs.mkdirSync(path.join(dir, 'other'))
+  fs.symlinkSync(path.join(dir, 'other', 'abs'), path.join(dir, 'abs-link'))
+  fs.symlinkSync('other/rel', path.join(dir, 'rel-link'))
+  for (const [form, write] of Object.entries(FORMS)) {
+    for (const [link, target] of [['abs-link', 'abs'], ['rel-link', 'rel']]) {
+      const p = path.join(dir, link)
+      const q = path.join(dir, 'other', target)
+      const e = await write(p, { start: 7 }, [Buffer.from('x')])
+      t.is((e as { code?: unknown } | undefined)?.code, 'ERR_ODIRECT_ALIGNMENT', `${form} ${link}`)
+      t.false(fs.existsSync(q), `${form} ${link}: nothing created`)
+      t.true(fs.lstatSync(p).isSymbolicLink(), `${form} ${link}: still a link`)
+      t.is(await write(p, { start: 512 }, [Buffer.from('x')]), undefined, `${form} ${link} aligned`)
+      t.deepEqual(fs.readFileSync(q), Buffer.concat([Buffer.alloc(512), Buffer.from('x')]), `${form} ${link}: the named file written`)
+      t.true(fs.lstatSync(p).isSymbolicLink(), `${form} ${link}: still a link after the write`)
+      fs.rmSync(q)
+    }
+  }
+})
+
 test('createWriteStream(p, { flags: O_RDWR | O_TRUNC }) without O_CREAT and an unaligned start: the file untouched; a missing file stays missing (ENOENT, as node:fs)', async (t) => {
   const dir = scratch()
   const p = path.join(dir, 'f.bin')

@@ -564,23 +564,23 @@ abstract class Core {
   protected abstract doOpen(): Promise<FileHandle>
 
   /** Opens the path with the stream's flags, or checks the handle it was given. */
-  protected async acquire(c: BaseConfig, write: boolean): Promise<FileHandle> {
-    if (typeof this.target === 'string') {
+  protected async acquire(c: BaseConfig, write: boolean, path = this.target): Promise<FileHandle> {
+    if (typeof path === 'string') {
       const oo = { direct: c.direct, backend: c.backend, mode: c.mode }
-      const fh = await open(this.target, c.flags, oo)
+      const fh = await open(path, c.flags, oo)
       if (!write || fh.readable || !fh.isBlockDevice) return fh
       // A block device opened write-only ('w', the default): the stream's finish reads the
       // device's block holding the data's end to keep the bytes after it, so it needs the
       // device readable. Truncating means nothing there (O_TRUNC is ignored on a device): the
       // same device opened 'r+' is what 'w' meant (as writeFile and copyFile do).
       await fh.close()
-      const rw = await open(this.target, 'r+', oo)
+      const rw = await open(path, 'r+', oo)
       if (rw.isBlockDevice) return rw
       await rw.close()
-      throw misuse('ERR_ODIRECT_FLAGS', `${this.target} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path: this.target })
+      throw misuse('ERR_ODIRECT_FLAGS', `${path} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path })
     }
-    this.checkHandle(this.target, write)
-    return this.target
+    this.checkHandle(path, write)
+    return path
   }
 
   protected track<T>(p: Promise<T>): Promise<T> {
@@ -1039,25 +1039,29 @@ export class BlockWriter extends Core {
 
   /**
    * Opens the stream's path with its flags less O_TRUNC (see doOpen). `created`: this open made
-   * the file (found with O_EXCL first, then an open without O_CREAT if it exists; a name that
-   * comes and goes under these opens, or a dangling link, which O_EXCL does not follow, is opened
-   * with the flags as given and counts as not created).
+   * the file (found with O_EXCL first, then an open without O_CREAT if it exists). A dangling
+   * link (O_EXCL does not follow it: EEXIST, then ENOENT) is followed to the file it names, which
+   * is made there the same way; a name that comes and goes under these opens is opened with the
+   * flags as given and counts as not created.
    */
   async #openUntruncated(c: WriteConfig): Promise<{ fh: FileHandle; created: boolean }> {
     const n = flagBits(c.flags) & ~O_TRUNC
-    const withFlags = (bits: number): Promise<FileHandle> => this.acquire({ ...c, flags: String(bits) as OpenFlags }, true)
+    const withFlags = (bits: number, path?: string): Promise<FileHandle> => this.acquire({ ...c, flags: String(bits) as OpenFlags }, true, path)
     if ((n & O_CREAT) === 0 || (n & O_EXCL) !== 0) return { fh: await withFlags(n), created: (n & O_EXCL) !== 0 }
+    let path = this.target as string
     for (let i = 0; i < 3; i++) {
       try {
-        return { fh: await withFlags(n | O_EXCL), created: true }
+        return { fh: await withFlags(n | O_EXCL, path), created: true }
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'EEXIST') throw e
       }
       try {
-        return { fh: await withFlags(n & ~O_CREAT), created: false }
+        return { fh: await withFlags(n & ~O_CREAT, path), created: false }
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'ENOENT') throw e
       }
+      // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
+      path = await resolveLinks(path)
     }
     return { fh: await withFlags(n), created: false }
   }
