@@ -32,6 +32,7 @@ import test from 'ava'
 import * as od from '../dist/index.js'
 import { childLines } from './helpers/child-lines.ts'
 import { skipReason } from './helpers/fixtures.ts'
+import { childRunner } from './helpers/child-result.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
 
@@ -42,19 +43,9 @@ const dist = path.join(here, '..', 'dist', 'index.js')
 const kids = path.join(here, 'adversary-s15')
 const scratch = scratchDirs('s15')
 
+const runChildIn = childRunner(kids)
 /** Runs `node <script> args` (under `prefix`, e.g. prlimit) and resolves with its RESULT line's JSON. */
-function runChild<T>(prefix: string[], script: string, args: string[], env: NodeJS.ProcessEnv = process.env, killAfterMs = 0): Promise<T> {
-  const cmd = [...prefix, process.execPath, path.join(kids, script), ...args]
-  return new Promise((resolve, reject) => {
-    execFile(cmd[0], cmd.slice(1), { encoding: 'utf8', env, maxBuffer: 64 << 20, timeout: killAfterMs }, (err, stdout, stderr) => {
-      const line = stdout.split('\n').find((l) => l.startsWith('RESULT '))
-      if (line === undefined) return reject(new Error(`${script} printed no RESULT (${String(err)}):\n${stdout}\n${stderr}`))
-      const o = JSON.parse(line.slice(7)) as T & { crash?: string }
-      if (o.crash !== undefined) return reject(new Error(`${script} crashed: ${o.crash}\n${stderr}`))
-      resolve(o)
-    })
-  })
-}
+const runChild = <T>(prefix: string[], script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<T> => runChildIn<T>(script, args, { env, argv: [...prefix, process.execPath] })
 
 // ---------------------------------------------------------------------------------------
 // 1. EMFILE

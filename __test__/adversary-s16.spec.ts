@@ -30,7 +30,6 @@
 //    length and size option: a DirectIoError each, misuse refused before any native I/O call, and
 //    the same outcome, case by case, in Node, Bun and Deno (attacked: no fault);
 // Every check waits on an event (a promise, a child's exit); nothing is timed.
-import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -39,6 +38,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import * as od from '../dist/index.js'
+import { childRunner } from './helpers/child-result.ts'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
@@ -46,18 +46,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const kids = path.join(here, 'adversary-s16')
 const scratch = scratchDirs('s16')
 
-/** Runs `<runtime argv> <script> args` (Node by default) and resolves with its RESULT line's JSON. */
-function runChild<T>(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, argv: string[] = [process.execPath]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    execFile(argv[0], [...argv.slice(1), path.join(kids, script), ...args], { encoding: 'utf8', env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const line = stdout.split('\n').find((l) => l.startsWith('RESULT '))
-      if (line === undefined) return reject(new Error(`${script} printed no RESULT (${String(err)}):\n${stdout}\n${stderr}`))
-      const o = JSON.parse(line.slice(7)) as T & { crash?: string }
-      if (o.crash !== undefined) return reject(new Error(`${script} crashed: ${o.crash}\n${stderr}`))
-      resolve(o)
-    })
-  })
-}
+const runChild = childRunner(kids)
 
 // ---------------------------------------------------------------------------------------
 // 1. Abort at every await point
@@ -92,16 +81,16 @@ for (const [where, root, backend] of [
   // CollectionBarrier::AwaitCollectionBackground; 2 of 4 threadpool runs hung): no concurrent
   // recompilation in Node's children.
   test(`[${backend}] abort at every await point of readFile / writeFile / copyFile on ${where}, the temp file's open held until the caller removes its name (was: copyFile left the temp file when the abort came during that open): ABORT_ERR or the whole data, no temp file, no descriptor, the old destination whole`, async (t) => {
-    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch(root), WHOLE_FILE, '--slow-temp-open'], { ...process.env, ODIRECT_BACKEND: backend }, NODE_CHILD), WHOLE_FILE)
+    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch(root), WHOLE_FILE, '--slow-temp-open'], { env: { ...process.env, ODIRECT_BACKEND: backend }, argv: NODE_CHILD }), WHOLE_FILE)
   })
   test(`[${backend}] abort at every await point of a read stream, a write stream (pipeline) and a web read stream on ${where}: ABORT_ERR or the whole data, no descriptor left (attacked: no fault)`, async (t) => {
-    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch(root), STREAMS], { ...process.env, ODIRECT_BACKEND: backend }, NODE_CHILD), STREAMS)
+    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch(root), STREAMS], { env: { ...process.env, ODIRECT_BACKEND: backend }, argv: NODE_CHILD }), STREAMS)
   })
 }
 
 for (const [rt, argv] of runtimes().filter(([name]) => name !== 'node')) {
   test(`${rt}: abort at every await point of readFile / writeFile / copyFile / the streams on tmpfs, the temp file's open held as above: ABORT_ERR or the whole data, no temp file, no descriptor, the old destination whole`, async (t) => {
-    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch('/dev/shm'), `${WHOLE_FILE},${STREAMS}`, '--slow-temp-open'], process.env, argv), `${WHOLE_FILE},${STREAMS}`)
+    sweptAll(t, await runChild<Sweep>('abort-sweep.cjs', [scratch('/dev/shm'), `${WHOLE_FILE},${STREAMS}`, '--slow-temp-open'], { argv }), `${WHOLE_FILE},${STREAMS}`)
   })
 }
 
@@ -176,7 +165,7 @@ interface HandleWrites {
 
 for (const [rt, argv] of runtimes()) {
   test(`${rt}: fh.writeFile(a) then fh.writeFile(b), after fh.readFile() or a read too, on 'r+' and 'w+' handles of files of 0-70000 bytes, give the file and the readFile results node:fs/promises gives (was: ERR_ODIRECT_ALIGNMENT "start 5 is not a multiple of 512" at the second writeFile); a write-only handle there is refused typed, the file as the first writeFile left it`, async (t) => {
-    const r = await runChild<HandleWrites>('handle-writefile.cjs', [scratch()], process.env, argv)
+    const r = await runChild<HandleWrites>('handle-writefile.cjs', [scratch()], { argv })
     t.is(r.cases, 168)
     t.deepEqual(r.bad, [])
     t.is(r.writeOnly.code, 'ERR_ODIRECT_ALIGNMENT')
@@ -294,7 +283,7 @@ interface Numbers {
 
 test('hostile numbers as every position, length and size option (fh.read/write, readMany, both streams, copyFile, truncate, alloc): each a DirectIoError, a misuse refused before any native I/O call, and Bun and Deno give Node\'s outcome case by case (attacked: no fault)', async (t) => {
   const all = runtimes()
-  const results = await Promise.all(all.map(([, argv]) => runChild<Numbers>('numbers.cjs', [scratch()], process.env, argv)))
+  const results = await Promise.all(all.map(([, argv]) => runChild<Numbers>('numbers.cjs', [scratch()], { argv })))
   const node = results[0] as Numbers
   t.is(Object.keys(node.outcomes).length, 351)
   for (const [i, [rt]] of all.entries()) {

@@ -4,6 +4,7 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
+import { lstat } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isDetached, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
@@ -451,6 +452,30 @@ export function writeConfig(first: unknown, opts: unknown, handleAutoClose = fal
   return { target, cfg: { ...base, writeBehind, start, datasync, transfer, fromPosition: o.start === undefined } }
 }
 
+const O_CREAT = 0o100
+const O_EXCL = 0o200
+const O_TRUNC = 0o1000
+/** Checked open flags (see checkFlags) as open(2) bits. */
+function flagBits(flags: string): number {
+  if (/^\d+$/.test(flags)) return Number(flags)
+  const rw = flags.includes('+') ? 2 : flags.startsWith('r') ? 0 : 1
+  const bits = flags.startsWith('w') || flags.startsWith('xw') ? O_CREAT | O_TRUNC : 0
+  return rw | bits | (flags.includes('x') ? O_EXCL : 0)
+}
+
+/**
+ * Removes the file a refused write stream's open created (see WriteCore.doOpen), if the name
+ * still names it; the handle stays open for the caller to close.
+ */
+async function removeCreated(fh: FileHandle): Promise<void> {
+  try {
+    const [own, now] = await Promise.all([fh.stat(), lstat(fh.path)])
+    if (own.ino === now.ino && own.dev === now.dev) await native.unlinkPath(fh.path)
+  } catch {
+    // Gone or replaced already: nothing of this stream's to remove.
+  }
+}
+
 /** An internal AbortController that cancels the core's ops on destroy or on the user's abort. */
 function linkSignal(depth: number): AbortController {
   const ac = new AbortController()
@@ -539,23 +564,23 @@ abstract class Core {
   protected abstract doOpen(): Promise<FileHandle>
 
   /** Opens the path with the stream's flags, or checks the handle it was given. */
-  protected async acquire(c: BaseConfig, write: boolean): Promise<FileHandle> {
-    if (typeof this.target === 'string') {
+  protected async acquire(c: BaseConfig, write: boolean, path = this.target): Promise<FileHandle> {
+    if (typeof path === 'string') {
       const oo = { direct: c.direct, backend: c.backend, mode: c.mode }
-      const fh = await open(this.target, c.flags, oo)
+      const fh = await open(path, c.flags, oo)
       if (!write || fh.readable || !fh.isBlockDevice) return fh
       // A block device opened write-only ('w', the default): the stream's finish reads the
       // device's block holding the data's end to keep the bytes after it, so it needs the
       // device readable. Truncating means nothing there (O_TRUNC is ignored on a device): the
       // same device opened 'r+' is what 'w' meant (as writeFile and copyFile do).
       await fh.close()
-      const rw = await open(this.target, 'r+', oo)
+      const rw = await open(path, 'r+', oo)
       if (rw.isBlockDevice) return rw
       await rw.close()
-      throw misuse('ERR_ODIRECT_FLAGS', `${this.target} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path: this.target })
+      throw misuse('ERR_ODIRECT_FLAGS', `${path} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path })
     }
-    this.checkHandle(this.target, write)
-    return this.target
+    this.checkHandle(path, write)
+    return path
   }
 
   protected track<T>(p: Promise<T>): Promise<T> {
@@ -975,7 +1000,13 @@ export class BlockWriter extends Core {
   }
 
   protected async doOpen(): Promise<FileHandle> {
-    const fh = await this.acquire(this.#cfg, true)
+    const c0 = this.#cfg
+    // A path the flags truncate ('w', 'w+', O_TRUNC), written from a start other than 0: whether
+    // that start fits the file's block size is known only once it is open, so it is opened without
+    // O_TRUNC and truncated after the check: a refused stream leaves the file as it was (and
+    // removes it again when this open created it) where it used to be cut to 0 bytes first.
+    const guarded = typeof this.target === 'string' && c0.start !== 0 && (flagBits(c0.flags) & O_TRUNC) !== 0
+    const { fh, created } = guarded ? await this.#openUntruncated(c0) : { fh: await this.acquire(c0, true), created: false }
     try {
       // A handle given without `start`: from its position (see WriteConfig.fromPosition).
       if (this.#cfg.fromPosition && typeof this.target !== 'string') this.#cfg = { ...this.#cfg, start: fh.position }
@@ -985,8 +1016,11 @@ export class BlockWriter extends Core {
         if (c.fromPosition && typeof this.target !== 'string') {
           throw misuse('ERR_ODIRECT_ALIGNMENT', `the handle's position ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}: a write stream without start writes from there`, `pass start (a multiple of ${unit}), or write the rest with fh.writeFile(), which reads the block's head back`, { path: fh.path, position: c.start })
         }
-        throw misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
+        const e = misuse('ERR_ODIRECT_ALIGNMENT', `start ${c.start} is not a multiple of ${unit} bytes, the block size of ${fh.path}`, `use a start that is a multiple of ${unit}`, { path: fh.path, position: c.start })
+        if (created) await removeCreated(fh)
+        throw e
       }
+      if (guarded && !created && !fh.isBlockDevice) await fh.truncate(0)
       this.#unit = unit
       this.#chunk = Math.min(roundUp(c.chunkSize, unit), Math.floor(MAX_IO_LENGTH / unit) * unit)
       this.#held = 2 * c.writeBehind
@@ -1001,6 +1035,35 @@ export class BlockWriter extends Core {
       throw e
     }
     return fh
+  }
+
+  /**
+   * Opens the stream's path with its flags less O_TRUNC (see doOpen). `created`: this open made
+   * the file (found with O_EXCL first, then an open without O_CREAT if it exists). A dangling
+   * link (O_EXCL does not follow it: EEXIST, then ENOENT) is followed to the file it names, which
+   * is made there the same way; a name that comes and goes under these opens is opened with the
+   * flags as given and counts as not created.
+   */
+  async #openUntruncated(c: WriteConfig): Promise<{ fh: FileHandle; created: boolean }> {
+    const n = flagBits(c.flags) & ~O_TRUNC
+    const withFlags = (bits: number, path?: string): Promise<FileHandle> => this.acquire({ ...c, flags: String(bits) as OpenFlags }, true, path)
+    if ((n & O_CREAT) === 0 || (n & O_EXCL) !== 0) return { fh: await withFlags(n), created: (n & O_EXCL) !== 0 }
+    let path = this.target as string
+    for (let i = 0; i < 3; i++) {
+      try {
+        return { fh: await withFlags(n | O_EXCL, path), created: true }
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'EEXIST') throw e
+      }
+      try {
+        return { fh: await withFlags(n & ~O_CREAT, path), created: false }
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'ENOENT') throw e
+      }
+      // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
+      path = await resolveLinks(path)
+    }
+    return { fh: await withFlags(n), created: false }
   }
 
   #check(): void {
@@ -1351,16 +1414,36 @@ export class BlockWriter extends Core {
   }
 
   /**
-   * Destroyed (or failed) before its end while reserving ahead (see ALLOCATE_AHEAD): the file is
-   * cut back to the bytes confirmed written (or its size before the stream, if larger), so the
-   * reservation leaves no zeros past them. Best effort: a handle the caller closed stays as it is.
+   * Destroyed (or failed) before its end: the file is cut back to the bytes confirmed written, in
+   * order (with what a failed block's short writes put before its error's position; or the file's
+   * size before the stream, if larger), so neither a reservation ahead (see ALLOCATE_AHEAD)
+   * nor blocks written after one that failed leave the file longer than the data it holds in
+   * order. A write that fails ENOSPC or EIO while later blocks in flight succeed (the last free
+   * blocks taken by those) used to leave the file at its full length with the failed block a
+   * hole of zeros: a size that says whole (adversary-s17.spec). Best effort: a handle the caller
+   * closed stays as it is; a block device keeps its size; a file grown past this stream's
+   * writes by someone else (another part of the file written by another stream) is left.
    */
   protected override async beforeClose(fh: FileHandle): Promise<void> {
     // Nothing in flight any more (destroy waited for it).
     this.#releaseBlocks()
-    if (this.#finished || this.#reservedTo === 0) return
-    const keep = Math.max(this.#origSize, this.#cfg.start + this.#bytesWritten)
-    if (this.#reservedTo > keep && !fh.closed) await fh.truncate(keep).catch(() => {})
+    if (this.#finished) return
+    const start = this.#cfg.start
+    // The confirmed blocks, and of the first failed one what its short writes put in the file
+    // before the failure (the error's position: the first byte not written), never past the data.
+    const failedAt = (this.#error as { position?: unknown } | undefined)?.position
+    const inOrder = typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
+    const keep = Math.max(this.#origSize, inOrder)
+    // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
+    const reached = Math.max(this.#reservedTo, this.#pos)
+    if (reached <= keep || fh.closed || fh.isBlockDevice) return
+    // Only what this stream added: a file another writer extended past it (another stream of the
+    // same file writing a later part, the caller's own writes through the handle) keeps that.
+    const size = await fh.stat().then(
+      (st) => st.size,
+      () => Infinity,
+    )
+    if (size > keep && size <= reached) await fh.truncate(keep).catch(() => {})
   }
 }
 
