@@ -55,10 +55,13 @@ testIf(FAULTFS_REASON ?? skipReason(['root', 'loop', 'cmd:mkfs.ext4', 'cmd:mount
   if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
   let device = ''
   let mnt = ''
-  t.teardown(() => {
+  let writing: Promise<void> | undefined
+  t.teardown(async () => {
     fx.release()
+    // The write's descriptor is closed once it settles (a failed run may get here before).
+    await writing?.catch(() => {})
     if (mnt !== '') {
-      spawnSync('umount', [mnt])
+      if (spawnSync('umount', [mnt]).status !== 0) spawnSync('umount', ['-l', mnt])
       fs.rmSync(mnt, { recursive: true, force: true })
     }
     if (device !== '') spawnSync('losetup', ['-d', device])
@@ -76,7 +79,7 @@ testIf(FAULTFS_REASON ?? skipReason(['root', 'loop', 'cmd:mkfs.ext4', 'cmd:mount
   fx.hold()
   const ac = new AbortController()
   const data = Buffer.alloc(8 * MiB, 0x61)
-  const writing = writeFile(dst, data, { atomic: true, signal: ac.signal })
+  writing = writeFile(dst, data, { atomic: true, signal: ac.signal })
   writing.catch(() => {})
   // A write of the temp file is held at the server (the loop device's request for it).
   await fx.waitFor((s) => s.held > 0, 'a write of the temp file held', 30_000)
