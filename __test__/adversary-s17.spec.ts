@@ -10,8 +10,8 @@
 //    for byte as it was, and a file its open created is removed (src/streams/core.ts);
 // 2. writeFile(path, data) with data of a wrong type (undefined, null, a number, an ArrayBuffer,
 //    an object...) truncated the file to 0 bytes before it refused the data (node:fs refuses it
-//    first, the file untouched): test.failing, in src/files.ts (chunksOf checks the data only
-//    when the write begins, after the open with 'w');
+//    first, the file untouched): src/files.ts (chunksOf checked the data only when the write
+//    began, after the open with 'w'); now checked before the open;
 // 3. fh.writev / fh.readv with a zero-length view over a zero-length ArrayBuffer (Buffer.alloc(0),
 //    new Uint8Array(0)) next to others: ERR_ODIRECT_DETACHED, where node:fs writes / reads the
 //    others (test.failing: the native capture of a vector takes the null data pointer of an empty
@@ -46,12 +46,13 @@
 //    the same once (a file still open 20 s after the kills, 1 of 3 runs of this spec at once
 //    under load; never in 36 runs of the sweep alone or 8 at once): the forms whose open may be
 //    in flight at the kill let a file of the sweep's own stay open, every other kind must be back;
-// 5. writeFile({ atomic }) of one destination from two workers (test.failing, all runtimes): the
-//    temp name NAME.odirect-tmp-PID-N counts N per thread from 1, so two workers' temp files
-//    are the same file: the second one's open fails EEXIST, and its cleanup then unlinks the
+// 5. writeFile({ atomic }) of one destination from two workers (all runtimes): the temp name
+//    NAME.odirect-tmp-PID-N counted N per thread from 1, so two workers' temp files were the
+//    same file: the second one's open fails EEXIST, and its cleanup then unlinks the
 //    first one's temp file, whose rename fails ENOENT: both calls fail, the data is lost; a temp
 //    file a terminated worker left makes the next worker's first atomic write of that
 //    destination fail EEXIST (src/fileops.ts tmpName, src/files.ts removeTemp after a failed open).
+//    Now PID-R, R random, and a temp name found taken is never removed by the cleanup.
 // Every check waits on an event (a promise, a stream's 'close'); nothing is timed.
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
@@ -226,7 +227,7 @@ const BAD_DATA: ReadonlyArray<[string, unknown]> = [
   ['a symbol', Symbol('x')],
 ]
 
-test.failing("writeFile(path, data of a wrong type) is refused ERR_INVALID_ARG_TYPE with the file untouched, as node:fs/promises refuses it before the open (known gap: src/files.ts checks the data after opening the path 'w', so the file is truncated to 0 bytes first)", async (t) => {
+test("writeFile(path, data of a wrong type) is refused ERR_INVALID_ARG_TYPE with the file untouched, as node:fs/promises refuses it before the open (was: src/files.ts checked the data after opening the path 'w', so the file is truncated to 0 bytes first)", async (t) => {
   const dir = scratch()
   const a = path.join(dir, 'od.txt')
   const b = path.join(dir, 'fs.txt')
@@ -633,7 +634,7 @@ interface TempNames {
 }
 
 for (const [rt, argv] of runtimes()) {
-  test.failing(`${rt}: writeFile({ atomic }) of one destination from two workers at once both succeed, the destination whole; a temp file a terminated worker left does not fail the next worker's atomic write (known gap: temp names NAME.odirect-tmp-PID-N count N per thread from 1, so two workers' first temp files are one name: EEXIST for the second, whose cleanup unlinks the first one's temp file, which then fails ENOENT at its rename; src/fileops.ts tmpName, src/files.ts)`, async (t) => {
+  test(`${rt}: writeFile({ atomic }) of one destination from two workers at once both succeed, the destination whole; a temp file a terminated worker left does not fail the next worker's atomic write (was: temp names NAME.odirect-tmp-PID-N counted N per thread from 1, so two workers' first temp files are one name: EEXIST for the second, whose cleanup unlinks the first one's temp file, which then fails ENOENT at its rename; src/fileops.ts tmpName, src/files.ts)`, async (t) => {
     const r = await runChild<TempNames>('temp-names.cjs', [scratch()], { argv })
     t.is(r.concurrent.b, 'done', 'the second worker')
     t.is(r.concurrent.a, 'done', 'the first worker')

@@ -2,7 +2,7 @@
 //
 // A thin command over the exported copyFile(): direct I/O on both sides (falling back to buffered
 // I/O, with a note, where the filesystem refuses O_DIRECT), holes kept, the same file refused,
-// written to DST.odirect-tmp-<pid>-<n>, datasynced, then renamed into place: DST is either the
+// written to DST.odirect-tmp-<pid>-<random>, datasynced, then renamed into place: DST is either the
 // complete copy or untouched. A DST that is a device or FIFO is written in place, as GNU cp does.
 // --verify re-reads the copy (before the rename) and compares sha256.
 import { readFileSync } from 'node:fs'

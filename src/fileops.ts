@@ -3,6 +3,7 @@
 // natively, as the temp file was created natively), and sequential buffered I/O through node:fs
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
+import { randomBytes } from 'node:crypto'
 import { constants as fsConstants, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -206,17 +207,20 @@ export function kindName(st: KindOf): string {
   return st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isSocket() ? 'a socket' : 'a special file'
 }
 
-let tmpCounter = 0
 /** The longest name of a directory entry (NAME_MAX on Linux's filesystems), in bytes. */
 const NAME_MAX = 255
 const utf8 = new TextEncoder()
 /**
- * A temp name next to `dst` (same directory, so the rename is atomic): `NAME.odirect-tmp-PID-N`,
- * NAME cut (on a character) where the whole would pass NAME_MAX: a destination name of 231 to 255
- * bytes is valid, and its temp file's name must be too.
+ * A temp name next to `dst` (same directory, so the rename is atomic): `NAME.odirect-tmp-PID-R`,
+ * R 12 random hex digits, NAME cut (on a character) where the whole would pass NAME_MAX: a
+ * destination name of 231 to 255 bytes is valid, and its temp file's name must be too. R was a
+ * counter per thread: two worker threads' first temp files for one destination had one name (the
+ * second failed EEXIST and its cleanup removed the first one's temp file), as would two processes
+ * of one PID in different PID namespaces sharing a directory, and a temp file a killed worker left
+ * failed the next worker's write (adversary-s17).
  */
 export const tmpName = (dst: string): string => {
-  const suffix = `.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${++tmpCounter}`
+  const suffix = `.odirect-tmp-${typeof process !== 'undefined' ? process.pid : 0}-${randomBytes(6).toString('hex')}`
   const slash = dst.lastIndexOf('/')
   const chars = [...dst.slice(slash + 1)]
   let bytes = utf8.encode(chars.join('')).length
@@ -273,6 +277,12 @@ const check = (errno: number, syscall: string, path: string): void => {
 }
 
 /** Removes a temp file made by the native open (natively: a runtime's permission checks cannot strand it). Never throws. */
+/**
+ * Whether `e` is the temp file's own create finding the name taken ('wx': EEXIST): that file is
+ * someone else's, and the cleanup must not remove it.
+ */
+export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof DirectIoError && e.code === 'EEXIST' && e.path === tmp
+
 export async function removeTemp(tmp: string): Promise<void> {
   await native.unlinkPath(tmp).catch(() => 0)
 }

@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -251,6 +251,13 @@ function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefine
 
 type WriteData = string | ArrayBufferView | Iterable<string | ArrayBufferView> | AsyncIterable<string | ArrayBufferView>
 
+/** Refuses writeFile `data` that is not a string, a view or an (async) iterable (ERR_INVALID_ARG_TYPE). */
+function checkWriteData(data: unknown): void {
+  if (typeof data === 'string' || ArrayBuffer.isView(data)) return
+  const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
+  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
+}
+
 /**
  * The chunks of writeFile's `data`, as bytes. An iterable is the caller's code: what its
  * iterator throws reaches the caller unchanged; it is closed (`return()`) when writing stops early.
@@ -261,8 +268,7 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
     yield one
     return
   }
-  const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
-  if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
+  checkWriteData(data)
   interface AnyIterator {
     next(): unknown
     return?: () => unknown
@@ -331,6 +337,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const exclusive = flag === 'wx' || flag === 'xw'
   if (atomic && flag !== 'w' && !exclusive) throw misuse('ERR_INVALID_ARG_VALUE', `atomic writes replace the file: flag must be 'w' or 'wx', got '${flag}'`, "use flag 'w' (replace) or 'wx' (only if absent)")
   const oo = openFields({ direct: o.direct, backend: o.backend })
+  // As node:fs: data of a wrong type is refused before the open ('w' would truncate the file first).
+  checkWriteData(data)
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
@@ -394,7 +402,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       // The last moment to abort: after it, the rename replaces the destination.
       abort.check()
     } catch (e) {
-      await removeTemp(tmp)
+      if (!tempTaken(e, tmp)) await removeTemp(tmp)
       throw tempError(e, target)
     }
     try {
@@ -649,7 +657,11 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     if (inPlace) out = await openRaced(abort, d, 'r+', oo)
     else {
       tmp = tmpName(d)
-      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen)
+      out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen).catch((e: unknown) => {
+        // Another's temp file (see tempTaken): not ours to remove.
+        if (tempTaken(e, tmp as string)) tmp = undefined
+        throw e
+      })
       // Before any data (see keepAttrs): what fs.copyFile keeps of the file it overwrites, and the
       // source's mode exactly (fs.copyFile's fchmod: no umask). Not raced against the abort: it
       // works on the descriptor, which must stay open until it is done.

@@ -7,8 +7,8 @@
 // - leftover: worker A is terminated while its temp file is open (README: the temp file stays,
 //   no JavaScript runs there to remove it); then worker B writes the same destination: B's call
 //   must succeed, the destination is B's data.
-// Each worker's temp names are NAME.odirect-tmp-PID-N with N counted per thread from 1, so two
-// threads' first temp names are the same file.
+// Each worker's temp names were NAME.odirect-tmp-PID-N with N counted per thread from 1, so two
+// threads' first temp names were the same file (now PID-R, R random: src/fileops.ts tmpName).
 // argv: dir. Prints RESULT {concurrent: {a, b, whole}, leftover: {b, whole}, temps}.
 'use strict'
 const fs = require('node:fs')
