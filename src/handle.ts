@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { EventEmitter } from 'node:events'
 import type * as fsTypes from 'node:fs'
 
@@ -193,6 +194,13 @@ const leaked = new FinalizationRegistry<{ engine: Engine; fd: number; path: stri
   }
 })
 
+/**
+ * The handles whose method made of several ops (fh.readFile, fh.writeFile: see
+ * `FileHandle._method`) the current async context runs inside: their ops pass the closed check
+ * while close() waits for the method, every other op started after close() is refused.
+ */
+const inMethod = new AsyncLocalStorage<ReadonlySet<FileHandle>>()
+
 /** writeMany({ datasync: true }) links at most this many writes and the fdatasync on io_uring (linked writes run one at a time); past it the fdatasync follows the batch. */
 const LINK_MAX = 16
 
@@ -284,7 +292,7 @@ export class FileHandle extends EventEmitter {
   }
 
   #checkOpen(syscall: string): void {
-    if (this.#closing !== undefined) {
+    if (this.#closing !== undefined && inMethod.getStore()?.has(this) !== true) {
       throw misuse('ERR_ODIRECT_CLOSED', `file handle for ${this.path} is closed (${syscall})`, 'open the file again; close() is final', { path: this.path, syscall })
     }
   }
@@ -623,10 +631,42 @@ export class FileHandle extends EventEmitter {
         return r
       })
     }
-    return p.then(async (r) => {
-      await this.datasync()
-      return r
-    })
+    // The fdatasync is part of this call: counted in flight from now until it is done, so a
+    // close() called meanwhile waits for it (it was refused ERR_ODIRECT_CLOSED after the writes).
+    const io = this.#io
+    io.hold()
+    return p
+      .then(async (r) => {
+        await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
+        return r
+      })
+      .finally(() => io.release())
+  }
+
+  /**
+   * @internal Runs `body`, a method of this handle made of several ops (fh.readFile,
+   * fh.writeFile), as one thing in flight from its start to its end, as node:fs's FileHandle
+   * counts its methods: a close() called meanwhile waits for it, and its own ops (those started
+   * in its async context) still run; any other op started after close() rejects
+   * ERR_ODIRECT_CLOSED. Refused ERR_ODIRECT_CLOSED when the handle is already closing.
+   */
+  _method<T>(syscall: string, body: () => Promise<T>): Promise<T> {
+    const io = this.#io
+    let p: Promise<T>
+    try {
+      this.#checkOpen(syscall)
+      const outer = inMethod.getStore()
+      io.hold()
+      try {
+        p = inMethod.run(outer === undefined ? new Set([this]) : new Set([...outer, this]), body)
+      } catch (e) {
+        io.release()
+        throw e
+      }
+    } catch (e) {
+      return Promise.reject(coded(e, 'FileHandle'))
+    }
+    return p.finally(() => io.release())
   }
 
   /** An op without memory, after every write issued before it; `options`: `{ signal, timeout }`. */
