@@ -64,6 +64,7 @@ import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
 
@@ -622,8 +623,10 @@ const own = (m: Record<string, number>): Record<string, number> => Object.fromEn
  * The sweep's outcome is right. `ownOnly`: only odirect's kinds of descriptors are compared (Deno).
  * `openMayStay` (forms whose open can be in flight at the kill): a file the killed worker was
  * opening may stay open (the gap the Deno case below showed, fixed since by engine.rs Opening; in
- * Node it was seen once in 3 runs of this spec at once under load, never alone, before that fix,
- * and not shown to be the same cause, so still allowed here): every other kind must be back, and a
+ * Node it was seen once in 3 runs of this spec at once under load before, and in 2 of 7 runs of
+ * this sweep alone: a close staged and never submitted when the worker died, which teardown now
+ * closes, see the staged-close test below; 0 of 6 runs since, still allowed here until CI shows
+ * more): every other kind must be back, and a
  * file left open must be one of the sweep's own.
  */
 function killedWell(t: import('ava').ExecutionContext, r: WorkerKill, runs: number, dir: string, { ownOnly = false, openMayStay = false } = {}): void {
@@ -663,6 +666,30 @@ for (const [rt, argv] of runtimes()) {
     killedWell(t, await runChild<WorkerKill>('worker-kill.cjs', [dir, 'readFile,atomic,copyFile,opens'], { argv }), 24, dir, { openMayStay: true })
   })
 }
+
+test("node: a worker terminated between fh.close() and the flush that submits it (its JavaScript busy) leaves no descriptor open, on io_uring and the thread pool (was: teardown dropped the staged close, and the descriptor, out of the engine's table since the close was staged, stayed open for the life of the process: the Node case of the sweep's files left open)", async (t) => {
+  const dir = scratch()
+  const index = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
+  for (const backend of ['io_uring', 'threadpool'] as const) {
+    const file = path.join(dir, `staged-close-${backend}`)
+    fs.writeFileSync(file, Buffer.alloc(4096))
+    // close() stages its close one microtask later and schedules the flush after that: the
+    // microtask queued here runs between the two, and never ends.
+    const w = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads')
+      const od = require(workerData.index)
+      od.open(workerData.file, 'r', { backend: workerData.backend }).then((fh) => {
+        fh.close()
+        queueMicrotask(() => { parentPort.postMessage('spinning'); for (;;) {} })
+      })`,
+      { eval: true, workerData: { index, file, backend } },
+    )
+    await once(w, 'message')
+    t.true(holds(file), `${backend}: the close is staged, not run, when the worker is terminated`)
+    await w.terminate()
+    t.true(await openedNoMore(file), `${backend}: the file is closed by the worker's teardown`)
+  }
+})
 
 // ---------------------------------------------------------------------------------------
 // 5. Two workers' temp files of one destination

@@ -2227,8 +2227,19 @@ impl Inner {
         loop {
             let pending = self.gather(&mut raw, true);
             // Out of the kernel: release the memory (no JS is called).
-            for (key, _) in raw.drain(..) {
+            for (key, result) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
+                    if let OpKind::Close { fd } = rec.kind {
+                        if result == -(libc::ECANCELED as i64) {
+                            // A close that never ran: staged and not submitted (a worker ended
+                            // between fh.close() and the flush) or cancelled before a worker
+                            // took it (close(2) itself never fails ECANCELED). Its descriptor
+                            // left the table when the close was staged and no number is
+                            // reused while it stays open: closed here, once.
+                            // SAFETY: that descriptor, which nothing else closes or uses.
+                            unsafe { libc::close(fd) };
+                        }
+                    }
                     // SAFETY: teardown runs on the JS thread of self.env.
                     unsafe { capture::release(self.env, rec.mem) };
                 }
