@@ -14,8 +14,9 @@
 //    began, after the open with 'w'); now checked before the open;
 // 3. fh.writev / fh.readv with a zero-length view over a zero-length ArrayBuffer (Buffer.alloc(0),
 //    new Uint8Array(0)) next to others: ERR_ODIRECT_DETACHED, where node:fs writes / reads the
-//    others (test.failing: the native capture of a vector takes the null data pointer of an empty
-//    ArrayBuffer for a detached one; src/io.ts / crates/napi);
+//    others (the native capture of a vector took the null data pointer of an empty ArrayBuffer
+//    for a detached one. Fixed: a zero-length segment is captured as an empty one, a view
+//    detached under an op that wants its bytes is still ERR_ODIRECT_DETACHED: crates/napi/src/capture.rs);
 // 2b. A write stream (Node or web) whose block fails (EIO, ENOSPC) while later blocks in flight
 //    succeed: the stream fails with the first failed block's error, but the file kept the later
 //    blocks: its size said the whole data was there, with the failed block a hole (seen on a
@@ -30,7 +31,11 @@
 //    returns, before the returned promise settles): node:fs's close() waits for the handle's
 //    methods, which complete (the data read, the file written); odirect's close() waits only for
 //    the ops in flight at that moment, so the method's next op fails ERR_ODIRECT_CLOSED and
-//    fh.writeFile's data is not written (test.failing: src/handle.ts close(), src/files.ts);
+//    fh.writeFile's data is not written. Fixed: fh.readFile() / fh.writeFile() count as one thing
+//    in flight from start to end, and while one runs the handle's ops still go out (as node:fs's
+//    until its deferred close); a method started after close() is refused (src/handle.ts
+//    _method); writeMany({ datasync }) holds until its fdatasync (it rejected ERR_ODIRECT_CLOSED
+//    after the writes);
 // 3b2. two handles of one file, on every pair of backends and direct modes (attacked: no fault);
 // 3c. web streams in Node, Bun and Deno (attacked: no fault): BYOB readers with odd views and
 //    element types, mixed readers, tee() branches read late / cancelled / BYOB, cancel() and
@@ -39,10 +44,12 @@
 // 4. workers terminated at the Nth step of readFile, writeFile({ atomic }), copyFile, a web
 //    stream pipe, typed readMany and open/close loops, in Node, Bun and Deno (the sixteenth pass's
 //    worker sweeps ran in Node only): the main thread's I/O right, destinations whole, the
-//    process's descriptors back by kind. Found (test.failing, Deno only): an open in flight when
+//    process's descriptors back by kind. Found (Deno only; fixed, see below): an open in flight when
 //    Deno terminates the worker leaves its descriptor open for the life of the process (Deno
 //    neither completes nor frees the async work of a terminated worker, so OpenTask's resolve and
-//    drop, which adopt or close the descriptor, never run: crates/napi/src/tasks.rs). Node showed
+//    drop, which adopt or close the descriptor, never run: crates/napi/src/tasks.rs. Now the open
+//    records its descriptor in a mutex-guarded set of its engine until resolve or drop takes it,
+//    and the engine's teardown closes what is left there: engine.rs Opening). Node showed
 //    the same once (a file still open 20 s after the kills, 1 of 3 runs of this spec at once
 //    under load; never in 36 runs of the sweep alone or 8 at once): the forms whose open may be
 //    in flight at the kill let a file of the sweep's own stay open, every other kind must be back;
@@ -59,6 +66,7 @@ import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
 
@@ -264,7 +272,7 @@ const EMPTY_VIEWS: ReadonlyArray<[string, () => Uint8Array]> = [
   ['a view of new ArrayBuffer(0)', () => new Uint8Array(new ArrayBuffer(0))],
 ]
 
-test.failing("fh.writev / fh.readv with a zero-length view (Buffer.alloc(0), new Uint8Array(0)) among others write / read the others, as node:fs does, on direct and buffered handles (known gap: ERR_ODIRECT_DETACHED 'a buffers[] element is detached': the native capture of a vector takes an empty ArrayBuffer's null data pointer for a detached buffer)", async (t) => {
+test("fh.writev / fh.readv with a zero-length view (Buffer.alloc(0), new Uint8Array(0)) among others write / read the others, as node:fs does, on direct and buffered handles (was: ERR_ODIRECT_DETACHED 'a buffers[] element is detached': the native capture of a vector took an empty ArrayBuffer's null data pointer for a detached buffer)", async (t) => {
   const dir = scratch()
   const a = path.join(dir, 'od.bin')
   const b = path.join(dir, 'fs.bin')
@@ -460,7 +468,7 @@ fxTest("a full ext4 (4096-byte sectors) filled by write streams (Node and web, 6
   t.log(outcomes.join('\n'))
 })
 
-test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile() runs waits for it, as node:fs's close() does: the data is read, the file written, both promises resolve (known gap: odirect's close() waits only for the ops in flight when it is called; the method's next op rejects ERR_ODIRECT_CLOSED and fh.writeFile's data is not written: src/handle.ts close())", async (t) => {
+test("fh.close() called while the handle's fh.readFile() / fh.writeFile() runs waits for it, as node:fs's close() does: the data is read, the file written, both promises resolve (was: the method's next op rejected ERR_ODIRECT_CLOSED and fh.writeFile's data was not written); a method started after close() rejects ERR_ODIRECT_CLOSED, as any op does once none runs", async (t) => {
   const dir = scratch()
   const data = Buffer.alloc(300_000, 0x61)
   for (const [name, m] of [['node:fs', fsp], ['odirect', od]] as const) {
@@ -476,6 +484,42 @@ test.failing("fh.close() called while the handle's fh.readFile() / fh.writeFile(
     await wh.close()
     t.is(await wrote, 'ok', `${name}: fh.writeFile() with close() called after it`)
     t.deepEqual(fs.readFileSync(q), data, `${name}: the file written`)
+  }
+  // A method started after close() is refused; an op started after close() goes out while the
+  // method runs (as node:fs's, whose descriptor stays open until its deferred close), and is
+  // refused once no method runs.
+  const p = path.join(dir, 'read-odirect')
+  const fh = await od.open(p, 'r')
+  const read = fh.readFile().then((b) => b.length, (e: { code?: string }) => `rejected ${e.code}`)
+  const closed = fh.close()
+  const later = fh.readFile().then(() => 'ok', (e: { code?: string }) => e.code)
+  const stat = fh.stat().then((s) => s.size, (e: { code?: string }) => e.code)
+  t.is(await read, data.length)
+  t.is(await stat, data.length)
+  await closed
+  t.is(await later, 'ERR_ODIRECT_CLOSED')
+  t.is(await fh.stat().then(() => 'ok', (e: { code?: string }) => e.code), 'ERR_ODIRECT_CLOSED')
+  // `await using fh` with `return fh.readFile()`: the disposal's close() runs before the read ends.
+  const usingRead = async (): Promise<number> => {
+    await using h = await od.open(p, 'r')
+    return (await h.readFile().then((b) => b.length))
+  }
+  t.is(await usingRead(), data.length)
+})
+
+test('writeMany(ops, { datasync: true }) with close() called before its writes complete: the fdatasync after them still runs and the call resolves (was: ERR_ODIRECT_CLOSED from the fdatasync, after the writes had landed)', async (t) => {
+  const p = path.join(scratch(), 'many.bin')
+  fs.writeFileSync(p, Buffer.alloc(65536))
+  // More writes than the link limit (16), so the fdatasync is issued once the writes resolved.
+  for (const backend of ['io_uring', 'threadpool'] as const) {
+    const fh = await od.open(p, 'r+', { backend })
+    const b = fh.alloc(4096).fill(0x5a)
+    const ops = Array.from({ length: 16 + 4 }, (_, i) => ({ buffer: b, position: (i % 16) * 4096 }))
+    const wrote = fh.writeMany(ops, { datasync: true }).then((r) => r.length, (e: { code?: string }) => e.code)
+    const closed = fh.close()
+    t.is(await wrote, 20, backend)
+    await closed
+    t.deepEqual(fs.readFileSync(p), Buffer.alloc(65536, 0x5a), backend)
   }
 })
 
@@ -582,8 +626,11 @@ const own = (m: Record<string, number>): Record<string, number> => Object.fromEn
 /**
  * The sweep's outcome is right. `ownOnly`: only odirect's kinds of descriptors are compared (Deno).
  * `openMayStay` (forms whose open can be in flight at the kill): a file the killed worker was
- * opening may stay open (the known gap the Deno test.failing below shows; in Node it was seen once
- * in 3 runs of this spec at once under load, never alone): every other kind must be back, and a
+ * opening may stay open (the gap the Deno case below showed, fixed since by engine.rs Opening; in
+ * Node it was seen once in 3 runs of this spec at once under load before, and in 2 of 7 runs of
+ * this sweep alone: a close staged and never submitted when the worker died, which teardown now
+ * closes, see the staged-close test below; 0 of 6 runs since, still allowed here until CI shows
+ * more): every other kind must be back, and a
  * file left open must be one of the sweep's own.
  */
 function killedWell(t: import('ava').ExecutionContext, r: WorkerKill, runs: number, dir: string, { ownOnly = false, openMayStay = false } = {}): void {
@@ -608,7 +655,7 @@ for (const [rt, argv] of runtimes()) {
       const dir = scratch()
       killedWell(t, await runChild<WorkerKill>('worker-kill.cjs', [dir, 'web,readMany'], { argv }), 12, dir, { ownOnly: true })
     })
-    test.failing(`deno: workers terminated while an open() is in flight leave no descriptor open (known gap: Deno never completes nor frees a terminated worker's async work, so the opened descriptor is neither adopted by the engine nor closed: most of the 6 stay open for the life of the process, 8-10 of 10 in a loop of kills; crates/napi/src/tasks.rs OpenTask)`, async (t) => {
+    test(`deno: workers terminated while an open() is in flight leave no descriptor open (was: Deno never completes nor frees a terminated worker's async work, so the opened descriptor was neither adopted by the engine nor closed: most of the 6 stayed open for the life of the process; now compute records it in the engine's set of descriptors opened and not yet taken, which the engine's teardown closes: crates/napi/src/engine.rs Opening)`, async (t) => {
       const dir = scratch()
       killedWell(t, await runChild<WorkerKill>('worker-kill.cjs', [dir, 'opens'], { argv }), 6, dir, { ownOnly: true })
     })
@@ -623,6 +670,30 @@ for (const [rt, argv] of runtimes()) {
     killedWell(t, await runChild<WorkerKill>('worker-kill.cjs', [dir, 'readFile,atomic,copyFile,opens'], { argv }), 24, dir, { openMayStay: true })
   })
 }
+
+test("node: a worker terminated between fh.close() and the flush that submits it (its JavaScript busy) leaves no descriptor open, on io_uring and the thread pool (was: teardown dropped the staged close, and the descriptor, out of the engine's table since the close was staged, stayed open for the life of the process: the Node case of the sweep's files left open)", async (t) => {
+  const dir = scratch()
+  const index = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js')
+  for (const backend of ['io_uring', 'threadpool'] as const) {
+    const file = path.join(dir, `staged-close-${backend}`)
+    fs.writeFileSync(file, Buffer.alloc(4096))
+    // close() stages its close one microtask later and schedules the flush after that: the
+    // microtask queued here runs between the two, and never ends.
+    const w = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads')
+      const od = require(workerData.index)
+      od.open(workerData.file, 'r', { backend: workerData.backend }).then((fh) => {
+        fh.close()
+        queueMicrotask(() => { parentPort.postMessage('spinning'); for (;;) {} })
+      })`,
+      { eval: true, workerData: { index, file, backend } },
+    )
+    await once(w, 'message')
+    t.true(holds(file), `${backend}: the close is staged, not run, when the worker is terminated`)
+    await w.terminate()
+    t.true(await openedNoMore(file), `${backend}: the file is closed by the worker's teardown`)
+  }
+})
 
 // ---------------------------------------------------------------------------------------
 // 5. Two workers' temp files of one destination

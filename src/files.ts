@@ -904,14 +904,15 @@ Object.defineProperties(FileHandle.prototype, {
     configurable: true,
     writable: true,
     value: function readFileMethod(this: FileHandle, options?: ReadFileOptions | BufferEncoding | null): Promise<Buffer | string> {
-      return readFile(this, options)
+      // One thing in flight from start to end: a close() called meanwhile waits for it (handle.ts _method).
+      return this._method('read', () => readFile(this, options))
     },
   },
   writeFile: {
     configurable: true,
     writable: true,
     value: function writeFileMethod(this: FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null): Promise<void> {
-      return writeFile(this, data, options)
+      return this._method('write', () => writeFile(this, data, options))
     },
   },
 })

@@ -73,7 +73,7 @@ pub struct Seg {
     pub ptr: *mut u8,
     pub len: usize,
     pub mem: Mem,
-    /// Start of the odirect allocation the bytes lie in (None: bounced).
+    /// Start of the odirect allocation the bytes lie in (None: bounced, or no bytes at all).
     pub owner: Option<usize>,
 }
 
@@ -124,7 +124,25 @@ pub unsafe fn capture(
     // SAFETY: forwarded contract.
     let view = unsafe { memory::view(env, v) }.map_err(from_view_err)?;
     let end = offset.checked_add(length).ok_or(CaptureError::Detached)?;
-    if view.len < end || view.ptr.is_null() {
+    if view.len < end {
+        return Err(CaptureError::Detached);
+    }
+    if length == 0 {
+        // No bytes to move: an empty view's ArrayBuffer may have no memory at all (a null data
+        // pointer, as Buffer.alloc(0) and new Uint8Array(0) have), which is not a detached one
+        // (that is refused above when the op wanted bytes of it, and by the argument checks in
+        // JS). The kernel gets a zero-length segment at an aligned address we own (an iovec's
+        // base is never dereferenced for 0 bytes, but O_DIRECT alignment checks may look at it).
+        let mut b = AlignedBuf::try_new_with(0, mem_align.max(4096), false)
+            .ok_or(CaptureError::NoMemory)?;
+        return Ok(Seg {
+            ptr: b.as_mut_ptr(),
+            len: 0,
+            mem: Mem::Bounce(b, 0, None),
+            owner: None,
+        });
+    }
+    if view.ptr.is_null() {
         return Err(CaptureError::Detached);
     }
     let p = view.ptr as usize + offset;
@@ -200,7 +218,7 @@ pub fn single(
     position: u64,
     fixed: Option<u16>,
 ) -> (OpKind, Mem, u32) {
-    let bounced = seg.owner.is_none() as u32;
+    let bounced = (seg.owner.is_none() && seg.len > 0) as u32;
     let op = if write {
         OpKind::Write {
             fd,
@@ -229,7 +247,7 @@ pub fn vectored(
     segs: Vec<Seg>,
     position: u64,
 ) -> (OpKind, Box<[libc::iovec]>, Mems, u32) {
-    let bounced = segs.iter().any(|s| s.owner.is_none()) as u32;
+    let bounced = segs.iter().any(|s| s.owner.is_none() && s.len > 0) as u32;
     let iov: Box<[libc::iovec]> = segs
         .iter()
         .map(|s| libc::iovec {

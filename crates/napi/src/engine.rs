@@ -187,6 +187,8 @@ pub struct Inner {
     /// SQPOLL idle time for the ring (0: no SQPOLL), set before the ring is made.
     pub sqpoll_idle_ms: u32,
     pub closed: bool,
+    /// Descriptors opened and not yet taken (see [`Opening`]).
+    pub(crate) openings: Openings,
     pub wake: Wake,
     referenced: bool,
     /// Native batches (readMany / writeMany over typed arrays).
@@ -321,6 +323,60 @@ pub struct Inner {
 }
 
 pub type Shared = RefCell<Inner>;
+
+/// Descriptors an open off the JS thread (`tasks::OpenTask`) made and the engine has not taken
+/// yet, shared with those tasks (they run on libuv's pool). A runtime that ends a worker with
+/// such an open in flight may never complete or drop its task (Deno), so the task cannot be
+/// the one to close them: teardown closes what is still here, and refuses (the task closes)
+/// what is opened after it. Each descriptor is closed exactly once, by whoever takes it out of
+/// here under the lock (a number closed here and reused since is never in the set again).
+#[derive(Default)]
+pub struct Opening {
+    closed: bool,
+    fds: Vec<RawFd>,
+}
+
+pub type Openings = Arc<std::sync::Mutex<Opening>>;
+
+impl Opening {
+    fn lock(m: &std::sync::Mutex<Opening>) -> std::sync::MutexGuard<'_, Opening> {
+        // Nothing here panics while locked; a poisoned lock still guards consistent data.
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `fd`, just opened; false when the engine was torn down (the caller closes it).
+    pub fn opened(m: &std::sync::Mutex<Opening>, fd: RawFd) -> bool {
+        let mut o = Self::lock(m);
+        if o.closed {
+            return false;
+        }
+        o.fds.push(fd);
+        true
+    }
+
+    /// Takes `fd` back: true when it was still here (the caller owns it now), false when
+    /// teardown closed it (the number may belong to another file since: not to be touched).
+    pub fn take(m: &std::sync::Mutex<Opening>, fd: RawFd) -> bool {
+        let mut o = Self::lock(m);
+        match o.fds.iter().position(|&f| f == fd) {
+            Some(i) => {
+                o.fds.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Teardown: closes every descriptor still here; later opens are refused.
+    fn close_all(m: &std::sync::Mutex<Opening>) {
+        let mut o = Self::lock(m);
+        o.closed = true;
+        for fd in o.fds.drain(..) {
+            // SAFETY: a descriptor an open made and nobody took (see `take`): ours alone.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
 
 /// Descriptors open in this environment with their `FD_*` facts, a byte each, indexed by the
 /// descriptor (looked up for every op: an array index, not a hash).
@@ -695,6 +751,7 @@ impl Inner {
             debug: status::debug(),
             sqpoll_idle_ms: crate::env::number("ODIRECT_SQPOLL").unwrap_or(0),
             closed: false,
+            openings: Openings::default(),
             wake: Wake::None,
             referenced: false,
             batches: Default::default(),
@@ -2170,8 +2227,19 @@ impl Inner {
         loop {
             let pending = self.gather(&mut raw, true);
             // Out of the kernel: release the memory (no JS is called).
-            for (key, _) in raw.drain(..) {
+            for (key, result) in raw.drain(..) {
                 if let Some(rec) = self.ops.get_mut(key as usize).and_then(|s| s.take()) {
+                    if let OpKind::Close { fd } = rec.kind {
+                        if result == -(libc::ECANCELED as i64) {
+                            // A close that never ran: staged and not submitted (a worker ended
+                            // between fh.close() and the flush) or cancelled before a worker
+                            // took it (close(2) itself never fails ECANCELED). Its descriptor
+                            // left the table when the close was staged and no number is
+                            // reused while it stays open: closed here, once.
+                            // SAFETY: that descriptor, which nothing else closes or uses.
+                            unsafe { libc::close(fd) };
+                        }
+                    }
                     // SAFETY: teardown runs on the JS thread of self.env.
                     unsafe { capture::release(self.env, rec.mem) };
                 }
@@ -2206,6 +2274,9 @@ impl Inner {
             // them any more (all completed above).
             unsafe { libc::close(fd) };
         }
+        // Descriptors opens made that no resolve took (a runtime that never completes a dying
+        // environment's tasks, Deno), and from now on any an open still running makes.
+        Opening::close_all(&self.openings);
     }
 
     /// Ops the kernel has not let go of by the end of `EXIT_WAIT` (a hung FUSE daemon or NFS

@@ -206,6 +206,9 @@ pub fn alloc_owned(
 #[napi]
 pub struct NativeEngine {
     pub(crate) shared: Rc<Shared>,
+    /// The engine's descriptors opened and not yet taken (see `engine::Opening`), reachable
+    /// without borrowing the engine.
+    pub(crate) openings: engine::Openings,
 }
 
 impl NativeEngine {
@@ -241,7 +244,8 @@ impl NativeEngine {
     pub fn new(env: Env, callback: Unknown, use_loop: bool) -> Result<NativeEngine> {
         // SAFETY: env and callback are live handles of this call.
         let shared = unsafe { wake::start(env.raw(), callback.raw(), use_loop) }?;
-        Ok(NativeEngine { shared })
+        let openings = shared.borrow().openings.clone();
+        Ok(NativeEngine { shared, openings })
     }
 
     /// Starts (once) and returns "" when this backend works here, else the reason it does not.

@@ -73,6 +73,10 @@ pub struct OpenTask {
     engine: Option<EnginePtr>,
     /// The descriptor `compute` opened, until `resolve` hands it to the engine (-1 then).
     fd: i32,
+    /// The engine's descriptors opened and not yet taken: `compute` records its descriptor
+    /// there, so the engine's teardown closes it if neither `resolve` nor the drop ever runs
+    /// (Deno ending a worker with the open in flight); whoever takes it out closes or adopts it.
+    openings: crate::engine::Openings,
 }
 
 /// `Rc::into_raw` of an engine: carried by the task through the libuv thread, never used there;
@@ -91,8 +95,9 @@ impl EnginePtr {
 
 impl Drop for OpenTask {
     fn drop(&mut self) {
-        if self.fd >= 0 {
-            // SAFETY: the descriptor `compute` opened, never handed to anyone (no resolve ran).
+        if self.fd >= 0 && crate::engine::Opening::take(&self.openings, self.fd) {
+            // SAFETY: the descriptor `compute` opened, never handed to anyone (no resolve ran)
+            // and not closed by the engine's teardown (it was still in `openings`).
             unsafe { libc::close(self.fd) };
         }
         drop(self.engine.take().map(EnginePtr::take));
@@ -112,6 +117,12 @@ impl Task for OpenTask {
             mode: self.mode,
         };
         Ok(match file::open_file(&self.path, flags, direct, opts) {
+            Ok(o) if !crate::engine::Opening::opened(&self.openings, o.fd) => {
+                // The engine was torn down meanwhile: nobody will take this descriptor.
+                // SAFETY: the descriptor just opened, which nobody else has.
+                unsafe { libc::close(o.fd) };
+                cancelled()
+            }
             Ok(o) => OpenResult {
                 fd: {
                     self.fd = o.fd;
@@ -152,6 +163,11 @@ impl Task for OpenTask {
             return Ok(output);
         }
         let fd = std::mem::replace(&mut self.fd, -1);
+        if !crate::engine::Opening::take(&self.openings, fd) {
+            // Closed by the engine's teardown already (its number may be another file's now).
+            drop(engine);
+            return Ok(cancelled());
+        }
         // The engine tracks the descriptor from now on (closed at its environment's teardown
         // if JS never wraps it in a FileHandle: a worker terminated while the open was in
         // flight runs no continuation). An engine torn down already cannot: closed here.
@@ -160,14 +176,25 @@ impl Task for OpenTask {
         }
         // SAFETY: the descriptor compute opened, which nobody else has.
         unsafe { libc::close(fd) };
-        Ok(OpenResult {
-            errno: libc::ECANCELED,
-            syscall: "open".to_string(),
-            message: "the environment ended while the file was being opened".to_string(),
-            fd: -1,
-            alignment: None,
-            ..output
-        })
+        Ok(cancelled())
+    }
+}
+
+/// The result of an open whose environment ended while it ran (its descriptor closed).
+fn cancelled() -> OpenResult {
+    OpenResult {
+        errno: libc::ECANCELED,
+        syscall: "open".to_string(),
+        message: "the environment ended while the file was being opened".to_string(),
+        fd: -1,
+        direct: false,
+        fallback_reason: String::new(),
+        uncached: false,
+        alignment: None,
+        is_block_device: false,
+        size: 0.0,
+        fs_type: String::new(),
+        may_block: false,
     }
 }
 
@@ -194,6 +221,7 @@ pub fn open_file(
         mode,
         engine: Some(EnginePtr(std::rc::Rc::into_raw(engine.shared.clone()))),
         fd: -1,
+        openings: engine.openings.clone(),
     })
 }
 
