@@ -1,0 +1,213 @@
+// Second adversary pass of the seventeenth session, on what it landed: copyFile /
+// writeFile({ atomic }) / `odirect cp` keeping the replaced file's attributes, each compared with
+// node:fs (which writes the destination in place).
+// 1. An unprivileged user (uid 65534) replacing a file it may not write (root's, mode 0644; its
+//    own, mode 0444) in a directory it may write: fs.copyFile and fs.writeFile fail EACCES at the
+//    open and the file is untouched; odirect renamed its temp file over it (the rename needs only
+//    the directory's write permission): the read-only file was replaced, and root's file became
+//    nobody's. Now refused EACCES before any data (crates/napi/src/xattr.rs: access(W_OK) of DST).
+// 2. A destination whose extended attributes fill its inode's space (ext4: one 4096-byte block)
+//    in a directory with a default ACL: the temp file inherits an ACL the destination has not,
+//    which took space the copied attributes needed: ENOSPC at the last fsetxattr, where
+//    fs.copyFile succeeds. Now the inherited ACL is removed before the copy.
+// 3. `odirect cp` text for the new errors (an attribute this user may not set, an immutable DST)
+//    and `--no-xattrs` (copyFile's `xattrs: false`): the EPERM message named no attribute
+//    ("check the permissions"), and cp had no way to waive them.
+// Nothing is timed: each check waits for its child or promise.
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { copyFile, writeFile } from '../dist/index.js'
+import { skipReason } from './helpers/fixtures.js'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CLI = path.join(here, '..', 'dist', 'cli.js')
+const INDEX = path.join(here, '..', 'dist', 'index.js')
+const scratch = scratchDirs('advs17b')
+
+const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+const NOBODY_REASON = process.getuid?.() !== 0 ? 'needs root (to become uid 65534)' : skipReason(['cmd:setpriv', 'cmd:python3'])
+const ACL_REASON = skipReason(['cmd:python3', 'cmd:setfacl'])
+const CHATTR_REASON = skipReason(['root', 'cmd:chattr'])
+
+/** Runs node (a script's text, or a file and its arguments) as uid 65534. */
+function asNobody(args: string[]): { status: number | null; out: string; err: string } {
+  const r = spawnSync(NOBODY[0], [...NOBODY.slice(1), process.execPath, ...args], { encoding: 'utf8' })
+  return { status: r.status, out: r.stdout, err: r.stderr }
+}
+
+/** Each of odirect's replacing calls, as uid 65534: 'OK' or the error's code and syscall. */
+function replaceAsNobody(src: string, dst: string): Record<string, string> {
+  const script = `import { copyFile, writeFile } from ${JSON.stringify(INDEX)}
+import * as fs from 'node:fs'
+const [src, dst] = process.argv.slice(1)
+const out = {}
+const calls = {
+  'fs.copyFile': () => fs.promises.copyFile(src, dst),
+  'fs.writeFile': () => fs.promises.writeFile(dst, 'theirs'),
+  copyFile: () => copyFile(src, dst),
+  'writeFile atomic': () => writeFile(dst, 'theirs', { atomic: true }),
+  'writeFile atomic xattrs false': () => writeFile(dst, 'theirs', { atomic: true, xattrs: false }),
+}
+for (const [k, f] of Object.entries(calls)) {
+  try { await f(); out[k] = 'OK' } catch (e) { out[k] = e.code + ' ' + e.syscall }
+}
+console.log('RESULT ' + JSON.stringify(out))`
+  const r = asNobody(['--input-type=module', '-e', script, src, dst])
+  const line = r.out.split('\n').find((l) => l.startsWith('RESULT '))
+  if (r.status !== 0 || line === undefined) throw new Error(`child failed (${r.status}): ${r.err}`)
+  return JSON.parse(line.slice(7)) as Record<string, string>
+}
+
+const tempsIn = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+
+testIf(NOBODY_REASON, 'uid 65534 cannot replace a file it may not write (root-owned 0644, its own 0444) in a directory it may write: EACCES as fs, file untouched', (t) => {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o777)
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new contents')
+  fs.chmodSync(src, 0o644)
+  const cases = [
+    { name: 'roots', uid: 0, mode: 0o644 },
+    { name: 'own-readonly', uid: 65534, mode: 0o444 },
+  ]
+  for (const c of cases) {
+    const dst = path.join(dir, c.name)
+    fs.writeFileSync(dst, 'old contents')
+    fs.chownSync(dst, c.uid, c.uid)
+    fs.chmodSync(dst, c.mode)
+    const got = replaceAsNobody(src, dst)
+    t.deepEqual(
+      got,
+      {
+        'fs.copyFile': 'EACCES copyfile',
+        'fs.writeFile': 'EACCES open',
+        copyFile: 'EACCES open',
+        'writeFile atomic': 'EACCES open',
+        'writeFile atomic xattrs false': 'EACCES open',
+      },
+      c.name,
+    )
+    const cp = asNobody([CLI, 'cp', src, dst])
+    t.is(cp.status, 1, `${c.name}: odirect cp ${cp.err}`)
+    t.regex(cp.err, /EACCES/, c.name)
+    const st = fs.statSync(dst)
+    t.is(fs.readFileSync(dst, 'utf8'), 'old contents', c.name)
+    t.is(st.uid, c.uid, c.name)
+    t.is(st.mode & 0o7777, c.mode, c.name)
+    t.deepEqual(tempsIn(dir), [], c.name)
+  }
+  // A file it may write (another user's, mode 0666): replaced, as fs.writeFile writes it (its
+  // owner becomes the writer's: only root can keep it, README). fs.copyFile writes it, then its
+  // fchmod to the source's mode fails EPERM (not the owner).
+  const open = path.join(dir, 'writable')
+  fs.writeFileSync(open, 'old contents')
+  fs.chmodSync(open, 0o666)
+  const got = replaceAsNobody(src, open)
+  t.deepEqual(got, { 'fs.copyFile': 'EPERM copyfile', 'fs.writeFile': 'OK', copyFile: 'OK', 'writeFile atomic': 'OK', 'writeFile atomic xattrs false': 'OK' })
+  t.is(fs.readFileSync(open, 'utf8'), 'theirs')
+})
+
+/** Fills `file`'s extended-attribute space with 20-byte user.* values; returns how many fit. */
+function fillXattrs(file: string): number {
+  const py = 'import os,sys\nn=0\nwhile n < 5000:\n  try: os.setxattr(sys.argv[1], "user.n%05d"%n, bytes([n%251])*20)\n  except OSError: break\n  n+=1\nprint(n)'
+  const r = spawnSync('python3', ['-c', py, file], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(r.stderr)
+  return Number(r.stdout.trim())
+}
+
+function userXattrs(file: string): string {
+  const py = 'import os,sys; print(sorted((n, os.getxattr(sys.argv[1], n).hex()) for n in os.listxattr(sys.argv[1]) if n.startswith("user.")))'
+  const r = spawnSync('python3', ['-c', py, file], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(r.stderr)
+  return r.stdout
+}
+
+testIf(ACL_REASON, 'ext4: a destination whose xattrs fill the inode, in a directory with a default ACL, is replaced with all of them (as fs.copyFile)', async (t) => {
+  const dir = scratch() // /var/tmp: ext4 on the CI machine (xattrs of one inode share a block)
+  const acl = spawnSync('setfacl', ['-d', '-m', 'u:65534:rwx,u:1:rw,u:2:rw,u:3:rw,u:4:rw,g:5:r,g:6:r', dir], { encoding: 'utf8' })
+  if (acl.status !== 0) {
+    t.log(`setfacl -d: ${acl.stderr}: no default ACLs here`)
+    t.pass()
+    return
+  }
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new')
+  const forms: Array<[string, (d: string) => Promise<unknown>]> = [
+    ['fs.copyFile', (d) => fs.promises.copyFile(src, d)],
+    ['copyFile', (d) => copyFile(src, d)],
+    ['writeFile atomic', (d) => writeFile(d, 'new', { atomic: true })],
+  ]
+  let filled = 0
+  for (const [name, f] of forms) {
+    const dst = path.join(dir, `dst-${name.replace(/ /g, '-')}`)
+    fs.writeFileSync(dst, 'old')
+    spawnSync('setfacl', ['-b', dst]) // the destination has no ACL
+    filled = fillXattrs(dst)
+    const before = userXattrs(dst)
+    await f(dst)
+    t.is(fs.readFileSync(dst, 'utf8'), 'new', name)
+    t.is(userXattrs(dst), before, name)
+  }
+  t.log(`${filled} user.* attributes of 20 bytes filled each destination`)
+  t.deepEqual(tempsIn(dir), [])
+})
+
+testIf(NOBODY_REASON, 'odirect cp: an attribute uid 65534 may not set is named (with --no-xattrs), --no-xattrs replaces without them', (t) => {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o777)
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new')
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'old')
+  fs.chownSync(dst, 65534, 65534)
+  const set = spawnSync('python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], "security.advb", b"label"); os.setxattr(sys.argv[1], "user.kept", b"v")', dst], { encoding: 'utf8' })
+  t.is(set.status, 0, set.stderr)
+  const refused = asNobody([CLI, 'cp', src, dst])
+  t.is(refused.status, 1)
+  t.regex(refused.err, /security\.advb/)
+  t.regex(refused.err, /--no-xattrs/)
+  t.notRegex(refused.err, /check the permissions/)
+  t.is(fs.readFileSync(dst, 'utf8'), 'old')
+  const json = asNobody([CLI, 'cp', '--json', src, dst])
+  t.is(json.status, 1)
+  t.regex(JSON.parse(json.out).error.hint as string, /--no-xattrs/)
+  const waived = asNobody([CLI, 'cp', '--no-xattrs', '-q', src, dst])
+  t.is(waived.status, 0, waived.err)
+  t.is(fs.readFileSync(dst, 'utf8'), 'new')
+  t.is(userXattrs(dst), '[]\n')
+  t.deepEqual(tempsIn(dir), [])
+})
+
+testIf(CHATTR_REASON, 'odirect cp onto an immutable or append-only DST: the message says which and how to lift it', (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new')
+  for (const [flag, word] of [
+    ['i', 'immutable'],
+    ['a', 'append-only'],
+  ]) {
+    const dst = path.join(dir, `dst-${flag}`)
+    fs.writeFileSync(dst, 'old')
+    const on = spawnSync('chattr', [`+${flag}`, dst], { encoding: 'utf8' })
+    if (on.status !== 0) {
+      t.log(`chattr +${flag}: ${on.stderr}`)
+      continue
+    }
+    try {
+      const r = spawnSync(process.execPath, [CLI, 'cp', src, dst], { encoding: 'utf8' })
+      t.is(r.status, 1)
+      t.regex(r.stderr, new RegExp(`EPERM.*${word}.*chattr -${flag}`))
+      t.notRegex(r.stderr, /check the permissions/)
+    } finally {
+      spawnSync('chattr', [`-${flag}`, dst])
+    }
+    t.is(fs.readFileSync(dst, 'utf8'), 'old')
+  }
+})
