@@ -211,3 +211,78 @@ testIf(CHATTR_REASON, 'odirect cp onto an immutable or append-only DST: the mess
     t.is(fs.readFileSync(dst, 'utf8'), 'old')
   }
 })
+
+// 4. copyFile / `odirect cp` onto a kernel pseudo-file (a cgroup control, /proc/self/comm, a sysfs
+//    attribute): writeFile writes these in place, in sequence, as node:fs does; copyFile made a
+//    temp file next to it (ENOENT "the directory /proc/self does not exist", EACCES "may not
+//    create files in /sys/...") where fs.copyFile writes the file (its value set, or the kernel's
+//    own EINVAL for a value it refuses; /proc/self/comm: fs.copyFile fails EPERM at its fchmod,
+//    fs.writeFile sets it). Now copyFile writes them as writeFile does.
+const CG_REASON = skipReason(['root', 'cmd:mount', 'fs:cgroup2'])
+
+testIf(CG_REASON, 'copyFile, writeFile and odirect cp onto a cgroup v2 control file: written in place (value set), a refused value EINVAL with the file untouched', async (t) => {
+  const dir = scratch('/tmp')
+  const mnt = path.join(dir, 'cg')
+  fs.mkdirSync(mnt)
+  const m = spawnSync('mount', ['-t', 'cgroup2', 'none', mnt], { encoding: 'utf8' })
+  if (m.status !== 0) {
+    t.log(`mount -t cgroup2: ${m.stderr}`)
+    t.pass()
+    return
+  }
+  const group = path.join(mnt, `odirect-${path.basename(dir)}`)
+  try {
+    fs.mkdirSync(group)
+    const knob = path.join(group, 'cgroup.max.depth')
+    t.is(fs.readFileSync(knob, 'utf8'), 'max\n')
+    const val = (s: string): string => {
+      const f = path.join(dir, `v${s.trim()}`)
+      fs.writeFileSync(f, s)
+      return f
+    }
+    const r = await copyFile(val('2\n'), knob)
+    t.is(fs.readFileSync(knob, 'utf8'), '2\n')
+    t.is(r.bytes, 2)
+    t.false(r.destination.direct)
+    await writeFile(knob, '4\n', { atomic: true })
+    t.is(fs.readFileSync(knob, 'utf8'), '4\n')
+    const cp = spawnSync(process.execPath, [CLI, 'cp', '-q', val('5\n'), knob], { encoding: 'utf8' })
+    t.is(cp.status, 0, cp.stderr)
+    t.is(fs.readFileSync(knob, 'utf8'), '5\n')
+    // A value the kernel refuses: its error, as fs.copyFile's, and the value as it was.
+    const ref = await fs.promises.copyFile(val('bogus\n'), knob).then(
+      () => 'OK',
+      (e: NodeJS.ErrnoException) => e.code,
+    )
+    t.is(ref, 'EINVAL')
+    const e = await t.throwsAsync(copyFile(val('bogus\n'), knob))
+    t.is((e as { code?: string }).code, 'EINVAL')
+    const bad = spawnSync(process.execPath, [CLI, 'cp', val('bogus\n'), knob], { encoding: 'utf8' })
+    t.is(bad.status, 1)
+    t.regex(bad.stderr, /EINVAL/)
+    t.is(fs.readFileSync(knob, 'utf8'), '5\n')
+    // verify would read the kernel's value back, not the data: refused before any write.
+    const v = await t.throwsAsync(copyFile(val('7\n'), knob, { verify: true }))
+    t.is((v as { code?: string }).code, 'ERR_ODIRECT_UNSUPPORTED')
+    t.is(fs.readFileSync(knob, 'utf8'), '5\n')
+    t.deepEqual(tempsIn(group), [])
+  } finally {
+    fs.rmdirSync(group, { recursive: false } as fs.RmDirOptions)
+    spawnSync('umount', [mnt])
+  }
+})
+
+test('copyFile onto /proc/self/comm (a child process): its name set, as fs.writeFile sets it', (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'name')
+  fs.writeFileSync(src, 'odirect-advb')
+  const script = `import { copyFile } from ${JSON.stringify(INDEX)}
+import * as fs from 'node:fs'
+let r
+try { await copyFile(process.argv[1], '/proc/self/comm'); r = 'OK' } catch (e) { r = e.code + ' ' + e.message }
+console.log('RESULT ' + JSON.stringify({ r, comm: fs.readFileSync('/proc/self/comm', 'utf8') }))`
+  const c = spawnSync(process.execPath, ['--input-type=module', '-e', script, src], { encoding: 'utf8' })
+  const line = c.stdout.split('\n').find((l) => l.startsWith('RESULT '))
+  t.truthy(line, c.stderr)
+  t.deepEqual(JSON.parse((line as string).slice(7)), { r: 'OK', comm: 'odirect-advb\n' })
+})

@@ -19,7 +19,7 @@ export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   device, and renamed into place: DST is the complete copy or untouched. Holes in SRC
   (all-zero blocks) stay holes in DST. SRC and DST must not be the same file. A DST that
   is a block or character device or a FIFO is written in place, as GNU cp does (it stays a
-  device). SRC may be a FIFO, a device or a /proc file: it is read to its end.
+  device), as is a kernel pseudo-file (a cgroup or sysfs control). SRC may be a FIFO, a device or a /proc file: it is read to its end.
   --verify          re-read DST with direct I/O and compare sha256 with SRC
   --no-clobber, -n  do not overwrite an existing DST (it is left as it is; exit status 0)
   --no-xattrs       a replaced DST's extended attributes and ACLs are not kept (they are by
