@@ -15,6 +15,7 @@
 //    ("check the permissions"), and cp had no way to waive them.
 // Nothing is timed: each check waits for its child or promise.
 import { spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,7 +25,7 @@ import { pipeline } from 'node:stream/promises'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { copyFile, createWriteStream, writeFile } from '../dist/index.js'
+import { copyFile, createWriteStream, writableWebStream, writeFile } from '../dist/index.js'
 import { skipReason } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { testIf } from './helpers/skips.ts'
@@ -322,3 +323,60 @@ console.log('RESULT ' + JSON.stringify({ r, comm: fs.readFileSync('/proc/self/co
   t.truthy(line, c.stderr)
   t.deepEqual(JSON.parse((line as string).slice(7)), { r: 'OK', comm: 'odirect-advb\n' })
 })
+
+// 6. A write stream ending inside a block (its last block padded with zeros, then the file cut to
+//    its end) while another writer wrote past that end after the stream opened: fs's stream writes
+//    only its own bytes. odirect's finish cut the file to the stream's end (the size it had at the
+//    open, or the stream's end), dropping another writer's later block (a second stream of the
+//    same file, a handle), and its padded last block wrote zeros over another writer's bytes in
+//    that block. Now the size at the finish decides: a file grown past the stream's end keeps its
+//    length, and the last block is read back first (src/streams/core.ts finish).
+type Opener = (p: string) => { write: (b: Buffer) => Promise<void>; end: () => Promise<void>; opened: Promise<void> }
+
+const STREAMS: Array<[string, Opener]> = [
+  [
+    'Node stream',
+    (p) => {
+      const s = createWriteStream(p)
+      return {
+        opened: once(s, 'ready').then(() => {}),
+        write: (b) => new Promise<void>((resolve, reject) => s.write(b, (e) => (e ? reject(e) : resolve()))),
+        end: () => new Promise<void>((resolve, reject) => {
+          s.once('error', reject)
+          s.end(() => resolve())
+        }),
+      }
+    },
+  ],
+  [
+    'web stream',
+    (p) => {
+      const w = writableWebStream(p).getWriter()
+      return { opened: w.ready, write: (b) => w.write(b), end: () => w.close() }
+    },
+  ],
+]
+
+for (const [name, open] of STREAMS) {
+  test(`${name} ending inside a block keeps another writer's later block and its bytes in that last block (as fs's stream)`, async (t) => {
+    const dir = scratch()
+    const p = path.join(dir, 'shared')
+    const s = open(p)
+    await s.opened
+    await s.write(Buffer.alloc(1000, 0x41)) // held: less than a block
+    // Another writer, after the stream's open: a later block, and bytes inside the stream's last block.
+    const fd = fs.openSync(p, 'r+')
+    fs.writeSync(fd, Buffer.alloc(4096, 0x42), 0, 4096, 8192)
+    // Right after the stream's 1000 bytes: inside its last block whatever the block size (512, 4096).
+    fs.writeSync(fd, Buffer.alloc(20, 0x43), 0, 20, 1002)
+    fs.closeSync(fd)
+    await s.end()
+    const got = fs.readFileSync(p)
+    t.is(got.length, 12288)
+    t.true(got.subarray(0, 1000).every((x) => x === 0x41))
+    t.true(got.subarray(1000, 1002).every((x) => x === 0))
+    t.true(got.subarray(1002, 1022).every((x) => x === 0x43), 'the other writer\'s bytes in the last block')
+    t.true(got.subarray(1022, 8192).every((x) => x === 0))
+    t.true(got.subarray(8192).every((x) => x === 0x42), 'the other writer\'s later block')
+  })
+}
