@@ -4,7 +4,6 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
-import { fstatSync } from 'node:fs'
 import { lstat, open as fsOpen } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
@@ -1364,31 +1363,33 @@ export class BlockWriter extends Core {
     // The file's size now, where the last block is padded or a reservation is cut: another writer
     // (a second stream of the file, a handle, another process) may have written past this
     // stream's end since its open (fs's stream writes only its own bytes: theirs stay).
-    // fstat on this thread: a microsecond, where a thread-pool hop would add a wait to every
-    // writeFile of an unaligned length. Not for a file this writer created exclusively (a temp
-    // file: 'wx'), which no one else writes.
+    // fh.stat: on the thread pool, never this thread (a stalled FUSE server would stall it:
+    // adversary-s8), started while the earlier blocks complete. Not for a file this writer created
+    // exclusively (a temp file: 'wx'), which no one else writes.
     let grownTo = 0
     const exclusive = (flagBits(this.#cfg.flags) & O_EXCL) !== 0
-    const sizeNow = (): void => {
-      if (exclusive || fh.closed) return
-      let size = 0
-      try {
-        size = fstatSync(fh.fd).size
-      } catch {
-        // Unknown: taken as not grown.
-      }
-      // Past this stream's own reach (its blocks, its reservations): someone else's bytes.
+    const statNow = (): Promise<number> =>
+      exclusive || fh.closed || fh.isBlockDevice
+        ? Promise.resolve(0)
+        : this.track(fh.stat()).then(
+            (st) => st.size,
+            () => 0,
+          )
+    // Past this stream's own reach (its blocks, its reservations): someone else's bytes.
+    const grown = (size: number): void => {
       if (size > Math.max(this.#reservedTo, this.#pos, end)) grownTo = size
     }
     if (this.#cur !== undefined && this.#fill > 0) {
       // Every full block submitted first: #pos is then where the last one goes.
+      const sizing = statNow()
       await this.#room(Infinity, 0)
+      grown(await sizing)
+      this.#check()
       const fill = this.#fill
       const blockLen = roundUp(fill, this.#unit)
       let buf = this.#cur
       this.#cur = undefined
       buf.fill(0, fill, blockLen)
-      if (!fh.isBlockDevice) sizeNow()
       if (this.#origSize > end || grownTo > end) {
         // Overwriting in place ('r+'), or a file another writer grew: keep the file's bytes after
         // ours in the last block (zeros past its end). A write-only handle ('w', the default)
@@ -1407,7 +1408,7 @@ export class BlockWriter extends Core {
     // An early reservation may still be in flight (no block waited for it): its size first.
     await this.#allocDone
     this.#check()
-    if (grownTo === 0 && blockEnd === end && this.#reservedTo > Math.max(this.#origSize, end) && !fh.isBlockDevice) sizeNow()
+    if (grownTo === 0 && blockEnd === end && this.#reservedTo > Math.max(this.#origSize, end)) grown(await statNow())
     const finalSize = Math.max(this.#origSize, end, grownTo)
     if ((blockEnd > finalSize || this.#reservedTo > finalSize) && !fh.isBlockDevice) {
       await this.track(fh.truncate(finalSize, { signal: this.opSignal }))
