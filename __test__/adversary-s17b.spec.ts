@@ -40,14 +40,15 @@ const NOBODY_REASON = process.getuid?.() !== 0 ? 'needs root (to become uid 6553
 const ACL_REASON = skipReason(['cmd:python3', 'cmd:setfacl'])
 const CHATTR_REASON = skipReason(['root', 'cmd:chattr'])
 
-/** Runs node (a script's text, or a file and its arguments) as uid 65534. */
-function asNobody(args: string[]): { status: number | null; out: string; err: string } {
-  const r = spawnSync(NOBODY[0], [...NOBODY.slice(1), process.execPath, ...args], { encoding: 'utf8' })
+/** Runs node (a script's text, or a file and its arguments) as uid 65534 (`caps`: with these capabilities, ambient). */
+function asNobody(args: string[], caps: string[] = []): { status: number | null; out: string; err: string } {
+  const withCaps = caps.length === 0 ? [] : [`--inh-caps=${caps.map((c) => `+${c}`).join(',')}`, `--ambient-caps=${caps.map((c) => `+${c}`).join(',')}`]
+  const r = spawnSync(NOBODY[0], [...NOBODY.slice(1), ...withCaps, process.execPath, ...args], { encoding: 'utf8' })
   return { status: r.status, out: r.stdout, err: r.stderr }
 }
 
 /** Each of odirect's replacing calls, as uid 65534: 'OK' or the error's code and syscall. */
-function replaceAsNobody(src: string, dst: string): Record<string, string> {
+function replaceAsNobody(src: string, dst: string, caps: string[] = []): Record<string, string> {
   const script = `import { copyFile, writeFile } from ${JSON.stringify(INDEX)}
 import * as fs from 'node:fs'
 const [src, dst] = process.argv.slice(1)
@@ -63,7 +64,7 @@ for (const [k, f] of Object.entries(calls)) {
   try { await f(); out[k] = 'OK' } catch (e) { out[k] = e.code + ' ' + e.syscall }
 }
 console.log('RESULT ' + JSON.stringify(out))`
-  const r = asNobody(['--input-type=module', '-e', script, src, dst])
+  const r = asNobody(['--input-type=module', '-e', script, src, dst], caps)
   const line = r.out.split('\n').find((l) => l.startsWith('RESULT '))
   if (r.status !== 0 || line === undefined) throw new Error(`child failed (${r.status}): ${r.err}`)
   return JSON.parse(line.slice(7)) as Record<string, string>
@@ -116,6 +117,13 @@ testIf(NOBODY_REASON, 'uid 65534 cannot replace a file it may not write (root-ow
   const got = replaceAsNobody(src, open)
   t.deepEqual(got, { 'fs.copyFile': 'EPERM copyfile', 'fs.writeFile': 'OK', copyFile: 'OK', 'writeFile atomic': 'OK', 'writeFile atomic xattrs false': 'OK' })
   t.is(fs.readFileSync(open, 'utf8'), 'theirs')
+  // With CAP_DAC_OVERRIDE (ambient), as its open may, it writes root's 0644 file: the check is
+  // of the effective ids and capabilities (faccessat2 AT_EACCESS), not the real uid's.
+  const roots = path.join(dir, 'roots-cap')
+  fs.writeFileSync(roots, 'old contents')
+  fs.chmodSync(roots, 0o644)
+  const capped = replaceAsNobody(src, roots, ['dac_override'])
+  t.deepEqual(capped, { 'fs.copyFile': 'EPERM copyfile', 'fs.writeFile': 'OK', copyFile: 'OK', 'writeFile atomic': 'OK', 'writeFile atomic xattrs false': 'OK' })
 })
 
 /** Fills `file`'s extended-attribute space with 20-byte user.* values; returns how many fit. */

@@ -200,22 +200,41 @@ fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
     Ok(())
 }
 
-/// Whether this process may write `dst` (access(2), W_OK, links followed: `dst` is the resolved
-/// file; the real user, as the process runs with it): a file fs.copyFile / fs.writeFile could not
-/// open for writing (EACCES: another user's file, or a read-only mode, where the directory is
-/// writable) must not be replaced by a rename, which needs only the directory's permission.
-/// Other errors (ENOENT: removed meanwhile) are left to the rename.
+/// faccessat2(2): 439 on x86_64 and aarch64 alike (the numbers from 424 on are shared by every
+/// architecture); by number, as neither glibc 2.17 nor every libc target names it.
+const SYS_FACCESSAT2: libc::c_long = 439;
+
+/// Whether this process may write `dst` (links followed: `dst` is the resolved file) as its open
+/// would decide: a file fs.copyFile / fs.writeFile could not open for writing (EACCES: another
+/// user's file, or a read-only mode, where the directory is writable) must not be replaced by a
+/// rename, which needs only the directory's permission. faccessat2 with AT_EACCESS checks the
+/// effective ids and capabilities, as open does (a non-root process with CAP_DAC_OVERRIDE may
+/// write it); before Linux 5.8 (ENOSYS) faccessat, which checks the real ids (the same for a
+/// process that did not change them). Other errors (ENOENT: removed meanwhile) are left to the
+/// rename.
 fn refused_write(dst: &CString) -> bool {
     // SAFETY: `dst` is a valid NUL-terminated string that lives through the call; the others are
-    // plain integers. By number: faccessat(2) has no flags argument, so no glibc version matters.
-    let r = unsafe {
+    // plain integers.
+    let mut r = unsafe {
         libc::syscall(
-            libc::SYS_faccessat,
+            SYS_FACCESSAT2,
             libc::AT_FDCWD,
             dst.as_ptr(),
             libc::W_OK,
+            libc::AT_EACCESS,
         )
     };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // SAFETY: as above (faccessat has no flags argument).
+        r = unsafe {
+            libc::syscall(
+                libc::SYS_faccessat,
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::W_OK,
+            )
+        };
+    }
     r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
 }
 
