@@ -314,8 +314,50 @@ testIf(CG_REASON, 'createWriteStream onto a cgroup v2 control file: the value se
     t.is(await write(fs.createWriteStream(knob), 'bogus\n'), 'EINVAL')
     t.is(await write(createWriteStream(knob), 'bogus\n'), 'EINVAL')
     t.is(fs.readFileSync(knob, 'utf8'), '6\n')
+    // The web stream too (was EINVAL "the 0x63677270 filesystem refused O_DIRECT").
+    const web = async (v: string): Promise<string> => {
+      const w = writableWebStream(knob).getWriter()
+      try {
+        await w.write(Buffer.from(v))
+        await w.close()
+        return 'OK'
+      } catch (e) {
+        return `${(e as NodeJS.ErrnoException).code}`
+      }
+    }
+    t.is(await web('7\n'), 'OK')
+    t.is(fs.readFileSync(knob, 'utf8'), '7\n')
+    t.is(await web('bogus\n'), 'EINVAL')
+    t.is(fs.readFileSync(knob, 'utf8'), '7\n')
   }),
 )
+
+test.serial('writableWebStream onto /dev/null and a FIFO: written in sequence, as createWriteStream (was EINVAL: O_DIRECT refused)', async (t) => {
+  const w = writableWebStream('/dev/null').getWriter()
+  await w.write(Buffer.alloc(10000, 1))
+  await w.write(new Uint16Array(7))
+  const fds = (): number =>
+    fs.readdirSync('/proc/self/fd').filter((n) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${n}`) === '/dev/null'
+      } catch {
+        return false // the directory's own descriptor, gone
+      }
+    }).length
+  const open = fds()
+  await t.throwsAsync(w.write('text' as unknown as Uint8Array), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.is(fds(), open - 1, 'the errored stream closed its /dev/null')
+  const dir = scratch()
+  const fifo = path.join(dir, 'fifo')
+  const mk = spawnSync('mkfifo', [fifo])
+  if (mk.status !== 0) return
+  const reading = fs.promises.readFile(fifo) // the reader opens first: node:fs's pool, not this thread
+  const f = writableWebStream(fifo).getWriter()
+  await f.write(Buffer.from('through '))
+  await f.write(Buffer.from('a pipe'))
+  await f.close()
+  t.is((await reading).toString(), 'through a pipe')
+})
 
 test('copyFile onto /proc/self/comm (a child process): its name set, as fs.writeFile sets it', (t) => {
   const dir = scratch()

@@ -36,7 +36,7 @@ const closedUnder = (path: string): Error =>
  * O_DIRECT, no padding, no fsync; as writeFile writes it): the file opened in sequence through
  * node:fs, as fs's streams would; undefined for anything else (the engine's).
  */
-async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
+export async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
   if (typeof target !== 'string') return undefined
   const st = await statIfExists(target)
   if (st === undefined) return undefined
