@@ -13,6 +13,14 @@
 // 3. `odirect cp` text for the new errors (an attribute this user may not set, an immutable DST)
 //    and `--no-xattrs` (copyFile's `xattrs: false`): the EPERM message named no attribute
 //    ("check the permissions"), and cp had no way to waive them.
+// 4. copyFile / `odirect cp` onto a kernel pseudo-file (below);
+// 5. write streams (Node, web) onto a pseudo-file, and web streams onto a FIFO or /dev/null (below);
+// 6. a write stream ending inside a block while another writer wrote past its end (below).
+// Attacked without a fault found: xattr values of 64 KiB (tmpfs), 94 names filling an ext4 inode,
+// names with bytes that are not UTF-8, newlines, 255-byte names; an ACL of 480 entries; a DST
+// whose 64 KiB attribute is set and removed by another process during 600 replacements; security.*
+// labels without an LSM; pseudo-files through writeFile with atomic and flush. Not attacked: vfat
+// (this kernel has no vfat module).
 // Nothing is timed: each check waits for its child or promise.
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
