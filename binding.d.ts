@@ -450,7 +450,8 @@ export declare function renamePath(from: string, to: string): Promise<number>
 /**
  * Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
  * `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
- * `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
+ * `append-only`), and one this process may not write (EACCES, syscall `access`); `uid`/`gid`
+ * >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
  * security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
  * an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
  * temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):

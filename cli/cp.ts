@@ -1,4 +1,4 @@
-// odirect cp SRC DST [--verify] [--chunk-size N] [--sparse=auto|never] [--no-clobber] [--quiet] [--json]
+// odirect cp SRC DST [--verify] [--chunk-size N] [--sparse=auto|never] [--no-clobber] [--no-xattrs] [--quiet] [--json]
 //
 // A thin command over the exported copyFile(): direct I/O on both sides (falling back to buffered
 // I/O, with a note, where the filesystem refuses O_DIRECT), holes kept, the same file refused,
@@ -19,9 +19,11 @@ export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   device, and renamed into place: DST is the complete copy or untouched. Holes in SRC
   (all-zero blocks) stay holes in DST. SRC and DST must not be the same file. A DST that
   is a block or character device or a FIFO is written in place, as GNU cp does (it stays a
-  device). SRC may be a FIFO, a device or a /proc file: it is read to its end.
+  device), as is a kernel pseudo-file (a cgroup or sysfs control). SRC may be a FIFO, a device or a /proc file: it is read to its end.
   --verify          re-read DST with direct I/O and compare sha256 with SRC
   --no-clobber, -n  do not overwrite an existing DST (it is left as it is; exit status 0)
+  --no-xattrs       a replaced DST's extended attributes and ACLs are not kept (they are by
+                    default, as cp writing in place keeps them; one this user may not set fails)
   --chunk-size N    bytes per I/O (suffixes k, m, g: 4m); default 1m
   --sparse=WHEN     auto (default): keep holes; never: write every block
   --quiet, -q       no progress, no summary (errors are still reported)
@@ -39,6 +41,7 @@ interface CpArgs {
   json: boolean
   sparse: boolean
   noClobber: boolean
+  xattrs: boolean
 }
 
 export class UsageError extends Error {}
@@ -54,7 +57,7 @@ function parseSize(s: string | undefined): number {
 
 function parseArgs(args: string[]): CpArgs {
   const pos: string[] = []
-  const a = { verify: false, quiet: false, json: false, sparse: true, noClobber: false, chunkSize: 1024 * 1024 }
+  const a = { verify: false, quiet: false, json: false, sparse: true, noClobber: false, xattrs: true, chunkSize: 1024 * 1024 }
   for (let i = 0; i < args.length; i++) {
     const x = args[i]
     if (x === '--') {
@@ -64,6 +67,7 @@ function parseArgs(args: string[]): CpArgs {
     else if (x === '--quiet' || x === '-q') a.quiet = true
     else if (x === '--json') a.json = true
     else if (x === '--no-clobber' || x === '-n') a.noClobber = true
+    else if (x === '--no-xattrs') a.xattrs = false
     else if (x === '--chunk-size') a.chunkSize = parseSize(args[++i])
     else if (x.startsWith('--chunk-size=')) a.chunkSize = parseSize(x.slice('--chunk-size='.length))
     else if (x.startsWith('--sparse=')) {
@@ -155,6 +159,10 @@ export function describeForCli(e: unknown): string {
       }
       // A missing directory: the message says which one and what to do.
       if (e.code === 'ENOENT' && /does not exist/.test(e.message)) return e.message
+      // What a replaced DST keeps (copyFile's keepAttrs): an attribute this user may not set, an
+      // immutable / append-only or unwritable DST: its own hint says which and what to do.
+      const attrs = cliHint(e)
+      if (attrs !== undefined) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${attrs}`
       // The temp file's directory is not writable, or DST is another user's in a sticky directory:
       // copyFile's hint says so (cut before its API advice).
       const temp = (e.code === 'EACCES' || e.code === 'EPERM') && /\.odirect-tmp-|^rename$|^link$/.test(`${e.syscall === 'open' ? (e.path ?? '') : (e.syscall ?? '')}`) && e.hint.includes('directory')
@@ -166,6 +174,16 @@ export function describeForCli(e: unknown): string {
   }
   if (e instanceof Error) return e.message
   return String(e)
+}
+
+/**
+ * The hint of an error about what a replaced DST keeps (src/fileops.ts keepAttrs: its extended
+ * attributes, mode, chattr flags, write permission), with copyFile's option in cp's words
+ * (--no-xattrs); undefined for any other error.
+ */
+export function cliHint(e: DirectIoError): string | undefined {
+  const attrs = /xattr$/.test(e.syscall ?? '') || e.syscall === 'fchmod' || (e.syscall === 'open' && /\(chattr \+|this process may not write/.test(e.hint))
+  return attrs && e.hint !== '' ? e.hint.replace('Pass { xattrs: false }', 'Pass --no-xattrs') : undefined
 }
 
 /** An error as JSON for --json: what a script needs to tell failures apart. */
@@ -182,6 +200,7 @@ export function errorJson(e: unknown, message: string): Record<string, unknown> 
     const v = field(k)
     if (v !== undefined && v !== '') out[k] = v
   }
+  if (e instanceof DirectIoError && cliHint(e) !== undefined) out.hint = cliHint(e)
   return out
 }
 
@@ -264,6 +283,7 @@ export async function cpCommand(args: string[]): Promise<number> {
         sparse: a.sparse,
         chunkSize: a.chunkSize,
         exclusive: a.noClobber,
+        xattrs: a.xattrs,
         signal: ac.signal,
         onProgress: (p) => (progress.last = p),
       })

@@ -126,7 +126,8 @@ export interface Replaced {
  * overwrites in place, before any data is written (so the data's sync, the rename and the
  * directory fsync make it durable with the data): natively, on the temp file's descriptor
  * (crates/napi/src/xattr.rs). In order: an immutable or append-only `replaced` is refused (EPERM,
- * as fs.copyFile's open; nothing written yet); run as root, its owner and group (chown, best
+ * as fs.copyFile's open; nothing written yet), and one this process may not write (EACCES, as
+ * fs.copyFile's open: the rename alone needs only the directory's write permission); run as root, its owner and group (chown, best
  * effort: a filesystem without owners leaves them); with `xattrs`, its extended attributes, POSIX
  * ACLs included (not security.capability: any write drops it, fs.copyFile's too), and an ACL the
  * temp file inherited from its directory that `replaced` had not is removed; last `mode` (exact,
@@ -142,9 +143,11 @@ export async function keepAttrs(tmpFd: number, replaced: Replaced | undefined, m
   const r = await native.replaceAttrs(replaced?.path ?? '', tmpFd, chown ? replaced.uid : -1, chown ? replaced.gid : -1, mode ?? -1, xattrs)
   if (r.errno === 0) return
   const dst = replaced?.path ?? ''
-  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' ? 'open' : r.syscall, path: dst })
+  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' || r.syscall === 'access' ? 'open' : r.syscall, path: dst })
   let hint: string
-  if (r.syscall === 'ioctl') {
+  if (r.syscall === 'access') {
+    hint = `this process may not write ${dst} (its mode or owner): fs.copyFile and fs.writeFile fail EACCES at its open too, and a rename over it would replace a file its permissions protect; nothing was written and ${dst} is untouched; make it writable for this user (chmod u+w, or chown), or remove it first`
+  } else if (r.syscall === 'ioctl') {
     hint = `${dst} is ${r.name} (chattr +${r.name === 'immutable' ? 'i' : 'a'}): it cannot be replaced or rewritten (fs.copyFile's open fails EPERM too); nothing was written and ${dst} is untouched; remove the attribute first (chattr -${r.name === 'immutable' ? 'i' : 'a'}, as root)`
   } else if (r.syscall === 'fchmod') {
     hint = `the mode of ${dst}'s replacement cannot be set; nothing was replaced: ${dst} is untouched`

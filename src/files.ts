@@ -454,6 +454,7 @@ interface Written {
 async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0, prepare?: (fh: FileHandle) => Promise<void>, temp?: string): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
   cfg.syncDir = syncDir
+  cfg.alone = true
   const core = new BlockWriter(t, cfg)
   let total = 0
   let opened = false
@@ -621,9 +622,13 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     if (dstSt !== undefined && plan.exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: d })
     if (srcSt?.isDirectory() === true) throw kernelError(E.EISDIR, { syscall: 'read', path: s })
     const seqSrc = srcSt !== undefined && isSequential(srcSt)
-    const seqDst = dstSt !== undefined && isSequential(dstSt)
+    // A kernel pseudo-file (a cgroup control, a sysfs attribute, /proc/sys): written in place, in
+    // sequence, as writeFile writes it (copySequential, through writeFileImpl); no temp file can
+    // be made next to it. Its files have no blocks: a file with blocks needs no statfs.
+    const pseudo = dstSt?.isFile() === true && dstSt.blocks === 0 ? await plan.abort.race(pseudoFs(d)) : undefined
+    const seqDst = dstSt !== undefined && (isSequential(dstSt) || pseudo !== undefined)
     if (plan.verify && (seqSrc || seqDst)) {
-      const which = seqDst ? `${d} is ${kindName(dstSt)}` : `${s} is ${kindName(srcSt as import('node:fs').Stats)}`
+      const which = pseudo !== undefined ? `${d} is a file of ${pseudo} (a kernel pseudo filesystem, whose reads give the kernel's state)` : seqDst ? `${d} is ${kindName(dstSt)}` : `${s} is ${kindName(srcSt as import('node:fs').Stats)}`
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `verify needs to read the data twice, and ${which}, which cannot be read again`, 'copy without verify, or to/from a regular file')
     }
     // A destination that is a symbolic link: the file it names gets the copy, the link stays

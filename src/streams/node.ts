@@ -5,7 +5,7 @@ import { guard, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
 import { isFileHandle } from '../open'
 import { misuse } from '../errors'
-import { AbortRace, isSequential, kindName, SequentialFile, statIfExists } from '../fileops'
+import { AbortRace, isSequential, kindName, pseudoFs, SequentialFile, statIfExists } from '../fileops'
 import { BlockReader, BlockWriter, type ReadConfig, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
 
 /** Calls `fn` when a FileHandle target emits 'close'; returns an unsubscribe (a no-op for paths). */
@@ -31,14 +31,20 @@ const closedUnder = (path: string): Error =>
   misuse('ERR_ODIRECT_CLOSED', `the file handle for ${path} was closed while the stream was writing: data not yet written is lost`, 'close the handle after the stream finishes, or let the stream close it (autoClose)', { path })
 
 /**
- * For a path that is a FIFO or character device (no positions, no direct I/O): the file opened in
- * sequence through node:fs, as fs's streams would; undefined for anything else (the engine's).
+ * For a path that is a FIFO or character device (no positions, no direct I/O), or to write, a
+ * kernel pseudo-file (a cgroup control, a sysfs attribute, /proc/sys: each write a command, no
+ * O_DIRECT, no padding, no fsync; as writeFile writes it): the file opened in sequence through
+ * node:fs, as fs's streams would; undefined for anything else (the engine's).
  */
-async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
+export async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
   if (typeof target !== 'string') return undefined
   const st = await statIfExists(target)
-  if (st === undefined || !isSequential(st)) return undefined
-  if (positioned) throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kindName(st)}, read and written in sequence`, 'use it without start and end', { path: target })
+  if (st === undefined) return undefined
+  // Their files have no blocks: a file with blocks needs no statfs.
+  const pseudo = write && st.isFile() && st.blocks === 0 ? await pseudoFs(target) : undefined
+  if (!isSequential(st) && pseudo === undefined) return undefined
+  const kind = pseudo !== undefined ? `a file of ${pseudo} (a kernel pseudo filesystem)` : kindName(st)
+  if (positioned) throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kind}, read and written in sequence`, 'use it without start and end', { path: target })
   return SequentialFile.open(target, write, abort)
 }
 

@@ -1,9 +1,11 @@
 // WHATWG stream adapters over the direct-I/O core: a bytes `ReadableStream` (default and BYOB
 // readers) and a `WritableStream<Uint8Array>`.
 import { misuse } from '../errors'
+import { AbortRace, type SequentialFile } from '../fileops'
 import { guard, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
 import { BlockReader, BlockWriter, type ReadStreamOptions, readConfig, watchAbort, WEB_HANDOVER_PRESSURE, type WriteStreamOptions, writeConfig } from './core'
+import { openSequential } from './node'
 
 /**
  * The shared lifecycle of both web adapters: teardown (stop watching the user's signal, destroy the
@@ -116,6 +118,14 @@ function writableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Wr
   noNodeOnly(cfg, options)
   const core = new BlockWriter(target, cfg)
   const { teardown, failed, errorOn, unwatch } = lifecycle(core, cfg.signal, 'write')
+  // A FIFO, character device or kernel pseudo-file path: written in sequence through node:fs, as
+  // createWriteStream writes it (see openSequential); the core is then never opened.
+  let seq: SequentialFile | undefined
+  const seqAbort = new AbortRace(cfg.signal, core.path, 'write')
+  const seqDone = (): Promise<void> => {
+    seqAbort.dispose()
+    return seq?.close(seqAbort) ?? Promise.resolve()
+  }
   return new WritableStream<Uint8Array>({
     async start(controller) {
       core.onError = errorOn(controller)
@@ -123,16 +133,30 @@ function writableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Wr
       // room, i.e. for a block to complete (never, on a hung device); the controller's signal
       // fires at once: the blocks the engine holds are cancelled then, not started.
       controller.signal?.addEventListener('abort', () => void teardown().catch(() => {}), { once: true })
-      await core.open().catch(failed)
+      seq = await openSequential(target, cfg.start !== 0, true, seqAbort).catch(failed)
+      if (seq === undefined) await core.open().catch(failed)
     },
     async write(chunk) {
-      await core.write(chunk).catch(failed)
+      if (seq === undefined) return void (await core.write(chunk).catch(failed))
+      try {
+        if (!ArrayBuffer.isView(chunk)) {
+          throw misuse('ERR_INVALID_ARG_TYPE', `chunks must be Uint8Array, Buffer or another ArrayBufferView, got ${chunk === null ? 'null' : typeof chunk}`, 'write bytes, e.g. Buffer.from(text)')
+        }
+        await seq.write(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), seqAbort)
+      } catch (e) {
+        // The stream is errored: its sink's abort is not called, so the file is closed here.
+        await seqDone().catch(() => {})
+        unwatch()
+        throw e
+      }
     },
     async close() {
-      await core.finish().catch(failed)
+      if (seq !== undefined) await seqDone()
+      else await core.finish().catch(failed)
       unwatch()
     },
     abort() {
+      if (seq !== undefined) return Promise.all([seqDone().catch(() => {}), teardown()]).then(() => {})
       return teardown()
     },
   })

@@ -154,22 +154,41 @@ fn names_of_fd(fd: &Fd) -> io::Result<Vec<OsString>> {
     }
 }
 
-/// Copies `dst`'s extended attributes onto the temp file, then removes those the temp file got
-/// from elsewhere (an inherited ACL) that `dst` did not have.
+/// Copies `dst`'s extended attributes onto the temp file, after removing those the temp file got
+/// from elsewhere (an ACL inherited from the directory's default ACL) that `dst` has not: first,
+/// as they take the space the copied ones need (ext4 keeps one inode's attributes in one block: a
+/// `dst` whose attributes fill it could not get them all back next to an inherited ACL: ENOSPC
+/// where fs.copyFile, in place, keeps them).
 fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
     let names = names_of_path(dst).map_err(|e| AttrResult::err(&e, "listxattr", OsStr::new("")))?;
-    let mut kept: HashSet<&OsStr> = HashSet::new();
+    let listed: HashSet<&OsStr> = names.iter().map(|n| n.as_os_str()).collect();
+    let own = names_of_fd(tmp).map_err(|e| AttrResult::err(&e, "flistxattr", OsStr::new("")))?;
+    let remove = |name: &OsStr| match tmp.remove_xattr(name) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        Err(e) => Err(AttrResult::err(&e, "fremovexattr", name)),
+    };
+    for name in &own {
+        if removable(name) && !listed.contains(name.as_os_str()) {
+            remove(name)?;
+        }
+    }
     for name in &names {
         if ABOUT_OLD_CONTENTS.contains(&name.as_bytes()) {
             continue;
         }
         let value = match ::xattr::get(dst, name) {
             Ok(Some(v)) => v,
-            // Removed since it was listed: nothing to keep.
-            Ok(None) => continue,
+            // Removed since it was listed: nothing to keep, and an inherited one of that name
+            // (kept above as `dst` had it) goes too.
+            Ok(None) => {
+                if removable(name) {
+                    remove(name)?;
+                }
+                continue;
+            }
             Err(e) => return Err(AttrResult::err(&e, "getxattr", name)),
         };
-        kept.insert(name);
         // The same value already there (an LSM label the new file got from the policy): nothing
         // to set, and no privilege asked for.
         if matches!(tmp.get_xattr(name), Ok(Some(ref v)) if *v == value) {
@@ -178,17 +197,45 @@ fn copy_xattrs(dst: &str, tmp: &Fd) -> std::result::Result<(), AttrResult> {
         tmp.set_xattr(name, &value)
             .map_err(|e| AttrResult::err(&e, "fsetxattr", name))?;
     }
-    let own = names_of_fd(tmp).map_err(|e| AttrResult::err(&e, "flistxattr", OsStr::new("")))?;
-    for name in &own {
-        if removable(name) && !kept.contains(name.as_os_str()) {
-            match tmp.remove_xattr(name) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-                Err(e) => return Err(AttrResult::err(&e, "fremovexattr", name)),
-            }
-        }
-    }
     Ok(())
+}
+
+/// faccessat2(2): 439 on x86_64 and aarch64 alike (the numbers from 424 on are shared by every
+/// architecture); by number, as neither glibc 2.17 nor every libc target names it.
+const SYS_FACCESSAT2: libc::c_long = 439;
+
+/// Whether this process may write `dst` (links followed: `dst` is the resolved file) as its open
+/// would decide: a file fs.copyFile / fs.writeFile could not open for writing (EACCES: another
+/// user's file, or a read-only mode, where the directory is writable) must not be replaced by a
+/// rename, which needs only the directory's permission. faccessat2 with AT_EACCESS checks the
+/// effective ids and capabilities, as open does (a non-root process with CAP_DAC_OVERRIDE may
+/// write it); before Linux 5.8 (ENOSYS) faccessat, which checks the real ids (the same for a
+/// process that did not change them). Other errors (ENOENT: removed meanwhile) are left to the
+/// rename.
+fn refused_write(dst: &CString) -> bool {
+    // SAFETY: `dst` is a valid NUL-terminated string that lives through the call; the others are
+    // plain integers.
+    let mut r = unsafe {
+        libc::syscall(
+            SYS_FACCESSAT2,
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // SAFETY: as above (faccessat has no flags argument).
+        r = unsafe {
+            libc::syscall(
+                libc::SYS_faccessat,
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::W_OK,
+            )
+        };
+    }
+    r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
 }
 
 impl AttrTask {
@@ -208,6 +255,13 @@ impl AttrTask {
                     &io::Error::from_raw_os_error(libc::EPERM),
                     "ioctl",
                     OsStr::new(which),
+                );
+            }
+            if refused_write(&cdst) {
+                return AttrResult::err(
+                    &io::Error::from_raw_os_error(libc::EACCES),
+                    "access",
+                    OsStr::new(""),
                 );
             }
             // First the owner (chown clears set-user-ID bits and file capabilities: the attributes
@@ -272,7 +326,8 @@ impl Task for AttrTask {
 
 /// Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
 /// `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
-/// `append-only`); `uid`/`gid` >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
+/// `append-only`), and one this process may not write (EACCES, syscall `access`); `uid`/`gid`
+/// >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
 /// security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
 /// an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
 /// temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
