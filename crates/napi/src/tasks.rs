@@ -140,20 +140,7 @@ impl Task for OpenTask {
                 fs_type: o.fs_type,
                 may_block: o.may_block,
             },
-            Err(e) => OpenResult {
-                errno: e.errno,
-                syscall: e.syscall.to_string(),
-                message: e.message,
-                fd: -1,
-                direct: false,
-                fallback_reason: String::new(),
-                uncached: false,
-                alignment: None,
-                is_block_device: false,
-                size: 0.0,
-                fs_type: String::new(),
-                may_block: false,
-            },
+            Err(e) => failed(e.errno, e.syscall.to_string(), e.message),
         })
     }
 
@@ -182,10 +169,19 @@ impl Task for OpenTask {
 
 /// The result of an open whose environment ended while it ran (its descriptor closed).
 fn cancelled() -> OpenResult {
+    failed(
+        libc::ECANCELED,
+        "open".to_string(),
+        "the environment ended while the file was being opened".to_string(),
+    )
+}
+
+/// The result of an open that failed: no descriptor.
+fn failed(errno: i32, syscall: String, message: String) -> OpenResult {
     OpenResult {
-        errno: libc::ECANCELED,
-        syscall: "open".to_string(),
-        message: "the environment ended while the file was being opened".to_string(),
+        errno,
+        syscall,
+        message,
         fd: -1,
         direct: false,
         fallback_reason: String::new(),
