@@ -170,18 +170,18 @@ const SITES = [
   },
   {
     id: 'then-datasync',
-    src: 'src/handle.ts:624 (writeMany/writev { datasync } unlinked: the fdatasync after the writes; aio, threadpool, windows, > 16 ops)',
+    src: 'src/handle.ts:634 (writeMany/writev { datasync } unlinked: the fdatasync after the writes; aio, threadpool, windows, > 16 ops)',
     file: 'handle.js',
-    find: 'await this.datasync();\n            return r;',
+    find: "await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
     replace: '/* mutant */;\n            return r;',
     cases: ['writeMany({ datasync: true })*', 'writev(buffers, position, { datasync: true })*', 'WAL with group commit (writeMany { datasync }*'],
   },
   {
     id: 'then-datasync-io_uring',
-    src: 'src/handle.ts:624 on io_uring only (writeMany { datasync } past 16 ops, with a window, or typed arrays: not linked)',
+    src: 'src/handle.ts:634 on io_uring only (writeMany { datasync } past 16 ops, with a window, or typed arrays: not linked)',
     file: 'handle.js',
-    find: 'await this.datasync();\n            return r;',
-    replace: "if (this.backend !== 'io_uring') await this.datasync();\n            return r;",
+    find: "await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
+    replace: "if (this.backend !== 'io_uring') await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
     cases: ['writeMany({ datasync: true }) unlinked*'],
   },
   {
