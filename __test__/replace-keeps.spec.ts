@@ -56,6 +56,18 @@ function run(cmd: string, args: string[]): void {
 
 const hex = (s: string): string => Buffer.from(s).toString('hex')
 
+/** A folder uid 65534 owns (in a scratch folder others may enter) holding its source file `src` ("NEW"). */
+function ownedDir(): { sub: string; src: string } {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o755)
+  const sub = path.join(dir, 'owned')
+  fs.mkdirSync(sub)
+  fs.chownSync(sub, 65534, 65534)
+  const src = path.join(sub, 'src')
+  fs.writeFileSync(src, 'NEW')
+  return { sub, src }
+}
+
 interface Snapshot {
   data: string
   mode: string
@@ -346,13 +358,7 @@ for (const where of WHERE) {
 // the temp file cannot get it: a typed EPERM naming it, the destination untouched, no temp file;
 // `xattrs: false` replaces the file without it.
 testIf(ROOT_REASON, 'a security.* label the user may not set: typed EPERM naming it, destination untouched; xattrs: false replaces it without', (t) => {
-  const dir = scratch()
-  fs.chmodSync(dir, 0o755)
-  const sub = path.join(dir, 'owned')
-  fs.mkdirSync(sub)
-  fs.chownSync(sub, 65534, 65534)
-  const src = path.join(sub, 'src')
-  fs.writeFileSync(src, 'NEW')
+  const { sub, src } = ownedDir()
   const files = ['ref', 'copy', 'write', 'cp', 'copy-drop']
   for (const n of files) {
     const f = path.join(sub, n)
@@ -403,13 +409,7 @@ testIf(ROOT_REASON, 'a security.* label the user may not set: typed EPERM naming
 // trusted.* attributes are listed only to CAP_SYS_ADMIN: a copy by another user cannot see them,
 // so the replacement has none (fs.copyFile, in place, keeps them). README says so; this pins it.
 testIf(ROOT_REASON, 'trusted.* attributes are invisible to an unprivileged user: its copy drops them (documented limit)', (t) => {
-  const dir = scratch()
-  fs.chmodSync(dir, 0o755)
-  const sub = path.join(dir, 'owned')
-  fs.mkdirSync(sub)
-  fs.chownSync(sub, 65534, 65534)
-  const src = path.join(sub, 'src')
-  fs.writeFileSync(src, 'NEW')
+  const { sub, src } = ownedDir()
   const dst = path.join(sub, 'dst')
   fs.writeFileSync(dst, 'old')
   for (const f of [src, dst]) fs.chownSync(f, 65534, 65534)

@@ -24,6 +24,7 @@ const { Worker } = require('node:worker_threads')
 
 const root = path.join(__dirname, '..', '..')
 const od = require(path.join(root, 'dist', 'index.js'))
+const { verifiedLoop } = require(path.join(__dirname, '..', 'helpers', 'verified-loop.cjs'))
 const { anonFds } = require(path.join(__dirname, '..', 'helpers', 'fds.cjs'))
 
 const [dir, formArg = 'alloc,registered,BatchWindow,pipe,reads'] = process.argv.slice(2)
@@ -136,22 +137,7 @@ async function main() {
     bystander.on('error', reject)
   })
   // The main thread's own verified I/O, running until the sweep ends.
-  let stop = false
-  let wrong = 0
-  let mainOps = 0
-  const mainLoop = (async () => {
-    const fh = await od.open(path.join(dir, 'main'), 'w+')
-    const w = fh.alloc(65536)
-    const r = fh.alloc(65536)
-    for (let i = 0; !stop; i++) {
-      w.fill((i * 7) & 0xff)
-      await fh.write(w, 0, w.length, (i % 8) * w.length)
-      await fh.read(r, 0, r.length, (i % 8) * r.length)
-      if (!r.every((b) => b === ((i * 7) & 0xff))) wrong++
-      mainOps++
-    }
-    await fh.close()
-  })()
+  const mainLoop = verifiedLoop(od, path.join(dir, 'main'))
 
   const killedAt = {}
   let runs = 0
@@ -190,16 +176,15 @@ async function main() {
   } catch (e) {
     errors.push(`main after the kills: ${String(e)}`)
   }
-  stop = true
+  const own = await mainLoop.stop()
   bystander.postMessage('stop')
   const by = await bystanderDone
-  await mainLoop
   await bystanderExit
   // Workers' teardown after their 'exit' has no event of its own: the state is polled until it
   // holds (or 20 s pass: then the counts show what stayed).
   for (const t0 = Date.now(); (anonFds('io_uring') > ringsBefore || fds() > fdsBefore) && Date.now() - t0 < 20_000; ) {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
-  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong: wrong + by.wrong, mainOps, bystanderOps: by.ops, fdsBefore, fdsAfter: fds(), ringsBefore, ringsAfter: anonFds('io_uring') })}`)
+  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong: own.wrong + by.wrong, mainOps: own.ops, bystanderOps: by.ops, fdsBefore, fdsAfter: fds(), ringsBefore, ringsAfter: anonFds('io_uring') })}`)
 }
 main().catch((e) => console.log(`RESULT ${JSON.stringify({ crash: String((e && e.stack) || e) })}`))

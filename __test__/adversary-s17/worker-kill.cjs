@@ -25,6 +25,7 @@ const { Worker } = require('node:worker_threads')
 
 const root = path.join(__dirname, '..', '..')
 const od = require(path.join(root, 'dist', 'index.js'))
+const { verifiedLoop } = require(path.join(__dirname, '..', 'helpers', 'verified-loop.cjs'))
 
 const [dir, formArg = 'readFile,atomic,copyFile,web,readMany'] = process.argv.slice(2)
 const STEPS = 6
@@ -155,22 +156,8 @@ async function main() {
   const before = fdKinds()
   const pathsBefore = filePaths()
 
-  let stop = false
-  let wrong = 0
-  let mainOps = 0
-  const mainLoop = (async () => {
-    const fh = await od.open(path.join(dir, 'main'), 'w+')
-    const w = fh.alloc(65536)
-    const r = fh.alloc(65536)
-    for (let i = 0; !stop; i++) {
-      w.fill((i * 7) & 0xff)
-      await fh.write(w, 0, w.length, (i % 8) * w.length)
-      await fh.read(r, 0, r.length, (i % 8) * r.length)
-      if (!r.every((b) => b === ((i * 7) & 0xff))) wrong++
-      mainOps++
-    }
-    await fh.close()
-  })()
+  // The main thread's own verified I/O, running until the sweep ends.
+  const mainLoop = verifiedLoop(od, path.join(dir, 'main'))
 
   const killedAt = {}
   let runs = 0
@@ -193,8 +180,7 @@ async function main() {
   } catch (e) {
     errors.push(`main after the kills: ${String(e)}`)
   }
-  stop = true
-  await mainLoop
+  const own = await mainLoop.stop()
   // Workers' teardown after their 'exit' has no event of its own: the state is polled until it
   // holds (or 20 s pass: then the counts show what stayed).
   for (const t0 = Date.now(); !same(fdKinds(), before) && Date.now() - t0 < 20_000; ) {
@@ -203,7 +189,7 @@ async function main() {
   const temps = fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-')).length
   const extra = filePaths()
   for (const p of pathsBefore) extra.splice(extra.indexOf(p), extra.indexOf(p) < 0 ? 0 : 1)
-  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong, mainOps, before, after: fdKinds(), temps, extraFiles: extra })}`)
+  console.log(`RESULT ${JSON.stringify({ runs, killedAt, errors, wrong: own.wrong, mainOps: own.ops, before, after: fdKinds(), temps, extraFiles: extra })}`)
 }
 main()
   .catch((e) => console.log(`RESULT ${JSON.stringify({ crash: String((e && e.stack) || e) })}`))
