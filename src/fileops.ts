@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { constants as fsConstants, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 
 import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
@@ -240,10 +240,20 @@ export const tmpName = (dst: string): string => {
  * Another kernel error of the temp file (ENOSPC...) says that the temp file is gone and `dst`
  * untouched. Any other error is returned as it is.
  */
-export function tempError(e: unknown, dst: string): unknown {
+export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
   if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
   const dir = dirname(dst)
   const ofTemp = e.path.includes('.odirect-tmp-') && dirname(e.path) === dir
+  const commit = (e.syscall === 'rename' || e.syscall === 'link') && e.path === dst
+  if (commit && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) {
+    // The temp file was made in `dir`, so the rename finding nothing there means the directory
+    // (or the temp file) was moved, replaced or removed while the data was written.
+    const where = movedTo === undefined ? 'the temp file was removed' : `the temp file, found in the directory's new place (${movedTo}), was removed`
+    return withHint(e, `the directory ${dir} was moved or replaced (or the temp file removed) while the data was written: nothing was replaced, ${where}; write to the directory's new path`)
+  }
+  if (commit && e.code === 'EISDIR') {
+    return withHint(e, `${dst} is a directory now (it was not when the write started: it was replaced meanwhile): nothing was replaced and the temp file was removed; name a file, or remove the directory first`)
+  }
   if (e.code !== 'EACCES' && e.code !== 'EPERM') {
     // Any other kernel error of the temp file (ENOSPC, EDQUOT, EIO...): what the kernel's hint
     // says of the data written before it is of a file that is gone; the destination is untouched.
@@ -279,15 +289,35 @@ const check = (errno: number, syscall: string, path: string): void => {
   if (errno !== 0) throw kernelError(errno, { syscall, path })
 }
 
-/** Removes a temp file made by the native open (natively: a runtime's permission checks cannot strand it). Never throws. */
 /**
  * Whether `e` is the temp file's own create finding the name taken ('wx': EEXIST): that file is
  * someone else's, and the cleanup must not remove it.
  */
 export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof DirectIoError && e.code === 'EEXIST' && e.path === tmp
 
-export async function removeTemp(tmp: string): Promise<void> {
-  await native.unlinkPath(tmp).catch(() => 0)
+/**
+ * Removes a temp file made by the native open (natively: a runtime's permission checks cannot
+ * strand it). Never throws. `fd`: the temp file's descriptor, still open: the file is removed
+ * where it is now, found through /proc/self/fd, as its directory may have been moved (`mv dir
+ * dir.old`) or replaced (by a link to another directory) since it was made: `tmp` then names
+ * nothing, or another directory's entry, and the temp file, the size of the data, stayed in the
+ * moved directory for good (adversary-s18). Resolves with the path it was removed at when that
+ * is not `tmp` (its directory moved), else undefined.
+ */
+export async function removeTemp(tmp: string, fd?: number): Promise<string | undefined> {
+  let at: string | undefined
+  if (fd !== undefined && fd >= 0) {
+    // The path of the open file now (a removed one ends ' (deleted)': its name differs then). A
+    // runtime that may not read /proc (Deno without --allow-read) falls back to the name.
+    const now = await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => undefined)
+    if (now !== undefined && basename(now) === basename(tmp)) at = now
+  }
+  if (at === undefined) {
+    await native.unlinkPath(tmp).catch(() => 0)
+    return undefined
+  }
+  await native.unlinkPath(at).catch(() => 0)
+  return dirname(at) === (await fsp.realpath(dirname(tmp)).catch(() => undefined)) ? undefined : at
 }
 
 /**
