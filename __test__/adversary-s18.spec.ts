@@ -243,8 +243,8 @@ for (const c of SWAPS) {
       const l = layout()
       const o = await replaceWhileSwapped(form, fx, l.dst, () => c.swap(l))
       const label = `${form}, DST swapped for ${c.what}`
-      c.check(t, o, l, label)
       t.deepEqual(tempsUnder(l.base), [], `${label}: no temp file left`)
+      c.check(t, o, l, label)
       if (form === 'odirect cp') t.is(o.status, o.ok ? 0 : 1, `${label}: exit status`)
     }
   })
@@ -477,3 +477,146 @@ for (const [form, run] of Object.entries(STREAM_FORMS)) {
     }
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. writeFile({ atomic }) reserving more than its data
+
+// writeFile({ atomic }) reserves the temp file's size up front when the data's length is known
+// (one string or view: fallocate mode 0, which sets the size; see reserveSpace), and its write
+// stream cuts the file to the data's length only where the last block was padded. The length
+// was Buffer.byteLength(data, encoding), which Node documents as an estimate for 'base64',
+// 'base64url' and 'hex' (it assumes valid input: whitespace, the line breaks of wrapped base64,
+// or characters that are not hex count): where the decoded data ended on a block boundary, the
+// file kept the reserved size, zeros after the data (node:fs writes exactly the decoded bytes).
+// The same for a view whose resizable ArrayBuffer shrank after the call (node:fs writes the
+// length it has when written). Found: src/files.ts writeFileImpl; now a string is encoded once,
+// up front, and the reservation is of its exact bytes; a temp file written shorter than it
+// reserved is cut to its data (and datasynced again) before the rename.
+const ATOMIC_DATA: Record<string, { data: () => string | Uint8Array; encoding?: BufferEncoding; after?: (d: string | Uint8Array) => void }> = {
+  'base64 wrapped at 76 characters (4096 bytes decoded)': {
+    data: () =>
+      patternBuffer(0, 4096)
+        .toString('base64')
+        .replace(/.{76}/g, '$&\n'),
+    encoding: 'base64',
+  },
+  'base64url with spaces (8192 bytes decoded)': {
+    data: () =>
+      patternBuffer(1, 8192)
+        .toString('base64url')
+        .replace(/.{64}/g, '$& '),
+    encoding: 'base64url',
+  },
+  "hex that is not hex ('zz' x 4096: no bytes)": { data: () => 'zz'.repeat(4096), encoding: 'hex' },
+  'hex with a line break every 64 digits (4096 bytes)': {
+    data: () =>
+      patternBuffer(2, 4096)
+        .toString('hex')
+        .replace(/.{64}/g, '$&\n'),
+    encoding: 'hex',
+  },
+  'a view of a resizable ArrayBuffer of 8192 bytes shrunk to 4096 after the call': {
+    data: () => {
+      const rab = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer)(8192, { maxByteLength: 8192 })
+      const v = new Uint8Array(rab)
+      v.set(patternBuffer(3, 8192))
+      return v
+    },
+    after: (d) => (d as Uint8Array & { buffer: { resize(n: number): void } }).buffer.resize(4096),
+  },
+}
+
+for (const [what, c] of Object.entries(ATOMIC_DATA)) {
+  test(`writeFile({ atomic }) of ${what}: the file holds exactly what node:fs writes (was: the reserved estimate, zeros after the data)`, async (t) => {
+    if (process.env.ODIRECT_PREALLOCATE === '0') t.log('ODIRECT_PREALLOCATE=0: nothing is reserved, the case holds trivially')
+    const dir = scratch()
+    const mine = path.join(dir, 'odirect')
+    const theirs = path.join(dir, 'nodefs')
+    fs.writeFileSync(mine, 'old contents')
+    fs.writeFileSync(theirs, 'old contents')
+    const d1 = c.data()
+    const p = od.writeFile(mine, d1, { atomic: true, ...(c.encoding ? { encoding: c.encoding } : {}) })
+    c.after?.(d1)
+    await p
+    const d2 = c.data()
+    const q = fs.promises.writeFile(theirs, d2, c.encoding ? { encoding: c.encoding } : {})
+    c.after?.(d2)
+    await q
+    const want = fs.readFileSync(theirs)
+    const got = fs.readFileSync(mine)
+    t.is(got.length, want.length, `odirect wrote ${got.length} bytes, node:fs ${want.length}`)
+    t.true(got.equals(want), 'the same bytes')
+    // Its non-atomic form (no reservation) agrees too.
+    const plain = path.join(dir, 'plain')
+    const d3 = c.data()
+    const r = od.writeFile(plain, d3, c.encoding ? { encoding: c.encoding } : {})
+    c.after?.(d3)
+    await r
+    t.true(fs.readFileSync(plain).equals(want), 'writeFile without atomic: the same bytes')
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. A destination that is a mount point
+
+// A file bind-mounted over DST (a container's /etc/hosts and /etc/resolv.conf, a volume or a
+// Kubernetes ConfigMap subPath mounted as one file): fs.copyFile and fs.writeFile write it in
+// place; a rename cannot replace a mount point (EBUSY). Found: copyFile, writeFile({ atomic })
+// and `odirect cp` failed "EBUSY: device or resource busy, rename" with no word of why or what to
+// do (the temp file was removed, DST untouched: as promised). Now the hint says DST is a mount
+// point and to write it in place (src/fileops.ts tempError; cp prints it).
+testIf(skipReason(['root', 'cmd:mount', 'cmd:umount']), 'copyFile, writeFile({ atomic }) and odirect cp onto a bind-mounted file: EBUSY saying it is a mount point, the mounted file untouched, no temp file', async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, patternBuffer(0, 65536))
+  const mounted = path.join(dir, 'mounted')
+  fs.writeFileSync(mounted, 'mounted contents')
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'under the mount')
+  const m = spawnSync('mount', ['--bind', mounted, dst], { encoding: 'utf8' })
+  if (m.status !== 0) return t.fail(`mount --bind: ${m.stderr}`)
+  t.teardown(() => void spawnSync('umount', [dst]))
+  const tries: Record<string, () => Promise<unknown>> = {
+    copyFile: () => od.copyFile(src, dst),
+    'writeFile atomic': () => od.writeFile(dst, 'new contents', { atomic: true }),
+  }
+  for (const [form, run] of Object.entries(tries)) {
+    const e = await run().then(
+      () => undefined,
+      (x: unknown) => x,
+    )
+    t.true(e instanceof od.DirectIoError, `${form}: a DirectIoError (${String(e)})`)
+    const x = e as od.DirectIoError
+    t.is(x.code, 'EBUSY', form)
+    t.regex(x.hint, /mount point/, `${form}: the hint says why`)
+    t.is(fs.readFileSync(dst, 'utf8'), 'mounted contents', `${form}: the mounted file untouched`)
+    t.deepEqual(tempsUnder(dir), [], `${form}: no temp file`)
+  }
+  const r = spawnSync(process.execPath, [CLI, 'cp', src, dst], { encoding: 'utf8' })
+  t.is(r.status, 1)
+  t.regex(r.stderr, /EBUSY.*mount point/, r.stderr)
+  const j = spawnSync(process.execPath, [CLI, 'cp', '--json', src, dst], { encoding: 'utf8' })
+  t.is(j.status, 1)
+  const out = JSON.parse(j.stdout) as { error: { code: string; hint: string } }
+  t.is(out.error.code, 'EBUSY')
+  t.regex(out.error.hint, /mount point/)
+  t.is(fs.readFileSync(dst, 'utf8'), 'mounted contents')
+  t.deepEqual(tempsUnder(dir), [])
+})
+
+test('writeFile({ atomic }) of a view whose byteLength says 8192 when first asked and 4096 after (a getter that changes on its 2nd access): the file is the 4096 bytes written, no zeros after them (was: 8192 bytes, the reserved estimate)', async (t) => {
+  class Shifty extends Uint8Array {
+    #asked = 0
+    override get byteLength(): number {
+      return this.#asked++ === 0 ? 8192 : 4096
+    }
+  }
+  const v = new Shifty(8192)
+  v.set(patternBuffer(4, 8192))
+  const dst = path.join(scratch(), 'out')
+  fs.writeFileSync(dst, 'old contents')
+  await od.writeFile(dst, v, { atomic: true })
+  const got = fs.readFileSync(dst)
+  t.is(got.length, 4096, `the file is ${got.length} bytes`)
+  t.true(got.equals(patternBuffer(4, 4096)), 'the bytes written')
+})

@@ -238,7 +238,10 @@ export const tmpName = (dst: string): string => {
  * file is made in `dst`'s directory, which must be writable (`dst` being writable is not enough),
  * and in a sticky directory (/tmp) only the owner of `dst` or of the directory may replace it.
  * Another kernel error of the temp file (ENOSPC...) says that the temp file is gone and `dst`
- * untouched. Any other error is returned as it is.
+ * untouched. The rename (or link) into place failing because `dst` changed under the write says
+ * how: ENOENT / ENOTDIR, its directory moved or replaced (`movedTo`: where removeTemp found the
+ * temp file); EISDIR, `dst` made a directory; EBUSY, `dst` a mount point (adversary-s18). Any
+ * other error is returned as it is.
  */
 export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
   if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
@@ -250,6 +253,12 @@ export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
     // (or the temp file) was moved, replaced or removed while the data was written.
     const where = movedTo === undefined ? 'the temp file was removed' : `the temp file, found in the directory's new place (${movedTo}), was removed`
     return withHint(e, `the directory ${dir} was moved or replaced (or the temp file removed) while the data was written: nothing was replaced, ${where}; write to the directory's new path`)
+  }
+  if (commit && e.code === 'EBUSY') {
+    // rename(2) refuses to replace a mount point: a file bind-mounted over `dst` (a container's
+    // /etc/hosts or /etc/resolv.conf, a volume or a ConfigMap mounted as one file), which
+    // fs.copyFile and fs.writeFile write in place.
+    return withHint(e, `${dst} is a mount point (a file bind-mounted over it, as a container's /etc/hosts or a volume mounted as one file): a rename cannot replace it; nothing was replaced and the temp file was removed; write it in place: writeFile without { atomic }, or fs.copyFile / cp (not atomic)`)
   }
   if (commit && e.code === 'EISDIR') {
     return withHint(e, `${dst} is a directory now (it was not when the write started: it was replaced meanwhile): nothing was replaced and the temp file was removed; name a file, or remove the directory first`)

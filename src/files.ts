@@ -339,10 +339,14 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const oo = openFields({ direct: o.direct, backend: o.backend })
   // As node:fs: data of a wrong type is refused before the open ('w' would truncate the file first).
   checkWriteData(data)
+  // A string is encoded once, here: the length of its bytes is then exact for the reservation of
+  // an atomic write (Buffer.byteLength is an estimate for 'base64', 'base64url' and 'hex': line
+  // breaks, spaces and characters that are not hex count; adversary-s18).
+  const payload: WriteData = typeof data === 'string' ? Buffer.from(data, encoding) : data
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
-    const chunks = chunksOf(data, encoding, abort)
+    const chunks = chunksOf(payload, encoding, abort)
     if (given) {
       const start = path.position
       // fs writes at any position: a handle left inside a block (by readFile to an end that is not
@@ -400,7 +404,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
       fh = await openRaced(abort, tmp, 'wx', { ...oo, mode }, tmpOpen)
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
-      const known = typeof data === 'string' ? Buffer.byteLength(data, encoding) : ArrayBuffer.isView(data) ? data.byteLength : 0
+      const known = ArrayBuffer.isView(payload) ? payload.byteLength : 0
       const prepare = (h: FileHandle): Promise<void> => keepAttrs(h.fd, replaced, keepMode, xattrs)
       w = await writeBlocks(fh, { start: 0, datasync: true }, chunks, abort, false, known, signal, 0, prepare, tmp)
     } catch (e) {
@@ -490,6 +494,14 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
       total += b.byteLength
     }
     await abort.race(core.finish())
+    // A temp file written shorter than its reservation (a view whose resizable ArrayBuffer shrank
+    // after the call): the reservation set its size, which finish cuts only where it padded a
+    // last block: cut to the data and synced again (a file of the data's length, as node:fs
+    // writes it, not zeros after it).
+    if (temp !== undefined && reserve > total - head) {
+      await abort.race(fh.truncate(total - head))
+      await abort.race(fh.datasync())
+    }
     return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     // A temp file is removed before the close, which waits for the writes in flight: on a slow
