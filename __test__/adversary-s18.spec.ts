@@ -620,3 +620,147 @@ test('writeFile({ atomic }) of a view whose byteLength says 8192 when first aske
   t.is(got.length, 4096, `the file is ${got.length} bytes`)
   t.true(got.equals(patternBuffer(4, 4096)), 'the bytes written')
 })
+
+// ---------------------------------------------------------------------------------------
+// 6. The kernel's protections of sticky directories (machine-wide: they are sysctls)
+
+// fs.protected_regular and fs.protected_symlinks (on by default in most distributions: systemd
+// sets protected_regular, the kernel protected_symlinks) guard a privileged process writing a
+// name in /tmp that another user controls: O_CREAT of another user's file there, and following
+// another user's link there, are EACCES, even for root. fs.copyFile and fs.writeFile open DST
+// with O_CREAT, following its links in the kernel: protected. odirect replaced DST by a rename
+// (allowed to root in a sticky directory) and read DST's links itself. Found:
+// - protected_regular: root's copyFile / writeFile({ atomic }) / `odirect cp` onto another user's
+//   file in a sticky world-writable directory replaced it, and gave the new file (root's data)
+//   that user as owner (keepAttrs keeps the owner): the other user reads it;
+// - protected_symlinks: a link another user puts at DST between odirect's stat of DST (nothing
+//   there) and its link resolution was followed: root's data replaced the file it names
+//   (/etc/shadow in the classic attack), through a temp file next to it.
+// Now both are refused EACCES before any data, as the kernel refuses fs (src/fileops.ts
+// refuseProtectedFile, refuseProtectedLink), with a hint naming the sysctl; with the sysctl off
+// both write as fs does. The race is made deterministic by running the "attacker" inside
+// odirect's own stat of DST (fs.promises.stat wrapped for that one path).
+const SYSCTL_REASON = skipReason(['root']) ?? (fs.existsSync('/proc/sys/fs/protected_regular') && fs.existsSync('/proc/sys/fs/protected_symlinks') ? undefined : 'no fs.protected_regular / protected_symlinks in this kernel')
+
+function sysctl(name: string, value?: number): number {
+  const file = `/proc/sys/fs/${name}`
+  const old = Number(fs.readFileSync(file, 'latin1').trim())
+  if (value !== undefined) fs.writeFileSync(file, `${value}\n`)
+  return old
+}
+
+/** A sticky directory of `mode` (1777: as /tmp) owned by root. */
+function stickyDir(mode: number): string {
+  const d = scratch()
+  fs.chmodSync(d, mode)
+  return d
+}
+
+async function refused(p: Promise<unknown>): Promise<{ code?: string; hint?: string; typed: boolean }> {
+  return p.then(
+    () => ({ typed: false }),
+    (e: unknown) => ({ code: (e as { code?: string }).code, hint: (e as { hint?: string }).hint, typed: e instanceof od.DirectIoError }),
+  )
+}
+
+testIf(SYSCTL_REASON, "machine-wide: fs.protected_regular: copyFile, writeFile({ atomic }) and odirect cp as root onto another user's file in a sticky world- (or, at 2, group-) writable directory are EACCES as fs.copyFile's open is, the file untouched; with the sysctl off they replace it as fs writes it", async (t) => {
+  const old = sysctl('protected_regular')
+  t.teardown(() => void sysctl('protected_regular', old))
+  const src = path.join(scratch(), 'src')
+  fs.writeFileSync(src, 'root secret\n')
+  for (const [level, mode] of [
+    [1, 0o1777],
+    [2, 0o1770],
+  ] as const) {
+    sysctl('protected_regular', level)
+    const dir = stickyDir(mode)
+    const theirs = path.join(dir, 'theirs')
+    fs.writeFileSync(theirs, 'their contents')
+    fs.chmodSync(theirs, 0o666)
+    fs.chownSync(theirs, 65534, 65534)
+    const label = `protected_regular ${level}, directory ${mode.toString(8)}`
+    t.throws(() => fs.copyFileSync(src, theirs), { code: 'EACCES' }, `${label}: fs.copyFile is refused (the reference)`)
+    for (const [form, run] of [
+      ['copyFile', () => od.copyFile(src, theirs)],
+      ['writeFile atomic', () => od.writeFile(theirs, 'root secret\n', { atomic: true })],
+    ] as const) {
+      const r = await refused(run())
+      t.is(r.code, 'EACCES', `${label}: ${form}`)
+      t.true(r.typed, `${label}: ${form} typed`)
+      t.regex(r.hint ?? '', /protected_regular/, `${label}: ${form}: the hint names the sysctl`)
+      t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', `${label}: ${form}: their file untouched`)
+      t.is(fs.statSync(theirs).uid, 65534, `${label}: ${form}: still theirs`)
+    }
+    const cp = spawnSync(process.execPath, [CLI, 'cp', src, theirs], { encoding: 'utf8' })
+    t.is(cp.status, 1, `${label}: odirect cp: ${cp.stderr}`)
+    t.regex(cp.stderr, /EACCES.*protected_regular/, `${label}: odirect cp says why`)
+    t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', `${label}: odirect cp: their file untouched`)
+    t.deepEqual(tempsUnder(dir), [], `${label}: no temp file`)
+  }
+  // Off: fs writes it in place, odirect replaces it (owner kept).
+  sysctl('protected_regular', 0)
+  const dir = stickyDir(0o1777)
+  const theirs = path.join(dir, 'theirs')
+  fs.writeFileSync(theirs, 'their contents')
+  fs.chownSync(theirs, 65534, 65534)
+  await od.copyFile(src, theirs)
+  t.is(fs.readFileSync(theirs, 'utf8'), 'root secret\n', 'protected_regular 0: copied, as fs.copyFile copies')
+})
+
+testIf(SYSCTL_REASON, "machine-wide: fs.protected_symlinks: a link another user puts at DST in a sticky world-writable directory between odirect's stat of DST and its link resolution is not followed (EACCES, as the kernel refuses fs's open); the file it names untouched", async (t) => {
+  const old = sysctl('protected_symlinks', 1)
+  t.teardown(() => void sysctl('protected_symlinks', old))
+  const src = path.join(scratch(), 'src')
+  fs.writeFileSync(src, 'root data\n')
+  const victimDir = scratch()
+  const victim = path.join(victimDir, 'shadow')
+  fs.writeFileSync(victim, 'root:x:0:0\n')
+  const fsp = (await import('node:fs/promises')).default as unknown as Record<string, unknown>
+  const realStat = fsp.stat as (p: unknown, ...a: unknown[]) => Promise<fs.Stats>
+  for (const [form, run] of [
+    ['copyFile', (dst: string) => od.copyFile(src, dst)],
+    ['writeFile atomic', (dst: string) => od.writeFile(dst, 'root data\n', { atomic: true })],
+  ] as const) {
+    const dir = stickyDir(0o1777)
+    const dst = path.join(dir, 'report')
+    // The reference: with the link there, the kernel refuses fs's open.
+    fs.symlinkSync(victim, dst)
+    fs.lchownSync(dst, 65534, 65534)
+    t.throws(() => fs.copyFileSync(src, dst), { code: 'EACCES' }, `${form}: fs.copyFile through their link is refused (the reference)`)
+    fs.unlinkSync(dst)
+    // The attacker wins the race: the link appears right after odirect's stat found nothing.
+    let armed = true
+    fsp.stat = (p: unknown, ...a: unknown[]): Promise<fs.Stats> => {
+      const r = realStat(p, ...a)
+      if (!armed || p !== dst) return r
+      armed = false
+      const plant = (): void => {
+        fs.symlinkSync(victim, dst)
+        fs.lchownSync(dst, 65534, 65534)
+      }
+      return r.then(
+        (st) => {
+          plant()
+          return st
+        },
+        (e: unknown) => {
+          plant()
+          throw e
+        },
+      )
+    }
+    let r: Awaited<ReturnType<typeof refused>>
+    try {
+      r = await refused(run(dst))
+    } finally {
+      fsp.stat = realStat
+    }
+    t.false(armed, `${form}: odirect's stat of DST ran (the race was run)`)
+    t.is(r.code, 'EACCES', `${form}`)
+    t.true(r.typed, `${form}: typed`)
+    t.regex(r.hint ?? '', /protected_symlinks/, `${form}: the hint names the sysctl`)
+    t.is(fs.readFileSync(victim, 'utf8'), 'root:x:0:0\n', `${form}: the file their link names is untouched`)
+    t.true(fs.lstatSync(dst).isSymbolicLink(), `${form}: their link stays`)
+    t.deepEqual([...tempsUnder(dir), ...tempsUnder(victimDir)], [], `${form}: no temp file`)
+  }
+})

@@ -186,7 +186,7 @@ export function describeForCli(e: unknown): string {
  * (--no-xattrs); undefined for any other error.
  */
 export function cliHint(e: DirectIoError): string | undefined {
-  const attrs = /xattr$/.test(e.syscall ?? '') || e.syscall === 'fchmod' || (e.syscall === 'open' && /\(chattr \+|this process may not write/.test(e.hint))
+  const attrs = /xattr$/.test(e.syscall ?? '') || e.syscall === 'fchmod' || (e.syscall === 'open' && /\(chattr \+|this process may not write|fs\.protected_/.test(e.hint))
   return attrs && e.hint !== '' ? e.hint.replace('Pass { xattrs: false }', 'Pass --no-xattrs') : undefined
 }
 

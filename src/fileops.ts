@@ -4,7 +4,7 @@
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, statSync } from 'node:fs'
+import { constants as fsConstants, readFileSync, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
@@ -104,6 +104,7 @@ export async function resolveLinks(p: string): Promise<string> {
       }),
     )
     if (st === undefined || !st.isSymbolicLink()) return cur
+    await refuseProtectedLink(cur, st.uid, p)
     const to = await runtime(fsp.readlink(cur))
     if (to.startsWith('/')) cur = to
     else {
@@ -112,6 +113,61 @@ export async function resolveLinks(p: string): Promise<string> {
     }
   }
   return cur
+}
+
+/** A /proc/sys/fs switch's value (protected_symlinks, protected_regular), 0 where it cannot be read. */
+function sysctlFs(name: string): number {
+  try {
+    return Number.parseInt(readFileSync(`/proc/sys/fs/${name}`, 'latin1'), 10) || 0
+  } catch {
+    return 0
+  }
+}
+
+/** This process's effective uid (the fsuid the kernel checks), undefined where the runtime has none. */
+const euid = (): number | undefined => (typeof process !== 'undefined' && typeof process.geteuid === 'function' ? process.geteuid() : undefined)
+
+/**
+ * The kernel's fs.protected_symlinks (on by default in most distributions): a symbolic link in a
+ * sticky, world-writable directory (/tmp) is followed only by its owner, or when its owner owns
+ * the directory; the kernel refuses every other follow EACCES (the classic /tmp link attack: a
+ * link another user put at a name a privileged process writes). fs.copyFile and fs.writeFile
+ * follow DST's links in the kernel, so it protects them; resolveLinks reads the links itself (a
+ * temp file is made next to the file a link names), and read one the kernel would not have
+ * followed, between odirect's stat of DST (which the kernel refused or found nothing at) and
+ * its lstat (adversary-s18): refused as the kernel refuses it. `uid`: the link's owner.
+ */
+async function refuseProtectedLink(link: string, uid: number, asked: string): Promise<void> {
+  const me = euid()
+  if (me === undefined || uid === me || sysctlFs('protected_symlinks') === 0) return
+  const slash = link.lastIndexOf('/')
+  const dir = slash < 0 ? '.' : slash === 0 ? '/' : link.slice(0, slash)
+  const ds = await runtime(fsp.stat(dir))
+  if ((ds.mode & 0o1002) !== 0o1002 || ds.uid === uid) return
+  const e = kernelError(E.EACCES, { syscall: 'open', path: asked })
+  throw withHint(e, `${link} is a symbolic link owned by another user (uid ${uid}) in the sticky, world-writable directory ${dir}: the kernel follows it for no one else (fs.protected_symlinks), as fs.copyFile's and fs.writeFile's open would find; nothing was written`)
+}
+
+/**
+ * The kernel's fs.protected_regular (1 or 2 in most distributions): a regular file in a sticky
+ * directory that is world-writable (2: or group-writable) is opened with O_CREAT only by its
+ * owner or the directory's owner (root included); fs.copyFile and fs.writeFile open DST so and
+ * get EACCES. A rename over it is allowed to root and the directory's owner, so odirect's temp
+ * file and rename replaced another user's file in /tmp that fs may not write (and gave the new
+ * file, the caller's data, that user as its owner: keepAttrs): refused here, before any data,
+ * as the open refuses it (adversary-s18). `st`: the file's stat (links followed).
+ */
+export async function refuseProtectedFile(target: string, st: { uid: number; isFile(): boolean }): Promise<void> {
+  const me = euid()
+  if (me === undefined || st.uid === me || !st.isFile()) return
+  const level = sysctlFs('protected_regular')
+  if (level === 0) return
+  const dir = dirname(target)
+  const ds = await runtime(fsp.stat(dir))
+  if ((ds.mode & 0o1000) === 0 || ds.uid === st.uid) return
+  if ((ds.mode & 0o002) === 0 && (level < 2 || (ds.mode & 0o020) === 0)) return
+  const e = kernelError(E.EACCES, { syscall: 'open', path: target })
+  throw withHint(e, `${target} belongs to another user (uid ${st.uid}) in the sticky, ${(ds.mode & 0o002) !== 0 ? 'world' : 'group'}-writable directory ${dir}: the kernel lets only its owner or the directory's open it to write there (fs.protected_regular = ${level}), as fs.copyFile's and fs.writeFile's open find; nothing was written and ${target} is untouched`)
 }
 
 /** The file a temp file replaces: its path (links resolved) and owner. */

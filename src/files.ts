@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -396,6 +396,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     // it; the temp file's create applied the umask), unless `mode` was given (then as created).
     const replaced: Replaced | undefined = st?.isFile() === true ? { path: target, uid: st.uid, gid: st.gid } : undefined
     const keepMode = exactMode ?? (replaced !== undefined && o.mode === undefined ? mode : undefined)
+    // Another user's file in /tmp that the kernel would not let fs.writeFile open (see refuseProtectedFile).
+    if (replaced !== undefined && st !== undefined) await abort.race(refuseProtectedFile(target, st))
     // The temp file's open when an abort left it in flight: it may create the file after the abort.
     const tmpOpen: { open?: Promise<void> } = {}
     let fh: FileHandle | undefined
@@ -665,6 +667,8 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
     if (dstSt?.isFile() === true) plan.replaced = { path: plan.d, uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
+    // Another user's file in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
+    if (plan.replaced !== undefined && dstSt !== undefined) await plan.abort.race(refuseProtectedFile(plan.d, dstSt))
     return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
   } finally {
     plan.abort.dispose()
