@@ -635,7 +635,11 @@ test('writeFile({ atomic }) of a view whose byteLength says 8192 when first aske
 //   that user as owner (keepAttrs keeps the owner): the other user reads it;
 // - protected_symlinks: a link another user puts at DST between odirect's stat of DST (nothing
 //   there) and its link resolution was followed: root's data replaced the file it names
-//   (/etc/shadow in the classic attack), through a temp file next to it.
+//   (/etc/shadow in the classic attack), through a temp file next to it;
+// - protected_fifos: another user's FIFO at DST got root's data (odirect opens an existing FIFO
+//   without O_CREAT, which the kernel does not check; fs's open has O_CREAT and is refused).
+//   Left: createWriteStream / writableWebStream onto such a FIFO (src/streams/node.ts
+//   openSequential, the streams helper's) still open it without O_CREAT.
 // Now both are refused EACCES before any data, as the kernel refuses fs (src/fileops.ts
 // refuseProtectedFile, refuseProtectedLink), with a hint naming the sysctl; with the sysctl off
 // both write as fs does. The race is made deterministic by running the "attacker" inside
@@ -763,4 +767,45 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_symlinks: a link another user 
     t.true(fs.lstatSync(dst).isSymbolicLink(), `${form}: their link stays`)
     t.deepEqual([...tempsUnder(dir), ...tempsUnder(victimDir)], [], `${form}: no temp file`)
   }
+})
+
+testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and atomic), copyFile and odirect cp as root onto another user's FIFO in a sticky world-writable directory are EACCES as fs.writeFile's open is; nothing reaches its reader (was: odirect opened the FIFO without O_CREAT, which the kernel does not check, and wrote root's data to the other user's reader)", async (t) => {
+  const old = sysctl('protected_fifos', 1)
+  t.teardown(() => void sysctl('protected_fifos', old))
+  const src = path.join(scratch(), 'src')
+  fs.writeFileSync(src, 'root secret\n')
+  const dir = stickyDir(0o1777)
+  const fifo = path.join(dir, 'report')
+  const mk = spawnSync('mkfifo', [fifo])
+  if (mk.status !== 0) return t.fail(`mkfifo: ${mk.stderr}`)
+  fs.chownSync(fifo, 65534, 65534)
+  // Their reader, there all along (non-blocking: this process reads what arrived after each try).
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+  t.teardown(() => fs.closeSync(reader))
+  const drained = (): string => {
+    const b = Buffer.alloc(65536)
+    try {
+      return b.subarray(0, fs.readSync(reader, b, 0, b.length, null)).toString()
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EAGAIN') return ''
+      throw e
+    }
+  }
+  t.throws(() => fs.writeFileSync(fifo, 'root secret\n'), { code: 'EACCES' }, 'fs.writeFile is refused (the reference)')
+  for (const [form, run] of [
+    ['writeFile', () => od.writeFile(fifo, 'root secret\n')],
+    ['writeFile atomic', () => od.writeFile(fifo, 'root secret\n', { atomic: true })],
+    ['copyFile', () => od.copyFile(src, fifo)],
+  ] as const) {
+    const r = await refused(run())
+    t.is(r.code, 'EACCES', form)
+    t.true(r.typed, `${form}: typed`)
+    t.regex(r.hint ?? '', /protected_fifos/, `${form}: the hint names the sysctl`)
+    t.is(drained(), '', `${form}: nothing reached their reader`)
+  }
+  const cp = spawnSync(process.execPath, [CLI, 'cp', src, fifo], { encoding: 'utf8' })
+  t.is(cp.status, 1, `odirect cp: ${cp.stderr}`)
+  t.regex(cp.stderr, /EACCES.*protected_fifos/)
+  t.is(drained(), '', 'odirect cp: nothing reached their reader')
+  t.true(fs.lstatSync(fifo).isFIFO(), 'their FIFO stays')
 })

@@ -155,19 +155,24 @@ async function refuseProtectedLink(link: string, uid: number, asked: string): Pr
  * get EACCES. A rename over it is allowed to root and the directory's owner, so odirect's temp
  * file and rename replaced another user's file in /tmp that fs may not write (and gave the new
  * file, the caller's data, that user as its owner: keepAttrs): refused here, before any data,
- * as the open refuses it (adversary-s18). `st`: the file's stat (links followed).
+ * as the open refuses it (adversary-s18). `st`: the file's stat (links followed). A FIFO: the
+ * same with fs.protected_fifos.
  */
-export async function refuseProtectedFile(target: string, st: { uid: number; isFile(): boolean }): Promise<void> {
+export async function refuseProtectedFile(target: string, st: { uid: number; isFile(): boolean; isFIFO(): boolean }): Promise<void> {
   const me = euid()
-  if (me === undefined || st.uid === me || !st.isFile()) return
-  const level = sysctlFs('protected_regular')
+  if (me === undefined || st.uid === me || !(st.isFile() || st.isFIFO())) return
+  // A FIFO: fs.protected_fifos, the same rule (odirect opens an existing FIFO without O_CREAT,
+  // which the kernel does not check: another user's FIFO in /tmp got root's data, where
+  // fs.writeFile's and fs.copyFile's open is refused).
+  const sysctl = st.isFile() ? 'protected_regular' : 'protected_fifos'
+  const level = sysctlFs(sysctl)
   if (level === 0) return
   const dir = dirname(target)
   const ds = await runtime(fsp.stat(dir))
   if ((ds.mode & 0o1000) === 0 || ds.uid === st.uid) return
   if ((ds.mode & 0o002) === 0 && (level < 2 || (ds.mode & 0o020) === 0)) return
   const e = kernelError(E.EACCES, { syscall: 'open', path: target })
-  throw withHint(e, `${target} belongs to another user (uid ${st.uid}) in the sticky, ${(ds.mode & 0o002) !== 0 ? 'world' : 'group'}-writable directory ${dir}: the kernel lets only its owner or the directory's open it to write there (fs.protected_regular = ${level}), as fs.copyFile's and fs.writeFile's open find; nothing was written and ${target} is untouched`)
+  throw withHint(e, `${target} belongs to another user (uid ${st.uid}) in the sticky, ${(ds.mode & 0o002) !== 0 ? 'world' : 'group'}-writable directory ${dir}: the kernel lets only its owner or the directory's open it to write there (fs.${sysctl} = ${level}), as fs.copyFile's and fs.writeFile's open find; nothing was written and ${target} is untouched`)
 }
 
 /** The file a temp file replaces: its path (links resolved) and owner. */

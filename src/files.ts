@@ -362,6 +362,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const st = await abort.race(statIfExists(dst))
     if (st !== undefined && exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: dst })
     if (st !== undefined && isSequential(st)) {
+      // Another user's FIFO in /tmp that the kernel would not let fs.writeFile open (see refuseProtectedFile).
+      if (st.isFIFO()) await abort.race(resolveLinks(dst).then((at) => refuseProtectedFile(at, st)))
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
     }
@@ -926,6 +928,8 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   }
   let destination: CopyResult['destination']
   if (dstSt !== undefined && isSequential(dstSt)) {
+    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
+    await abort.race(refuseProtectedFile(d, dstSt))
     await writeSequential(d, counted(source()), abort)
     destination = { direct: false, fallbackReason: `${d} is ${kindName(dstSt)}, written in place in sequence: direct I/O does not apply to it`, path: d }
   } else {
