@@ -809,3 +809,58 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
   t.is(drained(), '', 'odirect cp: nothing reached their reader')
   t.true(fs.lstatSync(fifo).isFIFO(), 'their FIFO stays')
 })
+
+// The streams' half of the case above: createWriteStream / writableWebStream onto another user's
+// FIFO in a sticky world-writable directory, as root with fs.protected_fifos on: fs's
+// createWriteStream opens it with O_CREAT ('w') and fails EACCES; odirect's stream opens an
+// existing FIFO through node:fs without O_CREAT (src/streams/node.ts openSequential: the streams
+// helper's file), which the kernel does not check, and writes the data to that user's reader.
+// The fix: refuse it as src/fileops.ts refuseProtectedFile does (exported there), before the open.
+if (SYSCTL_REASON === undefined) {
+  test.failing("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
+    const old = sysctl('protected_fifos', 1)
+    t.teardown(() => void sysctl('protected_fifos', old))
+    const dir = stickyDir(0o1777)
+    const fifo = path.join(dir, 'report')
+    if (spawnSync('mkfifo', [fifo]).status !== 0) return t.fail('mkfifo')
+    fs.chownSync(fifo, 65534, 65534)
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+    t.teardown(() => fs.closeSync(reader))
+    const drained = (): string => {
+      const b = Buffer.alloc(65536)
+      try {
+        return b.subarray(0, fs.readSync(reader, b, 0, b.length, null)).toString()
+      } catch (e) {
+        if ((e as { code?: string }).code === 'EAGAIN') return ''
+        throw e
+      }
+    }
+    const nodeErr = await new Promise<unknown>((resolve) => {
+      const ws = fs.createWriteStream(fifo)
+      ws.on('error', resolve)
+      ws.on('close', () => resolve(undefined))
+      ws.end('root secret\n')
+    })
+    t.is((nodeErr as { code?: string } | undefined)?.code, 'EACCES', 'fs.createWriteStream is refused (the reference)')
+    const mine = await new Promise<unknown>((resolve) => {
+      const ws = od.createWriteStream(fifo)
+      ws.on('error', resolve)
+      ws.on('close', () => resolve(undefined))
+      ws.end('root secret\n')
+    })
+    t.is((mine as { code?: string } | undefined)?.code, 'EACCES', 'createWriteStream')
+    t.is(drained(), '', 'createWriteStream: nothing reached their reader')
+    const web = await (async () => {
+      const w = od.writableWebStream(fifo).getWriter()
+      try {
+        await w.write(Buffer.from('root secret\n'))
+        await w.close()
+        return undefined
+      } catch (e) {
+        return e
+      }
+    })()
+    t.is((web as { code?: string } | undefined)?.code, 'EACCES', 'writableWebStream')
+    t.is(drained(), '', 'writableWebStream: nothing reached their reader')
+  })
+}
