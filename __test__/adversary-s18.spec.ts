@@ -20,7 +20,16 @@
 // 2. A write stream that fails (EIO) removes bytes another writer wrote inside the range the
 //    stream reached (its cut-back to the first byte it did not write): test.failing, src/streams/
 //    (the streams helper's).
+// 3. Streams over a FileHandle closed under them (Node and web, reading and writing): all of the
+//    data or a typed error (attacked: no fault).
+// 4. Found: writeFile({ atomic }) reserved Buffer.byteLength's estimate of a base64/hex string
+//    and kept that size: zeros after the data where it ended on a block (below).
+// 5. Found: a bind-mounted DST (a container's /etc/hosts): EBUSY said nothing (below).
+// 6. Found (machine-wide: sysctls): the kernel's protections of sticky directories
+//    (protected_regular, protected_fifos, protected_symlinks) passed by root's replace (below).
 // Nothing is timed: each step waits on its event (a held FUSE request, a promise, a child's exit).
+// The machine-wide tests set /proc/sys/fs switches for a moment (restored): serial, and run by
+// `npm run test:machine-wide` only.
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import * as fs from 'node:fs'
@@ -709,7 +718,7 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_regular: copyFile, writeFile({
   fs.chownSync(theirs, 65534, 65534)
   await od.copyFile(src, theirs)
   t.is(fs.readFileSync(theirs, 'utf8'), 'root secret\n', 'protected_regular 0: copied, as fs.copyFile copies')
-})
+}, true)
 
 testIf(SYSCTL_REASON, "machine-wide: fs.protected_symlinks: a link another user puts at DST in a sticky world-writable directory between odirect's stat of DST and its link resolution is not followed (EACCES, as the kernel refuses fs's open); the file it names untouched", async (t) => {
   const old = sysctl('protected_symlinks', 1)
@@ -767,7 +776,7 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_symlinks: a link another user 
     t.true(fs.lstatSync(dst).isSymbolicLink(), `${form}: their link stays`)
     t.deepEqual([...tempsUnder(dir), ...tempsUnder(victimDir)], [], `${form}: no temp file`)
   }
-})
+}, true)
 
 testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and atomic), copyFile and odirect cp as root onto another user's FIFO in a sticky world-writable directory are EACCES as fs.writeFile's open is; nothing reaches its reader (was: odirect opened the FIFO without O_CREAT, which the kernel does not check, and wrote root's data to the other user's reader)", async (t) => {
   const old = sysctl('protected_fifos', 1)
@@ -808,7 +817,7 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
   t.regex(cp.stderr, /EACCES.*protected_fifos/)
   t.is(drained(), '', 'odirect cp: nothing reached their reader')
   t.true(fs.lstatSync(fifo).isFIFO(), 'their FIFO stays')
-})
+}, true)
 
 // The streams' half of the case above: createWriteStream / writableWebStream onto another user's
 // FIFO in a sticky world-writable directory, as root with fs.protected_fifos on: fs's
@@ -817,7 +826,7 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
 // helper's file), which the kernel does not check, and writes the data to that user's reader.
 // The fix: refuse it as src/fileops.ts refuseProtectedFile does (exported there), before the open.
 if (SYSCTL_REASON === undefined) {
-  test.failing("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
+  test.serial.failing("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
     const old = sysctl('protected_fifos', 1)
     t.teardown(() => void sysctl('protected_fifos', old))
     const dir = stickyDir(0o1777)
