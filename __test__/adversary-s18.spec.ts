@@ -873,3 +873,54 @@ if (SYSCTL_REASON === undefined) {
     t.is(drained(), '', 'writableWebStream: nothing reached their reader')
   })
 }
+
+// The streams' half of protected_regular: a write stream with truncating flags ('w', the default)
+// and a `start` other than 0 opens the path without O_TRUNC (O_CREAT | O_EXCL first, then, the file
+// being there, without O_CREAT), checks the start's alignment, then truncates (adversary-s17's
+// fix: a refused stream leaves the file as it was). An open without O_CREAT is not checked by the
+// kernel's protected_regular: as root, another user's file in /tmp is truncated and written with
+// root's data (the other user reads it), where fs.createWriteStream's open (O_CREAT | O_TRUNC) is
+// EACCES. Cause: src/streams/core.ts #openUntruncated (the streams helper's); the fix: refuse it as
+// src/fileops.ts refuseProtectedFile does (exported), before that open.
+if (SYSCTL_REASON === undefined) {
+  test.serial.failing("machine-wide: fs.protected_regular: createWriteStream and writableWebStream with start 4096 (flags 'w') as root onto another user's file in a sticky world-writable directory fail EACCES as fs.createWriteStream does; the file untouched", async (t) => {
+    const old = sysctl('protected_regular', 1)
+    t.teardown(() => void sysctl('protected_regular', old))
+    const dir = stickyDir(0o1777)
+    const theirs = path.join(dir, 'theirs')
+    const reset = (): void => {
+      fs.writeFileSync(theirs, 'their contents')
+      fs.chownSync(theirs, 65534, 65534)
+    }
+    reset()
+    const nodeErr = await new Promise<unknown>((resolve) => {
+      const ws = fs.createWriteStream(theirs, { start: 4096 })
+      ws.on('error', resolve)
+      ws.on('close', () => resolve(undefined))
+      ws.end('root secret\n')
+    })
+    t.is((nodeErr as { code?: string } | undefined)?.code, 'EACCES', 'fs.createWriteStream is refused (the reference)')
+    t.is(fs.readFileSync(theirs, 'utf8'), 'their contents')
+    const mine = await new Promise<unknown>((resolve) => {
+      const ws = od.createWriteStream(theirs, { start: 4096 })
+      ws.on('error', resolve)
+      ws.on('close', () => resolve(undefined))
+      ws.end('root secret\n')
+    })
+    t.is((mine as { code?: string } | undefined)?.code, 'EACCES', 'createWriteStream')
+    t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', 'createWriteStream: their file untouched')
+    reset()
+    const web = await (async () => {
+      const w = od.writableWebStream(theirs, { start: 4096 }).getWriter()
+      try {
+        await w.write(Buffer.from('root secret\n'))
+        await w.close()
+        return undefined
+      } catch (e) {
+        return e
+      }
+    })()
+    t.is((web as { code?: string } | undefined)?.code, 'EACCES', 'writableWebStream')
+    t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', 'writableWebStream: their file untouched')
+  })
+}
