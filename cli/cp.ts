@@ -163,6 +163,10 @@ export function describeForCli(e: unknown): string {
       // immutable / append-only or unwritable DST: its own hint says which and what to do.
       const attrs = cliHint(e)
       if (attrs !== undefined) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${attrs}`
+      // DST's directory moved or replaced, or DST made a directory, while the copy ran (the
+      // rename found neither the temp file nor a file to replace), or DST a mount point (a
+      // bind-mounted file, which a rename cannot replace): copyFile's hint says what happened.
+      if ((e.syscall === 'rename' || e.syscall === 'link') && /moved or replaced|is a directory now|is a mount point/.test(e.hint)) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${e.hint}`
       // The temp file's directory is not writable, or DST is another user's in a sticky directory:
       // copyFile's hint says so (cut before its API advice).
       const temp = (e.code === 'EACCES' || e.code === 'EPERM') && /\.odirect-tmp-|^rename$|^link$/.test(`${e.syscall === 'open' ? (e.path ?? '') : (e.syscall ?? '')}`) && e.hint.includes('directory')
@@ -182,7 +186,7 @@ export function describeForCli(e: unknown): string {
  * (--no-xattrs); undefined for any other error.
  */
 export function cliHint(e: DirectIoError): string | undefined {
-  const attrs = /xattr$/.test(e.syscall ?? '') || e.syscall === 'fchmod' || (e.syscall === 'open' && /\(chattr \+|this process may not write/.test(e.hint))
+  const attrs = /xattr$/.test(e.syscall ?? '') || e.syscall === 'fchmod' || (e.syscall === 'open' && /\(chattr \+|this process may not write|fs\.protected_/.test(e.hint))
   return attrs && e.hint !== '' ? e.hint.replace('Pass { xattrs: false }', 'Pass --no-xattrs') : undefined
 }
 

@@ -4,9 +4,9 @@
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, statSync } from 'node:fs'
+import { constants as fsConstants, readFileSync, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 
 import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
@@ -104,6 +104,7 @@ export async function resolveLinks(p: string): Promise<string> {
       }),
     )
     if (st === undefined || !st.isSymbolicLink()) return cur
+    await refuseProtectedLink(cur, st.uid, p)
     const to = await runtime(fsp.readlink(cur))
     if (to.startsWith('/')) cur = to
     else {
@@ -112,6 +113,66 @@ export async function resolveLinks(p: string): Promise<string> {
     }
   }
   return cur
+}
+
+/** A /proc/sys/fs switch's value (protected_symlinks, protected_regular), 0 where it cannot be read. */
+function sysctlFs(name: string): number {
+  try {
+    return Number.parseInt(readFileSync(`/proc/sys/fs/${name}`, 'latin1'), 10) || 0
+  } catch {
+    return 0
+  }
+}
+
+/** This process's effective uid (the fsuid the kernel checks), undefined where the runtime has none. */
+const euid = (): number | undefined => (typeof process !== 'undefined' && typeof process.geteuid === 'function' ? process.geteuid() : undefined)
+
+/**
+ * The kernel's fs.protected_symlinks (on by default in most distributions): a symbolic link in a
+ * sticky, world-writable directory (/tmp) is followed only by its owner, or when its owner owns
+ * the directory; the kernel refuses every other follow EACCES (the classic /tmp link attack: a
+ * link another user put at a name a privileged process writes). fs.copyFile and fs.writeFile
+ * follow DST's links in the kernel, so it protects them; resolveLinks reads the links itself (a
+ * temp file is made next to the file a link names), and read one the kernel would not have
+ * followed, between odirect's stat of DST (which the kernel refused or found nothing at) and
+ * its lstat (adversary-s18): refused as the kernel refuses it. `uid`: the link's owner.
+ */
+async function refuseProtectedLink(link: string, uid: number, asked: string): Promise<void> {
+  const me = euid()
+  if (me === undefined || uid === me || sysctlFs('protected_symlinks') === 0) return
+  const slash = link.lastIndexOf('/')
+  const dir = slash < 0 ? '.' : slash === 0 ? '/' : link.slice(0, slash)
+  const ds = await runtime(fsp.stat(dir))
+  if ((ds.mode & 0o1002) !== 0o1002 || ds.uid === uid) return
+  const e = kernelError(E.EACCES, { syscall: 'open', path: asked })
+  throw withHint(e, `${link} is a symbolic link owned by another user (uid ${uid}) in the sticky, world-writable directory ${dir}: the kernel follows it for no one else (fs.protected_symlinks), as fs.copyFile's and fs.writeFile's open would find; nothing was written`)
+}
+
+/**
+ * The kernel's fs.protected_regular (1 or 2 in most distributions): a regular file in a sticky
+ * directory that is world-writable (2: or group-writable) is opened with O_CREAT only by its
+ * owner or the directory's owner (root included); fs.copyFile and fs.writeFile open DST so and
+ * get EACCES. A rename over it is allowed to root and the directory's owner, so odirect's temp
+ * file and rename replaced another user's file in /tmp that fs may not write (and gave the new
+ * file, the caller's data, that user as its owner: keepAttrs): refused here, before any data,
+ * as the open refuses it (adversary-s18). `st`: the file's stat (links followed). A FIFO: the
+ * same with fs.protected_fifos.
+ */
+export async function refuseProtectedFile(target: string, st: { uid: number; isFile(): boolean; isFIFO(): boolean }): Promise<void> {
+  const me = euid()
+  if (me === undefined || st.uid === me || !(st.isFile() || st.isFIFO())) return
+  // A FIFO: fs.protected_fifos, the same rule (odirect opens an existing FIFO without O_CREAT,
+  // which the kernel does not check: another user's FIFO in /tmp got root's data, where
+  // fs.writeFile's and fs.copyFile's open is refused).
+  const sysctl = st.isFile() ? 'protected_regular' : 'protected_fifos'
+  const level = sysctlFs(sysctl)
+  if (level === 0) return
+  const dir = dirname(target)
+  const ds = await runtime(fsp.stat(dir))
+  if ((ds.mode & 0o1000) === 0 || ds.uid === st.uid) return
+  if ((ds.mode & 0o002) === 0 && (level < 2 || (ds.mode & 0o020) === 0)) return
+  const e = kernelError(E.EACCES, { syscall: 'open', path: target })
+  throw withHint(e, `${target} belongs to another user (uid ${st.uid}) in the sticky, ${(ds.mode & 0o002) !== 0 ? 'world' : 'group'}-writable directory ${dir}: the kernel lets only its owner or the directory's open it to write there (fs.${sysctl} = ${level}), as fs.copyFile's and fs.writeFile's open find; nothing was written and ${target} is untouched`)
 }
 
 /** The file a temp file replaces: its path (links resolved) and owner. */
@@ -238,12 +299,31 @@ export const tmpName = (dst: string): string => {
  * file is made in `dst`'s directory, which must be writable (`dst` being writable is not enough),
  * and in a sticky directory (/tmp) only the owner of `dst` or of the directory may replace it.
  * Another kernel error of the temp file (ENOSPC...) says that the temp file is gone and `dst`
- * untouched. Any other error is returned as it is.
+ * untouched. The rename (or link) into place failing because `dst` changed under the write says
+ * how: ENOENT / ENOTDIR, its directory moved or replaced (`movedTo`: where removeTemp found the
+ * temp file); EISDIR, `dst` made a directory; EBUSY, `dst` a mount point (adversary-s18). Any
+ * other error is returned as it is.
  */
-export function tempError(e: unknown, dst: string): unknown {
+export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
   if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
   const dir = dirname(dst)
   const ofTemp = e.path.includes('.odirect-tmp-') && dirname(e.path) === dir
+  const commit = (e.syscall === 'rename' || e.syscall === 'link') && e.path === dst
+  if (commit && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) {
+    // The temp file was made in `dir`, so the rename finding nothing there means the directory
+    // (or the temp file) was moved, replaced or removed while the data was written.
+    const where = movedTo === undefined ? 'the temp file was removed' : `the temp file, found in the directory's new place (${movedTo}), was removed`
+    return withHint(e, `the directory ${dir} was moved or replaced (or the temp file removed) while the data was written: nothing was replaced, ${where}; write to the directory's new path`)
+  }
+  if (commit && e.code === 'EBUSY') {
+    // rename(2) refuses to replace a mount point: a file bind-mounted over `dst` (a container's
+    // /etc/hosts or /etc/resolv.conf, a volume or a ConfigMap mounted as one file), which
+    // fs.copyFile and fs.writeFile write in place.
+    return withHint(e, `${dst} is a mount point (a file bind-mounted over it, as a container's /etc/hosts or a volume mounted as one file): a rename cannot replace it; nothing was replaced and the temp file was removed; write it in place: writeFile without { atomic }, or fs.copyFile / cp (not atomic)`)
+  }
+  if (commit && e.code === 'EISDIR') {
+    return withHint(e, `${dst} is a directory now (it was not when the write started: it was replaced meanwhile): nothing was replaced and the temp file was removed; name a file, or remove the directory first`)
+  }
   if (e.code !== 'EACCES' && e.code !== 'EPERM') {
     // Any other kernel error of the temp file (ENOSPC, EDQUOT, EIO...): what the kernel's hint
     // says of the data written before it is of a file that is gone; the destination is untouched.
@@ -279,15 +359,35 @@ const check = (errno: number, syscall: string, path: string): void => {
   if (errno !== 0) throw kernelError(errno, { syscall, path })
 }
 
-/** Removes a temp file made by the native open (natively: a runtime's permission checks cannot strand it). Never throws. */
 /**
  * Whether `e` is the temp file's own create finding the name taken ('wx': EEXIST): that file is
  * someone else's, and the cleanup must not remove it.
  */
 export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof DirectIoError && e.code === 'EEXIST' && e.path === tmp
 
-export async function removeTemp(tmp: string): Promise<void> {
-  await native.unlinkPath(tmp).catch(() => 0)
+/**
+ * Removes a temp file made by the native open (natively: a runtime's permission checks cannot
+ * strand it). Never throws. `fd`: the temp file's descriptor, still open: the file is removed
+ * where it is now, found through /proc/self/fd, as its directory may have been moved (`mv dir
+ * dir.old`) or replaced (by a link to another directory) since it was made: `tmp` then names
+ * nothing, or another directory's entry, and the temp file, the size of the data, stayed in the
+ * moved directory for good (adversary-s18). Resolves with the path it was removed at when that
+ * is not `tmp` (its directory moved), else undefined.
+ */
+export async function removeTemp(tmp: string, fd?: number): Promise<string | undefined> {
+  let at: string | undefined
+  if (fd !== undefined && fd >= 0) {
+    // The path of the open file now (a removed one ends ' (deleted)': its name differs then). A
+    // runtime that may not read /proc (Deno without --allow-read) falls back to the name.
+    const now = await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => undefined)
+    if (now !== undefined && basename(now) === basename(tmp)) at = now
+  }
+  if (at === undefined) {
+    await native.unlinkPath(tmp).catch(() => 0)
+    return undefined
+  }
+  await native.unlinkPath(at).catch(() => 0)
+  return dirname(at) === (await fsp.realpath(dirname(tmp)).catch(() => undefined)) ? undefined : at
 }
 
 /**

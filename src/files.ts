@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -339,10 +339,14 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const oo = openFields({ direct: o.direct, backend: o.backend })
   // As node:fs: data of a wrong type is refused before the open ('w' would truncate the file first).
   checkWriteData(data)
+  // A string is encoded once, here: the length of its bytes is then exact for the reservation of
+  // an atomic write (Buffer.byteLength is an estimate for 'base64', 'base64url' and 'hex': line
+  // breaks, spaces and characters that are not hex count; adversary-s18).
+  const payload: WriteData = typeof data === 'string' ? Buffer.from(data, encoding) : data
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
-    const chunks = chunksOf(data, encoding, abort)
+    const chunks = chunksOf(payload, encoding, abort)
     if (given) {
       const start = path.position
       // fs writes at any position: a handle left inside a block (by readFile to an end that is not
@@ -358,6 +362,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const st = await abort.race(statIfExists(dst))
     if (st !== undefined && exclusive) throw kernelError(E.EEXIST, { syscall: 'open', path: dst })
     if (st !== undefined && isSequential(st)) {
+      // Another user's FIFO in /tmp that the kernel would not let fs.writeFile open (see refuseProtectedFile).
+      if (st.isFIFO()) await abort.race(resolveLinks(dst).then((at) => refuseProtectedFile(at, st)))
       const total = await writeSequential(dst, chunks, abort)
       return { total, direct: false, fallbackReason: `${dst} is ${kindName(st)}: written in place, in sequence` }
     }
@@ -392,24 +398,41 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     // it; the temp file's create applied the umask), unless `mode` was given (then as created).
     const replaced: Replaced | undefined = st?.isFile() === true ? { path: target, uid: st.uid, gid: st.gid } : undefined
     const keepMode = exactMode ?? (replaced !== undefined && o.mode === undefined ? mode : undefined)
+    // Another user's file in /tmp that the kernel would not let fs.writeFile open (see refuseProtectedFile).
+    if (replaced !== undefined && st !== undefined) await abort.race(refuseProtectedFile(target, st))
+    // The temp file's open when an abort left it in flight: it may create the file after the abort.
+    const tmpOpen: { open?: Promise<void> } = {}
+    let fh: FileHandle | undefined
     let w: Written
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
+      fh = await openRaced(abort, tmp, 'wx', { ...oo, mode }, tmpOpen)
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
-      const known = typeof data === 'string' ? Buffer.byteLength(data, encoding) : ArrayBuffer.isView(data) ? data.byteLength : 0
-      const prepare = (fh: FileHandle): Promise<void> => keepAttrs(fh.fd, replaced, keepMode, xattrs)
-      w = await writeBlocks(tmp, { flags: 'wx', mode, direct: oo.direct, backend: oo.backend, datasync: true }, chunks, abort, false, known, signal, 0, prepare, tmp)
-      // The last moment to abort: after it, the rename replaces the destination.
-      abort.check()
+      const known = ArrayBuffer.isView(payload) ? payload.byteLength : 0
+      const prepare = (h: FileHandle): Promise<void> => keepAttrs(h.fd, replaced, keepMode, xattrs)
+      w = await writeBlocks(fh, { start: 0, datasync: true }, chunks, abort, false, known, signal, 0, prepare, tmp)
     } catch (e) {
-      if (!tempTaken(e, tmp)) await removeTemp(tmp)
+      // Another's temp file (see tempTaken) is not ours to remove; one whose open the abort left
+      // in flight is removed once that open is done (it would create the file after).
+      if (!tempTaken(e, tmp)) {
+        await tmpOpen.open
+        await removeTemp(tmp, fh !== undefined && !fh.closed ? fh.fd : undefined)
+      }
+      await fh?.close().catch(() => {})
       throw tempError(e, target)
     }
+    // The temp file stays open until its rename is done: a temp file its directory's move left
+    // elsewhere is found through its descriptor and removed (see removeTemp). Nothing is in
+    // flight on it: the close only releases the descriptor (the data is synced; a close error
+    // after the rename would not undo it).
     try {
+      // The last moment to abort: after it, the rename replaces the destination.
+      abort.check()
       await commitTemp(tmp, target, exclusive)
     } catch (e) {
-      await removeTemp(tmp)
-      throw tempError(e, target)
+      throw tempError(e, target, await removeTemp(tmp, fh.fd))
+    } finally {
+      await fh.close().catch(() => {})
     }
     return w
   } finally {
@@ -449,7 +472,8 @@ interface Written {
  * Writes the chunks through a BlockWriter (aligned blocks, write-behind) to a path or handle; returns
  * the bytes written. `head`: the first chunk's first bytes are the file's own (see headOf), not
  * counted as the data's. `prepare`: run on the opened file before any data is written. `temp`: the
- * path of a temp file being written, removed at once when writing fails.
+ * path of the temp file `target` (its handle, which the caller closes) writes: reserved up front
+ * (`reserve`) and removed at once when writing fails.
  */
 async function writeBlocks(target: string | FileHandle, wopts: Record<string, unknown>, chunks: AsyncIterable<Uint8Array>, abort: AbortRace, syncDir = true, reserve = 0, signal?: AbortSignal, head = 0, prepare?: (fh: FileHandle) => Promise<void>, temp?: string): Promise<Written> {
   const { target: t, cfg } = writeConfig(target, wopts)
@@ -462,7 +486,7 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
     const fh = await abort.race(core.open())
     opened = true
     // A temp file being created whose length is known (see reserveSpace).
-    if (reserve > 0 && typeof target === 'string') await abort.race(reserveSpace(fh, reserve, target, signal))
+    if (reserve > 0 && temp !== undefined) await abort.race(reserveSpace(fh, reserve, temp, signal))
     // Before any data: the attributes the file must have (a temp file's, see keepAttrs). Not raced
     // against the abort: it works on the descriptor, which must stay open until it is done.
     if (prepare !== undefined) {
@@ -474,12 +498,21 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
       total += b.byteLength
     }
     await abort.race(core.finish())
+    // A temp file written shorter than its reservation (a view whose resizable ArrayBuffer shrank
+    // after the call): the reservation set its size, which finish cuts only where it padded a
+    // last block: cut to the data and synced again (a file of the data's length, as node:fs
+    // writes it, not zeros after it).
+    if (temp !== undefined && reserve > total - head) {
+      await abort.race(fh.truncate(total - head))
+      await abort.race(fh.datasync())
+    }
     return { total: total - head, direct: fh.direct, fallbackReason: fh.fallbackReason }
   } catch (e) {
     // A temp file is removed before the close, which waits for the writes in flight: on a slow
     // device that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it
     // (as copyBlocks). Not before its open completed: the open would create it after.
-    if (temp !== undefined && opened) await removeTemp(temp)
+    const fh = core.handle
+    if (temp !== undefined && opened) await removeTemp(temp, fh !== undefined && !fh.closed ? fh.fd : undefined)
     await core.destroy().catch(() => {})
     throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
   }
@@ -636,6 +669,8 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
     if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
     if (dstSt?.isFile() === true) plan.replaced = { path: plan.d, uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
+    // Another user's file in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
+    if (plan.replaced !== undefined && dstSt !== undefined) await plan.abort.race(refuseProtectedFile(plan.d, dstSt))
     return await copyBlocks(plan, dstSt?.isBlockDevice() === true)
   } finally {
     plan.abort.dispose()
@@ -650,6 +685,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   let tmp: string | undefined
   // The temp file's open when an abort left it in flight: it may create the file after the abort.
   const tmpOpen: { open?: Promise<void> } = {}
+  // Where a temp file whose rename failed was found and removed, when its directory had moved.
+  let removedAt: string | undefined
   try {
     const st = await abort.race(input.stat())
     if (!st.isFile() && !st.isBlockDevice()) throw misuse('ERR_INVALID_ARG_VALUE', `${s} is not a regular file or block device`, 'copy a file')
@@ -809,8 +846,8 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       destination: { direct: o2.direct, fallbackReason: o2.fallbackReason, path: d },
       ...(sha256 === undefined ? {} : { sha256 }),
     }
-    await o2.close()
-    out = undefined
+    // The temp file stays open until its rename is done: a temp file its directory's move left
+    // elsewhere is found through its descriptor and removed (see removeTemp).
     if (tmp !== undefined) {
       // The last moment to abort: after it, the rename replaces the destination.
       abort.check()
@@ -819,20 +856,28 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
       try {
         await commitTemp(t, d, exclusive)
       } catch (e) {
-        await removeTemp(t)
+        removedAt = await removeTemp(t, o2.fd)
         throw e
+      } finally {
+        // Nothing in flight: the close only releases the descriptor (the data is synced; a close
+        // error after the rename would not undo it).
+        out = undefined
+        await o2.close().catch(() => {})
       }
+    } else {
+      await o2.close()
+      out = undefined
     }
     return result
   } catch (e) {
-    throw tempError(abort.settle(e), d)
+    throw tempError(abort.settle(e), d, removedAt)
   } finally {
     if (tmp !== undefined) {
       // Removed once an open the abort left in flight is done (it would create the file after),
       // and before the closes, which wait for the reads and writes in flight: on a slow device
       // that can take long, and a process killed meanwhile (a second Ctrl-C) would leave it.
       await tmpOpen.open
-      await removeTemp(tmp)
+      await removeTemp(tmp, out !== undefined && !out.closed ? out.fd : undefined)
     }
     await out?.close().catch(() => {})
     await input.close().catch(() => {})
@@ -883,6 +928,8 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   }
   let destination: CopyResult['destination']
   if (dstSt !== undefined && isSequential(dstSt)) {
+    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
+    await abort.race(refuseProtectedFile(d, dstSt))
     await writeSequential(d, counted(source()), abort)
     destination = { direct: false, fallbackReason: `${d} is ${kindName(dstSt)}, written in place in sequence: direct I/O does not apply to it`, path: d }
   } else {
