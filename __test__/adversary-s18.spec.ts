@@ -822,11 +822,12 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
 // The streams' half of the case above: createWriteStream / writableWebStream onto another user's
 // FIFO in a sticky world-writable directory, as root with fs.protected_fifos on: fs's
 // createWriteStream opens it with O_CREAT ('w') and fails EACCES; odirect's stream opens an
-// existing FIFO through node:fs without O_CREAT (src/streams/node.ts openSequential: the streams
-// helper's file), which the kernel does not check, and writes the data to that user's reader.
-// The fix: refuse it as src/fileops.ts refuseProtectedFile does (exported there), before the open.
+// existing FIFO through node:fs without O_CREAT (src/streams/node.ts openSequential), which the
+// kernel does not check, and wrote the data to that user's reader. Fixed: with flags that carry
+// O_CREAT, openSequential refuses it as src/fileops.ts refuseProtectedFile does, before the open
+// (flags without O_CREAT, 'r+', open it as fs's stream does).
 if (SYSCTL_REASON === undefined) {
-  test.serial.failing("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
+  test.serial("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
     const old = sysctl('protected_fifos', 1)
     t.teardown(() => void sysctl('protected_fifos', old))
     const dir = stickyDir(0o1777)
@@ -880,8 +881,9 @@ if (SYSCTL_REASON === undefined) {
 // fix: a refused stream leaves the file as it was). An open without O_CREAT is not checked by the
 // kernel's protected_regular: as root, another user's file in /tmp is truncated and written with
 // root's data (the other user reads it), where fs.createWriteStream's open (O_CREAT | O_TRUNC) is
-// EACCES. Cause: src/streams/core.ts #openUntruncated (the streams helper's); the fix: refuse it as
-// src/fileops.ts refuseProtectedFile does (exported), before that open.
+// EACCES. Cause: src/streams/core.ts #openUntruncated. Fixed: the file it opened without O_CREAT
+// (no O_TRUNC either: nothing cut yet) is checked as src/fileops.ts refuseProtectedFile does, its
+// owner from the descriptor, and refused (closed) before the truncation and any write.
 if (SYSCTL_REASON === undefined) {
   test.serial.failing("machine-wide: fs.protected_regular: createWriteStream and writableWebStream with start 4096 (flags 'w') as root onto another user's file in a sticky world-writable directory fail EACCES as fs.createWriteStream does; the file untouched", async (t) => {
     const old = sysctl('protected_regular', 1)
@@ -889,6 +891,8 @@ if (SYSCTL_REASON === undefined) {
     const dir = stickyDir(0o1777)
     const theirs = path.join(dir, 'theirs')
     const reset = (): void => {
+      // (Made anew: root's own O_CREAT open of their file is what the sysctl refuses.)
+      fs.rmSync(theirs, { force: true })
       fs.writeFileSync(theirs, 'their contents')
       fs.chownSync(theirs, 65534, 65534)
     }
