@@ -885,7 +885,7 @@ if (SYSCTL_REASON === undefined) {
 // (no O_TRUNC either: nothing cut yet) is checked as src/fileops.ts refuseProtectedFile does, its
 // owner from the descriptor, and refused (closed) before the truncation and any write.
 if (SYSCTL_REASON === undefined) {
-  test.serial.failing("machine-wide: fs.protected_regular: createWriteStream and writableWebStream with start 4096 (flags 'w') as root onto another user's file in a sticky world-writable directory fail EACCES as fs.createWriteStream does; the file untouched", async (t) => {
+  test.serial("machine-wide: fs.protected_regular: createWriteStream and writableWebStream with start 4096 (flags 'w') as root onto another user's file in a sticky world-writable directory fail EACCES as fs.createWriteStream does; the file untouched", async (t) => {
     const old = sysctl('protected_regular', 1)
     t.teardown(() => void sysctl('protected_regular', old))
     const dir = stickyDir(0o1777)

@@ -12,7 +12,7 @@ import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import { type BackendName, getEngine } from '../engine'
 import { syncParentDir } from '../dirsync'
-import { resolveLinks } from '../fileops'
+import { refuseProtectedFile, resolveLinks } from '../fileops'
 import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { native } from '../native'
@@ -1083,13 +1083,26 @@ export class BlockWriter extends Core {
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'EEXIST') throw e
       }
+      let fh: FileHandle
       try {
-        return { fh: await withFlags(n & ~O_CREAT, path), created: false }
+        fh = await withFlags(n & ~O_CREAT, path)
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'ENOENT') throw e
+        // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
+        path = await resolveLinks(path)
+        continue
       }
-      // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
-      path = await resolveLinks(path)
+      // Opened without O_CREAT, which the kernel's fs.protected_regular does not check: another
+      // user's file in a sticky world-writable directory (/tmp), which fs.createWriteStream's
+      // open (O_CREAT | O_TRUNC) is refused (EACCES), is refused here before anything is cut or
+      // written (the file opened is the one checked: its owner from this descriptor).
+      try {
+        await refuseProtectedFile(await resolveLinks(path), await fh.stat())
+      } catch (e) {
+        await fh.close().catch(() => {})
+        throw e
+      }
+      return { fh, created: false }
     }
     return { fh: await withFlags(n), created: false }
   }
