@@ -831,7 +831,7 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
 // O_CREAT, openSequential refuses it as src/fileops.ts refuseProtectedFile does, before the open
 // (flags without O_CREAT, 'r+', open it as fs's stream does).
 if (SYSCTL_REASON === undefined) {
-  test.serial("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader", async (t) => {
+  test.serial("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader (with 'r+', no O_CREAT: written, as fs's)", async (t) => {
     const old = sysctl('protected_fifos', 1)
     t.teardown(() => void sysctl('protected_fifos', old))
     const dir = stickyDir(0o1777)
@@ -876,6 +876,18 @@ if (SYSCTL_REASON === undefined) {
     })()
     t.is((web as { code?: string } | undefined)?.code, 'EACCES', 'writableWebStream')
     t.is(drained(), '', 'writableWebStream: nothing reached their reader')
+    // Flags without O_CREAT ('r+'): the kernel does not check them, fs's stream writes to the FIFO,
+    // and so does odirect's (the refusal is the O_CREAT open's, not more).
+    const written = (ws: NodeJS.WritableStream & { on(e: string, f: (x?: unknown) => void): unknown }): Promise<unknown> =>
+      new Promise((resolve) => {
+        ws.on('error', resolve)
+        ws.on('close', () => resolve(undefined))
+        ws.end('r+ data\n')
+      })
+    t.is(await written(fs.createWriteStream(fifo, { flags: 'r+' })), undefined, "fs.createWriteStream 'r+' writes (the reference)")
+    t.is(drained(), 'r+ data\n')
+    t.is(await written(od.createWriteStream(fifo, { flags: 'r+' })), undefined, "createWriteStream 'r+'")
+    t.is(drained(), 'r+ data\n', "createWriteStream 'r+': written as fs's")
   })
 }
 
