@@ -12,7 +12,7 @@ import { writeFully } from '../blocks'
 import { allocForOverwrite, MAX_IO_LENGTH, PAGE_SIZE } from '../buffers'
 import { type BackendName, getEngine } from '../engine'
 import { syncParentDir } from '../dirsync'
-import { resolveLinks } from '../fileops'
+import { refuseProtectedFile, resolveLinks } from '../fileops'
 import { abortError, type DirectIoError, errno as E, kernelError, misuse } from '../errors'
 import { FileHandle } from '../handle'
 import { native } from '../native'
@@ -933,12 +933,21 @@ function releaseTaken(ab: ArrayBuffer | undefined): void {
 }
 
 interface WriteEntry {
+  /** Where in the file its write goes. */
+  pos: number
   /** Bytes of its write (the block's, padding included). */
   len: number
   logical: number
   state: 'pending' | 'ok' | 'failed'
   /** Why it failed. */
   err?: unknown
+  /**
+   * Its block: kept (not pooled, not released) until it and every write before it completed, so
+   * that a failed stream can tell its own bytes in the file from another writer's (see ownTail).
+   */
+  buf: Uint8Array
+  /** A transferred chunk's memory (see ReadyBlock.taken): released when the block is. */
+  taken?: ArrayBuffer
 }
 
 /**
@@ -962,6 +971,77 @@ async function readBack(path: string, into: Uint8Array, position: number): Promi
     await h?.close().catch(() => {})
   }
 }
+/** Read errors (EIO) a failed stream's read-back narrows down before it gives up (see ownTail). */
+const OWN_TAIL_FAILS = 64
+/** Bytes read back at a time (see ownTail). */
+const OWN_TAIL_PIECE = 1 << 20
+
+/**
+ * Whether every byte of the file in [from, to) is the failed stream's own (see
+ * BlockWriter.beforeClose): read back through a buffered descriptor of its own on the stream's
+ * open file (/proc/self/fd: the file the stream wrote, whatever its name now; a write-only
+ * handle's file too), each byte must be what the block written there holds (`entries`: the
+ * blocks after the last confirmed one, in file order), or, where a block failed or was cancelled
+ * (its write may have stopped anywhere) or past the last block (`end`: a reservation ahead), a
+ * zero or that block's byte. Bytes such a block's range cannot give back (EIO: the medium error
+ * that failed it) are narrowed down by halves to single bytes, at most OWN_TAIL_FAILS read errors:
+ * they are nobody's readable data. Anything else (another writer's bytes, a file this process
+ * cannot read back, too many errors): false, the size is left as it is.
+ */
+async function ownTail(fh: FileHandle, from: number, to: number, entries: readonly WriteEntry[], end: number): Promise<boolean> {
+  let h: Awaited<ReturnType<typeof fsOpen>> | undefined
+  try {
+    h = await fsOpen(`/proc/self/fd/${fh.fd}`, 'r')
+  } catch {
+    return false
+  }
+  const fails = { n: 0 }
+  /** [pos, pos + len) against `own` (from `ownAt`), zeros allowed with `hole`. */
+  const check = async (pos: number, len: number, own: Uint8Array | undefined, ownAt: number, hole: boolean): Promise<boolean> => {
+    const got = Buffer.allocUnsafe(len)
+    let n = 0
+    try {
+      while (n < len) {
+        const { bytesRead } = await (h as NonNullable<typeof h>).read(got, n, len - n, pos + n)
+        // The file ends sooner (cut since its stat): no bytes there to tell.
+        if (bytesRead === 0) break
+        n += bytesRead
+      }
+    } catch (e) {
+      if (!hole || (e as { code?: unknown }).code !== 'EIO' || ++fails.n > OWN_TAIL_FAILS) return false
+      if (len === 1) return true
+      const half = Math.floor(len / 2)
+      return (await check(pos, half, own, ownAt, hole)) && (await check(pos + half, len - half, own, ownAt + half, hole))
+    }
+    const view = got.subarray(0, n)
+    if (own !== undefined && view.equals(own.subarray(ownAt, ownAt + n))) return true
+    if (!hole) return false
+    for (let i = 0; i < n; i++) if (view[i] !== 0 && (own === undefined || view[i] !== own[ownAt + i])) return false
+    return true
+  }
+  const range = async (a: number, b: number, own: Uint8Array | undefined, base: number, hole: boolean): Promise<boolean> => {
+    for (let p = a; p < b; p += OWN_TAIL_PIECE) if (!(await check(p, Math.min(OWN_TAIL_PIECE, b - p), own, p - base, hole))) return false
+    return true
+  }
+  try {
+    let at = from
+    for (const e of entries) {
+      const a = Math.max(at, e.pos)
+      const b = Math.min(to, e.pos + e.len)
+      if (a >= b) continue
+      // A byte no block of this stream covers (none expected): not provably its own.
+      if (a > at) return false
+      if (!(await range(a, b, e.buf, e.pos, e.state !== 'ok'))) return false
+      at = b
+    }
+    // Past its last block: a reservation ahead, zeros.
+    if (at < to && (at < end || !(await range(at, to, undefined, at, true)))) return false
+    return true
+  } finally {
+    await h.close().catch(() => {})
+  }
+}
+
 /** Gathers chunks into aligned blocks and writes them, `writeBehind` in flight. */
 export class BlockWriter extends Core {
   #cfg: WriteConfig
@@ -1083,13 +1163,26 @@ export class BlockWriter extends Core {
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'EEXIST') throw e
       }
+      let fh: FileHandle
       try {
-        return { fh: await withFlags(n & ~O_CREAT, path), created: false }
+        fh = await withFlags(n & ~O_CREAT, path)
       } catch (e) {
         if ((e as { code?: unknown }).code !== 'ENOENT') throw e
+        // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
+        path = await resolveLinks(path)
+        continue
       }
-      // EEXIST, then ENOENT: a dangling link (or a name replaced between the two opens).
-      path = await resolveLinks(path)
+      // Opened without O_CREAT, which the kernel's fs.protected_regular does not check: another
+      // user's file in a sticky world-writable directory (/tmp), which fs.createWriteStream's
+      // open (O_CREAT | O_TRUNC) is refused (EACCES), is refused here before anything is cut or
+      // written (the file opened is the one checked: its owner from this descriptor).
+      try {
+        await refuseProtectedFile(await resolveLinks(path), await fh.stat())
+      } catch (e) {
+        await fh.close().catch(() => {})
+        throw e
+      }
+      return { fh, created: false }
     }
     return { fh: await withFlags(n), created: false }
   }
@@ -1134,9 +1227,9 @@ export class BlockWriter extends Core {
         break
       }
       const { buf, len, logical, taken } = this.#ready.shift() as ReadyBlock
-      const entry: WriteEntry = { len, logical, state: 'pending' }
-      this.#entries.push(entry)
       const pos = this.#pos
+      const entry: WriteEntry = { pos, len, logical, state: 'pending', buf, taken }
+      this.#entries.push(entry)
       this.#pos += len
       this.#inflight++
       this.#inflightBytes += len
@@ -1162,9 +1255,14 @@ export class BlockWriter extends Core {
             this.#inflight--
             this.#inflightBytes -= len
             entry.state = 'ok'
-            if (taken !== undefined) releaseTaken(taken)
-            else if (buf.byteLength === this.#chunk) this.#pool.push(buf)
-            while (this.#entries.length > 0 && this.#entries[0].state === 'ok') this.#bytesWritten += (this.#entries.shift() as WriteEntry).logical
+            // Its block is reused once it and every block before it are confirmed (until then a
+            // failure before it may need its bytes: see ownTail).
+            while (this.#entries.length > 0 && this.#entries[0].state === 'ok') {
+              const done = this.#entries.shift() as WriteEntry
+              this.#bytesWritten += done.logical
+              if (done.taken !== undefined) releaseTaken(done.taken)
+              else if (done.buf.byteLength === this.#chunk) this.#pool.push(done.buf)
+            }
             if (this.#failing) return this.#failed()
             this.#start(fh)
             this.#notify()
@@ -1174,7 +1272,6 @@ export class BlockWriter extends Core {
             this.#inflightBytes -= len
             entry.state = 'failed'
             entry.err = e
-            releaseTaken(taken)
             this.#dropReady()
             this.#failing = true
             this.#stopChain()
@@ -1475,14 +1572,29 @@ export class BlockWriter extends Core {
    * nor blocks written after one that failed leave the file longer than the data it holds in
    * order. A write that fails ENOSPC or EIO while later blocks in flight succeed (the last free
    * blocks taken by those) used to leave the file at its full length with the failed block a
-   * hole of zeros: a size that says whole (adversary-s17.spec). Best effort: a handle the caller
-   * closed stays as it is; a block device keeps its size; a file grown past this stream's
-   * writes by someone else (another part of the file written by another stream) is left.
+   * hole of zeros: a size that says whole (adversary-s17.spec). Only what is provably this
+   * stream's own is cut: every byte past the cut is read back (see ownTail) and must be what its
+   * blocks wrote there, or a hole it made (zeros where a failed or cancelled block or its
+   * reservation was); bytes another writer put there meanwhile (fs's stream, which never
+   * truncates, would keep them: adversary-s18.spec) leave the size as it is. Best effort: a
+   * handle the caller closed stays as it is; a block device keeps its size; a file grown past
+   * this stream's writes by someone else (another part of the file written by another stream) is
+   * left.
    */
   protected override async beforeClose(fh: FileHandle): Promise<void> {
     // Nothing in flight any more (destroy waited for it).
-    this.#releaseBlocks()
-    if (this.#finished) return
+    try {
+      if (!this.#finished) await this.#cutBack(fh)
+    } finally {
+      // The blocks kept for the comparison go back now.
+      for (const e of this.#entries) releaseTaken(e.taken)
+      this.#entries = []
+      this.#releaseBlocks()
+    }
+  }
+
+  /** See beforeClose. */
+  async #cutBack(fh: FileHandle): Promise<void> {
     const start = this.#cfg.start
     // The confirmed blocks, and of the first failed one what its short writes put in the file
     // before the failure (the error's position: the first byte not written), never past the data.
@@ -1498,7 +1610,7 @@ export class BlockWriter extends Core {
       (st) => st.size,
       () => Infinity,
     )
-    if (size > keep && size <= reached) await fh.truncate(keep).catch(() => {})
+    if (size > keep && size <= reached && (await ownTail(fh, keep, size, this.#entries, this.#pos))) await fh.truncate(keep).catch(() => {})
   }
 }
 

@@ -1,11 +1,11 @@
 // Node stream adapters over the direct-I/O core: `Readable` / `Writable` with fs's options.
 import { finished, Readable, Writable } from 'node:stream'
 
-import { guard, type PathLike } from '../args'
+import { guard, isCreatingFlags, type PathLike } from '../args'
 import type { FileHandle } from '../handle'
 import { isFileHandle } from '../open'
 import { misuse } from '../errors'
-import { AbortRace, isSequential, kindName, pseudoFs, SequentialFile, statIfExists } from '../fileops'
+import { AbortRace, isSequential, kindName, pseudoFs, refuseProtectedFile, resolveLinks, SequentialFile, statIfExists } from '../fileops'
 import { BlockReader, BlockWriter, type ReadConfig, type ReadStreamOptions, readConfig, type Target, watchAbort, type WriteStreamOptions, writeConfig } from './core'
 
 /** Calls `fn` when a FileHandle target emits 'close'; returns an unsubscribe (a no-op for paths). */
@@ -36,7 +36,7 @@ const closedUnder = (path: string): Error =>
  * O_DIRECT, no padding, no fsync; as writeFile writes it): the file opened in sequence through
  * node:fs, as fs's streams would; undefined for anything else (the engine's).
  */
-export async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace): Promise<SequentialFile | undefined> {
+export async function openSequential(target: Target, positioned: boolean, write: boolean, abort: AbortRace, flags?: string): Promise<SequentialFile | undefined> {
   if (typeof target !== 'string') return undefined
   const st = await statIfExists(target)
   if (st === undefined) return undefined
@@ -45,7 +45,17 @@ export async function openSequential(target: Target, positioned: boolean, write:
   if (!isSequential(st) && pseudo === undefined) return undefined
   const kind = pseudo !== undefined ? `a file of ${pseudo} (a kernel pseudo filesystem)` : kindName(st)
   if (positioned) throw misuse('ERR_ODIRECT_UNSUPPORTED', `start and end need positions, and ${target} is ${kind}, read and written in sequence`, 'use it without start and end', { path: target })
+  // Another user's FIFO in a sticky world-writable directory (/tmp) that fs.createWriteStream's
+  // open (O_CREAT: 'w', the default) is refused by the kernel's fs.protected_fifos: this open has
+  // no O_CREAT, which the kernel does not check, so it is refused here (as writeFile's; see
+  // refuseProtectedFile). Flags without O_CREAT ('r+') open it as fs's stream does.
+  if (write && st.isFIFO() && flags !== undefined && createsFile(flags)) await abort.race(resolveLinks(target).then((at) => refuseProtectedFile(at, st)))
   return SequentialFile.open(target, write, abort)
+}
+
+/** Whether open flags carry O_CREAT ('w', 'a' and their forms, or numeric flags with it). */
+function createsFile(flags: string): boolean {
+  return isCreatingFlags(flags) || flags.startsWith('a')
 }
 
 /** What Readable's `[Symbol.asyncIterator]()` returns (its chunks typed as Node types them). */
@@ -285,6 +295,8 @@ export class DirectWriteStream extends Writable {
   readonly #core: BlockWriter
   readonly #unwatch: () => void
   readonly #start: number
+  /** The stream's open flags (see openSequential: another user's FIFO). */
+  readonly #flags: string
   /** A FIFO or character device path: written in sequence through node:fs (no positions, no direct I/O). */
   #seq: SequentialFile | undefined
   readonly #seqAbort: AbortRace
@@ -297,6 +309,7 @@ export class DirectWriteStream extends Writable {
     this.#core = new BlockWriter(target, cfg)
     this.#core.onError = (e) => this.destroy(e as Error)
     this.#start = cfg.start
+    this.#flags = cfg.flags
     this.#seqAbort = new AbortRace(undefined, this.#core.path, 'write')
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
     // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
@@ -373,7 +386,7 @@ export class DirectWriteStream extends Writable {
   }
 
   async #openWrite(): Promise<number> {
-    this.#seq = await openSequential(this.#core.target, this.#start !== 0, true, this.#seqAbort)
+    this.#seq = await openSequential(this.#core.target, this.#start !== 0, true, this.#seqAbort, this.#flags)
     return this.#seq?.fd ?? (await this.#core.open()).fd
   }
 

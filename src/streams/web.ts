@@ -133,7 +133,7 @@ function writableWebStreamImpl(pathOrHandle: PathLike | FileHandle, options?: Wr
       // room, i.e. for a block to complete (never, on a hung device); the controller's signal
       // fires at once: the blocks the engine holds are cancelled then, not started.
       controller.signal?.addEventListener('abort', () => void teardown().catch(() => {}), { once: true })
-      seq = await openSequential(target, cfg.start !== 0, true, seqAbort).catch(failed)
+      seq = await openSequential(target, cfg.start !== 0, true, seqAbort, cfg.flags).catch(failed)
       if (seq === undefined) await core.open().catch(failed)
     },
     async write(chunk) {
