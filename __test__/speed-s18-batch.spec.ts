@@ -88,11 +88,12 @@ async function childRun(file: string, env: NodeJS.ProcessEnv): Promise<Run> {
   return { backend, ok: ok === 'true', waits: Number(waits), mins, submittingWaits }
 }
 
-/** The env of a child: this process's, without the batch wait switches, plus `extra`. */
+/** The env of a child: this process's, without the switches that make other waits, plus `extra`. */
 function envWith(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = { ...process.env }
   delete env.ODIRECT_BATCH_WAIT
   delete env.ODIRECT_BATCH_WAIT_TMPFS
+  delete env.ODIRECT_WAKE_WAIT
   return { ...env, ...extra }
 }
 
