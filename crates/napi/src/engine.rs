@@ -203,6 +203,8 @@ pub struct Inner {
     submit_every: usize,
     /// Reads/writes on such files staged since the last flush.
     early: usize,
+    /// A flush leaves the ring's entries unsubmitted (see [`Inner::flush_but_ring`]).
+    hold_ring: bool,
     /// A lone read/write goes to the kernel in its staging call (see [`Inner::rw`]);
     /// `ODIRECT_SUBMIT_ALONE=0` turns it off (for A/B).
     submit_alone: bool,
@@ -598,7 +600,7 @@ const TMPFS_WAIT_BYTES: u64 = 64 << 10;
 /// exit to the hypervisor), and so does cancelling it. Measured on this VM (HZ 250): a
 /// 50 µs or 1 ms timeout made each wait cost ~10 µs more (tmpfs QD 1 pinned: 18.7 vs 7.7 µs
 /// per op), 5 or 20 ms nothing.
-fn tick_safe_timeout() -> std::time::Duration {
+pub(crate) fn tick_safe_timeout() -> std::time::Duration {
     let mut res = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -759,6 +761,7 @@ impl Inner {
             quiet: false,
             submit_every: crate::env::number("ODIRECT_SUBMIT_EVERY").unwrap_or(SUBMIT_EVERY),
             early: 0,
+            hold_ring: false,
             submit_alone: crate::env::on_unless_zero("ODIRECT_SUBMIT_ALONE"),
             alone_submits: 0,
             round_bytes: 0,
@@ -1666,6 +1669,15 @@ impl Inner {
         self.submit_staged(false);
     }
 
+    /// [`Inner::flush`], but the ring's new entries are left in its submission queue for the
+    /// `io_uring_enter` of the [`Inner::wait_ring`] that follows at once, which submits them
+    /// and waits in one call (`batch::wait`).
+    pub(crate) fn flush_but_ring(&mut self) {
+        self.hold_ring = true;
+        self.submit_staged(false);
+        self.hold_ring = false;
+    }
+
     /// [`Inner::flush`], waiting in the kernel (up to `wait_us`) for the completion of a lone
     /// io_uring op (or a write and its linked fdatasync) it submits, as fio does at depth 1,
     /// instead of letting the event loop wake the thread for it. True when completions are
@@ -1843,7 +1855,7 @@ impl Inner {
                 }
                 self.quiet = quiet && reap_now;
                 waited = true;
-            } else {
+            } else if !(self.hold_ring && i == ring) {
                 d.submit();
             }
         }
@@ -2015,6 +2027,9 @@ impl Inner {
         let mut reset = first;
         // Only the first reap of a wake-up may wait for more (see `wake_wait`).
         let mut may_wake_wait = first;
+        // The batch waits' budget starts at the wake-up's first reap, not at each (see
+        // `batch::wait`): it bounds the waits of the whole wake-up.
+        let mut first_wait = first;
         loop {
             let mut raw = std::mem::take(&mut self.raw);
             self.gather(&mut raw, reset);
@@ -2027,7 +2042,7 @@ impl Inner {
             if std::mem::take(&mut may_wake_wait) && !self.wake_wait_end && self.wake_wait(n) {
                 continue;
             }
-            if !out.is_empty() || !crate::batch::wait(self, first) {
+            if !out.is_empty() || !crate::batch::wait(self, std::mem::take(&mut first_wait)) {
                 return n;
             }
         }
@@ -2104,6 +2119,11 @@ impl Inner {
     /// Whether ops on `fd` may sleep in their submission (`FD_MAY_BLOCK`: FUSE, NFS, FIFOs...).
     pub(crate) fn may_block(&self, fd: i32) -> bool {
         self.fds.facts(fd) & FD_MAY_BLOCK != 0
+    }
+
+    /// Whether `fd` is a tmpfs/ramfs file ([`FD_INLINE`]): no device, its ops are copies.
+    pub(crate) fn copies_inline(&self, fd: i32) -> bool {
+        self.fds.facts(fd) & FD_INLINE != 0
     }
 
     /// Submits what the ring holds and waits in the kernel up to `timeout` for `want` of its

@@ -351,6 +351,17 @@ impl LocalRing {
                 poll_ring,
             );
         }
+        // `ODIRECT_IOWQ_BOUNDED=n` (opt-in, for A/B): at most n bounded io-wq workers for this
+        // thread (IORING_REGISTER_IOWQ_MAX_WORKERS, 5.15+; regular files' punted reads and
+        // writes are bounded work, those of may-block files unbound). Ignored where refused.
+        if let Some(n) = std::env::var("ODIRECT_IOWQ_BOUNDED")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+        {
+            let mut max = [n, 0];
+            let _ = r.ring.submitter().register_iowq_max_workers(&mut max);
+        }
         // Registered files (5.19+ sparse tables) are opt-in (ODIRECT_URING_FIXED_FILES=1):
         // measured here they did not win (tmpfs 4 KiB QD64, 3 interleaved pairs: 217k/266k/254k
         // IOPS and 4.4/3.7/3.9 us CPU per op with them, 252k/252k/247k and 3.9/4.0/4.0 without).
