@@ -7,8 +7,7 @@
 // - loop: `reads` lone reads of block i (byte i & 255 in every byte of block i), then `done`
 //   with how many were wrong; stays open until `end` (the parent stops its trace first).
 // - held: one lone read of block 0 (the parent holds it in faultfs): `started`, then `returned`
-//   when the read's call returns (its wait ended), `event` when stdin says `event`, `read` when
-//   the read completes (once released).
+//   when the read's call returns (its wait ended), `read` when the read has settled.
 // - signal: a SIGUSR2 handler, a signal to itself (libuv's signal pipe is then readable: the
 //   loop has an event it has not polled yet), and at once a lone read: `returned` when its call
 //   returns, `signal` when the handler runs, `read` when the read completes.
@@ -28,7 +27,7 @@ const line = (): Promise<string> =>
 
 const fh = await open(file, 'r', { backend: 'io_uring' })
 const buf = fh.alloc(UNIT)
-const expect = (i: number): number => (scenario === 'loop' ? i & 255 : 0x5a)
+const expect = (i: number): number => (scenario === 'held' ? 0x5a : i & 255)
 const readOnce = async (i: number): Promise<{ bytesRead: number; ok: boolean }> => {
   const { bytesRead } = await fh.read(buf, 0, UNIT, i * UNIT)
   return { bytesRead, ok: buf.every((x) => x === expect(i)) }
@@ -45,25 +44,12 @@ if (scenario === 'loop') {
   say('done', { before, wrong })
   await line()
 } else if (scenario === 'held') {
-  let pending: Promise<{ bytesRead: number; ok: boolean }> | undefined
-  await new Promise<void>((finish) => {
-    process.stdin.setEncoding('utf8')
-    process.stdin.on('data', (d: string) => {
-      for (const l of d.split('\n').filter((x) => x !== '')) {
-        if (l === 'go') {
-          say('started')
-          pending = readOnce(0)
-          // Here only once the wait ended (by the loop's event: the parent's cap is long).
-          say('returned')
-          void pending.then((r) => {
-            say('read', r)
-            process.stdin.destroy()
-            finish()
-          })
-        } else if (l === 'event') say('event', { readPending: pending !== undefined })
-      }
-    })
-  })
+  await line()
+  say('started')
+  const pending = readOnce(0)
+  // Here only once the wait ended (the read released: the parent's cap is long).
+  say('returned')
+  say('read', await pending)
 } else if (scenario === 'signal') {
   await line()
   let order: string[] = []
