@@ -1194,10 +1194,7 @@ impl Inner {
         let on_ring = self.ops[k as usize]
             .as_ref()
             .is_some_and(|r| r.backend == BackendKind::IoUring);
-        if let (true, Some(d)) = (
-            on_ring,
-            self.drivers[BackendKind::IoUring.index()].as_mut(),
-        ) {
+        if let (true, Some(d)) = (on_ring, self.drivers[BackendKind::IoUring.index()].as_mut()) {
             let size = usize::BITS - length.leading_zeros();
             d.hint_lone((u64::from(fd as u32) << 32) | (u64::from(write) << 31) | u64::from(size));
         }

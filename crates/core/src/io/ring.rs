@@ -294,7 +294,11 @@ impl Hybrid {
     /// The class `key`'s slot (a new one replaces the least recently used, seeded).
     fn class(&mut self, key: u64) -> usize {
         self.tick += 1;
-        let i = match self.classes.iter().position(|c| c.used != 0 && c.key == key) {
+        let i = match self
+            .classes
+            .iter()
+            .position(|c| c.used != 0 && c.key == key)
+        {
             Some(i) => i,
             None => {
                 let i = (0..HYBRID_CLASSES)
@@ -1390,7 +1394,17 @@ impl Driver for LocalRing {
 
     fn hybrid_stats(&self) -> [u64; 9] {
         let s = self.hybrid.stats;
-        [s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], self.hybrid.seed_ns]
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            s[4],
+            s[5],
+            s[6],
+            s[7],
+            self.hybrid.seed_ns,
+        ]
     }
 
     fn watch_swaps(&mut self, fd: RawFd) -> Option<bool> {
@@ -1603,6 +1617,40 @@ mod tests {
     /// call returns (a quiet ring left the eventfd alone); a read that nothing completes (an
     /// empty pipe) makes it return after its timeout with nothing to reap, the read still in
     /// flight and reaped normally once a write completes it.
+    #[test]
+    fn hybrid_wait_sleeps_then_spins_to_its_bound_then_sleeps_again() {
+        let mut r = LocalRing::new(8).unwrap();
+        if !r.taskrun_flag {
+            return; // the spin watches IORING_SQ_TASKRUN
+        }
+        r.hybrid.on = true;
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        // A class never seen: a plain wait (nothing learned from it: it times out).
+        let _b = queue_pipe_reads(&mut r, &rx, 1);
+        r.hint_lone(8);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(2), None));
+        assert_eq!(r.hybrid_stats()[..6], [0, 0, 0, 0, 0, 1]);
+        tx.write_all(b"x").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+        // A class with a learned sleep (100 µs): a pipe read nobody writes sleeps that long, spins
+        // to its bound (50 µs), then sleeps for the rest of the timeout, and the sleep grows.
+        let i = r.hybrid.class(7);
+        r.hybrid.classes[i].sleep_ns = 100_000;
+        let _b = queue_pipe_reads(&mut r, &rx, 1);
+        r.hint_lone(7);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(20), None));
+        assert_eq!(r.hybrid_stats()[..6], [1, 0, 0, 1, 0, 1]);
+        assert!(r.hybrid.classes[i].sleep_ns > 100_000);
+        assert!(r.hybrid_stats()[6] >= 50_000, "spun to the bound");
+        // A hint is for one wait: a submit in between drops it (the next wait is plain).
+        r.hint_lone(7);
+        r.submit();
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1), None));
+        assert_eq!(r.hybrid_stats()[..6], [1, 0, 0, 1, 0, 1]);
+        tx.write_all(b"y").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+    }
+
     #[test]
     fn submit_and_wait_reaps_a_lone_read_or_returns_at_its_timeout() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
