@@ -1188,7 +1188,7 @@ impl Inner {
     }
 
     /// Tells the ring that its next wait is for the lone disk read/write `k` (`length` bytes on
-    /// `fd`): it may wait in the hybrid way (`ODIRECT_WAIT_HYBRID`), learning how long such ops
+    /// `fd`): it may wait in the hybrid way (`ODIRECT_WAIT_HYBRID=1`, opt-in), learning how long such ops
     /// take per file, direction and size (a power of two).
     fn hint_lone(&mut self, k: u32, fd: i32, write: bool, length: usize) {
         let on_ring = self.ops[k as usize]

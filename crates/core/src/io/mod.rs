@@ -194,8 +194,8 @@ pub trait Driver: Send {
     /// time): the driver may wait for it in a hybrid way (the ring's `Hybrid`). Default: ignored.
     fn hint_lone(&mut self, _class: u64) {}
 
-    /// Counts of the hybrid waits (see the ring's `Hybrid::stats`) and the sleep learned last
-    /// (ns). Default: zeros.
+    /// Counts of the hybrid waits and their spins and wake-ups in ns (the ring's
+    /// `Hybrid::stats`), and the sleep learned last (ns). Default: zeros.
     fn hybrid_stats(&self) -> [u64; 9] {
         [0; 9]
     }
