@@ -15,7 +15,8 @@
 // system call's entry (counted per op), io_uring submit_req / complete / local_work_run /
 // cqring_wait / queue_async_work / task_add / poll_arm, block rq_insert / rq_issue /
 // rq_complete, irq handler entry (the virtio completion interrupt), sched_waking / wakeup /
-// switch, power:cpu_idle. Keeps PREFIX.txt (perf script) unless QD1_PHASES_KEEP=0.
+// switch, power:cpu_idle, the hrtimers of waiting io_uring_enter calls (start, expiry: a hybrid
+// wait's timer, ODIRECT_WAIT_HYBRID; timestamps on CLOCK_MONOTONIC, the timers' clock). Keeps PREFIX.txt (perf script) unless QD1_PHASES_KEEP=0.
 // The submitting thread is the command's thread (or a thread of a process it forked) with the
 // most io_uring_enter calls (or TID). An op runs from
 // the io_uring_enter that submits its READ/WRITE to the next such enter; its phases (medians, µs):
@@ -50,6 +51,8 @@ const EVENTS = [
   'sched:sched_switch',
   'power:cpu_idle',
   'sched:sched_process_fork',
+  'timer:hrtimer_start',
+  'timer:hrtimer_expire_entry',
 ]
 
 const LINE = /^\s*(.*?)\s+(\d+)\/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\w+:\w+):\s*(.*)$/
@@ -93,6 +96,7 @@ function ops(evs, pidOf, tids) {
       if (live()) {
         if (!tids.has(next) && next !== 0) cur.others.add((own(next) ? 'OWN ' : '') + (/next_comm=(.*?) next_pid/.exec(rest)?.[1] ?? next))
         if (tids.has(next) && cur.W !== undefined && cur.R === undefined) cur.R = t
+        if (tids.has(next) && cur.TW !== undefined && cur.TR === undefined) cur.TR = t
         if (tids.has(prev) && cur.sleep === undefined) {
           cur.sleep = t
           cur.sleepCpu = cpu
@@ -104,6 +108,17 @@ function ops(evs, pidOf, tids) {
       if (live() && Number(field(rest, 'cpu_id')) === (cur.sleepCpu ?? cpu)) {
         if (Number(field(rest, 'state')) !== IDLE_EXIT) cur.idleIn ??= t
         else cur.idleOut ??= t
+      }
+      continue
+    }
+    if (ev === 'timer:hrtimer_start' || ev === 'timer:hrtimer_expire_entry') {
+      // The timer of a waiting io_uring_enter (its EXT_ARG timeout): a hybrid wait's short sleep.
+      if (!/function=io_cqring_(min_)?timer_wakeup/.test(rest) || cur === undefined) continue
+      if (ev === 'timer:hrtimer_start') {
+        if (tids.has(tid) && cur.C === undefined && cur.Texp === undefined) cur.Texp = Number(field(rest, 'expires')) / 1000
+      } else if (cur.Texp !== undefined && cur.T === undefined && Number(field(rest, 'now')) / 1000 <= cur.Texp + 1e5) {
+        cur.T = t
+        cur.Tnow = Number(field(rest, 'now')) / 1000
       }
       continue
     }
@@ -124,6 +139,7 @@ function ops(evs, pidOf, tids) {
       continue
     }
     if (ev === 'sched:sched_wakeup' || ev === 'sched:sched_waking') {
+      if (tids.has(Number(field(rest, 'pid'))) && cur?.T !== undefined && cur.C === undefined && ev === 'sched:sched_waking') cur.TW ??= t
       if (tids.has(Number(field(rest, 'pid'))) && cur?.C !== undefined) {
         if (ev === 'sched:sched_wakeup') cur.W ??= t
         else cur.Wg ??= t
@@ -232,6 +248,19 @@ function report(file, tidArg) {
   row('S -> switched out (sleep)', 'S', 'sleep')
   row('sleep -> idle in', 'sleep', 'idleIn')
   row('idle out -> R', 'idleOut', 'R')
+  // A hybrid wait (ODIRECT_WAIT_HYBRID): the thread's timer, not the completion, woke it (perf
+  // records with -k CLOCK_MONOTONIC, the timers' clock, so deadlines compare with event times).
+  const timed = full.filter((o) => o.T !== undefined && (o.C === undefined || o.T < o.C))
+  if (timed.length) {
+    console.log(`  woken by the wait's timer before the completion: ${timed.length} ops; by the completion: ${full.filter((o) => o.W !== undefined).length}`)
+    row('timer deadline -> expiry (T)', 'Texp', 'T')
+    row('T -> waking', 'T', 'TW')
+    row('T -> switched in (timer wake)', 'T', 'TR')
+    row('timer deadline -> switched in', 'Texp', 'TR')
+    row('idle out -> timer wake switched in', 'idleOut', 'TR')
+    row('timer wake switched in -> complete (C)', 'TR', 'C')
+  }
+  row('Q irq entry -> R (completion wake)', 'Q', 'R')
   const n = full.length
   const per = (pairs) => pairs.slice(0, 8).map(([k, v]) => `${k} ${(v / n).toFixed(2)}`).join(', ')
   console.log(`  enters per op: ${tally(full, (o) => [[o.enters, 1]]).map(([k, v]) => `${k}: ${v}`).join(', ')}`)
@@ -278,7 +307,7 @@ function main() {
   }
   const prefix = argv[0]
   const cmd = argv.slice(2)
-  const rec = spawnSync('perf', ['record', '-q', '-o', `${prefix}.data`, ...EVENTS.flatMap((e) => ['-e', e]), '-a', '--', ...cmd], { stdio: ['ignore', 'inherit', 'inherit'] })
+  const rec = spawnSync('perf', ['record', '-q', '-k', 'CLOCK_MONOTONIC', '-o', `${prefix}.data`, ...EVENTS.flatMap((e) => ['-e', e]), '-a', '--', ...cmd], { stdio: ['ignore', 'inherit', 'inherit'] })
   if (rec.status !== 0) throw new Error(`perf record exited ${rec.status}`)
   const out = fs.openSync(`${prefix}.txt`, 'w')
   spawnSync('perf', ['script', '-i', `${prefix}.data`, '-F', 'comm,pid,tid,cpu,time,event,trace', '--ns'], { stdio: ['ignore', out, 'ignore'], maxBuffer: 1 << 30 })

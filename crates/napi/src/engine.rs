@@ -1137,6 +1137,7 @@ impl Inner {
                 // Submitted; its completion comes as any other's.
                 return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
             } else if self.disk_gate(fd) {
+                self.hint_lone(k, fd, write, length);
                 self.disk_waiting = true;
                 let done = self.wait_in_call(k, bounced);
                 self.disk_waiting = false;
@@ -1187,6 +1188,26 @@ impl Inner {
                 true
             }
         }
+    }
+
+    /// Tells the ring that its next wait is for the lone disk read/write `k` (`length` bytes on
+    /// `fd`): it may wait in the hybrid way (`ODIRECT_WAIT_HYBRID=1`, opt-in), learning how long such ops
+    /// take per file, direction and size (a power of two).
+    fn hint_lone(&mut self, k: u32, fd: i32, write: bool, length: usize) {
+        let on_ring = self.ops[k as usize]
+            .as_ref()
+            .is_some_and(|r| r.backend == BackendKind::IoUring);
+        if let (true, Some(d)) = (on_ring, self.drivers[BackendKind::IoUring.index()].as_mut()) {
+            let size = usize::BITS - length.leading_zeros();
+            d.hint_lone((u64::from(fd as u32) << 32) | (u64::from(write) << 31) | u64::from(size));
+        }
+    }
+
+    /// The ring's hybrid-wait counts (`Driver::hybrid_stats`; zeros without a ring).
+    pub fn hybrid_stats(&self) -> [u64; 9] {
+        self.drivers[BackendKind::IoUring.index()]
+            .as_ref()
+            .map_or([0; 9], |d| d.hybrid_stats())
     }
 
     /// Whether the flush of a lone read/write of `length` bytes on `fd` may wait in the kernel

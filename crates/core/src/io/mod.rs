@@ -189,6 +189,17 @@ pub trait Driver: Send {
         0
     }
 
+    /// The next [`Driver::submit_and_wait`] (and only it) waits for a lone read/write on a block
+    /// device's O_DIRECT file, of `class` (its file, direction and size: ops alike in device
+    /// time): the driver may wait for it in a hybrid way (the ring's `Hybrid`). Default: ignored.
+    fn hint_lone(&mut self, _class: u64) {}
+
+    /// Counts of the hybrid waits and their spins and wake-ups in ns (the ring's
+    /// `Hybrid::stats`), and the sleep learned last (ns). Default: zeros.
+    fn hybrid_stats(&self) -> [u64; 9] {
+        [0; 9]
+    }
+
     /// Arms (unless armed) a one-shot poll for POLLPRI on `fd`, an open `/proc/swaps`, which
     /// the kernel raises when swap is turned on or off: Some(true) armed now (read the list
     /// after this), Some(false) armed already, None when the driver cannot (default).

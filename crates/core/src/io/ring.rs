@@ -171,6 +171,8 @@ pub struct LocalRing {
     /// on the ring's flags before it sleeps in the kernel (`ODIRECT_WAIT_SPIN_US`, opt-in,
     /// at most [`MAX_SPIN`]; zero: off).
     spin: std::time::Duration,
+    /// The hybrid wait of a lone disk op (`ODIRECT_WAIT_HYBRID`, see [`Hybrid`]).
+    hybrid: Hybrid,
 }
 
 /// The longest `ODIRECT_WAIT_SPIN_US` honoured.
@@ -184,6 +186,187 @@ fn spin_from_env() -> std::time::Duration {
         .map_or(std::time::Duration::ZERO, |us| {
             std::time::Duration::from_micros(us).min(MAX_SPIN)
         })
+}
+
+/// A lone disk op's hybrid wait (`ODIRECT_WAIT_HYBRID=1`, opt-in; the idea of the kernel's
+/// IORING_SETUP_HYBRID_IOPOLL, made in user space on an interrupt-driven ring): the waiting
+/// thread sleeps in the kernel with a timeout shorter than the op's device time, so that the
+/// timer, not the completion's interrupt, brings it back, then watches the ring's flags in user
+/// space until the completion arrives (bounded: half the sleep, within 10 µs and
+/// `ODIRECT_WAIT_HYBRID_SPIN_US`, default 50), posts it with a GETEVENTS that does not sleep,
+/// and past the bound sleeps for the rest of the wait as a plain wait would. The aim: the
+/// wake-up from a halted CPU (~15 µs on this VM, guest halt polling off) overlaps the device's
+/// time instead of following it, for a few µs of spinning per op instead of the whole device
+/// time (`ODIRECT_WAIT_SPIN_US`).
+///
+/// The sleep is learned per class of op (file descriptor, read or write, size as a power of
+/// two) as a running quantile: a wait woken during its sleep by the completion shortens it by
+/// `(100 - pct) / 800` of itself, a wait whose timer came first lengthens it by `pct / 800`, so
+/// that about `pct` % (`ODIRECT_WAIT_HYBRID_PCT`, default 30) are woken by the completion (as
+/// without the hybrid) and the others by their timer, before it. A class's first wait sleeps
+/// plainly and starts the sleep at half its time (the kernel's hybrid poll starts so too); a new
+/// class starts from the last sleep learned. A sleep longer than [`HYBRID_MAX`] (a seek, a
+/// network block device; `ODIRECT_WAIT_HYBRID_MAX_US`) or than the wait's own timeout allows
+/// waits plainly, as does any wait the engine did not mark as a lone disk op's
+/// (`Driver::hint_lone`).
+///
+/// Not the default: measured on this VM (a nested guest, where arming a timer shorter than the
+/// next tick is an exit to the hypervisor) the short timer itself costs ~11 µs of system time
+/// per op and fires ~10 µs past its deadline (bench/qd1-phases.cjs), so a lone read's p50
+/// reaches fio's but its CPU per op is ~1.4-1.6x the plain wait's (README "Depth 1 on the disk").
+struct Hybrid {
+    on: bool,
+    /// The share (%) of waits aimed at to be woken by the completion during their sleep.
+    pct: u64,
+    /// The longest spin after the timer's wake-up before sleeping again.
+    max_spin: std::time::Duration,
+    /// A learned sleep above this: plain waits ([`HYBRID_MAX`]; `ODIRECT_WAIT_HYBRID_MAX_US`,
+    /// for tests on a slow fixture such as a loop device over FUSE).
+    max_sleep: std::time::Duration,
+    classes: [HybridClass; HYBRID_CLASSES],
+    /// Counts uses, for the least recently used class to be replaced.
+    tick: u64,
+    /// The class of the next [`Driver::submit_and_wait`] (taken by it; cleared by a submit).
+    next: Option<u64>,
+    /// The sleep learned last (ns), a new class's first.
+    seed_ns: u64,
+    /// [hybrid waits (slept short or spun), woken during the sleep by the completion (or an
+    /// event of the watched loop), found by spinning after the timer's wake-up (or from the
+    /// start), spins that reached their bound and slept again, waits that spun from the start
+    /// (a sleep too short to arm), plain waits of a marked class (first of its class, slower
+    /// than `HYBRID_MAX`, or a timeout shorter than the sleep), ns spun in all, ns from the
+    /// sleep's end to the thread back in user space over the timer's wake-ups].
+    stats: [u64; 8],
+}
+
+#[derive(Clone, Copy, Default)]
+struct HybridClass {
+    key: u64,
+    /// The sleep (ns); 0: not learned yet.
+    sleep_ns: u64,
+    used: u64,
+}
+
+/// Classes remembered by the hybrid wait (files x directions x sizes in use at once).
+const HYBRID_CLASSES: usize = 8;
+/// A learned sleep above this: the device is too slow for spinning to matter, waits sleep
+/// plainly (and keep learning from their whole time).
+const HYBRID_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+/// A learned sleep below this is not armed: the wait spins from the start (a device faster than
+/// the wake-up).
+const HYBRID_MIN_SLEEP: std::time::Duration = std::time::Duration::from_micros(3);
+/// The share (%) of hybrid waits aimed at to be woken by the completion during their sleep
+/// (`ODIRECT_WAIT_HYBRID_PCT`).
+const HYBRID_PCT: u64 = 30;
+/// The shortest sleep learned.
+const HYBRID_FLOOR_NS: u64 = 1_000;
+/// The spin's bound is half the sleep, within [this, `max_spin`].
+const HYBRID_MIN_SPIN: std::time::Duration = std::time::Duration::from_micros(10);
+
+/// What the first (timed) part of a hybrid wait found.
+enum HybridPlan {
+    /// Not a hybrid wait: one plain sleep for the whole timeout (learning the class's sleep when
+    /// `Some(class)`).
+    Plain(Option<usize>),
+    /// Sleep this long (zero: not at all), then spin up to the bound.
+    Hybrid(usize, std::time::Duration, std::time::Duration),
+}
+
+impl Hybrid {
+    fn from_env() -> Hybrid {
+        let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        Hybrid {
+            on: std::env::var("ODIRECT_WAIT_HYBRID").as_deref() == Ok("1"),
+            pct: num("ODIRECT_WAIT_HYBRID_PCT").map_or(HYBRID_PCT, |p| p.clamp(1, 99)),
+            max_spin: std::time::Duration::from_micros(
+                num("ODIRECT_WAIT_HYBRID_SPIN_US").map_or(50, |us| us.clamp(1, 1000)),
+            ),
+            max_sleep: num("ODIRECT_WAIT_HYBRID_MAX_US")
+                .map_or(HYBRID_MAX, std::time::Duration::from_micros),
+            classes: [HybridClass::default(); HYBRID_CLASSES],
+            tick: 0,
+            next: None,
+            seed_ns: 0,
+            stats: [0; 8],
+        }
+    }
+
+    /// The class `key`'s slot (a new one replaces the least recently used, seeded).
+    fn class(&mut self, key: u64) -> usize {
+        self.tick += 1;
+        let i = match self
+            .classes
+            .iter()
+            .position(|c| c.used != 0 && c.key == key)
+        {
+            Some(i) => i,
+            None => {
+                let i = (0..HYBRID_CLASSES)
+                    .min_by_key(|&i| self.classes[i].used)
+                    .unwrap_or(0);
+                self.classes[i] = HybridClass {
+                    key,
+                    sleep_ns: self.seed_ns,
+                    used: 0,
+                };
+                i
+            }
+        };
+        self.classes[i].used = self.tick;
+        i
+    }
+
+    fn plan(&mut self, key: Option<u64>, timeout: std::time::Duration) -> HybridPlan {
+        let Some(key) = key.filter(|_| self.on) else {
+            return HybridPlan::Plain(None);
+        };
+        let i = self.class(key);
+        let sleep = std::time::Duration::from_nanos(self.classes[i].sleep_ns);
+        let spin = (sleep / 2).clamp(HYBRID_MIN_SPIN, self.max_spin.max(HYBRID_MIN_SPIN));
+        if sleep.is_zero() || sleep > self.max_sleep || sleep + spin >= timeout {
+            self.stats[5] += 1;
+            return HybridPlan::Plain(Some(i));
+        }
+        self.stats[0] += 1;
+        if sleep < HYBRID_MIN_SLEEP {
+            self.stats[4] += 1;
+            return HybridPlan::Hybrid(i, std::time::Duration::ZERO, spin);
+        }
+        HybridPlan::Hybrid(i, sleep, spin)
+    }
+
+    /// A plain wait of class `i` found its completion after `took`: the sleep follows half of it.
+    fn learned_plain(&mut self, i: usize, took: std::time::Duration) {
+        let half = (took.as_nanos() / 2).min(u64::MAX as u128) as u64;
+        let c = &mut self.classes[i];
+        c.sleep_ns = if c.sleep_ns == 0 {
+            half
+        } else {
+            // Towards half the time, a quarter of the way each wait.
+            (c.sleep_ns * 3 + half) / 4
+        };
+        self.seed_ns = c.sleep_ns;
+    }
+
+    /// A hybrid wait of class `i` was woken during its sleep by the completion (or the loop):
+    /// the sleep shortens by `(100 - pct) / 800` of itself.
+    fn learned_late(&mut self, i: usize) {
+        let pct = self.pct;
+        let c = &mut self.classes[i];
+        c.sleep_ns = (c.sleep_ns - c.sleep_ns * (100 - pct) / 800).max(HYBRID_FLOOR_NS);
+        self.seed_ns = c.sleep_ns;
+    }
+
+    /// A hybrid wait of class `i` woke first (its timer) and spun to the completion or to its
+    /// bound: the sleep lengthens by `pct / 800` of itself. In equilibrium about `pct` % of the
+    /// waits are woken by the completion itself (a running quantile: no clock model, no estimate
+    /// of the wake-up's cost, only which came first).
+    fn learned_spun(&mut self, i: usize) {
+        let pct = self.pct;
+        let c = &mut self.classes[i];
+        c.sleep_ns = (c.sleep_ns + (c.sleep_ns * pct / 800).max(100)).max(HYBRID_FLOOR_NS);
+        self.seed_ns = c.sleep_ns;
+    }
 }
 
 /// Size of the sparse registered-file table.
@@ -331,6 +514,7 @@ impl LocalRing {
             watch_failed: false,
             swaps_armed: false,
             spin: spin_from_env(),
+            hybrid: Hybrid::from_env(),
         };
         r.taskrun_flag = setup != Setup::Plain
             && setup != Setup::Sqpoll
@@ -741,6 +925,81 @@ impl LocalRing {
         flagged
     }
 
+    /// Submits what is queued and sleeps in the kernel until `want` completions are posted (a
+    /// watched loop's event counts as one) or `timeout` has passed (one io_uring_enter with
+    /// GETEVENTS | EXT_ARG).
+    fn sleep_for(&mut self, want: usize, timeout: std::time::Duration) {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // EINTR / ETIME with nothing submitted leave the queue as it was: submitted below.
+        let _ = self.ring.submitter().submit_with_args(want, &args);
+        if self.ring.submission().is_empty() {
+            self.unsubmitted = 0;
+        } else {
+            self.submit_inner();
+        }
+    }
+
+    /// A completion (or a watched loop's event) waits as task work or in the completion queue.
+    fn completion_ready(&self) -> bool {
+        // SAFETY: the ring is driven by one thread through `&mut self`; no other view of its
+        // completion queue exists while this one reads its head and tail.
+        self.task_work_pending() || !unsafe { self.ring.completion_shared() }.is_empty()
+    }
+
+    /// The hybrid wait of a lone op of class `i` (see [`Hybrid`]): submits and sleeps `sleep`
+    /// (zero: not at all), then spins on the ring's flags up to `spin`, then sleeps for what is
+    /// left of `timeout`. True when completions are there to reap.
+    fn hybrid_wait(
+        &mut self,
+        i: usize,
+        sleep: std::time::Duration,
+        spin: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let began = std::time::Instant::now();
+        if sleep.is_zero() {
+            self.submit_inner();
+        } else {
+            self.sleep_for(1, sleep);
+            if self.completion_ready() {
+                // Woken by the completion (or the loop): the timer was late.
+                self.hybrid.stats[1] += 1;
+                self.hybrid.learned_late(i);
+                return self.pending();
+            }
+        }
+        let woke = std::time::Instant::now();
+        if !sleep.is_zero() {
+            let late = (woke - began).saturating_sub(sleep);
+            self.hybrid.stats[7] += late.as_nanos() as u64;
+        }
+        loop {
+            if self.completion_ready() {
+                self.run_task_work();
+                let spun = woke.elapsed().as_nanos() as u64;
+                self.hybrid.stats[2] += 1;
+                self.hybrid.stats[6] += spun;
+                self.hybrid.learned_spun(i);
+                return self.pending();
+            }
+            if woke.elapsed() >= spin {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        // Not there by the bound (a slow moment, a stalled device): sleep as a plain wait would.
+        let spun = woke.elapsed().as_nanos() as u64;
+        self.hybrid.stats[3] += 1;
+        self.hybrid.stats[6] += spun;
+        self.hybrid.learned_spun(i);
+        let left = timeout.saturating_sub(began.elapsed());
+        if !left.is_zero() {
+            self.sleep_for(1, left);
+        }
+        self.pending()
+    }
+
     /// True when no op is in the kernel or the backlog.
     pub fn is_idle(&self) -> bool {
         self.inflight == 0 && self.backlog.is_empty()
@@ -805,6 +1064,7 @@ impl Driver for LocalRing {
 
     /// Hands every queued SQE to the kernel (one io_uring_enter).
     fn submit(&mut self) {
+        self.hybrid.next = None;
         if !self.chain.is_empty() {
             // A chain whose last op never came (not expected): in, ordered, unlinked.
             let chain = std::mem::take(&mut self.chain);
@@ -832,6 +1092,8 @@ impl Driver for LocalRing {
         timeout: std::time::Duration,
         watch: Option<RawFd>,
     ) -> bool {
+        // The hint is for this wait only (see `hint_lone`).
+        let class = self.hybrid.next.take();
         if !self.chain.is_empty()
             || !self.backlog.is_empty()
             || want == 0
@@ -886,16 +1148,23 @@ impl Driver for LocalRing {
                 return self.pending();
             }
         }
-        let ts = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        // EINTR / ETIME with nothing submitted leave the queue as it was: submitted below.
-        let _ = self.ring.submitter().submit_with_args(want, &args);
-        if self.ring.submission().is_empty() {
-            self.unsubmitted = 0;
+        let plan = if want == 1 && self.spin.is_zero() && self.taskrun_flag {
+            self.hybrid.plan(class, timeout)
         } else {
-            self.submit_inner();
+            HybridPlan::Plain(None)
+        };
+        let learn = match plan {
+            HybridPlan::Hybrid(i, sleep, spin) => return self.hybrid_wait(i, sleep, spin, timeout),
+            HybridPlan::Plain(learn) => learn,
+        };
+        // The clock is read only for a wait that learns (a marked lone disk op's, hybrid on).
+        let began = learn.map(|i| (i, std::time::Instant::now()));
+        self.sleep_for(want, timeout);
+        let found = self.pending();
+        if let (Some((i, began)), true) = (began, found) {
+            self.hybrid.learned_plain(i, began.elapsed());
         }
-        self.pending()
+        found
     }
 
     /// Posts one batch of the completions waiting as task work (see `run_task_work`) before the
@@ -1131,6 +1400,25 @@ impl Driver for LocalRing {
         self.watch_fired
     }
 
+    fn hint_lone(&mut self, class: u64) {
+        self.hybrid.next = Some(class);
+    }
+
+    fn hybrid_stats(&self) -> [u64; 9] {
+        let s = self.hybrid.stats;
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            s[4],
+            s[5],
+            s[6],
+            s[7],
+            self.hybrid.seed_ns,
+        ]
+    }
+
     fn watch_swaps(&mut self, fd: RawFd) -> Option<bool> {
         if self.setup == Setup::Sqpoll {
             return None;
@@ -1341,6 +1629,40 @@ mod tests {
     /// call returns (a quiet ring left the eventfd alone); a read that nothing completes (an
     /// empty pipe) makes it return after its timeout with nothing to reap, the read still in
     /// flight and reaped normally once a write completes it.
+    #[test]
+    fn hybrid_wait_sleeps_then_spins_to_its_bound_then_sleeps_again() {
+        let mut r = LocalRing::new(8).unwrap();
+        if !r.taskrun_flag {
+            return; // the spin watches IORING_SQ_TASKRUN
+        }
+        r.hybrid.on = true;
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        // A class never seen: a plain wait (nothing learned from it: it times out).
+        let _b = queue_pipe_reads(&mut r, &rx, 1);
+        r.hint_lone(8);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(2), None));
+        assert_eq!(r.hybrid_stats()[..6], [0, 0, 0, 0, 0, 1]);
+        tx.write_all(b"x").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+        // A class with a learned sleep (100 µs): a pipe read nobody writes sleeps that long, spins
+        // to its bound (50 µs), then sleeps for the rest of the timeout, and the sleep grows.
+        let i = r.hybrid.class(7);
+        r.hybrid.classes[i].sleep_ns = 100_000;
+        let _b = queue_pipe_reads(&mut r, &rx, 1);
+        r.hint_lone(7);
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(20), None));
+        assert_eq!(r.hybrid_stats()[..6], [1, 0, 0, 1, 0, 1]);
+        assert!(r.hybrid.classes[i].sleep_ns > 100_000);
+        assert!(r.hybrid_stats()[6] >= 50_000, "spun to the bound");
+        // A hint is for one wait: a submit in between drops it (the next wait is plain).
+        r.hint_lone(7);
+        r.submit();
+        assert!(!r.submit_and_wait(1, std::time::Duration::from_millis(1), None));
+        assert_eq!(r.hybrid_stats()[..6], [1, 0, 0, 1, 0, 1]);
+        tx.write_all(b"y").unwrap();
+        assert_eq!(wait(&mut r, 1), vec![(0, 1)]);
+    }
+
     #[test]
     fn submit_and_wait_reaps_a_lone_read_or_returns_at_its_timeout() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
