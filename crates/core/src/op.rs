@@ -70,6 +70,18 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// A read or a write of data (plain or vectored): the ops that carry `RWF_*` flags and that
+    /// io_uring may punt to its workers.
+    pub fn is_rw(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Read { .. }
+                | OpKind::Write { .. }
+                | OpKind::Readv { .. }
+                | OpKind::Writev { .. }
+        )
+    }
+
     /// Short name of the system call this op stands for (used in errors and debug logs).
     pub fn syscall(&self) -> &'static str {
         match self {

@@ -967,16 +967,7 @@ impl Inner {
         };
         match d.placement(&rec.kind, facts) {
             Placement::Inline => {
-                if punted
-                    && rec.backend == BackendKind::IoUring
-                    && matches!(
-                        rec.kind,
-                        OpKind::Read { .. }
-                            | OpKind::Write { .. }
-                            | OpKind::Readv { .. }
-                            | OpKind::Writev { .. }
-                    )
-                {
+                if punted && rec.backend == BackendKind::IoUring && rec.kind.is_rw() {
                     rec.known_punt = true;
                     self.known_punts += 1;
                 }
@@ -1584,16 +1575,7 @@ impl Inner {
     /// `flush`). Returns false otherwise.
     pub fn set_rw_flags(&mut self, key: u32, rw_flags: i32) -> bool {
         match self.ops.get_mut(key as usize) {
-            Some(Some(rec))
-                if !rec.submitted
-                    && matches!(
-                        rec.kind,
-                        OpKind::Write { .. }
-                            | OpKind::Writev { .. }
-                            | OpKind::Read { .. }
-                            | OpKind::Readv { .. }
-                    ) =>
-            {
+            Some(Some(rec)) if !rec.submitted && rec.kind.is_rw() => {
                 rec.rw_flags = rw_flags;
                 true
             }
