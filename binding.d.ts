@@ -161,8 +161,9 @@ export declare class NativeEngine {
    * that did not wait in their call because the event loop had work, disk waits ended by an
    * event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
    * again because only the engine's own eventfd had made the loop readable, wake-up waits
-   * made, wake-up waits that found completions to reap and no loop event] (see
-   * `engine::DiskWait`, `Inner::wake_wait`).
+   * made, wake-up waits that found completions to reap and no loop event, lone disk ops that
+   * did not wait in their call because other completions were being delivered to JS] (see
+   * `engine::DiskWait`, `Inner::wake_wait`, `Inner::disk_gate`).
    */
   get waitStats(): Array<number>
   /**
