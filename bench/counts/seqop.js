@@ -5,6 +5,7 @@
 // to reap), and what the engine counted meanwhile: reads/writes completed inside their own call
 // (callStats[0]), in-call waits made / found (waitStats[0..1]), lone disk ops that skipped the
 // wait because the loop had work (waitStats[2]), waits ended by a loop event (waitStats[3]),
+// lone disk ops that did not wait because other completions were being delivered (waitStats[8]),
 // ops submitted in their staging call (aloneSubmits). Run it under bench/counts/blkstream.py to
 // see the requests at the device beside it.
 const root = require('path').join(__dirname, '..', '..')
@@ -18,7 +19,7 @@ const w = { id: 'x', label: 'x', write: rw === 'w', random: false, bs, qd: Numbe
 ;(async () => {
   const fh = await open(file, 'r+')
   const n = getEngine().native
-  const snap = () => ({ call: n.callStats.slice(0, 1), wait: n.waitStats.slice(0, 4), alone: n.aloneSubmits })
+  const snap = () => ({ call: n.callStats.slice(0, 1), wait: n.waitStats.slice(0, 9), alone: n.aloneSubmits })
   const a = snap()
   const t0 = process.hrtime()
   const r = await odirectRun(fh, size, { durationMs: Number(dur), ops: 0, rampMs: 300 }, w, mode)
@@ -45,6 +46,7 @@ const w = { id: 'x', label: 'x', write: rw === 'w', random: false, bs, qd: Numbe
       waitsFound: b.wait[1] - a.wait[1],
       loopBusy: b.wait[2] - a.wait[2],
       loopEnded: b.wait[3] - a.wait[3],
+      deliverySkips: b.wait[8] - a.wait[8],
       aloneSubmits: b.alone - a.alone,
       huge,
     }),
