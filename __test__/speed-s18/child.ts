@@ -3,7 +3,8 @@
 //   node --import @oxc-node/core/register child.ts <device> delivery
 // - delivery: four reads of one loop device staged together (with a signal: none is lone) and
 //   submitted; the JS thread stays in this macrotask until the device has completed all four
-//   (its /sys/block/<dev>/stat read count), so one wake-up delivers them together. The
+//   (its /sys/block/<dev>/stat read count, and nothing in flight there), so one wake-up
+//   delivers them together. The
 //   continuation of each starts a lone read (no signal) while that delivery is under way. Prints
 //   `done <json>`: the engine's counters' change over the continuations' reads (callStats[0]:
 //   reads completed inside their own call; waitStats[0]: in-call waits; waitStats[8]: lone
@@ -21,8 +22,11 @@ const UNIT = 4096
 const GAP = 256 * 1024
 const counters = (): { waitStats: number[]; callStats: number[] } => ({ waitStats: getEngine().native.waitStats, callStats: getEngine().native.callStats })
 const stat = path.join('/sys/block', path.basename(device), 'stat')
+const inflight = path.join('/sys/block', path.basename(device), 'inflight')
 /** Read requests the device completed so far (field 1 of its stat). */
 const readsDone = (): number => Number(fs.readFileSync(stat, 'utf8').trim().split(/\s+/)[0])
+/** Nothing in flight at the device (a reader of its own, e.g. udev's probe, counts too). */
+const idle = (): boolean => fs.readFileSync(inflight, 'utf8').trim().split(/\s+/).every((x) => x === '0')
 
 if (scenario === 'delivery') {
   const fh = await open(device, 'r', { backend: 'io_uring' })
@@ -34,7 +38,7 @@ if (scenario === 'delivery') {
   const first = bufs.map((b, i) => fh.read(b, { position: (i + 1) * GAP, signal: ac.signal }))
   getEngine().native.flush()
   // The JS thread waits here, in this macrotask, for the device's own count of the four.
-  while (readsDone() < done0 + 4) {
+  while (readsDone() < done0 + 4 || !idle()) {
     /* spin: the event is the device's counter */
   }
   let before: ReturnType<typeof counters> | undefined
