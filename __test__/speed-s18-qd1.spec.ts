@@ -2,7 +2,7 @@
 // the in-call wait of a lone read on a block device's file sleeps in the kernel with a timeout
 // shorter than the op's device time (learned per file, direction and size), then spins on the
 // ring's flags until the completion arrives, bounded, then sleeps again for the rest of the
-// wait. Counted, never timed: the engine's waitStats (indices 8-14: hybrid waits, woken during
+// wait. Counted, never timed: the engine's waitStats (indices 9-15: hybrid waits, woken during
 // their sleep, found by spinning, spins that reached their bound, spun from the start, plain
 // waits of a lone disk op, the sleep learned last in ns) and the child's io_uring_enter calls
 // (the syscall tracepoint in a trace instance of this test's own, filtered to the child; and
@@ -30,12 +30,12 @@ const READS = 200
 const TRIES = 0
 const LOOP_ENDED = 3
 const REWAITS = 5
-const HYBRID = 8
-const LATE = 9
-const SPUN = 10
-const BOUNDED = 11
-const SPIN_ONLY = 12
-const PLAIN = 13
+const HYBRID = 9
+const LATE = 10
+const SPUN = 11
+const BOUNDED = 12
+const SPIN_ONLY = 13
+const PLAIN = 14
 
 interface Line {
   waitStats: number[]

@@ -49,9 +49,11 @@ maxinf = 0
 gaps = []
 issat = {}
 lats = []
+depth_t = collections.Counter()
 for t, iss, sec, b, rwbs in ev:
     dt = t - last
     acc += inf * dt; accb += infb * dt
+    depth_t[min(inf, 8)] += dt
     if inf == 0:
         busy0 += dt; gaps.append((dt, t - ev[0][0]))
     last = t
@@ -63,6 +65,9 @@ for t, iss, sec, b, rwbs in ev:
 dur = ev[-1][0] - ev[0][0]
 tot = sum(k * v for k, v in sizes.items())
 print(f'reqs {sum(sizes.values())} bytes {tot/2**20:.0f} MiB dur {dur*1000:.0f} ms ({tot/dur/1e6:.0f} MB/s device-span) mean inflight {acc/dur:.2f} reqs {accb/dur/2**20:.2f} MiB; idle {busy0/dur*100:.1f}% max {maxinf}')
+# Share of the span spent at each depth (requests at the device; 8 = 8 or more): is it ever
+# below the job's depth, and for how long (eighteenth session).
+print('time at depth:', ' '.join(f'{d}:{depth_t[d]/dur*100:.1f}%' for d in sorted(depth_t)))
 print('sizes(KiB):', ', '.join(f'{k//1024}x{v}' for k, v in sizes.most_common(6)))
 gaps.sort(reverse=True)
 print('idle gaps (us @ ms):', ' '.join(f'{g*1e6:.0f}@{at*1000:.0f}' for g, at in gaps[:8]), f'n={len(gaps)}')

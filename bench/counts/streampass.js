@@ -27,6 +27,7 @@ async function pass(fh, n) {
   const s = (performance.now() - t0) / 1000; const m1 = mono(); const c = process.cpuUsage(c0)
   const sp1 = nat.poolSpareStats(); console.log('pool [mapped_here, taken, made, recycled, held] delta', sp1.map((v, i) => v - sp0[i]).join(','), 'mem', nat.memoryStats().join(','))
   const hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024
+  console.log('pool memory on huge pages', JSON.stringify(require('./hugeback.js')()))
   console.log(`${mode} rss growth ${((hwm - rss0) / 2 ** 20).toFixed(1)} MiB`)
   console.log(`${mode} ${(n / s / 1e6).toFixed(0)} MB/s cpu ${((c.user + c.system) / 1e6 / (n / 2 ** 30)).toFixed(3)} s/GiB T0 ${m0} T1 ${m1}`)
 })()

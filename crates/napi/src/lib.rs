@@ -511,13 +511,15 @@ impl NativeEngine {
     /// that did not wait in their call because the event loop had work, disk waits ended by an
     /// event of the loop, disk waits bounded by the loop's next timer, disk waits that waited
     /// again because only the engine's own eventfd had made the loop readable, wake-up waits
-    /// made, wake-up waits that found completions to reap and no loop event, then the hybrid
-    /// waits of lone disk ops (`ODIRECT_WAIT_HYBRID=1`, the ring's `Hybrid`): hybrid waits, those
-    /// woken during their sleep by the completion or the loop, those that found the completion
-    /// by spinning, spins that reached their bound and slept again, waits that spun from the
-    /// start, plain waits of a lone disk op (a file's first, a slow device), ns spun in all, ns
-    /// from the sleeps' deadlines to the thread back in user space over the timer's wake-ups,
-    /// the sleep learned last in ns] (see `engine::DiskWait`, `Inner::wake_wait`).
+    /// made, wake-up waits that found completions to reap and no loop event, lone disk ops that
+    /// did not wait in their call because other completions were being delivered to JS, then the
+    /// hybrid waits of lone disk ops (`ODIRECT_WAIT_HYBRID=1`, the ring's `Hybrid`): hybrid waits,
+    /// those woken during their sleep by the completion or the loop, those that found the
+    /// completion by spinning, spins that reached their bound and slept again, waits that spun
+    /// from the start, plain waits of a lone disk op (a file's first, a slow device), ns spun in
+    /// all, ns from the sleeps' deadlines to the thread back in user space over the timer's
+    /// wake-ups, the sleep learned last in ns] (see `engine::DiskWait`, `Inner::wake_wait`,
+    /// `Inner::disk_gate`).
     #[napi(getter)]
     pub fn wait_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
@@ -530,6 +532,7 @@ impl NativeEngine {
                 e.own_wakes,
                 e.wake_waits,
                 e.wake_waits_full,
+                e.delivery_skips,
             ]
             .map(|n| n as f64)
             .to_vec();
