@@ -77,6 +77,7 @@ import { fxTest, must } from './helpers/fxtest.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
+import { holds, openedNoMore } from './helpers/holds.ts'
 
 const scratch = scratchDirs('adversary-s17')
 const runChild = childRunner(path.join(path.dirname(fileURLToPath(import.meta.url)), 'adversary-s17'))
@@ -305,25 +306,6 @@ test("fh.writev / fh.readv with a zero-length view (Buffer.alloc(0), new Uint8Ar
     }
   }
 })
-
-/** Whether this process holds `file` open, per /proc/self/fd. */
-function holds(file: string): boolean {
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === file) return true
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return false
-}
-
-/** Waits (loop turns, bounded at 10 s: a stream's teardown after its error has no event) until this process no longer holds `file` open. */
-async function openedNoMore(file: string): Promise<boolean> {
-  const until = Date.now() + 10_000
-  while (holds(file) && Date.now() < until) await new Promise((resolve) => setImmediate(resolve))
-  return !holds(file)
-}
 
 for (const form of ['node', 'web'] as const) {
   testIf(FAULTFS_REASON, `${form} write stream: a block fails EIO while the blocks after it, in flight at once, are written: the stream fails EIO at that block and the file is cut back to the blocks before it (was: the file kept its full length, the failed block a hole) (faultfs)`, async (t) => {

@@ -782,17 +782,15 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_symlinks: a link another user 
   }
 }, true)
 
-testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and atomic), copyFile and odirect cp as root onto another user's FIFO in a sticky world-writable directory are EACCES as fs.writeFile's open is; nothing reaches its reader (was: odirect opened the FIFO without O_CREAT, which the kernel does not check, and wrote root's data to the other user's reader)", async (t) => {
-  const old = sysctl('protected_fifos', 1)
-  t.teardown(() => void sysctl('protected_fifos', old))
-  const src = path.join(scratch(), 'src')
-  fs.writeFileSync(src, 'root secret\n')
-  const dir = stickyDir(0o1777)
-  const fifo = path.join(dir, 'report')
-  const mk = spawnSync('mkfifo', [fifo])
-  if (mk.status !== 0) return t.fail(`mkfifo: ${mk.stderr}`)
+/**
+ * A FIFO of uid 65534 in a fresh sticky world-writable directory, with its reader there all along
+ * (non-blocking: `drained()` reads what arrived since the last call, '' when nothing did).
+ */
+function theirFifo(t: ExecutionContext): { fifo: string; drained: () => string } {
+  const fifo = path.join(stickyDir(0o1777), 'report')
+  const mk = spawnSync('mkfifo', [fifo], { encoding: 'utf8' })
+  if (mk.status !== 0) throw new Error(`mkfifo: ${mk.stderr}`)
   fs.chownSync(fifo, 65534, 65534)
-  // Their reader, there all along (non-blocking: this process reads what arrived after each try).
   const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   t.teardown(() => fs.closeSync(reader))
   const drained = (): string => {
@@ -804,6 +802,15 @@ testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and at
       throw e
     }
   }
+  return { fifo, drained }
+}
+
+testIf(SYSCTL_REASON, "machine-wide: fs.protected_fifos: writeFile (plain and atomic), copyFile and odirect cp as root onto another user's FIFO in a sticky world-writable directory are EACCES as fs.writeFile's open is; nothing reaches its reader (was: odirect opened the FIFO without O_CREAT, which the kernel does not check, and wrote root's data to the other user's reader)", async (t) => {
+  const old = sysctl('protected_fifos', 1)
+  t.teardown(() => void sysctl('protected_fifos', old))
+  const src = path.join(scratch(), 'src')
+  fs.writeFileSync(src, 'root secret\n')
+  const { fifo, drained } = theirFifo(t)
   t.throws(() => fs.writeFileSync(fifo, 'root secret\n'), { code: 'EACCES' }, 'fs.writeFile is refused (the reference)')
   for (const [form, run] of [
     ['writeFile', () => od.writeFile(fifo, 'root secret\n')],
@@ -834,21 +841,7 @@ if (SYSCTL_REASON === undefined) {
   test.serial("machine-wide: fs.protected_fifos: createWriteStream and writableWebStream as root onto another user's FIFO in a sticky world-writable directory fail EACCES as fs.createWriteStream does; nothing reaches its reader (with 'r+', no O_CREAT: written, as fs's)", async (t) => {
     const old = sysctl('protected_fifos', 1)
     t.teardown(() => void sysctl('protected_fifos', old))
-    const dir = stickyDir(0o1777)
-    const fifo = path.join(dir, 'report')
-    if (spawnSync('mkfifo', [fifo]).status !== 0) return t.fail('mkfifo')
-    fs.chownSync(fifo, 65534, 65534)
-    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
-    t.teardown(() => fs.closeSync(reader))
-    const drained = (): string => {
-      const b = Buffer.alloc(65536)
-      try {
-        return b.subarray(0, fs.readSync(reader, b, 0, b.length, null)).toString()
-      } catch (e) {
-        if ((e as { code?: string }).code === 'EAGAIN') return ''
-        throw e
-      }
-    }
+    const { fifo, drained } = theirFifo(t)
     const nodeErr = await new Promise<unknown>((resolve) => {
       const ws = fs.createWriteStream(fifo)
       ws.on('error', resolve)

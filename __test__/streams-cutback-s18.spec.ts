@@ -14,27 +14,9 @@ import test from 'ava'
 import * as od from '../dist/index.js'
 import { faultFs, isSkip } from './helpers/fixtures.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+import { openedNoMore } from './helpers/holds.ts'
 
 const block = 64 * 1024
-
-/** Whether this process holds `file` open, per /proc/self/fd. */
-function holds(file: string): boolean {
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === file) return true
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return false
-}
-
-/** Waits (loop turns, bounded at 10 s: a web stream's teardown after its error has no event) until this process no longer holds `file` open. */
-async function openedNoMore(file: string): Promise<boolean> {
-  const until = Date.now() + 10_000
-  while (holds(file) && Date.now() < until) await new Promise((resolve) => setImmediate(resolve))
-  return !holds(file)
-}
 
 function range(file: string, from: number, len: number): Buffer {
   const fd = fs.openSync(file, 'r')
