@@ -1029,8 +1029,10 @@ async function ownTail(fh: FileHandle, from: number, to: number, entries: readon
       const a = Math.max(at, e.pos)
       const b = Math.min(to, e.pos + e.len)
       if (a >= b) continue
-      // A byte no block of this stream covers (none expected): not provably its own.
-      if (a > at) return false
+      // Bytes before its first block (the cut goes back to the file's size before a stream
+      // that started past its end, see cutBack): a hole the write made, zeros; another
+      // writer's bytes there are not the stream's.
+      if (a > at && !(await range(at, a, undefined, at, true))) return false
       if (!(await range(a, b, e.buf, e.pos, e.state !== 'ok'))) return false
       at = b
     }
@@ -1600,7 +1602,10 @@ export class BlockWriter extends Core {
     // before the failure (the error's position: the first byte not written), never past the data.
     const failedAt = (this.#error as { position?: unknown } | undefined)?.position
     const inOrder = typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
-    const keep = Math.max(this.#origSize, inOrder)
+    // Nothing in order written: the file's size before the stream, also when the stream started
+    // past its end (the gap up to \`start\` is nobody's data: node:fs's stream, whose first write
+    // failed, leaves the file as it was; adversary-s18b).
+    const keep = inOrder > start ? Math.max(this.#origSize, inOrder) : this.#origSize
     // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
     const reached = Math.max(this.#reservedTo, this.#pos)
     if (reached <= keep || fh.closed || fh.isBlockDevice) return

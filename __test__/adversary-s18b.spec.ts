@@ -1,0 +1,268 @@
+// Second adversary pass on the eighteenth session's merged work (data trust):
+// 1. A failed write stream's cut-back (src/streams/core.ts #cutBack, ownTail) with the failure at
+//    every block index and every writeBehind 1..8, Node and web forms, no other writer: the file
+//    must end exactly at the first byte not written (error.position), its bytes the stream's.
+// 2. writeFile (plain, { atomic }, on a handle) with odd encodings, compared byte for byte with
+//    node:fs (the string is now encoded once, before the reservation).
+// 3. Many concurrent per-op reads/writes of mixed sizes on a disk file while completions are
+//    delivered (crates/napi/src/engine.rs disk_gate): a close() from a continuation, signals
+//    aborted from continuations, exceptions thrown in continuations; every byte checked.
+// Deterministic: faultfs fails a chosen offset; nothing is timed.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import test from 'ava'
+
+import * as od from '../dist/index.js'
+import { faultFs, isSkip } from './helpers/fixtures.js'
+import { scratchDirs } from './helpers/scratch.ts'
+import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+
+const scratch = scratchDirs('adv18b')
+const block = 64 * 1024
+const BLOCKS = 6
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n)
+  let x = seed * 2654435761 + 1
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    b[i] = x >>> 24
+  }
+  return b
+}
+
+/** Node form: the error, after 'close'. */
+async function nodeRun(file: string, data: Buffer, writeBehind: number, start = 0): Promise<unknown> {
+  const ws = od.createWriteStream(file, { chunkSize: block, writeBehind, datasync: false, direct: 'prefer', flags: 'r+', start })
+  const failed = new Promise<unknown>((resolve) => {
+    ws.on('error', resolve)
+    ws.on('finish', () => resolve(undefined))
+  })
+  const closed = new Promise((resolve) => ws.on('close', resolve))
+  ws.end(data)
+  const e = await failed
+  await closed
+  return e
+}
+
+/** Web form: the error; the stream's descriptor is gone when it returns (waited for by loop turns, bounded). */
+async function webRun(file: string, data: Buffer, writeBehind: number, start = 0): Promise<unknown> {
+  const w = od.writableWebStream(file, { chunkSize: block, writeBehind, datasync: false, direct: 'prefer', flags: 'r+', start }).getWriter()
+  let err: unknown
+  try {
+    await w.write(data)
+    await w.close()
+  } catch (e) {
+    err = e
+  }
+  const until = Date.now() + 10_000
+  const holds = (): boolean =>
+    fs.readdirSync('/proc/self/fd').some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === file
+      } catch {
+        return false
+      }
+    })
+  while (holds() && Date.now() < until) await new Promise((resolve) => setImmediate(resolve))
+  return err
+}
+
+testIf(FAULTFS_REASON, 'a write stream failing EIO at block k (every k, writeBehind 1..8, Node and web) ends the file at the failed block: its bytes the stream\'s, no hole, nothing past (faultfs)', async (t) => {
+  const data = pattern(BLOCKS * block, 7)
+  const wrong: string[] = []
+  t.teardown(() => {
+    if (wrong.length > 0) t.log(wrong.join('\n'))
+  })
+  for (let k = 0; k < BLOCKS; k++) {
+    const fx = faultFs({ size: 0, eioAt: [k * block + 100], threads: 4 })
+    if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+    try {
+      for (let wb = 1; wb <= 8; wb++) {
+        for (const form of ['node', 'web'] as const) {
+          fs.truncateSync(fx.file, 0)
+          const label = `k=${k} writeBehind=${wb} ${form}`
+          const e = (await (form === 'node' ? nodeRun : webRun)(fx.file, data, wb)) as { code?: string; position?: number } | undefined
+          t.is(e?.code, 'EIO', label)
+          t.is(e?.position, k * block, label)
+          const size = fs.statSync(fx.file).size
+          if (size !== k * block) wrong.push(`${label}: ${size} bytes (error ${e?.code} at ${e?.position})`)
+          const fd = fs.openSync(fx.file, 'r')
+          try {
+            const got = Buffer.alloc(k * block)
+            const n = k === 0 ? 0 : fs.readSync(fd, got, 0, k * block, 0)
+            t.true(n === k * block && got.equals(data.subarray(0, k * block)), `${label}: the bytes before the failed block are the stream's`)
+          } finally {
+            fs.closeSync(fd)
+          }
+        }
+      }
+    } finally {
+      fx.cleanup()
+    }
+  }
+  t.deepEqual(wrong, [], 'each file ends at the failed block')
+})
+
+// ---------------------------------------------------------------------------------------
+// 2. writeFile with odd encodings, against node:fs
+
+const ENCODED: [BufferEncoding, string][] = [
+  ['latin1', 'ÿ€\u0100\u{1f600}abc'],
+  ['binary', '\u00ff\u0080\u0000x'],
+  ['ascii', 'é\u{1f600}z'],
+  ['ucs2', 'a\ud800b\udc00c'],
+  ['utf16le', '\udfff\ud83d'],
+  ['utf8', 'x\ud800y\udfffz\u{10ffff}'],
+  ['base64', 'QUJD=REVG'],
+  ['base64', 'QU JD\nREVG=='],
+  ['base64', '====QQ'],
+  ['base64', 'Q'],
+  ['base64url', '-_-_A='],
+  ['hex', 'abc'],
+  ['hex', 'zz12'],
+  ['hex', '12zz34'],
+  ['hex', ''],
+]
+
+test('writeFile (plain, atomic, on a handle) writes what node:fs writes for odd encodings and strings', async (t) => {
+  const dir = scratch()
+  for (const [i, [enc, s]] of ENCODED.entries()) {
+    const want = path.join(dir, `fs-${i}`)
+    fs.writeFileSync(want, s, { encoding: enc })
+    const expected = fs.readFileSync(want)
+    for (const how of ['plain', 'atomic', 'handle'] as const) {
+      const p = path.join(dir, `od-${i}-${how}`)
+      // An existing, longer file: the replacement must not keep its tail.
+      fs.writeFileSync(p, Buffer.alloc(10_000, 0x77))
+      if (how === 'handle') {
+        const fh = await od.open(p, 'w')
+        try {
+          await od.writeFile(fh, s, { encoding: enc })
+        } finally {
+          await fh.close()
+        }
+      } else {
+        await od.writeFile(p, s, { encoding: enc, atomic: how === 'atomic' })
+      }
+      t.deepEqual(fs.readFileSync(p), expected, `${enc} ${JSON.stringify(s)} ${how}`)
+    }
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// 3. Concurrent per-op reads and writes during deliveries
+
+test('many concurrent per-op writes then reads of mixed sizes on a disk file, with continuations that throw, abort and close: every byte as written', async (t) => {
+  const dir = scratch()
+  const file = path.join(dir, 'f')
+  const sizes = [4096, 8192, 512 * 8, 65536, 4096 * 3, 131072, 4096]
+  const regions: { pos: number; len: number; seed: number }[] = []
+  let pos = 0
+  for (let i = 0; i < 160; i++) {
+    const len = sizes[i % sizes.length] as number
+    regions.push({ pos, len, seed: i + 1 })
+    pos += len
+  }
+  fs.writeFileSync(file, Buffer.alloc(0))
+  const fh = await od.open(file, 'w+')
+  t.teardown(() => fh.close().catch(() => {}))
+  const align = fh.alignment.offset
+  for (const r of regions) t.is(r.pos % align, 0)
+  const unhandled: unknown[] = []
+  const onUnhandled = (e: unknown): void => {
+    unhandled.push(e)
+  }
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => process.off('unhandledRejection', onUnhandled))
+  // Writes: each continuation starts the next of its lane; some throw (caught by their chain).
+  const lanes = 8
+  const lane = async (l: number): Promise<void> => {
+    for (let i = l; i < regions.length; i += lanes) {
+      const r = regions[i] as (typeof regions)[number]
+      const b = fh.alloc(r.len)
+      b.set(pattern(r.len, r.seed))
+      await fh
+        .write(b, 0, r.len, r.pos)
+        .then(({ bytesWritten }) => {
+          t.is(bytesWritten, r.len)
+          if (i % 5 === 0) throw new Error('thrown in a continuation')
+        })
+        .catch((e: unknown) => {
+          if ((e as Error).message !== 'thrown in a continuation') throw e
+        })
+    }
+  }
+  await Promise.all(Array.from({ length: lanes }, (_, l) => lane(l)))
+  // Reads: all at once, with signals aborted from other reads' continuations (an aborted read
+  // either completed with the right bytes or failed AbortError; never other bytes).
+  const controllers = regions.map(() => new AbortController())
+  const reads = regions.map(async (r, i) => {
+    const b = fh.alloc(r.len)
+    try {
+      const { bytesRead } = await fh.read(b, { offset: 0, length: r.len, position: r.pos, signal: (controllers[i] as AbortController).signal })
+      // Abort a later read from here: it may be in the kernel, in delivery or done.
+      if (i % 3 === 0) controllers[(i + 7) % regions.length]?.abort()
+      t.is(bytesRead, r.len)
+      t.true(Buffer.from(b.buffer, b.byteOffset, r.len).equals(pattern(r.len, r.seed)), `region ${i}`)
+      return 'ok'
+    } catch (e) {
+      t.is((e as { name?: string }).name, 'AbortError', `region ${i}: ${String(e)}`)
+      return 'aborted'
+    }
+  })
+  const outcomes = await Promise.all(reads)
+  t.true(outcomes.includes('ok'))
+  // A close() from a continuation while other reads are being delivered: each read either has
+  // its bytes or a typed error; the close resolves.
+  let closing: Promise<void> | undefined
+  const last = regions.slice(0, 40).map(async (r, i) => {
+    const b = fh.alloc(r.len)
+    try {
+      const { bytesRead } = await fh.read(b, 0, r.len, r.pos)
+      if (i === 3) closing = fh.close()
+      t.is(bytesRead, r.len)
+      t.true(Buffer.from(b.buffer, b.byteOffset, r.len).equals(pattern(r.len, r.seed)), `region ${i} (close)`)
+    } catch (e) {
+      t.true(e instanceof od.DirectIoError, `region ${i}: ${String(e)}`)
+    }
+  })
+  await Promise.all(last)
+  await closing
+  t.true(fh.closed)
+  t.deepEqual(unhandled, [])
+  // What is on disk, through node:fs.
+  const all = fs.readFileSync(file)
+  for (const [i, r] of regions.entries()) t.true(all.subarray(r.pos, r.pos + r.len).equals(pattern(r.len, r.seed)), `on disk ${i}`)
+})
+
+// A stream that starts past the file's end and whose first block fails wrote nothing: as with
+// node:fs (whose failed write leaves the file as it was), the file keeps its size; the gap
+// between its end and `start` is nobody's data.
+testIf(FAULTFS_REASON, 'a write stream starting past the end whose first block fails leaves the file at its size, not grown to `start` (faultfs)', async (t) => {
+  const orig = 1000
+  const start = 4 * block
+  const fx = faultFs({ size: orig, eioAt: [start + 100], threads: 4 })
+  if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
+  t.teardown(() => fx.cleanup())
+  const before = Buffer.alloc(orig)
+  const fd0 = fs.openSync(fx.file, 'r')
+  t.is(fs.readSync(fd0, before, 0, orig, 0), orig)
+  fs.closeSync(fd0)
+  for (const wb of [1, 4]) {
+    for (const form of ['node', 'web'] as const) {
+      fs.truncateSync(fx.file, orig)
+      const data = pattern(4 * block, 3)
+      const e = (await (form === 'node' ? nodeRun : webRun)(fx.file, data, wb, start)) as { code?: string; position?: number } | undefined
+      t.is(e?.code, 'EIO')
+      t.is(e?.position, start)
+      t.is(fs.statSync(fx.file).size, orig, `${form} writeBehind=${wb}: the file grew to the stream's start`)
+      const got = Buffer.alloc(orig)
+      const fd = fs.openSync(fx.file, 'r')
+      t.is(fs.readSync(fd, got, 0, orig, 0), orig)
+      fs.closeSync(fd)
+      t.deepEqual(got, before)
+    }
+  }
+})
