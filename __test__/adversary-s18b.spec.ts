@@ -266,3 +266,49 @@ testIf(FAULTFS_REASON, 'a write stream starting past the end whose first block f
     }
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 4. A write-only stream overwriting a file in place, its file renamed (log rotation) and
+//    another created at its name before its end: the last block's bytes after the data are
+//    read back to be kept (finish, readBack). They must come from the stream's own file (the
+//    renamed one), as node:fs's stream writes only its own bytes; not from the file now at the
+//    name (or zeros where nothing is there now).
+for (const form of ['node', 'web'] as const) {
+  for (const after of ['replaced', 'unlinked-name'] as const) {
+    test(`${form} write stream, write-only flags overwriting in place, its file renamed (${after}) before its end: the renamed file keeps its own bytes after the data`, async (t) => {
+      const dir = scratch()
+      const file = path.join(dir, 'log')
+      const moved = path.join(dir, 'log.1')
+      const orig = pattern(3 * block, 11)
+      fs.writeFileSync(file, orig)
+      const data = pattern(1000, 12)
+      const flags = fs.constants.O_WRONLY
+      const rename = (): void => {
+        fs.renameSync(file, moved)
+        if (after === 'replaced') fs.writeFileSync(file, pattern(3 * block, 13))
+      }
+      if (form === 'node') {
+        const ws = od.createWriteStream(file, { flags, chunkSize: block })
+        const done = new Promise<unknown>((resolve) => {
+          ws.on('error', resolve)
+          ws.on('close', () => resolve(undefined))
+        })
+        await new Promise((resolve) => ws.write(data, resolve))
+        rename()
+        ws.end()
+        t.is(await done, undefined)
+      } else {
+        const w = od.writableWebStream(file, { flags, chunkSize: block }).getWriter()
+        await w.write(data)
+        rename()
+        await w.close()
+      }
+      const want = Buffer.from(orig)
+      data.copy(want, 0)
+      const got = fs.readFileSync(moved)
+      t.is(got.length, want.length)
+      const firstBad = got.findIndex((b, i) => b !== want[i])
+      t.is(firstBad, -1, `the renamed file differs from byte ${firstBad}`)
+    })
+  }
+}

@@ -952,14 +952,22 @@ interface WriteEntry {
 
 /**
  * The file's bytes at `position` into `into` (zeros past its end), for a write-only handle's last
- * block (see finish): through a buffered descriptor of its own, which sees what other writers put
- * there (the page cache, or the device where direct writes went). Best effort: a file this process
- * may not read leaves `into` as it is (the block's padding).
+ * block (see finish): through a buffered descriptor of its own on the stream's open file
+ * (/proc/self/fd: the file the stream writes, whatever its name now; by its path only where
+ * /proc is not mounted), which sees what other writers put there (the page cache, or the device
+ * where direct writes went). Through the path, a file renamed since the open (a log rotated)
+ * got the bytes of the file now at that name, or zeros, after the data (adversary-s18b). Best
+ * effort: a file this process may not read leaves `into` as it is (the block's padding).
  */
-async function readBack(path: string, into: Uint8Array, position: number): Promise<void> {
+async function readBack(fh: FileHandle, into: Uint8Array, position: number): Promise<void> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
-    h = await fsOpen(path, 'r')
+    try {
+      h = await fsOpen(`/proc/self/fd/${fh.fd}`, 'r')
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
+      h = await fsOpen(fh.path, 'r')
+    }
     for (let off = 0; off < into.byteLength; ) {
       const { bytesRead } = await h.read(into, off, into.byteLength - off, position + off)
       if (bytesRead === 0) break
@@ -1503,7 +1511,7 @@ export class BlockWriter extends Core {
         // reads them through a descriptor of its own (see readBack).
         const old = this.#alloc(fh, blockLen)
         old.fill(0)
-        await (fh.readable ? this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })) : this.track(readBack(fh.path, old, this.#pos)))
+        await (fh.readable ? this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })) : this.track(readBack(fh, old, this.#pos)))
         this.#check()
         old.set(buf.subarray(0, fill))
         buf = old
