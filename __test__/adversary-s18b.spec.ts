@@ -10,15 +10,18 @@
 // Deterministic: faultfs fails a chosen offset; nothing is timed.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import * as od from '../dist/index.js'
 import { faultFs, isSkip } from './helpers/fixtures.js'
+import { childRunner } from './helpers/child-result.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 
 const scratch = scratchDirs('adv18b')
+const here = path.dirname(fileURLToPath(import.meta.url))
 const block = 64 * 1024
 const BLOCKS = 6
 
@@ -312,3 +315,25 @@ for (const form of ['node', 'web'] as const) {
     })
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Replaces with the descriptor table nearly full (EMFILE at every step): each call either
+//    replaces the destination and resolves, or fails with the destination as it was, or (the
+//    rename done, the directory's sync refused) fails saying the destination was replaced; never
+//    a temp file left. Was: EMFILE from the directory's sync after the rename, with nothing
+//    saying the destination already held the new data (a caller retrying or restoring from it
+//    took the old content as still there).
+test('writeFile({ atomic }) and copyFile with EMFILE at every step: replaced and resolved, or untouched and failed, or failed saying it was replaced; no temp left', async (t) => {
+  const dir = scratch()
+  const run = childRunner(path.join(here, 'adversary-s18b'))
+  const r = await run<{ out: { op: string; free: number; err?: string; state: string; temps: string[] }[] }>('emfile.mjs', [dir, path.join(here, '..', 'dist', 'index.js')], { argv: ['prlimit', '--nofile=64', process.execPath] })
+  t.true(r.out.length >= 39)
+  for (const o of r.out) {
+    const label = `${o.op} with ${o.free} descriptors free: ${o.err ?? 'resolved'}, destination ${o.state}`
+    t.deepEqual(o.temps, [], `${label}: temp files left`)
+    if (o.err === undefined) t.is(o.state, 'new', label)
+    else if (o.err.endsWith('(replaced)')) t.is(o.state, 'new', label)
+    else t.is(o.state, 'old', label)
+  }
+  t.true(r.out.some((o) => o.err !== undefined), 'EMFILE was reached')
+})
