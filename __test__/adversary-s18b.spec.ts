@@ -35,6 +35,46 @@ function pattern(n: number, seed: number): Buffer {
   return b
 }
 
+/** The data as aligned chunks of a block each (transferChunks takes them). */
+function alignedChunks(data: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  for (let i = 0; i < data.length; i += block) {
+    const c = od.allocAligned(block)
+    data.copy(c, 0, i, i + block)
+    out.push(c)
+  }
+  return out
+}
+
+/** Node form with transferChunks: the error, after 'close'. */
+async function nodeTransferRun(file: string, data: Buffer, writeBehind: number): Promise<unknown> {
+  const ws = od.createWriteStream(file, { chunkSize: block, writeBehind, datasync: false, direct: 'prefer', flags: 'r+', transferChunks: true })
+  const failed = new Promise<unknown>((resolve) => {
+    ws.on('error', resolve)
+    ws.on('finish', () => resolve(undefined))
+  })
+  const closed = new Promise((resolve) => ws.on('close', resolve))
+  for (const c of alignedChunks(data)) ws.write(c)
+  ws.end()
+  const e = await failed
+  await closed
+  return e
+}
+
+/** Web form with transferChunks. */
+async function webTransferRun(file: string, data: Buffer, writeBehind: number): Promise<unknown> {
+  const w = od.writableWebStream(file, { chunkSize: block, writeBehind, datasync: false, direct: 'prefer', flags: 'r+', transferChunks: true }).getWriter()
+  let err: unknown
+  try {
+    for (const c of alignedChunks(data)) await w.write(c)
+    await w.close()
+  } catch (e) {
+    err = e
+  }
+  await openedNoMore(file)
+  return err
+}
+
 /** Node form: the error, after 'close'. */
 async function nodeRun(file: string, data: Buffer, writeBehind: number, start = 0): Promise<unknown> {
   const ws = od.createWriteStream(file, { chunkSize: block, writeBehind, datasync: false, direct: 'prefer', flags: 'r+', start })
@@ -59,6 +99,12 @@ async function webRun(file: string, data: Buffer, writeBehind: number, start = 0
   } catch (e) {
     err = e
   }
+  await openedNoMore(file)
+  return err
+}
+
+/** Waits (loop turns, bounded at 10 s: a web stream's teardown after its error has no event) until this process no longer holds `file` open. */
+async function openedNoMore(file: string): Promise<void> {
   const until = Date.now() + 10_000
   const holds = (): boolean =>
     fs.readdirSync('/proc/self/fd').some((fd) => {
@@ -69,10 +115,9 @@ async function webRun(file: string, data: Buffer, writeBehind: number, start = 0
       }
     })
   while (holds() && Date.now() < until) await new Promise((resolve) => setImmediate(resolve))
-  return err
 }
 
-testIf(FAULTFS_REASON, 'a write stream failing EIO at block k (every k, writeBehind 1..8, Node and web) ends the file at the failed block: its bytes the stream\'s, no hole, nothing past (faultfs)', async (t) => {
+testIf(FAULTFS_REASON, 'a write stream failing EIO at block k (every k, writeBehind 1..8, Node and web, with and without transferChunks) ends the file at the failed block: its bytes the stream\'s, no hole, nothing past (faultfs)', async (t) => {
   const data = pattern(BLOCKS * block, 7)
   const wrong: string[] = []
   t.teardown(() => {
@@ -83,10 +128,11 @@ testIf(FAULTFS_REASON, 'a write stream failing EIO at block k (every k, writeBeh
     if (isSkip(fx)) return t.fail(`the fixture failed although its preconditions hold: ${fx.skip}`)
     try {
       for (let wb = 1; wb <= 8; wb++) {
-        for (const form of ['node', 'web'] as const) {
+        for (const form of ['node', 'web', 'node-transfer', 'web-transfer'] as const) {
           fs.truncateSync(fx.file, 0)
           const label = `k=${k} writeBehind=${wb} ${form}`
-          const e = (await (form === 'node' ? nodeRun : webRun)(fx.file, data, wb)) as { code?: string; position?: number } | undefined
+          const runs = { node: nodeRun, web: webRun, 'node-transfer': nodeTransferRun, 'web-transfer': webTransferRun }
+          const e = (await runs[form](fx.file, data, wb)) as { code?: string; position?: number } | undefined
           t.is(e?.code, 'EIO', label)
           t.is(e?.position, k * block, label)
           const size = fs.statSync(fx.file).size
@@ -337,3 +383,58 @@ test('writeFile({ atomic }) and copyFile with EMFILE at every step: replaced and
   }
   t.true(r.out.some((o) => o.err !== undefined), 'EMFILE was reached')
 })
+
+// ---------------------------------------------------------------------------------------
+// 6. The temp file's directory moved twice during the write (dir -> dir.1 -> dir.2), with or
+//    without a new directory made at the old name: the replace fails ENOENT, and no temp file is
+//    left in any of the three directories; the file at dir.2 is the old content.
+for (const op of ['writeFile', 'copyFile'] as const) {
+  for (const newDir of [false, true]) {
+    test(`${op}: the destination's directory moved twice during the write${newDir ? ', a new one made at its name' : ''}: ENOENT, no temp file anywhere, the moved destination as it was`, async (t) => {
+      const root = scratch()
+      const dir = path.join(root, 'd')
+      fs.mkdirSync(dir)
+      const dst = path.join(dir, 'dst')
+      const old = pattern(5000, 21)
+      fs.writeFileSync(dst, old)
+      const src = path.join(root, 'src')
+      const data = pattern(4 * 1024 * 1024, 22)
+      fs.writeFileSync(src, data)
+      let moved = false
+      const move = (): void => {
+        if (moved) return
+        moved = true
+        fs.renameSync(dir, `${dir}.1`)
+        fs.renameSync(`${dir}.1`, `${dir}.2`)
+        if (newDir) fs.mkdirSync(dir)
+      }
+      let err: unknown
+      try {
+        if (op === 'writeFile') {
+          const chunks = async function* (): AsyncGenerator<Buffer> {
+            for (let i = 0; i < 4; i++) {
+              if (i === 2) move()
+              yield data.subarray(i * 1024 * 1024, (i + 1) * 1024 * 1024)
+            }
+          }
+          await od.writeFile(dst, chunks(), { atomic: true })
+        } else {
+          await od.copyFile(src, dst, { chunkSize: 256 * 1024, onProgress: ({ bytesDone }) => (bytesDone > 0 ? move() : undefined) })
+        }
+      } catch (e) {
+        err = e
+      }
+      t.true(moved, 'the directory was moved during the write')
+      t.is((err as { code?: string } | undefined)?.code, 'ENOENT', String(err))
+      for (const d of [dir, `${dir}.1`, `${dir}.2`]) {
+        const names = fs.existsSync(d) ? fs.readdirSync(d) : []
+        t.deepEqual(
+          names.filter((n) => n !== 'dst'),
+          [],
+          `${d} holds a temp file`,
+        )
+      }
+      t.deepEqual(fs.readFileSync(path.join(`${dir}.2`, 'dst')), old)
+    })
+  }
+}
