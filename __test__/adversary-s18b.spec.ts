@@ -438,3 +438,33 @@ for (const op of ['writeFile', 'copyFile'] as const) {
     })
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. Destroyed (not failed) streams starting past the end of a file on a disk filesystem (where
+//    the stream reserves ahead with fallocate): whenever the destroy lands, the file ends where
+//    its bytes confirmed in order end, or at its old size when none was: never at `start`, nor
+//    at a reservation.
+test('a write stream starting past the end, destroyed with 0..5 chunks accepted (in flight): the file ends at start + bytesWritten, or at its old size when nothing was written', async (t) => {
+  const dir = scratch()
+  const orig = pattern(1000, 31)
+  for (let after = 0; after <= 5; after++) {
+    for (const wb of [1, 4]) {
+      const file = path.join(dir, `f-${after}-${wb}`)
+      fs.writeFileSync(file, orig)
+      const start = 16 * block
+      const ws = od.createWriteStream(file, { flags: 'r+', start, chunkSize: block, writeBehind: wb, datasync: false })
+      const closed = new Promise((resolve) => ws.on('close', resolve))
+      ws.on('error', () => {})
+      await new Promise((resolve) => ws.on('ready', resolve))
+      // `after` chunks accepted (not waited for: their writes in flight or queued), then destroyed.
+      for (let i = 0; i < after; i++) ws.write(pattern(block, 40 + i))
+      ws.destroy()
+      await closed
+      const written = ws.bytesWritten
+      const size = fs.statSync(file).size
+      const label = `destroyed after ${after} chunks, writeBehind ${wb}: ${written} bytes written`
+      t.is(size, written > 0 ? start + written : orig.length, label)
+      t.deepEqual(fs.readFileSync(file).subarray(0, orig.length), orig, label)
+    }
+  }
+})
