@@ -468,3 +468,33 @@ test('a write stream starting past the end, destroyed with 0..5 chunks accepted 
     }
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 8. A write-only stream overwriting the start of a file its user may write but not read (mode
+//    0200, as another user): node:fs's stream writes only its bytes, the rest of the file stays.
+//    odirect's last block needs the bytes after the data in its block, which it cannot read
+//    back: it wrote its padding (zeros) over them. Now that block's data goes through a
+//    buffered write-only descriptor of its own file instead: only the data's bytes are written.
+for (const form of ['node', 'web'] as const) {
+  test(`${form} write stream with write-only flags on a file its user cannot read (mode 0200, as nobody): the bytes after the data stay (was: zeroed up to the block's end)`, async (t) => {
+    const dir = scratch()
+    fs.chmodSync(dir, 0o777)
+    const file = path.join(dir, 'f')
+    const orig = pattern(3 * block, 51)
+    fs.writeFileSync(file, orig)
+    fs.chownSync(file, 65534, 65534)
+    fs.chmodSync(file, 0o200)
+    const run = childRunner(here + '/adversary-s18b')
+    for (const len of [1000, block + 4097]) {
+      const r = await run<{ err: string | null }>('writeonly.mjs', [path.join(here, '..', 'dist', 'index.js'), file, String(len), form], { argv: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath] })
+      t.is(r.err, null)
+      const want = Buffer.from(orig)
+      want.fill(0x44, 0, len)
+      const got = fs.readFileSync(file)
+      t.is(got.length, want.length)
+      const firstBad = got.findIndex((b, i) => b !== want[i])
+      t.is(firstBad, -1, `${len} bytes written: the file differs from byte ${firstBad}`)
+      fs.writeFileSync(file, orig)
+    }
+  })
+}

@@ -4,6 +4,7 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
+import { constants as fsConstants } from 'node:fs'
 import { lstat, open as fsOpen } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
@@ -959,7 +960,7 @@ interface WriteEntry {
  * got the bytes of the file now at that name, or zeros, after the data (adversary-s18b). Best
  * effort: a file this process may not read leaves `into` as it is (the block's padding).
  */
-async function readBack(fh: FileHandle, into: Uint8Array, position: number): Promise<void> {
+async function readBack(fh: FileHandle, into: Uint8Array, position: number): Promise<boolean> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
     try {
@@ -973,8 +974,40 @@ async function readBack(fh: FileHandle, into: Uint8Array, position: number): Pro
       if (bytesRead === 0) break
       off += bytesRead
     }
+    return true
   } catch {
-    // Unreadable: the padding stays.
+    // Unreadable: the padding stays (the caller writes only the data then: see writeTail).
+    return false
+  } finally {
+    await h?.close().catch(() => {})
+  }
+}
+
+/**
+ * Writes `data` at `position` of `fh`'s file through a buffered write-only descriptor of its own
+ * (/proc/self/fd: the stream's own file; its path where /proc is not mounted): the last block of
+ * a write-only stream whose file this process may not read back (see finish), so that only the
+ * data's bytes are written, not the block's padding over the file's bytes after them. A kernel
+ * error is thrown typed, with the position it stopped at.
+ */
+async function writeTail(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let h: Awaited<ReturnType<typeof fsOpen>> | undefined
+  let off = 0
+  try {
+    try {
+      h = await fsOpen(`/proc/self/fd/${fh.fd}`, fsConstants.O_WRONLY)
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
+      h = await fsOpen(fh.path, fsConstants.O_WRONLY)
+    }
+    while (off < data.byteLength) {
+      const { bytesWritten } = await h.write(data, off, data.byteLength - off, position + off)
+      off += bytesWritten
+    }
+  } catch (e) {
+    const errno = (e as { errno?: unknown }).errno
+    if (typeof errno !== 'number') throw e
+    throw kernelError(Math.abs(errno), { syscall: 'write', path: fh.path, position: position + off, length: data.byteLength - off })
   } finally {
     await h?.close().catch(() => {})
   }
@@ -1502,7 +1535,7 @@ export class BlockWriter extends Core {
       this.#check()
       const fill = this.#fill
       const blockLen = roundUp(fill, this.#unit)
-      let buf = this.#cur
+      let buf: Uint8Array | undefined = this.#cur
       this.#cur = undefined
       buf.fill(0, fill, blockLen)
       if (this.#origSize > end || grownTo > end) {
@@ -1511,13 +1544,26 @@ export class BlockWriter extends Core {
         // reads them through a descriptor of its own (see readBack).
         const old = this.#alloc(fh, blockLen)
         old.fill(0)
-        await (fh.readable ? this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })) : this.track(readBack(fh, old, this.#pos)))
+        const got = fh.readable ? await this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })).then(() => true) : await this.track(readBack(fh, old, this.#pos))
         this.#check()
         old.set(buf.subarray(0, fill))
         buf = old
+        if (!got) {
+          // A file this process may write but not read (mode 0200 as another user): its bytes
+          // after the data cannot be read back, and the padding would overwrite them (fs's stream
+          // writes only its own bytes). The data's bytes go through a buffered write-only
+          // descriptor of the stream's own file instead (see writeTail): nothing after them is
+          // written (adversary-s18b).
+          await this.track(writeTail(fh, buf.subarray(0, fill), this.#pos))
+          this.#check()
+          this.#bytesWritten += fill
+          buf = undefined
+        }
       }
-      blockEnd = this.#pos + blockLen
-      this.#submit(fh, buf, blockLen, fill)
+      if (buf !== undefined) {
+        blockEnd = this.#pos + blockLen
+        this.#submit(fh, buf, blockLen, fill)
+      }
     }
     await this.#room(0)
     // An early reservation may still be in flight (no block waited for it): its size first.
