@@ -952,6 +952,30 @@ interface WriteEntry {
 }
 
 /**
+ * A buffered descriptor of `fh`'s own file (its name may have changed since the open): through
+ * /proc/self/fd, by `fh`'s path only where /proc is not mounted. It must be `fh`'s file: a handle
+ * its caller closed meanwhile may have left its descriptor's number to another file, so the
+ * opened file is checked against `fh` (device and inode; `fh.stat` fails on a closed handle).
+ */
+async function openOwn(fh: FileHandle, flags: string | number): Promise<Awaited<ReturnType<typeof fsOpen>>> {
+  let h: Awaited<ReturnType<typeof fsOpen>>
+  try {
+    h = await fsOpen(`/proc/self/fd/${fh.fd}`, flags)
+  } catch (e) {
+    if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
+    h = await fsOpen(fh.path, flags)
+  }
+  try {
+    const [own, got] = await Promise.all([fh.stat(), h.stat()])
+    if (own.dev !== got.dev || own.ino !== got.ino) throw kernelError(E.EBADF, { syscall: 'open', path: fh.path }, 'the stream\'s file is not the one its descriptor names now')
+    return h
+  } catch (e) {
+    await h.close().catch(() => {})
+    throw e
+  }
+}
+
+/**
  * The file's bytes at `position` into `into` (zeros past its end), for a write-only handle's last
  * block (see finish): through a buffered descriptor of its own on the stream's open file
  * (/proc/self/fd: the file the stream writes, whatever its name now; by its path only where
@@ -963,12 +987,7 @@ interface WriteEntry {
 async function readBack(fh: FileHandle, into: Uint8Array, position: number): Promise<boolean> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
-    try {
-      h = await fsOpen(`/proc/self/fd/${fh.fd}`, 'r')
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
-      h = await fsOpen(fh.path, 'r')
-    }
+    h = await openOwn(fh, 'r')
     for (let off = 0; off < into.byteLength; ) {
       const { bytesRead } = await h.read(into, off, into.byteLength - off, position + off)
       if (bytesRead === 0) break
@@ -994,12 +1013,7 @@ async function writeTail(fh: FileHandle, data: Uint8Array, position: number): Pr
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   let off = 0
   try {
-    try {
-      h = await fsOpen(`/proc/self/fd/${fh.fd}`, fsConstants.O_WRONLY)
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
-      h = await fsOpen(fh.path, fsConstants.O_WRONLY)
-    }
+    h = await openOwn(fh, fsConstants.O_WRONLY)
     while (off < data.byteLength) {
       const { bytesWritten } = await h.write(data, off, data.byteLength - off, position + off)
       off += bytesWritten
@@ -1032,7 +1046,7 @@ const OWN_TAIL_PIECE = 1 << 20
 async function ownTail(fh: FileHandle, from: number, to: number, entries: readonly WriteEntry[], end: number): Promise<boolean> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
-    h = await fsOpen(`/proc/self/fd/${fh.fd}`, 'r')
+    h = await openOwn(fh, 'r')
   } catch {
     return false
   }
