@@ -4,6 +4,7 @@
 // aligned blocks, keeps `writeBehind` writes in flight, pads the last block and truncates the file
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
+import { constants as fsConstants } from 'node:fs'
 import { lstat, open as fsOpen } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
@@ -951,22 +952,76 @@ interface WriteEntry {
 }
 
 /**
- * The file's bytes at `position` into `into` (zeros past its end), for a write-only handle's last
- * block (see finish): through a buffered descriptor of its own, which sees what other writers put
- * there (the page cache, or the device where direct writes went). Best effort: a file this process
- * may not read leaves `into` as it is (the block's padding).
+ * A buffered descriptor of `fh`'s own file (its name may have changed since the open): through
+ * /proc/self/fd, by `fh`'s path only where /proc is not mounted. It must be `fh`'s file: a handle
+ * its caller closed meanwhile may have left its descriptor's number to another file, so the
+ * opened file is checked against `fh` (device and inode; `fh.stat` fails on a closed handle).
  */
-async function readBack(path: string, into: Uint8Array, position: number): Promise<void> {
+async function openOwn(fh: FileHandle, flags: string | number): Promise<Awaited<ReturnType<typeof fsOpen>>> {
+  let h: Awaited<ReturnType<typeof fsOpen>>
+  try {
+    h = await fsOpen(`/proc/self/fd/${fh.fd}`, flags)
+  } catch (e) {
+    if ((e as { code?: unknown }).code !== 'ENOENT' || (await fsOpen('/proc/self/fd', 'r').then((d) => d.close().then(() => true), () => false))) throw e
+    h = await fsOpen(fh.path, flags)
+  }
+  try {
+    const [own, got] = await Promise.all([fh.stat(), h.stat()])
+    if (own.dev !== got.dev || own.ino !== got.ino) throw kernelError(E.EBADF, { syscall: 'open', path: fh.path }, 'the stream\'s file is not the one its descriptor names now')
+    return h
+  } catch (e) {
+    await h.close().catch(() => {})
+    throw e
+  }
+}
+
+/**
+ * The file's bytes at `position` into `into` (zeros past its end), for a write-only handle's last
+ * block (see finish): through a buffered descriptor of its own on the stream's open file
+ * (/proc/self/fd: the file the stream writes, whatever its name now; by its path only where
+ * /proc is not mounted), which sees what other writers put there (the page cache, or the device
+ * where direct writes went). Through the path, a file renamed since the open (a log rotated)
+ * got the bytes of the file now at that name, or zeros, after the data (adversary-s18b). Best
+ * effort: a file this process may not read leaves `into` as it is (the block's padding).
+ */
+async function readBack(fh: FileHandle, into: Uint8Array, position: number): Promise<boolean> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
-    h = await fsOpen(path, 'r')
+    h = await openOwn(fh, 'r')
     for (let off = 0; off < into.byteLength; ) {
       const { bytesRead } = await h.read(into, off, into.byteLength - off, position + off)
       if (bytesRead === 0) break
       off += bytesRead
     }
+    return true
   } catch {
-    // Unreadable: the padding stays.
+    // Unreadable: the padding stays (the caller writes only the data then: see writeTail).
+    return false
+  } finally {
+    await h?.close().catch(() => {})
+  }
+}
+
+/**
+ * Writes `data` at `position` of `fh`'s file through a buffered write-only descriptor of its own
+ * (/proc/self/fd: the stream's own file; its path where /proc is not mounted): the last block of
+ * a write-only stream whose file this process may not read back (see finish), so that only the
+ * data's bytes are written, not the block's padding over the file's bytes after them. A kernel
+ * error is thrown typed, with the position it stopped at.
+ */
+async function writeTail(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let h: Awaited<ReturnType<typeof fsOpen>> | undefined
+  let off = 0
+  try {
+    h = await openOwn(fh, fsConstants.O_WRONLY)
+    while (off < data.byteLength) {
+      const { bytesWritten } = await h.write(data, off, data.byteLength - off, position + off)
+      off += bytesWritten
+    }
+  } catch (e) {
+    const errno = (e as { errno?: unknown }).errno
+    if (typeof errno !== 'number') throw e
+    throw kernelError(Math.abs(errno), { syscall: 'write', path: fh.path, position: position + off, length: data.byteLength - off })
   } finally {
     await h?.close().catch(() => {})
   }
@@ -991,7 +1046,7 @@ const OWN_TAIL_PIECE = 1 << 20
 async function ownTail(fh: FileHandle, from: number, to: number, entries: readonly WriteEntry[], end: number): Promise<boolean> {
   let h: Awaited<ReturnType<typeof fsOpen>> | undefined
   try {
-    h = await fsOpen(`/proc/self/fd/${fh.fd}`, 'r')
+    h = await openOwn(fh, 'r')
   } catch {
     return false
   }
@@ -1029,8 +1084,10 @@ async function ownTail(fh: FileHandle, from: number, to: number, entries: readon
       const a = Math.max(at, e.pos)
       const b = Math.min(to, e.pos + e.len)
       if (a >= b) continue
-      // A byte no block of this stream covers (none expected): not provably its own.
-      if (a > at) return false
+      // Bytes before its first block (the cut goes back to the file's size before a stream
+      // that started past its end, see cutBack): a hole the write made, zeros; another
+      // writer's bytes there are not the stream's.
+      if (a > at && !(await range(at, a, undefined, at, true))) return false
       if (!(await range(a, b, e.buf, e.pos, e.state !== 'ok'))) return false
       at = b
     }
@@ -1492,7 +1549,7 @@ export class BlockWriter extends Core {
       this.#check()
       const fill = this.#fill
       const blockLen = roundUp(fill, this.#unit)
-      let buf = this.#cur
+      let buf: Uint8Array | undefined = this.#cur
       this.#cur = undefined
       buf.fill(0, fill, blockLen)
       if (this.#origSize > end || grownTo > end) {
@@ -1501,13 +1558,26 @@ export class BlockWriter extends Core {
         // reads them through a descriptor of its own (see readBack).
         const old = this.#alloc(fh, blockLen)
         old.fill(0)
-        await (fh.readable ? this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })) : this.track(readBack(fh.path, old, this.#pos)))
+        const got = fh.readable ? await this.track(fh.read(old, { position: this.#pos, signal: this.opSignal })).then(() => true) : await this.track(readBack(fh, old, this.#pos))
         this.#check()
         old.set(buf.subarray(0, fill))
         buf = old
+        if (!got) {
+          // A file this process may write but not read (mode 0200 as another user): its bytes
+          // after the data cannot be read back, and the padding would overwrite them (fs's stream
+          // writes only its own bytes). The data's bytes go through a buffered write-only
+          // descriptor of the stream's own file instead (see writeTail): nothing after them is
+          // written (adversary-s18b).
+          await this.track(writeTail(fh, buf.subarray(0, fill), this.#pos))
+          this.#check()
+          this.#bytesWritten += fill
+          buf = undefined
+        }
       }
-      blockEnd = this.#pos + blockLen
-      this.#submit(fh, buf, blockLen, fill)
+      if (buf !== undefined) {
+        blockEnd = this.#pos + blockLen
+        this.#submit(fh, buf, blockLen, fill)
+      }
     }
     await this.#room(0)
     // An early reservation may still be in flight (no block waited for it): its size first.
@@ -1600,7 +1670,10 @@ export class BlockWriter extends Core {
     // before the failure (the error's position: the first byte not written), never past the data.
     const failedAt = (this.#error as { position?: unknown } | undefined)?.position
     const inOrder = typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
-    const keep = Math.max(this.#origSize, inOrder)
+    // Nothing in order written: the file's size before the stream, also when the stream started
+    // past its end (the gap up to \`start\` is nobody's data: node:fs's stream, whose first write
+    // failed, leaves the file as it was; adversary-s18b).
+    const keep = inOrder > start ? Math.max(this.#origSize, inOrder) : this.#origSize
     // How far this stream's writes (started ones: #pos is the end of the last) and reservations reached.
     const reached = Math.max(this.#reservedTo, this.#pos)
     if (reached <= keep || fh.closed || fh.isBlockDevice) return
