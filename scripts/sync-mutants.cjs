@@ -82,7 +82,7 @@ const SITES = [
   },
   {
     id: 'commit-dirsync-before-rename',
-    src: 'src/fileops.ts:218-223 (commitTemp order: rename/link into place, then the directory fsync)',
+    src: 'src/fileops.ts commitTemp (order: rename/link into place, then the directory fsync)',
     file: 'fileops.js',
     find: `    if (exclusive) {
         check(await native_1.native.linkPath(tmp, dst), 'link', dst);
@@ -90,14 +90,18 @@ const SITES = [
     }
     else
         check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
-    await (0, dirsync_1.syncParentDir)(dst);`,
+    try {
+        await (0, dirsync_1.syncParentDir)(dst);
+    }`,
     replace: `    await (0, dirsync_1.syncParentDir)(dst);
     if (exclusive) {
         check(await native_1.native.linkPath(tmp, dst), 'link', dst);
         await removeTemp(tmp);
     }
     else
-        check(await native_1.native.renamePath(tmp, dst), 'rename', dst);`,
+        check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
+    try {
+    }`,
     cases: ['writeFile atomic*', 'copyFile*', 'odirect cp*'],
   },
   {
