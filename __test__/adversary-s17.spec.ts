@@ -78,6 +78,7 @@ import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { holds, openedNoMore } from './helpers/holds.ts'
+import { writeAll } from './helpers/wstream.ts'
 
 const scratch = scratchDirs('adversary-s17')
 const runChild = childRunner(path.join(path.dirname(fileURLToPath(import.meta.url)), 'adversary-s17'))
@@ -108,10 +109,7 @@ async function nodeStream(p: string, options: od.WriteStreamOptions, chunks: rea
 /** The same through an odirect web WritableStream. */
 async function webStream(p: string, options: od.WriteStreamOptions, chunks: readonly Buffer[]): Promise<unknown> {
   try {
-    const w = od.writableWebStream(p, options).getWriter()
-    for (const c of chunks) await w.write(c)
-    await w.close()
-    return undefined
+    return await writeAll(od.writableWebStream(p, options).getWriter(), chunks)
   } catch (e) {
     return e
   }
@@ -325,15 +323,7 @@ for (const form of ['node', 'web'] as const) {
         ws.end(data)
       } else {
         const w = od.writableWebStream(fx.file, options).getWriter()
-        failed = (async () => {
-          try {
-            await w.write(data)
-            await w.close()
-            return undefined
-          } catch (e) {
-            return e
-          }
-        })()
+        failed = writeAll(w, [data])
       }
       // FUSE takes one direct write of a file at a time (the inode lock): the first block held in
       // the server means the JS turn that staged all four is over, the other three wait in the

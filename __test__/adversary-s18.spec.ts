@@ -44,6 +44,7 @@ import { type FaultFs, faultFs, isSkip, patternBuffer, skipReason } from './help
 import { must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+import { writeAll } from './helpers/wstream.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.join(here, '..', 'dist', 'cli.js')
@@ -857,16 +858,7 @@ if (SYSCTL_REASON === undefined) {
     })
     t.is((mine as { code?: string } | undefined)?.code, 'EACCES', 'createWriteStream')
     t.is(drained(), '', 'createWriteStream: nothing reached their reader')
-    const web = await (async () => {
-      const w = od.writableWebStream(fifo).getWriter()
-      try {
-        await w.write(Buffer.from('root secret\n'))
-        await w.close()
-        return undefined
-      } catch (e) {
-        return e
-      }
-    })()
+    const web = await writeAll(od.writableWebStream(fifo).getWriter(), [Buffer.from('root secret\n')])
     t.is((web as { code?: string } | undefined)?.code, 'EACCES', 'writableWebStream')
     t.is(drained(), '', 'writableWebStream: nothing reached their reader')
     // Flags without O_CREAT ('r+'): the kernel does not check them, fs's stream writes to the FIFO,
@@ -923,16 +915,7 @@ if (SYSCTL_REASON === undefined) {
     t.is((mine as { code?: string } | undefined)?.code, 'EACCES', 'createWriteStream')
     t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', 'createWriteStream: their file untouched')
     reset()
-    const web = await (async () => {
-      const w = od.writableWebStream(theirs, { start: 4096 }).getWriter()
-      try {
-        await w.write(Buffer.from('root secret\n'))
-        await w.close()
-        return undefined
-      } catch (e) {
-        return e
-      }
-    })()
+    const web = await writeAll(od.writableWebStream(theirs, { start: 4096 }).getWriter(), [Buffer.from('root secret\n')])
     t.is((web as { code?: string } | undefined)?.code, 'EACCES', 'writableWebStream')
     t.is(fs.readFileSync(theirs, 'utf8'), 'their contents', 'writableWebStream: their file untouched')
   })

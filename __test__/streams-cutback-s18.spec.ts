@@ -15,6 +15,7 @@ import * as od from '../dist/index.js'
 import { faultFs, isSkip } from './helpers/fixtures.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 import { openedNoMore } from './helpers/holds.ts'
+import { writeAll } from './helpers/wstream.ts'
 
 const block = 64 * 1024
 
@@ -41,15 +42,7 @@ testIf(FAULTFS_REASON, 'web write stream failing EIO at its second block keeps t
   t.is(fs.writeSync(fd, theirs, 0, 100, block + 200), 100)
   fs.closeSync(fd)
   fx.hold()
-  const failed = (async () => {
-    try {
-      await w.write(Buffer.alloc(4 * block, 0x11))
-      await w.close()
-      return undefined
-    } catch (e) {
-      return e
-    }
-  })()
+  const failed = writeAll(w, [Buffer.alloc(4 * block, 0x11)])
   await fx.waitForHeld(1)
   fx.release()
   const e = (await failed) as { code?: string; position?: number } | undefined
@@ -84,15 +77,7 @@ for (const form of ['node', 'web'] as const) {
       // (The web stream has no bytesTransferred: its chunks' buffers are detached once taken.)
       transferred = () => chunks.filter((c) => c.byteLength === 0).length * block
       const w = od.writableWebStream(fx.file, options).getWriter()
-      failed = (async () => {
-        try {
-          for (const c of chunks) await w.write(c)
-          await w.close()
-          return undefined
-        } catch (e) {
-          return e
-        }
-      })()
+      failed = writeAll(w, chunks)
     }
     await fx.waitForHeld(1)
     fx.release()

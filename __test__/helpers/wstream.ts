@@ -62,3 +62,14 @@ export async function endSamplingKernel(fh: FileHandle, ws: Writable, from: numb
   clearInterval(timer)
   return most
 }
+
+/** Writes `chunks` through a web stream's writer in turn, then closes it: undefined, or what rejected (the stream's error). */
+export async function writeAll(writer: { write(chunk: Uint8Array): Promise<void>; close(): Promise<void> }, chunks: readonly Uint8Array[]): Promise<unknown> {
+  try {
+    for (const c of chunks) await writer.write(c)
+    await writer.close()
+    return undefined
+  } catch (e) {
+    return e
+  }
+}
