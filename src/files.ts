@@ -392,7 +392,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const mode = exactMode ?? (o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666)
     // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
     // link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
-    const target = exclusive ? dst : await abort.race(resolveLinks(dst))
+    // A link whose text is no path to the file (see resolveLinks' `named`) is refused.
+    const target = exclusive ? dst : await abort.race(resolveLinks(dst, st))
     const tmp = tmpName(target)
     // What the replaced file keeps (see keepAttrs): the mode exactly (an in-place write leaves
     // it; the temp file's create applied the umask), unless `mode` was given (then as created).
@@ -485,14 +486,16 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
   try {
     const fh = await abort.race(core.open())
     opened = true
-    // A temp file being created whose length is known (see reserveSpace).
-    if (reserve > 0 && temp !== undefined) await abort.race(reserveSpace(fh, reserve, temp, signal))
-    // Before any data: the attributes the file must have (a temp file's, see keepAttrs). Not raced
-    // against the abort: it works on the descriptor, which must stay open until it is done.
+    // Before any data: the attributes the file must have (a temp file's, see keepAttrs), and the
+    // refusals that come with them (an immutable or mount-point destination: before the space is
+    // reserved, as copyBlocks does, so that a full disk does not hide them behind ENOSPC). Not
+    // raced against the abort: it works on the descriptor, which must stay open until it is done.
     if (prepare !== undefined) {
       await prepare(fh)
       abort.check()
     }
+    // A temp file being created whose length is known (see reserveSpace).
+    if (reserve > 0 && temp !== undefined) await abort.race(reserveSpace(fh, reserve, temp, signal))
     for await (const b of chunks) {
       await abort.race(core.write(b))
       total += b.byteLength
@@ -665,8 +668,11 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `verify needs to read the data twice, and ${which}, which cannot be read again`, 'copy without verify, or to/from a regular file')
     }
     // A destination that is a symbolic link: the file it names gets the copy, the link stays
-    // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
-    if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
+    // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL). One
+    // whose text is no path to the file is refused (see resolveLinks' `named`). A FIFO, device
+    // or pseudo-file is written in place through the path as given, whose links the kernel
+    // follows: a /dev/stdout that is a pipe or socket links to 'pipe:[N]', no path at all.
+    if (!plan.exclusive && !seqDst) plan.d = await plan.abort.race(resolveLinks(d, dstSt))
     if (dstSt?.isFile() === true) plan.replaced = { path: plan.d, uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
     // Another user's file in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
@@ -928,8 +934,9 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   }
   let destination: CopyResult['destination']
   if (dstSt !== undefined && isSequential(dstSt)) {
-    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
-    await abort.race(refuseProtectedFile(d, dstSt))
+    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see
+    // refuseProtectedFile), where its links lead.
+    await abort.race(resolveLinks(d).then((at) => refuseProtectedFile(at, dstSt)))
     await writeSequential(d, counted(source()), abort)
     destination = { direct: false, fallbackReason: `${d} is ${kindName(dstSt)}, written in place in sequence: direct I/O does not apply to it`, path: d }
   } else {
