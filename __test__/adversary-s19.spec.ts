@@ -449,3 +449,63 @@ test('copyFile and odirect cp onto /dev/stdout when it is a pipe: the bytes reac
     t.true(fs.existsSync(out) && fs.readFileSync(out).equals(data), `${form}: the reader got the file`)
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// 5. writeFile's data losing its bytes while it is written
+
+// The data's ArrayBuffer resized smaller (a resizable ArrayBuffer) or transferred after the call,
+// while writeFile is still reading it: the moment is setImmediate's, which runs at the first turn
+// of the event loop (before any byte of a single view is read: writeFile's open takes turns; during
+// the 64 MiB second chunk of an iterable: its writes complete on later turns). Found: writeFile
+// resolved with the view written as far as it still reached (16 of 64 MiB) or not at all (an
+// empty file), and with { atomic } the old file was replaced by that. node:fs writes the empty file,
+// or never settles (the iterable). Now ERR_ODIRECT_DETACHED, the old file untouched with { atomic }
+// (src/files.ts whileWritten).
+const RAB_REASON = typeof (ArrayBuffer.prototype as { resize?: unknown }).resize === 'function' ? undefined : 'no resizable ArrayBuffer in this runtime'
+
+testIf(RAB_REASON, "writeFile (plain and { atomic }) whose data's ArrayBuffer is resized smaller or transferred while it is written: ERR_ODIRECT_DETACHED, the old file untouched with atomic (was: resolved with the part still reachable, or an empty file replacing the old one)", async (t) => {
+  const dir = scratch()
+  const MiB = 1024 * 1024
+  type Resizable = ArrayBuffer & { resize(n: number): void }
+  // Transferred (detached) as postMessage transfers it: ArrayBuffer.prototype.transfer is newer than Node 20.
+  const detach = (b: Resizable): void => void structuredClone(b, { transfer: [b] })
+  const cases = {
+    'one fixed-length view, resized before it is read': { iterable: false, tracking: false, take: (b: Resizable) => b.resize(MiB) },
+    'one length-tracking view, resized before it is read': { iterable: false, tracking: true, take: (b: Resizable) => b.resize(MiB) },
+    'one view, transferred before it is read': { iterable: false, tracking: false, take: detach },
+    "an iterable's 64 MiB chunk, resized while it is written": { iterable: true, tracking: false, take: (b: Resizable) => b.resize(MiB) },
+    "an iterable's 64 MiB chunk, transferred while it is written": { iterable: true, tracking: false, take: detach },
+  }
+  for (const [what, c] of Object.entries(cases)) {
+    for (const atomic of [false, true]) {
+      const label = `${what}${atomic ? ', atomic' : ''}`
+      const dst = path.join(dir, `out-${Object.keys(cases).indexOf(what)}-${atomic}`)
+      fs.writeFileSync(dst, 'old contents')
+      const rab = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(64 * MiB, { maxByteLength: 128 * MiB })
+      const view = c.tracking ? new Uint8Array(rab) : new Uint8Array(rab, 0, 64 * MiB)
+      view.fill(0x61)
+      let taken = false
+      const arm = (): void => {
+        setImmediate(() => {
+          c.take(rab)
+          taken = true
+        })
+      }
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        yield Buffer.from('head')
+        arm()
+        yield view
+      }
+      if (!c.iterable) arm()
+      const e = await failure(od.writeFile(dst, c.iterable ? chunks() : view, { atomic }))
+      t.true(taken, `${label}: the buffer was taken while writeFile ran`)
+      t.is(e?.code, 'ERR_ODIRECT_DETACHED', `${label}: ${String(e)} (the file: ${fs.statSync(dst).size} bytes)`)
+      if (atomic) t.is(fs.readFileSync(dst, 'utf8'), 'old contents', `${label}: the old file untouched`)
+      t.deepEqual(tempsUnder(dir), [], `${label}: no temp file`)
+    }
+  }
+  // A view of an ordinary ArrayBuffer is written as it reads (adversary-s18's changing getter).
+  const plain = path.join(dir, 'plain')
+  await od.writeFile(plain, new Uint8Array(4096).fill(0x62), { atomic: true })
+  t.is(fs.readFileSync(plain).length, 4096)
+})

@@ -8,7 +8,7 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
-import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isDetached, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
@@ -245,7 +245,11 @@ async function readSequential(p: string, abort: AbortRace): Promise<Buffer> {
 
 function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefined {
   if (typeof data === 'string') return Buffer.from(data, encoding)
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  if (ArrayBuffer.isView(data)) {
+    // A view whose ArrayBuffer was transferred: no bytes to write (see whileWritten).
+    if (data.byteLength === 0 && isDetached(data)) throw misuse('ERR_ODIRECT_DETACHED', "writeFile's data is detached (its ArrayBuffer was transferred)", "keep the data's ArrayBuffer as it is until writeFile settles")
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  }
   return undefined
 }
 
@@ -305,6 +309,35 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
   }
 }
 
+/** Whether a view's bytes can go away under a call: its ArrayBuffer is resizable, or was detached. */
+function shrinkable(view: ArrayBufferView): boolean {
+  return (view.buffer as ArrayBuffer & { resizable?: boolean }).resizable === true || isDetached(view)
+}
+
+/**
+ * writeFile's chunks, each checked again once it was written: a view whose bytes went away while
+ * writeFile ran (its resizable ArrayBuffer resized smaller, or the buffer transferred) is refused,
+ * ERR_ODIRECT_DETACHED, and with `atomic` the destination stays as it was. Found (adversary-s19):
+ * such a view was written as far as it still reached, or not at all, and writeFile resolved: a
+ * 64 MiB view shrunk mid-write left 16 MiB; shrunk before its first byte was read, an empty file
+ * (with `atomic`, the old file replaced by it). node:fs writes the empty file, or never settles.
+ * `one`: the data when it is one view, and `atCall` its length when writeFile was called, the
+ * length to write (a view of an ArrayBuffer that is neither resizable nor detached is taken as it
+ * reads when written).
+ */
+async function* whileWritten(chunks: AsyncGenerator<Uint8Array>, one: ArrayBufferView | undefined, atCall: number, dst: string): AsyncGenerator<Uint8Array> {
+  const lost = (had: number, has: number): DirectIoError =>
+    misuse('ERR_ODIRECT_DETACHED', `writeFile's data lost bytes while it was written (a view of ${had} bytes now has ${has}): its ArrayBuffer was resized smaller or transferred`, `keep the data's ArrayBuffer as it is until writeFile settles; with { atomic } ${dst} is untouched, else it holds what was written before`, { path: dst })
+  let first = one !== undefined
+  for await (const b of chunks) {
+    if (first && one !== undefined && b.byteLength < atCall && shrinkable(one)) throw lost(atCall, b.byteLength)
+    first = false
+    const len = b.byteLength
+    yield b
+    if (b.byteLength !== len) throw lost(len, b.byteLength)
+  }
+}
+
 /**
  * Writes `data` (a string, Buffer/TypedArray/DataView, or an (async) iterable of those) to a
  * file with direct I/O, as fs/promises' writeFile. The last block is zero padded and the file
@@ -346,7 +379,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
-    const chunks = chunksOf(payload, encoding, abort)
+    const one = ArrayBuffer.isView(payload) ? payload : undefined
+    const chunks = whileWritten(chunksOf(payload, encoding, abort), one, one?.byteLength ?? 0, dst)
     if (given) {
       const start = path.position
       // fs writes at any position: a handle left inside a block (by readFile to an end that is not
