@@ -309,32 +309,22 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
   }
 }
 
-/** Whether a view's bytes can go away under a call: its ArrayBuffer is resizable, or was detached. */
-function shrinkable(view: ArrayBufferView): boolean {
-  return (view.buffer as ArrayBuffer & { resizable?: boolean }).resizable === true || isDetached(view)
-}
-
 /**
  * writeFile's chunks, each checked again once it was written: a view whose bytes went away while
- * writeFile ran (its resizable ArrayBuffer resized smaller, or the buffer transferred) is refused,
- * ERR_ODIRECT_DETACHED, and with `atomic` the destination stays as it was. Found (adversary-s19):
- * such a view was written as far as it still reached, or not at all, and writeFile resolved: a
- * 64 MiB view shrunk mid-write left 16 MiB; shrunk before its first byte was read, an empty file
- * (with `atomic`, the old file replaced by it). node:fs writes the empty file, or never settles.
- * `one`: the data when it is one view, and `atCall` its length when writeFile was called, the
- * length to write (a view of an ArrayBuffer that is neither resizable nor detached is taken as it
- * reads when written).
+ * it was being written (its resizable ArrayBuffer resized smaller, or the buffer transferred,
+ * after some of it was read) is refused, ERR_ODIRECT_DETACHED, and with `atomic` the destination
+ * stays as it was. Found (adversary-s19): such a view was written as far as it still reached and
+ * writeFile resolved (16 of a 64 MiB chunk; with `atomic` the old file replaced by that); node:fs
+ * throws a RangeError there (one view) or never settles (an iterable). A view that shrank before
+ * writeFile read any of it is written as it reads then, as node:fs writes it (adversary-s18).
  */
-async function* whileWritten(chunks: AsyncGenerator<Uint8Array>, one: ArrayBufferView | undefined, atCall: number, dst: string): AsyncGenerator<Uint8Array> {
-  const lost = (had: number, has: number): DirectIoError =>
-    misuse('ERR_ODIRECT_DETACHED', `writeFile's data lost bytes while it was written (a view of ${had} bytes now has ${has}): its ArrayBuffer was resized smaller or transferred`, `keep the data's ArrayBuffer as it is until writeFile settles; with { atomic } ${dst} is untouched, else it holds what was written before`, { path: dst })
-  let first = one !== undefined
+async function* whileWritten(chunks: AsyncGenerator<Uint8Array>, dst: string): AsyncGenerator<Uint8Array> {
   for await (const b of chunks) {
-    if (first && one !== undefined && b.byteLength < atCall && shrinkable(one)) throw lost(atCall, b.byteLength)
-    first = false
     const len = b.byteLength
     yield b
-    if (b.byteLength !== len) throw lost(len, b.byteLength)
+    if (b.byteLength !== len) {
+      throw misuse('ERR_ODIRECT_DETACHED', `writeFile's data lost bytes while it was written (a view of ${len} bytes now has ${b.byteLength}): its ArrayBuffer was resized smaller or transferred`, `keep the data's ArrayBuffer as it is until writeFile settles; with { atomic } ${dst} is untouched, else it holds what was written before`, { path: dst })
+    }
   }
 }
 
@@ -379,8 +369,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
-    const one = ArrayBuffer.isView(payload) ? payload : undefined
-    const chunks = whileWritten(chunksOf(payload, encoding, abort), one, one?.byteLength ?? 0, dst)
+    const chunks = whileWritten(chunksOf(payload, encoding, abort), dst)
     if (given) {
       const start = path.position
       // fs writes at any position: a handle left inside a block (by readFile to an end that is not
