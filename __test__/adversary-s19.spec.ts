@@ -442,8 +442,9 @@ console.log('RESULT ' + JSON.stringify(out))`
 // saying the attributes "cannot be read; fs.copyFile would keep them". Now refused,
 // ERR_ODIRECT_UNSUPPORTED, before any data (src/fileops.ts resolveLinks' `named`). (b) copyFile
 // and `odirect cp` onto /dev/stdout when it is a pipe (`odirect cp f /dev/stdout | sha256sum`)
-// failed ENOENT: the destination's links were read before the FIFO was written in place, and
-// 'pipe:[N]' is no path; now written through the path as given (src/files.ts).
+// failed ENOENT, as did bash's process substitution (`odirect cp f >(sha256sum)`, /dev/fd/63):
+// the destination's links were read before the FIFO was written in place, and 'pipe:[N]' is no
+// path; now written through the path as given (src/files.ts).
 test('copyFile, writeFile({ atomic }) and odirect cp onto /proc/self/fd/N of a deleted file: ERR_ODIRECT_UNSUPPORTED, no file "NAME (deleted)" made, the open file untouched (was: a new file of that name got the data)', async (t) => {
   const dir = scratch()
   const src = path.join(dir, 'src')
