@@ -352,7 +352,12 @@ export declare function isDetached(value: unknown): boolean
  */
 export declare const LATENCY_BUCKETS: number
 
-/** link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno. */
+/**
+ * link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno. On a filesystem
+ * without hard links (vfat, exFAT: link fails EPERM) `from` is moved to `to` by
+ * renameat2(RENAME_NOREPLACE) instead, as exclusive (EEXIST when `to` exists): `from` is then
+ * gone; where the filesystem has no RENAME_NOREPLACE either (EINVAL) link's own errno is returned.
+ */
 export declare function linkPath(from: string, to: string): Promise<number>
 
 /** Lock waits' ids start here (op ids stay below). */
@@ -457,12 +462,14 @@ export declare function renamePath(from: string, to: string): Promise<number>
 /**
  * Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
  * `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
- * `append-only`), and one this process may not write (EACCES, syscall `access`); `uid`/`gid`
- * >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
- * security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
- * an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
- * temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
- * only the mode. Resolves errno 0, or the failed call and the attribute's name.
+ * `append-only`), a `dst` that is a mount point (EBUSY, syscall `rename`, name `mount point`: no
+ * rename can replace it), and one this process may not write (EACCES, syscall `access`);
+ * `uid`/`gid` >= 0: fchown to those (-1: that id kept) where the temp file's differ, best effort;
+ * `xattrs`: `dst`'s extended attributes (ACLs too; not security.capability / .ima / .evm, which
+ * are about the old contents) set on the temp file, and an ACL the temp file inherited that `dst`
+ * had not is removed; `mode` < 0 with `xattrs`: the temp file's own mode given back after;
+ * `mode` >= 0: fchmod last. `dst` '' (nothing replaced): only the mode. Resolves errno 0, or the
+ * failed call and the attribute's name.
  */
 export declare function replaceAttrs(dst: string, tmpFd: number, uid: number, gid: number, mode: number, xattrs: boolean): Promise<AttrResult>
 

@@ -396,79 +396,76 @@ type StreamRun = { ok: true; bytes: Buffer } | { ok: false; code: string | undef
 
 const failedWith = (e: unknown): StreamRun => ({ ok: false, code: (e as { code?: string }).code, typed: e instanceof od.DirectIoError || (e as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE' })
 
-const STREAM_FORMS: Record<string, (file: string, closeAfter: number) => Promise<StreamRun>> = {
-  async 'fh.createWriteStream()'(file, closeAfter) {
-    const fh = await od.open(file, 'w')
-    const ws = fh.createWriteStream({ chunkSize: CHUNK, autoClose: false })
-    const done = new Promise<StreamRun>((resolve) => {
-      ws.on('error', (e) => resolve(failedWith(e)))
-      ws.on('finish', () => resolve({ ok: true, bytes: Buffer.alloc(0) }))
-    })
-    let closing: Promise<void> | undefined
-    for (let i = 0; i < CHUNKS; i++) {
-      if (i === closeAfter) closing = fh.close()
-      ws.write(Buffer.alloc(CHUNK, 0x41 + i))
-    }
-    ws.end()
-    const r = await done
+/**
+ * Opens `file` with `flags`, runs `body` over the handle and closes the handle once, whatever
+ * happens: the stream's bytes (empty for a writer), or how it failed. `closeNow()` (from the body,
+ * at the step the case chooses) starts the close under the stream; a second call does nothing.
+ */
+async function overClosedHandle(file: string, flags: 'r' | 'w', body: (fh: od.FileHandle, closeNow: () => void) => Promise<Buffer>): Promise<StreamRun> {
+  const fh = await od.open(file, flags)
+  let closing: Promise<void> | undefined
+  const closeNow = (): void => {
+    closing ??= fh.close()
+  }
+  try {
+    return { ok: true, bytes: await body(fh, closeNow) }
+  } catch (e) {
+    return failedWith(e)
+  } finally {
     await (closing ?? fh.close()).catch(() => {})
-    return r
-  },
-  async 'writableWebStream(fh)'(file, closeAfter) {
-    const fh = await od.open(file, 'w')
-    const w = od.writableWebStream(fh, { chunkSize: CHUNK }).getWriter()
-    let closing: Promise<void> | undefined
-    try {
+  }
+}
+
+const STREAM_FORMS: Record<string, (file: string, closeAfter: number) => Promise<StreamRun>> = {
+  'fh.createWriteStream()': (file, closeAfter) =>
+    overClosedHandle(file, 'w', async (fh, closeNow) => {
+      const ws = fh.createWriteStream({ chunkSize: CHUNK, autoClose: false })
+      const done = new Promise<void>((resolve, reject) => {
+        ws.on('error', reject)
+        ws.on('finish', resolve)
+      })
       for (let i = 0; i < CHUNKS; i++) {
-        if (i === closeAfter) closing = fh.close()
+        if (i === closeAfter) closeNow()
+        ws.write(Buffer.alloc(CHUNK, 0x41 + i))
+      }
+      ws.end()
+      await done
+      return Buffer.alloc(0)
+    }),
+  'writableWebStream(fh)': (file, closeAfter) =>
+    overClosedHandle(file, 'w', async (fh, closeNow) => {
+      const w = od.writableWebStream(fh, { chunkSize: CHUNK }).getWriter()
+      for (let i = 0; i < CHUNKS; i++) {
+        if (i === closeAfter) closeNow()
         await w.write(Buffer.alloc(CHUNK, 0x41 + i))
       }
       await w.close()
-      return { ok: true, bytes: Buffer.alloc(0) }
-    } catch (e) {
-      return failedWith(e)
-    } finally {
-      await (closing ?? fh.close()).catch(() => {})
-    }
-  },
-  async 'fh.createReadStream()'(file, closeAfter) {
-    const fh = await od.open(file, 'r')
-    const rs = fh.createReadStream({ chunkSize: CHUNK, autoClose: false })
-    const parts: Buffer[] = []
-    let closing: Promise<void> | undefined
-    try {
-      if (closeAfter === 0) closing = fh.close()
+      return Buffer.alloc(0)
+    }),
+  'fh.createReadStream()': (file, closeAfter) =>
+    overClosedHandle(file, 'r', async (fh, closeNow) => {
+      const rs = fh.createReadStream({ chunkSize: CHUNK, autoClose: false })
+      const parts: Buffer[] = []
+      if (closeAfter === 0) closeNow()
       for await (const c of rs) {
         parts.push(Buffer.from(c as Buffer))
-        if (parts.length === closeAfter) closing = fh.close()
+        if (parts.length === closeAfter) closeNow()
       }
-      return { ok: true, bytes: Buffer.concat(parts) }
-    } catch (e) {
-      return failedWith(e)
-    } finally {
-      await (closing ?? fh.close()).catch(() => {})
-    }
-  },
-  async 'fh.readableWebStream()'(file, closeAfter) {
-    const fh = await od.open(file, 'r')
-    const reader = fh.readableWebStream({ chunkSize: CHUNK }).getReader()
-    const parts: Buffer[] = []
-    let closing: Promise<void> | undefined
-    try {
-      if (closeAfter === 0) closing = fh.close()
+      return Buffer.concat(parts)
+    }),
+  'fh.readableWebStream()': (file, closeAfter) =>
+    overClosedHandle(file, 'r', async (fh, closeNow) => {
+      const reader = fh.readableWebStream({ chunkSize: CHUNK }).getReader()
+      const parts: Buffer[] = []
+      if (closeAfter === 0) closeNow()
       for (;;) {
         const { done, value } = await reader.read()
         if (done) break
         parts.push(Buffer.from(value))
-        if (parts.length === closeAfter) closing = fh.close()
+        if (parts.length === closeAfter) closeNow()
       }
-      return { ok: true, bytes: Buffer.concat(parts) }
-    } catch (e) {
-      return failedWith(e)
-    } finally {
-      await (closing ?? fh.close()).catch(() => {})
-    }
-  },
+      return Buffer.concat(parts)
+    }),
 }
 
 for (const [form, run] of Object.entries(STREAM_FORMS)) {

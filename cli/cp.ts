@@ -165,8 +165,10 @@ export function describeForCli(e: unknown): string {
       if (attrs !== undefined) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${attrs}`
       // DST's directory moved or replaced, or DST made a directory, while the copy ran (the
       // rename found neither the temp file nor a file to replace), or DST a mount point (a
-      // bind-mounted file, which a rename cannot replace): copyFile's hint says what happened.
-      if ((e.syscall === 'rename' || e.syscall === 'link') && /moved or replaced|is a directory now|is a mount point/.test(e.hint)) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${e.hint}`
+      // bind-mounted file, which a rename cannot replace: seen by statx before any data), or
+      // --no-clobber on a filesystem without hard links or RENAME_NOREPLACE: copyFile's hint says
+      // what happened.
+      if ((e.syscall === 'rename' || e.syscall === 'link' || e.syscall === 'statx') && /moved or replaced|is a directory now|is a mount point|makes no hard links/.test(e.hint)) return `${where ? `${where}: ` : ''}${info.message} (${e.code}) — ${e.hint}`
       // The temp file's directory is not writable, or DST is another user's in a sticky directory:
       // copyFile's hint says so (cut before its API advice).
       const temp = (e.code === 'EACCES' || e.code === 'EPERM') && /\.odirect-tmp-|^rename$|^link$/.test(`${e.syscall === 'open' ? (e.path ?? '') : (e.syscall ?? '')}`) && e.hint.includes('directory')

@@ -10,7 +10,7 @@ import { basename, dirname } from 'node:path'
 
 import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
-import { abortError, DirectIoError, errno as E, kernelError } from './errors'
+import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { native } from './native'
 
 /** A wait that rejects with an AbortError as soon as the signal aborts (or at once, if it did). */
@@ -93,8 +93,16 @@ export function statIfExists(p: string): Promise<import('node:fs').Stats | undef
  * (renaming over the link would replace the link itself). Each link's text is taken relative to
  * its own directory, unnormalised, as the kernel takes it. After 40 links (a loop) the path is
  * left to the open, which reports ELOOP.
+ *
+ * `named`: the device and inode of the file `p` names (its stat, links followed), for a caller
+ * that replaces it: the path found must name that file. A /proc "magic link" (/proc/self/fd/N,
+ * /dev/fd/N, /dev/stdout) is followed by the kernel to the open file itself, and its text is no
+ * path to it when the file was deleted, is an O_TMPFILE or a memfd ('/tmp/x (deleted)',
+ * '/memfd:x (deleted)'), or is in another mount namespace: the temp file and rename made a new
+ * file of that name next to it (in / for a memfd, as root) and resolved, where fs writes the open
+ * file through the link (adversary-s19). Refused, ERR_ODIRECT_UNSUPPORTED, before any data.
  */
-export async function resolveLinks(p: string): Promise<string> {
+export async function resolveLinks(p: string, named?: { dev: number; ino: number }): Promise<string> {
   let cur = p
   for (let i = 0; i < 40; i++) {
     const st = await runtime(
@@ -103,7 +111,10 @@ export async function resolveLinks(p: string): Promise<string> {
         throw e
       }),
     )
-    if (st === undefined || !st.isSymbolicLink()) return cur
+    if (st === undefined || !st.isSymbolicLink()) {
+      if (named !== undefined && cur !== p && (st === undefined || st.dev !== named.dev || st.ino !== named.ino)) throw noPathTo(p, cur)
+      return cur
+    }
     await refuseProtectedLink(cur, st.uid, p)
     const to = await runtime(fsp.readlink(cur))
     if (to.startsWith('/')) cur = to
@@ -113,6 +124,16 @@ export async function resolveLinks(p: string): Promise<string> {
     }
   }
   return cur
+}
+
+/** `p`'s links lead to `text`, which is not the file `p` names (see resolveLinks' `named`). */
+function noPathTo(p: string, text: string): DirectIoError {
+  return misuse(
+    'ERR_ODIRECT_UNSUPPORTED',
+    `${p} names an open file through a link whose text (${text}) is no path to it (a /proc/PID/fd/N or /dev/fd/N link to a deleted file, an O_TMPFILE or memfd, or a file in another mount namespace): it cannot be replaced through a temp file and a rename; nothing was written`,
+    'write it in place: writeFile without { atomic }, or fs.copyFile',
+    { path: p },
+  )
 }
 
 /** A /proc/sys/fs switch's value (protected_symlinks, protected_regular), 0 where it cannot be read. */
@@ -187,9 +208,11 @@ export interface Replaced {
  * overwrites in place, before any data is written (so the data's sync, the rename and the
  * directory fsync make it durable with the data): natively, on the temp file's descriptor
  * (crates/napi/src/xattr.rs). In order: an immutable or append-only `replaced` is refused (EPERM,
- * as fs.copyFile's open; nothing written yet), and one this process may not write (EACCES, as
+ * as fs.copyFile's open; nothing written yet), one that is a mount point (EBUSY, syscall 'statx':
+ * a file bind-mounted over it, which no rename can replace), and one this process may not write (EACCES, as
  * fs.copyFile's open: the rename alone needs only the directory's write permission); run as root, its owner and group (chown, best
- * effort: a filesystem without owners leaves them); with `xattrs`, its extended attributes, POSIX
+ * effort: a filesystem without owners leaves them), else its group where this process is a member
+ * of it (the owner: this process's, as a new file's); with `xattrs`, its extended attributes, POSIX
  * ACLs included (not security.capability: any write drops it, fs.copyFile's too), and an ACL the
  * temp file inherited from its directory that `replaced` had not is removed; last `mode` (exact,
  * no umask: fs.copyFile's fchmod), which also sets a kept ACL's mask as fs's fchmod does. An
@@ -200,13 +223,24 @@ export interface Replaced {
 export async function keepAttrs(tmpFd: number, replaced: Replaced | undefined, mode: number | undefined, xattrs: boolean): Promise<void> {
   if (replaced === undefined && mode === undefined) return
   const root = typeof process !== 'undefined' && typeof process.getuid === 'function' && process.getuid() === 0
-  const chown = replaced !== undefined && root && !(replaced.uid === 0 && replaced.gid === 0)
-  const r = await native.replaceAttrs(replaced?.path ?? '', tmpFd, chown ? replaced.uid : -1, chown ? replaced.gid : -1, mode ?? -1, xattrs)
+  // Root: the owner and the group. Another user: the group alone, where it may give it (a member
+  // of it; the native side ignores EPERM), as an in-place write keeps it: a group-writable file of
+  // a shared directory replaced by a member kept the member's own group, and the rest of the group
+  // lost it (adversary-s19). The native side changes only what differs from the temp file's.
+  const uid = replaced !== undefined && root ? replaced.uid : -1
+  const gid = replaced !== undefined ? replaced.gid : -1
+  const r = await native.replaceAttrs(replaced?.path ?? '', tmpFd, uid, gid, mode ?? -1, xattrs)
   if (r.errno === 0) return
   const dst = replaced?.path ?? ''
-  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' || r.syscall === 'access' ? 'open' : r.syscall, path: dst })
+  const e = kernelError(r.errno, { syscall: r.syscall === 'ioctl' || r.syscall === 'access' ? 'open' : r.syscall === 'rename' ? 'statx' : r.syscall, path: dst })
   let hint: string
-  if (r.syscall === 'access') {
+  if (r.syscall === 'rename') {
+    // statx's STATX_ATTR_MOUNT_ROOT (Linux 5.8): a file bind-mounted over `dst`. The rename at
+    // the end would fail EBUSY, after all of the data was written to the temp file (a container's
+    // /etc/hosts: adversary-s19); refused now instead. Not written in place: the caller asked for
+    // a replace that is whole or nothing, which a file written in place is not.
+    hint = `${dst} is a mount point (a file bind-mounted over it, as a container's /etc/hosts or /etc/resolv.conf, or a volume mounted as one file): a rename cannot replace it (EBUSY), and the replace is refused before any data is written: ${dst} is untouched, no temp file is left; write it in place: writeFile without { atomic }, or fs.copyFile / cp (not atomic: a crash can leave it half written)`
+  } else if (r.syscall === 'access') {
     hint = `this process may not write ${dst} (its mode or owner): fs.copyFile and fs.writeFile fail EACCES at its open too, and a rename over it would replace a file its permissions protect; nothing was written and ${dst} is untouched; make it writable for this user (chmod u+w, or chown), or remove it first`
   } else if (r.syscall === 'ioctl') {
     hint = `${dst} is ${r.name} (chattr +${r.name === 'immutable' ? 'i' : 'a'}): it cannot be replaced or rewritten (fs.copyFile's open fails EPERM too); nothing was written and ${dst} is untouched; remove the attribute first (chattr -${r.name === 'immutable' ? 'i' : 'a'}, as root)`
@@ -321,6 +355,12 @@ export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
     // fs.copyFile and fs.writeFile write in place.
     return withHint(e, `${dst} is a mount point (a file bind-mounted over it, as a container's /etc/hosts or a volume mounted as one file): a rename cannot replace it; nothing was replaced and the temp file was removed; write it in place: writeFile without { atomic }, or fs.copyFile / cp (not atomic)`)
   }
+  if (commit && e.syscall === 'link' && (e.code === 'EPERM' || e.code === 'EOPNOTSUPP' || e.code === 'ENOTSUP' || e.code === 'ENOSYS')) {
+    // Neither link(2) nor renameat2(RENAME_NOREPLACE) (paths.rs, its fallback where the
+    // filesystem has no hard links: vfat, exFAT) could put the temp file at `dst` without
+    // replacing a file that appeared there meanwhile (adversary-s19).
+    return withHint(e, `the filesystem of ${dir} makes no hard links and refused a rename that replaces nothing (RENAME_NOREPLACE): an exclusive replace ('wx', COPYFILE_EXCL, cp --no-clobber) cannot put its temp file in place there without risking a file that appeared meanwhile; nothing was written to ${dst} and the temp file was removed; write it in place instead: writeFile with { flag: 'wx' } and without { atomic }, or fs.copyFile with COPYFILE_EXCL (not atomic: a crash can leave it half written)`)
+  }
   if (commit && e.code === 'EISDIR') {
     return withHint(e, `${dst} is a directory now (it was not when the write started: it was replaced meanwhile): nothing was replaced and the temp file was removed; name a file, or remove the directory first`)
   }
@@ -392,8 +432,10 @@ export async function removeTemp(tmp: string, fd?: number): Promise<string | und
 
 /**
  * Puts the finished temp file in place: rename over `dst`, or (`exclusive`) link it there (EEXIST
- * if something appeared meanwhile) and unlink the temp name; then fsyncs the directory, whose
- * error is reported (the data is in place, its name may not be durable).
+ * if something appeared meanwhile) and unlink the temp name (on a filesystem without hard links,
+ * vfat or exFAT, native.linkPath moves it there with renameat2(RENAME_NOREPLACE), as exclusive:
+ * the unlink then finds nothing); then fsyncs the directory, whose error is reported (the data is
+ * in place, its name may not be durable).
  */
 export async function commitTemp(tmp: string, dst: string, exclusive: boolean): Promise<void> {
   if (exclusive) {

@@ -8,7 +8,7 @@
 // caller as the same objects.
 import { createHash } from 'node:crypto'
 
-import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
+import { boolOption, callerCode, callerError, checkFlags, describe, type DirectMode, encodingArg, type FlagsArg, guardAsync, intOption, isDetached, isReadableFlags, modeOption, openFields, type PathLike, readOptions, signalOption, toPath } from './args'
 import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
@@ -245,7 +245,11 @@ async function readSequential(p: string, abort: AbortRace): Promise<Buffer> {
 
 function toBytes(data: unknown, encoding: BufferEncoding): Uint8Array | undefined {
   if (typeof data === 'string') return Buffer.from(data, encoding)
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  if (ArrayBuffer.isView(data)) {
+    // A view whose ArrayBuffer was transferred: no bytes to write (see whileWritten).
+    if (data.byteLength === 0 && isDetached(data)) throw misuse('ERR_ODIRECT_DETACHED', "writeFile's data is detached (its ArrayBuffer was transferred)", "keep the data's ArrayBuffer as it is until writeFile settles")
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  }
   return undefined
 }
 
@@ -306,6 +310,25 @@ async function* chunksOf(data: WriteData, encoding: BufferEncoding, abort: Abort
 }
 
 /**
+ * writeFile's chunks, each checked again once it was written: a view whose bytes went away while
+ * it was being written (its resizable ArrayBuffer resized smaller, or the buffer transferred,
+ * after some of it was read) is refused, ERR_ODIRECT_DETACHED, and with `atomic` the destination
+ * stays as it was. Found (adversary-s19): such a view was written as far as it still reached and
+ * writeFile resolved (16 of a 64 MiB chunk; with `atomic` the old file replaced by that); node:fs
+ * throws a RangeError there (one view) or never settles (an iterable). A view that shrank before
+ * writeFile read any of it is written as it reads then, as node:fs writes it (adversary-s18).
+ */
+async function* whileWritten(chunks: AsyncGenerator<Uint8Array>, dst: string): AsyncGenerator<Uint8Array> {
+  for await (const b of chunks) {
+    const len = b.byteLength
+    yield b
+    if (b.byteLength !== len) {
+      throw misuse('ERR_ODIRECT_DETACHED', `writeFile's data lost bytes while it was written (a view of ${len} bytes now has ${b.byteLength}): its ArrayBuffer was resized smaller or transferred`, `keep the data's ArrayBuffer as it is until writeFile settles; with { atomic } ${dst} is untouched, else it holds what was written before`, { path: dst })
+    }
+  }
+}
+
+/**
  * Writes `data` (a string, Buffer/TypedArray/DataView, or an (async) iterable of those) to a
  * file with direct I/O, as fs/promises' writeFile. The last block is zero padded and the file
  * truncated to the exact length. `atomic`: temp file + datasync + rename (then `flag` 'w' or
@@ -346,7 +369,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   const abort = new AbortRace(signal, dst, 'write')
   try {
     abort.check()
-    const chunks = chunksOf(payload, encoding, abort)
+    const chunks = whileWritten(chunksOf(payload, encoding, abort), dst)
     if (given) {
       const start = path.position
       // fs writes at any position: a handle left inside a block (by readFile to an end that is not
@@ -392,7 +415,8 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     const mode = exactMode ?? (o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666)
     // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
     // link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
-    const target = exclusive ? dst : await abort.race(resolveLinks(dst))
+    // A link whose text is no path to the file (see resolveLinks' `named`) is refused.
+    const target = exclusive ? dst : await abort.race(resolveLinks(dst, st))
     const tmp = tmpName(target)
     // What the replaced file keeps (see keepAttrs): the mode exactly (an in-place write leaves
     // it; the temp file's create applied the umask), unless `mode` was given (then as created).
@@ -485,14 +509,16 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
   try {
     const fh = await abort.race(core.open())
     opened = true
-    // A temp file being created whose length is known (see reserveSpace).
-    if (reserve > 0 && temp !== undefined) await abort.race(reserveSpace(fh, reserve, temp, signal))
-    // Before any data: the attributes the file must have (a temp file's, see keepAttrs). Not raced
-    // against the abort: it works on the descriptor, which must stay open until it is done.
+    // Before any data: the attributes the file must have (a temp file's, see keepAttrs), and the
+    // refusals that come with them (an immutable or mount-point destination: before the space is
+    // reserved, as copyBlocks does, so that a full disk does not hide them behind ENOSPC). Not
+    // raced against the abort: it works on the descriptor, which must stay open until it is done.
     if (prepare !== undefined) {
       await prepare(fh)
       abort.check()
     }
+    // A temp file being created whose length is known (see reserveSpace).
+    if (reserve > 0 && temp !== undefined) await abort.race(reserveSpace(fh, reserve, temp, signal))
     for await (const b of chunks) {
       await abort.race(core.write(b))
       total += b.byteLength
@@ -665,8 +691,11 @@ async function copyFileImpl(src: PathLike, dst: PathLike, options?: CopyFileOpti
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `verify needs to read the data twice, and ${which}, which cannot be read again`, 'copy without verify, or to/from a regular file')
     }
     // A destination that is a symbolic link: the file it names gets the copy, the link stays
-    // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
-    if (!plan.exclusive) plan.d = await plan.abort.race(resolveLinks(d))
+    // (exclusive: a link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL). One
+    // whose text is no path to the file is refused (see resolveLinks' `named`). A FIFO, device
+    // or pseudo-file is written in place through the path as given, whose links the kernel
+    // follows: a /dev/stdout that is a pipe or socket links to 'pipe:[N]', no path at all.
+    if (!plan.exclusive && !seqDst) plan.d = await plan.abort.race(resolveLinks(d, dstSt))
     if (dstSt?.isFile() === true) plan.replaced = { path: plan.d, uid: dstSt.uid, gid: dstSt.gid }
     if (seqSrc || seqDst) return await copySequential(plan, seqSrc, dstSt)
     // Another user's file in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
@@ -928,8 +957,9 @@ async function copySequential(plan: CopyPlan, seqSrc: boolean, dstSt: import('no
   }
   let destination: CopyResult['destination']
   if (dstSt !== undefined && isSequential(dstSt)) {
-    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see refuseProtectedFile).
-    await abort.race(refuseProtectedFile(d, dstSt))
+    // Another user's FIFO in /tmp that the kernel would not let fs.copyFile open (see
+    // refuseProtectedFile), where its links lead.
+    await abort.race(resolveLinks(d).then((at) => refuseProtectedFile(at, dstSt)))
     await writeSequential(d, counted(source()), abort)
     destination = { direct: false, fallbackReason: `${d} is ${kindName(dstSt)}, written in place in sequence: direct I/O does not apply to it`, path: d }
   } else {

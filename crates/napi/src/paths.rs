@@ -34,6 +34,37 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// link(2)'s errors from a filesystem that makes no hard links: EPERM from the VFS where it has
+/// no link operation (vfat, exFAT: USB sticks and SD cards), EOPNOTSUPP / ENOTSUP / ENOSYS from
+/// FUSE and network filesystems that do not implement it.
+fn no_hard_links(e: i32) -> bool {
+    e == libc::EPERM || e == libc::EOPNOTSUPP || e == libc::ENOTSUP || e == libc::ENOSYS
+}
+
+/// renameat2(2) with RENAME_NOREPLACE: moves `from` to `to` only if nothing is at `to` (EEXIST
+/// otherwise), atomically, as link() then unlink() of `from` does. The exclusive replace's
+/// fallback on filesystems without hard links (vfat and exFAT have it since Linux 4.9 / 5.7); an
+/// errno where the filesystem has neither (EINVAL) or the kernel lacks it (ENOSYS). By its system
+/// call number: glibc's wrapper is newer than the 2.17 floor.
+fn rename_noreplace(from: &CString, to: &CString) -> std::result::Result<(), i32> {
+    // SAFETY: both are valid NUL-terminated strings for the duration of the call; the directory
+    // descriptors and the flag are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 fn run(op: PathOp, a: &str, b: &str) -> std::result::Result<(), i32> {
     let ca = cstr(a)?;
     match op {
@@ -54,7 +85,17 @@ fn run(op: PathOp, a: &str, b: &str) -> std::result::Result<(), i32> {
                 }
             };
             if r < 0 {
-                return Err(errno());
+                let e = errno();
+                if matches!(op, PathOp::Link) && no_hard_links(e) {
+                    // Its own errors (EEXIST: something appeared at `b`) are the answer; where the
+                    // filesystem has no RENAME_NOREPLACE either (EINVAL) or the kernel no
+                    // renameat2 (ENOSYS), link's errno says why the exclusive move cannot be made.
+                    return match rename_noreplace(&ca, &cb) {
+                        Err(r) if r == libc::EINVAL || r == libc::ENOSYS => Err(e),
+                        other => other,
+                    };
+                }
+                return Err(e);
             }
         }
         PathOp::SyncDir => {
@@ -115,7 +156,10 @@ pub fn rename_path(from: String, to: String) -> AsyncTask<PathTask> {
     task(PathOp::Rename, from, to)
 }
 
-/// link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno.
+/// link(2) off the JS thread (EEXIST when `to` exists): resolves 0 or an errno. On a filesystem
+/// without hard links (vfat, exFAT: link fails EPERM) `from` is moved to `to` by
+/// renameat2(RENAME_NOREPLACE) instead, as exclusive (EEXIST when `to` exists): `from` is then
+/// gone; where the filesystem has no RENAME_NOREPLACE either (EINVAL) link's own errno is returned.
 #[napi(ts_return_type = "Promise<number>")]
 pub fn link_path(from: String, to: String) -> AsyncTask<PathTask> {
     task(PathOp::Link, from, to)

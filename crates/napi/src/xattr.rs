@@ -7,7 +7,8 @@
 //!
 //! Also refuses, before any data is written, a destination that is immutable or append-only
 //! (`chattr +i` / `+a`): the rename over it would fail at the end (fs.copyFile fails EPERM at its
-//! open).
+//! open); and one that is a mount point (a file bind-mounted over it, as a container's
+//! /etc/hosts): no rename can replace it (EBUSY), which was found only after the data was written.
 //!
 //! Extended attributes go through the `xattr` crate (fd-based `FileExt` for the temp file, path
 //! based without following links for the destination, whose links the caller resolved);
@@ -90,15 +91,28 @@ pub struct AttrTask {
     xattrs: bool,
 }
 
-/// linux/stat.h: STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND (`chattr +i`, `+a`).
+/// linux/stat.h: STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND (`chattr +i`, `+a`), and
+/// STATX_ATTR_MOUNT_ROOT (Linux 5.8: the path is the root of a mount).
 const STATX_ATTR_IMMUTABLE: u64 = 0x10;
 const STATX_ATTR_APPEND: u64 = 0x20;
+const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
 
-/// `chattr +i` / `+a` on `dst` (not following a link), from statx's attributes: one system call,
-/// no open (a FUSE or network file would see an open and a release). A filesystem that does not
-/// report these attributes (`stx_attributes_mask`) is not checked: the rename reports what it must.
-/// statx by its system call number: the glibc wrapper is newer than the 2.17 floor.
-fn refused_flags(dst: &CString) -> Option<&'static str> {
+/// Why `dst` cannot be replaced by a rename, known before any data is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// `chattr +i` / `+a`: EPERM, as fs.copyFile's open.
+    Flag(&'static str),
+    /// The root of a mount (a file bind-mounted over `dst`): rename(2) fails EBUSY.
+    MountRoot,
+}
+
+/// `chattr +i` / `+a` on `dst` (not following a link), or `dst` a mount point, from statx's
+/// attributes: one system call, no open (a FUSE or network file would see an open and a release).
+/// The mount point is seen although the last link is not followed: a path lookup always crosses
+/// into what is mounted on it. A filesystem (or a kernel before 5.8, for the mount root) that does
+/// not report an attribute (`stx_attributes_mask`) is not checked for it: the rename reports what
+/// it must. statx by its system call number: the glibc wrapper is newer than the 2.17 floor.
+fn refused_flags(dst: &CString) -> Option<Refused> {
     // SAFETY: `stx` is plain old data, zeroed.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `dst` is a valid NUL-terminated string and `stx` a writable statx that both live
@@ -119,21 +133,28 @@ fn refused_flags(dst: &CString) -> Option<&'static str> {
     }
     let set = stx.stx_attributes & stx.stx_attributes_mask;
     if set & STATX_ATTR_IMMUTABLE != 0 {
-        Some("immutable")
+        Some(Refused::Flag("immutable"))
     } else if set & STATX_ATTR_APPEND != 0 {
-        Some("append-only")
+        Some(Refused::Flag("append-only"))
+    } else if set & STATX_ATTR_MOUNT_ROOT != 0 {
+        Some(Refused::MountRoot)
     } else {
         None
     }
 }
 
-/// The permission bits of the temp file now, None if fstat fails.
-fn mode_of(fd: i32) -> Option<i32> {
+/// fstat of the temp file now, None if it fails.
+fn stat_of(fd: i32) -> Option<libc::stat> {
     // SAFETY: `st` is plain old data fstat fills.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is the temp file's descriptor, open for the whole task (see fchown); `st`
     // lives through the call.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_mode & 0o7777) as i32)
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}
+
+/// The permission bits of the temp file now, None if fstat fails.
+fn mode_of(fd: i32) -> Option<i32> {
+    stat_of(fd).map(|st| (st.st_mode & 0o7777) as i32)
 }
 
 /// The names of `dst`'s extended attributes (not following a link), none where the filesystem has
@@ -250,12 +271,22 @@ impl AttrTask {
                     OsStr::new(""),
                 );
             };
-            if let Some(which) = refused_flags(&cdst) {
-                return AttrResult::err(
-                    &io::Error::from_raw_os_error(libc::EPERM),
-                    "ioctl",
-                    OsStr::new(which),
-                );
+            match refused_flags(&cdst) {
+                Some(Refused::Flag(which)) => {
+                    return AttrResult::err(
+                        &io::Error::from_raw_os_error(libc::EPERM),
+                        "ioctl",
+                        OsStr::new(which),
+                    )
+                }
+                Some(Refused::MountRoot) => {
+                    return AttrResult::err(
+                        &io::Error::from_raw_os_error(libc::EBUSY),
+                        "rename",
+                        OsStr::new("mount point"),
+                    )
+                }
+                None => {}
             }
             if refused_write(&cdst) {
                 return AttrResult::err(
@@ -264,26 +295,48 @@ impl AttrTask {
                     OsStr::new(""),
                 );
             }
-            // First the owner (chown clears set-user-ID bits and file capabilities: the attributes
-            // and the mode come after it).
-            if self.uid >= 0 {
-                // SAFETY: fchown takes plain integers; `tmp_fd` is the temp file's descriptor,
-                // open for the whole task (its FileHandle is not closed before the task settles).
-                // Best effort, as fs.copyFile keeps the owner only where the filesystem has owners.
-                unsafe {
-                    libc::fchown(
-                        self.tmp_fd,
-                        self.uid as libc::uid_t,
-                        self.gid as libc::gid_t,
-                    )
-                };
+            // First the owner and group (chown clears set-user-ID bits and file capabilities: the
+            // attributes and the mode come after it). Only what differs from the temp file's: a
+            // temp file made in a set-group-ID directory has the directory's group, not `dst`'s
+            // (root's file root:root became root:<the directory's group>, readable by that group
+            // where its mode let the group read: adversary-s19), and no-op chowns cost an inode
+            // update each.
+            let now = stat_of(self.tmp_fd);
+            if mode < 0 {
+                // The chown clears set-user-ID and set-group-ID bits, and setting an ACL rewrites
+                // the mode from it: the mode the temp file has now is given back after.
+                mode = now.map_or(-1, |st| (st.st_mode & 0o7777) as i32);
+            }
+            if self.uid >= 0 || self.gid >= 0 {
+                if let Some((uid, gid)) = now.map(|st| (st.st_uid, st.st_gid)) {
+                    let change_uid = self.uid >= 0 && self.uid as libc::uid_t != uid;
+                    let change_gid = self.gid >= 0 && self.gid as libc::gid_t != gid;
+                    if change_uid || change_gid {
+                        // SAFETY: fchown takes plain integers (-1, all ones: that id unchanged);
+                        // `tmp_fd` is the temp file's descriptor, open for the whole task (its
+                        // FileHandle is not closed before the task settles). Best effort, as
+                        // fs.copyFile keeps the owner only where the filesystem has owners, and a
+                        // process that is not root gives a group only where it is a member of it
+                        // (EPERM otherwise: the temp file keeps its own).
+                        unsafe {
+                            libc::fchown(
+                                self.tmp_fd,
+                                if change_uid {
+                                    self.uid as libc::uid_t
+                                } else {
+                                    libc::uid_t::MAX
+                                },
+                                if change_gid {
+                                    self.gid as libc::gid_t
+                                } else {
+                                    libc::gid_t::MAX
+                                },
+                            )
+                        };
+                    }
+                }
             }
             if self.xattrs {
-                if mode < 0 {
-                    // Setting an ACL rewrites the mode from it: the one the temp file has now is
-                    // given back after.
-                    mode = mode_of(self.tmp_fd).unwrap_or(-1);
-                }
                 if let Err(r) = copy_xattrs(&self.dst, &tmp) {
                     return r;
                 }
@@ -326,12 +379,14 @@ impl Task for AttrTask {
 
 /// Gives a temp file (`tmpFd`, about to be renamed over `dst`) what fs.copyFile would keep of
 /// `dst`, off the JS thread: refuses an immutable or append-only `dst` (EPERM, name `immutable` /
-/// `append-only`), and one this process may not write (EACCES, syscall `access`); `uid`/`gid`
-/// >= 0: fchown; `xattrs`: `dst`'s extended attributes (ACLs too; not
-/// security.capability / .ima / .evm, which are about the old contents) set on the temp file, and
-/// an ACL the temp file inherited that `dst` had not is removed; `mode` < 0 with `xattrs`: the
-/// temp file's own mode given back after; `mode` >= 0: fchmod last. `dst` '' (nothing replaced):
-/// only the mode. Resolves errno 0, or the failed call and the attribute's name.
+/// `append-only`), a `dst` that is a mount point (EBUSY, syscall `rename`, name `mount point`: no
+/// rename can replace it), and one this process may not write (EACCES, syscall `access`);
+/// `uid`/`gid` >= 0: fchown to those (-1: that id kept) where the temp file's differ, best effort;
+/// `xattrs`: `dst`'s extended attributes (ACLs too; not security.capability / .ima / .evm, which
+/// are about the old contents) set on the temp file, and an ACL the temp file inherited that `dst`
+/// had not is removed; `mode` < 0 with `xattrs`: the temp file's own mode given back after;
+/// `mode` >= 0: fchmod last. `dst` '' (nothing replaced): only the mode. Resolves errno 0, or the
+/// failed call and the attribute's name.
 #[napi(ts_return_type = "Promise<AttrResult>")]
 pub fn replace_attrs(
     dst: String,
