@@ -5,7 +5,7 @@
 // to the exact length. Option parsing (fs's names included) lives here too, written once.
 import { setMaxListeners } from 'node:events'
 import { constants as fsConstants } from 'node:fs'
-import { lstat, open as fsOpen } from 'node:fs/promises'
+import { lstat, open as fsOpen, readlink, stat } from 'node:fs/promises'
 import { setFlagsFromString } from 'node:v8'
 
 import { boolOption, checkFlags, describe, type DirectMode, encodingArg, intOption, isCreatingFlags, isDetached, isReadableFlags, modeOption, oneOf, type OpenFlags, openFields, readOptions, signalOption, toPath, unlisten } from '../args'
@@ -1026,6 +1026,50 @@ async function writeTail(fh: FileHandle, data: Uint8Array, position: number): Pr
     await h?.close().catch(() => {})
   }
 }
+/**
+ * ODIRECT_STREAM_DIR_NOW=0: a write stream's finish syncs the directory of the path it opened (a
+ * dangling link followed), as before the nineteenth session, whatever happened to the name since
+ * (A/B, and the tests' proof that the new form is what makes the renamed file durable).
+ */
+const DIR_NOW = process.env.ODIRECT_STREAM_DIR_NOW !== '0'
+
+/**
+ * Where the stream's file is named now, for the directory sync at its end: the path
+ * /proc/self/fd/N reads back (the kernel follows the open file's renames), once a stat of that
+ * path shows the same device and inode as the stream's descriptor (a name changed again between
+ * the two is read again, at most 3 times). Undefined when the file's name was unlinked (the
+ * kernel reads it back marked " (deleted)"): no name of it is left (or, if another hard link
+ * keeps it, none /proc can tell), no directory entry to make durable, and none is synced (the
+ * data was datasynced all the same).
+ * Where /proc cannot answer (not mounted, a path outside the process's root, or names that keep
+ * moving): the path opened (its dangling link followed: the file a link created is in the
+ * directory the link names; durability-s16.spec), as before.
+ */
+async function entryNow(fh: FileHandle, opened: string): Promise<string | undefined> {
+  const fallback = (): Promise<string> => resolveLinks(opened)
+  if (!DIR_NOW) return fallback()
+  let own: { dev: number; ino: number }
+  try {
+    own = await fh.stat()
+  } catch {
+    return fallback()
+  }
+  for (let i = 0; i < 3; i++) {
+    let at: string
+    try {
+      at = await readlink(`/proc/self/fd/${fh.fd}`)
+    } catch {
+      return fallback()
+    }
+    if (!at.startsWith('/')) return fallback()
+    const st = await stat(at).catch(() => undefined)
+    if (st !== undefined && st.dev === own.dev && st.ino === own.ino) return at
+    // The name the descriptor was opened by (or renamed to) is gone: the kernel marks it so.
+    if (at.endsWith(' (deleted)')) return undefined
+  }
+  return fallback()
+}
+
 /** Read errors (EIO) a failed stream's read-back narrows down before it gives up (see ownTail). */
 const OWN_TAIL_FAILS = 64
 /** Bytes read back at a time (see ownTail). */
@@ -1594,10 +1638,14 @@ export class BlockWriter extends Core {
       this.#check()
       const c = this.#cfg
       if (c.syncDir !== false && typeof this.target === 'string' && isCreatingFlags(c.flags)) {
-        // A file created through a dangling symbolic link is the file the link names: its entry
-        // is in that file's directory, which may not be the link's (durability-s16.spec).
-        await this.track(resolveLinks(this.target).then(syncParentDir))
+        // The directory that holds the file's name now (see entryNow): a file renamed since the
+        // open (a log rotated into another folder) has its entry there; one unlinked has none.
+        const at = await this.track(entryNow(fh, this.target))
         this.#check()
+        if (at !== undefined) {
+          await this.track(syncParentDir(at))
+          this.#check()
+        }
       }
     }
     this.#finished = true
