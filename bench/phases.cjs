@@ -79,21 +79,28 @@ async function child(engine, file, size) {
       const fh = await od.open(file, 'r+')
       const qd = Number(process.env.PHASES_DEPTH ?? 4)
       const bs = tune.chunkSize ?? 1 << 20
-      const bufs = Array.from({ length: qd }, () => {
+      // PHASES_BUFS: that many buffers taken in turn (a stream's rotation of blocks), default qd.
+      const bufs = Array.from({ length: Math.max(qd, Number(process.env.PHASES_BUFS ?? qd)) }, () => {
         const b = fh.alloc(bs)
         for (let o = 0; o < bs; o += src.length) b.set(src.subarray(0, Math.min(src.length, bs - o)), o)
         return b
       })
       m('open')
       let next = 0
-      const lane = async (b) => {
+      let turn = 0
+      const lane = async () => {
         while (next < sz) {
           const at = next
           next += bs
+          const b = bufs[turn++ % bufs.length]
+          // PHASES_REFILL=1: new data into the buffer before each write (the write stream's
+          // non-temporal copy, 1 MiB source pieces), =2: a plain copy (TypedArray.set).
+          if (process.env.PHASES_REFILL === '1') for (let o = 0; o < b.length; o += src.length) native.copyInto(b, o, src)
+          else if (process.env.PHASES_REFILL === '2') for (let o = 0; o < b.length; o += src.length) b.set(src, o)
           await fh.write(b, { position: at })
         }
       }
-      await Promise.all(bufs.map(lane))
+      await Promise.all(Array.from({ length: qd }, lane))
       await fh.datasync()
       m('last')
       await fh.close()
@@ -116,10 +123,13 @@ async function child(engine, file, size) {
           yield c
         }
       })()
-      const opts = { ...tune, ...depth('writeBehind'), flags: 'r+', datasync: true, transferChunks: true }
+      // PHASES_FH=1: the file opened before the clock and handed to the stream (as the bench's rows).
+      const fh = process.env.PHASES_FH === '1' ? await od.open(file, 'r+') : undefined
+      const opts = { ...tune, ...depth('writeBehind'), ...(fh ? { autoClose: true } : { flags: 'r+' }), datasync: true, transferChunks: true }
+      const target = fh ?? file
       m('t0', true)
       if (engine === 'odirect-write-transfer') {
-        const w = od.createWriteStream(file, opts)
+        const w = od.createWriteStream(target, opts)
         w.once('open', () => m('open'))
         w.once('finish', () => m('last'))
         await pipeline(Readable.from(gen), w)
@@ -131,7 +141,7 @@ async function child(engine, file, size) {
             else c.enqueue(r.value)
           },
         })
-        await rs.pipeTo(od.writableWebStream(file, opts))
+        await rs.pipeTo(od.writableWebStream(target, opts))
         m('last')
       }
       return sz
