@@ -10,7 +10,8 @@
 //   node bench/phases.cjs FILE SIZE_MIB ROUNDS [engine,...]   (root; dist/ built; fio for the fio rows)
 //
 // Engines: odirect-read odirect-reuse web-read web-byob odirect-write web-write fio-read fio-write
-// fio-read-huge fio-write-huge dd-read dd-write. `engine@NAME=value+NAME2=value` runs the child
+// fio-read-huge fio-write-huge dd-read dd-write; odirect-write-transfer web-write-transfer (a source
+// of odirect 2 MiB chunks made before the clock, transferChunks), perop-write (1 MiB fh.write x 4). `engine@NAME=value+NAME2=value` runs the child
 // with those environment variables (A/B rows in one interleaved run), e.g. PHASES_CHUNK (bytes)
 // and PHASES_DEPTH (readAhead / writeBehind). PHASES_DUMP=PREFIX keeps each run's trace (with the
 // io_uring_enter calls) in PREFIX-ENGINE-ROUND.trace. The writes overwrite FILE in place.
@@ -42,7 +43,7 @@ async function child(engine, file, size) {
   const marks = {}
   const depth = (k) => (process.env.PHASES_DEPTH ? { [k]: Number(process.env.PHASES_DEPTH) } : {})
   const run = async (sz, mark) => {
-    const m = mark ? (k) => (marks[k] ??= now()) : () => {}
+    const m = mark ? (k, reset) => (reset ? (marks[k] = now()) : (marks[k] ??= now())) : () => {}
     m('t0')
     if (engine === 'odirect-read' || engine === 'odirect-reuse') {
       const s = od.createReadStream(file, { ...tune, ...depth('readAhead'), end: sz - 1, reuseChunks: engine === 'odirect-reuse' })
@@ -72,6 +73,79 @@ async function child(engine, file, size) {
     }
     const src = Buffer.alloc(1 << 20)
     for (let i = 0; i < src.length; i += 8) src[i] = (i % 251) + 1
+    if (engine === 'perop-write') {
+      // The bench's per-op row: 1 MiB writes (PHASES_CHUNK), PHASES_DEPTH (4) in flight from
+      // reused fh.alloc buffers, each refilled from its own completion; then a datasync.
+      const fh = await od.open(file, 'r+')
+      const qd = Number(process.env.PHASES_DEPTH ?? 4)
+      const bs = tune.chunkSize ?? 1 << 20
+      // PHASES_BUFS: that many buffers taken in turn (a stream's rotation of blocks), default qd.
+      const bufs = Array.from({ length: Math.max(qd, Number(process.env.PHASES_BUFS ?? qd)) }, () => {
+        const b = fh.alloc(bs)
+        for (let o = 0; o < bs; o += src.length) b.set(src.subarray(0, Math.min(src.length, bs - o)), o)
+        return b
+      })
+      m('open')
+      let next = 0
+      let turn = 0
+      const lane = async () => {
+        while (next < sz) {
+          const at = next
+          next += bs
+          const b = bufs[turn++ % bufs.length]
+          // PHASES_REFILL=1: new data into the buffer before each write (the write stream's
+          // non-temporal copy, 1 MiB source pieces), =2: a plain copy (TypedArray.set).
+          if (process.env.PHASES_REFILL === '1') for (let o = 0; o < b.length; o += src.length) native.copyInto(b, o, src)
+          else if (process.env.PHASES_REFILL === '2') for (let o = 0; o < b.length; o += src.length) b.set(src, o)
+          await fh.write(b, { position: at })
+        }
+      }
+      await Promise.all(Array.from({ length: qd }, lane))
+      await fh.datasync()
+      m('last')
+      await fh.close()
+      return sz
+    }
+    if (engine === 'odirect-write-transfer' || engine === 'web-write-transfer') {
+      // The bench's transfer rows: a source of odirect chunks (2 MiB, or PHASES_CHUNK) made before
+      // the clock, each taken over by the stream (transferChunks) and written in place.
+      const bs = tune.chunkSize ?? 2 << 20
+      const chunks = []
+      for (let at = 0; at < sz; at += bs) {
+        const b = od.allocAligned(Math.min(bs, sz - at))
+        for (let o = 0; o < b.length; o += src.length) b.set(src.subarray(0, Math.min(src.length, b.length - o)), o)
+        chunks.push(b)
+      }
+      const gen = (function* () {
+        for (let i = 0; i < chunks.length; i++) {
+          const c = chunks[i]
+          chunks[i] = undefined
+          yield c
+        }
+      })()
+      // PHASES_FH=1: the file opened before the clock and handed to the stream (as the bench's rows).
+      const fh = process.env.PHASES_FH === '1' ? await od.open(file, 'r+') : undefined
+      const opts = { ...tune, ...depth('writeBehind'), ...(fh ? { autoClose: true } : { flags: 'r+' }), datasync: true, transferChunks: true }
+      const target = fh ?? file
+      m('t0', true)
+      if (engine === 'odirect-write-transfer') {
+        const w = od.createWriteStream(target, opts)
+        w.once('open', () => m('open'))
+        w.once('finish', () => m('last'))
+        await pipeline(Readable.from(gen), w)
+      } else {
+        const rs = new ReadableStream({
+          pull(c) {
+            const r = gen.next()
+            if (r.done === true) c.close()
+            else c.enqueue(r.value)
+          },
+        })
+        await rs.pipeTo(od.writableWebStream(target, opts))
+        m('last')
+      }
+      return sz
+    }
     const gen = Readable.from((function* () { for (let i = 0; i < sz / src.length; i++) yield src })())
     const opts = { ...tune, ...depth('writeBehind'), flags: 'r+', datasync: true }
     if (engine === 'odirect-write') {

@@ -11,13 +11,20 @@
 // read whole; JSON: environment of that variant, `_flags` for Node's own flags, e.g.
 //   node bench/stream-ab.cjs 15 odirect-stream /var/tmp/f.bin \
 //     'old={"ODIRECT_STREAM_WAIT_GC":"0","ODIRECT_STREAM_SYNC_SWEEP":"0"}' 'new={}'
+//
+// Write passes (nineteenth session): ENGINE prefixed `w:` (w:odirect-stream, w:odirect-web,
+// w:odirect-stream-transfer, w:odirect-web-transfer) overwrites FILE in place (it must hold the
+// data already, e.g. written once with dd and synced), e.g.
+//   node bench/stream-ab.cjs 9 w:odirect-stream /var/tmp/f.bin 'base={}' 'r2={"ODIRECT_STREAM_READY":"2"}'
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
-const [rounds, engine, file, ...vs] = process.argv.slice(2)
+const [rounds, engineArg, file, ...vs] = process.argv.slice(2)
+const write = engineArg?.startsWith('w:') === true
+const engine = write ? engineArg.slice(2) : engineArg
 if (!file || vs.length === 0) {
   console.error('usage: node bench/stream-ab.cjs ROUNDS ENGINE FILE NAME=JSON...')
   process.exit(2)
@@ -34,7 +41,7 @@ for (let r = 0; r < Number(rounds); r++) {
   loads.push(os.loadavg()[0])
   for (const [n, env] of r % 2 ? [...variants].reverse() : variants) {
     const flags = env._flags ? env._flags.split(' ') : []
-    const p = spawnSync(process.execPath, [...flags, child, '--odirect-stream-child', engine, '0', file, String(size)], { env: { ...process.env, ...env }, encoding: 'utf8' })
+    const p = spawnSync(process.execPath, [...flags, child, '--odirect-stream-child', engine, write ? '1' : '0', file, String(size)], { env: { ...process.env, ...env }, encoding: 'utf8' })
     if (p.status !== 0) {
       console.error(n, p.stderr)
       res[n].push(null)
@@ -47,7 +54,7 @@ const q = (a, d = 1) => {
   const s = a.filter(Number.isFinite).sort((x, y) => x - y)
   return [s[0], s[s.length >> 1], s[s.length - 1]].map((x) => x.toFixed(d)).join('/')
 }
-console.log(`${engine}, ${rounds} rounds, ${size} bytes, load ${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}`)
+console.log(`${write ? 'write ' : ''}${engine}, ${rounds} rounds, ${size} bytes, load ${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}`)
 const base = res[variants[0][0]]
 for (const [n] of variants) {
   const a = res[n]

@@ -23,7 +23,7 @@ const os = require('node:os')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..')
-const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts']
+const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts', '__test__/streams-s19.spec.ts']
 
 /**
  * A site: `file` (under dist/src), `find` (must occur exactly once), `replace`; `src`: where it is in
@@ -56,11 +56,19 @@ const SITES = [
   },
   {
     id: 'stream-dirsync',
-    src: 'src/streams/core.ts:1314 (BlockWriter.finish: fsync of the parent directory of a file it created, the file a dangling link names)',
+    src: 'src/streams/core.ts:1600 (BlockWriter.finish: fsync of the directory holding the name of a file it created, the file a dangling link names)',
     file: 'streams/core.js',
-    find: 'await this.track((0, fileops_1.resolveLinks)(this.target).then(dirsync_1.syncParentDir));',
+    find: 'await this.track((0, dirsync_1.syncParentDir)(at));',
     replace: '/* mutant */;',
-    cases: ['writeFile(path, data, { flush: true })*', 'write stream to a new file*', 'createWriteStream(link)*'],
+    cases: ['writeFile(path, data, { flush: true })*', 'write stream to a new file*', 'createWriteStream(link)*', 'createWriteStream of a file moved*', 'writableWebStream of a file moved*'],
+  },
+  {
+    id: 'stream-dirsync-opened-path',
+    src: "src/streams/core.ts entryNow (the directory synced is the one holding the file's name at the end, not the opened path's)",
+    file: 'streams/core.js',
+    find: "const DIR_NOW = process.env.ODIRECT_STREAM_DIR_NOW !== '0';",
+    replace: 'const DIR_NOW = false;',
+    cases: ['createWriteStream of a file moved*', 'writableWebStream of a file moved*'],
   },
   {
     id: 'writefile-link-dirsync',
