@@ -449,7 +449,8 @@ const STANDARD_NOTES = `- **Figures are noisy.** This machine has few cores and 
   benchmark does); compare engines within one run, where they alternate on the same file, rather
   than across runs. The "runs min–max" column shows the spread.
 - Each run interleaves the engines on the same file (fio, then the JS engines, then the next run
-  with the order rotated by one), so every engine meets the same machine state; the median of
+  in another order: rotated by one every second run and reversed in odd runs, so no engine always
+  follows the same neighbour), so every engine meets the same machine state; the median of
   the runs is shown.
 - fio: \`--direct=1 --fixedbufs --registerfiles --hipri=0 --sqthread_poll=0\` (io_uring), batched
   submit/reap (\`--iodepth_batch_submit=min(16,QD)\`, \`--iodepth_batch_complete_min=half of that\`),
