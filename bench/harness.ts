@@ -572,7 +572,8 @@ async function typedBatchLoop(fh: FileHandle, w: Workload, size: number, limit: 
   const window = queue ? new BatchWindow(w.qd) : lanes === 1 ? w.qd : n
   let reg: { buffers: readonly Buffer[]; unregister(): void } | undefined
   try {
-    reg = fh.registerBuffers(lanes, n * w.bs)
+    // ODIRECT_BENCH_NOREG=1 (A/B): plain fh.alloc regions, not registered.
+    if (process.env.ODIRECT_BENCH_NOREG !== '1') reg = fh.registerBuffers(lanes, n * w.bs)
   } catch {
     // RLIMIT_MEMLOCK or no io_uring: plain odirect memory
   }
