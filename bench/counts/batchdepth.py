@@ -50,7 +50,7 @@ try:
         # fio runs its job in a child process: take the thread/process ids that entered io_uring most
         blk = []; enters = collections.defaultdict(list); epolls = collections.Counter()
         for line in text.splitlines():
-            m = re.match(r'\s*(\S+)-(\d+)\s+\[(\d+)\].*?\s(\d+\.\d+): (\w+(?:\(\w+)?):(.*)', line)
+            m = re.match(r'\s*(.+?)-(\d+)\s+\[(\d+)\].*?\s(\d+\.\d+): (\w+(?:\(\w+)?):(.*)', line)
             if not m: continue
             comm, pid, cpu, t, ev, rest = m.group(1), int(m.group(2)), int(m.group(3)), float(m.group(4)), m.group(5), m.group(6)
             if ev in ('block_rq_issue', 'block_rq_complete'):
