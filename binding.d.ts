@@ -89,10 +89,12 @@ export declare class NativeEngine {
   /** readv / writev: captures every view (whole) now; all or none. */
   rwv(backend: number, write: boolean, fd: number, views: Array<unknown>, lengths: Array<number>, position: number, memAlign: number): number
   /**
-   * Many reads or writes on one fd: every view captured now (all or none). Returns the op ids
-   * (2 * id + bounced), or `[code]` with a negative capture error code.
+   * Many reads or writes on one fd: every view captured now (all or none), each op with the
+   * RWF_* flags `rw_flags`. `early`: the caller links nothing to them, so on a device's file
+   * they may go to the kernel in groups as they are staged (see `Inner::rw_many`). Returns the
+   * op ids (2 * id + bounced), or `[code]` with a negative capture error code.
    */
-  rwMany(backend: number, write: boolean, fd: number, views: Array<unknown>, lengths: Array<number>, positions: Array<number>, memAlign: number): Array<number>
+  rwMany(backend: number, write: boolean, fd: number, views: Array<unknown>, lengths: Array<number>, positions: Array<number>, memAlign: number, rwFlags: number, early: boolean): Array<number>
   /**
    * Ops without memory: 0 fsync, 1 fdatasync, 2 fallocate(mode, a=offset, b=len),
    * 3 ftruncate(a=len), 4 close. Returns the op id or a negative code.

@@ -63,7 +63,7 @@ PATH          a directory to make a temporary file in (default: os.tmpdir(), or 
               '{"backend":"aio"}', to compare engine settings; shown in the report
 --variant NAME=JSON  A/B: an extra row per workload, odirect in a Node child process (one per
               run, interleaved with the other engines) with {"open": {...open() options},
-              "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"|"registered"}; repeatable. Add a baseline the
+              "env": {...environment}, "mode": "op"|"batch"|"typed"|"lanes"|"queue"|"registered"|"arraylanes"}; repeatable. Add a baseline the
               same way (--variant base={}) so that both sides pay for a child process. The stream
               workloads get a createReadStream/createWriteStream and a web stream row per variant
               (env, open options; stream options as JSON in ODIRECT_BENCH_STREAM_OPTIONS;

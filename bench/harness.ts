@@ -68,9 +68,11 @@ export interface Variant {
  * readMany/writeMany; 'typed' typed-array readMany/writeMany of BATCH_FACTOR x QD ops with
  * `{ window: QD }`; 'lanes' two typed calls of QD/2 alternating; 'queue' two typed calls of
  * BATCH_FACTOR x QD / 2 ops always queued in one BatchWindow of QD (never drains); 'registered'
- * one promise per op on QD buffers of fh.registerBuffers (the odirect-registered row).
+ * one promise per op on QD buffers of fh.registerBuffers (the odirect-registered row);
+ * 'arraylanes' (variants only) the array form in two lanes of QD/2 ops with `{ window: QD/2 }`,
+ * each lane issuing its next call when its last one resolved (the issue's "2 x 32 alternating").
  */
-export const RUN_MODES = ['op', 'batch', 'typed', 'lanes', 'queue', 'registered'] as const
+export const RUN_MODES = ['op', 'batch', 'typed', 'lanes', 'queue', 'registered', 'arraylanes'] as const
 export type RunMode = (typeof RUN_MODES)[number]
 
 export const isVariant = (e: string): e is VariantId => e.startsWith('variant:')
@@ -532,7 +534,30 @@ export async function perOpLoop(w: Workload, size: number, limit: Limit, bufs: U
   return finish(win, w.bs)
 }
 
-/** One batch of `qd` ops at a time through readMany/writeMany. */
+/**
+ * The array form in two lanes of QD/2 ops, `{ window: QD/2 }` (mode 'arraylanes'): each lane awaits
+ * its call, then issues the next; the other lane's ops run meanwhile.
+ */
+async function arrayLanesLoop(fh: FileHandle, w: Workload, size: number, limit: Limit): Promise<RunResult> {
+  const next = positions(w, size)
+  const win = newWindow()
+  const n = Math.max(1, Math.floor(w.qd / 2))
+  const wall0 = performance.now()
+  const lane = async (): Promise<void> => {
+    const ops = Array.from({ length: n }, () => ({ buffer: fh.alloc(w.bs), position: 0 }))
+    if (w.write) fillBuffers(ops.map((o) => o.buffer))
+    const opts = { window: n }
+    while (!win.stop) {
+      for (const o of ops) o.position = next()
+      const t0 = performance.now()
+      await (w.write ? fh.writeMany(ops, opts) : fh.readMany(ops, opts))
+      tick(win, t0, performance.now(), n, limit, wall0)
+    }
+  }
+  await Promise.all([lane(), lane()])
+  return finish(win, w.bs)
+}
+
 /**
  * readMany/writeMany: each call carries BATCH_FACTOR x QD ops with `{ window: QD }`, so the queue
  * stays QD deep inside a call (each completion lets the next op in) and drains only at the end
@@ -572,7 +597,8 @@ async function typedBatchLoop(fh: FileHandle, w: Workload, size: number, limit: 
   const window = queue ? new BatchWindow(w.qd) : lanes === 1 ? w.qd : n
   let reg: { buffers: readonly Buffer[]; unregister(): void } | undefined
   try {
-    reg = fh.registerBuffers(lanes, n * w.bs)
+    // ODIRECT_BENCH_NOREG=1 (A/B): plain fh.alloc regions, not registered.
+    if (process.env.ODIRECT_BENCH_NOREG !== '1') reg = fh.registerBuffers(lanes, n * w.bs)
   } catch {
     // RLIMIT_MEMLOCK or no io_uring: plain odirect memory
   }
@@ -640,6 +666,7 @@ function nativeLatency(fh: FileHandle): { nativeP50?: number; nativeP99?: number
 
 /** One odirect run on an open handle: per op (QD workers) or one readMany/writeMany at a time. */
 export async function odirectRun(fh: FileHandle, size: number, limit: Limit, w: Workload, mode: RunMode): Promise<RunResult> {
+  if (mode === 'arraylanes') return { ...(await arrayLanesLoop(fh, w, size, limit)), ...nativeLatency(fh), path: enginePath(fh) }
   if (mode === 'typed' || mode === 'lanes' || mode === 'queue') return { ...(await typedBatchLoop(fh, w, size, limit, mode === 'typed' ? 1 : 2, mode === 'queue')), ...nativeLatency(fh), path: enginePath(fh) }
   const reg = mode === 'registered' ? fh.registerBuffers(w.qd, w.bs) : undefined
   const bufs = reg ? reg.buffers.slice() : Array.from({ length: w.qd }, () => fh.alloc(w.bs))

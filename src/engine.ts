@@ -236,9 +236,14 @@ export class Engine {
     sink.settle(this.#doneResult, this.#doneLatency)
   }
 
-  /** Stages many reads or writes on one fd; all are captured or none (throws). */
-  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[]): number[] {
-    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign)
+  /**
+   * Stages many reads or writes on one fd; all are captured or none (throws). Each op gets the
+   * RWF_* flags `rwFlags` (as the kernel takes them). `early`: the caller links nothing to them,
+   * so on a device's file they go to the kernel in groups as they are staged (engine.rs
+   * `Inner::rw_many`) rather than all at the flush.
+   */
+  rwMany(backend: number, write: boolean, fd: number, views: readonly ArrayBufferView[], lengths: readonly number[], positions: readonly number[], memAlign: number, sinks: readonly OpSink[], rwFlags = 0, early = false): number[] {
+    const ids = this.native.rwMany(backend, write, fd, views as ArrayBufferView[], lengths as number[], positions as number[], memAlign, rwFlags, early)
     if (ids.length === 1 && ids[0] < 0) throw captureError(ids[0], 'an ops[] buffer')
     for (let i = 0; i < ids.length; i++) {
       sinks[i].bounced = (ids[i] & TICKET_BOUNCED) !== 0

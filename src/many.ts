@@ -75,11 +75,13 @@ export class ManyBatch {
     const first = Math.min(n, d.window)
     for (let i = 0; i < first; i++) this.#slots.push(new Slot(this))
     const whole = first === n
-    const ids = io.engine.rwMany(io.file.bidx, d.write, io.file.fd, whole ? views : views.slice(0, first), whole ? lengths : lengths.slice(0, first), whole ? positions : positions.slice(0, first), d.memAlign, this.#slots)
+    // Their RWF_* flags go with them (set natively before any can be submitted); unlinked ones
+    // may go to the kernel as they are staged (a device's file: in groups, engine.rs rw_many).
+    const ids = io.engine.rwMany(io.file.bidx, d.write, io.file.fd, whole ? views : views.slice(0, first), whole ? lengths : lengths.slice(0, first), whole ? positions : positions.slice(0, first), d.memAlign, this.#slots, io.rwFlags(d.rwFlags), !d.link)
     for (let i = 0; i < first; i++) {
       const slot = this.#slots[i]
       slot.index = i
-      slot.id = io.flagged(ids[i], d.rwFlags)
+      slot.id = ids[i]
       if (d.link) io.engine.setLink(ids[i])
       if (slot.bounced) io.stats.bounced++
     }

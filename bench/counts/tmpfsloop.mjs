@@ -13,7 +13,8 @@ const qd = 64, bs = 4096, size = 256 << 20
 const fh = await open(path, 'r+')
 const nblk = size / bs
 let reg
-try { reg = fh.registerBuffers(1, 256 * bs) } catch {}
+// NOREG=1: plain fh.alloc memory for the typed forms (nineteenth session: registered vs not)
+if (process.env.NOREG !== '1') try { reg = fh.registerBuffers(1, 256 * bs) } catch {}
 const memory = reg?.buffers[0] ?? fh.alloc(256 * bs)
 const n = 256
 const offsets = new Uint32Array(n).map((_, i) => i * bs)

@@ -194,6 +194,22 @@ fn batch_submit_every() -> usize {
     })
 }
 
+/// The array form's first window (`readMany`/`writeMany` of `[{ buffer, position }]` with a
+/// window, staged by one `rwMany` call) on a device's file goes to the kernel in groups of this
+/// many as it is staged, as a native batch's ops do ([`BATCH_SUBMIT_EVERY`]), not in one
+/// submission at the flush: counted (nineteenth session, bench/counts/batchdepth.py, 4 KiB
+/// writes at depth 64 on the disk), two lanes of 32 array-form writes made one io_uring_enter
+/// of 32 SQEs per call (31.7 block requests issued back to back per dispatch: the device got
+/// none until all were issued), the 512-op form 64 at the start of each call; the typed form
+/// 6-7 per enter, fio 7.4. `ODIRECT_MANY_SUBMIT_EVERY=k` sets the group (0: the old way, all at
+/// the flush). Read once.
+pub(crate) fn many_submit_every() -> usize {
+    static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *EVERY.get_or_init(|| {
+        crate::env::number("ODIRECT_MANY_SUBMIT_EVERY").unwrap_or(BATCH_SUBMIT_EVERY)
+    })
+}
+
 /// Stages up to `room` more ops of `batch` (none once aborted); returns how many.
 fn stage_ops(e: &mut Inner, b: u32, batch: &mut Batch, room: usize, now: Instant) -> usize {
     let mut staged = 0;

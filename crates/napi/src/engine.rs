@@ -1559,10 +1559,16 @@ impl Inner {
         Ok(crate::consts::ticket(key, bounced))
     }
 
-    /// Stages many single-view ops on one fd: all captured, or none staged.
+    /// Stages many single-view ops on one fd: all captured, or none staged. Each op gets
+    /// `rw_flags` (RWF_*) here, before it can be submitted. `early`: on a file that does not
+    /// complete inline (a device's), what is staged goes to the kernel every
+    /// `batch::submit_every()` ops as they are staged, as a native batch's ops do
+    /// ([`Inner::submit_early`]), instead of all at the next flush (the caller links nothing to
+    /// these ops: a link set after this call would find its op submitted already).
     ///
     /// # Safety
     /// Every value must be a live handle of the current N-API call on `self.env`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn rw_many(
         &mut self,
         kind: BackendKind,
@@ -1570,6 +1576,8 @@ impl Inner {
         fd: i32,
         views: &[(sys::napi_value, usize, u64)],
         mem_align: usize,
+        rw_flags: i32,
+        early: bool,
         keys: &mut Vec<u32>,
     ) -> Result<(), CaptureError> {
         self.ready(kind)?;
@@ -1582,8 +1590,16 @@ impl Inner {
                 write,
             )?
         };
+        // Captured (all of them): from here nothing fails, so ops may go in as they are staged.
+        let every = if early {
+            crate::batch::many_submit_every()
+        } else {
+            0
+        };
         for (seg, (_, _, position)) in segs.into_iter().zip(views) {
-            let (rec, bounced) = self.single(kind, write, fd, seg, *position);
+            self.submit_early(fd, every);
+            let (mut rec, bounced) = self.single(kind, write, fd, seg, *position);
+            rec.rw_flags = rw_flags;
             keys.push(crate::consts::ticket(self.stage(rec), bounced));
         }
         Ok(())

@@ -325,9 +325,12 @@ impl NativeEngine {
         })
     }
 
-    /// Many reads or writes on one fd: every view captured now (all or none). Returns the op ids
-    /// (2 * id + bounced), or `[code]` with a negative capture error code.
+    /// Many reads or writes on one fd: every view captured now (all or none), each op with the
+    /// RWF_* flags `rw_flags`. `early`: the caller links nothing to them, so on a device's file
+    /// they may go to the kernel in groups as they are staged (see `Inner::rw_many`). Returns the
+    /// op ids (2 * id + bounced), or `[code]` with a negative capture error code.
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn rw_many(
         &self,
         backend: u32,
@@ -337,6 +340,8 @@ impl NativeEngine {
         lengths: Vec<f64>,
         positions: Vec<f64>,
         mem_align: u32,
+        rw_flags: i32,
+        early: bool,
     ) -> Result<Vec<f64>> {
         let kind = backend_kind(backend)?;
         if lengths.len() != views.len() || positions.len() != views.len() {
@@ -351,7 +356,18 @@ impl NativeEngine {
         self.with(|e| {
             let mut keys = Vec::with_capacity(vs.len());
             // SAFETY: live handles of this call.
-            match unsafe { e.rw_many(kind, write, fd, &vs, mem_align as usize, &mut keys) } {
+            match unsafe {
+                e.rw_many(
+                    kind,
+                    write,
+                    fd,
+                    &vs,
+                    mem_align as usize,
+                    rw_flags,
+                    early,
+                    &mut keys,
+                )
+            } {
                 Ok(()) => keys.into_iter().map(|k| k as f64).collect(),
                 Err(c) => vec![c.code()],
             }
