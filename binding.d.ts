@@ -186,8 +186,10 @@ export declare class NativeEngine {
    * inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
    * swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
    * reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
-   * IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`)] (see
-   * `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`).
+   * IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`), buffers a
+   * depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`)]
+   * (see `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`,
+   * `Inner::auto_fixed`).
    */
   get callStats(): Array<number>
   /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */

@@ -31,6 +31,7 @@ interface Row {
   ratioToFioIoUring?: number | null
   path?: string
   pinned?: string
+  runtime?: string
   threadCpuUsPerOp?: Record<string, number>
 }
 
@@ -178,12 +179,12 @@ test('bench without fio and without tmpfs: the rows are marked, not missing; an 
 
 const tasksetInstalled = spawnSync('taskset', ['-c', '0', 'true']).status === 0
 
-test('bench QD 1 rows: fio and odirect per op (in a child) run pinned to one CPU, as their own processes report; QD 64 rows and --pin-cpu off do not', (t) => {
+test('bench QD 1 rows: fio, odirect per op and odirect registered buffers (in a child) run pinned to one CPU, as their own processes report; QD 64 rows and --pin-cpu off do not', (t) => {
   if (!tasksetInstalled) return t.fail('taskset (util-linux) is missing: the QD 1 rows cannot be pinned')
   t.timeout(150_000)
   const cpus = harness.allowedCpus() ?? []
   const cpu = cpus[cpus.length - 1]
-  const base = ['--quick', '--json', '--workloads', 'tmpfs-randread-4096', '--engines', 'fio-io_uring,odirect', '--runtimes', 'off', '--tmpfs', '/dev/shm']
+  const base = ['--quick', '--json', '--workloads', 'tmpfs-randread-4096', '--engines', 'fio-io_uring,odirect,odirect-registered', '--runtimes', 'off', '--tmpfs', '/dev/shm']
   const { report } = bench([...base, '--pin-cpu', String(cpu)])
   const row = (engine: string, qd: number): Row | undefined => report.results.find((r) => r.engine === engine && r.workload.endsWith(`-qd${qd}`))
   const od1 = row('odirect', 1)
@@ -191,6 +192,12 @@ test('bench QD 1 rows: fio and odirect per op (in a child) run pinned to one CPU
   // Set only from what the child read in its own /proc/self/status (harness.ts confirmPin).
   t.is(od1?.pinned, `CPU ${cpu}`)
   t.is(row('odirect', 64)?.pinned, undefined, 'QD 64 runs where the scheduler puts it')
+  // Registered buffers at QD 1 as per op (a like-for-like pair), labelled as the bench's Node.
+  const reg1 = row('odirect-registered', 1)
+  t.true((reg1?.median ?? 0) > 0, reg1?.skipped)
+  t.is(reg1?.pinned, `CPU ${cpu}`)
+  t.is(reg1?.runtime, undefined)
+  t.is(row('odirect-registered', 64)?.pinned, undefined)
   if (fioInstalled) {
     t.is(row('fio-io_uring', 1)?.pinned, `CPU ${cpu}`)
     t.is(row('fio-io_uring', 64)?.pinned, undefined)

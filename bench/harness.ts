@@ -328,8 +328,16 @@ export function pinCpuFor(ctx: BenchContext, engine: EngineId, w: Workload): num
   return PINNED_ENGINES.has(engine) || isVariant(engine) ? ctx.pinCpu : undefined
 }
 
-/** Engines run pinned at QD 1 (pinCpuFor): fio and odirect's per-op loop (in a child process). */
-const PINNED_ENGINES: ReadonlySet<EngineId> = new Set<EngineId>(['fio-io_uring', 'fio-io_uring-huge', 'fio-libaio', 'odirect', 'odirect-bun', 'odirect-deno'])
+/**
+ * Engines run pinned at QD 1 (pinCpuFor): fio and odirect's per-op loops (in a child process),
+ * registered buffers too (else its row ran in this process, unpinned, against a per-op row pinned
+ * to the CPU of the disk's interrupt: the nineteenth session's full run read that as registered
+ * buffers being 8-13 µs faster, README "Depth 1 on the disk: registered buffers vs per op").
+ */
+const PINNED_ENGINES: ReadonlySet<EngineId> = new Set<EngineId>(['fio-io_uring', 'fio-io_uring-huge', 'fio-libaio', 'odirect', 'odirect-registered', 'odirect-bun', 'odirect-deno'])
+
+/** The registered-buffers row when it runs in a child (pinned): the per-op loop on registered buffers. */
+const REGISTERED_CHILD: Variant = { mode: 'registered' }
 
 /** `cmd args` under `taskset -c cpu` when `cpu` is given. */
 const pinnedCommand = (cpu: number | undefined, cmd: string, args: string[]): [string, string[]] => (cpu === undefined ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]])
@@ -820,8 +828,8 @@ async function runInRuntime(ctx: BenchContext, rt: RuntimeName | 'node', w: Work
   const res = out.result as unknown as Record<string, unknown>
   for (const k of ['p50', 'p99', 'cpuPct', 'cpuUsPerOp', 'nativeP50', 'nativeP99']) if (k in res) res[k] = numOrNaN(res[k])
   confirmPin(out.result, pin)
-  // The plain odirect row run in a child (pinned): the same Node as the bench, no runtime label.
-  if (rt === 'node' && variant === undefined) delete out.result.runtime
+  // The plain odirect rows run in a child (pinned): the same Node as the bench, no runtime label.
+  if (rt === 'node' && (variant === undefined || variant === REGISTERED_CHILD)) delete out.result.runtime
   return out
 }
 
@@ -1131,7 +1139,8 @@ async function runEngineInner(ctx: BenchContext, engine: EngineId, w: Workload):
     case 'odirect-batch-queue':
       return runOdirect(ctx, w, 'queue')
     case 'odirect-registered':
-      return runOdirectRegistered(ctx, w)
+      // Pinned at QD 1 as the per-op row is: in a child process of its own.
+      return pin !== undefined ? runInRuntime(ctx, 'node', w, REGISTERED_CHILD, pin) : runOdirectRegistered(ctx, w)
     case 'odirect-bun':
       return runInRuntime(ctx, 'bun', w, undefined, pin)
     case 'odirect-deno':

@@ -6,7 +6,7 @@
 //   node bench/qd1-phases.cjs PREFIX -- COMMAND [ARGS...]   (root, perf; run COMMAND pinned, e.g.
 //                                                           taskset -c 1 fio ... / node loop.cjs)
 //   node bench/qd1-phases.cjs --analyze PREFIX.txt [TID]     (an earlier trace again)
-//   node bench/qd1-phases.cjs --loop FILE SECONDS [write]    (odirect's side: 4 KiB random
+//   node bench/qd1-phases.cjs --loop FILE SECONDS [write][,reg]  (odirect's side: 4 KiB random
 //                                                           reads/writes one at a time, as the
 //                                                           bench's per-op loop; dist/ built; runs
 //                                                           under node, bun or deno run -A)
@@ -281,16 +281,26 @@ async function loop(file, seconds, mode) {
   const fh = await open(file, 'r+')
   try {
     const blocks = Math.floor(Number((await fh.stat()).size) / 4096)
-    const buf = fh.alloc(4096)
-    if (mode === 'write') buf.fill(7)
+    // `mode`: 'write' and/or 'reg' (comma-separated): writes; a registered buffer (READ_FIXED /
+    // WRITE_FIXED) instead of fh.alloc's.
+    const flags = String(mode ?? '').split(',')
+    const write = flags.includes('write')
+    const reg = flags.includes('reg') ? fh.registerBuffers(1, 4096) : undefined
+    const buf = reg !== undefined ? reg.buffers[0] : fh.alloc(4096)
+    if (write) buf.fill(7)
     const lat = []
+    const cpu0 = process.cpuUsage()
     const end = performance.now() + Number(seconds) * 1000
     for (let t0 = performance.now(); t0 < end; t0 = performance.now()) {
       const position = Math.floor(Math.random() * blocks) * 4096
-      await (mode === 'write' ? fh.write(buf, { position }) : fh.read(buf, { position }))
+      await (write ? fh.write(buf, { position }) : fh.read(buf, { position }))
       lat.push(performance.now() - t0)
     }
-    console.log(JSON.stringify({ ops: lat.length, p50: median(lat) * 1000, native: fh.stats().latencyUs }))
+    const cpu = process.cpuUsage(cpu0)
+    const { getEngine } = require('../dist/src/engine.js')
+    const n = getEngine().native
+    console.log(JSON.stringify({ ops: lat.length, p50: median(lat) * 1000, cpuUs: (cpu.user + cpu.system) / lat.length, native: fh.stats().latencyUs, callStats: n.callStats, waitStats: n.waitStats }))
+    reg?.unregister()
   } finally {
     await fh.close()
   }

@@ -272,6 +272,18 @@ pub struct Inner {
     /// Disk waits whose watch fired only because of this engine's own eventfd (a signal left
     /// from before), waited again (see [`Inner::wait_in_call`]).
     pub own_wakes: u64,
+    /// `ODIRECT_AUTO_FIXED=1` (opt-in, see [`Inner::auto_fixed`]): the one odirect buffer a
+    /// depth-1 loop keeps using on a device's file is registered with the ring (READ_FIXED /
+    /// WRITE_FIXED).
+    auto_fixed: bool,
+    /// The allocation (its start) the last lone disk read/write used and how many lone ones in
+    /// a row used it ([`Inner::auto_fixed`]).
+    hot: (usize, u32),
+    /// Registrations [`Inner::auto_fixed`] made (`NativeEngine.callStats[7]`).
+    pub auto_fixed_count: u64,
+    /// `ODIRECT_WAIT_HYBRID=1` (the ring's hybrid wait, opt-in): only then is a lone disk op's
+    /// wait marked for the ring (`hint_lone`: a class key per op, ignored by a plain wait).
+    hybrid: bool,
     /// The in-call wait under way is a disk op's ([`Inner::may_wait`] lets it wait).
     disk_waiting: bool,
     /// The largest read/write (bytes) the last reap took (see [`Inner::small_round`]).
@@ -620,6 +632,12 @@ pub(crate) fn tick_safe_timeout() -> std::time::Duration {
     tick.min(std::time::Duration::from_millis(10)) + std::time::Duration::from_millis(1)
 }
 
+/// Lone disk reads/writes in a row on one odirect allocation before [`Inner::auto_fixed`]
+/// registers it: a loop that keeps its buffer, not one that takes a new one per op.
+const AUTO_FIXED_AFTER: u32 = 8;
+/// The largest allocation [`Inner::auto_fixed`] registers (the kernel pins all of it).
+const AUTO_FIXED_MAX_BYTES: usize = 1 << 20;
+
 /// Whether a lone read/write on an O_DIRECT file of a block device waits for its completion in
 /// its own `rw` call (io_uring GETEVENTS, min_complete 1, as fio waits at depth 1), its result
 /// coming back from the call: `ODIRECT_RW_WAIT_DISK`.
@@ -797,6 +815,10 @@ impl Inner {
             timer_bounded: 0,
             own_wakes: 0,
             disk_waiting: false,
+            hybrid: crate::env::on_if_one("ODIRECT_WAIT_HYBRID"),
+            auto_fixed: crate::env::on_if_one("ODIRECT_AUTO_FIXED"),
+            hot: (0, 0),
+            auto_fixed_count: 0,
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
             poll_ring: false,
@@ -1109,6 +1131,9 @@ impl Inner {
         }
         // SAFETY: forwarded contract.
         let seg = unsafe { capture::capture(self.env, v, offset, length, mem_align, write)? };
+        if self.auto_fixed && alone && self.inflight == 0 && kind == BackendKind::IoUring {
+            self.auto_fixed(fd, &seg);
+        }
         let (mut rec, bounced) = self.single(kind, write, fd, seg, position);
         rec.rw_flags = rw_flags;
         let k = self.stage(rec);
@@ -1136,7 +1161,9 @@ impl Inner {
                 // Submitted; its completion comes as any other's.
                 return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
             } else if self.disk_gate(fd) {
-                self.hint_lone(k, fd, write, length);
+                if self.hybrid {
+                    self.hint_lone(k, fd, write, length);
+                }
                 self.disk_waiting = true;
                 let done = self.wait_in_call(k, bounced);
                 self.disk_waiting = false;
@@ -1148,6 +1175,57 @@ impl Inner {
             return Ok((ticket | crate::consts::TICKET_SUBMITTED).into());
         }
         Ok(ticket.into())
+    }
+
+    /// Before a lone read/write (nothing staged or in flight) of `seg` on `fd`: when it is the
+    /// [`AUTO_FIXED_AFTER`]th in a row on the same odirect allocation (of at most
+    /// [`AUTO_FIXED_MAX_BYTES`]) on a file the device serves by DMA (not tmpfs, buffered or a
+    /// file that may sleep), and the caller has no registration of its own on the ring, that
+    /// allocation is registered with the ring (IORING_REGISTER_BUFFERS, replacing the engine's
+    /// earlier one): from this op on its reads/writes go as READ_FIXED / WRITE_FIXED, as those
+    /// of `fh.registerBuffers` memory do, and the kernel no longer pins and unpins its page per
+    /// op (the depth-1 loop's saving of registered buffers: see README "Depth 1 on the disk").
+    /// The allocation stays allocated while registered (one at a time, until another takes its
+    /// place, the caller registers buffers, or the engine ends). A failed registration
+    /// (RLIMIT_MEMLOCK) turns this off for the engine. Opt-in (`ODIRECT_AUTO_FIXED=1`): paired
+    /// A/Bs found no p50 or CPU gain at depth 1 on this VM (README "Depth 1 on the disk").
+    /// Called with nothing staged or in flight on the engine.
+    fn auto_fixed(&mut self, fd: i32, seg: &Seg) {
+        let (Some(owner), capture::Mem::Owned(alloc, _)) = (seg.owner, &seg.mem) else {
+            self.hot = (0, 0);
+            return;
+        };
+        let ring = BackendKind::IoUring.index();
+        if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) != 0
+            || alloc.len() > AUTO_FIXED_MAX_BYTES
+            || self.pins.fixed_index(Some(owner)).is_some()
+            || self.pins.caller_registered(ring)
+        {
+            return;
+        }
+        let n = if self.hot.0 == owner {
+            self.hot.1.saturating_add(1)
+        } else {
+            1
+        };
+        self.hot = (owner, n);
+        if n < AUTO_FIXED_AFTER {
+            return;
+        }
+        let Some(d) = self.drivers[ring].as_mut().filter(|d| d.fixed_buffers()) else {
+            return;
+        };
+        // SAFETY: the allocation stays alive in `pins` until unregistration or a later
+        // registration, and past the driver's end (teardown drops the driver first); nothing
+        // is in flight on this ring's earlier registration (this op is alone), and ops hold
+        // their own memory anyway.
+        let r = unsafe { d.register_buffers(&pins::segments(std::slice::from_ref(alloc))) };
+        if r.is_err() {
+            self.auto_fixed = false;
+        } else {
+            self.auto_fixed_count += 1;
+        }
+        self.pins.registered_auto(ring, alloc.clone(), r);
     }
 
     /// Whether the lone read/write just staged on `fd` waits for its completion in its call (a

@@ -574,8 +574,10 @@ impl NativeEngine {
     /// inline, lone tmpfs ops sent to the ring because cachestat(2) found a page of their range
     /// swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
     /// reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
-    /// IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`)] (see
-    /// `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`).
+    /// IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`), buffers a
+    /// depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`)]
+    /// (see `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`,
+    /// `Inner::auto_fixed`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
@@ -587,6 +589,7 @@ impl NativeEngine {
                 e.cachestat_skips,
                 e.op_clocks.get(),
                 e.known_punts,
+                e.auto_fixed_count,
             ]
             .map(|n| n as f64)
             .to_vec()

@@ -27,6 +27,10 @@ pub struct Pins {
     /// Looked up once per read/write of a registered buffer: hashed by [`AddrHasher`], not
     /// SipHash (keys are our own allocations' addresses, nothing an attacker picks).
     fixed: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
+    /// The io_uring registration is the engine's own ([`Pins::registered_auto`]: the one
+    /// buffer a depth-1 loop keeps using), not the caller's: a registration of the caller's
+    /// replaces it, and it never replaces one of the caller's.
+    auto: bool,
 }
 
 /// A hasher for addresses: one multiply (Fibonacci hashing), its well-mixed high half folded
@@ -127,7 +131,22 @@ impl Pins {
         if r.is_ok() {
             self.kept[i] = allocs;
         }
+        self.auto = false;
         errno(r)
+    }
+
+    /// As [`Pins::registered`], for the engine's own registration of `alloc` (by index): kept
+    /// as the caller's would be, marked as the engine's.
+    pub fn registered_auto(&mut self, i: usize, alloc: Arc<Alloc>, r: io::Result<()>) -> i32 {
+        let ok = r.is_ok();
+        let e = self.registered(i, vec![alloc], true, r);
+        self.auto = ok;
+        e
+    }
+
+    /// Whether backend `i` has a registration of the caller's (not the engine's own).
+    pub fn caller_registered(&self, i: usize) -> bool {
+        !self.kept[i].is_empty() && !self.auto
     }
 
     /// Records that backend `i`'s driver let go of its registration (`by_index`: as for
@@ -138,6 +157,7 @@ impl Pins {
             self.fixed.clear();
         }
         self.kept[i].clear();
+        self.auto = false;
         errno(r)
     }
 
