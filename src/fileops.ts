@@ -4,7 +4,7 @@
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, readFileSync, statSync } from 'node:fs'
+import { closeSync, constants as fsConstants, openSync, readFileSync, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
@@ -453,6 +453,22 @@ export async function commitTemp(tmp: string, dst: string, exclusive: boolean): 
 }
 
 /** A file of a sequential kind opened with node:fs (buffered: direct I/O does not apply to it). */
+/**
+ * Lets an open of the FIFO at `path` that waits for its other end return (SequentialFile.open
+ * after an abort): opens that end without blocking (O_NONBLOCK: a FIFO's read end opens at once;
+ * its write end opens while a reader, the waiting open itself, is there) and closes it at once.
+ * Nothing where `path` is no longer a FIFO or cannot be opened so.
+ */
+function releaseFifoOpen(path: string, write: boolean): void {
+  try {
+    if (!statSync(path).isFIFO()) return
+    const fd = openSync(path, (write ? fsConstants.O_RDONLY : fsConstants.O_WRONLY) | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY)
+    closeSync(fd)
+  } catch {
+    // Gone, replaced, or refused: the open waits for another process, as it would have.
+  }
+}
+
 export class SequentialFile {
   private constructor(
     readonly path: string,
@@ -469,7 +485,23 @@ export class SequentialFile {
       return new SequentialFile(path, await abort.race(opening))
     } catch (e) {
       // Aborted while the open waits (a FIFO without the other end): close it when it comes.
-      void opening.then((h) => h.close()).catch(() => {})
+      let settled = false
+      void opening
+        .then((h) => h.close())
+        .catch(() => {})
+        .finally(() => {
+          settled = true
+        })
+      // It comes only when another process opens the other end: until then the open holds one of
+      // libuv's four worker threads (every fs call of this process waits once four are held) and
+      // keeps the process from exiting (adversary-s19b). The other end, opened and closed here
+      // without blocking, lets it return (the kernel wakes a FIFO's waiting open when the other
+      // end's open count changes), and the handle is closed above without a byte written or read.
+      // (Any other process waiting in an open of this FIFO then returns too, and finds no one at
+      // the other end: EOF for a reader, EPIPE for a writer, as if the process it waited for had
+      // come and gone.)
+      await Promise.resolve()
+      if (!settled) releaseFifoOpen(path, write)
       throw e
     }
   }

@@ -1,0 +1,64 @@
+// Second adversary pass of the nineteenth session, on what the first (adversary-s19) changed and
+// its neighbours: data trust at mount points, the exclusive replace without hard links, what a
+// replaced file keeps, devices and magic links as destinations, buffers resized mid-write.
+// Found:
+// 1. An aborted operation on a FIFO that has no other end (writeFile, copyFile, readFile of a
+//    named pipe nobody opened) rejected AbortError, but its open(2) stayed blocked in one of
+//    libuv's four worker threads until some other process opened the FIFO: the process could not
+//    exit, and after four such aborts every fs call of the process (odirect's and node:fs's) waited
+//    forever. Now the abort opens the other end without blocking and closes it, which lets the
+//    waiting open return; it is closed unused (src/fileops.ts SequentialFile.open). The streams
+//    (createReadStream / createWriteStream with a signal) never settle at all there: test.failing
+//    below (src/streams/node.ts, another helper's).
+// Attacked by hand, no fault (each: the typed error, nothing left behind): a directory mount point
+// as DST (EISDIR, as fs); a file bind-mounted onto itself, reached through /proc/self/root or a
+// symlinked folder (EBUSY at statx); DST inside a read-only bind mount (EROFS at the temp file's
+// open, removed); /dev/full made with mknod as DST of copyFile, writeFile (atomic or not) and a
+// write stream (ENOSPC), /dev/null (written); a pipe whose reader exits mid-copy (copyFile,
+// writeFile, odirect cp onto /dev/stdout: EPIPE, exit 1, no SIGPIPE death).
+// Nothing is timed: each check waits for its child, its promise, or a thread's state in /proc.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { childRunner } from './helpers/child-result.ts'
+import { scratchDirs } from './helpers/scratch.ts'
+import { testIf } from './helpers/skips.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const DIST = path.join(here, '..', 'dist', 'index.js')
+const scratch = scratchDirs('s19b')
+const runChild = childRunner(path.join(here, 'adversary-s19b'))
+
+// ---------------------------------------------------------------------------------------
+// An abort while the open of a FIFO waits for its other end
+
+const WCHAN_REASON = fs.existsSync('/proc/self/task') && fs.existsSync(`/proc/self/wchan`) ? undefined : 'no /proc/PID/task/TID/wchan'
+
+/** Runs `rounds` aborted `form`s on a FIFO nobody opens (more than libuv's four worker threads); resolves once the child exited after each wait was given back and a stat ran. */
+async function fifoAborts(form: string, rounds = 6): Promise<{ rounds: number; errors: string[] }> {
+  const dir = scratch()
+  const fifo = path.join(dir, 'fifo')
+  const mk = spawnSync('mkfifo', [fifo])
+  if (mk.status !== 0) throw new Error('mkfifo failed')
+  // (A child that never exits, the old code's, is killed after 10 minutes: a failure, not a hung run.)
+  return runChild<{ rounds: number; errors: string[] }>('fifo-abort.mjs', [DIST, fifo, form, String(rounds)], { env: { ...process.env, UV_THREADPOOL_SIZE: '4' }, killAfterMs: 600_000 })
+}
+
+for (const form of ['writeFile', 'writeFile atomic', 'copyFile to it', 'readFile', 'copyFile from it']) {
+  testIf(WCHAN_REASON, `${form} on a FIFO with no other end, aborted while its open waits, six times: AbortError each, the open given back (no thread left waiting), fs still answers and the process exits (was: each open held a libuv worker thread until a peer came; after four every fs call hung, and the process never exited)`, async (t) => {
+    const r = await fifoAborts(form)
+    t.deepEqual(r.errors, Array(6).fill('ABORT_ERR'), form)
+  })
+}
+
+test.failing('createWriteStream / createReadStream on a FIFO with no other end, aborted by their signal while the open waits: the stream errors AbortError (fails: HUNG, the stream does not settle until a peer opens the FIFO; its open is raced against an AbortRace without the signal (src/streams/node.ts #seqAbort) and destroy waits for the open, as node:fs streams do)', async (t) => {
+  if (WCHAN_REASON !== undefined) return t.pass()
+  for (const form of ['createWriteStream', 'createReadStream']) {
+    const r = await fifoAborts(form, 1)
+    t.deepEqual(r.errors, ['ABORT_ERR'], form)
+  }
+})
