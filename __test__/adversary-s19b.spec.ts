@@ -105,3 +105,30 @@ console.log('RESULT ' + JSON.stringify(out))`
     }
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// A write stream's chunk losing its bytes after write() returned
+
+// The yardstick is a transferred chunk: the write's callback and the stream error
+// ERR_ODIRECT_DETACHED, then 'close'. A chunk of a resizable ArrayBuffer resized to 0 the same
+// way is taken as an empty chunk: the callback reports success, 4 MiB are silently not written,
+// and the stream then never emits 'finish', 'error' or 'close' (the process exits with its event
+// loop empty, status 0, the file empty): a pipeline or `finished` never settles.
+const RAB = typeof (ArrayBuffer.prototype as { resize?: unknown }).resize === 'function'
+
+async function shrunkChunk(how: 'resize' | 'transfer'): Promise<{ events: string[]; cb: string | null; size: number }> {
+  return runChild('stream-shrunk.mjs', [DIST, path.join(scratch(), 'out'), how])
+}
+
+testIf(RAB ? undefined : 'no resizable ArrayBuffer in this runtime', 'createWriteStream: a chunk transferred right after write(): ERR_ODIRECT_DETACHED at its callback and the stream, then close (the yardstick of the next)', async (t) => {
+  const r = await shrunkChunk('transfer')
+  t.is(r.cb, 'ERR_ODIRECT_DETACHED')
+  t.deepEqual(r.events, ['error ERR_ODIRECT_DETACHED', 'close'])
+})
+
+test.failing("createWriteStream: a chunk whose resizable ArrayBuffer is resized to 0 right after write(): ERR_ODIRECT_DETACHED and the stream closed (fails: the callback reports success, nothing is written, and no 'finish', 'error' or 'close' ever comes; src/streams/core.ts write() takes the shrunk view as an empty chunk (isDetached only), and its loop re-reads src.byteLength after each await)", async (t) => {
+  if (!RAB) return t.pass()
+  const r = await shrunkChunk('resize')
+  t.is(r.cb, 'ERR_ODIRECT_DETACHED', JSON.stringify(r))
+  t.deepEqual(r.events, ['error ERR_ODIRECT_DETACHED', 'close'], JSON.stringify(r))
+})
