@@ -26,8 +26,10 @@ import test from 'ava'
 
 import { childRunner } from './helpers/child-result.ts'
 import { scratchDirs } from './helpers/scratch.ts'
-import { skipReason } from './helpers/fixtures.js'
-import { testIf } from './helpers/skips.ts'
+import * as od from '../dist/index.js'
+import { faultFs, skipReason } from './helpers/fixtures.js'
+import { must } from './helpers/fxtest.js'
+import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const DIST = path.join(here, '..', 'dist', 'index.js')
@@ -131,4 +133,61 @@ test.failing("createWriteStream: a chunk whose resizable ArrayBuffer is resized 
   const r = await shrunkChunk('resize')
   t.is(r.cb, 'ERR_ODIRECT_DETACHED', JSON.stringify(r))
   t.deepEqual(r.events, ['error ERR_ODIRECT_DETACHED', 'close'], JSON.stringify(r))
+})
+
+// ---------------------------------------------------------------------------------------
+// A destination that becomes a mount point after the check
+
+// adversary-s19's check (statx STATX_ATTR_MOUNT_ROOT) runs before any data; a file bind-mounted
+// over DST while the copy runs (the source on FUSE, its reads held, the mount made, then let go)
+// is found by the rename: EBUSY, and then the temp file must go and the mounted file stay.
+testIf(skipReason(['root', 'cmd:mount', 'cmd:umount']) ?? FAULTFS_REASON, 'copyFile and writeFile({ atomic }) whose DST becomes a mount point while the data is copied (a file bind-mounted over it mid-copy): EBUSY at the rename, the mounted file and the file under it untouched, no temp file left', async (t) => {
+  const dir = scratch()
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'under the mount')
+  const mounted = path.join(dir, 'mounted')
+  fs.writeFileSync(mounted, 'mounted contents')
+  const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+  t.teardown(() => fx.cleanup())
+  const p = od.copyFile(fx.file, dst).then(
+    () => undefined,
+    (e: { code?: string; syscall?: string }) => e,
+  )
+  await fx.waitForHeld(1)
+  const m = spawnSync('mount', ['--bind', mounted, dst], { encoding: 'utf8' })
+  if (m.status !== 0) return t.fail(`mount --bind: ${m.stderr}`)
+  t.teardown(() => void spawnSync('umount', [dst]))
+  fx.release()
+  const e = await p
+  t.is(e?.code, 'EBUSY', String(e))
+  t.is(fs.readFileSync(dst, 'utf8'), 'mounted contents', 'the mounted file untouched')
+  t.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-')), [], 'no temp file')
+  spawnSync('umount', [dst])
+  t.is(fs.readFileSync(dst, 'utf8'), 'under the mount', 'the file under the mount untouched')
+
+  // writeFile({ atomic }) of an iterable, the mount made while it waits for its second chunk.
+  let mountNow: () => void = () => {}
+  const asked = new Promise<void>((r) => (mountNow = r))
+  let go: () => void = () => {}
+  const mountedNow = new Promise<void>((r) => (go = r))
+  async function* data(): AsyncGenerator<Buffer> {
+    yield Buffer.alloc(1 << 20, 0x62)
+    mountNow()
+    await mountedNow
+    yield Buffer.alloc(1 << 20, 0x63)
+  }
+  const w = od.writeFile(dst, data(), { atomic: true }).then(
+    () => undefined,
+    (err: { code?: string }) => err,
+  )
+  await asked
+  const m2 = spawnSync('mount', ['--bind', mounted, dst], { encoding: 'utf8' })
+  if (m2.status !== 0) return t.fail(`mount --bind: ${m2.stderr}`)
+  go()
+  const e2 = await w
+  t.is(e2?.code, 'EBUSY', `writeFile atomic: ${String(e2)}`)
+  t.is(fs.readFileSync(dst, 'utf8'), 'mounted contents', 'writeFile atomic: the mounted file untouched')
+  t.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-')), [], 'writeFile atomic: no temp file')
+  spawnSync('umount', [dst])
+  t.is(fs.readFileSync(dst, 'utf8'), 'under the mount', 'writeFile atomic: the file under the mount untouched')
 })
