@@ -191,3 +191,41 @@ testIf(skipReason(['root', 'cmd:mount', 'cmd:umount']) ?? FAULTFS_REASON, 'copyF
   spawnSync('umount', [dst])
   t.is(fs.readFileSync(dst, 'utf8'), 'under the mount', 'writeFile atomic: the file under the mount untouched')
 })
+
+// security.capability (setcap) is about the old contents: any write drops it (fs.copyFile's and
+// fs.writeFile's too), and a replacement that kept it would run new code with the old file's
+// privileges. keepAttrs copies every other extended attribute of the replaced file, as root too.
+testIf(process.getuid?.() !== 0 ? 'needs root (setcap)' : skipReason(['cmd:setcap', 'cmd:getcap']), "copyFile, writeFile({ atomic }) and odirect cp as root over a file with file capabilities (setcap) and set-user-ID: the capability is not kept (as fs.copyFile's writes drop it), another extended attribute is, and the owner and mode as fs keeps them", async (t) => {
+  const dir = scratch()
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, 'new program')
+  fs.chmodSync(src, 0o4755)
+  const CLI = path.join(here, '..', 'dist', 'cli.js')
+  const forms: Record<string, (dst: string) => Promise<unknown>> = {
+    'fs.copyFile (the yardstick)': (dst) => fs.promises.copyFile(src, dst),
+    copyFile: (dst) => od.copyFile(src, dst),
+    'writeFile atomic': (dst) => od.writeFile(dst, 'new program', { atomic: true }),
+    'odirect cp': async (dst) => {
+      const r = spawnSync(process.execPath, [CLI, 'cp', '-q', src, dst], { encoding: 'utf8' })
+      if (r.status !== 0) throw new Error(r.stderr)
+    },
+  }
+  for (const [form, run] of Object.entries(forms)) {
+    const dst = path.join(dir, `prog-${form.replace(/\W+/g, '-')}`)
+    fs.writeFileSync(dst, 'old program')
+    fs.chownSync(dst, 1000, 1000)
+    fs.chmodSync(dst, 0o4755)
+    const cap = spawnSync('setcap', ['cap_net_raw+ep', dst], { encoding: 'utf8' })
+    if (cap.status !== 0) return t.fail(`setcap: ${cap.stderr}`)
+    if (!form.startsWith('fs.')) spawnSync('setfattr', ['-n', 'user.note', '-v', 'kept', dst])
+    t.regex(spawnSync('getcap', [dst], { encoding: 'utf8' }).stdout, /cap_net_raw/, `${form}: the old file has the capability`)
+    await run(dst)
+    t.is(fs.readFileSync(dst, 'utf8'), 'new program', form)
+    t.is(spawnSync('getcap', [dst], { encoding: 'utf8' }).stdout.trim(), '', `${form}: no capability on the new contents`)
+    const st = fs.statSync(dst)
+    t.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1000, 1000, 0o4755], `${form}: owner, group and mode as fs leaves them (root keeps set-user-ID)`)
+    if (!form.startsWith('fs.') && spawnSync('getfattr', ['--version']).status === 0) {
+      t.regex(spawnSync('getfattr', ['-n', 'user.note', '--only-values', dst], { encoding: 'utf8' }).stdout, /^kept/, `${form}: another extended attribute kept`)
+    }
+  }
+})
