@@ -229,3 +229,63 @@ testIf(process.getuid?.() !== 0 ? 'needs root (setcap)' : skipReason(['cmd:setca
     }
   }
 })
+
+// Found: a filesystem mounted over DST's folder while the data is copied (the temp file is in the
+// covered folder, the rename's path reaches the new mount: ENOENT). The error said "the temp file
+// was removed", but its unlink by path reached the new mount too: the temp file stayed in the
+// covered folder, out of reach until the unmount. No path reaches it now (an unlinkat would need a
+// descriptor of the folder, held since the temp file's create); the error now says it was left,
+// where, and why (src/fileops.ts removeTemp checks the descriptor's link count).
+testIf(skipReason(['root', 'cmd:mount', 'cmd:umount']) ?? FAULTFS_REASON, "copyFile and writeFile({ atomic }) whose DST's folder gets a filesystem mounted over it while the data is written: ENOENT, nothing written into the new mount, and the error names the temp file left in the covered folder (was: 'the temp file was removed', and it was not)", async (t) => {
+  const top = scratch()
+  const dir = path.join(top, 'dir')
+  fs.mkdirSync(dir)
+  const dst = path.join(dir, 'dst')
+  fs.writeFileSync(dst, 'old')
+  const fx = must(faultFs({ size: 1 << 20, hold: 'held' }))
+  t.teardown(() => fx.cleanup())
+  const mount = (): boolean => {
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'wt-tests-s19b', dir], { encoding: 'utf8' })
+    if (m.status !== 0) t.fail(`mount: ${m.stderr}`)
+    return m.status === 0
+  }
+  t.teardown(() => void spawnSync('umount', [dir]))
+  const check = (form: string, e: { code?: string; hint?: string } | undefined): void => {
+    t.is(e?.code, 'ENOENT', `${form}: ${String(e)}`)
+    t.deepEqual(fs.readdirSync(dir), [], `${form}: nothing written into the new mount`)
+    spawnSync('umount', [dir])
+    const temps = fs.readdirSync(dir).filter((n) => n.includes('.odirect-tmp-'))
+    t.is(temps.length, 1, `${form}: the temp file under the mount`)
+    t.regex(e?.hint ?? '', new RegExp(`temp file ${path.join(dir, temps[0] ?? 'none')} could not be removed.*mounted over`), `${form}: the error names it and why`)
+    t.is(fs.readFileSync(dst, 'utf8'), 'old', `${form}: DST untouched`)
+    for (const n of temps) fs.rmSync(path.join(dir, n))
+  }
+
+  const p = od.copyFile(fx.file, dst).then(
+    () => undefined,
+    (e: { code?: string; hint?: string }) => e,
+  )
+  await fx.waitForHeld(1)
+  if (!mount()) return
+  fx.release()
+  check('copyFile', await p)
+
+  let mountNow: () => void = () => {}
+  const asked = new Promise<void>((r) => (mountNow = r))
+  let go: () => void = () => {}
+  const mounted = new Promise<void>((r) => (go = r))
+  async function* data(): AsyncGenerator<Buffer> {
+    yield Buffer.alloc(1 << 20, 0x62)
+    mountNow()
+    await mounted
+    yield Buffer.alloc(1 << 20, 0x63)
+  }
+  const w = od.writeFile(dst, data(), { atomic: true }).then(
+    () => undefined,
+    (e: { code?: string; hint?: string }) => e,
+  )
+  await asked
+  if (!mount()) return
+  go()
+  check('writeFile atomic', await w)
+})
