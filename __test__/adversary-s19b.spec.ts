@@ -10,12 +10,24 @@
 //    waiting open return; it is closed unused (src/fileops.ts SequentialFile.open). The streams
 //    (createReadStream / createWriteStream with a signal) never settle at all there: test.failing
 //    below (src/streams/node.ts, another helper's).
+// 2. writeFile(f, '', { atomic }) by a non-root owner over a set-user-ID file kept 04755, where
+//    fs.writeFile's O_TRUNC leaves 0755 (with data, the writes dropped it): now dropped (src/files.ts).
+// 3. A filesystem mounted over DST's folder while the data was written: the error said "the temp
+//    file was removed" and it was not (under the mount): the error now names it (src/fileops.ts).
+// 4. A write stream's chunk whose resizable ArrayBuffer is resized to 0 after write(): success at
+//    the callback, the bytes never written, the stream never ends: test.failing (src/streams/core.ts).
+// No fault: a DST bind-mounted over mid-copy (EBUSY at the rename, both files untouched, no temp);
+// security.capability never kept on a replacement (a guard: root could set it).
 // Attacked by hand, no fault (each: the typed error, nothing left behind): a directory mount point
 // as DST (EISDIR, as fs); a file bind-mounted onto itself, reached through /proc/self/root or a
 // symlinked folder (EBUSY at statx); DST inside a read-only bind mount (EROFS at the temp file's
 // open, removed); /dev/full made with mknod as DST of copyFile, writeFile (atomic or not) and a
 // write stream (ENOSPC), /dev/null (written); a pipe whose reader exits mid-copy (copyFile,
-// writeFile, odirect cp onto /dev/stdout: EPIPE, exit 1, no SIGPIPE death).
+// writeFile, odirect cp onto /dev/stdout: EPIPE, exit 1, no SIGPIPE death); /dev/stdout a socket (a
+// child's stdio pipe): ENXIO, as fs.copyFile and cp; a socket or a tty node as DST (ENXIO, as
+// fs); the bind-mount refusal inside a private mount namespace (unshare -m); handle.write,
+// writev and writeMany of resizable ArrayBuffers shrunk or transferred after the call (bounced:
+// written whole; a windowed writeMany: ERR_ODIRECT_DETACHED for the ops not yet in).
 // Nothing is timed: each check waits for its child, its promise, or a thread's state in /proc.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
