@@ -4,7 +4,7 @@
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, readFileSync, statSync } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, statSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
@@ -338,7 +338,7 @@ export const tmpName = (dst: string): string => {
  * temp file); EISDIR, `dst` made a directory; EBUSY, `dst` a mount point (adversary-s18). Any
  * other error is returned as it is.
  */
-export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
+export function tempError(e: unknown, dst: string, movedTo?: TempFate): unknown {
   if (!(e instanceof DirectIoError) || e.errno === undefined || e.path === undefined) return e
   const dir = dirname(dst)
   const ofTemp = e.path.includes('.odirect-tmp-') && dirname(e.path) === dir
@@ -346,7 +346,12 @@ export function tempError(e: unknown, dst: string, movedTo?: string): unknown {
   if (commit && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) {
     // The temp file was made in `dir`, so the rename finding nothing there means the directory
     // (or the temp file) was moved, replaced or removed while the data was written.
-    const where = movedTo === undefined ? 'the temp file was removed' : `the temp file, found in the directory's new place (${movedTo}), was removed`
+    const where =
+      movedTo === undefined
+        ? 'the temp file was removed'
+        : typeof movedTo === 'object'
+          ? `the temp file ${movedTo.left} could not be removed: that path no longer reaches the directory it is in (a filesystem mounted over the directory meanwhile); it shows again once that is unmounted: remove it then`
+          : `the temp file, found in the directory's new place (${movedTo}), was removed`
     return withHint(e, `the directory ${dir} was moved or replaced (or the temp file removed) while the data was written: nothing was replaced, ${where}; write to the directory's new path`)
   }
   if (commit && e.code === 'EBUSY') {
@@ -414,7 +419,7 @@ export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof Dire
  * moved directory for good (adversary-s18). Resolves with the path it was removed at when that
  * is not `tmp` (its directory moved), else undefined.
  */
-export async function removeTemp(tmp: string, fd?: number): Promise<string | undefined> {
+export async function removeTemp(tmp: string, fd?: number): Promise<TempFate> {
   let at: string | undefined
   if (fd !== undefined && fd >= 0) {
     // The path of the open file now (a removed one ends ' (deleted)': its name differs then). A
@@ -422,12 +427,25 @@ export async function removeTemp(tmp: string, fd?: number): Promise<string | und
     const now = await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => undefined)
     if (now !== undefined && basename(now) === basename(tmp)) at = now
   }
-  if (at === undefined) {
-    await native.unlinkPath(tmp).catch(() => 0)
-    return undefined
-  }
-  await native.unlinkPath(at).catch(() => 0)
+  await native.unlinkPath(at ?? tmp).catch(() => 0)
+  // Still linked: its directory is no longer reached through its path (a filesystem mounted over
+  // the directory while the data was written: the path names the new mount's entry, the temp file
+  // is under it, seen again once it is unmounted; adversary-s19b). Said, not claimed removed.
+  if (fd !== undefined && fd >= 0 && linksOf(fd) > 0) return { left: at ?? tmp }
+  if (at === undefined) return undefined
   return dirname(at) === (await fsp.realpath(dirname(tmp)).catch(() => undefined)) ? undefined : at
+}
+
+/** What removeTemp did: removed in its place (undefined), removed where its directory was moved (that path), or left where no path reaches it now. */
+export type TempFate = string | { left: string } | undefined
+
+/** The link count of the open file `fd` (0: removed), or 0 where fstat fails. */
+function linksOf(fd: number): number {
+  try {
+    return fstatSync(fd).nlink
+  } catch {
+    return 0
+  }
 }
 
 /**
@@ -452,6 +470,22 @@ export async function commitTemp(tmp: string, dst: string, exclusive: boolean): 
   }
 }
 
+/**
+ * Lets an open of the FIFO at `path` that waits for its other end return (SequentialFile.open
+ * after an abort): opens that end without blocking (O_NONBLOCK: a FIFO's read end opens at once;
+ * its write end opens while a reader, the waiting open itself, is there) and closes it at once.
+ * Nothing where `path` is no longer a FIFO or cannot be opened so.
+ */
+function releaseFifoOpen(path: string, write: boolean): void {
+  try {
+    if (!statSync(path).isFIFO()) return
+    const fd = openSync(path, (write ? fsConstants.O_RDONLY : fsConstants.O_WRONLY) | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY)
+    closeSync(fd)
+  } catch {
+    // Gone, replaced, or refused: the open waits for another process, as it would have.
+  }
+}
+
 /** A file of a sequential kind opened with node:fs (buffered: direct I/O does not apply to it). */
 export class SequentialFile {
   private constructor(
@@ -469,7 +503,23 @@ export class SequentialFile {
       return new SequentialFile(path, await abort.race(opening))
     } catch (e) {
       // Aborted while the open waits (a FIFO without the other end): close it when it comes.
-      void opening.then((h) => h.close()).catch(() => {})
+      let settled = false
+      void opening
+        .then((h) => h.close())
+        .catch(() => {})
+        .finally(() => {
+          settled = true
+        })
+      // It comes only when another process opens the other end: until then the open holds one of
+      // libuv's four worker threads (every fs call of this process waits once four are held) and
+      // keeps the process from exiting (adversary-s19b). The other end, opened and closed here
+      // without blocking, lets it return (the kernel wakes a FIFO's waiting open when the other
+      // end's open count changes), and the handle is closed above without a byte written or read.
+      // (Any other process waiting in an open of this FIFO then returns too, and finds no one at
+      // the other end: EOF for a reader, EPIPE for a writer, as if the process it waited for had
+      // come and gone.)
+      await Promise.resolve()
+      if (!settled) releaseFifoOpen(path, write)
       throw e
     }
   }

@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, tempTaken, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, type TempFate, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -343,6 +343,17 @@ export function writeFile(path: PathLike | FileHandle, data: WriteData, options?
   })
 }
 
+/**
+ * `mode` less the bits the kernel drops when a process without CAP_FSETID truncates or writes the
+ * file (should_remove_suid): set-user-ID, and set-group-ID where the group may execute it. Kept
+ * as is by root (taken as having CAP_FSETID) and where the runtime has no geteuid.
+ */
+function dropPrivs(mode: number): number {
+  const euid = typeof process !== 'undefined' && typeof process.geteuid === 'function' ? process.geteuid() : 0
+  if (euid === 0) return mode
+  return mode & ~0o4000 & ((mode & 0o2010) === 0o2010 ? ~0o2000 : ~0)
+}
+
 /** `exactMode`: copyFile's (through copySequential): the replacement gets exactly this mode, no umask, as fs.copyFile's fchmod. */
 async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null, exactMode?: number): Promise<Written> {
   const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', 'xattrs', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
@@ -412,7 +423,11 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       if (created !== dst) await syncParentDir(created)
       return w
     }
-    const mode = exactMode ?? (o.mode !== undefined ? modeOption(o) : st !== undefined ? st.mode & 0o7777 : 0o666)
+    // The replaced file's mode, less what the kernel drops at fs.writeFile's O_TRUNC and writes by
+    // a process without CAP_FSETID: set-user-ID, and set-group-ID where group-executable (the
+    // data's writes drop them from the temp file too, but no data writes nothing: an empty
+    // replacement kept them; adversary-s19b). Root (CAP_FSETID) keeps them, as in place.
+    const mode = exactMode ?? (o.mode !== undefined ? modeOption(o) : st !== undefined ? dropPrivs(st.mode & 0o7777) : 0o666)
     // A symbolic link is followed: the file it names is replaced, the link stays a link ('wx': a
     // link, even dangling, is something at dst: EEXIST, as O_CREAT | O_EXCL).
     // A link whose text is no path to the file (see resolveLinks' `named`) is refused.
@@ -715,7 +730,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
   // The temp file's open when an abort left it in flight: it may create the file after the abort.
   const tmpOpen: { open?: Promise<void> } = {}
   // Where a temp file whose rename failed was found and removed, when its directory had moved.
-  let removedAt: string | undefined
+  let removedAt: TempFate
   try {
     const st = await abort.race(input.stat())
     if (!st.isFile() && !st.isBlockDevice()) throw misuse('ERR_INVALID_ARG_VALUE', `${s} is not a regular file or block device`, 'copy a file')
