@@ -1079,6 +1079,25 @@ async function entryNow(fh: FileHandle, opened: string): Promise<string | undefi
   return fallback()
 }
 
+/**
+ * A view of a resizable ArrayBuffer resized below its end: it reads as empty (byteLength 0), as an
+ * empty chunk does, but its bytes are gone. Node's Writable queues the chunks written before the
+ * stream's open is done and hands them to _write after it, so a buffer resized meanwhile (a
+ * 4 MiB chunk resized to 0 right after write()) arrives here already out of bounds; node:fs's
+ * stream then writes nothing and never emits 'finish' (its count of bytes queued keeps the 4 MiB):
+ * here the stream fails ERR_ODIRECT_DETACHED instead (adversary-s19b). The engine (V8, JSC)
+ * refuses element access on such a view: TypedArray#at throws; an empty view in bounds does not.
+ */
+function outOfBounds(view: ArrayBufferView): boolean {
+  if (view.byteLength !== 0 || view instanceof DataView) return false
+  try {
+    ;(view as Uint8Array).at(0)
+    return false
+  } catch {
+    return true
+  }
+}
+
 /** Read errors (EIO) a failed stream's read-back narrows down before it gives up (see ownTail). */
 const OWN_TAIL_FAILS = 64
 /** Bytes read back at a time (see ownTail). */
@@ -1511,13 +1530,16 @@ export class BlockWriter extends Core {
     if (!ArrayBuffer.isView(chunk)) {
       throw misuse('ERR_INVALID_ARG_TYPE', `chunks must be Uint8Array, Buffer or another ArrayBufferView, got ${chunk === null ? 'null' : typeof chunk}`, 'write bytes, e.g. Buffer.from(text)')
     }
+    // The chunk as it was handed over, before any await: its length then is what the caller wrote.
+    // A resizable ArrayBuffer resized smaller (or transferred) while the stream waits (its open,
+    // room for more) leaves a view that reads shorter, or empty: not a shorter chunk, data lost
+    // (adversary-s19b: the callback reported success, nothing was written, no 'finish' ever came).
+    let src = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const want = src.byteLength
     const fh = this.fh ?? (await this.open())
-    const src = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    if (src.byteLength === 0 && isDetached(src)) {
-      // Its bytes were taken (transferred, posted, or written before with transferChunks): it is
-      // not the empty chunk it looks like.
-      throw misuse('ERR_ODIRECT_DETACHED', `a chunk written to the stream for ${this.path} is detached (its ArrayBuffer was transferred)`, 'write each buffer once: with transferChunks the stream takes the memory of the chunks it writes in place', { path: this.path })
-    }
+    if (src.byteLength < want || (want === 0 && (isDetached(src) || outOfBounds(chunk)))) throw this.#lost(src)
+    // A length-tracking view of a buffer grown since: the bytes it had at the call.
+    if (src.byteLength > want) src = src.subarray(0, want)
     const end = this.#cfg.start + this.#total + src.byteLength
     if (end > Number.MAX_SAFE_INTEGER) {
       // Refused before any of it is copied or written: past 2^53 - 1 neither the stream's
@@ -1531,13 +1553,14 @@ export class BlockWriter extends Core {
     // (No block being gathered: `#cur` unset, or set and still empty.)
     if (this.#cfg.transfer && (this.#cur === undefined || this.#fill === 0) && (await this.#takeOver(fh, src))) return
     let off = 0
-    while (off < src.byteLength) {
+    while (off < want) {
+      if (src.byteLength < want) throw this.#lost(src)
       if (this.#cur === undefined) {
         this.#cur = this.#pool.pop() ?? this.#alloc(fh, this.#chunk)
         this.#fill = 0
       }
-      const n = Math.min(src.byteLength - off, this.#chunk - this.#fill)
-      const piece = n === src.byteLength ? src : src.subarray(off, off + n)
+      const n = Math.min(want - off, this.#chunk - this.#fill)
+      const piece = n === want ? src : src.subarray(off, off + n)
       if (n < NT_COPY_MIN || native.copyInto(this.#cur, this.#fill, piece) !== n) this.#cur.set(piece, this.#fill)
       this.#fill += n
       off += n
@@ -1549,6 +1572,13 @@ export class BlockWriter extends Core {
         await this.#room(this.#held - 1)
       }
     }
+  }
+
+  /** A chunk whose memory was taken or shrunk after write() was called: its bytes are not all there. */
+  #lost(src: Uint8Array): Error {
+    return isDetached(src)
+      ? misuse('ERR_ODIRECT_DETACHED', `a chunk written to the stream for ${this.path} is detached (its ArrayBuffer was transferred)`, 'write each buffer once: with transferChunks the stream takes the memory of the chunks it writes in place', { path: this.path })
+      : misuse('ERR_ODIRECT_DETACHED', `a chunk written to the stream for ${this.path} shrank before the stream had copied it (its resizable ArrayBuffer was resized smaller)`, 'do not resize or transfer a chunk\'s ArrayBuffer until its write callback (or the writer\'s write promise) has settled', { path: this.path })
   }
 
   /**
