@@ -71,8 +71,8 @@ for (const form of ['writeFile', 'writeFile atomic', 'copyFile to it', 'readFile
   })
 }
 
-test.failing('createWriteStream / createReadStream on a FIFO with no other end, aborted by their signal while the open waits: the stream errors AbortError (fails: HUNG, the stream does not settle until a peer opens the FIFO; its open is raced against an AbortRace without the signal (src/streams/node.ts #seqAbort) and destroy waits for the open, as node:fs streams do)', async (t) => {
-  if (WCHAN_REASON !== undefined) return t.pass()
+// Without /proc/PID/task/TID/wchan the child cannot see its open waiting: skipped (a known failure otherwise).
+;(WCHAN_REASON === undefined ? test.failing : test.skip)('createWriteStream / createReadStream on a FIFO with no other end, aborted by their signal while the open waits: the stream errors AbortError (fails: HUNG, the stream does not settle until a peer opens the FIFO; its open is raced against an AbortRace without the signal (src/streams/node.ts #seqAbort) and destroy waits for the open, as node:fs streams do)', async (t) => {
   for (const form of ['createWriteStream', 'createReadStream']) {
     const r = await fifoAborts(form, 1)
     t.deepEqual(r.errors, ['ABORT_ERR'], form)
