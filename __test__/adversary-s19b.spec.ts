@@ -8,8 +8,8 @@
 //    exit, and after four such aborts every fs call of the process (odirect's and node:fs's) waited
 //    forever. Now the abort opens the other end without blocking and closes it, which lets the
 //    waiting open return; it is closed unused (src/fileops.ts SequentialFile.open). The streams
-//    (createReadStream / createWriteStream with a signal) never settle at all there: test.failing
-//    below (src/streams/node.ts, another helper's).
+//    (createReadStream / createWriteStream with a signal) never settled at all there: their open now
+//    races the signal too, and the same release applies (src/streams/node.ts #seqAbort).
 // 2. writeFile(f, '', { atomic }) by a non-root owner over a set-user-ID file kept 04755, where
 //    fs.writeFile's O_TRUNC leaves 0755 (with data, the writes dropped it): now dropped (src/files.ts).
 // 3. A filesystem mounted over DST's folder while the data was written: the error said "the temp
@@ -71,8 +71,7 @@ for (const form of ['writeFile', 'writeFile atomic', 'copyFile to it', 'readFile
   })
 }
 
-// Without /proc/PID/task/TID/wchan the child cannot see its open waiting: skipped (a known failure otherwise).
-;(WCHAN_REASON === undefined ? test.failing : test.skip)('createWriteStream / createReadStream on a FIFO with no other end, aborted by their signal while the open waits: the stream errors AbortError (fails: HUNG, the stream does not settle until a peer opens the FIFO; its open is raced against an AbortRace without the signal (src/streams/node.ts #seqAbort) and destroy waits for the open, as node:fs streams do)', async (t) => {
+testIf(WCHAN_REASON, 'createWriteStream / createReadStream on a FIFO with no other end, aborted by their signal while the open waits: the stream errors AbortError, the open given back (was: HUNG, the stream did not settle until a peer opened the FIFO: its open was raced against an AbortRace without the signal (src/streams/node.ts #seqAbort) and destroy waits for the open, as node:fs streams do)', async (t) => {
   for (const form of ['createWriteStream', 'createReadStream']) {
     const r = await fifoAborts(form, 1)
     t.deepEqual(r.errors, ['ABORT_ERR'], form)

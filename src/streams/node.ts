@@ -121,13 +121,17 @@ export class DirectReadStream extends Readable {
     super({ emitClose: cfg.emitClose, ...(cfg.encoding === undefined ? {} : { encoding: cfg.encoding }) })
     this.#core = new BlockReader(target, cfg)
     this.#cfg = cfg
-    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'read')
+    // The signal races a FIFO's open too: one without its other end waits in the kernel until a
+    // peer comes, and the stream's destroy waits for its open (adversary-s19b: an aborted stream
+    // never settled); aborted, the open is given back (SequentialFile.open: releaseFifoOpen).
+    this.#seqAbort = new AbortRace(cfg.signal, this.#core.path, 'read')
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'read', (e) => this.destroy(e))
     // As fs: a FileHandle closed under the stream ends it (quietly: reading was the stream's job only).
     const unhandle = onHandleClose(target, () => this.destroy())
     this.#unwatch = () => {
       unwatch()
       unhandle()
+      this.#seqAbort.dispose()
     }
   }
 
@@ -310,7 +314,10 @@ export class DirectWriteStream extends Writable {
     this.#core.onError = (e) => this.destroy(e as Error)
     this.#start = cfg.start
     this.#flags = cfg.flags
-    this.#seqAbort = new AbortRace(undefined, this.#core.path, 'write')
+    // The signal races a FIFO's open too: one without its other end waits in the kernel until a
+    // peer comes, and the stream's destroy waits for its open (adversary-s19b: an aborted stream
+    // never settled); aborted, the open is given back (SequentialFile.open: releaseFifoOpen).
+    this.#seqAbort = new AbortRace(cfg.signal, this.#core.path, 'write')
     const unwatch = watchAbort(cfg.signal, this.#core.path, 'write', (e) => this.destroy(e))
     // A FileHandle closed under the stream: what was not written yet cannot be, an 'error' says so.
     const unhandle = onHandleClose(target, () => {
@@ -319,6 +326,7 @@ export class DirectWriteStream extends Writable {
     this.#unwatch = () => {
       unwatch()
       unhandle()
+      this.#seqAbort.dispose()
     }
   }
 
