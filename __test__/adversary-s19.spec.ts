@@ -14,7 +14,7 @@
 // 2. The exclusive replace (writeFile({ atomic, flag: 'wx' }), copyFile with COPYFILE_EXCL, `odirect
 //    cp --no-clobber`) puts its temp file in place with link(2), which vfat and exFAT (USB sticks,
 //    SD cards) do not have. This kernel has neither module, so a seccomp filter
-//    (adversary-s19/nolink.c) answers link(2) as they do (EPERM). Found: every exclusive replace
+//    (helpers/seccomp_deny.c -l) answers link(2) as they do (EPERM). Found: every exclusive replace
 //    failed a bare "EPERM: operation not permitted, link" where fs.copyFile(COPYFILE_EXCL) writes
 //    the file. Now crates/napi/src/paths.rs falls back to renameat2(RENAME_NOREPLACE), as
 //    exclusive (EEXIST when a file appeared meanwhile); where the filesystem has that neither
@@ -38,7 +38,7 @@ import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 
 import * as od from '../dist/index.js'
-import { faultFs, patternBuffer, repoRoot, skipReason, tmpfsDir } from './helpers/fixtures.js'
+import { faultFs, patternBuffer, seccompLauncher, skipReason, tmpfsDir } from './helpers/fixtures.js'
 import { bytes, CRASH_REQS, crashSweep, describe as describeCrash, durable } from './helpers/crashbed.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { childRunner } from './helpers/child-result.ts'
@@ -148,19 +148,9 @@ testIf(skipReason(['root', 'cmd:mount', 'cmd:umount']), 'writeFile({ atomic }) o
 // ---------------------------------------------------------------------------------------
 // 2. The exclusive replace on a filesystem without hard links
 
-/** target/test-helpers/s19-nolink, built from adversary-s19/nolink.c when older than it. */
-function nolinkLauncher(): string {
-  const src = path.join(here, 'adversary-s19', 'nolink.c')
-  const outDir = path.join(repoRoot(), 'target', 'test-helpers')
-  const bin = path.join(outDir, 's19-nolink')
-  if (!(fs.existsSync(bin) && fs.statSync(bin).mtimeMs >= fs.statSync(src).mtimeMs)) {
-    fs.mkdirSync(outDir, { recursive: true })
-    const tmp = `${bin}.${process.pid}.tmp`
-    const r = spawnSync('cc', ['-O2', '-Wall', '-o', tmp, src], { encoding: 'utf8' })
-    if (r.status !== 0) throw new Error(`cc nolink.c: ${r.stderr}`)
-    fs.renameSync(tmp, bin)
-  }
-  return bin
+/** The argv prefix of the seccomp launcher with hard links refused (`seccomp_deny -l`): a filesystem without them. */
+function nolink(): string[] {
+  return [must(seccompLauncher()), '-l']
 }
 
 interface ExclusiveRow {
@@ -200,12 +190,12 @@ test('exclusive replaces (writeFile atomic wx, copyFile COPYFILE_EXCL, odirect c
 })
 
 testIf(skipReason(['cc']), 'exclusive replaces where link(2) fails EPERM as on vfat/exFAT: new when absent, EEXIST when present or made meanwhile (renameat2 RENAME_NOREPLACE; was: a bare EPERM at link, nothing written)', async (t) => {
-  checkExclusive(t, await exclusiveRows(scratch(), [nolinkLauncher()]), 'no hard links')
-  checkExclusive(t, await exclusiveRows(scratch(), [nolinkLauncher(), '-e', '38']), 'no hard links (ENOSYS, as some FUSE)')
+  checkExclusive(t, await exclusiveRows(scratch(), nolink()), 'no hard links')
+  checkExclusive(t, await exclusiveRows(scratch(), [...nolink(), '-e', '38']), 'no hard links (ENOSYS, as some FUSE)')
 })
 
 testIf(skipReason(['cc']), 'exclusive replaces where neither link(2) nor RENAME_NOREPLACE exists (FUSE on libfuse 2): a typed error saying why and to write in place, DST absent or the other file untouched, no temp file (was: a bare EPERM)', async (t) => {
-  const rows = await exclusiveRows(scratch(), [nolinkLauncher(), '-r'])
+  const rows = await exclusiveRows(scratch(), [...nolink(), '-r'])
   t.is(rows.length, 8)
   for (const r of rows) {
     const label = `${r.form}, DST ${r.case}`
@@ -298,7 +288,7 @@ const SRC_CRASH = bytes(200 * 1024 + 77, 3)
 
 for (const form of ['writeFile atomic wx', 'odirect cp --no-clobber'] as const) {
   fxTest(`${form} without hard links (renameat2 RENAME_NOREPLACE), dst absent: after a power cut dst is absent or whole; whole once it exited 0`, [...CRASH_REQS, 'cc'], async (t) => {
-    const launcher = nolinkLauncher()
+    const [launcher, ...filter] = nolink()
     const r = await crashSweep({
       torn: true,
       maxPoints: 16,
@@ -310,7 +300,7 @@ for (const form of ['writeFile atomic wx', 'odirect cp --no-clobber'] as const) 
           form === 'odirect cp --no-clobber'
             ? [process.execPath, CLI, 'cp', '--quiet', '--no-clobber', src, dst]
             : [process.execPath, '--input-type=module', '-e', `import * as fs from 'node:fs'; const od = await import(${JSON.stringify(DIST)}); await od.writeFile(process.argv[2], fs.readFileSync(process.argv[1]), { atomic: true, flag: 'wx' })`, src, dst]
-        const c = spawnSync(launcher, args, { encoding: 'utf8' })
+        const c = spawnSync(launcher, [...filter, ...args], { encoding: 'utf8' })
         if (c.status !== 0) throw new Error(`${form} exited ${c.status}: ${c.stderr}`)
       },
       check: (run) => {

@@ -25,7 +25,7 @@ import {
   loopDevice,
   loopFs,
   mounts,
-  noUringLauncher,
+  seccompLauncher,
   patternBuffer,
   patternByte,
   ramfsDir,
@@ -472,12 +472,12 @@ fxTest('faultfs: a failing start cleans up after itself', FAULT, (t) => {
 // ---------------------------------------------------------------------------------------
 // io_uring switches
 
-fxTest('no_uring launcher: io_uring_setup gives EPERM under the seccomp filter', ['cc', 'python3'], (t) => {
-  const launcher = must(noUringLauncher())
+fxTest('seccomp_deny -u: io_uring_setup gives EPERM under the seccomp filter', ['cc', 'python3'], (t) => {
+  const launcher = must(seccompLauncher())
   const outside = uringProbe()
   t.log(`io_uring_setup outside the filter: ${outside}`)
-  t.is(execFileSync(launcher, ['python3', '-c', PROBE_PY], { encoding: 'utf8' }).trim(), 'errno 1')
-  t.is(execFileSync(launcher, ['-e', '38', 'python3', '-c', PROBE_PY], { encoding: 'utf8' }).trim(), 'errno 38')
+  t.is(execFileSync(launcher, ['-u', 'python3', '-c', PROBE_PY], { encoding: 'utf8' }).trim(), 'errno 1')
+  t.is(execFileSync(launcher, ['-u', '-e', '38', 'python3', '-c', PROBE_PY], { encoding: 'utf8' }).trim(), 'errno 38')
 })
 
 fxTest('runWithoutIoUring: a node child and its children see EPERM', ['cc', 'python3'], (t) => {

@@ -19,7 +19,7 @@ import test from 'ava'
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { childLines } from './helpers/child-lines.js'
-import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { traceEvent, traceGo, tracefsReason } from './helpers/tracefs.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist')
 const BACKEND = (process.env.ODIRECT_BACKEND || 'auto') as 'auto'
@@ -101,15 +101,11 @@ async function childRun(file: string): Promise<{ seen: Seen; backend: string; ok
       process.stdout.write('done ' + r.backend + ' ' + r.ok + ' ' + (getEngine().native.callStats[6] - p0) + '\\n')
       process.stdin.destroy()
     })()`
-  const { child, line, exited, err } = childLines(process.execPath, ['-e', script, file, BACKEND], { ...process.env, ODIRECT_ASYNC_PUNTED: '1' }, true)
-  await line('ready')
-  let done = ''
-  const trace = await traceEvent(EVENTS, child.pid as number, async () => {
-    child.stdin?.write('go\n')
-    done = await line('done')
-  })
-  const code = await exited
-  if (code !== 0) throw new Error(`child exited ${code}: ${err()}`)
+  const c = childLines(process.execPath, ['-e', script, file, BACKEND], { ...process.env, ODIRECT_ASYNC_PUNTED: '1' }, true)
+  await c.line('ready')
+  const { done, trace } = await traceGo(c, EVENTS)
+  const code = await c.exited
+  if (code !== 0) throw new Error(`child exited ${code}: ${c.err()}`)
   const [, backend, ok, punts] = done.split(' ')
   return { seen: count(trace), backend, ok, punts }
 }

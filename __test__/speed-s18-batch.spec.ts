@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { enterCalls, enterTraceReason, traceGo } from './helpers/tracefs.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist')
 const BACKEND = process.env.ODIRECT_BACKEND || 'auto'
@@ -72,17 +72,13 @@ async function childRun(file: string, env: NodeJS.ProcessEnv): Promise<Run> {
       await fh.close()
       process.stdin.destroy()
     })()`
-  const { child, line, exited, err } = childLines(process.execPath, ['-e', script, file, BACKEND], env, true)
-  await line('ready')
-  let done = ''
-  const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', child.pid as number, async () => {
-    child.stdin?.write('go\n')
-    done = await line('done')
-  })
-  const code = await exited
-  if (code !== 0) throw new Error(`child exited ${code}: ${err()}`)
+  const c = childLines(process.execPath, ['-e', script, file, BACKEND], env, true)
+  await c.line('ready')
+  const { done, trace } = await traceGo(c, 'syscalls/sys_enter_io_uring_enter')
+  const code = await c.exited
+  if (code !== 0) throw new Error(`child exited ${code}: ${c.err()}`)
   const [, backend, ok, waits] = done.split(' ')
-  const calls = [...trace.matchAll(/sys_io_uring_enter\(.*to_submit: ([0-9a-fx]+), min_complete: ([0-9a-fx]+)/g)].map((m) => ({ submit: Number(m[1]), min: Number(m[2]) }))
+  const calls = enterCalls(trace).map(([submit, min]) => ({ submit, min }))
   const mins = calls.map((c) => c.min)
   const submittingWaits = calls.filter((c) => c.min > 1 && c.submit > 0).length
   return { backend, ok: ok === 'true', waits: Number(waits), mins, submittingWaits }
@@ -97,7 +93,7 @@ function envWith(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...extra }
 }
 
-const TRACE_WHY = tracefsReason('io_uring_submit_req')
+const TRACE_WHY = enterTraceReason()
 
 {
   const why = TRACE_WHY ?? (shm === undefined ? 'no /dev/shm' : undefined)

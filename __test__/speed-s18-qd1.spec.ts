@@ -20,7 +20,7 @@ import { skipReason } from './helpers/fixtures.js'
 import { heldDevice } from './helpers/held-device.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
-import { TRACING, traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { enterCalls, enterTraceReason, traceGo } from './helpers/tracefs.ts'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'speed-s18-qd1', 'child.ts')
 const scratch = scratchDirs('speed-s18-qd1')
@@ -69,9 +69,7 @@ function diskReason(): string | undefined {
 }
 
 const TRACE_REASON =
-  diskReason() ??
-  tracefsReason('io_uring_submit_req') ??
-  (fs.existsSync(path.join(TRACING, 'events', 'syscalls', 'sys_enter_io_uring_enter')) ? undefined : 'no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)')
+  diskReason() ?? enterTraceReason()
 
 /** The child's reads with io_uring_enter traced: (to_submit, min_complete) of each call, and the `done` line. */
 async function tracedLoop(t: import('ava').ExecutionContext, env: Record<string, string>): Promise<{ calls: [number, number][]; done: Line } | undefined> {
@@ -83,15 +81,10 @@ async function tracedLoop(t: import('ava').ExecutionContext, env: Record<string,
     t.log(`backend ${ready.backend}, direct ${ready.direct}: no in-call disk wait to observe`)
     return undefined
   }
-  let done = ''
-  const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', c.child.pid as number, async () => {
-    c.child.stdin?.write('go\n')
-    done = await c.line('done')
-  })
+  const { done, trace } = await traceGo(c, 'syscalls/sys_enter_io_uring_enter')
   c.child.stdin?.end('end\n')
   t.is(await c.exited, 0, c.err())
-  const calls = [...trace.matchAll(/to_submit: (0x[0-9a-f]+|\d+), min_complete: (0x[0-9a-f]+|\d+)/g)].map((m): [number, number] => [Number(m[1]), Number(m[2])])
-  return { calls, done: parse(done) }
+  return { calls: enterCalls(trace), done: parse(done) }
 }
 
 const traced = (title: string, fn: Parameters<typeof test>[1]): void => testIf(TRACE_REASON, title, fn, true)

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { enterCalls, enterTraceReason, traceGo } from './helpers/tracefs.ts'
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist')
 const BACKEND = process.env.ODIRECT_BACKEND || 'auto'
@@ -64,17 +64,13 @@ async function childRun(file: string, env: NodeJS.ProcessEnv): Promise<Run> {
       await fh.close()
       process.stdin.destroy()
     })()`
-  const { child, line, exited, err } = childLines(process.execPath, ['-e', script, file, BACKEND], env, true)
-  await line('ready')
-  let done = ''
-  const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', child.pid as number, async () => {
-    child.stdin?.write('go\n')
-    done = await line('done')
-  })
-  const code = await exited
-  if (code !== 0) throw new Error(`child exited ${code}: ${err()}`)
+  const c = childLines(process.execPath, ['-e', script, file, BACKEND], env, true)
+  await c.line('ready')
+  const { done, trace } = await traceGo(c, 'syscalls/sys_enter_io_uring_enter')
+  const code = await c.exited
+  if (code !== 0) throw new Error(`child exited ${code}: ${c.err()}`)
   const [, backend, direct, ok] = done.split(' ')
-  const submits = [...trace.matchAll(/sys_io_uring_enter\(.*to_submit: (\w+)/g)].map((m) => Number(m[1])).filter((n) => n > 0)
+  const submits = enterCalls(trace).map(([n]) => n).filter((n) => n > 0)
   return { backend, direct: direct === 'true', ok: ok === 'true', submits }
 }
 
@@ -89,7 +85,7 @@ function envWith(extra: Record<string, string>): NodeJS.ProcessEnv {
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
 
 {
-  const why = tracefsReason('io_uring_submit_req')
+  const why = enterTraceReason()
   const title = `array-form readMany/writeMany on a disk file: the ${N} ops of a call's first window go to the kernel 8 per io_uring_enter as they are staged (ODIRECT_MANY_SUBMIT_EVERY=0: all ${N} in one), with their dsync flag; on tmpfs in one; the bytes are right either way${why ? ` (skipped: ${why})` : ''}`
   if (why !== undefined) console.log(`skipped: ${title}`)
   ;(why === undefined ? test.serial : test.skip)(title, async (t) => {

@@ -15,7 +15,7 @@ import test from 'ava'
 import { childLines } from './helpers/child-lines.js'
 import { scratchDirs } from './helpers/scratch.js'
 import { testIf } from './helpers/skips.js'
-import { traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { traceGo, tracefsReason } from './helpers/tracefs.ts'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'speed-s19-qd1', 'child.ts')
 const scratch = scratchDirs('speed-s19-qd1')
@@ -62,11 +62,7 @@ async function traced(t: import('ava').ExecutionContext, scenario: string, env: 
     t.log(`backend ${ready.backend}, direct ${ready.direct}: no lone disk op to observe`)
     return undefined
   }
-  let done = ''
-  const trace = await traceEvent('io_uring/io_uring_submit_req', c.child.pid as number, async () => {
-    c.child.stdin?.write('go\n')
-    done = await c.line('done')
-  })
+  const { done, trace } = await traceGo(c, 'io_uring/io_uring_submit_req')
   c.child.stdin?.end('end\n')
   const verified = scenario === 'write' ? parse(await c.line('verified')) : undefined
   t.is(await c.exited, 0, c.err())

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { TRACING, traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { enterCalls, enterTraceReason, traceEvent } from './helpers/tracefs.ts'
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist')
 const dir = fs.mkdtempSync('/var/tmp/odirect-wait-spin-')
@@ -27,13 +27,12 @@ const READS = 64
 async function enters(pid: number, fn: () => Promise<void>): Promise<[number, number][]> {
   const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', pid, fn)
   // e.g. `sys_io_uring_enter(fd: 0x14, to_submit: 1, min_complete: 1, flags: 9, ...)`
-  return [...trace.matchAll(/to_submit: (0x[0-9a-f]+|\d+), min_complete: (0x[0-9a-f]+|\d+)/g)].map((m) => [Number(m[1]), Number(m[2])])
+  return enterCalls(trace)
 }
 
 function reason(): string | undefined {
-  const why = tracefsReason('io_uring_submit_req')
+  const why = enterTraceReason()
   if (why !== undefined) return why
-  if (!fs.existsSync(path.join(TRACING, 'events', 'syscalls', 'sys_enter_io_uring_enter'))) return 'no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)'
   // A lone op on tmpfs is made inline and never waits on a device.
   if (fs.statfsSync(dir).type === 0x01021994) return '/var/tmp is a tmpfs'
   return undefined

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { childLines } from './helpers/child-lines.js'
-import { TRACING, traceEvent, tracefsReason } from './helpers/tracefs.ts'
+import { enterCalls, enterTraceReason, traceGo } from './helpers/tracefs.ts'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const dir = fs.mkdtempSync('/var/tmp/odirect-wake-wait-')
@@ -80,9 +80,8 @@ const ON = IRQ.find((c) => ALLOWED.includes(c))
 const OFF = ALLOWED.find((c) => !IRQ.includes(c))
 
 function reason(): string | undefined {
-  const why = tracefsReason('io_uring_submit_req')
+  const why = enterTraceReason()
   if (why !== undefined) return why
-  if (!fs.existsSync(path.join(TRACING, 'events', 'syscalls', 'sys_enter_io_uring_enter'))) return 'no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)'
   if (fs.statfsSync(dir).type === 0x01021994) return '/var/tmp is a tmpfs'
   if (spawnSync('taskset', ['-c', '0', 'true']).status !== 0) return 'no taskset'
   if (ON === undefined) return `no MSI interrupt of /var/tmp's device on an allowed CPU (irq CPUs ${JSON.stringify(IRQ)})`
@@ -101,7 +100,8 @@ async function run(t: import('ava').ExecutionContext, cpu: number, writes: numbe
   const fifo = path.join(dir, `fifo-${cpu}-${writes}-${Object.values(env).join('-')}-${fs.readdirSync(dir).length}`)
   execFileSync('mkfifo', [fifo])
   const cfg = JSON.stringify({ disk, fifo, writes, single })
-  const { child, line, exited, err } = childLines('taskset', ['-c', String(cpu), process.execPath, path.join(HERE, 'wake-wait', 'child.mjs'), cfg], { ...process.env, ...env }, true)
+  const c = childLines('taskset', ['-c', String(cpu), process.execPath, path.join(HERE, 'wake-wait', 'child.mjs'), cfg], { ...process.env, ...env }, true)
+  const { child, line, exited, err } = c
   const ready = (await line('ready')).split(' ')
   if (ready[1] !== 'io_uring' || ready[2] !== 'true') {
     child.stdin?.end('go\nend\n')
@@ -110,16 +110,11 @@ async function run(t: import('ava').ExecutionContext, cpu: number, writes: numbe
     return undefined
   }
   t.is(Number(ready[3]), writes, 'every write is in flight before the first buffer is taken')
-  let done = ''
-  const trace = await traceEvent('syscalls/sys_enter_io_uring_enter', child.pid as number, async () => {
-    child.stdin?.write('go\n')
-    done = await line('done')
-  })
+  const { done, trace } = await traceGo(c, 'syscalls/sys_enter_io_uring_enter')
   child.stdin?.write('end\n')
   t.is(await exited, 0, err())
   // e.g. `sys_io_uring_enter(fd: 0x14, to_submit: 0, min_complete: 7, flags: 9, ...)`
-  const calls = [...trace.matchAll(/to_submit: (0x[0-9a-f]+|\d+), min_complete: (0x[0-9a-f]+|\d+)/g)].map((m): [number, number] => [Number(m[1]), Number(m[2])])
-  return { calls, done: JSON.parse(done.slice(5)) as Done }
+  return { calls: enterCalls(trace), done: JSON.parse(done.slice(5)) as Done }
 }
 
 const serial = WHY === undefined ? test.serial : test.skip

@@ -3,7 +3,7 @@
 // made by someone else while the data is written (between two chunks of writeFile's data; at
 // copyFile's first progress; cp: not made). Prints one RESULT line: per form and case, the error
 // (code, hint), what DST holds ('new', 'old', 'theirs', 'absent' or other(N)) and the temp files
-// left. Run under nolink (adversary-s19/nolink.c) as if DIR were on vfat or exFAT.
+// left. Run under `seccomp_deny -l` (helpers/seccomp_deny.c) as if DIR were on vfat or exFAT.
 // Usage: node exclusive.mjs DIR DIST_INDEX CLI
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'

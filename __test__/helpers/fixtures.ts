@@ -844,7 +844,7 @@ export function repoRoot(): string {
   if (process.env.ODIRECT_ROOT) return path.resolve(process.env.ODIRECT_ROOT)
   let d = process.cwd()
   for (;;) {
-    if (fs.existsSync(path.join(d, '__test__', 'helpers', 'no_uring.c'))) return d
+    if (fs.existsSync(path.join(d, '__test__', 'helpers', 'seccomp_deny.c'))) return d
     const up = path.dirname(d)
     if (up === d) throw new Error('cannot find the odirect repository root from cwd; set ODIRECT_ROOT')
     d = up
@@ -852,18 +852,19 @@ export function repoRoot(): string {
 }
 
 /**
- * Path of the `no_uring` launcher (compiled from __test__/helpers/no_uring.c into
- * target/test-helpers/ when missing or older than the source): `no_uring [-e ERRNO] CMD...`
- * runs CMD with io_uring_setup/enter/register refused by seccomp (EPERM by default).
+ * Path of the `seccomp_deny` launcher (compiled from __test__/helpers/seccomp_deny.c into
+ * target/test-helpers/ when missing or older than the source):
+ * `seccomp_deny [-e ERRNO] [-u] [-l] [-r] CMD...` runs CMD with io_uring (-u) or hard links (-l)
+ * refused by seccomp (EPERM by default), or renameat2's flags (-r, EINVAL).
  */
-export function noUringLauncher(): string | Skip {
+export function seccompLauncher(): string | Skip {
   if (launcherPath) return launcherPath
   const reason = skipReason(['cc'])
   if (reason) return { skip: reason }
   const root = repoRoot()
-  const src = path.join(root, '__test__', 'helpers', 'no_uring.c')
+  const src = path.join(root, '__test__', 'helpers', 'seccomp_deny.c')
   const outDir = path.join(root, 'target', 'test-helpers')
-  const bin = path.join(outDir, 'no_uring')
+  const bin = path.join(outDir, 'seccomp_deny')
   const fresh = fs.existsSync(bin) && fs.statSync(bin).mtimeMs >= fs.statSync(src).mtimeMs
   if (!fresh) {
     fs.mkdirSync(outDir, { recursive: true })
@@ -885,13 +886,14 @@ export function runWithoutIoUring(
   env: NodeJS.ProcessEnv = {},
   opts: { args?: readonly string[]; errno?: number; timeoutMs?: number; nodeArgs?: readonly string[] } = {},
 ): RunResult | Skip {
-  const launcher = noUringLauncher()
+  const launcher = seccompLauncher()
   if (isSkip(launcher)) return launcher
   const nodeArgs = [...(opts.nodeArgs ?? [])]
   if (/\.(c|m)?ts$/.test(scriptPath) && !nodeArgs.includes('@oxc-node/core/register')) {
     nodeArgs.unshift('--import', '@oxc-node/core/register')
   }
   const argv = [
+    '-u',
     ...(opts.errno !== undefined ? ['-e', String(opts.errno)] : []),
     process.execPath,
     ...nodeArgs,
