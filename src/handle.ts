@@ -428,7 +428,12 @@ export class FileHandle extends EventEmitter {
     if (!Array.isArray(buffers)) {
       throw misuse('ERR_INVALID_ARG_TYPE', `${syscall} needs an array of buffers, got ${describe(buffers)}`, 'pass [buf1, buf2, ...] made with fh.alloc()')
     }
-    const n = buffers.length
+    let n: number
+    try {
+      n = buffers.length
+    } catch (e) {
+      throw callerError(e) // a Proxy's `length` trap: the caller's code
+    }
     if (n > 1024) throw misuse('ERR_OUT_OF_RANGE', `${syscall} takes at most 1024 buffers (IOV_MAX), got ${n}`, 'split into several calls')
     const io = this.#io
     const implicit = isImplicitPosition(where)
@@ -492,7 +497,15 @@ export class FileHandle extends EventEmitter {
     }
   }
 
-  #many(write: boolean, ops: unknown, options: unknown, link = false): Promise<number[] | Int32Array> {
+  /**
+   * readMany / writeMany. `datasync` (writeMany { datasync: true }): the batch, then an
+   * fdatasync: on io_uring linked to the writes (one submission) when they all go in at once (no
+   * window smaller than the batch, at most LINK_MAX ops), else once they all succeeded. Decided
+   * here from the options as read once: a `window` getter that answered a big window first and 1
+   * after (read twice before) had the fdatasync linked after the first write only, the others
+   * written after it, and the call resolved with them not durable.
+   */
+  #many(write: boolean, ops: unknown, options: unknown, datasync = false): Promise<number[] | Int32Array> {
     const syscall = write ? 'write' : 'read'
     this.#checkOpen(syscall)
     this.#checkMode(write, syscall)
@@ -516,13 +529,20 @@ export class FileHandle extends EventEmitter {
     if (isManyArrays(ops)) {
       const unit = this.direct ? this.alignment.offset : 1
       const checkAligned = (len: number, p: number, what: string): void => this.#checkAligned(len, p, syscall, what)
-      return manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, shared, signal, rwFlags: flags, checkAligned }, ops)
+      const q = manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, shared, signal, rwFlags: flags, checkAligned }, ops)
+      return datasync ? this.#thenDatasync(q, false) : q
     }
     if (shared !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow applies to the typed-array form ({ memory, offsets, lengths, positions })`, 'pass the typed-array form with fh.alloc memory, or a number as window')
     if (!Array.isArray(ops)) throw misuse('ERR_INVALID_ARG_TYPE', `${syscall}Many needs an array of { buffer, position }, got ${describe(ops)}`, 'pass [{ buffer, position }, ...]')
-    const n = ops.length
+    // What a Proxy's `length` trap throws is the caller's own (was: renamed ERR_INVALID_ARG_VALUE).
+    let n: number
+    try {
+      n = ops.length
+    } catch (e) {
+      throw callerError(e)
+    }
     if (n > 1 << 20) throw misuse('ERR_OUT_OF_RANGE', `${syscall}Many takes at most ${1 << 20} ops, got ${n}`, 'split into several calls')
-    if (n === 0) return Promise.resolve([])
+    if (n === 0) return datasync ? this.#thenDatasync(Promise.resolve([]), false) : Promise.resolve([])
     // Made at their final length (then filled in order): pushing grew each of them a dozen
     // times per 512-op call (GrowFast*Elements + ArrayPrototypePush, 0.7% of the JS thread's
     // samples in the array form at depth 64 on tmpfs).
@@ -556,7 +576,10 @@ export class FileHandle extends EventEmitter {
       positions[i] = p
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
-    return startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })
+    // Linked writes run one after another: worth it for the few writes of a commit.
+    const link = datasync && this.backend === 'io_uring' && window >= n && n <= LINK_MAX
+    const p = startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })
+    return datasync ? this.#thenDatasync(p, link) : p
   }
 
   /**
@@ -592,13 +615,7 @@ export class FileHandle extends EventEmitter {
   writeMany(ops: ManyArrays, options?: ManyOptions): Promise<Int32Array>
   writeMany(ops: readonly ManyOp[] | ManyArrays, options?: ManyOptions): Promise<number[] | Int32Array> {
     try {
-      const datasync = isOptionsObject(options) && datasyncOption(options)
-      const n = Array.isArray(ops) ? ops.length : 0
-      const windowed = isOptionsObject(options) && typeof options.window === 'number' && options.window < n
-      // Linked writes run one after another: worth it for the few writes of a commit.
-      const linked = datasync && this.backend === 'io_uring' && !windowed && n > 0 && n <= LINK_MAX
-      const p = this.#many(true, ops, options, linked)
-      return datasync ? this.#thenDatasync(p, linked) : p
+      return this.#many(true, ops, options, isOptionsObject(options) && datasyncOption(options))
     } catch (e) {
       return Promise.reject(coded(e, 'FileHandle'))
     }
@@ -617,18 +634,30 @@ export class FileHandle extends EventEmitter {
    * own error). Otherwise the fdatasync goes in once `p` resolved, never after a failed write.
    */
   #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
-    if (linked) {
-      const sync = this.#io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
-      sync.catch(() => {})
-      return p.then(async (r) => {
-        await sync
-        return r
-      })
-    }
     // The fdatasync is part of this call: counted in flight from now until it is done, so a
     // close() called meanwhile waits for it (it was refused ERR_ODIRECT_CLOSED after the writes).
     const io = this.#io
     io.hold()
+    if (linked) {
+      const sync = io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
+      sync.catch(() => {})
+      return p
+        .then(async (r) => {
+          try {
+            await sync
+          } catch (e) {
+            // Every write succeeded (p resolved), yet the chain's fdatasync was cancelled: one of
+            // them moved fewer bytes than asked (it reached a block device's end, RLIMIT_FSIZE), and
+            // the kernel ends a chain at a short transfer. Its bytes are written and the call
+            // resolves with the short count, as on the other backends, once they are durable (was:
+            // the call rejected ECANCELED from an fdatasync that never ran, the counts lost).
+            if (!(e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync')) throw e
+            await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
+          }
+          return r
+        })
+        .finally(() => io.release())
+    }
     return p
       .then(async (r) => {
         await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
