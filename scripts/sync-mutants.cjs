@@ -176,7 +176,7 @@ const SITES = [
     id: 'linked-datasync',
     src: 'src/handle.ts:616 (writeMany/writev { datasync } on io_uring: the fdatasync linked after the writes)',
     file: 'handle.js',
-    find: "const sync = this.#io.start(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));",
+    find: "const sync = io.start(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));",
     replace: 'const sync = Promise.resolve();',
     cases: ['writeMany({ datasync: true }) (io_uring)*', 'writev(buffers, position, { datasync: true }) on io_uring*', 'WAL with group commit (writeMany { datasync }, io_uring)*'],
   },
