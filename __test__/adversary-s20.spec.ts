@@ -17,6 +17,11 @@
 // 3. An array of ops (or of buffers) that is a Proxy whose `length` trap throws: the caller's error
 //    came back renamed ERR_INVALID_ARG_VALUE (the other traps' errors pass through as the caller's
 //    own). Now passed through (readMany, writeMany, readv, writev).
+// 4. writeFile onto a block device smaller than the data: ENOSPC saying "0 bytes of the data were
+//    written before the error" (error.bytesWritten 0) when the device had taken its first MiB (the
+//    block's write was short at the device's end, then ENOSPC): a caller told its device was
+//    untouched. It now counts what the failed block's short writes put there, as the write
+//    stream's cut-back already did (src/streams/core.ts bytesInOrder, src/files.ts writeBlocks).
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -172,4 +177,37 @@ test("readMany, writeMany, readv and writev of a Proxy array whose length trap t
     await fh.close()
   }
   t.true(fs.readFileSync(file).equals(Buffer.alloc(4 * BLOCK, 0x11)))
+})
+
+// ---------------------------------------------------------------------------------------
+// 4. writeFile onto a block device smaller than the data
+
+fxTest('writeFile (plain, atomic, a handle) onto a block device smaller than the data: ENOSPC whose bytesWritten is what the device took of the data (was: 0, "0 bytes of the data were written", with its first MiB overwritten)', LOOP_REQS, async (t) => {
+  const dev = must(loopDevice(4096, 1))
+  t.teardown(() => dev.cleanup())
+  const held = (): number => {
+    const d = fs.readFileSync(dev.device)
+    let k = 0
+    while (k < d.length && d[k] === 0x5a) k++
+    return k
+  }
+  for (const [form, n] of [
+    ['writeFile', 2 << 20],
+    ['writeFile', (1 << 20) + 8192 + 100],
+    ['writeFile atomic', 3 << 20],
+    ['fh.writeFile', 2 << 20],
+  ] as const) {
+    fs.writeFileSync(dev.device, Buffer.alloc(dev.sizeBytes))
+    const data = Buffer.alloc(n, 0x5a)
+    let call: Promise<unknown>
+    if (form === 'fh.writeFile') {
+      const fh = await od.open(dev.device, 'r+')
+      call = fh.writeFile(data).finally(() => fh.close())
+    } else call = od.writeFile(dev.device, data, form === 'writeFile atomic' ? { atomic: true } : undefined)
+    const e = await t.throwsAsync<od.DirectIoError>(call, { code: 'ENOSPC' }, `${form} of ${n}`)
+    const k = held()
+    t.true(k > 0, `${form} of ${n}: the device took none of it`)
+    t.is(e?.bytesWritten, k, `${form} of ${n}: ${e?.message}`)
+    t.regex(e?.message ?? '', new RegExp(`\\(${k} bytes of the data were written before the error\\)`))
+  }
 })

@@ -555,7 +555,7 @@ async function writeBlocks(target: string | FileHandle, wopts: Record<string, un
     const fh = core.handle
     if (temp !== undefined && opened) await removeTemp(temp, fh !== undefined && !fh.closed ? fh.fd : undefined)
     await core.destroy().catch(() => {})
-    throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesWritten - head))
+    throw withBytesWritten(abort.settle(e), Math.max(0, core.bytesInOrder - head))
   }
 }
 

@@ -1231,6 +1231,23 @@ export class BlockWriter extends Core {
     return this.#bytesWritten
   }
 
+  /**
+   * Bytes of the data in the file in order once the stream failed: the confirmed ones and what the
+   * first failed block's short writes put there before its failure (see #inOrder). writeFile's
+   * error says this many were written (was the confirmed count alone: 0 for a block device that
+   * took the first 1 MiB of a 2 MiB block, then ENOSPC at its end).
+   */
+  get bytesInOrder(): number {
+    return this.#inOrder() - this.#cfg.start
+  }
+
+  /** The end of the data in order: the confirmed blocks, and of the first failed one what its short writes put in the file before the failure (the error's position: the first byte not written), never past the data. */
+  #inOrder(): number {
+    const start = this.#cfg.start
+    const failedAt = (this.#error as { position?: unknown } | undefined)?.position
+    return typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
+  }
+
   /** Bytes of chunks taken over and written in place, not copied (see WriteStreamOptions.transferChunks). */
   get bytesTransferred(): number {
     return this.#bytesTransferred
@@ -1753,10 +1770,7 @@ export class BlockWriter extends Core {
   /** See beforeClose. */
   async #cutBack(fh: FileHandle): Promise<void> {
     const start = this.#cfg.start
-    // The confirmed blocks, and of the first failed one what its short writes put in the file
-    // before the failure (the error's position: the first byte not written), never past the data.
-    const failedAt = (this.#error as { position?: unknown } | undefined)?.position
-    const inOrder = typeof failedAt === 'number' && failedAt > start + this.#bytesWritten ? Math.min(failedAt, start + this.#total) : start + this.#bytesWritten
+    const inOrder = this.#inOrder()
     // Nothing in order written: the file's size before the stream, also when the stream started
     // past its end (the gap up to \`start\` is nobody's data: node:fs's stream, whose first write
     // failed, leaves the file as it was; adversary-s18b).
