@@ -637,10 +637,12 @@ export class FileHandle extends EventEmitter {
     // The fdatasync is part of this call: counted in flight from now until it is done, so a
     // close() called meanwhile waits for it (it was refused ERR_ODIRECT_CLOSED after the writes).
     const io = this.#io
-    io.hold()
     if (linked) {
       const sync = io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
       sync.catch(() => {})
+      // Held once the fdatasync is staged (a throw from its staging must not leave a hold that
+      // close() would wait for forever).
+      io.hold()
       return p
         .then(async (r) => {
           try {
@@ -658,6 +660,7 @@ export class FileHandle extends EventEmitter {
         })
         .finally(() => io.release())
     }
+    io.hold()
     return p
       .then(async (r) => {
         await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
