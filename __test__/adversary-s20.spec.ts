@@ -25,6 +25,8 @@
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
@@ -209,5 +211,34 @@ fxTest('writeFile (plain, atomic, a handle) onto a block device smaller than the
     t.true(k > 0, `${form} of ${n}: the device took none of it`)
     t.is(e?.bytesWritten, k, `${form} of ${n}: ${e?.message}`)
     t.regex(e?.message ?? '', new RegExp(`\\(${k} bytes of the data were written before the error\\)`))
+  }
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. A write stream whose file is rotated by link + unlink mid-stream
+
+fxTest("createWriteStream of a file rotated mid-stream by a hard link and the unlink of the name it opened (log -> log.1 in its folder): once it finished, log.1 is durable after a power cut (was: '(deleted)' in /proc/self/fd taken for a file without a name, no folder synced)", CRASH_REQS, async (t) => {
+  const data = bytes(3 * 65536 + 1000, 29)
+  const r = await crashRun({ image: (d) => fs.mkdirSync(path.join(d, 'a')) }, async (root) => {
+    const log = path.join(root, 'a', 'log')
+    const ws = od.createWriteStream(log, { chunkSize: 65536, writeBehind: 2 })
+    const src = Readable.from(
+      (async function* () {
+        yield data.subarray(0, 2 * 65536)
+        // Called back: the stream took the head before the rotation.
+        await new Promise<void>((res) => ws.write(Buffer.alloc(0), () => res()))
+        fs.linkSync(log, path.join(root, 'a', 'log.1'))
+        fs.unlinkSync(log)
+        yield data.subarray(2 * 65536)
+      })(),
+    )
+    await pipeline(src, ws)
+  })
+  try {
+    t.true(r.outcome.ok, r.outcome.ok ? '' : String(r.outcome.error))
+    const got = durable(r, 'a/log.1')
+    t.true(got?.equals(data), `a/log.1 after the cut: ${got === undefined ? 'absent' : `${got.length} bytes`}`)
+  } finally {
+    r.cleanup()
   }
 })

@@ -1047,9 +1047,12 @@ const DIR_NOW = process.env.ODIRECT_STREAM_DIR_NOW !== '0'
  * /proc/self/fd/N reads back (the kernel follows the open file's renames), once a stat of that
  * path shows the same device and inode as the stream's descriptor (a name changed again between
  * the two is read again, at most 3 times). Undefined when the file's name was unlinked (the
- * kernel reads it back marked " (deleted)"): no name of it is left (or, if another hard link
- * keeps it, none /proc can tell), no directory entry to make durable, and none is synced (the
- * data was datasynced all the same).
+ * kernel reads it back marked " (deleted)") and no other hard link keeps it (fstat's nlink 0): no
+ * name of it is left, no directory entry to make durable, and none is synced (the data was
+ * datasynced all the same). A file unlinked under the name it was opened by that still has a
+ * link (a log rotated by link + unlink: `ln log log.1 && rm log`) has a name /proc cannot tell:
+ * the path opened is synced, as before, which makes a link made in the same folder durable (was:
+ * none synced, and after 'finish' a power cut lost log.1: adversary-s20).
  * Where /proc cannot answer (not mounted, a path outside the process's root, or names that keep
  * moving): the path opened (its dangling link followed: the file a link created is in the
  * directory the link names; durability-s16.spec), as before.
@@ -1057,7 +1060,7 @@ const DIR_NOW = process.env.ODIRECT_STREAM_DIR_NOW !== '0'
 async function entryNow(fh: FileHandle, opened: string): Promise<string | undefined> {
   const fallback = (): Promise<string> => resolveLinks(opened)
   if (!DIR_NOW) return fallback()
-  let own: { dev: number; ino: number }
+  let own: { dev: number; ino: number; nlink: number }
   try {
     own = await fh.stat()
   } catch {
@@ -1074,7 +1077,8 @@ async function entryNow(fh: FileHandle, opened: string): Promise<string | undefi
     const st = await stat(at).catch(() => undefined)
     if (st !== undefined && st.dev === own.dev && st.ino === own.ino) return at
     // The name the descriptor was opened by (or renamed to) is gone: the kernel marks it so.
-    if (at.endsWith(' (deleted)')) return undefined
+    // Another hard link may still name the file (nlink as the descriptor's fstat gave it).
+    if (at.endsWith(' (deleted)')) return own.nlink > 0 ? fallback() : undefined
   }
   return fallback()
 }
