@@ -23,7 +23,7 @@ const os = require('node:os')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..')
-const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts', '__test__/streams-s19.spec.ts']
+const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts', '__test__/streams-s19.spec.ts', '__test__/adversary-s20.spec.ts']
 
 /**
  * A site: `file` (under dist/src), `find` (must occur exactly once), `replace`; `src`: where it is in
@@ -69,6 +69,14 @@ const SITES = [
     find: "const DIR_NOW = process.env.ODIRECT_STREAM_DIR_NOW !== '0';",
     replace: 'const DIR_NOW = false;',
     cases: ['createWriteStream of a file moved*', 'writableWebStream of a file moved*'],
+  },
+  {
+    id: 'stream-dirsync-hardlinked',
+    src: "src/streams/core.ts entryNow (a file unlinked under its opened name but still hard-linked: the opened path's directory synced, not none)",
+    file: 'streams/core.js',
+    find: 'return own.nlink > 0 ? fallback() : undefined;',
+    replace: 'return undefined;',
+    cases: ['createWriteStream of a file rotated mid-stream by a hard link*'],
   },
   {
     id: 'writefile-link-dirsync',
