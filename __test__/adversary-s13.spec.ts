@@ -31,6 +31,7 @@ import { runtimes } from './helpers/runtimes.ts'
 import { collect } from './helpers/rw.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.ts'
+import { twoFaced } from './helpers/getters.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const dist = path.join(here, '..', 'dist', 'index.js')
@@ -421,18 +422,6 @@ test('typed batches: NaN, Infinity, 2^53 and -1 positions, and lengths of 0, 2^3
   }
 })
 
-/** An object whose `key` getter returns `vals[i]` on its i-th read (the last one after that); `reads()` counts them. */
-function twoFaced<T extends object>(base: T, key: string, vals: readonly unknown[]): T & { reads(): number } {
-  let n = 0
-  const o = { ...base, reads: () => n }
-  Object.defineProperty(o, key, {
-    enumerable: true,
-    get() {
-      return vals[Math.min(n++, vals.length - 1)]
-    },
-  })
-  return o
-}
 
 for (const root of roots) {
   test(`${root}: an option getter answering differently each time is read once: the op uses its first answer (a valid one), never the second (misaligned, past the memory, negative)`, async (t) => {

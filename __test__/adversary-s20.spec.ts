@@ -35,6 +35,7 @@ import * as od from '../dist/index.js'
 import { bytes, CRASH_REQS, crashRun, durable } from './helpers/crashbed.js'
 import { loopDevice, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
+import { twoFaced } from './helpers/getters.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
 delete process.env.ODIRECT_BACKEND
@@ -46,19 +47,6 @@ const scratch = scratchDirs('s20')
 const BLOCK = 4096
 const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
 const URING_REASON = where.backends.io_uring.available ? undefined : `io_uring is not available here (${where.backends.io_uring.reason})`
-
-/** `base` with `key` a getter giving `answers` in turn (the last one from then on); `reads()` counts its calls. */
-function changing<T extends object>(base: T, key: string, answers: unknown[]): T & { reads(): number } {
-  let n = 0
-  const o = { ...base, reads: () => n }
-  Object.defineProperty(o, key, {
-    enumerable: true,
-    get() {
-      return answers[Math.min(n++, answers.length - 1)]
-    },
-  })
-  return o as T & { reads(): number }
-}
 
 // ---------------------------------------------------------------------------------------
 // 1. writeMany({ datasync: true }) with a window getter whose answer changes
@@ -75,7 +63,7 @@ fxTest('writeMany(ops, { datasync: true, window }) on io_uring with a window get
         buffer.set(bytes(BLOCK, 300 + s))
         return { buffer, position: s * BLOCK }
       })
-      const o = changing({ datasync: true }, 'window', [64, 64, 1])
+      const o = twoFaced({ datasync: true }, 'window', [64, 64, 1])
       const r = await fh.writeMany(ops, o)
       reads = o.reads()
       return r
