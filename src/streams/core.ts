@@ -289,6 +289,51 @@ const READ_CHAIN_HELD = Math.max(1, Math.min(64, Math.floor(Number(process.env.O
  */
 const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
 /**
+ * A default-mode read chunk (one its consumer keeps or drops) is a copy of the read, and the read
+ * goes into one of the stream's own buffers, reused from read to read (the copy: native
+ * non-temporal stores, crates/napi/src/stream.rs `copyInto`), while the consumer keeps up with
+ * the device: it waited for a read (at least COPY_WAIT_MS) within its last `readAhead + 1` chunks
+ * (what the stream holds). A consumer slower than the device gets the read's memory itself, as
+ * before (a copy would only add to its CPU).
+ *
+ * Why (twentieth session, bench/counts/README.md): the device fills memory at a speed that
+ * depends on how much distinct memory its reads go into. On this repository's virtio disk, 2 MiB
+ * reads at depth 4 in a loop ran 3,200-3,430 MB/s into 4 buffers used in turn, 2,670-2,890 into
+ * 8 and 2,290-2,450 into 16 or 32 (three interleaved rounds); a default-mode stream's reads go
+ * into whatever memory the chunks its consumer dropped left behind (freed at V8's collections:
+ * some 30 MiB in rotation), and the device ran at 2,280-2,480 MB/s while busy against fio's
+ * 3,330-3,420 (fio reads into the same 4 MiB of buffers). The copy costs about 0.1 s of CPU per
+ * GiB. ODIRECT_STREAM_READ_COPY=0: no copy (the old behaviour), =1: a copy whatever the consumer.
+ */
+const READ_COPY = process.env.ODIRECT_STREAM_READ_COPY === '0' ? 0 : process.env.ODIRECT_STREAM_READ_COPY === '1' ? 2 : 1
+/**
+ * How long `pull` must have waited for the oldest read for it to count as a wait for the device
+ * (READ_COPY): 0.2 ms. A consumer slower than the device waits too, for one turn of the event
+ * loop (its reads completed in the kernel while it worked, and are reaped when it yields: 10-50
+ * µs); a consumer that keeps up waits for the device's next completions (1-3 ms on this
+ * repository's disk). ODIRECT_STREAM_COPY_WAIT_US sets it (A/B).
+ */
+const COPY_WAIT_MS = Math.max(0, Number(process.env.ODIRECT_STREAM_COPY_WAIT_US ?? 200) || 0) / 1000
+/**
+ * The hand-over pressure of a copied chunk (see HANDOVER), at least: 2. With the Node streams' 1,
+ * peak RSS growth 27-51 MiB (the stream's own buffers come on top of the dropped chunks waiting
+ * for a collection); with 2, 21 MiB in most passes, as without the copy.
+ * ODIRECT_STREAM_COPY_PRESSURE sets it (A/B).
+ */
+const COPY_PRESSURE = Number(process.env.ODIRECT_STREAM_COPY_PRESSURE ?? 2)
+const readCounts = [0, 0, 0, 0]
+/**
+ * Read streams' counts, process-wide (tests and diagnostics): [default-mode chunks delivered as
+ * copies (READ_COPY), default-mode chunks delivered as the read's own memory (handed over),
+ * reads into a buffer the stream had used before (its own, or one given back), reads into new
+ * memory].
+ * @internal
+ */
+export function readCopyStats(): number[] {
+  return readCounts.slice()
+}
+
+/**
  * The hand-over pressure of a web stream's default reader (see HANDOVER): 2. Its chunks are
  * handed over and then transferred once more by the byte stream's `enqueue` (a third
  * ArrayBuffer over the memory), and with pressure 1 its pass peaked at 25-31 MiB of RSS growth
@@ -686,6 +731,8 @@ export class BlockReader extends Core {
    * V8's trigger); smaller ones keep the hand-over pressure.
    */
   #collects = false
+  /** Chunks left to copy since the consumer last waited for a read (see READ_COPY). */
+  #keepsUp = 0
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -734,6 +781,7 @@ export class BlockReader extends Core {
     let mem = readLen <= this.#chunk ? this.#pool.pop() : undefined
     // A chunk given back and then transferred (detached) by its consumer is dropped.
     while (mem !== undefined && mem.byteLength === 0) mem = this.#pool.pop()
+    readCounts[mem === undefined ? 3 : 2]++
     mem ??= allocForOverwrite(readLen, Math.max(PAGE_SIZE, fh.alignment.memory))
     const buf = mem.byteLength === readLen ? mem : mem.subarray(0, readLen)
     const slot: ReadSlot = { pos, len, buf, skip, tries, r: undefined, wake: undefined }
@@ -828,7 +876,11 @@ export class BlockReader extends Core {
         this.#handed = 0
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
       }
+      const t0 = slot.r === undefined && READ_COPY === 1 ? performance.now() : 0
       const r = slot.r ?? (await this.#settled(slot))
+      // The consumer waited for the device (see READ_COPY): this chunk and the ones the stream
+      // holds now are copies (a device that completes its reads together completes up to all of them).
+      if (t0 > 0 && performance.now() - t0 >= COPY_WAIT_MS) this.#keepsUp = this.#held
       if (this.dead) return null
       this.#queue.shift()
       if (!r.ok) {
@@ -898,6 +950,24 @@ export class BlockReader extends Core {
           native.youngGc(ab, YOUNG_TRIGGER)
         }
         const size = ab.byteLength
+        // A copy (see READ_COPY) only from a whole buffer of the stream's chunk size, its own.
+        const copy = handOver && HANDOVER && READ_COPY > 0 && (READ_COPY === 2 || this.#keepsUp > 0) && slot.buf.byteOffset === 0 && slot.buf.byteLength === this.#chunk && size === this.#chunk
+        if (handOver) this.#keepsUp = Math.max(0, this.#keepsUp - 1)
+        if (copy) {
+          const out = allocForOverwrite(hi - lo, Math.max(PAGE_SIZE, fh.alignment.memory))
+          const piece = slot.buf.subarray(lo, hi)
+          if (native.copyInto(out, 0, piece) !== hi - lo) out.set(piece)
+          // The read's buffer takes a later read: never shown to the consumer, it stays the stream's.
+          if (this.#pool.length < this.#held && !this.dead) this.#pool.push(Buffer.from(ab, 0, size))
+          const oab = out.buffer as ArrayBuffer
+          const outSize = oab.byteLength
+          const shownCopy = native.handOver(oab, this.#collects ? 0 : Math.max(pressure, COPY_PRESSURE)) || oab
+          if (shownCopy !== oab) this.#handed += outSize
+          this.#out.add(shownCopy)
+          readCounts[0]++
+          return Buffer.from(shownCopy, 0, hi - lo)
+        }
+        if (handOver) readCounts[1]++
         if (handOver && HANDOVER && SYNC_SWEEP && !syncSweepSet) syncSweep()
         const shown = (handOver && HANDOVER && native.handOver(ab, this.#collects ? 0 : pressure)) || ab
         if (shown !== ab) this.#handed += size
