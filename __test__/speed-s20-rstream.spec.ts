@@ -1,10 +1,11 @@
 // Read streams' copies (issue 19 item 1, twentieth session). Counted, never timed.
 //
-// A default-mode read stream (chunks the consumer keeps or drops) delivers copies while its
-// consumer keeps up with the device, and reads into its own few buffers, reused from read to read
-// (src/streams/core.ts READ_COPY): the device then fills the same few MiB of memory, as fio's
-// does, instead of whatever the dropped chunks left behind (bench/counts/README.md, twentieth
-// session). A consumer slower than the device gets the reads' memory itself. Counted in child
+// ODIRECT_STREAM_READ_COPY=1 (opt-in, src/streams/core.ts READ_COPY): a default-mode read stream
+// (chunks the consumer keeps or drops) delivers copies while its consumer keeps up with the
+// device, and reads into its own few buffers, reused from read to read: the device then fills the
+// same few MiB of memory, as fio's does, instead of whatever the dropped chunks left behind
+// (README "What the read streams' device fills"). A consumer slower than the device gets the
+// reads' memory itself; `=always` copies every chunk; unset or 0, the default, never. Counted in child
 // processes (the switch is read when the module loads: speed-s20-rstream/pass.cjs) over a FUSE
 // file whose server answers every read 50 ms late (crates/faultfs), so that a consumer that takes
 // each chunk at once waits for the device at every batch of reads.
@@ -56,7 +57,7 @@ function pass(t: ExecutionContext, consumer: 'fast' | 'patient', copy: string | 
   const r = spawnSync(process.execPath, [CHILD, fx.file, consumer, String(CHUNK)], { encoding: 'utf8', env, timeout: 120_000 })
   if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`)
   const p = JSON.parse(r.stdout) as Pass
-  t.log(consumer, copy ?? 'default', JSON.stringify(p))
+  t.log(consumer, copy ?? 'unset', JSON.stringify(p))
   t.true(p.same, 'every chunk holds the file bytes at its place')
   t.is(p.bytes, SIZE)
   t.is(p.chunks, CHUNKS)
@@ -64,8 +65,8 @@ function pass(t: ExecutionContext, consumer: 'fast' | 'patient', copy: string | 
   return p
 }
 
-testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=1: every chunk is a copy, and the reads go into at most readAhead + 2 buffers of the stream, reused', (t) => {
-  const p = pass(t, 'fast', '1')
+testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=always: every chunk is a copy, and the reads go into at most readAhead + 2 buffers of the stream, reused', (t) => {
+  const p = pass(t, 'fast', 'always')
   t.is(p.copies, CHUNKS)
   t.is(p.handed, 0)
   t.is(p.whole, CHUNKS, 'a copy is a chunk over all of its own aligned memory, as the read was')
@@ -73,16 +74,18 @@ testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=1: every chunk is a copy, and t
   t.true(p.reused >= CHUNKS + 1 - (HELD + 1), `${p.reused} reads into reused buffers`)
 })
 
-testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=0 (the old form): no copy, every read goes into new memory, which the consumer gets', (t) => {
-  const p = pass(t, 'fast', '0')
-  t.is(p.copies, 0)
-  t.is(p.handed, CHUNKS)
-  t.is(p.fresh, CHUNKS + 1)
-  t.is(p.reused, 0)
-})
+for (const copy of [undefined, '0']) {
+  testIf(FAULTFS_REASON, `ODIRECT_STREAM_READ_COPY ${copy === undefined ? 'unset (the default)' : '=0'}: no copy, every read goes into new memory, which the consumer gets`, (t) => {
+    const p = pass(t, 'fast', copy)
+    t.is(p.copies, 0)
+    t.is(p.handed, CHUNKS)
+    t.is(p.fresh, CHUNKS + 1)
+    t.is(p.reused, 0)
+  })
+}
 
-testIf(FAULTFS_REASON, 'default: a consumer that waits for the device gets copies (at least all the stream holds after its first wait), from reused buffers', (t) => {
-  const p = pass(t, 'fast', undefined)
+testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=1: a consumer that waits for the device gets copies (at least all the stream holds after its first wait), from reused buffers', (t) => {
+  const p = pass(t, 'fast', '1')
   // The first chunk's read starts when the consumer asks for it: that wait is >= 50 ms, and
   // the chunks the stream holds then are copies whatever the machine's load does after.
   t.true(p.copies >= HELD, `${p.copies} copies`)
@@ -90,8 +93,8 @@ testIf(FAULTFS_REASON, 'default: a consumer that waits for the device gets copie
   t.true(p.reused >= p.copies - HELD - 1, `${p.reused} reads into reused buffers for ${p.copies} copies`)
 })
 
-testIf(FAULTFS_REASON, 'default: a consumer slower than the device (every read settled before it asks) gets the reads\' own memory after its first wait', (t) => {
-  const p = pass(t, 'patient', undefined)
+testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=1: a consumer slower than the device (every read settled before it asks) gets the reads\' own memory after its first wait', (t) => {
+  const p = pass(t, 'patient', '1')
   // Only the first two chunks' reads can be waited for: the first (nothing was read yet) and the
   // second, which the Readable asks for as the consumer takes the first, before the consumer's
   // wait; each wait makes the chunk and the ones held then copies: at most HELD + 1 in all.

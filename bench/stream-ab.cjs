@@ -60,5 +60,5 @@ for (const [n] of variants) {
   const a = res[n]
   const ok = a.filter((x) => x !== null)
   const ratio = a.map((x, i) => (x && base[i] ? x.mbps / base[i].mbps : NaN))
-  console.log(`${n.padEnd(12)} RSS min/med/max ${q(ok.map((x) => x.rssGrowthMiB))} MiB  MB/s ${q(ok.map((x) => x.mbps), 0)}  vs ${variants[0][0]} ${q(ratio, 3)}  CPU s/GiB ${q(ok.map((x) => x.cpuPerGiB), 2)}  RSS: ${ok.map((x) => x.rssGrowthMiB.toFixed(0)).join(' ')}`)
+  console.log(`${n.padEnd(12)} RSS min/med/max ${q(ok.map((x) => x.rssGrowthMiB))} MiB  MB/s ${q(ok.map((x) => x.mbps), 0)}  vs ${variants[0][0]} ${q(ratio, 3)} (${ratio.filter((x) => x > 1).length}/${ratio.filter(Number.isFinite).length} above)  CPU s/GiB ${q(ok.map((x) => x.cpuPerGiB), 2)}  RSS: ${ok.map((x) => x.rssGrowthMiB.toFixed(0)).join(' ')}`)
 }

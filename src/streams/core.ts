@@ -289,35 +289,41 @@ const READ_CHAIN_HELD = Math.max(1, Math.min(64, Math.floor(Number(process.env.O
  */
 const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
 /**
- * A default-mode read chunk (one its consumer keeps or drops) is a copy of the read, and the read
- * goes into one of the stream's own buffers, reused from read to read (the copy: native
- * non-temporal stores, crates/napi/src/stream.rs `copyInto`), while the consumer keeps up with
- * the device: it waited for a read (at least COPY_WAIT_MS) within its last `readAhead + 1` chunks
- * (what the stream holds). A consumer slower than the device gets the read's memory itself, as
- * before (a copy would only add to its CPU).
+ * Opt-in (ODIRECT_STREAM_READ_COPY=1): a default-mode read chunk (one its consumer keeps or
+ * drops) is a copy of the read, and the read goes into one of the stream's own buffers, reused
+ * from read to read (at most readAhead + 2 of them; the copy: native non-temporal stores,
+ * crates/napi/src/stream.rs `copyInto`), while the consumer keeps up with the device: it waited
+ * for a read (at least COPY_WAIT_MS) within its last `readAhead + 1` chunks (what the stream
+ * holds). A consumer slower than the device gets the read's memory itself, as by default.
+ * `=always`: every chunk a copy. Unset or `0`: no copy (the default).
  *
- * Why (twentieth session, bench/counts/README.md): the device fills memory at a speed that
- * depends on how much distinct memory its reads go into. On this repository's virtio disk, 2 MiB
- * reads at depth 4 in a loop ran 3,200-3,430 MB/s into 4 buffers used in turn, 2,670-2,890 into
- * 8 and 2,290-2,450 into 16 or 32 (three interleaved rounds); a default-mode stream's reads go
- * into whatever memory the chunks its consumer dropped left behind (freed at V8's collections:
- * some 30 MiB in rotation), and the device ran at 2,280-2,480 MB/s while busy against fio's
- * 3,330-3,420 (fio reads into the same 4 MiB of buffers). The copy costs about 0.1 s of CPU per
- * GiB. ODIRECT_STREAM_READ_COPY=0: no copy (the old behaviour), =1: a copy whatever the consumer.
+ * Why (twentieth session, README "What the read streams' device fills"): the device fills memory
+ * at a speed that depends on how much distinct memory its reads go into. On this repository's
+ * virtio disk, 2 MiB reads at depth 4 in a loop ran 3,200-3,430 MB/s into 4 buffers used in
+ * turn, 2,670-2,890 into 8 and 2,290-2,450 into 16 or 32 (three interleaved rounds); a
+ * default-mode stream's reads go into whatever memory the chunks its consumer dropped left behind
+ * (freed at V8's collections), and the device ran at 2,280-2,480 MB/s while busy against fio's
+ * 3,330-3,420 (fio reads into the same 4 MiB). With the copy, paired with the default in fresh
+ * processes: 1.20x MB/s (14 of 15 rounds, Node and web) when the disk was fast, 0.89x (3 of 15)
+ * in a slow hour on a busy machine; CPU per GiB 0.18-0.20 s instead of 0.08 (fs.createReadStream
+ * 1 MiB: 0.34), peak RSS growth 23-29 MiB median instead of 21. Not the default for that CPU and
+ * memory (and the slow hours' loss).
  */
-const READ_COPY = process.env.ODIRECT_STREAM_READ_COPY === '0' ? 0 : process.env.ODIRECT_STREAM_READ_COPY === '1' ? 2 : 1
+const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
 /**
  * How long `pull` must have waited for the oldest read for it to count as a wait for the device
- * (READ_COPY): 0.2 ms. A consumer slower than the device waits too, for one turn of the event
- * loop (its reads completed in the kernel while it worked, and are reaped when it yields: 10-50
- * µs); a consumer that keeps up waits for the device's next completions (1-3 ms on this
- * repository's disk). ODIRECT_STREAM_COPY_WAIT_US sets it (A/B).
+ * (READ_COPY): 0.2 ms. A consumer whose reads completed in the kernel while it worked waits for
+ * one turn of the event loop (they are reaped when it yields); one that keeps up waits for the
+ * device's next completions (1-3 ms on this repository's disk). A sha256 consumer here waited
+ * 1.3-2.1 ms at about half of its pulls (its reads are refilled only as it asks), so it gets
+ * copies too. ODIRECT_STREAM_COPY_WAIT_US sets it (A/B).
  */
 const COPY_WAIT_MS = Math.max(0, Number(process.env.ODIRECT_STREAM_COPY_WAIT_US ?? 200) || 0) / 1000
 /**
- * The hand-over pressure of a copied chunk (see HANDOVER), at least: 2. With the Node streams' 1,
- * peak RSS growth 27-51 MiB (the stream's own buffers come on top of the dropped chunks waiting
- * for a collection); with 2, 21 MiB in most passes, as without the copy.
+ * The hand-over pressure of a copied chunk (see HANDOVER), at least: 2. The stream's own buffers
+ * come on top of the dropped chunks waiting for a collection: with the Node streams' 1, peak RSS
+ * growth 27-31 MiB median (fresh processes, 11-15 passes each), with 2 21-29, with 1.5 / 2.5 / 3
+ * 27 / 33 / 31. ODIRECT_STREAM_COPY_PRESSURE sets it (A/B).
  * ODIRECT_STREAM_COPY_PRESSURE sets it (A/B).
  */
 const COPY_PRESSURE = Number(process.env.ODIRECT_STREAM_COPY_PRESSURE ?? 2)
