@@ -1106,9 +1106,7 @@ impl Inner {
         }
         let ring = kind.index();
         let copies = self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0;
-        let Some(d) = self.drivers[ring].as_mut().filter(|d| d.fixed_buffers()) else {
-            return None;
-        };
+        let d = self.drivers[ring].as_mut().filter(|d| d.fixed_buffers())?;
         if copies && !on_copy {
             return None;
         }
