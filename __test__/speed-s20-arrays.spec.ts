@@ -41,6 +41,15 @@ const gc = (globalThis as { gc?: () => void }).gc
 /** [registered so far, slots emptied by sweeps so far, slots in use now] of this thread's engine. */
 const auto = (): number[] => (getEngine().native.callStats as number[]).slice(8, 11)
 
+/** odirect allocations alive now (ArrayBuffers not finalized, ops in flight). */
+const alive = (): number => native.memoryStats()[0] as number
+
+/** alive(), once it is at most `n` (a detached buffer's memory goes when the runtime lets its backing store go), or after 1000 turns of the loop. */
+async function aliveAtMost(n: number): Promise<number> {
+  for (let k = 0; k < 1000 && alive() > n; k++) await new Promise((r) => setImmediate(r))
+  return alive()
+}
+
 /** `n` fh.alloc blocks, block i filled with (seed + i) and its index stamped at its start. */
 function patterned(fh: FileHandle, n: number, seed: number): Buffer[] {
   return Array.from({ length: n }, (_, i) => {
@@ -158,11 +167,12 @@ async function opcodes(fn: () => Promise<void>, pid = process.pid): Promise<stri
   })
 }
 
-test.serial('buffers dropped and collected between batches, more of them than slots: every byte right, slots emptied and reused, the memory JS dropped let go', async (t) => {
+test.serial('buffers dropped and collected between batches, more of them than slots: every byte right, slots given anew, the table keeps none of them alive', async (t) => {
   if (gc === undefined) return t.fail('needs --expose-gc (the ava config passes it)')
   const { fh, ring } = await ringFile(t, 'churn')
   try {
     const start = auto()
+    const a0 = alive()
     // 24 rounds of 64 new buffers written and read back twice each: 3072 registrations wanted,
     // 1024 slots. Each round's buffers are dropped and collected before the next, so the heap
     // hands their addresses to the next round's buffers.
@@ -175,27 +185,76 @@ test.serial('buffers dropped and collected between batches, more of them than sl
     t.log(`registered ${end[0] - start[0]}, emptied ${end[1] - start[1]}, in use ${end[2]}`)
     if (ring) {
       t.true(end[0] - start[0] > SLOTS, 'more registrations than slots')
-      t.true(end[1] - start[1] > 0, 'slots emptied by sweeps')
-      t.true(end[2] <= SLOTS)
+      t.true(end[2] <= SLOTS && end[2] < end[0] - start[0], 'slots of freed buffers given to new ones')
     }
-    // What the table holds now is bounded by its slots (JS holds none of it).
-    gc()
-    await new Promise((r) => setImmediate(r))
-    t.true((native.memoryStats()[0] as number) <= SLOTS + 64, `odirect allocations alive: ${native.memoryStats()[0]}`)
+    // The table keeps nothing alive: once collected, the rounds' buffers are all freed.
+    for (let k = 0; k < 100 && alive() > a0; k++) {
+      gc()
+      await new Promise((r) => setImmediate(r))
+    }
+    t.true(alive() <= a0, `every buffer of the rounds freed (${alive()} alive, ${a0} before)`)
   } finally {
     await fh.close()
   }
 })
 
-test.serial('more buffers alive at once than slots: the rest go unfixed, every byte right', async (t) => {
+test.serial('a registered buffer released at once (detached, as a write stream releases its blocks) is freed at once; a new buffer at its address gets the slot anew, by identity, every byte right', async (t) => {
+  const { fh, ring } = await ringFile(t, 'release')
+  try {
+    const first = auto()
+    for (let round = 0; round < 8; round++) {
+      const b = fh.alloc(UNIT)
+      b.fill(round + 1)
+      const before = auto()
+      const a0 = alive()
+      await fh.write(b, { position: round * UNIT })
+      await fh.write(b, { position: round * UNIT })
+      if (ring) t.is(auto()[0] - before[0], 1, 'registered at its second op')
+      t.true(native.releaseBlock(b.buffer), 'detached')
+      t.is(await aliveAtMost(a0 - 1), a0 - 1, 'freed without a collection: the table does not keep it')
+      const back = fh.alloc(UNIT)
+      await fh.read(back, { position: round * UNIT })
+      await fh.read(back, { position: round * UNIT })
+      t.true(back.every((x) => x === round + 1), `round ${round}`)
+    }
+    // Each buffer registered once, at its second op, also one the heap put at the address of
+    // the buffer just freed (an address's slot is never taken for a new buffer's: identity).
+    if (ring) t.is(auto()[0] - first[0], 16)
+  } finally {
+    await fh.close()
+  }
+})
+
+test.serial('more buffers alive at once than slots: the rest go unfixed, every byte right; once they are gone, new buffers get slots', async (t) => {
+  if (gc === undefined) return t.fail('needs --expose-gc (the ava config passes it)')
   const { fh, ring } = await ringFile(t, 'many')
   try {
-    const src = patterned(fh, 1500, 7)
+    const a0 = alive()
+    let src: Buffer[] | undefined = patterned(fh, 1500, 7)
     await roundTrip(t, fh, src, 0, 64)
     const s = auto()
     t.true(s[2] <= SLOTS, `slots in use ${s[2]}`)
     // Again: the ones in slots go fixed, the others plain; all land.
     await roundTrip(t, fh, src, 0, 64)
+    // All of them dropped and collected: new buffers get slots again (a full table of gone
+    // allocations is swept, or a slot given to a new buffer at the same address).
+    src = undefined
+    for (let k = 0; k < 100 && alive() > a0 && gc !== undefined; k++) {
+      gc()
+      await new Promise((r) => setImmediate(r))
+    }
+    const mid = auto()
+    // After a sweep that found every slot's buffer alive, the table waits out as many misses as
+    // it has slots before it sweeps again: rounds of new buffers until it has (at most 20).
+    let rounds = 0
+    while (rounds < 20 && auto()[0] - mid[0] < 64) await roundTrip(t, fh, patterned(fh, 64, 8 + rounds++), 0)
+    const end = auto()
+    t.log(`full: registered ${mid[0]}, in use ${mid[2]}; after ${rounds} rounds of 128 new buffers: registered ${end[0]}, emptied ${end[1]}, in use ${end[2]}`)
+    if (ring) {
+      t.is(mid[2], SLOTS, 'the table was full')
+      t.true(end[0] - mid[0] >= 64, 'new buffers registered once the old ones were gone')
+      t.true(end[2] <= SLOTS)
+    }
   } finally {
     await fh.close()
   }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use napi::sys;
 use odirect_core::op::Segment;
@@ -189,12 +189,8 @@ impl Pins {
     /// At teardown with ops still in the kernel: the registered allocations (which they may
     /// use), for the process to keep.
     pub fn take_all(&mut self) -> [Vec<Arc<Alloc>>; 3] {
-        let mut all = std::mem::take(&mut self.kept);
-        if let Some(t) = self.auto_table.take() {
-            let ring = odirect_core::io::BackendKind::IoUring.index();
-            all[ring].extend(t.slots.into_iter().flatten());
-        }
-        all
+        // The automatic table keeps nothing alive: the abandoned ops hold their own memory.
+        std::mem::take(&mut self.kept)
     }
 }
 
@@ -203,7 +199,7 @@ pub const AUTO_SLOTS: u16 = 1024;
 /// The largest allocation the automatic table registers (the kernel pins all of it). Larger
 /// ones (a stream's 2 MiB chunks) are left alone: one use each, at the cost of a registration.
 pub const AUTO_MAX_BYTES: usize = 256 << 10;
-/// Bytes the automatic table keeps registered at most (and so allocated: see [`AutoTable`]).
+/// Bytes the automatic table keeps pinned at most (see [`AutoTable`]).
 pub const AUTO_BUDGET: usize = 16 << 20;
 /// Direct-mapped entries of [`AutoTable::seen`].
 const SEEN: usize = 2048;
@@ -231,24 +227,26 @@ impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
 /// registering anything (the array form `[{ buffer, position }]` of readMany / writeMany, a
 /// typed batch's plain `fh.alloc` region, per-op loops).
 ///
-/// Memory rule (the one `fh.registerBuffers` follows): a slot holds its allocation (an `Arc`),
-/// so memory the kernel has pinned in the table is never freed, reused or moved while it is
-/// there, whatever JS does with its buffer (GC, transfer, a worker's end). A slot is emptied in
-/// the kernel (IORING_REGISTER_BUFFERS_UPDATE with no buffer) *before* its allocation is let
-/// go, and only once nothing else holds that allocation: no JS buffer (its finalizer ran) and no
-/// op (every op holds its own memory until it is reaped), so no op staged or in flight names a
-/// slot that is emptied or given to another allocation. JS never sees a slot index: each op's
-/// index is looked up from the allocation the op holds. An allocation JS dropped stays
-/// allocated while its slot lasts: until the table needs the room ([`AutoTable::sweep`]), a
-/// registration of the caller's replaces the table, or the engine ends; at most
-/// [`AUTO_BUDGET`] bytes in [`AUTO_SLOTS`] slots.
+/// Memory rule: an op names a slot only while it holds the slot's own allocation (every op
+/// holds its memory, an `Arc`, until it is reaped), so the memory behind a slot any op uses is
+/// alive, and cannot be freed, reused or moved, from the op's call to its reap, whatever JS does
+/// with its buffer (GC, detach, transfer, a worker's end). The table itself keeps nothing alive
+/// (a `Weak` per slot): an allocation JS lets go goes back to the pool at once, as before (a
+/// write stream releases its blocks at its end for the next stream to take). A slot whose
+/// allocation is gone still pins its old pages in the kernel, but no op can name it: an op's
+/// slot is looked up from the allocation it holds, by identity (the `Weak`'s pointer: while the
+/// slot's `Weak` lives, no other allocation can have that identity), never by address alone.
+/// Such a slot is emptied in the kernel (IORING_REGISTER_BUFFERS_UPDATE, no buffer) when the
+/// table needs the room, or given to the next allocation at the same address (no op can be
+/// using it: its allocation is gone). JS never sees a slot index. At most [`AUTO_SLOTS`] slots,
+/// [`AUTO_BUDGET`] bytes pinned.
 pub struct AutoTable {
-    /// By slot: the allocation registered there.
-    slots: Vec<Option<Arc<Alloc>>>,
-    /// Slot by allocation start (an allocation in the table is alive, so its start names it).
+    /// By slot: the allocation registered there (its start, length, identity).
+    slots: Vec<Option<(usize, usize, Weak<Alloc>)>>,
+    /// Slot by allocation start.
     by_start: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
     free: Vec<u16>,
-    /// Bytes registered.
+    /// Bytes pinned by the slots (gone allocations' too, until their slot is emptied).
     bytes: usize,
     /// Allocations seen once (start, and the address of the `Alloc`), direct-mapped by start:
     /// the second op on one registers it. A stale entry only registers early.
@@ -277,19 +275,28 @@ impl Default for AutoTable {
 }
 
 impl AutoTable {
-    /// The slot of `alloc`, registering it there (through `d`) on its second sighting when
-    /// there is room. `Err`: the driver refused (RLIMIT_MEMLOCK, an old kernel): the caller turns
-    /// the automatic table off.
+    /// The slot of `alloc` (which the caller's op holds), registering it there (through `d`)
+    /// on its second sighting when there is room. `Err`: the driver refused (RLIMIT_MEMLOCK, an
+    /// old kernel): the caller turns the automatic table off.
     pub fn slot_for<D: SlotDriver + ?Sized>(
         &mut self,
         d: &mut D,
         alloc: &Arc<Alloc>,
     ) -> io::Result<Option<u16>> {
         let start = alloc.ptr() as usize;
-        if let Some(&i) = self.by_start.get(&start) {
-            return Ok(Some(i));
-        }
         let len = alloc.len();
+        let stale = match self.by_start.get(&start) {
+            Some(&i) => match &self.slots[i as usize] {
+                Some((_, _, w)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc)) => {
+                    return Ok(Some(i))
+                }
+                // Another allocation had this start: gone now (live allocations never share
+                // a start), so no op can be using the slot.
+                Some((_, _, w)) if w.strong_count() == 0 => Some(i),
+                _ => return Ok(None),
+            },
+            None => None,
+        };
         if len > AUTO_MAX_BYTES {
             return Ok(None);
         }
@@ -302,6 +309,10 @@ impl AutoTable {
             self.seen[h] = (start, id);
             return Ok(None);
         }
+        if let Some(i) = stale {
+            self.forget(i);
+            self.free.push(i);
+        }
         if self.free.is_empty() || self.bytes + len > AUTO_BUDGET {
             if self.backoff > 0 {
                 self.backoff -= 1;
@@ -309,15 +320,15 @@ impl AutoTable {
             }
             self.sweep(d)?;
             if self.free.is_empty() || self.bytes + len > AUTO_BUDGET {
-                // Every slot's buffer is in use: try again after as many misses as slots.
+                // Every slot's allocation is alive: try again after as many misses as slots.
                 self.backoff = u32::from(AUTO_SLOTS);
                 return Ok(None);
             }
         }
         let i = self.free.pop().expect("a free slot (checked above)");
-        // SAFETY: the table holds `alloc` (below) until the slot is emptied again (`sweep`,
-        // which empties it in the kernel first), replaced with the whole table, or past the
-        // driver's end (teardown drops the driver first, or keeps what ops still use).
+        // SAFETY: the slot is named only by ops that hold `alloc` (looked up by its identity,
+        // above), so its memory is allocated whenever the kernel uses the slot; the pages
+        // the kernel pins stay pinned until the slot is updated again or the table goes.
         let r = unsafe {
             d.update(
                 i,
@@ -331,36 +342,43 @@ impl AutoTable {
             self.free.push(i);
             return Err(e);
         }
-        self.slots[i as usize] = Some(alloc.clone());
+        self.slots[i as usize] = Some((start, len, Arc::downgrade(alloc)));
         self.by_start.insert(start, i);
         self.bytes += len;
         self.registered += 1;
         Ok(Some(i))
     }
 
-    /// Empties every slot whose allocation nothing else holds (no JS buffer, no op), in the
-    /// kernel first, then lets the allocation go.
+    /// Forgets slot `i` here (its kernel entry is replaced or emptied by the caller).
+    fn forget(&mut self, i: u16) {
+        if let Some((start, len, _)) = self.slots[i as usize].take() {
+            if self.by_start.get(&start) == Some(&i) {
+                self.by_start.remove(&start);
+            }
+            self.bytes -= len;
+        }
+    }
+
+    /// Empties, in the kernel, every slot whose allocation is gone (no JS buffer, no op: no op
+    /// can name it), freeing its pinned pages and the slot.
     pub fn sweep<D: SlotDriver + ?Sized>(&mut self, d: &mut D) -> io::Result<()> {
         for i in 0..self.slots.len() {
-            let unused = self.slots[i]
+            let gone = self.slots[i]
                 .as_ref()
-                .is_some_and(|a| Arc::strong_count(a) == 1);
-            if !unused {
+                .is_some_and(|(_, _, w)| w.strong_count() == 0);
+            if !gone {
                 continue;
             }
             // SAFETY: emptying a slot names no memory.
             unsafe { d.update(i as u16, None) }?;
-            if let Some(a) = self.slots[i].take() {
-                self.by_start.remove(&(a.ptr() as usize));
-                self.bytes -= a.len();
-            }
+            self.forget(i as u16);
             self.free.push(i as u16);
             self.swept += 1;
         }
         Ok(())
     }
 
-    /// Allocations registered now.
+    /// Slots registered now (their allocations alive or not).
     pub fn len(&self) -> usize {
         self.by_start.len()
     }
