@@ -6,11 +6,14 @@
 // timed: the opcodes through the kernel's io_uring:io_uring_submit_req tracepoint (a trace
 // instance of this test's own, filtered to the submitting process), the engine's counts
 // (callStats[8..10]: registered, slots emptied by sweeps, slots in use).
-// Memory safety is the product: a slot holds its allocation, and is emptied in the kernel before
-// the allocation can be freed, only once no JS buffer and no op holds it. The tests below try to
-// break that: buffers dropped and collected between batches (their addresses reused), buffers
-// transferred, a worker terminated mid-batch on transferred buffers, more buffers than slots, a
-// registration of the caller's replacing the table, resizable (plain) memory. Every byte is
+// Memory safety is the product: an op names a slot only while it holds the slot's allocation,
+// found by the allocation's identity (never its address alone); the table keeps no memory alive,
+// and a slot whose allocation is gone is emptied in the kernel, or given to the next allocation
+// at its address, only then. The tests below try to break that: buffers dropped and collected
+// between batches (the heap gives their addresses to the next ones), a buffer detached right
+// after its ops and a new one at its address, more live buffers than slots, transfers, a worker
+// terminated mid-batch, a registration of the caller's replacing the table, resizable (plain)
+// memory. Every byte is
 // checked. A lone small op on tmpfs is made inline (never reaching the ring): off here.
 // Serial: the tests read this process's engine counts.
 process.env.ODIRECT_INLINE_TMPFS = '0'
