@@ -291,8 +291,10 @@ pub trait Driver: Send {
     /// (`None`).
     ///
     /// # Safety
-    /// `seg`'s memory must stay allocated until the slot is updated again, the table is
-    /// unregistered or replaced, or the driver's drop.
+    /// An op may name slot `i` only while `seg`'s memory is allocated (for the op's whole life,
+    /// from its push to its completion). The kernel pins `seg`'s pages until the slot is updated
+    /// again, the table is unregistered or replaced, or the driver's drop; it reads or writes
+    /// them only for an op naming the slot, so memory freed meanwhile is never touched.
     unsafe fn update_buffer(&mut self, _i: u16, _seg: Option<Segment>) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }

@@ -1351,8 +1351,9 @@ impl Driver for LocalRing {
         // The table forgets the slot first: an op checked against it from here on (`holds`)
         // never names a slot whose update failed half way.
         self.buf_table[i as usize] = (0, 0);
-        // SAFETY: forwarded contract (the kernel pins the pages; they stay allocated until the
-        // slot is updated again, the table unregistered or the ring dropped).
+        // SAFETY: forwarded contract (the kernel pins the pages until the slot is updated
+        // again, the table unregistered or the ring dropped, and touches them only for an op
+        // naming the slot, which the caller allows only while the memory is allocated).
         unsafe {
             self.ring.submitter().register_buffers_update(
                 u32::from(i),
