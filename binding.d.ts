@@ -187,9 +187,11 @@ export declare class NativeEngine {
    * swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
    * reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
    * IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`), buffers a
-   * depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`)]
+   * depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`),
+   * allocations the automatic sparse table registered (`ODIRECT_AUTO_REG`), its slots
+   * emptied by sweeps, its slots in use now]
    * (see `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`,
-   * `Inner::auto_fixed`).
+   * `Inner::auto_fixed`, `pins::AutoTable`).
    */
   get callStats(): Array<number>
   /** Lone tmpfs reads made inline (see `Inner::rw_inline`). */

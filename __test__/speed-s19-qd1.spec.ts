@@ -1,4 +1,4 @@
-// ODIRECT_AUTO_FIXED=1 (opt-in; crates/napi/src/engine.rs `Inner::auto_fixed`): the one odirect
+// ODIRECT_AUTO_FIXED=1 (opt-in, with the automatic table off: ODIRECT_AUTO_REG=0; crates/napi/src/engine.rs `Inner::auto_fixed`): the one odirect
 // buffer a depth-1 loop keeps using on a block device's file is registered with the ring after
 // 8 lone reads/writes in a row, and its ops go as READ_FIXED / WRITE_FIXED from then on, as
 // those of `fh.registerBuffers` memory do (README "Depth 1 on the disk"). Counted, never timed:
@@ -74,7 +74,7 @@ const count = (ops: string[], op: string): number => ops.filter((o) => o === op)
 const traceTest = (title: string, fn: Parameters<typeof test>[1]): void => testIf(REASON, title, fn, true)
 
 traceTest(`ODIRECT_AUTO_FIXED=1: ${OPS} lone disk reads into one fh.alloc buffer go as READ_FIXED from the ${AFTER}th on (one registration), their bytes right`, async (t) => {
-  const r = await traced(t, 'read', { ODIRECT_AUTO_FIXED: '1' })
+  const r = await traced(t, 'read', { ODIRECT_AUTO_FIXED: '1', ODIRECT_AUTO_REG: '0' })
   if (r === undefined) return
   t.log(`opcodes ${JSON.stringify(r.ops)}; callStats ${JSON.stringify(r.done.callStats)}`)
   t.is(r.done.wrong, 0, 'every read brought its block')
@@ -86,7 +86,7 @@ traceTest(`ODIRECT_AUTO_FIXED=1: ${OPS} lone disk reads into one fh.alloc buffer
 })
 
 traceTest(`ODIRECT_AUTO_FIXED=1: ${OPS} lone disk writes from one fh.alloc buffer go as WRITE_FIXED from the ${AFTER}th on, every block on disk as written`, async (t) => {
-  const r = await traced(t, 'write', { ODIRECT_AUTO_FIXED: '1' })
+  const r = await traced(t, 'write', { ODIRECT_AUTO_FIXED: '1', ODIRECT_AUTO_REG: '0' })
   if (r === undefined) return
   t.log(`opcodes ${JSON.stringify(r.ops)}; callStats ${JSON.stringify(r.done.callStats)}`)
   t.is(count(r.ops, 'WRITE'), AFTER - 1)
@@ -95,16 +95,28 @@ traceTest(`ODIRECT_AUTO_FIXED=1: ${OPS} lone disk writes from one fh.alloc buffe
   t.is(r.verified?.wrong, 0, 'every block read back as written')
 })
 
-traceTest(`the default (no ODIRECT_AUTO_FIXED): ${OPS} lone disk reads into one fh.alloc buffer all go as plain READ, no registration`, async (t) => {
-  const r = await traced(t, 'read', {})
+traceTest(`ODIRECT_AUTO_REG=0 and no ODIRECT_AUTO_FIXED: ${OPS} lone disk reads into one fh.alloc buffer all go as plain READ, no registration`, async (t) => {
+  const r = await traced(t, 'read', { ODIRECT_AUTO_REG: '0' })
   if (r === undefined) return
   t.is(r.done.wrong, 0)
   t.deepEqual([count(r.ops, 'READ'), count(r.ops, 'READ_FIXED')], [OPS, 0])
   t.is(r.done.callStats[AUTO_FIXED], 0, 'the engine registered nothing')
 })
 
+// The default since the twentieth session: the automatic sparse table (pins.rs AutoTable,
+// speed-s20-arrays.spec) registers the buffer at its second op; ODIRECT_AUTO_FIXED's dense
+// registration stays off beside it.
+traceTest(`the default: ${OPS} lone disk reads into one fh.alloc buffer go as READ_FIXED from the second on (the automatic table: one registration)`, async (t) => {
+  const r = await traced(t, 'read', {})
+  if (r === undefined) return
+  t.is(r.done.wrong, 0)
+  t.deepEqual([count(r.ops, 'READ'), count(r.ops, 'READ_FIXED')], [1, OPS - 1])
+  t.is(r.done.callStats[AUTO_FIXED], 0, 'no dense registration')
+  t.is(r.done.callStats[8] - (r.done.before?.[8] ?? NaN), 1, 'one automatic registration')
+})
+
 traceTest('ODIRECT_AUTO_FIXED=1 never replaces a registration of the caller: its loop on another buffer stays plain, the caller\'s buffer stays fixed', async (t) => {
-  const r = await traced(t, 'caller', { ODIRECT_AUTO_FIXED: '1' })
+  const r = await traced(t, 'caller', { ODIRECT_AUTO_FIXED: '1', ODIRECT_AUTO_REG: '0' })
   if (r === undefined) return
   t.log(`opcodes ${JSON.stringify(r.ops)}; callStats ${JSON.stringify(r.done.callStats)}`)
   t.is(r.done.wrong, 0)

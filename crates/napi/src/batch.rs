@@ -740,7 +740,7 @@ fn start(
     let mems = mems
         .into_iter()
         .map(|a| {
-            let fixed = e.fixed_index(kind, fd, Some(a.ptr() as usize), fixed_on_copy());
+            let fixed = e.fixed_auto(kind, fd, &a, fixed_on_copy());
             (a, fixed)
         })
         .collect();

@@ -281,6 +281,9 @@ pub struct Inner {
     hot: (usize, u32),
     /// Registrations [`Inner::auto_fixed`] made (`NativeEngine.callStats[7]`).
     pub auto_fixed_count: u64,
+    /// The automatic sparse fixed-buffer table (`pins::AutoTable`, [`Inner::fixed_auto`]):
+    /// on unless `ODIRECT_AUTO_REG=0`; off for good once the kernel refused it.
+    auto_reg: bool,
     /// `ODIRECT_WAIT_HYBRID=1` (the ring's hybrid wait, opt-in): only then is a lone disk op's
     /// wait marked for the ring (`hint_lone`: a class key per op, ignored by a plain wait).
     hybrid: bool,
@@ -819,6 +822,7 @@ impl Inner {
             auto_fixed: crate::env::on_if_one("ODIRECT_AUTO_FIXED"),
             hot: (0, 0),
             auto_fixed_count: 0,
+            auto_reg: crate::env::on_unless_zero("ODIRECT_AUTO_REG"),
             small_rounds: crate::env::on_unless_zero("ODIRECT_SMALL_ROUNDS"),
             small_round_count: 0,
             poll_ring: false,
@@ -1084,6 +1088,59 @@ impl Inner {
         self.pins.fixed_index(owner)
     }
 
+    /// [`Inner::fixed_index`] of the odirect allocation `alloc` (a whole allocation: an op's
+    /// memory lies in it), and when the caller registered nothing on the ring, the engine's own
+    /// registration of it in the automatic sparse table (`pins::AutoTable`: on its second use,
+    /// while there is room; the table is made at the first). None: the op goes as a plain
+    /// READ / WRITE.
+    pub(crate) fn fixed_auto(
+        &mut self,
+        kind: BackendKind,
+        fd: i32,
+        alloc: &Arc<crate::memory::Alloc>,
+        on_copy: bool,
+    ) -> Option<u16> {
+        let owner = Some(alloc.ptr() as usize);
+        if !self.auto_reg || kind != BackendKind::IoUring {
+            return self.fixed_index(kind, fd, owner, on_copy);
+        }
+        let ring = kind.index();
+        let copies = self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED) != 0;
+        let d = self.drivers[ring].as_mut().filter(|d| d.fixed_buffers())?;
+        if copies && !on_copy {
+            return None;
+        }
+        if self.pins.has_registration(ring) {
+            return self.pins.fixed_index(owner);
+        }
+        if self.pins.auto_table.is_none() {
+            if d.register_sparse(u32::from(pins::AUTO_SLOTS)).is_err() {
+                self.auto_reg = false;
+                return None;
+            }
+            self.pins.auto_table = Some(pins::AutoTable::default());
+        }
+        let t = self.pins.auto_table.as_mut()?;
+        match t.slot_for(&mut **d, alloc) {
+            Ok(i) => i,
+            Err(_) => {
+                // RLIMIT_MEMLOCK or the like: no more automatic registrations on this engine
+                // (the slots made so far stay usable).
+                self.auto_reg = false;
+                None
+            }
+        }
+    }
+
+    /// The automatic table's [registrations made, slots emptied by sweeps, slots in use now]
+    /// (zeros before the table exists, and after a registration of the caller's replaced it).
+    pub fn auto_table_stats(&self) -> [u64; 3] {
+        self.pins
+            .auto_table
+            .as_ref()
+            .map_or([0; 3], |t| [t.registered, t.swept, t.len() as u64])
+    }
+
     /// Refuses new ops once shut down or on a backend that was never started.
     pub(crate) fn ready(&self, kind: BackendKind) -> Result<(), CaptureError> {
         if self.closed {
@@ -1196,7 +1253,8 @@ impl Inner {
             return;
         };
         let ring = BackendKind::IoUring.index();
-        if self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) != 0
+        if self.auto_reg
+            || self.fds.facts(fd) & (FD_INLINE | FD_BUFFERED | FD_MAY_BLOCK) != 0
             || alloc.len() > AUTO_FIXED_MAX_BYTES
             || self.pins.fixed_index(Some(owner)).is_some()
             || self.pins.caller_registered(ring)
@@ -1593,14 +1651,20 @@ impl Inner {
     /// The record of a read or write of one captured segment at `position`, and whether it
     /// was bounced.
     fn single(
-        &self,
+        &mut self,
         kind: BackendKind,
         write: bool,
         fd: i32,
         seg: Seg,
         position: u64,
     ) -> (OpRec, u32) {
-        let fixed = self.fixed_for(kind, fd, seg.owner);
+        let fixed = match (&seg.owner, &seg.mem) {
+            (Some(_), capture::Mem::Owned(alloc, _)) => {
+                let alloc = alloc.clone();
+                self.fixed_auto(kind, fd, &alloc, crate::pins::fixed_on_copy())
+            }
+            _ => self.fixed_for(kind, fd, seg.owner),
+        };
         let (op, mem, bounced) = capture::single(write, fd, seg, position, fixed);
         (
             OpRec::new(kind, op, None, Mems::One(mem), fixed, self.staging_clock()),

@@ -575,12 +575,15 @@ impl NativeEngine {
     /// swapped out, inline ops that skipped cachestat(2) because the machine has no swap, clock
     /// reads made to time ops' starts (`ODIRECT_SUBMIT_CLOCK`), reads/writes sent with
     /// IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`), buffers a
-    /// depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`)]
+    /// depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`),
+    /// allocations the automatic sparse table registered (`ODIRECT_AUTO_REG`), its slots
+    /// emptied by sweeps, its slots in use now]
     /// (see `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`,
-    /// `Inner::auto_fixed`).
+    /// `Inner::auto_fixed`, `pins::AutoTable`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
+            let [registered, swept, used] = e.auto_table_stats();
             [
                 e.call_done,
                 e.inline_reads,
@@ -590,6 +593,9 @@ impl NativeEngine {
                 e.op_clocks.get(),
                 e.known_punts,
                 e.auto_fixed_count,
+                registered,
+                swept,
+                used,
             ]
             .map(|n| n as f64)
             .to_vec()

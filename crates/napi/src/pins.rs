@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use napi::sys;
 use odirect_core::op::Segment;
@@ -27,6 +27,8 @@ pub struct Pins {
     /// Looked up once per read/write of a registered buffer: hashed by [`AddrHasher`], not
     /// SipHash (keys are our own allocations' addresses, nothing an attacker picks).
     fixed: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
+    /// The engine's automatic sparse table on the ring ([`AutoTable`]), while it exists.
+    pub auto_table: Option<AutoTable>,
     /// The io_uring registration is the engine's own ([`Pins::registered_auto`]: the one
     /// buffer a depth-1 loop keeps using), not the caller's: a registration of the caller's
     /// replaces it, and it never replaces one of the caller's.
@@ -122,6 +124,9 @@ impl Pins {
     ) -> i32 {
         if by_index {
             self.fixed.clear();
+            // A registration replaces the ring's table, the automatic one too (ops in flight
+            // hold their own memory; the kernel keeps their buffers until they complete).
+            self.auto_table = None;
             if r.is_ok() {
                 for (n, a) in allocs.iter().enumerate() {
                     self.fixed.insert(a.ptr() as usize, n as u16);
@@ -144,6 +149,12 @@ impl Pins {
         e
     }
 
+    /// Whether backend `i` has a registration of the caller's or `Inner::auto_fixed`'s (not
+    /// the automatic table).
+    pub fn has_registration(&self, i: usize) -> bool {
+        !self.kept[i].is_empty()
+    }
+
     /// Whether backend `i` has a registration of the caller's (not the engine's own).
     pub fn caller_registered(&self, i: usize) -> bool {
         !self.kept[i].is_empty() && !self.auto
@@ -155,6 +166,7 @@ impl Pins {
     pub fn unregistered(&mut self, i: usize, by_index: bool, r: io::Result<()>) -> i32 {
         if by_index {
             self.fixed.clear();
+            self.auto_table = None;
         }
         self.kept[i].clear();
         self.auto = false;
@@ -171,11 +183,207 @@ impl Pins {
         for k in self.kept.iter_mut() {
             k.clear();
         }
+        self.auto_table = None;
     }
 
     /// At teardown with ops still in the kernel: the registered allocations (which they may
     /// use), for the process to keep.
     pub fn take_all(&mut self) -> [Vec<Arc<Alloc>>; 3] {
+        // The automatic table keeps nothing alive: the abandoned ops hold their own memory.
         std::mem::take(&mut self.kept)
+    }
+}
+
+/// Slots of the automatic sparse fixed-buffer table ([`AutoTable`]).
+pub const AUTO_SLOTS: u16 = 1024;
+/// The largest allocation the automatic table registers (the kernel pins all of it). Larger
+/// ones (a stream's 2 MiB chunks) are left alone: one use each, at the cost of a registration.
+pub const AUTO_MAX_BYTES: usize = 256 << 10;
+/// Bytes the automatic table keeps pinned at most (see [`AutoTable`]).
+pub const AUTO_BUDGET: usize = 16 << 20;
+/// Direct-mapped entries of [`AutoTable::seen`].
+const SEEN: usize = 2048;
+
+/// What [`AutoTable::slot_for`] asks of the driver.
+pub trait SlotDriver {
+    /// Puts `seg` into slot `i` (or empties it).
+    ///
+    /// # Safety
+    /// As `Driver::update_buffer`.
+    unsafe fn update(&mut self, i: u16, seg: Option<Segment>) -> io::Result<()>;
+}
+
+impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
+    unsafe fn update(&mut self, i: u16, seg: Option<Segment>) -> io::Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.update_buffer(i, seg) }
+    }
+}
+
+/// The engine's automatic registration of the odirect allocations its ring's ops use (a
+/// sparse io_uring fixed-buffer table, `ODIRECT_AUTO_REG`): an allocation (of at most
+/// [`AUTO_MAX_BYTES`]) seen by two ops gets a slot, and its reads/writes go as READ_FIXED /
+/// WRITE_FIXED from then on, as those of `fh.registerBuffers` memory do, without the caller
+/// registering anything (the array form `[{ buffer, position }]` of readMany / writeMany, a
+/// typed batch's plain `fh.alloc` region, per-op loops).
+///
+/// Memory rule: an op names a slot only while it holds the slot's own allocation (every op
+/// holds its memory, an `Arc`, until it is reaped), so the memory behind a slot any op uses is
+/// alive, and cannot be freed, reused or moved, from the op's call to its reap, whatever JS does
+/// with its buffer (GC, detach, transfer, a worker's end). The table itself keeps nothing alive
+/// (a `Weak` per slot): an allocation JS lets go goes back to the pool at once, as before (a
+/// write stream releases its blocks at its end for the next stream to take). A slot whose
+/// allocation is gone still pins its old pages in the kernel, but no op can name it: an op's
+/// slot is looked up from the allocation it holds, by identity (the `Weak`'s pointer: while the
+/// slot's `Weak` lives, no other allocation can have that identity), never by address alone.
+/// Such a slot is emptied in the kernel (IORING_REGISTER_BUFFERS_UPDATE, no buffer) when the
+/// table needs the room, or given to the next allocation at the same address (no op can be
+/// using it: its allocation is gone). JS never sees a slot index. At most [`AUTO_SLOTS`] slots,
+/// [`AUTO_BUDGET`] bytes pinned.
+pub struct AutoTable {
+    /// By slot: the allocation registered there (its start, length, identity).
+    slots: Vec<Option<(usize, usize, Weak<Alloc>)>>,
+    /// Slot by allocation start.
+    by_start: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
+    free: Vec<u16>,
+    /// Bytes pinned by the slots (gone allocations' too, until their slot is emptied).
+    bytes: usize,
+    /// Allocations seen once (start, and the address of the `Alloc`), direct-mapped by start:
+    /// the second op on one registers it. A stale entry only registers early.
+    seen: Box<[(usize, usize); SEEN]>,
+    /// Misses to let go by before the next sweep (a full table of live buffers is not swept
+    /// on every op).
+    backoff: u32,
+    /// Registrations made, slots emptied by sweeps (tests and `callStats`).
+    pub registered: u64,
+    pub swept: u64,
+}
+
+impl Default for AutoTable {
+    fn default() -> Self {
+        Self {
+            slots: vec![None; AUTO_SLOTS as usize],
+            by_start: HashMap::default(),
+            free: (0..AUTO_SLOTS).rev().collect(),
+            bytes: 0,
+            seen: Box::new([(0, 0); SEEN]),
+            backoff: 0,
+            registered: 0,
+            swept: 0,
+        }
+    }
+}
+
+impl AutoTable {
+    /// The slot of `alloc` (which the caller's op holds), registering it there (through `d`)
+    /// on its second sighting when there is room. `Err`: the driver refused (RLIMIT_MEMLOCK, an
+    /// old kernel): the caller turns the automatic table off.
+    pub fn slot_for<D: SlotDriver + ?Sized>(
+        &mut self,
+        d: &mut D,
+        alloc: &Arc<Alloc>,
+    ) -> io::Result<Option<u16>> {
+        let start = alloc.ptr() as usize;
+        let len = alloc.len();
+        let stale = match self.by_start.get(&start) {
+            Some(&i) => match &self.slots[i as usize] {
+                Some((_, _, w)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc)) => {
+                    return Ok(Some(i))
+                }
+                // Another allocation had this start: gone now (live allocations never share
+                // a start), so no op can be using the slot.
+                Some((_, _, w)) if w.strong_count() == 0 => Some(i),
+                _ => return Ok(None),
+            },
+            None => None,
+        };
+        if len > AUTO_MAX_BYTES {
+            return Ok(None);
+        }
+        let id = Arc::as_ptr(alloc) as usize;
+        let h = {
+            let p = (start >> 12) as u64;
+            ((p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize) & (SEEN - 1)
+        };
+        if self.seen[h] != (start, id) {
+            self.seen[h] = (start, id);
+            return Ok(None);
+        }
+        if let Some(i) = stale {
+            self.forget(i);
+            self.free.push(i);
+        }
+        if self.free.is_empty() || self.bytes + len > AUTO_BUDGET {
+            if self.backoff > 0 {
+                self.backoff -= 1;
+                return Ok(None);
+            }
+            self.sweep(d)?;
+            if self.free.is_empty() || self.bytes + len > AUTO_BUDGET {
+                // Every slot's allocation is alive: try again after as many misses as slots.
+                self.backoff = u32::from(AUTO_SLOTS);
+                return Ok(None);
+            }
+        }
+        let i = self.free.pop().expect("a free slot (checked above)");
+        // SAFETY: the slot is named only by ops that hold `alloc` (looked up by its identity,
+        // above), so its memory is allocated whenever the kernel uses the slot; the pages
+        // the kernel pins stay pinned until the slot is updated again or the table goes.
+        let r = unsafe {
+            d.update(
+                i,
+                Some(Segment {
+                    ptr: alloc.ptr(),
+                    len,
+                }),
+            )
+        };
+        if let Err(e) = r {
+            self.free.push(i);
+            return Err(e);
+        }
+        self.slots[i as usize] = Some((start, len, Arc::downgrade(alloc)));
+        self.by_start.insert(start, i);
+        self.bytes += len;
+        self.registered += 1;
+        Ok(Some(i))
+    }
+
+    /// Forgets slot `i` here (its kernel entry is replaced or emptied by the caller).
+    fn forget(&mut self, i: u16) {
+        if let Some((start, len, _)) = self.slots[i as usize].take() {
+            if self.by_start.get(&start) == Some(&i) {
+                self.by_start.remove(&start);
+            }
+            self.bytes -= len;
+        }
+    }
+
+    /// Empties, in the kernel, every slot whose allocation is gone (no JS buffer, no op: no op
+    /// can name it), freeing its pinned pages and the slot.
+    pub fn sweep<D: SlotDriver + ?Sized>(&mut self, d: &mut D) -> io::Result<()> {
+        for i in 0..self.slots.len() {
+            let gone = self.slots[i]
+                .as_ref()
+                .is_some_and(|(_, _, w)| w.strong_count() == 0);
+            if !gone {
+                continue;
+            }
+            // SAFETY: emptying a slot names no memory.
+            unsafe { d.update(i as u16, None) }?;
+            self.forget(i as u16);
+            self.free.push(i as u16);
+            self.swept += 1;
+        }
+        Ok(())
+    }
+
+    /// Slots registered now (their allocations alive or not).
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
     }
 }

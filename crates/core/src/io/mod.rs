@@ -281,6 +281,24 @@ pub trait Driver: Send {
 
     fn unregister_buffers(&mut self) -> io::Result<()>;
 
+    /// Makes the fixed-buffer table a sparse one of `n` empty slots, replacing any earlier
+    /// registration (io_uring; others: unsupported).
+    fn register_sparse(&mut self, _n: u32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// Puts `seg` into slot `i` of the sparse table (`register_sparse`), or empties the slot
+    /// (`None`).
+    ///
+    /// # Safety
+    /// An op may name slot `i` only while `seg`'s memory is allocated (for the op's whole life,
+    /// from its push to its completion). The kernel pins `seg`'s pages until the slot is updated
+    /// again, the table is unregistered or replaced, or the driver's drop; it reads or writes
+    /// them only for an op naming the slot, so memory freed meanwhile is never touched.
+    unsafe fn update_buffer(&mut self, _i: u16, _seg: Option<Segment>) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
     /// True when ops may name registered buffers by index ([`OpRef::fixed`]).
     fn fixed_buffers(&self) -> bool {
         false

@@ -1322,6 +1322,51 @@ impl Driver for LocalRing {
         Ok(())
     }
 
+    /// A sparse table of `n` empty slots (IORING_REGISTER_BUFFERS2 with
+    /// IORING_RSRC_REGISTER_SPARSE, Linux 5.19+), replacing any earlier registration.
+    fn register_sparse(&mut self, n: u32) -> io::Result<()> {
+        self.unregister_buffers()?;
+        self.ring.submitter().register_buffers_sparse(n)?;
+        self.registered_buffers = true;
+        self.buf_table = vec![(0, 0); n as usize];
+        Ok(())
+    }
+
+    /// Puts `seg` into slot `i` of the sparse table, or empties it (IORING_REGISTER_BUFFERS_UPDATE:
+    /// ops in flight on the slot's earlier buffer keep it until they complete).
+    unsafe fn update_buffer(&mut self, i: u16, seg: Option<Segment>) -> io::Result<()> {
+        if i as usize >= self.buf_table.len() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let iov = match seg {
+            Some(s) => libc::iovec {
+                iov_base: s.ptr as *mut libc::c_void,
+                iov_len: s.len,
+            },
+            None => libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+        };
+        // The table forgets the slot first: an op checked against it from here on (`holds`)
+        // never names a slot whose update failed half way.
+        self.buf_table[i as usize] = (0, 0);
+        // SAFETY: forwarded contract (the kernel pins the pages until the slot is updated
+        // again, the table unregistered or the ring dropped, and touches them only for an op
+        // naming the slot, which the caller allows only while the memory is allocated).
+        unsafe {
+            self.ring.submitter().register_buffers_update(
+                u32::from(i),
+                std::slice::from_ref(&iov),
+                None,
+            )?
+        };
+        if let Some(s) = seg {
+            self.buf_table[i as usize] = (s.ptr as usize, s.len);
+        }
+        Ok(())
+    }
+
     fn fixed_buffers(&self) -> bool {
         true
     }
