@@ -3,12 +3,23 @@
 // (src/streams/core.ts READ_COPY), and this session's other changes. Every byte is checked.
 process.env.ODIRECT_INLINE_TMPFS = '0'
 
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
 import test from 'ava'
 
 import { open } from '../dist/index.js'
 import { getEngine } from '../dist/src/engine.js'
 import { faultFs, isSkip } from './helpers/fixtures.js'
+import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const scratch = scratchDirs('s20b')
+const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : undefined
+const MEMLOCK_TOOLS = spawnSync('sh', ['-c', 'command -v prlimit && command -v setpriv']).status === 0
 
 const UNIT = 4096
 /** [registered so far, slots emptied by sweeps so far, slots in use now] of this thread's engine. */
@@ -61,3 +72,24 @@ testIf(
   },
   true,
 )
+
+{
+  const why = MEMLOCK_TOOLS ? undefined : 'prlimit/setpriv (util-linux) not installed'
+  ;(why === undefined ? test : test.skip)(
+    `under an 8 MiB RLIMIT_MEMLOCK without CAP_IPC_LOCK (a normal user's default), the automatic table spends none of the user's locked memory: after 250 x 64 KiB buffers written twice here, a worker's fh.registerBuffers(48, 64 KiB) works (was: ERR_ODIRECT_MEMLOCK, 86 automatic slots had taken the limit; io_uring charges per user)${why ? ` (skipped: ${why})` : ''}`,
+    (t) => {
+      const dir = scratch(shm)
+      const limit = 8 << 20
+      const r = spawnSync(
+        'prlimit',
+        [`--memlock=${limit}:${limit}`, 'setpriv', '--inh-caps=-ipc_lock', '--bounding-set=-ipc_lock', process.execPath, path.join(HERE, 'adversary-s20b', 'memlock.cjs'), path.join(dir, 'auto.bin'), path.join(dir, 'reg.bin'), '250'],
+        { encoding: 'utf8', timeout: 120_000 },
+      )
+      t.is(r.status, 0, r.stderr)
+      const out = JSON.parse(r.stdout.trim()) as { auto: number[]; worker: string; backend: string; kept: number }
+      t.log(JSON.stringify(out))
+      t.is(out.kept, 250)
+      t.is(out.worker, 'ok', "the worker's registration")
+    },
+  )
+}

@@ -1114,7 +1114,11 @@ impl Inner {
             return self.pins.fixed_index(owner);
         }
         if self.pins.auto_table.is_none() {
-            if d.register_sparse(u32::from(pins::AUTO_SLOTS)).is_err() {
+            // Where pinning is charged to RLIMIT_MEMLOCK (no CAP_IPC_LOCK, a finite limit),
+            // the table would spend the locked memory of the user, which io_uring counts per
+            // user, not per ring: a worker's or another process's fh.registerBuffers then
+            // failed ERR_ODIRECT_MEMLOCK (8 MiB limit: 86 automatic slots took it all).
+            if !pins::pinning_free() || d.register_sparse(u32::from(pins::AUTO_SLOTS)).is_err() {
                 self.auto_reg = false;
                 return None;
             }

@@ -194,6 +194,34 @@ impl Pins {
     }
 }
 
+/// Whether pinning memory costs this process nothing it shares: CAP_IPC_LOCK (io_uring then
+/// charges no locked memory), or an unlimited RLIMIT_MEMLOCK. Elsewhere io_uring charges each
+/// registration to the user's locked memory (`user->locked_vm`, shared by the user's every
+/// ring: other threads' and processes'), and the automatic table stays off (explicit
+/// `fh.registerBuffers` keeps that limit for itself).
+pub fn pinning_free() -> bool {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } == 0
+        && r.rlim_cur == libc::RLIM_INFINITY
+    {
+        return true;
+    }
+    /// CAP_IPC_LOCK's bit in the capability sets.
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
 /// Slots of the automatic sparse fixed-buffer table ([`AutoTable`]).
 pub const AUTO_SLOTS: u16 = 1024;
 /// The largest allocation the automatic table registers (the kernel pins all of it). Larger
