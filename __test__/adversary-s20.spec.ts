@@ -131,6 +131,36 @@ for (const backend of BACKENDS) {
   })
 }
 
+if (BACKENDS.includes('io_uring')) {
+  fxTest("writeMany({ datasync: true }) on io_uring with a short write in the middle of its linked chain: the call rejects, the writes after the short one say ECANCELED with a hint naming the chain (was: 'cancelled (AbortSignal or close)', neither of which happened)", LOOP_REQS, async (t) => {
+    const dev = must(loopDevice(4096, 1))
+    t.teardown(() => dev.cleanup())
+    const size = dev.sizeBytes
+    const fh = await od.open(dev.device, 'r+', { backend: 'io_uring' })
+    try {
+      const ops = [
+        { buffer: fh.alloc(BLOCK).fill(0xa1), position: 0 },
+        { buffer: fh.alloc(2 * BLOCK).fill(0xb2), position: size - BLOCK },
+        { buffer: fh.alloc(BLOCK).fill(0xc3), position: BLOCK },
+      ]
+      const e = await fh.writeMany(ops, { datasync: true }).then(
+        () => undefined,
+        (x: unknown) => x,
+      )
+      t.true(e instanceof od.DirectIoError, String(e))
+      const results = (e as od.DirectIoError & { results?: unknown[] }).results ?? []
+      t.is(results[0], BLOCK)
+      t.is(results[1], BLOCK, 'the straddling write moved the block before the end')
+      const c = results[2] as od.DirectIoError
+      t.is(c?.code, 'ECANCELED', String(c))
+      t.regex(c.hint ?? '', /linked chain/, c.hint)
+      t.notRegex(c.hint ?? '', /^the operation was cancelled \(AbortSignal or close\)/)
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. A Proxy array whose `length` trap throws
 

@@ -58,7 +58,11 @@ pub fn hint(errno: i32, syscall: &str) -> &'static str {
         (libc::ENOMEM, _) => {
             "out of memory, or RLIMIT_MEMLOCK too low for pinned memory: raise it with `ulimit -l` / prlimit --memlock"
         }
-        (libc::ECANCELED, _) => "the operation was cancelled (AbortSignal or close) before it completed",
+        (libc::ECANCELED, _) => {
+            "the operation was cancelled before it completed: by an AbortSignal or close(), or (a \
+             linked chain: writeMany with datasync on io_uring) because an op before it in the \
+             chain failed or moved fewer bytes than asked; see error.results"
+        }
         (libc::EOPNOTSUPP, _) => "this filesystem does not support the operation",
         (libc::EAGAIN, _) => "a kernel resource is exhausted for now; retry later or lower the queue depth",
         (libc::EMFILE | libc::ENFILE, _) => "too many open files: close handles or raise `ulimit -n`",
