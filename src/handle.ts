@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { BatchWindow, isManyArrays, type ManyArrays, manyArrays, startMany, windowId } from './many'
+import { type BatchDesc, BatchWindow, isManyArrays, type ManyArrays, manyArrays, rerunCancelled, startMany, windowId } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -112,7 +112,9 @@ export interface ManyOptions extends DurableWriteOptions {
    * writes and the fdatasync go in one submission as an IOSQE_IO_LINK chain (the writes then run
    * one after another); otherwise the fdatasync is issued once every write succeeded. A failed
    * write rejects with `results` naming it and the fdatasync never runs (cancelled in the chain:
-   * the writes after the failed one report ECANCELED).
+   * the writes after the failed one report ECANCELED). A write that moves fewer bytes than asked
+   * (a device's end, RLIMIT_FSIZE) ends the chain too: the writes after it run again unlinked,
+   * then the fdatasync, and the call resolves with every count, as on the other backends.
    * Default false.
    */
   datasync?: boolean
@@ -578,8 +580,9 @@ export class FileHandle extends EventEmitter {
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
     // Linked writes run one after another: worth it for the few writes of a commit.
     const link = datasync && this.backend === 'io_uring' && window >= n && n <= LINK_MAX
-    const p = startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })
-    return datasync ? this.#thenDatasync(p, link) : p
+    const d: BatchDesc = { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }
+    const p = startMany(this.#io, d)
+    return datasync ? this.#thenDatasync(p, link, link ? d : undefined) : p
   }
 
   /**
@@ -632,38 +635,68 @@ export class FileHandle extends EventEmitter {
    * IOSQE_IO_LINK) and the fdatasync is staged now as the chain's end: one submission; it
    * starts once they all succeeded, and a failed write cancels it (p rejects with the write's
    * own error). Otherwise the fdatasync goes in once `p` resolved, never after a failed write.
+   * `batch`: the linked writeMany's batch, whose writes cancelled by a short one run again.
    */
-  #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
+  #thenDatasync<T>(p: Promise<T>, linked: boolean, batch?: BatchDesc): Promise<T> {
     // The fdatasync is part of this call: counted in flight from now until it is done, so a
     // close() called meanwhile waits for it (it was refused ERR_ODIRECT_CLOSED after the writes).
     const io = this.#io
+    const fdatasync = (): Promise<unknown> => io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
     if (linked) {
       const sync = io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
       sync.catch(() => {})
       // Held once the fdatasync is staged (a throw from its staging must not leave a hold that
       // close() would wait for forever).
       io.hold()
+      // A batch's writes count as one write in flight until any of them cancelled by a short one
+      // ran again: a barrier (fh.datasync, truncate) called meanwhile waits for those too.
+      let seq = batch === undefined ? 0 : io.writeStarted()
+      const writesDone = (): void => {
+        if (seq !== 0) io.writeDone(seq)
+        seq = 0
+      }
       return p
-        .then(async (r) => {
-          try {
-            await sync
-          } catch (e) {
-            // Every write succeeded (p resolved), yet the chain's fdatasync was cancelled: one of
-            // them moved fewer bytes than asked (it reached a block device's end, RLIMIT_FSIZE), and
-            // the kernel ends a chain at a short transfer. Its bytes are written and the call
-            // resolves with the short count, as on the other backends, once they are durable (was:
-            // the call rejected ECANCELED from an fdatasync that never ran, the counts lost).
-            if (!(e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync')) throw e
-            await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
-          }
-          return r
+        .then(
+          async (r) => {
+            writesDone()
+            try {
+              await sync
+            } catch (e) {
+              // Every write succeeded (p resolved), yet the chain's fdatasync was cancelled: one of
+              // them moved fewer bytes than asked (it reached a block device's end, RLIMIT_FSIZE), and
+              // the kernel ends a chain at a short transfer. Its bytes are written and the call
+              // resolves with the short count, as on the other backends, once they are durable (was:
+              // the call rejected ECANCELED from an fdatasync that never ran, the counts lost).
+              if (!(e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync')) throw e
+              await fdatasync()
+            }
+            return r
+          },
+          async (e: unknown) => {
+            // A short write in the middle of the chain cancelled the writes linked after it (and
+            // the fdatasync): they run again unlinked, then the fdatasync, and the call answers as
+            // aio and the thread pool do, which run them all (was: rejected, those writes ECANCELED).
+            const again = batch === undefined ? undefined : rerunCancelled(io, batch, e)
+            if (again === undefined) throw e
+            let r: number[]
+            try {
+              r = await again
+            } finally {
+              writesDone()
+            }
+            await fdatasync()
+            return r as T
+          },
+        )
+        .finally(() => {
+          writesDone()
+          io.release()
         })
-        .finally(() => io.release())
     }
     io.hold()
     return p
       .then(async (r) => {
-        await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
+        await fdatasync()
         return r
       })
       .finally(() => io.release())

@@ -1,0 +1,157 @@
+// Adversary pass of the twenty-first session: what a serious storage user would meet.
+// Found:
+// 1. writeMany(ops, { datasync: true }) on io_uring with a write that moved fewer bytes than asked
+//    in the middle of its linked chain (a block device's end, RLIMIT_FSIZE): the kernel ends an
+//    IOSQE_IO_LINK chain at a short transfer, so the writes linked after it (and the fdatasync)
+//    completed ECANCELED and the call rejected [8192, 4096, ECANCELED] with no fdatasync at all,
+//    where aio and the thread pool resolve [8192, 4096, 8192] after a real fdatasync: a power cut
+//    right after the call lost the writes it said had landed. The cancelled writes now run again
+//    unlinked, then the fdatasync (src/many.ts rerunCancelled, src/handle.ts #thenDatasync).
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import * as od from '../dist/index.js'
+import { bytes, CRASH_REQS, crashRun, durable } from './helpers/crashbed.js'
+import { loopDevice, type Requirement } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
+
+delete process.env.ODIRECT_BACKEND
+const here = path.dirname(fileURLToPath(import.meta.url))
+const DIST = path.join(here, '..', 'dist', 'index.js')
+const CHILDREN = path.join(here, 'adversary-s21')
+// Probed before any test or hook is declared (ava starts once one is, and an await after it is too late).
+const where = await od.probe('/var/tmp')
+const BLOCK = 4096
+const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
+const LOOP_REQS: Requirement[] = ['root', 'loop', 'cmd:blockdev']
+const PRLIMIT = spawnSync('sh', ['-c', 'command -v prlimit']).status === 0 ? undefined : 'prlimit is not installed'
+
+interface ChainResult {
+  backend: string
+  results: Array<number | string>
+  code?: string
+  message?: string
+  crash?: string
+}
+
+/**
+ * Runs adversary-s21/chain.cjs (writeMany(ops, { datasync: true }) on `file` with `backend`) in a
+ * child, under `prefix` (e.g. prlimit) if given, with ODIRECT_DEBUG=1: its RESULT and the debug lines.
+ */
+function chain(file: string, backend: string, ops: Array<[number, number, number]>, prefix: string[] = []): { r: ChainResult | undefined; lines: string[]; raw: string } {
+  const argv = [...prefix, process.execPath, path.join(CHILDREN, 'chain.cjs'), DIST, file, backend, JSON.stringify(ops)]
+  const p = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', env: { ...process.env, ODIRECT_DEBUG: '1', ODIRECT_BACKEND: '' }, timeout: 60_000 })
+  const line = p.stdout.split('\n').find((l) => l.startsWith('RESULT '))
+  const lines = p.stderr.split('\n').filter((l) => /^odirect: (submit|complete) /.test(l))
+  return { r: line === undefined ? undefined : (JSON.parse(line.slice(7)) as ChainResult), lines, raw: `${p.stdout}\n${p.stderr}` }
+}
+
+/** Index of the last line completing a write, and whether an fdatasync completed with 0 after it. */
+function syncedAfterLastWrite(lines: string[]): boolean {
+  let last = -1
+  lines.forEach((l, i) => {
+    if (/^odirect: complete id=\d+ op=writev? /.test(l)) last = i
+  })
+  return last >= 0 && lines.slice(last + 1).some((l) => /^odirect: complete id=\d+ op=fdatasync .*result=0\b/.test(l))
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. A short write in the middle of a linked writeMany + fdatasync chain
+
+for (const backend of BACKENDS) {
+  fxTest(`writeMany(ops, { datasync: true }) on ${backend}, a loop device, its middle write straddling the device's end: resolves [8192, 4096, 8192] with every write on the device and an fdatasync after the last (was on io_uring: rejected [8192, 4096, ECANCELED], no fdatasync)`, LOOP_REQS, async (t) => {
+    const dev = must(loopDevice(4096, 1))
+    t.teardown(() => dev.cleanup())
+    const size = dev.sizeBytes
+    const { r, lines, raw } = chain(dev.device, backend, [
+      [0xa1, 2 * BLOCK, 0],
+      [0xb2, 2 * BLOCK, size - BLOCK],
+      [0xc3, 2 * BLOCK, 2 * BLOCK],
+    ])
+    t.is(r?.backend, backend, raw)
+    t.deepEqual(r?.results, [2 * BLOCK, BLOCK, 2 * BLOCK], raw)
+    t.is(r?.code, undefined, raw)
+    t.true(syncedAfterLastWrite(lines), `no fdatasync completed after the last write:\n${lines.join('\n')}`)
+    const fd = fs.openSync(dev.device, 'r')
+    try {
+      const at = (pos: number, len: number): Buffer => {
+        const b = Buffer.alloc(len)
+        fs.readSync(fd, b, 0, len, pos)
+        return b
+      }
+      t.true(at(0, 2 * BLOCK).equals(Buffer.alloc(2 * BLOCK, 0xa1)))
+      t.true(at(2 * BLOCK, 2 * BLOCK).equals(Buffer.alloc(2 * BLOCK, 0xc3)))
+      t.true(at(size - BLOCK, BLOCK).equals(Buffer.alloc(BLOCK, 0xb2)))
+    } finally {
+      fs.closeSync(fd)
+    }
+  })
+}
+
+for (const backend of BACKENDS) {
+  fxTest(`writeMany(ops, { datasync: true }) on ${backend} under RLIMIT_FSIZE, its middle write cut short by the limit: a power cut right after the call finds every byte the call says it wrote (was on io_uring: [8192, 4096, ECANCELED] and no fdatasync, the first writes lost)`, [...CRASH_REQS, 'cmd:bash'], async (t) => {
+    const old = bytes(16 * BLOCK, 5)
+    const limit = 5 * BLOCK
+    // 0-2: whole; 4-5: cut at the limit (block 4 written); 2-3: whole, after the short one.
+    const ops: Array<[number, number, number]> = [
+      [0xa1, 2 * BLOCK, 0],
+      [0xb2, 2 * BLOCK, 4 * BLOCK],
+      [0xc3, 2 * BLOCK, 2 * BLOCK],
+    ]
+    const run = await crashRun({ image: (d) => fs.writeFileSync(path.join(d, 'data'), old) }, async (root) => {
+      return chain(path.join(root, 'data'), backend, ops, ['bash', '-c', `trap '' XFSZ; exec prlimit --fsize=${limit} -- "$@"`, 'bash'])
+    })
+    try {
+      t.true(run.outcome.ok, String(run.outcome.ok ? '' : run.outcome.error))
+      const out = run.outcome.ok ? run.outcome.value : undefined
+      t.is(out?.r?.backend, backend, out?.raw)
+      const got = durable(run, 'data')
+      t.is(got?.length, old.length)
+      const want = Buffer.from(old)
+      ;(out?.r?.results ?? []).forEach((n, i) => {
+        if (typeof n === 'number') want.fill(ops[i][0], ops[i][2], ops[i][2] + n)
+      })
+      const lost = [...Array(16).keys()].filter((b) => !got?.subarray(b * BLOCK, (b + 1) * BLOCK).equals(want.subarray(b * BLOCK, (b + 1) * BLOCK)))
+      t.deepEqual(lost, [], `blocks that the call said were written, not durable after a power cut: ${lost.join(', ')} (${out?.raw})`)
+      t.deepEqual(out?.r?.results, [2 * BLOCK, BLOCK, 2 * BLOCK], out?.raw)
+    } finally {
+      run.cleanup()
+    }
+  }, PRLIMIT)
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The typed-array form's results for memory that is not odirect's own
+
+for (const backend of BACKENDS) {
+  fxTest(`typed-array writeMany on ${backend} with plain memory (new Uint8Array) and an op that fails (ENOSPC past a device's end): results[i] is -errno as with fh.alloc memory (was: +28, read as 28 bytes written)`, LOOP_REQS, async (t) => {
+    const dev = must(loopDevice(4096, 1))
+    t.teardown(() => dev.cleanup())
+    const fh = await od.open(dev.device, 'r+', { backend })
+    try {
+      for (const [what, memory] of [
+        ['fh.alloc', fh.alloc(2 * BLOCK)],
+        ['plain', new Uint8Array(2 * BLOCK)],
+      ] as const) {
+        memory.fill(0x5e)
+        const results = new Int32Array(2)
+        const e = await fh
+          .writeMany({ memory, offsets: Uint32Array.of(0, BLOCK), lengths: Uint32Array.of(BLOCK, BLOCK), positions: Float64Array.of(0, dev.sizeBytes), results })
+          .then(
+            () => undefined,
+            (x: unknown) => x as od.DirectIoError & { results?: unknown[] },
+          )
+        t.is(e?.code, 'ENOSPC', `${what}: ${String(e)}`)
+        t.deepEqual([...results], [BLOCK, -28], `${what}: results`)
+        t.is(e?.results?.[0], BLOCK, what)
+        t.is((e?.results?.[1] as od.DirectIoError | undefined)?.code, 'ENOSPC', what)
+      }
+    } finally {
+      await fh.close()
+    }
+  })
+}
