@@ -18,6 +18,7 @@ import * as od from '../dist/index.js'
 import { bytes, CRASH_REQS, crashRun, durable } from './helpers/crashbed.js'
 import { loopDevice, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
+import { scratchDirs } from './helpers/scratch.ts'
 
 delete process.env.ODIRECT_BACKEND
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -26,6 +27,7 @@ const CHILDREN = path.join(here, 'adversary-s21')
 // Probed before any test or hook is declared (ava starts once one is, and an await after it is too late).
 const where = await od.probe('/var/tmp')
 const BLOCK = 4096
+const scratch = scratchDirs('s21')
 const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
 const LOOP_REQS: Requirement[] = ['root', 'loop', 'cmd:blockdev']
 const PRLIMIT = spawnSync('sh', ['-c', 'command -v prlimit']).status === 0 ? undefined : 'prlimit is not installed'
@@ -152,6 +154,60 @@ for (const backend of BACKENDS) {
       }
     } finally {
       await fh.close()
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. fs's read loop on a direct handle of a file whose size is not a block multiple
+
+for (const backend of BACKENDS) {
+  test(`fh.read loops as fs's docs write them (position null, or pos += bytesRead) and readv on a direct ${backend} handle of a 5000-byte file end with a 0-byte read at the end, as node:fs (was: ERR_ODIRECT_ALIGNMENT at position 5000, where the short last read left it); reads at a misaligned position inside the file, and misaligned lengths, still refused`, async (t) => {
+    const dir = scratch()
+    const p = path.join(dir, 'five-thousand')
+    const data = bytes(5000, 21)
+    fs.writeFileSync(p, data)
+    const fh = await od.open(p, 'r', { backend })
+    try {
+      t.true(fh.direct)
+      const buf = fh.alloc(4096)
+      const loop = async (next: (pos: number) => Promise<number>): Promise<number[]> => {
+        const got: number[] = []
+        let pos = 0
+        for (let i = 0; i < 5; i++) {
+          const n = await next(pos)
+          got.push(n)
+          if (n === 0) break
+          t.true(buf.subarray(0, n).equals(data.subarray(pos, pos + n)), `bytes at ${pos}`)
+          pos += n
+        }
+        return got
+      }
+      t.deepEqual(await loop(async () => (await fh.read(buf, 0, 4096, null)).bytesRead), [4096, 904, 0], 'position null')
+      t.is(fh.position, 5000)
+      t.deepEqual(await loop(async (pos) => (await fh.read(buf, 0, 4096, pos)).bytesRead), [4096, 904, 0], 'pos += bytesRead')
+      t.deepEqual(await loop(async (pos) => (await fh.read({ buffer: buf, position: pos })).bytesRead), [4096, 904, 0], 'read({ buffer, position })')
+      t.is((await fh.readv([buf], 5000)).bytesRead, 0, 'readv at the end')
+      t.is((await fh.read(buf, 0, 4096, 9000)).bytesRead, 0, 'a misaligned position past the end')
+      // A misaligned length is the caller's mistake wherever it reads: refused, at the end too.
+      await t.throwsAsync(fh.read(buf, 0, 100, 5000), { code: 'ERR_ODIRECT_ALIGNMENT' })
+      // Inside the file: refused as before, nothing read.
+      await t.throwsAsync(fh.read(buf, 0, 4096, 100), { code: 'ERR_ODIRECT_ALIGNMENT' })
+      await t.throwsAsync(fh.read(buf, 0, 100, 0), { code: 'ERR_ODIRECT_ALIGNMENT' })
+      await t.throwsAsync(fh.readv([buf], 4000), { code: 'ERR_ODIRECT_ALIGNMENT' })
+      t.is(fh.position, 5000)
+    } finally {
+      await fh.close()
+    }
+    // node:fs's answers, for the record.
+    const nfh = await fs.promises.open(p, 'r')
+    try {
+      const b = Buffer.alloc(4096)
+      const n: number[] = []
+      for (let r = 1; r !== 0; ) n.push((r = (await nfh.read(b, 0, 4096, null)).bytesRead))
+      t.deepEqual(n, [4096, 904, 0])
+    } finally {
+      await nfh.close()
     }
   })
 }

@@ -336,6 +336,29 @@ export class FileHandle extends EventEmitter {
     if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
   }
 
+  /**
+   * A read of a block-multiple length refused for its position (`refusal`) at `at`: nothing to
+   * read when `at` is at or past the end of the file, so it resolves with `empty` (0 bytes), as
+   * node:fs and the kernel's own O_DIRECT read there do. A file whose size is not a block multiple leaves the position there
+   * after its short last read, and the loop fs's docs show (`while ((await fh.read(buf, 0, n,
+   * null)).bytesRead > 0)`, or with `pos += bytesRead`) then ended in ERR_ODIRECT_ALIGNMENT
+   * instead of its 0-byte read. Inside the file the refusal stands.
+   */
+  async #readAtEnd<R>(refusal: unknown, at: number, empty: R): Promise<R> {
+    const io = this.#io
+    // Counted in flight so close() waits for it and the fd cannot be reused under it (as stat()).
+    io.hold()
+    let size = -1
+    try {
+      const st = await native.statFd(this.fd)
+      if (st.errno === 0) size = st.size
+    } finally {
+      io.release()
+    }
+    if (size >= 0 && at >= size) return empty
+    throw refusal
+  }
+
   /** A read or write of `q`, resolving with `shape` around `result`. */
   #rw(write: boolean, q: RwArgs, shape: Shape, result: unknown): Promise<unknown> {
     const syscall = write ? 'write' : 'read'
@@ -346,7 +369,13 @@ export class FileHandle extends EventEmitter {
     const at = implicit ? io.position : positionArg(q.position)
     const len = q.length
     if (len === 0) return Promise.resolve(shape === Shape.Read ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
-    this.#checkAligned(len, at, syscall)
+    try {
+      this.#checkAligned(len, at, syscall)
+    } catch (e) {
+      // A read whose length is right and whose position is not (see #readAtEnd).
+      if (write || len % this.alignment.offset !== 0) throw e
+      return this.#readAtEnd(e, at, { bytesRead: 0, buffer: result })
+    }
     if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, at)
     const { buffer, offset, rwFlags: flags } = q
     const memAlign = this.#memAlign
@@ -444,16 +473,24 @@ export class FileHandle extends EventEmitter {
     const views: ArrayBufferView[] = []
     const lengths: number[] = []
     let total = 0
+    let refusal: unknown
     for (let i = 0; i < n; i++) {
       const v = viewArg(callerGet(buffers, i), `buffers[${i}]`)
       const len = v.byteLength
-      this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
+      try {
+        this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
+      } catch (e) {
+        // A read's position (its lengths right): nothing to read at or past the end (see #readAtEnd).
+        if (write || len % this.alignment.offset !== 0) throw e
+        refusal ??= e
+      }
       views.push(v)
       lengths.push(len)
       total += len
     }
     if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall} of ${total} bytes is more than one I/O can move (${MAX_IO_LENGTH})`, 'split into several calls')
     if (total === 0) return Promise.resolve(write ? { bytesWritten: 0, buffers } : { bytesRead: 0, buffers })
+    if (refusal !== undefined) return this.#readAtEnd(refusal, at, { bytesRead: 0, buffers })
     const memAlign = this.#memAlign
     const p = io.start({
       kind: write ? KIND_WRITE : KIND_READ,
