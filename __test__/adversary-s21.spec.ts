@@ -18,6 +18,7 @@ import * as od from '../dist/index.js'
 import { bytes, CRASH_REQS, crashRun, durable } from './helpers/crashbed.js'
 import { loopDevice, type Requirement } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
+import { runtimes } from './helpers/runtimes.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 
 delete process.env.ODIRECT_BACKEND
@@ -210,4 +211,30 @@ for (const backend of BACKENDS) {
       await nfh.close()
     }
   })
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A process that ends through process.exit() or an uncaught exception mid-copy
+
+for (const [rt, argv] of runtimes()) {
+  for (const form of ['copy', 'atomic'] as const) {
+    for (const how of ['exit', 'throw'] as const) {
+      const title = `${rt}: ${form === 'copy' ? 'copyFile' : 'writeFile({ atomic })'} in a process ended mid-way by ${how === 'exit' ? 'process.exit(3)' : 'an uncaught exception'}: no temp file left, the destination as it was (was: the temp file left, as large as its reservation)`
+      // Deno 2.9 runs no process 'exit' listener when an uncaught exception ends it (its 'error'
+      // event may be cancelled by a listener after ours: removing a live copy's temp file there
+      // is not safe), so its temp file stays, as after a kill (README "Troubleshooting").
+      const denoThrow = rt === 'deno' && how === 'throw' ? "Deno runs no process 'exit' listener when an uncaught exception ends it: the temp file stays, as after a kill" : undefined
+      fxTest(title, [], (t) => {
+        const dir = scratch()
+        const old = bytes(5000, 9)
+        fs.writeFileSync(path.join(dir, 'src'), bytes(16 << 20, 10))
+        fs.writeFileSync(path.join(dir, 'dst'), old)
+        const r = spawnSync(argv[0], [...argv.slice(1), path.join(CHILDREN, 'exit-temp.cjs'), DIST, dir, form, how], { encoding: 'utf8', timeout: 60_000 })
+        t.is(r.status, how === 'exit' ? 3 : 1, `${r.stdout}\n${r.stderr}`)
+        t.notRegex(r.stdout, /before the exit/, 'the copy ended before the exit: the case proves nothing')
+        t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'src'], 'files left in the directory')
+        t.true(fs.readFileSync(path.join(dir, 'dst')).equals(old), 'the destination changed')
+      }, denoThrow)
+    }
+  }
 }
