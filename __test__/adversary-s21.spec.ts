@@ -262,22 +262,44 @@ for (const [rt, argv] of runtimes()) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. Left: numeric flags O_RDONLY | O_TRUNC
+// 5. Numeric flags O_RDONLY | O_TRUNC
 
 // The kernel truncates at open(O_RDONLY | O_TRUNC) (for a caller that may write the file), and
 // node:fs opens it so. odirect holds O_TRUNC back until O_DIRECT is known to work and then
-// ftruncates the descriptor, which a read-only one refuses: the open fails EINVAL naming an
-// ftruncate the caller never asked for, the file untouched. A fix: truncate through a writable
-// descriptor reopened from /proc/self/fd (crates/core/src/file.rs finish_open), or refuse the
-// combination by name in parse_flag_bits. Not done (a native rebuild, an obscure combination).
-test.failing("open(path, O_RDONLY | O_TRUNC) with O_DIRECT truncates the file and opens it, as node:fs and the kernel do (now: EINVAL from the held-back ftruncate on the read-only descriptor)", async (t) => {
-  const p = path.join(scratch(), 'ro-trunc')
-  fs.writeFileSync(p, Buffer.alloc(8192, 1))
-  const { O_RDONLY, O_TRUNC } = fs.constants
-  const fh = await od.open(p, O_RDONLY | O_TRUNC)
-  try {
-    t.is((await fh.stat()).size, 0)
-  } finally {
-    await fh.close()
-  }
-})
+// ftruncated the descriptor, which a read-only one refuses: the open failed EINVAL naming an
+// ftruncate the caller never asked for. Now truncated through a writable descriptor of the file
+// (crates/core/src/file.rs truncate_held).
+for (const direct of ['require', 'uncached'] as const) {
+  test(`open(path, O_RDONLY | O_TRUNC${direct === 'require' ? '' : ", { direct: 'uncached' }"}) truncates the file and opens it read-only, as node:fs and the kernel do (was: EINVAL from the held-back ftruncate on the read-only descriptor); as nobody on a file it may not write: EACCES, untouched`, async (t) => {
+    const dir = scratch()
+    const p = path.join(dir, 'ro-trunc')
+    fs.writeFileSync(p, Buffer.alloc(8192, 1))
+    const { O_RDONLY, O_TRUNC, O_CREAT } = fs.constants
+    const opened = await od.open(p, O_RDONLY | O_TRUNC, { direct }).catch((e: unknown) => e as od.DirectIoError)
+    if (opened instanceof od.DirectIoError && direct === 'uncached' && opened.syscall === 'preadv2') return t.log(`no RWF_DONTCACHE here: ${opened.message}`)
+    t.false(opened instanceof Error, String(opened))
+    const fh = opened as od.FileHandle
+    try {
+      t.is((await fh.stat()).size, 0)
+      t.is(fs.statSync(p).size, 0)
+      t.true(fh.readable)
+      t.false(fh.writable)
+    } finally {
+      await fh.close()
+    }
+    // Created by it: an empty new file.
+    const q = path.join(dir, 'ro-trunc-new')
+    await (await od.open(q, O_RDONLY | O_TRUNC | O_CREAT, { direct })).close()
+    t.is(fs.statSync(q).size, 0)
+    // As a user who may not write it: refused as the kernel's open refuses it, the file untouched.
+    if (process.getuid?.() === 0) {
+      fs.writeFileSync(p, Buffer.alloc(8192, 2))
+      fs.chmodSync(p, 0o644)
+      fs.chmodSync(dir, 0o755)
+      const script = `require(${JSON.stringify(DIST)}).open(${JSON.stringify(p)}, ${O_RDONLY | O_TRUNC}, { direct: ${JSON.stringify(direct)} }).then(() => console.log('opened'), (e) => console.log(e.code))`
+      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8' })
+      t.is(r.stdout.trim(), 'EACCES', r.stderr)
+      t.is(fs.statSync(p).size, 8192)
+    }
+  })
+}
