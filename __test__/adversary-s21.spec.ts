@@ -95,6 +95,24 @@ for (const backend of BACKENDS) {
   })
 }
 
+for (const backend of BACKENDS) {
+  fxTest(`writeMany(ops, { datasync: true }) on ${backend}, a loop device: a short write, then one past the device's end, then one inside: rejects ENOSPC with results [8192, 4096, ENOSPC, 4096] and no fdatasync, as on every backend (was on io_uring: the last two ECANCELED)`, LOOP_REQS, async (t) => {
+    const dev = must(loopDevice(4096, 1))
+    t.teardown(() => dev.cleanup())
+    const size = dev.sizeBytes
+    const { r, lines, raw } = chain(dev.device, backend, [
+      [0xa1, 2 * BLOCK, 0],
+      [0xb2, 2 * BLOCK, size - BLOCK],
+      [0xc3, BLOCK, size],
+      [0xd4, BLOCK, 2 * BLOCK],
+    ])
+    t.is(r?.code, 'ENOSPC', raw)
+    t.deepEqual(r?.results, [2 * BLOCK, BLOCK, 'ENOSPC', BLOCK], raw)
+    t.regex(r?.message ?? '', /^1 of 4 writes failed/, raw)
+    t.false(lines.some((l) => /^odirect: complete id=\d+ op=fdatasync .*result=0\b/.test(l)), `an fdatasync ran after a failed write:\n${lines.join('\n')}`)
+  })
+}
+
 if (BACKENDS.includes('io_uring')) {
   fxTest("writeMany(ops, { datasync: true }) on io_uring, its middle write short, with fh.datasync() called right after it: that fdatasync goes to the kernel only once the cancelled write ran again (the batch counts as a write in flight until then)", LOOP_REQS, async (t) => {
     const dev = must(loopDevice(4096, 1))
