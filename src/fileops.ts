@@ -4,7 +4,7 @@
 // for the kinds of file that have neither positions nor direct I/O (FIFOs, character devices,
 // sockets), which are read and written in place as GNU cp and fs do.
 import { randomBytes } from 'node:crypto'
-import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, statSync } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
@@ -419,7 +419,42 @@ export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof Dire
  * moved directory for good (adversary-s18). Resolves with the path it was removed at when that
  * is not `tmp` (its directory moved), else undefined.
  */
+/**
+ * The temp files this thread made (their open succeeded) and has neither renamed into place nor
+ * removed: removed when the process exits through `process.exit()` or an uncaught exception,
+ * whose 'exit' listeners run (synchronous code only). Such an exit mid-copy left the temp file, as
+ * large as the reservation (a 256 MiB copyFile ended by process.exit() left 256 MiB; npm's
+ * write-file-atomic removes its temp files then too). A kill or worker.terminate() runs no
+ * JavaScript: that temp file stays (README "Troubleshooting").
+ */
+const liveTemps = new Set<string>()
+let exitHooked = false
+
+/** `tmp` was just created by this thread's open: removed at exit until it is renamed or removed. */
+export function tempOwned(tmp: string): void {
+  liveTemps.add(tmp)
+  if (exitHooked || typeof process === 'undefined' || typeof process.on !== 'function') return
+  exitHooked = true
+  process.on('exit', () => {
+    for (const t of liveTemps) {
+      try {
+        unlinkSync(t)
+      } catch {
+        // Gone already (renamed a moment ago), or its directory moved: nothing more to do now.
+      }
+    }
+  })
+}
+
 export async function removeTemp(tmp: string, fd?: number): Promise<TempFate> {
+  try {
+    return await removeTempNow(tmp, fd)
+  } finally {
+    liveTemps.delete(tmp)
+  }
+}
+
+async function removeTempNow(tmp: string, fd?: number): Promise<TempFate> {
   let at: string | undefined
   if (fd !== undefined && fd >= 0) {
     // The path of the open file now (a removed one ends ' (deleted)': its name differs then). A
@@ -459,7 +494,10 @@ export async function commitTemp(tmp: string, dst: string, exclusive: boolean): 
   if (exclusive) {
     check(await native.linkPath(tmp, dst), 'link', dst)
     await removeTemp(tmp)
-  } else check(await native.renamePath(tmp, dst), 'rename', dst)
+  } else {
+    check(await native.renamePath(tmp, dst), 'rename', dst)
+    liveTemps.delete(tmp)
+  }
   try {
     await syncParentDir(dst)
   } catch (e) {

@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, type TempFate, tempTaken, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, type TempFate, tempOwned, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -446,6 +446,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
       fh = await openRaced(abort, tmp, 'wx', { ...oo, mode }, tmpOpen)
+      tempOwned(tmp)
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
       const known = ArrayBuffer.isView(payload) ? payload.byteLength : 0
       const prepare = (h: FileHandle): Promise<void> => keepAttrs(h.fd, replaced, keepMode, xattrs)
@@ -748,6 +749,7 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
         if (tempTaken(e, tmp as string)) tmp = undefined
         throw e
       })
+      tempOwned(tmp)
       // Before any data (see keepAttrs): what fs.copyFile keeps of the file it overwrites, and the
       // source's mode exactly (fs.copyFile's fchmod: no umask). Not raced against the abort: it
       // works on the descriptor, which must stay open until it is done.

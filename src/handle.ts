@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { BatchWindow, isManyArrays, type ManyArrays, manyArrays, startMany, windowId } from './many'
+import { type BatchDesc, BatchWindow, isManyArrays, type ManyArrays, manyArrays, rerunCancelled, startMany, windowId } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -112,7 +112,9 @@ export interface ManyOptions extends DurableWriteOptions {
    * writes and the fdatasync go in one submission as an IOSQE_IO_LINK chain (the writes then run
    * one after another); otherwise the fdatasync is issued once every write succeeded. A failed
    * write rejects with `results` naming it and the fdatasync never runs (cancelled in the chain:
-   * the writes after the failed one report ECANCELED).
+   * the writes after the failed one report ECANCELED). A write that moves fewer bytes than asked
+   * (a device's end, RLIMIT_FSIZE) ends the chain too: the writes after it run again unlinked,
+   * then the fdatasync, and the call resolves with every count, as on the other backends.
    * Default false.
    */
   datasync?: boolean
@@ -334,6 +336,29 @@ export class FileHandle extends EventEmitter {
     if (position % len !== 0) refuse(`the position must be a multiple of the length (natural alignment)`, `write at a multiple of ${len}`)
   }
 
+  /**
+   * A read of a block-multiple length refused for its position (`refusal`) at `at`: nothing to
+   * read when `at` is at or past the end of the file, so it resolves with `empty` (0 bytes), as
+   * node:fs and the kernel's own O_DIRECT read there do. A file whose size is not a block multiple leaves the position there
+   * after its short last read, and the loop fs's docs show (`while ((await fh.read(buf, 0, n,
+   * null)).bytesRead > 0)`, or with `pos += bytesRead`) then ended in ERR_ODIRECT_ALIGNMENT
+   * instead of its 0-byte read. Inside the file the refusal stands.
+   */
+  async #readAtEnd<R>(refusal: unknown, at: number, empty: R): Promise<R> {
+    const io = this.#io
+    // Counted in flight so close() waits for it and the fd cannot be reused under it (as stat()).
+    io.hold()
+    let size = -1
+    try {
+      const st = await native.statFd(this.fd)
+      if (st.errno === 0) size = st.size
+    } finally {
+      io.release()
+    }
+    if (size >= 0 && at >= size) return empty
+    throw refusal
+  }
+
   /** A read or write of `q`, resolving with `shape` around `result`. */
   #rw(write: boolean, q: RwArgs, shape: Shape, result: unknown): Promise<unknown> {
     const syscall = write ? 'write' : 'read'
@@ -344,7 +369,13 @@ export class FileHandle extends EventEmitter {
     const at = implicit ? io.position : positionArg(q.position)
     const len = q.length
     if (len === 0) return Promise.resolve(shape === Shape.Read ? { bytesRead: 0, buffer: result } : { bytesWritten: 0, buffer: result })
-    this.#checkAligned(len, at, syscall)
+    try {
+      this.#checkAligned(len, at, syscall)
+    } catch (e) {
+      // A read whose length is right and whose position is not (see #readAtEnd).
+      if (write || len % this.alignment.offset !== 0) throw e
+      return this.#readAtEnd(e, at, { bytesRead: 0, buffer: result })
+    }
     if ((q.rwFlags & RWF_ATOMIC) !== 0) this.#checkAtomic(len, at)
     const { buffer, offset, rwFlags: flags } = q
     const memAlign = this.#memAlign
@@ -442,16 +473,24 @@ export class FileHandle extends EventEmitter {
     const views: ArrayBufferView[] = []
     const lengths: number[] = []
     let total = 0
+    let refusal: unknown
     for (let i = 0; i < n; i++) {
       const v = viewArg(callerGet(buffers, i), `buffers[${i}]`)
       const len = v.byteLength
-      this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
+      try {
+        this.#checkAligned(len, at, syscall, `buffers[${i}] length`)
+      } catch (e) {
+        // A read's position (its lengths right): nothing to read at or past the end (see #readAtEnd).
+        if (write || len % this.alignment.offset !== 0) throw e
+        refusal ??= e
+      }
       views.push(v)
       lengths.push(len)
       total += len
     }
     if (total > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `${syscall} of ${total} bytes is more than one I/O can move (${MAX_IO_LENGTH})`, 'split into several calls')
     if (total === 0) return Promise.resolve(write ? { bytesWritten: 0, buffers } : { bytesRead: 0, buffers })
+    if (refusal !== undefined) return this.#readAtEnd(refusal, at, { bytesRead: 0, buffers })
     const memAlign = this.#memAlign
     const p = io.start({
       kind: write ? KIND_WRITE : KIND_READ,
@@ -578,8 +617,9 @@ export class FileHandle extends EventEmitter {
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
     // Linked writes run one after another: worth it for the few writes of a commit.
     const link = datasync && this.backend === 'io_uring' && window >= n && n <= LINK_MAX
-    const p = startMany(this.#io, { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link })
-    return datasync ? this.#thenDatasync(p, link) : p
+    const d: BatchDesc = { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }
+    const p = startMany(this.#io, d)
+    return datasync ? this.#thenDatasync(p, link, link ? d : undefined) : p
   }
 
   /**
@@ -632,38 +672,68 @@ export class FileHandle extends EventEmitter {
    * IOSQE_IO_LINK) and the fdatasync is staged now as the chain's end: one submission; it
    * starts once they all succeeded, and a failed write cancels it (p rejects with the write's
    * own error). Otherwise the fdatasync goes in once `p` resolved, never after a failed write.
+   * `batch`: the linked writeMany's batch, whose writes cancelled by a short one run again.
    */
-  #thenDatasync<T>(p: Promise<T>, linked: boolean): Promise<T> {
+  #thenDatasync<T>(p: Promise<T>, linked: boolean, batch?: BatchDesc): Promise<T> {
     // The fdatasync is part of this call: counted in flight from now until it is done, so a
     // close() called meanwhile waits for it (it was refused ERR_ODIRECT_CLOSED after the writes).
     const io = this.#io
+    const fdatasync = (): Promise<unknown> => io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
     if (linked) {
       const sync = io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
       sync.catch(() => {})
       // Held once the fdatasync is staged (a throw from its staging must not leave a hold that
       // close() would wait for forever).
       io.hold()
+      // A batch's writes count as one write in flight until any of them cancelled by a short one
+      // ran again: a barrier (fh.datasync, truncate) called meanwhile waits for those too.
+      let seq = batch === undefined ? 0 : io.writeStarted()
+      const writesDone = (): void => {
+        if (seq !== 0) io.writeDone(seq)
+        seq = 0
+      }
       return p
-        .then(async (r) => {
-          try {
-            await sync
-          } catch (e) {
-            // Every write succeeded (p resolved), yet the chain's fdatasync was cancelled: one of
-            // them moved fewer bytes than asked (it reached a block device's end, RLIMIT_FSIZE), and
-            // the kernel ends a chain at a short transfer. Its bytes are written and the call
-            // resolves with the short count, as on the other backends, once they are durable (was:
-            // the call rejected ECANCELED from an fdatasync that never ran, the counts lost).
-            if (!(e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync')) throw e
-            await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
-          }
-          return r
+        .then(
+          async (r) => {
+            writesDone()
+            try {
+              await sync
+            } catch (e) {
+              // Every write succeeded (p resolved), yet the chain's fdatasync was cancelled: one of
+              // them moved fewer bytes than asked (it reached a block device's end, RLIMIT_FSIZE), and
+              // the kernel ends a chain at a short transfer. Its bytes are written and the call
+              // resolves with the short count, as on the other backends, once they are durable (was:
+              // the call rejected ECANCELED from an fdatasync that never ran, the counts lost).
+              if (!(e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync')) throw e
+              await fdatasync()
+            }
+            return r
+          },
+          async (e: unknown) => {
+            // A short write in the middle of the chain cancelled the writes linked after it (and
+            // the fdatasync): they run again unlinked, then the fdatasync, and the call answers as
+            // aio and the thread pool do, which run them all (was: rejected, those writes ECANCELED).
+            const again = batch === undefined ? undefined : rerunCancelled(io, batch, e)
+            if (again === undefined) throw e
+            let r: number[]
+            try {
+              r = await again
+            } finally {
+              writesDone()
+            }
+            await fdatasync()
+            return r as T
+          },
+        )
+        .finally(() => {
+          writesDone()
+          io.release()
         })
-        .finally(() => io.release())
     }
     io.hold()
     return p
       .then(async (r) => {
-        await io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
+        await fdatasync()
         return r
       })
       .finally(() => io.release())

@@ -219,6 +219,54 @@ export function startMany(io: HandleIo, d: BatchDesc): Promise<number[]> {
 }
 
 /**
+ * writeMany({ datasync }) on io_uring, its writes linked to the fdatasync (`d.link`): the kernel
+ * ends a chain at a write that moved fewer bytes than asked (a block device's end,
+ * RLIMIT_FSIZE), so the writes linked after it complete ECANCELED though none failed, where aio
+ * and the thread pool run them. When `e`, the batch's rejection, is only that (every failed op
+ * cancelled, after a short write), the cancelled writes run again unlinked: the promise of the
+ * whole batch's results (theirs in their places), or of its error with them. Else undefined.
+ */
+export function rerunCancelled(io: HandleIo, d: BatchDesc, e: unknown): Promise<number[]> | undefined {
+  const results = (e as { results?: ReadonlyArray<number | DirectIoError> } | null)?.results
+  if (!d.link || !(e instanceof DirectIoError) || e.code === 'ABORT_ERR' || results === undefined) return undefined
+  const again: number[] = []
+  let short = false
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]
+    if (typeof r === 'number') short ||= again.length === 0 && r < d.lengths[i]
+    else if (short && r instanceof DirectIoError && r.code === 'ECANCELED') again.push(i)
+    else return undefined
+  }
+  if (again.length === 0) return undefined
+  const path = io.file.path
+  const { signal } = d
+  const merged = results.slice()
+  const failure = (aborted: boolean): DirectIoError => manyError(merged, merged.filter((r) => typeof r !== 'number').length, 'write', path, aborted ? signal : undefined)
+  let batch: ManyBatch
+  try {
+    // Aborted since the batch ended: they never start (as a batch's ops not started at an abort).
+    if (signal?.aborted) throw abortError(signal, { syscall: 'write', path })
+    batch = new ManyBatch(io, { ...d, views: again.map((i) => d.views[i]), lengths: again.map((i) => d.lengths[i]), positions: again.map((i) => d.positions[i]), link: false })
+  } catch (x) {
+    // Never started (aborted, or a buffer detached since the call): each says so.
+    for (const i of again) merged[i] = withOp(x, { syscall: 'write', path, position: d.positions[i], length: d.lengths[i] })
+    return Promise.reject(failure(signal?.aborted === true))
+  }
+  return batch.promise.then(
+    (rs) => {
+      for (let k = 0; k < again.length; k++) merged[again[k]] = rs[k]
+      return merged as number[]
+    },
+    (x: unknown) => {
+      const rs = (x as { results?: ReadonlyArray<number | DirectIoError> }).results
+      if (rs === undefined) throw x
+      for (let k = 0; k < again.length; k++) merged[again[k]] = rs[k]
+      throw failure((x as DirectIoError).code === 'ABORT_ERR')
+    },
+  )
+}
+
+/**
  * An op's capture error (a windowed op started late: its buffer detached or shrunk meanwhile)
  * with the op's syscall, path, position and length, which the capture does not know.
  */
@@ -407,7 +455,8 @@ function viaOps(io: HandleIo, d: ArraysDesc, memory: ArrayBufferView | ArrayBuff
   const copy = (rs: ReadonlyArray<number | DirectIoError>): void => {
     for (let i = 0; i < n; i++) {
       const r = rs[i]
-      out[i] = typeof r === 'number' ? r : r.code === 'ABORT_ERR' ? -E.ECANCELED : r.errno !== undefined ? -r.errno : -E.EIO
+      // A DirectIoError's errno is negative already, as Node's (was negated again: +28 for ENOSPC, read as 28 bytes moved).
+      out[i] = typeof r === 'number' ? r : r.code === 'ABORT_ERR' ? -E.ECANCELED : r.errno !== undefined ? -Math.abs(r.errno) : -E.EIO
     }
   }
   const b = new ManyBatch(io, { write: d.write, kind: d.kind, views, lengths: ls, positions: ps, memAlign: d.memAlign, window: d.window, signal: d.signal, rwFlags: d.rwFlags, link: false })

@@ -18,12 +18,14 @@ const binding = require(path.join(root, 'binding.js'))
 const od = require(path.join(root, 'dist', 'index.js'))
 
 let ioCalls = 0
+let statCalls = 0
 const IO = ['openFile', 'statFd', 'probePath', 'linkPath', 'renamePath', 'unlinkPath', 'syncDir', 'seekData', 'tryLockFd', 'unlockFd', 'dropCache']
 for (const k of IO) {
   const f = binding[k]
   if (typeof f === 'function') {
     binding[k] = function (...a) {
       ioCalls++
+      if (k === 'statFd') statCalls++
       return f.apply(this, a)
     }
   }
@@ -113,6 +115,7 @@ async function main() {
       // Each case on the same 1 MiB file (a write at 2^31 would make the next reads 2 GiB long).
       await fh.truncate(1 << 20)
       ioCalls = 0
+      statCalls = 0
       let outcome
       try {
         const r = await run(v)
@@ -120,8 +123,10 @@ async function main() {
       } catch (e) {
         outcome = String(e && e.code)
         if (!(e instanceof od.DirectIoError)) out.bad.push(`${key}: ${e && e.constructor && e.constructor.name} ${e && e.message}, not a DirectIoError`)
-        // A write stream's start is checked against the block size of the file it opened.
-        else if (outcome.startsWith('ERR_') && ioCalls > 0 && !(form === 'createWriteStream start' && outcome === 'ERR_ODIRECT_ALIGNMENT')) out.bad.push(`${key}: ${outcome} after ${ioCalls} native I/O calls`)
+        // A write stream's start is checked against the block size of the file it opened; a read
+        // at a misaligned position against the file's size (an fstat: at or past the end it reads
+        // 0 bytes, as fs; adversary-s21).
+        else if (outcome.startsWith('ERR_') && ioCalls > 0 && !(form === 'createWriteStream start' && outcome === 'ERR_ODIRECT_ALIGNMENT') && !(form.startsWith('read') && outcome === 'ERR_ODIRECT_ALIGNMENT' && ioCalls === statCalls)) out.bad.push(`${key}: ${outcome} after ${ioCalls} native I/O calls`)
       }
       out.outcomes[key] = outcome
     }

@@ -313,6 +313,44 @@ fn unlink_if_same(c: &CString, fd: RawFd) {
     }
 }
 
+/// The O_TRUNC held back at open, done on `fd` now. A descriptor opened read-only cannot be
+/// ftruncated (EINVAL), though open(O_RDONLY | O_TRUNC) truncates (for a caller who may write the
+/// file; node:fs opens it so): such a file is truncated through a writable descriptor of it,
+/// reopened through /proc/self/fd, where the kernel checks the write permission as the open's
+/// O_TRUNC does (was: the open failed EINVAL naming an ftruncate the caller never asked for).
+fn truncate_held(fd: RawFd) -> Result<(), OpenError> {
+    // SAFETY: fcntl(F_GETFL) takes only integers.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 || fl & libc::O_ACCMODE != libc::O_RDONLY {
+        // SAFETY: ftruncate takes only integers.
+        if unsafe { libc::ftruncate(fd, 0) } < 0 {
+            return Err(OpenError::last("ftruncate"));
+        }
+        return Ok(());
+    }
+    let path = CString::new(format!("/proc/self/fd/{fd}")).map_err(|_| OpenError {
+        errno: libc::EINVAL,
+        syscall: "open",
+        message: "descriptor path contains a NUL byte".into(),
+    })?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    let w = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    if w < 0 {
+        return Err(OpenError::last("open"));
+    }
+    // SAFETY: ftruncate takes only integers; `w` was opened above.
+    let failed = unsafe { libc::ftruncate(w, 0) } < 0;
+    let err = failed.then(|| OpenError::last("ftruncate"));
+    // SAFETY: `w` was opened above and is used by nothing else.
+    unsafe { libc::close(w) };
+    err.map_or(Ok(()), Err)
+}
+
 /// Checks the file, discovers its alignment and switches O_DIRECT on. `truncate`: O_TRUNC was
 /// held back and is done here once O_DIRECT is on (regular files only, as O_TRUNC).
 fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, OpenError> {
@@ -367,10 +405,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         }
         out.uncached = true;
         if truncate && kind == libc::S_IFREG {
-            // SAFETY: ftruncate takes only integers.
-            if unsafe { libc::ftruncate(fd, 0) } < 0 {
-                return Err(OpenError::last("ftruncate"));
-            }
+            truncate_held(fd)?;
             out.size = 0;
         }
         return Ok(out);
@@ -400,10 +435,7 @@ fn finish_open(fd: RawFd, direct: DirectMode, truncate: bool) -> Result<Opened, 
         Ok(()) => {
             out.direct = true;
             if truncate && kind == libc::S_IFREG {
-                // SAFETY: ftruncate takes only integers.
-                if unsafe { libc::ftruncate(fd, 0) } < 0 {
-                    return Err(OpenError::last("ftruncate"));
-                }
+                truncate_held(fd)?;
                 out.size = 0;
             }
             Ok(out)

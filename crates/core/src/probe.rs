@@ -95,7 +95,34 @@ pub fn probe(path: &str) -> Report {
         uncached: false,
         uncached_reason: String::new(),
     };
-    let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+    let meta = std::fs::metadata(path);
+    let is_dir = meta.as_ref().map(|m| m.is_dir()).unwrap_or(false);
+    // A FIFO's open waits for its other end (forever, with no writer: the probe hung, and with it a
+    // thread of the caller's pool and `odirect probe`), and a character device's may (a serial line
+    // waiting for its carrier). Neither has direct I/O (odirect reads and writes them in sequence,
+    // buffered): said so without an open.
+    if let Ok(m) = &meta {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = m.file_type();
+        let kind = if ft.is_fifo() {
+            Some("a FIFO")
+        } else if ft.is_char_device() {
+            Some("a character device")
+        } else if ft.is_socket() {
+            Some("a socket")
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            report.direct.errno = libc::EINVAL;
+            report.direct.reason = format!(
+                "{path} is {kind}: direct I/O does not apply (odirect reads and writes it in sequence, buffered; not opened by the probe)"
+            );
+            report.uncached_reason =
+                format!("{path} is {kind}: uncached I/O does not apply (not opened by the probe)");
+            return report;
+        }
+    }
     let (target, temp) = if is_dir {
         let t = format!(
             "{}/.odirect-probe-{}-{}",
