@@ -314,23 +314,39 @@ const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : 
  * READ_COPY's `=cpu` rule (twenty-first session): the stream looks at its consumer over windows
  * of at least COPY_WINDOW_CHUNKS chunks and COPY_WINDOW_MS, and copies during the next window
  * when, in this one, the consumer waited for the device (`pull` awaited a read) at least
- * COPY_WAIT_SHARE of the time, and the process's CPU (process.cpuUsage: every thread, the
- * stream's own copies taken out) was below COPY_CPU_MAX of one core. A consumer that keeps up
- * with the device and leaves the CPU idle (counting, writing to a fast sink) gets copies; a
- * CPU-bound one (hashing, compressing: its CPU near one core) or one slower than the device (it
+ * COPY_WAIT_SHARE of the time, and the JS thread was busy less than COPY_BUSY_MAX of it (the
+ * stream's own copies taken out): busy as the event loop's utilization counts it (Node's
+ * `performance.eventLoopUtilization`: all but the time the thread slept waiting for events, so
+ * time it was ready to run but preempted by other processes counts as busy); where the runtime
+ * has none, the process's CPU time (process.cpuUsage, every thread). A consumer that keeps up
+ * with the device and leaves its thread idle (counting, writing to a fast sink) gets copies; a
+ * CPU-bound one (hashing, compressing: busy near all the time) or one slower than the device (it
  * never waits) gets the reads' own memory, as without the copy. The first window never copies.
- * ODIRECT_STREAM_COPY_CPU / ODIRECT_STREAM_COPY_WAIT_SHARE set the two shares (A/B).
+ * ODIRECT_STREAM_COPY_BUSY / ODIRECT_STREAM_COPY_WAIT_SHARE set the two shares (A/B).
  */
-const COPY_CPU_MAX = Number(process.env.ODIRECT_STREAM_COPY_CPU ?? 0.6)
-const COPY_WAIT_SHARE = Number(process.env.ODIRECT_STREAM_COPY_WAIT_SHARE ?? 0.1)
+const COPY_BUSY_MAX = Number(process.env.ODIRECT_STREAM_COPY_BUSY ?? 0.45)
+const COPY_WAIT_SHARE = Number(process.env.ODIRECT_STREAM_COPY_WAIT_SHARE ?? 0.25)
 const COPY_WINDOW_CHUNKS = 4
 const COPY_WINDOW_MS = 20
-/** The process's CPU time so far, in ms (0 where the runtime has no process.cpuUsage: the `=cpu` rule never copies there). */
-function cpuMs(): number {
+type Elu = () => { idle: number; active: number }
+const ELU: Elu | undefined = ((p) => {
+  const f = (p as { eventLoopUtilization?: unknown } | undefined)?.eventLoopUtilization
+  if (typeof f !== 'function') return undefined
+  const elu = (): { idle: number; active: number } => (f as Elu).call(p)
+  try {
+    const e = elu()
+    // A runtime whose loop does not count (zeros, or not numbers): the CPU time instead.
+    return typeof e?.idle === 'number' && typeof e.active === 'number' && e.idle + e.active > 0 ? elu : undefined
+  } catch {
+    return undefined
+  }
+})(globalThis.performance)
+/** Busy ms of the JS thread so far (ELU's active time), or of the process's CPU where there is no ELU. */
+function busyMs(): number {
+  if (ELU !== undefined) return ELU().active
   const u = typeof process.cpuUsage === 'function' ? process.cpuUsage() : undefined
-  return u === undefined ? 0 : (u.user + u.system) / 1000
+  return u === undefined ? Infinity : (u.user + u.system) / 1000
 }
-const HAS_CPU_USAGE = typeof process.cpuUsage === 'function'
 /**
  * How long `pull` must have waited for the oldest read for it to count as a wait for the device
  * (READ_COPY): 0.2 ms. A consumer whose reads completed in the kernel while it worked waits for
@@ -762,9 +778,9 @@ export class BlockReader extends Core {
   #keepsUp = 0
   /** READ_COPY `=cpu`: copy the chunks of this window (decided at the last one's end). */
   #copyOn = false
-  /** The window's start (performance.now(), 0: none yet), process CPU then (ms), chunks, ms `pull` waited for reads, ms spent copying. */
+  /** The window's start (performance.now(), 0: none yet), busy ms then (busyMs), chunks, ms `pull` waited for reads, ms spent copying. */
   #winAt = 0
-  #winCpu = 0
+  #winBusy = 0
   #winChunks = 0
   #winWait = 0
   #winCopy = 0
@@ -1028,18 +1044,19 @@ export class BlockReader extends Core {
     const now = performance.now()
     if (this.#winAt === 0) {
       this.#winAt = now
-      this.#winCpu = cpuMs()
+      this.#winBusy = busyMs()
       return
     }
     this.#winChunks++
     const span = now - this.#winAt
     if (this.#winChunks < COPY_WINDOW_CHUNKS || span < COPY_WINDOW_MS) return
-    const cpu = cpuMs()
-    const busy = (cpu - this.#winCpu - this.#winCopy) / span
-    this.#copyOn = HAS_CPU_USAGE && busy < COPY_CPU_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    const b = busyMs()
+    // Infinity - Infinity: no measure at all, never a copy.
+    const busy = (b - this.#winBusy - this.#winCopy) / span
+    this.#copyOn = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
     readCounts[this.#copyOn ? 4 : 5]++
     this.#winAt = now
-    this.#winCpu = cpu
+    this.#winBusy = b
     this.#winChunks = 0
     this.#winWait = 0
     this.#winCopy = 0
