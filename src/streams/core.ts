@@ -331,21 +331,24 @@ const COPY_WINDOW_MS = 20
 type Elu = () => { idle: number; active: number }
 const ELU: Elu | undefined = ((p) => {
   const f = (p as { eventLoopUtilization?: unknown } | undefined)?.eventLoopUtilization
-  if (typeof f !== 'function') return undefined
-  const elu = (): { idle: number; active: number } => (f as Elu).call(p)
-  try {
-    const e = elu()
-    // A runtime whose loop does not count (zeros, or not numbers): the CPU time instead.
-    return typeof e?.idle === 'number' && typeof e.active === 'number' && e.idle + e.active > 0 ? elu : undefined
-  } catch {
-    return undefined
-  }
+  return typeof f === 'function' ? (): { idle: number; active: number } => (f as Elu).call(p) : undefined
 })(globalThis.performance)
-/** Busy ms of the JS thread so far (ELU's active time), or of the process's CPU where there is no ELU. */
+/**
+ * Busy ms of the JS thread so far: ELU's active time (negative: none, before the loop started or
+ * where the runtime's answers are not numbers), else the process's CPU time as a negative number
+ * (-1 - ms; -Infinity: no measure at all). A window whose two ends are of different kinds is not judged.
+ */
 function busyMs(): number {
-  if (ELU !== undefined) return ELU().active
+  if (ELU !== undefined) {
+    try {
+      const e = ELU()
+      if (typeof e?.idle === 'number' && typeof e.active === 'number' && e.idle + e.active > 0) return e.active
+    } catch {
+      // The CPU time instead.
+    }
+  }
   const u = typeof process.cpuUsage === 'function' ? process.cpuUsage() : undefined
-  return u === undefined ? Infinity : (u.user + u.system) / 1000
+  return u === undefined ? -Infinity : -1 - (u.user + u.system) / 1000
 }
 /**
  * How long `pull` must have waited for the oldest read for it to count as a wait for the device
@@ -1051,8 +1054,8 @@ export class BlockReader extends Core {
     const span = now - this.#winAt
     if (this.#winChunks < COPY_WINDOW_CHUNKS || span < COPY_WINDOW_MS) return
     const b = busyMs()
-    // Infinity - Infinity: no measure at all, never a copy.
-    const busy = (b - this.#winBusy - this.#winCopy) / span
+    // Both ends of one kind (see busyMs), else no measure: never a copy (NaN compares false).
+    const busy = (b >= 0) === (this.#winBusy >= 0) ? (Math.abs(b - this.#winBusy) - this.#winCopy) / span : NaN
     this.#copyOn = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
     readCounts[this.#copyOn ? 4 : 5]++
     this.#winAt = now
