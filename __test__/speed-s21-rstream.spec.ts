@@ -8,7 +8,7 @@
 // (src/streams/core.ts COPY_BUSY_MAX) copies during a window of chunks only when, in the window
 // before, the consumer waited for reads at least a quarter of the time and its thread (Node's
 // event-loop utilization) was busy less than 45% of it. Counted in child processes (the switch is
-// read when the module loads: speed-s21-rstream/pass.cjs) over a FUSE file whose server answers
+// read when the module loads: speed-s20-rstream/pass.cjs) over a FUSE file whose server answers
 // every read 50 ms late (crates/faultfs): a consumer that takes each chunk at once waits for the
 // device at every batch of reads with its thread idle; one that hashes each chunk 200 times is
 // busy for longer than a batch takes; one that lets every read settle before it asks never waits.
@@ -23,7 +23,7 @@ import { type FaultFs, faultFs, isSkip } from './helpers/fixtures.js'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const CHILD = path.join(HERE, 'speed-s21-rstream', 'pass.cjs')
+const CHILD = path.join(HERE, 'speed-s20-rstream', 'pass.cjs')
 const CHUNK = 256 * 1024
 const SIZE = 8 << 20
 const CHUNKS = SIZE / CHUNK
@@ -55,7 +55,7 @@ test.before(() => {
 })
 test.after.always(() => fx?.cleanup())
 
-function pass(t: ExecutionContext, consumer: 'fast' | 'patient' | 'busy', copy: string | undefined): Pass {
+function pass(t: ExecutionContext, consumer: 'fast' | 'idle' | 'busy', copy: string | undefined): Pass {
   if (fx === undefined) throw new Error('no faultfs')
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const k of ['ODIRECT_STREAM_READ_COPY', 'ODIRECT_STREAM_COPY_WAIT_US', 'ODIRECT_STREAM_COPY_BUSY', 'ODIRECT_STREAM_COPY_WAIT_SHARE']) delete env[k]
@@ -91,7 +91,7 @@ testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=cpu: a CPU-bound consumer (its 
 })
 
 testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=cpu: a consumer slower than the device with its thread idle (its reads all settled when it asks) gets the reads\' own memory after the window of its start', (t) => {
-  const p = pass(t, 'patient', 'cpu')
+  const p = pass(t, 'idle', 'cpu')
   // Only the window judged on the stream's start can copy: its pulls waited for the first reads.
   t.true(p.copyWindows <= 1, `${p.copyWindows} windows decided to copy`)
   t.true(p.plainWindows >= 5, `${p.plainWindows} windows decided not to copy`)
