@@ -295,7 +295,9 @@ const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
  * crates/napi/src/stream.rs `copyInto`), while the consumer keeps up with the device: it waited
  * for a read (at least COPY_WAIT_MS) within its last `readAhead + 1` chunks (what the stream
  * holds). A consumer slower than the device gets the read's memory itself, as by default.
- * `=always`: every chunk a copy. Unset or `0`: no copy (the default).
+ * `=always`: every chunk a copy. `=cpu`: the rule of COPY_BUSY_MAX instead (twenty-first session:
+ * the wait above also copies for a CPU-bound consumer, whose pulls Node calls while it still works
+ * on the chunk before). Unset or `0`: no copy (the default).
  *
  * Why (twentieth session, README "What the read streams' device fills"): the device fills memory
  * at a speed that depends on how much distinct memory its reads go into. On this repository's
@@ -334,9 +336,9 @@ const ELU: Elu | undefined = ((p) => {
   return typeof f === 'function' ? (): { idle: number; active: number } => (f as Elu).call(p) : undefined
 })(globalThis.performance)
 /**
- * Busy ms of the JS thread so far: ELU's active time (negative: none, before the loop started or
- * where the runtime's answers are not numbers), else the process's CPU time as a negative number
- * (-1 - ms; -Infinity: no measure at all). A window whose two ends are of different kinds is not judged.
+ * Busy ms so far: the JS thread's (ELU's active time, >= 0) where the event loop answers (not
+ * before it started: zeros then), else -1 - the process's CPU ms (negative), or -Infinity where
+ * there is neither. A window whose two ends are of different kinds is not judged.
  */
 function busyMs(): number {
   if (ELU !== undefined) {
@@ -1041,7 +1043,7 @@ export class BlockReader extends Core {
 
   /**
    * READ_COPY `=cpu`: counts a default-mode chunk into the window, and at the window's end
-   * decides whether the next one's chunks are copies (see COPY_CPU_MAX).
+   * decides whether the next one's chunks are copies (see COPY_BUSY_MAX).
    */
   #window(): void {
     const now = performance.now()
