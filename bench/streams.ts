@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises'
 
 import { allocAligned, copyFile, createReadStream, createWriteStream, type FileHandle, open, readableWebStream, writableWebStream } from '../index'
 import { native } from '../src/native'
+import { readCopyStats } from '../src/streams/core'
 import { type BenchContext, dropCaches, fioArgs, fmtSize, hugeSkip, parseFio, type Variant, type Workload } from './harness'
 
 export type StreamEngineId =
@@ -466,6 +467,7 @@ async function childMain(args: string[]): Promise<void> {
   // odirect's rows open the file before the clock, as fio does (its runtime starts after its
   // open and buffer setup; it does include its end_fsync, as these rows include the datasync).
   const fh = e.startsWith('odirect') && e !== 'odirect-copyfile' ? await open(file, write ? 'r+' : 'r', openOptions) : undefined
+  const k0 = readCopyStats()
   const c0 = process.cpuUsage()
   const t0 = performance.now()
   const n = await pass(e, write, { file, size, fh, source })
@@ -474,7 +476,10 @@ async function childMain(args: string[]): Promise<void> {
   const peak = hwmReset ? peakRss() : process.resourceUsage().maxRSS * 1024
   if (n !== size) throw new Error(`read ${n} bytes, expected ${size}`)
   const run: StreamRun = { mbps: size / secs / 1e6, cpuPerGiB: (c.user + c.system) / 1e6 / (size / 2 ** 30), residentPct: NaN, rssGrowthMiB: Math.max(0, peak - rss0) / 2 ** 20 }
-  process.stdout.write(JSON.stringify(run))
+  // ODIRECT_BENCH_STREAM_COUNTS=1 (bench/stream-ab.cjs diagnostics): the read streams' counts over
+  // the pass (src/streams/core.ts readCopyStats: copies, handed over, reused, new, copy windows yes/no).
+  const counts = process.env.ODIRECT_BENCH_STREAM_COUNTS === '1' ? { counts: readCopyStats().map((v, i) => v - (k0[i] ?? 0)) } : {}
+  process.stdout.write(JSON.stringify({ ...run, ...counts }))
 }
 
 /** Resets the kernel's peak-RSS mark (VmHWM) of this process; false where that is refused. */

@@ -295,7 +295,9 @@ const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
  * crates/napi/src/stream.rs `copyInto`), while the consumer keeps up with the device: it waited
  * for a read (at least COPY_WAIT_MS) within its last `readAhead + 1` chunks (what the stream
  * holds). A consumer slower than the device gets the read's memory itself, as by default.
- * `=always`: every chunk a copy. Unset or `0`: no copy (the default).
+ * `=always`: every chunk a copy. `=cpu`: the rule of COPY_BUSY_MAX instead (twenty-first session:
+ * the wait above also copies for a CPU-bound consumer, whose pulls Node calls while it still works
+ * on the chunk before). Unset or `0`: no copy (the default).
  *
  * Why (twentieth session, README "What the read streams' device fills"): the device fills memory
  * at a speed that depends on how much distinct memory its reads go into. On this repository's
@@ -309,7 +311,47 @@ const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
  * 1 MiB: 0.34), peak RSS growth 23-29 MiB median instead of 21. Not the default for that CPU and
  * memory (and the slow hours' loss).
  */
-const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : v === 'cpu' ? 3 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+/**
+ * READ_COPY's `=cpu` rule (twenty-first session): the stream looks at its consumer over windows
+ * of at least COPY_WINDOW_CHUNKS chunks and COPY_WINDOW_MS, and copies during the next window
+ * when, in this one, the consumer waited for the device (`pull` awaited a read) at least
+ * COPY_WAIT_SHARE of the time, and the JS thread was busy less than COPY_BUSY_MAX of it (the
+ * stream's own copies taken out): busy as the event loop's utilization counts it (Node's
+ * `performance.eventLoopUtilization`: all but the time the thread slept waiting for events, so
+ * time it was ready to run but preempted by other processes counts as busy); where the runtime
+ * has none, the process's CPU time (process.cpuUsage, every thread). A consumer that keeps up
+ * with the device and leaves its thread idle (counting, writing to a fast sink) gets copies; a
+ * CPU-bound one (hashing, compressing: busy near all the time) or one slower than the device (it
+ * never waits) gets the reads' own memory, as without the copy. The first window never copies.
+ * ODIRECT_STREAM_COPY_BUSY / ODIRECT_STREAM_COPY_WAIT_SHARE set the two shares (A/B).
+ */
+const COPY_BUSY_MAX = Number(process.env.ODIRECT_STREAM_COPY_BUSY ?? 0.45)
+const COPY_WAIT_SHARE = Number(process.env.ODIRECT_STREAM_COPY_WAIT_SHARE ?? 0.25)
+const COPY_WINDOW_CHUNKS = 4
+const COPY_WINDOW_MS = 20
+type Elu = () => { idle: number; active: number }
+const ELU: Elu | undefined = ((p) => {
+  const f = (p as { eventLoopUtilization?: unknown } | undefined)?.eventLoopUtilization
+  return typeof f === 'function' ? (): { idle: number; active: number } => (f as Elu).call(p) : undefined
+})(globalThis.performance)
+/**
+ * Busy ms so far: the JS thread's (ELU's active time, >= 0) where the event loop answers (not
+ * before it started: zeros then), else -1 - the process's CPU ms (negative), or -Infinity where
+ * there is neither. A window whose two ends are of different kinds is not judged.
+ */
+function busyMs(): number {
+  if (ELU !== undefined) {
+    try {
+      const e = ELU()
+      if (typeof e?.idle === 'number' && typeof e.active === 'number' && e.idle + e.active > 0) return e.active
+    } catch {
+      // The CPU time instead.
+    }
+  }
+  const u = typeof process.cpuUsage === 'function' ? process.cpuUsage() : undefined
+  return u === undefined ? -Infinity : -1 - (u.user + u.system) / 1000
+}
 /**
  * How long `pull` must have waited for the oldest read for it to count as a wait for the device
  * (READ_COPY): 0.2 ms. A consumer whose reads completed in the kernel while it worked waits for
@@ -327,12 +369,12 @@ const COPY_WAIT_MS = Math.max(0, Number(process.env.ODIRECT_STREAM_COPY_WAIT_US 
  * ODIRECT_STREAM_COPY_PRESSURE sets it (A/B).
  */
 const COPY_PRESSURE = Number(process.env.ODIRECT_STREAM_COPY_PRESSURE ?? 2)
-const readCounts = [0, 0, 0, 0]
+const readCounts = [0, 0, 0, 0, 0, 0]
 /**
  * Read streams' counts, process-wide (tests and diagnostics): [default-mode chunks delivered as
  * copies (READ_COPY), default-mode chunks delivered as the read's own memory (handed over),
  * reads into a buffer the stream had used before (its own, or one given back), reads into new
- * memory].
+ * memory, READ_COPY `=cpu` windows after which the stream copied, windows after which it did not].
  * @internal
  */
 export function readCopyStats(): number[] {
@@ -739,6 +781,14 @@ export class BlockReader extends Core {
   #collects = false
   /** Chunks left to copy since the consumer last waited for a read (see READ_COPY). */
   #keepsUp = 0
+  /** READ_COPY `=cpu`: copy the chunks of this window (decided at the last one's end). */
+  #copyOn = false
+  /** The window's start (performance.now(), 0: none yet), busy ms then (busyMs), chunks, ms `pull` waited for reads, ms spent copying. */
+  #winAt = 0
+  #winBusy = 0
+  #winChunks = 0
+  #winWait = 0
+  #winCopy = 0
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -882,11 +932,15 @@ export class BlockReader extends Core {
         this.#handed = 0
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
       }
-      const t0 = slot.r === undefined && READ_COPY === 1 ? performance.now() : 0
+      const t0 = slot.r === undefined && (READ_COPY === 1 || READ_COPY === 3) ? performance.now() : 0
       const r = slot.r ?? (await this.#settled(slot))
       // The consumer waited for the device (see READ_COPY): this chunk and the ones the stream
       // holds now are copies (a device that completes its reads together completes up to all of them).
-      if (t0 > 0 && performance.now() - t0 >= COPY_WAIT_MS) this.#keepsUp = this.#held
+      if (t0 > 0) {
+        const waited = performance.now() - t0
+        if (READ_COPY === 3) this.#winWait += waited
+        else if (waited >= COPY_WAIT_MS) this.#keepsUp = this.#held
+      }
       if (this.dead) return null
       this.#queue.shift()
       if (!r.ok) {
@@ -957,12 +1011,15 @@ export class BlockReader extends Core {
         }
         const size = ab.byteLength
         // A copy (see READ_COPY) only from a whole buffer of the stream's chunk size, its own.
-        const copy = handOver && HANDOVER && READ_COPY > 0 && (READ_COPY === 2 || this.#keepsUp > 0) && slot.buf.byteOffset === 0 && slot.buf.byteLength === this.#chunk && size === this.#chunk
+        if (handOver && READ_COPY === 3) this.#window()
+        const copy = handOver && HANDOVER && READ_COPY > 0 && (READ_COPY === 2 || (READ_COPY === 3 ? this.#copyOn : this.#keepsUp > 0)) && slot.buf.byteOffset === 0 && slot.buf.byteLength === this.#chunk && size === this.#chunk
         if (handOver) this.#keepsUp = Math.max(0, this.#keepsUp - 1)
         if (copy) {
+          const c0 = READ_COPY === 3 ? performance.now() : 0
           const out = allocForOverwrite(hi - lo, Math.max(PAGE_SIZE, fh.alignment.memory))
           const piece = slot.buf.subarray(lo, hi)
           if (native.copyInto(out, 0, piece) !== hi - lo) out.set(piece)
+          if (c0 > 0) this.#winCopy += performance.now() - c0
           // The read's buffer takes a later read: never shown to the consumer, it stays the stream's.
           if (this.#pool.length < this.#held && !this.dead) this.#pool.push(Buffer.from(ab, 0, size))
           const oab = out.buffer as ArrayBuffer
@@ -982,6 +1039,32 @@ export class BlockReader extends Core {
       }
       if (this.#eof) return null
     }
+  }
+
+  /**
+   * READ_COPY `=cpu`: counts a default-mode chunk into the window, and at the window's end
+   * decides whether the next one's chunks are copies (see COPY_BUSY_MAX).
+   */
+  #window(): void {
+    const now = performance.now()
+    if (this.#winAt === 0) {
+      this.#winAt = now
+      this.#winBusy = busyMs()
+      return
+    }
+    this.#winChunks++
+    const span = now - this.#winAt
+    if (this.#winChunks < COPY_WINDOW_CHUNKS || span < COPY_WINDOW_MS) return
+    const b = busyMs()
+    // Both ends of one kind (see busyMs), else no measure: never a copy (NaN compares false).
+    const busy = (b >= 0) === (this.#winBusy >= 0) ? (Math.abs(b - this.#winBusy) - this.#winCopy) / span : NaN
+    this.#copyOn = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    readCounts[this.#copyOn ? 4 : 5]++
+    this.#winAt = now
+    this.#winBusy = b
+    this.#winChunks = 0
+    this.#winWait = 0
+    this.#winCopy = 0
   }
 
   /**
