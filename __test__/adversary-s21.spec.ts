@@ -325,15 +325,16 @@ for (const direct of ['require', 'uncached'] as const) {
 // ---------------------------------------------------------------------------------------
 // 6. probe() of a FIFO
 
-for (const how of ['probe()', 'odirect probe'] as const) {
-  test(`${how} of a FIFO without a writer (and of a character device) answers at once that direct I/O does not apply, without opening it (was: the open waited for a writer forever: the call never settled, the process never ended)`, (t) => {
+for (const how of ['probe()', 'odirect probe', 'odirect bench'] as const) {
+  const what = how === 'odirect bench' ? 'refuses it at once (exit 1), naming what it is, before preparing anything' : 'answers at once that direct I/O does not apply, without opening it'
+  test(`${how} of a FIFO without a writer (and of a character device) ${what} (was: the open waited for a writer forever: the call never settled, the process never ended)`, (t) => {
     const dir = scratch()
     const fifo = path.join(dir, 'fifo')
     t.is(spawnSync('mkfifo', [fifo]).status, 0)
     const argv =
       how === 'probe()'
         ? [process.execPath, '-e', `const od = require(${JSON.stringify(DIST)}); (async () => { for (const p of process.argv.slice(1)) { const r = await od.probe(p); console.log(JSON.stringify({ works: r.direct.works, reason: r.direct.reason })) } })()`, fifo, '/dev/null']
-        : [process.execPath, path.join(here, '..', 'dist', 'cli.js'), 'probe', fifo]
+        : [process.execPath, path.join(here, '..', 'dist', 'cli.js'), how === 'odirect probe' ? 'probe' : 'bench', fifo, ...(how === 'odirect bench' ? ['--size', '8M', '--engines', 'odirect'] : [])]
     // The timeout only ends a child that hangs (it would otherwise never end); nothing is timed.
     const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 60_000 })
     t.is(r.signal, null, `killed: it hung (${r.stdout}${r.stderr})`)
@@ -343,9 +344,13 @@ for (const how of ['probe()', 'odirect probe'] as const) {
       t.regex(f.reason, /is a FIFO/)
       t.false(d.works)
       t.regex(d.reason, /is a character device/)
-    } else {
+    } else if (how === 'odirect probe') {
       t.is(r.status, 2, r.stderr)
       t.regex(r.stdout, /is a FIFO: direct I\/O does not apply/)
+    } else {
+      t.is(r.status, 1, r.stderr)
+      t.regex(r.stderr, /is a FIFO: pass a directory, a regular file or a block device/)
+      t.notRegex(r.stdout, /preparing/)
     }
   })
 }
