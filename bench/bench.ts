@@ -417,6 +417,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
       console.error(`odirect bench: ${dir} has ${fmtSize(Math.floor(free / (1 << 20)) * (1 << 20))} free, not enough for a ${fmtSize(size)} file; pass --size or another PATH`)
       return 1
     }
+  } else if (!st.isFile() && !st.isBlockDevice()) {
+    // A FIFO's open waits for a writer (the bench hung there, after preparing its tmpfs file);
+    // a character device or socket has no blocks to measure either.
+    const kind = st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isSocket() ? 'a socket' : 'not a regular file'
+    console.error(`odirect bench: ${target} is ${kind}: pass a directory, a regular file or a block device`)
+    return 1
   } else {
     file = target
     existing = true

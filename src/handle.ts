@@ -339,10 +339,10 @@ export class FileHandle extends EventEmitter {
   /**
    * A read of a block-multiple length refused for its position (`refusal`) at `at`: nothing to
    * read when `at` is at or past the end of the file, so it resolves with `empty` (0 bytes), as
-   * node:fs and the kernel's own O_DIRECT read there do. A file whose size is not a block multiple leaves the position there
-   * after its short last read, and the loop fs's docs show (`while ((await fh.read(buf, 0, n,
-   * null)).bytesRead > 0)`, or with `pos += bytesRead`) then ended in ERR_ODIRECT_ALIGNMENT
-   * instead of its 0-byte read. Inside the file the refusal stands.
+   * node:fs and the kernel's own O_DIRECT read there do. A file whose size is not a block
+   * multiple leaves the position there after its short last read, and the loop fs's docs show
+   * (`while ((await fh.read(buf, 0, n, null)).bytesRead > 0)`, or with `pos += bytesRead`) then
+   * ended in ERR_ODIRECT_ALIGNMENT instead of its 0-byte read. Inside the file the refusal stands.
    */
   async #readAtEnd<R>(refusal: unknown, at: number, empty: R): Promise<R> {
     const io = this.#io
