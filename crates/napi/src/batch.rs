@@ -737,10 +737,18 @@ fn start(
         return c.code();
     }
     let n = ops.len();
+    // The ops in each allocation (what its slot in the automatic table serves).
+    let mut uses = vec![0u32; mems.len()];
+    for op in &ops {
+        if let Some(u) = uses.get_mut(op.mem as usize) {
+            *u = u.saturating_add(1);
+        }
+    }
     let mems = mems
         .into_iter()
-        .map(|a| {
-            let fixed = e.fixed_auto(kind, fd, &a, fixed_on_copy());
+        .zip(uses)
+        .map(|(a, u)| {
+            let fixed = e.fixed_auto(kind, fd, &a, u, fixed_on_copy());
             (a, fixed)
         })
         .collect();
