@@ -264,6 +264,10 @@ impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
     }
 }
 
+/// A slot of the [`AutoTable`]: the allocation's start, length and identity, and the ops that
+/// named the slot so far.
+type AutoSlot = (usize, usize, Weak<Alloc>, u32);
+
 /// The engine's automatic registration of the odirect allocations its ring's ops use (a
 /// sparse io_uring fixed-buffer table, `ODIRECT_AUTO_REG`): an allocation (of at most
 /// [`AUTO_MAX_BYTES`]) seen by two ops gets a slot, and its reads/writes go as READ_FIXED /
@@ -287,7 +291,7 @@ impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
 pub struct AutoTable {
     /// By slot: the allocation registered there (its start, length, identity) and the ops that
     /// named the slot so far.
-    slots: Vec<Option<(usize, usize, Weak<Alloc>, u32)>>,
+    slots: Vec<Option<AutoSlot>>,
     /// Slot by allocation start.
     by_start: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
     free: Vec<u16>,
