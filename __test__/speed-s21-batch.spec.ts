@@ -1,6 +1,7 @@
 // Twenty-first session, the batch path (issue 19 items 2-4), counted, never timed:
 // - A native batch's window refills at least ODIRECT_BATCH_REFILL (16) ops at a time while ops are
-//   in flight (crates/napi/src/batch.rs `refill_min`), as fio's --iodepth_batch_submit does: the
+//   in flight (crates/napi/src/batch.rs `refill_min`), as fio's --iodepth_batch_submit does, and
+//   on tmpfs the JS thread waits in the kernel for as many completions (`tmpfs_want`): the
 //   child's io_uring_enter calls traced (syscalls:sys_enter_io_uring_enter, its to_submit) on a
 //   tmpfs file, where no early groups split a submission; a typed batch with { window: 64 } and two
 //   batches queued in one BatchWindow of 64; every byte read back.
@@ -43,9 +44,10 @@ const W = 64
  * { window: W } (`queue`: as two batches of N / 2 queued in one BatchWindow of W), then a typed
  * readMany of them into a zeroed region, checked byte for byte; its io_uring_enter calls traced.
  */
-async function refillRun(file: string, queue: boolean, env: NodeJS.ProcessEnv): Promise<{ backend: string; ok: boolean; submits: number[] }> {
+async function refillRun(file: string, queue: boolean, env: NodeJS.ProcessEnv): Promise<{ backend: string; ok: boolean; submits: number[]; waits: number; mins: number[] }> {
   const script = `
     const { open, BatchWindow } = require(${JSON.stringify(path.join(DIST, 'index.js'))})
+    const { getEngine } = require(${JSON.stringify(path.join(DIST, 'src', 'engine.js'))})
     ;(async () => {
       const fh = await open(process.argv[1], 'w+', { backend: process.argv[2] })
       const mem = fh.alloc(${N * UNIT})
@@ -70,7 +72,7 @@ async function refillRun(file: string, queue: boolean, env: NodeJS.ProcessEnv): 
       back.fill(0)
       const r = await run(false, back)
       let ok = [...w, ...r].every((x) => x === ${UNIT}) && back.equals(mem)
-      process.stdout.write('done ' + fh.backend + ' ' + ok + '\\n')
+      process.stdout.write('done ' + fh.backend + ' ' + ok + ' ' + getEngine().native.batchWaits + '\\n')
       await fh.close()
       process.stdin.destroy()
     })()`
@@ -79,8 +81,9 @@ async function refillRun(file: string, queue: boolean, env: NodeJS.ProcessEnv): 
   const { done, trace } = await traceGo(c, 'syscalls/sys_enter_io_uring_enter')
   const code = await c.exited
   if (code !== 0) throw new Error(`child exited ${code}: ${c.err()}`)
-  const [, backend, ok] = done.split(' ')
-  return { backend, ok: ok === 'true', submits: enterCalls(trace).map(([n]) => n).filter((n) => n > 0) }
+  const [, backend, ok, waits] = done.split(' ')
+  const calls = enterCalls(trace)
+  return { backend, ok: ok === 'true', submits: calls.map(([n]) => n).filter((n) => n > 0), waits: Number(waits), mins: calls.map(([, m]) => m).filter((m) => m > 1) }
 }
 
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
@@ -104,11 +107,17 @@ for (const queue of [false, true]) {
     const small = on.submits.filter((n) => n < 16)
     t.true(small.length <= 3, `at most one refill under 16 per pass (its tail): ${JSON.stringify(on.submits)}`)
     t.true(on.submits.length <= 2 * (1 + (N - W) / 16 + 1), `at most ${2 * (2 + (N - W) / 16)} submissions: ${on.submits.length}`)
+    // With them, the JS thread waits in the kernel for 16 completions at a time (the tmpfs wait,
+    // the default since; never for more than are in flight).
+    t.log(`${on.waits} batch waits; io_uring_enter waits for more than one: ${JSON.stringify(on.mins)}`)
+    t.true(on.waits > 0 && on.mins.includes(16), 'waits for 16 completions made by default')
+    t.true(on.mins.every((m) => m <= 16), 'no wait for more than 16')
 
     // The old rule (a refill at every reap, of what that reap made room for), for the log.
     const off = await refillRun(path.join(scratch(shm), 'refill1.bin'), queue, envWith({ ODIRECT_BATCH_REFILL: '1' }))
     t.true(off.ok, 'every byte right (ODIRECT_BATCH_REFILL=1)')
     t.log(`ODIRECT_BATCH_REFILL=1: ${off.submits.length} submissions: ${JSON.stringify(off.submits)}`)
+    t.is(off.waits, 0, 'no batch wait with ODIRECT_BATCH_REFILL=1 (the old way)')
   })
 }
 
