@@ -94,6 +94,14 @@ for (const sector of [4096, 512] as const) {
         await t.throwsAsync(fh.readMany({ memory: fh.alloc(2 * L), offsets: Uint32Array.of(0, L), lengths: Uint32Array.of(L, L), positions: Float64Array.of(5000, 100) }), { code: 'ERR_ODIRECT_ALIGNMENT', message: /position 100 / })
         // A misaligned length is the caller's mistake wherever it reads.
         await t.throwsAsync(fh.readMany([{ buffer: bufs[0].subarray(0, 100), position: 5000 }]), { code: 'ERR_ODIRECT_ALIGNMENT', message: /length 100 / })
+        // close() called while the call's fstat runs waits for the batch it then starts.
+        const fh2 = await od.open(p, 'r', { backend })
+        const b2 = where.map(() => fh2.alloc(L))
+        const during = fh2.readMany(where.map((position, k) => ({ buffer: b2[k], position })))
+        const closed = fh2.close()
+        check(await during, (k) => b2[k], 'close() called meanwhile')
+        await closed
+        t.true(fh2.closed)
         // Writes are never let through.
         const wfh = await od.open(p, 'r+', { backend })
         try {

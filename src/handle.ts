@@ -649,6 +649,8 @@ export class FileHandle extends EventEmitter {
         }
       }
       return this.#manyAtEnd(n, skip, (i) => positions[i], refuse, (keep) => {
+        // Aborted during the fstat: nothing starts (a batch would not hear an abort already made).
+        if (signal?.aborted && keep.length > 0) return Promise.reject(abortError(signal, { syscall, path: this.path }))
         const pick = <T>(a: T[]): T[] => keep.map((i) => a[i])
         const d: BatchDesc = { write, kind, views: pick(views), lengths: pick(lengths), positions: pick(positions), memAlign: this.#memAlign, window, signal, rwFlags: flags, link: false }
         return spreadResults(keep.length === 0 ? Promise.resolve([]) : startMany(this.#io, d), n, keep, this.path, signal)
