@@ -531,6 +531,12 @@ export interface StatResult {
   atimeMs: number
   mtimeMs: number
   ctimeMs: number
+  /** The device a character or block device file is (st_rdev; 0 for other files). */
+  rdev: number
+  /** statx's birth time (0 where the filesystem has none, as node:fs). */
+  birthtimeMs: number
+  /** Exact times for BigIntStats: seconds and nanoseconds of atime, mtime, ctime, birthtime. */
+  times: Array<number>
   isBlockDevice: boolean
 }
 

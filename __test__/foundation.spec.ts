@@ -224,7 +224,9 @@ test('misuse is a typed error before any system call', async (t) => {
   t.is(await rdv(fh, [], 0), 0, 'readv of no buffers is 0 bytes, as fs')
   await t.throwsAsync(rdv(fh, 'abc' as unknown as Uint8Array[], 0), { code: 'ERR_INVALID_ARG_TYPE' })
   await t.throwsAsync(wrv(fh, [good, good.subarray(0, unit + 1)], 0), { code: 'ERR_ODIRECT_ALIGNMENT' })
-  await t.throwsAsync(fh.readMany([{ buffer: good, position: 3 }]), { code: 'ERR_ODIRECT_ALIGNMENT' })
+  await t.throwsAsync(fh.writeMany([{ buffer: good, position: 3 }]), { code: 'ERR_ODIRECT_ALIGNMENT' })
+  // A read there is past the end of the (empty) file: 0 bytes, as fh.read and node:fs, without an op (adversary-s21c).
+  t.deepEqual(await fh.readMany([{ buffer: good, position: 3 }]), [0])
   await t.throwsAsync(fh.truncate(-1), { code: 'ERR_OUT_OF_RANGE' })
   await t.throwsAsync(fh.allocate(0, 0), { code: 'ERR_OUT_OF_RANGE' })
   const ac = new AbortController()

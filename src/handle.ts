@@ -7,7 +7,7 @@ import { FALLOC_KNOWN } from './constants'
 import { type BackendName, backendIndex, type Engine, OP_CLOSE, OP_FALLOCATE, OP_FDATASYNC, OP_FSYNC, OP_FTRUNCATE } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { HandleIo, KIND_OTHER, KIND_READ, KIND_WRITE, type OpDesc, Shape, type Syscall } from './io'
-import { type BatchDesc, BatchWindow, isManyArrays, type ManyArrays, manyArrays, rerunCancelled, startMany, windowId } from './many'
+import { type AtEnd, type BatchDesc, BatchWindow, isManyArrays, keptOps, type ManyArrays, manyArrays, rerunCancelled, spreadResults, startMany, windowId } from './many'
 import { native } from './native'
 import { registerBuffers, type RegisteredBuffers } from './registered'
 import { fstat } from './stat'
@@ -359,6 +359,26 @@ export class FileHandle extends EventEmitter {
     throw refusal
   }
 
+  /**
+   * (s21c) readMany's ops `skip` (in order), of block-multiple lengths and refused for their
+   * positions only: at or past the end of the file they read 0 bytes, as fh.read there
+   * (#readAtEnd). One fstat for the call, on this refusal path only; then `run` starts the batch
+   * of the ops it keeps (before the fstat's hold is let go: a close() called meanwhile waits for
+   * the batch). Any of them inside the file: its alignment error (`refuse(i)`), nothing read.
+   */
+  readonly #manyAtEnd: AtEnd = async (n, skip, position, refuse, run) => {
+    const io = this.#io
+    io.hold()
+    try {
+      const st = await native.statFd(this.fd)
+      const size = st.errno === 0 ? st.size : -1
+      for (const i of skip) if (size < 0 || position(i) < size) throw refuse(i)
+      return run(keptOps(n, skip))
+    } finally {
+      io.release()
+    }
+  }
+
   /** A read or write of `q`, resolving with `shape` around `result`. */
   #rw(write: boolean, q: RwArgs, shape: Shape, result: unknown): Promise<unknown> {
     const syscall = write ? 'write' : 'read'
@@ -568,7 +588,7 @@ export class FileHandle extends EventEmitter {
     if (isManyArrays(ops)) {
       const unit = this.direct ? this.alignment.offset : 1
       const checkAligned = (len: number, p: number, what: string): void => this.#checkAligned(len, p, syscall, what)
-      const q = manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, shared, signal, rwFlags: flags, checkAligned }, ops)
+      const q = manyArrays(this.#io, { write, kind, memAlign: this.#memAlign, unit, window, shared, signal, rwFlags: flags, checkAligned, atEnd: write ? undefined : this.#manyAtEnd }, ops)
       return datasync ? this.#thenDatasync(q, false) : q
     }
     if (shared !== undefined) throw misuse('ERR_INVALID_ARG_VALUE', `${syscall}Many: a BatchWindow applies to the typed-array form ({ memory, offsets, lengths, positions })`, 'pass the typed-array form with fh.alloc memory, or a number as window')
@@ -589,6 +609,7 @@ export class FileHandle extends EventEmitter {
     const lengths = new Array<number>(n)
     const positions = new Array<number>(n)
     const unit = this.direct ? this.alignment.offset : 1
+    let skip: number[] | undefined
     for (let i = 0; i < n; i++) {
       const op: unknown = callerGet(ops, i)
       if (!isOptionsObject(op)) throw misuse('ERR_INVALID_ARG_TYPE', `ops[${i}] must be { buffer, position }, got ${describe(op)}`, 'pass [{ buffer, position }, ...]')
@@ -609,12 +630,32 @@ export class FileHandle extends EventEmitter {
       const len = v.byteLength
       if (len === 0) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer has zero length`, 'pass a buffer of at least one block (fh.alignment.offset bytes)')
       if (len > MAX_IO_LENGTH) throw misuse('ERR_OUT_OF_RANGE', `ops[${i}].buffer is more than ${MAX_IO_LENGTH} bytes`, 'split the transfer into several ops')
-      if (len % unit !== 0 || p % unit !== 0) this.#checkAligned(len, p, syscall, `ops[${i}].buffer length`)
+      if (len % unit !== 0 || p % unit !== 0) {
+        // (s21c) A read refused for its position only: 0 bytes at or past the end (#manyAtEnd).
+        if (!write && len % unit === 0) (skip ??= []).push(i)
+        else this.#checkAligned(len, p, syscall, `ops[${i}].buffer length`)
+      }
       views[i] = v
       lengths[i] = len
       positions[i] = p
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, { syscall, path: this.path }))
+    if (skip !== undefined) {
+      const refuse = (i: number): unknown => {
+        try {
+          this.#checkAligned(lengths[i], positions[i], syscall, `ops[${i}].buffer length`)
+        } catch (e) {
+          return e
+        }
+      }
+      return this.#manyAtEnd(n, skip, (i) => positions[i], refuse, (keep) => {
+        // Aborted during the fstat: nothing starts (a batch would not hear an abort already made).
+        if (signal?.aborted && keep.length > 0) return Promise.reject(abortError(signal, { syscall, path: this.path }))
+        const pick = <T>(a: T[]): T[] => keep.map((i) => a[i])
+        const d: BatchDesc = { write, kind, views: pick(views), lengths: pick(lengths), positions: pick(positions), memAlign: this.#memAlign, window, signal, rwFlags: flags, link: false }
+        return spreadResults(keep.length === 0 ? Promise.resolve([]) : startMany(this.#io, d), n, keep, this.path, signal)
+      })
+    }
     // Linked writes run one after another: worth it for the few writes of a commit.
     const link = datasync && this.backend === 'io_uring' && window >= n && n <= LINK_MAX
     const d: BatchDesc = { write, kind, views, lengths, positions, memAlign: this.#memAlign, window, signal, rwFlags: flags, link }
@@ -681,7 +722,16 @@ export class FileHandle extends EventEmitter {
     const fdatasync = (): Promise<unknown> => io.startAfterWrites(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
     if (linked) {
       const sync = io.start(this.#simpleOp('fdatasync', OP_FDATASYNC, 0, 0, 0))
-      sync.catch(() => {})
+      sync.catch((e: unknown) => {
+        // Cancelled by its chain (a failed or short write before it): the caller never sees it
+        // (the write's error, or the fdatasync made after the short write, or after the re-run
+        // of the writes it cancelled), so it is not an op of fh.stats() (was: counted as a failed
+        // op of a call that resolved).
+        if (e instanceof DirectIoError && e.code === 'ECANCELED' && e.syscall === 'fdatasync') {
+          io.stats.ops--
+          io.stats.errors--
+        }
+      })
       // Held once the fdatasync is staged (a throw from its staging must not leave a hold that
       // close() would wait for forever).
       io.hold()

@@ -238,6 +238,10 @@ export function rerunCancelled(io: HandleIo, d: BatchDesc, e: unknown): Promise<
     else return undefined
   }
   if (again.length === 0) return undefined
+  // (s21c) Their ECANCELED completions were counted as failed ops; the caller sees their re-run
+  // instead (counted as it completes) or, never started again, its error: out of fh.stats().
+  io.stats.ops -= again.length
+  io.stats.errors -= again.length
   const path = io.file.path
   const { signal } = d
   const merged = results.slice()
@@ -368,6 +372,47 @@ export interface ArraysDesc {
   rwFlags: number
   /** Throws the handle's alignment error for op `what`. */
   checkAligned(length: number, position: number, what: string): void
+  /** (s21c) Reads refused for their position only: 0 bytes at or past the end of the file (see FileHandle #manyAtEnd). */
+  atEnd?: AtEnd
+}
+
+/**
+ * (s21c) Ops `skip` of a read batch of `n` (block-multiple lengths, positions not aligned): one fstat,
+ * then `run` the batch without them when every one is at or past the end of the file, else
+ * the alignment error `refuse(i)` of the first inside it.
+ */
+export type AtEnd = <R>(n: number, skip: readonly number[], position: (i: number) => number, refuse: (i: number) => unknown, run: (keep: number[]) => Promise<R>) => Promise<R>
+
+/** The ops of `n` not in `skip` (both in order). */
+export function keptOps(n: number, skip: readonly number[]): number[] {
+  const keep: number[] = []
+  for (let i = 0, k = 0; i < n; i++) {
+    if (k < skip.length && skip[k] === i) k++
+    else keep.push(i)
+  }
+  return keep
+}
+
+/**
+ * (s21c) `p`, the results of a batch run with only ops `keep` of `n`, spread to all `n` places:
+ * the others (reads at or past the end of the file) 0 bytes. Its error likewise (`results`).
+ */
+export function spreadResults(p: Promise<number[]>, n: number, keep: readonly number[], path: string, signal: AbortSignal | undefined): Promise<number[]> {
+  const spread = <T>(rs: ReadonlyArray<T>): Array<T | number> => {
+    const all = new Array<T | number>(n).fill(0)
+    for (let k = 0; k < keep.length; k++) all[keep[k]] = rs[k]
+    return all
+  }
+  if (keep.length === 0) return Promise.resolve(new Array<number>(n).fill(0))
+  return p.then(
+    (rs) => spread(rs) as number[],
+    (x: unknown) => {
+      const rs = (x as { results?: ReadonlyArray<number | DirectIoError> } | null)?.results
+      if (rs === undefined) throw x
+      const all = spread(rs)
+      throw manyError(all, all.filter((r) => typeof r !== 'number').length, 'read', path, (x as DirectIoError).code === 'ABORT_ERR' ? signal : undefined)
+    },
+  )
 }
 
 const MAX_OPS = 1 << 20
@@ -411,6 +456,7 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
   if (n === 0) return Promise.resolve(out)
   const big = positions instanceof BigInt64Array
   const { unit, memAlign } = d
+  let skip: number[] | undefined
   for (let i = 0; i < n; i++) {
     const off = offsets[i]
     const len = lengths[i]
@@ -421,10 +467,47 @@ export function manyArrays(io: HandleIo, d: ArraysDesc, arg: unknown): Promise<I
     if (memAlign > 1 && off % memAlign !== 0) throw misuse('ERR_ODIRECT_ALIGNMENT', `${syscall}Many: offsets[${i}] ${off} is not a multiple of ${memAlign}, the memory alignment O_DIRECT on ${io.file.path} requires`, 'keep each op at a multiple of fh.alignment.memory in memory from fh.alloc', { path: io.file.path, syscall })
     // (p / unit floored, times unit: exact for whole numbers below 2^53 and a power-of-two unit;
     // cheaper than a floating-point %.)
-    if (len % unit !== 0 || Math.floor(p / unit) * unit !== p) d.checkAligned(len, p, `lengths[${i}]`)
+    if (len % unit !== 0 || Math.floor(p / unit) * unit !== p) {
+      // (s21c) A read refused for its position only: 0 bytes at or past the end (d.atEnd).
+      if (d.atEnd !== undefined && len % unit === 0) (skip ??= []).push(i)
+      else d.checkAligned(len, p, `lengths[${i}]`)
+    }
   }
   if (d.signal?.aborted) return Promise.reject(abortError(d.signal, { syscall, path: io.file.path }))
   const mem = memory as ArrayBufferView | ArrayBuffer
+  if (skip !== undefined && d.atEnd !== undefined) {
+    const at = (i: number): number => Number(positions[i])
+    const refuse = (i: number): unknown => {
+      try {
+        d.checkAligned(lengths[i], at(i), `lengths[${i}]`)
+      } catch (e) {
+        return e
+      }
+    }
+    return d.atEnd(n, skip, at, refuse, (keep) => {
+      // The kept ops as a batch of their own (checked again: all aligned now), its results
+      // spread to theirs in `out` and the skipped ones' 0.
+      const m = keep.length
+      const sub = { memory: mem, offsets: new Uint32Array(m), lengths: new Uint32Array(m), positions: new Float64Array(m), results: new Int32Array(m) }
+      keep.forEach((i, k) => {
+        sub.offsets[k] = offsets[i]
+        sub.lengths[k] = lengths[i]
+        sub.positions[k] = at(i)
+      })
+      for (const i of skip) out[i] = 0
+      const rs = m === 0 ? Promise.resolve([]) : manyArrays(io, { ...d, atEnd: undefined }, sub).then((r) => Array.from(r))
+      return spreadResults(rs, n, keep, io.file.path, d.signal).then(
+        () => {
+          for (let k = 0; k < m; k++) out[keep[k]] = sub.results[k]
+          return out
+        },
+        (x: unknown) => {
+          for (let k = 0; k < m; k++) out[keep[k]] = sub.results[k]
+          throw x
+        },
+      )
+    })
+  }
   const flags = io.file.uncached ? d.rwFlags | RWF_DONTCACHE : d.rwFlags
   // The caller may change or transfer the arrays once the call returns: the engine copied the
   // ops, and gives their positions and lengths back when the batch needs them (errors, cache).

@@ -45,18 +45,19 @@ function nativeStats(n: NativeStat, bigint: boolean): fsTypes.Stats | fsTypes.Bi
     nlink: num(n.nlink),
     uid: num(n.uid),
     gid: num(n.gid),
-    rdev: num(0),
+    rdev: num(n.rdev),
     size: num(n.size),
     blksize: num(n.blksize),
     blocks: num(n.blocks),
     atimeMs: num(n.atimeMs),
     mtimeMs: num(n.mtimeMs),
     ctimeMs: num(n.ctimeMs),
-    birthtimeMs: num(n.ctimeMs),
-    atime: new Date(n.atimeMs),
-    mtime: new Date(n.mtimeMs),
-    ctime: new Date(n.ctimeMs),
-    birthtime: new Date(n.ctimeMs),
+    birthtimeMs: num(n.birthtimeMs),
+    // node:fs's Dates: the milliseconds rounded (BigIntStats: floored, below).
+    atime: new Date(Math.round(n.atimeMs)),
+    mtime: new Date(Math.round(n.mtimeMs)),
+    ctime: new Date(Math.round(n.ctimeMs)),
+    birthtime: new Date(Math.round(n.birthtimeMs)),
     isFile: type(0o100000),
     isDirectory: type(0o040000),
     isBlockDevice: () => n.isBlockDevice,
@@ -66,10 +67,16 @@ function nativeStats(n: NativeStat, bigint: boolean): fsTypes.Stats | fsTypes.Bi
     isSocket: type(0o140000),
   }
   if (bigint) {
-    o.atimeNs = BigInt(Math.trunc(n.atimeMs * 1e6))
-    o.mtimeNs = BigInt(Math.trunc(n.mtimeMs * 1e6))
-    o.ctimeNs = BigInt(Math.trunc(n.ctimeMs * 1e6))
-    o.birthtimeNs = o.ctimeNs
+    // Exact nanoseconds from the seconds and nanoseconds the kernel gave (was: from the
+    // milliseconds as a double, wrong in the last digits), and the milliseconds as node:fs's
+    // BigIntStats give them (the nanoseconds, floored).
+    const t = n.times
+    ;(['atime', 'mtime', 'ctime', 'birthtime'] as const).forEach((k, i) => {
+      const ns = BigInt(t[2 * i]) * 1_000_000_000n + BigInt(t[2 * i + 1])
+      o[`${k}Ns`] = ns
+      o[`${k}Ms`] = ns / 1_000_000n
+      o[k] = new Date(Number(ns / 1_000_000n))
+    })
   }
   return o as unknown as fsTypes.Stats | fsTypes.BigIntStats
 }

@@ -100,6 +100,13 @@ fn statx_fd(fd: RawFd, mask: u32) -> Option<libc::statx> {
     (r >= 0 && stx.stx_mask & mask == mask).then_some(stx)
 }
 
+/// The birth time of `fd`'s file from `statx(STATX_BTIME)`, as (seconds, nanoseconds): (0, 0)
+/// where the filesystem reports none, as libuv (node:fs) gives it then.
+#[cfg(target_os = "linux")]
+pub fn statx_btime(fd: RawFd) -> (i64, u32) {
+    statx_fd(fd, libc::STATX_BTIME).map_or((0, 0), |s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec))
+}
+
 /// Atomic write limits from `statx(STATX_WRITE_ATOMIC)` (Linux 6.11+), if reported.
 #[cfg(target_os = "linux")]
 pub fn statx_atomic(fd: RawFd) -> Option<AtomicWrite> {

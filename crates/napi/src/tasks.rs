@@ -258,6 +258,12 @@ pub struct StatResult {
     pub atime_ms: f64,
     pub mtime_ms: f64,
     pub ctime_ms: f64,
+    /// The device a character or block device file is (st_rdev; 0 for other files).
+    pub rdev: f64,
+    /// statx's birth time (0 where the filesystem has none, as node:fs).
+    pub birthtime_ms: f64,
+    /// Exact times for BigIntStats: seconds and nanoseconds of atime, mtime, ctime, birthtime.
+    pub times: Vec<f64>,
     pub is_block_device: bool,
 }
 
@@ -284,6 +290,9 @@ impl Task for StatTask {
             atime_ms: 0.0,
             mtime_ms: 0.0,
             ctime_ms: 0.0,
+            rdev: 0.0,
+            birthtime_ms: 0.0,
+            times: Vec::new(),
             is_block_device: false,
         };
         let st = odirect_core::align::fstat(self.fd);
@@ -308,6 +317,10 @@ impl Task for StatTask {
         };
         #[cfg(not(target_os = "linux"))]
         let size = st.st_size as f64;
+        #[cfg(target_os = "linux")]
+        let (b_s, b_ns) = odirect_core::align::statx_btime(self.fd);
+        #[cfg(not(target_os = "linux"))]
+        let (b_s, b_ns) = (st.st_ctime, st.st_ctime_nsec as u32);
         Ok(StatResult {
             errno: 0,
             size,
@@ -322,6 +335,18 @@ impl Task for StatTask {
             atime_ms: ms(st.st_atime, st.st_atime_nsec),
             mtime_ms: ms(st.st_mtime, st.st_mtime_nsec),
             ctime_ms: ms(st.st_ctime, st.st_ctime_nsec),
+            rdev: st.st_rdev as f64,
+            birthtime_ms: ms(b_s, b_ns as i64),
+            times: vec![
+                st.st_atime as f64,
+                st.st_atime_nsec as f64,
+                st.st_mtime as f64,
+                st.st_mtime_nsec as f64,
+                st.st_ctime as f64,
+                st.st_ctime_nsec as f64,
+                b_s as f64,
+                b_ns as f64,
+            ],
             is_block_device: is_blk,
         })
     }
