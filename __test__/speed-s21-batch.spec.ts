@@ -102,11 +102,15 @@ for (const queue of [false, true]) {
     t.log(`${on.submits.length} submitting io_uring_enter calls for ${2 * N} ops: ${JSON.stringify(on.submits)}`)
     // (+1: the close may reach the trace before it stops.)
     t.true(sum(on.submits) >= 2 * N && sum(on.submits) <= 2 * N + 1, `every op submitted once (${sum(on.submits)} SQEs)`)
-    // Per pass (write, read): one submission of the first window, then refills of >= 16; the last
-    // refill of a pass may be smaller (what is left); the close's one SQE.
+    // Per pass (write, read): one submission of the first window, then refills of >= 16; each
+    // batch's last refill may be smaller (what it has left: in a BatchWindow the first batch's
+    // tail goes in alone when the room left after it is under 16, seen at load 18); the close's
+    // one SQE.
+    const batches = queue ? 2 : 1
     const small = on.submits.filter((n) => n < 16)
-    t.true(small.length <= 3, `at most one refill under 16 per pass (its tail): ${JSON.stringify(on.submits)}`)
-    t.true(on.submits.length <= 2 * (1 + (N - W) / 16 + 1), `at most ${2 * (2 + (N - W) / 16)} submissions: ${on.submits.length}`)
+    t.true(small.length <= 2 * batches + 1, `at most one refill under 16 per batch and pass (its tail): ${JSON.stringify(on.submits)}`)
+    const most = 2 * (1 + (N - W) / 16 + batches)
+    t.true(on.submits.length <= most, `at most ${most} submissions: ${on.submits.length}`)
     // With them, the JS thread waits in the kernel for 16 completions at a time (the tmpfs wait,
     // the default since; never for more than are in flight).
     t.log(`${on.waits} batch waits; io_uring_enter waits for more than one: ${JSON.stringify(on.mins)}`)
