@@ -71,3 +71,177 @@ for (const mode of ['keep', 'scribble', 'detach'] as const) {
     t.true(p.copies >= 4, `${p.copies} chunks were copies (the rule was exercised)`)
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. Native batches refilling their window 16 at a time (crates/napi/src/batch.rs refill_min),
+//    the tmpfs wait for 16 by default, the adaptive automatic table (crates/napi/src/pins.rs)
+//
+// Attacked without a fault (unless a case below says otherwise): windows under 16 and around it,
+// BatchWindow sharing, aborts of a queued and of a running batch while the FUSE server holds the
+// reads, close() mid-batch, a worker terminated mid-batch, fresh buffers churned through the
+// automatic table. Every byte checked.
+
+const UNIT = 4096
+const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : undefined
+
+/** Typed ops over `n` blocks of `mem` (block i at file block (i * 31) % n when `scatter`). */
+function typedOps(mem: Buffer, n: number, scatter = true): { memory: Buffer; offsets: Uint32Array; lengths: Uint32Array; positions: Float64Array } {
+  return {
+    memory: mem,
+    offsets: new Uint32Array(n).map((_, i) => i * UNIT),
+    lengths: new Uint32Array(n).fill(UNIT),
+    positions: new Float64Array(n).map((_, i) => (scatter ? (i * 31) % n : i) * UNIT),
+  }
+}
+
+for (const where of ['tmpfs', 'disk'] as const) {
+  const why = where === 'tmpfs' && shm === undefined ? 'no /dev/shm' : undefined
+  testIf(why, `typed batches on ${where} with windows 1, 3, 5, 15, 16, 17, 63 and BatchWindows of 3 and 17 shared by three batches: every op moves its block, every byte read back right`, async (t) => {
+    const od = await import('../dist/index.js')
+    const fh = await od.open(path.join(scratch(where === 'tmpfs' ? shm : '/var/tmp'), 'small.bin'), 'w+')
+    try {
+      const N = 97 // prime: the scattered positions (31 i mod 97) cover every block
+      for (const window of [1, 3, 5, 15, 16, 17, 63, 'shared3', 'shared17'] as const) {
+        const mem = fh.alloc(N * UNIT)
+        for (let i = 0; i < N; i++) mem.fill(((i + String(window).length * 13) % 251) + 1, i * UNIT, (i + 1) * UNIT)
+        const back = fh.alloc(N * UNIT).fill(0)
+        if (typeof window === 'number') {
+          const w = await fh.writeMany(typedOps(mem, N), { window })
+          const r = await fh.readMany(typedOps(back, N), { window })
+          t.true([...w, ...r].every((x) => x === UNIT), `window ${window}: ${[...w, ...r].filter((x) => x !== UNIT).join(',')}`)
+        } else {
+          const win = new od.BatchWindow(window === 'shared3' ? 3 : 17)
+          const part = (m: Buffer, a: number, b: number): ReturnType<typeof typedOps> => {
+            const o = typedOps(m, N)
+            return { memory: m, offsets: o.offsets.slice(a, b), lengths: o.lengths.slice(a, b), positions: o.positions.slice(a, b) }
+          }
+          const cuts = [0, 30, 31, 97]
+          const ws = await Promise.all([0, 1, 2].map((k) => fh.writeMany(part(mem, cuts[k], cuts[k + 1]), { window: win })))
+          const rs = await Promise.all([0, 1, 2].map((k) => fh.readMany(part(back, cuts[k], cuts[k + 1]), { window: win })))
+          t.true([...ws, ...rs].every((a) => [...a].every((x) => x === UNIT)), `${window}`)
+        }
+        t.true(back.equals(mem), `window ${window}: the bytes read back are the ones written`)
+      }
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+/** A FUSE file whose reads the test holds (faultfs --hold-file), 4 MiB of its pattern. */
+let held: FaultFs | undefined
+test.before(() => {
+  if (FAULTFS_REASON !== undefined) return
+  const f = faultFs({ size: 4 << 20, hold: true, threads: 16 })
+  if (isSkip(f)) throw new Error(f.skip)
+  held = f
+})
+test.after.always(() => {
+  held?.release()
+  held?.cleanup()
+})
+
+testIf(
+  FAULTFS_REASON,
+  'BatchWindow(64) on a FUSE file whose reads are held: a queued batch aborted settles at once (AbortError, every op ECANCELED) while the front batch\'s reads are held; a running batch aborted settles once they are let go, and the batch queued behind it then reads every byte right',
+  async (t) => {
+    if (held === undefined) throw new Error('no faultfs')
+    const fx = held
+    const od = await import('../dist/index.js')
+    const { patternBuffer } = await import('./helpers/fixtures.js')
+    const fh = await od.open(fx.file, 'r')
+    fx.hold()
+    try {
+      const win = new od.BatchWindow(64)
+      const N = 200
+      const memA = fh.alloc(N * UNIT).fill(0)
+      const memB = fh.alloc(N * UNIT).fill(0)
+      const memC = fh.alloc(N * UNIT).fill(0)
+      const acA = new AbortController()
+      const acB = new AbortController()
+      const a = fh.readMany(typedOps(memA, N, false), { window: win, signal: acA.signal })
+      const b = fh.readMany(typedOps(memB, N, false), { window: win, signal: acB.signal })
+      const c = fh.readMany(typedOps(memC, N, false), { window: win })
+      const settled = { a: false, c: false }
+      a.then(() => (settled.a = true), () => (settled.a = true))
+      c.then(() => (settled.c = true), () => (settled.c = true))
+      await fx.waitForHeld(16)
+      // B is queued behind A (A's window is full of held reads): aborted, it never starts.
+      acB.abort()
+      const eb = (await b.then(() => undefined, (e: unknown) => e)) as od.DirectIoError & { results?: unknown }
+      t.is(eb?.code, 'ABORT_ERR', String(eb))
+      t.false(settled.a, 'A still held')
+      // A, running with its window full of held reads, aborted: its not-started ops never start.
+      acA.abort()
+      fx.release()
+      const ea = (await a.then(() => undefined, (e: unknown) => e)) as od.DirectIoError & { results?: ReadonlyArray<number | Error> }
+      t.is(ea?.code, 'ABORT_ERR', String(ea))
+      const ra = ea.results ?? []
+      t.is(ra.length, N)
+      let moved = 0
+      for (let i = 0; i < N; i++) {
+        const r = ra[i]
+        if (typeof r === 'number') {
+          t.is(r, UNIT)
+          t.true(memA.subarray(i * UNIT, (i + 1) * UNIT).equals(patternBuffer(i * UNIT, UNIT)), `A's op ${i}'s bytes`)
+          moved++
+        }
+      }
+      t.true(moved <= 64, `${moved} of A's ops moved (at most its window, in flight at the abort)`)
+      const rc = await c
+      t.true([...rc].every((x) => x === UNIT))
+      t.true(memC.equals(patternBuffer(0, N * UNIT)), "C's bytes")
+      t.true(memB.equals(Buffer.alloc(N * UNIT)), 'B read nothing')
+    } finally {
+      fx.release()
+      await fh.close()
+    }
+  },
+  true,
+)
+
+testIf(
+  FAULTFS_REASON,
+  'close() mid-batch on a FUSE file whose reads are held: the batch and the close settle once the reads are let go, every op either read its block right or never started',
+  async (t) => {
+    if (held === undefined) throw new Error('no faultfs')
+    const fx = held
+    const od = await import('../dist/index.js')
+    const { patternBuffer } = await import('./helpers/fixtures.js')
+    const fh = await od.open(fx.file, 'r')
+    fx.hold()
+    try {
+      const N = 300
+      const mem = fh.alloc(N * UNIT).fill(0)
+      const p = fh.readMany(typedOps(mem, N, false), { window: 64 }).then(
+        (r) => [...r] as Array<number | Error>,
+        (e: { results?: Array<number | Error> }) => e.results ?? [e as Error],
+      )
+      await fx.waitForHeld(16)
+      const closed = fh.close().then(
+        () => 'closed',
+        (e: { code?: string }) => e.code,
+      )
+      fx.release()
+      const rs = await p
+      t.log(await closed)
+      t.is(rs.length, N, String(rs[0]))
+      rs.forEach((r, i) => {
+        if (typeof r === 'number') t.true(r === UNIT && mem.subarray(i * UNIT, (i + 1) * UNIT).equals(patternBuffer(i * UNIT, UNIT)), `op ${i}: ${r}`)
+      })
+    } finally {
+      fx.release()
+    }
+  },
+  true,
+)
+
+for (const shared of [false, true]) {
+  const why = shm === undefined ? 'no /dev/shm' : undefined
+  testIf(why, `worker terminated mid-batch (typed batches with ${shared ? 'a BatchWindow(64) shared by three' : '{ window: 64 }'} piled up on tmpfs, the JS thread's tmpfs waits on) 8 times: the process lives on and its own batch reads back every byte`, (t) => {
+    const file = path.join(scratch(shm), 'term.bin')
+    const r = spawnSync(process.execPath, [path.join(CHILDREN, 'terminate.cjs'), DIST, file, '64', shared ? '1' : '0', '8'], { encoding: 'utf8', timeout: 120_000 })
+    t.is(r.status, 0, `${r.signal ?? ''} ${r.stderr}`)
+    t.deepEqual(JSON.parse(r.stdout), { rounds: 8, ok: true })
+  })
+}
