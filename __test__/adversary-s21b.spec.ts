@@ -245,3 +245,23 @@ for (const shared of [false, true]) {
     t.deepEqual(JSON.parse(r.stdout), { rounds: 8, ok: true })
   })
 }
+
+for (const where of ['tmpfs', 'disk'] as const) {
+  const why = where === 'tmpfs' && shm === undefined ? 'no /dev/shm' : undefined
+  testIf(why, `the adaptive automatic table churned on ${where}: fresh 4 KiB-256 KiB buffers used twice (need climbs) and sets used 24 times (it comes down), refilled between uses, dropped and collected often: every write lands the bytes of its own buffer, every read returns them`, (t) => {
+    const file = path.join(scratch(where === 'tmpfs' ? shm : '/var/tmp'), 'churn.bin')
+    // Lone tmpfs ops made to reach the ring (and so the table), as speed-s21-batch does.
+    const env = { ...process.env, ODIRECT_INLINE_TMPFS: '0' }
+    for (const k of ['ODIRECT_AUTO_REG', 'ODIRECT_AUTO_REG_ADAPT']) delete env[k]
+    const r = spawnSync(process.execPath, ['--expose-gc', path.join(CHILDREN, 'churn.cjs'), DIST, file], { encoding: 'utf8', env, timeout: 300_000 })
+    t.is(r.status, 0, r.stderr)
+    const out = JSON.parse(r.stdout) as { ok: boolean; writes: number; bad: string[]; phases: number[][] }
+    t.log(`callStats[8..13] [registered, swept, in use, need, let go, few] by phase: ${JSON.stringify(out.phases)}`)
+    t.deepEqual(out.bad, [])
+    t.true(out.ok)
+    t.is(out.writes, 4 * 3 * (300 * 2 + 8 * 24))
+    if (out.phases.every((p) => p[0] === 0)) return t.log('no automatic table here (not io_uring, no fixed buffers, or pinning is charged to RLIMIT_MEMLOCK)')
+    const last = out.phases[out.phases.length - 1]
+    t.true(last[0] > 100, `the table registered buffers (${last[0]})`)
+  })
+}
