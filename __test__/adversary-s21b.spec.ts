@@ -42,7 +42,7 @@ testIf(PRLIMIT, 'open(path, O_RDONLY | O_TRUNC) with one descriptor left under R
 //
 // Attacked without a fault. The `=cpu` rule copies a chunk into fresh memory and gives the read's
 // buffer back to the stream's pool: a consumer keeping every chunk, overwriting each, or
-// transferring its ArrayBuffer away must see the file's bytes in every chunk, then and at the end
+// transferring its ArrayBuffer away (web streams; a Node stream's chunks are untransferable) must see the file's bytes in every chunk, then and at the end
 // (a buffer the consumer holds read into again would show a later chunk's bytes, a detached one
 // a refused or empty read). Counted over a FUSE file whose reads answer 50 ms late (the consumer
 // waits for the device: the rule copies after its first window).
@@ -55,20 +55,24 @@ test.before(() => {
 })
 test.after.always(() => fx?.cleanup())
 
-for (const mode of ['keep', 'scribble', 'detach'] as const) {
-  testIf(FAULTFS_REASON, `ODIRECT_STREAM_READ_COPY=cpu: a consumer that ${mode === 'keep' ? 'keeps every chunk' : mode === 'scribble' ? 'overwrites every chunk' : "transfers every chunk's ArrayBuffer away"} reads the file's bytes in every chunk, then and at the end`, (t) => {
+for (const mode of ['keep', 'scribble', 'detach', 'webkeep', 'webscribble', 'webdetach'] as const) {
+  const what = mode.replace('web', '')
+  testIf(FAULTFS_REASON, `ODIRECT_STREAM_READ_COPY=cpu${mode.startsWith('web') ? ', a web stream' : ''}: a consumer that ${what === 'keep' ? 'keeps every chunk' : what === 'scribble' ? 'overwrites every chunk' : "transfers every chunk's ArrayBuffer away"} reads the file's bytes in every chunk, then and at the end`, (t) => {
     if (fx === undefined) throw new Error('no faultfs')
     const env: NodeJS.ProcessEnv = { ...process.env, ODIRECT_STREAM_READ_COPY: 'cpu' }
     for (const k of ['ODIRECT_STREAM_COPY_WAIT_US', 'ODIRECT_STREAM_COPY_BUSY', 'ODIRECT_STREAM_COPY_WAIT_SHARE']) delete env[k]
     const r = spawnSync(process.execPath, [path.join(CHILDREN, 'keep.cjs'), DIST, fx.file, mode, String(256 << 10)], { encoding: 'utf8', env, timeout: 300_000 })
     t.is(r.status, 0, r.stderr)
-    const p = JSON.parse(r.stdout) as { chunks: number; bytes: number; size: number; bad: number; badLater: number; copies: number; copyWindows: number }
+    const p = JSON.parse(r.stdout) as { chunks: number; bytes: number; size: number; bad: number; badLater: number; detached: number; copies: number; copyWindows: number }
     t.log(JSON.stringify(p))
     t.is(p.bytes, 8 << 20)
     t.is(p.chunks, 32)
     t.is(p.bad, 0)
     t.is(p.badLater, 0)
     t.true(p.copies >= 4, `${p.copies} chunks were copies (the rule was exercised)`)
+    // A web stream's chunks are plain ArrayBuffers (they detach); a Node stream's are marked
+    // untransferable (structuredClone copies them): nothing to detach there.
+    if (mode === 'webdetach') t.is(p.detached, 32, 'every chunk detached by the consumer')
   })
 }
 
