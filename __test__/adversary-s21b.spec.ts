@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { type FaultFs, faultFs, isSkip } from './helpers/fixtures.js'
+import * as od from '../dist/index.js'
+import { type FaultFs, faultFs, isSkip, patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
 
@@ -101,7 +102,6 @@ function typedOps(mem: Buffer, n: number, scatter = true): { memory: Buffer; off
 for (const where of ['tmpfs', 'disk'] as const) {
   const why = where === 'tmpfs' && shm === undefined ? 'no /dev/shm' : undefined
   testIf(why, `typed batches on ${where} with windows 1, 3, 5, 15, 16, 17, 63 and BatchWindows of 3 and 17 shared by three batches: every op moves its block, every byte read back right`, async (t) => {
-    const od = await import('../dist/index.js')
     const fh = await od.open(path.join(scratch(where === 'tmpfs' ? shm : '/var/tmp'), 'small.bin'), 'w+')
     try {
       const N = 97 // prime: the scattered positions (31 i mod 97) cover every block
@@ -145,16 +145,19 @@ test.after.always(() => {
   held?.cleanup()
 })
 
+/** The held FUSE file opened, its reads held from now. */
+async function heldOpen(): Promise<{ fx: FaultFs; fh: od.FileHandle }> {
+  if (held === undefined) throw new Error('no faultfs')
+  const fh = await od.open(held.file, 'r')
+  held.hold()
+  return { fx: held, fh }
+}
+
 testIf(
   FAULTFS_REASON,
   'BatchWindow(64) on a FUSE file whose reads are held: a queued batch aborted settles at once (AbortError, every op ECANCELED) while the front batch\'s reads are held; a running batch aborted settles once they are let go, and the batch queued behind it then reads every byte right',
   async (t) => {
-    if (held === undefined) throw new Error('no faultfs')
-    const fx = held
-    const od = await import('../dist/index.js')
-    const { patternBuffer } = await import('./helpers/fixtures.js')
-    const fh = await od.open(fx.file, 'r')
-    fx.hold()
+    const { fx, fh } = await heldOpen()
     try {
       const win = new od.BatchWindow(64)
       const N = 200
@@ -208,12 +211,7 @@ testIf(
   FAULTFS_REASON,
   'close() mid-batch on a FUSE file whose reads are held: the batch and the close settle once the reads are let go, every op either read its block right or never started',
   async (t) => {
-    if (held === undefined) throw new Error('no faultfs')
-    const fx = held
-    const od = await import('../dist/index.js')
-    const { patternBuffer } = await import('./helpers/fixtures.js')
-    const fh = await od.open(fx.file, 'r')
-    fx.hold()
+    const { fx, fh } = await heldOpen()
     try {
       const N = 300
       const mem = fh.alloc(N * UNIT).fill(0)
@@ -255,7 +253,7 @@ for (const where of ['tmpfs', 'disk'] as const) {
   testIf(why, `the adaptive automatic table churned on ${where}: fresh 4 KiB-256 KiB buffers used twice (need climbs) and sets used 24 times (it comes down), refilled between uses, dropped and collected often: every write lands the bytes of its own buffer, every read returns them`, (t) => {
     const file = path.join(scratch(where === 'tmpfs' ? shm : '/var/tmp'), 'churn.bin')
     // Lone tmpfs ops made to reach the ring (and so the table), as speed-s21-batch does.
-    const env = { ...process.env, ODIRECT_INLINE_TMPFS: '0' }
+    const env: NodeJS.ProcessEnv = { ...process.env, ODIRECT_INLINE_TMPFS: '0' }
     for (const k of ['ODIRECT_AUTO_REG', 'ODIRECT_AUTO_REG_ADAPT']) delete env[k]
     const r = spawnSync(process.execPath, ['--expose-gc', path.join(CHILDREN, 'churn.cjs'), DIST, file], { encoding: 'utf8', env, timeout: 300_000 })
     t.is(r.status, 0, r.stderr)
