@@ -12,8 +12,10 @@ import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
+import type { ExecutionContext } from 'ava'
 
 import * as od from '../dist/index.js'
+import { childLines } from './helpers/child-lines.ts'
 import { type FaultFs, faultFs, isSkip, patternBuffer } from './helpers/fixtures.js'
 import { scratchDirs } from './helpers/scratch.ts'
 import { FAULTFS_REASON, testIf } from './helpers/skips.js'
@@ -266,4 +268,48 @@ for (const where of ['tmpfs', 'disk'] as const) {
     const last = out.phases[out.phases.length - 1]
     t.true(last[0] > 100, `the table registered buffers (${last[0]})`)
   })
+}
+
+// A worker terminated while a FUSE server holds its batch's reads ends while they are held (the
+// engine's EXIT_WAIT, then the reaper), with a window of 16. With 64 reads in flight, more than
+// the server holds at once (16 here), worker.terminate() does not end until the server answers:
+// the worker thread's exit waits in the kernel (do_exit -> io_uring_cancel_generic ->
+// io_wq_put_and_exit) for io-wq workers blocked on FUSE requests beyond the held ones, which the
+// cancel's notify signal does not interrupt. Not this session's: main's code before the batch
+// refills does the same, and 40 lone fh.read calls in flight too (16 lone ones end in 2 s).
+// Left (a fix would submit may-block ops from a thread other than the worker's JS thread, or
+// keep fewer of them in flight than the server takes): test.failing.
+/** Runs held-worker.cjs with `window` and `shared`; resolves once the worker's terminate() ended while the reads were held (rejects if the child is killed at the 30 s guard first). */
+async function heldTerminate(t: ExecutionContext, window: number, shared: boolean): Promise<void> {
+  const { fx, fh } = await heldOpen()
+  await fh.close()
+  const c = childLines(process.execPath, [path.join(CHILDREN, 'held-worker.cjs'), DIST, fx.file, shared ? '1' : '0'], { ...process.env, ADVB_WINDOW: String(window), ADVB_FORM: 'typed' }, true)
+  try {
+    await c.line('started')
+    await fx.waitForHeld(Math.min(window, 12))
+    c.child.stdin?.write('held\n')
+    // Only bounds a failure (a terminate() that waits for the server): a passing run never waits for it.
+    const guard = setTimeout(() => c.child.kill('SIGKILL'), 30_000)
+    try {
+      await c.line('terminated')
+    } finally {
+      clearTimeout(guard)
+    }
+    t.true(fx.stats().held >= Math.min(window, 12), 'terminate() ended while the reads were held')
+    fx.release()
+    c.child.stdin?.write('released\n')
+    t.is(await c.line('done'), 'done true')
+    t.is(await c.exited, 0, c.err())
+  } finally {
+    fx.release()
+    c.child.kill('SIGKILL')
+  }
+}
+
+for (const shared of [false, true]) {
+  const form = shared ? 'two batches in a BatchWindow' : 'a batch with { window }'
+  testIf(FAULTFS_REASON, `worker terminated while a FUSE server holds the reads of ${form} of 16: terminate() ends while they are held; once let go, the process reads every block right itself and exits`, (t) => heldTerminate(t, 16, shared), true)
+  if (FAULTFS_REASON === undefined) {
+    test.serial.failing(`worker terminated while a FUSE server holds the reads of ${form} of 64 (more in flight than it holds): terminate() waits for the server (the thread's exit waits for io-wq workers blocked in FUSE; pre-existing, lone reads too: left)`, (t) => heldTerminate(t, 64, shared))
+  }
 }
