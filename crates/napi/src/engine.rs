@@ -1098,6 +1098,7 @@ impl Inner {
         kind: BackendKind,
         fd: i32,
         alloc: &Arc<crate::memory::Alloc>,
+        ops: u32,
         on_copy: bool,
     ) -> Option<u16> {
         let owner = Some(alloc.ptr() as usize);
@@ -1125,7 +1126,7 @@ impl Inner {
             self.pins.auto_table = Some(pins::AutoTable::default());
         }
         let t = self.pins.auto_table.as_mut()?;
-        match t.slot_for(&mut **d, alloc) {
+        match t.slot_for(&mut **d, alloc, ops) {
             Ok(i) => i,
             Err(_) => {
                 // RLIMIT_MEMLOCK or the like: no more automatic registrations on this engine
@@ -1136,13 +1137,21 @@ impl Inner {
         }
     }
 
-    /// The automatic table's [registrations made, slots emptied by sweeps, slots in use now]
-    /// (zeros before the table exists, and after a registration of the caller's replaced it).
-    pub fn auto_table_stats(&self) -> [u64; 3] {
-        self.pins
-            .auto_table
-            .as_ref()
-            .map_or([0; 3], |t| [t.registered, t.swept, t.len() as u64])
+    /// The automatic table's [registrations made, slots emptied by sweeps, slots in use now,
+    /// uses an allocation needs before it gets a slot, slots let go (their allocations gone),
+    /// of them those that served few ops] (zeros before the table exists, and after a
+    /// registration of the caller's replaced it).
+    pub fn auto_table_stats(&self) -> [u64; 6] {
+        self.pins.auto_table.as_ref().map_or([0; 6], |t| {
+            [
+                t.registered,
+                t.swept,
+                t.len() as u64,
+                u64::from(t.need),
+                t.retired_total,
+                t.few_total,
+            ]
+        })
     }
 
     /// Refuses new ops once shut down or on a backend that was never started.
@@ -1665,7 +1674,7 @@ impl Inner {
         let fixed = match (&seg.owner, &seg.mem) {
             (Some(_), capture::Mem::Owned(alloc, _)) => {
                 let alloc = alloc.clone();
-                self.fixed_auto(kind, fd, &alloc, crate::pins::fixed_on_copy())
+                self.fixed_auto(kind, fd, &alloc, 1, crate::pins::fixed_on_copy())
             }
             _ => self.fixed_for(kind, fd, seg.owner),
         };

@@ -577,13 +577,14 @@ impl NativeEngine {
     /// IOSQE_ASYNC because their file refuses RWF_NOWAIT (`ODIRECT_ASYNC_PUNTED`), buffers a
     /// depth-1 loop kept using that the engine registered with the ring (`ODIRECT_AUTO_FIXED`),
     /// allocations the automatic sparse table registered (`ODIRECT_AUTO_REG`), its slots
-    /// emptied by sweeps, its slots in use now]
+    /// emptied by sweeps, its slots in use now, the uses an allocation needs before it gets a
+    /// slot (`ODIRECT_AUTO_REG_ADAPT`), slots let go, of them those that served few ops]
     /// (see `Inner::rw`, `Inner::swap_free`, `Inner::op_clocks`, `Inner::known_punts`,
     /// `Inner::auto_fixed`, `pins::AutoTable`).
     #[napi(getter)]
     pub fn call_stats(&self) -> Result<Vec<f64>> {
         self.with(|e| {
-            let [registered, swept, used] = e.auto_table_stats();
+            let [registered, swept, used, need, retired, few] = e.auto_table_stats();
             [
                 e.call_done,
                 e.inline_reads,
@@ -596,6 +597,9 @@ impl NativeEngine {
                 registered,
                 swept,
                 used,
+                need,
+                retired,
+                few,
             ]
             .map(|n| n as f64)
             .to_vec()

@@ -20,9 +20,24 @@ use crate::status::check;
 /// One odirect-owned aligned allocation.
 pub struct Alloc {
     buf: AlignedBuf,
+    /// A number no other allocation of the process had (see [`Alloc::serial`]).
+    serial: u64,
+}
+
+/// The next [`Alloc::serial`].
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Alloc {
+    /// This allocation's own number, never another's (unlike its start or the address of its
+    /// `Arc`, which the next allocation often gets back): for bookkeeping that holds no
+    /// reference to it (`pins::AutoTable`'s uses so far).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
     pub fn ptr(&self) -> *mut u8 {
         self.buf.as_ptr() as *mut u8
     }
@@ -67,6 +82,17 @@ impl Drop for Alloc {
         // buffer per read gets memory whose pages are mapped already, instead of fresh pages the
         // kernel must fault in and zero (about 0.7 s of system CPU per GiB).
     }
+}
+
+/// An allocation for unit tests (not in the registry: no JS buffer, no look-up).
+#[cfg(test)]
+pub fn test_alloc(len: usize) -> Arc<Alloc> {
+    LIVE[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    LIVE[1].fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    Arc::new(Alloc {
+        buf: AlignedBuf::new(len, 4096),
+        serial: next_serial(),
+    })
 }
 
 type Registry = Mutex<BTreeMap<usize, (usize, Weak<Alloc>)>>;
@@ -231,7 +257,10 @@ pub unsafe fn external_buffer(
     };
     let buf = buf.ok_or_else(|| format!("cannot allocate {len} bytes aligned to {align}"))?;
     let start = buf.as_ptr() as usize;
-    let alloc = Arc::new(Alloc { buf });
+    let alloc = Arc::new(Alloc {
+        buf,
+        serial: next_serial(),
+    });
     LIVE[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     LIVE[1].fetch_add(alloc.len(), std::sync::atomic::Ordering::Relaxed);
     registry()

@@ -231,6 +231,22 @@ pub const AUTO_MAX_BYTES: usize = 256 << 10;
 pub const AUTO_BUDGET: usize = 16 << 20;
 /// Direct-mapped entries of [`AutoTable::seen`].
 const SEEN: usize = 2048;
+/// Uses an allocation needs before it gets a slot, at first and at least ([`AutoTable::need`]).
+pub const AUTO_NEED_MIN: u32 = 2;
+/// The most uses [`AutoTable::need`] asks for.
+pub const AUTO_NEED_MAX: u32 = 64;
+/// A slot that served fewer ops than this before it was let go (its allocation gone) did not
+/// pay for its registration (one `IORING_REGISTER_BUFFERS_UPDATE`, and another to empty it).
+const AUTO_FEW_OPS: u32 = 8;
+/// Slots let go between two reviews of [`AutoTable::need`].
+const AUTO_REVIEW: u32 = 32;
+
+/// `ODIRECT_AUTO_REG_ADAPT=0`: the automatic table registers every allocation at its second
+/// use, however few ops its slots serve (the twentieth session's rule; see [`AutoTable::need`]).
+pub fn auto_adapt() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_AUTO_REG_ADAPT"))
+}
 
 /// What [`AutoTable::slot_for`] asks of the driver.
 pub trait SlotDriver {
@@ -247,6 +263,10 @@ impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
         unsafe { self.update_buffer(i, seg) }
     }
 }
+
+/// A slot of the [`AutoTable`]: the allocation's start, length and identity, and the ops that
+/// named the slot so far.
+type AutoSlot = (usize, usize, Weak<Alloc>, u32);
 
 /// The engine's automatic registration of the odirect allocations its ring's ops use (a
 /// sparse io_uring fixed-buffer table, `ODIRECT_AUTO_REG`): an allocation (of at most
@@ -269,16 +289,36 @@ impl<T: odirect_core::io::Driver + ?Sized> SlotDriver for T {
 /// using it: its allocation is gone). JS never sees a slot index. At most [`AUTO_SLOTS`] slots,
 /// [`AUTO_BUDGET`] bytes pinned.
 pub struct AutoTable {
-    /// By slot: the allocation registered there (its start, length, identity).
-    slots: Vec<Option<(usize, usize, Weak<Alloc>)>>,
+    /// By slot: the allocation registered there (its start, length, identity) and the ops that
+    /// named the slot so far.
+    slots: Vec<Option<AutoSlot>>,
     /// Slot by allocation start.
     by_start: HashMap<usize, u16, BuildHasherDefault<AddrHasher>>,
     free: Vec<u16>,
     /// Bytes pinned by the slots (gone allocations' too, until their slot is emptied).
     bytes: usize,
-    /// Allocations seen once (start, and the address of the `Alloc`), direct-mapped by start:
-    /// the second op on one registers it. A stale entry only registers early.
-    seen: Box<[(usize, usize); SEEN]>,
+    /// Allocations seen but not registered (start, [`Alloc::serial`], uses so far),
+    /// direct-mapped by start: the use that brings one to [`AutoTable::need`] registers it. By
+    /// serial, not by the `Arc`'s address: a fresh buffer often gets both its start and its
+    /// `Arc`'s address back from the one dropped before it, and inherited its uses (the
+    /// twentieth session's entries only had to tell a second use from a first).
+    seen: Box<[(usize, u64, u32); SEEN]>,
+    /// Uses (ops, or native batches, naming the allocation) an allocation needs before it gets a
+    /// slot: [`AUTO_NEED_MIN`] at first. Reviewed every [`AUTO_REVIEW`] slots let go: doubled
+    /// (up to [`AUTO_NEED_MAX`]) when more than half of them served fewer than
+    /// [`AUTO_FEW_OPS`] ops (fresh buffers used once or twice each: a registration per buffer
+    /// for an op or two, 1.06-1.15x the CPU per op of no table in the twentieth session's
+    /// measure), halved when fewer than an eighth did. Fixed at the minimum with
+    /// `ODIRECT_AUTO_REG_ADAPT=0`.
+    pub need: u32,
+    /// [`auto_adapt`]: `need` follows the review (else it stays at [`AUTO_NEED_MIN`]).
+    adapt: bool,
+    /// Slots let go since the last review, and how many of them served few ops.
+    retired: u32,
+    few: u32,
+    /// Slots let go in all, and how many served few ops (tests and `callStats`).
+    pub retired_total: u64,
+    pub few_total: u64,
     /// Misses to let go by before the next sweep (a full table of live buffers is not swept
     /// on every op).
     backoff: u32,
@@ -294,7 +334,13 @@ impl Default for AutoTable {
             by_start: HashMap::default(),
             free: (0..AUTO_SLOTS).rev().collect(),
             bytes: 0,
-            seen: Box::new([(0, 0); SEEN]),
+            seen: Box::new([(0, 0, 0); SEEN]),
+            need: AUTO_NEED_MIN,
+            adapt: auto_adapt(),
+            retired: 0,
+            few: 0,
+            retired_total: 0,
+            few_total: 0,
             backoff: 0,
             registered: 0,
             swept: 0,
@@ -303,24 +349,27 @@ impl Default for AutoTable {
 }
 
 impl AutoTable {
-    /// The slot of `alloc` (which the caller's op holds), registering it there (through `d`)
-    /// on its second sighting when there is room. `Err`: the driver refused (RLIMIT_MEMLOCK, an
-    /// old kernel): the caller turns the automatic table off.
+    /// The slot of `alloc` (which the caller's `ops` ops hold: one, or a native batch's ops in
+    /// it), registering it there (through `d`) on its [`AutoTable::need`]th sighting when there
+    /// is room. `Err`: the driver refused (RLIMIT_MEMLOCK, an old kernel): the caller turns the
+    /// automatic table off.
     pub fn slot_for<D: SlotDriver + ?Sized>(
         &mut self,
         d: &mut D,
         alloc: &Arc<Alloc>,
+        ops: u32,
     ) -> io::Result<Option<u16>> {
         let start = alloc.ptr() as usize;
         let len = alloc.len();
         let stale = match self.by_start.get(&start) {
-            Some(&i) => match &self.slots[i as usize] {
-                Some((_, _, w)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc)) => {
-                    return Ok(Some(i))
+            Some(&i) => match &mut self.slots[i as usize] {
+                Some((_, _, w, served)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc)) => {
+                    *served = served.saturating_add(ops);
+                    return Ok(Some(i));
                 }
                 // Another allocation had this start: gone now (live allocations never share
                 // a start), so no op can be using the slot.
-                Some((_, _, w)) if w.strong_count() == 0 => Some(i),
+                Some((_, _, w, _)) if w.strong_count() == 0 => Some(i),
                 _ => return Ok(None),
             },
             None => None,
@@ -328,13 +377,19 @@ impl AutoTable {
         if len > AUTO_MAX_BYTES {
             return Ok(None);
         }
-        let id = Arc::as_ptr(alloc) as usize;
+        let id = alloc.serial();
         let h = {
             let p = (start >> 12) as u64;
             ((p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize) & (SEEN - 1)
         };
-        if self.seen[h] != (start, id) {
-            self.seen[h] = (start, id);
+        let (s0, i0, uses) = self.seen[h];
+        let uses = if (s0, i0) == (start, id) {
+            uses.saturating_add(1)
+        } else {
+            1
+        };
+        self.seen[h] = (start, id, uses);
+        if uses < self.need {
             return Ok(None);
         }
         if let Some(i) = stale {
@@ -370,21 +425,48 @@ impl AutoTable {
             self.free.push(i);
             return Err(e);
         }
-        self.slots[i as usize] = Some((start, len, Arc::downgrade(alloc)));
+        self.slots[i as usize] = Some((start, len, Arc::downgrade(alloc), ops));
         self.by_start.insert(start, i);
+        // Counted afresh should the slot be let go and the allocation come back to its start.
+        self.seen[h] = (0, 0, 0);
         self.bytes += len;
         self.registered += 1;
         Ok(Some(i))
     }
 
-    /// Forgets slot `i` here (its kernel entry is replaced or emptied by the caller).
+    /// Forgets slot `i` here (its kernel entry is replaced or emptied by the caller), its
+    /// allocation gone: counts what the slot served for the review of [`AutoTable::need`].
     fn forget(&mut self, i: u16) {
-        if let Some((start, len, _)) = self.slots[i as usize].take() {
+        if let Some((start, len, _, served)) = self.slots[i as usize].take() {
             if self.by_start.get(&start) == Some(&i) {
                 self.by_start.remove(&start);
             }
             self.bytes -= len;
+            self.retired(served);
         }
+    }
+
+    /// A slot whose allocation is gone served `served` ops: every [`AUTO_REVIEW`] of them,
+    /// [`AutoTable::need`] follows what the slots let go since the last review served.
+    fn retired(&mut self, served: u32) {
+        self.retired_total += 1;
+        self.retired += 1;
+        if served < AUTO_FEW_OPS {
+            self.few_total += 1;
+            self.few += 1;
+        }
+        if self.retired < AUTO_REVIEW {
+            return;
+        }
+        if self.adapt {
+            if self.few * 2 > self.retired {
+                self.need = (self.need * 2).min(AUTO_NEED_MAX);
+            } else if self.few * 8 < self.retired {
+                self.need = (self.need / 2).max(AUTO_NEED_MIN);
+            }
+        }
+        self.retired = 0;
+        self.few = 0;
     }
 
     /// Empties, in the kernel, every slot whose allocation is gone (no JS buffer, no op: no op
@@ -393,7 +475,7 @@ impl AutoTable {
         for i in 0..self.slots.len() {
             let gone = self.slots[i]
                 .as_ref()
-                .is_some_and(|(_, _, w)| w.strong_count() == 0);
+                .is_some_and(|(_, _, w, _)| w.strong_count() == 0);
             if !gone {
                 continue;
             }
@@ -413,5 +495,109 @@ impl AutoTable {
 
     pub fn is_empty(&self) -> bool {
         self.by_start.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver that only counts what the table asks of it.
+    #[derive(Default)]
+    struct Counting {
+        filled: u64,
+        emptied: u64,
+    }
+
+    impl SlotDriver for Counting {
+        unsafe fn update(&mut self, _i: u16, seg: Option<Segment>) -> io::Result<()> {
+            if seg.is_some() {
+                self.filled += 1;
+            } else {
+                self.emptied += 1;
+            }
+            Ok(())
+        }
+    }
+
+    fn table(adapt: bool) -> AutoTable {
+        AutoTable {
+            adapt,
+            ..AutoTable::default()
+        }
+    }
+
+    /// Fresh 4 KiB buffers used by exactly two ops each (then dropped): with the rule fixed at
+    /// the second use, a registration per buffer; adapting, the table stops registering them
+    /// once its let-go slots show they served one op each.
+    #[test]
+    fn fresh_buffers_used_twice() {
+        for adapt in [false, true] {
+            let mut t = table(adapt);
+            let mut d = Counting::default();
+            let mut fixed = 0;
+            for _ in 0..3000 {
+                let a = memory::test_alloc(4096);
+                for _ in 0..2 {
+                    fixed += u32::from(t.slot_for(&mut d, &a, 1).unwrap().is_some());
+                }
+            }
+            if adapt {
+                assert!(t.need > AUTO_NEED_MIN, "need {}", t.need);
+                assert!(t.registered < 1200, "{} registrations", t.registered);
+                assert!(t.few_total >= u64::from(AUTO_REVIEW));
+            } else {
+                assert_eq!(t.need, AUTO_NEED_MIN);
+                assert_eq!(t.registered, 3000);
+            }
+            assert_eq!(u64::from(fixed), t.registered);
+            assert_eq!(d.filled, t.registered);
+        }
+    }
+
+    /// Buffers reused many times still get slots (at the `need`th use), and once their slots
+    /// are let go having served many ops, `need` comes back down to the minimum.
+    #[test]
+    fn reused_buffers_bring_need_down() {
+        let mut t = table(true);
+        let mut d = Counting::default();
+        for _ in 0..3000 {
+            let a = memory::test_alloc(4096);
+            t.slot_for(&mut d, &a, 1).unwrap();
+            t.slot_for(&mut d, &a, 1).unwrap();
+        }
+        let high = t.need;
+        assert!(high > AUTO_NEED_MIN);
+        for _ in 0..8 {
+            let set: Vec<_> = (0..64).map(|_| memory::test_alloc(4096)).collect();
+            let mut fixed = 0;
+            for round in 0..100 {
+                for a in &set {
+                    let s = t.slot_for(&mut d, a, 1).unwrap();
+                    if round as u32 + 1 >= t.need {
+                        fixed += u32::from(s.is_some());
+                    }
+                }
+            }
+            assert!(fixed > 64 * 50, "{fixed} fixed ops of 6400");
+        }
+        assert_eq!(t.need, AUTO_NEED_MIN, "need was {high}");
+    }
+
+    /// A typed batch's region counts each batch as one use (the registration comes at the
+    /// `need`th batch), and its slot as serving all the batch's ops.
+    #[test]
+    fn a_batch_region_serves_its_ops() {
+        let mut t = table(true);
+        let mut d = Counting::default();
+        let a = memory::test_alloc(256 << 10);
+        assert_eq!(t.slot_for(&mut d, &a, 64).unwrap(), None);
+        let i = t.slot_for(&mut d, &a, 64).unwrap();
+        assert!(i.is_some());
+        assert_eq!(t.slot_for(&mut d, &a, 64).unwrap(), i);
+        drop(a);
+        // Its slot is let go (a sweep: the allocation is gone), having served 128 ops: not few.
+        t.sweep(&mut d).unwrap();
+        assert_eq!((t.retired_total, t.few_total), (1, 0));
     }
 }
