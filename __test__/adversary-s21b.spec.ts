@@ -313,3 +313,31 @@ for (const shared of [false, true]) {
     test.serial.failing(`worker terminated while a FUSE server holds the reads of ${form} of 64 (more in flight than it holds): terminate() waits for the server (the thread's exit waits for io-wq workers blocked in FUSE; pre-existing, lone reads too: left)`, (t) => heldTerminate(t, 64, shared))
   }
 }
+
+testIf(FAULTFS_REASON, 'typed readMany on a FUSE file with EIO at 5 blocks, windows 5, 17, 64 and a BatchWindow(64), scattered positions: each failed op is EIO in its own place, every other op read its block right', async (t) => {
+  const N = 256
+  const bad = [3, 40, 41, 100, 255].map((b) => b * UNIT + 100)
+  const f = faultFs({ size: N * UNIT, eioAt: bad, threads: 8, delayMs: 1 })
+  if (isSkip(f)) throw new Error(f.skip)
+  t.teardown(() => f.cleanup())
+  const fh = await od.open(f.file, 'r')
+  try {
+    for (const window of [5, 17, 64, new od.BatchWindow(64)]) {
+      const mem = fh.alloc(N * UNIT).fill(0)
+      const ops = { ...typedOps(mem, N, false), positions: new Float64Array(N).map((_, i) => ((i * 31) % N) * UNIT) }
+      const e = (await fh.readMany(ops, { window }).then(() => undefined, (x: unknown) => x)) as (Error & { code?: string; results?: Array<number | { code?: string }> }) | undefined
+      t.is(e?.code, 'EIO', String(e))
+      const rs = e?.results ?? []
+      let wrong = 0
+      for (let i = 0; i < N; i++) {
+        const blk = (i * 31) % N
+        const r = rs[i]
+        const ok = bad.some((o) => Math.floor(o / UNIT) === blk) ? typeof r === 'object' && r.code === 'EIO' : r === UNIT && mem.subarray(i * UNIT, (i + 1) * UNIT).equals(patternBuffer(blk * UNIT, UNIT))
+        if (!ok) wrong++
+      }
+      t.is(wrong, 0, `window ${typeof window === 'number' ? window : 'BatchWindow(64)'}`)
+    }
+  } finally {
+    await fh.close()
+  }
+})
