@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs'
 import * as fsp from 'node:fs/promises'
-import { basename, dirname } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 
 import { callerError, unlisten } from './args'
 import { syncParentDir } from './dirsync'
@@ -427,16 +427,20 @@ export const tempTaken = (e: unknown, tmp: string): boolean => e instanceof Dire
  * write-file-atomic removes its temp files then too). A kill or worker.terminate() runs no
  * JavaScript: that temp file stays (README "Troubleshooting").
  */
-const liveTemps = new Set<string>()
+const liveTemps = new Map<string, string>()
 let exitHooked = false
 
-/** `tmp` was just created by this thread's open: removed at exit until it is renamed or removed. */
+/**
+ * `tmp` was just created by this thread's open: removed at exit until it is renamed or removed.
+ * Kept with its absolute path: a relative one (copyFile('a', 'b')) names another file once the
+ * process changed its working directory, and the temp file was left (adversary-s21b).
+ */
 export function tempOwned(tmp: string): void {
-  liveTemps.add(tmp)
+  liveTemps.set(tmp, resolve(tmp))
   if (exitHooked || typeof process === 'undefined' || typeof process.on !== 'function') return
   exitHooked = true
   process.on('exit', () => {
-    for (const t of liveTemps) {
+    for (const t of liveTemps.values()) {
       try {
         unlinkSync(t)
       } catch {

@@ -315,9 +315,12 @@ fn unlink_if_same(c: &CString, fd: RawFd) {
 
 /// The O_TRUNC held back at open, done on `fd` now. A descriptor opened read-only cannot be
 /// ftruncated (EINVAL), though open(O_RDONLY | O_TRUNC) truncates (for a caller who may write the
-/// file; node:fs opens it so): such a file is truncated through a writable descriptor of it,
-/// reopened through /proc/self/fd, where the kernel checks the write permission as the open's
-/// O_TRUNC does (was: the open failed EINVAL naming an ftruncate the caller never asked for).
+/// file; node:fs opens it so): such a file is truncated with truncate(2) on its /proc/self/fd
+/// link, which names this very file (not whatever its path names now) and where the kernel checks
+/// the write permission, append-only/immutable, a read-only mount and a running executable as the
+/// open's O_TRUNC does (was: the open failed EINVAL naming an ftruncate the caller never asked
+/// for). No second descriptor: a writable one reopened from the link failed EMFILE at the
+/// process's descriptor limit, where the kernel's open(O_TRUNC) succeeds (adversary-s21b).
 fn truncate_held(fd: RawFd) -> Result<(), OpenError> {
     // SAFETY: fcntl(F_GETFL) takes only integers.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -330,25 +333,14 @@ fn truncate_held(fd: RawFd) -> Result<(), OpenError> {
     }
     let path = CString::new(format!("/proc/self/fd/{fd}")).map_err(|_| OpenError {
         errno: libc::EINVAL,
-        syscall: "open",
+        syscall: "truncate",
         message: "descriptor path contains a NUL byte".into(),
     })?;
     // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-    let w = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )
-    };
-    if w < 0 {
-        return Err(OpenError::last("open"));
+    if unsafe { libc::truncate(path.as_ptr(), 0) } < 0 {
+        return Err(OpenError::last("truncate"));
     }
-    // SAFETY: ftruncate takes only integers; `w` was opened above.
-    let failed = unsafe { libc::ftruncate(w, 0) } < 0;
-    let err = failed.then(|| OpenError::last("ftruncate"));
-    // SAFETY: `w` was opened above and is used by nothing else.
-    unsafe { libc::close(w) };
-    err.map_or(Ok(()), Err)
+    Ok(())
 }
 
 /// Checks the file, discovers its alignment and switches O_DIRECT on. `truncate`: O_TRUNC was
