@@ -636,7 +636,9 @@ for (const backend of BACKENDS) {
     t.deepEqual(e?.results.map((r) => (typeof r === 'number' ? r : r.code)), [BLOCK, BLOCK, 'EIO', uring ? 'ECANCELED' : BLOCK])
     if (!uring) t.is(fh.stats().ops, 4, 'the four writes, no fdatasync')
     await fh.writeMany(ops.slice(0, 2), { datasync: true })
-    t.is(fh.stats().ops, uring ? 8 : 7, 'then two writes and their fdatasync')
+    // (io_uring's fdatasync of the first call, cancelled by its chain, is not counted: the
+    // caller never saw it; adversary-s21c.)
+    t.is(fh.stats().ops, 7, 'then two writes and their fdatasync')
     if (uring) {
       // The first call's fdatasync completed with ECANCELED: it never ran.
       const lines = debugRun(

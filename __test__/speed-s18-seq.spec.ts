@@ -55,13 +55,15 @@ testIf(LOOP_REASON, 'a lone disk read started while four completions are deliver
     t.true(now.ok, 'every read brought the device bytes')
     t.true(now.deliverySkips >= 1, 'the first continuation read, alone in flight, skipped the in-call wait')
     t.true(now.doneInCall <= 1, 'no read started during the delivery completed inside its call')
-    // The old behaviour: the first continuation's read waits in its call, completes there, and
-    // so does the next one started after it (each alone in flight by then).
+    // The old behaviour: the first continuation's read waits in its call and completes there
+    // (on a quiet machine so do the next ones, each alone in flight by then: 4 of 4; under load
+    // the first wait can use up the turn's wait budget, and the rest go to the loop: 1 of 4 was
+    // seen in CI at load ~10).
     const old = await delivery(dev.device, { ODIRECT_RW_WAIT_DISK_DELIVERY: '0' })
     t.log(`ODIRECT_RW_WAIT_DISK_DELIVERY=0: ${JSON.stringify(old)}`)
     t.true(old.ok)
     t.is(old.deliverySkips, 0)
-    t.true(old.doneInCall >= 2, 'the reads started during the delivery completed in their calls, one after another')
+    t.true(old.waits >= 1 && old.doneInCall >= 1, 'a read started during the delivery waited and completed in its call')
   } finally {
     dev.cleanup()
   }
