@@ -23,7 +23,7 @@ const os = require('node:os')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..')
-const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts', '__test__/streams-s19.spec.ts', '__test__/adversary-s20.spec.ts']
+const SPECS = ['__test__/durability.spec.ts', '__test__/durability-s16.spec.ts', '__test__/streams-s19.spec.ts', '__test__/adversary-s20.spec.ts', '__test__/adversary-s21.spec.ts']
 
 /**
  * A site: `file` (under dist/src), `find` (must occur exactly once), `replace`; `src`: where it is in
@@ -104,8 +104,10 @@ const SITES = [
         check(await native_1.native.linkPath(tmp, dst), 'link', dst);
         await removeTemp(tmp);
     }
-    else
+    else {
         check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
+        liveTemps.delete(tmp);
+    }
     try {
         await (0, dirsync_1.syncParentDir)(dst);
     }`,
@@ -114,8 +116,10 @@ const SITES = [
         check(await native_1.native.linkPath(tmp, dst), 'link', dst);
         await removeTemp(tmp);
     }
-    else
+    else {
         check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
+        liveTemps.delete(tmp);
+    }
     try {
     }`,
     cases: ['writeFile atomic*', 'copyFile*', 'odirect cp*'],
@@ -192,17 +196,33 @@ const SITES = [
     id: 'then-datasync',
     src: 'src/handle.ts:634 (writeMany/writev { datasync } unlinked: the fdatasync after the writes; aio, threadpool, windows, > 16 ops)',
     file: 'handle.js',
-    find: "await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
-    replace: '/* mutant */;\n            return r;',
+    find: '            await fdatasync();\n            return r;',
+    replace: '            /* mutant */;\n            return r;',
     cases: ['writeMany({ datasync: true })*', 'writev(buffers, position, { datasync: true })*', 'WAL with group commit (writeMany { datasync }*'],
   },
   {
     id: 'then-datasync-io_uring',
     src: 'src/handle.ts:634 on io_uring only (writeMany { datasync } past 16 ops, with a window, or typed arrays: not linked)',
     file: 'handle.js',
-    find: "await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
-    replace: "if (this.backend !== 'io_uring') await io.startAfterWrites(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));\n            return r;",
+    find: '            await fdatasync();\n            return r;',
+    replace: "            if (this.backend !== 'io_uring') await fdatasync();\n            return r;",
     cases: ['writeMany({ datasync: true }) unlinked*'],
+  },
+  {
+    id: 'linked-rerun-datasync',
+    src: 'src/handle.ts #thenDatasync, linked (io_uring): the fdatasync after the re-run of writes a short write cancelled (many.ts rerunCancelled)',
+    file: 'handle.js',
+    find: '                finally {\n                    writesDone();\n                }\n                await fdatasync();\n                return r;',
+    replace: '                finally {\n                    writesDone();\n                }\n                /* mutant */;\n                return r;',
+    cases: ['writeMany(ops, { datasync: true }) on io_uring under RLIMIT_FSIZE*'],
+  },
+  {
+    id: 'linked-short-datasync',
+    src: 'src/handle.ts #thenDatasync, linked (io_uring): the fdatasync made again when a short last write cancelled the chain\'s',
+    file: 'handle.js',
+    find: '                        throw e;\n                    await fdatasync();',
+    replace: '                        throw e;\n                    /* mutant */;',
+    cases: ['writeMany / writev({ datasync: true }) on io_uring with a write straddling*'],
   },
   {
     id: 'rwf-dsync',
