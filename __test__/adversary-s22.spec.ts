@@ -5,22 +5,33 @@
 //    call ERR_ODIRECT_BACKEND with the file already emptied by 'w' / O_TRUNC, or created by
 //    'wx' (a retry then failed EEXIST): open, writeFile, createWriteStream, writableWebStream.
 //    The backend is settled before the open now (src/open.ts openImpl).
-import * as fs from 'node:fs'
+// 2. write(buf, { atomic: true }) on io_uring failed EINVAL from the second write of a reused
+//    fh.alloc buffer on (the engine registers odirect memory itself at its second op, and
+//    WRITE_FIXED's registered buffer is a bvec, which the kernel's RWF_ATOMIC refuses: it takes
+//    only a single user buffer), and always from registerBuffers memory: a database writing its
+//    pages untorn from one buffer got EINVAL. Untorn writes go as plain WRITE now
+//    (crates/core/src/io/ring.rs sqe).
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import * as od from '../dist/index.js'
 import { childRunner } from './helpers/child-result.ts'
-import { isSkip, seccompLauncher } from './helpers/fixtures.js'
+import { isSkip, loopFs, type Requirement, seccompLauncher } from './helpers/fixtures.js'
+import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
 
 delete process.env.ODIRECT_BACKEND
 const here = path.dirname(fileURLToPath(import.meta.url))
 const DIST = path.join(here, '..', 'dist', 'index.js')
 const CHILDREN = path.join(here, 'adversary-s22')
-const scratch = scratchDirs('s22')
 const run = childRunner(CHILDREN)
+// Probed before any test or hook is declared (ava starts once one is, and an await after it is too late).
+const where = await od.probe('/var/tmp')
+const scratch = scratchDirs('s22')
+const BACKENDS = (['io_uring', 'aio', 'threadpool'] as const).filter((b) => where.backends[b].available)
+const XFS_REQS: Requirement[] = ['root', 'loop', 'cmd:blockdev', 'cmd:mount', 'cmd:mkfs.xfs', 'fs:xfs']
 
 // ---------------------------------------------------------------------------------------
 // 1. A backend refused after the open
@@ -49,3 +60,49 @@ seccompTest(`the same calls with { backend: 'io_uring' } where a seccomp filter 
   const r = await run<Refused>('backend-refused.mjs', [DIST, scratch(), 'io_uring'], { argv: [launcher as string, '-u', process.execPath] })
   checkRefused(t, r)
 })
+
+// ---------------------------------------------------------------------------------------
+// 2. Untorn writes from registered memory
+
+for (const backend of BACKENDS) {
+  fxTest(`write({ atomic: true }) on XFS (${backend}) from one fh.alloc buffer reused for 8 writes, from a buffer used by plain writes first, and from registerBuffers memory: every write lands whole (was on io_uring: EINVAL from the second use on, the engine's own registration making it WRITE_FIXED)`, XFS_REQS, async (t) => {
+    const fx = must(loopFs(4096, 320, 'xfs'))
+    t.teardown(() => fx.cleanup())
+    const p = path.join(fx.dir, 'pages')
+    const fh = await od.open(p, 'w+', { backend, direct: 'require' })
+    t.teardown(() => fh.close())
+    const a = fh.alignment
+    if (a.atomicWriteMax === 0) return t.fail('statx reports no atomic writes on XFS here')
+    const size = Math.min(16384, a.atomicWriteMax)
+    const expect = Buffer.alloc(8 * size)
+    // One page buffer, reused as a database reuses it.
+    const page = fh.alloc(size)
+    for (let i = 0; i < 8; i++) {
+      page.fill(i + 1)
+      const at = ((i * 5) % 8) * size
+      t.is((await fh.write(page, { position: at, atomic: true })).bytesWritten, size, `write ${i}`)
+      page.copy(expect, at)
+    }
+    // A buffer the engine registered through plain writes first.
+    const plain = fh.alloc(size)
+    for (let i = 0; i < 3; i++) await fh.write(plain.fill(0x20 + i), { position: 0 })
+    t.is((await fh.write(plain.fill(0x30), { position: 0, atomic: true, dsync: true })).bytesWritten, size)
+    plain.copy(expect, 0)
+    // Registered memory (READ_FIXED / WRITE_FIXED on io_uring, mlock elsewhere).
+    const reg = fh.registerBuffers(1, a.atomicWriteMax)
+    t.teardown(() => reg.unregister())
+    const big = reg.buffers[0].subarray(0, a.atomicWriteMax).fill(0x41)
+    t.is((await fh.write(big, { position: 0, atomic: true })).bytesWritten, a.atomicWriteMax)
+    const back = fh.alloc(8 * size)
+    t.is((await fh.read(back, { position: 0 })).bytesRead, 8 * size)
+    if (a.atomicWriteMax >= 8 * size) t.true(back.equals(big.subarray(0, 8 * size)))
+    else {
+      big.copy(expect, 0)
+      t.true(back.equals(expect))
+    }
+    // The same from the page buffer through its reused path once more, after the registration.
+    t.is((await fh.write(page.fill(0x55), { position: size, atomic: true })).bytesWritten, size)
+    t.is((await fh.read(back.subarray(0, 2 * size), { position: 0 })).bytesRead, 2 * size)
+    t.true(back.subarray(size, 2 * size).equals(page))
+  })
+}
