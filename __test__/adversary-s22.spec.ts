@@ -11,6 +11,11 @@
 //    only a single user buffer), and always from registerBuffers memory: a database writing its
 //    pages untorn from one buffer got EINVAL. Untorn writes go as plain WRITE now
 //    (crates/core/src/io/ring.rs sqe).
+// 3. `odirect bench DIR` ended by Ctrl-C (SIGINT, SIGTERM, SIGHUP) during its stream workloads
+//    left its scratch file in DIR (as large as the stream pass: 64 MiB short, 512 MiB --full),
+//    and a copyFile row's temp file beside it: the signal's cleanup removes them now (bench/bench.ts).
+import { spawn } from 'node:child_process'
+import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -25,6 +30,7 @@ import { scratchDirs } from './helpers/scratch.ts'
 delete process.env.ODIRECT_BACKEND
 const here = path.dirname(fileURLToPath(import.meta.url))
 const DIST = path.join(here, '..', 'dist', 'index.js')
+const CLI = path.join(here, '..', 'dist', 'cli.js')
 const CHILDREN = path.join(here, 'adversary-s22')
 const run = childRunner(CHILDREN)
 // Probed before any test or hook is declared (ava starts once one is, and an await after it is too late).
@@ -106,3 +112,26 @@ for (const backend of BACKENDS) {
     t.true(back.subarray(size, 2 * size).equals(page))
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. odirect bench interrupted in its stream workloads
+
+test('odirect bench DIR interrupted by SIGINT in its stream workloads (its first stream row printed): it ends by the signal and DIR holds no file of the run (was: its scratch file left)', async (t) => {
+  const dir = scratch()
+  const child = spawn(process.execPath, [CLI, 'bench', dir, '--workloads', 'stream-write', '--size', '16M', '--tmpfs', 'off', '--runs', '1'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let err = ''
+  let sent = false
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (code, sig) => resolve([code, sig])))
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    err += d
+    // A stream row done: the scratch file exists and the next row is writing it.
+    if (!sent && /^\[1\/\d+\] stream-write /m.test(err)) {
+      sent = true
+      child.kill('SIGINT')
+    }
+  })
+  const [code, sig] = await closed
+  t.true(sent, `the first stream row was never printed:\n${err}`)
+  t.true(sig === 'SIGINT' || code === 130, `ended by the signal (code ${code}, signal ${sig}):\n${err}`)
+  t.deepEqual(fs.readdirSync(dir), [], 'files of the run left in DIR')
+})
