@@ -14,9 +14,18 @@
 // 3. `odirect bench DIR` ended by Ctrl-C (SIGINT, SIGTERM, SIGHUP) during its stream workloads
 //    left its scratch file in DIR (as large as the stream pass: 64 MiB short, 512 MiB --full),
 //    and a copyFile row's temp file beside it: the signal's cleanup removes them now (bench/bench.ts).
+// 4. Options an object inherits (`Object.create(defaults)`, a class's getters) were dropped by
+//    readFile, writeFile, copyFile, open and both streams, which took options from the object's
+//    own keys only, where node:fs reads them by property access: writeFile(p, d, { flag: 'wx' }
+//    inherited) overwrote p where fs fails EEXIST, `flag: 'r+'` truncated it, copyFile's
+//    `exclusive` overwrote dst, `atomic` wrote in place, and createWriteStream's inherited
+//    `flags: 'r+'` and `start` truncated the file and wrote at 0 (src/args.ts readOptions).
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
@@ -134,4 +143,66 @@ test('odirect bench DIR interrupted by SIGINT in its stream workloads (its first
   t.true(sent, `the first stream row was never printed:\n${err}`)
   t.true(sig === 'SIGINT' || code === 130, `ended by the signal (code ${code}, signal ${sig}):\n${err}`)
   t.deepEqual(fs.readdirSync(dir), [], 'files of the run left in DIR')
+})
+
+// ---------------------------------------------------------------------------------------
+// 4. Inherited options
+
+test('options an object inherits (Object.create(defaults), class getters) count as given, as node:fs reads them: writeFile flag wx / r+ and atomic, copyFile exclusive, createWriteStream flags r+ and start, createReadStream start, readFile encoding, open direct (was: dropped, the file overwritten, truncated or written at 0)', async (t) => {
+  const dir = scratch()
+  const old = Buffer.alloc(16384, 1)
+  const data = Buffer.alloc(4096, 2)
+  const fresh = (name: string): string => {
+    const p = path.join(dir, name)
+    fs.writeFileSync(p, old)
+    return p
+  }
+  /** What node:fs and odirect each leave (or throw) for the same call. */
+  const both = async (what: string, call: (lib: 'fs' | 'od', p: string) => Promise<unknown>): Promise<void> => {
+    const out: string[] = []
+    for (const lib of ['fs', 'od'] as const) {
+      const p = fresh(`${what.replace(/\W+/g, '-')}-${lib}`)
+      const r = await call(lib, p).then(
+        (v) => (typeof v === 'string' || typeof v === 'number' ? `${typeof v} ${v}` : 'ok'),
+        (e: { code?: string }) => `error ${e.code}`,
+      )
+      out.push(`${r}, file ${fs.readFileSync(p).toString('hex')}`)
+    }
+    t.is(out[1], out[0], `${what}: odirect (second) as node:fs (first)`)
+  }
+  const inherits = <T extends object>(o: T): T => Object.create(o) as T
+  await both("writeFile, flag 'wx'", (lib, p) => (lib === 'fs' ? fsp.writeFile(p, data, inherits({ flag: 'wx' })) : od.writeFile(p, data, inherits({ flag: 'wx' }))))
+  await both("writeFile, flag 'r+'", (lib, p) => (lib === 'fs' ? fsp.writeFile(p, data, inherits({ flag: 'r+' })) : od.writeFile(p, data, inherits({ flag: 'r+' }))))
+  await both("createWriteStream, flags 'r+', start 8192", (lib, p) => pipeline(Readable.from([data]), lib === 'fs' ? fs.createWriteStream(p, inherits({ flags: 'r+', start: 8192 })) : od.createWriteStream(p, inherits({ flags: 'r+', start: 8192 }))))
+  await both('createReadStream, start 8192', async (lib, p) => {
+    let n = 0
+    for await (const c of lib === 'fs' ? fs.createReadStream(p, inherits({ start: 8192 })) : od.createReadStream(p, inherits({ start: 8192 }))) n += (c as Buffer).length
+    return n
+  })
+  await both("readFile, encoding 'latin1'", async (lib, p) => ((await (lib === 'fs' ? fsp.readFile(p, inherits({ encoding: 'latin1' as const })) : od.readFile(p, inherits({ encoding: 'latin1' as const })))) as string).length)
+  // odirect's own options, from a class's getters.
+  class Exclusive {
+    get exclusive(): boolean {
+      return true
+    }
+  }
+  const src = path.join(dir, 'src')
+  fs.writeFileSync(src, data)
+  const dst = fresh('dst')
+  await t.throwsAsync(od.copyFile(src, dst, new Exclusive()), { code: 'EEXIST' })
+  t.true(fs.readFileSync(dst).equals(old), 'copyFile with an inherited exclusive left dst as it was')
+  class Atomic {
+    get atomic(): boolean {
+      return true
+    }
+  }
+  const a = fresh('atomic')
+  const link = path.join(dir, 'atomic-link')
+  fs.linkSync(a, link)
+  await od.writeFile(a, data, new Atomic())
+  t.true(fs.readFileSync(a).equals(data))
+  t.true(fs.readFileSync(link).equals(old), 'atomic: a new file renamed into place, the other hard link keeps the old one')
+  const fh = await od.open(fresh('off'), 'r', inherits({ direct: 'off' as const }))
+  t.false(fh.direct, "open's inherited direct: 'off'")
+  await fh.close()
 })
