@@ -20,7 +20,10 @@
 //    inherited) overwrote p where fs fails EEXIST, `flag: 'r+'` truncated it, copyFile's
 //    `exclusive` overwrote dst, `atomic` wrote in place, and createWriteStream's inherited
 //    `flags: 'r+'` and `start` truncated the file and wrote at 0 (src/args.ts readOptions).
-import { spawn } from 'node:child_process'
+// 5. `odirect cp SRC DEVICE` interrupted said "(partial copy removed)" and its usage "an
+//    interrupted copy leaves DST untouched", where a device (or FIFO) DST is written in place and
+//    keeps what was written before the signal: it says so now (cli/cp.ts).
+import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -32,7 +35,7 @@ import test from 'ava'
 
 import * as od from '../dist/index.js'
 import { childRunner } from './helpers/child-result.ts'
-import { isSkip, loopFs, type Requirement, seccompLauncher } from './helpers/fixtures.js'
+import { isSkip, loopDevice, loopFs, type Requirement, seccompLauncher } from './helpers/fixtures.js'
 import { fxTest, must } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
 
@@ -205,4 +208,39 @@ test('options an object inherits (Object.create(defaults), class getters) count 
   const fh = await od.open(fresh('off'), 'r', inherits({ direct: 'off' as const }))
   t.false(fh.direct, "open's inherited direct: 'off'")
   await fh.close()
+})
+
+// ---------------------------------------------------------------------------------------
+// 5. odirect cp onto a device, interrupted
+
+fxTest('odirect cp from a FIFO onto a block device, interrupted by SIGINT after 3 MiB: exit 130, it says the device keeps what was written (was: "partial copy removed"), and the device holds the data before the signal', ['root', 'loop', 'cmd:blockdev', 'cmd:mkfifo'], async (t) => {
+  const dev = must(loopDevice(512, 8))
+  t.teardown(() => dev.cleanup())
+  const fifo = path.join(scratch(), 'fifo')
+  const mk = spawnSync('mkfifo', [fifo])
+  t.is(mk.status, 0, mk.stderr?.toString())
+  const data = Buffer.alloc(3 << 20)
+  for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i ^ 0x5a5a5a5a, i)
+  const child = spawn(process.execPath, [CLI, 'cp', '--quiet', '--chunk-size', '64k', fifo, dev.device], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let err = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (code, sig) => resolve([code, sig])))
+  // The FIFO's writer: once 3 MiB are written, cp has read all but a pipe's worth of them, and
+  // written what it read before (a few chunks in flight at most).
+  const w = fs.createWriteStream(fifo)
+  await new Promise<void>((resolve, reject) => w.end(data, () => resolve()).on('error', reject))
+  child.kill('SIGINT')
+  const [code, sig] = await closed
+  t.true(code === 130 || sig === 'SIGINT', `exit ${code} ${sig}: ${err}`)
+  t.notRegex(err, /partial copy removed/, err)
+  t.regex(err, /written in place: what was copied before the signal stays there/, err)
+  t.true(fs.statSync(dev.device).isBlockDevice())
+  const back = Buffer.alloc(1 << 20)
+  const fd = fs.openSync(dev.device, 'r')
+  try {
+    fs.readSync(fd, back, 0, back.length, 0)
+  } finally {
+    fs.closeSync(fd)
+  }
+  t.true(back.equals(data.subarray(0, 1 << 20)), "the device's first MiB is the data written before the signal")
 })
