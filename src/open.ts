@@ -115,15 +115,14 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   // answer the open may give (direct or not) must have a backend; 'prefer' where only one of them
   // has one is still decided after the open.
   const modes = opts.direct === 'require' ? [true] : opts.direct === 'prefer' ? [true, false] : [false]
-  const refusals = modes.map((d) => {
+  const chosen = modes.map((d): { backend?: BackendName; refusal?: unknown } => {
     try {
-      chooseBackend(opts.backend, d, p)
-      return undefined
+      return { backend: chooseBackend(opts.backend, d, p) }
     } catch (e) {
-      return e
+      return { refusal: e }
     }
   })
-  if (refusals.every((e) => e !== undefined)) throw refusals[0]
+  if (chosen.every((c) => c.backend === undefined)) throw chosen[0].refusal
   const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode, engine.native)
   if (r.errno !== 0 || r.alignment == null) {
     const syscall = r.syscall || 'open'
@@ -151,7 +150,7 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   }
   let backend: BackendName
   try {
-    backend = chooseBackend(opts.backend, r.direct, p)
+    backend = chosen[modes.indexOf(r.direct)]?.backend ?? chooseBackend(opts.backend, r.direct, p)
   } catch (e) {
     // Closed and no longer tracked by the engine (a later descriptor may get the number).
     engine.native.closeSync(r.fd)
