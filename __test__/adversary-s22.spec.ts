@@ -23,6 +23,20 @@
 // 5. `odirect cp SRC DEVICE` interrupted said "(partial copy removed)" and its usage "an
 //    interrupted copy leaves DST untouched", where a device (or FIFO) DST is written in place and
 //    keeps what was written before the signal: it says so now (cli/cp.ts).
+// Attacked, no fault (probes, not kept as tests): zero-length calls of every form; valueOf /
+// toPrimitive objects, strings, booleans, -0, -1n as positions, lengths and offsets; atomic writes
+// of 4 KiB to 8 MiB (max_atomic_write=8m) from fh.alloc, plain and odd-offset memory (one
+// submission each); lock() mutual exclusion over 4 handles and 2 workers with random aborts, and
+// a worker terminated or exiting while it holds the lock; 20k concurrent reads and 4k writes per
+// backend; readv/writev past IOV_MAX (typed refusal); copyFile of a 4096-sector loop device to a
+// sparse file and back; 80 concurrent replaces of one destination (exclusive and not); same-file
+// copies through a bind mount and /proc/self/root; symlink chains past 40 (ELOOP as fs); Buffer
+// paths that are not UTF-8 (refused); writeFile with bad data or options (file untouched, as
+// fs); a random model (writes, writev, writeMany, truncate, punch/zero/allocate, r+ streams,
+// writeFile r+) against node:fs on ext4, XFS and tmpfs, each backend; odirect cp with
+// directories, sockets, /proc and /sys sources, empty, trailing-slash and newline paths;
+// registered buffers kept after unregister() or close() (never aliased by later allocations);
+// RLIMIT_NPROC starving io-wq (ECANCELED, typed); RLIMIT_MEMLOCK 0 for a user (typed).
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
