@@ -36,7 +36,9 @@
 // writeFile r+) against node:fs on ext4, XFS and tmpfs, each backend; odirect cp with
 // directories, sockets, /proc and /sys sources, empty, trailing-slash and newline paths;
 // registered buffers kept after unregister() or close() (never aliased by later allocations);
-// RLIMIT_NPROC starving io-wq (ECANCELED, typed); RLIMIT_MEMLOCK 0 for a user (typed).
+// RLIMIT_NPROC starving io-wq (ECANCELED, typed); RLIMIT_MEMLOCK 0 for a user (typed); btrfs (the
+// random model, sparse copyFile, atomic writeFile, dsync writes from a reused buffer, typed
+// readMany, each backend) and overlayfs (reads of a lower file, a write's copy-up, replaces).
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
