@@ -184,12 +184,16 @@ export function readOptions(o: unknown, known: readonly string[], example: strin
   const given = optionsArg(o, example)
   const out = Object.create(null) as Record<string, unknown>
   if (given === undefined) return out
+  // Only what the object has (`in`: own or inherited) is read: a strict config object whose get
+  // trap throws for names it lacks is never asked for one it does not have.
+  const has = (k: string): boolean => callerCode(() => k in given)
   for (const k of Object.keys(unsupported)) {
-    if (callerGet(given, k) !== undefined) {
+    if (has(k) && callerGet(given, k) !== undefined) {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `option '${k}' is not supported with direct I/O: ${unsupported[k]}`, `remove '${k}'`)
     }
   }
   for (const k of known) {
+    if (!has(k)) continue
     const v = callerGet(given, k)
     if (v !== undefined) out[k] = v
   }
