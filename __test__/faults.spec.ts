@@ -257,8 +257,13 @@ fxTestOn('ramfs refuses O_DIRECT: typed error naming ramfs, nothing created, not
   const fx = useFixture(t, ramfsDir())
   const existing = path.join(fx.dir, 'existing')
   fs.writeFileSync(existing, 'precious data')
+  // Each backend started first: open() settles its backend before the open since adversary-s22,
+  // and a backend's ring or eventfd is the engine's for good, not a descriptor leaked.
+  // (A backend this process cannot have is refused before the open: ERR_ODIRECT_BACKEND.)
+  const usable = BACKENDS.filter((b) => backendSkip(b) === undefined)
+  for (const backend of usable) await (await open(existing, 'r', { backend, direct: 'prefer' })).close()
   const fds = fdCount()
-  for (const backend of ['auto', ...BACKENDS] as const) {
+  for (const backend of ['auto', ...usable] as const) {
     for (const flags of ['w+', 'w', 'wx', 'wx+'] as const) {
       const file = path.join(fx.dir, `new-${backend}-${flags}`)
       const e = await t.throwsAsync(open(file, flags, { backend }), { instanceOf: DirectIoError }, `${backend} ${flags}`)

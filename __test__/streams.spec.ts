@@ -1354,7 +1354,9 @@ test("fs's stream options direct I/O cannot honour are typed errors naming them"
   t.throws(() => createReadStream(file, { highWaterMark: Object.create(null) as number }), { instanceOf: DirectIoError, code: 'ERR_INVALID_ARG_TYPE' })
   // A Proxy trap is the caller's code: what it throws reaches the caller as the same object, as with fs.
   const boom = new Error('boom')
-  const hostile = new Proxy({}, { ownKeys: () => { throw boom } })
+  // (A `has` trap: options are looked up by `in` and read by property access, as fs reads them,
+  // since adversary-s22.)
+  const hostile = new Proxy({}, { has: () => { throw boom } })
   t.is(t.throws(() => createReadStream(file, hostile)), boom)
 })
 

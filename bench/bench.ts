@@ -498,7 +498,20 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (!fioPath && engines.some((e) => e.startsWith('fio'))) log('note: fio is not installed (apt-get install fio): the fio rows are skipped and there is no ratio column')
   if (!isRoot) log('note: not root: the page cache is emptied with posix_fadvise(DONTNEED) on the file instead of /proc/sys/vm/drop_caches')
 
+  // The stream workloads' scratch file, next to the test file: removed by cleanup too, with a
+  // copyFile row's temp file beside it, so that a run ended by a signal leaves neither (it left
+  // the scratch file, as large as the stream workload: adversary-s22).
+  const scratch = path.join(path.dirname(file), `odirect-bench-${process.pid}-stream.dat`)
+  const removeScratch = (): void => {
+    fs.rmSync(scratch, { force: true })
+    try {
+      for (const n of fs.readdirSync(path.dirname(scratch))) if (n.startsWith(`${path.basename(scratch)}.odirect-tmp-`)) fs.rmSync(path.join(path.dirname(scratch), n), { force: true })
+    } catch {
+      // The directory cannot be read: nothing more to remove.
+    }
+  }
   const cleanup = (): void => {
+    removeScratch()
     if (typeof ctx.hugePages === 'object') {
       ctx.hugePages.release()
       log(`huge pages given back: nr_hugepages ${readNrHugePages()}, hugetlbfs ${ctx.hugePages.dir} unmounted`)
@@ -542,7 +555,6 @@ export async function benchCommand(argv: string[]): Promise<number> {
     const facts = await machineFacts(file, fioPath, isRoot)
     if (ctx.fadviseOnly) facts.cacheDrop = 'quick run: posix_fadvise(POSIX_FADV_DONTNEED) on the file before and after each node:fs run (no global drop_caches)'
     const streamSize = Math.floor(Math.min(size, args.quick ? 8 << 20 : args.short ? 64 << 20 : size) / STREAM_CHUNK) * STREAM_CHUNK
-    const scratch = path.join(path.dirname(file), `odirect-bench-${process.pid}-stream.dat`)
     swl = streamWorkloads(streamSize).filter((w) => swl.some((x) => x.id === w.id))
     const streamCells: StreamCell[] = []
     for (const w of swl) for (const e of w.engines) streamCells.push({ workload: w, engine: e, runs: [] })
@@ -630,7 +642,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
         }
       }
     } finally {
-      fs.rmSync(scratch, { force: true })
+      removeScratch()
     }
     const ssums = summarizeStreams(streamCells)
     // The full run's scaling table (issue 19 item 4): 1..2 worker_threads on the tmpfs file's

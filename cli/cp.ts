@@ -30,7 +30,8 @@ export const CP_USAGE = `usage: odirect cp [OPTIONS] SRC DST
   --json            print the result as JSON on stdout (on failure too: { "error": ... })
   --help, -h        this text
 exit status: 0 copied, 1 failed, 2 usage error, 129 hung up (SIGHUP), 130 interrupted (SIGINT),
-  143 terminated (SIGTERM); an interrupted copy leaves DST untouched and no temp file`
+  143 terminated (SIGTERM); an interrupted copy leaves DST untouched and no temp file (a DST
+  written in place, a device or FIFO, keeps what was written before the signal)`
 
 interface CpArgs {
   src: string
@@ -271,11 +272,14 @@ export async function cpCommand(args: string[]): Promise<number> {
   const progress = new Progress(!a.quiet && !a.json)
   const t0 = performance.now()
   let dst = a.dst
+  // A device or FIFO DST is written in place: an interrupted copy cannot give it back as it was.
+  let inPlace = false
   try {
     checkUtf8('SRC', a.src)
     checkUtf8('DST', a.dst)
     const d = await fsp.stat(dst).catch(() => undefined)
     if (d?.isDirectory()) dst = path.join(dst, path.basename(a.src))
+    inPlace = d !== undefined && (d.isBlockDevice() || d.isCharacterDevice() || d.isFIFO())
     const parent = path.dirname(dst)
     if (d === undefined && (await fsp.stat(parent).catch(() => undefined)) === undefined) {
       const hint = `create the directory ${parent} first`
@@ -317,7 +321,7 @@ export async function cpCommand(args: string[]): Promise<number> {
     return 0
   } catch (e) {
     progress.stop()
-    const why = interrupted !== undefined ? `interrupted by ${interrupted} (partial copy removed)` : describeForCli(e)
+    const why = interrupted !== undefined ? `interrupted by ${interrupted} (${inPlace ? `${dst} is written in place: what was copied before the signal stays there` : 'partial copy removed'})` : describeForCli(e)
     process.stderr.write(`odirect cp: ${a.src} -> ${a.dst}: ${why}\n`)
     if (a.json) console.log(JSON.stringify({ error: { ...errorJson(e, why), ...(interrupted !== undefined ? { signal: interrupted } : {}) }, source: a.src, destination: dst }, null, 2))
     if (interrupted === undefined) return 1

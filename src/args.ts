@@ -171,22 +171,31 @@ export function optionsArg(o: unknown, example: string): Record<string, unknown>
 }
 
 /**
- * Copies the own enumerable properties of an options object once into a plain record. Keys not
- * in `known` are ignored (never read), as fs ignores options it does not know; keys named in
- * `unsupported` (options fs has that direct I/O cannot honour) are refused, saying why. A getter
+ * Reads the options of `known` once each from an options object into a plain record, by property
+ * access as fs reads its options: one the object inherits (`Object.create(defaults)`, a class's
+ * getter) is given as much as its own (they were taken from its own keys only, and an inherited
+ * `flag: 'wx'`, `exclusive`, `atomic`, a stream's `flags: 'r+'` and `start` were dropped: the
+ * file was overwritten, truncated or written at 0: adversary-s22). Keys not in `known` are
+ * ignored (never read), as fs ignores options it does not know; keys named in `unsupported`
+ * (options fs has that direct I/O cannot honour) are refused when given, saying why. A getter
  * or Proxy trap that throws: its error reaches the caller as the same object, as with fs.
  */
 export function readOptions(o: unknown, known: readonly string[], example: string, unsupported: Readonly<Record<string, string>> = {}): Record<string, unknown> {
   const given = optionsArg(o, example)
   const out = Object.create(null) as Record<string, unknown>
   if (given === undefined) return out
-  const keys = callerCode(() => Object.keys(given))
-  for (const k of keys) {
-    if (Object.prototype.hasOwnProperty.call(unsupported, k)) {
+  // Only what the object has (`in`: own or inherited) is read: a strict config object whose get
+  // trap throws for names it lacks is never asked for one it does not have.
+  const has = (k: string): boolean => callerCode(() => k in given)
+  for (const k of Object.keys(unsupported)) {
+    if (has(k) && callerGet(given, k) !== undefined) {
       throw misuse('ERR_ODIRECT_UNSUPPORTED', `option '${k}' is not supported with direct I/O: ${unsupported[k]}`, `remove '${k}'`)
     }
-    if (!known.includes(k)) continue
-    out[k] = callerCode(() => given[k])
+  }
+  for (const k of known) {
+    if (!has(k)) continue
+    const v = callerGet(given, k)
+    if (v !== undefined) out[k] = v
   }
   return out
 }

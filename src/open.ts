@@ -109,6 +109,20 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   // The engine takes the descriptor as the open completes: closed at teardown even when this
   // environment (a terminated worker) never runs the code below.
   const engine = getEngine(p)
+  // The backend is settled before the open (adversary-s22): refused after it (an ODIRECT_BACKEND
+  // typo, `backend: 'io_uring'` where a seccomp profile blocks io_uring), the open had already
+  // emptied the file ('w', O_TRUNC) or created it ('wx' then failed EEXIST on a retry). Each
+  // answer the open may give (direct or not) must have a backend; 'prefer' where only one of them
+  // has one is still decided after the open.
+  const modes = opts.direct === 'require' ? [true] : opts.direct === 'prefer' ? [true, false] : [false]
+  const chosen = modes.map((d): { backend?: BackendName; refusal?: unknown } => {
+    try {
+      return { backend: chooseBackend(opts.backend, d, p) }
+    } catch (e) {
+      return { refusal: e }
+    }
+  })
+  if (chosen.every((c) => c.backend === undefined)) throw chosen[0].refusal
   const r = await native.openFile(p, f, opts.direct, opts.dsync, opts.noatime, opts.mode, engine.native)
   if (r.errno !== 0 || r.alignment == null) {
     const syscall = r.syscall || 'open'
@@ -136,7 +150,7 @@ async function openImpl(path: PathLike, flags: FlagsArg, options?: OpenOptions |
   }
   let backend: BackendName
   try {
-    backend = chooseBackend(opts.backend, r.direct, p)
+    backend = chosen[modes.indexOf(r.direct)]?.backend ?? chooseBackend(opts.backend, r.direct, p)
   } catch (e) {
     // Closed and no longer tracked by the engine (a later descriptor may get the number).
     engine.native.closeSync(r.fd)

@@ -60,6 +60,8 @@ const WATCH: u64 = INTERNAL | 1;
 /// user_data of the poll on `/proc/swaps` (see [`Driver::watch_swaps`]).
 const SWAPS: u64 = INTERNAL | 2;
 const IORING_ENTER_GETEVENTS: u32 = 1;
+/// pwritev2's untorn-write flag (linux/fs.h; Linux 6.11+).
+const RWF_ATOMIC: u32 = 0x40;
 
 /// How the ring was set up (fastest that the kernel accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -604,7 +606,12 @@ impl LocalRing {
         rw_flags: u32,
     ) -> io::Result<squeue::Entry> {
         debug_assert!(key < INTERNAL);
-        let fixed = fixed.filter(|&i| self.holds(i, kind));
+        // An untorn write (RWF_ATOMIC) goes as a plain WRITE: the kernel takes one only from a
+        // single user buffer (generic_atomic_write_valid: ITER_UBUF), and WRITE_FIXED's
+        // registered buffer is a bvec (EINVAL). A reused `fh.alloc` buffer, which the engine
+        // registers itself at its second op, failed every atomic write after the first
+        // (adversary-s22). The registered memory is the caller's own: its address stays valid.
+        let fixed = fixed.filter(|&i| rw_flags & RWF_ATOMIC == 0 && self.holds(i, kind));
         let slot = if self.file_table {
             self.files.get(&kind.fd()).copied()
         } else {
