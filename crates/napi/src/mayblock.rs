@@ -326,3 +326,86 @@ impl Driver for MayBlockRing {
         format!("{}+own_thread", self.setup)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (bounded) until the owner's eventfd says completions are there, then reaps them.
+    fn reaped(r: &mut MayBlockRing, owner: &OwnedFd, want: usize) -> Vec<(u64, i64)> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            let mut p = libc::pollfd {
+                fd: owner.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd; 10 s at most (a failure, not a pace).
+            let n = unsafe { libc::poll(&mut p, 1, 10_000) };
+            assert!(n > 0, "no completion announced in 10 s");
+            eventfd::drain(owner.as_raw_fd());
+            r.reap(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn pipe_reads_complete_and_cancel_through_the_thread_which_ends_on_drop() {
+        let owner = Arc::new(eventfd::new(false).unwrap());
+        let mut r = MayBlockRing::start(8, owner.clone()).unwrap();
+        assert!(r.describe().ends_with("+own_thread"), "{}", r.describe());
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let mut a = [0u8; 4];
+        let mut b = [0u8; 4];
+        let read = |buf: &mut [u8; 4]| OpKind::Read {
+            fd: fds[0],
+            ptr: buf.as_mut_ptr(),
+            len: 4,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        let (ka, kb) = (read(&mut a), read(&mut b));
+        let op = |key, kind| OpRef {
+            punt: true,
+            ..OpRef::new(key, kind)
+        };
+        // SAFETY: `a` and `b` outlive both ops (their completions are reaped below).
+        unsafe {
+            r.push(&op(1, &ka)).unwrap();
+            r.push(&op(2, &kb)).unwrap();
+        }
+        r.submit();
+        assert_eq!(r.inflight(), 2);
+        // SAFETY: writes 4 bytes from a live array to the pipe.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"data".as_ptr().cast(), 4) },
+            4
+        );
+        let first = reaped(&mut r, &owner, 1);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1, 4, "{first:?}");
+        let other = if first[0].0 == 1 { 2 } else { 1 };
+        r.cancel(other);
+        let second = reaped(&mut r, &owner, 1);
+        assert_eq!(second, vec![(other, -(libc::ECANCELED as i64))]);
+        assert_eq!(r.inflight(), 0);
+        assert_eq!(&if first[0].0 == 1 { a } else { b }, b"data");
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim_end() == "odirect-mayblk")
+                .count()
+        };
+        assert_eq!(threads(), 1);
+        drop(r);
+        assert_eq!(threads(), 0, "the thread ended with the driver's drop");
+        // SAFETY: closing the pipe made above.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+}
