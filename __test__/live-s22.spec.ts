@@ -303,8 +303,11 @@ fxTest(
     await run([0, size - 4096, 8192], [8192, 4096, 8192], 4)
     await run([0, size - 4096], [8192, 4096], 3)
     await run([size], 'ENOSPC', 1)
-    // Two linked writes failing after a short one (the second past the end): the cancelled one is
-    // seen as failed (not run again): counted, its latency with it.
+    // A failing write, then one it cancelled: that one is not run again (the caller sees it fail
+    // ECANCELED): counted, its latency with it.
+    await run([size, 0], 'ENOSPC', 2)
+    // A short write, then a write past the end and one more, both cancelled and run again (the
+    // first fails ENOSPC then): the re-runs counted, not the cancelled ones.
     await run([size - 4096, size, 0], 'ENOSPC', 3)
   },
 )
