@@ -564,6 +564,15 @@ export declare function syncDir(path: string): Promise<number>
 export declare function takeOver(view: unknown, align: number): ArrayBuffer | null
 
 /**
+ * `path` (absolute), a temp file this process just made, is removed at exit(3) until
+ * [`temp_let_go`] (see [`TEMPS`]).
+ */
+export declare function tempHeld(path: string): void
+
+/** `path` was put in place or removed: no longer removed at exit. */
+export declare function tempLetGo(path: string): void
+
+/**
  * A read/write completed inside its own staging call (a lone small op on tmpfs/ramfs, see
  * `Inner::rw`) returns `TICKET_DONE + done code` instead of a ticket: its id is free already,
  * and the code carries its result, latency and bounced bit (see [`done`]; src/engine.ts

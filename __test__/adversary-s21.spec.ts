@@ -18,7 +18,8 @@
 //    fstat on the refusal path; src/handle.ts #readAtEnd).
 // 4. copyFile / writeFile({ atomic }) in a process ended by process.exit() or an uncaught
 //    exception left the temp file (as large as its reservation): removed by an 'exit' listener
-//    now (src/fileops.ts tempOwned). Deno runs no 'exit' listener after an uncaught exception.
+//    now (src/fileops.ts tempOwned). Deno runs no 'exit' listener after an uncaught exception
+//    (removed natively at exit(3) since live-s22, crates/napi/src/paths.rs TEMPS).
 // 5. open(path, O_RDONLY | O_TRUNC) failed EINVAL from the held-back ftruncate on a read-only
 //    descriptor where the kernel and node:fs truncate (crates/core/src/file.rs truncate_held).
 // 6. probe() / odirect probe / odirect bench of a FIFO without a writer hung forever in the FIFO's
@@ -278,8 +279,8 @@ for (const [rt, argv] of runtimes()) {
       const title = `${rt}: ${form === 'copy' ? 'copyFile' : 'writeFile({ atomic })'} in a process ended mid-way by ${how === 'exit' ? 'process.exit(3)' : 'an uncaught exception'}: no temp file left, the destination as it was (was: the temp file left, as large as its reservation)`
       // Deno 2.9 runs no process 'exit' listener when an uncaught exception ends it (its 'error'
       // event may be cancelled by a listener after ours: removing a live copy's temp file there
-      // is not safe), so its temp file stays, as after a kill (README "Troubleshooting").
-      const denoThrow = rt === 'deno' && how === 'throw' ? "Deno runs no process 'exit' listener when an uncaught exception ends it: the temp file stays, as after a kill" : undefined
+      // is not safe); it ends through exit(3), whose handler removes the temp files natively
+      // (live-s22: was skipped, the temp file left).
       fxTest(title, [], (t) => {
         const dir = scratch()
         const old = bytes(5000, 9)
@@ -290,7 +291,7 @@ for (const [rt, argv] of runtimes()) {
         t.notRegex(r.stdout, /before the exit/, 'the copy ended before the exit: the case proves nothing')
         t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'src'], 'files left in the directory')
         t.true(fs.readFileSync(path.join(dir, 'dst')).equals(old), 'the destination changed')
-      }, denoThrow)
+      })
     }
   }
 }

@@ -106,7 +106,7 @@ const SITES = [
     }
     else {
         check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
-        liveTemps.delete(tmp);
+        tempDone(tmp);
     }
     try {
         await (0, dirsync_1.syncParentDir)(dst);
@@ -118,7 +118,7 @@ const SITES = [
     }
     else {
         check(await native_1.native.renamePath(tmp, dst), 'rename', dst);
-        liveTemps.delete(tmp);
+        tempDone(tmp);
     }
     try {
     }`,
@@ -188,7 +188,7 @@ const SITES = [
     id: 'linked-datasync',
     src: 'src/handle.ts:616 (writeMany/writev { datasync } on io_uring: the fdatasync linked after the writes)',
     file: 'handle.js',
-    find: "const sync = io.start(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0));",
+    find: "const sync = io.start(this.#simpleOp('fdatasync', engine_1.OP_FDATASYNC, 0, 0, 0, { chainEnd: true }));",
     replace: 'const sync = Promise.resolve();',
     cases: ['writeMany({ datasync: true }) (io_uring)*', 'writev(buffers, position, { datasync: true }) on io_uring*', 'WAL with group commit (writeMany { datasync }, io_uring)*'],
   },

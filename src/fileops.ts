@@ -436,7 +436,11 @@ let exitHooked = false
  * process changed its working directory, and the temp file was left (adversary-s21b).
  */
 export function tempOwned(tmp: string): void {
-  liveTemps.set(tmp, resolve(tmp))
+  const abs = resolve(tmp)
+  liveTemps.set(tmp, abs)
+  // Natively too: removed at exit(3) when no 'exit' listener runs (Deno after an uncaught
+  // exception; crates/napi/src/paths.rs TEMPS).
+  native.tempHeld(abs)
   if (exitHooked || typeof process === 'undefined' || typeof process.on !== 'function') return
   exitHooked = true
   process.on('exit', () => {
@@ -454,8 +458,16 @@ export async function removeTemp(tmp: string, fd?: number): Promise<TempFate> {
   try {
     return await removeTempNow(tmp, fd)
   } finally {
-    liveTemps.delete(tmp)
+    tempDone(tmp)
   }
+}
+
+/** `tmp` was put in place or removed: no longer removed at exit. */
+function tempDone(tmp: string): void {
+  const abs = liveTemps.get(tmp)
+  if (abs === undefined) return
+  liveTemps.delete(tmp)
+  native.tempLetGo(abs)
 }
 
 async function removeTempNow(tmp: string, fd?: number): Promise<TempFate> {
@@ -500,7 +512,7 @@ export async function commitTemp(tmp: string, dst: string, exclusive: boolean): 
     await removeTemp(tmp)
   } else {
     check(await native.renamePath(tmp, dst), 'rename', dst)
-    liveTemps.delete(tmp)
+    tempDone(tmp)
   }
   try {
     await syncParentDir(dst)

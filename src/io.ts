@@ -54,6 +54,12 @@ export interface OpDesc {
   offset?: number
   memAlign?: number
   rwFlags?: number
+  /**
+   * The end of a linked chain (io_uring IOSQE_IO_LINK: writeMany's fdatasync): cancelled by its
+   * chain (ECANCELED), the caller never sees it, so it is no op of fh.stats(): neither counted
+   * nor in the latency histogram (was: taken out of the counts only, adversary-s21c).
+   */
+  chainEnd?: boolean
 }
 
 /** Where a handle's counters go. */
@@ -112,7 +118,8 @@ class OpRecord implements OpSink {
     const d = this.d
     if (this.watch !== undefined) unwatchSignal(d.signal as AbortSignal, this.watch)
     if (this.timed !== undefined) this.timed.live = false
-    io.completed(d.kind, result, latencyUs)
+    if (result === -E.ECANCELED && d.chainEnd === true) io.release()
+    else io.completed(d.kind, result, latencyUs)
     if (this.wseq !== 0) io.writeDone(this.wseq)
     if (result >= 0) {
       const position = d.position as number
@@ -249,8 +256,8 @@ export class HandleIo {
     return this.file.uncached ? rwFlags | RWF_DONTCACHE : rwFlags
   }
 
-  /** Counts one completed op (bytes, errors, latency) and takes it out of the ops in flight. */
-  completed(kind: number, result: number, latencyUs: number): void {
+  /** Counts one completed op (bytes, errors, latency) and takes it out of the ops in flight (unless `inflight` is false: out already). */
+  completed(kind: number, result: number, latencyUs: number, inflight = true): void {
     const s = this.stats
     s.ops++
     if (result < 0) s.errors++
@@ -262,7 +269,7 @@ export class HandleIo {
       s.bytesWritten += result
     }
     this.latency.add(latencyUs)
-    this.release()
+    if (inflight) this.release()
   }
 
   /** Counts something in flight that is not one engine op (close() waits for it). */

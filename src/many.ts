@@ -26,6 +26,12 @@ export interface BatchDesc {
   rwFlags: number
   /** io_uring: the ops are linked (IOSQE_IO_LINK) to the fdatasync staged next (writeMany { datasync }, no window). */
   link: boolean
+  /**
+   * Linked ops that completed ECANCELED (cancelled by their chain, not by an abort): op index ->
+   * latency (us). Not counted in fh.stats() as they complete: `rerunCancelled` counts them when
+   * the caller sees them fail, not at all when they run again (their re-run is what it sees).
+   */
+  cancelled?: Map<number, number>
 }
 
 /** A window slot's sink: reused by each op that takes the slot (one op at a time). */
@@ -99,7 +105,11 @@ export class ManyBatch {
   /** A slot's op completed: record it and let the next op take the slot. */
   settled(slot: Slot, i: number, result: number, latencyUs: number): void {
     const io = this.io
-    io.completed(this.d.kind, result, latencyUs)
+    if (result === -E.ECANCELED && this.d.link && !this.#aborted) {
+      // Cancelled by its chain: counted (or not) by rerunCancelled, once the batch ended.
+      ;(this.d.cancelled ??= new Map()).set(i, latencyUs)
+      io.release()
+    } else io.completed(this.d.kind, result, latencyUs)
     const at = this.d.positions[i]
     const len = this.d.lengths[i]
     const path = io.file.path
@@ -227,6 +237,17 @@ export function startMany(io: HandleIo, d: BatchDesc): Promise<number[]> {
  * whole batch's results (theirs in their places), or of its error with them. Else undefined.
  */
 export function rerunCancelled(io: HandleIo, d: BatchDesc, e: unknown): Promise<number[]> | undefined {
+  const again = rerunOf(io, d, e)
+  const held = d.cancelled
+  d.cancelled = undefined
+  // (s22) Not run again: the caller sees them fail, counted now as failed ops, their latencies
+  // with them. Run again: out of fh.stats() whole (counts and latency histogram alike; was: out
+  // of the counts only, adversary-s21c), their re-run counted as it completes.
+  if (again === undefined && held !== undefined) for (const us of held.values()) io.completed(d.kind, -E.ECANCELED, us, false)
+  return again
+}
+
+function rerunOf(io: HandleIo, d: BatchDesc, e: unknown): Promise<number[]> | undefined {
   const results = (e as { results?: ReadonlyArray<number | DirectIoError> } | null)?.results
   if (!d.link || !(e instanceof DirectIoError) || e.code === 'ABORT_ERR' || results === undefined) return undefined
   const again: number[] = []
@@ -238,10 +259,6 @@ export function rerunCancelled(io: HandleIo, d: BatchDesc, e: unknown): Promise<
     else return undefined
   }
   if (again.length === 0) return undefined
-  // (s21c) Their ECANCELED completions were counted as failed ops; the caller sees their re-run
-  // instead (counted as it completes) or, never started again, its error: out of fh.stats().
-  io.stats.ops -= again.length
-  io.stats.errors -= again.length
   const path = io.file.path
   const { signal } = d
   const merged = results.slice()

@@ -165,9 +165,9 @@ export class Histogram {
     return 2 ** e * (1 + (sub + 0.5) / SUB)
   }
 
-  summary(): { p50: number; p90: number; p99: number; max: number; mean: number } {
+  summary(): { p50: number; p90: number; p99: number; max: number; mean: number; count: number } {
     const n = this.#n
-    if (n === 0) return { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 }
+    if (n === 0) return { p50: 0, p90: 0, p99: 0, max: 0, mean: 0, count: 0 }
     const pct = (p: number): number => {
       const want = Math.max(1, Math.ceil((p / 100) * n))
       let seen = 0
@@ -177,6 +177,6 @@ export class Histogram {
       }
       return this.#max
     }
-    return { p50: pct(50), p90: pct(90), p99: pct(99), max: this.#max, mean: this.#sum / n }
+    return { p50: pct(50), p90: pct(90), p99: pct(99), max: this.#max, mean: this.#sum / n, count: n }
   }
 }

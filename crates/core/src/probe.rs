@@ -95,34 +95,39 @@ pub fn probe(path: &str) -> Report {
         uncached: false,
         uncached_reason: String::new(),
     };
-    let meta = std::fs::metadata(path);
-    let is_dir = meta.as_ref().map(|m| m.is_dir()).unwrap_or(false);
     // A FIFO's open waits for its other end (forever, with no writer: the probe hung, and with it a
     // thread of the caller's pool and `odirect probe`), and a character device's may (a serial line
     // waiting for its carrier). Neither has direct I/O (odirect reads and writes them in sequence,
-    // buffered): said so without an open.
-    if let Ok(m) = &meta {
-        use std::os::unix::fs::FileTypeExt;
-        let ft = m.file_type();
-        let kind = if ft.is_fifo() {
-            Some("a FIFO")
-        } else if ft.is_char_device() {
-            Some("a character device")
-        } else if ft.is_socket() {
-            Some("a socket")
-        } else {
-            None
-        };
-        if let Some(kind) = kind {
-            report.direct.errno = libc::EINVAL;
-            report.direct.reason = format!(
-                "{path} is {kind}: direct I/O does not apply (odirect reads and writes it in sequence, buffered; not opened by the probe)"
-            );
-            report.uncached_reason =
-                format!("{path} is {kind}: uncached I/O does not apply (not opened by the probe)");
-            return report;
-        }
+    // buffered): said so without an open of the file itself. The type is the one of the inode the
+    // probe then opens: `path` is opened O_PATH (which opens nothing of the file: no FIFO or
+    // device open, no lease break), its type read with fstat, and a file probed is reopened
+    // through that descriptor (/proc/self/fd), the same inode whatever `path` names by then (was:
+    // the type read from `path`, then `path` opened: a FIFO renamed over it in between hung the
+    // probe; live-s22).
+    let held = PathFd::open(path);
+    let st = held.as_ref().and_then(|h| h.stat());
+    let is_dir = st.is_some_and(|m| m & libc::S_IFMT == libc::S_IFDIR);
+    let kind = match st.map(|m| m & libc::S_IFMT) {
+        Some(libc::S_IFIFO) => Some("a FIFO"),
+        Some(libc::S_IFCHR) => Some("a character device"),
+        Some(libc::S_IFSOCK) => Some("a socket"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        report.direct.errno = libc::EINVAL;
+        report.direct.reason = format!(
+            "{path} is {kind}: direct I/O does not apply (odirect reads and writes it in sequence, buffered; not opened by the probe)"
+        );
+        report.uncached_reason =
+            format!("{path} is {kind}: uncached I/O does not apply (not opened by the probe)");
+        return report;
     }
+    // The file itself, when `path` is no directory: through the O_PATH descriptor where /proc
+    // reaches it (else by its path, as before).
+    let reopen = match (&held, is_dir) {
+        (Some(h), false) => h.proc_path(),
+        _ => None,
+    };
     let (target, temp) = if is_dir {
         let t = format!(
             "{}/.odirect-probe-{}-{}",
@@ -139,7 +144,14 @@ pub fn probe(path: &str) -> Report {
     };
     report.direct.tested = target.clone();
     let flags = file::parse_flags(if temp { "wx+" } else { "r" }).expect("static flags");
-    match file::open_file(&target, flags, DirectMode::Off, OpenOptions::default()) {
+    let opened = file::open_file(
+        reopen.as_deref().unwrap_or(&target),
+        flags,
+        DirectMode::Off,
+        OpenOptions::default(),
+    );
+    drop(held);
+    match opened {
         Err(e) => {
             report.direct.errno = e.errno;
             report.direct.reason = format!("{}: {}", e.syscall, e.message);
@@ -173,6 +185,37 @@ pub fn probe(path: &str) -> Report {
         }
     }
     report
+}
+
+/// A descriptor opened with O_PATH: names an inode without opening the file (a FIFO's open does
+/// not wait, a device's driver is not called), closed on drop.
+struct PathFd(RawFd);
+
+impl PathFd {
+    fn open(path: &str) -> Option<PathFd> {
+        let c = std::ffi::CString::new(path).ok()?;
+        // SAFETY: a valid NUL-terminated path; O_PATH opens no file, only a reference to it.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        (fd >= 0).then_some(PathFd(fd))
+    }
+
+    /// The inode's st_mode (fstat works on O_PATH descriptors since Linux 3.6).
+    fn stat(&self) -> Option<libc::mode_t> {
+        align::fstat(self.0).ok().map(|st| st.st_mode)
+    }
+
+    /// "/proc/self/fd/N": opening it opens this very inode (None when /proc is not there).
+    fn proc_path(&self) -> Option<String> {
+        let p = format!("/proc/self/fd/{}", self.0);
+        std::fs::symlink_metadata(&p).is_ok().then_some(p)
+    }
+}
+
+impl Drop for PathFd {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.0) };
+    }
 }
 
 fn try_direct(fd: RawFd, a: &Alignment, write: bool, size: u64) -> Result<(), (i32, String)> {

@@ -497,6 +497,15 @@ pub use odirect_core::io::{FD_BUFFERED, FD_MAY_BLOCK};
 /// us); the fast files (disk, tmpfs) stay on the DEFER_TASKRUN ring (COOP_TASKRUN costs
 /// ~17% on tmpfs at depth 64 in a worker). The main thread keeps one ring: its ops end with the
 /// process. `ODIRECT_MAY_BLOCK_RING=0` keeps may-block ops on the thread's ring (for A/B).
+///
+/// The may-block ring is made and driven by a thread of its own (`crate::mayblock`), in a worker
+/// on every ring setup: a thread's exit waits for the io-wq workers of the rings it submitted to,
+/// and those may sleep killably in a server's request (FUSE past its `max_background`, NFS), so
+/// `worker.terminate()` waited for the server (adversary-s21b). `ODIRECT_MAY_BLOCK_THREAD=0`:
+/// the COOP_TASKRUN ring on the worker's thread, as before. Its cost is one handover between
+/// threads per submission and per reap: faultfs 4 KiB reads in a worker, 7 interleaved pairs of
+/// 1.5 s at load 10-14, a server answering at once: typed window 64 0.84x the reads/s (CPU per
+/// read 3.8 vs 2.6 us), 16 lone reads 0.93x; answering 1 ms late: 0.97x (live-s22).
 const APART: usize = 3;
 
 /// Whether this thread is not the process's main thread (a worker's JS thread).
@@ -919,9 +928,11 @@ impl Inner {
                 }
                 if kind == BackendKind::IoUring {
                     self.ring_depth = opts.queue_depth;
-                    self.apart = d
-                        .describe()
-                        .starts_with(io::ring::Setup::DeferTaskrun.name())
+                    // With its own thread (the default) on every setup: any ring the worker's
+                    // thread submits to makes its exit wait for the io-wq workers (mayblock).
+                    self.apart = (crate::mayblock::own_thread()
+                        || d.describe()
+                            .starts_with(io::ring::Setup::DeferTaskrun.name()))
                         && self.worker
                         && crate::env::on_unless_zero("ODIRECT_MAY_BLOCK_RING");
                 }
@@ -1025,9 +1036,16 @@ impl Inner {
         let Some(efd) = self.eventfd.as_ref() else {
             return false;
         };
-        match io::ring::LocalRing::coop(self.ring_depth, efd.as_raw_fd()) {
+        let made: Result<Box<dyn Driver>, io::Unavailable> = if crate::mayblock::own_thread() {
+            crate::mayblock::MayBlockRing::start(self.ring_depth, efd.clone())
+                .map(|r| Box::new(r) as Box<dyn Driver>)
+        } else {
+            io::ring::LocalRing::coop(self.ring_depth, efd.as_raw_fd())
+                .map(|r| Box::new(r) as Box<dyn Driver>)
+        };
+        match made {
             Ok(r) => {
-                self.drivers[APART] = Some(Box::new(r));
+                self.drivers[APART] = Some(r);
                 true
             }
             Err(u) => {

@@ -31,6 +31,7 @@ pub mod engine;
 mod env;
 pub mod fast;
 pub mod locks;
+mod mayblock;
 pub mod memory;
 pub mod paths;
 pub mod pins;

@@ -171,3 +171,47 @@ pub fn link_path(from: String, to: String) -> AsyncTask<PathTask> {
 pub fn sync_dir(path: String) -> AsyncTask<PathTask> {
     task(PathOp::SyncDir, path, String::new())
 }
+
+/// Temp files (absolute paths) that copyFile / writeFile({ atomic }) made and have neither put
+/// in place nor removed yet, process-wide: removed by [`remove_temps`] when the process exits
+/// through exit(3). The JS 'exit' listener covers `process.exit()` and, in Node and Bun, an
+/// uncaught exception; Deno runs no JS listener after an uncaught exception (no 'exit', no
+/// 'unload') but ends through Rust's `std::process::exit`, which is exit(3): its atexit
+/// handlers run then, and only once the process really exits (a globalThis 'error' listener
+/// that cancels the exit never gets there, where removing the temp files from an 'error'
+/// listener would break a copy that goes on).
+static TEMPS: std::sync::Mutex<Vec<CString>> = std::sync::Mutex::new(Vec::new());
+static TEMPS_HOOKED: std::sync::Once = std::sync::Once::new();
+
+/// The exit(3) handler: unlinks every temp file still held. Never waits: a lock held by a
+/// thread caught mid-change at the exit leaves the files (as a kill would).
+extern "C" fn remove_temps() {
+    if let Ok(t) = TEMPS.try_lock() {
+        for p in t.iter() {
+            // SAFETY: a valid NUL-terminated path; unlink has no memory preconditions.
+            unsafe { libc::unlink(p.as_ptr()) };
+        }
+    }
+}
+
+/// `path` (absolute), a temp file this process just made, is removed at exit(3) until
+/// [`temp_let_go`] (see [`TEMPS`]).
+#[napi]
+pub fn temp_held(path: String) {
+    let Ok(c) = CString::new(path) else { return };
+    TEMPS_HOOKED.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no arguments; the addon is never
+        // unloaded before the exit (N-API addons stay loaded).
+        unsafe { libc::atexit(remove_temps) };
+    });
+    TEMPS.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+}
+
+/// `path` was put in place or removed: no longer removed at exit.
+#[napi]
+pub fn temp_let_go(path: String) {
+    let mut t = TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = t.iter().position(|c| c.as_bytes() == path.as_bytes()) {
+        t.swap_remove(i);
+    }
+}
