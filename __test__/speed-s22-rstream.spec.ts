@@ -50,6 +50,7 @@ interface Pass {
   ringBuffers: number
   copiedBytes: number
   addresses: number
+  collections: number
 }
 
 let file = ''
@@ -58,7 +59,7 @@ test.before(() => {
   fs.writeFileSync(file, randomBytes(SIZE))
 })
 
-const SWITCHES = ['ODIRECT_STREAM_READ_COPY', 'ODIRECT_STREAM_READ_RING', 'ODIRECT_STREAM_RING_KIB', 'ODIRECT_STREAM_RING_GC', 'ODIRECT_STREAM_COPY_WAIT_US', 'ODIRECT_STREAM_COPY_BUSY', 'ODIRECT_STREAM_COPY_WAIT_SHARE']
+const SWITCHES = ['ODIRECT_STREAM_COPY_FIRST', 'ODIRECT_STREAM_COPY_STOP', 'ODIRECT_STREAM_READ_COPY', 'ODIRECT_STREAM_READ_RING', 'ODIRECT_STREAM_RING_KIB', 'ODIRECT_STREAM_RING_GC', 'ODIRECT_STREAM_COPY_WAIT_US', 'ODIRECT_STREAM_COPY_BUSY', 'ODIRECT_STREAM_COPY_WAIT_SHARE']
 
 async function pass(f: string, api: 'node' | 'web', consumer: string, env: Record<string, string>, args: string[] = []): Promise<Pass> {
   const e: NodeJS.ProcessEnv = { ...process.env }
@@ -124,7 +125,8 @@ test('node: a range that starts and ends inside blocks, gathered from the ring, 
 
 let fx: FaultFs | undefined
 let eio: FaultFs | undefined
-const FUSE_SIZE = 32 * MiB
+const FUSE_SIZE = 64 * MiB
+const FUSE_CHUNKS = FUSE_SIZE / CHUNK
 /** A position inside the second MiB of the third chunk: that chunk's first ring read succeeds. */
 const EIO_AT = 5 * MiB + 4096
 test.before(() => {
@@ -159,6 +161,27 @@ testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=cpu: a consumer that waits for 
   t.is(busy.ringReads, 0)
   t.is(busy.copies, 0)
   t.is(busy.copiedBytes, 0)
+  t.is(fast.collections + busy.collections, 0, 'no collections of its own without ODIRECT_STREAM_RING_GC')
+})
+
+testIf(FAULTFS_REASON, 'ODIRECT_STREAM_READ_COPY=ring: a waiting consumer gets copies from its first chunk, and the stream collects at its waits; a hashing one gets copies only until three windows in a row said no', async (t) => {
+  if (fx === undefined) throw new Error('no faultfs')
+  const fast = await pass(fx.file, 'node', 'drop', { ODIRECT_STREAM_READ_COPY: 'ring' })
+  t.log('fast', JSON.stringify({ ...fast, lens: fast.lens.length }))
+  t.true(fast.same)
+  t.is(fast.bytes, FUSE_SIZE)
+  t.is(fast.copies, FUSE_CHUNKS, 'every chunk a copy: the first window copies')
+  t.is(fast.handed, 0)
+  t.true(fast.ringBuffers <= RING_MAX, `${fast.ringBuffers} ring buffers made`)
+  t.true(fast.addresses <= RING_MAX, `the reads went into ${fast.addresses} distinct buffers`)
+  t.true(fast.collections >= 1, `${fast.collections} young collections at the stream's waits`)
+  const busy = await pass(fx.file, 'node', 'busy', { ODIRECT_STREAM_READ_COPY: 'ring' }, ['0', '-1', '40'])
+  t.log('busy', JSON.stringify({ ...busy, lens: busy.lens.length }))
+  t.true(busy.same)
+  t.true(busy.plainWindows >= 3, `${busy.plainWindows} windows said no`)
+  t.true(busy.copies >= 4, `${busy.copies} copies (the first window's at least)`)
+  t.true(busy.handed >= FUSE_CHUNKS / 4, `${busy.handed} chunks handed over once the copies stopped`)
+  t.is(busy.copies + busy.handed, FUSE_CHUNKS)
 })
 
 for (const ring of ['1', '0']) {

@@ -22,7 +22,7 @@ const chunkSize = Number(chunkArg)
 const start = Number(startArg ?? 0)
 const end = Number(endArg ?? -1)
 const hashes = Number(hashesArg ?? 0)
-const NAMES = ['copies', 'handed', 'reused', 'fresh', 'copyWindows', 'plainWindows', 'ringReads', 'ringBuffers', 'copiedBytes', 'addresses']
+const NAMES = ['copies', 'handed', 'reused', 'fresh', 'copyWindows', 'plainWindows', 'ringReads', 'ringBuffers', 'copiedBytes', 'addresses', 'collections']
 
 async function* chunksOf(fh) {
   const opts = { chunkSize, readAhead: 4, start, ...(end >= 0 ? { end } : {}) }

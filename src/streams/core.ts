@@ -311,7 +311,14 @@ const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
  * 1 MiB: 0.34), peak RSS growth 23-29 MiB median instead of 21. Not the default for that CPU and
  * memory (and the slow hours' loss).
  */
-const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : v === 'cpu' ? 3 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : v === 'cpu' || v === 'ring' ? 3 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+/**
+ * `ODIRECT_STREAM_READ_COPY=ring` (twenty-second session, opt-in): the `=cpu` rule with the ring
+ * (READ_RING), the first window copying (COPY_FIRST), copies stopped only after 3 windows in a
+ * row judged "no" (COPY_STOP) and the stream's own young collections at its waits every 4 MiB
+ * handed over (RING_GC_BYTES); each of those can still be set by its own variable.
+ */
+const RING_PRESET = process.env.ODIRECT_STREAM_READ_COPY === 'ring'
 /**
  * READ_COPY's `=cpu` rule (twenty-first session): the stream looks at its consumer over windows
  * of at least COPY_WINDOW_CHUNKS chunks and COPY_WINDOW_MS, and copies during the next window
@@ -396,10 +403,17 @@ const READ_RING = process.env.ODIRECT_STREAM_READ_RING !== '0'
  * chunks that window's consumer dropped (not yet collected). ODIRECT_STREAM_COPY_FIRST=0: the
  * first window never copies (the twenty-first session's rule).
  */
-const COPY_FIRST = process.env.ODIRECT_STREAM_COPY_FIRST === '1'
-const RING_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_RING_GC ?? 0) || 0) * 2 ** 20
+const COPY_FIRST = process.env.ODIRECT_STREAM_COPY_FIRST === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_FIRST !== '0')
+/**
+ * READ_COPY `=cpu`: a stream that copies goes on copying until this many windows in a row were
+ * judged "no" (ODIRECT_STREAM_COPY_STOP; default 1: the first). Why: on a loaded machine a plain
+ * consumer's thread counts as busy in some windows (time it was preempted), and each flip back
+ * to plain reads hands over a window's worth of new 2 MiB chunks on top of the ring and the copies.
+ */
+const COPY_STOP = Math.max(1, Math.floor(Number(process.env.ODIRECT_STREAM_COPY_STOP ?? (RING_PRESET ? 3 : 1))) || 1)
+const RING_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_RING_GC ?? (RING_PRESET ? 4 : 0)) || 0) * 2 ** 20
 const RING_READ = Math.max(4, Math.floor(Number(process.env.ODIRECT_STREAM_RING_KIB ?? 1024)) || 1024) * 1024
-const readCounts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+const readCounts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 /** Addresses of the memory reads went into (traceReadAddresses), process-wide. */
 let readAddrs: Set<number> | undefined
 /**
@@ -408,7 +422,8 @@ let readAddrs: Set<number> | undefined
  * reads into a buffer the stream had used before (its own, or one given back), reads into new
  * memory, READ_COPY `=cpu` windows after which the stream copied, windows after which it did not,
  * reads into the ring (READ_RING), ring buffers made, bytes copied into chunks, distinct
- * addresses reads went into since traceReadAddresses(true) (0 when not tracing)].
+ * addresses reads went into since traceReadAddresses(true) (0 when not tracing), young
+ * collections the streams ran at their waits (WAIT_GC_BYTES, RING_GC_BYTES)].
  * @internal
  */
 export function readCopyStats(): number[] {
@@ -836,6 +851,8 @@ export class BlockReader extends Core {
   #keepsUp = 0
   /** READ_COPY `=cpu`: copy the chunks of this window (decided at the last one's end). */
   #copyOn = READ_COPY === 3 && COPY_FIRST
+  /** Windows in a row judged "no copy" (COPY_STOP). */
+  #noes = 0
   /** The window's start (performance.now(), 0: none yet), busy ms then (busyMs), chunks, ms `pull` waited for reads, ms spent copying. */
   #winAt = 0
   #winBusy = 0
@@ -1156,6 +1173,7 @@ export class BlockReader extends Core {
       if (slot === undefined) return null
       if (slot.r === undefined && ((this.#collects && this.#handed >= WAIT_GC_BYTES) || (RING_GC_BYTES > 0 && slot.ring && this.#handed >= RING_GC_BYTES))) {
         this.#handed = 0
+        readCounts[10]++
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
       }
       const t0 = slot.r === undefined && (READ_COPY === 1 || READ_COPY === 3) ? performance.now() : 0
@@ -1247,7 +1265,10 @@ export class BlockReader extends Core {
     const b = busyMs()
     // Both ends of one kind (see busyMs), else no measure: never a copy (NaN compares false).
     const busy = (b >= 0) === (this.#winBusy >= 0) ? (Math.abs(b - this.#winBusy) - this.#winCopy) / span : NaN
-    this.#copyOn = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    const yes = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    // COPY_STOP: a stream that copies stops after that many windows in a row judged "no".
+    this.#noes = yes ? 0 : this.#noes + 1
+    this.#copyOn = yes || (this.#copyOn && this.#noes < COPY_STOP)
     readCounts[this.#copyOn ? 4 : 5]++
     this.#winAt = now
     this.#winBusy = b
