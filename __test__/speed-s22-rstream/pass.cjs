@@ -5,7 +5,7 @@
 // lets it go; `keep` keeps every chunk and compares them all again at the end (a chunk must never
 // change once delivered); `overwrite` fills each chunk with 0xee once checked (the consumer owns
 // it: later chunks must not see it); `transfer` transfers each chunk's ArrayBuffer away
-// (structuredClone with transfer: the chunk is detached) and checks the moved bytes; `busy` hashes
+// (structuredClone with transfer) and checks the moved bytes; `busy` hashes
 // each chunk HASHES times (CPU-bound). Prints `RESULT <json>`: the stream's counts over the pass
 // (src/streams/core.ts readCopyStats, with traceReadAddresses on: distinct addresses the reads
 // went into) and the chunks' lengths. ODIRECT_STREAM_* switches come from the environment.

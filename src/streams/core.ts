@@ -411,6 +411,14 @@ const COPY_FIRST = process.env.ODIRECT_STREAM_COPY_FIRST === '1' || (RING_PRESET
  * to plain reads hands over a window's worth of new 2 MiB chunks on top of the ring and the copies.
  */
 const COPY_STOP = Math.max(1, Math.floor(Number(process.env.ODIRECT_STREAM_COPY_STOP ?? (RING_PRESET ? 3 : 1))) || 1)
+/**
+ * READ_COPY `=cpu`: a stream that copies stops only for windows whose thread was busy (at least
+ * COPY_BUSY_MAX; a window that could not be measured counts as busy), not for a consumer that
+ * no longer waits for the device: the copies make the device faster (the point of them), so a
+ * consumer that waited before them may stop waiting with them, and stopping then made the rule
+ * flip between copies and plain reads. ODIRECT_STREAM_COPY_STOP_BUSY=1 (on with `=ring`; =0 off).
+ */
+const COPY_STOP_BUSY = process.env.ODIRECT_STREAM_COPY_STOP_BUSY === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_STOP_BUSY !== '0')
 const RING_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_RING_GC ?? (RING_PRESET ? 4 : 0)) || 0) * 2 ** 20
 const RING_READ = Math.max(4, Math.floor(Number(process.env.ODIRECT_STREAM_RING_KIB ?? 1024)) || 1024) * 1024
 const readCounts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -1174,7 +1182,10 @@ export class BlockReader extends Core {
       if (slot.r === undefined && ((this.#collects && this.#handed >= WAIT_GC_BYTES) || (RING_GC_BYTES > 0 && slot.ring && this.#handed >= RING_GC_BYTES))) {
         this.#handed = 0
         readCounts[10]++
+        // The collection's time is the stream's own, as its copies' (see #window).
+        const g0 = READ_COPY === 3 ? performance.now() : 0
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
+        if (g0 > 0) this.#winCopy += performance.now() - g0
       }
       const t0 = slot.r === undefined && (READ_COPY === 1 || READ_COPY === 3) ? performance.now() : 0
       const r = slot.r ?? (await this.#settled(slot))
@@ -1266,8 +1277,9 @@ export class BlockReader extends Core {
     // Both ends of one kind (see busyMs), else no measure: never a copy (NaN compares false).
     const busy = (b >= 0) === (this.#winBusy >= 0) ? (Math.abs(b - this.#winBusy) - this.#winCopy) / span : NaN
     const yes = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
-    // COPY_STOP: a stream that copies stops after that many windows in a row judged "no".
-    this.#noes = yes ? 0 : this.#noes + 1
+    // COPY_STOP: a stream that copies stops after that many windows in a row judged "no"; with
+    // COPY_STOP_BUSY, only windows whose thread was busy count (see there).
+    this.#noes = yes || (COPY_STOP_BUSY && this.#copyOn && busy < COPY_BUSY_MAX) ? 0 : this.#noes + 1
     this.#copyOn = yes || (this.#copyOn && this.#noes < COPY_STOP)
     readCounts[this.#copyOn ? 4 : 5]++
     this.#winAt = now
