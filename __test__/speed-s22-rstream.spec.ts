@@ -54,9 +54,15 @@ interface Pass {
 }
 
 let file = ''
+let odd = ''
+/** A file whose size is not a multiple of the block: 5 MiB and 1000 bytes. */
+const ODD = 5 * MiB + 1000
 test.before(() => {
-  file = path.join(scratch(), 'data')
+  const d = scratch()
+  file = path.join(d, 'data')
   fs.writeFileSync(file, randomBytes(SIZE))
+  odd = path.join(d, 'odd')
+  fs.writeFileSync(odd, randomBytes(ODD))
 })
 
 const SWITCHES = ['ODIRECT_STREAM_COPY_FIRST', 'ODIRECT_STREAM_COPY_STOP', 'ODIRECT_STREAM_COPY_STOP_BUSY', 'ODIRECT_STREAM_READ_COPY', 'ODIRECT_STREAM_READ_RING', 'ODIRECT_STREAM_RING_KIB', 'ODIRECT_STREAM_RING_GC', 'ODIRECT_STREAM_COPY_WAIT_US', 'ODIRECT_STREAM_COPY_BUSY', 'ODIRECT_STREAM_COPY_WAIT_SHARE']
@@ -110,6 +116,17 @@ for (const api of ['node', 'web'] as const) {
       }
     })
   }
+}
+
+for (const api of ['node', 'web'] as const) {
+  test(`${api}: a file whose size is not a block multiple ends in one gathered chunk of its last MiB and 1000 bytes (=always)`, async (t) => {
+    const p = await pass(odd, api, 'keep', ALWAYS)
+    t.true(p.same)
+    t.true(p.keptSame)
+    t.is(p.bytes, ODD)
+    t.deepEqual(p.lens, [CHUNK, CHUNK, MiB + 1000])
+    t.is(p.copiedBytes, ODD)
+  })
 }
 
 test('node: a range that starts and ends inside blocks, gathered from the ring, is the file\'s bytes there', async (t) => {

@@ -1099,12 +1099,24 @@ export class BlockReader extends Core {
    */
   async #gather(fh: FileHandle, first: Piece, handOver: boolean, pressure: number): Promise<Buffer<ArrayBuffer> | null> {
     if (handOver && READ_COPY === 3) this.#window()
-    // The chunk's length, as far as the reads queued and the file's size known tell.
+    // The chunk's length, as far as the reads queued, the ring reads still to come and the file's
+    // size known tell.
     let want = first.hi - first.lo
+    let pos = first.slot.pos + first.slot.len
     for (const q of this.#queue) {
       const m = Math.min(q.len, this.#cfg.stop - q.pos, Math.max(0, this.#size - q.pos))
-      if (!q.ring || want + m > this.#chunk || m <= 0) break
+      if (!q.ring || want + m > this.#chunk || m <= 0) {
+        pos = Infinity
+        break
+      }
       want += m
+      pos = q.pos + q.len
+    }
+    for (;;) {
+      const m = Math.min(this.#sub, this.#cfg.stop - pos, this.#size - pos)
+      if (!(m > 0) || want + m > this.#chunk || !this.#ringOn()) break
+      want += m
+      pos += this.#sub
     }
     const out = allocForOverwrite(want, Math.max(PAGE_SIZE, fh.alignment.memory))
     let n = 0
@@ -1120,7 +1132,8 @@ export class BlockReader extends Core {
       readCounts[8] += len
       if (p.slot.ring) this.#ringBack(p.slot.buf)
       const next = this.#queue[0]
-      if (next === undefined || this.dead || n + Math.min(next.len, this.#cfg.stop - next.pos) > out.byteLength) break
+      // (A piece past the size known, of a file that grew, that does not fit: the next chunk's.)
+      if (next === undefined || this.dead || n + Math.min(next.len, this.#cfg.stop - next.pos, Math.max(this.#unit, this.#size - next.pos)) > out.byteLength) break
       let q: Piece | null
       try {
         q = await this.#piece(fh)
