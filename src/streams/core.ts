@@ -315,8 +315,8 @@ const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : 
 /**
  * `ODIRECT_STREAM_READ_COPY=ring` (twenty-second session, opt-in): the `=cpu` rule with the ring
  * (READ_RING), the first window copying (COPY_FIRST), copies stopped only after 3 windows in a
- * row judged "no" (COPY_STOP) and the stream's own young collections at its waits every 4 MiB
- * handed over (RING_GC_BYTES); each of those can still be set by its own variable.
+ * row whose thread was busy (COPY_STOP, COPY_STOP_BUSY) and the stream's own young collections at
+ * its waits every 4 MiB handed over (RING_GC_BYTES); each can still be set by its own variable.
  */
 const RING_PRESET = process.env.ODIRECT_STREAM_READ_COPY === 'ring'
 /**
@@ -391,22 +391,15 @@ const COPY_PRESSURE = Number(process.env.ODIRECT_STREAM_COPY_PRESSURE ?? 2)
  */
 const READ_RING = process.env.ODIRECT_STREAM_READ_RING !== '0'
 /**
- * Opt-in (ODIRECT_STREAM_RING_GC=N, MiB): while a stream reads into its ring, it runs V8's young
- * collection itself (crates/napi/src/stream.rs youngGc) when its consumer waits for a read and
- * at least N MiB of chunks were handed over since the last one (the copies keep their hand-over
- * pressure: a consumer that does not wait still has them collected by V8's own trigger). A consumer that waits leaves its thread idle then (the copy rule's condition), and
- * the copies it dropped are freed before the next ones need memory.
- */
-/**
  * READ_COPY `=cpu`: the stream's first window copies (the rule then judges it as any other).
  * Why: with the first window's reads handed over, the copies and the ring come on top of the
- * chunks that window's consumer dropped (not yet collected). ODIRECT_STREAM_COPY_FIRST=0: the
- * first window never copies (the twenty-first session's rule).
+ * chunks that window's consumer dropped (not yet collected). ODIRECT_STREAM_COPY_FIRST=1 (on with
+ * `=ring`; =0 off: the first window never copies, the twenty-first session's rule).
  */
 const COPY_FIRST = process.env.ODIRECT_STREAM_COPY_FIRST === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_FIRST !== '0')
 /**
  * READ_COPY `=cpu`: a stream that copies goes on copying until this many windows in a row were
- * judged "no" (ODIRECT_STREAM_COPY_STOP; default 1: the first). Why: on a loaded machine a plain
+ * judged "no" (ODIRECT_STREAM_COPY_STOP; default 1, the first; 3 with `=ring`). Why: on a loaded machine a plain
  * consumer's thread counts as busy in some windows (time it was preempted), and each flip back
  * to plain reads hands over a window's worth of new 2 MiB chunks on top of the ring and the copies.
  */
@@ -419,6 +412,17 @@ const COPY_STOP = Math.max(1, Math.floor(Number(process.env.ODIRECT_STREAM_COPY_
  * flip between copies and plain reads. ODIRECT_STREAM_COPY_STOP_BUSY=1 (on with `=ring`; =0 off).
  */
 const COPY_STOP_BUSY = process.env.ODIRECT_STREAM_COPY_STOP_BUSY === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_STOP_BUSY !== '0')
+/**
+ * Opt-in (ODIRECT_STREAM_RING_GC=N, MiB; 4 with `=ring`): while a stream reads into its ring, it
+ * runs V8's young collection itself (crates/napi/src/stream.rs youngGc) when its consumer waits
+ * for a read and at least N MiB of chunks were handed over since the last one. A consumer that
+ * waits leaves its thread idle then (the copy rule's condition), and the copies it dropped are
+ * freed before the next ones need memory (peak RSS growth 13-19 MiB instead of 19-33 with
+ * `=always`, load 20). The copies keep their hand-over pressure (a consumer that does not wait
+ * still has them collected by V8's own trigger), and the collection's time counts as the
+ * stream's own in the `=cpu` rule, as its copies' does (else a Node stream's thread counted as
+ * busy 0.6-0.98 of its windows and the rule flipped back to plain reads).
+ */
 const RING_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_RING_GC ?? (RING_PRESET ? 4 : 0)) || 0) * 2 ** 20
 const RING_READ = Math.max(4, Math.floor(Number(process.env.ODIRECT_STREAM_RING_KIB ?? 1024)) || 1024) * 1024
 const readCounts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
