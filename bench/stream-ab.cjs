@@ -12,6 +12,10 @@
 //   node bench/stream-ab.cjs 15 odirect-stream /var/tmp/f.bin \
 //     'old={"ODIRECT_STREAM_WAIT_GC":"0","ODIRECT_STREAM_SYNC_SWEEP":"0"}' 'new={}'
 //
+// ODIRECT_BENCH_STREAM_COUNTS=1 in the environment adds each variant's median read-stream counts
+// (src/streams/core.ts readCopyStats: copies, handed over, reused, new, copy windows yes/no, ring
+// reads, ring buffers made, bytes copied, distinct addresses when traced).
+//
 // Write passes (nineteenth session): ENGINE prefixed `w:` (w:odirect-stream, w:odirect-web,
 // w:odirect-stream-transfer, w:odirect-web-transfer) overwrites FILE in place (it must hold the
 // data already, e.g. written once with dd and synced), e.g.
@@ -60,5 +64,7 @@ for (const [n] of variants) {
   const a = res[n]
   const ok = a.filter((x) => x !== null)
   const ratio = a.map((x, i) => (x && base[i] ? x.mbps / base[i].mbps : NaN))
-  console.log(`${n.padEnd(12)} RSS min/med/max ${q(ok.map((x) => x.rssGrowthMiB))} MiB  MB/s ${q(ok.map((x) => x.mbps), 0)}  vs ${variants[0][0]} ${q(ratio, 3)} (${ratio.filter((x) => x > 1).length}/${ratio.filter(Number.isFinite).length} above)  CPU s/GiB ${q(ok.map((x) => x.cpuPerGiB), 2)}  RSS: ${ok.map((x) => x.rssGrowthMiB.toFixed(0)).join(' ')}`)
+  const counts = ok.filter((x) => Array.isArray(x.counts))
+  const cnt = counts.length === 0 ? '' : `  counts med [${counts[0].counts.map((_, i) => q(counts.map((x) => x.counts[i]), 0).split('/')[1]).join(' ')}]`
+  console.log(`${n.padEnd(12)} RSS min/med/max ${q(ok.map((x) => x.rssGrowthMiB))} MiB  MB/s ${q(ok.map((x) => x.mbps), 0)}  vs ${variants[0][0]} ${q(ratio, 3)} (${ratio.filter((x) => x > 1).length}/${ratio.filter(Number.isFinite).length} above)  CPU s/GiB ${q(ok.map((x) => x.cpuPerGiB), 2)}  RSS: ${ok.map((x) => x.rssGrowthMiB.toFixed(0)).join(' ')}${cnt}`)
 }

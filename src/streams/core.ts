@@ -311,7 +311,14 @@ const READ_CHAIN_INSIDE = process.env.ODIRECT_STREAM_READ_INSIDE
  * 1 MiB: 0.34), peak RSS growth 23-29 MiB median instead of 21. Not the default for that CPU and
  * memory (and the slow hours' loss).
  */
-const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : v === 'cpu' ? 3 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+const READ_COPY = ((v) => (v === '1' || v === 'auto' ? 1 : v === 'always' ? 2 : v === 'cpu' || v === 'ring' ? 3 : 0))(process.env.ODIRECT_STREAM_READ_COPY)
+/**
+ * `ODIRECT_STREAM_READ_COPY=ring` (twenty-second session, opt-in): the `=cpu` rule with the ring
+ * (READ_RING), the first window copying (COPY_FIRST), copies stopped only after 3 windows in a
+ * row whose thread was busy (COPY_STOP, COPY_STOP_BUSY) and the stream's own young collections at
+ * its waits every 4 MiB handed over (RING_GC_BYTES); each can still be set by its own variable.
+ */
+const RING_PRESET = process.env.ODIRECT_STREAM_READ_COPY === 'ring'
 /**
  * READ_COPY's `=cpu` rule (twenty-first session): the stream looks at its consumer over windows
  * of at least COPY_WINDOW_CHUNKS chunks and COPY_WINDOW_MS, and copies during the next window
@@ -369,16 +376,80 @@ const COPY_WAIT_MS = Math.max(0, Number(process.env.ODIRECT_STREAM_COPY_WAIT_US 
  * ODIRECT_STREAM_COPY_PRESSURE sets it (A/B).
  */
 const COPY_PRESSURE = Number(process.env.ODIRECT_STREAM_COPY_PRESSURE ?? 2)
-const readCounts = [0, 0, 0, 0, 0, 0]
+/**
+ * READ_COPY's ring (twenty-second session): while a stream copies (`=cpu` windows that copy,
+ * `=always`), its reads are RING_READ bytes (1 MiB; the chunk itself if that is smaller; a
+ * chunk split in equal parts else) into a ring of the stream's own buffers of that size, reused
+ * read after read (at most `readAhead` + 2 of them: the reads in the kernel, the held one, the
+ * one being copied), and a chunk of `chunkSize` bytes is gathered by copy from consecutive ring
+ * reads. Why: the device fills memory faster the fewer distinct bytes its reads go into (this
+ * VM's host: README "Why distinct memory is slower"), and the twenty-first's copy read 2 MiB x
+ * 6 of its own buffers (12 MiB) beside the copies waiting for a collection: peak RSS growth
+ * 29-37 MiB, over the issue's bound; the ring holds 5-6 MiB. Reads made before the stream began
+ * to copy are handed over, not copied. ODIRECT_STREAM_READ_RING=0: the twenty-first's copy
+ * (chunk-sized reads into reused buffers); ODIRECT_STREAM_RING_KIB sets RING_READ (A/B).
+ */
+const READ_RING = process.env.ODIRECT_STREAM_READ_RING !== '0'
+/**
+ * READ_COPY `=cpu`: the stream's first window copies (the rule then judges it as any other).
+ * Why: with the first window's reads handed over, the copies and the ring come on top of the
+ * chunks that window's consumer dropped (not yet collected). ODIRECT_STREAM_COPY_FIRST=1 (on with
+ * `=ring`; =0 off: the first window never copies, the twenty-first session's rule).
+ */
+const COPY_FIRST = process.env.ODIRECT_STREAM_COPY_FIRST === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_FIRST !== '0')
+/**
+ * READ_COPY `=cpu`: a stream that copies goes on copying until this many windows in a row were
+ * judged "no" (ODIRECT_STREAM_COPY_STOP; default 1, the first; 3 with `=ring`). Why: on a loaded machine a plain
+ * consumer's thread counts as busy in some windows (time it was preempted), and each flip back
+ * to plain reads hands over a window's worth of new 2 MiB chunks on top of the ring and the copies.
+ */
+const COPY_STOP = Math.max(1, Math.floor(Number(process.env.ODIRECT_STREAM_COPY_STOP ?? (RING_PRESET ? 3 : 1))) || 1)
+/**
+ * READ_COPY `=cpu`: a stream that copies stops only for windows whose thread was busy (at least
+ * COPY_BUSY_MAX; a window that could not be measured counts as busy), not for a consumer that
+ * no longer waits for the device: the copies make the device faster (the point of them), so a
+ * consumer that waited before them may stop waiting with them, and stopping then made the rule
+ * flip between copies and plain reads. ODIRECT_STREAM_COPY_STOP_BUSY=1 (on with `=ring`; =0 off).
+ */
+const COPY_STOP_BUSY = process.env.ODIRECT_STREAM_COPY_STOP_BUSY === '1' || (RING_PRESET && process.env.ODIRECT_STREAM_COPY_STOP_BUSY !== '0')
+/**
+ * Opt-in (ODIRECT_STREAM_RING_GC=N, MiB; 4 with `=ring`): while a stream reads into its ring, it
+ * runs V8's young collection itself (crates/napi/src/stream.rs youngGc) when its consumer waits
+ * for a read and at least N MiB of chunks were handed over since the last one. A consumer that
+ * waits leaves its thread idle then (the copy rule's condition), and the copies it dropped are
+ * freed before the next ones need memory (peak RSS growth 13-19 MiB instead of 19-33 with
+ * `=always`, load 20). The copies keep their hand-over pressure (a consumer that does not wait
+ * still has them collected by V8's own trigger), and the collection's time counts as the
+ * stream's own in the `=cpu` rule, as its copies' does (else a Node stream's thread counted as
+ * busy 0.6-0.98 of its windows and the rule flipped back to plain reads).
+ */
+const RING_GC_BYTES = Math.max(0, Number(process.env.ODIRECT_STREAM_RING_GC ?? (RING_PRESET ? 4 : 0)) || 0) * 2 ** 20
+const RING_READ = Math.max(4, Math.floor(Number(process.env.ODIRECT_STREAM_RING_KIB ?? 1024)) || 1024) * 1024
+const readCounts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+/** Addresses of the memory reads went into (traceReadAddresses), process-wide. */
+let readAddrs: Set<number> | undefined
 /**
  * Read streams' counts, process-wide (tests and diagnostics): [default-mode chunks delivered as
  * copies (READ_COPY), default-mode chunks delivered as the read's own memory (handed over),
  * reads into a buffer the stream had used before (its own, or one given back), reads into new
- * memory, READ_COPY `=cpu` windows after which the stream copied, windows after which it did not].
+ * memory, READ_COPY `=cpu` windows after which the stream copied, windows after which it did not,
+ * reads into the ring (READ_RING), ring buffers made, bytes copied into chunks, distinct
+ * addresses reads went into since traceReadAddresses(true) (0 when not tracing), young
+ * collections the streams ran at their waits (WAIT_GC_BYTES, RING_GC_BYTES)].
  * @internal
  */
 export function readCopyStats(): number[] {
+  readCounts[9] = readAddrs?.size ?? 0
   return readCounts.slice()
+}
+
+/**
+ * Tests and diagnostics: from now on (true) every read stream's read records the address of the
+ * memory it goes into (readCopyStats()[9]: how many distinct ones); false stops and forgets.
+ * @internal
+ */
+export function traceReadAddresses(on: boolean): void {
+  readAddrs = on ? new Set() : undefined
 }
 
 /**
@@ -615,6 +686,8 @@ export function watchAbort(signal: AbortSignal | undefined, path: string, syscal
 type Settled = { ok: true; n: number } | { ok: false; err: unknown }
 
 interface ReadSlot {
+  /** A read into a buffer of the stream's ring (READ_RING): its bytes are always copied out. */
+  ring: boolean
   pos: number
   len: number
   buf: Uint8Array
@@ -626,6 +699,13 @@ interface ReadSlot {
   r: Settled | undefined
   /** Resolves `pull` waiting on this slot. */
   wake: (() => void) | undefined
+}
+
+/** The bytes of one completed read to deliver: [lo, hi) of its slot's buffer. */
+interface Piece {
+  slot: ReadSlot
+  lo: number
+  hi: number
 }
 
 /**
@@ -782,13 +862,24 @@ export class BlockReader extends Core {
   /** Chunks left to copy since the consumer last waited for a read (see READ_COPY). */
   #keepsUp = 0
   /** READ_COPY `=cpu`: copy the chunks of this window (decided at the last one's end). */
-  #copyOn = false
+  #copyOn = READ_COPY === 3 && COPY_FIRST
+  /** Windows in a row judged "no copy" (COPY_STOP). */
+  #noes = 0
   /** The window's start (performance.now(), 0: none yet), busy ms then (busyMs), chunks, ms `pull` waited for reads, ms spent copying. */
   #winAt = 0
   #winBusy = 0
   #winChunks = 0
   #winWait = 0
   #winCopy = 0
+  /** READ_RING: the ring's idle buffers, its read size (0: no ring). */
+  #ring: Uint8Array[] = []
+  #sub = 0
+  /** The last pull handed its chunk over (the consumer may keep it): a ring may serve it. */
+  #handing = false
+  /** A piece taken while gathering that did not fit the chunk: the next pull's. */
+  #stash: Piece | undefined
+  /** A read failed after a gathered chunk's bytes: the next pull throws it. */
+  #deferred: { err: unknown } | undefined
 
   constructor(target: Target, cfg: ReadConfig) {
     super(target, cfg.readAhead, cfg.owned)
@@ -818,6 +909,10 @@ export class BlockReader extends Core {
       }
       this.#held = c.readAhead + (inside ? HELD_EXTRA : Math.max(HELD_EXTRA, this.#extra))
       this.#collects = WAIT_GC_BYTES > 0 && this.#chunk >= YOUNG_TRIGGER / 256
+      if (READ_RING && (READ_COPY === 2 || READ_COPY === 3)) {
+        const parts = Math.ceil(this.#chunk / RING_READ)
+        this.#sub = Math.min(this.#chunk, roundUp(Math.ceil(this.#chunk / parts), unit))
+      }
     } catch (e) {
       if (this.owned) await fh.close().catch(() => {})
       throw e
@@ -830,17 +925,23 @@ export class BlockReader extends Core {
    * of `readLen` >= `len` bytes: a read of the same block again after a short one asks for more
    * than the slot (see `pull`); the bytes past `len` are not delivered.
    */
-  #issue(fh: FileHandle, pos: number, len: number, skip: number, tries = 0, readLen = len): ReadSlot {
+  #issue(fh: FileHandle, pos: number, len: number, skip: number, tries = 0, readLen = len, ring = false): ReadSlot {
     // Not zeroed: a chunk is often a block a collected chunk left behind (see memory.rs: its pages
     // are mapped already), and the read overwrites it; what the read did not fill is zeroed below,
     // so no old byte is ever visible through the chunk or its ArrayBuffer.
-    let mem = readLen <= this.#chunk ? this.#pool.pop() : undefined
+    // A ring read (READ_RING) goes into a buffer of the ring, of the ring's read size.
+    let mem: Uint8Array | undefined = ring ? this.#ring.pop() : readLen <= this.#chunk ? this.#pool.pop() : undefined
     // A chunk given back and then transferred (detached) by its consumer is dropped.
-    while (mem !== undefined && mem.byteLength === 0) mem = this.#pool.pop()
+    while (!ring && mem !== undefined && mem.byteLength === 0) mem = this.#pool.pop()
     readCounts[mem === undefined ? 3 : 2]++
-    mem ??= allocForOverwrite(readLen, Math.max(PAGE_SIZE, fh.alignment.memory))
+    if (ring) {
+      readCounts[6]++
+      if (mem === undefined) readCounts[7]++
+    }
+    mem ??= allocForOverwrite(ring ? this.#sub : readLen, Math.max(PAGE_SIZE, fh.alignment.memory))
     const buf = mem.byteLength === readLen ? mem : mem.subarray(0, readLen)
-    const slot: ReadSlot = { pos, len, buf, skip, tries, r: undefined, wake: undefined }
+    readAddrs?.add(native.addressOf(buf))
+    const slot: ReadSlot = { ring, pos, len, buf, skip, tries, r: undefined, wake: undefined }
     const settle = (r: Settled): void => {
       slot.r = r
       this.#inflight--
@@ -879,15 +980,24 @@ export class BlockReader extends Core {
     const known = roundUp(this.#size, this.#unit)
     // Chained: the chain's depth in the kernel and the held reads; else `readAhead`.
     const ahead = this.#extra > 0 ? this.#depth + this.#extra : this.#cfg.readAhead
+    // READ_RING: while the stream copies, smaller reads into its ring.
+    const ring = this.#ringOn()
+    if (!ring && this.#ring.length > 0) this.#dropRing()
+    const step = ring ? this.#sub : this.#chunk
     let issued = false
     while (!this.#eof && !this.dead && !this.#failed && this.#inflight < ahead && this.#queue.length < this.#held && this.#next < this.#stopAligned && (this.#next < known || this.#queue.length === 0)) {
       const pos = this.#next
-      const len = Math.min(this.#chunk, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
+      const len = Math.min(step, this.#stopAligned - pos, pos < known ? known - pos : this.#unit)
       this.#next += len
-      this.#queue.push(this.#issue(fh, pos, len, 0))
+      this.#queue.push(this.#issue(fh, pos, len, 0, 0, len, ring))
       issued = true
     }
     if (issued) submitNow()
+  }
+
+  /** READ_RING: the next reads go into the ring (the consumer gets copies). */
+  #ringOn(): boolean {
+    return this.#sub > 0 && this.#handing && HANDOVER && (READ_COPY === 2 || this.#copyOn)
   }
 
   #end(): void {
@@ -895,6 +1005,7 @@ export class BlockReader extends Core {
     this.#eof = true
     this.#queue = []
     this.#closeChain()
+    this.#dropRing()
   }
 
   /** The chain takes no more reads; it is forgotten once its reads are reaped. */
@@ -922,15 +1033,176 @@ export class BlockReader extends Core {
    * memory (see HANDOVER), counted `1 + pressure` times towards V8's young-generation trigger.
    */
   async pull(handOver = false, pressure = HANDOVER_PRESSURE): Promise<Buffer<ArrayBuffer> | null> {
+    if (this.#deferred !== undefined) {
+      // A read after the bytes of a gathered chunk failed (see #gather): reported now, in order.
+      const e = this.#deferred.err
+      this.#deferred = undefined
+      throw e
+    }
     const fh = this.fh ?? (await this.open())
+    this.#handing = handOver
+    const p = this.#stash ?? (await this.#piece(fh))
+    this.#stash = undefined
+    if (p === null) return null
+    if (p.slot.ring) return this.#gather(fh, p, handOver, pressure)
+    const { slot, lo, hi } = p
+    const ab = slot.buf.buffer as ArrayBuffer
+    // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
+    const at = slot.buf.byteOffset + lo
+    // While the stream collects itself (WAIT_GC_BYTES), its chunks add no pressure: V8's
+    // own collection, in the middle of a burst while the consumer still uses the burst's
+    // chunks, leaves them for the next one. A consumer slower than the device leaves the
+    // stream no wait: twice WAIT_GC_BYTES handed over without one, it collects here, before
+    // this chunk is handed over (the consumer is done with the ones before, or holds them).
+    if (handOver && HANDOVER && this.#collects && this.#handed >= 2 * WAIT_GC_BYTES) {
+      this.#handed = 0
+      native.youngGc(ab, YOUNG_TRIGGER)
+    }
+    const size = ab.byteLength
+    // A copy (see READ_COPY) only from a whole buffer of the stream's chunk size, its own; with
+    // the ring (READ_RING), only ring reads are copied (a read made before the stream began to
+    // copy is handed over: its memory is new to the stream anyway).
+    if (handOver && READ_COPY === 3) this.#window()
+    const copy = handOver && HANDOVER && READ_COPY > 0 && this.#sub === 0 && (READ_COPY === 2 || (READ_COPY === 3 ? this.#copyOn : this.#keepsUp > 0)) && slot.buf.byteOffset === 0 && slot.buf.byteLength === this.#chunk && size === this.#chunk
+    if (handOver) this.#keepsUp = Math.max(0, this.#keepsUp - 1)
+    if (copy) {
+      const c0 = READ_COPY === 3 ? performance.now() : 0
+      const out = allocForOverwrite(hi - lo, Math.max(PAGE_SIZE, fh.alignment.memory))
+      const piece = slot.buf.subarray(lo, hi)
+      if (native.copyInto(out, 0, piece) !== hi - lo) out.set(piece)
+      readCounts[8] += hi - lo
+      if (c0 > 0) this.#winCopy += performance.now() - c0
+      // The read's buffer takes a later read: never shown to the consumer, it stays the stream's.
+      if (this.#pool.length < this.#held && !this.dead) this.#pool.push(Buffer.from(ab, 0, size))
+      return this.#showCopy(out, hi - lo, pressure)
+    }
+    if (handOver) readCounts[1]++
+    if (handOver && HANDOVER && SYNC_SWEEP && !syncSweepSet) syncSweep()
+    const shown = (handOver && HANDOVER && native.handOver(ab, this.#collects ? 0 : pressure)) || ab
+    if (shown !== ab) this.#handed += size
+    this.#out.add(shown)
+    return Buffer.from(shown, at, hi - lo)
+  }
+
+  /** A default-mode copy (`out`, `n` bytes of it) handed to the consumer (see HANDOVER, COPY_PRESSURE). */
+  #showCopy(out: Buffer, n: number, pressure: number): Buffer<ArrayBuffer> {
+    const oab = out.buffer as ArrayBuffer
+    const outSize = oab.byteLength
+    const shownCopy = native.handOver(oab, this.#collects ? 0 : Math.max(pressure, COPY_PRESSURE)) || oab
+    if (shownCopy !== oab) this.#handed += outSize
+    this.#out.add(shownCopy)
+    readCounts[0]++
+    return Buffer.from(shownCopy, 0, n)
+  }
+
+  /**
+   * READ_RING: a chunk of up to `chunkSize` bytes gathered by copy from the pieces of consecutive
+   * ring reads, `first` and those after it (each awaited in turn), into new memory of its own;
+   * each ring buffer goes back to the ring once copied. A later read's failure after bytes were
+   * gathered is reported by the next pull (the bytes before it are delivered first).
+   */
+  async #gather(fh: FileHandle, first: Piece, handOver: boolean, pressure: number): Promise<Buffer<ArrayBuffer> | null> {
+    if (handOver && READ_COPY === 3) this.#window()
+    // The chunk's length, as far as the reads queued, the ring reads still to come and the file's
+    // size known tell.
+    let want = first.hi - first.lo
+    let pos = first.slot.pos + first.slot.len
+    for (const q of this.#queue) {
+      const m = Math.min(q.len, this.#cfg.stop - q.pos, Math.max(0, this.#size - q.pos))
+      if (!q.ring || want + m > this.#chunk || m <= 0) {
+        pos = Infinity
+        break
+      }
+      want += m
+      pos = q.pos + q.len
+    }
+    for (;;) {
+      const m = Math.min(this.#sub, this.#cfg.stop - pos, this.#size - pos)
+      if (!(m > 0) || want + m > this.#chunk || !this.#ringOn()) break
+      want += m
+      pos += this.#sub
+    }
+    const out = allocForOverwrite(want, Math.max(PAGE_SIZE, fh.alignment.memory))
+    let n = 0
+    let copyMs = 0
+    let p: Piece = first
+    for (;;) {
+      const len = p.hi - p.lo
+      const c0 = READ_COPY === 3 ? performance.now() : 0
+      const piece = p.slot.buf.subarray(p.lo, p.hi)
+      if (native.copyInto(out, n, piece) !== len) out.set(piece, n)
+      if (c0 > 0) copyMs += performance.now() - c0
+      n += len
+      readCounts[8] += len
+      if (p.slot.ring) this.#ringBack(p.slot.buf)
+      const next = this.#queue[0]
+      // (A piece past the size known, of a file that grew, that does not fit: the next chunk's.)
+      if (next === undefined || this.dead || n + Math.min(next.len, this.#cfg.stop - next.pos, Math.max(this.#unit, this.#size - next.pos)) > out.byteLength) break
+      let q: Piece | null
+      try {
+        q = await this.#piece(fh)
+      } catch (err) {
+        this.#deferred = { err }
+        break
+      }
+      if (q === null) break
+      if (n + q.hi - q.lo > out.byteLength) {
+        // (Only after a read that delivered nothing: a later, larger one.) It is the next chunk.
+        this.#stash = q
+        break
+      }
+      p = q
+    }
+    this.#winCopy += copyMs
+    if (this.dead) return null
+    if (!handOver) {
+      readCounts[0]++
+      this.#out.add(out.buffer as ArrayBuffer)
+      return out.subarray(0, n) as Buffer<ArrayBuffer>
+    }
+    return this.#showCopy(out, n, pressure)
+  }
+
+  /** A ring read's buffer, copied out: the next ring read takes it (READ_RING). */
+  #ringBack(buf: Uint8Array): void {
+    const mem = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf : new Uint8Array(buf.buffer, 0, buf.buffer.byteLength)
+    if (!this.dead && !this.#eof && this.#ringOn() && this.#ring.length <= this.#held && mem.byteLength === this.#sub) this.#ring.push(mem)
+    else this.#releaseOwn(mem)
+  }
+
+  /** The stream's own buffer, never shown to its consumer, back to odirect's pool at once. */
+  #releaseOwn(mem: Uint8Array): void {
+    try {
+      native.releaseBlock(mem.buffer)
+    } catch {
+      // The runtime is tearing down: the buffer goes with its collection.
+    }
+  }
+
+  /** The ring's idle buffers back to the pool (the stream stopped copying, or ended). */
+  #dropRing(): void {
+    const r = this.#ring
+    this.#ring = []
+    for (const b of r) this.#releaseOwn(b)
+  }
+
+  /**
+   * The next piece of the file to deliver: the oldest read's bytes in the stream's range, once it
+   * completed (short reads continued, the end of file found), or null at the end.
+   */
+  async #piece(fh: FileHandle): Promise<Piece | null> {
     for (;;) {
       if (this.dead) return null
       this.#fill(fh)
       const slot = this.#queue[0]
       if (slot === undefined) return null
-      if (slot.r === undefined && this.#collects && this.#handed >= WAIT_GC_BYTES) {
+      if (slot.r === undefined && ((this.#collects && this.#handed >= WAIT_GC_BYTES) || (RING_GC_BYTES > 0 && slot.ring && this.#handed >= RING_GC_BYTES))) {
         this.#handed = 0
+        readCounts[10]++
+        // The collection's time is the stream's own, as its copies' (see #window).
+        const g0 = READ_COPY === 3 ? performance.now() : 0
         native.youngGc(slot.buf.buffer, YOUNG_TRIGGER)
+        if (g0 > 0) this.#winCopy += performance.now() - g0
       }
       const t0 = slot.r === undefined && (READ_COPY === 1 || READ_COPY === 3) ? performance.now() : 0
       const r = slot.r ?? (await this.#settled(slot))
@@ -998,44 +1270,7 @@ export class BlockReader extends Core {
           throw misuse('ERR_ODIRECT_DETACHED', `a chunk of ${this.path} was transferred by the consumer while the stream was reading into it again`, 'with reuseChunks, do not keep, transfer or post chunks: copy what you keep', { path: this.path, position: slot.pos })
         }
         this.#bytesRead += hi - lo
-        // Read before the hand-over, which detaches `ab` (and so zeroes slot.buf's offset).
-        const at = slot.buf.byteOffset + lo
-        // While the stream collects itself (WAIT_GC_BYTES), its chunks add no pressure: V8's
-        // own collection, in the middle of a burst while the consumer still uses the burst's
-        // chunks, leaves them for the next one. A consumer slower than the device leaves the
-        // stream no wait: twice WAIT_GC_BYTES handed over without one, it collects here, before
-        // this chunk is handed over (the consumer is done with the ones before, or holds them).
-        if (handOver && HANDOVER && this.#collects && this.#handed >= 2 * WAIT_GC_BYTES) {
-          this.#handed = 0
-          native.youngGc(ab, YOUNG_TRIGGER)
-        }
-        const size = ab.byteLength
-        // A copy (see READ_COPY) only from a whole buffer of the stream's chunk size, its own.
-        if (handOver && READ_COPY === 3) this.#window()
-        const copy = handOver && HANDOVER && READ_COPY > 0 && (READ_COPY === 2 || (READ_COPY === 3 ? this.#copyOn : this.#keepsUp > 0)) && slot.buf.byteOffset === 0 && slot.buf.byteLength === this.#chunk && size === this.#chunk
-        if (handOver) this.#keepsUp = Math.max(0, this.#keepsUp - 1)
-        if (copy) {
-          const c0 = READ_COPY === 3 ? performance.now() : 0
-          const out = allocForOverwrite(hi - lo, Math.max(PAGE_SIZE, fh.alignment.memory))
-          const piece = slot.buf.subarray(lo, hi)
-          if (native.copyInto(out, 0, piece) !== hi - lo) out.set(piece)
-          if (c0 > 0) this.#winCopy += performance.now() - c0
-          // The read's buffer takes a later read: never shown to the consumer, it stays the stream's.
-          if (this.#pool.length < this.#held && !this.dead) this.#pool.push(Buffer.from(ab, 0, size))
-          const oab = out.buffer as ArrayBuffer
-          const outSize = oab.byteLength
-          const shownCopy = native.handOver(oab, this.#collects ? 0 : Math.max(pressure, COPY_PRESSURE)) || oab
-          if (shownCopy !== oab) this.#handed += outSize
-          this.#out.add(shownCopy)
-          readCounts[0]++
-          return Buffer.from(shownCopy, 0, hi - lo)
-        }
-        if (handOver) readCounts[1]++
-        if (handOver && HANDOVER && SYNC_SWEEP && !syncSweepSet) syncSweep()
-        const shown = (handOver && HANDOVER && native.handOver(ab, this.#collects ? 0 : pressure)) || ab
-        if (shown !== ab) this.#handed += size
-        this.#out.add(shown)
-        return Buffer.from(shown, at, hi - lo)
+        return { slot, lo, hi }
       }
       if (this.#eof) return null
     }
@@ -1058,7 +1293,11 @@ export class BlockReader extends Core {
     const b = busyMs()
     // Both ends of one kind (see busyMs), else no measure: never a copy (NaN compares false).
     const busy = (b >= 0) === (this.#winBusy >= 0) ? (Math.abs(b - this.#winBusy) - this.#winCopy) / span : NaN
-    this.#copyOn = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    const yes = busy < COPY_BUSY_MAX && this.#winWait / span >= COPY_WAIT_SHARE
+    // COPY_STOP: a stream that copies stops after that many windows in a row judged "no"; with
+    // COPY_STOP_BUSY, only windows whose thread was busy count (see there).
+    this.#noes = yes || (COPY_STOP_BUSY && this.#copyOn && busy < COPY_BUSY_MAX) ? 0 : this.#noes + 1
+    this.#copyOn = yes || (this.#copyOn && this.#noes < COPY_STOP)
     readCounts[this.#copyOn ? 4 : 5]++
     this.#winAt = now
     this.#winBusy = b
@@ -1084,6 +1323,7 @@ export class BlockReader extends Core {
     this.#queue = []
     this.#pool = []
     this.#closeChain()
+    this.#dropRing()
   }
 }
 
