@@ -5,7 +5,7 @@
 // stages the next op, so a bounce buffer exists only while its op is in flight.
 import { callerError, intArg, isOptionsObject, RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
-import { captureError, type OpSink, RESULT_DETACHED } from './engine'
+import { batchDone, captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
 import type { HandleIo } from './io'
 import { native } from './native'
@@ -596,12 +596,15 @@ class ArraysBatch implements OpSink {
     })
   }
 
-  /** The engine started the batch as `id`. */
-  started(id: number): void {
+  /** The engine started the batch: `r`, what Engine.batch returned (its id, or its id and ops failed when it completed in the call). */
+  started(r: number): void {
     const { io, signal } = this
+    const [id, failed] = batchDone(r)
     this.#id = id
     io.hold()
     this.#seq = this.write ? io.writeStarted() : 0
+    // Every op made inline in the call (a window of 1 on tmpfs): no completion follows.
+    if (failed >= 0) return this.settle(failed)
     if (signal !== undefined) {
       this.#onAbort = () => {
         this.#aborted = true
