@@ -68,7 +68,7 @@ const UNIT = 4096
     const got = fs.readFileSync(file)
     for (let i = 0; i < n && ok; i++) ok = got.subarray(positions[i], positions[i] + UNIT).equals(src.subarray(i * UNIT, (i + 1) * UNIT))
   } else if (mem !== undefined) ok &&= mem.equals(src)
-  process.stdout.write(`done ${JSON.stringify({ backend: fh.backend, results: [...new Set(results)], all: results, code, placed, ok, batches: after[0] - before[0], ops: after[1] - before[1] })}\n`)
+  process.stdout.write(`done ${JSON.stringify({ backend: fh.backend, results: [...new Set(results)], all: n <= 64 ? results : undefined, code, placed, ok, batches: after[0] - before[0], ops: after[1] - before[1] })}\n`)
   await fh.close()
   process.stdin.destroy()
 })().catch((e) => {

@@ -1511,6 +1511,12 @@ impl Inner {
         true
     }
 
+    /// Whether the chain of in-call waits and inline ops has spent its budget (`WAIT_BUDGET`)
+    /// until the loop turns: no more inline ops meanwhile.
+    pub(crate) fn inline_spent(&self) -> bool {
+        self.wait_spent
+    }
+
     /// A read or write of a native batch (`kind`, `len` bytes; see [`Inner::batch_may_inline`])
     /// made now with pread(2)/pwrite(2) on this thread, as a lone op's is in
     /// [`Inner::rw_inline`], when the per-op rule would make it inline: a small op on a
