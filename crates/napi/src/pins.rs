@@ -597,17 +597,22 @@ mod tests {
         }
     }
 
+    /// 3000 fresh 4 KiB buffers, each named by two ops and dropped: `need` climbs.
+    fn fresh_twice(t: &mut AutoTable, d: &mut Counting) {
+        for _ in 0..3000 {
+            let a = memory::test_alloc(4096);
+            t.slot_for(d, &a, 1).unwrap();
+            t.slot_for(d, &a, 1).unwrap();
+        }
+    }
+
     /// Buffers reused many times still get slots (at the `need`th use), and once their slots
     /// are let go having served many ops, `need` comes back down to the minimum.
     #[test]
     fn reused_buffers_bring_need_down() {
         let mut t = table(true);
         let mut d = Counting::default();
-        for _ in 0..3000 {
-            let a = memory::test_alloc(4096);
-            t.slot_for(&mut d, &a, 1).unwrap();
-            t.slot_for(&mut d, &a, 1).unwrap();
-        }
+        fresh_twice(&mut t, &mut d);
         let high = t.need;
         assert!(high > AUTO_NEED_MIN);
         for _ in 0..8 {
@@ -639,11 +644,7 @@ mod tests {
                 ..AutoTable::default()
             };
             let mut d = Counting::default();
-            for _ in 0..3000 {
-                let a = memory::test_alloc(4096);
-                t.slot_for(&mut d, &a, 1).unwrap();
-                t.slot_for(&mut d, &a, 1).unwrap();
-            }
+            fresh_twice(&mut t, &mut d);
             let high = t.need;
             assert!(high > AUTO_NEED_MIN, "need {high}");
             let set: Vec<_> = (0..64).map(|_| memory::test_alloc(4096)).collect();
