@@ -222,7 +222,7 @@ export class Engine {
    * even completes it (a small op on tmpfs/ramfs): then it returns -1 and the caller must call
    * `settleDone()` after its bookkeeping (no signal or timeout may be attached to such an op).
    */
-  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
+  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false, what = 'buffer'): number {
     const packed = rwFlags * RW_FLAGS_UNIT + (backend << RW_BACKEND_SHIFT) + (write ? RW_WRITE : 0) + (alone ? RW_ALONE : 0)
     const a = this.#args
     if (a !== undefined) {
@@ -233,9 +233,9 @@ export class Engine {
       a[4] = memAlign
       a[5] = packed
       ;(this.#rwa as (view: ArrayBufferView) => void)(view)
-      return this.#trackRw(a[6], sink, 'buffer')
+      return this.#trackRw(a[6], sink, what)
     }
-    return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, 'buffer')
+    return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, what)
   }
 
   /**
