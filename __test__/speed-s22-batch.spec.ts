@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url'
 
 import test, { type ExecutionContext } from 'ava'
 
+import { open } from '../dist/index.js'
 import { childLines } from './helpers/child-lines.ts'
 import { scratchDirs } from './helpers/scratch.ts'
 import { traceGo, tracefsReason } from './helpers/tracefs.ts'
@@ -194,4 +195,33 @@ serial(`memory: a window-1 write batch (ODIRECT_INLINE_TMPFS=all) past the budge
   const r = spawnSync(process.execPath, [path.join(HERE, 'adversary-s21b', 'terminate.cjs'), DIST, file, '1', '0', '8'], { encoding: 'utf8', env: envWith(), timeout: 120_000 })
   t.is(r.status, 0, `${r.signal ?? ''} ${r.stderr}`)
   t.deepEqual(JSON.parse(r.stdout), { rounds: 8, ok: true })
+})
+
+;(shm === undefined ? test.skip : test.serial)(`the array form from JS with { window: 1 } on tmpfs: close() called right after waits for the batch, which reads every block; a plain buffer transferred away mid-batch fails its own op (ERR_ODIRECT_DETACHED), the others land${shm === undefined ? ' (skipped: no /dev/shm)' : ''}`, async (t) => {
+  const file = path.join(scratch(shm), 'attack.bin')
+  const n = 2000
+  fs.writeFileSync(file, Buffer.alloc(n * 4096, 5))
+  let fh = await open(file, 'r+')
+  const ops = Array.from({ length: n }, (_, i) => ({ buffer: fh.alloc(4096), position: i * 4096 }))
+  const order: string[] = []
+  const p = fh.readMany(ops, { window: 1 }).then((r) => order.push(`batch ${r.every((x) => x === 4096)}`))
+  const c = fh.close().then(() => order.push('close'))
+  await Promise.all([p, c])
+  t.deepEqual(order, ['batch true', 'close'])
+  t.true(ops.every((o) => o.buffer.every((b) => b === 5)), 'every block read')
+  fh = await open(file, 'r+')
+  try {
+    const plain = Array.from({ length: n }, (_, i) => ({ buffer: new Uint8Array(4096), position: i * 4096 }))
+    const q = fh.readMany(plain, { window: 1 })
+    // A few ops in (each a microtask or more), the last op's buffer moves away.
+    for (let k = 0; k < 50; k++) await null
+    const victim = plain[n - 1].buffer
+    structuredClone(victim.buffer, { transfer: [victim.buffer] })
+    const e = await t.throwsAsync(q, { code: 'ERR_ODIRECT_DETACHED' })
+    const rs = (e as unknown as { results: Array<number | { code: string }> }).results
+    t.deepEqual(rs.slice(0, n - 1), new Array(n - 1).fill(4096))
+    t.true(plain.slice(0, n - 1).every((o) => o.buffer.every((b) => b === 5)), 'the others landed')
+  } finally {
+    await fh.close()
+  }
 })
