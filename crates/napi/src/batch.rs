@@ -835,14 +835,14 @@ fn inline_on() -> bool {
 /// at its reap (the loop has had its turn: a new chain) the rest are made inline again. Without
 /// that, once the budget was spent, the in-kernel waits of the wake-up (`wait`, up to 1 ms)
 /// took every op left through the ring (counted: 1,345 SQEs for a batch of 8,192 reads, 6,847
-/// inline; 45-50% of the IOPS lost with the io-wq worker on the other vCPU). A window of 1
-/// runs one op at a time
-/// anyway: through the ring each was handed to an io-wq worker and waited for, a wake-up of
-/// another thread per op, which costs 35-55 us when the worker sits on the other, idle vCPU
-/// of this VM (an IPI to a halted vCPU) and 2-3 us on the same one: the twenty-first session's
-/// full run measured 23k IOPS in the bench's own (unpinned) row, 314k in a child pinned to one
-/// CPU. Memory: every op's range lies in an allocation the batch holds (`Batch::mems`) for
-/// the whole call, and no JS runs until it returns.
+/// inline; 45-50% of the IOPS lost with the io-wq worker on the other vCPU).
+///
+/// Why: a window of 1 runs one op at a time anyway; through the ring each was handed to an
+/// io-wq worker and waited for, a wake-up of another thread per op, which costs 35-55 us when
+/// the worker sits on the other, idle vCPU of this VM (an IPI to a halted vCPU) and 2-3 us on
+/// the same one: the full runs measured 17-23k IOPS in the bench's own (unpinned) rows, 300k+
+/// in a child pinned to one CPU. Memory: every op's range lies in an allocation the batch holds
+/// (`Batch::mems`) for the whole call, and no JS runs until it returns.
 fn start_inline(e: &mut Inner, batch: &mut Batch) {
     let mut t0 = Instant::now();
     while batch.next < batch.ops.len() {
