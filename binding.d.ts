@@ -14,6 +14,11 @@ export declare class NativeEngine {
   /** In-kernel waits made for native batches' ops so far (see `batch::wait`). */
   get batchWaits(): number
   /**
+   * [batches whose every op was made inline in their start call, ops made inline at the
+   * start of a batch] so far (see `batch::start_inline`).
+   */
+  get batchInline(): Array<number>
+  /**
    * Starts a native batch of reads (`write` false) or writes on `fd`, at most `window` ops in
    * flight, refilled at reap time. Typed-array form: op i moves `lengths[i]` bytes at
    * `offsets[i]` in `memory` (odirect's own memory) at file position `positions[i]`
@@ -26,7 +31,9 @@ export declare class NativeEngine {
    * (of `window` ops, shared with the other batches started with the same `group`: they
    * start their ops in the order they were started, each as soon as the ones before it
    * leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
-   * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
+   * number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`;
+   * a batch whose every op completed in this call (`start_inline`) returns its id plus
+   * `2^BATCH_DONE_SHIFT x (1 + ops failed)` and completes no more (`batchTake` follows).
    */
   batchStart(backend: number, write: boolean, fd: number, memory: unknown, offsets: unknown, lengths: unknown, positions: unknown, window: number, memAlign: number, rwFlags: number, group: number): number
   /**
@@ -258,6 +265,14 @@ export interface BackendStatusInfo {
   errno: number
   reason: string
 }
+
+/**
+ * A native batch whose every op completed inside its `batchStart` call (a window of 1 on a
+ * tmpfs/ramfs file, made inline: `batch::start_inline`) returns its id plus
+ * `2^BATCH_DONE_SHIFT x (1 + ops failed)` instead of its id: no completion follows for it, the
+ * caller settles it at once (then `batchTake`, as after a completion). Ids stay below it.
+ */
+export declare const BATCH_DONE_SHIFT: number
 
 /** Why `batchStart` refused a batch (besides the `CaptureCode`s Detached, Closed, NoBackend). */
 export declare const enum BatchCode {

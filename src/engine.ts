@@ -48,6 +48,19 @@ const RW_BACKEND_SHIFT: number = native.RW_BACKEND_SHIFT
 /** 2 ** RW_FLAGS_SHIFT: RWF_* flags times this (not a shift: any flag bit above 2^27 stays). */
 const RW_FLAGS_UNIT: number = 2 ** native.RW_FLAGS_SHIFT
 
+/**
+ * A native batch whose every op completed in its start call returns its id plus this times
+ * (1 + ops failed) (Rust `consts::batch_done`): see `batchDone`.
+ */
+export const BATCH_DONE_UNIT: number = 2 ** native.BATCH_DONE_SHIFT
+
+/** What `Engine.batch` returned, split: [batch id, -1 while it runs, else the ops failed when it completed in the call]. */
+export function batchDone(r: number): [id: number, failed: number] {
+  if (r < BATCH_DONE_UNIT) return [r, -1]
+  const k = Math.floor(r / BATCH_DONE_UNIT)
+  return [r - k * BATCH_DONE_UNIT, k - 1]
+}
+
 /** A bounced read's buffer was detached or shrunk before its data could be copied back. */
 export const RESULT_DETACHED: number = native.RESULT_DETACHED
 
@@ -209,7 +222,7 @@ export class Engine {
    * even completes it (a small op on tmpfs/ramfs): then it returns -1 and the caller must call
    * `settleDone()` after its bookkeeping (no signal or timeout may be attached to such an op).
    */
-  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false): number {
+  rw(backend: number, write: boolean, fd: number, view: ArrayBufferView, offset: number, length: number, position: number, memAlign: number, sink: OpSink, rwFlags = 0, alone = false, what = 'buffer'): number {
     const packed = rwFlags * RW_FLAGS_UNIT + (backend << RW_BACKEND_SHIFT) + (write ? RW_WRITE : 0) + (alone ? RW_ALONE : 0)
     const a = this.#args
     if (a !== undefined) {
@@ -220,9 +233,9 @@ export class Engine {
       a[4] = memAlign
       a[5] = packed
       ;(this.#rwa as (view: ArrayBufferView) => void)(view)
-      return this.#trackRw(a[6], sink, 'buffer')
+      return this.#trackRw(a[6], sink, what)
     }
-    return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, 'buffer')
+    return this.#trackRw(this.#fast.rw(fd, view, offset, length, position, memAlign, packed), sink, what)
   }
 
   /**
@@ -259,7 +272,9 @@ export class Engine {
    * settles once, with the number of ops that failed, then `native.batchTake` gives the results.
    * `group` > 0: the id of the shared window (BatchWindow) it runs in, of `window` ops.
    * Returns the batch id (kept with the lock waits' sinks: both are ids >= LOCK_BASE), or a
-   * negative BatchCode / CaptureCode (nothing started).
+   * negative BatchCode / CaptureCode (nothing started), or, when every op completed in the
+   * call (a window of 1 on tmpfs, made inline), a value >= BATCH_DONE_UNIT (`batchDone` splits
+   * it): the sink is not kept, the caller settles the batch itself.
    */
   batch(backend: number, write: boolean, fd: number, memory: ArrayBufferView | ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array | BigInt64Array, window: number, memAlign: number, rwFlags: number, group: number, sink: OpSink): number {
     return this.#batchStarted(this.native.batchStart(backend, write, fd, memory, offsets, lengths, positions, window, memAlign, rwFlags, group), sink)
@@ -271,7 +286,8 @@ export class Engine {
   }
 
   #batchStarted(id: number, sink: OpSink): number {
-    if (id < 0) return id
+    // Refused, or complete already (every op made inline in the call: no completion follows).
+    if (id < 0 || id >= BATCH_DONE_UNIT) return id
     this.#lockSinks.set(id, sink)
     this.#schedule()
     return id

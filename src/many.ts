@@ -5,7 +5,7 @@
 // stages the next op, so a bounce buffer exists only while its op is in flight.
 import { callerError, intArg, isOptionsObject, RWF_DONTCACHE, unlisten } from './args'
 import { MAX_IO_LENGTH } from './buffers'
-import { captureError, type OpSink, RESULT_DETACHED } from './engine'
+import { batchDone, captureError, type OpSink, RESULT_DETACHED } from './engine'
 import { abortError, DirectIoError, errno as E, kernelError, misuse, reasonOf } from './errors'
 import type { HandleIo } from './io'
 import { native } from './native'
@@ -80,16 +80,27 @@ export class ManyBatch {
     // not at all (a capture error throws from here, nothing started).
     const first = Math.min(n, d.window)
     for (let i = 0; i < first; i++) this.#slots.push(new Slot(this))
-    const whole = first === n
-    // Their RWF_* flags go with them (set natively before any can be submitted); unlinked ones
-    // may go to the kernel as they are staged (a device's file: in groups, engine.rs rw_many).
-    const ids = io.engine.rwMany(io.file.bidx, d.write, io.file.fd, whole ? views : views.slice(0, first), whole ? lengths : lengths.slice(0, first), whole ? positions : positions.slice(0, first), d.memAlign, this.#slots, io.rwFlags(d.rwFlags), !d.link)
-    for (let i = 0; i < first; i++) {
-      const slot = this.#slots[i]
-      slot.index = i
-      slot.id = ids[i]
-      if (d.link) io.engine.setLink(ids[i])
+    // (s22) A window of 1, nothing linked, no RWF_* flags, no signal: each op goes as a lone
+    // op does (Engine.rw `alone`: a small read on tmpfs is made inline in the call and settled
+    // at once; elsewhere it reaches the kernel in its call), not staged for the flush.
+    this.#alone = first === 1 && !d.link && d.rwFlags === 0 && d.signal === undefined && manyAlone()
+    if (this.#alone) {
+      const slot = this.#slots[0]
+      slot.id = io.engine.rw(io.file.bidx, d.write, io.file.fd, views[0], 0, lengths[0], positions[0], d.memAlign, slot, io.rwFlags(0), true, 'an ops[] buffer')
+      slot.index = 0
       if (slot.bounced) io.stats.bounced++
+    } else {
+      const whole = first === n
+      // Their RWF_* flags go with them (set natively before any can be submitted); unlinked ones
+      // may go to the kernel as they are staged (a device's file: in groups, engine.rs rw_many).
+      const ids = io.engine.rwMany(io.file.bidx, d.write, io.file.fd, whole ? views : views.slice(0, first), whole ? lengths : lengths.slice(0, first), whole ? positions : positions.slice(0, first), d.memAlign, this.#slots, io.rwFlags(d.rwFlags), !d.link)
+      for (let i = 0; i < first; i++) {
+        const slot = this.#slots[i]
+        slot.index = i
+        slot.id = ids[i]
+        if (d.link) io.engine.setLink(ids[i])
+        if (slot.bounced) io.stats.bounced++
+      }
     }
     this.#next = first
     // Each op in flight counts in the handle's in-flight ops (its settle takes it back), and the
@@ -100,7 +111,12 @@ export class ManyBatch {
       this.#onAbort = () => this.#abort()
       d.signal.addEventListener('abort', this.#onAbort, { once: true })
     }
+    // Completed in its call (made inline): settled now that the batch's bookkeeping is done.
+    if (this.#alone && this.#slots[0].id < 0) io.engine.settleDone()
   }
+
+  /** Ops go one by one as lone ops (see the constructor). */
+  readonly #alone: boolean
 
   /** A slot's op completed: record it and let the next op take the slot. */
   settled(slot: Slot, i: number, result: number, latencyUs: number): void {
@@ -146,19 +162,26 @@ export class ManyBatch {
   /** Captures and stages ops into `slot` until one is started (a capture error settles that op). */
   #startNext(slot: Slot): void {
     const { io, d } = this
+    const alone = this.#alone
     while (!this.#aborted && this.#next < d.views.length) {
       const i = this.#next++
+      let id: number
       try {
-        slot.id = io.flagged(io.engine.rw(io.file.bidx, d.write, io.file.fd, d.views[i], 0, d.lengths[i], d.positions[i], d.memAlign, slot), d.rwFlags)
-        slot.index = i
-        io.hold()
-        if (slot.bounced) io.stats.bounced++
-        return
+        id = io.engine.rw(io.file.bidx, d.write, io.file.fd, d.views[i], 0, d.lengths[i], d.positions[i], d.memAlign, slot, alone ? io.rwFlags(0) : 0, alone)
+        if (!alone) id = io.flagged(id, d.rwFlags)
       } catch (e) {
         this.#failed++
         this.#results[i] = withOp(e, { syscall: this.#syscall, path: io.file.path, position: d.positions[i], length: d.lengths[i] })
         this.#left--
+        continue
       }
+      slot.id = id
+      slot.index = i
+      io.hold()
+      if (slot.bounced) io.stats.bounced++
+      // Completed in its call (a lone op made inline): settled now.
+      if (id < 0) io.engine.settleDone()
+      return
     }
   }
 
@@ -202,6 +225,13 @@ export class ManyBatch {
  * not faster in `odirect bench` (README "Kernel features, measured"): off by default.
  */
 const manyNative = (): boolean => typeof process !== 'undefined' && process.env?.ODIRECT_MANY_NATIVE === '1'
+
+/**
+ * ODIRECT_MANY_ALONE=0 (read once): array-form batches with a window of 1 stage their ops for the
+ * flush as wider windows do (the twenty-first session's way), instead of as lone ops.
+ */
+let manyAloneOn: boolean | undefined
+const manyAlone = (): boolean => (manyAloneOn ??= !(typeof process !== 'undefined' && process.env?.ODIRECT_MANY_ALONE === '0'))
 
 /** The op positions of an array-form batch as the engine takes them (one array, reused: read at the call). */
 let positionsScratch = new Float64Array(64)
@@ -613,12 +643,15 @@ class ArraysBatch implements OpSink {
     })
   }
 
-  /** The engine started the batch as `id`. */
-  started(id: number): void {
+  /** The engine started the batch: `r`, what Engine.batch returned (its id, or its id and ops failed when it completed in the call). */
+  started(r: number): void {
     const { io, signal } = this
+    const [id, failed] = batchDone(r)
     this.#id = id
     io.hold()
     this.#seq = this.write ? io.writeStarted() : 0
+    // Every op made inline in the call (a window of 1 on tmpfs): no completion follows.
+    if (failed >= 0) return this.settle(failed)
     if (signal !== undefined) {
       this.#onAbort = () => {
         this.#aborted = true

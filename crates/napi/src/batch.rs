@@ -88,9 +88,29 @@ struct Batch {
     /// Its file is a tmpfs/ramfs file (`Inner::copies_inline`): no device, an io-wq worker
     /// copies each op in microseconds (see [`tmpfs_want`]).
     inline: bool,
+    /// Its op in flight went to the ring because the chain of inline ops had spent its budget
+    /// ([`start_inline`]): it counts in `Batches::yielded` until reaped.
+    yielded: bool,
 }
 
 const NONE: u32 = u32::MAX;
+
+impl Batch {
+    /// Op `i` ended with `result` (bytes or -errno) after `lat` us: its result and latency.
+    fn record(&mut self, i: usize, result: i64, lat: f64) {
+        let r = result.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        self.results[i] = r;
+        if r < 0 {
+            self.failed += 1;
+        }
+        self.lat_sum += lat;
+        self.lat_max = self.lat_max.max(lat);
+        self.reaped += 1;
+        if let Some(c) = self.lat_hist.get_mut(crate::consts::latency_bucket(lat)) {
+            *c += 1;
+        }
+    }
+}
 
 /// A window shared by batches (JS `BatchWindow`): at most `window` ops of all its batches in
 /// flight; the batches start their ops in the order they were started, a later one as soon as
@@ -119,6 +139,14 @@ pub struct Batches {
     wait_since: Option<Instant>,
     /// In-kernel waits made (tests read it: `NativeEngine.batchWaits`).
     pub waits: u64,
+    /// Ops in flight of batches whose inline chain spent its budget (`Batch::yielded`): while
+    /// any is, no in-kernel wait ([`wait`]), so that its completion comes through the event
+    /// loop, which turns first, and the batch's next ops are made inline again at its reap.
+    yielded: usize,
+    /// Batches whose every op was made inline in their start call, and ops made inline at a
+    /// batch's start in all ([`start_inline`]; tests read them: `NativeEngine.batchInline`).
+    pub inline_batches: u64,
+    pub inline_ops: u64,
 }
 
 impl Batches {
@@ -132,13 +160,12 @@ impl Batches {
         let Some(Some(batch)) = self.slots.get_mut(b as usize) else {
             return;
         };
-        let r = result.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        batch.results[i as usize] = r;
+        batch.record(i as usize, result, lat);
         batch.keys[i as usize] = NONE;
-        if r < 0 {
-            batch.failed += 1;
-        }
         batch.inflight -= 1;
+        if std::mem::take(&mut batch.yielded) {
+            self.yielded -= 1;
+        }
         if batch.waitable {
             self.waitable -= 1;
             if batch.inline {
@@ -149,12 +176,6 @@ impl Batches {
             if let Some(g) = self.groups.get_mut(&batch.group) {
                 g.inflight -= 1;
             }
-        }
-        batch.lat_sum += lat;
-        batch.lat_max = batch.lat_max.max(lat);
-        batch.reaped += 1;
-        if let Some(c) = batch.lat_hist.get_mut(crate::consts::latency_bucket(lat)) {
-            *c += 1;
         }
         if !batch.queued {
             batch.queued = true;
@@ -172,8 +193,29 @@ impl Batches {
 }
 
 /// Stages batch ops until its own window is full or none is left; they are timed from `now`.
-/// With ops in flight, only once the room is at least [`refill_min`] (or all that is left).
+/// With ops in flight, only once the room is at least [`refill_min`] (or all that is left). A
+/// window of 1 on a tmpfs/ramfs file with nothing in flight makes its ops inline first
+/// ([`start_inline`]; `ODIRECT_BATCH_INLINE=0`: never).
 fn refill(e: &mut Inner, b: u32, batch: &mut Batch, now: Instant) {
+    if batch.inflight == 0
+        && batch.window == 1
+        && batch.inline
+        && batch.rw_flags == 0
+        && !batch.aborted
+        && inline_on()
+        && e.batch_may_inline()
+    {
+        start_inline(e, batch);
+        if batch.next == batch.ops.len() {
+            return;
+        }
+        if e.inline_spent() {
+            // The chain's budget is spent: the next op goes through the ring, its completion
+            // through the event loop (no in-kernel wait for it), and the loop turns first.
+            batch.yielded = true;
+            e.batches.yielded += 1;
+        }
+    }
     let room = batch.window.saturating_sub(batch.inflight);
     let left = batch.ops.len() - batch.next;
     if batch.inflight > 0 && room < refill_min(batch.window).min(left) {
@@ -449,6 +491,9 @@ fn tmpfs_pending(e: &Inner) -> bool {
 /// How many completions [`wait`] waits for now, and for how long at most (None: no wait).
 fn wait_for(e: &mut Inner) -> Option<(usize, Duration)> {
     let n = e.batches.waitable;
+    if e.batches.yielded > 0 {
+        return None;
+    }
     // Every op in flight on a tmpfs/ramfs file: the tmpfs wait (see `tmpfs_want`).
     let tmpfs = tmpfs_pending(e);
     let want = if tmpfs {
@@ -773,6 +818,69 @@ fn fixed_on_copy() -> bool {
     *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_BATCH_FIXED_ON_COPY"))
 }
 
+/// `ODIRECT_BATCH_INLINE=0`: a native batch with a window of 1 on a tmpfs/ramfs file sends
+/// every op through the ring (the twenty-first session's way) instead of [`start_inline`].
+/// Read once.
+fn inline_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_BATCH_INLINE"))
+}
+
+/// A batch with a window of 1 on a tmpfs/ramfs file, nothing else staged or in flight
+/// (`Inner::batch_may_inline`): its ops made one after another on the JS thread, in its start
+/// call (or, once one went through the ring, at that op's reap: [`refill`]), with
+/// pread(2)/pwrite(2), as a lone op's are (`Inner::rw_inline`: reads by default, each small, no
+/// page swapped out, within the chain's 1 ms budget), until one is not: that one goes through
+/// the ring, its completion through the event loop (no in-kernel wait: `Batch::yielded`), and
+/// at its reap (the loop has had its turn: a new chain) the rest are made inline again. Without
+/// that, once the budget was spent, the in-kernel waits of the wake-up (`wait`, up to 1 ms)
+/// took every op left through the ring (counted: 1,345 SQEs for a batch of 8,192 reads, 6,847
+/// inline; 45-50% of the IOPS lost with the io-wq worker on the other vCPU).
+///
+/// Why: a window of 1 runs one op at a time anyway; through the ring each was handed to an
+/// io-wq worker and waited for, a wake-up of another thread per op, which costs 35-55 us when
+/// the worker sits on the other, idle vCPU of this VM (an IPI to a halted vCPU) and 2-3 us on
+/// the same one: the full runs measured 17-23k IOPS in the bench's own (unpinned) rows, 300k+
+/// in a child pinned to one CPU. Memory: every op's range lies in an allocation the batch holds
+/// (`Batch::mems`) for the whole call, and no JS runs until it returns.
+fn start_inline(e: &mut Inner, batch: &mut Batch) {
+    let mut t0 = Instant::now();
+    while batch.next < batch.ops.len() {
+        let i = batch.next;
+        let op = &batch.ops[i];
+        let (fd, ptr, len, offset) = (batch.fd, op.addr as *mut u8, op.len as usize, op.pos);
+        let kind = if batch.write {
+            OpKind::Write {
+                fd,
+                ptr,
+                len,
+                offset,
+                buf_index: None,
+            }
+        } else {
+            OpKind::Read {
+                fd,
+                ptr,
+                len,
+                offset,
+                buf_index: None,
+            }
+        };
+        // SAFETY: `ptr[..len]` lies in the allocation `batch.mems[op.mem]`, which the batch
+        // holds (an `Arc`) for this whole call; nothing else of this engine is staged or in
+        // flight (`batch_may_inline`), the batch's ops run one at a time, and no JS runs
+        // before the call returns.
+        let Some(r) = (unsafe { e.batch_op_inline(&kind, len) }) else {
+            break;
+        };
+        let t1 = Instant::now();
+        batch.record(i, r, t1.duration_since(t0).as_secs_f64() * 1e6);
+        t0 = t1;
+        batch.next += 1;
+        e.batches.inline_ops += 1;
+    }
+}
+
 /// Starts a batch of `ops` (not empty) in `mems` (see `NativeEngine::batch_start`); returns its
 /// id or a negative `CaptureCode`.
 #[allow(clippy::too_many_arguments)]
@@ -833,10 +941,19 @@ fn start(
         group: if group == 0 { NONE } else { group },
         waitable: kind == BackendKind::IoUring && !e.may_block(fd),
         inline: e.copies_inline(fd),
+        yielded: false,
     };
     let b = e.batches.reserve();
     if group == 0 {
         refill(e, b, &mut batch, Instant::now());
+        if batch.next == n && batch.inflight == 0 {
+            // Every op made inline (`start_inline`): done, no completion follows.
+            batch.done = true;
+            e.batches.inline_batches += 1;
+            let failed = batch.failed;
+            e.batches.slots[b as usize] = Some(batch);
+            return crate::consts::batch_done(BATCH_BASE + b, failed);
+        }
     } else {
         let g = e.batches.groups.entry(group).or_insert_with(|| Group {
             window: (window as usize).max(1),
@@ -858,6 +975,13 @@ impl NativeEngine {
         self.with(|e| e.batches.waits as f64)
     }
 
+    /// [batches whose every op was made inline in their start call, ops made inline at the
+    /// start of a batch] so far (see `batch::start_inline`).
+    #[napi(getter)]
+    pub fn batch_inline(&self) -> Result<Vec<f64>> {
+        self.with(|e| vec![e.batches.inline_batches as f64, e.batches.inline_ops as f64])
+    }
+
     /// Starts a native batch of reads (`write` false) or writes on `fd`, at most `window` ops in
     /// flight, refilled at reap time. Typed-array form: op i moves `lengths[i]` bytes at
     /// `offsets[i]` in `memory` (odirect's own memory) at file position `positions[i]`
@@ -870,7 +994,9 @@ impl NativeEngine {
     /// (of `window` ops, shared with the other batches started with the same `group`: they
     /// start their ops in the order they were started, each as soon as the ones before it
     /// leave room). Returns the batch's id (>= 2^31: it completes once, as an op does, with the
-    /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`.
+    /// number of ops that failed; then `batchTake`), or a negative `BatchCode` / `CaptureCode`;
+    /// a batch whose every op completed in this call (`start_inline`) returns its id plus
+    /// `2^BATCH_DONE_SHIFT x (1 + ops failed)` and completes no more (`batchTake` follows).
     #[napi]
     pub fn batch_start(
         &self,

@@ -54,6 +54,18 @@ pub fn done(result: f64, latency_us: f64, bounced: u32) -> f64 {
     f64::from(TICKET_DONE) + code * f64::from(DONE_LAT_SPAN) + lat
 }
 
+/// A native batch whose every op completed inside its `batchStart` call (a window of 1 on a
+/// tmpfs/ramfs file, made inline: `batch::start_inline`) returns its id plus
+/// `2^BATCH_DONE_SHIFT x (1 + ops failed)` instead of its id: no completion follows for it, the
+/// caller settles it at once (then `batchTake`, as after a completion). Ids stay below it.
+#[napi]
+pub const BATCH_DONE_SHIFT: u32 = 32;
+
+/// What `batchStart` returns for batch id `id` completed in its call with `failed` ops failed.
+pub fn batch_done(id: u32, failed: u32) -> f64 {
+    f64::from(id) + (1.0 + f64::from(failed)) * 2f64.powi(BATCH_DONE_SHIFT as i32)
+}
+
 /// The fast path's `rw` (see `fast.rs`) takes its small arguments packed in one number, read with
 /// one N-API call instead of four: bit 0 a write, bit 1 a lone op (`alone`), bits 2-3 the
 /// backend index, the RWF_* flags from bit `RW_FLAGS_SHIFT` up.
@@ -142,5 +154,17 @@ mod tests {
         // Clamped, not wrapped into the result.
         assert_eq!(undone(done(7.0, 1e9, 0)).0, 7.0);
         assert!(ticket(1 << 28, 1) + TICKET_SUBMITTED < TICKET_DONE);
+    }
+
+    /// src/engine.ts `batchDone`'s split of a batch completed in its start call, in Rust.
+    #[test]
+    fn batch_done_codes_round_trip() {
+        let unit = 2f64.powi(BATCH_DONE_SHIFT as i32);
+        for (id, failed) in [(1u32 << 31, 0u32), ((1 << 31) + 7, 3), (u32::MAX, 1 << 20)] {
+            let v = batch_done(id, failed);
+            assert!(v >= unit && v < 2f64.powi(53));
+            let k = (v / unit).floor();
+            assert_eq!((v - k * unit, k - 1.0), (f64::from(id), f64::from(failed)));
+        }
     }
 }

@@ -1517,6 +1517,64 @@ impl Inner {
         r
     }
 
+    /// Whether a native batch being started may make its ops inline (`batch::start`, a window of
+    /// 1): as a lone op may in [`Inner::rw`], nothing else is staged or in flight, and no
+    /// `waitMicros` wait asked for. Ends a chain of inline ops the loop has turned since.
+    pub(crate) fn batch_may_inline(&mut self) -> bool {
+        if !(self.submit_alone && self.inflight == 0 && self.staged.is_empty() && self.wait_us == 0)
+        {
+            return false;
+        }
+        self.chain_check();
+        true
+    }
+
+    /// Whether the chain of in-call waits and inline ops has spent its budget (`WAIT_BUDGET`)
+    /// until the loop turns: no more inline ops meanwhile.
+    pub(crate) fn inline_spent(&self) -> bool {
+        self.wait_spent
+    }
+
+    /// A read or write of a native batch (`kind`, `len` bytes; see [`Inner::batch_may_inline`])
+    /// made now with pread(2)/pwrite(2) on this thread, as a lone op's is in
+    /// [`Inner::rw_inline`], when the per-op rule would make it inline: a small op on a
+    /// tmpfs/ramfs file (reads only unless `ODIRECT_INLINE_TMPFS=all`/`1`), within the chain
+    /// budget, no page of its range swapped out. Returns its result (bytes or -errno), or None:
+    /// not made (the caller stages it for the ring).
+    ///
+    /// # Safety
+    /// The memory `kind` names must be valid for the access for the duration of the call and
+    /// used by nothing else meanwhile (the batch holds its allocation: see `batch::start`).
+    pub(crate) unsafe fn batch_op_inline(&mut self, kind: &OpKind, len: usize) -> Option<i64> {
+        let (fd, pos, write) = match *kind {
+            OpKind::Read { fd, offset, .. } => (fd, offset, false),
+            OpKind::Write { fd, offset, .. } => (fd, offset, true),
+            _ => return None,
+        };
+        if !self.goes_inline(fd, len, write) {
+            return None;
+        }
+        if !self.resident(fd, pos, len) {
+            self.not_resident += 1;
+            return None;
+        }
+        if self.debug {
+            trace(format_args!(
+                "odirect: inline batch op {}",
+                if write { "pwrite" } else { "pread" }
+            ));
+        }
+        // SAFETY: forwarded contract; `execute` makes one pread/pwrite (EINTR retried).
+        let r = unsafe { odirect_core::io::pool::execute(kind) };
+        if write {
+            self.inline_writes += 1;
+        } else {
+            self.inline_reads += 1;
+        }
+        self.chain_started();
+        Some(r)
+    }
+
     /// Submits the lone op `k` (staged just now, nothing else in flight) and waits in the
     /// kernel for its completion as the tmpfs flush wait does (`io_uring_enter` GETEVENTS,
     /// min_complete 1, [`tick_safe_timeout`]), then reaps it: its result goes back to JS from

@@ -248,6 +248,14 @@ pub fn auto_adapt() -> bool {
     *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_AUTO_REG_ADAPT"))
 }
 
+/// `ODIRECT_AUTO_REG_SERVED=0`: [`AutoTable::need`] is reviewed on let-go slots only (the
+/// twenty-first session's rule), not also on live slots that have served
+/// [`AUTO_FEW_OPS`] ops (see [`AutoTable::served_enough`]). Read once.
+pub fn auto_served() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::env::on_unless_zero("ODIRECT_AUTO_REG_SERVED"))
+}
+
 /// What [`AutoTable::slot_for`] asks of the driver.
 pub trait SlotDriver {
     /// Puts `seg` into slot `i` (or empties it).
@@ -304,17 +312,24 @@ pub struct AutoTable {
     /// twentieth session's entries only had to tell a second use from a first).
     seen: Box<[(usize, u64, u32); SEEN]>,
     /// Uses (ops, or native batches, naming the allocation) an allocation needs before it gets a
-    /// slot: [`AUTO_NEED_MIN`] at first. Reviewed every [`AUTO_REVIEW`] slots let go: doubled
-    /// (up to [`AUTO_NEED_MAX`]) when more than half of them served fewer than
-    /// [`AUTO_FEW_OPS`] ops (fresh buffers used once or twice each: a registration per buffer
-    /// for an op or two, 1.06-1.15x the CPU per op of no table in the twentieth session's
-    /// measure), halved when fewer than an eighth did. Fixed at the minimum with
-    /// `ODIRECT_AUTO_REG_ADAPT=0`.
+    /// slot: [`AUTO_NEED_MIN`] at first. Reviewed every [`AUTO_REVIEW`] outcomes, an outcome
+    /// being a slot let go having served fewer than [`AUTO_FEW_OPS`] ops, or a slot (live or
+    /// not) reaching [`AUTO_FEW_OPS`] ops served: doubled (up to [`AUTO_NEED_MAX`]) when more
+    /// than half of them were the first kind (fresh buffers used once or twice each: a
+    /// registration per buffer for an op or two, 1.06-1.15x the CPU per op of no table in the
+    /// twentieth session's measure), halved when fewer than an eighth were. Live slots count as
+    /// soon as they served enough (twenty-second session): with only let-go slots counted, a
+    /// table that had raised `need` let no slot go while buffers used many times kept theirs
+    /// (it has room for 1,024), and `need` stayed up (2 -> 8 -> 16 in adversary-s21b's churn,
+    /// never down); `ODIRECT_AUTO_REG_SERVED=0` counts let-go slots only (then each of them,
+    /// few ops or many). Fixed at the minimum with `ODIRECT_AUTO_REG_ADAPT=0`.
     pub need: u32,
     /// [`auto_adapt`]: `need` follows the review (else it stays at [`AUTO_NEED_MIN`]).
     adapt: bool,
-    /// Slots let go since the last review, and how many of them served few ops.
-    retired: u32,
+    /// [`auto_served`]: slots count when they reach [`AUTO_FEW_OPS`] ops served.
+    served_counts: bool,
+    /// Outcomes since the last review, and how many of them were slots let go with few ops.
+    outcomes: u32,
     few: u32,
     /// Slots let go in all, and how many served few ops (tests and `callStats`).
     pub retired_total: u64,
@@ -337,7 +352,8 @@ impl Default for AutoTable {
             seen: Box::new([(0, 0, 0); SEEN]),
             need: AUTO_NEED_MIN,
             adapt: auto_adapt(),
-            retired: 0,
+            served_counts: auto_served(),
+            outcomes: 0,
             few: 0,
             retired_total: 0,
             few_total: 0,
@@ -364,7 +380,11 @@ impl AutoTable {
         let stale = match self.by_start.get(&start) {
             Some(&i) => match &mut self.slots[i as usize] {
                 Some((_, _, w, served)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc)) => {
+                    let before = *served;
                     *served = served.saturating_add(ops);
+                    if before < AUTO_FEW_OPS && *served >= AUTO_FEW_OPS {
+                        self.served_enough();
+                    }
                     return Ok(Some(i));
                 }
                 // Another allocation had this start: gone now (live allocations never share
@@ -431,6 +451,9 @@ impl AutoTable {
         self.seen[h] = (0, 0, 0);
         self.bytes += len;
         self.registered += 1;
+        if ops >= AUTO_FEW_OPS {
+            self.served_enough();
+        }
         Ok(Some(i))
     }
 
@@ -446,26 +469,45 @@ impl AutoTable {
         }
     }
 
-    /// A slot whose allocation is gone served `served` ops: every [`AUTO_REVIEW`] of them,
-    /// [`AutoTable::need`] follows what the slots let go since the last review served.
+    /// A slot whose allocation is gone served `served` ops: an outcome of the review when they
+    /// were few (a slot that served more counted when it reached them; with
+    /// `ODIRECT_AUTO_REG_SERVED=0`, here, either way).
     fn retired(&mut self, served: u32) {
         self.retired_total += 1;
-        self.retired += 1;
         if served < AUTO_FEW_OPS {
             self.few_total += 1;
             self.few += 1;
+        } else if self.served_counts {
+            // Counted when it reached AUTO_FEW_OPS.
+            return;
         }
-        if self.retired < AUTO_REVIEW {
+        self.outcomes += 1;
+        self.review();
+    }
+
+    /// A slot reached [`AUTO_FEW_OPS`] ops served (at its registration, for a batch's region):
+    /// an outcome of the review, as one let go would be, without waiting for it to be let go
+    /// (see [`AutoTable::need`]).
+    fn served_enough(&mut self) {
+        if self.served_counts {
+            self.outcomes += 1;
+            self.review();
+        }
+    }
+
+    /// Every [`AUTO_REVIEW`] outcomes, [`AutoTable::need`] follows how many served few ops.
+    fn review(&mut self) {
+        if self.outcomes < AUTO_REVIEW {
             return;
         }
         if self.adapt {
-            if self.few * 2 > self.retired {
+            if self.few * 2 > self.outcomes {
                 self.need = (self.need * 2).min(AUTO_NEED_MAX);
-            } else if self.few * 8 < self.retired {
+            } else if self.few * 8 < self.outcomes {
                 self.need = (self.need / 2).max(AUTO_NEED_MIN);
             }
         }
-        self.retired = 0;
+        self.outcomes = 0;
         self.few = 0;
     }
 
@@ -555,17 +597,22 @@ mod tests {
         }
     }
 
+    /// 3000 fresh 4 KiB buffers, each named by two ops and dropped: `need` climbs.
+    fn fresh_twice(t: &mut AutoTable, d: &mut Counting) {
+        for _ in 0..3000 {
+            let a = memory::test_alloc(4096);
+            t.slot_for(d, &a, 1).unwrap();
+            t.slot_for(d, &a, 1).unwrap();
+        }
+    }
+
     /// Buffers reused many times still get slots (at the `need`th use), and once their slots
     /// are let go having served many ops, `need` comes back down to the minimum.
     #[test]
     fn reused_buffers_bring_need_down() {
         let mut t = table(true);
         let mut d = Counting::default();
-        for _ in 0..3000 {
-            let a = memory::test_alloc(4096);
-            t.slot_for(&mut d, &a, 1).unwrap();
-            t.slot_for(&mut d, &a, 1).unwrap();
-        }
+        fresh_twice(&mut t, &mut d);
         let high = t.need;
         assert!(high > AUTO_NEED_MIN);
         for _ in 0..8 {
@@ -582,6 +629,39 @@ mod tests {
             assert!(fixed > 64 * 50, "{fixed} fixed ops of 6400");
         }
         assert_eq!(t.need, AUTO_NEED_MIN, "need was {high}");
+    }
+
+    /// adversary-s21b's churn in small: fresh buffers used twice raise `need`; then buffers kept
+    /// alive and used many times each (never let go: the table has room for them all) bring it
+    /// back down once their slots have served [`AUTO_FEW_OPS`] ops. With let-go slots counted
+    /// only (`ODIRECT_AUTO_REG_SERVED=0`, the old rule) no review comes and `need` stays up.
+    #[test]
+    fn live_buffers_bring_need_down() {
+        for served in [false, true] {
+            let mut t = AutoTable {
+                adapt: true,
+                served_counts: served,
+                ..AutoTable::default()
+            };
+            let mut d = Counting::default();
+            fresh_twice(&mut t, &mut d);
+            let high = t.need;
+            assert!(high > AUTO_NEED_MIN, "need {high}");
+            let set: Vec<_> = (0..64).map(|_| memory::test_alloc(4096)).collect();
+            let before = t.registered;
+            for _ in 0..100 {
+                for a in &set {
+                    t.slot_for(&mut d, a, 1).unwrap();
+                }
+            }
+            // Every buffer of the set got a slot either way; none was let go.
+            assert_eq!(t.registered - before, 64);
+            if served {
+                assert_eq!(t.need, AUTO_NEED_MIN, "need was {high}");
+            } else {
+                assert_eq!(t.need, high);
+            }
+        }
     }
 
     /// A typed batch's region counts each batch as one use (the registration comes at the
