@@ -7,7 +7,11 @@
 //    Not reproduced on this code (every backend ran it: one op in fh.stats(), one fdatasync(2) in
 //    strace for aio/threadpool, the block durable after a power cut): kept as a guard, checked able
 //    to fail (the same workload without the call loses the block).
+// 3. writeFile(p, data, { atomic: true, flag }) takes the numeric fs.constants forms of 'w'
+//    (O_WRONLY | O_CREAT | O_TRUNC) and 'wx' (| O_EXCL), as the strings (was: refused
+//    ERR_INVALID_ARG_VALUE); other bits (O_RDWR, O_SYNC...) are still refused (src/files.ts).
 import * as fs from 'node:fs'
+import { constants as C } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 
@@ -110,3 +114,28 @@ for (const backend of BACKENDS) {
     }
   })
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. writeFile atomic with numeric flags that mean 'w' or 'wx'
+
+test('writeFile(p, data, { atomic: true, flag: O_WRONLY | O_CREAT | O_TRUNC }) replaces p (a new inode, as \'w\'), | O_EXCL (with or without O_TRUNC) is \'wx\' (EEXIST, p untouched; created when absent), O_RDWR | O_CREAT | O_TRUNC and | O_SYNC still refused (was: every numeric form refused)', async (t) => {
+  const dir = scratch()
+  const p = path.join(dir, 'f')
+  fs.writeFileSync(p, 'old')
+  const ino = fs.statSync(p).ino
+  await od.writeFile(p, 'new', { atomic: true, flag: C.O_WRONLY | C.O_CREAT | C.O_TRUNC })
+  t.is(fs.readFileSync(p, 'utf8'), 'new')
+  t.not(fs.statSync(p).ino, ino, 'replaced by a rename, not written in place')
+  for (const flag of [C.O_WRONLY | C.O_CREAT | C.O_EXCL, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_TRUNC]) {
+    await t.throwsAsync(od.writeFile(p, 'other', { atomic: true, flag }), { code: 'EEXIST' })
+    t.is(fs.readFileSync(p, 'utf8'), 'new')
+    const q = path.join(dir, `absent-${flag}`)
+    await od.writeFile(q, 'made', { atomic: true, flag })
+    t.is(fs.readFileSync(q, 'utf8'), 'made')
+  }
+  for (const flag of [C.O_RDWR | C.O_CREAT | C.O_TRUNC, C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_SYNC, C.O_WRONLY | C.O_CREAT]) {
+    await t.throwsAsync(od.writeFile(p, 'other', { atomic: true, flag }), { code: 'ERR_INVALID_ARG_VALUE' })
+  }
+  t.is(fs.readFileSync(p, 'utf8'), 'new')
+  t.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('odirect-tmp')), [], 'no temp file left')
+})
