@@ -10,19 +10,28 @@
 // 3. writeFile(p, data, { atomic: true, flag }) takes the numeric fs.constants forms of 'w'
 //    (O_WRONLY | O_CREAT | O_TRUNC) and 'wx' (| O_EXCL), as the strings (was: refused
 //    ERR_INVALID_ARG_VALUE); other bits (O_RDWR, O_SYNC...) are still refused (src/files.ts).
+// 4. An op on io_uring that the kernel cancels because io-wq could not start a worker thread (the
+//    user at RLIMIT_NPROC) fails ECANCELED with a hint naming the limit, how to raise it, and the
+//    aio / threadpool backends (was: only "cancelled by an AbortSignal, close() or a chain", none
+//    of which applied) (src/errors.ts ecanceledHint).
 import * as fs from 'node:fs'
 import { constants as C } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import * as od from '../dist/index.js'
 import { bytes, CRASH_REQS, crashRun, durable } from './helpers/crashbed.js'
+import { childRunner } from './helpers/child-result.ts'
 import { fxTest } from './helpers/fxtest.js'
 import { scratchDirs } from './helpers/scratch.ts'
 
 delete process.env.ODIRECT_BACKEND
+const here = path.dirname(fileURLToPath(import.meta.url))
+const DIST = path.join(here, '..', 'dist', 'index.js')
+const runChild = childRunner(path.join(here, 'small-s22'))
 // Probed before any test or hook is declared (ava starts once one is, and an await after it is too late).
 const where = await od.probe('/var/tmp')
 const scratch = scratchDirs('s22small')
@@ -139,3 +148,28 @@ test('writeFile(p, data, { atomic: true, flag: O_WRONLY | O_CREAT | O_TRUNC }) r
   t.is(fs.readFileSync(p, 'utf8'), 'new')
   t.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('odirect-tmp')), [], 'no temp file left')
 })
+
+// ---------------------------------------------------------------------------------------
+// 4. io-wq starved by RLIMIT_NPROC: ECANCELED that says why
+
+type OpOut = 'ok' | { code: string; hint: string }
+const NOBODY = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups']
+const NPROC_REASON = !where.backends.io_uring.available ? `io_uring is not available here (${where.backends.io_uring.reason})` : !where.backends.aio.available ? 'aio is not available here' : undefined
+
+fxTest('io_uring ops of a user at RLIMIT_NPROC (a child as nobody, its limit set by prlimit to its own threads): the write and fdatasync io-wq cannot start a worker for fail ECANCELED with a hint naming RLIMIT_NPROC, its raise and the aio backend; on aio the same ops succeed (was: a hint about AbortSignals, close() and chains only)', ['root', 'cmd:setpriv', 'cmd:prlimit'], async (t) => {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o777)
+  const r = await runChild<{ io_uring: OpOut[]; aio: OpOut[] }>('nproc.mjs', [DIST, dir], { argv: [...NOBODY, process.execPath] })
+  t.deepEqual(r.aio, ['ok', 'ok'], 'aio starts no io-wq worker: its ops succeed under the same limit')
+  // fdatasync always goes to an io-wq worker; the write too when it extends the file (O_DIRECT).
+  const sync = r.io_uring[1]
+  t.not(sync, 'ok', 'the fdatasync ran: an io-wq worker started, the limit did not bite')
+  for (const op of r.io_uring) {
+    if (op === 'ok') continue
+    t.is(op.code, 'ECANCELED')
+    t.regex(op.hint, /io-wq could not start a worker thread/)
+    t.regex(op.hint, /RLIMIT_NPROC = \d+/)
+    t.regex(op.hint, /prlimit --nproc/)
+    t.regex(op.hint, /backend: 'aio'/)
+  }
+}, NPROC_REASON)
