@@ -14,7 +14,12 @@
 //    user at RLIMIT_NPROC) fails ECANCELED with a hint naming the limit, how to raise it, and the
 //    aio / threadpool backends (was: only "cancelled by an AbortSignal, close() or a chain", none
 //    of which applied) (src/errors.ts ecanceledHint).
+// 5. io_uring_setup's ENOMEM says what the running kernel charges a ring to: RLIMIT_MEMLOCK before
+//    5.12 and from 6.14 (a process without CAP_IPC_LOCK), the memory cgroup in between, with the
+//    kernel's version and the process's limit (was: "RLIMIT_MEMLOCK too low on kernels before
+//    5.12" on a 6.18 kernel where the limit is the cause) (crates/core/src/io/ring.rs setup_enomem).
 import * as fs from 'node:fs'
+import * as os from 'node:os'
 import { constants as C } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -173,3 +178,23 @@ fxTest('io_uring ops of a user at RLIMIT_NPROC (a child as nobody, its limit set
     t.regex(op.hint, /backend: 'aio'/)
   }
 }, NPROC_REASON)
+
+// ---------------------------------------------------------------------------------------
+// 5. io_uring_setup ENOMEM under RLIMIT_MEMLOCK: the hint true for the running kernel
+
+const [KMAJ, KMIN] = os.release().split('.').map(Number)
+const MEMLOCK_CHARGED = KMAJ > 6 || (KMAJ === 6 && KMIN >= 14) || KMAJ < 5 || (KMAJ === 5 && KMIN < 12)
+const MEMLOCK_REASON = !MEMLOCK_CHARGED ? `Linux ${KMAJ}.${KMIN} charges io_uring rings to the memory cgroup, not RLIMIT_MEMLOCK: a limit of 0 does not refuse a ring` : undefined
+
+fxTest('io_uring refused ENOMEM for an unprivileged user under RLIMIT_MEMLOCK 0 (prlimit on a child as nobody): the reason names this kernel\'s version, RLIMIT_MEMLOCK with the process\'s 0 bytes, how to raise it and the other backends (was: "RLIMIT_MEMLOCK too low on kernels before 5.12" on a 6.18 kernel)', ['root', 'cmd:setpriv', 'cmd:prlimit'], async (t) => {
+  const dir = scratch()
+  fs.chmodSync(dir, 0o777)
+  const r = await runChild<{ reason: string | null }>('memlock.mjs', [DIST, dir], { argv: ['prlimit', '--memlock=0', ...NOBODY, process.execPath] })
+  t.not(r.reason, null, 'io_uring was available under RLIMIT_MEMLOCK 0: this kernel does not charge the ring to it')
+  const reason = r.reason ?? ''
+  t.regex(reason, /^io_uring_setup: ENOMEM/)
+  t.true(reason.includes(`Linux ${KMAJ}.${KMIN} charges it to RLIMIT_MEMLOCK (this process: 0 bytes)`), reason)
+  t.regex(reason, /prlimit --memlock=/)
+  t.regex(reason, /backend 'aio' or 'threadpool'/)
+  t.notRegex(reason, /before 5\.12/)
+}, MEMLOCK_REASON)
