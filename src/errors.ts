@@ -133,7 +133,7 @@ function efbigHint(hint: string): string {
  * soft RLIMIT_NPROC; undefined when there is no limit or /proc cannot say. Asked only on an
  * ECANCELED that no signal, timeout or close explains.
  */
-export function nprocUse(): [number, number] | undefined {
+function nprocUse(): [number, number] | undefined {
   try {
     const m = /^Max processes\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
     if (m === null || m[1] === 'unlimited') return undefined
