@@ -354,6 +354,24 @@ function dropPrivs(mode: number): number {
   return mode & ~0o4000 & ((mode & 0o2010) === 0o2010 ? ~0o2000 : ~0)
 }
 
+/**
+ * Which of 'w' and 'wx' the (checked) flags mean, or undefined for any other: a string, or the
+ * numeric fs.constants bits of the same open, O_WRONLY | O_CREAT | O_TRUNC ('w') and with O_EXCL
+ * ('wx'; O_TRUNC then changes nothing), plus bits that change nothing here (O_CLOEXEC, always
+ * set; O_DIRECT, which the `direct` option decides; O_NOCTTY). Other bits (O_SYNC, O_NOFOLLOW,
+ * O_RDWR...) are not what an atomic replace does (was: every numeric form refused with atomic).
+ */
+function replaceFlag(flag: string): 'w' | 'wx' | undefined {
+  if (flag === 'w') return 'w'
+  if (flag === 'wx' || flag === 'xw') return 'wx'
+  if (!/^\d+$/.test(flag)) return undefined
+  // Linux's bits (node:fs's constants have no O_CLOEXEC): O_WRONLY, O_CREAT, O_EXCL, O_TRUNC.
+  const n = Number(flag) & ~(0o2000000 | 0o40000 | 0o400) // O_CLOEXEC, O_DIRECT, O_NOCTTY
+  if (n === (0o1 | 0o100 | 0o1000)) return 'w'
+  if ((n & ~0o1000) === (0o1 | 0o100 | 0o200)) return 'wx'
+  return undefined
+}
+
 /** `exactMode`: copyFile's (through copySequential): the replacement gets exactly this mode, no umask, as fs.copyFile's fchmod. */
 async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, options?: WriteFileOptions | BufferEncoding | null, exactMode?: number): Promise<Written> {
   const o = helperOptions(options, ['encoding', 'mode', 'flag', 'datasync', 'flush', 'atomic', 'xattrs', ...HELPER_OPEN_KEYS], "{ encoding: 'utf8', atomic: true }")
@@ -368,8 +386,9 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
   }
   const dst = given ? path.path : toPath(path)
   const flag = checkFlags(o.flag ?? 'w', dst, true)
-  const exclusive = flag === 'wx' || flag === 'xw'
-  if (atomic && flag !== 'w' && !exclusive) throw misuse('ERR_INVALID_ARG_VALUE', `atomic writes replace the file: flag must be 'w' or 'wx', got '${flag}'`, "use flag 'w' (replace) or 'wx' (only if absent)")
+  const as = replaceFlag(flag)
+  const exclusive = as === 'wx'
+  if (atomic && as === undefined) throw misuse('ERR_INVALID_ARG_VALUE', `atomic writes replace the file: flag must be 'w' or 'wx' (or their bits, O_WRONLY | O_CREAT | O_TRUNC, | O_EXCL), got '${flag}'`, "use flag 'w' (replace) or 'wx' (only if absent)")
   const oo = openFields({ direct: o.direct, backend: o.backend })
   // As node:fs: data of a wrong type is refused before the open ('w' would truncate the file first).
   checkWriteData(data)

@@ -769,7 +769,15 @@ abstract class Core {
       await rw.close()
       throw misuse('ERR_ODIRECT_FLAGS', `${path} was replaced by a file that is not a block device while the stream opened it`, 'open it again', { path })
     }
-    this.checkHandle(path, write)
+    try {
+      this.checkHandle(path, write)
+    } catch (e) {
+      // A handle refused (read-only for a write stream, write-only for a read one) is closed all
+      // the same when the stream owns it (autoClose: fh.createWriteStream()), as node:fs's
+      // stream closes its handle on that error (was: left open).
+      if (this.owned && !path.closed) await path.close().catch(() => {})
+      throw e
+    }
     return path
   }
 

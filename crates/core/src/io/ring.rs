@@ -46,10 +46,50 @@ pub fn explain_setup_error(e: &io::Error) -> Unavailable {
             "io_uring_setup: EPERM: kernel.io_uring_disabled = {v} (sysctl); set it to 0 or use backend 'aio'"
         ),
         (libc::EPERM, _) => "io_uring_setup: EPERM: refused by a seccomp filter (Docker, containerd and Kubernetes RuntimeDefault profiles block io_uring); use backend 'aio' or 'threadpool', or allow io_uring_setup/io_uring_enter/io_uring_register in the profile".to_string(),
-        (libc::ENOMEM, _) => "io_uring_setup: ENOMEM: the ring's memory could not be locked (RLIMIT_MEMLOCK too low on kernels before 5.12); raise it with `ulimit -l` or prlimit".to_string(),
+        (libc::ENOMEM, _) => setup_enomem(kernel_version(), &memlock_limit()),
         _ => format!("io_uring_setup failed: {e}"),
     };
     Unavailable { errno, reason }
+}
+
+/// (major, minor) of the running kernel, from uname's release ("6.18.0-1-amd64" -> (6, 18)).
+fn kernel_version() -> Option<(u32, u32)> {
+    let u = nix::sys::utsname::uname().ok()?;
+    let release = u.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// This process's soft RLIMIT_MEMLOCK, for a message: "65536 bytes", "unlimited".
+fn memlock_limit() -> String {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft == RLIM_INFINITY => "unlimited".to_string(),
+        Ok((soft, _)) => format!("{soft} bytes"),
+        Err(_) => "unknown".to_string(),
+    }
+}
+
+/// io_uring_setup's ENOMEM, said as the running kernel accounts a ring's memory. Kernels before
+/// 5.12 charge it to RLIMIT_MEMLOCK; 5.12 to 6.13 to the memory cgroup instead; from 6.14 (the
+/// rings made as memory regions, `io_create_region`) to RLIMIT_MEMLOCK again, for a process
+/// without CAP_IPC_LOCK: seen on this repository's 6.18 as an unprivileged user with `prlimit
+/// --memlock=0` (root passes). Was: "RLIMIT_MEMLOCK too low on kernels before 5.12" on every kernel.
+fn setup_enomem(version: Option<(u32, u32)>, memlock: &str) -> String {
+    let kernel = version.map_or_else(
+        || "this kernel".to_string(),
+        |(a, b)| format!("Linux {a}.{b}"),
+    );
+    let memlock_charged = version.is_none_or(|v| !((5, 12)..(6, 14)).contains(&v));
+    if memlock_charged {
+        format!(
+            "io_uring_setup: ENOMEM: the ring's memory could not be locked: {kernel} charges it to RLIMIT_MEMLOCK (this process: {memlock}) unless the process has CAP_IPC_LOCK; raise it with `ulimit -l`, `prlimit --memlock=` or LimitMEMLOCK= in a systemd unit, or use backend 'aio' or 'threadpool' (else the memory is short or too fragmented)"
+        )
+    } else {
+        format!(
+            "io_uring_setup: ENOMEM: the ring's memory could not be allocated: {kernel} charges it to the memory cgroup (its memory.max), not to RLIMIT_MEMLOCK; free memory or raise the cgroup's limit, or use backend 'aio' or 'threadpool'"
+        )
+    }
 }
 
 /// user_data of our own SQEs (cancels). Op keys from callers must stay below this.
@@ -1517,6 +1557,29 @@ mod tests {
     use crate::buf::AlignedBuf;
     use std::io::Write;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn setup_enomem_says_what_the_running_kernel_charges() {
+        for v in [(4, 19), (5, 11), (6, 14), (6, 18), (7, 1)] {
+            let m = setup_enomem(Some(v), "0 bytes");
+            assert!(
+                m.contains("RLIMIT_MEMLOCK (this process: 0 bytes)"),
+                "{v:?}: {m}"
+            );
+            assert!(m.contains(&format!("Linux {}.{}", v.0, v.1)), "{m}");
+            assert!(!m.contains("before 5.12"), "{m}");
+        }
+        for v in [(5, 12), (6, 1), (6, 13)] {
+            let m = setup_enomem(Some(v), "0 bytes");
+            assert!(
+                m.contains("memory cgroup") && m.contains("not to RLIMIT_MEMLOCK"),
+                "{v:?}: {m}"
+            );
+        }
+        assert!(
+            setup_enomem(None, "unlimited").contains("this kernel charges it to RLIMIT_MEMLOCK")
+        );
+    }
 
     /// Whether the ring's eventfd is signalled within `timeout_ms`.
     fn notified(r: &LocalRing, timeout_ms: i32) -> bool {
