@@ -207,3 +207,26 @@ const od = require(workerData.dist)
   },
   true,
 )
+
+// ---------------------------------------------------------------------------------------
+// Options read by property access
+
+test("writeFile(path, buffer, options) whose options getter transfers the buffer's ArrayBuffer (detached before writeFile looks at the data): refused ERR_ODIRECT_DETACHED before the open, the file keeps its bytes (was: refused after the 'w' open had emptied it); atomic: the file and its directory as they were", async (t) => {
+  const dir = scratch('/dev/shm')
+  for (const atomic of [false, true]) {
+    const file = path.join(dir, `keep-${atomic}`)
+    const old = Buffer.alloc(5000, 9)
+    fs.writeFileSync(file, old)
+    const data = Buffer.alloc(8192, 1)
+    const options = {
+      atomic,
+      get flag(): string {
+        structuredClone(data.buffer, { transfer: [data.buffer] })
+        return 'w'
+      },
+    }
+    await t.throwsAsync(od.writeFile(file, data, options), { code: 'ERR_ODIRECT_DETACHED' })
+    t.true(fs.readFileSync(file).equals(old), `atomic ${atomic}: the file kept its bytes`)
+    t.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith(`keep-${atomic}`) || n.startsWith('.')), [`keep-${atomic}`], 'no temp file left')
+  }
+})

@@ -257,7 +257,13 @@ type WriteData = string | ArrayBufferView | Iterable<string | ArrayBufferView> |
 
 /** Refuses writeFile `data` that is not a string, a view or an (async) iterable (ERR_INVALID_ARG_TYPE). */
 function checkWriteData(data: unknown): void {
-  if (typeof data === 'string' || ArrayBuffer.isView(data)) return
+  if (typeof data === 'string') return
+  if (ArrayBuffer.isView(data)) {
+    // Detached already (by a getter of the options, read before this): refused before the open
+    // too (was: after it, 'w' had emptied the file; adversary-s22b).
+    toBytes(data, 'utf8')
+    return
+  }
   const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
   if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
 }
