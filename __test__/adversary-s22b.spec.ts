@@ -15,6 +15,7 @@
 //    `a_forked_childs_exit_leaves_the_parents_temp_files`.
 // Attacked without a fault: see below (each case here passes on main's code too: they pin down
 // what held, differential main thread vs worker where they can).
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import { createRequire } from 'node:module'
 import * as path from 'node:path'
@@ -230,3 +231,19 @@ test("writeFile(path, buffer, options) whose options getter transfers the buffer
     t.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith(`keep-${atomic}`) || n.startsWith('.')), [`keep-${atomic}`], 'no temp file left')
   }
 })
+
+// ---------------------------------------------------------------------------------------
+// Temp files at exit
+
+for (const form of ['write', 'copy'] as const) {
+  test(`process.exit() while ${form === 'write' ? "writeFile({ atomic })'s" : "copyFile's"} temp file's open is in flight (the file made, its promise not resumed: the child spins in a wrapper of the native open): no temp file left (was: it was held only once the open resumed, and stayed), the destination as it was`, (t) => {
+    const dir = scratch('/dev/shm')
+    fs.writeFileSync(path.join(dir, 'src'), Buffer.alloc(1 << 20, 3))
+    fs.writeFileSync(path.join(dir, 'dst'), 'old')
+    const r = spawnSync(process.execPath, [path.join(CHILDREN, 'exit-open.cjs'), DIST, dir, form], { encoding: 'utf8', timeout: 60_000 })
+    t.is(r.status, 0, `${r.stdout}\n${r.stderr}`)
+    t.is(r.stdout.trim(), 'exit', 'the exit came with the open in flight')
+    t.deepEqual(fs.readdirSync(dir).sort(), ['dst', 'src'], 'files left')
+    t.is(fs.readFileSync(path.join(dir, 'dst'), 'utf8'), 'old')
+  })
+}
