@@ -13,8 +13,28 @@
 //    the temp files its parent was still writing (the parent's rename then failed ENOENT). Each
 //    entry now keeps the pid that made it. Test: the Rust unit test
 //    `a_forked_childs_exit_leaves_the_parents_temp_files`.
-// Attacked without a fault: see below (each case here passes on main's code too: they pin down
-// what held, differential main thread vs worker where they can).
+// 3. src/files.ts: writeFile(path, buffer, options) whose options getter transferred the buffer
+//    (options are read first): refused ERR_ODIRECT_DETACHED only after the 'w' open had emptied
+//    the file. Now refused before the open (checkWriteData).
+// 4. src/files.ts, src/fileops.ts: writeFile({ atomic }) and copyFile held their temp file (for
+//    removal at exit) only once its open had resumed: process.exit() while the open was in flight
+//    (the file made, the promise not resumed) left it, as large as the reservation (24 concurrent
+//    copies, process.exit() at 3 ms: 12 temp files of 3 MiB). Now held before the open; an open
+//    that finds another's file (EEXIST) lets the name go.
+// Attacked without a fault (the two may-block cases below pass on main's code too):
+// - the may-block thread: a worker's FUSE + tmpfs engine answers as the main thread's (held
+//   reads, abort and timeout of held reads, close while held, typed and array batches, bytes);
+//   six workers terminated at once with held reads (reaper, threads, rings, eventfds all end);
+//   a BatchWindow shared by a FUSE batch and a tmpfs batch in a worker (5 rounds, bytes: by hand).
+// - buffers transferred by option getters (read, write, writeMany, readMany, writeFile atomic):
+//   ERR_ODIRECT_DETACHED, nothing written (by hand).
+// - probe() as root and as uid 65534 (setpriv): a file without read permission, a symlink to it,
+//   a dangling symlink, a directory without read permission, a socket, a FIFO, /proc/self/status,
+//   /proc/1/mem, a sysfs attribute, /dev/null, /proc/self/fd/0, a loop device, /dev/shm: each
+//   answers as the old probe did for that inode (EACCES where not readable), none hangs, no
+//   probe temp file left (by hand).
+// - Bun: process.exit() with the temp file's open in flight leaves no temp file (by hand, the
+//   exit-open.cjs child; after the fix).
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import { createRequire } from 'node:module'
