@@ -431,7 +431,8 @@ const liveTemps = new Map<string, string>()
 let exitHooked = false
 
 /**
- * `tmp` was just created by this thread's open: removed at exit until it is renamed or removed.
+ * `tmp` is about to be created by this thread's open ('wx'): removed at exit until it is renamed
+ * or removed (or let go: its open found another's file there, see tempLetGo).
  * Kept with its absolute path: a relative one (copyFile('a', 'b')) names another file once the
  * process changed its working directory, and the temp file was left (adversary-s21b).
  */
@@ -460,6 +461,11 @@ export async function removeTemp(tmp: string, fd?: number): Promise<TempFate> {
   } finally {
     tempDone(tmp)
   }
+}
+
+/** `tmp` was put in place or removed, or (its open failed EEXIST) is another's: no longer removed at exit. */
+export function tempLetGo(tmp: string): void {
+  tempDone(tmp)
 }
 
 /** `tmp` was put in place or removed: no longer removed at exit. */

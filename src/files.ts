@@ -13,7 +13,7 @@ import { MAX_IO_LENGTH } from './buffers'
 import type { BackendName } from './engine'
 import { DirectIoError, errno as E, kernelError, misuse } from './errors'
 import { syncParentDir } from './dirsync'
-import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, type TempFate, tempOwned, tempTaken, tmpName } from './fileops'
+import { AbortRace, commitTemp, isSequential, keepAttrs, kindName, pseudoFs, refuseProtectedFile, type Replaced, removeTemp, resolveLinks, SequentialFile, sequentialChunks, statIfExists, tempError, type TempFate, tempLetGo, tempOwned, tempTaken, tmpName } from './fileops'
 import { FileHandle } from './handle'
 import { native } from './native'
 import { isFileHandle, open } from './open'
@@ -257,7 +257,13 @@ type WriteData = string | ArrayBufferView | Iterable<string | ArrayBufferView> |
 
 /** Refuses writeFile `data` that is not a string, a view or an (async) iterable (ERR_INVALID_ARG_TYPE). */
 function checkWriteData(data: unknown): void {
-  if (typeof data === 'string' || ArrayBuffer.isView(data)) return
+  if (typeof data === 'string') return
+  if (ArrayBuffer.isView(data)) {
+    // Detached already (by a getter of the options, read before this): refused before the open
+    // too (was: after it, 'w' had emptied the file; adversary-s22b).
+    toBytes(data, 'utf8')
+    return
+  }
   const isIterable = data !== null && typeof data === 'object' && (Symbol.asyncIterator in data || Symbol.iterator in data)
   if (!isIterable) throw misuse('ERR_INVALID_ARG_TYPE', `data must be a string, Buffer, TypedArray, DataView or an (async) iterable of them, got ${describe(data)}`, 'e.g. Buffer.from(text)')
 }
@@ -464,8 +470,10 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
     let w: Written
     try {
       // The temp file's name need not be durable: commitTemp syncs the directory after the rename.
-      fh = await openRaced(abort, tmp, 'wx', { ...oo, mode }, tmpOpen)
+      // Held before its open (removed at exit from then on): an exit while the open is in flight
+      // (its file made, the promise not yet resumed) left the temp file (adversary-s22b).
       tempOwned(tmp)
+      fh = await openRaced(abort, tmp, 'wx', { ...oo, mode }, tmpOpen)
       // The data's length, when it is one string or buffer: reserved up front (see reserveSpace).
       const known = ArrayBuffer.isView(payload) ? payload.byteLength : 0
       const prepare = (h: FileHandle): Promise<void> => keepAttrs(h.fd, replaced, keepMode, xattrs)
@@ -476,7 +484,7 @@ async function writeFileImpl(path: PathLike | FileHandle, data: WriteData, optio
       if (!tempTaken(e, tmp)) {
         await tmpOpen.open
         await removeTemp(tmp, fh !== undefined && !fh.closed ? fh.fd : undefined)
-      }
+      } else tempLetGo(tmp)
       await fh?.close().catch(() => {})
       throw tempError(e, target)
     }
@@ -763,12 +771,16 @@ async function copyBlocks(plan: CopyPlan, inPlace: boolean): Promise<CopyResult>
     if (inPlace) out = await openRaced(abort, d, 'r+', oo)
     else {
       tmp = tmpName(d)
+      // Held before its open (see writeFile's).
+      tempOwned(tmp)
       out = await openRaced(abort, tmp, verify ? 'wx+' : 'wx', { ...oo, mode: st.mode & 0o7777 }, tmpOpen).catch((e: unknown) => {
         // Another's temp file (see tempTaken): not ours to remove.
-        if (tempTaken(e, tmp as string)) tmp = undefined
+        if (tempTaken(e, tmp as string)) {
+          tempLetGo(tmp as string)
+          tmp = undefined
+        }
         throw e
       })
-      tempOwned(tmp)
       // Before any data (see keepAttrs): what fs.copyFile keeps of the file it overwrites, and the
       // source's mode exactly (fs.copyFile's fchmod: no umask). Not raced against the abort: it
       // works on the descriptor, which must stay open until it is done.

@@ -60,12 +60,20 @@ struct Sub {
 // thread builds the submission from them.
 unsafe impl Send for Sub {}
 
-/// What the JS thread asks of the ring's thread, taken whole at each of its turns.
+/// One thing the JS thread asks of the ring's thread.
+enum Ask {
+    Sub(Sub),
+    Cancel(u64),
+    CancelAll,
+}
+
+/// What the JS thread asks of the ring's thread, taken whole at each of its turns and done in
+/// the order asked: a cancel of key K asked before K's completion was reaped, then a new op
+/// that took the freed key K (the engine's keys are reused at once), cancels the old op only
+/// (was: every op of the turn went in before every cancel, and the new op was cancelled).
 #[derive(Default)]
 struct Inbox {
-    subs: Vec<Sub>,
-    cancels: Vec<u64>,
-    cancel_all: bool,
+    asks: Vec<Ask>,
     /// The driver was dropped: end once nothing is in the ring.
     stop: bool,
 }
@@ -155,7 +163,7 @@ impl MayBlockRing {
     fn send(&mut self, f: impl FnOnce(&mut Inbox)) {
         {
             let mut inbox = lock(&self.shared.inbox);
-            inbox.subs.append(&mut self.staged);
+            inbox.asks.extend(self.staged.drain(..).map(Ask::Sub));
             f(&mut inbox);
         }
         eventfd::signal(self.shared.wake.as_raw_fd());
@@ -173,7 +181,18 @@ fn run(shared: &Shared, mut ring: LocalRing) {
         eventfd::drain(wake);
         let inbox = std::mem::take(&mut *lock(&shared.inbox));
         stop |= inbox.stop;
-        for s in &inbox.subs {
+        for ask in inbox.asks {
+            let s = match ask {
+                Ask::Sub(s) => s,
+                Ask::Cancel(k) => {
+                    ring.cancel(k);
+                    continue;
+                }
+                Ask::CancelAll => {
+                    ring.cancel_all();
+                    continue;
+                }
+            };
             // SAFETY: the array the engine's record holds (its length with it), alive until the
             // op's completion is reaped (`Driver::push`'s contract).
             let iov = s
@@ -193,12 +212,6 @@ fn run(shared: &Shared, mut ring: LocalRing) {
             if let Err(e) = unsafe { ring.push(&op) } {
                 raw.push((s.key, -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64)));
             }
-        }
-        for k in inbox.cancels {
-            ring.cancel(k);
-        }
-        if inbox.cancel_all {
-            ring.cancel_all();
         }
         ring.submit();
         ring.reap(&mut raw);
@@ -280,11 +293,11 @@ impl Driver for MayBlockRing {
     }
 
     fn cancel(&mut self, key: u64) {
-        self.send(|i| i.cancels.push(key));
+        self.send(|i| i.asks.push(Ask::Cancel(key)));
     }
 
     fn cancel_all(&mut self) {
-        self.send(|i| i.cancel_all = true);
+        self.send(|i| i.asks.push(Ask::CancelAll));
     }
 
     /// Cancels everything and waits until every op completed (the owner's eventfd is left
@@ -331,6 +344,9 @@ impl Driver for MayBlockRing {
 mod tests {
     use super::*;
 
+    /// One test at a time: each looks at the threads named "odirect-mayblk".
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     /// Waits (bounded) until the owner's eventfd says completions are there, then reaps them.
     fn reaped(r: &mut MayBlockRing, owner: &OwnedFd, want: usize) -> Vec<(u64, i64)> {
         let mut out = Vec::new();
@@ -351,6 +367,7 @@ mod tests {
 
     #[test]
     fn pipe_reads_complete_and_cancel_through_the_thread_which_ends_on_drop() {
+        let _one = lock(&SERIAL);
         let owner = Arc::new(eventfd::new(false).unwrap());
         let mut r = MayBlockRing::start(8, owner.clone()).unwrap();
         assert!(r.describe().ends_with("+own_thread"), "{}", r.describe());
@@ -418,6 +435,96 @@ mod tests {
         unsafe {
             libc::close(fds[0]);
             libc::close(fds[1]);
+        }
+    }
+
+    /// The system call the thread named "odirect-mayblk" is in now (/proc's syscall file).
+    fn thread_syscall() -> Option<i64> {
+        for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == "odirect-mayblk" {
+                let sc = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+                return sc.split(' ').next()?.trim().parse().ok();
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_cancel_asked_before_its_key_was_reused_does_not_cancel_the_new_op() {
+        let _one = lock(&SERIAL);
+        let owner = Arc::new(eventfd::new(false).unwrap());
+        let mut r = MayBlockRing::start(8, owner.clone()).unwrap();
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: fds is a live array of two ints.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            fds
+        };
+        let (a, b) = (pipe(), pipe());
+        let put = |fd: i32, data: &[u8; 4]| {
+            // SAFETY: writes 4 bytes from a live array to a pipe.
+            assert_eq!(unsafe { libc::write(fd, data.as_ptr().cast(), 4) }, 4);
+        };
+        let (mut x, mut y, mut z) = ([0u8; 4], [0u8; 4], [0u8; 4]);
+        let read = |fd: i32, buf: &mut [u8; 4]| OpKind::Read {
+            fd,
+            ptr: buf.as_mut_ptr(),
+            len: 4,
+            offset: u64::MAX,
+            buf_index: None,
+        };
+        let (kx, ky, kz) = (read(a[0], &mut x), read(b[0], &mut y), read(a[0], &mut z));
+        let op = |key, kind| OpRef {
+            punt: true,
+            ..OpRef::new(key, kind)
+        };
+        // SAFETY: x, y and z outlive the ops (their completions are reaped below).
+        unsafe {
+            r.push(&op(1, &kx)).unwrap();
+            r.push(&op(2, &ky)).unwrap();
+        }
+        r.submit();
+        put(a[1], b"aaaa");
+        // Op 1's completion is announced, not reaped yet.
+        let mut p = libc::pollfd {
+            fd: owner.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd; 10 s at most (a failure, not a pace).
+        assert!(unsafe { libc::poll(&mut p, 1, 10_000) } > 0);
+        eventfd::drain(owner.as_raw_fd());
+        let shared = r.shared.clone();
+        let mut done = lock(&shared.done);
+        assert_eq!(*done, vec![(1, 4)]);
+        // The thread, with op 2's completion, waits for `done` (held here) before its next turn.
+        put(b[1], b"bbbb");
+        let mut tries = 0;
+        while thread_syscall() != Some(libc::SYS_futex) {
+            tries += 1;
+            assert!(tries < 10_000, "the thread never waited for the lock");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // A cancel of op 1 (a timeout fired as it completed), then op 1 reaped (as `reap`
+        // does), its key freed and taken by a new op (the engine's free list), all before the
+        // thread's next turn.
+        r.cancel(1);
+        let got = std::mem::take(&mut *done);
+        r.inflight -= got.len();
+        // SAFETY: as above.
+        unsafe { r.push(&op(1, &kz)).unwrap() };
+        r.submit();
+        drop(done);
+        put(a[1], b"cccc");
+        let mut rest = reaped(&mut r, &owner, 2);
+        rest.sort();
+        assert_eq!(rest, vec![(1, 4), (2, 4)], "the new op 1 was not cancelled");
+        assert_eq!((&x, &y, &z), (b"aaaa", b"bbbb", b"cccc"));
+        drop(r);
+        for fd in a.into_iter().chain(b) {
+            // SAFETY: closing the pipes made above.
+            unsafe { libc::close(fd) };
         }
     }
 }

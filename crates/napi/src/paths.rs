@@ -180,14 +180,21 @@ pub fn sync_dir(path: String) -> AsyncTask<PathTask> {
 /// handlers run then, and only once the process really exits (a globalThis 'error' listener
 /// that cancels the exit never gets there, where removing the temp files from an 'error'
 /// listener would break a copy that goes on).
-static TEMPS: std::sync::Mutex<Vec<CString>> = std::sync::Mutex::new(Vec::new());
+///
+/// Each with the process that made it: a child forked without exec (an addon's fork(), a
+/// daemonizing module) inherits this list and the atexit handler, and its exit must not remove
+/// the temp files its parent is still writing (was: it did, and the parent's rename into place
+/// failed ENOENT).
+static TEMPS: std::sync::Mutex<Vec<(libc::pid_t, CString)>> = std::sync::Mutex::new(Vec::new());
 static TEMPS_HOOKED: std::sync::Once = std::sync::Once::new();
 
 /// The exit(3) handler: unlinks every temp file still held. Never waits: a lock held by a
 /// thread caught mid-change at the exit leaves the files (as a kill would).
 extern "C" fn remove_temps() {
     if let Ok(t) = TEMPS.try_lock() {
-        for p in t.iter() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        for (_, p) in t.iter().filter(|(pid, _)| *pid == me) {
             // SAFETY: a valid NUL-terminated path; unlink has no memory preconditions.
             unsafe { libc::unlink(p.as_ptr()) };
         }
@@ -204,14 +211,60 @@ pub fn temp_held(path: String) {
         // unloaded before the exit (N-API addons stay loaded).
         unsafe { libc::atexit(remove_temps) };
     });
-    TEMPS.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    TEMPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((me, c));
 }
 
 /// `path` was put in place or removed: no longer removed at exit.
 #[napi]
 pub fn temp_let_go(path: String) {
     let mut t = TEMPS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = t.iter().position(|c| c.as_bytes() == path.as_bytes()) {
+    if let Some(i) = t.iter().position(|(_, c)| c.as_bytes() == path.as_bytes()) {
         t.swap_remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked without exec that exits through exit(3) leaves its parent's temp file;
+    /// the parent's own exit(3) (a second fork standing in for it: same list, same pid rule
+    /// seen from the process that made the entry) removes it.
+    #[test]
+    fn a_forked_childs_exit_leaves_the_parents_temp_files() {
+        let dir = std::env::temp_dir().join(format!("odirect-paths-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(".held.tmp");
+        std::fs::write(&tmp, b"data").unwrap();
+        let abs = tmp.to_str().unwrap().to_string();
+        temp_held(abs.clone());
+        // SAFETY: the child only calls exit(3) (the handler: getpid, unlink).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: ends the child through exit(3): its atexit handlers run.
+            unsafe { libc::exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(
+            tmp.exists(),
+            "the forked child's exit removed its parent's temp file"
+        );
+        // The process that made the entry removes it at its own exit.
+        remove_temps();
+        assert!(
+            !tmp.exists(),
+            "the parent's exit handler left its temp file"
+        );
+        temp_let_go(abs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
