@@ -1095,7 +1095,7 @@ export function faultFs(opts: FaultFsOptions = {}): FaultFs | Skip {
       release: () => fs.rmSync(needHold(), { force: true }),
       stats,
       waitFor,
-      waitForHeld: (n = 1, timeoutMs = 10_000) => waitFor((s) => s.held >= n, `${n} requests held`, timeoutMs),
+      waitForHeld: (n = 1, timeoutMs = 30_000) => waitFor((s) => s.held >= n, `${n} requests held`, timeoutMs),
       cleanup,
     }
   } catch (e) {
