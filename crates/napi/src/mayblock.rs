@@ -33,8 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use odirect_core::io::ring::LocalRing;
-use odirect_core::io::FD_MAY_BLOCK;
+use odirect_core::io::ring::{ring_placement, LocalRing};
 use odirect_core::io::{eventfd, BackendKind, Driver, FdFacts, Placement, Unavailable};
 use odirect_core::op::{OpKind, OpRef, Segment};
 
@@ -252,16 +251,11 @@ impl Driver for MayBlockRing {
         BackendKind::IoUring
     }
 
-    /// As the ring's: ops on may-block descriptors are punted (IOSQE_ASYNC: the thread never
-    /// sleeps in a submission either); ftruncate only where the kernel has IORING_OP_FTRUNCATE.
+    /// As the ring's ([`ring_placement`]): ops on may-block descriptors are punted (IOSQE_ASYNC:
+    /// the thread never sleeps in a submission either); ftruncate only where the kernel has
+    /// IORING_OP_FTRUNCATE.
     fn placement(&self, op: &OpKind, facts: FdFacts) -> Placement {
-        if matches!(op, OpKind::Ftruncate { .. }) && !self.ftruncate {
-            Placement::Elsewhere
-        } else if facts & FD_MAY_BLOCK != 0 {
-            Placement::Punt
-        } else {
-            Placement::Inline
-        }
+        ring_placement(self.ftruncate, op, facts)
     }
 
     unsafe fn push(&mut self, op: &OpRef<'_>) -> std::io::Result<()> {

@@ -1071,22 +1071,28 @@ impl LocalRing {
     }
 }
 
+/// Where an io_uring ring (this thread's, or a may-block file's own thread's) makes `op`:
+/// ftruncate needs IORING_OP_FTRUNCATE (Linux 6.9+, `ftruncate`), else it runs elsewhere; ops on
+/// a descriptor whose submission may sleep are punted (IOSQE_ASYNC: an io-wq worker issues them,
+/// the submitting thread's io_uring_enter only queues them); the rest inline.
+pub fn ring_placement(ftruncate: bool, op: &OpKind, facts: FdFacts) -> Placement {
+    if matches!(op, OpKind::Ftruncate { .. }) && !ftruncate {
+        Placement::Elsewhere
+    } else if facts & FD_MAY_BLOCK != 0 {
+        Placement::Punt
+    } else {
+        Placement::Inline
+    }
+}
+
 impl Driver for LocalRing {
     fn kind(&self) -> BackendKind {
         BackendKind::IoUring
     }
 
-    /// Ftruncate needs IORING_OP_FTRUNCATE (Linux 6.9+), else it runs elsewhere; ops on a
-    /// descriptor whose submission may sleep are punted (IOSQE_ASYNC: an io-wq worker issues
-    /// them, the submitting thread's io_uring_enter only queues them).
+    /// See [`ring_placement`].
     fn placement(&self, op: &OpKind, facts: FdFacts) -> Placement {
-        if matches!(op, OpKind::Ftruncate { .. }) && !self.ftruncate {
-            Placement::Elsewhere
-        } else if facts & FD_MAY_BLOCK != 0 {
-            Placement::Punt
-        } else {
-            Placement::Inline
-        }
+        ring_placement(self.ftruncate, op, facts)
     }
 
     unsafe fn push(&mut self, op: &OpRef<'_>) -> io::Result<()> {
